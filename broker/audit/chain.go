@@ -1,0 +1,252 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// GenesisHash is the prev_hash of the first event of a chain that was never
+// pruned.
+const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Byte layout of a sealed line (see Draft.Seal). json.Marshal writes Seq
+// first and, since Hash is omitempty and last, ends the canonical bytes with
+// the prev_hash member.
+const (
+	seqPrefix    = `{"seq":`
+	prevMember   = `,"prev_hash":"`
+	hashMember   = `,"hash":"`
+	hexLen       = 2 * sha256.Size
+	hashSuffix   = len(hashMember) + hexLen + len(`"}`) // bytes after the canonical body
+	prevSuffix   = len(prevMember) + hexLen + len(`"`)  // prev_hash member before hashSuffix
+	draftTail    = `"prev_hash":""}`
+	draftHead    = `{"seq":0,`
+	minLineBytes = len(seqPrefix) + 1 + prevSuffix + hashSuffix
+)
+
+// Canonical returns the bytes an event's hash covers: json.Marshal of the
+// event with Hash cleared.
+func Canonical(e *Event) ([]byte, error) {
+	c := *e
+	c.Hash = ""
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode event: %w", err)
+	}
+	return b, nil
+}
+
+// ChainHash returns hex(SHA-256(raw(prevHash) || canonical)).
+func ChainHash(prevHash string, canonical []byte) (string, error) {
+	var prev [sha256.Size]byte
+	if err := decodeHash(prev[:], prevHash); err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(prev[:])
+	h.Write(canonical)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// decodeHash decodes a 64-digit lower-case hex hash into dst.
+func decodeHash(dst []byte, s string) error {
+	if len(s) != hexLen || !isLowerHex(s) {
+		return fmt.Errorf("audit: malformed hash %q", s)
+	}
+	_, err := hex.Decode(dst, []byte(s))
+	return err
+}
+
+func isLowerHex[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Draft is a normalized event encoded once, outside any transaction, and
+// sealed into the chain inside one with Seal. It is immutable, so sealing
+// it again (a retried bbolt batch) gives the same bytes for the same seq
+// and prev hash.
+type Draft struct {
+	ev   Event
+	body []byte // canonical bytes with seq 0 and prev_hash ""
+}
+
+// NewDraft normalizes e in place (see Event.Normalize) and encodes it.
+func NewDraft(e *Event, now time.Time) (*Draft, error) {
+	if err := e.Normalize(now); err != nil {
+		return nil, err
+	}
+	d := &Draft{ev: e.Clone()}
+	body, err := json.Marshal(&d.ev)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode event: %w", err)
+	}
+	if len(body) < len(draftHead)+len(draftTail) || string(body[:len(draftHead)]) != draftHead || string(body[len(body)-len(draftTail):]) != draftTail {
+		return nil, errors.New("audit: event encoding does not start with seq and end with prev_hash")
+	}
+	d.body = body
+	return d, nil
+}
+
+// Event returns a copy of the drafted event carrying seq, prev and hash.
+func (d *Draft) Event(seq uint64, prev, hash string) Event {
+	e := d.ev.Clone()
+	e.Seq, e.PrevHash, e.Hash = seq, prev, hash
+	return e
+}
+
+// Seal places the draft at seq after prev and returns the stored line,
+// json.Marshal of the event with Seq, PrevHash and Hash set, and its hash.
+// It only splices the prepared bytes, so it is cheap enough to run inside a
+// write transaction.
+func (d *Draft) Seal(seq uint64, prev string) (line []byte, hash string, err error) {
+	var prevRaw [sha256.Size]byte
+	if err := decodeHash(prevRaw[:], prev); err != nil {
+		return nil, "", err
+	}
+	mid := d.body[len(draftHead)-1 : len(d.body)-len(draftTail)] // `,"time":...,` ending before "prev_hash"
+	line = make([]byte, 0, len(d.body)+20+hexLen+hashSuffix)
+	line = append(line, seqPrefix...)
+	line = strconv.AppendUint(line, seq, 10)
+	line = append(line, mid...)
+	line = append(line, `"prev_hash":"`...)
+	line = append(line, prev...)
+	line = append(line, `"}`...)
+	h := sha256.New()
+	h.Write(prevRaw[:])
+	h.Write(line)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	line = line[:len(line)-1] // drop the closing brace of the canonical bytes
+	line = append(line, hashMember...)
+	line = hex.AppendEncode(line, sum[:])
+	line = append(line, `"}`...)
+	return line, string(line[len(line)-2-hexLen : len(line)-2]), nil
+}
+
+// HeadSigner signs chain heads and retention anchors, normally with the
+// broker's Ed25519 token key. It must not use the audit store.
+type HeadSigner interface {
+	SignHead(msg []byte) (kid string, sig []byte, err error)
+}
+
+// KeyFunc returns the Ed25519 public key for a key id, including retired
+// keys that signed old heads.
+type KeyFunc func(kid string) (ed25519.PublicKey, bool)
+
+// Ed25519Signer is a HeadSigner holding one private key.
+type Ed25519Signer struct {
+	KID string
+	Key ed25519.PrivateKey
+}
+
+// SignHead implements HeadSigner.
+func (s Ed25519Signer) SignHead(msg []byte) (string, []byte, error) {
+	if len(s.Key) != ed25519.PrivateKeySize {
+		return "", nil, errors.New("audit: signer has no Ed25519 private key")
+	}
+	return s.KID, ed25519.Sign(s.Key, msg), nil
+}
+
+// Keys returns a KeyFunc over a fixed set of public keys.
+func Keys(keys map[string]ed25519.PublicKey) KeyFunc {
+	return func(kid string) (ed25519.PublicKey, bool) {
+		k, ok := keys[kid]
+		return k, ok
+	}
+}
+
+// Link is a position in the chain: an event's seq and hash.
+type Link struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// SignedHead is a signature over the chain head at some moment. A head
+// whose seq is past the last stored event proves the tail was truncated.
+type SignedHead struct {
+	Seq  uint64    `json:"seq"`
+	Hash string    `json:"hash"`
+	Time time.Time `json:"time"`
+	KID  string    `json:"kid"`
+	Sig  []byte    `json:"sig"`
+}
+
+// Message returns the bytes the head signature covers.
+func (h *SignedHead) Message() []byte {
+	return fmt.Appendf(nil, "pamctl-audit-head-v1\nseq=%d\nhash=%s\ntime=%s\n",
+		h.Seq, h.Hash, h.Time.UTC().Format(time.RFC3339Nano))
+}
+
+// Sign fills KID and Sig using s.
+func (h *SignedHead) Sign(s HeadSigner) error {
+	kid, sig, err := s.SignHead(h.Message())
+	if err != nil {
+		return fmt.Errorf("audit: sign head: %w", err)
+	}
+	h.KID, h.Sig = kid, sig
+	return nil
+}
+
+// Anchor records where retention cut the chain: Seq and Hash are the last
+// deleted event's, so the first kept event's prev_hash equals Hash. The
+// same values are written into the chain as an audit.anchor event, and the
+// anchor is signed like a head.
+type Anchor struct {
+	Seq    uint64    `json:"seq"`
+	Hash   string    `json:"hash"`
+	Before time.Time `json:"before"`
+	Time   time.Time `json:"time"`
+	KID    string    `json:"kid,omitempty"`
+	Sig    []byte    `json:"sig,omitempty"`
+}
+
+// Message returns the bytes the anchor signature covers.
+func (a *Anchor) Message() []byte {
+	return fmt.Appendf(nil, "pamctl-audit-anchor-v1\nseq=%d\nhash=%s\nbefore=%s\ntime=%s\n",
+		a.Seq, a.Hash, a.Before.UTC().Format(time.RFC3339Nano), a.Time.UTC().Format(time.RFC3339Nano))
+}
+
+// Sign fills KID and Sig using s.
+func (a *Anchor) Sign(s HeadSigner) error {
+	kid, sig, err := s.SignHead(a.Message())
+	if err != nil {
+		return fmt.Errorf("audit: sign anchor: %w", err)
+	}
+	a.KID, a.Sig = kid, sig
+	return nil
+}
+
+// Details keys of an audit.anchor event.
+const (
+	DetailAnchorSeq  = "anchor_seq"
+	DetailAnchorHash = "anchor_hash"
+	DetailBefore     = "before"
+	DetailPruned     = "pruned"
+)
+
+// AnchorEvent is the audit.anchor event a log appends when it prunes.
+func AnchorEvent(a *Anchor, pruned uint64) *Event {
+	return &Event{
+		Time:  a.Time,
+		Type:  TypeAuditAnchor,
+		Actor: &Actor{Subject: "pamctl", Kind: KindService},
+		Details: map[string]string{
+			DetailAnchorSeq:  strconv.FormatUint(a.Seq, 10),
+			DetailAnchorHash: a.Hash,
+			DetailBefore:     a.Before.UTC().Format(time.RFC3339Nano),
+			DetailPruned:     strconv.FormatUint(pruned, 10),
+		},
+	}
+}

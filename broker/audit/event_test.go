@@ -1,0 +1,144 @@
+package audit
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+func TestTypesTableIsStable(t *testing.T) {
+	codeRE := regexp.MustCompile(`^PAM-[A-Z]\d{3}$`)
+	nameRE := regexp.MustCompile(`^[a-z]+(\.[a-z]+)?$`)
+	seenCode := map[string]Type{}
+	for _, info := range Types() {
+		if !codeRE.MatchString(info.Code) {
+			t.Errorf("%s: code %q does not look like PAM-X000", info.Type, info.Code)
+		}
+		if !nameRE.MatchString(string(info.Type)) {
+			t.Errorf("type %q is not a dotted lower-case name", info.Type)
+		}
+		if other, dup := seenCode[info.Code]; dup {
+			t.Errorf("code %s used by %s and %s", info.Code, other, info.Type)
+		}
+		seenCode[info.Code] = info.Type
+		if info.Description == "" {
+			t.Errorf("%s has no description", info.Type)
+		}
+	}
+	if code, ok := CodeOf(TypeProxyCall); !ok || code != "PAM-P001" {
+		t.Errorf("CodeOf(proxy.call) = %q, %v; want PAM-P001 (codes are stable)", code, ok)
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.FixedZone("CET", 3600))
+	e := &Event{Type: TypeProxyCall, Prompt: "hello", Seq: 9, PrevHash: "x", Hash: "y"}
+	if err := e.Normalize(now); err != nil {
+		t.Fatal(err)
+	}
+	if e.Code != "PAM-P001" {
+		t.Errorf("Code = %q", e.Code)
+	}
+	if !e.Time.Equal(now) || e.Time.Location() != time.UTC {
+		t.Errorf("Time = %v, want %v in UTC", e.Time, now)
+	}
+	if e.PromptSHA256 != PromptDigest("hello") {
+		t.Errorf("PromptSHA256 = %q", e.PromptSHA256)
+	}
+	if e.Seq != 0 || e.PrevHash != "" || e.Hash != "" {
+		t.Errorf("chain fields not cleared: %d %q %q", e.Seq, e.PrevHash, e.Hash)
+	}
+
+	for name, bad := range map[string]*Event{
+		"unknown type":  {Type: "proxy.cal"},
+		"spoofed code":  {Type: TypeLogin, Code: "PAM-P001"},
+		"unknown actor": {Type: TypeLogin, Actor: &Actor{Kind: "robot"}},
+	} {
+		if err := bad.Normalize(now); err == nil {
+			t.Errorf("%s: Normalize accepted %+v", name, bad)
+		}
+	}
+}
+
+func TestNormalizeTruncatesOnRuneBoundary(t *testing.T) {
+	long := strings.Repeat("é", MaxTextBytes) // 2 bytes each
+	e := &Event{Type: TypeProxyCall, Prompt: long, Response: long}
+	if err := e.Normalize(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]string{"prompt": e.Prompt, "response": e.Response} {
+		if len(s) > MaxTextBytes || !utf8.ValidString(s) || !strings.HasSuffix(s, truncMarker) {
+			t.Errorf("%s: len %d, valid %v, suffix %q", name, len(s), utf8.ValidString(s), s[len(s)-20:])
+		}
+	}
+	if e.PromptSHA256 != PromptDigest(long) {
+		t.Error("PromptSHA256 must cover the whole prompt, not the truncated one")
+	}
+}
+
+func TestFilterMatch(t *testing.T) {
+	at := time.Date(2025, 1, 1, 10, 0, 0, 0, time.UTC)
+	e := Event{Type: TypeRequestApproved, Time: at, Grant: "g1", Request: "r1",
+		Actor: &Actor{Subject: "sub-1", Email: "ada@example.com"}}
+	cases := []struct {
+		name string
+		f    Filter
+		want bool
+	}{
+		{"zero", Filter{}, true},
+		{"type", Filter{Types: []Type{TypeRequestApproved}}, true},
+		{"other type", Filter{Types: []Type{TypeLogin}}, false},
+		{"any of types", Filter{Types: []Type{TypeLogin, TypeRequestApproved}}, true},
+		{"prefix", Filter{Types: []Type{"request.*"}}, true},
+		{"other prefix", Filter{Types: []Type{"proxy.*"}}, false},
+		{"subject", Filter{Actor: "sub-1"}, true},
+		{"email", Filter{Actor: "ada@example.com"}, true},
+		{"other actor", Filter{Actor: "bob"}, false},
+		{"grant", Filter{Grant: "g1"}, true},
+		{"other grant", Filter{Grant: "g2"}, false},
+		{"request", Filter{Request: "r1"}, true},
+		{"other request", Filter{Request: "r2"}, false},
+		{"since before", Filter{Since: at.Add(-time.Second)}, true},
+		{"since equal", Filter{Since: at}, true},
+		{"since after", Filter{Since: at.Add(time.Second)}, false},
+		{"all", Filter{Types: []Type{"request.*"}, Actor: "sub-1", Grant: "g1", Request: "r1", Since: at}, true},
+	}
+	for _, c := range cases {
+		if got := c.f.Match(e); got != c.want {
+			t.Errorf("%s: Match = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if (Filter{Actor: "sub-1"}).Match(Event{Type: TypeLogin}) {
+		t.Error("actor filter matched an event without actor")
+	}
+}
+
+func TestCloneIsDeep(t *testing.T) {
+	e := sampleEvent(1)
+	c := e.Clone()
+	e.Actor.Groups[0] = "changed"
+	e.Details["k"] = "changed"
+	e.Masked["EMAIL"] = 99
+	e.Reasons[0] = "changed"
+	e.Usage.TotalTokens = 1
+	e.Client.UserAgent = "changed"
+	a, _ := json.Marshal(c)
+	b, _ := json.Marshal(sampleEvent(1))
+	if string(a) != string(b) {
+		t.Errorf("clone shares memory with the original:\n%s\n%s", a, b)
+	}
+}
+
+func TestParseSyncMode(t *testing.T) {
+	for in, want := range map[string]SyncMode{"": SyncDurable, "durable": SyncDurable, "async": SyncAsync} {
+		if got, err := ParseSyncMode(in); err != nil || got != want {
+			t.Errorf("ParseSyncMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseSyncMode("fast"); err == nil {
+		t.Error("ParseSyncMode accepted fast")
+	}
+}

@@ -1,0 +1,197 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+)
+
+// Export format (JSON Lines, UTF-8, "\n" after every line):
+//
+//	{"anchor":{...}}   optional first line: the retention anchor
+//	{"seq":1,...}      one line per event, exactly as stored (hash last)
+//	{"head":{...}}     optional last line: the latest signed head
+//
+// Event lines are the bytes the chain hashes (plus the hash member), so an
+// offline verifier needs no JSON canonicalization: see docs/audit.md.
+
+// MaxLineBytes bounds one line of an export.
+const MaxLineBytes = 4 << 20
+
+type anchorLine struct {
+	Anchor *Anchor `json:"anchor"`
+}
+
+type headLine struct {
+	Head *SignedHead `json:"head"`
+}
+
+// JSONLWriter streams an export. Call WriteAnchor (if any) first, then
+// WriteLine or WriteEvent for each event, then WriteHead (if any), then
+// Flush.
+type JSONLWriter struct {
+	w      *bufio.Writer
+	events bool
+	head   bool
+}
+
+// NewJSONLWriter returns a writer that buffers into w.
+func NewJSONLWriter(w io.Writer) *JSONLWriter {
+	return &JSONLWriter{w: bufio.NewWriterSize(w, 64<<10)}
+}
+
+// WriteAnchor writes the anchor line; it must come first.
+func (j *JSONLWriter) WriteAnchor(a *Anchor) error {
+	if j.events || j.head {
+		return errors.New("audit: export: anchor after events")
+	}
+	return j.writeJSON(anchorLine{a})
+}
+
+// WriteLine writes one stored event line as is.
+func (j *JSONLWriter) WriteLine(line []byte) error {
+	if j.head {
+		return errors.New("audit: export: event after head")
+	}
+	if !bytes.HasPrefix(line, []byte(seqPrefix)) || bytes.IndexByte(line, '\n') >= 0 {
+		return fmt.Errorf("audit: export: not an event line: %s", quoteShort(line))
+	}
+	j.events = true
+	j.w.Write(line)
+	return j.w.WriteByte('\n')
+}
+
+// WriteEvent writes a sealed event (Hash set). json.Marshal of a sealed
+// event is byte for byte the stored line.
+func (j *JSONLWriter) WriteEvent(e *Event) error {
+	if e.Hash == "" {
+		return errors.New("audit: export: event has no hash")
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	return j.WriteLine(b)
+}
+
+// WriteHead writes the signed head line; nothing may follow it.
+func (j *JSONLWriter) WriteHead(h *SignedHead) error {
+	if j.head {
+		return errors.New("audit: export: second head")
+	}
+	j.head = true
+	return j.writeJSON(headLine{h})
+}
+
+func (j *JSONLWriter) writeJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	j.w.Write(b)
+	return j.w.WriteByte('\n')
+}
+
+// Flush writes any buffered data to the underlying writer.
+func (j *JSONLWriter) Flush() error {
+	if err := j.w.Flush(); err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	return nil
+}
+
+// WriteJSONL writes a complete export: anchor (nil for none), the stored
+// event lines in seq order, head (nil for none).
+func WriteJSONL(w io.Writer, anchor *Anchor, lines iter.Seq2[[]byte, error], head *SignedHead) error {
+	j := NewJSONLWriter(w)
+	if anchor != nil {
+		if err := j.WriteAnchor(anchor); err != nil {
+			return err
+		}
+	}
+	for line, err := range lines {
+		if err != nil {
+			return err
+		}
+		if err := j.WriteLine(line); err != nil {
+			return err
+		}
+	}
+	if head != nil {
+		if err := j.WriteHead(head); err != nil {
+			return err
+		}
+	}
+	return j.Flush()
+}
+
+// VerifyJSONL verifies an export read from r, offline. It returns the first
+// break as a *BreakError; I/O and format errors are returned as they are.
+func VerifyJSONL(r io.Reader, keys KeyFunc) (Report, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	var (
+		v    *Verifier
+		head *SignedHead
+		long []byte
+		n    int
+	)
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= MaxLineBytes {
+				line, err = br.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			if len(long) > MaxLineBytes {
+				return Report{}, fmt.Errorf("audit: export line %d: longer than %d bytes", n+1, MaxLineBytes)
+			}
+			line = long
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return Report{}, fmt.Errorf("audit: read export: %w", err)
+		}
+		line = bytes.TrimSuffix(line, []byte{'\n'})
+		if len(line) > 0 {
+			n++
+			if head != nil {
+				return Report{}, fmt.Errorf("audit: export line %d: data after the head line", n)
+			}
+			switch {
+			case bytes.HasPrefix(line, []byte(`{"anchor":`)):
+				if v != nil {
+					return Report{}, fmt.Errorf("audit: export line %d: anchor must be the first line", n)
+				}
+				var al anchorLine
+				if err := json.Unmarshal(line, &al); err != nil || al.Anchor == nil {
+					return Report{}, fmt.Errorf("audit: export line %d: bad anchor line", n)
+				}
+				v = NewVerifier(al.Anchor, keys)
+			case bytes.HasPrefix(line, []byte(`{"head":`)):
+				var hl headLine
+				if err := json.Unmarshal(line, &hl); err != nil || hl.Head == nil {
+					return Report{}, fmt.Errorf("audit: export line %d: bad head line", n)
+				}
+				head = hl.Head
+			default:
+				if v == nil {
+					v = NewVerifier(nil, keys)
+				}
+				if err := v.Add(line); err != nil {
+					return v.Finish(nil)
+				}
+			}
+		}
+		if err != nil { // io.EOF
+			break
+		}
+	}
+	if v == nil {
+		v = NewVerifier(nil, keys)
+	}
+	return v.Finish(head)
+}

@@ -1,0 +1,65 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an error for HTTP status mapping and CLI exit codes.
+type Code string
+
+// Error codes. Their meaning is stable: the HTTP API and the CLI map them.
+const (
+	CodeInvalid         Code = "invalid"          // bad input; nothing changed
+	CodeUnauthenticated Code = "unauthenticated"  // no or bad session
+	CodeForbidden       Code = "forbidden"        // policy says no
+	CodeNotFound        Code = "not_found"        // no such thing
+	CodeConflict        Code = "conflict"         // the state does not allow it (already denied, expired...)
+	CodeInternal        Code = "internal"         // our fault; detail is logged, not shown
+	CodePending         Code = "pending_approval" // not an error so much as "not yet"
+)
+
+// Error is an error safe to show a user: Code and Message are public, Err is
+// the wrapped detail for logs.
+type Error struct {
+	Code    Code
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of err, CodeInternal for foreign errors.
+func ErrorCode(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	if errors.Is(err, ErrNotFound) {
+		return CodeNotFound
+	}
+	return CodeInternal
+}
+
+// ErrorMessage returns the user-safe message of err.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	if errors.Is(err, ErrNotFound) {
+		return "no such request (list them with: pamctl requests)"
+	}
+	return "internal error (the server log has details)"
+}

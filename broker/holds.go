@@ -1,0 +1,111 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"pamctl/broker/audit"
+	"pamctl/broker/policy"
+)
+
+// Hold is a proxied call that a require_approval prompt rule stopped.
+type Hold struct {
+	Caller    Identity
+	GrantID   string
+	TokenID   string
+	Rule      string
+	Approvers policy.Subjects
+	Model     string
+	Endpoint  string
+	Excerpt   string // masked
+	SHA256    string // of the whole prompt as it would go upstream
+}
+
+// HoldPrompt records a pending review of kind "prompt" and blocks until an
+// approver decides or ctx ends (the client's hold timeout). It returns the
+// review as it then is: approved (release the call), denied, or still
+// pending (the caller stopped waiting). An approval given after the caller
+// stopped waiting lets the same subject retry the identical prompt (same
+// SHA-256) once within the retry window; such a retry returns approved at
+// once without a new review.
+func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
+	if r, err := s.useRetry(ctx, h); err != nil || r != nil {
+		return r, err
+	}
+	now := s.now().UTC()
+	r := &Request{
+		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
+		PendingUntil: now.Add(s.retryWindow),
+		Approval:     Approval{Required: true, Approvers: h.Approvers, Count: 1},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID},
+	}
+	if err := s.store.CreateRequest(ctx, r); err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "could not record the held call", Err: err}
+	}
+	a := actor(h.Caller)
+	a.TokenID = h.TokenID
+	s.emit(ctx, &audit.Event{Type: audit.TypePromptHeld, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Endpoint: h.Endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256})
+	s.notify(ctx, r, "prompt.held")
+
+	got, err := s.Wait(ctx, h.Caller, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	switch got.State {
+	case StateApproved:
+		// Released in time: the call goes through now and the approval is spent.
+		return s.spend(context.WithoutCancel(ctx), got.ID)
+	case StatePending:
+		s.emit(context.WithoutCancel(ctx), &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Decision: "timeout", Reasons: []string{h.Rule}})
+	}
+	return got, nil
+}
+
+// useRetry finds an approved, unspent prompt review of the same subject and
+// prompt within its retry window and spends it.
+func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
+	now := s.now()
+	rs, err := s.store.ListRequests(ctx, func(r *Request) bool {
+		return r.Kind == KindPrompt && r.State == StateApproved && r.Requester.Same(h.Caller) &&
+			r.Prompt != nil && !r.Prompt.Used && r.Prompt.SHA256 == h.SHA256 &&
+			r.Prompt.RetryUntil != nil && now.Before(*r.Prompt.RetryUntil)
+	})
+	if err != nil {
+		return nil, s.storeErr(err)
+	}
+	for _, r := range rs {
+		got, err := s.spend(ctx, r.ID)
+		if errors.Is(err, errSpent) {
+			continue // another retry won the race
+		}
+		return got, err
+	}
+	return nil, nil
+}
+
+var errSpent = errors.New("broker: prompt approval already used")
+
+// spend marks an approved prompt review used, once (compare-and-swap).
+func (s *Service) spend(ctx context.Context, id string) (*Request, error) {
+	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
+		if r.Prompt == nil || r.Prompt.Used || r.State != StateApproved {
+			return errSpent
+		}
+		r.Prompt.Used = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.emit(ctx, &audit.Event{Type: audit.TypePromptReleased, Actor: actor(r.Requester), Grant: r.Prompt.GrantID, Review: r.ID, Model: r.Prompt.Model, Decision: "released", Reasons: []string{r.Prompt.Rule}})
+	return r, nil
+}
+
+// promptApproved sets the retry window of an approved prompt review.
+func (s *Service) promptApproved(r *Request, now time.Time) {
+	if r.Prompt != nil {
+		until := now.Add(s.retryWindow)
+		r.Prompt.RetryUntil = &until
+	}
+}

@@ -1,0 +1,387 @@
+// Package notify tells people about access events (a request waiting for
+// approval, a grant approved, denied or revoked, a prompt held by a rule)
+// by POSTing JSON to a webhook.
+//
+// Delivery is asynchronous: Send puts the event on a bounded queue and
+// returns at once, whatever the endpoint does; one worker goroutine posts
+// events in order, retrying network errors, 5xx, 408 and 429 with
+// exponential backoff. An event that cannot be delivered (queue full,
+// notifier closed, last attempt failed, 4xx) is handed to OnFailure, so the
+// broker can write it to the audit trail. Errors never contain the webhook
+// URL, which often embeds a secret (Slack, Teams).
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Event types.
+const (
+	TypeRequestPending  = "request.pending"  // a request waits for approval
+	TypeRequestApproved = "request.approved" // approval complete; the grant is live
+	TypeRequestDenied   = "request.denied"   // a reviewer denied the request
+	TypeRequestExpired  = "request.expired"  // nobody reviewed it within pending_ttl
+	TypeBreakGlass      = "request.break_glass"
+	TypeGrantRevoked    = "grant.revoked"
+	TypePromptHeld      = "prompt.held" // a require_approval rule holds a proxied call
+)
+
+// Event is one notification. Its JSON field names are a stable contract for
+// webhook receivers.
+type Event struct {
+	Type      string    `json:"type"`
+	Time      time.Time `json:"time"`
+	RequestID string    `json:"request_id"`
+	Subject   string    `json:"subject"`
+	Scopes    []string  `json:"scopes"`
+	Decision  string    `json:"decision"`
+	Reviewer  string    `json:"reviewer"`
+	Reason    string    `json:"reason"`
+	// Text is a one-line summary for chat webhooks (Slack, Mattermost and
+	// Teams display "text"); Send fills it from Summary when empty.
+	Text string `json:"text"`
+}
+
+// Summary renders e as one line for people, e.g.
+// "request r-1 by alice@example.com for model:gpt-4o: pending (needs approval)".
+func (e Event) Summary() string {
+	var b strings.Builder
+	b.WriteString("pamctl: ")
+	b.WriteString(e.Type)
+	if e.RequestID != "" {
+		b.WriteString(" " + e.RequestID)
+	}
+	if e.Subject != "" {
+		b.WriteString(" by " + e.Subject)
+	}
+	if len(e.Scopes) > 0 {
+		b.WriteString(" for " + strings.Join(e.Scopes, " "))
+	}
+	if e.Decision != "" {
+		b.WriteString(": " + e.Decision)
+	}
+	if e.Reviewer != "" {
+		b.WriteString(" (reviewer " + e.Reviewer + ")")
+	}
+	if e.Reason != "" {
+		b.WriteString(" - " + e.Reason)
+	}
+	return b.String()
+}
+
+var (
+	// ErrQueueFull is reported when Send drops an event because the queue is full.
+	ErrQueueFull = errors.New("notify: queue full; event dropped")
+	// ErrClosed is reported for events sent after Close, or still queued
+	// when the drain deadline passed.
+	ErrClosed = errors.New("notify: notifier closed; event dropped")
+)
+
+// StatusError is a non-2xx answer from the webhook.
+type StatusError struct {
+	Code int
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("notify: webhook answered %d %s", e.Code, http.StatusText(e.Code))
+}
+
+// Defaults for the zero values of Webhook's fields.
+const (
+	DefaultAttempts     = 5
+	DefaultBackoff      = time.Second
+	DefaultMaxBackoff   = time.Minute
+	DefaultTimeout      = 10 * time.Second
+	DefaultQueueSize    = 256
+	DefaultDrainTimeout = 5 * time.Second
+)
+
+// Webhook posts events to URL. Configure it with a struct literal; the
+// worker starts on first use. The zero values of the tunables mean the
+// defaults above. A Webhook must not be copied after first use.
+type Webhook struct {
+	URL    string
+	Client *http.Client // default: http.DefaultClient (each attempt has Timeout)
+	// Header is added to every request, e.g. an Authorization header.
+	Header http.Header
+	// Secret, when set, signs each body: X-Pamctl-Signature is
+	// "sha256=" + hex(HMAC-SHA256(Secret, timestamp + "." + body)), with the
+	// Unix timestamp in X-Pamctl-Timestamp.
+	Secret []byte
+
+	Attempts   int           // total attempts per event
+	Backoff    time.Duration // wait before the 2nd attempt; doubles each time
+	MaxBackoff time.Duration // cap on one wait (also on Retry-After)
+	Timeout    time.Duration // per attempt
+	QueueSize  int           // events waiting beyond the one in flight
+	// DrainTimeout bounds Close.
+	DrainTimeout time.Duration
+
+	// Sleep waits d or until ctx is done; tests inject one that does not sleep.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Now stamps events that have no Time, and signatures.
+	Now func() time.Time
+	// OnFailure receives every event that will not be delivered, with why.
+	// It may be called from the worker and from Send, concurrently; it must
+	// not block for long.
+	OnFailure func(Event, error)
+
+	once   sync.Once
+	mu     sync.RWMutex // guards closed against sends on a closed queue
+	closed bool
+	queue  chan Event
+	ctx    context.Context // cancelled when a drain deadline passes
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (w *Webhook) start() {
+	w.once.Do(func() {
+		if w.Attempts <= 0 {
+			w.Attempts = DefaultAttempts
+		}
+		if w.Backoff <= 0 {
+			w.Backoff = DefaultBackoff
+		}
+		if w.MaxBackoff <= 0 {
+			w.MaxBackoff = DefaultMaxBackoff
+		}
+		if w.Timeout <= 0 {
+			w.Timeout = DefaultTimeout
+		}
+		if w.QueueSize <= 0 {
+			w.QueueSize = DefaultQueueSize
+		}
+		if w.DrainTimeout <= 0 {
+			w.DrainTimeout = DefaultDrainTimeout
+		}
+		if w.Client == nil {
+			w.Client = http.DefaultClient
+		}
+		if w.Sleep == nil {
+			w.Sleep = sleep
+		}
+		if w.Now == nil {
+			w.Now = time.Now
+		}
+		w.queue = make(chan Event, w.QueueSize)
+		w.ctx, w.cancel = context.WithCancel(context.Background())
+		w.done = make(chan struct{})
+		go w.run()
+	})
+}
+
+// Send queues e for delivery and returns at once; it never waits for the
+// network. If the queue is full or the notifier closed, e is dropped, passed
+// to OnFailure, and ErrQueueFull or ErrClosed returned. ctx is not used for
+// delivery, which outlives the caller's request; it is accepted so Send fits
+// the broker's notifier interface.
+func (w *Webhook) Send(ctx context.Context, e Event) error {
+	w.start()
+	if e.Time.IsZero() {
+		e.Time = w.Now()
+	}
+	e.Scopes = slices.Clone(e.Scopes)
+	if e.Scopes == nil {
+		e.Scopes = []string{}
+	}
+	if e.Text == "" {
+		e.Text = e.Summary()
+	}
+	err := w.enqueue(e)
+	if err != nil {
+		w.fail(e, err)
+	}
+	return err
+}
+
+func (w *Webhook) enqueue(e Event) error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return ErrClosed
+	}
+	select {
+	case w.queue <- e:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// Close stops accepting events and waits up to DrainTimeout for the queue
+// to drain (see Shutdown).
+func (w *Webhook) Close() error {
+	w.start()
+	ctx, cancel := context.WithTimeout(context.Background(), w.DrainTimeout)
+	defer cancel()
+	return w.Shutdown(ctx)
+}
+
+// Shutdown stops accepting events and delivers those queued until ctx is
+// done. Then the attempt in flight is aborted and every event not delivered
+// is passed to OnFailure with ErrClosed; Shutdown returns once the worker
+// has stopped. It returns ctx's error if the queue did not drain in time.
+func (w *Webhook) Shutdown(ctx context.Context) error {
+	w.start()
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.queue)
+	}
+	w.mu.Unlock()
+	select {
+	case <-w.done:
+		w.cancel()
+		return nil
+	case <-ctx.Done():
+		w.cancel()
+		<-w.done
+		return fmt.Errorf("notify: drain: %w", ctx.Err())
+	}
+}
+
+func (w *Webhook) run() {
+	defer close(w.done)
+	for e := range w.queue {
+		if err := w.deliver(e); err != nil {
+			w.fail(e, err)
+		}
+	}
+}
+
+func (w *Webhook) fail(e Event, err error) {
+	if w.OnFailure != nil {
+		w.OnFailure(e, err)
+	}
+}
+
+// deliver posts e, retrying transient failures.
+func (w *Webhook) deliver(e Event) error {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("notify: encode event: %w", err)
+	}
+	for attempt := 1; ; attempt++ {
+		if w.ctx.Err() != nil {
+			return ErrClosed
+		}
+		wait, err := w.post(e.Type, body)
+		if err == nil {
+			return nil
+		}
+		if wait < 0 || attempt >= w.Attempts {
+			return fmt.Errorf("notify: gave up after %d attempt(s): %w", attempt, err)
+		}
+		wait = max(wait, w.backoff(attempt))
+		if err := w.Sleep(w.ctx, min(wait, w.MaxBackoff)); err != nil {
+			return ErrClosed
+		}
+	}
+}
+
+// backoff is the wait after the given failed attempt: Backoff doubling, capped.
+func (w *Webhook) backoff(attempt int) time.Duration {
+	d := w.Backoff
+	for i := 1; i < attempt && d < w.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, w.MaxBackoff)
+}
+
+// post makes one attempt. On failure, wait is -1 when retrying is pointless,
+// else a minimum wait the server asked for (Retry-After), possibly 0.
+func (w *Webhook) post(typ string, body []byte) (wait time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(w.ctx, w.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		// The URL is bad; say so without echoing it.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return -1, fmt.Errorf("notify: webhook url: %w", err)
+	}
+	for k, vs := range w.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "pamctl-notify")
+	req.Header.Set("X-Pamctl-Event", typ)
+	if len(w.Secret) > 0 {
+		ts := strconv.FormatInt(w.Now().Unix(), 10)
+		req.Header.Set("X-Pamctl-Timestamp", ts)
+		req.Header.Set("X-Pamctl-Signature", Sign(w.Secret, ts, body))
+	}
+	resp, err := w.Client.Do(req)
+	if err != nil {
+		// *url.Error quotes the URL, which may hold a secret: keep only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("notify: post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return 0, nil
+	}
+	err = &StatusError{Code: resp.StatusCode}
+	switch {
+	case resp.StatusCode >= 500, resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests:
+		return retryAfter(resp.Header.Get("Retry-After")), err
+	default:
+		return -1, err
+	}
+}
+
+// retryAfter parses a Retry-After header given in seconds; dates and junk
+// count as no preference.
+func retryAfter(v string) time.Duration {
+	secs, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || secs < 0 {
+		return 0
+	}
+	return time.Duration(secs) * time.Second
+}
+
+// Sign returns the X-Pamctl-Signature value for body sent at timestamp ts
+// (Unix seconds, as in X-Pamctl-Timestamp). Receivers recompute it and
+// compare with hmac.Equal.
+func Sign(secret []byte, ts string, body []byte) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(ts))
+	mac.Write([]byte("."))
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

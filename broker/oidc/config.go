@@ -1,0 +1,161 @@
+package oidc
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// IssuerConfig is one trusted issuer, an item of the YAML `issuers:` list.
+type IssuerConfig struct {
+	// Name identifies the issuer in policies and the audit trail.
+	Name string `mapstructure:"name" yaml:"name"`
+	// URL is the issuer URL, exactly as it appears in the tokens' iss claim
+	// and in the discovery document (watch for trailing slashes).
+	URL string `mapstructure:"url" yaml:"url"`
+	// ClientID is the OAuth client `pamctl login` uses (a public client with
+	// PKCE). Required for issuers of people; optional for workloads.
+	ClientID string `mapstructure:"client_id" yaml:"client_id"`
+	// Audience is the expected aud of ID tokens; default ClientID.
+	Audience string `mapstructure:"audience" yaml:"audience"`
+	// GroupsClaim names the claim holding groups (a list or a single
+	// string); default "groups".
+	GroupsClaim string `mapstructure:"groups_claim" yaml:"groups_claim"`
+	// Scopes requested at login; default openid, email, profile.
+	Scopes []string `mapstructure:"scopes" yaml:"scopes"`
+	// Workload marks issuers of non-human identities (GitHub Actions,
+	// Kubernetes service accounts): their identities have Kind "service".
+	Workload bool `mapstructure:"workload" yaml:"workload"`
+	// AllowedDomains, when set, admits only tokens whose email is in one of
+	// these domains (exact match, case-insensitive) and not marked unverified.
+	AllowedDomains []string `mapstructure:"allowed_domains" yaml:"allowed_domains"`
+	// RequiredClaims admits only tokens whose claims have exactly these
+	// values (a list claim must contain the value), e.g.
+	// repository_owner: my-org.
+	RequiredClaims map[string]string `mapstructure:"required_claims" yaml:"required_claims"`
+}
+
+// Defaults used by WithDefaults.
+const (
+	DefaultGroupsClaim = "groups"
+)
+
+// DefaultScopes are requested when an issuer configures none.
+var DefaultScopes = []string{"openid", "email", "profile"}
+
+var issuerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// WithDefaults returns c with Audience, GroupsClaim and Scopes filled in.
+func (c IssuerConfig) WithDefaults() IssuerConfig {
+	if c.Audience == "" {
+		c.Audience = c.ClientID
+	}
+	if c.GroupsClaim == "" {
+		c.GroupsClaim = DefaultGroupsClaim
+	}
+	if len(c.Scopes) == 0 {
+		c.Scopes = slices.Clone(DefaultScopes)
+	} else {
+		c.Scopes = slices.Clone(c.Scopes)
+	}
+	c.AllowedDomains = slices.Clone(c.AllowedDomains)
+	if c.RequiredClaims != nil {
+		m := make(map[string]string, len(c.RequiredClaims))
+		for k, v := range c.RequiredClaims {
+			m[k] = v
+		}
+		c.RequiredClaims = m
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c IssuerConfig) Validate() error {
+	label := fmt.Sprintf("issuer %q", c.Name)
+	if c.Name == "" {
+		label = "issuer (unnamed)"
+	}
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", label, fmt.Sprintf(format, args...)))
+	}
+
+	switch {
+	case c.Name == "":
+		bad("name is required")
+	case !issuerNameRE.MatchString(c.Name):
+		bad("name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	}
+
+	if c.URL == "" {
+		bad("url is required")
+	} else if err := validateIssuerURL(c.URL); err != nil {
+		bad("url: %v", err)
+	}
+
+	if !c.Workload && c.ClientID == "" {
+		bad("client_id is required (the public OAuth client `pamctl login` uses); set workload: true for CI or Kubernetes issuers")
+	}
+	if c.Audience == "" && c.ClientID == "" {
+		bad("audience (or client_id) is required: it is the aud every token must carry")
+	}
+	if strings.ContainsFunc(c.GroupsClaim, isSpace) {
+		bad("groups_claim must not contain spaces")
+	}
+	if len(c.Scopes) > 0 && !slices.Contains(c.Scopes, "openid") {
+		bad("scopes must include openid")
+	}
+	for _, s := range c.Scopes {
+		if s == "" || strings.ContainsFunc(s, isSpace) {
+			bad("scope %q must be a single non-empty word", s)
+		}
+	}
+	for _, d := range c.AllowedDomains {
+		if d == "" || strings.ContainsAny(d, "@/: ") || strings.HasPrefix(d, ".") {
+			bad("allowed_domains: %q is not a domain (write example.com, not @example.com or a URL)", d)
+		}
+	}
+	for k := range c.RequiredClaims {
+		if k == "" {
+			bad("required_claims: empty claim name")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateIssuerURL accepts https URLs, and http only on loopback hosts (the
+// dev issuer and tests).
+func validateIssuerURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", err)
+	}
+	switch {
+	case u.Host == "":
+		return errors.New("must be an absolute URL such as https://idp.example.com")
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return errors.New("must not contain credentials, a query or a fragment")
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopbackHost(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return errors.New("must use https (http is accepted only for loopback development issuers)")
+	default:
+		return fmt.Errorf("unsupported scheme %q", u.Scheme)
+	}
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' }

@@ -1,0 +1,114 @@
+package devissuer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// Claims describes an ID token for Mint and the Forge helpers.
+type Claims struct {
+	Subject  string   // sub; required
+	Email    string   // email; omitted when empty
+	Groups   []string // groups; omitted when empty
+	Audience string   // aud; DefaultClientID when empty
+	Nonce    string   // nonce; omitted when empty
+
+	// TTL is the lifetime from IssuedAt; the issuer's token TTL when zero.
+	TTL time.Duration
+	// Expiry, when set, is the exp claim and wins over TTL (set it in the
+	// past to make an expired token).
+	Expiry time.Time
+	// IssuedAt is the iat claim; the issuer's clock when zero.
+	IssuedAt time.Time
+
+	// Extra claims, e.g. GitHub Actions' repository_owner. They may not
+	// replace the claims above, except email_verified.
+	Extra map[string]any
+}
+
+// reservedClaims are set from Claims fields and cannot be given in Extra.
+// (email_verified may be: Extra{"email_verified": false} makes an unverified
+// address.)
+var reservedClaims = map[string]bool{
+	"iss": true, "sub": true, "aud": true, "exp": true, "iat": true, "nbf": true,
+	"nonce": true, "email": true, "groups": true,
+}
+
+// Mint signs an ID token issued by this issuer. It is what the flows use, and
+// what tests and `pamctl login --id-token-file` demos use to get a token
+// without a login.
+func (i *Issuer) Mint(c Claims) (string, error) {
+	claims, err := i.claimSet(i.issuer, c)
+	if err != nil {
+		return "", err
+	}
+	return sign(i.signer, claims)
+}
+
+// claimSet builds the JSON claims of an ID token from c with iss.
+func (i *Issuer) claimSet(iss string, c Claims) (map[string]any, error) {
+	if c.Subject == "" {
+		return nil, errors.New("devissuer: mint: subject is required")
+	}
+	iat := c.IssuedAt
+	if iat.IsZero() {
+		iat = i.now()
+	}
+	exp := c.Expiry
+	if exp.IsZero() {
+		ttl := c.TTL
+		if ttl <= 0 {
+			ttl = i.tokenTTL
+		}
+		exp = iat.Add(ttl)
+	}
+	aud := c.Audience
+	if aud == "" {
+		aud = DefaultClientID
+	}
+	m := map[string]any{
+		"iss":       iss,
+		"sub":       c.Subject,
+		"aud":       aud,
+		"iat":       iat.Unix(),
+		"exp":       exp.Unix(),
+		"auth_time": iat.Unix(),
+	}
+	if c.Nonce != "" {
+		m["nonce"] = c.Nonce
+	}
+	if c.Email != "" {
+		m["email"] = c.Email
+		m["email_verified"] = true
+	}
+	if len(c.Groups) > 0 {
+		m["groups"] = append([]string(nil), c.Groups...)
+	}
+	for k, v := range c.Extra {
+		if reservedClaims[k] {
+			return nil, fmt.Errorf("devissuer: mint: claim %q must be set through its Claims field, not Extra", k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func sign(s jose.Signer, claims map[string]any) (string, error) {
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("devissuer: encode claims: %w", err)
+	}
+	jws, err := s.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("devissuer: sign: %w", err)
+	}
+	raw, err := jws.CompactSerialize()
+	if err != nil {
+		return "", fmt.Errorf("devissuer: serialize: %w", err)
+	}
+	return raw, nil
+}

@@ -1,0 +1,391 @@
+package oidc
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+)
+
+// Identity kinds.
+const (
+	KindUser    = "user"
+	KindService = "service"
+)
+
+// Identity is who a verified ID token says the caller is.
+type Identity struct {
+	Subject   string
+	Email     string
+	Groups    []string
+	Issuer    string // configured issuer name
+	IssuerURL string
+	Kind      string // KindUser or KindService
+	Expiry    time.Time
+}
+
+// asymmetricAlgs are the only signature algorithms accepted. Symmetric (HS*)
+// and "none" are refused before anything else looks at the token.
+var asymmetricAlgs = []string{
+	gooidc.RS256, gooidc.RS384, gooidc.RS512,
+	gooidc.PS256, gooidc.PS384, gooidc.PS512,
+	gooidc.ES256, gooidc.ES384, gooidc.ES512,
+	gooidc.EdDSA,
+}
+
+// maxTokenSize bounds the raw token accepted by Verify.
+const maxTokenSize = 16 << 10
+
+// Verifier verifies ID tokens from a fixed set of trusted issuers. It is safe
+// for concurrent use.
+type Verifier struct {
+	client *http.Client
+	now    func() time.Time
+	byURL  map[string]*trustedIssuer
+}
+
+// trustedIssuer holds one issuer's config and, once discovery succeeded, its
+// go-oidc verifier and key set.
+type trustedIssuer struct {
+	cfg IssuerConfig // with defaults
+
+	mu       sync.Mutex
+	verifier *gooidc.IDTokenVerifier
+	keys     *gooidc.RemoteKeySet
+}
+
+// NewVerifier validates the issuers and returns a Verifier. It does not
+// contact them: discovery happens on first use and is retried on the next
+// call after a failure, so the broker starts while an IdP is down. client is
+// used for discovery and JWKS (nil: a client with a 10 s timeout); now is the
+// clock for expiry checks (nil: time.Now).
+func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Time) (*Verifier, error) {
+	if len(issuers) == 0 {
+		return nil, errors.New("oidc: no issuers configured")
+	}
+	var errs []error
+	names := map[string]bool{}
+	v := &Verifier{client: client, now: now, byURL: map[string]*trustedIssuer{}}
+	for _, c := range issuers {
+		if err := c.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if names[c.Name] {
+			errs = append(errs, fmt.Errorf("issuer %q: name is used twice", c.Name))
+		}
+		names[c.Name] = true
+		if prev, dup := v.byURL[c.URL]; dup {
+			errs = append(errs, fmt.Errorf("issuer %q: url %s is already used by issuer %q", c.Name, c.URL, prev.cfg.Name))
+			continue
+		}
+		v.byURL[c.URL] = &trustedIssuer{cfg: c.WithDefaults()}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("oidc: %w", err)
+	}
+	if v.client == nil {
+		v.client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	return v, nil
+}
+
+// Verify checks rawIDToken and returns the identity it carries. The issuer is
+// picked by the token's (unverified) iss claim; go-oidc then verifies the
+// signature against the issuer's JWKS, iss, aud and exp. nonce, when not
+// empty, must equal the token's nonce (pass "" for workload tokens, which
+// have none). Errors are *VerifyError values wrapping ErrUnknownIssuer,
+// ErrInvalidToken or ErrIssuerUnavailable.
+func (v *Verifier) Verify(ctx context.Context, rawIDToken, nonce string) (Identity, error) {
+	hdr, pre, err := parseUnverified(rawIDToken)
+	if err != nil {
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMalformed, "", err)
+	}
+	if !slices.Contains(asymmetricAlgs, hdr.Alg) {
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonUnsupportedAlg, "",
+			fmt.Errorf("alg %q refused", truncate(hdr.Alg, 20)))
+	}
+	iss, ok := v.byURL[pre.Issuer]
+	if !ok {
+		return Identity{}, newVerifyError(ErrUnknownIssuer, ReasonUnknownIssuer, "",
+			fmt.Errorf("iss %q is not configured", truncate(pre.Issuer, 200)))
+	}
+	name := iss.cfg.Name
+
+	verifier, keys, err := iss.load(ctx, v.client, v.now)
+	if err != nil {
+		return Identity{}, newVerifyError(ErrIssuerUnavailable, ReasonIssuerUnavailable, name, err)
+	}
+	// Check the signature on its own first, so a forged token is reported as
+	// such whatever else is wrong with it. The key set caches keys, so the
+	// second check inside verifier.Verify costs no round trip.
+	if _, err := keys.VerifySignature(ctx, rawIDToken); err != nil {
+		// go-oidc prefixes JWKS fetch failures with "fetching keys".
+		if strings.HasPrefix(err.Error(), "fetching keys") {
+			return Identity{}, newVerifyError(ErrIssuerUnavailable, ReasonIssuerUnavailable, name, err)
+		}
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonBadSignature, name, err)
+	}
+	tok, err := verifier.Verify(ctx, rawIDToken)
+	if err != nil {
+		var expired *gooidc.TokenExpiredError
+		switch {
+		case errors.As(err, &expired):
+			return Identity{}, newVerifyError(ErrInvalidToken, ReasonExpired, name, err)
+		case !slices.Contains(pre.Audience, iss.cfg.Audience):
+			return Identity{}, newVerifyError(ErrInvalidToken, ReasonWrongAudience, name, err)
+		default:
+			return Identity{}, newVerifyError(ErrInvalidToken, ReasonInvalid, name, err)
+		}
+	}
+	if nonce != "" && subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(nonce)) != 1 {
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonNonceMismatch, name, errors.New("nonce differs from the login's"))
+	}
+	if tok.Subject == "" {
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMissingSubject, name, errors.New("empty sub"))
+	}
+	var claims map[string]any
+	if err := decodeClaims(tok, &claims); err != nil {
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMalformed, name, err)
+	}
+	return iss.identity(tok, claims)
+}
+
+// load discovers the issuer on first use. A failed discovery is not cached:
+// the next call tries again.
+func (t *trustedIssuer) load(ctx context.Context, client *http.Client, now func() time.Time) (*gooidc.IDTokenVerifier, *gooidc.RemoteKeySet, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.verifier != nil {
+		return t.verifier, t.keys, nil
+	}
+	provider, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), t.cfg.URL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("discover %s: %w", t.cfg.URL, err)
+	}
+	var meta struct {
+		JWKSURL    string   `json:"jwks_uri"`
+		Algorithms []string `json:"id_token_signing_alg_values_supported"`
+	}
+	if err := provider.Claims(&meta); err != nil {
+		return nil, nil, fmt.Errorf("discover %s: %w", t.cfg.URL, err)
+	}
+	if meta.JWKSURL == "" {
+		return nil, nil, fmt.Errorf("discover %s: no jwks_uri", t.cfg.URL)
+	}
+	// Accept what the issuer advertises, restricted to asymmetric algorithms;
+	// all asymmetric ones when it advertises none.
+	algs := slices.DeleteFunc(slices.Clone(meta.Algorithms), func(a string) bool {
+		return !slices.Contains(asymmetricAlgs, a)
+	})
+	if len(algs) == 0 {
+		algs = slices.Clone(asymmetricAlgs)
+	}
+	// The key set outlives this call, so it gets a background context that
+	// carries only the HTTP client.
+	keys := gooidc.NewRemoteKeySet(gooidc.ClientContext(context.Background(), client), meta.JWKSURL)
+	t.keys = keys
+	t.verifier = gooidc.NewVerifier(t.cfg.URL, keys, &gooidc.Config{
+		ClientID:             t.cfg.Audience,
+		SupportedSigningAlgs: algs,
+		Now:                  now,
+	})
+	return t.verifier, t.keys, nil
+}
+
+// identity applies the issuer's claim filters and builds the Identity.
+func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims map[string]any) (Identity, error) {
+	c := t.cfg
+	email, _ := claims["email"].(string)
+	if len(c.AllowedDomains) > 0 {
+		if verified, present := claims["email_verified"].(bool); present && !verified {
+			return Identity{}, newVerifyError(ErrInvalidToken, ReasonDomainNotAllowed, c.Name, errors.New("email_verified is false"))
+		}
+		at := strings.LastIndexByte(email, '@')
+		domain := ""
+		if at >= 0 {
+			domain = strings.ToLower(email[at+1:])
+		}
+		if !slices.ContainsFunc(c.AllowedDomains, func(d string) bool { return strings.EqualFold(d, domain) }) {
+			return Identity{}, newVerifyError(ErrInvalidToken, ReasonDomainNotAllowed, c.Name,
+				fmt.Errorf("email domain %q not in allowed_domains", truncate(domain, 100)))
+		}
+	}
+	for _, k := range sortedKeys(c.RequiredClaims) {
+		if !claimHas(claims[k], c.RequiredClaims[k]) {
+			e := newVerifyError(ErrInvalidToken, ReasonClaimMismatch, c.Name, fmt.Errorf("claim %q missing or different", k))
+			e.Claim = k
+			return Identity{}, e
+		}
+	}
+	groups, ok := stringList(claims[c.GroupsClaim])
+	if !ok {
+		e := newVerifyError(ErrInvalidToken, ReasonInvalidGroupsClaim, c.Name,
+			fmt.Errorf("claim %q has type %T", c.GroupsClaim, claims[c.GroupsClaim]))
+		e.Claim = c.GroupsClaim
+		return Identity{}, e
+	}
+	kind := KindUser
+	if c.Workload {
+		kind = KindService
+	}
+	return Identity{
+		Subject:   tok.Subject,
+		Email:     email,
+		Groups:    groups,
+		Issuer:    c.Name,
+		IssuerURL: c.URL,
+		Kind:      kind,
+		Expiry:    tok.Expiry,
+	}, nil
+}
+
+// stringList reads a claim that may be absent, a string or a list of strings.
+func stringList(v any) ([]string, bool) {
+	switch x := v.(type) {
+	case nil:
+		return nil, true
+	case string:
+		if x == "" {
+			return nil, true
+		}
+		return []string{x}, true
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return nil, false
+			}
+			if s != "" && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+		return out, true
+	default:
+		return nil, false
+	}
+}
+
+// claimHas reports whether claim v equals want: strings exactly, numbers and
+// booleans by their JSON text, lists when one element does.
+func claimHas(v any, want string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == want
+	case json.Number:
+		return x.String() == want
+	case bool:
+		return fmt.Sprint(x) == want
+	case []any:
+		return slices.ContainsFunc(x, func(e any) bool {
+			_, isList := e.([]any)
+			return !isList && claimHas(e, want)
+		})
+	default:
+		return false
+	}
+}
+
+// decodeClaims decodes the verified claims keeping numbers exact.
+func decodeClaims(tok *gooidc.IDToken, out *map[string]any) error {
+	var raw json.RawMessage
+	if err := tok.Claims(&raw); err != nil {
+		return err
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	return d.Decode(out)
+}
+
+// unverifiedHeader and unverifiedClaims are read before verification only to
+// route and classify; nothing in them is trusted.
+type unverifiedHeader struct {
+	Alg string `json:"alg"`
+}
+
+type unverifiedClaims struct {
+	Issuer   string   `json:"iss"`
+	Audience audience `json:"aud"`
+}
+
+// audience decodes aud, a string or a list of strings.
+type audience []string
+
+func (a *audience) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		*a = audience{s}
+		return nil
+	}
+	var l []string
+	if err := json.Unmarshal(b, &l); err != nil {
+		return errors.New("aud is neither a string nor a list of strings")
+	}
+	*a = l
+	return nil
+}
+
+func parseUnverified(raw string) (unverifiedHeader, unverifiedClaims, error) {
+	var h unverifiedHeader
+	var c unverifiedClaims
+	if raw == "" {
+		return h, c, errors.New("empty token")
+	}
+	if len(raw) > maxTokenSize {
+		return h, c, fmt.Errorf("token longer than %d bytes", maxTokenSize)
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return h, c, fmt.Errorf("compact JWS must have 3 parts, got %d", len(parts))
+	}
+	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return h, c, errors.New("header is not base64url")
+	}
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return h, c, errors.New("header is not JSON")
+	}
+	pb, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return h, c, errors.New("payload is not base64url")
+	}
+	if err := json.Unmarshal(pb, &c); err != nil {
+		return h, c, errors.New("payload is not a JSON claims object")
+	}
+	return h, c, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// truncate shortens s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,108 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// CanReview reports whether reviewer may approve or deny a request made by
+// requester under the approval terms t (from Decision.Terms, as stored with
+// the request), and says why in words fit for the user and the audit trail.
+//
+// The requester can never review their own request: same sub and issuer, the
+// same email under any issuer, or the person a service account acts for. The
+// reviewer must match t's approvers or break-glass subjects, and also those
+// of every policy in t.Policies that requires approval as the set stands now,
+// so removing someone from the config takes effect on pending requests too.
+// A request whose policies no longer exist cannot be reviewed.
+func CanReview(set Set, t Terms, requester, reviewer Subject) (ok bool, reason string) {
+	if reviewer.ID == "" {
+		return false, "your identity has no subject; sign in again with pamctl login"
+	}
+	if samePerson(requester, reviewer) {
+		return false, "you cannot review your own request"
+	}
+	if requester.Act != "" && (requester.Act == reviewer.ID || strings.EqualFold(requester.Act, reviewer.Email)) {
+		return false, fmt.Sprintf("you cannot review a request that %s made on your behalf", requester)
+	}
+	if !t.Required {
+		return false, "this request needs no approval"
+	}
+	var role string
+	switch {
+	case t.Approvers.Match(reviewer):
+		role = fmt.Sprintf("%s is an approver (%s)", reviewer, t.Approvers)
+	case t.BreakGlass.Match(reviewer):
+		role = fmt.Sprintf("%s is a break-glass approver (%s)", reviewer, t.BreakGlass)
+	default:
+		return false, fmt.Sprintf("you are not an approver for this request; approvers: %s", t.Approvers)
+	}
+	for _, name := range t.Policies {
+		p := set.Find(name)
+		if p == nil {
+			return false, fmt.Sprintf("policy %s, which this request relies on, no longer exists; the request must be made again", name)
+		}
+		if p.Approval.Required && !p.Approval.Approvers.Match(reviewer) && !p.Approval.BreakGlass.Match(reviewer) {
+			return false, fmt.Sprintf("you are not an approver under policy %s as configured now (approvers: %s)", name, p.Approval.Approvers)
+		}
+	}
+	return true, role
+}
+
+// Satisfied reports whether approvals (the reviewers who approved, in order)
+// meet the terms t: Count distinct people among t's approvers, or one
+// break-glass approver (reported as such only when the ordinary count is
+// not met, so routine approvals are not flagged as break-glass). Each approval is re-checked with CanReview, so a
+// self-approval or an approval by someone no longer entitled never counts,
+// and the same person approving twice (or under two accounts with one email)
+// counts once. The reason says what was met, or what is still missing.
+func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok bool, reason string) {
+	if !t.Required {
+		return true, "no approval needed"
+	}
+	need := max(t.Count, 1)
+	var counted []Subject
+	var breakGlass *Subject
+	for i, a := range approvals {
+		if ok, _ := CanReview(set, t, requester, a); !ok {
+			continue
+		}
+		if !t.Approvers.Match(a) {
+			if breakGlass == nil {
+				breakGlass = &approvals[i]
+			}
+			continue
+		}
+		dup := false
+		for _, c := range counted {
+			dup = dup || samePerson(a, c)
+		}
+		if !dup {
+			counted = append(counted, a)
+		}
+		if t.BreakGlass.Match(a) && breakGlass == nil {
+			breakGlass = &approvals[i]
+		}
+	}
+	switch {
+	case len(counted) >= need:
+		who := make([]string, len(counted))
+		for i, c := range counted {
+			who[i] = c.String()
+		}
+		return true, fmt.Sprintf("approved by %s (%d of %d required)", strings.Join(who, ", "), len(counted), need)
+	case breakGlass != nil:
+		return true, fmt.Sprintf("break-glass approval by %s", *breakGlass)
+	}
+	return false, fmt.Sprintf("%d of %d required approvals; waiting for %d more from %s",
+		len(counted), need, need-len(counted), t.Approvers)
+}
+
+// samePerson reports whether a and b are one person: the same sub under the
+// same issuer, or the same (verified) email under any issuer.
+func samePerson(a, b Subject) bool {
+	if a.ID != "" && a.ID == b.ID && a.Issuer == b.Issuer {
+		return true
+	}
+	return a.Email != "" && strings.EqualFold(a.Email, b.Email)
+}

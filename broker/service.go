@@ -1,0 +1,618 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"pamctl/broker/audit"
+	"pamctl/broker/oidc"
+	"pamctl/broker/policy"
+	"pamctl/broker/token"
+)
+
+// IDTokenVerifier verifies an OIDC ID token from a trusted issuer
+// (broker/oidc.Verifier implements it).
+type IDTokenVerifier interface {
+	Verify(ctx context.Context, rawIDToken, nonce string) (oidc.Identity, error)
+}
+
+// Notifier is told about new requests and decisions (a webhook). It must not block.
+type Notifier interface {
+	Notify(ctx context.Context, r *Request, event string)
+}
+
+// Config wires a Service.
+type Config struct {
+	Store    Store
+	IDTokens IDTokenVerifier
+	Keys     *token.Keyring
+	Issuer   string // iss of minted tokens: the broker's URL
+	Audit    audit.Sink
+	Policies policy.Set
+	Notifier Notifier // optional
+	Logger   *slog.Logger
+	Now      func() time.Time
+	// SessionTTL is a broker session's lifetime (default and cap 8h).
+	SessionTTL time.Duration
+	// PromptRetryWindow is how long an approval that came after the held
+	// caller gave up lets the identical prompt through once (default 10m).
+	PromptRetryWindow time.Duration
+}
+
+// MaxSessionTTL caps broker sessions.
+const MaxSessionTTL = 8 * time.Hour
+
+// Service is the broker. It is safe for concurrent use.
+type Service struct {
+	store    Store
+	idTokens IDTokenVerifier
+	keys     *token.Keyring
+	minter   *token.Minter
+	sessions *token.Verifier
+	audit    audit.Sink
+	notifier Notifier
+	log      *slog.Logger
+	now      func() time.Time
+
+	sessionTTL  time.Duration
+	retryWindow time.Duration
+	policies    atomic.Pointer[policy.Set]
+
+	revoked sync.Map // grant id -> until (time.Time)
+
+	mu      sync.Mutex
+	waiters map[string][]chan struct{} // request id -> closed on any change
+}
+
+// New builds a Service and loads the persisted revocations.
+func New(ctx context.Context, c Config) (*Service, error) {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.SessionTTL <= 0 || c.SessionTTL > MaxSessionTTL {
+		c.SessionTTL = MaxSessionTTL
+	}
+	if c.PromptRetryWindow <= 0 {
+		c.PromptRetryWindow = 10 * time.Minute
+	}
+	s := &Service{
+		store: c.Store, idTokens: c.IDTokens, keys: c.Keys, audit: c.Audit, notifier: c.Notifier,
+		log: c.Logger, now: c.Now, sessionTTL: c.SessionTTL, retryWindow: c.PromptRetryWindow,
+		minter:   &token.Minter{Keys: c.Keys, Issuer: c.Issuer, Now: c.Now},
+		sessions: &token.Verifier{Keys: c.Keys, Issuer: c.Issuer, Audience: token.AudienceBroker, Use: token.UseSession, Now: c.Now},
+		waiters:  map[string][]chan struct{}{},
+	}
+	s.SetPolicies(c.Policies)
+	revs, err := c.Store.Revocations(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("broker: load revocations: %w", err)
+	}
+	for _, r := range revs {
+		s.revoked.Store(r.GrantID, r.Until)
+	}
+	return s, nil
+}
+
+// SetPolicies swaps the policy set (config reload). Requests already made
+// keep the approval rule they were created with.
+func (s *Service) SetPolicies(p policy.Set) { s.policies.Store(&p) }
+
+func (s *Service) policySet() policy.Set { return *s.policies.Load() }
+
+// IsRevoked reports whether a grant's tokens must be refused. The proxy calls
+// it on every request; it is an in-memory lookup.
+func (s *Service) IsRevoked(grantID string) bool {
+	_, ok := s.revoked.Load(grantID)
+	return ok
+}
+
+// Session is a broker session handed to the CLI after login.
+type Session struct {
+	Token     string    `json:"token"`
+	Identity  Identity  `json:"identity"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Login verifies an ID token from a trusted issuer and opens a broker session.
+func (s *Service) Login(ctx context.Context, rawIDToken, nonce string, client audit.Client) (*Session, error) {
+	id, err := s.idTokens.Verify(ctx, rawIDToken, nonce)
+	if err != nil {
+		msg := oidcReason(err)
+		s.emit(ctx, &audit.Event{Type: audit.TypeLoginFailed, Decision: "deny", Reasons: []string{oidcReason(err)}, Client: &client})
+		return nil, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
+	}
+	who := Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind}
+	exp := s.now().Add(s.sessionTTL).UTC().Truncate(time.Second)
+	raw, err := s.minter.Mint(token.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceBroker}, ExpiresAt: jwt.NewNumericDate(exp)},
+		Use:              token.UseSession, Email: who.Email, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer,
+	})
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
+	}
+	s.emit(ctx, &audit.Event{Type: audit.TypeLogin, Actor: actor(who), Decision: "allow", Client: &client})
+	return &Session{Token: raw, Identity: who, ExpiresAt: exp}, nil
+}
+
+// oidcReason is the user-safe account of why an ID token was refused.
+func oidcReason(err error) string {
+	var ve *oidc.VerifyError
+	if errors.As(err, &ve) {
+		return ve.Error()
+	}
+	return "the identity token could not be verified"
+}
+
+// Authenticate verifies a broker session token.
+func (s *Service) Authenticate(raw string) (Identity, time.Time, error) {
+	c, err := s.sessions.Verify(raw)
+	if err != nil {
+		msg := "your session is not valid: run `pamctl login`"
+		if errors.Is(err, token.ErrExpired) {
+			msg = "your session has expired: run `pamctl login`"
+		}
+		return Identity{}, time.Time{}, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
+	}
+	return Identity{Subject: c.Subject, Email: c.Email, Groups: c.Groups, Issuer: c.IdP, Kind: c.Kind}, c.ExpiresAt.Time, nil
+}
+
+// Ask is what a requester asks for.
+type Ask = policy.Ask
+
+// CreateRequest evaluates policy and records a request: refused at once when
+// a scope is outside the caller's policy, approved at once when no approval
+// is needed, pending otherwise.
+func (s *Service) CreateRequest(ctx context.Context, who Identity, ask Ask) (*Request, error) {
+	if len(ask.Scopes) == 0 {
+		return nil, errorf(CodeInvalid, "name at least one scope, e.g. --scope model:gpt-4o")
+	}
+	for _, sc := range ask.Scopes {
+		if err := token.ValidScope(sc); err != nil {
+			return nil, &Error{Code: CodeInvalid, Message: err.Error()}
+		}
+	}
+	if ask.TTL < 0 {
+		return nil, errorf(CodeInvalid, "--ttl must be positive")
+	}
+	d := policy.Evaluate(s.policySet(), who.policySubject(), ask)
+	if !d.Allow {
+		s.emit(ctx, &audit.Event{Type: audit.TypeRequestCreated, Actor: actor(who), Target: strings.Join(ask.Scopes, " "), Decision: "deny", Reasons: d.Reasons})
+		return nil, &Error{Code: CodeForbidden, Message: strings.Join(d.Reasons, "; ")}
+	}
+	now := s.now().UTC()
+	r := &Request{
+		ID: newRequestID(), Kind: KindAccess, Requester: who, Scopes: d.Scopes, TTL: d.TTL, Clamped: d.Clamped,
+		Reason: ask.Reason, State: StatePending, Policies: d.Policies, Limits: d.Limits, CreatedAt: now,
+		PendingUntil: now.Add(d.PendingTTL),
+		Approval:     Approval{Required: d.NeedsApproval, Approvers: d.Approvers, Count: d.Count, BreakGlass: d.BreakGlass},
+	}
+	if !d.NeedsApproval {
+		approve(r, now)
+	}
+	if err := s.store.CreateRequest(ctx, r); err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "could not record the request", Err: err}
+	}
+	s.emit(ctx, &audit.Event{Type: audit.TypeRequestCreated, Actor: actor(who), Request: r.ID, Target: strings.Join(r.Scopes, " "), Decision: string(r.State), Reasons: d.Reasons, Details: map[string]string{"ttl": r.TTL.String(), "reason": r.Reason}})
+	if r.State == StateApproved {
+		s.emit(ctx, &audit.Event{Type: audit.TypeRequestApproved, Actor: actor(who), Request: r.ID, Grant: r.ID, Decision: "approved", Reasons: []string{"policy " + strings.Join(d.Policies, ",") + " needs no approval"}})
+	}
+	s.notify(ctx, r, "request.created")
+	return r, nil
+}
+
+func approve(r *Request, now time.Time) {
+	r.State = StateApproved
+	t := now
+	exp := now.Add(r.TTL)
+	r.ApprovedAt, r.ExpiresAt = &t, &exp
+}
+
+// canReview reports whether reviewer may review r, and why not.
+func canReview(r *Request, reviewer Identity) (bool, string) {
+	if r.Requester.Same(reviewer) {
+		return false, "you cannot review your own request"
+	}
+	sub := reviewer.policySubject()
+	if r.Approval.BreakGlass.Match(sub) || r.Approval.Approvers.Match(sub) {
+		return true, ""
+	}
+	return false, "you are not an approver for this request (approvers: " + r.Approval.Approvers.String() + ")"
+}
+
+// visible reports whether who may see r.
+func visible(r *Request, who Identity) bool {
+	if r.Requester.Same(who) {
+		return true
+	}
+	ok, _ := canReview(r, who)
+	return ok && r.Approval.Required
+}
+
+// List returns the requests who made or may review, newest first.
+func (s *Service) List(ctx context.Context, who Identity, pendingOnly bool) ([]*Request, error) {
+	now := s.now()
+	out, err := s.store.ListRequests(ctx, func(r *Request) bool {
+		if !visible(r, who) {
+			return false
+		}
+		return !pendingOnly || (r.State == StatePending && now.Before(r.PendingUntil))
+	})
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "could not list requests", Err: err}
+	}
+	for _, r := range out {
+		s.expireView(r, now)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	return out, nil
+}
+
+// expireView shows a request's state as of now even before the sweeper has
+// recorded the expiry.
+func (s *Service) expireView(r *Request, now time.Time) {
+	switch {
+	case r.State == StatePending && !now.Before(r.PendingUntil):
+		r.State = StateExpired
+	case r.State == StateApproved && r.ExpiresAt != nil && !now.Before(*r.ExpiresAt):
+		r.State = StateExpired
+	}
+}
+
+// Get returns one request visible to who.
+func (s *Service) Get(ctx context.Context, who Identity, id string) (*Request, error) {
+	r, err := s.store.GetRequest(ctx, id)
+	if err != nil {
+		return nil, s.storeErr(err)
+	}
+	if !visible(r, who) {
+		return nil, ErrNotFound
+	}
+	s.expireView(r, s.now())
+	return r, nil
+}
+
+func (s *Service) storeErr(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound
+	}
+	var be *Error
+	if errors.As(err, &be) {
+		return err
+	}
+	return &Error{Code: CodeInternal, Message: "storage error", Err: err}
+}
+
+// Wait blocks until request id leaves pending, ctx ends, or its pending time
+// runs out, and returns it as it then is.
+func (s *Service) Wait(ctx context.Context, who Identity, id string) (*Request, error) {
+	for {
+		ch := s.subscribe(id)
+		r, err := s.Get(ctx, who, id)
+		if err != nil || r.State != StatePending {
+			s.unsubscribe(id, ch)
+			return r, err
+		}
+		wait := r.PendingUntil.Sub(s.now())
+		timer := time.NewTimer(wait)
+		select {
+		case <-ch:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			s.unsubscribe(id, ch)
+			return r, nil
+		}
+		timer.Stop()
+		s.unsubscribe(id, ch)
+	}
+}
+
+func (s *Service) subscribe(id string) chan struct{} {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.waiters[id] = append(s.waiters[id], ch)
+	s.mu.Unlock()
+	return ch
+}
+
+func (s *Service) unsubscribe(id string, ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := s.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			s.waiters[id] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(s.waiters[id]) == 0 {
+		delete(s.waiters, id)
+	}
+}
+
+func (s *Service) wake(id string) {
+	s.mu.Lock()
+	ws := s.waiters[id]
+	delete(s.waiters, id)
+	s.mu.Unlock()
+	for _, ch := range ws {
+		close(ch)
+	}
+}
+
+// Review records reviewer's decision on request id. One deny ends the
+// request; Count distinct approvals (or one break-glass approval) approve
+// it. An approver may narrow the scopes, never widen them.
+func (s *Service) Review(ctx context.Context, reviewer Identity, id string, approveIt bool, reason string, narrow []string) (*Request, error) {
+	now := s.now().UTC()
+	var decided bool
+	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
+		if !visible(r, reviewer) && !r.Requester.Same(reviewer) {
+			return ErrNotFound
+		}
+		if ok, why := canReview(r, reviewer); !ok {
+			return &Error{Code: CodeForbidden, Message: why}
+		}
+		s.expireView(r, now)
+		if r.State != StatePending {
+			return errorf(CodeConflict, "request %s is %s; only pending requests can be reviewed", r.ID, r.State)
+		}
+		if !r.Approval.Required {
+			return errorf(CodeConflict, "request %s needs no approval", r.ID)
+		}
+		for _, prev := range r.Reviews {
+			if prev.Reviewer.Same(reviewer) {
+				return errorf(CodeConflict, "you already reviewed request %s; another approver must review it", r.ID)
+			}
+		}
+		rv := Review{Reviewer: reviewer, Approve: approveIt, Reason: reason, At: now}
+		if len(narrow) > 0 {
+			if !approveIt {
+				return errorf(CodeInvalid, "--scope narrows an approval; a deny takes no scope")
+			}
+			if !token.Subset(narrow, r.Scopes) {
+				return errorf(CodeForbidden, "an approver may narrow scopes, never widen them: %s is not within %s", strings.Join(narrow, " "), strings.Join(r.Scopes, " "))
+			}
+			rv.Scopes = narrow
+		}
+		r.Reviews = append(r.Reviews, rv)
+		if !approveIt {
+			r.State = StateDenied
+			r.EndedAt, r.EndedBy = &now, &reviewer
+			decided = true
+			return nil
+		}
+		if rv.Scopes != nil {
+			r.Scopes = rv.Scopes
+		}
+		if r.Approval.BreakGlass.Match(reviewer.policySubject()) || r.Approvals() >= max(r.Approval.Count, 1) {
+			approve(r, now)
+			s.promptApproved(r, now)
+			decided = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.storeErr(err)
+	}
+	typ, dec := audit.TypeRequestApproved, "pending"
+	switch r.State {
+	case StateApproved:
+		dec = "approved"
+	case StateDenied:
+		typ, dec = audit.TypeRequestDenied, "denied"
+	}
+	s.emit(ctx, &audit.Event{Type: typ, Actor: actor(reviewer), Request: r.ID, Grant: grantOf(r), Target: r.Requester.Subject, Decision: dec, Reasons: nonEmpty(reason), Details: map[string]string{"approvals": fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1))}})
+	s.wake(r.ID)
+	if decided {
+		s.notify(ctx, r, string(typ))
+	}
+	return r, nil
+}
+
+func grantOf(r *Request) string {
+	if r.State == StateApproved {
+		return r.ID
+	}
+	return ""
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}
+
+// Token mints an access token for an approved grant of who. id "" picks the
+// newest live grant. The token expires with the grant.
+func (s *Service) Token(ctx context.Context, who Identity, id string) (string, *Request, error) {
+	r, err := s.grant(ctx, who, id)
+	if err != nil {
+		return "", nil, err
+	}
+	c := token.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceProxy}, ExpiresAt: jwt.NewNumericDate(*r.ExpiresAt)},
+		Use:              token.UseAccess, Scope: token.JoinScopes(r.Scopes), Req: r.ID, Email: who.Email, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer,
+	}
+	if r.Limits.RPM > 0 || r.Limits.Tokens > 0 {
+		c.Limits = &token.Limits{RPM: r.Limits.RPM, Tokens: r.Limits.Tokens}
+	}
+	raw, err := s.minter.Mint(c)
+	if err != nil {
+		return "", nil, &Error{Code: CodeInternal, Message: "could not mint a token", Err: err}
+	}
+	s.emit(ctx, &audit.Event{Type: audit.TypeTokenIssued, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: c.Scope, Decision: "allow", Details: map[string]string{"expires": r.ExpiresAt.Format(time.RFC3339)}})
+	return raw, r, nil
+}
+
+func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request, error) {
+	now := s.now()
+	if id != "" {
+		r, err := s.Get(ctx, who, id)
+		if err != nil {
+			return nil, err
+		}
+		if !r.Requester.Same(who) {
+			return nil, errorf(CodeForbidden, "request %s belongs to %s; only the requester can use its token", r.ID, r.Requester.Subject)
+		}
+		if r.Kind != KindAccess {
+			return nil, errorf(CodeInvalid, "%s is a held prompt, not an access grant; retry the call through the proxy", r.ID)
+		}
+		switch r.State {
+		case StateApproved:
+			return r, nil
+		case StatePending:
+			return nil, &Error{Code: CodePending, Message: fmt.Sprintf("request %s is still pending approval (wait with: pamctl request --wait ... or ask an approver to run: pamctl approve %s)", r.ID, r.ID)}
+		default:
+			return nil, errorf(CodeConflict, "request %s is %s; make a new one with: pamctl request --scope %s", r.ID, r.State, strings.Join(r.Scopes, " --scope "))
+		}
+	}
+	rs, err := s.List(ctx, who, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rs {
+		if r.Kind == KindAccess && r.Requester.Same(who) && r.State == StateApproved && now.Before(*r.ExpiresAt) {
+			return r, nil
+		}
+	}
+	return nil, errorf(CodeNotFound, "you have no approved grant; ask for one with: pamctl request --scope model:gpt-4o")
+}
+
+// Revoke ends a grant: its tokens are refused by the proxy at once. The
+// requester, any approver of the request, or an admin may revoke.
+func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin bool) (*Request, error) {
+	now := s.now().UTC()
+	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
+		if !admin && !visible(r, who) {
+			return ErrNotFound
+		}
+		s.expireView(r, now)
+		if r.State != StateApproved {
+			return errorf(CodeConflict, "request %s is %s; only approved grants can be revoked", r.ID, r.State)
+		}
+		r.State = StateRevoked
+		r.EndedAt, r.EndedBy = &now, &who
+		return nil
+	})
+	if err != nil {
+		return nil, s.storeErr(err)
+	}
+	rev := Revocation{GrantID: r.ID, At: now, By: who, Until: *r.ExpiresAt}
+	s.revoked.Store(r.ID, rev.Until)
+	if err := s.store.PutRevocation(ctx, rev); err != nil {
+		// The in-memory set already refuses the token; say the record failed.
+		s.log.Error("revocation not persisted", "grant", r.ID, "err", err)
+		return nil, &Error{Code: CodeInternal, Message: "the grant is revoked now but the revocation was not saved; revoke again", Err: err}
+	}
+	s.emit(ctx, &audit.Event{Type: audit.TypeGrantRevoked, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: r.Requester.Subject, Decision: "revoked"})
+	s.wake(r.ID)
+	s.notify(ctx, r, "grant.revoked")
+	return r, nil
+}
+
+// Sweep records expiries: pending requests past their pending TTL and
+// grants past approval + TTL. serve runs it every few seconds.
+func (s *Service) Sweep(ctx context.Context) error {
+	now := s.now().UTC()
+	due, err := s.store.ListRequests(ctx, func(r *Request) bool {
+		return (r.State == StatePending && !now.Before(r.PendingUntil)) ||
+			(r.State == StateApproved && r.ExpiresAt != nil && !now.Before(*r.ExpiresAt))
+	})
+	if err != nil {
+		return err
+	}
+	for _, d := range due {
+		was := d.State
+		r, err := s.store.UpdateRequest(ctx, d.ID, func(r *Request) error {
+			if r.State != was {
+				return errRaced
+			}
+			r.State = StateExpired
+			r.EndedAt = &now
+			return nil
+		})
+		if errors.Is(err, errRaced) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		what := "pending request"
+		if was == StateApproved {
+			what = "grant"
+		}
+		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Actor: actor(r.Requester), Request: r.ID, Grant: grantOf(d), Decision: "expired", Details: map[string]string{"what": what}})
+		s.wake(r.ID)
+	}
+	// Drop revocations whose grants have expired anyway.
+	s.revoked.Range(func(k, v any) bool {
+		if until, ok := v.(time.Time); ok && now.After(until.Add(time.Minute)) {
+			s.revoked.Delete(k)
+		}
+		return true
+	})
+	return nil
+}
+
+var errRaced = errors.New("broker: request changed during sweep")
+
+func (s *Service) notify(ctx context.Context, r *Request, event string) {
+	if s.notifier != nil {
+		s.notifier.Notify(ctx, r, event)
+	}
+}
+
+func (s *Service) emit(ctx context.Context, e *audit.Event) {
+	if s.audit == nil {
+		return
+	}
+	if err := s.audit.Append(ctx, e); err != nil {
+		s.log.Error("audit append failed", "type", e.Type, "err", err)
+	}
+}
+
+func actor(i Identity) *audit.Actor {
+	return &audit.Actor{Subject: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: audit.ActorKind(i.Kind)}
+}
+
+func newRequestID() string { return "req_" + token.NewID()[:20] }
+
+// AuditScope is the scope that lets a subject read the audit trail.
+const AuditScope = "audit:read"
+
+// CanReadAudit reports whether who may read the audit trail: policy grants
+// them audit:read without approval, or they hold a live grant covering it.
+func (s *Service) CanReadAudit(ctx context.Context, who Identity) error {
+	d := policy.Evaluate(s.policySet(), who.policySubject(), Ask{Scopes: []string{AuditScope}})
+	if d.Allow && !d.NeedsApproval {
+		return nil
+	}
+	now := s.now()
+	live, err := s.store.ListRequests(ctx, func(r *Request) bool {
+		return r.Requester.Same(who) && r.State == StateApproved && r.ExpiresAt != nil && now.Before(*r.ExpiresAt) && token.Covers(r.Scopes, AuditScope)
+	})
+	if err != nil {
+		return s.storeErr(err)
+	}
+	if len(live) > 0 {
+		return nil
+	}
+	if d.Allow {
+		return errorf(CodeForbidden, "reading the audit trail needs an approved audit:read grant: pamctl request --scope audit:read")
+	}
+	return errorf(CodeForbidden, "you may not read the audit trail (it needs the audit:read scope, which policy does not grant you)")
+}

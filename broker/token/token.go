@@ -1,0 +1,182 @@
+package token
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Audiences and uses of pamctl's own tokens. An access token is only for the
+// proxy; a session token is only for the broker API. Each verifier checks
+// both aud and use, so one can never stand in for the other.
+const (
+	AudienceProxy  = "pamctl-proxy"
+	AudienceBroker = "pamctl-broker"
+
+	UseAccess  = "access"
+	UseSession = "session"
+)
+
+// DefaultTTL is an access token's lifetime when none was asked.
+const DefaultTTL = 15 * time.Minute
+
+var (
+	// ErrInvalid wraps every reason a token is refused.
+	ErrInvalid = errors.New("token: invalid")
+	// ErrExpired means the token was valid once but its time is up.
+	ErrExpired = errors.New("token: expired")
+)
+
+// Limits travel inside the access token so the proxy enforces the grant's
+// policy without asking the broker.
+type Limits struct {
+	RPM    int   `json:"rpm,omitempty"`
+	Tokens int64 `json:"tokens,omitempty"`
+}
+
+// Actor names the person a service account acts for (RFC 8693 act claim).
+type Actor struct {
+	Sub string `json:"sub"`
+	Iss string `json:"iss,omitempty"`
+}
+
+// Claims are the claims of both token kinds.
+type Claims struct {
+	jwt.RegisteredClaims
+	Use    string   `json:"use"`
+	Scope  string   `json:"scope,omitempty"`
+	Req    string   `json:"req,omitempty"`
+	Email  string   `json:"email,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+	Kind   string   `json:"kind,omitempty"` // user | service
+	IdP    string   `json:"idp,omitempty"`  // name of the OIDC issuer that vouched for sub
+	Act    *Actor   `json:"act,omitempty"`
+	Limits *Limits  `json:"lim,omitempty"`
+}
+
+// Scopes returns the scope claim as a list.
+func (c *Claims) Scopes() []string { return ParseScopes(c.Scope) }
+
+// Minter signs tokens with the keyring's active key.
+type Minter struct {
+	Keys   *Keyring
+	Issuer string
+	Now    func() time.Time
+}
+
+// Mint signs c after filling iss, iat, nbf and jti. Callers set sub, aud,
+// use, exp and the pamctl claims. It returns the compact JWT.
+func (m *Minter) Mint(c Claims) (string, error) {
+	if c.ExpiresAt == nil || len(c.Audience) == 0 || c.Use == "" {
+		return "", errors.New("token: mint: exp, aud and use are required")
+	}
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	t := now().UTC().Truncate(time.Second)
+	c.Issuer = m.Issuer
+	c.IssuedAt = jwt.NewNumericDate(t)
+	c.NotBefore = jwt.NewNumericDate(t)
+	if c.ID == "" {
+		c.ID = NewID()
+	}
+	k := m.Keys.signer()
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+	tok.Header["kid"] = k.kid
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		return "", fmt.Errorf("token: sign: %w", err)
+	}
+	return s, nil
+}
+
+// NewID returns a random 128-bit identifier in hex.
+func NewID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic("token: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+// Verifier checks tokens of one use and audience.
+type Verifier struct {
+	Keys     KeySet
+	Issuer   string // expected iss; empty accepts any (single-process deployments set it)
+	Audience string
+	Use      string
+	Leeway   time.Duration // clock skew allowed on exp/nbf; default 30s
+	Now      func() time.Time
+}
+
+// Verify parses raw and returns its claims, or an error wrapping ErrInvalid
+// or ErrExpired whose message is safe to show (it never echoes the token).
+func (v *Verifier) Verify(raw string) (*Claims, error) {
+	leeway := v.Leeway
+	if leeway == 0 {
+		leeway = 30 * time.Second
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithAudience(v.Audience),
+		jwt.WithLeeway(leeway),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+	}
+	if v.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(v.Issuer))
+	}
+	if v.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(v.Now))
+	}
+	var c Claims
+	_, err := jwt.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		if kid == "" {
+			return nil, errors.New("no kid")
+		}
+		k, ok := v.Keys.PublicKey(kid)
+		if !ok {
+			return nil, errors.New("signed by an unknown key")
+		}
+		return k, nil
+	}, opts...)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return nil, ErrExpired
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, reason(err))
+	case c.Use != v.Use:
+		return nil, fmt.Errorf("%w: not a %s token", ErrInvalid, v.Use)
+	case c.Subject == "" || c.ID == "":
+		return nil, fmt.Errorf("%w: missing sub or jti", ErrInvalid)
+	}
+	return &c, nil
+}
+
+// reason maps jwt's errors to short safe phrases.
+func reason(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "malformed"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "bad signature"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "unverifiable (unknown key or algorithm)"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "wrong audience"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "wrong issuer"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "not valid yet"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "missing required claim"
+	default:
+		return "rejected"
+	}
+}

@@ -1,0 +1,159 @@
+// Package broker is pamctl's control plane: who you are (OIDC login into a
+// broker session), what you may ask for (just-in-time access requests under
+// policy), who must agree (reviews by distinct approvers, never the
+// requester), and the short-lived scoped token that results. It owns the
+// domain types (Identity, Request, Review) and the Service; storage, HTTP and
+// the CLI sit outside and talk to it through small interfaces.
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"pamctl/broker/policy"
+)
+
+// Identity is a verified principal: a person or a workload.
+type Identity struct {
+	Subject string   `json:"subject"`
+	Email   string   `json:"email,omitempty"`
+	Groups  []string `json:"groups,omitempty"`
+	Issuer  string   `json:"issuer"`         // name of the trusted issuer ("admin" for the local socket)
+	Kind    string   `json:"kind,omitempty"` // user | service
+}
+
+// Same reports whether two identities are the same principal.
+func (i Identity) Same(o Identity) bool { return i.Subject == o.Subject && i.Issuer == o.Issuer }
+
+func (i Identity) policySubject() policy.Subject {
+	return policy.Subject{ID: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: i.Kind}
+}
+
+// State is where a request is in its life.
+type State string
+
+// Request states: pending -> approved | denied | expired; approved -> revoked | expired.
+const (
+	StatePending  State = "pending"
+	StateApproved State = "approved"
+	StateDenied   State = "denied"
+	StateExpired  State = "expired"
+	StateRevoked  State = "revoked"
+)
+
+// Request kinds.
+const (
+	KindAccess = "access" // a JIT grant of scopes
+	KindPrompt = "prompt" // a proxied call held by a require_approval rule
+)
+
+// Review is one approver's decision.
+type Review struct {
+	Reviewer Identity  `json:"reviewer"`
+	Approve  bool      `json:"approve"`
+	Reason   string    `json:"reason,omitempty"`
+	Scopes   []string  `json:"scopes,omitempty"` // narrowed scopes, if the approver narrowed them
+	At       time.Time `json:"at"`
+}
+
+// Approval is the rule a request must satisfy, fixed when it was created.
+type Approval struct {
+	Required   bool            `json:"required"`
+	Approvers  policy.Subjects `json:"approvers"`
+	Count      int             `json:"count"`
+	BreakGlass policy.Subjects `json:"break_glass"`
+}
+
+// PromptHold describes a proxied call waiting for a human.
+type PromptHold struct {
+	Rule     string `json:"rule"`
+	Model    string `json:"model"`
+	Endpoint string `json:"endpoint"`
+	Excerpt  string `json:"excerpt"` // masked
+	SHA256   string `json:"prompt_sha256"`
+	GrantID  string `json:"grant"`
+	// RetryUntil is when an approval given after the caller stopped
+	// waiting stops letting the same prompt through; Used marks that retry.
+	RetryUntil *time.Time `json:"retry_until,omitempty"`
+	Used       bool       `json:"used,omitempty"`
+}
+
+// Request is a just-in-time access request and, once approved, the grant.
+type Request struct {
+	ID           string        `json:"id"`
+	Kind         string        `json:"kind"`
+	Requester    Identity      `json:"requester"`
+	Scopes       []string      `json:"scopes"`
+	TTL          time.Duration `json:"ttl"`
+	Clamped      bool          `json:"clamped,omitempty"`
+	Reason       string        `json:"reason,omitempty"`
+	State        State         `json:"state"`
+	Policies     []string      `json:"policies,omitempty"`
+	Approval     Approval      `json:"approval"`
+	Limits       policy.Limits `json:"limits"`
+	Reviews      []Review      `json:"reviews,omitempty"`
+	CreatedAt    time.Time     `json:"created_at"`
+	PendingUntil time.Time     `json:"pending_until"`
+	ApprovedAt   *time.Time    `json:"approved_at,omitempty"`
+	ExpiresAt    *time.Time    `json:"expires_at,omitempty"` // grant expiry: approval + TTL
+	EndedAt      *time.Time    `json:"ended_at,omitempty"`   // denied, expired or revoked
+	EndedBy      *Identity     `json:"ended_by,omitempty"`
+	Prompt       *PromptHold   `json:"prompt,omitempty"`
+}
+
+// Approvals counts the distinct approving reviewers.
+func (r *Request) Approvals() int {
+	n := 0
+	for i, rv := range r.Reviews {
+		if !rv.Approve {
+			continue
+		}
+		dup := false
+		for _, prev := range r.Reviews[:i] {
+			if prev.Approve && prev.Reviewer.Same(rv.Reviewer) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			n++
+		}
+	}
+	return n
+}
+
+// Revocation records that a grant's tokens must be refused.
+type Revocation struct {
+	GrantID string    `json:"grant"`
+	At      time.Time `json:"at"`
+	By      Identity  `json:"by"`
+	// Until is when the grant would have expired anyway; the record may be
+	// dropped after it.
+	Until time.Time `json:"until"`
+}
+
+// RequestStore persists requests. Update runs fn on the stored request inside
+// one transaction (compare-and-swap): fn may refuse by returning an error, in
+// which case nothing changes.
+type RequestStore interface {
+	CreateRequest(ctx context.Context, r *Request) error
+	GetRequest(ctx context.Context, id string) (*Request, error)
+	UpdateRequest(ctx context.Context, id string, fn func(*Request) error) (*Request, error)
+	ListRequests(ctx context.Context, keep func(*Request) bool) ([]*Request, error)
+}
+
+// RevocationStore persists revocations so they survive restarts.
+type RevocationStore interface {
+	PutRevocation(ctx context.Context, r Revocation) error
+	Revocations(ctx context.Context) ([]Revocation, error)
+}
+
+// Store is everything the Service persists.
+type Store interface {
+	RequestStore
+	RevocationStore
+}
+
+// ErrNotFound means there is no request with that id.
+var ErrNotFound = errors.New("broker: no such request")

@@ -1,0 +1,412 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"pamctl/broker"
+	"pamctl/broker/api"
+	"pamctl/broker/audit"
+	"pamctl/broker/oidc"
+	"pamctl/broker/oidc/devissuer"
+	"pamctl/broker/token"
+	"pamctl/broker/vault"
+	"pamctl/proxy"
+	"pamctl/proxy/devupstream"
+	"pamctl/store"
+)
+
+// DevIssuerPath is where the embedded development issuer is mounted on the broker.
+const DevIssuerPath = "/dev/oidc"
+
+// AppOptions tune NewApp.
+type AppOptions struct {
+	Dev    bool
+	Logger *slog.Logger
+}
+
+// App is one running pamctl server: the composition root that wires the
+// store, vault, keyring, audit log, broker service and proxy together.
+type App struct {
+	cfg    *Config
+	dev    bool
+	log    *slog.Logger
+	db     *store.DB
+	vault  *vault.Vault
+	keys   *token.Keyring
+	audit  *store.AuditLog
+	broker *broker.Service
+	api    *api.Server
+	proxy  *proxy.Proxy
+
+	brokerLn, proxyLn, adminLn net.Listener
+	mockLn                     net.Listener // dev mock upstream
+	servers                    []*http.Server
+	stopping                   chan struct{}
+	closeOnce                  sync.Once
+}
+
+// NewApp opens the data dir and builds every component. It fails fast (and
+// clearly) when another process holds the data dir or the master key does
+// not match it.
+func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
+	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, stopping: make(chan struct{})}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	var err error
+	if a.db, err = store.Open(cfg.DataDir, store.Options{}); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	var mk vault.MasterKey
+	if cfg.MasterKeyFile == "" && o.Dev {
+		mk, err = vault.GenerateMasterKey()
+	} else {
+		mk, err = vault.LoadMasterKey(os.Getenv(vault.EnvMasterKey), cfg.MasterKeyFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.vault, err = vault.Open(ctx, a.db, mk, nil); err != nil {
+		return nil, err
+	}
+	if a.keys, err = token.LoadKeyring(ctx, a.db, a.vault.Sealer(), maxTokenTTL, nil); err != nil {
+		return nil, err
+	}
+	syncMode, err := audit.ParseSyncMode(cfg.Audit.Sync)
+	if err != nil {
+		return nil, err
+	}
+	if a.audit, err = a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys}); err != nil {
+		return nil, err
+	}
+	brokerURL := "http://" + cfg.Broker.Addr
+	var idTokens broker.IDTokenVerifier = noIssuers{}
+	if len(cfg.Issuers) > 0 {
+		if idTokens, err = oidc.NewVerifier(cfg.Issuers, &http.Client{Timeout: 15 * time.Second}, nil); err != nil {
+			return nil, err
+		}
+	} else {
+		a.log.Warn("no OIDC issuers configured: nobody can log in until you add `issuers:` to the config (admin commands still work)")
+	}
+	a.broker, err = broker.New(ctx, broker.Config{
+		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
+		Policies: cfg.Policies, Logger: a.log, SessionTTL: cfg.SessionTTL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	extra := map[string]http.Handler{}
+	if o.Dev {
+		iss, err := devissuer.New(brokerURL + DevIssuerPath)
+		if err != nil {
+			return nil, err
+		}
+		extra[DevIssuerPath+"/"] = iss
+	}
+	a.api = &api.Server{Broker: a.broker, Vault: a.vault, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping}
+	ups, err := a.upstreams()
+	if err != nil {
+		return nil, err
+	}
+	var keys proxy.KeySource = vaultKeys{a.vault}
+	if o.Dev {
+		keys = devKeys{vaultKeys{a.vault}}
+	}
+	a.proxy, err = proxy.New(proxy.Options{
+		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
+		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return a, nil
+}
+
+// noIssuers refuses every login when the config trusts no issuer.
+type noIssuers struct{}
+
+func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) {
+	return oidc.Identity{}, oidc.ErrUnknownIssuer
+}
+
+func (a *App) info() api.Info {
+	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
+	for _, is := range a.cfg.Issuers {
+		is = is.WithDefaults()
+		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName})
+	}
+	return in
+}
+
+// vaultKeys serves provider keys from the vault to the proxy.
+type vaultKeys struct{ v *vault.Vault }
+
+func (k vaultKeys) ProviderKey(ctx context.Context, entry string) (string, error) {
+	s, err := k.v.Get(ctx, entry)
+	if errors.Is(err, vault.ErrNotFound) {
+		return "", fmt.Errorf("no provider key %q in the vault: an admin must run `pamctl vault set %s`", entry, entry)
+	}
+	if err != nil {
+		return "", err
+	}
+	return s.Reveal(), nil
+}
+
+// devMockKey is what the dev proxy sends the built-in mock upstream.
+const devMockKey = "pamctl-dev-mock"
+
+// devKeys falls back to the mock's key while no provider key is vaulted;
+// devRoute then sends those calls to the mock.
+type devKeys struct{ vaultKeys }
+
+func (k devKeys) ProviderKey(ctx context.Context, entry string) (string, error) {
+	s, err := k.v.Get(ctx, entry)
+	if errors.Is(err, vault.ErrNotFound) {
+		return devMockKey, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return s.Reveal(), nil
+}
+
+// devRoute sends calls that carry the mock key to the built-in mock
+// upstream, and everything else to the real upstream.
+type devRoute struct {
+	real http.RoundTripper
+	mock *url.URL
+}
+
+func (d devRoute) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "Bearer "+devMockKey {
+		r = r.Clone(r.Context())
+		r.URL.Scheme, r.URL.Host, r.Host = d.mock.Scheme, d.mock.Host, d.mock.Host
+	}
+	return d.real.RoundTrip(r)
+}
+
+func (a *App) upstreams() ([]proxy.Upstream, error) {
+	var mock *url.URL
+	if a.dev {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("dev mock upstream: %w", err)
+		}
+		a.mockLn = ln
+		mock = &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	}
+	var out []proxy.Upstream
+	for _, u := range a.cfg.Upstreams {
+		up := proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout}
+		if mock != nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			if up.Timeout > 0 {
+				tr.ResponseHeaderTimeout = up.Timeout
+			}
+			up.Transport = devRoute{real: tr, mock: mock}
+		}
+		out = append(out, up)
+	}
+	return out, nil
+}
+
+// Listen binds the broker, proxy and admin socket.
+func (a *App) Listen() error {
+	var err error
+	if a.brokerLn, err = net.Listen("tcp", a.cfg.Broker.Addr); err != nil {
+		return fmt.Errorf("broker: %w (is another pamctl running? use --broker-addr)", err)
+	}
+	if a.proxyLn, err = net.Listen("tcp", a.cfg.Proxy.Addr); err != nil {
+		return fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
+	}
+	sock := SocketPath(a.cfg.DataDir)
+	_ = os.Remove(sock) // stale socket from a crash: we hold the db lock, so it is ours
+	old := syscall.Umask(0o177)
+	a.adminLn, err = net.Listen("unix", sock)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	return nil
+}
+
+// BrokerURL is the broker's base URL.
+func (a *App) BrokerURL() string {
+	if a.brokerLn != nil {
+		return "http://" + a.brokerLn.Addr().String()
+	}
+	return "http://" + a.cfg.Broker.Addr
+}
+
+// ProxyURL is the proxy's base URL (without /v1).
+func (a *App) ProxyURL() string {
+	if a.proxyLn != nil {
+		return "http://" + a.proxyLn.Addr().String()
+	}
+	return "http://" + a.cfg.Proxy.Addr
+}
+
+// Serve runs until ctx ends, then shuts down gracefully: listeners close,
+// in-flight requests finish (up to gracePeriod), the store closes. reload
+// is called on SIGHUP and when the config file changes.
+func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
+	health := http.NewServeMux()
+	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	health.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	health.Handle("/", a.proxy)
+	mk := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	}
+	a.servers = []*http.Server{mk(a.api.Public()), mk(health), mk(a.api.Admin())}
+	if a.mockLn != nil {
+		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
+	}
+	lns := []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn}
+	errc := make(chan error, len(a.servers))
+	for i, s := range a.servers {
+		go func() {
+			if err := s.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	bg, stopBg := context.WithCancel(context.Background())
+	wg.Add(2)
+	go func() { defer wg.Done(); a.sweep(bg) }()
+	go func() { defer wg.Done(); a.watchConfig(bg, reload) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		a.log.Error("server failed", "err", err)
+	}
+	close(a.stopping)
+	sctx, cancel := context.WithTimeout(context.Background(), gracePeriod)
+	defer cancel()
+	for _, s := range a.servers {
+		_ = s.Shutdown(sctx)
+	}
+	stopBg()
+	wg.Wait()
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (a *App) sweep(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.broker.Sweep(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("expiry sweep failed", "err", err)
+			}
+		}
+	}
+}
+
+// watchConfig applies a new config on SIGHUP or file change. An invalid
+// config is rejected with its reasons and the old one stays in force.
+func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var events <-chan fsnotify.Event
+	if a.cfg.File != "" {
+		if w, err := fsnotify.NewWatcher(); err == nil {
+			defer w.Close()
+			// Watch the directory: editors replace files by rename.
+			if err := w.Add(dirOf(a.cfg.File)); err == nil {
+				events = w.Events
+			}
+		}
+	}
+	apply := func(why string) {
+		cfg, err := reload()
+		if err != nil {
+			a.log.Error("config reload rejected; keeping the previous config", "trigger", why, "err", err.Error())
+			return
+		}
+		a.broker.SetPolicies(cfg.Policies)
+		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Target: cfg.File, Details: map[string]string{"trigger": why}})
+		a.log.Info("config reloaded", "trigger", why, "policies", len(cfg.Policies))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			apply("SIGHUP")
+		case ev := <-events:
+			if ev.Name == a.cfg.File && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+				apply("file change")
+			}
+		}
+	}
+}
+
+func dirOf(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[:i+1]
+		}
+	}
+	return "."
+}
+
+func (a *App) emit(e *audit.Event) {
+	if err := a.audit.Append(context.Background(), e); err != nil {
+		a.log.Error("audit append failed", "type", e.Type, "err", err)
+	}
+}
+
+// Close releases everything NewApp opened. It is safe to call twice.
+func (a *App) Close() error {
+	var err error
+	a.closeOnce.Do(func() {
+		for _, ln := range []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+		if a.audit != nil {
+			err = errors.Join(err, a.audit.Close())
+		}
+		if a.db != nil {
+			err = errors.Join(err, a.db.Close())
+		}
+		if a.adminLn != nil { // only the process that bound it removes it
+			os.Remove(SocketPath(a.cfg.DataDir))
+		}
+	})
+	return err
+}

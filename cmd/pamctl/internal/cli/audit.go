@@ -1,0 +1,497 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"pamctl/broker/api"
+	"pamctl/broker/audit"
+	"pamctl/broker/token"
+	"pamctl/store"
+)
+
+// auditSource is where audit commands read from: the broker API (with a
+// session, or the admin socket) or the data dir opened directly.
+type auditSource interface {
+	Events(ctx context.Context, f audit.Filter, n int) ([]audit.Event, error)
+	Event(ctx context.Context, seq uint64) (audit.Event, error)
+	Follow(ctx context.Context, f audit.Filter, fn func(audit.Event) error) error
+	Verify(ctx context.Context) (api.VerifyResult, error)
+	Export(ctx context.Context, w io.Writer) error
+	Close() error
+}
+
+type remoteAudit struct{ c *api.Client }
+
+func (r remoteAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audit.Event, error) {
+	return r.c.AuditEvents(ctx, f, n)
+}
+func (r remoteAudit) Event(ctx context.Context, seq uint64) (audit.Event, error) {
+	return r.c.AuditEvent(ctx, seq)
+}
+func (r remoteAudit) Follow(ctx context.Context, f audit.Filter, fn func(audit.Event) error) error {
+	return r.c.AuditFollow(ctx, f, 0, fn)
+}
+func (r remoteAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
+	return r.c.AuditVerify(ctx)
+}
+func (r remoteAudit) Export(ctx context.Context, w io.Writer) error { return r.c.AuditExport(ctx, w) }
+func (r remoteAudit) Close() error                                  { return nil }
+
+// localAudit reads the data dir directly (no server running).
+type localAudit struct {
+	l    *local
+	log  *store.AuditLog
+	keys *token.Keyring
+}
+
+func (la *localAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audit.Event, error) {
+	var out []audit.Event
+	err := la.log.Range(ctx, 0, func(e audit.Event) bool {
+		if f.Match(e) {
+			out = append(out, e)
+			if len(out) > n {
+				out = out[1:]
+			}
+		}
+		return true
+	})
+	return out, err
+}
+func (la *localAudit) Event(ctx context.Context, seq uint64) (audit.Event, error) {
+	return la.log.Get(ctx, seq)
+}
+func (la *localAudit) Follow(context.Context, audit.Filter, func(audit.Event) error) error {
+	return withCode(ExitUsage, errors.New("audit tail -f follows a running server: start `pamctl serve` (or pass --server)"))
+}
+func (la *localAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
+	rep, err := la.log.Verify(ctx, audit.KeyFunc(la.keys.AnyPublicKey))
+	res := api.VerifyResult{OK: err == nil, Report: rep}
+	var be *audit.BreakError
+	if errors.As(err, &be) {
+		res.Break, res.Error = be, be.Error()
+		return res, nil
+	}
+	return res, err
+}
+func (la *localAudit) Export(ctx context.Context, w io.Writer) error { return la.log.Export(ctx, w) }
+func (la *localAudit) Close() error {
+	return errors.Join(la.log.Close(), la.l.Close())
+}
+
+// openAudit picks the source: a logged-in session, else the admin socket,
+// else the data dir.
+func (f *Factory) openAudit(cmd *cobra.Command) (auditSource, error) {
+	cfg, err := f.Config(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if c, _, err := f.BrokerClient(cfg); err == nil {
+		return remoteAudit{c}, nil
+	}
+	if c := f.AdminClient(cfg); c != nil {
+		return remoteAudit{c}, nil
+	}
+	l, err := openLocal(cmd.Context(), cfg)
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, withCode(ExitUnauthenticated, errors.New("a server holds the data dir and you are not logged in: run `pamctl login`"))
+		}
+		return nil, err
+	}
+	kr, err := token.LoadKeyring(cmd.Context(), l.db, l.vault.Sealer(), maxTokenTTL, nil)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	lg, err := l.db.AuditLog(store.AuditOptions{Signer: kr})
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &localAudit{l: l, log: lg, keys: kr}, nil
+}
+
+// NewCmdAudit builds `pamctl audit`.
+func NewCmdAudit(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Read, follow, verify and export the audit trail",
+		Long: `The audit trail records every login, request, review, token, revocation,
+vault change and proxied call as one hash-chained event. Reading it needs the
+audit:read scope (or the admin socket, or the data dir when no server runs),
+and every read is itself audited.`,
+	}
+	cmd.PersistentFlags().String("master-key-file", "", "master key file, when reading the data dir directly")
+	cmd.AddCommand(newCmdAuditTail(f), newCmdAuditShow(f), newCmdAuditVerify(f), newCmdAuditExport(f))
+	return cmd
+}
+
+// AuditTailOptions are the inputs of `pamctl audit tail`.
+type AuditTailOptions struct {
+	N      int
+	Follow bool
+	Types  []string
+	Actor  string
+	Grant  string
+	Since  time.Duration
+	Output string
+}
+
+func (o *AuditTailOptions) filter(now time.Time) audit.Filter {
+	f := audit.Filter{Actor: o.Actor, Grant: o.Grant}
+	for _, t := range o.Types {
+		f.Types = append(f.Types, audit.Type(t))
+	}
+	if o.Since > 0 {
+		f.Since = now.Add(-o.Since)
+	}
+	return f
+}
+
+func newCmdAuditTail(f *Factory) *cobra.Command {
+	o := &AuditTailOptions{}
+	cmd := &cobra.Command{
+		Use:   "tail",
+		Short: "Show the latest events (-f to follow)",
+		Example: `  pamctl audit tail -n 20 --type proxy.call
+  pamctl audit tail -f --actor alice
+  pamctl audit tail --since 1h -o json | jq .`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o.Output); err != nil {
+				return err
+			}
+			if o.N <= 0 || o.N > api.MaxEvents {
+				return withCode(ExitUsage, fmt.Errorf("-n must be between 1 and %d", api.MaxEvents))
+			}
+			src, err := f.openAudit(cmd)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			flt := o.filter(f.Now())
+			p := newEventPrinter(f, o.Output == "json" || !f.IO.IsStdoutTTY())
+			evs, err := src.Events(cmd.Context(), flt, o.N)
+			if err != nil {
+				return err
+			}
+			for _, e := range evs {
+				if err := p.print(e); err != nil {
+					return err
+				}
+			}
+			if !o.Follow {
+				return nil
+			}
+			err = src.Follow(cmd.Context(), flt, p.print)
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().IntVarP(&o.N, "lines", "n", 50, "number of events")
+	cmd.Flags().BoolVarP(&o.Follow, "follow", "f", false, "keep printing new events as they happen")
+	cmd.Flags().StringSliceVar(&o.Types, "type", nil, "only these event types (e.g. proxy.call, request.*)")
+	cmd.Flags().StringVar(&o.Actor, "actor", "", "only events by this subject or email")
+	cmd.Flags().StringVar(&o.Grant, "grant", "", "only events of this grant")
+	cmd.Flags().DurationVar(&o.Since, "since", 0, "only events newer than this (e.g. 1h)")
+	addOutputFlag(cmd, &o.Output)
+	return cmd
+}
+
+// eventPrinter prints events as a styled line each on a terminal, or as
+// JSON Lines.
+type eventPrinter struct {
+	f      *Factory
+	json   bool
+	header bool
+}
+
+func newEventPrinter(f *Factory, jsonLines bool) *eventPrinter {
+	return &eventPrinter{f: f, json: jsonLines}
+}
+
+func (p *eventPrinter) print(e audit.Event) error {
+	ios := p.f.IO
+	if p.json {
+		return ios.JSONLine(e)
+	}
+	st := ios.Styles()
+	if !p.header {
+		p.header = true
+		fmt.Fprintln(ios.Out, st.Header.Render(fmt.Sprintf("%-6s %-19s %-18s %-24s %-14s %-10s %-6s %s", "SEQ", "TIME", "TYPE", "ACTOR", "MODEL", "DECISION", "STATUS", "LATENCY")))
+	}
+	actor := "-"
+	if e.Actor != nil {
+		actor = e.Actor.Subject
+	}
+	status, latency := "-", "-"
+	if e.Status != 0 {
+		status = strconv.Itoa(e.Status)
+	}
+	if e.Type == audit.TypeProxyCall {
+		latency = fmt.Sprintf("%dms", e.LatencyMS)
+	}
+	dec := dash(e.Decision)
+	switch e.Decision {
+	case "deny", "denied", "revoked", "expired":
+		dec = st.Error.Render(fmt.Sprintf("%-10s", dec))
+	case "allow", "approved":
+		dec = st.Success.Render(fmt.Sprintf("%-10s", dec))
+	default:
+		dec = fmt.Sprintf("%-10s", dec)
+	}
+	_, err := fmt.Fprintf(ios.Out, "%-6d %-19s %-18s %-24s %-14s %s %-6s %s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), e.Type, truncate(actor, 24), truncate(dash(e.Model), 14), dec, status, latency)
+	return err
+}
+
+func newCmdAuditShow(f *Factory) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "show SEQ|GRANT_ID",
+		Short: "Show one event, or one grant's whole session as a timeline",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			src, err := f.openAudit(cmd)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			ctx := cmd.Context()
+			var evs []audit.Event
+			if seq, err := strconv.ParseUint(args[0], 10, 64); err == nil {
+				e, err := src.Event(ctx, seq)
+				if err != nil {
+					return err
+				}
+				evs = []audit.Event{e}
+			} else {
+				byGrant, err := src.Events(ctx, audit.Filter{Grant: args[0]}, api.MaxEvents)
+				if err != nil {
+					return err
+				}
+				byReq, err := src.Events(ctx, audit.Filter{Request: args[0]}, api.MaxEvents)
+				if err != nil {
+					return err
+				}
+				seen := map[uint64]bool{}
+				for _, e := range append(byGrant, byReq...) {
+					if !seen[e.Seq] {
+						seen[e.Seq] = true
+						evs = append(evs, e)
+					}
+				}
+				sort.Slice(evs, func(i, j int) bool { return evs[i].Seq < evs[j].Seq })
+				if len(evs) == 0 {
+					return withCode(ExitNotFound, fmt.Errorf("no audit events for %s", args[0]))
+				}
+			}
+			if output == "json" {
+				return f.IO.JSON(evs)
+			}
+			return printTimeline(f, evs)
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printTimeline(f *Factory, evs []audit.Event) error {
+	ios := f.IO
+	st := ios.Styles()
+	w := ios.Out
+	for _, e := range evs {
+		actor := "pamctl"
+		if e.Actor != nil {
+			actor = e.Actor.Subject
+		}
+		fmt.Fprintf(w, "%s  %s  %s  %s\n", st.Muted.Render(fmt.Sprintf("#%d", e.Seq)), e.Time.Local().Format("2006-01-02 15:04:05.000"), st.Bold.Render(string(e.Type)), actor)
+		field := func(k, v string) {
+			if v != "" {
+				fmt.Fprintf(w, "    %-10s %s\n", k, v)
+			}
+		}
+		field("decision", strings.TrimSpace(e.Decision+" "+strings.Join(e.Reasons, ", ")))
+		field("target", e.Target)
+		field("model", e.Model)
+		field("endpoint", e.Endpoint)
+		if e.Status != 0 {
+			field("status", fmt.Sprintf("%d in %dms", e.Status, e.LatencyMS))
+		}
+		if e.Usage != nil {
+			field("usage", fmt.Sprintf("%d in, %d out, %d total tokens", e.Usage.InputTokens, e.Usage.OutputTokens, e.Usage.TotalTokens))
+		}
+		field("prompt", truncate(e.Prompt, 200))
+		field("sha256", e.PromptSHA256)
+		field("response", truncate(e.Response, 200))
+		if len(e.Masked) > 0 {
+			var parts []string
+			for k, v := range e.Masked {
+				parts = append(parts, fmt.Sprintf("%s×%d", k, v))
+			}
+			sort.Strings(parts)
+			field("masked", strings.Join(parts, " "))
+		}
+		field("error", e.Error)
+		keys := make([]string, 0, len(e.Details))
+		for k := range e.Details {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			field(k, e.Details[k])
+		}
+	}
+	return nil
+}
+
+func newCmdAuditVerify(f *Factory) *cobra.Command {
+	var file, output string
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Verify the hash chain and signed head; exit non-zero at the first broken link",
+		Example: `  pamctl audit verify
+  pamctl audit export > trail.jsonl && pamctl audit verify --file trail.jsonl`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var res api.VerifyResult
+			if file != "" {
+				r, err := verifyFile(cmd, f, file)
+				if err != nil {
+					return err
+				}
+				res = r
+			} else {
+				src, err := f.openAudit(cmd)
+				if err != nil {
+					return err
+				}
+				defer src.Close()
+				if res, err = src.Verify(cmd.Context()); err != nil {
+					return err
+				}
+			}
+			if output == "json" {
+				if err := f.IO.JSON(res); err != nil {
+					return err
+				}
+			}
+			if !res.OK {
+				return withCode(ExitError, errors.New(res.Error))
+			}
+			if output != "json" {
+				rep := res.Report
+				signed := "head signature checked"
+				if !rep.Signed {
+					signed = "no signed head yet"
+				}
+				f.IO.Successf("audit chain intact: %d events (seq %d..%d), %s; %d events after the signed head", rep.Events, rep.First, rep.Last, signed, rep.Unsigned)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&file, "file", "", "verify an export file offline ('-' for stdin)")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+// verifyFile checks an export offline. Signatures are checked against the
+// local data dir's keys when it can be opened, else the broker's JWKS.
+func verifyFile(cmd *cobra.Command, f *Factory, file string) (api.VerifyResult, error) {
+	var r io.Reader = f.IO.In
+	if file != "-" {
+		fh, err := os.Open(file)
+		if err != nil {
+			return api.VerifyResult{}, withCode(ExitUsage, err)
+		}
+		defer fh.Close()
+		r = fh
+	}
+	keys, err := verificationKeys(cmd, f)
+	if err != nil {
+		return api.VerifyResult{}, err
+	}
+	rep, err := audit.VerifyJSONL(r, keys)
+	res := api.VerifyResult{OK: err == nil, Report: rep}
+	var be *audit.BreakError
+	if errors.As(err, &be) {
+		res.Break, res.Error = be, be.Error()
+		return res, nil
+	}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res, nil
+}
+
+func verificationKeys(cmd *cobra.Command, f *Factory) (audit.KeyFunc, error) {
+	cfg, err := f.Config(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if l, err := openLocal(cmd.Context(), cfg); err == nil {
+		defer l.Close()
+		kr, err := token.LoadKeyring(cmd.Context(), l.db, l.vault.Sealer(), maxTokenTTL, nil)
+		if err != nil {
+			return nil, err
+		}
+		return audit.KeyFunc(kr.AnyPublicKey), nil
+	}
+	jwks, err := f.AnonClient(cfg).JWKS(cmd.Context())
+	if err != nil {
+		return nil, unreachable(err, cfg.Server)
+	}
+	ks, err := token.KeysFromJWKS(jwks)
+	if err != nil {
+		return nil, err
+	}
+	return audit.KeyFunc(ks.PublicKey), nil
+}
+
+func newCmdAuditExport(f *Factory) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Export the whole trail as JSON Lines with its chain fields and signed head",
+		Long: `Export the trail as JSON Lines (constant memory): the retention anchor if
+any, one event per line with prev_hash and hash, and the signed head last, so
+anyone can verify it offline with 'pamctl audit verify --file'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			src, err := f.openAudit(cmd)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			var w io.Writer = f.IO.Out
+			if out != "" && out != "-" {
+				fh, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+				if err != nil {
+					return err
+				}
+				defer fh.Close()
+				w = fh
+			}
+			return src.Export(cmd.Context(), w)
+		},
+	}
+	cmd.Flags().StringVar(&out, "file", "", "write to this file (mode 0600) instead of stdout")
+	return cmd
+}

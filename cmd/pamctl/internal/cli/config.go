@@ -1,0 +1,326 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"pamctl/broker/oidc"
+	"pamctl/broker/policy"
+)
+
+// Config is the typed configuration: flags > PAMCTL_* environment > file.
+type Config struct {
+	Server        string              `mapstructure:"server"`
+	Broker        ListenConfig        `mapstructure:"broker"`
+	Proxy         ProxyConfig         `mapstructure:"proxy"`
+	DataDir       string              `mapstructure:"data_dir"`
+	MasterKeyFile string              `mapstructure:"master_key_file"`
+	SessionTTL    time.Duration       `mapstructure:"session_ttl"`
+	Issuers       []oidc.IssuerConfig `mapstructure:"issuers"`
+	Upstreams     []UpstreamConfig    `mapstructure:"upstreams"`
+	Policies      policy.Set          `mapstructure:"policies"`
+	Rules         []RuleConfig        `mapstructure:"rules"`
+	Masking       MaskingConfig       `mapstructure:"masking"`
+	Audit         AuditConfig         `mapstructure:"audit"`
+	Notify        NotifyConfig        `mapstructure:"notify"`
+	Log           LogConfig           `mapstructure:"log"`
+
+	// File is the config file that was read, if any.
+	File string `mapstructure:"-"`
+}
+
+// ListenConfig is an address to listen on.
+type ListenConfig struct {
+	Addr string `mapstructure:"addr"`
+}
+
+// ProxyConfig configures the proxy listener and its limits.
+type ProxyConfig struct {
+	Addr        string        `mapstructure:"addr"`
+	MaxBody     int64         `mapstructure:"max_body"`
+	Timeout     time.Duration `mapstructure:"timeout"`
+	HoldTimeout time.Duration `mapstructure:"hold_timeout"`
+}
+
+// UpstreamConfig is one OpenAI-compatible upstream.
+type UpstreamConfig struct {
+	Name         string        `mapstructure:"name"`
+	URL          string        `mapstructure:"url"`
+	Key          string        `mapstructure:"key"` // vault entry
+	Organization string        `mapstructure:"organization"`
+	Project      string        `mapstructure:"project"`
+	Timeout      time.Duration `mapstructure:"timeout"`
+}
+
+// RuleConfig is one prompt rule as written in the config file.
+type RuleConfig struct {
+	Name      string          `mapstructure:"name"`
+	Pattern   string          `mapstructure:"pattern"`
+	Literals  []string        `mapstructure:"literals"`
+	Action    string          `mapstructure:"action"`
+	Models    []string        `mapstructure:"models"`
+	Subjects  []string        `mapstructure:"subjects"`
+	Groups    []string        `mapstructure:"groups"`
+	Endpoints []string        `mapstructure:"endpoints"`
+	Approvers policy.Subjects `mapstructure:"approvers"`
+}
+
+// MaskingConfig maps direction -> detector (or "default") -> action.
+type MaskingConfig struct {
+	Response map[string]string `mapstructure:"response"`
+	Prompt   map[string]string `mapstructure:"prompt"`
+	Custom   []CustomDetector  `mapstructure:"custom"`
+}
+
+// CustomDetector is a user-defined regex detector.
+type CustomDetector struct {
+	Name    string `mapstructure:"name"`
+	Pattern string `mapstructure:"pattern"`
+}
+
+// AuditConfig configures the audit trail.
+type AuditConfig struct {
+	Sync      string        `mapstructure:"sync"` // durable | async
+	Retention time.Duration `mapstructure:"retention"`
+}
+
+// NotifyConfig configures notifications.
+type NotifyConfig struct {
+	Webhook string `mapstructure:"webhook"`
+}
+
+// LogConfig configures server logs.
+type LogConfig struct {
+	Format string `mapstructure:"format"` // text | json ("" = text on a terminal, json otherwise)
+	Level  string `mapstructure:"level"`
+}
+
+// Defaults.
+const (
+	DefaultBrokerAddr = "127.0.0.1:8700"
+	DefaultProxyAddr  = "127.0.0.1:8701"
+)
+
+// DataHome is $XDG_DATA_HOME or ~/.local/share.
+func DataHome() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share")
+}
+
+// ConfigHome is $XDG_CONFIG_HOME or ~/.config (os.UserConfigDir on Linux).
+func ConfigHome() string {
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" {
+		return d
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".config")
+}
+
+func setDefaults(v *viper.Viper) {
+	v.SetDefault("server", "http://"+DefaultBrokerAddr)
+	v.SetDefault("broker.addr", DefaultBrokerAddr)
+	v.SetDefault("proxy.addr", DefaultProxyAddr)
+	v.SetDefault("proxy.max_body", 8<<20)
+	v.SetDefault("proxy.timeout", 10*time.Minute)
+	v.SetDefault("proxy.hold_timeout", 60*time.Second)
+	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
+	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
+	v.SetDefault("session_ttl", 8*time.Hour)
+	v.SetDefault("audit.sync", "durable")
+	v.SetDefault("audit.retention", 90*24*time.Hour)
+	v.SetDefault("upstreams", []map[string]any{{"name": "openai", "url": "https://api.openai.com/v1", "key": "openai"}})
+}
+
+// flagKeys maps command-line flag names to config keys.
+var flagKeys = map[string]string{
+	"server":          "server",
+	"data-dir":        "data_dir",
+	"master-key-file": "master_key_file",
+	"broker-addr":     "broker.addr",
+	"proxy-addr":      "proxy.addr",
+	"log-format":      "log.format",
+}
+
+// LoadConfig reads the configuration. file may be empty: then PAMCTL_CONFIG
+// or $XDG_CONFIG_HOME/pamctl/config.yaml is used if it exists.
+func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
+	v := viper.New()
+	setDefaults(v)
+	v.SetEnvPrefix("PAMCTL")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	// AutomaticEnv only sees keys viper knows; bind the nested ones explicitly.
+	for _, k := range []string{"server", "data_dir", "master_key_file", "broker.addr", "proxy.addr", "proxy.max_body", "proxy.timeout", "proxy.hold_timeout", "log.format", "log.level", "audit.sync", "session_ttl"} {
+		_ = v.BindEnv(k)
+	}
+	if flags != nil {
+		for name, key := range flagKeys {
+			if f := flags.Lookup(name); f != nil {
+				if err := v.BindPFlag(key, f); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if file == "" {
+		file = os.Getenv("PAMCTL_CONFIG")
+	}
+	explicit := file != ""
+	if file == "" {
+		file = filepath.Join(ConfigHome(), "pamctl", "config.yaml")
+	}
+	if _, err := os.Stat(file); err == nil || explicit {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
+	} else {
+		file = ""
+	}
+	cfg, err := decode(v)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", orDefault(file, "(defaults)"), err)
+	}
+	cfg.File = file
+	return cfg, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func decode(v *viper.Viper) (*Config, error) {
+	var cfg Config
+	err := v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		durationHook,
+		mapstructure.StringToSliceHookFunc(","),
+	)))
+	if err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// durationHook accepts Go durations plus a "d" (day) suffix: "90d", "1d12h".
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeOf(time.Duration(0)) {
+		return data, nil
+	}
+	switch d := data.(type) {
+	case string:
+		return ParseDuration(d)
+	case int:
+		return time.Duration(d), nil
+	case int64:
+		return time.Duration(d), nil
+	case float64:
+		return time.Duration(d), nil
+	}
+	return data, nil
+}
+
+// ParseDuration parses a Go duration that may start with whole days ("90d", "1d12h").
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if i := strings.Index(s, "d"); i > 0 {
+		days, err := strconv.Atoi(s[:i])
+		if err == nil {
+			rest := time.Duration(0)
+			if tail := s[i+1:]; tail != "" {
+				if rest, err = time.ParseDuration(tail); err != nil {
+					return 0, fmt.Errorf("invalid duration %q", s)
+				}
+			}
+			return time.Duration(days)*24*time.Hour + rest, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use e.g. 30m, 8h, 90d)", s)
+	}
+	return d, nil
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, a := range []struct{ name, addr string }{{"broker.addr", c.Broker.Addr}, {"proxy.addr", c.Proxy.Addr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			add("%s: %q is not host:port", a.name, a.addr)
+		}
+	}
+	if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("server: %q is not an http(s) URL", c.Server)
+	}
+	if c.Proxy.MaxBody <= 0 {
+		add("proxy.max_body must be positive")
+	}
+	seen := map[string]bool{}
+	for i, is := range c.Issuers {
+		if err := is.Validate(); err != nil {
+			add("issuers[%d]: %v", i, err)
+		}
+		if seen[is.Name] {
+			add("issuers[%d]: duplicate name %q", i, is.Name)
+		}
+		seen[is.Name] = true
+	}
+	seen = map[string]bool{}
+	for i, u := range c.Upstreams {
+		if u.Name == "" {
+			add("upstreams[%d]: name is required", i)
+		}
+		if seen[u.Name] {
+			add("upstreams[%d]: duplicate name %q", i, u.Name)
+		}
+		seen[u.Name] = true
+		if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			add("upstreams[%d] (%s): url %q is not an http(s) URL", i, u.Name, u.URL)
+		}
+		if u.Key == "" {
+			add("upstreams[%d] (%s): key (the vault entry holding the provider key) is required", i, u.Name)
+		}
+	}
+	for _, err := range c.Policies.Validate() {
+		errs = append(errs, fmt.Errorf("policies: %w", err))
+	}
+	for i, r := range c.Rules {
+		if r.Name == "" {
+			add("rules[%d]: name is required", i)
+		}
+	}
+	switch c.Audit.Sync {
+	case "durable", "async":
+	default:
+		add("audit.sync: %q must be durable or async", c.Audit.Sync)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		add("log.format: %q must be text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"pamctl/broker"
+	"pamctl/broker/api"
+)
+
+// ExecOptions are the inputs of `pamctl exec`.
+type ExecOptions struct {
+	f           *Factory
+	Request     string
+	Scopes      []string
+	TTL         time.Duration
+	Reason      string
+	KeepTracing bool
+	Command     []string
+}
+
+// NewCmdExec builds `pamctl exec`.
+func NewCmdExec(f *Factory, runF func(*cobra.Command, *ExecOptions) error) *cobra.Command {
+	o := &ExecOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "exec [--request ID | --scope SCOPE ...] -- COMMAND [ARGS...]",
+		Short: "Run a command with the proxy URL and a scoped token in its environment",
+		Long: `Run COMMAND with OPENAI_BASE_URL set to the proxy and OPENAI_API_KEY set to
+a scoped access token, for COMMAND only. With --request the token of that
+grant is used; with --scope a request is made (and waited for) first;
+with neither, your newest live grant is used.
+
+The OpenAI Agents SDK exports traces to api.openai.com with the API key as
+bearer; exec sets OPENAI_AGENTS_DISABLE_TRACING=1 so the token never leaves
+for OpenAI, unless --keep-tracing (route traces to the proxy's
+/v1/traces/ingest instead: see docs/agents-sdk.md). COMMAND's exit code is
+passed through.`,
+		Example: `  pamctl exec --scope model:gpt-4o -- python agent.py
+  pamctl exec --request req_0123 -- env`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Request != "" && len(o.Scopes) > 0 {
+				return withCode(ExitUsage, errors.New("use --request or --scope, not both"))
+			}
+			if cmd.ArgsLenAtDash() != 0 {
+				return withCode(ExitUsage, errors.New("put the command after --, e.g. pamctl exec -- python agent.py"))
+			}
+			o.Command = args
+			if runF != nil {
+				return runF(cmd, o)
+			}
+			return execRun(cmd, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Request, "request", "", "use the token of this approved grant")
+	cmd.Flags().StringArrayVar(&o.Scopes, "scope", nil, "request these scopes first and wait for approval")
+	cmd.Flags().DurationVar(&o.TTL, "ttl", 0, "with --scope: grant lifetime")
+	cmd.Flags().StringVar(&o.Reason, "reason", "", "with --scope: why you need it")
+	cmd.Flags().BoolVar(&o.KeepTracing, "keep-tracing", false, "do not set OPENAI_AGENTS_DISABLE_TRACING=1")
+	return cmd
+}
+
+func execRun(cmd *cobra.Command, o *ExecOptions) error {
+	ctx := cmd.Context()
+	cfg, err := o.f.Config(cmd)
+	if err != nil {
+		return err
+	}
+	c, _, err := o.f.BrokerClient(cfg)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return unreachable(err, cfg.Server)
+	}
+	id := o.Request
+	if len(o.Scopes) > 0 {
+		in := api.CreateRequest{Scopes: o.Scopes, Reason: o.Reason}
+		if o.TTL > 0 {
+			in.TTL = o.TTL.String()
+		}
+		r, err := c.CreateRequest(ctx, in)
+		if err != nil {
+			return err
+		}
+		if r.State == broker.StatePending {
+			if r, err = waitForDecision(ctx, o.f, c, r); err != nil {
+				return err
+			}
+		}
+		if r.State != broker.StateApproved {
+			return withCode(ExitForbidden, fmt.Errorf("request %s was %s", r.ID, r.State))
+		}
+		id = r.ID
+	}
+	t, err := c.AccessToken(ctx, id)
+	if err != nil {
+		return unreachable(err, cfg.Server)
+	}
+	env := append(os.Environ(), "OPENAI_BASE_URL="+info.ProxyURL, "OPENAI_API_KEY="+t.Token, "PAMCTL_GRANT="+t.Request.ID)
+	if !o.KeepTracing {
+		env = append(env, "OPENAI_AGENTS_DISABLE_TRACING=1")
+	}
+	path, err := exec.LookPath(o.Command[0])
+	if err != nil {
+		return withCode(127, fmt.Errorf("exec: %s: command not found", o.Command[0]))
+	}
+	child := exec.CommandContext(ctx, path, o.Command[1:]...)
+	child.Env = env
+	child.Stdin, child.Stdout, child.Stderr = o.f.IO.In, o.f.IO.Out, o.f.IO.ErrOut
+	child.Cancel = func() error { return child.Process.Signal(os.Interrupt) }
+	child.WaitDelay = 5 * time.Second
+	if err := child.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			// The child already spoke for itself; pass its code through quietly.
+			return &exitError{code: ee.ExitCode(), err: errSilent}
+		}
+		return fmt.Errorf("exec %s: %w", o.Command[0], err)
+	}
+	return nil
+}
+
+var errSilent = errors.New("")

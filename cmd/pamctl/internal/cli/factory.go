@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"pamctl/broker"
+	"pamctl/broker/api"
+	"pamctl/cmd/pamctl/internal/iostreams"
+)
+
+// Factory gives commands what they share: streams, config, clients.
+type Factory struct {
+	IO         *iostreams.IOStreams
+	ConfigFile string
+	// HTTP is the client for the broker API (tests swap it).
+	HTTP *http.Client
+	Now  func() time.Time
+
+	flags *pflag.FlagSet
+}
+
+// NewFactory returns a factory over ios.
+func NewFactory(ios *iostreams.IOStreams) *Factory {
+	return &Factory{IO: ios, HTTP: &http.Client{Timeout: 90 * time.Second}, Now: time.Now}
+}
+
+// Config loads the configuration with cmd's flags on top.
+func (f *Factory) Config(cmd *cobra.Command) (*Config, error) {
+	cfg, err := LoadConfig(f.ConfigFile, cmd.Flags())
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	return cfg, nil
+}
+
+// SessionFile is the CLI's stored broker session.
+type SessionFile struct {
+	Server    string          `json:"server"`
+	Token     string          `json:"token"`
+	Identity  broker.Identity `json:"identity"`
+	ExpiresAt time.Time       `json:"expires_at"`
+}
+
+// SessionPath is where the session is kept (mode 0600).
+func SessionPath() string { return filepath.Join(ConfigHome(), "pamctl", "session.json") }
+
+func loadSession() (*SessionFile, error) {
+	raw, err := os.ReadFile(SessionPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	var s SessionFile
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("session file %s is corrupt: run `pamctl login`", SessionPath())
+	}
+	return &s, nil
+}
+
+func saveSession(s *SessionFile) error {
+	p := SessionPath()
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	raw, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	return os.Rename(tmp, p)
+}
+
+// AnonClient is a broker client without a session (info, login).
+func (f *Factory) AnonClient(cfg *Config) *api.Client {
+	return &api.Client{BaseURL: strings.TrimRight(cfg.Server, "/"), HTTP: f.HTTP}
+}
+
+// BrokerClient is a broker client carrying the stored session.
+func (f *Factory) BrokerClient(cfg *Config) (*api.Client, *SessionFile, error) {
+	s, err := loadSession()
+	if err != nil {
+		return nil, nil, err
+	}
+	server := strings.TrimRight(cfg.Server, "/")
+	if s == nil || s.Token == "" {
+		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("not logged in: run `pamctl login`"))
+	}
+	if strings.TrimRight(s.Server, "/") != server {
+		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session is for %s, not %s: run `pamctl login`", s.Server, server))
+	}
+	if f.Now().After(s.ExpiresAt) {
+		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session expired at %s: run `pamctl login`", s.ExpiresAt.Local().Format(time.Kitchen)))
+	}
+	return &api.Client{BaseURL: server, Token: s.Token, HTTP: f.HTTP}, s, nil
+}
+
+// SocketPath is the admin socket of a data dir.
+func SocketPath(dataDir string) string { return filepath.Join(dataDir, "pamctl.sock") }
+
+// AdminClient returns a client for the running server's admin socket, or
+// nil when no server is running against cfg.DataDir.
+func (f *Factory) AdminClient(cfg *Config) *api.Client {
+	p := SocketPath(cfg.DataDir)
+	if fi, err := os.Stat(p); err != nil || fi.Mode()&fs.ModeSocket == 0 {
+		return nil
+	}
+	c := api.NewSocketClient(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := c.Info(ctx); err != nil {
+		return nil // stale socket from a crashed server
+	}
+	return c
+}

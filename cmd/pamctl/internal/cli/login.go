@@ -1,0 +1,290 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"pamctl/broker/api"
+	"pamctl/broker/oidc"
+)
+
+// LoginOptions are the inputs of `pamctl login`.
+type LoginOptions struct {
+	f           *Factory
+	Issuer      string
+	Device      bool
+	NoBrowser   bool
+	IDTokenFile string
+	// Dev issuer only: the user to auto-consent as, and their groups.
+	User   string
+	Groups []string
+	// Open shows the authorization URL (browser, print, or follow).
+	Open func(url string) error
+}
+
+// NewCmdLogin builds `pamctl login`.
+func NewCmdLogin(f *Factory, runF func(*cobra.Command, *LoginOptions) error) *cobra.Command {
+	o := &LoginOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "login",
+		Short: "Log in with OIDC and open a broker session",
+		Long: `Log in with one of the broker's trusted OIDC issuers.
+
+By default pamctl runs the authorization-code flow with PKCE and a loopback
+redirect, opening your browser. --device uses the device authorization grant
+(headless hosts); --id-token-file presents a workload ID token (GitHub Actions,
+Kubernetes service accounts; '-' reads stdin). Against 'pamctl serve --dev',
+--user and --groups log in through the embedded development issuer with no
+browser.`,
+		Example: `  pamctl login
+  pamctl login --device
+  pamctl login --id-token-file /var/run/secrets/tokens/pamctl
+  pamctl login --user alice --groups ml      # serve --dev only`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.IDTokenFile != "" && o.Device {
+				return withCode(ExitUsage, errors.New("--device and --id-token-file cannot be combined"))
+			}
+			if runF != nil {
+				return runF(cmd, o)
+			}
+			return loginRun(cmd, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Issuer, "issuer", "", "name of the trusted issuer to use (default: the only interactive one)")
+	cmd.Flags().BoolVar(&o.Device, "device", false, "use the device authorization flow")
+	cmd.Flags().BoolVar(&o.NoBrowser, "no-browser", false, "print the login URL instead of opening a browser")
+	cmd.Flags().StringVar(&o.IDTokenFile, "id-token-file", "", "present a workload ID token read from this file ('-' for stdin)")
+	cmd.Flags().StringVar(&o.User, "user", "", "dev issuer only: log in as this user")
+	cmd.Flags().StringSliceVar(&o.Groups, "groups", nil, "dev issuer only: the user's groups")
+	return cmd
+}
+
+func loginRun(cmd *cobra.Command, o *LoginOptions) error {
+	ctx := cmd.Context()
+	ios := o.f.IO
+	cfg, err := o.f.Config(cmd)
+	if err != nil {
+		return err
+	}
+	client := o.f.AnonClient(cfg)
+	var rawIDToken, nonce string
+	if o.IDTokenFile != "" {
+		rawIDToken, err = readIDToken(o.IDTokenFile, ios.In)
+		if err != nil {
+			return err
+		}
+	} else {
+		info, err := client.Info(ctx)
+		if err != nil {
+			return unreachable(err, cfg.Server)
+		}
+		is, err := pickIssuer(info, o)
+		if err != nil {
+			return err
+		}
+		cc := oidc.ClientConfig{IssuerURL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes}
+		if is.Dev {
+			if o.User == "" {
+				return withCode(ExitUsage, errors.New("the development issuer needs --user NAME (and optionally --groups a,b)"))
+			}
+			cc.ExtraAuthParams = map[string]string{"login_hint": o.User, "groups": strings.Join(o.Groups, ",")}
+		} else if o.User != "" || len(o.Groups) > 0 {
+			return withCode(ExitUsage, errors.New("--user and --groups only work against `pamctl serve --dev`; your identity provider decides who you are"))
+		}
+		loginCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		if o.Device {
+			rawIDToken, err = oidc.DeviceFlow(loginCtx, cc, func(uri, code string) {
+				if is.Dev {
+					// The dev issuer auto-consents once the code is visited.
+					go func() {
+						_ = oidc.FollowRedirects(o.f.HTTP)(uri + "?user_code=" + code + "&login_hint=" + o.User + "&groups=" + strings.Join(o.Groups, ","))
+					}()
+					return
+				}
+				ios.Notef("To log in, open %s and enter the code %s", ios.Styles().Code.Render(uri), ios.Styles().Bold.Render(code))
+			})
+		} else {
+			open := o.Open
+			switch {
+			case open != nil:
+			case is.Dev:
+				open = oidc.FollowRedirects(o.f.HTTP)
+			case o.NoBrowser:
+				open = func(u string) error { ios.Notef("Open this URL to log in:\n\n  %s\n", u); return nil }
+			default:
+				open = func(u string) error {
+					if err := oidc.OpenBrowser(u); err != nil {
+						ios.Notef("Open this URL to log in:\n\n  %s\n", u)
+					} else {
+						ios.Notef("Opened your browser to log in (waiting up to 5 minutes)…")
+					}
+					return nil
+				}
+			}
+			rawIDToken, nonce, err = oidc.CodeFlow(loginCtx, cc, open)
+		}
+		if err != nil {
+			return withCode(ExitUnauthenticated, fmt.Errorf("login: %w", err))
+		}
+	}
+	sess, err := client.Login(ctx, rawIDToken, nonce)
+	if err != nil {
+		return unreachable(err, cfg.Server)
+	}
+	if err := saveSession(&SessionFile{Server: cfg.Server, Token: sess.Token, Identity: sess.Identity, ExpiresAt: sess.ExpiresAt}); err != nil {
+		return err
+	}
+	groups := ""
+	if len(sess.Identity.Groups) > 0 {
+		groups = " (" + strings.Join(sess.Identity.Groups, ", ") + ")"
+	}
+	ios.Successf("Logged in as %s%s via %s; session until %s", ios.Styles().Bold.Render(sess.Identity.Subject), groups, sess.Identity.Issuer, sess.ExpiresAt.Local().Format("15:04 MST"))
+	return nil
+}
+
+func pickIssuer(info api.Info, o *LoginOptions) (api.IssuerInfo, error) {
+	var candidates []api.IssuerInfo
+	for _, is := range info.Issuers {
+		if o.Issuer != "" && is.Name == o.Issuer {
+			return is, nil
+		}
+		if !is.Workload {
+			candidates = append(candidates, is)
+		}
+	}
+	if o.Issuer != "" {
+		return api.IssuerInfo{}, withCode(ExitUsage, fmt.Errorf("no trusted issuer named %q (known: %s)", o.Issuer, issuerNames(info)))
+	}
+	switch len(candidates) {
+	case 0:
+		return api.IssuerInfo{}, withCode(ExitUsage, errors.New("the broker trusts no interactive issuer: add one under `issuers:` in its config, or use --id-token-file"))
+	case 1:
+		return candidates[0], nil
+	}
+	return api.IssuerInfo{}, withCode(ExitUsage, fmt.Errorf("several issuers are trusted; pick one with --issuer (%s)", issuerNames(info)))
+}
+
+func issuerNames(info api.Info) string {
+	var n []string
+	for _, is := range info.Issuers {
+		n = append(n, is.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func readIDToken(path string, stdin io.Reader) (string, error) {
+	var raw []byte
+	var err error
+	if path == "-" {
+		raw, err = io.ReadAll(io.LimitReader(stdin, 64<<10))
+	} else {
+		raw, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", withCode(ExitUsage, fmt.Errorf("read ID token: %w", err))
+	}
+	t := strings.TrimSpace(string(raw))
+	if t == "" {
+		return "", withCode(ExitUsage, errors.New("the ID token file is empty"))
+	}
+	return t, nil
+}
+
+// unreachable turns a connection failure into advice.
+func unreachable(err error, server string) error {
+	if errors.Is(err, api.ErrUnreachable) {
+		return withCode(ExitUnreachable, fmt.Errorf("cannot reach the broker at %s: is `pamctl serve` running? (set --server or PAMCTL_SERVER to point elsewhere)", server))
+	}
+	return err
+}
+
+// NewCmdLogout builds `pamctl logout`.
+func NewCmdLogout(f *Factory, runF func(*cobra.Command) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Forget the broker session",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runF != nil {
+				return runF(cmd)
+			}
+			err := os.Remove(SessionPath())
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			f.IO.Successf("Logged out")
+			return nil
+		},
+	}
+}
+
+// WhoamiOptions are the inputs of `pamctl whoami`.
+type WhoamiOptions struct {
+	f      *Factory
+	Output string
+}
+
+// NewCmdWhoami builds `pamctl whoami`.
+func NewCmdWhoami(f *Factory, runF func(*cobra.Command, *WhoamiOptions) error) *cobra.Command {
+	o := &WhoamiOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "whoami",
+		Short: "Show who the broker thinks you are",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o.Output); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(cmd, o)
+			}
+			return whoamiRun(cmd, o)
+		},
+	}
+	addOutputFlag(cmd, &o.Output)
+	return cmd
+}
+
+func whoamiRun(cmd *cobra.Command, o *WhoamiOptions) error {
+	cfg, err := o.f.Config(cmd)
+	if err != nil {
+		return err
+	}
+	c, _, err := o.f.BrokerClient(cfg)
+	if err != nil {
+		return err
+	}
+	me, err := c.WhoAmI(cmd.Context())
+	if err != nil {
+		return unreachable(err, cfg.Server)
+	}
+	ios := o.f.IO
+	if o.Output == "json" {
+		return ios.JSON(me)
+	}
+	st := ios.Styles()
+	t := ios.NewTable("FIELD", "VALUE")
+	t.Row("subject", st.Bold.Render(me.Subject))
+	t.Row("email", dash(me.Email))
+	t.Row("groups", dash(strings.Join(me.Groups, ", ")))
+	t.Row("issuer", me.Issuer)
+	t.Row("kind", dash(me.Kind))
+	t.Row("expires", me.ExpiresAt.Local().Format(time.RFC3339)+" ("+humanDuration(time.Until(me.ExpiresAt))+" left)")
+	return t.Render()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

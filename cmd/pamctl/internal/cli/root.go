@@ -1,0 +1,166 @@
+// Package cli holds pamctl's commands: one file per command, each an
+// Options struct, a NewCmdX constructor that only parses flags, and an xRun
+// function that calls into broker/, proxy/ or the app and prints. Config is
+// read once through viper into a typed Config.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"pamctl/broker"
+	"pamctl/broker/api"
+	"pamctl/cmd/pamctl/internal/iostreams"
+)
+
+// Exit codes. They are part of the CLI contract.
+const (
+	ExitOK              = 0
+	ExitError           = 1
+	ExitUsage           = 2
+	ExitUnreachable     = 3
+	ExitUnauthenticated = 4
+	ExitForbidden       = 5
+	ExitNotFound        = 6
+	ExitConflict        = 7
+	ExitPending         = 8
+)
+
+// ExitError carries a specific exit code with a message already printed or
+// to print.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// withCode attaches an exit code to err.
+func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+// Main runs the CLI and returns the process exit code.
+func Main() int {
+	ios := iostreams.System()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := NewCmdRoot(NewFactory(ios))
+	root.SetArgs(os.Args[1:])
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code := exitCodeOf(err)
+	if code < 0 { // a child killed by a signal
+		code = ExitError
+	}
+	if !errors.Is(err, errSilent) {
+		printError(ios, err)
+	}
+	return code
+}
+
+func printError(ios *iostreams.IOStreams, err error) {
+	st := ios.Styles()
+	fmt.Fprintf(ios.ErrOut, "%s %s\n", st.Error.Render("error:"), err.Error())
+	if os.Getenv("PAMCTL_DEBUG") != "" {
+		var be *broker.Error
+		if errors.As(err, &be) && be.Err != nil {
+			fmt.Fprintf(ios.ErrOut, "%s %v\n", st.Muted.Render("detail:"), be.Err)
+		}
+	}
+}
+
+func exitCodeOf(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return codeFor(ae.Code)
+	}
+	var be *broker.Error
+	if errors.As(err, &be) {
+		return codeFor(be.Code)
+	}
+	if errors.Is(err, api.ErrUnreachable) {
+		return ExitUnreachable
+	}
+	if errors.Is(err, errUsage) {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+func codeFor(c broker.Code) int {
+	switch c {
+	case broker.CodeUnauthenticated:
+		return ExitUnauthenticated
+	case broker.CodeForbidden:
+		return ExitForbidden
+	case broker.CodeNotFound:
+		return ExitNotFound
+	case broker.CodeConflict:
+		return ExitConflict
+	case broker.CodePending:
+		return ExitPending
+	case broker.CodeInvalid:
+		return ExitUsage
+	}
+	return ExitError
+}
+
+var errUsage = errors.New("usage")
+
+// NewCmdRoot builds the command tree.
+func NewCmdRoot(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pamctl",
+		Short: "Privileged access management for AI agents",
+		Long: `pamctl is a broker and an OpenAI-compatible proxy in one binary.
+People and workloads log in with OIDC, ask for just-in-time scoped grants,
+approvers review them, and agents use the short-lived token against the
+proxy, which swaps it for the vaulted provider key, enforces prompt rules,
+masks sensitive data and records everything in a hash-chained audit trail.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(f.IO.Out)
+	root.SetErr(f.IO.ErrOut)
+	root.SetIn(f.IO.In)
+	pf := root.PersistentFlags()
+	pf.StringVar(&f.ConfigFile, "config", "", "config file (default $XDG_CONFIG_HOME/pamctl/config.yaml; env PAMCTL_CONFIG)")
+	pf.String("server", "", "broker URL for the CLI (env PAMCTL_SERVER; default http://127.0.0.1:8700)")
+	pf.String("data-dir", "", "data directory (env PAMCTL_DATA_DIR; default $XDG_DATA_HOME/pamctl)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return withCode(ExitUsage, fmt.Errorf("%w\nSee '%s --help'", err, c.CommandPath()))
+	})
+	f.flags = pf
+
+	root.AddCommand(
+		NewCmdServe(f, nil),
+		NewCmdLogin(f, nil),
+		NewCmdLogout(f, nil),
+		NewCmdWhoami(f, nil),
+		NewCmdRequest(f, nil),
+		NewCmdRequests(f, nil),
+		NewCmdReview(f, true, nil),
+		NewCmdReview(f, false, nil),
+		NewCmdToken(f, nil),
+		NewCmdExec(f, nil),
+		NewCmdRevoke(f, nil),
+		NewCmdVault(f),
+		NewCmdKeys(f),
+		NewCmdAudit(f),
+		NewCmdVersion(f),
+		NewCmdCompletion(f),
+	)
+	return root
+}

@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"pamctl/broker/oidc"
+	"pamctl/broker/policy"
+	"pamctl/store"
+)
+
+// ServeOptions are the inputs of `pamctl serve`.
+type ServeOptions struct {
+	f   *Factory
+	Dev bool
+	// Ready, when set, is told the listening addresses (tests).
+	Ready func(*App)
+}
+
+// NewCmdServe builds `pamctl serve`.
+func NewCmdServe(f *Factory, runF func(*cobra.Command, *ServeOptions) error) *cobra.Command {
+	o := &ServeOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker and the proxy",
+		Long: `Run the broker (identity, requests, approvals, tokens, vault; default
+127.0.0.1:8700) and the OpenAI-compatible proxy (default 127.0.0.1:8701) in
+one process, with an owner-only admin socket in the data dir.
+
+--dev needs no IdP and no OpenAI key: a temporary data dir (unless
+--data-dir), an embedded development OIDC issuer, a permissive dev policy,
+and a built-in mock upstream used while no provider key is vaulted.`,
+		Example: `  pamctl serve --dev
+  pamctl serve --config /etc/pamctl/config.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runF != nil {
+				return runF(cmd, o)
+			}
+			return serveRun(cmd, o)
+		},
+	}
+	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: embedded IdP, dev policy, mock upstream")
+	cmd.Flags().String("broker-addr", "", "broker listen address (default 127.0.0.1:8700)")
+	cmd.Flags().String("proxy-addr", "", "proxy listen address (default 127.0.0.1:8701)")
+	cmd.Flags().String("master-key-file", "", "master key file (default $XDG_CONFIG_HOME/pamctl/master.key)")
+	cmd.Flags().String("log-format", "", "log format: text or json (default: text on a terminal)")
+	return cmd
+}
+
+func serveRun(cmd *cobra.Command, o *ServeOptions) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := o.f.Config(cmd)
+	if err != nil {
+		return err
+	}
+	ios := o.f.IO
+	var cleanup func()
+	if o.Dev {
+		if cleanup, err = applyDevDefaults(cmd, cfg); err != nil {
+			return err
+		}
+		defer cleanup()
+	}
+	if err := cfg.Validate(); err != nil {
+		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", inFile(cfg.File), err))
+	}
+	logger := newLogger(cfg, ios.IsStderrTTY(), ios.ErrOut)
+	app, err := NewApp(ctx, cfg, AppOptions{Dev: o.Dev, Logger: logger})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return withCode(ExitConflict, err)
+		}
+		return err
+	}
+	if err := app.Listen(); err != nil {
+		app.Close()
+		return err
+	}
+	if o.Dev {
+		printDevBanner(o.f, app)
+	} else {
+		logger.Info("pamctl serving", "broker", app.BrokerURL(), "proxy", app.ProxyURL(), "data_dir", cfg.DataDir)
+	}
+	if o.Ready != nil {
+		o.Ready(app)
+	}
+	return app.Serve(ctx, o.f.reloader(cmd, o.Dev))
+}
+
+func inFile(f string) string {
+	if f == "" {
+		return ""
+	}
+	return " in " + f
+}
+
+// reloader re-reads and validates the config; serve applies it on SIGHUP
+// or when the file changes, and keeps the old one when it is invalid.
+func (f *Factory) reloader(cmd *cobra.Command, dev bool) func() (*Config, error) {
+	return func() (*Config, error) {
+		cfg, err := LoadConfig(f.ConfigFile, cmd.Flags())
+		if err != nil {
+			return nil, err
+		}
+		if dev {
+			addDevIssuerAndPolicy(cfg)
+		}
+		return cfg, cfg.Validate()
+	}
+}
+
+// applyDevDefaults points dev mode at a temporary data dir (unless one was
+// given) and adds the embedded issuer and the dev policy.
+func applyDevDefaults(cmd *cobra.Command, cfg *Config) (func(), error) {
+	cleanup := func() {}
+	if !cmd.Flags().Changed("data-dir") && os.Getenv("PAMCTL_DATA_DIR") == "" {
+		dir, err := os.MkdirTemp("", "pamctl-dev-")
+		if err != nil {
+			return nil, err
+		}
+		cfg.DataDir = dir
+		cfg.MasterKeyFile = "" // ephemeral master key: nothing outlives the process
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	addDevIssuerAndPolicy(cfg)
+	return cleanup, nil
+}
+
+// DevIssuerName names the embedded development issuer.
+const DevIssuerName = "dev"
+
+func addDevIssuerAndPolicy(cfg *Config) {
+	brokerURL := "http://" + cfg.Broker.Addr
+	cfg.Server = brokerURL
+	has := false
+	for _, is := range cfg.Issuers {
+		has = has || is.Name == DevIssuerName
+	}
+	if !has {
+		cfg.Issuers = append(cfg.Issuers, oidc.IssuerConfig{Name: DevIssuerName, URL: brokerURL + DevIssuerPath, ClientID: "pamctl"})
+	}
+	if len(cfg.Policies) == 0 {
+		cfg.Policies = policy.Set{policy.DevPolicy()}
+	}
+}
+
+func newLogger(cfg *Config, tty bool, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	level := slog.LevelInfo
+	switch strings.ToLower(cfg.Log.Level) {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" || (cfg.Log.Format == "" && !tty) {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func printDevBanner(f *Factory, app *App) {
+	ios := f.IO
+	st := ios.Styles()
+	w := ios.ErrOut
+	fmt.Fprintln(w, st.Bold.Render("pamctl dev server")+st.Muted.Render(" — not for production: embedded IdP, permissive policy, throwaway data"))
+	fmt.Fprintf(w, "  broker   %s\n  proxy    %s\n  data     %s\n", app.BrokerURL(), app.ProxyURL(), app.cfg.DataDir)
+	fmt.Fprintf(w, "  upstream %s\n\n", st.Warning.Render("built-in mock (no provider key vaulted); to use OpenAI: printf %s \"$OPENAI_API_KEY\" | pamctl vault set openai --data-dir "+app.cfg.DataDir))
+	fmt.Fprintln(w, "In another terminal, try:")
+	serverFlag := ""
+	if app.BrokerURL() != "http://"+DefaultBrokerAddr {
+		serverFlag = " --server " + app.BrokerURL()
+	}
+	for _, c := range []string{
+		"pamctl login --user alice --groups ml" + serverFlag,
+		"pamctl request --scope model:gpt-4o-mini --reason 'first try'" + serverFlag,
+		"pamctl exec" + serverFlag + " -- sh -c 'curl -s $OPENAI_BASE_URL/chat/completions -H \"Authorization: Bearer $OPENAI_API_KEY\" -H content-type:application/json -d \"{\\\"model\\\":\\\"gpt-4o-mini\\\",\\\"messages\\\":[{\\\"role\\\":\\\"user\\\",\\\"content\\\":\\\"hello\\\"}]}\"'",
+		"pamctl audit tail" + serverFlag,
+	} {
+		fmt.Fprintf(w, "  %s\n", st.Code.Render(c))
+	}
+	fmt.Fprintln(w, st.Muted.Render("\nCtrl-C stops the server and deletes its temporary data."))
+}
+
+// gracePeriod bounds how long in-flight requests may take at shutdown.
+const gracePeriod = 10 * time.Second

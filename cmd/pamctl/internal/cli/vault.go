@@ -1,0 +1,263 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"pamctl/broker/api"
+	"pamctl/broker/token"
+	"pamctl/broker/vault"
+	"pamctl/store"
+)
+
+// local is the data dir opened directly, for admin commands when no server runs.
+type local struct {
+	db    *store.DB
+	vault *vault.Vault
+}
+
+func openLocal(ctx context.Context, cfg *Config) (*local, error) {
+	db, err := store.Open(cfg.DataDir, store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	mk, err := vault.LoadMasterKey(os.Getenv(vault.EnvMasterKey), cfg.MasterKeyFile)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	v, err := vault.Open(ctx, db, mk, nil)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &local{db: db, vault: v}, nil
+}
+
+func (l *local) Close() error { return l.db.Close() }
+
+// adminTarget runs fn against the running server's admin socket, or else
+// against the data dir opened directly.
+func adminTarget(cmd *cobra.Command, f *Factory, viaSocket func(*api.Client) error, direct func(*local) error) error {
+	cfg, err := f.Config(cmd)
+	if err != nil {
+		return err
+	}
+	if c := f.AdminClient(cfg); c != nil {
+		return viaSocket(c)
+	}
+	l, err := openLocal(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	return direct(l)
+}
+
+// NewCmdVault builds `pamctl vault`.
+func NewCmdVault(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vault",
+		Short: "Manage provider keys (the real OpenAI key never leaves the vault)",
+		Long: `Provider keys are sealed with AES-256-GCM under the master key
+(PAMCTL_MASTER_KEY, or a key file generated once outside the data dir). These
+commands talk to the running server through its admin socket, or open the
+data dir directly when no server runs. A key is never printed, logged or
+returned: only its fingerprint.`,
+	}
+	cmd.PersistentFlags().String("master-key-file", "", "master key file (default $XDG_CONFIG_HOME/pamctl/master.key)")
+	cmd.AddCommand(newCmdVaultSet(f, nil), newCmdVaultLs(f, nil), newCmdVaultRm(f, nil))
+	return cmd
+}
+
+// VaultSetOptions are the inputs of `pamctl vault set`.
+type VaultSetOptions struct {
+	f    *Factory
+	Name string
+}
+
+func newCmdVaultSet(f *Factory, runF func(*cobra.Command, *VaultSetOptions) error) *cobra.Command {
+	o := &VaultSetOptions{f: f}
+	return &cobra.Command{
+		Use:   "set NAME",
+		Short: "Store a provider key read from stdin",
+		Example: `  printf %s "$OPENAI_API_KEY" | pamctl vault set openai
+  pamctl vault set openai < ~/openai.key`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			if err := vault.ValidateName(o.Name); err != nil {
+				return withCode(ExitUsage, err)
+			}
+			if runF != nil {
+				return runF(cmd, o)
+			}
+			return vaultSetRun(cmd, o)
+		},
+	}
+}
+
+func vaultSetRun(cmd *cobra.Command, o *VaultSetOptions) error {
+	ios := o.f.IO
+	if ios.IsStdinTTY() {
+		ios.Notef("Paste the key for %s and press Ctrl-D (it is not echoed back anywhere):", o.Name)
+	}
+	raw, err := io.ReadAll(io.LimitReader(ios.In, 64<<10))
+	if err != nil {
+		return fmt.Errorf("read secret from stdin: %w", err)
+	}
+	secret := vault.NewSecret(string(raw))
+	if secret.Empty() {
+		return withCode(ExitUsage, errors.New("no secret on stdin: pipe it in, e.g. printf %s \"$OPENAI_API_KEY\" | pamctl vault set "+o.Name))
+	}
+	var view api.VaultEntry
+	err = adminTarget(cmd, o.f,
+		func(c *api.Client) (err error) {
+			view, err = c.VaultSet(cmd.Context(), o.Name, []byte(secret.Reveal()))
+			return err
+		},
+		func(l *local) error {
+			e, err := l.vault.Set(cmd.Context(), o.Name, secret)
+			view = api.VaultEntry{Name: e.Name, Created: e.Created, Fingerprint: e.Fingerprint}
+			return err
+		})
+	if err != nil {
+		return err
+	}
+	ios.Successf("Stored %s (%s)", o.Name, view.Fingerprint)
+	return nil
+}
+
+// VaultLsOptions are the inputs of `pamctl vault ls`.
+type VaultLsOptions struct {
+	f      *Factory
+	Output string
+}
+
+func newCmdVaultLs(f *Factory, runF func(*cobra.Command, *VaultLsOptions) error) *cobra.Command {
+	o := &VaultLsOptions{f: f}
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List provider keys (name, created, fingerprint)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o.Output); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(cmd, o)
+			}
+			return vaultLsRun(cmd, o)
+		},
+	}
+	addOutputFlag(cmd, &o.Output)
+	return cmd
+}
+
+func vaultLsRun(cmd *cobra.Command, o *VaultLsOptions) error {
+	var entries []api.VaultEntry
+	err := adminTarget(cmd, o.f,
+		func(c *api.Client) (err error) {
+			entries, err = c.VaultList(cmd.Context())
+			return err
+		},
+		func(l *local) error {
+			es, err := l.vault.List(cmd.Context())
+			for _, e := range es {
+				entries = append(entries, api.VaultEntry{Name: e.Name, Created: e.Created, Fingerprint: e.Fingerprint})
+			}
+			return err
+		})
+	if err != nil {
+		return err
+	}
+	ios := o.f.IO
+	if entries == nil {
+		entries = []api.VaultEntry{}
+	}
+	if o.Output == "json" {
+		return ios.JSON(entries)
+	}
+	if len(entries) == 0 {
+		ios.Notef("The vault is empty. Add the OpenAI key with: printf %%s \"$OPENAI_API_KEY\" | pamctl vault set openai")
+		return nil
+	}
+	t := ios.NewTable("NAME", "CREATED", "FINGERPRINT")
+	for _, e := range entries {
+		t.Row(e.Name, e.Created.Local().Format(time.DateTime), e.Fingerprint)
+	}
+	return t.Render()
+}
+
+func newCmdVaultRm(f *Factory, runF func(*cobra.Command, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME",
+		Aliases: []string{"remove"},
+		Short:   "Remove a provider key",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if runF != nil {
+				return runF(cmd, name)
+			}
+			err := adminTarget(cmd, f,
+				func(c *api.Client) error { return c.VaultRemove(cmd.Context(), name) },
+				func(l *local) error {
+					if err := l.vault.Remove(cmd.Context(), name); errors.Is(err, vault.ErrNotFound) {
+						return withCode(ExitNotFound, fmt.Errorf("no vault entry named %s (see: pamctl vault ls)", name))
+					} else if err != nil {
+						return err
+					}
+					return nil
+				})
+			if err != nil {
+				return err
+			}
+			f.IO.Successf("Removed %s", name)
+			return nil
+		},
+	}
+}
+
+// NewCmdKeys builds `pamctl keys`.
+func NewCmdKeys(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Manage the broker's token signing keys"}
+	cmd.PersistentFlags().String("master-key-file", "", "master key file (default $XDG_CONFIG_HOME/pamctl/master.key)")
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Start signing with a new key; the old one stays published until its tokens expire",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var kid string
+			err := adminTarget(cmd, f,
+				func(c *api.Client) (err error) {
+					kid, err = c.KeysRotate(cmd.Context())
+					return err
+				},
+				func(l *local) error {
+					kr, err := token.LoadKeyring(cmd.Context(), l.db, l.vault.Sealer(), maxTokenTTL, nil)
+					if err != nil {
+						return err
+					}
+					kid, err = kr.Rotate(cmd.Context())
+					return err
+				})
+			if err != nil {
+				return err
+			}
+			f.IO.Successf("New signing key %s is active; the previous key stays in the JWKS until its tokens expire", kid)
+			return nil
+		},
+	})
+	return cmd
+}
+
+// maxTokenTTL bounds every token pamctl mints (sessions are the longest).
+const maxTokenTTL = 8 * time.Hour

@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+
+	"pamctl/broker/audit"
+	"pamctl/broker/token"
+)
+
+var _ AuditSink = audit.Sink(nil)
+
+// actorOf describes the token's holder for the trail.
+func actorOf(claims *token.Claims) *audit.Actor {
+	if claims == nil {
+		return nil
+	}
+	a := &audit.Actor{Subject: claims.Subject, Email: claims.Email, Groups: claims.Groups, Issuer: claims.IdP, TokenID: claims.ID}
+	switch claims.Kind {
+	case string(audit.KindUser), string(audit.KindService):
+		a.Kind = audit.ActorKind(claims.Kind)
+	}
+	return a
+}
+
+// event renders the call as its proxy.call audit event.
+func (p *Proxy) event(c *call) *audit.Event {
+	e := &audit.Event{
+		Type:         audit.TypeProxyCall,
+		Actor:        actorOf(c.claims),
+		Decision:     c.decision,
+		Reasons:      c.reasons,
+		Model:        c.model,
+		Endpoint:     c.method + " " + c.path,
+		Prompt:       c.prompt,
+		PromptSHA256: c.promptSHA,
+		Response:     c.summary,
+		Status:       c.status,
+		LatencyMS:    p.now().Sub(c.start).Milliseconds(),
+		Client:       &audit.Client{RemoteAddr: c.remote, UserAgent: c.userAgent},
+		Details:      map[string]string{"request_id": c.id},
+	}
+	if c.claims != nil {
+		e.Grant, e.Request = c.claims.Req, c.claims.Req
+	}
+	if c.up != nil {
+		e.Target = c.up.name
+		e.Details["upstream"] = c.up.name
+	}
+	if c.clientModel != "" && c.clientModel != c.model {
+		e.Details["client_model"] = c.clientModel
+	}
+	if c.stream {
+		e.Details["stream"] = "true"
+	}
+	if c.upstreamID != "" {
+		e.Details["upstream_request_id"] = c.upstreamID
+	}
+	if c.rule != "" {
+		e.Details["rule"] = c.rule
+	}
+	if c.hasUsage {
+		e.Usage = &audit.Usage{InputTokens: c.usage.Input, OutputTokens: c.usage.Output, TotalTokens: c.usage.Total}
+	}
+	if masked := mergeCounts(c.maskedIn, c.maskedOut); len(masked) > 0 {
+		e.Masked = masked
+	}
+	if c.err != nil {
+		e.Error = c.err.Code + ": " + c.err.Message
+	}
+	if c.errDetail != "" {
+		e.Details["detail"] = c.errDetail
+	}
+	return e
+}
+
+func mergeCounts(a, b map[string]int) map[string]int {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := make(map[string]int, len(a)+len(b))
+	for k, v := range a {
+		out[k] += v
+	}
+	for k, v := range b {
+		out[k] += v
+	}
+	return out
+}
+
+// audit appends the call's event once. The request's cancellation does not
+// stop it: a client that went away still leaves its trace.
+func (p *Proxy) audit(ctx context.Context, c *call) error {
+	if c.audited {
+		return nil
+	}
+	c.audited = true
+	if c.status == 0 && c.err != nil {
+		c.status = c.err.Status
+	}
+	if err := p.sink.Append(context.WithoutCancel(ctx), p.event(c)); err != nil {
+		c.auditFailed = true
+		p.log.Error("audit append failed", "request_id", c.id, "err", err)
+		return fmt.Errorf("proxy: audit: %w", err)
+	}
+	return nil
+}

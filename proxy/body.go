@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"pamctl/broker/audit"
+)
+
+// requestFields are the parts of a model call's JSON body the proxy acts on.
+type requestFields struct {
+	Model         *string `json:"model"`
+	Stream        bool    `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage *bool `json:"include_usage"`
+	} `json:"stream_options"`
+}
+
+// parseRequest reads the model call's body once: model, stream flag and
+// whether the client asked for streamed usage.
+func (p *Proxy) parseRequest(c *call) *apiError {
+	if len(bytes.TrimSpace(c.body)) == 0 {
+		return errBadRequest(CodeInvalidJSON, "", "The request body is empty; send a JSON object with at least \"model\".", nil)
+	}
+	var f requestFields
+	if err := json.Unmarshal(c.body, &f); err != nil {
+		return errBadRequest(CodeInvalidJSON, "", "The request body is not valid JSON: "+jsonProblem(err)+".", err)
+	}
+	if f.Model == nil || *f.Model == "" {
+		return errBadRequest(CodeMissingModel, "model", "The request names no model. Add \"model\", e.g. \"gpt-4o\".", nil)
+	}
+	c.clientModel = *f.Model
+	c.stream = f.Stream
+	if c.kind == epChat && c.stream {
+		asked := f.StreamOptions != nil && f.StreamOptions.IncludeUsage != nil && *f.StreamOptions.IncludeUsage
+		c.stripUsage = !asked
+	}
+	c.promptSHA = audit.PromptDigest(string(c.body))
+	return nil
+}
+
+// jsonProblem describes a JSON error without echoing the body.
+func jsonProblem(err error) string {
+	switch e := err.(type) {
+	case *json.SyntaxError:
+		return fmt.Sprintf("syntax error at byte %d", e.Offset)
+	case *json.UnmarshalTypeError:
+		if e.Field != "" {
+			return fmt.Sprintf("field %q has the wrong type", e.Field)
+		}
+		return "expected a JSON object"
+	}
+	return "malformed"
+}
+
+// rewriteBody sets the model sent upstream and, for chat streams, asks for
+// usage. It re-encodes only when something changes.
+func rewriteBody(c *call) error {
+	if c.model == c.clientModel && !c.stripUsage {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(c.body, &m); err != nil {
+		return err
+	}
+	if c.model != c.clientModel {
+		b, _ := json.Marshal(c.model)
+		m["model"] = b
+	}
+	if c.stripUsage {
+		var so map[string]json.RawMessage
+		if raw, ok := m["stream_options"]; ok && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			if err := json.Unmarshal(raw, &so); err != nil {
+				return err
+			}
+		}
+		if so == nil {
+			so = map[string]json.RawMessage{}
+		}
+		so["include_usage"] = json.RawMessage("true")
+		b, err := json.Marshal(so)
+		if err != nil {
+			return err
+		}
+		m["stream_options"] = b
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	c.body = b
+	return nil
+}
+
+// prepare readies a forwarded call: the body as it goes upstream and the
+// vaulted key.
+func (p *Proxy) prepare(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := callFrom(r.Context())
+		if c.kind == epTraces {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if c.kind.hasModelBody() {
+			if err := rewriteBody(c); err != nil {
+				p.fail(w, c, errBadRequest(CodeInvalidJSON, "", "The request body could not be rewritten: "+jsonProblem(err)+".", err))
+				return
+			}
+		}
+		if e := p.providerKeys(r, c); e != nil {
+			p.fail(w, c, e)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// providerKeys loads the vaulted key of the call's upstream (every upstream
+// for the model list, which asks each of them).
+func (p *Proxy) providerKeys(r *http.Request, c *call) *apiError {
+	if c.kind == epModels {
+		return nil // listModels fetches each upstream's key itself
+	}
+	k, err := p.keys.ProviderKey(r.Context(), c.up.keyName)
+	if err != nil || k == "" {
+		return errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
+			"No provider key is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", c.up.name, c.up.keyName), err)
+	}
+	c.key = secret{k}
+	return nil
+}

@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"time"
+
+	"pamctl/broker/token"
+)
+
+// endpointKind says what the proxy knows about a request's endpoint.
+type endpointKind int
+
+const (
+	epOther      endpointKind = iota // forwarded only when an endpoint: scope grants it
+	epChat                           // POST /v1/chat/completions
+	epResponses                      // POST /v1/responses
+	epEmbeddings                     // POST /v1/embeddings
+	epModels                         // GET /v1/models
+	epModel                          // GET /v1/models/{model}
+	epTraces                         // POST /v1/traces/ingest (stored, never forwarded)
+)
+
+// hasModelBody reports whether the endpoint's JSON body names the model.
+func (k endpointKind) hasModelBody() bool {
+	return k == epChat || k == epResponses || k == epEmbeddings
+}
+
+// Usage is the token usage an upstream reported for one call.
+type Usage struct {
+	Input  int64 `json:"input"`
+	Output int64 `json:"output"`
+	Total  int64 `json:"total"`
+}
+
+// call is the per-request scope every handler of the chain shares through
+// the request context. Each handler fills in what it learns; the audit
+// event is built from it once, at the end.
+type call struct {
+	id        string
+	start     time.Time
+	kind      endpointKind
+	method    string
+	path      string // cleaned request path, e.g. /v1/chat/completions
+	remote    string
+	userAgent string
+
+	claims *token.Claims
+	scopes []string
+
+	up          *upstream
+	clientModel string // as the client named it, maybe upstream-qualified
+	model       string // as sent upstream
+	stream      bool
+	stripUsage  bool   // we asked upstream for stream usage the client did not want
+	body        []byte // what goes upstream
+	prompt      string // extracted prompt text, masked for the trail
+	promptSHA   string // SHA-256 of the prompt as the client sent it
+	key         secret // vaulted provider key for this call
+
+	decision string
+	reasons  []string
+	rule     string
+
+	status      int
+	usage       Usage
+	hasUsage    bool
+	summary     string // masked excerpt of the answer
+	upstreamID  string // upstream's x-request-id
+	maskedIn    map[string]int
+	maskedOut   map[string]int
+	err         *apiError
+	errDetail   string // detail for the trail; never a secret
+	audited     bool
+	auditFailed bool
+}
+
+type callKey struct{}
+
+func withCall(ctx context.Context, c *call) context.Context {
+	return context.WithValue(ctx, callKey{}, c)
+}
+
+// callFrom returns the request's scope; the first handler of the chain
+// always installs one.
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// secret is a provider key in memory; every fmt verb prints it redacted.
+type secret struct{ v string }
+
+func (secret) String() string   { return "[redacted]" }
+func (secret) GoString() string { return "proxy.secret([redacted])" }
+
+// MarshalJSON keeps a secret out of JSON by accident.
+func (secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
+
+// newRequestID returns a fresh request id in OpenAI's style.
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on supported platforms
+	return "req_" + hex.EncodeToString(b[:])
+}
+
+// clientRequestID keeps a client's X-Request-Id when it is a short run of
+// visible ASCII (so it is safe in headers and logs); otherwise it mints one.
+func clientRequestID(r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if id == "" || len(id) > 128 {
+		return newRequestID()
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return newRequestID()
+		}
+	}
+	return id
+}

@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// Error codes the proxy answers with, in OpenAI's error shape. Clients and
+// tests match on these; the messages around them may change.
+const (
+	CodeInvalidAPIKey       = "invalid_api_key"
+	CodeModelNotInScope     = "model_not_in_scope"
+	CodeEndpointNotAllowed  = "endpoint_not_allowed"
+	CodePromptBlocked       = "prompt_blocked"
+	CodeApprovalRequired    = "approval_required"
+	CodeRequestTooLarge     = "request_too_large"
+	CodeInvalidJSON         = "invalid_json"
+	CodeMissingModel        = "missing_model"
+	CodeRateLimitExceeded   = "rate_limit_exceeded"
+	CodeTokenBudgetExceeded = "token_budget_exceeded"
+	CodeUpstreamUnreachable = "upstream_unreachable"
+	CodeUpstreamTimeout     = "upstream_timeout"
+	CodeUpstreamError       = "upstream_error"
+	CodeUpstreamAuth        = "upstream_auth_failed"
+	CodeStreamInterrupted   = "upstream_stream_interrupted"
+	CodeProviderKey         = "provider_key_unavailable"
+	CodeAuditUnavailable    = "audit_unavailable"
+	CodeClientClosed        = "client_closed_request"
+	CodeInternal            = "internal_error"
+)
+
+// statusClientClosed is logged and audited when the client went away before
+// the answer (nginx's 499); it is never written to a client.
+const statusClientClosed = 499
+
+// apiError is an error a client sees: an HTTP status and OpenAI's error
+// object. Message says what to do next and never holds a secret; cause is
+// the detail for logs and the audit trail.
+type apiError struct {
+	Status     int
+	Type       string
+	Code       string
+	Message    string
+	Param      string
+	RetryAfter int  // seconds; 0 omits the header
+	NoRetry    bool // sets x-should-retry: false so SDKs do not retry in vain
+	cause      error
+}
+
+func (e *apiError) Error() string {
+	if e.cause != nil {
+		return e.Code + ": " + e.Message + ": " + e.cause.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *apiError) Unwrap() error { return e.cause }
+
+// errorBody is OpenAI's error envelope.
+type errorBody struct {
+	Error errorObject `json:"error"`
+}
+
+type errorObject struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Code    string  `json:"code"`
+	Param   *string `json:"param"`
+}
+
+func (e *apiError) body() []byte {
+	obj := errorObject{Message: e.Message, Type: e.Type, Code: e.Code}
+	if e.Param != "" {
+		p := e.Param
+		obj.Param = &p
+	}
+	b, err := json.Marshal(errorBody{Error: obj})
+	if err != nil { // only strings inside: cannot happen
+		return []byte(`{"error":{"message":"internal error","type":"server_error","code":"internal_error","param":null}}`)
+	}
+	return b
+}
+
+// write sends e to the client.
+func (e *apiError) write(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Del("Content-Length")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	if e.NoRetry {
+		h.Set("X-Should-Retry", "false")
+	}
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(e.body())
+}
+
+func errUnauthorized(msg string, cause error) *apiError {
+	return &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: CodeInvalidAPIKey, Message: msg, NoRetry: true, cause: cause}
+}
+
+func errForbidden(code, msg string) *apiError {
+	return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: code, Message: msg, NoRetry: true}
+}
+
+func errBadRequest(code, param, msg string, cause error) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: code, Param: param, Message: msg, NoRetry: true, cause: cause}
+}
+
+func errUpstream(status int, code, msg string, cause error) *apiError {
+	return &apiError{Status: status, Type: "server_error", Code: code, Message: msg, cause: cause}
+}

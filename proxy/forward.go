@@ -1,0 +1,278 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+)
+
+// reverseProxy forwards calls to up. Rewrite swaps the client's token for
+// the vaulted key; ModifyResponse reads usage, masks, and writes the audit
+// event before the end of the answer reaches the client; ErrorHandler maps
+// transport failures to 502/504 in OpenAI's shape.
+func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			c := callFrom(pr.In.Context())
+			out := pr.Out
+			rel := strings.TrimPrefix(c.path, "/v1")
+			if c.kind == epModel {
+				rel = "/models/" + c.model
+			}
+			out.URL = up.target(rel, pr.In.URL.RawQuery)
+			out.Host = ""
+			h := out.Header
+			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding"} {
+				h.Del(k)
+			}
+			h.Set("Authorization", "Bearer "+c.key.v)
+			if up.org != "" {
+				h.Set("OpenAI-Organization", up.org)
+			}
+			if up.project != "" {
+				h.Set("OpenAI-Project", up.project)
+			}
+			h.Set("X-Request-Id", c.id)
+			if c.body != nil {
+				body := c.body
+				out.Body = io.NopCloser(bytes.NewReader(body))
+				out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+				out.ContentLength = int64(len(body))
+				h.Set("Content-Length", strconv.Itoa(len(body)))
+			} else {
+				out.Body, out.GetBody, out.ContentLength = nil, nil, 0
+				h.Del("Content-Length")
+			}
+			out.TransferEncoding = nil
+		},
+		Transport:      rt,
+		FlushInterval:  -1,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// modifyResponse prepares the upstream's answer for the client.
+func (p *Proxy) modifyResponse(res *http.Response) error {
+	c := callFrom(res.Request.Context())
+	c.status = res.StatusCode
+	h := res.Header
+	c.upstreamID = h.Get("X-Request-Id")
+	if c.upstreamID != "" {
+		h.Set("Pamctl-Upstream-Request-Id", c.upstreamID)
+	}
+	h.Set("X-Request-Id", c.id)
+	h.Set("Pamctl-Audit-Id", c.id)
+	h.Set("Pamctl-Grant", c.claims.Req)
+	for _, k := range []string{"Set-Cookie", "Openai-Organization", "Openai-Project"} {
+		h.Del(k)
+	}
+
+	if res.StatusCode == http.StatusUnauthorized {
+		// The provider refused the vaulted key. Its message may quote part
+		// of the key, so none of it goes to the client.
+		_ = res.Body.Close()
+		return errUpstream(http.StatusBadGateway, CodeUpstreamAuth, fmt.Sprintf(
+			"Upstream %q refused the vaulted provider key. An administrator should check it with `pamctl vault set %s`.",
+			c.up.name, c.up.keyName), fmt.Errorf("upstream answered %d", res.StatusCode))
+	}
+
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	switch {
+	case mt == "text/event-stream" && res.StatusCode < 300:
+		res.Body = newStreamBody(res.Request.Context(), p, c, res.Body)
+		return nil
+	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json"):
+		return p.bufferedAnswer(c, res)
+	default:
+		res.Body = &tailBody{src: res.Body, c: c, finish: func(err error) error { return p.finishPassThrough(res.Request.Context(), c, err) }}
+		return nil
+	}
+}
+
+// bufferedAnswer reads a JSON (or error) answer whole, masks it, counts its
+// usage and writes the audit event, all before the first byte is sent.
+func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
+	ctx := res.Request.Context()
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBody+1))
+	_ = res.Body.Close()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("client went away: %w", ctx.Err())
+		}
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError,
+			fmt.Sprintf("Upstream %q broke off its answer. Retry the request.", c.up.name), err)
+	}
+	if len(body) > maxResponseBody {
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError,
+			fmt.Sprintf("Upstream %q answered with more than %d bytes, more than the proxy buffers.", c.up.name, maxResponseBody), nil)
+	}
+	body = scrubKey(body, c.key)
+	if res.StatusCode >= 400 {
+		body = upstreamErrorBody(c, res.StatusCode, body)
+		res.Header.Set("Content-Type", "application/json")
+		c.errDetail = "upstream answered " + strconv.Itoa(res.StatusCode)
+	} else {
+		if u, ok := usageOf(body); ok {
+			c.usage, c.hasUsage = u, true
+		}
+		body = p.maskAnswer(c, body)
+	}
+	p.countUsage(c)
+	if err := p.audit(ctx, c); err != nil {
+		return p.auditError(err)
+	}
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	res.ContentLength = int64(len(body))
+	res.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	res.Header.Del("Content-Encoding")
+	res.TransferEncoding = nil
+	return nil
+}
+
+// upstreamErrorBody keeps an upstream error that is already in OpenAI's
+// shape and wraps anything else (an HTML 502 page, a bare string) in it.
+func upstreamErrorBody(c *call, status int, body []byte) []byte {
+	var e struct {
+		Error *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Message != "" {
+		return body
+	}
+	ae := errUpstream(status, CodeUpstreamError, fmt.Sprintf("Upstream %q answered %d %s.", c.up.name, status, http.StatusText(status)), nil)
+	if status < 500 {
+		ae.Type = "invalid_request_error"
+	}
+	return ae.body()
+}
+
+// scrubKey removes the vaulted key should an upstream ever echo it.
+func scrubKey(b []byte, k secret) []byte {
+	if len(k.v) < 8 || !bytes.Contains(b, []byte(k.v)) {
+		return b
+	}
+	return bytes.ReplaceAll(b, []byte(k.v), []byte("[redacted]"))
+}
+
+// countUsage charges the call's usage to its grant's token budget.
+func (p *Proxy) countUsage(c *call) {
+	if c.hasUsage && c.claims != nil {
+		p.limits.record(c.claims.Req, c.usage.Total)
+	}
+}
+
+// auditError is what a client gets when its call could not be recorded:
+// pamctl fails closed rather than answer a call the trail does not hold.
+func (p *Proxy) auditError(err error) *apiError {
+	return errUpstream(http.StatusServiceUnavailable, CodeAuditUnavailable,
+		"The call could not be recorded in the audit trail, so its answer is withheld. Retry shortly; an administrator should check the pamctl logs.", err)
+}
+
+// finishPassThrough audits a non-JSON answer (audio, files) once its last
+// byte is read from upstream and before that byte goes to the client.
+func (p *Proxy) finishPassThrough(ctx context.Context, c *call, err error) error {
+	if err != nil {
+		c.errDetail = "upstream answer broke off"
+		c.err = errUpstream(http.StatusBadGateway, CodeStreamInterrupted, "The upstream answer broke off.", err)
+	}
+	return p.audit(ctx, c)
+}
+
+// upstreamError answers a call the upstream did not answer.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	c := callFrom(r.Context())
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+	case r.Context().Err() != nil:
+		c.status, c.errDetail = statusClientClosed, "client closed the request"
+		c.err = &apiError{Status: statusClientClosed, Code: CodeClientClosed, Message: "client closed the request", cause: err}
+		return
+	case isTimeout(err):
+		ae = errUpstream(http.StatusGatewayTimeout, CodeUpstreamTimeout, fmt.Sprintf(
+			"Upstream %q did not answer in time. Retry later, or with a smaller request.", c.up.name), err)
+	default:
+		ae = errUpstream(http.StatusBadGateway, CodeUpstreamUnreachable, fmt.Sprintf(
+			"Upstream %q could not be reached. Retry later; if it persists an administrator should check the upstream URL in the pamctl config.", c.up.name), err)
+	}
+	p.fail(w, c, ae)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// tailBody passes an answer through unchanged but holds back its last
+// chunk until finish (the audit append) has run, so the client never sees
+// the end of an answer the trail does not hold.
+type tailBody struct {
+	src      io.ReadCloser
+	c        *call
+	finish   func(err error) error
+	held     []byte
+	buf      []byte
+	out      []byte
+	done     bool
+	finished bool
+}
+
+func (t *tailBody) Read(p []byte) (int, error) {
+	for len(t.out) == 0 {
+		if t.done {
+			return 0, io.EOF
+		}
+		if t.buf == nil {
+			t.buf = make([]byte, 32<<10)
+		}
+		n, err := t.src.Read(t.buf)
+		if n > 0 {
+			// Release what was held; hold the new chunk.
+			t.out = append(t.out[:0], t.held...)
+			t.held = append(t.held[:0], t.buf[:n]...)
+		}
+		if err != nil {
+			t.done = true
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			t.finished = true
+			if ferr := t.finish(err); ferr != nil {
+				// Not recorded: withhold the end, so the client sees a
+				// broken answer rather than a complete unaudited one.
+				return 0, ferr
+			}
+			t.out = append(t.out, t.held...)
+			t.held = nil
+		}
+	}
+	n := copy(p, t.out)
+	t.out = t.out[n:]
+	return n, nil
+}
+
+// Close ends the upstream read; an answer closed before its end means the
+// client went away, which the call's audit event (written by begin) says.
+func (t *tailBody) Close() error {
+	if !t.finished {
+		t.finished = true
+		t.c.status, t.c.errDetail = statusClientClosed, "client went away before the answer ended"
+	}
+	return t.src.Close()
+}

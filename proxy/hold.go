@@ -1,0 +1,49 @@
+package proxy
+
+import (
+	"context"
+
+	"pamctl/broker/token"
+	"pamctl/proxy/rules"
+)
+
+// HoldRequest describes a call a require_approval prompt rule holds. It
+// carries the masked prompt excerpt and the digest, never the raw prompt.
+type HoldRequest struct {
+	// CallID is the proxy's request id of the held call.
+	CallID string
+	// GrantID is the grant whose token made the call.
+	GrantID string
+	// Claims are the caller's token claims (subject, email, groups, jti).
+	Claims *token.Claims
+	// Rule is the first matching require_approval rule; Approvals lists
+	// every one that matched, each with who may release it.
+	Rule      string
+	Approvals []rules.Approval
+	// Model and Endpoint describe the call.
+	Model    string
+	Endpoint string
+	// Excerpt is the start of the prompt as it would go upstream (masked);
+	// PromptSHA256 is the digest of that whole prompt, so an approval can
+	// be matched to a retry of the same prompt.
+	Excerpt      string
+	PromptSHA256 string
+}
+
+// HoldDecision is an approver's answer to a held call.
+type HoldDecision struct {
+	// Approved releases the call upstream.
+	Approved bool
+	// ID names the hold (the broker's request id) for messages and the trail.
+	ID string
+	// Reason is what the approver or the broker said, safe to show.
+	Reason string
+}
+
+// Holder asks a person to release or refuse a held call. Hold blocks until
+// someone decides or ctx ends (the client gave up or the hold timeout ran
+// out); an approval that arrives later may let the same prompt through on a
+// retry, as the broker decides.
+type Holder interface {
+	Hold(ctx context.Context, req HoldRequest) (HoldDecision, error)
+}

@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"pamctl/broker/token"
+)
+
+// model is one entry of GET /v1/models.
+type model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+type modelList struct {
+	Object string  `json:"object"`
+	Data   []model `json:"data"`
+}
+
+// listModels answers GET /v1/models with the models the token may use: it
+// asks every upstream for its list, keeps the models the scope covers
+// (naming a non-default upstream's models "upstream/model", the name a
+// client must send to reach them) and adds every exact model the scope
+// names that no upstream listed.
+func (p *Proxy) listModels(w http.ResponseWriter, r *http.Request, c *call) {
+	out := modelList{Object: "list", Data: []model{}}
+	seen := map[string]bool{}
+	for i, up := range p.ups {
+		list, e := p.fetchModels(r, up)
+		if e != nil {
+			c.up = up
+			p.fail(w, c, e)
+			return
+		}
+		for _, m := range list {
+			if !token.CoversModel(c.scopes, up.name, m.ID) {
+				continue
+			}
+			if i > 0 {
+				m.ID = up.name + "/" + m.ID
+			}
+			if !seen[m.ID] {
+				seen[m.ID] = true
+				out.Data = append(out.Data, m)
+			}
+		}
+	}
+	for _, s := range c.scopes {
+		kind, name, ok := token.SplitScope(s)
+		if !ok || kind != token.KindModel || strings.Contains(name, "*") || seen[name] {
+			continue
+		}
+		seen[name] = true
+		out.Data = append(out.Data, model{ID: name, Object: "model", OwnedBy: "pamctl"})
+	}
+	sort.SliceStable(out.Data, func(i, j int) bool { return out.Data[i].ID < out.Data[j].ID })
+	body, err := json.Marshal(out)
+	if err != nil {
+		p.fail(w, c, errUpstream(http.StatusInternalServerError, CodeInternal, "The model list could not be encoded.", err))
+		return
+	}
+	c.status = http.StatusOK
+	c.decision = "allow"
+	c.summary = fmt.Sprintf("%d models", len(out.Data))
+	if err := p.audit(r.Context(), c); err != nil {
+		p.fail(w, c, p.auditError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Pamctl-Grant", c.claims.Req)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// fetchModels asks one upstream for its model list.
+func (p *Proxy) fetchModels(r *http.Request, up *upstream) ([]model, *apiError) {
+	key, err := p.keys.ProviderKey(r.Context(), up.keyName)
+	if err != nil || key == "" {
+		return nil, errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
+			"No provider key is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", up.name, up.keyName), err)
+	}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, up.target("/models", "").String(), nil)
+	if err != nil {
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamUnreachable, fmt.Sprintf("Upstream %q has an unusable URL.", up.name), err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	if up.org != "" {
+		req.Header.Set("OpenAI-Organization", up.org)
+	}
+	if up.project != "" {
+		req.Header.Set("OpenAI-Project", up.project)
+	}
+	req.Header.Set("Accept", "application/json")
+	res, err := up.client.Do(req)
+	if err != nil {
+		if isTimeout(err) {
+			return nil, errUpstream(http.StatusGatewayTimeout, CodeUpstreamTimeout, fmt.Sprintf("Upstream %q did not list its models in time. Retry later.", up.name), err)
+		}
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamUnreachable, fmt.Sprintf("Upstream %q could not be reached. Retry later.", up.name), err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBody))
+	if err != nil {
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q broke off its model list.", up.name), err)
+	}
+	if res.StatusCode == http.StatusUnauthorized {
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamAuth, fmt.Sprintf(
+			"Upstream %q refused the vaulted provider key. An administrator should check it with `pamctl vault set %s`.", up.name, up.keyName), nil)
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q answered %d to the model list.", up.name, res.StatusCode), nil)
+	}
+	var list modelList
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q sent a model list that is not OpenAI's shape.", up.name), err)
+	}
+	return list.Data, nil
+}

@@ -1,0 +1,312 @@
+// Package proxy is pamctl's OpenAI-compatible gateway: an http.Handler that
+// accepts only pamctl access tokens, enforces the grant's scope and limits,
+// applies prompt rules and masking, swaps the token for the vaulted provider
+// key, forwards to an upstream (streams pass through event by event) and
+// writes one audit event per call before the client sees the end of the
+// answer.
+//
+// The handler is a chain of small func(http.Handler) http.Handler steps,
+// one per concern, sharing one per-request scope (call) in the context:
+//
+//	begin -> authenticate -> route -> readBody -> authorize -> limit -> rules -> prepare -> endpoint
+//
+// where endpoint is the reverse proxy (Rewrite, ModifyResponse, an
+// ErrorHandler and FlushInterval -1), the filtered model list, or the trace
+// ingest. It depends only on the broker's leaf packages broker/token and
+// broker/audit, and on its own subpackages.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"pamctl/broker/audit"
+)
+
+// KeySource hands out vaulted provider keys. The proxy asks for the key on
+// every forwarded call, so a `pamctl vault set` takes effect at once; the
+// value is never logged, audited or sent to a client.
+type KeySource interface {
+	ProviderKey(ctx context.Context, vaultEntry string) (string, error)
+}
+
+// AuditSink stores audit events; when Append returns nil the event is
+// durable. Every audit.Sink is one.
+type AuditSink interface {
+	Append(ctx context.Context, e *audit.Event) error
+}
+
+// Upstream is one OpenAI-compatible provider.
+type Upstream struct {
+	// Name routes model:NAME/model scopes and "NAME/model" model names to
+	// this upstream; the first upstream is the default for unqualified names.
+	Name string
+	// URL is the API base including its version path, e.g.
+	// https://api.openai.com/v1; /v1/X on the proxy goes to URL + /X.
+	URL string
+	// KeyName is the vault entry holding the provider key (default: Name).
+	KeyName string
+	// Organization and Project, when set, are sent as OpenAI-Organization and
+	// OpenAI-Project; whatever the client sent in those headers is dropped.
+	Organization string
+	Project      string
+	// Timeout bounds the wait for the upstream's response headers (default
+	// 10 minutes, as the OpenAI SDKs). Streams may then run as long as they
+	// like; a client that disconnects cancels the upstream call.
+	Timeout time.Duration
+	// Transport overrides the HTTP transport (tests, custom TLS). When nil
+	// the proxy clones http.DefaultTransport and sets Timeout as its
+	// ResponseHeaderTimeout.
+	Transport http.RoundTripper
+}
+
+// DefaultUpstream is used when Options.Upstreams is empty.
+var DefaultUpstream = Upstream{Name: "openai", URL: "https://api.openai.com/v1", KeyName: "openai"}
+
+// Defaults for Options.
+const (
+	DefaultMaxBody         = 8 << 20
+	DefaultUpstreamTimeout = 10 * time.Minute
+	DefaultCacheSize       = 4096
+	// maxResponseBody bounds a non-streamed JSON answer the proxy buffers
+	// to mask it and read its usage.
+	maxResponseBody = 64 << 20
+)
+
+// Options configure a Proxy. Verifier, Keys and Audit are required.
+type Options struct {
+	// Verifier checks access tokens; use a *token.Verifier with Audience
+	// token.AudienceProxy and Use token.UseAccess.
+	Verifier TokenVerifier
+	// Revoked is asked on every call (nil: no revocations).
+	Revoked RevocationList
+	// Keys holds the provider keys.
+	Keys KeySource
+	// Upstreams, the first being the default (DefaultUpstream when empty).
+	Upstreams []Upstream
+	// Audit receives one proxy.call event per call and one trace.span event
+	// per ingested span.
+	Audit AuditSink
+	// Logger gets one line per call (default slog.Default()).
+	Logger *slog.Logger
+	// MaxBody bounds request bodies (default 8 MiB); larger ones get 413.
+	MaxBody int64
+	// Now is the clock for token expiry and limits (default time.Now).
+	Now func() time.Time
+	// CacheSize bounds the verified-token cache (default 4096 tokens;
+	// negative disables it).
+	CacheSize int
+	// Holds decides calls a prompt rule sends for approval; nil refuses
+	// them with 403 approval_required.
+	Holds Holder
+}
+
+// Proxy is the gateway handler.
+type Proxy struct {
+	log     *slog.Logger
+	now     func() time.Time
+	tokens  *verifyCache
+	revoked RevocationList
+	keys    KeySource
+	sink    AuditSink
+	holds   Holder
+	limits  *limiter
+	maxBody int64
+	ups     []*upstream
+	byName  map[string]*upstream
+	handler http.Handler
+}
+
+var _ http.Handler = (*Proxy)(nil)
+
+// New validates opts and builds the handler chain.
+func New(opts Options) (*Proxy, error) {
+	var problems []string
+	if opts.Verifier == nil {
+		problems = append(problems, "a token verifier is required")
+	}
+	if opts.Keys == nil {
+		problems = append(problems, "a provider key source is required")
+	}
+	if opts.Audit == nil {
+		problems = append(problems, "an audit sink is required")
+	}
+	p := &Proxy{
+		log: opts.Logger, now: opts.Now, revoked: opts.Revoked, keys: opts.Keys,
+		sink: opts.Audit, holds: opts.Holds, maxBody: opts.MaxBody, byName: map[string]*upstream{},
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.maxBody <= 0 {
+		p.maxBody = DefaultMaxBody
+	}
+	size := opts.CacheSize
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	p.tokens = newVerifyCache(opts.Verifier, p.now, size)
+	p.limits = newLimiter(p.now)
+	ups := opts.Upstreams
+	if len(ups) == 0 {
+		ups = []Upstream{DefaultUpstream}
+	}
+	for i, u := range ups {
+		up, err := p.newUpstream(u)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("upstream %d: %v", i+1, err))
+			continue
+		}
+		if _, dup := p.byName[up.name]; dup {
+			problems = append(problems, fmt.Sprintf("upstream %d: name %q is used twice", i+1, up.name))
+			continue
+		}
+		p.byName[up.name] = up
+		p.ups = append(p.ups, up)
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("proxy: %s", strings.Join(problems, "; "))
+	}
+	p.handler = chain(http.HandlerFunc(p.endpoint),
+		p.begin, p.authenticate, p.route, p.readBody, p.authorize, p.limit, p.prepare)
+	return p, nil
+}
+
+// chain wraps h so that the first middleware runs first.
+func chain(h http.Handler, mws ...func(http.Handler) http.Handler) http.Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+		return
+	}
+	p.handler.ServeHTTP(w, r)
+}
+
+// begin installs the call scope, answers with the request id, and makes
+// sure every call that did not write its own audit event gets one before
+// the handler returns (refusals and upstream errors are small unflushed
+// answers, so the event is durable before the client sees them end).
+func (p *Proxy) begin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &call{
+			id: clientRequestID(r), start: p.now(), method: r.Method, path: r.URL.Path,
+			remote: r.RemoteAddr, userAgent: r.UserAgent(),
+		}
+		w.Header().Set("X-Request-Id", c.id)
+		w.Header().Set("Pamctl-Audit-Id", c.id)
+		defer func() {
+			if !c.audited {
+				p.audit(r.Context(), c)
+			}
+			p.logCall(c)
+		}()
+		next.ServeHTTP(w, r.WithContext(withCall(r.Context(), c)))
+	})
+}
+
+// fail answers the call with e and remembers it for the audit event.
+func (p *Proxy) fail(w http.ResponseWriter, c *call, e *apiError) {
+	c.err = e
+	c.status = e.Status
+	if c.decision == "" && e.Status < 500 {
+		c.decision = "deny"
+	}
+	e.write(w)
+}
+
+func (p *Proxy) logCall(c *call) {
+	attrs := []any{"request_id", c.id, "method", c.method, "path", c.path, "status", c.status,
+		"latency_ms", p.now().Sub(c.start).Milliseconds()}
+	if c.claims != nil {
+		attrs = append(attrs, "grant", c.claims.Req, "sub", c.claims.Subject)
+	}
+	if c.model != "" {
+		attrs = append(attrs, "model", c.model)
+	}
+	if c.hasUsage {
+		attrs = append(attrs, "tokens", c.usage.Total)
+	}
+	if c.err != nil {
+		attrs = append(attrs, "code", c.err.Code)
+		if c.err.cause != nil {
+			attrs = append(attrs, "err", c.err.cause.Error())
+		}
+	}
+	if c.errDetail != "" {
+		attrs = append(attrs, "detail", c.errDetail)
+	}
+	level := slog.LevelInfo
+	if c.status >= 500 || c.auditFailed {
+		level = slog.LevelWarn
+	}
+	p.log.Log(context.Background(), level, "proxy call", attrs...)
+}
+
+// upstream is a configured provider with its reverse proxy.
+type upstream struct {
+	name    string
+	base    *url.URL
+	keyName string
+	org     string
+	project string
+	client  *http.Client // for the model list
+	rp      http.Handler
+}
+
+func (p *Proxy) newUpstream(u Upstream) (*upstream, error) {
+	if u.Name == "" {
+		return nil, errors.New("a name is required")
+	}
+	if strings.ContainsAny(u.Name, "/ ") {
+		return nil, fmt.Errorf("name %q may not contain '/' or spaces", u.Name)
+	}
+	base, err := url.Parse(u.URL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("url %q must be an absolute http(s) URL such as https://api.openai.com/v1", u.URL)
+	}
+	base.Path = strings.TrimSuffix(base.Path, "/")
+	base.RawPath, base.RawQuery, base.Fragment = "", "", ""
+	up := &upstream{name: u.Name, base: base, keyName: u.KeyName, org: u.Organization, project: u.Project}
+	if up.keyName == "" {
+		up.keyName = u.Name
+	}
+	rt := u.Transport
+	if rt == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.ResponseHeaderTimeout = u.Timeout
+		if t.ResponseHeaderTimeout <= 0 {
+			t.ResponseHeaderTimeout = DefaultUpstreamTimeout
+		}
+		t.MaxIdleConnsPerHost = 64
+		rt = t
+	}
+	up.client = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	up.rp = p.reverseProxy(up, rt)
+	return up, nil
+}
+
+// target is the upstream URL for an upstream-relative path such as
+// /chat/completions.
+func (u *upstream) target(rel string, query string) *url.URL {
+	t := *u.base
+	t.Path = u.base.Path + rel
+	t.RawQuery = query
+	return &t
+}

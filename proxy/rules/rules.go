@@ -1,0 +1,599 @@
+// Package rules is the proxy's prompt-rule engine. Rules match prompt text
+// by regular expression or by case-insensitive literal, optionally only for
+// some models, endpoints, subjects or groups, and act on a match: deny the
+// call, hold it for an approver (require_approval), or redact the matched
+// text before it goes upstream.
+//
+// The engine is pure and compiled once: Compile checks every rule and reports
+// every problem at once; Evaluate is safe for concurrent use and never
+// echoes matched text anywhere but the redacted Text, so results can be
+// logged and audited as they are.
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"regexp/syntax"
+	"sort"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"pamctl/broker/token"
+)
+
+// Actions, from strongest to weakest. Allow is the empty action.
+const (
+	Allow           = ""
+	Deny            = "deny"
+	RequireApproval = "require_approval"
+	Redact          = "redact"
+)
+
+// rank orders actions by precedence: deny > require_approval > redact > allow.
+func rank(action string) int {
+	switch action {
+	case Deny:
+		return 3
+	case RequireApproval:
+		return 2
+	case Redact:
+		return 1
+	}
+	return 0
+}
+
+// Rule is one prompt rule as written in the "rules:" list of the config.
+type Rule struct {
+	// Name identifies the rule in results, errors and the audit trail.
+	Name string `mapstructure:"name" yaml:"name"`
+	// Pattern is a Go (RE2) regular expression; use (?i) for case-insensitivity.
+	Pattern string `mapstructure:"pattern" yaml:"pattern"`
+	// Literals match case-insensitively as plain text. A rule with both a
+	// pattern and literals matches when either does.
+	Literals []string `mapstructure:"literals" yaml:"literals"`
+	// Action is deny, require_approval or redact.
+	Action string `mapstructure:"action" yaml:"action"`
+	// Models limits the rule to these model globs ("gpt-4o*"); empty means all.
+	Models []string `mapstructure:"models" yaml:"models"`
+	// Subjects and Groups limit the rule to callers whose subject matches a
+	// glob in Subjects or who belong to a group in Groups; both empty means
+	// everyone.
+	Subjects []string `mapstructure:"subjects" yaml:"subjects"`
+	Groups   []string `mapstructure:"groups" yaml:"groups"`
+	// Endpoints limits the rule to these request path globs
+	// ("/v1/chat/completions"); empty means all.
+	Endpoints []string `mapstructure:"endpoints" yaml:"endpoints"`
+	// Approvers may release a call held by a require_approval rule.
+	Approvers Approvers `mapstructure:"approvers" yaml:"approvers"`
+	// Replace is the text put in place of a redacted match; the default is
+	// "[REDACTED:<name>]". It is inserted literally ($1 is not expanded).
+	Replace string `mapstructure:"replace" yaml:"replace"`
+}
+
+// Approvers name who may release a held call: users by subject or email
+// (globs allowed, email case-insensitive) or members of groups.
+type Approvers struct {
+	Users  []string `mapstructure:"users" yaml:"users" json:"users,omitempty"`
+	Groups []string `mapstructure:"groups" yaml:"groups" json:"groups,omitempty"`
+}
+
+// Empty reports whether a names nobody.
+func (a Approvers) Empty() bool { return len(a.Users) == 0 && len(a.Groups) == 0 }
+
+// Allows reports whether r is one of the approvers.
+func (a Approvers) Allows(r Reviewer) bool {
+	if r.ID == "" {
+		return false
+	}
+	for _, u := range a.Users {
+		if token.MatchGlob(u, r.ID) ||
+			(r.Email != "" && token.MatchGlob(strings.ToLower(u), strings.ToLower(r.Email))) {
+			return true
+		}
+	}
+	return anyGlob(a.Groups, r.Groups)
+}
+
+// String renders a for messages, e.g. "groups [security]".
+func (a Approvers) String() string {
+	var parts []string
+	if len(a.Users) > 0 {
+		parts = append(parts, "users ["+strings.Join(a.Users, ", ")+"]")
+	}
+	if len(a.Groups) > 0 {
+		parts = append(parts, "groups ["+strings.Join(a.Groups, ", ")+"]")
+	}
+	if len(parts) == 0 {
+		return "nobody"
+	}
+	return strings.Join(parts, " or ")
+}
+
+// Reviewer is someone asked to release a held call.
+type Reviewer struct {
+	ID     string // subject (sub)
+	Email  string // verified email, if any
+	Groups []string
+}
+
+// Input is one proxied call as the rules see it.
+type Input struct {
+	Text     string   // the prompt text, all messages joined
+	Model    string   // the model asked for, without upstream prefix
+	Subject  string   // the caller's subject (token sub)
+	Endpoint string   // the request path, e.g. /v1/chat/completions
+	Groups   []string // the caller's groups
+}
+
+// Approval is one require_approval rule that matched, and who may release it.
+type Approval struct {
+	Rule      string    `json:"rule"`
+	Approvers Approvers `json:"approvers"`
+}
+
+// Result is the outcome of Evaluate. It names rules, never matched text.
+type Result struct {
+	// Action is the strongest action among the matching rules, or Allow.
+	Action string `json:"action"`
+	// Rule is the first rule (in config order) with that action.
+	Rule string `json:"rule,omitempty"`
+	// Approvers may release the call when Action is RequireApproval: those
+	// of Rule. Approvals lists every matching require_approval rule; a
+	// release must satisfy all of them (see MayRelease).
+	Approvers Approvers  `json:"approvers"`
+	Approvals []Approval `json:"approvals,omitempty"`
+	// Matched names every rule that matched, in config order.
+	Matched []string `json:"matched,omitempty"`
+	// Text is the input text with the matches of every matching redact rule
+	// replaced, whatever the Action; it equals Input.Text when nothing was
+	// redacted. Send Text upstream, never Input.Text.
+	Text string `json:"-"`
+	// Redactions counts the spans replaced in Text.
+	Redactions int `json:"redactions,omitempty"`
+}
+
+// MayRelease reports whether reviewer may release a call that r holds for
+// approval, made by the caller with subject (or email) requester. Callers
+// never release their own calls, and the reviewer must be an approver of
+// every matching require_approval rule.
+func (r Result) MayRelease(requester string, reviewer Reviewer) (bool, string) {
+	switch {
+	case r.Action != RequireApproval:
+		return false, "this call is not held for approval"
+	case reviewer.ID == "":
+		return false, "your identity has no subject; sign in again"
+	case reviewer.ID == requester || (reviewer.Email != "" && strings.EqualFold(reviewer.Email, requester)):
+		return false, "you cannot release your own call"
+	}
+	for _, a := range r.Approvals {
+		if !a.Approvers.Allows(reviewer) {
+			return false, fmt.Sprintf("you are not an approver for rule %s (approvers: %s)", a.Rule, a.Approvers)
+		}
+	}
+	names := make([]string, len(r.Approvals))
+	for i, a := range r.Approvals {
+		names[i] = a.Rule
+	}
+	return true, "approver for rule " + strings.Join(names, ", ")
+}
+
+// Engine evaluates a compiled list of rules. The zero Engine and a nil
+// *Engine allow everything.
+type Engine struct {
+	rules []compiled
+}
+
+type compiled struct {
+	Rule
+	re *regexp.Regexp
+	// reLit is a case-folded literal every match of re contains (see
+	// requiredLiteral); when the folded text lacks it, re is not run.
+	reLit string
+	// lits are the case-folded literals, searched with strings.Index in the
+	// folded text.
+	lits    []string
+	replace string
+}
+
+// RuleError is one problem Compile found.
+type RuleError struct {
+	Index int    // position in the rules list
+	Rule  string // rule name, may be empty
+	Field string
+	Msg   string
+}
+
+func (e *RuleError) Error() string {
+	where := fmt.Sprintf("rules[%d]", e.Index)
+	if e.Rule != "" {
+		where += fmt.Sprintf(" %q", e.Rule)
+	}
+	return fmt.Sprintf("rules: %s: %s: %s", where, e.Field, e.Msg)
+}
+
+// Compile checks and compiles rules. Its error joins a *RuleError for every
+// problem found, each naming the rule and what is wrong with it.
+func Compile(rules []Rule) (*Engine, error) {
+	var errs []error
+	e := &Engine{}
+	seen := map[string]int{}
+	for i, r := range rules {
+		bad := func(field, format string, args ...any) {
+			errs = append(errs, &RuleError{Index: i, Rule: r.Name, Field: field, Msg: fmt.Sprintf(format, args...)})
+		}
+		c := compiled{Rule: r}
+		switch first, dup := seen[r.Name]; {
+		case strings.TrimSpace(r.Name) == "":
+			bad("name", "is required")
+		case dup:
+			bad("name", "duplicates rules[%d]; names must be unique", first)
+		default:
+			seen[r.Name] = i
+		}
+		switch r.Action {
+		case Deny, RequireApproval, Redact:
+		case "":
+			bad("action", "is required: one of deny, require_approval, redact")
+		default:
+			bad("action", "%q is not one of deny, require_approval, redact", r.Action)
+		}
+		if r.Pattern == "" && len(r.Literals) == 0 {
+			bad("pattern", "a pattern or literals are required")
+		}
+		if r.Pattern != "" {
+			re, err := regexp.Compile(r.Pattern)
+			switch {
+			case err != nil:
+				bad("pattern", "%v", err)
+			case re.MatchString(""):
+				bad("pattern", "matches the empty string, so it would match every prompt")
+			default:
+				c.re = re
+				c.reLit = requiredLiteral(r.Pattern)
+			}
+		}
+		for j, lit := range r.Literals {
+			switch {
+			case strings.TrimSpace(lit) == "":
+				bad(fmt.Sprintf("literals[%d]", j), "is empty")
+			case !utf8.ValidString(lit):
+				bad(fmt.Sprintf("literals[%d]", j), "is not valid UTF-8")
+			default:
+				c.lits = append(c.lits, fold(lit))
+			}
+		}
+		switch {
+		case r.Action == RequireApproval && r.Approvers.Empty():
+			bad("approvers", "require_approval needs approvers (users or groups) who can release held calls")
+		case r.Action != RequireApproval && !r.Approvers.Empty():
+			bad("approvers", "only apply to require_approval rules")
+		}
+		c.replace = r.Replace
+		if r.Replace == "" {
+			c.replace = "[REDACTED:" + r.Name + "]"
+		} else if r.Action != Redact {
+			bad("replace", "only applies to redact rules")
+		}
+		checkList := func(field string, list []string, path bool) {
+			for j, v := range list {
+				switch {
+				case strings.TrimSpace(v) == "":
+					bad(fmt.Sprintf("%s[%d]", field, j), "is empty")
+				case path && v != "*" && !strings.HasPrefix(v, "/"):
+					bad(fmt.Sprintf("%s[%d]", field, j), "%q must be a path starting with '/', e.g. /v1/chat/completions", v)
+				}
+			}
+		}
+		checkList("models", r.Models, false)
+		checkList("subjects", r.Subjects, false)
+		checkList("groups", r.Groups, false)
+		checkList("endpoints", r.Endpoints, true)
+		checkList("approvers.users", r.Approvers.Users, false)
+		checkList("approvers.groups", r.Approvers.Groups, false)
+		e.rules = append(e.rules, c)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return e, nil
+}
+
+// Len returns the number of compiled rules.
+func (e *Engine) Len() int {
+	if e == nil {
+		return 0
+	}
+	return len(e.rules)
+}
+
+// Evaluate applies every rule that applies to in and returns the strongest
+// action (deny > require_approval > redact), with every matching redact
+// rule's redactions applied to Text.
+func (e *Engine) Evaluate(in Input) Result {
+	res := Result{Text: in.Text}
+	if e == nil || in.Text == "" {
+		return res
+	}
+	t := text{s: in.Text}
+	var spans []span
+	for i := range e.rules {
+		c := &e.rules[i]
+		if !c.appliesTo(in) {
+			continue
+		}
+		if c.Action == Redact {
+			found := c.findAll(&t, i)
+			if len(found) == 0 {
+				continue
+			}
+			spans = append(spans, found...)
+		} else if !c.match(&t) {
+			continue
+		}
+		res.Matched = append(res.Matched, c.Name)
+		if rank(c.Action) > rank(res.Action) {
+			res.Action, res.Rule = c.Action, c.Name
+			if c.Action == RequireApproval {
+				res.Approvers = c.Approvers
+			}
+		}
+		if c.Action == RequireApproval {
+			res.Approvals = append(res.Approvals, Approval{Rule: c.Name, Approvers: c.Approvers})
+		}
+	}
+	if res.Action != RequireApproval {
+		res.Approvers, res.Approvals = Approvers{}, nil
+	}
+	if len(spans) > 0 {
+		res.Text, res.Redactions = e.redact(in.Text, spans)
+	}
+	return res
+}
+
+func (c *compiled) appliesTo(in Input) bool {
+	if len(c.Models) > 0 && !anyGlob(c.Models, []string{in.Model}) {
+		return false
+	}
+	if len(c.Endpoints) > 0 && !anyGlob(c.Endpoints, []string{in.Endpoint}) {
+		return false
+	}
+	if len(c.Subjects) > 0 || len(c.Groups) > 0 {
+		return anyGlob(c.Subjects, []string{in.Subject}) || anyGlob(c.Groups, in.Groups)
+	}
+	return true
+}
+
+// anyGlob reports whether any non-empty value matches any pattern.
+func anyGlob(patterns, values []string) bool {
+	for _, p := range patterns {
+		for _, v := range values {
+			if v != "" && token.MatchGlob(p, v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// text caches per-call views of the prompt shared by all rules.
+type text struct {
+	s        string
+	folded   string
+	foldedOK bool
+	ascii    bool // folded has the same byte offsets as s
+	// offsets maps a byte offset in folded (at a rune start, or its end)
+	// to the offset in s; built only for non-ASCII text that needs it.
+	offsets []int
+}
+
+// fold returns the case-folded text (see fold).
+func (t *text) fold() string {
+	if !t.foldedOK {
+		t.folded, t.ascii = foldString(t.s)
+		t.foldedOK = true
+	}
+	return t.folded
+}
+
+// original maps a byte offset in the folded text back to s.
+func (t *text) original(i int) int {
+	if t.fold(); t.ascii {
+		return i
+	}
+	if t.offsets == nil {
+		t.offsets = make([]int, len(t.folded)+1)
+		o := 0
+		for j, r := range t.s {
+			t.offsets[o] = j
+			o += utf8.RuneLen(foldRune(r))
+		}
+		t.offsets[o] = len(t.s)
+	}
+	return t.offsets[i]
+}
+
+// mayMatch reports whether re can match: the folded text holds its
+// required literal, or it has none.
+func (c *compiled) mayMatch(t *text) bool {
+	return c.re != nil && (c.reLit == "" || strings.Contains(t.fold(), c.reLit))
+}
+
+func (c *compiled) match(t *text) bool {
+	if c.mayMatch(t) && c.re.MatchString(t.s) {
+		return true
+	}
+	return c.litIndex(t) >= 0
+}
+
+// litIndex returns the index in c.lits of a literal the text contains, or -1.
+func (c *compiled) litIndex(t *text) int {
+	if len(c.lits) == 0 {
+		return -1
+	}
+	folded := t.fold()
+	for i, lit := range c.lits {
+		if strings.Contains(folded, lit) {
+			return i
+		}
+	}
+	return -1
+}
+
+type span struct{ start, end, rule int }
+
+func (c *compiled) findAll(t *text, rule int) []span {
+	var out []span
+	if c.mayMatch(t) {
+		for _, l := range c.re.FindAllStringIndex(t.s, -1) {
+			if l[1] > l[0] {
+				out = append(out, span{l[0], l[1], rule})
+			}
+		}
+	}
+	first := c.litIndex(t)
+	if first < 0 {
+		return out
+	}
+	// Folding maps rune to rune, so a match in the folded text starts and
+	// ends on rune boundaries that map back to the original text.
+	for _, lit := range c.lits[first:] {
+		for off := 0; ; {
+			i := strings.Index(t.folded[off:], lit)
+			if i < 0 {
+				break
+			}
+			start, end := off+i, off+i+len(lit)
+			out = append(out, span{t.original(start), t.original(end), rule})
+			off = end
+		}
+	}
+	return out
+}
+
+// redact replaces the union of spans; overlapping spans merge into one
+// replacement, labelled by the rule whose span starts first.
+func (e *Engine) redact(s string, spans []span) (string, int) {
+	sort.Slice(spans, func(i, j int) bool {
+		if spans[i].start != spans[j].start {
+			return spans[i].start < spans[j].start
+		}
+		return spans[i].end > spans[j].end
+	})
+	var b strings.Builder
+	b.Grow(len(s))
+	n, last := 0, 0
+	for i := 0; i < len(spans); {
+		cur := spans[i]
+		for i++; i < len(spans) && spans[i].start < cur.end; i++ {
+			cur.end = max(cur.end, spans[i].end)
+		}
+		b.WriteString(s[last:cur.start])
+		b.WriteString(e.rules[cur.rule].replace)
+		last = cur.end
+		n++
+	}
+	b.WriteString(s[last:])
+	return b.String(), n
+}
+
+// fold maps s to a canonical case-folded form: every rune becomes the
+// smallest rune of its Unicode simple-fold orbit (the equivalence (?i) uses
+// in Go regexps), so k, K and the Kelvin sign all become K. A (?i) literal
+// matches in s exactly when fold(literal) is a substring of fold(s). Invalid
+// UTF-8 bytes become U+FFFD, as the regexp engine reads them.
+func fold(s string) string {
+	f, _ := foldString(s)
+	return f
+}
+
+// foldString folds s and reports whether s was ASCII, in which case folding
+// is ASCII upper-casing and keeps every byte offset.
+func foldString(s string) (string, bool) {
+	ascii, lower := true, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= utf8.RuneSelf:
+			ascii = false
+		case 'a' <= c && c <= 'z':
+			lower = true
+		}
+	}
+	if ascii {
+		if !lower {
+			return s, true
+		}
+		b := []byte(s)
+		for i, c := range b {
+			if 'a' <= c && c <= 'z' {
+				b[i] = c - ('a' - 'A')
+			}
+		}
+		return string(b), true
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s { // invalid bytes arrive as utf8.RuneError
+		b.WriteRune(foldRune(r))
+	}
+	return b.String(), false
+}
+
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		if 'a' <= r && r <= 'z' {
+			return r - ('a' - 'A')
+		}
+		return r
+	}
+	least := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	return least
+}
+
+// requiredLiteral returns the folded form of the longest literal that every
+// match of pattern must contain, or "" when there is none (or the pattern
+// does not parse). It serves as a cheap prefilter: a regexp whose required
+// literal is absent from the folded text cannot match and is not run.
+func requiredLiteral(pattern string) string {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	return fold(string(required(re.Simplify())))
+}
+
+func required(re *syntax.Regexp) []rune {
+	switch re.Op {
+	case syntax.OpLiteral:
+		return re.Rune
+	case syntax.OpCapture, syntax.OpPlus:
+		return required(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return required(re.Sub[0])
+		}
+	case syntax.OpConcat:
+		var best, run []rune
+		keep := func(c []rune) {
+			if len(c) > len(best) {
+				best = c
+			}
+		}
+		for _, sub := range re.Sub {
+			if sub.Op == syntax.OpLiteral {
+				run = append(run, sub.Rune...)
+				continue
+			}
+			keep(run)
+			run = nil
+			keep(required(sub))
+		}
+		keep(run)
+		return best
+	}
+	return nil
+}

@@ -1,0 +1,36 @@
+package proxy
+
+import (
+	"encoding/json"
+)
+
+// usageJSON covers both usage shapes: chat completions and embeddings
+// (prompt_tokens, completion_tokens) and the Responses API (input_tokens,
+// output_tokens).
+type usageJSON struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	InputTokens      int64 `json:"input_tokens"`
+	OutputTokens     int64 `json:"output_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+func (u *usageJSON) usage() Usage {
+	out := Usage{Input: u.PromptTokens + u.InputTokens, Output: u.CompletionTokens + u.OutputTokens, Total: u.TotalTokens}
+	if out.Total == 0 {
+		out.Total = out.Input + out.Output
+	}
+	return out
+}
+
+// usageOf reads the usage of a non-streamed answer: top-level "usage" for
+// chat, embeddings and responses.
+func usageOf(body []byte) (Usage, bool) {
+	var v struct {
+		Usage *usageJSON `json:"usage"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.Usage == nil {
+		return Usage{}, false
+	}
+	return v.Usage.usage(), true
+}

@@ -1,0 +1,139 @@
+// Package store persists pamctl's state in one bbolt file inside the data
+// directory. It implements the small storage interfaces declared by the
+// packages that own the data (broker, broker/vault, broker/token,
+// broker/audit); nothing outside cmd/ imports it.
+//
+// Schema (bbolt buckets; every value is a versioned record, see record.go):
+//
+//	meta         "version"            -> uint64 big-endian schema version
+//	requests     request id           -> broker.Request
+//	revocations  request (grant) id   -> broker.Revocation
+//	keys         kid                  -> token.SealedKey
+//	vault        entry name           -> vault.Entry (secret sealed under the master key)
+//	audit        seq, uint64 BE       -> audit.Event
+//	audit_meta   "head", "anchor"     -> chain head and retention anchor
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout version this build reads and writes. A file
+// written by a newer pamctl is refused rather than misread.
+const SchemaVersion uint64 = 1
+
+// FileName is the name of the database file inside the data directory.
+const FileName = "pamctl.db"
+
+var (
+	bucketMeta        = []byte("meta")
+	bucketRequests    = []byte("requests")
+	bucketRevocations = []byte("revocations")
+	bucketKeys        = []byte("keys")
+	bucketVault       = []byte("vault")
+	bucketAudit       = []byte("audit")
+	bucketAuditMeta   = []byte("audit_meta")
+
+	allBuckets = [][]byte{bucketMeta, bucketRequests, bucketRevocations, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}
+
+	keyVersion = []byte("version")
+)
+
+var (
+	// ErrLocked means another process holds the database file.
+	ErrLocked = errors.New("store: database is locked by another process")
+	// ErrSchemaTooNew means the file was written by a newer pamctl.
+	ErrSchemaTooNew = errors.New("store: database was written by a newer pamctl")
+	// ErrNotFound is returned when a keyed record does not exist.
+	ErrNotFound = errors.New("store: not found")
+)
+
+// LockedError names the data directory that another process holds.
+type LockedError struct{ Dir string }
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("pamctl is already running against %s (stop it, or use another --data-dir)", e.Dir)
+}
+
+// Is makes errors.Is(err, ErrLocked) true.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// DB is an open pamctl database.
+type DB struct {
+	bolt *bolt.DB
+	dir  string
+}
+
+// Options tunes Open. The zero value is right for production.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release the
+	// file before failing with ErrLocked. Default 500ms.
+	LockTimeout time.Duration
+	// NoSync skips fsync on commit (tests and audit.sync=async only).
+	NoSync bool
+}
+
+// Open opens (creating if needed) the database in dir. dir is created with
+// mode 0700 and the file with mode 0600.
+func Open(dir string, opt Options) (*DB, error) {
+	if opt.LockTimeout == 0 {
+		opt.LockTimeout = 500 * time.Millisecond
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create data dir: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, NoSync: opt.NoSync})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, &LockedError{Dir: dir}
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db := &DB{bolt: b, dir: dir}
+	if err := db.init(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) init() error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("store: create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyVersion); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("store: corrupt schema version")
+			}
+			if got := binary.BigEndian.Uint64(v); got > SchemaVersion {
+				return fmt.Errorf("%w (schema %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, got, SchemaVersion)
+			}
+			return nil
+		}
+		return meta.Put(keyVersion, u64(SchemaVersion))
+	})
+}
+
+// Dir is the data directory the database lives in.
+func (db *DB) Dir() string { return db.dir }
+
+// Close flushes and closes the database file.
+func (db *DB) Close() error { return db.bolt.Close() }
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
