@@ -37,7 +37,7 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 	r := &Request{
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
-		Approval:     Approval{Required: true, Approvers: h.Approvers, Count: 1},
+		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
 		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID},
 	}
 	if err := s.store.CreateRequest(ctx, r); err != nil {

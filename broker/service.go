@@ -196,7 +196,7 @@ func (s *Service) CreateRequest(ctx context.Context, who Identity, ask Ask) (*Re
 		ID: newRequestID(), Kind: KindAccess, Requester: who, Scopes: d.Scopes, TTL: d.TTL, Clamped: d.Clamped,
 		Reason: ask.Reason, State: StatePending, Policies: d.Policies, Limits: d.Limits, CreatedAt: now,
 		PendingUntil: now.Add(d.PendingTTL),
-		Approval:     Approval{Required: d.NeedsApproval, Approvers: d.Approvers, Count: d.Count, BreakGlass: d.BreakGlass},
+		Approval:     d.Terms(),
 	}
 	if !d.NeedsApproval {
 		approve(r, now)
@@ -219,32 +219,28 @@ func approve(r *Request, now time.Time) {
 	r.ApprovedAt, r.ExpiresAt = &t, &exp
 }
 
-// canReview reports whether reviewer may review r, and why not.
-func canReview(r *Request, reviewer Identity) (bool, string) {
-	if r.Requester.Same(reviewer) {
-		return false, "you cannot review your own request"
-	}
-	sub := reviewer.policySubject()
-	if r.Approval.BreakGlass.Match(sub) || r.Approval.Approvers.Match(sub) {
-		return true, ""
-	}
-	return false, "you are not an approver for this request (approvers: " + r.Approval.Approvers.String() + ")"
+// canReview reports whether reviewer may review r, and why not: never the
+// requester (same subject, same email, or the person a service account acts
+// for), and only approvers of the request's terms and of its policies as
+// they are configured now.
+func (s *Service) canReview(r *Request, reviewer Identity) (bool, string) {
+	return policy.CanReview(s.policySet(), r.Approval, r.Requester.policySubject(), reviewer.policySubject())
 }
 
-// visible reports whether who may see r.
-func visible(r *Request, who Identity) bool {
+// visible reports whether who may see r: the requester, or an approver.
+func (s *Service) visible(r *Request, who Identity) bool {
 	if r.Requester.Same(who) {
 		return true
 	}
-	ok, _ := canReview(r, who)
-	return ok && r.Approval.Required
+	ok, _ := s.canReview(r, who)
+	return ok
 }
 
 // List returns the requests who made or may review, newest first.
 func (s *Service) List(ctx context.Context, who Identity, pendingOnly bool) ([]*Request, error) {
 	now := s.now()
 	out, err := s.store.ListRequests(ctx, func(r *Request) bool {
-		if !visible(r, who) {
+		if !s.visible(r, who) {
 			return false
 		}
 		return !pendingOnly || (r.State == StatePending && now.Before(r.PendingUntil))
@@ -276,7 +272,7 @@ func (s *Service) Get(ctx context.Context, who Identity, id string) (*Request, e
 	if err != nil {
 		return nil, s.storeErr(err)
 	}
-	if !visible(r, who) {
+	if !s.visible(r, who) {
 		return nil, ErrNotFound
 	}
 	s.expireView(r, s.now())
@@ -358,11 +354,12 @@ func (s *Service) wake(id string) {
 func (s *Service) Review(ctx context.Context, reviewer Identity, id string, approveIt bool, reason string, narrow []string) (*Request, error) {
 	now := s.now().UTC()
 	var decided bool
+	var progress string // what the approvals met, or what is still missing
 	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
-		if !visible(r, reviewer) && !r.Requester.Same(reviewer) {
+		if !s.visible(r, reviewer) && !r.Requester.Same(reviewer) {
 			return ErrNotFound
 		}
-		if ok, why := canReview(r, reviewer); !ok {
+		if ok, why := s.canReview(r, reviewer); !ok {
 			return &Error{Code: CodeForbidden, Message: why}
 		}
 		s.expireView(r, now)
@@ -397,7 +394,15 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 		if rv.Scopes != nil {
 			r.Scopes = rv.Scopes
 		}
-		if r.Approval.BreakGlass.Match(reviewer.policySubject()) || r.Approvals() >= max(r.Approval.Count, 1) {
+		var approvers []policy.Subject
+		for _, rv := range r.Reviews {
+			if rv.Approve {
+				approvers = append(approvers, rv.Reviewer.policySubject())
+			}
+		}
+		ok, why := policy.Satisfied(s.policySet(), r.Approval, r.Requester.policySubject(), approvers)
+		progress = why
+		if ok {
 			approve(r, now)
 			s.promptApproved(r, now)
 			decided = true
@@ -414,7 +419,7 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 	case StateDenied:
 		typ, dec = audit.TypeRequestDenied, "denied"
 	}
-	s.emit(ctx, &audit.Event{Type: typ, Actor: actor(reviewer), Request: r.ID, Grant: grantOf(r), Target: r.Requester.Subject, Decision: dec, Reasons: nonEmpty(reason), Details: map[string]string{"approvals": fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1))}})
+	s.emit(ctx, &audit.Event{Type: typ, Actor: actor(reviewer), Request: r.ID, Grant: grantOf(r), Target: r.Requester.Subject, Decision: dec, Reasons: nonEmpty(reason), Details: map[string]string{"approvals": fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1)), "progress": progress}})
 	s.wake(r.ID)
 	if decided {
 		s.notify(ctx, r, string(typ))
@@ -497,7 +502,7 @@ func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request,
 func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin bool) (*Request, error) {
 	now := s.now().UTC()
 	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
-		if !admin && !visible(r, who) {
+		if !admin && !s.visible(r, who) {
 			return ErrNotFound
 		}
 		s.expireView(r, now)
@@ -557,6 +562,9 @@ func (s *Service) Sweep(ctx context.Context) error {
 		}
 		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Actor: actor(r.Requester), Request: r.ID, Grant: grantOf(d), Decision: "expired", Details: map[string]string{"what": what}})
 		s.wake(r.ID)
+		if was == StatePending {
+			s.notify(ctx, r, "request.expired")
+		}
 	}
 	// Drop revocations whose grants have expired anyway.
 	s.revoked.Range(func(k, v any) bool {

@@ -57,14 +57,6 @@ type Review struct {
 	At       time.Time `json:"at"`
 }
 
-// Approval is the rule a request must satisfy, fixed when it was created.
-type Approval struct {
-	Required   bool            `json:"required"`
-	Approvers  policy.Subjects `json:"approvers"`
-	Count      int             `json:"count"`
-	BreakGlass policy.Subjects `json:"break_glass"`
-}
-
 // PromptHold describes a proxied call waiting for a human.
 type PromptHold struct {
 	Rule     string `json:"rule"`
@@ -90,7 +82,7 @@ type Request struct {
 	Reason       string        `json:"reason,omitempty"`
 	State        State         `json:"state"`
 	Policies     []string      `json:"policies,omitempty"`
-	Approval     Approval      `json:"approval"`
+	Approval     policy.Terms  `json:"approval"` // fixed at creation; re-checked against the current policies on review
 	Limits       policy.Limits `json:"limits"`
 	Reviews      []Review      `json:"reviews,omitempty"`
 	CreatedAt    time.Time     `json:"created_at"`

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"pamctl/broker/audit"
 	"pamctl/broker/token"
@@ -36,7 +37,7 @@ func (p *Proxy) event(c *call) *audit.Event {
 		PromptSHA256: c.promptSHA,
 		Response:     c.summary,
 		Status:       c.status,
-		LatencyMS:    p.now().Sub(c.start).Milliseconds(),
+		LatencyMS:    time.Since(c.start).Milliseconds(),
 		Client:       &audit.Client{RemoteAddr: c.remote, UserAgent: c.userAgent},
 		Details:      map[string]string{"request_id": c.id},
 	}

@@ -150,6 +150,7 @@ func (p *Proxy) authenticate(next http.Handler) http.Handler {
 			p.fail(w, c, errUnauthorized("This pamctl token names no grant and cannot be honoured. Get a token with `pamctl token <request-id>`.", nil))
 			return
 		}
+		w.Header().Set("Pamctl-Grant", claims.Req)
 		if p.revoked != nil && p.revoked.IsRevoked(claims.Req) {
 			p.fail(w, c, errUnauthorized(fmt.Sprintf("Grant %s was revoked; its token no longer works. Ask again with `pamctl request %s`.",
 				claims.Req, requestHint(scopes)), nil))

@@ -6,39 +6,44 @@ import (
 	"fmt"
 	"net/http"
 
-	"pamctl/broker/audit"
+	"pamctl/proxy/payload"
 )
 
-// requestFields are the parts of a model call's JSON body the proxy acts on.
-type requestFields struct {
-	Model         *string `json:"model"`
-	Stream        bool    `json:"stream"`
-	StreamOptions *struct {
-		IncludeUsage *bool `json:"include_usage"`
-	} `json:"stream_options"`
-}
-
-// parseRequest reads the model call's body once: model, stream flag and
-// whether the client asked for streamed usage.
+// parseRequest parses the model call's body, once, with package payload:
+// model, stream flag and prompt text.
 func (p *Proxy) parseRequest(c *call) *apiError {
 	if len(bytes.TrimSpace(c.body)) == 0 {
 		return errBadRequest(CodeInvalidJSON, "", "The request body is empty; send a JSON object with at least \"model\".", nil)
 	}
-	var f requestFields
-	if err := json.Unmarshal(c.body, &f); err != nil {
-		return errBadRequest(CodeInvalidJSON, "", "The request body is not valid JSON: "+jsonProblem(err)+".", err)
+	req, err := payload.ParseRequest(c.path, c.body)
+	if err != nil {
+		return errBadRequest(CodeInvalidJSON, "", "The request body is not a valid JSON object. Send the same JSON you would send to OpenAI.", err)
 	}
-	if f.Model == nil || *f.Model == "" {
+	if req.Model == "" {
 		return errBadRequest(CodeMissingModel, "model", "The request names no model. Add \"model\", e.g. \"gpt-4o\".", nil)
 	}
-	c.clientModel = *f.Model
-	c.stream = f.Stream
+	c.req = req
+	c.clientModel = req.Model
+	c.stream = req.Stream
 	if c.kind == epChat && c.stream {
-		asked := f.StreamOptions != nil && f.StreamOptions.IncludeUsage != nil && *f.StreamOptions.IncludeUsage
-		c.stripUsage = !asked
+		c.stripUsage = !askedForUsage(c.body)
 	}
-	c.promptSHA = audit.PromptDigest(string(c.body))
 	return nil
+}
+
+// askedForUsage reports whether a chat stream request sets
+// stream_options.include_usage. Only bodies that mention it are decoded
+// (shallowly) again.
+func askedForUsage(body []byte) bool {
+	if !bytes.Contains(body, []byte(`"include_usage"`)) {
+		return false
+	}
+	var f struct {
+		StreamOptions *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+	}
+	return json.Unmarshal(body, &f) == nil && f.StreamOptions != nil && f.StreamOptions.IncludeUsage
 }
 
 // jsonProblem describes a JSON error without echoing the body.

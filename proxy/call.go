@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"pamctl/broker/token"
+	"pamctl/proxy/payload"
 )
 
 // endpointKind says what the proxy knows about a request's endpoint.
@@ -28,8 +29,8 @@ func (k endpointKind) hasModelBody() bool {
 	return k == epChat || k == epResponses || k == epEmbeddings
 }
 
-// Usage is the token usage an upstream reported for one call.
-type Usage struct {
+// tokenUsage is the token usage an upstream reported for one call.
+type tokenUsage struct {
 	Input  int64 `json:"input"`
 	Output int64 `json:"output"`
 	Total  int64 `json:"total"`
@@ -39,25 +40,30 @@ type Usage struct {
 // the request context. Each handler fills in what it learns; the audit
 // event is built from it once, at the end.
 type call struct {
+	*Inspection // snapshot taken when the call began
+
 	id        string
-	start     time.Time
+	start     time.Time // wall clock, for latency (not the injected clock)
 	kind      endpointKind
 	method    string
 	path      string // cleaned request path, e.g. /v1/chat/completions
 	remote    string
 	userAgent string
 
+	w http.ResponseWriter // the client's, for streams
+
 	claims *token.Claims
 	scopes []string
 
 	up          *upstream
-	clientModel string // as the client named it, maybe upstream-qualified
-	model       string // as sent upstream
+	req         *payload.Request // the parsed body of a model call
+	clientModel string           // as the client named it, maybe upstream-qualified
+	model       string           // as sent upstream
 	stream      bool
 	stripUsage  bool   // we asked upstream for stream usage the client did not want
 	body        []byte // what goes upstream
-	prompt      string // extracted prompt text, masked for the trail
-	promptSHA   string // SHA-256 of the prompt as the client sent it
+	prompt      string // the forwarded prompt text, masked again for the trail
+	promptSHA   string // SHA-256 of the forwarded prompt text
 	key         secret // vaulted provider key for this call
 
 	decision string
@@ -65,7 +71,7 @@ type call struct {
 	rule     string
 
 	status      int
-	usage       Usage
+	usage       tokenUsage
 	hasUsage    bool
 	summary     string // masked excerpt of the answer
 	upstreamID  string // upstream's x-request-id

@@ -14,6 +14,8 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+
+	"pamctl/proxy/payload"
 )
 
 // reverseProxy forwards calls to up. Rewrite swaps the client's token for
@@ -72,9 +74,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	if c.upstreamID != "" {
 		h.Set("Pamctl-Upstream-Request-Id", c.upstreamID)
 	}
-	h.Set("X-Request-Id", c.id)
-	h.Set("Pamctl-Audit-Id", c.id)
-	h.Set("Pamctl-Grant", c.claims.Req)
+	// The chain already set X-Request-Id, Pamctl-Audit-Id and Pamctl-Grant
+	// on the client's answer; ReverseProxy adds (not replaces) the
+	// upstream's headers, so an upstream's own must go.
+	for _, k := range []string{"X-Request-Id", "Pamctl-Audit-Id", "Pamctl-Grant"} {
+		h.Del(k)
+	}
 	for _, k := range []string{"Set-Cookie", "Openai-Organization", "Openai-Project"} {
 		h.Del(k)
 	}
@@ -90,7 +95,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 
 	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 	switch {
-	case mt == "text/event-stream" && res.StatusCode < 300:
+	case mt == "text/event-stream" && res.StatusCode < 300 && c.kind.hasModelBody():
 		res.Body = newStreamBody(res.Request.Context(), p, c, res.Body)
 		return nil
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json"):
@@ -120,14 +125,16 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	}
 	body = scrubKey(body, c.key)
 	if res.StatusCode >= 400 {
+		// Errors may quote the prompt; placeholders keep the JSON valid.
+		if masked, _ := c.ResponseMask.Mask(string(body)); masked != string(body) {
+			body = []byte(masked)
+		}
 		body = upstreamErrorBody(c, res.StatusCode, body)
 		res.Header.Set("Content-Type", "application/json")
 		c.errDetail = "upstream answered " + strconv.Itoa(res.StatusCode)
-	} else {
-		if u, ok := usageOf(body); ok {
-			c.usage, c.hasUsage = u, true
-		}
-		body = p.maskAnswer(c, body)
+	} else if body, err = p.maskAnswer(c, body); err != nil {
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError,
+			fmt.Sprintf("Upstream %q sent an answer the proxy could not mask, so it is withheld.", c.up.name), err)
 	}
 	p.countUsage(c)
 	if err := p.audit(ctx, c); err != nil {
@@ -139,6 +146,31 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	res.Header.Del("Content-Encoding")
 	res.TransferEncoding = nil
 	return nil
+}
+
+// maskAnswer masks a non-streamed answer of a model call and reads its
+// usage and summary. Answers of other endpoints (granted by endpoint:
+// scopes) pass unmasked; only their usage is read.
+func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
+	if !c.kind.hasModelBody() {
+		if u, ok := usageOf(body); ok {
+			c.usage, c.hasUsage = u, true
+		}
+		return body, nil
+	}
+	out, res, err := payload.MaskResponse(c.path, body, c.ResponseMask)
+	if err != nil {
+		return nil, err
+	}
+	c.summary = res.Summary
+	if res.HasUsage {
+		c.usage = tokenUsage{Input: res.Usage.InputTokens, Output: res.Usage.OutputTokens, Total: res.Usage.TotalTokens}
+		c.hasUsage = true
+	}
+	if res.Counts.Total() > 0 {
+		c.maskedOut = res.Counts
+	}
+	return out, nil
 }
 
 // upstreamErrorBody keeps an upstream error that is already in OpenAI's
@@ -184,7 +216,10 @@ func (p *Proxy) auditError(err error) *apiError {
 // finishPassThrough audits a non-JSON answer (audio, files) once its last
 // byte is read from upstream and before that byte goes to the client.
 func (p *Proxy) finishPassThrough(ctx context.Context, c *call, err error) error {
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		c.status, c.errDetail = statusClientClosed, "client went away before the answer ended"
+	case err != nil:
 		c.errDetail = "upstream answer broke off"
 		c.err = errUpstream(http.StatusBadGateway, CodeStreamInterrupted, "The upstream answer broke off.", err)
 	}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -77,8 +79,8 @@ func TestRefusals(t *testing.T) {
 		{"path outside /v1", "GET", "/admin", good, "", 404, "unknown_url", "/v1", nil},
 		{"unclean path", "POST", "/v1/chat/../audio/speech", good, chatBody, 404, "unknown_url", "/v1", nil},
 		{"body over the limit", "POST", "/v1/chat/completions", good, tooBig, 413, CodeRequestTooLarge, "smaller", nil},
-		{"malformed JSON", "POST", "/v1/chat/completions", good, `{"model":"gpt-4o",`, 400, CodeInvalidJSON, "not valid JSON", nil},
-		{"not an object", "POST", "/v1/chat/completions", good, `["gpt-4o"]`, 400, CodeInvalidJSON, "not valid JSON", nil},
+		{"malformed JSON", "POST", "/v1/chat/completions", good, `{"model":"gpt-4o",`, 400, CodeInvalidJSON, "not a valid JSON object", nil},
+		{"not an object", "POST", "/v1/chat/completions", good, `["gpt-4o"]`, 400, CodeInvalidJSON, "not a valid JSON object", nil},
 		{"missing model", "POST", "/v1/chat/completions", good, `{"messages":[]}`, 400, CodeMissingModel, `"model"`, nil},
 		{"empty body", "POST", "/v1/embeddings", good, " ", 400, CodeInvalidJSON, "empty", nil},
 	}
@@ -208,7 +210,8 @@ func TestRequestIDs(t *testing.T) {
 	h := newHarness(t)
 	tok := h.mint(grant{scope: "model:gpt-4o"})
 	res, _ := h.do("POST", "/v1/chat/completions", tok, chatBody, "X-Request-Id", "agent-run-42")
-	if res.Header.Get("X-Request-Id") != "agent-run-42" || res.Header.Get("Pamctl-Audit-Id") != "agent-run-42" {
+	if res.Header.Get("X-Request-Id") != "agent-run-42" || res.Header.Get("Pamctl-Audit-Id") != "agent-run-42" ||
+		len(res.Header.Values("X-Request-Id")) != 1 || len(res.Header.Values("Pamctl-Audit-Id")) != 1 {
 		t.Fatalf("client request id not echoed: %v", res.Header)
 	}
 	if got := h.up.requests()[0].Header.Get("X-Request-Id"); got != "agent-run-42" {
@@ -243,5 +246,28 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 	if len(p.ups) != 1 || p.ups[0].name != "openai" || p.ups[0].base.String() != "https://api.openai.com/v1" || p.ups[0].keyName != "openai" {
 		t.Fatalf("default upstream %+v", p.ups[0])
+	}
+}
+
+// TestChunkedBodyOverLimit: a body without Content-Length is cut at the
+// limit, not read whole.
+func TestChunkedBodyOverLimit(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.MaxBody = 1 << 10 })
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	body := io.MultiReader(strings.NewReader(`{"model":"gpt-4o","messages":[{"role":"user","content":"`),
+		strings.NewReader(strings.Repeat("x", 4<<10)), strings.NewReader(`"}]}`))
+	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", body)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := h.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if req.ContentLength != 0 || res.StatusCode != 413 || apiErr(t, b).Code != CodeRequestTooLarge {
+		t.Fatalf("content length %d: got %d %s", req.ContentLength, res.StatusCode, b)
+	}
+	if h.up.count() != 0 {
+		t.Fatal("an oversized body reached the upstream")
 	}
 }

@@ -20,7 +20,6 @@ import (
 
 	"pamctl/broker/audit"
 	"pamctl/broker/token"
-	"pamctl/broker/vault"
 )
 
 // The vaulted provider key of the tests. It must never reach a client, a
@@ -79,21 +78,25 @@ type keySource map[string]string
 func (k keySource) ProviderKey(_ context.Context, name string) (string, error) {
 	v, ok := k[name]
 	if !ok {
-		return "", vault.ErrNotFound
+		return "", errors.New("vault: no such entry")
 	}
 	return v, nil
 }
 
 // memSink is an in-memory audit log.
 type memSink struct {
-	mu     sync.Mutex
-	events []audit.Event
-	fail   atomic.Bool
+	mu       sync.Mutex
+	events   []audit.Event
+	fail     atomic.Bool
+	onAppend atomic.Pointer[func(*audit.Event)]
 }
 
 func (s *memSink) Append(_ context.Context, e *audit.Event) error {
 	if s.fail.Load() {
 		return errors.New("disk full")
+	}
+	if f := s.onAppend.Load(); f != nil {
+		(*f)(e)
 	}
 	if err := e.Normalize(time.Now()); err != nil {
 		return err
@@ -242,6 +245,8 @@ func (u *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/v1/embeddings":
 		writeJSON(w, `{"object":"list","model":"`+req.Model+`","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],`+
 			`"usage":{"prompt_tokens":3,"total_tokens":3}}`)
+	case r.URL.Path == "/v1/audio/transcriptions":
+		writeJSON(w, `{"text":"hello","usage":{"type":"tokens","input_tokens":9,"output_tokens":2,"total_tokens":11}}`)
 	case strings.HasPrefix(r.URL.Path, "/v1/audio/"):
 		w.Header().Set("Content-Type", "audio/mpeg")
 		_, _ = w.Write(bytes.Repeat([]byte{0xff, 0xf3}, 50000))
@@ -355,17 +360,25 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	return h
 }
 
-func newKeyring(t *testing.T, c *clock) (*token.Keyring, *token.Minter) {
+// plainSealer stands in for broker/vault's sealer (the proxy may not
+// import it): it only binds the sealed bytes to their aad.
+type plainSealer struct{}
+
+func (plainSealer) Seal(p []byte, aad string) ([]byte, error) {
+	return append([]byte(aad+"|"), p...), nil
+}
+
+func (plainSealer) Open(b []byte, aad string) ([]byte, error) {
+	rest, ok := bytes.CutPrefix(b, []byte(aad+"|"))
+	if !ok {
+		return nil, errors.New("sealed for another aad")
+	}
+	return rest, nil
+}
+
+func newKeyring(t testing.TB, c *clock) (*token.Keyring, *token.Minter) {
 	t.Helper()
-	mk, err := vault.GenerateMasterKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := vault.NewSealer(mk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := token.LoadKeyring(context.Background(), &memKeys{m: map[string]token.SealedKey{}}, s, 8*time.Hour, c.Now)
+	kr, err := token.LoadKeyring(context.Background(), &memKeys{m: map[string]token.SealedKey{}}, plainSealer{}, 8*time.Hour, c.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

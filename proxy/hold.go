@@ -15,10 +15,13 @@ type HoldRequest struct {
 	// GrantID is the grant whose token made the call.
 	GrantID string
 	// Claims are the caller's token claims (subject, email, groups, jti).
+	// They are shared with other calls of the same token: read only.
 	Claims *token.Claims
-	// Rule is the first matching require_approval rule; Approvals lists
-	// every one that matched, each with who may release it.
+	// Rule is the first matching require_approval rule and Approvers who
+	// may release it; Approvals lists every require_approval rule that
+	// matched (a release must satisfy all of them, see rules.Result).
 	Rule      string
+	Approvers rules.Approvers
 	Approvals []rules.Approval
 	// Model and Endpoint describe the call.
 	Model    string

@@ -75,7 +75,6 @@ func (p *Proxy) listModels(w http.ResponseWriter, r *http.Request, c *call) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Pamctl-Grant", c.claims.Req)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 }

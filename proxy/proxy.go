@@ -8,12 +8,29 @@
 // The handler is a chain of small func(http.Handler) http.Handler steps,
 // one per concern, sharing one per-request scope (call) in the context:
 //
-//	begin -> authenticate -> route -> readBody -> authorize -> limit -> rules -> prepare -> endpoint
+//	begin -> authenticate -> route -> readBody -> authorize -> limit -> applyRules -> prepare -> endpoint
 //
 // where endpoint is the reverse proxy (Rewrite, ModifyResponse, an
 // ErrorHandler and FlushInterval -1), the filtered model list, or the trace
 // ingest. It depends only on the broker's leaf packages broker/token and
 // broker/audit, and on its own subpackages.
+//
+// Behaviour worth knowing:
+//
+//   - Verified tokens are cached by SHA-256 until their exp (bounded, see
+//     Options.CacheSize); revocation and expiry are still checked on every
+//     call, against the injected clock.
+//   - Limits (the token's lim claim) are counted in memory per grant: a
+//     token bucket of RPM requests per minute and a budget of upstream-reported
+//     tokens. A restart resets them; the budget is checked when a call is
+//     admitted, so calls in flight when it runs out may overshoot it.
+//   - A chat stream whose request lacks stream_options.include_usage is
+//     sent upstream with it set, so streamed usage counts against the
+//     budget; the usage-only final chunk is then dropped before it reaches
+//     the client, who gets exactly the stream it asked for.
+//   - If an audit event cannot be appended the proxy fails closed: a
+//     buffered answer becomes 503 audit_unavailable, a stream ends with an
+//     error event instead of its terminal event.
 package proxy
 
 import (
@@ -24,9 +41,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"pamctl/broker/audit"
+	"pamctl/proxy/mask"
+	"pamctl/proxy/rules"
 )
 
 // KeySource hands out vaulted provider keys. The proxy asks for the key on
@@ -66,8 +86,11 @@ type Upstream struct {
 	Transport http.RoundTripper
 }
 
-// DefaultUpstream is used when Options.Upstreams is empty.
-var DefaultUpstream = Upstream{Name: "openai", URL: "https://api.openai.com/v1", KeyName: "openai"}
+// DefaultUpstream is used when Options.Upstreams is empty: OpenAI, with
+// the key vaulted as "openai".
+func DefaultUpstream() Upstream {
+	return Upstream{Name: "openai", URL: "https://api.openai.com/v1", KeyName: "openai"}
+}
 
 // Defaults for Options.
 const (
@@ -102,25 +125,48 @@ type Options struct {
 	// CacheSize bounds the verified-token cache (default 4096 tokens;
 	// negative disables it).
 	CacheSize int
+	// Rules are the prompt rules (nil: none).
+	Rules *rules.Engine
+	// PromptMask masks prompt text on its way up; ResponseMask masks
+	// answers on their way down, trace spans, and the prompt copy kept in
+	// the trail. Nil masks nothing.
+	PromptMask   *mask.Masker
+	ResponseMask *mask.Masker
 	// Holds decides calls a prompt rule sends for approval; nil refuses
 	// them with 403 approval_required.
 	Holds Holder
+	// HoldTimeout bounds how long a held call waits (default 2 minutes).
+	HoldTimeout time.Duration
 }
+
+// Inspection is what the proxy looks for in calls: prompt rules and the
+// maskers of each direction. A nil field turns that inspection off.
+type Inspection struct {
+	Rules        *rules.Engine
+	PromptMask   *mask.Masker
+	ResponseMask *mask.Masker
+}
+
+// SetInspection swaps rules and maskers (config reload). Calls in flight
+// finish with the inspection they started with.
+func (p *Proxy) SetInspection(in Inspection) { p.inspect.Store(&in) }
 
 // Proxy is the gateway handler.
 type Proxy struct {
-	log     *slog.Logger
-	now     func() time.Time
-	tokens  *verifyCache
-	revoked RevocationList
-	keys    KeySource
-	sink    AuditSink
-	holds   Holder
-	limits  *limiter
-	maxBody int64
-	ups     []*upstream
-	byName  map[string]*upstream
-	handler http.Handler
+	log         *slog.Logger
+	now         func() time.Time
+	tokens      *verifyCache
+	revoked     RevocationList
+	keys        KeySource
+	sink        AuditSink
+	holds       Holder
+	inspect     atomic.Pointer[Inspection]
+	holdTimeout time.Duration
+	limits      *limiter
+	maxBody     int64
+	ups         []*upstream
+	byName      map[string]*upstream
+	handler     http.Handler
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -140,6 +186,11 @@ func New(opts Options) (*Proxy, error) {
 	p := &Proxy{
 		log: opts.Logger, now: opts.Now, revoked: opts.Revoked, keys: opts.Keys,
 		sink: opts.Audit, holds: opts.Holds, maxBody: opts.MaxBody, byName: map[string]*upstream{},
+		holdTimeout: opts.HoldTimeout,
+	}
+	p.SetInspection(Inspection{Rules: opts.Rules, PromptMask: opts.PromptMask, ResponseMask: opts.ResponseMask})
+	if p.holdTimeout <= 0 {
+		p.holdTimeout = DefaultHoldTimeout
 	}
 	if p.log == nil {
 		p.log = slog.Default()
@@ -158,7 +209,7 @@ func New(opts Options) (*Proxy, error) {
 	p.limits = newLimiter(p.now)
 	ups := opts.Upstreams
 	if len(ups) == 0 {
-		ups = []Upstream{DefaultUpstream}
+		ups = []Upstream{DefaultUpstream()}
 	}
 	for i, u := range ups {
 		up, err := p.newUpstream(u)
@@ -177,7 +228,7 @@ func New(opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %s", strings.Join(problems, "; "))
 	}
 	p.handler = chain(http.HandlerFunc(p.endpoint),
-		p.begin, p.authenticate, p.route, p.readBody, p.authorize, p.limit, p.prepare)
+		p.begin, p.authenticate, p.route, p.readBody, p.authorize, p.limit, p.applyRules, p.prepare)
 	return p, nil
 }
 
@@ -206,8 +257,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{
-			id: clientRequestID(r), start: p.now(), method: r.Method, path: r.URL.Path,
-			remote: r.RemoteAddr, userAgent: r.UserAgent(),
+			id: clientRequestID(r), start: time.Now(), method: r.Method, path: r.URL.Path,
+			remote: r.RemoteAddr, userAgent: r.UserAgent(), Inspection: p.inspect.Load(),
 		}
 		w.Header().Set("X-Request-Id", c.id)
 		w.Header().Set("Pamctl-Audit-Id", c.id)
@@ -225,7 +276,7 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 func (p *Proxy) fail(w http.ResponseWriter, c *call, e *apiError) {
 	c.err = e
 	c.status = e.Status
-	if c.decision == "" && e.Status < 500 {
+	if e.Status < 500 {
 		c.decision = "deny"
 	}
 	e.write(w)
@@ -233,7 +284,7 @@ func (p *Proxy) fail(w http.ResponseWriter, c *call, e *apiError) {
 
 func (p *Proxy) logCall(c *call) {
 	attrs := []any{"request_id", c.id, "method", c.method, "path", c.path, "status", c.status,
-		"latency_ms", p.now().Sub(c.start).Milliseconds()}
+		"latency_ms", time.Since(c.start).Milliseconds()}
 	if c.claims != nil {
 		attrs = append(attrs, "grant", c.claims.Req, "sub", c.claims.Subject)
 	}

@@ -1,130 +1,196 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
+	"strings"
+
+	"pamctl/proxy/payload"
 )
 
-// streamBody relays a Server-Sent Events answer one event at a time, so
-// nothing but the current event is ever held in memory. On the way it
-// reads usage, drops the usage-only chunk the proxy asked for on the
-// client's behalf, masks, and writes the audit event before the terminal
-// event ([DONE], response.completed, ...) reaches the client. A stream the
-// upstream cuts short ends with an error event the SDKs raise, then a clean
-// end of stream, never a hang.
+// streamBody relays a Server-Sent Events answer of a model call as it
+// arrives; nothing but the current event (and text the masker holds back)
+// is ever buffered.
+//
+// payload.CopyStream (masking, usage, summary) pushes what it emits into a
+// writer; ReverseProxy pulls the body. iter.Pull joins the two as
+// coroutines, without a goroutine or a pipe: each Read resumes CopyStream
+// until it has written something, cuts that into events and hands complete
+// events to ReverseProxy, which flushes them to the client at once. On the
+// way streamBody drops the usage-only chunk the proxy asked for on the
+// client's behalf, and holds back the terminal event ([DONE],
+// response.completed, response.failed, response.incomplete, an error
+// event) until the upstream stream has ended and the audit event is
+// written: the trail holds the call before the client sees the end of it.
+// A stream the upstream cuts short (or closes without its terminal event)
+// ends with an error event the SDKs raise, then a clean end of stream.
 type streamBody struct {
-	p        *Proxy
-	c        *call
-	ctx      context.Context
-	src      io.ReadCloser
-	rd       *bufio.Reader
-	ev       []byte // the raw event being read
-	out      []byte // bytes for the client
-	off      int
-	done     bool
-	finished bool // audit written
+	p   *Proxy
+	c   *call
+	ctx context.Context
+	src io.ReadCloser
+
+	next func() ([]byte, bool) // resumes CopyStream until it writes
+	stop func()
+
+	result  payload.Result // set when CopyStream returns
+	copyErr error
+
+	pending  []byte       // the start of an event not yet complete
+	out      bytes.Buffer // complete events for the client
+	end      bytes.Buffer // the terminal event and anything after it
+	terminal bool         // the terminal event was seen
+	finished bool         // the audit event is written (or the call abandoned)
 }
 
+// errStopped ends CopyStream when the relay is closed early.
+var errStopped = errors.New("proxy: stream relay closed")
+
+// writerFunc adapts a function to io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
 func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *streamBody {
-	return &streamBody{p: p, c: c, ctx: ctx, src: src, rd: bufio.NewReaderSize(src, 16<<10)}
+	s := &streamBody{p: p, c: c, ctx: ctx, src: src}
+	s.next, s.stop = iter.Pull(func(yield func([]byte) bool) {
+		w := writerFunc(func(b []byte) (int, error) {
+			if !yield(b) {
+				return 0, errStopped
+			}
+			return len(b), nil
+		})
+		s.result, s.copyErr = payload.CopyStream(w, nil, src, c.path, c.ResponseMask)
+	})
+	return s
 }
 
 func (s *streamBody) Read(b []byte) (int, error) {
-	for s.off >= len(s.out) {
-		if s.done {
+	for s.out.Len() == 0 {
+		if s.finished {
 			return 0, io.EOF
 		}
-		s.out, s.off = s.out[:0], 0
-		ev, err := s.readEvent()
-		if len(ev) > 0 {
-			s.handle(ev)
-		}
-		if err != nil {
-			s.done = true
-			if !s.finished {
-				s.interrupted(err)
-			}
-		}
-	}
-	n := copy(b, s.out[s.off:])
-	s.off += n
-	return n, nil
-}
-
-// Close ends the upstream read. A stream closed before its end means the
-// client went away; begin's deferred audit records it.
-func (s *streamBody) Close() error {
-	if !s.finished && !s.done {
-		s.c.status, s.c.errDetail = statusClientClosed, "client went away mid-stream"
-	}
-	return s.src.Close()
-}
-
-// readEvent returns the next raw event, blank line included. Lines may be
-// of any length (a response.completed event carries the whole response).
-func (s *streamBody) readEvent() ([]byte, error) {
-	s.ev = s.ev[:0]
-	for {
-		line, err := s.rd.ReadSlice('\n')
-		s.ev = append(s.ev, line...)
-		if errors.Is(err, bufio.ErrBufferFull) {
+		chunk, ok := s.next()
+		if !ok {
+			s.finish()
 			continue
 		}
-		if err != nil {
-			return s.ev, err
+		s.feed(chunk)
+	}
+	return s.out.Read(b)
+}
+
+// feed cuts what CopyStream wrote (whole events when masking, raw
+// upstream bytes otherwise) into events. An incomplete event waits in
+// pending for the rest; one still incomplete when the stream ends is
+// dropped, as SSE clients do.
+func (s *streamBody) feed(b []byte) {
+	buf := append(s.pending, b...)
+	off := 0
+	for {
+		ev, n := cutEvent(buf[off:])
+		if n == 0 {
+			break
 		}
-		if isBlank(line) && !isBlank(s.ev) {
-			return s.ev, nil
-		}
-		if isBlank(s.ev) { // stray blank lines between events
-			s.ev = s.ev[:0]
-		}
+		s.handle(ev)
+		off += n
+	}
+	s.pending = append(buf[:0], buf[off:]...)
+	if cap(s.pending) > 64<<10 && len(s.pending) < 4<<10 {
+		s.pending = bytes.Clone(s.pending) // let a large event's array go
 	}
 }
 
-func isBlank(b []byte) bool { return len(bytes.TrimRight(b, "\r\n")) == 0 }
+// cutEvent returns the first complete event of b (up to and including the
+// blank line that ends it, LF or CRLF line ends) and its length, or 0.
+func cutEvent(b []byte) ([]byte, int) {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		j := i + 1
+		if j < len(b) && b[j] == '\r' {
+			j++
+		}
+		if j < len(b) && b[j] == '\n' {
+			return b[:j+1], j + 1
+		}
+	}
+	return nil, 0
+}
 
-// sseFields splits a raw event into its event name and joined data.
-func sseFields(ev []byte) (name string, data []byte) {
+// handle queues one raw event for the client, holds it, or drops it.
+func (s *streamBody) handle(ev []byte) {
+	name, data := sseFields(ev)
+	if s.c.stripUsage && usageOnlyChunk(data) {
+		return // the usage chunk the client did not ask for
+	}
+	if s.terminal || isTerminal(name, data) {
+		s.terminal = true
+		s.end.Write(ev)
+		return
+	}
+	s.out.Write(ev)
+}
+
+// sseFields returns a raw event's name and its data lines joined by "\n".
+func sseFields(ev []byte) (name, data string) {
+	var d []string
 	for len(ev) > 0 {
 		var line []byte
 		line, ev, _ = bytes.Cut(ev, []byte("\n"))
-		line = bytes.TrimRight(line, "\r")
+		line = bytes.TrimSuffix(line, []byte("\r"))
 		field, value, _ := bytes.Cut(line, []byte(":"))
-		if len(value) > 0 && value[0] == ' ' {
-			value = value[1:]
-		}
+		value = bytes.TrimPrefix(value, []byte(" "))
 		switch string(field) {
 		case "event":
 			name = string(value)
 		case "data":
-			if data != nil {
-				data = append(data, '\n')
-			}
-			data = append(data, value...)
+			d = append(d, string(value))
 		}
 	}
-	return name, data
+	return name, strings.Join(d, "\n")
 }
 
-// streamChunk holds the fields of a streamed event the proxy acts on.
-type streamChunk struct {
-	Type     string            `json:"type"`
-	Usage    *usageJSON        `json:"usage"`
-	Choices  []json.RawMessage `json:"choices"`
-	Response *struct {
-		Usage *usageJSON `json:"usage"`
-	} `json:"response"`
-	Error json.RawMessage `json:"error"`
+// usageOnlyChunk reports whether data is a chat chunk with usage and no
+// choices, as sent last when stream_options.include_usage is set.
+func usageOnlyChunk(data string) bool {
+	if !strings.Contains(data, `"usage":{`) && !strings.Contains(data, `"usage": {`) {
+		return false
+	}
+	var ch struct {
+		Choices []json.RawMessage `json:"choices"`
+		Usage   json.RawMessage   `json:"usage"`
+	}
+	return json.Unmarshal([]byte(data), &ch) == nil && len(ch.Choices) == 0 && len(ch.Usage) > 0 && string(ch.Usage) != "null"
 }
 
-// terminal response event types of the Responses API.
+// isTerminal reports whether an event ends its stream.
+func isTerminal(name, data string) bool {
+	data = strings.TrimSpace(data)
+	if data == "[DONE]" || terminalType(name) {
+		return true
+	}
+	if !strings.Contains(data, `"error"`) && !strings.Contains(data, `"response.`) {
+		return false
+	}
+	var v struct {
+		Type  string          `json:"type"`
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal([]byte(data), &v) != nil {
+		return false
+	}
+	return terminalType(v.Type) || (v.Type == "" && len(v.Error) > 0 && string(v.Error) != "null")
+}
+
+// terminalType names the events that end a Responses stream.
 func terminalType(t string) bool {
 	switch t {
 	case "response.completed", "response.failed", "response.incomplete", "error":
@@ -133,94 +199,67 @@ func terminalType(t string) bool {
 	return false
 }
 
-// handle processes one event and queues what the client gets.
-func (s *streamBody) handle(ev []byte) {
-	name, data := sseFields(ev)
-	if bytes.Equal(bytes.TrimSpace(data), []byte("[DONE]")) {
-		s.finish(ev)
-		return
-	}
-	if !s.interesting(name, data) {
-		s.out = append(s.out, ev...)
-		return
-	}
-	var ch streamChunk
-	if json.Unmarshal(data, &ch) != nil {
-		s.out = append(s.out, ev...)
-		return
-	}
-	if ch.Usage != nil {
-		s.c.usage, s.c.hasUsage = ch.Usage.usage(), true
-	}
-	if ch.Response != nil && ch.Response.Usage != nil {
-		s.c.usage, s.c.hasUsage = ch.Response.Usage.usage(), true
-	}
-	if ch.Usage != nil && len(ch.Choices) == 0 && s.c.stripUsage {
-		return // the usage-only chunk the client did not ask for
-	}
-	if len(ch.Error) > 0 && !bytes.Equal(ch.Error, []byte("null")) {
-		s.c.errDetail = "upstream sent an error event"
-		s.finish(ev)
-		return
-	}
-	if terminalType(ch.Type) || terminalType(name) {
-		if ch.Type == "response.failed" || ch.Type == "error" {
-			s.c.errDetail = "upstream stream ended with " + ch.Type
-		}
-		s.finish(ev)
-		return
-	}
-	s.out = append(s.out, ev...)
-}
-
-// interesting is a cheap filter for events that may carry usage, an error
-// or the end of a Responses stream; the rest are relayed without decoding.
-func (s *streamBody) interesting(name string, data []byte) bool {
-	if terminalType(name) {
-		return true
-	}
-	for _, marker := range [][]byte{[]byte(`"usage":{`), []byte(`"usage": {`), []byte(`"error"`), []byte(`"response.completed"`),
-		[]byte(`"response.failed"`), []byte(`"response.incomplete"`)} {
-		if bytes.Contains(data, marker) {
-			return true
-		}
-	}
-	return false
-}
-
-// finish writes the audit event, then queues the terminal event. If the
-// event cannot be recorded, the client gets an error event instead of the
-// normal end.
-func (s *streamBody) finish(terminal []byte) {
-	if s.finished {
-		s.out = append(s.out, terminal...)
-		return
-	}
+// finish ends the stream once CopyStream has returned: it writes the audit
+// event, then releases the terminal event, or an error event if the stream
+// was cut short or could not be recorded.
+func (s *streamBody) finish() {
 	s.finished = true
-	s.p.countUsage(s.c)
-	if err := s.p.audit(s.ctx, s.c); err != nil {
-		s.out = append(s.out, errorEvent(s.p.auditError(err))...)
-		s.done = true
-		return
+	s.takeResult()
+	switch {
+	case s.ctx.Err() != nil:
+		s.clientGone()
+	case !s.terminal || s.copyErr != nil:
+		cause := s.copyErr
+		if cause == nil {
+			cause = errors.New("upstream closed the stream before its end")
+		}
+		ae := errUpstream(http.StatusBadGateway, CodeStreamInterrupted, fmt.Sprintf(
+			"Upstream %q cut the stream short; the answer is incomplete. Retry the request.", s.c.up.name), cause)
+		s.c.err, s.c.errDetail = ae, "upstream stream interrupted"
+		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
+		s.out.Write(errorEvent(ae))
+	default:
+		if err := s.p.audit(s.ctx, s.c); err != nil {
+			s.out.Write(errorEvent(s.p.auditError(err)))
+			return
+		}
+		s.out.Write(s.end.Bytes())
 	}
-	s.out = append(s.out, terminal...)
 }
 
-// interrupted ends a stream the upstream cut short (or closed without its
-// terminal event): the trail records the failure and the client gets an
-// error event followed by a clean end of stream.
-func (s *streamBody) interrupted(err error) {
-	if err == nil || errors.Is(err, io.EOF) {
-		err = errors.New("upstream closed the stream before its end")
+// clientGone records a stream the client abandoned; the upstream call is
+// canceled with the request's context.
+func (s *streamBody) clientGone() {
+	s.c.status, s.c.errDetail = statusClientClosed, "client went away mid-stream"
+	_ = s.p.audit(s.ctx, s.c) // a failure is logged; nobody is left to tell
+}
+
+// takeResult copies CopyStream's findings into the call.
+func (s *streamBody) takeResult() {
+	r := s.result
+	if r.HasUsage {
+		s.c.usage = tokenUsage{Input: r.Usage.InputTokens, Output: r.Usage.OutputTokens, Total: r.Usage.TotalTokens}
+		s.c.hasUsage = true
 	}
-	ae := errUpstream(http.StatusBadGateway, CodeStreamInterrupted, fmt.Sprintf(
-		"Upstream %q cut the stream short; the answer is incomplete. Retry the request.", s.c.up.name), err)
-	s.c.err = ae
-	s.c.errDetail = "upstream stream interrupted"
-	s.finished = true
+	s.c.summary = r.Summary
+	if r.Counts.Total() > 0 {
+		s.c.maskedOut = r.Counts
+	}
 	s.p.countUsage(s.c)
-	_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error event either way
-	s.out = append(s.out, errorEvent(ae)...)
+}
+
+// Close ends the relay. Closed before its end, the stream was abandoned by
+// the client (ReverseProxy could not write to it): CopyStream is stopped,
+// the upstream body closed, and the trail records the call as such.
+func (s *streamBody) Close() error {
+	err := s.src.Close()
+	s.stop() // resumes a suspended CopyStream with a write error; no-op once it returned
+	if !s.finished {
+		s.finished = true
+		s.takeResult()
+		s.clientGone()
+	}
+	return err
 }
 
 // errorEvent renders e as an SSE event. The OpenAI SDKs stop a stream and

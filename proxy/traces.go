@@ -65,7 +65,6 @@ func (p *Proxy) ingestTraces(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	c.status = http.StatusNoContent
 	c.audited = true // the spans are the record of this call
-	w.Header().Set("Pamctl-Grant", c.claims.Req)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -107,14 +106,22 @@ func (p *Proxy) spanEvent(c *call, it *traceItem, raw json.RawMessage) *audit.Ev
 		}
 	}
 	if len(it.Error) > 0 && string(it.Error) != "null" {
-		e.Error = "span error: " + clip(string(p.maskText(it.Error)), 1024)
+		e.Error = "span error: " + clip(p.maskText(string(it.Error)), 1024)
 	}
-	span := p.maskText(raw)
-	e.Details["span"] = clip(string(span), maxSpanBytes)
+	span := p.maskText(string(raw))
+	e.Details["span"] = clip(span, maxSpanBytes)
 	if len(span) > maxSpanBytes {
 		e.Details["span_truncated"] = strconv.Itoa(len(span))
 	}
 	return e
+}
+
+// maskText masks a trace item's JSON text with the response masker: spans
+// carry the run's prompts and answers. Placeholders hold no quote or
+// backslash, so the JSON stays valid.
+func (p *Proxy) maskText(s string) string {
+	out, _ := p.inspect.Load().ResponseMask.Mask(s)
+	return out
 }
 
 // clip cuts s to at most n bytes on a UTF-8 boundary.

@@ -15,8 +15,8 @@ type usageJSON struct {
 	TotalTokens      int64 `json:"total_tokens"`
 }
 
-func (u *usageJSON) usage() Usage {
-	out := Usage{Input: u.PromptTokens + u.InputTokens, Output: u.CompletionTokens + u.OutputTokens, Total: u.TotalTokens}
+func (u *usageJSON) usage() tokenUsage {
+	out := tokenUsage{Input: u.PromptTokens + u.InputTokens, Output: u.CompletionTokens + u.OutputTokens, Total: u.TotalTokens}
 	if out.Total == 0 {
 		out.Total = out.Input + out.Output
 	}
@@ -25,12 +25,12 @@ func (u *usageJSON) usage() Usage {
 
 // usageOf reads the usage of a non-streamed answer: top-level "usage" for
 // chat, embeddings and responses.
-func usageOf(body []byte) (Usage, bool) {
+func usageOf(body []byte) (tokenUsage, bool) {
 	var v struct {
 		Usage *usageJSON `json:"usage"`
 	}
 	if json.Unmarshal(body, &v) != nil || v.Usage == nil {
-		return Usage{}, false
+		return tokenUsage{}, false
 	}
 	return v.Usage.usage(), true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,12 +25,13 @@ import (
 //	audit       seq, uint64 BE  -> record whose payload is the sealed event
 //	                               line, byte for byte what the chain hashes
 //	                               plus the hash member (see audit.Draft.Seal)
-//	audit_meta  "tip"            -> audit.Link: last event; the next append
-//	                               chains to it
-//	            "head"           -> audit.SignedHead: latest signed head
+//	audit_meta  "head"           -> audit.SignedHead: latest signed head
 //	            "anchor"         -> audit.Anchor: retention cut
+//
+// The chain tip is the last key of audit (its hash ends the line), or the
+// anchor when every event was pruned, or genesis: there is no separate tip
+// record to keep in step.
 var (
-	keyAuditTip    = []byte("tip")
 	keyAuditHead   = []byte("head")
 	keyAuditAnchor = []byte("anchor")
 )
@@ -98,7 +100,7 @@ type AuditLog struct {
 	mu     sync.RWMutex // appends hold it shared, Close exclusive
 	closed bool
 
-	inflight  atomic.Int64
+	gate      turnstile
 	signedSeq atomic.Uint64
 	kick      chan struct{}
 	stop      chan struct{}
@@ -206,17 +208,91 @@ func (l *AuditLog) Append(ctx context.Context, e *audit.Event) error {
 	// The function computes seq and prev hash from the transaction it runs
 	// in, so bbolt may rerun it (a batch retried without a failing member)
 	// without changing the outcome.
-	fn := func(tx *bolt.Tx) error { return l.appendTx(tx, d, &at) }
 	if l.opts.updatePerEvent {
-		err = l.db.bolt.Update(fn)
+		err = l.db.bolt.Update(func(tx *bolt.Tx) error { return l.appendTx(tx, d, &at) })
 	} else {
-		err = l.db.bolt.Batch(fn)
+		fn := func(tx *bolt.Tx) error {
+			l.gate.committing()
+			return l.appendTx(tx, d, &at)
+		}
+		if solo := l.gate.enter(); solo {
+			err = l.db.bolt.Update(fn)
+		} else {
+			err = l.db.bolt.Batch(fn)
+		}
+		l.gate.leave()
 	}
 	if err != nil {
 		return fmt.Errorf("store: audit append: %w", err)
 	}
 	e.Seq, e.PrevHash, e.Hash = at.seq, at.prev, at.hash
 	return nil
+}
+
+// turnstile hands durable appends to bbolt in generations. Appends join
+// the current generation until its transaction starts; later ones wait and
+// enter db.Batch together when the whole generation has returned, so they
+// land in one transaction. Without it, bbolt starts each batch's delay timer
+// at its first member and under load commits fragment into many small
+// batches queued on the writer lock. A generation that starts while the
+// previous one had a single member commits at once with Update: a lone
+// writer never waits for company that does not come.
+type turnstile struct {
+	mu       sync.Mutex
+	active   int  // members of the current generation not yet returned
+	open     bool // the current generation still takes members
+	size     int  // members of the current generation
+	lastSize int  // members of the previous generation
+	next     chan struct{}
+	waiting  int
+}
+
+// enter joins a generation; solo means commit alone with Update.
+func (g *turnstile) enter() (solo bool) {
+	g.mu.Lock()
+	switch {
+	case g.active == 0:
+		solo = g.lastSize <= 1
+		g.active, g.size, g.open = 1, 1, !solo
+		g.mu.Unlock()
+		return solo
+	case g.open:
+		g.active++
+		g.size++
+		g.mu.Unlock()
+		return false
+	}
+	if g.next == nil {
+		g.next = make(chan struct{})
+	}
+	ch := g.next
+	g.waiting++
+	g.mu.Unlock()
+	<-ch
+	return false
+}
+
+// committing closes the current generation: its transaction has started.
+func (g *turnstile) committing() {
+	g.mu.Lock()
+	g.open = false
+	g.mu.Unlock()
+}
+
+// leave is called when an append's commit returned.
+func (g *turnstile) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.active--; g.active > 0 {
+		return
+	}
+	g.lastSize = g.size
+	if g.next != nil {
+		g.active, g.size, g.open = g.waiting, g.waiting, true
+		g.waiting = 0
+		close(g.next)
+		g.next = nil
+	}
 }
 
 type sealed struct {
@@ -230,6 +306,11 @@ func (l *AuditLog) appendTx(tx *bolt.Tx, d *audit.Draft, out *sealed) error {
 	if err != nil {
 		return err
 	}
+	return l.appendAfter(tx, d, tip, out)
+}
+
+// appendAfter chains d after tip, the link readTip returned in this tx.
+func (l *AuditLog) appendAfter(tx *bolt.Tx, d *audit.Draft, tip audit.Link, out *sealed) error {
 	seq := tip.Seq + 1
 	line, hash, err := d.Seal(seq, tip.Hash)
 	if err != nil {
@@ -237,9 +318,6 @@ func (l *AuditLog) appendTx(tx *bolt.Tx, d *audit.Draft, out *sealed) error {
 	}
 	if err := tx.Bucket(bucketAudit).Put(u64(seq), wrapLine(line)); err != nil {
 		return fmt.Errorf("store: audit put: %w", err)
-	}
-	if err := put(tx, bucketAuditMeta, keyAuditTip, audit.Link{Seq: seq, Hash: hash}); err != nil {
-		return err
 	}
 	*out = sealed{seq: seq, prev: tip.Hash, hash: hash}
 	prev := tip.Hash
@@ -380,8 +458,10 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 		if tip, err = readTip(tx); err != nil {
 			return err
 		}
-		cur, err = readHead(tx)
-		return err
+		if cur, err = readHead(tx); err != nil || cur == nil || l.opts.Signer == nil {
+			return err
+		}
+		return headStillStored(tx, cur, tip)
 	})
 	if err != nil {
 		return nil, err
@@ -401,6 +481,53 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 		l.opts.headSigned(*h)
 	}
 	return h, nil
+}
+
+// headStillStored refuses to sign over a chain that lost the previously
+// signed head (truncated or rewritten while pamctl was stopped): signing
+// it again would bless the tampering.
+func headStillStored(tx *bolt.Tx, cur *audit.SignedHead, tip audit.Link) error {
+	refuse := func(found string) error {
+		return fmt.Errorf("store: audit: refusing to sign a new head: %w", &audit.BreakError{
+			Seq: cur.Seq, Kind: audit.BreakHead, Expected: "hash " + cur.Hash + " (previous signed head)", Found: found})
+	}
+	if cur.Seq > tip.Seq {
+		return refuse(fmt.Sprintf("last event seq %d", tip.Seq))
+	}
+	if cur.Seq == tip.Seq {
+		if tip.Hash != cur.Hash {
+			return refuse(tip.Hash)
+		}
+		return nil
+	}
+	v := tx.Bucket(bucketAudit).Get(u64(cur.Seq))
+	if v == nil {
+		a, err := readAnchor(tx)
+		if err != nil {
+			return err
+		}
+		if a != nil && cur.Seq <= a.Seq {
+			return nil // pruned
+		}
+		return refuse("no event")
+	}
+	line, err := recordLine(v)
+	if err != nil {
+		return err
+	}
+	if h := lineHash(line); h != cur.Hash {
+		return refuse(h)
+	}
+	return nil
+}
+
+// lineHash returns the hash member that ends a sealed line.
+func lineHash(line []byte) string {
+	const n = 64 + len(`"}`)
+	if len(line) < n {
+		return ""
+	}
+	return string(line[len(line)-n : len(line)-2])
 }
 
 // Range calls fn for each event with seq >= fromSeq, in seq order, until fn
@@ -593,6 +720,13 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 	}
 	var at sealed
 	err = l.db.bolt.Update(func(tx *bolt.Tx) error {
+		// Read the tip before deleting: bbolt's Cursor.Last can spin on
+		// leaves emptied earlier in the same transaction (etcd-io/bbolt#95,
+		// #341), and the anchor event chains to the tip anyway.
+		tip, err := readTip(tx)
+		if err != nil {
+			return err
+		}
 		b := tx.Bucket(bucketAudit)
 		for seq := first; seq <= cut; seq++ {
 			if err := b.Delete(u64(seq)); err != nil {
@@ -602,7 +736,7 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 		if err := put(tx, bucketAuditMeta, keyAuditAnchor, anchor); err != nil {
 			return err
 		}
-		return l.appendTx(tx, d, &at)
+		return l.appendAfter(tx, d, tip, &at)
 	})
 	if err != nil {
 		return audit.PruneResult{}, fmt.Errorf("store: audit prune: %w", err)
@@ -723,39 +857,26 @@ func decodeEvent(raw []byte) (audit.Event, error) {
 	return e, nil
 }
 
-// readTip returns the last event's link. The tip record is written with
-// every append; if it is missing the last stored event (or the anchor) is
-// used, so a damaged meta bucket never makes seqs restart at 1.
+// readTip returns the link the next append chains to: the last stored
+// event, else the anchor, else genesis.
 func readTip(tx *bolt.Tx) (audit.Link, error) {
-	var tip audit.Link
-	err := get(tx, bucketAuditMeta, keyAuditTip, &tip)
-	if err == nil {
-		return tip, nil
-	}
-	if !errors.Is(err, ErrNotFound) {
-		return tip, err
-	}
 	if k, v := tx.Bucket(bucketAudit).Cursor().Last(); k != nil {
+		seq := binary.BigEndian.Uint64(k)
 		line, err := recordLine(v)
 		if err != nil {
-			return tip, err
+			return audit.Link{}, fmt.Errorf("%w (audit seq %d)", err, seq)
 		}
-		var e struct {
-			Hash string `json:"hash"`
+		h := lineHash(line)
+		if _, err := hex.DecodeString(h); err != nil || h == "" {
+			return audit.Link{}, fmt.Errorf("store: audit: last event (seq %d) is damaged, run pamctl audit verify", seq)
 		}
-		if err := json.Unmarshal(line, &e); err != nil {
-			return tip, fmt.Errorf("store: decode audit event: %w", err)
-		}
-		return audit.Link{Seq: binary.BigEndian.Uint64(k), Hash: e.Hash}, nil
+		return audit.Link{Seq: seq, Hash: h}, nil
 	}
 	a, err := readAnchor(tx)
-	if err != nil {
-		return tip, err
+	if err != nil || a == nil {
+		return audit.Link{Hash: audit.GenesisHash}, err
 	}
-	if a != nil {
-		return audit.Link{Seq: a.Seq, Hash: a.Hash}, nil
-	}
-	return audit.Link{Hash: audit.GenesisHash}, nil
+	return audit.Link{Seq: a.Seq, Hash: a.Hash}, nil
 }
 
 func readHead(tx *bolt.Tx) (*audit.SignedHead, error) {

@@ -437,7 +437,7 @@ var statusOf = map[broker.Code]int{
 	broker.CodeForbidden:       http.StatusForbidden,
 	broker.CodeNotFound:        http.StatusNotFound,
 	broker.CodeConflict:        http.StatusConflict,
-	broker.CodePending:         http.StatusAccepted,
+	broker.CodePending:         http.StatusConflict,
 	broker.CodeInternal:        http.StatusInternalServerError,
 }
 

@@ -99,9 +99,11 @@ func NewDraft(e *Event, now time.Time) (*Draft, error) {
 	return d, nil
 }
 
-// Event returns a copy of the drafted event carrying seq, prev and hash.
+// Event returns the drafted event carrying seq, prev and hash. Its maps
+// and slices are the draft's own copies, shared by every Event returned:
+// treat them as read-only.
 func (d *Draft) Event(seq uint64, prev, hash string) Event {
-	e := d.ev.Clone()
+	e := d.ev
 	e.Seq, e.PrevHash, e.Hash = seq, prev, hash
 	return e
 }

@@ -127,6 +127,7 @@ const (
 	TypeVaultRemoved    Type = "vault.removed"
 	TypeKeyRotated      Type = "key.rotated"
 	TypeConfigReloaded  Type = "config.reloaded"
+	TypeNotifyFailed    Type = "notify.failed"
 	TypeProxyCall       Type = "proxy.call"
 	TypePromptHeld      Type = "prompt.held"
 	TypePromptReleased  Type = "prompt.released"
@@ -160,6 +161,7 @@ var types = []TypeInfo{
 	{TypeVaultRemoved, "PAM-V002", "a provider key was removed from the vault"},
 	{TypeKeyRotated, "PAM-V003", "a token signing key was rotated"},
 	{TypeConfigReloaded, "PAM-C001", "the configuration was reloaded"},
+	{TypeNotifyFailed, "PAM-C002", "a webhook notification could not be delivered"},
 	{TypeProxyCall, "PAM-P001", "a call went through the proxy (or was refused by it)"},
 	{TypePromptHeld, "PAM-P002", "a prompt rule held a call for approval"},
 	{TypePromptReleased, "PAM-P003", "an approver released a held call"},

@@ -75,6 +75,8 @@ type Report struct {
 	Unsigned uint64 `json:"unsigned"`
 }
 
+var closeBrace = []byte{'}'}
+
 // recentHashes is how many trailing hashes a Verifier keeps to check a head
 // that arrives after the events (the last line of an export).
 const recentHashes = 1 << 16
@@ -148,18 +150,22 @@ func (v *Verifier) add(line []byte) error {
 	end := len(line) - hashSuffix
 	stored := line[end+len(hashMember) : len(line)-2]
 	prev := line[end-prevSuffix+len(prevMember) : end-1]
+	var prevRaw [sha256.Size]byte
 	if string(line[end:end+len(hashMember)]) != hashMember || string(line[len(line)-2:]) != `"}` ||
-		string(line[end-prevSuffix:end-prevSuffix+len(prevMember)]) != prevMember || line[end-1] != '"' ||
-		!isLowerHex(stored) || !isLowerHex(prev) {
+		string(line[end-prevSuffix:end-prevSuffix+len(prevMember)]) != prevMember || line[end-1] != '"' {
 		return &BreakError{Seq: seq, Kind: BreakMalformed, Expected: "prev_hash and hash as the last members", Found: quoteShort(line)}
 	}
-	// hash = SHA-256(raw(prev_hash) || canonical), canonical = line without the hash member.
-	var prevRaw [sha256.Size]byte
-	hex.Decode(prevRaw[:], prev)
+	if _, err := hex.Decode(prevRaw[:], prev); err != nil {
+		return &BreakError{Seq: seq, Kind: BreakMalformed, Expected: "a hex prev_hash", Found: strconv.Quote(string(prev))}
+	}
+	// hash = SHA-256(raw(prev_hash) || canonical), canonical = line without
+	// the hash member. A stored hash in any other spelling than lower-case
+	// hex fails the comparison below, and so does an upper-case prev_hash
+	// the comparison with the previous hash.
 	v.h.Reset()
 	v.h.Write(prevRaw[:])
 	v.h.Write(line[:end])
-	v.h.Write([]byte{'}'})
+	v.h.Write(closeBrace)
 	v.h.Sum(v.sum[:0])
 	hex.Encode(v.hexSum[:], v.sum[:])
 	if !bytes.Equal(v.hexSum[:], stored) {

@@ -88,6 +88,7 @@ func (d Decision) Terms() Terms {
 func Evaluate(set Set, who Subject, ask Ask) Decision {
 	e := evaluation{set: set, who: who}
 	e.run(ask)
+	e.finish()
 	return e.d
 }
 
@@ -144,7 +145,6 @@ func (e *evaluation) run(ask Ask) {
 	}
 	if len(applicable) == 0 {
 		e.deny("no policy grants any scope to %s; ask an administrator to add you to a policy", e.who)
-		e.finish()
 		return
 	}
 
@@ -182,7 +182,6 @@ func (e *evaluation) run(ask Ask) {
 		}
 	}
 	if len(chosen) == 0 {
-		e.finish()
 		return
 	}
 	e.combine(chosen, ask)
@@ -191,7 +190,6 @@ func (e *evaluation) run(ask Ask) {
 		d.Scopes = scopes
 		d.Policies = names(chosen)
 	}
-	e.finish()
 }
 
 // better reports whether policy a is a better choice than b for a scope. A

@@ -10,12 +10,13 @@
 // It serves three users: `pamctl serve --dev` when no provider key is vaulted
 // (a newcomer can try the whole flow without an OpenAI key), the end-to-end load
 // benchmark (which wraps [New] in its own main and tunes [Options] for latency
-// and stream length), and tests. It is deterministic apart from ids and
-// timestamps: the same request always yields the same text, token counts and
-// embeddings.
+// and stream length), and tests. With the default reply it is deterministic
+// apart from ids and timestamps: the same request always yields the same
+// text, token counts and embeddings.
 package devupstream
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
@@ -43,6 +44,7 @@ const DefaultDeltas = 8
 type Options struct {
 	// Latency is waited before answering (time to the first byte), for load
 	// benchmarks. Default 0. A client that goes away during the wait ends it.
+	// Refusals (401, 400, 404, 413) are not delayed.
 	Latency time.Duration
 	// Deltas is the number of content deltas a stream carries (default 8). A
 	// text shorter than Deltas runes is streamed one rune per delta.
@@ -229,9 +231,15 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 			Message: "Could not read the request body: " + err.Error(),
 		}
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+	if !json.Valid(body) {
+		var err error
+		if len(bytes.TrimSpace(body)) > 0 {
+			err = json.Unmarshal(body, new(any)) // says where the syntax breaks
+		}
 		return nil, invalidJSON(err)
+	}
+	if trimmed := bytes.TrimSpace(body); trimmed[0] != '{' {
+		return nil, invalidJSON(nil)
 	}
 	return body, nil
 }

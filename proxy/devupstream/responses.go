@@ -23,51 +23,35 @@ type responsesRequest struct {
 
 // prompt returns the last user input's text and the approximate token count
 // of the instructions and all inputs. input is a string or a list of items.
-func (q *responsesRequest) prompt() (string, *apiError) {
+func (q *responsesRequest) prompt() (string, int64, *apiError) {
+	texts := []string{contentText(q.Instructions)}
+	prompt := ""
 	raw := bytes.TrimSpace(q.Input)
-	if len(raw) == 0 || bytes.Equal(raw, jsonNull) {
-		return "", nil
-	}
-	switch raw[0] {
-	case '"':
-		return contentText(raw), nil
-	case '[':
+	switch {
+	case len(raw) == 0 || bytes.Equal(raw, jsonNull):
+	case raw[0] == '"':
+		prompt = contentText(raw)
+		texts = append(texts, prompt)
+	case raw[0] == '[':
 		var items []struct {
 			Type    string          `json:"type"`
 			Role    string          `json:"role"`
 			Content json.RawMessage `json:"content"`
 		}
 		if err := json.Unmarshal(raw, &items); err != nil {
-			return "", invalidParam("input", "expected a string or a list of input items.")
+			return "", 0, invalidParam("input", "expected a string or a list of input items.")
 		}
-		prompt := ""
 		for _, it := range items {
+			text := contentText(it.Content)
+			texts = append(texts, text)
 			if it.Role == "user" && (it.Type == "" || it.Type == "message") {
-				prompt = contentText(it.Content)
+				prompt = text
 			}
 		}
-		return prompt, nil
+	default:
+		return "", 0, invalidParam("input", "expected a string or a list of input items.")
 	}
-	return "", invalidParam("input", "expected a string or a list of input items.")
-}
-
-// inputTokens approximates the tokens of the instructions and every input
-// item's text.
-func (q *responsesRequest) inputTokens() int64 {
-	texts := []string{contentText(q.Instructions)}
-	raw := bytes.TrimSpace(q.Input)
-	if len(raw) > 0 && raw[0] == '[' {
-		var items []struct {
-			Content json.RawMessage `json:"content"`
-		}
-		_ = json.Unmarshal(raw, &items) // validated by prompt
-		for _, it := range items {
-			texts = append(texts, contentText(it.Content))
-		}
-	} else {
-		texts = append(texts, contentText(raw))
-	}
-	return countTokens(strings.Join(texts, "\n"))
+	return prompt, countTokens(strings.Join(texts, "\n")), nil
 }
 
 type outputText struct {
@@ -184,12 +168,12 @@ func (h *handler) responses(w http.ResponseWriter, r *http.Request, body []byte)
 	if req.Model == "" {
 		return missingParam("model")
 	}
-	prompt, e := req.prompt()
+	prompt, inputTokens, e := req.prompt()
 	if e != nil {
 		return e
 	}
 	text := h.reply(prompt)
-	usage := &responseUsage{InputTokens: req.inputTokens(), OutputTokens: countTokens(text)}
+	usage := &responseUsage{InputTokens: inputTokens, OutputTokens: countTokens(text)}
 	usage.TotalTokens = usage.InputTokens + usage.OutputTokens
 
 	resp := &response{

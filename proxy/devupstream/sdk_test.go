@@ -97,7 +97,7 @@ func TestChatCompletionLongPromptIsSummarised(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := got.Choices[0].Message.Content
-	if strings.Count(text, "word") != 12 || !strings.Contains(text, "(40 words)") {
+	if want := `"` + strings.Repeat("word ", 12) + `…" (40 words)`; !strings.Contains(text, want) {
 		t.Errorf("summary %q should quote 12 of 40 words", text)
 	}
 }
@@ -514,5 +514,35 @@ func TestRequireKey(t *testing.T) {
 	}
 	if _, err := client.Models.List(ctx(t)); err != nil {
 		t.Errorf("right key refused on models: %v", err)
+	}
+}
+
+func TestConcurrentStreams(t *testing.T) {
+	client := newClient(t, devupstream.Options{Deltas: 50}, "k")
+	want, err := client.Chat.Completions.New(ctx(t), chatParams("load"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 20)
+	for range 20 {
+		wg.Go(func() {
+			stream := client.Chat.Completions.NewStreaming(ctx(t), chatParams("load"))
+			defer stream.Close()
+			var acc openai.ChatCompletionAccumulator
+			for stream.Next() {
+				acc.AddChunk(stream.Current())
+			}
+			if stream.Err() != nil {
+				errs <- stream.Err().Error()
+			} else if len(acc.Choices) != 1 || acc.Choices[0].Message.Content != want.Choices[0].Message.Content {
+				errs <- "a concurrent stream accumulated a different text"
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

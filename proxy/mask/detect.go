@@ -188,7 +188,7 @@ func (sc *scanner) number(i int) {
 
 func (sc *scanner) lex(i int, t *numTok) status {
 	w := sc.w
-	*t = numTok{}
+	t.plus, t.n, t.glued, t.more = false, 0, false, 0
 	j := i
 	if w[j] == '+' {
 		t.plus = true
@@ -858,10 +858,25 @@ func (sc *scanner) google(s int) {
 
 var awsPrefixes = []string{"AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "ANPA", "ANVA", "AROA", "APKA", "ASCA"}
 
+var awsPrefix = func() map[string]bool {
+	m := map[string]bool{}
+	for _, p := range awsPrefixes {
+		m[p] = true
+	}
+	return m
+}()
+
 // aws: an access key id, a known four-letter prefix (AKIA, ASIA, ...) and
 // 16 of [A-Z0-9], not followed by a letter or digit.
 func (sc *scanner) aws(s int) {
 	w := sc.w
+	if s+4 <= len(w) {
+		if !awsPrefix[w[s:s+4]] {
+			return
+		}
+		sc.awsBody(s)
+		return
+	}
 	ok, undecided := false, false
 	for _, p := range awsPrefixes {
 		switch sc.litAt(s, p) {
@@ -877,6 +892,11 @@ func (sc *scanner) aws(s int) {
 		}
 		return
 	}
+	sc.awsBody(s)
+}
+
+func (sc *scanner) awsBody(s int) {
+	w := sc.w
 	for j := s + 4; j <= s+20; j++ {
 		if j >= len(w) {
 			if !sc.final {

@@ -118,13 +118,13 @@ func TestIBAN(t *testing.T) {
 		{"FR1420041010050500013M02606", "[IBAN]"},
 		{"NO9386011117947", "[IBAN]"},
 		// negatives
-		{"GB83 WEST 1234 5698 7654 32", "GB83 WEST 1234 5698 7654 32"},    // checksum
-		{"DE8937040044053201300", "DE8937040044053201300"},                // length
-		{"ZZ89370400440532013000", "ZZ89370400440532013000"},              // country
-		{"gb82west12345698765432", "gb82west12345698765432"},              // lower case
-		{"XDE89370400440532013000", "XDE89370400440532013000"},            // glued
-		{"DE89370400440532013000X", "DE89370400440532013000X"},            // glued
-		{"GB82 WEST 123 45698 7654 32", "GB82 WEST 123 45698 7654 32"},    // grouping
+		{"GB83 WEST 1234 5698 7654 32", "GB83 WEST 1234 5698 7654 32"}, // checksum
+		{"DE8937040044053201300", "DE8937040044053201300"},             // length
+		{"ZZ89370400440532013000", "ZZ89370400440532013000"},           // country
+		{"gb82west12345698765432", "gb82west12345698765432"},           // lower case
+		{"XDE89370400440532013000", "XDE89370400440532013000"},         // glued
+		{"DE89370400440532013000X", "DE89370400440532013000X"},         // glued
+		{"GB82 WEST 123 45698 7654 32", "GB82 WEST 123 45698 7654 32"}, // grouping
 		{"model GPT4 and AB12 are not ibans", "model GPT4 and AB12 are not ibans"},
 	})
 }
@@ -273,6 +273,8 @@ func TestOverlap(t *testing.T) {
 		{"sk-proj-abc123def456ghi789jkl012@example.com", "[OPENAI_KEY]@example.com"},
 		// An address inside an email domain is part of the email.
 		{"root@10.0.0.1 vs admin@db1.example.com", "root@[IP_ADDRESS] vs [EMAIL]"},
+		// At the same start the longer finding wins.
+		{"415-555-2671@example.com", "[EMAIL]"},
 		// A card followed by a phone-looking tail.
 		{"4111 1111 1111 1111 415-555-2671", "[CREDIT_CARD] [PHONE]"},
 	})

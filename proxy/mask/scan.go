@@ -2,7 +2,11 @@ package mask
 
 import (
 	"slices"
+	"sync"
+	"unicode/utf8"
 )
+
+var scanPool = sync.Pool{New: func() any { return new(scanner) }}
 
 // Byte classes.
 const (
@@ -53,7 +57,7 @@ var cls = func() (t [256]uint16) {
 }()
 
 func is(b byte, c uint16) bool { return cls[b]&c != 0 }
-func isDigit(b byte) bool     { return '0' <= b && b <= '9' }
+func isDigit(b byte) bool      { return '0' <= b && b <= '9' }
 
 // Bounds that make every decision local. ctxLen must exceed each back-reach
 // (maxLocal+1, maxV6+1) so that a run cut by the start of a stream window is
@@ -70,10 +74,9 @@ const (
 type status uint8
 
 const (
-	stNone status = iota // no match here
-	stNeed               // undecided: depends on bytes past the window
-	stMatch              // match [start, end)
-	stOpen               // match known, its end lies past the window (stream only)
+	stNone  status = iota // no match here
+	stNeed                // undecided: depends on bytes past the window
+	stMatch               // match [start, end)
 )
 
 type cand struct {
@@ -126,6 +129,17 @@ func (sc *scanner) scan() {
 	tr := &sc.m.trig
 	on := &sc.m.on
 	for i := sc.p0; i < len(w); i++ {
+		// Skip eight bytes per branch while none can anchor a detector.
+		for i+8 <= len(w) {
+			b := w[i : i+8]
+			if tr[b[0]]|tr[b[1]]|tr[b[2]]|tr[b[3]]|tr[b[4]]|tr[b[5]]|tr[b[6]]|tr[b[7]] != 0 {
+				break
+			}
+			i += 8
+		}
+		if i >= len(w) {
+			break
+		}
 		t := tr[w[i]]
 		if t == 0 {
 			continue
@@ -144,13 +158,18 @@ func (sc *scanner) scan() {
 				sc.ipv6(i)
 			}
 		case tDash:
-			if on[kPEM] {
+			if on[kPEM] && (i+1 == len(w) || w[i+1] == '-') {
 				sc.pem(i)
 			}
 			if on[kOpenAI] && i >= 2 && w[i-2] == 's' && w[i-1] == 'k' && tokenStart(w, i-2) {
 				sc.openai(i - 2)
 			}
 		case tUpperA:
+			// Fast reject: "AKIA"-style ids and "AIza" keys continue with
+			// an upper-case letter; prose ("As", "And", "A ") does not.
+			if i+1 < len(w) && !is(w[i+1], cUpper) {
+				continue
+			}
 			if i == 0 || !is(w[i-1], cB64URL) {
 				if on[kAWS] {
 					sc.aws(i)
@@ -222,7 +241,9 @@ type runResult struct {
 // Selection is leftmost-first: among candidates starting at the same byte an
 // open-ended detector wins, then the longer match, then the lower kind.
 func (m *Masker) run(w string, p0 int, final bool) runResult {
-	sc := scanner{m: m, w: w, p0: p0, final: final, cut: len(w)}
+	sc := scanPool.Get().(*scanner)
+	defer scanPool.Put(sc)
+	*sc = scanner{m: m, w: w, p0: p0, final: final, cut: len(w), cands: sc.cands[:0]}
 	sc.scan()
 	if !final {
 		sc.cut = min(sc.cut, m.holdStart(w, p0))
@@ -250,6 +271,12 @@ func (m *Masker) run(w string, p0 int, final bool) runResult {
 		cs = make([]customState, len(m.custom))
 	}
 	var r runResult
+	defer func() {
+		if len(sc.cands) > 1024 {
+			sc.cands = nil // do not pin large buffers in the pool
+		}
+		sc.w = ""
+	}()
 	last := p0
 	ci := 0
 	cut := sc.cut
@@ -290,6 +317,12 @@ func (m *Masker) run(w string, p0 int, final bool) runResult {
 	if final {
 		r.rel = len(w)
 	} else if cut > r.rel {
+		// Never split a UTF-8 sequence the input did not split: callers
+		// re-encode released text as JSON strings. Holding back more is
+		// always safe.
+		for i := 1; i < utf8.UTFMax && cut > last && cut < len(w) && !utf8.RuneStart(w[cut]); i++ {
+			cut--
+		}
 		r.rel = cut
 	}
 	return r

@@ -79,6 +79,12 @@ func (s *Stream) feed(text string, final bool) string {
 		s.buf = append(s.buf, text...)
 		w := string(s.buf)
 		r := s.m.run(w, s.p0, final)
+		if len(r.sel) == 0 && b.Len() == 0 {
+			// Nothing found: release a slice of w, no copy.
+			p0 := s.p0
+			s.setBuf(w, r.rel, len(w))
+			return w[p0:r.rel]
+		}
 		s.m.emit(&b, w, s.p0, r, s.counts)
 		if !r.open {
 			s.setBuf(w, r.rel, len(w))

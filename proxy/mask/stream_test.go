@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // streamAll feeds text to a new Stream in pieces whose sizes come from next,
@@ -154,4 +155,24 @@ func FuzzStream(f *testing.F) {
 			t.Fatalf("planted key leaked: %q", got)
 		}
 	})
+}
+
+// TestStreamKeepsRunes: for rune-aligned deltas every release is valid
+// UTF-8, since callers re-encode releases as JSON strings.
+func TestStreamKeepsRunes(t *testing.T) {
+	m := testMasker(t, Config{Default: ActionMask, Custom: []Custom{{Name: "EMP", Pattern: `EMP-\d{4}`}}})
+	text := strings.Repeat("héllo wörld — 日本語 EMP-1234 ", 60)
+	s := m.NewStream()
+	var b strings.Builder
+	for _, r := range text {
+		out := s.Write(string(r))
+		if !utf8.ValidString(out) {
+			t.Fatalf("release %q is not valid UTF-8", out)
+		}
+		b.WriteString(out)
+	}
+	b.WriteString(s.Flush())
+	if want, _ := m.Mask(text); b.String() != want {
+		t.Errorf("stream differs from Mask")
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -72,11 +73,26 @@ type Rule struct {
 	Replace string `mapstructure:"replace" yaml:"replace"`
 }
 
+// clone copies r's slices, so the engine never shares memory with its caller.
+func (r Rule) clone() Rule {
+	r.Literals = slices.Clone(r.Literals)
+	r.Models = slices.Clone(r.Models)
+	r.Subjects = slices.Clone(r.Subjects)
+	r.Groups = slices.Clone(r.Groups)
+	r.Endpoints = slices.Clone(r.Endpoints)
+	r.Approvers = r.Approvers.clone()
+	return r
+}
+
 // Approvers name who may release a held call: users by subject or email
 // (globs allowed, email case-insensitive) or members of groups.
 type Approvers struct {
 	Users  []string `mapstructure:"users" yaml:"users" json:"users,omitempty"`
 	Groups []string `mapstructure:"groups" yaml:"groups" json:"groups,omitempty"`
+}
+
+func (a Approvers) clone() Approvers {
+	return Approvers{Users: slices.Clone(a.Users), Groups: slices.Clone(a.Groups)}
 }
 
 // Empty reports whether a names nobody.
@@ -223,7 +239,7 @@ func Compile(rules []Rule) (*Engine, error) {
 		bad := func(field, format string, args ...any) {
 			errs = append(errs, &RuleError{Index: i, Rule: r.Name, Field: field, Msg: fmt.Sprintf(format, args...)})
 		}
-		c := compiled{Rule: r}
+		c := compiled{Rule: r.clone()}
 		switch first, dup := seen[r.Name]; {
 		case strings.TrimSpace(r.Name) == "":
 			bad("name", "is required")
@@ -336,11 +352,11 @@ func (e *Engine) Evaluate(in Input) Result {
 		if rank(c.Action) > rank(res.Action) {
 			res.Action, res.Rule = c.Action, c.Name
 			if c.Action == RequireApproval {
-				res.Approvers = c.Approvers
+				res.Approvers = c.Approvers.clone()
 			}
 		}
 		if c.Action == RequireApproval {
-			res.Approvals = append(res.Approvals, Approval{Rule: c.Name, Approvers: c.Approvers})
+			res.Approvals = append(res.Approvals, Approval{Rule: c.Name, Approvers: c.Approvers.clone()})
 		}
 	}
 	if res.Action != RequireApproval {

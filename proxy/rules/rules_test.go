@@ -417,3 +417,18 @@ func FuzzPrefilter(f *testing.F) {
 		}
 	})
 }
+
+func TestEngineSharesNoMemory(t *testing.T) {
+	rules := []Rule{{Name: "sql", Literals: []string{"drop table"}, Action: RequireApproval, Approvers: Approvers{Groups: []string{"dba"}}}}
+	e := mustCompile(t, rules)
+	rules[0].Approvers.Groups[0] = "everyone"
+	res := e.Evaluate(Input{Text: "drop table x"})
+	if res.Approvers.Groups[0] != "dba" {
+		t.Fatalf("engine follows caller's edits: %+v", res.Approvers)
+	}
+	res.Approvers.Groups[0] = "mutated"
+	res.Approvals[0].Approvers.Groups[0] = "mutated"
+	if again := e.Evaluate(Input{Text: "drop table x"}); again.Approvers.Groups[0] != "dba" || again.Approvals[0].Approvers.Groups[0] != "dba" {
+		t.Fatalf("results alias engine state: %+v", again)
+	}
+}

@@ -19,8 +19,10 @@ import (
 	"pamctl/broker"
 	"pamctl/broker/api"
 	"pamctl/broker/audit"
+	"pamctl/broker/notify"
 	"pamctl/broker/oidc"
 	"pamctl/broker/oidc/devissuer"
+	"pamctl/broker/policy"
 	"pamctl/broker/token"
 	"pamctl/broker/vault"
 	"pamctl/proxy"
@@ -50,6 +52,8 @@ type App struct {
 	broker *broker.Service
 	api    *api.Server
 	proxy  *proxy.Proxy
+	devIss *devissuer.Issuer // dev mode only
+	hook   *notify.Webhook   // nil without notify.webhook
 
 	brokerLn, proxyLn, adminLn net.Listener
 	mockLn                     net.Listener // dev mock upstream
@@ -98,7 +102,13 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if a.audit, err = a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys}); err != nil {
 		return nil, err
 	}
-	brokerURL := "http://" + cfg.Broker.Addr
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
+	brokerURL := a.BrokerURL()
+	if o.Dev {
+		addDevIssuerAndPolicy(cfg, brokerURL)
+	}
 	var idTokens broker.IDTokenVerifier = noIssuers{}
 	if len(cfg.Issuers) > 0 {
 		if idTokens, err = oidc.NewVerifier(cfg.Issuers, &http.Client{Timeout: 15 * time.Second}, nil); err != nil {
@@ -107,9 +117,17 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	} else {
 		a.log.Warn("no OIDC issuers configured: nobody can log in until you add `issuers:` to the config (admin commands still work)")
 	}
+	var notifier broker.Notifier
+	if cfg.Notify.Webhook != "" {
+		a.hook = &notify.Webhook{URL: cfg.Notify.Webhook, OnFailure: func(e notify.Event, err error) {
+			a.log.Warn("webhook notification not delivered", "type", e.Type, "request", e.RequestID, "err", err.Error())
+			a.emit(&audit.Event{Type: audit.TypeNotifyFailed, Request: e.RequestID, Target: e.Type, Error: err.Error()})
+		}}
+		notifier = broker.WebhookNotifier{Hook: a.hook}
+	}
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
-		Policies: cfg.Policies, Logger: a.log, SessionTTL: cfg.SessionTTL,
+		Policies: cfg.Policies, Logger: a.log, SessionTTL: cfg.SessionTTL, Notifier: notifier,
 	})
 	if err != nil {
 		return nil, err
@@ -121,6 +139,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 			return nil, err
 		}
 		extra[DevIssuerPath+"/"] = iss
+		a.devIss = iss
 	}
 	a.api = &api.Server{Broker: a.broker, Vault: a.vault, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping}
 	ups, err := a.upstreams()
@@ -131,9 +150,15 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if o.Dev {
 		keys = devKeys{vaultKeys{a.vault}}
 	}
+	insp, err := cfg.Inspection()
+	if err != nil {
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Options{
 		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
 		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
+		Rules: insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
+		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -156,6 +181,30 @@ func (a *App) info() api.Info {
 		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName})
 	}
 	return in
+}
+
+// holder lets the proxy hold calls for an approver through the broker.
+type holder struct{ b *broker.Service }
+
+func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDecision, error) {
+	who := broker.Identity{Subject: req.Claims.Subject, Email: req.Claims.Email, Groups: req.Claims.Groups, Issuer: req.Claims.IdP, Kind: req.Claims.Kind}
+	r, err := h.b.HoldPrompt(ctx, broker.Hold{
+		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule,
+		Approvers: policy.Subjects{Users: req.Approvers.Users, Groups: req.Approvers.Groups},
+		Model:     req.Model, Endpoint: req.Endpoint, Excerpt: req.Excerpt, SHA256: req.PromptSHA256,
+	})
+	if err != nil {
+		return proxy.HoldDecision{}, err
+	}
+	d := proxy.HoldDecision{Approved: r.State == broker.StateApproved, ID: r.ID}
+	if n := len(r.Reviews); r.State == broker.StateDenied && n > 0 {
+		last := r.Reviews[n-1]
+		d.Reason = "denied by " + last.Reviewer.Subject
+		if last.Reason != "" {
+			d.Reason += ": " + last.Reason
+		}
+	}
+	return d, nil
 }
 
 // vaultKeys serves provider keys from the vault to the proxy.
@@ -230,8 +279,8 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 	return out, nil
 }
 
-// Listen binds the broker, proxy and admin socket.
-func (a *App) Listen() error {
+// listen binds the broker, proxy and admin socket.
+func (a *App) listen() error {
 	var err error
 	if a.brokerLn, err = net.Listen("tcp", a.cfg.Broker.Addr); err != nil {
 		return fmt.Errorf("broker: %w (is another pamctl running? use --broker-addr)", err)
@@ -356,7 +405,13 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			a.log.Error("config reload rejected; keeping the previous config", "trigger", why, "err", err.Error())
 			return
 		}
+		insp, err := cfg.Inspection()
+		if err != nil { // Validate compiled it already; this cannot fail
+			a.log.Error("config reload rejected", "err", err.Error())
+			return
+		}
 		a.broker.SetPolicies(cfg.Policies)
+		a.proxy.SetInspection(insp)
 		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Target: cfg.File, Details: map[string]string{"trigger": why}})
 		a.log.Info("config reloaded", "trigger", why, "policies", len(cfg.Policies))
 	}
@@ -397,6 +452,11 @@ func (a *App) Close() error {
 			if ln != nil {
 				ln.Close()
 			}
+		}
+		if a.hook != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = a.hook.Shutdown(ctx) // drains; what cannot be sent goes to OnFailure
+			cancel()
 		}
 		if a.audit != nil {
 			err = errors.Join(err, a.audit.Close())

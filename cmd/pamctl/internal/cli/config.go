@@ -18,6 +18,9 @@ import (
 
 	"pamctl/broker/oidc"
 	"pamctl/broker/policy"
+	"pamctl/proxy"
+	"pamctl/proxy/mask"
+	"pamctl/proxy/rules"
 )
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.
@@ -31,7 +34,7 @@ type Config struct {
 	Issuers       []oidc.IssuerConfig `mapstructure:"issuers"`
 	Upstreams     []UpstreamConfig    `mapstructure:"upstreams"`
 	Policies      policy.Set          `mapstructure:"policies"`
-	Rules         []RuleConfig        `mapstructure:"rules"`
+	Rules         []rules.Rule        `mapstructure:"rules"`
 	Masking       MaskingConfig       `mapstructure:"masking"`
 	Audit         AuditConfig         `mapstructure:"audit"`
 	Notify        NotifyConfig        `mapstructure:"notify"`
@@ -64,30 +67,11 @@ type UpstreamConfig struct {
 	Timeout      time.Duration `mapstructure:"timeout"`
 }
 
-// RuleConfig is one prompt rule as written in the config file.
-type RuleConfig struct {
-	Name      string          `mapstructure:"name"`
-	Pattern   string          `mapstructure:"pattern"`
-	Literals  []string        `mapstructure:"literals"`
-	Action    string          `mapstructure:"action"`
-	Models    []string        `mapstructure:"models"`
-	Subjects  []string        `mapstructure:"subjects"`
-	Groups    []string        `mapstructure:"groups"`
-	Endpoints []string        `mapstructure:"endpoints"`
-	Approvers policy.Subjects `mapstructure:"approvers"`
-}
-
-// MaskingConfig maps direction -> detector (or "default") -> action.
+// MaskingConfig picks detectors and actions per direction: the prompt on its
+// way upstream, the response on its way back.
 type MaskingConfig struct {
-	Response map[string]string `mapstructure:"response"`
-	Prompt   map[string]string `mapstructure:"prompt"`
-	Custom   []CustomDetector  `mapstructure:"custom"`
-}
-
-// CustomDetector is a user-defined regex detector.
-type CustomDetector struct {
-	Name    string `mapstructure:"name"`
-	Pattern string `mapstructure:"pattern"`
+	Response mask.Config `mapstructure:"response"`
+	Prompt   mask.Config `mapstructure:"prompt"`
 }
 
 // AuditConfig configures the audit trail.
@@ -144,6 +128,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
 	v.SetDefault("session_ttl", 8*time.Hour)
+	v.SetDefault("masking.response.default", "mask")
+	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
 	v.SetDefault("audit.retention", 90*24*time.Hour)
 	v.SetDefault("upstreams", []map[string]any{{"name": "openai", "url": "https://api.openai.com/v1", "key": "openai"}})
@@ -307,10 +293,8 @@ func (c *Config) Validate() error {
 	for _, err := range c.Policies.Validate() {
 		errs = append(errs, fmt.Errorf("policies: %w", err))
 	}
-	for i, r := range c.Rules {
-		if r.Name == "" {
-			add("rules[%d]: name is required", i)
-		}
+	if _, err := c.Inspection(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.Audit.Sync {
 	case "durable", "async":
@@ -323,4 +307,21 @@ func (c *Config) Validate() error {
 		add("log.format: %q must be text or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// Inspection compiles the prompt rules and both maskers.
+func (c *Config) Inspection() (proxy.Inspection, error) {
+	var errs []error
+	var in proxy.Inspection
+	var err error
+	if in.Rules, err = rules.Compile(c.Rules); err != nil {
+		errs = append(errs, fmt.Errorf("rules: %w", err))
+	}
+	if in.PromptMask, err = mask.New(c.Masking.Prompt); err != nil {
+		errs = append(errs, fmt.Errorf("masking.prompt: %w", err))
+	}
+	if in.ResponseMask, err = mask.New(c.Masking.Response); err != nil {
+		errs = append(errs, fmt.Errorf("masking.response: %w", err))
+	}
+	return in, errors.Join(errs...)
 }

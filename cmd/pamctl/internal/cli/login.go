@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -105,9 +106,8 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 			rawIDToken, err = oidc.DeviceFlow(loginCtx, cc, func(uri, code string) {
 				if is.Dev {
 					// The dev issuer auto-consents once the code is visited.
-					go func() {
-						_ = oidc.FollowRedirects(o.f.HTTP)(uri + "?user_code=" + code + "&login_hint=" + o.User + "&groups=" + strings.Join(o.Groups, ","))
-					}()
+					q := url.Values{"user_code": {code}, "login_hint": {o.User}, "groups": {strings.Join(o.Groups, ",")}}
+					go func() { _ = oidc.FollowRedirects(o.f.HTTP)(uri + "?" + q.Encode()) }()
 					return
 				}
 				ios.Notef("To log in, open %s and enter the code %s", ios.Styles().Code.Render(uri), ios.Styles().Bold.Render(code))

@@ -82,10 +82,6 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 		}
 		return err
 	}
-	if err := app.Listen(); err != nil {
-		app.Close()
-		return err
-	}
 	if o.Dev {
 		printDevBanner(o.f, app)
 	} else {
@@ -94,7 +90,7 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	if o.Ready != nil {
 		o.Ready(app)
 	}
-	return app.Serve(ctx, o.f.reloader(cmd, o.Dev))
+	return app.Serve(ctx, o.f.reloader(cmd, o.Dev, app.BrokerURL))
 }
 
 func inFile(f string) string {
@@ -106,21 +102,22 @@ func inFile(f string) string {
 
 // reloader re-reads and validates the config; serve applies it on SIGHUP
 // or when the file changes, and keeps the old one when it is invalid.
-func (f *Factory) reloader(cmd *cobra.Command, dev bool) func() (*Config, error) {
+func (f *Factory) reloader(cmd *cobra.Command, dev bool, brokerURL func() string) func() (*Config, error) {
 	return func() (*Config, error) {
 		cfg, err := LoadConfig(f.ConfigFile, cmd.Flags())
 		if err != nil {
 			return nil, err
 		}
 		if dev {
-			addDevIssuerAndPolicy(cfg)
+			addDevIssuerAndPolicy(cfg, brokerURL())
 		}
 		return cfg, cfg.Validate()
 	}
 }
 
 // applyDevDefaults points dev mode at a temporary data dir (unless one was
-// given) and adds the embedded issuer and the dev policy.
+// given); NewApp adds the embedded issuer and the dev policy once it knows
+// the broker's address.
 func applyDevDefaults(cmd *cobra.Command, cfg *Config) (func(), error) {
 	cleanup := func() {}
 	if !cmd.Flags().Changed("data-dir") && os.Getenv("PAMCTL_DATA_DIR") == "" {
@@ -132,15 +129,13 @@ func applyDevDefaults(cmd *cobra.Command, cfg *Config) (func(), error) {
 		cfg.MasterKeyFile = "" // ephemeral master key: nothing outlives the process
 		cleanup = func() { os.RemoveAll(dir) }
 	}
-	addDevIssuerAndPolicy(cfg)
 	return cleanup, nil
 }
 
 // DevIssuerName names the embedded development issuer.
 const DevIssuerName = "dev"
 
-func addDevIssuerAndPolicy(cfg *Config) {
-	brokerURL := "http://" + cfg.Broker.Addr
+func addDevIssuerAndPolicy(cfg *Config, brokerURL string) {
 	cfg.Server = brokerURL
 	has := false
 	for _, is := range cfg.Issuers {

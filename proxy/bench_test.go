@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"pamctl/broker/audit"
+	"pamctl/broker/token"
+	"pamctl/proxy/mask"
+)
+
+// countSink is an audit sink that only counts, so the benchmark measures
+// the proxy rather than a store.
+type countSink struct{ n atomic.Int64 }
+
+func (s *countSink) Append(_ context.Context, e *audit.Event) error {
+	if err := e.Normalize(time.Now()); err != nil {
+		return err
+	}
+	s.n.Add(1)
+	return nil
+}
+
+// cannedTransport answers every request in memory, as the upstream would,
+// so a benchmark over it measures only the proxies' own work.
+type cannedTransport struct{ json, stream []byte }
+
+func (t cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, _ := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	res := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Request: r}
+	if strings.Contains(string(body), `"stream":true`) {
+		res.Header.Set("Content-Type", "text/event-stream")
+		res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(t.stream)), -1
+		return res, nil
+	}
+	res.Header.Set("Content-Type", "application/json")
+	res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(t.json)), int64(len(t.json))
+	return res, nil
+}
+
+const benchAnswer = `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],` +
+	`"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`
+
+// BenchmarkProxyOverhead compares pamctl's proxy with a bare
+// httputil.ReverseProxy that only swaps Authorization, in the same run, for
+// a chat completion and a streamed one: over loopback to an in-process
+// httptest upstream ("net"), and over an in-memory transport ("mem") that
+// leaves only the proxies' own work. "pamctl-masked" adds response masking
+// with every detector on, the shipped default. docs/performance.md records
+// the results.
+func BenchmarkProxyOverhead(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), `"stream":true`) {
+			writeChatStream(w, "gpt-4o", true, nil)
+			return
+		}
+		writeJSON(w, benchAnswer)
+	}))
+	defer up.Close()
+	rec := httptest.NewRecorder()
+	writeChatStream(rec, "gpt-4o", true, nil)
+	canned := cannedTransport{json: []byte(benchAnswer), stream: rec.Body.Bytes()}
+
+	netTransport := http.DefaultTransport.(*http.Transport).Clone()
+	netTransport.MaxIdleConnsPerHost = 64
+	for _, tr := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{{"net", netTransport}, {"mem", canned}} {
+		b.Run(tr.name, func(b *testing.B) { benchProxies(b, up.URL+"/v1", tr.rt) })
+	}
+}
+
+func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
+	target, _ := url.Parse(upstreamURL)
+	bare := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.URL.Path = target.Path + strings.TrimPrefix(pr.In.URL.Path, "/v1")
+			pr.Out.Header.Set("Authorization", "Bearer "+vaultedKey)
+		},
+		Transport:     rt,
+		FlushInterval: -1,
+	}
+
+	c := &clock{t: time.Now()}
+	kr, minter := newKeyring(b, c)
+	opts := Options{
+		Verifier:  &token.Verifier{Keys: kr, Audience: token.AudienceProxy, Use: token.UseAccess, Now: c.Now},
+		Revoked:   &revocations{},
+		Keys:      keySource{"openai": vaultedKey},
+		Upstreams: []Upstream{{Name: "openai", URL: upstreamURL, Transport: rt}},
+		Audit:     &countSink{},
+		Logger:    slog.New(slog.DiscardHandler),
+		Now:       c.Now,
+	}
+	p, err := New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The shipped default: every response detector masks.
+	if opts.ResponseMask, err = mask.New(mask.Config{Default: mask.ActionMask}); err != nil {
+		b.Fatal(err)
+	}
+	masked, err := New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, err := minter.Mint(token.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: "bench", Audience: jwt.ClaimStrings{token.AudienceProxy}, ExpiresAt: jwt.NewNumericDate(c.Now().Add(time.Hour))},
+		Use:              token.UseAccess, Scope: "model:gpt-4o", Req: "req_bench", Limits: &token.Limits{RPM: 1 << 30, Tokens: 1 << 60},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	bodies := map[string]string{
+		"chat":   `{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the benchmark."}]}`,
+		"stream": `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`,
+	}
+	for _, kind := range []string{"chat", "stream"} {
+		for _, impl := range []struct {
+			name string
+			h    http.Handler
+		}{{"bare", bare}, {"pamctl", p}, {"pamctl-masked", masked}} {
+			b.Run(kind+"/"+impl.name, func(b *testing.B) {
+				body := bodies[kind]
+				b.ReportAllocs()
+				for b.Loop() {
+					req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+tok)
+					req.Header.Set("Content-Type", "application/json")
+					rec := httptest.NewRecorder()
+					impl.h.ServeHTTP(rec, req)
+					if rec.Code != 200 || rec.Body.Len() == 0 {
+						b.Fatalf("%s: %d %s", impl.name, rec.Code, rec.Body)
+					}
+				}
+			})
+		}
+	}
+}

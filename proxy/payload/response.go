@@ -1,0 +1,309 @@
+package payload
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"pamctl/proxy/mask"
+)
+
+// SummaryBytes bounds Result.Summary.
+const SummaryBytes = 512
+
+// Usage is the token usage reported by the upstream.
+type Usage struct {
+	// InputTokens is prompt_tokens (chat, embeddings) or input_tokens
+	// (responses).
+	InputTokens int64 `json:"input_tokens"`
+	// OutputTokens is completion_tokens or output_tokens.
+	OutputTokens int64 `json:"output_tokens"`
+	TotalTokens  int64 `json:"total_tokens"`
+}
+
+// Result describes a response the proxy forwarded.
+type Result struct {
+	// Counts is the number of findings masked, per type; each text field
+	// counts once even when it appears in several events of a stream.
+	Counts mask.Counts
+	// Summary is the start (at most SummaryBytes) of the assistant's text as
+	// the client received it, or "name(arguments)" of its tool calls.
+	Summary string
+	// Usage is set when HasUsage.
+	Usage    Usage
+	HasUsage bool
+}
+
+// MaskResponse masks every text field a client reads in a non-streamed
+// response body: chat choices[].message content, refusal, tool call and
+// function call arguments and audio transcripts; Responses output items
+// (message output_text and refusal parts, function and custom tool call
+// arguments, reasoning text, file search results) and output_text. Token
+// log probabilities, which spell the text out token by token, are removed
+// when masking is on. The body is returned unchanged when nothing changed or
+// masking is off; a body that is not JSON is masked as plain text.
+func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result, error) {
+	res := Result{Counts: mask.Counts{}}
+	ep, err := normalize(endpoint)
+	if err != nil {
+		return nil, res, err
+	}
+	root, err := decodeObject(body)
+	if err != nil {
+		if !m.Enabled() {
+			return body, res, nil
+		}
+		out, c := m.Mask(string(body))
+		res.Counts.Add(c)
+		return []byte(out), res, nil
+	}
+	res.Usage, res.HasUsage = parseUsage(root["usage"])
+	changed := false
+	f := func(_ string, _ int, s string) string {
+		if !m.Enabled() || s == "" {
+			return s
+		}
+		out, c := m.Mask(s)
+		res.Counts.Add(c)
+		changed = changed || out != s
+		return out
+	}
+	var sum summary
+	switch ep {
+	case EndpointChat:
+		for i, v := range arr(root["choices"]) {
+			ch := obj(v)
+			if ch == nil {
+				continue
+			}
+			if m.Enabled() && ch["logprobs"] != nil {
+				ch["logprobs"], changed = nil, true
+			}
+			msg := obj(ch["message"])
+			walkChatMessage(msg, f)
+			if i == 0 {
+				sum.chatMessage(msg)
+			}
+		}
+	case EndpointResponses:
+		items := arr(root["output"])
+		for _, v := range items {
+			if stripLogprobs(obj(v), m.Enabled()) {
+				changed = true
+			}
+			walkOutputItem(obj(v), f)
+		}
+		// output_text repeats the message text: mask it, count it once.
+		str(root, "output_text", func(s string) string {
+			if !m.Enabled() {
+				return s
+			}
+			out, _ := m.Mask(s)
+			changed = changed || out != s
+			return out
+		})
+		sum.outputItems(items)
+	}
+	res.Summary = sum.String()
+	if !changed {
+		return body, res, nil
+	}
+	out, err := encode(root)
+	return out, res, err
+}
+
+// walkChatMessage calls f on the text fields of a chat message (or delta).
+// The kind and index name the field within its choice.
+func walkChatMessage(msg map[string]any, f func(kind string, idx int, s string) string) {
+	if msg == nil {
+		return
+	}
+	for _, k := range []string{"content", "refusal"} {
+		if s, ok := msg[k].(string); ok {
+			msg[k] = f(k, 0, s)
+		}
+	}
+	for j, v := range arr(msg["tool_calls"]) {
+		tc := obj(v)
+		if tc == nil {
+			continue
+		}
+		idx := j
+		if n, ok := intOf(tc["index"]); ok {
+			idx = n
+		}
+		fn := obj(tc["function"])
+		if s, ok := fn["arguments"].(string); ok {
+			fn["arguments"] = f("tool", idx, s)
+		}
+	}
+	if fc := obj(msg["function_call"]); fc != nil {
+		if s, ok := fc["arguments"].(string); ok {
+			fc["arguments"] = f("function_call", 0, s)
+		}
+	}
+	if au := obj(msg["audio"]); au != nil {
+		if s, ok := au["transcript"].(string); ok {
+			au["transcript"] = f("audio", 0, s)
+		}
+	}
+}
+
+// Kinds of Responses text fields; each is also the middle of its streaming
+// event names ("response.<kind>.delta" / ".done").
+const (
+	kindOutputText    = "output_text"
+	kindRefusal       = "refusal"
+	kindFuncArgs      = "function_call_arguments"
+	kindCustomInput   = "custom_tool_call_input"
+	kindReasoningSum  = "reasoning_summary_text"
+	kindReasoningText = "reasoning_text"
+)
+
+// walkOutputItem calls f on the text fields of a Responses output item.
+func walkOutputItem(item map[string]any, f func(kind string, idx int, s string) string) {
+	if item == nil {
+		return
+	}
+	each := func(list []any, fields map[string]string) {
+		for k, v := range list {
+			p := obj(v)
+			for field, kind := range fields {
+				if s, ok := p[field].(string); ok {
+					p[field] = f(kind, k, s)
+				}
+			}
+		}
+	}
+	switch t, _ := item["type"].(string); t {
+	case "message":
+		each(arr(item["content"]), map[string]string{"text": kindOutputText, "refusal": kindRefusal})
+	case "function_call":
+		str(item, "arguments", func(s string) string { return f(kindFuncArgs, 0, s) })
+	case "custom_tool_call":
+		str(item, "input", func(s string) string { return f(kindCustomInput, 0, s) })
+	case "reasoning":
+		each(arr(item["summary"]), map[string]string{"text": kindReasoningSum})
+		each(arr(item["content"]), map[string]string{"text": kindReasoningText})
+	case "file_search_call":
+		each(arr(item["results"]), map[string]string{"text": "file_search_result"})
+	case "mcp_call":
+		str(item, "arguments", func(s string) string { return f("mcp_arguments", 0, s) })
+		str(item, "output", func(s string) string { return f("mcp_output", 0, s) })
+	}
+}
+
+// stripLogprobs empties the logprobs of a message item's parts.
+func stripLogprobs(item map[string]any, on bool) bool {
+	changed := false
+	if !on || item == nil {
+		return false
+	}
+	for _, v := range arr(item["content"]) {
+		if p := obj(v); p != nil && len(arr(p["logprobs"])) > 0 {
+			p["logprobs"], changed = []any{}, true
+		}
+	}
+	return changed
+}
+
+func parseUsage(v any) (Usage, bool) {
+	u := obj(v)
+	if u == nil {
+		return Usage{}, false
+	}
+	var out Usage
+	pick := func(keys ...string) int64 {
+		for _, k := range keys {
+			if n, ok := intOf(u[k]); ok {
+				return int64(n)
+			}
+		}
+		return 0
+	}
+	out.InputTokens = pick("prompt_tokens", "input_tokens")
+	out.OutputTokens = pick("completion_tokens", "output_tokens")
+	out.TotalTokens = pick("total_tokens")
+	if out.TotalTokens == 0 {
+		out.TotalTokens = out.InputTokens + out.OutputTokens
+	}
+	return out, true
+}
+
+func intOf(v any) (int, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := strconv.ParseInt(string(n), 10, 64)
+		return int(i), err == nil
+	case float64:
+		return int(n), true
+	}
+	return 0, false
+}
+
+// summary keeps the first SummaryBytes of text, cut at a rune boundary.
+type summary struct {
+	b     strings.Builder
+	tools []string
+}
+
+func (s *summary) add(text string) {
+	room := SummaryBytes - s.b.Len()
+	if room <= 0 || text == "" {
+		return
+	}
+	if len(text) > room {
+		for room > 0 && !utf8.RuneStart(text[room]) {
+			room--
+		}
+		text = text[:room]
+	}
+	s.b.WriteString(text)
+}
+
+func (s *summary) tool(name, args string) {
+	if len(s.tools) < 8 {
+		s.tools = append(s.tools, name+"("+args+")")
+	}
+}
+
+// String is the text, or else the tool calls.
+func (s *summary) String() string {
+	if s.b.Len() > 0 || len(s.tools) == 0 {
+		return s.b.String()
+	}
+	var t summary
+	t.add(strings.Join(s.tools, " "))
+	return t.b.String()
+}
+
+func (s *summary) chatMessage(msg map[string]any) {
+	if c, ok := msg["content"].(string); ok {
+		s.add(c)
+	}
+	for _, v := range arr(msg["tool_calls"]) {
+		fn := obj(obj(v)["function"])
+		name, _ := fn["name"].(string)
+		args, _ := fn["arguments"].(string)
+		s.tool(name, args)
+	}
+}
+
+func (s *summary) outputItems(items []any) {
+	for _, v := range items {
+		item := obj(v)
+		switch t, _ := item["type"].(string); t {
+		case "message":
+			for _, p := range arr(item["content"]) {
+				if txt, ok := obj(p)["text"].(string); ok {
+					s.add(txt)
+				}
+			}
+		case "function_call":
+			name, _ := item["name"].(string)
+			args, _ := item["arguments"].(string)
+			s.tool(name, args)
+		}
+	}
+}

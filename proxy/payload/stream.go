@@ -1,0 +1,619 @@
+package payload
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"pamctl/proxy/mask"
+	"pamctl/proxy/sse"
+)
+
+// maxStreams bounds the text fields a stream may have open at once.
+const maxStreams = 1024
+
+// ErrTooManyFields is returned when a stream opens more than maxStreams
+// text fields (choices, tool calls, output items) at once.
+var ErrTooManyFields = errors.New("payload: too many concurrent text fields in stream")
+
+// CopyStream copies the Server-Sent Events response of endpoint from src to
+// dst, calling flush (if not nil) after each event, and returns the
+// findings, usage and summary.
+//
+// With masking on it masks, event by event:
+//   - chat.completion.chunk: choices[i].delta content, refusal,
+//     tool_calls[j].function.arguments and function_call.arguments, each
+//     through its own mask.Stream, so a secret split across chunks is caught;
+//     logprobs are removed;
+//   - Responses events: response.<kind>.delta per item_id and
+//     content_index (kinds output_text, refusal, function_call_arguments,
+//     custom_tool_call_input, reasoning_summary_text, reasoning_text), their
+//     .done events, response.content_part.*, response.output_item.* and the
+//     response carried by response.created/in_progress/completed/incomplete/
+//     failed, masked consistently with the deltas.
+//
+// Text held back by a mask.Stream (the possible start of a secret) is
+// released before the event that ends its field — the chunk with
+// finish_reason, "[DONE]", the .done event, response.output_item.done,
+// response.completed — or at the end of the stream, as an extra delta event
+// of the same shape (a Responses event reuses the sequence_number of the
+// event it precedes). "[DONE]", comments and unknown events pass through;
+// data that is not JSON is masked as plain text. Nothing but held-back text
+// and the current event is buffered.
+//
+// With masking off the bytes are copied through as they arrive, and parsed
+// only for usage and the summary.
+func CopyStream(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker) (Result, error) {
+	ep, err := normalize(endpoint)
+	if err != nil {
+		return Result{Counts: mask.Counts{}}, err
+	}
+	if flush == nil {
+		flush = func() {}
+	}
+	s := &streamer{
+		m: m, ep: ep, flush: flush,
+		streams: map[textKey]*mask.Stream{},
+		counted: map[textKey]bool{},
+		outIdx:  map[string]any{},
+		res:     Result{Counts: mask.Counts{}},
+	}
+	var rd *sse.Reader
+	var tee *teeReader
+	if m.Enabled() {
+		s.w = sse.NewWriter(dst)
+		rd = sse.NewReader(src, sse.Limits{})
+		rd.OnComment = func(c string) {
+			if s.err == nil {
+				s.err = s.w.WriteComment(c)
+				s.flush()
+			}
+		}
+	} else {
+		// Copy bytes through; parse a copy for usage and the summary.
+		tee = &teeReader{r: src, w: dst, flush: flush}
+		s.w = sse.NewWriter(io.Discard)
+		s.flush = func() {}
+		rd = sse.NewReader(tee, sse.Limits{})
+	}
+	for s.err == nil {
+		ev, err := rd.Next()
+		if err != nil {
+			if tee != nil && tee.werr == nil && !errors.Is(err, io.EOF) && tee.rerr == nil {
+				// The copy cannot be parsed: keep copying bytes.
+				_, err = io.Copy(io.Discard, tee)
+			}
+			s.finishAll()
+			switch {
+			case s.err != nil:
+			case tee != nil && tee.werr != nil:
+				s.err = fmt.Errorf("payload: write to client: %w", tee.werr)
+			case err != nil && !errors.Is(err, io.EOF):
+				s.err = fmt.Errorf("payload: read upstream: %w", err)
+			}
+			break
+		}
+		if ep == EndpointChat {
+			s.err = s.chat(ev)
+		} else {
+			s.err = s.responses(ev)
+		}
+	}
+	for _, st := range s.streams {
+		s.res.Counts.Add(st.Counts())
+	}
+	s.res.Summary = s.sum.String()
+	return s.res, s.err
+}
+
+type teeReader struct {
+	r     io.Reader
+	w     io.Writer
+	flush func()
+	werr  error
+	rerr  error
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	if t.werr != nil {
+		return 0, t.werr
+	}
+	n, err := t.r.Read(p)
+	if n > 0 {
+		if _, werr := t.w.Write(p[:n]); werr != nil {
+			t.werr = werr
+			return n, werr
+		}
+		t.flush()
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.rerr = err
+	}
+	return n, err
+}
+
+// textKey names one text field of a stream: a chat choice's content,
+// refusal or tool call j, or a Responses item's part.
+type textKey struct {
+	item string // chat: choice index; responses: item_id
+	kind string
+	idx  int
+}
+
+type streamer struct {
+	m     *mask.Masker
+	ep    string
+	w     *sse.Writer
+	flush func()
+	err   error
+	res   Result
+	sum   summary
+
+	streams map[textKey]*mask.Stream
+	order   []textKey // creation order, for deterministic flushing
+	counted map[textKey]bool
+
+	tmpl     map[string]any // chat: top-level fields of the last chunk
+	chatType string         // chat: SSE event name of the last chunk
+	outIdx   map[string]any // responses: item_id -> output_index
+	seq      any            // responses: last sequence_number
+	respType bool           // responses: events carry an SSE event name
+	dirty    bool           // responses: the current event was changed
+}
+
+func (s *streamer) emit(ev sse.Event) error {
+	if err := s.w.WriteEvent(ev); err != nil {
+		return fmt.Errorf("payload: write to client: %w", err)
+	}
+	s.flush()
+	return nil
+}
+
+func (s *streamer) emitObj(ev sse.Event, o map[string]any, changed bool) error {
+	if changed {
+		b, err := encode(o)
+		if err != nil {
+			return err
+		}
+		ev.Data = string(b)
+	}
+	return s.emit(ev)
+}
+
+// opaque handles data that is not a JSON object.
+func (s *streamer) opaque(ev sse.Event) error {
+	if strings.TrimSpace(ev.Data) != "[DONE]" {
+		out, c := s.m.Mask(ev.Data)
+		s.res.Counts.Add(c)
+		ev.Data = out
+	}
+	return s.emit(ev)
+}
+
+// write masks the next piece of field k.
+func (s *streamer) write(k textKey, delta string) (string, error) {
+	st := s.streams[k]
+	if st == nil {
+		if len(s.streams) >= maxStreams {
+			return "", ErrTooManyFields
+		}
+		st = s.m.NewStream()
+		s.streams[k] = st
+		s.order = append(s.order, k)
+		s.counted[k] = true
+	}
+	out := st.Write(delta)
+	s.summarize(k, out)
+	return out, nil
+}
+
+// finish ends field k and returns its held-back tail.
+func (s *streamer) finish(k textKey) string {
+	st := s.streams[k]
+	if st == nil {
+		return ""
+	}
+	out := st.Flush()
+	s.res.Counts.Add(st.Counts())
+	delete(s.streams, k)
+	s.summarize(k, out)
+	return out
+}
+
+// pending returns the open fields selected by keep, in creation order, and
+// forgets closed ones.
+func (s *streamer) pending(keep func(textKey) bool) []textKey {
+	var out []textKey
+	live := s.order[:0]
+	for _, k := range s.order {
+		if s.streams[k] == nil {
+			continue
+		}
+		live = append(live, k)
+		if keep(k) {
+			out = append(out, k)
+		}
+	}
+	s.order = live
+	return out
+}
+
+// maskFull masks the whole text of field k (a .done event or a full item);
+// its findings count only if the field was not streamed.
+func (s *streamer) maskFull(k textKey, text string) string {
+	if text == "" {
+		return text
+	}
+	out, c := s.m.Mask(text)
+	s.dirty = s.dirty || out != text
+	if !s.counted[k] {
+		s.counted[k] = true
+		s.res.Counts.Add(c)
+	}
+	return out
+}
+
+func (s *streamer) summarize(k textKey, text string) {
+	if (k.kind == "content" && k.item == "0") || k.kind == kindOutputText {
+		s.sum.add(text)
+	}
+}
+
+func (s *streamer) finishAll() {
+	if s.err != nil {
+		return
+	}
+	if s.ep == EndpointChat {
+		s.err = s.flushChat(nil)
+		return
+	}
+	s.err = s.flushResponses(sse.Event{}, nil, func(textKey) bool { return true })
+}
+
+// ---- chat ----------------------------------------------------------------
+
+func (s *streamer) chat(ev sse.Event) error {
+	if strings.TrimSpace(ev.Data) == "[DONE]" {
+		if err := s.flushChat(nil); err != nil {
+			return err
+		}
+		return s.emit(ev)
+	}
+	chunk, err := decodeObject([]byte(ev.Data))
+	if err != nil {
+		return s.opaque(ev)
+	}
+	if u, ok := parseUsage(chunk["usage"]); ok {
+		s.res.Usage, s.res.HasUsage = u, true
+	}
+	s.chatType = ev.Type
+	s.tmpl = map[string]any{}
+	for k, v := range chunk {
+		if k != "choices" && k != "usage" && k != "obfuscation" {
+			s.tmpl[k] = v
+		}
+	}
+	changed, hasText := false, false
+	var finishing []map[string]any
+	finishingIdx := map[string]bool{}
+	for _, v := range arr(chunk["choices"]) {
+		ch := obj(v)
+		if ch == nil {
+			continue
+		}
+		ci, _ := intOf(ch["index"])
+		item := strconv.Itoa(ci)
+		if s.m.Enabled() && ch["logprobs"] != nil {
+			ch["logprobs"], changed = nil, true
+		}
+		delta := obj(ch["delta"])
+		text := false
+		var werr error
+		walkChatMessage(delta, func(kind string, idx int, t string) string {
+			text = true
+			out, err := s.write(textKey{item, kind, idx}, t)
+			if err != nil {
+				werr = err
+			}
+			changed = changed || out != t
+			return out
+		})
+		if werr != nil {
+			return werr
+		}
+		for _, tc := range arr(delta["tool_calls"]) {
+			if name, _ := obj(obj(tc)["function"])["name"].(string); name != "" && ci == 0 {
+				s.sum.tool(name, "…")
+			}
+		}
+		if fr, ok := ch["finish_reason"]; ok && fr != nil {
+			finishing = append(finishing, ch)
+			finishingIdx[item] = true
+			hasText = hasText || text
+		}
+	}
+	if len(finishing) == 0 {
+		return s.emitObj(ev, chunk, changed)
+	}
+	if !hasText {
+		// Usual case: the finishing chunk has an empty delta. Release
+		// the tails just before it.
+		if err := s.flushChat(finishingIdx); err != nil {
+			return err
+		}
+		return s.emitObj(ev, chunk, changed)
+	}
+	// The finishing chunk carries text: send it without finish_reason,
+	// then the tails, then finish_reason (and usage) on their own.
+	reasons := make([]any, len(finishing))
+	for i, ch := range finishing {
+		reasons[i], ch["finish_reason"] = ch["finish_reason"], nil
+	}
+	usage, hadUsage := chunk["usage"]
+	delete(chunk, "usage")
+	if err := s.emitObj(ev, chunk, true); err != nil {
+		return err
+	}
+	if err := s.flushChat(finishingIdx); err != nil {
+		return err
+	}
+	final := s.chatChunk(nil)
+	choices := make([]any, len(finishing))
+	for i, ch := range finishing {
+		choices[i] = map[string]any{"index": ch["index"], "delta": map[string]any{}, "finish_reason": reasons[i], "logprobs": nil}
+	}
+	final["choices"] = choices
+	if hadUsage {
+		final["usage"] = usage
+	}
+	return s.emitObj(sse.Event{Type: ev.Type}, final, true)
+}
+
+// chatChunk returns a chunk with the last chunk's top-level fields.
+func (s *streamer) chatChunk(choices []any) map[string]any {
+	c := map[string]any{"object": "chat.completion.chunk"}
+	for k, v := range s.tmpl {
+		c[k] = v
+	}
+	c["choices"] = choices
+	return c
+}
+
+// flushChat releases the tails of the choices in only (all when nil) as one
+// extra chunk.
+func (s *streamer) flushChat(only map[string]bool) error {
+	deltas := map[string]map[string]any{}
+	var items []string
+	for _, k := range s.pending(func(k textKey) bool { return only == nil || only[k.item] }) {
+		tail := s.finish(k)
+		if tail == "" {
+			continue
+		}
+		d := deltas[k.item]
+		if d == nil {
+			d = map[string]any{}
+			deltas[k.item] = d
+			items = append(items, k.item)
+		}
+		switch k.kind {
+		case "tool":
+			d["tool_calls"] = append(arr(d["tool_calls"]), map[string]any{
+				"index": k.idx, "function": map[string]any{"arguments": tail}})
+		case "function_call":
+			d["function_call"] = map[string]any{"arguments": tail}
+		case "audio":
+			d["audio"] = map[string]any{"transcript": tail}
+		default: // content, refusal
+			d[k.kind] = tail
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	choices := make([]any, len(items))
+	for i, item := range items {
+		choices[i] = map[string]any{"index": json.Number(item), "delta": deltas[item], "finish_reason": nil, "logprobs": nil}
+	}
+	return s.emitObj(sse.Event{Type: s.chatType}, s.chatChunk(choices), true)
+}
+
+// ---- responses --------------------------------------------------------------
+
+// streamKinds are the Responses text fields streamed as
+// response.<kind>.delta, with the field holding the full text in their
+// .done event.
+var streamKinds = map[string]string{
+	kindOutputText:    "text",
+	kindRefusal:       "refusal",
+	kindFuncArgs:      "arguments",
+	kindCustomInput:   "input",
+	kindReasoningSum:  "text",
+	kindReasoningText: "text",
+}
+
+// partKinds maps content part types to field kinds.
+var partKinds = map[string]string{
+	"output_text":    kindOutputText,
+	"refusal":        kindRefusal,
+	"summary_text":   kindReasoningSum,
+	"reasoning_text": kindReasoningText,
+}
+
+func partIndex(o map[string]any) int {
+	if n, ok := intOf(o["content_index"]); ok {
+		return n
+	}
+	n, _ := intOf(o["summary_index"])
+	return n
+}
+
+func (s *streamer) responses(ev sse.Event) error {
+	o, err := decodeObject([]byte(ev.Data))
+	if err != nil {
+		return s.opaque(ev)
+	}
+	typ, _ := o["type"].(string)
+	if typ == "" {
+		typ = ev.Type
+	}
+	s.dirty = false
+	s.respType = s.respType || ev.Type != ""
+	if seq, ok := o["sequence_number"]; ok {
+		s.seq = seq
+	}
+	itemID, _ := o["item_id"].(string)
+	if oi, ok := o["output_index"]; ok && itemID != "" {
+		s.outIdx[itemID] = oi
+	}
+	rest, _ := strings.CutPrefix(typ, "response.")
+	switch {
+	case strings.HasSuffix(rest, ".delta") && streamKinds[strings.TrimSuffix(rest, ".delta")] != "":
+		kind := strings.TrimSuffix(rest, ".delta")
+		d, ok := o["delta"].(string)
+		if !ok {
+			return s.emit(ev)
+		}
+		out, err := s.write(textKey{itemID, kind, partIndex(o)}, d)
+		if err != nil {
+			return err
+		}
+		o["delta"] = out
+		s.stripEventLogprobs(o)
+		return s.emitObj(ev, o, s.dirty || out != d)
+
+	case strings.HasSuffix(rest, ".done") && streamKinds[strings.TrimSuffix(rest, ".done")] != "":
+		kind := strings.TrimSuffix(rest, ".done")
+		k := textKey{itemID, kind, partIndex(o)}
+		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
+			return err
+		}
+		str(o, streamKinds[kind], func(t string) string { return s.maskFull(k, t) })
+		s.stripEventLogprobs(o)
+		return s.emitObj(ev, o, s.dirty)
+
+	case rest == "content_part.added" || rest == "content_part.done" ||
+		rest == "reasoning_summary_part.added" || rest == "reasoning_summary_part.done":
+		part := obj(o["part"])
+		pt, _ := part["type"].(string)
+		kind := partKinds[pt]
+		if kind == "" {
+			return s.emit(ev)
+		}
+		k := textKey{itemID, kind, partIndex(o)}
+		if strings.HasSuffix(rest, ".done") {
+			if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
+				return err
+			}
+		}
+		str(part, "text", func(t string) string { return s.maskFull(k, t) })
+		str(part, "refusal", func(t string) string { return s.maskFull(k, t) })
+		if s.m.Enabled() && len(arr(part["logprobs"])) > 0 {
+			part["logprobs"], s.dirty = []any{}, true
+		}
+		return s.emitObj(ev, o, s.dirty)
+
+	case rest == "output_item.added" || rest == "output_item.done":
+		item := obj(o["item"])
+		id, _ := item["id"].(string)
+		if rest == "output_item.done" {
+			if err := s.flushResponses(ev, o, func(x textKey) bool { return x.item == id }); err != nil {
+				return err
+			}
+		} else if t, _ := item["type"].(string); t == "function_call" {
+			name, _ := item["name"].(string)
+			s.sum.tool(name, "…")
+		}
+		s.maskItem(id, item)
+		if rest == "output_item.done" {
+			delete(s.outIdx, id)
+		}
+		return s.emitObj(ev, o, s.dirty)
+
+	case rest == "completed" || rest == "incomplete" || rest == "failed" ||
+		rest == "created" || rest == "in_progress" || rest == "queued":
+		resp := obj(o["response"])
+		if rest == "completed" || rest == "incomplete" || rest == "failed" {
+			if err := s.flushResponses(ev, o, func(textKey) bool { return true }); err != nil {
+				return err
+			}
+			if u, ok := parseUsage(resp["usage"]); ok {
+				s.res.Usage, s.res.HasUsage = u, true
+			}
+		}
+		items := arr(resp["output"])
+		for _, v := range items {
+			item := obj(v)
+			id, _ := item["id"].(string)
+			s.maskItem(id, item)
+		}
+		// output_text repeats the message text: mask it, never count it.
+		str(resp, "output_text", func(t string) string {
+			out, _ := s.m.Mask(t)
+			s.dirty = s.dirty || out != t
+			return out
+		})
+		if rest == "completed" && s.sum.b.Len() == 0 && len(s.sum.tools) == 0 {
+			s.sum.outputItems(items)
+		}
+		return s.emitObj(ev, o, s.dirty)
+	}
+	return s.emit(ev)
+}
+
+func (s *streamer) maskItem(id string, item map[string]any) {
+	if stripLogprobs(item, s.m.Enabled()) {
+		s.dirty = true
+	}
+	walkOutputItem(item, func(kind string, idx int, t string) string {
+		return s.maskFull(textKey{id, kind, idx}, t)
+	})
+}
+
+func (s *streamer) stripEventLogprobs(o map[string]any) {
+	if s.m.Enabled() && len(arr(o["logprobs"])) > 0 {
+		o["logprobs"], s.dirty = []any{}, true
+	}
+}
+
+// flushResponses releases the tails of the selected fields, each as an extra
+// response.<kind>.delta event before the event ev (o) that ends them.
+func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(textKey) bool) error {
+	for _, k := range s.pending(keep) {
+		tail := s.finish(k)
+		if tail == "" {
+			continue
+		}
+		typ := "response." + k.kind + ".delta"
+		d := map[string]any{"type": typ, "item_id": k.item, "delta": tail}
+		if oi, ok := s.outIdx[k.item]; ok {
+			d["output_index"] = oi
+		}
+		switch k.kind {
+		case kindOutputText, kindRefusal, kindReasoningText:
+			d["content_index"] = k.idx
+		case kindReasoningSum:
+			d["summary_index"] = k.idx
+		}
+		if k.kind == kindOutputText {
+			d["logprobs"] = []any{}
+		}
+		seq := s.seq
+		if v, ok := o["sequence_number"]; ok {
+			seq = v
+		}
+		if seq != nil {
+			d["sequence_number"] = seq
+		}
+		out := sse.Event{}
+		if s.respType {
+			out.Type = typ
+		}
+		if err := s.emitObj(out, d, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"pamctl/broker/audit"
+)
+
+func twoUpstreams(t *testing.T) (*harness, *fakeUpstream) {
+	azure := newFakeUpstream(t, "azure")
+	h := newHarness(t, func(o *Options) {
+		o.Upstreams = append(o.Upstreams, Upstream{Name: "azure", URL: azure.srv.URL + "/v1", KeyName: "azure", Organization: "org-pamctl", Project: "proj-agents"})
+	})
+	return h, azure
+}
+
+func TestModelPrefixRoutesToUpstream(t *testing.T) {
+	h, azure := twoUpstreams(t)
+	tok := h.mint(grant{scope: "model:azure/gpt-4o", req: "req_az"})
+
+	res, b := h.do("POST", "/v1/chat/completions", tok, `{"model":"azure/gpt-4o","messages":[{"role":"user","content":"hi"}]}`,
+		"OpenAI-Organization", "org-of-the-client")
+	if res.StatusCode != 200 || !strings.Contains(string(b), "Hello from azure") {
+		t.Fatalf("got %d %s", res.StatusCode, b)
+	}
+	if h.up.count() != 0 || azure.count() != 1 {
+		t.Fatalf("routed to openai %d times, azure %d times", h.up.count(), azure.count())
+	}
+	got := azure.requests()[0]
+	var sent struct {
+		Model    string            `json:"model"`
+		Messages []json.RawMessage `json:"messages"`
+	}
+	if err := json.Unmarshal(got.Body, &sent); err != nil || sent.Model != "gpt-4o" || len(sent.Messages) != 1 {
+		t.Fatalf("azure got body %s", got.Body)
+	}
+	if got.Header.Get("OpenAI-Organization") != "org-pamctl" || got.Header.Get("OpenAI-Project") != "proj-agents" {
+		t.Fatalf("upstream org/project headers: %v", got.Header)
+	}
+	ev := h.sink.last(t)
+	if ev.Model != "gpt-4o" || ev.Target != "azure" || ev.Details["client_model"] != "azure/gpt-4o" {
+		t.Fatalf("audit event %+v", ev)
+	}
+
+	// The qualified scope does not cover the default upstream's gpt-4o.
+	res, b = h.do("POST", "/v1/chat/completions", tok, chatBody)
+	if res.StatusCode != 403 || apiErr(t, b).Code != CodeModelNotInScope {
+		t.Fatalf("unqualified model with a qualified scope: %d %s", res.StatusCode, b)
+	}
+}
+
+func TestModelsListIsFilteredToScope(t *testing.T) {
+	h, azure := twoUpstreams(t)
+	tok := h.mint(grant{scope: "model:gpt-4o* model:azure/o3 model:ft:gpt-4o:acme::x1 endpoint:/v1/audio/*"})
+	res, b := h.do("GET", "/v1/models", tok, "")
+	if res.StatusCode != 200 {
+		t.Fatalf("got %d %s", res.StatusCode, b)
+	}
+	var list modelList
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range list.Data {
+		ids = append(ids, m.ID)
+	}
+	// gpt-4o* covers both gpt-4o models on every upstream; azure/o3 is named
+	// exactly; the fine-tuned model is in no upstream's list but is named
+	// exactly in the scope, so it is listed too.
+	want := []string{"azure/gpt-4o", "azure/gpt-4o-mini", "azure/o3", "ft:gpt-4o:acme::x1", "gpt-4o", "gpt-4o-mini"}
+	if list.Object != "list" || !slices.Equal(ids, want) {
+		t.Fatalf("models %v, want %v", ids, want)
+	}
+	for _, up := range []*fakeUpstream{h.up, azure} {
+		if r := up.requests(); len(r) != 1 || r[0].Path != "/v1/models" || r[0].Header.Get("Authorization") != "Bearer "+vaultedKey {
+			t.Fatalf("upstream %s model list request: %+v", up.name, r)
+		}
+	}
+	if ev := h.sink.last(t); ev.Response != "6 models" || ev.Status != 200 {
+		t.Fatalf("audit event %+v", ev)
+	}
+}
+
+func TestRetrieveModelInScope(t *testing.T) {
+	h, azure := twoUpstreams(t)
+	azure.set(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, `{"id":"`+strings.TrimPrefix(r.URL.Path, "/v1/models/")+`","object":"model","created":1,"owned_by":"azure"}`)
+	})
+	tok := h.mint(grant{scope: "model:azure/gpt-4o"})
+	res, b := h.do("GET", "/v1/models/azure/gpt-4o", tok, "")
+	if res.StatusCode != 200 || !strings.Contains(string(b), `"id":"gpt-4o"`) {
+		t.Fatalf("got %d %s", res.StatusCode, b)
+	}
+	if r := azure.requests(); len(r) != 1 || r[0].Path != "/v1/models/gpt-4o" {
+		t.Fatalf("azure got %+v", r)
+	}
+	res, b = h.do("GET", "/v1/models/o3", tok, "")
+	if res.StatusCode != 403 || apiErr(t, b).Code != CodeModelNotInScope {
+		t.Fatalf("model outside scope: %d %s", res.StatusCode, b)
+	}
+}
+
+// TestEndpointScopeForwardsOtherPaths: an endpoint: scope opens a path
+// beyond the default set; its (binary) answer passes through unchanged and
+// is audited.
+func TestEndpointScopeForwardsOtherPaths(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/audio/*", req: "req_audio"})
+	res, b := h.do("POST", "/v1/audio/speech?format=mp3", tok, `{"model":"tts-1","input":"hello","voice":"alloy"}`)
+	if res.StatusCode != 200 || len(b) != 100000 || res.Header.Get("Content-Type") != "audio/mpeg" {
+		t.Fatalf("got %d, %d bytes, %v", res.StatusCode, len(b), res.Header)
+	}
+	r := h.checkForwarded("/v1/audio/speech")
+	if !strings.Contains(string(r.Body), `"tts-1"`) {
+		t.Fatalf("upstream body %s", r.Body)
+	}
+	ev := h.sink.last(t)
+	if ev.Status != 200 || ev.Endpoint != "POST /v1/audio/speech" || ev.Decision != "allow" || ev.Reasons[0] != "scope endpoint:/v1/audio/speech" {
+		t.Fatalf("audit event %+v", ev)
+	}
+	// A JSON answer of such an endpoint is buffered and its usage counted.
+	res, b = h.do("POST", "/v1/audio/transcriptions", tok, `{"model":"gpt-4o-transcribe"}`)
+	if res.StatusCode != 200 || !strings.Contains(string(b), `"text":"hello"`) {
+		t.Fatalf("transcription: %d %s", res.StatusCode, b)
+	}
+	if ev := h.sink.last(t); ev.Usage == nil || ev.Usage.TotalTokens != 11 || ev.Usage.InputTokens != 9 {
+		t.Fatalf("audit event %+v", ev)
+	}
+	// A path the scope does not name stays closed.
+	res, b = h.do("POST", "/v1/images/generations", tok, `{"model":"dall-e-3","prompt":"x"}`)
+	if res.StatusCode != 403 || apiErr(t, b).Code != CodeEndpointNotAllowed {
+		t.Fatalf("images: %d %s", res.StatusCode, b)
+	}
+}
+
+func TestTraceIngest(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o", req: "req_trace"})
+	batch := `{"data":[
+		{"object":"trace","id":"trace_0123456789abcdef0123456789abcdef","workflow_name":"Agent workflow","group_id":null,"metadata":null},
+		{"object":"trace.span","id":"span_1","trace_id":"trace_0123456789abcdef0123456789abcdef","parent_id":null,
+		 "started_at":"2026-11-25T12:00:00Z","ended_at":"2026-11-25T12:00:01Z",
+		 "span_data":{"type":"generation","model":"gpt-4o","input":[{"role":"user","content":"hi"}],"output":[]},"error":null},
+		{"object":"trace.span","id":"span_2","trace_id":"trace_0123456789abcdef0123456789abcdef","parent_id":"span_1",
+		 "span_data":{"type":"function","name":"lookup"},"error":{"message":"tool failed","data":null}}]}`
+	res, b := h.do("POST", "/v1/traces/ingest", tok, batch, "OpenAI-Beta", "traces=v1")
+	if res.StatusCode != 204 || len(b) != 0 {
+		t.Fatalf("got %d %s", res.StatusCode, b)
+	}
+	if h.up.count() != 0 {
+		t.Fatal("traces were forwarded upstream")
+	}
+	spans := h.sink.ofType(audit.TypeTraceSpan)
+	if len(spans) != 3 || len(h.sink.ofType(audit.TypeProxyCall)) != 0 {
+		t.Fatalf("%d trace.span events, %d in all", len(spans), len(h.sink.all()))
+	}
+	gen, fn := spans[1], spans[2]
+	if gen.Grant != "req_trace" || gen.Actor == nil || gen.Actor.Subject != "alice@example.com" || gen.Model != "gpt-4o" ||
+		gen.Details["span_type"] != "generation" || gen.Details["trace_id"] != "trace_0123456789abcdef0123456789abcdef" ||
+		!strings.Contains(gen.Details["span"], `"input"`) {
+		t.Fatalf("generation span event %+v", gen)
+	}
+	if fn.Details["parent_id"] != "span_1" || fn.Details["name"] != "lookup" || !strings.Contains(fn.Error, "tool failed") {
+		t.Fatalf("function span event %+v", fn)
+	}
+	if spans[0].Details["workflow"] != "Agent workflow" || spans[0].Details["object"] != "trace" {
+		t.Fatalf("trace event %+v", spans[0])
+	}
+
+	for _, bad := range []string{`{"data":`, `{"items":[]}`, `{"data":[1]}`} {
+		res, b := h.do("POST", "/v1/traces/ingest", tok, bad)
+		if res.StatusCode != 400 {
+			t.Fatalf("bad batch %s: %d %s", bad, res.StatusCode, b)
+		}
+	}
+	if res, _ := h.do("POST", "/v1/traces/ingest", "", batch); res.StatusCode != 401 {
+		t.Fatalf("traces without a token: %d", res.StatusCode)
+	}
+}

@@ -1,0 +1,331 @@
+// Package sse owns Server-Sent Events framing: a streaming Reader that parses
+// an event stream as the HTML Living Standard's "event stream interpretation"
+// does (event, data, id and retry fields, multi-line data, comments, CRLF, LF
+// and CR line ends, a leading BOM) with bounded memory, and a Writer that
+// emits events with valid framing whatever their data contains.
+//
+// The package knows nothing about OpenAI payloads; proxy/payload builds on it.
+package sse
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Event is one dispatched event.
+type Event struct {
+	// Type is the "event" field; empty means the default type "message".
+	Type string
+	// Data is the "data" fields joined by "\n".
+	Data string
+	// ID is the value of this event's "id" field; HasID reports whether
+	// the event had one (an empty id resets the client's last event id).
+	ID    string
+	HasID bool
+	// Retry is the "retry" field in milliseconds; 0 means absent (a retry
+	// of 0 is not re-emitted).
+	Retry int
+}
+
+// Limits bound a Reader's memory.
+type Limits struct {
+	// MaxLine is the longest line accepted, in bytes (default 4 MiB).
+	MaxLine int
+	// MaxEvent is the largest event accepted, in bytes of data (default 8 MiB).
+	MaxEvent int
+}
+
+// Default limits: an OpenAI "response.completed" event carries the whole
+// response on one data line.
+const (
+	DefaultMaxLine  = 4 << 20
+	DefaultMaxEvent = 8 << 20
+)
+
+// Errors returned by Reader.Next.
+var (
+	ErrLineTooLong   = errors.New("sse: line too long")
+	ErrEventTooLarge = errors.New("sse: event too large")
+)
+
+// Reader reads events from a stream. Memory is bounded by Limits: one line
+// plus one event's data.
+type Reader struct {
+	r      io.Reader
+	lim    Limits
+	buf    []byte // unread input is buf[off:end]
+	off    int
+	end    int
+	err    error // sticky error from r
+	skipLF bool  // the previous line ended with CR: ignore a leading LF
+	bom    bool  // BOM already checked
+	line   []byte
+
+	// OnComment, if set, is called with each comment line (without the
+	// leading ':' and one optional space) in stream order.
+	OnComment func(text string)
+
+	// event being built
+	data    []byte
+	hasData bool
+	typ     string
+	id      string
+	hasID   bool
+	retry   int
+}
+
+// NewReader returns a Reader of r. Zero limits take the defaults.
+func NewReader(r io.Reader, lim Limits) *Reader {
+	if lim.MaxLine <= 0 {
+		lim.MaxLine = DefaultMaxLine
+	}
+	if lim.MaxEvent <= 0 {
+		lim.MaxEvent = DefaultMaxEvent
+	}
+	return &Reader{r: r, lim: lim, buf: make([]byte, 32<<10)}
+}
+
+// Next returns the next dispatched event. At the end of the stream it
+// returns io.EOF; an unterminated last event (no blank line after it) is
+// discarded, as the standard requires.
+func (r *Reader) Next() (Event, error) {
+	for {
+		line, err := r.readLine()
+		if err != nil {
+			return Event{}, err
+		}
+		if ev, ok := r.processLine(line); ok {
+			return ev, nil
+		}
+		if len(r.data) > r.lim.MaxEvent {
+			return Event{}, ErrEventTooLarge
+		}
+	}
+}
+
+func (r *Reader) processLine(line []byte) (Event, bool) {
+	if len(line) == 0 {
+		return r.dispatch()
+	}
+	if line[0] == ':' {
+		if r.OnComment != nil {
+			c := line[1:]
+			if len(c) > 0 && c[0] == ' ' {
+				c = c[1:]
+			}
+			r.OnComment(string(c))
+		}
+		return Event{}, false
+	}
+	field, value := line, []byte(nil)
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		field, value = line[:i], line[i+1:]
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+	}
+	switch string(field) {
+	case "event":
+		r.typ = string(value)
+	case "data":
+		if r.hasData {
+			r.data = append(r.data, '\n')
+		}
+		r.data = append(r.data, value...)
+		r.hasData = true
+	case "id":
+		if bytes.IndexByte(value, 0) < 0 {
+			r.id, r.hasID = string(value), true
+		}
+	case "retry":
+		if n, err := strconv.Atoi(string(value)); err == nil && isDigits(value) {
+			r.retry = n
+		}
+	}
+	return Event{}, false
+}
+
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// dispatch ends the event being built. Per the standard an event without
+// data is not dispatched (its id still updates the last event id, which a
+// proxy forwards with the next event).
+func (r *Reader) dispatch() (Event, bool) {
+	if !r.hasData {
+		r.typ = ""
+		return Event{}, false
+	}
+	ev := Event{Type: r.typ, Data: string(r.data), ID: r.id, HasID: r.hasID, Retry: r.retry}
+	r.data, r.hasData, r.typ, r.hasID, r.id, r.retry = r.data[:0], false, "", false, "", 0
+	if cap(r.data) > 64<<10 {
+		r.data = nil
+	}
+	return ev, true
+}
+
+// readLine returns the next line without its terminator. The slice is valid
+// until the next call.
+func (r *Reader) readLine() ([]byte, error) {
+	r.line = r.line[:0]
+	for {
+		if r.off == r.end {
+			if r.err != nil {
+				// A final line without terminator ends the stream, and
+				// with it any event being built.
+				return nil, r.err
+			}
+			r.fill()
+			continue
+		}
+		chunk := r.buf[r.off:r.end]
+		if !r.bom {
+			if len(chunk) < 3 && r.err == nil && bytes.HasPrefix([]byte("\xef\xbb\xbf"), chunk) {
+				r.fill()
+				continue
+			}
+			r.bom = true
+			if bytes.HasPrefix(chunk, []byte("\xef\xbb\xbf")) {
+				r.off += 3
+				continue
+			}
+		}
+		if r.skipLF {
+			r.skipLF = false
+			if chunk[0] == '\n' {
+				r.off++
+				continue
+			}
+		}
+		i := bytes.IndexAny(chunk, "\r\n")
+		if i < 0 {
+			if len(r.line)+len(chunk) > r.lim.MaxLine {
+				return nil, ErrLineTooLong
+			}
+			r.line = append(r.line, chunk...)
+			r.off = r.end
+			continue
+		}
+		if len(r.line)+i > r.lim.MaxLine {
+			return nil, ErrLineTooLong
+		}
+		r.skipLF = chunk[i] == '\r'
+		r.off += i + 1
+		if len(r.line) == 0 {
+			return chunk[:i], nil
+		}
+		r.line = append(r.line, chunk[:i]...)
+		return r.line, nil
+	}
+}
+
+func (r *Reader) fill() {
+	if r.off == r.end {
+		r.off, r.end = 0, 0
+	} else if r.off > 0 {
+		r.end = copy(r.buf, r.buf[r.off:r.end])
+		r.off = 0
+	}
+	n, err := r.r.Read(r.buf[r.end:])
+	r.end += n
+	if err != nil {
+		r.err = err
+	}
+}
+
+// Writer writes events with valid framing.
+type Writer struct {
+	w   io.Writer
+	buf []byte
+}
+
+// NewWriter returns a Writer to w. Each event is written with one Write call.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// ErrInvalidField is returned for an event type or id containing a line
+// break (or, for ids, NUL), which cannot be framed.
+var ErrInvalidField = errors.New("sse: field contains a line break")
+
+// WriteEvent writes e. Data is split on CRLF, LF and CR into data lines, so
+// any text round-trips through a Reader (except that CRLF and CR in data
+// come back as LF). An event with empty Data is written with one empty data
+// line, which a standard reader does not dispatch.
+func (w *Writer) WriteEvent(e Event) error {
+	if strings.ContainsAny(e.Type, "\r\n") || strings.ContainsAny(e.ID, "\r\n\x00") {
+		return ErrInvalidField
+	}
+	b := w.buf[:0]
+	if e.Type != "" {
+		b = append(b, "event: "...)
+		b = append(b, e.Type...)
+		b = append(b, '\n')
+	}
+	if e.HasID {
+		b = append(b, "id: "...)
+		b = append(b, e.ID...)
+		b = append(b, '\n')
+	}
+	if e.Retry > 0 {
+		b = append(b, "retry: "...)
+		b = strconv.AppendInt(b, int64(e.Retry), 10)
+		b = append(b, '\n')
+	}
+	b = appendLines(b, "data", e.Data)
+	b = append(b, '\n')
+	w.buf = b
+	_, err := w.w.Write(b)
+	if cap(w.buf) > 64<<10 {
+		w.buf = nil
+	}
+	if err != nil {
+		return fmt.Errorf("sse: write: %w", err)
+	}
+	return nil
+}
+
+// WriteComment writes text as comment lines (": text"); an empty text
+// writes ":" alone. Comments keep idle connections open.
+func (w *Writer) WriteComment(text string) error {
+	b := appendLines(w.buf[:0], "", text)
+	w.buf = b
+	if _, err := w.w.Write(b); err != nil {
+		return fmt.Errorf("sse: write: %w", err)
+	}
+	return nil
+}
+
+// appendLines appends "field: line\n" for each line of s ("field" empty:
+// comment lines).
+func appendLines(b []byte, field, s string) []byte {
+	for {
+		i := strings.IndexAny(s, "\r\n")
+		line := s
+		if i >= 0 {
+			line = s[:i]
+		}
+		b = append(b, field...)
+		b = append(b, ':')
+		if line != "" {
+			b = append(b, ' ')
+			b = append(b, line...)
+		}
+		b = append(b, '\n')
+		if i < 0 {
+			return b
+		}
+		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			i++
+		}
+		s = s[i+1:]
+	}
+}
