@@ -68,7 +68,7 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 	now := s.now()
 	rs, err := s.store.ListRequests(ctx, func(r *Request) bool {
 		return r.Kind == KindPrompt && r.State == StateApproved && r.Requester.Same(h.Caller) &&
-			r.Prompt != nil && !r.Prompt.Used && r.Prompt.SHA256 == h.SHA256 &&
+			r.Prompt != nil && !r.Prompt.Used && r.Prompt.SHA256 == h.SHA256 && r.Prompt.GrantID == h.GrantID &&
 			r.Prompt.RetryUntil != nil && now.Before(*r.Prompt.RetryUntil)
 	})
 	if err != nil {

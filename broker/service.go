@@ -71,7 +71,14 @@ type Service struct {
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // request id -> closed on any change
+
+	stopping     chan struct{} // closed by Stop: waits return at once
+	stoppingOnce sync.Once
 }
+
+// Stop makes every Wait (long-polls, held prompts) return now, so a
+// graceful shutdown is not held up by people who have not decided yet.
+func (s *Service) Stop() { s.stoppingOnce.Do(func() { close(s.stopping) }) }
 
 // New builds a Service and loads the persisted revocations.
 func New(ctx context.Context, c Config) (*Service, error) {
@@ -93,14 +100,15 @@ func New(ctx context.Context, c Config) (*Service, error) {
 		minter:   &token.Minter{Keys: c.Keys, Issuer: c.Issuer, Now: c.Now},
 		sessions: &token.Verifier{Keys: c.Keys, Issuer: c.Issuer, Audience: token.AudienceBroker, Use: token.UseSession, Now: c.Now},
 		waiters:  map[string][]chan struct{}{},
+		stopping: make(chan struct{}),
 	}
 	s.SetPolicies(c.Policies)
-	revs, err := c.Store.Revocations(ctx)
+	revoked, err := c.Store.ListRequests(ctx, func(r *Request) bool { return r.State == StateRevoked && r.ExpiresAt != nil })
 	if err != nil {
 		return nil, fmt.Errorf("broker: load revocations: %w", err)
 	}
-	for _, r := range revs {
-		s.revoked.Store(r.GrantID, r.Until)
+	for _, r := range revoked {
+		s.revoked.Store(r.ID, *r.ExpiresAt)
 	}
 	return s, nil
 }
@@ -135,6 +143,11 @@ func (s *Service) Login(ctx context.Context, rawIDToken, nonce string, client au
 	}
 	who := Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind}
 	exp := s.now().Add(s.sessionTTL).UTC().Truncate(time.Second)
+	if who.Kind == oidc.KindService && !id.Expiry.IsZero() && id.Expiry.Before(exp) {
+		// A workload's short-lived token (CI job, Kubernetes) must not
+		// become a long broker session.
+		exp = id.Expiry.UTC().Truncate(time.Second)
+	}
 	raw, err := s.minter.Mint(token.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceBroker}, ExpiresAt: jwt.NewNumericDate(exp)},
 		Use:              token.UseSession, Email: who.Email, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer,
@@ -306,6 +319,10 @@ func (s *Service) Wait(ctx context.Context, who Identity, id string) (*Request, 
 		case <-ch:
 		case <-timer.C:
 		case <-ctx.Done():
+			timer.Stop()
+			s.unsubscribe(id, ch)
+			return r, nil
+		case <-s.stopping:
 			timer.Stop()
 			s.unsubscribe(id, ch)
 			return r, nil
@@ -506,6 +523,9 @@ func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin boo
 			return ErrNotFound
 		}
 		s.expireView(r, now)
+		if r.Kind != KindAccess {
+			return errorf(CodeInvalid, "%s is a held prompt, not a grant; deny it with: pamctl deny %s", r.ID, r.ID)
+		}
 		if r.State != StateApproved {
 			return errorf(CodeConflict, "request %s is %s; only approved grants can be revoked", r.ID, r.State)
 		}
@@ -516,13 +536,7 @@ func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin boo
 	if err != nil {
 		return nil, s.storeErr(err)
 	}
-	rev := Revocation{GrantID: r.ID, At: now, By: who, Until: *r.ExpiresAt}
-	s.revoked.Store(r.ID, rev.Until)
-	if err := s.store.PutRevocation(ctx, rev); err != nil {
-		// The in-memory set already refuses the token; say the record failed.
-		s.log.Error("revocation not persisted", "grant", r.ID, "err", err)
-		return nil, &Error{Code: CodeInternal, Message: "the grant is revoked now but the revocation was not saved; revoke again", Err: err}
-	}
+	s.revoked.Store(r.ID, *r.ExpiresAt)
 	s.emit(ctx, &audit.Event{Type: audit.TypeGrantRevoked, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: r.Requester.Subject, Decision: "revoked"})
 	s.wake(r.ID)
 	s.notify(ctx, r, "grant.revoked")
@@ -560,7 +574,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 		if was == StateApproved {
 			what = "grant"
 		}
-		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Actor: actor(r.Requester), Request: r.ID, Grant: grantOf(d), Decision: "expired", Details: map[string]string{"what": what}})
+		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Target: r.Requester.Subject, Request: r.ID, Grant: grantOf(d), Decision: "expired", Details: map[string]string{"what": what}})
 		s.wake(r.ID)
 		if was == StatePending {
 			s.notify(ctx, r, "request.expired")

@@ -514,3 +514,20 @@ func TestPromptHoldReleaseTimeoutAndRetry(t *testing.T) {
 		t.Fatal("denied hold did not return")
 	}
 }
+
+// An email the issuer did not verify is not part of the identity: policies
+// and the no-self-review rule match on email.
+func TestUnverifiedEmailIgnored(t *testing.T) {
+	e := newEnv(t)
+	raw, err := e.iss.Mint(devissuer.Claims{Subject: "eve", Email: "alice@example.com", Groups: []string{"ml"}, Extra: map[string]any{"email_verified": false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := e.svc.Login(context.Background(), raw, "", audit.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Identity.Email != "" {
+		t.Fatalf("unverified email kept: %+v", sess.Identity)
+	}
+}

@@ -115,16 +115,6 @@ func (r *Request) Approvals() int {
 	return n
 }
 
-// Revocation records that a grant's tokens must be refused.
-type Revocation struct {
-	GrantID string    `json:"grant"`
-	At      time.Time `json:"at"`
-	By      Identity  `json:"by"`
-	// Until is when the grant would have expired anyway; the record may be
-	// dropped after it.
-	Until time.Time `json:"until"`
-}
-
 // RequestStore persists requests. Update runs fn on the stored request inside
 // one transaction (compare-and-swap): fn may refuse by returning an error, in
 // which case nothing changes.
@@ -135,16 +125,11 @@ type RequestStore interface {
 	ListRequests(ctx context.Context, keep func(*Request) bool) ([]*Request, error)
 }
 
-// RevocationStore persists revocations so they survive restarts.
-type RevocationStore interface {
-	PutRevocation(ctx context.Context, r Revocation) error
-	Revocations(ctx context.Context) ([]Revocation, error)
-}
-
-// Store is everything the Service persists.
+// Store is everything the Service persists. A revocation is the request's
+// state (revoked), written in the same transaction as the rest of it, so
+// it survives restarts with nothing else to keep in step.
 type Store interface {
 	RequestStore
-	RevocationStore
 }
 
 // ErrNotFound means there is no request with that id.

@@ -41,6 +41,7 @@ const (
 	DefaultHeadEvery    = 1000
 	DefaultHeadInterval = 10 * time.Second
 	DefaultBatchDelay   = time.Millisecond
+	DefaultBatchSize    = 64
 	DefaultAuditQueue   = 16384
 )
 
@@ -60,18 +61,23 @@ type AuditOptions struct {
 	// Signer signs the chain head and retention anchors; nil disables
 	// signing (then truncation of the tail is not detectable).
 	Signer audit.HeadSigner
-	// The head is signed when HeadEvery events were appended since the
-	// last signed head, every HeadInterval while unsigned events exist,
-	// after Prune, before Export and on Close.
+	// The head is signed once the first event exists, when HeadEvery
+	// events were appended since the last signed head (default 1000),
+	// every HeadInterval while unsigned events exist (default 10s), at
+	// startup if events are unsigned, after Prune, before Export and on
+	// Close. Defaults apply to zero values.
 	HeadEvery    int
 	HeadInterval time.Duration
 	// Clock stamps events, heads and anchors. Default time.Now.
 	Clock func() time.Time
-	// BatchDelay is how long bbolt waits to group concurrent appends into
-	// one transaction (bbolt's DB.MaxBatchDelay, which is per database:
-	// creating the log sets it for every Batch user of this DB). Default
-	// 1ms; bbolt's own default of 10ms caps a writer at 100 events/s.
+	// BatchDelay and BatchSize set bbolt's DB.MaxBatchDelay and
+	// DB.MaxBatchSize, which are per database: creating the log sets them
+	// for every Batch user of this DB. A batch commits when it has
+	// BatchSize members or BatchDelay after its first one, whichever comes
+	// first. Defaults 1ms and 64 (bbolt's 10ms would add 10ms to every
+	// grouped append; Go timers do not fire sooner than about 1ms anyway).
 	BatchDelay time.Duration
+	BatchSize  int
 	// QueueSize bounds the async queue; Append blocks when it is full.
 	QueueSize int
 	// SubscriberBuffer bounds each subscription's live queue.
@@ -151,7 +157,11 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 			return t.C, t.Stop
 		}
 	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultBatchSize
+	}
 	db.bolt.MaxBatchDelay = opts.BatchDelay
+	db.bolt.MaxBatchSize = opts.BatchSize
 
 	var tip audit.Link
 	var head *audit.SignedHead
@@ -172,6 +182,9 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 		l.signedSeq.Store(head.Seq)
 	}
 	if opts.Signer != nil {
+		if head == nil || head.Seq < tip.Seq {
+			l.kickSigner() // events left unsigned by a crash; the loop checks continuity first
+		}
 		tick, stopTick := opts.newTicker(opts.HeadInterval)
 		l.loops.Add(1)
 		go l.headLoop(tick, stopTick)
@@ -316,7 +329,9 @@ func (l *AuditLog) appendAfter(tx *bolt.Tx, d *audit.Draft, tip audit.Link, out 
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketAudit).Put(u64(seq), wrapLine(line)); err != nil {
+	b := tx.Bucket(bucketAudit)
+	b.FillPercent = 1 // keys only ever append: fill pages, write fewer per commit
+	if err := b.Put(u64(seq), wrapLine(line)); err != nil {
 		return fmt.Errorf("store: audit put: %w", err)
 	}
 	*out = sealed{seq: seq, prev: tip.Hash, hash: hash}
@@ -328,11 +343,17 @@ func (l *AuditLog) appendAfter(tx *bolt.Tx, d *audit.Draft, tip audit.Link, out 
 // committed runs after the commit that stored e.
 func (l *AuditLog) committed(e audit.Event) {
 	l.hub.Publish(e)
-	if l.opts.Signer != nil && e.Seq >= l.signedSeq.Load()+uint64(l.opts.HeadEvery) {
-		select {
-		case l.kick <- struct{}{}:
-		default:
-		}
+	// Sign when HeadEvery events are unsigned, and as soon as there is a
+	// first event: a chain with events and no head fails keyed Verify.
+	if signed := l.signedSeq.Load(); l.opts.Signer != nil && (signed == 0 || e.Seq >= signed+uint64(l.opts.HeadEvery)) {
+		l.kickSigner()
+	}
+}
+
+func (l *AuditLog) kickSigner() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
 	}
 }
 

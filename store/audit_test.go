@@ -511,19 +511,28 @@ func TestAuditHeadSigning(t *testing.T) {
 		}
 	}
 
+	appendN(t, l, 1)
+	if h := waitHead("the first event"); h.Seq != 1 {
+		t.Fatalf("head at seq %d", h.Seq)
+	}
 	appendN(t, l, 5)
-	if h := waitHead("5 events with HeadEvery=5"); h.Seq != 5 {
+	if h := waitHead("5 more events with HeadEvery=5"); h.Seq != 6 {
 		t.Fatalf("head at seq %d", h.Seq)
 	}
 	appendN(t, l, 2)
 	tick <- auditT0 // HeadInterval elapsed
-	if h := waitHead("an interval tick"); h.Seq != 7 {
+	if h := waitHead("an interval tick"); h.Seq != 8 {
 		t.Fatalf("head at seq %d", h.Seq)
 	}
 	appendN(t, l, 1)
 	closeAudit(t, db, l) // Close signs the final head
-	if h := waitHead("Close"); h.Seq != 8 {
+	if h := waitHead("Close"); h.Seq != 9 {
 		t.Fatalf("head at seq %d", h.Seq)
+	}
+	select {
+	case h := <-signed:
+		t.Fatalf("unexpected extra head at seq %d", h.Seq)
+	default:
 	}
 
 	_, l = openAudit(t, dir, false, AuditOptions{})
@@ -532,11 +541,31 @@ func TestAuditHeadSigning(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, _ := testKeys("k1")
-	if st.Head == nil || st.Head.Seq != 8 || st.Head.Hash != st.Last.Hash || !ed25519.Verify(pub, st.Head.Message(), st.Head.Sig) {
+	if st.Head == nil || st.Head.Seq != 9 || st.Head.Hash != st.Last.Hash || !ed25519.Verify(pub, st.Head.Message(), st.Head.Sig) {
 		t.Fatalf("stored head %+v, last %+v", st.Head, st.Last)
 	}
-	if h, err := l.SignHead(ctx); err != nil || h.Seq != 8 {
+	if h, err := l.SignHead(ctx); err != nil || h.Seq != 9 {
 		t.Fatalf("SignHead without a signer returns the stored head: %+v, %v", h, err)
+	}
+}
+
+func TestAuditSignsTheTailLeftByACrashAtStartup(t *testing.T) {
+	dir := t.TempDir()
+	db, l := openAudit(t, dir, false, AuditOptions{}) // no signer: no head
+	appendN(t, l, 3)
+	closeAudit(t, db, l)
+	signed := make(chan audit.SignedHead, 1)
+	_, l = openAudit(t, dir, false, AuditOptions{Signer: testSigner, headSigned: func(h audit.SignedHead) { signed <- h }})
+	select {
+	case h := <-signed:
+		if h.Seq != 3 {
+			t.Fatalf("head at seq %d", h.Seq)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unsigned tail was not signed at startup")
+	}
+	if rep, err := l.Verify(context.Background(), testKeys); err != nil || rep.Unsigned != 0 {
+		t.Fatalf("Verify = %+v, %v", rep, err)
 	}
 }
 

@@ -72,17 +72,3 @@ func (db *DB) ListRequests(_ context.Context, keep func(*broker.Request) bool) (
 	})
 	return out, err
 }
-
-// PutRevocation records a revocation durably.
-func (db *DB) PutRevocation(_ context.Context, r broker.Revocation) error {
-	return db.bolt.Update(func(tx *bolt.Tx) error { return put(tx, bucketRevocations, []byte(r.GrantID), r) })
-}
-
-// Revocations returns every recorded revocation.
-func (db *DB) Revocations(_ context.Context) ([]broker.Revocation, error) {
-	var out []broker.Revocation
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		return each(tx, bucketRevocations, func(r *broker.Revocation) bool { out = append(out, *r); return true })
-	})
-	return out, err
-}

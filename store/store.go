@@ -7,7 +7,6 @@
 //
 //	meta         "version"            -> uint64 big-endian schema version
 //	requests     request id           -> broker.Request
-//	revocations  request (grant) id   -> broker.Revocation
 //	keys         kid                  -> token.SealedKey
 //	vault        entry name           -> vault.Entry (secret sealed under the master key)
 //	audit        seq, uint64 BE       -> audit.Event
@@ -33,15 +32,14 @@ const SchemaVersion uint64 = 1
 const FileName = "pamctl.db"
 
 var (
-	bucketMeta        = []byte("meta")
-	bucketRequests    = []byte("requests")
-	bucketRevocations = []byte("revocations")
-	bucketKeys        = []byte("keys")
-	bucketVault       = []byte("vault")
-	bucketAudit       = []byte("audit")
-	bucketAuditMeta   = []byte("audit_meta")
+	bucketMeta      = []byte("meta")
+	bucketRequests  = []byte("requests")
+	bucketKeys      = []byte("keys")
+	bucketVault     = []byte("vault")
+	bucketAudit     = []byte("audit")
+	bucketAuditMeta = []byte("audit_meta")
 
-	allBuckets = [][]byte{bucketMeta, bucketRequests, bucketRevocations, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}
+	allBuckets = [][]byte{bucketMeta, bucketRequests, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}
 
 	keyVersion = []byte("version")
 )

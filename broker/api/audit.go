@@ -195,7 +195,7 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, ": following the audit trail\n\n")
 	flusher.Flush()
-	keepalive := time.NewTicker(15 * time.Second)
+	keepalive := time.NewTicker(followRecheck)
 	defer keepalive.Stop()
 	for {
 		select {
@@ -214,6 +214,14 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.Seq, raw)
 			flusher.Flush()
 		case <-keepalive.C:
+			// The right to read may end while following: a session that
+			// expires or an audit:read grant that is revoked ends the stream.
+			if exp, ok := ctx.Value(expKey{}).(time.Time); ok && !time.Now().Before(exp) {
+				return
+			}
+			if _, ok := ctx.Value(expKey{}).(time.Time); ok && s.Broker.CanReadAudit(ctx, who) != nil {
+				return
+			}
 			fmt.Fprint(w, ": keepalive\n\n")
 			flusher.Flush()
 		case <-ctx.Done():
@@ -226,6 +234,10 @@ func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// followRecheck is how often a follower's right to read is checked again
+// (and a keepalive comment sent).
+const followRecheck = 5 * time.Second
 
 // VerifyResult is the body of GET /v1/audit/verify.
 type VerifyResult struct {

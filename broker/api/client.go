@@ -254,7 +254,10 @@ func (c *Client) stream(ctx context.Context, path string, header map[string]stri
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	hc := *c.HTTP
+	hc := http.Client{}
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
 	hc.Timeout = 0 // streams last as long as ctx
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -123,6 +123,9 @@ func (s *Server) common(mux *http.ServeMux) {
 
 type ctxKey struct{}
 
+// expKey holds the session's expiry; absent on the admin socket.
+type expKey struct{}
+
 // IdentityFrom returns the caller authenticated by the session middleware.
 func IdentityFrom(ctx context.Context) (broker.Identity, bool) {
 	id, ok := ctx.Value(ctxKey{}).(broker.Identity)
@@ -144,7 +147,9 @@ func (s *Server) authed(h authedFunc) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Pamctl-Session-Expires", exp.UTC().Format(time.RFC3339))
-		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who)), who)
+		ctx := context.WithValue(r.Context(), ctxKey{}, who)
+		ctx = context.WithValue(ctx, expKey{}, exp)
+		h(w, r.WithContext(ctx), who)
 	}
 }
 
@@ -356,9 +361,19 @@ func (s *Server) vaultSet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	e, err := s.Vault.Set(r.Context(), name, vault.NewSecret(string(raw)))
-	if err != nil {
+	if err := vault.ValidateName(name); err != nil {
 		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: err.Error()})
+		return
+	}
+	secret := vault.NewSecret(string(raw))
+	if secret.Empty() {
+		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "the secret is empty"})
+		return
+	}
+	e, err := s.Vault.Set(r.Context(), name, secret)
+	if err != nil {
+		s.logErr(r, err)
+		writeError(w, &broker.Error{Code: broker.CodeInternal, Message: "could not store the secret", Err: err})
 		return
 	}
 	s.emit(r.Context(), &audit.Event{Type: audit.TypeVaultSet, Actor: adminActor(), Target: name, Details: map[string]string{"fingerprint": e.Fingerprint}})
@@ -415,12 +430,19 @@ func (s *Server) logErr(r *http.Request, err error) {
 	s.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 }
 
+// maxUserAgent bounds what a client's User-Agent may put in the trail.
+const maxUserAgent = 256
+
 func clientOf(r *http.Request) audit.Client {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	return audit.Client{RemoteAddr: host, UserAgent: r.UserAgent()}
+	ua := r.UserAgent()
+	if len(ua) > maxUserAgent {
+		ua = ua[:maxUserAgent]
+	}
+	return audit.Client{RemoteAddr: host, UserAgent: ua}
 }
 
 // ErrorBody is the JSON shape of every API error.

@@ -178,7 +178,8 @@ func (b *Broadcaster) remove(s *Subscription) {
 // Subscription is a live follow of the audit log.
 type Subscription struct {
 	// C delivers events in seq order and is closed when the subscription
-	// ends; then Err says why.
+	// ends; then Err says why. Events share maps and slices with other
+	// subscribers: treat them as read-only.
 	C <-chan Event
 
 	c      chan Event

@@ -273,3 +273,23 @@ func TestVerifyUnknownAnchorKey(t *testing.T) {
 	_, err := Verify(a, nil, seqOf(lines), testKeys)
 	wantBreak(t, err, 0, BreakAnchor)
 }
+
+// BenchmarkVerifyJSONL verifies an in-memory export of 100,000 events.
+func BenchmarkVerifyJSONL(b *testing.B) {
+	const n = 100_000
+	lines := chain(b, 1, GenesisHash, n)
+	var buf bytes.Buffer
+	if err := WriteJSONL(&buf, nil, seqOf(lines), nil); err != nil {
+		b.Fatal(err)
+	}
+	data := buf.Bytes()
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rep, err := VerifyJSONL(bytes.NewReader(data), nil)
+		if err != nil || rep.Events != n {
+			b.Fatalf("%+v, %v", rep, err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

@@ -243,6 +243,12 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims map[string]any) (Id
 	if c.Workload {
 		kind = KindService
 	}
+	// Policies and the no-self-review rule match people by email, so an
+	// address counts only when the issuer says it verified it: an IdP that
+	// lets users edit their email must not let them become someone else.
+	if verified, _ := claims["email_verified"].(bool); !verified {
+		email = ""
+	}
 	return Identity{
 		Subject:   tok.Subject,
 		Email:     email,

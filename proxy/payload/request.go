@@ -59,7 +59,12 @@ type Request struct {
 	// Raw is the body as received.
 	Raw []byte
 
-	root map[string]any
+	root map[string]any // the decoded body; nil when the fast path read it
+	// The fast path (chat requests): every prompt text field in
+	// walkRequest's order, and the top-level keys.
+	scanned bool
+	texts   []string
+	keys    []string
 }
 
 // ParseRequest parses body, once, for endpoint.
@@ -67,6 +72,22 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 	ep, err := normalize(endpoint)
 	if err != nil {
 		return nil, err
+	}
+	if ep == EndpointChat {
+		// The usual request: read the few fields needed without decoding
+		// the body into maps. Anything unusual takes the path below.
+		var sc reqScan
+		if scanChatRequest(string(body), &sc) {
+			r := &Request{Endpoint: ep, Raw: body, Model: sc.model, Stream: sc.stream, scanned: true, texts: sc.texts, keys: sc.keys}
+			var parts []string
+			for _, t := range sc.texts {
+				if t != "" {
+					parts = append(parts, t)
+				}
+			}
+			r.Text = strings.Join(parts, "\n")
+			return r, nil
+		}
 	}
 	root, err := decodeObject(body)
 	if err != nil {
@@ -89,6 +110,9 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 // Rewrite returns the body with f applied to every prompt text field. Other
 // fields are kept; when f changes nothing, Raw itself is returned.
 func (r *Request) Rewrite(f func(string) string) ([]byte, error) {
+	if r.scanned {
+		return r.rewriteScanned(f)
+	}
 	root := deepCopy(r.root).(map[string]any)
 	changed := false
 	walkRequest(r.Endpoint, root, func(s string) string {
@@ -100,6 +124,68 @@ func (r *Request) Rewrite(f func(string) string) ([]byte, error) {
 		return r.Raw, nil
 	}
 	return encode(root)
+}
+
+// rewriteScanned is Rewrite for a body the fast path read: f runs once per
+// field, in walkRequest's order; only when it changes something is the
+// body decoded (fresh, so Raw's meaning is untouched) and re-encoded.
+func (r *Request) rewriteScanned(f func(string) string) ([]byte, error) {
+	outs := make([]string, len(r.texts))
+	changed := false
+	for i, t := range r.texts {
+		outs[i] = f(t)
+		changed = changed || outs[i] != t
+	}
+	if !changed {
+		return r.Raw, nil
+	}
+	root, err := decodeObject(r.Raw)
+	if err != nil {
+		return nil, err
+	}
+	k, diverged := 0, false
+	walkRequest(r.Endpoint, root, func(s string) string {
+		if k >= len(outs) || s != r.texts[k] {
+			diverged = true
+			return s
+		}
+		k++
+		return outs[k-1]
+	})
+	if diverged || k != len(outs) {
+		// The scan and the decoder disagree about the prompt fields; refuse
+		// rather than forward a body whose rewrite is uncertain.
+		return nil, errScanMismatch
+	}
+	return encode(root)
+}
+
+var errScanMismatch = errors.New("payload: prompt fields could not be matched for rewriting")
+
+// AddField returns Raw with a new top-level member key: value in front of
+// the others, when the fast path read the body and it has no member key;
+// ok is false otherwise, and the caller edits the decoded body instead.
+// value must be valid JSON.
+func (r *Request) AddField(key string, value json.RawMessage) ([]byte, bool) {
+	if !r.scanned || len(r.keys) == 0 {
+		return nil, false
+	}
+	for _, k := range r.keys {
+		if k == key {
+			return nil, false
+		}
+	}
+	i := bytes.IndexByte(r.Raw, '{')
+	if i < 0 {
+		return nil, false
+	}
+	b := make([]byte, 0, len(r.Raw)+len(key)+len(value)+4)
+	b = append(b, r.Raw[:i+1]...)
+	b = appendJSONString(b, key)
+	b = append(b, ':')
+	b = append(b, value...)
+	b = append(b, ',')
+	return append(b, r.Raw[i+1:]...), true
 }
 
 // Mask rewrites the body with m and returns the findings.

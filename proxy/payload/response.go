@@ -49,6 +49,11 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 	if err != nil {
 		return nil, res, err
 	}
+	if ep == EndpointChat {
+		if fres, ok := maskChatAnswer(body, m); ok {
+			return body, fres, nil
+		}
+	}
 	root, err := decodeObject(body)
 	if err != nil {
 		if !m.Enabled() {
@@ -111,6 +116,42 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 	}
 	out, err := encode(root)
 	return out, res, err
+}
+
+// maskChatAnswer is MaskResponse's fast path for the usual chat answer,
+// read without decoding it into maps. It reports ok only when masking
+// leaves every text unchanged (the body is then returned as is); otherwise
+// the generic path masks and re-encodes.
+func maskChatAnswer(body []byte, m *mask.Masker) (Result, bool) {
+	var d chatDoc
+	if !scanChat(string(body), "message", m.Enabled(), &d) {
+		return Result{}, false
+	}
+	res := Result{Counts: mask.Counts{}, Usage: d.usage, HasUsage: d.hasUsage}
+	var sum summary
+	for i, ch := range d.choices {
+		if !ch.isObj {
+			continue
+		}
+		for _, t := range [2]struct {
+			t   text
+			has bool
+		}{{ch.msg.content, ch.msg.hasC}, {ch.msg.refusal, ch.msg.hasR}} {
+			if !t.has || !m.Enabled() || t.t.val == "" {
+				continue
+			}
+			out, c := m.Mask(t.t.val)
+			if out != t.t.val {
+				return Result{}, false
+			}
+			res.Counts.Add(c)
+		}
+		if i == 0 && ch.msg.hasC {
+			sum.add(ch.msg.content.val)
+		}
+	}
+	res.Summary = sum.String()
+	return res, true
 }
 
 // walkChatMessage calls f on the text fields of a chat message (or delta).

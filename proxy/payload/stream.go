@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -156,8 +157,11 @@ type streamer struct {
 	order   []textKey // creation order, for deterministic flushing
 	counted map[textKey]bool
 
-	tmpl     map[string]any // chat: top-level fields of the last chunk
+	tmplObj  map[string]any // chat: the last chunk, decoded (generic path)
+	tmplData string         // chat: the last chunk's data (fast path), decoded on demand
 	chatType string         // chat: SSE event name of the last chunk
+	doc      chatDoc        // chat: reused by the fast path
+	reps     []replacement  // chat: reused by the fast path
 	outIdx   map[string]any // responses: item_id -> output_index
 	seq      any            // responses: last sequence_number
 	respType bool           // responses: events carry an SSE event name
@@ -282,6 +286,9 @@ func (s *streamer) chat(ev sse.Event) error {
 		}
 		return s.emit(ev)
 	}
+	if done, err := s.chatFast(ev); done {
+		return err
+	}
 	chunk, err := decodeObject([]byte(ev.Data))
 	if err != nil {
 		return s.opaque(ev)
@@ -290,12 +297,7 @@ func (s *streamer) chat(ev sse.Event) error {
 		s.res.Usage, s.res.HasUsage = u, true
 	}
 	s.chatType = ev.Type
-	s.tmpl = map[string]any{}
-	for k, v := range chunk {
-		if k != "choices" && k != "usage" && k != "obfuscation" {
-			s.tmpl[k] = v
-		}
-	}
+	s.tmplObj, s.tmplData = chunk, "" // chatChunk reads its top-level fields
 	changed, hasText := false, false
 	var finishing []map[string]any
 	finishingIdx := map[string]bool{}
@@ -372,11 +374,68 @@ func (s *streamer) chat(ev sse.Event) error {
 	return s.emitObj(sse.Event{Type: ev.Type}, final, true)
 }
 
+// chatFast handles the usual chunk, whose choices carry content or
+// refusal deltas and no finish_reason, without decoding it into maps: the
+// deltas go through their mask streams as on the generic path, and the
+// chunk goes out as it came, with only the changed strings replaced. It
+// reports done false, having changed nothing, for any other chunk (usage,
+// finish_reason, tool calls, logprobs to remove, anything unusual), which
+// the generic path then handles.
+func (s *streamer) chatFast(ev sse.Event) (bool, error) {
+	d := &s.doc
+	d.choices, d.hasUsage = d.choices[:0], false
+	if !scanChat(ev.Data, "delta", s.m.Enabled(), d) || d.hasUsage {
+		return false, nil
+	}
+	for _, ch := range d.choices {
+		if ch.finish {
+			return false, nil
+		}
+	}
+	s.chatType = ev.Type
+	s.tmplObj, s.tmplData = nil, ev.Data
+	reps := s.reps[:0]
+	for _, ch := range d.choices {
+		if !ch.isObj || !ch.msg.hasC && !ch.msg.hasR {
+			continue
+		}
+		item := strconv.Itoa(ch.index)
+		for _, f := range [2]struct {
+			t    text
+			has  bool
+			kind string
+		}{{ch.msg.content, ch.msg.hasC, "content"}, {ch.msg.refusal, ch.msg.hasR, "refusal"}} {
+			if !f.has {
+				continue
+			}
+			out, err := s.write(textKey{item, f.kind, 0}, f.t.val)
+			if err != nil {
+				return true, err
+			}
+			if out != f.t.val {
+				reps = append(reps, replacement{f.t, out})
+			}
+		}
+	}
+	s.reps = reps
+	if len(reps) > 0 {
+		slices.SortFunc(reps, func(a, b replacement) int { return a.t.off - b.t.off })
+		ev.Data = splice(ev.Data, reps)
+	}
+	return true, s.emit(ev)
+}
+
 // chatChunk returns a chunk with the last chunk's top-level fields.
 func (s *streamer) chatChunk(choices []any) map[string]any {
 	c := map[string]any{"object": "chat.completion.chunk"}
-	for k, v := range s.tmpl {
-		c[k] = v
+	last := s.tmplObj
+	if last == nil && s.tmplData != "" {
+		last, _ = decodeObject([]byte(s.tmplData))
+	}
+	for k, v := range last {
+		if k != "choices" && k != "usage" && k != "obfuscation" {
+			c[k] = v
+		}
 	}
 	c["choices"] = choices
 	return c

@@ -86,8 +86,13 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 	if lim.MaxEvent <= 0 {
 		lim.MaxEvent = DefaultMaxEvent
 	}
-	return &Reader{r: r, lim: lim, buf: make([]byte, 32<<10)}
+	return &Reader{r: r, lim: lim, buf: make([]byte, readBufSize)}
 }
+
+// readBufSize is the Reader's input buffer. Events of a model stream are a
+// few hundred bytes, and a proxy may hold thousands of streams open at once,
+// so it is small; longer lines are collected across fills.
+const readBufSize = 4 << 10
 
 // Next returns the next dispatched event. At the end of the stream it
 // returns io.EOF; an unterminated last event (no blank line after it) is

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -327,7 +329,9 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	health.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	health.Handle("/", a.proxy)
 	mk := func(h http.Handler) *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		// No WriteTimeout: streams and long-polls write for as long as they last.
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	}
 	a.servers = []*http.Server{mk(a.api.Public()), mk(health), mk(a.api.Admin())}
 	if a.mockLn != nil {
@@ -355,11 +359,20 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		a.log.Error("server failed", "err", err)
 	}
 	close(a.stopping)
+	a.broker.Stop() // long-polls and held prompts answer now
 	sctx, cancel := context.WithTimeout(context.Background(), gracePeriod)
 	defer cancel()
+	var down sync.WaitGroup
 	for _, s := range a.servers {
-		_ = s.Shutdown(sctx)
+		down.Add(1)
+		go func() {
+			defer down.Done()
+			if s.Shutdown(sctx) != nil {
+				s.Close() // grace period over: cut what is left
+			}
+		}()
 	}
+	down.Wait()
 	stopBg()
 	wg.Wait()
 	if cerr := a.Close(); err == nil {
@@ -412,7 +425,12 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		}
 		a.broker.SetPolicies(cfg.Policies)
 		a.proxy.SetInspection(insp)
-		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Target: cfg.File, Details: map[string]string{"trigger": why}})
+		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
+		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
+			details["restart_needed"] = strings.Join(stale, ", ")
+			a.log.Warn("config changes that need a restart were not applied", "keys", details["restart_needed"])
+		}
+		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Target: cfg.File, Details: details})
 		a.log.Info("config reloaded", "trigger", why, "policies", len(cfg.Policies))
 	}
 	for {
@@ -427,6 +445,30 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			}
 		}
 	}
+}
+
+// needsRestart names the settings that differ between the running config
+// and a reloaded one but only take effect at start.
+func needsRestart(old, cur *Config) []string {
+	var out []string
+	for _, c := range []struct {
+		key      string
+		was, now any
+	}{
+		{"issuers", old.Issuers, cur.Issuers},
+		{"upstreams", old.Upstreams, cur.Upstreams},
+		{"broker", old.Broker, cur.Broker},
+		{"proxy", old.Proxy, cur.Proxy},
+		{"data_dir", old.DataDir, cur.DataDir},
+		{"session_ttl", old.SessionTTL, cur.SessionTTL},
+		{"audit", old.Audit, cur.Audit},
+		{"notify", old.Notify, cur.Notify},
+	} {
+		if !reflect.DeepEqual(c.was, c.now) {
+			out = append(out, c.key)
+		}
+	}
+	return out
 }
 
 func dirOf(p string) string {

@@ -24,7 +24,7 @@ import (
 type auditSource interface {
 	Events(ctx context.Context, f audit.Filter, n int) ([]audit.Event, error)
 	Event(ctx context.Context, seq uint64) (audit.Event, error)
-	Follow(ctx context.Context, f audit.Filter, fn func(audit.Event) error) error
+	Follow(ctx context.Context, f audit.Filter, from uint64, fn func(audit.Event) error) error
 	Verify(ctx context.Context) (api.VerifyResult, error)
 	Export(ctx context.Context, w io.Writer) error
 	Close() error
@@ -38,8 +38,8 @@ func (r remoteAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audit
 func (r remoteAudit) Event(ctx context.Context, seq uint64) (audit.Event, error) {
 	return r.c.AuditEvent(ctx, seq)
 }
-func (r remoteAudit) Follow(ctx context.Context, f audit.Filter, fn func(audit.Event) error) error {
-	return r.c.AuditFollow(ctx, f, 0, fn)
+func (r remoteAudit) Follow(ctx context.Context, f audit.Filter, from uint64, fn func(audit.Event) error) error {
+	return r.c.AuditFollow(ctx, f, from, fn)
 }
 func (r remoteAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
 	return r.c.AuditVerify(ctx)
@@ -70,7 +70,7 @@ func (la *localAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audi
 func (la *localAudit) Event(ctx context.Context, seq uint64) (audit.Event, error) {
 	return la.log.Get(ctx, seq)
 }
-func (la *localAudit) Follow(context.Context, audit.Filter, func(audit.Event) error) error {
+func (la *localAudit) Follow(context.Context, audit.Filter, uint64, func(audit.Event) error) error {
 	return withCode(ExitUsage, errors.New("audit tail -f follows a running server: start `pamctl serve` (or pass --server)"))
 }
 func (la *localAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
@@ -185,15 +185,17 @@ func newCmdAuditTail(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var from uint64 // 0: the server starts at its head
 			for _, e := range evs {
 				if err := p.print(e); err != nil {
 					return err
 				}
+				from = e.Seq + 1
 			}
 			if !o.Follow {
 				return nil
 			}
-			err = src.Follow(cmd.Context(), flt, p.print)
+			err = src.Follow(cmd.Context(), flt, from, p.print)
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -446,7 +448,7 @@ func verificationKeys(cmd *cobra.Command, f *Factory) (audit.KeyFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l, err := openLocal(cmd.Context(), cfg); err == nil {
+	if l, err := openExistingLocal(cmd.Context(), cfg); err == nil {
 		defer l.Close()
 		kr, err := token.LoadKeyring(cmd.Context(), l.db, l.vault.Sealer(), maxTokenTTL, nil)
 		if err != nil {

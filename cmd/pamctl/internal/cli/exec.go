@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -103,7 +104,7 @@ func execRun(cmd *cobra.Command, o *ExecOptions) error {
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}
-	env := append(os.Environ(), "OPENAI_BASE_URL="+info.ProxyURL, "OPENAI_API_KEY="+t.Token, "PAMCTL_GRANT="+t.Request.ID)
+	env := append(childEnv(os.Environ()), "OPENAI_BASE_URL="+info.ProxyURL, "OPENAI_API_KEY="+t.Token, "PAMCTL_GRANT="+t.Request.ID)
 	if !o.KeepTracing {
 		env = append(env, "OPENAI_AGENTS_DISABLE_TRACING=1")
 	}
@@ -128,3 +129,18 @@ func execRun(cmd *cobra.Command, o *ExecOptions) error {
 }
 
 var errSilent = errors.New("")
+
+// childEnv is the caller's environment without pamctl's own settings (the
+// master key above all) and without any OpenAI credentials: the child gets
+// exactly the proxy URL and the scoped token.
+func childEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "PAMCTL_") || strings.HasPrefix(name, "OPENAI_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}

@@ -70,6 +70,9 @@ waits for the decision; Ctrl-C stops waiting and leaves the request pending.`,
 			if err := checkOutput(o.Output); err != nil {
 				return err
 			}
+			if wait, _ := cmd.Flags().GetBool("wait"); !wait {
+				o.NoWait = true
+			}
 			if runF != nil {
 				return runF(cmd, o)
 			}
@@ -80,8 +83,7 @@ waits for the decision; Ctrl-C stops waiting and leaves the request pending.`,
 	cmd.Flags().DurationVar(&o.TTL, "ttl", 0, "grant lifetime (default 15m; capped by policy max_ttl)")
 	cmd.Flags().StringVar(&o.Reason, "reason", "", "why you need it (shown to approvers and audited)")
 	cmd.Flags().BoolVar(&o.NoWait, "nowait", false, "return at once instead of waiting for a decision")
-	cmd.Flags().Bool("wait", true, "wait for a decision (the default)")
-	_ = cmd.Flags().MarkHidden("wait")
+	cmd.Flags().Bool("wait", true, "wait for a decision (the default; --wait=false is --nowait)")
 	addOutputFlag(cmd, &o.Output)
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -93,7 +94,7 @@ func exitCodeOf(err error) int {
 	if errors.Is(err, api.ErrUnreachable) {
 		return ExitUnreachable
 	}
-	if errors.Is(err, errUsage) {
+	if errors.Is(err, errUsage) || strings.HasPrefix(err.Error(), "unknown command") {
 		return ExitUsage
 	}
 	return ExitError
@@ -162,5 +163,21 @@ masks sensitive data and records everything in a hash-chained audit trail.`,
 		NewCmdVersion(f),
 		NewCmdCompletion(f),
 	)
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes argument-count errors exit with ExitUsage, like flag errors.
+func usageArgs(c *cobra.Command) {
+	if orig := c.Args; orig != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := orig(cmd, args); err != nil {
+				return withCode(ExitUsage, fmt.Errorf("%w\nSee '%s --help'", err, cmd.CommandPath()))
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -120,6 +121,17 @@ func (f *Factory) reloader(cmd *cobra.Command, dev bool, brokerURL func() string
 // the broker's address.
 func applyDevDefaults(cmd *cobra.Command, cfg *Config) (func(), error) {
 	cleanup := func() {}
+	// The dev issuer logs in anyone as anyone: it must never sit beside
+	// real issuers or be reachable from another machine.
+	if len(cfg.Issuers) > 0 {
+		return nil, withCode(ExitUsage, errors.New("--dev adds an auto-consent development issuer and cannot run with `issuers:` configured; drop --dev or use a config without issuers"))
+	}
+	for _, a := range []struct{ name, addr string }{{"broker", cfg.Broker.Addr}, {"proxy", cfg.Proxy.Addr}} {
+		host, _, err := net.SplitHostPort(a.addr)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return nil, withCode(ExitUsage, fmt.Errorf("--dev listens on loopback only; the %s address %q is not", a.name, a.addr))
+		}
+	}
 	if !cmd.Flags().Changed("data-dir") && os.Getenv("PAMCTL_DATA_DIR") == "" {
 		dir, err := os.MkdirTemp("", "pamctl-dev-")
 		if err != nil {

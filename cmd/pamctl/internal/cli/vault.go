@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,6 +42,21 @@ func openLocal(ctx context.Context, cfg *Config) (*local, error) {
 }
 
 func (l *local) Close() error { return l.db.Close() }
+
+// openExistingLocal opens the data dir only when it and its master key
+// already exist, so a read-only use (verifying an export) never creates a
+// database or a key on a machine that has none.
+func openExistingLocal(ctx context.Context, cfg *Config) (*local, error) {
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, store.FileName)); err != nil {
+		return nil, err
+	}
+	if os.Getenv(vault.EnvMasterKey) == "" {
+		if _, err := os.Stat(cfg.MasterKeyFile); err != nil {
+			return nil, err
+		}
+	}
+	return openLocal(ctx, cfg)
+}
 
 // adminTarget runs fn against the running server's admin socket, or else
 // against the data dir opened directly.

@@ -1,0 +1,698 @@
+package payload
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// A strict JSON scanner for the hot path. Decoding a body or a stream chunk
+// into map[string]any (and encoding it back) is most of what the proxy
+// costs per call, yet an ordinary chat request, answer or chunk needs only a
+// few strings out of it. The scanners below walk the JSON text without
+// building values, pick out those strings, and report ok only for inputs
+// whose meaning they fully know; anything else (duplicate or escaped keys,
+// tool calls, logprobs, an unusual type, deep nesting, invalid UTF-8, a
+// syntax error) sends the caller down the generic map path, which stays the
+// reference for every result.
+
+// maxScanDepth bounds nesting; deeper values take the generic path.
+const maxScanDepth = 64
+
+// jscan scans one JSON text. It accepts exactly RFC 8259's grammar, as
+// encoding/json does (invalid UTF-8 is refused by the callers up front).
+type jscan struct {
+	s     string
+	i     int
+	depth int
+}
+
+func (p *jscan) ws() {
+	for p.i < len(p.s) {
+		switch p.s[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek returns the next byte, or 0 at the end.
+func (p *jscan) peek() byte {
+	if p.i < len(p.s) {
+		return p.s[p.i]
+	}
+	return 0
+}
+
+// end reports whether only whitespace is left.
+func (p *jscan) end() bool {
+	p.ws()
+	return p.i == len(p.s)
+}
+
+// str scans a string token and returns it as written (with its quotes) and
+// whether it holds escapes.
+func (p *jscan) str() (raw string, esc, ok bool) {
+	start := p.i
+	if p.peek() != '"' {
+		return "", false, false
+	}
+	p.i++
+	for p.i < len(p.s) {
+		c := p.s[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return p.s[start:p.i], esc, true
+		case c == '\\':
+			esc = true
+			if p.i+1 >= len(p.s) {
+				return "", false, false
+			}
+			switch p.s[p.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				p.i += 2
+			case 'u':
+				if p.i+6 > len(p.s) {
+					return "", false, false
+				}
+				for k := p.i + 2; k < p.i+6; k++ {
+					if !isHex(p.s[k]) {
+						return "", false, false
+					}
+				}
+				p.i += 6
+			default:
+				return "", false, false
+			}
+		case c < 0x20:
+			return "", false, false
+		default:
+			p.i++
+		}
+	}
+	return "", false, false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// number scans a number token; integer reports that it has no fraction or
+// exponent.
+func (p *jscan) number() (tok string, integer, ok bool) {
+	start := p.i
+	if p.peek() == '-' {
+		p.i++
+	}
+	switch {
+	case p.peek() == '0':
+		p.i++
+	case isDigit(p.peek()):
+		for isDigit(p.peek()) {
+			p.i++
+		}
+	default:
+		return "", false, false
+	}
+	integer = true
+	if p.peek() == '.' {
+		integer = false
+		p.i++
+		if !isDigit(p.peek()) {
+			return "", false, false
+		}
+		for isDigit(p.peek()) {
+			p.i++
+		}
+	}
+	if c := p.peek(); c == 'e' || c == 'E' {
+		integer = false
+		p.i++
+		if c := p.peek(); c == '+' || c == '-' {
+			p.i++
+		}
+		if !isDigit(p.peek()) {
+			return "", false, false
+		}
+		for isDigit(p.peek()) {
+			p.i++
+		}
+	}
+	return p.s[start:p.i], integer, true
+}
+
+// literal scans true, false or null.
+func (p *jscan) literal(lit string) bool {
+	if len(p.s)-p.i < len(lit) || p.s[p.i:p.i+len(lit)] != lit {
+		return false
+	}
+	p.i += len(lit)
+	return true
+}
+
+// null scans a null if one comes next.
+func (p *jscan) null() bool {
+	return p.peek() == 'n' && p.literal("null")
+}
+
+// value skips any value.
+func (p *jscan) value() bool {
+	switch c := p.peek(); {
+	case c == '{':
+		return p.object(func(string) bool { return p.value() })
+	case c == '[':
+		return p.array(func() bool { return p.value() })
+	case c == '"':
+		_, _, ok := p.str()
+		return ok
+	case c == '-' || isDigit(c):
+		_, _, ok := p.number()
+		return ok
+	case c == 't':
+		return p.literal("true")
+	case c == 'f':
+		return p.literal("false")
+	case c == 'n':
+		return p.literal("null")
+	}
+	return false
+}
+
+// object scans an object, calling member for each key with the scanner at
+// the start of its value; member must scan the value. Keys that hold
+// escapes or repeat an earlier key fail the scan: encoding/json unescapes
+// keys and keeps the last of duplicates, which the callers do not model.
+func (p *jscan) object(member func(key string) bool) bool {
+	if p.peek() != '{' {
+		return false
+	}
+	if p.depth++; p.depth > maxScanDepth {
+		return false
+	}
+	defer func() { p.depth-- }()
+	p.i++
+	p.ws()
+	if p.peek() == '}' {
+		p.i++
+		return true
+	}
+	var seen [16]string
+	n := 0
+	for {
+		p.ws()
+		raw, esc, ok := p.str()
+		if !ok || esc {
+			return false
+		}
+		key := raw[1 : len(raw)-1]
+		for _, k := range seen[:min(n, len(seen))] {
+			if k == key {
+				return false
+			}
+		}
+		if n >= len(seen) {
+			return false // more keys than the fast path tracks
+		}
+		seen[n] = key
+		n++
+		p.ws()
+		if p.peek() != ':' {
+			return false
+		}
+		p.i++
+		p.ws()
+		if !member(key) {
+			return false
+		}
+		p.ws()
+		switch p.peek() {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// array scans an array, calling elem with the scanner at each element;
+// elem must scan it.
+func (p *jscan) array(elem func() bool) bool {
+	if p.peek() != '[' {
+		return false
+	}
+	if p.depth++; p.depth > maxScanDepth {
+		return false
+	}
+	defer func() { p.depth-- }()
+	p.i++
+	p.ws()
+	if p.peek() == ']' {
+		p.i++
+		return true
+	}
+	for {
+		p.ws()
+		if !elem() {
+			return false
+		}
+		p.ws()
+		switch p.peek() {
+		case ',':
+			p.i++
+		case ']':
+			p.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// text is a string field the fast path found.
+type text struct {
+	raw string // as written, with quotes
+	off int    // offset of raw in the scanned text
+	val string // decoded
+}
+
+// strValue scans a string and decodes it as encoding/json does.
+func (p *jscan) strValue() (text, bool) {
+	off := p.i
+	raw, esc, ok := p.str()
+	if !ok {
+		return text{}, false
+	}
+	t := text{raw: raw, off: off, val: raw[1 : len(raw)-1]}
+	if esc {
+		if json.Unmarshal([]byte(raw), &t.val) != nil {
+			return text{}, false
+		}
+	}
+	return t, true
+}
+
+// strOrSkip decodes a string value, or skips any other value (ok, found
+// false), as the generic path ignores fields of the wrong type.
+func (p *jscan) strOrSkip() (t text, found, ok bool) {
+	if p.peek() == '"' {
+		t, ok = p.strValue()
+		return t, ok, ok
+	}
+	return text{}, false, p.value()
+}
+
+// intValue scans a number and parses it as intOf does; found is false for
+// non-numbers and numbers intOf rejects, which the generic path ignores.
+func (p *jscan) intValue() (n int, found, ok bool) {
+	c := p.peek()
+	if c != '-' && !isDigit(c) {
+		return 0, false, p.value()
+	}
+	tok, _, ok := p.number()
+	if !ok {
+		return 0, false, false
+	}
+	i, err := strconv.ParseInt(tok, 10, 64)
+	if err != nil {
+		return 0, false, true
+	}
+	return int(i), true, true
+}
+
+// usageValue scans a "usage" value as parseUsage reads it: an object's
+// token counts, or nothing for null and other types.
+func (p *jscan) usageValue() (Usage, bool, bool) {
+	if p.peek() != '{' {
+		return Usage{}, false, p.value()
+	}
+	var v [5]int
+	var has [5]bool
+	names := [5]string{"prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens"}
+	ok := p.object(func(key string) bool {
+		for k, name := range names {
+			if key == name {
+				n, found, ok := p.intValue()
+				v[k], has[k] = n, found
+				return ok
+			}
+		}
+		return p.value()
+	})
+	if !ok {
+		return Usage{}, false, false
+	}
+	pick := func(a, b int) int64 {
+		switch {
+		case has[a]:
+			return int64(v[a])
+		case b >= 0 && has[b]:
+			return int64(v[b])
+		}
+		return 0
+	}
+	u := Usage{InputTokens: pick(0, 1), OutputTokens: pick(2, 3), TotalTokens: pick(4, -1)}
+	if u.TotalTokens == 0 {
+		u.TotalTokens = u.InputTokens + u.OutputTokens
+	}
+	return u, true, true
+}
+
+// ---- chat messages -------------------------------------------------------
+
+// chatMsg holds the text fields of a chat message (answer) or delta (chunk).
+type chatMsg struct {
+	content, refusal text
+	hasC, hasR       bool
+}
+
+// message scans a chat message or delta object for content and refusal. Tool
+// calls, function calls and audio, unless null, fail the scan: the generic
+// path handles them.
+func (p *jscan) message(m *chatMsg) bool {
+	if p.peek() != '{' {
+		return p.value() // not an object: no text, as obj() gives nil
+	}
+	return p.object(func(key string) bool {
+		switch key {
+		case "content":
+			t, found, ok := p.strOrSkip()
+			m.content, m.hasC = t, found
+			return ok
+		case "refusal":
+			t, found, ok := p.strOrSkip()
+			m.refusal, m.hasR = t, found
+			return ok
+		case "tool_calls", "function_call", "audio":
+			return p.null()
+		}
+		return p.value()
+	})
+}
+
+// chatChoice is one element of "choices" in an answer or chunk.
+type chatChoice struct {
+	isObj  bool
+	index  int
+	msg    chatMsg
+	finish bool // finish_reason is set (not null)
+}
+
+// choice scans one element of "choices". msgKey is "message" (answers) or
+// "delta" (chunks). With masking on, logprobs other than null fail the
+// scan (the generic path removes them).
+func (p *jscan) choice(msgKey string, masking bool, c *chatChoice) bool {
+	if p.peek() != '{' {
+		return p.value()
+	}
+	c.isObj = true
+	return p.object(func(key string) bool {
+		switch key {
+		case "index":
+			n, found, ok := p.intValue()
+			if ok && !found {
+				return false // intOf would fail: the generic path decides
+			}
+			c.index = n
+			return ok
+		case msgKey:
+			return p.message(&c.msg)
+		case "logprobs":
+			if masking {
+				return p.null()
+			}
+		case "finish_reason":
+			if !p.null() {
+				c.finish = true
+				return p.value()
+			}
+			return true
+		}
+		return p.value()
+	})
+}
+
+// chatDoc is what the fast path reads from a chat answer or chunk.
+type chatDoc struct {
+	choices  []chatChoice
+	usage    Usage
+	hasUsage bool
+}
+
+// scanChat scans a chat completion (msgKey "message") or chunk ("delta").
+func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	p := &jscan{s: s}
+	p.ws()
+	if p.peek() != '{' {
+		return false
+	}
+	ok := p.object(func(key string) bool {
+		switch key {
+		case "choices":
+			if p.peek() != '[' {
+				return p.value()
+			}
+			return p.array(func() bool {
+				d.choices = append(d.choices, chatChoice{})
+				return p.choice(msgKey, masking, &d.choices[len(d.choices)-1])
+			})
+		case "usage":
+			var ok bool
+			d.usage, d.hasUsage, ok = p.usageValue()
+			return ok
+		}
+		return p.value()
+	})
+	return ok && p.end()
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it with HTML escaping off.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// splice returns s with each replaced text's token swapped for the JSON
+// string of its new value; reps must be in ascending order of offset.
+func splice(s string, reps []replacement) string {
+	b := make([]byte, 0, len(s)+64)
+	at := 0
+	for _, r := range reps {
+		b = append(b, s[at:r.t.off]...)
+		b = appendJSONString(b, r.val)
+		at = r.t.off + len(r.t.raw)
+	}
+	b = append(b, s[at:]...)
+	return string(b)
+}
+
+// replacement is a text field's new value.
+type replacement struct {
+	t   text
+	val string
+}
+
+// ---- chat requests ---------------------------------------------------------
+
+// reqScan is what the fast path reads from a chat request body.
+type reqScan struct {
+	model  string
+	stream bool
+	texts  []string // every prompt text field, in walkRequest's order, "" included
+	keys   []string // top-level keys
+}
+
+// scanChatRequest reads a chat completions request as ParseRequest and
+// walkRequest do.
+func scanChatRequest(s string, r *reqScan) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	p := &jscan{s: s}
+	p.ws()
+	if p.peek() != '{' {
+		return false
+	}
+	var msgs, pred []string
+	ok := p.object(func(key string) bool {
+		r.keys = append(r.keys, key)
+		switch key {
+		case "model":
+			if p.peek() != '"' {
+				return p.value()
+			}
+			t, ok := p.strValue()
+			r.model = t.val
+			return ok
+		case "stream":
+			switch {
+			case p.peek() == 't' && p.literal("true"):
+				r.stream = true
+				return true
+			case p.peek() == 'f' && p.literal("false"):
+				return true
+			}
+			return p.value()
+		case "messages":
+			if p.peek() != '[' {
+				return p.value()
+			}
+			return p.array(func() bool { return p.requestMessage(&msgs) })
+		case "prediction":
+			if p.peek() != '{' {
+				return p.value()
+			}
+			return p.object(func(k string) bool {
+				if k == "content" {
+					return p.contentValue(&pred)
+				}
+				return p.value()
+			})
+		}
+		return p.value()
+	})
+	if !ok || !p.end() {
+		return false
+	}
+	r.texts = append(msgs, pred...)
+	return true
+}
+
+// requestMessage appends a message's prompt fields in walkRequest's order:
+// content, refusal, tool call arguments, function call arguments.
+func (p *jscan) requestMessage(out *[]string) bool {
+	if p.peek() != '{' {
+		return p.value()
+	}
+	var content, refusal, tools, fc []string
+	ok := p.object(func(key string) bool {
+		switch key {
+		case "content":
+			return p.contentValue(&content)
+		case "refusal":
+			return p.appendStr(&refusal)
+		case "tool_calls":
+			if p.peek() != '[' {
+				return p.value()
+			}
+			return p.array(func() bool {
+				return p.objectField("function", func() bool { return p.objectField("arguments", func() bool { return p.appendStr(&tools) }) })
+			})
+		case "function_call":
+			return p.objectField("arguments", func() bool { return p.appendStr(&fc) })
+		}
+		return p.value()
+	})
+	*out = append(append(append(append(*out, content...), refusal...), tools...), fc...)
+	return ok
+}
+
+// objectField scans a value; when it is an object, field scans the value
+// of its member key (if any). Other values are skipped.
+func (p *jscan) objectField(key string, field func() bool) bool {
+	if p.peek() != '{' {
+		return p.value()
+	}
+	return p.object(func(k string) bool {
+		if k == key {
+			return field()
+		}
+		return p.value()
+	})
+}
+
+// appendStr appends a string value; other values are skipped.
+func (p *jscan) appendStr(out *[]string) bool {
+	t, found, ok := p.strOrSkip()
+	if found {
+		*out = append(*out, t.val)
+	}
+	return ok
+}
+
+// contentValue appends a content field: a string, or the text and refusal
+// of each content part.
+func (p *jscan) contentValue(out *[]string) bool {
+	switch p.peek() {
+	case '"':
+		return p.appendStr(out)
+	case '[':
+		return p.array(func() bool {
+			if p.peek() != '{' {
+				return p.value()
+			}
+			var txt, ref []string
+			ok := p.object(func(k string) bool {
+				switch k {
+				case "text":
+					return p.appendStr(&txt)
+				case "refusal":
+					return p.appendStr(&ref)
+				}
+				return p.value()
+			})
+			*out = append(append(*out, txt...), ref...)
+			return ok
+		})
+	}
+	return p.value()
+}
