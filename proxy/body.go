@@ -66,6 +66,14 @@ func rewriteBody(c *call) error {
 	if c.model == c.clientModel && !c.stripUsage {
 		return nil
 	}
+	if c.model == c.clientModel && c.req != nil && bytes.Equal(c.body, c.req.Raw) {
+		// The usual stream request (no stream_options, body not rewritten
+		// by a rule or masking): add the member without decoding the body.
+		if b, ok := c.req.AddField("stream_options", json.RawMessage(`{"include_usage":true}`)); ok {
+			c.body = b
+			return nil
+		}
+	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(c.body, &m); err != nil {
 		return err

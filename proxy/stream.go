@@ -21,8 +21,9 @@ import (
 // payload.CopyStream (masking, usage, summary) pushes what it emits into a
 // writer; ReverseProxy pulls the body. iter.Pull joins the two as
 // coroutines, without a goroutine or a pipe: each Read resumes CopyStream
-// until it has written something, cuts that into events and hands complete
-// events to ReverseProxy, which flushes them to the client at once. On the
+// until it is about to wait for the upstream (or has ended), cuts what it
+// wrote into events and hands the complete ones to ReverseProxy, which
+// flushes them to the client at once. On the
 // way streamBody drops the usage-only chunk the proxy asked for on the
 // client's behalf, and holds back the terminal event ([DONE],
 // response.completed, response.failed, response.incomplete, an error
@@ -44,6 +45,7 @@ type streamBody struct {
 
 	pending  []byte       // the start of an event not yet complete
 	out      bytes.Buffer // complete events for the client
+	ready    bool         // CopyStream waits for the upstream: out may go
 	end      bytes.Buffer // the terminal event and anything after it
 	terminal bool         // the terminal event was seen
 	finished bool         // the audit event is written (or the call abandoned)
@@ -66,22 +68,44 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 			}
 			return len(b), nil
 		})
-		s.result, s.copyErr = payload.CopyStream(w, nil, src, c.path, c.ResponseMask)
+		// Before CopyStream waits for more of the upstream's answer, the
+		// events it has finished go to the client (a nil yield): every
+		// event leaves as soon as nothing more is at hand, and events
+		// that arrived together leave in one write.
+		r := readerFunc(func(b []byte) (int, error) {
+			if s.out.Len() > 0 && !yield(nil) {
+				return 0, errStopped
+			}
+			return src.Read(b)
+		})
+		s.result, s.copyErr = payload.CopyStream(w, nil, r, c.path, c.ResponseMask)
 	})
 	return s
 }
 
+// readerFunc adapts a function to io.Reader.
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
+
 func (s *streamBody) Read(b []byte) (int, error) {
-	for s.out.Len() == 0 {
+	for s.out.Len() == 0 || !s.ready {
 		if s.finished {
-			return 0, io.EOF
+			if s.out.Len() == 0 {
+				return 0, io.EOF
+			}
+			break
 		}
 		chunk, ok := s.next()
-		if !ok {
+		switch {
+		case !ok:
 			s.finish()
-			continue
+		case chunk == nil:
+			s.ready = true
+		default:
+			s.ready = false
+			s.feed(chunk)
 		}
-		s.feed(chunk)
 	}
 	return s.out.Read(b)
 }

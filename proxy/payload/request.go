@@ -73,7 +73,7 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ep == EndpointChat {
+	if ep == EndpointChat && fastPaths {
 		// The usual request: read the few fields needed without decoding
 		// the body into maps. Anything unusual takes the path below.
 		var sc reqScan

@@ -49,7 +49,7 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 	if err != nil {
 		return nil, res, err
 	}
-	if ep == EndpointChat {
+	if ep == EndpointChat && fastPaths {
 		if fres, ok := maskChatAnswer(body, m); ok {
 			return body, fres, nil
 		}

@@ -16,6 +16,10 @@ import (
 // syntax error) sends the caller down the generic map path, which stays the
 // reference for every result.
 
+// fastPaths turns the fast paths on; tests turn it off to compare them
+// with the generic path.
+var fastPaths = true
+
 // maxScanDepth bounds nesting; deeper values take the generic path.
 const maxScanDepth = 64
 

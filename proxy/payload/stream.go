@@ -374,23 +374,37 @@ func (s *streamer) chat(ev sse.Event) error {
 	return s.emitObj(sse.Event{Type: ev.Type}, final, true)
 }
 
-// chatFast handles the usual chunk, whose choices carry content or
-// refusal deltas and no finish_reason, without decoding it into maps: the
-// deltas go through their mask streams as on the generic path, and the
-// chunk goes out as it came, with only the changed strings replaced. It
-// reports done false, having changed nothing, for any other chunk (usage,
-// finish_reason, tool calls, logprobs to remove, anything unusual), which
-// the generic path then handles.
+// chatFast handles the usual chunks — content or refusal deltas, a
+// finish_reason with an empty delta, usage — without decoding them into
+// maps: the deltas go through their mask streams as on the generic path,
+// held-back tails are released before a finishing chunk, and the chunk goes
+// out as it came, with only the changed strings replaced. It reports done
+// false, having changed nothing, for any other chunk (text on a finishing
+// chunk, tool calls, logprobs to remove, anything unusual), which the
+// generic path then handles.
 func (s *streamer) chatFast(ev sse.Event) (bool, error) {
-	d := &s.doc
-	d.choices, d.hasUsage = d.choices[:0], false
-	if !scanChat(ev.Data, "delta", s.m.Enabled(), d) || d.hasUsage {
+	if !fastPaths {
 		return false, nil
 	}
+	d := &s.doc
+	d.choices, d.hasUsage = d.choices[:0], false
+	if !scanChat(ev.Data, "delta", s.m.Enabled(), d) {
+		return false, nil
+	}
+	var finishing map[string]bool
 	for _, ch := range d.choices {
 		if ch.finish {
-			return false, nil
+			if ch.msg.hasC || ch.msg.hasR {
+				return false, nil // text on the finishing chunk: split up below
+			}
+			if finishing == nil {
+				finishing = map[string]bool{}
+			}
+			finishing[strconv.Itoa(ch.index)] = true
 		}
+	}
+	if d.hasUsage {
+		s.res.Usage, s.res.HasUsage = d.usage, true
 	}
 	s.chatType = ev.Type
 	s.tmplObj, s.tmplData = nil, ev.Data
@@ -418,6 +432,13 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 		}
 	}
 	s.reps = reps
+	if finishing != nil {
+		// The usual finishing chunk (empty delta): release the tails
+		// just before it.
+		if err := s.flushChat(finishing); err != nil {
+			return true, err
+		}
+	}
 	if len(reps) > 0 {
 		slices.SortFunc(reps, func(a, b replacement) int { return a.t.off - b.t.off })
 		ev.Data = splice(ev.Data, reps)

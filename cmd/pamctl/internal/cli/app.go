@@ -348,8 +348,9 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	}
 	var wg sync.WaitGroup
 	bg, stopBg := context.WithCancel(context.Background())
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); a.sweep(bg) }()
+	go func() { defer wg.Done(); a.retain(bg) }()
 	go func() { defer wg.Done(); a.watchConfig(bg, reload) }()
 
 	var err error
@@ -396,6 +397,30 @@ func (a *App) sweep(ctx context.Context) {
 	}
 }
 
+// retain prunes audit events older than audit.retention, at start and
+// hourly. Pruning keeps the chain verifiable through a signed anchor.
+func (a *App) retain(ctx context.Context) {
+	if a.cfg.Audit.Retention <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		res, err := a.audit.Prune(ctx, time.Now().Add(-a.cfg.Audit.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.log.Error("audit retention failed", "err", err)
+		case res.Deleted > 0:
+			a.log.Info("audit retention pruned old events", "deleted", res.Deleted, "anchor_seq", res.AnchorSeq)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // watchConfig applies a new config on SIGHUP or file change. An invalid
 // config is rejected with its reasons and the old one stays in force.
 func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
@@ -433,6 +458,11 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Target: cfg.File, Details: details})
 		a.log.Info("config reloaded", "trigger", why, "policies", len(cfg.Policies))
 	}
+	// Editors and `cp` write a file in several steps (truncate, write,
+	// rename): wait until it has been quiet for a moment before reading it,
+	// so a half-written file is never applied.
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -441,11 +471,16 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			apply("SIGHUP")
 		case ev := <-events:
 			if ev.Name == a.cfg.File && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
-				apply("file change")
+				debounce.Reset(reloadSettle)
 			}
+		case <-debounce.C:
+			apply("file change")
 		}
 	}
 }
+
+// reloadSettle is how long the config file must be quiet before a reload.
+const reloadSettle = 300 * time.Millisecond
 
 // needsRestart names the settings that differ between the running config
 // and a reloaded one but only take effect at start.

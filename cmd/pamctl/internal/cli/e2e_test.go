@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 // issuer and mock upstream) in process on random loopback ports.
 type testServer struct {
 	app    *App
+	reload atomic.Pointer[func() (*Config, error)] // what a config reload reads (default: the start config)
 	cancel context.CancelFunc
 	done   chan error
 	dir    string
@@ -37,7 +39,10 @@ var e2ePolicies = policy.Set{
 	{Name: "auditors", Subjects: policy.Subjects{Groups: []string{"security"}}, Scopes: []string{"audit:read"}},
 }
 
-func startServer(t *testing.T) *testServer {
+func startServer(t *testing.T) *testServer { t.Helper(); return startServerWith(t, nil) }
+
+// startServerWith lets a test adjust the config before the server starts.
+func startServerWith(t *testing.T, adjust func(*Config)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
@@ -50,6 +55,9 @@ func startServer(t *testing.T) *testServer {
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.MasterKeyFile = filepath.Join(dir, "master.key")
 	cfg.Policies = e2ePolicies
+	if adjust != nil {
+		adjust(cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	app, err := NewApp(ctx, cfg, AppOptions{Dev: true})
 	if err != nil {
@@ -57,7 +65,14 @@ func startServer(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	s := &testServer{app: app, cancel: cancel, done: make(chan error, 1), dir: dir}
-	go func() { s.done <- app.Serve(ctx, func() (*Config, error) { return cfg, nil }) }()
+	go func() {
+		s.done <- app.Serve(ctx, func() (*Config, error) {
+			if f := s.reload.Load(); f != nil {
+				return (*f)()
+			}
+			return cfg, nil
+		})
+	}()
 	t.Cleanup(s.stop)
 	t.Setenv("PAMCTL_SERVER", app.BrokerURL())
 	t.Setenv("PAMCTL_DATA_DIR", cfg.DataDir)

@@ -1,0 +1,344 @@
+package payload
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"pamctl/proxy/mask"
+	"pamctl/proxy/sse"
+)
+
+// The fast paths (scan.go) must mean exactly what the generic map path
+// means: these tests run both on the same inputs and compare.
+
+func withFastPaths(on bool, f func()) {
+	old := fastPaths
+	fastPaths = on
+	defer func() { fastPaths = old }()
+	f()
+}
+
+func testMasker(t testing.TB) *mask.Masker {
+	m, err := mask.New(mask.Config{Default: mask.ActionMask})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// sameJSON reports whether a and b are the same JSON value (numbers
+// compared as written); texts that are not JSON must be equal bytes.
+func sameJSON(a, b []byte) bool {
+	va, ea := decodeAny(a)
+	vb, eb := decodeAny(b)
+	if ea != nil || eb != nil {
+		return bytes.Equal(a, b)
+	}
+	return reflect.DeepEqual(va, vb)
+}
+
+func decodeAny(b []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if d.More() {
+		return nil, fmt.Errorf("trailing data")
+	}
+	return v, nil
+}
+
+var requestCorpus = []string{
+	`{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be terse."},{"role":"user","content":"Say hello."}]}`,
+	`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"mail bob@example.com or call +1 415 555 0100"}]}`,
+	`{"messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"https://x/y.png"}},{"type":"refusal","refusal":"no","text":"both"}]}],"model":"gpt-4o"}`,
+	`{"model":"gpt-4o","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"send","arguments":"{\"to\":\"a@b.co\"}"}},"junk",{"function":"x"}]},{"role":"tool","tool_call_id":"c1","content":"sent"}]}`,
+	`{"model":"gpt-4o","messages":[{"role":"assistant","function_call":{"name":"f","arguments":"{}"},"refusal":"I can't","content":"x"}],"prediction":{"type":"content","content":"predicted AKIAIOSFODNN7EXAMPLE"}}`,
+	`{"model":"gpt-4o","prediction":{"content":[{"type":"text","text":"p1"}]},"messages":[{"content":"m1"}]}`,
+	`{"model":"gpt-4o","messages":[{"content":"line\nbreak \"quoted\" \u00e9\u2028 \ud83d\ude00 tab\t"}]}`,
+	`{"model":"gpt-4o","messages":[{"content":"a"}],"messages":[{"content":"b"}]}`,
+	`{"model":"gpt-4o","messages":[{"content":"a","content":"drop table x"}]}`,
+	`{"model":"gpt-4o","messages":[{"\u0063ontent":"hidden","content":"shown"}]}`,
+	`{"model":"gpt-4o","messages":[{"Content":"case","content":"exact"}]}`,
+	`{"model":42,"stream":"true","messages":[{"content":"x"}]}`,
+	`{"model":"gpt-4o","stream":false,"stream_options":{"include_usage":false},"messages":[]}`,
+	`{"model":"gpt-4o","messages":{"content":"not an array"}}`,
+	`{"model":"gpt-4o","messages":[null,1,"s",[],{"content":7},{"content":{"text":"obj"}}]}`,
+	`  {"model" : "gpt-4o" , "messages" : [ { "content" : "spaced" } ] }  `,
+	`{"model":"gpt-4o","messages":[{"content":"x"}]} trailing`,
+	`{"model":"gpt-4o","messages":[{"content":"x"}],}`,
+	`{"model":"gpt-4o","messages":[{"content":"bad \x escape"}]}`,
+	`{"model":"gpt-4o","n":01,"messages":[]}`,
+	`{"model":"gpt-4o","temperature":1.5e-3,"n":-0,"messages":[{"content":"ok"}]}`,
+	`[]`, `null`, ``, `{}`, `{"model":"gpt-4o"`,
+	`{"model":"gpt-4o","messages":[{"content":"` + strings.Repeat("long text with sk-proj-", 40) + `"}]}`,
+	`{"model":"gpt-4o","messages":[{"content":"invalid utf8 ` + "\xff\xfe" + `"}]}`,
+	`{"model":"gpt-4o","messages":[{"content":"lone \ud800 surrogate"}]}`,
+	`{"model":"gpt-4o","a":{"b":{"c":{"d":{"e":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}}},"messages":[{"content":"deep"}]}`,
+	`{"model":"gpt-4o","k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"messages":[{"content":"many keys"}]}`,
+}
+
+// compareRequest parses body with and without the fast path and compares
+// everything a caller can see.
+func compareRequest(t testing.TB, body string, m *mask.Masker) {
+	t.Helper()
+	type got struct {
+		r      *Request
+		err    error
+		calls  [3][]string
+		outs   [3][]byte
+		errs   [3]error
+		masked []byte
+		counts mask.Counts
+		merr   error
+	}
+	rewrites := []func(string) string{
+		func(s string) string { return s },
+		strings.ToUpper,
+		func(s string) string { out, _ := m.Mask(s); return out },
+	}
+	run := func() got {
+		var g got
+		g.r, g.err = ParseRequest(EndpointChat, []byte(body))
+		if g.err != nil {
+			return g
+		}
+		for i, f := range rewrites {
+			g.outs[i], g.errs[i] = g.r.Rewrite(func(s string) string {
+				g.calls[i] = append(g.calls[i], s)
+				return f(s)
+			})
+		}
+		g.masked, g.counts, g.merr = g.r.Mask(m)
+		return g
+	}
+	var fast, slow got
+	withFastPaths(true, func() { fast = run() })
+	withFastPaths(false, func() { slow = run() })
+	if (fast.err == nil) != (slow.err == nil) {
+		t.Fatalf("%q: error fast %v, generic %v", body, fast.err, slow.err)
+	}
+	if fast.err != nil {
+		return
+	}
+	if fast.r.Model != slow.r.Model || fast.r.Stream != slow.r.Stream || fast.r.Text != slow.r.Text || fast.r.Endpoint != slow.r.Endpoint {
+		t.Fatalf("%q: fast %q %v %q, generic %q %v %q", body, fast.r.Model, fast.r.Stream, fast.r.Text, slow.r.Model, slow.r.Stream, slow.r.Text)
+	}
+	for i := range rewrites {
+		if !reflect.DeepEqual(fast.calls[i], slow.calls[i]) {
+			t.Fatalf("%q: rewrite %d saw fast %q, generic %q", body, i, fast.calls[i], slow.calls[i])
+		}
+		if (fast.errs[i] == nil) != (slow.errs[i] == nil) || !sameJSON(fast.outs[i], slow.outs[i]) {
+			t.Fatalf("%q: rewrite %d: fast %s (%v), generic %s (%v)", body, i, fast.outs[i], fast.errs[i], slow.outs[i], slow.errs[i])
+		}
+	}
+	if !sameJSON(fast.masked, slow.masked) || !reflect.DeepEqual(fast.counts, slow.counts) || (fast.merr == nil) != (slow.merr == nil) {
+		t.Fatalf("%q: Mask fast %s %v, generic %s %v", body, fast.masked, fast.counts, slow.masked, slow.counts)
+	}
+}
+
+func TestFastRequestMatchesGeneric(t *testing.T) {
+	m := testMasker(t)
+	for _, body := range requestCorpus {
+		compareRequest(t, body, m)
+	}
+}
+
+// The fast path must actually serve the usual request.
+func TestFastRequestIsUsed(t *testing.T) {
+	r, err := ParseRequest(EndpointChat, []byte(requestCorpus[0]))
+	if err != nil || !r.scanned || r.root != nil {
+		t.Fatalf("usual request took the generic path: %v", err)
+	}
+	b, ok := r.AddField("stream_options", json.RawMessage(`{"include_usage":true}`))
+	if !ok || !sameJSON(b, []byte(`{"stream_options":{"include_usage":true},`+requestCorpus[0][1:])) {
+		t.Fatalf("AddField: %s %v", b, ok)
+	}
+	if _, ok := r.AddField("model", json.RawMessage(`"x"`)); ok {
+		t.Fatal("AddField replaced an existing member")
+	}
+}
+
+var answerCorpus = []string{
+	`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":0}},"system_fingerprint":"fp"}`,
+	`{"choices":[{"index":0,"message":{"content":"write to alice@example.com"}}],"usage":{"prompt_tokens":5,"completion_tokens":7}}`,
+	`{"choices":[{"message":{"refusal":"I cannot share 4111 1111 1111 1111"}}]}`,
+	`{"choices":[{"message":{"content":null,"tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}}]}`,
+	`{"choices":[{"message":{"content":"x"},"logprobs":{"content":[{"token":"x","logprob":-0.1}]}}]}`,
+	`{"choices":[{"message":{"content":"two"}},{"message":{"content":"choices"}}],"usage":{"input_tokens":1.5,"prompt_tokens":"3","output_tokens":2,"total_tokens":1e2}}`,
+	`{"choices":["x",{"message":{"content":"second is first object"}}]}`,
+	`{"choices":{"0":{"message":{"content":"not an array"}}},"usage":null}`,
+	`{"choices":[{"message":"text"}],"usage":[]}`,
+	`{"choices":[{"message":{"content":"esc \"q\" \n \u00e9 \u2028"}}]}`,
+	`{"choices":[{"message":{"content":"a","content":"b"}}]}`,
+	`{"choices":[{"index":"0","message":{"content":"string index"}}]}`,
+	`{"choices":[{"message":{"content":"x"}}],"usage":{"total_tokens":9223372036854775808,"prompt_tokens":-1}}`,
+	`not json at all, but alice@example.com`,
+	`{"choices":[]} {}`,
+	`{"choices":[{"message":{"content":"` + strings.Repeat("plain words ", 200) + `"}}]}`,
+}
+
+func TestFastAnswerMatchesGeneric(t *testing.T) {
+	for _, m := range []*mask.Masker{testMasker(t), nil} {
+		for _, body := range answerCorpus {
+			compareAnswer(t, body, m)
+		}
+	}
+}
+
+func compareAnswer(t testing.TB, body string, m *mask.Masker) {
+	t.Helper()
+	var fo, so []byte
+	var fr, sr Result
+	var fe, se error
+	withFastPaths(true, func() { fo, fr, fe = MaskResponse(EndpointChat, []byte(body), m) })
+	withFastPaths(false, func() { so, sr, se = MaskResponse(EndpointChat, []byte(body), m) })
+	if !bytes.Equal(fo, so) || !reflect.DeepEqual(fr, sr) || (fe == nil) != (se == nil) {
+		t.Fatalf("%q (masking %v):\nfast    %s %+v %v\ngeneric %s %+v %v", body, m.Enabled(), fo, fr, fe, so, sr, se)
+	}
+}
+
+// chunk renders a chat chunk with the given choices JSON.
+func chunk(choices string) string {
+	return `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","system_fingerprint":"fp","choices":` + choices + `,"usage":null}`
+}
+
+func delta(content string) string {
+	return chunk(`[{"index":0,"delta":{"content":` + jsonStr(content) + `},"logprobs":null,"finish_reason":null}]`)
+}
+
+var streamCorpus = [][]string{
+	// The mock's shape: role chunk, content deltas, finish chunk, [DONE].
+	append(append([]string{chunk(`[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]`)},
+		deltas("Hello! Write to alice@exam", "ple.com or use key sk-proj-abcdefghijklmnopqrstuvwxyz0123", "456789ABCDEF now.\n\"Done\" ✓")...),
+		chunk(`[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]`), "[DONE]"),
+	// Usage on request: null on every chunk, then a usage-only chunk.
+	{delta("plain"), delta(" words"), chunk(`[{"index":0,"delta":{},"finish_reason":"length"}]`),
+		`{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, "[DONE]"},
+	// Refusals, two choices, keys in another order, text on the finishing chunk.
+	{chunk(`[{"delta":{"refusal":"I can't email bob@"},"index":1,"finish_reason":null},{"index":0,"delta":{"content":"AKIAIOSFODNN"}}]`),
+		chunk(`[{"index":1,"delta":{"refusal":"example.com"}},{"index":0,"delta":{"content":"7EXAMPLE ok","refusal":null}}]`),
+		chunk(`[{"index":0,"delta":{"content":" end"},"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":"stop"}]`), "[DONE]"},
+	// Tool calls and logprobs take the generic path mid-stream.
+	{delta("call "), chunk(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"send","arguments":"{\"to\":\"a@b"}}]}}]`),
+		chunk(`[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[{"token":"x"}]}}]`), delta(".co\"}"), "[DONE]"},
+	// Unusual shapes.
+	{chunk(`[{"index":"0","delta":{"content":"string index"}}]`), chunk(`[{"index":1.0,"delta":{"content":"float index"}}]`),
+		chunk(`[{"index":0,"delta":"not an object"}]`), chunk(`{"0":1}`), chunk(`["x",null]`),
+		`{"choices":[{"delta":{"content":"dup"},"delta":{"content":"keys"}}]}`, `{"choices":[{"delta":{"\u0063ontent":"escaped key"}}]}`,
+		`{"choices":[{"delta":{"content":"trailing"}}]} x`, `not json with alice@example.com`, `{"choices":[{"delta":{"content":"  spaced "} } ] , "obfuscation" : "abc" }`,
+		chunk(`[{"index":0,"delta":{"content":"esc \u0041KIA \ud83d\ude00 \u2028 \\ \/"}}]`), "[DONE]"},
+}
+
+func deltas(parts ...string) []string {
+	var out []string
+	for _, p := range parts {
+		for _, piece := range split(p, 5) {
+			out = append(out, delta(piece))
+		}
+	}
+	return out
+}
+
+func sseOf(datas []string) string {
+	var b strings.Builder
+	for i, d := range datas {
+		if i == 1 {
+			b.WriteString("event: chunk\nid: 7\n")
+		}
+		b.WriteString("data: " + strings.ReplaceAll(d, "\n", "\ndata: ") + "\n\n")
+	}
+	return b.String()
+}
+
+func compareStream(t testing.TB, stream string, m *mask.Masker) {
+	t.Helper()
+	run := func() (string, Result, error) {
+		var out bytes.Buffer
+		res, err := CopyStream(&out, nil, strings.NewReader(stream), EndpointChat, m)
+		return out.String(), res, err
+	}
+	var fo, so string
+	var fr, sr Result
+	var fe, se error
+	withFastPaths(true, func() { fo, fr, fe = run() })
+	withFastPaths(false, func() { so, sr, se = run() })
+	if !reflect.DeepEqual(fr, sr) || fmt.Sprint(fe) != fmt.Sprint(se) {
+		t.Fatalf("stream %q (masking %v): result fast %+v %v, generic %+v %v", stream, m.Enabled(), fr, fe, sr, se)
+	}
+	fev, sev := readEvents(t, fo), readEvents(t, so)
+	if len(fev) != len(sev) {
+		t.Fatalf("stream %q (masking %v): %d events fast, %d generic\nfast:\n%s\ngeneric:\n%s", stream, m.Enabled(), len(fev), len(sev), fo, so)
+	}
+	for i := range fev {
+		a, b := fev[i], sev[i]
+		if a.Type != b.Type || a.ID != b.ID || a.HasID != b.HasID || a.Retry != b.Retry || !sameJSON([]byte(a.Data), []byte(b.Data)) {
+			t.Fatalf("stream %q (masking %v): event %d fast %+v, generic %+v", stream, m.Enabled(), i, a, b)
+		}
+	}
+}
+
+func TestFastStreamMatchesGeneric(t *testing.T) {
+	for _, m := range []*mask.Masker{testMasker(t), nil} {
+		for _, datas := range streamCorpus {
+			compareStream(t, sseOf(datas), m)
+		}
+	}
+}
+
+// The fast path must actually serve the usual chunk, and a masked delta
+// replaces only its own string.
+func TestFastStreamSplicesChangedDeltas(t *testing.T) {
+	m := testMasker(t)
+	var out bytes.Buffer
+	in := sseOf([]string{delta("mail alice@example.com"), delta(" now"), "[DONE]"})
+	if _, err := CopyStream(&out, nil, strings.NewReader(in), EndpointChat, m); err != nil {
+		t.Fatal(err)
+	}
+	evs := readEvents(t, out.String())
+	if len(evs) < 2 {
+		t.Fatalf("events: %q", out.String())
+	}
+	// The address is held back until it is complete; the chunk keeps its
+	// own bytes but for the content string.
+	if want := delta("mail "); evs[0].Data != want {
+		t.Fatalf("first chunk\n got %s\nwant %s", evs[0].Data, want)
+	}
+	if got := reassembleChat(t, out.String()).content; got != "mail [EMAIL] now" {
+		t.Fatalf("content %q", got)
+	}
+}
+
+func FuzzChatFastPaths(f *testing.F) {
+	for _, s := range requestCorpus {
+		f.Add(s)
+	}
+	for _, s := range answerCorpus {
+		f.Add(s)
+	}
+	for _, datas := range streamCorpus {
+		for _, d := range datas {
+			f.Add(d)
+		}
+	}
+	m := testMasker(f)
+	f.Fuzz(func(t *testing.T, s string) {
+		compareRequest(t, s, m)
+		compareAnswer(t, s, m)
+		compareAnswer(t, s, nil)
+		if strings.ContainsAny(s, "\r\n") {
+			return // one data line per event
+		}
+		stream := sseOf([]string{delta("a@exa"), s, delta("mple.com"), s, chunk(`[{"index":0,"delta":{},"finish_reason":"stop"}]`), "[DONE]"})
+		compareStream(t, stream, m)
+		compareStream(t, stream, nil)
+	})
+}
+
+var _ = sse.Event{}
