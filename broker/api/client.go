@@ -278,9 +278,21 @@ func (c *Client) stream(ctx context.Context, path string, header map[string]stri
 	return resp, nil
 }
 
-// AuditExport streams the JSON Lines export to w.
-func (c *Client) AuditExport(ctx context.Context, w io.Writer) error {
-	resp, err := c.stream(ctx, "/v1/audit/export", nil)
+// AuditExport streams the JSON Lines export of [since, until) to w (zero
+// times: open ends).
+func (c *Client) AuditExport(ctx context.Context, w io.Writer, since, until time.Time) error {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	if !until.IsZero() {
+		q.Set("until", until.UTC().Format(time.RFC3339Nano))
+	}
+	path := "/v1/audit/export"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	resp, err := c.stream(ctx, path, nil)
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,11 @@ import (
 // Export format (JSON Lines, UTF-8, "\n" after every line):
 //
 //	{"anchor":{...}}   optional first line: the retention anchor
+//	{"range":{...}}    or, for an export of a time range, where it starts:
+//	                   the seq and hash of the event before the first one
 //	{"seq":1,...}      one line per event, exactly as stored (hash last)
-//	{"head":{...}}     optional last line: the latest signed head
+//	{"head":{...}}     optional last line: the latest signed head (a ranged
+//	                   export carries it only when the range reaches it)
 //
 // Event lines are the bytes the chain hashes (plus the hash member), so an
 // offline verifier needs no JSON canonicalization: see docs/audit.md.
@@ -24,6 +27,10 @@ const MaxLineBytes = 4 << 20
 
 type anchorLine struct {
 	Anchor *Anchor `json:"anchor"`
+}
+
+type rangeLine struct {
+	Range *Link `json:"range"`
 }
 
 type headLine struct {
@@ -50,6 +57,15 @@ func (j *JSONLWriter) WriteAnchor(a *Anchor) error {
 		return errors.New("audit: export: anchor after events")
 	}
 	return j.writeJSON(anchorLine{a})
+}
+
+// WriteRange writes the start of a ranged export (the link before its first
+// event); it must come first.
+func (j *JSONLWriter) WriteRange(start Link) error {
+	if j.events || j.head {
+		return errors.New("audit: export: range after events")
+	}
+	return j.writeJSON(rangeLine{&start})
 }
 
 // WriteLine writes one stored event line as is.
@@ -171,6 +187,15 @@ func VerifyJSONL(r io.Reader, keys KeyFunc) (Report, error) {
 					return Report{}, fmt.Errorf("audit: export line %d: bad anchor line", n)
 				}
 				v = NewVerifier(al.Anchor, keys)
+			case bytes.HasPrefix(line, []byte(`{"range":`)):
+				if v != nil {
+					return Report{}, fmt.Errorf("audit: export line %d: range must be the first line", n)
+				}
+				var rl rangeLine
+				if err := json.Unmarshal(line, &rl); err != nil || rl.Range == nil {
+					return Report{}, fmt.Errorf("audit: export line %d: bad range line", n)
+				}
+				v = NewRangeVerifier(*rl.Range, keys)
 			case bytes.HasPrefix(line, []byte(`{"head":`)):
 				var hl headLine
 				if err := json.Unmarshal(line, &hl); err != nil || hl.Head == nil {

@@ -45,6 +45,9 @@ type Log interface {
 	Verify(ctx context.Context, keys KeyFunc) (Report, error)
 	// Export writes the chain as JSON Lines (see WriteJSONL).
 	Export(ctx context.Context, w io.Writer) error
+	// ExportRange writes the contiguous events from since to until (zero
+	// times leave an end open), verifiable offline as a piece of the chain.
+	ExportRange(ctx context.Context, w io.Writer, since, until time.Time) error
 }
 
 // Status describes a stored chain.

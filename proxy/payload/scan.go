@@ -296,11 +296,45 @@ func (p *jscan) strValue() (text, bool) {
 	}
 	t := text{raw: raw, off: off, val: raw[1 : len(raw)-1]}
 	if esc {
-		if json.Unmarshal([]byte(raw), &t.val) != nil {
-			return text{}, false
+		if t.val, ok = unescape(t.val); !ok {
+			// \u escapes: encoding/json's rules for surrogates apply.
+			if json.Unmarshal([]byte(raw), &t.val) != nil {
+				return text{}, false
+			}
 		}
 	}
 	return t, true
+}
+
+// unescape decodes the inside of a scanned string token (valid escapes,
+// valid UTF-8) unless it holds a \u escape.
+func unescape(s string) (string, bool) {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			b = append(b, c)
+			continue
+		}
+		i++
+		switch c = s[i]; c {
+		case '"', '\\', '/':
+			b = append(b, c)
+		case 'b':
+			b = append(b, '\b')
+		case 'f':
+			b = append(b, '\f')
+		case 'n':
+			b = append(b, '\n')
+		case 'r':
+			b = append(b, '\r')
+		case 't':
+			b = append(b, '\t')
+		default:
+			return "", false
+		}
+	}
+	return string(b), true
 }
 
 // strOrSkip decodes a string value, or skips any other value (ok, found

@@ -342,3 +342,56 @@ func FuzzChatFastPaths(f *testing.F) {
 }
 
 var _ = sse.Event{}
+
+// The mock upstream's answer and one of its chunks, as the load benchmark
+// sees them.
+const (
+	benchAnswerBody = `{"id":"chatcmpl-6ye5ptr3bbpg3ncn3uj5bzenkb","object":"chat.completion","created":1795636547,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"[pamctl mock upstream] You said: \"Please review the following design notes for our internal ticket router and tell me …\" (171 words). This answer comes from pamctl's built-in mock, not a model: vault a provider key to reach a real one.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":297,"completion_tokens":56,"total_tokens":353,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_pamctl_mock"}`
+	benchChunk = `{"id":"chatcmpl-r7dbpag4xzdny4wsj4c2hth7dk","object":"chat.completion.chunk","created":1795636547,"model":"gpt-4o-mini","service_tier":"default","system_fingerprint":"fp_pamctl_mock","choices":[{"index":0,"delta":{"content":"our i"},"logprobs":null,"finish_reason":null}],"usage":null}`
+)
+
+func BenchmarkScan(b *testing.B) {
+	for _, in := range []struct{ name, s, key string }{{"answer", benchAnswerBody, "message"}, {"chunk", benchChunk, "delta"}} {
+		b.Run(in.name+"/scan", func(b *testing.B) {
+			b.ReportAllocs()
+			var d chatDoc
+			for b.Loop() {
+				d.choices = d.choices[:0]
+				if !scanChat(in.s, in.key, true, &d) {
+					b.Fatal("scan failed")
+				}
+			}
+		})
+		b.Run(in.name+"/decode", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decodeObject([]byte(in.s)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	body := []byte(chatBody())
+	b.Run("request/scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var sc reqScan
+			if !scanChatRequest(string(body), &sc) {
+				b.Fatal("scan failed")
+			}
+		}
+	})
+	b.Run("request/decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeObject(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func chatBody() string {
+	return `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a careful assistant for an engineering team."},{"role":"user","content":` +
+		jsonStr(strings.Repeat("Please review the following design notes for our internal ticket router. ", 14)) + `}]}`
+}

@@ -321,7 +321,22 @@ func TestEndToEndVaultThroughSocketAndDirect(t *testing.T) {
 	if r := s.as(t, "admin", "", "vault", "ls"); r.code == 0 || !strings.Contains(r.err, "master key does not match") {
 		t.Fatalf("wrong master key: %+v", r)
 	}
-	// The audit trail is intact after all of it.
+	// The audit trail is intact after all of it, in place and exported.
 	t.Setenv("PAMCTL_MASTER_KEY", "")
 	s.as(t, "admin", "", "audit", "verify").must(t, "audit verify offline")
+	full, part := filepath.Join(s.dir, "trail.jsonl"), filepath.Join(s.dir, "recent.jsonl")
+	s.as(t, "admin", "", "audit", "export", "--file", full).must(t, "export")
+	s.as(t, "admin", "", "audit", "export", "--since", "1h", "--file", part).must(t, "export --since")
+	for _, f := range []string{full, part} {
+		v := s.as(t, "admin", "", "audit", "verify", "--file", f, "-o", "json").must(t, "verify "+f)
+		if !strings.Contains(v.out, `"ok": true`) || !strings.Contains(v.out, `"signed": true`) {
+			t.Fatalf("verify %s: %s", f, v.out)
+		}
+	}
+	raw, _ := os.ReadFile(full)
+	edited := strings.Replace(string(raw), `"type":"vault.set"`, `"type":"vault.removed"`, 1)
+	os.WriteFile(full, []byte(edited), 0o600)
+	if r := s.as(t, "admin", "", "audit", "verify", "--file", full); r.code == 0 || !strings.Contains(r.err, "chain broken at seq") {
+		t.Fatalf("edited export verified: %+v", r)
+	}
 }
