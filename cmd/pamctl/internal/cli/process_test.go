@@ -1,0 +1,117 @@
+package cli
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// runAsPamctl makes this test binary behave as the pamctl binary in a
+// child process (PAMCTL_TEST_MAIN=1, arguments in PAMCTL_TEST_ARGS).
+func init() {
+	if os.Getenv("PAMCTL_TEST_MAIN") == "1" {
+		os.Args = append([]string{"pamctl"}, strings.Fields(os.Getenv("PAMCTL_TEST_ARGS"))...)
+		os.Exit(Main())
+	}
+}
+
+func pamctlProcess(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PAMCTL_TEST_MAIN=1", "PAMCTL_TEST_ARGS="+strings.Join(args, " "))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	return cmd, &out
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitHealthy(t *testing.T, addrs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, a := range addrs {
+		for {
+			resp, err := http.Get("http://" + a + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never became healthy", a)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// serve --dev comes up with /healthz on both ports, a second server on the
+// same data dir fails fast and clearly, and Ctrl-C exits 0 within 2 s.
+func TestServeProcessLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	home := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", home+"/config")
+	t.Setenv("XDG_DATA_HOME", home+"/data")
+	t.Setenv("PAMCTL_MASTER_KEY", "")
+	dataDir := home + "/pamctl-data"
+	b, p := freePort(t), freePort(t)
+	srv, out := pamctlProcess(t, "serve", "--dev", "--data-dir", dataDir, "--broker-addr", b, "--proxy-addr", p)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	waitHealthy(t, b, p)
+	for _, a := range []string{b, p} {
+		resp, err := http.Get("http://" + a + "/readyz")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("readyz on %s: %v", a, err)
+		}
+		resp.Body.Close()
+	}
+	if !strings.Contains(out.String(), "pamctl login --user alice --groups ml") {
+		t.Fatalf("dev banner lacks the next commands:\n%s", out.String())
+	}
+
+	second, out2 := pamctlProcess(t, "serve", "--dev", "--data-dir", dataDir, "--broker-addr", freePort(t), "--proxy-addr", freePort(t))
+	start := time.Now()
+	err := second.Run()
+	if err == nil || time.Since(start) > 2*time.Second || !strings.Contains(out2.String(), "pamctl is already running against "+dataDir) {
+		t.Fatalf("second server: err %v after %v:\n%s", err, time.Since(start), out2.String())
+	}
+
+	start = time.Now()
+	srv.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- srv.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, out.String())
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %v to exit", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server did not exit within 5s of SIGINT")
+	}
+	if _, err := os.Stat(dataDir + "/pamctl.sock"); !os.IsNotExist(err) {
+		t.Fatalf("admin socket left behind: %v", err)
+	}
+}
