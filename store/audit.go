@@ -797,6 +797,14 @@ func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report
 // transaction, after signing the head so the export is covered up to the
 // moment it starts.
 func (l *AuditLog) Export(ctx context.Context, w io.Writer) error {
+	return l.export(ctx, func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error {
+		return audit.WriteJSONL(w, anchor, lines(ctx, tx), head)
+	})
+}
+
+// export signs the head (so an export normally covers every event), then
+// runs fn in one read transaction with the anchor and the signed head.
+func (l *AuditLog) export(ctx context.Context, fn func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error) error {
 	if l.opts.Signer != nil {
 		if _, err := l.SignHead(ctx); err != nil {
 			return err
@@ -811,7 +819,7 @@ func (l *AuditLog) Export(ctx context.Context, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return audit.WriteJSONL(w, anchor, lines(ctx, tx), head)
+		return fn(tx, anchor, head)
 	})
 }
 
@@ -933,20 +941,7 @@ func (l *AuditLog) ExportRange(ctx context.Context, w io.Writer, since, until ti
 	if since.IsZero() && until.IsZero() {
 		return l.Export(ctx, w)
 	}
-	if l.opts.Signer != nil {
-		if _, err := l.SignHead(ctx); err != nil {
-			return err
-		}
-	}
-	return l.db.bolt.View(func(tx *bolt.Tx) error {
-		anchor, err := readAnchor(tx)
-		if err != nil {
-			return err
-		}
-		head, err := readHead(tx)
-		if err != nil {
-			return err
-		}
+	return l.export(ctx, func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error {
 		jw := audit.NewJSONLWriter(w)
 		var before audit.Link // the event before the range, if any
 		started := false
