@@ -141,7 +141,7 @@ func (s *Service) Login(ctx context.Context, rawIDToken, nonce string, client au
 		s.emit(ctx, &audit.Event{Type: audit.TypeLoginFailed, Decision: "deny", Reasons: []string{oidcReason(err)}, Client: &client})
 		return nil, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
 	}
-	who := Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind}
+	who := Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
 	exp := s.now().Add(s.sessionTTL).UTC().Truncate(time.Second)
 	if who.Kind == oidc.KindService && !id.Expiry.IsZero() && id.Expiry.Before(exp) {
 		// A workload's short-lived token (CI job, Kubernetes) must not
@@ -150,7 +150,7 @@ func (s *Service) Login(ctx context.Context, rawIDToken, nonce string, client au
 	}
 	raw, err := s.minter.Mint(token.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceBroker}, ExpiresAt: jwt.NewNumericDate(exp)},
-		Use:              token.UseSession, Email: who.Email, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer,
+		Use:              token.UseSession, Email: who.Email, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer, Act: actClaim(who),
 	})
 	if err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
@@ -178,7 +178,11 @@ func (s *Service) Authenticate(raw string) (Identity, time.Time, error) {
 		}
 		return Identity{}, time.Time{}, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
 	}
-	return Identity{Subject: c.Subject, Email: c.Email, Groups: c.Groups, Issuer: c.IdP, Kind: c.Kind}, c.ExpiresAt.Time, nil
+	who := Identity{Subject: c.Subject, Email: c.Email, Groups: c.Groups, Issuer: c.IdP, Kind: c.Kind}
+	if c.Act != nil {
+		who.Act = c.Act.Sub
+	}
+	return who, c.ExpiresAt.Time, nil
 }
 
 // Ask is what a requester asks for.
@@ -468,6 +472,7 @@ func (s *Service) Token(ctx context.Context, who Identity, id string) (string, *
 	c := token.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceProxy}, ExpiresAt: jwt.NewNumericDate(*r.ExpiresAt)},
 		Use:              token.UseAccess, Scope: token.JoinScopes(r.Scopes), Req: r.ID, Email: who.Email, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer,
+		Act: actClaim(who),
 	}
 	if r.Limits.RPM > 0 || r.Limits.Tokens > 0 {
 		c.Limits = &token.Limits{RPM: r.Limits.RPM, Tokens: r.Limits.Tokens}
@@ -608,7 +613,15 @@ func (s *Service) emit(ctx context.Context, e *audit.Event) {
 }
 
 func actor(i Identity) *audit.Actor {
-	return &audit.Actor{Subject: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: audit.ActorKind(i.Kind)}
+	return &audit.Actor{Subject: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: audit.ActorKind(i.Kind), Act: i.Act}
+}
+
+// actClaim is the RFC 8693 act claim for a workload acting for a person.
+func actClaim(who Identity) *token.Actor {
+	if who.Act == "" {
+		return nil
+	}
+	return &token.Actor{Sub: who.Act, Iss: who.Issuer}
 }
 
 func newRequestID() string { return "req_" + token.NewID()[:20] }

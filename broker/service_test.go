@@ -75,7 +75,7 @@ func newEnv(t *testing.T) *env {
 	}
 	srv.Config.Handler = iss
 	e.iss = iss
-	e.idv, err = oidc.NewVerifier([]oidc.IssuerConfig{{Name: "corp", URL: srv.URL, ClientID: devissuer.DefaultClientID}}, srv.Client(), e.clock.Now)
+	e.idv, err = oidc.NewVerifier([]oidc.IssuerConfig{{Name: "corp", URL: srv.URL, ClientID: devissuer.DefaultClientID, ActClaim: "actor"}}, srv.Client(), e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,5 +529,45 @@ func TestUnverifiedEmailIgnored(t *testing.T) {
 	}
 	if sess.Identity.Email != "" {
 		t.Fatalf("unverified email kept: %+v", sess.Identity)
+	}
+}
+
+// A workload acting for a person carries an act claim, and that person can
+// never approve the workload's request.
+func TestActingPersonCannotApprove(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	raw, err := e.iss.Mint(devissuer.Claims{Subject: "repo:acme/app:ref:refs/heads/main", Groups: []string{"ml"}, Extra: map[string]any{"actor": "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := e.svc.Login(ctx, raw, "", audit.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, _, err := e.svc.Authenticate(sess.Token)
+	if err != nil || ci.Act != "bob" {
+		t.Fatalf("workload identity: %v %+v", err, ci)
+	}
+	bob := e.login("bob", "security")
+	dave := e.login("dave", "security")
+	r, err := e.svc.CreateRequest(ctx, ci, broker.Ask{Scopes: []string{"model:gpt-4o"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); code(err) != broker.CodeForbidden && code(err) != broker.CodeNotFound {
+		t.Fatalf("the acting person approved the workload's request: %v", err)
+	}
+	if _, err := e.svc.Review(ctx, dave, r.ID, true, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := e.svc.Token(ctx, ci, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &token.Verifier{Keys: e.keys, Issuer: "http://broker.test", Audience: token.AudienceProxy, Use: token.UseAccess, Now: e.clock.Now}
+	c, err := v.Verify(tok)
+	if err != nil || c.Act == nil || c.Act.Sub != "bob" {
+		t.Fatalf("act claim: %v %+v", err, c)
 	}
 }

@@ -21,13 +21,14 @@ type Identity struct {
 	Groups  []string `json:"groups,omitempty"`
 	Issuer  string   `json:"issuer"`         // name of the trusted issuer ("admin" for the local socket)
 	Kind    string   `json:"kind,omitempty"` // user | service
+	Act     string   `json:"act,omitempty"`  // the person a workload acts for
 }
 
 // Same reports whether two identities are the same principal.
 func (i Identity) Same(o Identity) bool { return i.Subject == o.Subject && i.Issuer == o.Issuer }
 
 func (i Identity) policySubject() policy.Subject {
-	return policy.Subject{ID: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: i.Kind}
+	return policy.Subject{ID: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: i.Kind, Act: i.Act}
 }
 
 // State is where a request is in its life.

@@ -79,6 +79,8 @@ type Actor struct {
 	Kind    ActorKind `json:"kind,omitempty"`
 	// TokenID is the jti of the access token used, if any.
 	TokenID string `json:"token_id,omitempty"`
+	// Act is the person a workload acted for (the token's act claim).
+	Act string `json:"act,omitempty"`
 }
 
 // ActorKind says whether an actor is a person or a workload.

@@ -37,6 +37,10 @@ type IssuerConfig struct {
 	// values (a list claim must contain the value), e.g.
 	// repository_owner: my-org.
 	RequiredClaims map[string]string `mapstructure:"required_claims" yaml:"required_claims"`
+	// ActClaim names a claim holding the person a workload acts for (GitHub
+	// Actions: actor). It becomes the act claim of pamctl's tokens, and that
+	// person can never approve the workload's requests.
+	ActClaim string `mapstructure:"act_claim" yaml:"act_claim"`
 }
 
 // Defaults used by WithDefaults.

@@ -32,6 +32,7 @@ type Identity struct {
 	Issuer    string // configured issuer name
 	IssuerURL string
 	Kind      string // KindUser or KindService
+	Act       string // the person a workload acts for (IssuerConfig.ActClaim), if any
 	Expiry    time.Time
 }
 
@@ -249,7 +250,12 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims map[string]any) (Id
 	if verified, _ := claims["email_verified"].(bool); !verified {
 		email = ""
 	}
+	act := ""
+	if c.ActClaim != "" {
+		act, _ = claims[c.ActClaim].(string)
+	}
 	return Identity{
+		Act:       act,
 		Subject:   tok.Subject,
 		Email:     email,
 		Groups:    groups,
