@@ -168,6 +168,12 @@ func oidcReason(err error) string {
 	return "the identity token could not be verified"
 }
 
+// Logout records the end of a session. The CLI forgets the token; a copy of
+// it stays valid until it expires (sessions are capped at 8 hours).
+func (s *Service) Logout(ctx context.Context, who Identity, client audit.Client) {
+	s.emit(ctx, &audit.Event{Type: audit.TypeLogout, Actor: actor(who), Client: &client})
+}
+
 // Authenticate verifies a broker session token.
 func (s *Service) Authenticate(raw string) (Identity, time.Time, error) {
 	c, err := s.sessions.Verify(raw)

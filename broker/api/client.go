@@ -124,6 +124,11 @@ func (c *Client) Login(ctx context.Context, idToken, nonce string) (*broker.Sess
 	return &out, c.do(ctx, http.MethodPost, "/v1/login", LoginRequest{IDToken: idToken, Nonce: nonce}, &out)
 }
 
+// Logout tells the broker the session ends (it is audited).
+func (c *Client) Logout(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/logout", struct{}{}, nil)
+}
+
 // WhoAmI describes the session's identity.
 func (c *Client) WhoAmI(ctx context.Context) (WhoAmI, error) {
 	var out WhoAmI

@@ -111,6 +111,10 @@ func (s *Server) common(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
 	mux.HandleFunc("POST /v1/login", s.login)
 	mux.HandleFunc("GET /v1/whoami", s.authed(s.whoami))
+	mux.HandleFunc("POST /v1/logout", s.authed(func(w http.ResponseWriter, r *http.Request, who broker.Identity) {
+		s.Broker.Logout(r.Context(), who, clientOf(r))
+		w.WriteHeader(http.StatusNoContent)
+	}))
 	mux.HandleFunc("POST /v1/requests", s.authed(s.createRequest))
 	mux.HandleFunc("GET /v1/requests", s.authed(s.listRequests))
 	mux.HandleFunc("GET /v1/requests/{id}", s.authed(s.getRequest))

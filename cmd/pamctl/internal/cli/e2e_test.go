@@ -236,6 +236,16 @@ func TestEndToEndGrantFlow(t *testing.T) {
 		t.Fatalf("alice read the audit trail: %+v", r)
 	}
 
+	// logout is audited and forgets the session.
+	s.as(t, "carol", "", "login", "--user", "carol").must(t, "carol login")
+	s.as(t, "carol", "", "logout").must(t, "logout")
+	if r := s.as(t, "carol", "", "whoami"); r.code != ExitUnauthenticated {
+		t.Fatalf("whoami after logout: %+v", r)
+	}
+	if lo := s.as(t, "bob", "", "audit", "tail", "--type", "logout", "--actor", "carol"); !strings.Contains(lo.out, `"type":"logout"`) {
+		t.Fatalf("logout not audited: %+v", lo)
+	}
+
 	// Revoke: the proxy refuses the token on the next call.
 	s.as(t, "alice", "", "revoke", id).must(t, "revoke")
 	hreq, _ = http.NewRequest("POST", s.app.ProxyURL()+"/v1/chat/completions", strings.NewReader(body))

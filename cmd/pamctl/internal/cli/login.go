@@ -217,6 +217,15 @@ func NewCmdLogout(f *Factory, runF func(*cobra.Command) error) *cobra.Command {
 			if runF != nil {
 				return runF(cmd)
 			}
+			// Tell the broker (audited) when it is reachable; forget the
+			// session either way.
+			if cfg, err := f.Config(cmd); err == nil {
+				if c, _, err := f.BrokerClient(cfg); err == nil {
+					if err := c.Logout(cmd.Context()); err != nil {
+						f.IO.Warnf("the broker did not record the logout: %v", err)
+					}
+				}
+			}
 			err := os.Remove(SessionPath())
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
