@@ -126,6 +126,9 @@ func (p *Proxy) prepare(next http.Handler) http.Handler {
 			p.fail(w, c, e)
 			return
 		}
+		// The parsed request (prompt text and its copies) is not needed
+		// past this point; a stream may stay open for minutes.
+		c.req = nil
 		next.ServeHTTP(w, r)
 	})
 }

@@ -70,9 +70,10 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 // copyBuffers lends ReverseProxy the buffer it copies each answer through.
 // Without a pool it allocates 32 KiB per call (a third of the bytes a
 // buffered call allocated, all garbage), and a stream holds its buffer for
-// as long as it stays open; 8 KiB is ample for events of a few hundred
-// bytes and for buffered answers, which are copied from memory.
-var copyBuffers httputil.BufferPool = &bufferPool{size: 8 << 10}
+// as long as it stays open; 4 KiB (what net/http buffers per connection)
+// is ample for events of a few hundred bytes and for buffered answers,
+// which are copied from memory.
+var copyBuffers httputil.BufferPool = &bufferPool{size: 4 << 10}
 
 type bufferPool struct {
 	size int
@@ -139,7 +140,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 // usage and writes the audit event, all before the first byte is sent.
 func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	ctx := res.Request.Context()
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBody+1))
+	size := res.ContentLength
+	if size < 0 || size > 64<<10 {
+		size = 4 << 10 // grow as it comes
+	}
+	body, err := readAllInto(make([]byte, 0, size+1), io.LimitReader(res.Body, maxResponseBody+1))
 	_ = res.Body.Close()
 	if err != nil {
 		if ctx.Err() != nil {

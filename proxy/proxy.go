@@ -283,31 +283,36 @@ func (p *Proxy) fail(w http.ResponseWriter, c *call, e *apiError) {
 }
 
 func (p *Proxy) logCall(c *call) {
-	attrs := []any{"request_id", c.id, "method", c.method, "path", c.path, "status", c.status,
-		"latency_ms", time.Since(c.start).Milliseconds()}
-	if c.claims != nil {
-		attrs = append(attrs, "grant", c.claims.Req, "sub", c.claims.Subject)
-	}
-	if c.model != "" {
-		attrs = append(attrs, "model", c.model)
-	}
-	if c.hasUsage {
-		attrs = append(attrs, "tokens", c.usage.Total)
-	}
-	if c.err != nil {
-		attrs = append(attrs, "code", c.err.Code)
-		if c.err.cause != nil {
-			attrs = append(attrs, "err", c.err.cause.Error())
-		}
-	}
-	if c.errDetail != "" {
-		attrs = append(attrs, "detail", c.errDetail)
-	}
 	level := slog.LevelInfo
 	if c.status >= 500 || c.auditFailed {
 		level = slog.LevelWarn
 	}
-	p.log.Log(context.Background(), level, "proxy call", attrs...)
+	ctx := context.Background()
+	if !p.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs, slog.String("request_id", c.id), slog.String("method", c.method), slog.String("path", c.path),
+		slog.Int("status", c.status), slog.Int64("latency_ms", time.Since(c.start).Milliseconds()))
+	if c.claims != nil {
+		attrs = append(attrs, slog.String("grant", c.claims.Req), slog.String("sub", c.claims.Subject))
+	}
+	if c.model != "" {
+		attrs = append(attrs, slog.String("model", c.model))
+	}
+	if c.hasUsage {
+		attrs = append(attrs, slog.Int64("tokens", c.usage.Total))
+	}
+	if c.err != nil {
+		attrs = append(attrs, slog.String("code", c.err.Code))
+		if c.err.cause != nil {
+			attrs = append(attrs, slog.String("err", c.err.cause.Error()))
+		}
+	}
+	if c.errDetail != "" {
+		attrs = append(attrs, slog.String("detail", c.errDetail))
+	}
+	p.log.LogAttrs(ctx, level, "proxy call", attrs...)
 }
 
 // upstream is a configured provider with its reverse proxy.

@@ -7,25 +7,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"net/http"
 	"strings"
 
+	"pamctl/proxy/mask"
 	"pamctl/proxy/payload"
+	"pamctl/proxy/sse"
 )
 
 // streamBody relays a Server-Sent Events answer of a model call as it
 // arrives; nothing but the current event (and text the masker holds back)
 // is ever buffered.
 //
-// payload.CopyStream (masking, usage, summary) pushes what it emits into a
-// writer; ReverseProxy pulls the body. iter.Pull joins the two as
-// coroutines, without a goroutine or a pipe: each Read resumes CopyStream
-// until it is about to wait for the upstream (or has ended), cuts what it
-// wrote into events and hands the complete ones to ReverseProxy, which
-// flushes them to the client at once. On the
-// way streamBody drops the usage-only chunk the proxy asked for on the
-// client's behalf, and holds back the terminal event ([DONE],
+// A payload.Relay (masking, usage, summary) does the work one event per
+// Step and writes what it produces into the body; ReverseProxy pulls the
+// body. Each Read steps the relay until it is about to wait for the
+// upstream (its source then answers sse.ErrWouldBlock instead of
+// waiting) or has ended, cuts what it wrote into events and hands the
+// complete ones to ReverseProxy, which flushes them to the client at once:
+// every event leaves as soon as nothing more is at hand, events that
+// arrived together leave in one write, and no goroutine is spent per
+// stream. On the way streamBody drops the usage-only chunk the proxy asked
+// for on the client's behalf, and holds back the terminal event ([DONE],
 // response.completed, response.failed, response.incomplete, an error
 // event) until the upstream stream has ended and the audit event is
 // written: the trail holds the call before the client sees the end of it.
@@ -37,85 +40,77 @@ type streamBody struct {
 	ctx context.Context
 	src io.ReadCloser
 
-	next func() ([]byte, bool) // resumes CopyStream until it writes
-	stop func()
-
-	result  payload.Result // set when CopyStream returns
+	relay   *payload.Relay
+	waiting bool           // the relay's source declined to wait: out may go
+	result  payload.Result // set when the relay has ended
 	copyErr error
 
 	pending  []byte       // the start of an event not yet complete
 	out      bytes.Buffer // complete events for the client
-	ready    bool         // CopyStream waits for the upstream: out may go
 	end      bytes.Buffer // the terminal event and anything after it
 	terminal bool         // the terminal event was seen
 	finished bool         // the audit event is written (or the call abandoned)
 }
-
-// errStopped ends CopyStream when the relay is closed early.
-var errStopped = errors.New("proxy: stream relay closed")
 
 // writerFunc adapts a function to io.Writer.
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
-func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *streamBody {
-	s := &streamBody{p: p, c: c, ctx: ctx, src: src}
-	s.next, s.stop = iter.Pull(func(yield func([]byte) bool) {
-		w := writerFunc(func(b []byte) (int, error) {
-			if !yield(b) {
-				return 0, errStopped
-			}
-			return len(b), nil
-		})
-		// Before CopyStream waits for more of the upstream's answer, the
-		// events it has finished go to the client (a nil yield): every
-		// event leaves as soon as nothing more is at hand, and events
-		// that arrived together leave in one write.
-		r := readerFunc(func(b []byte) (int, error) {
-			if s.out.Len() > 0 && !yield(nil) {
-				return 0, errStopped
-			}
-			return src.Read(b)
-		})
-		s.result, s.copyErr = payload.CopyStream(w, nil, r, c.path, c.ResponseMask)
-	})
-	return s
-}
-
 // readerFunc adapts a function to io.Reader.
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
 
-func (s *streamBody) Read(b []byte) (int, error) {
-	for s.out.Len() == 0 || !s.ready {
-		if s.finished {
-			if s.out.Len() == 0 {
-				return 0, io.EOF
-			}
-			break
+func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *streamBody {
+	s := &streamBody{p: p, c: c, ctx: ctx, src: src}
+	w := writerFunc(func(b []byte) (int, error) {
+		s.feed(b)
+		return len(b), nil
+	})
+	// Before the relay waits for more of the upstream's answer, the events
+	// it has finished go to the client.
+	r := readerFunc(func(b []byte) (int, error) {
+		if s.out.Len() > 0 {
+			s.waiting = true
+			return 0, sse.ErrWouldBlock
 		}
-		chunk, ok := s.next()
-		switch {
-		case !ok:
+		return src.Read(b)
+	})
+	relay, err := payload.NewRelay(w, nil, r, c.path, c.ResponseMask)
+	if err != nil {
+		s.result, s.copyErr = payload.Result{Counts: mask.Counts{}}, err
+		s.finish()
+		return s
+	}
+	s.relay = relay
+	return s
+}
+
+func (s *streamBody) Read(b []byte) (int, error) {
+	for s.out.Len() == 0 || !s.waiting && !s.finished {
+		if s.finished {
+			return 0, io.EOF
+		}
+		s.waiting = false
+		if !s.relay.Step() {
+			s.result, s.copyErr = s.relay.Result()
 			s.finish()
-		case chunk == nil:
-			s.ready = true
-		default:
-			s.ready = false
-			s.feed(chunk)
 		}
 	}
+	s.waiting = false
 	return s.out.Read(b)
 }
 
-// feed cuts what CopyStream wrote (whole events when masking, raw
+// feed cuts what the relay wrote (whole events when masking, raw
 // upstream bytes otherwise) into events. An incomplete event waits in
 // pending for the rest; one still incomplete when the stream ends is
 // dropped, as SSE clients do.
 func (s *streamBody) feed(b []byte) {
-	buf := append(s.pending, b...)
+	buf := b // usually whole events: cut them where they are
+	if len(s.pending) > 0 {
+		buf = append(s.pending, b...)
+	}
 	off := 0
 	for {
 		ev, n := cutEvent(buf[off:])
@@ -125,7 +120,7 @@ func (s *streamBody) feed(b []byte) {
 		s.handle(ev)
 		off += n
 	}
-	s.pending = append(buf[:0], buf[off:]...)
+	s.pending = append(s.pending[:0], buf[off:]...)
 	if cap(s.pending) > 64<<10 && len(s.pending) < 4<<10 {
 		s.pending = bytes.Clone(s.pending) // let a large event's array go
 	}
@@ -135,9 +130,11 @@ func (s *streamBody) feed(b []byte) {
 // blank line that ends it, LF or CRLF line ends) and its length, or 0.
 func cutEvent(b []byte) ([]byte, int) {
 	for i := 0; i < len(b); i++ {
-		if b[i] != '\n' {
-			continue
+		k := bytes.IndexByte(b[i:], '\n')
+		if k < 0 {
+			break
 		}
+		i += k
 		j := i + 1
 		if j < len(b) && b[j] == '\r' {
 			j++
@@ -151,6 +148,15 @@ func cutEvent(b []byte) ([]byte, int) {
 
 // handle queues one raw event for the client, holds it, or drops it.
 func (s *streamBody) handle(ev []byte) {
+	if data, ok := plainData(ev); ok && !s.terminal {
+		// The usual event, one data line: decide without copying it.
+		if !s.c.stripUsage || !mayBeUsage(data) {
+			if !mayBeTerminal(data) {
+				s.out.Write(ev)
+				return
+			}
+		}
+	}
 	name, data := sseFields(ev)
 	if s.c.stripUsage && usageOnlyChunk(data) {
 		return // the usage chunk the client did not ask for
@@ -182,10 +188,39 @@ func sseFields(ev []byte) (name, data string) {
 	return name, strings.Join(d, "\n")
 }
 
+// plainData returns the data of an event that is a single "data:" line
+// (LF or CRLF, no other field), without copying it.
+func plainData(ev []byte) ([]byte, bool) {
+	line, ok := bytes.CutPrefix(ev, []byte("data:"))
+	if !ok {
+		return nil, false
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if bytes.IndexByte(line, '\n') >= 0 || bytes.IndexByte(line, '\r') >= 0 {
+		return nil, false
+	}
+	return bytes.TrimPrefix(line, []byte(" ")), true
+}
+
+// mayBeUsage is usageOnlyChunk's first test: data that fails it is no
+// usage chunk.
+func mayBeUsage(data []byte) bool {
+	return bytes.Contains(data, []byte(`"usage":{`)) || bytes.Contains(data, []byte(`"usage": {`))
+}
+
+// mayBeTerminal is isTerminal's first test for an unnamed event: data
+// that fails it does not end the stream.
+func mayBeTerminal(data []byte) bool {
+	return bytes.Contains(data, []byte(`[DONE]`)) || bytes.Contains(data, []byte(`"error"`)) || bytes.Contains(data, []byte(`"response.`))
+}
+
 // usageOnlyChunk reports whether data is a chat chunk with usage and no
 // choices, as sent last when stream_options.include_usage is set.
 func usageOnlyChunk(data string) bool {
-	if !strings.Contains(data, `"usage":{`) && !strings.Contains(data, `"usage": {`) {
+	if !mayBeUsage([]byte(data)) {
 		return false
 	}
 	var ch struct {
@@ -223,7 +258,7 @@ func terminalType(t string) bool {
 	return false
 }
 
-// finish ends the stream once CopyStream has returned: it writes the audit
+// finish ends the stream once the relay has ended: it writes the audit
 // event, then releases the terminal event, or an error event if the stream
 // was cut short or could not be recorded.
 func (s *streamBody) finish() {
@@ -258,7 +293,7 @@ func (s *streamBody) clientGone() {
 	_ = s.p.audit(s.ctx, s.c) // a failure is logged; nobody is left to tell
 }
 
-// takeResult copies CopyStream's findings into the call.
+// takeResult copies the relay's findings into the call.
 func (s *streamBody) takeResult() {
 	r := s.result
 	if r.HasUsage {
@@ -273,13 +308,13 @@ func (s *streamBody) takeResult() {
 }
 
 // Close ends the relay. Closed before its end, the stream was abandoned by
-// the client (ReverseProxy could not write to it): CopyStream is stopped,
+// the client (ReverseProxy could not write to it): the relay is stopped,
 // the upstream body closed, and the trail records the call as such.
 func (s *streamBody) Close() error {
 	err := s.src.Close()
-	s.stop() // resumes a suspended CopyStream with a write error; no-op once it returned
 	if !s.finished {
 		s.finished = true
+		s.result, _ = s.relay.Result()
 		s.takeResult()
 		s.clientGone()
 	}

@@ -6,9 +6,13 @@
 // responses; and reading token usage and a short masked summary for the
 // audit trail.
 //
-// It is pure apart from CopyStream's reading and writing: no HTTP, no
-// policy. Bodies are decoded with json.Number, so numbers and unknown fields
-// survive a rewrite; rewritten objects have their keys sorted.
+// It is pure apart from the reading and writing of CopyStream and Relay: no
+// HTTP, no policy. Bodies are decoded with json.Number, so numbers and
+// unknown fields survive a rewrite; rewritten objects have their keys
+// sorted. The usual chat request, answer and stream chunk skip that
+// decoding: a strict scanner (scan.go) reads the few strings they need and
+// hands anything unusual to the decoder, and a chunk whose deltas masking
+// changed keeps its bytes but for those strings.
 package payload
 
 import (

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"pamctl/proxy/mask"
 	"pamctl/proxy/sse"
@@ -269,6 +271,19 @@ func compareStream(t testing.TB, stream string, m *mask.Masker) {
 	var fe, se error
 	withFastPaths(true, func() { fo, fr, fe = run() })
 	withFastPaths(false, func() { so, sr, se = run() })
+	// A Relay whose source declines to wait before every byte, as the
+	// proxy's does, must write exactly what CopyStream writes.
+	var ro bytes.Buffer
+	relay, err := NewRelay(&ro, nil, &wouldBlock{r: iotest.OneByteReader(strings.NewReader(stream))}, EndpointChat, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for relay.Step() {
+	}
+	rr, re := relay.Result()
+	if ro.String() != fo || !reflect.DeepEqual(rr, fr) || fmt.Sprint(re) != fmt.Sprint(fe) {
+		t.Fatalf("stream %q (masking %v): relay over a blocking source wrote\n%s\n%+v %v\nCopyStream wrote\n%s\n%+v %v", stream, m.Enabled(), ro.String(), rr, re, fo, fr, fe)
+	}
 	if !reflect.DeepEqual(fr, sr) || fmt.Sprint(fe) != fmt.Sprint(se) {
 		t.Fatalf("stream %q (masking %v): result fast %+v %v, generic %+v %v", stream, m.Enabled(), fr, fe, sr, se)
 	}
@@ -341,13 +356,26 @@ func FuzzChatFastPaths(f *testing.F) {
 	})
 }
 
-var _ = sse.Event{}
+// wouldBlock returns sse.ErrWouldBlock before every piece of its input.
+type wouldBlock struct {
+	r       io.Reader
+	blocked bool
+}
+
+func (b *wouldBlock) Read(p []byte) (int, error) {
+	if !b.blocked {
+		b.blocked = true
+		return 0, sse.ErrWouldBlock
+	}
+	b.blocked = false
+	return b.r.Read(p)
+}
 
 // The mock upstream's answer and one of its chunks, as the load benchmark
 // sees them.
 const (
 	benchAnswerBody = `{"id":"chatcmpl-6ye5ptr3bbpg3ncn3uj5bzenkb","object":"chat.completion","created":1795636547,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"[pamctl mock upstream] You said: \"Please review the following design notes for our internal ticket router and tell me …\" (171 words). This answer comes from pamctl's built-in mock, not a model: vault a provider key to reach a real one.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":297,"completion_tokens":56,"total_tokens":353,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_pamctl_mock"}`
-	benchChunk = `{"id":"chatcmpl-r7dbpag4xzdny4wsj4c2hth7dk","object":"chat.completion.chunk","created":1795636547,"model":"gpt-4o-mini","service_tier":"default","system_fingerprint":"fp_pamctl_mock","choices":[{"index":0,"delta":{"content":"our i"},"logprobs":null,"finish_reason":null}],"usage":null}`
+	benchChunk      = `{"id":"chatcmpl-r7dbpag4xzdny4wsj4c2hth7dk","object":"chat.completion.chunk","created":1795636547,"model":"gpt-4o-mini","service_tier":"default","system_fingerprint":"fp_pamctl_mock","choices":[{"index":0,"delta":{"content":"our i"},"logprobs":null,"finish_reason":null}],"usage":null}`
 )
 
 func BenchmarkScan(b *testing.B) {
@@ -394,4 +422,24 @@ func BenchmarkScan(b *testing.B) {
 func chatBody() string {
 	return `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a careful assistant for an engineering team."},{"role":"user","content":` +
 		jsonStr(strings.Repeat("Please review the following design notes for our internal ticket router. ", 14)) + `}]}`
+}
+
+// A stream the parser gives up on (a line over sse.DefaultMaxLine) is
+// still copied through byte for byte with masking off, by CopyStream and by
+// a Relay over a source that declines to wait.
+func TestRelayRawCopyWithBlockingSource(t *testing.T) {
+	stream := "data: " + strings.Repeat("a", sse.DefaultMaxLine+10) + "\n\ndata: after\n\n"
+	var want bytes.Buffer
+	wr, werr := CopyStream(&want, nil, strings.NewReader(stream), EndpointChat, nil)
+	var got bytes.Buffer
+	relay, err := NewRelay(&got, nil, &wouldBlock{r: strings.NewReader(stream)}, EndpointChat, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for relay.Step() {
+	}
+	gr, gerr := relay.Result()
+	if got.String() != stream || want.String() != stream || !reflect.DeepEqual(gr, wr) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+		t.Fatalf("raw copy: relay %d bytes %+v %v, CopyStream %d bytes %+v %v, input %d bytes", got.Len(), gr, gerr, want.Len(), wr, werr, len(stream))
+	}
 }

@@ -48,9 +48,36 @@ var ErrTooManyFields = errors.New("payload: too many concurrent text fields in s
 // With masking off the bytes are copied through as they arrive, and parsed
 // only for usage and the summary.
 func CopyStream(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker) (Result, error) {
-	ep, err := normalize(endpoint)
+	r, err := NewRelay(dst, flush, src, endpoint, m)
 	if err != nil {
 		return Result{Counts: mask.Counts{}}, err
+	}
+	for r.Step() {
+	}
+	return r.Result()
+}
+
+// Relay is CopyStream driven by its reader: each Step reads and relays one
+// event, so a proxy can pull a stream through without a goroutine of its
+// own. A src that returns sse.ErrWouldBlock (with no bytes) makes Step
+// return at once, having lost nothing, so the caller may first pass on
+// what was relayed so far.
+type Relay struct {
+	s        *streamer
+	rd       *sse.Reader
+	tee      *teeReader
+	raw      []byte // the copy could not be parsed: bytes are copied as they come
+	done     bool
+	result   Result
+	finished bool
+}
+
+// NewRelay prepares to relay the stream of endpoint from src to dst, as
+// CopyStream does.
+func NewRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker) (*Relay, error) {
+	ep, err := normalize(endpoint)
+	if err != nil {
+		return nil, err
 	}
 	if flush == nil {
 		flush = func() {}
@@ -62,12 +89,11 @@ func CopyStream(dst io.Writer, flush func(), src io.Reader, endpoint string, m *
 		outIdx:  map[string]any{},
 		res:     Result{Counts: mask.Counts{}},
 	}
-	var rd *sse.Reader
-	var tee *teeReader
+	r := &Relay{s: s}
 	if m.Enabled() {
 		s.w = sse.NewWriter(dst)
-		rd = sse.NewReader(src, sse.Limits{})
-		rd.OnComment = func(c string) {
+		r.rd = sse.NewReader(src, sse.Limits{})
+		r.rd.OnComment = func(c string) {
 			if s.err == nil {
 				s.err = s.w.WriteComment(c)
 				s.flush()
@@ -75,39 +101,90 @@ func CopyStream(dst io.Writer, flush func(), src io.Reader, endpoint string, m *
 		}
 	} else {
 		// Copy bytes through; parse a copy for usage and the summary.
-		tee = &teeReader{r: src, w: dst, flush: flush}
+		r.tee = &teeReader{r: src, w: dst, flush: flush}
 		s.w = sse.NewWriter(io.Discard)
 		s.flush = func() {}
-		rd = sse.NewReader(tee, sse.Limits{})
+		r.rd = sse.NewReader(r.tee, sse.Limits{})
 	}
-	for s.err == nil {
-		ev, err := rd.Next()
-		if err != nil {
-			if tee != nil && tee.werr == nil && !errors.Is(err, io.EOF) && tee.rerr == nil {
-				// The copy cannot be parsed: keep copying bytes.
-				_, err = io.Copy(io.Discard, tee)
-			}
-			s.finishAll()
-			switch {
-			case s.err != nil:
-			case tee != nil && tee.werr != nil:
-				s.err = fmt.Errorf("payload: write to client: %w", tee.werr)
-			case err != nil && !errors.Is(err, io.EOF):
-				s.err = fmt.Errorf("payload: read upstream: %w", err)
-			}
-			break
+	return r, nil
+}
+
+// Step relays the next event (or, when src declined to wait, nothing). It
+// returns false once the stream has ended or failed; Result then tells.
+func (r *Relay) Step() bool {
+	s := r.s
+	if r.done || s.err != nil {
+		r.done = true
+		return false
+	}
+	if r.raw != nil {
+		// The copy cannot be parsed: keep copying bytes until the end.
+		_, err := r.tee.Read(r.raw)
+		switch {
+		case errors.Is(err, sse.ErrWouldBlock):
+			return true
+		case errors.Is(err, io.EOF):
+			r.end(nil)
+			return false
+		case err != nil:
+			r.end(err)
+			return false
 		}
-		if ep == EndpointChat {
-			s.err = s.chat(ev)
-		} else {
-			s.err = s.responses(ev)
+		return true
+	}
+	ev, err := r.rd.Next()
+	if err != nil {
+		if errors.Is(err, sse.ErrWouldBlock) {
+			return true
 		}
+		if r.tee != nil && r.tee.werr == nil && !errors.Is(err, io.EOF) && r.tee.rerr == nil {
+			r.raw = make([]byte, 4<<10)
+			return true
+		}
+		r.end(err)
+		return false
 	}
-	for _, st := range s.streams {
-		s.res.Counts.Add(st.Counts())
+	if s.ep == EndpointChat {
+		s.err = s.chat(ev)
+	} else {
+		s.err = s.responses(ev)
 	}
-	s.res.Summary = s.sum.String()
-	return s.res, s.err
+	if s.err != nil {
+		r.done = true
+		return false
+	}
+	return true
+}
+
+// end finishes a stream whose input ended with err (nil or io.EOF: the
+// upstream closed it).
+func (r *Relay) end(err error) {
+	s := r.s
+	r.done = true
+	s.finishAll()
+	switch {
+	case s.err != nil:
+	case r.tee != nil && r.tee.werr != nil:
+		s.err = fmt.Errorf("payload: write to client: %w", r.tee.werr)
+	case err != nil && !errors.Is(err, io.EOF):
+		s.err = fmt.Errorf("payload: read upstream: %w", err)
+	}
+}
+
+// Result returns the findings, usage and summary, and the error that ended
+// the stream. Called before Step returned false it stops the relay where
+// it is (the client went away).
+func (r *Relay) Result() (Result, error) {
+	s := r.s
+	if !r.finished {
+		r.finished, r.done = true, true
+		for _, st := range s.streams {
+			s.res.Counts.Add(st.Counts())
+		}
+		s.res.Summary = s.sum.String()
+		r.result = s.res
+	}
+	return r.result, s.err
 }
 
 type teeReader struct {
@@ -130,7 +207,7 @@ func (t *teeReader) Read(p []byte) (int, error) {
 		}
 		t.flush()
 	}
-	if err != nil && !errors.Is(err, io.EOF) {
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, sse.ErrWouldBlock) {
 		t.rerr = err
 	}
 	return n, err

@@ -52,18 +52,25 @@ var (
 	ErrEventTooLarge = errors.New("sse: event too large")
 )
 
+// ErrWouldBlock may be returned (with no bytes) by the source of a Reader
+// that would rather not wait for input now. Next then returns it having
+// lost nothing: the line and event it was reading resume with the next
+// call. Any other error from the source ends the stream.
+var ErrWouldBlock = errors.New("sse: source would block")
+
 // Reader reads events from a stream. Memory is bounded by Limits: one line
 // plus one event's data.
 type Reader struct {
-	r      io.Reader
-	lim    Limits
-	buf    []byte // unread input is buf[off:end]
-	off    int
-	end    int
-	err    error // sticky error from r
-	skipLF bool  // the previous line ended with CR: ignore a leading LF
-	bom    bool  // BOM already checked
-	line   []byte
+	r       io.Reader
+	lim     Limits
+	buf     []byte // unread input is buf[off:end]
+	off     int
+	end     int
+	err     error // sticky error from r
+	skipLF  bool  // the previous line ended with CR: ignore a leading LF
+	bom     bool  // BOM already checked
+	line    []byte
+	partial bool // line holds the start of a line interrupted by ErrWouldBlock
 
 	// OnComment, if set, is called with each comment line (without the
 	// leading ':' and one optional space) in stream order.
@@ -92,7 +99,7 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 // readBufSize is the Reader's input buffer. Events of a model stream are a
 // few hundred bytes, and a proxy may hold thousands of streams open at once,
 // so it is small; longer lines are collected across fills.
-const readBufSize = 4 << 10
+const readBufSize = 1 << 10
 
 // Next returns the next dispatched event. At the end of the stream it
 // returns io.EOF; an unterminated last event (no blank line after it) is
@@ -182,7 +189,10 @@ func (r *Reader) dispatch() (Event, bool) {
 // readLine returns the next line without its terminator. The slice is valid
 // until the next call.
 func (r *Reader) readLine() ([]byte, error) {
-	r.line = r.line[:0]
+	if !r.partial {
+		r.line = r.line[:0]
+	}
+	r.partial = false
 	for {
 		if r.off == r.end {
 			if r.err != nil {
@@ -190,13 +200,19 @@ func (r *Reader) readLine() ([]byte, error) {
 				// with it any event being built.
 				return nil, r.err
 			}
-			r.fill()
+			if err := r.fill(); err != nil {
+				r.partial = true
+				return nil, err
+			}
 			continue
 		}
 		chunk := r.buf[r.off:r.end]
 		if !r.bom {
 			if len(chunk) < 3 && r.err == nil && bytes.HasPrefix([]byte("\xef\xbb\xbf"), chunk) {
-				r.fill()
+				if err := r.fill(); err != nil {
+					r.partial = true
+					return nil, err
+				}
 				continue
 			}
 			r.bom = true
@@ -212,7 +228,7 @@ func (r *Reader) readLine() ([]byte, error) {
 				continue
 			}
 		}
-		i := bytes.IndexAny(chunk, "\r\n")
+		i := lineEnd(chunk)
 		if i < 0 {
 			if len(r.line)+len(chunk) > r.lim.MaxLine {
 				return nil, ErrLineTooLong
@@ -234,7 +250,36 @@ func (r *Reader) readLine() ([]byte, error) {
 	}
 }
 
-func (r *Reader) fill() {
+// lineEnd returns the index of the first CR or LF in b, or -1. Two
+// IndexByte scans beat IndexAny's byte loop on event-sized lines.
+func lineEnd(b []byte) int {
+	i := bytes.IndexByte(b, '\n')
+	end := b
+	if i >= 0 {
+		end = b[:i]
+	}
+	if j := bytes.IndexByte(end, '\r'); j >= 0 {
+		return j
+	}
+	return i
+}
+
+// fill reads more input. It returns only ErrWouldBlock (when the source
+// declined to wait and gave nothing); other errors are kept in r.err.
+// lineEndString is lineEnd for a string.
+func lineEndString(s string) int {
+	i := strings.IndexByte(s, '\n')
+	end := s
+	if i >= 0 {
+		end = s[:i]
+	}
+	if j := strings.IndexByte(end, '\r'); j >= 0 {
+		return j
+	}
+	return i
+}
+
+func (r *Reader) fill() error {
 	if r.off == r.end {
 		r.off, r.end = 0, 0
 	} else if r.off > 0 {
@@ -244,8 +289,14 @@ func (r *Reader) fill() {
 	n, err := r.r.Read(r.buf[r.end:])
 	r.end += n
 	if err != nil {
-		r.err = err
+		if n == 0 && errors.Is(err, ErrWouldBlock) {
+			return ErrWouldBlock
+		}
+		if !errors.Is(err, ErrWouldBlock) {
+			r.err = err
+		}
 	}
+	return nil
 }
 
 // Writer writes events with valid framing.
@@ -313,7 +364,7 @@ func (w *Writer) WriteComment(text string) error {
 // comment lines).
 func appendLines(b []byte, field, s string) []byte {
 	for {
-		i := strings.IndexAny(s, "\r\n")
+		i := lineEndString(s)
 		line := s
 		if i >= 0 {
 			line = s[:i]

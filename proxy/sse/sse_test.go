@@ -3,6 +3,7 @@ package sse
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -184,6 +185,73 @@ func FuzzRoundTrip(f *testing.F) {
 			if !reflect.DeepEqual(again[i], kept[i]) {
 				t.Fatalf("event %d: %+v became %+v", i, kept[i], again[i])
 			}
+		}
+	})
+}
+
+// blockingReader returns ErrWouldBlock before every piece of its input,
+// as a proxy's source does when it would rather flush first.
+type blockingReader struct {
+	r       io.Reader
+	blocked bool
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	if !b.blocked {
+		b.blocked = true
+		return 0, ErrWouldBlock
+	}
+	b.blocked = false
+	return b.r.Read(p)
+}
+
+// readAllBlocking is readAll over a source that declines to wait before
+// every byte; Next must resume where it stopped.
+func readAllBlocking(t testing.TB, in string, lim Limits) ([]Event, []string, error) {
+	t.Helper()
+	rd := NewReader(&blockingReader{r: iotest.OneByteReader(strings.NewReader(in))}, lim)
+	var comments []string
+	rd.OnComment = func(c string) { comments = append(comments, c) }
+	var evs []Event
+	for {
+		ev, err := rd.Next()
+		switch {
+		case errors.Is(err, ErrWouldBlock):
+			continue
+		case err == io.EOF:
+			return evs, comments, nil
+		case err != nil:
+			return evs, comments, err
+		}
+		evs = append(evs, ev)
+	}
+}
+
+func TestWouldBlockResumes(t *testing.T) {
+	for _, in := range []string{
+		"data: x\n\n",
+		"\xef\xbb\xbfevent: a\r\nid: 1\r\ndata: b\r\ndata: c\r\n\r\n: note\rdata: d\r\r",
+		": c\ndata\n\nretry: 10\ndata:\r\rdata: " + strings.Repeat("long line ", 300) + "\n\n",
+		"data: unterminated",
+	} {
+		want, wantC, wantErr := readAll(t, strings.NewReader(in), Limits{})
+		got, gotC, gotErr := readAllBlocking(t, in, Limits{})
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(gotC, wantC) || !errors.Is(gotErr, wantErr) {
+			t.Fatalf("%q: blocking source gave %+v %q %v, want %+v %q %v", in, got, gotC, gotErr, want, wantC, wantErr)
+		}
+	}
+}
+
+func FuzzWouldBlock(f *testing.F) {
+	f.Add("data: x\n\n")
+	f.Add("event: a\r\nid: 1\r\ndata: b\r\ndata: c\r\n\r\n")
+	f.Add("\xef\xbb\xbf: c\ndata\n\nretry: 10\ndata:\r\r")
+	f.Fuzz(func(t *testing.T, in string) {
+		lim := Limits{MaxLine: 1 << 10, MaxEvent: 1 << 11}
+		want, wantC, wantErr := readAll(t, strings.NewReader(in), lim)
+		got, gotC, gotErr := readAllBlocking(t, in, lim)
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(gotC, wantC) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("%q: blocking source gave %+v %q %v, want %+v %q %v", in, got, gotC, gotErr, want, wantC, wantErr)
 		}
 	})
 }
