@@ -21,6 +21,9 @@ func actorOf(claims *token.Claims) *audit.Actor {
 	case string(audit.KindUser), string(audit.KindService):
 		a.Kind = audit.ActorKind(claims.Kind)
 	}
+	if claims.Act != nil {
+		a.Act = claims.Act.Sub
+	}
 	return a
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -83,6 +84,12 @@ type Vault struct {
 	store  Store
 	sealer *Sealer
 	now    func() time.Time
+
+	// opened caches opened secrets: the proxy asks for the provider key on
+	// every call. Set and Remove update it; while a server runs, every
+	// change goes through its Vault (the admin socket), never around it.
+	mu     sync.RWMutex
+	opened map[string]Secret
 }
 
 // Open binds the vault to a store and checks that master is the key this
@@ -110,7 +117,7 @@ func Open(ctx context.Context, st Store, master MasterKey, now func() time.Time)
 	if now == nil {
 		now = time.Now
 	}
-	return &Vault{store: st, sealer: s, now: now}, nil
+	return &Vault{store: st, sealer: s, now: now, opened: map[string]Secret{}}, nil
 }
 
 // Sealer returns the sealer for other secrets kept under the same master key.
@@ -140,11 +147,20 @@ func (v *Vault) Set(ctx context.Context, name string, secret Secret) (Entry, err
 	if err := v.store.PutEntry(ctx, e); err != nil {
 		return Entry{}, fmt.Errorf("vault: store %s: %w", name, err)
 	}
+	v.mu.Lock()
+	v.opened[name] = secret
+	v.mu.Unlock()
 	return e, nil
 }
 
 // Get opens the secret stored under name.
 func (v *Vault) Get(ctx context.Context, name string) (Secret, error) {
+	v.mu.RLock()
+	s, ok := v.opened[name]
+	v.mu.RUnlock()
+	if ok {
+		return s, nil
+	}
 	e, err := v.store.GetEntry(ctx, name)
 	if err != nil {
 		return Secret{}, err
@@ -153,11 +169,18 @@ func (v *Vault) Get(ctx context.Context, name string) (Secret, error) {
 	if err != nil {
 		return Secret{}, err
 	}
-	return Secret{v: string(raw)}, nil
+	s = Secret{v: string(raw)}
+	v.mu.Lock()
+	v.opened[name] = s
+	v.mu.Unlock()
+	return s, nil
 }
 
 // Remove deletes the entry; ErrNotFound if there is none.
 func (v *Vault) Remove(ctx context.Context, name string) error {
+	v.mu.Lock()
+	delete(v.opened, name)
+	v.mu.Unlock()
 	return v.store.DeleteEntry(ctx, name)
 }
 

@@ -123,6 +123,7 @@ func TestSwappedCiphertextRefused(t *testing.T) {
 	ea, eb := st.m["a"], st.m["b"]
 	ea.Sealed, eb.Sealed = eb.Sealed, ea.Sealed
 	st.m["a"], st.m["b"] = ea, eb
+	v, _ = vault.Open(ctx, st, mk, nil) // a fresh vault reads the store, not its cache
 	if _, err := v.Get(ctx, "a"); !errors.Is(err, vault.ErrWrongMasterKey) {
 		t.Fatalf("swapped ciphertext opened: %v", err)
 	}
@@ -202,5 +203,24 @@ func TestMasterKeyFileGeneratedOnceWithMode0600(t *testing.T) {
 	env := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	if _, err := vault.LoadMasterKey(env, file); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Get caches opened secrets; Set and Remove keep the cache true.
+func TestVaultCacheFollowsChanges(t *testing.T) {
+	ctx := context.Background()
+	mk, _ := vault.GenerateMasterKey()
+	v, _ := vault.Open(ctx, newMem(), mk, nil)
+	v.Set(ctx, "openai", vault.NewSecret("first-secret-value"))
+	if s, _ := v.Get(ctx, "openai"); s.Reveal() != "first-secret-value" {
+		t.Fatal("first get")
+	}
+	v.Set(ctx, "openai", vault.NewSecret("second-secret-value"))
+	if s, _ := v.Get(ctx, "openai"); s.Reveal() != "second-secret-value" {
+		t.Fatal("set did not replace the cached secret")
+	}
+	v.Remove(ctx, "openai")
+	if _, err := v.Get(ctx, "openai"); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("removed secret still served: %v", err)
 	}
 }

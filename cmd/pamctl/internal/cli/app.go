@@ -185,6 +185,15 @@ func (a *App) info() api.Info {
 	return in
 }
 
+// hasProviderKey reports whether the default upstream's key is vaulted.
+func (a *App) hasProviderKey() bool {
+	if len(a.cfg.Upstreams) == 0 {
+		return false
+	}
+	_, err := a.vault.Get(context.Background(), a.cfg.Upstreams[0].Key)
+	return err == nil
+}
+
 // holder lets the proxy hold calls for an approver through the broker.
 type holder struct{ b *broker.Service }
 
@@ -271,6 +280,7 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 		up := proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout}
 		if mock != nil {
 			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.MaxIdleConnsPerHost = 64 // as the proxy's own transport: keep-alive under load
 			if up.Timeout > 0 {
 				tr.ResponseHeaderTimeout = up.Timeout
 			}

@@ -184,7 +184,11 @@ func printDevBanner(f *Factory, app *App) {
 	w := ios.ErrOut
 	fmt.Fprintln(w, st.Bold.Render("pamctl dev server")+st.Muted.Render(" — not for production: embedded IdP, permissive policy, throwaway data"))
 	fmt.Fprintf(w, "  broker   %s\n  proxy    %s\n  data     %s\n", app.BrokerURL(), app.ProxyURL(), app.cfg.DataDir)
-	fmt.Fprintf(w, "  upstream %s\n\n", st.Warning.Render("built-in mock (no provider key vaulted); to use OpenAI: printf %s \"$OPENAI_API_KEY\" | pamctl vault set openai --data-dir "+app.cfg.DataDir))
+	if app.hasProviderKey() {
+		fmt.Fprintf(w, "  upstream %s\n\n", "configured upstreams (a provider key is vaulted)")
+	} else {
+		fmt.Fprintf(w, "  upstream %s\n\n", st.Warning.Render("built-in mock (no provider key vaulted); to use OpenAI: printf %s \"$OPENAI_API_KEY\" | pamctl vault set openai --data-dir "+app.cfg.DataDir))
+	}
 	fmt.Fprintln(w, "In another terminal, try:")
 	serverFlag := ""
 	if app.BrokerURL() != "http://"+DefaultBrokerAddr {
