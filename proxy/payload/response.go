@@ -10,7 +10,7 @@ import (
 )
 
 // SummaryBytes bounds Result.Summary.
-const SummaryBytes = 512
+const SummaryBytes = 4 << 10 // the audit trail keeps the first 4 KiB of each answer
 
 // Usage is the token usage reported by the upstream.
 type Usage struct {
