@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,13 +22,41 @@ func init() {
 	}
 }
 
-func pamctlProcess(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitFor waits up to 10s for s to appear in the output.
+func (l *lockedBuffer) waitFor(s string) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(l.String(), s) {
+			return true
+		}
+	}
+	return false
+}
+
+func pamctlProcess(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PAMCTL_TEST_MAIN=1", "PAMCTL_TEST_ARGS="+strings.Join(args, " "))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	return cmd, &out
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd, out
 }
 
 func freePort(t *testing.T) string {
@@ -85,13 +114,13 @@ func TestServeProcessLifecycle(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	if !strings.Contains(out.String(), "pamctl login --user alice --groups ml") {
+	if !out.waitFor("pamctl login --user alice --groups ml") {
 		t.Fatalf("dev banner lacks the next commands:\n%s", out.String())
 	}
 
 	second, out2 := pamctlProcess(t, "serve", "--dev", "--data-dir", dataDir, "--broker-addr", freePort(t), "--proxy-addr", freePort(t))
 	start := time.Now()
-	err := second.Run()
+	err := second.Run() // Run waits for the output copy: out2 is complete here
 	if err == nil || time.Since(start) > 2*time.Second || !strings.Contains(out2.String(), "pamctl is already running against "+dataDir) {
 		t.Fatalf("second server: err %v after %v:\n%s", err, time.Since(start), out2.String())
 	}
