@@ -125,16 +125,8 @@ func (s *Server) common(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/grants/{id}/revoke", s.authed(s.revoke))
 }
 
-type ctxKey struct{}
-
 // expKey holds the session's expiry; absent on the admin socket.
 type expKey struct{}
-
-// IdentityFrom returns the caller authenticated by the session middleware.
-func IdentityFrom(ctx context.Context) (broker.Identity, bool) {
-	id, ok := ctx.Value(ctxKey{}).(broker.Identity)
-	return id, ok
-}
 
 type authedFunc func(w http.ResponseWriter, r *http.Request, who broker.Identity)
 
@@ -151,8 +143,7 @@ func (s *Server) authed(h authedFunc) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Pamctl-Session-Expires", exp.UTC().Format(time.RFC3339))
-		ctx := context.WithValue(r.Context(), ctxKey{}, who)
-		ctx = context.WithValue(ctx, expKey{}, exp)
+		ctx := context.WithValue(r.Context(), expKey{}, exp)
 		h(w, r.WithContext(ctx), who)
 	}
 }

@@ -94,7 +94,7 @@ func exitCodeOf(err error) int {
 	if errors.Is(err, api.ErrUnreachable) {
 		return ExitUnreachable
 	}
-	if errors.Is(err, errUsage) || strings.HasPrefix(err.Error(), "unknown command") {
+	if strings.HasPrefix(err.Error(), "unknown command") {
 		return ExitUsage
 	}
 	return ExitError
@@ -117,8 +117,6 @@ func codeFor(c broker.Code) int {
 	}
 	return ExitError
 }
-
-var errUsage = errors.New("usage")
 
 // NewCmdRoot builds the command tree.
 func NewCmdRoot(f *Factory) *cobra.Command {

@@ -16,9 +16,6 @@ var (
 	date    = "unknown"
 )
 
-// Version is the build's version string.
-func Version() string { return version }
-
 // NewCmdVersion builds `pamctl version`.
 func NewCmdVersion(f *Factory) *cobra.Command {
 	var output string

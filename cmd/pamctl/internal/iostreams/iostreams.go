@@ -132,9 +132,6 @@ func (s *IOStreams) NewTable(headers ...string) *Table {
 // Row adds one row.
 func (t *Table) Row(cells ...string) { t.rows = append(t.rows, cells) }
 
-// Len is the number of rows.
-func (t *Table) Len() int { return len(t.rows) }
-
 // Style renders column col through fn on a terminal.
 func (t *Table) Style(col int, fn func(string) string) { t.styles[col] = fn }
 
