@@ -38,7 +38,7 @@ func (p *Proxy) event(c *call) *audit.Event {
 		Endpoint:     c.method + " " + c.path,
 		Prompt:       c.prompt,
 		PromptSHA256: c.promptSHA,
-		Response:     c.summary,
+		Response:     clip(c.summary, p.summaryBytes),
 		Status:       c.status,
 		LatencyMS:    time.Since(c.start).Milliseconds(),
 		Client:       &audit.Client{RemoteAddr: c.remote, UserAgent: c.userAgent},

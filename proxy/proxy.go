@@ -46,6 +46,7 @@ import (
 
 	"pamctl/broker/audit"
 	"pamctl/proxy/mask"
+	"pamctl/proxy/payload"
 	"pamctl/proxy/rules"
 )
 
@@ -97,6 +98,7 @@ const (
 	DefaultMaxBody         = 8 << 20
 	DefaultUpstreamTimeout = 10 * time.Minute
 	DefaultCacheSize       = 4096
+	DefaultSummaryBytes    = 4 << 10
 	// maxResponseBody bounds a non-streamed JSON answer the proxy buffers
 	// to mask it and read its usage.
 	maxResponseBody = 64 << 20
@@ -137,6 +139,9 @@ type Options struct {
 	Holds Holder
 	// HoldTimeout bounds how long a held call waits (default 2 minutes).
 	HoldTimeout time.Duration
+	// SummaryBytes is how much of each answer (masked) the audit event
+	// keeps: default DefaultSummaryBytes, at most payload.SummaryBytes.
+	SummaryBytes int
 }
 
 // Inspection is what the proxy looks for in calls: prompt rules and the
@@ -153,20 +158,21 @@ func (p *Proxy) SetInspection(in Inspection) { p.inspect.Store(&in) }
 
 // Proxy is the gateway handler.
 type Proxy struct {
-	log         *slog.Logger
-	now         func() time.Time
-	tokens      *verifyCache
-	revoked     RevocationList
-	keys        KeySource
-	sink        AuditSink
-	holds       Holder
-	inspect     atomic.Pointer[Inspection]
-	holdTimeout time.Duration
-	limits      *limiter
-	maxBody     int64
-	ups         []*upstream
-	byName      map[string]*upstream
-	handler     http.Handler
+	log          *slog.Logger
+	now          func() time.Time
+	tokens       *verifyCache
+	revoked      RevocationList
+	keys         KeySource
+	sink         AuditSink
+	holds        Holder
+	inspect      atomic.Pointer[Inspection]
+	holdTimeout  time.Duration
+	summaryBytes int
+	limits       *limiter
+	maxBody      int64
+	ups          []*upstream
+	byName       map[string]*upstream
+	handler      http.Handler
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -186,8 +192,12 @@ func New(opts Options) (*Proxy, error) {
 	p := &Proxy{
 		log: opts.Logger, now: opts.Now, revoked: opts.Revoked, keys: opts.Keys,
 		sink: opts.Audit, holds: opts.Holds, maxBody: opts.MaxBody, byName: map[string]*upstream{},
-		holdTimeout: opts.HoldTimeout,
+		holdTimeout: opts.HoldTimeout, summaryBytes: opts.SummaryBytes,
 	}
+	if p.summaryBytes <= 0 {
+		p.summaryBytes = DefaultSummaryBytes
+	}
+	p.summaryBytes = min(p.summaryBytes, payload.SummaryBytes)
 	p.SetInspection(Inspection{Rules: opts.Rules, PromptMask: opts.PromptMask, ResponseMask: opts.ResponseMask})
 	if p.holdTimeout <= 0 {
 		p.holdTimeout = DefaultHoldTimeout

@@ -9,8 +9,9 @@ import (
 	"pamctl/proxy/mask"
 )
 
-// SummaryBytes bounds Result.Summary.
-const SummaryBytes = 4 << 10 // the audit trail keeps the first 4 KiB of each answer
+// SummaryBytes bounds Result.Summary: the most of an answer the audit trail
+// can keep (the proxy keeps less when configured so).
+const SummaryBytes = 16 << 10
 
 // Usage is the token usage reported by the upstream.
 type Usage struct {

@@ -160,7 +160,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
 		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
 		Rules: insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
-		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout,
+		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
 	})
 	if err != nil {
 		return nil, err

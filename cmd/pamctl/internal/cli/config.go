@@ -20,6 +20,7 @@ import (
 	"pamctl/broker/policy"
 	"pamctl/proxy"
 	"pamctl/proxy/mask"
+	"pamctl/proxy/payload"
 	"pamctl/proxy/rules"
 )
 
@@ -76,8 +77,9 @@ type MaskingConfig struct {
 
 // AuditConfig configures the audit trail.
 type AuditConfig struct {
-	Sync      string        `mapstructure:"sync"` // durable | async
-	Retention time.Duration `mapstructure:"retention"`
+	Sync         string        `mapstructure:"sync"` // durable | async
+	Retention    time.Duration `mapstructure:"retention"`
+	SummaryBytes int           `mapstructure:"summary_bytes"` // how much of each (masked) answer an event keeps
 }
 
 // NotifyConfig configures notifications.
@@ -132,6 +134,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
 	v.SetDefault("audit.retention", 90*24*time.Hour)
+	v.SetDefault("audit.summary_bytes", proxy.DefaultSummaryBytes)
 	v.SetDefault("upstreams", []map[string]any{{"name": "openai", "url": "https://api.openai.com/v1", "key": "openai"}})
 }
 
@@ -295,6 +298,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Inspection(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Audit.SummaryBytes < 1 || c.Audit.SummaryBytes > payload.SummaryBytes {
+		add("audit.summary_bytes: %d must be between 1 and %d", c.Audit.SummaryBytes, payload.SummaryBytes)
 	}
 	switch c.Audit.Sync {
 	case "durable", "async":
