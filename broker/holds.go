@@ -16,10 +16,12 @@ type Hold struct {
 	TokenID   string
 	Rule      string
 	Approvers policy.Subjects
-	Model     string
-	Endpoint  string
-	Excerpt   string // masked
-	SHA256    string // of the whole prompt as it would go upstream
+	// AlsoApprovedBy: approvers of the other matching rules (see PromptHold).
+	AlsoApprovedBy []policy.Subjects
+	Model          string
+	Endpoint       string
+	Excerpt        string // masked
+	SHA256         string // of the whole prompt as it would go upstream
 }
 
 // HoldPrompt records a pending review of kind "prompt" and blocks until an
@@ -38,7 +40,7 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
-		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy},
 	}
 	if err := s.store.CreateRequest(ctx, r); err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not record the held call", Err: err}

@@ -247,7 +247,15 @@ func approve(r *Request, now time.Time) {
 // for), and only approvers of the request's terms and of its policies as
 // they are configured now.
 func (s *Service) canReview(r *Request, reviewer Identity) (bool, string) {
-	return policy.CanReview(s.policySet(), r.Approval, r.Requester.policySubject(), reviewer.policySubject())
+	ok, why := policy.CanReview(s.policySet(), r.Approval, r.Requester.policySubject(), reviewer.policySubject())
+	if ok && r.Prompt != nil {
+		for _, also := range r.Prompt.AlsoApprovedBy {
+			if !also.Match(reviewer.policySubject()) {
+				return false, "several rules hold this call; you are not an approver of all of them (also needed: " + also.String() + ")"
+			}
+		}
+	}
+	return ok, why
 }
 
 // visible reports whether who may see r: the requester, or an approver.

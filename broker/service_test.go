@@ -571,3 +571,27 @@ func TestActingPersonCannotApprove(t *testing.T) {
 		t.Fatalf("act claim: %v %+v", err, c)
 	}
 }
+
+// When several rules hold a call, only someone who is an approver of every
+// one of them may release it.
+func TestPromptHoldNeedsApproverOfEveryRule(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	bob := e.login("bob", "security")
+	erin := e.login("erin", "security", "dba")
+	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+		AlsoApprovedBy: []policy.Subjects{{Groups: []string{"dba"}}}, Model: "gpt-4o", Excerpt: "DROP TABLE prod", SHA256: strings.Repeat("ef", 32)}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	r, err := e.svc.HoldPrompt(short, hold)
+	if err != nil || r.State != broker.StatePending {
+		t.Fatalf("hold: %v %+v", err, r)
+	}
+	if _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); code(err) != broker.CodeForbidden && code(err) != broker.CodeNotFound {
+		t.Fatalf("an approver of only one rule released the call: %v", err)
+	}
+	if r, err = e.svc.Review(ctx, erin, r.ID, true, "", nil); err != nil || r.State != broker.StateApproved {
+		t.Fatalf("approver of both rules: %v %+v", err, r)
+	}
+}

@@ -66,6 +66,9 @@ type PromptHold struct {
 	Excerpt  string `json:"excerpt"` // masked
 	SHA256   string `json:"prompt_sha256"`
 	GrantID  string `json:"grant"`
+	// AlsoApprovedBy lists the approvers of every other require_approval
+	// rule that matched: whoever releases the call must be one of each.
+	AlsoApprovedBy []policy.Subjects `json:"also_approved_by,omitempty"`
 	// RetryUntil is when an approval given after the caller stopped
 	// waiting stops letting the same prompt through; Used marks that retry.
 	RetryUntil *time.Time `json:"retry_until,omitempty"`

@@ -199,8 +199,17 @@ type holder struct{ b *broker.Service }
 
 func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDecision, error) {
 	who := broker.Identity{Subject: req.Claims.Subject, Email: req.Claims.Email, Groups: req.Claims.Groups, Issuer: req.Claims.IdP, Kind: req.Claims.Kind}
+	if req.Claims.Act != nil {
+		who.Act = req.Claims.Act.Sub
+	}
+	var also []policy.Subjects
+	for _, a := range req.Approvals {
+		if a.Rule != req.Rule {
+			also = append(also, policy.Subjects{Users: a.Approvers.Users, Groups: a.Approvers.Groups})
+		}
+	}
 	r, err := h.b.HoldPrompt(ctx, broker.Hold{
-		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule,
+		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule, AlsoApprovedBy: also,
 		Approvers: policy.Subjects{Users: req.Approvers.Users, Groups: req.Approvers.Groups},
 		Model:     req.Model, Endpoint: req.Endpoint, Excerpt: req.Excerpt, SHA256: req.PromptSHA256,
 	})
