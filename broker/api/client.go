@@ -89,11 +89,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("%w: reading the answer: %v", ErrUnreachable, err)
 	}
 	if resp.StatusCode >= 300 {
-		var eb ErrorBody
-		if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
-			return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
-		}
-		return &Error{Status: resp.StatusCode, Code: broker.CodeInternal, Message: fmt.Sprintf("broker answered %s", resp.Status)}
+		return answerError(resp, raw)
 	}
 	if out == nil || len(raw) == 0 {
 		return nil
@@ -102,6 +98,16 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("broker answered malformed JSON: %w", err)
 	}
 	return nil
+}
+
+// answerError turns an error answer into an *Error: the broker's own
+// message when the body has one, else the HTTP status.
+func answerError(resp *http.Response, raw []byte) *Error {
+	var eb ErrorBody
+	if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
+		return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	return &Error{Status: resp.StatusCode, Code: broker.CodeInternal, Message: "broker answered " + resp.Status}
 }
 
 func rootCause(err error) error {
@@ -274,11 +280,7 @@ func (c *Client) stream(ctx context.Context, path string, header map[string]stri
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var eb ErrorBody
-		if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
-			return nil, &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
-		}
-		return nil, &Error{Status: resp.StatusCode, Code: broker.CodeInternal, Message: "broker answered " + resp.Status}
+		return nil, answerError(resp, raw)
 	}
 	return resp, nil
 }

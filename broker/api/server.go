@@ -54,8 +54,8 @@ type Server struct {
 	Logger *slog.Logger
 	// Extra lets serve mount more handlers on the public mux (the dev issuer).
 	Extra map[string]http.Handler
-	// Stopping is closed when the server starts shutting down: long-polls
-	// answer at once instead of holding up a graceful shutdown.
+	// Stopping is closed when the server starts shutting down: audit
+	// followers end instead of holding up a graceful shutdown.
 	Stopping <-chan struct{}
 }
 
@@ -142,7 +142,6 @@ func (s *Server) authed(h authedFunc) http.HandlerFunc {
 			writeError(w, err)
 			return
 		}
-		w.Header().Set("Pamctl-Session-Expires", exp.UTC().Format(time.RFC3339))
 		ctx := context.WithValue(r.Context(), expKey{}, exp)
 		h(w, r.WithContext(ctx), who)
 	}
@@ -179,7 +178,7 @@ type WhoAmI struct {
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, who broker.Identity) {
-	exp, _ := time.Parse(time.RFC3339, w.Header().Get("Pamctl-Session-Expires"))
+	exp, _ := r.Context().Value(expKey{}).(time.Time)
 	writeJSON(w, http.StatusOK, WhoAmI{Identity: who, ExpiresAt: exp})
 }
 
@@ -237,17 +236,9 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, who broker.I
 			writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "wait must be a duration such as 30s"})
 			return
 		}
+		// broker.Service.Stop ends the wait at shutdown.
 		ctx, cancel := context.WithTimeout(r.Context(), min(d, MaxWait))
 		defer cancel()
-		if s.Stopping != nil {
-			go func() {
-				select {
-				case <-s.Stopping:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-		}
 		req, err := s.Broker.Wait(ctx, who, id)
 		if err != nil {
 			writeError(w, err)
