@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -451,7 +452,7 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		if w, err := fsnotify.NewWatcher(); err == nil {
 			defer w.Close()
 			// Watch the directory: editors replace files by rename.
-			if err := w.Add(dirOf(a.cfg.File)); err == nil {
+			if err := w.Add(filepath.Dir(a.cfg.File)); err == nil {
 				events = w.Events
 			}
 		}
@@ -523,15 +524,6 @@ func needsRestart(old, cur *Config) []string {
 		}
 	}
 	return out
-}
-
-func dirOf(p string) string {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' {
-			return p[:i+1]
-		}
-	}
-	return "."
 }
 
 func (a *App) emit(e *audit.Event) {

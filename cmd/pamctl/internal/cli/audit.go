@@ -112,7 +112,7 @@ func (f *Factory) openAudit(cmd *cobra.Command) (auditSource, error) {
 		}
 		return nil, err
 	}
-	kr, err := token.LoadKeyring(cmd.Context(), l.db, l.vault.Sealer(), maxTokenTTL, nil)
+	kr, err := l.keyring(cmd.Context())
 	if err != nil {
 		l.Close()
 		return nil, err
@@ -457,7 +457,7 @@ func verificationKeys(cmd *cobra.Command, f *Factory) (audit.KeyFunc, error) {
 	}
 	if l, err := openExistingLocal(cmd.Context(), cfg); err == nil {
 		defer l.Close()
-		kr, err := token.LoadKeyring(cmd.Context(), l.db, l.vault.Sealer(), maxTokenTTL, nil)
+		kr, err := l.keyring(cmd.Context())
 		if err != nil {
 			return nil, err
 		}

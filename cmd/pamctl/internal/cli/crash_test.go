@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"pamctl/broker/audit"
-	"pamctl/broker/token"
-	"pamctl/broker/vault"
 	"pamctl/store"
 )
 
@@ -127,24 +125,16 @@ func TestCrashKeepsAcknowledgedCalls(t *testing.T) {
 		t.Fatalf("only %d calls completed before the kill; the load did not run", seen)
 	}
 
-	db, err := store.Open(filepath.Join(dir, "data"), store.Options{})
+	l, err := openExistingLocal(context.Background(), &Config{DataDir: filepath.Join(dir, "data"), MasterKeyFile: filepath.Join(dir, "master.key")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	mk, err := vault.LoadMasterKey("", filepath.Join(dir, "master.key"))
+	defer l.Close()
+	kr, err := l.keyring(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := vault.Open(context.Background(), db, mk, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := token.LoadKeyring(context.Background(), db, v.Sealer(), maxTokenTTL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lg, err := db.AuditLog(store.AuditOptions{})
+	lg, err := l.db.AuditLog(store.AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

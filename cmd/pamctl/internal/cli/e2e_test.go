@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -113,7 +114,7 @@ func (s *testServer) as(t *testing.T, user, stdin string, args ...string) result
 	code := ExitOK
 	if err != nil {
 		code = exitCodeOf(err)
-		if !strings.Contains(err.Error(), "\x00") {
+		if !errors.Is(err, errSilent) { // as Main prints it
 			errOut.WriteString("error: " + err.Error() + "\n")
 		}
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -161,7 +162,7 @@ func addDevIssuerAndPolicy(cfg *Config, brokerURL string) {
 	}
 }
 
-func newLogger(cfg *Config, tty bool, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+func newLogger(cfg *Config, tty bool, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	switch strings.ToLower(cfg.Log.Level) {
 	case "debug":

@@ -43,6 +43,11 @@ func openLocal(ctx context.Context, cfg *Config) (*local, error) {
 
 func (l *local) Close() error { return l.db.Close() }
 
+// keyring loads the token signing keys of the data dir.
+func (l *local) keyring(ctx context.Context) (*token.Keyring, error) {
+	return token.LoadKeyring(ctx, l.db, l.vault.Sealer(), maxTokenTTL, nil)
+}
+
 // openExistingLocal opens the data dir only when it and its master key
 // already exist, so a read-only use (verifying an export) never creates a
 // database or a key on a machine that has none.
@@ -258,7 +263,7 @@ func NewCmdKeys(f *Factory) *cobra.Command {
 					return err
 				},
 				func(l *local) error {
-					kr, err := token.LoadKeyring(cmd.Context(), l.db, l.vault.Sealer(), maxTokenTTL, nil)
+					kr, err := l.keyring(cmd.Context())
 					if err != nil {
 						return err
 					}
