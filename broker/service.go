@@ -286,13 +286,17 @@ func (s *Service) List(ctx context.Context, who Identity, pendingOnly bool) ([]*
 	return out, nil
 }
 
+// due reports whether r has run out of time as of now: a pending request
+// past its pending TTL, or a grant past approval + TTL.
+func due(r *Request, now time.Time) bool {
+	return (r.State == StatePending && !now.Before(r.PendingUntil)) ||
+		(r.State == StateApproved && r.ExpiresAt != nil && !now.Before(*r.ExpiresAt))
+}
+
 // expireView shows a request's state as of now even before the sweeper has
 // recorded the expiry.
 func (s *Service) expireView(r *Request, now time.Time) {
-	switch {
-	case r.State == StatePending && !now.Before(r.PendingUntil):
-		r.State = StateExpired
-	case r.State == StateApproved && r.ExpiresAt != nil && !now.Before(*r.ExpiresAt):
+	if due(r, now) {
 		r.State = StateExpired
 	}
 }
@@ -566,14 +570,11 @@ func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin boo
 // grants past approval + TTL. serve runs it every few seconds.
 func (s *Service) Sweep(ctx context.Context) error {
 	now := s.now().UTC()
-	due, err := s.store.ListRequests(ctx, func(r *Request) bool {
-		return (r.State == StatePending && !now.Before(r.PendingUntil)) ||
-			(r.State == StateApproved && r.ExpiresAt != nil && !now.Before(*r.ExpiresAt))
-	})
+	expired, err := s.store.ListRequests(ctx, func(r *Request) bool { return due(r, now) })
 	if err != nil {
 		return err
 	}
-	for _, d := range due {
+	for _, d := range expired {
 		was := d.State
 		r, err := s.store.UpdateRequest(ctx, d.ID, func(r *Request) error {
 			if r.State != was {
