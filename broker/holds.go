@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"time"
 
 	"pamctl/broker/audit"
 	"pamctl/broker/policy"
@@ -71,7 +70,7 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 	rs, err := s.store.ListRequests(ctx, func(r *Request) bool {
 		return r.Kind == KindPrompt && r.State == StateApproved && r.Requester.Same(h.Caller) &&
 			r.Prompt != nil && !r.Prompt.Used && r.Prompt.SHA256 == h.SHA256 && r.Prompt.GrantID == h.GrantID &&
-			r.Prompt.RetryUntil != nil && now.Before(*r.Prompt.RetryUntil)
+			r.ExpiresAt != nil && now.Before(*r.ExpiresAt)
 	})
 	if err != nil {
 		return nil, s.storeErr(err)
@@ -102,12 +101,4 @@ func (s *Service) spend(ctx context.Context, id string) (*Request, error) {
 	}
 	s.emit(ctx, &audit.Event{Type: audit.TypePromptReleased, Actor: actor(r.Requester), Grant: r.Prompt.GrantID, Review: r.ID, Model: r.Prompt.Model, Decision: "released", Reasons: []string{r.Prompt.Rule}})
 	return r, nil
-}
-
-// promptApproved sets the retry window of an approved prompt review.
-func (s *Service) promptApproved(r *Request, now time.Time) {
-	if r.Prompt != nil {
-		until := now.Add(s.retryWindow)
-		r.Prompt.RetryUntil = &until
-	}
 }

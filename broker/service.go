@@ -443,7 +443,6 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 		progress = why
 		if ok {
 			approve(r, now)
-			s.promptApproved(r, now)
 			decided = true
 		}
 		return nil

@@ -69,10 +69,10 @@ type PromptHold struct {
 	// AlsoApprovedBy lists the approvers of every other require_approval
 	// rule that matched: whoever releases the call must be one of each.
 	AlsoApprovedBy []policy.Subjects `json:"also_approved_by,omitempty"`
-	// RetryUntil is when an approval given after the caller stopped
-	// waiting stops letting the same prompt through; Used marks that retry.
-	RetryUntil *time.Time `json:"retry_until,omitempty"`
-	Used       bool       `json:"used,omitempty"`
+	// Used marks the one retry an approval given after the caller stopped
+	// waiting allows (until the request's ExpiresAt: approval + TTL, and a
+	// prompt review's TTL is the retry window).
+	Used bool `json:"used,omitempty"`
 }
 
 // Request is a just-in-time access request and, once approved, the grant.
