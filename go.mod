@@ -1,4 +1,4 @@
-module pamctl
+module github.com/pamctl/pamctl
 
 go 1.26.8
 

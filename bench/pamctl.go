@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 )
 
 // variant is one pamctl configuration under test.

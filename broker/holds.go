@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 
-	"pamctl/broker/audit"
-	"pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/policy"
 )
 
 // Hold is a proxied call that a require_approval prompt rule stopped.

@@ -3,7 +3,7 @@ package broker
 import (
 	"context"
 
-	"pamctl/broker/notify"
+	"github.com/pamctl/pamctl/broker/notify"
 )
 
 // Webhook is what WebhookNotifier sends through (*notify.Webhook).

@@ -13,10 +13,10 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"pamctl/broker/audit"
-	"pamctl/broker/oidc"
-	"pamctl/broker/policy"
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // IDTokenVerifier verifies an OIDC ID token from a trusted issuer

@@ -9,14 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker"
-	"pamctl/broker/audit"
-	"pamctl/broker/oidc"
-	"pamctl/broker/oidc/devissuer"
-	"pamctl/broker/policy"
-	"pamctl/broker/token"
-	"pamctl/broker/vault"
-	"pamctl/store"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
+	"github.com/pamctl/pamctl/store"
 )
 
 type clock struct {

@@ -11,7 +11,7 @@ import (
 	"errors"
 	"time"
 
-	"pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/policy"
 )
 
 // Identity is a verified principal: a person or a workload.

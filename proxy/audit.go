@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"pamctl/broker/audit"
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 var _ AuditSink = audit.Sink(nil)

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // clientView records what a raw HTTP client has received so far.

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // TokenVerifier checks a pamctl access token. *token.Verifier implements it

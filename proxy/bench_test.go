@@ -16,9 +16,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"pamctl/broker/audit"
-	"pamctl/broker/token"
-	"pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 // countSink is an audit sink that only counts, so the benchmark measures

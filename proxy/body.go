@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/payload"
 )
 
 // parseRequest parses the model call's body, once, with package payload:

@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"time"
 
-	"pamctl/broker/token"
-	"pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/proxy/payload"
 )
 
 // endpointKind says what the proxy knows about a request's endpoint.

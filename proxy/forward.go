@@ -16,7 +16,7 @@ import (
 	"strings"
 	"sync"
 
-	"pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/payload"
 )
 
 // reverseProxy forwards calls to up. Rewrite swaps the client's token for

@@ -11,7 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 const chatBody = `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`

@@ -18,8 +18,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"pamctl/broker/audit"
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // The vaulted provider key of the tests. It must never reach a client, a

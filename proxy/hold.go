@@ -3,8 +3,8 @@ package proxy
 import (
 	"context"
 
-	"pamctl/broker/token"
-	"pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 // HoldRequest describes a call a require_approval prompt rule holds. It

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // limiter enforces the lim claim of access tokens, per grant: a token

@@ -8,7 +8,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 func TestRequestsPerMinute(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // model is one entry of GET /v1/models.

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/broker/audit"
-	"pamctl/proxy/mask"
-	"pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 // excerptBytes bounds the prompt excerpt shown to an approver.

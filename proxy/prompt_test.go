@@ -12,8 +12,8 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/responses"
 
-	"pamctl/proxy/mask"
-	"pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 func withRules(t *testing.T, rs []rules.Rule) harnessOption {

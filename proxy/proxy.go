@@ -44,10 +44,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"pamctl/broker/audit"
-	"pamctl/proxy/mask"
-	"pamctl/proxy/payload"
-	"pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 // KeySource hands out vaulted provider keys. The proxy asks for the key on

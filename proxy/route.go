@@ -8,7 +8,7 @@ import (
 	"path"
 	"strings"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // classify names the endpoint of method and p (a clean path).

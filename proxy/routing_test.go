@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 func twoUpstreams(t *testing.T) (*harness, *fakeUpstream) {

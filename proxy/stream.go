@@ -10,9 +10,9 @@ import (
 	"net/http"
 	"strings"
 
-	"pamctl/proxy/mask"
-	"pamctl/proxy/payload"
-	"pamctl/proxy/sse"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/sse"
 )
 
 // streamBody relays a Server-Sent Events answer of a model call as it

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // maxSpans bounds the items of one trace ingest request (the Agents SDKs

@@ -10,7 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // BenchmarkAuditAppend measures appends per second with 1, 8 and 64

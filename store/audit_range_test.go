@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // A ranged export verifies offline as a piece of the chain; one that

@@ -14,7 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 var (

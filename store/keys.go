@@ -3,7 +3,7 @@ package store
 import (
 	"context"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 
 	bolt "go.etcd.io/bbolt"
 )

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"pamctl/broker"
+	"github.com/pamctl/pamctl/broker"
 
 	bolt "go.etcd.io/bbolt"
 )

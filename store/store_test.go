@@ -16,9 +16,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"pamctl/broker"
-	"pamctl/broker/token"
-	"pamctl/broker/vault"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
 )
 
 func openTest(t *testing.T, dir string) *DB {

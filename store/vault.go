@@ -3,7 +3,7 @@ package store
 import (
 	"context"
 
-	"pamctl/broker/vault"
+	"github.com/pamctl/pamctl/broker/vault"
 
 	bolt "go.etcd.io/bbolt"
 )

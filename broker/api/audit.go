@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/broker"
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // Audit API:

@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/broker"
-	"pamctl/broker/audit"
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // Client talks to a broker over TCP (with a session token) or over the

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/broker"
-	"pamctl/broker/audit"
-	"pamctl/broker/token"
-	"pamctl/broker/vault"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
 )
 
 // IssuerInfo tells the CLI how to log in with one trusted issuer.

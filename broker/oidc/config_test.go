@@ -11,7 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/oidc"
 )
 
 const (

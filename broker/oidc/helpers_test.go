@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 )
 
 // testKey is shared by most test issuers so each does not generate an RSA key.

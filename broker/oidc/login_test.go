@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker/oidc"
-	"pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 )
 
 func devClient(iss *testIssuer, user, groups string) oidc.ClientConfig {

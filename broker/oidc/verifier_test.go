@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker/oidc"
-	"pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 )
 
 func newVerifier(t *testing.T, clock *fakeClock, cfgs ...oidc.IssuerConfig) *oidc.Verifier {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // Ask is an access request as the requester phrased it.

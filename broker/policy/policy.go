@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // TTL bounds applied when a policy leaves them unset, and the absolute floor.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"pamctl/broker/token"
-	"pamctl/broker/vault"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
 )
 
 type memKeys struct {

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"testing"
 
-	"pamctl/broker/vault"
+	"github.com/pamctl/pamctl/broker/vault"
 )
 
 type memStore struct {

@@ -9,7 +9,7 @@ import (
 // TestImportRules keeps the architecture of docs/architecture.md true:
 // imports point one way, storage and CLI libraries stay in their corners.
 func TestImportRules(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps=false", "-f", "{{.ImportPath}}|{{join .Deps \" \"}}", "pamctl/...").CombinedOutput()
+	out, err := exec.Command("go", "list", "-deps=false", "-f", "{{.ImportPath}}|{{join .Deps \" \"}}", "github.com/pamctl/pamctl/...").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
@@ -30,15 +30,15 @@ func TestImportRules(t *testing.T) {
 		return false
 	}
 	rules := []rule{
-		{func(p string) bool { return !under("pamctl/cmd")(p) }, under("pamctl/cmd"), "nothing imports cmd"},
-		{under("pamctl/broker"), under("pamctl/store"), "broker never imports store"},
-		{under("pamctl/proxy"), under("pamctl/store"), "proxy never imports store"},
-		{under("pamctl/broker"), under("go.etcd.io/bbolt"), "broker never imports bbolt"},
-		{under("pamctl/proxy"), under("go.etcd.io/bbolt"), "proxy never imports bbolt"},
-		{under("pamctl/proxy"), func(d string) bool {
-			return under("pamctl/broker")(d) && !under("pamctl/broker/token")(d) && !under("pamctl/broker/audit")(d)
+		{func(p string) bool { return !under("github.com/pamctl/pamctl/cmd")(p) }, under("github.com/pamctl/pamctl/cmd"), "nothing imports cmd"},
+		{under("github.com/pamctl/pamctl/broker"), under("github.com/pamctl/pamctl/store"), "broker never imports store"},
+		{under("github.com/pamctl/pamctl/proxy"), under("github.com/pamctl/pamctl/store"), "proxy never imports store"},
+		{under("github.com/pamctl/pamctl/broker"), under("go.etcd.io/bbolt"), "broker never imports bbolt"},
+		{under("github.com/pamctl/pamctl/proxy"), under("go.etcd.io/bbolt"), "proxy never imports bbolt"},
+		{under("github.com/pamctl/pamctl/proxy"), func(d string) bool {
+			return under("github.com/pamctl/pamctl/broker")(d) && !under("github.com/pamctl/pamctl/broker/token")(d) && !under("github.com/pamctl/pamctl/broker/audit")(d)
 		}, "proxy uses only broker/token and broker/audit of the broker"},
-		{func(p string) bool { return !under("pamctl/cmd")(p) }, cliLibs, "cobra, viper and lipgloss only under cmd/"},
+		{func(p string) bool { return !under("github.com/pamctl/pamctl/cmd")(p) }, cliLibs, "cobra, viper and lipgloss only under cmd/"},
 	}
 	checked := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {

@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"pamctl/cmd/pamctl/internal/cli"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/cli"
 )
 
 func main() { os.Exit(cli.Main()) }

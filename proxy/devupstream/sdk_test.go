@@ -16,7 +16,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 
-	"pamctl/proxy/devupstream"
+	"github.com/pamctl/pamctl/proxy/devupstream"
 )
 
 // newClient serves a mock with o and returns an official SDK client for it.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/proxy/devupstream"
+	"github.com/pamctl/pamctl/proxy/devupstream"
 )
 
 type errorBody struct {

@@ -22,7 +22,7 @@ import (
 	"fmt"
 	"strings"
 
-	"pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 // Endpoints understood by this package.

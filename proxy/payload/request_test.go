@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 func TestParseRequest(t *testing.T) {

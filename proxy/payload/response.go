@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 // SummaryBytes bounds Result.Summary: the most of an answer the audit trail

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 func newMasker(t testing.TB) *mask.Masker {

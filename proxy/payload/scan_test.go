@@ -10,8 +10,8 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"pamctl/proxy/mask"
-	"pamctl/proxy/sse"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/sse"
 )
 
 // The fast paths (scan.go) must mean exactly what the generic map path

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"pamctl/proxy/mask"
-	"pamctl/proxy/sse"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/sse"
 )
 
 // maxStreams bounds the text fields a stream may have open at once.

@@ -11,8 +11,8 @@ import (
 	"testing/iotest"
 	"unicode/utf8"
 
-	"pamctl/proxy/mask"
-	"pamctl/proxy/sse"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/sse"
 )
 
 // split cuts s into pieces of n bytes, moved to rune boundaries.

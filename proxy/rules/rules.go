@@ -21,7 +21,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // Actions, from strongest to weakest. Allow is the empty action.

@@ -28,7 +28,7 @@ import (
 	"strings"
 	"time"
 
-	"pamctl/bench/internal/serve"
+	"github.com/pamctl/pamctl/bench/internal/serve"
 )
 
 func main() {

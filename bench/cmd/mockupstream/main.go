@@ -1,5 +1,5 @@
 // Command mockupstream serves pamctl's OpenAI-compatible mock upstream
-// (pamctl/proxy/devupstream) on its own, for the end-to-end load benchmark
+// (github.com/pamctl/pamctl/proxy/devupstream) on its own, for the end-to-end load benchmark
 // in pamctl/bench.
 //
 //	mockupstream [-addr 127.0.0.1:0] [-latency 0] [-deltas 50] [-delta-gap 0]
@@ -20,8 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"pamctl/bench/internal/serve"
-	"pamctl/proxy/devupstream"
+	"github.com/pamctl/pamctl/bench/internal/serve"
+	"github.com/pamctl/pamctl/proxy/devupstream"
 )
 
 func main() {

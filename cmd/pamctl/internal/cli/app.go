@@ -19,18 +19,18 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"pamctl/broker"
-	"pamctl/broker/api"
-	"pamctl/broker/audit"
-	"pamctl/broker/notify"
-	"pamctl/broker/oidc"
-	"pamctl/broker/oidc/devissuer"
-	"pamctl/broker/policy"
-	"pamctl/broker/token"
-	"pamctl/broker/vault"
-	"pamctl/proxy"
-	"pamctl/proxy/devupstream"
-	"pamctl/store"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/notify"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
+	"github.com/pamctl/pamctl/proxy"
+	"github.com/pamctl/pamctl/proxy/devupstream"
+	"github.com/pamctl/pamctl/store"
 )
 
 // DevIssuerPath is where the embedded development issuer is mounted on the broker.

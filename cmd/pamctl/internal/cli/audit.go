@@ -13,10 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pamctl/broker/api"
-	"pamctl/broker/audit"
-	"pamctl/broker/token"
-	"pamctl/store"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/store"
 )
 
 // auditSource is where audit commands read from: the broker API (with a

@@ -16,12 +16,12 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
-	"pamctl/broker/oidc"
-	"pamctl/broker/policy"
-	"pamctl/proxy"
-	"pamctl/proxy/mask"
-	"pamctl/proxy/payload"
-	"pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/proxy"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.

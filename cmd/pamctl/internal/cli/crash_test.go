@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker/audit"
-	"pamctl/store"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/store"
 )
 
 // crashChild runs a dev server in this (child) process for TestCrashKeepsAcknowledgedCalls

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 // The worked example of docs/rules-and-masking.md loads, validates and

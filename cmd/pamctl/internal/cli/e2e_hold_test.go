@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker"
-	"pamctl/broker/api"
-	"pamctl/broker/audit"
-	"pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 type callResult struct {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 const reloadConfigV1 = `

@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"pamctl/broker/oidc/devissuer"
-	"pamctl/broker/policy"
-	"pamctl/cmd/pamctl/internal/iostreams"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
 
 // testServer runs a whole pamctl server (broker, proxy, admin socket, dev

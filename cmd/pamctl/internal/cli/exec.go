@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pamctl/broker"
-	"pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
 )
 
 // ExecOptions are the inputs of `pamctl exec`.

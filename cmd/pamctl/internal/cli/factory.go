@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"pamctl/broker"
-	"pamctl/broker/api"
-	"pamctl/cmd/pamctl/internal/iostreams"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
 
 // Factory gives commands what they share: streams, config, clients.

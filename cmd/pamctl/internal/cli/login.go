@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pamctl/broker/api"
-	"pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/oidc"
 )
 
 // LoginOptions are the inputs of `pamctl login`.

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pamctl/broker"
-	"pamctl/broker/api"
-	"pamctl/cmd/pamctl/internal/iostreams"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
 
 func addOutputFlag(cmd *cobra.Command, out *string) {

@@ -15,9 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pamctl/broker"
-	"pamctl/broker/api"
-	"pamctl/cmd/pamctl/internal/iostreams"
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
 
 // Exit codes. They are part of the CLI contract.

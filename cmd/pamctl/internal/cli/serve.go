@@ -14,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pamctl/broker/oidc"
-	"pamctl/broker/policy"
-	"pamctl/store"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/store"
 )
 
 // ServeOptions are the inputs of `pamctl serve`.

@@ -11,10 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pamctl/broker/api"
-	"pamctl/broker/token"
-	"pamctl/broker/vault"
-	"pamctl/store"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
+	"github.com/pamctl/pamctl/store"
 )
 
 // local is the data dir opened directly, for admin commands when no server runs.

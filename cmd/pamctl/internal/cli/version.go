@@ -9,7 +9,7 @@ import (
 
 // Build information, set by the linker (goreleaser sets all three):
 //
-//	-ldflags "-X pamctl/cmd/pamctl/internal/cli.version=1.2.3 -X ...commit=abc -X ...date=2026-11-25"
+//	-ldflags "-X github.com/pamctl/pamctl/cmd/pamctl/internal/cli.version=1.2.3 -X ...commit=abc -X ...date=2026-11-25"
 var (
 	version = "dev"
 	commit  = "none"
