@@ -25,11 +25,15 @@ import (
 //
 // Reading the trail is itself audited (audit.read / audit.export).
 func (s *Server) auditRoutes(mux *http.ServeMux, guard func(authedFunc) http.HandlerFunc) {
-	mux.HandleFunc("GET /v1/audit/events", guard(s.auditEvents))
-	mux.HandleFunc("GET /v1/audit/events/{seq}", guard(s.auditEvent))
-	mux.HandleFunc("GET /v1/audit/follow", guard(s.auditFollow))
-	mux.HandleFunc("GET /v1/audit/verify", guard(s.auditVerify))
-	mux.HandleFunc("GET /v1/audit/export", guard(s.auditExport))
+	// Each may scan or stream the whole trail: no body, no read deadline.
+	long := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) { unbounded(w); h(w, r) }
+	}
+	handle(mux, "GET /v1/audit/events", 0, long(guard(s.auditEvents)))
+	handle(mux, "GET /v1/audit/events/{seq}", 0, guard(s.auditEvent))
+	handle(mux, "GET /v1/audit/follow", 0, long(guard(s.auditFollow)))
+	handle(mux, "GET /v1/audit/verify", 0, long(guard(s.auditVerify)))
+	handle(mux, "GET /v1/audit/export", 0, long(guard(s.auditExport)))
 }
 
 // ParseFilter reads an audit filter from query parameters.

@@ -144,7 +144,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		extra[DevIssuerPath+"/"] = iss
 		a.devIss = iss
 	}
-	a.api = &api.Server{Broker: a.broker, Vault: a.vault, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping}
+	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
+		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Via: broker.ViaSocket},
+		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...)}
 	ups, err := a.upstreams()
 	if err != nil {
 		return nil, err
@@ -168,6 +170,15 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// hostOf is the host name of a URL ("" if it has none).
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }
 
 // noIssuers refuses every login when the config trusts no issuer.
@@ -353,7 +364,8 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	}
-	a.servers = []*http.Server{mk(a.api.Public()), mk(health), mk(a.api.Admin())}
+	// The broker's listeners bound slow bodies in seconds (api.HTTPServer).
+	a.servers = []*http.Server{a.api.HTTPServer(a.api.Public()), mk(health), a.api.HTTPServer(a.api.Admin())}
 	if a.mockLn != nil {
 		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
 	}
