@@ -30,6 +30,7 @@ import (
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/devupstream"
+	"github.com/pamctl/pamctl/proxy/rules"
 	"github.com/pamctl/pamctl/store"
 )
 
@@ -130,7 +131,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
-		Policies: cfg.Policies, Logger: a.log, SessionTTL: cfg.SessionTTL, Notifier: notifier,
+		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, SessionTTL: cfg.SessionTTL, Notifier: notifier,
 	})
 	if err != nil {
 		return nil, err
@@ -215,13 +216,15 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 		who.Act = req.Claims.Act.Sub
 	}
 	var also []policy.Subjects
+	var alsoRules []string
 	for _, a := range req.Approvals {
 		if a.Rule != req.Rule {
 			also = append(also, policy.Subjects{Users: a.Approvers.Users, Groups: a.Approvers.Groups})
+			alsoRules = append(alsoRules, a.Rule)
 		}
 	}
 	r, err := h.b.HoldPrompt(ctx, broker.Hold{
-		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule, AlsoApprovedBy: also,
+		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule, AlsoApprovedBy: also, AlsoRules: alsoRules,
 		Approvers: policy.Subjects{Users: req.Approvers.Users, Groups: req.Approvers.Groups},
 		Model:     req.Model, Endpoint: req.Endpoint, Excerpt: req.Excerpt, SHA256: req.PromptSHA256,
 	})
@@ -237,6 +240,18 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 		}
 	}
 	return d, nil
+}
+
+// ruleApprovers tells the broker who may release calls held by each
+// require_approval rule of the config in force.
+func ruleApprovers(rs []rules.Rule) broker.RuleApproverMap {
+	m := broker.RuleApproverMap{}
+	for _, r := range rs {
+		if r.Action == rules.RequireApproval {
+			m[r.Name] = policy.Subjects{Users: r.Approvers.Users, Groups: r.Approvers.Groups}
+		}
+	}
+	return m
 }
 
 // vaultKeys serves provider keys from the vault to the proxy.
@@ -481,6 +496,7 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			return
 		}
 		a.broker.SetPolicies(cfg.Policies)
+		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
 		a.proxy.SetInspection(insp)
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
