@@ -145,9 +145,13 @@ func (s *Server) Admin() http.Handler {
 	return mux
 }
 
-// handle registers h for pattern with its body capped at limit bytes: a
-// declared length over the cap is refused at once (413) without reading,
-// and a chunked body is cut at the cap.
+// handle registers h for pattern with its body capped at limit bytes and
+// read in full before h runs: a declared length over the cap is refused at
+// once (413) without reading, a chunked body is cut at the cap, and a body
+// that does not arrive within the server's ReadTimeout is cut there. Once
+// the body is in, the read deadline is lifted, so long-polls, streams and
+// handlers waiting on something else (an IdP's JWKS) run as long as they
+// need; nothing slow is left to read from the client.
 func handle(mux *http.ServeMux, pattern string, limit int64, h http.HandlerFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit || (limit == 0 && len(r.TransferEncoding) > 0) {
@@ -155,7 +159,23 @@ func handle(mux *http.ServeMux, pattern string, limit int64, h http.HandlerFunc)
 			writeError(w, tooLarge(limit))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			var ne net.Error
+			w.Header().Set("Connection", "close")
+			switch {
+			case errors.As(err, &mbe):
+				writeError(w, tooLarge(limit))
+			case errors.As(err, &ne) && ne.Timeout():
+				writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "the request body arrived too slowly"})
+			default:
+				writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "could not read the request body"})
+			}
+			return
+		}
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+		r.Body = io.NopCloser(bytes.NewReader(raw))
 		h(w, r)
 	})
 }
@@ -165,13 +185,6 @@ func tooLarge(limit int64) error {
 		return &broker.Error{Code: broker.CodeTooLarge, Message: "this endpoint takes no request body"}
 	}
 	return &broker.Error{Code: broker.CodeTooLarge, Message: fmt.Sprintf("request body too large (%d KiB max for this endpoint)", max(limit>>10, 1))}
-}
-
-// unbounded lifts the connection's read deadline for a handler that runs
-// long (a long-poll, a stream, a scan of the whole trail). Its request has
-// no body (handle refused any), so nothing slow is left to read.
-func unbounded(w http.ResponseWriter) {
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 }
 
 func (s *Server) common(mux *http.ServeMux) {
@@ -313,7 +326,6 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, who broker.I
 			return
 		}
 		// broker.Service.Stop ends the wait at shutdown.
-		unbounded(w)
 		ctx, cancel := context.WithTimeout(r.Context(), min(d, MaxWait))
 		defer cancel()
 		req, err := s.Broker.Wait(ctx, who, id)
@@ -519,26 +531,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// readBody reads the whole request body, which handle has capped. Once it
-// is in, the read deadline is lifted, so a handler that waits on something
-// else (an IdP's JWKS) is not cut off by the body timeout.
+// readBody returns the request body, which handle has read in full.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	raw, err := io.ReadAll(r.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		var ne net.Error
-		switch {
-		case errors.As(err, &mbe):
-			writeError(w, tooLarge(mbe.Limit))
-		case errors.As(err, &ne) && ne.Timeout():
-			w.Header().Set("Connection", "close")
-			writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "the request body arrived too slowly"})
-		default:
-			writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "could not read the request body"})
-		}
+		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "could not read the request body"})
 		return nil, false
 	}
-	unbounded(w)
 	return raw, true
 }
 
