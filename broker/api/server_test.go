@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -280,4 +281,46 @@ func TestHostCheck(t *testing.T) {
 	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(body.Error.Message, "broker.hostnames") {
 		t.Fatalf("rebinding POST: %s %+v", resp.Status, body)
 	}
+}
+
+// Hundreds of unauthenticated clients that each send a large login body
+// and stall hold a bounded amount of memory (about a login body's cap
+// each, until they are cut), not what they sent.
+func TestSlowLoginsHoldBoundedMemory(t *testing.T) {
+	ta := newTestAPI(t, time.Second, 3*time.Second)
+	const clients = 300
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	conns := make([]net.Conn, 0, clients)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	chunk := []byte(strings.Repeat("a", 16<<10))
+	for range clients {
+		c, err := net.Dial("tcp", ta.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		// Send 256 KiB chunked, so only the cap stops it, and stall. (The
+		// server hangs up at the cap; later writes fail, which is fine.)
+		c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprintf(c, "POST /v1/login HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n", ta.addr)
+		for range 16 {
+			if _, err := fmt.Fprintf(c, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
+				break
+			}
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the server read what was sent
+	var during runtime.MemStats
+	runtime.ReadMemStats(&during)
+	grown := int64(during.HeapInuse) - int64(before.HeapInuse)
+	if limit := int64(clients) * 128 << 10; grown > limit { // 37.5 MiB; a 1 MiB cap held ~2 MiB each
+		t.Fatalf("%d stalled logins hold %d MiB (bound %d MiB)", clients, grown>>20, limit>>20)
+	}
+	t.Logf("%d stalled logins: heap grew %.1f MiB", clients, float64(grown)/(1<<20))
 }
