@@ -197,13 +197,18 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 	}
 	var errs []error
 	for _, o := range orphans {
+		// Refuse its tokens first: if recording the end fails, the proxy
+		// refuses them anyway and the sweep records it later.
+		s.revoked.Store(o.ID, *o.ExpiresAt)
 		var reason string
+		stands := false
 		r, err := s.store.UpdateRequest(ctx, o.ID, func(r *Request) error {
 			if r.State != StateApproved {
 				return errRaced
 			}
 			ok, why := s.stillGranted(r)
-			if ok {
+			if ok { // another reload restored it meanwhile
+				stands = true
 				return errRaced
 			}
 			reason = why
@@ -211,6 +216,9 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 			r.EndedAt = &now
 			return nil
 		})
+		if stands {
+			s.revoked.Delete(o.ID)
+		}
 		if errors.Is(err, errRaced) {
 			continue
 		}
@@ -218,7 +226,6 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 			errs = append(errs, err)
 			continue
 		}
-		s.revoked.Store(r.ID, *r.ExpiresAt)
 		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Target: r.Requester.Subject, Request: r.ID, Grant: r.ID, Decision: "expired",
 			Reasons: []string{reason}, Details: map[string]string{"what": "grant", "cause": "policy", "trigger": why}})
 		s.wake(r.ID)
