@@ -90,9 +90,9 @@ const (
 
 // HTTPServer returns the http.Server for h (Public or Admin) with the
 // broker's timeouts: ReadHeaderTimeout, and ReadTimeout covering the whole
-
-
-
+// request including its body. Each route lifts the read deadline once its
+// body is in (see handle), so long-polls and streams run as long as they
+// last; there is no WriteTimeout for the same reason.
 func (s *Server) HTTPServer(h http.Handler) *http.Server {
 	hdr, body := s.HeaderTimeout, s.BodyTimeout
 	if hdr <= 0 {
