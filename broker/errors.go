@@ -15,6 +15,7 @@ const (
 	CodeForbidden       Code = "forbidden"        // policy says no
 	CodeNotFound        Code = "not_found"        // no such thing
 	CodeConflict        Code = "conflict"         // the state does not allow it (already denied, expired...)
+	CodeTooLarge        Code = "too_large"        // the request body is over the endpoint's cap
 	CodeInternal        Code = "internal"         // our fault; detail is logged, not shown
 	CodePending         Code = "pending_approval" // not an error so much as "not yet"
 )

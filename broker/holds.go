@@ -15,8 +15,10 @@ type Hold struct {
 	TokenID   string
 	Rule      string
 	Approvers policy.Subjects
-	// AlsoApprovedBy: approvers of the other matching rules (see PromptHold).
+	// AlsoApprovedBy: approvers of the other matching rules, AlsoRules their
+	// names (see PromptHold).
 	AlsoApprovedBy []policy.Subjects
+	AlsoRules      []string
 	Model          string
 	Endpoint       string
 	Excerpt        string // masked
@@ -39,7 +41,7 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
-		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules},
 	}
 	if err := s.store.CreateRequest(ctx, r); err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not record the held call", Err: err}
@@ -70,7 +72,7 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 	rs, err := s.store.ListRequests(ctx, func(r *Request) bool {
 		return r.Kind == KindPrompt && r.State == StateApproved && r.Requester.Same(h.Caller) &&
 			r.Prompt != nil && !r.Prompt.Used && r.Prompt.SHA256 == h.SHA256 && r.Prompt.GrantID == h.GrantID &&
-			r.ExpiresAt != nil && now.Before(*r.ExpiresAt)
+			r.ExpiresAt != nil && now.Before(*r.ExpiresAt) && s.approvalStands(r)
 	})
 	if err != nil {
 		return nil, s.storeErr(err)
@@ -83,6 +85,18 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 		return got, err
 	}
 	return nil, nil
+}
+
+// approvalStands reports whether every approval of the held call r would
+// still be allowed under the rules in force now: an approval given before a
+// reload removed its approver (or the rule) lets no retry through.
+func (s *Service) approvalStands(r *Request) bool {
+	for _, rv := range r.Reviews {
+		if ok, _ := s.canReview(r, rv.Reviewer); rv.Approve && !ok {
+			return false
+		}
+	}
+	return true
 }
 
 var errSpent = errors.New("broker: prompt approval already used")

@@ -30,6 +30,26 @@ type Notifier interface {
 	Notify(ctx context.Context, r *Request, event string)
 }
 
+// RuleApprovers says who may release calls held by a require_approval
+// prompt rule, as the rules are configured now. The proxy's rules are
+// swapped on reload; the broker asks this at review time, so removing an
+// approver (or the rule) takes effect on calls already held.
+type RuleApprovers interface {
+	// RuleApprovers returns the approvers of the require_approval rule
+	// name; ok is false when no such rule is configured (any more).
+	RuleApprovers(name string) (approvers policy.Subjects, ok bool)
+}
+
+// RuleApproverMap is a RuleApprovers built from a config's rules: rule
+// name -> approvers, require_approval rules only.
+type RuleApproverMap map[string]policy.Subjects
+
+// RuleApprovers implements RuleApprovers.
+func (m RuleApproverMap) RuleApprovers(name string) (policy.Subjects, bool) {
+	a, ok := m[name]
+	return a, ok
+}
+
 // Config wires a Service.
 type Config struct {
 	Store    Store
@@ -38,6 +58,9 @@ type Config struct {
 	Issuer   string // iss of minted tokens: the broker's URL
 	Audit    audit.Sink
 	Policies policy.Set
+	// Rules says who may release held calls now; without it no held call
+	// can be released (fail closed).
+	Rules    RuleApprovers
 	Notifier Notifier // optional
 	Logger   *slog.Logger
 	Now      func() time.Time
@@ -66,6 +89,7 @@ type Service struct {
 	sessionTTL  time.Duration
 	retryWindow time.Duration
 	policies    atomic.Pointer[policy.Set]
+	rules       atomic.Pointer[RuleApprovers]
 
 	revoked sync.Map // grant id -> until (time.Time)
 
@@ -102,20 +126,113 @@ func New(ctx context.Context, c Config) (*Service, error) {
 		waiters:  map[string][]chan struct{}{},
 		stopping: make(chan struct{}),
 	}
-	s.SetPolicies(c.Policies)
-	revoked, err := c.Store.ListRequests(ctx, func(r *Request) bool { return r.State == StateRevoked && r.ExpiresAt != nil })
+	s.policies.Store(&c.Policies)
+	s.SetRuleApprovers(c.Rules)
+	// Grants that ended early (revoked, or ended by a policy change) keep
+	// their tokens refused until those tokens would have expired anyway.
+	now := s.now()
+	ended, err := c.Store.ListRequests(ctx, func(r *Request) bool {
+		return r.Kind == KindAccess && r.ApprovedAt != nil && r.ExpiresAt != nil && r.State != StateApproved && now.Before(r.ExpiresAt.Add(time.Minute))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: load revocations: %w", err)
 	}
-	for _, r := range revoked {
+	for _, r := range ended {
 		s.revoked.Store(r.ID, *r.ExpiresAt)
+	}
+	// The config may have changed while the server was down.
+	if err := s.endOrphanedGrants(ctx, "start"); err != nil {
+		return nil, fmt.Errorf("broker: check grants against policy: %w", err)
 	}
 	return s, nil
 }
 
-// SetPolicies swaps the policy set (config reload). Requests already made
-// keep the approval rule they were created with.
-func (s *Service) SetPolicies(p policy.Set) { s.policies.Store(&p) }
+// SetPolicies swaps the policy set (config reload). Pending requests keep
+// the approval terms they were created with and are re-checked against the
+// new set on review. Live grants that the new set no longer grants end at
+// once: they mint no more tokens, the proxy refuses their tokens, and the
+// end is audited as an expiry (see docs/policy.md). Should that fail (a
+// storage error), the sweep retries within seconds and Token refuses such
+// grants meanwhile.
+func (s *Service) SetPolicies(p policy.Set) {
+	s.policies.Store(&p)
+	if err := s.endOrphanedGrants(context.Background(), "config reload"); err != nil {
+		s.log.Error("ending grants the new policies no longer allow failed; the sweep will retry", "err", err)
+	}
+}
+
+// SetRuleApprovers swaps who may release held calls (config reload).
+func (s *Service) SetRuleApprovers(r RuleApprovers) {
+	if r == nil {
+		r = RuleApproverMap(nil)
+	}
+	s.rules.Store(&r)
+}
+
+func (s *Service) ruleApprovers(name string) (policy.Subjects, bool) {
+	return (*s.rules.Load()).RuleApprovers(name)
+}
+
+// stillGranted reports whether the live grant r still stands under the
+// current policies.
+func (s *Service) stillGranted(r *Request) (bool, string) {
+	return s.policySet().StillGrants(r.Policies, r.Requester.policySubject(), r.Scopes)
+}
+
+// endOrphanedGrants ends every live grant the current policies no longer
+// grant: state expired (so no token is minted), its id in the revocation
+// set (so the proxy refuses tokens already out), one request.expired event
+// each with the reason.
+func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
+	now := s.now().UTC()
+	orphans, err := s.store.ListRequests(ctx, func(r *Request) bool {
+		if r.Kind != KindAccess || r.State != StateApproved || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) {
+			return false
+		}
+		ok, _ := s.stillGranted(r)
+		return !ok
+	})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, o := range orphans {
+		// Refuse its tokens first: if recording the end fails, the proxy
+		// refuses them anyway and the sweep records it later.
+		s.revoked.Store(o.ID, *o.ExpiresAt)
+		var reason string
+		stands := false
+		r, err := s.store.UpdateRequest(ctx, o.ID, func(r *Request) error {
+			if r.State != StateApproved {
+				return errRaced
+			}
+			ok, why := s.stillGranted(r)
+			if ok { // another reload restored it meanwhile
+				stands = true
+				return errRaced
+			}
+			reason = why
+			r.State = StateExpired
+			r.EndedAt = &now
+			return nil
+		})
+		if stands {
+			s.revoked.Delete(o.ID)
+		}
+		if errors.Is(err, errRaced) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Target: r.Requester.Subject, Request: r.ID, Grant: r.ID, Decision: "expired",
+			Reasons: []string{reason}, Details: map[string]string{"what": "grant", "cause": "policy", "trigger": why}})
+		s.wake(r.ID)
+		s.notify(ctx, r, "request.expired")
+	}
+	return errors.Join(errs...)
+}
 
 func (s *Service) policySet() policy.Set { return *s.policies.Load() }
 
@@ -252,6 +369,17 @@ func (s *Service) canReview(r *Request, reviewer Identity) (bool, string) {
 		for _, also := range r.Prompt.AlsoApprovedBy {
 			if !also.Match(reviewer.policySubject()) {
 				return false, "several rules hold this call; you are not an approver of all of them (also needed: " + also.String() + ")"
+			}
+		}
+		// As for access requests, the rules in force now decide: an
+		// approver or a rule removed by a reload can release nothing.
+		for _, rule := range append([]string{r.Prompt.Rule}, r.Prompt.AlsoRules...) {
+			now, found := s.ruleApprovers(rule)
+			if !found {
+				return false, fmt.Sprintf("rule %s, which held this call, is no longer configured to hold calls; the call cannot be released (the caller may retry it)", rule)
+			}
+			if !now.Match(reviewer.policySubject()) {
+				return false, fmt.Sprintf("you are not an approver of rule %s as configured now (approvers: %s)", rule, now)
 			}
 		}
 	}
@@ -517,6 +645,9 @@ func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request,
 		}
 		switch r.State {
 		case StateApproved:
+			if ok, why := s.stillGranted(r); !ok {
+				return nil, errorf(CodeConflict, "grant %s has ended: %s; make a new request with: pamctl request --scope %s", r.ID, why, strings.Join(r.Scopes, " --scope "))
+			}
 			return r, nil
 		case StatePending:
 			return nil, &Error{Code: CodePending, Message: fmt.Sprintf("request %s is still pending approval (wait with: pamctl request --wait ... or ask an approver to run: pamctl approve %s)", r.ID, r.ID)}
@@ -530,7 +661,9 @@ func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request,
 	}
 	for _, r := range rs {
 		if r.Kind == KindAccess && r.Requester.Same(who) && r.State == StateApproved && now.Before(*r.ExpiresAt) {
-			return r, nil
+			if ok, _ := s.stillGranted(r); ok {
+				return r, nil
+			}
 		}
 	}
 	return nil, errorf(CodeNotFound, "you have no approved grant; ask for one with: pamctl request --scope model:gpt-4o")
@@ -599,6 +732,11 @@ func (s *Service) Sweep(ctx context.Context) error {
 			s.notify(ctx, r, "request.expired")
 		}
 	}
+	// Grants a reload ended but SetPolicies could not record (a storage
+	// error) are ended here.
+	if err := s.endOrphanedGrants(ctx, "sweep"); err != nil {
+		return err
+	}
 	// Drop revocations whose grants have expired anyway.
 	s.revoked.Range(func(k, v any) bool {
 		if until, ok := v.(time.Time); ok && now.After(until.Add(time.Minute)) {
@@ -652,7 +790,11 @@ func (s *Service) CanReadAudit(ctx context.Context, who Identity) error {
 	}
 	now := s.now()
 	live, err := s.store.ListRequests(ctx, func(r *Request) bool {
-		return r.Requester.Same(who) && r.State == StateApproved && r.ExpiresAt != nil && now.Before(*r.ExpiresAt) && token.Covers(r.Scopes, AuditScope)
+		if !r.Requester.Same(who) || r.State != StateApproved || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !token.Covers(r.Scopes, AuditScope) {
+			return false
+		}
+		ok, _ := s.stillGranted(r)
+		return ok
 	})
 	if err != nil {
 		return s.storeErr(err)

@@ -63,6 +63,12 @@ var testPolicies = policy.Set{
 	{Name: "auditors", Subjects: policy.Subjects{Groups: []string{"security"}}, Scopes: []string{"audit:read"}},
 }
 
+// testRules are the require_approval prompt rules in force.
+var testRules = broker.RuleApproverMap{
+	"destructive-sql": {Groups: []string{"security"}},
+	"prod-data":       {Groups: []string{"dba"}},
+}
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, dir: t.TempDir()}
@@ -101,7 +107,7 @@ func (e *env) open() {
 	if e.log, err = e.db.AuditLog(store.AuditOptions{Signer: e.keys, Clock: e.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	e.svc, err = broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: e.log, Policies: testPolicies, Now: e.clock.Now})
+	e.svc, err = broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: e.log, Policies: testPolicies, Rules: testRules, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

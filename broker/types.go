@@ -69,6 +69,9 @@ type PromptHold struct {
 	// AlsoApprovedBy lists the approvers of every other require_approval
 	// rule that matched: whoever releases the call must be one of each.
 	AlsoApprovedBy []policy.Subjects `json:"also_approved_by,omitempty"`
+	// AlsoRules names those other rules, so that a review is checked
+	// against their approvers as configured at review time.
+	AlsoRules []string `json:"also_rules,omitempty"`
 	// Used marks the one retry an approval given after the caller stopped
 	// waiting allows (until the request's ExpiresAt: approval + TTL, and a
 	// prompt review's TTL is the retry window).

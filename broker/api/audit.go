@@ -25,11 +25,11 @@ import (
 //
 // Reading the trail is itself audited (audit.read / audit.export).
 func (s *Server) auditRoutes(mux *http.ServeMux, guard func(authedFunc) http.HandlerFunc) {
-	mux.HandleFunc("GET /v1/audit/events", guard(s.auditEvents))
-	mux.HandleFunc("GET /v1/audit/events/{seq}", guard(s.auditEvent))
-	mux.HandleFunc("GET /v1/audit/follow", guard(s.auditFollow))
-	mux.HandleFunc("GET /v1/audit/verify", guard(s.auditVerify))
-	mux.HandleFunc("GET /v1/audit/export", guard(s.auditExport))
+	handle(mux, "GET /v1/audit/events", 0, guard(s.auditEvents))
+	handle(mux, "GET /v1/audit/events/{seq}", 0, guard(s.auditEvent))
+	handle(mux, "GET /v1/audit/follow", 0, guard(s.auditFollow))
+	handle(mux, "GET /v1/audit/verify", 0, guard(s.auditVerify))
+	handle(mux, "GET /v1/audit/export", 0, guard(s.auditExport))
 }
 
 // ParseFilter reads an audit filter from query parameters.

@@ -6,9 +6,11 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -42,27 +44,72 @@ type Info struct {
 
 // AdminIdentity is who acts through the admin socket: the OS user that owns
 // the data directory.
-var AdminIdentity = broker.Identity{Subject: "local-admin", Issuer: "unix-socket", Kind: "user"}
+var AdminIdentity = broker.AdminIdentity
 
 // Server serves the broker API.
 type Server struct {
 	Broker *broker.Service
-	Vault  *vault.Vault
-	Keys   *token.Keyring
-	Audit  audit.Log
-	Info   func() Info
-	Logger *slog.Logger
+	// AdminService makes and audits the admin socket's changes (Via ViaSocket).
+	AdminService *broker.Admin
+	Keys         *token.Keyring
+	Audit        audit.Log
+	Info         func() Info
+	Logger       *slog.Logger
 	// Extra lets serve mount more handlers on the public mux (the dev issuer).
 	Extra map[string]http.Handler
 	// Stopping is closed when the server starts shutting down: audit
 	// followers end instead of holding up a graceful shutdown.
 	Stopping <-chan struct{}
+	// Hostnames are the names clients reach the broker by (broker.hostnames);
+	// Public refuses other Host headers (see HostCheck).
+	Hostnames []string
+	// HeaderTimeout and BodyTimeout bound slow clients (see HTTPServer);
+	// zero means DefaultHeaderTimeout and DefaultBodyTimeout.
+	HeaderTimeout, BodyTimeout time.Duration
 }
 
-// MaxBody caps API request bodies.
-const MaxBody = 1 << 20
+// Bounds on what any client, logged in or not, can make the broker hold:
+// every route caps its body to what it needs, and a body must arrive in
+// full within BodyTimeout (headers within HeaderTimeout).
+const (
+	// MaxLoginBody caps POST /v1/login: an ID token is a few KiB; group-heavy
+	// tokens (hundreds of groups) stay well under this.
+	MaxLoginBody = 32 << 10
+	// MaxRequestBody caps request creation and reviews: scopes, a TTL and a
+	// reason (policy caps reasons at 1 KiB).
+	MaxRequestBody = 16 << 10
+	// MaxEmptyBody caps routes that take no body ("{}" at most).
+	MaxEmptyBody = 1 << 10
+	// MaxSecretBody caps a vault secret (admin socket).
+	MaxSecretBody = 64 << 10
 
-// Public is the TCP handler: health, JWKS, login and the session-authenticated API.
+	// DefaultHeaderTimeout and DefaultBodyTimeout bound slow clients.
+	DefaultHeaderTimeout = 5 * time.Second
+	DefaultBodyTimeout   = 10 * time.Second
+)
+
+// HTTPServer returns the http.Server for h (Public or Admin) with the
+// broker's timeouts: ReadHeaderTimeout, and ReadTimeout covering the whole
+// request including its body. Each route lifts the read deadline once its
+// body is in (see handle), so long-polls and streams run as long as they
+// last; there is no WriteTimeout for the same reason.
+func (s *Server) HTTPServer(h http.Handler) *http.Server {
+	hdr, body := s.HeaderTimeout, s.BodyTimeout
+	if hdr <= 0 {
+		hdr = DefaultHeaderTimeout
+	}
+	if body <= 0 {
+		body = DefaultBodyTimeout
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: hdr, ReadTimeout: body, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	if s.Logger != nil {
+		srv.ErrorLog = slog.NewLogLogger(s.Logger.Handler(), slog.LevelWarn)
+	}
+	return srv
+}
+
+// Public is the TCP handler: health, JWKS, login and the session-authenticated
+// API, behind the Host check (see HostCheck).
 func (s *Server) Public() http.Handler {
 	mux := http.NewServeMux()
 	s.common(mux)
@@ -78,7 +125,7 @@ func (s *Server) Public() http.Handler {
 	for pattern, h := range s.Extra {
 		mux.Handle(pattern, h)
 	}
-	return mux
+	return HostCheck(s.Hostnames, mux)
 }
 
 // Admin is the Unix-socket handler: everything Public has plus /admin.
@@ -86,43 +133,85 @@ func (s *Server) Public() http.Handler {
 func (s *Server) Admin() http.Handler {
 	mux := http.NewServeMux()
 	s.common(mux)
-	mux.HandleFunc("GET /admin/vault", s.vaultList)
-	mux.HandleFunc("PUT /admin/vault/{name}", s.vaultSet)
-	mux.HandleFunc("DELETE /admin/vault/{name}", s.vaultRemove)
-	mux.HandleFunc("GET /admin/keys", s.keysList)
-	mux.HandleFunc("POST /admin/keys/rotate", s.keysRotate)
-	mux.HandleFunc("POST /admin/grants/{id}/revoke", s.adminRevoke)
+	handle(mux, "GET /admin/vault", 0, s.vaultList)
+	handle(mux, "PUT /admin/vault/{name}", MaxSecretBody, s.vaultSet)
+	handle(mux, "DELETE /admin/vault/{name}", 0, s.vaultRemove)
+	handle(mux, "GET /admin/keys", 0, s.keysList)
+	handle(mux, "POST /admin/keys/rotate", MaxEmptyBody, s.keysRotate)
+	handle(mux, "POST /admin/grants/{id}/revoke", MaxEmptyBody, s.adminRevoke)
 	s.auditRoutes(mux, func(h authedFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { h(w, r, AdminIdentity) }
 	})
 	return mux
 }
 
+// handle registers h for pattern with its body capped at limit bytes and
+// read in full before h runs: a declared length over the cap is refused at
+// once (413) without reading, a chunked body is cut at the cap, and a body
+// that does not arrive within the server's ReadTimeout is cut there. Once
+// the body is in, the read deadline is lifted, so long-polls, streams and
+// handlers waiting on something else (an IdP's JWKS) run as long as they
+// need; nothing slow is left to read from the client.
+func handle(mux *http.ServeMux, pattern string, limit int64, h http.HandlerFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit || (limit == 0 && len(r.TransferEncoding) > 0) {
+			w.Header().Set("Connection", "close")
+			writeError(w, tooLarge(limit))
+			return
+		}
+		raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			var ne net.Error
+			w.Header().Set("Connection", "close")
+			switch {
+			case errors.As(err, &mbe):
+				writeError(w, tooLarge(limit))
+			case errors.As(err, &ne) && ne.Timeout():
+				writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "the request body arrived too slowly"})
+			default:
+				writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "could not read the request body"})
+			}
+			return
+		}
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		h(w, r)
+	})
+}
+
+func tooLarge(limit int64) error {
+	if limit == 0 {
+		return &broker.Error{Code: broker.CodeTooLarge, Message: "this endpoint takes no request body"}
+	}
+	return &broker.Error{Code: broker.CodeTooLarge, Message: fmt.Sprintf("request body too large (%d KiB max for this endpoint)", max(limit>>10, 1))}
+}
+
 func (s *Server) common(mux *http.ServeMux) {
 	ok := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}
-	mux.HandleFunc("GET /healthz", ok)
-	mux.HandleFunc("GET /readyz", ok)
-	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+	handle(mux, "GET /healthz", 0, ok)
+	handle(mux, "GET /readyz", 0, ok)
+	handle(mux, "GET /.well-known/jwks.json", 0, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		writeJSON(w, http.StatusOK, s.Keys.JWKS())
 	})
-	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
-	mux.HandleFunc("POST /v1/login", s.login)
-	mux.HandleFunc("GET /v1/whoami", s.authed(s.whoami))
-	mux.HandleFunc("POST /v1/logout", s.authed(func(w http.ResponseWriter, r *http.Request, who broker.Identity) {
+	handle(mux, "GET /v1/info", 0, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
+	handle(mux, "POST /v1/login", MaxLoginBody, s.login)
+	handle(mux, "GET /v1/whoami", 0, s.authed(s.whoami))
+	handle(mux, "POST /v1/logout", MaxEmptyBody, s.authed(func(w http.ResponseWriter, r *http.Request, who broker.Identity) {
 		s.Broker.Logout(r.Context(), who, clientOf(r))
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	mux.HandleFunc("POST /v1/requests", s.authed(s.createRequest))
-	mux.HandleFunc("GET /v1/requests", s.authed(s.listRequests))
-	mux.HandleFunc("GET /v1/requests/{id}", s.authed(s.getRequest))
-	mux.HandleFunc("POST /v1/requests/{id}/approve", s.authed(s.review(true)))
-	mux.HandleFunc("POST /v1/requests/{id}/deny", s.authed(s.review(false)))
-	mux.HandleFunc("POST /v1/requests/{id}/token", s.authed(s.token))
-	mux.HandleFunc("POST /v1/token", s.authed(s.token))
-	mux.HandleFunc("POST /v1/grants/{id}/revoke", s.authed(s.revoke))
+	handle(mux, "POST /v1/requests", MaxRequestBody, s.authed(s.createRequest))
+	handle(mux, "GET /v1/requests", 0, s.authed(s.listRequests))
+	handle(mux, "GET /v1/requests/{id}", 0, s.authed(s.getRequest))
+	handle(mux, "POST /v1/requests/{id}/approve", MaxRequestBody, s.authed(s.review(true)))
+	handle(mux, "POST /v1/requests/{id}/deny", MaxRequestBody, s.authed(s.review(false)))
+	handle(mux, "POST /v1/requests/{id}/token", MaxEmptyBody, s.authed(s.token))
+	handle(mux, "POST /v1/token", MaxEmptyBody, s.authed(s.token))
+	handle(mux, "POST /v1/grants/{id}/revoke", MaxEmptyBody, s.authed(s.revoke))
 }
 
 // expKey holds the session's expiry; absent on the admin socket.
@@ -327,10 +416,10 @@ func entryView(e vault.Entry) VaultEntry {
 }
 
 func (s *Server) vaultList(w http.ResponseWriter, r *http.Request) {
-	es, err := s.Vault.List(r.Context())
+	es, err := s.AdminService.VaultList(r.Context())
 	if err != nil {
 		s.logErr(r, err)
-		writeError(w, &broker.Error{Code: broker.CodeInternal, Message: "could not list the vault", Err: err})
+		writeError(w, err)
 		return
 	}
 	out := []VaultEntry{}
@@ -341,43 +430,25 @@ func (s *Server) vaultList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) vaultSet(w http.ResponseWriter, r *http.Request) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
-	if err != nil {
-		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "secret too large (64 KiB max)"})
+	raw, ok := readBody(w, r)
+	if !ok {
 		return
 	}
-	name := r.PathValue("name")
-	if err := vault.ValidateName(name); err != nil {
-		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: err.Error()})
-		return
-	}
-	secret := vault.NewSecret(string(raw))
-	if secret.Empty() {
-		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "the secret is empty"})
-		return
-	}
-	e, err := s.Vault.Set(r.Context(), name, secret)
+	e, err := s.AdminService.VaultSet(r.Context(), r.PathValue("name"), vault.NewSecret(string(raw)))
 	if err != nil {
 		s.logErr(r, err)
-		writeError(w, &broker.Error{Code: broker.CodeInternal, Message: "could not store the secret", Err: err})
+		writeError(w, err)
 		return
 	}
-	s.emit(r.Context(), &audit.Event{Type: audit.TypeVaultSet, Actor: adminActor(), Target: name, Details: map[string]string{"fingerprint": e.Fingerprint}})
 	writeJSON(w, http.StatusOK, entryView(e))
 }
 
 func (s *Server) vaultRemove(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := s.Vault.Remove(r.Context(), name); err != nil {
-		if errors.Is(err, vault.ErrNotFound) {
-			writeError(w, &broker.Error{Code: broker.CodeNotFound, Message: "no vault entry named " + name + " (see: pamctl vault ls)"})
-			return
-		}
+	if err := s.AdminService.VaultRemove(r.Context(), r.PathValue("name")); err != nil {
 		s.logErr(r, err)
-		writeError(w, &broker.Error{Code: broker.CodeInternal, Message: "could not remove the entry", Err: err})
+		writeError(w, err)
 		return
 	}
-	s.emit(r.Context(), &audit.Event{Type: audit.TypeVaultRemoved, Actor: adminActor(), Target: name})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -386,18 +457,13 @@ func (s *Server) keysList(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) keysRotate(w http.ResponseWriter, r *http.Request) {
-	kid, err := s.Keys.Rotate(r.Context())
+	kid, err := s.AdminService.RotateKeys(r.Context())
 	if err != nil {
 		s.logErr(r, err)
-		writeError(w, &broker.Error{Code: broker.CodeInternal, Message: "could not rotate the signing key", Err: err})
+		writeError(w, err)
 		return
 	}
-	s.emit(r.Context(), &audit.Event{Type: audit.TypeKeyRotated, Actor: adminActor(), Target: kid})
 	writeJSON(w, http.StatusOK, map[string]any{"active": kid, "jwks": s.Keys.JWKS()})
-}
-
-func adminActor() *audit.Actor {
-	return &audit.Actor{Subject: AdminIdentity.Subject, Issuer: AdminIdentity.Issuer, Kind: audit.KindUser}
 }
 
 func (s *Server) emit(ctx context.Context, e *audit.Event) {
@@ -446,6 +512,7 @@ var statusOf = map[broker.Code]int{
 	broker.CodeNotFound:        http.StatusNotFound,
 	broker.CodeConflict:        http.StatusConflict,
 	broker.CodePending:         http.StatusConflict,
+	broker.CodeTooLarge:        http.StatusRequestEntityTooLarge,
 	broker.CodeInternal:        http.StatusInternalServerError,
 }
 
@@ -464,8 +531,22 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// readBody returns the request body, which handle has read in full.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "could not read the request body"})
+		return nil, false
+	}
+	return raw, true
+}
+
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	raw, ok := readBody(w, r)
+	if !ok {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
 		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "malformed JSON body: " + safeJSONErr(err)})
@@ -475,10 +556,6 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func safeJSONErr(err error) string {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return "body too large"
-	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return "syntax error"

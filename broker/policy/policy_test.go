@@ -169,3 +169,32 @@ func TestFmtDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestStillGrants(t *testing.T) {
+	alice := Subject{ID: "alice", Groups: []string{"ml"}}
+	set := Set{
+		{Name: "models", Subjects: Subjects{Groups: []string{"ml"}}, Scopes: []string{"model:gpt-4o*"}},
+		{Name: "audit", Subjects: Subjects{Groups: []string{"security"}}, Scopes: []string{"audit:read"}},
+	}
+	tests := []struct {
+		name     string
+		set      Set
+		policies []string
+		scopes   []string
+		ok       bool
+		reason   string
+	}{
+		{"unchanged", set, []string{"models"}, []string{"model:gpt-4o", "model:gpt-4o-mini"}, true, "granted by policy models"},
+		{"policy removed", set[1:], []string{"models"}, []string{"model:gpt-4o"}, false, "policy models was removed"},
+		{"scope dropped", Set{{Name: "models", Subjects: Subjects{Groups: []string{"ml"}}, Scopes: []string{"model:gpt-4o-mini"}}}, []string{"models"}, []string{"model:gpt-4o"}, false, "scope model:gpt-4o is no longer granted"},
+		{"subject dropped", Set{{Name: "models", Subjects: Subjects{Groups: []string{"research"}}, Scopes: []string{"model:*"}}}, []string{"models"}, []string{"model:gpt-4o"}, false, "no longer applies to alice"},
+		{"another policy does not count", Set{{Name: "other", Subjects: Subjects{Groups: []string{"ml"}}, Scopes: []string{"model:*"}}}, []string{"models"}, []string{"model:gpt-4o"}, false, "policy models was removed"},
+		{"no policy named", set, nil, []string{"model:gpt-4o"}, false, "names no policy"},
+	}
+	for _, tt := range tests {
+		ok, reason := tt.set.StillGrants(tt.policies, alice, tt.scopes)
+		if ok != tt.ok || !strings.Contains(reason, tt.reason) {
+			t.Errorf("%s: StillGrants = %v, %q; want %v, ...%q...", tt.name, ok, reason, tt.ok, tt.reason)
+		}
+	}
+}

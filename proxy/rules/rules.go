@@ -98,20 +98,6 @@ func (a Approvers) clone() Approvers {
 // Empty reports whether a names nobody.
 func (a Approvers) Empty() bool { return len(a.Users) == 0 && len(a.Groups) == 0 }
 
-// Allows reports whether r is one of the approvers.
-func (a Approvers) Allows(r Reviewer) bool {
-	if r.ID == "" {
-		return false
-	}
-	for _, u := range a.Users {
-		if token.MatchGlob(u, r.ID) ||
-			(r.Email != "" && token.MatchGlob(strings.ToLower(u), strings.ToLower(r.Email))) {
-			return true
-		}
-	}
-	return anyGlob(a.Groups, r.Groups)
-}
-
 // String renders a for messages, e.g. "groups [security]".
 func (a Approvers) String() string {
 	var parts []string
@@ -125,13 +111,6 @@ func (a Approvers) String() string {
 		return "nobody"
 	}
 	return strings.Join(parts, " or ")
-}
-
-// Reviewer is someone asked to release a held call.
-type Reviewer struct {
-	ID     string // subject (sub)
-	Email  string // verified email, if any
-	Groups []string
 }
 
 // Input is one proxied call as the rules see it.
@@ -157,7 +136,8 @@ type Result struct {
 	Rule string `json:"rule,omitempty"`
 	// Approvers may release the call when Action is RequireApproval: those
 	// of Rule. Approvals lists every matching require_approval rule; a
-	// release must satisfy all of them (see MayRelease).
+	// release must satisfy all of them (the broker decides releases, with
+	// each rule's approvers as configured at review time).
 	Approvers Approvers  `json:"approvers"`
 	Approvals []Approval `json:"approvals,omitempty"`
 	// Matched names every rule that matched, in config order.
@@ -168,31 +148,6 @@ type Result struct {
 	Text string `json:"-"`
 	// Redactions counts the spans replaced in Text.
 	Redactions int `json:"redactions,omitempty"`
-}
-
-// MayRelease reports whether reviewer may release a call that r holds for
-// approval, made by the caller with subject (or email) requester. Callers
-// never release their own calls, and the reviewer must be an approver of
-// every matching require_approval rule.
-func (r Result) MayRelease(requester string, reviewer Reviewer) (bool, string) {
-	switch {
-	case r.Action != RequireApproval:
-		return false, "this call is not held for approval"
-	case reviewer.ID == "":
-		return false, "your identity has no subject; sign in again"
-	case reviewer.ID == requester || (reviewer.Email != "" && strings.EqualFold(reviewer.Email, requester)):
-		return false, "you cannot release your own call"
-	}
-	for _, a := range r.Approvals {
-		if !a.Approvers.Allows(reviewer) {
-			return false, fmt.Sprintf("you are not an approver for rule %s (approvers: %s)", a.Rule, a.Approvers)
-		}
-	}
-	names := make([]string, len(r.Approvals))
-	for i, a := range r.Approvals {
-		names[i] = a.Rule
-	}
-	return true, "approver for rule " + strings.Join(names, ", ")
 }
 
 // Engine evaluates a compiled list of rules. The zero Engine and a nil

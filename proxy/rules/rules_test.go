@@ -214,40 +214,6 @@ func TestConditions(t *testing.T) {
 	}
 }
 
-func TestMayRelease(t *testing.T) {
-	e := mustCompile(t, []Rule{
-		{Name: "sql", Pattern: `(?i)drop\s+table`, Action: RequireApproval, Approvers: Approvers{Groups: []string{"dba", "security"}}},
-		{Name: "pii", Literals: []string{"ssn"}, Action: RequireApproval, Approvers: Approvers{Users: []string{"*@privacy.example.com"}, Groups: []string{"security"}}},
-	})
-	held := e.Evaluate(Input{Text: "drop table ssn", Subject: "alice"})
-	both := e.Evaluate(Input{Text: "drop table", Subject: "alice"})
-	tests := []struct {
-		name     string
-		res      Result
-		reviewer Reviewer
-		ok       bool
-		reason   string
-	}{
-		{"approver of every rule", held, Reviewer{ID: "bob", Groups: []string{"security"}}, true, "approver for rule sql, pii"},
-		{"approver of one rule only", held, Reviewer{ID: "dan", Groups: []string{"dba"}}, false, "you are not an approver for rule pii (approvers: users [*@privacy.example.com] or groups [security])"},
-		{"email glob, case-insensitive", both, Reviewer{ID: "p1", Email: "Pat@Privacy.example.com", Groups: []string{"dba"}}, true, "approver for rule sql"},
-		{"own call", held, Reviewer{ID: "alice", Groups: []string{"security"}}, false, "you cannot release your own call"},
-		{"own call by email", e.Evaluate(Input{Text: "drop table", Subject: "alice@example.com"}),
-			Reviewer{ID: "a2", Email: "ALICE@example.com", Groups: []string{"dba"}}, false, "your own call"},
-		{"not held", e.Evaluate(Input{Text: "hello"}), Reviewer{ID: "bob", Groups: []string{"security"}}, false, "not held"},
-		{"no subject", held, Reviewer{Groups: []string{"security"}}, false, "no subject"},
-	}
-	for _, tt := range tests {
-		ok, reason := tt.res.MayRelease("alice", tt.reviewer)
-		if tt.name == "own call by email" {
-			ok, reason = tt.res.MayRelease("alice@example.com", tt.reviewer)
-		}
-		if ok != tt.ok || !strings.Contains(reason, tt.reason) {
-			t.Errorf("%s: MayRelease = %v, %q; want %v, %q", tt.name, ok, reason, tt.ok, tt.reason)
-		}
-	}
-}
-
 func TestNilAndEmptyEngine(t *testing.T) {
 	var nilEngine *Engine
 	if res := nilEngine.Evaluate(Input{Text: "x"}); res.Action != Allow || res.Text != "x" {

@@ -241,8 +241,19 @@ func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch p {
 	case PathDiscovery:
 		i.onlyMethods(w, r, i.handleDiscovery, http.MethodGet, http.MethodHead)
+		return
 	case PathKeys:
 		i.onlyMethods(w, r, i.handleKeys, http.MethodGet, http.MethodHead)
+		return
+	}
+	// Every other endpoint logs someone in or hands out tokens: no web
+	// page may drive it (see crossOrigin).
+	if why := i.crossOrigin(r); why != "" {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "dev issuer: refused a cross-origin request ("+why+"); log in with `pamctl login`", http.StatusForbidden)
+		return
+	}
+	switch p {
 	case PathAuthorize:
 		i.onlyMethods(w, r, i.handleAuthorize, http.MethodGet)
 	case PathToken:
@@ -254,6 +265,38 @@ func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// crossOrigin says why r came from a web page other than the issuer's own,
+// or "" if it did not. The dev issuer logs in anyone as anyone with any
+// groups, so a page in the user's browser must not be able to drive it: a
+// cross-site fetch or form post to /token or /device/code, or a cross-site
+// navigation to /authorize or /device, is refused. The CLI's flows keep
+// working: its HTTP requests carry no Origin or Sec-Fetch-* headers, and a
+// URL it opens in the browser (or the user pastes) is a navigation with
+// Sec-Fetch-Site: none and no Referer.
+func (i *Issuer) crossOrigin(r *http.Request) string {
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "", "none", "same-origin":
+	default:
+		return "Sec-Fetch-Site: " + site
+	}
+	self := i.origin()
+	if o := r.Header.Get("Origin"); o != "" && o != self {
+		return "Origin " + o
+	}
+	if ref := r.Header.Get("Referer"); ref != "" {
+		if u, err := url.Parse(ref); err != nil || u.Scheme+"://"+u.Host != self {
+			return "Referer from another site"
+		}
+	}
+	return ""
+}
+
+// origin is the issuer's web origin: scheme://host[:port].
+func (i *Issuer) origin() string {
+	u, _ := url.Parse(i.issuer) // validated by New
+	return u.Scheme + "://" + u.Host
 }
 
 func (i *Issuer) onlyMethods(w http.ResponseWriter, r *http.Request, h http.HandlerFunc, methods ...string) {

@@ -602,3 +602,65 @@ func TestForgeries(t *testing.T) {
 		t.Errorf("foreign iss = %v", fc["iss"])
 	}
 }
+
+// A web page in the user's browser cannot drive the dev issuer: cross-site
+// navigations to /authorize and /device and cross-origin posts to /token and
+// /device/code are refused. The CLI's requests (no Origin, no Sec-Fetch-*)
+// and URLs opened in the browser (Sec-Fetch-Site: none) still work.
+func TestCrossOriginRequestsRefused(t *testing.T) {
+	iss, _ := start(t, "/dev/oidc")
+	self := iss.origin()
+	do := func(method, path, body string, hdr map[string]string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, iss.URL()+path, strings.NewReader(body))
+		if method == http.MethodPost {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	authz := PathAuthorize + "?" + authParams("http://127.0.0.1:9/cb").Encode()
+	deviceCode := url.Values{"client_id": {"pamctl"}, "scope": {"openid"}, "login_hint": {"mallory"}, "groups": {"security"}}.Encode()
+	token := url.Values{"client_id": {"pamctl"}, "grant_type": {"authorization_code"}, "code": {"x"}}.Encode()
+	endpoints := []struct{ method, path, body string }{
+		{http.MethodGet, authz, ""},
+		{http.MethodGet, PathDevice + "?user_code=BCDF-GHJK&login_hint=mallory&groups=security", ""},
+		{http.MethodPost, PathDeviceCode, deviceCode},
+		{http.MethodPost, PathToken, token},
+	}
+	hostile := []map[string]string{
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "same-site"},
+		{"Origin": "http://attacker.example"},
+		{"Origin": "null"},
+		{"Origin": "http://localhost.attacker.example:" + strings.Split(self, ":")[2]},
+		{"Referer": "http://attacker.example/page"},
+	}
+	for _, ep := range endpoints {
+		for _, h := range hostile {
+			if resp := do(ep.method, ep.path, ep.body, h); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s %s with %v: %s, want 403", ep.method, ep.path, h, resp.Status)
+			}
+		}
+	}
+	// What the CLI and a pasted URL send is not refused.
+	for _, h := range []map[string]string{nil, {"Sec-Fetch-Site": "none"}, {"Sec-Fetch-Site": "same-origin", "Origin": self}} {
+		if resp := do(http.MethodGet, authz, "", h); resp.StatusCode != http.StatusFound {
+			t.Errorf("authorize with %v: %s", h, resp.Status)
+		}
+		if resp := do(http.MethodPost, PathDeviceCode, deviceCode, h); resp.StatusCode != http.StatusOK {
+			t.Errorf("device code with %v: %s", h, resp.Status)
+		}
+	}
+	// Discovery and keys are public reads.
+	if resp := do(http.MethodGet, PathDiscovery, "", map[string]string{"Sec-Fetch-Site": "cross-site"}); resp.StatusCode != http.StatusOK {
+		t.Errorf("discovery cross-site: %s", resp.Status)
+	}
+}

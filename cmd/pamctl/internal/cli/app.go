@@ -30,6 +30,7 @@ import (
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/devupstream"
+	"github.com/pamctl/pamctl/proxy/rules"
 	"github.com/pamctl/pamctl/store"
 )
 
@@ -130,7 +131,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
-		Policies: cfg.Policies, Logger: a.log, SessionTTL: cfg.SessionTTL, Notifier: notifier,
+		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, SessionTTL: cfg.SessionTTL, Notifier: notifier,
 	})
 	if err != nil {
 		return nil, err
@@ -144,7 +145,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		extra[DevIssuerPath+"/"] = iss
 		a.devIss = iss
 	}
-	a.api = &api.Server{Broker: a.broker, Vault: a.vault, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping}
+	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
+		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Via: broker.ViaSocket},
+		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...)}
 	ups, err := a.upstreams()
 	if err != nil {
 		return nil, err
@@ -168,6 +171,15 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// hostOf is the host name of a URL ("" if it has none).
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }
 
 // noIssuers refuses every login when the config trusts no issuer.
@@ -204,13 +216,15 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 		who.Act = req.Claims.Act.Sub
 	}
 	var also []policy.Subjects
+	var alsoRules []string
 	for _, a := range req.Approvals {
 		if a.Rule != req.Rule {
 			also = append(also, policy.Subjects{Users: a.Approvers.Users, Groups: a.Approvers.Groups})
+			alsoRules = append(alsoRules, a.Rule)
 		}
 	}
 	r, err := h.b.HoldPrompt(ctx, broker.Hold{
-		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule, AlsoApprovedBy: also,
+		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule, AlsoApprovedBy: also, AlsoRules: alsoRules,
 		Approvers: policy.Subjects{Users: req.Approvers.Users, Groups: req.Approvers.Groups},
 		Model:     req.Model, Endpoint: req.Endpoint, Excerpt: req.Excerpt, SHA256: req.PromptSHA256,
 	})
@@ -226,6 +240,18 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 		}
 	}
 	return d, nil
+}
+
+// ruleApprovers tells the broker who may release calls held by each
+// require_approval rule of the config in force.
+func ruleApprovers(rs []rules.Rule) broker.RuleApproverMap {
+	m := broker.RuleApproverMap{}
+	for _, r := range rs {
+		if r.Action == rules.RequireApproval {
+			m[r.Name] = policy.Subjects{Users: r.Approvers.Users, Groups: r.Approvers.Groups}
+		}
+	}
+	return m
 }
 
 // vaultKeys serves provider keys from the vault to the proxy.
@@ -353,7 +379,8 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	}
-	a.servers = []*http.Server{mk(a.api.Public()), mk(health), mk(a.api.Admin())}
+	// The broker's listeners bound slow bodies in seconds (api.HTTPServer).
+	a.servers = []*http.Server{a.api.HTTPServer(a.api.Public()), mk(health), a.api.HTTPServer(a.api.Admin())}
 	if a.mockLn != nil {
 		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
 	}
@@ -469,6 +496,7 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			return
 		}
 		a.broker.SetPolicies(cfg.Policies)
+		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
 		a.proxy.SetInspection(insp)
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {

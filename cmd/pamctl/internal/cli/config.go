@@ -48,6 +48,10 @@ type Config struct {
 // ListenConfig is an address to listen on.
 type ListenConfig struct {
 	Addr string `mapstructure:"addr"`
+	// Hostnames (broker only) are the DNS names clients reach the broker by; other Host
+	// headers are refused (IP literals, localhost and the host of `server:`
+	// are always accepted). See docs/identity.md, "Browsers and serve --dev".
+	Hostnames []string `mapstructure:"hostnames"`
 }
 
 // ProxyConfig configures the proxy listener and its limits.

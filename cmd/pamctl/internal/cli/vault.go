@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/vault"
@@ -21,6 +22,7 @@ import (
 type local struct {
 	db    *store.DB
 	vault *vault.Vault
+	audit *store.AuditLog // opened by admin
 }
 
 func openLocal(ctx context.Context, cfg *Config) (*local, error) {
@@ -41,7 +43,28 @@ func openLocal(ctx context.Context, cfg *Config) (*local, error) {
 	return &local{db: db, vault: v}, nil
 }
 
-func (l *local) Close() error { return l.db.Close() }
+func (l *local) Close() error {
+	var err error
+	if l.audit != nil {
+		err = l.audit.Close() // signs the head over what this command appended
+	}
+	return errors.Join(err, l.db.Close())
+}
+
+// admin returns the broker's admin service over the data dir: the same
+// changes, audited the same way, as through the admin socket.
+func (l *local) admin(ctx context.Context) (*broker.Admin, error) {
+	kr, err := l.keyring(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if l.audit == nil {
+		if l.audit, err = l.db.AuditLog(store.AuditOptions{Signer: kr}); err != nil {
+			return nil, err
+		}
+	}
+	return &broker.Admin{Vault: l.vault, Keys: kr, Audit: l.audit, Via: broker.ViaDataDir}, nil
+}
 
 // keyring loads the token signing keys of the data dir.
 func (l *local) keyring(ctx context.Context) (*token.Keyring, error) {
@@ -144,7 +167,11 @@ func vaultSetRun(cmd *cobra.Command, o *VaultSetOptions) error {
 			return err
 		},
 		func(l *local) error {
-			e, err := l.vault.Set(cmd.Context(), o.Name, secret)
+			adm, err := l.admin(cmd.Context())
+			if err != nil {
+				return err
+			}
+			e, err := adm.VaultSet(cmd.Context(), o.Name, secret)
 			view = api.VaultEntry{Name: e.Name, Created: e.Created, Fingerprint: e.Fingerprint}
 			return err
 		})
@@ -231,12 +258,11 @@ func newCmdVaultRm(f *Factory, runF func(*cobra.Command, string) error) *cobra.C
 			err := adminTarget(cmd, f,
 				func(c *api.Client) error { return c.VaultRemove(cmd.Context(), name) },
 				func(l *local) error {
-					if err := l.vault.Remove(cmd.Context(), name); errors.Is(err, vault.ErrNotFound) {
-						return withCode(ExitNotFound, fmt.Errorf("no vault entry named %s (see: pamctl vault ls)", name))
-					} else if err != nil {
+					adm, err := l.admin(cmd.Context())
+					if err != nil {
 						return err
 					}
-					return nil
+					return adm.VaultRemove(cmd.Context(), name)
 				})
 			if err != nil {
 				return err
@@ -263,11 +289,11 @@ func NewCmdKeys(f *Factory) *cobra.Command {
 					return err
 				},
 				func(l *local) error {
-					kr, err := l.keyring(cmd.Context())
+					adm, err := l.admin(cmd.Context())
 					if err != nil {
 						return err
 					}
-					kid, err = kr.Rotate(cmd.Context())
+					kid, err = adm.RotateKeys(cmd.Context())
 					return err
 				})
 			if err != nil {

@@ -1,0 +1,72 @@
+package api
+
+import (
+	"net"
+	"net/http"
+	"strings"
+)
+
+// HostCheck refuses requests whose Host header is not a name the broker is
+// known by, so that a web page cannot drive the broker (or the embedded dev
+// issuer) through DNS rebinding: a page on attacker.example whose name is
+// made to resolve to 127.0.0.1 reaches a loopback listener with the
+// browser's blessing, but its requests carry Host: attacker.example.
+//
+// Accepted: IP literals (a page can only be served from an IP literal by
+// that address itself), "localhost", and the hostnames given (broker.hostnames
+// in the config, and the host of `server:`), compared case-insensitively and
+// ignoring the port. Anything else gets 421 Misdirected Request.
+func HostCheck(hostnames []string, h http.Handler) http.Handler {
+	allowed := map[string]bool{"localhost": true}
+	for _, n := range hostnames {
+		if n = normalizeHost(n); n != "" {
+			allowed[n] = true
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hostAllowed(allowed, r.Host) {
+			var body ErrorBody
+			body.Error.Code = "misdirected"
+			body.Error.Message = "this broker does not answer to the host name " + quoteHost(r.Host) +
+				"; reach it by a configured name, or add the name to broker.hostnames in the config"
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusMisdirectedRequest, body)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func hostAllowed(allowed map[string]bool, host string) bool {
+	name := normalizeHost(host)
+	if name == "" {
+		return false
+	}
+	if net.ParseIP(name) != nil {
+		return true
+	}
+	return allowed[name]
+}
+
+// normalizeHost returns the host name of a Host header or a configured
+// name: no port, no brackets, lower case, no trailing dot.
+func normalizeHost(h string) string {
+	h = strings.TrimSpace(h)
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.TrimPrefix(strings.TrimSuffix(h, "]"), "[")
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+func quoteHost(h string) string {
+	if len(h) > 100 {
+		h = h[:100]
+	}
+	return "\"" + strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' {
+			return '?'
+		}
+		return r
+	}, h) + "\""
+}
