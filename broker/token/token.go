@@ -114,7 +114,7 @@ type Verifier struct {
 	// broker whose clock runs a little ahead); default 30s. It never
 	// extends exp: a token stops working the second its grant ends.
 	Leeway time.Duration
-	Now      func() time.Time
+	Now    func() time.Time
 }
 
 // Verify parses raw and returns its claims, or an error wrapping ErrInvalid
