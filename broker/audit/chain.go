@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -141,6 +142,17 @@ func (d *Draft) Seal(seq uint64, prev string) (line []byte, hash string, err err
 // broker's Ed25519 token key. It must not use the audit store.
 type HeadSigner interface {
 	SignHead(msg []byte) (kid string, sig []byte, err error)
+}
+
+// HighWater keeps a trail's high-water mark: the last head ever signed,
+// recorded where a writer of the data file without the master key can
+// neither forge nor lower it (broker/token's Keyring keeps it in the signing
+// key's authenticated record). A log whose HeadSigner also implements
+// HighWater raises the mark after storing each head, refuses to open a trail
+// that falls short of it, and verifies against it.
+type HighWater interface {
+	RaiseHighWater(ctx context.Context, kid string, seq uint64, hash string) error
+	HighWater() (seq uint64, hash string, ok bool)
 }
 
 // KeyFunc returns the Ed25519 public key for a key id, including retired
