@@ -159,7 +159,10 @@ func TestReplacedSigningKeyRefused(t *testing.T) {
 		b := tx.Bucket([]byte("keys"))
 		type kv struct{ k, v []byte }
 		var all []kv
-		b.ForEach(func(k, v []byte) error { all = append(all, kv{append([]byte(nil), k...), append([]byte(nil), v...)}); return nil })
+		b.ForEach(func(k, v []byte) error {
+			all = append(all, kv{append([]byte(nil), k...), append([]byte(nil), v...)})
+			return nil
+		})
 		for _, e := range all {
 			var env struct {
 				V int             `json:"v"`
