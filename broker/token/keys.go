@@ -108,9 +108,14 @@ type Keyring struct {
 	// key stays published this long after retirement.
 	maxTokenTTL time.Duration
 
-	mu     sync.RWMutex
-	keys   map[string]*key
-	active *key
+	// writeMu serializes writes of key records (rotation, high-water
+	// marks), so a record is never rebuilt from a stale copy; it is held
+	// across the store's fsync. mu guards the in-memory ring and is held
+	// only briefly, so token checks never wait for a disk write.
+	writeMu sync.Mutex
+	mu      sync.RWMutex
+	keys    map[string]*key
+	active  *key
 }
 
 // KeyID derives the kid of a public key: the first 96 bits of its SHA-256,
@@ -134,8 +139,8 @@ func authMessage(kid string, pub []byte, created time.Time, retired *time.Time, 
 		kid, base64.RawURLEncoding.EncodeToString(pub), created.UTC().Format(time.RFC3339Nano), r, successor, m)
 }
 
-// record returns k as stored, with a fresh Auth tag. Callers hold kr.mu
-// or own k exclusively.
+// record returns k as stored, with a fresh Auth tag. Callers pass a copy
+// taken under kr.mu (holding kr.writeMu) or a key not yet in the ring.
 func (kr *Keyring) record(k *key) (SealedKey, error) {
 	auth, err := kr.sealer.Seal(nil, authMessage(k.kid, k.pub, k.created, k.retired, k.next, k.mark))
 	if err != nil {
@@ -253,19 +258,23 @@ func (kr *Keyring) Rotate(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	kr.mu.Lock()
-	defer kr.mu.Unlock()
+	kr.writeMu.Lock()
+	defer kr.writeMu.Unlock()
 	k := &key{kid: kid, pub: pub, priv: priv, sealed: sealed, created: now}
 	rec, err := kr.record(k)
 	if err != nil {
 		return "", err
 	}
 	recs := []SealedKey{rec}
+	kr.mu.RLock()
 	old := kr.active
 	var retired key
 	if old != nil {
-		t := now
 		retired = *old
+	}
+	kr.mu.RUnlock()
+	if old != nil {
+		t := now
 		retired.retired, retired.next = &t, kid
 		r, err := kr.record(&retired)
 		if err != nil {
@@ -287,6 +296,8 @@ func (kr *Keyring) Rotate(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("token: save rotated keys: %w", err)
 	}
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
 	if old != nil {
 		old.retired, old.next = retired.retired, retired.next
 	}
@@ -301,16 +312,21 @@ func (kr *Keyring) Rotate(ctx context.Context) (string, error) {
 // so a trail later found shorter than the mark was cut. A mark at or below
 // the key's current one is ignored. It implements audit.HighWater.
 func (kr *Keyring) RaiseHighWater(ctx context.Context, kid string, seq uint64, hash string) error {
-	kr.mu.Lock()
-	defer kr.mu.Unlock()
+	kr.writeMu.Lock()
+	defer kr.writeMu.Unlock()
+	kr.mu.RLock()
 	k, ok := kr.keys[kid]
+	var next key
+	if ok {
+		next = *k
+	}
+	kr.mu.RUnlock()
 	if !ok {
 		return fmt.Errorf("token: high-water mark: unknown key %q", kid)
 	}
-	if k.mark != nil && k.mark.Seq >= seq {
+	if next.mark != nil && next.mark.Seq >= seq {
 		return nil
 	}
-	next := *k
 	next.mark = &Mark{Seq: seq, Hash: hash}
 	rec, err := kr.record(&next)
 	if err != nil {
@@ -319,7 +335,9 @@ func (kr *Keyring) RaiseHighWater(ctx context.Context, kid string, seq uint64, h
 	if err := kr.store.SaveKey(ctx, rec); err != nil {
 		return fmt.Errorf("token: save high-water mark: %w", err)
 	}
+	kr.mu.Lock()
 	k.mark = next.mark
+	kr.mu.Unlock()
 	return nil
 }
 

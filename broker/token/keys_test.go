@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,5 +185,51 @@ func TestHighWaterPersistsAndOnlyRises(t *testing.T) {
 	st.m[old] = rec
 	if _, err := token.LoadKeyring(ctx, st, sealer, time.Hour, c.Now); !errors.Is(err, token.ErrTampered) {
 		t.Fatalf("lowered mark: %v", err)
+	}
+}
+
+// TestConcurrentMarksAndRotations: marks and rotations rewrite the same
+// records; neither may lose the other's fields (a lost retirement would
+// leave two active keys, a lost mark a lower high-water mark).
+func TestConcurrentMarksAndRotations(t *testing.T) {
+	kr, st, sealer, c := setup(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := kr.Rotate(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func(i int) {
+			defer wg.Done()
+			for j := 1; j <= 20; j++ {
+				seq := uint64(i*100 + j)
+				if err := kr.RaiseHighWater(ctx, kr.ActiveKID(), seq, strings.Repeat("c", 64)); err != nil {
+					t.Error(err)
+				}
+				kr.PublicKey(kr.ActiveKID())
+			}
+		}(i)
+	}
+	wg.Wait()
+	want, _, _ := kr.HighWater()
+	kr2, err := token.LoadKeyring(ctx, st, sealer, time.Hour, c.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := kr2.HighWater(); got != want || kr2.ActiveKID() != kr.ActiveKID() {
+		t.Fatalf("after reload: mark %d (want %d), active %s (want %s)", got, want, kr2.ActiveKID(), kr.ActiveKID())
+	}
+	active := 0
+	for _, k := range st.m {
+		if k.RetiredAt == nil {
+			active++
+		}
+	}
+	if active != 1 {
+		t.Fatalf("%d unretired keys stored, want 1", active)
 	}
 }
