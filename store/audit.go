@@ -510,7 +510,7 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 			if errors.As(err, &hwe) {
 				return fmt.Errorf("store: audit: refusing to sign a new head: %w (%w)", hwe.be, ErrBelowHighWater)
 			}
-			return err
+			return fmt.Errorf("store: audit: refusing to sign a new head: %w", err)
 		}
 		if cur == nil {
 			return nil
@@ -565,6 +565,19 @@ func checkHighWater(tx *bolt.Tx, hw audit.HighWater, tip audit.Link, head *audit
 	if hw == nil {
 		return nil
 	}
+	keys := audit.KeyFunc(hw.AnyPublicKey)
+	if head != nil {
+		if err := head.Check(keys); err != nil {
+			return foreignSignature("head", err)
+		}
+	}
+	if a, err := readAnchor(tx); err != nil {
+		return err
+	} else if a != nil && a.Sig != nil {
+		if err := a.Check(keys); err != nil {
+			return foreignSignature("retention anchor", err)
+		}
+	}
 	seq, hash, ok := hw.HighWater()
 	if !ok {
 		return nil
@@ -604,6 +617,12 @@ func checkHighWater(tx *bolt.Tx, hw audit.HighWater, tip audit.Link, head *audit
 		return fail(seq, fmt.Sprintf("a signed head at or after seq %d", seq), found)
 	}
 	return nil
+}
+
+// foreignSignature is the error for a stored head or anchor that this
+// deployment's keys do not verify.
+func foreignSignature(what string, err error) error {
+	return fmt.Errorf("store: audit: the trail's %s is not signed by a key of this deployment (%w): the signing key's record was deleted or replaced, or the trail comes from another deployment. Run `pamctl audit verify` to see the damage, and restore pamctl.db from a backup", what, err)
 }
 
 // headStillStored refuses to sign over a chain that lost the previously

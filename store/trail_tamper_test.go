@@ -309,3 +309,48 @@ func TestHighWaterAfterPrune(t *testing.T) {
 		t.Fatalf("start after deleting the pruned trail = %v", err)
 	}
 }
+
+// TestStartRefusesAHeadOfAnotherKey: deleting the only key record makes
+// the keyring generate a new key, and swapping in another deployment's
+// signed head brings a kid this one never had. Either way the stored head
+// is not signed by a key of this deployment: the old code started (and
+// would have signed new heads over the trail with the new key).
+func TestStartRefusesAHeadOfAnotherKey(t *testing.T) {
+	const want = "store: audit: the trail's head is not signed by a key of this deployment"
+	t.Run("only key record deleted", func(t *testing.T) {
+		dir, mk := newDeployment(t, 8)
+		tamperFile(t, dir, func(tx *bolt.Tx) error {
+			if err := tx.DeleteBucket(bucketKeys); err != nil {
+				return err
+			}
+			_, err := tx.CreateBucket(bucketKeys)
+			return err
+		})
+		_, err := start(t, dir, mk, AuditOptions{})
+		if err == nil || !strings.HasPrefix(err.Error(), want) || !errors.Is(err, audit.ErrTampered) || !strings.Contains(err.Error(), "restore pamctl.db from a backup") {
+			t.Fatalf("start = %v", err)
+		}
+		d, err := start(t, dir, mk, AuditOptions{Inspect: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.log.SignHead(context.Background()); err == nil || !strings.Contains(err.Error(), "refusing to sign a new head") {
+			t.Fatalf("SignHead = %v", err)
+		}
+		_, err = d.verify()
+		wantBreak(t, err, 8, audit.BreakHead)
+	})
+	t.Run("head of another deployment", func(t *testing.T) {
+		dirA, mkA := newDeployment(t, 8)
+		dirB, _ := newDeployment(t, 8)
+		var head []byte
+		tamperFile(t, dirB, func(tx *bolt.Tx) error {
+			head = bytes.Clone(tx.Bucket(bucketAuditMeta).Get(keyAuditHead))
+			return nil
+		})
+		tamperFile(t, dirA, func(tx *bolt.Tx) error { return tx.Bucket(bucketAuditMeta).Put(keyAuditHead, head) })
+		if _, err := start(t, dirA, mkA, AuditOptions{}); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("start = %v", err)
+		}
+	})
+}
