@@ -11,6 +11,7 @@ import (
 	"io"
 	"iter"
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,10 @@ type AuditOptions struct {
 	// commits). Default: discarded; async commit errors also fail the next
 	// Append and Close.
 	OnError func(error)
+	// Inspect opens a trail that falls short of its high-water mark (see
+	// audit.HighWater) instead of refusing, so audit verify and export can
+	// show the damage. No head is ever signed over such a trail.
+	Inspect bool
 
 	// updatePerEvent commits each durable append in its own Update: the
 	// benchmark baseline.
@@ -102,6 +107,7 @@ type AuditLog struct {
 	opts  AuditOptions
 	clock func() time.Time
 	hub   *audit.Broadcaster
+	hw    audit.HighWater // the Signer's, or nil
 
 	mu     sync.RWMutex // appends hold it shared, Close exclusive
 	closed bool
@@ -163,6 +169,7 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	db.bolt.MaxBatchDelay = opts.BatchDelay
 	db.bolt.MaxBatchSize = opts.BatchSize
 
+	hw, _ := opts.Signer.(audit.HighWater)
 	var tip audit.Link
 	var head *audit.SignedHead
 	err = db.bolt.View(func(tx *bolt.Tx) error {
@@ -170,13 +177,18 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 		if tip, err = readTip(tx); err != nil {
 			return err
 		}
-		head, err = readHead(tx)
-		return err
+		if head, err = readHead(tx); err != nil {
+			return err
+		}
+		if opts.Inspect {
+			return nil
+		}
+		return checkHighWater(tx, hw, tip, head)
 	})
 	if err != nil {
 		return nil, err
 	}
-	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.hub = audit.NewBroadcaster(tip.Seq, l.replay, opts.SubscriberBuffer)
 	if head != nil {
 		l.signedSeq.Store(head.Seq)
@@ -490,8 +502,18 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 		if tip, err = readTip(tx); err != nil {
 			return err
 		}
-		if cur, err = readHead(tx); err != nil || cur == nil || l.opts.Signer == nil {
+		if cur, err = readHead(tx); err != nil || l.opts.Signer == nil {
 			return err
+		}
+		if err := checkHighWater(tx, l.hw, tip, cur); err != nil {
+			var hwe *highWaterError
+			if errors.As(err, &hwe) {
+				return fmt.Errorf("store: audit: refusing to sign a new head: %w (%w)", hwe.be, ErrBelowHighWater)
+			}
+			return fmt.Errorf("store: audit: refusing to sign a new head: %w", err)
+		}
+		if cur == nil {
+			return nil
 		}
 		return headStillStored(tx, cur, tip)
 	})
@@ -508,11 +530,99 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 	if err := l.db.bolt.Update(func(tx *bolt.Tx) error { return put(tx, bucketAuditMeta, keyAuditHead, h) }); err != nil {
 		return nil, fmt.Errorf("store: audit store head: %w", err)
 	}
+	// Raised after the head is stored: a crash in between leaves the mark
+	// behind the head, never ahead of it.
+	if l.hw != nil {
+		if err := l.hw.RaiseHighWater(context.Background(), h.KID, h.Seq, h.Hash); err != nil {
+			return nil, fmt.Errorf("store: audit: raise high-water mark: %w", err)
+		}
+	}
 	l.signedSeq.Store(h.Seq)
 	if l.opts.headSigned != nil {
 		l.opts.headSigned(*h)
 	}
 	return h, nil
+}
+
+// ErrBelowHighWater means the stored trail falls short of its
+// authenticated high-water mark: events, the signed head or the anchor were
+// deleted, or the data file was rolled back. It wraps an *audit.BreakError.
+var ErrBelowHighWater = errors.New("store: audit trail is shorter than its high-water mark")
+
+type highWaterError struct{ be *audit.BreakError }
+
+func (e *highWaterError) Error() string {
+	return fmt.Sprintf("store: audit: the trail is shorter than the high-water mark in the signing key's authenticated record (%s: expected %s, found %s): events, the signed head or the anchor were deleted, or pamctl.db was rolled back. Run `pamctl audit verify` to see what is missing, and restore pamctl.db from a backup",
+		"seq "+strconv.FormatUint(e.be.Seq, 10), e.be.Expected, e.be.Found)
+}
+func (e *highWaterError) Unwrap() error        { return e.be }
+func (e *highWaterError) Is(target error) bool { return target == ErrBelowHighWater }
+
+// checkHighWater compares the stored chain with hw's mark in O(1): the
+// event at the mark must be stored with the mark's hash (or pruned behind
+// the anchor), and the signed head must not be older than the mark.
+func checkHighWater(tx *bolt.Tx, hw audit.HighWater, tip audit.Link, head *audit.SignedHead) error {
+	if hw == nil {
+		return nil
+	}
+	keys := audit.KeyFunc(hw.AnyPublicKey)
+	if head != nil {
+		if err := head.Check(keys); err != nil {
+			return foreignSignature("head", err)
+		}
+	}
+	if a, err := readAnchor(tx); err != nil {
+		return err
+	} else if a != nil && a.Sig != nil {
+		if err := a.Check(keys); err != nil {
+			return foreignSignature("retention anchor", err)
+		}
+	}
+	seq, hash, ok := hw.HighWater()
+	if !ok {
+		return nil
+	}
+	fail := func(at uint64, expected, found string) error {
+		return &highWaterError{&audit.BreakError{Seq: at, Kind: audit.BreakHighWater, Expected: expected, Found: found}}
+	}
+	if tip.Seq < seq {
+		found := fmt.Sprintf("last event seq %d", tip.Seq)
+		if tip.Seq == 0 {
+			found = "no events"
+		}
+		return fail(tip.Seq+1, fmt.Sprintf("events through seq %d (a head was signed there)", seq), found)
+	}
+	if v := tx.Bucket(bucketAudit).Get(u64(seq)); v != nil {
+		line, err := recordLine(v)
+		if err != nil {
+			return err
+		}
+		if h := lineHash(line); h != hash {
+			return fail(seq, "hash "+hash, h)
+		}
+	} else {
+		a, err := readAnchor(tx)
+		if err != nil {
+			return err
+		}
+		if a == nil || a.Seq < seq || (a.Seq == seq && a.Hash != hash) {
+			return fail(seq, fmt.Sprintf("the event at seq %d, or a retention anchor past it", seq), "neither")
+		}
+	}
+	if head == nil || head.Seq < seq {
+		found := "no signed head"
+		if head != nil {
+			found = fmt.Sprintf("a signed head at seq %d", head.Seq)
+		}
+		return fail(seq, fmt.Sprintf("a signed head at or after seq %d", seq), found)
+	}
+	return nil
+}
+
+// foreignSignature is the error for a stored head or anchor that this
+// deployment's keys do not verify.
+func foreignSignature(what string, err error) error {
+	return fmt.Errorf("store: audit: the trail's %s is not signed by a key of this deployment (%w): the signing key's record was deleted or replaced, or the trail comes from another deployment. Run `pamctl audit verify` to see the damage, and restore pamctl.db from a backup", what, err)
 }
 
 // headStillStored refuses to sign over a chain that lost the previously
@@ -795,7 +905,22 @@ func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report
 		if err != nil {
 			return err
 		}
-		rep, verr = audit.Verify(anchor, head, lines(ctx, tx), keys)
+		v := audit.NewVerifier(anchor, keys)
+		v.ExpectHead(head)
+		if l.hw != nil {
+			if seq, hash, ok := l.hw.HighWater(); ok {
+				v.ExpectHighWater(audit.Link{Seq: seq, Hash: hash})
+			}
+		}
+		for line, err := range lines(ctx, tx) {
+			if err != nil {
+				return err
+			}
+			if v.Add(line) != nil {
+				break
+			}
+		}
+		rep, verr = v.Finish(head)
 		return nil
 	})
 	if err != nil {

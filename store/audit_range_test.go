@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
 )
@@ -71,5 +73,54 @@ func TestAuditExportRange(t *testing.T) {
 	rep, err = audit.VerifyJSONL(strings.NewReader(all), testKeys)
 	if err != nil || rep.Partial || !rep.Signed || rep.Events != 30 {
 		t.Fatalf("full verify: %v %+v", err, rep)
+	}
+}
+
+// TestAuditRangeCannotPassForTheTrail: a whole export after a prune starts
+// with the signed anchor line. Replacing it with an unsigned range line at
+// the cut used to verify (as "partial", printed as intact); the in-range
+// audit.anchor event now shows the range claims to start at the cut. A
+// genuine range holding the anchor event verifies, as a range.
+func TestAuditRangeCannotPassForTheTrail(t *testing.T) {
+	clock := newFakeClock()
+	_, l := openAudit(t, t.TempDir(), false, AuditOptions{Signer: testSigner, Clock: clock.Now})
+	ctx := context.Background()
+	appendN(t, l, 10)
+	cut := clock.Now()
+	evs := appendN(t, l, 10)
+	res, err := l.Prune(ctx, cut)
+	if err != nil || res.Deleted != 10 {
+		t.Fatalf("prune: %+v %v", res, err)
+	}
+	appendN(t, l, 3)
+
+	var buf bytes.Buffer
+	if err := l.Export(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	whole := buf.String()
+	rep, err := audit.VerifyJSONL(strings.NewReader(whole), testKeys)
+	if err != nil || rep.Scope != audit.ScopeTrail || rep.Start != nil || !rep.Signed {
+		t.Fatalf("whole export: %+v %v", rep, err)
+	}
+	first, rest, _ := strings.Cut(whole, "\n")
+	if !strings.HasPrefix(first, `{"anchor":`) {
+		t.Fatalf("first line %s", first)
+	}
+	forged := fmt.Sprintf(`{"range":{"seq":%d,"hash":%q}}`, res.Anchor.Seq, res.Anchor.Hash) + "\n" + rest
+	_, err = audit.VerifyJSONL(strings.NewReader(forged), testKeys)
+	var be *audit.BreakError
+	if !errors.As(err, &be) || be.Kind != audit.BreakAnchor || be.Seq != res.AnchorSeq {
+		t.Fatalf("anchor line replaced by a range line: %v", err)
+	}
+
+	// A genuine range that holds the audit.anchor event.
+	buf.Reset()
+	if err := l.ExportRange(ctx, &buf, evs[2].Time, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = audit.VerifyJSONL(&buf, testKeys)
+	if err != nil || rep.Scope != audit.ScopeRange || rep.Start == nil || rep.Start.Seq != evs[1].Seq || rep.Start.Hash != evs[1].Hash {
+		t.Fatalf("genuine range: %+v %v", rep, err)
 	}
 }

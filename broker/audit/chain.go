@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -143,6 +144,20 @@ type HeadSigner interface {
 	SignHead(msg []byte) (kid string, sig []byte, err error)
 }
 
+// HighWater keeps a trail's high-water mark: the last head ever signed,
+// recorded where a writer of the data file without the master key can
+// neither forge nor lower it (broker/token's Keyring keeps it in the signing
+// key's authenticated record). A log whose HeadSigner also implements
+// HighWater raises the mark after storing each head, refuses to open a trail
+// that falls short of it, and verifies against it.
+// It also resolves every key the deployment ever signed with, so the log
+// can refuse a stored head or anchor signed by a key it does not hold.
+type HighWater interface {
+	RaiseHighWater(ctx context.Context, kid string, seq uint64, hash string) error
+	HighWater() (seq uint64, hash string, ok bool)
+	AnyPublicKey(kid string) (ed25519.PublicKey, bool)
+}
+
 // KeyFunc returns the Ed25519 public key for a key id, including retired
 // keys that signed old heads.
 type KeyFunc func(kid string) (ed25519.PublicKey, bool)
@@ -191,6 +206,12 @@ func (h *SignedHead) Message() []byte {
 		h.Seq, h.Hash, h.Time.UTC().Format(time.RFC3339Nano))
 }
 
+// Check verifies the head's signature against keys; a failure is a
+// *BreakError of kind BreakHead.
+func (h *SignedHead) Check(keys KeyFunc) error {
+	return checkSig(keys, h.KID, h.Sig, h.Message(), h.Seq, BreakHead, "head")
+}
+
 // Sign fills KID and Sig using s.
 func (h *SignedHead) Sign(s HeadSigner) error {
 	kid, sig, err := s.SignHead(h.Message())
@@ -218,6 +239,12 @@ type Anchor struct {
 func (a *Anchor) Message() []byte {
 	return fmt.Appendf(nil, "pamctl-audit-anchor-v1\nseq=%d\nhash=%s\nbefore=%s\ntime=%s\n",
 		a.Seq, a.Hash, a.Before.UTC().Format(time.RFC3339Nano), a.Time.UTC().Format(time.RFC3339Nano))
+}
+
+// Check verifies the anchor's signature against keys; a failure is a
+// *BreakError of kind BreakAnchor.
+func (a *Anchor) Check(keys KeyFunc) error {
+	return checkSig(keys, a.KID, a.Sig, a.Message(), a.Seq, BreakAnchor, "anchor")
 }
 
 // Sign fills KID and Sig using s.

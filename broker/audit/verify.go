@@ -39,6 +39,20 @@ const (
 	BreakAnchor BreakKind = "anchor"
 	// BreakMalformed: a stored line is not a sealed event.
 	BreakMalformed BreakKind = "malformed"
+	// BreakHighWater: the trail is shorter than, or differs from, the
+	// high-water mark kept in the signing key's authenticated record (events,
+	// the head or the anchor were deleted, or the file was rolled back).
+	BreakHighWater BreakKind = "high_water"
+)
+
+// Scopes of a Report.
+const (
+	// ScopeTrail: the events start at genesis or at the signed retention
+	// anchor, so nothing before them can be missing.
+	ScopeTrail = "trail"
+	// ScopeRange: the events are a piece of a chain starting after
+	// Report.Start; what came before it was not checked.
+	ScopeRange = "range"
 )
 
 // BreakError is the first broken link Verify found.
@@ -73,10 +87,35 @@ type Report struct {
 	// Partial is true for a ranged export: the events form a consistent
 	// piece of the chain, signed only if the range reaches the head.
 	Partial bool `json:"partial,omitempty"`
+	// Scope is ScopeTrail or ScopeRange; Start is where a range starts
+	// (the seq and hash of the event before its first one).
+	Scope string `json:"scope"`
+	Start *Link  `json:"start,omitempty"`
+	// HighWater is the authenticated high-water mark the trail was checked
+	// against, nil when none was given (an export checked offline, or a
+	// deployment that never signed a head).
+	HighWater *Link `json:"high_water,omitempty"`
+	// Keys says where the signature keys came from; the caller sets it
+	// (KeysDeployment, KeysJWKSFile, KeysBroker or KeysNone).
+	Keys string `json:"keys,omitempty"`
 	// Unsigned counts events after the signed head: their truncation is not
 	// detectable until the next head is signed.
 	Unsigned uint64 `json:"unsigned"`
 }
+
+// Sources of the keys a Report's signatures were checked against.
+const (
+	// KeysDeployment: this deployment's keys, each proven by its seed
+	// unsealing under the master key.
+	KeysDeployment = "deployment"
+	// KeysJWKSFile: a JWKS document the user supplied.
+	KeysJWKSFile = "jwks-file"
+	// KeysBroker: the JWKS the broker serves now (retired keys whose
+	// tokens have expired are no longer in it).
+	KeysBroker = "broker-jwks"
+	// KeysNone: signatures were not checked.
+	KeysNone = "none"
+)
 
 var closeBrace = []byte{'}'}
 
@@ -90,7 +129,10 @@ type Verifier struct {
 	keys    KeyFunc
 	anchor  *Anchor
 	partial bool        // starts mid-chain at an unsigned link (a ranged export)
+	start   Link        // where a partial chain starts
 	head    *SignedHead // known up front, or nil
+	mark    *Link       // authenticated high-water mark, or nil
+	markOK  bool        // the event at mark.Seq matched
 	started bool
 	err     error
 
@@ -131,13 +173,19 @@ func NewVerifier(anchor *Anchor, keys KeyFunc) *Verifier {
 // consistent piece of a chain; their authenticity is proven only when the
 // range reaches the signed head, which then must match.
 func NewRangeVerifier(start Link, keys KeyFunc) *Verifier {
-	v := &Verifier{keys: keys, partial: true, next: start.Seq + 1, h: sha256.New()}
+	v := &Verifier{keys: keys, partial: true, start: start, next: start.Seq + 1, h: sha256.New()}
 	if len(start.Hash) != hexLen || !isLowerHex(start.Hash) {
 		v.err = &BreakError{Seq: start.Seq, Kind: BreakMalformed, Expected: "a 64-digit hex hash at the range start", Found: strconv.Quote(start.Hash)}
 	}
 	copy(v.prev[:], start.Hash)
 	return v
 }
+
+// ExpectHighWater gives the verifier the trail's authenticated high-water
+// mark (the last head ever signed, kept where a writer of the data file
+// cannot lower it): the chain must reach it with the same hash, or have
+// pruned it behind the signed anchor, and the signed head must not be older.
+func (v *Verifier) ExpectHighWater(mark Link) { v.mark = &mark }
 
 // ExpectHead tells the verifier the signed head before the events, so it
 // can check the head's hash at any distance from the tail.
@@ -196,7 +244,22 @@ func (v *Verifier) add(line []byte) error {
 		if err != nil {
 			return &BreakError{Seq: seq, Kind: BreakMalformed, Expected: "anchor details", Found: err.Error()}
 		}
+		if v.partial && l.Seq >= v.start.Seq {
+			// Retention deletes every event up to the cut before it writes
+			// the audit.anchor event, so a genuine range always starts
+			// after it; one starting at the cut is a whole trail whose
+			// signed anchor line was replaced.
+			return &BreakError{Seq: seq, Kind: BreakAnchor,
+				Expected: fmt.Sprintf("a range starting after the retention cut at seq %d that this audit.anchor event records (a trail starting at the cut carries the signed anchor)", l.Seq),
+				Found:    fmt.Sprintf("a range starting at seq %d", v.start.Seq)}
+		}
 		v.anchorEv = &l
+	}
+	if v.mark != nil && seq == v.mark.Seq {
+		if string(stored) != v.mark.Hash {
+			return &BreakError{Seq: seq, Kind: BreakHighWater, Expected: "hash " + v.mark.Hash + " (high-water mark)", Found: string(stored)}
+		}
+		v.markOK = true
 	}
 	if v.head != nil && seq == v.head.Seq {
 		if string(stored) != v.head.Hash {
@@ -236,7 +299,10 @@ func (v *Verifier) Finish(head *SignedHead) (Report, error) {
 	if head == nil {
 		head = v.head
 	}
-	r := Report{Events: v.events, First: v.first, Last: v.next - 1, LastHash: string(v.prev[:]), Anchor: v.anchor, Head: head}
+	r := Report{Events: v.events, First: v.first, Last: v.next - 1, LastHash: string(v.prev[:]), Anchor: v.anchor, Head: head, Scope: ScopeTrail, HighWater: v.mark}
+	if v.partial {
+		r.Scope, r.Start = ScopeRange, &Link{Seq: v.start.Seq, Hash: v.start.Hash}
+	}
 	if v.err != nil {
 		return r, v.err
 	}
@@ -251,6 +317,9 @@ func (v *Verifier) Finish(head *SignedHead) (Report, error) {
 				Found:    fmt.Sprintf("anchor seq %d hash %s", v.anchor.Seq, v.anchor.Hash)}
 			return r, v.err
 		}
+	}
+	if v.err = v.checkHighWater(head); v.err != nil {
+		return r, v.err
 	}
 	r.Partial = v.partial
 	if head == nil {
@@ -292,6 +361,42 @@ func (v *Verifier) Finish(head *SignedHead) (Report, error) {
 	r.Signed = v.keys != nil
 	r.Unsigned = last - head.Seq
 	return r, nil
+}
+
+// checkHighWater checks the chain and head against the high-water mark.
+func (v *Verifier) checkHighWater(head *SignedHead) error {
+	m := v.mark
+	if m == nil {
+		return nil
+	}
+	last := v.next - 1
+	found := fmt.Sprintf("last event seq %d", last)
+	if v.events == 0 {
+		found = "no events"
+		if v.anchor != nil {
+			found = fmt.Sprintf("no events after the anchor at seq %d", v.anchor.Seq)
+		}
+	}
+	switch {
+	case v.markOK:
+	case v.anchor != nil && m.Seq < v.anchor.Seq:
+		// pruned behind the signed anchor
+	case v.anchor != nil && m.Seq == v.anchor.Seq:
+		if m.Hash != v.anchor.Hash {
+			return &BreakError{Seq: m.Seq, Kind: BreakHighWater, Expected: "hash " + m.Hash + " (high-water mark)", Found: v.anchor.Hash + " (anchor)"}
+		}
+	default:
+		return &BreakError{Seq: last + 1, Kind: BreakHighWater,
+			Expected: fmt.Sprintf("events through seq %d (high-water mark: a head was signed there)", m.Seq), Found: found}
+	}
+	if head == nil || head.Seq < m.Seq {
+		f := "no signed head"
+		if head != nil {
+			f = fmt.Sprintf("a signed head at seq %d", head.Seq)
+		}
+		return &BreakError{Seq: m.Seq, Kind: BreakHighWater, Expected: fmt.Sprintf("a signed head at or after seq %d (high-water mark)", m.Seq), Found: f}
+	}
+	return nil
 }
 
 func checkSig(keys KeyFunc, kid string, sig, msg []byte, seq uint64, kind BreakKind, what string) error {

@@ -293,3 +293,91 @@ func BenchmarkVerifyJSONL(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// verifyMark runs a keyed verification with a high-water mark.
+func verifyMark(anchor *Anchor, head *SignedHead, lines [][]byte, mark Link) (Report, error) {
+	v := NewVerifier(anchor, testKeys)
+	v.ExpectHead(head)
+	v.ExpectHighWater(mark)
+	for _, l := range lines {
+		if v.Add(l) != nil {
+			break
+		}
+	}
+	return v.Finish(head)
+}
+
+// TestVerifyHighWater: a chain that falls short of its high-water mark,
+// differs from it, or whose head is older than it is not intact, down to
+// an empty chain with no head (which plain Verify calls intact).
+func TestVerifyHighWater(t *testing.T) {
+	lines := chain(t, 1, GenesisHash, 10)
+	head := signedHead(t, lines, 10)
+	mark := Link{Seq: 10, Hash: lastHash(lines[9])}
+	rep, err := verifyMark(nil, head, lines, mark)
+	if err != nil || rep.HighWater == nil || *rep.HighWater != mark || rep.Scope != ScopeTrail {
+		t.Fatalf("intact: %+v %v", rep, err)
+	}
+	if _, err := Verify(nil, nil, seqOf(nil), testKeys); err != nil {
+		t.Fatalf("an empty chain without a mark is a fresh one: %v", err)
+	}
+	_, err = verifyMark(nil, nil, nil, mark)
+	wantBreak(t, err, 1, BreakHighWater)
+	old := signedHead(t, lines, 6)
+	_, err = verifyMark(nil, old, lines[:6], mark)
+	wantBreak(t, err, 7, BreakHighWater)
+	_, err = verifyMark(nil, old, lines, mark) // events kept, head rolled back
+	wantBreak(t, err, 10, BreakHighWater)
+	_, err = verifyMark(nil, head, lines, Link{Seq: 10, Hash: lastHash(lines[8])})
+	wantBreak(t, err, 10, BreakHighWater)
+
+	// A mark pruned behind the signed anchor is fine; past it, not.
+	anchor := &Anchor{Seq: 5, Hash: lastHash(lines[4]), Before: t0, Time: t0}
+	if err := anchor.Sign(testSigner); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := NewDraft(AnchorEvent(anchor, 5), t0)
+	ev, hash, _ := d.Seal(11, lastHash(lines[9]))
+	kept := append(lines[5:10:10], ev)
+	head11 := &SignedHead{Seq: 11, Hash: hash, Time: t0}
+	head11.Sign(testSigner)
+	if _, err := verifyMark(anchor, head11, kept, Link{Seq: 3, Hash: lastHash(lines[2])}); err != nil {
+		t.Fatalf("mark behind the anchor: %v", err)
+	}
+	if _, err := verifyMark(anchor, head11, kept, Link{Seq: 5, Hash: lastHash(lines[4])}); err != nil {
+		t.Fatalf("mark at the anchor: %v", err)
+	}
+	_, err = verifyMark(anchor, head11, kept, Link{Seq: 5, Hash: lastHash(lines[3])})
+	wantBreak(t, err, 5, BreakHighWater)
+}
+
+// TestVerifyRangeStartingAtAnAnchorCut: a range whose audit.anchor event
+// records a cut at or after the range's start is refused; before it, fine.
+func TestVerifyRangeStartingAtAnAnchorCut(t *testing.T) {
+	lines := chain(t, 1, GenesisHash, 10)
+	anchor := &Anchor{Seq: 5, Hash: lastHash(lines[4]), Before: t0, Time: t0}
+	d, _ := NewDraft(AnchorEvent(anchor, 5), t0)
+	ev, _, _ := d.Seal(11, lastHash(lines[9]))
+	for _, tc := range []struct {
+		start uint64
+		ok    bool
+	}{{5, false}, {4, false}, {6, true}, {8, true}} {
+		v := NewRangeVerifier(Link{Seq: tc.start, Hash: lastHash(lines[tc.start-1])}, nil)
+		for _, l := range append(append([][]byte{}, lines[tc.start:]...), ev) {
+			if v.Add(l) != nil {
+				break
+			}
+		}
+		rep, err := v.Finish(nil)
+		if tc.ok {
+			if err != nil || rep.Scope != ScopeRange || rep.Start == nil || rep.Start.Seq != tc.start {
+				t.Errorf("range after seq %d: %+v %v", tc.start, rep, err)
+			}
+			continue
+		}
+		var be *BreakError
+		if !errors.As(err, &be) || be.Kind != BreakAnchor || be.Seq != 11 {
+			t.Errorf("range after seq %d: %v", tc.start, err)
+		}
+	}
+}

@@ -6,6 +6,7 @@
 package token
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -18,15 +19,47 @@ import (
 	"time"
 )
 
-// SealedKey is a signing key as stored: the private half sealed under the
-// master key, the public half in clear.
+// SealedKey is a signing key as stored. Nothing in it is trusted as read,
+// because whoever can write the data file can rewrite it without the master
+// key: the seed is sealed under the master key bound to the kid, the public
+// half and the kid must derive from that seed, and Auth authenticates every
+// other field (creation, retirement, the audit high-water mark) under the
+// master key. LoadKeyring refuses a record that fails any of these checks.
 type SealedKey struct {
 	KID       string     `json:"kid"`
 	Public    []byte     `json:"public"`
 	Sealed    []byte     `json:"sealed"`
 	Created   time.Time  `json:"created"`
 	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	// Successor is the kid that replaced a retired key: a retired key
+	// whose successor is missing means a newer record was deleted.
+	Successor string `json:"successor,omitempty"`
+	// Mark is the last audit chain head signed with this key (see
+	// Keyring.RaiseHighWater): a trail shorter than it was cut.
+	Mark *Mark `json:"mark,omitempty"`
+	// Auth is a tag under the master key over every field above. Records
+	// written before it existed have none and are upgraded once on load.
+	Auth []byte `json:"auth,omitempty"`
 }
+
+// Mark is a point of the audit chain a key signed a head at.
+type Mark struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// ErrTampered means a stored signing key fails its integrity checks: the
+// data file was altered by someone without the master key, or the record
+// comes from another deployment.
+var ErrTampered = errors.New("token: a stored signing key failed its integrity check")
+
+// Additional data of the sealed seed: legacy records bound it to the kid
+// alone, current ones to a versioned purpose and the kid. A current record
+// cannot be passed off as legacy (its seed does not open that way).
+const (
+	seedAADLegacy = "signing-key:"
+	seedAAD       = "pamctl-signing-key-v2:"
+)
 
 // KeyStore persists signing keys.
 type KeyStore interface {
@@ -34,7 +67,15 @@ type KeyStore interface {
 	Keys(ctx context.Context) ([]SealedKey, error)
 }
 
+// BatchKeyStore is a KeyStore that saves several records atomically; the
+// keyring uses it when available so a rotation is never half done.
+type BatchKeyStore interface {
+	KeyStore
+	SaveKeys(ctx context.Context, ks ...SealedKey) error
+}
+
 // Sealer seals private keys at rest (broker/vault.Sealer implements it).
+// Sealing an empty plaintext yields an authentication tag over aad.
 type Sealer interface {
 	Seal(plaintext []byte, aad string) ([]byte, error)
 	Open(sealed []byte, aad string) ([]byte, error)
@@ -53,6 +94,8 @@ type key struct {
 	sealed  []byte
 	created time.Time
 	retired *time.Time
+	next    string // successor kid, once retired
+	mark    *Mark
 }
 
 // Keyring holds the active signing key and every public key whose tokens may
@@ -65,12 +108,98 @@ type Keyring struct {
 	// key stays published this long after retirement.
 	maxTokenTTL time.Duration
 
-	mu     sync.RWMutex
-	keys   map[string]*key
-	active *key
+	// writeMu serializes writes of key records (rotation, high-water
+	// marks), so a record is never rebuilt from a stale copy; it is held
+	// across the store's fsync. mu guards the in-memory ring and is held
+	// only briefly, so token checks never wait for a disk write.
+	writeMu sync.Mutex
+	mu      sync.RWMutex
+	keys    map[string]*key
+	active  *key
+}
+
+// KeyID derives the kid of a public key: the first 96 bits of its SHA-256,
+// base64url. A stored kid that is not its key's KeyID is refused.
+func KeyID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
+}
+
+// authMessage is what a record's Auth tag covers.
+func authMessage(kid string, pub []byte, created time.Time, retired *time.Time, successor string, mark *Mark) string {
+	r := "-"
+	if retired != nil {
+		r = retired.UTC().Format(time.RFC3339Nano)
+	}
+	m := "-"
+	if mark != nil {
+		m = fmt.Sprintf("%d:%s", mark.Seq, mark.Hash)
+	}
+	return fmt.Sprintf("pamctl-signing-key-record-v2\nkid=%s\npublic=%s\ncreated=%s\nretired=%s\nsuccessor=%s\nmark=%s\n",
+		kid, base64.RawURLEncoding.EncodeToString(pub), created.UTC().Format(time.RFC3339Nano), r, successor, m)
+}
+
+// record returns k as stored, with a fresh Auth tag. Callers pass a copy
+// taken under kr.mu (holding kr.writeMu) or a key not yet in the ring.
+func (kr *Keyring) record(k *key) (SealedKey, error) {
+	auth, err := kr.sealer.Seal(nil, authMessage(k.kid, k.pub, k.created, k.retired, k.next, k.mark))
+	if err != nil {
+		return SealedKey{}, fmt.Errorf("token: authenticate key record: %w", err)
+	}
+	return SealedKey{KID: k.kid, Public: k.pub, Sealed: k.sealed, Created: k.created, RetiredAt: k.retired, Successor: k.next, Mark: k.mark, Auth: auth}, nil
+}
+
+// open checks one stored record against the master key and returns the key.
+// upgrade is true for a legacy record that must be rewritten.
+func (kr *Keyring) open(sk SealedKey) (k *key, upgrade bool, err error) {
+	tampered := func(why string) error {
+		return fmt.Errorf("%w: key %q %s; the data file was modified without the master key or copied from another deployment: restore pamctl.db from a backup", ErrTampered, sk.KID, why)
+	}
+	aad := seedAAD + sk.KID
+	if len(sk.Auth) == 0 {
+		aad, upgrade = seedAADLegacy+sk.KID, true
+	}
+	raw, err := kr.sealer.Open(sk.Sealed, aad)
+	if err != nil {
+		if upgrade {
+			if _, err2 := kr.sealer.Open(sk.Sealed, seedAAD+sk.KID); err2 == nil {
+				return nil, false, tampered("lost its authentication tag")
+			}
+		}
+		return nil, false, fmt.Errorf("token: signing key %q does not open under this master key (a record from another deployment, an altered record, or a changed master key): %w", sk.KID, err)
+	}
+	if len(raw) != ed25519.SeedSize {
+		return nil, false, tampered("has a seed of the wrong size")
+	}
+	priv := ed25519.NewKeyFromSeed(raw)
+	pub := priv.Public().(ed25519.PublicKey)
+	if !bytes.Equal(pub, sk.Public) {
+		return nil, false, tampered("has a stored public key that does not match its sealed seed")
+	}
+	if KeyID(pub) != sk.KID {
+		return nil, false, tampered("has a kid that does not derive from its sealed seed")
+	}
+	if !upgrade {
+		if _, err := kr.sealer.Open(sk.Auth, authMessage(sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark)); err != nil {
+			return nil, false, tampered("has creation, retirement or high-water fields that fail their authentication tag")
+		}
+	} else if sk.Mark != nil || sk.Successor != "" {
+		return nil, false, tampered("carries fields that need an authentication tag but has none")
+	}
+	k = &key{kid: sk.KID, pub: pub, priv: priv, sealed: sk.Sealed, created: sk.Created, retired: sk.RetiredAt, next: sk.Successor, mark: sk.Mark}
+	if upgrade {
+		if k.sealed, err = kr.sealer.Seal(raw, seedAAD+sk.KID); err != nil {
+			return nil, false, fmt.Errorf("token: reseal signing key %q: %w", sk.KID, err)
+		}
+	}
+	return k, upgrade, nil
 }
 
 // LoadKeyring opens the stored keys, generating the first one if none exist.
+// Every stored key must prove it belongs to this deployment (see SealedKey);
+// one that does not fails the load with an error matching ErrTampered or
+// the sealer's error, and nothing is published or signed with it.
+// Records from before authentication tags existed are upgraded in place.
 func LoadKeyring(ctx context.Context, st KeyStore, sealer Sealer, maxTokenTTL time.Duration, now func() time.Time) (*Keyring, error) {
 	if now == nil {
 		now = time.Now
@@ -80,18 +209,32 @@ func LoadKeyring(ctx context.Context, st KeyStore, sealer Sealer, maxTokenTTL ti
 	if err != nil {
 		return nil, fmt.Errorf("token: load keys: %w", err)
 	}
+	var upgrades []*key
 	for _, sk := range stored {
-		raw, err := sealer.Open(sk.Sealed, "signing-key:"+sk.KID)
+		k, upgrade, err := kr.open(sk)
 		if err != nil {
-			return nil, fmt.Errorf("token: open signing key %s: %w", sk.KID, err)
+			return nil, err
 		}
-		if len(raw) != ed25519.SeedSize {
-			return nil, fmt.Errorf("token: signing key %s is corrupt", sk.KID)
+		if upgrade {
+			upgrades = append(upgrades, k)
 		}
-		k := &key{kid: sk.KID, pub: ed25519.PublicKey(sk.Public), priv: ed25519.NewKeyFromSeed(raw), sealed: sk.Sealed, created: sk.Created, retired: sk.RetiredAt}
 		kr.keys[k.kid] = k
 		if k.retired == nil && (kr.active == nil || k.created.After(kr.active.created)) {
 			kr.active = k
+		}
+	}
+	for _, k := range kr.keys {
+		if k.next != "" && kr.keys[k.next] == nil {
+			return nil, fmt.Errorf("%w: key %q was retired for key %q, whose record is missing; a newer signing key was deleted from the data file: restore pamctl.db from a backup", ErrTampered, k.kid, k.next)
+		}
+	}
+	for _, k := range upgrades {
+		rec, err := kr.record(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := st.SaveKey(ctx, rec); err != nil {
+			return nil, fmt.Errorf("token: upgrade key record %s: %w", k.kid, err)
 		}
 	}
 	if kr.active == nil {
@@ -109,29 +252,106 @@ func (kr *Keyring) Rotate(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("token: generate key: %w", err)
 	}
-	sum := sha256.Sum256(pub)
-	kid := base64.RawURLEncoding.EncodeToString(sum[:12])
+	kid := KeyID(pub)
 	now := kr.now().UTC()
-	sealed, err := kr.sealer.Seal(priv.Seed(), "signing-key:"+kid)
+	sealed, err := kr.sealer.Seal(priv.Seed(), seedAAD+kid)
 	if err != nil {
 		return "", err
 	}
+	kr.writeMu.Lock()
+	defer kr.writeMu.Unlock()
+	k := &key{kid: kid, pub: pub, priv: priv, sealed: sealed, created: now}
+	rec, err := kr.record(k)
+	if err != nil {
+		return "", err
+	}
+	recs := []SealedKey{rec}
+	kr.mu.RLock()
+	old := kr.active
+	var retired key
+	if old != nil {
+		retired = *old
+	}
+	kr.mu.RUnlock()
+	if old != nil {
+		t := now
+		retired.retired, retired.next = &t, kid
+		r, err := kr.record(&retired)
+		if err != nil {
+			return "", err
+		}
+		recs = append(recs, r)
+	}
+	// The new key is saved before the old one names it as successor, so a
+	// store without batches never records a successor that is not there.
+	if bs, ok := kr.store.(BatchKeyStore); ok {
+		err = bs.SaveKeys(ctx, recs...)
+	} else {
+		for _, r := range recs {
+			if err = kr.store.SaveKey(ctx, r); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("token: save rotated keys: %w", err)
+	}
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
-	if old := kr.active; old != nil {
-		t := now
-		if err := kr.store.SaveKey(ctx, SealedKey{KID: old.kid, Public: old.pub, Sealed: old.sealed, Created: old.created, RetiredAt: &t}); err != nil {
-			return "", fmt.Errorf("token: retire key: %w", err)
-		}
-		old.retired = &t
+	if old != nil {
+		old.retired, old.next = retired.retired, retired.next
 	}
-	if err := kr.store.SaveKey(ctx, SealedKey{KID: kid, Public: pub, Sealed: sealed, Created: now}); err != nil {
-		return "", fmt.Errorf("token: save key: %w", err)
-	}
-	k := &key{kid: kid, pub: pub, priv: priv, sealed: sealed, created: now}
 	kr.keys[kid] = k
 	kr.active = k
 	return kid, nil
+}
+
+// RaiseHighWater records, in the authenticated record of the key that
+// signed it, that the audit chain had a signed head at seq with hash. A
+// data-file writer without the master key can neither forge nor lower it,
+// so a trail later found shorter than the mark was cut. A mark at or below
+// the key's current one is ignored. It implements audit.HighWater.
+func (kr *Keyring) RaiseHighWater(ctx context.Context, kid string, seq uint64, hash string) error {
+	kr.writeMu.Lock()
+	defer kr.writeMu.Unlock()
+	kr.mu.RLock()
+	k, ok := kr.keys[kid]
+	var next key
+	if ok {
+		next = *k
+	}
+	kr.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("token: high-water mark: unknown key %q", kid)
+	}
+	if next.mark != nil && next.mark.Seq >= seq {
+		return nil
+	}
+	next.mark = &Mark{Seq: seq, Hash: hash}
+	rec, err := kr.record(&next)
+	if err != nil {
+		return err
+	}
+	if err := kr.store.SaveKey(ctx, rec); err != nil {
+		return fmt.Errorf("token: save high-water mark: %w", err)
+	}
+	kr.mu.Lock()
+	k.mark = next.mark
+	kr.mu.Unlock()
+	return nil
+}
+
+// HighWater returns the highest audit head any key of this ring recorded
+// (ok false when none did). It implements audit.HighWater.
+func (kr *Keyring) HighWater() (seq uint64, hash string, ok bool) {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	for _, k := range kr.keys {
+		if k.mark != nil && (!ok || k.mark.Seq > seq) {
+			seq, hash, ok = k.mark.Seq, k.mark.Hash, true
+		}
+	}
+	return seq, hash, ok
 }
 
 // published reports whether tokens signed by k may still be valid.

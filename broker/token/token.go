@@ -110,8 +110,11 @@ type Verifier struct {
 	Issuer   string // expected iss; empty accepts any (single-process deployments set it)
 	Audience string
 	Use      string
-	Leeway   time.Duration // clock skew allowed on exp/nbf; default 30s
-	Now      func() time.Time
+	// Leeway is the clock skew allowed on nbf and iat (a token minted by a
+	// broker whose clock runs a little ahead); default 30s. It never
+	// extends exp: a token stops working the second its grant ends.
+	Leeway time.Duration
+	Now    func() time.Time
 }
 
 // Verify parses raw and returns its claims, or an error wrapping ErrInvalid
@@ -131,9 +134,11 @@ func (v *Verifier) Verify(raw string) (*Claims, error) {
 	if v.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(v.Issuer))
 	}
+	now := time.Now
 	if v.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(v.Now))
+		now = v.Now
 	}
+	opts = append(opts, jwt.WithTimeFunc(now))
 	var c Claims
 	_, err := jwt.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
@@ -148,6 +153,9 @@ func (v *Verifier) Verify(raw string) (*Claims, error) {
 	}, opts...)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
+		return nil, ErrExpired
+	case err == nil && !now().Before(c.ExpiresAt.Time):
+		// jwt applies the leeway to exp as well; the grant's end is exact.
 		return nil, ErrExpired
 	case err != nil:
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, reason(err))

@@ -226,3 +226,43 @@ func TestWrongMasterKeyCannotOpenSigningKeys(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestAccessTokenEndsExactlyAtExp: the leeway covers clock skew on nbf and
+// iat only; an access token stops working the second its grant ends. The
+// old verifier accepted it for 30 more seconds.
+func TestAccessTokenEndsExactlyAtExp(t *testing.T) {
+	kr, _, _, c := setup(t)
+	minted := c.t
+	m := &token.Minter{Keys: kr, Issuer: "http://broker", Now: func() time.Time { return minted }}
+	tok, err := m.Mint(access(c, 15*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := minted.Add(15 * time.Minute)
+	v := &token.Verifier{Keys: kr, Issuer: "http://broker", Audience: token.AudienceProxy, Use: token.UseAccess, Now: c.Now}
+	for _, tc := range []struct {
+		at   time.Time
+		want error
+	}{
+		{exp.Add(-time.Second), nil},
+		{exp, token.ErrExpired},
+		{exp.Add(time.Second), token.ErrExpired},
+		{exp.Add(29 * time.Second), token.ErrExpired},
+		// A broker clock 20s ahead of the proxy: nbf and iat in the future
+		// within the leeway are still accepted.
+		{minted.Add(-20 * time.Second), nil},
+		{minted.Add(-31 * time.Second), token.ErrInvalid},
+	} {
+		c.t = tc.at
+		_, err := v.Verify(tok)
+		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("at exp%+v: got %v, want %v", tc.at.Sub(exp), err, tc.want)
+		}
+	}
+	// A custom leeway still never stretches exp.
+	v.Leeway = 5 * time.Minute
+	c.t = exp.Add(time.Second)
+	if _, err := v.Verify(tok); !errors.Is(err, token.ErrExpired) {
+		t.Errorf("leeway 5m, 1s past exp: got %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,7 +43,11 @@ func (r remoteAudit) Follow(ctx context.Context, f audit.Filter, from uint64, fn
 	return r.c.AuditFollow(ctx, f, from, fn)
 }
 func (r remoteAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
-	return r.c.AuditVerify(ctx)
+	res, err := r.c.AuditVerify(ctx)
+	if res.Report.Keys == "" {
+		res.Report.Keys = audit.KeysDeployment // the server checks against its keyring
+	}
+	return res, err
 }
 func (r remoteAudit) Export(ctx context.Context, w io.Writer, since, until time.Time) error {
 	return r.c.AuditExport(ctx, w, since, until)
@@ -77,6 +82,7 @@ func (la *localAudit) Follow(context.Context, audit.Filter, uint64, func(audit.E
 }
 func (la *localAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
 	rep, err := la.log.Verify(ctx, audit.KeyFunc(la.keys.AnyPublicKey))
+	rep.Keys = audit.KeysDeployment
 	res := api.VerifyResult{OK: err == nil, Report: rep}
 	var be *audit.BreakError
 	if errors.As(err, &be) {
@@ -117,7 +123,9 @@ func (f *Factory) openAudit(cmd *cobra.Command) (auditSource, error) {
 		l.Close()
 		return nil, err
 	}
-	lg, err := l.db.AuditLog(store.AuditOptions{Signer: kr})
+	// Inspect: a trail cut below its high-water mark still opens here, so
+	// verify can say what is missing (the server refuses to start on it).
+	lg, err := l.db.AuditLog(store.AuditOptions{Signer: kr, Inspect: true})
 	if err != nil {
 		l.Close()
 		return nil, err
@@ -365,21 +373,105 @@ func printTimeline(f *Factory, evs []audit.Event) error {
 	return nil
 }
 
+// verifyOutput is what `audit verify -o json` prints: the result plus
+// what the check proved and what it could not.
+type verifyOutput struct {
+	api.VerifyResult
+	Proven    []string `json:"proven"`
+	NotProven []string `json:"not_proven"`
+}
+
+// explain lists, in words, what a successful check proved and what it could
+// not. file is true for an export checked offline.
+func explain(rep audit.Report, file bool) (proven, notProven []string) {
+	from := "genesis"
+	if rep.Anchor != nil {
+		from = fmt.Sprintf("the signed retention anchor at seq %d", rep.Anchor.Seq)
+	}
+	keys := map[string]string{
+		audit.KeysDeployment: "a key of this deployment (its seed unseals under the master key)",
+		audit.KeysJWKSFile:   "a key of the JWKS file you gave",
+		audit.KeysBroker:     "a key the broker publishes now",
+	}[rep.Keys]
+	switch {
+	case rep.Scope == audit.ScopeRange:
+		start := "?"
+		if rep.Start != nil {
+			start = fmt.Sprintf("seq %d (hash %s)", rep.Start.Seq, short(rep.Start.Hash))
+		}
+		proven = append(proven, fmt.Sprintf("events seq %d..%d form one unbroken piece of a chain that continues from %s", rep.First, rep.Last, start))
+		notProven = append(notProven, fmt.Sprintf("anything up to seq %d: the range line is not signed, so this is not the whole trail", max(rep.First, 1)-1))
+	case rep.Events == 0:
+		proven = append(proven, "the trail has no events after "+from)
+	default:
+		proven = append(proven, fmt.Sprintf("every event from %s through seq %d is chained, none edited, dropped or reordered", from, rep.Last))
+	}
+	switch {
+	case rep.Signed && keys != "":
+		proven = append(proven, fmt.Sprintf("the head at seq %d is signed by %s", rep.Head.Seq, keys))
+	case rep.Signed:
+		proven = append(proven, fmt.Sprintf("the head at seq %d is signed", rep.Head.Seq))
+	case rep.Scope == audit.ScopeRange:
+		notProven = append(notProven, "who wrote these events: the range does not reach the signed head, so no signature covers it")
+	case rep.Keys == audit.KeysNone:
+		notProven = append(notProven, "any signature: no keys were available")
+	default:
+		notProven = append(notProven, "any signature: there is no signed head yet")
+	}
+	if rep.Keys == audit.KeysBroker {
+		notProven = append(notProven, "that the broker's keys are this deployment's own: they were fetched from the broker, and retired keys it no longer publishes cannot be checked (pass --jwks, or run verify where the data dir and master key are)")
+	}
+	if rep.Signed && rep.Unsigned > 0 {
+		notProven = append(notProven, fmt.Sprintf("the %d events after the signed head: cutting them would not show until the next head is signed", rep.Unsigned))
+	}
+	if rep.HighWater != nil {
+		proven = append(proven, fmt.Sprintf("the trail reaches its high-water mark, seq %d, kept in the signing key's authenticated record", rep.HighWater.Seq))
+	}
+	if file && rep.Scope != audit.ScopeRange {
+		notProven = append(notProven, "that the export is the whole current trail: an export is a snapshot (run `pamctl audit verify` against the deployment for its current state)")
+	} else if !file {
+		notProven = append(notProven, "that pamctl.db was not rolled back as a whole to an earlier copy, or wiped with its keys: only a copy of the signed heads kept off this host shows that")
+	}
+	return proven, notProven
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12] + "…"
+	}
+	return h
+}
+
 func newCmdAuditVerify(f *Factory) *cobra.Command {
-	var file, output string
+	var file, jwksFile, output string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify the hash chain and signed head; exit non-zero at the first broken link",
+		Long: `Verify the audit trail: every link of the hash chain, the retention anchor,
+the signed head, and the high-water mark kept in the signing key's record
+(authenticated under the master key), so a trail that was cut or emptied
+fails. Signatures are checked only against keys proven to belong to this
+deployment (their seeds unseal under the master key).
+
+--file checks an export offline. Its signatures are checked against
+--jwks FILE when given, else the data dir's keys when the data dir and
+master key are here, else the JWKS the broker serves. A range export
+(--since/--until) is reported as a range, never as the whole trail.`,
 		Example: `  pamctl audit verify
-  pamctl audit export > trail.jsonl && pamctl audit verify --file trail.jsonl`,
+  pamctl audit export > trail.jsonl && pamctl audit verify --file trail.jsonl
+  curl -s https://pam.example.com/.well-known/jwks.json > jwks.json
+  pamctl audit verify --file trail.jsonl --jwks jwks.json -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
+			if jwksFile != "" && file == "" {
+				return withCode(ExitUsage, errors.New("--jwks checks an export: pass --file too"))
+			}
 			var res api.VerifyResult
 			if file != "" {
-				r, err := verifyFile(cmd, f, file)
+				r, err := verifyFile(cmd, f, file, jwksFile)
 				if err != nil {
 					return err
 				}
@@ -394,8 +486,12 @@ func newCmdAuditVerify(f *Factory) *cobra.Command {
 					return err
 				}
 			}
+			out := verifyOutput{VerifyResult: res, Proven: []string{}, NotProven: []string{}}
+			if res.OK {
+				out.Proven, out.NotProven = explain(res.Report, file != "")
+			}
 			if output == "json" {
-				if err := f.IO.JSON(res); err != nil {
+				if err := f.IO.JSON(out); err != nil {
 					return err
 				}
 			}
@@ -404,26 +500,34 @@ func newCmdAuditVerify(f *Factory) *cobra.Command {
 			}
 			if output != "json" {
 				rep := res.Report
-				signed := "head signature checked"
-				switch {
-				case rep.Partial && !rep.Signed:
-					signed = "a consistent range of the chain (it does not reach the signed head, so it is not signature-checked)"
-				case !rep.Signed:
-					signed = "no signed head yet"
+				if rep.Scope == audit.ScopeRange {
+					start := uint64(0)
+					if rep.Start != nil {
+						start = rep.Start.Seq
+					}
+					f.IO.Successf("audit range consistent (not the whole trail): %d events (seq %d..%d) chained after seq %d", rep.Events, rep.First, rep.Last, start)
+				} else {
+					f.IO.Successf("audit trail intact: %d events (seq %d..%d)", rep.Events, rep.First, rep.Last)
 				}
-				f.IO.Successf("audit chain intact: %d events (seq %d..%d), %s; %d events after the signed head", rep.Events, rep.First, rep.Last, signed, rep.Unsigned)
+				for _, p := range out.Proven {
+					f.IO.Notef("  proven:     %s", p)
+				}
+				for _, p := range out.NotProven {
+					f.IO.Notef("  not proven: %s", p)
+				}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "verify an export file offline ('-' for stdin)")
+	cmd.Flags().StringVar(&jwksFile, "jwks", "", "with --file: check signatures against this JWKS document")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
 
-// verifyFile checks an export offline. Signatures are checked against the
-// local data dir's keys when it can be opened, else the broker's JWKS.
-func verifyFile(cmd *cobra.Command, f *Factory, file string) (api.VerifyResult, error) {
+// verifyFile checks an export offline against the keys verificationKeys
+// picks.
+func verifyFile(cmd *cobra.Command, f *Factory, file, jwksFile string) (api.VerifyResult, error) {
 	var r io.Reader = f.IO.In
 	if file != "-" {
 		fh, err := os.Open(file)
@@ -433,11 +537,12 @@ func verifyFile(cmd *cobra.Command, f *Factory, file string) (api.VerifyResult, 
 		defer fh.Close()
 		r = fh
 	}
-	keys, err := verificationKeys(cmd, f)
+	keys, source, err := verificationKeys(cmd, f, jwksFile)
 	if err != nil {
 		return api.VerifyResult{}, err
 	}
 	rep, err := audit.VerifyJSONL(r, keys)
+	rep.Keys = source
 	res := api.VerifyResult{OK: err == nil, Report: rep}
 	var be *audit.BreakError
 	if errors.As(err, &be) {
@@ -450,28 +555,49 @@ func verifyFile(cmd *cobra.Command, f *Factory, file string) (api.VerifyResult, 
 	return res, nil
 }
 
-func verificationKeys(cmd *cobra.Command, f *Factory) (audit.KeyFunc, error) {
+// verificationKeys picks the keys an export is checked against: the JWKS
+// file the user gave, else this deployment's keys (proven by the master
+// key) when the data dir is here, else the broker's JWKS.
+func verificationKeys(cmd *cobra.Command, f *Factory, jwksFile string) (audit.KeyFunc, string, error) {
+	if jwksFile != "" {
+		raw, err := os.ReadFile(jwksFile)
+		if err != nil {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--jwks: %w", err))
+		}
+		var doc token.JWKS
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--jwks %s is not a JWKS document ({\"keys\":[...]}): %w", jwksFile, err))
+		}
+		ks, err := token.KeysFromJWKS(doc)
+		if err != nil {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--jwks: %w", err))
+		}
+		if len(ks) == 0 {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--jwks %s holds no Ed25519 keys", jwksFile))
+		}
+		return audit.KeyFunc(ks.PublicKey), audit.KeysJWKSFile, nil
+	}
 	cfg, err := f.Config(cmd)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if l, err := openExistingLocal(cmd.Context(), cfg); err == nil {
 		defer l.Close()
 		kr, err := l.keyring(cmd.Context())
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		return audit.KeyFunc(kr.AnyPublicKey), nil
+		return audit.KeyFunc(kr.AnyPublicKey), audit.KeysDeployment, nil
 	}
 	jwks, err := f.AnonClient(cfg).JWKS(cmd.Context())
 	if err != nil {
-		return nil, unreachable(err, cfg.Server)
+		return nil, "", unreachable(err, cfg.Server)
 	}
 	ks, err := token.KeysFromJWKS(jwks)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return audit.KeyFunc(ks.PublicKey), nil
+	return audit.KeyFunc(ks.PublicKey), audit.KeysBroker, nil
 }
 
 // parseWhen reads a point in time: RFC 3339, or a duration ago ("24h", "7d").
