@@ -73,6 +73,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
+	if err := cfg.CheckPrivate(); err != nil {
+		return nil, err
+	}
 	var err error
 	if a.db, err = store.Open(cfg.DataDir, store.Options{}); err != nil {
 		return nil, err
@@ -287,6 +290,9 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 	}
 	var out []proxy.Upstream
 	for _, u := range a.cfg.Upstreams {
+		if u.Timeout == 0 {
+			u.Timeout = a.cfg.Proxy.Timeout // proxy.timeout is every upstream's default
+		}
 		up := proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout}
 		if mock != nil {
 			tr := http.DefaultTransport.(*http.Transport).Clone()

@@ -145,6 +145,7 @@ masks sensitive data and records everything in a hash-chained audit trail.`,
 
 	root.AddCommand(
 		NewCmdServe(f, nil),
+		NewCmdConfig(f),
 		NewCmdLogin(f, nil),
 		NewCmdLogout(f, nil),
 		NewCmdWhoami(f, nil),

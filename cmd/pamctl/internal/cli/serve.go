@@ -76,6 +76,9 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", inFile(cfg.File), err))
 	}
+	if err := cfg.CheckPrivate(); err != nil {
+		return withCode(ExitUsage, err)
+	}
 	logger := newLogger(cfg, ios.IsStderrTTY(), ios.ErrOut)
 	app, err := NewApp(ctx, cfg, AppOptions{Dev: o.Dev, Logger: logger})
 	if err != nil {
