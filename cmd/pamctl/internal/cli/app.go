@@ -463,25 +463,32 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			}
 		}
 	}
+	applied := a.cfg // what is in force: policies, rules, masking
 	apply := func(why string) {
 		cfg, err := reload()
-		if err != nil {
-			a.log.Error("config reload rejected; keeping the previous config", "trigger", why, "err", err.Error())
-			return
+		if err == nil {
+			err = CheckReload(applied, cfg)
 		}
-		insp, err := cfg.Inspection()
-		if err != nil { // Validate compiled it already; this cannot fail
-			a.log.Error("config reload rejected", "err", err.Error())
+		var insp proxy.Inspection
+		if err == nil {
+			insp, err = cfg.Inspection() // Validate compiled it already
+		}
+		if err != nil {
+			// Refused: the running config stays, and the trail says why.
+			a.log.Error("config reload refused; keeping the running config", "trigger", why, "err", err.Error())
+			a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Decision: "refused", Target: a.cfg.File, Error: err.Error(),
+				Details: map[string]string{"trigger": why}})
 			return
 		}
 		a.broker.SetPolicies(cfg.Policies)
 		a.proxy.SetInspection(insp)
+		applied = cfg
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
 			details["restart_needed"] = strings.Join(stale, ", ")
 			a.log.Warn("config changes that need a restart were not applied", "keys", details["restart_needed"])
 		}
-		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Target: cfg.File, Details: details})
+		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Decision: "applied", Target: cfg.File, Details: details})
 		a.log.Info("config reloaded", "trigger", why, "policies", len(cfg.Policies))
 	}
 	// Editors and `cp` write a file in several steps (truncate, write,

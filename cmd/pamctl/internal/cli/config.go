@@ -359,3 +359,43 @@ func (c *Config) Inspection() (proxy.Inspection, error) {
 	}
 	return in, errors.Join(errs...)
 }
+
+// CheckReload refuses a reloaded config that would silently drop every
+// policy, rule or masking setting in force because the file no longer
+// mentions them: an empty or truncated file (an editor mid-save, a full
+// disk, a bad deploy) must not open the gate. Removing them on purpose
+// takes an explicit empty value: `policies: []`, `rules: []`, `masking: {}`.
+func CheckReload(running, next *Config) error {
+	var errs []error
+	for _, c := range []struct {
+		key       string
+		was, now  any
+		n         int
+		empty     string
+		inForceAs string
+	}{
+		{"policies", running.Policies, next.Policies, len(running.Policies), "policies: []", "%d policies"},
+		{"rules", running.Rules, next.Rules, len(running.Rules), "rules: []", "%d rules"},
+		{"masking", running.Masking, next.Masking, maskingSettings(running.Masking), "masking: {}", "masking settings"},
+	} {
+		if c.n == 0 || next.Sets(c.key) || reflect.DeepEqual(c.was, c.now) {
+			continue
+		}
+		what := c.inForceAs
+		if strings.Contains(what, "%d") {
+			what = fmt.Sprintf(what, c.n)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s are in force but the new file does not set %s (empty or truncated?); to remove them on purpose write `%s`",
+			c.key, what, c.key, c.empty))
+	}
+	return errors.Join(errs...)
+}
+
+// maskingSettings is nonzero when m differs from the built-in defaults.
+func maskingSettings(m MaskingConfig) int {
+	def := MaskingConfig{Response: mask.Config{Default: mask.ActionMask}, Prompt: mask.Config{Default: mask.ActionOff}}
+	if reflect.DeepEqual(m, def) {
+		return 0
+	}
+	return 1
+}
