@@ -206,7 +206,8 @@ func printDevBanner(f *Factory, app *App) {
 	} {
 		fmt.Fprintf(w, "  %s\n", st.Code.Render(c))
 	}
-	fmt.Fprintln(w, st.Muted.Render("\nCtrl-C stops the server and deletes its temporary data."))
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, st.Muted.Render("Ctrl-C stops the server and deletes its temporary data."))
 }
 
 // gracePeriod bounds how long in-flight requests may take at shutdown.
