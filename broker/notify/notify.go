@@ -158,6 +158,10 @@ type Webhook struct {
 	// It may be called from the worker and from Send, concurrently; it must
 	// not block for long.
 	OnFailure func(Event, error)
+	// OnDelivered, when set, is told of every event the endpoint accepted
+	// (so a caller tracking failures knows when they end). Same rules as
+	// OnFailure.
+	OnDelivered func(Event)
 
 	once   sync.Once
 	mu     sync.RWMutex // guards closed against sends on a closed queue
@@ -281,6 +285,8 @@ func (w *Webhook) run() {
 	for e := range w.queue {
 		if err := w.deliver(e); err != nil {
 			w.fail(e, err)
+		} else if w.OnDelivered != nil {
+			w.OnDelivered(e)
 		}
 	}
 }
