@@ -373,3 +373,28 @@ func TestPrivatePathsRefused(t *testing.T) {
 		})
 	}
 }
+
+// The annotated example in docs/configuration.md is a valid config: every
+// key it shows is known and every value passes validation.
+func TestConfigurationDocExampleLoads(t *testing.T) {
+	doc, err := os.ReadFile("../../../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindStringSubmatch(string(doc))
+	if m == nil {
+		t.Fatal("no yaml example")
+	}
+	cfg, err := LoadConfig(writeConfig(t, m[1]), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"policies", "rules", "masking", "audit"} {
+		if !cfg.Sets(k) {
+			t.Errorf("example does not set %s", k)
+		}
+	}
+}
