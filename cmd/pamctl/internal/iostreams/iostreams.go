@@ -231,13 +231,14 @@ func (s *IOStreams) JSONLine(v any) error {
 // decodes to the same value: such characters only occur inside strings,
 // and encoding/json already escapes C0 controls, quotes and backslashes.
 func jsonSafe(b []byte) []byte {
-	if bytes.IndexFunc(b, safetext.Unsafe) < 0 {
+	unsafe := func(r rune) bool { return r != '\n' && safetext.Unsafe(r) } // the encoder's own newlines stay
+	if bytes.IndexFunc(b, unsafe) < 0 {
 		return b
 	}
 	var out bytes.Buffer
 	out.Grow(len(b) + 16)
 	for _, r := range string(b) {
-		if r != '\n' && safetext.Unsafe(r) { // the encoder's own newlines stay
+		if unsafe(r) {
 			fmt.Fprintf(&out, `\u%04x`, r)
 			continue
 		}
