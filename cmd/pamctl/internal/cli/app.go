@@ -113,7 +113,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.audit = &watchedAudit{auditLog: lg, h: a.health}
+	a.audit = newWatchedAudit(lg, a.health)
 	if err := a.listen(); err != nil {
 		return nil, err
 	}

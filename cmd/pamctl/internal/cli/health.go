@@ -34,6 +34,7 @@ type health struct {
 }
 
 type check struct {
+	name     string
 	critical bool
 	hint     string // what to do, logged with the failure
 	failing  atomic.Bool
@@ -58,7 +59,7 @@ func (h *health) register(name string, critical bool, hint string) {
 	if _, ok := h.checks[name]; !ok {
 		h.order = append(h.order, name)
 	}
-	h.checks[name] = &check{critical: critical, hint: hint}
+	h.checks[name] = &check{name: name, critical: critical, hint: hint}
 }
 
 func (h *health) get(name string) *check {
@@ -66,7 +67,7 @@ func (h *health) get(name string) *check {
 	defer h.mu.Unlock()
 	c := h.checks[name]
 	if c == nil {
-		c = &check{hint: "see the error"}
+		c = &check{name: name, hint: "see the error"}
 		h.checks[name] = c
 		h.order = append(h.order, name)
 	}
@@ -97,9 +98,12 @@ func (h *health) Fail(name string, err error) {
 	}
 }
 
-// OK records a success of check name; it is cheap while the check is fine.
-func (h *health) OK(name string) {
-	c := h.get(name)
+// OK records a success of check name.
+func (h *health) OK(name string) { h.ok(h.get(name)) }
+
+// ok records a success of c: one atomic load while c is fine, so it can
+// sit on the proxy's data path.
+func (h *health) ok(c *check) {
 	if !c.failing.Load() {
 		return
 	}
@@ -107,7 +111,7 @@ func (h *health) OK(name string) {
 	defer h.mu.Unlock()
 	if c.failing.Load() {
 		c.failing.Store(false)
-		h.log.Info(name+" recovered", "check", name, "failures", c.count, "after", h.now().Sub(c.since).Round(time.Second).String())
+		h.log.Info(c.name+" recovered", "check", c.name, "failures", c.count, "after", h.now().Sub(c.since).Round(time.Second).String())
 		c.err = nil
 	}
 }
@@ -191,6 +195,11 @@ var _ auditLog = (*store.AuditLog)(nil)
 type watchedAudit struct {
 	auditLog
 	h *health
+	c *check // the audit check, resolved once
+}
+
+func newWatchedAudit(l auditLog, h *health) *watchedAudit {
+	return &watchedAudit{auditLog: l, h: h, c: h.get(checkAudit)}
 }
 
 // Append appends e and tells health whether the trail is writable. A
@@ -200,7 +209,7 @@ func (w *watchedAudit) Append(ctx context.Context, e *audit.Event) error {
 	err := w.auditLog.Append(ctx, e)
 	switch {
 	case err == nil:
-		w.h.OK(checkAudit)
+		w.h.ok(w.c)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, audit.ErrClosed):
 	default:
 		w.h.Fail(checkAudit, err)

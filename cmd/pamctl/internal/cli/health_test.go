@@ -119,13 +119,13 @@ func (f failingLog) Append(context.Context, *audit.Event) error { return f.err }
 func TestWatchedAuditReportsFailures(t *testing.T) {
 	h, _, _ := testHealth()
 	for _, err := range []error{context.Canceled, context.DeadlineExceeded, audit.ErrClosed} {
-		w := &watchedAudit{auditLog: failingLog{err: err}, h: h}
+		w := newWatchedAudit(failingLog{err: err}, h)
 		w.Append(t.Context(), &audit.Event{})
 		if ready, _ := h.Report(); !ready {
 			t.Fatalf("%v made the server unready", err)
 		}
 	}
-	w := &watchedAudit{auditLog: failingLog{err: errors.New("store: audit: no space left on device")}, h: h}
+	w := newWatchedAudit(failingLog{err: errors.New("store: audit: no space left on device")}, h)
 	if err := w.Append(t.Context(), &audit.Event{}); err == nil {
 		t.Fatal("error swallowed")
 	}
