@@ -28,6 +28,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 // Event types.
@@ -53,35 +55,51 @@ type Event struct {
 	Reviewer  string    `json:"reviewer"`
 	Reason    string    `json:"reason"`
 	// Text is a one-line summary for chat webhooks (Slack, Mattermost and
-	// Teams display "text"); Send fills it from Summary when empty.
+	// Teams display "text"); Send fills it from Summary when empty, and
+	// makes any Text safe to display (see SafeText).
 	Text string `json:"text"`
 }
 
 // Summary renders e as one line for people, e.g.
-// "request r-1 by alice@example.com for model:gpt-4o: pending (needs approval)".
+// "pamctl: request.pending r-1 by alice@example.com for model:gpt-4o: pending".
+// Every field may hold text a requester chose (subject, reason), so each
+// goes through SafeText: the line stays one line and cannot forge markup.
 func (e Event) Summary() string {
 	var b strings.Builder
 	b.WriteString("pamctl: ")
-	b.WriteString(e.Type)
+	b.WriteString(SafeText(e.Type))
 	if e.RequestID != "" {
-		b.WriteString(" " + e.RequestID)
+		b.WriteString(" " + SafeText(e.RequestID))
 	}
 	if e.Subject != "" {
-		b.WriteString(" by " + e.Subject)
+		b.WriteString(" by " + SafeText(e.Subject))
 	}
 	if len(e.Scopes) > 0 {
-		b.WriteString(" for " + strings.Join(e.Scopes, " "))
+		b.WriteString(" for " + SafeText(strings.Join(e.Scopes, " ")))
 	}
 	if e.Decision != "" {
-		b.WriteString(": " + e.Decision)
+		b.WriteString(": " + SafeText(e.Decision))
 	}
 	if e.Reviewer != "" {
-		b.WriteString(" (reviewer " + e.Reviewer + ")")
+		b.WriteString(" (reviewer " + SafeText(e.Reviewer) + ")")
 	}
 	if e.Reason != "" {
-		b.WriteString(" - " + e.Reason)
+		b.WriteString(" - " + SafeText(e.Reason))
 	}
 	return b.String()
+}
+
+// chatEscaper escapes what Slack, Mattermost and Teams read as markup in
+// "text": <https://evil|Approve> links, <!channel> mentions, entities.
+var chatEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// SafeText makes s safe for a chat message: control characters, ANSI
+// escapes, bidi overrides and line breaks are escaped (safetext.Escape),
+// and &, <, > become entities, so data can neither add lines, reorder the
+// text nor forge links and mentions. The JSON fields other than Text keep
+// the exact values.
+func SafeText(s string) string {
+	return chatEscaper.Replace(safetext.Escape(s))
 }
 
 var (
@@ -140,6 +158,10 @@ type Webhook struct {
 	// It may be called from the worker and from Send, concurrently; it must
 	// not block for long.
 	OnFailure func(Event, error)
+	// OnDelivered, when set, is told of every event the endpoint accepted
+	// (so a caller tracking failures knows when they end). Same rules as
+	// OnFailure.
+	OnDelivered func(Event)
 
 	once   sync.Once
 	mu     sync.RWMutex // guards closed against sends on a closed queue
@@ -202,6 +224,8 @@ func (w *Webhook) Send(ctx context.Context, e Event) error {
 	}
 	if e.Text == "" {
 		e.Text = e.Summary()
+	} else {
+		e.Text = safetext.Escape(e.Text) // markup in a caller's own Text is the caller's
 	}
 	err := w.enqueue(e)
 	if err != nil {
@@ -261,6 +285,8 @@ func (w *Webhook) run() {
 	for e := range w.queue {
 		if err := w.deliver(e); err != nil {
 			w.fail(e, err)
+		} else if w.OnDelivered != nil {
+			w.OnDelivered(e)
 		}
 	}
 }

@@ -367,3 +367,40 @@ func mustJSON(v any) string {
 	}
 	return string(b)
 }
+
+// The chat text of a notification cannot be forged by a requester: no
+// control characters, line breaks, bidi overrides, links or mentions get
+// through; the JSON fields keep the exact values.
+func TestSummaryEscapesData(t *testing.T) {
+	e := Event{Type: TypeRequestPending, RequestID: "r-1", Subject: "mallory\u202e", Scopes: []string{"model:gpt-4o"},
+		Decision: "pending", Reason: "urgent\n:white_check_mark: approved by security <!channel> <https://evil.example|Approve> \x1b[31m&"}
+	got := e.Summary()
+	want := `pamctl: request.pending r-1 by mallory\u202e for model:gpt-4o: pending - urgent\n:white_check_mark: approved by security &lt;!channel&gt; &lt;https://evil.example|Approve&gt; \x1b[31m&amp;`
+	if got != want {
+		t.Fatalf("Summary()\n got %q\nwant %q", got, want)
+	}
+	for _, s := range []string{"\x1b", "\n", "\u202e", "<"} {
+		if strings.Contains(got, s) {
+			t.Fatalf("summary holds %q", s)
+		}
+	}
+
+	recv := make(chan Event, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got Event
+		json.NewDecoder(r.Body).Decode(&got)
+		recv <- got
+	}))
+	defer srv.Close()
+	w := &Webhook{URL: srv.URL}
+	defer w.Close()
+	w.Send(context.Background(), e)
+	w.Send(context.Background(), Event{Type: TypeGrantRevoked, Text: "custom\r\x1b[2Kline"})
+	a, b := <-recv, <-recv
+	if a.Text != want || a.Reason != e.Reason || a.Subject != e.Subject {
+		t.Fatalf("delivered %+v", a)
+	}
+	if b.Text != `custom\r\x1b[2Kline` {
+		t.Fatalf("caller text not escaped: %q", b.Text)
+	}
+}

@@ -52,7 +52,8 @@ type App struct {
 	db     *store.DB
 	vault  *vault.Vault
 	keys   *token.Keyring
-	audit  *store.AuditLog
+	audit  *watchedAudit // the log, its failures reported to health
+	health *health       // named checks behind /readyz
 	broker *broker.Service
 	api    *api.Server
 	proxy  *proxy.Proxy
@@ -73,6 +74,11 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, stopping: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.health = newHealth(a.log)
+	a.health.registerAll(cfg.DataDir)
+	if err := cfg.CheckPrivate(); err != nil {
+		return nil, err
 	}
 	var err error
 	if a.db, err = store.Open(cfg.DataDir, store.Options{}); err != nil {
@@ -103,9 +109,12 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.audit, err = a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys}); err != nil {
+	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys,
+		OnError: func(err error) { a.health.Fail(checkAudit, err) }})
+	if err != nil {
 		return nil, err
 	}
+	a.audit = newWatchedAudit(lg, a.health)
 	if err := a.listen(); err != nil {
 		return nil, err
 	}
@@ -123,10 +132,14 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	var notifier broker.Notifier
 	if cfg.Notify.Webhook != "" {
-		a.hook = &notify.Webhook{URL: cfg.Notify.Webhook, OnFailure: func(e notify.Event, err error) {
-			a.log.Warn("webhook notification not delivered", "type", e.Type, "request", e.RequestID, "err", err.Error())
-			a.emit(&audit.Event{Type: audit.TypeNotifyFailed, Request: e.RequestID, Target: e.Type, Error: err.Error()})
-		}}
+		a.hook = &notify.Webhook{URL: cfg.Notify.Webhook,
+			OnFailure: func(e notify.Event, err error) {
+				// Logged once per outage by health; every lost event is audited.
+				a.health.Fail(checkNotify, fmt.Errorf("%s %s: %w", e.Type, e.RequestID, err))
+				a.emit(&audit.Event{Type: audit.TypeNotifyFailed, Request: e.RequestID, Target: e.Type, Error: err.Error()})
+			},
+			OnDelivered: func(notify.Event) { a.health.OK(checkNotify) },
+		}
 		notifier = broker.WebhookNotifier{Hook: a.hook}
 	}
 	a.broker, err = broker.New(ctx, broker.Config{
@@ -313,6 +326,9 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 	}
 	var out []proxy.Upstream
 	for _, u := range a.cfg.Upstreams {
+		if u.Timeout == 0 {
+			u.Timeout = a.cfg.Proxy.Timeout // proxy.timeout is every upstream's default
+		}
 		up := proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout}
 		if mock != nil {
 			tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -370,17 +386,21 @@ func (a *App) ProxyURL() string {
 // in-flight requests finish (up to gracePeriod), the store closes. reload
 // is called on SIGHUP and when the config file changes.
 func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
+	readyz := a.health.readyz(a.stopping)
 	health := http.NewServeMux()
 	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	health.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	health.HandleFunc("GET /readyz", readyz)
 	health.Handle("/", a.proxy)
+	public := http.NewServeMux()
+	public.HandleFunc("GET /readyz", readyz) // the broker reports the same checks
+	public.Handle("/", a.api.Public())
 	mk := func(h http.Handler) *http.Server {
 		// No WriteTimeout: streams and long-polls write for as long as they last.
 		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	}
 	// The broker's listeners bound slow bodies in seconds (api.HTTPServer).
-	a.servers = []*http.Server{a.api.HTTPServer(a.api.Public()), mk(health), a.api.HTTPServer(a.api.Admin())}
+	a.servers = []*http.Server{a.api.HTTPServer(public), mk(health), a.api.HTTPServer(a.api.Admin())}
 	if a.mockLn != nil {
 		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
 	}
@@ -438,7 +458,9 @@ func (a *App) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 			if err := a.broker.Sweep(ctx); err != nil && ctx.Err() == nil {
-				a.log.Error("expiry sweep failed", "err", err)
+				a.health.Fail(checkSweep, err)
+			} else if err == nil {
+				a.health.OK(checkSweep)
 			}
 		}
 	}
@@ -456,9 +478,12 @@ func (a *App) retain(ctx context.Context) {
 		res, err := a.audit.Prune(ctx, time.Now().Add(-a.cfg.Audit.Retention))
 		switch {
 		case err != nil && ctx.Err() == nil:
-			a.log.Error("audit retention failed", "err", err)
-		case res.Deleted > 0:
-			a.log.Info("audit retention pruned old events", "deleted", res.Deleted, "anchor_seq", res.AnchorSeq)
+			a.health.Fail(checkRetention, err)
+		case err == nil:
+			a.health.OK(checkRetention)
+			if res.Deleted > 0 {
+				a.log.Info("audit retention pruned old events", "deleted", res.Deleted, "anchor_seq", res.AnchorSeq)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -475,35 +500,48 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
 	if a.cfg.File != "" {
-		if w, err := fsnotify.NewWatcher(); err == nil {
+		w, err := fsnotify.NewWatcher()
+		if err == nil {
 			defer w.Close()
 			// Watch the directory: editors replace files by rename.
-			if err := w.Add(filepath.Dir(a.cfg.File)); err == nil {
-				events = w.Events
+			if err = w.Add(filepath.Dir(a.cfg.File)); err == nil {
+				events, watchErrs = w.Events, w.Errors
 			}
 		}
+		if err != nil {
+			// SIGHUP still works; say so instead of silently not watching.
+			a.health.Fail(checkConfigWatch, fmt.Errorf("watch %s: %w", a.cfg.File, err))
+		}
 	}
+	applied := a.cfg // what is in force: policies, rules, masking
 	apply := func(why string) {
 		cfg, err := reload()
-		if err != nil {
-			a.log.Error("config reload rejected; keeping the previous config", "trigger", why, "err", err.Error())
-			return
+		if err == nil {
+			err = CheckReload(applied, cfg)
 		}
-		insp, err := cfg.Inspection()
-		if err != nil { // Validate compiled it already; this cannot fail
-			a.log.Error("config reload rejected", "err", err.Error())
+		var insp proxy.Inspection
+		if err == nil {
+			insp, err = cfg.Inspection() // Validate compiled it already
+		}
+		if err != nil {
+			// Refused: the running config stays, and the trail says why.
+			a.log.Error("config reload refused; keeping the running config", "trigger", why, "err", err.Error())
+			a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Decision: "refused", Target: a.cfg.File, Error: err.Error(),
+				Details: map[string]string{"trigger": why}})
 			return
 		}
 		a.broker.SetPolicies(cfg.Policies)
 		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
 		a.proxy.SetInspection(insp)
+		applied = cfg
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
 			details["restart_needed"] = strings.Join(stale, ", ")
 			a.log.Warn("config changes that need a restart were not applied", "keys", details["restart_needed"])
 		}
-		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Target: cfg.File, Details: details})
+		a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Decision: "applied", Target: cfg.File, Details: details})
 		a.log.Info("config reloaded", "trigger", why, "policies", len(cfg.Policies))
 	}
 	// Editors and `cp` write a file in several steps (truncate, write,
@@ -521,6 +559,15 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			if ev.Name == a.cfg.File && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				debounce.Reset(reloadSettle)
 			}
+		case err, ok := <-watchErrs:
+			if !ok {
+				watchErrs = nil
+				continue
+			}
+			// e.g. the kernel's event queue overflowed: a change may
+			// have been missed, so re-read the file to be sure.
+			a.health.Fail(checkConfigWatch, err)
+			debounce.Reset(reloadSettle)
 		case <-debounce.C:
 			apply("file change")
 		}
@@ -554,10 +601,10 @@ func needsRestart(old, cur *Config) []string {
 	return out
 }
 
+// emit appends an event the server itself records; a failure is reported
+// (once per outage) by the audit health check.
 func (a *App) emit(e *audit.Event) {
-	if err := a.audit.Append(context.Background(), e); err != nil {
-		a.log.Error("audit append failed", "type", e.Type, "err", err)
-	}
+	_ = a.audit.Append(context.Background(), e)
 }
 
 // Close releases everything NewApp opened. It is safe to call twice.

@@ -17,6 +17,7 @@ import (
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 	"github.com/pamctl/pamctl/store"
 )
 
@@ -246,6 +247,10 @@ func (p *eventPrinter) print(e audit.Event) error {
 		p.header = true
 		fmt.Fprintln(ios.Out, st.Header.Render(fmt.Sprintf("%-6s %-19s %-18s %-24s %-14s %-10s %-6s %s", "SEQ", "TIME", "TYPE", "ACTOR", "MODEL", "DECISION", "STATUS", "LATENCY")))
 	}
+	// Every field of an event may carry text from a user, a model or an
+	// upstream: escape each before padding (truncate first, so an escape
+	// sequence is never cut in half).
+	esc := iostreams.Escape
 	actor := "-"
 	if e.Actor != nil {
 		actor = e.Actor.Subject
@@ -257,7 +262,7 @@ func (p *eventPrinter) print(e audit.Event) error {
 	if e.Type == audit.TypeProxyCall {
 		latency = fmt.Sprintf("%dms", e.LatencyMS)
 	}
-	dec := dash(e.Decision)
+	dec := esc(truncate(dash(e.Decision), 10))
 	switch e.Decision {
 	case "deny", "denied", "revoked", "expired":
 		dec = st.Error.Render(fmt.Sprintf("%-10s", dec))
@@ -266,7 +271,7 @@ func (p *eventPrinter) print(e audit.Event) error {
 	default:
 		dec = fmt.Sprintf("%-10s", dec)
 	}
-	_, err := fmt.Fprintf(ios.Out, "%-6d %-19s %-18s %-24s %-14s %s %-6s %s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), e.Type, truncate(actor, 24), truncate(dash(e.Model), 14), dec, status, latency)
+	_, err := fmt.Fprintf(ios.Out, "%-6d %-19s %-18s %-24s %-14s %s %-6s %s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), esc(string(e.Type)), esc(truncate(actor, 24)), esc(truncate(dash(e.Model), 14)), dec, status, latency)
 	return err
 }
 
@@ -333,12 +338,9 @@ func printTimeline(f *Factory, evs []audit.Event) error {
 		if e.Actor != nil {
 			actor = e.Actor.Subject
 		}
-		fmt.Fprintf(w, "%s  %s  %s  %s\n", st.Muted.Render(fmt.Sprintf("#%d", e.Seq)), e.Time.Local().Format("2006-01-02 15:04:05.000"), st.Bold.Render(string(e.Type)), actor)
-		field := func(k, v string) {
-			if v != "" {
-				fmt.Fprintf(w, "    %-10s %s\n", k, v)
-			}
-		}
+		fmt.Fprintf(w, "%s  %s  %s  %s\n", st.Muted.Render(fmt.Sprintf("#%d", e.Seq)), e.Time.Local().Format("2006-01-02 15:04:05.000"), st.Bold.Render(string(e.Type)), iostreams.Escape(actor))
+		d := ios.NewDetails("    ", 10) // escapes every value
+		field := d.Field
 		field("decision", strings.TrimSpace(e.Decision+" "+strings.Join(e.Reasons, ", ")))
 		field("target", e.Target)
 		field("model", e.Model)
@@ -368,6 +370,9 @@ func printTimeline(f *Factory, evs []audit.Event) error {
 		sort.Strings(keys)
 		for _, k := range keys {
 			field(k, e.Details[k])
+		}
+		if err := d.Render(); err != nil {
+			return err
 		}
 	}
 	return nil

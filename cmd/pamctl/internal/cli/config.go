@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -43,7 +44,14 @@ type Config struct {
 
 	// File is the config file that was read, if any.
 	File string `mapstructure:"-"`
+	// present holds the top-level keys the file sets to something other
+	// than null (see Sets).
+	present map[string]bool
 }
+
+// Sets reports whether the config file states top-level key k explicitly
+// (an empty list counts; a missing key or a bare "k:" does not).
+func (c *Config) Sets(k string) bool { return c.present[k] }
 
 // ListenConfig is an address to listen on.
 type ListenConfig struct {
@@ -160,9 +168,12 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	v.SetEnvPrefix("PAMCTL")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
-	// AutomaticEnv only sees keys viper knows; bind the nested ones explicitly.
-	for _, k := range []string{"server", "data_dir", "master_key_file", "broker.addr", "proxy.addr", "proxy.max_body", "proxy.timeout", "proxy.hold_timeout", "log.format", "log.level", "audit.sync", "session_ttl"} {
-		_ = v.BindEnv(k)
+	// AutomaticEnv only sees keys viper knows; bind every single-valued
+	// key so each one can come from PAMCTL_*.
+	for _, k := range envKeys() {
+		if err := v.BindEnv(k); err != nil {
+			return nil, err
+		}
 	}
 	if flags != nil {
 		for name, key := range flagKeys {
@@ -180,10 +191,18 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	if file == "" {
 		file = filepath.Join(ConfigHome(), "pamctl", "config.yaml")
 	}
+	var present map[string]bool
 	if _, err := os.Stat(file); err == nil || explicit {
-		v.SetConfigFile(file)
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
+		// Check the file's keys first: viper would drop unknown ones.
+		if present, err = checkFile(raw); err != nil {
+			return nil, fmt.Errorf("config %s:\n%w", file, err)
+		}
 		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
+		if err := v.ReadConfig(bytes.NewReader(raw)); err != nil {
 			return nil, fmt.Errorf("config %s: %w", file, err)
 		}
 	} else {
@@ -194,6 +213,7 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", orDefault(file, "(defaults)"), err)
 	}
 	cfg.File = file
+	cfg.present = present
 	return cfg, nil
 }
 
@@ -206,30 +226,34 @@ func orDefault(s, d string) string {
 
 func decode(v *viper.Viper) (*Config, error) {
 	var cfg Config
+	// ErrorUnused backs up checkFile: nothing viper holds may go unused.
 	err := v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationHook,
 		mapstructure.StringToSliceHookFunc(","),
-	)))
+	)), func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true })
 	if err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
-// durationHook accepts Go durations plus a "d" (day) suffix: "90d", "1d12h".
+// durationHook accepts Go durations plus a "d" (day) suffix: "90d",
+// "1d12h". A bare number is refused: `retention: 90` used to mean 90ns.
 func durationHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeOf(time.Duration(0)) {
+	if to != durationType {
 		return data, nil
 	}
-	switch d := data.(type) {
-	case string:
+	if d, ok := data.(string); ok {
 		return ParseDuration(d)
-	case int:
-		return time.Duration(d), nil
-	case int64:
-		return time.Duration(d), nil
-	case float64:
-		return time.Duration(d), nil
+	}
+	if from == durationType {
+		return data, nil // a default set in code
+	}
+	switch from.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return nil, fmt.Errorf("%v has no unit; write e.g. %vs, %vm, %vh or %vd (a bare number is not a duration)", data, data, data, data, data)
 	}
 	return data, nil
 }
@@ -248,6 +272,9 @@ func ParseDuration(s string) (time.Duration, error) {
 			}
 			return time.Duration(days)*24*time.Hour + rest, nil
 		}
+	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return 0, fmt.Errorf("%s has no unit; write e.g. %ss, %sm, %sh or %sd (a bare number is not a duration)", s, s, s, s, s)
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
@@ -268,6 +295,7 @@ func (c *Config) Validate() error {
 	if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("server: %q is not an http(s) URL", c.Server)
 	}
+	errs = append(errs, c.validateDurations()...)
 	if c.Proxy.MaxBody <= 0 {
 		add("proxy.max_body must be positive")
 	}
@@ -334,4 +362,44 @@ func (c *Config) Inspection() (proxy.Inspection, error) {
 		errs = append(errs, fmt.Errorf("masking.response: %w", err))
 	}
 	return in, errors.Join(errs...)
+}
+
+// CheckReload refuses a reloaded config that would silently drop every
+// policy, rule or masking setting in force because the file no longer
+// mentions them: an empty or truncated file (an editor mid-save, a full
+// disk, a bad deploy) must not open the gate. Removing them on purpose
+// takes an explicit empty value: `policies: []`, `rules: []`, `masking: {}`.
+func CheckReload(running, next *Config) error {
+	var errs []error
+	for _, c := range []struct {
+		key       string
+		was, now  any
+		n         int
+		empty     string
+		inForceAs string
+	}{
+		{"policies", running.Policies, next.Policies, len(running.Policies), "policies: []", "%d policies"},
+		{"rules", running.Rules, next.Rules, len(running.Rules), "rules: []", "%d rules"},
+		{"masking", running.Masking, next.Masking, maskingSettings(running.Masking), "masking: {}", "masking settings"},
+	} {
+		if c.n == 0 || next.Sets(c.key) || reflect.DeepEqual(c.was, c.now) {
+			continue
+		}
+		what := c.inForceAs
+		if strings.Contains(what, "%d") {
+			what = fmt.Sprintf(what, c.n)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s are in force but the new file does not set %s (empty or truncated?); to remove them on purpose write `%s`",
+			c.key, what, c.key, c.empty))
+	}
+	return errors.Join(errs...)
+}
+
+// maskingSettings is nonzero when m differs from the built-in defaults.
+func maskingSettings(m MaskingConfig) int {
+	def := MaskingConfig{Response: mask.Config{Default: mask.ActionMask}, Prompt: mask.Config{Default: mask.ActionOff}}
+	if reflect.DeepEqual(m, def) {
+		return 0
+	}
+	return 1
 }

@@ -7,10 +7,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 const reloadConfigV1 = `
@@ -80,16 +82,132 @@ func TestEndToEndConfigReloadAndWebhook(t *testing.T) {
 		t.Fatal("no webhook for the new request")
 	}
 
-	// A broken file is rejected; the old policy stays.
+	// A broken file is refused (and the refusal audited); the old policy stays.
 	os.WriteFile(file, []byte("policies:\n  - name: [broken\n"), 0o600)
-	waitForEvent(t, s, audit.TypeConfigReloaded, 0) // no reload event may appear
+	waitForReload(t, s, "refused", 1)
+	waitForReload(t, s, "applied", 0)
 	if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait"); r.code != ExitPending {
 		t.Fatalf("policy lost after a rejected reload: %+v", r)
 	}
 
 	os.WriteFile(file, []byte(reloadConfigV2), 0o600)
-	waitForEvent(t, s, audit.TypeConfigReloaded, 1)
+	waitForReload(t, s, "applied", 1)
 	s.as(t, "alice", "", "request", "--scope", "model:text-embedding-3-small", "--nowait").must(t, "after reload")
+}
+
+// reloadServer starts a server whose config comes from file and whose
+// reloads re-read it.
+func reloadServer(t *testing.T, file string) *testServer {
+	t.Helper()
+	s := startServerWith(t, func(c *Config) {
+		loaded, err := LoadConfig(file, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policies, c.Rules, c.Masking, c.File = loaded.Policies, loaded.Rules, loaded.Masking, file
+	})
+	reload := func() (*Config, error) {
+		cfg, err := LoadConfig(file, nil)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Issuers, cfg.Broker, cfg.Proxy, cfg.DataDir = s.app.cfg.Issuers, s.app.cfg.Broker, s.app.cfg.Proxy, s.app.cfg.DataDir
+		return cfg, cfg.Validate()
+	}
+	s.reload.Store(&reload)
+	return s
+}
+
+// A reload that would drop every policy, rule or masking setting because
+// the file is empty or cut short is refused and audited; the running
+// config stays. Explicit empty values do remove them.
+func TestEndToEndReloadRefusesEmptyOrTruncatedFile(t *testing.T) {
+	const full = reloadConfigV1 + `rules:
+  - { name: no-injection, pattern: "(?i)ignore previous instructions", action: deny }
+masking:
+  prompt: { default: off, EMAIL: redact }
+`
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(full), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := reloadServer(t, file)
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+
+	refusals := 0
+	for _, body := range []string{
+		"",                                   // emptied
+		"# pamctl\n",                         // only a comment left
+		"policies:\n",                        // cut right after the key
+		full[:strings.Index(full, "rules:")], // cut before rules and masking
+		"policies: []\nrules: []\n",          // masking still missing
+	} {
+		os.WriteFile(file, []byte(body), 0o600)
+		refusals++
+		waitForReload(t, s, "refused", refusals)
+		if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait"); r.code != ExitPending {
+			t.Fatalf("after refusing %q the policy is gone: %+v", body, r)
+		}
+	}
+	waitForReload(t, s, "applied", 0)
+	var last audit.Event
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypeConfigReloaded {
+			last = e
+		}
+		return true
+	})
+	if !strings.Contains(last.Error, "masking: masking settings are in force") || strings.Contains(last.Error, "policies:") {
+		t.Fatalf("refusal does not say what it keeps: %+v", last)
+	}
+
+	// Said on purpose, everything goes.
+	os.WriteFile(file, []byte("policies: []\nrules: []\nmasking: {}\n"), 0o600)
+	waitForReload(t, s, "applied", 1)
+	if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait"); r.code != ExitForbidden {
+		t.Fatalf("explicitly emptied policies still grant: %+v", r)
+	}
+}
+
+func TestCheckReload(t *testing.T) {
+	running := &Config{Policies: e2ePolicies, Rules: []rules.Rule{{Name: "r", Pattern: "x", Action: "deny"}}}
+	running.Masking.Response.Default, running.Masking.Prompt.Default = "mask", "off"
+	next := &Config{}
+	next.Masking = running.Masking
+	err := CheckReload(running, next)
+	if err == nil || !strings.Contains(err.Error(), "policies: 2 policies are in force") || !strings.Contains(err.Error(), "rules: 1 rules are in force") || strings.Contains(err.Error(), "masking") {
+		t.Fatalf("got %v", err)
+	}
+	next.present = map[string]bool{"policies": true, "rules": true}
+	if err := CheckReload(running, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckReload(&Config{}, &Config{}); err != nil {
+		t.Fatalf("nothing in force, nothing to drop: %v", err)
+	}
+}
+
+// waitForReload waits up to 3s for exactly want config.reloaded events
+// with the given decision (want 0: waits the full time).
+func waitForReload(t *testing.T, s *testServer, decision string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n := 0
+		s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+			if e.Type == audit.TypeConfigReloaded && e.Decision == decision {
+				n++
+			}
+			return true
+		})
+		if (want > 0 && n >= want) || time.Now().After(deadline) {
+			if n != want {
+				t.Fatalf("%d config.reloaded events decided %s, want %d", n, decision, want)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitForEvent waits up to 3s for exactly want events of type typ (want 0:

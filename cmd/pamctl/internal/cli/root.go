@@ -69,13 +69,21 @@ func Main() int {
 
 func printError(ios *iostreams.IOStreams, err error) {
 	st := ios.Styles()
-	fmt.Fprintf(ios.ErrOut, "%s %s\n", st.Error.Render("error:"), err.Error())
+	fmt.Fprintf(ios.ErrOut, "%s %s\n", st.Error.Render("error:"), errorText(err))
 	if os.Getenv("PAMCTL_DEBUG") != "" {
 		var be *broker.Error
 		if errors.As(err, &be) && be.Err != nil {
-			fmt.Fprintf(ios.ErrOut, "%s %v\n", st.Muted.Render("detail:"), be.Err)
+			fmt.Fprintf(ios.ErrOut, "%s %s\n", st.Muted.Render("detail:"), errorText(be.Err))
 		}
 	}
+}
+
+// errorText is err's message made safe to print: errors quote servers,
+// IdPs and config files, so control characters are escaped, and lines after
+// the first are indented so no line of a message can pass for another
+// "error:" line.
+func errorText(err error) string {
+	return strings.ReplaceAll(iostreams.EscapeLines(err.Error()), "\n", "\n  ")
 }
 
 func exitCodeOf(err error) int {
@@ -145,6 +153,7 @@ masks sensitive data and records everything in a hash-chained audit trail.`,
 
 	root.AddCommand(
 		NewCmdServe(f, nil),
+		NewCmdConfig(f),
 		NewCmdLogin(f, nil),
 		NewCmdLogout(f, nil),
 		NewCmdWhoami(f, nil),

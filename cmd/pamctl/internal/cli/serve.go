@@ -76,6 +76,9 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", inFile(cfg.File), err))
 	}
+	if err := cfg.CheckPrivate(); err != nil {
+		return withCode(ExitUsage, err)
+	}
 	logger := newLogger(cfg, ios.IsStderrTTY(), ios.ErrOut)
 	app, err := NewApp(ctx, cfg, AppOptions{Dev: o.Dev, Logger: logger})
 	if err != nil {
@@ -203,7 +206,8 @@ func printDevBanner(f *Factory, app *App) {
 	} {
 		fmt.Fprintf(w, "  %s\n", st.Code.Render(c))
 	}
-	fmt.Fprintln(w, st.Muted.Render("\nCtrl-C stops the server and deletes its temporary data."))
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, st.Muted.Render("Ctrl-C stops the server and deletes its temporary data."))
 }
 
 // gracePeriod bounds how long in-flight requests may take at shutdown.

@@ -26,6 +26,9 @@ type local struct {
 }
 
 func openLocal(ctx context.Context, cfg *Config) (*local, error) {
+	if err := cfg.CheckPrivate(); err != nil {
+		return nil, err
+	}
 	db, err := store.Open(cfg.DataDir, store.Options{})
 	if err != nil {
 		return nil, err

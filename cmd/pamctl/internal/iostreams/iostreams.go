@@ -2,6 +2,14 @@
 // writes to, whether they are terminals, the lipgloss styles, tables that
 // drop headers and colour when piped, and the one JSON exporter behind every
 // `-o json`. Data goes to Out; people-facing notes go to ErrOut.
+//
+// It is also the one place where text that came from a user, a model or an
+// upstream is made safe to print (see broker/safetext): table cells,
+// detail views, the arguments of Notef/Successf/Warnf and whatever a Style
+// renders are escaped, so a reason, prompt excerpt, model name or error
+// cannot carry ANSI sequences, carriage returns, bidi overrides or line
+// breaks onto the terminal. Only what the package's own Styles rendered
+// (from escaped text) passes through unchanged.
 package iostreams
 
 import (
@@ -11,10 +19,21 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/charmbracelet/lipgloss"
 	"golang.org/x/term"
+
+	"github.com/pamctl/pamctl/broker/safetext"
 )
+
+// Escape makes one line of untrusted text safe to print: control
+// characters, ANSI escapes, bidi overrides and line breaks become visible
+// escapes (\x1b, \r, \n, \u202e).
+func Escape(s string) string { return safetext.Escape(s) }
+
+// EscapeLines is Escape for text that may span lines: newlines stay.
+func EscapeLines(s string) string { return safetext.EscapeLines(s) }
 
 // IOStreams are the CLI's standard streams.
 type IOStreams struct {
@@ -24,6 +43,82 @@ type IOStreams struct {
 
 	inTTY, outTTY, errTTY bool
 	styles                Styles
+}
+
+// rendered remembers what the Styles produced, so those strings (escaped
+// text wrapped in our own SGR sequences) pass Notef and tables unchanged
+// while any other text is escaped. It is bounded; a string it forgot is
+// escaped, which costs colour, never safety.
+type rendered struct {
+	mu  sync.Mutex
+	set map[string]struct{}
+}
+
+const maxRendered = 4096
+
+func (r *rendered) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.set) >= maxRendered {
+		clear(r.set)
+	}
+	r.set[s] = struct{}{}
+}
+
+func (r *rendered) has(s string) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.set[s]
+	return ok
+}
+
+// Style is a lipgloss style whose Render escapes the text it is given.
+type Style struct {
+	l   lipgloss.Style
+	reg *rendered
+}
+
+// Render escapes strs (see Escape), joins them and styles the result.
+func (s Style) Render(strs ...string) string {
+	esc := make([]string, len(strs))
+	for i, x := range strs {
+		esc[i] = Escape(x)
+	}
+	out := s.l.Render(esc...)
+	if s.reg != nil && out != strings.Join(esc, " ") {
+		s.reg.add(out)
+	}
+	return out
+}
+
+// safe returns s ready to print: as is when our Styles rendered it, else
+// escaped.
+func (s *IOStreams) safe(v string) string {
+	if s.styles.reg.has(v) {
+		return v
+	}
+	return Escape(v)
+}
+
+// safeArgs escapes the text among args (strings, errors, Stringers).
+func (s *IOStreams) safeArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = s.safe(v)
+		case error:
+			out[i] = Escape(v.Error())
+		case fmt.Stringer:
+			out[i] = Escape(v.String())
+		default:
+			out[i] = a
+		}
+	}
+	return out
 }
 
 // System returns the process's streams.
@@ -64,54 +159,92 @@ func (s *IOStreams) Styles() Styles { return s.styles }
 
 // Styles are the few styles the CLI uses.
 type Styles struct {
-	Bold, Muted, Success, Warning, Error, Header, Code lipgloss.Style
+	Bold, Muted, Success, Warning, Error, Header, Code Style
+
+	reg *rendered
 }
 
 func newStyles(color bool) Styles {
 	if !color {
-		p := lipgloss.NewStyle()
-		return Styles{p, p, p, p, p, p, p}
+		p := Style{l: lipgloss.NewStyle()}
+		return Styles{p, p, p, p, p, p, p, nil}
 	}
+	reg := &rendered{set: map[string]struct{}{}}
+	st := func(l lipgloss.Style) Style { return Style{l: l, reg: reg} }
 	return Styles{
-		Bold:    lipgloss.NewStyle().Bold(true),
-		Muted:   lipgloss.NewStyle().Foreground(lipgloss.Color("245")),
-		Success: lipgloss.NewStyle().Foreground(lipgloss.Color("42")),
-		Warning: lipgloss.NewStyle().Foreground(lipgloss.Color("214")),
-		Error:   lipgloss.NewStyle().Foreground(lipgloss.Color("203")).Bold(true),
-		Header:  lipgloss.NewStyle().Foreground(lipgloss.Color("245")).Bold(true),
-		Code:    lipgloss.NewStyle().Foreground(lipgloss.Color("81")),
+		Bold:    st(lipgloss.NewStyle().Bold(true)),
+		Muted:   st(lipgloss.NewStyle().Foreground(lipgloss.Color("245"))),
+		Success: st(lipgloss.NewStyle().Foreground(lipgloss.Color("42"))),
+		Warning: st(lipgloss.NewStyle().Foreground(lipgloss.Color("214"))),
+		Error:   st(lipgloss.NewStyle().Foreground(lipgloss.Color("203")).Bold(true)),
+		Header:  st(lipgloss.NewStyle().Foreground(lipgloss.Color("245")).Bold(true)),
+		Code:    st(lipgloss.NewStyle().Foreground(lipgloss.Color("81"))),
+		reg:     reg,
 	}
 }
 
-// Notef writes a people-facing line to ErrOut.
+// Notef writes a people-facing line to ErrOut. Text among args is escaped
+// (see Escape) unless one of the Styles rendered it.
 func (s *IOStreams) Notef(format string, args ...any) {
-	fmt.Fprintf(s.ErrOut, format+"\n", args...)
+	fmt.Fprintf(s.ErrOut, format+"\n", s.safeArgs(args)...)
 }
 
-// Successf writes a ✓ line to ErrOut.
+// Successf writes a ✓ line to ErrOut; args as for Notef.
 func (s *IOStreams) Successf(format string, args ...any) {
 	mark := "✓"
-	fmt.Fprintf(s.ErrOut, "%s %s\n", s.styles.Success.Render(mark), fmt.Sprintf(format, args...))
+	fmt.Fprintf(s.ErrOut, "%s %s\n", s.styles.Success.Render(mark), fmt.Sprintf(format, s.safeArgs(args)...))
 }
 
-// Warnf writes a ! line to ErrOut.
+// Warnf writes a ! line to ErrOut; args as for Notef.
 func (s *IOStreams) Warnf(format string, args ...any) {
-	fmt.Fprintf(s.ErrOut, "%s %s\n", s.styles.Warning.Render("!"), fmt.Sprintf(format, args...))
+	fmt.Fprintf(s.ErrOut, "%s %s\n", s.styles.Warning.Render("!"), fmt.Sprintf(format, s.safeArgs(args)...))
 }
 
 // JSON writes v to Out as indented JSON: the one exporter behind -o json.
+// The JSON is exact; see jsonSafe for the characters it writes as \u escapes.
 func (s *IOStreams) JSON(v any) error {
-	enc := json.NewEncoder(s.Out)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := s.Out.Write(jsonSafe(buf.Bytes()))
+	return err
 }
 
 // JSONLine writes v to Out as one compact JSON line (JSON Lines streams).
 func (s *IOStreams) JSONLine(v any) error {
-	enc := json.NewEncoder(s.Out)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := s.Out.Write(jsonSafe(buf.Bytes()))
+	return err
+}
+
+// jsonSafe rewrites the characters encoding/json leaves raw but a terminal
+// would act on (DEL, C1 controls, bidi controls) as \uXXXX escapes. It
+// decodes to the same value: such characters only occur inside strings,
+// and encoding/json already escapes C0 controls, quotes and backslashes.
+func jsonSafe(b []byte) []byte {
+	unsafe := func(r rune) bool { return r != '\n' && safetext.Unsafe(r) } // the encoder's own newlines stay
+	if bytes.IndexFunc(b, unsafe) < 0 {
+		return b
+	}
+	var out bytes.Buffer
+	out.Grow(len(b) + 16)
+	for _, r := range string(b) {
+		if unsafe(r) {
+			fmt.Fprintf(&out, `\u%04x`, r)
+			continue
+		}
+		out.WriteRune(r)
+	}
+	return out.Bytes()
 }
 
 // Table prints rows under headers. On a terminal the header is styled and
@@ -129,8 +262,15 @@ func (s *IOStreams) NewTable(headers ...string) *Table {
 	return &Table{s: s, headers: headers, styles: map[int]func(string) string{}}
 }
 
-// Row adds one row.
-func (t *Table) Row(cells ...string) { t.rows = append(t.rows, cells) }
+// Row adds one row. Each cell is escaped (see Escape) unless one of the
+// Styles rendered it, so data can neither break the row nor the terminal.
+func (t *Table) Row(cells ...string) {
+	row := make([]string, len(cells))
+	for i, c := range cells {
+		row[i] = t.s.safe(c)
+	}
+	t.rows = append(t.rows, row)
+}
 
 // Style renders column col through fn on a terminal.
 func (t *Table) Style(col int, fn func(string) string) { t.styles[col] = fn }
@@ -185,4 +325,34 @@ func (t *Table) Render() error {
 		}
 	}
 	return nil
+}
+
+// Details prints one record as indented "key  value" lines, the detail
+// view behind `audit show`: values are escaped like table cells, empty
+// values skipped.
+type Details struct {
+	s      *IOStreams
+	indent string
+	width  int
+	b      strings.Builder
+}
+
+// NewDetails starts a detail view whose keys are padded to width.
+func (s *IOStreams) NewDetails(indent string, width int) *Details {
+	return &Details{s: s, indent: indent, width: width}
+}
+
+// Field adds key: value (skipped when value is empty).
+func (d *Details) Field(key, value string) {
+	if value == "" {
+		return
+	}
+	fmt.Fprintf(&d.b, "%s%-*s %s\n", d.indent, d.width, Escape(key), d.s.safe(value))
+}
+
+// Render writes the fields to Out.
+func (d *Details) Render() error {
+	_, err := io.WriteString(d.s.Out, d.b.String())
+	d.b.Reset()
+	return err
 }

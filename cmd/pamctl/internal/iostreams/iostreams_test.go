@@ -1,6 +1,10 @@
 package iostreams
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -39,5 +43,139 @@ func TestJSONExportersDoNotEscapeHTML(t *testing.T) {
 	ios.JSONLine(map[string]int{"n": 1})
 	if got := out.String(); got != "{\n  \"k\": \"<a&b>\"\n}\n{\"n\":1}\n" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// hostile is text a requester, a model or an upstream might send: colour
+// and cursor sequences, a carriage return that overwrites the line, a
+// newline that adds a row, backspaces, a C1 CSI, bidi overrides.
+var hostile = []string{
+	"\x1b[2J\x1b[Happroved",
+	"pending\rapproved",
+	"a reason\nr-999\tapproved\tmallory",
+	"deny\b\b\b\ballow",
+	"\u009b31mred",
+	"\u202eevil\u202c \u2066x\u2069",
+	"col\tumn",
+}
+
+func assertSafe(t *testing.T, what, out string) {
+	t.Helper()
+	for _, r := range out {
+		if r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)) {
+			t.Fatalf("%s printed %U raw:\n%q", what, r, out)
+		}
+	}
+}
+
+func TestTablesEscapeCells(t *testing.T) {
+	for _, tty := range []bool{false, true} {
+		ios, _, out, _ := Test()
+		if tty {
+			ios.SetTTY(false, true, true)
+		}
+		tb := ios.NewTable("ID", "REASON")
+		for i, h := range hostile {
+			tb.Row(fmt.Sprint(i), h)
+		}
+		tb.Style(1, func(s string) string { return s })
+		if err := tb.Render(); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+		want := len(hostile)
+		if tty {
+			want++ // header
+		}
+		if len(lines) != want {
+			t.Fatalf("tty=%v: %d lines for %d rows: data added rows:\n%s", tty, len(lines), len(hostile), out.String())
+		}
+		if !tty {
+			for _, l := range lines {
+				if n := strings.Count(l, "\t"); n != 1 {
+					t.Fatalf("piped row has %d tabs, data added columns: %q", n, l)
+				}
+			}
+			assertSafe(t, "piped table", strings.ReplaceAll(out.String(), "\t", " "))
+		} else {
+			assertSafe(t, "terminal table", out.String())
+		}
+		for _, want := range []string{`\x1b[2J`, `pending\rapproved`, `a reason\nr-999\tapproved`, `\b\b`, `\u009b31m`, `\u202eevil`} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("tty=%v: %q not shown escaped:\n%s", tty, want, out.String())
+			}
+		}
+	}
+}
+
+// Our own styles still colour a table cell and a message; the same bytes
+// coming from data are escaped.
+func TestStyledTextPassesDataDoesNot(t *testing.T) {
+	ios, _, out, errOut := Test()
+	ios.SetTTY(false, true, true)
+	st := ios.Styles()
+	styled := "\x1b[1mr-1\x1b[0m" // what a Style renders for "r-1"
+	st.reg.add(styled)
+	tb := ios.NewTable("ID")
+	tb.Row(styled)
+	tb.Row("\x1b[1mforged\x1b[0m")
+	tb.Render()
+	if !strings.Contains(out.String(), styled) || !strings.Contains(out.String(), `\x1b[1mforged`) {
+		t.Fatalf("table:\n%q", out.String())
+	}
+	ios.Notef("request %s by %s: %v", styled, "mallory\x1b[8m", errors.New("boom\r\x1b[2K"))
+	if got := errOut.String(); !strings.Contains(got, styled) || !strings.Contains(got, `mallory\x1b[8m`) || !strings.Contains(got, `boom\r\x1b[2K`) {
+		t.Fatalf("Notef: %q", got)
+	}
+	errOut.Reset()
+	ios.Successf("%s", hostile[1])
+	ios.Warnf("%s", hostile[0])
+	assertSafe(t, "Successf/Warnf", strings.NewReplacer("\x1b[", "").Replace(errOut.String()))
+	if strings.Contains(errOut.String(), "\r") || strings.Contains(errOut.String(), "\x1b[2J") {
+		t.Fatalf("messages: %q", errOut.String())
+	}
+
+	// A Style escapes what it is given before styling it.
+	r := ios.Styles().Bold.Render("x\ny\x1b[31m")
+	if strings.Contains(r, "\n") || strings.Contains(r, "\x1b[31m") || !strings.Contains(r, `x\ny\x1b[31m`) {
+		t.Fatalf("Render: %q", r)
+	}
+}
+
+func TestDetailsEscapeValues(t *testing.T) {
+	ios, _, out, _ := Test()
+	d := ios.NewDetails("  ", 8)
+	for i, h := range hostile {
+		d.Field(fmt.Sprint("k", i), h)
+	}
+	d.Field("empty", "")
+	d.Render()
+	if n := strings.Count(out.String(), "\n"); n != len(hostile) {
+		t.Fatalf("%d lines for %d fields:\n%s", n, len(hostile), out.String())
+	}
+	assertSafe(t, "details", strings.ReplaceAll(out.String(), "\t", " "))
+}
+
+// -o json stays exact JSON: every value decodes back to what it was, and
+// nothing a terminal acts on is written raw.
+func TestJSONIsExactAndInert(t *testing.T) {
+	ios, _, out, _ := Test()
+	in := map[string][]string{"v": append(hostile, "del\x7f", "plain <a&b>")}
+	if err := ios.JSON(in); err != nil {
+		t.Fatal(err)
+	}
+	if err := ios.JSONLine(in); err != nil {
+		t.Fatal(err)
+	}
+	assertSafe(t, "json", out.String())
+	dec := json.NewDecoder(out)
+	for i := 0; i < 2; i++ {
+		var got map[string][]string
+		if err := dec.Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, in) {
+			t.Fatalf("round trip %d: %q, want %q", i, got, in)
+		}
 	}
 }

@@ -1,0 +1,530 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pamctl/pamctl/broker/vault"
+	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/store"
+)
+
+// This file makes the configuration fail closed: every key of the file is
+// checked against the typed Config (at any depth, inside lists too) before
+// viper decodes it, so a typo is an error with its line instead of a
+// setting silently left at its zero value.
+
+var (
+	durationType   = reflect.TypeOf(time.Duration(0))
+	maskConfigType = reflect.TypeOf(mask.Config{})
+)
+
+// keyError is one problem found in the file, with its line.
+type keyError struct {
+	Line int
+	Path string // where the key sits, e.g. "policies[0]"; "" at the top
+	Msg  string
+}
+
+func (e *keyError) Error() string {
+	where := ""
+	if e.Path != "" {
+		where = e.Path + ": "
+	}
+	return fmt.Sprintf("line %d: %s%s", e.Line, where, e.Msg)
+}
+
+// checkFile parses raw as YAML and reports every key that Config does not
+// know, every duration written as a bare number and every value of the
+// wrong shape, each with its line. It returns the top-level keys that the
+// file sets to something other than null.
+func checkFile(raw []byte) (map[string]bool, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	present := map[string]bool{}
+	root := &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return present, nil
+		}
+		root = root.Content[0]
+	}
+	if isNull(root) {
+		return present, nil
+	}
+	var errs []error
+	if root.Kind == yaml.MappingNode {
+		for _, kv := range pairs(root) {
+			if !isNull(kv[1]) {
+				present[strings.ToLower(kv[0].Value)] = true
+			}
+		}
+	}
+	walkNode(root, reflect.TypeOf(Config{}), "", &errs)
+	return present, errors.Join(errs...)
+}
+
+func isNull(n *yaml.Node) bool {
+	n = deref(n)
+	return n == nil || n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+func deref(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// pairs lists a mapping's key/value nodes, with merge keys (<<) expanded.
+func pairs(n *yaml.Node) [][2]*yaml.Node {
+	var out [][2]*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], deref(n.Content[i+1])
+		if k.Value == "<<" && k.Tag == "!!merge" {
+			srcs := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				srcs = v.Content
+			}
+			for _, s := range srcs {
+				if s = deref(s); s.Kind == yaml.MappingNode {
+					out = append(out, pairs(s)...)
+				}
+			}
+			continue
+		}
+		out = append(out, [2]*yaml.Node{k, v})
+	}
+	return out
+}
+
+// field is one key a struct accepts.
+type field struct {
+	name string
+	typ  reflect.Type
+}
+
+// structKeys lists the keys t accepts (mapstructure tags; squashed
+// embedded structs inline) and the type of its ",remain" field, if any.
+func structKeys(t reflect.Type) (keys []field, remain reflect.Type) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("mapstructure")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		switch {
+		case strings.Contains(opts, "remain"):
+			remain = f.Type
+			continue
+		case strings.Contains(opts, "squash") || (f.Anonymous && name == ""):
+			sub, r := structKeys(indirect(f.Type))
+			keys = append(keys, sub...)
+			if r != nil {
+				remain = r
+			}
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		keys = append(keys, field{strings.ToLower(name), f.Type})
+	}
+	return keys, remain
+}
+
+func indirect(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// walkNode checks n against type t at path.
+func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
+	n = deref(n)
+	t = indirect(t)
+	if isNull(n) {
+		return
+	}
+	bad := func(format string, args ...any) {
+		*errs = append(*errs, &keyError{Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			bad("expected a duration such as 30m, 8h or 90d")
+		} else if n.Tag == "!!int" || n.Tag == "!!float" {
+			bad("%s has no unit; write e.g. %ss, %sm, %sh or %sd (a bare number is not a duration)", n.Value, n.Value, n.Value, n.Value, n.Value)
+		}
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			bad("expected a mapping of keys, got %s", kindName(n))
+			return
+		}
+		keys, remain := structKeys(t)
+		var extra []*yaml.Node // keys left to the remain field
+		for _, kv := range pairs(n) {
+			k, v := kv[0], kv[1]
+			name := strings.ToLower(k.Value)
+			i := slices.IndexFunc(keys, func(f field) bool { return f.name == name })
+			switch {
+			case i >= 0:
+				walkNode(v, keys[i].typ, join(path, k.Value), errs)
+			case remain != nil:
+				extra = append(extra, k)
+				if remain.Kind() == reflect.Map {
+					walkNode(v, remain.Elem(), join(path, k.Value), errs)
+				}
+			default:
+				msg := fmt.Sprintf("unknown key %q", k.Value)
+				if s := suggest(name, keys); s != "" {
+					msg += fmt.Sprintf(" (did you mean %q?)", s)
+				} else {
+					msg += " (known here: " + strings.Join(fieldNames(keys), ", ") + ")"
+				}
+				*errs = append(*errs, &keyError{Line: k.Line, Path: path, Msg: msg})
+			}
+		}
+		if t == maskConfigType {
+			checkDetectors(n, extra, path, errs)
+		}
+	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+		switch n.Kind {
+		case yaml.SequenceNode:
+			for i, item := range n.Content {
+				walkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+			}
+		case yaml.ScalarNode:
+			// "a,b" decodes into a list of strings; nothing else does.
+			if indirect(t.Elem()).Kind() != reflect.String {
+				bad("expected a list, got %s", kindName(n))
+			}
+		default:
+			bad("expected a list, got %s", kindName(n))
+		}
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			bad("expected a mapping, got %s", kindName(n))
+			return
+		}
+		for _, kv := range pairs(n) {
+			walkNode(kv[1], t.Elem(), join(path, kv[0].Value), errs)
+		}
+	case t.Kind() == reflect.Interface:
+		// anything goes
+	default: // a scalar
+		if n.Kind != yaml.ScalarNode {
+			bad("expected a single value, got %s", kindName(n))
+		}
+	}
+}
+
+// checkDetectors reports masking detector names that are neither built in
+// nor defined under custom: in the same direction.
+func checkDetectors(n *yaml.Node, names []*yaml.Node, path string, errs *[]error) {
+	known := map[string]bool{}
+	for _, t := range mask.Types() {
+		known[t] = true
+	}
+	for _, kv := range pairs(n) {
+		if strings.ToLower(kv[0].Value) != "custom" || kv[1].Kind != yaml.SequenceNode {
+			continue
+		}
+		for _, item := range kv[1].Content {
+			if item = deref(item); item.Kind == yaml.MappingNode {
+				for _, c := range pairs(item) {
+					if strings.ToLower(c[0].Value) == "name" {
+						known[strings.ToUpper(strings.TrimSpace(c[1].Value))] = true
+					}
+				}
+			}
+		}
+	}
+	for _, k := range names {
+		if !known[strings.ToUpper(strings.TrimSpace(k.Value))] {
+			*errs = append(*errs, &keyError{Line: k.Line, Path: path, Msg: fmt.Sprintf(
+				"unknown key %q: neither default, custom nor a detector (detectors: %s, or a name defined under custom:)",
+				k.Value, strings.Join(mask.Types(), ", "))})
+		}
+	}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+func fieldNames(keys []field) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.name
+	}
+	return out
+}
+
+// suggest names the known key closest to name: the same once underscores
+// and a plural s are ignored, or at most two edits away.
+func suggest(name string, keys []field) string {
+	norm := func(s string) string { return strings.TrimSuffix(strings.ReplaceAll(s, "_", ""), "s") }
+	best, bestD := "", 3
+	for _, k := range keys {
+		if norm(k.name) == norm(name) {
+			return k.name
+		}
+		if d := editDistance(name, k.name); d < bestD {
+			best, bestD = k.name, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// envKeys lists every key that can be set from the environment: each
+// single value of Config (PAMCTL_ + the key upper-cased, "." → "_").
+// Lists of entries (issuers, upstreams, policies, rules, masking custom
+// detectors) and maps (masking detector overrides) are file only.
+func envKeys() []string {
+	var out []string
+	var walk func(t reflect.Type, path string)
+	walk = func(t reflect.Type, path string) {
+		keys, _ := structKeys(t)
+		for _, k := range keys {
+			p := join(path, k.name)
+			ft := indirect(k.typ)
+			switch {
+			case ft == durationType:
+				out = append(out, p)
+			case ft.Kind() == reflect.Struct:
+				walk(ft, p)
+			case ft.Kind() == reflect.Map, ft.Kind() == reflect.Slice && indirect(ft.Elem()).Kind() == reflect.Struct:
+				// file only
+			default:
+				out = append(out, p)
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	sort.Strings(out)
+	return out
+}
+
+// EnvName is the environment variable that sets config key k.
+func EnvName(k string) string {
+	return "PAMCTL_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+}
+
+// durationBound is what a duration key accepts. Keys are config paths with
+// list indexes written as [].
+type durationBound struct {
+	Min, Max time.Duration // Max 0: no ceiling
+	Zero     string        // what 0 means, when 0 is allowed
+	Policy   bool          // checked by policy.Set.Validate (it knows the policy's rules)
+}
+
+// durationBounds holds every duration key of Config; a test keeps it
+// complete. The minimums catch a unit slip ("90s" for "90d", "1m" for "1h").
+var durationBounds = map[string]durationBound{
+	"session_ttl":            {Min: 5 * time.Minute, Max: 8 * time.Hour},
+	"proxy.timeout":          {Min: time.Second},
+	"proxy.hold_timeout":     {Min: time.Second, Max: time.Hour},
+	"upstreams[].timeout":    {Min: time.Second, Zero: "use proxy.timeout"},
+	"audit.retention":        {Min: time.Hour, Zero: "keep events forever"},
+	"policies[].max_ttl":     {Policy: true},
+	"policies[].default_ttl": {Policy: true},
+	"policies[].pending_ttl": {Min: time.Minute, Zero: "1h, the default"},
+}
+
+// durationKeys lists every duration key of Config (list entries as []).
+func durationKeys() []string {
+	var out []string
+	var walk func(t reflect.Type, path string)
+	walk = func(t reflect.Type, path string) {
+		t = indirect(t)
+		switch {
+		case t == durationType:
+			out = append(out, path)
+		case t.Kind() == reflect.Struct:
+			keys, _ := structKeys(t)
+			for _, k := range keys {
+				walk(k.typ, join(path, k.name))
+			}
+		case t.Kind() == reflect.Slice:
+			walk(t.Elem(), path+"[]")
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	sort.Strings(out)
+	return out
+}
+
+// durations lists every duration in v (a Config) with its path.
+func durations(v reflect.Value, path string, fn func(key, path string, d time.Duration)) {
+	var walk func(v reflect.Value, key, path string)
+	walk = func(v reflect.Value, key, path string) {
+		for v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				return
+			}
+			v = v.Elem()
+		}
+		switch {
+		case v.Type() == durationType:
+			fn(key, path, time.Duration(v.Int()))
+		case v.Kind() == reflect.Struct:
+			keys, _ := structKeys(v.Type())
+			for _, k := range keys {
+				f := fieldByKey(v, k.name)
+				if f.IsValid() {
+					walk(f, join(key, k.name), join(path, k.name))
+				}
+			}
+		case v.Kind() == reflect.Slice:
+			for i := 0; i < v.Len(); i++ {
+				walk(v.Index(i), key+"[]", fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+	walk(v, path, path)
+}
+
+// fieldByKey finds the field of struct v tagged key (through squashed structs).
+func fieldByKey(v reflect.Value, key string) reflect.Value {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if strings.Contains(opts, "squash") || (f.Anonymous && name == "") {
+			if r := fieldByKey(reflect.Indirect(v.Field(i)), key); r.IsValid() {
+				return r
+			}
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if strings.ToLower(name) == key {
+			return v.Field(i)
+		}
+	}
+	return reflect.Value{}
+}
+
+// validateDurations checks every duration against its bounds.
+func (c *Config) validateDurations() []error {
+	var errs []error
+	durations(reflect.ValueOf(c).Elem(), "", func(key, path string, d time.Duration) {
+		b, ok := durationBounds[key]
+		if !ok {
+			b = durationBound{Min: time.Second, Zero: "the default"}
+		}
+		switch {
+		case b.Policy:
+		case d < 0:
+			errs = append(errs, fmt.Errorf("%s: %s must not be negative", path, fmtDur(d)))
+		case d == 0 && b.Zero != "":
+		case d < b.Min:
+			hint := ""
+			if b.Zero != "" {
+				hint = fmt.Sprintf(" (or 0s: %s)", b.Zero)
+			}
+			errs = append(errs, fmt.Errorf("%s: %s is below the minimum %s%s", path, fmtDur(d), fmtDur(b.Min), hint))
+		case b.Max > 0 && d > b.Max:
+			errs = append(errs, fmt.Errorf("%s: %s is above the maximum %s", path, fmtDur(d), fmtDur(b.Max)))
+		}
+	})
+	return errs
+}
+
+// fmtDur prints a duration the way the config accepts it (whole days as d).
+func fmtDur(d time.Duration) string {
+	if d == 0 {
+		return "0s"
+	}
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	s := d.String()
+	// 1h0m0s → 1h, 30m0s → 30m
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// CheckPrivate refuses a data dir, database or master key file that group
+// or others may read or write, as ssh refuses such a private key. Paths that
+// do not exist yet are fine: pamctl creates them owner-only.
+func (c *Config) CheckPrivate() error {
+	var errs []error
+	check := func(what, path string, fix os.FileMode) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return
+		}
+		if m := fi.Mode().Perm(); m&0o077 != 0 {
+			errs = append(errs, fmt.Errorf("%s %s is accessible by group or others (mode %04o); pamctl keeps secrets there and refuses it: run `chmod %o %s`",
+				what, path, m, fix, path))
+		}
+	}
+	if c.DataDir != "" {
+		check("data dir", c.DataDir, 0o700)
+		check("database", filepath.Join(c.DataDir, store.FileName), 0o600)
+	}
+	if c.MasterKeyFile != "" && os.Getenv(vault.EnvMasterKey) == "" {
+		check("master key file", c.MasterKeyFile, 0o600)
+	}
+	return errors.Join(errs...)
+}

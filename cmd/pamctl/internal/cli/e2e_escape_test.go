@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
+)
+
+// asTTY is as with stdout and stderr on a (fake) terminal: the human views.
+func (s *testServer) asTTY(t *testing.T, user string, args ...string) result {
+	t.Helper()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(s.dir, "config-"+user))
+	ios, _, out, errOut := iostreams.Test()
+	ios.SetTTY(false, true, true)
+	root := NewCmdRoot(NewFactory(ios))
+	root.SetArgs(args)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	code := ExitOK
+	if err != nil {
+		code = exitCodeOf(err)
+		if !errors.Is(err, errSilent) {
+			printError(ios, err)
+		}
+	}
+	return result{out: out.String(), err: errOut.String(), code: code}
+}
+
+// inert fails when out holds anything a terminal would act on.
+func inert(t *testing.T, what, out string) {
+	t.Helper()
+	for _, r := range out {
+		if r != '\n' && r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)) {
+			t.Fatalf("%s printed %U raw:\n%q", what, r, out)
+		}
+	}
+}
+
+// A requester's reason (or a model's excerpt, an upstream's error) cannot
+// repaint an approver's terminal, add table rows or reverse text: every
+// human view escapes it; -o json keeps it exact.
+func TestEndToEndHumanOutputEscapesData(t *testing.T) {
+	s := startServer(t)
+	const reason = "ship it\r\x1b[2K\x1b[32mAPPROVED by security\x1b[0m\nr-fake\tapproved\u202e"
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+	r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--reason", reason, "--nowait", "-o", "json")
+	if r.code != ExitPending || !strings.Contains(r.out, `\u001b[2K`) {
+		t.Fatalf("request: %+v", r)
+	}
+	s.as(t, "bob", "", "login", "--user", "bob", "--groups", "security").must(t, "login bob")
+
+	for _, tty := range []bool{true, false} {
+		var r result
+		if tty {
+			r = s.asTTY(t, "bob", "requests")
+		} else {
+			r = s.as(t, "bob", "", "requests")
+		}
+		r.must(t, "requests")
+		inert(t, "requests", r.out+r.err)
+		if !strings.Contains(r.out, `ship it\r\x1b[2K\x1b[32mAPPROVED`) {
+			t.Fatalf("requests (tty=%v) does not show the reason escaped:\n%s", tty, r.out)
+		}
+		if want := 1 + map[bool]int{true: 1}[tty]; strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != want {
+			t.Fatalf("requests (tty=%v) printed extra lines:\n%s", tty, r.out)
+		}
+	}
+
+	// The admin (no session: the admin socket) reads the trail.
+	var seq uint64
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypeRequestCreated {
+			seq = e.Seq
+		}
+		return true
+	})
+	for _, args := range [][]string{{"audit", "tail"}, {"audit", "show", itoa(seq)}} {
+		r := s.asTTY(t, "admin", args...)
+		r.must(t, strings.Join(args, " "))
+		inert(t, strings.Join(args, " "), r.out+r.err)
+		if strings.Contains(r.out, "\u202e") {
+			t.Fatalf("%v: bidi override printed", args)
+		}
+	}
+	r = s.asTTY(t, "admin", "audit", "show", itoa(seq))
+	if !strings.Contains(r.out, `\x1b[32mAPPROVED`) {
+		t.Fatalf("audit show does not show the reason escaped:\n%s", r.out)
+	}
+
+	// Errors quoting data are escaped too, continuation lines indented.
+	ios, _, _, errOut := iostreams.Test()
+	printError(ios, errors.New("request r-1 was denied: "+reason))
+	inert(t, "printError", errOut.String())
+	for _, l := range strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n")[1:] {
+		if !strings.HasPrefix(l, "  ") {
+			t.Fatalf("a continuation line could pass for a line of its own: %q", errOut.String())
+		}
+	}
+	errOut.Reset()
+	printError(ios, errors.New("invalid configuration:\nline 1: x\nline 2: y"))
+	if got := errOut.String(); got != "error: invalid configuration:\n  line 1: x\n  line 2: y\n" {
+		t.Fatalf("multi-line error: %q", got)
+	}
+}
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }

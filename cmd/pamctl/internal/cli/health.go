@@ -1,0 +1,218 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/store"
+)
+
+// health is the registry of named checks behind /readyz. Background work
+// (the audit log, notifications, the config watcher, the expiry sweep,
+// retention) reports failures and recoveries here. Each failure is logged
+// once when it starts, with what to do, then at most every remindEvery
+// while it lasts, and once when it ends: a flood of failing events is one
+// log line, not one per event. A failing critical check makes /readyz
+// answer 503: the server cannot keep its promises (an audit trail that
+// cannot be written means calls are refused).
+type health struct {
+	log *slog.Logger
+	now func() time.Time
+
+	mu     sync.Mutex
+	checks map[string]*check
+	order  []string
+}
+
+type check struct {
+	name     string
+	critical bool
+	hint     string // what to do, logged with the failure
+	failing  atomic.Bool
+	err      error
+	since    time.Time
+	count    int
+	reminded time.Time
+}
+
+// remindEvery spaces the "still failing" log lines of one check.
+const remindEvery = 5 * time.Minute
+
+func newHealth(log *slog.Logger) *health {
+	return &health{log: log, now: time.Now, checks: map[string]*check{}}
+}
+
+// register declares a check. critical: its failure makes /readyz 503.
+// hint says what an operator should do when it fails.
+func (h *health) register(name string, critical bool, hint string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.checks[name]; !ok {
+		h.order = append(h.order, name)
+	}
+	h.checks[name] = &check{name: name, critical: critical, hint: hint}
+}
+
+func (h *health) get(name string) *check {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.checks[name]
+	if c == nil {
+		c = &check{name: name, hint: "see the error"}
+		h.checks[name] = c
+		h.order = append(h.order, name)
+	}
+	return c
+}
+
+// Fail records a failure of check name.
+func (h *health) Fail(name string, err error) {
+	c := h.get(name)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	c.err = err
+	c.count++
+	level := slog.LevelWarn
+	if c.critical {
+		level = slog.LevelError
+	}
+	switch {
+	case !c.failing.Load():
+		c.failing.Store(true)
+		c.since, c.reminded, c.count = now, now, 1
+		h.log.Log(context.Background(), level, name+" failing: "+c.hint, "check", name, "err", err.Error(), "critical", c.critical)
+	case now.Sub(c.reminded) >= remindEvery:
+		c.reminded = now
+		h.log.Log(context.Background(), level, name+" still failing: "+c.hint, "check", name, "err", err.Error(),
+			"failures", c.count, "since", c.since.UTC().Format(time.RFC3339))
+	}
+}
+
+// OK records a success of check name.
+func (h *health) OK(name string) { h.ok(h.get(name)) }
+
+// ok records a success of c: one atomic load while c is fine, so it can
+// sit on the proxy's data path.
+func (h *health) ok(c *check) {
+	if !c.failing.Load() {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.failing.Load() {
+		c.failing.Store(false)
+		h.log.Info(c.name+" recovered", "check", c.name, "failures", c.count, "after", h.now().Sub(c.since).Round(time.Second).String())
+		c.err = nil
+	}
+}
+
+// Report is the state of every check: ready is false when a critical
+// check fails; lines names each failing check (never its raw error, which
+// may hold paths or upstream text: that is in the server log).
+func (h *health) Report() (ready bool, lines []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ready = true
+	names := slices.Clone(h.order)
+	for _, n := range names {
+		c := h.checks[n]
+		if !c.failing.Load() {
+			continue
+		}
+		state := "degraded"
+		if c.critical {
+			state, ready = "failing", false
+		}
+		lines = append(lines, fmt.Sprintf("%s: %s since %s (%d errors): %s; details in the server log",
+			n, state, c.since.UTC().Format(time.RFC3339), c.count, c.hint))
+	}
+	return ready, lines
+}
+
+// readyz answers 200 "ok" when every critical check passes (listing
+// degraded ones), else 503 with the failing checks; 503 while stopping.
+func (h *health) readyz(stopping <-chan struct{}) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		select {
+		case <-stopping:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: shutting down")
+			return
+		default:
+		}
+		ready, lines := h.Report()
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready")
+		} else {
+			fmt.Fprintln(w, "ok")
+		}
+		if len(lines) > 0 {
+			fmt.Fprintln(w, strings.Join(lines, "\n"))
+		}
+	}
+}
+
+// Check names.
+const (
+	checkAudit       = "audit"
+	checkNotify      = "notify"
+	checkConfigWatch = "config_watch"
+	checkSweep       = "expiry_sweep"
+	checkRetention   = "audit_retention"
+)
+
+func (h *health) registerAll(dataDir string) {
+	h.register(checkAudit, true, "the audit trail cannot be written, so calls and changes are refused; check free space and permissions of "+dataDir+" and the server log")
+	h.register(checkNotify, false, "webhook notifications are not delivered (each is recorded as a notify.failed audit event); check notify.webhook and that the receiver answers 2xx")
+	h.register(checkConfigWatch, false, "changes to the config file are not picked up; reload with SIGHUP (kill -HUP <pid>) or restart")
+	h.register(checkSweep, false, "expired requests are not being closed; check the server log and the data dir")
+	h.register(checkRetention, false, "old audit events are not being pruned (audit.retention); check free space and the data dir")
+}
+
+// auditLog is what the app needs of the audit trail.
+type auditLog interface {
+	audit.Log
+	Close() error
+}
+
+var _ auditLog = (*store.AuditLog)(nil)
+
+// watchedAudit is the audit log with its failures reported to health.
+// Everything but Append is the log itself.
+type watchedAudit struct {
+	auditLog
+	h *health
+	c *check // the audit check, resolved once
+}
+
+func newWatchedAudit(l auditLog, h *health) *watchedAudit {
+	return &watchedAudit{auditLog: l, h: h, c: h.get(checkAudit)}
+}
+
+// Append appends e and tells health whether the trail is writable. A
+// caller's cancelled context or a closed log at shutdown is not a failure
+// of the trail.
+func (w *watchedAudit) Append(ctx context.Context, e *audit.Event) error {
+	err := w.auditLog.Append(ctx, e)
+	switch {
+	case err == nil:
+		w.h.ok(w.c)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, audit.ErrClosed):
+	default:
+		w.h.Fail(checkAudit, err)
+	}
+	return err
+}
