@@ -16,6 +16,7 @@ const (
 	CodeApprovalRequired    = "approval_required"
 	CodeRequestTooLarge     = "request_too_large"
 	CodeInvalidJSON         = "invalid_json"
+	CodeAmbiguousJSON       = "ambiguous_json"
 	CodeMissingModel        = "missing_model"
 	CodeRateLimitExceeded   = "rate_limit_exceeded"
 	CodeTokenBudgetExceeded = "token_budget_exceeded"

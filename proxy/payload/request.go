@@ -71,10 +71,16 @@ type Request struct {
 	keys    []string
 }
 
-// ParseRequest parses body, once, for endpoint.
+// ParseRequest parses body, once, for endpoint. A body that is not JSON
+// fails with ErrInvalidJSON, JSON that decoders may read differently with
+// an *AmbiguityError (see Validate): pamctl never forwards a body whose
+// meaning upstream could differ from what it checked.
 func ParseRequest(endpoint string, body []byte) (*Request, error) {
 	ep, err := normalize(endpoint)
 	if err != nil {
+		return nil, err
+	}
+	if err := Validate(body); err != nil {
 		return nil, err
 	}
 	if ep == EndpointChat && fastPaths {
