@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
 )
 
 // Endpoints understood by this package.

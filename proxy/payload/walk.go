@@ -27,10 +27,10 @@ type pathSeg struct {
 	index int // for array elements (key "")
 }
 
-func (w *walker) push(key string)   { w.path = append(w.path, pathSeg{key: key}) }
-func (w *walker) pushIndex(i int)   { w.path = append(w.path, pathSeg{index: i}) }
-func (w *walker) pop()              { w.path = w.path[:len(w.path)-1] }
-func (w *walker) next()             { w.group++ }
+func (w *walker) push(key string)      { w.path = append(w.path, pathSeg{key: key}) }
+func (w *walker) pushIndex(i int)      { w.path = append(w.path, pathSeg{index: i}) }
+func (w *walker) pop()                 { w.path = w.path[:len(w.path)-1] }
+func (w *walker) next()                { w.group++ }
 func (w *walker) text(s string) string { return w.visit(w.group, s) }
 
 // skip records the current path as content pamctl cannot read, with its kind.
