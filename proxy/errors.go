@@ -14,6 +14,7 @@ const (
 	CodeEndpointNotAllowed  = "endpoint_not_allowed"
 	CodePromptBlocked       = "prompt_blocked"
 	CodeApprovalRequired    = "approval_required"
+	CodeUnscannedContent    = "unscanned_content"
 	CodeRequestTooLarge     = "request_too_large"
 	CodeInvalidJSON         = "invalid_json"
 	CodeAmbiguousJSON       = "ambiguous_json"

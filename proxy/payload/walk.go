@@ -43,8 +43,12 @@ func (w *walker) skip(kind string) {
 		return
 	}
 	p := renderPath(w.path)
-	if kind != "" {
+	switch {
+	case kind == "":
+	case safeKey([]byte(kind)):
 		p += " (" + kind + ")"
+	default:
+		p += " (unknown kind)" // the client's own type name is not echoed
 	}
 	w.unscanned = append(w.unscanned, p)
 }

@@ -71,6 +71,13 @@ type Rule struct {
 	// Replace is the text put in place of a redacted match; the default is
 	// "[REDACTED:<name>]". It is inserted literally ($1 is not expanded).
 	Replace string `mapstructure:"replace" yaml:"replace"`
+	// Unscanned makes the rule match calls that carry content pamctl
+	// cannot read as text (images, audio, files, token ids, stored prompts
+	// and conversations, bodies of endpoints it does not inspect), instead
+	// of matching text: with action deny such calls are refused, with
+	// require_approval held. Without such a rule they pass and the audit
+	// event lists what was not read. It excludes pattern and literals.
+	Unscanned bool `mapstructure:"unscanned" yaml:"unscanned"`
 }
 
 // clone copies r's slices, so the engine never shares memory with its caller.
@@ -141,6 +148,9 @@ type Input struct {
 	Subject  string   // the caller's subject (token sub)
 	Endpoint string   // the request path, e.g. /v1/chat/completions
 	Groups   []string // the caller's groups
+	// Unscanned lists content of the call the rules cannot read as text
+	// (see Rule.Unscanned).
+	Unscanned []string
 }
 
 // Approval is one require_approval rule that matched, and who may release it.
@@ -157,42 +167,20 @@ type Result struct {
 	Rule string `json:"rule,omitempty"`
 	// Approvers may release the call when Action is RequireApproval: those
 	// of Rule. Approvals lists every matching require_approval rule; a
-	// release must satisfy all of them (see MayRelease).
+	// release must satisfy all of them.
 	Approvers Approvers  `json:"approvers"`
 	Approvals []Approval `json:"approvals,omitempty"`
 	// Matched names every rule that matched, in config order.
 	Matched []string `json:"matched,omitempty"`
+	// Unscanned reports that Rule is an unscanned rule: it matched content
+	// pamctl could not read, not text.
+	Unscanned bool `json:"unscanned,omitempty"`
 	// Text is the input text with the matches of every matching redact rule
 	// replaced, whatever the Action; it equals Input.Text when nothing was
 	// redacted. Send Text upstream, never Input.Text.
 	Text string `json:"-"`
 	// Redactions counts the spans replaced in Text.
 	Redactions int `json:"redactions,omitempty"`
-}
-
-// MayRelease reports whether reviewer may release a call that r holds for
-// approval, made by the caller with subject (or email) requester. Callers
-// never release their own calls, and the reviewer must be an approver of
-// every matching require_approval rule.
-func (r Result) MayRelease(requester string, reviewer Reviewer) (bool, string) {
-	switch {
-	case r.Action != RequireApproval:
-		return false, "this call is not held for approval"
-	case reviewer.ID == "":
-		return false, "your identity has no subject; sign in again"
-	case reviewer.ID == requester || (reviewer.Email != "" && strings.EqualFold(reviewer.Email, requester)):
-		return false, "you cannot release your own call"
-	}
-	for _, a := range r.Approvals {
-		if !a.Approvers.Allows(reviewer) {
-			return false, fmt.Sprintf("you are not an approver for rule %s (approvers: %s)", a.Rule, a.Approvers)
-		}
-	}
-	names := make([]string, len(r.Approvals))
-	for i, a := range r.Approvals {
-		names[i] = a.Rule
-	}
-	return true, "approver for rule " + strings.Join(names, ", ")
 }
 
 // Engine evaluates a compiled list of rules. The zero Engine and a nil
@@ -255,8 +243,13 @@ func Compile(rules []Rule) (*Engine, error) {
 		default:
 			bad("action", "%q is not one of deny, require_approval, redact", r.Action)
 		}
-		if r.Pattern == "" && len(r.Literals) == 0 {
-			bad("pattern", "a pattern or literals are required")
+		switch {
+		case r.Unscanned && (r.Pattern != "" || len(r.Literals) > 0):
+			bad("unscanned", "matches calls with content pamctl cannot read, not text: drop pattern and literals, or make it a rule of its own")
+		case r.Unscanned && r.Action == Redact:
+			bad("unscanned", "cannot redact what pamctl cannot read: use deny or require_approval")
+		case !r.Unscanned && r.Pattern == "" && len(r.Literals) == 0:
+			bad("pattern", "a pattern or literals are required (or unscanned: true)")
 		}
 		if r.Pattern != "" {
 			re, err := regexp.Compile(r.Pattern)
@@ -329,7 +322,7 @@ func (e *Engine) Len() int {
 // rule's redactions applied to Text.
 func (e *Engine) Evaluate(in Input) Result {
 	res := Result{Text: in.Text}
-	if e == nil || in.Text == "" {
+	if e == nil || (in.Text == "" && len(in.Unscanned) == 0) {
 		return res
 	}
 	t := text{s: in.Text}
@@ -339,7 +332,13 @@ func (e *Engine) Evaluate(in Input) Result {
 		if !c.appliesTo(in) {
 			continue
 		}
-		if c.Action == Redact {
+		if c.Unscanned {
+			if len(in.Unscanned) == 0 {
+				continue
+			}
+		} else if in.Text == "" {
+			continue
+		} else if c.Action == Redact {
 			found := c.findAll(&t, i)
 			if len(found) == 0 {
 				continue
@@ -350,7 +349,7 @@ func (e *Engine) Evaluate(in Input) Result {
 		}
 		res.Matched = append(res.Matched, c.Name)
 		if rank(c.Action) > rank(res.Action) {
-			res.Action, res.Rule = c.Action, c.Name
+			res.Action, res.Rule, res.Unscanned = c.Action, c.Name, c.Unscanned
 			if c.Action == RequireApproval {
 				res.Approvers = c.Approvers.clone()
 			}
@@ -366,6 +365,40 @@ func (e *Engine) Evaluate(in Input) Result {
 		res.Text, res.Redactions = e.redact(in.Text, spans)
 	}
 	return res
+}
+
+// Locate returns the byte span [start, end) of the earliest match in s of
+// the rule named name, so a person asked about a held call can be shown
+// the text around it. ok is false when the rule does not match s, is not
+// a text rule, or is unknown.
+func (e *Engine) Locate(name, s string) (start, end int, ok bool) {
+	if e == nil {
+		return 0, 0, false
+	}
+	for i := range e.rules {
+		c := &e.rules[i]
+		if c.Name != name || c.Unscanned {
+			continue
+		}
+		t := text{s: s}
+		start = -1
+		if c.mayMatch(&t) {
+			if loc := c.re.FindStringIndex(s); loc != nil {
+				start, end = loc[0], loc[1]
+			}
+		}
+		if c.litIndex(&t) >= 0 {
+			for _, lit := range c.lits {
+				if j := strings.Index(t.folded, lit); j >= 0 {
+					if a := t.original(j); start < 0 || a < start {
+						start, end = a, t.original(j+len(lit))
+					}
+				}
+			}
+		}
+		return start, end, start >= 0
+	}
+	return 0, 0, false
 }
 
 func (c *compiled) appliesTo(in Input) bool {
