@@ -43,12 +43,8 @@ func (w *walker) skip(kind string) {
 		return
 	}
 	p := renderPath(w.path)
-	switch {
-	case kind == "":
-	case safeKey([]byte(kind)):
+	if kind != "" {
 		p += " (" + kind + ")"
-	default:
-		p += " (unknown kind)" // the client's own type name is not echoed
 	}
 	w.unscanned = append(w.unscanned, p)
 }
@@ -271,6 +267,9 @@ func (w *walker) part(pm map[string]any) {
 	}
 	typ, _ := pm["type"].(string)
 	if typ != "" && !textParts[typ] && typ != "refusal" {
+		if !safeKey([]byte(typ)) {
+			typ = "unknown type" // the client's own type name is not echoed
+		}
 		w.skip(typ)
 		return
 	}
