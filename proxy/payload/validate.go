@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -53,7 +54,24 @@ func (e *AmbiguityError) Is(target error) bool { return target == ErrAmbiguousJS
 // that is ambiguous. It allocates only for escaped keys and for objects
 // with many keys.
 func Validate(b []byte) error {
-	v := validator{s: b}
+	v := validators.Get().(*validator)
+	defer v.release()
+	v.s = b
+	return v.run()
+}
+
+// validators keeps scratch space (keys and path stacks) between calls.
+var validators = sync.Pool{New: func() any { return new(validator) }}
+
+// release drops every reference into the body and returns v to the pool.
+func (v *validator) release() {
+	clear(v.keys[:cap(v.keys)])
+	clear(v.path[:cap(v.path)])
+	*v = validator{keys: v.keys[:0], path: v.path[:0]}
+	validators.Put(v)
+}
+
+func (v *validator) run() error {
 	v.ws()
 	if err := v.value(0); err != nil {
 		return err
