@@ -71,10 +71,9 @@ type Request struct {
 	Raw []byte
 
 	root map[string]any // the decoded body; nil when the fast path read it
-	// Every text field in walkRequest's order, "" included, and the group
-	// of each (texts of one group are read back to back).
-	texts  []string
-	groups []int
+	// Every text field in walkRequest's order, "" included, with its
+	// group (texts of one group are read back to back).
+	fields []field
 	// The fast path (chat requests) read the body; keys are its top-level
 	// keys.
 	scanned bool
@@ -98,8 +97,8 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 		// the body into maps. Anything unusual takes the path below.
 		var sc reqScan
 		if scanChatRequest(string(body), &sc) {
-			r := &Request{Endpoint: ep, Raw: body, Model: sc.model, Stream: sc.stream, scanned: true, texts: sc.texts, groups: sc.groups, keys: sc.keys}
-			r.Text = joinGroups(r.texts, r.groups)
+			r := &Request{Endpoint: ep, Raw: body, Model: sc.model, Stream: sc.stream, scanned: true, fields: sc.fields, keys: sc.keys}
+			r.Text = joinGroups(r.fields)
 			return r, nil
 		}
 	}
@@ -111,12 +110,11 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 	r.Model, _ = root["model"].(string)
 	r.Stream, _ = root["stream"].(bool)
 	w := &walker{visit: func(g int, s string) string {
-		r.texts = append(r.texts, s)
-		r.groups = append(r.groups, g)
+		r.fields = append(r.fields, field{s: s, g: g})
 		return s
 	}}
 	walkRequest(ep, root, w)
-	r.Text = joinGroups(r.texts, r.groups)
+	r.Text = joinGroups(r.fields)
 	r.Unscanned = w.unscanned
 	return r, nil
 }
@@ -127,7 +125,7 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 // parts again (see rewriteTexts). Other fields are kept; when f changes
 // nothing, Raw itself is returned.
 func (r *Request) Rewrite(f func(string) string) ([]byte, error) {
-	outs, changed := rewriteTexts(r.texts, r.groups, f)
+	outs, changed := rewriteTexts(r.fields, f)
 	if !changed {
 		return r.Raw, nil
 	}
@@ -143,7 +141,7 @@ func (r *Request) Rewrite(f func(string) string) ([]byte, error) {
 	}
 	k, diverged := 0, false
 	w := &walker{visit: func(_ int, s string) string {
-		if k >= len(outs) || s != r.texts[k] {
+		if k >= len(outs) || s != r.fields[k].s {
 			diverged = true
 			return s
 		}

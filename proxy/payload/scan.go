@@ -595,16 +595,8 @@ type replacement struct {
 type reqScan struct {
 	model  string
 	stream bool
-	texts  []string // every prompt text field, in walkRequest's order, "" included
-	groups []int    // the group of each text, as walkRequest numbers them
+	fields []field  // every prompt text field, in walkRequest's order, "" included
 	keys   []string // top-level keys
-}
-
-// gtext is a text the fast path found; join puts it in the group of the
-// text before it (the text parts of one content array).
-type gtext struct {
-	s    string
-	join bool
 }
 
 // scanChatRequest reads a chat completions request as ParseRequest and
@@ -617,7 +609,7 @@ func scanChatRequest(s string, r *reqScan) bool {
 	if p.peek() != '{' {
 		return false
 	}
-	var msgs, pred []gtext
+	var msgs, pred []field
 	ok := p.object(func(key string) bool {
 		r.keys = append(r.keys, key)
 		switch key {
@@ -660,15 +652,13 @@ func scanChatRequest(s string, r *reqScan) bool {
 	if !ok || !p.end() {
 		return false
 	}
-	all := append(msgs, pred...)
-	r.texts = make([]string, len(all))
-	r.groups = make([]int, len(all))
+	r.fields = append(msgs, pred...)
 	g := 0
-	for i, t := range all {
-		if !t.join || i == 0 {
+	for i := range r.fields {
+		if !r.fields[i].join || i == 0 {
 			g++
 		}
-		r.texts[i], r.groups[i] = t.s, g
+		r.fields[i].g = g
 	}
 	return true
 }
@@ -676,11 +666,11 @@ func scanChatRequest(s string, r *reqScan) bool {
 // requestMessage appends a message's prompt fields in walkRequest's order:
 // content, refusal, name, tool call names and arguments, function call
 // name and arguments.
-func (p *jscan) requestMessage(out *[]gtext) bool {
+func (p *jscan) requestMessage(out *[]field) bool {
 	if p.peek() != '{' {
 		return p.value()
 	}
-	var content, refusal, name, tools, fc []gtext
+	var content, refusal, name, tools, fc []field
 	ok := p.object(func(key string) bool {
 		switch key {
 		case "content":
@@ -714,7 +704,7 @@ func (p *jscan) requestMessage(out *[]gtext) bool {
 		}
 		return p.value()
 	})
-	for _, part := range [][]gtext{content, refusal, name, tools, fc} {
+	for _, part := range [][]field{content, refusal, name, tools, fc} {
 		*out = append(*out, part...)
 	}
 	return ok
@@ -722,11 +712,11 @@ func (p *jscan) requestMessage(out *[]gtext) bool {
 
 // nameArgs appends the name and arguments of a function call object;
 // other values are skipped.
-func (p *jscan) nameArgs(out *[]gtext) bool {
+func (p *jscan) nameArgs(out *[]field) bool {
 	if p.peek() != '{' {
 		return p.value()
 	}
-	var name, args []gtext
+	var name, args []field
 	ok := p.object(func(k string) bool {
 		switch k {
 		case "name":
@@ -742,10 +732,10 @@ func (p *jscan) nameArgs(out *[]gtext) bool {
 
 // appendStr appends a string value as a group of its own; other values
 // are skipped.
-func (p *jscan) appendStr(out *[]gtext) bool {
+func (p *jscan) appendStr(out *[]field) bool {
 	t, found, ok := p.strOrSkip()
 	if found {
-		*out = append(*out, gtext{s: t.val})
+		*out = append(*out, field{s: t.val})
 	}
 	return ok
 }
@@ -753,7 +743,7 @@ func (p *jscan) appendStr(out *[]gtext) bool {
 // contentValue appends a content field: a string, or the text and refusal
 // of each text part, as one group. A part of another type (an image, a
 // file, audio) fails the scan: the generic path records it as unscanned.
-func (p *jscan) contentValue(out *[]gtext) bool {
+func (p *jscan) contentValue(out *[]field) bool {
 	switch p.peek() {
 	case '"':
 		return p.appendStr(out)
@@ -763,7 +753,7 @@ func (p *jscan) contentValue(out *[]gtext) bool {
 			if p.peek() != '{' {
 				return p.value()
 			}
-			var txt, ref []gtext
+			var txt, ref []field
 			ok := p.object(func(k string) bool {
 				switch k {
 				case "type":

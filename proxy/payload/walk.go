@@ -500,25 +500,41 @@ func sortedKeys(m map[string]any) []string {
 	return keys
 }
 
+// field is one text field of a request and its group; join (the fast
+// path's mark, before groups are numbered) puts it in the group of the
+// field before it.
+type field struct {
+	s    string
+	g    int
+	join bool
+}
+
 // joinGroups joins texts as the model reads them: the texts of a group
 // back to back, groups on lines of their own; empty texts add nothing.
-func joinGroups(texts []string, groups []int) string {
-	var b strings.Builder
-	n := 0
-	for _, t := range texts {
-		n += len(t) + 1
+func joinGroups(fields []field) string {
+	n, nonEmpty, one := 0, 0, ""
+	for _, f := range fields {
+		if f.s != "" {
+			n += len(f.s) + 1
+			nonEmpty++
+			one = f.s
+		}
 	}
+	if nonEmpty <= 1 {
+		return one
+	}
+	var b strings.Builder
 	b.Grow(n)
 	last := -1
-	for i, t := range texts {
-		if t == "" {
+	for _, f := range fields {
+		if f.s == "" {
 			continue
 		}
-		if b.Len() > 0 && groups[i] != last {
+		if b.Len() > 0 && f.g != last {
 			b.WriteByte('\n')
 		}
-		b.WriteString(t)
-		last = groups[i]
+		b.WriteString(f.s)
+		last = f.g
 	}
 	return b.String()
 }
@@ -527,30 +543,42 @@ func joinGroups(texts []string, groups []int) string {
 // and splits the result over the group's texts again: the text before the
 // first change and after the last stays where it was, the changed middle
 // goes into the first text it touches, so the texts still join to f's
-// answer. It reports whether anything changed.
-func rewriteTexts(texts []string, groups []int, f func(string) string) ([]string, bool) {
-	outs := slices.Clone(texts)
-	changed := false
-	for i := 0; i < len(texts); {
+// answer. It returns the new texts and whether anything changed.
+func rewriteTexts(fields []field, f func(string) string) ([]string, bool) {
+	var outs []string // allocated at the first change
+	set := func(i int, s string) {
+		if outs == nil {
+			outs = make([]string, len(fields))
+			for k := range fields {
+				outs[k] = fields[k].s
+			}
+		}
+		outs[i] = s
+	}
+	for i := 0; i < len(fields); {
 		j := i + 1
-		for j < len(texts) && groups[j] == groups[i] {
+		for j < len(fields) && fields[j].g == fields[i].g {
 			j++
 		}
 		if j == i+1 {
-			outs[i] = f(texts[i])
-			changed = changed || outs[i] != texts[i]
+			if out := f(fields[i].s); out != fields[i].s {
+				set(i, out)
+			}
 			i = j
 			continue
 		}
-		in := strings.Join(texts[i:j], "")
-		out := f(in)
-		if out != in {
-			changed = true
-			spread(texts[i:j], outs[i:j], in, out)
+		pieces := make([]string, j-i)
+		for k := range pieces {
+			pieces[k] = fields[i+k].s
+		}
+		in := strings.Join(pieces, "")
+		if out := f(in); out != in {
+			set(i, fields[i].s) // allocate outs
+			spread(pieces, outs[i:j], in, out)
 		}
 		i = j
 	}
-	return outs, changed
+	return outs, outs != nil
 }
 
 // spread writes out over outs, texts being the pieces of in.
