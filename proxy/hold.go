@@ -26,8 +26,9 @@ type HoldRequest struct {
 	Endpoint string
 	// Excerpt is the prompt as it would go upstream (masked) around the
 	// rule's first match, at most about 1 KiB;
-	// PromptSHA256 is the digest of that whole prompt, so an approval can
-	// be matched to a retry of the same prompt.
+	// PromptSHA256 is the digest of that whole prompt (of the whole body
+	// as it would go upstream when the call carries content pamctl cannot
+	// read), so an approval can be matched to a retry of the same call.
 	Excerpt      string
 	PromptSHA256 string
 }

@@ -174,6 +174,13 @@ func TestUnscannedContent(t *testing.T) {
 	if hr := holds.got[0]; hr.Rule != "review-tokens" || !strings.Contains(hr.Excerpt, "input[0] (token ids)") {
 		t.Fatalf("hold request %+v", hr)
 	}
+	// An approval of these token ids must not cover other ones: the hold's
+	// digest covers the body, not only the (empty) text.
+	h.do("POST", "/v1/embeddings", tok, `{"model":"gpt-4o","input":[[7,8,9]]}`)
+	h.do("POST", "/v1/embeddings", tok, tokens)
+	if a, b, c := holds.got[0].PromptSHA256, holds.got[1].PromptSHA256, holds.got[2].PromptSHA256; a == b || a != c || len(a) != 64 {
+		t.Fatalf("hold digests %s %s %s", a, b, c)
+	}
 	if h.up.count() != 0 {
 		t.Fatal("a refused call reached the upstream")
 	}

@@ -208,9 +208,15 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
 	}
 	hctx, cancel := context.WithTimeout(ctx, p.holdTimeout)
 	defer cancel()
+	sha := c.promptSHA
+	if len(c.unscanned) > 0 {
+		// The text alone does not tell two such calls apart (an image, token
+		// ids, another endpoint's body): an approval covers this body only.
+		sha = audit.PromptDigest(string(c.body))
+	}
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
-		Model: c.model, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: c.promptSHA,
+		Model: c.model, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha,
 	})
 	if d.ID != "" {
 		c.reasons = append(c.reasons, "hold "+d.ID)
