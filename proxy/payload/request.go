@@ -1,7 +1,10 @@
 // Package payload owns the OpenAI request and response shapes the proxy reads
-// and rewrites: extracting the model, stream flag and prompt text of
-// /v1/chat/completions, /v1/responses and /v1/embeddings requests; rewriting
-// every prompt text field (redaction) while leaving other fields untouched;
+// and rewrites: refusing request bodies JSON decoders may read differently
+// (Validate); extracting the model, stream flag, every model-visible text
+// field and a list of what cannot be read as text (walk.go) of
+// /v1/chat/completions, /v1/responses and /v1/embeddings requests;
+// rewriting those text fields (redaction, masking) while leaving other
+// fields untouched;
 // masking every text field a client reads in plain and streamed (SSE)
 // responses; and reading token usage and a short masked summary for the
 // audit trail.

@@ -23,12 +23,13 @@ type walker struct {
 }
 
 type pathSeg struct {
-	key   string
-	index int // for array elements (key "")
+	key     string
+	index   int
+	isIndex bool // an array element
 }
 
 func (w *walker) push(key string)      { w.path = append(w.path, pathSeg{key: key}) }
-func (w *walker) pushIndex(i int)      { w.path = append(w.path, pathSeg{index: i}) }
+func (w *walker) pushIndex(i int)      { w.path = append(w.path, pathSeg{index: i, isIndex: true}) }
 func (w *walker) pop()                 { w.path = w.path[:len(w.path)-1] }
 func (w *walker) next()                { w.group++ }
 func (w *walker) text(s string) string { return w.visit(w.group, s) }
@@ -55,7 +56,7 @@ const maxUnscanned = 32
 func renderPath(path []pathSeg) string {
 	var b strings.Builder
 	for _, p := range path {
-		if p.key == "" {
+		if p.isIndex {
 			b.WriteByte('[')
 			b.WriteString(strconv.Itoa(p.index))
 			b.WriteByte(']')
