@@ -32,6 +32,10 @@ func TestAmbiguousBodyNeverForwarded(t *testing.T) {
 		{"embeddings duplicate input", "/v1/embeddings", `{"model":"gpt-4o-mini","input":"a","input":"b"}`},
 		{"endpoint scope JSON body", "/v1/audio/speech", `{"model":"tts-1","input":"a","Input":"b"}`},
 	}
+	// A JSON body sent as text/plain to another endpoint is checked too.
+	if res, b := h.do("POST", "/v1/audio/speech", tok, ` {"model":"tts-1","model":"x"}`, "Content-Type", "text/plain"); res.StatusCode != 400 || apiErr(t, b).Code != CodeAmbiguousJSON {
+		t.Fatalf("text/plain JSON: %d %s", res.StatusCode, b)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before, events := h.up.count(), len(h.sink.all())

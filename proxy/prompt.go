@@ -33,7 +33,7 @@ const DefaultHoldTimeout = 2 * time.Minute
 // which unscanned rules may refuse (403 unscanned_content) or hold.
 // Calls to other endpoints (an endpoint: scope) carry a body pamctl does
 // not inspect: it is recorded as unscanned, and refused when it is
-// ambiguous JSON.
+// ambiguous JSON (whatever its Content-Type says, when it looks like JSON).
 func (p *Proxy) applyRules(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := callFrom(r.Context())
@@ -42,7 +42,7 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 		case c.req != nil:
 			in.Text, in.Unscanned = c.req.Text, c.req.Unscanned
 		case c.kind == epOther && len(bytes.TrimSpace(c.body)) > 0:
-			if isJSON(r.Header.Get("Content-Type")) {
+			if trimmed := bytes.TrimSpace(c.body); isJSON(r.Header.Get("Content-Type")) || trimmed[0] == '{' || trimmed[0] == '[' {
 				var amb *payload.AmbiguityError
 				if errors.As(payload.Validate(c.body), &amb) {
 					p.fail(w, c, ambiguousBody(amb))
