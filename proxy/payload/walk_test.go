@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/proxy/mask"
 )
@@ -204,4 +205,32 @@ func TestSpreadKeepsJoin(t *testing.T) {
 			t.Errorf("spread(%q, %q) = %q, want %q", c.parts, c.out, outs, c.want)
 		}
 	}
+}
+
+// FuzzSpread: whatever the rewrite, the parts join to it, stay valid
+// UTF-8 when it is, and keep the text around the change in place.
+func FuzzSpread(f *testing.F) {
+	f.Add("ab", "cd", "ef", "abXXef")
+	f.Add("é", "", "ü", "éü!")
+	f.Add("sk-proj-", "abc", "", "[KEY]")
+	f.Fuzz(func(t *testing.T, a, b, c, out string) {
+		parts := []string{a, b, c}
+		in := a + b + c
+		outs := make([]string, 3)
+		spread(parts, outs, in, out)
+		if strings.Join(outs, "") != out {
+			t.Fatalf("spread(%q, %q) = %q", parts, out, outs)
+		}
+		if !utf8.ValidString(in) || !utf8.ValidString(out) {
+			return // request texts are valid UTF-8 (Validate)
+		}
+		for _, o := range outs {
+			if !utf8.ValidString(o) {
+				t.Fatalf("spread(%q, %q) = %q: invalid UTF-8", parts, out, outs)
+			}
+		}
+		if strings.HasPrefix(out, a) && strings.HasPrefix(in, a) && len(a) > 0 && !strings.HasPrefix(outs[0], a) {
+			t.Fatalf("spread(%q, %q) = %q: the first part lost its unchanged start", parts, out, outs)
+		}
+	})
 }
