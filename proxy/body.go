@@ -17,11 +17,11 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 		return errBadRequest(CodeInvalidJSON, "", "The request body is empty; send a JSON object with at least \"model\".", nil)
 	}
 	req, err := payload.ParseRequest(c.path, c.body)
-	var amb *payload.AmbiguityError
-	if errors.As(err, &amb) {
-		return ambiguousBody(amb)
-	}
 	if err != nil {
+		var amb *payload.AmbiguityError
+		if errors.As(err, &amb) {
+			return ambiguousBody(amb)
+		}
 		return errBadRequest(CodeInvalidJSON, "", "The request body is not a valid JSON object. Send the same JSON you would send to OpenAI.", err)
 	}
 	if req.Model == "" {

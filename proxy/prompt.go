@@ -43,10 +43,12 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 			in.Text, in.Unscanned = c.req.Text, c.req.Unscanned
 		case c.kind == epOther && len(bytes.TrimSpace(c.body)) > 0:
 			if trimmed := bytes.TrimSpace(c.body); isJSON(r.Header.Get("Content-Type")) || trimmed[0] == '{' || trimmed[0] == '[' {
-				var amb *payload.AmbiguityError
-				if errors.As(payload.Validate(c.body), &amb) {
-					p.fail(w, c, ambiguousBody(amb))
-					return
+				if err := payload.Validate(c.body); err != nil {
+					var amb *payload.AmbiguityError
+					if errors.As(err, &amb) {
+						p.fail(w, c, ambiguousBody(amb))
+						return
+					}
 				}
 			}
 			in.Unscanned = []string{"body (endpoint not inspected)"}
