@@ -38,6 +38,7 @@ func (p *Proxy) event(c *call) *audit.Event {
 		Endpoint:     c.method + " " + c.path,
 		Prompt:       c.prompt,
 		PromptSHA256: c.promptSHA,
+		Unscanned:    c.unscanned,
 		Response:     clip(c.summary, p.summaryBytes),
 		Status:       c.status,
 		LatencyMS:    time.Since(c.start).Milliseconds(),

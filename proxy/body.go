@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -17,6 +18,10 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 	}
 	req, err := payload.ParseRequest(c.path, c.body)
 	if err != nil {
+		var amb *payload.AmbiguityError
+		if errors.As(err, &amb) {
+			return ambiguousBody(amb)
+		}
 		return errBadRequest(CodeInvalidJSON, "", "The request body is not a valid JSON object. Send the same JSON you would send to OpenAI.", err)
 	}
 	if req.Model == "" {
@@ -29,6 +34,18 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 		c.stripUsage = !askedForUsage(c.body)
 	}
 	return nil
+}
+
+// ambiguousBody refuses a body that JSON decoders may read differently: the
+// upstream could act on a value (a model, a prompt) pamctl did not check.
+func ambiguousBody(amb *payload.AmbiguityError) *apiError {
+	where := "the body"
+	if amb.Path != "" {
+		where = amb.Path
+	}
+	return errBadRequest(CodeAmbiguousJSON, "", fmt.Sprintf(
+		"The request body is ambiguous JSON at %s: %s. pamctl refuses JSON that decoders may read differently, "+
+			"so the upstream acts only on what pamctl checked. Send plain JSON as an OpenAI SDK does.", where, amb.Problem), amb)
 }
 
 // askedForUsage reports whether a chat stream request sets

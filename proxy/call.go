@@ -60,11 +60,12 @@ type call struct {
 	clientModel string           // as the client named it, maybe upstream-qualified
 	model       string           // as sent upstream
 	stream      bool
-	stripUsage  bool   // we asked upstream for stream usage the client did not want
-	body        []byte // what goes upstream
-	prompt      string // the forwarded prompt text, masked again for the trail
-	promptSHA   string // SHA-256 of the forwarded prompt text
-	key         secret // vaulted provider key for this call
+	stripUsage  bool     // we asked upstream for stream usage the client did not want
+	body        []byte   // what goes upstream
+	prompt      string   // the forwarded prompt text, masked again for the trail
+	promptSHA   string   // SHA-256 of the forwarded prompt text
+	unscanned   []string // content pamctl could not read (payload.Request.Unscanned)
+	key         secret   // vaulted provider key for this call
 
 	decision string
 	reasons  []string

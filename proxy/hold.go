@@ -10,8 +10,6 @@ import (
 // HoldRequest describes a call a require_approval prompt rule holds. It
 // carries the masked prompt excerpt and the digest, never the raw prompt.
 type HoldRequest struct {
-	// CallID is the proxy's request id of the held call.
-	CallID string
 	// GrantID is the grant whose token made the call.
 	GrantID string
 	// Claims are the caller's token claims (subject, email, groups, jti).
@@ -26,9 +24,11 @@ type HoldRequest struct {
 	// Model and Endpoint describe the call.
 	Model    string
 	Endpoint string
-	// Excerpt is the start of the prompt as it would go upstream (masked);
-	// PromptSHA256 is the digest of that whole prompt, so an approval can
-	// be matched to a retry of the same prompt.
+	// Excerpt is the prompt as it would go upstream (masked) around the
+	// rule's first match, at most about 1 KiB;
+	// PromptSHA256 is the digest of that whole prompt (of the whole body
+	// as it would go upstream when the call carries content pamctl cannot
+	// read), so an approval can be matched to a retry of the same call.
 	Excerpt      string
 	PromptSHA256 string
 }

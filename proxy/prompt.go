@@ -1,15 +1,19 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/rules"
 )
 
@@ -24,16 +28,35 @@ const DefaultHoldTimeout = 2 * time.Minute
 // approver (403 approval_required unless released in time), and redact
 // rules and prompt masking rewrite the prompt fields before anything goes
 // upstream. The trail gets the forwarded prompt, masked again with the
-// response masker so no detector's finding is ever stored, and the SHA-256
-// of the forwarded prompt.
+// response masker so no detector's finding is ever stored, the SHA-256
+// of the forwarded prompt, and what pamctl could not read (unscanned),
+// which unscanned rules may refuse (403 unscanned_content) or hold.
+// Calls to other endpoints (an endpoint: scope) carry a body pamctl does
+// not inspect: it is recorded as unscanned, and refused when it is
+// ambiguous JSON (whatever its Content-Type says, when it looks like JSON).
 func (p *Proxy) applyRules(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := callFrom(r.Context())
-		if c.req == nil {
+		in := rules.Input{Model: c.model, Endpoint: c.path}
+		switch {
+		case c.req != nil:
+			in.Text, in.Unscanned = c.req.Text, c.req.Unscanned
+		case c.kind == epOther && len(bytes.TrimSpace(c.body)) > 0:
+			if trimmed := bytes.TrimSpace(c.body); isJSON(r.Header.Get("Content-Type")) || trimmed[0] == '{' || trimmed[0] == '[' {
+				if err := payload.Validate(c.body); err != nil {
+					var amb *payload.AmbiguityError
+					if errors.As(err, &amb) {
+						p.fail(w, c, ambiguousBody(amb))
+						return
+					}
+				}
+			}
+			in.Unscanned = []string{"body (endpoint not inspected)"}
+		default:
 			next.ServeHTTP(w, r)
 			return
 		}
-		in := rules.Input{Text: c.req.Text, Model: c.model, Endpoint: c.path}
+		c.unscanned = in.Unscanned
 		if c.claims != nil {
 			in.Subject, in.Groups = c.claims.Subject, c.claims.Groups
 		}
@@ -43,23 +66,30 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 		}
 		c.rule = res.Rule
 
-		forwarded := c.req.Text
-		if res.Redactions > 0 || c.PromptMask.Enabled() {
-			var ae *apiError
-			if forwarded, ae = p.rewritePrompt(c, in, res); ae != nil {
-				p.fail(w, c, ae)
-				return
+		if c.req != nil {
+			forwarded := c.req.Text
+			if res.Redactions > 0 || c.PromptMask.Enabled() {
+				var ae *apiError
+				if forwarded, ae = p.rewritePrompt(c, in, res); ae != nil {
+					p.fail(w, c, ae)
+					return
+				}
 			}
+			c.promptSHA = audit.PromptDigest(forwarded)
+			c.prompt, _ = c.ResponseMask.Mask(forwarded)
 		}
-		c.promptSHA = audit.PromptDigest(forwarded)
-		c.prompt, _ = c.ResponseMask.Mask(forwarded)
 
-		switch res.Action {
-		case rules.Deny:
+		switch {
+		case res.Action == rules.Deny && res.Unscanned:
+			p.fail(w, c, errForbidden(CodeUnscannedContent, fmt.Sprintf(
+				"Prompt rule %q refuses calls with content pamctl cannot read as text (%s). Send it as text, or ask a pamctl administrator about the rule.",
+				res.Rule, summarizeUnscanned(in.Unscanned))))
+			return
+		case res.Action == rules.Deny:
 			p.fail(w, c, errForbidden(CodePromptBlocked, fmt.Sprintf(
 				"Prompt rule %q blocks this prompt. Rephrase it, or ask a pamctl administrator about the rule.", res.Rule)))
 			return
-		case rules.RequireApproval:
+		case res.Action == rules.RequireApproval:
 			if e := p.hold(r.Context(), c, res); e != nil {
 				p.fail(w, c, e)
 				return
@@ -67,6 +97,21 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// isJSON reports whether a Content-Type names JSON.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+}
+
+// summarizeUnscanned names the first few unscanned items for a message.
+func summarizeUnscanned(items []string) string {
+	const show = 3
+	if len(items) <= show {
+		return strings.Join(items, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(items[:show], ", "), len(items)-show)
 }
 
 // rewritePrompt rewrites the prompt fields of the body: redact rules
@@ -77,7 +122,7 @@ func (p *Proxy) rewritePrompt(c *call, in rules.Input, res rules.Result) (string
 	body, err := c.req.Rewrite(func(s string) string {
 		if res.Redactions > 0 {
 			field := in
-			field.Text = s
+			field.Text, field.Unscanned = s, nil
 			s = c.Rules.Evaluate(field).Text
 		}
 		if c.PromptMask.Enabled() {
@@ -100,6 +145,52 @@ func (p *Proxy) rewritePrompt(c *call, in rules.Input, res rules.Result) (string
 	return strings.Join(parts, "\n"), nil
 }
 
+// holdExcerpt is what an approver sees of a held call: the masked prompt
+// around the first match of the rule that holds it (not only its start,
+// which may be far from the match), or, for an unscanned rule, what
+// pamctl could not read and the start of the prompt.
+func holdExcerpt(c *call, res rules.Result) string {
+	if res.Unscanned {
+		return clip("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)
+	}
+	start, end, ok := c.Rules.Locate(res.Rule, c.prompt)
+	if !ok {
+		return clip(c.prompt, excerptBytes)
+	}
+	return window(c.prompt, start, end, excerptBytes)
+}
+
+// window cuts s to about n bytes around [start, end): a quarter of the
+// room before the match, the rest after, "…" marking each cut, on rune
+// boundaries.
+func window(s string, start, end, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	from := max(0, start-n/4)
+	if end-from > n {
+		from = start // a long match: show its start
+	}
+	to := min(len(s), from+n)
+	if to == len(s) {
+		from = max(0, to-n)
+	}
+	for from > 0 && !utf8.RuneStart(s[from]) {
+		from++
+	}
+	for to < len(s) && !utf8.RuneStart(s[to]) {
+		to--
+	}
+	out := s[from:to]
+	if from > 0 {
+		out = "…" + out
+	}
+	if to < len(s) {
+		out += "…"
+	}
+	return out
+}
+
 // hold asks an approver to release the call and waits (at most the hold
 // timeout, less if the client gives up). It returns nil once released.
 func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
@@ -119,9 +210,15 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
 	}
 	hctx, cancel := context.WithTimeout(ctx, p.holdTimeout)
 	defer cancel()
+	sha := c.promptSHA
+	if len(c.unscanned) > 0 {
+		// The text alone does not tell two such calls apart (an image, token
+		// ids, another endpoint's body): an approval covers this body only.
+		sha = audit.PromptDigest(string(c.body))
+	}
 	d, err := p.holds.Hold(hctx, HoldRequest{
-		CallID: c.id, GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
-		Model: c.model, Endpoint: c.path, Excerpt: clip(c.prompt, excerptBytes), PromptSHA256: c.promptSHA,
+		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
+		Model: c.model, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha,
 	})
 	if d.ID != "" {
 		c.reasons = append(c.reasons, "hold "+d.ID)

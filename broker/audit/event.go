@@ -53,6 +53,10 @@ type Event struct {
 	Usage *Usage `json:"usage,omitempty"`
 	// Masked counts masked spans per detector, e.g. {"EMAIL": 2}.
 	Masked map[string]int `json:"masked,omitempty"`
+	// Unscanned lists content of a proxied call that pamctl could not read
+	// as text (rules and masking did not see it), by JSON path and kind,
+	// e.g. "messages[1].content[0] (image_url)".
+	Unscanned []string `json:"unscanned,omitempty"`
 	// Status is the HTTP status returned to the client.
 	Status int `json:"status,omitempty"`
 	// LatencyMS is the wall time of the operation in milliseconds.
@@ -261,6 +265,7 @@ func (e *Event) Clone() Event {
 		c.Client = &cl
 	}
 	c.Masked = maps.Clone(e.Masked)
+	c.Unscanned = slices.Clone(e.Unscanned)
 	c.Details = maps.Clone(e.Details)
 	return c
 }

@@ -1,7 +1,10 @@
 // Package payload owns the OpenAI request and response shapes the proxy reads
-// and rewrites: extracting the model, stream flag and prompt text of
-// /v1/chat/completions, /v1/responses and /v1/embeddings requests; rewriting
-// every prompt text field (redaction) while leaving other fields untouched;
+// and rewrites: refusing request bodies JSON decoders may read differently
+// (Validate); extracting the model, stream flag, every model-visible text
+// field and a list of what cannot be read as text (walk.go) of
+// /v1/chat/completions, /v1/responses and /v1/embeddings requests;
+// rewriting those text fields (redaction, masking) while leaving other
+// fields untouched;
 // masking every text field a client reads in plain and streamed (SSE)
 // responses; and reading token usage and a short masked summary for the
 // audit trail.
@@ -21,8 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 // Endpoints understood by this package.
@@ -57,24 +58,41 @@ type Request struct {
 	Endpoint string // one of the Endpoint constants
 	Model    string
 	Stream   bool
-	// Text is every prompt text field (messages, instructions, inputs, tool
-	// outputs and arguments), in order, joined by "\n".
+	// Text is every model-visible text field (messages of every role and
+	// their names, content parts, tool calls and outputs, instructions,
+	// inputs, tool and function definitions with their schemas, structured
+	// output schemas, prompt variables), in order, as the model reads it:
+	// the text parts of one content array back to back, other fields each
+	// on a line of their own.
 	Text string
+	// Unscanned lists content the model sees but pamctl cannot read as
+	// text, by JSON path and kind, e.g. "messages[1].content[0] (image_url)",
+	// "input (token ids)", "previous_response_id (stored conversation)".
+	// Empty when pamctl read everything.
+	Unscanned []string
 	// Raw is the body as received.
 	Raw []byte
 
 	root map[string]any // the decoded body; nil when the fast path read it
-	// The fast path (chat requests): every prompt text field in
-	// walkRequest's order, and the top-level keys.
+	// Every text field in walkRequest's order, "" included, with its
+	// group (texts of one group are read back to back).
+	fields []field
+	// The fast path (chat requests) read the body; keys are its top-level
+	// keys.
 	scanned bool
-	texts   []string
 	keys    []string
 }
 
-// ParseRequest parses body, once, for endpoint.
+// ParseRequest parses body, once, for endpoint. A body that is not JSON
+// fails with ErrInvalidJSON, JSON that decoders may read differently with
+// an *AmbiguityError (see Validate): pamctl never forwards a body whose
+// meaning upstream could differ from what it checked.
 func ParseRequest(endpoint string, body []byte) (*Request, error) {
 	ep, err := normalize(endpoint)
 	if err != nil {
+		return nil, err
+	}
+	if err := Validate(body); err != nil {
 		return nil, err
 	}
 	if ep == EndpointChat && fastPaths {
@@ -82,14 +100,8 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 		// the body into maps. Anything unusual takes the path below.
 		var sc reqScan
 		if scanChatRequest(string(body), &sc) {
-			r := &Request{Endpoint: ep, Raw: body, Model: sc.model, Stream: sc.stream, scanned: true, texts: sc.texts, keys: sc.keys}
-			var parts []string
-			for _, t := range sc.texts {
-				if t != "" {
-					parts = append(parts, t)
-				}
-			}
-			r.Text = strings.Join(parts, "\n")
+			r := &Request{Endpoint: ep, Raw: body, Model: sc.model, Stream: sc.stream, scanned: true, fields: sc.fields, keys: sc.keys}
+			r.Text = joinGroups(r.fields)
 			return r, nil
 		}
 	}
@@ -100,71 +112,61 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 	r := &Request{Endpoint: ep, Raw: body, root: root}
 	r.Model, _ = root["model"].(string)
 	r.Stream, _ = root["stream"].(bool)
-	var parts []string
-	walkRequest(ep, root, func(s string) string {
-		if s != "" {
-			parts = append(parts, s)
-		}
+	w := &walker{visit: func(g int, s string) string {
+		r.fields = append(r.fields, field{s: s, g: g})
 		return s
-	})
-	r.Text = strings.Join(parts, "\n")
+	}}
+	walkRequest(ep, root, w)
+	r.Text = joinGroups(r.fields)
+	r.Unscanned = w.unscanned
 	return r, nil
 }
 
-// Rewrite returns the body with f applied to every prompt text field. Other
-// fields are kept; when f changes nothing, Raw itself is returned.
+// Rewrite returns the body with f applied to the model-visible text: once
+// per field, or once per content array to its text parts back to back (a
+// secret split over two parts is one text to f), the answer split over the
+// parts again (see rewriteTexts). Other fields are kept; when f changes
+// nothing, Raw itself is returned.
 func (r *Request) Rewrite(f func(string) string) ([]byte, error) {
+	outs, changed := rewriteTexts(r.fields, f)
+	if !changed {
+		return r.Raw, nil
+	}
+	var root map[string]any
 	if r.scanned {
-		return r.rewriteScanned(f)
-	}
-	root := deepCopy(r.root).(map[string]any)
-	changed := false
-	walkRequest(r.Endpoint, root, func(s string) string {
-		t := f(s)
-		changed = changed || t != s
-		return t
-	})
-	if !changed {
-		return r.Raw, nil
-	}
-	return encode(root)
-}
-
-// rewriteScanned is Rewrite for a body the fast path read: f runs once per
-// field, in walkRequest's order; only when it changes something is the
-// body decoded (fresh, so Raw's meaning is untouched) and re-encoded.
-func (r *Request) rewriteScanned(f func(string) string) ([]byte, error) {
-	outs := make([]string, len(r.texts))
-	changed := false
-	for i, t := range r.texts {
-		outs[i] = f(t)
-		changed = changed || outs[i] != t
-	}
-	if !changed {
-		return r.Raw, nil
-	}
-	root, err := decodeObject(r.Raw)
-	if err != nil {
-		return nil, err
+		// Decode fresh, so Raw's meaning is untouched.
+		var err error
+		if root, err = decodeObject(r.Raw); err != nil {
+			return nil, err
+		}
+	} else {
+		root = deepCopy(r.root).(map[string]any)
 	}
 	k, diverged := 0, false
-	walkRequest(r.Endpoint, root, func(s string) string {
-		if k >= len(outs) || s != r.texts[k] {
+	w := &walker{visit: func(_ int, s string) string {
+		if k >= len(outs) || s != r.fields[k].s {
 			diverged = true
 			return s
 		}
 		k++
 		return outs[k-1]
-	})
+	}}
+	walkRequest(r.Endpoint, root, w)
 	if diverged || k != len(outs) {
 		// The scan and the decoder disagree about the prompt fields; refuse
 		// rather than forward a body whose rewrite is uncertain.
 		return nil, errScanMismatch
 	}
+	if w.keyErr {
+		return nil, errKeyClash
+	}
 	return encode(root)
 }
 
-var errScanMismatch = errors.New("payload: prompt fields could not be matched for rewriting")
+var (
+	errScanMismatch = errors.New("payload: prompt fields could not be matched for rewriting")
+	errKeyClash     = errors.New("payload: a rewritten schema property name clashes with another property")
+)
 
 // AddField returns Raw with a new top-level member key: value in front of
 // the others, when the fast path read the body and it has no member key;
@@ -192,105 +194,8 @@ func (r *Request) AddField(key string, value json.RawMessage) ([]byte, bool) {
 	return append(b, r.Raw[i+1:]...), true
 }
 
-// Mask rewrites the body with m and returns the findings.
-func (r *Request) Mask(m *mask.Masker) ([]byte, mask.Counts, error) {
-	counts := mask.Counts{}
-	if !m.Enabled() {
-		return r.Raw, counts, nil
-	}
-	b, err := r.Rewrite(func(s string) string {
-		out, c := m.Mask(s)
-		counts.Add(c)
-		return out
-	})
-	return b, counts, err
-}
-
-// walkRequest calls f on every prompt text field of a request and stores
-// what f returns.
-func walkRequest(ep string, root map[string]any, f func(string) string) {
-	switch ep {
-	case EndpointChat:
-		for _, v := range arr(root["messages"]) {
-			msg, ok := v.(map[string]any)
-			if !ok {
-				continue
-			}
-			content(msg, "content", f)
-			str(msg, "refusal", f)
-			for _, tc := range arr(msg["tool_calls"]) {
-				if tc, ok := tc.(map[string]any); ok {
-					str(obj(tc["function"]), "arguments", f)
-				}
-			}
-			str(obj(msg["function_call"]), "arguments", f)
-		}
-		content(obj(root["prediction"]), "content", f)
-	case EndpointResponses:
-		str(root, "instructions", f)
-		if _, ok := root["input"].(string); ok {
-			str(root, "input", f)
-			return
-		}
-		for _, v := range arr(root["input"]) {
-			item, ok := v.(map[string]any)
-			if !ok {
-				continue
-			}
-			typ, _ := item["type"].(string)
-			switch typ {
-			case "", "message":
-				content(item, "content", f)
-			case "function_call":
-				str(item, "arguments", f)
-			case "function_call_output", "custom_tool_call_output", "local_shell_call_output", "mcp_call":
-				content(item, "output", f)
-			case "custom_tool_call":
-				str(item, "input", f)
-			case "reasoning":
-				parts(arr(item["summary"]), f)
-				parts(arr(item["content"]), f)
-			}
-		}
-	case EndpointEmbeddings:
-		if _, ok := root["input"].(string); ok {
-			str(root, "input", f)
-			return
-		}
-		in := arr(root["input"])
-		for i, v := range in {
-			if s, ok := v.(string); ok {
-				in[i] = f(s)
-			}
-		}
-	}
-}
-
-// content handles a field that is a string or an array of content parts.
-func content(m map[string]any, key string, f func(string) string) {
-	if m == nil {
-		return
-	}
-	switch v := m[key].(type) {
-	case string:
-		m[key] = f(v)
-	case []any:
-		parts(v, f)
-	}
-}
-
-// parts handles content parts: {"type":"text"|"input_text"|"output_text"|
-// "summary_text"|"reasoning_text", "text":...} and {"type":"refusal",
-// "refusal":...}. Images, audio and files are left alone.
-func parts(ps []any, f func(string) string) {
-	for _, p := range ps {
-		if pm, ok := p.(map[string]any); ok {
-			str(pm, "text", f)
-			str(pm, "refusal", f)
-		}
-	}
-}
-
+// str replaces m[key] by f of it when it is a string (the response path's
+// helper).
 func str(m map[string]any, key string, f func(string) string) {
 	if m == nil {
 		return

@@ -21,7 +21,7 @@ func TestParseRequest(t *testing.T) {
 			{"role":"user","content":[{"type":"text","text":"hello"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]},
 			{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"q\":1}"}}]},
 			{"role":"tool","tool_call_id":"c1","content":"result text"}]}`,
-			"gpt-4o", true, "be brief\nhello\n{\"q\":1}\nresult text"},
+			"gpt-4o", true, "be brief\nhello\nf\n{\"q\":1}\nresult text"},
 		{"chat without v1 prefix", "/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, "m", false, "hi"},
 		{"responses string", "/v1/responses", `{"model":"gpt-4.1","input":"what is 2+2","instructions":"answer"}`, "gpt-4.1", false, "answer\nwhat is 2+2"},
 		{"responses items", "/v1/responses", `{"model":"o3","stream":true,"input":[
@@ -31,7 +31,7 @@ func TestParseRequest(t *testing.T) {
 			{"type":"function_call_output","call_id":"c","output":"tool says hi"},
 			{"type":"function_call_output","call_id":"d","output":[{"type":"input_text","text":"tool part"}]},
 			{"type":"item_reference","id":"x"}]}`,
-			"o3", true, "plain\npart\n{\"a\":2}\ntool says hi\ntool part"},
+			"o3", true, "plain\npart\n{\"a\":2}\nf\ntool says hi\ntool part"},
 		{"embeddings string", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"embed me"}`, "text-embedding-3-small", false, "embed me"},
 		{"embeddings array", "/v1/embeddings", `{"model":"e","input":["a","b"]}`, "e", false, "a\nb"},
 		{"embeddings tokens", "/v1/embeddings", `{"model":"e","input":[[1,2,3]]}`, "e", false, ""},
@@ -70,7 +70,12 @@ func TestRequestRewrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, counts, err := r.Mask(m)
+	counts := mask.Counts{}
+	out, err := r.Rewrite(func(s string) string {
+		out, c := m.Mask(s)
+		counts.Add(c)
+		return out
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

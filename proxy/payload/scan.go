@@ -595,22 +595,21 @@ type replacement struct {
 type reqScan struct {
 	model  string
 	stream bool
-	texts  []string // every prompt text field, in walkRequest's order, "" included
+	fields []field  // every prompt text field, in walkRequest's order, "" included
 	keys   []string // top-level keys
 }
 
 // scanChatRequest reads a chat completions request as ParseRequest and
-// walkRequest do.
+// walkRequest do, for bodies without tools, functions, structured output
+// schemas, assistant audio or content parts other than text: those take
+// the generic path. The body must have passed Validate.
 func scanChatRequest(s string, r *reqScan) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
 	p := &jscan{s: s}
 	p.ws()
 	if p.peek() != '{' {
 		return false
 	}
-	var msgs, pred []string
+	var msgs, pred []field
 	ok := p.object(func(key string) bool {
 		r.keys = append(r.keys, key)
 		switch key {
@@ -645,82 +644,124 @@ func scanChatRequest(s string, r *reqScan) bool {
 				}
 				return p.value()
 			})
+		case "tools", "functions", "response_format":
+			return p.null() // the generic path reads definitions and schemas
 		}
 		return p.value()
 	})
 	if !ok || !p.end() {
 		return false
 	}
-	r.texts = append(msgs, pred...)
+	r.fields = append(msgs, pred...)
+	g := 0
+	for i := range r.fields {
+		if !r.fields[i].join || i == 0 {
+			g++
+		}
+		r.fields[i].g = g
+	}
 	return true
 }
 
 // requestMessage appends a message's prompt fields in walkRequest's order:
-// content, refusal, tool call arguments, function call arguments.
-func (p *jscan) requestMessage(out *[]string) bool {
+// content, refusal, name, tool call names and arguments, function call
+// name and arguments.
+func (p *jscan) requestMessage(out *[]field) bool {
 	if p.peek() != '{' {
 		return p.value()
 	}
-	var content, refusal, tools, fc []string
+	var content, refusal, name, tools, fc []field
 	ok := p.object(func(key string) bool {
 		switch key {
 		case "content":
 			return p.contentValue(&content)
 		case "refusal":
 			return p.appendStr(&refusal)
+		case "name":
+			return p.appendStr(&name)
 		case "tool_calls":
 			if p.peek() != '[' {
 				return p.value()
 			}
 			return p.array(func() bool {
-				return p.objectField("function", func() bool { return p.objectField("arguments", func() bool { return p.appendStr(&tools) }) })
+				if p.peek() != '{' {
+					return p.value()
+				}
+				return p.object(func(k string) bool {
+					switch k {
+					case "function":
+						return p.nameArgs(&tools)
+					case "custom":
+						return false // the generic path reads custom tool calls
+					}
+					return p.value()
+				})
 			})
 		case "function_call":
-			return p.objectField("arguments", func() bool { return p.appendStr(&fc) })
+			return p.nameArgs(&fc)
+		case "audio":
+			return p.null() // recorded as unscanned by the generic path
 		}
 		return p.value()
 	})
-	*out = append(append(append(append(*out, content...), refusal...), tools...), fc...)
+	for _, part := range [][]field{content, refusal, name, tools, fc} {
+		*out = append(*out, part...)
+	}
 	return ok
 }
 
-// objectField scans a value; when it is an object, field scans the value
-// of its member key (if any). Other values are skipped.
-func (p *jscan) objectField(key string, field func() bool) bool {
+// nameArgs appends the name and arguments of a function call object;
+// other values are skipped.
+func (p *jscan) nameArgs(out *[]field) bool {
 	if p.peek() != '{' {
 		return p.value()
 	}
-	return p.object(func(k string) bool {
-		if k == key {
-			return field()
+	var name, args []field
+	ok := p.object(func(k string) bool {
+		switch k {
+		case "name":
+			return p.appendStr(&name)
+		case "arguments":
+			return p.appendStr(&args)
 		}
 		return p.value()
 	})
+	*out = append(append(*out, name...), args...)
+	return ok
 }
 
-// appendStr appends a string value; other values are skipped.
-func (p *jscan) appendStr(out *[]string) bool {
+// appendStr appends a string value as a group of its own; other values
+// are skipped.
+func (p *jscan) appendStr(out *[]field) bool {
 	t, found, ok := p.strOrSkip()
 	if found {
-		*out = append(*out, t.val)
+		*out = append(*out, field{s: t.val})
 	}
 	return ok
 }
 
 // contentValue appends a content field: a string, or the text and refusal
-// of each content part.
-func (p *jscan) contentValue(out *[]string) bool {
+// of each text part, as one group. A part of another type (an image, a
+// file, audio) fails the scan: the generic path records it as unscanned.
+func (p *jscan) contentValue(out *[]field) bool {
 	switch p.peek() {
 	case '"':
 		return p.appendStr(out)
 	case '[':
+		first := true
 		return p.array(func() bool {
 			if p.peek() != '{' {
 				return p.value()
 			}
-			var txt, ref []string
+			var txt, ref []field
 			ok := p.object(func(k string) bool {
 				switch k {
+				case "type":
+					if p.peek() != '"' {
+						return p.value()
+					}
+					t, ok := p.strValue()
+					return ok && (t.val == "" || textParts[t.val] || t.val == "refusal")
 				case "text":
 					return p.appendStr(&txt)
 				case "refusal":
@@ -728,7 +769,11 @@ func (p *jscan) contentValue(out *[]string) bool {
 				}
 				return p.value()
 			})
-			*out = append(append(*out, txt...), ref...)
+			for _, t := range append(txt, ref...) {
+				t.join = !first
+				first = false
+				*out = append(*out, t)
+			}
 			return ok
 		})
 	}

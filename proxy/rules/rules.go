@@ -71,6 +71,13 @@ type Rule struct {
 	// Replace is the text put in place of a redacted match; the default is
 	// "[REDACTED:<name>]". It is inserted literally ($1 is not expanded).
 	Replace string `mapstructure:"replace" yaml:"replace"`
+	// Unscanned makes the rule match calls that carry content pamctl
+	// cannot read as text (images, audio, files, token ids, stored prompts
+	// and conversations, bodies of endpoints it does not inspect), instead
+	// of matching text: with action deny such calls are refused, with
+	// require_approval held. Without such a rule they pass and the audit
+	// event lists what was not read. It excludes pattern and literals.
+	Unscanned bool `mapstructure:"unscanned" yaml:"unscanned"`
 }
 
 // clone copies r's slices, so the engine never shares memory with its caller.
@@ -120,6 +127,9 @@ type Input struct {
 	Subject  string   // the caller's subject (token sub)
 	Endpoint string   // the request path, e.g. /v1/chat/completions
 	Groups   []string // the caller's groups
+	// Unscanned lists content of the call the rules cannot read as text
+	// (see Rule.Unscanned).
+	Unscanned []string
 }
 
 // Approval is one require_approval rule that matched, and who may release it.
@@ -142,6 +152,9 @@ type Result struct {
 	Approvals []Approval `json:"approvals,omitempty"`
 	// Matched names every rule that matched, in config order.
 	Matched []string `json:"matched,omitempty"`
+	// Unscanned reports that Rule is an unscanned rule: it matched content
+	// pamctl could not read, not text.
+	Unscanned bool `json:"unscanned,omitempty"`
 	// Text is the input text with the matches of every matching redact rule
 	// replaced, whatever the Action; it equals Input.Text when nothing was
 	// redacted. Send Text upstream, never Input.Text.
@@ -210,8 +223,13 @@ func Compile(rules []Rule) (*Engine, error) {
 		default:
 			bad("action", "%q is not one of deny, require_approval, redact", r.Action)
 		}
-		if r.Pattern == "" && len(r.Literals) == 0 {
-			bad("pattern", "a pattern or literals are required")
+		switch {
+		case r.Unscanned && (r.Pattern != "" || len(r.Literals) > 0):
+			bad("unscanned", "matches calls with content pamctl cannot read, not text: drop pattern and literals, or make it a rule of its own")
+		case r.Unscanned && r.Action == Redact:
+			bad("unscanned", "cannot redact what pamctl cannot read: use deny or require_approval")
+		case !r.Unscanned && r.Pattern == "" && len(r.Literals) == 0:
+			bad("pattern", "a pattern or literals are required (or unscanned: true)")
 		}
 		if r.Pattern != "" {
 			re, err := regexp.Compile(r.Pattern)
@@ -284,7 +302,7 @@ func (e *Engine) Len() int {
 // rule's redactions applied to Text.
 func (e *Engine) Evaluate(in Input) Result {
 	res := Result{Text: in.Text}
-	if e == nil || in.Text == "" {
+	if e == nil || (in.Text == "" && len(in.Unscanned) == 0) {
 		return res
 	}
 	t := text{s: in.Text}
@@ -294,7 +312,13 @@ func (e *Engine) Evaluate(in Input) Result {
 		if !c.appliesTo(in) {
 			continue
 		}
-		if c.Action == Redact {
+		if c.Unscanned {
+			if len(in.Unscanned) == 0 {
+				continue
+			}
+		} else if in.Text == "" {
+			continue
+		} else if c.Action == Redact {
 			found := c.findAll(&t, i)
 			if len(found) == 0 {
 				continue
@@ -305,7 +329,7 @@ func (e *Engine) Evaluate(in Input) Result {
 		}
 		res.Matched = append(res.Matched, c.Name)
 		if rank(c.Action) > rank(res.Action) {
-			res.Action, res.Rule = c.Action, c.Name
+			res.Action, res.Rule, res.Unscanned = c.Action, c.Name, c.Unscanned
 			if c.Action == RequireApproval {
 				res.Approvers = c.Approvers.clone()
 			}
@@ -321,6 +345,40 @@ func (e *Engine) Evaluate(in Input) Result {
 		res.Text, res.Redactions = e.redact(in.Text, spans)
 	}
 	return res
+}
+
+// Locate returns the byte span [start, end) of the earliest match in s of
+// the rule named name, so a person asked about a held call can be shown
+// the text around it. ok is false when the rule does not match s, is not
+// a text rule, or is unknown.
+func (e *Engine) Locate(name, s string) (start, end int, ok bool) {
+	if e == nil {
+		return 0, 0, false
+	}
+	for i := range e.rules {
+		c := &e.rules[i]
+		if c.Name != name || c.Unscanned {
+			continue
+		}
+		t := text{s: s}
+		start = -1
+		if c.mayMatch(&t) {
+			if loc := c.re.FindStringIndex(s); loc != nil {
+				start, end = loc[0], loc[1]
+			}
+		}
+		if c.litIndex(&t) >= 0 {
+			for _, lit := range c.lits {
+				if j := strings.Index(t.folded, lit); j >= 0 {
+					if a := t.original(j); start < 0 || a < start {
+						start, end = a, t.original(j+len(lit))
+					}
+				}
+			}
+		}
+		return start, end, start >= 0
+	}
+	return 0, 0, false
 }
 
 func (c *compiled) appliesTo(in Input) bool {

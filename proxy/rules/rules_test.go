@@ -214,6 +214,70 @@ func TestConditions(t *testing.T) {
 	}
 }
 
+// An unscanned rule matches calls with content the rules cannot read,
+// whatever their text, and outranks text rules by action as usual.
+func TestUnscannedRule(t *testing.T) {
+	e := mustCompile(t, []Rule{
+		{Name: "codename", Literals: []string{"nightjar"}, Action: Redact},
+		{Name: "opaque", Unscanned: true, Action: Deny, Endpoints: []string{"/v1/chat/completions"}},
+		{Name: "opaque-embed", Unscanned: true, Action: RequireApproval, Approvers: Approvers{Groups: []string{"sec"}}, Endpoints: []string{"/v1/embeddings"}},
+	})
+	for _, c := range []struct {
+		name string
+		in   Input
+		want string
+		rule string
+	}{
+		{"image in chat", Input{Text: "look at Nightjar", Endpoint: "/v1/chat/completions", Unscanned: []string{"messages[0].content[1] (image_url)"}}, Deny, "opaque"},
+		{"no text at all", Input{Endpoint: "/v1/chat/completions", Unscanned: []string{"previous_response_id (stored conversation)"}}, Deny, "opaque"},
+		{"token ids held", Input{Endpoint: "/v1/embeddings", Unscanned: []string{"input[0] (token ids)"}}, RequireApproval, "opaque-embed"},
+		{"all text", Input{Text: "look at Nightjar", Endpoint: "/v1/chat/completions"}, Redact, "codename"},
+		{"other endpoint", Input{Text: "x", Endpoint: "/v1/responses", Unscanned: []string{"input[0] (input_image)"}}, Allow, ""},
+	} {
+		res := e.Evaluate(c.in)
+		if res.Action != c.want || res.Rule != c.rule || res.Unscanned != (c.rule == "opaque" || c.rule == "opaque-embed") {
+			t.Errorf("%s: %+v", c.name, res)
+		}
+		if c.in.Text != "" && c.want != Allow && strings.Contains(res.Text, "Nightjar") {
+			t.Errorf("%s: redaction skipped: %q", c.name, res.Text)
+		}
+	}
+	_, err := Compile([]Rule{
+		{Name: "a", Unscanned: true, Pattern: "x", Action: Deny},
+		{Name: "b", Unscanned: true, Action: Redact},
+	})
+	if err == nil || !strings.Contains(err.Error(), `rules[0] "a": unscanned`) || !strings.Contains(err.Error(), `rules[1] "b": unscanned`) {
+		t.Errorf("Compile: %v", err)
+	}
+}
+
+// Locate finds the earliest match of a rule, by pattern or literal, in
+// original byte offsets (also after case folding changes lengths).
+func TestLocate(t *testing.T) {
+	e := mustCompile(t, []Rule{
+		{Name: "sql", Pattern: `(?i)drop\s+table`, Literals: []string{"truncate"}, Action: RequireApproval, Approvers: Approvers{Groups: []string{"dba"}}},
+		{Name: "k", Literals: []string{"kelvin"}, Action: Deny},
+	})
+	for _, c := range []struct {
+		rule, s, want string
+	}{
+		{"sql", "x TRUNCATE y then drop  table z", "TRUNCATE"},
+		{"sql", "first DROP TABLE then truncate", "DROP TABLE"},
+		{"k", "ééé \u212aELVIN", "\u212aELVIN"},
+		{"sql", "nothing here", ""},
+		{"nope", "drop table", ""},
+	} {
+		a, b, ok := e.Locate(c.rule, c.s)
+		got := ""
+		if ok {
+			got = c.s[a:b]
+		}
+		if got != c.want {
+			t.Errorf("Locate(%s, %q) = %q, want %q", c.rule, c.s, got, c.want)
+		}
+	}
+}
+
 func TestNilAndEmptyEngine(t *testing.T) {
 	var nilEngine *Engine
 	if res := nilEngine.Evaluate(Input{Text: "x"}); res.Action != Allow || res.Text != "x" {
