@@ -81,6 +81,7 @@ type call struct {
 	errDetail   string // detail for the trail; never a secret
 	audited     bool
 	auditFailed bool
+	reserved    int64 // bytes of the in-flight body budget this call holds
 }
 
 type callKey struct{}
