@@ -82,6 +82,7 @@ type call struct {
 	audited     bool
 	auditFailed bool
 	reserved    int64 // bytes of the in-flight body budget this call holds
+	unreadBody  bool  // the client sent a body the proxy has not read (yet)
 }
 
 type callKey struct{}

@@ -312,6 +312,7 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		c := &call{
 			id: clientRequestID(r), start: time.Now(), method: r.Method, path: r.URL.Path,
 			remote: r.RemoteAddr, userAgent: r.UserAgent(), Inspection: p.inspect.Load(),
+			unreadBody: r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0,
 		}
 		w.Header().Set("X-Request-Id", c.id)
 		w.Header().Set("Pamctl-Audit-Id", c.id)
@@ -331,8 +332,13 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 	})
 }
 
-// fail answers the call with e and remembers it for the audit event.
+// fail answers the call with e and remembers it for the audit event. A
+// call refused before its body was read closes the connection, so the
+// server does not read (up to 256 KiB of) the body it refused.
 func (p *Proxy) fail(w http.ResponseWriter, c *call, e *apiError) {
+	if c.unreadBody {
+		w.Header().Set("Connection", "close")
+	}
 	c.err = e
 	c.status = e.Status
 	if e.Status < 500 {

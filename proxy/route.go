@@ -137,7 +137,7 @@ func (p *Proxy) readBody(next http.Handler) http.Handler {
 			p.fail(w, c, tooLarge)
 			return
 		}
-		c.body = body
+		c.body, c.unreadBody = body, false
 		next.ServeHTTP(w, r)
 	})
 }

@@ -52,6 +52,7 @@ type App struct {
 	vault  *vault.Vault
 	keys   *token.Keyring
 	audit  *store.AuditLog
+	counts *store.Counters // the proxy's limit counters
 	broker *broker.Service
 	api    *api.Server
 	proxy  *proxy.Proxy
@@ -157,10 +158,17 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.counts, err = a.db.Counters(store.CounterOptions{OnError: func(err error) {
+		a.log.Warn("limit counters not written; retrying", "err", err.Error())
+	}}); err != nil {
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Options{
 		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
 		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
-		Rules: insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
+		MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout, AllowedHosts: a.proxyHosts(),
+		Counters: a.counts,
+		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
 		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
 	})
 	if err != nil {
@@ -168,6 +176,28 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// proxyHosts is the Host names the proxy answers to: proxy.hostnames and,
+// when it listens on loopback (always in dev mode), localhost, 127.0.0.1
+// and [::1] with its port, so a page rebound to 127.0.0.1 is refused. A
+// non-loopback proxy without proxy.hostnames answers to any Host.
+func (a *App) proxyHosts() []string {
+	hosts := append([]string(nil), a.cfg.Proxy.Hostnames...)
+	addr := a.cfg.Proxy.Addr
+	if a.proxyLn != nil {
+		addr = a.proxyLn.Addr().String()
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return hosts
+	}
+	if ip := net.ParseIP(host); a.dev || host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		for _, n := range []string{"localhost", "127.0.0.1", "::1"} {
+			hosts = append(hosts, net.JoinHostPort(n, port))
+		}
+	}
+	return hosts
 }
 
 // noIssuers refuses every login when the config trusts no issuer.
@@ -540,6 +570,12 @@ func (a *App) Close() error {
 			if ln != nil {
 				ln.Close()
 			}
+		}
+		if a.proxy != nil {
+			err = errors.Join(err, a.proxy.Close()) // pending proxy.refused events
+		}
+		if a.counts != nil {
+			err = errors.Join(err, a.counts.Close())
 		}
 		if a.hook != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -56,6 +56,13 @@ type ProxyConfig struct {
 	MaxBody     int64         `mapstructure:"max_body"`
 	Timeout     time.Duration `mapstructure:"timeout"`
 	HoldTimeout time.Duration `mapstructure:"hold_timeout"`
+	// MaxInflightBytes bounds the request-body bytes held by all calls in
+	// flight (0: 8 × max_body); BodyTimeout bounds the time a client may
+	// take to send one; Hostnames are the Host names the proxy answers to
+	// besides the loopback names it always accepts on a loopback address.
+	MaxInflightBytes int64         `mapstructure:"max_inflight_bytes"`
+	BodyTimeout      time.Duration `mapstructure:"body_timeout"`
+	Hostnames        []string      `mapstructure:"hostnames"`
 }
 
 // UpstreamConfig is one OpenAI-compatible upstream.
@@ -127,6 +134,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("proxy.max_body", 8<<20)
 	v.SetDefault("proxy.timeout", 10*time.Minute)
 	v.SetDefault("proxy.hold_timeout", 60*time.Second)
+	v.SetDefault("proxy.body_timeout", proxy.DefaultBodyTimeout)
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
 	v.SetDefault("session_ttl", 8*time.Hour)
@@ -157,7 +165,7 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	// AutomaticEnv only sees keys viper knows; bind the nested ones explicitly.
-	for _, k := range []string{"server", "data_dir", "master_key_file", "broker.addr", "proxy.addr", "proxy.max_body", "proxy.timeout", "proxy.hold_timeout", "log.format", "log.level", "audit.sync", "session_ttl"} {
+	for _, k := range []string{"server", "data_dir", "master_key_file", "broker.addr", "proxy.addr", "proxy.max_body", "proxy.timeout", "proxy.hold_timeout", "proxy.max_inflight_bytes", "proxy.body_timeout", "log.format", "log.level", "audit.sync", "session_ttl"} {
 		_ = v.BindEnv(k)
 	}
 	if flags != nil {
@@ -266,6 +274,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxy.MaxBody <= 0 {
 		add("proxy.max_body must be positive")
+	}
+	if c.Proxy.MaxInflightBytes < 0 || (c.Proxy.MaxInflightBytes > 0 && c.Proxy.MaxInflightBytes < c.Proxy.MaxBody) {
+		add("proxy.max_inflight_bytes must be at least proxy.max_body (%d), or 0 for 8 × max_body", c.Proxy.MaxBody)
+	}
+	if c.Proxy.BodyTimeout < 0 {
+		add("proxy.body_timeout must be positive")
 	}
 	seen := map[string]bool{}
 	for i, is := range c.Issuers {
