@@ -109,11 +109,11 @@ func (p *Proxy) readBody(next http.Handler) http.Handler {
 		}
 		// Wall clock: the deadline is the connection's. Where the writer
 		// cannot set one, the server's ReadTimeout still bounds the read.
-		rc := http.NewResponseController(w)
-		deadline := rc.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil
+		rd := readDeadliner(w)
+		deadline := rd != nil && rd.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil
 		body, err := p.readLimited(c, r)
 		if deadline && err == nil {
-			_ = rc.SetReadDeadline(time.Time{}) // a stream may run for minutes
+			_ = rd.SetReadDeadline(time.Time{}) // a stream may run for minutes
 		}
 		switch {
 		case errors.Is(err, errBudget):
@@ -140,6 +140,21 @@ func (p *Proxy) readBody(next http.Handler) http.Handler {
 		c.body, c.unreadBody = body, false
 		next.ServeHTTP(w, r)
 	})
+}
+
+// deadliner is what net/http's own ResponseWriter offers.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// readDeadliner finds the connection's read deadline behind w, without
+// the allocation of an http.ResponseController on the common path.
+func readDeadliner(w http.ResponseWriter) deadliner {
+	if d, ok := w.(deadliner); ok {
+		return d
+	}
+	if _, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		return http.NewResponseController(w)
+	}
+	return nil
 }
 
 // bodyTimedOut reports whether reading a body hit its deadline.
