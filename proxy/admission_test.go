@@ -373,8 +373,16 @@ func TestHostHeader(t *testing.T) {
 	if ev := h.sink.ofType(audit.TypeProxyRefused); len(ev) != 1 || ev[0].Details["count"] != "5" || ev[0].Details["codes"] != CodeHostNotAllowed+"=5" {
 		t.Fatalf("refusals %+v", ev)
 	}
-	if _, err := newHostSet([]string{"http://x"}); err == nil {
+	if _, err := newHostSet([]string{"http://x"}, false); err == nil {
 		t.Fatal("a URL was accepted as a host name")
+	}
+	// AllowIPHosts accepts addresses, never names.
+	hs, _ := newHostSet([]string{"pam.example.com"}, true)
+	for host, want := range map[string]bool{"10.0.0.5:8701": true, "[fe80::1]:1": true, "127.0.0.1": true, "pam.example.com": true,
+		"10.0.0.5.nip.io:8701": false, "localhost:8701": false, "attacker.example": false} {
+		if hs.allows(host) != want {
+			t.Errorf("AllowIPHosts: host %s allowed %v, want %v", host, !want, want)
+		}
 	}
 }
 

@@ -146,8 +146,13 @@ type Options struct {
 	// AllowedHosts, when not empty, are the names the proxy answers to in
 	// the Host header: "name" (any port) or "name:port". Anything else gets
 	// 421 host_not_allowed, so a web page that rebinds its own hostname to
-	// the proxy's address cannot use it. Empty accepts every Host.
+	// the proxy's address cannot use it. Empty (and AllowIPHosts false)
+	// accepts every Host.
 	AllowedHosts []string
+	// AllowIPHosts also accepts every Host that is an IP address (with any
+	// port): a browser sends one only for a page served from that address,
+	// which DNS rebinding cannot fake.
+	AllowIPHosts bool
 	// Counters persists limit counters across restarts (nil: memory only).
 	Counters CounterStore
 	// Now is the clock for token expiry and limits (default time.Now).
@@ -258,7 +263,7 @@ func New(opts Options) (*Proxy, error) {
 	if p.bodyTimeout <= 0 {
 		p.bodyTimeout = DefaultBodyTimeout
 	}
-	hosts, err := newHostSet(opts.AllowedHosts)
+	hosts, err := newHostSet(opts.AllowedHosts, opts.AllowIPHosts)
 	if err != nil {
 		problems = append(problems, err.Error())
 	}

@@ -166,7 +166,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a.proxy, err = proxy.New(proxy.Options{
 		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
 		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
-		MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout, AllowedHosts: a.proxyHosts(),
+		MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout, AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
 		Counters: a.counts,
 		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
 		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
@@ -178,10 +178,11 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	return a, nil
 }
 
-// proxyHosts is the Host names the proxy answers to: proxy.hostnames and,
-// when it listens on loopback (always in dev mode), localhost, 127.0.0.1
-// and [::1] with its port, so a page rebound to 127.0.0.1 is refused. A
-// non-loopback proxy without proxy.hostnames answers to any Host.
+// proxyHosts is the Host names the proxy answers to besides IP addresses:
+// proxy.hostnames and, when it listens on loopback or on every address
+// (and always in dev mode), localhost, 127.0.0.1 and [::1] with its port.
+// Any other name is refused, so a page whose hostname is rebound to the
+// proxy's address cannot use it.
 func (a *App) proxyHosts() []string {
 	hosts := append([]string(nil), a.cfg.Proxy.Hostnames...)
 	addr := a.cfg.Proxy.Addr
@@ -192,7 +193,7 @@ func (a *App) proxyHosts() []string {
 	if err != nil {
 		return hosts
 	}
-	if ip := net.ParseIP(host); a.dev || host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if ip := net.ParseIP(host); a.dev || host == "" || host == "localhost" || (ip != nil && (ip.IsLoopback() || ip.IsUnspecified())) {
 		for _, n := range []string{"localhost", "127.0.0.1", "::1"} {
 			hosts = append(hosts, net.JoinHostPort(n, port))
 		}
