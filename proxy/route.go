@@ -35,8 +35,8 @@ func classify(method, p string) endpointKind {
 }
 
 // route decides which endpoint the call is for. The default endpoints are
-// open to every grant (their model is checked later); anything else needs an
-// endpoint:PATH scope.
+// open to every grant (their model is checked later); the trace ingest
+// needs traces:write and anything else an endpoint:PATH scope.
 func (p *Proxy) route(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := callFrom(r.Context())
