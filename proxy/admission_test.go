@@ -85,7 +85,7 @@ func TestLimitsApplyBeforeTheBody(t *testing.T) {
 			t.Fatalf("size %d: %d %s", size, res.StatusCode, b)
 		}
 	}
-	if got := h.proxy.inflight.used.Load(); got != 0 {
+	if got := h.proxy.inflight.inUse(); got != 0 {
 		t.Fatalf("%d body bytes still reserved", got)
 	}
 	// A token budget spent is refused before the body too.
@@ -106,16 +106,26 @@ func TestLimitsApplyBeforeTheBody(t *testing.T) {
 
 // TestInflightBodyBudget: bodies held by calls in flight draw on one
 // budget; a call that cannot reserve its Content-Length is refused at once
-// with 503, and the budget comes back when calls end.
+// with 503, one grant cannot take more than half of it (429), and the
+// budget comes back when calls end.
 func TestInflightBodyBudget(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.MaxBody = 1 << 10; o.MaxInflight = 3 << 10 })
-	tok := h.mint(grant{scope: "model:gpt-4o"})
+	h := newHarness(t, func(o *Options) { o.MaxBody = 1 << 10; o.MaxInflight = 3 << 10 }) // per grant: 1.5 KiB
+	tok, tok2, tok3 := h.mint(grant{scope: "model:gpt-4o", req: "req_one"}), h.mint(grant{scope: "model:gpt-4o"}), h.mint(grant{scope: "model:gpt-4o"})
 	body := `{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("a", 1024-60) + `"}]}`
-	a, b := h.start(tok, int64(len(body))), h.start(tok, int64(len(body)))
+	a, b := h.start(tok, int64(len(body))), h.start(tok2, int64(len(body)))
 	want := 2 * int64(len(body)+1)
-	waitFor(t, "two bodies reserved", func() bool { return h.proxy.inflight.used.Load() == want })
+	waitFor(t, "two bodies reserved", func() bool { return h.proxy.inflight.inUse() == want })
 
+	// The same grant again: over its share, though the proxy has room.
 	res, out := h.start(tok, int64(len(body))).wait(t, 3*time.Second)
+	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("a second body of one grant: %d %s", res.StatusCode, out)
+	}
+	if e := apiErr(t, out); e.Code != CodeTooManyBodies || !strings.Contains(e.Message, "req_one") {
+		t.Fatalf("error %+v", e)
+	}
+	// A third grant: the proxy's budget is spent.
+	res, out = h.start(tok3, int64(len(body))).wait(t, 3*time.Second)
 	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("third body: %d %s", res.StatusCode, out)
 	}
@@ -131,7 +141,7 @@ func TestInflightBodyBudget(t *testing.T) {
 			t.Fatalf("held call: %d %s", res.StatusCode, out)
 		}
 	}
-	waitFor(t, "the budget released", func() bool { return h.proxy.inflight.used.Load() == 0 })
+	waitFor(t, "the budget released", func() bool { return h.proxy.inflight.inUse() == 0 })
 	if res, out := h.do("POST", "/v1/chat/completions", tok, body); res.StatusCode != 200 {
 		t.Fatalf("after release: %d %s", res.StatusCode, out)
 	}
@@ -150,10 +160,10 @@ func TestInflightBudgetChunked(t *testing.T) {
 	if res, out := p.wait(t, 5*time.Second); res.StatusCode != 200 {
 		t.Fatalf("alone: %d %s", res.StatusCode, out[:min(len(out), 300)])
 	}
-	// Beside a call holding 100 KiB it does not: it gets 503 once its
-	// buffer must grow past what is left.
-	holder := h.start(tok, 100<<10)
-	waitFor(t, "the holder's reservation", func() bool { return h.proxy.inflight.used.Load() == 100<<10+1 })
+	// Beside another grant's call holding 100 KiB it does not: it gets 503
+	// once its buffer must grow past what is left.
+	holder := h.start(h.mint(grant{scope: "model:gpt-4o"}), 100<<10)
+	waitFor(t, "the holder's reservation", func() bool { return h.proxy.inflight.inUse() == 100<<10+1 })
 	p = h.start(tok, -1)
 	go func() { _, _ = io.WriteString(p.w, big); p.w.Close() }()
 	res, out := p.wait(t, 5*time.Second)
@@ -161,7 +171,7 @@ func TestInflightBudgetChunked(t *testing.T) {
 		t.Fatalf("beside the holder: %d %s", res.StatusCode, out[:min(len(out), 300)])
 	}
 	holder.w.CloseWithError(io.ErrUnexpectedEOF)
-	waitFor(t, "the budget released", func() bool { return h.proxy.inflight.used.Load() == 0 })
+	waitFor(t, "the budget released", func() bool { return h.proxy.inflight.inUse() == 0 })
 }
 
 // TestBodyTimeout: a body that stalls gets 408 in OpenAI's shape, never an
@@ -246,13 +256,17 @@ func (s *slowBody) Read(p []byte) (int, error) {
 
 var xs = strings.Repeat("x", 64<<10)
 
-// TestConcurrentMaxBodiesStayWithinBudget: 64 clients of one token each
-// sending a maximum-size body hold at most MaxInflight bytes of bodies on
-// the heap (the rest are refused at once), where the old proxy held all 64.
+// TestConcurrentMaxBodiesStayWithinBudget: 64 clients (four tokens, 16
+// each) each sending a maximum-size body hold at most MaxInflight bytes of
+// bodies on the heap (the rest are refused at once: 429 past a grant's half
+// share, 503 past the whole), where the old proxy held all 64.
 func TestConcurrentMaxBodiesStayWithinBudget(t *testing.T) {
 	const maxBody = 1 << 20
 	h := newHarness(t, func(o *Options) { o.MaxBody = maxBody; o.BodyTimeout = 5 * time.Minute }) // MaxInflight: 8 × MaxBody
-	tok := h.mint(grant{scope: "model:gpt-4o"})
+	var toks []string
+	for range 4 {
+		toks = append(toks, h.mint(grant{scope: "model:gpt-4o"}))
+	}
 	head, tail := `{"model":"gpt-4o","messages":[{"role":"user","content":"`, `"}]}`
 	size := maxBody - 64
 	gate := make(chan struct{})
@@ -266,7 +280,7 @@ func TestConcurrentMaxBodiesStayWithinBudget(t *testing.T) {
 	refused := func() int64 {
 		n := int64(0)
 		for _, e := range h.sink.ofType(audit.TypeProxyCall) {
-			if e.Status == 503 {
+			if e.Status == 503 || e.Status == 429 {
 				n++
 			}
 		}
@@ -283,7 +297,7 @@ func TestConcurrentMaxBodiesStayWithinBudget(t *testing.T) {
 			body := &slowBody{head: head, tail: tail, fill: size - len(head) - len(tail), gate: gate}
 			req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", body)
 			req.ContentLength = int64(size)
-			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Authorization", "Bearer "+toks[i%len(toks)])
 			res, err := (&http.Client{Transport: tr}).Do(req)
 			if err != nil {
 				statuses[i] = -1
@@ -295,9 +309,9 @@ func TestConcurrentMaxBodiesStayWithinBudget(t *testing.T) {
 		}()
 	}
 	admitted := int64(DefaultInflightBodies)
-	for deadline := time.Now().Add(60 * time.Second); refused() != clients-admitted || h.proxy.inflight.used.Load() != admitted*int64(size+1); {
+	for deadline := time.Now().Add(60 * time.Second); refused() != clients-admitted || h.proxy.inflight.inUse() != admitted*int64(size+1); {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d refused and %d bytes reserved; want %d and %d", refused(), h.proxy.inflight.used.Load(), clients-admitted, admitted*int64(size+1))
+			t.Fatalf("%d refused and %d bytes reserved; want %d and %d", refused(), h.proxy.inflight.inUse(), clients-admitted, admitted*int64(size+1))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -30,6 +30,7 @@ const (
 	CodeInternal            = "internal_error"
 	CodeLimitsUnavailable   = "limits_unavailable"
 	CodeProxyBusy           = "proxy_busy"
+	CodeTooManyBodies       = "too_many_concurrent_bodies"
 	CodeBodyTimeout         = "request_timeout"
 	CodeHostNotAllowed      = "host_not_allowed"
 	CodeTracesNotInScope    = "traces_not_in_scope"

@@ -138,7 +138,9 @@ type Options struct {
 	// hold (default DefaultInflightBodies × MaxBody; never below MaxBody).
 	// A body is reserved by its Content-Length, or as it is read when it is
 	// chunked, and released when its call ends; a call that cannot reserve
-	// gets 503 proxy_busy at once.
+	// gets 503 proxy_busy at once. One grant may hold at most half of it
+	// (never less than one MaxBody); beyond that its calls get 429
+	// too_many_concurrent_bodies.
 	MaxInflight int64
 	// BodyTimeout bounds the time a client may take to send a request
 	// body (default 30 s); a slower one gets 408 request_timeout.
@@ -259,6 +261,7 @@ func New(opts Options) (*Proxy, error) {
 		p.inflight.max = DefaultInflightBodies * p.maxBody
 	}
 	p.inflight.max = max(p.inflight.max, p.maxBody+1)
+	p.inflight.perGrant = max(p.inflight.max/2, p.maxBody+1)
 	p.bodyTimeout = opts.BodyTimeout
 	if p.bodyTimeout <= 0 {
 		p.bodyTimeout = DefaultBodyTimeout
@@ -322,7 +325,9 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", c.id)
 		w.Header().Set("Pamctl-Audit-Id", c.id)
 		defer func() {
-			p.inflight.release(c.reserved)
+			if c.reserved > 0 {
+				p.inflight.release(c.claims.Req, c.reserved)
+			}
 			switch {
 			case c.audited:
 			case c.isRefusedUnauthenticated():

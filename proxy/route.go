@@ -9,7 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/pamctl/pamctl/broker/token"
@@ -63,29 +63,60 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 }
 
 // byteBudget is the proxy-wide budget of request-body bytes held by calls
-// in flight (Options.MaxInflight).
+// in flight (Options.MaxInflight). One grant may hold at most perGrant of
+// it, so a single token stalling bodies cannot lock every other grant out.
 type byteBudget struct {
-	max  int64
-	used atomic.Int64
+	max      int64
+	perGrant int64
+
+	mu      sync.Mutex
+	used    int64
+	byGrant map[string]int64
 }
 
-// reserve takes n bytes, or reports that they are not there.
-func (b *byteBudget) reserve(n int64) bool {
-	for {
-		cur := b.used.Load()
-		if cur+n > b.max {
-			return false
-		}
-		if b.used.CompareAndSwap(cur, cur+n) {
-			return true
-		}
+// Why a reservation was refused.
+var (
+	errBudget      = errors.New("proxy: in-flight body budget spent")
+	errGrantBudget = errors.New("proxy: the grant's share of the in-flight body budget is spent")
+)
+
+// reserve takes n bytes for grant, or says why it cannot.
+func (b *byteBudget) reserve(grant string, n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.byGrant[grant]+n > b.perGrant {
+		return errGrantBudget
+	}
+	if b.used+n > b.max {
+		return errBudget
+	}
+	if b.byGrant == nil {
+		b.byGrant = make(map[string]int64)
+	}
+	b.used += n
+	b.byGrant[grant] += n
+	return nil
+}
+
+func (b *byteBudget) release(grant string, n int64) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	if left := b.byGrant[grant] - n; left > 0 {
+		b.byGrant[grant] = left
+	} else {
+		delete(b.byGrant, grant)
 	}
 }
 
-func (b *byteBudget) release(n int64) {
-	if n > 0 {
-		b.used.Add(-n)
-	}
+// inUse is the bytes reserved now.
+func (b *byteBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
 }
 
 // readBody reads the whole (size-limited) request body before anything is
@@ -119,6 +150,11 @@ func (p *Proxy) readBody(next http.Handler) http.Handler {
 		case errors.Is(err, errBudget):
 			p.fail(w, c, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: CodeProxyBusy, RetryAfter: 1,
 				Message: "The proxy is holding as many request bodies as it may (proxy.max_inflight_bytes). Retry in a moment."})
+			return
+		case errors.Is(err, errGrantBudget):
+			p.fail(w, c, &apiError{Status: http.StatusTooManyRequests, Type: "requests", Code: CodeTooManyBodies, RetryAfter: 1,
+				Message: fmt.Sprintf("Grant %s is sending more request bodies at once than the proxy holds for one grant "+
+					"(half of proxy.max_inflight_bytes). Wait for its calls in flight to finish, then retry.", c.claims.Req)})
 			return
 		case err != nil && bodyTimedOut(err):
 			w.Header().Set("Connection", "close")
@@ -163,9 +199,6 @@ func bodyTimedOut(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// errBudget means the in-flight body budget is spent.
-var errBudget = errors.New("proxy: in-flight body budget spent")
-
 // readLimited reads at most maxBody+1 bytes of r's body, reserving each
 // buffer in the in-flight budget before it is allocated: by Content-Length
 // when the client sent one, else in growing steps as the body arrives.
@@ -176,8 +209,8 @@ func (p *Proxy) readLimited(c *call, r *http.Request) ([]byte, error) {
 		size = r.ContentLength + 1
 	}
 	size = min(size, limit)
-	if !p.inflight.reserve(size) {
-		return nil, errBudget
+	if err := p.inflight.reserve(c.claims.Req, size); err != nil {
+		return nil, err
 	}
 	c.reserved += size
 	buf := make([]byte, 0, size)
@@ -188,8 +221,8 @@ func (p *Proxy) readLimited(c *call, r *http.Request) ([]byte, error) {
 				return buf, nil // over the limit; the caller refuses it
 			}
 			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
-			if !p.inflight.reserve(grow) {
-				return nil, errBudget
+			if err := p.inflight.reserve(c.claims.Req, grow); err != nil {
+				return nil, err
 			}
 			c.reserved += grow
 			nb := make([]byte, len(buf), int64(cap(buf))+grow)
