@@ -80,11 +80,8 @@ type limitError struct {
 	retryAfter time.Duration
 	limit      int64
 	used       int64
+	cause      error // why the counters could not be read (logged, never shown)
 }
-
-// counterUnavailable is the refusal when persisted counters cannot be read:
-// limits fail closed.
-var errCountersUnavailable = &limitError{code: CodeLimitsUnavailable, retryAfter: 5 * time.Second}
 
 // restore builds a grant's counters from what the store kept: the budget
 // as spent, and the bucket as it would be had the requests of the stored
@@ -110,8 +107,8 @@ func (l *limiter) admit(grant string, lim *token.Limits, exp time.Time) *limitEr
 	if g == nil && l.store != nil {
 		l.mu.Unlock()
 		u, err := l.store.Load(context.Background(), grant)
-		if err != nil {
-			return errCountersUnavailable
+		if err != nil { // fail closed: no fresh limits for a grant we cannot account
+			return &limitError{code: CodeLimitsUnavailable, retryAfter: 5 * time.Second, cause: err}
 		}
 		l.mu.Lock()
 		if g = l.grants[grant]; g == nil {
@@ -204,7 +201,7 @@ func (e *limitError) apiError(grant string) *apiError {
 		}
 	case CodeLimitsUnavailable:
 		return &apiError{
-			Status: http.StatusServiceUnavailable, Type: "server_error", Code: e.code, RetryAfter: secs,
+			Status: http.StatusServiceUnavailable, Type: "server_error", Code: e.code, RetryAfter: secs, cause: e.cause,
 			Message: fmt.Sprintf("The proxy could not read the usage counters of grant %s, so it cannot enforce its limits. Retry in a few seconds; "+
 				"if it persists an administrator should check the proxy's store.", grant),
 		}
