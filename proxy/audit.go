@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
@@ -79,6 +80,82 @@ func (p *Proxy) event(c *call) *audit.Event {
 	return e
 }
 
+// Caps on what one proxy event may hold. Much of an event comes from the
+// client (path, user agent, X-Request-Id, model, span fields), so every
+// field is bounded here, in the one place every proxy event passes through
+// (appendEvent); Prompt and Response are bounded by the audit package.
+const (
+	capShort    = 256  // ids, names, model, endpoint, user agent, actor fields
+	capError    = 1024 // Error
+	capDetail   = 1024 // each Details value but the span
+	capReasons  = 16   // Reasons entries
+	capGroups   = 64   // Actor.Groups entries
+	capDetails  = 32   // Details entries
+	capMaskKeys = 64   // Masked entries
+)
+
+// capEvent bounds every field of a proxy event.
+func capEvent(e *audit.Event) {
+	for _, f := range []*string{&e.Grant, &e.Request, &e.Review, &e.Target, &e.Decision, &e.Model, &e.Endpoint, &e.PromptSHA256} {
+		*f = clip(*f, capShort)
+	}
+	e.Error = clip(e.Error, capError)
+	if len(e.Reasons) > capReasons {
+		e.Reasons = e.Reasons[:capReasons]
+	}
+	for i := range e.Reasons {
+		e.Reasons[i] = clip(e.Reasons[i], capShort)
+	}
+	if a := e.Actor; a != nil {
+		for _, f := range []*string{&a.Subject, &a.Email, &a.Issuer, &a.TokenID, &a.Act} {
+			*f = clip(*f, capShort)
+		}
+		// Groups is the verified token's slice, shared with the token
+		// cache: copy before changing it.
+		if long := len(a.Groups) > capGroups || slices.ContainsFunc(a.Groups, func(g string) bool { return len(g) > capShort }); long {
+			gs := slices.Clone(a.Groups[:min(len(a.Groups), capGroups)])
+			for i := range gs {
+				gs[i] = clip(gs[i], capShort)
+			}
+			a.Groups = gs
+		}
+	}
+	if cl := e.Client; cl != nil {
+		cl.RemoteAddr = clip(cl.RemoteAddr, capShort)
+		cl.UserAgent = clip(cl.UserAgent, capShort)
+	}
+	if len(e.Details) > 0 {
+		kept := 0
+		for k, v := range e.Details {
+			if kept >= capDetails || len(k) > capShort {
+				delete(e.Details, k)
+				continue
+			}
+			kept++
+			limit := capDetail
+			if k == "span" {
+				limit = maxSpanBytes
+			}
+			e.Details[k] = clip(v, limit)
+		}
+	}
+	if len(e.Masked) > capMaskKeys {
+		n := 0
+		for k := range e.Masked {
+			if n >= capMaskKeys {
+				delete(e.Masked, k)
+			}
+			n++
+		}
+	}
+}
+
+// appendEvent bounds e's fields and appends it to the trail.
+func (p *Proxy) appendEvent(ctx context.Context, e *audit.Event) error {
+	capEvent(e)
+	return p.sink.Append(ctx, e)
+}
+
 func mergeCounts(a, b map[string]int) map[string]int {
 	if len(a) == 0 && len(b) == 0 {
 		return nil
@@ -103,7 +180,7 @@ func (p *Proxy) audit(ctx context.Context, c *call) error {
 	if c.status == 0 && c.err != nil {
 		c.status = c.err.Status
 	}
-	if err := p.sink.Append(context.WithoutCancel(ctx), p.event(c)); err != nil {
+	if err := p.appendEvent(context.WithoutCancel(ctx), p.event(c)); err != nil {
 		c.auditFailed = true
 		p.log.Error("audit append failed", "request_id", c.id, "err", err)
 		return fmt.Errorf("proxy: audit: %w", err)

@@ -82,6 +82,8 @@ type call struct {
 	errDetail   string // detail for the trail; never a secret
 	audited     bool
 	auditFailed bool
+	reserved    int64 // bytes of the in-flight body budget this call holds
+	unreadBody  bool  // the client sent a body the proxy has not read (yet)
 }
 
 type callKey struct{}

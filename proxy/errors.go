@@ -30,6 +30,13 @@ const (
 	CodeAuditUnavailable    = "audit_unavailable"
 	CodeClientClosed        = "client_closed_request"
 	CodeInternal            = "internal_error"
+	CodeLimitsUnavailable   = "limits_unavailable"
+	CodeProxyBusy           = "proxy_busy"
+	CodeTooManyBodies       = "too_many_concurrent_bodies"
+	CodeBodyTimeout         = "request_timeout"
+	CodeHostNotAllowed      = "host_not_allowed"
+	CodeTracesNotInScope    = "traces_not_in_scope"
+	CodeTooManySpans        = "too_many_spans"
 )
 
 // statusClientClosed is logged and audited when the client went away before

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/token"
 )
 
@@ -18,7 +20,8 @@ const chatBody = `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}
 
 // TestRefusals checks every way the gate refuses a call: the right status
 // and code in OpenAI's shape, a message that says what to do, nothing sent
-// upstream, and a deny event in the trail.
+// upstream, and a deny event in the trail: one per call once the caller is
+// authenticated, one proxy.refused per source and window before.
 func TestRefusals(t *testing.T) {
 	h := newHarness(t, func(o *Options) { o.MaxBody = 1 << 10 })
 	good := h.mint(grant{scope: "model:gpt-4o", req: "req_good"})
@@ -102,6 +105,12 @@ func TestRefusals(t *testing.T) {
 				t.Fatal("no X-Request-Id on a refusal")
 			}
 			all := h.sink.all()
+			if tc.status == 401 {
+				if len(all) != events {
+					t.Fatalf("%d audit events for one unauthenticated refusal; want them counted", len(all)-events)
+				}
+				return
+			}
 			if len(all) != events+1 {
 				t.Fatalf("%d audit events for one refusal", len(all)-events)
 			}
@@ -113,6 +122,23 @@ func TestRefusals(t *testing.T) {
 				t.Fatal("the token reached the audit trail")
 			}
 		})
+	}
+
+	// The ten unauthenticated refusals are one event, written when the
+	// window ends.
+	h.proxy.refused.flush()
+	refused := h.sink.ofType(audit.TypeProxyRefused)
+	if len(refused) != 1 {
+		t.Fatalf("%d proxy.refused events, want 1", len(refused))
+	}
+	if ev := refused[0]; ev.Client == nil || ev.Client.RemoteAddr != "127.0.0.1" || ev.Details["count"] != "10" ||
+		ev.Details["codes"] != CodeInvalidAPIKey+"=10" || ev.Decision != "deny" || ev.Actor != nil {
+		t.Fatalf("proxy.refused event %+v", ev)
+	}
+	for _, tc := range cases {
+		if j, _ := json.Marshal(refused[0]); tc.tok != "" && strings.Contains(string(j), tc.tok) {
+			t.Fatal("a token reached the audit trail")
+		}
 	}
 
 	// The good token still works: refusals left the proxy healthy.
@@ -146,8 +172,10 @@ func TestRevocationBitesOnNextCall(t *testing.T) {
 	if h.up.count() != before {
 		t.Fatal("a revoked call reached the upstream")
 	}
-	if ev := h.sink.last(t); ev.Grant != "req_rev" || ev.Decision != "deny" || ev.Status != 401 {
-		t.Fatalf("audit event %+v", ev)
+	h.proxy.refused.flush()
+	if ev := h.sink.all(); ev[len(ev)-1].Type != audit.TypeProxyRefused || ev[len(ev)-1].Details["grants"] != "req_rev" ||
+		ev[len(ev)-1].Details["count"] != "1" || ev[len(ev)-1].Decision != "deny" {
+		t.Fatalf("audit event %+v", ev[len(ev)-1])
 	}
 }
 

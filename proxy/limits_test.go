@@ -86,7 +86,7 @@ func TestTokenBudget(t *testing.T) {
 
 func TestLimiterForgetsExpiredGrants(t *testing.T) {
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	l := newLimiter(c.Now)
+	l := newLimiter(c.Now, nil)
 	lim := &token.Limits{RPM: 1}
 	if e := l.admit("g1", lim, c.Now().Add(time.Minute)); e != nil {
 		t.Fatal(e)

@@ -8,7 +8,7 @@
 // The handler is a chain of small func(http.Handler) http.Handler steps,
 // one per concern, sharing one per-request scope (call) in the context:
 //
-//	begin -> authenticate -> route -> readBody -> authorize -> limit -> applyRules -> prepare -> endpoint
+//	begin -> checkHost -> authenticate -> limit -> route -> readBody -> authorize -> applyRules -> prepare -> endpoint
 //
 // where endpoint is the reverse proxy (Rewrite, ModifyResponse, an
 // ErrorHandler and FlushInterval -1), the filtered model list, or the trace
@@ -20,10 +20,18 @@
 //   - Verified tokens are cached by SHA-256 until their exp (bounded, see
 //     Options.CacheSize); revocation and expiry are still checked on every
 //     call, against the injected clock.
-//   - Limits (the token's lim claim) are counted in memory per grant: a
-//     token bucket of RPM requests per minute and a budget of upstream-reported
-//     tokens. A restart resets them; the budget is checked when a call is
-//     admitted, so calls in flight when it runs out may overshoot it.
+//   - Nothing is read from a request body before the caller is known and
+//     charged: the Host header, the token and the grant's limits (the lim
+//     claim: a token bucket of RPM requests per minute and a budget of
+//     upstream-reported tokens, charged for every call) come first. Bodies
+//     then draw on a proxy-wide in-flight byte budget (Options.MaxInflight)
+//     and must arrive within Options.BodyTimeout. The budget is checked
+//     when a call is admitted, so calls in flight when it runs out may
+//     overshoot it. With Options.Counters the counters survive a restart.
+//   - Calls refused before authentication are counted per source and
+//     written as one proxy.refused event per source and minute, so a flood
+//     without a token cannot fill the trail; every field of every proxy
+//     event is size-capped (capEvent).
 //   - A chat stream whose request lacks stream_options.include_usage is
 //     sent upstream with it set, so streamed usage counts against the
 //     budget; the usage-only final chunk is then dropped before it reaches
@@ -99,6 +107,10 @@ const (
 	DefaultUpstreamTimeout = 10 * time.Minute
 	DefaultCacheSize       = 4096
 	DefaultSummaryBytes    = 4 << 10
+	// DefaultInflightBodies is how many maximum-size bodies the default
+	// in-flight budget holds: MaxInflight defaults to this × MaxBody.
+	DefaultInflightBodies = 8
+	DefaultBodyTimeout    = 30 * time.Second
 	// maxResponseBody bounds a non-streamed JSON answer the proxy buffers
 	// to mask it and read its usage.
 	maxResponseBody = 64 << 20
@@ -122,6 +134,29 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBody bounds request bodies (default 8 MiB); larger ones get 413.
 	MaxBody int64
+	// MaxInflight bounds the request-body bytes all calls together may
+	// hold (default DefaultInflightBodies × MaxBody; never below MaxBody).
+	// A body is reserved by its Content-Length, or as it is read when it is
+	// chunked, and released when its call ends; a call that cannot reserve
+	// gets 503 proxy_busy at once. One grant may hold at most half of it
+	// (never less than one MaxBody); beyond that its calls get 429
+	// too_many_concurrent_bodies.
+	MaxInflight int64
+	// BodyTimeout bounds the time a client may take to send a request
+	// body (default 30 s); a slower one gets 408 request_timeout.
+	BodyTimeout time.Duration
+	// AllowedHosts, when not empty, are the names the proxy answers to in
+	// the Host header: "name" (any port) or "name:port". Anything else gets
+	// 421 host_not_allowed, so a web page that rebinds its own hostname to
+	// the proxy's address cannot use it. Empty (and AllowIPHosts false)
+	// accepts every Host.
+	AllowedHosts []string
+	// AllowIPHosts also accepts every Host that is an IP address (with any
+	// port): a browser sends one only for a page served from that address,
+	// which DNS rebinding cannot fake.
+	AllowIPHosts bool
+	// Counters persists limit counters across restarts (nil: memory only).
+	Counters CounterStore
 	// Now is the clock for token expiry and limits (default time.Now).
 	Now func() time.Time
 	// CacheSize bounds the verified-token cache (default 4096 tokens;
@@ -170,6 +205,10 @@ type Proxy struct {
 	summaryBytes int
 	limits       *limiter
 	maxBody      int64
+	inflight     byteBudget
+	bodyTimeout  time.Duration
+	hosts        hostSet
+	refused      *refusals
 	ups          []*upstream
 	byName       map[string]*upstream
 	handler      http.Handler
@@ -216,7 +255,23 @@ func New(opts Options) (*Proxy, error) {
 		size = DefaultCacheSize
 	}
 	p.tokens = newVerifyCache(opts.Verifier, p.now, size)
-	p.limits = newLimiter(p.now)
+	p.limits = newLimiter(p.now, opts.Counters)
+	p.inflight.max = opts.MaxInflight
+	if p.inflight.max <= 0 {
+		p.inflight.max = DefaultInflightBodies * p.maxBody
+	}
+	p.inflight.max = max(p.inflight.max, p.maxBody+1)
+	p.inflight.perGrant = max(p.inflight.max/2, p.maxBody+1)
+	p.bodyTimeout = opts.BodyTimeout
+	if p.bodyTimeout <= 0 {
+		p.bodyTimeout = DefaultBodyTimeout
+	}
+	hosts, err := newHostSet(opts.AllowedHosts, opts.AllowIPHosts)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	p.hosts = hosts
+	p.refused = &refusals{window: DefaultRefusalWindow, now: p.now, flushF: p.writeRefusals}
 	ups := opts.Upstreams
 	if len(ups) == 0 {
 		ups = []Upstream{DefaultUpstream()}
@@ -238,7 +293,7 @@ func New(opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %s", strings.Join(problems, "; "))
 	}
 	p.handler = chain(http.HandlerFunc(p.endpoint),
-		p.begin, p.authenticate, p.route, p.readBody, p.authorize, p.limit, p.applyRules, p.prepare)
+		p.begin, p.checkHost, p.authenticate, p.limit, p.route, p.readBody, p.authorize, p.applyRules, p.prepare)
 	return p, nil
 }
 
@@ -250,13 +305,9 @@ func chain(h http.Handler, mws ...func(http.Handler) http.Handler) http.Handler 
 	return h
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. Health checks are the listener's
+// business (pamctl serve mounts /healthz and /readyz beside the proxy).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}`))
-		return
-	}
 	p.handler.ServeHTTP(w, r)
 }
 
@@ -269,11 +320,20 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		c := &call{
 			id: clientRequestID(r), start: time.Now(), method: r.Method, path: r.URL.Path,
 			remote: r.RemoteAddr, userAgent: r.UserAgent(), Inspection: p.inspect.Load(),
+			unreadBody: r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0,
 		}
 		w.Header().Set("X-Request-Id", c.id)
 		w.Header().Set("Pamctl-Audit-Id", c.id)
 		defer func() {
-			if !c.audited {
+			if c.reserved > 0 {
+				p.inflight.release(c.claims.Req, c.reserved)
+			}
+			switch {
+			case c.audited:
+			case c.isRefusedUnauthenticated():
+				c.audited = true // counted; written once per source and window
+				p.refused.note(c)
+			default:
 				p.audit(r.Context(), c)
 			}
 			p.logCall(c)
@@ -282,8 +342,13 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 	})
 }
 
-// fail answers the call with e and remembers it for the audit event.
+// fail answers the call with e and remembers it for the audit event. A
+// call refused before its body was read closes the connection, so the
+// server does not read (up to 256 KiB of) the body it refused.
 func (p *Proxy) fail(w http.ResponseWriter, c *call, e *apiError) {
+	if c.unreadBody {
+		w.Header().Set("Connection", "close")
+	}
 	c.err = e
 	c.status = e.Status
 	if e.Status < 500 {
@@ -294,6 +359,9 @@ func (p *Proxy) fail(w http.ResponseWriter, c *call, e *apiError) {
 
 func (p *Proxy) logCall(c *call) {
 	level := slog.LevelInfo
+	if c.isRefusedUnauthenticated() {
+		level = slog.LevelDebug // a flood must not flood the log either; proxy.refused sums them up
+	}
 	if c.status >= 500 || c.auditFailed {
 		level = slog.LevelWarn
 	}
@@ -302,7 +370,7 @@ func (p *Proxy) logCall(c *call) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 12)
-	attrs = append(attrs, slog.String("request_id", c.id), slog.String("method", c.method), slog.String("path", c.path),
+	attrs = append(attrs, slog.String("request_id", c.id), slog.String("method", c.method), slog.String("path", clip(c.path, capShort)),
 		slog.Int("status", c.status), slog.Int64("latency_ms", time.Since(c.start).Milliseconds()))
 	if c.claims != nil {
 		attrs = append(attrs, slog.String("grant", c.claims.Req), slog.String("sub", c.claims.Subject))

@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"path"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/pamctl/pamctl/broker/token"
 )
@@ -31,8 +35,8 @@ func classify(method, p string) endpointKind {
 }
 
 // route decides which endpoint the call is for. The default endpoints are
-// open to every grant (their model is checked later); anything else needs an
-// endpoint:PATH scope.
+// open to every grant (their model is checked later); the trace ingest
+// needs traces:write and anything else an endpoint:PATH scope.
 func (p *Proxy) route(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := callFrom(r.Context())
@@ -43,6 +47,12 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 			return
 		}
 		c.kind = classify(r.Method, raw)
+		if c.kind == epTraces && !token.Covers(c.scopes, ScopeTracesWrite) {
+			p.fail(w, c, errForbidden(CodeTracesNotInScope, fmt.Sprintf(
+				"Storing traces needs the %s scope, which this token lacks. Ask for it with `pamctl request --scope %s` "+
+					"(a policy must grant it), or turn the SDK's trace export off.", ScopeTracesWrite, ScopeTracesWrite)))
+			return
+		}
 		if c.kind == epOther && !token.Covers(c.scopes, token.KindEndpoint+":"+raw) {
 			p.fail(w, c, errForbidden(CodeEndpointNotAllowed, fmt.Sprintf(
 				"%s %s is not allowed by this token's scope. Ask for it with `pamctl request --scope endpoint:%s`.", r.Method, raw, raw)))
@@ -52,9 +62,69 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 	})
 }
 
+// byteBudget is the proxy-wide budget of request-body bytes held by calls
+// in flight (Options.MaxInflight). One grant may hold at most perGrant of
+// it, so a single token stalling bodies cannot lock every other grant out.
+type byteBudget struct {
+	max      int64
+	perGrant int64
+
+	mu      sync.Mutex
+	used    int64
+	byGrant map[string]int64
+}
+
+// Why a reservation was refused.
+var (
+	errBudget      = errors.New("proxy: in-flight body budget spent")
+	errGrantBudget = errors.New("proxy: the grant's share of the in-flight body budget is spent")
+)
+
+// reserve takes n bytes for grant, or says why it cannot.
+func (b *byteBudget) reserve(grant string, n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.byGrant[grant]+n > b.perGrant {
+		return errGrantBudget
+	}
+	if b.used+n > b.max {
+		return errBudget
+	}
+	if b.byGrant == nil {
+		b.byGrant = make(map[string]int64)
+	}
+	b.used += n
+	b.byGrant[grant] += n
+	return nil
+}
+
+func (b *byteBudget) release(grant string, n int64) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	if left := b.byGrant[grant] - n; left > 0 {
+		b.byGrant[grant] = left
+	} else {
+		delete(b.byGrant, grant)
+	}
+}
+
+// inUse is the bytes reserved now.
+func (b *byteBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
 // readBody reads the whole (size-limited) request body before anything is
 // forwarded: the proxy needs the model and the prompt, and ReverseProxy can
-// cut an SSE answer while a request body is still being copied.
+// cut an SSE answer while a request body is still being copied. It runs
+// after the caller is authenticated and charged, holds the body's bytes in
+// the in-flight budget until the call ends, and gives the client
+// BodyTimeout to send it.
 func (p *Proxy) readBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := callFrom(r.Context())
@@ -68,17 +138,34 @@ func (p *Proxy) readBody(next http.Handler) http.Handler {
 			p.fail(w, c, tooLarge)
 			return
 		}
-		size := r.ContentLength
-		if size < 0 || size > 64<<10 {
-			size = 64 << 10 // grow as it comes
+		// Wall clock: the deadline is the connection's. Where the writer
+		// cannot set one, the server's ReadTimeout still bounds the read.
+		rd := readDeadliner(w)
+		deadline := rd != nil && rd.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil
+		body, err := p.readLimited(c, r)
+		if deadline && err == nil {
+			_ = rd.SetReadDeadline(time.Time{}) // a stream may run for minutes
 		}
-		buf := make([]byte, 0, size+1)
-		body, err := readAllInto(buf, io.LimitReader(r.Body, p.maxBody+1))
-		if err != nil {
-			if r.Context().Err() != nil {
-				c.status, c.errDetail = statusClientClosed, "client went away while sending the body"
-				return
-			}
+		switch {
+		case errors.Is(err, errBudget):
+			p.fail(w, c, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: CodeProxyBusy, RetryAfter: 1,
+				Message: "The proxy is holding as many request bodies as it may (proxy.max_inflight_bytes). Retry in a moment."})
+			return
+		case errors.Is(err, errGrantBudget):
+			p.fail(w, c, &apiError{Status: http.StatusTooManyRequests, Type: "requests", Code: CodeTooManyBodies, RetryAfter: 1,
+				Message: fmt.Sprintf("Grant %s is sending more request bodies at once than the proxy holds for one grant "+
+					"(half of proxy.max_inflight_bytes). Wait for its calls in flight to finish, then retry.", c.claims.Req)})
+			return
+		case err != nil && bodyTimedOut(err):
+			w.Header().Set("Connection", "close")
+			c.errDetail = "the body did not arrive within " + p.bodyTimeout.String()
+			p.fail(w, c, &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: CodeBodyTimeout,
+				Message: fmt.Sprintf("The request body did not arrive within %s. Check the network between the client and the proxy, and retry.", p.bodyTimeout)})
+			return
+		case err != nil && r.Context().Err() != nil:
+			c.status, c.errDetail = statusClientClosed, "client went away while sending the body"
+			return
+		case err != nil:
 			p.fail(w, c, errBadRequest("invalid_body", "", "The request body could not be read. Retry the request.", err))
 			return
 		}
@@ -86,18 +173,63 @@ func (p *Proxy) readBody(next http.Handler) http.Handler {
 			p.fail(w, c, tooLarge)
 			return
 		}
-		c.body = body
+		c.body, c.unreadBody = body, false
 		next.ServeHTTP(w, r)
 	})
 }
 
-// readAllInto is io.ReadAll appending to buf.
-func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
+// deadliner is what net/http's own ResponseWriter offers.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// readDeadliner finds the connection's read deadline behind w, without
+// the allocation of an http.ResponseController on the common path.
+func readDeadliner(w http.ResponseWriter) deadliner {
+	if d, ok := w.(deadliner); ok {
+		return d
+	}
+	if _, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		return http.NewResponseController(w)
+	}
+	return nil
+}
+
+// bodyTimedOut reports whether reading a body hit its deadline.
+func bodyTimedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// readLimited reads at most maxBody+1 bytes of r's body, reserving each
+// buffer in the in-flight budget before it is allocated: by Content-Length
+// when the client sent one, else in growing steps as the body arrives.
+func (p *Proxy) readLimited(c *call, r *http.Request) ([]byte, error) {
+	limit := p.maxBody + 1
+	size := int64(64 << 10)
+	if r.ContentLength >= 0 {
+		size = r.ContentLength + 1
+	}
+	size = min(size, limit)
+	if err := p.inflight.reserve(c.claims.Req, size); err != nil {
+		return nil, err
+	}
+	c.reserved += size
+	buf := make([]byte, 0, size)
+	src := io.LimitReader(r.Body, limit)
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			if int64(cap(buf)) >= limit {
+				return buf, nil // over the limit; the caller refuses it
+			}
+			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
+			if err := p.inflight.reserve(c.claims.Req, grow); err != nil {
+				return nil, err
+			}
+			c.reserved += grow
+			nb := make([]byte, len(buf), int64(cap(buf))+grow)
+			copy(nb, buf)
+			buf = nb
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
+		n, err := src.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if errors.Is(err, io.EOF) {
 			return buf, nil
@@ -155,14 +287,12 @@ func (p *Proxy) authorize(next http.Handler) http.Handler {
 	})
 }
 
-// limit enforces the grant's requests-per-minute and token budget.
+// limit enforces the grant's requests-per-minute and token budget on
+// every call, before its body is read: a limited grant costs the proxy
+// nothing but its headers.
 func (p *Proxy) limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := callFrom(r.Context())
-		if c.kind == epModels || c.kind == epTraces || c.kind == epModel {
-			next.ServeHTTP(w, r)
-			return
-		}
 		if le := p.limits.admit(c.claims.Req, c.claims.Limits, c.claims.ExpiresAt.Time); le != nil {
 			c.reasons = append(c.reasons, "limit "+le.code)
 			p.fail(w, c, le.apiError(c.claims.Req))
@@ -182,5 +312,22 @@ func (p *Proxy) endpoint(w http.ResponseWriter, r *http.Request) {
 		p.listModels(w, r, c)
 	default:
 		c.up.rp.ServeHTTP(w, r)
+	}
+}
+
+// readAllInto is io.ReadAll appending to buf.
+func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
 	}
 }

@@ -139,7 +139,7 @@ func TestEndpointScopeForwardsOtherPaths(t *testing.T) {
 
 func TestTraceIngest(t *testing.T) {
 	h := newHarness(t)
-	tok := h.mint(grant{scope: "model:gpt-4o", req: "req_trace"})
+	tok := h.mint(grant{scope: "model:gpt-4o traces:write", req: "req_trace"})
 	batch := `{"data":[
 		{"object":"trace","id":"trace_0123456789abcdef0123456789abcdef","workflow_name":"Agent workflow","group_id":null,"metadata":null},
 		{"object":"trace.span","id":"span_1","trace_id":"trace_0123456789abcdef0123456789abcdef","parent_id":null,

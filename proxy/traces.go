@@ -7,14 +7,23 @@ import (
 	"strconv"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
-// maxSpans bounds the items of one trace ingest request (the Agents SDKs
-// send batches of at most a few hundred).
-const maxSpans = 1000
+// ScopeTracesWrite is the scope that lets a token store traces through
+// POST /v1/traces/ingest; a policy must grant it like any other.
+const ScopeTracesWrite = token.KindTraces + ":write"
 
-// maxSpanBytes bounds the span JSON kept in an event's details.
+// maxSpans bounds the items of one trace ingest request (the Agents SDKs
+// export batches of 128 by default); a larger batch is refused whole.
+const maxSpans = 256
+
+// maxSpanBytes bounds the span JSON kept in an event's details; a longer
+// span is kept cut, with its length in span_truncated.
 const maxSpanBytes = audit.MaxTextBytes
+
+// maxSpanField bounds each named span field (ids, names) kept in details.
+const maxSpanField = 256
 
 // traceItem is one item an Agents SDK exporter sends: a trace
 // ("object":"trace") or a span ("object":"trace.span").
@@ -48,7 +57,7 @@ func (p *Proxy) ingestTraces(w http.ResponseWriter, r *http.Request, c *call) {
 		return
 	}
 	if len(req.Data) > maxSpans {
-		p.fail(w, c, errBadRequest("too_many_spans", "data", fmt.Sprintf("The trace batch has %d items; send at most %d per request.", len(req.Data), maxSpans), nil))
+		p.fail(w, c, errBadRequest(CodeTooManySpans, "data", fmt.Sprintf("The trace batch has %d items; send at most %d per request.", len(req.Data), maxSpans), nil))
 		return
 	}
 	c.decision = "allow"
@@ -58,7 +67,7 @@ func (p *Proxy) ingestTraces(w http.ResponseWriter, r *http.Request, c *call) {
 			p.fail(w, c, errBadRequest(CodeInvalidJSON, fmt.Sprintf("data[%d]", i), fmt.Sprintf("Trace item %d is not a JSON object.", i), err))
 			return
 		}
-		if err := p.sink.Append(r.Context(), p.spanEvent(c, &it, raw)); err != nil {
+		if err := p.appendEvent(r.Context(), p.spanEvent(c, &it, raw)); err != nil {
 			p.fail(w, c, p.auditError(err))
 			return
 		}
@@ -68,7 +77,9 @@ func (p *Proxy) ingestTraces(w http.ResponseWriter, r *http.Request, c *call) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// spanEvent renders one trace item as a trace.span event.
+// spanEvent renders one trace item as a trace.span event. Every field it
+// keeps from the item is masked (the SDKs put prompts in workflow and span
+// names too) and bounded.
 func (p *Proxy) spanEvent(c *call, it *traceItem, raw json.RawMessage) *audit.Event {
 	e := &audit.Event{
 		Type:     audit.TypeTraceSpan,
@@ -82,7 +93,7 @@ func (p *Proxy) spanEvent(c *call, it *traceItem, raw json.RawMessage) *audit.Ev
 	}
 	set := func(k, v string) {
 		if v != "" {
-			e.Details[k] = v
+			e.Details[k] = clip(p.maskText(v), maxSpanField)
 		}
 	}
 	set("object", it.Object)
@@ -102,7 +113,7 @@ func (p *Proxy) spanEvent(c *call, it *traceItem, raw json.RawMessage) *audit.Ev
 		if json.Unmarshal(it.SpanData, &sd) == nil {
 			set("span_type", sd.Type)
 			set("name", sd.Name)
-			e.Model = sd.Model
+			e.Model = clip(p.maskText(sd.Model), maxSpanField)
 		}
 	}
 	if len(it.Error) > 0 && string(it.Error) != "null" {

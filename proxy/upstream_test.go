@@ -367,14 +367,3 @@ func TestVaultedKeyNeverEchoed(t *testing.T) {
 		}
 	}
 }
-
-func TestHealthz(t *testing.T) {
-	h := newHarness(t)
-	res, b := h.do("GET", "/healthz", "", "")
-	if res.StatusCode != 200 || string(b) != `{"status":"ok"}` {
-		t.Fatalf("got %d %s", res.StatusCode, b)
-	}
-	if len(h.sink.all()) != 0 {
-		t.Fatal("a health check was audited")
-	}
-}

@@ -139,6 +139,7 @@ const (
 	TypePromptReleased  Type = "prompt.released"
 	TypePromptRefused   Type = "prompt.refused"
 	TypeTraceSpan       Type = "trace.span"
+	TypeProxyRefused    Type = "proxy.refused"
 	TypeAuditRead       Type = "audit.read"
 	TypeAuditExport     Type = "audit.export"
 	TypeAuditAnchor     Type = "audit.anchor"
@@ -173,6 +174,7 @@ var types = []TypeInfo{
 	{TypePromptReleased, "PAM-P003", "an approver released a held call"},
 	{TypePromptRefused, "PAM-P004", "a held call was refused or timed out"},
 	{TypeTraceSpan, "PAM-P005", "a trace span of an agent run, recorded by the proxy"},
+	{TypeProxyRefused, "PAM-P006", "calls the proxy refused before authentication, counted per source and window"},
 	{TypeAuditRead, "PAM-L001", "someone read the audit trail"},
 	{TypeAuditExport, "PAM-L002", "someone exported the audit trail"},
 	{TypeAuditAnchor, "PAM-L003", "old events were pruned; details carry the retention anchor"},

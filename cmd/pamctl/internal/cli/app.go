@@ -52,8 +52,9 @@ type App struct {
 	db     *store.DB
 	vault  *vault.Vault
 	keys   *token.Keyring
-	audit  *watchedAudit // the log, its failures reported to health
-	health *health       // named checks behind /readyz
+	audit  *watchedAudit   // the log, its failures reported to health
+	health *health         // named checks behind /readyz
+	counts *store.Counters // the proxy's limit counters
 	broker *broker.Service
 	api    *api.Server
 	proxy  *proxy.Proxy
@@ -173,10 +174,17 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.counts, err = a.db.Counters(store.CounterOptions{OnError: func(err error) {
+		a.log.Warn("limit counters not written; retrying", "err", err.Error())
+	}}); err != nil {
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Options{
 		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
 		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
-		Rules: insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
+		MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout, AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
+		Counters: a.counts,
+		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
 		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
 	})
 	if err != nil {
@@ -193,6 +201,29 @@ func hostOf(raw string) string {
 		return ""
 	}
 	return u.Hostname()
+}
+
+// proxyHosts is the Host names the proxy answers to besides IP addresses:
+// proxy.hostnames and, when it listens on loopback or on every address
+// (and always in dev mode), localhost, 127.0.0.1 and [::1] with its port.
+// Any other name is refused, so a page whose hostname is rebound to the
+// proxy's address cannot use it.
+func (a *App) proxyHosts() []string {
+	hosts := append([]string(nil), a.cfg.Proxy.Hostnames...)
+	addr := a.cfg.Proxy.Addr
+	if a.proxyLn != nil {
+		addr = a.proxyLn.Addr().String()
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return hosts
+	}
+	if ip := net.ParseIP(host); a.dev || host == "" || host == "localhost" || (ip != nil && (ip.IsLoopback() || ip.IsUnspecified())) {
+		for _, n := range []string{"localhost", "127.0.0.1", "::1"} {
+			hosts = append(hosts, net.JoinHostPort(n, port))
+		}
+	}
+	return hosts
 }
 
 // noIssuers refuses every login when the config trusts no issuer.
@@ -615,6 +646,12 @@ func (a *App) Close() error {
 			if ln != nil {
 				ln.Close()
 			}
+		}
+		if a.proxy != nil {
+			err = errors.Join(err, a.proxy.Close()) // pending proxy.refused events
+		}
+		if a.counts != nil {
+			err = errors.Join(err, a.counts.Close())
 		}
 		if a.hook != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

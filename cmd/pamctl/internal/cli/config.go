@@ -68,6 +68,13 @@ type ProxyConfig struct {
 	MaxBody     int64         `mapstructure:"max_body"`
 	Timeout     time.Duration `mapstructure:"timeout"`
 	HoldTimeout time.Duration `mapstructure:"hold_timeout"`
+	// MaxInflightBytes bounds the request-body bytes held by all calls in
+	// flight (0: 8 × max_body); BodyTimeout bounds the time a client may
+	// take to send one; Hostnames are the Host names the proxy answers to
+	// besides the loopback names it always accepts on a loopback address.
+	MaxInflightBytes int64         `mapstructure:"max_inflight_bytes"`
+	BodyTimeout      time.Duration `mapstructure:"body_timeout"`
+	Hostnames        []string      `mapstructure:"hostnames"`
 }
 
 // UpstreamConfig is one OpenAI-compatible upstream.
@@ -139,6 +146,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("proxy.max_body", 8<<20)
 	v.SetDefault("proxy.timeout", 10*time.Minute)
 	v.SetDefault("proxy.hold_timeout", 60*time.Second)
+	v.SetDefault("proxy.body_timeout", proxy.DefaultBodyTimeout)
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
 	v.SetDefault("session_ttl", 8*time.Hour)
@@ -298,6 +306,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateDurations()...)
 	if c.Proxy.MaxBody <= 0 {
 		add("proxy.max_body must be positive")
+	}
+	if c.Proxy.MaxInflightBytes < 0 || (c.Proxy.MaxInflightBytes > 0 && c.Proxy.MaxInflightBytes < c.Proxy.MaxBody) {
+		add("proxy.max_inflight_bytes must be at least proxy.max_body (%d), or 0 for 8 × max_body", c.Proxy.MaxBody)
 	}
 	seen := map[string]bool{}
 	for i, is := range c.Issuers {

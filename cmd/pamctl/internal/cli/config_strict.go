@@ -374,6 +374,7 @@ var durationBounds = map[string]durationBound{
 	"session_ttl":            {Min: 5 * time.Minute, Max: 8 * time.Hour},
 	"proxy.timeout":          {Min: time.Second},
 	"proxy.hold_timeout":     {Min: time.Second, Max: time.Hour},
+	"proxy.body_timeout":     {Min: time.Second, Max: 10 * time.Minute},
 	"upstreams[].timeout":    {Min: time.Second, Zero: "use proxy.timeout"},
 	"audit.retention":        {Min: time.Hour, Zero: "keep events forever"},
 	"policies[].max_ttl":     {Policy: true},
