@@ -9,6 +9,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/scrub"
 )
 
 // endpointKind says what the proxy knows about a request's endpoint.
@@ -60,11 +61,17 @@ type call struct {
 	clientModel string           // as the client named it, maybe upstream-qualified
 	model       string           // as sent upstream
 	stream      bool
-	stripUsage  bool   // we asked upstream for stream usage the client did not want
-	body        []byte // what goes upstream
-	prompt      string // the forwarded prompt text, masked again for the trail
-	promptSHA   string // SHA-256 of the forwarded prompt text
-	key         secret // vaulted provider key for this call
+	stripUsage  bool       // we asked upstream for stream usage the client did not want
+	body        []byte     // what goes upstream
+	prompt      string     // the forwarded prompt text, masked again for the trail
+	promptSHA   string     // SHA-256 of the forwarded prompt text
+	key         secret     // vaulted provider key for this call
+	keys        *scrub.Set // every known vaulted key, scrubbed from what leaves
+	// cancelUpstream ends the upstream call (set when it is forwarded);
+	// release calls it.
+	cancelUpstream func()
+	client         context.Context // the client's request context, once forwarded
+	usageEstimated bool            // usage estimated from the relayed text
 
 	decision string
 	reasons  []string
@@ -81,6 +88,22 @@ type call struct {
 	errDetail   string // detail for the trail; never a secret
 	audited     bool
 	auditFailed bool
+}
+
+// release ends the upstream call, if any; the answer is no longer read.
+func (c *call) release() {
+	if c.cancelUpstream != nil {
+		c.cancelUpstream()
+	}
+}
+
+// clientContext is the client's request context once the call was
+// forwarded (the upstream request's own is detached from it), else ctx.
+func (c *call) clientContext(ctx context.Context) context.Context {
+	if c.client != nil {
+		return c.client
+	}
+	return ctx
 }
 
 type callKey struct{}

@@ -34,6 +34,9 @@ type Result struct {
 	// Usage is set when HasUsage.
 	Usage    Usage
 	HasUsage bool
+	// TextBytes is the length of the text fields relayed so far (streams
+	// only): what a proxy charges, estimated, when no usage came.
+	TextBytes int64
 }
 
 // MaskResponse masks every text field a client reads in a non-streamed

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/scrub"
 	"github.com/pamctl/pamctl/proxy/sse"
 )
 
@@ -75,6 +76,16 @@ type Relay struct {
 // NewRelay prepares to relay the stream of endpoint from src to dst, as
 // CopyStream does.
 func NewRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker) (*Relay, error) {
+	return NewScrubbedRelay(dst, flush, src, endpoint, m, nil)
+}
+
+// NewScrubbedRelay is NewRelay that also removes the keys of set from every
+// text field, before masking, with a scrub.Stream per field: a key the
+// upstream splits over the deltas of several events (which a client joins
+// back together) is caught as well. With a non-empty set the stream is
+// parsed even when masking is off. Keys spelled out within one event are
+// the caller's to scrub from the bytes.
+func NewScrubbedRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker, set *scrub.Set) (*Relay, error) {
 	ep, err := normalize(endpoint)
 	if err != nil {
 		return nil, err
@@ -85,12 +96,16 @@ func NewRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *ma
 	s := &streamer{
 		m: m, ep: ep, flush: flush,
 		streams: map[textKey]*mask.Stream{},
+		keys:    set,
 		counted: map[textKey]bool{},
 		outIdx:  map[string]any{},
 		res:     Result{Counts: mask.Counts{}},
 	}
 	r := &Relay{s: s}
-	if m.Enabled() {
+	if !set.Empty() {
+		s.scrubs = map[textKey]*scrub.Stream{}
+	}
+	if m.Enabled() || !set.Empty() {
 		s.w = sse.NewWriter(dst)
 		r.rd = sse.NewReader(src, sse.Limits{})
 		r.rd.OnComment = func(c string) {
@@ -171,6 +186,9 @@ func (r *Relay) end(err error) {
 	}
 }
 
+// HasUsage reports whether the upstream's usage has been read.
+func (r *Relay) HasUsage() bool { return r.s.res.HasUsage }
+
 // Result returns the findings, usage and summary, and the error that ended
 // the stream. Called before Step returned false it stops the relay where
 // it is (the client went away).
@@ -231,7 +249,9 @@ type streamer struct {
 	sum   summary
 
 	streams map[textKey]*mask.Stream
-	order   []textKey // creation order, for deterministic flushing
+	keys    *scrub.Set                // vaulted keys to remove, nil: none
+	scrubs  map[textKey]*scrub.Stream // per field, when keys is set
+	order   []textKey                 // creation order, for deterministic flushing
 	counted map[textKey]bool
 
 	tmplObj  map[string]any // chat: the last chunk, decoded (generic path)
@@ -285,8 +305,15 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 		s.streams[k] = st
 		s.order = append(s.order, k)
 		s.counted[k] = true
+		if s.scrubs != nil {
+			s.scrubs[k] = s.keys.NewStream()
+		}
+	}
+	if ks := s.scrubs[k]; ks != nil {
+		delta = string(ks.Write(nil, []byte(delta)))
 	}
 	out := st.Write(delta)
+	s.res.TextBytes += int64(len(out))
 	s.summarize(k, out)
 	return out, nil
 }
@@ -297,7 +324,13 @@ func (s *streamer) finish(k textKey) string {
 	if st == nil {
 		return ""
 	}
-	out := st.Flush()
+	out := ""
+	if ks := s.scrubs[k]; ks != nil {
+		out = st.Write(string(ks.Flush(nil)))
+		delete(s.scrubs, k)
+	}
+	out += st.Flush()
+	s.res.TextBytes += int64(len(out))
 	s.res.Counts.Add(st.Counts())
 	delete(s.streams, k)
 	s.summarize(k, out)
@@ -327,6 +360,9 @@ func (s *streamer) pending(keep func(textKey) bool) []textKey {
 func (s *streamer) maskFull(k textKey, text string) string {
 	if text == "" {
 		return text
+	}
+	if clean := s.keys.String(text); clean != text {
+		text, s.dirty = clean, true
 	}
 	out, c := s.m.Mask(text)
 	s.dirty = s.dirty || out != text
