@@ -134,8 +134,15 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	}
 
 	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	// Streams and passed-through answers are rewritten on the way (keys
+	// scrubbed, text masked): their length is no longer the upstream's.
+	unsized := func() {
+		res.ContentLength = -1
+		h.Del("Content-Length")
+	}
 	switch {
 	case mt == "text/event-stream" && res.StatusCode < 300 && c.kind.hasModelBody():
+		unsized()
 		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, res.Trailer)
 		return nil
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
@@ -145,6 +152,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		// text, never passed through verbatim.
 		return p.bufferedAnswer(c, res)
 	default:
+		unsized()
 		res.Body = newScrubBody(&tailBody{src: res.Body, c: c, finish: func(err error) error {
 			return p.finishPassThrough(c.clientContext(res.Request.Context()), c, err)
 		}}, c.keys, res.Trailer)
