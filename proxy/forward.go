@@ -172,7 +172,7 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	if !c.kind.hasModelBody() || c.kind == epEmbeddings {
 		limit = maxOtherBody // only scanned for usage, never decoded whole
 	}
-	body, err := readAllInto(make([]byte, 0, min(size, limit)+1), io.LimitReader(res.Body, limit+1))
+	body, err := readDoubling(make([]byte, 0, min(size, limit)+1), io.LimitReader(res.Body, limit+1))
 	_ = res.Body.Close()
 	c.release()
 	if err != nil {
@@ -257,6 +257,27 @@ func upstreamErrorBody(c *call, status int, body []byte) []byte {
 		ae.Type = "invalid_request_error"
 	}
 	return ae.body()
+}
+
+// readDoubling reads r to its end into buf, doubling buf as it fills:
+// a large answer costs about twice its size in allocations (append's
+// slower growth for large slices costs five times).
+func readDoubling(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), max(2*cap(buf), 4<<10))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // onceBody is a request body that lets go of its bytes once read: a

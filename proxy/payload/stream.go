@@ -373,6 +373,36 @@ func (s *streamer) maskFull(k textKey, text string) string {
 	return out
 }
 
+// maskOnce masks a string that is not streamed (it is whole in its
+// event) and counts its findings.
+func (s *streamer) maskOnce(text string) string {
+	if text == "" {
+		return text
+	}
+	out, c := s.m.Mask(text)
+	s.res.Counts.Add(c)
+	s.dirty = s.dirty || out != text
+	return out
+}
+
+// maskEvent masks every non-structural string of a Responses event (or
+// part of one) not otherwise handled.
+func (s *streamer) maskEvent(v any, skip func(string) bool) {
+	if s.m.Enabled() {
+		MaskStrings(v, s.maskOnce, skip)
+	}
+}
+
+// textDeltaKind reports whether response.<kind>.delta events stream text
+// (not base64 audio or images).
+func textDeltaKind(kind string) bool {
+	switch kind {
+	case "", "output_item", "content_part", "reasoning_summary_part":
+		return false // structure events, handled on their own
+	}
+	return !strings.HasSuffix(kind, "audio") && !strings.Contains(kind, "image")
+}
+
 func (s *streamer) summarize(k textKey, text string) {
 	if (k.kind == "content" && k.item == "0") || k.kind == kindOutputText {
 		s.sum.add(text)
@@ -438,6 +468,17 @@ func (s *streamer) chat(ev sse.Event) error {
 		})
 		if werr != nil {
 			return werr
+		}
+		if s.m.Enabled() {
+			// Every other model-written string of the choice, masked
+			// within this chunk.
+			once := func(t string) string {
+				out := s.maskOnce(t)
+				changed = changed || out != t
+				return out
+			}
+			maskChatRest(delta, once)
+			MaskStrings(ch, once, func(k string) bool { return k == "delta" || k == "logprobs" })
 		}
 		for _, tc := range arr(delta["tool_calls"]) {
 			if name, _ := obj(obj(tc)["function"])["name"].(string); name != "" && ci == 0 {
@@ -663,28 +704,33 @@ func (s *streamer) responses(ev sse.Event) error {
 	}
 	rest, _ := strings.CutPrefix(typ, "response.")
 	switch {
-	case strings.HasSuffix(rest, ".delta") && streamKinds[strings.TrimSuffix(rest, ".delta")] != "":
+	case strings.HasSuffix(rest, ".delta") && textDeltaKind(strings.TrimSuffix(rest, ".delta")) && isString(o["delta"]):
+		// Known kinds (output_text, function_call_arguments, ...) and any
+		// other text the API streams so (code_interpreter_call_code,
+		// mcp_call_arguments, ...): one mask stream per field.
 		kind := strings.TrimSuffix(rest, ".delta")
-		d, ok := o["delta"].(string)
-		if !ok {
-			return s.emit(ev)
-		}
+		d := o["delta"].(string)
 		out, err := s.write(textKey{itemID, kind, partIndex(o)}, d)
 		if err != nil {
 			return err
 		}
 		o["delta"] = out
 		s.stripEventLogprobs(o)
+		s.maskEvent(o, func(k string) bool { return k == "delta" })
 		return s.emitObj(ev, o, s.dirty || out != d)
 
-	case strings.HasSuffix(rest, ".done") && streamKinds[strings.TrimSuffix(rest, ".done")] != "":
+	case strings.HasSuffix(rest, ".done") && textDeltaKind(strings.TrimSuffix(rest, ".done")):
 		kind := strings.TrimSuffix(rest, ".done")
 		k := textKey{itemID, kind, partIndex(o)}
 		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
 			return err
 		}
-		str(o, streamKinds[kind], func(t string) string { return s.maskFull(k, t) })
 		s.stripEventLogprobs(o)
+		if s.m.Enabled() {
+			// The whole text again (text, arguments, code, ...), and
+			// any other string of the event.
+			MaskStrings(o, func(t string) string { return s.maskFull(k, t) }, nil)
+		}
 		return s.emitObj(ev, o, s.dirty)
 
 	case rest == "content_part.added" || rest == "content_part.done" ||
@@ -693,7 +739,8 @@ func (s *streamer) responses(ev sse.Event) error {
 		pt, _ := part["type"].(string)
 		kind := partKinds[pt]
 		if kind == "" {
-			return s.emit(ev)
+			s.maskEvent(o, nil)
+			return s.emitObj(ev, o, s.dirty)
 		}
 		k := textKey{itemID, kind, partIndex(o)}
 		if strings.HasSuffix(rest, ".done") {
@@ -706,6 +753,7 @@ func (s *streamer) responses(ev sse.Event) error {
 		if s.m.Enabled() && len(arr(part["logprobs"])) > 0 {
 			part["logprobs"], s.dirty = []any{}, true
 		}
+		s.maskEvent(part, func(k string) bool { return k == "text" || k == "refusal" })
 		return s.emitObj(ev, o, s.dirty)
 
 	case rest == "output_item.added" || rest == "output_item.done":
@@ -748,12 +796,25 @@ func (s *streamer) responses(ev sse.Event) error {
 			s.dirty = s.dirty || out != t
 			return out
 		})
+		for _, k := range []string{"error", "incomplete_details"} {
+			if v, ok := resp[k]; ok {
+				s.maskEvent(v, nil)
+			}
+		}
 		if rest == "completed" && s.sum.b.Len() == 0 && len(s.sum.tools) == 0 {
 			s.sum.outputItems(items)
 		}
 		return s.emitObj(ev, o, s.dirty)
 	}
-	return s.emit(ev)
+	// Any other event (annotations, web search and MCP progress, errors,
+	// events added to the API later): every non-structural string.
+	s.maskEvent(o, nil)
+	return s.emitObj(ev, o, s.dirty)
+}
+
+func isString(v any) bool {
+	_, ok := v.(string)
+	return ok
 }
 
 func (s *streamer) maskItem(id string, item map[string]any) {
@@ -763,6 +824,10 @@ func (s *streamer) maskItem(id string, item map[string]any) {
 	walkOutputItem(item, func(kind string, idx int, t string) string {
 		return s.maskFull(textKey{id, kind, idx}, t)
 	})
+	// Every other string of the item (code, commands, queries, tool
+	// lists, outputs, revised prompts, annotations); masked text is not
+	// found again.
+	s.maskEvent(item, nil)
 }
 
 func (s *streamer) stripEventLogprobs(o map[string]any) {
