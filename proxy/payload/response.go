@@ -41,10 +41,9 @@ type Result struct {
 }
 
 // MaskResponse masks every model-written string a client reads in a
-// non-streamed response body: under chat "choices" and under Responses
-// "output", "output_text", "error" and "incomplete_details", every JSON
-// string value is masked except those of structural members (see
-// StructuralKey: ids, types, roles, enums, base64 payloads). That covers
+// non-streamed response body of a chat or Responses call: every JSON
+// string value of the answer is masked except those of structural members
+// (see StructuralKey: ids, types, roles, enums, base64 payloads). That covers
 // message content (strings or parts), refusals, reasoning text of
 // compatible upstreams (reasoning_content, reasoning), tool-call
 // arguments, annotations and URL citations, every choice, and every
@@ -104,17 +103,19 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 				sum.chatMessage(obj(ch["message"]))
 			}
 		}
+		if m.Enabled() {
+			// Whatever else the upstream put in the answer.
+			MaskStrings(root, f, func(k string) bool { return k == "choices" })
+		}
 	case EndpointResponses:
 		items := arr(root["output"])
 		if m.Enabled() {
 			for _, v := range items {
 				stripLogprobs(obj(v), true)
 			}
-			for _, k := range []string{"output", "error", "incomplete_details"} {
-				if v, ok := root[k]; ok {
-					root[k] = MaskStrings(v, f, nil)
-				}
-			}
+			// Output items, errors, and whatever else the upstream put in
+			// the answer (echoed request fields included).
+			MaskStrings(root, f, func(k string) bool { return k == "output_text" })
 			// output_text repeats the message text: mask it, count it once.
 			str(root, "output_text", func(s string) string {
 				out, _ := m.Mask(s)
@@ -142,6 +143,7 @@ var structuralKeys = map[string]bool{
 	"service_tier": true, "format": true, "mime_type": true, "file_id": true, "container_id": true,
 	"encrypted_content": true, "data": true, "b64_json": true, "result": true,
 	"partial_image_b64": true, "output_format": true, "quality": true, "size": true, "background": true,
+	"obfuscation": true,
 }
 
 // StructuralKey reports whether a member's string value is protocol, left

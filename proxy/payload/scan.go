@@ -554,8 +554,10 @@ func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
 			var ok bool
 			d.usage, d.hasUsage, ok = p.usageValue()
 			return ok
+		case "id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation":
+			return p.value()
 		}
-		return p.value()
+		return false // anything else: the generic path masks it
 	})
 	return ok && p.end()
 }

@@ -491,6 +491,14 @@ func (s *streamer) chat(ev sse.Event) error {
 			hasText = hasText || text
 		}
 	}
+	if s.m.Enabled() {
+		// Whatever else the upstream put in the chunk.
+		MaskStrings(chunk, func(t string) string {
+			out := s.maskOnce(t)
+			changed = changed || out != t
+			return out
+		}, func(k string) bool { return k == "choices" })
+	}
 	if len(finishing) == 0 {
 		return s.emitObj(ev, chunk, changed)
 	}
