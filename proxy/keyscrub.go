@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,16 +129,17 @@ func scrubEvent(e *audit.Event, set *scrub.Set) {
 // headerHasKey reports whether a header name or value spells a key, also
 // once percent-decoded (a Location or Link header may carry it so).
 func headerHasKey(set *scrub.Set, s string) bool {
-	if set.Contains([]byte(s)) {
+	if set.ContainsString(s) {
 		return true
 	}
-	if u, err := url.PathUnescape(s); err == nil && u != s && set.Contains([]byte(u)) {
+	if !strings.ContainsAny(s, "%+") {
+		return false
+	}
+	if u, err := url.PathUnescape(s); err == nil && u != s && set.ContainsString(u) {
 		return true
 	}
-	if u, err := url.QueryUnescape(s); err == nil && u != s && set.Contains([]byte(u)) {
-		return true
-	}
-	return false
+	u, err := url.QueryUnescape(s)
+	return err == nil && u != s && set.ContainsString(u)
 }
 
 // scrubHeader drops every header whose name or any value carries a key;

@@ -18,7 +18,6 @@
 package scrub
 
 import (
-	"bytes"
 	"slices"
 	"sort"
 )
@@ -85,6 +84,9 @@ func (s *Set) With(more ...string) *Set {
 // Empty reports whether s scrubs nothing.
 func (s *Set) Empty() bool { return s == nil || len(s.keys) == 0 }
 
+// text is what the scanner reads.
+type text interface{ ~string | ~[]byte }
+
 // result of matching one key at one position.
 const (
 	noMatch = iota
@@ -109,7 +111,7 @@ func hexVal(c byte) int {
 
 // matchKey matches key against b from its start. It returns full and the
 // match's length, partial when b ends before a decision, or noMatch.
-func matchKey(key, b []byte) (int, int) {
+func matchKey[T text](key []byte, b T) (int, int) {
 	j := 0
 	for _, want := range key {
 		if j >= len(b) {
@@ -164,7 +166,7 @@ func matchKey(key, b []byte) (int, int) {
 // scan scrubs b[:] appending the output to dst. Unless final, it stops
 // where a match is still undecided and returns that offset (bytes from it
 // on are held back); final decides undecided matches as no match.
-func (s *Set) scan(dst, b []byte, final bool) ([]byte, int) {
+func scan[T text](s *Set, dst []byte, b T, final bool) ([]byte, int) {
 	last := 0
 	for i := 0; i < len(b); {
 		if !s.start[b[i]] {
@@ -206,46 +208,41 @@ func (s *Set) scan(dst, b []byte, final bool) ([]byte, int) {
 
 // Bytes returns b with every key replaced; b itself when none is found.
 func (s *Set) Bytes(b []byte) []byte {
-	if s.Empty() || !s.mayContain(b) {
+	if !find(s, b) {
 		return b
 	}
-	out, _ := s.scan(make([]byte, 0, len(b)), b, true)
-	if bytes.Equal(out, b) {
-		return b
-	}
+	out, _ := scan(s, make([]byte, 0, len(b)), b, true)
 	return out
 }
 
 // String is Bytes for a string.
 func (s *Set) String(t string) string {
-	if s.Empty() || t == "" {
+	if !find(s, t) {
 		return t
 	}
-	out := s.Bytes([]byte(t))
-	if string(out) == t {
-		return t
-	}
+	out, _ := scan(s, make([]byte, 0, len(t)), t, true)
 	return string(out)
 }
 
 // Contains reports whether b holds a key in any spelling.
-func (s *Set) Contains(b []byte) bool {
-	if s.Empty() || !s.mayContain(b) {
-		return false
-	}
-	out, _ := s.scan(nil, b, true)
-	return !bytes.Equal(out, b)
-}
+func (s *Set) Contains(b []byte) bool { return find(s, b) }
 
-// mayContain is a cheap first test: a match needs at least MinKeyLen bytes
-// and a byte that can start one.
-func (s *Set) mayContain(b []byte) bool {
-	if len(b) < MinKeyLen {
+// ContainsString is Contains for a string.
+func (s *Set) ContainsString(t string) bool { return find(s, t) }
+
+// find reports whether t holds a key, without allocating.
+func find[T text](s *Set, t T) bool {
+	if s.Empty() || len(t) < MinKeyLen {
 		return false
 	}
-	for _, c := range b {
-		if s.start[c] {
-			return true
+	for i := 0; i < len(t); i++ {
+		if !s.start[t[i]] {
+			continue
+		}
+		for _, key := range s.keys {
+			if st, _ := matchKey(key, t[i:]); st == full {
+				return true
+			}
 		}
 	}
 	return false
@@ -271,7 +268,7 @@ func (st *Stream) Write(dst, p []byte) []byte {
 	if len(st.held) > 0 {
 		b = append(st.held, p...)
 	}
-	dst, off := st.set.scan(dst, b, false)
+	dst, off := scan(st.set, dst, b, false)
 	st.held = append(st.held[:0], b[off:]...)
 	return dst
 }
@@ -281,7 +278,7 @@ func (st *Stream) Flush(dst []byte) []byte {
 	if len(st.held) == 0 {
 		return dst
 	}
-	dst, _ = st.set.scan(dst, st.held, true)
+	dst, _ = scan(st.set, dst, st.held, true)
 	st.held = st.held[:0]
 	return dst
 }
