@@ -72,6 +72,7 @@ type call struct {
 	cancelUpstream func()
 	client         context.Context // the client's request context, once forwarded
 	usageEstimated bool            // usage estimated from the relayed text
+	promptLen      int             // bytes of the forwarded prompt (c.prompt may be cut)
 
 	decision string
 	reasons  []string

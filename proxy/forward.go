@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/payload"
 )
 
@@ -106,6 +107,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	// again, however long the answer streams.
 	c.body = nil
 	res.Request.GetBody = nil
+	// The trail keeps at most audit.MaxTextBytes of the prompt; keep no
+	// more than that (its own copy) while the answer runs.
+	c.promptLen = len(c.prompt)
+	if len(c.prompt) > audit.MaxTextBytes+64 {
+		c.prompt = strings.Clone(clip(c.prompt, audit.MaxTextBytes+64))
+	}
 	h := res.Header
 	if dropped := scrubHeader(h, c.keys); len(dropped) > 0 {
 		p.log.Warn("proxy: dropped upstream headers carrying a vaulted key", "request_id", c.id, "headers", dropped)

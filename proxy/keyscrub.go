@@ -93,37 +93,60 @@ func (s scrubbingSink) Append(ctx context.Context, e *audit.Event) error {
 	return s.next.Append(ctx, e)
 }
 
-// scrubEvent replaces keys in every string of e.
+// scrubEvent replaces keys in every string of e. Slices and maps an event
+// may share with others (the token's groups, a rule's reasons) are copied
+// before a change, never written in place.
 func scrubEvent(e *audit.Event, set *scrub.Set) {
 	if set.Empty() || e == nil {
 		return
 	}
 	for _, f := range []*string{&e.Code, &e.Grant, &e.Request, &e.Review, &e.Target, &e.Decision,
 		&e.Model, &e.Endpoint, &e.Prompt, &e.Response, &e.Error} {
+		scrubField(f, set)
+	}
+	e.Reasons = scrubList(e.Reasons, set)
+	if a := e.Actor; a != nil {
+		c := *a
+		for _, f := range []*string{&c.Subject, &c.Email, &c.Issuer, &c.TokenID, &c.Act} {
+			scrubField(f, set)
+		}
+		c.Groups = scrubList(c.Groups, set)
+		e.Actor = &c
+	}
+	if c := e.Client; c != nil && (set.ContainsString(c.RemoteAddr) || set.ContainsString(c.UserAgent)) {
+		e.Client = &audit.Client{RemoteAddr: set.String(c.RemoteAddr), UserAgent: set.String(c.UserAgent)}
+	}
+	dirty := false
+	for k, v := range e.Details {
+		dirty = dirty || set.ContainsString(k) || set.ContainsString(v)
+	}
+	if dirty {
+		d := make(map[string]string, len(e.Details))
+		for k, v := range e.Details {
+			d[set.String(k)] = set.String(v)
+		}
+		e.Details = d
+	}
+}
+
+func scrubField(f *string, set *scrub.Set) {
+	if set.ContainsString(*f) {
 		*f = set.String(*f)
 	}
-	for i := range e.Reasons {
-		e.Reasons[i] = set.String(e.Reasons[i])
-	}
-	if a := e.Actor; a != nil {
-		for _, f := range []*string{&a.Subject, &a.Email, &a.Issuer, &a.TokenID, &a.Act} {
-			*f = set.String(*f)
+}
+
+// scrubList returns l, or a scrubbed copy when an element holds a key.
+func scrubList(l []string, set *scrub.Set) []string {
+	for i, v := range l {
+		if set.ContainsString(v) {
+			out := append([]string(nil), l...)
+			for j := i; j < len(out); j++ {
+				out[j] = set.String(out[j])
+			}
+			return out
 		}
-		for i := range a.Groups {
-			a.Groups[i] = set.String(a.Groups[i])
-		}
 	}
-	if c := e.Client; c != nil {
-		c.RemoteAddr, c.UserAgent = set.String(c.RemoteAddr), set.String(c.UserAgent)
-	}
-	for k, v := range e.Details {
-		if ck := set.String(k); ck != k {
-			delete(e.Details, k)
-			e.Details[ck] = set.String(v)
-			continue
-		}
-		e.Details[k] = set.String(v)
-	}
+	return l
 }
 
 // headerHasKey reports whether a header name or value spells a key, also

@@ -389,7 +389,7 @@ func (s *streamBody) takeResult() {
 	if !r.HasUsage && r.TextBytes > 0 {
 		// No usage came (the client left before it, or the upstream never
 		// sends it): charge an estimate of what was relayed.
-		s.c.usage = tokenUsage{Input: int64(len(s.c.prompt)) / bytesPerToken, Output: (r.TextBytes + bytesPerToken - 1) / bytesPerToken}
+		s.c.usage = tokenUsage{Input: int64(s.c.promptLen) / bytesPerToken, Output: (r.TextBytes + bytesPerToken - 1) / bytesPerToken}
 		s.c.usage.Total = s.c.usage.Input + s.c.usage.Output
 		s.c.hasUsage, s.c.usageEstimated = true, true
 	}
