@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/scrub"
 )
 
 // azureKey is an opaque key with no known shape: no detector finds it.
@@ -264,3 +265,59 @@ func TestKeyScrubbedFromTrail(t *testing.T) {
 		t.Errorf("the key reached: %v", where)
 	}
 }
+
+// oneByteReader hands out its input one byte per Read.
+type oneByteReader struct{ s string }
+
+func (r *oneByteReader) Read(p []byte) (int, error) {
+	if r.s == "" {
+		return 0, io.EOF
+	}
+	p[0] = r.s[0]
+	r.s = r.s[1:]
+	return 1, nil
+}
+
+func (r *oneByteReader) Close() error { return nil }
+
+// TestScrubBodyOneByteReads: the key split over many reads, and in the
+// trailers, is caught.
+func TestScrubBodyOneByteReads(t *testing.T) {
+	trailer := http.Header{"X-Echo": {"Bearer " + azureKey}, "X-Fine": {"ok"}}
+	in := "a " + azureKey + " b " + uEscape(azureKey) + " c " + azureKey[:10]
+	b, err := io.ReadAll(newScrubBody(&oneByteReader{in}, keySetOf(azureKey), trailer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "a [redacted] b [redacted] c " + azureKey[:10]; string(b) != want {
+		t.Errorf("got %q, want %q", b, want)
+	}
+	if trailer.Get("X-Echo") != "" || trailer.Get("X-Fine") != "ok" {
+		t.Errorf("trailers %v", trailer)
+	}
+}
+
+// TestPassThroughAndModelListScrubbed: answers of granted endpoints that
+// pass through (audio, files) and the model list are scrubbed too.
+func TestPassThroughAndModelListScrubbed(t *testing.T) {
+	h := echoHarness(t, azureKey, false, func(w http.ResponseWriter, k string) {
+		w.Header().Set("Content-Type", "audio/mpeg")
+		_, _ = io.WriteString(w, "ID3"+k)
+	})
+	tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/audio/speech"})
+	res, b := h.do("POST", "/v1/audio/speech", tok, `{"model":"gpt-4o","input":"hi"}`)
+	if where := leaks(azureKey, res, b, h); len(where) > 0 || !strings.Contains(string(b), "[redacted]") {
+		t.Errorf("pass-through: the key reached %v: %q", where, b)
+	}
+
+	h = echoHarness(t, azureKey, false, func(w http.ResponseWriter, k string) {
+		writeJSON(w, `{"object":"list","data":[{"id":"`+k+`","object":"model"},{"id":"gpt-4o","object":"model"}]}`)
+	})
+	tok = h.mint(grant{scope: "model:*"})
+	res, b = h.do("GET", "/v1/models", tok, "")
+	if where := leaks(azureKey, res, b, h); len(where) > 0 {
+		t.Errorf("model list: the key reached %v: %s", where, b)
+	}
+}
+
+func keySetOf(keys ...string) *scrub.Set { return scrub.New(keys...) }

@@ -242,3 +242,36 @@ func TestAbandonedStreamIsCharged(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandonedStreamDrainIsBounded: an upstream that keeps a stream open
+// after the client left is cut drainAfterClient later; the relayed text is
+// charged as an estimate.
+func TestAbandonedStreamDrainIsBounded(t *testing.T) {
+	canceled := make(chan struct{})
+	h := streamHarness(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		sseWrite(w, "", chunkJSON(strings.Repeat("word ", 80)))
+		<-r.Context().Done() // never ends on its own
+		close(canceled)
+	})
+	tok := h.mint(grant{scope: "model:gpt-4o", req: "req_stall", limits: &token.Limits{Tokens: 1 << 20}})
+	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := h.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, _ := bufio.NewReader(res.Body).ReadString('\n'); !strings.Contains(line, "word") {
+		t.Fatalf("first line %q", line)
+	}
+	res.Body.Close()
+	select {
+	case <-canceled:
+	case <-time.After(drainAfterClient + 3*time.Second):
+		t.Fatal("the upstream call outlived the client by more than the drain bound")
+	}
+	waitFor(t, "the abandoned call's audit event", func() bool { return len(h.sink.ofType("proxy.call")) > 0 })
+	if used := h.proxy.limits.usedBy("req_stall"); used < 100 {
+		t.Errorf("charged %d, want an estimate of the 400 bytes relayed", used)
+	}
+}
