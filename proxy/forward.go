@@ -198,7 +198,7 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	res.Trailer = nil // trailers of a buffered answer are not relayed
 	if res.StatusCode >= 400 {
 		// Errors may quote the prompt; placeholders keep the JSON valid.
-		if masked, _ := c.ResponseMask.Mask(string(body)); masked != string(body) {
+		if masked, _ := c.ResponseMask.Mask(payload.ValidText(string(body), c.ResponseMask)); masked != string(body) {
 			body = []byte(masked)
 		}
 		body = upstreamErrorBody(c, res.StatusCode, body)

@@ -94,6 +94,13 @@ var streamFields = map[string]struct{ endpoint, sse string }{
 	"resp failed": {EndpointResponses, sseOf([]string{
 		`{"type":"response.failed","response":{"status":"failed","output":[],"error":{"code":"x","message":"ops@example.com"}}}`})},
 	"resp data not json": {EndpointResponses, sseOf([]string{`ops@example.com`})},
+	"chat duplicate content": {EndpointChat, sseOf([]string{
+		chunk(`[{"index":0,"delta":{"content":"ops@example.com","content":"x"},"finish_reason":null}]`), "[DONE]"})},
+	"chat case variant": {EndpointChat, sseOf([]string{
+		chunk(`[{"index":0,"delta":{"Content":"ops@example.com","content":"x"},"finish_reason":null}]`), "[DONE]"})},
+	"chat invalid utf-8": {EndpointChat, sseOf([]string{
+		chunk("[{\"index\":0,\"delta\":{\"content\":\"a\xff ops@example.com\"},\"finish_reason\":null}]"), "[DONE]"})},
+	"not json invalid utf-8": {EndpointChat, sseOf([]string{"ops\xff@example.com ops@example.com"})},
 }
 
 func TestCopyStreamEveryModelWrittenField(t *testing.T) {
@@ -105,7 +112,7 @@ func TestCopyStreamEveryModelWrittenField(t *testing.T) {
 				t.Errorf("%s: %v", name, err)
 				continue
 			}
-			if strings.Contains(out.String(), pii) || strings.Contains(joinedText(out.String()), pii) {
+			if strings.Contains(out.String(), pii) || strings.Contains(joinedText(out.String()), pii) || strings.Contains(out.String(), "\xff") {
 				t.Errorf("%s (reads of %d): PII passed:\n%s", name, n, out.String())
 			}
 		}

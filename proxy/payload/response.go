@@ -72,7 +72,7 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 		if !m.Enabled() {
 			return body, res, nil
 		}
-		out, c := m.Mask(string(body))
+		out, c := m.Mask(validText(string(body), m))
 		res.Counts.Add(c)
 		return []byte(out), res, nil
 	}
@@ -433,4 +433,17 @@ func (s *summary) outputItems(items []any) {
 			s.tool(name, args)
 		}
 	}
+}
+
+// ValidText returns text with invalid UTF-8 replaced by U+FFFD when
+// masking is on, so the masker and every client read the same text (a
+// client that drops invalid bytes would otherwise join what the masker
+// saw apart).
+func ValidText(text string, m *mask.Masker) string { return validText(text, m) }
+
+func validText(text string, m *mask.Masker) string {
+	if !m.Enabled() || utf8.ValidString(text) {
+		return text
+	}
+	return strings.ToValidUTF8(text, "\uFFFD")
 }

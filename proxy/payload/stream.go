@@ -287,7 +287,7 @@ func (s *streamer) emitObj(ev sse.Event, o map[string]any, changed bool) error {
 // opaque handles data that is not a JSON object.
 func (s *streamer) opaque(ev sse.Event) error {
 	if strings.TrimSpace(ev.Data) != "[DONE]" {
-		out, c := s.m.Mask(ev.Data)
+		out, c := s.m.Mask(validText(ev.Data, s.m))
 		s.res.Counts.Add(c)
 		ev.Data = out
 	}
@@ -499,6 +499,10 @@ func (s *streamer) chat(ev sse.Event) error {
 			return out
 		}, func(k string) bool { return k == "choices" })
 	}
+	// With masking on, a chunk read on this path goes out as it was read
+	// and masked: a duplicate member, or invalid UTF-8 (read as U+FFFD),
+	// never reaches a client that reads it differently.
+	changed = changed || s.m.Enabled()
 	if len(finishing) == 0 {
 		return s.emitObj(ev, chunk, changed)
 	}
@@ -701,7 +705,9 @@ func (s *streamer) responses(ev sse.Event) error {
 	if typ == "" {
 		typ = ev.Type
 	}
-	s.dirty = false
+	// With masking on every event goes out as it was read and masked (see
+	// chat).
+	s.dirty = s.m.Enabled()
 	s.respType = s.respType || ev.Type != ""
 	if seq, ok := o["sequence_number"]; ok {
 		s.seq = seq
