@@ -80,11 +80,12 @@ func NewRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *ma
 }
 
 // NewScrubbedRelay is NewRelay that also removes the keys of set from every
-// text field, before masking, with a scrub.Stream per field: a key the
-// upstream splits over the deltas of several events (which a client joins
-// back together) is caught as well. With a non-empty set the stream is
-// parsed even when masking is off. Keys spelled out within one event are
-// the caller's to scrub from the bytes.
+// string of every JSON event, before masking; streamed text fields go
+// through a scrub.Stream each, so a key the upstream splits over the
+// deltas of several events (which a client joins back together) is caught
+// as well. With a non-empty set the stream is parsed even when masking is
+// off. Event names, ids, comments and data that is not JSON are the
+// caller's to scrub from the bytes (the proxy scrubs every byte it relays).
 func NewScrubbedRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker, set *scrub.Set) (*Relay, error) {
 	ep, err := normalize(endpoint)
 	if err != nil {
@@ -379,6 +380,9 @@ func (s *streamer) maskOnce(text string) string {
 	if text == "" {
 		return text
 	}
+	if clean := s.keys.String(text); clean != text {
+		text, s.dirty = clean, true
+	}
 	out, c := s.m.Mask(text)
 	s.res.Counts.Add(c)
 	s.dirty = s.dirty || out != text
@@ -388,10 +392,13 @@ func (s *streamer) maskOnce(text string) string {
 // maskEvent masks every non-structural string of a Responses event (or
 // part of one) not otherwise handled.
 func (s *streamer) maskEvent(v any, skip func(string) bool) {
-	if s.m.Enabled() {
+	if s.inspects() {
 		MaskStrings(v, s.maskOnce, skip)
 	}
 }
+
+// inspects reports whether strings are masked or scrubbed of keys.
+func (s *streamer) inspects() bool { return s.m.Enabled() || !s.keys.Empty() }
 
 // textDeltaKind reports whether response.<kind>.delta events stream text
 // (not base64 audio or images).
@@ -469,7 +476,7 @@ func (s *streamer) chat(ev sse.Event) error {
 		if werr != nil {
 			return werr
 		}
-		if s.m.Enabled() {
+		if s.inspects() {
 			// Every other model-written string of the choice, masked
 			// within this chunk.
 			once := func(t string) string {
@@ -491,7 +498,7 @@ func (s *streamer) chat(ev sse.Event) error {
 			hasText = hasText || text
 		}
 	}
-	if s.m.Enabled() {
+	if s.inspects() {
 		// Whatever else the upstream put in the chunk.
 		MaskStrings(chunk, func(t string) string {
 			out := s.maskOnce(t)
@@ -740,7 +747,7 @@ func (s *streamer) responses(ev sse.Event) error {
 			return err
 		}
 		s.stripEventLogprobs(o)
-		if s.m.Enabled() {
+		if s.inspects() {
 			// The whole text again (text, arguments, code, ...), and
 			// any other string of the event.
 			MaskStrings(o, func(t string) string { return s.maskFull(k, t) }, nil)
