@@ -140,6 +140,14 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			c.up.name, c.up.keyName), fmt.Errorf("upstream answered %d", res.StatusCode))
 	}
 
+	if ce := strings.TrimSpace(h.Get("Content-Encoding")); ce != "" && !strings.EqualFold(ce, "identity") {
+		// The transport decodes the gzip it asked for; anything else
+		// (br, deflate, gzip unasked) could not be masked or scrubbed.
+		_ = res.Body.Close()
+		c.errDetail = "upstream answer encoded as " + ce
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q sent its answer with Content-Encoding %q, which the proxy cannot inspect, so it is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, ce), nil)
+	}
 	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 	// Streams and passed-through answers are rewritten on the way (keys
 	// scrubbed, text masked): their length is no longer the upstream's.

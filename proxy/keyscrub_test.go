@@ -321,3 +321,20 @@ func TestPassThroughAndModelListScrubbed(t *testing.T) {
 }
 
 func keySetOf(keys ...string) *scrub.Set { return scrub.New(keys...) }
+
+// TestEncodedAnswerRefused: an answer in a content encoding the proxy did
+// not ask for (so cannot read) is refused, not relayed unread.
+func TestEncodedAnswerRefused(t *testing.T) {
+	for _, ce := range []string{"br", "deflate", "x-custom"} {
+		h := echoHarness(t, azureKey, false, func(w http.ResponseWriter, k string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", ce)
+			_, _ = io.WriteString(w, "opaque bytes "+k)
+		})
+		tok := h.mint(grant{scope: "model:gpt-4o"})
+		res, b := h.do("POST", "/v1/chat/completions", tok, `{"model":"gpt-4o","messages":[]}`)
+		if res.StatusCode != http.StatusBadGateway || apiErr(t, b).Code != CodeUpstreamError {
+			t.Errorf("%s: got %d %s", ce, res.StatusCode, b)
+		}
+	}
+}
