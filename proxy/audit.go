@@ -67,6 +67,9 @@ func (p *Proxy) event(c *call) *audit.Event {
 	}
 	if c.hasUsage {
 		e.Usage = &audit.Usage{InputTokens: c.usage.Input, OutputTokens: c.usage.Output, TotalTokens: c.usage.Total}
+		if c.usageEstimated {
+			e.Details["usage"] = "estimated"
+		}
 	}
 	if masked := mergeCounts(c.maskedIn, c.maskedOut); len(masked) > 0 {
 		e.Masked = masked

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/scrub"
 )
 
 // endpointKind says what the proxy knows about a request's endpoint.
@@ -60,12 +61,19 @@ type call struct {
 	clientModel string           // as the client named it, maybe upstream-qualified
 	model       string           // as sent upstream
 	stream      bool
-	stripUsage  bool     // we asked upstream for stream usage the client did not want
-	body        []byte   // what goes upstream
-	prompt      string   // the forwarded prompt text, masked again for the trail
-	promptSHA   string   // SHA-256 of the forwarded prompt text
-	unscanned   []string // content pamctl could not read (payload.Request.Unscanned)
-	key         secret   // vaulted provider key for this call
+	stripUsage  bool       // we asked upstream for stream usage the client did not want
+	body        []byte     // what goes upstream
+	prompt      string     // the forwarded prompt text, masked again for the trail
+	promptSHA   string     // SHA-256 of the forwarded prompt text
+	unscanned   []string   // content pamctl could not read (payload.Request.Unscanned)
+	key         secret     // vaulted provider key for this call
+	keys        *scrub.Set // every known vaulted key, scrubbed from what leaves
+	// cancelUpstream ends the upstream call (set when it is forwarded);
+	// release calls it.
+	cancelUpstream func()
+	client         context.Context // the client's request context, once forwarded
+	usageEstimated bool            // usage estimated from the relayed text
+	promptLen      int             // bytes of the forwarded prompt (c.prompt may be cut)
 
 	decision string
 	reasons  []string
@@ -84,6 +92,22 @@ type call struct {
 	auditFailed bool
 	reserved    int64 // bytes of the in-flight body budget this call holds
 	unreadBody  bool  // the client sent a body the proxy has not read (yet)
+}
+
+// release ends the upstream call, if any; the answer is no longer read.
+func (c *call) release() {
+	if c.cancelUpstream != nil {
+		c.cancelUpstream()
+	}
+}
+
+// clientContext is the client's request context once the call was
+// forwarded (the upstream request's own is detached from it), else ctx.
+func (c *call) clientContext(ctx context.Context) context.Context {
+	if c.client != nil {
+		return c.client
+	}
+	return ctx
 }
 
 type callKey struct{}

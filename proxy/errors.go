@@ -24,6 +24,7 @@ const (
 	CodeUpstreamUnreachable = "upstream_unreachable"
 	CodeUpstreamTimeout     = "upstream_timeout"
 	CodeUpstreamError       = "upstream_error"
+	CodeUpstreamTooLarge    = "upstream_response_too_large"
 	CodeUpstreamAuth        = "upstream_auth_failed"
 	CodeStreamInterrupted   = "upstream_stream_interrupted"
 	CodeProviderKey         = "provider_key_unavailable"

@@ -15,7 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/payload"
 )
 
@@ -46,10 +48,12 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 				h.Set("OpenAI-Project", up.project)
 			}
 			h.Set("X-Request-Id", c.id)
+			c.keys = p.noteKey(pr.In.Context(), c.key.v)
+			p.detachUpstream(pr, c)
 			if c.body != nil {
 				body := c.body
-				out.Body = io.NopCloser(bytes.NewReader(body))
-				out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+				out.Body = &onceBody{b: body}
+				out.GetBody = func() (io.ReadCloser, error) { return &onceBody{b: body}, nil }
 				out.ContentLength = int64(len(body))
 				h.Set("Content-Length", strconv.Itoa(len(body)))
 			} else {
@@ -99,7 +103,20 @@ func (b *bufferPool) Put(buf []byte) {
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	c := callFrom(res.Request.Context())
 	c.status = res.StatusCode
+	// The upstream answered: the request body (the prompt) is not needed
+	// again, however long the answer streams.
+	c.body = nil
+	res.Request.GetBody = nil
+	// The trail keeps at most audit.MaxTextBytes of the prompt; keep no
+	// more than that (its own copy) while the answer runs.
+	c.promptLen = len(c.prompt)
+	if len(c.prompt) > audit.MaxTextBytes+64 {
+		c.prompt = strings.Clone(clip(c.prompt, audit.MaxTextBytes+64))
+	}
 	h := res.Header
+	if dropped := scrubHeader(h, c.keys); len(dropped) > 0 {
+		p.log.Warn("proxy: dropped upstream headers carrying a vaulted key", "request_id", c.id, "headers", dropped)
+	}
 	c.upstreamID = h.Get("X-Request-Id")
 	if c.upstreamID != "" {
 		h.Set("Pamctl-Upstream-Request-Id", c.upstreamID)
@@ -123,15 +140,37 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			c.up.name, c.up.keyName), fmt.Errorf("upstream answered %d", res.StatusCode))
 	}
 
+	if ce := strings.TrimSpace(h.Get("Content-Encoding")); ce != "" && !strings.EqualFold(ce, "identity") {
+		// The transport decodes the gzip it asked for; anything else
+		// (br, deflate, gzip unasked) could not be masked or scrubbed.
+		_ = res.Body.Close()
+		c.errDetail = "upstream answer encoded as " + ce
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q sent its answer with Content-Encoding %q, which the proxy cannot inspect, so it is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, ce), nil)
+	}
 	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	// Streams and passed-through answers are rewritten on the way (keys
+	// scrubbed, text masked): their length is no longer the upstream's.
+	unsized := func() {
+		res.ContentLength = -1
+		h.Del("Content-Length")
+	}
 	switch {
 	case mt == "text/event-stream" && res.StatusCode < 300 && c.kind.hasModelBody():
-		res.Body = newStreamBody(res.Request.Context(), p, c, res.Body)
+		unsized()
+		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, res.Trailer)
 		return nil
-	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json"):
+	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
+		c.kind.hasModelBody():
+		// A model call's answer in a type pamctl does not parse (text/plain,
+		// x-ndjson, none, SSE labelled as something else) is masked as
+		// text, never passed through verbatim.
 		return p.bufferedAnswer(c, res)
 	default:
-		res.Body = &tailBody{src: res.Body, c: c, finish: func(err error) error { return p.finishPassThrough(res.Request.Context(), c, err) }}
+		unsized()
+		res.Body = newScrubBody(&tailBody{src: res.Body, c: c, finish: func(err error) error {
+			return p.finishPassThrough(c.clientContext(res.Request.Context()), c, err)
+		}}, c.keys, res.Trailer)
 		return nil
 	}
 }
@@ -139,13 +178,18 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 // bufferedAnswer reads a JSON (or error) answer whole, masks it, counts its
 // usage and writes the audit event, all before the first byte is sent.
 func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
-	ctx := res.Request.Context()
+	ctx := c.clientContext(res.Request.Context())
 	size := res.ContentLength
 	if size < 0 || size > 64<<10 {
 		size = 4 << 10 // grow as it comes
 	}
-	body, err := readAllInto(make([]byte, 0, size+1), io.LimitReader(res.Body, maxResponseBody+1))
+	limit := int64(maxResponseBody)
+	if !c.kind.hasModelBody() || c.kind == epEmbeddings {
+		limit = maxOtherBody // only scanned for usage, never decoded whole
+	}
+	body, err := readDoubling(make([]byte, 0, min(size, limit)+1), io.LimitReader(res.Body, limit+1))
 	_ = res.Body.Close()
+	c.release()
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("client went away: %w", ctx.Err())
@@ -153,14 +197,16 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError,
 			fmt.Sprintf("Upstream %q broke off its answer. Retry the request.", c.up.name), err)
 	}
-	if len(body) > maxResponseBody {
-		return errUpstream(http.StatusBadGateway, CodeUpstreamError,
-			fmt.Sprintf("Upstream %q answered with more than %d bytes, more than the proxy buffers.", c.up.name, maxResponseBody), nil)
+	if int64(len(body)) > limit {
+		c.errDetail = "upstream answer too large"
+		return errUpstream(http.StatusBadGateway, CodeUpstreamTooLarge,
+			fmt.Sprintf("Upstream %q answered with more than %d MiB, more than the proxy buffers to inspect an answer; the answer is withheld. Ask for a shorter answer (max_tokens, fewer choices) or stream it.", c.up.name, limit>>20), nil)
 	}
-	body = scrubKey(body, c.key)
+	body = c.keys.Bytes(body)
+	res.Trailer = nil // trailers of a buffered answer are not relayed
 	if res.StatusCode >= 400 {
 		// Errors may quote the prompt; placeholders keep the JSON valid.
-		if masked, _ := c.ResponseMask.Mask(string(body)); masked != string(body) {
+		if masked, _ := c.ResponseMask.Mask(payload.ValidText(string(body), c.ResponseMask)); masked != string(body) {
 			body = []byte(masked)
 		}
 		body = upstreamErrorBody(c, res.StatusCode, body)
@@ -174,6 +220,7 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	if err := p.audit(ctx, c); err != nil {
 		return p.auditError(err)
 	}
+	body = c.keys.Bytes(body) // re-encoding could not spell a key, but check what leaves
 	res.Body = io.NopCloser(bytes.NewReader(body))
 	res.ContentLength = int64(len(body))
 	res.Header.Set("Content-Length", strconv.Itoa(len(body)))
@@ -186,7 +233,9 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 // usage and summary. Answers of other endpoints (granted by endpoint:
 // scopes) pass unmasked; only their usage is read.
 func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
-	if !c.kind.hasModelBody() {
+	if !c.kind.hasModelBody() || c.kind == epEmbeddings {
+		// Vectors hold no model-written text; an embeddings answer may be
+		// tens of MiB, read here for its usage only.
 		if u, ok := usageOf(body); ok {
 			c.usage, c.hasUsage = u, true
 		}
@@ -225,12 +274,78 @@ func upstreamErrorBody(c *call, status int, body []byte) []byte {
 	return ae.body()
 }
 
-// scrubKey removes the vaulted key should an upstream ever echo it.
-func scrubKey(b []byte, k secret) []byte {
-	if len(k.v) < 8 || !bytes.Contains(b, []byte(k.v)) {
-		return b
+// readDoubling reads r to its end into buf, doubling buf as it fills:
+// a large answer costs about twice its size in allocations (append's
+// slower growth for large slices costs five times).
+func readDoubling(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), max(2*cap(buf), 4<<10))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
 	}
-	return bytes.ReplaceAll(b, []byte(k.v), []byte("[redacted]"))
+}
+
+// onceBody is a request body that lets go of its bytes once read: a
+// stream's request must not hold the prompt for as long as the answer runs.
+type onceBody struct{ b []byte }
+
+func (o *onceBody) Read(p []byte) (int, error) {
+	if len(o.b) == 0 {
+		o.b = nil
+		return 0, io.EOF
+	}
+	n := copy(p, o.b)
+	o.b = o.b[n:]
+	if len(o.b) == 0 {
+		o.b = nil
+	}
+	return n, nil
+}
+
+func (o *onceBody) Close() error { o.b = nil; return nil }
+
+// drainAfterClient is how long the upstream call outlives a client that
+// went away mid-stream, so that the usage the upstream sends at the end
+// is still read and charged (docs/performance.md).
+const drainAfterClient = 2 * time.Second
+
+// detachUpstream gives the upstream call a context of its own: canceled
+// drainAfterClient after the client's, or at once by c.release, so a
+// stream abandoned by its client can still be read to its usage.
+func (p *Proxy) detachUpstream(pr *httputil.ProxyRequest, c *call) {
+	in := pr.In.Context()
+	c.client = in
+	ctx, cancel := context.WithCancel(context.WithoutCancel(in))
+	var once sync.Once
+	var timer *time.Timer
+	var mu sync.Mutex
+	stop := context.AfterFunc(in, func() {
+		mu.Lock()
+		timer = time.AfterFunc(drainAfterClient, cancel)
+		mu.Unlock()
+	})
+	c.cancelUpstream = func() {
+		once.Do(func() {
+			stop()
+			mu.Lock()
+			if timer != nil {
+				timer.Stop()
+			}
+			mu.Unlock()
+			cancel()
+		})
+	}
+	*pr.Out = *pr.Out.WithContext(ctx)
 }
 
 // countUsage charges the call's usage to its grant's token budget.
@@ -250,6 +365,7 @@ func (p *Proxy) auditError(err error) *apiError {
 // finishPassThrough audits a non-JSON answer (audio, files) once its last
 // byte is read from upstream and before that byte goes to the client.
 func (p *Proxy) finishPassThrough(ctx context.Context, c *call, err error) error {
+	c.release()
 	switch {
 	case err != nil && ctx.Err() != nil:
 		c.status, c.errDetail = statusClientClosed, "client went away before the answer ended"
@@ -263,10 +379,15 @@ func (p *Proxy) finishPassThrough(ctx context.Context, c *call, err error) error
 // upstreamError answers a call the upstream did not answer.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	c := callFrom(r.Context())
+	client := r.Context() // r is the upstream request: its context is detached
+	if c.client != nil {
+		client = c.client
+	}
+	c.release()
 	var ae *apiError
 	switch {
 	case errors.As(err, &ae):
-	case r.Context().Err() != nil:
+	case client.Err() != nil:
 		c.status, c.errDetail = statusClientClosed, "client closed the request"
 		c.err = &apiError{Status: statusClientClosed, Code: CodeClientClosed, Message: "client closed the request", cause: err}
 		return

@@ -74,6 +74,7 @@ func (p *Proxy) listModels(w http.ResponseWriter, r *http.Request, c *call) {
 		p.fail(w, c, p.auditError(err))
 		return
 	}
+	body = p.keySet(r.Context()).Bytes(body) // an upstream may name a model after the key it got
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
@@ -91,6 +92,7 @@ func (p *Proxy) fetchModels(r *http.Request, up *upstream) ([]model, *apiError) 
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamUnreachable, fmt.Sprintf("Upstream %q has an unusable URL.", up.name), err)
 	}
 	req.Header.Set("Authorization", "Bearer "+key)
+	p.noteKey(r.Context(), key)
 	if up.org != "" {
 		req.Header.Set("OpenAI-Organization", up.org)
 	}

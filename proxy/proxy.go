@@ -111,9 +111,12 @@ const (
 	// in-flight budget holds: MaxInflight defaults to this × MaxBody.
 	DefaultInflightBodies = 8
 	DefaultBodyTimeout    = 30 * time.Second
-	// maxResponseBody bounds a non-streamed JSON answer the proxy buffers
-	// to mask it and read its usage.
-	maxResponseBody = 64 << 20
+	// maxResponseBody bounds a non-streamed answer of a model call the
+	// proxy buffers to mask it (docs/performance.md: memory budget);
+	// maxOtherBody bounds other buffered answers (embeddings, granted
+	// endpoints), which are only scanned for usage.
+	maxResponseBody = 16 << 20
+	maxOtherBody    = 64 << 20
 )
 
 // Options configure a Proxy. Verifier, Keys and Audit are required.
@@ -212,6 +215,7 @@ type Proxy struct {
 	ups          []*upstream
 	byName       map[string]*upstream
 	handler      http.Handler
+	known        knownKeys // vaulted keys scrubbed from answers and the trail
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -229,9 +233,12 @@ func New(opts Options) (*Proxy, error) {
 		problems = append(problems, "an audit sink is required")
 	}
 	p := &Proxy{
-		log: opts.Logger, now: opts.Now, revoked: opts.Revoked, keys: opts.Keys,
-		sink: opts.Audit, holds: opts.Holds, maxBody: opts.MaxBody, byName: map[string]*upstream{},
+		log: opts.Logger, now: opts.Now, revoked: opts.Revoked, keys: opts.Keys, holds: opts.Holds, maxBody: opts.MaxBody, byName: map[string]*upstream{},
 		holdTimeout: opts.HoldTimeout, summaryBytes: opts.SummaryBytes,
+	}
+	if opts.Audit != nil {
+		// Every event passes the key scrub on its way to the trail.
+		p.sink = scrubbingSink{p: p, next: opts.Audit}
 	}
 	if p.summaryBytes <= 0 {
 		p.summaryBytes = DefaultSummaryBytes

@@ -46,11 +46,28 @@ type streamBody struct {
 	copyErr error
 
 	pending  []byte       // the start of an event not yet complete
+	scanned  int          // pending[:scanned] holds no event end
 	out      bytes.Buffer // complete events for the client
-	end      bytes.Buffer // the terminal event and anything after it
+	end      bytes.Buffer // the terminal event and what follows, capped
+	endCount int          // events after the terminal one
 	terminal bool         // the terminal event was seen
+	overflow error        // an event grew past maxStreamEvent, or too much followed the terminal event
 	finished bool         // the audit event is written (or the call abandoned)
 }
+
+// Bounds of a relayed stream (docs/performance.md). An event (a line
+// without its blank line, when the relay copies bytes) may grow to
+// maxStreamEvent; after the terminal event at most maxAfterTerminal
+// events and maxAfterTerminalBytes are kept, and the stream then ends.
+const (
+	maxStreamEvent        = sse.DefaultMaxEvent + 64<<10
+	maxAfterTerminal      = 8
+	maxAfterTerminalBytes = 64 << 10
+	// bytesPerToken estimates tokens of text relayed when the upstream
+	// sent no usage (a client that left early, an upstream that never
+	// reports it): OpenAI's rule of thumb for English.
+	bytesPerToken = 4
+)
 
 // writerFunc adapts a function to io.Writer.
 type writerFunc func([]byte) (int, error)
@@ -71,13 +88,13 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 	// Before the relay waits for more of the upstream's answer, the events
 	// it has finished go to the client.
 	r := readerFunc(func(b []byte) (int, error) {
-		if s.out.Len() > 0 {
+		if s.out.Len() > 0 || s.overflow != nil {
 			s.waiting = true
 			return 0, sse.ErrWouldBlock
 		}
 		return src.Read(b)
 	})
-	relay, err := payload.NewRelay(w, nil, r, c.path, c.ResponseMask)
+	relay, err := payload.NewScrubbedRelay(w, nil, r, c.path, c.ResponseMask, c.keys)
 	if err != nil {
 		s.result, s.copyErr = payload.Result{Counts: mask.Counts{}}, err
 		s.finish()
@@ -93,6 +110,15 @@ func (s *streamBody) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		s.waiting = false
+		if s.overflow != nil {
+			// Nothing more is read: the stream ends here.
+			s.result, s.copyErr = s.relay.Result()
+			if s.copyErr == nil && !s.terminal {
+				s.copyErr = s.overflow
+			}
+			s.finish()
+			continue
+		}
 		if !s.relay.Step() {
 			s.result, s.copyErr = s.relay.Result()
 			s.finish()
@@ -102,34 +128,74 @@ func (s *streamBody) Read(b []byte) (int, error) {
 	return s.out.Read(b)
 }
 
-// feed cuts what the relay wrote (whole events when masking, raw
-// upstream bytes otherwise) into events. An incomplete event waits in
-// pending for the rest; one still incomplete when the stream ends is
-// dropped, as SSE clients do.
+// feed cuts what the relay wrote (whole events or comment lines when
+// parsing, raw upstream bytes otherwise) into events. Comment lines
+// (keep-alives) at an event boundary go out at once. An incomplete event
+// waits in pending for the rest, scanned once (never again from its start);
+// one still incomplete when the stream ends is dropped, as SSE clients do,
+// and one that grows past maxStreamEvent ends the stream.
 func (s *streamBody) feed(b []byte) {
+	if s.overflow != nil {
+		return
+	}
 	buf := b // usually whole events: cut them where they are
+	from := 0
 	if len(s.pending) > 0 {
 		buf = append(s.pending, b...)
+		from = s.scanned
 	}
 	off := 0
-	for {
-		ev, n := cutEvent(buf[off:])
+	for off < len(buf) {
+		if buf[off] == ':' {
+			// A comment line at an event boundary: relay it now.
+			k := bytes.IndexByte(buf[max(off, from):], '\n')
+			if k < 0 {
+				break
+			}
+			end := max(off, from) + k + 1
+			s.comment(buf[off:end])
+			off = end
+			from = max(from, off)
+			continue
+		}
+		ev, n := cutEvent(buf[off:], max(from-off, 0))
 		if n == 0 {
 			break
 		}
 		s.handle(ev)
 		off += n
+		from = max(from, off)
 	}
-	s.pending = append(s.pending[:0], buf[off:]...)
+	rest := buf[off:]
+	if len(rest) > maxStreamEvent {
+		s.overflow = fmt.Errorf("upstream sent an event over %d bytes", maxStreamEvent)
+		s.pending, s.scanned = nil, 0
+		return
+	}
+	// The rest holds no event end up to its last byte but two (a CRLF
+	// blank line may straddle the next write).
+	s.scanned = max(len(rest)-3, 0)
+	s.pending = append(s.pending[:0], rest...)
 	if cap(s.pending) > 64<<10 && len(s.pending) < 4<<10 {
 		s.pending = bytes.Clone(s.pending) // let a large event's array go
 	}
 }
 
+// comment relays a comment line, unless the stream is past its terminal
+// event.
+func (s *streamBody) comment(line []byte) {
+	if s.terminal {
+		s.after(line)
+		return
+	}
+	s.out.Write(line)
+}
+
 // cutEvent returns the first complete event of b (up to and including the
 // blank line that ends it, LF or CRLF line ends) and its length, or 0.
-func cutEvent(b []byte) ([]byte, int) {
-	for i := 0; i < len(b); i++ {
+// b[:from] is known to hold no event end but in its last bytes.
+func cutEvent(b []byte, from int) ([]byte, int) {
+	for i := max(from-2, 0); i < len(b); i++ {
 		k := bytes.IndexByte(b[i:], '\n')
 		if k < 0 {
 			break
@@ -161,12 +227,27 @@ func (s *streamBody) handle(ev []byte) {
 	if s.c.stripUsage && usageOnlyChunk(data) {
 		return // the usage chunk the client did not ask for
 	}
-	if s.terminal || isTerminal(name, data) {
+	if s.terminal {
+		s.after(ev)
+		return
+	}
+	if isTerminal(name, data) {
 		s.terminal = true
 		s.end.Write(ev)
 		return
 	}
 	s.out.Write(ev)
+}
+
+// after keeps what follows the terminal event, up to a bound; past it the
+// stream ends (an upstream may not keep a finished stream busy forever).
+func (s *streamBody) after(ev []byte) {
+	s.endCount++
+	if s.endCount > maxAfterTerminal || s.end.Len()+len(ev) > maxAfterTerminalBytes {
+		s.overflow = errors.New("upstream kept sending after the end of its stream")
+		return
+	}
+	s.end.Write(ev)
 }
 
 // sseFields returns a raw event's name and its data lines joined by "\n".
@@ -263,6 +344,11 @@ func terminalType(t string) bool {
 // was cut short or could not be recorded.
 func (s *streamBody) finish() {
 	s.finished = true
+	s.pending = nil
+	if s.overflow != nil || s.copyErr != nil {
+		_ = s.src.Close() // stop reading; the stream ends here
+	}
+	s.c.release()
 	s.takeResult()
 	switch {
 	case s.ctx.Err() != nil:
@@ -300,6 +386,13 @@ func (s *streamBody) takeResult() {
 		s.c.usage = tokenUsage{Input: r.Usage.InputTokens, Output: r.Usage.OutputTokens, Total: r.Usage.TotalTokens}
 		s.c.hasUsage = true
 	}
+	if !r.HasUsage && r.TextBytes > 0 {
+		// No usage came (the client left before it, or the upstream never
+		// sends it): charge an estimate of what was relayed.
+		s.c.usage = tokenUsage{Input: int64(s.c.promptLen) / bytesPerToken, Output: (r.TextBytes + bytesPerToken - 1) / bytesPerToken}
+		s.c.usage.Total = s.c.usage.Input + s.c.usage.Output
+		s.c.hasUsage, s.c.usageEstimated = true, true
+	}
 	s.c.summary = r.Summary
 	if r.Counts.Total() > 0 {
 		s.c.maskedOut = r.Counts
@@ -308,17 +401,39 @@ func (s *streamBody) takeResult() {
 }
 
 // Close ends the relay. Closed before its end, the stream was abandoned by
-// the client (ReverseProxy could not write to it): the relay is stopped,
-// the upstream body closed, and the trail records the call as such.
+// the client (ReverseProxy could not write to it): the relay reads on,
+// relaying to nobody, until the upstream's usage arrives or the stream
+// ends, for at most drainAfterClient (the upstream call's context is
+// canceled then); what was relayed is charged, and the trail records the
+// call as abandoned.
 func (s *streamBody) Close() error {
+	if !s.finished && s.relay != nil {
+		s.drain()
+	}
 	err := s.src.Close()
 	if !s.finished {
 		s.finished = true
-		s.result, _ = s.relay.Result()
+		if s.relay != nil {
+			s.result, _ = s.relay.Result()
+		}
+		s.c.release()
 		s.takeResult()
 		s.clientGone()
 	}
 	return err
+}
+
+// drain steps the relay to nobody until it ends (the upstream stream ended
+// or its context was canceled) or the usage is known.
+func (s *streamBody) drain() {
+	for s.overflow == nil {
+		s.out.Reset()
+		s.end.Reset()
+		s.waiting = false
+		if !s.relay.Step() || s.relay.HasUsage() {
+			return
+		}
+	}
 }
 
 // errorEvent renders e as an SSE event. The OpenAI SDKs stop a stream and

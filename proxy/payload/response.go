@@ -2,6 +2,7 @@ package payload
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -34,16 +35,27 @@ type Result struct {
 	// Usage is set when HasUsage.
 	Usage    Usage
 	HasUsage bool
+	// TextBytes is the length of the text fields relayed so far (streams
+	// only): what a proxy charges, estimated, when no usage came.
+	TextBytes int64
 }
 
-// MaskResponse masks every text field a client reads in a non-streamed
-// response body: chat choices[].message content, refusal, tool call and
-// function call arguments and audio transcripts; Responses output items
-// (message output_text and refusal parts, function and custom tool call
-// arguments, reasoning text, file search results) and output_text. Token
-// log probabilities, which spell the text out token by token, are removed
-// when masking is on. The body is returned unchanged when nothing changed or
-// masking is off; a body that is not JSON is masked as plain text.
+// MaskResponse masks every model-written string a client reads in a
+// non-streamed response body of a chat or Responses call: every JSON
+// string value of the answer is masked except those of structural members
+// (see StructuralKey: ids, types, roles, enums, base64 payloads). That covers
+// message content (strings or parts), refusals, reasoning text of
+// compatible upstreams (reasoning_content, reasoning), tool-call
+// arguments, annotations and URL citations, every choice, and every
+// Responses output item type, including those added to the API later.
+// Token log probabilities, which spell the text out token by token, are
+// removed when masking is on.
+//
+// With masking on, an answer the generic path decodes is re-encoded, so
+// duplicate or case-variant members and invalid UTF-8 reach the client
+// only as the proxy read and masked them. The body is returned unchanged
+// when masking is off or the fast path read it; a body that is not JSON
+// is masked as plain text.
 func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result, error) {
 	res := Result{Counts: mask.Counts{}}
 	ep, err := normalize(endpoint)
@@ -60,19 +72,17 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 		if !m.Enabled() {
 			return body, res, nil
 		}
-		out, c := m.Mask(string(body))
+		out, c := m.Mask(validText(string(body), m))
 		res.Counts.Add(c)
 		return []byte(out), res, nil
 	}
 	res.Usage, res.HasUsage = parseUsage(root["usage"])
-	changed := false
-	f := func(_ string, _ int, s string) string {
+	f := func(s string) string {
 		if !m.Enabled() || s == "" {
 			return s
 		}
 		out, c := m.Mask(s)
 		res.Counts.Add(c)
-		changed = changed || out != s
 		return out
 	}
 	var sum summary
@@ -84,39 +94,83 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 				continue
 			}
 			if m.Enabled() && ch["logprobs"] != nil {
-				ch["logprobs"], changed = nil, true
+				ch["logprobs"] = nil
 			}
-			msg := obj(ch["message"])
-			walkChatMessage(msg, f)
+			if m.Enabled() {
+				MaskStrings(ch, f, nil)
+			}
 			if i == 0 {
-				sum.chatMessage(msg)
+				sum.chatMessage(obj(ch["message"]))
 			}
+		}
+		if m.Enabled() {
+			// Whatever else the upstream put in the answer.
+			MaskStrings(root, f, func(k string) bool { return k == "choices" })
 		}
 	case EndpointResponses:
 		items := arr(root["output"])
-		for _, v := range items {
-			if stripLogprobs(obj(v), m.Enabled()) {
-				changed = true
+		if m.Enabled() {
+			for _, v := range items {
+				stripLogprobs(obj(v), true)
 			}
-			walkOutputItem(obj(v), f)
+			// Output items, errors, and whatever else the upstream put in
+			// the answer (echoed request fields included).
+			MaskStrings(root, f, func(k string) bool { return k == "output_text" })
+			// output_text repeats the message text: mask it, count it once.
+			str(root, "output_text", func(s string) string {
+				out, _ := m.Mask(s)
+				return out
+			})
 		}
-		// output_text repeats the message text: mask it, count it once.
-		str(root, "output_text", func(s string) string {
-			if !m.Enabled() {
-				return s
-			}
-			out, _ := m.Mask(s)
-			changed = changed || out != s
-			return out
-		})
 		sum.outputItems(items)
 	}
 	res.Summary = sum.String()
-	if !changed {
+	if !m.Enabled() || ep != EndpointChat && ep != EndpointResponses {
 		return body, res, nil
 	}
 	out, err := encode(root)
 	return out, res, err
+}
+
+// structuralKeys name members whose string values are protocol rather
+// than model-written text: identifiers, enumerations, names the client
+// defined (tools, MCP servers) and base64 payloads that masking would
+// corrupt. docs/rules-and-masking.md lists them.
+var structuralKeys = map[string]bool{
+	"id": true, "object": true, "type": true, "role": true, "model": true, "status": true,
+	"finish_reason": true, "call_id": true, "item_id": true, "tool_call_id": true,
+	"approval_request_id": true, "name": true, "server_label": true, "system_fingerprint": true,
+	"service_tier": true, "format": true, "mime_type": true, "file_id": true, "container_id": true,
+	"encrypted_content": true, "data": true, "b64_json": true, "result": true,
+	"partial_image_b64": true, "output_format": true, "quality": true, "size": true, "background": true,
+	"obfuscation": true,
+}
+
+// StructuralKey reports whether a member's string value is protocol, left
+// unmasked in model-written positions.
+func StructuralKey(key string) bool { return structuralKeys[key] }
+
+// MaskStrings replaces every string value in v (maps and arrays, at any
+// depth) with f of it, except values of structural members and of the
+// top-level members of v that skip selects. It returns v (a string value
+// given directly is masked).
+func MaskStrings(v any, f func(string) string, skip func(key string) bool) any {
+	switch x := v.(type) {
+	case string:
+		return f(x)
+	case []any:
+		for i, e := range x {
+			x[i] = MaskStrings(e, f, nil)
+		}
+	case map[string]any:
+		for k, e := range x {
+			if structuralKeys[k] || skip != nil && skip(k) {
+				continue
+			}
+			x[k] = MaskStrings(e, f, nil)
+		}
+	}
+	return v
 }
 
 // maskChatAnswer is MaskResponse's fast path for the usual chat answer,
@@ -155,13 +209,44 @@ func maskChatAnswer(body []byte, m *mask.Masker) (Result, bool) {
 	return res, true
 }
 
+// chatTextKeys are the string members of a chat message (or delta) that
+// stream as text: content and refusal, and the reasoning text some
+// compatible upstreams add (reasoning_content: DeepSeek, vLLM; reasoning:
+// OpenRouter, Ollama).
+var chatTextKeys = []string{"content", "refusal", "reasoning_content", "reasoning"}
+
+// maskChatRest masks, with f, every string of a chat message (or delta)
+// that walkChatMessage does not stream: content parts, annotations and URL
+// citations, tool call members other than arguments, anything an upstream
+// adds.
+func maskChatRest(msg map[string]any, f func(string) string) {
+	if msg == nil {
+		return
+	}
+	MaskStrings(msg, f, func(k string) bool {
+		switch k {
+		case "tool_calls", "function_call", "audio":
+			return true
+		}
+		_, isText := msg[k].(string)
+		return isText && slices.Contains(chatTextKeys, k)
+	})
+	for _, v := range arr(msg["tool_calls"]) {
+		tc := obj(v)
+		MaskStrings(tc, f, func(k string) bool { return k == "function" })
+		MaskStrings(obj(tc["function"]), f, func(k string) bool { return k == "arguments" })
+	}
+	MaskStrings(obj(msg["function_call"]), f, func(k string) bool { return k == "arguments" })
+	MaskStrings(obj(msg["audio"]), f, func(k string) bool { return k == "transcript" })
+}
+
 // walkChatMessage calls f on the text fields of a chat message (or delta).
 // The kind and index name the field within its choice.
 func walkChatMessage(msg map[string]any, f func(kind string, idx int, s string) string) {
 	if msg == nil {
 		return
 	}
-	for _, k := range []string{"content", "refusal"} {
+	for _, k := range chatTextKeys {
 		if s, ok := msg[k].(string); ok {
 			msg[k] = f(k, 0, s)
 		}
@@ -348,4 +433,17 @@ func (s *summary) outputItems(items []any) {
 			s.tool(name, args)
 		}
 	}
+}
+
+// ValidText returns text with invalid UTF-8 replaced by U+FFFD when
+// masking is on, so the masker and every client read the same text (a
+// client that drops invalid bytes would otherwise join what the masker
+// saw apart).
+func ValidText(text string, m *mask.Masker) string { return validText(text, m) }
+
+func validText(text string, m *mask.Masker) string {
+	if !m.Enabled() || utf8.ValidString(text) {
+		return text
+	}
+	return strings.ToValidUTF8(text, "\uFFFD")
 }

@@ -418,21 +418,56 @@ func (p *jscan) message(m *chatMsg) bool {
 	if p.peek() != '{' {
 		return p.value() // not an object: no text, as obj() gives nil
 	}
+	// Only the usual message is read here: any other member (reasoning
+	// text, content parts, annotations that are not empty), a duplicate
+	// member or content that is neither a string nor null sends the
+	// message to the generic path, which masks every model-written string.
+	var seen [4]bool
 	return p.object(func(key string) bool {
 		switch key {
+		case "role":
+			if seen[0] {
+				return false
+			}
+			seen[0] = true
+			return p.value()
 		case "content":
+			if seen[1] || p.peek() != '"' && p.peek() != 'n' {
+				return false
+			}
+			seen[1] = true
 			t, found, ok := p.strOrSkip()
 			m.content, m.hasC = t, found
 			return ok
 		case "refusal":
+			if seen[2] || p.peek() != '"' && p.peek() != 'n' {
+				return false
+			}
+			seen[2] = true
 			t, found, ok := p.strOrSkip()
 			m.refusal, m.hasR = t, found
 			return ok
+		case "annotations":
+			if seen[3] {
+				return false
+			}
+			seen[3] = true
+			return p.emptyArray()
 		case "tool_calls", "function_call", "audio":
 			return p.null()
 		}
-		return p.value()
+		return false
 	})
+}
+
+// emptyArray scans [] (with any white space inside).
+func (p *jscan) emptyArray() bool {
+	if p.peek() != '[' {
+		return false
+	}
+	n := 0
+	ok := p.array(func() bool { n++; return false })
+	return ok && n == 0
 }
 
 // chatChoice is one element of "choices" in an answer or chunk.
@@ -451,6 +486,7 @@ func (p *jscan) choice(msgKey string, masking bool, c *chatChoice) bool {
 		return p.value()
 	}
 	c.isObj = true
+	seenMsg := false
 	return p.object(func(key string) bool {
 		switch key {
 		case "index":
@@ -461,11 +497,16 @@ func (p *jscan) choice(msgKey string, masking bool, c *chatChoice) bool {
 			c.index = n
 			return ok
 		case msgKey:
+			if seenMsg {
+				return false // a duplicate: the generic path re-encodes it
+			}
+			seenMsg = true
 			return p.message(&c.msg)
 		case "logprobs":
 			if masking {
 				return p.null()
 			}
+			return p.value()
 		case "finish_reason":
 			if !p.null() {
 				c.finish = true
@@ -473,7 +514,7 @@ func (p *jscan) choice(msgKey string, masking bool, c *chatChoice) bool {
 			}
 			return true
 		}
-		return p.value()
+		return false // anything else: the generic path masks it
 	})
 }
 
@@ -494,9 +535,14 @@ func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
 	if p.peek() != '{' {
 		return false
 	}
+	seenChoices := false
 	ok := p.object(func(key string) bool {
 		switch key {
 		case "choices":
+			if seenChoices {
+				return false // a duplicate: the generic path re-encodes it
+			}
+			seenChoices = true
 			if p.peek() != '[' {
 				return p.value()
 			}
@@ -508,8 +554,10 @@ func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
 			var ok bool
 			d.usage, d.hasUsage, ok = p.usageValue()
 			return ok
+		case "id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation":
+			return p.value()
 		}
-		return p.value()
+		return false // anything else: the generic path masks it
 	})
 	return ok && p.end()
 }

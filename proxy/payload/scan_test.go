@@ -211,7 +211,10 @@ func compareAnswer(t testing.TB, body string, m *mask.Masker) {
 	var fe, se error
 	withFastPaths(true, func() { fo, fr, fe = MaskResponse(EndpointChat, []byte(body), m) })
 	withFastPaths(false, func() { so, sr, se = MaskResponse(EndpointChat, []byte(body), m) })
-	if !bytes.Equal(fo, so) || !reflect.DeepEqual(fr, sr) || (fe == nil) != (se == nil) {
+	// With masking on the generic path re-encodes what it decoded: the
+	// same JSON, not the same bytes.
+	same := bytes.Equal(fo, so) || m.Enabled() && fe == nil && se == nil && sameJSON(fo, so)
+	if !same || !reflect.DeepEqual(fr, sr) || (fe == nil) != (se == nil) {
 		t.Fatalf("%q (masking %v):\nfast    %s %+v %v\ngeneric %s %+v %v", body, m.Enabled(), fo, fr, fe, so, sr, se)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/scrub"
 	"github.com/pamctl/pamctl/proxy/sse"
 )
 
@@ -75,6 +76,17 @@ type Relay struct {
 // NewRelay prepares to relay the stream of endpoint from src to dst, as
 // CopyStream does.
 func NewRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker) (*Relay, error) {
+	return NewScrubbedRelay(dst, flush, src, endpoint, m, nil)
+}
+
+// NewScrubbedRelay is NewRelay that also removes the keys of set from every
+// string of every JSON event, before masking; streamed text fields go
+// through a scrub.Stream each, so a key the upstream splits over the
+// deltas of several events (which a client joins back together) is caught
+// as well. With a non-empty set the stream is parsed even when masking is
+// off. Event names, ids, comments and data that is not JSON are the
+// caller's to scrub from the bytes (the proxy scrubs every byte it relays).
+func NewScrubbedRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *mask.Masker, set *scrub.Set) (*Relay, error) {
 	ep, err := normalize(endpoint)
 	if err != nil {
 		return nil, err
@@ -85,12 +97,16 @@ func NewRelay(dst io.Writer, flush func(), src io.Reader, endpoint string, m *ma
 	s := &streamer{
 		m: m, ep: ep, flush: flush,
 		streams: map[textKey]*mask.Stream{},
+		keys:    set,
 		counted: map[textKey]bool{},
 		outIdx:  map[string]any{},
 		res:     Result{Counts: mask.Counts{}},
 	}
 	r := &Relay{s: s}
-	if m.Enabled() {
+	if !set.Empty() {
+		s.scrubs = map[textKey]*scrub.Stream{}
+	}
+	if m.Enabled() || !set.Empty() {
 		s.w = sse.NewWriter(dst)
 		r.rd = sse.NewReader(src, sse.Limits{})
 		r.rd.OnComment = func(c string) {
@@ -171,6 +187,9 @@ func (r *Relay) end(err error) {
 	}
 }
 
+// HasUsage reports whether the upstream's usage has been read.
+func (r *Relay) HasUsage() bool { return r.s.res.HasUsage }
+
 // Result returns the findings, usage and summary, and the error that ended
 // the stream. Called before Step returned false it stops the relay where
 // it is (the client went away).
@@ -231,7 +250,9 @@ type streamer struct {
 	sum   summary
 
 	streams map[textKey]*mask.Stream
-	order   []textKey // creation order, for deterministic flushing
+	keys    *scrub.Set                // vaulted keys to remove, nil: none
+	scrubs  map[textKey]*scrub.Stream // per field, when keys is set
+	order   []textKey                 // creation order, for deterministic flushing
 	counted map[textKey]bool
 
 	tmplObj  map[string]any // chat: the last chunk, decoded (generic path)
@@ -267,7 +288,7 @@ func (s *streamer) emitObj(ev sse.Event, o map[string]any, changed bool) error {
 // opaque handles data that is not a JSON object.
 func (s *streamer) opaque(ev sse.Event) error {
 	if strings.TrimSpace(ev.Data) != "[DONE]" {
-		out, c := s.m.Mask(ev.Data)
+		out, c := s.m.Mask(validText(ev.Data, s.m))
 		s.res.Counts.Add(c)
 		ev.Data = out
 	}
@@ -285,8 +306,15 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 		s.streams[k] = st
 		s.order = append(s.order, k)
 		s.counted[k] = true
+		if s.scrubs != nil {
+			s.scrubs[k] = s.keys.NewStream()
+		}
+	}
+	if ks := s.scrubs[k]; ks != nil {
+		delta = string(ks.Write(nil, []byte(delta)))
 	}
 	out := st.Write(delta)
+	s.res.TextBytes += int64(len(out))
 	s.summarize(k, out)
 	return out, nil
 }
@@ -297,7 +325,13 @@ func (s *streamer) finish(k textKey) string {
 	if st == nil {
 		return ""
 	}
-	out := st.Flush()
+	out := ""
+	if ks := s.scrubs[k]; ks != nil {
+		out = st.Write(string(ks.Flush(nil)))
+		delete(s.scrubs, k)
+	}
+	out += st.Flush()
+	s.res.TextBytes += int64(len(out))
 	s.res.Counts.Add(st.Counts())
 	delete(s.streams, k)
 	s.summarize(k, out)
@@ -328,6 +362,9 @@ func (s *streamer) maskFull(k textKey, text string) string {
 	if text == "" {
 		return text
 	}
+	if clean := s.keys.String(text); clean != text {
+		text, s.dirty = clean, true
+	}
 	out, c := s.m.Mask(text)
 	s.dirty = s.dirty || out != text
 	if !s.counted[k] {
@@ -335,6 +372,42 @@ func (s *streamer) maskFull(k textKey, text string) string {
 		s.res.Counts.Add(c)
 	}
 	return out
+}
+
+// maskOnce masks a string that is not streamed (it is whole in its
+// event) and counts its findings.
+func (s *streamer) maskOnce(text string) string {
+	if text == "" {
+		return text
+	}
+	if clean := s.keys.String(text); clean != text {
+		text, s.dirty = clean, true
+	}
+	out, c := s.m.Mask(text)
+	s.res.Counts.Add(c)
+	s.dirty = s.dirty || out != text
+	return out
+}
+
+// maskEvent masks every non-structural string of a Responses event (or
+// part of one) not otherwise handled.
+func (s *streamer) maskEvent(v any, skip func(string) bool) {
+	if s.inspects() {
+		MaskStrings(v, s.maskOnce, skip)
+	}
+}
+
+// inspects reports whether strings are masked or scrubbed of keys.
+func (s *streamer) inspects() bool { return s.m.Enabled() || !s.keys.Empty() }
+
+// textDeltaKind reports whether response.<kind>.delta events stream text
+// (not base64 audio or images).
+func textDeltaKind(kind string) bool {
+	switch kind {
+	case "", "output_item", "content_part", "reasoning_summary_part":
+		return false // structure events, handled on their own
+	}
+	return !strings.HasSuffix(kind, "audio") && !strings.Contains(kind, "image")
 }
 
 func (s *streamer) summarize(k textKey, text string) {
@@ -403,6 +476,17 @@ func (s *streamer) chat(ev sse.Event) error {
 		if werr != nil {
 			return werr
 		}
+		if s.inspects() {
+			// Every other model-written string of the choice, masked
+			// within this chunk.
+			once := func(t string) string {
+				out := s.maskOnce(t)
+				changed = changed || out != t
+				return out
+			}
+			maskChatRest(delta, once)
+			MaskStrings(ch, once, func(k string) bool { return k == "delta" || k == "logprobs" })
+		}
 		for _, tc := range arr(delta["tool_calls"]) {
 			if name, _ := obj(obj(tc)["function"])["name"].(string); name != "" && ci == 0 {
 				s.sum.tool(name, "…")
@@ -414,6 +498,18 @@ func (s *streamer) chat(ev sse.Event) error {
 			hasText = hasText || text
 		}
 	}
+	if s.inspects() {
+		// Whatever else the upstream put in the chunk.
+		MaskStrings(chunk, func(t string) string {
+			out := s.maskOnce(t)
+			changed = changed || out != t
+			return out
+		}, func(k string) bool { return k == "choices" })
+	}
+	// With masking on, a chunk read on this path goes out as it was read
+	// and masked: a duplicate member, or invalid UTF-8 (read as U+FFFD),
+	// never reaches a client that reads it differently.
+	changed = changed || s.m.Enabled()
 	if len(finishing) == 0 {
 		return s.emitObj(ev, chunk, changed)
 	}
@@ -616,7 +712,9 @@ func (s *streamer) responses(ev sse.Event) error {
 	if typ == "" {
 		typ = ev.Type
 	}
-	s.dirty = false
+	// With masking on every event goes out as it was read and masked (see
+	// chat).
+	s.dirty = s.m.Enabled()
 	s.respType = s.respType || ev.Type != ""
 	if seq, ok := o["sequence_number"]; ok {
 		s.seq = seq
@@ -627,28 +725,33 @@ func (s *streamer) responses(ev sse.Event) error {
 	}
 	rest, _ := strings.CutPrefix(typ, "response.")
 	switch {
-	case strings.HasSuffix(rest, ".delta") && streamKinds[strings.TrimSuffix(rest, ".delta")] != "":
+	case strings.HasSuffix(rest, ".delta") && textDeltaKind(strings.TrimSuffix(rest, ".delta")) && isString(o["delta"]):
+		// Known kinds (output_text, function_call_arguments, ...) and any
+		// other text the API streams so (code_interpreter_call_code,
+		// mcp_call_arguments, ...): one mask stream per field.
 		kind := strings.TrimSuffix(rest, ".delta")
-		d, ok := o["delta"].(string)
-		if !ok {
-			return s.emit(ev)
-		}
+		d := o["delta"].(string)
 		out, err := s.write(textKey{itemID, kind, partIndex(o)}, d)
 		if err != nil {
 			return err
 		}
 		o["delta"] = out
 		s.stripEventLogprobs(o)
+		s.maskEvent(o, func(k string) bool { return k == "delta" })
 		return s.emitObj(ev, o, s.dirty || out != d)
 
-	case strings.HasSuffix(rest, ".done") && streamKinds[strings.TrimSuffix(rest, ".done")] != "":
+	case strings.HasSuffix(rest, ".done") && textDeltaKind(strings.TrimSuffix(rest, ".done")):
 		kind := strings.TrimSuffix(rest, ".done")
 		k := textKey{itemID, kind, partIndex(o)}
 		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
 			return err
 		}
-		str(o, streamKinds[kind], func(t string) string { return s.maskFull(k, t) })
 		s.stripEventLogprobs(o)
+		if s.inspects() {
+			// The whole text again (text, arguments, code, ...), and
+			// any other string of the event.
+			MaskStrings(o, func(t string) string { return s.maskFull(k, t) }, nil)
+		}
 		return s.emitObj(ev, o, s.dirty)
 
 	case rest == "content_part.added" || rest == "content_part.done" ||
@@ -657,7 +760,8 @@ func (s *streamer) responses(ev sse.Event) error {
 		pt, _ := part["type"].(string)
 		kind := partKinds[pt]
 		if kind == "" {
-			return s.emit(ev)
+			s.maskEvent(o, nil)
+			return s.emitObj(ev, o, s.dirty)
 		}
 		k := textKey{itemID, kind, partIndex(o)}
 		if strings.HasSuffix(rest, ".done") {
@@ -670,6 +774,7 @@ func (s *streamer) responses(ev sse.Event) error {
 		if s.m.Enabled() && len(arr(part["logprobs"])) > 0 {
 			part["logprobs"], s.dirty = []any{}, true
 		}
+		s.maskEvent(part, func(k string) bool { return k == "text" || k == "refusal" })
 		return s.emitObj(ev, o, s.dirty)
 
 	case rest == "output_item.added" || rest == "output_item.done":
@@ -712,12 +817,25 @@ func (s *streamer) responses(ev sse.Event) error {
 			s.dirty = s.dirty || out != t
 			return out
 		})
+		for _, k := range []string{"error", "incomplete_details"} {
+			if v, ok := resp[k]; ok {
+				s.maskEvent(v, nil)
+			}
+		}
 		if rest == "completed" && s.sum.b.Len() == 0 && len(s.sum.tools) == 0 {
 			s.sum.outputItems(items)
 		}
 		return s.emitObj(ev, o, s.dirty)
 	}
-	return s.emit(ev)
+	// Any other event (annotations, web search and MCP progress, errors,
+	// events added to the API later): every non-structural string.
+	s.maskEvent(o, nil)
+	return s.emitObj(ev, o, s.dirty)
+}
+
+func isString(v any) bool {
+	_, ok := v.(string)
+	return ok
 }
 
 func (s *streamer) maskItem(id string, item map[string]any) {
@@ -727,6 +845,10 @@ func (s *streamer) maskItem(id string, item map[string]any) {
 	walkOutputItem(item, func(kind string, idx int, t string) string {
 		return s.maskFull(textKey{id, kind, idx}, t)
 	})
+	// Every other string of the item (code, commands, queries, tool
+	// lists, outputs, revised prompts, annotations); masked text is not
+	// found again.
+	s.maskEvent(item, nil)
 }
 
 func (s *streamer) stripEventLogprobs(o map[string]any) {

@@ -312,6 +312,30 @@ func (k vaultKeys) ProviderKey(ctx context.Context, entry string) (string, error
 	return s.Reveal(), nil
 }
 
+// ProviderKeyValues lists every vaulted key's value, so the proxy scrubs
+// all of them (not only the one a call uses) from what it relays and
+// records.
+func (k vaultKeys) ProviderKeyValues(ctx context.Context) ([]string, error) {
+	entries, err := k.v.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		s, err := k.v.Get(ctx, e.Name)
+		if errors.Is(err, vault.ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s.Reveal())
+	}
+	return out, nil
+}
+
+var _ proxy.KeyLister = vaultKeys{}
+
 // devMockKey is what the dev proxy sends the built-in mock upstream.
 const devMockKey = "pamctl-dev-mock"
 

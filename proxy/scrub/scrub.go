@@ -1,0 +1,287 @@
+// Package scrub removes vaulted provider keys from bytes on their way out of
+// the proxy: response bodies of every content type, streamed or buffered,
+// response headers and audit fields.
+//
+// A key is found whatever its shape (OpenAI, Azure, any opaque string of at
+// least MinKeyLen bytes) and however JSON spells it: each byte of the key
+// may appear literally or as a JSON escape (\u0073 in either hex case, \/
+// for '/', \" \\ \b \f \n \r \t for the bytes they stand for). Each match
+// is replaced by Marker, which is valid inside a JSON string.
+//
+// A Stream scrubs text that arrives in pieces: it holds back only the bytes
+// of a pending partial match (at most 6×the longest key), so a stream in
+// which nothing matches is released as it comes, and a key split over two
+// reads is still caught. The output of a Stream for any split of its input
+// equals Set.Bytes of the whole input.
+//
+// The package is pure and knows nothing about HTTP or JSON payload shapes.
+package scrub
+
+import (
+	"slices"
+	"sort"
+)
+
+// Marker replaces every key found.
+const Marker = "[redacted]"
+
+// MinKeyLen is the shortest key scrubbed: a shorter "key" would match
+// ordinary text. Provider keys are far longer.
+const MinKeyLen = 8
+
+// Set is a compiled set of keys. It is immutable and safe for concurrent
+// use; a nil or empty Set scrubs nothing.
+type Set struct {
+	keys  [][]byte // longest first: the tie-break between keys at one start
+	start [256]bool
+	max   int // longest encoded match, in bytes
+}
+
+// New compiles keys, ignoring duplicates and keys shorter than MinKeyLen.
+func New(keys ...string) *Set {
+	s := &Set{}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if len(k) < MinKeyLen || seen[k] {
+			continue
+		}
+		seen[k] = true
+		s.keys = append(s.keys, []byte(k))
+	}
+	if len(s.keys) == 0 {
+		return nil
+	}
+	sort.SliceStable(s.keys, func(i, j int) bool { return len(s.keys[i]) > len(s.keys[j]) })
+	s.start['\\'] = true
+	for _, k := range s.keys {
+		s.start[k[0]] = true
+		s.max = max(s.max, 6*len(k))
+	}
+	return s
+}
+
+// With returns a Set of s's keys and more (s itself when more adds none).
+func (s *Set) With(more ...string) *Set {
+	if s == nil {
+		return New(more...)
+	}
+	add := false
+	for _, k := range more {
+		if len(k) >= MinKeyLen && !slices.ContainsFunc(s.keys, func(b []byte) bool { return string(b) == k }) {
+			add = true
+		}
+	}
+	if !add {
+		return s
+	}
+	all := make([]string, 0, len(s.keys)+len(more))
+	for _, k := range s.keys {
+		all = append(all, string(k))
+	}
+	return New(append(all, more...)...)
+}
+
+// Empty reports whether s scrubs nothing.
+func (s *Set) Empty() bool { return s == nil || len(s.keys) == 0 }
+
+// text is what the scanner reads.
+type text interface{ ~string | ~[]byte }
+
+// result of matching one key at one position.
+const (
+	noMatch = iota
+	partial // the input ended inside a possible match
+	full
+)
+
+// escapes are the JSON short escapes, by the byte they stand for.
+var escapes = [256]byte{'"': '"', '\\': '\\', '/': '/', '\b': 'b', '\f': 'f', '\n': 'n', '\r': 'r', '\t': 't'}
+
+func hexVal(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// matchKey matches key against b from its start. It returns full and the
+// match's length, partial when b ends before a decision, or noMatch.
+func matchKey[T text](key []byte, b T) (int, int) {
+	j := 0
+	for _, want := range key {
+		if j >= len(b) {
+			return partial, 0
+		}
+		c := b[j]
+		if c == want {
+			j++
+			continue
+		}
+		if c != '\\' {
+			return noMatch, 0
+		}
+		// An escape: \X or \u00HH.
+		if j+1 >= len(b) {
+			return partial, 0
+		}
+		e := b[j+1]
+		if e == 'u' {
+			if want >= 0x80 {
+				return noMatch, 0 // a \u escape spells a rune, never one byte of UTF-8
+			}
+			v := 0
+			for h := 0; h < 4; h++ {
+				if j+2+h >= len(b) {
+					// Undecided unless a digit read so far already differs.
+					if v<<(4*(4-h)) > int(want) || (v<<(4*(4-h)))+(1<<(4*(4-h)))-1 < int(want) {
+						return noMatch, 0
+					}
+					return partial, 0
+				}
+				d := hexVal(b[j+2+h])
+				if d < 0 {
+					return noMatch, 0
+				}
+				v = v<<4 | d
+			}
+			if v != int(want) {
+				return noMatch, 0
+			}
+			j += 6
+			continue
+		}
+		if escapes[want] == 0 || escapes[want] != e {
+			return noMatch, 0
+		}
+		j += 2
+	}
+	return full, j
+}
+
+// scan scrubs b[:] appending the output to dst. Unless final, it stops
+// where a match is still undecided and returns that offset (bytes from it
+// on are held back); final decides undecided matches as no match.
+func scan[T text](s *Set, dst []byte, b T, final bool) ([]byte, int) {
+	last := 0
+	for i := 0; i < len(b); {
+		if !s.start[b[i]] {
+			// Skip to the next byte that can start a match.
+			k := i + 1
+			for k < len(b) && !s.start[b[k]] {
+				k++
+			}
+			i = k
+			continue
+		}
+		decided := true
+		n := 0
+		for _, key := range s.keys {
+			st, l := matchKey(key, b[i:])
+			if st == full {
+				n = l
+				break
+			}
+			if st == partial && !final {
+				decided = false
+				break
+			}
+		}
+		if !decided {
+			return append(dst, b[last:i]...), i
+		}
+		if n > 0 {
+			dst = append(dst, b[last:i]...)
+			dst = append(dst, Marker...)
+			i += n
+			last = i
+			continue
+		}
+		i++
+	}
+	return append(dst, b[last:]...), len(b)
+}
+
+// Bytes returns b with every key replaced; b itself when none is found.
+func (s *Set) Bytes(b []byte) []byte {
+	if !find(s, b) {
+		return b
+	}
+	out, _ := scan(s, make([]byte, 0, len(b)), b, true)
+	return out
+}
+
+// String is Bytes for a string.
+func (s *Set) String(t string) string {
+	if !find(s, t) {
+		return t
+	}
+	out, _ := scan(s, make([]byte, 0, len(t)), t, true)
+	return string(out)
+}
+
+// Contains reports whether b holds a key in any spelling.
+func (s *Set) Contains(b []byte) bool { return find(s, b) }
+
+// ContainsString is Contains for a string.
+func (s *Set) ContainsString(t string) bool { return find(s, t) }
+
+// find reports whether t holds a key, without allocating.
+func find[T text](s *Set, t T) bool {
+	if s.Empty() || len(t) < MinKeyLen {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if !s.start[t[i]] {
+			continue
+		}
+		for _, key := range s.keys {
+			if st, _ := matchKey(key, t[i:]); st == full {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Stream scrubs a byte stream that arrives in pieces. It is not safe for
+// concurrent use.
+type Stream struct {
+	set  *Set
+	held []byte
+}
+
+// NewStream starts scrubbing a new stream; a nil Set gives a Stream that
+// passes everything through.
+func (s *Set) NewStream() *Stream { return &Stream{set: s} }
+
+// Write appends to dst what of p (after what is held) is safe to release.
+func (st *Stream) Write(dst, p []byte) []byte {
+	if st.set.Empty() {
+		return append(dst, p...)
+	}
+	b := p
+	if len(st.held) > 0 {
+		b = append(st.held, p...)
+	}
+	dst, off := scan(st.set, dst, b, false)
+	st.held = append(st.held[:0], b[off:]...)
+	return dst
+}
+
+// Flush appends the held-back rest to dst and ends the stream.
+func (st *Stream) Flush(dst []byte) []byte {
+	if len(st.held) == 0 {
+		return dst
+	}
+	dst, _ = scan(st.set, dst, st.held, true)
+	st.held = st.held[:0]
+	return dst
+}
+
+// Pending is the number of bytes held back.
+func (st *Stream) Pending() int { return len(st.held) }

@@ -1,0 +1,205 @@
+package scrub
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const key = "sk-proj-Abc123/def+456_GHI-jkl789"
+
+// naive is the reference: one regular expression of every spelling of
+// every key, longest key first, replaced leftmost-first.
+func naive(keys []string, text string) string {
+	set := New(keys...)
+	if set.Empty() {
+		return text
+	}
+	var alts []string
+	for _, k := range set.keys {
+		var b strings.Builder
+		for _, c := range k {
+			b.WriteString("(?:")
+			b.WriteString(regexp.QuoteMeta(string([]byte{c})))
+			if c < 0x80 {
+				h := fmt.Sprintf("%04x", c)
+				b.WriteString(`|\\u`)
+				for _, d := range h {
+					if d >= 'a' {
+						fmt.Fprintf(&b, "[%c%c]", d, d-'a'+'A')
+					} else {
+						b.WriteRune(d)
+					}
+				}
+			}
+			if e := escapes[c]; e != 0 {
+				b.WriteString(`|\\` + regexp.QuoteMeta(string([]byte{e})))
+			}
+			b.WriteString(")")
+		}
+		alts = append(alts, b.String())
+	}
+	re := regexp.MustCompile(strings.Join(alts, "|"))
+	return re.ReplaceAllLiteralString(text, Marker)
+}
+
+// jsonEscape spells every byte of s as \uXXXX, alternating hex case.
+func jsonEscape(s string, upper bool) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		if upper {
+			fmt.Fprintf(&b, `\u%04X`, c)
+		} else {
+			fmt.Fprintf(&b, `\u%04x`, c)
+		}
+	}
+	return b.String()
+}
+
+func TestBytesSpellings(t *testing.T) {
+	s := New(key)
+	for name, text := range map[string]string{
+		"literal":        "x " + key + " y",
+		"u-lower":        `{"a":"` + jsonEscape(key, false) + `"}`,
+		"u-upper":        `{"a":"` + jsonEscape(key, true) + `"}`,
+		"u-first-only":   `"\u0073` + key[1:] + `"`,
+		"slash-escaped":  strings.ReplaceAll(key, "/", `\/`),
+		"mixed":          `\u0073k-proj-Abc123\/def+456_GHI-jk\u006C789`,
+		"header":         "Bearer " + key,
+		"twice adjacent": key + key,
+	} {
+		out := s.String(text)
+		if strings.Contains(out, key) || strings.Contains(out, "Abc123") {
+			t.Errorf("%s: key survived: %q", name, out)
+		}
+		if !strings.Contains(out, Marker) {
+			t.Errorf("%s: no marker in %q", name, out)
+		}
+		if out != naive([]string{key}, text) {
+			t.Errorf("%s: %q differs from the reference %q", name, out, naive([]string{key}, text))
+		}
+	}
+	if got := s.String("nothing here sk-proj-Abc"); got != "nothing here sk-proj-Abc" {
+		t.Errorf("clean text changed: %q", got)
+	}
+	// A \u escape never spells a UTF-8 byte of a non-ASCII key.
+	if New("clé-secrète-1234").Contains([]byte(`cl\u00e9-secr\u00e8te-1234`)) {
+		t.Error("a rune escape matched bytes")
+	}
+}
+
+func TestShortAndDuplicateKeys(t *testing.T) {
+	if !New("short", "").Empty() {
+		t.Error("keys under MinKeyLen must be ignored")
+	}
+	s := New(key, key, "abcdefgh")
+	if len(s.keys) != 2 {
+		t.Errorf("keys = %d, want 2", len(s.keys))
+	}
+	if s.With(key) != s {
+		t.Error("With of a known key must return the same set")
+	}
+	if got := s.With("zyxwvutsrq").String("a zyxwvutsrq b"); got != "a "+Marker+" b" {
+		t.Errorf("With: %q", got)
+	}
+	var nilSet *Set
+	if nilSet.String(key) != key || nilSet.Contains([]byte(key)) {
+		t.Error("a nil set must scrub nothing")
+	}
+}
+
+// streamAll scrubs text written in pieces of size n.
+func streamAll(s *Set, text string, n int) string {
+	st := s.NewStream()
+	var out []byte
+	for i := 0; i < len(text); i += n {
+		out = st.Write(out, []byte(text[i:min(i+n, len(text))]))
+	}
+	return string(st.Flush(out))
+}
+
+func TestStreamSplits(t *testing.T) {
+	keys := []string{key, "AZURE0123456789abcdef", "sk-proj-Abc"}
+	s := New(keys...)
+	texts := []string{
+		"data: {\"x\":\"" + key + "\"}\n\n",
+		`data: {"content":"` + jsonEscape(key, true) + `"}` + "\n\n",
+		"the azure key AZURE0123456789abcdef and sk-proj-Abc12 and " + key[:20],
+		strings.Repeat("sk-proj-", 50) + key,
+		`\\\\\u00` + strings.Repeat(`\u0073`, 10),
+	}
+	for _, text := range texts {
+		want := naive(keys, text)
+		for _, n := range []int{1, 2, 3, 5, 7, 64, 4096} {
+			if got := streamAll(s, text, n); got != want {
+				t.Errorf("split %d of %q:\n got %q\nwant %q", n, text, got, want)
+			}
+		}
+	}
+}
+
+// TestStreamHoldsOnlyPartialMatches: bytes that cannot start a key leave at
+// once, and what is held is bounded by the encoded key length.
+func TestStreamHoldsOnlyPartialMatches(t *testing.T) {
+	s := New(key)
+	st := s.NewStream()
+	out := st.Write(nil, []byte("hello world, nothing to see\n"))
+	if string(out) != "hello world, nothing to see\n" || st.Pending() != 0 {
+		t.Errorf("clean text held back: out %q pending %d", out, st.Pending())
+	}
+	out = st.Write(nil, []byte("a sk-proj-Abc"))
+	if string(out) != "a " || st.Pending() != len("sk-proj-Abc") {
+		t.Errorf("partial: out %q pending %d", out, st.Pending())
+	}
+	for i := 0; i < 1000; i++ {
+		st.Write(nil, []byte(`\u0073`))
+		if st.Pending() > 6*len(key) {
+			t.Fatalf("held %d bytes", st.Pending())
+		}
+	}
+}
+
+func FuzzStream(f *testing.F) {
+	f.Add("xx sk-proj-Abc123/def+456_GHI-jkl789 yy", uint8(3))
+	f.Add(`\u0073k-proj-Abc123\/def+456_GHI-jkl789`, uint8(1))
+	f.Add(`"AZURE0123456789ab\u0063def"`, uint8(2))
+	f.Fuzz(func(t *testing.T, text string, n uint8) {
+		keys := []string{key, "AZURE0123456789abcdef", "sk-proj-Abc", "a\"b\\c\nd/e\tf"}
+		s := New(keys...)
+		want := naive(keys, text)
+		if got := s.String(text); got != want {
+			t.Fatalf("String(%q) = %q, want %q", text, got, want)
+		}
+		if got := streamAll(s, text, int(n%16)+1); got != want {
+			t.Fatalf("stream(%q, %d) = %q, want %q", text, n%16+1, got, want)
+		}
+	})
+}
+
+var sink int
+
+func BenchmarkScrub(b *testing.B) {
+	s := New(key, "AZURE0123456789abcdef")
+	event := []byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":" some streamed words, see"},"finish_reason":null}]}` + "\n\n")
+	prose := []byte(strings.Repeat("The quick brown fox jumps over the lazy dog; she sells sea shells. ", 1000))
+	for name, text := range map[string][]byte{"event": event, "prose64k": prose} {
+		b.Run("bytes/"+name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			for b.Loop() {
+				sink += len(s.Bytes(text))
+			}
+		})
+		b.Run("stream/"+name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			st := s.NewStream()
+			buf := make([]byte, 0, len(text)+64)
+			for b.Loop() {
+				buf = st.Write(buf[:0], text)
+				sink += len(buf)
+			}
+		})
+	}
+}
