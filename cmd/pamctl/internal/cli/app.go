@@ -181,7 +181,8 @@ func (a *App) info() api.Info {
 	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
 	for _, is := range a.cfg.Issuers {
 		is = is.WithDefaults()
-		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName})
+		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName,
+			RedirectPort: is.RedirectPort, ClientSecretFile: is.ClientSecretFile, GroupsSource: is.GroupsSource})
 	}
 	return in
 }
