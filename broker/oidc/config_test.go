@@ -151,6 +151,13 @@ func TestIssuerConfigDefaults(t *testing.T) {
 	if c.Audience != "pamctl" || c.GroupsClaim != "groups" || !slices.Equal(c.Scopes, []string{"openid", "email", "profile"}) {
 		t.Errorf("defaults = %+v", c)
 	}
+	if c.GroupsSource != oidc.GroupsFromToken || !slices.Equal(c.DisplayClaims, []string{"preferred_username", "email", "name"}) {
+		t.Errorf("login defaults = %q %q", c.GroupsSource, c.DisplayClaims)
+	}
+	c.DisplayClaims[0] = "changed"
+	if oidc.DefaultDisplayClaims[0] != "preferred_username" {
+		t.Error("WithDefaults shares DefaultDisplayClaims")
+	}
 	c.Scopes[0] = "changed"
 	if oidc.DefaultScopes[0] != "openid" {
 		t.Error("WithDefaults shares DefaultScopes")

@@ -298,6 +298,8 @@ func TestDisplayClaims(t *testing.T) {
 		{"subject last", nil, mint("", false, map[string]any{}), "00u1abcd"},
 		{"configured order", []string{"name", "email"}, mint("al@example.com", true, map[string]any{"preferred_username": "alice", "name": "Alice A"}), "Alice A"},
 		{"control characters dropped", []string{"name"}, mint("", false, map[string]any{"name": "Al\x1b[31mice"}), "Al [31mice"},
+		{"bidi overrides dropped", []string{"name"}, mint("", false, map[string]any{"name": "bob\u202egnp.exe\u200b"}), "bobgnp.exe"},
+		{"blank falls through", nil, mint("", false, map[string]any{"preferred_username": " \u200b ", "name": "Bob"}), "Bob"},
 	}
 	for _, tc := range cases {
 		v := newVerifier(t, clock, oidc.IssuerConfig{Name: "corp", URL: iss.URL(), ClientID: "pamctl", DisplayClaims: tc.claims})

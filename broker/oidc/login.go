@@ -67,7 +67,7 @@ func secretHint(err error, haveSecret bool) error {
 	case haveSecret:
 		pe.Hint = "the client secret in client_secret_file was refused: check it is this client's current secret"
 	default:
-		pe.Hint = "this client must authenticate with a secret: the issuers: entry needs client_secret_file, or register pamctl as a public client with PKCE"
+		pe.Hint = "the IdP wants this client to authenticate: check client_id, and if the IdP requires a client secret, set client_secret_file in the issuers: entry (or register pamctl as a public client with PKCE)"
 	}
 	return err
 }

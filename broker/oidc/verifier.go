@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -332,11 +333,22 @@ func displayName(keys []string, subject, verifiedEmail string, claims, userinfo 
 		} else if s, ok := userinfo[k].(string); ok {
 			v = s
 		}
-		if v = strings.TrimSpace(sanitize(v, maxDisplay)); v != "" {
+		if v = strings.TrimSpace(sanitize(stripFormat(v), maxDisplay)); v != "" {
 			return v
 		}
 	}
 	return subject
+}
+
+// stripFormat drops Unicode format characters (bidi overrides, zero-width
+// joiners), with which a display name could render as someone else's.
+func stripFormat(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Cf, r) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // stringList reads a claim that may be absent, a string or a list of strings.
