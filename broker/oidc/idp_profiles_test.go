@@ -317,3 +317,45 @@ func isReason(err error, r oidc.Reason) bool {
 	var ve *oidc.VerifyError
 	return errors.As(err, &ve) && ve.Reason == r
 }
+
+// The device flow hands over the access token too, so userinfo groups work
+// for `pamctl login --device`.
+func TestRecipeGroupsFromUserinfoDeviceFlow(t *testing.T) {
+	clock := newClock()
+	p := oidctest.Start(t, oidctest.Options{GroupsOnlyInUserinfo: true, Issuer: []devissuer.Option{sharedKey(), devissuer.WithClock(clock.Now), devissuer.WithPollInterval(0)}})
+	v := profileVerifier(t, clock, oidc.IssuerConfig{Name: "okta", URL: p.URL(), ClientID: "pamctl", GroupsSource: oidc.GroupsFromUserinfo})
+	approved := make(chan error, 1)
+	tok, err := oidc.DeviceFlowTokens(loginCtx(t), oidc.ClientConfig{IssuerURL: p.URL(), ClientID: "pamctl"}, func(uri, code string) {
+		go func() { approved <- oidc.FollowRedirects(nil)(uri + "?user_code=" + code + "&login_hint=frank&groups=security") }()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-approved; err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.VerifyLogin(context.Background(), tok.IDToken, "", tok.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(id.Groups, []string{"security"}) {
+		t.Fatalf("groups = %v", id.Groups)
+	}
+}
+
+// An access token is never sent to a userinfo endpoint over plain http on
+// the network.
+func TestUserinfoEndpointMustBeHTTPS(t *testing.T) {
+	clock := newClock()
+	p := oidctest.Start(t, oidctest.Options{GroupsOnlyInUserinfo: true, UserinfoURL: "http://userinfo.example.com/userinfo", Issuer: []devissuer.Option{sharedKey(), devissuer.WithClock(clock.Now)}})
+	v := profileVerifier(t, clock, oidc.IssuerConfig{Name: "okta", URL: p.URL(), ClientID: "pamctl", GroupsSource: oidc.GroupsFromUserinfo})
+	tok, err := oidc.CodeFlowTokens(loginCtx(t), profileClient(p, "carol", "ml"), oidc.FollowRedirects(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.VerifyLogin(context.Background(), tok.IDToken, tok.Nonce, tok.AccessToken)
+	var ve *oidc.VerifyError
+	if !errors.As(err, &ve) || ve.Reason != oidc.ReasonUserinfo || !strings.Contains(ve.Detail.Error(), "https") {
+		t.Fatalf("err = %v, want the http userinfo endpoint refused", err)
+	}
+}

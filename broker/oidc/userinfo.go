@@ -41,6 +41,11 @@ func (v *Verifier) userinfo(ctx context.Context, iss *trustedIssuer, tok *gooidc
 		return nil, newVerifyError(ErrIssuerUnavailable, ReasonUserinfo, name,
 			errors.New("groups_source is userinfo but the issuer's discovery document has no userinfo_endpoint"))
 	}
+	// The access token must not cross the network in clear text: the same
+	// rule as issuer URLs (https, or http on loopback only).
+	if err := validateIssuerURL(endpoint); err != nil {
+		return nil, newVerifyError(ErrIssuerUnavailable, ReasonUserinfo, name, fmt.Errorf("userinfo_endpoint %q refused: %w", truncate(endpoint, 200), err))
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
 	if err != nil {
 		return nil, newVerifyError(ErrIssuerUnavailable, ReasonUserinfo, name, fmt.Errorf("userinfo request: %w", err))

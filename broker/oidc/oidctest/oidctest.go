@@ -47,6 +47,9 @@ type Options struct {
 	// UserinfoSubject, when set, is the sub userinfo answers with, to test
 	// that a mismatch with the ID token's sub is refused.
 	UserinfoSubject string
+	// UserinfoURL, when set, is the userinfo_endpoint discovery advertises
+	// instead of the IdP's own.
+	UserinfoURL string
 	// Issuer options (the signing key, clock, ...).
 	Issuer []devissuer.Option
 }
@@ -113,6 +116,9 @@ func (p *IdP) discovery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	doc["userinfo_endpoint"] = p.URL() + PathUserinfo
+	if p.opts.UserinfoURL != "" {
+		doc["userinfo_endpoint"] = p.opts.UserinfoURL
+	}
 	if p.opts.ClientSecret != "" {
 		doc["token_endpoint_auth_methods_supported"] = []string{"client_secret_post", "client_secret_basic"}
 	}
