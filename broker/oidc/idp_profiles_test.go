@@ -326,7 +326,9 @@ func TestRecipeGroupsFromUserinfoDeviceFlow(t *testing.T) {
 	v := profileVerifier(t, clock, oidc.IssuerConfig{Name: "okta", URL: p.URL(), ClientID: "pamctl", GroupsSource: oidc.GroupsFromUserinfo})
 	approved := make(chan error, 1)
 	tok, err := oidc.DeviceFlowTokens(loginCtx(t), oidc.ClientConfig{IssuerURL: p.URL(), ClientID: "pamctl"}, func(uri, code string) {
-		go func() { approved <- oidc.FollowRedirects(nil)(uri + "?user_code=" + code + "&login_hint=frank&groups=security") }()
+		go func() {
+			approved <- oidc.FollowRedirects(nil)(uri + "?user_code=" + code + "&login_hint=frank&groups=security")
+		}()
 	})
 	if err != nil {
 		t.Fatal(err)
