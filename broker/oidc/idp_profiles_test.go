@@ -75,6 +75,9 @@ func TestRecipeSecretRequired(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.ClientSecret = secret
+	if s := fmt.Sprintf("%v %+v %#v", c, c, c); strings.Contains(s, secret) {
+		t.Fatalf("ClientConfig prints its secret: %s", s)
+	}
 	tok, err := oidc.CodeFlowTokens(loginCtx(t), c, oidc.FollowRedirects(nil))
 	if err != nil {
 		t.Fatal(err)

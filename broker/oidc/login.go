@@ -9,6 +9,7 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -209,6 +210,30 @@ func (e *PortInUseError) Error() string {
 
 func (e *PortInUseError) Unwrap() error { return e.Err }
 
+// addrInUse reports whether a listen failed because the address is taken
+// (EADDRINUSE; WSAEADDRINUSE, 10048, on Windows).
+func addrInUse(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	return errno == syscall.EADDRINUSE || (runtime.GOOS == "windows" && errno == 10048)
+}
+
+// String describes c without its client secret, so a config printed with
+// %v or %+v never shows it.
+func (c ClientConfig) String() string {
+	secret := "none"
+	if c.ClientSecret != "" {
+		secret = "[redacted]"
+	}
+	return fmt.Sprintf("oidc.ClientConfig{IssuerURL: %q, ClientID: %q, ClientSecret: %s, Scopes: %q, RedirectPort: %d}",
+		c.IssuerURL, c.ClientID, secret, c.Scopes, c.RedirectPort)
+}
+
+// GoString is String, for %#v.
+func (c ClientConfig) GoString() string { return c.String() }
+
 // CodeFlow runs the authorization code flow with PKCE (S256), a random state
 // and nonce, and a loopback redirect listener on 127.0.0.1. open is handed the
 // authorization URL: OpenBrowser, a function printing it, or, for the dev
@@ -232,7 +257,7 @@ func CodeFlowTokens(ctx context.Context, c ClientConfig, open func(url string) e
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.RedirectPort)))
 	if err != nil {
-		if c.RedirectPort != 0 && errors.Is(err, syscall.EADDRINUSE) {
+		if c.RedirectPort != 0 && addrInUse(err) {
 			return Tokens{}, &PortInUseError{Port: c.RedirectPort, Err: err}
 		}
 		return Tokens{}, fmt.Errorf("oidc: login: listen for the redirect on 127.0.0.1: %w", err)
