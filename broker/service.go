@@ -25,6 +25,14 @@ type IDTokenVerifier interface {
 	Verify(ctx context.Context, rawIDToken, nonce string) (oidc.Identity, error)
 }
 
+// LoginVerifier is an IDTokenVerifier that can also use the access token of
+// an interactive login (issuers whose groups come from userinfo).
+type LoginVerifier interface {
+	VerifyLogin(ctx context.Context, rawIDToken, nonce, accessToken string) (oidc.Identity, error)
+}
+
+var _ LoginVerifier = (*oidc.Verifier)(nil)
+
 // Notifier is told about new requests and decisions (a webhook). It must not block.
 type Notifier interface {
 	Notify(ctx context.Context, r *Request, event string)
@@ -252,13 +260,25 @@ type Session struct {
 
 // Login verifies an ID token from a trusted issuer and opens a broker session.
 func (s *Service) Login(ctx context.Context, rawIDToken, nonce string, client audit.Client) (*Session, error) {
-	id, err := s.idTokens.Verify(ctx, rawIDToken, nonce)
+	return s.LoginWithAccessToken(ctx, rawIDToken, nonce, "", client)
+}
+
+// LoginWithAccessToken is Login with the login's access token, which the
+// verifier uses for issuers whose groups come from the userinfo endpoint.
+func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, accessToken string, client audit.Client) (*Session, error) {
+	var id oidc.Identity
+	var err error
+	if lv, ok := s.idTokens.(LoginVerifier); ok {
+		id, err = lv.VerifyLogin(ctx, rawIDToken, nonce, accessToken)
+	} else {
+		id, err = s.idTokens.Verify(ctx, rawIDToken, nonce)
+	}
 	if err != nil {
 		msg := oidcReason(err)
 		s.emit(ctx, &audit.Event{Type: audit.TypeLoginFailed, Decision: "deny", Reasons: []string{oidcReason(err)}, Client: &client})
 		return nil, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
 	}
-	who := Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
+	who := Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
 	exp := s.now().Add(s.sessionTTL).UTC().Truncate(time.Second)
 	if who.Kind == oidc.KindService && !id.Expiry.IsZero() && id.Expiry.Before(exp) {
 		// A workload's short-lived token (CI job, Kubernetes) must not
@@ -267,7 +287,7 @@ func (s *Service) Login(ctx context.Context, rawIDToken, nonce string, client au
 	}
 	raw, err := s.minter.Mint(token.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceBroker}, ExpiresAt: jwt.NewNumericDate(exp)},
-		Use:              token.UseSession, Email: who.Email, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer, Act: actClaim(who),
+		Use:              token.UseSession, Email: who.Email, Name: who.Display, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer, Act: actClaim(who),
 	})
 	if err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
@@ -301,7 +321,7 @@ func (s *Service) Authenticate(raw string) (Identity, time.Time, error) {
 		}
 		return Identity{}, time.Time{}, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
 	}
-	who := Identity{Subject: c.Subject, Email: c.Email, Groups: c.Groups, Issuer: c.IdP, Kind: c.Kind}
+	who := Identity{Subject: c.Subject, Display: c.Name, Email: c.Email, Groups: c.Groups, Issuer: c.IdP, Kind: c.Kind}
 	if c.Act != nil {
 		who.Act = c.Act.Sub
 	}
@@ -767,7 +787,7 @@ func (s *Service) emit(ctx context.Context, e *audit.Event) {
 }
 
 func actor(i Identity) *audit.Actor {
-	return &audit.Actor{Subject: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: audit.ActorKind(i.Kind), Act: i.Act}
+	return &audit.Actor{Subject: i.Subject, Display: i.Display, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: audit.ActorKind(i.Kind), Act: i.Act}
 }
 
 // actClaim is the RFC 8693 act claim for a workload acting for a person.

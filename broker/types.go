@@ -17,6 +17,7 @@ import (
 // Identity is a verified principal: a person or a workload.
 type Identity struct {
 	Subject string   `json:"subject"`
+	Display string   `json:"display,omitempty"` // name shown to people (display_claims); never used for decisions
 	Email   string   `json:"email,omitempty"`
 	Groups  []string `json:"groups,omitempty"`
 	Issuer  string   `json:"issuer"`         // name of the trusted issuer ("admin" for the local socket)

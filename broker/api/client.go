@@ -130,6 +130,13 @@ func (c *Client) Login(ctx context.Context, idToken, nonce string) (*broker.Sess
 	return &out, c.do(ctx, http.MethodPost, "/v1/login", LoginRequest{IDToken: idToken, Nonce: nonce}, &out)
 }
 
+// LoginWithAccessToken is Login that also hands over the access token, for
+// issuers whose groups the broker reads from userinfo.
+func (c *Client) LoginWithAccessToken(ctx context.Context, idToken, nonce, accessToken string) (*broker.Session, error) {
+	var out broker.Session
+	return &out, c.do(ctx, http.MethodPost, "/v1/login", LoginRequest{IDToken: idToken, Nonce: nonce, AccessToken: accessToken}, &out)
+}
+
 // Logout tells the broker the session ends (it is audited).
 func (c *Client) Logout(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/logout", struct{}{}, nil)

@@ -32,6 +32,13 @@ type IssuerInfo struct {
 	Scopes   []string `json:"scopes"`
 	Workload bool     `json:"workload,omitempty"`
 	Dev      bool     `json:"dev,omitempty"` // the embedded development issuer (auto-consent)
+	// Login settings the CLI applies (broker/oidc.IssuerConfig): the loopback
+	// redirect port, the path of the client secret file on the user's
+	// machine (never the secret), and whether the broker needs the access
+	// token to read groups from userinfo.
+	RedirectPort     int    `json:"redirect_port,omitempty"`
+	ClientSecretFile string `json:"client_secret_file,omitempty"`
+	GroupsSource     string `json:"groups_source,omitempty"`
 }
 
 // Info is public, unauthenticated server metadata.
@@ -240,6 +247,8 @@ func (s *Server) authed(h authedFunc) http.HandlerFunc {
 type LoginRequest struct {
 	IDToken string `json:"id_token"`
 	Nonce   string `json:"nonce,omitempty"`
+	// AccessToken is sent only for issuers with groups_source: userinfo.
+	AccessToken string `json:"access_token,omitempty"`
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
@@ -251,7 +260,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "id_token is required"})
 		return
 	}
-	sess, err := s.Broker.Login(r.Context(), in.IDToken, in.Nonce, clientOf(r))
+	sess, err := s.Broker.LoginWithAccessToken(r.Context(), in.IDToken, in.Nonce, in.AccessToken, clientOf(r))
 	if err != nil {
 		s.logErr(r, err)
 		writeError(w, err)

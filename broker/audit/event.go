@@ -77,6 +77,7 @@ type Event struct {
 // Actor is the identity behind an event.
 type Actor struct {
 	Subject string    `json:"subject,omitempty"`
+	Display string    `json:"display,omitempty"` // the name people know the subject by
 	Email   string    `json:"email,omitempty"`
 	Groups  []string  `json:"groups,omitempty"`
 	Issuer  string    `json:"issuer,omitempty"`

@@ -41,7 +41,64 @@ type IssuerConfig struct {
 	// Actions: actor). It becomes the act claim of pamctl's tokens, and that
 	// person can never approve the workload's requests.
 	ActClaim string `mapstructure:"act_claim" yaml:"act_claim"`
+
+	// ClientSecretFile names a file holding the OAuth client secret, for
+	// IdPs that require one at the token endpoint even with PKCE (Google
+	// "Desktop app" clients). The code exchange runs inside `pamctl login`,
+	// so the file is read there, on each user's machine, never by the
+	// broker; a leading "~/" is that user's home directory. The file must
+	// not be readable by group or others. Prefer a public client with PKCE
+	// where the IdP allows it: then there is no secret to distribute.
+	ClientSecretFile string `mapstructure:"client_secret_file" yaml:"client_secret_file"`
+	// InlineClientSecret exists only to refuse `client_secret:` with advice:
+	// a secret never sits in the config file.
+	InlineClientSecret RefusedSecret `mapstructure:"client_secret" yaml:"client_secret"`
+	// ClientSecretVault is refused: the broker's vault is sealed on the
+	// broker host, and the login that needs the secret runs on the user's
+	// machine (see Validate).
+	ClientSecretVault string `mapstructure:"client_secret_vault" yaml:"client_secret_vault"`
+	// RedirectPort pins the loopback port of the browser login's redirect
+	// URI, http://127.0.0.1:PORT/callback, for IdPs that match registered
+	// redirect URIs exactly, port included (Okta). 0: any free port.
+	RedirectPort int `mapstructure:"redirect_port" yaml:"redirect_port"`
+	// GroupsSource says where groups come from: "token" (the ID token's
+	// GroupsClaim, the default) or "userinfo" (the issuer's userinfo
+	// endpoint, called by the broker with the access token the CLI sends
+	// alongside the ID token).
+	GroupsSource string `mapstructure:"groups_source" yaml:"groups_source"`
+	// DisplayClaims are the claims tried, in order, for the name people see
+	// in tables and messages; default preferred_username, email, name. The
+	// subject is used when none is set. Display names are never matched by
+	// policies: those use the subject, verified email and groups.
+	DisplayClaims []string `mapstructure:"display_claims" yaml:"display_claims"`
 }
+
+// Groups sources.
+const (
+	GroupsFromToken    = "token"
+	GroupsFromUserinfo = "userinfo"
+)
+
+// DefaultDisplayClaims are tried when an issuer configures no display_claims.
+var DefaultDisplayClaims = []string{"preferred_username", "email", "name"}
+
+// RefusedSecret is a config value that must never be set; it never prints
+// what it holds.
+type RefusedSecret string
+
+// String hides the value.
+func (s RefusedSecret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString hides the value from %#v.
+func (s RefusedSecret) GoString() string { return `"` + s.String() + `"` }
+
+// MarshalText hides the value from encoders.
+func (s RefusedSecret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // Defaults used by WithDefaults.
 const (
@@ -60,6 +117,14 @@ func (c IssuerConfig) WithDefaults() IssuerConfig {
 	}
 	if c.GroupsClaim == "" {
 		c.GroupsClaim = DefaultGroupsClaim
+	}
+	if c.GroupsSource == "" {
+		c.GroupsSource = GroupsFromToken
+	}
+	if len(c.DisplayClaims) == 0 {
+		c.DisplayClaims = slices.Clone(DefaultDisplayClaims)
+	} else {
+		c.DisplayClaims = slices.Clone(c.DisplayClaims)
 	}
 	if len(c.Scopes) == 0 {
 		c.Scopes = slices.Clone(DefaultScopes)
@@ -126,6 +191,34 @@ func (c IssuerConfig) Validate() error {
 	for k := range c.RequiredClaims {
 		if k == "" {
 			bad("required_claims: empty claim name")
+		}
+	}
+	if c.InlineClientSecret != "" {
+		bad("client_secret must not be written in the config file: put the secret in a file only its owner can read (chmod 600 FILE) and set client_secret_file: FILE")
+	}
+	if c.ClientSecretVault != "" {
+		bad("client_secret_vault is not supported: the code exchange runs in `pamctl login` on each user's machine, which cannot open the broker's vault, and handing the secret out through the broker would publish it to everyone who can reach it; use client_secret_file (or, better, a public client with PKCE)")
+	}
+	if c.ClientSecretFile != "" && c.Workload {
+		bad("client_secret_file is for interactive logins; a workload issuer has no login")
+	}
+	if c.RedirectPort < 0 || c.RedirectPort > 65535 {
+		bad("redirect_port %d must be between 1 and 65535 (or 0 for any free port)", c.RedirectPort)
+	} else if c.RedirectPort != 0 && c.Workload {
+		bad("redirect_port is for interactive logins; a workload issuer has no login")
+	}
+	switch c.GroupsSource {
+	case "", GroupsFromToken:
+	case GroupsFromUserinfo:
+		if c.Workload {
+			bad("groups_source: userinfo needs the access token of an interactive login; workload tokens come alone")
+		}
+	default:
+		bad("groups_source %q must be token or userinfo", c.GroupsSource)
+	}
+	for _, k := range c.DisplayClaims {
+		if k == "" || strings.ContainsFunc(k, isSpace) {
+			bad("display_claims: %q is not a claim name", k)
 		}
 	}
 	return errors.Join(errs...)

@@ -2,6 +2,7 @@ package oidc_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -150,6 +151,13 @@ func TestIssuerConfigDefaults(t *testing.T) {
 	if c.Audience != "pamctl" || c.GroupsClaim != "groups" || !slices.Equal(c.Scopes, []string{"openid", "email", "profile"}) {
 		t.Errorf("defaults = %+v", c)
 	}
+	if c.GroupsSource != oidc.GroupsFromToken || !slices.Equal(c.DisplayClaims, []string{"preferred_username", "email", "name"}) {
+		t.Errorf("login defaults = %q %q", c.GroupsSource, c.DisplayClaims)
+	}
+	c.DisplayClaims[0] = "changed"
+	if oidc.DefaultDisplayClaims[0] != "preferred_username" {
+		t.Error("WithDefaults shares DefaultDisplayClaims")
+	}
 	c.Scopes[0] = "changed"
 	if oidc.DefaultScopes[0] != "openid" {
 		t.Error("WithDefaults shares DefaultScopes")
@@ -157,5 +165,66 @@ func TestIssuerConfigDefaults(t *testing.T) {
 	c = oidc.IssuerConfig{ClientID: "pamctl", Audience: "api", GroupsClaim: "roles", Scopes: []string{"openid"}}.WithDefaults()
 	if c.Audience != "api" || c.GroupsClaim != "roles" || !slices.Equal(c.Scopes, []string{"openid"}) {
 		t.Errorf("explicit values replaced: %+v", c)
+	}
+}
+
+func TestIssuerConfigLoginSettings(t *testing.T) {
+	base := func(mod func(*oidc.IssuerConfig)) oidc.IssuerConfig {
+		c := oidc.IssuerConfig{Name: "a", URL: "https://idp.example.com", ClientID: "c"}
+		mod(&c)
+		return c
+	}
+	workload := func(mod func(*oidc.IssuerConfig)) oidc.IssuerConfig {
+		return base(func(c *oidc.IssuerConfig) { c.Workload = true; mod(c) })
+	}
+	cases := map[string]struct {
+		cfg  oidc.IssuerConfig
+		want string // "" = valid
+	}{
+		"secret file":             {base(func(c *oidc.IssuerConfig) { c.ClientSecretFile = "~/.config/pamctl/google" }), ""},
+		"inline secret":           {base(func(c *oidc.IssuerConfig) { c.InlineClientSecret = "GOCSPX-abc" }), "client_secret_file"},
+		"vault secret":            {base(func(c *oidc.IssuerConfig) { c.ClientSecretVault = "google" }), "client_secret_vault is not supported"},
+		"fixed port":              {base(func(c *oidc.IssuerConfig) { c.RedirectPort = 8750 }), ""},
+		"port too big":            {base(func(c *oidc.IssuerConfig) { c.RedirectPort = 70000 }), "redirect_port 70000"},
+		"negative port":           {base(func(c *oidc.IssuerConfig) { c.RedirectPort = -1 }), "redirect_port -1"},
+		"userinfo groups":         {base(func(c *oidc.IssuerConfig) { c.GroupsSource = "userinfo" }), ""},
+		"unknown groups source":   {base(func(c *oidc.IssuerConfig) { c.GroupsSource = "graph" }), `groups_source "graph"`},
+		"display claims":          {base(func(c *oidc.IssuerConfig) { c.DisplayClaims = []string{"name", "upn"} }), ""},
+		"blank display claim":     {base(func(c *oidc.IssuerConfig) { c.DisplayClaims = []string{""} }), "display_claims"},
+		"workload secret file":    {workload(func(c *oidc.IssuerConfig) { c.ClientSecretFile = "/x" }), "client_secret_file is for interactive logins"},
+		"workload redirect port":  {workload(func(c *oidc.IssuerConfig) { c.RedirectPort = 8750 }), "redirect_port is for interactive logins"},
+		"workload userinfo group": {workload(func(c *oidc.IssuerConfig) { c.GroupsSource = "userinfo" }), "groups_source: userinfo"},
+	}
+	for name, tc := range cases {
+		err := tc.cfg.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "GOCSPX-abc") {
+			t.Errorf("%s: the error repeats the inline secret", name)
+		}
+	}
+	if s := fmt.Sprintf("%v %+v %#v", oidc.RefusedSecret("GOCSPX-abc"), base(func(c *oidc.IssuerConfig) { c.InlineClientSecret = "GOCSPX-abc" }), oidc.RefusedSecret("GOCSPX-abc")); strings.Contains(s, "GOCSPX-abc") {
+		t.Errorf("an inline secret prints: %s", s)
+	}
+}
+
+// TestInlineSecretKeyDecodes: the client_secret key decodes (strict YAML
+// knows it) so Validate can refuse it with advice instead of "unknown key".
+func TestInlineSecretKeyDecodes(t *testing.T) {
+	var doc struct {
+		Issuers []oidc.IssuerConfig `yaml:"issuers"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader("issuers:\n  - {name: g, url: https://accounts.google.com, client_id: c, client_secret: GOCSPX-abc}\n"))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	err := doc.Issuers[0].Validate()
+	if err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("inline secret: %v", err)
 	}
 }

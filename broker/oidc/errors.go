@@ -35,6 +35,9 @@ const (
 	ReasonDomainNotAllowed   Reason = "domain_not_allowed"
 	ReasonClaimMismatch      Reason = "claim_mismatch"
 	ReasonInvalidGroupsClaim Reason = "invalid_groups_claim"
+	ReasonGroupsOverage      Reason = "groups_overage"
+	ReasonUserinfo           Reason = "userinfo_failed"
+	ReasonUserinfoSubject    Reason = "userinfo_subject_mismatch"
 	ReasonInvalid            Reason = "invalid"
 )
 
@@ -85,6 +88,13 @@ func (e *VerifyError) Error() string {
 		msg = "the account's email domain is not allowed (or the email is unverified)"
 	case ReasonClaimMismatch:
 		msg = fmt.Sprintf("claim %q does not have the value this issuer requires", e.Claim)
+	case ReasonGroupsOverage:
+		msg = fmt.Sprintf("the user has too many groups for the %q claim and the identity provider sent a reference instead of the list (Entra group overage), which pamctl cannot follow; "+
+			"an administrator should limit the groups claim to groups assigned to the application, or use app roles (groups_claim: roles)", e.Claim)
+	case ReasonUserinfo:
+		msg = "the groups could not be read from the identity provider's userinfo endpoint with this login's access token; log in again with an up-to-date pamctl"
+	case ReasonUserinfoSubject:
+		msg = "the userinfo endpoint answered for another subject than the ID token's"
 	case ReasonInvalidGroupsClaim:
 		msg = fmt.Sprintf("groups claim %q is neither a string nor a list of strings", e.Claim)
 	default:

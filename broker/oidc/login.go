@@ -9,10 +9,12 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -38,6 +40,8 @@ var (
 type ProviderError struct {
 	Code        string
 	Description string
+	// Hint is pamctl's advice, when it recognises the refusal.
+	Hint string
 }
 
 func (e *ProviderError) Error() string {
@@ -45,7 +49,28 @@ func (e *ProviderError) Error() string {
 	if e.Description != "" {
 		msg += ": " + sanitize(e.Description, 200)
 	}
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
 	return msg
+}
+
+// secretHint explains a client-authentication refusal by the token endpoint.
+func secretHint(err error, haveSecret bool) error {
+	var pe *ProviderError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	secretish := pe.Code == "invalid_client" || pe.Code == "unauthorized_client" ||
+		strings.Contains(strings.ToLower(pe.Description), "secret")
+	switch {
+	case !secretish:
+	case haveSecret:
+		pe.Hint = "the client secret in client_secret_file was refused: check it is this client's current secret"
+	default:
+		pe.Hint = "the IdP wants this client to authenticate: check client_id, and if the IdP requires a client secret, set client_secret_file in the issuers: entry (or register pamctl as a public client with PKCE)"
+	}
+	return err
 }
 
 // ClientConfig is what the CLI needs to log in against one issuer.
@@ -153,10 +178,61 @@ func (c ClientConfig) oauthConfig(ctx context.Context, redirectURL string) (*oau
 	}, nil
 }
 
-type loginResult struct {
-	idToken string
-	err     error
+// Tokens is what a login flow obtained from the identity provider.
+type Tokens struct {
+	// IDToken is the raw ID token, for the broker to verify.
+	IDToken string
+	// AccessToken is the OAuth access token. The CLI sends it to the broker
+	// only for issuers whose groups come from the userinfo endpoint.
+	AccessToken string
+	// Nonce is the nonce the ID token must carry (code flow only).
+	Nonce string
 }
+
+type loginResult struct {
+	idToken     string
+	accessToken string
+	err         error
+}
+
+// PortInUseError says the fixed redirect port is taken, so the redirect
+// registered with the IdP cannot be received.
+type PortInUseError struct {
+	Port int
+	Err  error
+}
+
+func (e *PortInUseError) Error() string {
+	return fmt.Sprintf("oidc: login: port %d on 127.0.0.1 is in use, and the identity provider only redirects to http://127.0.0.1:%d%s (redirect_port): "+
+		"finish or stop the other program listening there (often another `pamctl login`), "+
+		"or have your administrator register another loopback port with the IdP and change redirect_port", e.Port, e.Port, CallbackPath)
+}
+
+func (e *PortInUseError) Unwrap() error { return e.Err }
+
+// addrInUse reports whether a listen failed because the address is taken
+// (EADDRINUSE; WSAEADDRINUSE, 10048, on Windows).
+func addrInUse(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	return errno == syscall.EADDRINUSE || (runtime.GOOS == "windows" && errno == 10048)
+}
+
+// String describes c without its client secret, so a config printed with
+// %v or %+v never shows it.
+func (c ClientConfig) String() string {
+	secret := "none"
+	if c.ClientSecret != "" {
+		secret = "[redacted]"
+	}
+	return fmt.Sprintf("oidc.ClientConfig{IssuerURL: %q, ClientID: %q, ClientSecret: %s, Scopes: %q, RedirectPort: %d}",
+		c.IssuerURL, c.ClientID, secret, c.Scopes, c.RedirectPort)
+}
+
+// GoString is String, for %#v.
+func (c ClientConfig) GoString() string { return c.String() }
 
 // CodeFlow runs the authorization code flow with PKCE (S256), a random state
 // and nonce, and a loopback redirect listener on 127.0.0.1. open is handed the
@@ -165,23 +241,32 @@ type loginResult struct {
 // must carry; the caller sends both to the broker, which verifies them. The
 // login is bounded by ctx: give it a deadline.
 func CodeFlow(ctx context.Context, c ClientConfig, open func(url string) error) (rawIDToken, nonce string, err error) {
+	t, err := CodeFlowTokens(ctx, c, open)
+	return t.IDToken, t.Nonce, err
+}
+
+// CodeFlowTokens is CodeFlow returning the access token too.
+func CodeFlowTokens(ctx context.Context, c ClientConfig, open func(url string) error) (Tokens, error) {
 	if err := c.validate(); err != nil {
-		return "", "", err
+		return Tokens{}, err
 	}
 	if open == nil {
-		return "", "", errors.New("oidc: login: no way to open the login URL")
+		return Tokens{}, errors.New("oidc: login: no way to open the login URL")
 	}
 	ctx = gooidc.ClientContext(ctx, c.httpClient())
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.RedirectPort)))
 	if err != nil {
-		return "", "", fmt.Errorf("oidc: login: listen for the redirect on 127.0.0.1: %w", err)
+		if c.RedirectPort != 0 && addrInUse(err) {
+			return Tokens{}, &PortInUseError{Port: c.RedirectPort, Err: err}
+		}
+		return Tokens{}, fmt.Errorf("oidc: login: listen for the redirect on 127.0.0.1: %w", err)
 	}
 	redirectURL := fmt.Sprintf("http://%s%s", ln.Addr().String(), CallbackPath)
 	conf, err := c.oauthConfig(ctx, redirectURL)
 	if err != nil {
 		ln.Close()
-		return "", "", err
+		return Tokens{}, err
 	}
 
 	state, nonce := rand.Text(), rand.Text()
@@ -205,13 +290,16 @@ func CodeFlow(ctx context.Context, c ClientConfig, open func(url string) error) 
 
 	opened := make(chan error, 1)
 	go func() { opened <- open(authURL) }()
+	done := func(r loginResult) (Tokens, error) {
+		if r.err != nil {
+			return Tokens{}, r.err
+		}
+		return Tokens{IDToken: r.idToken, AccessToken: r.accessToken, Nonce: nonce}, nil
+	}
 	for {
 		select {
 		case r := <-results:
-			if r.err != nil {
-				return "", "", r.err
-			}
-			return r.idToken, nonce, nil
+			return done(r)
 		case err := <-opened:
 			opened = nil
 			if err == nil {
@@ -221,15 +309,12 @@ func CodeFlow(ctx context.Context, c ClientConfig, open func(url string) error) 
 			// redirect; that refusal is the better error.
 			select {
 			case r := <-results:
-				if r.err != nil {
-					return "", "", r.err
-				}
-				return r.idToken, nonce, nil
+				return done(r)
 			default:
-				return "", "", fmt.Errorf("oidc: login: open the login URL: %w", err)
+				return Tokens{}, fmt.Errorf("oidc: login: open the login URL: %w", err)
 			}
 		case <-ctx.Done():
-			return "", "", fmt.Errorf("oidc: login not completed: %w", ctx.Err())
+			return Tokens{}, fmt.Errorf("oidc: login not completed: %w", ctx.Err())
 		}
 	}
 }
@@ -273,13 +358,13 @@ func exchangeCallback(ctx context.Context, conf *oauth2.Config, state, verifier 
 	}
 	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
-		return loginResult{err: tokenError("exchange the authorization code", err)}
+		return loginResult{err: secretHint(tokenError("exchange the authorization code", err), conf.ClientSecret != "")}
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
 		return loginResult{err: ErrNoIDToken}
 	}
-	return loginResult{idToken: raw}
+	return loginResult{idToken: raw, accessToken: tok.AccessToken}
 }
 
 // DeviceFlow runs the OAuth 2.0 device authorization grant (RFC 8628): it
@@ -288,37 +373,48 @@ func exchangeCallback(ctx context.Context, conf *oauth2.Config, state, verifier 
 // It returns the raw ID token for the broker to verify (with no nonce: the
 // device grant has none).
 func DeviceFlow(ctx context.Context, c ClientConfig, show func(verificationURI, userCode string)) (rawIDToken string, err error) {
+	t, err := DeviceFlowTokens(ctx, c, show)
+	return t.IDToken, err
+}
+
+// DeviceFlowTokens is DeviceFlow returning the access token too.
+func DeviceFlowTokens(ctx context.Context, c ClientConfig, show func(verificationURI, userCode string)) (Tokens, error) {
+	raw, access, err := deviceFlow(ctx, c, show)
+	return Tokens{IDToken: raw, AccessToken: access}, err
+}
+
+func deviceFlow(ctx context.Context, c ClientConfig, show func(verificationURI, userCode string)) (rawIDToken, accessToken string, err error) {
 	if err := c.validate(); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if show == nil {
-		return "", errors.New("oidc: device login: no way to show the user code")
+		return "", "", errors.New("oidc: device login: no way to show the user code")
 	}
 	ctx = gooidc.ClientContext(ctx, c.httpClient())
 	conf, err := c.oauthConfig(ctx, "")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if conf.Endpoint.DeviceAuthURL == "" {
-		return "", ErrDeviceFlowUnsupported
+		return "", "", ErrDeviceFlowUnsupported
 	}
 	da, err := conf.DeviceAuth(ctx, c.extraOptions()...)
 	if err != nil {
-		return "", tokenError("start the device login", err)
+		return "", "", secretHint(tokenError("start the device login", err), conf.ClientSecret != "")
 	}
 	show(da.VerificationURI, da.UserCode)
 	tok, err := conf.DeviceAccessToken(ctx, da)
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("oidc: device login not completed: %w", ctx.Err())
+			return "", "", fmt.Errorf("oidc: device login not completed: %w", ctx.Err())
 		}
-		return "", tokenError("wait for device approval", err)
+		return "", "", secretHint(tokenError("wait for device approval", err), conf.ClientSecret != "")
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return "", ErrNoIDToken
+		return "", "", ErrNoIDToken
 	}
-	return raw, nil
+	return raw, tok.AccessToken, nil
 }
 
 // tokenError turns an oauth2 error into a ProviderError when the IdP gave an

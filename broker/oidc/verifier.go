@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -26,7 +27,11 @@ const (
 
 // Identity is who a verified ID token says the caller is.
 type Identity struct {
-	Subject   string
+	Subject string
+	// Display is what people see (display_claims: preferred_username,
+	// email, name by default; the subject when none is set). Never used
+	// for access decisions.
+	Display   string
 	Email     string
 	Groups    []string
 	Issuer    string // configured issuer name
@@ -61,9 +66,10 @@ type Verifier struct {
 type trustedIssuer struct {
 	cfg IssuerConfig // with defaults
 
-	mu       sync.Mutex
-	verifier *gooidc.IDTokenVerifier
-	keys     *gooidc.RemoteKeySet
+	mu          sync.Mutex
+	verifier    *gooidc.IDTokenVerifier
+	keys        *gooidc.RemoteKeySet
+	userinfoURL string
 }
 
 // NewVerifier validates the issuers and returns a Verifier. It does not
@@ -112,6 +118,16 @@ func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Ti
 // have none). Errors are *VerifyError values wrapping ErrUnknownIssuer,
 // ErrInvalidToken or ErrIssuerUnavailable.
 func (v *Verifier) Verify(ctx context.Context, rawIDToken, nonce string) (Identity, error) {
+	return v.VerifyLogin(ctx, rawIDToken, nonce, "")
+}
+
+// VerifyLogin is Verify for an interactive login that also presents its
+// access token. For an issuer with groups_source: userinfo the broker calls
+// the issuer's userinfo endpoint with accessToken, requires the answer's sub
+// to equal the ID token's, and takes the groups from it; when the ID token
+// has an at_hash, accessToken must match it. For other issuers accessToken
+// is ignored and never sent anywhere.
+func (v *Verifier) VerifyLogin(ctx context.Context, rawIDToken, nonce, accessToken string) (Identity, error) {
 	hdr, pre, err := parseUnverified(rawIDToken)
 	if err != nil {
 		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMalformed, "", err)
@@ -163,7 +179,13 @@ func (v *Verifier) Verify(ctx context.Context, rawIDToken, nonce string) (Identi
 	if err := decodeClaims(tok, &claims); err != nil {
 		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMalformed, name, err)
 	}
-	return iss.identity(tok, claims)
+	var userinfo map[string]any
+	if iss.cfg.GroupsSource == GroupsFromUserinfo {
+		if userinfo, err = v.userinfo(ctx, iss, tok, accessToken); err != nil {
+			return Identity{}, err
+		}
+	}
+	return iss.identity(tok, claims, userinfo)
 }
 
 // load discovers the issuer on first use. A failed discovery is not cached:
@@ -188,6 +210,7 @@ func (t *trustedIssuer) load(ctx context.Context, client *http.Client, now func(
 	if meta.JWKSURL == "" {
 		return nil, nil, fmt.Errorf("discover %s: no jwks_uri", t.cfg.URL)
 	}
+	t.userinfoURL = provider.UserInfoEndpoint()
 	// Accept what the issuer advertises, restricted to asymmetric algorithms;
 	// all asymmetric ones when it advertises none.
 	algs := slices.DeleteFunc(slices.Clone(meta.Algorithms), func(a string) bool {
@@ -209,7 +232,8 @@ func (t *trustedIssuer) load(ctx context.Context, client *http.Client, now func(
 }
 
 // identity applies the issuer's claim filters and builds the Identity.
-func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims map[string]any) (Identity, error) {
+// userinfo is nil unless the issuer takes its groups from userinfo.
+func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims, userinfo map[string]any) (Identity, error) {
 	c := t.cfg
 	email, _ := claims["email"].(string)
 	if len(c.AllowedDomains) > 0 {
@@ -233,10 +257,23 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims map[string]any) (Id
 			return Identity{}, e
 		}
 	}
-	groups, ok := stringList(claims[c.GroupsClaim])
+	groupsFrom, where := claims, "ID token"
+	if userinfo != nil {
+		groupsFrom, where = userinfo, "userinfo response"
+	}
+	if _, present := groupsFrom[c.GroupsClaim]; !present && hasOverage(groupsFrom, c.GroupsClaim) {
+		// Entra puts a reference to Microsoft Graph instead of the list when
+		// a user has too many groups. Going on with no groups would quietly
+		// drop the user's access (or approval rights): refuse and say why.
+		e := newVerifyError(ErrInvalidToken, ReasonGroupsOverage, c.Name,
+			fmt.Errorf("%s has _claim_names.%s (group overage) and no %s claim", where, c.GroupsClaim, c.GroupsClaim))
+		e.Claim = c.GroupsClaim
+		return Identity{}, e
+	}
+	groups, ok := stringList(groupsFrom[c.GroupsClaim])
 	if !ok {
 		e := newVerifyError(ErrInvalidToken, ReasonInvalidGroupsClaim, c.Name,
-			fmt.Errorf("claim %q has type %T", c.GroupsClaim, claims[c.GroupsClaim]))
+			fmt.Errorf("claim %q of the %s has type %T", c.GroupsClaim, where, groupsFrom[c.GroupsClaim]))
 		e.Claim = c.GroupsClaim
 		return Identity{}, e
 	}
@@ -257,6 +294,7 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims map[string]any) (Id
 	return Identity{
 		Act:       act,
 		Subject:   tok.Subject,
+		Display:   displayName(c.DisplayClaims, tok.Subject, email, claims, userinfo),
 		Email:     email,
 		Groups:    groups,
 		Issuer:    c.Name,
@@ -264,6 +302,53 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims map[string]any) (Id
 		Kind:      kind,
 		Expiry:    tok.Expiry,
 	}, nil
+}
+
+// hasOverage reports whether claims carry a distributed-claims reference
+// (OIDC Core 5.6.2, Entra's group overage) for claim, or Entra's implicit-flow
+// "hasgroups" marker.
+func hasOverage(claims map[string]any, claim string) bool {
+	if names, ok := claims["_claim_names"].(map[string]any); ok {
+		if _, ok := names[claim]; ok {
+			return true
+		}
+	}
+	has, _ := claims["hasgroups"].(bool)
+	return has
+}
+
+// maxDisplay bounds a display name.
+const maxDisplay = 128
+
+// displayName picks the first non-empty display claim, from the ID token
+// then userinfo. The email counts only when verified (verifiedEmail is ""
+// otherwise), so nobody is shown under an address they merely typed.
+func displayName(keys []string, subject, verifiedEmail string, claims, userinfo map[string]any) string {
+	for _, k := range keys {
+		var v string
+		if k == "email" {
+			v = verifiedEmail
+		} else if s, ok := claims[k].(string); ok {
+			v = s
+		} else if s, ok := userinfo[k].(string); ok {
+			v = s
+		}
+		if v = strings.TrimSpace(sanitize(stripFormat(v), maxDisplay)); v != "" {
+			return v
+		}
+	}
+	return subject
+}
+
+// stripFormat drops Unicode format characters (bidi overrides, zero-width
+// joiners), with which a display name could render as someone else's.
+func stripFormat(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Cf, r) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // stringList reads a claim that may be absent, a string or a list of strings.

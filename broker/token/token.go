@@ -51,6 +51,7 @@ type Claims struct {
 	Scope  string   `json:"scope,omitempty"`
 	Req    string   `json:"req,omitempty"`
 	Email  string   `json:"email,omitempty"`
+	Name   string   `json:"name,omitempty"` // display name of sub (sessions), for people to read
 	Groups []string `json:"groups,omitempty"`
 	Kind   string   `json:"kind,omitempty"` // user | service
 	IdP    string   `json:"idp,omitempty"`  // name of the OIDC issuer that vouched for sub

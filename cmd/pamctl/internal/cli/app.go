@@ -237,7 +237,8 @@ func (a *App) info() api.Info {
 	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
 	for _, is := range a.cfg.Issuers {
 		is = is.WithDefaults()
-		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName})
+		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName,
+			RedirectPort: is.RedirectPort, ClientSecretFile: is.ClientSecretFile, GroupsSource: is.GroupsSource})
 	}
 	return in
 }
@@ -278,7 +279,7 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 	d := proxy.HoldDecision{Approved: r.State == broker.StateApproved, ID: r.ID}
 	if n := len(r.Reviews); r.State == broker.StateDenied && n > 0 {
 		last := r.Reviews[n-1]
-		d.Reason = "denied by " + last.Reviewer.Subject
+		d.Reason = "denied by " + DisplayName(last.Reviewer)
 		if last.Reason != "" {
 			d.Reason += ": " + last.Reason
 		}

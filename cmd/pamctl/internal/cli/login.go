@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/oidc"
 )
@@ -23,6 +25,9 @@ type LoginOptions struct {
 	Device      bool
 	NoBrowser   bool
 	IDTokenFile string
+	// ClientSecretFile overrides the path the broker announces for issuers
+	// that require a client secret.
+	ClientSecretFile string
 	// Dev issuer only: the user to auto-consent as, and their groups.
 	User   string
 	Groups []string
@@ -63,6 +68,7 @@ browser.`,
 	cmd.Flags().BoolVar(&o.Device, "device", false, "use the device authorization flow")
 	cmd.Flags().BoolVar(&o.NoBrowser, "no-browser", false, "print the login URL instead of opening a browser")
 	cmd.Flags().StringVar(&o.IDTokenFile, "id-token-file", "", "present a workload ID token read from this file ('-' for stdin)")
+	cmd.Flags().StringVar(&o.ClientSecretFile, "client-secret-file", "", "read the OAuth client secret from this file (mode 0600) instead of the issuer's client_secret_file")
 	cmd.Flags().StringVar(&o.User, "user", "", "dev issuer only: log in as this user")
 	cmd.Flags().StringSliceVar(&o.Groups, "groups", nil, "dev issuer only: the user's groups")
 	return cmd
@@ -76,7 +82,7 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 		return err
 	}
 	client := o.f.AnonClient(cfg)
-	var rawIDToken, nonce string
+	var rawIDToken, nonce, accessToken string
 	if o.IDTokenFile != "" {
 		rawIDToken, err = readIDToken(o.IDTokenFile, ios.In)
 		if err != nil {
@@ -91,7 +97,15 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 		if err != nil {
 			return err
 		}
-		cc := oidc.ClientConfig{IssuerURL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes}
+		cc := oidc.ClientConfig{IssuerURL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, RedirectPort: is.RedirectPort}
+		// The code exchange happens here, on the user's machine, so a
+		// confidential client's secret is read here, from a file only
+		// this user can read; the broker only names the path.
+		if secretFile := cmp.Or(o.ClientSecretFile, is.ClientSecretFile); secretFile != "" {
+			if cc.ClientSecret, err = oidc.ReadClientSecretFile(secretFile); err != nil {
+				return withCode(ExitUsage, fmt.Errorf("login with issuer %q: %w", is.Name, err))
+			}
+		}
 		if is.Dev {
 			if o.User == "" {
 				return withCode(ExitUsage, errors.New("the development issuer needs --user NAME (and optionally --groups a,b)"))
@@ -102,8 +116,9 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 		}
 		loginCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
+		var toks oidc.Tokens
 		if o.Device {
-			rawIDToken, err = oidc.DeviceFlow(loginCtx, cc, func(uri, code string) {
+			toks, err = oidc.DeviceFlowTokens(loginCtx, cc, func(uri, code string) {
 				if is.Dev {
 					// The dev issuer auto-consents once the code is visited.
 					q := url.Values{"user_code": {code}, "login_hint": {o.User}, "groups": {strings.Join(o.Groups, ",")}}
@@ -130,13 +145,24 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 					return nil
 				}
 			}
-			rawIDToken, nonce, err = oidc.CodeFlow(loginCtx, cc, open)
+			toks, err = oidc.CodeFlowTokens(loginCtx, cc, open)
 		}
 		if err != nil {
 			return withCode(ExitUnauthenticated, fmt.Errorf("login: %w", err))
 		}
+		rawIDToken, nonce = toks.IDToken, toks.Nonce
+		// The access token leaves this machine only when the broker needs
+		// it to read the groups from the issuer's userinfo endpoint.
+		if is.GroupsSource == oidc.GroupsFromUserinfo {
+			accessToken = toks.AccessToken
+		}
 	}
-	sess, err := client.Login(ctx, rawIDToken, nonce)
+	var sess *broker.Session
+	if accessToken != "" {
+		sess, err = client.LoginWithAccessToken(ctx, rawIDToken, nonce, accessToken)
+	} else {
+		sess, err = client.Login(ctx, rawIDToken, nonce)
+	}
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}
@@ -147,7 +173,7 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 	if len(sess.Identity.Groups) > 0 {
 		groups = " (" + strings.Join(sess.Identity.Groups, ", ") + ")"
 	}
-	ios.Successf("Logged in as %s%s via %s; session until %s", ios.Styles().Bold.Render(sess.Identity.Subject), groups, sess.Identity.Issuer, sess.ExpiresAt.Local().Format("15:04 MST"))
+	ios.Successf("Logged in as %s%s via %s; session until %s", ios.Styles().Bold.Render(DisplayName(sess.Identity)), groups, sess.Identity.Issuer, sess.ExpiresAt.Local().Format("15:04 MST"))
 	return nil
 }
 
@@ -282,13 +308,20 @@ func whoamiRun(cmd *cobra.Command, o *WhoamiOptions) error {
 	}
 	st := ios.Styles()
 	t := ios.NewTable("FIELD", "VALUE")
-	t.Row("subject", st.Bold.Render(me.Subject))
+	t.Row("name", st.Bold.Render(DisplayName(me.Identity)))
+	t.Row("subject", me.Subject)
 	t.Row("email", dash(me.Email))
 	t.Row("groups", dash(strings.Join(me.Groups, ", ")))
 	t.Row("issuer", me.Issuer)
 	t.Row("kind", dash(me.Kind))
 	t.Row("expires", me.ExpiresAt.Local().Format(time.RFC3339)+" ("+humanDuration(time.Until(me.ExpiresAt))+" left)")
 	return t.Render()
+}
+
+// DisplayName is how a person or workload is shown: the issuer's display
+// claims (name or email), else the subject.
+func DisplayName(id broker.Identity) string {
+	return cmp.Or(id.Display, id.Subject)
 }
 
 func dash(s string) string {

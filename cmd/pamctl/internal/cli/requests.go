@@ -267,7 +267,7 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 		return st.Muted.Render(s)
 	})
 	for _, r := range rs {
-		who := r.Requester.Subject
+		who := DisplayName(r.Requester)
 		if r.Requester.Same(sess.Identity) {
 			who += " (you)"
 		}
@@ -353,7 +353,7 @@ func reviewRun(cmd *cobra.Command, o *ReviewOptions) error {
 	}
 	switch r.State {
 	case broker.StateApproved:
-		ios.Successf("Approved %s for %s: %s until %s", r.ID, r.Requester.Subject, strings.Join(r.Scopes, " "), r.ExpiresAt.Local().Format("15:04 MST"))
+		ios.Successf("Approved %s for %s: %s until %s", r.ID, DisplayName(r.Requester), strings.Join(r.Scopes, " "), r.ExpiresAt.Local().Format("15:04 MST"))
 	case broker.StateDenied:
 		ios.Successf("Denied %s", r.ID)
 	default:
