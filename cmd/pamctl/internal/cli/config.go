@@ -38,6 +38,7 @@ type Config struct {
 	Rules         []rules.Rule        `mapstructure:"rules"`
 	Masking       MaskingConfig       `mapstructure:"masking"`
 	Audit         AuditConfig         `mapstructure:"audit"`
+	Requests      RequestsConfig      `mapstructure:"requests"`
 	Notify        NotifyConfig        `mapstructure:"notify"`
 	Log           LogConfig           `mapstructure:"log"`
 
@@ -84,6 +85,13 @@ type AuditConfig struct {
 	Sync         string        `mapstructure:"sync"` // durable | async
 	Retention    time.Duration `mapstructure:"retention"`
 	SummaryBytes int           `mapstructure:"summary_bytes"` // how much of each (masked) answer an event keeps
+}
+
+// RequestsConfig is the requests: section.
+type RequestsConfig struct {
+	// Retention is how long a request that is over (denied, expired,
+	// revoked) stays in the store; 0 keeps them forever.
+	Retention time.Duration `mapstructure:"retention"`
 }
 
 // NotifyConfig configures notifications.
@@ -138,6 +146,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
 	v.SetDefault("audit.retention", 90*24*time.Hour)
+	v.SetDefault("requests.retention", 90*24*time.Hour)
 	v.SetDefault("audit.summary_bytes", proxy.DefaultSummaryBytes)
 	v.SetDefault("upstreams", []map[string]any{{"name": "openai", "url": "https://api.openai.com/v1", "key": "openai"}})
 }
@@ -305,6 +314,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.SummaryBytes < 1 || c.Audit.SummaryBytes > payload.SummaryBytes {
 		add("audit.summary_bytes: %d must be between 1 and %d", c.Audit.SummaryBytes, payload.SummaryBytes)
+	}
+	if r := c.Requests.Retention; r < 0 || (r > 0 && r < time.Hour) {
+		add("requests.retention: %s must be 0 (keep every request) or at least 1h; write a unit, e.g. 90d (a bare number is nanoseconds)", r)
 	}
 	switch c.Audit.Sync {
 	case "durable", "async":
