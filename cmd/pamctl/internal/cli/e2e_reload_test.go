@@ -68,7 +68,7 @@ func TestEndToEndConfigReloadAndWebhook(t *testing.T) {
 		t.Fatalf("before reload: %+v", r)
 	}
 	r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait", "-o", "json")
-	if r.code != ExitPending {
+	if r.code != ExitOK || jsonState(r.out) != "pending" {
 		t.Fatalf("pending request: %+v", r)
 	}
 	select {
@@ -83,7 +83,7 @@ func TestEndToEndConfigReloadAndWebhook(t *testing.T) {
 	// A broken file is rejected; the old policy stays.
 	os.WriteFile(file, []byte("policies:\n  - name: [broken\n"), 0o600)
 	waitForEvent(t, s, audit.TypeConfigReloaded, 0) // no reload event may appear
-	if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait"); r.code != ExitPending {
+	if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait", "-o", "json"); r.code != ExitOK || jsonState(r.out) != "pending" {
 		t.Fatalf("policy lost after a rejected reload: %+v", r)
 	}
 
