@@ -42,6 +42,8 @@ type env struct {
 	dir    string
 	master vault.MasterKey
 	idv    *oidc.Verifier
+	// retention is the broker's RequestRetention (0: keep everything).
+	retention time.Duration
 }
 
 var testPolicies = policy.Set{
@@ -107,7 +109,7 @@ func (e *env) open() {
 	if e.log, err = e.db.AuditLog(store.AuditOptions{Signer: e.keys, Clock: e.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	e.svc, err = broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: e.log, Policies: testPolicies, Rules: testRules, Now: e.clock.Now})
+	e.svc, err = broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: e.log, Policies: testPolicies, Rules: testRules, Now: e.clock.Now, RequestRetention: e.retention})
 	if err != nil {
 		t.Fatal(err)
 	}
