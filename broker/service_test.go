@@ -32,7 +32,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *broker.Service
 	db     *store.DB
 	log    *store.AuditLog
@@ -44,6 +44,7 @@ type env struct {
 	idv    *oidc.Verifier
 	// retention is the broker's RequestRetention (0: keep everything).
 	retention time.Duration
+	storeOpts store.Options
 }
 
 var testPolicies = policy.Set{
@@ -71,7 +72,7 @@ var testRules = broker.RuleApproverMap{
 	"prod-data":       {Groups: []string{"dba"}},
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, dir: t.TempDir()}
 	srv := httptest.NewUnstartedServer(nil)
@@ -96,7 +97,7 @@ func (e *env) open() {
 	t := e.t
 	ctx := context.Background()
 	var err error
-	if e.db, err = store.Open(e.dir, store.Options{}); err != nil {
+	if e.db, err = store.Open(e.dir, e.storeOpts); err != nil {
 		t.Fatal(err)
 	}
 	v, err := vault.Open(ctx, e.db, e.master, e.clock.Now)
