@@ -168,9 +168,5 @@ type Store interface {
 	RequestPruner
 }
 
-// Live reports whether a request in state s may still change: pending or
-// approved. Every other state is an end.
-func (s State) Live() bool { return s == StatePending || s == StateApproved }
-
 // ErrNotFound means there is no request with that id.
 var ErrNotFound = errors.New("broker: no such request")
