@@ -127,8 +127,7 @@ func New(ctx context.Context, c Config) (*Service, error) {
 	}
 	s := &Service{
 		store: c.Store, idTokens: c.IDTokens, keys: c.Keys, audit: c.Audit, notifier: c.Notifier,
-		log: c.Logger, now: c.Now, sessionTTL: c.SessionTTL, retryWindow: c.PromptRetryWindow,
-		retention: c.RequestRetention,
+		log: c.Logger, now: c.Now, sessionTTL: c.SessionTTL, retryWindow: c.PromptRetryWindow, retention: c.RequestRetention,
 		minter:   &token.Minter{Keys: c.Keys, Issuer: c.Issuer, Now: c.Now},
 		sessions: &token.Verifier{Keys: c.Keys, Issuer: c.Issuer, Audience: token.AudienceBroker, Use: token.UseSession, Now: c.Now},
 		waiters:  map[string][]chan struct{}{},

@@ -152,7 +152,9 @@ func inState(t *testing.T, s broker.Store) {
 	want(t, "denied", ids(t)(s.RequestsInState(ctx, broker.StateDenied, nil)), "d_alice")
 
 	// The state index follows every change of state.
-	update(t, s, "p_alice", func(r *broker.Request) { r.State, r.ApprovedAt, r.ExpiresAt = broker.StateApproved, at(0), at(time.Hour) })
+	update(t, s, "p_alice", func(r *broker.Request) {
+		r.State, r.ApprovedAt, r.ExpiresAt = broker.StateApproved, at(0), at(time.Hour)
+	})
 	update(t, s, "a_bob", func(r *broker.Request) { r.State, r.EndedAt, r.EndedBy = broker.StateRevoked, at(time.Minute), &bob })
 	want(t, "pending after updates", ids(t)(s.RequestsInState(ctx, broker.StatePending, nil)), "p_bob")
 	want(t, "approved after updates", ids(t)(s.RequestsInState(ctx, broker.StateApproved, nil)), "a_alice", "p_alice")
@@ -211,7 +213,9 @@ func due(t *testing.T, s broker.Store) {
 	want(t, "due at t0+2m-1ns", ids(t)(s.DueRequests(ctx, t0.Add(2*time.Minute-1))), "p_early", "a_early")
 	// Approving moves a request's deadline from PendingUntil to ExpiresAt;
 	// ending it takes it out of the sweep.
-	update(t, s, "p_early", func(r *broker.Request) { r.State, r.ApprovedAt, r.ExpiresAt = broker.StateApproved, at(0), at(3*time.Hour) })
+	update(t, s, "p_early", func(r *broker.Request) {
+		r.State, r.ApprovedAt, r.ExpiresAt = broker.StateApproved, at(0), at(3*time.Hour)
+	})
 	update(t, s, "a_early", func(r *broker.Request) { r.State, r.EndedAt = broker.StateExpired, at(time.Minute) })
 	want(t, "due at t0+2m after updates", ids(t)(s.DueRequests(ctx, t0.Add(2*time.Minute))), "p_exact")
 	want(t, "due at t0+2h", ids(t)(s.DueRequests(ctx, t0.Add(2*time.Hour))), "p_exact", "p_late", "a_late")

@@ -112,7 +112,9 @@ func TestRequestExitCodesEndToEnd(t *testing.T) {
 
 	// Waiting, and an approver denies.
 	done := make(chan result, 1)
-	go func() { done <- s.asWithin(20*time.Second, "request", "--scope", "model:gpt-4o", "--reason", "deny me") }()
+	go func() {
+		done <- s.asWithin(20*time.Second, "request", "--scope", "model:gpt-4o", "--reason", "deny me")
+	}()
 	var id string
 	// Poll as alice, so the environment stays hers until her waiting
 	// command has read its session (the request exists).
