@@ -202,7 +202,7 @@ func loadRequest(tx *bolt.Tx, id []byte) (*broker.Request, error) {
 	var r broker.Request
 	if err := get(tx, bucketRequests, id, &r); err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return nil, fmt.Errorf("store: index names request %q, which is not stored (run pamctl with a fresh index: it is rebuilt on upgrade)", id)
+			return nil, fmt.Errorf("store: a request index names %q, which is not stored: the data file is inconsistent (restore it from a backup)", id)
 		}
 		return nil, err
 	}
