@@ -69,15 +69,16 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 // prompt within its retry window and spends it.
 func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 	now := s.now()
-	rs, err := s.store.ListRequests(ctx, func(r *Request) bool {
-		return r.Kind == KindPrompt && r.State == StateApproved && r.Requester.Same(h.Caller) &&
-			r.Prompt != nil && !r.Prompt.Used && r.Prompt.SHA256 == h.SHA256 && r.Prompt.GrantID == h.GrantID &&
-			r.ExpiresAt != nil && now.Before(*r.ExpiresAt) && s.approvalStands(r)
-	})
+	rs, err := s.store.RequestsInState(ctx, StateApproved, &h.Caller)
 	if err != nil {
 		return nil, s.storeErr(err)
 	}
 	for _, r := range rs {
+		if r.Kind != KindPrompt || !r.Requester.Same(h.Caller) || r.Prompt == nil || r.Prompt.Used ||
+			r.Prompt.SHA256 != h.SHA256 || r.Prompt.GrantID != h.GrantID ||
+			r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !s.approvalStands(r) {
+			continue
+		}
 		got, err := s.spend(ctx, r.ID)
 		if errors.Is(err, errSpent) {
 			continue // another retry won the race

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +79,10 @@ type Config struct {
 	// PromptRetryWindow is how long an approval that came after the held
 	// caller gave up lets the identical prompt through once (default 10m).
 	PromptRetryWindow time.Duration
+	// RequestRetention is how long a request that is over (denied,
+	// expired, revoked) stays in the store; PruneRequests deletes older
+	// ones. Zero keeps them forever.
+	RequestRetention time.Duration
 }
 
 // MaxSessionTTL caps broker sessions.
@@ -96,6 +102,7 @@ type Service struct {
 
 	sessionTTL  time.Duration
 	retryWindow time.Duration
+	retention   time.Duration
 	policies    atomic.Pointer[policy.Set]
 	rules       atomic.Pointer[RuleApprovers]
 
@@ -128,7 +135,7 @@ func New(ctx context.Context, c Config) (*Service, error) {
 	}
 	s := &Service{
 		store: c.Store, idTokens: c.IDTokens, keys: c.Keys, audit: c.Audit, notifier: c.Notifier,
-		log: c.Logger, now: c.Now, sessionTTL: c.SessionTTL, retryWindow: c.PromptRetryWindow,
+		log: c.Logger, now: c.Now, sessionTTL: c.SessionTTL, retryWindow: c.PromptRetryWindow, retention: c.RequestRetention,
 		minter:   &token.Minter{Keys: c.Keys, Issuer: c.Issuer, Now: c.Now},
 		sessions: &token.Verifier{Keys: c.Keys, Issuer: c.Issuer, Audience: token.AudienceBroker, Use: token.UseSession, Now: c.Now},
 		waiters:  map[string][]chan struct{}{},
@@ -138,15 +145,14 @@ func New(ctx context.Context, c Config) (*Service, error) {
 	s.SetRuleApprovers(c.Rules)
 	// Grants that ended early (revoked, or ended by a policy change) keep
 	// their tokens refused until those tokens would have expired anyway.
-	now := s.now()
-	ended, err := c.Store.ListRequests(ctx, func(r *Request) bool {
-		return r.Kind == KindAccess && r.ApprovedAt != nil && r.ExpiresAt != nil && r.State != StateApproved && now.Before(r.ExpiresAt.Add(time.Minute))
-	})
+	grants, err := c.Store.GrantsExpiringAfter(ctx, s.now().Add(-time.Minute))
 	if err != nil {
 		return nil, fmt.Errorf("broker: load revocations: %w", err)
 	}
-	for _, r := range ended {
-		s.revoked.Store(r.ID, *r.ExpiresAt)
+	for _, r := range grants {
+		if r.Kind == KindAccess && r.State != StateApproved {
+			s.revoked.Store(r.ID, *r.ExpiresAt)
+		}
 	}
 	// The config may have changed while the server was down.
 	if err := s.endOrphanedGrants(ctx, "start"); err != nil {
@@ -193,16 +199,17 @@ func (s *Service) stillGranted(r *Request) (bool, string) {
 // each with the reason.
 func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 	now := s.now().UTC()
-	orphans, err := s.store.ListRequests(ctx, func(r *Request) bool {
-		if r.Kind != KindAccess || r.State != StateApproved || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) {
-			return false
-		}
-		ok, _ := s.stillGranted(r)
-		return !ok
-	})
+	live, err := s.store.RequestsInState(ctx, StateApproved, nil)
 	if err != nil {
 		return err
 	}
+	orphans := slices.DeleteFunc(live, func(r *Request) bool {
+		if r.Kind != KindAccess || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) {
+			return true
+		}
+		ok, _ := s.stillGranted(r)
+		return ok
+	})
 	var errs []error
 	for _, o := range orphans {
 		// Refuse its tokens first: if recording the end fails, the proxy
@@ -415,22 +422,49 @@ func (s *Service) visible(r *Request, who Identity) bool {
 	return ok
 }
 
-// List returns the requests who made or may review, newest first.
+// List returns, newest first, the live requests (pending or approved) who
+// made or may review and, unless pendingOnly, every request who made,
+// reviewed or ended that retention has kept. Requests that are over and
+// that who took no part in are not listed: the audit trail has their story.
+// Each part is read through an index, so a listing does not decode the
+// whole history.
 func (s *Service) List(ctx context.Context, who Identity, pendingOnly bool) ([]*Request, error) {
 	now := s.now()
-	out, err := s.store.ListRequests(ctx, func(r *Request) bool {
-		if !s.visible(r, who) {
-			return false
+	states := []State{StatePending}
+	if !pendingOnly {
+		states = append(states, StateApproved)
+	}
+	var found []*Request
+	for _, st := range states {
+		rs, err := s.store.RequestsInState(ctx, st, nil)
+		if err != nil {
+			return nil, &Error{Code: CodeInternal, Message: "could not list requests", Err: err}
 		}
-		return !pendingOnly || (r.State == StatePending && now.Before(r.PendingUntil))
-	})
-	if err != nil {
-		return nil, &Error{Code: CodeInternal, Message: "could not list requests", Err: err}
+		found = append(found, rs...)
 	}
-	for _, r := range out {
+	if !pendingOnly {
+		rs, err := s.store.RequestsOf(ctx, who)
+		if err != nil {
+			return nil, &Error{Code: CodeInternal, Message: "could not list requests", Err: err}
+		}
+		found = append(found, rs...)
+	}
+	seen := make(map[string]bool, len(found))
+	var out []*Request
+	for _, r := range found {
+		if seen[r.ID] || !s.visible(r, who) || (pendingOnly && !now.Before(r.PendingUntil)) {
+			continue
+		}
+		seen[r.ID] = true
 		s.expireView(r, now)
+		out = append(out, r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.After(out[j].CreatedAt)
+		}
+		return out[i].ID > out[j].ID
+	})
 	return out, nil
 }
 
@@ -675,12 +709,13 @@ func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request,
 			return nil, errorf(CodeConflict, "request %s is %s; make a new one with: pamctl request --scope %s", r.ID, r.State, strings.Join(r.Scopes, " --scope "))
 		}
 	}
-	rs, err := s.List(ctx, who, false)
+	rs, err := s.store.RequestsInState(ctx, StateApproved, &who)
 	if err != nil {
-		return nil, err
+		return nil, s.storeErr(err)
 	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].CreatedAt.After(rs[j].CreatedAt) })
 	for _, r := range rs {
-		if r.Kind == KindAccess && r.Requester.Same(who) && r.State == StateApproved && now.Before(*r.ExpiresAt) {
+		if r.Kind == KindAccess && r.Requester.Same(who) && r.ExpiresAt != nil && now.Before(*r.ExpiresAt) {
 			if ok, _ := s.stillGranted(r); ok {
 				return r, nil
 			}
@@ -722,10 +757,11 @@ func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin boo
 // grants past approval + TTL. serve runs it every few seconds.
 func (s *Service) Sweep(ctx context.Context) error {
 	now := s.now().UTC()
-	expired, err := s.store.ListRequests(ctx, func(r *Request) bool { return due(r, now) })
+	expired, err := s.store.DueRequests(ctx, now)
 	if err != nil {
 		return err
 	}
+	expired = slices.DeleteFunc(expired, func(r *Request) bool { return !due(r, now) })
 	for _, d := range expired {
 		was := d.State
 		r, err := s.store.UpdateRequest(ctx, d.ID, func(r *Request) error {
@@ -769,6 +805,27 @@ func (s *Service) Sweep(ctx context.Context) error {
 
 var errRaced = errors.New("broker: request changed during sweep")
 
+// PruneRequests deletes the requests that ended more than the retention
+// ago (a grant ended early is kept until its tokens would have expired
+// anyway) and records one requests.pruned event with how many, when there
+// were any. The audit trail keeps each request's story. It does nothing
+// without a retention; serve runs it at start and hourly.
+func (s *Service) PruneRequests(ctx context.Context) (int, error) {
+	if s.retention <= 0 {
+		return 0, nil
+	}
+	before := s.now().UTC().Add(-s.retention)
+	n, err := s.store.PruneRequests(ctx, before)
+	if n > 0 {
+		s.emit(context.WithoutCancel(ctx), &audit.Event{Type: audit.TypeRequestsPruned, Actor: &audit.Actor{Subject: "pamctl", Kind: audit.KindService},
+			Decision: "pruned", Details: map[string]string{"count": strconv.Itoa(n), "before": before.Format(time.RFC3339), "retention": s.retention.String()}})
+	}
+	if err != nil {
+		return n, &Error{Code: CodeInternal, Message: "could not prune old requests", Err: err}
+	}
+	return n, nil
+}
+
 func (s *Service) notify(ctx context.Context, r *Request, event string) {
 	if s.notifier != nil {
 		s.notifier.Notify(ctx, r, event)
@@ -811,18 +868,17 @@ func (s *Service) CanReadAudit(ctx context.Context, who Identity) error {
 		return nil
 	}
 	now := s.now()
-	live, err := s.store.ListRequests(ctx, func(r *Request) bool {
-		if !r.Requester.Same(who) || r.State != StateApproved || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !token.Covers(r.Scopes, AuditScope) {
-			return false
-		}
-		ok, _ := s.stillGranted(r)
-		return ok
-	})
+	grants, err := s.store.RequestsInState(ctx, StateApproved, &who)
 	if err != nil {
 		return s.storeErr(err)
 	}
-	if len(live) > 0 {
-		return nil
+	for _, r := range grants {
+		if r.Kind != KindAccess || !r.Requester.Same(who) || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !token.Covers(r.Scopes, AuditScope) {
+			continue
+		}
+		if ok, _ := s.stillGranted(r); ok {
+			return nil
+		}
 	}
 	if d.Allow {
 		return errorf(CodeForbidden, "reading the audit trail needs an approved audit:read grant: pamctl request --scope audit:read")

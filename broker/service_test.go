@@ -32,7 +32,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *broker.Service
 	db     *store.DB
 	log    *store.AuditLog
@@ -42,6 +42,9 @@ type env struct {
 	dir    string
 	master vault.MasterKey
 	idv    *oidc.Verifier
+	// retention is the broker's RequestRetention (0: keep everything).
+	retention time.Duration
+	storeOpts store.Options
 }
 
 var testPolicies = policy.Set{
@@ -69,7 +72,7 @@ var testRules = broker.RuleApproverMap{
 	"prod-data":       {Groups: []string{"dba"}},
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, dir: t.TempDir()}
 	srv := httptest.NewUnstartedServer(nil)
@@ -94,7 +97,7 @@ func (e *env) open() {
 	t := e.t
 	ctx := context.Background()
 	var err error
-	if e.db, err = store.Open(e.dir, store.Options{}); err != nil {
+	if e.db, err = store.Open(e.dir, e.storeOpts); err != nil {
 		t.Fatal(err)
 	}
 	v, err := vault.Open(ctx, e.db, e.master, e.clock.Now)
@@ -107,7 +110,7 @@ func (e *env) open() {
 	if e.log, err = e.db.AuditLog(store.AuditOptions{Signer: e.keys, Clock: e.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	e.svc, err = broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: e.log, Policies: testPolicies, Rules: testRules, Now: e.clock.Now})
+	e.svc, err = broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: e.log, Policies: testPolicies, Rules: testRules, Now: e.clock.Now, RequestRetention: e.retention})
 	if err != nil {
 		t.Fatal(err)
 	}

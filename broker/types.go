@@ -130,7 +130,34 @@ type RequestStore interface {
 	CreateRequest(ctx context.Context, r *Request) error
 	GetRequest(ctx context.Context, id string) (*Request, error)
 	UpdateRequest(ctx context.Context, id string, fn func(*Request) error) (*Request, error)
-	ListRequests(ctx context.Context, keep func(*Request) bool) ([]*Request, error)
+}
+
+// RequestIndex answers the Service's hot-path lookups. A backend keeps an
+// index for each, written with the record in one transaction, so a lookup
+// touches the requests it returns and not the history around them: its
+// cost does not grow with the number of requests ever made. Results come
+// in no particular order.
+type RequestIndex interface {
+	// RequestsInState returns the requests in state; with by set, only
+	// those by made. Callers ask for live states (pending, approved).
+	RequestsInState(ctx context.Context, state State, by *Identity) ([]*Request, error)
+	// RequestsOf returns every stored request who made, reviewed or ended.
+	RequestsOf(ctx context.Context, who Identity) ([]*Request, error)
+	// DueRequests returns the requests whose time ran out at or before t:
+	// pending ones by PendingUntil, approved ones by ExpiresAt.
+	DueRequests(ctx context.Context, t time.Time) ([]*Request, error)
+	// GrantsExpiringAfter returns the requests that were ever approved
+	// (ApprovedAt set) and whose ExpiresAt is after t, in any state.
+	GrantsExpiringAfter(ctx context.Context, t time.Time) ([]*Request, error)
+}
+
+// RequestPruner deletes requests that have ended.
+type RequestPruner interface {
+	// PruneRequests deletes the requests that are over (any state but
+	// pending and approved) and settled before t: ended (EndedAt) and, for
+	// a grant, past its ExpiresAt too, so a revoked grant is kept while
+	// its tokens could still be presented. It returns how many it deleted.
+	PruneRequests(ctx context.Context, before time.Time) (int, error)
 }
 
 // Store is everything the Service persists. A revocation is the request's
@@ -138,6 +165,8 @@ type RequestStore interface {
 // it survives restarts with nothing else to keep in step.
 type Store interface {
 	RequestStore
+	RequestIndex
+	RequestPruner
 }
 
 // ErrNotFound means there is no request with that id.

@@ -1,8 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/pamctl/pamctl/broker"
 
@@ -11,16 +14,27 @@ import (
 
 var _ broker.Store = (*DB)(nil)
 
-// CreateRequest stores a new request. It goes through Batch so concurrent
-// requesters share a commit; the function only puts by id, so a Batch retry
-// is harmless.
+// CreateRequest stores a new request and its index entries. It goes through
+// Batch so concurrent requesters share a commit; the function replaces
+// whatever is stored under the id (with its index entries), so a Batch
+// retry is harmless.
 func (db *DB) CreateRequest(_ context.Context, r *broker.Request) error {
+	if r.ID == "" {
+		return errors.New("store: request without an id")
+	}
 	raw, err := encode(r)
 	if err != nil {
 		return err
 	}
 	return db.bolt.Batch(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRequests).Put([]byte(r.ID), raw)
+		var old *broker.Request
+		if prev := tx.Bucket(bucketRequests).Get([]byte(r.ID)); prev != nil {
+			old = new(broker.Request)
+			if err := decode(prev, old); err != nil {
+				return fmt.Errorf("%w (request %q)", err, r.ID)
+			}
+		}
+		return putRequest(tx, old, r, raw)
 	})
 }
 
@@ -38,20 +52,33 @@ func (db *DB) GetRequest(_ context.Context, id string) (*broker.Request, error) 
 }
 
 // UpdateRequest is a compare-and-swap: fn sees the stored request inside one
-// write transaction, and its error (if any) rolls everything back.
+// write transaction, and its error (if any) rolls everything back. The
+// indexes move with the record in the same transaction.
 func (db *DB) UpdateRequest(_ context.Context, id string, fn func(*broker.Request) error) (*broker.Request, error) {
 	var r broker.Request
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		if err := get(tx, bucketRequests, []byte(id), &r); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				return broker.ErrNotFound
-			}
+		stored := tx.Bucket(bucketRequests).Get([]byte(id))
+		if stored == nil {
+			return broker.ErrNotFound
+		}
+		var old broker.Request
+		if err := decode(stored, &old); err != nil {
+			return err
+		}
+		if err := decode(stored, &r); err != nil {
 			return err
 		}
 		if err := fn(&r); err != nil {
 			return err
 		}
-		return put(tx, bucketRequests, []byte(id), &r)
+		if r.ID != id {
+			return fmt.Errorf("store: update may not change a request's id (%s -> %s)", id, r.ID)
+		}
+		raw, err := encode(&r)
+		if err != nil {
+			return err
+		}
+		return putRequest(tx, &old, &r, raw)
 	})
 	if err != nil {
 		return nil, err
@@ -59,16 +86,139 @@ func (db *DB) UpdateRequest(_ context.Context, id string, fn func(*broker.Reques
 	return &r, nil
 }
 
-// ListRequests returns the requests keep accepts.
-func (db *DB) ListRequests(_ context.Context, keep func(*broker.Request) bool) ([]*broker.Request, error) {
+// RequestsInState returns the requests in state, only by's when by is set,
+// through the state and owner indexes.
+func (db *DB) RequestsInState(_ context.Context, state broker.State, by *broker.Identity) ([]*broker.Request, error) {
 	var out []*broker.Request
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		return each(tx, bucketRequests, func(r *broker.Request) bool {
-			if keep == nil || keep(r) {
-				out = append(out, r)
-			}
-			return true
-		})
+		bucket, prefix := bucketReqState, stateKey(state, "")
+		if by != nil {
+			bucket, prefix = bucketReqOwner, ownerKey(*by, state, "")
+		}
+		var err error
+		out, err = loadPrefix(tx, bucket, prefix, out)
+		return err
 	})
 	return out, err
+}
+
+// RequestsOf returns the requests who made, reviewed or ended, through the
+// party index.
+func (db *DB) RequestsOf(_ context.Context, who broker.Identity) ([]*broker.Request, error) {
+	var out []*broker.Request
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = loadPrefix(tx, bucketReqParty, principalKey(who), out)
+		return err
+	})
+	return out, err
+}
+
+// DueRequests returns the live requests whose deadline is at or before t,
+// walking the deadline index from its start to t.
+func (db *DB) DueRequests(_ context.Context, t time.Time) ([]*broker.Request, error) {
+	var out []*broker.Request
+	limit := timePrefix(t)
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketReqDue).Cursor()
+		for k, _ := c.First(); k != nil && bytes.Compare(k[:timeLen], limit) <= 0; k, _ = c.Next() {
+			r, err := loadRequest(tx, k[timeLen:])
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GrantsExpiringAfter returns the ever-approved requests whose ExpiresAt is
+// after t, walking the grant-expiry index from t to its end.
+func (db *DB) GrantsExpiringAfter(_ context.Context, t time.Time) ([]*broker.Request, error) {
+	var out []*broker.Request
+	from := timePrefix(t)
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketReqGrant).Cursor()
+		for k, _ := c.Seek(from); k != nil; k, _ = c.Next() {
+			if bytes.Equal(k[:timeLen], from) {
+				continue // not after t
+			}
+			r, err := loadRequest(tx, k[timeLen:])
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// pruneBatch bounds one pruning transaction, so a first prune of a large
+// history does not hold the write lock for long.
+const pruneBatch = 1000
+
+// PruneRequests deletes the requests that settled before t (see
+// broker.RequestPruner), with their index entries, pruneBatch per
+// transaction.
+func (db *DB) PruneRequests(ctx context.Context, before time.Time) (int, error) {
+	limit := timePrefix(before)
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		n := 0
+		err := db.bolt.Update(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketReqSettled).Cursor()
+			var ids [][]byte
+			for k, _ := c.First(); k != nil && bytes.Compare(k[:timeLen], limit) < 0 && len(ids) < pruneBatch; k, _ = c.Next() {
+				ids = append(ids, bytes.Clone(k[timeLen:]))
+			}
+			for _, id := range ids {
+				r, err := loadRequest(tx, id)
+				if err != nil {
+					return err
+				}
+				if err := deleteRequest(tx, r); err != nil {
+					return err
+				}
+			}
+			n = len(ids)
+			return nil
+		})
+		total += n
+		if err != nil {
+			return total - n, err
+		}
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+func loadRequest(tx *bolt.Tx, id []byte) (*broker.Request, error) {
+	var r broker.Request
+	if err := get(tx, bucketRequests, id, &r); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("store: a request index names %q, which is not stored: the data file is inconsistent (restore it from a backup)", id)
+		}
+		return nil, err
+	}
+	return &r, nil
+}
+
+// loadPrefix appends the requests named by the keys of bucket under prefix
+// (each key is prefix + id).
+func loadPrefix(tx *bolt.Tx, bucket, prefix []byte, out []*broker.Request) ([]*broker.Request, error) {
+	c := tx.Bucket(bucket).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		r, err := loadRequest(tx, k[len(prefix):])
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -7,6 +7,7 @@
 //
 //	meta         "version"            -> uint64 big-endian schema version
 //	requests     request id           -> broker.Request
+//	req_*        request indexes, see request_index.go (schema 2)
 //	keys         kid                  -> token.SealedKey
 //	vault        entry name           -> vault.Entry (secret sealed under the master key)
 //	audit        seq, uint64 BE       -> audit.Event
@@ -25,8 +26,13 @@ import (
 )
 
 // SchemaVersion is the layout version this build reads and writes. A file
-// written by a newer pamctl is refused rather than misread.
-const SchemaVersion uint64 = 1
+// written by a newer pamctl is refused rather than misread (an older build
+// would write requests without their index entries); an older file is
+// migrated when opened.
+//
+//	1  the buckets above without the request indexes
+//	2  request indexes (req_*), rebuilt from the records on upgrade
+const SchemaVersion uint64 = 2
 
 // FileName is the name of the database file inside the data directory.
 const FileName = "pamctl.db"
@@ -39,7 +45,7 @@ var (
 	bucketAudit     = []byte("audit")
 	bucketAuditMeta = []byte("audit_meta")
 
-	allBuckets = [][]byte{bucketMeta, bucketRequests, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}
+	allBuckets = append([][]byte{bucketMeta, bucketRequests, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}, requestIndexes...)
 
 	keyVersion = []byte("version")
 )
@@ -111,17 +117,35 @@ func (db *DB) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
+		var got uint64 // 0: a new file
 		if v := meta.Get(keyVersion); v != nil {
 			if len(v) != 8 {
 				return fmt.Errorf("store: corrupt schema version")
 			}
-			if got := binary.BigEndian.Uint64(v); got > SchemaVersion {
+			got = binary.BigEndian.Uint64(v)
+			if got > SchemaVersion {
 				return fmt.Errorf("%w (schema %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, got, SchemaVersion)
 			}
+		}
+		if got == SchemaVersion {
 			return nil
+		}
+		if err := migrate(tx, got); err != nil {
+			return err
 		}
 		return meta.Put(keyVersion, u64(SchemaVersion))
 	})
+}
+
+// migrate brings a file at schema from up to SchemaVersion inside the
+// opening transaction: all or nothing.
+func migrate(tx *bolt.Tx, from uint64) error {
+	if from < 2 {
+		if err := rebuildRequestIndexes(tx); err != nil {
+			return fmt.Errorf("store: migrate schema %d to 2: %w", from, err)
+		}
+	}
+	return nil
 }
 
 // Dir is the data directory the database lives in.

@@ -208,7 +208,7 @@ func TestConcurrentCreatesWithBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	all, err := db.ListRequests(ctx, nil)
+	all, err := db.RequestsInState(ctx, broker.StatePending, nil)
 	if err != nil || len(all) != writers*each {
 		t.Fatalf("stored %d of %d: %v", len(all), writers*each, err)
 	}

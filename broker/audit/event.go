@@ -128,6 +128,7 @@ const (
 	TypeRequestApproved Type = "request.approved"
 	TypeRequestDenied   Type = "request.denied"
 	TypeRequestExpired  Type = "request.expired"
+	TypeRequestsPruned  Type = "requests.pruned"
 	TypeTokenIssued     Type = "token.issued"
 	TypeGrantRevoked    Type = "grant.revoked"
 	TypeVaultSet        Type = "vault.set"
@@ -163,6 +164,7 @@ var types = []TypeInfo{
 	{TypeRequestApproved, "PAM-R002", "an approver approved a request (decision: approved, or pending while more approvals are needed)"},
 	{TypeRequestDenied, "PAM-R003", "an approver denied a request"},
 	{TypeRequestExpired, "PAM-R004", "a pending request or a grant expired"},
+	{TypeRequestsPruned, "PAM-R005", "requests that ended longer ago than requests.retention were deleted from the store (details: count)"},
 	{TypeTokenIssued, "PAM-T001", "a scoped access token was minted"},
 	{TypeGrantRevoked, "PAM-T002", "a grant and its tokens were revoked"},
 	{TypeVaultSet, "PAM-V001", "a provider key was stored or replaced in the vault"},

@@ -146,6 +146,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
 		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, SessionTTL: cfg.SessionTTL, Notifier: notifier,
+		RequestRetention: cfg.Requests.Retention,
 	})
 	if err != nil {
 		return nil, err
@@ -522,24 +523,37 @@ func (a *App) sweep(ctx context.Context) {
 	}
 }
 
-// retain prunes audit events older than audit.retention, at start and
-// hourly. Pruning keeps the chain verifiable through a signed anchor.
+// retain prunes audit events older than audit.retention and requests that
+// ended longer ago than requests.retention, at start and hourly. Pruning
+// keeps the chain verifiable through a signed anchor; the broker records
+// each request prune in the trail (requests.pruned).
 func (a *App) retain(ctx context.Context) {
-	if a.cfg.Audit.Retention <= 0 {
+	if a.cfg.Audit.Retention <= 0 && a.cfg.Requests.Retention <= 0 {
 		return
 	}
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		res, err := a.audit.Prune(ctx, time.Now().Add(-a.cfg.Audit.Retention))
-		switch {
+		var errs []error
+		if a.cfg.Audit.Retention > 0 {
+			res, err := a.audit.Prune(ctx, time.Now().Add(-a.cfg.Audit.Retention))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("audit: %w", err))
+			} else if res.Deleted > 0 {
+				a.log.Info("audit retention pruned old events", "deleted", res.Deleted, "anchor_seq", res.AnchorSeq)
+			}
+		}
+		n, err := a.broker.PruneRequests(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("requests: %w", err))
+		} else if n > 0 {
+			a.log.Info("request retention pruned ended requests", "deleted", n)
+		}
+		switch err := errors.Join(errs...); {
 		case err != nil && ctx.Err() == nil:
 			a.health.Fail(checkRetention, err)
 		case err == nil:
 			a.health.OK(checkRetention)
-			if res.Deleted > 0 {
-				a.log.Info("audit retention pruned old events", "deleted", res.Deleted, "anchor_seq", res.AnchorSeq)
-			}
 		}
 		select {
 		case <-ctx.Done():
@@ -648,6 +662,7 @@ func needsRestart(old, cur *Config) []string {
 		{"data_dir", old.DataDir, cur.DataDir},
 		{"session_ttl", old.SessionTTL, cur.SessionTTL},
 		{"audit", old.Audit, cur.Audit},
+		{"requests", old.Requests, cur.Requests},
 		{"notify", old.Notify, cur.Notify},
 	} {
 		if !reflect.DeepEqual(c.was, c.now) {

@@ -39,6 +39,7 @@ type Config struct {
 	Rules         []rules.Rule        `mapstructure:"rules"`
 	Masking       MaskingConfig       `mapstructure:"masking"`
 	Audit         AuditConfig         `mapstructure:"audit"`
+	Requests      RequestsConfig      `mapstructure:"requests"`
 	Notify        NotifyConfig        `mapstructure:"notify"`
 	Log           LogConfig           `mapstructure:"log"`
 
@@ -101,6 +102,13 @@ type AuditConfig struct {
 	SummaryBytes int           `mapstructure:"summary_bytes"` // how much of each (masked) answer an event keeps
 }
 
+// RequestsConfig is the requests: section.
+type RequestsConfig struct {
+	// Retention is how long a request that is over (denied, expired,
+	// revoked) stays in the store; 0 keeps them forever.
+	Retention time.Duration `mapstructure:"retention"`
+}
+
 // NotifyConfig configures notifications.
 type NotifyConfig struct {
 	Webhook string `mapstructure:"webhook"`
@@ -154,6 +162,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
 	v.SetDefault("audit.retention", 90*24*time.Hour)
+	v.SetDefault("requests.retention", 90*24*time.Hour)
 	v.SetDefault("audit.summary_bytes", proxy.DefaultSummaryBytes)
 	v.SetDefault("upstreams", []map[string]any{{"name": "openai", "url": "https://api.openai.com/v1", "key": "openai"}})
 }
@@ -344,6 +353,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.SummaryBytes < 1 || c.Audit.SummaryBytes > payload.SummaryBytes {
 		add("audit.summary_bytes: %d must be between 1 and %d", c.Audit.SummaryBytes, payload.SummaryBytes)
+	}
+	if r := c.Requests.Retention; r < 0 || (r > 0 && r < time.Hour) {
+		add("requests.retention: %s must be 0 (keep every request) or at least 1h; write a unit, e.g. 90d (a bare number is nanoseconds)", r)
 	}
 	switch c.Audit.Sync {
 	case "durable", "async":

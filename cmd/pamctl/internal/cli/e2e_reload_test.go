@@ -70,7 +70,7 @@ func TestEndToEndConfigReloadAndWebhook(t *testing.T) {
 		t.Fatalf("before reload: %+v", r)
 	}
 	r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait", "-o", "json")
-	if r.code != ExitPending {
+	if r.code != ExitOK || jsonState(r.out) != "pending" {
 		t.Fatalf("pending request: %+v", r)
 	}
 	select {
@@ -86,7 +86,7 @@ func TestEndToEndConfigReloadAndWebhook(t *testing.T) {
 	os.WriteFile(file, []byte("policies:\n  - name: [broken\n"), 0o600)
 	waitForReload(t, s, "refused", 1)
 	waitForReload(t, s, "applied", 0)
-	if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait"); r.code != ExitPending {
+	if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait", "-o", "json"); r.code != ExitOK || jsonState(r.out) != "pending" {
 		t.Fatalf("policy lost after a rejected reload: %+v", r)
 	}
 

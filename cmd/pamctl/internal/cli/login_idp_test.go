@@ -109,7 +109,7 @@ func TestLoginEnterpriseIdP(t *testing.T) {
 		t.Fatalf("whoami = %+v", me)
 	}
 	// The groups from userinfo count for policy: carol (ml) may ask.
-	if r := s.as(t, "carol", "", "request", "--wait=false", "--scope", "model:gpt-4o", "--reason", "eval"); r.code != ExitPending {
+	if r := s.as(t, "carol", "", "request", "--wait=false", "--scope", "model:gpt-4o", "--reason", "eval", "-o", "json"); r.code != ExitOK || jsonState(r.out) != "pending" {
 		t.Fatalf("request (pending approval expected): %+v", r)
 	}
 	if out := s.as(t, "carol", "", "whoami").must(t, "whoami table").out; !strings.Contains(out, "name") {
@@ -133,7 +133,7 @@ func TestDisplayNameInRequestsTable(t *testing.T) {
 	// The dev issuer's preferred_username is the login name; an email login
 	// shows the name part the IdP gave, not an opaque id.
 	s.as(t, "alice", "", "login", "--user", "alice@acme.com", "--groups", "ml").must(t, "login")
-	if r := s.as(t, "alice", "", "request", "--wait=false", "--scope", "model:gpt-4o", "--reason", "eval"); r.code != ExitPending {
+	if r := s.as(t, "alice", "", "request", "--wait=false", "--scope", "model:gpt-4o", "--reason", "eval", "-o", "json"); r.code != ExitOK || jsonState(r.out) != "pending" {
 		t.Fatalf("request: %+v", r)
 	}
 	out := s.as(t, "alice", "", "requests", "-o", "json").must(t, "requests").out

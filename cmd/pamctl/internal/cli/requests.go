@@ -59,7 +59,12 @@ func NewCmdRequest(f *Factory, runF func(*cobra.Command, *RequestOptions) error)
 		Long: `Ask for a just-in-time grant of one or more scopes (model:gpt-4o,
 model:gpt-4o*, endpoint:/v1/audio/*, audit:read). Depending on policy the
 request is approved at once or waits for approvers. By default the command
-waits for the decision; Ctrl-C stops waiting and leaves the request pending.`,
+waits for the decision; Ctrl-C stops waiting and leaves the request pending.
+
+Exit status: with --nowait, 0 once the request is created, whatever its
+state (read it from the output or -o json). Waiting (the default): 0 when
+approved, 8 when still pending as the wait ends (Ctrl-C), 5 when denied or
+expired. A request policy refuses outright exits 5 either way.`,
 		Example: `  pamctl request --scope model:gpt-4o --ttl 30m --reason "eval run"
   pamctl request --scope model:gpt-4o-mini --nowait`,
 		Args: cobra.NoArgs,
@@ -116,7 +121,7 @@ func requestRun(cmd *cobra.Command, o *RequestOptions) error {
 			return err
 		}
 	}
-	return reportRequest(o.f, r, o.Output)
+	return reportRequest(o.f, r, o.Output, !o.NoWait)
 }
 
 // waitForDecision long-polls the broker until r leaves pending or the user
@@ -140,7 +145,11 @@ func waitForDecision(ctx context.Context, f *Factory, c *api.Client, r *broker.R
 	return r, nil
 }
 
-func reportRequest(f *Factory, r *broker.Request, output string) error {
+// reportRequest prints r and returns its exit status: nil for an approved
+// request, and for any request when the caller did not wait (it was
+// created; the state is in the output); ExitPending or ExitForbidden after
+// a wait that ended pending, or denied or expired.
+func reportRequest(f *Factory, r *broker.Request, output string, waited bool) error {
 	ios := f.IO
 	if output == "json" {
 		if err := ios.JSON(r); err != nil {
@@ -160,11 +169,18 @@ func reportRequest(f *Factory, r *broker.Request, output string) error {
 			ios.Notef("Request %s is pending approval by %s.", st.Bold.Render(r.ID), r.Approval.Approvers.String())
 			ios.Notef("An approver runs:  pamctl approve %s", r.ID)
 		}
+		if !waited {
+			return nil
+		}
 		return withCode(ExitPending, fmt.Errorf("request %s is pending approval", r.ID))
 	default:
 		why := ""
 		if n := len(r.Reviews); n > 0 && r.Reviews[n-1].Reason != "" {
 			why = ": " + r.Reviews[n-1].Reason
+		}
+		if !waited {
+			ios.Notef("Request %s was created and is %s%s", r.ID, r.State, why)
+			return nil
 		}
 		return withCode(ExitForbidden, fmt.Errorf("request %s was %s%s", r.ID, r.State, why))
 	}
