@@ -354,9 +354,6 @@ func (c *Config) Validate() error {
 	if c.Audit.SummaryBytes < 1 || c.Audit.SummaryBytes > payload.SummaryBytes {
 		add("audit.summary_bytes: %d must be between 1 and %d", c.Audit.SummaryBytes, payload.SummaryBytes)
 	}
-	if r := c.Requests.Retention; r < 0 || (r > 0 && r < time.Hour) {
-		add("requests.retention: %s must be 0 (keep every request) or at least 1h; write a unit, e.g. 90d (a bare number is nanoseconds)", r)
-	}
 	switch c.Audit.Sync {
 	case "durable", "async":
 	default:

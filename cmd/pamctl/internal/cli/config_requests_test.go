@@ -26,9 +26,9 @@ func TestRequestsRetentionConfig(t *testing.T) {
 		t.Fatalf("default: %v %v", err, cfg)
 	}
 	for yaml, want := range map[string]time.Duration{
-		"requests: { retention: 30d }\n":   30 * 24 * time.Hour,
-		"requests: { retention: 36h }\n":   36 * time.Hour,
-		"requests: { retention: \"0\" }\n": 0,
+		"requests: { retention: 30d }\n": 30 * 24 * time.Hour,
+		"requests: { retention: 36h }\n": 36 * time.Hour,
+		"requests: { retention: 0s }\n":  0,
 	} {
 		cfg, err := load(yaml)
 		if err != nil {

@@ -377,6 +377,7 @@ var durationBounds = map[string]durationBound{
 	"proxy.body_timeout":     {Min: time.Second, Max: 10 * time.Minute},
 	"upstreams[].timeout":    {Min: time.Second, Zero: "use proxy.timeout"},
 	"audit.retention":        {Min: time.Hour, Zero: "keep events forever"},
+	"requests.retention":     {Min: time.Hour, Zero: "keep ended requests forever"},
 	"policies[].max_ttl":     {Policy: true},
 	"policies[].default_ttl": {Policy: true},
 	"policies[].pending_ttl": {Min: time.Minute, Zero: "1h, the default"},

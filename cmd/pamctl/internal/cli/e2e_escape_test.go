@@ -52,7 +52,7 @@ func TestEndToEndHumanOutputEscapesData(t *testing.T) {
 	const reason = "ship it\r\x1b[2K\x1b[32mAPPROVED by security\x1b[0m\nr-fake\tapproved\u202e"
 	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
 	r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--reason", reason, "--nowait", "-o", "json")
-	if r.code != ExitPending || !strings.Contains(r.out, `\u001b[2K`) {
+	if r.code != ExitOK || jsonState(r.out) != "pending" || !strings.Contains(r.out, `\u001b[2K`) {
 		t.Fatalf("request: %+v", r)
 	}
 	s.as(t, "bob", "", "login", "--user", "bob", "--groups", "security").must(t, "login bob")

@@ -145,7 +145,7 @@ masking:
 		os.WriteFile(file, []byte(body), 0o600)
 		refusals++
 		waitForReload(t, s, "refused", refusals)
-		if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait"); r.code != ExitPending {
+		if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--nowait", "-o", "json"); r.code != ExitOK || jsonState(r.out) != "pending" {
 			t.Fatalf("after refusing %q the policy is gone: %+v", body, r)
 		}
 	}
