@@ -137,6 +137,7 @@ type RequestStore interface {
 // it survives restarts with nothing else to keep in step.
 type Store interface {
 	RequestStore
+	SessionStore
 }
 
 // ErrNotFound means there is no request with that id.

@@ -7,6 +7,7 @@
 //
 //	meta         "version"            -> uint64 big-endian schema version
 //	requests     request id           -> broker.Request
+//	sessions     session id ("ses_…") -> broker.SessionRecord (ended ones kept 24 h)
 //	keys         kid                  -> token.SealedKey
 //	vault        entry name           -> vault.Entry (secret sealed under the master key)
 //	audit        seq, uint64 BE       -> audit.Event
@@ -34,12 +35,13 @@ const FileName = "pamctl.db"
 var (
 	bucketMeta      = []byte("meta")
 	bucketRequests  = []byte("requests")
+	bucketSessions  = []byte("sessions")
 	bucketKeys      = []byte("keys")
 	bucketVault     = []byte("vault")
 	bucketAudit     = []byte("audit")
 	bucketAuditMeta = []byte("audit_meta")
 
-	allBuckets = [][]byte{bucketMeta, bucketRequests, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}
+	allBuckets = [][]byte{bucketMeta, bucketRequests, bucketSessions, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}
 
 	keyVersion = []byte("version")
 )

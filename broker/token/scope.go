@@ -31,10 +31,11 @@ const (
 	KindEndpoint = "endpoint" // endpoint:/v1/PATH, for endpoints beyond the default set
 	KindAudit    = "audit"    // audit:read, audit:export
 	KindUpstream = "upstream" // upstream:NAME, every model of one upstream
+	KindSessions = "sessions" // sessions:admin, list and end anyone's broker sessions
 )
 
 // ScopeKinds lists the kinds ValidScope accepts, in documentation order.
-var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream}
+var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream, KindSessions}
 
 // MaxScopeLen bounds the length of one scope string.
 const MaxScopeLen = 256
