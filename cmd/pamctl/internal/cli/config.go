@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/proxy"
@@ -31,7 +32,9 @@ type Config struct {
 	Proxy         ProxyConfig         `mapstructure:"proxy"`
 	DataDir       string              `mapstructure:"data_dir"`
 	MasterKeyFile string              `mapstructure:"master_key_file"`
-	SessionTTL    time.Duration       `mapstructure:"session_ttl"`
+	Sessions      SessionsConfig      `mapstructure:"sessions"`
+	// SessionTTL is the old name of sessions.max_lifetime (still read).
+	SessionTTL time.Duration       `mapstructure:"session_ttl"`
 	Issuers       []oidc.IssuerConfig `mapstructure:"issuers"`
 	Upstreams     []UpstreamConfig    `mapstructure:"upstreams"`
 	Policies      policy.Set          `mapstructure:"policies"`
@@ -60,6 +63,13 @@ type ProxyConfig struct {
 	MaxBody     int64         `mapstructure:"max_body"`
 	Timeout     time.Duration `mapstructure:"timeout"`
 	HoldTimeout time.Duration `mapstructure:"hold_timeout"`
+}
+
+// SessionsConfig bounds broker sessions: an absolute lifetime from login
+// and an idle timeout (0 turns it off). See docs/sessions.md.
+type SessionsConfig struct {
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	MaxLifetime time.Duration `mapstructure:"max_lifetime"`
 }
 
 // UpstreamConfig is one OpenAI-compatible upstream.
@@ -133,7 +143,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("proxy.hold_timeout", 60*time.Second)
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
-	v.SetDefault("session_ttl", 8*time.Hour)
+	v.SetDefault("sessions.idle_timeout", broker.DefaultIdleTimeout)
 	v.SetDefault("masking.response.default", "mask")
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
@@ -161,7 +171,7 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	// AutomaticEnv only sees keys viper knows; bind the nested ones explicitly.
-	for _, k := range []string{"server", "data_dir", "master_key_file", "broker.addr", "proxy.addr", "proxy.max_body", "proxy.timeout", "proxy.hold_timeout", "log.format", "log.level", "audit.sync", "session_ttl"} {
+	for _, k := range []string{"server", "data_dir", "master_key_file", "broker.addr", "proxy.addr", "proxy.max_body", "proxy.timeout", "proxy.hold_timeout", "log.format", "log.level", "audit.sync", "session_ttl", "sessions.idle_timeout", "sessions.max_lifetime"} {
 		_ = v.BindEnv(k)
 	}
 	if flags != nil {
@@ -212,6 +222,14 @@ func decode(v *viper.Viper) (*Config, error) {
 	)))
 	if err != nil {
 		return nil, err
+	}
+	// session_ttl is the old name of sessions.max_lifetime; Validate
+	// refuses the two set to different values.
+	if cfg.Sessions.MaxLifetime == 0 {
+		cfg.Sessions.MaxLifetime = cfg.SessionTTL
+	}
+	if cfg.Sessions.MaxLifetime == 0 {
+		cfg.Sessions.MaxLifetime = broker.MaxSessionTTL
 	}
 	return &cfg, nil
 }
@@ -267,6 +285,17 @@ func (c *Config) Validate() error {
 	}
 	if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("server: %q is not an http(s) URL", c.Server)
+	}
+	if c.SessionTTL != 0 && c.SessionTTL != c.Sessions.MaxLifetime {
+		add("session_ttl (%s) is the old name of sessions.max_lifetime (%s): set only sessions.max_lifetime", c.SessionTTL, c.Sessions.MaxLifetime)
+	}
+	if c.Sessions.MaxLifetime < time.Minute || c.Sessions.MaxLifetime > broker.MaxSessionTTL {
+		add("sessions.max_lifetime: %s must be between 1m and %s", c.Sessions.MaxLifetime, broker.MaxSessionTTL)
+	}
+	if c.Sessions.IdleTimeout < 0 {
+		add("sessions.idle_timeout: %s must not be negative (0 turns the idle timeout off)", c.Sessions.IdleTimeout)
+	} else if c.Sessions.IdleTimeout > 0 && c.Sessions.IdleTimeout < time.Minute {
+		add("sessions.idle_timeout: %s is under a minute; last use is recorded once a minute (0 turns the idle timeout off)", c.Sessions.IdleTimeout)
 	}
 	if c.Proxy.MaxBody <= 0 {
 		add("proxy.max_body must be positive")
