@@ -90,9 +90,9 @@ type Service struct {
 	sessionTTL   time.Duration
 	idleTimeout  time.Duration // <= 0: none
 	liveSessions sync.Map      // session id -> *liveSession (see Authenticate)
-	retryWindow time.Duration
-	policies    atomic.Pointer[policy.Set]
-	rules       atomic.Pointer[RuleApprovers]
+	retryWindow  time.Duration
+	policies     atomic.Pointer[policy.Set]
+	rules        atomic.Pointer[RuleApprovers]
 
 	revoked sync.Map // grant id -> until (time.Time)
 

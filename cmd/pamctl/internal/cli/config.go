@@ -27,22 +27,22 @@ import (
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.
 type Config struct {
-	Server        string              `mapstructure:"server"`
-	Broker        ListenConfig        `mapstructure:"broker"`
-	Proxy         ProxyConfig         `mapstructure:"proxy"`
-	DataDir       string              `mapstructure:"data_dir"`
-	MasterKeyFile string              `mapstructure:"master_key_file"`
-	Sessions      SessionsConfig      `mapstructure:"sessions"`
+	Server        string         `mapstructure:"server"`
+	Broker        ListenConfig   `mapstructure:"broker"`
+	Proxy         ProxyConfig    `mapstructure:"proxy"`
+	DataDir       string         `mapstructure:"data_dir"`
+	MasterKeyFile string         `mapstructure:"master_key_file"`
+	Sessions      SessionsConfig `mapstructure:"sessions"`
 	// SessionTTL is the old name of sessions.max_lifetime (still read).
 	SessionTTL time.Duration       `mapstructure:"session_ttl"`
-	Issuers       []oidc.IssuerConfig `mapstructure:"issuers"`
-	Upstreams     []UpstreamConfig    `mapstructure:"upstreams"`
-	Policies      policy.Set          `mapstructure:"policies"`
-	Rules         []rules.Rule        `mapstructure:"rules"`
-	Masking       MaskingConfig       `mapstructure:"masking"`
-	Audit         AuditConfig         `mapstructure:"audit"`
-	Notify        NotifyConfig        `mapstructure:"notify"`
-	Log           LogConfig           `mapstructure:"log"`
+	Issuers    []oidc.IssuerConfig `mapstructure:"issuers"`
+	Upstreams  []UpstreamConfig    `mapstructure:"upstreams"`
+	Policies   policy.Set          `mapstructure:"policies"`
+	Rules      []rules.Rule        `mapstructure:"rules"`
+	Masking    MaskingConfig       `mapstructure:"masking"`
+	Audit      AuditConfig         `mapstructure:"audit"`
+	Notify     NotifyConfig        `mapstructure:"notify"`
+	Log        LogConfig           `mapstructure:"log"`
 
 	// File is the config file that was read, if any.
 	File string `mapstructure:"-"`
