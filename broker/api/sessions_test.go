@@ -11,7 +11,9 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/policy"
 )
 
 // loginClient logs sub in over HTTP (so the broker records the client) and
@@ -135,5 +137,50 @@ func TestAdminSocketSessionRoutes(t *testing.T) {
 	}
 	if _, err := bob.WhoAmI(ctx); err != nil {
 		t.Fatalf("bob ended through the public listener: %v", err)
+	}
+}
+
+// A revoked session ends an audit follow that is already streaming.
+func TestRevokedSessionEndsAuditFollow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the follow recheck (5 s)")
+	}
+	ta := newTestAPI(t, time.Second, 5*time.Second)
+	ctx := context.Background()
+	ta.svc.SetPolicies(policy.Set{{Name: "auditors", Subjects: policy.Subjects{Groups: []string{"security"}}, Scopes: []string{"audit:read"}}})
+	sam, sess := ta.loginClient(t, "sam", "security")
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		done <- sam.AuditFollow(fctx, audit.Filter{}, 1, func(audit.Event) error {
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-started: // the login event came through: the stream is live
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not start")
+	}
+	revoked := time.Now()
+	if _, err := ta.svc.RevokeSessions(ctx, broker.AdminIdentity, true, broker.RevokeSessions{ID: sess.ID}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if apiCode(err) != broker.CodeUnauthenticated {
+			t.Fatalf("follow ended with %v, want unauthenticated", err)
+		}
+		if took := time.Since(revoked); took > 8*time.Second {
+			t.Fatalf("follow outlived the revocation by %s", took)
+		}
+	case <-fctx.Done():
+		t.Fatal("the follow of a revoked session kept streaming")
 	}
 }
