@@ -72,11 +72,17 @@ func (db *DB) ListSessions(_ context.Context, keep func(*broker.SessionRecord) b
 	return out, err
 }
 
-// DeleteSessions deletes the sessions drop accepts, in one transaction, and
-// returns how many.
-func (db *DB) DeleteSessions(_ context.Context, drop func(*broker.SessionRecord) bool) (int, error) {
+// DeleteSessions deletes the sessions drop accepts and returns how many.
+// It looks with a read transaction first, so a sweep that finds nothing to
+// delete (the usual case) costs no write or fsync; drop is asked again
+// inside the write transaction.
+func (db *DB) DeleteSessions(ctx context.Context, drop func(*broker.SessionRecord) bool) (int, error) {
+	found, err := db.ListSessions(ctx, drop)
+	if err != nil || len(found) == 0 {
+		return 0, err
+	}
 	n := 0
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		n = 0
 		var keys [][]byte
 		err := each(tx, bucketSessions, func(s *broker.SessionRecord) bool {
