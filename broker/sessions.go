@@ -116,7 +116,8 @@ func (s *Service) idleEnd(lastUsed time.Time) time.Time {
 	return lastUsed.Add(s.idleTimeout)
 }
 
-// refusal says why the session in ls may not be used at now (nil: it may).
+// refusal says why the session rec, last used at lastUsed, may not be used
+// at now (nil: it may). Once it refuses, it refuses for every later now.
 func (s *Service) refusal(rec *SessionRecord, lastUsed, now time.Time) error {
 	switch rec.State {
 	case SessionActive:
@@ -191,7 +192,7 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (Identity, Sessi
 	now := s.now().UTC()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if ls.rec.Identity.Subject != c.Subject {
+	if ls.rec.Identity.Subject != c.Subject || ls.rec.Identity.Issuer != c.IdP {
 		return Identity{}, SessionInfo{}, loginAgain("your session does not match its record")
 	}
 	if err := s.refusal(&ls.rec, ls.lastUsed, now); err != nil {
