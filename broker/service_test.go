@@ -32,7 +32,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *broker.Service
 	db     *store.DB
 	log    *store.AuditLog
@@ -69,7 +69,7 @@ var testRules = broker.RuleApproverMap{
 	"prod-data":       {Groups: []string{"dba"}},
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, dir: t.TempDir()}
 	srv := httptest.NewUnstartedServer(nil)

@@ -10,6 +10,7 @@ import (
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // session logs sub in from client and returns the broker session.
@@ -377,4 +378,31 @@ func TestSweepForgetsEndedSessions(t *testing.T) {
 		t.Fatalf("ended session still stored: %v", err)
 	}
 	e.mustRefuse(gone.Token, "")
+}
+
+// BenchmarkAuthenticate measures a session check on the API's hot path: a
+// signature check, a cache lookup and, once a minute per session, a write
+// (the clock stands still here, so never). token-only is the signature
+// check alone, which is all the check was before sessions were recorded.
+func BenchmarkAuthenticate(b *testing.B) {
+	e := newEnv(b)
+	sess := e.session("alice", audit.Client{}, "ml")
+	ctx := context.Background()
+	b.Run("session", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := e.svc.Authenticate(ctx, sess.Token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("token-only", func(b *testing.B) {
+		v := &token.Verifier{Keys: e.keys, Issuer: "http://broker.test", Audience: token.AudienceBroker, Use: token.UseSession, Now: e.clock.Now}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := v.Verify(sess.Token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
