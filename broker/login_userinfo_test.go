@@ -80,7 +80,7 @@ func TestLoginWithUserinfoGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	who, _, err := svc.Authenticate(sess.Token)
+	who, _, err := svc.Authenticate(ctx, sess.Token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,8 +74,12 @@ type Config struct {
 	Notifier Notifier // optional
 	Logger   *slog.Logger
 	Now      func() time.Time
-	// SessionTTL is a broker session's lifetime (default and cap 8h).
+	// SessionTTL is a broker session's absolute lifetime (default and cap
+	// 8h): sessions.max_lifetime in the config.
 	SessionTTL time.Duration
+	// IdleTimeout ends a session unused for this long (sessions.idle_timeout);
+	// zero means DefaultIdleTimeout, negative means none.
+	IdleTimeout time.Duration
 	// PromptRetryWindow is how long an approval that came after the held
 	// caller gave up lets the identical prompt through once (default 10m).
 	PromptRetryWindow time.Duration
@@ -84,9 +88,6 @@ type Config struct {
 	// ones. Zero keeps them forever.
 	RequestRetention time.Duration
 }
-
-// MaxSessionTTL caps broker sessions.
-const MaxSessionTTL = 8 * time.Hour
 
 // Service is the broker. It is safe for concurrent use.
 type Service struct {
@@ -100,11 +101,13 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	sessionTTL  time.Duration
-	retryWindow time.Duration
-	retention   time.Duration
-	policies    atomic.Pointer[policy.Set]
-	rules       atomic.Pointer[RuleApprovers]
+	sessionTTL   time.Duration
+	idleTimeout  time.Duration // <= 0: none
+	liveSessions sync.Map      // session id -> *liveSession (see Authenticate)
+	retryWindow  time.Duration
+	retention    time.Duration
+	policies     atomic.Pointer[policy.Set]
+	rules        atomic.Pointer[RuleApprovers]
 
 	revoked sync.Map // grant id -> until (time.Time)
 
@@ -130,12 +133,15 @@ func New(ctx context.Context, c Config) (*Service, error) {
 	if c.SessionTTL <= 0 || c.SessionTTL > MaxSessionTTL {
 		c.SessionTTL = MaxSessionTTL
 	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
 	if c.PromptRetryWindow <= 0 {
 		c.PromptRetryWindow = 10 * time.Minute
 	}
 	s := &Service{
 		store: c.Store, idTokens: c.IDTokens, keys: c.Keys, audit: c.Audit, notifier: c.Notifier,
-		log: c.Logger, now: c.Now, sessionTTL: c.SessionTTL, retryWindow: c.PromptRetryWindow, retention: c.RequestRetention,
+		log: c.Logger, now: c.Now, sessionTTL: c.SessionTTL, idleTimeout: c.IdleTimeout, retryWindow: c.PromptRetryWindow, retention: c.RequestRetention,
 		minter:   &token.Minter{Keys: c.Keys, Issuer: c.Issuer, Now: c.Now},
 		sessions: &token.Verifier{Keys: c.Keys, Issuer: c.Issuer, Audience: token.AudienceBroker, Use: token.UseSession, Now: c.Now},
 		waiters:  map[string][]chan struct{}{},
@@ -258,14 +264,21 @@ func (s *Service) IsRevoked(grantID string) bool {
 	return ok
 }
 
-// Session is a broker session handed to the CLI after login.
+// Session is a broker session handed to the CLI after login: the token
+// names the session the broker records (see SessionRecord).
 type Session struct {
+	ID        string    `json:"id"`
 	Token     string    `json:"token"`
 	Identity  Identity  `json:"identity"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// IdleTimeout ends the session earlier when it goes unused this long
+	// (zero: no idle timeout).
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 }
 
-// Login verifies an ID token from a trusted issuer and opens a broker session.
+// Login verifies an ID token from a trusted issuer, people's and workloads'
+// alike, and opens a broker session recorded with the client's address and
+// user agent.
 func (s *Service) Login(ctx context.Context, rawIDToken, nonce string, client audit.Client) (*Session, error) {
 	return s.LoginWithAccessToken(ctx, rawIDToken, nonce, "", client)
 }
@@ -286,21 +299,26 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 		return nil, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
 	}
 	who := Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
-	exp := s.now().Add(s.sessionTTL).UTC().Truncate(time.Second)
+	now := s.now().UTC().Truncate(time.Second)
+	exp := now.Add(s.sessionTTL)
 	if who.Kind == oidc.KindService && !id.Expiry.IsZero() && id.Expiry.Before(exp) {
 		// A workload's short-lived token (CI job, Kubernetes) must not
 		// become a long broker session.
 		exp = id.Expiry.UTC().Truncate(time.Second)
 	}
+	rec, err := s.openSession(ctx, who, client, now, exp)
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
+	}
 	raw, err := s.minter.Mint(token.Claims{
-		RegisteredClaims: jwt.RegisteredClaims{Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceBroker}, ExpiresAt: jwt.NewNumericDate(exp)},
+		RegisteredClaims: jwt.RegisteredClaims{ID: rec.ID, Subject: who.Subject, Audience: jwt.ClaimStrings{token.AudienceBroker}, ExpiresAt: jwt.NewNumericDate(exp)},
 		Use:              token.UseSession, Email: who.Email, Name: who.Display, Groups: who.Groups, Kind: who.Kind, IdP: who.Issuer, Act: actClaim(who),
 	})
 	if err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
 	}
-	s.emit(ctx, &audit.Event{Type: audit.TypeLogin, Actor: actor(who), Decision: "allow", Client: &client})
-	return &Session{Token: raw, Identity: who, ExpiresAt: exp}, nil
+	s.emit(ctx, &audit.Event{Type: audit.TypeLogin, Actor: actor(who), Decision: "allow", Client: &client, Details: map[string]string{"session": rec.ID, "expires": exp.Format(time.RFC3339)}})
+	return &Session{ID: rec.ID, Token: raw, Identity: who, ExpiresAt: exp, IdleTimeout: max(s.idleTimeout, 0)}, nil
 }
 
 // oidcReason is the user-safe account of why an ID token was refused.
@@ -310,29 +328,6 @@ func oidcReason(err error) string {
 		return ve.Error()
 	}
 	return "the identity token could not be verified"
-}
-
-// Logout records the end of a session. The CLI forgets the token; a copy of
-// it stays valid until it expires (sessions are capped at 8 hours).
-func (s *Service) Logout(ctx context.Context, who Identity, client audit.Client) {
-	s.emit(ctx, &audit.Event{Type: audit.TypeLogout, Actor: actor(who), Client: &client})
-}
-
-// Authenticate verifies a broker session token.
-func (s *Service) Authenticate(raw string) (Identity, time.Time, error) {
-	c, err := s.sessions.Verify(raw)
-	if err != nil {
-		msg := "your session is not valid: run `pamctl login`"
-		if errors.Is(err, token.ErrExpired) {
-			msg = "your session has expired: run `pamctl login`"
-		}
-		return Identity{}, time.Time{}, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
-	}
-	who := Identity{Subject: c.Subject, Display: c.Name, Email: c.Email, Groups: c.Groups, Issuer: c.IdP, Kind: c.Kind}
-	if c.Act != nil {
-		who.Act = c.Act.Sub
-	}
-	return who, c.ExpiresAt.Time, nil
 }
 
 // Ask is what a requester asks for.
@@ -863,25 +858,5 @@ const AuditScope = "audit:read"
 // CanReadAudit reports whether who may read the audit trail: policy grants
 // them audit:read without approval, or they hold a live grant covering it.
 func (s *Service) CanReadAudit(ctx context.Context, who Identity) error {
-	d := policy.Evaluate(s.policySet(), who.policySubject(), Ask{Scopes: []string{AuditScope}})
-	if d.Allow && !d.NeedsApproval {
-		return nil
-	}
-	now := s.now()
-	grants, err := s.store.RequestsInState(ctx, StateApproved, &who)
-	if err != nil {
-		return s.storeErr(err)
-	}
-	for _, r := range grants {
-		if r.Kind != KindAccess || !r.Requester.Same(who) || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !token.Covers(r.Scopes, AuditScope) {
-			continue
-		}
-		if ok, _ := s.stillGranted(r); ok {
-			return nil
-		}
-	}
-	if d.Allow {
-		return errorf(CodeForbidden, "reading the audit trail needs an approved audit:read grant: pamctl request --scope audit:read")
-	}
-	return errorf(CodeForbidden, "you may not read the audit trail (it needs the audit:read scope, which policy does not grant you)")
+	return s.holdsScope(ctx, who, AuditScope, "reading the audit trail", "read the audit trail")
 }

@@ -141,7 +141,7 @@ func (e *env) login(sub string, groups ...string) broker.Identity {
 	if err != nil {
 		e.t.Fatalf("login %s: %v", sub, err)
 	}
-	who, _, err := e.svc.Authenticate(sess.Token)
+	who, _, err := e.svc.Authenticate(context.Background(), sess.Token)
 	if err != nil {
 		e.t.Fatalf("authenticate %s: %v", sub, err)
 	}
@@ -214,7 +214,7 @@ func TestApprovalFlowAndTokenClaims(t *testing.T) {
 		t.Fatal("bob got alice's token")
 	}
 	// A broker session is no access token, and an access token is no session.
-	if _, _, err := e.svc.Authenticate(raw); code(err) != broker.CodeUnauthenticated {
+	if _, _, err := e.svc.Authenticate(context.Background(), raw); code(err) != broker.CodeUnauthenticated {
 		t.Fatalf("access token accepted as session: %v", err)
 	}
 	aliceRaw, _ := e.iss.Mint(devissuer.Claims{Subject: "alice", Groups: []string{"ml"}})
@@ -554,7 +554,7 @@ func TestActingPersonCannotApprove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ci, _, err := e.svc.Authenticate(sess.Token)
+	ci, _, err := e.svc.Authenticate(context.Background(), sess.Token)
 	if err != nil || ci.Act != "bob" {
 		t.Fatalf("workload identity: %v %+v", err, ci)
 	}

@@ -167,6 +167,7 @@ type Store interface {
 	RequestStore
 	RequestIndex
 	RequestPruner
+	SessionStore
 }
 
 // ErrNotFound means there is no request with that id.

@@ -8,6 +8,7 @@
 //	meta         "version"            -> uint64 big-endian schema version
 //	requests     request id           -> broker.Request
 //	req_*        request indexes, see request_index.go (schema 2)
+//	sessions     session id ("ses_…") -> broker.SessionRecord (ended ones kept 24 h)
 //	keys         kid                  -> token.SealedKey
 //	vault        entry name           -> vault.Entry (secret sealed under the master key)
 //	audit        seq, uint64 BE       -> audit.Event
@@ -40,12 +41,13 @@ const FileName = "pamctl.db"
 var (
 	bucketMeta      = []byte("meta")
 	bucketRequests  = []byte("requests")
+	bucketSessions  = []byte("sessions")
 	bucketKeys      = []byte("keys")
 	bucketVault     = []byte("vault")
 	bucketAudit     = []byte("audit")
 	bucketAuditMeta = []byte("audit_meta")
 
-	allBuckets = append([][]byte{bucketMeta, bucketRequests, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}, requestIndexes...)
+	allBuckets = append([][]byte{bucketMeta, bucketRequests, bucketSessions, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}, requestIndexes...)
 
 	keyVersion = []byte("version")
 )

@@ -215,9 +215,9 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 			flusher.Flush()
 		case <-keepalive.C:
 			// The right to read may end while following: a session that
-			// expires or an audit:read grant that is revoked ends the stream.
-			// (The admin socket has no session and no expiry.)
-			if exp, ok := ctx.Value(expKey{}).(time.Time); ok && (!time.Now().Before(exp) || s.Broker.CanReadAudit(ctx, who) != nil) {
+			// expires or is revoked, or an audit:read grant that is revoked,
+			// ends the stream. (The admin socket has no session.)
+			if sess, ok := ctx.Value(sessKey{}).(broker.SessionInfo); ok && (s.Broker.SessionValid(ctx, sess.ID) != nil || s.Broker.CanReadAudit(ctx, who) != nil) {
 				return
 			}
 			fmt.Fprint(w, ": keepalive\n\n")

@@ -26,6 +26,9 @@ type Client struct {
 	BaseURL string
 	Token   string // broker session; empty on the admin socket
 	HTTP    *http.Client
+	// UserAgent is sent with every call; the broker records it with a
+	// login (see pamctl sessions).
+	UserAgent string
 }
 
 // NewSocketClient returns a client for the admin socket at path.
@@ -71,6 +74,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
 	}
 	hc := c.HTTP
 	if hc == nil {
@@ -137,7 +143,8 @@ func (c *Client) LoginWithAccessToken(ctx context.Context, idToken, nonce, acces
 	return &out, c.do(ctx, http.MethodPost, "/v1/login", LoginRequest{IDToken: idToken, Nonce: nonce, AccessToken: accessToken}, &out)
 }
 
-// Logout tells the broker the session ends (it is audited).
+// Logout ends the session server-side (audited): its token and every copy
+// of it are refused from then on.
 func (c *Client) Logout(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/logout", struct{}{}, nil)
 }
@@ -146,6 +153,43 @@ func (c *Client) Logout(ctx context.Context) error {
 func (c *Client) WhoAmI(ctx context.Context) (WhoAmI, error) {
 	var out WhoAmI
 	return out, c.do(ctx, http.MethodGet, "/v1/whoami", nil, &out)
+}
+
+// Sessions lists sessions: the caller's, or (all, or user set; admin socket
+// or sessions:admin) anyone's. ended includes recently ended ones. On the
+// admin socket the listing is everyone's unless user is set.
+func (c *Client) Sessions(ctx context.Context, user string, all, ended, admin bool) ([]*broker.SessionRecord, error) {
+	q := url.Values{}
+	if user != "" {
+		q.Set("user", user)
+	}
+	if all {
+		q.Set("all", "true")
+	}
+	if ended {
+		q.Set("ended", "true")
+	}
+	path := "/v1/sessions"
+	if admin {
+		path = "/admin/sessions"
+	}
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []*broker.SessionRecord
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// RevokeSessions ends one session or every session of a user (and with
+// Grants their live grants).
+func (c *Client) RevokeSessions(ctx context.Context, in RevokeSessionsRequest, admin bool) (*broker.RevokeResult, error) {
+	path := "/v1/sessions/revoke"
+	if admin {
+		path = "/admin/sessions/revoke"
+	}
+	var out broker.RevokeResult
+	err := c.do(ctx, http.MethodPost, path, in, &out)
+	return &out, err
 }
 
 // CreateRequest asks for a grant.

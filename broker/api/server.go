@@ -85,6 +85,9 @@ const (
 	// MaxRequestBody caps request creation and reviews: scopes, a TTL and a
 	// reason (policy caps reasons at 1 KiB).
 	MaxRequestBody = 16 << 10
+	// MaxRevokeSessionsBody caps POST /v1/sessions/revoke: an id or a
+	// subject, a flag and a reason.
+	MaxRevokeSessionsBody = 8 << 10
 	// MaxEmptyBody caps routes that take no body ("{}" at most).
 	MaxEmptyBody = 1 << 10
 	// MaxSecretBody caps a vault secret (admin socket).
@@ -146,6 +149,8 @@ func (s *Server) Admin() http.Handler {
 	handle(mux, "GET /admin/keys", 0, s.keysList)
 	handle(mux, "POST /admin/keys/rotate", MaxEmptyBody, s.keysRotate)
 	handle(mux, "POST /admin/grants/{id}/revoke", MaxEmptyBody, s.adminRevoke)
+	handle(mux, "GET /admin/sessions", 0, s.listSessions(true))
+	handle(mux, "POST /admin/sessions/revoke", MaxRevokeSessionsBody, s.revokeSessions(true))
 	s.auditRoutes(mux, func(h authedFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { h(w, r, AdminIdentity) }
 	})
@@ -207,9 +212,12 @@ func (s *Server) common(mux *http.ServeMux) {
 	handle(mux, "GET /v1/info", 0, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
 	handle(mux, "POST /v1/login", MaxLoginBody, s.login)
 	handle(mux, "GET /v1/whoami", 0, s.authed(s.whoami))
-	handle(mux, "POST /v1/logout", MaxEmptyBody, s.authed(func(w http.ResponseWriter, r *http.Request, who broker.Identity) {
-		s.Broker.Logout(r.Context(), who, clientOf(r))
-		w.WriteHeader(http.StatusNoContent)
+	handle(mux, "POST /v1/logout", MaxEmptyBody, s.authed(s.logout))
+	handle(mux, "GET /v1/sessions", 0, s.authed(func(w http.ResponseWriter, r *http.Request, who broker.Identity) {
+		s.listSessions(false)(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, who)))
+	}))
+	handle(mux, "POST /v1/sessions/revoke", MaxRevokeSessionsBody, s.authed(func(w http.ResponseWriter, r *http.Request, who broker.Identity) {
+		s.revokeSessions(false)(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, who)))
 	}))
 	handle(mux, "POST /v1/requests", MaxRequestBody, s.authed(s.createRequest))
 	handle(mux, "GET /v1/requests", 0, s.authed(s.listRequests))
@@ -221,8 +229,13 @@ func (s *Server) common(mux *http.ServeMux) {
 	handle(mux, "POST /v1/grants/{id}/revoke", MaxEmptyBody, s.authed(s.revoke))
 }
 
-// expKey holds the session's expiry; absent on the admin socket.
-type expKey struct{}
+// sessKey holds the broker.SessionInfo of the session in use; absent on
+// the admin socket.
+type sessKey struct{}
+
+// whoKey carries the caller's identity to handlers shared with the admin
+// socket (absent there: the caller is the local admin).
+type whoKey struct{}
 
 type authedFunc func(w http.ResponseWriter, r *http.Request, who broker.Identity)
 
@@ -233,12 +246,13 @@ func (s *Server) authed(h authedFunc) http.HandlerFunc {
 			writeError(w, &broker.Error{Code: broker.CodeUnauthenticated, Message: "not logged in: run `pamctl login`"})
 			return
 		}
-		who, exp, err := s.Broker.Authenticate(raw)
+		who, sess, err := s.Broker.Authenticate(r.Context(), raw)
 		if err != nil {
+			s.logErr(r, err)
 			writeError(w, err)
 			return
 		}
-		ctx := context.WithValue(r.Context(), expKey{}, exp)
+		ctx := context.WithValue(r.Context(), sessKey{}, sess)
 		h(w, r.WithContext(ctx), who)
 	}
 }
@@ -272,12 +286,94 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 // WhoAmI is the body of GET /v1/whoami.
 type WhoAmI struct {
 	broker.Identity
+	// Session is the id of the session in use (see pamctl sessions).
+	Session   string    `json:"session"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// IdleExpiresAt is when the session ends unless used again (absent
+	// without an idle timeout).
+	IdleExpiresAt *time.Time `json:"idle_expires_at,omitempty"`
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, who broker.Identity) {
-	exp, _ := r.Context().Value(expKey{}).(time.Time)
-	writeJSON(w, http.StatusOK, WhoAmI{Identity: who, ExpiresAt: exp})
+	sess, _ := r.Context().Value(sessKey{}).(broker.SessionInfo)
+	out := WhoAmI{Identity: who, Session: sess.ID, ExpiresAt: sess.ExpiresAt}
+	if !sess.IdleExpiresAt.IsZero() {
+		idle := sess.IdleExpiresAt
+		if idle.After(sess.ExpiresAt) {
+			idle = sess.ExpiresAt
+		}
+		out.IdleExpiresAt = &idle
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, who broker.Identity) {
+	sess, _ := r.Context().Value(sessKey{}).(broker.SessionInfo)
+	if err := s.Broker.Logout(r.Context(), who, sess.ID, clientOf(r)); err != nil {
+		s.logErr(r, err)
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// caller is the identity a handler shared with the admin socket acts as.
+func caller(r *http.Request, admin bool) broker.Identity {
+	if admin {
+		return AdminIdentity
+	}
+	who, _ := r.Context().Value(whoKey{}).(broker.Identity)
+	return who
+}
+
+// listSessions serves GET /v1/sessions (the caller's, or with ?all=true or
+// ?user=S anyone's given sessions:admin) and GET /admin/sessions (everyone's
+// unless ?user=S). ?ended=true includes recently ended sessions.
+func (s *Server) listSessions(admin bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		in := broker.SessionQuery{User: q.Get("user"), All: q.Get("all") == "true" || (admin && q.Get("user") == ""), Ended: q.Get("ended") == "true"}
+		rs, err := s.Broker.Sessions(r.Context(), caller(r, admin), admin, in)
+		if err != nil {
+			s.logErr(r, err)
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rs)
+	}
+}
+
+// RevokeSessionsRequest is the body of POST /v1/sessions/revoke (and
+// /admin/sessions/revoke): one session ID or every session of User, and
+// with Grants their owners' live grants too.
+type RevokeSessionsRequest struct {
+	ID     string `json:"id,omitempty"`
+	User   string `json:"user,omitempty"`
+	Grants bool   `json:"grants,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// maxRevokeReason bounds the reason recorded in the trail.
+const maxRevokeReason = 1 << 10
+
+func (s *Server) revokeSessions(admin bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var in RevokeSessionsRequest
+		if !readJSON(w, r, &in) {
+			return
+		}
+		if len(in.Reason) > maxRevokeReason {
+			writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: fmt.Sprintf("the reason is too long (%d bytes max)", maxRevokeReason)})
+			return
+		}
+		res, err := s.Broker.RevokeSessions(r.Context(), caller(r, admin), admin, broker.RevokeSessions{ID: in.ID, User: in.User, Grants: in.Grants, Reason: in.Reason})
+		if err != nil {
+			s.logErr(r, err)
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	}
 }
 
 // CreateRequest is the body of POST /v1/requests.

@@ -150,6 +150,8 @@ func TestBodiesCappedPerRoute(t *testing.T) {
 		{"POST", "/v1/logout", api.MaxEmptyBody, true},
 		{"POST", "/v1/grants/req_x/revoke", api.MaxEmptyBody, true},
 		{"GET", "/v1/whoami", 0, true},
+		{"GET", "/v1/sessions", 0, true},
+		{"POST", "/v1/sessions/revoke", api.MaxRevokeSessionsBody, true},
 		{"GET", "/v1/requests", 0, true},
 		{"GET", "/v1/audit/events", 0, true},
 		{"GET", "/v1/info", 0, false},

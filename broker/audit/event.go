@@ -145,6 +145,7 @@ const (
 	TypeAuditRead       Type = "audit.read"
 	TypeAuditExport     Type = "audit.export"
 	TypeAuditAnchor     Type = "audit.anchor"
+	TypeSessionRevoked  Type = "session.revoked"
 )
 
 // TypeInfo is one row of the event type table.
@@ -160,6 +161,7 @@ var types = []TypeInfo{
 	{TypeLogin, "PAM-A001", "a person or workload logged in"},
 	{TypeLoginFailed, "PAM-A002", "a login was refused (bad or untrusted ID token)"},
 	{TypeLogout, "PAM-A003", "a session ended"},
+	{TypeSessionRevoked, "PAM-A004", "a session was revoked (by an admin, or by its owner from elsewhere); its token is refused from then on"},
 	{TypeRequestCreated, "PAM-R001", "a just-in-time access request was created (decision says auto-approved or pending)"},
 	{TypeRequestApproved, "PAM-R002", "an approver approved a request (decision: approved, or pending while more approvals are needed)"},
 	{TypeRequestDenied, "PAM-R003", "an approver denied a request"},

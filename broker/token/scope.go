@@ -32,10 +32,11 @@ const (
 	KindAudit    = "audit"    // audit:read, audit:export
 	KindUpstream = "upstream" // upstream:NAME, every model of one upstream
 	KindTraces   = "traces"   // traces:write, storing agent traces through the proxy
+	KindSessions = "sessions" // sessions:admin, list and end anyone's broker sessions
 )
 
 // ScopeKinds lists the kinds ValidScope accepts, in documentation order.
-var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream, KindTraces}
+var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream, KindTraces, KindSessions}
 
 // MaxScopeLen bounds the length of one scope string.
 const MaxScopeLen = 256

@@ -41,6 +41,9 @@ const DevIssuerPath = "/dev/oidc"
 type AppOptions struct {
 	Dev    bool
 	Logger *slog.Logger
+	// Now is the broker's clock (tests inject one to expire sessions);
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // App is one running pamctl server: the composition root that wires the
@@ -145,7 +148,8 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
-		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, SessionTTL: cfg.SessionTTL, Notifier: notifier,
+		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, Notifier: notifier,
+		SessionTTL: cfg.Sessions.MaxLifetime, IdleTimeout: idleTimeout(cfg.Sessions.IdleTimeout), Now: o.Now,
 		RequestRetention: cfg.Requests.Retention,
 	})
 	if err != nil {
@@ -193,6 +197,15 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// idleTimeout maps sessions.idle_timeout (0: off) to broker.Config's
+// IdleTimeout (0: default, negative: off).
+func idleTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // hostOf is the host name of a URL ("" if it has none).
@@ -519,6 +532,11 @@ func (a *App) sweep(ctx context.Context) {
 			} else if err == nil {
 				a.health.OK(checkSweep)
 			}
+			if err := a.broker.SweepSessions(ctx); err != nil && ctx.Err() == nil {
+				a.health.Fail(checkSessionSweep, err)
+			} else if err == nil {
+				a.health.OK(checkSessionSweep)
+			}
 		}
 	}
 }
@@ -660,7 +678,7 @@ func needsRestart(old, cur *Config) []string {
 		{"broker", old.Broker, cur.Broker},
 		{"proxy", old.Proxy, cur.Proxy},
 		{"data_dir", old.DataDir, cur.DataDir},
-		{"session_ttl", old.SessionTTL, cur.SessionTTL},
+		{"sessions", old.Sessions, cur.Sessions},
 		{"audit", old.Audit, cur.Audit},
 		{"requests", old.Requests, cur.Requests},
 		{"notify", old.Notify, cur.Notify},

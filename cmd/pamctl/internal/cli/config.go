@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/proxy"
@@ -27,21 +28,23 @@ import (
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.
 type Config struct {
-	Server        string              `mapstructure:"server"`
-	Broker        ListenConfig        `mapstructure:"broker"`
-	Proxy         ProxyConfig         `mapstructure:"proxy"`
-	DataDir       string              `mapstructure:"data_dir"`
-	MasterKeyFile string              `mapstructure:"master_key_file"`
-	SessionTTL    time.Duration       `mapstructure:"session_ttl"`
-	Issuers       []oidc.IssuerConfig `mapstructure:"issuers"`
-	Upstreams     []UpstreamConfig    `mapstructure:"upstreams"`
-	Policies      policy.Set          `mapstructure:"policies"`
-	Rules         []rules.Rule        `mapstructure:"rules"`
-	Masking       MaskingConfig       `mapstructure:"masking"`
-	Audit         AuditConfig         `mapstructure:"audit"`
-	Requests      RequestsConfig      `mapstructure:"requests"`
-	Notify        NotifyConfig        `mapstructure:"notify"`
-	Log           LogConfig           `mapstructure:"log"`
+	Server        string         `mapstructure:"server"`
+	Broker        ListenConfig   `mapstructure:"broker"`
+	Proxy         ProxyConfig    `mapstructure:"proxy"`
+	DataDir       string         `mapstructure:"data_dir"`
+	MasterKeyFile string         `mapstructure:"master_key_file"`
+	Sessions      SessionsConfig `mapstructure:"sessions"`
+	// SessionTTL is the old name of sessions.max_lifetime (still read).
+	SessionTTL time.Duration       `mapstructure:"session_ttl"`
+	Issuers    []oidc.IssuerConfig `mapstructure:"issuers"`
+	Upstreams  []UpstreamConfig    `mapstructure:"upstreams"`
+	Policies   policy.Set          `mapstructure:"policies"`
+	Rules      []rules.Rule        `mapstructure:"rules"`
+	Masking    MaskingConfig       `mapstructure:"masking"`
+	Audit      AuditConfig         `mapstructure:"audit"`
+	Requests   RequestsConfig      `mapstructure:"requests"`
+	Notify     NotifyConfig        `mapstructure:"notify"`
+	Log        LogConfig           `mapstructure:"log"`
 
 	// File is the config file that was read, if any.
 	File string `mapstructure:"-"`
@@ -76,6 +79,13 @@ type ProxyConfig struct {
 	MaxInflightBytes int64         `mapstructure:"max_inflight_bytes"`
 	BodyTimeout      time.Duration `mapstructure:"body_timeout"`
 	Hostnames        []string      `mapstructure:"hostnames"`
+}
+
+// SessionsConfig bounds broker sessions: an absolute lifetime from login
+// and an idle timeout (0 turns it off). See docs/sessions.md.
+type SessionsConfig struct {
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	MaxLifetime time.Duration `mapstructure:"max_lifetime"`
 }
 
 // UpstreamConfig is one OpenAI-compatible upstream.
@@ -157,7 +167,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("proxy.body_timeout", proxy.DefaultBodyTimeout)
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
-	v.SetDefault("session_ttl", 8*time.Hour)
+	v.SetDefault("sessions.idle_timeout", broker.DefaultIdleTimeout)
 	v.SetDefault("masking.response.default", "mask")
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
@@ -251,6 +261,14 @@ func decode(v *viper.Viper) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// session_ttl is the old name of sessions.max_lifetime; Validate
+	// refuses the two set to different values.
+	if cfg.Sessions.MaxLifetime == 0 {
+		cfg.Sessions.MaxLifetime = cfg.SessionTTL
+	}
+	if cfg.Sessions.MaxLifetime == 0 {
+		cfg.Sessions.MaxLifetime = broker.MaxSessionTTL
+	}
 	return &cfg, nil
 }
 
@@ -313,6 +331,9 @@ func (c *Config) Validate() error {
 		add("server: %q is not an http(s) URL", c.Server)
 	}
 	errs = append(errs, c.validateDurations()...)
+	if c.SessionTTL != 0 && c.SessionTTL != c.Sessions.MaxLifetime {
+		add("session_ttl (%s) is the old name of sessions.max_lifetime (%s): set only sessions.max_lifetime", c.SessionTTL, c.Sessions.MaxLifetime)
+	}
 	if c.Proxy.MaxBody <= 0 {
 		add("proxy.max_body must be positive")
 	}

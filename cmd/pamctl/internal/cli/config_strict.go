@@ -371,7 +371,9 @@ type durationBound struct {
 // durationBounds holds every duration key of Config; a test keeps it
 // complete. The minimums catch a unit slip ("90s" for "90d", "1m" for "1h").
 var durationBounds = map[string]durationBound{
-	"session_ttl":            {Min: 5 * time.Minute, Max: 8 * time.Hour},
+	"session_ttl":            {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "use sessions.max_lifetime"},
+	"sessions.max_lifetime":  {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "8h, the default"},
+	"sessions.idle_timeout":  {Min: time.Minute, Max: 8 * time.Hour, Zero: "no idle timeout"},
 	"proxy.timeout":          {Min: time.Second},
 	"proxy.hold_timeout":     {Min: time.Second, Max: time.Hour},
 	"proxy.body_timeout":     {Min: time.Second, Max: 10 * time.Minute},

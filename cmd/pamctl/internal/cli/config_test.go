@@ -321,7 +321,7 @@ audit: { retention: 30d }
 	if err := json.Unmarshal([]byte(r.out), &v); err != nil || r.code != 0 {
 		t.Fatalf("-o json: %v %+v", err, r)
 	}
-	if v["notify"].(map[string]any)["webhook"] != "https://hooks.slack.com/<hidden>" || v["session_ttl"] != "8h" {
+	if v["notify"].(map[string]any)["webhook"] != "https://hooks.slack.com/<hidden>" || v["sessions"].(map[string]any)["max_lifetime"] != "8h" {
 		t.Fatalf("-o json: %v", v)
 	}
 

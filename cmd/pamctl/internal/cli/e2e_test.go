@@ -45,6 +45,12 @@ func startServer(t *testing.T) *testServer { t.Helper(); return startServerWith(
 // startServerWith lets a test adjust the config before the server starts.
 func startServerWith(t *testing.T, adjust func(*Config)) *testServer {
 	t.Helper()
+	return startServerOpts(t, adjust, AppOptions{Dev: true})
+}
+
+// startServerOpts also sets the App's options (e.g. the broker's clock).
+func startServerOpts(t *testing.T, adjust func(*Config), opts AppOptions) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
 	t.Setenv("PAMCTL_MASTER_KEY", "")
@@ -60,7 +66,7 @@ func startServerWith(t *testing.T, adjust func(*Config)) *testServer {
 		adjust(cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	app, err := NewApp(ctx, cfg, AppOptions{Dev: true})
+	app, err := NewApp(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

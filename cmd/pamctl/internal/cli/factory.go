@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -45,9 +46,12 @@ func (f *Factory) Config(cmd *cobra.Command) (*Config, error) {
 	return cfg, nil
 }
 
-// SessionFile is the CLI's stored broker session.
+// SessionFile is the CLI's stored broker session. The broker records the
+// session (ID) and may end it earlier than ExpiresAt: logout, revocation,
+// idle timeout.
 type SessionFile struct {
 	Server    string          `json:"server"`
+	ID        string          `json:"id,omitempty"`
 	Token     string          `json:"token"`
 	Identity  broker.Identity `json:"identity"`
 	ExpiresAt time.Time       `json:"expires_at"`
@@ -89,7 +93,13 @@ func saveSession(s *SessionFile) error {
 
 // AnonClient is a broker client without a session (info, login).
 func (f *Factory) AnonClient(cfg *Config) *api.Client {
-	return &api.Client{BaseURL: strings.TrimRight(cfg.Server, "/"), HTTP: f.HTTP}
+	return &api.Client{BaseURL: strings.TrimRight(cfg.Server, "/"), HTTP: f.HTTP, UserAgent: userAgent()}
+}
+
+// userAgent is what the broker records with a login, e.g.
+// "pamctl/1.2.3 (linux/amd64)".
+func userAgent() string {
+	return "pamctl/" + version + " (" + runtime.GOOS + "/" + runtime.GOARCH + ")"
 }
 
 // BrokerClient is a broker client carrying the stored session.
@@ -100,15 +110,15 @@ func (f *Factory) BrokerClient(cfg *Config) (*api.Client, *SessionFile, error) {
 	}
 	server := strings.TrimRight(cfg.Server, "/")
 	if s == nil || s.Token == "" {
-		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("not logged in: run `pamctl login`"))
+		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("not logged in: log in with `pamctl login`"))
 	}
 	if strings.TrimRight(s.Server, "/") != server {
-		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session is for %s, not %s: run `pamctl login`", s.Server, server))
+		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session is for %s, not %s: log in again with `pamctl login`", s.Server, server))
 	}
 	if f.Now().After(s.ExpiresAt) {
-		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session expired at %s: run `pamctl login`", s.ExpiresAt.Local().Format(time.Kitchen)))
+		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session expired at %s: log in again with `pamctl login`", s.ExpiresAt.Local().Format(time.Kitchen)))
 	}
-	return &api.Client{BaseURL: server, Token: s.Token, HTTP: f.HTTP}, s, nil
+	return &api.Client{BaseURL: server, Token: s.Token, HTTP: f.HTTP, UserAgent: userAgent()}, s, nil
 }
 
 // SocketPath is the admin socket of a data dir.

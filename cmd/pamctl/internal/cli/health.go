@@ -167,11 +167,12 @@ func (h *health) readyz(stopping <-chan struct{}) http.HandlerFunc {
 
 // Check names.
 const (
-	checkAudit       = "audit"
-	checkNotify      = "notify"
-	checkConfigWatch = "config_watch"
-	checkSweep       = "expiry_sweep"
-	checkRetention   = "audit_retention"
+	checkAudit        = "audit"
+	checkNotify       = "notify"
+	checkConfigWatch  = "config_watch"
+	checkSweep        = "expiry_sweep"
+	checkRetention    = "retention"
+	checkSessionSweep = "session_sweep"
 )
 
 func (h *health) registerAll(dataDir string) {
@@ -179,7 +180,8 @@ func (h *health) registerAll(dataDir string) {
 	h.register(checkNotify, false, "webhook notifications are not delivered (each is recorded as a notify.failed audit event); check notify.webhook and that the receiver answers 2xx")
 	h.register(checkConfigWatch, false, "changes to the config file are not picked up; reload with SIGHUP (kill -HUP <pid>) or restart")
 	h.register(checkSweep, false, "expired requests are not being closed; check the server log and the data dir")
-	h.register(checkRetention, false, "old audit events are not being pruned (audit.retention); check free space and the data dir")
+	h.register(checkRetention, false, "old audit events or ended requests are not being pruned (audit.retention, requests.retention); check free space and the data dir")
+	h.register(checkSessionSweep, false, "ended broker sessions are not being removed from the store; check the server log and the data dir")
 }
 
 // auditLog is what the app needs of the audit trail.

@@ -166,7 +166,7 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}
-	if err := saveSession(&SessionFile{Server: cfg.Server, Token: sess.Token, Identity: sess.Identity, ExpiresAt: sess.ExpiresAt}); err != nil {
+	if err := saveSession(&SessionFile{Server: cfg.Server, ID: sess.ID, Token: sess.Token, Identity: sess.Identity, ExpiresAt: sess.ExpiresAt}); err != nil {
 		return err
 	}
 	groups := ""
@@ -237,28 +237,57 @@ func unreachable(err error, server string) error {
 func NewCmdLogout(f *Factory, runF func(*cobra.Command) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
-		Short: "Forget the broker session",
-		Args:  cobra.NoArgs,
+		Short: "End the broker session (server-side) and forget it",
+		Long: `End your broker session. The broker refuses the session's token from
+now on, copies included, and the local session file is removed. When the
+broker cannot be reached the file is still removed, the session stays open
+on the broker until it expires, and logout exits non-zero to say so
+(end it from elsewhere with: pamctl sessions revoke ID).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runF != nil {
 				return runF(cmd)
 			}
-			// Tell the broker (audited) when it is reachable; forget the
-			// session either way.
-			if cfg, err := f.Config(cmd); err == nil {
-				if c, _, err := f.BrokerClient(cfg); err == nil {
-					if err := c.Logout(cmd.Context()); err != nil {
-						f.IO.Warnf("the broker did not record the logout: %v", err)
-					}
-				}
-			}
-			err := os.Remove(SessionPath())
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-			f.IO.Successf("Logged out")
-			return nil
+			return logoutRun(cmd, f)
 		},
+	}
+}
+
+func logoutRun(cmd *cobra.Command, f *Factory) error {
+	cfg, err := f.Config(cmd)
+	if err != nil {
+		return err
+	}
+	sess, err := loadSession()
+	if err != nil {
+		return err
+	}
+	if sess == nil || sess.Token == "" {
+		f.IO.Successf("Not logged in")
+		return nil
+	}
+	// End it server-side first; forget it locally whatever the answer.
+	c, _, endErr := f.BrokerClient(cfg) // refuses a session past its expiry or for another server
+	if endErr == nil {
+		endErr = c.Logout(cmd.Context())
+	}
+	if err := os.Remove(SessionPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var ae *api.Error
+	switch {
+	case endErr == nil:
+		f.IO.Successf("Logged out; the broker ended session %s", dash(sess.ID))
+		return nil
+	case errors.As(endErr, &ae) && ae.Code == broker.CodeUnauthenticated, exitCodeOf(endErr) == ExitUnauthenticated:
+		// Already ended (revoked, expired, logged out elsewhere), or
+		// for another server.
+		f.IO.Successf("Logged out (the broker no longer accepted this session)")
+		return nil
+	case errors.Is(endErr, api.ErrUnreachable):
+		return withCode(ExitUnreachable, fmt.Errorf("forgot the local session, but the broker at %s could not be reached to end it: it stays valid until %s unless revoked (pamctl sessions revoke %s)", cfg.Server, sess.ExpiresAt.Local().Format(time.RFC3339), dash(sess.ID)))
+	default:
+		return fmt.Errorf("forgot the local session, but the broker did not end it: %w", endErr)
 	}
 }
 
@@ -314,7 +343,11 @@ func whoamiRun(cmd *cobra.Command, o *WhoamiOptions) error {
 	t.Row("groups", dash(strings.Join(me.Groups, ", ")))
 	t.Row("issuer", me.Issuer)
 	t.Row("kind", dash(me.Kind))
+	t.Row("session", dash(me.Session))
 	t.Row("expires", me.ExpiresAt.Local().Format(time.RFC3339)+" ("+humanDuration(time.Until(me.ExpiresAt))+" left)")
+	if me.IdleExpiresAt != nil {
+		t.Row("idle until", me.IdleExpiresAt.Local().Format(time.RFC3339)+" (unless used again)")
+	}
 	return t.Render()
 }
 
