@@ -620,3 +620,44 @@ func (brokenCounters) Load(context.Context, string) (GrantUsage, error) {
 	return GrantUsage{}, fmt.Errorf("disk on fire")
 }
 func (brokenCounters) Add(string, UsageDelta) {}
+
+// TestStreamReleasesItsBodyBudget: once the upstream answers, the request
+// body is gone, so a stream that runs on holds none of the in-flight budget.
+func TestStreamReleasesItsBodyBudget(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o", req: "req_stream_budget"})
+	started, finish := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	end := func() { once.Do(func() { close(finish) }) }
+	t.Cleanup(end) // before the servers close, so a failed test does not hang
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n")
+		w.(http.Flusher).Flush()
+		close(started)
+		<-finish
+		fmt.Fprint(w, "data: [DONE]\n\n")
+	})
+	body := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("x", 64<<10) + `"}]}`
+	p := h.start(tok, int64(len(body)))
+	go func() { io.WriteString(p.w, body); p.w.Close() }()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream never started")
+	}
+	// The proxy may still be between the upstream's headers and its
+	// ModifyResponse; give it a moment, then the budget must be empty
+	// while the stream is still open.
+	deadline := time.Now().Add(2 * time.Second)
+	for h.proxy.inflight.inUse() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := h.proxy.inflight.inUse(); n != 0 {
+		t.Fatalf("an open stream still holds %d bytes of the body budget", n)
+	}
+	end()
+	if res, _ := p.wait(t, 5*time.Second); res.StatusCode != 200 {
+		t.Fatalf("stream: %d", res.StatusCode)
+	}
+}

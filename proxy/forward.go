@@ -107,6 +107,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	// again, however long the answer streams.
 	c.body = nil
 	res.Request.GetBody = nil
+	p.releaseReservation(c) // a long stream holds no request-body budget
 	// The trail keeps at most audit.MaxTextBytes of the prompt; keep no
 	// more than that (its own copy) while the answer runs.
 	c.promptLen = len(c.prompt)

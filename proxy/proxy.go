@@ -332,9 +332,7 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", c.id)
 		w.Header().Set("Pamctl-Audit-Id", c.id)
 		defer func() {
-			if c.reserved > 0 {
-				p.inflight.release(c.claims.Req, c.reserved)
-			}
+			p.releaseReservation(c)
 			switch {
 			case c.audited:
 			case c.isRefusedUnauthenticated():
@@ -347,6 +345,16 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(w, r.WithContext(withCall(r.Context(), c)))
 	})
+}
+
+// releaseReservation returns the call's share of the in-flight body budget:
+// when the upstream has answered (the body is no longer held) or when the
+// call ends, whichever comes first.
+func (p *Proxy) releaseReservation(c *call) {
+	if c.reserved > 0 {
+		p.inflight.release(c.claims.Req, c.reserved)
+		c.reserved = 0
+	}
 }
 
 // fail answers the call with e and remembers it for the audit event. A

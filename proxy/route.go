@@ -123,7 +123,7 @@ func (b *byteBudget) inUse() int64 {
 // forwarded: the proxy needs the model and the prompt, and ReverseProxy can
 // cut an SSE answer while a request body is still being copied. It runs
 // after the caller is authenticated and charged, holds the body's bytes in
-// the in-flight budget until the call ends, and gives the client
+// the in-flight budget until the upstream answers or the call ends, and gives the client
 // BodyTimeout to send it.
 func (p *Proxy) readBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
