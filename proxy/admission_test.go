@@ -371,7 +371,7 @@ func TestHostHeader(t *testing.T) {
 		}
 	}
 	before := h.up.count()
-	for _, host := range []string{"attacker.example:" + port, "localhost:1", "127.0.0.1", "127.0.0.1.nip.io:" + port, "pam.example.com.evil"} {
+	for _, host := range []string{"attacker.example:" + port, "localhost:1", "127.0.0.1", "127.0.0.1.nip.io:" + port, "pam.example.com.evil", "pam.example.com:443.evil"} {
 		res, b := do(host)
 		if res.StatusCode != http.StatusMisdirectedRequest {
 			t.Fatalf("host %s: %d %s", host, res.StatusCode, b)
@@ -384,7 +384,7 @@ func TestHostHeader(t *testing.T) {
 		t.Fatal("a call to a foreign host reached the upstream")
 	}
 	p.refused.flush()
-	if ev := h.sink.ofType(audit.TypeProxyRefused); len(ev) != 1 || ev[0].Details["count"] != "5" || ev[0].Details["codes"] != CodeHostNotAllowed+"=5" {
+	if ev := h.sink.ofType(audit.TypeProxyRefused); len(ev) != 1 || ev[0].Details["count"] != "6" || ev[0].Details["codes"] != CodeHostNotAllowed+"=6" {
 		t.Fatalf("refusals %+v", ev)
 	}
 	if _, err := newHostSet([]string{"http://x"}, false); err == nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -53,6 +54,9 @@ func (hs hostSet) empty() bool { return !hs.ips && len(hs.any) == 0 && len(hs.wi
 func (hs hostSet) allows(host string) bool {
 	host = strings.ToLower(host)
 	if h, port, err := net.SplitHostPort(host); err == nil {
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return false // "localhost:8701.evil.com" is not localhost
+		}
 		return hs.any[h] || hs.withPort[net.JoinHostPort(h, port)] || (hs.ips && net.ParseIP(h) != nil)
 	}
 	h := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")

@@ -3,6 +3,7 @@ package api
 import (
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -38,6 +39,9 @@ func HostCheck(hostnames []string, h http.Handler) http.Handler {
 }
 
 func hostAllowed(allowed map[string]bool, host string) bool {
+	if _, port, err := net.SplitHostPort(host); err == nil && !validPort(port) {
+		return false // "localhost:8700.evil.com" is not localhost
+	}
 	name := normalizeHost(host)
 	if name == "" {
 		return false
@@ -46,6 +50,12 @@ func hostAllowed(allowed map[string]bool, host string) bool {
 		return true
 	}
 	return allowed[name]
+}
+
+// validPort reports whether p is a decimal port number.
+func validPort(p string) bool {
+	n, err := strconv.ParseUint(p, 10, 16)
+	return err == nil && n > 0 && len(p) <= 5
 }
 
 // normalizeHost returns the host name of a Host header or a configured

@@ -262,7 +262,7 @@ func TestHostCheck(t *testing.T) {
 			t.Errorf("Host %s: %s", h, resp.Status)
 		}
 	}
-	for _, h := range []string{"attacker.example:" + port, "localhost.attacker.example", "127.0.0.1.nip.io:" + port, "2130706433:" + port, "pam.example.com.attacker.example"} {
+	for _, h := range []string{"attacker.example:" + port, "localhost.attacker.example", "127.0.0.1.nip.io:" + port, "2130706433:" + port, "pam.example.com.attacker.example", "localhost:" + port + ".attacker.example", "localhost:99999", "127.0.0.1:0x50"} {
 		for _, path := range []string{"/v1/info", "/dev/oidc/.well-known/openid-configuration", "/dev/oidc/device?user_code=BCDFGHJK&login_hint=root"} {
 			if resp := get(h, path); resp.StatusCode != http.StatusMisdirectedRequest {
 				t.Errorf("Host %s %s: %s, want 421", h, path, resp.Status)
