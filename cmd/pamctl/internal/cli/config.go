@@ -410,6 +410,29 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// CheckTLS does what serve does with the listeners' TLS settings before
+// it binds: it refuses plaintext off loopback (unless insecure_plaintext)
+// and loads each certificate, key and client CA.
+func (c *Config) CheckTLS() error {
+	var errs []error
+	for _, l := range []struct {
+		name, addr string
+		tls        tlsconf.Config
+		insecure   bool
+	}{{"broker", c.Broker.Addr, c.Broker.TLS, c.Broker.InsecurePlaintext}, {"proxy", c.Proxy.Addr, c.Proxy.TLS, c.Proxy.InsecurePlaintext}} {
+		if _, err := tlsconf.CheckListener(l.name, l.addr, l.tls, l.insecure); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if l.tls.Enabled() && l.tls.Validate(l.name+".tls") == nil {
+			if _, err := tlsconf.NewServer(l.tls, tlsconf.Options{Poll: -1}); err != nil {
+				errs = append(errs, fmt.Errorf("%s.tls: %w", l.name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Inspection compiles the prompt rules and both maskers.
 func (c *Config) Inspection() (proxy.Inspection, error) {
 	var errs []error

@@ -347,3 +347,46 @@ func TestChildCAEnv(t *testing.T) {
 		t.Fatal("junk CA accepted")
 	}
 }
+
+// TestConfigCheckTLS: config check refuses what serve would: plaintext off
+// loopback, unusable certificate files.
+func TestConfigCheckTLS(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("PAMCTL_DATA_DIR", filepath.Join(dir, "data"))
+	files, err := tlsconf.GenerateDev(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(dir, "garbage.crt")
+	os.WriteFile(garbage, []byte("garbage"), 0o600)
+	run := func(yaml string) result {
+		file := filepath.Join(dir, "config.yaml")
+		os.WriteFile(file, []byte(yaml), 0o600)
+		ios, _, out, errOut := iostreams.Test()
+		root := NewCmdRoot(NewFactory(ios))
+		root.SetArgs([]string{"config", "check", "--config", file})
+		err := root.Execute()
+		r := result{out: out.String(), err: errOut.String()}
+		if err != nil {
+			r.code, r.err = exitCodeOf(err), r.err+err.Error()
+		}
+		return r
+	}
+	good := "broker:\n  addr: 0.0.0.0:8700\n  tls:\n    cert_file: " + files.CertFile + "\n    key_file: " + files.KeyFile + "\nproxy:\n  addr: 0.0.0.0:8701\n  insecure_plaintext: true\nca_file: " + files.CAFile + "\n"
+	if r := run(good); r.code != 0 {
+		t.Fatalf("good config: %+v", r)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"broker:\n  addr: 0.0.0.0:8700\n", "broker.tls.cert_file"},
+		{"broker:\n  tls:\n    cert_file: " + garbage + "\n    key_file: " + files.KeyFile + "\n", "broker.tls"},
+		{"proxy:\n  tls:\n    cert_file: " + files.CertFile + "\n", "key_file"},
+		{"proxy:\n  tls:\n    cert_file: " + files.CertFile + "\n    key_file: " + files.KeyFile + "\n    client_ca_file: " + garbage + "\n", "client_ca_file"},
+		{"ca_file: " + garbage + "\n", "ca_file"},
+		{"broker:\n  tls:\n    certfile: x\n", `did you mean "cert_file"`},
+	} {
+		if r := run(c.yaml); r.code != ExitUsage || !strings.Contains(r.err, c.want) {
+			t.Errorf("%s: %+v, want exit 2 naming %q", c.yaml, r, c.want)
+		}
+	}
+}
