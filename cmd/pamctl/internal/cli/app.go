@@ -748,6 +748,7 @@ func needsRestart(old, cur *Config) []string {
 		{"broker", old.Broker, cur.Broker},
 		{"proxy", old.Proxy, cur.Proxy},
 		{"data_dir", old.DataDir, cur.DataDir},
+		{"ca_file", old.CAFile, cur.CAFile},
 		{"sessions", old.Sessions, cur.Sessions},
 		{"audit", old.Audit, cur.Audit},
 		{"requests", old.Requests, cur.Requests},

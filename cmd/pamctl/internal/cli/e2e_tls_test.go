@@ -69,7 +69,7 @@ func TestEndToEndTLS(t *testing.T) {
 	}
 	// Plain HTTP to the HTTPS broker: told to use https.
 	r = s.as(t, "alice", "", "login", "--user", "alice", "--server", strings.Replace(broker, "https://", "http://", 1))
-	if r.code == 0 || !strings.Contains(r.err, "https://") {
+	if r.code == 0 || !strings.Contains(r.err, "serves HTTPS") {
 		t.Fatalf("login over http: %+v", r)
 	}
 	// A CA file that is not one: a usage error naming the setting.
