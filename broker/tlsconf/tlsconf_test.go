@@ -495,3 +495,52 @@ func TestGenerateDev(t *testing.T) {
 		t.Fatal("broken dev files kept their CA")
 	}
 }
+
+// TestClientCertificateRotation: a client's mTLS certificate is re-read
+// when its files change; a broken pair keeps the previous one.
+func TestClientCertificateRotation(t *testing.T) {
+	ca, clients := newCA(t, "server-ca"), newCA(t, "client-ca")
+	dir := t.TempDir()
+	c, k := ca.issue(t, "server", time.Now().Add(time.Hour))
+	cfg := writePair(t, dir, c, k)
+	cfg.ClientCAFile = filepath.Join(dir, "clients.pem")
+	replace(t, cfg.ClientCAFile, clients.pem)
+	s, err := NewServer(cfg, Options{Poll: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, s)
+	caFile := filepath.Join(dir, "server-ca.pem")
+	replace(t, caFile, ca.pem)
+	cdir := t.TempDir()
+	cc, ck := clients.issue(t, "proxy-1", time.Now().Add(time.Hour))
+	files := ClientFiles{CAFile: caFile, CertFile: filepath.Join(cdir, "c.crt"), KeyFile: filepath.Join(cdir, "c.key")}
+	replace(t, files.CertFile, cc)
+	replace(t, files.KeyFile, ck)
+	tc, err := NewClientConfig(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := func() *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	if _, body, _, err := get(t, fresh(), url); err != nil || body != "proxy-1" {
+		t.Fatalf("first: %q %v", body, err)
+	}
+	cc2, ck2 := clients.issue(t, "proxy-1-renewed", time.Now().Add(time.Hour))
+	replace(t, files.KeyFile, ck2)
+	replace(t, files.CertFile, cc2)
+	if _, body, _, err := get(t, fresh(), url); err != nil || body != "proxy-1-renewed" {
+		t.Fatalf("after rotation: %q %v", body, err)
+	}
+	replace(t, files.CertFile, []byte("garbage"))
+	if _, body, _, err := get(t, fresh(), url); err != nil || body != "proxy-1-renewed" {
+		t.Fatalf("after a broken rotation: %q %v", body, err)
+	}
+	if _, err := NewClientConfig(ClientFiles{CertFile: files.CertFile}); err == nil {
+		t.Fatal("a certificate without a key accepted")
+	}
+	if _, err := NewClientConfig(ClientFiles{CertFile: files.CertFile, KeyFile: files.KeyFile}); err == nil {
+		t.Fatal("a garbage client certificate accepted at start")
+	}
+}
