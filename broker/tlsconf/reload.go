@@ -47,6 +47,7 @@ type Server struct {
 	cur atomic.Pointer[material]
 
 	mu      sync.Mutex
+	failing bool     // the last reload failed
 	badSum  [32]byte // files last refused, so they are reported once
 	hasBad  bool
 	watched map[string]bool
@@ -116,20 +117,23 @@ func (s *Server) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
+		s.failing = true
 		var le *loadError
 		if errors.As(err, &le) {
 			if s.hasBad && le.sum == s.badSum {
 				return err // already reported
 			}
 			s.badSum, s.hasBad = le.sum, true
+		} else {
+			s.hasBad = false
 		}
 		if s.o.OnError != nil {
 			s.o.OnError(err)
 		}
 		return err
 	}
-	wasBad := s.hasBad
-	s.hasBad = false
+	wasBad := s.failing
+	s.failing, s.hasBad = false, false
 	if m.sum == s.cur.Load().sum {
 		if wasBad && s.o.OnReload != nil {
 			s.o.OnReload() // back to the files in force

@@ -241,13 +241,6 @@ func TestReloadKeepsOldCertOnBadFiles(t *testing.T) {
 			}
 		})
 	}
-	os.Remove(cfg.KeyFile)
-	if err := s.Reload(); err == nil {
-		t.Fatal("missing key file accepted")
-	}
-	if cn, _, _, err := get(t, client(ca.pool()), url); err != nil || cn != "v1" {
-		t.Fatalf("still serving after a missing key: %q %v", cn, err)
-	}
 	c2, k2 := ca.issue(t, "v2", time.Now().Add(time.Hour))
 	writePair(t, dir, c2, k2)
 	if err := s.Reload(); err != nil {
@@ -542,5 +535,41 @@ func TestClientCertificateRotation(t *testing.T) {
 	}
 	if _, err := NewClientConfig(ClientFiles{CertFile: files.CertFile, KeyFile: files.KeyFile}); err == nil {
 		t.Fatal("a garbage client certificate accepted at start")
+	}
+}
+
+// TestReloadRecoversFromMissingFile: a file missing mid-update is reported;
+// when the files in force are back, the recovery is reported too, so the
+// health check does not stay failing.
+func TestReloadRecoversFromMissingFile(t *testing.T) {
+	ca := newCA(t, "ca")
+	dir := t.TempDir()
+	c1, k1 := ca.issue(t, "v1", time.Now().Add(time.Hour))
+	cfg := writePair(t, dir, c1, k1)
+	ev := newEvents()
+	s, err := NewServer(cfg, ev.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, s)
+	os.Remove(cfg.KeyFile)
+	before := ev.errCount()
+	if err := s.Reload(); err == nil {
+		t.Fatal("missing key file accepted")
+	}
+	if ev.errCount() != before+1 {
+		t.Fatal("missing key file not reported")
+	}
+	if cn, _, _, err := get(t, client(ca.pool()), url); err != nil || cn != "v1" {
+		t.Fatalf("still serving after a missing key: %q %v", cn, err)
+	}
+	replace(t, cfg.KeyFile, k1)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ev.reloaded:
+	default:
+		t.Fatal("recovery to the files in force not reported")
 	}
 }

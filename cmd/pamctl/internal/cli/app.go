@@ -422,8 +422,9 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 	return out, nil
 }
 
-// checkTLS is the health check of certificate reloads.
-const checkTLS = "tls"
+// tlsCheck names the health check of a listener's certificate reloads
+// ("broker_tls", "proxy_tls").
+func tlsCheck(listener string) string { return listener + "_tls" }
 
 // listen binds the broker, proxy and admin socket. A TCP listener off
 // loopback must serve TLS unless its insecure_plaintext says a load
@@ -472,11 +473,12 @@ func (a *App) tlsFor(name, addr string, c tlsconf.Config, insecure bool) (*tlsco
 	if !c.Enabled() {
 		return nil, nil
 	}
-	a.health.register(checkTLS, false, "a changed TLS certificate, key or client CA file could not be loaded; the previous certificate is still served: fix the files (see the error)")
+	check := tlsCheck(name)
+	a.health.register(check, false, "a changed TLS certificate, key or client CA file of "+name+".tls could not be loaded; the previous certificate is still served: fix the files (see the error)")
 	s, err := tlsconf.NewServer(c, tlsconf.Options{
 		Logger:   a.log,
-		OnError:  func(err error) { a.health.Fail(checkTLS, fmt.Errorf("%s: %w", name, err)) },
-		OnReload: func() { a.health.OK(checkTLS); a.log.Info("TLS certificate reloaded", "listener", name) },
+		OnError:  func(err error) { a.health.Fail(check, err) },
+		OnReload: func() { a.health.OK(check); a.log.Info("TLS certificate reloaded", "listener", name) },
 	})
 	if err != nil {
 		return nil, withCode(ExitUsage, fmt.Errorf("%s.tls: %w", name, err))
