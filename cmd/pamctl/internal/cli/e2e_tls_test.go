@@ -226,6 +226,11 @@ func TestServeCertificateReload(t *testing.T) {
 		resp.Body.Close()
 		return resp.TLS.PeerCertificates[0].SerialNumber.String() != before
 	})
+	// hc's keep-alive connection, opened under the old certificate, still
+	// works: a new connection would fail (hc trusts only the old CA).
+	if !strings.Contains(readyz(), "ok") {
+		t.Fatal("the open connection was dropped by the reload")
+	}
 	eventually("tls recovered", func() bool {
 		resp, err := trustNew.Get(s.app.BrokerURL() + "/readyz")
 		if err != nil {
