@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -397,5 +399,82 @@ func TestConfigCheckTLS(t *testing.T) {
 		if r := run(c.yaml); r.code != ExitUsage || !strings.Contains(r.err, c.want) {
 			t.Errorf("%s: %+v, want exit 2 naming %q", c.yaml, r, c.want)
 		}
+	}
+}
+
+// TestServeDevTLSProcess runs `pamctl serve --dev --tls` as a process and
+// the commands its banner prints, as printed: they must work with the
+// https URLs and the --ca-file the banner gives.
+func TestServeDevTLSProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	home := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", home+"/config")
+	t.Setenv("XDG_DATA_HOME", home+"/data")
+	t.Setenv("PAMCTL_MASTER_KEY", "")
+	t.Setenv("PAMCTL_SERVER", "")
+	t.Setenv("PAMCTL_CA_FILE", "")
+	t.Setenv("PAMCTL_DATA_DIR", "")
+	srv, out := pamctlProcess(t, "serve", "--dev", "--tls", "--broker-addr", freePort(t), "--proxy-addr", freePort(t))
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	if !out.waitFor("pamctl audit tail") {
+		t.Fatalf("no dev banner:\n%s", out.String())
+	}
+	var login, request, execLine, dataDir string
+	for _, l := range strings.Split(out.String(), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "pamctl login "):
+			login = l
+		case strings.HasPrefix(l, "pamctl request "):
+			request = l
+		case strings.HasPrefix(l, "pamctl exec "):
+			execLine = l
+		case strings.HasPrefix(l, "data "):
+			dataDir = strings.TrimSpace(strings.TrimPrefix(l, "data "))
+		}
+	}
+	if !strings.Contains(login, "--server https://") || !strings.Contains(login, "--ca-file "+dataDir+"/tls/ca.pem") {
+		t.Fatalf("banner login line %q lacks the https server or the CA:\n%s", login, out.String())
+	}
+	run := func(args ...string) result {
+		t.Helper()
+		ios, _, o, e := iostreams.Test()
+		root := NewCmdRoot(NewFactory(ios))
+		root.SetArgs(args)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := root.ExecuteContext(ctx)
+		r := result{out: o.String(), err: e.String()}
+		if err != nil {
+			r.code, r.err = exitCodeOf(err), r.err+err.Error()
+		}
+		return r
+	}
+	run(strings.Fields(login)[1:]...).must(t, login)
+	// request's --reason 'first try' is quoted for the shell.
+	req := strings.Fields(strings.Replace(request, "'first try'", "first-try", 1))
+	run(req[1:]...).must(t, request)
+	if _, err := exec.LookPath("curl"); err == nil {
+		head, script, ok := strings.Cut(execLine, " -- sh -c '")
+		if !ok || !strings.HasSuffix(script, "'") {
+			t.Fatalf("exec line %q", execLine)
+		}
+		args := append(strings.Fields(head)[1:], "--", "sh", "-c", strings.TrimSuffix(script, "'"))
+		r := run(args...).must(t, execLine)
+		if !strings.Contains(r.out, "pamctl mock upstream") {
+			t.Fatalf("the banner's exec through the TLS proxy: %+v", r)
+		}
+	}
+	srv.Process.Signal(syscall.SIGINT)
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Fatalf("temporary data dir (with the dev CA) left behind: %v", err)
 	}
 }

@@ -223,7 +223,7 @@ func printDevBanner(f *Factory, app *App) {
 	fmt.Fprintln(w, st.Bold.Render("pamctl dev server")+st.Muted.Render(" — not for production: embedded IdP, permissive policy, throwaway data"))
 	fmt.Fprintf(w, "  broker   %s\n  proxy    %s\n  data     %s\n", app.BrokerURL(), app.ProxyURL(), app.cfg.DataDir)
 	if app.cfg.CAFile != "" && app.brokerTLS != nil {
-		fmt.Fprintf(w, "  ca       %s (throwaway dev CA: pass it to the CLI with --ca-file)\n", app.cfg.CAFile)
+		fmt.Fprintf(w, "  ca       %s (the CLI needs it: --ca-file)\n", app.cfg.CAFile)
 	}
 	if app.hasProviderKey() {
 		fmt.Fprintf(w, "  upstream %s\n\n", "configured upstreams (a provider key is vaulted)")
