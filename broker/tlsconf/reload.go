@@ -60,9 +60,10 @@ type material struct {
 	config *tls.Config
 }
 
-// nextProtos offers HTTP/2 and HTTP/1.1 (net/http serves both on a TLS
-// listener).
-var nextProtos = []string{"h2", "http/1.1"}
+// nextProtos offers HTTP/1.1 only: the listeners' slow-client guards
+// (header and body deadlines, per-connection limits) are built and tested
+// for HTTP/1.1, and TLS must not change how a listener behaves.
+var nextProtos = []string{"http/1.1"}
 
 // NewServer loads c's files; it fails when they are unusable.
 func NewServer(c Config, o Options) (*Server, error) {
@@ -236,7 +237,11 @@ func (s *Server) Watch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-events:
+		case _, ok := <-events:
+			if !ok {
+				events = nil // the watcher is gone; the poll remains
+				continue
+			}
 			settle.Reset(s.o.Settle)
 		case err, ok := <-errs:
 			if !ok {

@@ -426,8 +426,8 @@ func TestClientTrust(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.ProtoMajor != 2 {
-		t.Errorf("protocol %s, want HTTP/2 offered", resp.Proto)
+	if resp.ProtoMajor != 1 {
+		t.Errorf("protocol %s, want HTTP/1.1 only (the listeners' guards are HTTP/1.1's)", resp.Proto)
 	}
 	os.WriteFile(caFile, []byte("nope"), 0o644)
 	if _, err := HTTPClient(caFile, 0); err == nil || !strings.Contains(err.Error(), caFile) {
