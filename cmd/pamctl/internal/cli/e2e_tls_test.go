@@ -478,3 +478,22 @@ func TestServeDevTLSProcess(t *testing.T) {
 		t.Fatalf("temporary data dir (with the dev CA) left behind: %v", err)
 	}
 }
+
+// TestInsecurePlaintextWarns: insecure_plaintext lets a listener off
+// loopback serve plain HTTP (a TLS-terminating load balancer in front),
+// and the server says so in its log. Checked without binding.
+func TestInsecurePlaintextWarns(t *testing.T) {
+	var logs bytes.Buffer
+	a := &App{log: slog.New(slog.NewTextHandler(&logs, nil)), health: newHealth(slog.New(slog.DiscardHandler))}
+	s, err := a.tlsFor("proxy", "0.0.0.0:8701", tlsconf.Config{}, true)
+	if err != nil || s != nil {
+		t.Fatalf("tlsFor: %v %v", s, err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "proxy.insecure_plaintext: true") {
+		t.Fatalf("no warning logged: %s", logs.String())
+	}
+	logs.Reset()
+	if _, err := a.tlsFor("proxy", "127.0.0.1:8701", tlsconf.Config{}, true); err != nil || logs.Len() != 0 {
+		t.Fatalf("loopback with insecure_plaintext: %v, logged %q", err, logs.String())
+	}
+}
