@@ -87,7 +87,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%w at %s: %v", ErrUnreachable, c.BaseURL, rootCause(err))
+		// %w twice: callers test for ErrUnreachable and for a TLS
+		// verification failure (tlsconf.IsUnknownAuthority).
+		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.BaseURL, rootCause(err))
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -112,6 +114,11 @@ func answerError(resp *http.Response, raw []byte) *Error {
 	var eb ErrorBody
 	if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
 		return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	if resp.StatusCode == http.StatusBadRequest && bytes.Contains(raw, []byte("HTTP request to an HTTPS server")) {
+		// Go's TLS server answers plain HTTP this way.
+		return &Error{Status: resp.StatusCode, Code: broker.CodeInvalid,
+			Message: "the broker serves HTTPS: use an https:// URL (--server, server: or PAMCTL_SERVER)"}
 	}
 	return &Error{Status: resp.StatusCode, Code: broker.CodeInternal, Message: "broker answered " + resp.Status}
 }

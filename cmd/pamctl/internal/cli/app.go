@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/proxy"
@@ -65,7 +67,8 @@ type App struct {
 	hook   *notify.Webhook   // nil without notify.webhook
 
 	brokerLn, proxyLn, adminLn net.Listener
-	mockLn                     net.Listener // dev mock upstream
+	brokerTLS, proxyTLS        *tlsconf.Server // nil: plaintext on that listener
+	mockLn                     net.Listener    // dev mock upstream
 	servers                    []*http.Server
 	stopping                   chan struct{}
 	closeOnce                  sync.Once
@@ -128,7 +131,13 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	var idTokens broker.IDTokenVerifier = noIssuers{}
 	if len(cfg.Issuers) > 0 {
-		if idTokens, err = oidc.NewVerifier(cfg.Issuers, &http.Client{Timeout: 15 * time.Second}, nil); err != nil {
+		// Issuers are verified with the system roots plus ca_file (the
+		// dev issuer of serve --dev --tls is signed by the dev CA).
+		hc, err := tlsconf.HTTPClient(cfg.CAFile, 15*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		if idTokens, err = oidc.NewVerifier(cfg.Issuers, hc, nil); err != nil {
 			return nil, err
 		}
 	} else {
@@ -413,15 +422,29 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 	return out, nil
 }
 
-// listen binds the broker, proxy and admin socket.
+// tlsCheck names the health check of a listener's certificate reloads
+// ("broker_tls", "proxy_tls").
+func tlsCheck(listener string) string { return listener + "_tls" }
+
+// listen binds the broker, proxy and admin socket. A TCP listener off
+// loopback must serve TLS unless its insecure_plaintext says a load
+// balancer terminates TLS in front of it.
 func (a *App) listen() error {
 	var err error
+	if a.brokerTLS, err = a.tlsFor("broker", a.cfg.Broker.Addr, a.cfg.Broker.TLS, a.cfg.Broker.InsecurePlaintext); err != nil {
+		return err
+	}
+	if a.proxyTLS, err = a.tlsFor("proxy", a.cfg.Proxy.Addr, a.cfg.Proxy.TLS, a.cfg.Proxy.InsecurePlaintext); err != nil {
+		return err
+	}
 	if a.brokerLn, err = net.Listen("tcp", a.cfg.Broker.Addr); err != nil {
 		return fmt.Errorf("broker: %w (is another pamctl running? use --broker-addr)", err)
 	}
+	a.brokerLn = withTLS(a.brokerLn, a.brokerTLS)
 	if a.proxyLn, err = net.Listen("tcp", a.cfg.Proxy.Addr); err != nil {
 		return fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
 	}
+	a.proxyLn = withTLS(a.proxyLn, a.proxyTLS)
 	sock := SocketPath(a.cfg.DataDir)
 	_ = os.Remove(sock) // stale socket from a crash: we hold the db lock, so it is ours
 	old := syscall.Umask(0o177)
@@ -436,20 +459,63 @@ func (a *App) listen() error {
 	return nil
 }
 
+// tlsFor refuses plaintext off loopback (see tlsconf.CheckListener) and
+// loads the listener's certificate when it has one. Failed reloads keep
+// the certificate in force and mark /readyz degraded.
+func (a *App) tlsFor(name, addr string, c tlsconf.Config, insecure bool) (*tlsconf.Server, error) {
+	warn, err := tlsconf.CheckListener(name, addr, c, insecure)
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	if warn != "" {
+		a.log.Warn(warn)
+	}
+	if !c.Enabled() {
+		return nil, nil
+	}
+	check := tlsCheck(name)
+	a.health.register(check, false, "a changed TLS certificate, key or client CA file of "+name+".tls could not be loaded; the previous certificate is still served: fix the files (see the error)")
+	s, err := tlsconf.NewServer(c, tlsconf.Options{
+		Logger:   a.log,
+		OnError:  func(err error) { a.health.Fail(check, err) },
+		OnReload: func() { a.health.OK(check); a.log.Info("TLS certificate reloaded", "listener", name) },
+	})
+	if err != nil {
+		return nil, withCode(ExitUsage, fmt.Errorf("%s.tls: %w", name, err))
+	}
+	return s, nil
+}
+
+func withTLS(ln net.Listener, s *tlsconf.Server) net.Listener {
+	if s == nil {
+		return ln
+	}
+	return tls.NewListener(ln, s.TLSConfig())
+}
+
 // BrokerURL is the broker's base URL.
 func (a *App) BrokerURL() string {
+	addr := a.cfg.Broker.Addr
 	if a.brokerLn != nil {
-		return "http://" + a.brokerLn.Addr().String()
+		addr = a.brokerLn.Addr().String()
 	}
-	return "http://" + a.cfg.Broker.Addr
+	return scheme(a.cfg.Broker.TLS) + addr
 }
 
 // ProxyURL is the proxy's base URL (without /v1).
 func (a *App) ProxyURL() string {
+	addr := a.cfg.Proxy.Addr
 	if a.proxyLn != nil {
-		return "http://" + a.proxyLn.Addr().String()
+		addr = a.proxyLn.Addr().String()
 	}
-	return "http://" + a.cfg.Proxy.Addr
+	return scheme(a.cfg.Proxy.TLS) + addr
+}
+
+func scheme(c tlsconf.Config) string {
+	if c.Enabled() {
+		return "https://"
+	}
+	return "http://"
 }
 
 // Serve runs until ctx ends, then shuts down gracefully: listeners close,
@@ -485,6 +551,12 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	}
 	var wg sync.WaitGroup
 	bg, stopBg := context.WithCancel(context.Background())
+	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS} {
+		if t != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); t.Watch(bg) }()
+		}
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); a.sweep(bg) }()
 	go func() { defer wg.Done(); a.retain(bg) }()
@@ -678,6 +750,7 @@ func needsRestart(old, cur *Config) []string {
 		{"broker", old.Broker, cur.Broker},
 		{"proxy", old.Proxy, cur.Proxy},
 		{"data_dir", old.DataDir, cur.DataDir},
+		{"ca_file", old.CAFile, cur.CAFile},
 		{"sessions", old.Sessions, cur.Sessions},
 		{"audit", old.Audit, cur.Audit},
 		{"requests", old.Requests, cur.Requests},

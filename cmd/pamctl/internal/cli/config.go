@@ -20,6 +20,7 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/payload"
@@ -28,7 +29,11 @@ import (
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.
 type Config struct {
-	Server        string         `mapstructure:"server"`
+	Server string `mapstructure:"server"`
+	// CAFile is a PEM file of CA certificates the CLI trusts besides the
+	// system roots, for the broker, its dev issuer and (in pamctl exec's
+	// child) the proxy.
+	CAFile        string         `mapstructure:"ca_file"`
 	Broker        ListenConfig   `mapstructure:"broker"`
 	Proxy         ProxyConfig    `mapstructure:"proxy"`
 	DataDir       string         `mapstructure:"data_dir"`
@@ -64,6 +69,11 @@ type ListenConfig struct {
 	// headers are refused (IP literals, localhost and the host of `server:`
 	// are always accepted). See docs/identity.md, "Browsers and serve --dev".
 	Hostnames []string `mapstructure:"hostnames"`
+	// TLS serves the listener over TLS; without it a non-loopback address
+	// is refused unless InsecurePlaintext (a TLS-terminating load
+	// balancer in front).
+	TLS               tlsconf.Config `mapstructure:"tls"`
+	InsecurePlaintext bool           `mapstructure:"insecure_plaintext"`
 }
 
 // ProxyConfig configures the proxy listener and its limits.
@@ -79,6 +89,9 @@ type ProxyConfig struct {
 	MaxInflightBytes int64         `mapstructure:"max_inflight_bytes"`
 	BodyTimeout      time.Duration `mapstructure:"body_timeout"`
 	Hostnames        []string      `mapstructure:"hostnames"`
+	// TLS and InsecurePlaintext: as for the broker (ListenConfig).
+	TLS               tlsconf.Config `mapstructure:"tls"`
+	InsecurePlaintext bool           `mapstructure:"insecure_plaintext"`
 }
 
 // SessionsConfig bounds broker sessions: an absolute lifetime from login
@@ -185,6 +198,7 @@ var flagKeys = map[string]string{
 	"broker-addr":     "broker.addr",
 	"proxy-addr":      "proxy.addr",
 	"log-format":      "log.format",
+	"ca-file":         "ca_file",
 }
 
 // LoadConfig reads the configuration. file may be empty: then PAMCTL_CONFIG
@@ -327,6 +341,14 @@ func (c *Config) Validate() error {
 			add("%s: %q is not host:port", a.name, a.addr)
 		}
 	}
+	for _, t := range []struct {
+		name string
+		tls  tlsconf.Config
+	}{{"broker.tls", c.Broker.TLS}, {"proxy.tls", c.Proxy.TLS}} {
+		if err := t.tls.Validate(t.name); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("server: %q is not an http(s) URL", c.Server)
 	}
@@ -384,6 +406,29 @@ func (c *Config) Validate() error {
 	case "", "text", "json":
 	default:
 		add("log.format: %q must be text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// CheckTLS does what serve does with the listeners' TLS settings before
+// it binds: it refuses plaintext off loopback (unless insecure_plaintext)
+// and loads each certificate, key and client CA.
+func (c *Config) CheckTLS() error {
+	var errs []error
+	for _, l := range []struct {
+		name, addr string
+		tls        tlsconf.Config
+		insecure   bool
+	}{{"broker", c.Broker.Addr, c.Broker.TLS, c.Broker.InsecurePlaintext}, {"proxy", c.Proxy.Addr, c.Proxy.TLS, c.Proxy.InsecurePlaintext}} {
+		if _, err := tlsconf.CheckListener(l.name, l.addr, l.tls, l.insecure); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if l.tls.Enabled() && l.tls.Validate(l.name+".tls") == nil {
+			if _, err := tlsconf.NewServer(l.tls, tlsconf.Options{Poll: -1}); err != nil {
+				errs = append(errs, fmt.Errorf("%s.tls: %w", l.name, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 )
 
 // ExecOptions are the inputs of `pamctl exec`.
@@ -35,6 +37,12 @@ func NewCmdExec(f *Factory, runF func(*cobra.Command, *ExecOptions) error) *cobr
 a scoped access token, for COMMAND only. With --request the token of that
 grant is used; with --scope a request is made (and waited for) first;
 with neither, your newest live grant is used.
+
+With a custom CA (--ca-file, ca_file:, PAMCTL_CA_FILE) COMMAND also
+trusts it: NODE_EXTRA_CA_CERTS names the CA file, and SSL_CERT_FILE,
+REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE name a temporary owner-only bundle
+of the system roots plus the CA (those variables replace the roots
+rather than add to them), removed when COMMAND ends.
 
 The OpenAI Agents SDK exports traces to api.openai.com with the API key as
 bearer; exec sets OPENAI_AGENTS_DISABLE_TRACING=1 so the token never leaves
@@ -108,6 +116,14 @@ func execRun(cmd *cobra.Command, o *ExecOptions) error {
 	if !o.KeepTracing {
 		env = append(env, "OPENAI_AGENTS_DISABLE_TRACING=1")
 	}
+	if cfg.CAFile != "" {
+		caEnv, cleanup, err := childCAEnv(cfg.CAFile, os.Getenv("SSL_CERT_FILE"))
+		if err != nil {
+			return withCode(ExitUsage, err)
+		}
+		defer cleanup()
+		env = append(env, caEnv...) // the last value of a variable wins
+	}
 	path, err := exec.LookPath(o.Command[0])
 	if err != nil {
 		return withCode(127, fmt.Errorf("exec: %s: command not found", o.Command[0]))
@@ -143,4 +159,67 @@ func childEnv(env []string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// systemBundles are where Linux distributions and macOS keep the system
+// roots as one PEM file (the list crypto/x509 reads on Linux).
+var systemBundles = []string{
+	"/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Gentoo, Arch
+	"/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+	"/etc/ssl/ca-bundle.pem",                            // openSUSE
+	"/etc/pki/tls/cacert.pem",                           // OpenELEC
+	"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
+	"/etc/ssl/cert.pem",                                 // Alpine, macOS
+}
+
+// childCAEnv makes a child process trust caFile as well as the system
+// roots. NODE_EXTRA_CA_CERTS adds to Node's roots, so it gets the CA file
+// itself; SSL_CERT_FILE (OpenSSL, Go, Python's ssl), REQUESTS_CA_BUNDLE
+// (requests) and CURL_CA_BUNDLE (curl) replace the roots, so they get a
+// bundle of the roots in force (the caller's SSL_CERT_FILE, else the
+// system's) followed by the CA, in an owner-only temporary file that
+// cleanup removes. Where no system bundle exists, the bundle is the CA alone.
+func childCAEnv(caFile, callerBundle string) (env []string, cleanup func(), err error) {
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca_file: %w", err)
+	}
+	if _, err := tlsconf.RootCAs(caFile); err != nil {
+		return nil, nil, fmt.Errorf("ca_file: %w", err)
+	}
+	abs, err := filepath.Abs(caFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca_file: %w", err)
+	}
+	var roots []byte
+	for _, p := range append([]string{callerBundle}, systemBundles...) {
+		if p == "" {
+			continue
+		}
+		if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
+			roots = b
+			break
+		}
+	}
+	f, err := os.CreateTemp("", "pamctl-ca-*.pem") // mode 0600
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA bundle for the command: %w", err)
+	}
+	cleanup = func() { os.Remove(f.Name()) }
+	bundle := append(append(roots, '\n'), ca...)
+	if _, err := f.Write(bundle); err != nil {
+		f.Close()
+		cleanup()
+		return nil, nil, fmt.Errorf("CA bundle for the command: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("CA bundle for the command: %w", err)
+	}
+	return []string{
+		"NODE_EXTRA_CA_CERTS=" + abs,
+		"SSL_CERT_FILE=" + f.Name(),
+		"REQUESTS_CA_BUNDLE=" + f.Name(),
+		"CURL_CA_BUNDLE=" + f.Name(),
+	}, cleanup, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
 
@@ -29,7 +30,8 @@ type Factory struct {
 	HTTP *http.Client
 	Now  func() time.Time
 
-	flags *pflag.FlagSet
+	flags  *pflag.FlagSet
+	caFile string // the ca_file HTTP's transport trusts, if any
 }
 
 // NewFactory returns a factory over ios.
@@ -42,6 +44,15 @@ func (f *Factory) Config(cmd *cobra.Command) (*Config, error) {
 	cfg, err := LoadConfig(f.ConfigFile, cmd.Flags())
 	if err != nil {
 		return nil, withCode(ExitUsage, err)
+	}
+	// ca_file: trust the system roots and that CA for the broker and the
+	// IdP (a client a test installed with its own transport is kept).
+	if cfg.CAFile != "" && f.HTTP != nil && (f.HTTP.Transport == nil || f.caFile != "") && f.caFile != cfg.CAFile {
+		tr, err := tlsconf.Transport(cfg.CAFile)
+		if err != nil {
+			return nil, withCode(ExitUsage, fmt.Errorf("ca_file (--ca-file, PAMCTL_CA_FILE): %w", err))
+		}
+		f.HTTP.Transport, f.caFile = tr, cfg.CAFile
 	}
 	return cfg, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 )
 
 // LoginOptions are the inputs of `pamctl login`.
@@ -97,7 +99,9 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 		if err != nil {
 			return err
 		}
-		cc := oidc.ClientConfig{IssuerURL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, RedirectPort: is.RedirectPort}
+		cc := oidc.ClientConfig{IssuerURL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, RedirectPort: is.RedirectPort,
+			// The CLI's transport: it trusts ca_file besides the system roots.
+			HTTPClient: &http.Client{Transport: o.f.HTTP.Transport, Timeout: 30 * time.Second}}
 		// The code exchange happens here, on the user's machine, so a
 		// confidential client's secret is read here, from a file only
 		// this user can read; the broker only names the path.
@@ -227,6 +231,9 @@ func readIDToken(path string, stdin io.Reader) (string, error) {
 
 // unreachable turns a connection failure into advice.
 func unreachable(err error, server string) error {
+	if errors.Is(err, api.ErrUnreachable) && tlsconf.IsUnknownAuthority(err) {
+		return withCode(ExitUnreachable, fmt.Errorf("the broker at %s presents a TLS certificate this machine does not trust: pass the CA that signed it with --ca-file (or ca_file: in the config, or PAMCTL_CA_FILE)", server))
+	}
 	if errors.Is(err, api.ErrUnreachable) {
 		return withCode(ExitUnreachable, fmt.Errorf("cannot reach the broker at %s: is `pamctl serve` running? (set --server or PAMCTL_SERVER to point elsewhere)", server))
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/store"
 )
 
@@ -23,6 +25,8 @@ import (
 type ServeOptions struct {
 	f   *Factory
 	Dev bool
+	// TLS (with Dev) serves both listeners over TLS with throwaway certificates.
+	TLS bool
 	// Ready, when set, is told the listening addresses (tests).
 	Ready func(*App)
 }
@@ -39,8 +43,12 @@ one process, with an owner-only admin socket in the data dir.
 
 --dev needs no IdP and no OpenAI key: a temporary data dir (unless
 --data-dir), an embedded development OIDC issuer, a permissive dev policy,
-and a built-in mock upstream used while no provider key is vaulted.`,
+and a built-in mock upstream used while no provider key is vaulted.
+--dev --tls also serves both listeners over HTTPS with a throwaway CA and
+certificate for localhost, 127.0.0.1 and ::1 written to the data dir's
+tls/ folder; the banner names the --ca-file the CLI needs.`,
 		Example: `  pamctl serve --dev
+  pamctl serve --dev --tls
   pamctl serve --config /etc/pamctl/config.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,6 +59,7 @@ and a built-in mock upstream used while no provider key is vaulted.`,
 		},
 	}
 	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: embedded IdP, dev policy, mock upstream")
+	cmd.Flags().BoolVar(&o.TLS, "tls", false, "with --dev: serve HTTPS with a throwaway CA and certificates (real ones: broker.tls, proxy.tls)")
 	cmd.Flags().String("broker-addr", "", "broker listen address (default 127.0.0.1:8700)")
 	cmd.Flags().String("proxy-addr", "", "proxy listen address (default 127.0.0.1:8701)")
 	cmd.Flags().String("master-key-file", "", "master key file (default $XDG_CONFIG_HOME/pamctl/master.key)")
@@ -67,11 +76,19 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	}
 	ios := o.f.IO
 	var cleanup func()
+	if o.TLS && !o.Dev {
+		return withCode(ExitUsage, errors.New("--tls generates throwaway certificates and only goes with --dev; for real certificates set broker.tls and proxy.tls (cert_file, key_file) in the config"))
+	}
 	if o.Dev {
 		if cleanup, err = applyDevDefaults(cmd, cfg); err != nil {
 			return err
 		}
 		defer cleanup()
+		if o.TLS {
+			if err := applyDevTLS(cfg); err != nil {
+				return err
+			}
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", inFile(cfg.File), err))
@@ -95,7 +112,7 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	if o.Ready != nil {
 		o.Ready(app)
 	}
-	return app.Serve(ctx, o.f.reloader(cmd, o.Dev, app.BrokerURL))
+	return app.Serve(ctx, o.f.reloader(cmd, o.Dev, app.BrokerURL, cfg))
 }
 
 func inFile(f string) string {
@@ -107,7 +124,7 @@ func inFile(f string) string {
 
 // reloader re-reads and validates the config; serve applies it on SIGHUP
 // or when the file changes, and keeps the old one when it is invalid.
-func (f *Factory) reloader(cmd *cobra.Command, dev bool, brokerURL func() string) func() (*Config, error) {
+func (f *Factory) reloader(cmd *cobra.Command, dev bool, brokerURL func() string, start *Config) func() (*Config, error) {
 	return func() (*Config, error) {
 		cfg, err := LoadConfig(f.ConfigFile, cmd.Flags())
 		if err != nil {
@@ -115,6 +132,9 @@ func (f *Factory) reloader(cmd *cobra.Command, dev bool, brokerURL func() string
 		}
 		if dev {
 			addDevIssuerAndPolicy(cfg, brokerURL())
+			if start.Broker.TLS.Enabled() && !cfg.Broker.TLS.Enabled() && !cfg.Proxy.TLS.Enabled() { // --tls's dev certificates
+				cfg.Broker.TLS, cfg.Proxy.TLS, cfg.CAFile = start.Broker.TLS, start.Proxy.TLS, start.CAFile
+			}
 		}
 		return cfg, cfg.Validate()
 	}
@@ -146,6 +166,20 @@ func applyDevDefaults(cmd *cobra.Command, cfg *Config) (func(), error) {
 		cleanup = func() { os.RemoveAll(dir) }
 	}
 	return cleanup, nil
+}
+
+// applyDevTLS writes (or reuses) the dev CA and certificate in the data
+// dir and serves both listeners with them. The broker trusts the dev CA
+// too: it fetches its own embedded issuer's keys over HTTPS.
+func applyDevTLS(cfg *Config) error {
+	files, err := tlsconf.GenerateDev(filepath.Join(cfg.DataDir, "tls"))
+	if err != nil {
+		return err
+	}
+	t := tlsconf.Config{CertFile: files.CertFile, KeyFile: files.KeyFile}
+	cfg.Broker.TLS, cfg.Proxy.TLS = t, t
+	cfg.CAFile = files.CAFile
+	return nil
 }
 
 // DevIssuerName names the embedded development issuer.
@@ -188,6 +222,9 @@ func printDevBanner(f *Factory, app *App) {
 	w := ios.ErrOut
 	fmt.Fprintln(w, st.Bold.Render("pamctl dev server")+st.Muted.Render(" — not for production: embedded IdP, permissive policy, throwaway data"))
 	fmt.Fprintf(w, "  broker   %s\n  proxy    %s\n  data     %s\n", app.BrokerURL(), app.ProxyURL(), app.cfg.DataDir)
+	if app.cfg.CAFile != "" && app.brokerTLS != nil {
+		fmt.Fprintf(w, "  ca       %s (the CLI needs it: --ca-file)\n", app.cfg.CAFile)
+	}
 	if app.hasProviderKey() {
 		fmt.Fprintf(w, "  upstream %s\n\n", "configured upstreams (a provider key is vaulted)")
 	} else {
@@ -197,6 +234,9 @@ func printDevBanner(f *Factory, app *App) {
 	serverFlag := ""
 	if app.BrokerURL() != "http://"+DefaultBrokerAddr {
 		serverFlag = " --server " + app.BrokerURL()
+	}
+	if app.cfg.CAFile != "" && app.brokerTLS != nil {
+		serverFlag += " --ca-file " + shellQuote(app.cfg.CAFile)
 	}
 	for _, c := range []string{
 		"pamctl login --user alice --groups ml" + serverFlag,
@@ -208,6 +248,14 @@ func printDevBanner(f *Factory, app *App) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, st.Muted.Render("Ctrl-C stops the server and deletes its temporary data."))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:+@=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // gracePeriod bounds how long in-flight requests may take at shutdown.
