@@ -160,7 +160,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.devIss = iss
 	}
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
-		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Via: broker.ViaSocket},
+		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.db, Via: broker.ViaSocket},
 		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...)}
 	ups, err := a.upstreams()
 	if err != nil {
