@@ -6,6 +6,7 @@
 // Schema (bbolt buckets; every value is a versioned record, see record.go):
 //
 //	meta         "version"            -> uint64 big-endian schema version
+//	             "probe"              -> time of the last write probe (RFC 3339), see Probe
 //	requests     request id           -> broker.Request
 //	keys         kid                  -> token.SealedKey
 //	vault        entry name           -> vault.Entry (secret sealed under the master key)
@@ -14,6 +15,7 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,6 +44,7 @@ var (
 	allBuckets = [][]byte{bucketMeta, bucketRequests, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}
 
 	keyVersion = []byte("version")
+	keyProbe   = []byte("probe")
 )
 
 var (
@@ -122,6 +125,22 @@ func (db *DB) init() error {
 		}
 		return meta.Put(keyVersion, u64(SchemaVersion))
 	})
+}
+
+// Probe commits one small write (meta/probe = now) and so answers whether
+// the store can take writes now: the disk is not full or read-only, the
+// file is still writable. It is what /readyz's store check runs.
+func (db *DB) Probe(ctx context.Context, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(now.UTC().Format(time.RFC3339)))
+	})
+	if err != nil {
+		return fmt.Errorf("store: write probe: %w", err)
+	}
+	return nil
 }
 
 // Dir is the data directory the database lives in.

@@ -41,6 +41,9 @@ const DevIssuerPath = "/dev/oidc"
 type AppOptions struct {
 	Dev    bool
 	Logger *slog.Logger
+	// ProbeEvery runs every /readyz probe this often (tests); 0: the
+	// production intervals (probe*Every).
+	ProbeEvery time.Duration
 }
 
 // App is one running pamctl server: the composition root that wires the
@@ -49,6 +52,7 @@ type App struct {
 	cfg    *Config
 	dev    bool
 	log    *slog.Logger
+	every  time.Duration // AppOptions.ProbeEvery
 	db     *store.DB
 	vault  *vault.Vault
 	keys   *token.Keyring
@@ -72,7 +76,7 @@ type App struct {
 // clearly) when another process holds the data dir or the master key does
 // not match it.
 func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
-	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, stopping: make(chan struct{})}
+	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, every: o.ProbeEvery, stopping: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -249,6 +253,59 @@ func (a *App) hasProviderKey() bool {
 	}
 	_, err := a.vault.Get(context.Background(), a.cfg.Upstreams[0].Key)
 	return err == nil
+}
+
+// Probe intervals: how stale a /readyz answer may be.
+const (
+	probeStoreEvery       = 30 * time.Second
+	probeIssuerEvery      = time.Minute
+	probeIssuerTimeout    = 5 * time.Second
+	probeProviderKeyEvery = 10 * time.Second
+)
+
+// probes are /readyz's background checks: the store takes writes (critical),
+// each upstream's provider key is in the vault (critical: every call to it
+// would fail, and during a rolling upgrade to a config naming a key not yet
+// vaulted the new instance stays out of rotation), each issuer's discovery
+// answers (degraded, not critical: an IdP outage hits every replica alike,
+// and tokens already issued keep working, so taking the proxy out of
+// rotation would only add an outage). The audit sinks engine adds its
+// lag-budget check here, as one more probe.
+func (a *App) probes() []probe {
+	dir := a.cfg.DataDir
+	ps := []probe{{
+		name: checkStore, critical: true, every: probeStoreEvery,
+		hint: "the data store cannot take writes (disk full, read-only mount, permissions): requests, approvals, vault changes and audit appends fail; free space in " + dir + " or fix the mount, and check the server log",
+		run:  func(ctx context.Context) error { return a.db.Probe(ctx, time.Now()) },
+	}}
+	client := &http.Client{Timeout: probeIssuerTimeout}
+	for _, is := range a.cfg.Issuers {
+		issURL := is.URL
+		ps = append(ps, probe{
+			name: checkIssuer + is.Name, every: probeIssuerEvery, timeout: probeIssuerTimeout,
+			hint: fmt.Sprintf("logins through issuer %s fail (tokens already issued keep working); check that %s/.well-known/openid-configuration answers from this host (DNS, egress firewall, HTTPS proxy, CA trust)", is.Name, strings.TrimRight(issURL, "/")),
+			run:  func(ctx context.Context) error { return oidc.CheckDiscovery(ctx, client, issURL) },
+		})
+	}
+	if !a.dev { // dev mode answers from the built-in mock while no key is vaulted
+		for _, u := range a.cfg.Upstreams {
+			key := u.Key
+			ps = append(ps, probe{
+				name: checkProviderKey + u.Name, critical: true, every: probeProviderKeyEvery,
+				hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable provider key %q; store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, key, key),
+				run: func(ctx context.Context) error {
+					_, err := a.vault.Get(ctx, key)
+					return err
+				},
+			})
+		}
+	}
+	if a.every > 0 {
+		for i := range ps {
+			ps[i].every = a.every
+		}
+	}
+	return ps
 }
 
 // holder lets the proxy hold calls for an approver through the broker.
@@ -436,6 +493,9 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
 	}
 	lns := []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn}
+	// The critical probes' first round runs before anything is served.
+	bg, stopBg := context.WithCancel(context.Background())
+	probesDone := a.health.runProbes(bg, a.probes())
 	errc := make(chan error, len(a.servers))
 	for i, s := range a.servers {
 		go func() {
@@ -445,7 +505,6 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	bg, stopBg := context.WithCancel(context.Background())
 	wg.Add(3)
 	go func() { defer wg.Done(); a.sweep(bg) }()
 	go func() { defer wg.Done(); a.retain(bg) }()
@@ -474,6 +533,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	down.Wait()
 	stopBg()
 	wg.Wait()
+	<-probesDone
 	if cerr := a.Close(); err == nil {
 		err = cerr
 	}
