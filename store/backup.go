@@ -84,8 +84,14 @@ func CheckBackup(path string) (BackupInfo, error) {
 		if want := tx.Size(); fi.Size() < want {
 			return fmt.Errorf("%w: %s is %d bytes, its meta page says %d (truncated copy)", ErrBadBackup, path, fi.Size(), want)
 		}
-		for err := range tx.Check() {
-			return fmt.Errorf("%w: %s: %v", ErrBadBackup, path, err)
+		var first error
+		for err := range tx.Check() { // drained: the checker runs until it closes the channel
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBadBackup, path, first)
 		}
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {

@@ -390,6 +390,16 @@ func TestDockerfilesStaticNonRoot(t *testing.T) {
 			t.Errorf("%s: final USER %q, want 65532:65532", f, user)
 		}
 	}
+	// `COPY . .` sends the context: keep data files, keys and .git out.
+	ignore, err := os.ReadFile(filepath.Join(deployDir, "..", ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{".git", "**/*.db", "**/*.key", "**/*.pem", "**/session.json"} {
+		if !slices.Contains(strings.Split(string(ignore), "\n"), want) {
+			t.Errorf(".dockerignore lacks %s", want)
+		}
+	}
 	build := strings.Join(dockerStages(t, filepath.Join(deployDir, "Dockerfile"))[0], "\n")
 	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "go mod verify", "./cmd/pamctl"} {
 		if !strings.Contains(build, want) {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -75,11 +76,14 @@ func TestStoreProbeFailsWhenNotWritable(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t *testing.T, cond func() bool, state ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, s := range state {
+				t.Log(s())
+			}
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -157,7 +161,12 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 	back := &httptest.Server{Listener: ln2, Config: &http.Server{Handler: iss}}
 	back.Start()
 	defer back.Close()
-	waitFor(t, func() bool { code, body := readyz(); return code == 200 && body == "ok\n" })
+	var last string
+	waitFor(t, func() bool {
+		code, body := readyz()
+		last = fmt.Sprintf("%d %q", code, body)
+		return code == 200 && body == "ok\n"
+	}, func() string { return last })
 
 	// Removing the key makes the server unready again.
 	if err := c.VaultRemove(ctx, "openai"); err != nil {
