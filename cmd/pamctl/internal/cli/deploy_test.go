@@ -263,6 +263,12 @@ func checkRendered(t *testing.T, name string, out []byte) {
 	if err := loaded.Validate(); err != nil {
 		t.Fatalf("%s: the chart's config does not validate: %v\n%s", name, err, b)
 	}
+	// Agents and the CLI in the cluster reach the Service by its DNS names.
+	for _, hosts := range [][]string{loaded.Proxy.Hostnames, loaded.Broker.Hostnames} {
+		if !slices.Contains(hosts, "pamctl.pam.svc") || !slices.Contains(hosts, "pamctl.pam.svc.cluster.local") {
+			t.Errorf("%s: the Service's names do not pass the Host check: %v", name, hosts)
+		}
+	}
 	if loaded.DataDir != "/var/lib/pamctl/data" || loaded.Broker.Addr != "0.0.0.0:8700" || loaded.Proxy.Addr != "0.0.0.0:8701" {
 		t.Errorf("%s: data_dir %s, broker %s, proxy %s", name, loaded.DataDir, loaded.Broker.Addr, loaded.Proxy.Addr)
 	}

@@ -47,12 +47,16 @@ where pamctl listens and keeps its data.
 */}}
 {{- define "pamctl.config" -}}
 {{- $cfg := deepCopy (default (dict) .Values.config) }}
+{{- $svc := include "pamctl.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- /* The Service's in-cluster names pass the Host checks, with the user's. */}}
+{{- $inCluster := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) }}
 {{- $broker := default (dict) (get $cfg "broker") }}
 {{- $_ := set $broker "addr" (printf "0.0.0.0:%d" (int .Values.broker.port)) }}
-{{- with .Values.broker.hostnames }}{{ $_ := set $broker "hostnames" . }}{{ end }}
+{{- $_ := set $broker "hostnames" (concat $inCluster .Values.broker.hostnames | uniq) }}
 {{- $proxy := default (dict) (get $cfg "proxy") }}
 {{- $_ := set $proxy "addr" (printf "0.0.0.0:%d" (int .Values.proxy.port)) }}
-{{- with .Values.proxy.hostnames }}{{ $_ := set $proxy "hostnames" . }}{{ end }}
+{{- $_ := set $proxy "hostnames" (concat $inCluster .Values.proxy.hostnames | uniq) }}
 {{- if .Values.tls.enabled }}
 {{- $btls := dict "cert_file" "/etc/pamctl/tls/tls.crt" "key_file" "/etc/pamctl/tls/tls.key" }}
 {{- if .Values.tls.clientCASecretName }}{{ $_ := set $btls "client_ca_file" "/etc/pamctl/client-ca/ca.crt" }}{{ end }}
