@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/vault"
@@ -32,6 +33,12 @@ type KeyRotator interface {
 	Rotate(ctx context.Context) (string, error)
 }
 
+// Snapshotter writes a consistent copy of the whole data store (*store.DB):
+// open is called once with the copy's exact size, before the first byte.
+type Snapshotter interface {
+	Snapshot(ctx context.Context, open func(size int64) (io.Writer, error)) (int64, error)
+}
+
 var _ AdminVault = (*vault.Vault)(nil)
 
 // Admin makes the owner-only changes (vault entries, signing keys) and
@@ -41,6 +48,8 @@ type Admin struct {
 	Vault AdminVault
 	Keys  KeyRotator
 	Audit audit.Sink
+	// Store makes backups; nil: backups are refused.
+	Store Snapshotter
 	// Via is ViaSocket or ViaDataDir.
 	Via string
 }
@@ -92,6 +101,29 @@ func (a *Admin) RotateKeys(ctx context.Context) (string, error) {
 		return "", &Error{Code: CodeInternal, Message: "could not rotate the signing key", Err: err}
 	}
 	return kid, a.record(ctx, &audit.Event{Type: audit.TypeKeyRotated, Target: kid})
+}
+
+// Backup writes a consistent copy of the data store through open (called
+// with the copy's size before the first byte) and returns its size. to is
+// where the caller says the copy goes (recorded, never opened here). The
+// store.backup event is recorded first: if the trail cannot take it, no
+// copy is made, and the copy holds the event of its own making.
+func (a *Admin) Backup(ctx context.Context, to string, open func(size int64) (io.Writer, error)) (int64, error) {
+	if a.Store == nil {
+		return 0, errorf(CodeInternal, "this server cannot make backups; stop it and run pamctl store backup against the data dir")
+	}
+	if err := a.record(ctx, &audit.Event{Type: audit.TypeStoreBackup, Target: to}); err != nil {
+		var be *Error
+		if errors.As(err, &be) {
+			be.Message = "no backup was made: the store.backup event could not be recorded in the audit trail; check the server log and run: pamctl audit verify"
+		}
+		return 0, err
+	}
+	n, err := a.Store.Snapshot(ctx, open)
+	if err != nil {
+		return n, &Error{Code: CodeInternal, Message: "the backup failed while copying; the copy is incomplete and must not be used", Err: err}
+	}
+	return n, nil
 }
 
 // record appends e as the local admin's. The change is already made when

@@ -6,6 +6,7 @@
 // Schema (bbolt buckets; every value is a versioned record, see record.go):
 //
 //	meta         "version"            -> uint64 big-endian schema version
+//	             "probe"              -> time of the last write probe (RFC 3339), see Probe
 //	requests     request id           -> broker.Request
 //	req_*        request indexes, see request_index.go (schema 2)
 //	sessions     session id ("ses_…") -> broker.SessionRecord (ended ones kept 24 h)
@@ -16,6 +17,7 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -50,6 +52,7 @@ var (
 	allBuckets = append([][]byte{bucketMeta, bucketRequests, bucketSessions, bucketKeys, bucketVault, bucketAudit, bucketAuditMeta}, requestIndexes...)
 
 	keyVersion = []byte("version")
+	keyProbe   = []byte("probe")
 )
 
 var (
@@ -146,6 +149,22 @@ func migrate(tx *bolt.Tx, from uint64) error {
 		if err := rebuildRequestIndexes(tx); err != nil {
 			return fmt.Errorf("store: migrate schema %d to 2: %w", from, err)
 		}
+	}
+	return nil
+}
+
+// Probe commits one small write (meta/probe = now) and so answers whether
+// the store can take writes now: the disk is not full or read-only, the
+// file is still writable. It is what /readyz's store check runs.
+func (db *DB) Probe(ctx context.Context, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(now.UTC().Format(time.RFC3339)))
+	})
+	if err != nil {
+		return fmt.Errorf("store: write probe: %w", err)
 	}
 	return nil
 }

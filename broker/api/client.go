@@ -280,6 +280,35 @@ func (c *Client) KeysRotate(ctx context.Context) (string, error) {
 	return out.Active, c.do(ctx, http.MethodPost, "/admin/keys/rotate", struct{}{}, &out)
 }
 
+// ErrIncompleteBackup means the server's copy ended before its declared
+// size: the copy must not be used.
+var ErrIncompleteBackup = errors.New("the backup stream ended early; the copy is incomplete (see the server log)")
+
+// StoreBackup streams a consistent copy of the server's data store into w
+// (admin socket) and returns its size. to is recorded in the store.backup
+// event as where the copy goes.
+func (c *Client) StoreBackup(ctx context.Context, to string, w io.Writer) (int64, error) {
+	resp, err := c.stream(ctx, "/admin/store/backup?"+url.Values{"to": {to}}.Encode(), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength <= 0 {
+		return 0, fmt.Errorf("%w: the server did not say how long the copy is", ErrIncompleteBackup)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return n, fmt.Errorf("%w (%d of %d bytes)", ErrIncompleteBackup, n, resp.ContentLength)
+		}
+		return n, err
+	}
+	if n != resp.ContentLength {
+		return n, fmt.Errorf("%w (%d of %d bytes)", ErrIncompleteBackup, n, resp.ContentLength)
+	}
+	return n, nil
+}
+
 func auditQuery(f audit.Filter, extra map[string]string) string {
 	q := url.Values{}
 	for k, v := range FilterQuery(f) {

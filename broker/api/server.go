@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -151,6 +152,7 @@ func (s *Server) Admin() http.Handler {
 	handle(mux, "POST /admin/grants/{id}/revoke", MaxEmptyBody, s.adminRevoke)
 	handle(mux, "GET /admin/sessions", 0, s.listSessions(true))
 	handle(mux, "POST /admin/sessions/revoke", MaxRevokeSessionsBody, s.revokeSessions(true))
+	handle(mux, "GET /admin/store/backup", 0, s.storeBackup)
 	s.auditRoutes(mux, func(h authedFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { h(w, r, AdminIdentity) }
 	})
@@ -569,6 +571,29 @@ func (s *Server) keysRotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"active": kid, "jwks": s.Keys.JWKS()})
+}
+
+// storeBackup streams a consistent copy of the data store (see
+// broker.Admin.Backup) with its exact Content-Length, so a copy cut short
+// fails on the client. ?to= is where the client writes it (recorded only).
+func (s *Server) storeBackup(w http.ResponseWriter, r *http.Request) {
+	started := false
+	_, err := s.AdminService.Backup(r.Context(), r.URL.Query().Get("to"), func(size int64) (io.Writer, error) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		started = true
+		return w, nil
+	})
+	if err != nil {
+		s.logErr(r, err)
+		if !started {
+			writeError(w, err)
+		}
+		// Headers are gone: the body ends short of Content-Length, which
+		// the client reports as an incomplete copy.
+	}
 }
 
 func (s *Server) emit(ctx context.Context, e *audit.Event) {

@@ -134,6 +134,7 @@ const (
 	TypeVaultSet        Type = "vault.set"
 	TypeVaultRemoved    Type = "vault.removed"
 	TypeKeyRotated      Type = "key.rotated"
+	TypeStoreBackup     Type = "store.backup"
 	TypeConfigReloaded  Type = "config.reloaded"
 	TypeNotifyFailed    Type = "notify.failed"
 	TypeProxyCall       Type = "proxy.call"
@@ -172,6 +173,7 @@ var types = []TypeInfo{
 	{TypeVaultSet, "PAM-V001", "a provider key was stored or replaced in the vault"},
 	{TypeVaultRemoved, "PAM-V002", "a provider key was removed from the vault"},
 	{TypeKeyRotated, "PAM-V003", "a token signing key was rotated"},
+	{TypeStoreBackup, "PAM-V004", "a copy of the data file was taken (pamctl store backup); the copy holds this event"},
 	{TypeConfigReloaded, "PAM-C001", "the configuration was reloaded"},
 	{TypeNotifyFailed, "PAM-C002", "a webhook notification could not be delivered"},
 	{TypeProxyCall, "PAM-P001", "a call went through the proxy (or was refused by it)"},

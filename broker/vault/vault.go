@@ -88,8 +88,12 @@ type Vault struct {
 	// opened caches opened secrets: the proxy asks for the provider key on
 	// every call. Set and Remove update it; while a server runs, every
 	// change goes through its Vault (the admin socket), never around it.
+	// gen counts Set and Remove: a Get that read the store before one of
+	// them finished does not cache what it read, so a removed or replaced
+	// key is never brought back into the cache by a concurrent Get.
 	mu     sync.RWMutex
 	opened map[string]Secret
+	gen    uint64
 }
 
 // Open binds the vault to a store and checks that master is the key this
@@ -144,12 +148,18 @@ func (v *Vault) Set(ctx context.Context, name string, secret Secret) (Entry, err
 		return Entry{}, err
 	}
 	e := Entry{Name: name, Created: v.now().UTC(), Fingerprint: secret.Fingerprint(), Sealed: sealed}
-	if err := v.store.PutEntry(ctx, e); err != nil {
+	err = v.store.PutEntry(ctx, e)
+	v.mu.Lock()
+	v.gen++
+	if err == nil {
+		v.opened[name] = secret
+	} else {
+		delete(v.opened, name) // the store may or may not hold the new value
+	}
+	v.mu.Unlock()
+	if err != nil {
 		return Entry{}, fmt.Errorf("vault: store %s: %w", name, err)
 	}
-	v.mu.Lock()
-	v.opened[name] = secret
-	v.mu.Unlock()
 	return e, nil
 }
 
@@ -157,6 +167,7 @@ func (v *Vault) Set(ctx context.Context, name string, secret Secret) (Entry, err
 func (v *Vault) Get(ctx context.Context, name string) (Secret, error) {
 	v.mu.RLock()
 	s, ok := v.opened[name]
+	gen := v.gen
 	v.mu.RUnlock()
 	if ok {
 		return s, nil
@@ -171,17 +182,21 @@ func (v *Vault) Get(ctx context.Context, name string) (Secret, error) {
 	}
 	s = Secret{v: string(raw)}
 	v.mu.Lock()
-	v.opened[name] = s
+	if v.gen == gen { // no Set or Remove since the read: what was read is current
+		v.opened[name] = s
+	}
 	v.mu.Unlock()
 	return s, nil
 }
 
 // Remove deletes the entry; ErrNotFound if there is none.
 func (v *Vault) Remove(ctx context.Context, name string) error {
+	err := v.store.DeleteEntry(ctx, name)
 	v.mu.Lock()
+	v.gen++
 	delete(v.opened, name)
 	v.mu.Unlock()
-	return v.store.DeleteEntry(ctx, name)
+	return err
 }
 
 // List returns the entries' metadata (the sealed values stay sealed).

@@ -46,6 +46,9 @@ type AppOptions struct {
 	// Now is the broker's clock (tests inject one to expire sessions);
 	// nil means time.Now.
 	Now func() time.Time
+	// ProbeEvery runs every /readyz probe this often (tests); 0: the
+	// production intervals (probe*Every).
+	ProbeEvery time.Duration
 }
 
 // App is one running pamctl server: the composition root that wires the
@@ -54,6 +57,7 @@ type App struct {
 	cfg    *Config
 	dev    bool
 	log    *slog.Logger
+	every  time.Duration // AppOptions.ProbeEvery
 	db     *store.DB
 	vault  *vault.Vault
 	keys   *token.Keyring
@@ -78,7 +82,7 @@ type App struct {
 // clearly) when another process holds the data dir or the master key does
 // not match it.
 func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
-	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, stopping: make(chan struct{})}
+	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, every: o.ProbeEvery, stopping: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -174,7 +178,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.devIss = iss
 	}
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
-		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Via: broker.ViaSocket},
+		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.db, Via: broker.ViaSocket},
 		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...)}
 	ups, err := a.upstreams()
 	if err != nil {
@@ -273,6 +277,59 @@ func (a *App) hasProviderKey() bool {
 	}
 	_, err := a.vault.Get(context.Background(), a.cfg.Upstreams[0].Key)
 	return err == nil
+}
+
+// Probe intervals: how stale a /readyz answer may be.
+const (
+	probeStoreEvery       = 30 * time.Second
+	probeIssuerEvery      = time.Minute
+	probeIssuerTimeout    = 5 * time.Second
+	probeProviderKeyEvery = 10 * time.Second
+)
+
+// probes are /readyz's background checks: the store takes writes (critical),
+// each upstream's provider key is in the vault (critical: every call to it
+// would fail, and during a rolling upgrade to a config naming a key not yet
+// vaulted the new instance stays out of rotation), each issuer's discovery
+// answers (degraded, not critical: an IdP outage hits every replica alike,
+// and tokens already issued keep working, so taking the proxy out of
+// rotation would only add an outage). The audit sinks engine adds its
+// lag-budget check here, as one more probe.
+func (a *App) probes() []probe {
+	dir := a.cfg.DataDir
+	ps := []probe{{
+		name: checkStore, critical: true, every: probeStoreEvery,
+		hint: "the data store cannot take writes (disk full, read-only mount, permissions): requests, approvals, vault changes and audit appends fail; free space in " + dir + " or fix the mount, and check the server log",
+		run:  func(ctx context.Context) error { return a.db.Probe(ctx, time.Now()) },
+	}}
+	client := &http.Client{Timeout: probeIssuerTimeout}
+	for _, is := range a.cfg.Issuers {
+		issURL := is.URL
+		ps = append(ps, probe{
+			name: checkIssuer + is.Name, every: probeIssuerEvery, timeout: probeIssuerTimeout,
+			hint: fmt.Sprintf("logins through issuer %s fail (tokens already issued keep working); check that %s/.well-known/openid-configuration answers from this host (DNS, egress firewall, HTTPS proxy, CA trust)", is.Name, strings.TrimRight(issURL, "/")),
+			run:  func(ctx context.Context) error { return oidc.CheckDiscovery(ctx, client, issURL) },
+		})
+	}
+	if !a.dev { // dev mode answers from the built-in mock while no key is vaulted
+		for _, u := range a.cfg.Upstreams {
+			key := u.Key
+			ps = append(ps, probe{
+				name: checkProviderKey + u.Name, critical: true, every: probeProviderKeyEvery,
+				hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable provider key %q; store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, key, key),
+				run: func(ctx context.Context) error {
+					_, err := a.vault.Get(ctx, key)
+					return err
+				},
+			})
+		}
+	}
+	if a.every > 0 {
+		for i := range ps {
+			ps[i].every = a.every
+		}
+	}
+	return ps
 }
 
 // holder lets the proxy hold calls for an approver through the broker.
@@ -541,6 +598,9 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
 	}
 	lns := []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn}
+	// The critical probes' first round runs before anything is served.
+	bg, stopBg := context.WithCancel(context.Background())
+	probesDone := a.health.runProbes(bg, a.probes())
 	errc := make(chan error, len(a.servers))
 	for i, s := range a.servers {
 		go func() {
@@ -550,7 +610,6 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	bg, stopBg := context.WithCancel(context.Background())
 	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS} {
 		if t != nil {
 			wg.Add(1)
@@ -585,6 +644,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	down.Wait()
 	stopBg()
 	wg.Wait()
+	<-probesDone
 	if cerr := a.Close(); err == nil {
 		err = cerr
 	}

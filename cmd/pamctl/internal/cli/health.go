@@ -173,7 +173,75 @@ const (
 	checkSweep        = "expiry_sweep"
 	checkRetention    = "retention"
 	checkSessionSweep = "session_sweep"
+	checkStore        = "store_writable"
+	checkIssuer       = "issuer/"       // + issuer name
+	checkProviderKey  = "provider_key/" // + upstream name
 )
+
+// probe is a readiness check that runs in the background, never on a
+// request: /readyz only reads the last result, so a slow IdP cannot make
+// the readiness endpoint slow, and a probe storm cannot reach the IdP.
+type probe struct {
+	name     string
+	critical bool
+	hint     string
+	every    time.Duration // how often it runs (the result is cached between runs)
+	timeout  time.Duration // each run's bound (default every/2, at most 10s)
+	run      func(ctx context.Context) error
+}
+
+// runProbes registers ps and runs each every p.every until ctx ends,
+// reporting each result to h. Critical probes (local and fast: the store,
+// the vault) run their first round before runProbes returns, so a server
+// is never reported ready before they ran; the others (network: issuers)
+// start in the background and can only add degraded lines. The returned
+// channel closes when every probe has stopped.
+func (h *health) runProbes(ctx context.Context, ps []probe) (done <-chan struct{}) {
+	var wg, first sync.WaitGroup
+	for _, p := range ps {
+		h.register(p.name, p.critical, p.hint)
+		if p.timeout <= 0 {
+			p.timeout = min(p.every/2, 10*time.Second)
+		}
+		once := func() {
+			rctx, cancel := context.WithTimeout(ctx, p.timeout)
+			err := p.run(rctx)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
+			case err != nil:
+				h.Fail(p.name, err)
+			default:
+				h.OK(p.name)
+			}
+		}
+		if p.critical {
+			first.Add(1)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			once()
+			if p.critical {
+				first.Done()
+			}
+			t := time.NewTicker(p.every)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					once()
+				}
+			}
+		}()
+	}
+	first.Wait()
+	d := make(chan struct{})
+	go func() { wg.Wait(); close(d) }()
+	return d
+}
 
 func (h *health) registerAll(dataDir string) {
 	h.register(checkAudit, true, "the audit trail cannot be written, so calls and changes are refused; check free space and permissions of "+dataDir+" and the server log")

@@ -1,0 +1,33 @@
+package oidc
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+)
+
+// CheckDiscovery fetches issuerURL's discovery document, as the first login
+// against it would, and checks that it names this issuer and a JWKS. It
+// answers whether logins through the issuer can work now; it caches
+// nothing. client nil: http.DefaultClient (give it a timeout).
+func CheckDiscovery(ctx context.Context, client *http.Client, issuerURL string) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	provider, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), issuerURL)
+	if err != nil {
+		return fmt.Errorf("oidc: discover %s: %w", issuerURL, err)
+	}
+	var meta struct {
+		JWKSURL string `json:"jwks_uri"`
+	}
+	if err := provider.Claims(&meta); err != nil {
+		return fmt.Errorf("oidc: discover %s: %w", issuerURL, err)
+	}
+	if meta.JWKSURL == "" {
+		return fmt.Errorf("oidc: discover %s: no jwks_uri", issuerURL)
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+)
+
+// Critical probes have run once when runProbes returns (a server is never
+// ready before its checks ran); a probe's failure and recovery show in
+// /readyz without its raw error; non-critical probes only degrade.
+func TestProbesReportFailureAndRecovery(t *testing.T) {
+	h, _, _ := testHealth()
+	var storeErr, issuerErr atomic.Pointer[error]
+	fail := errors.New("store: write probe: /secret/data/pamctl.db: no space left on device")
+	storeErr.Store(&fail)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := h.runProbes(ctx, []probe{
+		{name: checkStore, critical: true, every: 5 * time.Millisecond, hint: "free space",
+			run: func(context.Context) error {
+				time.Sleep(20 * time.Millisecond) // slower than the caller: runProbes must wait for it
+				if e := storeErr.Load(); e != nil {
+					return *e
+				}
+				return nil
+			}},
+		{name: checkIssuer + "corp", every: 5 * time.Millisecond, hint: "check the IdP",
+			run: func(context.Context) error {
+				if e := issuerErr.Load(); e != nil {
+					return *e
+				}
+				return nil
+			}},
+	})
+	ready, lines := h.Report()
+	if ready || len(lines) != 1 || !strings.HasPrefix(lines[0], "store_writable: failing") || strings.Contains(lines[0], "/secret") {
+		t.Fatalf("after the first round: ready=%v %q", ready, lines)
+	}
+	storeErr.Store(nil)
+	idpDown := errors.New("connection refused")
+	issuerErr.Store(&idpDown)
+	waitFor(t, func() bool {
+		ready, lines := h.Report()
+		return ready && len(lines) == 1 && strings.HasPrefix(lines[0], "issuer/corp: degraded")
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("probes did not stop")
+	}
+}
+
+// The store probe fails on a store that cannot take writes.
+func TestStoreProbeFailsWhenNotWritable(t *testing.T) {
+	s := startServer(t)
+	if err := s.app.db.Probe(t.Context(), time.Now()); err != nil {
+		t.Fatalf("probe of a healthy store: %v", err)
+	}
+	s.stop()
+	if err := s.app.db.Probe(t.Context(), time.Now()); err == nil {
+		t.Fatal("probe of a closed store passed")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, state ...func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			for _, s := range state {
+				t.Log(s())
+			}
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// End to end, not in dev mode: a missing provider key keeps the server
+// unready (with the command that fixes it) until it is vaulted; a stopped
+// issuer shows as degraded and clears when it is back.
+func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issAddr := ln.Addr().String()
+	issURL := "http://" + issAddr
+	iss, err := devissuer.New(issURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := &httptest.Server{Listener: ln, Config: &http.Server{Handler: iss}}
+	idp.Start()
+
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("PAMCTL_MASTER_KEY", "")
+	cfg, err := LoadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Broker.Addr, cfg.Proxy.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DataDir, cfg.MasterKeyFile = filepath.Join(dir, "data"), filepath.Join(dir, "master.key")
+	cfg.Issuers = []oidc.IssuerConfig{{Name: "corp", URL: issURL, ClientID: "pamctl"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	app, err := NewApp(ctx, cfg, AppOptions{ProbeEvery: 20 * time.Millisecond})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(ctx, func() (*Config, error) { return cfg, nil }) }()
+	defer func() { cancel(); <-served }()
+
+	readyz := func() (int, string) {
+		resp, err := http.Get(app.ProxyURL() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := readyz()
+	if code != 503 || !strings.Contains(body, "provider_key/openai: failing") || !strings.Contains(body, "pamctl vault set openai") {
+		t.Fatalf("no provider key: %d %q", code, body)
+	}
+	c := api.NewSocketClient(SocketPath(cfg.DataDir))
+	if _, err := c.VaultSet(ctx, "openai", []byte("sk-test-readyz-0123456789abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { code, body := readyz(); return code == 200 && body == "ok\n" })
+
+	idp.Close()
+	waitFor(t, func() bool {
+		code, body := readyz()
+		return code == 200 && strings.Contains(body, "issuer/corp: degraded") && strings.Contains(body, issURL+"/.well-known/openid-configuration")
+	})
+	if _, body := readyz(); strings.Contains(body, "refused") {
+		t.Fatalf("readyz shows the raw error: %q", body)
+	}
+	ln2, err := net.Listen("tcp", issAddr)
+	if err != nil {
+		t.Skipf("cannot rebind the issuer's address to bring it back: %v", err)
+	}
+	back := &httptest.Server{Listener: ln2, Config: &http.Server{Handler: iss}}
+	back.Start()
+	defer back.Close()
+	var last string
+	waitFor(t, func() bool {
+		code, body := readyz()
+		last = fmt.Sprintf("%d %q", code, body)
+		return code == 200 && body == "ok\n"
+	}, func() string { return last })
+
+	// Removing the key makes the server unready again.
+	if err := c.VaultRemove(ctx, "openai"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { code, _ := readyz(); return code == 503 })
+}
