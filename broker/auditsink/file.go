@@ -17,8 +17,9 @@ import (
 // fileTarget writes the export format of `pamctl audit export`, so every
 // file verifies with `pamctl audit verify --file`:
 //
-//	{"range":{...}}  first line, unless the file starts at seq 1: the seq
-//	                 and hash of the event before the file's first event
+//	{"range":{...}}  first line: the seq and hash of the event before the
+//	                 file's first event (0 and the genesis hash for seq 1;
+//	                 so the active file, which has no head yet, verifies)
 //	{"seq":...}      the events, contiguous
 //	{"head":{...}}   last line of a rotated file: the latest signed head
 //	                 that falls inside it, when one does
@@ -139,7 +140,7 @@ func (t *fileTarget) Deliver(_ context.Context, recs []Record) error {
 			}
 			w.Reset(t.f)
 		}
-		if t.size == 0 && (e.Seq != 1 || e.PrevHash != audit.GenesisHash) {
+		if t.size == 0 {
 			start, _ := json.Marshal(map[string]audit.Link{"range": {Seq: e.Seq - 1, Hash: e.PrevHash}})
 			w.Write(start)
 			w.WriteByte('\n')
