@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 )
 
 // NewTarget builds the target of one sink.
@@ -30,6 +31,11 @@ func NewAnchorTarget(a AnchorConfig) (Target, error) {
 		return nil, err
 	}
 	if a.File != "" {
+		// The directory is the append-only mount or bucket: pamctl does not
+		// create it, and a missing one is a setup error worth failing on.
+		if fi, err := os.Stat(filepath.Dir(a.File)); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("file %s: its directory does not exist (mount the append-only location first)", a.File)
+		}
 		return &anchorFile{path: a.File}, nil
 	}
 	cl, err := newHTTPClient(a.CAFile, a.URL)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -78,9 +79,11 @@ func (t *httpTarget) body(recs []Record) (data []byte, contentType string, err e
 			b.WriteByte('\n')
 			continue
 		}
-		ts := r.Head.Time
+		var ts time.Time
 		if r.Event != nil {
 			ts = r.Event.Time
+		} else {
+			ts = r.Head.Time
 		}
 		ev, err := json.Marshal(hecEvent{Time: strconv.FormatFloat(float64(ts.UnixMicro())/1e6, 'f', 6, 64), Host: t.host,
 			Source: "pamctl", SourceType: "pamctl:" + r.Kind(), Event: line})

@@ -3,8 +3,10 @@ package auditsink_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -347,5 +349,77 @@ func TestReadAnchorsRejectsGarbage(t *testing.T) {
 	heads, err := auditsink.ReadAnchors(&b, tr.keys)
 	if err != nil || len(heads) != 1 {
 		t.Fatalf("export as anchors: %v %v", heads, err)
+	}
+}
+
+// splunk_hec wraps each record in an HEC event object whose event is the
+// record's JSON line.
+func TestHTTPSplunkHECFormat(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	var got received
+	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("content type %q", ct)
+		}
+		dec := json.NewDecoder(r.Body)
+		for dec.More() {
+			var ev struct {
+				Time       string          `json:"time"`
+				Source     string          `json:"source"`
+				SourceType string          `json:"sourcetype"`
+				Event      json.RawMessage `json:"event"`
+			}
+			if err := dec.Decode(&ev); err != nil {
+				t.Errorf("not HEC JSON: %v", err)
+				return
+			}
+			if ev.Source != "pamctl" || !strings.HasPrefix(ev.SourceType, "pamctl:") || ev.Time == "" {
+				t.Errorf("HEC fields: %+v", ev)
+			}
+			got.line(t, ev.Event)
+		}
+		w.Write([]byte(`{"text":"Success","code":0}`))
+	})
+	tr.start(t, []auditsink.SinkConfig{{Type: "http", URL: coll.url(), Format: "splunk_hec"}}, auditsink.AnchorConfig{})
+	tr.add(t, 6, "x")
+	tr.log.SignHead(context.Background())
+	waitFor(t, "6 events and a head", func() bool { got.mu.Lock(); defer got.mu.Unlock(); return len(got.seqs) == 6 && len(got.heads) > 0 })
+	got.exactlyInOrder(t, "hec", 6)
+}
+
+// UDP syslog: one RFC 5424 datagram per event.
+func TestSyslogUDP(t *testing.T) {
+	tr := newTrail(t, 1000)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var got received
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			parts := strings.SplitN(string(buf[:n]), " ", 8)
+			if len(parts) == 8 && strings.HasPrefix(parts[0], "<110>1") {
+				got.line(t, []byte(parts[7]))
+			}
+		}
+	}()
+	tr.start(t, []auditsink.SinkConfig{{Type: "syslog", Addr: "udp://" + pc.LocalAddr().String()}}, auditsink.AnchorConfig{})
+	tr.add(t, 5, "x")
+	tr.log.SignHead(context.Background())
+	waitFor(t, "5 datagrams and a head", func() bool { got.mu.Lock(); defer got.mu.Unlock(); return len(got.seqs) == 5 && len(got.heads) > 0 })
+	got.exactlyInOrder(t, "udp", 5)
+}
+
+func TestAnchorDirectoryMustExist(t *testing.T) {
+	_, err := auditsink.NewAnchorTarget(auditsink.AnchorConfig{File: filepath.Join(t.TempDir(), "missing", "heads.jsonl")})
+	if err == nil || !strings.Contains(err.Error(), "directory does not exist") {
+		t.Fatalf("got %v", err)
 	}
 }
