@@ -38,7 +38,7 @@ func NewAnchorTarget(a AnchorConfig) (Target, error) {
 		}
 		return &anchorFile{path: a.File}, nil
 	}
-	cl, err := newHTTPClient(a.CAFile, a.URL)
+	cl, err := newHTTPClient(a.CAFile)
 	if err != nil {
 		return nil, err
 	}

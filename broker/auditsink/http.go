@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -27,7 +29,7 @@ type httpTarget struct {
 	host        string
 }
 
-func newHTTPClient(caFile, rawURL string) (*http.Client, error) {
+func newHTTPClient(caFile string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if caFile != "" {
 		c, err := tlsConfig(caFile, "")
@@ -45,7 +47,7 @@ func newHTTPTarget(c SinkConfig) (*httpTarget, error) {
 	if err := checkHTTPURL(c.URL); err != nil {
 		return nil, err
 	}
-	cl, err := newHTTPClient(c.CAFile, c.URL)
+	cl, err := newHTTPClient(c.CAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -109,8 +111,8 @@ func (t *httpTarget) Deliver(ctx context.Context, recs []Record) error {
 
 // post sends data and accepts only a 2xx answer, reading at most
 // maxResponse bytes of it.
-func post(ctx context.Context, cl *http.Client, url string, headers map[string]string, headersFile, ct string, data []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
+func post(ctx context.Context, cl *http.Client, target string, headers map[string]string, headersFile, ct string, data []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
@@ -130,12 +132,12 @@ func post(ctx context.Context, cl *http.Client, url string, headers map[string]s
 	req.Header.Set("User-Agent", "pamctl-audit-sink")
 	resp, err := cl.Do(req)
 	if err != nil {
-		return fmt.Errorf("http: POST %s: %w", safeURL(url), unwrapURLError(err))
+		return fmt.Errorf("http: POST %s: %w", safeURL(target), unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("http: %s answered %s: %s", safeURL(url), resp.Status, clean(excerpt, 200))
+		return fmt.Errorf("http: %s answered %s: %s", safeURL(target), resp.Status, clean(excerpt, 200))
 	}
 	return nil
 }
@@ -143,11 +145,9 @@ func post(ctx context.Context, cl *http.Client, url string, headers map[string]s
 // unwrapURLError drops *url.Error's copy of the URL (it may hold a token
 // in its query).
 func unwrapURLError(err error) error {
-	type unwrapper interface{ Unwrap() error }
-	if u, ok := err.(unwrapper); ok && strings.HasPrefix(err.Error(), "Post ") {
-		if inner := u.Unwrap(); inner != nil {
-			return inner
-		}
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err
 	}
 	return err
 }

@@ -333,9 +333,16 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	var recs []Record
 	upto := cur.Seq
 	if !s.headsOnly && cur.Seq < st.Last.Seq {
+		// End the batch at a new head's seq, so the head goes with it: only
+		// the latest head is stored, and a sink that is behind would
+		// otherwise chase heads that keep moving past its batch.
+		var stop uint64
+		if h := st.Head; h != nil && h.Seq > cur.HeadSeq && h.Seq > cur.Seq {
+			stop = h.Seq
+		}
 		err := s.m.opts.Source.Range(ctx, cur.Seq+1, func(e audit.Event) bool {
 			recs = append(recs, Record{Event: &e})
-			return len(recs) < s.batch
+			return len(recs) < s.batch && e.Seq != stop
 		})
 		if err != nil {
 			return false, fmt.Errorf("read the trail: %w", err)
