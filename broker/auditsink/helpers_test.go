@@ -135,11 +135,18 @@ func (r *received) exactlyInOrder(t *testing.T, name string, n int) {
 	}
 }
 
+// statusOf is set by tests whose waits should print the sinks' status
+// when they time out.
+var statusOf func() any
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
+			if statusOf != nil {
+				t.Fatalf("timed out waiting for %s; status: %+v", what, statusOf())
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)

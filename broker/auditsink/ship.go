@@ -377,13 +377,19 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 		}
 	}
 	next.Updated = s.m.opts.Now().UTC()
-	if err := s.m.opts.Cursors.SaveSinkCursor(ctx, s.name, next); err != nil {
+	// Delivered: record it even when Close is under way, or the batch
+	// would go again on the next start.
+	if err := s.m.opts.Cursors.SaveSinkCursor(context.WithoutCancel(ctx), s.name, next); err != nil {
 		// Delivered but not recorded: the batch goes again (at least once).
 		return false, fmt.Errorf("save cursor: %w", err)
 	}
 	s.mu.Lock()
+	recovered := s.lastErr != ""
 	s.cur, s.lastErr, s.lastOK = next, "", next.Updated
 	s.mu.Unlock()
+	if recovered {
+		s.m.opts.Logger.Info("audit sink delivering again", "sink", s.name, "cursor", next.Seq)
+	}
 	s.m.opts.OnDelivered(s.name)
 	return !s.headsOnly && upto < st.Last.Seq, nil
 }

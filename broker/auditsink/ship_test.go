@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,6 +38,8 @@ func TestSinksDeliverEverythingAcrossAnOutage(t *testing.T) {
 		{Type: "syslog", Addr: "tcp+tls://" + secure.addr, CAFile: caFile},
 		{Type: "http", URL: coll.url(), HeadersFile: hdrs, BatchMax: 3},
 	}, auditsink.AnchorConfig{})
+	statusOf = func() any { return m.Status() }
+	defer func() { statusOf = nil }()
 	tr.add(t, 5, "while the sinks are up")
 	all := func(n int) func() bool {
 		return func() bool { return plain.got.count() >= n && secure.got.count() >= n && coll.got.count() >= n }
@@ -94,7 +97,7 @@ func TestCursorSurvivesRestart(t *testing.T) {
 	sinks := []auditsink.SinkConfig{{Type: "http", URL: coll.url()}}
 	m := tr.start(t, sinks, auditsink.AnchorConfig{})
 	tr.add(t, 7, "x")
-	waitFor(t, "7 events", func() bool { return coll.got.count() == 7 })
+	waitFor(t, "7 events acknowledged", func() bool { return m.Status()[0].Cursor.Seq == 7 })
 	m.Close()
 	tr.add(t, 4, "y")
 	cur, err := tr.db.SinkCursors(context.Background())
@@ -426,5 +429,91 @@ func TestAnchorDirectoryMustExist(t *testing.T) {
 	_, err := auditsink.NewAnchorTarget(auditsink.AnchorConfig{File: filepath.Join(t.TempDir(), "missing", "heads.jsonl")})
 	if err == nil || !strings.Contains(err.Error(), "directory does not exist") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// flakyCursors loses the first cursor writes after a delivery, as a crash
+// between the delivery and the cursor write would.
+type flakyCursors struct {
+	auditsink.CursorStore
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyCursors) SaveSinkCursor(ctx context.Context, name string, c auditsink.Cursor) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fails > 0 {
+		f.fails--
+		return errors.New("disk full")
+	}
+	return f.CursorStore.SaveSinkCursor(ctx, name, c)
+}
+
+// At least once: a batch whose cursor was not recorded is sent again. The
+// HTTP collector sees that batch twice, in order; the file sink skips what
+// it already holds, so its file still verifies.
+func TestLostCursorWriteResendsTheBatch(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	path := filepath.Join(t.TempDir(), "t.jsonl")
+	tr.add(t, 10, "x")
+	cursors := &flakyCursors{CursorStore: tr.db, fails: 2}
+	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: cursors,
+		Sinks: []auditsink.SinkConfig{{Type: "http", URL: coll.url(), BatchMax: 4}, {Type: "file", Path: path, BatchMax: 4}},
+		Poll:  20 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	waitFor(t, "both sinks caught up", func() bool {
+		st := m.Status()
+		return st[0].Cursor.Seq == 10 && st[1].Cursor.Seq == 10
+	})
+	coll.got.mu.Lock()
+	seqs := append([]uint64(nil), coll.got.seqs...)
+	coll.got.mu.Unlock()
+	var deduped []uint64
+	for _, s := range seqs {
+		if n := len(deduped); n > 0 && s <= deduped[n-1] {
+			continue // a resent batch
+		}
+		deduped = append(deduped, s)
+	}
+	if len(seqs) <= 10 || len(deduped) != 10 || deduped[0] != 1 || deduped[9] != 10 {
+		t.Fatalf("http received %v: want 1..10 with the unrecorded batch resent", seqs)
+	}
+	fh, _ := os.Open(path)
+	defer fh.Close()
+	rep, err := audit.VerifyJSONL(fh, tr.keys)
+	if err != nil || rep.First != 1 || rep.Last != 10 {
+		t.Fatalf("file sink after a resend: %+v %v", rep, err)
+	}
+}
+
+// A URL anchor receives each head as one POSTed {"head":{...}} object, and
+// a refusal is retried.
+func TestAnchorURL(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	var refused atomic.Int32
+	var got received
+	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if refused.Add(1) == 1 {
+			http.Error(w, "try later", http.StatusServiceUnavailable)
+			return
+		}
+		var b bytes.Buffer
+		b.ReadFrom(r.Body)
+		got.line(t, bytes.TrimSpace(b.Bytes()))
+	})
+	m := tr.start(t, nil, auditsink.AnchorConfig{URL: coll.url()})
+	tr.add(t, 3, "x")
+	h, _ := tr.log.SignHead(context.Background())
+	waitFor(t, "the head anchored", func() bool { return m.Status()[0].Cursor.HeadSeq == h.Seq })
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	if len(got.heads) != 1 || got.heads[0].Hash != h.Hash || len(got.seqs) != 0 || refused.Load() < 2 {
+		t.Fatalf("anchor URL got heads %v, events %v after %d tries", got.heads, got.seqs, refused.Load())
 	}
 }
