@@ -72,6 +72,11 @@ func anchoredServer(t *testing.T) (s *testServer, anchors, sink string) {
 // --anchors can, and passes on the untouched trail.
 func TestAuditVerifyAnchorsCatchesRewriteWithMasterKey(t *testing.T) {
 	s, anchors, sink := anchoredServer(t)
+	// Against the running server (admin socket, the broker's JWKS) too.
+	live := s.as(t, "admin", "", "audit", "verify", "--anchors", anchors).must(t, "verify --anchors (running)")
+	if !strings.Contains(live.err, "anchored off-host") {
+		t.Fatalf("verify --anchors (running):\n%s", live.err)
+	}
 	s.stop()
 
 	// Stopped: the stored cursors are shown, without live errors.
