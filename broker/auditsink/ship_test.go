@@ -517,3 +517,39 @@ func TestAnchorURL(t *testing.T) {
 		t.Fatalf("anchor URL got heads %v, events %v after %d tries", got.heads, got.seqs, refused.Load())
 	}
 }
+
+// TLS is verified: a syslog server whose certificate the configured CA did
+// not issue gets nothing, and the status says why.
+func TestSyslogTLSRefusesAnUntrustedServer(t *testing.T) {
+	tr := newTrail(t, 1000)
+	serverTLS, _ := testCA(t)
+	_, otherCA := testCA(t)
+	srv := newSyslogServer(t, serverTLS)
+	m := tr.start(t, []auditsink.SinkConfig{{Type: "syslog", Addr: "tcp+tls://" + srv.addr, CAFile: otherCA}}, auditsink.AnchorConfig{})
+	tr.add(t, 3, "x")
+	waitFor(t, "a TLS error", func() bool { return strings.Contains(m.Status()[0].LastError, "TLS handshake") })
+	if srv.got.count() != 0 || m.Status()[0].Cursor.Seq != 0 {
+		t.Fatalf("events reached an untrusted server: %d", srv.got.count())
+	}
+}
+
+// A collector's redirect is not followed: the body and its credentials
+// would go to another host.
+func TestHTTPRedirectNotFollowed(t *testing.T) {
+	tr := newTrail(t, 1000)
+	other := newCollector(t)
+	coll := newCollector(t)
+	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.url(), http.StatusTemporaryRedirect)
+	})
+	hdrs := filepath.Join(t.TempDir(), "h")
+	os.WriteFile(hdrs, []byte("Authorization: Bearer s3cret\n"), 0o600)
+	m := tr.start(t, []auditsink.SinkConfig{{Type: "http", URL: coll.url(), HeadersFile: hdrs}}, auditsink.AnchorConfig{})
+	tr.add(t, 2, "x")
+	waitFor(t, "the redirect refused", func() bool { return strings.Contains(m.Status()[0].LastError, "307") })
+	other.mu.Lock()
+	defer other.mu.Unlock()
+	if len(other.headers) != 0 {
+		t.Fatal("the redirect was followed")
+	}
+}
