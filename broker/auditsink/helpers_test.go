@@ -315,8 +315,14 @@ func (c *collector) setHandler(h http.HandlerFunc) {
 	c.mu.Unlock()
 }
 
+// stop shuts the collector down gracefully: requests in flight are
+// answered, as a collector that is stopped (not crashed) does. A crash
+// mid-request would make the batch go again (at least once).
 func (c *collector) stop() {
 	if c.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c.srv.Shutdown(ctx)
+		cancel()
 		c.srv.Close()
 		c.srv = nil
 	}
