@@ -130,11 +130,18 @@ func TestAuditVerifyAnchorsCatchesRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var before struct {
+		Report struct{ Last uint64 } `json:"report"`
+	}
+	json.Unmarshal([]byte(s.as(t, "admin", "", "audit", "verify", "-o", "json").must(t, "verify").out), &before)
+	if before.Report.Last == 0 {
+		t.Fatal("verify -o json: no last seq")
+	}
 	s2 := restartWith(t, s)
 	for i := 0; i < 6; i++ {
 		s2.as(t, "admin", "sk-test-0123456789abcdef", "vault", "set", fmt.Sprintf("later%d", i)).must(t, "vault set")
 	}
-	waitAnchoredPast(t, s2, anchors)
+	waitAnchoredPast(t, s2, before.Report.Last+3)
 	s2.stop()
 	os.WriteFile(db, old, 0o600) // roll the whole file back
 	s.as(t, "admin", "", "audit", "verify").must(t, "plain verify of the rolled-back file")
@@ -188,24 +195,21 @@ func restartWith(t *testing.T, s *testServer) *testServer {
 	return s2
 }
 
-func waitAnchoredPast(t *testing.T, s *testServer, anchors string) {
+// waitAnchoredPast waits until a head at or after seq is anchored.
+func waitAnchoredPast(t *testing.T, s *testServer, seq uint64) {
 	t.Helper()
-	before, _ := os.ReadFile(anchors)
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		now, _ := os.ReadFile(anchors)
-		if bytes.Count(now, []byte("\n")) >= bytes.Count(before, []byte("\n"))+1 {
-			var st []auditsink.Status
-			r := s.as(t, "admin", "", "audit", "sinks", "-o", "json").must(t, "audit sinks")
-			json.Unmarshal([]byte(r.out), &st)
-			if len(st) == 2 && st[1].Lag < 3 {
-				return
-			}
+		var st []auditsink.Status
+		r := s.as(t, "admin", "", "audit", "sinks", "-o", "json").must(t, "audit sinks")
+		json.Unmarshal([]byte(r.out), &st)
+		if len(st) == 2 && st[1].Cursor.HeadSeq >= seq {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no new head anchored")
+			t.Fatalf("no head at or after seq %d anchored: %+v", seq, st)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
