@@ -526,7 +526,7 @@ func explain(rep audit.Report, file bool) (proven, notProven []string) {
 	if file && rep.Scope != audit.ScopeRange {
 		notProven = append(notProven, "that the export is the whole current trail: an export is a snapshot (run `pamctl audit verify` against the deployment for its current state)")
 	} else if !file {
-		notProven = append(notProven, "that pamctl.db was not rolled back as a whole to an earlier copy, or wiped with its keys: only a copy of the signed heads kept off this host shows that")
+		notProven = append(notProven, "that pamctl.db was not rolled back as a whole to an earlier copy, or wiped with its keys: only signed heads kept off this host show that (configure audit.anchor, then run `pamctl audit verify --anchors FILE`)")
 	}
 	return proven, notProven
 }
