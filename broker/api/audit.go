@@ -12,6 +12,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/auditsink"
 )
 
 // Audit API:
@@ -22,6 +23,7 @@ import (
 //	                                    reconnects resume with Last-Event-ID
 //	GET /v1/audit/verify
 //	GET /v1/audit/export                JSON Lines with the chain fields and signed head
+//	GET /v1/audit/sinks                 each audit sink's cursor, lag and last error
 //
 // Reading the trail is itself audited (audit.read / audit.export).
 func (s *Server) auditRoutes(mux *http.ServeMux, guard func(authedFunc) http.HandlerFunc) {
@@ -30,6 +32,7 @@ func (s *Server) auditRoutes(mux *http.ServeMux, guard func(authedFunc) http.Han
 	handle(mux, "GET /v1/audit/follow", 0, guard(s.auditFollow))
 	handle(mux, "GET /v1/audit/verify", 0, guard(s.auditVerify))
 	handle(mux, "GET /v1/audit/export", 0, guard(s.auditExport))
+	handle(mux, "GET /v1/audit/sinks", 0, guard(s.auditSinks))
 }
 
 // ParseFilter reads an audit filter from query parameters.
@@ -279,4 +282,13 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, who broker.
 		// Headers are gone; the truncated export fails verification, and the log says why.
 		s.logErr(r, err)
 	}
+}
+
+func (s *Server) auditSinks(w http.ResponseWriter, r *http.Request, who broker.Identity) {
+	out := []auditsink.Status{}
+	if s.Sinks != nil {
+		out = append(out, s.Sinks()...)
+	}
+	s.auditRead(r.Context(), who, audit.TypeAuditRead, "sinks")
+	writeJSON(w, http.StatusOK, out)
 }

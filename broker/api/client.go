@@ -17,6 +17,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/token"
 )
 
@@ -333,6 +334,12 @@ func (c *Client) AuditEvents(ctx context.Context, f audit.Filter, n int) ([]audi
 func (c *Client) AuditEvent(ctx context.Context, seq uint64) (audit.Event, error) {
 	var out audit.Event
 	return out, c.do(ctx, http.MethodGet, "/v1/audit/events/"+strconv.FormatUint(seq, 10), nil, &out)
+}
+
+// AuditSinks returns each audit sink's cursor, lag and last error.
+func (c *Client) AuditSinks(ctx context.Context) ([]auditsink.Status, error) {
+	var out []auditsink.Status
+	return out, c.do(ctx, http.MethodGet, "/v1/audit/sinks", nil, &out)
 }
 
 // AuditVerify asks the server to verify the chain.

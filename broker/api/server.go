@@ -21,6 +21,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/vault"
 )
@@ -74,6 +75,9 @@ type Server struct {
 	// HeaderTimeout and BodyTimeout bound slow clients (see HTTPServer);
 	// zero means DefaultHeaderTimeout and DefaultBodyTimeout.
 	HeaderTimeout, BodyTimeout time.Duration
+	// Sinks reports the audit sinks' cursors, lag and errors (nil: none
+	// configured).
+	Sinks func() []auditsink.Status
 }
 
 // Bounds on what any client, logged in or not, can make the broker hold:

@@ -23,6 +23,7 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/notify"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
@@ -69,6 +70,9 @@ type App struct {
 	proxy  *proxy.Proxy
 	devIss *devissuer.Issuer // dev mode only
 	hook   *notify.Webhook   // nil without notify.webhook
+
+	// sinks ships the trail to audit.sinks and its heads to audit.anchor.
+	sinks *auditsink.Manager
 
 	brokerLn, proxyLn, adminLn net.Listener
 	brokerTLS, proxyTLS        *tlsconf.Server // nil: plaintext on that listener
@@ -121,11 +125,17 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		return nil, err
 	}
 	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys,
+		HeadEvery: cfg.Audit.HeadEvery, HeadInterval: cfg.Audit.HeadInterval,
 		OnError: func(err error) { a.health.Fail(checkAudit, err) }})
 	if err != nil {
 		return nil, err
 	}
 	a.audit = newWatchedAudit(lg, a.health)
+	// Sinks read the trail on their own goroutines: appends never wait.
+	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.db,
+		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log}); err != nil {
+		return nil, err
+	}
 	if err := a.listen(); err != nil {
 		return nil, err
 	}
@@ -179,7 +189,8 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
 		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.db, Via: broker.ViaSocket},
-		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...)}
+		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...),
+		Sinks:        a.SinkStatus}
 	ups, err := a.upstreams()
 	if err != nil {
 		return nil, err
@@ -823,6 +834,15 @@ func needsRestart(old, cur *Config) []string {
 	return out
 }
 
+// SinkStatus reports each audit sink's cursor, lag and last error (the
+// anchor last); empty when none is configured.
+func (a *App) SinkStatus() []auditsink.Status {
+	if a.sinks == nil {
+		return nil
+	}
+	return a.sinks.Status()
+}
+
 // emit appends an event the server itself records; a failure is reported
 // (once per outage) by the audit health check.
 func (a *App) emit(e *audit.Event) {
@@ -848,6 +868,9 @@ func (a *App) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = a.hook.Shutdown(ctx) // drains; what cannot be sent goes to OnFailure
 			cancel()
+		}
+		if a.sinks != nil { // before the log: shippers read it
+			err = errors.Join(err, a.sinks.Close())
 		}
 		if a.audit != nil {
 			err = errors.Join(err, a.audit.Close())

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 	"github.com/pamctl/pamctl/store"
@@ -29,6 +32,12 @@ type auditSource interface {
 	Follow(ctx context.Context, f audit.Filter, from uint64, fn func(audit.Event) error) error
 	Verify(ctx context.Context) (api.VerifyResult, error)
 	Export(ctx context.Context, w io.Writer, since, until time.Time) error
+	// Sinks reports each audit sink's cursor and lag (and, from a running
+	// server, its last error).
+	Sinks(ctx context.Context) ([]auditsink.Status, error)
+	// Hashes calls fn with the seq and hash of every retained event in
+	// order, until fn returns false.
+	Hashes(ctx context.Context, fn func(seq uint64, hash string) bool) error
 	Close() error
 }
 
@@ -53,13 +62,52 @@ func (r remoteAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
 func (r remoteAudit) Export(ctx context.Context, w io.Writer, since, until time.Time) error {
 	return r.c.AuditExport(ctx, w, since, until)
 }
+func (r remoteAudit) Sinks(ctx context.Context) ([]auditsink.Status, error) {
+	return r.c.AuditSinks(ctx)
+}
+
+// Hashes streams the server's export: one request (one audit.export
+// event) however many heads are checked.
+func (r remoteAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) error {
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { pw.CloseWithError(r.c.AuditExport(ctx, pw, time.Time{}, time.Time{})) }()
+	defer pr.Close()
+	return eventHashes(pr, fn)
+}
+
 func (r remoteAudit) Close() error { return nil }
+
+// eventHashes reads the event lines of an export.
+func eventHashes(r io.Reader, fn func(uint64, string) bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), audit.MaxLineBytes+1)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.HasPrefix(line, []byte(`{"seq":`)) {
+			continue
+		}
+		var e struct {
+			Seq  uint64 `json:"seq"`
+			Hash string `json:"hash"`
+		}
+		if err := json.Unmarshal(line, &e); err != nil {
+			return fmt.Errorf("read the trail: %w", err)
+		}
+		if !fn(e.Seq, e.Hash) {
+			return nil
+		}
+	}
+	return sc.Err()
+}
 
 // localAudit reads the data dir directly (no server running).
 type localAudit struct {
 	l    *local
 	log  *store.AuditLog
 	keys *token.Keyring
+	cfg  *Config
 }
 
 func (la *localAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audit.Event, error) {
@@ -95,6 +143,46 @@ func (la *localAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
 func (la *localAudit) Export(ctx context.Context, w io.Writer, since, until time.Time) error {
 	return la.log.ExportRange(ctx, w, since, until)
 }
+
+// Sinks reads the stored cursors of the configured sinks: with no server
+// running there is no last error to show.
+func (la *localAudit) Sinks(ctx context.Context) ([]auditsink.Status, error) {
+	return storedSinkStatus(ctx, la.l.db, la.log, la.cfg)
+}
+
+func (la *localAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) error {
+	return la.log.Range(ctx, 0, func(e audit.Event) bool { return fn(e.Seq, e.Hash) })
+}
+
+// storedSinkStatus is the status of every configured sink as the data dir
+// records it.
+func storedSinkStatus(ctx context.Context, db *store.DB, lg *store.AuditLog, cfg *Config) ([]auditsink.Status, error) {
+	cursors, err := db.SinkCursors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := lg.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []auditsink.Status{}
+	for _, c := range cfg.Audit.Sinks {
+		cur := cursors[c.ID()]
+		out = append(out, auditsink.Status{Name: c.ID(), Type: c.Type, Destination: c.Destination(), Cursor: cur,
+			Last: st.Last.Seq, Lag: auditsink.Lag(cur, st.Last.Seq, false)})
+	}
+	if a := cfg.Audit.Anchor; a.Enabled() {
+		typ, dest := auditsink.TypeFile, a.File
+		if a.URL != "" {
+			typ, dest = auditsink.TypeHTTP, redact("url", a.URL)
+		}
+		cur := cursors[a.Name()]
+		out = append(out, auditsink.Status{Name: a.Name(), Type: typ, Destination: dest, Anchor: true, Cursor: cur,
+			Last: st.Last.Seq, Lag: auditsink.Lag(cur, st.Last.Seq, true)})
+	}
+	return out, nil
+}
+
 func (la *localAudit) Close() error {
 	return errors.Join(la.log.Close(), la.l.Close())
 }
@@ -131,7 +219,7 @@ func (f *Factory) openAudit(cmd *cobra.Command) (auditSource, error) {
 		l.Close()
 		return nil, err
 	}
-	return &localAudit{l: l, log: lg, keys: kr}, nil
+	return &localAudit{l: l, log: lg, keys: kr, cfg: cfg}, nil
 }
 
 // NewCmdAudit builds `pamctl audit`.
@@ -146,6 +234,7 @@ and every read is itself audited.`,
 	}
 	cmd.PersistentFlags().String("master-key-file", "", "master key file, when reading the data dir directly")
 	cmd.AddCommand(newCmdAuditTail(f), newCmdAuditShow(f), newCmdAuditVerify(f), newCmdAuditExport(f))
+	cmd.AddCommand(newCmdAuditSinks(f))
 	return cmd
 }
 
@@ -384,6 +473,8 @@ type verifyOutput struct {
 	api.VerifyResult
 	Proven    []string `json:"proven"`
 	NotProven []string `json:"not_proven"`
+	// Anchors is the comparison with the off-host heads (--anchors).
+	Anchors *anchorCheck `json:"anchors,omitempty"`
 }
 
 // explain lists, in words, what a successful check proved and what it could
@@ -435,7 +526,7 @@ func explain(rep audit.Report, file bool) (proven, notProven []string) {
 	if file && rep.Scope != audit.ScopeRange {
 		notProven = append(notProven, "that the export is the whole current trail: an export is a snapshot (run `pamctl audit verify` against the deployment for its current state)")
 	} else if !file {
-		notProven = append(notProven, "that pamctl.db was not rolled back as a whole to an earlier copy, or wiped with its keys: only a copy of the signed heads kept off this host shows that")
+		notProven = append(notProven, "that pamctl.db was not rolled back as a whole to an earlier copy, or wiped with its keys: only signed heads kept off this host show that (configure audit.anchor, then run `pamctl audit verify --anchors FILE`)")
 	}
 	return proven, notProven
 }
@@ -448,7 +539,7 @@ func short(h string) string {
 }
 
 func newCmdAuditVerify(f *Factory) *cobra.Command {
-	var file, jwksFile, output string
+	var file, jwksFile, output, anchors string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify the hash chain and signed head; exit non-zero at the first broken link",
@@ -461,19 +552,37 @@ deployment (their seeds unseal under the master key).
 --file checks an export offline. Its signatures are checked against
 --jwks FILE when given, else the data dir's keys when the data dir and
 master key are here, else the JWKS the broker serves. A range export
-(--since/--until) is reported as a range, never as the whole trail.`,
+(--since/--until) is reported as a range, never as the whole trail.
+
+--anchors FILE also checks the trail against signed heads kept off this host
+(audit.anchor, or a sink's JSON Lines): every anchored head must match the
+local event at its seq and the trail must reach the last one. This catches a
+rewrite by someone who holds the master key and the data file, which the
+chain and signatures alone cannot.`,
 		Example: `  pamctl audit verify
   pamctl audit export > trail.jsonl && pamctl audit verify --file trail.jsonl
   curl -s https://pam.example.com/.well-known/jwks.json > jwks.json
-  pamctl audit verify --file trail.jsonl --jwks jwks.json -o json`,
+  pamctl audit verify --file trail.jsonl --jwks jwks.json -o json
+  pamctl audit verify --anchors /mnt/anchors/pamctl-heads.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			if jwksFile != "" && file == "" {
+			if jwksFile != "" && file == "" && anchors == "" {
 				return withCode(ExitUsage, errors.New("--jwks checks an export: pass --file too"))
 			}
+			if anchors != "" && file != "" {
+				return withCode(ExitUsage, errors.New("--anchors checks the deployment's current trail, not an export: drop --file"))
+			}
+			var heads []audit.SignedHead
+			if anchors != "" {
+				var err error
+				if heads, err = readAnchorFile(cmd, f, anchors, jwksFile); err != nil {
+					return err
+				}
+			}
+			var ac *anchorCheck
 			var res api.VerifyResult
 			if file != "" {
 				r, err := verifyFile(cmd, f, file, jwksFile)
@@ -490,10 +599,18 @@ master key are here, else the JWKS the broker serves. A range export
 				if res, err = src.Verify(cmd.Context()); err != nil {
 					return err
 				}
+				if res.OK && heads != nil {
+					if ac, err = checkAnchors(cmd, src, &res, heads, anchors); err != nil {
+						return err
+					}
+				}
 			}
-			out := verifyOutput{VerifyResult: res, Proven: []string{}, NotProven: []string{}}
+			out := verifyOutput{VerifyResult: res, Proven: []string{}, NotProven: []string{}, Anchors: ac}
 			if res.OK {
 				out.Proven, out.NotProven = explain(res.Report, file != "")
+				if ac != nil {
+					out.Proven, out.NotProven = explainAnchors(ac, out.Proven, out.NotProven)
+				}
 			}
 			if output == "json" {
 				if err := f.IO.JSON(out); err != nil {
@@ -525,7 +642,8 @@ master key are here, else the JWKS the broker serves. A range export
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "verify an export file offline ('-' for stdin)")
-	cmd.Flags().StringVar(&jwksFile, "jwks", "", "with --file: check signatures against this JWKS document")
+	cmd.Flags().StringVar(&jwksFile, "jwks", "", "with --file or --anchors: check signatures against this JWKS document")
+	cmd.Flags().StringVar(&anchors, "anchors", "", "also check the trail against the signed heads anchored off-host in this file")
 	addOutputFlag(cmd, &output)
 	return cmd
 }

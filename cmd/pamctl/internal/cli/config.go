@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
@@ -25,6 +26,7 @@ import (
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/store"
 )
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.
@@ -123,6 +125,15 @@ type AuditConfig struct {
 	Sync         string        `mapstructure:"sync"` // durable | async
 	Retention    time.Duration `mapstructure:"retention"`
 	SummaryBytes int           `mapstructure:"summary_bytes"` // how much of each (masked) answer an event keeps
+	// HeadEvery and HeadInterval: the chain head is signed every N events
+	// and on a timer while unsigned events exist; each signed head also
+	// goes to the sinks and the anchor.
+	HeadEvery    int           `mapstructure:"head_every"`
+	HeadInterval time.Duration `mapstructure:"head_interval"`
+	// Sinks stream the trail out (syslog, HTTP, file); Anchor receives the
+	// signed heads somewhere this host can append to but not rewrite.
+	Sinks  []auditsink.SinkConfig `mapstructure:"sinks"`
+	Anchor auditsink.AnchorConfig `mapstructure:"anchor"`
 }
 
 // RequestsConfig is the requests: section.
@@ -187,6 +198,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("audit.retention", 90*24*time.Hour)
 	v.SetDefault("requests.retention", 90*24*time.Hour)
 	v.SetDefault("audit.summary_bytes", proxy.DefaultSummaryBytes)
+	v.SetDefault("audit.head_every", store.DefaultHeadEvery)
+	v.SetDefault("audit.head_interval", store.DefaultHeadInterval)
 	v.SetDefault("upstreams", []map[string]any{{"name": "openai", "url": "https://api.openai.com/v1", "key": "openai"}})
 }
 
@@ -397,6 +410,10 @@ func (c *Config) Validate() error {
 	if c.Audit.SummaryBytes < 1 || c.Audit.SummaryBytes > payload.SummaryBytes {
 		add("audit.summary_bytes: %d must be between 1 and %d", c.Audit.SummaryBytes, payload.SummaryBytes)
 	}
+	if c.Audit.HeadEvery < 1 || c.Audit.HeadEvery > 1_000_000 {
+		add("audit.head_every: %d must be between 1 and 1000000", c.Audit.HeadEvery)
+	}
+	errs = append(errs, auditsink.ValidateAll(c.Audit.Sinks, c.Audit.Anchor)...)
 	switch c.Audit.Sync {
 	case "durable", "async":
 	default:

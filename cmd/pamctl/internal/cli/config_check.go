@@ -161,7 +161,11 @@ func effectiveNode(v reflect.Value, key string) *yaml.Node {
 		}
 		sortByName(order, names)
 		for _, i := range order {
-			n.Content = append(n.Content, scalar("!!str", names[i]), effectiveNode(v.MapIndex(keys[i]), names[i]))
+			val := effectiveNode(v.MapIndex(keys[i]), names[i])
+			if key == "headers" && val.Kind == yaml.ScalarNode && val.Value != "" {
+				val = scalar("!!str", Hidden) // HTTP header values may carry credentials
+			}
+			n.Content = append(n.Content, scalar("!!str", names[i]), val)
 		}
 		return n
 	case v.Kind() == reflect.String:

@@ -380,6 +380,8 @@ var durationBounds = map[string]durationBound{
 	"upstreams[].timeout":    {Min: time.Second, Zero: "use proxy.timeout"},
 	"audit.retention":        {Min: time.Hour, Zero: "keep events forever"},
 	"requests.retention":     {Min: time.Hour, Zero: "keep ended requests forever"},
+	"audit.head_interval":    {Min: time.Second, Max: time.Hour},
+	"audit.sinks[].timeout":  {Min: time.Second, Max: 10 * time.Minute, Zero: "30s, the default"},
 	"policies[].max_ttl":     {Policy: true},
 	"policies[].default_ttl": {Policy: true},
 	"policies[].pending_ttl": {Min: time.Minute, Zero: "1h, the default"},

@@ -1,0 +1,306 @@
+package auditsink
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Sink types.
+const (
+	TypeSyslog = "syslog"
+	TypeHTTP   = "http"
+	TypeFile   = "file"
+)
+
+// HTTP body formats.
+const (
+	FormatJSONL     = "jsonl"
+	FormatSplunkHEC = "splunk_hec"
+)
+
+// Defaults.
+const (
+	DefaultBatchMax = 500
+	DefaultMaxSize  = 100 << 20
+	DefaultMaxFiles = 10
+	DefaultTimeout  = 30 * time.Second
+)
+
+// SinkConfig is one entry of audit.sinks.
+type SinkConfig struct {
+	// Name keys the sink's cursor; default "<type>:<destination>". Renaming
+	// a sink (or changing its destination without a name) starts it over
+	// from the first retained event.
+	Name string `mapstructure:"name"`
+	Type string `mapstructure:"type"` // syslog | http | file
+	// Addr (syslog): tcp+tls://host:6514, tcp://host:514 or udp://host:514.
+	Addr string `mapstructure:"addr"`
+	// URL, Format, Headers, HeadersFile (http). Headers are sent as they
+	// are and shown by `config check`: credentials go in HeadersFile, a
+	// file of "Name: value" lines re-read for every request.
+	URL         string            `mapstructure:"url"`
+	Format      string            `mapstructure:"format"` // jsonl (default) | splunk_hec
+	Headers     map[string]string `mapstructure:"headers"`
+	HeadersFile string            `mapstructure:"headers_file"`
+	// CAFile (syslog over TLS, https) replaces the system roots.
+	CAFile string `mapstructure:"ca_file"`
+	// BatchMax bounds the events of one delivery (default 500).
+	BatchMax int `mapstructure:"batch_max"`
+	// Path, MaxSize (bytes, default 100 MiB) and MaxFiles (the active file
+	// and its rotated copies, default 10) configure a file sink.
+	Path     string `mapstructure:"path"`
+	MaxSize  int64  `mapstructure:"max_size"`
+	MaxFiles int    `mapstructure:"max_files"`
+	// Timeout bounds one delivery (default 30s).
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// AnchorConfig is audit.anchor: where signed heads are appended off-host.
+// Set File or URL.
+type AnchorConfig struct {
+	File        string `mapstructure:"file"`
+	URL         string `mapstructure:"url"`
+	HeadersFile string `mapstructure:"headers_file"`
+	CAFile      string `mapstructure:"ca_file"`
+}
+
+// Enabled reports whether an anchor is configured.
+func (a AnchorConfig) Enabled() bool { return a.File != "" || a.URL != "" }
+
+// Validate reports every problem of a.
+func (a AnchorConfig) Validate() error {
+	var errs []error
+	switch {
+	case a.File != "" && a.URL != "":
+		errs = append(errs, errors.New("set file or url, not both"))
+	case a.URL != "":
+		if err := checkHTTPURL(a.URL); err != nil {
+			errs = append(errs, err)
+		}
+	case a.File == "" && (a.HeadersFile != "" || a.CAFile != ""):
+		errs = append(errs, errors.New("headers_file and ca_file need url"))
+	}
+	if a.File != "" && !strings.HasPrefix(a.File, "/") {
+		errs = append(errs, fmt.Errorf("file %q must be an absolute path", a.File))
+	}
+	return errors.Join(errs...)
+}
+
+// Name is the cursor key of the anchor.
+func (a AnchorConfig) Name() string {
+	if a.File != "" {
+		return "anchor:file:" + a.File
+	}
+	return "anchor:" + safeURL(a.URL)
+}
+
+// ID is the sink's cursor key.
+func (c SinkConfig) ID() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	switch c.Type {
+	case TypeSyslog:
+		return "syslog:" + c.Addr
+	case TypeHTTP:
+		return "http:" + safeURL(c.URL)
+	case TypeFile:
+		return "file:" + c.Path
+	}
+	return c.Type
+}
+
+// Destination describes where the sink delivers, without credentials.
+func (c SinkConfig) Destination() string {
+	switch c.Type {
+	case TypeSyslog:
+		return c.Addr
+	case TypeHTTP:
+		return safeURL(c.URL)
+	}
+	return c.Path
+}
+
+// safeURL drops the user info and query of a URL (they may hold tokens).
+func safeURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid url)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
+
+func checkHTTPURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("url %q is not an http(s) URL", safeURL(raw))
+	}
+	return nil
+}
+
+// credentialHeader reports whether an inline header would put a secret in
+// the config file (and in `config check`).
+func credentialHeader(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"auth", "token", "key", "secret", "cookie", "password", "signature"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate reports every problem of c.
+func (c SinkConfig) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	only := func(what string, set bool) {
+		if set {
+			add("%s does not apply to a %s sink", what, c.Type)
+		}
+	}
+	switch c.Type {
+	case TypeSyslog:
+		if _, _, err := parseSyslogAddr(c.Addr); err != nil {
+			errs = append(errs, err)
+		}
+		only("url", c.URL != "")
+		only("path", c.Path != "")
+		only("headers", len(c.Headers) > 0 || c.HeadersFile != "")
+		only("format", c.Format != "")
+	case TypeHTTP:
+		if err := checkHTTPURL(c.URL); err != nil {
+			errs = append(errs, err)
+		}
+		switch c.Format {
+		case "", FormatJSONL, FormatSplunkHEC:
+		default:
+			add("format %q must be %s or %s", c.Format, FormatJSONL, FormatSplunkHEC)
+		}
+		for name := range c.Headers {
+			if credentialHeader(name) {
+				add("headers: %s looks like a credential: put it in headers_file (a file of \"Name: value\" lines) so it stays out of the config", name)
+			}
+			if textproto.CanonicalMIMEHeaderKey(name) == "" || strings.ContainsAny(name, " :\r\n") {
+				add("headers: %q is not a header name", name)
+			}
+		}
+		only("addr", c.Addr != "")
+		only("path", c.Path != "")
+	case TypeFile:
+		if c.Path == "" || !strings.HasPrefix(c.Path, "/") {
+			add("path %q must be an absolute path", c.Path)
+		}
+		only("addr", c.Addr != "")
+		only("url", c.URL != "")
+		only("headers", len(c.Headers) > 0 || c.HeadersFile != "")
+		only("ca_file", c.CAFile != "")
+		only("format", c.Format != "")
+	default:
+		add("type %q must be syslog, http or file", c.Type)
+	}
+	if c.Type != TypeFile {
+		only("max_size", c.MaxSize != 0)
+		only("max_files", c.MaxFiles != 0)
+	}
+	if c.BatchMax < 0 || c.BatchMax > 10000 {
+		add("batch_max %d must be between 1 and 10000 (0: %d)", c.BatchMax, DefaultBatchMax)
+	}
+	if c.MaxSize < 0 || (c.MaxSize > 0 && c.MaxSize < 64<<10) {
+		add("max_size %d must be at least 65536 bytes (0: %d)", c.MaxSize, DefaultMaxSize)
+	}
+	if c.MaxFiles < 0 || c.MaxFiles == 1 {
+		add("max_files %d must be at least 2, the active file and one rotated copy (0: %d)", c.MaxFiles, DefaultMaxFiles)
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateAll checks every sink and that their cursor keys are distinct.
+func ValidateAll(sinks []SinkConfig, anchor AnchorConfig) []error {
+	var errs []error
+	seen := map[string]int{}
+	for i, c := range sinks {
+		if err := c.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("audit.sinks[%d] (%s): %w", i, c.Type, err))
+		}
+		if j, dup := seen[c.ID()]; dup {
+			errs = append(errs, fmt.Errorf("audit.sinks[%d]: same name or destination as audit.sinks[%d] (%s): give one a distinct name", i, j, c.ID()))
+		}
+		seen[c.ID()] = i
+	}
+	if err := anchor.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("audit.anchor: %w", err))
+	}
+	return errs
+}
+
+// parseSyslogAddr splits tcp+tls://host:port, tcp://… or udp://….
+func parseSyslogAddr(raw string) (scheme, hostport string, err error) {
+	scheme, hostport, ok := strings.Cut(raw, "://")
+	if !ok || (scheme != "tcp+tls" && scheme != "tcp" && scheme != "udp") {
+		return "", "", fmt.Errorf("addr %q must be tcp+tls://host:port, tcp://host:port or udp://host:port", raw)
+	}
+	if h, p, err := net.SplitHostPort(hostport); err != nil || h == "" || p == "" {
+		return "", "", fmt.Errorf("addr %q: %q is not host:port", raw, hostport)
+	}
+	return scheme, hostport, nil
+}
+
+// tlsConfig trusts caFile's certificates, or the system roots when empty.
+func tlsConfig(caFile, serverName string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca_file %s holds no PEM certificate", caFile)
+	}
+	c.RootCAs = pool
+	return c, nil
+}
+
+// readHeaders reads a headers file: "Name: value" lines; blank lines and
+// lines starting with # are skipped. Errors never quote a value.
+func readHeaders(path string) (http.Header, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("headers_file: %w", err)
+	}
+	h := http.Header{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("headers_file %s line %d: not a \"Name: value\" line", path, n)
+		}
+		h.Add(name, strings.TrimSpace(value))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("headers_file %s: %w", path, err)
+	}
+	return h, nil
+}

@@ -1,0 +1,213 @@
+package auditsink
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// fileTarget writes the export format of `pamctl audit export`, so every
+// file verifies with `pamctl audit verify --file`:
+//
+//	{"range":{...}}  first line: the seq and hash of the event before the
+//	                 file's first event (0 and the genesis hash for seq 1;
+//	                 so the active file, which has no head yet, verifies)
+//	{"seq":...}      the events, contiguous
+//	{"head":{...}}   last line of a rotated file: the latest signed head
+//	                 that falls inside it, when one does
+//
+// The active file never ends with a head (events follow); it rotates to
+// PATH.1 (PATH.1 to PATH.2, …) when the next event would pass max_size, or
+// when the next event does not follow the last one written (events pruned
+// before delivery). Events already in the file (a batch resent after a
+// crash) are skipped, so the file never holds a duplicate.
+type fileTarget struct {
+	path     string
+	maxSize  int64
+	maxFiles int
+
+	f     *os.File
+	size  int64
+	first uint64     // first event seq in the active file
+	last  audit.Link // last event written (Seq 0: none)
+	held  *audit.SignedHead
+}
+
+func newFileTarget(c SinkConfig) (*fileTarget, error) {
+	t := &fileTarget{path: c.Path, maxSize: c.MaxSize, maxFiles: c.MaxFiles}
+	if t.maxSize <= 0 {
+		t.maxSize = DefaultMaxSize
+	}
+	if t.maxFiles <= 0 {
+		t.maxFiles = DefaultMaxFiles
+	}
+	if err := os.MkdirAll(filepath.Dir(t.path), 0o700); err != nil {
+		return nil, fmt.Errorf("file: %w", err)
+	}
+	if err := t.open(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// open opens the active file and learns where it ends.
+func (t *fileTarget) open() error {
+	f, err := os.OpenFile(t.path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	t.f, t.size, t.first, t.last, t.held = f, 0, 0, audit.Link{}, nil
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	t.size = fi.Size()
+	if t.size == 0 {
+		return nil
+	}
+	first, last, endsWithHead, err := scanEnds(f, t.size)
+	if err != nil {
+		return fmt.Errorf("file %s: %w (move it aside to start a new file)", t.path, err)
+	}
+	t.first, t.last = first, last
+	if endsWithHead {
+		// Rotated head written but the rename did not happen (crash).
+		return t.rotate()
+	}
+	return nil
+}
+
+// scanEnds reads the first event seq and the last event link of a file.
+func scanEnds(f *os.File, size int64) (first uint64, last audit.Link, endsWithHead bool, err error) {
+	sc := bufio.NewScanner(io.NewSectionReader(f, 0, size))
+	sc.Buffer(make([]byte, 64<<10), audit.MaxLineBytes+1)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			continue
+		}
+		endsWithHead = bytes.HasPrefix(line, []byte(`{"head":`))
+		if !bytes.HasPrefix(line, []byte(`{"seq":`)) {
+			continue
+		}
+		var e struct {
+			Seq  uint64 `json:"seq"`
+			Hash string `json:"hash"`
+		}
+		if err := json.Unmarshal(line, &e); err != nil {
+			return 0, audit.Link{}, false, fmt.Errorf("unreadable event line: %w", err)
+		}
+		if first == 0 {
+			first = e.Seq
+		}
+		last = audit.Link{Seq: e.Seq, Hash: e.Hash}
+	}
+	return first, last, endsWithHead, sc.Err()
+}
+
+func (t *fileTarget) Deliver(_ context.Context, recs []Record) error {
+	w := bufio.NewWriterSize(t.f, 256<<10)
+	for _, r := range recs {
+		if r.Head != nil {
+			if t.last.Seq != 0 && r.Head.Seq >= t.first && r.Head.Seq <= t.last.Seq {
+				h := *r.Head
+				t.held = &h
+			}
+			continue
+		}
+		e := r.Event
+		if t.last.Seq != 0 && e.Seq <= t.last.Seq {
+			continue // already written before a crash
+		}
+		line, err := r.Line()
+		if err != nil {
+			return err
+		}
+		if t.size > 0 && (e.Seq != t.last.Seq+1 || e.PrevHash != t.last.Hash || t.size+int64(len(line))+1 > t.maxSize) {
+			if err := w.Flush(); err != nil {
+				return t.writeErr(err)
+			}
+			if err := t.rotate(); err != nil {
+				return err
+			}
+			w.Reset(t.f)
+		}
+		if t.size == 0 {
+			start, _ := json.Marshal(map[string]audit.Link{"range": {Seq: e.Seq - 1, Hash: e.PrevHash}})
+			w.Write(start)
+			w.WriteByte('\n')
+			t.size += int64(len(start)) + 1
+		}
+		if t.size == 0 || t.first == 0 {
+			t.first = e.Seq
+		}
+		w.Write(line)
+		w.WriteByte('\n')
+		t.size += int64(len(line)) + 1
+		t.last = audit.Link{Seq: e.Seq, Hash: e.Hash}
+	}
+	if err := w.Flush(); err != nil {
+		return t.writeErr(err)
+	}
+	if err := t.f.Sync(); err != nil {
+		return t.writeErr(err)
+	}
+	return nil
+}
+
+// writeErr reopens the file after a failed write so the next attempt
+// starts from what is really on disk.
+func (t *fileTarget) writeErr(err error) error {
+	t.f.Close()
+	if oerr := t.open(); oerr != nil {
+		return fmt.Errorf("file %s: %w (and reopening: %v)", t.path, err, oerr)
+	}
+	return fmt.Errorf("file %s: %w", t.path, err)
+}
+
+// rotate closes the active file (with the held head as its last line) and
+// shifts the rotated copies, keeping maxFiles files in all.
+func (t *fileTarget) rotate() error {
+	if h := t.held; h != nil && h.Seq >= t.first && h.Seq <= t.last.Seq {
+		b, err := Record{Head: h}.Line()
+		if err != nil {
+			return err
+		}
+		if _, err := t.f.Write(append(b, '\n')); err != nil {
+			return t.writeErr(err)
+		}
+	}
+	if err := t.f.Sync(); err != nil {
+		return t.writeErr(err)
+	}
+	t.f.Close()
+	os.Remove(t.path + "." + strconv.Itoa(t.maxFiles-1))
+	for i := t.maxFiles - 2; i >= 1; i-- {
+		if err := os.Rename(t.path+"."+strconv.Itoa(i), t.path+"."+strconv.Itoa(i+1)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("file: rotate: %w", err)
+		}
+	}
+	if err := os.Rename(t.path, t.path+".1"); err != nil {
+		return fmt.Errorf("file: rotate: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(t.path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return t.open()
+}
+
+func (t *fileTarget) Close() error {
+	if t.f == nil {
+		return nil
+	}
+	return t.f.Close()
+}

@@ -1,0 +1,395 @@
+package auditsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// Source is the part of the audit log a shipper reads.
+type Source interface {
+	Range(ctx context.Context, fromSeq uint64, fn func(audit.Event) bool) error
+	Head(ctx context.Context) (audit.Status, error)
+	Subscribe(ctx context.Context, fromSeq uint64) *audit.Subscription
+}
+
+// Cursor is how far a sink got: the last event and the last signed head it
+// acknowledged.
+type Cursor struct {
+	Seq     uint64    `json:"seq"`
+	HeadSeq uint64    `json:"head_seq"`
+	Updated time.Time `json:"updated"`
+}
+
+// CursorStore persists cursors by sink name (store.DB implements it).
+type CursorStore interface {
+	SinkCursors(ctx context.Context) (map[string]Cursor, error)
+	SaveSinkCursor(ctx context.Context, name string, c Cursor) error
+}
+
+// Target delivers records to one destination. Deliver returns nil only when
+// every record was handed over (written and synced, acknowledged); on error
+// the whole batch is sent again later, so a target must tolerate records it
+// already has.
+type Target interface {
+	Deliver(ctx context.Context, recs []Record) error
+	Close() error
+}
+
+// Status is what `pamctl audit sinks` shows for one sink.
+type Status struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Destination string `json:"destination"`
+	// Anchor is true for audit.anchor, which receives signed heads only.
+	Anchor bool   `json:"anchor,omitempty"`
+	Cursor Cursor `json:"cursor"`
+	// Last is the trail's last seq when the shipper last looked; Lag the
+	// events (heads only: for the anchor, events after the last anchored
+	// head) not yet delivered.
+	Last           uint64    `json:"last"`
+	Lag            uint64    `json:"lag"`
+	LastError      string    `json:"last_error,omitempty"`
+	LastErrorAt    time.Time `json:"last_error_at,omitzero"`
+	LastDeliveryAt time.Time `json:"last_delivery_at,omitzero"`
+	// Running is false when read from a stopped data dir.
+	Running bool `json:"running"`
+}
+
+// Options configure a Manager.
+type Options struct {
+	Source  Source
+	Cursors CursorStore
+	Sinks   []SinkConfig
+	Anchor  AnchorConfig
+	Logger  *slog.Logger
+	// Poll is how often a shipper looks for new heads and events without
+	// being woken (default 1s). MinBackoff and MaxBackoff bound the wait
+	// after a failed delivery (defaults 1s and 1m).
+	Poll, MinBackoff, MaxBackoff time.Duration
+	// OnError is told about failed deliveries (for health), OnDelivered
+	// about successful ones.
+	OnError     func(name string, err error)
+	OnDelivered func(name string)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Manager runs one shipper per sink and one for the anchor.
+type Manager struct {
+	opts     Options
+	shippers []*shipper
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// Start builds every target and starts the shippers. A target that cannot
+// be built (a bad ca_file) fails Start; a destination that is down does
+// not: its shipper retries.
+func Start(ctx context.Context, o Options) (*Manager, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(time.Minute, o.MinBackoff)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.OnError == nil {
+		o.OnError = func(string, error) {}
+	}
+	if o.OnDelivered == nil {
+		o.OnDelivered = func(string) {}
+	}
+	cursors, err := o.Cursors.SinkCursors(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("auditsink: read cursors: %w", err)
+	}
+	m := &Manager{opts: o}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	fail := func(err error) (*Manager, error) {
+		for _, s := range m.shippers {
+			s.target.Close()
+		}
+		m.cancel()
+		return nil, err
+	}
+	for _, c := range o.Sinks {
+		t, err := NewTarget(c)
+		if err != nil {
+			return fail(fmt.Errorf("audit sink %s: %w", c.ID(), err))
+		}
+		m.shippers = append(m.shippers, m.newShipper(c.ID(), c.Type, c.Destination(), t, cursors[c.ID()], c.batchMax(), c.timeout(), false))
+	}
+	if o.Anchor.Enabled() {
+		t, err := NewAnchorTarget(o.Anchor)
+		if err != nil {
+			return fail(fmt.Errorf("audit anchor: %w", err))
+		}
+		typ, dest := TypeFile, o.Anchor.File
+		if o.Anchor.URL != "" {
+			typ, dest = TypeHTTP, safeURL(o.Anchor.URL)
+		}
+		name := o.Anchor.Name()
+		m.shippers = append(m.shippers, m.newShipper(name, typ, dest, t, cursors[name], 1, DefaultTimeout, true))
+	}
+	if len(m.shippers) == 0 {
+		return m, nil
+	}
+	for _, s := range m.shippers {
+		m.wg.Add(1)
+		go s.run()
+	}
+	m.wg.Add(1)
+	go m.doorbell()
+	return m, nil
+}
+
+func (c SinkConfig) batchMax() int {
+	if c.BatchMax > 0 {
+		return c.BatchMax
+	}
+	return DefaultBatchMax
+}
+
+func (c SinkConfig) timeout() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return DefaultTimeout
+}
+
+// doorbell wakes every shipper when events are appended.
+func (m *Manager) doorbell() {
+	defer m.wg.Done()
+	for m.ctx.Err() == nil {
+		st, err := m.opts.Source.Head(m.ctx)
+		if err == nil {
+			sub := m.opts.Source.Subscribe(m.ctx, st.Last.Seq+1)
+			for range sub.C {
+				m.ring()
+			}
+		}
+		// Ended (slow, closed log, error): wake everyone, then resubscribe.
+		m.ring()
+		select {
+		case <-m.ctx.Done():
+		case <-time.After(m.opts.Poll):
+		}
+	}
+}
+
+func (m *Manager) ring() {
+	for _, s := range m.shippers {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close stops every shipper (a delivery in progress is cancelled) and
+// closes the targets. Cursors stay where the last acknowledged delivery
+// left them.
+func (m *Manager) Close() error {
+	m.cancel()
+	m.wg.Wait()
+	var err error
+	for _, s := range m.shippers {
+		err = errors.Join(err, s.target.Close())
+	}
+	return err
+}
+
+// Status reports every sink, in configuration order (the anchor last).
+func (m *Manager) Status() []Status {
+	out := make([]Status, 0, len(m.shippers))
+	for _, s := range m.shippers {
+		out = append(out, s.status())
+	}
+	return out
+}
+
+type shipper struct {
+	m         *Manager
+	name      string
+	typ, dest string
+	target    Target
+	batch     int
+	timeout   time.Duration
+	headsOnly bool
+	wake      chan struct{}
+
+	mu        sync.Mutex
+	cur       Cursor
+	last      uint64
+	lastErr   string
+	lastErrAt time.Time
+	lastOK    time.Time
+}
+
+func (m *Manager) newShipper(name, typ, dest string, t Target, cur Cursor, batch int, timeout time.Duration, headsOnly bool) *shipper {
+	return &shipper{m: m, name: name, typ: typ, dest: dest, target: t, cur: cur, batch: batch, timeout: timeout, headsOnly: headsOnly, wake: make(chan struct{}, 1)}
+}
+
+func (s *shipper) status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Status{Name: s.name, Type: s.typ, Destination: s.dest, Anchor: s.headsOnly, Cursor: s.cur, Last: s.last,
+		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK, Running: true}
+}
+
+// Lag is how many events a sink at cur has not received when the trail
+// ends at last; for the anchor, the events after its last anchored head.
+func Lag(cur Cursor, last uint64, headsOnly bool) uint64 {
+	at := cur.Seq
+	if headsOnly {
+		at = cur.HeadSeq
+	}
+	if last > at {
+		return last - at
+	}
+	return 0
+}
+
+func (s *shipper) run() {
+	defer s.m.wg.Done()
+	ctx := s.m.ctx
+	backoff := time.Duration(0)
+	for {
+		more, err := s.step(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		var wait <-chan time.Time
+		switch {
+		case err != nil:
+			backoff = min(max(2*backoff, s.m.opts.MinBackoff), s.m.opts.MaxBackoff)
+			// Jitter: sinks that failed together do not retry in lockstep.
+			d := backoff/2 + rand.N(backoff/2+1)
+			s.fail(err)
+			wait = time.After(d)
+		case more:
+			backoff = 0
+			continue
+		default:
+			backoff = 0
+			wait = time.After(s.m.opts.Poll)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wait:
+		case <-s.wake:
+			if err != nil {
+				// Woken during backoff: keep waiting out the backoff, so a
+				// busy trail does not hammer a sink that is down.
+				select {
+				case <-ctx.Done():
+					return
+				case <-wait:
+				}
+			}
+		}
+	}
+}
+
+func (s *shipper) fail(err error) {
+	s.mu.Lock()
+	first := s.lastErr == ""
+	s.lastErr, s.lastErrAt = err.Error(), s.m.opts.Now()
+	s.mu.Unlock()
+	if first {
+		s.m.opts.Logger.Warn("audit sink delivery failed; retrying with backoff", "sink", s.name, "err", err.Error())
+	}
+	s.m.opts.OnError(s.name, err)
+}
+
+// step delivers one batch; more is true when events remain.
+func (s *shipper) step(ctx context.Context) (more bool, err error) {
+	st, err := s.m.opts.Source.Head(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read the trail: %w", err)
+	}
+	s.mu.Lock()
+	cur := s.cur
+	s.last = st.Last.Seq
+	s.mu.Unlock()
+
+	var recs []Record
+	upto := cur.Seq
+	if !s.headsOnly && cur.Seq < st.Last.Seq {
+		// End the batch at a new head's seq, so the head goes with it: only
+		// the latest head is stored, and a sink that is behind would
+		// otherwise chase heads that keep moving past its batch.
+		var stop uint64
+		if h := st.Head; h != nil && h.Seq > cur.HeadSeq && h.Seq > cur.Seq {
+			stop = h.Seq
+		}
+		err := s.m.opts.Source.Range(ctx, cur.Seq+1, func(e audit.Event) bool {
+			recs = append(recs, Record{Event: &e})
+			return len(recs) < s.batch && e.Seq != stop
+		})
+		if err != nil {
+			return false, fmt.Errorf("read the trail: %w", err)
+		}
+		if n := len(recs); n > 0 {
+			if first := recs[0].Event.Seq; first > cur.Seq+1 {
+				s.m.opts.Logger.Warn("audit sink: events were pruned by retention before this sink received them",
+					"sink", s.name, "from", cur.Seq+1, "to", first-1)
+			}
+			upto = recs[n-1].Event.Seq
+		}
+	}
+	if h := st.Head; h != nil && h.Seq > cur.HeadSeq && (s.headsOnly || h.Seq <= upto) {
+		hc := *h
+		recs = append(recs, Record{Head: &hc})
+	}
+	if len(recs) == 0 {
+		return false, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.timeout)
+	err = s.target.Deliver(dctx, recs)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	next := cur
+	next.Seq = upto
+	if last := recs[len(recs)-1]; last.Head != nil {
+		next.HeadSeq = last.Head.Seq
+		if s.headsOnly {
+			next.Seq = last.Head.Seq
+		}
+	}
+	next.Updated = s.m.opts.Now().UTC()
+	// Delivered: record it even when Close is under way, or the batch
+	// would go again on the next start.
+	if err := s.m.opts.Cursors.SaveSinkCursor(context.WithoutCancel(ctx), s.name, next); err != nil {
+		// Delivered but not recorded: the batch goes again (at least once).
+		return false, fmt.Errorf("save cursor: %w", err)
+	}
+	s.mu.Lock()
+	recovered := s.lastErr != ""
+	s.cur, s.lastErr, s.lastOK = next, "", next.Updated
+	s.mu.Unlock()
+	if recovered {
+		s.m.opts.Logger.Info("audit sink delivering again", "sink", s.name, "cursor", next.Seq)
+	}
+	s.m.opts.OnDelivered(s.name)
+	return !s.headsOnly && upto < st.Last.Seq, nil
+}

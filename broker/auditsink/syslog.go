@@ -1,0 +1,177 @@
+package auditsink
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+// RFC 5424 header fields pamctl sends: facility 13 (log audit), severity 6
+// (informational), APP-NAME pamctl, MSGID the event type.
+const (
+	syslogPRI = 13*8 + 6
+	// maxUDP is the largest syslog datagram sent; bigger events need TCP.
+	maxUDP = 65000
+)
+
+// syslogTarget sends one RFC 5424 message per record, octet-counted on TCP
+// (RFC 6587 section 3.4.1), one datagram per message on UDP.
+type syslogTarget struct {
+	network string // tcp | udp
+	addr    string
+	tls     *tls.Config // tcp+tls
+	host    string
+	pid     string
+	conn    net.Conn
+}
+
+func newSyslogTarget(c SinkConfig) (*syslogTarget, error) {
+	scheme, hostport, err := parseSyslogAddr(c.Addr)
+	if err != nil {
+		return nil, err
+	}
+	t := &syslogTarget{network: "tcp", addr: hostport, host: syslogHost(), pid: strconv.Itoa(os.Getpid())}
+	switch scheme {
+	case "udp":
+		t.network = "udp"
+	case "tcp+tls":
+		host, _, _ := net.SplitHostPort(hostport)
+		if t.tls, err = tlsConfig(c.CAFile, host); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// syslogHost is the HOSTNAME field: printable ASCII, at most 255 bytes.
+func syslogHost() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "-"
+	}
+	return printASCII(h, 255)
+}
+
+func printASCII(s string, n int) string {
+	b := make([]byte, 0, min(len(s), n))
+	for i := 0; i < len(s) && len(b) < n; i++ {
+		if c := s[i]; c >= 33 && c <= 126 {
+			b = append(b, c)
+		}
+	}
+	if len(b) == 0 {
+		return "-"
+	}
+	return string(b)
+}
+
+// Message formats rec as an RFC 5424 message (without framing).
+func (t *syslogTarget) message(rec Record) ([]byte, error) {
+	line, err := rec.Line()
+	if err != nil {
+		return nil, err
+	}
+	ts := time.Now().UTC()
+	if rec.Event != nil {
+		ts = rec.Event.Time.UTC()
+	} else if rec.Head != nil {
+		ts = rec.Head.Time.UTC()
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "<%d>1 %s %s pamctl %s %s - ", syslogPRI, ts.Format("2006-01-02T15:04:05.000000Z"), t.host, t.pid, printASCII(rec.Kind(), 32))
+	b.Write(line)
+	return b.Bytes(), nil
+}
+
+func (t *syslogTarget) Deliver(ctx context.Context, recs []Record) error {
+	var frames [][]byte
+	for _, r := range recs {
+		msg, err := t.message(r)
+		if err != nil {
+			return err
+		}
+		if t.network == "udp" {
+			if len(msg) > maxUDP {
+				return fmt.Errorf("syslog: seq %d is %d bytes, more than a UDP datagram carries: use tcp:// or tcp+tls://", r.Seq(), len(msg))
+			}
+			frames = append(frames, msg)
+			continue
+		}
+		frames = append(frames, append(strconv.AppendInt(nil, int64(len(msg)), 10), ' '), msg)
+	}
+	if err := t.connect(ctx); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		t.conn.SetWriteDeadline(dl)
+	}
+	if t.network == "udp" {
+		for _, f := range frames {
+			if _, err := t.conn.Write(f); err != nil {
+				t.drop()
+				return fmt.Errorf("syslog: send to %s: %w", t.addr, err)
+			}
+		}
+		return nil
+	}
+	buf := net.Buffers(frames)
+	if _, err := buf.WriteTo(t.conn); err != nil {
+		t.drop()
+		return fmt.Errorf("syslog: send to %s: %w", t.addr, err)
+	}
+	return nil
+}
+
+// connect dials when there is no connection, or when the collector closed
+// the one we have: syslog receivers never send, so a readable EOF means
+// the peer is gone and a write would vanish into a dead socket.
+func (t *syslogTarget) connect(ctx context.Context) error {
+	if t.conn != nil && t.network == "tcp" && !t.alive() {
+		t.drop()
+	}
+	if t.conn != nil {
+		return nil
+	}
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, t.network, t.addr)
+	if err != nil {
+		return fmt.Errorf("syslog: connect to %s: %w", t.addr, err)
+	}
+	if t.tls != nil {
+		tc := tls.Client(c, t.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return fmt.Errorf("syslog: TLS handshake with %s: %w", t.addr, err)
+		}
+		c = tc
+	}
+	t.conn = c
+	return nil
+}
+
+func (t *syslogTarget) alive() bool {
+	t.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+	var one [1]byte
+	_, err := t.conn.Read(one[:])
+	t.conn.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (t *syslogTarget) drop() {
+	if t.conn != nil {
+		t.conn.Close()
+		t.conn = nil
+	}
+}
+
+func (t *syslogTarget) Close() error {
+	t.drop()
+	return nil
+}

@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// audit.sinks and audit.anchor decode strictly, validate every entry at
+// once, and config check never prints a credential they carry.
+func TestAuditSinksConfig(t *testing.T) {
+	dir := t.TempDir()
+	base := "data_dir: " + filepath.Join(dir, "data") + "\nmaster_key_file: " + filepath.Join(dir, "master.key") + "\n"
+	good := writeConfig(t, base+`audit:
+  head_every: 50
+  head_interval: 5s
+  sinks:
+    - { type: syslog, addr: "tcp+tls://siem.example.com:6514", ca_file: /etc/pamctl/ca.pem }
+    - type: http
+      url: "https://user:pa55word@collector.example.com/ingest?token=qu3rysecret"
+      format: splunk_hec
+      headers: { X-Source: inlinevalue }
+      headers_file: /etc/pamctl/hec
+      timeout: 10s
+    - { type: file, path: /var/log/pamctl/trail.jsonl, max_size: 1048576, max_files: 4 }
+  anchor: { url: "https://anchors.example.com/put?sig=anch0rsecret" }
+`)
+	r := runCLI(t, "config", "check", "--config", good)
+	if r.code != ExitOK {
+		t.Fatalf("valid sinks: %+v", r)
+	}
+	for _, secret := range []string{"pa55word", "qu3rysecret", "anch0rsecret", "inlinevalue"} {
+		if strings.Contains(r.out+r.err, secret) {
+			t.Errorf("config check printed %q:\n%s", secret, r.out)
+		}
+	}
+	for _, want := range []string{"head_every: 50", "head_interval: 5s", "timeout: 10s", "x-source: <hidden>", "headers_file: /etc/pamctl/hec", "max_files: 4"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.out)
+		}
+	}
+
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key in a sink", "audit:\n  sinks:\n    - { type: file, path: /x/y, max_file: 3 }\n",
+			[]string{`line 5: audit.sinks[0]: unknown key "max_file" (did you mean "max_files"?)`}},
+		{"unknown key in the anchor", "audit:\n  anchor: { fil: /x }\n", []string{`line 4: audit.anchor: unknown key "fil"`}},
+		{"timeout without unit", "audit:\n  sinks:\n    - { type: http, url: 'https://c/x', timeout: 30 }\n", []string{"timeout: 30 has no unit"}},
+		{"head_interval too short", "audit:\n  head_interval: 10ms\n", []string{"audit.head_interval: 10ms is below the minimum 1s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, "config", "check", "--config", writeConfig(t, base+tc.body))
+			if r.code != ExitUsage {
+				t.Fatalf("exit %d: %s", r.code, r.err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.err, w) {
+					t.Errorf("error lacks %q:\n%s", w, r.err)
+				}
+			}
+		})
+	}
+
+	// Every problem at once.
+	bad := writeConfig(t, base+`audit:
+  head_every: 0
+  sinks:
+    - { type: syslog, addr: "siem:514", path: /x }
+    - { type: http, url: "ftp://c/x", format: xml, headers: { Authorization: "Bearer inl1ne" } }
+    - { type: file, path: relative.jsonl, max_files: 1, max_size: 10 }
+    - { type: kafka }
+    - { type: file, path: /var/log/a.jsonl }
+    - { type: file, path: /var/log/a.jsonl }
+  anchor: { file: /a, url: "https://b/" }
+`)
+	r = runCLI(t, "config", "check", "--config", bad)
+	if r.code != ExitUsage {
+		t.Fatalf("bad sinks accepted: %+v", r)
+	}
+	for _, w := range []string{
+		"audit.head_every: 0 must be between 1 and 1000000",
+		`audit.sinks[0] (syslog): addr "siem:514" must be tcp+tls://`,
+		"path does not apply to a syslog sink",
+		`url "ftp://c/x" is not an http(s) URL`,
+		`format "xml" must be jsonl or splunk_hec`,
+		"authorization looks like a credential: put it in headers_file",
+		`path "relative.jsonl" must be an absolute path`,
+		"max_files 1 must be at least 2",
+		"max_size 10 must be at least 65536",
+		`type "kafka" must be syslog, http or file`,
+		"audit.sinks[5]: same name or destination as audit.sinks[4]",
+		"audit.anchor: set file or url, not both",
+	} {
+		if !strings.Contains(r.err, w) {
+			t.Errorf("error lacks %q:\n%s", w, r.err)
+		}
+	}
+	if strings.Contains(r.err, "inl1ne") {
+		t.Errorf("the refused header's value was printed:\n%s", r.err)
+	}
+}
