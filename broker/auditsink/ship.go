@@ -60,6 +60,29 @@ type Status struct {
 	LastDeliveryAt time.Time `json:"last_delivery_at,omitzero"`
 	// Running is false when read from a stopped data dir.
 	Running bool `json:"running"`
+	// Since is when the shipper started.
+	Since time.Time `json:"since,omitzero"`
+}
+
+// Stalled reports a sink that has events to deliver and has delivered
+// nothing for longer than budget (counted from its start when it never
+// delivered); nil while it keeps up or is merely slow.
+func (s Status) Stalled(now time.Time, budget time.Duration) error {
+	if s.Lag == 0 {
+		return nil
+	}
+	last := s.LastDeliveryAt
+	if last.Before(s.Since) {
+		last = s.Since
+	}
+	if idle := now.Sub(last); idle > budget {
+		msg := fmt.Sprintf("audit sink %s is %d events behind and delivered nothing for %s", s.Name, s.Lag, idle.Round(time.Second))
+		if s.LastError != "" {
+			msg += "; last error: " + s.LastError
+		}
+		return errors.New(msg)
+	}
+	return nil
 }
 
 // Options configure a Manager.
@@ -240,17 +263,18 @@ type shipper struct {
 	lastErr   string
 	lastErrAt time.Time
 	lastOK    time.Time
+	since     time.Time
 }
 
 func (m *Manager) newShipper(name, typ, dest string, t Target, cur Cursor, batch int, timeout time.Duration, headsOnly bool) *shipper {
-	return &shipper{m: m, name: name, typ: typ, dest: dest, target: t, cur: cur, batch: batch, timeout: timeout, headsOnly: headsOnly, wake: make(chan struct{}, 1)}
+	return &shipper{m: m, name: name, typ: typ, dest: dest, target: t, cur: cur, batch: batch, timeout: timeout, headsOnly: headsOnly, wake: make(chan struct{}, 1), since: time.Now()}
 }
 
 func (s *shipper) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Status{Name: s.name, Type: s.typ, Destination: s.dest, Anchor: s.headsOnly, Cursor: s.cur, Last: s.last,
-		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK, Running: true}
+		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK, Running: true, Since: s.since}
 }
 
 // Lag is how many events a sink at cur has not received when the trail

@@ -296,6 +296,10 @@ const (
 	probeIssuerEvery      = time.Minute
 	probeIssuerTimeout    = 5 * time.Second
 	probeProviderKeyEvery = 10 * time.Second
+	probeSinkEvery        = 15 * time.Second
+	// sinkLagBudget is how long an audit sink may go without a delivery
+	// while events wait before /readyz lists it as degraded.
+	sinkLagBudget = 5 * time.Minute
 )
 
 // probes are /readyz's background checks: the store takes writes (critical),
@@ -334,6 +338,21 @@ func (a *App) probes() []probe {
 				},
 			})
 		}
+	}
+	for _, st := range a.SinkStatus() {
+		name := st.Name
+		ps = append(ps, probe{
+			name: checkSink + name, every: probeSinkEvery,
+			hint: fmt.Sprintf("audit sink %s has fallen behind (nothing delivered for %s while events wait); the trail is safe in the store and the sink gets everything when it is back: check `pamctl audit sinks` and the collector", name, sinkLagBudget),
+			run: func(context.Context) error {
+				for _, st := range a.SinkStatus() {
+					if st.Name == name {
+						return st.Stalled(time.Now(), sinkLagBudget)
+					}
+				}
+				return nil
+			},
+		})
 	}
 	if a.every > 0 {
 		for i := range ps {

@@ -176,6 +176,7 @@ const (
 	checkStore        = "store_writable"
 	checkIssuer       = "issuer/"       // + issuer name
 	checkProviderKey  = "provider_key/" // + upstream name
+	checkSink         = "audit_sink/"   // + sink name
 )
 
 // probe is a readiness check that runs in the background, never on a
