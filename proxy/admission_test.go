@@ -85,6 +85,9 @@ func TestLimitsApplyBeforeTheBody(t *testing.T) {
 			t.Fatalf("size %d: %d %s", size, res.StatusCode, b)
 		}
 	}
+	// The first call's reservation is returned when its handler ends,
+	// which may be just after its client saw the answer.
+	waitFor(t, "the budget released", func() bool { return h.proxy.inflight.inUse() == 0 })
 	if got := h.proxy.inflight.inUse(); got != 0 {
 		t.Fatalf("%d body bytes still reserved", got)
 	}
