@@ -17,6 +17,10 @@ import (
 // (link.MaxAuditBatch events, each field-capped by the proxy).
 const MaxProxyAuditBody = 16 << 20
 
+// MaxHoldBody caps a held call's description (claims, rules, a ~1 KiB
+// excerpt).
+const MaxHoldBody = 64 << 10
+
 // proxyRoutes mounts the API of local proxies (broker role): enrollment
 // with a proxy:serve grant, then, for the enrolled proxy only, the
 // revocation stream, sealed provider keys, configuration and audit
@@ -47,6 +51,19 @@ func (s *Server) proxyRoutes(mux *http.ServeMux) {
 		}
 		s.Proxies.ReportConfig(r.Context(), e.ID, in.Version)
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	handle(mux, "POST /v1/proxies/hold", MaxHoldBody, s.enrolled(func(w http.ResponseWriter, r *http.Request, e *link.Enrollment) {
+		var in link.HoldRequest
+		if !readJSON(w, r, &in) {
+			return
+		}
+		d, err := s.Proxies.Hold(r.Context(), e, in)
+		if err != nil {
+			s.logErr(r, err)
+			writeError(w, proxyErr(err))
+			return
+		}
+		writeJSON(w, http.StatusOK, d)
 	}))
 	handle(mux, "POST /v1/proxies/audit", MaxProxyAuditBody, s.enrolled(func(w http.ResponseWriter, r *http.Request, e *link.Enrollment) {
 		var in link.AuditBatch
@@ -94,7 +111,9 @@ func adminActor() *audit.Actor {
 	return &audit.Actor{Subject: AdminIdentity.Subject, Issuer: AdminIdentity.Issuer, Kind: audit.ActorKind(AdminIdentity.Kind)}
 }
 
-func linkCaller(who broker.Identity) link.Caller { return link.Caller{Subject: who.Subject, Issuer: who.Issuer} }
+func linkCaller(who broker.Identity) link.Caller {
+	return link.Caller{Subject: who.Subject, Issuer: who.Issuer}
+}
 
 func (s *Server) proxyEnroll(w http.ResponseWriter, r *http.Request, who broker.Identity) {
 	var in link.EnrollRequest

@@ -150,8 +150,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.o.BrokerURL+path, body)
 	if err != nil {
 		return err
@@ -635,4 +638,14 @@ func (c *Client) shipLoop(ctx context.Context) {
 // Verifier is the proxy's token verifier over the broker's JWKS.
 func (c *Client) Verifier() *token.Verifier {
 	return &token.Verifier{Keys: c, Issuer: c.o.BrokerURL, Audience: token.AudienceProxy, Use: token.UseAccess}
+}
+
+// Hold sends a held call to the broker and waits for its decision (ctx
+// bounds the wait: the proxy's hold timeout).
+func (c *Client) Hold(ctx context.Context, h HoldRequest) (HoldDecision, error) {
+	var d HoldDecision
+	if err := c.do(ctx, http.MethodPost, "/v1/proxies/hold", h, &d); err != nil {
+		return HoldDecision{}, err
+	}
+	return d, nil
 }

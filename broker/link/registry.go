@@ -70,6 +70,9 @@ type Registry struct {
 	Revoked Revocations
 	Keys    Keys
 	Audit   AuditLog
+	// Holds decides calls a proxy holds for approval (the broker's
+	// prompt holds); nil refuses them.
+	Holds func(ctx context.Context, h HoldRequest) (HoldDecision, error)
 	// Config returns the rules, masking, limits and upstreams document.
 	Config func() ProxyConfig
 	Now    func() time.Time
@@ -468,3 +471,19 @@ const (
 	TypeProxyEnrolled = audit.TypeProxyEnrolled
 	TypeProxyRevoked  = audit.TypeProxyRevoked
 )
+
+// Hold passes a held call to the broker's approvers and waits. The
+// grant must be the token's and still live: a proxy cannot hold (and so
+// get released) calls for a grant the broker revoked.
+func (r *Registry) Hold(ctx context.Context, e *Enrollment, h HoldRequest) (HoldDecision, error) {
+	if r.Holds == nil {
+		return HoldDecision{}, fmt.Errorf("%w: this broker takes no held calls", ErrForbidden)
+	}
+	if h.Grant == "" || h.Grant != h.Claims.Req {
+		return HoldDecision{}, fmt.Errorf("%w: the hold's grant does not match its token", ErrInvalid)
+	}
+	if _, revoked := r.Revoked.RevokedGrants()[h.Grant]; revoked {
+		return HoldDecision{}, fmt.Errorf("%w: grant %s was revoked", ErrForbidden, h.Grant)
+	}
+	return r.Holds(ctx, h)
+}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // ScopeServe is the scope a proxy's workload identity must be granted to
@@ -195,4 +196,37 @@ func sealAEAD(shared, ephPub, recipient []byte) (cipher.AEAD, error) {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
+}
+
+// Subjects names approvers (users and groups).
+type Subjects struct {
+	Users  []string `json:"users,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+}
+
+// HoldApproval is one require_approval rule that matched a call.
+type HoldApproval struct {
+	Rule      string   `json:"rule"`
+	Approvers Subjects `json:"approvers"`
+}
+
+// HoldRequest is the body of POST /v1/proxies/hold: a call a prompt rule
+// holds for approval, as the proxy saw it (see proxy.HoldRequest).
+type HoldRequest struct {
+	Grant        string         `json:"grant"`
+	Claims       token.Claims   `json:"claims"`
+	Rule         string         `json:"rule"`
+	Approvers    Subjects       `json:"approvers"`
+	Approvals    []HoldApproval `json:"approvals,omitempty"`
+	Model        string         `json:"model,omitempty"`
+	Endpoint     string         `json:"endpoint,omitempty"`
+	Excerpt      string         `json:"excerpt,omitempty"`
+	PromptSHA256 string         `json:"prompt_sha256,omitempty"`
+}
+
+// HoldDecision is its answer.
+type HoldDecision struct {
+	Approved bool   `json:"approved"`
+	ID       string `json:"id,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }

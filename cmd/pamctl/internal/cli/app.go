@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/notify"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
@@ -44,25 +46,35 @@ type AppOptions struct {
 	// Now is the broker's clock (tests inject one to expire sessions);
 	// nil means time.Now.
 	Now func() time.Time
+	// BrokerHTTP carries the proxy role's calls to the broker (TLS
+	// settings go in its transport); nil: a default client.
+	BrokerHTTP *http.Client
 }
 
 // App is one running pamctl server: the composition root that wires the
 // store, vault, keyring, audit log, broker service and proxy together.
 type App struct {
-	cfg    *Config
-	dev    bool
-	log    *slog.Logger
-	db     *store.DB
-	vault  *vault.Vault
-	keys   *token.Keyring
-	audit  *watchedAudit   // the log, its failures reported to health
-	health *health         // named checks behind /readyz
-	counts *store.Counters // the proxy's limit counters
-	broker *broker.Service
-	api    *api.Server
-	proxy  *proxy.Proxy
-	devIss *devissuer.Issuer // dev mode only
-	hook   *notify.Webhook   // nil without notify.webhook
+	cfg      *Config
+	dev      bool
+	log      *slog.Logger
+	db       *store.DB
+	vault    *vault.Vault
+	keys     *token.Keyring
+	audit    *watchedAudit   // the log, its failures reported to health
+	health   *health         // named checks behind /readyz
+	counts   *store.Counters // the proxy's limit counters
+	broker   *broker.Service
+	api      *api.Server
+	proxy    *proxy.Proxy
+	devIss   *devissuer.Issuer // dev mode only
+	hook     *notify.Webhook   // nil without notify.webhook
+	fleet    *link.Registry    // local proxies (roles all and broker)
+	proxyCfg atomic.Pointer[link.ProxyConfig]
+
+	// The proxy role (role_proxy.go).
+	link  *link.Client
+	spool *store.Spool
+	live  atomic.Pointer[proxy.Proxy]
 
 	brokerLn, proxyLn, adminLn net.Listener
 	mockLn                     net.Listener // dev mock upstream
@@ -78,6 +90,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, stopping: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Role == RoleProxy {
+		return newProxyApp(ctx, a, o)
 	}
 	a.health = newHealth(a.log)
 	a.health.registerAll(cfg.DataDir)
@@ -167,6 +182,18 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
 		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Via: broker.ViaSocket},
 		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...)}
+	pc, err := proxyConfigOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.proxyCfg.Store(&pc)
+	a.fleet = &link.Registry{Store: a.db, Grants: proxyGrants{a.broker}, Revoked: a.broker, Keys: linkKeys{vaultKeys{a.vault}}, Audit: a.audit,
+		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker)}
+	a.api.Proxies = a.fleet
+	if cfg.Role == RoleBroker {
+		ok = true // no proxy listener: local proxies serve the data path
+		return a, nil
+	}
 	ups, err := a.upstreams()
 	if err != nil {
 		return nil, err
@@ -419,8 +446,10 @@ func (a *App) listen() error {
 	if a.brokerLn, err = net.Listen("tcp", a.cfg.Broker.Addr); err != nil {
 		return fmt.Errorf("broker: %w (is another pamctl running? use --broker-addr)", err)
 	}
-	if a.proxyLn, err = net.Listen("tcp", a.cfg.Proxy.Addr); err != nil {
-		return fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
+	if a.cfg.Role != RoleBroker {
+		if a.proxyLn, err = net.Listen("tcp", a.cfg.Proxy.Addr); err != nil {
+			return fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
+		}
 	}
 	sock := SocketPath(a.cfg.DataDir)
 	_ = os.Remove(sock) // stale socket from a crash: we hold the db lock, so it is ours
@@ -456,6 +485,9 @@ func (a *App) ProxyURL() string {
 // in-flight requests finish (up to gracePeriod), the store closes. reload
 // is called on SIGHUP and when the config file changes.
 func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
+	if a.cfg.Role == RoleProxy {
+		return a.serveProxyRole(ctx)
+	}
 	readyz := a.health.readyz(a.stopping)
 	health := http.NewServeMux()
 	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -470,11 +502,14 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	}
 	// The broker's listeners bound slow bodies in seconds (api.HTTPServer).
-	a.servers = []*http.Server{a.api.HTTPServer(public), mk(health), a.api.HTTPServer(a.api.Admin())}
-	if a.mockLn != nil {
-		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
+	a.servers = []*http.Server{a.api.HTTPServer(public), a.api.HTTPServer(a.api.Admin())}
+	lns := []net.Listener{a.brokerLn, a.adminLn}
+	if a.proxy != nil {
+		a.servers, lns = append(a.servers, mk(health)), append(lns, a.proxyLn)
 	}
-	lns := []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn}
+	if a.mockLn != nil {
+		a.servers, lns = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey}))), append(lns, a.mockLn)
+	}
 	errc := make(chan error, len(a.servers))
 	for i, s := range a.servers {
 		go func() {
@@ -622,7 +657,12 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		}
 		a.broker.SetPolicies(cfg.Policies)
 		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
-		a.proxy.SetInspection(insp)
+		if a.proxy != nil {
+			a.proxy.SetInspection(insp)
+		}
+		if pc, err := proxyConfigOf(cfg); err == nil {
+			a.proxyCfg.Store(&pc) // local proxies follow within a moment
+		}
 		applied = cfg
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
@@ -708,8 +748,14 @@ func (a *App) Close() error {
 		if a.proxy != nil {
 			err = errors.Join(err, a.proxy.Close()) // pending proxy.refused events
 		}
+		if p := a.live.Load(); p != nil {
+			err = errors.Join(err, p.Close())
+		}
 		if a.counts != nil {
 			err = errors.Join(err, a.counts.Close())
+		}
+		if a.spool != nil {
+			err = errors.Join(err, a.spool.Close())
 		}
 		if a.hook != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -37,11 +37,18 @@ func NewCmdServe(f *Factory, runF func(*cobra.Command, *ServeOptions) error) *co
 127.0.0.1:8700) and the OpenAI-compatible proxy (default 127.0.0.1:8701) in
 one process, with an owner-only admin socket in the data dir.
 
+--role splits them for a team deployment (docs/deployment.md): broker runs
+everything but the proxy listener; proxy runs the data path only, next to
+the agents, enrolled with the broker at server: by the workload identity in
+proxy.identity.id_token_file. The default, all, is both in one process.
+
 --dev needs no IdP and no OpenAI key: a temporary data dir (unless
 --data-dir), an embedded development OIDC issuer, a permissive dev policy,
 and a built-in mock upstream used while no provider key is vaulted.`,
 		Example: `  pamctl serve --dev
-  pamctl serve --config /etc/pamctl/config.yaml`,
+  pamctl serve --config /etc/pamctl/config.yaml
+  pamctl serve --role broker --config /etc/pamctl/broker.yaml
+  pamctl serve --role proxy --server https://pamctl.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runF != nil {
@@ -55,6 +62,7 @@ and a built-in mock upstream used while no provider key is vaulted.`,
 	cmd.Flags().String("proxy-addr", "", "proxy listen address (default 127.0.0.1:8701)")
 	cmd.Flags().String("master-key-file", "", "master key file (default $XDG_CONFIG_HOME/pamctl/master.key)")
 	cmd.Flags().String("log-format", "", "log format: text or json (default: text on a terminal)")
+	cmd.Flags().String("role", "", "what to run: all, broker or proxy (default all)")
 	return cmd
 }
 
@@ -67,6 +75,9 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	}
 	ios := o.f.IO
 	var cleanup func()
+	if o.Dev && cfg.Role == RoleProxy {
+		return withCode(ExitUsage, errors.New("--dev runs a broker with its own development issuer; a proxy enrolls with a real broker: drop --dev and set server: and proxy.identity.id_token_file"))
+	}
 	if o.Dev {
 		if cleanup, err = applyDevDefaults(cmd, cfg); err != nil {
 			return err
@@ -90,7 +101,14 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	if o.Dev {
 		printDevBanner(o.f, app)
 	} else {
-		logger.Info("pamctl serving", "broker", app.BrokerURL(), "proxy", app.ProxyURL(), "data_dir", cfg.DataDir)
+		switch cfg.Role {
+		case RoleBroker:
+			logger.Info("pamctl serving", "role", cfg.Role, "broker", app.BrokerURL(), "data_dir", cfg.DataDir)
+		case RoleProxy:
+			logger.Info("pamctl serving", "role", cfg.Role, "proxy", app.ProxyURL(), "broker", cfg.Server, "data_dir", cfg.DataDir)
+		default:
+			logger.Info("pamctl serving", "broker", app.BrokerURL(), "proxy", app.ProxyURL(), "data_dir", cfg.DataDir)
+		}
 	}
 	if o.Ready != nil {
 		o.Ready(app)
