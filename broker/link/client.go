@@ -649,3 +649,6 @@ func (c *Client) Hold(ctx context.Context, h HoldRequest) (HoldDecision, error) 
 	}
 	return d, nil
 }
+
+// SetRetry sets the pause between reconnection attempts (tests).
+func (c *Client) SetRetry(d time.Duration) { c.o.Retry = d }
