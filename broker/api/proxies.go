@@ -162,7 +162,11 @@ func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request, e *link.Enr
 			}
 		}()
 	}
-	err := s.Proxies.Stream(ctx, e, func(st link.StreamState) error {
+	hb, err := time.ParseDuration(r.URL.Query().Get("heartbeat")) // clamped by Stream
+	if err != nil || hb <= 0 {
+		hb = link.Heartbeat
+	}
+	err = s.Proxies.Stream(ctx, e, hb, func(st link.StreamState) error {
 		raw, err := json.Marshal(st)
 		if err != nil {
 			return err

@@ -38,6 +38,8 @@ type Spool interface {
 const (
 	DefaultStaleness = 30 * time.Second
 	DefaultSpoolMax  = 1 << 30
+	// maxRetry bounds the back-off between reconnection attempts.
+	maxRetry = 30 * time.Second
 	// jwksMinInterval rate-limits JWKS refetches on an unknown kid.
 	jwksMinInterval = time.Second
 )
@@ -289,12 +291,17 @@ func (c *Client) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); c.shipLoop(ctx) }()
+	wait := c.o.Retry
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := c.session1(ctx)
 		if ctx.Err() != nil {
 			break
 		}
-		c.o.Logger.Warn("broker link lost; reconnecting", "err", err.Error())
+		if time.Since(began) > time.Minute {
+			wait = c.o.Retry // it ran for a while: a fresh failure
+		}
+		c.o.Logger.Warn("broker link lost; reconnecting", "err", err.Error(), "retry_in", wait)
 		var ae *apiError
 		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
 			c.mu.Lock()
@@ -305,10 +312,16 @@ func (c *Client) Run(ctx context.Context) {
 				c.status.Store("this proxy was revoked by an admin: " + ae.Message)
 			}
 		}
+		if !c.ready.Load() && !strings.HasPrefix(c.status.Load().(string), "this proxy was revoked") {
+			c.status.Store("this proxy cannot enroll with the broker: " + err.Error())
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(c.o.Retry):
+		case <-time.After(wait):
 		}
+		// Back off while the broker keeps refusing or stays away, so a
+		// refused proxy does not flood the trail with attempts.
+		wait = min(wait*2, maxRetry)
 	}
 	wg.Wait()
 }
@@ -334,7 +347,10 @@ func (c *Client) stream(ctx context.Context) error {
 		t := time.AfterFunc(time.Until(e.ExpiresAt.Add(-time.Minute)), cancel)
 		defer t.Stop()
 	}
-	req, err := http.NewRequestWithContext(sctx, http.MethodGet, c.o.BrokerURL+"/v1/proxies/stream", nil)
+	// Heartbeats come four times per staleness period, so one late
+	// message never makes the proxy refuse calls.
+	hb := min(max(c.o.Staleness/4, MinHeartbeat), Heartbeat)
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, c.o.BrokerURL+"/v1/proxies/stream?heartbeat="+hb.String(), nil)
 	if err != nil {
 		return err
 	}

@@ -84,6 +84,23 @@ type Registry struct {
 	shipLock map[string]*sync.Mutex
 	acked    map[string]*Enrollment // recovered shipping state, per enrollment
 	contact  map[string]time.Time   // last persisted contact
+	keysV    string                 // vault version, shared by every stream
+	keysAt   time.Time
+}
+
+// keysVersion is the vault's version, computed at most every 200ms
+// whatever the number of streams.
+func (r *Registry) keysVersion(ctx context.Context) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); r.keysV == "" || now.Sub(r.keysAt) >= 200*time.Millisecond {
+		v, err := r.Keys.KeysVersion(ctx)
+		if err != nil {
+			return "", err
+		}
+		r.keysV, r.keysAt = v, now
+	}
+	return r.keysV, nil
 }
 
 func (r *Registry) now() time.Time {
@@ -260,16 +277,22 @@ func (r *Registry) ReportConfig(ctx context.Context, id, version string) {
 	_ = r.update(ctx, id, func(e *Enrollment) { e.ConfigVersion = clip(version, 80) })
 }
 
-// Heartbeat is how often the stream sends a state message when nothing
-// changed, so the proxy can tell a quiet broker from a lost one.
-const Heartbeat = 2 * time.Second
+// Heartbeat is the longest a stream stays silent: with nothing to say it
+// sends a state message anyway, so the proxy can tell a quiet broker from
+// a lost one. A proxy asks for shorter ones (down to MinHeartbeat) to
+// match its revocation staleness.
+const (
+	Heartbeat    = 5 * time.Second
+	MinHeartbeat = 250 * time.Millisecond
+)
 
 // Stream sends the revocation set and the keys and config versions to
 // one enrolled proxy: a full state first, then additions within Tick of a
 // revocation, a full state when one is dropped or a version changes, and
 // a heartbeat every Heartbeat. It returns when ctx ends, the enrollment
 // is revoked (ErrForbidden) or expires, or send fails.
-func (r *Registry) Stream(ctx context.Context, e *Enrollment, send func(StreamState) error) error {
+func (r *Registry) Stream(ctx context.Context, e *Enrollment, heartbeat time.Duration, send func(StreamState) error) error {
+	heartbeat = min(max(heartbeat, MinHeartbeat), Heartbeat)
 	kicked := r.kick(e.ID)
 	tick := r.Tick
 	if tick <= 0 {
@@ -279,7 +302,7 @@ func (r *Registry) Stream(ctx context.Context, e *Enrollment, send func(StreamSt
 	defer t.Stop()
 	var sent map[string]time.Time
 	var keysV, cfgV string
-	var lastSend, lastKeys time.Time
+	var lastSend time.Time
 	for {
 		now := r.now()
 		if !now.Before(e.ExpiresAt) {
@@ -289,13 +312,9 @@ func (r *Registry) Stream(ctx context.Context, e *Enrollment, send func(StreamSt
 			return fmt.Errorf("%w: the proxy:serve grant was revoked", ErrForbidden)
 		}
 		cur := r.Revoked.RevokedGrants()
-		kv := keysV
-		if now.Sub(lastKeys) >= 500*time.Millisecond || keysV == "" {
-			v, err := r.Keys.KeysVersion(ctx)
-			if err != nil {
-				return err
-			}
-			kv, lastKeys = v, now
+		kv, err := r.keysVersion(ctx)
+		if err != nil {
+			return err
 		}
 		cv := r.Config().Version
 		msg := StreamState{KeysVersion: kv, ConfigVersion: cv, Time: now.UTC()}
@@ -316,7 +335,7 @@ func (r *Registry) Stream(ctx context.Context, e *Enrollment, send func(StreamSt
 			msg.Revoked = cur
 		case len(added) > 0:
 			msg.Delta, msg.Revoked = true, added
-		case now.Sub(lastSend) >= Heartbeat:
+		case now.Sub(lastSend) >= heartbeat:
 			msg.Delta, msg.Revoked = true, map[string]time.Time{}
 		default:
 			msg.Revoked = nil
