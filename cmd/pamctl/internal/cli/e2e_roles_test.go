@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -38,7 +37,7 @@ type roleBroker struct {
 	addr string
 }
 
-func startRoleBroker(t *testing.T, dir, addr, upstream string) *roleBroker {
+func startRoleBroker(t *testing.T, dir, addr, upstream string, adjust ...func(*Config)) *roleBroker {
 	t.Helper()
 	cfg, err := LoadConfig("", nil)
 	if err != nil {
@@ -50,6 +49,9 @@ func startRoleBroker(t *testing.T, dir, addr, upstream string) *roleBroker {
 	cfg.MasterKeyFile = filepath.Join(dir, "master.key")
 	cfg.Policies = rolePolicies
 	cfg.Upstreams = []UpstreamConfig{{Name: "openai", URL: upstream + "/v1", Key: "openai"}}
+	for _, f := range adjust {
+		f(cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	app, err := NewApp(ctx, cfg, AppOptions{Dev: true})
 	if err != nil {
@@ -57,7 +59,14 @@ func startRoleBroker(t *testing.T, dir, addr, upstream string) *roleBroker {
 		t.Fatal(err)
 	}
 	s := &testServer{app: app, cancel: cancel, done: make(chan error, 1), dir: dir}
-	go func() { s.done <- app.Serve(ctx, func() (*Config, error) { return cfg, nil }) }()
+	go func() {
+		s.done <- app.Serve(ctx, func() (*Config, error) {
+			if f := s.reload.Load(); f != nil {
+				return (*f)()
+			}
+			return cfg, nil
+		})
+	}()
 	t.Cleanup(s.stop)
 	t.Setenv("PAMCTL_SERVER", app.BrokerURL())
 	t.Setenv("PAMCTL_DATA_DIR", cfg.DataDir)
@@ -344,5 +353,4 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 			return nil
 		})
 	}
-	_ = net.JoinHostPort
 }
