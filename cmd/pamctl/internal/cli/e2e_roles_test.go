@@ -164,8 +164,12 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 	dir := t.TempDir()
 	var upMu sync.Mutex
 	upCalls := 0
+	wantKey := testProviderKey
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+testProviderKey {
+		upMu.Lock()
+		want := wantKey
+		upMu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer "+want {
 			http.Error(w, `{"error":{"message":"bad key","type":"invalid_request_error","code":"invalid_api_key"}}`, http.StatusUnauthorized)
 			return
 		}
@@ -258,6 +262,19 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 		}
 	}
 
+	// vault set on the broker: the proxies take the new key at once.
+	const rotatedKey = "sk-proj-rolesROTATED9876543210zyxwvutsrqponmlkjihgfedcba"
+	upMu.Lock()
+	wantKey = rotatedKey
+	upMu.Unlock()
+	if _, err := admin.VaultSet(ctx, "openai", []byte(rotatedKey)); err != nil {
+		t.Fatal(err)
+	}
+	_, tokK := grant()
+	for _, p := range []*roleProxy{pa, pb} {
+		waitFor(t, "the rotated key", 2*time.Second, func() bool { code, _, _ := p.call(t, tokK); return code == http.StatusOK })
+	}
+
 	// The broker goes away: the tolerant proxy keeps serving and spooling;
 	// the strict one refuses once its staleness passes.
 	_, tok2 := grant()
@@ -344,7 +361,7 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 				return err
 			}
 			raw, _ := os.ReadFile(path)
-			if bytes.Contains(raw, []byte(testProviderKey)) || bytes.Contains(raw, bytes.TrimSpace(mk)) {
+			if bytes.Contains(raw, []byte(testProviderKey)) || bytes.Contains(raw, []byte(rotatedKey)) || bytes.Contains(raw, bytes.TrimSpace(mk)) {
 				t.Errorf("%s holds a secret", path)
 			}
 			if filepath.Base(path) != "spool.db" {
