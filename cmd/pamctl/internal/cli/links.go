@@ -140,6 +140,17 @@ func (h remoteHolder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.Ho
 // prompt holds, as the in-process holder does.
 func brokerHolds(b *broker.Service) func(context.Context, link.HoldRequest) (link.HoldDecision, error) {
 	return func(ctx context.Context, h link.HoldRequest) (link.HoldDecision, error) {
+		// The proxy vouches for the token; the broker still checks that
+		// the grant is the caller's own live grant, so a proxy cannot
+		// raise held calls in anyone's name.
+		who := broker.Identity{Subject: h.Claims.Subject, Issuer: h.Claims.IdP}
+		g, err := b.Get(ctx, who, h.Grant)
+		if err != nil {
+			return link.HoldDecision{}, err
+		}
+		if !g.Requester.Same(who) || g.Kind != broker.KindAccess || g.State != broker.StateApproved {
+			return link.HoldDecision{}, fmt.Errorf("%w: grant %s is not a live grant of %s", link.ErrForbidden, h.Grant, h.Claims.Subject)
+		}
 		req := proxy.HoldRequest{GrantID: h.Grant, Claims: &h.Claims, Rule: h.Rule, Approvers: rules.Approvers{Users: h.Approvers.Users, Groups: h.Approvers.Groups},
 			Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, PromptSHA256: h.PromptSHA256}
 		for _, a := range h.Approvals {
