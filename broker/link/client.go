@@ -651,10 +651,28 @@ func (c *Client) shipLoop(ctx context.Context) {
 	}
 }
 
-// Verifier is the proxy's token verifier over the broker's JWKS.
-func (c *Client) Verifier() *token.Verifier {
-	return &token.Verifier{Keys: c, Issuer: c.o.BrokerURL, Audience: token.AudienceProxy, Use: token.UseAccess}
+// Verifier is the proxy's token verifier over the broker's JWKS, for the
+// issuer the broker names at enrollment (its server URL when it has not
+// said).
+func (c *Client) Verifier() TokenVerifier { return remoteVerifier{c} }
+
+// TokenVerifier is what the proxy needs of a verifier.
+type TokenVerifier interface {
+	Verify(raw string) (*token.Claims, error)
 }
+
+type remoteVerifier struct{ c *Client }
+
+func (v remoteVerifier) Verify(raw string) (*token.Claims, error) {
+	iss := v.c.o.BrokerURL
+	if e := v.c.Enrollment(); e != nil && e.TokenIssuer != "" {
+		iss = e.TokenIssuer
+	}
+	return (&token.Verifier{Keys: v.c, Issuer: iss, Audience: token.AudienceProxy, Use: token.UseAccess}).Verify(raw)
+}
+
+// SetRetry sets the pause between reconnection attempts (tests).
+func (c *Client) SetRetry(d time.Duration) { c.o.Retry = d }
 
 // Hold sends a held call to the broker and waits for its decision (ctx
 // bounds the wait: the proxy's hold timeout).
@@ -665,6 +683,3 @@ func (c *Client) Hold(ctx context.Context, h HoldRequest) (HoldDecision, error) 
 	}
 	return d, nil
 }
-
-// SetRetry sets the pause between reconnection attempts (tests).
-func (c *Client) SetRetry(d time.Duration) { c.o.Retry = d }

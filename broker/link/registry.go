@@ -76,6 +76,9 @@ type Registry struct {
 	// Config returns the rules, masking, limits and upstreams document.
 	Config func() ProxyConfig
 	Now    func() time.Time
+	// TokenIssuer is the iss of the broker's access tokens, told to each
+	// proxy at enrollment.
+	TokenIssuer string
 	// Tick is how often the stream looks for changes (default 100ms).
 	Tick time.Duration
 
@@ -151,7 +154,7 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		e = &Enrollment{ID: token.NewID()[:16], Subject: who.Subject, Issuer: who.Issuer, Enrolled: now}
 	}
 	e.Grant, e.ExpiresAt, e.PublicKey = in.Grant, expires, in.PublicKey
-	e.Version, e.Address, e.LastContact = clip(in.Version, 64), clip(in.Address, 256), now
+	e.Version, e.Address, e.LastContact, e.TokenIssuer = clip(in.Version, 64), clip(in.Address, 256), now, r.TokenIssuer
 	r.mu.Lock()
 	if st := r.acked[e.ID]; st != nil { // keep the shipping state current
 		e.Acked, e.AckedAt = st.Acked, st.AckedAt

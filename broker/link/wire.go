@@ -71,6 +71,10 @@ type Enrollment struct {
 	// a broker crash starts scanning).
 	Acked   uint64 `json:"acked"`
 	AckedAt uint64 `json:"acked_at"`
+	// TokenIssuer is the iss of the broker's access tokens, which the
+	// proxy checks (the broker's own URL, which may differ from the
+	// address the proxy reaches it by).
+	TokenIssuer string `json:"token_issuer,omitempty"`
 }
 
 // Active reports whether e may still serve at now.

@@ -188,7 +188,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	a.proxyCfg.Store(&pc)
 	a.fleet = &link.Registry{Store: a.db, Grants: proxyGrants{a.broker}, Revoked: a.broker, Keys: linkKeys{vaultKeys{a.vault}}, Audit: a.audit,
-		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker)}
+		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker), TokenIssuer: brokerURL}
 	a.api.Proxies = a.fleet
 	if cfg.Role == RoleBroker {
 		ok = true // no proxy listener: local proxies serve the data path

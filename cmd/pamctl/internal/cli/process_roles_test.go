@@ -97,7 +97,7 @@ upstreams:
 	if _, err := admin.VaultSet(context.Background(), "openai", []byte(testProviderKey)); err != nil {
 		t.Fatal(err)
 	}
-	proxyCfg := func(name, addr, staleness string) string {
+	proxyCfg := func(name, server, addr, staleness string) string {
 		f := filepath.Join(dir, name+".yaml")
 		os.WriteFile(f, []byte(fmt.Sprintf(`role: proxy
 server: %s
@@ -106,13 +106,16 @@ proxy:
   addr: %s
   identity: { id_token_file: %s }
   revocation_staleness: %s
-`, brokerURL, filepath.Join(dir, name), addr, mint(name), staleness)), 0o600)
+`, server, filepath.Join(dir, name), addr, mint(name), staleness)), 0o600)
 		return f
 	}
 	aaddr, baddrP := freePort(t), freePort(t)
-	aCfg := proxyCfg("proxy-a", aaddr, "30s")
+	aCfg := proxyCfg("proxy-a", brokerURL, aaddr, "30s")
 	start("proxy-a", "serve", "--config", aCfg)
-	start("proxy-b", "serve", "--config", proxyCfg("proxy-b", baddrP, "2s"))
+	// proxy-b reaches the broker by another name than the broker's own
+	// URL (the tokens' issuer): it checks the issuer the broker names.
+	_, port, _ := strings.Cut(baddr, ":")
+	start("proxy-b", "serve", "--config", proxyCfg("proxy-b", "http://localhost:"+port, baddrP, "2s"))
 	ready := func(addr string) bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
