@@ -91,6 +91,8 @@ type Client struct {
 	jwks     token.StaticKeys
 	jwksAt   time.Time
 
+	enrollMu sync.Mutex // one enrollment or renewal at a time
+
 	ready   atomic.Bool
 	shipped chan struct{}
 	status  atomic.Value // string: why the gate refuses
@@ -209,9 +211,6 @@ func (c *Client) login(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read proxy.identity.id_token_file: %w", err)
 	}
-	c.mu.Lock()
-	c.session = ""
-	c.mu.Unlock()
 	var sess struct {
 		Token string `json:"token"`
 	}
@@ -259,9 +258,6 @@ func (c *Client) enroll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.enrolled = nil
-	c.mu.Unlock()
 	in := EnrollRequest{Grant: g, PublicKey: c.priv.PublicKey().Bytes(), Version: c.o.Version, Address: c.o.Address, ID: prev}
 	var e Enrollment
 	if err := c.do(ctx, http.MethodPost, "/v1/proxies/enroll", in, &e); err != nil {
@@ -291,6 +287,8 @@ func (c *Client) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); c.shipLoop(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); c.renewLoop(ctx) }()
 	wait := c.o.Retry
 	for ctx.Err() == nil {
 		began := time.Now()
@@ -328,10 +326,8 @@ func (c *Client) Run(ctx context.Context) {
 
 // session1 runs one connection: enroll if needed, then the stream.
 func (c *Client) session1(ctx context.Context) error {
-	if c.Enrollment() == nil || !c.o.Now().Before(c.Enrollment().ExpiresAt.Add(-time.Minute)) {
-		if err := c.enroll(ctx); err != nil {
-			return err
-		}
+	if err := c.enrollIf(ctx, func(e *Enrollment) bool { return e == nil || !c.o.Now().Before(e.ExpiresAt) }); err != nil {
+		return err
 	}
 	if err := c.loadJWKS(ctx); err != nil {
 		return err
@@ -342,11 +338,6 @@ func (c *Client) session1(ctx context.Context) error {
 func (c *Client) stream(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if e := c.Enrollment(); e != nil {
-		// Renew before the grant ends.
-		t := time.AfterFunc(time.Until(e.ExpiresAt.Add(-time.Minute)), cancel)
-		defer t.Stop()
-	}
 	// Heartbeats come four times per staleness period, so one late
 	// message never makes the proxy refuse calls.
 	hb := min(max(c.o.Staleness/4, MinHeartbeat), Heartbeat)
@@ -682,4 +673,48 @@ func (c *Client) Hold(ctx context.Context, h HoldRequest) (HoldDecision, error) 
 		return HoldDecision{}, err
 	}
 	return d, nil
+}
+
+// enrollIf enrolls (or renews) when need says so of the current
+// enrollment; one enrollment at a time.
+func (c *Client) enrollIf(ctx context.Context, need func(*Enrollment) bool) error {
+	c.enrollMu.Lock()
+	defer c.enrollMu.Unlock()
+	if !need(c.Enrollment()) {
+		return nil
+	}
+	return c.enroll(ctx)
+}
+
+// renewAt is when to renew e: a fifth of its lifetime (at least a
+// minute, at most half of it) before it ends, so a renewal that waits for an approver does
+// not interrupt the stream.
+func renewAt(e *Enrollment) time.Time {
+	life := e.ExpiresAt.Sub(e.LastContact)
+	return e.ExpiresAt.Add(-min(max(life/5, time.Minute), life/2))
+}
+
+// renewLoop renews the enrollment ahead of its end while the stream
+// keeps running on the current one.
+func (c *Client) renewLoop(ctx context.Context) {
+	for {
+		wait := 30 * time.Second
+		if e := c.Enrollment(); e != nil {
+			if d := renewAt(e).Sub(c.o.Now()); d <= 0 {
+				err := c.enrollIf(ctx, func(cur *Enrollment) bool { return cur != nil && !c.o.Now().Before(renewAt(cur)) })
+				if err == nil {
+					continue
+				}
+				c.o.Logger.Warn("enrollment renewal failed; retrying", "err", err.Error())
+				wait = 5 * time.Second
+			} else {
+				wait = min(wait, d)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }

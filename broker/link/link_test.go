@@ -439,3 +439,17 @@ func TestJWKSRefetchOnUnknownKidIsRateLimited(t *testing.T) {
 func jwkOf(kid string, pub ed25519.PublicKey) token.JWK {
 	return token.JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(pub), Kid: kid, Use: "sig", Alg: "EdDSA"}
 }
+
+func TestRenewAheadOfTheEnd(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct{ life, before time.Duration }{
+		{8 * time.Hour, 96 * time.Minute}, // a fifth
+		{2 * time.Minute, time.Minute},    // at least a minute
+		{time.Minute, 30 * time.Second},   // at most half: never at once
+	} {
+		e := &Enrollment{LastContact: t0, ExpiresAt: t0.Add(tc.life)}
+		if got := e.ExpiresAt.Sub(renewAt(e)); got != tc.before {
+			t.Errorf("life %s: renews %s before the end, want %s", tc.life, got, tc.before)
+		}
+	}
+}

@@ -306,8 +306,20 @@ func (r *Registry) Stream(ctx context.Context, e *Enrollment, heartbeat time.Dur
 	var sent map[string]time.Time
 	var keysV, cfgV string
 	var lastSend time.Time
+	loaded := r.now()
 	for {
 		now := r.now()
+		if now.Sub(loaded) >= time.Second {
+			// Pick up a renewal (new grant, later end) made meanwhile.
+			x, err := r.Store.GetEnrollment(ctx, e.ID)
+			if err != nil {
+				return err
+			}
+			if x.RevokedAt != nil {
+				return fmt.Errorf("%w: proxy %s was revoked by an admin", ErrForbidden, e.ID)
+			}
+			e, loaded = x, now
+		}
 		if !now.Before(e.ExpiresAt) {
 			return fmt.Errorf("%w: the enrollment ended with its grant", ErrForbidden)
 		}
