@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +94,10 @@ type Client struct {
 	jwksAt   time.Time
 
 	enrollMu sync.Mutex // one enrollment or renewal at a time
+
+	refMu    sync.Mutex
+	refused  map[string]int // gate refusals by code since refSince
+	refSince time.Time
 
 	ready   atomic.Bool
 	shipped chan struct{}
@@ -289,6 +295,21 @@ func (c *Client) Run(ctx context.Context) {
 	go func() { defer wg.Done(); c.shipLoop(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); c.renewLoop(ctx) }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				c.flushRefusals(context.WithoutCancel(ctx))
+				return
+			case <-t.C:
+				c.flushRefusals(ctx)
+			}
+		}
+	}()
 	wait := c.o.Retry
 	for ctx.Err() == nil {
 		began := time.Now()
@@ -499,6 +520,7 @@ func (c *Client) Refusal() (code, msg string) {
 func (c *Client) Gate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if code, msg := c.Refusal(); code != "" {
+			c.noteRefusal(code)
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Retry-After", "5")
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -718,3 +740,43 @@ func (c *Client) renewLoop(ctx context.Context) {
 		}
 	}
 }
+
+func (c *Client) noteRefusal(code string) {
+	c.refMu.Lock()
+	defer c.refMu.Unlock()
+	if c.refused == nil {
+		c.refused, c.refSince = map[string]int{}, c.o.Now()
+	}
+	c.refused[code]++
+}
+
+// flushRefusals records the calls the gate refused since the last flush
+// as one proxy.refused event (spooled and shipped like the others), so
+// an outage's refusals are in the trail without one event per call.
+func (c *Client) flushRefusals(ctx context.Context) {
+	c.refMu.Lock()
+	counts, since := c.refused, c.refSince
+	c.refused = nil
+	c.refMu.Unlock()
+	if len(counts) == 0 {
+		return
+	}
+	codes := make([]string, 0, len(counts))
+	total := 0
+	for code, n := range counts {
+		codes = append(codes, fmt.Sprintf("%s=%d", code, n))
+		total += n
+	}
+	slices.Sort(codes)
+	joined := strings.Join(codes, ",")
+	e := &audit.Event{Type: audit.TypeProxyRefused, Decision: "deny",
+		Error: fmt.Sprintf("%d calls refused while this proxy could not vouch for them (%s)", total, joined),
+		Details: map[string]string{"codes": joined, "count": strconv.Itoa(total), "gate": "link",
+			"window_start": since.UTC().Format(time.RFC3339Nano), "window_end": c.o.Now().UTC().Format(time.RFC3339Nano)}}
+	if err := c.Append(ctx, e); err != nil {
+		c.o.Logger.Warn("could not spool the gate's refusals", "err", err.Error(), "count", total)
+	}
+}
+
+// FlushRefusals writes the pending proxy.refused event now (tests).
+func (c *Client) FlushRefusals(ctx context.Context) { c.flushRefusals(ctx) }

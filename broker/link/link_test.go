@@ -396,6 +396,17 @@ func TestGateRefusesWhenStaleOrSpoolFull(t *testing.T) {
 	if s, c := code(); s != http.StatusServiceUnavailable || c != "audit_spool_full" {
 		t.Fatalf("spool full: %d %s", s, c)
 	}
+	// The refusals reach the trail as one counted event.
+	c.FlushRefusals(context.Background())
+	last := sp.evs[len(sp.evs)-1].Event
+	if last.Type != audit.TypeProxyRefused || last.Details["codes"] != "audit_spool_full=1,proxy_not_enrolled=1,revocations_stale=1" || last.Details["count"] != "3" {
+		t.Fatalf("refusals event: %+v", last)
+	}
+	n := len(sp.evs)
+	c.FlushRefusals(context.Background())
+	if len(sp.evs) != n {
+		t.Fatal("an empty window was recorded")
+	}
 }
 
 func TestJWKSRefetchOnUnknownKidIsRateLimited(t *testing.T) {
