@@ -276,6 +276,9 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 
 func (a *App) info() api.Info {
 	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
+	if a.cfg.Role == RoleBroker {
+		in.ProxyURL = "" // no proxy here: clients use their local one (proxy.addr)
+	}
 	for _, is := range a.cfg.Issuers {
 		is = is.WithDefaults()
 		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName,

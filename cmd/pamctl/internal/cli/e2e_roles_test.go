@@ -230,6 +230,12 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 		return id, tok
 	}
 	g1, tok1 := grant()
+	// exec points agents at the local proxy (proxy.addr): the broker runs none.
+	_, paPort, _ := strings.Cut(strings.TrimPrefix(pa.app.ProxyURL(), "http://"), ":")
+	t.Setenv("PAMCTL_PROXY_ADDR", "127.0.0.1:"+paPort)
+	if r := b.ts.as(t, "alice", "", "exec", "--request", g1, "--", "sh", "-c", "echo $OPENAI_BASE_URL"); r.code != 0 || strings.TrimSpace(r.out) != pa.app.ProxyURL()+"/v1" {
+		t.Fatalf("exec against a central broker: %+v", r)
+	}
 	for _, p := range []*roleProxy{pa, pb} {
 		if code, body, _ := p.call(t, tok1); code != http.StatusOK || !strings.Contains(body, "hi there") || strings.Contains(body, testProviderKey) {
 			t.Fatalf("call through %s: %d %s", p.dir, code, body)
