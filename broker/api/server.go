@@ -22,6 +22,7 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/auditsink"
+	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/vault"
 )
@@ -72,6 +73,9 @@ type Server struct {
 	// Hostnames are the names clients reach the broker by (broker.hostnames);
 	// Public refuses other Host headers (see HostCheck).
 	Hostnames []string
+	// Proxies, when set (broker role and all), serves the API of local
+	// proxies (/v1/proxies/*, /admin/proxies).
+	Proxies *link.Registry
 	// HeaderTimeout and BodyTimeout bound slow clients (see HTTPServer);
 	// zero means DefaultHeaderTimeout and DefaultBodyTimeout.
 	HeaderTimeout, BodyTimeout time.Duration
@@ -157,6 +161,7 @@ func (s *Server) Admin() http.Handler {
 	handle(mux, "GET /admin/sessions", 0, s.listSessions(true))
 	handle(mux, "POST /admin/sessions/revoke", MaxRevokeSessionsBody, s.revokeSessions(true))
 	handle(mux, "GET /admin/store/backup", 0, s.storeBackup)
+	s.proxyAdminRoutes(mux)
 	s.auditRoutes(mux, func(h authedFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { h(w, r, AdminIdentity) }
 	})
@@ -233,6 +238,7 @@ func (s *Server) common(mux *http.ServeMux) {
 	handle(mux, "POST /v1/requests/{id}/token", MaxEmptyBody, s.authed(s.token))
 	handle(mux, "POST /v1/token", MaxEmptyBody, s.authed(s.token))
 	handle(mux, "POST /v1/grants/{id}/revoke", MaxEmptyBody, s.authed(s.revoke))
+	s.proxyRoutes(mux)
 }
 
 // sessKey holds the broker.SessionInfo of the session in use; absent on

@@ -143,6 +143,8 @@ const (
 	TypePromptRefused   Type = "prompt.refused"
 	TypeTraceSpan       Type = "trace.span"
 	TypeProxyRefused    Type = "proxy.refused"
+	TypeProxyEnrolled   Type = "proxy.enrolled"
+	TypeProxyRevoked    Type = "proxy.revoked"
 	TypeAuditRead       Type = "audit.read"
 	TypeAuditExport     Type = "audit.export"
 	TypeAuditAnchor     Type = "audit.anchor"
@@ -182,6 +184,8 @@ var types = []TypeInfo{
 	{TypePromptRefused, "PAM-P004", "a held call was refused or timed out"},
 	{TypeTraceSpan, "PAM-P005", "a trace span of an agent run, recorded by the proxy"},
 	{TypeProxyRefused, "PAM-P006", "calls the proxy refused before authentication, counted per source and window"},
+	{TypeProxyEnrolled, "PAM-P007", "a local proxy enrolled (or renewed) with a proxy:serve grant, or was refused"},
+	{TypeProxyRevoked, "PAM-P008", "an admin revoked a local proxy's enrollment; it is cut off at once"},
 	{TypeAuditRead, "PAM-L001", "someone read the audit trail"},
 	{TypeAuditExport, "PAM-L002", "someone exported the audit trail"},
 	{TypeAuditAnchor, "PAM-L003", "old events were pruned; details carry the retention anchor"},

@@ -33,10 +33,11 @@ const (
 	KindUpstream = "upstream" // upstream:NAME, every model of one upstream
 	KindTraces   = "traces"   // traces:write, storing agent traces through the proxy
 	KindSessions = "sessions" // sessions:admin, list and end anyone's broker sessions
+	KindProxy    = "proxy"    // proxy:serve, a local proxy's workload identity may enroll
 )
 
 // ScopeKinds lists the kinds ValidScope accepts, in documentation order.
-var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream, KindTraces, KindSessions}
+var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream, KindTraces, KindSessions, KindProxy}
 
 // MaxScopeLen bounds the length of one scope string.
 const MaxScopeLen = 256

@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/auditsink"
+	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/notify"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
@@ -50,26 +52,36 @@ type AppOptions struct {
 	// ProbeEvery runs every /readyz probe this often (tests); 0: the
 	// production intervals (probe*Every).
 	ProbeEvery time.Duration
+	// BrokerHTTP carries the proxy role's calls to the broker (TLS
+	// settings go in its transport); nil: a default client.
+	BrokerHTTP *http.Client
 }
 
 // App is one running pamctl server: the composition root that wires the
 // store, vault, keyring, audit log, broker service and proxy together.
 type App struct {
-	cfg    *Config
-	dev    bool
-	log    *slog.Logger
-	every  time.Duration // AppOptions.ProbeEvery
-	db     *store.DB
-	vault  *vault.Vault
-	keys   *token.Keyring
-	audit  *watchedAudit   // the log, its failures reported to health
-	health *health         // named checks behind /readyz
-	counts *store.Counters // the proxy's limit counters
-	broker *broker.Service
-	api    *api.Server
-	proxy  *proxy.Proxy
-	devIss *devissuer.Issuer // dev mode only
-	hook   *notify.Webhook   // nil without notify.webhook
+	cfg      *Config
+	dev      bool
+	log      *slog.Logger
+	every    time.Duration // AppOptions.ProbeEvery
+	db       *store.DB
+	vault    *vault.Vault
+	keys     *token.Keyring
+	audit    *watchedAudit   // the log, its failures reported to health
+	health   *health         // named checks behind /readyz
+	counts   *store.Counters // the proxy's limit counters
+	broker   *broker.Service
+	api      *api.Server
+	proxy    *proxy.Proxy
+	devIss   *devissuer.Issuer // dev mode only
+	hook     *notify.Webhook   // nil without notify.webhook
+	fleet    *link.Registry    // local proxies (roles all and broker)
+	proxyCfg atomic.Pointer[link.ProxyConfig]
+
+	// The proxy role (role_proxy.go).
+	link  *link.Client
+	spool *store.Spool
+	live  atomic.Pointer[proxy.Proxy]
 
 	// sinks ships the trail to audit.sinks and its heads to audit.anchor.
 	sinks *auditsink.Manager
@@ -89,6 +101,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a := &App{cfg: cfg, dev: o.Dev, log: o.Logger, every: o.ProbeEvery, stopping: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Role == RoleProxy {
+		return newProxyApp(ctx, a, o)
 	}
 	a.health = newHealth(a.log)
 	a.health.registerAll(cfg.DataDir)
@@ -191,6 +206,18 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.db, Via: broker.ViaSocket},
 		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...),
 		Sinks:        a.SinkStatus}
+	pc, err := proxyConfigOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.proxyCfg.Store(&pc)
+	a.fleet = &link.Registry{Store: a.db, Grants: proxyGrants{a.broker}, Revoked: a.broker, Keys: linkKeys{vaultKeys{a.vault}}, Audit: a.audit,
+		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker), TokenIssuer: brokerURL}
+	a.api.Proxies = a.fleet
+	if cfg.Role == RoleBroker {
+		ok = true // no proxy listener: local proxies serve the data path
+		return a, nil
+	}
 	ups, err := a.upstreams()
 	if err != nil {
 		return nil, err
@@ -273,6 +300,9 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 
 func (a *App) info() api.Info {
 	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
+	if a.cfg.Role == RoleBroker {
+		in.ProxyURL = "" // no proxy here: clients use their local one (proxy.addr)
+	}
 	for _, is := range a.cfg.Issuers {
 		is = is.WithDefaults()
 		in.Issuers = append(in.Issuers, api.IssuerInfo{Name: is.Name, URL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, Workload: is.Workload, Dev: a.dev && is.Name == DevIssuerName,
@@ -528,10 +558,12 @@ func (a *App) listen() error {
 		return fmt.Errorf("broker: %w (is another pamctl running? use --broker-addr)", err)
 	}
 	a.brokerLn = withTLS(a.brokerLn, a.brokerTLS)
-	if a.proxyLn, err = net.Listen("tcp", a.cfg.Proxy.Addr); err != nil {
-		return fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
+	if a.cfg.Role != RoleBroker {
+		if a.proxyLn, err = net.Listen("tcp", a.cfg.Proxy.Addr); err != nil {
+			return fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
+		}
+		a.proxyLn = withTLS(a.proxyLn, a.proxyTLS)
 	}
-	a.proxyLn = withTLS(a.proxyLn, a.proxyTLS)
 	sock := SocketPath(a.cfg.DataDir)
 	_ = os.Remove(sock) // stale socket from a crash: we hold the db lock, so it is ours
 	old := syscall.Umask(0o177)
@@ -609,6 +641,9 @@ func scheme(c tlsconf.Config) string {
 // in-flight requests finish (up to gracePeriod), the store closes. reload
 // is called on SIGHUP and when the config file changes.
 func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
+	if a.cfg.Role == RoleProxy {
+		return a.serveProxyRole(ctx)
+	}
 	readyz := a.health.readyz(a.stopping)
 	health := http.NewServeMux()
 	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -623,11 +658,14 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	}
 	// The broker's listeners bound slow bodies in seconds (api.HTTPServer).
-	a.servers = []*http.Server{a.api.HTTPServer(public), mk(health), a.api.HTTPServer(a.api.Admin())}
-	if a.mockLn != nil {
-		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
+	a.servers = []*http.Server{a.api.HTTPServer(public), a.api.HTTPServer(a.api.Admin())}
+	lns := []net.Listener{a.brokerLn, a.adminLn}
+	if a.proxy != nil {
+		a.servers, lns = append(a.servers, mk(health)), append(lns, a.proxyLn)
 	}
-	lns := []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn}
+	if a.mockLn != nil {
+		a.servers, lns = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey}))), append(lns, a.mockLn)
+	}
 	// The critical probes' first round runs before anything is served.
 	bg, stopBg := context.WithCancel(context.Background())
 	probesDone := a.health.runProbes(bg, a.probes())
@@ -784,7 +822,12 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		}
 		a.broker.SetPolicies(cfg.Policies)
 		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
-		a.proxy.SetInspection(insp)
+		if a.proxy != nil {
+			a.proxy.SetInspection(insp)
+		}
+		if pc, err := proxyConfigOf(cfg); err == nil {
+			a.proxyCfg.Store(&pc) // local proxies follow within a moment
+		}
 		applied = cfg
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
@@ -880,8 +923,14 @@ func (a *App) Close() error {
 		if a.proxy != nil {
 			err = errors.Join(err, a.proxy.Close()) // pending proxy.refused events
 		}
+		if p := a.live.Load(); p != nil {
+			err = errors.Join(err, p.Close())
+		}
 		if a.counts != nil {
 			err = errors.Join(err, a.counts.Close())
+		}
+		if a.spool != nil {
+			err = errors.Join(err, a.spool.Close())
 		}
 		if a.hook != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

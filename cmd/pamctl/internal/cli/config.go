@@ -31,6 +31,9 @@ import (
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.
 type Config struct {
+	// Role is what `pamctl serve` runs: all (broker and proxy in one
+	// process, the default), broker, or proxy (docs/deployment.md).
+	Role   string `mapstructure:"role"`
 	Server string `mapstructure:"server"`
 	// CAFile is a PEM file of CA certificates the CLI trusts besides the
 	// system roots, for the broker, its dev issuer and (in pamctl exec's
@@ -94,7 +97,27 @@ type ProxyConfig struct {
 	// TLS and InsecurePlaintext: as for the broker (ListenConfig).
 	TLS               tlsconf.Config `mapstructure:"tls"`
 	InsecurePlaintext bool           `mapstructure:"insecure_plaintext"`
+	// The proxy role (docs/deployment.md): the workload identity it
+	// enrolls with; how long it serves without the broker's revocation
+	// stream (0: the 30s default); how many unshipped audit bytes it
+	// spools before refusing calls (0: 1 GiB).
+	Identity            ProxyIdentityConfig `mapstructure:"identity"`
+	RevocationStaleness time.Duration       `mapstructure:"revocation_staleness"`
+	SpoolMax            int64               `mapstructure:"spool_max"`
 }
+
+// ProxyIdentityConfig is proxy.identity: the workload's OIDC ID token
+// file (a Kubernetes service-account or CI token), re-read when it rotates.
+type ProxyIdentityConfig struct {
+	IDTokenFile string `mapstructure:"id_token_file"`
+}
+
+// Server roles.
+const (
+	RoleAll    = "all"
+	RoleBroker = "broker"
+	RoleProxy  = "proxy"
+)
 
 // SessionsConfig bounds broker sessions: an absolute lifetime from login
 // and an idle timeout (0 turns it off). See docs/sessions.md.
@@ -182,6 +205,7 @@ func ConfigHome() string {
 }
 
 func setDefaults(v *viper.Viper) {
+	v.SetDefault("role", RoleAll)
 	v.SetDefault("server", "http://"+DefaultBrokerAddr)
 	v.SetDefault("broker.addr", DefaultBrokerAddr)
 	v.SetDefault("proxy.addr", DefaultProxyAddr)
@@ -212,6 +236,7 @@ var flagKeys = map[string]string{
 	"proxy-addr":      "proxy.addr",
 	"log-format":      "log.format",
 	"ca-file":         "ca_file",
+	"role":            "role",
 }
 
 // LoadConfig reads the configuration. file may be empty: then PAMCTL_CONFIG
@@ -418,6 +443,18 @@ func (c *Config) Validate() error {
 	case "durable", "async":
 	default:
 		add("audit.sync: %q must be durable or async", c.Audit.Sync)
+	}
+	switch c.Role {
+	case RoleAll, RoleBroker:
+	case RoleProxy:
+		if c.Proxy.Identity.IDTokenFile == "" {
+			add("proxy.identity.id_token_file is required with role: proxy (the workload identity the proxy enrolls with)")
+		}
+	default:
+		add("role: %q must be all, broker or proxy", c.Role)
+	}
+	if c.Proxy.SpoolMax < 0 {
+		add("proxy.spool_max must not be negative (0: 1 GiB)")
 	}
 	switch c.Log.Format {
 	case "", "text", "json":

@@ -371,20 +371,21 @@ type durationBound struct {
 // durationBounds holds every duration key of Config; a test keeps it
 // complete. The minimums catch a unit slip ("90s" for "90d", "1m" for "1h").
 var durationBounds = map[string]durationBound{
-	"session_ttl":            {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "use sessions.max_lifetime"},
-	"sessions.max_lifetime":  {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "8h, the default"},
-	"sessions.idle_timeout":  {Min: time.Minute, Max: 8 * time.Hour, Zero: "no idle timeout"},
-	"proxy.timeout":          {Min: time.Second},
-	"proxy.hold_timeout":     {Min: time.Second, Max: time.Hour},
-	"proxy.body_timeout":     {Min: time.Second, Max: 10 * time.Minute},
-	"upstreams[].timeout":    {Min: time.Second, Zero: "use proxy.timeout"},
-	"audit.retention":        {Min: time.Hour, Zero: "keep events forever"},
-	"requests.retention":     {Min: time.Hour, Zero: "keep ended requests forever"},
-	"audit.head_interval":    {Min: time.Second, Max: time.Hour},
-	"audit.sinks[].timeout":  {Min: time.Second, Max: 10 * time.Minute, Zero: "30s, the default"},
-	"policies[].max_ttl":     {Policy: true},
-	"policies[].default_ttl": {Policy: true},
-	"policies[].pending_ttl": {Min: time.Minute, Zero: "1h, the default"},
+	"session_ttl":                {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "use sessions.max_lifetime"},
+	"sessions.max_lifetime":      {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "8h, the default"},
+	"sessions.idle_timeout":      {Min: time.Minute, Max: 8 * time.Hour, Zero: "no idle timeout"},
+	"proxy.timeout":              {Min: time.Second},
+	"proxy.hold_timeout":         {Min: time.Second, Max: time.Hour},
+	"proxy.body_timeout":         {Min: time.Second, Max: 10 * time.Minute},
+	"proxy.revocation_staleness": {Min: time.Second, Max: time.Hour, Zero: "30s, the default"},
+	"upstreams[].timeout":        {Min: time.Second, Zero: "use proxy.timeout"},
+	"audit.retention":            {Min: time.Hour, Zero: "keep events forever"},
+	"requests.retention":         {Min: time.Hour, Zero: "keep ended requests forever"},
+	"audit.head_interval":        {Min: time.Second, Max: time.Hour},
+	"audit.sinks[].timeout":      {Min: time.Second, Max: 10 * time.Minute, Zero: "30s, the default"},
+	"policies[].max_ttl":         {Policy: true},
+	"policies[].default_ttl":     {Policy: true},
+	"policies[].pending_ttl":     {Min: time.Minute, Zero: "1h, the default"},
 }
 
 // durationKeys lists every duration key of Config (list entries as []).

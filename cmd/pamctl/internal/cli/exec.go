@@ -112,7 +112,13 @@ func execRun(cmd *cobra.Command, o *ExecOptions) error {
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}
-	env := append(childEnv(os.Environ()), "OPENAI_BASE_URL="+info.ProxyURL, "OPENAI_API_KEY="+t.Token, "PAMCTL_GRANT="+t.Request.ID)
+	proxyURL := info.ProxyURL
+	if proxyURL == "" {
+		// A central broker (role: broker) runs no proxy: agents use the
+		// local proxy at proxy.addr (docs/deployment.md).
+		proxyURL = "http://" + cfg.Proxy.Addr + "/v1"
+	}
+	env := append(childEnv(os.Environ()), "OPENAI_BASE_URL="+proxyURL, "OPENAI_API_KEY="+t.Token, "PAMCTL_GRANT="+t.Request.ID)
 	if !o.KeepTracing {
 		env = append(env, "OPENAI_AGENTS_DISABLE_TRACING=1")
 	}

@@ -41,6 +41,11 @@ func NewCmdServe(f *Factory, runF func(*cobra.Command, *ServeOptions) error) *co
 127.0.0.1:8700) and the OpenAI-compatible proxy (default 127.0.0.1:8701) in
 one process, with an owner-only admin socket in the data dir.
 
+--role splits them for a team deployment (docs/deployment.md): broker runs
+everything but the proxy listener; proxy runs the data path only, next to
+the agents, enrolled with the broker at server: by the workload identity in
+proxy.identity.id_token_file. The default, all, is both in one process.
+
 --dev needs no IdP and no OpenAI key: a temporary data dir (unless
 --data-dir), an embedded development OIDC issuer, a permissive dev policy,
 and a built-in mock upstream used while no provider key is vaulted.
@@ -49,7 +54,9 @@ certificate for localhost, 127.0.0.1 and ::1 written to the data dir's
 tls/ folder; the banner names the --ca-file the CLI needs.`,
 		Example: `  pamctl serve --dev
   pamctl serve --dev --tls
-  pamctl serve --config /etc/pamctl/config.yaml`,
+  pamctl serve --config /etc/pamctl/config.yaml
+  pamctl serve --role broker --config /etc/pamctl/broker.yaml
+  pamctl serve --role proxy --server https://pamctl.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runF != nil {
@@ -64,6 +71,7 @@ tls/ folder; the banner names the --ca-file the CLI needs.`,
 	cmd.Flags().String("proxy-addr", "", "proxy listen address (default 127.0.0.1:8701)")
 	cmd.Flags().String("master-key-file", "", "master key file (default $XDG_CONFIG_HOME/pamctl/master.key)")
 	cmd.Flags().String("log-format", "", "log format: text or json (default: text on a terminal)")
+	cmd.Flags().String("role", "", "what to run: all, broker or proxy (default all)")
 	return cmd
 }
 
@@ -78,6 +86,9 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	var cleanup func()
 	if o.TLS && !o.Dev {
 		return withCode(ExitUsage, errors.New("--tls generates throwaway certificates and only goes with --dev; for real certificates set broker.tls and proxy.tls (cert_file, key_file) in the config"))
+	}
+	if o.Dev && cfg.Role == RoleProxy {
+		return withCode(ExitUsage, errors.New("--dev runs a broker with its own development issuer; a proxy enrolls with a real broker: drop --dev and set server: and proxy.identity.id_token_file"))
 	}
 	if o.Dev {
 		if cleanup, err = applyDevDefaults(cmd, cfg); err != nil {
@@ -107,7 +118,14 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 	if o.Dev {
 		printDevBanner(o.f, app)
 	} else {
-		logger.Info("pamctl serving", "broker", app.BrokerURL(), "proxy", app.ProxyURL(), "data_dir", cfg.DataDir)
+		switch cfg.Role {
+		case RoleBroker:
+			logger.Info("pamctl serving", "role", cfg.Role, "broker", app.BrokerURL(), "data_dir", cfg.DataDir)
+		case RoleProxy:
+			logger.Info("pamctl serving", "role", cfg.Role, "proxy", app.ProxyURL(), "broker", cfg.Server, "data_dir", cfg.DataDir)
+		default:
+			logger.Info("pamctl serving", "broker", app.BrokerURL(), "proxy", app.ProxyURL(), "data_dir", cfg.DataDir)
+		}
 	}
 	if o.Ready != nil {
 		o.Ready(app)

@@ -1,0 +1,523 @@
+package link
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/token"
+)
+
+// Errors the registry returns; the API maps them to status codes.
+var (
+	ErrNotFound  = errors.New("no such proxy enrollment")
+	ErrForbidden = errors.New("forbidden")
+	ErrInvalid   = errors.New("invalid")
+)
+
+// Store persists enrollments (store.DB implements it).
+type Store interface {
+	PutEnrollment(ctx context.Context, e *Enrollment) error
+	// GetEnrollment returns an error matching ErrNotFound when absent.
+	GetEnrollment(ctx context.Context, id string) (*Enrollment, error)
+	ListEnrollments(ctx context.Context) ([]*Enrollment, error)
+}
+
+// Caller is who makes an API call (from the broker session).
+type Caller struct {
+	Subject string
+	Issuer  string
+}
+
+// Grants checks that grant is an approved, live grant of caller that
+// covers proxy:serve, and returns when it ends.
+type Grants interface {
+	ProxyGrant(ctx context.Context, caller Caller, grant string) (expires time.Time, err error)
+}
+
+// Revocations is the broker's set of revoked grants.
+type Revocations interface {
+	RevokedGrants() map[string]time.Time
+}
+
+// Keys are the vaulted provider keys.
+type Keys interface {
+	// ProviderKeys returns every vaulted key, name → value.
+	ProviderKeys(ctx context.Context) (map[string]string, error)
+	// KeysVersion changes whenever a key is set or removed.
+	KeysVersion(ctx context.Context) (string, error)
+}
+
+// AuditLog is where shipped events are chained.
+type AuditLog interface {
+	Append(ctx context.Context, e *audit.Event) error
+	Range(ctx context.Context, fromSeq uint64, fn func(audit.Event) bool) error
+}
+
+// Registry is the broker's side of the link: enrollments, the stream,
+// sealed keys, configuration and audit shipping.
+type Registry struct {
+	Store   Store
+	Grants  Grants
+	Revoked Revocations
+	Keys    Keys
+	Audit   AuditLog
+	// Holds decides calls a proxy holds for approval (the broker's
+	// prompt holds); nil refuses them.
+	Holds func(ctx context.Context, h HoldRequest) (HoldDecision, error)
+	// Config returns the rules, masking, limits and upstreams document.
+	Config func() ProxyConfig
+	Now    func() time.Time
+	// TokenIssuer is the iss of the broker's access tokens, told to each
+	// proxy at enrollment.
+	TokenIssuer string
+	// Tick is how often the stream looks for changes (default 100ms).
+	Tick time.Duration
+
+	mu       sync.Mutex
+	kicks    map[string]chan struct{} // closed when an enrollment is revoked
+	shipLock map[string]*sync.Mutex
+	acked    map[string]*Enrollment // recovered shipping state, per enrollment
+	contact  map[string]time.Time   // last persisted contact
+	keysV    string                 // vault version, shared by every stream
+	keysAt   time.Time
+}
+
+// keysVersion is the vault's version, computed at most every 200ms
+// whatever the number of streams.
+func (r *Registry) keysVersion(ctx context.Context) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); r.keysV == "" || now.Sub(r.keysAt) >= 200*time.Millisecond {
+		v, err := r.Keys.KeysVersion(ctx)
+		if err != nil {
+			return "", err
+		}
+		r.keysV, r.keysAt = v, now
+	}
+	return r.keysV, nil
+}
+
+func (r *Registry) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Enroll admits (or renews) a proxy for caller on an approved proxy:serve
+// grant. Every admission and refusal is in the trail.
+func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*Enrollment, error) {
+	refuse := func(err error) (*Enrollment, error) {
+		r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
+			Grant: in.Grant, Target: in.ID, Decision: "refused", Error: err.Error()})
+		return nil, err
+	}
+	if len(in.PublicKey) != 32 {
+		return refuse(fmt.Errorf("%w: public_key must be a raw 32-byte X25519 key", ErrInvalid))
+	}
+	if in.Grant == "" {
+		return refuse(fmt.Errorf("%w: grant is required: request %s first (pamctl request --scope %s)", ErrInvalid, ScopeServe, ScopeServe))
+	}
+	if _, revoked := r.Revoked.RevokedGrants()[in.Grant]; revoked {
+		return refuse(fmt.Errorf("%w: grant %s was revoked", ErrForbidden, in.Grant))
+	}
+	expires, err := r.Grants.ProxyGrant(ctx, who, in.Grant)
+	if err != nil {
+		return refuse(err)
+	}
+	now := r.now().UTC()
+	var e *Enrollment
+	if in.ID != "" {
+		old, err := r.Store.GetEnrollment(ctx, in.ID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return nil, err
+		case old.Subject != who.Subject || old.Issuer != who.Issuer:
+			return refuse(fmt.Errorf("%w: enrollment %s belongs to another identity", ErrForbidden, in.ID))
+		case old.RevokedAt != nil:
+			return refuse(fmt.Errorf("%w: enrollment %s was revoked; start the proxy with a new data dir to enroll again", ErrForbidden, in.ID))
+		default:
+			e = old
+		}
+	}
+	if e == nil {
+		e = &Enrollment{ID: token.NewID()[:16], Subject: who.Subject, Issuer: who.Issuer, Enrolled: now}
+	}
+	e.Grant, e.ExpiresAt, e.PublicKey = in.Grant, expires, in.PublicKey
+	e.Version, e.Address, e.LastContact, e.TokenIssuer = clip(in.Version, 64), clip(in.Address, 256), now, r.TokenIssuer
+	r.mu.Lock()
+	if st := r.acked[e.ID]; st != nil { // keep the shipping state current
+		e.Acked, e.AckedAt = st.Acked, st.AckedAt
+	}
+	r.mu.Unlock()
+	if err := r.Store.PutEnrollment(ctx, e); err != nil {
+		return nil, err
+	}
+	r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
+		Grant: e.Grant, Target: e.ID, Decision: "enrolled", Details: map[string]string{"version": e.Version, "address": e.Address}})
+	return e, nil
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// Authorize checks that the enrollment id may act for caller now, and
+// records the contact.
+func (r *Registry) Authorize(ctx context.Context, who Caller, id string) (*Enrollment, error) {
+	if id == "" {
+		return nil, fmt.Errorf("%w: the %s header is required: enroll first", ErrForbidden, HeaderProxyID)
+	}
+	e, err := r.Store.GetEnrollment(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	switch {
+	case e.Subject != who.Subject || e.Issuer != who.Issuer:
+		return nil, fmt.Errorf("%w: enrollment %s belongs to another identity", ErrForbidden, id)
+	case e.RevokedAt != nil:
+		return nil, fmt.Errorf("%w: proxy %s was revoked by an admin", ErrForbidden, id)
+	case !now.Before(e.ExpiresAt):
+		return nil, fmt.Errorf("%w: the enrollment of proxy %s ended with its grant; it must enroll again", ErrForbidden, id)
+	}
+	if _, revoked := r.Revoked.RevokedGrants()[e.Grant]; revoked {
+		return nil, fmt.Errorf("%w: the proxy:serve grant of proxy %s was revoked", ErrForbidden, id)
+	}
+	r.touch(ctx, e, now)
+	return e, nil
+}
+
+// touch records the last contact, persisted at most every 5 seconds.
+func (r *Registry) touch(ctx context.Context, e *Enrollment, now time.Time) {
+	r.mu.Lock()
+	if r.contact == nil {
+		r.contact = map[string]time.Time{}
+	}
+	last := r.contact[e.ID]
+	due := now.Sub(last) >= 5*time.Second
+	if due {
+		r.contact[e.ID] = now
+	}
+	r.mu.Unlock()
+	if due {
+		r.update(ctx, e.ID, func(x *Enrollment) { x.LastContact = now.UTC() })
+	}
+}
+
+// update applies fn to the stored enrollment (under the registry lock, so
+// concurrent updates do not lose each other's fields).
+func (r *Registry) update(ctx context.Context, id string, fn func(*Enrollment)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, err := r.Store.GetEnrollment(ctx, id)
+	if err != nil {
+		return err
+	}
+	fn(e)
+	return r.Store.PutEnrollment(ctx, e)
+}
+
+// List returns every enrollment.
+func (r *Registry) List(ctx context.Context) ([]*Enrollment, error) {
+	return r.Store.ListEnrollments(ctx)
+}
+
+// Revoke cuts a proxy off at once: its stream ends and every later call
+// is refused. actor is who did it (audited).
+func (r *Registry) Revoke(ctx context.Context, id string, actor *audit.Actor, via string) (*Enrollment, error) {
+	var out *Enrollment
+	err := r.update(ctx, id, func(e *Enrollment) {
+		if e.RevokedAt == nil {
+			t := r.now().UTC()
+			e.RevokedAt = &t
+		}
+		out = e
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if ch, ok := r.kicks[id]; ok {
+		close(ch)
+		delete(r.kicks, id)
+	}
+	r.mu.Unlock()
+	r.emit(ctx, &audit.Event{Type: TypeProxyRevoked, Actor: actor, Grant: out.Grant, Target: id, Decision: "revoked",
+		Details: map[string]string{"via": via, "subject": out.Subject}})
+	return out, nil
+}
+
+func (r *Registry) kick(id string) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kicks == nil {
+		r.kicks = map[string]chan struct{}{}
+	}
+	ch, ok := r.kicks[id]
+	if !ok {
+		ch = make(chan struct{})
+		r.kicks[id] = ch
+	}
+	return ch
+}
+
+// ReportConfig records the configuration version a proxy runs.
+func (r *Registry) ReportConfig(ctx context.Context, id, version string) {
+	_ = r.update(ctx, id, func(e *Enrollment) { e.ConfigVersion = clip(version, 80) })
+}
+
+// Heartbeat is the longest a stream stays silent: with nothing to say it
+// sends a state message anyway, so the proxy can tell a quiet broker from
+// a lost one. A proxy asks for shorter ones (down to MinHeartbeat) to
+// match its revocation staleness.
+const (
+	Heartbeat    = 5 * time.Second
+	MinHeartbeat = 250 * time.Millisecond
+)
+
+// Stream sends the revocation set and the keys and config versions to
+// one enrolled proxy: a full state first, then additions within Tick of a
+// revocation, a full state when one is dropped or a version changes, and
+// a heartbeat every Heartbeat. It returns when ctx ends, the enrollment
+// is revoked (ErrForbidden) or expires, or send fails.
+func (r *Registry) Stream(ctx context.Context, e *Enrollment, heartbeat time.Duration, send func(StreamState) error) error {
+	heartbeat = min(max(heartbeat, MinHeartbeat), Heartbeat)
+	kicked := r.kick(e.ID)
+	tick := r.Tick
+	if tick <= 0 {
+		tick = 100 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var sent map[string]time.Time
+	var keysV, cfgV string
+	var lastSend time.Time
+	loaded := r.now()
+	for {
+		now := r.now()
+		if now.Sub(loaded) >= time.Second {
+			// Pick up a renewal (new grant, later end) made meanwhile.
+			x, err := r.Store.GetEnrollment(ctx, e.ID)
+			if err != nil {
+				return err
+			}
+			if x.RevokedAt != nil {
+				return fmt.Errorf("%w: proxy %s was revoked by an admin", ErrForbidden, e.ID)
+			}
+			e, loaded = x, now
+		}
+		if !now.Before(e.ExpiresAt) {
+			return fmt.Errorf("%w: the enrollment ended with its grant", ErrForbidden)
+		}
+		if _, revoked := r.Revoked.RevokedGrants()[e.Grant]; revoked {
+			return fmt.Errorf("%w: the proxy:serve grant was revoked", ErrForbidden)
+		}
+		cur := r.Revoked.RevokedGrants()
+		kv, err := r.keysVersion(ctx)
+		if err != nil {
+			return err
+		}
+		cv := r.Config().Version
+		msg := StreamState{KeysVersion: kv, ConfigVersion: cv, Time: now.UTC()}
+		full := sent == nil || kv != keysV || cv != cfgV
+		added := map[string]time.Time{}
+		for id, until := range cur {
+			if _, ok := sent[id]; !ok {
+				added[id] = until
+			}
+		}
+		for id := range sent {
+			if _, ok := cur[id]; !ok {
+				full = true
+			}
+		}
+		switch {
+		case full:
+			msg.Revoked = cur
+		case len(added) > 0:
+			msg.Delta, msg.Revoked = true, added
+		case now.Sub(lastSend) >= heartbeat:
+			msg.Delta, msg.Revoked = true, map[string]time.Time{}
+		default:
+			msg.Revoked = nil
+		}
+		if msg.Revoked != nil {
+			if err := send(msg); err != nil {
+				return err
+			}
+			sent, keysV, cfgV, lastSend = maps.Clone(cur), kv, cv, now
+			if sent == nil {
+				sent = map[string]time.Time{}
+			}
+			r.touch(ctx, e, now)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-kicked:
+			return fmt.Errorf("%w: proxy %s was revoked by an admin", ErrForbidden, e.ID)
+		case <-t.C:
+		}
+	}
+}
+
+// SealedKeys seals every vaulted provider key to the proxy's key.
+func (r *Registry) SealedKeys(ctx context.Context, e *Enrollment) (SealedKeys, error) {
+	v, err := r.Keys.KeysVersion(ctx)
+	if err != nil {
+		return SealedKeys{}, err
+	}
+	keys, err := r.Keys.ProviderKeys(ctx)
+	if err != nil {
+		return SealedKeys{}, err
+	}
+	plain, err := json.Marshal(keys)
+	if err != nil {
+		return SealedKeys{}, err
+	}
+	clear(keys)
+	eph, nonce, sealed, err := Seal(e.PublicKey, plain)
+	clear(plain)
+	if err != nil {
+		return SealedKeys{}, err
+	}
+	return SealedKeys{Version: v, Ephemeral: eph, Nonce: nonce, Sealed: sealed}, nil
+}
+
+// Ship chains a proxy's spooled events into the trail, in order and once
+// each: events at or below the acknowledged sequence are skipped (a
+// retry), a gap is refused. Each event records the proxy that saw it in
+// details.proxy (and its spool sequence in details.proxy_seq).
+func (r *Registry) Ship(ctx context.Context, e *Enrollment, batch AuditBatch) (AuditAck, error) {
+	if len(batch.Events) > MaxAuditBatch {
+		return AuditAck{}, fmt.Errorf("%w: at most %d events per batch", ErrInvalid, MaxAuditBatch)
+	}
+	r.mu.Lock()
+	if r.shipLock == nil {
+		r.shipLock, r.acked = map[string]*sync.Mutex{}, map[string]*Enrollment{}
+	}
+	l, ok := r.shipLock[e.ID]
+	if !ok {
+		l = &sync.Mutex{}
+		r.shipLock[e.ID] = l
+	}
+	r.mu.Unlock()
+	l.Lock()
+	defer l.Unlock()
+	st, err := r.shipState(ctx, e.ID)
+	if err != nil {
+		return AuditAck{}, err
+	}
+	var errs error
+	for _, se := range batch.Events {
+		if se.Seq <= st.Acked {
+			continue
+		}
+		if st.Acked != 0 && se.Seq != st.Acked+1 { // a new enrollment starts where the spool is
+			errs = fmt.Errorf("%w: event %d arrived before event %d; ship in order", ErrInvalid, se.Seq, st.Acked+1)
+			break
+		}
+		ev := se.Event
+		ev.Seq, ev.Hash, ev.PrevHash, ev.Code = 0, "", "", ""
+		ev.Details = maps.Clone(ev.Details)
+		if ev.Details == nil {
+			ev.Details = map[string]string{}
+		}
+		ev.Details["proxy"] = e.ID
+		ev.Details["proxy_seq"] = strconv.FormatUint(se.Seq, 10)
+		if err := r.Audit.Append(ctx, &ev); err != nil {
+			errs = err
+			break
+		}
+		st.Acked, st.AckedAt = se.Seq, ev.Seq
+	}
+	acked, at := st.Acked, st.AckedAt
+	if err := r.update(ctx, e.ID, func(x *Enrollment) { x.Acked, x.AckedAt = acked, at }); err != nil {
+		errs = errors.Join(errs, err)
+	}
+	if errs != nil && acked == 0 {
+		return AuditAck{}, errs
+	}
+	return AuditAck{Acked: acked}, errs
+}
+
+// shipState is the proxy's acknowledged position: from memory, or after
+// a broker restart from the store, moved past any event the trail holds
+// beyond it (appended just before a crash, before the store caught up).
+func (r *Registry) shipState(ctx context.Context, id string) (*Enrollment, error) {
+	r.mu.Lock()
+	st := r.acked[id]
+	r.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
+	e, err := r.Store.GetEnrollment(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st = &Enrollment{Acked: e.Acked, AckedAt: e.AckedAt}
+	err = r.Audit.Range(ctx, e.AckedAt+1, func(ev audit.Event) bool {
+		if ev.Details["proxy"] != id {
+			return true
+		}
+		if n, err := strconv.ParseUint(ev.Details["proxy_seq"], 10, 64); err == nil && n > st.Acked {
+			st.Acked, st.AckedAt = n, ev.Seq
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.acked[id] = st
+	r.mu.Unlock()
+	return st, nil
+}
+
+func (r *Registry) emit(ctx context.Context, e *audit.Event) {
+	if r.Audit != nil {
+		_ = r.Audit.Append(ctx, e)
+	}
+}
+
+// Version hashes a configuration document.
+func Version(doc []byte) string {
+	h := sha256.Sum256(doc)
+	return hex.EncodeToString(h[:8])
+}
+
+// Audit event types of the link (registered in broker/audit).
+const (
+	TypeProxyEnrolled = audit.TypeProxyEnrolled
+	TypeProxyRevoked  = audit.TypeProxyRevoked
+)
+
+// Hold passes a held call to the broker's approvers and waits. The
+// grant must be the token's and still live: a proxy cannot hold (and so
+// get released) calls for a grant the broker revoked.
+func (r *Registry) Hold(ctx context.Context, e *Enrollment, h HoldRequest) (HoldDecision, error) {
+	if r.Holds == nil {
+		return HoldDecision{}, fmt.Errorf("%w: this broker takes no held calls", ErrForbidden)
+	}
+	if h.Grant == "" || h.Grant != h.Claims.Req {
+		return HoldDecision{}, fmt.Errorf("%w: the hold's grant does not match its token", ErrInvalid)
+	}
+	if _, revoked := r.Revoked.RevokedGrants()[h.Grant]; revoked {
+		return HoldDecision{}, fmt.Errorf("%w: grant %s was revoked", ErrForbidden, h.Grant)
+	}
+	return r.Holds(ctx, h)
+}

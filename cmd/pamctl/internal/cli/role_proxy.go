@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/link"
+	"github.com/pamctl/pamctl/proxy"
+	"github.com/pamctl/pamctl/store"
+)
+
+// newProxyApp assembles the proxy role: the data path only. It opens no
+// master key and no vault; its data dir holds only the audit spool. The
+// broker given by `server:` vouches for tokens (JWKS), revocations
+// (stream), provider keys (sealed to a key made here in memory), rules,
+// masking and upstreams, and chains the spooled audit events.
+func newProxyApp(ctx context.Context, a *App, o AppOptions) (*App, error) {
+	cfg := a.cfg
+	if err := cfg.CheckPrivate(); err != nil {
+		return nil, err
+	}
+	var err error
+	if a.spool, err = store.OpenSpool(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	if a.proxyLn, err = net.Listen("tcp", cfg.Proxy.Addr); err != nil {
+		return nil, fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
+	}
+	var running *Config // the broker's document in force
+	var mu sync.Mutex
+	a.link, err = link.NewClient(link.ClientOptions{
+		BrokerURL: cfg.Server, HTTP: o.BrokerHTTP, IDTokenFile: cfg.Proxy.Identity.IDTokenFile,
+		Version: version, Address: a.ProxyURL() + "/v1", Staleness: cfg.Proxy.RevocationStaleness, SpoolMax: cfg.Proxy.SpoolMax,
+		Spool: a.spool, Logger: a.log.With("component", "link"),
+		OnConfig: func(pc link.ProxyConfig) error {
+			mu.Lock()
+			defer mu.Unlock()
+			next, err := decodeProxyDocument(cfg, pc)
+			if err != nil {
+				return err
+			}
+			insp, _ := next.Inspection() // decodeProxyDocument compiled it
+			if p := a.live.Load(); p != nil && reflect.DeepEqual(running.Upstreams, next.Upstreams) &&
+				running.Proxy.Timeout == next.Proxy.Timeout && running.Proxy.HoldTimeout == next.Proxy.HoldTimeout {
+				p.SetInspection(insp)
+			} else {
+				p, err := a.newRemoteProxy(next, insp)
+				if err != nil {
+					return err
+				}
+				if old := a.live.Swap(p); old != nil {
+					_ = old.Close()
+				}
+			}
+			running = next
+			a.log.Info("proxy configuration from the broker applied", "version", pc.Version)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return a, nil
+}
+
+// newRemoteProxy builds the data path over the link.
+func (a *App) newRemoteProxy(cfg *Config, insp proxy.Inspection) (*proxy.Proxy, error) {
+	var ups []proxy.Upstream
+	for _, u := range cfg.Upstreams {
+		if u.Timeout == 0 {
+			u.Timeout = cfg.Proxy.Timeout
+		}
+		ups = append(ups, proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout})
+	}
+	return proxy.New(proxy.Options{
+		Verifier: a.link.Verifier(), Revoked: a.link, Keys: a.link, Upstreams: ups, Audit: a.link, Logger: a.log,
+		MaxBody: cfg.Proxy.MaxBody, MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout,
+		AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
+		Rules: insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
+		Holds: remoteHolder{a.link}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
+	})
+}
+
+// serveProxyRole serves the proxy listener (with /healthz and /readyz)
+// and keeps the link to the broker up until ctx ends.
+func (a *App) serveProxyRole(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if code, msg := a.link.Refusal(); code != "" {
+			http.Error(w, code+": "+msg, http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("/", a.link.Gate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.live.Load().ServeHTTP(w, r) // the gate passes only once a configuration is in force
+	})))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}
+	a.servers = []*http.Server{srv}
+	errc := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(a.proxyLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	lctx, stopLink := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.link.Run(lctx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		a.log.Error("server failed", "err", err)
+	}
+	close(a.stopping)
+	sctx, cancel := context.WithTimeout(context.Background(), gracePeriod)
+	defer cancel()
+	if srv.Shutdown(sctx) != nil {
+		srv.Close()
+	}
+	stopLink()
+	<-done
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
