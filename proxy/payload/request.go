@@ -117,6 +117,9 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 		return s
 	}}
 	walkRequest(ep, root, w)
+	if w.err != nil {
+		return nil, w.err
+	}
 	r.Text = joinGroups(r.fields)
 	r.Unscanned = w.unscanned
 	return r, nil
