@@ -96,6 +96,8 @@ type validator struct {
 	// each level being scanned.
 	path []seg
 	amb  *AmbiguityError // the first ambiguity found
+	// values counts the JSON values scanned, up to MaxValues.
+	values int
 }
 
 type seg struct {
@@ -163,6 +165,9 @@ func safeKey(k []byte) bool {
 func (v *validator) value(depth int) error {
 	if v.i >= len(v.s) {
 		return ErrInvalidJSON
+	}
+	if v.values++; v.values > MaxValues {
+		return ErrTooComplex
 	}
 	switch c := v.s[v.i]; {
 	case c == '{':
@@ -331,7 +336,9 @@ func (v *validator) object(depth int) error {
 	}
 	start := len(v.keys)
 	defer func() { v.keys = v.keys[:start] }()
-	var folded map[string]struct{}
+	// folded maps the fold hash of each key (foldHash) to the index of
+	// the first key with that hash in own, for objects with many keys.
+	var folded map[uint64]int32
 	v.path = append(v.path, seg{})
 	defer func() { v.path = v.path[:len(v.path)-1] }()
 	for {
@@ -362,16 +369,28 @@ func (v *validator) object(depth int) error {
 			}
 		} else {
 			if folded == nil {
-				folded = make(map[string]struct{}, 2*manyKeys)
-				for _, k := range own {
-					folded[foldKey(k)] = struct{}{}
+				folded = make(map[uint64]int32, 2*manyKeys)
+				for i, k := range own {
+					if _, ok := folded[foldHash(k)]; !ok {
+						folded[foldHash(k)] = int32(i)
+					}
 				}
 			}
-			f := foldKey(key)
-			if _, dup := folded[f]; dup {
+			h := foldHash(key)
+			if i, hit := folded[h]; !hit {
+				folded[h] = int32(len(own))
+			} else if bytes.EqualFold(own[i], key) {
 				v.ambiguous(keyProblem(own, key))
+			} else {
+				// Two keys share a hash without folding alike: compare
+				// with every key, as for small objects.
+				for _, k := range own {
+					if bytes.EqualFold(k, key) {
+						v.ambiguous(keyProblem(own, key))
+						break
+					}
+				}
 			}
-			folded[f] = struct{}{}
 		}
 		v.keys = append(v.keys, key)
 		v.ws()
@@ -497,15 +516,26 @@ func hexRune(h []byte) rune {
 	return r
 }
 
-// foldKey maps k to a form equal for exactly the keys strings.EqualFold
-// finds equal: every rune becomes the smallest rune of its simple-fold
-// orbit (as encoding/json folds names).
-func foldKey(k []byte) string {
-	b := make([]byte, 0, len(k))
-	for _, r := range string(k) {
-		b = utf8.AppendRune(b, foldRuneLeast(r))
+// foldHash hashes k (FNV-1a) so that keys strings.EqualFold finds equal
+// hash alike: every rune is hashed as the smallest rune of its simple-fold
+// orbit (as encoding/json folds names). It does not allocate.
+func foldHash(k []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(k); {
+		r, n := rune(k[i]), 1
+		if r >= utf8.RuneSelf {
+			r, n = utf8.DecodeRune(k[i:])
+		}
+		i += n
+		r = foldRuneLeast(r)
+		for ; r > 0; r >>= 8 {
+			h ^= uint64(r & 0xff)
+			h *= 1099511628211
+		}
+		h ^= 0xff // rune separator
+		h *= 1099511628211
 	}
-	return string(b)
+	return h
 }
 
 func foldRuneLeast(r rune) rune {
