@@ -2,7 +2,9 @@ package payload
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,7 +69,7 @@ var validators = sync.Pool{New: func() any { return new(validator) }}
 func (v *validator) release() {
 	clear(v.keys[:cap(v.keys)])
 	clear(v.path[:cap(v.path)])
-	*v = validator{keys: v.keys[:0], path: v.path[:0]}
+	*v = validator{keys: v.keys[:0], path: v.path[:0], hashes: v.hashes[:0]}
 	validators.Put(v)
 }
 
@@ -96,6 +98,8 @@ type validator struct {
 	// each level being scanned.
 	path []seg
 	amb  *AmbiguityError // the first ambiguity found
+	// hashes is manyFold's scratch space.
+	hashes []hashedKey
 	// values counts the JSON values scanned, up to MaxValues.
 	values int
 }
@@ -336,9 +340,6 @@ func (v *validator) object(depth int) error {
 	}
 	start := len(v.keys)
 	defer func() { v.keys = v.keys[:start] }()
-	// folded maps the fold hash of each key (foldHash) to the index of
-	// the first key with that hash in own, for objects with many keys.
-	var folded map[uint64]int32
 	v.path = append(v.path, seg{})
 	defer func() { v.path = v.path[:len(v.path)-1] }()
 	for {
@@ -358,37 +359,14 @@ func (v *validator) object(depth int) error {
 			}
 		}
 		v.path[len(v.path)-1] = seg{key: key}
-		// Compare with the keys seen so far in this object.
+		// Compare with the keys seen so far in this object; objects with
+		// many keys are compared once, when they end (manyFold).
 		own := v.keys[start:]
-		if folded == nil && len(own) < manyKeys {
+		if len(own) < manyKeys {
 			for _, k := range own {
 				if bytes.EqualFold(k, key) {
 					v.ambiguous(keyProblem(own, key))
 					break
-				}
-			}
-		} else {
-			if folded == nil {
-				folded = make(map[uint64]int32, 2*manyKeys)
-				for i, k := range own {
-					if _, ok := folded[foldHash(k)]; !ok {
-						folded[foldHash(k)] = int32(i)
-					}
-				}
-			}
-			h := foldHash(key)
-			if i, hit := folded[h]; !hit {
-				folded[h] = int32(len(own))
-			} else if bytes.EqualFold(own[i], key) {
-				v.ambiguous(keyProblem(own, key))
-			} else {
-				// Two keys share a hash without folding alike: compare
-				// with every key, as for small objects.
-				for _, k := range own {
-					if bytes.EqualFold(k, key) {
-						v.ambiguous(keyProblem(own, key))
-						break
-					}
 				}
 			}
 		}
@@ -411,9 +389,50 @@ func (v *validator) object(depth int) error {
 			v.i++
 		case '}':
 			v.i++
+			if len(v.keys)-start > manyKeys {
+				v.manyFold(start)
+			}
 			return nil
 		default:
 			return ErrInvalidJSON
+		}
+	}
+}
+
+// hashedKey is a key of a big object by its fold hash.
+type hashedKey struct {
+	h uint64
+	i int32 // index in keys
+}
+
+// manyFold finds keys of the object owning keys[start:] that fold alike,
+// past its first manyKeys keys (compared pairwise as they came): it sorts
+// the keys' fold hashes in scratch space kept between calls and compares
+// the keys whose hashes are equal. It allocates nothing once the scratch
+// space has grown.
+func (v *validator) manyFold(start int) {
+	if v.amb != nil {
+		return
+	}
+	own := v.keys[start:]
+	hs := v.hashes[:0]
+	for i, k := range own {
+		hs = append(hs, hashedKey{foldHash(k), int32(i)})
+	}
+	slices.SortFunc(hs, func(a, b hashedKey) int { return cmp.Or(cmp.Compare(a.h, b.h), cmp.Compare(a.i, b.i)) })
+	v.hashes = hs[:0]
+	for j := 1; j < len(hs); j++ {
+		if hs[j].h != hs[j-1].h {
+			continue
+		}
+		// Keys sharing a hash: compare the later one with each before it.
+		for k := j - 1; k >= 0 && hs[k].h == hs[j].h; k-- {
+			if a, b := own[hs[k].i], own[hs[j].i]; bytes.EqualFold(a, b) {
+				late := hs[j].i
+				v.path[len(v.path)-1] = seg{key: own[late]}
+				v.ambiguous(keyProblem(own[:late], own[late]))
+				return
+			}
 		}
 	}
 }

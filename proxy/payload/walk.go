@@ -88,13 +88,6 @@ func (w *walker) str(m map[string]any, key string) {
 	}
 }
 
-// field visits m[key] under its own path segment.
-func (w *walker) field(m map[string]any, key string, visit func(m map[string]any, key string)) {
-	w.push(key)
-	visit(m, key)
-	w.pop()
-}
-
 // walkRequest visits every model-visible text field of a request body and
 // refuses (w.err) case variants of the keys it reads and fields of a shape
 // it does not read.
@@ -116,7 +109,7 @@ func walkRequest(ep string, root map[string]any, w *walker) {
 			w.push("prediction")
 			p := root["prediction"].(map[string]any)
 			w.keys(p, predictionKeys)
-			w.field(p, "content", w.content)
+			w.content(p, "content")
 			w.pop()
 		}
 		w.tools(root, "tools")
@@ -145,26 +138,20 @@ func walkRequest(ep string, root map[string]any, w *walker) {
 			}
 			w.pop()
 		}
-		w.field(root, "system", w.content)
+		w.content(root, "system")
 	case EndpointResponses:
 		w.keys(root, responsesTopKeys)
-		if w.shape(root, "instructions", kString|kArray, "a string or an array of input items") {
-			w.push("instructions")
-			if _, ok := root["instructions"].(string); ok {
-				w.str(root, "instructions")
-			} else {
-				w.items(root["instructions"].([]any))
+		for _, k := range []string{"instructions", "input"} {
+			if !w.shape(root, k, kString|kArray, "a string or an array of input items") {
+				continue
 			}
-			w.pop()
-		}
-		if w.shape(root, "input", kString|kArray, "a string or an array of input items") {
-			w.push("input")
-			if _, ok := root["input"].(string); ok {
-				w.str(root, "input")
+			if _, ok := root[k].(string); ok {
+				w.str(root, k)
 			} else {
-				w.items(root["input"].([]any))
+				w.push(k)
+				w.items(root[k].([]any))
+				w.pop()
 			}
-			w.pop()
 		}
 		if w.shape(root, "prompt", kObject, wantObject) {
 			p := root["prompt"].(map[string]any)
@@ -217,17 +204,17 @@ func walkRequest(ep string, root map[string]any, w *walker) {
 			w.pop()
 		}
 		w.toolChoice(root)
-		w.field(root, "system", w.content)
+		w.content(root, "system")
 	case EndpointEmbeddings:
 		w.keys(root, embeddingsKeys)
 		if !w.shape(root, "input", kString|kArray, "a string, an array of strings or token ids") {
 			break
 		}
-		w.push("input")
 		switch in := root["input"].(type) {
 		case string:
 			w.str(root, "input")
 		case []any:
+			w.push("input")
 			for i, v := range in {
 				w.pushIndex(i)
 				switch x := v.(type) {
@@ -241,8 +228,8 @@ func walkRequest(ep string, root map[string]any, w *walker) {
 				}
 				w.pop()
 			}
+			w.pop()
 		}
-		w.pop()
 	}
 	w.shape(root, "model", kString, wantString)
 	if ep != EndpointEmbeddings {
@@ -263,13 +250,13 @@ func (w *walker) toolChoice(root map[string]any) {
 	}
 	w.push("tool_choice")
 	w.keys(tc, toolChoiceKeys)
-	w.field(tc, "name", w.str)
+	w.str(tc, "name")
 	for _, k := range []string{"function", "custom"} {
 		if w.shape(tc, k, kObject, wantObject) {
 			f := tc[k].(map[string]any)
 			w.push(k)
 			w.keys(f, choiceNameKeys)
-			w.field(f, "name", w.str)
+			w.str(f, "name")
 			w.pop()
 		}
 	}
@@ -285,10 +272,10 @@ func (w *walker) chatMessage(msg map[string]any) {
 	}
 	w.keys(msg, messageKeys)
 	w.shape(msg, "role", kString, wantString)
-	w.field(msg, "content", w.content)
-	w.field(msg, "refusal", w.str)
-	w.field(msg, "name", w.str)
-	w.field(msg, "reasoning_content", w.str)
+	w.content(msg, "content")
+	w.str(msg, "refusal")
+	w.str(msg, "name")
+	w.str(msg, "reasoning_content")
 	if w.shape(msg, "tool_calls", kArray, "an array of tool calls") {
 		w.push("tool_calls")
 		for i, v := range msg["tool_calls"].([]any) {
@@ -326,8 +313,8 @@ func (w *walker) chatMessage(msg map[string]any) {
 // nameArgs visits a call's name and its arguments (or input).
 func (w *walker) nameArgs(f map[string]any, known []string, args string) {
 	w.keys(f, known)
-	w.field(f, "name", w.str)
-	w.field(f, args, w.str)
+	w.str(f, "name")
+	w.str(f, args)
 }
 
 // content visits a field that is a string or an array of content parts.
@@ -342,7 +329,9 @@ func (w *walker) content(m map[string]any, key string) {
 		w.next()
 		m[key] = w.text(v)
 	case []any:
+		w.push(key)
 		w.parts(v)
+		w.pop()
 	}
 }
 
@@ -399,7 +388,7 @@ func (w *walker) items(items []any) {
 		case "", "message":
 			w.keys(item, itemKeys)
 			w.shape(item, "role", kString, wantString)
-			w.field(item, "content", w.content)
+			w.content(item, "content")
 		case "item_reference":
 			w.skip("item_reference")
 		default:
@@ -500,7 +489,7 @@ func (w *walker) tools(root map[string]any, key string) {
 		case typ == "", typ == "function", typ == "custom": // Responses, chat "functions"
 			w.definition(t)
 		case typ == "mcp":
-			w.field(t, "server_description", w.str)
+			w.str(t, "server_description")
 		}
 		w.pop()
 	}
@@ -512,8 +501,8 @@ func (w *walker) tools(root map[string]any, key string) {
 // format.grammar, Responses puts it in format).
 func (w *walker) definition(d map[string]any) {
 	w.keys(d, definitionKeys)
-	w.field(d, "name", w.str)
-	w.field(d, "description", w.str)
+	w.str(d, "name")
+	w.str(d, "description")
 	if w.shape(d, "parameters", kObject, "a JSON schema object") {
 		w.push("parameters")
 		w.schema(d["parameters"].(map[string]any))
@@ -523,12 +512,12 @@ func (w *walker) definition(d map[string]any) {
 		f := d["format"].(map[string]any)
 		w.push("format")
 		w.keys(f, grammarKeys)
-		w.field(f, "definition", w.str)
+		w.str(f, "definition")
 		if w.shape(f, "grammar", kObject, wantObject) {
 			g := f["grammar"].(map[string]any)
 			w.push("grammar")
 			w.keys(g, grammarDefKeys)
-			w.field(g, "definition", w.str)
+			w.str(g, "definition")
 			w.pop()
 		}
 		w.pop()
@@ -539,8 +528,8 @@ func (w *walker) definition(d map[string]any) {
 // schema.
 func (w *walker) schemaFormat(f map[string]any) {
 	w.keys(f, schemaFormatKeys)
-	w.field(f, "name", w.str)
-	w.field(f, "description", w.str)
+	w.str(f, "name")
+	w.str(f, "description")
 	if w.shape(f, "schema", kObject, "a JSON schema object") {
 		w.push("schema")
 		w.schema(f["schema"].(map[string]any))
