@@ -189,6 +189,7 @@ var readFields = []readField{
 	{EndpointResponses, "tool_choice.name", `{"model":"m","input":"x","tool_choice":{"type":"function","name":%s}}`, kString | kNull},
 	{EndpointEmbeddings, "input", `{"model":"m","input":%s}`, kString | kArray | kNull},
 	{EndpointEmbeddings, "input[0]", `{"model":"m","input":[%s]}`, kString | kNumber | kArray},
+	{EndpointEmbeddings, "input[0]", `{"model":"m","input":[[1,%s]]}`, kNumber},
 }
 
 // values of every JSON kind; the object and array hold prompt text, so a

@@ -221,7 +221,15 @@ func walkRequest(ep string, root map[string]any, w *walker) {
 				case string:
 					w.next()
 					in[i] = w.text(x)
-				case []any, json.Number:
+				case json.Number:
+					w.skip("token ids")
+				case []any:
+					for _, id := range x {
+						if _, ok := id.(json.Number); !ok {
+							w.badShape(id, "token ids (numbers)")
+							break
+						}
+					}
 					w.skip("token ids")
 				default:
 					w.badShape(x, "a string or token ids")
