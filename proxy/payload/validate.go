@@ -52,9 +52,10 @@ func (e *AmbiguityError) Is(target error) bool { return target == ErrAmbiguousJS
 // uses to match keys to fields: "model"/"Model", "mask"/"maſk", "k"/"K"
 // (Kelvin sign)), compared after unescaping ("mod\u0065l" is "model");
 // every string is valid UTF-8 and has no lone surrogate escape. It returns
-// ErrInvalidJSON for text that is not JSON and an *AmbiguityError for JSON
-// that is ambiguous. It allocates only for escaped keys and for objects
-// with many keys.
+// ErrInvalidJSON for text that is not JSON, ErrTooComplex for a body of
+// more than MaxValues values (it stops scanning there) and an
+// *AmbiguityError for JSON that is ambiguous. It allocates only for
+// escaped keys and for scratch space kept between calls.
 func Validate(b []byte) error {
 	v := validators.Get().(*validator)
 	defer v.release()
