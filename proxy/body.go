@@ -18,9 +18,8 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 	}
 	req, err := payload.ParseRequest(c.path, c.body)
 	if err != nil {
-		var amb *payload.AmbiguityError
-		if errors.As(err, &amb) {
-			return ambiguousBody(amb)
+		if ae := refusedBody(err); ae != nil {
+			return ae
 		}
 		return errBadRequest(CodeInvalidJSON, "", "The request body is not a valid JSON object. Send the same JSON you would send to OpenAI.", err)
 	}
@@ -32,6 +31,31 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 	c.stream = req.Stream
 	if c.kind == epChat && c.stream {
 		c.stripUsage = !askedForUsage(c.body)
+	}
+	return nil
+}
+
+// refusedBody answers a body Validate or ParseRequest refused for what it
+// holds rather than for its syntax (nil for any other error): ambiguous
+// JSON, a read field of a shape pamctl does not read, too many values.
+func refusedBody(err error) *apiError {
+	if err == nil {
+		return nil
+	}
+	var amb *payload.AmbiguityError
+	if errors.As(err, &amb) {
+		return ambiguousBody(amb)
+	}
+	var shape *payload.ShapeError
+	if errors.As(err, &shape) {
+		return errBadRequest(CodeUnsupportedShape, "", fmt.Sprintf(
+			"The request body has %s at %s, where pamctl reads only %s; pamctl refuses what it cannot check rather than forward it unread. "+
+				"Send the field as the OpenAI API documents it.", shape.Got, shape.Path, shape.Want), err)
+	}
+	if errors.Is(err, payload.ErrTooComplex) {
+		return errBadRequest(CodeRequestTooComplex, "", fmt.Sprintf(
+			"The request body holds more than %d JSON values (objects, arrays, strings, numbers); pamctl refuses bodies this complex. "+
+				"Split the request, or trim large schemas and token-id arrays.", payload.MaxValues), err)
 	}
 	return nil
 }

@@ -18,6 +18,8 @@ const (
 	CodeRequestTooLarge     = "request_too_large"
 	CodeInvalidJSON         = "invalid_json"
 	CodeAmbiguousJSON       = "ambiguous_json"
+	CodeUnsupportedShape    = "unsupported_shape"
+	CodeRequestTooComplex   = "request_too_complex"
 	CodeMissingModel        = "missing_model"
 	CodeRateLimitExceeded   = "rate_limit_exceeded"
 	CodeTokenBudgetExceeded = "token_budget_exceeded"

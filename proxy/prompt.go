@@ -43,12 +43,9 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 			in.Text, in.Unscanned = c.req.Text, c.req.Unscanned
 		case c.kind == epOther && len(bytes.TrimSpace(c.body)) > 0:
 			if trimmed := bytes.TrimSpace(c.body); isJSON(r.Header.Get("Content-Type")) || trimmed[0] == '{' || trimmed[0] == '[' {
-				if err := payload.Validate(c.body); err != nil {
-					var amb *payload.AmbiguityError
-					if errors.As(err, &amb) {
-						p.fail(w, c, ambiguousBody(amb))
-						return
-					}
+				if ae := refusedBody(payload.Validate(c.body)); ae != nil {
+					p.fail(w, c, ae)
+					return
 				}
 			}
 			in.Unscanned = []string{"body (endpoint not inspected)"}

@@ -84,9 +84,12 @@ type Request struct {
 }
 
 // ParseRequest parses body, once, for endpoint. A body that is not JSON
-// fails with ErrInvalidJSON, JSON that decoders may read differently with
-// an *AmbiguityError (see Validate): pamctl never forwards a body whose
-// meaning upstream could differ from what it checked.
+// fails with ErrInvalidJSON; JSON that decoders may read differently, or
+// with a key that differs only in letter case from one read at its
+// position, with an *AmbiguityError (see Validate and shape.go); a read
+// field of a JSON type the walk does not read with a *ShapeError; a body
+// of more than MaxValues values with ErrTooComplex: pamctl never forwards
+// a body whose meaning upstream could differ from what it checked.
 func ParseRequest(endpoint string, body []byte) (*Request, error) {
 	ep, err := normalize(endpoint)
 	if err != nil {
@@ -117,6 +120,9 @@ func ParseRequest(endpoint string, body []byte) (*Request, error) {
 		return s
 	}}
 	walkRequest(ep, root, w)
+	if w.err != nil {
+		return nil, w.err
+	}
 	r.Text = joinGroups(r.fields)
 	r.Unscanned = w.unscanned
 	return r, nil

@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -45,4 +46,33 @@ func BenchmarkParseRequest(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkParseRequestManyProperties parses a chat request whose one tool
+// has 60,000 schema property names (under MaxValues) and one with 700,000
+// (the red team's 7.6 MB body, refused as too complex).
+func BenchmarkParseRequestManyProperties(b *testing.B) {
+	for _, n := range []int{60_000, 700_000} {
+		body := manyProps(n)
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				ParseRequest(EndpointChat, body)
+			}
+		})
+	}
+}
+
+func manyProps(n int) []byte {
+	b := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{`)
+	for i := range n {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = strconv.AppendInt(b, int64(i), 16)
+		b = append(b, `":{}`...)
+	}
+	return append(b, `}}}}]}`...)
 }

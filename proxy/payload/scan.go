@@ -649,8 +649,12 @@ type reqScan struct {
 
 // scanChatRequest reads a chat completions request as ParseRequest and
 // walkRequest do, for bodies without tools, functions, structured output
-// schemas, assistant audio or content parts other than text: those take
-// the generic path. The body must have passed Validate.
+// schemas, tool choices, web search options, a system field, reasoning
+// content, assistant audio or content parts other than text: those take
+// the generic path. So does every body the generic path refuses: a key
+// that differs only in letter case from one read at its position, a read
+// field of a type the walk does not read. The body must have passed
+// Validate.
 func scanChatRequest(s string, r *reqScan) bool {
 	p := &jscan{s: s}
 	p.ws()
@@ -663,7 +667,7 @@ func scanChatRequest(s string, r *reqScan) bool {
 		switch key {
 		case "model":
 			if p.peek() != '"' {
-				return p.value()
+				return false
 			}
 			t, ok := p.strValue()
 			r.model = t.val
@@ -676,26 +680,31 @@ func scanChatRequest(s string, r *reqScan) bool {
 			case p.peek() == 'f' && p.literal("false"):
 				return true
 			}
-			return p.value()
+			return p.null()
 		case "messages":
 			if p.peek() != '[' {
-				return p.value()
+				return p.null()
 			}
 			return p.array(func() bool { return p.requestMessage(&msgs) })
 		case "prediction":
 			if p.peek() != '{' {
-				return p.value()
+				return p.null()
 			}
 			return p.object(func(k string) bool {
-				if k == "content" {
+				switch k {
+				case "content":
 					return p.contentValue(&pred)
+				case "type":
+					return p.strOrNull(nil)
 				}
-				return p.value()
+				return clash(k, predictionKeys) == "" && p.value()
 			})
-		case "tools", "functions", "response_format":
-			return p.null() // the generic path reads definitions and schemas
+		case "stream_options":
+			return p.peek() == '{' && p.value() || p.null()
+		case "tools", "functions", "response_format", "tool_choice", "web_search_options", "system":
+			return p.null() // the generic path reads definitions, schemas and the rest
 		}
-		return p.value()
+		return clash(key, chatTopKeys) == "" && p.value()
 	})
 	if !ok || !p.end() {
 		return false
@@ -716,41 +725,45 @@ func scanChatRequest(s string, r *reqScan) bool {
 // name and arguments.
 func (p *jscan) requestMessage(out *[]field) bool {
 	if p.peek() != '{' {
-		return p.value()
+		return false
 	}
 	var content, refusal, name, tools, fc []field
 	ok := p.object(func(key string) bool {
 		switch key {
+		case "role":
+			return p.strOrNull(nil)
 		case "content":
 			return p.contentValue(&content)
 		case "refusal":
-			return p.appendStr(&refusal)
+			return p.strOrNull(&refusal)
 		case "name":
-			return p.appendStr(&name)
+			return p.strOrNull(&name)
 		case "tool_calls":
 			if p.peek() != '[' {
-				return p.value()
+				return p.null()
 			}
 			return p.array(func() bool {
 				if p.peek() != '{' {
-					return p.value()
+					return false
 				}
 				return p.object(func(k string) bool {
 					switch k {
 					case "function":
 						return p.nameArgs(&tools)
+					case "type":
+						return p.strOrNull(nil)
 					case "custom":
 						return false // the generic path reads custom tool calls
 					}
-					return p.value()
+					return clash(k, toolCallKeys) == "" && p.value()
 				})
 			})
 		case "function_call":
 			return p.nameArgs(&fc)
-		case "audio":
-			return p.null() // recorded as unscanned by the generic path
+		case "audio", "reasoning_content":
+			return p.null() // the generic path records or reads them
 		}
-		return p.value()
+		return clash(key, messageKeys) == "" && p.value()
 	})
 	for _, part := range [][]field{content, refusal, name, tools, fc} {
 		*out = append(*out, part...)
@@ -758,31 +771,37 @@ func (p *jscan) requestMessage(out *[]field) bool {
 	return ok
 }
 
-// nameArgs appends the name and arguments of a function call object;
-// other values are skipped.
+// nameArgs appends the name and arguments of a function call object.
 func (p *jscan) nameArgs(out *[]field) bool {
 	if p.peek() != '{' {
-		return p.value()
+		return p.null()
 	}
 	var name, args []field
 	ok := p.object(func(k string) bool {
 		switch k {
 		case "name":
-			return p.appendStr(&name)
+			return p.strOrNull(&name)
 		case "arguments":
-			return p.appendStr(&args)
+			return p.strOrNull(&args)
 		}
-		return p.value()
+		return clash(k, nameArgsKeys) == "" && p.value()
 	})
 	*out = append(append(*out, name...), args...)
 	return ok
 }
 
-// appendStr appends a string value as a group of its own; other values
-// are skipped.
-func (p *jscan) appendStr(out *[]field) bool {
-	t, found, ok := p.strOrSkip()
-	if found {
+// strOrNull appends a string value as a group of its own (to out unless
+// nil) or scans a null; any other value fails the scan.
+func (p *jscan) strOrNull(out *[]field) bool {
+	if p.peek() != '"' {
+		return p.null()
+	}
+	if out == nil {
+		_, _, ok := p.str()
+		return ok
+	}
+	t, ok := p.strValue()
+	if ok {
 		*out = append(*out, field{s: t.val})
 	}
 	return ok
@@ -794,28 +813,28 @@ func (p *jscan) appendStr(out *[]field) bool {
 func (p *jscan) contentValue(out *[]field) bool {
 	switch p.peek() {
 	case '"':
-		return p.appendStr(out)
+		return p.strOrNull(out)
 	case '[':
 		first := true
 		return p.array(func() bool {
 			if p.peek() != '{' {
-				return p.value()
+				return false
 			}
 			var txt, ref []field
 			ok := p.object(func(k string) bool {
 				switch k {
 				case "type":
 					if p.peek() != '"' {
-						return p.value()
+						return p.null()
 					}
 					t, ok := p.strValue()
 					return ok && (t.val == "" || textParts[t.val] || t.val == "refusal")
 				case "text":
-					return p.appendStr(&txt)
+					return p.strOrNull(&txt)
 				case "refusal":
-					return p.appendStr(&ref)
+					return p.strOrNull(&ref)
 				}
-				return p.value()
+				return clash(k, partKeys) == "" && p.value()
 			})
 			for _, t := range append(txt, ref...) {
 				t.join = !first
@@ -825,5 +844,5 @@ func (p *jscan) contentValue(out *[]field) bool {
 			return ok
 		})
 	}
-	return p.value()
+	return p.null()
 }

@@ -2,7 +2,9 @@ package payload
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,9 +52,10 @@ func (e *AmbiguityError) Is(target error) bool { return target == ErrAmbiguousJS
 // uses to match keys to fields: "model"/"Model", "mask"/"maſk", "k"/"K"
 // (Kelvin sign)), compared after unescaping ("mod\u0065l" is "model");
 // every string is valid UTF-8 and has no lone surrogate escape. It returns
-// ErrInvalidJSON for text that is not JSON and an *AmbiguityError for JSON
-// that is ambiguous. It allocates only for escaped keys and for objects
-// with many keys.
+// ErrInvalidJSON for text that is not JSON, ErrTooComplex for a body of
+// more than MaxValues values (it stops scanning there) and an
+// *AmbiguityError for JSON that is ambiguous. It allocates only for
+// escaped keys and for scratch space kept between calls.
 func Validate(b []byte) error {
 	v := validators.Get().(*validator)
 	defer v.release()
@@ -67,7 +70,7 @@ var validators = sync.Pool{New: func() any { return new(validator) }}
 func (v *validator) release() {
 	clear(v.keys[:cap(v.keys)])
 	clear(v.path[:cap(v.path)])
-	*v = validator{keys: v.keys[:0], path: v.path[:0]}
+	*v = validator{keys: v.keys[:0], path: v.path[:0], hashes: v.hashes[:0]}
 	validators.Put(v)
 }
 
@@ -96,6 +99,10 @@ type validator struct {
 	// each level being scanned.
 	path []seg
 	amb  *AmbiguityError // the first ambiguity found
+	// hashes is manyFold's scratch space.
+	hashes []hashedKey
+	// values counts the JSON values scanned, up to MaxValues.
+	values int
 }
 
 type seg struct {
@@ -163,6 +170,9 @@ func safeKey(k []byte) bool {
 func (v *validator) value(depth int) error {
 	if v.i >= len(v.s) {
 		return ErrInvalidJSON
+	}
+	if v.values++; v.values > MaxValues {
+		return ErrTooComplex
 	}
 	switch c := v.s[v.i]; {
 	case c == '{':
@@ -331,7 +341,6 @@ func (v *validator) object(depth int) error {
 	}
 	start := len(v.keys)
 	defer func() { v.keys = v.keys[:start] }()
-	var folded map[string]struct{}
 	v.path = append(v.path, seg{})
 	defer func() { v.path = v.path[:len(v.path)-1] }()
 	for {
@@ -351,27 +360,16 @@ func (v *validator) object(depth int) error {
 			}
 		}
 		v.path[len(v.path)-1] = seg{key: key}
-		// Compare with the keys seen so far in this object.
+		// Compare with the keys seen so far in this object; objects with
+		// many keys are compared once, when they end (manyFold).
 		own := v.keys[start:]
-		if folded == nil && len(own) < manyKeys {
+		if len(own) < manyKeys {
 			for _, k := range own {
 				if bytes.EqualFold(k, key) {
 					v.ambiguous(keyProblem(own, key))
 					break
 				}
 			}
-		} else {
-			if folded == nil {
-				folded = make(map[string]struct{}, 2*manyKeys)
-				for _, k := range own {
-					folded[foldKey(k)] = struct{}{}
-				}
-			}
-			f := foldKey(key)
-			if _, dup := folded[f]; dup {
-				v.ambiguous(keyProblem(own, key))
-			}
-			folded[f] = struct{}{}
 		}
 		v.keys = append(v.keys, key)
 		v.ws()
@@ -392,9 +390,50 @@ func (v *validator) object(depth int) error {
 			v.i++
 		case '}':
 			v.i++
+			if len(v.keys)-start > manyKeys {
+				v.manyFold(start)
+			}
 			return nil
 		default:
 			return ErrInvalidJSON
+		}
+	}
+}
+
+// hashedKey is a key of a big object by its fold hash.
+type hashedKey struct {
+	h uint64
+	i int32 // index in keys
+}
+
+// manyFold finds keys of the object owning keys[start:] that fold alike,
+// past its first manyKeys keys (compared pairwise as they came): it sorts
+// the keys' fold hashes in scratch space kept between calls and compares
+// the keys whose hashes are equal. It allocates nothing once the scratch
+// space has grown.
+func (v *validator) manyFold(start int) {
+	if v.amb != nil {
+		return
+	}
+	own := v.keys[start:]
+	hs := v.hashes[:0]
+	for i, k := range own {
+		hs = append(hs, hashedKey{foldHash(k), int32(i)})
+	}
+	slices.SortFunc(hs, func(a, b hashedKey) int { return cmp.Or(cmp.Compare(a.h, b.h), cmp.Compare(a.i, b.i)) })
+	v.hashes = hs[:0]
+	for j := 1; j < len(hs); j++ {
+		if hs[j].h != hs[j-1].h {
+			continue
+		}
+		// Keys sharing a hash: compare the later one with each before it.
+		for k := j - 1; k >= 0 && hs[k].h == hs[j].h; k-- {
+			if a, b := own[hs[k].i], own[hs[j].i]; bytes.EqualFold(a, b) {
+				late := hs[j].i
+				v.path[len(v.path)-1] = seg{key: own[late]}
+				v.ambiguous(keyProblem(own[:late], own[late]))
+				return
+			}
 		}
 	}
 }
@@ -497,15 +536,26 @@ func hexRune(h []byte) rune {
 	return r
 }
 
-// foldKey maps k to a form equal for exactly the keys strings.EqualFold
-// finds equal: every rune becomes the smallest rune of its simple-fold
-// orbit (as encoding/json folds names).
-func foldKey(k []byte) string {
-	b := make([]byte, 0, len(k))
-	for _, r := range string(k) {
-		b = utf8.AppendRune(b, foldRuneLeast(r))
+// foldHash hashes k (FNV-1a) so that keys strings.EqualFold finds equal
+// hash alike: every rune is hashed as the smallest rune of its simple-fold
+// orbit (as encoding/json folds names). It does not allocate.
+func foldHash(k []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(k); {
+		r, n := rune(k[i]), 1
+		if r >= utf8.RuneSelf {
+			r, n = utf8.DecodeRune(k[i:])
+		}
+		i += n
+		r = foldRuneLeast(r)
+		for ; r > 0; r >>= 8 {
+			h ^= uint64(r & 0xff)
+			h *= 1099511628211
+		}
+		h ^= 0xff // rune separator
+		h *= 1099511628211
 	}
-	return string(b)
+	return h
 }
 
 func foldRuneLeast(r rune) rune {

@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +20,8 @@ type walker struct {
 	group     int
 	path      []pathSeg
 	unscanned []string
-	keyErr    bool // a rewrite renamed a schema property onto another
+	keyErr    bool  // a rewrite renamed a schema property onto another
+	err       error // the first case variant or unsupported shape found
 }
 
 type pathSeg struct {
@@ -74,72 +76,107 @@ func renderPath(path []pathSeg) string {
 	return b.String()
 }
 
-// str visits m[key] when it is a string, as a group of its own.
+// str visits m[key] when it is a string, as a group of its own; any other
+// type but null is refused.
 func (w *walker) str(m map[string]any, key string) {
 	if m == nil {
 		return
 	}
-	if s, ok := m[key].(string); ok {
+	if w.shape(m, key, kString, wantString) {
 		w.next()
-		m[key] = w.text(s)
+		m[key] = w.text(m[key].(string))
 	}
 }
 
-// walkRequest visits every model-visible text field of a request body.
+// walkRequest visits every model-visible text field of a request body and
+// refuses (w.err) case variants of the keys it reads and fields of a shape
+// it does not read.
 func walkRequest(ep string, root map[string]any, w *walker) {
 	switch ep {
 	case EndpointChat:
-		w.push("messages")
-		for i, v := range arr(root["messages"]) {
-			w.pushIndex(i)
-			w.chatMessage(obj(v))
+		w.keys(root, chatTopKeys)
+		w.shape(root, "stream_options", kObject, wantObject)
+		if w.shape(root, "messages", kArray, "an array of messages") {
+			w.push("messages")
+			for i, v := range root["messages"].([]any) {
+				w.pushIndex(i)
+				w.chatMessage(w.elem(v, wantMessage))
+				w.pop()
+			}
 			w.pop()
 		}
-		w.pop()
-		w.push("prediction")
-		w.content(obj(root["prediction"]), "content")
-		w.pop()
+		if w.shape(root, "prediction", kObject, wantObject) {
+			w.push("prediction")
+			p := root["prediction"].(map[string]any)
+			w.keys(p, predictionKeys)
+			w.content(p, "content")
+			w.pop()
+		}
 		w.tools(root, "tools")
 		w.tools(root, "functions")
-		if rf := obj(root["response_format"]); rf != nil {
+		if w.shape(root, "response_format", kObject, wantObject) {
+			rf := root["response_format"].(map[string]any)
 			w.push("response_format")
-			w.push("json_schema")
-			w.schemaFormat(obj(rf["json_schema"]))
-			w.pop()
+			w.keys(rf, responseFmtKeys)
+			w.shape(rf, "type", kString, wantString)
+			if w.shape(rf, "json_schema", kObject, wantObject) {
+				w.push("json_schema")
+				w.schemaFormat(rf["json_schema"].(map[string]any))
+				w.pop()
+			}
 			w.pop()
 		}
+		w.toolChoice(root)
+		if w.shape(root, "web_search_options", kObject, wantObject) {
+			ws := root["web_search_options"].(map[string]any)
+			w.push("web_search_options")
+			w.keys(ws, webSearchKeys)
+			if w.shape(ws, "user_location", kObject, wantObject) {
+				w.push("user_location")
+				w.any(ws["user_location"].(map[string]any))
+				w.pop()
+			}
+			w.pop()
+		}
+		w.content(root, "system")
 	case EndpointResponses:
-		w.push("instructions")
-		if _, ok := root["instructions"].(string); ok {
-			w.str(root, "instructions")
-		} else {
-			w.items(arr(root["instructions"]))
+		w.keys(root, responsesTopKeys)
+		for _, k := range []string{"instructions", "input"} {
+			if !w.shape(root, k, kString|kArray, "a string or an array of input items") {
+				continue
+			}
+			if _, ok := root[k].(string); ok {
+				w.str(root, k)
+			} else {
+				w.push(k)
+				w.items(root[k].([]any))
+				w.pop()
+			}
 		}
-		w.pop()
-		w.push("input")
-		if _, ok := root["input"].(string); ok {
-			w.str(root, "input")
-		} else {
-			w.items(arr(root["input"]))
-		}
-		w.pop()
-		if p := obj(root["prompt"]); p != nil {
+		if w.shape(root, "prompt", kObject, wantObject) {
+			p := root["prompt"].(map[string]any)
 			w.push("prompt")
+			w.keys(p, promptKeys)
 			if id, ok := p["id"].(string); ok && id != "" {
 				w.push("id")
 				w.skip("stored prompt")
 				w.pop()
 			}
-			if vars := obj(p["variables"]); vars != nil {
+			if w.shape(p, "variables", kObject, wantObject) {
+				vars := p["variables"].(map[string]any)
 				w.push("variables")
 				for _, k := range sortedKeys(vars) {
 					w.push(k)
-					if s, ok := vars[k].(string); ok {
+					switch x := vars[k].(type) {
+					case string:
 						w.next()
-						vars[k] = w.text(s)
-					} else {
+						vars[k] = w.text(x)
+					case map[string]any:
 						w.next()
-						w.part(obj(vars[k]))
+						w.part(x)
+					case nil:
+					default:
+						w.badShape(x, "a string or a content part object")
 					}
 					w.pop()
 				}
@@ -155,72 +192,123 @@ func walkRequest(ep string, root map[string]any, w *walker) {
 			}
 		}
 		w.tools(root, "tools")
-		if t := obj(root["text"]); t != nil {
+		if w.shape(root, "text", kObject, wantObject) {
+			t := root["text"].(map[string]any)
 			w.push("text")
-			w.push("format")
-			w.schemaFormat(obj(t["format"]))
-			w.pop()
+			w.keys(t, textKeys)
+			if w.shape(t, "format", kObject, wantObject) {
+				w.push("format")
+				w.schemaFormat(t["format"].(map[string]any))
+				w.pop()
+			}
 			w.pop()
 		}
+		w.toolChoice(root)
+		w.content(root, "system")
 	case EndpointEmbeddings:
-		w.push("input")
+		w.keys(root, embeddingsKeys)
+		if !w.shape(root, "input", kString|kArray, "a string, an array of strings or token ids") {
+			break
+		}
 		switch in := root["input"].(type) {
 		case string:
 			w.str(root, "input")
 		case []any:
+			w.push("input")
 			for i, v := range in {
 				w.pushIndex(i)
 				switch x := v.(type) {
 				case string:
 					w.next()
 					in[i] = w.text(x)
-				default:
+				case json.Number:
 					w.skip("token ids")
+				case []any:
+					for _, id := range x {
+						if _, ok := id.(json.Number); !ok {
+							w.badShape(id, "token ids (numbers)")
+							break
+						}
+					}
+					w.skip("token ids")
+				default:
+					w.badShape(x, "a string or token ids")
 				}
 				w.pop()
 			}
+			w.pop()
 		}
-		w.pop()
+	}
+	w.shape(root, "model", kString, wantString)
+	if ep != EndpointEmbeddings {
+		w.shape(root, "stream", kBool, "a boolean")
 	}
 }
 
+// toolChoice visits the tool names of root["tool_choice"]: a string
+// ("auto", "none", "required") or an object naming a function, custom or
+// MCP tool. The model reads the name it is told to call.
+func (w *walker) toolChoice(root map[string]any) {
+	if !w.shape(root, "tool_choice", kString|kObject, "a string or an object") {
+		return
+	}
+	tc, ok := root["tool_choice"].(map[string]any)
+	if !ok {
+		return
+	}
+	w.push("tool_choice")
+	w.keys(tc, toolChoiceKeys)
+	w.str(tc, "name")
+	for _, k := range []string{"function", "custom"} {
+		if w.shape(tc, k, kObject, wantObject) {
+			f := tc[k].(map[string]any)
+			w.push(k)
+			w.keys(f, choiceNameKeys)
+			w.str(f, "name")
+			w.pop()
+		}
+	}
+	w.pop()
+}
+
 // chatMessage visits a chat message of any role: its content, refusal,
-// name, and tool and function calls. Assistant audio is recorded as
-// unscanned.
+// name, reasoning, and tool and function calls. Assistant audio is recorded
+// as unscanned.
 func (w *walker) chatMessage(msg map[string]any) {
 	if msg == nil {
 		return
 	}
-	w.push("content")
+	w.keys(msg, messageKeys)
+	w.shape(msg, "role", kString, wantString)
 	w.content(msg, "content")
-	w.pop()
-	w.push("refusal")
 	w.str(msg, "refusal")
-	w.pop()
-	w.push("name")
 	w.str(msg, "name")
-	w.pop()
-	w.push("tool_calls")
-	for i, tc := range arr(msg["tool_calls"]) {
-		w.pushIndex(i)
-		if f := obj(obj(tc)["function"]); f != nil {
-			w.push("function")
-			w.str(f, "name")
-			w.str(f, "arguments")
-			w.pop()
-		} else if c := obj(obj(tc)["custom"]); c != nil {
-			w.push("custom")
-			w.str(c, "name")
-			w.str(c, "input")
+	w.str(msg, "reasoning_content")
+	if w.shape(msg, "tool_calls", kArray, "an array of tool calls") {
+		w.push("tool_calls")
+		for i, v := range msg["tool_calls"].([]any) {
+			w.pushIndex(i)
+			tc := w.elem(v, "a tool call object")
+			if tc != nil {
+				w.keys(tc, toolCallKeys)
+				w.shape(tc, "type", kString, wantString)
+				if w.shape(tc, "function", kObject, wantObject) {
+					w.push("function")
+					w.nameArgs(tc["function"].(map[string]any), nameArgsKeys, "arguments")
+					w.pop()
+				} else if w.shape(tc, "custom", kObject, wantObject) {
+					w.push("custom")
+					w.nameArgs(tc["custom"].(map[string]any), customCallKeys, "input")
+					w.pop()
+				}
+			}
 			w.pop()
 		}
 		w.pop()
 	}
-	w.pop()
-	if f := obj(msg["function_call"]); f != nil {
+	if w.shape(msg, "function_call", kObject, wantObject) {
 		w.push("function_call")
-		w.str(f, "name")
-		w.str(f, "arguments")
+		w.nameArgs(msg["function_call"].(map[string]any), nameArgsKeys, "arguments")
 		w.pop()
 	}
 	if a, ok := msg["audio"]; ok && a != nil {
@@ -230,11 +318,18 @@ func (w *walker) chatMessage(msg map[string]any) {
 	}
 }
 
+// nameArgs visits a call's name and its arguments (or input).
+func (w *walker) nameArgs(f map[string]any, known []string, args string) {
+	w.keys(f, known)
+	w.str(f, "name")
+	w.str(f, args)
+}
+
 // content visits a field that is a string or an array of content parts.
 // The text parts of one array form one group: the model reads them as one
-// text.
+// text. Any other type but null is refused.
 func (w *walker) content(m map[string]any, key string) {
-	if m == nil {
+	if m == nil || !w.shape(m, key, kString|kArray, wantContent) {
 		return
 	}
 	switch v := m[key].(type) {
@@ -242,7 +337,9 @@ func (w *walker) content(m map[string]any, key string) {
 		w.next()
 		m[key] = w.text(v)
 	case []any:
+		w.push(key)
 		w.parts(v)
+		w.pop()
 	}
 }
 
@@ -251,7 +348,7 @@ func (w *walker) parts(ps []any) {
 	w.next()
 	for i, p := range ps {
 		w.pushIndex(i)
-		w.part(obj(p))
+		w.part(w.elem(p, wantPart))
 		w.pop()
 	}
 }
@@ -266,6 +363,8 @@ func (w *walker) part(pm map[string]any) {
 	if pm == nil {
 		return
 	}
+	w.keys(pm, partKeys)
+	w.shape(pm, "type", kString, wantString)
 	typ, _ := pm["type"].(string)
 	if typ != "" && !textParts[typ] && typ != "refusal" {
 		if !safeKey([]byte(typ)) {
@@ -274,34 +373,37 @@ func (w *walker) part(pm map[string]any) {
 		w.skip(typ)
 		return
 	}
-	if s, ok := pm["text"].(string); ok {
-		pm["text"] = w.text(s)
+	if w.shape(pm, "text", kString, wantString) {
+		pm["text"] = w.text(pm["text"].(string))
 	}
-	if s, ok := pm["refusal"].(string); ok {
-		pm["refusal"] = w.text(s)
+	if w.shape(pm, "refusal", kString, wantString) {
+		pm["refusal"] = w.text(pm["refusal"].(string))
 	}
 }
 
 // items visits Responses input items (also an array "instructions").
 func (w *walker) items(items []any) {
 	for i, v := range items {
-		item := obj(v)
+		w.pushIndex(i)
+		item := w.elem(v, wantItem)
 		if item == nil {
+			w.pop()
 			continue
 		}
-		w.pushIndex(i)
+		w.shape(item, "type", kString, wantString)
 		typ, _ := item["type"].(string)
 		switch typ {
 		case "", "message":
-			w.push("content")
+			w.keys(item, itemKeys)
+			w.shape(item, "role", kString, wantString)
 			w.content(item, "content")
-			w.pop()
 		case "item_reference":
 			w.skip("item_reference")
 		default:
 			// Tool calls and their outputs (function, custom, computer,
 			// code interpreter, shell, MCP, file and web search, reasoning,
 			// and any later kind): every string but identifiers.
+			w.keys(item, []string{"type"})
 			w.any(item)
 		}
 		w.pop()
@@ -359,34 +461,43 @@ func (w *walker) any(m map[string]any) {
 	}
 }
 
-// tools visits the function and custom tool definitions under root[key]
-// (chat "tools" and "functions", Responses "tools"): names, descriptions,
-// parameter schemas and custom tool grammars. Hosted tools (web search,
-// file search, MCP servers, ...) hold configuration, not prompt text.
+// tools visits the tool definitions under root[key] (chat "tools" and
+// "functions", Responses "tools"): names, descriptions, parameter schemas
+// and custom tool grammars of function and custom tools, and the server
+// description of MCP tools. Other hosted tools (web search, file search,
+// ...) hold configuration, not prompt text.
 func (w *walker) tools(root map[string]any, key string) {
-	list := arr(root[key])
-	if list == nil {
+	if !w.shape(root, key, kArray, "an array of tools") {
 		return
 	}
 	w.push(key)
-	for i, v := range list {
-		t := obj(v)
+	for i, v := range root[key].([]any) {
+		w.pushIndex(i)
+		t := w.elem(v, wantTool)
 		if t == nil {
+			w.pop()
 			continue
 		}
-		w.pushIndex(i)
+		w.keys(t, toolKeys)
+		w.shape(t, "type", kString, wantString)
 		typ, _ := t["type"].(string)
 		switch {
-		case typ == "function" && obj(t["function"]) != nil: // chat
-			w.push("function")
-			w.definition(obj(t["function"]))
-			w.pop()
-		case typ == "custom" && obj(t["custom"]) != nil: // chat
-			w.push("custom")
-			w.definition(obj(t["custom"]))
-			w.pop()
+		case typ == "function" && t["function"] != nil: // chat
+			if w.shape(t, "function", kObject, wantObject) {
+				w.push("function")
+				w.definition(t["function"].(map[string]any))
+				w.pop()
+			}
+		case typ == "custom" && t["custom"] != nil: // chat
+			if w.shape(t, "custom", kObject, wantObject) {
+				w.push("custom")
+				w.definition(t["custom"].(map[string]any))
+				w.pop()
+			}
 		case typ == "", typ == "function", typ == "custom": // Responses, chat "functions"
 			w.definition(t)
+		case typ == "mcp":
+			w.str(t, "server_description")
 		}
 		w.pop()
 	}
@@ -394,22 +505,29 @@ func (w *walker) tools(root map[string]any, key string) {
 }
 
 // definition visits a function or custom tool: name, description, the
-// parameter schema and a custom tool's grammar.
+// parameter schema and a custom tool's grammar (chat nests it under
+// format.grammar, Responses puts it in format).
 func (w *walker) definition(d map[string]any) {
-	w.push("name")
+	w.keys(d, definitionKeys)
 	w.str(d, "name")
-	w.pop()
-	w.push("description")
 	w.str(d, "description")
-	w.pop()
-	if p, ok := d["parameters"].(map[string]any); ok {
+	if w.shape(d, "parameters", kObject, "a JSON schema object") {
 		w.push("parameters")
-		w.schema(p)
+		w.schema(d["parameters"].(map[string]any))
 		w.pop()
 	}
-	if f := obj(d["format"]); f != nil {
+	if w.shape(d, "format", kObject, wantObject) {
+		f := d["format"].(map[string]any)
 		w.push("format")
+		w.keys(f, grammarKeys)
 		w.str(f, "definition")
+		if w.shape(f, "grammar", kObject, wantObject) {
+			g := f["grammar"].(map[string]any)
+			w.push("grammar")
+			w.keys(g, grammarDefKeys)
+			w.str(g, "definition")
+			w.pop()
+		}
 		w.pop()
 	}
 }
@@ -417,14 +535,12 @@ func (w *walker) definition(d map[string]any) {
 // schemaFormat visits a structured-output format: name, description and
 // schema.
 func (w *walker) schemaFormat(f map[string]any) {
-	if f == nil {
-		return
-	}
+	w.keys(f, schemaFormatKeys)
 	w.str(f, "name")
 	w.str(f, "description")
-	if s, ok := f["schema"].(map[string]any); ok {
+	if w.shape(f, "schema", kObject, "a JSON schema object") {
 		w.push("schema")
-		w.schema(s)
+		w.schema(f["schema"].(map[string]any))
 		w.pop()
 	}
 }
