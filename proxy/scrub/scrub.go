@@ -46,7 +46,7 @@ type Set struct {
 	start [256]bool
 	pair  [256][4]uint64 // pair[a] has bit b: a pattern may start with a then b
 	max   int            // longest encoded match, in bytes
-	fold  *Set // the keys lowercased, without base64 spellings
+	fold  *Set           // the keys lowercased, without base64 spellings
 }
 
 // New compiles keys, ignoring duplicates and keys shorter than MinKeyLen.
