@@ -630,6 +630,9 @@ func (u *utf8Body) check(b []byte) bool {
 			u.nt = 0
 		}
 	}
+	if u.nt > 0 {
+		return true // b ended inside the pending rune
+	}
 	rest := b[i:]
 	cut := len(rest)
 	for k := len(rest) - 1; k >= 0 && k >= len(rest)-(utf8.UTFMax-1); k-- {
