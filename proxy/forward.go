@@ -172,7 +172,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		h.Del("Content-Length")
 	}
 	switch {
-	case res.StatusCode < 300 && c.kind.hasModelBody() && (c.stream || mt == "text/event-stream"):
+	case res.StatusCode < 300 && c.kind.hasModelBody() && (mt == "text/event-stream" || c.stream && (c.kind == epChat || c.kind == epResponses)):
 		// A stream request's answer goes through the SSE relay whatever
 		// its type: the SDKs parse SSE framing in an answer labelled
 		// x-ndjson, text/plain, JSON or nothing, and join its deltas, so
@@ -572,20 +572,18 @@ func utf8Text(b []byte) bool {
 // parser reads as data or an event name.
 func sseFramed(b []byte) bool {
 	b = bytes.TrimPrefix(b, []byte("\ufeff"))
-	if json.Valid(b) {
-		return false
-	}
-	for len(b) > 0 {
-		var line []byte
-		i := bytes.IndexAny(b, "\r\n")
-		if i < 0 {
-			line, b = b, nil
+	for rest := b; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexAny(rest, "\r\n"); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
 		} else {
-			line, b = b[:i], b[i+1:]
+			rest = nil
 		}
 		if bytes.HasPrefix(line, []byte("data:")) || bytes.HasPrefix(line, []byte("event:")) ||
 			bytes.Equal(line, []byte("data")) {
-			return true
+			// JSON cannot hold such a line (its strings hold no raw line
+			// breaks); checked all the same.
+			return !json.Valid(b)
 		}
 	}
 	return false

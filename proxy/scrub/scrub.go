@@ -15,7 +15,7 @@
 // for header names (which Go canonicalises) and values.
 //
 // A Stream scrubs text that arrives in pieces: it holds back only the bytes
-// of a pending partial match (at most 6×the longest key), so a stream in
+// of a pending partial match (at most 6× the longest pattern: a key, or its base64 spelling of 4/3 its length), so a stream in
 // which nothing matches is released as it comes, and a key split over two
 // reads is still caught. The output of a Stream for any split of its input
 // equals Set.Bytes of the whole input.
