@@ -182,7 +182,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		if mt != "text/event-stream" {
 			h.Set("Content-Type", "text/event-stream")
 		}
-		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, &utf8Body{src: res.Body}), c.keys, res.Trailer)
+		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, res.Trailer)
 		return nil
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
 		c.kind.hasModelBody():

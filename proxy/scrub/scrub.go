@@ -342,7 +342,22 @@ func (s *Set) ContainsFold(t string) bool {
 	if s.Empty() || len(t) < MinKeyLen {
 		return false
 	}
-	return find(s, t) || find(s.fold, strings.ToLower(t))
+	if find(s, t) {
+		return true
+	}
+	var buf [256]byte // most header names and values: no allocation
+	low := buf[:0]
+	if len(t) > len(buf) {
+		low = make([]byte, 0, len(t))
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low = append(low, c)
+	}
+	return find(s.fold, low)
 }
 
 // find reports whether t holds a key, without allocating.

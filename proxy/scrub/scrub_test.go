@@ -173,6 +173,13 @@ func TestContainsFold(t *testing.T) {
 func TestNoAllocsWhenClean(t *testing.T) {
 	s := New(key, "QWERTYsecretVAULT42")
 	text := []byte(strings.Repeat(`data: {"content":"100% of A words, c2st and %51 here"}`+"\n", 50))
+	if n := testing.AllocsPerRun(100, func() {
+		if s.ContainsFold("Content-Type") || s.ContainsFold("application/json; charset=utf-8") {
+			sink++
+		}
+	}); n != 0 {
+		t.Errorf("ContainsFold allocates %v per run", n)
+	}
 	if n := testing.AllocsPerRun(100, func() { sink += len(s.Bytes(text)) }); n != 0 {
 		t.Errorf("Bytes allocates %v per run", n)
 	}
