@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/payload"
@@ -115,8 +116,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		c.prompt = strings.Clone(clip(c.prompt, audit.MaxTextBytes+64))
 	}
 	h := res.Header
-	if dropped := scrubHeader(h, c.keys); len(dropped) > 0 {
-		p.log.Warn("proxy: dropped upstream headers carrying a vaulted key", "request_id", c.id, "headers", dropped)
+	dropped := scrubHeader(h, c.keys)
+	// Announced trailers: ReverseProxy names them in the client's Trailer
+	// header before the body; their values are scrubbed when it ends.
+	dropped = append(dropped, scrubHeader(res.Trailer, c.keys)...)
+	if len(dropped) > 0 {
+		p.log.Warn("proxy: dropped upstream headers carrying a vaulted key", "request_id", c.id, "headers", len(dropped))
 	}
 	c.upstreamID = h.Get("X-Request-Id")
 	if c.upstreamID != "" {
@@ -149,7 +154,17 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
 			"Upstream %q sent its answer with Content-Encoding %q, which the proxy cannot inspect, so it is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, ce), nil)
 	}
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	ct := h.Get("Content-Type")
+	if cs, ok := foreignCharset(ct); ok {
+		// A client decodes the answer in the charset it declares: text in
+		// UTF-16 or Latin-1 is text the proxy's masking and key scrubbing
+		// (which read UTF-8) never saw.
+		_ = res.Body.Close()
+		c.errDetail = "upstream answer in charset " + clip(cs, 40)
+		return errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
+			"Upstream %q declared a charset other than UTF-8 for its answer; the proxy inspects only UTF-8, so the answer is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name), nil)
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
 	// Streams and passed-through answers are rewritten on the way (keys
 	// scrubbed, text masked): their length is no longer the upstream's.
 	unsized := func() {
@@ -157,19 +172,31 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		h.Del("Content-Length")
 	}
 	switch {
-	case mt == "text/event-stream" && res.StatusCode < 300 && c.kind.hasModelBody():
+	case res.StatusCode < 300 && c.kind.hasModelBody() && (mt == "text/event-stream" || c.stream && (c.kind == epChat || c.kind == epResponses)):
+		// A stream request's answer goes through the SSE relay whatever
+		// its type: the SDKs parse SSE framing in an answer labelled
+		// x-ndjson, text/plain, JSON or nothing, and join its deltas, so
+		// it is masked and scrubbed per field like any stream. An answer
+		// without SSE framing relays nothing and ends in an error event.
 		unsized()
+		if mt != "text/event-stream" {
+			h.Set("Content-Type", "text/event-stream")
+		}
 		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, res.Trailer)
 		return nil
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
 		c.kind.hasModelBody():
 		// A model call's answer in a type pamctl does not parse (text/plain,
-		// x-ndjson, none, SSE labelled as something else) is masked as
-		// text, never passed through verbatim.
+		// x-ndjson, none) is masked as text, never passed through
+		// verbatim; one in SSE framing is refused (bufferedAnswer).
 		return p.bufferedAnswer(c, res)
 	default:
 		unsized()
-		res.Body = newScrubBody(&tailBody{src: res.Body, c: c, finish: func(err error) error {
+		src := res.Body
+		if textual(mt) {
+			src = &utf8Body{src: src}
+		}
+		res.Body = newScrubBody(&tailBody{src: src, c: c, finish: func(err error) error {
 			return p.finishPassThrough(c.clientContext(res.Request.Context()), c, err)
 		}}, c.keys, res.Trailer)
 		return nil
@@ -202,6 +229,21 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 		c.errDetail = "upstream answer too large"
 		return errUpstream(http.StatusBadGateway, CodeUpstreamTooLarge,
 			fmt.Sprintf("Upstream %q answered with more than %d MiB, more than the proxy buffers to inspect an answer; the answer is withheld. Ask for a shorter answer (max_tokens, fewer choices) or stream it.", c.up.name, limit>>20), nil)
+	}
+	if !utf8Text(body) {
+		// UTF-16/32 (with or without a BOM), Latin-1, binary: JSON
+		// decoders such as Python's detect UTF-16/32 and read it, but
+		// masking and key scrubbing read UTF-8.
+		c.errDetail = "upstream answer not UTF-8"
+		return errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
+			"Upstream %q answered with text that is not UTF-8 (or holds NUL bytes); the proxy inspects only UTF-8, so the answer is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name), nil)
+	}
+	if res.StatusCode < 300 && c.kind.hasModelBody() && sseFramed(body) {
+		// A non-stream call answered with SSE framing: a client that parses
+		// it joins deltas that were masked and scrubbed apart, as text.
+		c.errDetail = "upstream answered a non-stream call with a stream"
+		return errUpstream(http.StatusBadGateway, CodeUpstreamUnexpectedStream, fmt.Sprintf(
+			"Upstream %q answered a request without \"stream\": true with a Server-Sent Events stream, so the answer is withheld. Retry; set \"stream\": true to stream.", c.up.name), nil)
 	}
 	body = c.keys.Bytes(body)
 	res.Trailer = nil // trailers of a buffered answer are not relayed
@@ -449,6 +491,12 @@ func (t *tailBody) Read(p []byte) (int, error) {
 				// broken answer rather than a complete unaudited one.
 				return 0, ferr
 			}
+			if errors.Is(err, errUpstreamEncoding) {
+				// Text that is not UTF-8: nothing more of it goes out,
+				// and the client sees a broken answer.
+				t.held = nil
+				return 0, err
+			}
 			t.out = append(t.out, t.held...)
 			t.held = nil
 		}
@@ -467,3 +515,137 @@ func (t *tailBody) Close() error {
 	}
 	return t.src.Close()
 }
+
+// Codes of answers refused for their shape.
+const (
+	CodeUpstreamEncoding         = "upstream_bad_encoding"
+	CodeUpstreamUnexpectedStream = "upstream_unexpected_stream"
+)
+
+// errUpstreamEncoding ends an answer that turned out not to be UTF-8 text.
+var errUpstreamEncoding = errors.New("upstream answer is not UTF-8 text (invalid UTF-8 or a NUL byte)")
+
+// foreignCharset returns the charset a Content-Type declares when it is
+// not UTF-8 (or its subset US-ASCII). It reads the parameters itself, so a
+// Content-Type mime.ParseMediaType rejects is still judged.
+func foreignCharset(ct string) (string, bool) {
+	_, params, _ := strings.Cut(ct, ";")
+	for params != "" {
+		var p string
+		p, params, _ = strings.Cut(params, ";")
+		name, v, _ := strings.Cut(p, "=")
+		if !strings.EqualFold(strings.TrimSpace(name), "charset") {
+			continue
+		}
+		v = strings.ToLower(strings.Trim(strings.TrimSpace(v), `"' `))
+		switch v {
+		case "utf-8", "utf8", "us-ascii":
+		default:
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// textual reports whether a media type is text a client decodes (and so
+// must be UTF-8 to be inspected): JSON, SSE, text/*, XML, or none at all.
+// Binary types (audio/*, image/*, application/octet-stream…) are scrubbed
+// as bytes only.
+func textual(mt string) bool {
+	switch {
+	case mt == "", strings.HasPrefix(mt, "text/"),
+		mt == "application/json", strings.HasSuffix(mt, "+json"),
+		strings.HasSuffix(mt, "ndjson"), strings.HasSuffix(mt, "jsonl"), strings.HasSuffix(mt, "json-seq"),
+		mt == "application/xml", strings.HasSuffix(mt, "+xml"), mt == "application/javascript":
+		return true
+	}
+	return false
+}
+
+// utf8Text reports whether b is valid UTF-8 without NUL bytes: text in
+// UTF-16 or UTF-32 (BOM or not) always fails, for its ASCII holds NULs.
+func utf8Text(b []byte) bool {
+	return bytes.IndexByte(b, 0) < 0 && utf8.Valid(b)
+}
+
+// sseFramed reports whether a body that is not JSON holds a line an SSE
+// parser reads as data or an event name.
+func sseFramed(b []byte) bool {
+	b = bytes.TrimPrefix(b, []byte("\ufeff"))
+	for rest := b; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexAny(rest, "\r\n"); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if bytes.HasPrefix(line, []byte("data:")) || bytes.HasPrefix(line, []byte("event:")) ||
+			bytes.Equal(line, []byte("data")) {
+			// JSON cannot hold such a line (its strings hold no raw line
+			// breaks); checked all the same.
+			return !json.Valid(b)
+		}
+	}
+	return false
+}
+
+// utf8Body passes a textual answer through while checking it is UTF-8
+// without NUL bytes; it fails with errUpstreamEncoding, returning none of
+// the offending read, at the first read that is not. A rune split between
+// reads is judged when its end arrives.
+type utf8Body struct {
+	src  io.ReadCloser
+	tail [utf8.UTFMax]byte // the start of a rune the last read ended in
+	nt   int
+	err  error
+}
+
+func (u *utf8Body) Read(p []byte) (int, error) {
+	if u.err != nil {
+		return 0, u.err
+	}
+	n, err := u.src.Read(p)
+	if !u.check(p[:n]) || errors.Is(err, io.EOF) && u.nt > 0 {
+		u.err = errUpstreamEncoding
+		return 0, u.err
+	}
+	return n, err
+}
+
+func (u *utf8Body) check(b []byte) bool {
+	if bytes.IndexByte(b, 0) >= 0 {
+		return false
+	}
+	i := 0
+	for u.nt > 0 && i < len(b) {
+		u.tail[u.nt] = b[i]
+		u.nt++
+		i++
+		if utf8.FullRune(u.tail[:u.nt]) {
+			if !utf8.Valid(u.tail[:u.nt]) {
+				return false
+			}
+			u.nt = 0
+		}
+	}
+	if u.nt > 0 {
+		return true // b ended inside the pending rune
+	}
+	rest := b[i:]
+	cut := len(rest)
+	for k := len(rest) - 1; k >= 0 && k >= len(rest)-(utf8.UTFMax-1); k-- {
+		if utf8.RuneStart(rest[k]) {
+			if !utf8.FullRune(rest[k:]) {
+				cut = k
+			}
+			break
+		}
+	}
+	if !utf8.Valid(rest[:cut]) {
+		return false
+	}
+	u.nt = copy(u.tail[:], rest[cut:])
+	return true
+}
+
+func (u *utf8Body) Close() error { return u.src.Close() }

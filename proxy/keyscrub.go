@@ -149,24 +149,28 @@ func scrubList(l []string, set *scrub.Set) []string {
 	return l
 }
 
-// headerHasKey reports whether a header name or value spells a key, also
-// once percent-decoded (a Location or Link header may carry it so).
+// headerHasKey reports whether a header name or value spells a key,
+// compared case-insensitively (Go canonicalises header names: an upstream's
+// X-<key> arrives as X-<Key>), also once percent-decoded (a Location or
+// Link header may carry it so).
 func headerHasKey(set *scrub.Set, s string) bool {
-	if set.ContainsString(s) {
+	if set.ContainsFold(s) {
 		return true
 	}
 	if !strings.ContainsAny(s, "%+") {
 		return false
 	}
-	if u, err := url.PathUnescape(s); err == nil && u != s && set.ContainsString(u) {
+	if u, err := url.PathUnescape(s); err == nil && u != s && set.ContainsFold(u) {
 		return true
 	}
 	u, err := url.QueryUnescape(s)
-	return err == nil && u != s && set.ContainsString(u)
+	return err == nil && u != s && set.ContainsFold(u)
 }
 
 // scrubHeader drops every header whose name or any value carries a key;
-// it reports the names dropped.
+// it reports the names dropped. Applied to an answer's Trailer map before
+// the body is relayed, it also drops the names the upstream announced (the
+// client's Trailer header is built from them).
 func scrubHeader(h http.Header, set *scrub.Set) []string {
 	if set.Empty() {
 		return nil

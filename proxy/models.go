@@ -119,6 +119,10 @@ func (p *Proxy) fetchModels(r *http.Request, up *upstream) ([]model, *apiError) 
 	if res.StatusCode != http.StatusOK {
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q answered %d to the model list.", up.name, res.StatusCode), nil)
 	}
+	if _, foreign := foreignCharset(res.Header.Get("Content-Type")); foreign || !utf8Text(body) {
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
+			"Upstream %q sent its model list in text that is not UTF-8; the proxy inspects only UTF-8. Retry; if it persists an administrator should check the upstream.", up.name), nil)
+	}
 	var list modelList
 	if err := json.Unmarshal(body, &list); err != nil {
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q sent a model list that is not OpenAI's shape.", up.name), err)

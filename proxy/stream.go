@@ -16,7 +16,7 @@ import (
 )
 
 // streamBody relays a Server-Sent Events answer of a model call as it
-// arrives; nothing but the current event (and text the masker holds back)
+// arrives, checking it is UTF-8 (utf8Body); nothing but the current event (and text the masker holds back)
 // is ever buffered.
 //
 // A payload.Relay (masking, usage, summary) does the work one event per
@@ -40,6 +40,7 @@ type streamBody struct {
 	ctx context.Context
 	src io.ReadCloser
 
+	text    utf8Body // src, checked to be UTF-8 without NULs
 	relay   *payload.Relay
 	waiting bool           // the relay's source declined to wait: out may go
 	result  payload.Result // set when the relay has ended
@@ -81,6 +82,7 @@ func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
 
 func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *streamBody {
 	s := &streamBody{p: p, c: c, ctx: ctx, src: src}
+	s.text.src = src
 	w := writerFunc(func(b []byte) (int, error) {
 		s.feed(b)
 		return len(b), nil
@@ -92,7 +94,7 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 			s.waiting = true
 			return 0, sse.ErrWouldBlock
 		}
-		return src.Read(b)
+		return s.text.Read(b)
 	})
 	relay, err := payload.NewScrubbedRelay(w, nil, r, c.path, c.ResponseMask, c.keys)
 	if err != nil {
@@ -361,6 +363,11 @@ func (s *streamBody) finish() {
 		ae := errUpstream(http.StatusBadGateway, CodeStreamInterrupted, fmt.Sprintf(
 			"Upstream %q cut the stream short; the answer is incomplete. Retry the request.", s.c.up.name), cause)
 		s.c.err, s.c.errDetail = ae, "upstream stream interrupted"
+		if errors.Is(cause, errUpstreamEncoding) {
+			ae = errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
+				"Upstream %q streamed text that is not UTF-8 (or holds NUL bytes); the proxy inspects only UTF-8, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
+			s.c.err, s.c.errDetail = ae, "upstream stream not UTF-8"
+		}
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
 		s.out.Write(errorEvent(ae))
 	default:

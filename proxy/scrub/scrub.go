@@ -3,13 +3,19 @@
 // response headers and audit fields.
 //
 // A key is found whatever its shape (OpenAI, Azure, any opaque string of at
-// least MinKeyLen bytes) and however JSON spells it: each byte of the key
-// may appear literally or as a JSON escape (\u0073 in either hex case, \/
-// for '/', \" \\ \b \f \n \r \t for the bytes they stand for). Each match
-// is replaced by Marker, which is valid inside a JSON string.
+// least MinKeyLen bytes) and however JSON or a URL spells it: each byte of
+// the key may appear literally, as a JSON escape (\u0073 in either hex
+// case, \/ for '/', \" \\ \b \f \n \r \t for the bytes they stand for) or
+// percent-encoded (%73 or %6b, either hex case), mixed freely. The key's
+// base64 spellings are found too: for each of the three alignments the key
+// may have inside a longer base64 text, the characters that depend on the
+// key's bytes alone, in the standard and the URL-safe alphabet (each byte
+// of those may in turn be escaped). Each match is replaced by Marker, which
+// is valid inside a JSON string. ContainsFold compares case-insensitively,
+// for header names (which Go canonicalises) and values.
 //
 // A Stream scrubs text that arrives in pieces: it holds back only the bytes
-// of a pending partial match (at most 6×the longest key), so a stream in
+// of a pending partial match (at most 6× the longest pattern: a key, or its base64 spelling of 4/3 its length), so a stream in
 // which nothing matches is released as it comes, and a key split over two
 // reads is still caught. The output of a Stream for any split of its input
 // equals Set.Bytes of the whole input.
@@ -18,8 +24,10 @@
 package scrub
 
 import (
+	"encoding/base64"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // Marker replaces every key found.
@@ -32,13 +40,19 @@ const MinKeyLen = 8
 // Set is a compiled set of keys. It is immutable and safe for concurrent
 // use; a nil or empty Set scrubs nothing.
 type Set struct {
-	keys  [][]byte // longest first: the tie-break between keys at one start
+	keys  [][]byte // the keys as given, longest first
+	pats  [][]byte // what is matched: the keys and their base64 spellings, longest first
+	first [256][]uint16
 	start [256]bool
-	max   int // longest encoded match, in bytes
+	pair  [256][4]uint64 // pair[a] has bit b: a pattern may start with a then b
+	max   int            // longest encoded match, in bytes
+	fold  *Set           // the keys lowercased, without base64 spellings
 }
 
 // New compiles keys, ignoring duplicates and keys shorter than MinKeyLen.
-func New(keys ...string) *Set {
+func New(keys ...string) *Set { return compile(keys, true) }
+
+func compile(keys []string, spellings bool) *Set {
 	s := &Set{}
 	seen := map[string]bool{}
 	for _, k := range keys {
@@ -52,12 +66,71 @@ func New(keys ...string) *Set {
 		return nil
 	}
 	sort.SliceStable(s.keys, func(i, j int) bool { return len(s.keys[i]) > len(s.keys[j]) })
-	s.start['\\'] = true
+	pseen := map[string]bool{}
+	add := func(p []byte) {
+		if len(p) >= MinKeyLen && !pseen[string(p)] {
+			pseen[string(p)] = true
+			s.pats = append(s.pats, p)
+		}
+	}
 	for _, k := range s.keys {
-		s.start[k[0]] = true
-		s.max = max(s.max, 6*len(k))
+		add(k)
+	}
+	if spellings {
+		for _, k := range s.keys {
+			for _, p := range base64Spellings(k) {
+				add(p)
+			}
+		}
+	}
+	sort.SliceStable(s.pats, func(i, j int) bool { return len(s.pats[i]) > len(s.pats[j]) })
+	s.start['\\'], s.start['%'] = true, true
+	for _, c := range []byte{'\\', '%'} {
+		s.pair[c] = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+	}
+	for i, p := range s.pats {
+		s.start[p[0]] = true
+		for _, c := range []byte{p[1], '\\', '%'} {
+			s.pair[p[0]][c>>6] |= 1 << (c & 63)
+		}
+		s.first[p[0]] = append(s.first[p[0]], uint16(i))
+		s.max = max(s.max, 6*len(p))
+	}
+	all := make([]uint16, len(s.pats))
+	for i := range all {
+		all[i] = uint16(i)
+	}
+	// Any byte of a pattern may be escaped: at '\\' or '%' every pattern
+	// may start.
+	s.first['\\'], s.first['%'] = all, all
+	if spellings {
+		lower := make([]string, len(s.keys))
+		for i, k := range s.keys {
+			lower[i] = strings.ToLower(string(k))
+		}
+		s.fold = compile(lower, false)
 	}
 	return s
+}
+
+// base64Spellings returns, for each alignment of k inside a longer base64
+// text (0, 1 or 2 bytes before it in its 3-byte group), the base64
+// characters that encode k's bytes alone, in both alphabets.
+func base64Spellings(k []byte) [][]byte {
+	var out [][]byte
+	for off := 0; off < 3; off++ {
+		// off bytes of k complete the group the text before k began.
+		from := (3 - off) % 3
+		if from >= len(k) {
+			continue
+		}
+		whole := k[from:]
+		whole = whole[:len(whole)/3*3]
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+			out = append(out, []byte(enc.EncodeToString(whole)))
+		}
+	}
+	return out
 }
 
 // With returns a Set of s's keys and more (s itself when more adds none).
@@ -122,6 +195,24 @@ func matchKey[T text](key []byte, b T) (int, int) {
 			j++
 			continue
 		}
+		if c == '%' {
+			// Percent-encoded: %HH, either hex case.
+			if j+1 >= len(b) {
+				return partial, 0
+			}
+			hi := hexVal(b[j+1])
+			if hi < 0 || hi != int(want>>4) {
+				return noMatch, 0
+			}
+			if j+2 >= len(b) {
+				return partial, 0
+			}
+			if lo := hexVal(b[j+2]); lo < 0 || lo != int(want&0xf) {
+				return noMatch, 0
+			}
+			j += 3
+			continue
+		}
 		if c != '\\' {
 			return noMatch, 0
 		}
@@ -163,16 +254,30 @@ func matchKey[T text](key []byte, b T) (int, int) {
 	return full, j
 }
 
+// mayStart reports whether a match may start at b[i]: its byte and the
+// next (when there is one) begin a pattern, maybe escaped.
+func mayStart[T text](s *Set, b T, i int) bool {
+	c := b[i]
+	if !s.start[c] {
+		return false
+	}
+	if i+1 >= len(b) {
+		return true
+	}
+	d := b[i+1]
+	return s.pair[c][d>>6]&(1<<(d&63)) != 0
+}
+
 // scan scrubs b[:] appending the output to dst. Unless final, it stops
 // where a match is still undecided and returns that offset (bytes from it
 // on are held back); final decides undecided matches as no match.
 func scan[T text](s *Set, dst []byte, b T, final bool) ([]byte, int) {
 	last := 0
 	for i := 0; i < len(b); {
-		if !s.start[b[i]] {
+		if !mayStart(s, b, i) {
 			// Skip to the next byte that can start a match.
 			k := i + 1
-			for k < len(b) && !s.start[b[k]] {
+			for k < len(b) && !mayStart(s, b, k) {
 				k++
 			}
 			i = k
@@ -180,8 +285,8 @@ func scan[T text](s *Set, dst []byte, b T, final bool) ([]byte, int) {
 		}
 		decided := true
 		n := 0
-		for _, key := range s.keys {
-			st, l := matchKey(key, b[i:])
+		for _, k := range s.first[b[i]] {
+			st, l := matchKey(s.pats[k], b[i:])
 			if st == full {
 				n = l
 				break
@@ -230,17 +335,42 @@ func (s *Set) Contains(b []byte) bool { return find(s, b) }
 // ContainsString is Contains for a string.
 func (s *Set) ContainsString(t string) bool { return find(s, t) }
 
+// ContainsFold reports whether t holds a key in any spelling, compared
+// case-insensitively (ASCII). It is meant for header names, which Go
+// canonicalises (X-Abcdef for x-aBCdef), and header values.
+func (s *Set) ContainsFold(t string) bool {
+	if s.Empty() || len(t) < MinKeyLen {
+		return false
+	}
+	if find(s, t) {
+		return true
+	}
+	var buf [256]byte // most header names and values: no allocation
+	low := buf[:0]
+	if len(t) > len(buf) {
+		low = make([]byte, 0, len(t))
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low = append(low, c)
+	}
+	return find(s.fold, low)
+}
+
 // find reports whether t holds a key, without allocating.
 func find[T text](s *Set, t T) bool {
 	if s.Empty() || len(t) < MinKeyLen {
 		return false
 	}
 	for i := 0; i < len(t); i++ {
-		if !s.start[t[i]] {
+		if !mayStart(s, t, i) {
 			continue
 		}
-		for _, key := range s.keys {
-			if st, _ := matchKey(key, t[i:]); st == full {
+		for _, k := range s.first[t[i]] {
+			if st, _ := matchKey(s.pats[k], t[i:]); st == full {
 				return true
 			}
 		}

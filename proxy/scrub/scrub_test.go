@@ -1,6 +1,7 @@
 package scrub
 
 import (
+	"encoding/base64"
 	"fmt"
 	"regexp"
 	"strings"
@@ -10,18 +11,27 @@ import (
 const key = "sk-proj-Abc123/def+456_GHI-jkl789"
 
 // naive is the reference: one regular expression of every spelling of
-// every key, longest key first, replaced leftmost-first.
+// every pattern (key or base64 spelling), longest first, replaced
+// leftmost-first.
 func naive(keys []string, text string) string {
 	set := New(keys...)
 	if set.Empty() {
 		return text
 	}
 	var alts []string
-	for _, k := range set.keys {
+	for _, k := range set.pats {
 		var b strings.Builder
 		for _, c := range k {
 			b.WriteString("(?:")
 			b.WriteString(regexp.QuoteMeta(string([]byte{c})))
+			b.WriteString("|%")
+			for _, d := range fmt.Sprintf("%02x", c) {
+				if d >= 'a' {
+					fmt.Fprintf(&b, "[%c%c]", d, d-'a'+'A')
+				} else {
+					b.WriteRune(d)
+				}
+			}
 			if c < 0x80 {
 				h := fmt.Sprintf("%04x", c)
 				b.WriteString(`|\\u`)
@@ -86,6 +96,98 @@ func TestBytesSpellings(t *testing.T) {
 	// A \u escape never spells a UTF-8 byte of a non-ASCII key.
 	if New("clé-secrète-1234").Contains([]byte(`cl\u00e9-secr\u00e8te-1234`)) {
 		t.Error("a rune escape matched bytes")
+	}
+}
+
+// pctEncode spells every byte of s as %HH, upper hex when upper.
+func pctEncode(s string, upper bool) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		if upper {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			fmt.Fprintf(&b, "%%%02x", c)
+		}
+	}
+	return b.String()
+}
+
+// TestPercentAndBase64Spellings: a key percent-encoded (fully, partly,
+// either hex case, mixed with JSON escapes) or base64-encoded (either
+// alphabet, at any alignment inside a longer base64 text) is found.
+func TestPercentAndBase64Spellings(t *testing.T) {
+	keys := []string{key, "QWERTYsecretVAULT42"}
+	s := New(keys...)
+	texts := map[string]string{}
+	for _, k := range keys {
+		texts[k+"/pct upper"] = "u=" + pctEncode(k, true) + "&x"
+		texts[k+"/pct lower"] = "u=" + pctEncode(k, false)
+		texts[k+"/pct mixed with literal"] = pctEncode(k[:3], true) + k[3:7] + pctEncode(k[7:], false)
+		texts[k+"/pct and json escape"] = jsonEscape(k[:4], false) + pctEncode(k[4:], true)
+		for pre := 0; pre < 3; pre++ {
+			plain := strings.Repeat("z", pre) + k + "tail"
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding} {
+				texts[fmt.Sprintf("%s/base64 %d %p", k, pre, enc)] = `{"b64":"` + enc.EncodeToString([]byte(plain)) + `"}`
+			}
+		}
+		texts[k+"/base64 json-escaped slash"] = strings.ReplaceAll(base64.StdEncoding.EncodeToString([]byte("\xff\xfe"+k)), "/", `\/`)
+	}
+	for name, text := range texts {
+		out := s.String(text)
+		if !strings.Contains(out, Marker) {
+			t.Errorf("%s: not found in %q", name, text)
+		}
+		if want := naive(keys, text); out != want {
+			t.Errorf("%s: %q differs from the reference %q", name, out, want)
+		}
+		for _, n := range []int{1, 2, 5} {
+			if got := streamAll(s, text, n); got != out {
+				t.Errorf("%s split %d: %q, want %q", name, n, got, out)
+			}
+		}
+	}
+	for _, clean := range []string{"100%25 sure %41%42", "aGVsbG8gd29ybGQ=", "%zz%4"} {
+		if got := s.String(clean); got != clean {
+			t.Errorf("clean text changed: %q -> %q", clean, got)
+		}
+	}
+}
+
+// TestContainsFold: a header name Go canonicalised still shows the key.
+func TestContainsFold(t *testing.T) {
+	s := New("QWERTYsecretVAULT42")
+	for _, name := range []string{"X-Qwertysecretvault42", "x-qwertysecretvault42", "X-QWERTYSECRETVAULT42", "qWeRtY%73ecretvault42"} {
+		if !s.ContainsFold(name) {
+			t.Errorf("%q not found", name)
+		}
+		if s.ContainsString(name) {
+			t.Errorf("%q: the case-sensitive check must not be what finds it", name)
+		}
+	}
+	if s.ContainsFold("X-Qwertysecret") || New().ContainsFold("X-Anything-Long") {
+		t.Error("false positive")
+	}
+}
+
+// TestNoAllocsWhenClean: scanning text with no key allocates nothing.
+func TestNoAllocsWhenClean(t *testing.T) {
+	s := New(key, "QWERTYsecretVAULT42")
+	text := []byte(strings.Repeat(`data: {"content":"100% of A words, c2st and %51 here"}`+"\n", 50))
+	if n := testing.AllocsPerRun(100, func() {
+		if s.ContainsFold("Content-Type") || s.ContainsFold("application/json; charset=utf-8") {
+			sink++
+		}
+	}); n != 0 {
+		t.Errorf("ContainsFold allocates %v per run", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { sink += len(s.Bytes(text)) }); n != 0 {
+		t.Errorf("Bytes allocates %v per run", n)
+	}
+	st := s.NewStream()
+	buf := make([]byte, 0, 2*len(text))
+	st.Write(buf[:0], text)
+	if n := testing.AllocsPerRun(100, func() { buf = st.Write(buf[:0], text) }); n != 0 {
+		t.Errorf("Stream.Write allocates %v per run", n)
 	}
 }
 
