@@ -194,6 +194,17 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	if err != nil {
 		return nil, err
 	}
+	if hw != nil && head != nil && !opts.Inspect {
+		// A crash between storing a head and raising the mark leaves the
+		// mark behind; catch it up now (the head's signature was checked
+		// above), so the window where deleting the trail goes unnoticed
+		// ends with the next start.
+		if seq, _, ok := hw.HighWater(); !ok || seq < head.Seq {
+			if err := hw.RaiseHighWater(context.Background(), head.KID, head.Seq, head.Hash); err != nil {
+				return nil, fmt.Errorf("store: audit: raise high-water mark: %w", err)
+			}
+		}
+	}
 	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.hub = audit.NewBroadcaster(tip.Seq, l.replay, opts.SubscriberBuffer)
 	if head != nil {

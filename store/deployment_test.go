@@ -376,3 +376,67 @@ func startNoPanic(t *testing.T, dir string, mk vault.MasterKey) (err error) {
 	_, err = l.Verify(ctx, audit.KeyFunc(kr.AnyPublicKey))
 	return err
 }
+
+// markLagging is a HighWater whose mark was never raised (a crash between
+// storing the first head and raising the mark).
+type markLagging struct {
+	*token.Keyring
+	raised chan uint64
+}
+
+func (m markLagging) RaiseHighWater(ctx context.Context, kid string, seq uint64, hash string) error {
+	m.raised <- seq
+	return m.Keyring.RaiseHighWater(ctx, kid, seq, hash)
+}
+
+// TestOpenCatchesUpALaggingMark: a stored head above the key's mark (the
+// mark write was lost to a crash) raises the mark when the trail opens,
+// so deleting the trail afterwards is caught.
+func TestOpenCatchesUpALaggingMark(t *testing.T) {
+	dir := t.TempDir()
+	mk, _ := vault.GenerateMasterKey()
+	d, err := start(t, dir, mk, AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.log.Close()
+	d.log = nil
+	// A signer without HighWater: heads are stored, the mark is not raised.
+	l, err := d.db.AuditLog(AuditOptions{Signer: audit.HeadSigner(signOnly{d.keys})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 3)
+	l.Close()
+	if _, _, ok := d.keys.HighWater(); ok {
+		t.Fatal("setup: the mark was raised")
+	}
+	raised := make(chan uint64, 4)
+	if l, err = d.db.AuditLog(AuditOptions{Signer: markLagging{d.keys, raised}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case seq := <-raised:
+		if seq != 3 {
+			t.Fatalf("mark raised to %d", seq)
+		}
+	default:
+		t.Fatal("opening did not raise the lagging mark")
+	}
+	l.Close()
+	d.stop()
+	tamperFile(t, dir, func(tx *bolt.Tx) error {
+		if err := emptyBucket(tx, bucketAudit); err != nil {
+			return err
+		}
+		return emptyBucket(tx, bucketAuditMeta)
+	})
+	if _, err := start(t, dir, mk, AuditOptions{}); !errors.Is(err, ErrBelowHighWater) {
+		t.Fatalf("start on an emptied trail = %v", err)
+	}
+}
+
+// signOnly hides the keyring's HighWater methods.
+type signOnly struct{ kr *token.Keyring }
+
+func (s signOnly) SignHead(msg []byte) (string, []byte, error) { return s.kr.SignHead(msg) }
