@@ -62,7 +62,9 @@ type AuditOptions struct {
 	// Signer signs the chain head and retention anchors; nil disables
 	// signing (then truncation of the tail is not detectable).
 	Signer audit.HeadSigner
-	// The head is signed once the first event exists, when HeadEvery
+	// The first head is signed in the transaction of the first event (so
+	// events without a head mean the head was deleted: ErrHeadMissing);
+	// later ones when HeadEvery
 	// events were appended since the last signed head (default 1000),
 	// every HeadInterval while unsigned events exist (default 10s), at
 	// startup if events are unsigned, after Prune, before Export and on
