@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -83,6 +85,38 @@ func TestAdminReportsUnrecordedChange(t *testing.T) {
 		}
 		if _, err := adm.RotateKeys(ctx); err == nil {
 			t.Fatal("rotate with a broken trail answered ok")
+		}
+	}
+}
+
+// TestAdminTrailHoldsNoKeyMaterial: a vault.set event of a short key shows
+// none of its characters and no unkeyed hash of it (the red team recovered
+// an 8-character key from "…LT42 sha256:3631dd56077a" in the trail).
+func TestAdminTrailHoldsNoKeyMaterial(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v, err := vault.Open(ctx, e.db, e.master, e.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := &broker.Admin{Vault: v, Keys: e.keys, Audit: e.log, Via: broker.ViaDataDir}
+	const secret = "abcdLT42"
+	if _, err := adm.VaultSet(ctx, "short", vault.NewSecret(secret)); err != nil {
+		t.Fatal(err)
+	}
+	list, err := adm.VaultList(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list %+v %v", list, err)
+	}
+	sum := sha256.Sum256([]byte(secret))
+	var got []audit.Event
+	e.log.Range(ctx, 0, func(ev audit.Event) bool { got = append(got, ev); return true })
+	if len(got) != 1 {
+		t.Fatalf("events %+v", got)
+	}
+	for _, fp := range []string{got[0].Details["fingerprint"], list[0].Fingerprint} {
+		if !strings.HasPrefix(fp, "hmac:") || strings.Contains(fp, "LT42") || strings.Contains(fp, hex.EncodeToString(sum[:4])) {
+			t.Fatalf("fingerprint %q leaks the key", fp)
 		}
 	}
 }

@@ -62,7 +62,9 @@ type AuditOptions struct {
 	// Signer signs the chain head and retention anchors; nil disables
 	// signing (then truncation of the tail is not detectable).
 	Signer audit.HeadSigner
-	// The head is signed once the first event exists, when HeadEvery
+	// The first head is signed in the transaction of the first event (so
+	// events without a head mean the head was deleted: ErrHeadMissing);
+	// later ones when HeadEvery
 	// events were appended since the last signed head (default 1000),
 	// every HeadInterval while unsigned events exist (default 10s), at
 	// startup if events are unsigned, after Prune, before Export and on
@@ -172,7 +174,7 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	hw, _ := opts.Signer.(audit.HighWater)
 	var tip audit.Link
 	var head *audit.SignedHead
-	err = db.bolt.View(func(tx *bolt.Tx) error {
+	err = db.view(func(tx *bolt.Tx) error {
 		var err error
 		if tip, err = readTip(tx); err != nil {
 			return err
@@ -180,13 +182,30 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 		if head, err = readHead(tx); err != nil {
 			return err
 		}
-		if opts.Inspect {
+		if opts.Inspect || opts.Signer == nil {
 			return nil
 		}
-		return checkHighWater(tx, hw, tip, head)
+		if err := checkHighWater(tx, hw, tip, head); err != nil {
+			return err
+		}
+		if head == nil && tip.Seq > 0 {
+			return headMissing(db, tip)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if hw != nil && head != nil && !opts.Inspect {
+		// A crash between storing a head and raising the mark leaves the
+		// mark behind; catch it up now (the head's signature was checked
+		// above), so the window where deleting the trail goes unnoticed
+		// ends with the next start.
+		if seq, _, ok := hw.HighWater(); !ok || seq < head.Seq {
+			if err := hw.RaiseHighWater(context.Background(), head.KID, head.Seq, head.Hash); err != nil {
+				return nil, fmt.Errorf("store: audit: raise high-water mark: %w", err)
+			}
+		}
 	}
 	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.hub = audit.NewBroadcaster(tip.Seq, l.replay, opts.SubscriberBuffer)
@@ -251,7 +270,7 @@ func (l *AuditLog) Append(ctx context.Context, e *audit.Event) error {
 		return fmt.Errorf("store: audit append: %w", err)
 	}
 	e.Seq, e.PrevHash, e.Hash = at.seq, at.prev, at.hash
-	return nil
+	return l.raiseFirst(at.head)
 }
 
 // turnstile hands durable appends to bbolt in generations. Appends join
@@ -323,6 +342,7 @@ func (g *turnstile) leave() {
 type sealed struct {
 	seq        uint64
 	prev, hash string
+	head       *audit.SignedHead // the first head, signed with this event
 }
 
 // appendTx chains d after the stored tip inside tx.
@@ -349,6 +369,46 @@ func (l *AuditLog) appendAfter(tx *bolt.Tx, d *audit.Draft, tip audit.Link, out 
 	*out = sealed{seq: seq, prev: tip.Hash, hash: hash}
 	prev := tip.Hash
 	tx.OnCommit(func() { l.committed(d.Event(seq, prev, hash)) })
+	return l.firstHead(tx, seq, hash, out)
+}
+
+// firstHead signs a head over the first event of a trail that has none, in
+// the transaction that stores the event: no committed trail of a signing
+// log ever has events without a signed head, so one found that way had its
+// head deleted (see ErrHeadMissing). Later heads are signed by the head loop.
+func (l *AuditLog) firstHead(tx *bolt.Tx, seq uint64, hash string, out *sealed) error {
+	if l.opts.Signer == nil || l.opts.Inspect || l.signedSeq.Load() != 0 {
+		return nil
+	}
+	if cur, err := readHead(tx); err != nil || cur != nil {
+		return err
+	}
+	h := &audit.SignedHead{Seq: seq, Hash: hash, Time: l.clock().UTC()}
+	if err := h.Sign(l.opts.Signer); err != nil {
+		return err
+	}
+	if err := put(tx, bucketAuditMeta, keyAuditHead, h); err != nil {
+		return fmt.Errorf("store: audit store first head: %w", err)
+	}
+	out.head = h
+	tx.OnCommit(func() {
+		l.signedSeq.CompareAndSwap(0, h.Seq)
+		if l.opts.headSigned != nil {
+			l.opts.headSigned(*h)
+		}
+	})
+	return nil
+}
+
+// raiseFirst records the head firstHead stored as the high-water mark,
+// after its commit (as signHead does for later heads).
+func (l *AuditLog) raiseFirst(h *audit.SignedHead) error {
+	if h == nil || l.hw == nil {
+		return nil
+	}
+	if err := l.hw.RaiseHighWater(context.Background(), h.KID, h.Seq, h.Hash); err != nil {
+		return fmt.Errorf("store: audit: raise high-water mark: %w", err)
+	}
 	return nil
 }
 
@@ -411,15 +471,23 @@ func (l *AuditLog) writer() {
 			}
 		}
 		gather.Stop()
+		var first *audit.SignedHead
 		err := l.db.bolt.Update(func(tx *bolt.Tx) error {
 			var at sealed
+			first = nil
 			for _, d := range batch {
 				if err := l.appendTx(tx, d, &at); err != nil {
 					return err
 				}
+				if at.head != nil {
+					first = at.head
+				}
 			}
 			return nil
 		})
+		if err == nil {
+			err = l.raiseFirst(first)
+		}
 		if err != nil {
 			err = fmt.Errorf("store: audit async commit of %d events: %w", len(batch), err)
 			l.asyncMu.Lock()
@@ -497,7 +565,7 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 	defer l.headMu.Unlock()
 	var tip audit.Link
 	var cur *audit.SignedHead
-	err := l.db.bolt.View(func(tx *bolt.Tx) error {
+	err := l.db.view(func(tx *bolt.Tx) error {
 		var err error
 		if tip, err = readTip(tx); err != nil {
 			return err
@@ -513,6 +581,9 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 			return fmt.Errorf("store: audit: refusing to sign a new head: %w", err)
 		}
 		if cur == nil {
+			if tip.Seq > 0 {
+				return fmt.Errorf("store: audit: refusing to sign a new head: %w", headMissing(l.db, tip))
+			}
 			return nil
 		}
 		return headStillStored(tx, cur, tip)
@@ -542,6 +613,15 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 		l.opts.headSigned(*h)
 	}
 	return h, nil
+}
+
+// ErrHeadMissing means the trail has events (or a retention anchor) but no
+// signed head. A signing log writes its first head in the transaction of
+// its first event, so this is never a crash: the head was deleted.
+var ErrHeadMissing = errors.New("store: audit trail has events but no signed head")
+
+func headMissing(db *DB, tip audit.Link) error {
+	return fmt.Errorf("%w: %s holds events through seq %d and no signed head; the head was deleted from the data file (pamctl signs one with the very first event). Run `pamctl audit verify` to see the damage, and restore it from a backup", ErrHeadMissing, db.path(), tip.Seq)
 }
 
 // ErrBelowHighWater means the stored trail falls short of its
@@ -691,7 +771,7 @@ func (l *AuditLog) rangeTo(ctx context.Context, from, to uint64, fn func(audit.E
 		}
 		buf = buf[:0]
 		var lastKey uint64
-		err := l.db.bolt.View(func(tx *bolt.Tx) error {
+		err := l.db.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketAudit).Cursor()
 			for k, v := c.Seek(u64(next)); k != nil && len(buf) < rangeChunk; k, v = c.Next() {
 				seq := binary.BigEndian.Uint64(k)
@@ -735,7 +815,7 @@ func (l *AuditLog) Last(ctx context.Context, n int) ([]audit.Event, error) {
 		return nil, nil
 	}
 	var out []audit.Event
-	err := l.db.bolt.View(func(tx *bolt.Tx) error {
+	err := l.db.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
 			e, err := decodeEvent(v)
@@ -759,7 +839,7 @@ func (l *AuditLog) Get(ctx context.Context, seq uint64) (audit.Event, error) {
 		return audit.Event{}, err
 	}
 	var e audit.Event
-	err := l.db.bolt.View(func(tx *bolt.Tx) error {
+	err := l.db.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketAudit).Get(u64(seq))
 		if v == nil {
 			return fmt.Errorf("store: audit seq %d: %w (%w)", seq, audit.ErrNotFound, ErrNotFound)
@@ -784,7 +864,7 @@ func (l *AuditLog) Head(ctx context.Context) (audit.Status, error) {
 		return audit.Status{}, err
 	}
 	var st audit.Status
-	err := l.db.bolt.View(func(tx *bolt.Tx) error {
+	err := l.db.view(func(tx *bolt.Tx) error {
 		var err error
 		if st.Last, err = readTip(tx); err != nil {
 			return err
@@ -821,7 +901,7 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 	// valid until the write below.
 	var first, cut uint64
 	var cutHash string
-	err := l.db.bolt.View(func(tx *bolt.Tx) error {
+	err := l.db.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			line, err := recordLine(v)
@@ -896,7 +976,7 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report, error) {
 	var rep audit.Report
 	var verr error
-	err := l.db.bolt.View(func(tx *bolt.Tx) error {
+	err := l.db.view(func(tx *bolt.Tx) error {
 		anchor, err := readAnchor(tx)
 		if err != nil {
 			return err
@@ -946,7 +1026,7 @@ func (l *AuditLog) export(ctx context.Context, fn func(tx *bolt.Tx, anchor *audi
 			return err
 		}
 	}
-	return l.db.bolt.View(func(tx *bolt.Tx) error {
+	return l.db.view(func(tx *bolt.Tx) error {
 		anchor, err := readAnchor(tx)
 		if err != nil {
 			return err

@@ -551,8 +551,11 @@ func TestAuditHeadSigning(t *testing.T) {
 
 func TestAuditSignsTheTailLeftByACrashAtStartup(t *testing.T) {
 	dir := t.TempDir()
-	db, l := openAudit(t, dir, false, AuditOptions{}) // no signer: no head
-	appendN(t, l, 3)
+	db, l := openAudit(t, dir, false, AuditOptions{Signer: testSigner}) // head at seq 1
+	appendN(t, l, 1)
+	closeAudit(t, db, l)
+	db, l = openAudit(t, dir, false, AuditOptions{}) // no signer: seq 2 and 3 stay unsigned
+	appendN(t, l, 2)
 	closeAudit(t, db, l)
 	signed := make(chan audit.SignedHead, 1)
 	_, l = openAudit(t, dir, false, AuditOptions{Signer: testSigner, headSigned: func(h audit.SignedHead) { signed <- h }})

@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/pamctl/pamctl/broker/token"
 
@@ -28,11 +31,56 @@ func (db *DB) SaveKeys(_ context.Context, ks ...token.SealedKey) error {
 	})
 }
 
-// Keys returns every stored signing key.
+// Keys returns every stored signing key. When there is none, the file must
+// be a new one: a file holding anything else (audit events or meta, a
+// retention anchor, requests, sessions, vault entries, counters, any bucket
+// this build does not know) lost its keys, and rather than let the keyring
+// mint a new key that would sign whatever that data now says, Keys fails
+// with an error matching ErrKeysMissing. Deleting the key records is the
+// one edit that lets a writer of the file without the master key replace
+// the trail's signer.
 func (db *DB) Keys(_ context.Context) ([]token.SealedKey, error) {
 	var out []token.SealedKey
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		return each(tx, bucketKeys, func(k *token.SealedKey) bool { out = append(out, *k); return true })
+	err := db.view(func(tx *bolt.Tx) error {
+		if err := each(tx, bucketKeys, func(k *token.SealedKey) bool { out = append(out, *k); return true }); err != nil {
+			return err
+		}
+		if len(out) > 0 {
+			return nil
+		}
+		if what := residue(tx); what != "" {
+			return fmt.Errorf("%w from %s (it still holds %s): the key records were deleted; pamctl will not create new keys over old data. Restore it from a backup", ErrKeysMissing, db.path(), what)
+		}
+		return nil
 	})
 	return out, err
 }
+
+// residue names data in tx beyond what a new file has before its first
+// key: the schema version and the vault's master-key check (both written
+// before the keyring opens). "" means the file is new.
+func residue(tx *bolt.Tx) string {
+	var what string
+	_ = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		switch {
+		case bytes.Equal(name, bucketKeys):
+			return nil
+		case bytes.Equal(name, bucketMeta):
+			return b.ForEach(func(k, _ []byte) error {
+				if bytes.Equal(k, keyVersion) || bytes.Equal(k, keyMasterCheck) {
+					return nil
+				}
+				what = fmt.Sprintf("meta record %q", k)
+				return errStop
+			})
+		}
+		if k, _ := b.Cursor().First(); k != nil {
+			what = fmt.Sprintf("records in bucket %q", name)
+			return errStop
+		}
+		return nil
+	})
+	return what
+}
+
+var errStop = errors.New("stop")

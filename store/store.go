@@ -21,11 +21,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterr "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the layout version this build reads and writes. A file
@@ -62,7 +65,26 @@ var (
 	ErrSchemaTooNew = errors.New("store: database was written by a newer pamctl")
 	// ErrNotFound is returned when a keyed record does not exist.
 	ErrNotFound = errors.New("store: not found")
+	// ErrDamaged means the database file is corrupt or truncated.
+	ErrDamaged = errors.New("store: database file is damaged")
+	// ErrKeysMissing means the file holds a deployment's data but no
+	// signing key record: the keys were deleted, not never created.
+	ErrKeysMissing = errors.New("store: the signing keys are missing")
 )
+
+// DamagedError names a database file that bbolt cannot read safely
+// (truncated, or pages that fail bbolt's own checks).
+type DamagedError struct {
+	Path  string
+	Cause string
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("%s is damaged (%s): restore it from a backup", e.Path, e.Cause)
+}
+
+// Is makes errors.Is(err, ErrDamaged) true.
+func (e *DamagedError) Is(target error) bool { return target == ErrDamaged }
 
 // LockedError names the data directory that another process holds.
 type LockedError struct{ Dir string }
@@ -99,10 +121,24 @@ func Open(dir string, opt Options) (*DB, error) {
 		return nil, fmt.Errorf("store: create data dir: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, NoSync: opt.NoSync})
+	if err := checkSize(path); err != nil {
+		return nil, err
+	}
+	var b *bolt.DB
+	err := guard(path, func() error {
+		var err error
+		b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, NoSync: opt.NoSync})
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, &LockedError{Dir: dir}
+		}
+		if errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
+		if errors.Is(err, bolterr.ErrInvalid) || errors.Is(err, bolterr.ErrChecksum) || errors.Is(err, bolterr.ErrVersionMismatch) {
+			return nil, &DamagedError{Path: path, Cause: err.Error()}
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -114,8 +150,105 @@ func Open(dir string, opt Options) (*DB, error) {
 	return db, nil
 }
 
+// path is the database file.
+func (db *DB) path() string { return filepath.Join(db.dir, FileName) }
+
+// guard runs fn, turning a panic or a memory fault inside bbolt (which
+// trusts the file's pages) into a *DamagedError instead of a crash with a
+// stack trace. Faults on mapped pages are recoverable only on this
+// goroutine, with SetPanicOnFault on.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamagedError{Path: path, Cause: fmt.Sprint(r)}
+		}
+	}()
+	return fn()
+}
+
+// view and update are bbolt's View and Update under guard: for the reads
+// of startup, which meet every page a damaged file may have.
+func (db *DB) view(fn func(tx *bolt.Tx) error) error {
+	return guard(db.path(), func() error { return db.bolt.View(fn) })
+}
+
+func (db *DB) update(fn func(tx *bolt.Tx) error) error {
+	return guard(db.path(), func() error { return db.bolt.Update(fn) })
+}
+
+// checkSize refuses a file shorter than its own meta pages say it is (a
+// truncated copy or a disk that filled up): bbolt would map the missing
+// pages and fault on the first read of one. A missing or empty file is a
+// new database.
+func checkSize(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if fi.Size() == 0 {
+		return nil
+	}
+	need, cause := metaSize(f)
+	if cause != "" {
+		return &DamagedError{Path: path, Cause: cause}
+	}
+	if fi.Size() < need {
+		return &DamagedError{Path: path, Cause: fmt.Sprintf("the file is %d bytes, its header says %d: it was truncated", fi.Size(), need)}
+	}
+	return nil
+}
+
+// metaSize reads bbolt's two meta pages and returns the file size the
+// newer valid one records (high-water page id times page size).
+func metaSize(f *os.File) (int64, string) {
+	// Layout (bbolt internal/common, native byte order): a 16-byte page
+	// header, then magic u32, version u32, page size u32, flags u32, root
+	// bucket (16 bytes), freelist u64, pgid u64, txid u64, checksum u64
+	// (FNV-64a of the meta before it).
+	const hdr, magic = 16, 0xED0CDAED
+	le := binary.LittleEndian
+	read := func(off int64) (size, txid, pageSize int64, ok bool) {
+		buf := make([]byte, hdr+64)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			return 0, 0, 0, false
+		}
+		m := buf[hdr:]
+		if le.Uint32(m[0:]) != magic {
+			return 0, 0, 0, false
+		}
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if h.Sum64() != le.Uint64(m[56:]) {
+			return 0, 0, 0, false
+		}
+		pageSize = int64(le.Uint32(m[8:]))
+		return int64(le.Uint64(m[40:])) * pageSize, int64(le.Uint64(m[48:])), pageSize, true
+	}
+	s0, t0, ps, ok0 := read(0)
+	if !ok0 {
+		ps = int64(os.Getpagesize())
+	}
+	s1, t1, _, ok1 := read(ps)
+	switch {
+	case ok0 && (!ok1 || t0 >= t1):
+		return s0, ""
+	case ok1:
+		return s1, ""
+	}
+	return 0, "no valid bbolt meta page"
+}
+
 func (db *DB) init() error {
-	return db.bolt.Update(func(tx *bolt.Tx) error {
+	return db.update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)

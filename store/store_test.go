@@ -90,11 +90,11 @@ func TestVaultAndKeysRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Set(ctx, "openai", vault.NewSecret("sk-test-123-plaintext")); err != nil {
-		t.Fatal(err)
-	}
 	kr, err := token.LoadKeyring(ctx, db, v.Sealer(), time.Hour, nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Set(ctx, "openai", vault.NewSecret("sk-test-123-plaintext")); err != nil {
 		t.Fatal(err)
 	}
 	kid := kr.ActiveKID()

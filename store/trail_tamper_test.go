@@ -326,19 +326,12 @@ func TestStartRefusesAHeadOfAnotherKey(t *testing.T) {
 			_, err := tx.CreateBucket(bucketKeys)
 			return err
 		})
+		// The keyring no longer mints a key over old data (before, the
+		// new key loaded and the head check caught it).
 		_, err := start(t, dir, mk, AuditOptions{})
-		if err == nil || !strings.HasPrefix(err.Error(), want) || !errors.Is(err, audit.ErrTampered) || !strings.Contains(err.Error(), "restore pamctl.db from a backup") {
+		if err == nil || !errors.Is(err, ErrKeysMissing) || !strings.Contains(err.Error(), "signing keys are missing from "+dir+"/pamctl.db") {
 			t.Fatalf("start = %v", err)
 		}
-		d, err := start(t, dir, mk, AuditOptions{Inspect: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := d.log.SignHead(context.Background()); err == nil || !strings.Contains(err.Error(), "refusing to sign a new head") {
-			t.Fatalf("SignHead = %v", err)
-		}
-		_, err = d.verify()
-		wantBreak(t, err, 8, audit.BreakHead)
 	})
 	t.Run("head of another deployment", func(t *testing.T) {
 		dirA, mkA := newDeployment(t, 8)

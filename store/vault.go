@@ -20,7 +20,7 @@ func (db *DB) PutEntry(_ context.Context, e vault.Entry) error {
 // GetEntry loads a sealed vault entry.
 func (db *DB) GetEntry(_ context.Context, name string) (vault.Entry, error) {
 	var e vault.Entry
-	err := db.bolt.View(func(tx *bolt.Tx) error { return get(tx, bucketVault, []byte(name), &e) })
+	err := db.view(func(tx *bolt.Tx) error { return get(tx, bucketVault, []byte(name), &e) })
 	if err == ErrNotFound {
 		return e, vault.ErrNotFound
 	}
@@ -41,7 +41,7 @@ func (db *DB) DeleteEntry(_ context.Context, name string) error {
 // ListEntries returns every vault entry in name order.
 func (db *DB) ListEntries(_ context.Context) ([]vault.Entry, error) {
 	var out []vault.Entry
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		return each(tx, bucketVault, func(e *vault.Entry) bool { out = append(out, *e); return true })
 	})
 	return out, err
@@ -50,7 +50,7 @@ func (db *DB) ListEntries(_ context.Context) ([]vault.Entry, error) {
 // MasterCheck returns the sealed master-key check value, nil if unset.
 func (db *DB) MasterCheck(_ context.Context) ([]byte, error) {
 	var out []byte
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyMasterCheck); v != nil {
 			out = append([]byte(nil), v...)
 		}
@@ -61,7 +61,7 @@ func (db *DB) MasterCheck(_ context.Context) ([]byte, error) {
 
 // SetMasterCheck stores the check value once; it never overwrites one.
 func (db *DB) SetMasterCheck(_ context.Context, sealed []byte) error {
-	return db.bolt.Update(func(tx *bolt.Tx) error {
+	return db.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMeta)
 		if b.Get(keyMasterCheck) != nil {
 			return nil

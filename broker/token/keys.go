@@ -61,7 +61,11 @@ const (
 	seedAAD       = "pamctl-signing-key-v2:"
 )
 
-// KeyStore persists signing keys.
+// KeyStore persists signing keys. Keys returns an empty list only for a new
+// data file: when the keyring finds no key it creates one, and a store whose
+// key records were deleted from under other data must fail instead, or that
+// key would sign whatever the data now says (store.DB fails with
+// store.ErrKeysMissing).
 type KeyStore interface {
 	SaveKey(ctx context.Context, k SealedKey) error
 	Keys(ctx context.Context) ([]SealedKey, error)
@@ -195,7 +199,8 @@ func (kr *Keyring) open(sk SealedKey) (k *key, upgrade bool, err error) {
 	return k, upgrade, nil
 }
 
-// LoadKeyring opens the stored keys, generating the first one if none exist.
+// LoadKeyring opens the stored keys, generating the first one if none exist
+// (the store tells a new file from one that lost its keys, see KeyStore).
 // Every stored key must prove it belongs to this deployment (see SealedKey);
 // one that does not fails the load with an error matching ErrTampered or
 // the sealer's error, and nothing is published or signed with it.

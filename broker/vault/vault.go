@@ -2,6 +2,8 @@ package vault
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 )
 
 // Secret is a provider key in memory. Its String, GoString and Format never
@@ -37,19 +38,32 @@ func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.String()))
 // MarshalJSON refuses to put a secret in JSON by accident.
 func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
 
-// Fingerprint identifies a secret without revealing it: the last four
-// characters (as provider consoles show them) and a SHA-256 prefix.
-func (s Secret) Fingerprint() string {
-	sum := sha256.Sum256([]byte(s.v))
-	last := s.v
-	if utf8.RuneCountInString(last) > 4 {
-		r := []rune(last)
-		last = string(r[len(r)-4:])
+// FingerprintLabel is the HKDF info that derives the fingerprint key from
+// the master key: fingerprints are keyed, so one proves nothing about the
+// secret to anyone without the master key.
+const FingerprintLabel = "pamctl vault fingerprint v1"
+
+// fingerprintPrefix starts every current fingerprint; a stored entry
+// without it has the old unkeyed form and is rewritten when the vault opens.
+const fingerprintPrefix = "hmac:"
+
+// HintMinLength is the shortest secret whose last four characters are shown
+// in its fingerprint (as provider consoles do): at 40 characters and more,
+// four of them leave the rest far beyond guessing. Shorter secrets show none.
+const HintMinLength = 40
+
+// fingerprint identifies a secret without revealing it: HMAC-SHA256 under
+// the fingerprint key, truncated to 64 bits (enough to tell a vault's few
+// keys apart and to match one across the audit trail), preceded by the
+// last four characters for secrets of HintMinLength or more.
+func fingerprint(key []byte, s Secret) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(s.v))
+	fp := fingerprintPrefix + hex.EncodeToString(m.Sum(nil)[:8])
+	if r := []rune(s.v); len(r) >= HintMinLength {
+		fp = "…" + string(r[len(r)-4:]) + " " + fp
 	}
-	if len(s.v) < 12 { // too short to show any of it safely
-		last = "****"
-	}
-	return "…" + last + " sha256:" + hex.EncodeToString(sum[:])[:12]
+	return fp
 }
 
 // Entry is one named provider key as stored: metadata in clear, the value sealed.
@@ -83,6 +97,7 @@ const checkAAD, checkValue = "pamctl:master-check", "pamctl master key check v1"
 type Vault struct {
 	store  Store
 	sealer *Sealer
+	fpKey  []byte // HKDF(master key, FingerprintLabel)
 	now    func() time.Time
 
 	// opened caches opened secrets: the proxy asks for the provider key on
@@ -121,8 +136,46 @@ func Open(ctx context.Context, st Store, master MasterKey, now func() time.Time)
 	if now == nil {
 		now = time.Now
 	}
-	return &Vault{store: st, sealer: s, now: now, opened: map[string]Secret{}}, nil
+	fpKey, err := hkdf.Key(sha256.New, master.k, nil, FingerprintLabel, 32)
+	if err != nil {
+		return nil, fmt.Errorf("vault: derive fingerprint key: %w", err)
+	}
+	v := &Vault{store: st, sealer: s, fpKey: fpKey, now: now, opened: map[string]Secret{}}
+	if err := v.upgradeFingerprints(ctx); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
+
+// upgradeFingerprints rewrites entries stored with the old unkeyed
+// fingerprint (last four characters and a bare SHA-256 prefix, which gave
+// away short keys). An entry that does not open keeps its record: Get
+// reports it when it is used. Audit events already written keep the old
+// form; the chain cannot be rewritten.
+func (v *Vault) upgradeFingerprints(ctx context.Context) error {
+	es, err := v.store.ListEntries(ctx)
+	if err != nil {
+		return fmt.Errorf("vault: list entries: %w", err)
+	}
+	for _, e := range es {
+		if strings.Contains(e.Fingerprint, fingerprintPrefix) {
+			continue
+		}
+		raw, err := v.sealer.Open(e.Sealed, "vault:"+e.Name)
+		if err != nil {
+			continue
+		}
+		e.Fingerprint = fingerprint(v.fpKey, Secret{v: string(raw)})
+		if err := v.store.PutEntry(ctx, e); err != nil {
+			return fmt.Errorf("vault: upgrade fingerprint of %s: %w", e.Name, err)
+		}
+	}
+	return nil
+}
+
+// Fingerprint is the keyed fingerprint of secret in this vault (see
+// FingerprintLabel): stable for a master key, meaningless without it.
+func (v *Vault) Fingerprint(secret Secret) string { return fingerprint(v.fpKey, secret) }
 
 // Sealer returns the sealer for other secrets kept under the same master key.
 func (v *Vault) Sealer() *Sealer { return v.sealer }
@@ -147,7 +200,7 @@ func (v *Vault) Set(ctx context.Context, name string, secret Secret) (Entry, err
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{Name: name, Created: v.now().UTC(), Fingerprint: secret.Fingerprint(), Sealed: sealed}
+	e := Entry{Name: name, Created: v.now().UTC(), Fingerprint: v.Fingerprint(secret), Sealed: sealed}
 	err = v.store.PutEntry(ctx, e)
 	v.mu.Lock()
 	v.gen++

@@ -304,7 +304,7 @@ func TestEndToEndVaultThroughSocketAndDirect(t *testing.T) {
 		t.Fatal("vault set printed the secret")
 	}
 	ls := s.as(t, "admin", "", "vault", "ls", "-o", "json").must(t, "vault ls")
-	if !strings.Contains(ls.out, `"name": "openai"`) || !strings.Contains(ls.out, "…ghij sha256:") || strings.Contains(ls.out, secret) {
+	if !strings.Contains(ls.out, `"name": "openai"`) || !strings.Contains(ls.out, `"fingerprint": "hmac:`) || strings.Contains(ls.out, "ghij") || strings.Contains(ls.out, secret) {
 		t.Fatalf("vault ls: %s", ls.out)
 	}
 	rot := s.as(t, "admin", "", "keys", "rotate").must(t, "keys rotate")
