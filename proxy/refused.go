@@ -225,7 +225,7 @@ func (r *refusals) flush() {
 		return names[i] < names[j]
 	})
 	apart := names
-	if len(names) > maxRefusalEvents || (overflow != nil && len(names) >= maxRefusalEvents) {
+	if len(names) > maxRefusalEvents || overflow != nil { // then names has maxRefusalNetworks
 		apart = names[:maxRefusalEvents-1]
 	}
 	events := make([]*audit.Event, 0, maxRefusalEvents)

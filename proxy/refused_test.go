@@ -14,7 +14,7 @@ import (
 	"github.com/pamctl/pamctl/broker/token"
 )
 
-// collect runs fn against a fresh aggregator and returns what one flush wrote.
+// collectRefusals runs fn against a fresh aggregator and returns what one flush wrote.
 func collectRefusals(t *testing.T, fn func(r *refusals)) []*audit.Event {
 	t.Helper()
 	now := time.Date(2025, 5, 14, 9, 51, 0, 0, time.UTC)
@@ -140,10 +140,8 @@ func TestRefusalEventsAreBoundedPerWindow(t *testing.T) {
 // networks the "other" count is a marked lower bound, and memory stays
 // bounded.
 func TestRefusalOverflowCountsNetworksBounded(t *testing.T) {
-	var r *refusals
 	n := maxRefusalNetworks + maxOtherNetworks + 10
 	got := collectRefusals(t, func(rr *refusals) {
-		r = rr
 		for i := range n {
 			rr.note(refusedCall(fmt.Sprintf("[2001:db8:%x:%x::1]:1", i/65536, i%65536)))
 		}
@@ -151,7 +149,6 @@ func TestRefusalOverflowCountsNetworksBounded(t *testing.T) {
 			t.Fatalf("tracked %d networks and %d overflow keys", len(rr.networks), len(rr.overflowNet))
 		}
 	})
-	_ = r
 	last := got[len(got)-1]
 	if len(got) != maxRefusalEvents || last.Details["networks_capped"] != "true" || total(t, got) != n {
 		t.Fatalf("%d events, other %v", len(got), last.Details)
