@@ -125,6 +125,8 @@ func TestEnvThatWouldBeIgnoredIsRefused(t *testing.T) {
 		{"PAMCTL_RULES", "environment variable PAMCTL_RULES is not read: rules can only be set in the config file"},
 		{"PAMCTL_MASKING_PROMPT_CUSTOM", "masking.prompt.custom can only be set in the config file"},
 		{"PAMCTL_POLICIES", "policies can only be set in the config file"},
+		{"PAMCTL_MASKING_PROMPT_EMAIL", "masking.prompt.EMAIL can only be set in the config file"},
+		{"pamctl_masking_response_default", "write PAMCTL_MASKING_RESPONSE_DEFAULT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := writeConfig(t, "")
@@ -139,6 +141,7 @@ func TestEnvThatWouldBeIgnoredIsRefused(t *testing.T) {
 	t.Setenv("PAMCTL_DEBUG", "1")
 	t.Setenv("pamctl_debug", "1")
 	t.Setenv("PAMCTL_PROXY_ADDR", "127.0.0.1:9999")
+	t.Setenv("PAMCTL_MASKING_PROMPT_DEFAULT", "off")
 	cfg, err := LoadConfig(file, nil)
 	if err != nil || cfg.Proxy.Addr != "127.0.0.1:9999" {
 		t.Fatalf("%v %+v", err, cfg)

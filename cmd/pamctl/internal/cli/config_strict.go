@@ -407,39 +407,56 @@ func envKeys() []string {
 }
 
 // configPaths lists every key of Config at any depth (list entries and
-// maps not entered): what an environment variable name could mean.
-func configPaths() []string {
-	var out []string
+// maps not entered): what an environment variable name could mean. open
+// lists the mappings whose other keys are free-form (masking detector
+// overrides).
+func configPaths() (paths, open []string) {
 	var walk func(t reflect.Type, path string)
 	walk = func(t reflect.Type, path string) {
-		keys, _ := structKeys(t)
+		keys, remain := structKeys(t)
+		if remain != nil {
+			open = append(open, path)
+		}
 		for _, k := range keys {
 			p := join(path, k.name)
-			out = append(out, p)
+			paths = append(paths, p)
 			if ft := indirect(k.typ); ft != durationType && ft.Kind() == reflect.Struct {
 				walk(ft, p)
 			}
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
-	return out
+	return paths, open
 }
 
 // checkEnv refuses PAMCTL_* variables that look like configuration but
 // would silently be ignored: a name that differs from a variable pamctl
 // reads only in case (names are case-sensitive; only the upper-case one is
-// read), and a variable for a key that can only be set in the file.
-// Other PAMCTL_* names are not configuration and are left alone.
+// read), and a variable for a key that can only be set in the file
+// (PAMCTL_RULES, PAMCTL_MASKING_PROMPT_EMAIL). Other PAMCTL_* names are
+// not configuration and are left alone.
 func checkEnv(environ []string) error {
 	read := map[string]bool{"PAMCTL_CONFIG": true, vault.EnvMasterKey: true}
 	for _, k := range envKeys() {
 		read[EnvName(k)] = true
 	}
+	paths, open := configPaths()
 	fileOnly := map[string]string{}
-	for _, k := range configPaths() {
+	for _, k := range paths {
 		if n := EnvName(k); !read[n] {
 			fileOnly[n] = k
 		}
+	}
+	fileOnlyKey := func(up string) (string, bool) {
+		if k, ok := fileOnly[up]; ok {
+			return k, true
+		}
+		for _, o := range open {
+			if rest, ok := strings.CutPrefix(up, EnvName(o)+"_"); ok && rest != "" && !read[up] {
+				return o + "." + rest, true
+			}
+		}
+		return "", false
 	}
 	var errs []error
 	for _, kv := range environ {
@@ -448,7 +465,7 @@ func checkEnv(environ []string) error {
 		if !strings.HasPrefix(up, "PAMCTL_") {
 			continue
 		}
-		switch key, isKey := fileOnly[up]; {
+		switch key, isKey := fileOnlyKey(up); {
 		case name != up && (read[up] || isKey):
 			errs = append(errs, fmt.Errorf("environment variable %s is not read: names are case-sensitive; write %s", name, up))
 		case isKey:
