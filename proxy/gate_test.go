@@ -131,7 +131,7 @@ func TestRefusals(t *testing.T) {
 	if len(refused) != 1 {
 		t.Fatalf("%d proxy.refused events, want 1", len(refused))
 	}
-	if ev := refused[0]; ev.Client == nil || ev.Client.RemoteAddr != "127.0.0.1" || ev.Details["count"] != "10" ||
+	if ev := refused[0]; ev.Client == nil || ev.Client.RemoteAddr != "127.0.0.0/24" || ev.Details["last_address"] != "127.0.0.1" || ev.Details["count"] != "10" ||
 		ev.Details["codes"] != CodeInvalidAPIKey+"=10" || ev.Decision != "deny" || ev.Actor != nil {
 		t.Fatalf("proxy.refused event %+v", ev)
 	}

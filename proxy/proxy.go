@@ -28,10 +28,12 @@
 //     and must arrive within Options.BodyTimeout. The budget is checked
 //     when a call is admitted, so calls in flight when it runs out may
 //     overshoot it. With Options.Counters the counters survive a restart.
-//   - Calls refused before authentication are counted per source and
-//     written as one proxy.refused event per source and minute, so a flood
-//     without a token cannot fill the trail; every field of every proxy
-//     event is size-capped (capEvent).
+//   - Calls refused before authentication are counted per source network
+//     (IPv4 /24, IPv6 /64) and written at the end of each minute as at
+//     most 32 proxy.refused events (the busiest networks, the rest summed
+//     as "other"), so a flood without a token, from however many
+//     addresses, cannot fill the trail; every field of every proxy event
+//     is size-capped (capEvent).
 //   - A chat stream whose request lacks stream_options.include_usage is
 //     sent upstream with it set, so streamed usage counts against the
 //     budget; the usage-only final chunk is then dropped before it reaches

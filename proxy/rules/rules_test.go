@@ -47,7 +47,7 @@ func TestCompileReportsEveryProblem(t *testing.T) {
 		`rules: rules[2]: action: "block" is not one of deny, require_approval, redact`,
 		`rules: rules[2]: pattern: error parsing regexp: missing closing )`,
 		`rules: rules[3] "nothing": pattern: a pattern or literals are required`,
-		`rules: rules[4] "empty-match": pattern: matches the empty string`,
+		`rules: rules[4] "empty-match": pattern: can match the empty string`,
 		`rules: rules[5] "no-approvers": approvers: require_approval needs approvers`,
 		`rules: rules[6] "stray-approvers": approvers: only apply to require_approval rules`,
 		`rules: rules[6] "stray-approvers": replace: only applies to redact rules`,
@@ -460,5 +460,29 @@ func TestEngineSharesNoMemory(t *testing.T) {
 	res.Approvals[0].Approvers.Groups[0] = "mutated"
 	if again := e.Evaluate(Input{Text: "drop table x"}); again.Approvers.Groups[0] != "dba" || again.Approvals[0].Approvers.Groups[0] != "dba" {
 		t.Fatalf("results alias engine state: %+v", again)
+	}
+}
+
+// TestZeroWidthPatternsAreRefused: a pattern whose shortest match is empty
+// is refused at compile time, also when it does not match "" itself
+// (\b matches only next to a word character, so "" has none, yet it
+// matches every prompt with a word in it).
+func TestZeroWidthPatternsAreRefused(t *testing.T) {
+	for _, p := range []string{`\b`, `\B`, `^`, `$`, `(?m)^`, `(?m)$`, `\A`, `\z`, `(?:)`, `()`, `a*`, `a?`, `a{0,3}`, `x|`, `\b|x`,
+		`(?:\b)+`, `(a*)\b`, `(?i)\b`, `\b\B`, `(?:^|$)`, `(?s).*`, `[a-z]*\b`, `(?:a|)`} {
+		_, err := Compile([]Rule{{Name: "z", Pattern: p, Action: Redact}})
+		if err == nil || !strings.Contains(err.Error(), "can match the empty string") {
+			t.Errorf("pattern %q: %v", p, err)
+		}
+	}
+	for _, p := range []string{`\bfoo\b`, `x+`, `a{2}`, `^secret`, `[a-z]`, `.`, `(?i)key=\S+`, `a*b`, `(?:a|bc)`, `\bx?y`} {
+		if _, err := Compile([]Rule{{Name: "ok", Pattern: p, Action: Redact}}); err != nil {
+			t.Errorf("pattern %q refused: %v", p, err)
+		}
+	}
+	for _, lit := range []string{"", " ", "\t\n"} {
+		if _, err := Compile([]Rule{{Name: "l", Literals: []string{lit}, Action: Deny}}); err == nil || !strings.Contains(err.Error(), "is empty") {
+			t.Errorf("literal %q: %v", lit, err)
+		}
 	}
 }

@@ -242,6 +242,9 @@ var flagKeys = map[string]string{
 // LoadConfig reads the configuration. file may be empty: then PAMCTL_CONFIG
 // or $XDG_CONFIG_HOME/pamctl/config.yaml is used if it exists.
 func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
+	if err := checkEnv(os.Environ()); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	v := viper.New()
 	setDefaults(v)
 	v.SetEnvPrefix("PAMCTL")

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -49,10 +51,24 @@ func (e *keyError) Error() string {
 // file sets to something other than null.
 func checkFile(raw []byte) (map[string]bool, error) {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
+	present := map[string]bool{}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+		return present, nil // an empty file
+	case err != nil:
 		return nil, err
 	}
-	present := map[string]bool{}
+	// Only the first document of a stream is read: rules or policies in
+	// a second one would silently do nothing.
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, fmt.Errorf("a second YAML document (after ---): %w", err)
+	default:
+		return nil, &keyError{Line: next.Line, Msg: "a second YAML document (after ---) is not read: pamctl reads one document; merge it into the first or remove the ---"}
+	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
@@ -185,12 +201,19 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 			return
 		}
 		keys, remain := structKeys(t)
+		checkDuplicates(n, path, errs)
 		var extra []*yaml.Node // keys left to the remain field
 		for _, kv := range pairs(n) {
 			k, v := kv[0], kv[1]
 			name := strings.ToLower(k.Value)
 			i := slices.IndexFunc(keys, func(f field) bool { return f.name == name })
 			switch {
+			case i >= 0 && keys[i].name != k.Value:
+				// The decoder ignores case, so "Rules" would be read as
+				// rules; only the documented spelling is accepted.
+				*errs = append(*errs, &keyError{Line: k.Line, Path: path, Msg: fmt.Sprintf(
+					"unknown key %q: keys are lower case (did you mean %q?)", k.Value, keys[i].name)})
+				walkNode(v, keys[i].typ, join(path, keys[i].name), errs)
 			case i >= 0:
 				walkNode(v, keys[i].typ, join(path, k.Value), errs)
 			case remain != nil:
@@ -230,6 +253,7 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 			bad("expected a mapping, got %s", kindName(n))
 			return
 		}
+		checkDuplicates(n, path, errs)
 		for _, kv := range pairs(n) {
 			walkNode(kv[1], t.Elem(), join(path, kv[0].Value), errs)
 		}
@@ -239,6 +263,33 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		if n.Kind != yaml.ScalarNode {
 			bad("expected a single value, got %s", kindName(n))
 		}
+	}
+}
+
+// checkDuplicates reports a key written twice in one mapping, exactly or
+// differing only in case: the decoder lower-cases keys, so one of the two
+// would silently win. A key may still override one brought in by a merge
+// key (<<), as YAML intends.
+func checkDuplicates(n *yaml.Node, path string, errs *[]error) {
+	first := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if k.Kind != yaml.ScalarNode || (k.Value == "<<" && k.Tag == "!!merge") {
+			continue
+		}
+		name := strings.ToLower(k.Value)
+		prev, dup := first[name]
+		if !dup {
+			first[name] = k
+			continue
+		}
+		how := "repeats"
+		if prev.Value != k.Value {
+			how = "differs only in case from"
+		}
+		*errs = append(*errs, &keyError{Line: k.Line, Path: path, Msg: fmt.Sprintf(
+			"duplicate key %q %s %q on line %d; a key may appear once per mapping (one of them would silently win)",
+			k.Value, how, prev.Value, prev.Line)})
 	}
 }
 
@@ -353,6 +404,76 @@ func envKeys() []string {
 	walk(reflect.TypeOf(Config{}), "")
 	sort.Strings(out)
 	return out
+}
+
+// configPaths lists every key of Config at any depth (list entries and
+// maps not entered): what an environment variable name could mean. open
+// lists the mappings whose other keys are free-form (masking detector
+// overrides).
+func configPaths() (paths, open []string) {
+	var walk func(t reflect.Type, path string)
+	walk = func(t reflect.Type, path string) {
+		keys, remain := structKeys(t)
+		if remain != nil {
+			open = append(open, path)
+		}
+		for _, k := range keys {
+			p := join(path, k.name)
+			paths = append(paths, p)
+			if ft := indirect(k.typ); ft != durationType && ft.Kind() == reflect.Struct {
+				walk(ft, p)
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return paths, open
+}
+
+// checkEnv refuses PAMCTL_* variables that look like configuration but
+// would silently be ignored: a name that differs from a variable pamctl
+// reads only in case (names are case-sensitive; only the upper-case one is
+// read), and a variable for a key that can only be set in the file
+// (PAMCTL_RULES, PAMCTL_MASKING_PROMPT_EMAIL). Other PAMCTL_* names are
+// not configuration and are left alone.
+func checkEnv(environ []string) error {
+	read := map[string]bool{"PAMCTL_CONFIG": true, vault.EnvMasterKey: true}
+	for _, k := range envKeys() {
+		read[EnvName(k)] = true
+	}
+	paths, open := configPaths()
+	fileOnly := map[string]string{}
+	for _, k := range paths {
+		if n := EnvName(k); !read[n] {
+			fileOnly[n] = k
+		}
+	}
+	fileOnlyKey := func(up string) (string, bool) {
+		if k, ok := fileOnly[up]; ok {
+			return k, true
+		}
+		for _, o := range open {
+			if rest, ok := strings.CutPrefix(up, EnvName(o)+"_"); ok && rest != "" && !read[up] {
+				return o + "." + rest, true
+			}
+		}
+		return "", false
+	}
+	var errs []error
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		up := strings.ToUpper(name)
+		if !strings.HasPrefix(up, "PAMCTL_") {
+			continue
+		}
+		switch key, isKey := fileOnlyKey(up); {
+		case name != up && (read[up] || isKey):
+			errs = append(errs, fmt.Errorf("environment variable %s is not read: names are case-sensitive; write %s", name, up))
+		case isKey:
+			errs = append(errs, fmt.Errorf("environment variable %s is not read: %s can only be set in the config file (see docs/configuration.md#environment)", name, key))
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
 }
 
 // EnvName is the environment variable that sets config key k.

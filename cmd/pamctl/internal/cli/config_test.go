@@ -76,8 +76,8 @@ func TestUnknownKeysAreErrorsWithLines(t *testing.T) {
 	}
 }
 
-// Custom detector names become valid detector keys; known keys in any case
-// (viper folds case) and YAML merge keys are accepted.
+// Custom detector names become valid detector keys; detector names in any
+// case and YAML merge keys are accepted.
 func TestKnownKeysLoad(t *testing.T) {
 	file := writeConfig(t, `
 defaults: &up { url: "https://api.openai.com/v1", key: openai }
@@ -86,7 +86,7 @@ defaults: &up { url: "https://api.openai.com/v1", key: openai }
 		t.Fatalf("an unknown anchor holder must be refused: %v", err)
 	}
 	file = writeConfig(t, `
-Server: http://127.0.0.1:8700
+server: http://127.0.0.1:8700
 upstreams:
   - &up { name: openai, url: "https://api.openai.com/v1", key: openai }
   - { <<: *up, name: second }
