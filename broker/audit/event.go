@@ -183,7 +183,7 @@ var types = []TypeInfo{
 	{TypePromptReleased, "PAM-P003", "an approver released a held call"},
 	{TypePromptRefused, "PAM-P004", "a held call was refused or timed out"},
 	{TypeTraceSpan, "PAM-P005", "a trace span of an agent run, recorded by the proxy"},
-	{TypeProxyRefused, "PAM-P006", "calls the proxy refused before authentication, counted per source and window"},
+	{TypeProxyRefused, "PAM-P006", "calls the proxy refused before authentication, counted per source network (IPv4 /24, IPv6 /64) and minute, at most 32 events a minute"},
 	{TypeProxyEnrolled, "PAM-P007", "a local proxy enrolled (or renewed) with a proxy:serve grant, or was refused"},
 	{TypeProxyRevoked, "PAM-P008", "an admin revoked a local proxy's enrollment; it is cut off at once"},
 	{TypeAuditRead, "PAM-L001", "someone read the audit trail"},

@@ -306,8 +306,8 @@ func compileCustom(pattern string) (*regexp.Regexp, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bad pattern: %w", err)
 	}
-	if re.MatchString("") {
-		return nil, errors.New("pattern matches the empty string")
+	if re.MatchString("") || MinMatchLen(pattern) == 0 {
+		return nil, errors.New(`pattern can match the empty string (\b, ^, a*, x| …): give it text to match`)
 	}
 	st, err := syntax.Parse(pattern, syntax.Perl)
 	if err != nil {

@@ -237,6 +237,8 @@ func TestNewErrors(t *testing.T) {
 			{Name: "EMAIL", Pattern: `x`},
 			{Name: "BAD", Pattern: `(`},
 			{Name: "EMPTY", Pattern: `a*`},
+			{Name: "WORDB", Pattern: `\b`},
+			{Name: "ORB", Pattern: `x|\b`},
 			{Name: "ANCHOR", Pattern: `^id-\d+$`},
 			{Name: "9lives", Pattern: `x`},
 			{Name: "DUP", Pattern: `y`},
@@ -247,7 +249,7 @@ func TestNewErrors(t *testing.T) {
 		t.Fatal("New accepted a bad config")
 	}
 	for _, want := range []string{`"hide"`, `unknown detector "EMAILS"`, `"blur"`, `"EMAIL": name clashes`, `"BAD": bad pattern`,
-		`"EMPTY": pattern matches the empty string`, `"ANCHOR": text anchors`, `"9lives"`, `"DUP": defined twice`} {
+		`"EMPTY": pattern can match the empty string`, `"WORDB": pattern can match the empty string`, `"ORB": pattern can match the empty string`, `"ANCHOR": text anchors`, `"9lives"`, `"DUP": defined twice`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %s:\n%v", want, err)
 		}

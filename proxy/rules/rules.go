@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 // Actions, from strongest to weakest. Allow is the empty action.
@@ -236,7 +237,7 @@ func Compile(rules []Rule) (*Engine, error) {
 			switch {
 			case err != nil:
 				bad("pattern", "%v", err)
-			case minMatchLen(r.Pattern) == 0:
+			case mask.MinMatchLen(r.Pattern) == 0:
 				bad("pattern", "can match the empty string (zero-width, like \\b, ^, $, a* or (?:)), so it would match every prompt; make every match at least one character long, e.g. \\bword\\b")
 			default:
 				c.re = re
@@ -587,50 +588,6 @@ func foldRune(r rune) rune {
 // match of pattern must contain, or "" when there is none (or the pattern
 // does not parse). It serves as a cheap prefilter: a regexp whose required
 // literal is absent from the folded text cannot match and is not run.
-// minMatchLen is the fewest characters a match of pattern can span: 0
-// when it can match the empty string anywhere (\b, ^, $, a*, (?:), a|),
-// which a rule must not. A pattern that never matches counts as long.
-func minMatchLen(pattern string) int {
-	re, err := syntax.Parse(pattern, syntax.Perl)
-	if err != nil {
-		return 0
-	}
-	return minLen(re.Simplify())
-}
-
-const neverMatches = 1 << 30
-
-func minLen(re *syntax.Regexp) int {
-	switch re.Op {
-	case syntax.OpNoMatch:
-		return neverMatches
-	case syntax.OpLiteral:
-		return len(re.Rune)
-	case syntax.OpCharClass, syntax.OpAnyChar, syntax.OpAnyCharNotNL:
-		return 1
-	case syntax.OpCapture, syntax.OpPlus:
-		return minLen(re.Sub[0])
-	case syntax.OpRepeat:
-		return min(neverMatches, re.Min*minLen(re.Sub[0]))
-	case syntax.OpConcat:
-		n := 0
-		for _, sub := range re.Sub {
-			n = min(neverMatches, n+minLen(sub))
-		}
-		return n
-	case syntax.OpAlternate:
-		n := neverMatches
-		for _, sub := range re.Sub {
-			n = min(n, minLen(sub))
-		}
-		return n
-	}
-	// OpEmptyMatch, OpStar, OpQuest and the zero-width assertions
-	// (OpBeginLine, OpEndLine, OpBeginText, OpEndText, OpWordBoundary,
-	// OpNoWordBoundary).
-	return 0
-}
-
 func requiredLiteral(pattern string) string {
 	re, err := syntax.Parse(pattern, syntax.Perl)
 	if err != nil {
