@@ -102,10 +102,10 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
+	a.health = newHealth(a.log)
 	if cfg.Role == RoleProxy {
 		return newProxyApp(ctx, a, o)
 	}
-	a.health = newHealth(a.log)
 	a.health.registerAll(cfg.DataDir)
 	if err := cfg.CheckPrivate(); err != nil {
 		return nil, err

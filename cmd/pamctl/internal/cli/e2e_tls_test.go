@@ -258,6 +258,10 @@ func TestPlaintextRefusedOffLoopback(t *testing.T) {
 		{"broker on every address", func(c *Config) { c.Broker.Addr = "0.0.0.0:0" }, "broker.tls.cert_file"},
 		{"proxy on every address", func(c *Config) { c.Proxy.Addr = ":0" }, "proxy.tls.cert_file"},
 		{"proxy on a LAN address", func(c *Config) { c.Proxy.Addr = "192.0.2.10:8701" }, "proxy.insecure_plaintext: true"},
+		{"proxy role on every address", func(c *Config) {
+			c.Role, c.Server, c.Proxy.Addr = RoleProxy, "https://broker.example.test", "0.0.0.0:0"
+			c.Proxy.Identity.IDTokenFile = filepath.Join(dir, "token")
+		}, "proxy.tls.cert_file"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg, err := LoadConfig("", nil)

@@ -18,6 +18,7 @@ import (
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 )
 
 // A broker and two proxies as real processes: the broker is killed
@@ -58,13 +59,36 @@ func TestProxyRoleProcessesSurviveKills(t *testing.T) {
 	}))
 	defer up.Close()
 
+	// Everything between pamctl processes is TLS, under a test CA the
+	// proxies and the CLI are given as ca_file.
+	certs, err := tlsconf.GenerateDev(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PAMCTL_CA_FILE", certs.CAFile)
+	tlsClient, err := tlsconf.HTTPClient(certs.CAFile, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthy := func(url string) bool {
+		resp, err := tlsClient.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
 	baddr := freePort(t)
-	brokerURL := "http://" + baddr
+	brokerURL := "https://" + baddr
+	waitBroker := func() {
+		t.Helper()
+		waitUntil(t, "the broker", 10*time.Second, func() bool { return healthy(brokerURL + "/healthz") })
+	}
 	brokerData := filepath.Join(dir, "broker")
 	brokerCfg := filepath.Join(dir, "broker.yaml")
 	os.WriteFile(brokerCfg, []byte(fmt.Sprintf(`role: broker
 server: %s
-broker: { addr: %s }
+broker: { addr: %s, tls: { cert_file: %s, key_file: %s } }
 data_dir: %s
 master_key_file: %s
 issuers:
@@ -74,7 +98,7 @@ policies:
   - { name: ml, subjects: { groups: [ml] }, scopes: ["model:gpt-4o"], max_ttl: 1h }
 upstreams:
   - { name: openai, url: %s/v1, key: openai }
-`, brokerURL, baddr, brokerData, filepath.Join(dir, "master.key"), idp.URL, up.URL)), 0o600)
+`, brokerURL, baddr, certs.CertFile, certs.KeyFile, brokerData, filepath.Join(dir, "master.key"), idp.URL, up.URL)), 0o600)
 	var procs sync.Map
 	start := func(name string, args ...string) *exec.Cmd {
 		cmd, out := pamctlProcess(t, args...)
@@ -92,7 +116,7 @@ upstreams:
 		return cmd
 	}
 	broker := start("broker", "serve", "--config", brokerCfg)
-	waitHealthy(t, baddr)
+	waitBroker()
 	admin := api.NewSocketClient(SocketPath(brokerData))
 	if _, err := admin.VaultSet(context.Background(), "openai", []byte(testProviderKey)); err != nil {
 		t.Fatal(err)
@@ -101,12 +125,14 @@ upstreams:
 		f := filepath.Join(dir, name+".yaml")
 		os.WriteFile(f, []byte(fmt.Sprintf(`role: proxy
 server: %s
+ca_file: %s
 data_dir: %s
 proxy:
   addr: %s
+  tls: { cert_file: %s, key_file: %s }
   identity: { id_token_file: %s }
   revocation_staleness: %s
-`, server, filepath.Join(dir, name), addr, mint(name), staleness)), 0o600)
+`, server, certs.CAFile, filepath.Join(dir, name), addr, certs.CertFile, certs.KeyFile, mint(name), staleness)), 0o600)
 		return f
 	}
 	aaddr, baddrP := freePort(t), freePort(t)
@@ -115,15 +141,8 @@ proxy:
 	// proxy-b reaches the broker by another name than the broker's own
 	// URL (the tokens' issuer): it checks the issuer the broker names.
 	_, port, _ := strings.Cut(baddr, ":")
-	start("proxy-b", "serve", "--config", proxyCfg("proxy-b", "http://localhost:"+port, baddrP, "2s"))
-	ready := func(addr string) bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	}
+	start("proxy-b", "serve", "--config", proxyCfg("proxy-b", "https://localhost:"+port, baddrP, "2s"))
+	ready := func(addr string) bool { return healthy("https://" + addr + "/readyz") }
 	waitUntil(t, "both proxies ready", 15*time.Second, func() bool { return ready(aaddr) && ready(baddrP) })
 
 	s := &testServer{dir: dir}
@@ -132,11 +151,11 @@ proxy:
 	s.as(t, "alice", "", "request", "--scope", "model:gpt-4o").must(t, "request")
 	tok := strings.TrimSpace(s.as(t, "alice", "", "token").must(t, "token").out)
 	call := func(addr string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/chat/completions",
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/v1/chat/completions",
 			strings.NewReader(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`))
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := tlsClient.Do(req)
 		if err != nil {
 			return -1, ""
 		}
@@ -169,7 +188,7 @@ proxy:
 	pa.(*exec.Cmd).Process.Signal(syscall.SIGKILL)
 	pa.(*exec.Cmd).Wait()
 	start("broker", "serve", "--config", brokerCfg)
-	waitHealthy(t, baddr)
+	waitBroker()
 	start("proxy-a", "serve", "--config", aCfg)
 	waitUntil(t, "both proxies ready again", 15*time.Second, func() bool { return ready(aaddr) && ready(baddrP) })
 	mustCall(aaddr, "proxy-a after its restart")

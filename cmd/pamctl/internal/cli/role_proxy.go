@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/link"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/store"
 )
@@ -35,13 +36,29 @@ func newProxyApp(ctx context.Context, a *App, o AppOptions) (*App, error) {
 			a.Close()
 		}
 	}()
+	// The same rule as the all-in-one proxy: TLS off loopback unless a
+	// terminating load balancer is declared (proxy.insecure_plaintext).
+	if a.proxyTLS, err = a.tlsFor("proxy", cfg.Proxy.Addr, cfg.Proxy.TLS, cfg.Proxy.InsecurePlaintext); err != nil {
+		return nil, err
+	}
 	if a.proxyLn, err = net.Listen("tcp", cfg.Proxy.Addr); err != nil {
 		return nil, fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
+	}
+	a.proxyLn = withTLS(a.proxyLn, a.proxyTLS)
+	// The broker is trusted by the system roots plus ca_file, as the CLI
+	// trusts it; no overall timeout: the revocation stream lasts.
+	brokerHTTP := o.BrokerHTTP
+	if brokerHTTP == nil {
+		tr, err := tlsconf.Transport(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		brokerHTTP = &http.Client{Transport: tr}
 	}
 	var running *Config // the broker's document in force
 	var mu sync.Mutex
 	a.link, err = link.NewClient(link.ClientOptions{
-		BrokerURL: cfg.Server, HTTP: o.BrokerHTTP, IDTokenFile: cfg.Proxy.Identity.IDTokenFile,
+		BrokerURL: cfg.Server, HTTP: brokerHTTP, IDTokenFile: cfg.Proxy.Identity.IDTokenFile,
 		Version: version, Address: a.ProxyURL() + "/v1", Staleness: cfg.Proxy.RevocationStaleness, SpoolMax: cfg.Proxy.SpoolMax,
 		Spool: a.spool, Logger: a.log.With("component", "link"),
 		OnConfig: func(pc link.ProxyConfig) error {
@@ -99,12 +116,13 @@ func (a *App) newRemoteProxy(cfg *Config, insp proxy.Inspection) (*proxy.Proxy, 
 func (a *App) serveProxyRole(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	readyz := a.health.readyz(a.stopping) // the TLS reload check, when the listener has TLS
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if code, msg := a.link.Refusal(); code != "" {
 			http.Error(w, code+": "+msg, http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ok\n"))
+		readyz(w, r)
 	})
 	mux.Handle("/", a.link.Gate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.live.Load().ServeHTTP(w, r) // the gate passes only once a configuration is in force
@@ -120,6 +138,9 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 	lctx, stopLink := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.link.Run(lctx) }()
+	if a.proxyTLS != nil {
+		go a.proxyTLS.Watch(lctx)
+	}
 	var err error
 	select {
 	case <-ctx.Done():
