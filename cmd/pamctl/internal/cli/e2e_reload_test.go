@@ -187,11 +187,12 @@ func TestCheckReload(t *testing.T) {
 	}
 }
 
-// waitForReload waits up to 3s for exactly want config.reloaded events
-// with the given decision (want 0: waits the full time).
+// waitForReload waits for exactly want config.reloaded events with the
+// given decision: up to 15s for them to appear (a loaded machine), or the
+// full 3s when want is 0.
 func waitForReload(t *testing.T, s *testServer, decision string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(reloadWait(want))
 	for {
 		n := 0
 		s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
@@ -210,11 +211,11 @@ func waitForReload(t *testing.T, s *testServer, decision string, want int) {
 	}
 }
 
-// waitForEvent waits up to 3s for exactly want events of type typ (want 0:
-// waits the full time and checks none appeared).
+// waitForEvent waits for exactly want events of type typ: up to 15s for
+// them to appear, or the full 3s when want is 0 (none may appear).
 func waitForEvent(t *testing.T, s *testServer, typ audit.Type, want int) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(reloadWait(want))
 	for {
 		n := 0
 		s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
@@ -231,4 +232,14 @@ func waitForEvent(t *testing.T, s *testServer, typ audit.Type, want int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// reloadWait is how long the waits above give a reload: a positive wait
+// ends as soon as the events are there, so it can be generous; a negative
+// one (want 0) always takes its whole time.
+func reloadWait(want int) time.Duration {
+	if want == 0 {
+		return 3 * time.Second
+	}
+	return 15 * time.Second
 }
