@@ -304,7 +304,7 @@ var _ proxy.Observer = (*Metrics)(nil)
 type sinkCollector struct{ status func() []auditsink.Status }
 
 var (
-	sinkLagDesc = prometheus.NewDesc("pamctl_audit_sink_lag_events", "Events (heads for the anchor) not yet delivered to each audit sink.", []string{"sink", "type"}, nil)
+	sinkLagDesc  = prometheus.NewDesc("pamctl_audit_sink_lag_events", "Events (heads for the anchor) not yet delivered to each audit sink.", []string{"sink", "type"}, nil)
 	sinkLastDesc = prometheus.NewDesc("pamctl_audit_sink_last_delivery_timestamp_seconds",
 		"When each audit sink last took a delivery (Unix time; 0: never).", []string{"sink", "type"}, nil)
 	sinkErrDesc = prometheus.NewDesc("pamctl_audit_sink_failing", "1 when the sink's last delivery attempt failed.", []string{"sink", "type"}, nil)
