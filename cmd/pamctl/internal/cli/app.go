@@ -29,6 +29,8 @@ import (
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/metrics"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/proxy"
@@ -73,6 +75,14 @@ type App struct {
 
 	// sinks ships the trail to audit.sinks and its heads to audit.anchor.
 	sinks *auditsink.Manager
+
+	// metrics (metrics.addr) and tracer (tracing.otlp_endpoint) are nil
+	// when off; auditLog is the store's log, for its queue depth.
+	metrics    *metrics.Metrics
+	tracer     *tracing.Tracer
+	auditLog   *store.AuditLog
+	metricsLn  net.Listener
+	metricsTLS *tlsconf.Server
 
 	brokerLn, proxyLn, adminLn net.Listener
 	brokerTLS, proxyTLS        *tlsconf.Server // nil: plaintext on that listener
@@ -124,13 +134,18 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.newTelemetry(ctx); err != nil {
+		return nil, err
+	}
 	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys,
 		HeadEvery: cfg.Audit.HeadEvery, HeadInterval: cfg.Audit.HeadInterval,
-		OnError: func(err error) { a.health.Fail(checkAudit, err) }})
+		OnError: func(err error) { a.health.Fail(checkAudit, err) }, OnBatch: a.observeBatch()})
 	if err != nil {
 		return nil, err
 	}
+	a.auditLog = lg
 	a.audit = newWatchedAudit(lg, a.health)
+	a.audit.observe = a.observeAppend()
 	// Sinks read the trail on their own goroutines: appends never wait.
 	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.db,
 		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log}); err != nil {
@@ -215,6 +230,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		Counters: a.counts,
 		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
 		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
+		Observer: a.observer(),
 	})
 	if err != nil {
 		return nil, err
@@ -543,7 +559,7 @@ func (a *App) listen() error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
-	return nil
+	return a.listenMetrics()
 }
 
 // tlsFor refuses plaintext off loopback (see tlsconf.CheckListener) and
@@ -628,6 +644,14 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		a.servers = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey})))
 	}
 	lns := []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn}
+	if a.metricsLn != nil {
+		a.servers = append(a.servers, mk(a.metrics.Handler()))
+		lns = []net.Listener{a.brokerLn, a.proxyLn, a.adminLn}
+		if a.mockLn != nil {
+			lns = append(lns, a.mockLn)
+		}
+		lns = append(lns, a.metricsLn)
+	}
 	// The critical probes' first round runs before anything is served.
 	bg, stopBg := context.WithCancel(context.Background())
 	probesDone := a.health.runProbes(bg, a.probes())
@@ -640,7 +664,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS} {
+	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS, a.metricsTLS} {
 		if t != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); t.Watch(bg) }()
@@ -872,7 +896,7 @@ func (a *App) emit(e *audit.Event) {
 func (a *App) Close() error {
 	var err error
 	a.closeOnce.Do(func() {
-		for _, ln := range []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn} {
+		for _, ln := range []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn, a.metricsLn} {
 			if ln != nil {
 				ln.Close()
 			}
@@ -886,6 +910,11 @@ func (a *App) Close() error {
 		if a.hook != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = a.hook.Shutdown(ctx) // drains; what cannot be sent goes to OnFailure
+			cancel()
+		}
+		if a.tracer != nil { // the spans still buffered
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = errors.Join(err, a.tracer.Shutdown(ctx))
 			cancel()
 		}
 		if a.sinks != nil { // before the log: shippers read it

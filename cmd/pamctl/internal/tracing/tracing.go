@@ -38,9 +38,9 @@ type Config struct {
 	// Insecure allows an http:// endpoint (plaintext).
 	Insecure bool `mapstructure:"insecure"`
 	// SampleRatio is the share of calls traced when the client sent no
-	// sampled traceparent (0 to 1; default 1). A client's sampling
-	// decision is honoured.
-	SampleRatio *float64 `mapstructure:"sample_ratio"`
+	// traceparent (0 to 1; pamctl's config defaults it to 1). A client's
+	// sampling decision is honoured.
+	SampleRatio float64 `mapstructure:"sample_ratio"`
 }
 
 // Enabled reports whether tracing is configured.
@@ -49,13 +49,10 @@ func (c Config) Enabled() bool { return c.OTLPEndpoint != "" }
 // Validate checks the section; field names in errors are the config keys.
 func (c Config) Validate() error {
 	var errs []error
-	if c.SampleRatio != nil && (*c.SampleRatio < 0 || *c.SampleRatio > 1) {
-		errs = append(errs, fmt.Errorf("tracing.sample_ratio: %v must be between 0 and 1", *c.SampleRatio))
+	if c.SampleRatio < 0 || c.SampleRatio > 1 {
+		errs = append(errs, fmt.Errorf("tracing.sample_ratio: %v must be between 0 and 1", c.SampleRatio))
 	}
 	if c.OTLPEndpoint == "" {
-		if c.Insecure || c.SampleRatio != nil {
-			errs = append(errs, errors.New("tracing: insecure and sample_ratio need tracing.otlp_endpoint (the collector's OTLP/HTTP URL, e.g. https://otel-collector:4318)"))
-		}
 		return errors.Join(errs...)
 	}
 	u, err := url.Parse(c.OTLPEndpoint)
@@ -92,10 +89,7 @@ func New(ctx context.Context, c Config, version string) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	ratio := 1.0
-	if c.SampleRatio != nil {
-		ratio = *c.SampleRatio
-	}
+	ratio := c.SampleRatio
 	res := resource.NewSchemaless(semconv.ServiceName("pamctl"), semconv.ServiceVersion(version))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
