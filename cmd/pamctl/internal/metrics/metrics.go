@@ -223,8 +223,12 @@ func (m *Metrics) CallEnd(ctx context.Context, st *proxy.CallStats) {
 	s.endUpstream(now)
 	model := m.model(st.Model)
 	decision := st.Decision
-	if decision == "" {
-		decision = "none"
+	switch {
+	case decision != "":
+	case st.Code != "": // pamctl answered with an error of its own (5xx) before deciding
+		decision = "error"
+	default: // forwarded; the upstream's status is in the status label
+		decision = "allow"
 	}
 	m.requests.WithLabelValues(st.Endpoint, model, strconv.Itoa(st.Status), decision).Inc()
 	total := now.Sub(s.begin)
