@@ -809,6 +809,9 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		a.broker.SetPolicies(cfg.Policies)
 		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
 		a.proxy.SetInspection(insp)
+		if a.metrics != nil {
+			a.metrics.SetModels(metricModels(cfg)) // the model label follows the policies
+		}
 		applied = cfg
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
@@ -869,6 +872,8 @@ func needsRestart(old, cur *Config) []string {
 		{"audit", old.Audit, cur.Audit},
 		{"requests", old.Requests, cur.Requests},
 		{"notify", old.Notify, cur.Notify},
+		{"metrics", old.Metrics, cur.Metrics},
+		{"tracing", old.Tracing, cur.Tracing},
 	} {
 		if !reflect.DeepEqual(c.was, c.now) {
 			out = append(out, c.key)

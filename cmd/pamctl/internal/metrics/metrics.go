@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,7 +50,7 @@ type Options struct {
 type Metrics struct {
 	reg    *prometheus.Registry
 	now    func() time.Time
-	models map[string]struct{}
+	models atomic.Pointer[map[string]struct{}]
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -75,16 +76,11 @@ type Metrics struct {
 // New registers every collector on a fresh registry (with the Go and
 // process collectors).
 func New(o Options) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), now: o.Now, models: map[string]struct{}{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), now: o.Now}
 	if m.now == nil {
 		m.now = time.Now
 	}
-	for _, name := range o.Models {
-		if name == "" || strings.ContainsAny(name, "*?[") || len(m.models) >= maxModels {
-			continue
-		}
-		m.models[name] = struct{}{}
-	}
+	m.SetModels(o.Models)
 	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 	f := factory{m.reg}
 	m.requests = f.counterVec("pamctl_proxy_requests_total", "Proxied calls by endpoint, model, HTTP status and rule decision.", "endpoint", "model", "status", "decision")
@@ -117,6 +113,19 @@ func New(o Options) *Metrics {
 	return m
 }
 
+// SetModels replaces the models that get a label of their own (config
+// reload); series already exported stay.
+func (m *Metrics) SetModels(models []string) {
+	set := map[string]struct{}{}
+	for _, name := range models {
+		if name == "" || strings.ContainsAny(name, "*?[") || len(set) >= maxModels {
+			continue
+		}
+		set[name] = struct{}{}
+	}
+	m.models.Store(&set)
+}
+
 // Registry is where the collectors live (tests gather from it).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
@@ -132,7 +141,7 @@ func (m *Metrics) model(name string) string {
 	if name == "" {
 		return "none"
 	}
-	if _, ok := m.models[name]; ok {
+	if _, ok := (*m.models.Load())[name]; ok {
 		return name
 	}
 	return OtherModel

@@ -65,6 +65,13 @@ func TestObserverLabelsAndHolds(t *testing.T) {
 	if n := testutil.CollectAndCount(m.requests); n != 3 {
 		t.Errorf("%d request series, want 3", n)
 	}
+	// A reload that names a new model gives it its own label.
+	m.SetModels([]string{"gpt-4o-mini"})
+	cycle(m, &proxy.CallStats{Endpoint: "chat", Model: "gpt-4o-mini", Status: 200})
+	cycle(m, &proxy.CallStats{Endpoint: "chat", Model: "gpt-4o", Status: 200})
+	if a, b := testutil.ToFloat64(m.requests.WithLabelValues("chat", "gpt-4o-mini", "200", "allow")), testutil.ToFloat64(m.requests.WithLabelValues("chat", OtherModel, "200", "allow")); a != 1 || b != 1 {
+		t.Errorf("after SetModels: gpt-4o-mini %v, other %v; want 1 and 1", a, b)
+	}
 }
 
 // BenchmarkObserver is the metrics observer's cost per proxied call.
