@@ -58,7 +58,21 @@ func setup(t *testing.T, rs []rules.Rule) (*tracetest.InMemoryExporter, http.Han
 		mu.Lock()
 		got = r.Header.Get("Traceparent")
 		mu.Unlock()
-		io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), `"stream":true`) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, ev := range []string{
+				`{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"echo: ` + prompt + `"},"finish_reason":null}]}`,
+				`{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
+				`{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`,
+			} {
+				io.WriteString(w, "data: "+ev+"\n\n")
+				w.(http.Flusher).Flush()
+				time.Sleep(5 * time.Millisecond)
+			}
+			io.WriteString(w, "data: [DONE]\n\n")
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"echo: `+prompt+`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`)
 	}))
@@ -84,7 +98,12 @@ func setup(t *testing.T, rs []rules.Rule) (*tracetest.InMemoryExporter, http.Han
 
 func call(t *testing.T, h http.Handler, tok, traceparent string) int {
 	t.Helper()
-	req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","messages":[{"role":"user","content":"`+prompt+`"}]}`))
+	return callBody(t, h, tok, traceparent, `{"model":"gpt-4o","messages":[{"role":"user","content":"`+prompt+`"}]}`)
+}
+
+func callBody(t *testing.T, h http.Handler, tok, traceparent, body string) int {
+	t.Helper()
+	req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	if traceparent != "" {
@@ -184,6 +203,42 @@ func TestNewTraceAndRefusal(t *testing.T) {
 	// minute, not per call).
 	if n := len(exp.GetSpans()); n != 2 {
 		t.Fatalf("refused call spans: %v", names(exp.GetSpans()))
+	}
+}
+
+// A stream's upstream span lasts until the stream was read to its end and
+// ends before the audit commit; it is not masked as a whole (no mask span).
+func TestStreamSpans(t *testing.T) {
+	exp, h, _ := setup(t, nil)
+	if code := callBody(t, h, "good", "", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"`+prompt+`"}]}`); code != 200 {
+		t.Fatalf("stream: %d", code)
+	}
+	byName := map[string]tracetest.SpanStub{}
+	for _, s := range exp.GetSpans() {
+		byName[s.Name] = s
+	}
+	up, audit, root := byName["pamctl.upstream"], byName["pamctl.audit"], byName["pamctl.proxy chat"]
+	if !up.SpanContext.IsValid() || !audit.SpanContext.IsValid() || !root.SpanContext.IsValid() {
+		t.Fatalf("spans: %v", names(exp.GetSpans()))
+	}
+	if _, ok := byName["pamctl.mask"]; ok {
+		t.Error("a stream has a mask span")
+	}
+	if up.EndTime.Sub(up.StartTime) < 10*time.Millisecond {
+		t.Errorf("upstream span %v: ended before the stream did", up.EndTime.Sub(up.StartTime))
+	}
+	if up.EndTime.After(audit.StartTime) || audit.EndTime.After(root.EndTime) {
+		t.Errorf("upstream ends %v, audit %v..%v, call ends %v", up.EndTime, audit.StartTime, audit.EndTime, root.EndTime)
+	}
+	if len(up.Events) != 1 || up.Events[0].Name != "response headers" {
+		t.Errorf("upstream events: %v", up.Events)
+	}
+	for _, s := range exp.GetSpans() {
+		for _, kv := range s.Attributes {
+			if strings.Contains(kv.Value.Emit(), "swordfish") {
+				t.Errorf("span %s carries the prompt", s.Name)
+			}
+		}
 	}
 }
 
