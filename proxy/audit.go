@@ -183,7 +183,10 @@ func (p *Proxy) audit(ctx context.Context, c *call) error {
 	if c.status == 0 && c.err != nil {
 		c.status = c.err.Status
 	}
-	if err := p.appendEvent(context.WithoutCancel(ctx), p.event(c)); err != nil {
+	p.stageBegin(c, StageAudit)
+	err := p.appendEvent(context.WithoutCancel(ctx), p.event(c))
+	p.stageEnd(c, StageAudit)
+	if err != nil {
 		c.auditFailed = true
 		p.log.Error("audit append failed", "request_id", c.id, "err", err)
 		return fmt.Errorf("proxy: audit: %w", err)

@@ -51,6 +51,9 @@ type verifyCache struct {
 	now      func() time.Time
 	max      int
 
+	// observe, when set, is told of every check (Observer.TokenVerified).
+	observe func(cached, ok bool)
+
 	mu      sync.RWMutex
 	entries map[[sha256.Size]byte]cachedClaims
 }
@@ -73,6 +76,9 @@ func (c *verifyCache) verify(raw string) (*token.Claims, []string, error) {
 	e, ok := c.entries[sum]
 	c.mu.RUnlock()
 	if ok && now.Before(e.exp) {
+		if c.observe != nil {
+			c.observe(true, true)
+		}
 		return e.claims, e.scopes, nil
 	}
 	if ok {
@@ -81,6 +87,9 @@ func (c *verifyCache) verify(raw string) (*token.Claims, []string, error) {
 		c.mu.Unlock()
 	}
 	claims, err := c.verifier.Verify(raw)
+	if c.observe != nil {
+		c.observe(false, err == nil)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -134,7 +143,9 @@ func (p *Proxy) authenticate(next http.Handler) http.Handler {
 				"run your agent under `pamctl exec -- <command>`, or get a token with `pamctl request --scope model:<model>` and `pamctl token`.", nil))
 			return
 		}
+		p.stageBegin(c, StageAuth)
 		claims, scopes, err := p.tokens.verify(raw)
+		p.stageEnd(c, StageAuth)
 		switch {
 		case errors.Is(err, token.ErrExpired):
 			p.fail(w, c, errUnauthorized("Your pamctl access token has expired. Get a fresh one with `pamctl token <request-id>`, "+

@@ -121,6 +121,12 @@ func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The shipped default with an Observer: the hooks' own cost.
+	opts.Observer = &stampObserver{}
+	observed, err := New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
 	tok, err := minter.Mint(token.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{Subject: "bench", Audience: jwt.ClaimStrings{token.AudienceProxy}, ExpiresAt: jwt.NewNumericDate(c.Now().Add(time.Hour))},
 		Use:              token.UseAccess, Scope: "model:gpt-4o", Req: "req_bench", Limits: &token.Limits{RPM: 1 << 30, Tokens: 1 << 60},
@@ -137,7 +143,7 @@ func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
 		for _, impl := range []struct {
 			name string
 			h    http.Handler
-		}{{"bare", bare}, {"pamctl", p}, {"pamctl-masked", masked}} {
+		}{{"bare", bare}, {"pamctl", p}, {"pamctl-masked", masked}, {"pamctl-observed", observed}} {
 			b.Run(kind+"/"+impl.name, func(b *testing.B) {
 				body := bodies[kind]
 				b.ReportAllocs()
@@ -155,3 +161,36 @@ func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
 		}
 	}
 }
+
+// stampObserver keeps per-call state in the context as a real Observer
+// does (metrics, tracing) and reads the clock at every boundary, so the
+// benchmark shows what the hooks cost beyond the observer's own work.
+type stampObserver struct{ calls atomic.Int64 }
+
+type stampKey struct{}
+
+type stamps struct{ t [NumStages + 2]time.Time }
+
+func (o *stampObserver) CallBegin(ctx context.Context, _ http.Header) context.Context {
+	s := &stamps{}
+	s.t[0] = time.Now()
+	return context.WithValue(ctx, stampKey{}, s)
+}
+
+func (o *stampObserver) StageBegin(ctx context.Context, st Stage) {
+	ctx.Value(stampKey{}).(*stamps).t[st+1] = time.Now()
+}
+
+func (o *stampObserver) StageEnd(ctx context.Context, st Stage) {
+	ctx.Value(stampKey{}).(*stamps).t[st+1] = time.Now()
+}
+
+func (o *stampObserver) Forward(context.Context, http.Header) {}
+
+func (o *stampObserver) FirstByte(ctx context.Context) {
+	ctx.Value(stampKey{}).(*stamps).t[NumStages+1] = time.Now()
+}
+
+func (o *stampObserver) CallEnd(context.Context, *CallStats) { o.calls.Add(1) }
+
+func (o *stampObserver) TokenVerified(bool, bool) {}

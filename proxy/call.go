@@ -92,6 +92,8 @@ type call struct {
 	auditFailed bool
 	reserved    int64 // bytes of the in-flight body budget this call holds
 	unreadBody  bool  // the client sent a body the proxy has not read (yet)
+	// octx is the Observer's context for this call (nil without one).
+	octx context.Context
 }
 
 // release ends the upstream call, if any; the answer is no longer read.

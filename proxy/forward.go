@@ -49,6 +49,10 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 				h.Set("OpenAI-Project", up.project)
 			}
 			h.Set("X-Request-Id", c.id)
+			if p.obs != nil && c.octx != nil {
+				p.obs.StageBegin(c.octx, StageUpstream)
+				p.obs.Forward(c.octx, h)
+			}
 			c.keys = p.noteKey(pr.In.Context(), c.key.v)
 			p.detachUpstream(pr, c)
 			if c.body != nil {
@@ -104,6 +108,9 @@ func (b *bufferPool) Put(buf []byte) {
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	c := callFrom(res.Request.Context())
 	c.status = res.StatusCode
+	if p.obs != nil && c.octx != nil {
+		p.obs.FirstByte(c.octx)
+	}
 	// The upstream answered: the request body (the prompt) is not needed
 	// again, however long the answer streams.
 	c.body = nil
@@ -284,7 +291,9 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 		}
 		return body, nil
 	}
+	p.stageBegin(c, StageMask)
 	out, res, err := payload.MaskResponse(c.path, body, c.ResponseMask)
+	p.stageEnd(c, StageMask)
 	if err != nil {
 		return nil, err
 	}

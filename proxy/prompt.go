@@ -57,6 +57,7 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 		if c.claims != nil {
 			in.Subject, in.Groups = c.claims.Subject, c.claims.Groups
 		}
+		p.stageBegin(c, StageRules)
 		res := c.Rules.Evaluate(in)
 		for _, name := range res.Matched {
 			c.reasons = append(c.reasons, "rule "+name)
@@ -75,6 +76,7 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 			c.promptSHA = audit.PromptDigest(forwarded)
 			c.prompt, _ = c.ResponseMask.Mask(forwarded)
 		}
+		p.stageEnd(c, StageRules) // a refusal above leaves it to the call's end
 
 		switch {
 		case res.Action == rules.Deny && res.Unscanned:
@@ -213,10 +215,12 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
 		// ids, another endpoint's body): an approval covers this body only.
 		sha = audit.PromptDigest(string(c.body))
 	}
+	p.stageBegin(c, StageHold)
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
 		Model: c.model, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha,
 	})
+	p.stageEnd(c, StageHold)
 	if d.ID != "" {
 		c.reasons = append(c.reasons, "hold "+d.ID)
 	}

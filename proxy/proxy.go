@@ -182,6 +182,9 @@ type Options struct {
 	// SummaryBytes is how much of each answer (masked) the audit event
 	// keeps: default DefaultSummaryBytes, at most payload.SummaryBytes.
 	SummaryBytes int
+	// Observer watches every call at its stage boundaries (metrics,
+	// tracing); nil observes nothing and costs nothing.
+	Observer Observer
 }
 
 // Inspection is what the proxy looks for in calls: prompt rules and the
@@ -218,6 +221,7 @@ type Proxy struct {
 	byName       map[string]*upstream
 	handler      http.Handler
 	known        knownKeys // vaulted keys scrubbed from answers and the trail
+	obs          Observer
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -236,7 +240,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p := &Proxy{
 		log: opts.Logger, now: opts.Now, revoked: opts.Revoked, keys: opts.Keys, holds: opts.Holds, maxBody: opts.MaxBody, byName: map[string]*upstream{},
-		holdTimeout: opts.HoldTimeout, summaryBytes: opts.SummaryBytes,
+		holdTimeout: opts.HoldTimeout, summaryBytes: opts.SummaryBytes, obs: opts.Observer,
 	}
 	if opts.Audit != nil {
 		// Every event passes the key scrub on its way to the trail.
@@ -264,6 +268,9 @@ func New(opts Options) (*Proxy, error) {
 		size = DefaultCacheSize
 	}
 	p.tokens = newVerifyCache(opts.Verifier, p.now, size)
+	if p.obs != nil {
+		p.tokens.observe = p.obs.TokenVerified
+	}
 	p.limits = newLimiter(p.now, opts.Counters)
 	p.inflight.max = opts.MaxInflight
 	if p.inflight.max <= 0 {
@@ -333,6 +340,9 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-Id", c.id)
 		w.Header().Set("Pamctl-Audit-Id", c.id)
+		if p.obs != nil {
+			c.octx = p.obs.CallBegin(r.Context(), r.Header)
+		}
 		defer func() {
 			p.releaseReservation(c)
 			switch {
@@ -343,6 +353,7 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 			default:
 				p.audit(r.Context(), c)
 			}
+			p.observeEnd(c)
 			p.logCall(c)
 		}()
 		next.ServeHTTP(w, r.WithContext(withCall(r.Context(), c)))

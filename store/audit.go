@@ -89,6 +89,9 @@ type AuditOptions struct {
 	// commits). Default: discarded; async commit errors also fail the next
 	// Append and Close.
 	OnError func(error)
+	// OnBatch, when set, is told the number of events each commit of the
+	// trail wrote (metrics); it must not block.
+	OnBatch func(events int)
 	// Inspect opens a trail that falls short of its high-water mark (see
 	// audit.HighWater) instead of refusing, so audit verify and export can
 	// show the damage. No head is ever signed over such a trail.
@@ -264,7 +267,9 @@ func (l *AuditLog) Append(ctx context.Context, e *audit.Event) error {
 		} else {
 			err = l.db.bolt.Batch(fn)
 		}
-		l.gate.leave()
+		if n := l.gate.leave(); n > 0 && l.opts.OnBatch != nil {
+			l.opts.OnBatch(n)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("store: audit append: %w", err)
@@ -323,20 +328,23 @@ func (g *turnstile) committing() {
 	g.mu.Unlock()
 }
 
-// leave is called when an append's commit returned.
-func (g *turnstile) leave() {
+// leave is called when an append's commit returned; the last member of a
+// generation learns its size (others get 0).
+func (g *turnstile) leave() (generation int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.active--; g.active > 0 {
-		return
+		return 0
 	}
 	g.lastSize = g.size
+	generation = g.size
 	if g.next != nil {
 		g.active, g.size, g.open = g.waiting, g.waiting, true
 		g.waiting = 0
 		close(g.next)
 		g.next = nil
 	}
+	return generation
 }
 
 type sealed struct {
@@ -447,6 +455,15 @@ func (l *AuditLog) writeErr() error {
 	return l.asyncErr
 }
 
+// QueueDepth is the number of events the async queue holds, not yet
+// committed (always 0 in durable mode, where Append waits for its commit).
+func (l *AuditLog) QueueDepth() int {
+	if l.queue == nil {
+		return 0
+	}
+	return len(l.queue)
+}
+
 // writer commits the async queue in large transactions.
 func (l *AuditLog) writer() {
 	defer l.loops.Done()
@@ -487,6 +504,9 @@ func (l *AuditLog) writer() {
 		})
 		if err == nil {
 			err = l.raiseFirst(first)
+		}
+		if err == nil && l.opts.OnBatch != nil {
+			l.opts.OnBatch(len(batch))
 		}
 		if err != nil {
 			err = fmt.Errorf("store: audit async commit of %d events: %w", len(batch), err)

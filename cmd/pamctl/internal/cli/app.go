@@ -33,6 +33,8 @@ import (
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/vault"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/metrics"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/devupstream"
 	"github.com/pamctl/pamctl/proxy/rules"
@@ -85,6 +87,14 @@ type App struct {
 
 	// sinks ships the trail to audit.sinks and its heads to audit.anchor.
 	sinks *auditsink.Manager
+
+	// metrics (metrics.addr) and tracer (tracing.otlp_endpoint) are nil
+	// when off; auditLog is the store's log, for its queue depth.
+	metrics    *metrics.Metrics
+	tracer     *tracing.Tracer
+	auditLog   *store.AuditLog
+	metricsLn  net.Listener
+	metricsTLS *tlsconf.Server
 
 	brokerLn, proxyLn, adminLn net.Listener
 	brokerTLS, proxyTLS        *tlsconf.Server // nil: plaintext on that listener
@@ -139,13 +149,18 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.newTelemetry(ctx); err != nil {
+		return nil, err
+	}
 	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys,
 		HeadEvery: cfg.Audit.HeadEvery, HeadInterval: cfg.Audit.HeadInterval,
-		OnError: func(err error) { a.health.Fail(checkAudit, err) }})
+		OnError: func(err error) { a.health.Fail(checkAudit, err) }, OnBatch: a.observeBatch()})
 	if err != nil {
 		return nil, err
 	}
+	a.auditLog = lg
 	a.audit = newWatchedAudit(lg, a.health)
+	a.audit.observe = a.observeAppend()
 	// Sinks read the trail on their own goroutines: appends never wait.
 	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.db,
 		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log}); err != nil {
@@ -242,6 +257,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		Counters: a.counts,
 		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
 		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
+		Observer: a.observer(),
 	})
 	if err != nil {
 		return nil, err
@@ -575,7 +591,7 @@ func (a *App) listen() error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
-	return nil
+	return a.listenMetrics()
 }
 
 // tlsFor refuses plaintext off loopback (see tlsconf.CheckListener) and
@@ -666,6 +682,9 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	if a.mockLn != nil {
 		a.servers, lns = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey}))), append(lns, a.mockLn)
 	}
+	if a.metricsLn != nil {
+		a.servers, lns = append(a.servers, mk(a.metrics.Handler())), append(lns, a.metricsLn)
+	}
 	// The critical probes' first round runs before anything is served.
 	bg, stopBg := context.WithCancel(context.Background())
 	probesDone := a.health.runProbes(bg, a.probes())
@@ -678,7 +697,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS} {
+	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS, a.metricsTLS} {
 		if t != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); t.Watch(bg) }()
@@ -828,6 +847,9 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		if pc, err := proxyConfigOf(cfg); err == nil {
 			a.proxyCfg.Store(&pc) // local proxies follow within a moment
 		}
+		if a.metrics != nil {
+			a.metrics.SetModels(metricModels(cfg)) // the model label follows the policies
+		}
 		applied = cfg
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
@@ -888,6 +910,8 @@ func needsRestart(old, cur *Config) []string {
 		{"audit", old.Audit, cur.Audit},
 		{"requests", old.Requests, cur.Requests},
 		{"notify", old.Notify, cur.Notify},
+		{"metrics", old.Metrics, cur.Metrics},
+		{"tracing", old.Tracing, cur.Tracing},
 	} {
 		if !reflect.DeepEqual(c.was, c.now) {
 			out = append(out, c.key)
@@ -915,7 +939,7 @@ func (a *App) emit(e *audit.Event) {
 func (a *App) Close() error {
 	var err error
 	a.closeOnce.Do(func() {
-		for _, ln := range []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn} {
+		for _, ln := range []net.Listener{a.brokerLn, a.proxyLn, a.adminLn, a.mockLn, a.metricsLn} {
 			if ln != nil {
 				ln.Close()
 			}
@@ -935,6 +959,11 @@ func (a *App) Close() error {
 		if a.hook != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = a.hook.Shutdown(ctx) // drains; what cannot be sent goes to OnFailure
+			cancel()
+		}
+		if a.tracer != nil { // the spans still buffered
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = errors.Join(err, a.tracer.Shutdown(ctx))
 			cancel()
 		}
 		if a.sinks != nil { // before the log: shippers read it

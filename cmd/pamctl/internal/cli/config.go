@@ -22,6 +22,7 @@ import (
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/payload"
@@ -55,6 +56,8 @@ type Config struct {
 	Requests   RequestsConfig      `mapstructure:"requests"`
 	Notify     NotifyConfig        `mapstructure:"notify"`
 	Log        LogConfig           `mapstructure:"log"`
+	Metrics    MetricsConfig       `mapstructure:"metrics"`
+	Tracing    tracing.Config      `mapstructure:"tracing"`
 
 	// File is the config file that was read, if any.
 	File string `mapstructure:"-"`
@@ -66,6 +69,17 @@ type Config struct {
 // Sets reports whether the config file states top-level key k explicitly
 // (an empty list counts; a missing key or a bare "k:" does not).
 func (c *Config) Sets(k string) bool { return c.present[k] }
+
+// MetricsConfig is the Prometheus listener (off while Addr is empty).
+type MetricsConfig struct {
+	// Addr serves GET /metrics, e.g. 127.0.0.1:9700.
+	Addr string `mapstructure:"addr"`
+	// TLS and InsecurePlaintext work as on the broker's and proxy's
+	// listeners: off loopback, plaintext is refused unless
+	// insecure_plaintext says something in front terminates TLS.
+	TLS               tlsconf.Config `mapstructure:"tls"`
+	InsecurePlaintext bool           `mapstructure:"insecure_plaintext"`
+}
 
 // ListenConfig is an address to listen on.
 type ListenConfig struct {
@@ -224,6 +238,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("audit.summary_bytes", proxy.DefaultSummaryBytes)
 	v.SetDefault("audit.head_every", store.DefaultHeadEvery)
 	v.SetDefault("audit.head_interval", store.DefaultHeadInterval)
+	v.SetDefault("tracing.sample_ratio", 1.0)
 	v.SetDefault("upstreams", []map[string]any{{"name": "openai", "url": "https://api.openai.com/v1", "key": "openai"}})
 }
 
@@ -464,6 +479,9 @@ func (c *Config) Validate() error {
 	default:
 		add("log.format: %q must be text or json", c.Log.Format)
 	}
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -476,7 +494,11 @@ func (c *Config) CheckTLS() error {
 		name, addr string
 		tls        tlsconf.Config
 		insecure   bool
-	}{{"broker", c.Broker.Addr, c.Broker.TLS, c.Broker.InsecurePlaintext}, {"proxy", c.Proxy.Addr, c.Proxy.TLS, c.Proxy.InsecurePlaintext}} {
+	}{{"broker", c.Broker.Addr, c.Broker.TLS, c.Broker.InsecurePlaintext}, {"proxy", c.Proxy.Addr, c.Proxy.TLS, c.Proxy.InsecurePlaintext},
+		{"metrics", c.Metrics.Addr, c.Metrics.TLS, c.Metrics.InsecurePlaintext}} {
+		if l.addr == "" {
+			continue // metrics off
+		}
 		if _, err := tlsconf.CheckListener(l.name, l.addr, l.tls, l.insecure); err != nil {
 			errs = append(errs, err)
 			continue

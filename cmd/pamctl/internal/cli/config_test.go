@@ -230,6 +230,8 @@ func sampleValue(t *testing.T, k string) (string, any) {
 		return "4242", 4242
 	case int64:
 		return "4242", int64(4242)
+	case float64:
+		return "0.25", 0.25
 	case []string:
 		return "a.example.test,b.example.test", []string{"a.example.test", "b.example.test"}
 	}

@@ -267,6 +267,9 @@ type watchedAudit struct {
 	auditLog
 	h *health
 	c *check // the audit check, resolved once
+	// observe, when set, learns every append's latency and outcome
+	// (metrics).
+	observe func(*audit.Event, time.Duration, error)
 }
 
 func newWatchedAudit(l auditLog, h *health) *watchedAudit {
@@ -277,7 +280,14 @@ func newWatchedAudit(l auditLog, h *health) *watchedAudit {
 // caller's cancelled context or a closed log at shutdown is not a failure
 // of the trail.
 func (w *watchedAudit) Append(ctx context.Context, e *audit.Event) error {
+	var start time.Time
+	if w.observe != nil {
+		start = time.Now()
+	}
 	err := w.auditLog.Append(ctx, e)
+	if w.observe != nil {
+		w.observe(e, time.Since(start), err)
+	}
 	switch {
 	case err == nil:
 		w.h.ok(w.c)

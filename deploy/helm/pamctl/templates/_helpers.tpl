@@ -66,7 +66,8 @@ where pamctl listens and keeps its data.
 {{- $_ := set $cfg "broker" $broker }}
 {{- $_ := set $cfg "proxy" $proxy }}
 {{- if .Values.metrics.enabled }}
-{{- $_ := set $cfg "metrics" (dict "addr" (printf "0.0.0.0:%d" (int .Values.metrics.port))) }}
+{{- /* Prometheus scrapes over the pod network in plaintext (the ServiceMonitor's default scheme). */}}
+{{- $_ := set $cfg "metrics" (dict "addr" (printf "0.0.0.0:%d" (int .Values.metrics.port)) "insecure_plaintext" true) }}
 {{- end }}
 {{- $_ := set $cfg "data_dir" (printf "%s/data" (include "pamctl.dataMount" .)) }}
 {{- toYaml $cfg }}

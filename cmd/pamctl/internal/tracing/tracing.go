@@ -1,0 +1,268 @@
+// Package tracing turns proxied calls into OpenTelemetry spans: one span
+// per call ("pamctl.proxy <endpoint>") with pamctl's stages as children
+// (auth, rules, hold, upstream, mask, audit). A W3C traceparent from the
+// client is honoured (the call span is its child) and the upstream gets
+// one naming the upstream span. Spans carry no prompt or answer text and
+// no subject or grant id: only the endpoint, model, status, decision,
+// rule, error code and token counts.
+package tracing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pamctl/pamctl/proxy"
+)
+
+// Config is the tracing: section.
+type Config struct {
+	// OTLPEndpoint is the collector's OTLP/HTTP base URL, e.g.
+	// https://otel-collector:4318 (spans go to /v1/traces). Empty turns
+	// tracing off.
+	OTLPEndpoint string `mapstructure:"otlp_endpoint"`
+	// Insecure allows an http:// endpoint (plaintext).
+	Insecure bool `mapstructure:"insecure"`
+	// SampleRatio is the share of calls traced when the client sent no
+	// traceparent (0 to 1; pamctl's config defaults it to 1). A client's
+	// sampling decision is honoured.
+	SampleRatio float64 `mapstructure:"sample_ratio"`
+}
+
+// Enabled reports whether tracing is configured.
+func (c Config) Enabled() bool { return c.OTLPEndpoint != "" }
+
+// Validate checks the section; field names in errors are the config keys.
+func (c Config) Validate() error {
+	var errs []error
+	if c.SampleRatio < 0 || c.SampleRatio > 1 {
+		errs = append(errs, fmt.Errorf("tracing.sample_ratio: %v must be between 0 and 1", c.SampleRatio))
+	}
+	if c.OTLPEndpoint == "" {
+		return errors.Join(errs...)
+	}
+	u, err := url.Parse(c.OTLPEndpoint)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: %q must be an http(s) URL such as https://otel-collector:4318", c.OTLPEndpoint))
+	case u.Scheme == "http" && !c.Insecure:
+		errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: %q is plaintext; use https, or set tracing.insecure: true", c.OTLPEndpoint))
+	case u.User != nil:
+		errs = append(errs, errors.New("tracing.otlp_endpoint: must not carry credentials"))
+	}
+	return errors.Join(errs...)
+}
+
+// Tracer is a proxy.Observer that records spans.
+type Tracer struct {
+	tp     trace.TracerProvider
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+	stop   func(context.Context) error
+}
+
+// New builds a Tracer that exports to c's collector over OTLP/HTTP.
+func New(ctx context.Context, c Config, version string) (*Tracer, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(c.OTLPEndpoint)
+	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(strings.TrimSuffix(u.String(), "/") + "/v1/traces")}
+	if c.Insecure {
+		opts = append(opts, otlptracehttp.WithInsecure())
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	ratio := c.SampleRatio
+	res := resource.NewSchemaless(semconv.ServiceName("pamctl"), semconv.ServiceVersion(version))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
+	return NewWithProvider(tp, tp.Shutdown), nil
+}
+
+// NewWithProvider builds a Tracer on tp (tests use an in-memory
+// exporter); stop, if not nil, is called by Shutdown.
+func NewWithProvider(tp trace.TracerProvider, stop func(context.Context) error) *Tracer {
+	return &Tracer{tp: tp, tracer: tp.Tracer("github.com/pamctl/pamctl/proxy"), prop: propagation.TraceContext{}, stop: stop}
+}
+
+// Shutdown flushes the spans still buffered.
+func (t *Tracer) Shutdown(ctx context.Context) error {
+	if t.stop == nil {
+		return nil
+	}
+	return t.stop(ctx)
+}
+
+// callSpans is one call's spans, kept in the Observer's context.
+type callSpans struct {
+	mu     sync.Mutex
+	root   trace.Span
+	stages [proxy.NumStages]trace.Span
+}
+
+type spansKey struct{}
+
+func spansOf(ctx context.Context) *callSpans {
+	s, _ := ctx.Value(spansKey{}).(*callSpans)
+	return s
+}
+
+// CallBegin implements proxy.Observer: the call span, child of the
+// client's traceparent when it sent one.
+func (t *Tracer) CallBegin(ctx context.Context, h http.Header) context.Context {
+	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(h))
+	ctx, root := t.tracer.Start(ctx, "pamctl.proxy", trace.WithSpanKind(trace.SpanKindServer))
+	return context.WithValue(ctx, spansKey{}, &callSpans{root: root})
+}
+
+// StageBegin implements proxy.Observer.
+func (t *Tracer) StageBegin(ctx context.Context, st proxy.Stage) {
+	s := spansOf(ctx)
+	if s == nil || st >= proxy.NumStages {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == proxy.StageMask || st == proxy.StageAudit {
+		s.endLocked(proxy.StageUpstream, time.Now())
+	}
+	if s.stages[st] != nil {
+		return
+	}
+	kind := trace.SpanKindInternal
+	if st == proxy.StageUpstream {
+		kind = trace.SpanKindClient
+	}
+	_, sp := t.tracer.Start(trace.ContextWithSpan(ctx, s.root), "pamctl."+st.String(), trace.WithSpanKind(kind))
+	s.stages[st] = sp
+}
+
+func (s *callSpans) endLocked(st proxy.Stage, at time.Time) {
+	if sp := s.stages[st]; sp != nil {
+		sp.End(trace.WithTimestamp(at))
+		s.stages[st] = nil
+	}
+}
+
+// StageEnd implements proxy.Observer.
+func (t *Tracer) StageEnd(ctx context.Context, st proxy.Stage) {
+	s := spansOf(ctx)
+	if s == nil || st >= proxy.NumStages {
+		return
+	}
+	s.mu.Lock()
+	s.endLocked(st, time.Now())
+	s.mu.Unlock()
+}
+
+// Forward implements proxy.Observer: the upstream gets a traceparent
+// naming the upstream span (or the call span if that was not begun).
+func (t *Tracer) Forward(ctx context.Context, h http.Header) {
+	s := spansOf(ctx)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	sp := s.stages[proxy.StageUpstream]
+	s.mu.Unlock()
+	if sp == nil {
+		sp = s.root
+	}
+	h.Del("Traceparent")
+	h.Del("Tracestate")
+	t.prop.Inject(trace.ContextWithSpan(ctx, sp), propagation.HeaderCarrier(h))
+}
+
+// FirstByte implements proxy.Observer.
+func (t *Tracer) FirstByte(ctx context.Context) {
+	s := spansOf(ctx)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if sp := s.stages[proxy.StageUpstream]; sp != nil {
+		sp.AddEvent("response headers")
+	}
+	s.mu.Unlock()
+}
+
+// CallEnd implements proxy.Observer: the attributes, then every span
+// still open ends.
+func (t *Tracer) CallEnd(ctx context.Context, st *proxy.CallStats) {
+	s := spansOf(ctx)
+	if s == nil {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	for i := range s.stages {
+		s.endLocked(proxy.Stage(i), now)
+	}
+	s.mu.Unlock()
+	root := s.root
+	if !root.IsRecording() {
+		root.End()
+		return
+	}
+	root.SetName("pamctl.proxy " + st.Endpoint)
+	attrs := []attribute.KeyValue{
+		attribute.String("pamctl.endpoint", st.Endpoint),
+		semconv.HTTPResponseStatusCode(st.Status),
+		attribute.Bool("pamctl.stream", st.Stream),
+	}
+	if st.Upstream != "" {
+		attrs = append(attrs, attribute.String("pamctl.upstream", st.Upstream))
+	}
+	if st.Model != "" {
+		attrs = append(attrs, attribute.String("gen_ai.request.model", st.Model))
+	}
+	if st.Decision != "" {
+		attrs = append(attrs, attribute.String("pamctl.decision", st.Decision))
+	}
+	if st.Rule != "" {
+		attrs = append(attrs, attribute.String("pamctl.rule", st.Rule))
+	}
+	if st.HasUsage {
+		attrs = append(attrs, attribute.Int64("gen_ai.usage.input_tokens", st.TokensIn), attribute.Int64("gen_ai.usage.output_tokens", st.TokensOut))
+	}
+	n := 0
+	for _, v := range st.MaskedIn {
+		n += v
+	}
+	for _, v := range st.MaskedOut {
+		n += v
+	}
+	if n > 0 {
+		attrs = append(attrs, attribute.Int("pamctl.masked", n))
+	}
+	if st.Code != "" {
+		attrs = append(attrs, attribute.String("pamctl.error_code", st.Code))
+	}
+	root.SetAttributes(attrs...)
+	if st.Status >= 500 || st.AuditFailed {
+		root.SetStatus(codes.Error, st.Code)
+	}
+	root.End(trace.WithTimestamp(now))
+}
+
+// TokenVerified implements proxy.Observer.
+func (t *Tracer) TokenVerified(bool, bool) {}
+
+var _ proxy.Observer = (*Tracer)(nil)
