@@ -23,7 +23,8 @@ func (a *App) newTelemetry(ctx context.Context) error {
 					return 0
 				}
 				return a.auditLog.QueueDepth()
-			}})
+			},
+			Proxies: a.proxyStatus})
 	}
 	if a.cfg.Tracing.Enabled() {
 		t, err := tracing.New(ctx, a.cfg.Tracing, version)
@@ -33,6 +34,30 @@ func (a *App) newTelemetry(ctx context.Context) error {
 		a.tracer = t
 	}
 	return nil
+}
+
+// proxyStatus lists the enrolled local proxies for the metrics.
+func (a *App) proxyStatus() []metrics.ProxyStatus {
+	if a.fleet == nil {
+		return nil
+	}
+	es, err := a.fleet.List(context.Background())
+	if err != nil {
+		return nil
+	}
+	now := time.Now()
+	out := make([]metrics.ProxyStatus, 0, len(es))
+	for _, e := range es {
+		st := "live"
+		switch {
+		case e.RevokedAt != nil:
+			st = "revoked"
+		case !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt):
+			st = "expired"
+		}
+		out = append(out, metrics.ProxyStatus{ID: e.ID, State: st, LastContact: e.LastContact})
+	}
+	return out
 }
 
 // observer is what the proxy reports its calls to (nil: nothing).

@@ -42,6 +42,9 @@ type Options struct {
 	Sinks func() []auditsink.Status
 	// QueueDepth reports the audit log's async queue at scrape time.
 	QueueDepth func() int
+	// Proxies reports the enrolled local proxies at scrape time (nil:
+	// the broker serves none).
+	Proxies func() []ProxyStatus
 	// Now is the clock for latencies (default time.Now).
 	Now func() time.Time
 }
@@ -108,6 +111,9 @@ func New(o Options) *Metrics {
 	}
 	if o.Sinks != nil {
 		m.reg.MustRegister(&sinkCollector{status: o.Sinks})
+	}
+	if o.Proxies != nil {
+		m.reg.MustRegister(&proxyCollector{status: o.Proxies})
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -380,4 +386,38 @@ func (f factory) hist(name, help string, buckets []float64) prometheus.Histogram
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
 	f.reg.MustRegister(h)
 	return h
+}
+
+// ProxyStatus is one enrollment of a local proxy, as the metrics see it.
+type ProxyStatus struct {
+	ID          string // the enrollment id: one per proxy, bounded by the fleet
+	State       string // live | revoked | expired
+	LastContact time.Time
+}
+
+// proxyCollector reads the enrolled proxies when scraped.
+type proxyCollector struct{ status func() []ProxyStatus }
+
+var (
+	proxiesDesc = prometheus.NewDesc("pamctl_proxies_enrolled", "Enrollments of local proxies by state.", []string{"state"}, nil)
+	contactDesc = prometheus.NewDesc("pamctl_proxy_last_contact_timestamp_seconds",
+		"When each live local proxy last reached the broker (Unix time).", []string{"proxy"}, nil)
+)
+
+func (c *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- proxiesDesc
+	ch <- contactDesc
+}
+
+func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
+	n := map[string]int{"live": 0, "revoked": 0, "expired": 0}
+	for _, p := range c.status() {
+		n[p.State]++
+		if p.State == "live" {
+			ch <- prometheus.MustNewConstMetric(contactDesc, prometheus.GaugeValue, float64(p.LastContact.Unix()), p.ID)
+		}
+	}
+	for state, k := range n {
+		ch <- prometheus.MustNewConstMetric(proxiesDesc, prometheus.GaugeValue, float64(k), state)
+	}
 }

@@ -88,7 +88,10 @@ func BenchmarkObserver(b *testing.B) {
 // registry has: a renamed metric cannot leave a blank panel behind.
 func TestDashboardAndDocsNameRealMetrics(t *testing.T) {
 	m := New(Options{Sinks: func() []auditsink.Status { return []auditsink.Status{{Name: "siem", Type: "http", Lag: 3}} },
-		QueueDepth: func() int { return 0 }})
+		QueueDepth: func() int { return 0 },
+		Proxies: func() []ProxyStatus {
+			return []ProxyStatus{{ID: "prx_1", State: "live", LastContact: time.Unix(1700000000, 0)}}
+		}})
 	cycle(m, &proxy.CallStats{Endpoint: "chat", Model: "gpt-4o", Status: 429, Rule: "r", Decision: "deny", Code: proxy.CodeRateLimitExceeded,
 		HasUsage: true, MaskedIn: map[string]int{"EMAIL": 1}})
 	m.TokenVerified(true, true)
@@ -136,5 +139,43 @@ func TestDashboardAndDocsNameRealMetrics(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// The enrolled proxies are counted by state; only live ones report their
+// last contact, labelled by enrollment id (one per proxy, never a subject).
+func TestProxiesEnrolled(t *testing.T) {
+	m := New(Options{Proxies: func() []ProxyStatus {
+		return []ProxyStatus{
+			{ID: "prx_a", State: "live", LastContact: time.Unix(1700000000, 0)},
+			{ID: "prx_b", State: "live", LastContact: time.Unix(1700000100, 0)},
+			{ID: "prx_c", State: "revoked", LastContact: time.Unix(1600000000, 0)},
+		}
+	}})
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, mt := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range mt.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			got[key] = mt.GetGauge().GetValue()
+		}
+	}
+	for k, want := range map[string]float64{
+		"pamctl_proxies_enrolled/live": 2, "pamctl_proxies_enrolled/revoked": 1, "pamctl_proxies_enrolled/expired": 0,
+		"pamctl_proxy_last_contact_timestamp_seconds/prx_a": 1700000000,
+		"pamctl_proxy_last_contact_timestamp_seconds/prx_b": 1700000100,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v", k, got[k], want)
+		}
+	}
+	if _, ok := got["pamctl_proxy_last_contact_timestamp_seconds/prx_c"]; ok {
+		t.Error("a revoked proxy reports its last contact")
 	}
 }
