@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +123,52 @@ func TestProxyRolePlaintextServerRefused(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s refused: %v", s, err)
 		}
+	}
+}
+
+// The proxy role's link follows no redirect from its https broker to
+// http:// (or another host): its ID token and session stay with the broker.
+func TestProxyRoleFollowsNoRedirectOffOrigin(t *testing.T) {
+	var leaked, asked atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { leaked.Add(1) }))
+	defer plain.Close()
+	broker := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer broker.Close()
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "id.jwt")
+	if err := os.WriteFile(tok, []byte("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Role, cfg.Server, cfg.Proxy.Addr, cfg.DataDir = RoleProxy, broker.URL, "127.0.0.1:0", filepath.Join(dir, "data")
+	cfg.MasterKeyFile = filepath.Join(dir, "no-master.key")
+	cfg.Proxy.Identity.IDTokenFile = tok
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	app, err := NewApp(ctx, cfg, AppOptions{BrokerHTTP: broker.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.link.SetRetry(50 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- app.Serve(ctx, nil) }()
+	waitUntil(t, "the link to try the broker", 15*time.Second, func() bool { return asked.Load() >= 3 })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("proxy did not stop")
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Fatalf("%d requests followed the redirect to %s", n, plain.URL)
 	}
 }
