@@ -83,7 +83,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if hc == nil {
 		hc = &http.Client{Timeout: 90 * time.Second}
 	}
-	resp, err := hc.Do(req)
+	resp, err := guarded(hc).Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -359,10 +359,11 @@ func (c *Client) stream(ctx context.Context, path string, header map[string]stri
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	hc := http.Client{}
-	if c.HTTP != nil {
-		hc = *c.HTTP
+	base := c.HTTP
+	if base == nil {
+		base = &http.Client{}
 	}
+	hc := guarded(base)
 	hc.Timeout = 0 // streams last as long as ctx
 	resp, err := hc.Do(req)
 	if err != nil {

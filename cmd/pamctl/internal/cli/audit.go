@@ -712,7 +712,11 @@ func verificationKeys(cmd *cobra.Command, f *Factory, jwksFile string) (audit.Ke
 		}
 		return audit.KeyFunc(kr.AnyPublicKey), audit.KeysDeployment, nil
 	}
-	jwks, err := f.AnonClient(cfg).JWKS(cmd.Context())
+	ac, err := f.AnonClient(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	jwks, err := ac.JWKS(cmd.Context())
 	if err != nil {
 		return nil, "", unreachable(err, cfg.Server)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
@@ -467,6 +468,12 @@ func (c *Config) Validate() error {
 	case RoleProxy:
 		if c.Proxy.Identity.IDTokenFile == "" {
 			add("proxy.identity.id_token_file is required with role: proxy (the workload identity the proxy enrolls with)")
+		}
+		// The proxy logs in with its workload identity and ships
+		// prompts and audit events to server: never in clear off the
+		// machine.
+		if err := api.CheckServer(c.Server); err != nil && errors.Is(err, api.ErrPlaintextServer) {
+			add("server (role: proxy): %v", err)
 		}
 	default:
 		add("role: %q must be all, broker or proxy", c.Role)

@@ -268,16 +268,59 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 
 // checkDuplicates reports a key written twice in one mapping, exactly or
 // differing only in case: the decoder lower-cases keys, so one of the two
-// would silently win. A key may still override one brought in by a merge
-// key (<<), as YAML intends.
+// would silently win. Merge keys (<<) are held to the same rule where
+// YAML would silently drop a value: a key brought in twice by merge keys,
+// and a key both written and merged in, unless it is the template idiom
+// `{ <<: *up, name: b }`: a single value written after the << line
+// replacing a single value. A list or mapping written beside a merged one
+// replaces it whole (rules are not appended, masking is not merged
+// deeply), and a key written before the << reads as if the merge came
+// last, so both are errors naming both lines.
 func checkDuplicates(n *yaml.Node, path string, errs *[]error) {
+	type merged struct {
+		key   *yaml.Node // the key inside the merged mapping
+		val   *yaml.Node
+		at    int // line of the << key
+		index int // position of the << key in n
+	}
+	isMerge := func(k *yaml.Node) bool { return k.Value == "<<" && k.Tag == "!!merge" }
+	fromMerge := map[string]merged{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !isMerge(k) {
+			continue
+		}
+		for _, kv := range pairs(&yaml.Node{Kind: yaml.MappingNode, Content: n.Content[i : i+2]}) {
+			name := strings.ToLower(kv[0].Value)
+			if prev, ok := fromMerge[name]; ok {
+				*errs = append(*errs, &keyError{Line: k.Line, Path: path, Msg: fmt.Sprintf(
+					"key %q is brought in twice by merge keys (<<), from line %d and line %d; YAML keeps one and silently drops the other: merge it from one place",
+					kv[0].Value, prev.key.Line, kv[0].Line)})
+				continue
+			}
+			fromMerge[name] = merged{key: kv[0], val: kv[1], at: k.Line, index: i}
+		}
+	}
 	first := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
-		if k.Kind != yaml.ScalarNode || (k.Value == "<<" && k.Tag == "!!merge") {
+		if k.Kind != yaml.ScalarNode || isMerge(k) {
 			continue
 		}
 		name := strings.ToLower(k.Value)
+		if m, ok := fromMerge[name]; ok {
+			v := deref(n.Content[i+1])
+			switch {
+			case i < m.index:
+				*errs = append(*errs, &keyError{Line: k.Line, Path: path, Msg: fmt.Sprintf(
+					"key %q is written here and also brought in by the merge key (<<) on line %d (from line %d); YAML keeps this one and silently drops the merged value: remove one, or write the override after the << line",
+					k.Value, m.at, m.key.Line)})
+			case v.Kind != yaml.ScalarNode || deref(m.val).Kind != yaml.ScalarNode:
+				*errs = append(*errs, &keyError{Line: k.Line, Path: path, Msg: fmt.Sprintf(
+					"key %q replaces the %s brought in by the merge key (<<) on line %d (from line %d) whole; YAML does not combine them, so the merged entries would silently be dropped: write the whole value here or remove it from the merge",
+					k.Value, kindWord(deref(m.val)), m.at, m.key.Line)})
+			}
+		}
 		prev, dup := first[name]
 		if !dup {
 			first[name] = k
@@ -291,6 +334,16 @@ func checkDuplicates(n *yaml.Node, path string, errs *[]error) {
 			"duplicate key %q %s %q on line %d; a key may appear once per mapping (one of them would silently win)",
 			k.Value, how, prev.Value, prev.Line)})
 	}
+}
+
+func kindWord(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	}
+	return "value"
 }
 
 // checkDetectors reports masking detector names that are neither built in

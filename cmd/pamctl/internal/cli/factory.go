@@ -102,9 +102,25 @@ func saveSession(s *SessionFile) error {
 	return os.Rename(tmp, p)
 }
 
-// AnonClient is a broker client without a session (info, login).
-func (f *Factory) AnonClient(cfg *Config) *api.Client {
-	return &api.Client{BaseURL: strings.TrimRight(cfg.Server, "/"), HTTP: f.HTTP, UserAgent: userAgent()}
+// AnonClient is a broker client without a session (info, login, JWKS).
+// It refuses a server that would carry credentials in clear (see
+// checkServer) before anything is sent.
+func (f *Factory) AnonClient(cfg *Config) (*api.Client, error) {
+	if err := checkServer(cfg.Server); err != nil {
+		return nil, err
+	}
+	return &api.Client{BaseURL: strings.TrimRight(cfg.Server, "/"), HTTP: f.HTTP, UserAgent: userAgent()}, nil
+}
+
+// checkServer refuses http:// to a non-loopback broker: every command that
+// contacts the broker sends an ID token or a session (and trusts the keys
+// it answers), whether server came from the file, PAMCTL_SERVER or
+// --server.
+func checkServer(server string) error {
+	if err := api.CheckServer(server); err != nil {
+		return withCode(ExitUsage, fmt.Errorf("%w (server: in the config file, PAMCTL_SERVER or --server)", err))
+	}
+	return nil
 }
 
 // userAgent is what the broker records with a login, e.g.
@@ -115,6 +131,9 @@ func userAgent() string {
 
 // BrokerClient is a broker client carrying the stored session.
 func (f *Factory) BrokerClient(cfg *Config) (*api.Client, *SessionFile, error) {
+	if err := checkServer(cfg.Server); err != nil {
+		return nil, nil, err
+	}
 	s, err := loadSession()
 	if err != nil {
 		return nil, nil, err

@@ -83,7 +83,10 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 	if err != nil {
 		return err
 	}
-	client := o.f.AnonClient(cfg)
+	client, err := o.f.AnonClient(cfg)
+	if err != nil {
+		return err
+	}
 	var rawIDToken, nonce, accessToken string
 	if o.IDTokenFile != "" {
 		rawIDToken, err = readIDToken(o.IDTokenFile, ios.In)

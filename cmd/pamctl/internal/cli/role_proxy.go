@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/proxy"
@@ -55,6 +56,11 @@ func newProxyApp(ctx context.Context, a *App, o AppOptions) (*App, error) {
 		}
 		brokerHTTP = &http.Client{Transport: tr}
 	}
+	// Follow no redirect that would carry the proxy's credentials to
+	// another scheme or host (an https broker redirecting to http://).
+	guarded := *brokerHTTP
+	guarded.CheckRedirect = api.CheckRedirect
+	brokerHTTP = &guarded
 	var running *Config // the broker's document in force
 	var mu sync.Mutex
 	a.link, err = link.NewClient(link.ClientOptions{
