@@ -96,7 +96,7 @@ func rawDo(t *testing.T, h *harness, method, path, tok, body string) (*http.Resp
 	}
 	res, err := h.srv.Client().Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
@@ -157,6 +157,16 @@ func TestNonUTF8AnswerRefused(t *testing.T) {
 					{"POST", "/v1/audio/transcriptions", `{"model":"gpt-4o"}`},
 				} {
 					res, b, err := rawDo(t, h, c.method, c.path, tok, c.body)
+					if res == nil {
+						// A granted endpoint's answer is relayed as it comes:
+						// a bad first read cuts the connection, possibly
+						// before its headers went out. Nothing reached the
+						// client; a model endpoint must always answer.
+						if c.path != "/v1/audio/transcriptions" {
+							t.Fatalf("%s: %v", c.path, err)
+						}
+						continue
+					}
 					if decodedLeak(b, azureKey) {
 						t.Errorf("%s: leaked (%d %s): %q", c.path, res.StatusCode, res.Header.Get("Content-Type"), b)
 					}
@@ -167,7 +177,10 @@ func TestNonUTF8AnswerRefused(t *testing.T) {
 					}
 				}
 				streamed = true
-				res, b, _ := rawDo(t, h, "POST", "/v1/chat/completions", tok, `{"model":"gpt-4o","stream":true,"messages":[]}`)
+				res, b, err := rawDo(t, h, "POST", "/v1/chat/completions", tok, `{"model":"gpt-4o","stream":true,"messages":[]}`)
+				if res == nil {
+					t.Fatalf("stream: %v", err)
+				}
 				if decodedLeak(b, azureKey) {
 					t.Errorf("stream: leaked (%d): %q", res.StatusCode, b)
 				}
