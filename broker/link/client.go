@@ -691,6 +691,15 @@ func (v remoteVerifier) Verify(raw string) (*token.Claims, error) {
 	return (&token.Verifier{Keys: v.c, Issuer: iss, Audience: token.AudienceProxy, Use: token.UseAccess}).Verify(raw)
 }
 
+// ShipBatch posts one audit shipment under this proxy's session and
+// enrollment, as the ship loop does (tests: what a holder of the proxy's
+// identity can send).
+func (c *Client) ShipBatch(ctx context.Context, b AuditBatch) (AuditAck, error) {
+	var ack AuditAck
+	err := c.do(ctx, http.MethodPost, "/v1/proxies/audit", b, &ack)
+	return ack, err
+}
+
 // SetRetry sets the pause between reconnection attempts (tests).
 func (c *Client) SetRetry(d time.Duration) { c.o.Retry = d }
 
