@@ -20,6 +20,7 @@ import (
 	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/store"
 )
 
 // testProviderKey is what the broker vaults; the upstream demands it.
@@ -448,4 +449,48 @@ func TestRoleProxyForgedShipmentsAreRefused(t *testing.T) {
 		evs, _ := admin.AuditEvents(ctx, audit.Filter{Types: []audit.Type{audit.TypeProxyRefused}}, 10)
 		return len(evs) == 1 && evs[0].Details["proxy_seq"] == "1" && evs[0].Details["proxy"] == pa.app.link.Enrollment().ID
 	})
+}
+
+// A proxy whose enrollment the broker no longer knows enrolls anew and
+// ships from where its spool is (events before were acknowledged under
+// the lost enrollment): the broker's strict order does not wedge it.
+func TestRoleProxyNewEnrollmentShipsFromTheSpoolsPosition(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
+	t.Setenv("PAMCTL_MASTER_KEY", "")
+	b := startRoleBroker(t, dir, "127.0.0.1:0", "http://127.0.0.1:1")
+	pdir := filepath.Join(dir, "proxy-a")
+	if err := os.MkdirAll(pdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := store.OpenSpool(pdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []string{"old1", "old2", "kept3", "kept4"} {
+		if _, err := sp.Append(ctx, &audit.Event{Type: audit.TypeProxyRefused, Decision: "deny", Details: map[string]string{"request_id": id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sp.Ack(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.SetEnrollment("lostenrollment00"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	pa := startRoleProxy(t, b.ts.app.BrokerURL(), pdir, mintIDToken(t, b, dir, "proxy-a"), 0)
+	admin := api.NewSocketClient(SocketPath(b.ts.app.cfg.DataDir))
+	waitUntil(t, "the spooled events in the trail", 15*time.Second, func() bool {
+		evs, _ := admin.AuditEvents(ctx, audit.Filter{Types: []audit.Type{audit.TypeProxyRefused}}, 10)
+		var got []string
+		for _, e := range evs {
+			got = append(got, e.Details["request_id"]+"@"+e.Details["proxy_seq"])
+		}
+		return strings.Join(got, " ") == "kept3@3 kept4@4"
+	})
+	if e := pa.app.link.Enrollment(); e == nil || e.ID == "lostenrollment00" {
+		t.Fatalf("enrollment: %+v", e)
+	}
 }
