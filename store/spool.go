@@ -172,5 +172,21 @@ func (s *Spool) SetEnrollment(id string) error {
 	})
 }
 
+// Next is the sequence of the first event not yet acknowledged: the
+// oldest pending one, or the one the next Append gets.
+func (s *Spool) Next() (uint64, error) {
+	var n uint64
+	err := s.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSpool)
+		if k, _ := b.Cursor().First(); k != nil {
+			n = binary.BigEndian.Uint64(k)
+		} else {
+			n = b.Sequence() + 1
+		}
+		return nil
+	})
+	return n, err
+}
+
 // Close closes the file.
 func (s *Spool) Close() error { return s.bolt.Close() }

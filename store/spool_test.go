@@ -72,3 +72,37 @@ func TestSpoolKeepsOrderAcrossRestartsAndAcks(t *testing.T) {
 		t.Fatalf("spool file mode: %v %v", err, fi)
 	}
 }
+
+// Next is where a new enrollment's shipping starts: the oldest pending
+// event, or the next one appended when none is, across a reopen.
+func TestSpoolNextIsTheFirstUnacknowledgedSequence(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSpool(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(want uint64) {
+		t.Helper()
+		if n, err := s.Next(); err != nil || n != want {
+			t.Fatalf("next %d %v, want %d", n, err, want)
+		}
+	}
+	next(1)
+	for range 3 {
+		if _, err := s.Append(ctx, &audit.Event{Type: audit.TypeProxyCall}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next(1)
+	s.Ack(ctx, 2)
+	next(3)
+	s.Ack(ctx, 3)
+	next(4)
+	s.Close()
+	if s, err = OpenSpool(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	next(4)
+}

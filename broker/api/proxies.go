@@ -14,7 +14,8 @@ import (
 )
 
 // MaxProxyAuditBody caps one audit shipment from a proxy
-// (link.MaxAuditBatch events, each field-capped by the proxy).
+// (link.MaxAuditBatch events, each field-capped by the proxy and again
+// by the broker).
 const MaxProxyAuditBody = 16 << 20
 
 // MaxHoldBody caps a held call's description (claims, rules, a ~1 KiB
@@ -70,10 +71,14 @@ func (s *Server) proxyRoutes(mux *http.ServeMux) {
 		if !readJSON(w, r, &in) {
 			return
 		}
+		// A refused shipment (ErrInvalid: a type a proxy does not record,
+		// a sequence gap, a malformed event) is a 400 with nothing
+		// appended; only a failing append after some went in is a 200
+		// acknowledging those.
 		ack, err := s.Proxies.Ship(r.Context(), e, in)
 		if err != nil {
 			s.logErr(r, err)
-			if ack.Acked == 0 {
+			if ack.Acked == 0 || errors.Is(err, link.ErrInvalid) {
 				writeError(w, proxyErr(err))
 				return
 			}

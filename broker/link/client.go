@@ -34,6 +34,9 @@ type Spool interface {
 	Size() int64
 	Enrollment() (string, error)
 	SetEnrollment(id string) error
+	// Next is the sequence of the first event not yet acknowledged
+	// (pending, or the next one appended).
+	Next() (uint64, error)
 }
 
 // Defaults of ClientOptions.
@@ -264,7 +267,11 @@ func (c *Client) enroll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in := EnrollRequest{Grant: g, PublicKey: c.priv.PublicKey().Bytes(), Version: c.o.Version, Address: c.o.Address, ID: prev}
+	next, err := c.o.Spool.Next()
+	if err != nil {
+		return err
+	}
+	in := EnrollRequest{Grant: g, PublicKey: c.priv.PublicKey().Bytes(), Version: c.o.Version, Address: c.o.Address, ID: prev, SpoolNext: next}
 	var e Enrollment
 	if err := c.do(ctx, http.MethodPost, "/v1/proxies/enroll", in, &e); err != nil {
 		return fmt.Errorf("enroll: %w", err)
@@ -682,6 +689,15 @@ func (v remoteVerifier) Verify(raw string) (*token.Claims, error) {
 		iss = e.TokenIssuer
 	}
 	return (&token.Verifier{Keys: v.c, Issuer: iss, Audience: token.AudienceProxy, Use: token.UseAccess}).Verify(raw)
+}
+
+// ShipBatch posts one audit shipment under this proxy's session and
+// enrollment, as the ship loop does (tests: what a holder of the proxy's
+// identity can send).
+func (c *Client) ShipBatch(ctx context.Context, b AuditBatch) (AuditAck, error) {
+	var ack AuditAck
+	err := c.do(ctx, http.MethodPost, "/v1/proxies/audit", b, &ack)
+	return ack, err
 }
 
 // SetRetry sets the pause between reconnection attempts (tests).

@@ -6,15 +6,19 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/token"
@@ -353,6 +357,14 @@ func (s *memSpool) Ack(_ context.Context, seq uint64) error {
 func (s *memSpool) Size() int64                   { s.mu.Lock(); defer s.mu.Unlock(); return s.size }
 func (s *memSpool) Enrollment() (string, error)   { return s.enrol, nil }
 func (s *memSpool) SetEnrollment(id string) error { s.enrol = id; return nil }
+func (s *memSpool) Next() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.evs) > 0 {
+		return s.evs[0].Seq, nil
+	}
+	return s.next + 1, nil
+}
 
 func TestGateRefusesWhenStaleOrSpoolFull(t *testing.T) {
 	var now atomic.Pointer[time.Time]
@@ -461,6 +473,227 @@ func TestRenewAheadOfTheEnd(t *testing.T) {
 		e := &Enrollment{LastContact: t0, ExpiresAt: t0.Add(tc.life)}
 		if got := e.ExpiresAt.Sub(renewAt(e)); got != tc.before {
 			t.Errorf("life %s: renews %s before the end, want %s", tc.life, got, tc.before)
+		}
+	}
+}
+
+// shipOne is a batch of one event at seq.
+func shipOne(seq uint64, ev audit.Event) AuditBatch {
+	return AuditBatch{Events: []SpooledEvent{{Seq: seq, Event: ev}}}
+}
+
+// A proxy's identity writes only what a proxy records: a shipment with a
+// broker-side type (an approval, a vault change, an anchor, a login) or
+// an unknown one is refused whole, nothing of it in the trail.
+func TestShipRefusesTypesAProxyDoesNotRecord(t *testing.T) {
+	ctx := context.Background()
+	for _, typ := range []audit.Type{audit.TypeRequestApproved, audit.TypeVaultSet, audit.TypeAuditAnchor, audit.TypeProxyEnrolled,
+		audit.TypeProxyRevoked, "login", "", "proxy.call.x"} {
+		st, log, rev := &memStore{}, &memLog{}, &revSet{}
+		r := newRegistry(st, log, rev, grants{})
+		e := enroll(t, r)
+		before := len(log.evs)
+		b := batch(1, 2)
+		b.Events[1].Event.Type = typ
+		if ack, err := r.Ship(ctx, e, b); !errors.Is(err, ErrInvalid) || ack.Acked != 0 {
+			t.Errorf("%q: %+v %v", typ, ack, err)
+		}
+		if len(log.evs) != before {
+			t.Errorf("%q: the refused batch left %d events in the trail", typ, len(log.evs)-before)
+		}
+		// The real proxy's events still go in from 1.
+		if ack, err := r.Ship(ctx, e, batch(1, 2)); err != nil || ack.Acked != 2 {
+			t.Errorf("%q: the proxy's own shipment after: %+v %v", typ, ack, err)
+		}
+	}
+}
+
+// Sequence numbers are contiguous from the acknowledged one: a jump (even
+// on a fresh enrollment) or a hole inside a batch is refused, so nobody
+// can make the broker skip the proxy's later events as retries.
+func TestShipRefusesSequenceJumpsAndHoles(t *testing.T) {
+	ctx := context.Background()
+	st, log, rev := &memStore{}, &memLog{}, &revSet{}
+	r := newRegistry(st, log, rev, grants{})
+	e := enroll(t, r)
+	for name, b := range map[string]AuditBatch{
+		"jump on a fresh enrollment": batch(1000000, 1000000),
+		"starts at 2":                batch(2, 3),
+		"seq 0":                      shipOne(0, audit.Event{Type: audit.TypeProxyCall}),
+	} {
+		if ack, err := r.Ship(ctx, e, b); !errors.Is(err, ErrInvalid) || ack.Acked != 0 {
+			t.Errorf("%s: %+v %v", name, ack, err)
+		}
+	}
+	if ack, err := r.Ship(ctx, e, batch(1, 2)); err != nil || ack.Acked != 2 {
+		t.Fatalf("ship: %+v %v", ack, err)
+	}
+	hole := batch(3, 3)
+	hole.Events = append(hole.Events, batch(5, 5).Events...)
+	back := batch(3, 3)
+	back.Events = append(back.Events, batch(3, 3).Events...)
+	for name, b := range map[string]AuditBatch{"jump": batch(1000000, 1000000), "hole": hole, "repeat": back, "gap": batch(4, 4)} {
+		if ack, err := r.Ship(ctx, e, b); !errors.Is(err, ErrInvalid) || ack.Acked != 2 {
+			t.Errorf("%s: %+v %v", name, ack, err)
+		}
+	}
+	if ack, err := r.Ship(ctx, e, batch(3, 4)); err != nil || ack.Acked != 4 {
+		t.Fatalf("the real next events: %+v %v", ack, err)
+	}
+	if got := strings.Join(log.calls(e.ID), " "); got != "r1@1 r2@2 r3@3 r4@4" {
+		t.Fatalf("trail: %s", got)
+	}
+}
+
+// A malformed event (one the trail would refuse) refuses the batch
+// before anything is appended: the proxy gets the error, the trail's
+// append never fails (it would take the broker out of readiness).
+func TestShipChecksEventsBeforeAppending(t *testing.T) {
+	ctx := context.Background()
+	log := &strictLog{}
+	for name, ev := range map[string]audit.Event{
+		"actor kind":     {Type: audit.TypeProxyCall, Actor: &audit.Actor{Subject: "x", Kind: "robot"}},
+		"code of a type": {Type: audit.TypeProxyCall, Code: "PAM-X999"},
+	} {
+		r := newRegistry(&memStore{}, &log.memLog, &revSet{}, grants{})
+		r.Audit = log
+		e := enroll(t, r)
+		b := batch(1, 1)
+		b.Events = append(b.Events, SpooledEvent{Seq: 2, Event: ev})
+		ack, err := r.Ship(ctx, e, b)
+		if name == "code of a type" { // the broker sets the code itself
+			if err != nil || ack.Acked != 2 {
+				t.Errorf("%s: %+v %v", name, ack, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrInvalid) || ack.Acked != 0 {
+			t.Errorf("%s: %+v %v", name, ack, err)
+		}
+	}
+	if log.failed != 0 {
+		t.Fatalf("%d appends failed in the trail", log.failed)
+	}
+}
+
+// strictLog appends like the real trail: it refuses what Normalize
+// refuses.
+type strictLog struct {
+	memLog
+	failed int
+}
+
+func (l *strictLog) Append(ctx context.Context, e *audit.Event) error {
+	if err := e.Normalize(time.Now()); err != nil {
+		l.failed++
+		return err
+	}
+	return l.memLog.Append(ctx, e)
+}
+
+// The broker keeps its own time and chain fields: the proxy's time goes
+// to details.proxy_time, its seq/hash/prev_hash and any details.proxy*
+// are overwritten, and every field is bounded.
+func TestShipStampsAttributesAndCaps(t *testing.T) {
+	ctx := context.Background()
+	st, log, rev := &memStore{}, &memLog{}, &revSet{}
+	r := newRegistry(st, log, rev, grants{})
+	now := time.Date(2026, 12, 3, 17, 0, 0, 0, time.UTC)
+	r.Now = func() time.Time { return now }
+	e := enroll(t, r)
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	long := strings.Repeat("é", 100000)
+	details := map[string]string{"proxy": "someone-else", "proxy_seq": "77", "proxy_time": "x", "request_id": "r1", "span": long}
+	for i := range 100 {
+		details[fmt.Sprintf("k%03d", i)] = long
+	}
+	ev := audit.Event{Type: audit.TypeProxyCall, Seq: 99, Hash: "ab", PrevHash: "cd", Time: old, Model: long, Error: long,
+		Actor:   &audit.Actor{Subject: long, Groups: slices.Repeat([]string{long}, 1000)},
+		Reasons: slices.Repeat([]string{"r"}, 1000), Unscanned: slices.Repeat([]string{long}, 1000), Details: details}
+	if _, err := r.Ship(ctx, e, shipOne(1, ev)); err != nil {
+		t.Fatal(err)
+	}
+	got := log.evs[len(log.evs)-1]
+	if !got.Time.Equal(now) || got.Details["proxy_time"] != old.Format(time.RFC3339Nano) {
+		t.Errorf("time %v, proxy_time %q", got.Time, got.Details["proxy_time"])
+	}
+	if got.Details["proxy"] != e.ID || got.Details["proxy_seq"] != "1" || got.Hash != "" || got.PrevHash != "" || got.Code != "PAM-P001" {
+		t.Errorf("attribution: %v hash %q prev %q code %q", got.Details, got.Hash, got.PrevHash, got.Code)
+	}
+	if len(got.Model) > shipShort || len(got.Error) > shipError || len(got.Actor.Subject) > shipShort ||
+		len(got.Actor.Groups) > shipList || len(got.Reasons) > shipList || len(got.Unscanned) > shipList || len(got.Details) > shipDetails+3 {
+		t.Errorf("not bounded: model %d error %d subject %d groups %d reasons %d unscanned %d details %d",
+			len(got.Model), len(got.Error), len(got.Actor.Subject), len(got.Actor.Groups), len(got.Reasons), len(got.Unscanned), len(got.Details))
+	}
+	for k, v := range got.Details {
+		if len(v) > shipDetail || !utf8.ValidString(v) {
+			t.Errorf("details[%s]: %d bytes, valid UTF-8 %v", k, len(v), utf8.ValidString(v))
+		}
+	}
+	if len(ev.Details) != 105 || ev.Details["proxy"] != "someone-else" {
+		t.Error("the shipped event's own maps were changed")
+	}
+}
+
+// A new enrollment takes the spool where it is (spool_next); a renewal
+// keeps the broker's position whatever the request says.
+func TestEnrollTakesTheSpoolWhereItIs(t *testing.T) {
+	ctx := context.Background()
+	st, log, rev := &memStore{}, &memLog{}, &revSet{}
+	r := newRegistry(st, log, rev, grants{})
+	priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	in := EnrollRequest{Grant: "g1", PublicKey: priv.PublicKey().Bytes(), SpoolNext: 5}
+	e, err := r.Enroll(ctx, alice, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := r.Ship(ctx, e, batch(1, 1)); err != nil || ack.Acked != 4 {
+		t.Fatalf("before the spool's position: %+v %v", ack, err)
+	}
+	if ack, err := r.Ship(ctx, e, batch(5, 6)); err != nil || ack.Acked != 6 {
+		t.Fatalf("from the spool's position: %+v %v", ack, err)
+	}
+	in.ID, in.SpoolNext = e.ID, 1000
+	if _, err := r.Enroll(ctx, alice, in); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := r.Ship(ctx, e, batch(1000, 1000)); !errors.Is(err, ErrInvalid) || ack.Acked != 6 {
+		t.Fatalf("a renewal moved the position: %+v %v", ack, err)
+	}
+	if got := strings.Join(log.calls(e.ID), " "); got != "r5@5 r6@6" {
+		t.Fatalf("trail: %s", got)
+	}
+}
+
+// Enrollment refuses keys no key can be sealed to: a wrong length, the
+// all-zero key and the other low-order points (and their non-canonical
+// encodings).
+func TestEnrollRefusesUnusableX25519Keys(t *testing.T) {
+	ctx := context.Background()
+	hexKey := func(s string) []byte {
+		b, err := hex.DecodeString(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for name, k := range map[string][]byte{
+		"short":    make([]byte, 31),
+		"zero":     make([]byte, 32),
+		"one":      append([]byte{1}, make([]byte, 31)...),
+		"order 8":  hexKey("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+		"order 8b": hexKey("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+		"p-1":      hexKey("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"p":        hexKey("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"p+1":      hexKey("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+	} {
+		st, log, rev := &memStore{}, &memLog{}, &revSet{}
+		r := newRegistry(st, log, rev, grants{})
+		if _, err := r.Enroll(ctx, alice, EnrollRequest{Grant: "g1", PublicKey: k}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if len(st.m) != 0 {
+			t.Errorf("%s: enrolled", name)
 		}
 	}
 }

@@ -2,15 +2,20 @@ package link
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/token"
@@ -121,8 +126,8 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 			Grant: in.Grant, Target: in.ID, Decision: "refused", Error: err.Error()})
 		return nil, err
 	}
-	if len(in.PublicKey) != 32 {
-		return refuse(fmt.Errorf("%w: public_key must be a raw 32-byte X25519 key", ErrInvalid))
+	if err := checkPublicKey(in.PublicKey); err != nil {
+		return refuse(err)
 	}
 	if in.Grant == "" {
 		return refuse(fmt.Errorf("%w: grant is required: request %s first (pamctl request --scope %s)", ErrInvalid, ScopeServe, ScopeServe))
@@ -152,6 +157,12 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 	}
 	if e == nil {
 		e = &Enrollment{ID: token.NewID()[:16], Subject: who.Subject, Issuer: who.Issuer, Enrolled: now}
+		// A new enrollment takes the spool where it is (events acked
+		// under a lost enrollment are gone from it); a renewal keeps the
+		// broker's own position, whatever the request says.
+		if in.SpoolNext > 1 {
+			e.Acked = in.SpoolNext - 1
+		}
 	}
 	e.Grant, e.ExpiresAt, e.PublicKey = in.Grant, expires, in.PublicKey
 	e.Version, e.Address, e.LastContact, e.TokenIssuer = clip(in.Version, 64), clip(in.Address, 256), now, r.TokenIssuer
@@ -166,6 +177,24 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 	r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
 		Grant: e.Grant, Target: e.ID, Decision: "enrolled", Details: map[string]string{"version": e.Version, "address": e.Address}})
 	return e, nil
+}
+
+// checkPublicKey refuses what cannot be a proxy's X25519 key: a wrong
+// length, or a low-order point (all-zero among them), with which sealing
+// fails (the shared secret would be zero).
+func checkPublicKey(raw []byte) error {
+	pub, err := ecdh.X25519().NewPublicKey(raw)
+	if err != nil {
+		return fmt.Errorf("%w: public_key must be a raw 32-byte X25519 key", ErrInvalid)
+	}
+	probe, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if _, err := probe.ECDH(pub); err != nil {
+		return fmt.Errorf("%w: public_key is not a usable X25519 key (a low-order point); generate the key with crypto/ecdh", ErrInvalid)
+	}
+	return nil
 }
 
 func clip(s string, n int) string {
@@ -399,9 +428,18 @@ func (r *Registry) SealedKeys(ctx context.Context, e *Enrollment) (SealedKeys, e
 }
 
 // Ship chains a proxy's spooled events into the trail, in order and once
-// each: events at or below the acknowledged sequence are skipped (a
-// retry), a gap is refused. Each event records the proxy that saw it in
-// details.proxy (and its spool sequence in details.proxy_seq).
+// each. A shipment is checked whole before anything is appended: it must
+// be contiguous and start at or below the next sequence the broker
+// expects (events at or below the acknowledged one are skipped: a retry),
+// and every event must be one a proxy records (ShippedTypes) and pass the
+// trail's own checks. Anything else refuses the whole batch (ErrInvalid)
+// and appends nothing: the proxy keeps the events in its spool.
+//
+// The broker cannot re-verify what a proxy reports (the actor of a
+// proxy.call is the token subject as the proxy saw it), so every shipped
+// event is attributed to the proxy: details.proxy (the enrollment),
+// details.proxy_seq (its spool sequence) and details.proxy_time (the time
+// the proxy gave it). The event's time is when the broker received it.
 func (r *Registry) Ship(ctx context.Context, e *Enrollment, batch AuditBatch) (AuditAck, error) {
 	if len(batch.Events) > MaxAuditBatch {
 		return AuditAck{}, fmt.Errorf("%w: at most %d events per batch", ErrInvalid, MaxAuditBatch)
@@ -422,28 +460,17 @@ func (r *Registry) Ship(ctx context.Context, e *Enrollment, batch AuditBatch) (A
 	if err != nil {
 		return AuditAck{}, err
 	}
+	evs, err := admitShipment(e.ID, st.Acked, batch, r.now().UTC())
+	if err != nil {
+		return AuditAck{Acked: st.Acked}, err
+	}
 	var errs error
-	for _, se := range batch.Events {
-		if se.Seq <= st.Acked {
-			continue
-		}
-		if st.Acked != 0 && se.Seq != st.Acked+1 { // a new enrollment starts where the spool is
-			errs = fmt.Errorf("%w: event %d arrived before event %d; ship in order", ErrInvalid, se.Seq, st.Acked+1)
-			break
-		}
-		ev := se.Event
-		ev.Seq, ev.Hash, ev.PrevHash, ev.Code = 0, "", "", ""
-		ev.Details = maps.Clone(ev.Details)
-		if ev.Details == nil {
-			ev.Details = map[string]string{}
-		}
-		ev.Details["proxy"] = e.ID
-		ev.Details["proxy_seq"] = strconv.FormatUint(se.Seq, 10)
-		if err := r.Audit.Append(ctx, &ev); err != nil {
+	for _, ev := range evs {
+		if err := r.Audit.Append(ctx, ev.ev); err != nil {
 			errs = err
 			break
 		}
-		st.Acked, st.AckedAt = se.Seq, ev.Seq
+		st.Acked, st.AckedAt = ev.seq, ev.ev.Seq
 	}
 	acked, at := st.Acked, st.AckedAt
 	if err := r.update(ctx, e.ID, func(x *Enrollment) { x.Acked, x.AckedAt = acked, at }); err != nil {
@@ -453,6 +480,147 @@ func (r *Registry) Ship(ctx context.Context, e *Enrollment, batch AuditBatch) (A
 		return AuditAck{}, errs
 	}
 	return AuditAck{Acked: acked}, errs
+}
+
+// ShippedTypes are the event types a proxy records and may ship: its
+// calls, the calls it refused before authentication (and the link gate's
+// refusals), and the trace spans agents post through it. Every other type
+// is recorded by the broker itself and is refused from a proxy.
+var ShippedTypes = []audit.Type{audit.TypeProxyCall, audit.TypeProxyRefused, audit.TypeTraceSpan}
+
+// Caps on a shipped event's fields (the proxy applies the same ones
+// before spooling; the broker does not rely on it). Prompt and Response
+// are bounded by the trail (audit.MaxTextBytes), a span detail likewise.
+const (
+	shipShort   = 256  // ids, names, model, endpoint, actor fields
+	shipError   = 1024 // Error
+	shipDetail  = 1024 // each Details value but the span
+	shipList    = 64   // Reasons, Groups, Unscanned, Masked entries
+	shipDetails = 32   // Details entries (besides the broker's own)
+)
+
+// admitted is a shipped event ready to append, with its spool sequence.
+type admitted struct {
+	seq uint64
+	ev  *audit.Event
+}
+
+// admitShipment checks a whole shipment and returns the events past
+// acked, bounded and attributed to proxy id, stamped with now.
+func admitShipment(id string, acked uint64, batch AuditBatch, now time.Time) ([]admitted, error) {
+	var out []admitted
+	for i, se := range batch.Events {
+		switch {
+		case se.Seq == 0:
+			return nil, fmt.Errorf("%w: event %d of the batch has no spool sequence", ErrInvalid, i)
+		case i == 0 && se.Seq > acked+1:
+			return nil, fmt.Errorf("%w: the batch starts at spool sequence %d but the broker expects %d next; ship from %d", ErrInvalid, se.Seq, acked+1, acked+1)
+		case i > 0 && se.Seq != batch.Events[i-1].Seq+1:
+			return nil, fmt.Errorf("%w: spool sequence %d follows %d; a batch must be contiguous", ErrInvalid, se.Seq, batch.Events[i-1].Seq)
+		}
+		ev, err := shippedEvent(id, se, now)
+		if err != nil {
+			return nil, err
+		}
+		if se.Seq > acked {
+			out = append(out, admitted{seq: se.Seq, ev: ev})
+		}
+	}
+	return out, nil
+}
+
+// Details keys the broker sets on every shipped event.
+const (
+	DetailProxy     = "proxy"
+	DetailProxySeq  = "proxy_seq"
+	DetailProxyTime = "proxy_time"
+)
+
+// shippedEvent is the trail's copy of one shipped event: a type a proxy
+// records, every field bounded, the chain fields and code left to the
+// log, the broker's receive time, and the proxy's attribution.
+func shippedEvent(id string, se SpooledEvent, now time.Time) (*audit.Event, error) {
+	ev := se.Event.Clone()
+	if !slices.Contains(ShippedTypes, ev.Type) {
+		return nil, fmt.Errorf("%w: spool event %d has type %q; a proxy ships only %s events", ErrInvalid, se.Seq, clipText(string(ev.Type), shipShort), shippedTypeList())
+	}
+	proxyTime := ev.Time
+	ev.Time, ev.Code, ev.Seq, ev.PrevHash, ev.Hash = now, "", 0, "", ""
+	for _, f := range []*string{&ev.Grant, &ev.Request, &ev.Review, &ev.Target, &ev.Decision, &ev.Model, &ev.Endpoint, &ev.PromptSHA256} {
+		*f = clipText(*f, shipShort)
+	}
+	ev.Error = clipText(ev.Error, shipError)
+	ev.Reasons = clipList(ev.Reasons)
+	ev.Unscanned = clipList(ev.Unscanned)
+	if a := ev.Actor; a != nil {
+		for _, f := range []*string{&a.Subject, &a.Display, &a.Email, &a.Issuer, &a.TokenID, &a.Act} {
+			*f = clipText(*f, shipShort)
+		}
+		a.Groups = clipList(a.Groups)
+	}
+	if cl := ev.Client; cl != nil {
+		cl.RemoteAddr, cl.UserAgent = clipText(cl.RemoteAddr, shipShort), clipText(cl.UserAgent, shipShort)
+	}
+	if len(ev.Masked) > 0 {
+		m := make(map[string]int, min(len(ev.Masked), shipList))
+		for _, k := range slices.Sorted(maps.Keys(ev.Masked)) {
+			if len(m) < shipList && len(k) <= shipShort {
+				m[k] = ev.Masked[k]
+			}
+		}
+		ev.Masked = m
+	}
+	d := make(map[string]string, min(len(ev.Details), shipDetails)+3)
+	for _, k := range slices.Sorted(maps.Keys(ev.Details)) {
+		if len(d) >= shipDetails || len(k) > shipShort || k == DetailProxy || k == DetailProxySeq || k == DetailProxyTime {
+			continue
+		}
+		limit := shipDetail
+		if k == "span" && ev.Type == audit.TypeTraceSpan {
+			limit = audit.MaxTextBytes
+		}
+		d[k] = clipText(ev.Details[k], limit)
+	}
+	d[DetailProxy], d[DetailProxySeq] = id, strconv.FormatUint(se.Seq, 10)
+	if !proxyTime.IsZero() {
+		d[DetailProxyTime] = proxyTime.UTC().Format(time.RFC3339Nano)
+	}
+	ev.Details = d
+	// The trail's own checks (actor kind, ...) run here, so a bad event
+	// is the proxy's 400 and never an append failure of the broker.
+	if err := ev.Normalize(now); err != nil {
+		return nil, fmt.Errorf("%w: spool event %d: %v", ErrInvalid, se.Seq, err)
+	}
+	return &ev, nil
+}
+
+func shippedTypeList() string {
+	s := make([]string, len(ShippedTypes))
+	for i, t := range ShippedTypes {
+		s[i] = string(t)
+	}
+	return strings.Join(s, ", ")
+}
+
+// clipText cuts s to at most n bytes on a rune boundary.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func clipList(l []string) []string {
+	if len(l) > shipList {
+		l = l[:shipList]
+	}
+	for i := range l {
+		l[i] = clipText(l[i], shipShort)
+	}
+	return l
 }
 
 // shipState is the proxy's acknowledged position: from memory, or after

@@ -47,6 +47,10 @@ type EnrollRequest struct {
 	// ID, when set, renews that enrollment (same identity) instead of
 	// creating a new one, so the spool keeps its per-proxy order.
 	ID string `json:"id,omitempty"`
+	// SpoolNext is the spool sequence the proxy ships next (its first
+	// unacknowledged event). A new enrollment expects shipments from
+	// there; a renewal ignores it and keeps the broker's position.
+	SpoolNext uint64 `json:"spool_next,omitempty"`
 }
 
 // Enrollment is one enrolled proxy, as the broker records it.

@@ -17,8 +17,10 @@ import (
 
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/store"
 )
 
 // testProviderKey is what the broker vaults; the upstream demands it.
@@ -375,5 +377,120 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// What a holder of a proxy's identity (its session and enrollment id)
+// ships is checked whole at the broker: broker-side events (approvals,
+// vault changes, anchors), unknown types, malformed actors and sequence
+// jumps are refused with nothing appended, the broker stays ready, and
+// the real proxy's calls still go in after.
+func TestRoleProxyForgedShipmentsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
+	t.Setenv("PAMCTL_MASTER_KEY", "")
+	b := startRoleBroker(t, dir, "127.0.0.1:0", "http://127.0.0.1:1")
+	pa := startRoleProxy(t, b.ts.app.BrokerURL(), filepath.Join(dir, "proxy-a"), mintIDToken(t, b, dir, "proxy-a"), 0)
+	waitUntil(t, "the proxy to enroll", 15*time.Second, func() bool { return pa.app.link.Enrollment() != nil })
+	readyz := func() int {
+		resp, err := http.Get(b.ts.app.BrokerURL() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := readyz(); code != http.StatusOK {
+		t.Fatalf("readyz before: %d", code)
+	}
+	ctx := context.Background()
+	one := func(seq uint64, ev audit.Event) link.AuditBatch {
+		return link.AuditBatch{Events: []link.SpooledEvent{{Seq: seq, Event: ev}}}
+	}
+	robot := &audit.Actor{Subject: "x", Kind: "robot"}
+	// In this order: on a broker that trusted shipments, the first takes
+	// it out of readiness and the last makes it skip the proxy's events.
+	for _, c := range []struct {
+		name  string
+		batch link.AuditBatch
+	}{
+		{"login, robot", one(1, audit.Event{Type: "login", Actor: robot})},
+		{"call, robot", one(1, audit.Event{Type: audit.TypeProxyCall, Actor: robot})},
+		{"approval", one(1, audit.Event{Type: audit.TypeRequestApproved, Request: "req_forged", Actor: &audit.Actor{Subject: "security-lead"}})},
+		{"vault, 2020", one(1, audit.Event{Type: audit.TypeVaultSet, Target: "openai", Time: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)})},
+		{"anchor", one(1, audit.Event{Type: audit.TypeAuditAnchor, Details: map[string]string{"anchor": "{"}})},
+		{"jump", one(1000000, audit.Event{Type: audit.TypeProxyCall})},
+	} {
+		if ack, err := pa.app.link.ShipBatch(ctx, c.batch); err == nil {
+			t.Errorf("%s: accepted (%+v)", c.name, ack)
+		}
+		if code := readyz(); code != http.StatusOK {
+			t.Errorf("readyz after %s: %d", c.name, code)
+		}
+	}
+	if code := readyz(); code != http.StatusOK {
+		t.Fatalf("readyz after refused shipments: %d", code)
+	}
+	admin := api.NewSocketClient(SocketPath(b.ts.app.cfg.DataDir))
+	evs, err := admin.AuditEvents(ctx, audit.Filter{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Details["proxy"] != "" {
+			t.Fatalf("a refused shipment is in the trail: %+v", e)
+		}
+	}
+	// The proxy's own spool still ships from 1.
+	if err := pa.app.link.Append(ctx, &audit.Event{Type: audit.TypeProxyRefused, Decision: "deny"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the proxy's own event", 15*time.Second, func() bool {
+		evs, _ := admin.AuditEvents(ctx, audit.Filter{Types: []audit.Type{audit.TypeProxyRefused}}, 10)
+		return len(evs) == 1 && evs[0].Details["proxy_seq"] == "1" && evs[0].Details["proxy"] == pa.app.link.Enrollment().ID
+	})
+}
+
+// A proxy whose enrollment the broker no longer knows enrolls anew and
+// ships from where its spool is (events before were acknowledged under
+// the lost enrollment): the broker's strict order does not wedge it.
+func TestRoleProxyNewEnrollmentShipsFromTheSpoolsPosition(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
+	t.Setenv("PAMCTL_MASTER_KEY", "")
+	b := startRoleBroker(t, dir, "127.0.0.1:0", "http://127.0.0.1:1")
+	pdir := filepath.Join(dir, "proxy-a")
+	if err := os.MkdirAll(pdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := store.OpenSpool(pdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []string{"old1", "old2", "kept3", "kept4"} {
+		if _, err := sp.Append(ctx, &audit.Event{Type: audit.TypeProxyRefused, Decision: "deny", Details: map[string]string{"request_id": id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sp.Ack(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.SetEnrollment("lostenrollment00"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	pa := startRoleProxy(t, b.ts.app.BrokerURL(), pdir, mintIDToken(t, b, dir, "proxy-a"), 0)
+	admin := api.NewSocketClient(SocketPath(b.ts.app.cfg.DataDir))
+	waitUntil(t, "the spooled events in the trail", 15*time.Second, func() bool {
+		evs, _ := admin.AuditEvents(ctx, audit.Filter{Types: []audit.Type{audit.TypeProxyRefused}}, 10)
+		var got []string
+		for _, e := range evs {
+			got = append(got, e.Details["request_id"]+"@"+e.Details["proxy_seq"])
+		}
+		return strings.Join(got, " ") == "kept3@3 kept4@4"
+	})
+	if e := pa.app.link.Enrollment(); e == nil || e.ID == "lostenrollment00" {
+		t.Fatalf("enrollment: %+v", e)
 	}
 }
