@@ -14,7 +14,7 @@ import (
 )
 
 // TestCLIFilesRefuseDevices: the exec CA file (and the caller's CA
-// bundle) and `login --id-token-file` pointed at /dev/zero are refused
+// bundle), `audit verify --jwks` and `login --id-token-file` pointed at /dev/zero are refused
 // at once, not read without end.
 func TestCLIFilesRefuseDevices(t *testing.T) {
 	if runtime.GOOS == "windows" {
@@ -39,6 +39,9 @@ func TestCLIFilesRefuseDevices(t *testing.T) {
 	}
 	if err := within("login --id-token-file", func() error { _, err := readIDToken(zero, strings.NewReader("")); return err }); !errors.Is(err, safefile.ErrNotRegular) {
 		t.Errorf("id token file: %v, want ErrNotRegular", err)
+	}
+	if err := within("--jwks", func() error { _, _, err := verificationKeys(nil, nil, zero); return err }); !errors.Is(err, safefile.ErrNotRegular) {
+		t.Errorf("--jwks: %v, want ErrNotRegular", err)
 	}
 	// A caller bundle on a device is skipped (the system bundle or the
 	// CA alone is used), not read.
