@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // NewTarget builds the target of one sink.
@@ -135,7 +137,7 @@ func checkOutputPath(key, path string) error {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		return fmt.Errorf("%s %s is a symlink: pamctl does not follow links for audit output; set the path of the file itself", key, path)
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("%s %s is not a regular file (mode %s): set the path of a file", key, path, fi.Mode().Type())
+		return fmt.Errorf("%s %s is not a regular file (%s): set the path of a file", key, path, safefile.Kind(fi.Mode()))
 	}
 	return nil
 }
@@ -153,7 +155,7 @@ func openAppend(path string, mode int) (*os.File, error) {
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s is not a regular file (mode %s)", path, fi.Mode().Type())
+		err = fmt.Errorf("%s is not a regular file (%s)", path, safefile.Kind(fi.Mode()))
 	}
 	if err != nil {
 		f.Close()

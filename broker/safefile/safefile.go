@@ -85,7 +85,28 @@ func Read(path string, max int64) ([]byte, error) {
 func ReadFile(path string) ([]byte, error) { return Read(path, MaxSize) }
 
 func notRegular(path string, m os.FileMode) error {
-	return fmt.Errorf("%s: %w (mode %s): point the setting at a regular file", path, ErrNotRegular, m.Type())
+	return fmt.Errorf("%s: %w (%s): point the setting at a regular file", path, ErrNotRegular, Kind(m))
+}
+
+// Kind names what a non-regular file is, for errors.
+func Kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeSymlink != 0:
+		return "a symlink"
+	case m.IsRegular():
+		return "a regular file"
+	}
+	return "mode " + m.Type().String()
 }
 
 func tooLarge(path string, max int64) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -109,5 +110,16 @@ func TestReadCapsSize(t *testing.T) {
 	}
 	if _, err := ReadFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing: %v", err)
+	}
+}
+
+func TestErrorNamesTheKind(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no /dev/zero")
+	}
+	for p, want := range map[string]string{"/dev/zero": "a character device", t.TempDir(): "a directory"} {
+		if _, err := ReadFile(p); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("ReadFile(%s) = %v, want it to name %s and the path", p, err, want)
+		}
 	}
 }
