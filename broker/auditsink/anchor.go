@@ -2,10 +2,14 @@ package auditsink
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // NewTarget builds the target of one sink.
@@ -35,6 +39,9 @@ func NewAnchorTarget(a AnchorConfig) (Target, error) {
 		// create it, and a missing one is a setup error worth failing on.
 		if fi, err := os.Stat(filepath.Dir(a.File)); err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("file %s: its directory does not exist (mount the append-only location first)", a.File)
+		}
+		if err := checkOutputPath("file", a.File); err != nil {
+			return nil, err
 		}
 		return &anchorFile{path: a.File}, nil
 	}
@@ -69,7 +76,7 @@ func (t *anchorFile) Deliver(_ context.Context, recs []Record) error {
 	if len(buf) == 0 {
 		return nil
 	}
-	f, err := os.OpenFile(t.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := openAppend(t.path, os.O_WRONLY)
 	if err != nil {
 		return fmt.Errorf("anchor file: %w", err)
 	}
@@ -114,4 +121,45 @@ func (t *anchorURL) Deliver(ctx context.Context, recs []Record) error {
 func (t *anchorURL) Close() error {
 	t.client.CloseIdleConnections()
 	return nil
+}
+
+// checkOutputPath refuses an audit output path (the anchor file, a file
+// sink's file) that is a symlink or exists as anything but a regular file:
+// signed heads and events go to the file named, not to wherever a link
+// planted there points. key names the setting in errors.
+func checkOutputPath(key, path string) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil // created at the first write
+	case err != nil:
+		return fmt.Errorf("%s %s: %w", key, path, err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s %s is a symlink: pamctl does not follow links for audit output; set the path of the file itself", key, path)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s %s is not a regular file (%s): set the path of a file", key, path, safefile.Kind(fi.Mode()))
+	}
+	return nil
+}
+
+// openAppend opens path for appending (mode is os.O_WRONLY or os.O_RDWR),
+// creating it 0600, without following a symlink at the path, and refuses
+// anything but a regular file.
+func openAppend(path string, mode int) (*os.File, error) {
+	f, err := os.OpenFile(path, mode|os.O_CREATE|os.O_APPEND|appendFlags, 0o600)
+	if err != nil {
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return nil, fmt.Errorf("%s is a symlink: pamctl does not follow links for audit output; set the path of the file itself", path)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s)", path, safefile.Kind(fi.Mode()))
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }

@@ -11,9 +11,10 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // Sink types.
@@ -264,7 +265,7 @@ func tlsConfig(caFile, serverName string) (*tls.Config, error) {
 	if caFile == "" {
 		return c, nil
 	}
-	pem, err := os.ReadFile(caFile)
+	pem, err := safefile.ReadFile(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca_file: %w", err)
 	}
@@ -279,7 +280,7 @@ func tlsConfig(caFile, serverName string) (*tls.Config, error) {
 // readHeaders reads a headers file: "Name: value" lines; blank lines and
 // lines starting with # are skipped. Errors never quote a value.
 func readHeaders(path string) (http.Header, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("headers_file: %w", err)
 	}

@@ -60,7 +60,7 @@ func newFileTarget(c SinkConfig) (*fileTarget, error) {
 
 // open opens the active file and learns where it ends.
 func (t *fileTarget) open() error {
-	f, err := os.OpenFile(t.path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
+	f, err := openAppend(t.path, os.O_RDWR)
 	if err != nil {
 		return fmt.Errorf("file: %w", err)
 	}

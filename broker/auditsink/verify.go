@@ -41,6 +41,9 @@ func ReadAnchors(r io.Reader, keys audit.KeyFunc) ([]audit.SignedHead, error) {
 		case !bytes.HasPrefix(line, []byte(`{"head":`)):
 			return nil, fmt.Errorf("line %d: not a signed head (expected {\"head\":{...}}): %s", n, clean(line, 60))
 		}
+		if err := checkUniqueKeys(line); err != nil {
+			return nil, fmt.Errorf("line %d: unreadable signed head (%v): %s", n, err, clean(line, 60))
+		}
 		var hl headLine
 		if err := json.Unmarshal(line, &hl); err != nil || hl.Head == nil {
 			return nil, fmt.Errorf("line %d: unreadable signed head: %s", n, clean(line, 60))

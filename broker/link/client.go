@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +23,8 @@ import (
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/token"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // Spool is the proxy's durable queue of audit events (store.Spool).
@@ -216,7 +217,7 @@ func (c *Client) auth(req *http.Request) {
 
 // login presents the workload's ID token (re-read from its file).
 func (c *Client) login(ctx context.Context) error {
-	raw, err := os.ReadFile(c.o.IDTokenFile)
+	raw, err := safefile.ReadFile(c.o.IDTokenFile)
 	if err != nil {
 		return fmt.Errorf("read proxy.identity.id_token_file: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // maxSecretFile bounds a client secret file: secrets are tens of bytes.
@@ -39,8 +41,11 @@ func ReadClientSecretFile(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("oidc: client secret file: %w", err)
 	}
-	f, err := os.Open(p)
+	f, err := safefile.Open(p) // never blocks on a FIFO or opens a device
 	if err != nil {
+		if errors.Is(err, safefile.ErrNotRegular) {
+			return "", fmt.Errorf("oidc: client secret file %s is not a regular file", p)
+		}
 		if errors.Is(err, os.ErrNotExist) {
 			return "", fmt.Errorf("oidc: client secret file %s does not exist: this issuer needs the OAuth client secret on this machine; ask your administrator for it, write it there and run chmod 600 %s", p, p)
 		}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // ClientFiles are a client's trust and, for mTLS, its own certificate.
@@ -64,7 +66,7 @@ func stampOf(path string) fileStamp {
 
 func (c *clientCert) load() error {
 	st := [2]fileStamp{stampOf(c.certFile), stampOf(c.keyFile)}
-	pair, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	pair, err := loadKeyPair(c.certFile, c.keyFile)
 	if err != nil {
 		return fmt.Errorf("tls client certificate %s, %s: %w", c.certFile, c.keyFile, err)
 	}
@@ -79,4 +81,18 @@ func (c *clientCert) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) 
 		_ = c.load() // a bad pair keeps the one in force
 	}
 	return c.pair, nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair reading both files through
+// safefile: regular files (after symlinks) of at most safefile.MaxSize.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := safefile.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := safefile.ReadFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -14,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // DevFiles are the throwaway CA and server certificate of `serve --dev --tls`.
@@ -105,11 +106,11 @@ func writeFile(path string, b []byte) error {
 // devFilesValid reports whether f holds a key pair signed by its CA,
 // valid for every dev host for at least another day.
 func devFilesValid(f DevFiles) bool {
-	pair, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	pair, err := loadKeyPair(f.CertFile, f.KeyFile)
 	if err != nil {
 		return false
 	}
-	caPEM, err := os.ReadFile(f.CAFile)
+	caPEM, err := safefile.ReadFile(f.CAFile)
 	if err != nil {
 		return false
 	}

@@ -8,13 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // Options tune a Server.
@@ -169,7 +170,12 @@ func (s *Server) load() (*material, error) {
 	var raw [3][]byte
 	h := sha256.New()
 	for i, f := range s.files() {
-		b, err := os.ReadFile(f)
+		b, err := safefile.ReadFile(f)
+		if errors.Is(err, safefile.ErrNotRegular) || errors.Is(err, safefile.ErrTooLarge) {
+			// Not a certificate file at all (a device, a FIFO, a huge
+			// file): refused like bad content, reported once.
+			return nil, &loadError{sum: sha256.Sum256([]byte(err.Error())), err: fmt.Errorf("tls: %w", err)}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("tls: %w", err) // e.g. mid-swap; the health registry logs it once per outage
 		}

@@ -13,9 +13,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // MinVersion is the lowest TLS version pamctl speaks, as server and client.
@@ -99,7 +100,7 @@ func RootCAs(caFile string) (*x509.CertPool, error) {
 }
 
 func appendPEMFile(pool *x509.CertPool, file string) error {
-	raw, err := os.ReadFile(file)
+	raw, err := safefile.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("CA file: %w", err)
 	}

@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // EnvMasterKey names the environment variable that may hold the master key
@@ -60,7 +62,7 @@ func LoadMasterKey(envValue, file string) (MasterKey, error) {
 		}
 		return k, nil
 	}
-	raw, err := os.ReadFile(file)
+	raw, err := safefile.Read(file, 4<<10) // a key is 44 bytes of base64
 	if err == nil {
 		k, err := ParseMasterKey(string(raw))
 		if err != nil {

@@ -363,13 +363,20 @@ func (a *App) probes() []probe {
 		hint: "the data store cannot take writes (disk full, read-only mount, permissions): requests, approvals, vault changes and audit appends fail; free space in " + dir + " or fix the mount, and check the server log",
 		run:  func(ctx context.Context) error { return a.db.Probe(ctx, time.Now()) },
 	}}
-	client := &http.Client{Timeout: probeIssuerTimeout}
+	// The issuers' own client trust: system roots plus ca_file (the dev
+	// issuer of serve --dev --tls is signed by the dev CA, its ca_file).
+	client, clientErr := tlsconf.HTTPClient(a.cfg.CAFile, probeIssuerTimeout)
 	for _, is := range a.cfg.Issuers {
 		issURL := is.URL
 		ps = append(ps, probe{
 			name: checkIssuer + is.Name, every: probeIssuerEvery, timeout: probeIssuerTimeout,
 			hint: fmt.Sprintf("logins through issuer %s fail (tokens already issued keep working); check that %s/.well-known/openid-configuration answers from this host (DNS, egress firewall, HTTPS proxy, CA trust)", is.Name, strings.TrimRight(issURL, "/")),
-			run:  func(ctx context.Context) error { return oidc.CheckDiscovery(ctx, client, issURL) },
+			run: func(ctx context.Context) error {
+				if clientErr != nil {
+					return fmt.Errorf("ca_file: %w", clientErr)
+				}
+				return oidc.CheckDiscovery(ctx, client, issURL)
+			},
 		})
 	}
 	if !a.dev { // dev mode answers from the built-in mock while no key is vaulted

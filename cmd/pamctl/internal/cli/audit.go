@@ -22,6 +22,8 @@ import (
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 	"github.com/pamctl/pamctl/store"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // auditSource is where audit commands read from: the broker API (with a
@@ -683,7 +685,7 @@ func verifyFile(cmd *cobra.Command, f *Factory, file, jwksFile string) (api.Veri
 // key) when the data dir is here, else the broker's JWKS.
 func verificationKeys(cmd *cobra.Command, f *Factory, jwksFile string) (audit.KeyFunc, string, error) {
 	if jwksFile != "" {
-		raw, err := os.ReadFile(jwksFile)
+		raw, err := safefile.ReadFile(jwksFile)
 		if err != nil {
 			return nil, "", withCode(ExitUsage, fmt.Errorf("--jwks: %w", err))
 		}

@@ -14,6 +14,8 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/tlsconf"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // ExecOptions are the inputs of `pamctl exec`.
@@ -186,7 +188,7 @@ var systemBundles = []string{
 // system's) followed by the CA, in an owner-only temporary file that
 // cleanup removes. Where no system bundle exists, the bundle is the CA alone.
 func childCAEnv(caFile, callerBundle string) (env []string, cleanup func(), err error) {
-	ca, err := os.ReadFile(caFile)
+	ca, err := safefile.ReadFile(caFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca_file: %w", err)
 	}
@@ -202,7 +204,7 @@ func childCAEnv(caFile, callerBundle string) (env []string, cleanup func(), err 
 		if p == "" {
 			continue
 		}
-		if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
+		if b, err := safefile.Read(p, 16<<20); err == nil && len(b) > 0 { // a system bundle is a few hundred KiB
 			roots = b
 			break
 		}

@@ -18,6 +18,8 @@ import (
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/tlsconf"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // LoginOptions are the inputs of `pamctl login`.
@@ -220,7 +222,7 @@ func readIDToken(path string, stdin io.Reader) (string, error) {
 	if path == "-" {
 		raw, err = io.ReadAll(io.LimitReader(stdin, 64<<10))
 	} else {
-		raw, err = os.ReadFile(path)
+		raw, err = safefile.Read(path, 64<<10) // a regular file, as large as stdin may be
 	}
 	if err != nil {
 		return "", withCode(ExitUsage, fmt.Errorf("read ID token: %w", err))

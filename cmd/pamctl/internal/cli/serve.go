@@ -239,7 +239,12 @@ func printDevBanner(f *Factory, app *App) {
 	st := ios.Styles()
 	w := ios.ErrOut
 	fmt.Fprintln(w, st.Bold.Render("pamctl dev server")+st.Muted.Render(" — not for production: embedded IdP, permissive policy, throwaway data"))
-	fmt.Fprintf(w, "  broker   %s\n  proxy    %s\n  data     %s\n", app.BrokerURL(), app.ProxyURL(), app.cfg.DataDir)
+	brokerOnly := app.cfg.Role == RoleBroker // no proxy listener runs here
+	fmt.Fprintf(w, "  broker   %s\n", app.BrokerURL())
+	if !brokerOnly {
+		fmt.Fprintf(w, "  proxy    %s\n", app.ProxyURL())
+	}
+	fmt.Fprintf(w, "  data     %s\n", app.cfg.DataDir)
 	if app.cfg.CAFile != "" && app.brokerTLS != nil {
 		fmt.Fprintf(w, "  ca       %s (the CLI needs it: --ca-file)\n", app.cfg.CAFile)
 	}
@@ -256,13 +261,20 @@ func printDevBanner(f *Factory, app *App) {
 	if app.cfg.CAFile != "" && app.brokerTLS != nil {
 		serverFlag += " --ca-file " + shellQuote(app.cfg.CAFile)
 	}
-	for _, c := range []string{
+	cmds := []string{
 		"pamctl login --user alice --groups ml" + serverFlag,
 		"pamctl request --scope model:gpt-4o-mini --reason 'first try'" + serverFlag,
 		"pamctl exec" + serverFlag + " -- sh -c 'curl -s $OPENAI_BASE_URL/chat/completions -H \"Authorization: Bearer $OPENAI_API_KEY\" -H content-type:application/json -d \"{\\\"model\\\":\\\"gpt-4o-mini\\\",\\\"messages\\\":[{\\\"role\\\":\\\"user\\\",\\\"content\\\":\\\"hello\\\"}]}\"'",
 		"pamctl audit tail" + serverFlag,
-	} {
+	}
+	if brokerOnly {
+		cmds = append(cmds[:2], cmds[3]) // exec needs a proxy: none runs here
+	}
+	for _, c := range cmds {
 		fmt.Fprintf(w, "  %s\n", st.Code.Render(c))
+	}
+	if brokerOnly {
+		fmt.Fprintln(w, st.Muted.Render("  (--role broker: no proxy listener here; model calls go through a `pamctl serve --role proxy` enrolled with this broker)"))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, st.Muted.Render("Ctrl-C stops the server and deletes its temporary data."))
