@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -344,7 +345,7 @@ func (p *eventPrinter) print(e audit.Event) error {
 	esc := iostreams.Escape
 	actor := "-"
 	if e.Actor != nil {
-		actor = e.Actor.Subject
+		actor = cmp.Or(e.Actor.Display, e.Actor.Subject)
 	}
 	status, latency := "-", "-"
 	if e.Status != 0 {
@@ -427,7 +428,7 @@ func printTimeline(f *Factory, evs []audit.Event) error {
 	for _, e := range evs {
 		actor := "pamctl"
 		if e.Actor != nil {
-			actor = e.Actor.Subject
+			actor = actorLabel(e.Actor)
 		}
 		fmt.Fprintf(w, "%s  %s  %s  %s\n", st.Muted.Render(fmt.Sprintf("#%d", e.Seq)), e.Time.Local().Format("2006-01-02 15:04:05.000"), st.Bold.Render(string(e.Type)), iostreams.Escape(actor))
 		d := ios.NewDetails("    ", 10) // escapes every value
@@ -790,4 +791,14 @@ is signature-checked when the range reaches the signed head.`,
 	cmd.Flags().StringVar(&sinceS, "since", "", "first event time: RFC 3339, or a duration ago (24h, 7d)")
 	cmd.Flags().StringVar(&untilS, "until", "", "end (exclusive): RFC 3339, or a duration ago")
 	return cmd
+}
+
+// actorLabel names an event's actor for a person: the display name the IdP
+// gave (preferred_username, email, name), with the subject the trail keys
+// on when they differ.
+func actorLabel(a *audit.Actor) string {
+	if a.Display == "" || a.Display == a.Subject {
+		return a.Subject
+	}
+	return a.Display + " (" + a.Subject + ")"
 }
