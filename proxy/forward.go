@@ -525,12 +525,6 @@ func (t *tailBody) Close() error {
 	return t.src.Close()
 }
 
-// Codes of answers refused for their shape.
-const (
-	CodeUpstreamEncoding         = "upstream_bad_encoding"
-	CodeUpstreamUnexpectedStream = "upstream_unexpected_stream"
-)
-
 // errUpstreamEncoding ends an answer that turned out not to be UTF-8 text.
 var errUpstreamEncoding = errors.New("upstream answer is not UTF-8 text (invalid UTF-8 or a NUL byte)")
 
