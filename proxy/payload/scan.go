@@ -31,16 +31,7 @@ type jscan struct {
 	depth int
 }
 
-func (p *jscan) ws() {
-	for p.i < len(p.s) {
-		switch p.s[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
+func (p *jscan) ws() { p.i = skipWS(p.s, p.i) }
 
 // peek returns the next byte, or 0 at the end.
 func (p *jscan) peek() byte {
@@ -109,45 +100,12 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // number scans a number token; integer reports that it has no fraction or
 // exponent.
 func (p *jscan) number() (tok string, integer, ok bool) {
-	start := p.i
-	if p.peek() == '-' {
-		p.i++
-	}
-	switch {
-	case p.peek() == '0':
-		p.i++
-	case isDigit(p.peek()):
-		for isDigit(p.peek()) {
-			p.i++
-		}
-	default:
+	end, integer, ok := scanNumber(p.s, p.i)
+	if !ok {
 		return "", false, false
 	}
-	integer = true
-	if p.peek() == '.' {
-		integer = false
-		p.i++
-		if !isDigit(p.peek()) {
-			return "", false, false
-		}
-		for isDigit(p.peek()) {
-			p.i++
-		}
-	}
-	if c := p.peek(); c == 'e' || c == 'E' {
-		integer = false
-		p.i++
-		if c := p.peek(); c == '+' || c == '-' {
-			p.i++
-		}
-		if !isDigit(p.peek()) {
-			return "", false, false
-		}
-		for isDigit(p.peek()) {
-			p.i++
-		}
-	}
-	return p.s[start:p.i], integer, true
+	tok, p.i = p.s[p.i:end], end
+	return tok, integer, true
 }
 
 // literal scans true, false or null.

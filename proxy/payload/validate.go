@@ -110,16 +110,7 @@ type seg struct {
 	index int
 }
 
-func (v *validator) ws() {
-	for v.i < len(v.s) {
-		switch v.s[v.i] {
-		case ' ', '\t', '\n', '\r':
-			v.i++
-		default:
-			return
-		}
-	}
-}
+func (v *validator) ws() { v.i = skipWS(v.s, v.i) }
 
 // ambiguous notes the first ambiguity; the scan goes on, so that text
 // that is not JSON at all is reported as such.
@@ -203,37 +194,11 @@ func (v *validator) lit(l string) error {
 }
 
 func (v *validator) number() error {
-	if v.s[v.i] == '-' {
-		v.i++
-	}
-	digits := func() bool {
-		start := v.i
-		for v.i < len(v.s) && isDigit(v.s[v.i]) {
-			v.i++
-		}
-		return v.i > start
-	}
-	switch {
-	case v.i < len(v.s) && v.s[v.i] == '0':
-		v.i++
-	case !digits():
+	end, _, ok := scanNumber(v.s, v.i)
+	if !ok {
 		return ErrInvalidJSON
 	}
-	if v.i < len(v.s) && v.s[v.i] == '.' {
-		v.i++
-		if !digits() {
-			return ErrInvalidJSON
-		}
-	}
-	if v.i < len(v.s) && (v.s[v.i] == 'e' || v.s[v.i] == 'E') {
-		v.i++
-		if v.i < len(v.s) && (v.s[v.i] == '+' || v.s[v.i] == '-') {
-			v.i++
-		}
-		if !digits() {
-			return ErrInvalidJSON
-		}
-	}
+	v.i = end
 	return nil
 }
 
