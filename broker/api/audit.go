@@ -180,17 +180,8 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 		return
 	}
 	s.auditRead(r.Context(), who, audit.TypeAuditRead, "follow "+r.URL.RawQuery)
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := s.untilStopping(r.Context())
 	defer cancel()
-	if s.Stopping != nil {
-		go func() {
-			select {
-			case <-s.Stopping:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
 	sub := s.Audit.Subscribe(ctx, from)
 	defer sub.Cancel()
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -291,4 +282,21 @@ func (s *Server) auditSinks(w http.ResponseWriter, r *http.Request, who broker.I
 	}
 	s.auditRead(r.Context(), who, audit.TypeAuditRead, "sinks")
 	writeJSON(w, http.StatusOK, out)
+}
+
+// untilStopping is ctx, also ended when the server starts to stop, so a
+// long-lived stream (audit follow, a proxy's revocation stream) ends with
+// the server rather than holding its shutdown.
+func (s *Server) untilStopping(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if s.Stopping != nil {
+		go func() {
+			select {
+			case <-s.Stopping:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return ctx, cancel
 }

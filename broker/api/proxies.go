@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -156,17 +155,8 @@ func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request, e *link.Enr
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := s.untilStopping(r.Context())
 	defer cancel()
-	if s.Stopping != nil {
-		go func() {
-			select {
-			case <-s.Stopping:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
 	hb, err := time.ParseDuration(r.URL.Query().Get("heartbeat")) // clamped by Stream
 	if err != nil || hb <= 0 {
 		hb = link.Heartbeat
