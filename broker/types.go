@@ -23,6 +23,12 @@ type Identity struct {
 	Issuer  string   `json:"issuer"`         // name of the trusted issuer ("admin" for the local socket)
 	Kind    string   `json:"kind,omitempty"` // user | service
 	Act     string   `json:"act,omitempty"`  // the person a workload acts for
+	// AuthTime is when this person last authenticated at the IdP (the ID
+	// token's auth_time, or the time of the login that made the session).
+	// It is set per call by whoever authenticated the caller (API session,
+	// web UI session) and never stored with requests: step-up before
+	// sensitive actions compares it with approvals.reauth_after.
+	AuthTime time.Time `json:"-"`
 }
 
 // Same reports whether two identities are the same principal.
