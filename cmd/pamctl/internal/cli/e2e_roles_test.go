@@ -82,7 +82,7 @@ type roleProxy struct {
 	stop func()
 }
 
-func startRoleProxy(t *testing.T, brokerURL, dir, idTokenFile string, staleness time.Duration) *roleProxy {
+func startRoleProxy(t *testing.T, brokerURL, dir, idTokenFile string, staleness time.Duration, adjust ...func(*Config)) *roleProxy {
 	t.Helper()
 	cfg, err := LoadConfig("", nil)
 	if err != nil {
@@ -95,6 +95,9 @@ func startRoleProxy(t *testing.T, brokerURL, dir, idTokenFile string, staleness 
 	cfg.MasterKeyFile = filepath.Join(dir, "no-master.key") // must never be read or written
 	cfg.Proxy.Identity.IDTokenFile = idTokenFile
 	cfg.Proxy.RevocationStaleness = staleness
+	for _, f := range adjust {
+		f(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

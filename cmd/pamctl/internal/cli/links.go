@@ -29,12 +29,15 @@ type proxyDocument struct {
 	// Proxy timeouts that the broker's config sets for every proxy.
 	Timeout     time.Duration `json:"timeout"`
 	HoldTimeout time.Duration `json:"hold_timeout"`
+	// MetricModels are the model names the proxies' metrics label on
+	// their own (those the broker's policies name); others are "other".
+	MetricModels []string `json:"metric_models,omitempty"`
 }
 
 // proxyConfigOf renders cfg's document and its version.
 func proxyConfigOf(cfg *Config) (link.ProxyConfig, error) {
 	raw, err := json.Marshal(proxyDocument{Rules: cfg.Rules, Masking: cfg.Masking, Upstreams: cfg.Upstreams,
-		Timeout: cfg.Proxy.Timeout, HoldTimeout: cfg.Proxy.HoldTimeout})
+		Timeout: cfg.Proxy.Timeout, HoldTimeout: cfg.Proxy.HoldTimeout, MetricModels: metricModels(cfg)})
 	if err != nil {
 		return link.ProxyConfig{}, fmt.Errorf("proxy config: %w", err)
 	}
@@ -42,11 +45,11 @@ func proxyConfigOf(cfg *Config) (link.ProxyConfig, error) {
 }
 
 // decodeProxyDocument applies a broker's document to a copy of the local
-// config and checks it compiles.
-func decodeProxyDocument(local *Config, pc link.ProxyConfig) (*Config, error) {
+// config and checks it compiles; models are the document's MetricModels.
+func decodeProxyDocument(local *Config, pc link.ProxyConfig) (_ *Config, models []string, _ error) {
 	var doc proxyDocument
 	if err := json.Unmarshal(pc.Document, &doc); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := *local
 	cfg.Rules, cfg.Masking, cfg.Upstreams = doc.Rules, doc.Masking, doc.Upstreams
@@ -60,9 +63,9 @@ func decodeProxyDocument(local *Config, pc link.ProxyConfig) (*Config, error) {
 		cfg.Masking.Response.Default = mask.ActionMask
 	}
 	if _, err := cfg.Inspection(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &cfg, nil
+	return &cfg, doc.MetricModels, nil
 }
 
 // proxyGrants checks proxy:serve grants for the registry.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/proxy"
@@ -46,6 +47,12 @@ func newProxyApp(ctx context.Context, a *App, o AppOptions) (*App, error) {
 		return nil, fmt.Errorf("proxy: %w (is another pamctl running? use --proxy-addr)", err)
 	}
 	a.proxyLn = withTLS(a.proxyLn, a.proxyTLS)
+	if err := a.newTelemetry(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.listenMetrics(); err != nil {
+		return nil, err
+	}
 	// The broker is trusted by the system roots plus ca_file, as the CLI
 	// trusts it; no overall timeout: the revocation stream lasts.
 	brokerHTTP := o.BrokerHTTP
@@ -70,7 +77,7 @@ func newProxyApp(ctx context.Context, a *App, o AppOptions) (*App, error) {
 		OnConfig: func(pc link.ProxyConfig) error {
 			mu.Lock()
 			defer mu.Unlock()
-			next, err := decodeProxyDocument(cfg, pc)
+			next, models, err := decodeProxyDocument(cfg, pc)
 			if err != nil {
 				return err
 			}
@@ -88,6 +95,9 @@ func newProxyApp(ctx context.Context, a *App, o AppOptions) (*App, error) {
 				}
 			}
 			running = next
+			if a.metrics != nil {
+				a.metrics.SetModels(models)
+			}
 			a.log.Info("proxy configuration from the broker applied", "version", pc.Version)
 			return nil
 		},
@@ -109,12 +119,30 @@ func (a *App) newRemoteProxy(cfg *Config, insp proxy.Inspection) (*proxy.Proxy, 
 		ups = append(ups, proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout})
 	}
 	return proxy.New(proxy.Options{
-		Verifier: a.link.Verifier(), Revoked: a.link, Keys: a.link, Upstreams: ups, Audit: a.link, Logger: a.log,
+		Verifier: a.link.Verifier(), Revoked: a.link, Keys: a.link, Upstreams: ups, Audit: observedSink{a.link, a.observeAppend()}, Logger: a.log,
 		MaxBody: cfg.Proxy.MaxBody, MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout,
 		AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
 		Rules: insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
 		Holds: remoteHolder{a.link}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
+		Observer: a.observer(),
 	})
+}
+
+// observedSink is the spool with every append reported to the metrics
+// (observe nil: nothing).
+type observedSink struct {
+	proxy.AuditSink
+	observe func(*audit.Event, time.Duration, error)
+}
+
+func (s observedSink) Append(ctx context.Context, e *audit.Event) error {
+	if s.observe == nil {
+		return s.AuditSink.Append(ctx, e)
+	}
+	start := time.Now()
+	err := s.AuditSink.Append(ctx, e)
+	s.observe(e, time.Since(start), err)
+	return err
 }
 
 // serveProxyRole serves the proxy listener (with /healthz and /readyz)
@@ -133,19 +161,29 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 	mux.Handle("/", a.link.Gate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.live.Load().ServeHTTP(w, r) // the gate passes only once a configuration is in force
 	})))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}
-	a.servers = []*http.Server{srv}
-	errc := make(chan error, 1)
-	go func() {
-		if err := srv.Serve(a.proxyLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-	}()
+	mk := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}
+	}
+	a.servers = []*http.Server{mk(mux)}
+	lns := []net.Listener{a.proxyLn}
+	if a.metricsLn != nil {
+		a.servers, lns = append(a.servers, mk(a.metrics.Handler())), append(lns, a.metricsLn)
+	}
+	errc := make(chan error, len(a.servers))
+	for i, srv := range a.servers {
+		go func() {
+			if err := srv.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
 	lctx, stopLink := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.link.Run(lctx) }()
-	if a.proxyTLS != nil {
-		go a.proxyTLS.Watch(lctx)
+	for _, t := range []*tlsconf.Server{a.proxyTLS, a.metricsTLS} {
+		if t != nil {
+			go t.Watch(lctx)
+		}
 	}
 	var err error
 	select {
@@ -156,8 +194,10 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 	close(a.stopping)
 	sctx, cancel := context.WithTimeout(context.Background(), gracePeriod)
 	defer cancel()
-	if srv.Shutdown(sctx) != nil {
-		srv.Close()
+	for _, srv := range a.servers {
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
 	}
 	stopLink()
 	<-done

@@ -17,14 +17,21 @@ import (
 // (tracing.otlp_endpoint set); either may stay nil.
 func (a *App) newTelemetry(ctx context.Context) error {
 	if a.cfg.Metrics.Addr != "" {
-		a.metrics = metrics.New(metrics.Options{Models: metricModels(a.cfg), Sinks: a.SinkStatus,
-			QueueDepth: func() int {
+		o := metrics.Options{Models: metricModels(a.cfg)}
+		if a.cfg.Role == RoleProxy {
+			// The proxy role has no trail of its own: its events wait in
+			// the spool until the broker takes them.
+			o.Link = a.linkStatus
+		} else {
+			o.Sinks, o.Proxies = a.SinkStatus, a.proxyStatus
+			o.QueueDepth = func() int {
 				if a.auditLog == nil {
 					return 0
 				}
 				return a.auditLog.QueueDepth()
-			},
-			Proxies: a.proxyStatus})
+			}
+		}
+		a.metrics = metrics.New(o)
 	}
 	if a.cfg.Tracing.Enabled() {
 		t, err := tracing.New(ctx, a.cfg.Tracing, version)
@@ -34,6 +41,15 @@ func (a *App) newTelemetry(ctx context.Context) error {
 		a.tracer = t
 	}
 	return nil
+}
+
+// linkStatus is the proxy role's link to its broker, for the metrics.
+func (a *App) linkStatus() metrics.LinkStatus {
+	if a.link == nil {
+		return metrics.LinkStatus{Refusal: "proxy_not_enrolled"}
+	}
+	code, _ := a.link.Refusal()
+	return metrics.LinkStatus{Refusal: code, SpoolBytes: a.spool.Size()}
 }
 
 // proxyStatus lists the enrolled local proxies for the metrics.

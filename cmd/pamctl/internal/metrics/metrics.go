@@ -45,6 +45,9 @@ type Options struct {
 	// Proxies reports the enrolled local proxies at scrape time (nil:
 	// the broker serves none).
 	Proxies func() []ProxyStatus
+	// Link reports a proxy-role process's link to its broker at scrape
+	// time (nil: not the proxy role).
+	Link func() LinkStatus
 	// Now is the clock for latencies (default time.Now).
 	Now func() time.Time
 }
@@ -114,6 +117,9 @@ func New(o Options) *Metrics {
 	}
 	if o.Proxies != nil {
 		m.reg.MustRegister(&proxyCollector{status: o.Proxies})
+	}
+	if o.Link != nil {
+		m.reg.MustRegister(&linkCollector{status: o.Link})
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -420,4 +426,49 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, k := range n {
 		ch <- prometheus.MustNewConstMetric(proxiesDesc, prometheus.GaugeValue, float64(k), state)
 	}
+}
+
+// LinkStatus is a proxy-role process's link to its broker.
+type LinkStatus struct {
+	// Refusal is the code the proxy's gate answers 503 with now
+	// (proxy_not_enrolled, revocations_stale, audit_spool_full), empty
+	// while calls pass.
+	Refusal string
+	// SpoolBytes are the audit events spooled and not yet shipped.
+	SpoolBytes int64
+}
+
+// linkRefusals are the gate's codes: the refusal label's bounded values.
+var linkRefusals = []string{"proxy_not_enrolled", "revocations_stale", "audit_spool_full"}
+
+// linkCollector reads the proxy role's link when scraped.
+type linkCollector struct{ status func() LinkStatus }
+
+var (
+	linkReadyDesc = prometheus.NewDesc("pamctl_proxy_link_ready", "1 while this proxy's gate lets calls through (enrolled, revocations fresh, spool within proxy.spool_max).", nil, nil)
+	linkRefDesc   = prometheus.NewDesc("pamctl_proxy_link_refusing", "1 for the reason this proxy's gate refuses calls now, 0 for the others.", []string{"code"}, nil)
+	spoolDesc     = prometheus.NewDesc("pamctl_proxy_spool_bytes", "Audit events spooled by this proxy and not yet taken by the broker, in bytes.", nil, nil)
+)
+
+func (c *linkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- linkReadyDesc
+	ch <- linkRefDesc
+	ch <- spoolDesc
+}
+
+func (c *linkCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	ready := 0.0
+	if st.Refusal == "" {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(linkReadyDesc, prometheus.GaugeValue, ready)
+	for _, code := range linkRefusals {
+		v := 0.0
+		if code == st.Refusal {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(linkRefDesc, prometheus.GaugeValue, v, code)
+	}
+	ch <- prometheus.MustNewConstMetric(spoolDesc, prometheus.GaugeValue, float64(st.SpoolBytes))
 }
