@@ -56,11 +56,11 @@ func TestProxyRoleServesMetrics(t *testing.T) {
 	want := map[string]float64{
 		`pamctl_proxy_requests_total{decision="allow",endpoint="chat",model="gpt-4o",status="200"}`: 3,
 		`pamctl_proxy_requests_total{decision="deny",endpoint="other",model="none",status="401"}`:   1,
-		`pamctl_proxy_time_to_first_byte_seconds{upstream="openai"}`:                              3,
-		`pamctl_audit_events_total{type="proxy.call"}`:                                            3,
-		`pamctl_proxy_link_ready{}`:                                                               1,
-		`pamctl_proxy_link_refusing{code="proxy_not_enrolled"}`:                                   0,
-		`pamctl_proxy_link_refusing{code="audit_spool_full"}`:                                     0,
+		`pamctl_proxy_time_to_first_byte_seconds{upstream="openai"}`:                                3,
+		`pamctl_audit_events_total{type="proxy.call"}`:                                              3,
+		`pamctl_proxy_link_ready{}`:                             1,
+		`pamctl_proxy_link_refusing{code="proxy_not_enrolled"}`: 0,
+		`pamctl_proxy_link_refusing{code="audit_spool_full"}`:   0,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
