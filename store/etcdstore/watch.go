@@ -25,7 +25,7 @@ var _ broker.Changes = (*DB)(nil)
 // watched).
 func (db *DB) Watch(ctx context.Context, fn func(broker.Change)) error {
 	start, end := db.key("keys/"), db.key("sessions0") // '0' follows '/'
-	var rev int64                                     // last revision applied
+	var rev int64                                      // last revision applied
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if rev == 0 {
