@@ -67,8 +67,8 @@ type App struct {
 	dev      bool
 	log      *slog.Logger
 	every    time.Duration // AppOptions.ProbeEvery
-	db       *store.DB  // pamctl.db in data_dir (see openStore)
-	state    stateStore // the shared records: db, or etcd with store.backend etcd
+	db       *store.DB     // pamctl.db in data_dir (see openStore)
+	state    stateStore    // the shared records: db, or etcd with store.backend etcd
 	etcd     *etcdstore.DB
 	vault    *vault.Vault
 	keys     *token.Keyring

@@ -41,15 +41,15 @@ type Config struct {
 	// CAFile is a PEM file of CA certificates the CLI trusts besides the
 	// system roots, for the broker, its dev issuer and (in pamctl exec's
 	// child) the proxy.
-	CAFile        string         `mapstructure:"ca_file"`
-	Broker        ListenConfig   `mapstructure:"broker"`
-	Proxy         ProxyConfig    `mapstructure:"proxy"`
-	DataDir       string         `mapstructure:"data_dir"`
-	MasterKeyFile string         `mapstructure:"master_key_file"`
+	CAFile        string       `mapstructure:"ca_file"`
+	Broker        ListenConfig `mapstructure:"broker"`
+	Proxy         ProxyConfig  `mapstructure:"proxy"`
+	DataDir       string       `mapstructure:"data_dir"`
+	MasterKeyFile string       `mapstructure:"master_key_file"`
 	// Store picks where shared state lives: bbolt in data_dir (one host)
 	// or an etcd cluster (replicas). See docs/deployment.md.
-	Store StoreConfig `mapstructure:"store"`
-	Sessions      SessionsConfig `mapstructure:"sessions"`
+	Store    StoreConfig    `mapstructure:"store"`
+	Sessions SessionsConfig `mapstructure:"sessions"`
 	// SessionTTL is the old name of sessions.max_lifetime (still read).
 	SessionTTL time.Duration       `mapstructure:"session_ttl"`
 	Issuers    []oidc.IssuerConfig `mapstructure:"issuers"`
