@@ -41,15 +41,12 @@ type Config struct {
 	// CAFile is a PEM file of CA certificates the CLI trusts besides the
 	// system roots, for the broker, its dev issuer and (in pamctl exec's
 	// child) the proxy.
-	CAFile        string       `mapstructure:"ca_file"`
-	Broker        ListenConfig `mapstructure:"broker"`
-	Proxy         ProxyConfig  `mapstructure:"proxy"`
-	DataDir       string       `mapstructure:"data_dir"`
-	MasterKeyFile string       `mapstructure:"master_key_file"`
-	// Store picks where shared state lives: bbolt in data_dir (one host)
-	// or an etcd cluster (replicas). See docs/deployment.md.
-	Store    StoreConfig    `mapstructure:"store"`
-	Sessions SessionsConfig `mapstructure:"sessions"`
+	CAFile        string         `mapstructure:"ca_file"`
+	Broker        ListenConfig   `mapstructure:"broker"`
+	Proxy         ProxyConfig    `mapstructure:"proxy"`
+	DataDir       string         `mapstructure:"data_dir"`
+	MasterKeyFile string         `mapstructure:"master_key_file"`
+	Sessions      SessionsConfig `mapstructure:"sessions"`
 	// SessionTTL is the old name of sessions.max_lifetime (still read).
 	SessionTTL time.Duration       `mapstructure:"session_ttl"`
 	Issuers    []oidc.IssuerConfig `mapstructure:"issuers"`
@@ -63,6 +60,10 @@ type Config struct {
 	Log        LogConfig           `mapstructure:"log"`
 	Metrics    MetricsConfig       `mapstructure:"metrics"`
 	Tracing    tracing.Config      `mapstructure:"tracing"`
+
+	// Store picks where shared state lives: bbolt in data_dir (one host)
+	// or an etcd cluster (replicas). See docs/deployment.md.
+	Store StoreConfig `mapstructure:"store"`
 
 	// File is the config file that was read, if any.
 	File string `mapstructure:"-"`
