@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pamctl/pamctl/broker/tlsconf"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -72,7 +72,9 @@ func TestChartTemplatesReadOnlyDeclaredValues(t *testing.T) {
 	// The secure defaults are the chart's, not the operator's to remember.
 	for path, want := range map[string]any{
 		"replicas":                                 1,
-		"proxies.separate":                         false,
+		"role":                                     "all",
+		"store.backend":                            "bbolt",
+		"proxies.enabled":                          false,
 		"podSecurityContext.runAsNonRoot":          true,
 		"podSecurityContext.runAsUser":             65532,
 		"podSecurityContext.seccompProfile.type":   "RuntimeDefault",
@@ -134,8 +136,9 @@ func TestChartRendersWithHelm(t *testing.T) {
 	}
 	sets, _ := filepath.Glob(filepath.Join(chartDir, "ci", "*.yaml"))
 	refused := map[string]string{
-		"refused-replicas.yaml":          "replicas must be 1",
-		"refused-proxies.yaml":           "team-service roles",
+		"refused-replicas.yaml":          "replicas must be 1 with store.backend bbolt",
+		"refused-etcd-no-endpoints.yaml": "store.etcd.endpoints is required",
+		"refused-role.yaml":              "role must be all or broker",
 		"refused-no-master-key.yaml":     "masterKey.existingSecret is required",
 		"refused-chart-keys.yaml":        "set by the chart",
 		"refused-monitor-nometrics.yaml": "needs metrics.enabled",
@@ -170,26 +173,33 @@ func TestChartRendersWithHelm(t *testing.T) {
 	}
 }
 
+// renderedDoc is one object helm rendered.
+type renderedDoc = map[string]any
+
+// findDoc returns the rendered object of kind named name, or nil.
+func findDoc(docs []renderedDoc, kind, name string) renderedDoc {
+	for _, d := range docs {
+		if d["kind"] == kind {
+			if n, _ := get(d, []string{"metadata", "name"}); n == name {
+				return d
+			}
+		}
+	}
+	return nil
+}
+
 func checkRendered(t *testing.T, name string, out []byte) {
 	t.Helper()
-	kinds := map[string]map[string]any{}
+	var docs []renderedDoc
 	dec := yaml.NewDecoder(bytes.NewReader(out))
 	for {
-		var doc map[string]any
+		var doc renderedDoc
 		if err := dec.Decode(&doc); err != nil {
 			break
 		}
-		if doc == nil {
-			continue
+		if doc != nil {
+			docs = append(docs, doc)
 		}
-		k, _ := doc["kind"].(string)
-		if _, dup := kinds[k]; !dup {
-			kinds[k] = doc
-		}
-	}
-	sts := kinds["StatefulSet"]
-	if sts == nil {
-		t.Fatalf("no StatefulSet rendered: %v", slices.Collect(maps.Keys(kinds)))
 	}
 	must := func(doc any, path string, want any) {
 		t.Helper()
@@ -198,79 +208,177 @@ func checkRendered(t *testing.T, name string, out []byte) {
 			t.Errorf("%s: %s = %#v, want %#v", name, path, got, want)
 		}
 	}
-	must(sts, "spec.replicas", 1)
-	pod, _ := get(sts, []string{"spec", "template", "spec"})
-	must(pod, "securityContext.runAsNonRoot", true)
-	must(pod, "securityContext.seccompProfile.type", "RuntimeDefault")
-	must(pod, "automountServiceAccountToken", false)
-	containers, _ := get(pod, []string{"containers"})
-	c := containers.([]any)[0]
-	must(c, "securityContext.readOnlyRootFilesystem", true)
-	must(c, "securityContext.allowPrivilegeEscalation", false)
-	must(c, "securityContext.capabilities.drop", []any{"ALL"})
-	must(c, "livenessProbe.httpGet.path", "/healthz")
-	must(c, "readinessProbe.httpGet.path", "/readyz")
-	vct, _ := get(sts, []string{"spec", "volumeClaimTemplates"})
-	if l, _ := vct.([]any); len(l) != 1 {
-		t.Errorf("%s: volumeClaimTemplates %v", name, vct)
-	}
-	env, _ := get(c, []string{"env"})
-	var sawKey bool
-	for _, e := range env.([]any) {
-		m := e.(map[string]any)
-		if m["name"] == "PAMCTL_MASTER_KEY" {
-			_, sawKey = get(m, []string{"valueFrom", "secretKeyRef", "name"})
+	hardened := func(pod any) map[string]any {
+		t.Helper()
+		must(pod, "securityContext.runAsNonRoot", true)
+		must(pod, "securityContext.seccompProfile.type", "RuntimeDefault")
+		must(pod, "automountServiceAccountToken", false)
+		containers, _ := get(pod, []string{"containers"})
+		c := containers.([]any)[0].(map[string]any)
+		must(c, "securityContext.readOnlyRootFilesystem", true)
+		must(c, "securityContext.allowPrivilegeEscalation", false)
+		must(c, "securityContext.capabilities.drop", []any{"ALL"})
+		must(c, "livenessProbe.httpGet.path", "/healthz")
+		must(c, "readinessProbe.httpGet.path", "/readyz")
+		env, _ := get(c, []string{"env"})
+		for _, e := range env.([]any) {
+			m := e.(map[string]any)
+			if _, plain := m["value"]; plain && strings.Contains(strings.ToUpper(m["name"].(string)), "KEY") && m["name"] != "PAMCTL_MASTER_KEY_FILE" {
+				t.Errorf("%s: %v is a literal in the pod spec", name, m["name"])
+			}
 		}
-		if _, plain := m["value"]; plain && strings.Contains(strings.ToUpper(m["name"].(string)), "KEY") && m["name"] != "PAMCTL_MASTER_KEY_FILE" {
-			t.Errorf("%s: %v is a literal in the pod spec", name, m["name"])
+		return c
+	}
+	envNames := func(c map[string]any) map[string]map[string]any {
+		out := map[string]map[string]any{}
+		env, _ := get(c, []string{"env"})
+		for _, e := range env.([]any) {
+			m := e.(map[string]any)
+			out[m["name"].(string)] = m
 		}
+		return out
 	}
-	if !sawKey {
-		t.Errorf("%s: the master key does not come from a Secret", name)
-	}
-	_, monitor := kinds["ServiceMonitor"]
-	if want := name == "full-values.yaml"; monitor != want {
-		t.Errorf("%s: ServiceMonitor rendered %v, want %v", name, monitor, want)
+	volumes := func(pod any) map[string]map[string]any {
+		out := map[string]map[string]any{}
+		vs, _ := get(pod, []string{"volumes"})
+		for _, v := range vs.([]any) {
+			m := v.(map[string]any)
+			out[m["name"].(string)] = m
+		}
+		return out
 	}
 
-	// The config the chart writes loads in this build.
-	cm := kinds["ConfigMap"]
-	text, _ := get(cm, []string{"data", "config.yaml"})
-	var cfg map[string]any
-	if err := yaml.Unmarshal([]byte(text.(string)), &cfg); err != nil {
-		t.Fatalf("%s: config.yaml: %v", name, err)
-	}
-	// Keys of later releases (TLS listeners, metrics): present where the
-	// values ask for them, stripped before this build's strict check.
-	for _, later := range [][]string{{"broker", "tls"}, {"proxy", "tls"}, {"metrics"}} {
-		if name == "full-values.yaml" && !lookup(cfg, later) {
-			t.Errorf("%s: config lacks %v", name, later)
+	// The main workload: a StatefulSet of one over bbolt, or a Deployment
+	// of interchangeable replicas over etcd.
+	values := map[string]any{}
+	raw, _ := os.ReadFile(filepath.Join(chartDir, "ci", name))
+	yaml.Unmarshal(raw, &values)
+	backend, _ := get(values, []string{"store", "backend"})
+	var pod any
+	if backend == "etcd" {
+		if findDoc(docs, "StatefulSet", "pamctl") != nil {
+			t.Errorf("%s: a StatefulSet with the etcd backend", name)
 		}
-		parent := cfg
-		for _, k := range later[:len(later)-1] {
-			parent, _ = parent[k].(map[string]any)
+		dep := findDoc(docs, "Deployment", "pamctl")
+		if dep == nil {
+			t.Fatalf("%s: no Deployment rendered", name)
 		}
-		delete(parent, later[len(later)-1])
+		must(dep, "spec.replicas", values["replicas"])
+		pod, _ = get(dep, []string{"spec", "template", "spec"})
+		vs := volumes(pod)
+		if _, ok := get(vs["data"], []string{"emptyDir"}); !ok {
+			t.Errorf("%s: the data dir is not an emptyDir with etcd: %v", name, vs["data"])
+		}
+		must(vs["etcd-password"], "secret.items", []any{map[string]any{"key": "password", "path": "password"}})
+		if _, ok := vs["etcd-tls"]; !ok {
+			t.Errorf("%s: etcd client TLS not mounted", name)
+		}
+	} else {
+		sts := findDoc(docs, "StatefulSet", "pamctl")
+		if sts == nil {
+			t.Fatalf("%s: no StatefulSet rendered", name)
+		}
+		must(sts, "spec.replicas", 1)
+		pod, _ = get(sts, []string{"spec", "template", "spec"})
+		vct, _ := get(sts, []string{"spec", "volumeClaimTemplates"})
+		if l, _ := vct.([]any); len(l) != 1 {
+			t.Errorf("%s: volumeClaimTemplates %v", name, vct)
+		}
 	}
-	b, _ := yaml.Marshal(cfg)
-	file := filepath.Join(t.TempDir(), "config.yaml")
-	os.WriteFile(file, b, 0o600)
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	loaded, err := LoadConfig(file, nil)
-	if err != nil {
-		t.Fatalf("%s: pamctl refuses the chart's config: %v\n%s", name, err, b)
+	c := hardened(pod)
+	if _, ok := get(envNames(c)["PAMCTL_MASTER_KEY"], []string{"valueFrom", "secretKeyRef", "name"}); !ok {
+		t.Errorf("%s: the master key does not come from a Secret", name)
 	}
-	if err := loaded.Validate(); err != nil {
-		t.Fatalf("%s: the chart's config does not validate: %v\n%s", name, err, b)
+	metricsOn, _ := get(values, []string{"metrics", "serviceMonitor", "enabled"})
+	if got := findDoc(docs, "ServiceMonitor", "pamctl") != nil; got != (metricsOn == true) {
+		t.Errorf("%s: ServiceMonitor rendered %v, want %v", name, got, metricsOn == true)
 	}
+
+	// The config the chart writes loads in this build, and serve would
+	// bind every listener (plaintext only where insecure_plaintext says
+	// TLS ends in front).
+	loadRendered := func(cm renderedDoc) *Config {
+		t.Helper()
+		if cm == nil {
+			t.Fatalf("%s: ConfigMap missing", name)
+		}
+		text, _ := get(cm, []string{"data", "config.yaml"})
+		file := filepath.Join(t.TempDir(), "config.yaml")
+		os.WriteFile(file, []byte(text.(string)), 0o600)
+		t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+		loaded, err := LoadConfig(file, nil)
+		if err != nil {
+			t.Fatalf("%s: pamctl refuses the chart's config: %v\n%s", name, err, text)
+		}
+		if err := loaded.Validate(); err != nil {
+			t.Fatalf("%s: the chart's config does not validate: %v\n%s", name, err, text)
+		}
+		for _, l := range []struct {
+			n, addr  string
+			tls      tlsconf.Config
+			insecure bool
+		}{{"broker", loaded.Broker.Addr, loaded.Broker.TLS, loaded.Broker.InsecurePlaintext}, {"proxy", loaded.Proxy.Addr, loaded.Proxy.TLS, loaded.Proxy.InsecurePlaintext},
+			{"metrics", loaded.Metrics.Addr, loaded.Metrics.TLS, loaded.Metrics.InsecurePlaintext}} {
+			if l.addr == "" || (l.n == "broker" && loaded.Role == RoleProxy) || (l.n == "proxy" && loaded.Role == RoleBroker) {
+				continue
+			}
+			if _, err := tlsconf.CheckListener(l.n, l.addr, l.tls, l.insecure); err != nil {
+				t.Errorf("%s: serve would refuse the %s listener: %v", name, l.n, err)
+			}
+		}
+		return loaded
+	}
+	loaded := loadRendered(findDoc(docs, "ConfigMap", "pamctl"))
 	// Agents and the CLI in the cluster reach the Service by its DNS names.
-	for _, hosts := range [][]string{loaded.Proxy.Hostnames, loaded.Broker.Hostnames} {
-		if !slices.Contains(hosts, "pamctl.pam.svc") || !slices.Contains(hosts, "pamctl.pam.svc.cluster.local") {
-			t.Errorf("%s: the Service's names do not pass the Host check: %v", name, hosts)
+	hosts := [][]string{loaded.Broker.Hostnames}
+	if loaded.Role == RoleAll {
+		hosts = append(hosts, loaded.Proxy.Hostnames)
+	}
+	for _, h := range hosts {
+		if !slices.Contains(h, "pamctl.pam.svc") || !slices.Contains(h, "pamctl.pam.svc.cluster.local") {
+			t.Errorf("%s: the Service's names do not pass the Host check: %v", name, h)
 		}
 	}
-	if loaded.DataDir != "/var/lib/pamctl/data" || loaded.Broker.Addr != "0.0.0.0:8700" || loaded.Proxy.Addr != "0.0.0.0:8701" {
-		t.Errorf("%s: data_dir %s, broker %s, proxy %s", name, loaded.DataDir, loaded.Broker.Addr, loaded.Proxy.Addr)
+	if loaded.DataDir != "/var/lib/pamctl/data" || loaded.Broker.Addr != "0.0.0.0:8700" {
+		t.Errorf("%s: data_dir %s, broker %s", name, loaded.DataDir, loaded.Broker.Addr)
+	}
+	if loaded.Role == RoleAll && loaded.Proxy.Addr != "0.0.0.0:8701" {
+		t.Errorf("%s: proxy %s", name, loaded.Proxy.Addr)
+	}
+	if backend == "etcd" {
+		text, _ := get(findDoc(docs, "ConfigMap", "pamctl"), []string{"data", "config.yaml"})
+		var cfg map[string]any
+		yaml.Unmarshal([]byte(text.(string)), &cfg)
+		must(cfg, "store.backend", "etcd")
+		must(cfg, "store.etcd.password_file", "/etc/pamctl/etcd-password/password")
+		must(cfg, "store.etcd.tls.ca_file", "/etc/pamctl/etcd/ca.crt")
+		must(cfg, "store.etcd.endpoints", values["store"].(map[string]any)["etcd"].(map[string]any)["endpoints"])
+	}
+
+	// The proxies: a StatefulSet (a spool volume each) enrolling with a
+	// projected, audience-bound token; no master key anywhere near them.
+	proxiesOn, _ := get(values, []string{"proxies", "enabled"})
+	psts := findDoc(docs, "StatefulSet", "pamctl-proxy")
+	if (psts != nil) != (proxiesOn == true) {
+		t.Fatalf("%s: proxies rendered %v, want %v", name, psts != nil, proxiesOn == true)
+	}
+	if psts == nil {
+		return
+	}
+	ppod, _ := get(psts, []string{"spec", "template", "spec"})
+	pc := hardened(ppod)
+	if _, ok := envNames(pc)["PAMCTL_MASTER_KEY"]; ok {
+		t.Errorf("%s: the proxies get the master key", name)
+	}
+	must(volumes(ppod)["token"], "projected.sources", []any{map[string]any{"serviceAccountToken": map[string]any{"path": "pamctl", "audience": "pamctl", "expirationSeconds": 3600}}})
+	must(ppod, "serviceAccountName", "pamctl-proxy")
+	pl := loadRendered(findDoc(docs, "ConfigMap", "pamctl-proxy"))
+	if pl.Role != RoleProxy || pl.Server != "https://pamctl.pam.svc:8700" || pl.Proxy.Identity.IDTokenFile != "/var/run/secrets/tokens/pamctl" ||
+		pl.CAFile != "/etc/pamctl/broker-ca/ca.crt" || !slices.Contains(pl.Proxy.Hostnames, "pamctl-proxy.pam.svc") || !slices.Contains(pl.Proxy.Hostnames, "llm.agents.example.com") {
+		t.Errorf("%s: proxies config %+v", name, pl)
+	}
+	if findDoc(docs, "ServiceMonitor", "pamctl-proxy") == nil || findDoc(docs, "Service", "pamctl-proxy") == nil {
+		t.Errorf("%s: the proxies' Service or ServiceMonitor is missing", name)
 	}
 }
 
