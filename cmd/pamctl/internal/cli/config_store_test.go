@@ -120,3 +120,31 @@ func TestEtcdBackendRefusesOfflineAdmin(t *testing.T) {
 		t.Fatalf("offline admin with etcd: %v", err)
 	}
 }
+
+// pamctl store backup copies a bbolt data dir; with etcd it refuses before
+// asking any server, and says how to back up the cluster.
+func TestStoreBackupRefusesWithEtcd(t *testing.T) {
+	writeConfig(t, "")
+	t.Setenv("PAMCTL_DATA_DIR", t.TempDir())
+	t.Setenv("PAMCTL_STORE_BACKEND", "etcd")
+	t.Setenv("PAMCTL_STORE_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+	r := runCLI(t, "store", "backup", "--to", filepath.Join(t.TempDir(), "copy.db"))
+	if r.code != ExitUsage || !strings.Contains(r.err, "etcdctl snapshot save") {
+		t.Fatalf("store backup with etcd: %+v", r)
+	}
+}
+
+// pamctl config check reads the etcd files serve would read.
+func TestConfigCheckReadsEtcdFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := writeConfig(t, "store: { backend: etcd, etcd: { endpoints: [http://127.0.0.1:2379], username: pamctl, password_file: "+filepath.Join(dir, "missing")+" } }\n")
+	t.Setenv("PAMCTL_DATA_DIR", filepath.Join(dir, "data"))
+	r := runCLI(t, "config", "check", "--config", file)
+	if r.code != ExitUsage || !strings.Contains(r.err, "store.etcd.password_file") {
+		t.Fatalf("config check with a missing password file: %+v", r)
+	}
+	os.WriteFile(filepath.Join(dir, "missing"), []byte("pw\n"), 0o600)
+	if r := runCLI(t, "config", "check", "--config", file); r.code != ExitOK || strings.Contains(r.out+r.err, "pw\n") {
+		t.Fatalf("config check with the file: %+v", r)
+	}
+}
