@@ -74,8 +74,8 @@ func Audit(t *testing.T, b AuditBackend) {
 var (
 	suitePub, suitePriv, _ = ed25519.GenerateKey(nil)
 	// SuiteSigner signs the suite's heads; SuiteKeys verifies them.
-	SuiteSigner = audit.Ed25519Signer{KID: "suite-k1", Key: suitePriv}
-	SuiteKeys   = audit.Keys(map[string]ed25519.PublicKey{"suite-k1": suitePub})
+	SuiteSigner    = audit.Ed25519Signer{KID: "suite-k1", Key: suitePriv}
+	SuiteKeys      = audit.Keys(map[string]ed25519.PublicKey{"suite-k1": suitePub})
 	otherPub, _, _ = ed25519.GenerateKey(nil)
 	otherKeys      = audit.Keys(map[string]ed25519.PublicKey{"suite-k1": otherPub})
 )
