@@ -72,3 +72,12 @@ func each[T any](tx *bolt.Tx, bucket []byte, fn func(*T) bool) error {
 	}
 	return nil
 }
+
+// EncodeRecord and DecodeRecord are the record envelope above, for the
+// other backends (store/etcdstore) and for migrations: every backend
+// stores the same bytes, so a record copied between them reads the same
+// and an old build refuses a newer record the same way.
+func EncodeRecord(v any) ([]byte, error) { return encode(v) }
+
+// DecodeRecord decodes a record written by EncodeRecord (see decode).
+func DecodeRecord(raw []byte, v any) error { return decode(raw, v) }

@@ -189,3 +189,48 @@ func rebuildRequestIndexes(tx *bolt.Tx) error {
 	}
 	return failed
 }
+
+// IndexEntry is one request index key, for backends that keep the same
+// indexes in another key space (store/etcdstore): Index is the index's
+// name without its "req_" (state, owner, party, due, grant, settled), Key
+// the key within it, ending with the request id.
+type IndexEntry struct {
+	Index string
+	Key   []byte
+}
+
+// Index names, as in IndexEntry.Index.
+const (
+	IndexState   = "state"
+	IndexOwner   = "owner"
+	IndexParty   = "party"
+	IndexDue     = "due"
+	IndexGrant   = "grant"
+	IndexSettled = "settled"
+)
+
+// TimePrefixLen is the length of the time prefix of the due, grant and
+// settled index keys.
+const TimePrefixLen = timeLen
+
+// RequestIndexEntries lists the index keys of r, as bbolt stores them.
+func RequestIndexEntries(r *broker.Request) []IndexEntry {
+	es := requestIndexEntries(r)
+	out := make([]IndexEntry, len(es))
+	for i, e := range es {
+		out[i] = IndexEntry{Index: string(e.bucket[len("req_"):]), Key: e.key}
+	}
+	return out
+}
+
+// StateIndexPrefix is the prefix of state's keys in the state index.
+func StateIndexPrefix(s broker.State) []byte { return stateKey(s, "") }
+
+// OwnerIndexPrefix is the prefix of who's requests in state s in the owner index.
+func OwnerIndexPrefix(who broker.Identity, s broker.State) []byte { return ownerKey(who, s, "") }
+
+// PartyIndexPrefix is the prefix of who's keys in the party index.
+func PartyIndexPrefix(who broker.Identity) []byte { return principalKey(who) }
+
+// TimeIndexPrefix is t as the due, grant and settled indexes encode it.
+func TimeIndexPrefix(t time.Time) []byte { return timePrefix(t) }

@@ -27,6 +27,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/pamctl/pamctl/broker"
+
 	bolt "go.etcd.io/bbolt"
 	bolterr "go.etcd.io/bbolt/errors"
 )
@@ -312,4 +314,13 @@ func u64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
+}
+
+// Watch implements broker.Changes for a store only this process writes:
+// there is nothing to follow, so it waits for ctx to end.
+var _ broker.Changes = (*DB)(nil)
+
+func (db *DB) Watch(ctx context.Context, _ func(broker.Change)) error {
+	<-ctx.Done()
+	return nil
 }

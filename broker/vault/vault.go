@@ -130,7 +130,14 @@ func Open(ctx context.Context, st Store, master MasterKey, now func() time.Time)
 		if err := st.SetMasterCheck(ctx, sealed); err != nil {
 			return nil, fmt.Errorf("vault: store master check: %w", err)
 		}
-	} else if got, err := s.Open(check, checkAAD); err != nil || string(got) != checkValue {
+		// SetMasterCheck never overwrites: with a shared store another
+		// replica may have stored its check first, so read back what
+		// stands and check it like any other.
+		if check, err = st.MasterCheck(ctx); err != nil {
+			return nil, fmt.Errorf("vault: read master check: %w", err)
+		}
+	}
+	if got, err := s.Open(check, checkAAD); err != nil || string(got) != checkValue {
 		return nil, ErrWrongMasterKey
 	}
 	if now == nil {

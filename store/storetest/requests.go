@@ -1,6 +1,7 @@
-// Package storetest specifies the broker's storage interfaces by a suite
-// that every backend runs against itself: a backend is done when Requests
-// passes. It is for tests only.
+// Package storetest specifies the broker's storage interfaces by suites
+// that every backend (store's bbolt, store/etcdstore) runs against itself:
+// a backend is done when Requests, Sessions, Keys, Vault, Enrollments and
+// SinkCursors pass. It is for tests only.
 package storetest
 
 import (

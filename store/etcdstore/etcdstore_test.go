@@ -1,0 +1,62 @@
+package etcdstore_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/auditsink"
+	"github.com/pamctl/pamctl/broker/link"
+	"github.com/pamctl/pamctl/broker/vault"
+	"github.com/pamctl/pamctl/store"
+	"github.com/pamctl/pamctl/store/etcdstore"
+	"github.com/pamctl/pamctl/store/etcdtest"
+	"github.com/pamctl/pamctl/store/storetest"
+)
+
+var prefixes atomic.Int64
+
+// openOn opens a store under a fresh prefix of c, closed when t ends.
+func openOn(t testing.TB, c *etcdtest.Cluster) *etcdstore.DB {
+	t.Helper()
+	db, err := etcdstore.Open(context.Background(), etcdstore.Config{
+		Endpoints: c.Endpoints(), Prefix: fmt.Sprintf("/t%d/", prefixes.Add(1)), OpTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestRequests(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.Requests(t, func(t *testing.T) broker.Store { return openOn(t, c) })
+}
+
+func TestSessions(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.Sessions(t, func(t *testing.T) broker.SessionStore { return openOn(t, c) })
+}
+
+func TestKeys(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.Keys(t, func(t *testing.T) storetest.KeyData { return openOn(t, c) }, store.ErrKeysMissing)
+}
+
+func TestVault(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.Vault(t, func(t *testing.T) vault.Store { return openOn(t, c) })
+}
+
+func TestEnrollments(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.Enrollments(t, func(t *testing.T) link.Store { return openOn(t, c) })
+}
+
+func TestSinkCursors(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.SinkCursors(t, func(t *testing.T) auditsink.CursorStore { return openOn(t, c) })
+}

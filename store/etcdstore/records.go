@@ -1,0 +1,328 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/auditsink"
+	"github.com/pamctl/pamctl/broker/link"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
+	"github.com/pamctl/pamctl/store"
+)
+
+var (
+	_ broker.SessionStore   = (*DB)(nil)
+	_ token.BatchKeyStore   = (*DB)(nil)
+	_ vault.Store           = (*DB)(nil)
+	_ link.Store            = (*DB)(nil)
+	_ auditsink.CursorStore = (*DB)(nil)
+)
+
+// Sessions.
+
+func sessionKey(id string) string { return "sessions/" + id }
+
+// CreateSession stores a new session (replacing one under the same id).
+func (db *DB) CreateSession(ctx context.Context, s *broker.SessionRecord) error {
+	return db.put(ctx, sessionKey(s.ID), s)
+}
+
+// GetSession loads one session.
+func (db *DB) GetSession(ctx context.Context, id string) (*broker.SessionRecord, error) {
+	var s broker.SessionRecord
+	if _, err := db.get(ctx, sessionKey(id), &s); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, broker.ErrSessionNotFound
+		}
+		return nil, err
+	}
+	return &s, nil
+}
+
+// UpdateSession is a compare-and-swap on the record's mod revision, fn
+// running again on a newer record when another replica wrote meanwhile.
+func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*broker.SessionRecord) error) (*broker.SessionRecord, error) {
+	k := db.key(sessionKey(id))
+	for range maxAttempts {
+		var s broker.SessionRecord
+		rev, err := db.get(ctx, sessionKey(id), &s)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, broker.ErrSessionNotFound
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(&s); err != nil {
+			return nil, err
+		}
+		raw, err := store.EncodeRecord(&s)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := db.casPut(ctx, k, rev, raw)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &s, nil
+		}
+	}
+	return nil, fmt.Errorf("etcdstore: session %s: too much contention, try again", id)
+}
+
+// casPut writes raw at k if k is still at mod revision rev.
+func (db *DB) casPut(ctx context.Context, k string, rev int64, raw []byte) (bool, error) {
+	ctx, cancel := db.op(ctx)
+	defer cancel()
+	resp, err := db.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(clientv3.OpPut(k, string(raw))).Commit()
+	if err != nil {
+		return false, db.wrap("write "+k, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// ListSessions returns the sessions keep accepts (nil keep: all).
+func (db *DB) ListSessions(ctx context.Context, keep func(*broker.SessionRecord) bool) ([]*broker.SessionRecord, error) {
+	all, err := list[broker.SessionRecord](ctx, db, "sessions/")
+	if err != nil || keep == nil {
+		return all, err
+	}
+	out := all[:0]
+	for _, s := range all {
+		if keep(s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// DeleteSessions deletes the sessions drop accepts and returns how many.
+// Each is deleted only as drop saw it: one written meanwhile (by another
+// replica) is left for the next sweep to judge again.
+func (db *DB) DeleteSessions(ctx context.Context, drop func(*broker.SessionRecord) bool) (int, error) {
+	kvs, err := db.rangeOf(ctx, "sessions/")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, kv := range kvs {
+		var s broker.SessionRecord
+		if err := store.DecodeRecord(kv.Value, &s); err != nil {
+			return n, fmt.Errorf("%w (key %q)", err, kv.Key)
+		}
+		if !drop(&s) {
+			continue
+		}
+		octx, cancel := db.op(ctx)
+		resp, err := db.cli.Txn(octx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+			Then(clientv3.OpDelete(string(kv.Key))).Commit()
+		cancel()
+		if err != nil {
+			return n, db.wrap("delete session", err)
+		}
+		if resp.Succeeded {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Signing keys.
+
+// SaveKey stores (or updates) a sealed signing key, as given: the keyring
+// authenticates the record under the master key.
+func (db *DB) SaveKey(ctx context.Context, k token.SealedKey) error { return db.SaveKeys(ctx, k) }
+
+// SaveKeys stores several signing keys in one transaction (a rotation).
+func (db *DB) SaveKeys(ctx context.Context, ks ...token.SealedKey) error {
+	ops := make([]clientv3.Op, 0, len(ks))
+	for _, k := range ks {
+		if k.KID == "" {
+			return errors.New("etcdstore: signing key without a kid")
+		}
+		raw, err := store.EncodeRecord(k)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(db.key("keys/"+k.KID), string(raw)))
+	}
+	ctx, cancel := db.op(ctx)
+	defer cancel()
+	_, err := db.cli.Txn(ctx).Then(ops...).Commit()
+	return db.wrap("save signing keys", err)
+}
+
+// Keys returns every stored signing key. When there is none, the prefix
+// must be new: one holding anything beyond the schema version and the
+// master-key check lost its keys, and Keys fails with an error matching
+// store.ErrKeysMissing rather than let the keyring mint a key that would
+// sign whatever that data says.
+func (db *DB) Keys(ctx context.Context) ([]token.SealedKey, error) {
+	octx, cancel := db.op(ctx)
+	defer cancel()
+	resp, err := db.cli.Txn(octx).Then(
+		clientv3.OpGet(db.key("keys/"), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)),
+		clientv3.OpGet(db.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(3)),
+	).Commit()
+	if err != nil {
+		return nil, db.wrap("load signing keys", err)
+	}
+	var out []token.SealedKey
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var k token.SealedKey
+		if err := store.DecodeRecord(kv.Value, &k); err != nil {
+			return nil, fmt.Errorf("%w (key %q)", err, kv.Key)
+		}
+		out = append(out, k)
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		switch string(kv.Key) {
+		case db.key("meta/version"), db.key("meta/master_check"):
+			continue
+		}
+		return nil, fmt.Errorf("%w from etcd prefix %s (it still holds %q): the key records were deleted; pamctl will not create new keys over old data. Restore the cluster from a backup", store.ErrKeysMissing, db.prefix, kv.Key)
+	}
+	return nil, nil
+}
+
+// Vault.
+
+func vaultKey(name string) string { return "vault/" + name }
+
+// PutEntry stores a sealed vault entry.
+func (db *DB) PutEntry(ctx context.Context, e vault.Entry) error {
+	return db.put(ctx, vaultKey(e.Name), e)
+}
+
+// GetEntry loads a sealed vault entry.
+func (db *DB) GetEntry(ctx context.Context, name string) (vault.Entry, error) {
+	var e vault.Entry
+	_, err := db.get(ctx, vaultKey(name), &e)
+	if errors.Is(err, store.ErrNotFound) {
+		return e, vault.ErrNotFound
+	}
+	return e, err
+}
+
+// DeleteEntry removes a vault entry (vault.ErrNotFound when absent).
+func (db *DB) DeleteEntry(ctx context.Context, name string) error {
+	k := db.key(vaultKey(name))
+	ctx, cancel := db.op(ctx)
+	defer cancel()
+	resp, err := db.cli.Delete(ctx, k)
+	if err != nil {
+		return db.wrap("delete vault entry "+name, err)
+	}
+	if resp.Deleted == 0 {
+		return vault.ErrNotFound
+	}
+	return nil
+}
+
+// ListEntries returns every vault entry in name order.
+func (db *DB) ListEntries(ctx context.Context) ([]vault.Entry, error) {
+	es, err := list[vault.Entry](ctx, db, "vault/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]vault.Entry, len(es))
+	for i, e := range es {
+		out[i] = *e
+	}
+	return out, nil
+}
+
+// MasterCheck returns the sealed master-key check value, nil if unset.
+func (db *DB) MasterCheck(ctx context.Context) ([]byte, error) {
+	ctx, cancel := db.op(ctx)
+	defer cancel()
+	resp, err := db.cli.Get(ctx, db.key("meta/master_check"))
+	if err != nil {
+		return nil, db.wrap("read master check", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0].Value, nil
+}
+
+// SetMasterCheck stores the check value once (a transaction that writes
+// only when the key was never created); it never overwrites one.
+func (db *DB) SetMasterCheck(ctx context.Context, sealed []byte) error {
+	k := db.key("meta/master_check")
+	ctx, cancel := db.op(ctx)
+	defer cancel()
+	_, err := db.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(sealed))).Commit()
+	return db.wrap("store master check", err)
+}
+
+// Proxy enrollments.
+
+// PutEnrollment creates or replaces an enrollment.
+func (db *DB) PutEnrollment(ctx context.Context, e *link.Enrollment) error {
+	if e.ID == "" {
+		return errors.New("etcdstore: enrollment without an id")
+	}
+	return db.put(ctx, "proxies/"+e.ID, e)
+}
+
+// GetEnrollment returns one enrollment (link.ErrNotFound when absent).
+func (db *DB) GetEnrollment(ctx context.Context, id string) (*link.Enrollment, error) {
+	var e link.Enrollment
+	_, err := db.get(ctx, "proxies/"+id, &e)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", link.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// ListEnrollments returns every enrollment in id order.
+func (db *DB) ListEnrollments(ctx context.Context) ([]*link.Enrollment, error) {
+	return list[link.Enrollment](ctx, db, "proxies/")
+}
+
+// Audit sink cursors.
+
+// SinkCursors returns every stored sink cursor by sink name.
+func (db *DB) SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, error) {
+	kvs, err := db.rangeOf(ctx, "sinks/")
+	if err != nil {
+		return nil, fmt.Errorf("store: sink cursors: %w", err)
+	}
+	out := map[string]auditsink.Cursor{}
+	base := len(db.key("sinks/"))
+	for _, kv := range kvs {
+		var c auditsink.Cursor
+		if err := store.DecodeRecord(kv.Value, &c); err != nil {
+			return nil, fmt.Errorf("store: sink cursors: %w (sink cursor %q)", err, kv.Key[base:])
+		}
+		out[string(kv.Key[base:])] = c
+	}
+	return out, nil
+}
+
+// SaveSinkCursor records how far the sink name got; it is committed by a
+// quorum before it returns.
+func (db *DB) SaveSinkCursor(ctx context.Context, name string, c auditsink.Cursor) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if name == "" {
+		return fmt.Errorf("store: sink cursor needs a name")
+	}
+	if err := db.put(ctx, "sinks/"+name, c); err != nil {
+		return fmt.Errorf("store: save sink cursor %s: %w", name, err)
+	}
+	return nil
+}
