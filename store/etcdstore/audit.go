@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/store"
 )
 
 // Audit keys, under the store prefix P:
@@ -93,6 +94,9 @@ type AuditOptions struct {
 
 	newTicker  func(time.Duration) (<-chan time.Time, func())
 	headSigned func(audit.SignedHead)
+	// wrap names etcd errors and reports unavailability (DB.wrap); nil:
+	// plain wrapping.
+	wrap func(what string, err error) error
 }
 
 // AuditLog is the audit trail on etcd: one hash chain that any number of
@@ -159,6 +163,17 @@ type snapshot struct {
 	anchRev int64
 }
 
+// AuditLog opens the audit trail kept in db (see OpenAuditLog). Commit
+// errors of an unavailable cluster match ErrUnavailable and mark db
+// unavailable, as every other operation does.
+func (db *DB) AuditLog(ctx context.Context, opts AuditOptions) (*AuditLog, error) {
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = db.opTO
+	}
+	opts.wrap = db.wrap
+	return OpenAuditLog(ctx, db.cli, db.prefix, opts)
+}
+
 // OpenAuditLog opens the trail stored under prefix. One per replica; Close
 // it before closing cli.
 func OpenAuditLog(ctx context.Context, cli *clientv3.Client, prefix string, opts AuditOptions) (*AuditLog, error) {
@@ -187,6 +202,9 @@ func OpenAuditLog(ctx context.Context, cli *clientv3.Client, prefix string, opts
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.wrap == nil {
+		opts.wrap = func(what string, err error) error { return fmt.Errorf("etcdstore: %s: %w", what, err) }
 	}
 	if opts.newTicker == nil {
 		opts.newTicker = func(d time.Duration) (<-chan time.Time, func()) {
@@ -257,7 +275,7 @@ func seqOfKey(prefix string, k []byte) (uint64, error) {
 
 // snapshot reads tip, head and anchor at one revision.
 func (l *AuditLog) snapshot(ctx context.Context) (snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.opts.CommitTimeout)
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), l.opts.CommitTimeout)
 	defer cancel()
 	resp, err := l.cli.Txn(ctx).Then(
 		clientv3.OpGet(l.key(auditTipKey)),
@@ -265,7 +283,7 @@ func (l *AuditLog) snapshot(ctx context.Context) (snapshot, error) {
 		clientv3.OpGet(l.key(auditAnchorKey)),
 	).Commit()
 	if err != nil {
-		return snapshot{}, fmt.Errorf("etcdstore: audit: read the chain's tip: %w", err)
+		return snapshot{}, l.opts.wrap("audit: read the chain's tip", err)
 	}
 	s := snapshot{rev: resp.Header.Revision}
 	return s, s.fill(gets(resp))
@@ -410,7 +428,7 @@ func (l *AuditLog) committer() {
 // commitBatch chains batch after the tip and commits it in one
 // transaction, retrying when another replica moved the tip first.
 func (l *AuditLog) commitBatch(batch []*pendingAppend) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), l.opts.CommitTimeout)
 	defer cancel()
 	err := l.commitOnce(ctx, batch)
 	if err == nil {
@@ -502,7 +520,7 @@ func (l *AuditLog) commitOnce(ctx context.Context, batch []*pendingAppend) error
 		).Commit()
 		if err != nil {
 			l.tipKnown = false // the outcome is unknown: read the tip again
-			return fmt.Errorf("etcd: %w", err)
+			return l.opts.wrap("audit: commit", err)
 		}
 		if resp.Succeeded {
 			l.tip, l.tipRev = audit.Link{Seq: last.seq, Hash: last.hash}, resp.Header.Revision
@@ -750,7 +768,7 @@ func (l *AuditLog) signHead(ctx context.Context) (*audit.SignedHead, error) {
 			Then(clientv3.OpPut(l.key(auditHeadKey), string(hb))).Commit()
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("etcdstore: audit store head: %w", err)
+			return nil, l.opts.wrap("audit: store head", err)
 		}
 		if !resp.Succeeded {
 			if attempt > 8 {
@@ -802,7 +820,7 @@ func (l *AuditLog) lineAt(ctx context.Context, seq uint64, rev int64) ([]byte, e
 	}
 	resp, err := l.cli.Get(cctx, l.eventKey(seq), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: audit seq %d: %w", seq, err)
+		return nil, l.opts.wrap(fmt.Sprintf("audit seq %d", seq), err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, nil
@@ -938,7 +956,7 @@ func (l *AuditLog) lines(ctx context.Context, from uint64, rev int64) iter.Seq2[
 			resp, err := l.cli.Get(cctx, next, opts...)
 			cancel()
 			if err != nil {
-				yield(nil, fmt.Errorf("etcdstore: audit read: %w", err))
+				yield(nil, l.opts.wrap("audit read", err))
 				return
 			}
 			if rev == 0 {
@@ -975,7 +993,7 @@ func (l *AuditLog) Last(ctx context.Context, n int) ([]audit.Event, error) {
 	resp, err := l.cli.Get(cctx, l.prefix+auditEventsDir, clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(n)))
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: audit read: %w", err)
+		return nil, l.opts.wrap("audit read", err)
 	}
 	out := make([]audit.Event, len(resp.Kvs))
 	for i, kv := range resp.Kvs {
@@ -997,7 +1015,7 @@ func (l *AuditLog) Get(ctx context.Context, seq uint64) (audit.Event, error) {
 	defer cancel()
 	resp, err := l.cli.Get(cctx, l.eventKey(seq))
 	if err != nil {
-		return audit.Event{}, fmt.Errorf("etcdstore: audit read: %w", err)
+		return audit.Event{}, l.opts.wrap("audit read", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return audit.Event{}, fmt.Errorf("etcdstore: audit seq %d: %w", seq, audit.ErrNotFound)
@@ -1026,7 +1044,7 @@ func (l *AuditLog) Head(ctx context.Context) (audit.Status, error) {
 	defer cancel()
 	resp, err := l.cli.Get(cctx, l.prefix+auditEventsDir, clientv3.WithPrefix(), clientv3.WithLimit(1), clientv3.WithKeysOnly(), clientv3.WithRev(s.rev))
 	if err != nil {
-		return st, fmt.Errorf("etcdstore: audit read: %w", err)
+		return st, l.opts.wrap("audit read", err)
 	}
 	if len(resp.Kvs) == 1 {
 		if st.First, err = seqOfKey(l.prefix, resp.Kvs[0].Key); err != nil {
@@ -1068,7 +1086,7 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 				Hash string    `json:"hash"`
 			}
 			if err := json.Unmarshal(line, &e); err != nil {
-				return audit.PruneResult{}, fmt.Errorf("etcdstore: audit prune: %w", err)
+				return audit.PruneResult{}, l.opts.wrap("audit prune", err)
 			}
 			if !e.Time.Before(before) {
 				break
@@ -1113,7 +1131,7 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 		).Commit()
 		cancel()
 		if err != nil {
-			return audit.PruneResult{}, fmt.Errorf("etcdstore: audit prune: %w", err)
+			return audit.PruneResult{}, l.opts.wrap("audit prune", err)
 		}
 		if !resp.Succeeded {
 			if attempt > 16 {
@@ -1245,9 +1263,6 @@ func wrapLine(line []byte) []byte {
 	return append(b, '}')
 }
 
-// ErrSchemaTooNew means a record was written by a newer pamctl.
-var ErrSchemaTooNew = errors.New("etcdstore: record written by a newer pamctl")
-
 func recordLine(raw []byte) ([]byte, error) {
 	if bytes.HasPrefix(raw, recordPrefix) && len(raw) > len(recordPrefix) && raw[len(raw)-1] == '}' {
 		return raw[len(recordPrefix) : len(raw)-1], nil
@@ -1260,7 +1275,7 @@ func recordLine(raw []byte) ([]byte, error) {
 		return nil, fmt.Errorf("etcdstore: decode record: %w", err)
 	}
 	if env.V > recordVersion {
-		return nil, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, env.V, recordVersion)
+		return nil, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", store.ErrSchemaTooNew, env.V, recordVersion)
 	}
 	return env.D, nil
 }
