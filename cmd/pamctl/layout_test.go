@@ -6,6 +6,11 @@ import (
 	"testing"
 )
 
+const (
+	etcdtest   = "github.com/pamctl/pamctl/store/etcdtest"
+	etcdServer = "go.etcd.io/etcd/server"
+)
+
 // TestImportRules keeps the architecture of docs/architecture.md true:
 // imports point one way, storage and CLI libraries stay in their corners.
 func TestImportRules(t *testing.T) {
@@ -39,10 +44,20 @@ func TestImportRules(t *testing.T) {
 			return under("github.com/pamctl/pamctl/broker")(d) && !under("github.com/pamctl/pamctl/broker/token")(d) && !under("github.com/pamctl/pamctl/broker/audit")(d)
 		}, "proxy uses only broker/token and broker/audit of the broker"},
 		{func(p string) bool { return !under("github.com/pamctl/pamctl/cmd")(p) }, cliLibs, "cobra, viper and lipgloss only under cmd/"},
+		{under("github.com/pamctl/pamctl/broker"), under("go.etcd.io/etcd"), "broker never imports etcd"},
+		{under("github.com/pamctl/pamctl/proxy"), under("go.etcd.io/etcd"), "proxy never imports etcd"},
+		// The etcd server is for tests: store/etcdtest starts members in
+		// the test process, and only tests import it (Deps holds what
+		// non-test code links), so the pamctl binary carries the client only.
+		{func(p string) bool { return !under(etcdtest)(p) }, under(etcdServer), "only store/etcdtest imports the etcd server"},
+		{func(p string) bool { return p != etcdtest }, under(etcdtest), "only tests import store/etcdtest"},
 	}
-	checked := 0
+	checked, sawServer := 0, false
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		pkg, deps, _ := strings.Cut(line, "|")
+		if pkg == etcdtest {
+			sawServer = strings.Contains(deps, etcdServer)
+		}
 		for _, dep := range strings.Fields(deps) {
 			for _, r := range rules {
 				if r.who(pkg) && r.banned(dep) {
@@ -51,6 +66,9 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 		checked++
+	}
+	if !sawServer {
+		t.Errorf("%s does not list %s among its dependencies: the etcd server rule is not looking at the right module path", etcdtest, etcdServer)
 	}
 	if checked < 10 {
 		t.Fatalf("only %d packages listed; the check is not looking at the tree", checked)

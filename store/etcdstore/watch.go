@@ -24,8 +24,14 @@ var _ broker.Changes = (*DB)(nil)
 // audit/, counters/ and election/ subtrees, which sort before, are not
 // watched).
 func (db *DB) Watch(ctx context.Context, fn func(broker.Change)) error {
+	db.watchFrom(ctx, 0, fn)
+	return nil
+}
+
+// watchFrom is Watch resuming after revision rev (0: from now, with a
+// ChangeAll first).
+func (db *DB) watchFrom(ctx context.Context, rev int64, fn func(broker.Change)) {
 	start, end := db.key("keys/"), db.key("sessions0") // '0' follows '/'
-	var rev int64                                      // last revision applied
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if rev == 0 {
@@ -64,7 +70,6 @@ func (db *DB) Watch(ctx context.Context, fn func(broker.Change)) error {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
-	return nil
 }
 
 // revision is the cluster's current revision, read with quorum.

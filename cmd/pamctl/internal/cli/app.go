@@ -39,6 +39,7 @@ import (
 	"github.com/pamctl/pamctl/proxy/devupstream"
 	"github.com/pamctl/pamctl/proxy/rules"
 	"github.com/pamctl/pamctl/store"
+	"github.com/pamctl/pamctl/store/etcdstore"
 )
 
 // DevIssuerPath is where the embedded development issuer is mounted on the broker.
@@ -66,7 +67,9 @@ type App struct {
 	dev      bool
 	log      *slog.Logger
 	every    time.Duration // AppOptions.ProbeEvery
-	db       *store.DB
+	db       *store.DB     // pamctl.db in data_dir (see openStore)
+	state    stateStore    // the shared records: db, or etcd with store.backend etcd
+	etcd     *etcdstore.DB
 	vault    *vault.Vault
 	keys     *token.Keyring
 	audit    *watchedAudit   // the log, its failures reported to health
@@ -127,15 +130,15 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		return nil, err
 	}
 	var err error
-	if a.db, err = store.Open(cfg.DataDir, store.Options{}); err != nil {
-		return nil, err
-	}
 	ok := false
 	defer func() {
 		if !ok {
 			a.Close()
 		}
 	}()
+	if err := a.openStore(ctx); err != nil {
+		return nil, err
+	}
 	var mk vault.MasterKey
 	if cfg.MasterKeyFile == "" && o.Dev {
 		mk, err = vault.GenerateMasterKey()
@@ -145,10 +148,13 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.vault, err = vault.Open(ctx, a.db, mk, nil); err != nil {
+	if a.vault, err = vault.Open(ctx, a.state, mk, nil); err != nil {
+		if a.etcd != nil && errors.Is(err, vault.ErrWrongMasterKey) {
+			return nil, fmt.Errorf("%w: with store.backend etcd every replica must use the same master key, and this one differs from the key the cluster's data (prefix %s) is sealed under; give this replica the others' key (PAMCTL_MASTER_KEY or master_key_file)", err, a.etcd.Prefix())
+		}
 		return nil, err
 	}
-	if a.keys, err = token.LoadKeyring(ctx, a.db, a.vault.Sealer(), maxTokenTTL, nil); err != nil {
+	if a.keys, err = token.LoadKeyring(ctx, a.state, a.vault.Sealer(), maxTokenTTL, nil); err != nil {
 		return nil, err
 	}
 	syncMode, err := audit.ParseSyncMode(cfg.Audit.Sync)
@@ -158,7 +164,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err := a.newTelemetry(ctx); err != nil {
 		return nil, err
 	}
-	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.keys,
+	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.headSigner(),
 		HeadEvery: cfg.Audit.HeadEvery, HeadInterval: cfg.Audit.HeadInterval,
 		OnError: func(err error) { a.health.Fail(checkAudit, err) }, OnBatch: a.observeBatch()})
 	if err != nil {
@@ -168,7 +174,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a.audit = newWatchedAudit(lg, a.health)
 	a.audit.observe = a.observeAppend()
 	// Sinks read the trail on their own goroutines: appends never wait.
-	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.db,
+	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.state,
 		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log}); err != nil {
 		return nil, err
 	}
@@ -206,7 +212,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		notifier = broker.WebhookNotifier{Hook: a.hook}
 	}
 	a.broker, err = broker.New(ctx, broker.Config{
-		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
+		Store: a.state, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
 		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, Notifier: notifier,
 		SessionTTL: cfg.Sessions.MaxLifetime, IdleTimeout: idleTimeout(cfg.Sessions.IdleTimeout), Now: o.Now,
 		RequestRetention: cfg.Requests.Retention,
@@ -224,7 +230,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.devIss = iss
 	}
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
-		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.db, Via: broker.ViaSocket},
+		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.snapshotter(), Via: broker.ViaSocket},
 		Hostnames:    append([]string{hostOf(cfg.Server)}, cfg.Broker.Hostnames...),
 		Sinks:        a.SinkStatus}
 	pc, err := proxyConfigOf(cfg)
@@ -232,7 +238,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		return nil, err
 	}
 	a.proxyCfg.Store(&pc)
-	a.fleet = &link.Registry{Store: a.db, Grants: proxyGrants{a.broker}, Revoked: a.broker, Keys: linkKeys{vaultKeys{a.vault}}, Audit: a.audit,
+	a.fleet = &link.Registry{Store: a.state, Grants: proxyGrants{a.broker}, Revoked: a.broker, Keys: linkKeys{vaultKeys{a.vault}}, Audit: a.audit,
 		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker), TokenIssuer: brokerURL}
 	a.api.Proxies = a.fleet
 	if cfg.Role == RoleBroker {
@@ -345,6 +351,7 @@ func (a *App) hasProviderKey() bool {
 // Probe intervals: how stale a /readyz answer may be.
 const (
 	probeStoreEvery       = 30 * time.Second
+	probeEtcdEvery        = 2 * time.Second // between the availability monitor's reads, a write
 	probeIssuerEvery      = time.Minute
 	probeIssuerTimeout    = 5 * time.Second
 	probeProviderKeyEvery = 10 * time.Second
@@ -367,8 +374,12 @@ func (a *App) probes() []probe {
 	ps := []probe{{
 		name: checkStore, critical: true, every: probeStoreEvery,
 		hint: "the data store cannot take writes (disk full, read-only mount, permissions): requests, approvals, vault changes and audit appends fail; free space in " + dir + " or fix the mount, and check the server log",
-		run:  func(ctx context.Context) error { return a.db.Probe(ctx, time.Now()) },
+		run:  func(ctx context.Context) error { return a.state.Probe(ctx, time.Now()) },
 	}}
+	if a.etcd != nil {
+		ps[0].every, ps[0].timeout = probeEtcdEvery, a.etcd.OpTimeout()
+		ps[0].hint = etcdStoreHint
+	}
 	// The issuers' own client trust: system roots plus ca_file (the dev
 	// issuer of serve --dev --tls is signed by the dev CA, its ca_file).
 	client, clientErr := tlsconf.HTTPClient(a.cfg.CAFile, probeIssuerTimeout)
@@ -677,7 +688,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	health := http.NewServeMux()
 	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	health.HandleFunc("GET /readyz", readyz)
-	health.Handle("/", a.proxy)
+	health.Handle("/", a.storeGate(a.proxy))
 	public := http.NewServeMux()
 	public.HandleFunc("GET /readyz", readyz) // the broker reports the same checks
 	public.Handle("/", a.api.Public())
@@ -716,7 +727,8 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 			go func() { defer wg.Done(); t.Watch(bg) }()
 		}
 	}
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); _ = a.broker.Follow(bg, a.state) }()
 	go func() { defer wg.Done(); a.sweep(bg) }()
 	go func() { defer wg.Done(); a.retain(bg) }()
 	go func() { defer wg.Done(); a.watchConfig(bg, reload) }()
@@ -941,6 +953,7 @@ func needsRestart(old, cur *Config) []string {
 		{"broker", old.Broker, cur.Broker},
 		{"proxy", old.Proxy, cur.Proxy},
 		{"data_dir", old.DataDir, cur.DataDir},
+		{"store", old.Store, cur.Store},
 		{"ca_file", old.CAFile, cur.CAFile},
 		{"sessions", old.Sessions, cur.Sessions},
 		{"audit", old.Audit, cur.Audit},
@@ -1007,6 +1020,9 @@ func (a *App) Close() error {
 		}
 		if a.audit != nil {
 			err = errors.Join(err, a.audit.Close())
+		}
+		if a.etcd != nil {
+			err = errors.Join(err, a.etcd.Close())
 		}
 		if a.db != nil {
 			err = errors.Join(err, a.db.Close())

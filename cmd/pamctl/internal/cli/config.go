@@ -29,6 +29,7 @@ import (
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/rules"
 	"github.com/pamctl/pamctl/store"
+	"github.com/pamctl/pamctl/store/etcdstore"
 )
 
 // Config is the typed configuration: flags > PAMCTL_* environment > file.
@@ -59,6 +60,10 @@ type Config struct {
 	Log        LogConfig           `mapstructure:"log"`
 	Metrics    MetricsConfig       `mapstructure:"metrics"`
 	Tracing    tracing.Config      `mapstructure:"tracing"`
+
+	// Store picks where shared state lives: bbolt in data_dir (one host)
+	// or an etcd cluster (replicas). See docs/deployment.md.
+	Store StoreConfig `mapstructure:"store"`
 
 	// File is the config file that was read, if any.
 	File string `mapstructure:"-"`
@@ -120,6 +125,46 @@ type ProxyConfig struct {
 	RevocationStaleness time.Duration       `mapstructure:"revocation_staleness"`
 	SpoolMax            int64               `mapstructure:"spool_max"`
 }
+
+// Store backends.
+const (
+	BackendBbolt = "bbolt"
+	BackendEtcd  = "etcd"
+)
+
+// StoreConfig is the store: section.
+type StoreConfig struct {
+	// Backend is bbolt (the default: pamctl.db in data_dir) or etcd.
+	Backend string     `mapstructure:"backend"`
+	Etcd    EtcdConfig `mapstructure:"etcd"`
+}
+
+// EtcdConfig is store.etcd: the cluster the replicas share.
+type EtcdConfig struct {
+	// Endpoints are the members' client URLs (https://, or http:// on
+	// loopback only).
+	Endpoints []string `mapstructure:"endpoints"`
+	// Prefix is the key prefix ("/pamctl/"): one per deployment.
+	Prefix      string        `mapstructure:"prefix"`
+	DialTimeout time.Duration `mapstructure:"dial_timeout"`
+	TLS         EtcdTLSConfig `mapstructure:"tls"`
+	// Username and PasswordFile: etcd's own authentication; the password
+	// is read from the file (never from the config itself).
+	Username     string `mapstructure:"username"`
+	PasswordFile string `mapstructure:"password_file"`
+}
+
+// EtcdTLSConfig is store.etcd.tls: the CA that signed the members'
+// certificates (default: the system roots) and the client certificate
+// when the cluster requires one.
+type EtcdTLSConfig struct {
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Enabled reports whether any TLS setting is given.
+func (t EtcdTLSConfig) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
 // ProxyIdentityConfig is proxy.identity: the workload's OIDC ID token
 // file (a Kubernetes service-account or CI token), re-read when it rotates.
@@ -230,6 +275,9 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("proxy.body_timeout", proxy.DefaultBodyTimeout)
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
+	v.SetDefault("store.backend", BackendBbolt)
+	v.SetDefault("store.etcd.prefix", etcdstore.DefaultPrefix)
+	v.SetDefault("store.etcd.dial_timeout", etcdstore.DefaultDialTimeout)
 	v.SetDefault("sessions.idle_timeout", broker.DefaultIdleTimeout)
 	v.SetDefault("masking.response.default", "mask")
 	v.SetDefault("masking.prompt.default", "off")
@@ -478,6 +526,7 @@ func (c *Config) Validate() error {
 	default:
 		add("role: %q must be all, broker or proxy", c.Role)
 	}
+	errs = append(errs, c.Store.validate()...)
 	if c.Proxy.SpoolMax < 0 {
 		add("proxy.spool_max must not be negative (0: 1 GiB)")
 	}

@@ -556,6 +556,7 @@ var durationBounds = map[string]durationBound{
 	"audit.retention":            {Min: time.Hour, Zero: "keep events forever"},
 	"requests.retention":         {Min: time.Hour, Zero: "keep ended requests forever"},
 	"audit.head_interval":        {Min: time.Second, Max: time.Hour},
+	"store.etcd.dial_timeout":    {Min: 100 * time.Millisecond, Max: time.Minute, Zero: "5s, the default"},
 	"audit.sinks[].timeout":      {Min: time.Second, Max: 10 * time.Minute, Zero: "30s, the default"},
 	"policies[].max_ttl":         {Policy: true},
 	"policies[].default_ttl":     {Policy: true},

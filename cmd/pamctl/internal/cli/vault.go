@@ -26,6 +26,9 @@ type local struct {
 }
 
 func openLocal(ctx context.Context, cfg *Config) (*local, error) {
+	if cfg.Store.Backend == BackendEtcd {
+		return nil, withCode(ExitUsage, errEtcdLocal)
+	}
 	if err := cfg.CheckPrivate(); err != nil {
 		return nil, err
 	}
@@ -78,6 +81,9 @@ func (l *local) keyring(ctx context.Context) (*token.Keyring, error) {
 // already exist, so a read-only use (verifying an export) never creates a
 // database or a key on a machine that has none.
 func openExistingLocal(ctx context.Context, cfg *Config) (*local, error) {
+	if cfg.Store.Backend == BackendEtcd {
+		return nil, withCode(ExitUsage, errEtcdLocal)
+	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, store.FileName)); err != nil {
 		return nil, err
 	}
