@@ -734,8 +734,8 @@ func (l *AuditLog) signHead(ctx context.Context) (*audit.SignedHead, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.opts.Signer == nil {
-			return s.head, nil
+		if l.opts.Signer == nil || l.opts.Inspect {
+			return s.head, nil // an inspecting log never signs over what it shows
 		}
 		if err := l.checkHighWater(ctx, s); err != nil {
 			if errors.Is(err, ErrBelowHighWater) {

@@ -171,6 +171,15 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	if rep, err := Migrate(ctx, src, dst, true); err != nil || rep.Last.Seq != want.Last {
 		t.Fatalf("migration with replace: %+v, %v", rep, err)
 	}
+	// The old keyring remembers the head signed in etcd after the first
+	// migration: to it, the replaced trail is a rollback.
+	if _, err := el2Verify(ctx, dst, ekr); !errors.Is(err, audit.ErrTampered) {
+		t.Fatalf("a keyring that saw a later head verified the replaced trail: %v", err)
+	}
+	ekr, err = token.LoadKeyring(ctx, dst, ev.Sealer(), time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	el2, err := dst.AuditLog(ctx, AuditOptions{Signer: ekr, Inspect: true})
 	if err != nil {
 		t.Fatal(err)
@@ -179,4 +188,13 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	if got, err := el2.Verify(ctx, audit.KeyFunc(ekr.AnyPublicKey)); err != nil || got.Last != want.Last {
 		t.Fatalf("verify after replace: %+v, %v", got, err)
 	}
+}
+
+func el2Verify(ctx context.Context, dst *DB, kr *token.Keyring) (audit.Report, error) {
+	l, err := dst.AuditLog(ctx, AuditOptions{Signer: kr, Inspect: true})
+	if err != nil {
+		return audit.Report{}, err
+	}
+	defer l.Close()
+	return l.Verify(ctx, audit.KeyFunc(kr.AnyPublicKey))
 }
