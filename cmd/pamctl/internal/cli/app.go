@@ -74,7 +74,7 @@ type App struct {
 	keys     *token.Keyring
 	audit    *watchedAudit   // the log, its failures reported to health
 	health   *health         // named checks behind /readyz
-	counts   *store.Counters // the proxy's limit counters
+	counts   counterStore    // the proxy's limit counters (shared with etcd)
 	broker   *broker.Service
 	api      *api.Server
 	proxy    *proxy.Proxy
@@ -95,13 +95,14 @@ type App struct {
 	// retention) to one replica: an etcd election with store.backend etcd;
 	// nil (bbolt, one process) always leads. The etcd audit log's
 	// signed-head timer takes the same one (etcdstore.AuditOptions.Leader).
-	leader leader
+	leader   leader
+	election *etcdstore.Election // the campaign behind leader (etcd)
 
 	// metrics (metrics.addr) and tracer (tracing.otlp_endpoint) are nil
 	// when off; auditLog is the store's log, for its queue depth.
 	metrics    *metrics.Metrics
 	tracer     *tracing.Tracer
-	auditLog   *store.AuditLog
+	auditLog   queuedLog
 	metricsLn  net.Listener
 	metricsTLS *tlsconf.Server
 
@@ -164,9 +165,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err := a.newTelemetry(ctx); err != nil {
 		return nil, err
 	}
-	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.headSigner(),
-		HeadEvery: cfg.Audit.HeadEvery, HeadInterval: cfg.Audit.HeadInterval,
-		OnError: func(err error) { a.health.Fail(checkAudit, err) }, OnBatch: a.observeBatch()})
+	lg, err := a.openAuditLog(ctx, syncMode)
 	if err != nil {
 		return nil, err
 	}
@@ -257,11 +256,11 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.counts, err = a.db.Counters(store.CounterOptions{OnError: func(err error) {
-		a.log.Warn("limit counters not written; retrying", "err", err.Error())
-	}}); err != nil {
+	counts, err := a.openCounters()
+	if err != nil {
 		return nil, err
 	}
+	a.counts = counts
 	a.proxy, err = proxy.New(proxy.Options{
 		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
 		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
@@ -1020,6 +1019,9 @@ func (a *App) Close() error {
 		}
 		if a.audit != nil {
 			err = errors.Join(err, a.audit.Close())
+		}
+		if a.election != nil { // resigns: another replica takes the background work at once
+			err = errors.Join(err, a.election.Close())
 		}
 		if a.etcd != nil {
 			err = errors.Join(err, a.etcd.Close())
