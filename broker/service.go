@@ -572,6 +572,7 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 	var decided bool
 	var progress string // what the approvals met, or what is still missing
 	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
+		decided, progress = false, "" // fn may run again on a newer record (see RequestStore)
 		if !s.visible(r, reviewer) && !r.Requester.Same(reviewer) {
 			return ErrNotFound
 		}

@@ -131,7 +131,9 @@ func (r *Request) Approvals() int {
 
 // RequestStore persists requests. Update runs fn on the stored request inside
 // one transaction (compare-and-swap): fn may refuse by returning an error, in
-// which case nothing changes.
+// which case nothing changes. A store shared by replicas (etcd) runs fn again
+// on the newer record when another replica wrote it meanwhile, so fn decides
+// from r alone and sets what it reports outside on every path.
 type RequestStore interface {
 	CreateRequest(ctx context.Context, r *Request) error
 	GetRequest(ctx context.Context, id string) (*Request, error)

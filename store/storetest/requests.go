@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ func Requests(t *testing.T, newStore func(t *testing.T) broker.Store) {
 		{"Due", due},
 		{"GrantsExpiringAfter", grantsExpiringAfter},
 		{"Prune", prune},
+		{"ConcurrentUpdates", concurrentUpdates},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
@@ -276,5 +278,38 @@ func prune(t *testing.T, s broker.Store) {
 	// revoked_live settles when its tokens would have expired.
 	if n, err := s.PruneRequests(ctx, t0.Add(time.Hour+time.Nanosecond)); err != nil || n != 2 {
 		t.Fatalf("prune after the grant's expiry: %d %v, want 2 (recent, revoked_live)", n, err)
+	}
+}
+
+// Concurrent updates of one request all land (none is lost to a write
+// over a stale read), and so do their index entries.
+func concurrentUpdates(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	create(t, s, pending("busy", alice, time.Hour))
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			who := broker.Identity{Subject: fmt.Sprintf("reviewer%d", i), Issuer: "corp"}
+			_, errs[i] = s.UpdateRequest(ctx, "busy", func(r *broker.Request) error {
+				r.Reviews = append(r.Reviews, broker.Review{Reviewer: who, Approve: true, At: t0})
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.GetRequest(ctx, "busy")
+	if err != nil || len(r.Reviews) != n {
+		t.Fatalf("%d reviews after %d concurrent updates (%v)", len(r.Reviews), n, err)
+	}
+	for i := range n {
+		who := broker.Identity{Subject: fmt.Sprintf("reviewer%d", i), Issuer: "corp"}
+		want(t, "requests of "+who.Subject, ids(t)(s.RequestsOf(ctx, who)), "busy")
 	}
 }

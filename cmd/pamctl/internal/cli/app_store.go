@@ -90,20 +90,17 @@ type headOnly struct{ k *token.Keyring }
 
 func (h headOnly) SignHead(msg []byte) (string, []byte, error) { return h.k.SignHead(msg) }
 
-// snapshotter makes `pamctl store backup` copies: of pamctl.db with bbolt;
-// with etcd the state is the cluster's, backed up with etcd's own tools.
+// snapshotter makes `pamctl store backup` copies of pamctl.db; with etcd
+// the state is the cluster's (backed up with etcd's own tools), and the
+// command refuses before it asks the server (errEtcdBackup).
 func (a *App) snapshotter() broker.Snapshotter {
 	if a.etcd != nil {
-		return etcdBackup{}
+		return nil
 	}
 	return a.db
 }
 
-type etcdBackup struct{}
-
-func (etcdBackup) Snapshot(context.Context, func(int64) (io.Writer, error)) (int64, error) {
-	return 0, &broker.Error{Code: broker.CodeInvalid, Message: "with store.backend etcd the shared state is the cluster's: back it up with `etcdctl snapshot save FILE` (see docs/deployment.md); pamctl store backup copies a bbolt data dir"}
-}
+var errEtcdBackup = errors.New("store.backend is etcd: the shared state is the cluster's, so back it up with `etcdctl snapshot save FILE` (and keep the master key apart; see docs/deployment.md); pamctl store backup copies a bbolt data dir")
 
 // storeGate refuses proxied calls while the etcd cluster has no quorum:
 // revocations, key rotations and holds decided on other replicas would

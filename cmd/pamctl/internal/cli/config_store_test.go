@@ -120,3 +120,16 @@ func TestEtcdBackendRefusesOfflineAdmin(t *testing.T) {
 		t.Fatalf("offline admin with etcd: %v", err)
 	}
 }
+
+// pamctl store backup copies a bbolt data dir; with etcd it refuses before
+// asking any server, and says how to back up the cluster.
+func TestStoreBackupRefusesWithEtcd(t *testing.T) {
+	writeConfig(t, "")
+	t.Setenv("PAMCTL_DATA_DIR", t.TempDir())
+	t.Setenv("PAMCTL_STORE_BACKEND", "etcd")
+	t.Setenv("PAMCTL_STORE_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+	r := runCLI(t, "store", "backup", "--to", filepath.Join(t.TempDir(), "copy.db"))
+	if r.code != ExitUsage || !strings.Contains(r.err, "etcdctl snapshot save") {
+		t.Fatalf("store backup with etcd: %+v", r)
+	}
+}

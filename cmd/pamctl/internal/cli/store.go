@@ -68,6 +68,9 @@ the master key can open them. To restore, see docs/operations.md.`,
 func storeBackupRun(cmd *cobra.Command, o *StoreBackupOptions) error {
 	ios := o.f.IO
 	ctx := cmd.Context()
+	if cfg, err := o.f.Config(cmd); err == nil && cfg.Store.Backend == BackendEtcd {
+		return withCode(ExitUsage, errEtcdBackup)
+	}
 	target := "stdout"
 	if o.To != "-" {
 		abs, err := filepath.Abs(o.To)
