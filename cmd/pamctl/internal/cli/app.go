@@ -180,7 +180,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err := a.listen(); err != nil {
 		return nil, err
 	}
-	brokerURL := a.BrokerURL()
+	brokerURL := a.issuerURL()
 	if o.Dev {
 		addDevIssuerAndPolicy(cfg, brokerURL)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy"
@@ -68,4 +69,17 @@ func (a *App) openCounters() (counterStore, error) {
 		return a.etcd.Counters(etcdstore.CounterOptions{OnError: onErr})
 	}
 	return a.db.Counters(store.CounterOptions{OnError: onErr})
+}
+
+// issuerURL names the broker in the tokens it mints and the tokens its
+// proxy accepts. One server: its own URL. Replicas on etcd behind a load
+// balancer: `server` (the address everyone reaches them at) when set, so
+// a token minted by one replica verifies at every replica; without it,
+// every replica's own URL, which then must be the same on all of them
+// (same broker.addr and TLS setting).
+func (a *App) issuerURL() string {
+	if a.etcd != nil && a.cfg.Server != "" {
+		return strings.TrimRight(a.cfg.Server, "/")
+	}
+	return a.BrokerURL()
 }
