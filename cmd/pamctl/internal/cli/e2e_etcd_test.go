@@ -164,3 +164,31 @@ func TestEtcdReplicaWithAnotherMasterKeyRefusesToStart(t *testing.T) {
 		t.Fatalf("replicas sign with different keys: %s, %s", b.keys.ActiveKID(), s.app.keys.ActiveKID())
 	}
 }
+
+// A replica whose cluster does not answer fails to start within its dial
+// and operation bounds, saying what to check.
+func TestEtcdUnreachableFailsStartClearly(t *testing.T) {
+	cfg, err := LoadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg.Broker.Addr, cfg.Proxy.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.MasterKeyFile = filepath.Join(dir, "master.key")
+	cfg.Store.Backend = BackendEtcd
+	cfg.Store.Etcd.Endpoints = []string{"http://127.0.0.1:1"}
+	cfg.Store.Etcd.DialTimeout = time.Second
+	start := time.Now()
+	app, err := NewApp(context.Background(), cfg, AppOptions{})
+	if err == nil {
+		app.Close()
+		t.Fatal("started without a reachable cluster")
+	}
+	if !strings.Contains(err.Error(), "store.etcd") || !strings.Contains(err.Error(), "quorum") {
+		t.Fatalf("error does not say what to check: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("took %s to give up", d)
+	}
+}
