@@ -72,9 +72,9 @@ type App struct {
 	etcd     *etcdstore.DB
 	vault    *vault.Vault
 	keys     *token.Keyring
-	audit    *watchedAudit   // the log, its failures reported to health
-	health   *health         // named checks behind /readyz
-	counts   counterStore    // the proxy's limit counters (shared with etcd)
+	audit    *watchedAudit // the log, its failures reported to health
+	health   *health       // named checks behind /readyz
+	counts   counterStore  // the proxy's limit counters (shared with etcd)
 	broker   *broker.Service
 	api      *api.Server
 	proxy    *proxy.Proxy
