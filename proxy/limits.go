@@ -46,6 +46,23 @@ type CounterStore interface {
 	Add(grant string, d UsageDelta)
 }
 
+// SharedCounters is a CounterStore several proxies share (store.backend
+// etcd): besides its own bucket, the limiter takes every request against an
+// RPM limit from the grant's shared minute (Take) and checks the budget
+// against what all proxies spent (Spent). The store documents how far the
+// proxies together may overshoot.
+type SharedCounters interface {
+	CounterStore
+	// Take claims one request of the grant's rpm in the minute of at:
+	// false when the proxies together used the minute up. It is on the hot
+	// path: implementations hand out local allotments and go to the shared
+	// store only when one runs out.
+	Take(ctx context.Context, grant string, at time.Time, rpm int64) (bool, error)
+	// Spent is the grant's token usage as last known from every proxy; no
+	// I/O.
+	Spent(grant string) int64
+}
+
 // limiter enforces the lim claim of access tokens, per grant: a token
 // bucket of RPM requests refilled at RPM per minute (so a grant may burst
 // its whole minute, then goes at the steady rate), and a budget of tokens
@@ -125,9 +142,15 @@ func (l *limiter) admit(grant string, lim *token.Limits, exp time.Time) *limitEr
 	if exp.After(g.expires) {
 		g.expires = exp
 	}
-	if lim.Tokens > 0 && g.used >= lim.Tokens {
-		wait := exp.Sub(now)
-		return &limitError{code: CodeTokenBudgetExceeded, retryAfter: wait, limit: lim.Tokens, used: g.used}
+	shared, _ := l.store.(SharedCounters)
+	if used := g.used; lim.Tokens > 0 {
+		if shared != nil {
+			used = max(used, shared.Spent(grant))
+		}
+		if used >= lim.Tokens {
+			wait := exp.Sub(now)
+			return &limitError{code: CodeTokenBudgetExceeded, retryAfter: wait, limit: lim.Tokens, used: used}
+		}
 	}
 	if lim.RPM > 0 {
 		rate := float64(lim.RPM) / 60 // requests per second
@@ -140,6 +163,24 @@ func (l *limiter) admit(grant string, lim *token.Limits, exp time.Time) *limitEr
 			return &limitError{code: CodeRateLimitExceeded, retryAfter: wait, limit: int64(lim.RPM)}
 		}
 		g.tokens--
+		if shared != nil {
+			// The grant's minute is shared: take a unit of it outside the
+			// lock (it may reach the store), and give the bucket its token
+			// back when refused.
+			l.mu.Unlock()
+			ok, err := shared.Take(context.Background(), grant, now, int64(lim.RPM))
+			l.mu.Lock()
+			if err != nil || !ok {
+				g.tokens++
+			}
+			if err != nil { // fail closed: the proxies' shared count is unknown
+				return &limitError{code: CodeLimitsUnavailable, retryAfter: 5 * time.Second, cause: err}
+			}
+			if !ok {
+				wait := now.Truncate(time.Minute).Add(time.Minute).Sub(now)
+				return &limitError{code: CodeRateLimitExceeded, retryAfter: wait, limit: int64(lim.RPM)}
+			}
+		}
 		if l.store != nil {
 			l.store.Add(grant, UsageDelta{Requests: 1, At: now, Expires: g.expires})
 		}

@@ -72,9 +72,9 @@ type App struct {
 	etcd     *etcdstore.DB
 	vault    *vault.Vault
 	keys     *token.Keyring
-	audit    *watchedAudit   // the log, its failures reported to health
-	health   *health         // named checks behind /readyz
-	counts   *store.Counters // the proxy's limit counters
+	audit    *watchedAudit // the log, its failures reported to health
+	health   *health       // named checks behind /readyz
+	counts   counterStore  // the proxy's limit counters (shared with etcd)
 	broker   *broker.Service
 	api      *api.Server
 	proxy    *proxy.Proxy
@@ -91,11 +91,18 @@ type App struct {
 	// sinks ships the trail to audit.sinks and its heads to audit.anchor.
 	sinks *auditsink.Manager
 
+	// leader gates the cluster's background work (expiry sweeps,
+	// retention) to one replica: an etcd election with store.backend etcd;
+	// nil (bbolt, one process) always leads. The etcd audit log's
+	// signed-head timer takes the same one (etcdstore.AuditOptions.Leader).
+	leader   leader
+	election *etcdstore.Election // the campaign behind leader (etcd)
+
 	// metrics (metrics.addr) and tracer (tracing.otlp_endpoint) are nil
 	// when off; auditLog is the store's log, for its queue depth.
 	metrics    *metrics.Metrics
 	tracer     *tracing.Tracer
-	auditLog   *store.AuditLog
+	auditLog   queuedLog
 	metricsLn  net.Listener
 	metricsTLS *tlsconf.Server
 
@@ -158,9 +165,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err := a.newTelemetry(ctx); err != nil {
 		return nil, err
 	}
-	lg, err := a.db.AuditLog(store.AuditOptions{Sync: syncMode, Signer: a.headSigner(),
-		HeadEvery: cfg.Audit.HeadEvery, HeadInterval: cfg.Audit.HeadInterval,
-		OnError: func(err error) { a.health.Fail(checkAudit, err) }, OnBatch: a.observeBatch()})
+	lg, err := a.openAuditLog(ctx, syncMode)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +180,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err := a.listen(); err != nil {
 		return nil, err
 	}
-	brokerURL := a.BrokerURL()
+	brokerURL := a.issuerURL()
 	if o.Dev {
 		addDevIssuerAndPolicy(cfg, brokerURL)
 	}
@@ -251,11 +256,11 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.counts, err = a.db.Counters(store.CounterOptions{OnError: func(err error) {
-		a.log.Warn("limit counters not written; retrying", "err", err.Error())
-	}}); err != nil {
+	counts, err := a.openCounters()
+	if err != nil {
 		return nil, err
 	}
+	a.counts = counts
 	a.proxy, err = proxy.New(proxy.Options{
 		Verifier: &token.Verifier{Keys: a.keys, Issuer: brokerURL, Audience: token.AudienceProxy, Use: token.UseAccess},
 		Revoked:  a.broker, Keys: keys, Upstreams: ups, Audit: a.audit, Logger: a.log, MaxBody: cfg.Proxy.MaxBody,
@@ -757,6 +762,12 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	return err
 }
 
+// leader says whether this replica runs the cluster's background work.
+type leader interface{ IsLeader() bool }
+
+// leads reports whether this replica runs background work now.
+func (a *App) leads() bool { return a.leader == nil || a.leader.IsLeader() }
+
 func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -765,6 +776,9 @@ func (a *App) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if !a.leads() {
+				continue // another replica sweeps
+			}
 			if err := a.broker.Sweep(ctx); err != nil && ctx.Err() == nil {
 				a.health.Fail(checkSweep, err)
 			} else if err == nil {
@@ -780,42 +794,56 @@ func (a *App) sweep(ctx context.Context) {
 }
 
 // retain prunes audit events older than audit.retention and requests that
-// ended longer ago than requests.retention, at start and hourly. Pruning
-// keeps the chain verifiable through a signed anchor; the broker records
-// each request prune in the trail (requests.pruned).
+// ended longer ago than requests.retention, at start (or when this replica
+// becomes the leader) and hourly. Pruning keeps the chain verifiable
+// through a signed anchor; the broker records each request prune in the
+// trail (requests.pruned).
 func (a *App) retain(ctx context.Context) {
 	if a.cfg.Audit.Retention <= 0 && a.cfg.Requests.Retention <= 0 {
 		return
 	}
-	t := time.NewTicker(time.Hour)
+	t := time.NewTicker(retainCheck)
 	defer t.Stop()
+	var last time.Time // last run while leading; zero: not yet in this term
 	for {
-		var errs []error
-		if a.cfg.Audit.Retention > 0 {
-			res, err := a.audit.Prune(ctx, time.Now().Add(-a.cfg.Audit.Retention))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("audit: %w", err))
-			} else if res.Deleted > 0 {
-				a.log.Info("audit retention pruned old events", "deleted", res.Deleted, "anchor_seq", res.AnchorSeq)
-			}
-		}
-		n, err := a.broker.PruneRequests(ctx)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("requests: %w", err))
-		} else if n > 0 {
-			a.log.Info("request retention pruned ended requests", "deleted", n)
-		}
-		switch err := errors.Join(errs...); {
-		case err != nil && ctx.Err() == nil:
-			a.health.Fail(checkRetention, err)
-		case err == nil:
-			a.health.OK(checkRetention)
+		if !a.leads() {
+			last = time.Time{}
+		} else if last.IsZero() || time.Since(last) >= time.Hour {
+			last = time.Now()
+			a.retainOnce(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// retainCheck is how often retain looks whether it leads and is due.
+const retainCheck = 5 * time.Second
+
+func (a *App) retainOnce(ctx context.Context) {
+	var errs []error
+	if a.cfg.Audit.Retention > 0 {
+		res, err := a.audit.Prune(ctx, time.Now().Add(-a.cfg.Audit.Retention))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("audit: %w", err))
+		} else if res.Deleted > 0 {
+			a.log.Info("audit retention pruned old events", "deleted", res.Deleted, "anchor_seq", res.AnchorSeq)
+		}
+	}
+	n, err := a.broker.PruneRequests(ctx)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("requests: %w", err))
+	} else if n > 0 {
+		a.log.Info("request retention pruned ended requests", "deleted", n)
+	}
+	switch err := errors.Join(errs...); {
+	case err != nil && ctx.Err() == nil:
+		a.health.Fail(checkRetention, err)
+	case err == nil:
+		a.health.OK(checkRetention)
 	}
 }
 
@@ -991,6 +1019,9 @@ func (a *App) Close() error {
 		}
 		if a.audit != nil {
 			err = errors.Join(err, a.audit.Close())
+		}
+		if a.election != nil { // resigns: another replica takes the background work at once
+			err = errors.Join(err, a.election.Close())
 		}
 		if a.etcd != nil {
 			err = errors.Join(err, a.etcd.Close())

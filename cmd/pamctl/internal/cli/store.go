@@ -19,10 +19,10 @@ import (
 func NewCmdStore(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "store",
-		Short: "Operate the data store (backups)",
+		Short: "Operate the data store (backups, status, migration to etcd)",
 	}
 	cmd.PersistentFlags().String("master-key-file", "", "master key file, used when no server runs (default $XDG_CONFIG_HOME/pamctl/master.key)")
-	cmd.AddCommand(newCmdStoreBackup(f, nil))
+	cmd.AddCommand(newCmdStoreBackup(f, nil), newCmdStoreStatus(f, nil), newCmdStoreMigrate(f, nil))
 	return cmd
 }
 

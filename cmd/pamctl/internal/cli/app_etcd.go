@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy"
+	"github.com/pamctl/pamctl/store"
+	"github.com/pamctl/pamctl/store/etcdstore"
+)
+
+// queuedLog is the server's audit trail: bbolt's (store.AuditLog) or, with
+// store.backend etcd, the one chain every replica appends to
+// (etcdstore.AuditLog).
+type queuedLog interface {
+	auditLog
+	QueueDepth() int
+}
+
+var (
+	_ queuedLog = (*store.AuditLog)(nil)
+	_ queuedLog = (*etcdstore.AuditLog)(nil)
+)
+
+// counterStore is the proxy's limit counters: per process with bbolt,
+// shared by the replicas with etcd (proxy.SharedCounters).
+type counterStore interface {
+	proxy.CounterStore
+	Close() error
+}
+
+var (
+	_ counterStore         = (*store.Counters)(nil)
+	_ proxy.SharedCounters = (*etcdstore.Counters)(nil)
+)
+
+// openAuditLog opens the trail. With etcd it first starts this replica's
+// campaign for the background work (a.leader), which the chain's
+// signed-head timer follows too; the keyring signs heads with its
+// high-water mark, which then describes the one shared chain.
+func (a *App) openAuditLog(ctx context.Context, mode audit.SyncMode) (queuedLog, error) {
+	onErr := func(err error) { a.health.Fail(checkAudit, err) }
+	if a.etcd == nil {
+		return a.db.AuditLog(store.AuditOptions{Sync: mode, Signer: a.headSigner(),
+			HeadEvery: a.cfg.Audit.HeadEvery, HeadInterval: a.cfg.Audit.HeadInterval,
+			OnError: onErr, OnBatch: a.observeBatch()})
+	}
+	host, _ := os.Hostname()
+	id := fmt.Sprintf("%s:%d", host, os.Getpid())
+	a.election = a.etcd.Campaign(id, etcdstore.ElectionOptions{
+		OnChange: func(leading bool) {
+			a.log.Info("background work (sweeps, retention, signed heads)", "leading", leading, "replica", id)
+		},
+		OnError: func(err error) { a.log.Warn("leader election", "err", err.Error()) },
+	})
+	a.leader = a.election
+	return a.etcd.AuditLog(ctx, etcdstore.AuditOptions{Sync: mode, Signer: a.keys,
+		HeadEvery: a.cfg.Audit.HeadEvery, HeadInterval: a.cfg.Audit.HeadInterval,
+		OnError: onErr, OnBatch: a.observeBatch(), Leader: a.leader})
+}
+
+// openCounters opens the proxy's limit counters.
+func (a *App) openCounters() (counterStore, error) {
+	onErr := func(err error) { a.log.Warn("limit counters not written; retrying", "err", err.Error()) }
+	if a.etcd != nil {
+		return a.etcd.Counters(etcdstore.CounterOptions{OnError: onErr})
+	}
+	return a.db.Counters(store.CounterOptions{OnError: onErr})
+}
+
+// issuerURL names the broker in the tokens it mints and the tokens its
+// proxy accepts. One server: its own URL. Replicas on etcd behind a load
+// balancer: `server` (the address everyone reaches them at) when set, so
+// a token minted by one replica verifies at every replica; without it,
+// every replica's own URL, which then must be the same on all of them
+// (same broker.addr and TLS setting).
+func (a *App) issuerURL() string {
+	if a.etcd != nil && a.cfg.Server != "" {
+		return strings.TrimRight(a.cfg.Server, "/")
+	}
+	return a.BrokerURL()
+}
