@@ -10,6 +10,7 @@ import (
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/scrub"
+	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
 // endpointKind says what the proxy knows about a request's endpoint.
@@ -68,6 +69,9 @@ type call struct {
 	unscanned   []string   // content pamctl could not read (payload.Request.Unscanned)
 	key         secret     // vaulted provider key for this call
 	keys        *scrub.Set // every known vaulted key, scrubbed from what leaves
+	// tools judges the tool calls the answer proposes (the tool-call
+	// firewall); nil when none applies to this call.
+	tools toolcall.Judge
 	// cancelUpstream ends the upstream call (set when it is forwarded);
 	// release calls it.
 	cancelUpstream func()
