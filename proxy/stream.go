@@ -118,13 +118,6 @@ func (s *streamBody) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		s.waiting = false
-		if s.tools.busy() {
-			if s.out.Len() > 0 {
-				break // what is ready goes first
-			}
-			s.awaitVerdict()
-			continue
-		}
 		if s.overflow != nil {
 			// Nothing more is read: the stream ends here.
 			s.result, s.copyErr = s.relay.Result()
@@ -132,6 +125,13 @@ func (s *streamBody) Read(b []byte) (int, error) {
 				s.copyErr = s.overflow
 			}
 			s.finish()
+			continue
+		}
+		if s.tools.busy() {
+			if s.out.Len() > 0 {
+				break // what is ready goes first
+			}
+			s.awaitVerdict()
 			continue
 		}
 		if !s.relay.Step() {

@@ -1345,8 +1345,9 @@ func (t *toolStream) wait(clientCtx context.Context) (keepalive bool, err error)
 			if clientCtx.Err() != nil {
 				return false, clientCtx.Err()
 			}
-			return false, errUpstream(http.StatusBadGateway, CodeToolCallUndecided, fmt.Sprintf(
-				"pamctl could not decide on the model's call to tool %q, so the call was withheld and the stream ends here. Retry the request; if it persists an administrator should check the pamctl logs.", clip(c.Tool(), 80)), r.err)
+			return false, errUpstream(http.StatusBadGateway, CodeToolCallUndecided,
+				"pamctl could not decide on a tool call the model proposed, so the call was withheld and the stream ends here. Retry the request; if it persists an administrator should check the pamctl logs.",
+				fmt.Errorf("judge %s: %w", clip(c.Tool(), 80), r.err))
 		}
 		t.buf.decide(r.v)
 		return false, nil
@@ -1378,6 +1379,7 @@ func (s *streamBody) checkTools(err error) {
 	case err != nil && errors.As(err, &ae):
 	case err != nil:
 		// The client went away: finish records the call as abandoned.
+		s.tools.stop()
 		if s.overflow == nil {
 			s.overflow = err
 		}
@@ -1386,6 +1388,7 @@ func (s *streamBody) checkTools(err error) {
 		ae = s.tools.buf.err
 	}
 	if ae != nil && s.toolErr == nil {
+		s.tools.stop()
 		s.toolErr = ae
 		if s.overflow == nil {
 			s.overflow = ae
