@@ -715,14 +715,19 @@ var respToolKinds = map[string]toolcall.Kind{
 	"mcp_call":         toolcall.MCP,
 	"local_shell_call": toolcall.LocalShell,
 	"computer_call":    toolcall.Computer,
+	// An approval the agent may grant for a hosted MCP call: judged
+	// before the agent can approve it.
+	"mcp_approval_request": toolcall.MCP,
 }
 
 // respArgs names, per item type, the field holding the arguments and the
-// event kind that streams them.
+// event kind that streams them ("": not streamed). local_shell_call and
+// computer_call have an action object instead.
 var respArgs = map[string]struct{ field, stream string }{
-	"function_call":    {"arguments", "function_call_arguments"},
-	"custom_tool_call": {"input", "custom_tool_call_input"},
-	"mcp_call":         {"arguments", "mcp_call_arguments"},
+	"function_call":        {"arguments", "function_call_arguments"},
+	"custom_tool_call":     {"input", "custom_tool_call_input"},
+	"mcp_call":             {"arguments", "mcp_call_arguments"},
+	"mcp_approval_request": {"arguments", ""},
 }
 
 type respItem struct {
@@ -976,18 +981,38 @@ func (b *toolBuffer) buildCall(r *respItem) bool {
 		}
 		r.call.Arguments = args
 	} else {
-		// local_shell_call, computer_call: the action is the arguments.
-		action := item["action"]
-		if isNull(action) {
-			action = item["actions"]
+		// local_shell_call, computer_call: the action is the arguments,
+		// as the whole-answer judge renders it (toolcall.RewriteAnswer).
+		text, ok := actionText(item["action"])
+		if !ok {
+			b.fail(errors.New("a tool call's action is not an object"))
+			return false
 		}
-		r.call.Arguments = string(bytes.TrimSpace(action))
+		r.call.Arguments = text
 	}
 	if len(r.call.Arguments)+len(r.call.Name) > maxToolArguments {
 		b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
 		return false
 	}
 	return true
+}
+
+// actionText renders an action object as JSON text (keys sorted, numbers
+// as written), "{}" when absent.
+func actionText(raw json.RawMessage) (string, bool) {
+	if isNull(raw) {
+		return "{}", true
+	}
+	var v any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&v) != nil {
+		return "", false
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return "", false
+	}
+	return string(toJSON(v)), true
 }
 
 // flushResp emits the queued events up to the first of a call still
@@ -1072,9 +1097,10 @@ func (b *toolBuffer) replaceItem(r *respItem, seq int64, hasSeq bool) {
 	item := r.judgedItem("completed")
 	r.emitted = toJSON(item)
 	added := r.judgedItem("in_progress")
-	spec, streamed := respArgs[r.typ]
+	spec, hasArgs := respArgs[r.typ]
+	streamed := hasArgs && spec.stream != ""
 	if streamed {
-		added[spec.field] = json.RawMessage(`""`)
+		added[spec.field] = json.RawMessage(`""`) // the deltas fill it in
 	}
 	b.synth(map[string]any{"type": "response.output_item.added", "output_index": oi, "item": added}, seq, hasSeq)
 	if streamed {
@@ -1100,11 +1126,11 @@ func (r *respItem) judgedItem(status string) map[string]json.RawMessage {
 	if spec, ok := respArgs[r.typ]; ok {
 		item[spec.field] = toJSON(args)
 	} else if r.verdict.Action == toolcall.Redact {
-		field := "action"
-		if _, has := item["action"]; !has && !isNull(item["actions"]) {
-			field = "actions"
+		if json.Valid([]byte(args)) {
+			item["action"] = json.RawMessage(args)
+		} else {
+			item["action"] = json.RawMessage("{}") // a redaction that is not JSON shows nothing
 		}
-		item[field] = json.RawMessage(args)
 	}
 	if _, has := item["status"]; has || status == "in_progress" {
 		item["status"] = toJSON(status)

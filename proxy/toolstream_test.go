@@ -583,7 +583,7 @@ func TestResponsesStreamOtherToolKinds(t *testing.T) {
 	if err != nil || len(calls) != 3 {
 		t.Fatal(err, calls)
 	}
-	if calls[0].Kind != toolcall.LocalShell || calls[0].Arguments != `{"type":"exec","command":["rm","-rf","/"]}` ||
+	if calls[0].Kind != toolcall.LocalShell || calls[0].Arguments != `{"command":["rm","-rf","/"],"type":"exec"}` ||
 		calls[1].Tool() != "mcp:github/search" || calls[1].Arguments != `{"q":1}` ||
 		calls[2].Kind != toolcall.Custom || calls[2].Arguments != "SELECT 1" || calls[2].ID != "call_g" {
 		t.Fatalf("judged %+v", calls)
