@@ -145,6 +145,7 @@ const (
 	TypeProxyRefused    Type = "proxy.refused"
 	TypeProxyEnrolled   Type = "proxy.enrolled"
 	TypeProxyRevoked    Type = "proxy.revoked"
+	TypeToolCall        Type = "tool.call"
 	TypeAuditRead       Type = "audit.read"
 	TypeAuditExport     Type = "audit.export"
 	TypeAuditAnchor     Type = "audit.anchor"
@@ -186,6 +187,7 @@ var types = []TypeInfo{
 	{TypeProxyRefused, "PAM-P006", "calls the proxy refused before authentication, counted per source network (IPv4 /24, IPv6 /64) and minute, at most 32 events a minute"},
 	{TypeProxyEnrolled, "PAM-P007", "a local proxy enrolled (or renewed) with a proxy:serve grant, or was refused"},
 	{TypeProxyRevoked, "PAM-P008", "an admin revoked a local proxy's enrollment; it is cut off at once"},
+	{TypeToolCall, "PAM-P009", "the model proposed a tool call in an answer and the proxy judged it (decision allow, redact or deny; details: tool, masked arguments)"},
 	{TypeAuditRead, "PAM-L001", "someone read the audit trail"},
 	{TypeAuditExport, "PAM-L002", "someone exported the audit trail"},
 	{TypeAuditAnchor, "PAM-L003", "old events were pruned; details carry the retention anchor"},

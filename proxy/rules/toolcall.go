@@ -67,6 +67,21 @@ type CallResult struct {
 	Unredactable bool
 }
 
+// Action returns the action of the rule named name ("" when unknown).
+func (e *Engine) Action(name string) string {
+	if e == nil {
+		return ""
+	}
+	for _, rs := range [][]compiled{e.rules, e.calls} {
+		for i := range rs {
+			if rs[i].Name == name {
+				return rs[i].Action
+			}
+		}
+	}
+	return ""
+}
+
 // HasCallRules reports whether any tool_call rule is in force.
 func (e *Engine) HasCallRules() bool { return e != nil && len(e.calls) > 0 }
 
