@@ -37,8 +37,9 @@ var ErrAnswerShape = errors.New("toolcall: unreadable tool call in the answer")
 //     with the explanation.
 //
 // An answer without tool calls (or of another endpoint) comes back as it
-// is, without being decoded twice; so does one whose every verdict is
-// Allow. A Judge error ends the rewrite: the caller withholds the answer.
+// is; one with tool calls is re-encoded (keys sorted, duplicates gone) so
+// that the client reads exactly what was judged. A Judge error ends the
+// rewrite: the caller withholds the answer.
 func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) ([]byte, error) {
 	if j == nil {
 		return body, nil
@@ -108,9 +109,10 @@ func (r *rewriter) judge(c Call) (Verdict, error) {
 	if err != nil {
 		return Verdict{}, err
 	}
-	if v.Action != Allow {
-		r.changed = true
-	}
+	// An answer with a judged call is always written anew, even when every
+	// verdict is Allow: the client then reads exactly what was judged (a
+	// duplicated key, which decoders resolve differently, is gone).
+	r.changed = true
 	if v.Action == Deny && v.Message == "" {
 		v.Message = DeniedMessage(c, "")
 	}
