@@ -98,11 +98,14 @@ const (
 )
 
 // ArgumentMatch selects one argument of a tool call (Path, e.g.
-// "$.command" or "$.files[0].path") and matches it (Pattern, a Go regular
-// expression; empty matches any value present at Path).
+// "$.command" or "$.files[0].path") and matches it: Pattern, a Go regular
+// expression, must match it (empty: any value present at Path), and
+// Unless must not (so an allow list is a deny rule with Unless; a call
+// without the argument then matches too).
 type ArgumentMatch struct {
 	Path    string `mapstructure:"path" yaml:"path"`
 	Pattern string `mapstructure:"pattern" yaml:"pattern,omitempty"`
+	Unless  string `mapstructure:"unless" yaml:"unless,omitempty"`
 }
 
 // clone copies r's slices, so the engine never shares memory with its caller.
@@ -202,9 +205,11 @@ type Engine struct {
 type compiled struct {
 	Rule
 	re *regexp.Regexp
-	// sel and argRe are a tool_call rule's argument selector and pattern.
-	sel   selector
-	argRe *regexp.Regexp
+	// sel, argRe and unlessRe are a tool_call rule's argument selector,
+	// pattern and unless pattern.
+	sel      selector
+	argRe    *regexp.Regexp
+	unlessRe *regexp.Regexp
 	// reLit is a case-folded literal every match of re contains (see
 	// requiredLiteral); when the folded text lacks it, re is not run.
 	reLit string

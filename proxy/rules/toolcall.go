@@ -22,11 +22,13 @@ import (
 // custom tool's free-form input) are matched as they are.
 //
 //   - pattern / literals match that whole text;
-//   - arguments: {path, pattern} matches the one value at path (a string
-//     as its text, anything else as its canonical JSON); without a
-//     pattern the rule matches when path exists. When the arguments are
-//     not JSON, the pattern runs on the whole text instead (so a rule is
-//     never skipped because the model wrote something unreadable);
+//   - arguments: {path, pattern, unless} matches the one value at path (a
+//     string as its text, anything else as its canonical JSON) when
+//     pattern matches it (or is empty) and unless does not; without a
+//     pattern the rule matches when path exists, and with unless when it
+//     does not exist too. When the arguments are not JSON, the patterns
+//     run on the whole text instead (so a rule is never skipped because
+//     the model wrote something unreadable);
 //   - neither: every call of the tool matches.
 //
 // Redact masks matching text inside JSON string values only, so the
@@ -115,6 +117,17 @@ func compileCallRule(c *compiled, bad func(field, format string, args ...any)) {
 				bad("arguments.pattern", "can match the empty string, so it would match every value; make every match at least one character long")
 			default:
 				c.argRe = re
+			}
+		}
+		if a.Unless != "" {
+			re, err := regexp.Compile(a.Unless)
+			switch {
+			case err != nil:
+				bad("arguments.unless", "%v", err)
+			case r.Action == Redact:
+				bad("arguments.unless", "applies to deny and require_approval rules: a redact rule masks what matches, not what does not")
+			default:
+				c.unlessRe = re
 			}
 		}
 	}
@@ -217,20 +230,19 @@ func (c *compiled) matchCall(a *args) bool {
 	switch {
 	case c.Arguments != nil:
 		if !a.json {
-			return c.argRe == nil || c.argRe.MatchString(a.raw)
+			return c.matchArg(a.raw)
 		}
 		v, ok := c.sel.find(a.root)
 		if !ok {
-			return false
-		}
-		if c.argRe == nil {
-			return true
+			// Absent: no pattern can match it, and it is not what an
+			// unless pattern allows.
+			return c.argRe == nil && c.unlessRe != nil
 		}
 		if s, isStr := v.(string); isStr {
-			return c.argRe.MatchString(s)
+			return c.matchArg(s)
 		}
 		text, err := canonical(v)
-		return err == nil && c.argRe.MatchString(text)
+		return err == nil && c.matchArg(text)
 	case c.re != nil || len(c.lits) > 0:
 		if c.match(&text{s: a.canon}) {
 			return true
@@ -241,6 +253,11 @@ func (c *compiled) matchCall(a *args) bool {
 		return c.Action == Redact && a.json && anyString(a.root, func(s string) bool { return c.match(&text{s: s}) })
 	}
 	return true
+}
+
+// matchArg applies the argument pattern and unless pattern to one value.
+func (c *compiled) matchArg(s string) bool {
+	return (c.argRe == nil || c.argRe.MatchString(s)) && (c.unlessRe == nil || !c.unlessRe.MatchString(s))
 }
 
 // anyString reports whether f holds for any string value under v.
