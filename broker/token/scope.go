@@ -4,9 +4,10 @@ package token
 //
 // A scope is "kind:value": model:gpt-4o, model:azure/gpt-4o (a model reached
 // through the upstream named azure), endpoint:/v1/audio/speech, audit:read,
-// upstream:openai, tool:shell, tool:mcp:github/search_* (docs/tools.md). The kind is always literal; only the value may contain '*'
-// globs, and a '*' matches any run of bytes, including '/' and ':' and the
-// empty run. So:
+// upstream:openai, tool:shell, tool:mcp:github/search_* (docs/tools.md).
+// The kind is always literal; only the value may contain '*' globs, and a
+// '*' matches any run of bytes, including '/' and ':' and the empty run.
+// So:
 //
 //	model:gpt-4o    covers model:gpt-4o only (not model:gpt-4o-mini, not model:azure/gpt-4o)
 //	model:gpt-4o*   covers model:gpt-4o, model:gpt-4o-mini, model:gpt-4o-2024-08-06
