@@ -154,7 +154,6 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 		ev.Decision = "deny"
 	}
 	if err := p.appendEvent(context.WithoutCancel(ctx), ev); err != nil {
-		c.auditFailed = true
 		p.log.Error("audit append failed", "request_id", c.id, "type", audit.TypeToolCall, "err", err)
 		return toolcall.Verdict{}, fmt.Errorf("proxy: audit tool call: %w", err)
 	}

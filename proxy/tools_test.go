@@ -74,6 +74,9 @@ func TestDeclaredToolsOutsideScopeRefused(t *testing.T) {
 		{"mcp label with a slash", "/v1/responses", respWith(`[{"type":"mcp","server_label":"github/search_x","server_url":"https://x","allowed_tools":["y"]}]`, ""), 403, []string{"no tool scope can name"}},
 		{"mcp tool_choice", "/v1/responses", respWith(`[{"type":"mcp","server_label":"github","server_url":"https://x","allowed_tools":["search_code"]}]`, `,"tool_choice":{"type":"mcp","server_label":"github","name":"delete_repo"}`), 403, []string{`"mcp:github/delete_repo"`}},
 		{"allowed_tools tool_choice", "/v1/responses", respWith(`[{"type":"function","name":"shell"}]`, `,"tool_choice":{"type":"allowed_tools","mode":"auto","tools":[{"type":"function","name":"rm"}]}`), 403, []string{`"rm"`, "tool_choice.tools[0]"}},
+		{"responses name beside a nested one", "/v1/responses", respWith(`[{"type":"function","name":"rm","function":{"name":"shell"}}]`, ""), 403, []string{`"rm"`, "tools[0]"}},
+		{"chat nested name beside a top one", "/v1/chat/completions", `{"model":"gpt-4o","messages":[],"tools":[{"type":"function","name":"shell","function":{"name":"rm"}}]}`, 403, []string{`"rm"`, "tools[0].function"}},
+		{"name of the wrong type", "/v1/responses", respWith(`[{"type":"function","name":"shell","function":{"name":7}}]`, ""), 400, nil},
 		{"stored prompt", "/v1/responses", `{"model":"gpt-4o","prompt":{"id":"pmpt_1"}}`, 403, []string{"stored prompt"}},
 	}
 	for _, tc := range cases {

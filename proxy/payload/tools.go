@@ -74,6 +74,25 @@ func (d *declared) named(m map[string]any, key, where string) {
 	d.add(s, where)
 }
 
+// names adds the name of a function or custom tool (or choice): chat
+// nests it (function.name), Responses has it at the top (name). Whichever
+// the upstream reads, both are checked when both are there; neither is an
+// unnamed tool.
+func (d *declared) names(t map[string]any, typ, where string) {
+	n := len(d.out)
+	if inner := obj(t[typ]); typ != "" && inner != nil {
+		if s, _ := inner["name"].(string); s != "" || inner["name"] != nil {
+			d.add(s, where+"."+typ)
+		}
+	}
+	if s, _ := t["name"].(string); s != "" || t["name"] != nil {
+		d.add(s, where)
+	}
+	if len(d.out) == n {
+		d.add("", where)
+	}
+}
+
 // hostedName maps a hosted tool's type to the name its scope uses.
 func hostedName(typ string) string {
 	switch {
@@ -95,13 +114,7 @@ func (d *declared) tool(t map[string]any, where string) {
 	typ, _ := t["type"].(string)
 	switch typ {
 	case "", "function", "custom":
-		if typ != "" {
-			if inner := obj(t[typ]); inner != nil { // chat nests the definition
-				d.named(inner, "name", where+"."+typ)
-				return
-			}
-		}
-		d.named(t, "name", where)
+		d.names(t, typ, where)
 	case "mcp":
 		d.mcp(t, where)
 	default:
@@ -144,11 +157,7 @@ func (d *declared) choice(tc map[string]any, where string) {
 	typ, _ := tc["type"].(string)
 	switch typ {
 	case "function", "custom":
-		if inner := obj(tc[typ]); inner != nil { // chat
-			d.named(inner, "name", where+"."+typ)
-			return
-		}
-		d.named(tc, "name", where)
+		d.names(tc, typ, where)
 	case "mcp":
 		server, _ := tc["server_label"].(string)
 		name, _ := tc["name"].(string)
