@@ -180,7 +180,7 @@ var types = []TypeInfo{
 	{TypeConfigReloaded, "PAM-C001", "the configuration was reloaded"},
 	{TypeNotifyFailed, "PAM-C002", "a webhook notification could not be delivered"},
 	{TypeProxyCall, "PAM-P001", "a call went through the proxy (or was refused by it)"},
-	{TypePromptHeld, "PAM-P002", "a prompt rule held a call for approval"},
+	{TypePromptHeld, "PAM-P002", "a prompt rule held a call for approval (or a tool_call rule a proposed tool call: target and details.tool name the tool)"},
 	{TypePromptReleased, "PAM-P003", "an approver released a held call"},
 	{TypePromptRefused, "PAM-P004", "a held call was refused or timed out"},
 	{TypeTraceSpan, "PAM-P005", "a trace span of an agent run, recorded by the proxy"},
