@@ -56,6 +56,9 @@ type call struct {
 
 	claims *token.Claims
 	scopes []string
+	// toolScopes are the values of the grant's tool: scopes (nil: every
+	// tool); set by authorize for model calls (tools.go).
+	toolScopes []string
 
 	up          *upstream
 	req         *payload.Request // the parsed body of a model call
