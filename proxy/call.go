@@ -72,8 +72,8 @@ type call struct {
 	unscanned   []string   // content pamctl could not read (payload.Request.Unscanned)
 	key         secret     // vaulted provider key for this call
 	keys        *scrub.Set // every known vaulted key, scrubbed from what leaves
-	// tools judges the tool calls the answer proposes (the tool-call
-	// firewall); nil when none applies to this call.
+	// tools, when set, judges the tool calls a streamed answer proposes
+	// instead of p.toolJudge(c) (tests set a fake judge here).
 	tools toolcall.Judge
 	// cancelUpstream ends the upstream call (set when it is forwarded);
 	// release calls it.

@@ -106,8 +106,13 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 		return s
 	}
 	s.relay = relay
-	if c.tools != nil && (c.kind == epChat || c.kind == epResponses) {
-		s.tools = newToolStream(ctx, c.tools, c.kind == epChat, s.relayEvent)
+	if j := c.tools; c.kind == epChat || c.kind == epResponses {
+		if j == nil {
+			j = p.toolJudge(c)
+		}
+		if j != nil {
+			s.tools = newToolStream(ctx, j, c.kind == epChat, s.relayEvent)
+		}
 	}
 	return s
 }
