@@ -23,6 +23,10 @@ type Hold struct {
 	Endpoint       string
 	Excerpt        string // masked
 	SHA256         string // of the whole prompt as it would go upstream
+	// Tool and Arguments (masked) describe a held tool call (see
+	// PromptHold); both empty for a held prompt.
+	Tool      string
+	Arguments string
 }
 
 // HoldPrompt records a pending review of kind "prompt" and blocks until an
@@ -41,14 +45,19 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
-		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
 	}
 	if err := s.store.CreateRequest(ctx, r); err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not record the held call", Err: err}
 	}
 	a := actor(h.Caller)
 	a.TokenID = h.TokenID
-	s.emit(ctx, &audit.Event{Type: audit.TypePromptHeld, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Endpoint: h.Endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256})
+	held := &audit.Event{Type: audit.TypePromptHeld, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Endpoint: h.Endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256}
+	if h.Tool != "" {
+		held.Target = h.Tool
+		held.Details = map[string]string{"tool": h.Tool}
+	}
+	s.emit(ctx, held)
 	s.notify(ctx, r, "prompt.held")
 
 	got, err := s.Wait(ctx, h.Caller, r.ID)

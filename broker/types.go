@@ -73,6 +73,11 @@ type PromptHold struct {
 	Excerpt  string `json:"excerpt"` // masked
 	SHA256   string `json:"prompt_sha256"`
 	GrantID  string `json:"grant"`
+	// Tool and Arguments are set when a tool_call rule held a tool call
+	// the model proposed: the tool's name and its arguments, masked and
+	// cut to about 1 KiB (docs/tools.md).
+	Tool      string `json:"tool,omitempty"`
+	Arguments string `json:"arguments,omitempty"`
 	// AlsoApprovedBy lists the approvers of every other require_approval
 	// rule that matched: whoever releases the call must be one of each.
 	AlsoApprovedBy []policy.Subjects `json:"also_approved_by,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/scrub"
+	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
 // endpointKind says what the proxy knows about a request's endpoint.
@@ -55,6 +56,9 @@ type call struct {
 
 	claims *token.Claims
 	scopes []string
+	// toolScopes are the values of the grant's tool: scopes (nil: every
+	// tool); set by authorize for model calls (tools.go).
+	toolScopes []string
 
 	up          *upstream
 	req         *payload.Request // the parsed body of a model call
@@ -68,6 +72,9 @@ type call struct {
 	unscanned   []string   // content pamctl could not read (payload.Request.Unscanned)
 	key         secret     // vaulted provider key for this call
 	keys        *scrub.Set // every known vaulted key, scrubbed from what leaves
+	// tools, when set, judges the tool calls a streamed answer proposes
+	// instead of p.toolJudge(c) (tests set a fake judge here).
+	tools toolcall.Judge
 	// cancelUpstream ends the upstream call (set when it is forwarded);
 	// release calls it.
 	cancelUpstream func()

@@ -43,6 +43,7 @@ const (
 	CodeHostNotAllowed           = "host_not_allowed"
 	CodeTracesNotInScope         = "traces_not_in_scope"
 	CodeTooManySpans             = "too_many_spans"
+	CodeToolNotInScope           = "tool_not_in_scope"
 )
 
 // statusClientClosed is logged and audited when the client went away before

@@ -7,8 +7,9 @@ import (
 	"github.com/pamctl/pamctl/proxy/rules"
 )
 
-// HoldRequest describes a call a require_approval prompt rule holds. It
-// carries the masked prompt excerpt and the digest, never the raw prompt.
+// HoldRequest describes a call a require_approval prompt rule holds, or a
+// tool call a require_approval tool_call rule holds. It carries the masked
+// prompt excerpt (or tool arguments) and the digest, never the raw text.
 type HoldRequest struct {
 	// GrantID is the grant whose token made the call.
 	GrantID string
@@ -31,6 +32,11 @@ type HoldRequest struct {
 	// read), so an approval can be matched to a retry of the same call.
 	Excerpt      string
 	PromptSHA256 string
+	// Tool and Arguments are set when a tool_call rule holds a tool call
+	// the model proposed: the tool's name (toolcall.Call.Tool) and its
+	// arguments masked and cut to about 1 KiB (the Excerpt shows both).
+	Tool      string
+	Arguments string
 }
 
 // HoldDecision is an approver's answer to a held call.

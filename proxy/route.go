@@ -283,6 +283,11 @@ func (p *Proxy) authorize(next http.Handler) http.Handler {
 			return
 		}
 		c.decision, c.reasons = "allow", []string{"scope model:" + c.clientModel}
+		if e := p.checkTools(c); e != nil {
+			c.reasons = append(c.reasons, "tool scope")
+			p.fail(w, c, e)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

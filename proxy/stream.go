@@ -54,6 +54,9 @@ type streamBody struct {
 	terminal bool         // the terminal event was seen
 	overflow error        // an event grew past maxStreamEvent, or too much followed the terminal event
 	finished bool         // the audit event is written (or the call abandoned)
+
+	tools   *toolStream // the tool-call firewall (toolstream.go), nil when no Judge applies
+	toolErr *apiError   // the firewall ended the stream
 }
 
 // Bounds of a relayed stream (docs/performance.md). An event (a line
@@ -90,7 +93,7 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 	// Before the relay waits for more of the upstream's answer, the events
 	// it has finished go to the client.
 	r := readerFunc(func(b []byte) (int, error) {
-		if s.out.Len() > 0 || s.overflow != nil {
+		if s.out.Len() > 0 || s.overflow != nil || s.tools.busy() {
 			s.waiting = true
 			return 0, sse.ErrWouldBlock
 		}
@@ -103,6 +106,14 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 		return s
 	}
 	s.relay = relay
+	if j := c.tools; c.kind == epChat || c.kind == epResponses {
+		if j == nil {
+			j = p.toolJudge(c)
+		}
+		if j != nil {
+			s.tools = newToolStream(ctx, j, c.kind == epChat, s.relayEvent)
+		}
+	}
 	return s
 }
 
@@ -119,6 +130,13 @@ func (s *streamBody) Read(b []byte) (int, error) {
 				s.copyErr = s.overflow
 			}
 			s.finish()
+			continue
+		}
+		if s.tools.busy() {
+			if s.out.Len() > 0 {
+				break // what is ready goes first
+			}
+			s.awaitVerdict()
 			continue
 		}
 		if !s.relay.Step() {
@@ -214,8 +232,19 @@ func cutEvent(b []byte, from int) ([]byte, int) {
 	return nil, 0
 }
 
-// handle queues one raw event for the client, holds it, or drops it.
+// handle passes one raw event to the tool-call firewall, if any, which
+// passes on what the client may see to relayEvent.
 func (s *streamBody) handle(ev []byte) {
+	if s.tools != nil {
+		s.tools.buf.push(ev)
+		s.checkTools(nil)
+		return
+	}
+	s.relayEvent(ev)
+}
+
+// relayEvent queues one raw event for the client, holds it, or drops it.
+func (s *streamBody) relayEvent(ev []byte) {
 	if data, ok := plainData(ev); ok && !s.terminal {
 		// The usual event, one data line: decide without copying it.
 		if !s.c.stripUsage || !mayBeUsage(data) {
@@ -347,6 +376,7 @@ func terminalType(t string) bool {
 func (s *streamBody) finish() {
 	s.finished = true
 	s.pending = nil
+	s.tools.stop() // what it still holds is never shown
 	if s.overflow != nil || s.copyErr != nil {
 		_ = s.src.Close() // stop reading; the stream ends here
 	}
@@ -355,6 +385,10 @@ func (s *streamBody) finish() {
 	switch {
 	case s.ctx.Err() != nil:
 		s.clientGone()
+	case s.toolErr != nil:
+		s.c.err, s.c.errDetail = s.toolErr, "tool call withheld: "+s.toolErr.Code
+		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
+		s.out.Write(errorEvent(s.toolErr))
 	case !s.terminal || s.copyErr != nil:
 		cause := s.copyErr
 		if cause == nil {
@@ -414,6 +448,7 @@ func (s *streamBody) takeResult() {
 // canceled then); what was relayed is charged, and the trail records the
 // call as abandoned.
 func (s *streamBody) Close() error {
+	s.tools.stop()
 	if !s.finished && s.relay != nil {
 		s.drain()
 	}

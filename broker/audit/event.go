@@ -145,6 +145,7 @@ const (
 	TypeProxyRefused    Type = "proxy.refused"
 	TypeProxyEnrolled   Type = "proxy.enrolled"
 	TypeProxyRevoked    Type = "proxy.revoked"
+	TypeToolCall        Type = "tool.call"
 	TypeAuditRead       Type = "audit.read"
 	TypeAuditExport     Type = "audit.export"
 	TypeAuditAnchor     Type = "audit.anchor"
@@ -179,13 +180,14 @@ var types = []TypeInfo{
 	{TypeConfigReloaded, "PAM-C001", "the configuration was reloaded"},
 	{TypeNotifyFailed, "PAM-C002", "a webhook notification could not be delivered"},
 	{TypeProxyCall, "PAM-P001", "a call went through the proxy (or was refused by it)"},
-	{TypePromptHeld, "PAM-P002", "a prompt rule held a call for approval"},
+	{TypePromptHeld, "PAM-P002", "a prompt rule held a call for approval (or a tool_call rule a proposed tool call: target and details.tool name the tool)"},
 	{TypePromptReleased, "PAM-P003", "an approver released a held call"},
 	{TypePromptRefused, "PAM-P004", "a held call was refused or timed out"},
 	{TypeTraceSpan, "PAM-P005", "a trace span of an agent run, recorded by the proxy"},
 	{TypeProxyRefused, "PAM-P006", "calls the proxy refused before authentication, counted per source network (IPv4 /24, IPv6 /64) and minute, at most 32 events a minute"},
 	{TypeProxyEnrolled, "PAM-P007", "a local proxy enrolled (or renewed) with a proxy:serve grant, or was refused"},
 	{TypeProxyRevoked, "PAM-P008", "an admin revoked a local proxy's enrollment; it is cut off at once"},
+	{TypeToolCall, "PAM-P009", "the model proposed a tool call in an answer and the proxy judged it (decision allow, redact or deny; details: tool, masked arguments)"},
 	{TypeAuditRead, "PAM-L001", "someone read the audit trail"},
 	{TypeAuditExport, "PAM-L002", "someone exported the audit trail"},
 	{TypeAuditAnchor, "PAM-L003", "old events were pruned; details carry the retention anchor"},

@@ -484,9 +484,10 @@ func (r *Registry) Ship(ctx context.Context, e *Enrollment, batch AuditBatch) (A
 
 // ShippedTypes are the event types a proxy records and may ship: its
 // calls, the calls it refused before authentication (and the link gate's
-// refusals), and the trace spans agents post through it. Every other type
-// is recorded by the broker itself and is refused from a proxy.
-var ShippedTypes = []audit.Type{audit.TypeProxyCall, audit.TypeProxyRefused, audit.TypeTraceSpan}
+// refusals), the trace spans agents post through it, and its verdicts on
+// the tool calls models propose. Every other type is recorded by the
+// broker itself and is refused from a proxy.
+var ShippedTypes = []audit.Type{audit.TypeProxyCall, audit.TypeProxyRefused, audit.TypeTraceSpan, audit.TypeToolCall}
 
 // Caps on a shipped event's fields (the proxy applies the same ones
 // before spooling; the broker does not rely on it). Prompt and Response

@@ -230,6 +230,9 @@ type HoldRequest struct {
 	Endpoint     string         `json:"endpoint,omitempty"`
 	Excerpt      string         `json:"excerpt,omitempty"`
 	PromptSHA256 string         `json:"prompt_sha256,omitempty"`
+	// Tool and Arguments (masked) are set for a held tool call.
+	Tool      string `json:"tool,omitempty"`
+	Arguments string `json:"arguments,omitempty"`
 }
 
 // HoldDecision is its answer.

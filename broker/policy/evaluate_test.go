@@ -283,3 +283,21 @@ func TestEvaluateIsPure(t *testing.T) {
 		t.Fatal("Decision shares approver slices with the policy set")
 	}
 }
+
+// Tool scopes are requested and granted like any scope: a policy's
+// tool:GLOB covers the tools under it, and a wider ask is refused.
+func TestEvaluateToolScopes(t *testing.T) {
+	set := Set{{Name: "agents", Subjects: Subjects{Users: []string{alice.Email}}, Scopes: []string{"model:gpt-4o", "tool:shell", "tool:mcp:github/search_*"}}}
+	if err := set.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d := Evaluate(set, alice, Ask{Scopes: []string{"model:gpt-4o", "tool:shell", "tool:mcp:github/search_code"}})
+	if !d.Allow {
+		t.Fatalf("tool scopes under the policy: %+v", d)
+	}
+	for _, ask := range []string{"tool:*", "tool:mcp:github/*", "tool:Shell", "tool:delete_repo"} {
+		if d := Evaluate(set, alice, Ask{Scopes: []string{"model:gpt-4o", ask}}); d.Allow || !hasReason(d, "scope "+ask+" is not granted to you") {
+			t.Errorf("%s: %+v", ask, d)
+		}
+	}
+}

@@ -4,9 +4,10 @@ package token
 //
 // A scope is "kind:value": model:gpt-4o, model:azure/gpt-4o (a model reached
 // through the upstream named azure), endpoint:/v1/audio/speech, audit:read,
-// upstream:openai. The kind is always literal; only the value may contain '*'
-// globs, and a '*' matches any run of bytes, including '/' and ':' and the
-// empty run. So:
+// upstream:openai, tool:shell, tool:mcp:github/search_* (docs/tools.md).
+// The kind is always literal; only the value may contain '*' globs, and a
+// '*' matches any run of bytes, including '/' and ':' and the empty run.
+// So:
 //
 //	model:gpt-4o    covers model:gpt-4o only (not model:gpt-4o-mini, not model:azure/gpt-4o)
 //	model:gpt-4o*   covers model:gpt-4o, model:gpt-4o-mini, model:gpt-4o-2024-08-06
@@ -34,10 +35,11 @@ const (
 	KindTraces   = "traces"   // traces:write, storing agent traces through the proxy
 	KindSessions = "sessions" // sessions:admin, list and end anyone's broker sessions
 	KindProxy    = "proxy"    // proxy:serve, a local proxy's workload identity may enroll
+	KindTool     = "tool"     // tool:GLOB, the tools a grant may declare and the model may call
 )
 
 // ScopeKinds lists the kinds ValidScope accepts, in documentation order.
-var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream, KindTraces, KindSessions, KindProxy}
+var ScopeKinds = []string{KindModel, KindEndpoint, KindAudit, KindUpstream, KindTool, KindTraces, KindSessions, KindProxy}
 
 // MaxScopeLen bounds the length of one scope string.
 const MaxScopeLen = 256

@@ -179,6 +179,7 @@ func TestValidScope(t *testing.T) {
 		"model:gpt-4o", "model:gpt-4o*", "model:azure/gpt-4o", "model:*",
 		"model:ft:gpt-4o-mini:acme::abc123", "model:meta-llama/Llama-3.1-70B",
 		"endpoint:/v1/audio/*", "endpoint:*", "audit:read", "upstream:openai",
+		"tool:shell", "tool:*", "tool:mcp:github/search_*", "tool:web_search",
 	}
 	for _, s := range valid {
 		if err := ValidScope(s); err != nil {
@@ -193,6 +194,8 @@ func TestValidScope(t *testing.T) {
 		{"*:read", `unknown kind "*"`},
 		{"model:", "empty value"},
 		{"model:gpt 4o", `character ' '`},
+		{"tool:sh ell", `character ' '`},
+		{"tool:", "empty value"},
 		{"model:gpt-4o\n", `character '\n'`},
 		{`model:"gpt"`, `character '"'`},
 		{"endpoint:v1/audio", "starting with '/'"},

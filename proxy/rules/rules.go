@@ -79,6 +79,33 @@ type Rule struct {
 	// require_approval held. Without such a rule they pass and the audit
 	// event lists what was not read. It excludes pattern and literals.
 	Unscanned bool `mapstructure:"unscanned" yaml:"unscanned"`
+	// Target is what the rule inspects: "prompt" (the default) or
+	// "tool_call", a tool call the model proposes in an answer (see
+	// EvaluateCall and docs/tools.md).
+	Target string `mapstructure:"target" yaml:"target,omitempty"`
+	// Tool is the glob on the tool name a tool_call rule applies to
+	// (toolcall.Call.Tool: "shell", "mcp:github/*", "local_shell").
+	Tool string `mapstructure:"tool" yaml:"tool,omitempty"`
+	// Arguments matches one argument of a tool call instead of the whole
+	// arguments text: Path selects it, Pattern matches it.
+	Arguments *ArgumentMatch `mapstructure:"arguments" yaml:"arguments,omitempty"`
+}
+
+// Targets of a rule.
+const (
+	TargetPrompt   = "prompt"
+	TargetToolCall = "tool_call"
+)
+
+// ArgumentMatch selects one argument of a tool call (Path, e.g.
+// "$.command" or "$.files[0].path") and matches it: Pattern, a Go regular
+// expression, must match it (empty: any value present at Path), and
+// Unless must not (so an allow list is a deny rule with Unless; a call
+// without the argument then matches too).
+type ArgumentMatch struct {
+	Path    string `mapstructure:"path" yaml:"path"`
+	Pattern string `mapstructure:"pattern" yaml:"pattern,omitempty"`
+	Unless  string `mapstructure:"unless" yaml:"unless,omitempty"`
 }
 
 // clone copies r's slices, so the engine never shares memory with its caller.
@@ -89,6 +116,10 @@ func (r Rule) clone() Rule {
 	r.Groups = slices.Clone(r.Groups)
 	r.Endpoints = slices.Clone(r.Endpoints)
 	r.Approvers = r.Approvers.clone()
+	if r.Arguments != nil {
+		a := *r.Arguments
+		r.Arguments = &a
+	}
 	return r
 }
 
@@ -167,12 +198,18 @@ type Result struct {
 // Engine evaluates a compiled list of rules. The zero Engine and a nil
 // *Engine allow everything.
 type Engine struct {
-	rules []compiled
+	rules []compiled // prompt rules
+	calls []compiled // tool_call rules (EvaluateCall)
 }
 
 type compiled struct {
 	Rule
 	re *regexp.Regexp
+	// sel, argRe and unlessRe are a tool_call rule's argument selector,
+	// pattern and unless pattern.
+	sel      selector
+	argRe    *regexp.Regexp
+	unlessRe *regexp.Regexp
 	// reLit is a case-folded literal every match of re contains (see
 	// requiredLiteral); when the folded text lacks it, re is not run.
 	reLit string
@@ -217,6 +254,20 @@ func Compile(rules []Rule) (*Engine, error) {
 		default:
 			seen[r.Name] = i
 		}
+		toolCall := false
+		switch r.Target {
+		case "", TargetPrompt:
+			if r.Tool != "" {
+				bad("tool", "applies to tool_call rules only: add target: tool_call")
+			}
+			if r.Arguments != nil {
+				bad("arguments", "applies to tool_call rules only: add target: tool_call")
+			}
+		case TargetToolCall:
+			toolCall = true
+		default:
+			bad("target", "%q is not one of prompt, tool_call", r.Target)
+		}
 		switch r.Action {
 		case Deny, RequireApproval, Redact:
 		case "":
@@ -225,6 +276,8 @@ func Compile(rules []Rule) (*Engine, error) {
 			bad("action", "%q is not one of deny, require_approval, redact", r.Action)
 		}
 		switch {
+		case toolCall:
+			compileCallRule(&c, bad)
 		case r.Unscanned && (r.Pattern != "" || len(r.Literals) > 0):
 			bad("unscanned", "matches calls with content pamctl cannot read, not text: drop pattern and literals, or make it a rule of its own")
 		case r.Unscanned && r.Action == Redact:
@@ -282,6 +335,10 @@ func Compile(rules []Rule) (*Engine, error) {
 		checkList("endpoints", r.Endpoints, true)
 		checkList("approvers.users", r.Approvers.Users, false)
 		checkList("approvers.groups", r.Approvers.Groups, false)
+		if toolCall {
+			e.calls = append(e.calls, c)
+			continue
+		}
 		e.rules = append(e.rules, c)
 	}
 	if len(errs) > 0 {
@@ -290,12 +347,12 @@ func Compile(rules []Rule) (*Engine, error) {
 	return e, nil
 }
 
-// Len returns the number of compiled rules.
+// Len returns the number of compiled rules, of both targets.
 func (e *Engine) Len() int {
 	if e == nil {
 		return 0
 	}
-	return len(e.rules)
+	return len(e.rules) + len(e.calls)
 }
 
 // Evaluate applies every rule that applies to in and returns the strongest
@@ -505,6 +562,11 @@ func (c *compiled) findAll(t *text, rule int) []span {
 // redact replaces the union of spans; overlapping spans merge into one
 // replacement, labelled by the rule whose span starts first.
 func (e *Engine) redact(s string, spans []span) (string, int) {
+	return redactSpans(s, spans, func(rule int) string { return e.rules[rule].replace })
+}
+
+// redactSpans replaces the union of spans by their rule's replacement.
+func redactSpans(s string, spans []span, replace func(rule int) string) (string, int) {
 	sort.Slice(spans, func(i, j int) bool {
 		if spans[i].start != spans[j].start {
 			return spans[i].start < spans[j].start
@@ -520,7 +582,7 @@ func (e *Engine) redact(s string, spans []span) (string, int) {
 			cur.end = max(cur.end, spans[i].end)
 		}
 		b.WriteString(s[last:cur.start])
-		b.WriteString(e.rules[cur.rule].replace)
+		b.WriteString(replace(cur.rule))
 		last = cur.end
 		n++
 	}

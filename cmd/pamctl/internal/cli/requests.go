@@ -292,6 +292,10 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 		if r.Prompt != nil {
 			scopes = r.Prompt.Model + " rule:" + r.Prompt.Rule
 			reason = r.Prompt.Excerpt
+			if r.Prompt.Tool != "" {
+				scopes = r.Prompt.Model + " tool:" + r.Prompt.Tool + " rule:" + r.Prompt.Rule
+				reason = r.Prompt.Arguments
+			}
 		}
 		approvals := "-"
 		if r.Approval.Required {
@@ -367,10 +371,12 @@ func reviewRun(cmd *cobra.Command, o *ReviewOptions) error {
 	if o.Output == "json" {
 		return ios.JSON(r)
 	}
-	switch r.State {
-	case broker.StateApproved:
+	switch {
+	case r.State == broker.StateApproved && r.Prompt != nil && r.Prompt.Tool != "":
+		ios.Successf("Released %s for %s: a call of tool %s (rule %s) with arguments %s", r.ID, DisplayName(r.Requester), r.Prompt.Tool, r.Prompt.Rule, truncate(r.Prompt.Arguments, 200))
+	case r.State == broker.StateApproved:
 		ios.Successf("Approved %s for %s: %s until %s", r.ID, DisplayName(r.Requester), strings.Join(r.Scopes, " "), r.ExpiresAt.Local().Format("15:04 MST"))
-	case broker.StateDenied:
+	case r.State == broker.StateDenied:
 		ios.Successf("Denied %s", r.ID)
 	default:
 		ios.Successf("Recorded your approval of %s (%d/%d approvals; waiting for another approver)", r.ID, r.Approvals(), max(r.Approval.Count, 1))

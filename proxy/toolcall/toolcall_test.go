@@ -1,0 +1,212 @@
+package toolcall
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/responses"
+)
+
+func TestScopesAndCovered(t *testing.T) {
+	scopes := Scopes([]string{"model:gpt-4o", "tool:shell", "tool:read_*", "tool:mcp:github/search_*", "tool:", "traces:write", "tool:mcp:fs/*"})
+	if strings.Join(scopes, " ") != "shell read_* mcp:github/search_* mcp:fs/*" {
+		t.Fatalf("Scopes: %q", scopes)
+	}
+	if Scopes([]string{"model:gpt-4o"}) != nil {
+		t.Fatal("no tool scopes must be nil")
+	}
+	cases := []struct {
+		tool string
+		want bool
+	}{
+		{"shell", true},
+		{"Shell", false},                            // case variant
+		{"SHELL", false},                            // case variant
+		{"sh\u0435ll", false},                       // Cyrillic look-alike
+		{"shell ", false},                           // trailing space
+		{"shell\x00", false},                        // NUL
+		{"read_file", true},                         // glob
+		{"read_*", false},                           // a glob byte in the name is never a name
+		{"read_?", false},                           // other glob-ish bytes
+		{"read_[a]", false},                         //
+		{"read_" + strings.Repeat("x", 200), false}, // over long
+		{"write_file", false},
+		{"mcp:github/search_code", true},
+		{"mcp:github/delete_repo", false},
+		{"mcp:github/*", false}, // every tool of github: only a scope absorbing '*' covers it
+		{"mcp:fs/*", true},
+		{"mcp:fs/read", true},
+		{"mcp:github/search_code/x", false}, // a '/' in the tool name
+		{"mcp:git hub/search", false},
+		{"mcp:/search_code", false},
+		{"", false},
+	}
+	for _, tc := range cases {
+		if got := Covered(scopes, tc.tool); got != tc.want {
+			t.Errorf("Covered(%q) = %v, want %v", tc.tool, got, tc.want)
+		}
+	}
+	if !Covered([]string{"*"}, "anything.at-all") || Covered([]string{"*"}, "no spaces") {
+		t.Error("tool:* covers every valid name and only those")
+	}
+}
+
+func TestCallTool(t *testing.T) {
+	for _, tc := range []struct {
+		c    Call
+		want string
+	}{
+		{Call{Kind: Function, Name: "shell"}, "shell"},
+		{Call{Kind: Custom, Name: "patch"}, "patch"},
+		{Call{Kind: MCP, Server: "github", Name: "search"}, "mcp:github/search"},
+		{Call{Kind: LocalShell}, "local_shell"},
+		{Call{Kind: Computer}, "computer_use"},
+	} {
+		if got := tc.c.Tool(); got != tc.want {
+			t.Errorf("%+v: %q", tc.c, got)
+		}
+	}
+}
+
+// denyNamed denies calls of one tool, redacts another's arguments, and
+// records every call it saw.
+type recorder struct {
+	seen []Call
+	deny string
+	red  string
+	err  error
+}
+
+func (r *recorder) Judge(_ context.Context, c Call) (Verdict, error) {
+	r.seen = append(r.seen, c)
+	switch {
+	case r.err != nil:
+		return Verdict{}, r.err
+	case c.Tool() == r.deny:
+		return Verdict{Action: Deny, Rule: "r", Message: "blocked " + c.Tool()}, nil
+	case c.Tool() == r.red:
+		return Verdict{Action: Redact, Rule: "m", Arguments: `{"x":"[masked]"}`}, nil
+	}
+	return Verdict{Action: Allow}, nil
+}
+
+func TestRewriteAnswerUntouched(t *testing.T) {
+	j := &recorder{deny: "shell"}
+	for _, body := range []string{
+		`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`,
+		`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"x","tool_calls":null},"finish_reason":"stop"}]}`,
+	} {
+		out, err := RewriteAnswer(context.Background(), EndpointChat, []byte(body), j)
+		if err != nil || string(out) != body {
+			t.Errorf("%s -> %s %v", body, out, err)
+		}
+	}
+	if out, _ := RewriteAnswer(context.Background(), "/v1/embeddings", []byte(`{"tool_calls":1}`), j); string(out) != `{"tool_calls":1}` {
+		t.Error("other endpoints pass")
+	}
+	if out, _ := RewriteAnswer(context.Background(), EndpointChat, []byte(`x`), nil); string(out) != "x" {
+		t.Error("nil judge")
+	}
+}
+
+// A key spelled with JSON escapes is the same key to every client's
+// decoder: it is judged too.
+func TestRewriteAnswerEscapedKeys(t *testing.T) {
+	j := &recorder{deny: "shell"}
+	body := `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","tool\u005fcalls":[{"id":"1","type":"function","function":{"name":"sh\u0065ll","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}`
+	out, err := RewriteAnswer(context.Background(), EndpointChat, []byte(body), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cc openai.ChatCompletion
+	if err := json.Unmarshal(out, &cc); err != nil || len(cc.Choices[0].Message.ToolCalls) != 0 || cc.Choices[0].FinishReason != "stop" {
+		t.Fatalf("%v %s", err, out)
+	}
+	rbody := `{"id":"r","object":"response","created_at":1,"status":"completed","model":"m","output":[{"type":"function\u005fcall","call_id":"c","name":"shell","arguments":"{}"}]}`
+	out, err = RewriteAnswer(context.Background(), EndpointResponses, []byte(rbody), j)
+	if err != nil || strings.Contains(string(out), "function_call") {
+		t.Fatalf("%v %s", err, out)
+	}
+}
+
+func TestRewriteAnswerShapes(t *testing.T) {
+	j := &recorder{}
+	for name, body := range map[string]string{
+		"arguments object":    `{"choices":[{"message":{"tool_calls":[{"id":"1","type":"function","function":{"name":"ls","arguments":{"a":1}}}]}}]}`,
+		"name number":         `{"choices":[{"message":{"tool_calls":[{"id":"1","type":"function","function":{"name":1,"arguments":"{}"}}]}}]}`,
+		"tool_calls object":   `{"choices":[{"message":{"tool_calls":{"0":{}}}}]}`,
+		"no function":         `{"choices":[{"message":{"tool_calls":[{"id":"1","type":"function"}]}}]}`,
+		"function_call array": `{"choices":[{"message":{"function_call":[]}}]}`,
+	} {
+		if _, err := RewriteAnswer(context.Background(), EndpointChat, []byte(body), j); !errors.Is(err, ErrAnswerShape) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for name, body := range map[string]string{
+		"mcp arguments number": `{"output":[{"type":"mcp_call","server_label":"s","name":"t","arguments":3}]}`,
+		"action string":        `{"output":[{"type":"local_shell_call","call_id":"c","action":"rm -rf /"}]}`,
+		"server label number":  `{"output":[{"type":"mcp_call","server_label":1,"name":"t","arguments":"{}"}]}`,
+	} {
+		if _, err := RewriteAnswer(context.Background(), EndpointResponses, []byte(body), j); !errors.Is(err, ErrAnswerShape) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	j.err = errors.New("audit down")
+	if _, err := RewriteAnswer(context.Background(), EndpointChat, []byte(`{"choices":[{"message":{"tool_calls":[{"id":"1","type":"function","function":{"name":"ls","arguments":"{}"}}]}}]}`), j); err == nil || !strings.Contains(err.Error(), "audit down") {
+		t.Errorf("judge error: %v", err)
+	}
+}
+
+func TestRewriteAnswerResponsesOrderAndRedact(t *testing.T) {
+	j := &recorder{deny: "mcp:github/delete_repo", red: "computer_use"}
+	body := `{"id":"r","object":"response","created_at":1,"status":"completed","model":"m","output":[` +
+		`{"type":"reasoning","id":"rs_1","summary":[]},` +
+		`{"type":"mcp_approval_request","id":"mcpr_1","server_label":"github","name":"delete_repo","arguments":"{}"},` +
+		`{"type":"computer_call","id":"cu_1","call_id":"c2","status":"completed","pending_safety_checks":[],"action":{"type":"type","text":"hunter2"}},` +
+		`{"type":"custom_tool_call","id":"ct_1","call_id":"c3","name":"patch","input":"*** Begin Patch"}]}`
+	out, err := RewriteAnswer(context.Background(), EndpointResponses, []byte(body), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r responses.Response
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) != 4 || r.Output[1].Type != "message" || r.Output[2].Type != "computer_call" || r.Output[3].AsCustomToolCall().Input != "*** Begin Patch" {
+		t.Fatalf("%s", out)
+	}
+	if strings.Contains(string(out), "hunter2") || !strings.Contains(string(out), `"action":{"x":"[masked]"}`) {
+		t.Fatalf("computer action not redacted: %s", out)
+	}
+	if len(j.seen) != 3 || j.seen[0].Kind != MCP || j.seen[1].Arguments != `{"text":"hunter2","type":"type"}` || j.seen[2].Kind != Custom {
+		t.Fatalf("seen %+v", j.seen)
+	}
+}
+
+func TestQuoteName(t *testing.T) {
+	if got := QuoteName("sh\u0435ll"); got != `"sh\u0435ll"` {
+		t.Error(got)
+	}
+	long := QuoteName(strings.Repeat("é", 100))
+	if !strings.HasSuffix(long, "…") || len(long) > 4*MaxNameLen {
+		t.Error(long)
+	}
+}
+
+// A duplicated key is read differently by different decoders: the client
+// gets the answer as judged, with one copy.
+func TestRewriteAnswerDuplicateKeys(t *testing.T) {
+	j := &recorder{deny: "shell"}
+	body := `{"choices":[{"message":{"tool_calls":[{"id":"1","type":"function","function":{"name":"shell","arguments":"{}"}}],"tool_calls":[{"id":"2","type":"function","function":{"name":"ls","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}`
+	out, err := RewriteAnswer(context.Background(), EndpointChat, []byte(body), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(out), `"tool_calls":[`) != 1 || strings.Contains(string(out), "shell") || len(j.seen) != 1 {
+		t.Fatalf("%s (judged %+v)", out, j.seen)
+	}
+}

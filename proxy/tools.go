@@ -1,0 +1,280 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/proxy/toolcall"
+)
+
+// The tool-call firewall (docs/tools.md). On the request side a grant with
+// tool: scopes may declare only tools those scopes cover (checkTools). On
+// the answer side every tool call the model proposes goes to the call's
+// judge (toolJudge): the grant's tool scopes first, then the tool_call
+// rules, a hold for a person when a rule asks for approval, and one
+// tool.call audit event per call. Whole answers are rewritten here
+// (judgeAnswer); the stream relay passes the same judge to its
+// held-call buffer. A grant without tool scopes, under a config without
+// tool_call rules, has no judge and pays nothing.
+
+// maxArgumentsExcerpt bounds the masked arguments a person asked to
+// release a held tool call sees.
+const maxArgumentsExcerpt = 1024
+
+// checkTools refuses a model call whose grant has tool scopes when its body
+// declares a tool those scopes do not cover (403 tool_not_in_scope). It
+// sets c.toolScopes for the judge.
+func (p *Proxy) checkTools(c *call) *apiError {
+	c.toolScopes = toolcall.Scopes(c.scopes)
+	if c.toolScopes == nil || c.req == nil {
+		return nil
+	}
+	tools, err := payload.DeclaredTools(c.path, c.req.Raw)
+	if err != nil {
+		return errBadRequest(CodeInvalidJSON, "", "The request body is not a valid JSON object. Send the same JSON you would send to OpenAI.", err)
+	}
+	granted := "tool:" + strings.Join(c.toolScopes, " tool:")
+	for _, t := range tools {
+		switch {
+		case t.Stored:
+			if !coversEverything(c.toolScopes) {
+				return errForbidden(CodeToolNotInScope, fmt.Sprintf(
+					"The request uses a stored prompt (%s), whose tools pamctl cannot see, and this token may use only some tools (%s). Send the prompt inline, or ask for every tool with `pamctl request --scope 'tool:*'`.",
+					t.Where, clip(granted, capDetail)))
+			}
+		case t.Name == "":
+			return errForbidden(CodeToolNotInScope, fmt.Sprintf(
+				"The request declares a tool at %s without a name pamctl can read, and this token may use only some tools (%s). Name every tool (and an MCP tool's server_label) as the OpenAI API documents it.",
+				t.Where, clip(granted, capDetail)))
+		case !toolcall.ValidName(nameToCheck(t.Name)):
+			return errForbidden(CodeToolNotInScope, fmt.Sprintf(
+				"Tool %s (%s) has a name no tool scope can name: use letters, digits, '_', '-' and '.', at most %d bytes (an MCP tool is mcp:SERVER/TOOL).",
+				toolcall.QuoteName(t.Name), t.Where, toolcall.MaxNameLen))
+		case !toolcall.Covered(c.toolScopes, t.Name):
+			return errForbidden(CodeToolNotInScope, fmt.Sprintf(
+				"Tool %s (%s) is not in this token's tool scopes (%s). Ask for it with `pamctl request --scope 'tool:%s'`%s.",
+				toolcall.QuoteName(t.Name), t.Where, clip(granted, capDetail), t.Name, mcpHint(t.Name)))
+		}
+	}
+	return nil
+}
+
+// nameToCheck is the name whose syntax ValidName checks: "mcp:SERVER/*"
+// (every tool of a server) is checked as a tool of SERVER.
+func nameToCheck(name string) string {
+	if rest, ok := strings.CutSuffix(name, "/*"); ok && strings.HasPrefix(rest, "mcp:") && !strings.Contains(rest[4:], "/") {
+		return rest + "/x"
+	}
+	return name
+}
+
+func coversEverything(scopes []string) bool {
+	for _, s := range scopes {
+		if s == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func mcpHint(name string) string {
+	if strings.HasPrefix(name, "mcp:") && strings.HasSuffix(name, "/*") {
+		return ", or list the tools the model may use in the MCP tool's allowed_tools"
+	}
+	return ""
+}
+
+// toolJudge returns the judge of the call's proposed tool calls, or nil
+// when nothing needs judging: the grant has no tool scopes and no
+// tool_call rule is in force (the relays then take their fast path).
+// The judge may be called from the goroutine relaying the answer.
+func (p *Proxy) toolJudge(c *call) toolcall.Judge {
+	if len(c.toolScopes) == 0 && !c.Rules.HasCallRules() {
+		return nil
+	}
+	return &judge{p: p, c: c}
+}
+
+// judgeAnswer applies the call's judge to a whole (non-streamed) answer of
+// a chat or Responses call: denied calls are replaced by an explanation,
+// redacted ones carry masked arguments (toolcall.RewriteAnswer).
+func (p *Proxy) judgeAnswer(ctx context.Context, c *call, body []byte) ([]byte, error) {
+	j := p.toolJudge(c)
+	if j == nil || (c.kind != epChat && c.kind != epResponses) {
+		return body, nil
+	}
+	ep := toolcall.EndpointChat
+	if c.kind == epResponses {
+		ep = toolcall.EndpointResponses
+	}
+	return toolcall.RewriteAnswer(ctx, ep, body, j)
+}
+
+// judge is a call's toolcall.Judge.
+type judge struct {
+	p *Proxy
+	c *call
+}
+
+var _ toolcall.Judge = (*judge)(nil)
+
+// Judge decides on one proposed call and records it.
+func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, error) {
+	p, c := j.p, j.c
+	tool := tc.Tool()
+	ev := &audit.Event{
+		Type: audit.TypeToolCall, Actor: actorOf(c.claims), Model: c.model, Endpoint: c.method + " " + c.path, Target: tool,
+		Details: map[string]string{"tool": tool, "kind": string(tc.Kind), "request_id": c.id},
+	}
+	if c.claims != nil {
+		ev.Grant, ev.Request = c.claims.Req, c.claims.Req
+	}
+	if tc.ID != "" {
+		ev.Details["call_id"] = tc.ID
+	}
+	v, final := j.decide(ctx, tc, tool, ev)
+	if final == "" {
+		final = tc.Arguments
+	}
+	masked, _ := c.ResponseMask.Mask(final)
+	ev.Details["arguments"] = masked
+	switch v.Action {
+	case toolcall.Allow:
+		ev.Decision = "allow"
+	case toolcall.Redact:
+		ev.Decision = "redact"
+	default:
+		ev.Decision = "deny"
+	}
+	if err := p.appendEvent(context.WithoutCancel(ctx), ev); err != nil {
+		p.log.Error("audit append failed", "request_id", c.id, "type", audit.TypeToolCall, "err", err)
+		return toolcall.Verdict{}, fmt.Errorf("proxy: audit tool call: %w", err)
+	}
+	return v, nil
+}
+
+// decide returns the verdict and the arguments the client would get (""
+// for the model's own), adding reasons to ev.
+func (j *judge) decide(ctx context.Context, tc toolcall.Call, tool string, ev *audit.Event) (toolcall.Verdict, string) {
+	c := j.c
+	if len(c.toolScopes) > 0 && !toolcall.Covered(c.toolScopes, tool) {
+		ev.Reasons = []string{"scope"}
+		why := "it is not in this grant's tool scopes"
+		if toolcall.ValidName(tool) {
+			why += fmt.Sprintf("; ask for it with `pamctl request --scope 'tool:%s'`", tool)
+		}
+		return toolcall.Verdict{Action: toolcall.Deny, Rule: "scope", Message: toolcall.DeniedMessage(tc, why)}, ""
+	}
+	in := rules.CallInput{Tool: tool, Arguments: tc.Arguments, Model: c.model, Endpoint: c.path}
+	if c.claims != nil {
+		in.Subject, in.Groups = c.claims.Subject, c.claims.Groups
+	}
+	res := c.Rules.EvaluateCall(in)
+	for _, name := range res.Matched {
+		ev.Reasons = append(ev.Reasons, "rule "+name)
+	}
+	redacted := ""
+	if res.Redactions > 0 {
+		redacted = res.Arguments
+	}
+	switch res.Action {
+	case rules.Deny:
+		why := fmt.Sprintf("rule %q forbids it", res.Rule)
+		if res.Unredactable {
+			why = fmt.Sprintf("rule %q must mask part of its arguments and could not", res.Rule)
+		}
+		return toolcall.Verdict{Action: toolcall.Deny, Rule: res.Rule, Message: toolcall.DeniedMessage(tc, why)}, ""
+	case rules.RequireApproval:
+		if why := j.hold(ctx, tc, tool, res, redacted, ev); why != "" {
+			return toolcall.Verdict{Action: toolcall.Deny, Rule: res.Rule, Message: toolcall.DeniedMessage(tc, why)}, ""
+		}
+	}
+	if redacted != "" {
+		rule := res.Rule
+		if res.Action != rules.Redact {
+			rule = firstRedact(c.Rules, res.Matched)
+		}
+		return toolcall.Verdict{Action: toolcall.Redact, Rule: rule, Arguments: redacted}, redacted
+	}
+	return toolcall.Verdict{Action: toolcall.Allow, Rule: res.Rule}, ""
+}
+
+// firstRedact names the first matched rule that redacts (a released call
+// whose arguments a redact rule also masked).
+func firstRedact(e *rules.Engine, matched []string) string {
+	for _, m := range matched {
+		if e.Action(m) == rules.Redact {
+			return m
+		}
+	}
+	return ""
+}
+
+// hold asks a person to release the call; it returns "" once released,
+// else why the call is refused (for the agent's message).
+func (j *judge) hold(ctx context.Context, tc toolcall.Call, tool string, res rules.CallResult, redacted string, ev *audit.Event) string {
+	p, c := j.p, j.c
+	who := fmt.Sprintf("rule %q needs approval by %s", res.Rule, res.Approvers)
+	if p.holds == nil || c.claims == nil {
+		ev.Reasons = append(ev.Reasons, "no approval channel")
+		return who + ", and this proxy has no approval channel"
+	}
+	args := tc.Arguments
+	if redacted != "" {
+		args = redacted
+	}
+	masked, _ := c.ResponseMask.Mask(args)
+	masked = clip(masked, maxArgumentsExcerpt)
+	hctx, cancel := context.WithTimeout(ctx, p.holdTimeout)
+	defer cancel()
+	start := time.Now()
+	d, err := p.holds.Hold(hctx, HoldRequest{
+		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
+		Model: c.model, Endpoint: c.path, Tool: tool, Arguments: masked,
+		Excerpt:      "tool " + toolcall.QuoteName(tool) + " arguments: " + masked,
+		PromptSHA256: audit.PromptDigest("tool.call\x00" + tool + "\x00" + tc.Arguments),
+	})
+	ev.Details["held_ms"] = fmt.Sprint(time.Since(start).Milliseconds())
+	if d.ID != "" {
+		ev.Reasons = append(ev.Reasons, "hold "+d.ID)
+		ev.Review = d.ID
+	}
+	switch {
+	case err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled):
+		p.log.Warn("proxy: tool call hold failed", "request_id", c.id, "err", err)
+		ev.Reasons = append(ev.Reasons, "hold failed")
+		return who + ", and the approval channel failed"
+	case d.Approved:
+		ev.Reasons = append(ev.Reasons, "released")
+		return ""
+	case ctx.Err() != nil:
+		ev.Reasons = append(ev.Reasons, "client gave up")
+		return who + ", and the client stopped waiting"
+	case d.Reason != "":
+		ev.Reasons = append(ev.Reasons, "refused")
+		return who + ", and it was refused: " + d.Reason
+	}
+	ev.Reasons = append(ev.Reasons, "timeout")
+	return who + ", and no approver released it in time"
+}
+
+// toolJudgeError is what a client gets when its whole answer's tool calls
+// could not all be judged: the answer is withheld.
+func (p *Proxy) toolJudgeError(ctx context.Context, c *call, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("client went away: %w", ctx.Err())
+	case errors.Is(err, toolcall.ErrAnswerShape):
+		c.errDetail = "unreadable tool call in the answer"
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q proposed a tool call pamctl could not read, so the answer is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name), err)
+	}
+	return p.auditError(err)
+}

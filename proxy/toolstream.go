@@ -1,0 +1,1423 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pamctl/pamctl/proxy/toolcall"
+)
+
+// The tool-call firewall on streams.
+//
+// A toolBuffer sits between the payload relay (which has masked and
+// scrubbed each event) and the client. With a Judge in force for the call,
+// every fragment of a tool call the model proposes is taken out of the
+// stream and held until the call is complete; the complete call is judged,
+// and only then does the client see it, re-emitted whole (one fragment per
+// call), with its arguments redacted, or not at all. Everything else (text
+// before the call, usage, the terminal event) flows as it came.
+//
+// Chat completions: choices[].delta.tool_calls[] fragments (keyed by index,
+// possibly interleaved: parallel calls) and the legacy delta.function_call
+// are held per choice until that choice's finish_reason arrives, or "[DONE]"
+// ends the stream. Allowed calls are re-emitted numbered 0..k-1 (the SDKs
+// collect calls by index into a list, and a denied call must leave no gap).
+// When calls were denied an assistant content delta carries the verdicts'
+// messages and, if no call of the choice survived, finish_reason becomes
+// "stop", so the agent's run ends with the explanation; if some survived,
+// finish_reason stays "tool_calls": an assistant message may hold content
+// and tool calls together, the agent runs the allowed calls and the model
+// reads the explanation on its next turn.
+//
+// Responses: an output item of a tool type (function_call,
+// custom_tool_call, mcp_call, local_shell_call, computer_call) and every
+// event after it are held until the item's response.output_item.done; the
+// call is judged and its events are then emitted anew from the judged item
+// (output_item.added, one arguments delta, arguments done, output_item.done)
+// or, for a denied call, replaced in place (same output_index) by a
+// message item carrying the verdict's message. The upstream's events of the
+// item are never relayed. Later events keep contiguous sequence_numbers, and
+// the response.output of response.completed (and of every other response
+// event) carries the judged items: a tool item the stream never showed is
+// judged there before the terminal event is released.
+//
+// Anything the buffer cannot read as the SDKs would (a fragment with a bad
+// index or non-string arguments, a call past maxToolArguments, too many
+// calls) ends the stream with an error event: fail closed. A Judge error
+// does the same.
+
+// Bounds of the held calls of one stream.
+const (
+	// maxToolArguments bounds one call's held name and arguments.
+	maxToolArguments = 1 << 20
+	// maxToolHeld bounds everything held for tool calls in one stream
+	// (fragments, and for Responses the events queued behind a call).
+	maxToolHeld = 4 << 20
+	// maxToolCalls bounds the calls one stream may propose.
+	maxToolCalls = 256
+	// maxToolIndex bounds a chat fragment's index.
+	maxToolIndex = 1023
+	// maxToolChoices bounds the chat choices that may hold calls.
+	maxToolChoices = 128
+)
+
+// toolKeepalive is how often a stream whose tool call is held for a
+// person's approval sends the client an SSE comment, so that proxies and
+// SDK timeouts keep the connection open. Tests shorten it.
+var toolKeepalive = 5 * time.Second
+
+// toolWaitComment is the keep-alive sent while a call is held.
+const toolWaitComment = ": pamctl: waiting for approval\n\n"
+
+// Error codes of a stream the firewall ended.
+const (
+	// CodeToolCallUndecided: the Judge could not decide on a call.
+	CodeToolCallUndecided = "tool_call_undecided"
+	// CodeToolCallMalformed: the upstream streamed a tool call the proxy
+	// cannot read safely (bad fragments, too large, too many).
+	CodeToolCallMalformed = "upstream_tool_call_malformed"
+)
+
+// heldCall is one complete call awaiting (or having) its verdict.
+type heldCall struct {
+	call    toolcall.Call
+	verdict toolcall.Verdict
+	judged  bool
+}
+
+// toolBuffer is the firewall's state machine for one stream. It is
+// synchronous: push gives it an event; when a call needs a verdict,
+// pending returns it and nothing more is emitted (later events queue) until
+// decide gives the verdict.
+type toolBuffer struct {
+	chat bool
+	emit func(ev []byte)
+	err  *apiError // set once: the stream must end with it
+	off  bool      // stopped: events are swallowed
+
+	need   []*heldCall // calls awaiting verdicts, in order
+	resume func()      // finishes the event whose calls are judged
+	queue  [][]byte    // events that arrived meanwhile
+	held   int         // bytes held (fragments, queued events)
+	calls  int         // calls seen
+
+	// chat
+	choices map[int]*chatChoiceState
+	tmpl    map[string]json.RawMessage // top-level fields of the last chunk read
+	chatEv  string                     // SSE event name of the last chunk read
+
+	// responses
+	items    map[string]*respItem // tool items by id
+	rqueue   []*respEvent         // events not yet emitted, in order
+	shift    int64                // sequence_number out minus in
+	evNames  bool                 // events carry SSE event names
+	lastSeq  int64                // last sequence_number read
+	seenSeq  bool
+	nextAuto int // items without an id
+}
+
+func newToolBuffer(chat bool, emit func([]byte)) *toolBuffer {
+	return &toolBuffer{chat: chat, emit: emit, choices: map[int]*chatChoiceState{}, items: map[string]*respItem{}}
+}
+
+// pending returns the call awaiting a verdict, or nil.
+func (b *toolBuffer) pending() *toolcall.Call {
+	if len(b.need) == 0 || b.err != nil || b.off {
+		return nil
+	}
+	return &b.need[0].call
+}
+
+// push gives the buffer the next event of the stream (a complete raw SSE
+// event, as the relay wrote it).
+func (b *toolBuffer) push(ev []byte) {
+	if b.err != nil || b.off {
+		return
+	}
+	if len(b.need) > 0 || len(b.queue) > 0 {
+		b.held += len(ev)
+		if b.held > maxToolHeld {
+			b.fail(errors.New("too many bytes held behind a tool call"))
+			return
+		}
+		b.queue = append(b.queue, bytes.Clone(ev))
+		return
+	}
+	b.process(ev)
+}
+
+// decide gives the verdict on the pending call, and goes on with the
+// stream until the next call needs one.
+func (b *toolBuffer) decide(v toolcall.Verdict) {
+	if len(b.need) == 0 || b.err != nil {
+		return
+	}
+	h := b.need[0]
+	h.verdict, h.judged = v, true
+	if v.Action != toolcall.Allow && v.Action != toolcall.Redact {
+		h.verdict.Action = toolcall.Deny // anything unknown denies
+	}
+	b.need = b.need[1:]
+	if len(b.need) > 0 {
+		return
+	}
+	r := b.resume
+	b.resume = nil
+	if r != nil {
+		r()
+	}
+	for len(b.queue) > 0 && len(b.need) == 0 && b.err == nil {
+		ev := b.queue[0]
+		b.queue[0] = nil
+		b.queue = b.queue[1:]
+		b.held -= len(ev)
+		b.process(ev)
+	}
+}
+
+// fail ends the stream: nothing more is emitted.
+func (b *toolBuffer) fail(cause error) {
+	if b.err != nil {
+		return
+	}
+	b.err = errUpstream(http.StatusBadGateway, CodeToolCallMalformed,
+		"The model proposed a tool call the proxy could not inspect safely, so it was withheld and the stream ends here. Retry the request.", cause)
+	b.need, b.resume, b.queue, b.rqueue = nil, nil, nil, nil
+}
+
+// stall makes the calls wait for verdicts; then finishes the event.
+func (b *toolBuffer) stall(calls []*heldCall, then func()) {
+	if len(calls) == 0 {
+		then()
+		return
+	}
+	b.need, b.resume = calls, then
+}
+
+func (b *toolBuffer) process(ev []byte) {
+	if b.chat {
+		b.chatEvent(ev)
+	} else {
+		b.respEvent(ev)
+	}
+}
+
+// eventData returns an event's name and data.
+func eventData(ev []byte) (string, []byte) {
+	if d, ok := plainData(ev); ok {
+		return "", d
+	}
+	name, data := sseFields(ev)
+	return name, []byte(data)
+}
+
+// sseEvent renders one event.
+func sseEvent(name string, data []byte) []byte {
+	var b []byte
+	if name != "" {
+		b = append(b, "event: "...)
+		b = append(b, name...)
+		b = append(b, '\n')
+	}
+	b = append(b, "data: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
+}
+
+// toJSON encodes v without HTML escaping.
+func toJSON(v any) json.RawMessage {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only maps of raw messages the decoder produced, strings and
+		// numbers are encoded here.
+		panic(fmt.Sprintf("proxy: encode tool stream event: %v", err))
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func isNull(r json.RawMessage) bool {
+	r = bytes.TrimSpace(r)
+	return len(r) == 0 || string(r) == "null"
+}
+
+// optString reads a string that may be absent or null.
+func optString(r json.RawMessage) (string, bool) {
+	if isNull(r) {
+		return "", true
+	}
+	var s string
+	if json.Unmarshal(r, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// jsonInt reads an integer (a number, or a numeral in a string as the
+// Python SDK's models accept).
+func jsonInt(r json.RawMessage) (int64, bool) {
+	var n json.Number
+	if json.Unmarshal(r, &n) != nil {
+		var s string
+		if json.Unmarshal(r, &s) != nil {
+			return 0, false
+		}
+		n = json.Number(s)
+	}
+	i, err := strconv.ParseInt(string(n), 10, 64)
+	if err != nil {
+		f, ferr := n.Float64()
+		if ferr != nil || f != float64(int64(f)) {
+			return 0, false
+		}
+		i = int64(f)
+	}
+	return i, true
+}
+
+// deniedMessage is what the agent reads for a denied call.
+func deniedMessage(h *heldCall) string {
+	if m := strings.TrimSpace(h.verdict.Message); m != "" {
+		return h.verdict.Message
+	}
+	return fmt.Sprintf("pamctl blocked the call to tool %q.", h.call.Tool())
+}
+
+// argumentsOf returns what the client sees of a call it may see.
+func argumentsOf(h *heldCall) string {
+	if h.verdict.Action == toolcall.Redact {
+		return h.verdict.Arguments
+	}
+	return h.call.Arguments
+}
+
+// mayHoldTool is the fast test for an event of a stream holding no call:
+// data that fails it cannot carry a tool call (a JSON key written with
+// \u escapes is read like any other by the SDKs, so escapes go the slow
+// way too).
+func mayHoldTool(data []byte, chat bool) bool {
+	if bytes.Contains(data, []byte(`\u`)) {
+		return true
+	}
+	if chat {
+		return bytes.Contains(data, []byte("tool_calls")) || bytes.Contains(data, []byte("function_call"))
+	}
+	return bytes.Contains(data, []byte("_call"))
+}
+
+// ---- chat -----------------------------------------------------------------
+
+type chatToolCall struct {
+	heldCall
+	typ    string // "function" or "custom"
+	legacy bool   // delta.function_call
+}
+
+type chatChoiceState struct {
+	calls    []*chatToolCall
+	byIndex  map[int64]*chatToolCall
+	legacy   *chatToolCall
+	content  bool   // text went out for this choice
+	lastKind string // finish_reason of the calls last released
+}
+
+func (b *toolBuffer) openChoices() []int {
+	var out []int
+	for ci, st := range b.choices {
+		if len(st.calls) > 0 {
+			out = append(out, ci)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (b *toolBuffer) chatEvent(ev []byte) {
+	name, data := eventData(ev)
+	trimmed := bytes.TrimSpace(data)
+	open := b.openChoices()
+	if string(trimmed) == "[DONE]" {
+		if len(open) == 0 {
+			b.emit(ev)
+			return
+		}
+		ev = bytes.Clone(ev)
+		var calls []*heldCall
+		for _, ci := range open {
+			calls = append(calls, b.unjudged(b.choices[ci])...)
+		}
+		b.stall(calls, func() {
+			for _, ci := range open {
+				fr := b.releaseChoice(ci)
+				if fr == "" {
+					fr = b.choices[ci].lastKind
+				}
+				b.emitChunk(ci, map[string]any{}, fr)
+			}
+			b.emit(ev)
+		})
+		return
+	}
+	if len(open) == 0 && !mayHoldTool(data, true) {
+		b.emit(ev)
+		return
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(trimmed, &top) != nil || top == nil {
+		// Not a JSON object: no SDK reads a call from it, and it may be
+		// a broken fragment of one. Dropped.
+		return
+	}
+	b.tmpl, b.chatEv = top, name
+	rawChoices, ok := top["choices"]
+	if !ok || isNull(rawChoices) {
+		b.emit(ev)
+		return
+	}
+	var choices []json.RawMessage
+	if json.Unmarshal(rawChoices, &choices) != nil {
+		return // choices no SDK reads as a list: dropped
+	}
+	modified := false
+	decoded := make([]map[string]json.RawMessage, len(choices))
+	indexes := make([]int, len(choices))
+	emptied := make([]bool, len(choices))
+	var finishing []int
+	for i, rc := range choices {
+		var ch map[string]json.RawMessage
+		if json.Unmarshal(rc, &ch) != nil || ch == nil {
+			modified = true // not a choice: dropped
+			continue
+		}
+		ci := 0
+		if n, ok := jsonInt(ch["index"]); ok && n >= 0 && n < maxToolChoices {
+			ci = int(n)
+		} else if r, has := ch["index"]; has && !isNull(r) {
+			b.fail(fmt.Errorf("choice index %.40s", r))
+			return
+		}
+		indexes[i] = ci
+		st := b.choices[ci]
+		if st == nil {
+			st = &chatChoiceState{byIndex: map[int64]*chatToolCall{}}
+			b.choices[ci] = st
+		}
+		var delta map[string]json.RawMessage
+		if d, has := ch["delta"]; has && json.Unmarshal(d, &delta) == nil && delta != nil {
+			changed := false
+			if tc, has := delta["tool_calls"]; has {
+				delete(delta, "tool_calls")
+				changed = true
+				if !b.absorbToolCalls(st, tc) {
+					return
+				}
+			}
+			if fc, has := delta["function_call"]; has {
+				delete(delta, "function_call")
+				changed = true
+				if !b.absorbFunctionCall(st, fc) {
+					return
+				}
+			}
+			if s, _ := optString(delta["content"]); s != "" {
+				st.content = true
+			}
+			if changed {
+				ch["delta"] = toJSON(delta)
+				modified = true
+				emptied[i] = emptyDelta(delta)
+			}
+		}
+		decoded[i] = ch
+		if !isNull(ch["finish_reason"]) && len(st.calls) > 0 {
+			finishing = append(finishing, i)
+		}
+	}
+	var calls []*heldCall
+	for _, i := range finishing {
+		calls = append(calls, b.unjudged(b.choices[indexes[i]])...)
+	}
+	if len(calls) > 0 {
+		ev = bytes.Clone(ev)
+	}
+	b.stall(calls, func() {
+		for _, i := range finishing {
+			if fr := b.releaseChoice(indexes[i]); fr != "" {
+				decoded[i]["finish_reason"] = toJSON(fr)
+				modified = true
+			}
+		}
+		if !modified {
+			b.emit(ev)
+			return
+		}
+		out := []json.RawMessage{}
+		for i, ch := range decoded {
+			if ch == nil || emptied[i] && isNull(ch["finish_reason"]) && onlyChoiceFrame(ch) {
+				continue
+			}
+			out = append(out, toJSON(ch))
+		}
+		if len(out) == 0 && len(choices) > 0 && isNull(top["usage"]) {
+			return // only tool fragments: nothing left to say
+		}
+		top["choices"] = toJSON(out)
+		b.emit(sseEvent(name, toJSON(top)))
+	})
+}
+
+// emptyDelta reports whether a delta holds nothing but nulls.
+func emptyDelta(d map[string]json.RawMessage) bool {
+	for _, v := range d {
+		if !isNull(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// onlyChoiceFrame reports whether a choice holds nothing but its frame
+// (index, delta, logprobs, finish_reason).
+func onlyChoiceFrame(ch map[string]json.RawMessage) bool {
+	for k, v := range ch {
+		switch k {
+		case "index", "delta", "logprobs", "finish_reason":
+		default:
+			if !isNull(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (b *toolBuffer) unjudged(st *chatChoiceState) []*heldCall {
+	var out []*heldCall
+	for _, c := range st.calls {
+		if !c.judged {
+			out = append(out, &c.heldCall)
+		}
+	}
+	return out
+}
+
+// newChatCall starts a call of choice st.
+func (b *toolBuffer) newChatCall(st *chatChoiceState) (*chatToolCall, bool) {
+	b.calls++
+	if b.calls > maxToolCalls {
+		b.fail(fmt.Errorf("more than %d tool calls", maxToolCalls))
+		return nil, false
+	}
+	c := &chatToolCall{typ: "function"}
+	c.call.Kind = toolcall.Function
+	st.calls = append(st.calls, c)
+	return c, true
+}
+
+// grow adds a fragment to a call, within the bounds.
+func (b *toolBuffer) grow(c *heldCall, id, name, args string) bool {
+	if id != "" && c.call.ID == "" {
+		c.call.ID = id
+	}
+	if name != "" && name != c.call.Name {
+		c.call.Name += name
+	}
+	c.call.Arguments += args
+	b.held += len(id) + len(name) + len(args)
+	if len(c.call.Name)+len(c.call.Arguments) > maxToolArguments {
+		b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
+		return false
+	}
+	if b.held > maxToolHeld {
+		b.fail(fmt.Errorf("tool calls held passed %d bytes", maxToolHeld))
+		return false
+	}
+	return true
+}
+
+// absorbToolCalls takes the tool_calls fragments of a delta.
+func (b *toolBuffer) absorbToolCalls(st *chatChoiceState, raw json.RawMessage) bool {
+	if isNull(raw) {
+		return true
+	}
+	var frags []map[string]json.RawMessage
+	if json.Unmarshal(raw, &frags) != nil {
+		b.fail(errors.New("tool_calls is not a list of objects"))
+		return false
+	}
+	for pos, f := range frags {
+		if f == nil {
+			b.fail(errors.New("a tool_calls fragment is not an object"))
+			return false
+		}
+		idx := int64(pos)
+		if r, has := f["index"]; has && !isNull(r) {
+			n, ok := jsonInt(r)
+			if !ok || n < 0 || n > maxToolIndex {
+				b.fail(fmt.Errorf("tool call index %.40s", r))
+				return false
+			}
+			idx = n
+		}
+		id, ok1 := optString(f["id"])
+		typ, ok2 := optString(f["type"])
+		body := f["function"]
+		nameKey, argsKey := "name", "arguments"
+		if typ == "custom" || isNull(body) && !isNull(f["custom"]) {
+			body, argsKey, typ = f["custom"], "input", "custom"
+		}
+		var fn map[string]json.RawMessage
+		if !isNull(body) && (json.Unmarshal(body, &fn) != nil || fn == nil) {
+			b.fail(errors.New("a tool call's function is not an object"))
+			return false
+		}
+		name, ok3 := optString(fn[nameKey])
+		args, ok4 := optString(fn[argsKey])
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			b.fail(errors.New("a tool call's id, type, name or arguments is not a string"))
+			return false
+		}
+		c := st.byIndex[idx]
+		if c == nil || id != "" && c.call.ID != "" && id != c.call.ID {
+			// A new call (a repeated index with another id is one too).
+			var ok bool
+			if c, ok = b.newChatCall(st); !ok {
+				return false
+			}
+			st.byIndex[idx] = c
+		}
+		if typ == "custom" {
+			c.typ, c.call.Kind = "custom", toolcall.Custom
+		}
+		if !b.grow(&c.heldCall, id, name, args) {
+			return false
+		}
+	}
+	return true
+}
+
+// absorbFunctionCall takes a legacy delta.function_call fragment.
+func (b *toolBuffer) absorbFunctionCall(st *chatChoiceState, raw json.RawMessage) bool {
+	if isNull(raw) {
+		return true
+	}
+	var fn map[string]json.RawMessage
+	if json.Unmarshal(raw, &fn) != nil || fn == nil {
+		b.fail(errors.New("function_call is not an object"))
+		return false
+	}
+	name, ok1 := optString(fn["name"])
+	args, ok2 := optString(fn["arguments"])
+	if !ok1 || !ok2 {
+		b.fail(errors.New("function_call's name or arguments is not a string"))
+		return false
+	}
+	if st.legacy == nil || st.legacy.judged {
+		c, ok := b.newChatCall(st)
+		if !ok {
+			return false
+		}
+		c.legacy = true
+		st.legacy = c
+	}
+	return b.grow(&st.legacy.heldCall, "", name, args)
+}
+
+// releaseChoice emits the judged calls of choice ci (allowed ones whole,
+// renumbered; denied ones not at all, their messages as content) and
+// forgets them. It returns "stop" when every call was denied (the choice
+// must end so), else "".
+func (b *toolBuffer) releaseChoice(ci int) string {
+	st := b.choices[ci]
+	if st == nil {
+		return ""
+	}
+	var msgs []string
+	n := 0
+	for _, c := range st.calls {
+		b.held -= len(c.call.ID) + len(c.call.Name) + len(c.call.Arguments)
+		if c.verdict.Action == toolcall.Deny {
+			msgs = append(msgs, deniedMessage(&c.heldCall))
+			continue
+		}
+		var delta map[string]any
+		switch {
+		case c.legacy:
+			delta = map[string]any{"function_call": map[string]any{"name": c.call.Name, "arguments": argumentsOf(&c.heldCall)}}
+			st.lastKind = "function_call"
+		case c.typ == "custom":
+			delta = map[string]any{"tool_calls": []any{map[string]any{"index": n, "id": c.call.ID, "type": "custom",
+				"custom": map[string]any{"name": c.call.Name, "input": argumentsOf(&c.heldCall)}}}}
+			n++
+			st.lastKind = "tool_calls"
+		default:
+			delta = map[string]any{"tool_calls": []any{map[string]any{"index": n, "id": c.call.ID, "type": "function",
+				"function": map[string]any{"name": c.call.Name, "arguments": argumentsOf(&c.heldCall)}}}}
+			n++
+			st.lastKind = "tool_calls"
+		}
+		b.emitChunk(ci, delta, "")
+	}
+	allowed := len(st.calls) - len(msgs)
+	st.calls, st.byIndex, st.legacy = nil, map[int64]*chatToolCall{}, nil
+	if len(msgs) == 0 {
+		return ""
+	}
+	text := strings.Join(msgs, "\n")
+	if st.content {
+		text = "\n\n" + text
+	}
+	st.content = true
+	b.emitChunk(ci, map[string]any{"content": text}, "")
+	if allowed == 0 {
+		return "stop"
+	}
+	return ""
+}
+
+// emitChunk emits a chunk of choice ci with delta and, if not empty, a
+// finish_reason, and the top-level fields of the last chunk read.
+func (b *toolBuffer) emitChunk(ci int, delta map[string]any, fr string) {
+	c := map[string]any{"object": "chat.completion.chunk"}
+	for k, v := range b.tmpl {
+		switch k {
+		case "choices", "usage", "obfuscation":
+		default:
+			c[k] = v
+		}
+	}
+	var finish any
+	if fr != "" {
+		finish = fr
+	}
+	c["choices"] = []any{map[string]any{"index": ci, "delta": delta, "finish_reason": finish, "logprobs": nil}}
+	b.emit(sseEvent(b.chatEv, toJSON(c)))
+}
+
+// ---- responses --------------------------------------------------------------
+
+// respToolKinds are the output item types the agent (or the API, for MCP)
+// runs, and the kind of call each proposes.
+var respToolKinds = map[string]toolcall.Kind{
+	"function_call":    toolcall.Function,
+	"custom_tool_call": toolcall.Custom,
+	"mcp_call":         toolcall.MCP,
+	"local_shell_call": toolcall.LocalShell,
+	"computer_call":    toolcall.Computer,
+	// An approval the agent may grant for a hosted MCP call: judged
+	// before the agent can approve it.
+	"mcp_approval_request": toolcall.MCP,
+}
+
+// respArgs names, per item type, the field holding the arguments and the
+// event kind that streams them ("": not streamed). local_shell_call and
+// computer_call have an action object instead.
+var respArgs = map[string]struct{ field, stream string }{
+	"function_call":        {"arguments", "function_call_arguments"},
+	"custom_tool_call":     {"input", "custom_tool_call_input"},
+	"mcp_call":             {"arguments", "mcp_call_arguments"},
+	"mcp_approval_request": {"arguments", ""},
+}
+
+type respItem struct {
+	heldCall
+	id      string
+	typ     string
+	outIdx  json.RawMessage
+	added   map[string]json.RawMessage // item of output_item.added
+	done    map[string]json.RawMessage // item of output_item.done, nil before
+	args    string                     // from the deltas
+	argsSet bool                       // args from a .done event
+	closed  bool                       // complete: judged or awaiting its verdict
+	emitted json.RawMessage            // the item the client was shown
+	msgID   string
+}
+
+type respEvent struct {
+	name   string
+	obj    map[string]json.RawMessage // nil: raw goes out as it is
+	raw    []byte
+	item   *respItem // the tool item it belongs to
+	anchor bool      // output_item.done of item: its replacement goes here
+	seq    int64
+	hasSeq bool
+	size   int
+}
+
+func (b *toolBuffer) respEvent(ev []byte) {
+	name, data := eventData(ev)
+	trimmed := bytes.TrimSpace(data)
+	if len(b.items) == 0 && len(b.rqueue) == 0 && !mayHoldTool(data, false) {
+		b.emit(ev)
+		return
+	}
+	if name != "" {
+		b.evNames = true
+	}
+	var o map[string]json.RawMessage
+	if json.Unmarshal(trimmed, &o) != nil || o == nil {
+		if string(trimmed) == "[DONE]" {
+			b.enqueue(&respEvent{raw: bytes.Clone(ev)})
+			b.flushResp()
+		}
+		return // not a JSON object: dropped
+	}
+	typ, _ := optString(o["type"])
+	if typ == "" {
+		typ = name
+	}
+	e := &respEvent{name: name, obj: o, raw: bytes.Clone(ev), size: len(ev)}
+	if n, ok := jsonInt(o["sequence_number"]); ok && !isNull(o["sequence_number"]) {
+		e.seq, e.hasSeq = n, true
+		b.lastSeq, b.seenSeq = n, true
+	}
+	switch typ {
+	case "response.output_item.added", "response.output_item.done":
+		var item map[string]json.RawMessage
+		if json.Unmarshal(o["item"], &item) != nil || item == nil {
+			return // an item no SDK reads: dropped
+		}
+		it, _ := optString(item["type"])
+		kind, isTool := respToolKinds[it]
+		id, _ := optString(item["id"])
+		if !isTool {
+			b.enqueue(e)
+			b.flushResp()
+			return
+		}
+		if typ == "response.output_item.added" {
+			if cur := b.items[b.itemKey(id, o["output_index"])]; cur != nil && !cur.judged {
+				b.fail(fmt.Errorf("output item %.64q added twice", id))
+				return
+			}
+			if !b.countCall() {
+				return
+			}
+			r := &respItem{id: id, typ: it, outIdx: o["output_index"], added: item}
+			r.call.Kind = kind
+			b.items[b.itemKey(id, o["output_index"])] = r
+			e.item = r
+			b.enqueue(e)
+			return
+		}
+		r := b.items[b.itemKey(id, o["output_index"])]
+		if r == nil {
+			// Done without added: it starts here.
+			if !b.countCall() {
+				return
+			}
+			r = &respItem{id: id, typ: it, outIdx: o["output_index"], added: item}
+			r.call.Kind = kind
+			b.items[b.itemKey(id, o["output_index"])] = r
+		}
+		if r.closed {
+			b.drop(e)
+			return
+		}
+		r.done, r.closed, e.item, e.anchor = item, true, r, true
+		b.enqueue(e)
+		if b.err != nil {
+			return
+		}
+		if !b.buildCall(r) {
+			return
+		}
+		b.stall([]*heldCall{&r.heldCall}, b.flushResp)
+		return
+	case "response.completed", "response.incomplete", "response.failed":
+		b.terminalResp(e)
+		return
+	case "response.created", "response.in_progress", "response.queued":
+		// Their output shows only judged items.
+		if !b.shownOutput(e) {
+			return
+		}
+		b.enqueue(e)
+		b.flushResp()
+		return
+	case "error":
+		// The stream failed: calls not yet complete are never shown.
+		for _, r := range b.items {
+			if !r.closed {
+				r.closed, r.judged = true, true
+				r.verdict = toolcall.Verdict{Action: toolcall.Deny}
+				r.emitted = nil
+			}
+		}
+		b.enqueue(e)
+		b.flushResp()
+		return
+	}
+	// Any other event: does it belong to a tool item?
+	if r := b.ownerOf(o); r != nil {
+		if r.closed {
+			b.drop(e)
+			return
+		}
+		e.item = r
+		rest, _ := strings.CutPrefix(typ, "response.")
+		if spec, ok := respArgs[r.typ]; ok {
+			switch rest {
+			case spec.stream + ".delta":
+				d, ok := optString(o["delta"])
+				if !ok {
+					b.fail(errors.New("a tool call's arguments delta is not a string"))
+					return
+				}
+				if !r.argsSet {
+					r.args += d
+				}
+				b.held += len(d)
+			case spec.stream + ".done":
+				full, ok := optString(o[spec.field])
+				if !ok {
+					b.fail(errors.New("a tool call's arguments are not a string"))
+					return
+				}
+				b.held += len(full) - len(r.args)
+				r.args, r.argsSet = full, true
+			}
+			if len(r.args) > maxToolArguments {
+				b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
+				return
+			}
+		}
+	}
+	b.enqueue(e)
+	b.flushResp()
+}
+
+// itemKey names an item by id, or by output index when it has none.
+func (b *toolBuffer) itemKey(id string, outIdx json.RawMessage) string {
+	if id != "" {
+		return "id:" + id
+	}
+	return "out:" + string(bytes.TrimSpace(outIdx))
+}
+
+func (b *toolBuffer) countCall() bool {
+	b.calls++
+	if b.calls > maxToolCalls {
+		b.fail(fmt.Errorf("more than %d tool calls", maxToolCalls))
+		return false
+	}
+	return true
+}
+
+// ownerOf returns the tool item an event is about: by item_id, or by
+// output_index when it names no item.
+func (b *toolBuffer) ownerOf(o map[string]json.RawMessage) *respItem {
+	if id, _ := optString(o["item_id"]); id != "" {
+		return b.items["id:"+id]
+	}
+	if oi, has := o["output_index"]; has && !isNull(oi) {
+		want := string(bytes.TrimSpace(oi))
+		for _, r := range b.items {
+			if !r.closed && string(bytes.TrimSpace(r.outIdx)) == want {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+func (b *toolBuffer) enqueue(e *respEvent) {
+	if e.size == 0 {
+		e.size = len(e.raw)
+	}
+	b.held += e.size
+	if b.held > maxToolHeld {
+		b.fail(fmt.Errorf("more than %d bytes held behind a tool call", maxToolHeld))
+		return
+	}
+	b.rqueue = append(b.rqueue, e)
+}
+
+// drop forgets an upstream event: later sequence numbers close the gap.
+func (b *toolBuffer) drop(e *respEvent) {
+	if e.hasSeq {
+		b.shift--
+	}
+}
+
+// buildCall fills r's Call from its item (the done item, else the added
+// one and the streamed arguments).
+func (b *toolBuffer) buildCall(r *respItem) bool {
+	item := r.done
+	if item == nil {
+		item = r.added
+	}
+	name, ok1 := optString(item["name"])
+	callID, ok2 := optString(item["call_id"])
+	server, ok3 := optString(item["server_label"])
+	if !ok1 || !ok2 || !ok3 {
+		b.fail(errors.New("a tool call's name, call_id or server_label is not a string"))
+		return false
+	}
+	r.call.Name, r.call.Server = name, server
+	r.call.ID = callID
+	if r.call.ID == "" {
+		r.call.ID = r.id
+	}
+	if spec, ok := respArgs[r.typ]; ok {
+		args, ok := optString(item[spec.field])
+		if !ok {
+			b.fail(errors.New("a tool call's arguments are not a string"))
+			return false
+		}
+		if _, has := item[spec.field]; !has || r.done == nil {
+			args = r.args
+		}
+		r.call.Arguments = args
+	} else {
+		// local_shell_call, computer_call: the action is the arguments,
+		// as the whole-answer judge renders it (toolcall.RewriteAnswer).
+		text, ok := actionText(item["action"])
+		if !ok {
+			b.fail(errors.New("a tool call's action is not an object"))
+			return false
+		}
+		r.call.Arguments = text
+	}
+	if len(r.call.Arguments)+len(r.call.Name) > maxToolArguments {
+		b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
+		return false
+	}
+	return true
+}
+
+// actionText renders an action object as JSON text (keys sorted, numbers
+// as written), "{}" when absent.
+func actionText(raw json.RawMessage) (string, bool) {
+	if isNull(raw) {
+		return "{}", true
+	}
+	var v any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&v) != nil {
+		return "", false
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return "", false
+	}
+	return string(toJSON(v)), true
+}
+
+// flushResp emits the queued events up to the first of a call still
+// awaiting its verdict.
+func (b *toolBuffer) flushResp() {
+	for len(b.rqueue) > 0 && b.err == nil {
+		e := b.rqueue[0]
+		if e.item != nil && !e.item.judged {
+			return
+		}
+		b.rqueue[0] = nil
+		b.rqueue = b.rqueue[1:]
+		b.held -= e.size
+		switch {
+		case e.item == nil:
+			b.emitResp(e)
+		case e.anchor:
+			b.replaceItem(e.item, e.seq, e.hasSeq)
+			b.drop(e)
+		default:
+			b.drop(e)
+		}
+	}
+}
+
+// emitResp emits an upstream event, renumbered.
+func (b *toolBuffer) emitResp(e *respEvent) {
+	if e.obj == nil {
+		b.emit(e.raw)
+		return
+	}
+	if e.hasSeq && b.shift != 0 {
+		e.obj["sequence_number"] = toJSON(e.seq + b.shift)
+		e.raw = nil
+	}
+	if e.raw != nil {
+		b.emit(e.raw)
+		return
+	}
+	b.emit(sseEvent(e.name, toJSON(e.obj)))
+}
+
+// synth emits an event the proxy made, numbered after what went before
+// the upstream event at seq.
+func (b *toolBuffer) synth(o map[string]any, seq int64, hasSeq bool) {
+	if hasSeq {
+		o["sequence_number"] = seq + b.shift
+		b.shift++
+	}
+	name := ""
+	if b.evNames {
+		name, _ = o["type"].(string)
+	}
+	b.emit(sseEvent(name, toJSON(o)))
+}
+
+// replaceItem emits the judged item r in place of its upstream events, at
+// the position of the upstream event numbered seq.
+func (b *toolBuffer) replaceItem(r *respItem, seq int64, hasSeq bool) {
+	oi := r.outIdx
+	if isNull(oi) {
+		oi = json.RawMessage("0")
+	}
+	if r.verdict.Action == toolcall.Deny {
+		msg := deniedMessage(&r.heldCall)
+		r.msgID = "msg_pamctl_" + randHex(12)
+		part := map[string]any{"type": "output_text", "text": msg, "annotations": []any{}, "logprobs": []any{}}
+		done := map[string]any{"id": r.msgID, "type": "message", "status": "completed", "role": "assistant", "content": []any{part}}
+		r.emitted = toJSON(done)
+		for _, o := range []map[string]any{
+			{"type": "response.output_item.added", "output_index": oi, "item": map[string]any{"id": r.msgID, "type": "message", "status": "in_progress", "role": "assistant", "content": []any{}}},
+			{"type": "response.content_part.added", "item_id": r.msgID, "output_index": oi, "content_index": 0, "part": map[string]any{"type": "output_text", "text": "", "annotations": []any{}, "logprobs": []any{}}},
+			{"type": "response.output_text.delta", "item_id": r.msgID, "output_index": oi, "content_index": 0, "delta": msg, "logprobs": []any{}},
+			{"type": "response.output_text.done", "item_id": r.msgID, "output_index": oi, "content_index": 0, "text": msg, "logprobs": []any{}},
+			{"type": "response.content_part.done", "item_id": r.msgID, "output_index": oi, "content_index": 0, "part": part},
+			{"type": "response.output_item.done", "output_index": oi, "item": done},
+		} {
+			b.synth(o, seq, hasSeq)
+		}
+		return
+	}
+	item := r.judgedItem("completed")
+	r.emitted = toJSON(item)
+	added := r.judgedItem("in_progress")
+	spec, hasArgs := respArgs[r.typ]
+	streamed := hasArgs && spec.stream != ""
+	if streamed {
+		added[spec.field] = json.RawMessage(`""`) // the deltas fill it in
+	}
+	b.synth(map[string]any{"type": "response.output_item.added", "output_index": oi, "item": added}, seq, hasSeq)
+	if streamed {
+		args := argumentsOf(&r.heldCall)
+		b.synth(map[string]any{"type": "response." + spec.stream + ".delta", "item_id": r.id, "output_index": oi, "delta": args}, seq, hasSeq)
+		b.synth(map[string]any{"type": "response." + spec.stream + ".done", "item_id": r.id, "output_index": oi, spec.field: args}, seq, hasSeq)
+	}
+	b.synth(map[string]any{"type": "response.output_item.done", "output_index": oi, "item": item}, seq, hasSeq)
+}
+
+// judgedItem is the item as the client may see it: the model's, with the
+// judged arguments.
+func (r *respItem) judgedItem(status string) map[string]json.RawMessage {
+	src := r.done
+	if src == nil {
+		src = r.added
+	}
+	item := make(map[string]json.RawMessage, len(src)+1)
+	for k, v := range src {
+		item[k] = v
+	}
+	args := argumentsOf(&r.heldCall)
+	if spec, ok := respArgs[r.typ]; ok {
+		item[spec.field] = toJSON(args)
+	} else if r.verdict.Action == toolcall.Redact {
+		if json.Valid([]byte(args)) {
+			item["action"] = json.RawMessage(args)
+		} else {
+			item["action"] = json.RawMessage("{}") // a redaction that is not JSON shows nothing
+		}
+	}
+	if _, has := item["status"]; has || status == "in_progress" {
+		item["status"] = toJSON(status)
+	}
+	return item
+}
+
+// terminalResp handles response.completed (incomplete, failed): calls not
+// yet complete are judged as they stand, so are tool items only the final
+// output shows; then the queue goes out and the terminal event, its output
+// carrying the judged items.
+func (b *toolBuffer) terminalResp(e *respEvent) {
+	var resp map[string]json.RawMessage
+	if json.Unmarshal(e.obj["response"], &resp) != nil || resp == nil {
+		b.fail(errors.New("the terminal event's response is not an object"))
+		return
+	}
+	var output []json.RawMessage
+	if !isNull(resp["output"]) && json.Unmarshal(resp["output"], &output) != nil {
+		b.fail(errors.New("the terminal event's output is not a list"))
+		return
+	}
+	var calls []*heldCall
+	var open []*respItem
+	for _, r := range b.items {
+		if !r.closed {
+			open = append(open, r)
+		}
+	}
+	// In the order they were added.
+	slices.SortFunc(open, func(x, y *respItem) int { return b.queuePos(x) - b.queuePos(y) })
+	for _, r := range open {
+		r.closed = true
+		if !b.buildCall(r) {
+			return
+		}
+		calls = append(calls, &r.heldCall)
+	}
+	late := map[int]*respItem{}
+	for i, raw := range output {
+		var item map[string]json.RawMessage
+		if json.Unmarshal(raw, &item) != nil || item == nil {
+			continue
+		}
+		it, _ := optString(item["type"])
+		kind, isTool := respToolKinds[it]
+		if !isTool {
+			continue
+		}
+		id, _ := optString(item["id"])
+		if id != "" && b.items["id:"+id] != nil {
+			continue
+		}
+		if !b.countCall() {
+			return
+		}
+		r := &respItem{id: id, typ: it, done: item, closed: true}
+		r.call.Kind = kind
+		if !b.buildCall(r) {
+			return
+		}
+		late[i] = r
+		calls = append(calls, &r.heldCall)
+	}
+	b.stall(calls, func() {
+		// The queue, with every item now judged.
+		b.flushResp()
+		for _, r := range open {
+			b.replaceItem(r, e.seq, e.hasSeq)
+		}
+		out := make([]json.RawMessage, 0, len(output))
+		for i, raw := range output {
+			if r := late[i]; r != nil {
+				b.judgedLate(r)
+				out = append(out, r.emitted)
+				continue
+			}
+			var item map[string]json.RawMessage
+			if json.Unmarshal(raw, &item) == nil && item != nil {
+				it, _ := optString(item["type"])
+				if _, isTool := respToolKinds[it]; isTool {
+					id, _ := optString(item["id"])
+					r := b.items["id:"+id]
+					if r == nil || r.emitted == nil {
+						continue // never shown: not shown here either
+					}
+					out = append(out, r.emitted)
+					continue
+				}
+			}
+			out = append(out, raw)
+		}
+		if !isNull(resp["output"]) || len(out) > 0 {
+			resp["output"] = toJSON(out)
+			e.obj["response"] = toJSON(resp)
+		}
+		e.raw = nil
+		b.emitResp(e)
+	})
+}
+
+// shownOutput replaces the tool items of a (non-terminal) response
+// event's output by the judged ones, and takes out those not yet judged.
+// It reports false when the event was dropped.
+func (b *toolBuffer) shownOutput(e *respEvent) bool {
+	var resp map[string]json.RawMessage
+	if isNull(e.obj["response"]) {
+		return true
+	}
+	if json.Unmarshal(e.obj["response"], &resp) != nil || resp == nil {
+		return false
+	}
+	var output []json.RawMessage
+	if isNull(resp["output"]) {
+		return true
+	}
+	if json.Unmarshal(resp["output"], &output) != nil {
+		return false
+	}
+	out := make([]json.RawMessage, 0, len(output))
+	changed := false
+	for _, raw := range output {
+		var item map[string]json.RawMessage
+		if json.Unmarshal(raw, &item) == nil && item != nil {
+			it, _ := optString(item["type"])
+			if _, isTool := respToolKinds[it]; isTool {
+				changed = true
+				id, _ := optString(item["id"])
+				if r := b.items["id:"+id]; r != nil && r.emitted != nil && id != "" {
+					out = append(out, r.emitted)
+				}
+				continue
+			}
+		}
+		out = append(out, raw)
+	}
+	if changed {
+		resp["output"] = toJSON(out)
+		e.obj["response"] = toJSON(resp)
+		e.raw = nil
+	}
+	return true
+}
+
+// queuePos is where r's first event waits in the queue (for ordering).
+func (b *toolBuffer) queuePos(r *respItem) int {
+	for i, e := range b.rqueue {
+		if e.item == r {
+			return i
+		}
+	}
+	return len(b.rqueue)
+}
+
+// judgedLate sets the item shown for a call only the final output held.
+func (b *toolBuffer) judgedLate(r *respItem) {
+	if r.verdict.Action != toolcall.Deny {
+		r.emitted = toJSON(r.judgedItem("completed"))
+		return
+	}
+	msg := deniedMessage(&r.heldCall)
+	r.msgID = "msg_pamctl_" + randHex(12)
+	r.emitted = toJSON(map[string]any{"id": r.msgID, "type": "message", "status": "completed", "role": "assistant",
+		"content": []any{map[string]any{"type": "output_text", "text": msg, "annotations": []any{}, "logprobs": []any{}}}})
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// ---- the stream's side --------------------------------------------------------
+
+// toolStream runs a toolBuffer for a streamBody: verdicts come from the
+// Judge on a goroutine of their own, so that the stream can keep the
+// client's connection alive (and notice it going away) meanwhile.
+type toolStream struct {
+	buf    *toolBuffer
+	judge  toolcall.Judge
+	ctx    context.Context
+	cancel context.CancelFunc
+	result chan toolVerdict
+	asked  bool // a Judge call is running
+	every  time.Duration
+}
+
+type toolVerdict struct {
+	v   toolcall.Verdict
+	err error
+}
+
+func newToolStream(ctx context.Context, j toolcall.Judge, chat bool, emit func([]byte)) *toolStream {
+	ctx, cancel := context.WithCancel(ctx)
+	return &toolStream{buf: newToolBuffer(chat, emit), judge: j, ctx: ctx, cancel: cancel,
+		result: make(chan toolVerdict, 1), every: toolKeepalive}
+}
+
+// busy reports whether a call awaits its verdict: the upstream is not read
+// meanwhile.
+func (t *toolStream) busy() bool { return t != nil && t.buf.pending() != nil }
+
+// stop cancels a running Judge call and stops holding: what the buffer
+// holds is never emitted.
+func (t *toolStream) stop() {
+	if t == nil {
+		return
+	}
+	t.cancel()
+	t.buf.need, t.buf.resume, t.buf.queue, t.buf.rqueue = nil, nil, nil, nil
+	t.buf.off = true
+}
+
+// wait waits for the pending call's verdict for at most one keep-alive
+// interval. It returns keepalive true when the interval passed first, and
+// an error when the verdict cannot be had (the client left: ctx's error;
+// the Judge failed: an apiError to end the stream with).
+func (t *toolStream) wait(clientCtx context.Context) (keepalive bool, err error) {
+	c := t.buf.pending()
+	if !t.asked {
+		t.asked = true
+		call := *c
+		go func() {
+			r := toolVerdict{err: errors.New("the judge panicked")}
+			defer func() {
+				_ = recover() // a panicking Judge denies, as any failure does
+				t.result <- r
+			}()
+			r.v, r.err = t.judge.Judge(t.ctx, call)
+		}()
+	}
+	timer := time.NewTimer(t.every)
+	defer timer.Stop()
+	select {
+	case r := <-t.result:
+		t.asked = false
+		if r.err != nil {
+			if clientCtx.Err() != nil {
+				return false, clientCtx.Err()
+			}
+			return false, errUpstream(http.StatusBadGateway, CodeToolCallUndecided,
+				"pamctl could not decide on a tool call the model proposed, so the call was withheld and the stream ends here. Retry the request; if it persists an administrator should check the pamctl logs.",
+				fmt.Errorf("judge %s: %w", clip(c.Tool(), 80), r.err))
+		}
+		t.buf.decide(r.v)
+		return false, nil
+	case <-timer.C:
+		return true, nil
+	case <-clientCtx.Done():
+		t.cancel()
+		return false, clientCtx.Err()
+	}
+}
+
+// awaitVerdict waits for the verdict on the call the firewall holds, for
+// at most one keep-alive interval (streamBody.Read's side of toolStream).
+func (s *streamBody) awaitVerdict() {
+	keepalive, err := s.tools.wait(s.ctx)
+	if keepalive {
+		s.out.WriteString(toolWaitComment)
+		s.waiting = true
+		return
+	}
+	s.checkTools(err)
+}
+
+// checkTools ends the stream when the firewall failed (or the client left
+// while a call was held): nothing more is read or shown.
+func (s *streamBody) checkTools(err error) {
+	var ae *apiError
+	switch {
+	case err != nil && errors.As(err, &ae):
+	case err != nil:
+		// The client went away: finish records the call as abandoned.
+		s.tools.stop()
+		if s.overflow == nil {
+			s.overflow = err
+		}
+		return
+	default:
+		ae = s.tools.buf.err
+	}
+	if ae != nil && s.toolErr == nil {
+		s.tools.stop()
+		s.toolErr = ae
+		if s.overflow == nil {
+			s.overflow = ae
+		}
+	}
+}
