@@ -18,7 +18,7 @@ func TestProxyDocumentCarriesToolCallRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := decodeProxyDocument(&Config{}, pc)
+	got, _, err := decodeProxyDocument(&Config{}, pc)
 	if err != nil {
 		t.Fatal(err)
 	}
