@@ -32,6 +32,7 @@ import (
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/ui"
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/metrics"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
@@ -210,12 +211,19 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	extra := map[string]http.Handler{}
 	if o.Dev {
-		iss, err := devissuer.New(brokerURL + DevIssuerPath)
+		iss, err := devissuer.New(brokerURL+DevIssuerPath, devissuer.WithLoginForm())
 		if err != nil {
 			return nil, err
 		}
 		extra[DevIssuerPath+"/"] = iss
 		a.devIss = iss
+	}
+	if cfg.UI.Enabled {
+		h, err := a.webUI(idTokens)
+		if err != nil {
+			return nil, err
+		}
+		extra["/ui/"] = h
 	}
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
 		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.db, Via: broker.ViaSocket},
@@ -264,6 +272,35 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// webUI builds the web approval page (ui.enabled) over the broker, the
+// audit log and the API's ID-token verifier, logging people in with the
+// first interactive issuer.
+func (a *App) webUI(idTokens broker.IDTokenVerifier) (http.Handler, error) {
+	lv, ok := idTokens.(ui.LoginVerifier)
+	var iss *oidc.IssuerConfig
+	for i := range a.cfg.Issuers {
+		if !a.cfg.Issuers[i].Workload && a.cfg.Issuers[i].ClientID != "" {
+			iss = &a.cfg.Issuers[i]
+			break
+		}
+	}
+	if !ok || iss == nil {
+		return nil, withCode(ExitUsage, errors.New("ui.enabled: the web UI logs people in with an interactive issuer: add one to issuers: (with client_id), or set ui.enabled: false"))
+	}
+	hc, err := tlsconf.HTTPClient(a.cfg.CAFile, 15*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, HTTPClient: hc,
+		Issuer: ui.Issuer{Name: iss.Name, URL: iss.URL, ClientID: iss.ClientID, Scopes: iss.Scopes,
+			SendAccessToken: iss.GroupsSource == oidc.GroupsFromUserinfo},
+		Stopping: a.stopping, Logger: a.log})
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	return w.Handler(), nil
 }
 
 // idleTimeout maps sessions.idle_timeout (0: off) to broker.Config's
