@@ -211,7 +211,12 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	extra := map[string]http.Handler{}
 	if o.Dev {
-		iss, err := devissuer.New(brokerURL+DevIssuerPath, devissuer.WithLoginForm())
+		opts := []devissuer.Option{devissuer.WithLoginForm()}
+		if o.Now != nil {
+			// One clock for the server: auth_time and the step-up checks agree.
+			opts = append(opts, devissuer.WithClock(o.Now))
+		}
+		iss, err := devissuer.New(brokerURL+DevIssuerPath, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -219,7 +224,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.devIss = iss
 	}
 	if cfg.UI.Enabled {
-		h, err := a.webUI(idTokens)
+		h, err := a.webUI(idTokens, o.Now)
 		if err != nil {
 			return nil, err
 		}
@@ -277,7 +282,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 // webUI builds the web approval page (ui.enabled) over the broker, the
 // audit log and the API's ID-token verifier, logging people in with the
 // first interactive issuer.
-func (a *App) webUI(idTokens broker.IDTokenVerifier) (http.Handler, error) {
+func (a *App) webUI(idTokens broker.IDTokenVerifier, now func() time.Time) (http.Handler, error) {
 	lv, ok := idTokens.(ui.LoginVerifier)
 	var iss *oidc.IssuerConfig
 	for i := range a.cfg.Issuers {
@@ -296,7 +301,7 @@ func (a *App) webUI(idTokens broker.IDTokenVerifier) (http.Handler, error) {
 	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, HTTPClient: hc,
 		Issuer: ui.Issuer{Name: iss.Name, URL: iss.URL, ClientID: iss.ClientID, Scopes: iss.Scopes,
 			SendAccessToken: iss.GroupsSource == oidc.GroupsFromUserinfo},
-		Stopping: a.stopping, Logger: a.log})
+		Stopping: a.stopping, Logger: a.log, Now: now})
 	if err != nil {
 		return nil, withCode(ExitUsage, err)
 	}
