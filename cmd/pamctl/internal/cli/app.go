@@ -269,7 +269,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout, AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
 		Counters: a.counts,
 		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
-		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
+		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes, ReviewURL: reviewURL(cfg),
 		Observer: a.observer(),
 	})
 	if err != nil {
@@ -306,6 +306,24 @@ func (a *App) webUI(idTokens broker.IDTokenVerifier, now func() time.Time) (http
 		return nil, withCode(ExitUsage, err)
 	}
 	return w.Handler(), nil
+}
+
+// reviewURL is the web page address of held calls without the id, for the
+// proxy's refusals: from ui.public_url when the UI is on (role all), or
+// when set at all on a proxy-role host (the central broker's page).
+func reviewURL(cfg *Config) string {
+	if cfg.UI.PublicURL == "" || (!cfg.UI.Enabled && cfg.Role != RoleProxy) {
+		return ""
+	}
+	return strings.TrimSuffix(cfg.UI.PublicURL, "/") + broker.ItemPath
+}
+
+// uiURL is the web UI's address for /v1/info ("" when off).
+func (a *App) uiURL() string {
+	if !a.cfg.UI.Enabled || a.cfg.UI.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimSuffix(a.cfg.UI.PublicURL, "/") + "/ui/"
 }
 
 // idleTimeout maps sessions.idle_timeout (0: off) to broker.Config's
@@ -357,7 +375,7 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 }
 
 func (a *App) info() api.Info {
-	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
+	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", UIURL: a.uiURL()}
 	if a.cfg.Role == RoleBroker {
 		in.ProxyURL = "" // no proxy here: clients use their local one (proxy.addr)
 	}

@@ -143,6 +143,9 @@ func TestBrowserApprovals(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.out), &req); err != nil || req.State != broker.StatePending {
 			t.Fatalf("request: %v %+v", err, req)
 		}
+		if want := "Review page:  " + base + "/ui/requests/" + req.ID; !strings.Contains(r.err, want) {
+			t.Fatalf("pamctl request does not link the review page (%q):\n%s", want, r.err)
+		}
 		return &req
 	}
 	req1 := newRequest("nightly eval run")
