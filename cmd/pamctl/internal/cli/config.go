@@ -56,6 +56,7 @@ type Config struct {
 	Audit      AuditConfig         `mapstructure:"audit"`
 	Requests   RequestsConfig      `mapstructure:"requests"`
 	Notify     NotifyConfig        `mapstructure:"notify"`
+	Approvals  ApprovalsConfig     `mapstructure:"approvals"`
 	Log        LogConfig           `mapstructure:"log"`
 	Metrics    MetricsConfig       `mapstructure:"metrics"`
 	Tracing    tracing.Config      `mapstructure:"tracing"`
@@ -186,6 +187,14 @@ type NotifyConfig struct {
 	Webhook string `mapstructure:"webhook"`
 }
 
+// ApprovalsConfig is the approvals: section.
+type ApprovalsConfig struct {
+	// ReauthAfter is how recent an IdP authentication approving, denying,
+	// revoking another person's grant and reading the audit trail need
+	// (step-up; docs/sessions.md). Applied on reload.
+	ReauthAfter time.Duration `mapstructure:"reauth_after"`
+}
+
 // LogConfig configures server logs.
 type LogConfig struct {
 	Format string `mapstructure:"format"` // text | json ("" = text on a terminal, json otherwise)
@@ -231,6 +240,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
 	v.SetDefault("sessions.idle_timeout", broker.DefaultIdleTimeout)
+	v.SetDefault("approvals.reauth_after", broker.DefaultReauthAfter)
 	v.SetDefault("masking.response.default", "mask")
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
