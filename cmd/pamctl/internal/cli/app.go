@@ -204,7 +204,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
 		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, Notifier: notifier,
 		SessionTTL: cfg.Sessions.MaxLifetime, IdleTimeout: idleTimeout(cfg.Sessions.IdleTimeout), Now: o.Now,
-		RequestRetention: cfg.Requests.Retention,
+		RequestRetention: cfg.Requests.Retention, ReauthAfter: cfg.Approvals.ReauthAfter,
 	})
 	if err != nil {
 		return nil, err
@@ -908,6 +908,7 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		}
 		a.broker.SetPolicies(cfg.Policies)
 		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
+		a.broker.SetReauthAfter(cfg.Approvals.ReauthAfter)
 		if a.proxy != nil {
 			a.proxy.SetInspection(insp)
 		}
@@ -918,7 +919,7 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			a.metrics.SetModels(metricModels(cfg)) // the model label follows the policies
 		}
 		applied = cfg
-		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
+		details := map[string]string{"trigger": why, "applied": "policies, rules, masking, approvals"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
 			details["restart_needed"] = strings.Join(stale, ", ")
 			a.log.Warn("config changes that need a restart were not applied", "keys", details["restart_needed"])

@@ -58,6 +58,7 @@ type Config struct {
 	Requests   RequestsConfig      `mapstructure:"requests"`
 	Notify     NotifyConfig        `mapstructure:"notify"`
 	UI         UIConfig            `mapstructure:"ui"`
+	Approvals  ApprovalsConfig     `mapstructure:"approvals"`
 	Log        LogConfig           `mapstructure:"log"`
 	Metrics    MetricsConfig       `mapstructure:"metrics"`
 	Tracing    tracing.Config      `mapstructure:"tracing"`
@@ -199,6 +200,14 @@ type UIConfig struct {
 	PublicURL string `mapstructure:"public_url"`
 }
 
+// ApprovalsConfig is the approvals: section.
+type ApprovalsConfig struct {
+	// ReauthAfter is how recent an IdP authentication approving, denying,
+	// revoking another person's grant and reading the audit trail need
+	// (step-up; docs/sessions.md). Applied on reload.
+	ReauthAfter time.Duration `mapstructure:"reauth_after"`
+}
+
 // LogConfig configures server logs.
 type LogConfig struct {
 	Format string `mapstructure:"format"` // text | json ("" = text on a terminal, json otherwise)
@@ -244,6 +253,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("data_dir", filepath.Join(DataHome(), "pamctl"))
 	v.SetDefault("master_key_file", filepath.Join(ConfigHome(), "pamctl", "master.key"))
 	v.SetDefault("sessions.idle_timeout", broker.DefaultIdleTimeout)
+	v.SetDefault("approvals.reauth_after", broker.DefaultReauthAfter)
 	v.SetDefault("masking.response.default", "mask")
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
