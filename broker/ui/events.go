@@ -106,5 +106,6 @@ func (u *UI) stopping() <-chan struct{} {
 // isStepUp reports whether the broker refused an action for want of a
 // recent IdP authentication (approvals.reauth_after).
 func isStepUp(err error) bool {
-	return broker.ErrorCode(err) == "step_up_required"
+	var su *broker.StepUpError
+	return errors.As(err, &su)
 }

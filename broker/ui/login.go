@@ -3,13 +3,10 @@ package ui
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -121,7 +118,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.verifier), gooidc.Nonce(p.nonce)}
 	if p.reauth {
-		maxAge := int(u.c.ReauthAfter / time.Second)
+		maxAge := int(u.c.Service.ReauthAfter() / time.Second)
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", strconv.Itoa(max(maxAge, 0))))
 	}
 	// The state is bound to this browser too: a callback carrying a state
@@ -191,9 +188,11 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := u.c.Now()
+	// auth_time from the verified token (the verifier refuses a malformed
+	// one), or this login's time when the IdP sends none.
 	authTime := now
-	if at, ok := authTimeOf(raw); ok && !at.After(now.Add(authTimeSkew)) {
-		authTime = at
+	if !id.AuthTime.IsZero() && !id.AuthTime.After(now.Add(authTimeSkew)) {
+		authTime = id.AuthTime
 	}
 	if p.reauth && authTime.Before(p.started.Add(-authTimeSkew)) {
 		// Asked to authenticate again, the IdP answered with an old
@@ -213,30 +212,6 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogin, Actor: actorOf(who), Decision: "allow", Client: &client,
 		Details: map[string]string{"via": "web", "session": "web_" + ss.id[:16], "expires": ss.expires.UTC().Format(time.RFC3339), "auth_time": authTime.UTC().Format(time.RFC3339)}})
 	http.Redirect(w, r, p.next, http.StatusSeeOther)
-}
-
-// authTimeOf reads auth_time from an ID token the verifier has already
-// checked (signature, issuer, audience, expiry, nonce).
-func authTimeOf(raw string) (time.Time, bool) {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return time.Time{}, false
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return time.Time{}, false
-	}
-	var c struct {
-		AuthTime json.Number `json:"auth_time"`
-	}
-	if json.Unmarshal(b, &c) != nil || c.AuthTime == "" {
-		return time.Time{}, false
-	}
-	n, err := c.AuthTime.Int64()
-	if err != nil || n <= 0 {
-		return time.Time{}, false
-	}
-	return time.Unix(n, 0), true
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, ss *session) {

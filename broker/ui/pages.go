@@ -92,9 +92,9 @@ func (u *UI) post(h handlerFunc) http.HandlerFunc {
 }
 
 // fresh reports whether the session's IdP authentication is recent enough
-// for a sensitive action (approvals.reauth_after).
-func (u *UI) fresh(ss *session) bool {
-	return u.c.ReauthAfter <= 0 || u.c.Now().Sub(ss.authTime) < u.c.ReauthAfter
+// for action (approvals.reauth_after), as the broker will judge it.
+func (u *UI) fresh(ss *session, action string) bool {
+	return u.c.Service.StepUp(ss.who, action) == nil
 }
 
 // stepUp sends the browser through the IdP for a fresh authentication,
@@ -193,7 +193,7 @@ func (u *UI) item(w http.ResponseWriter, r *http.Request, ss *session) {
 		u.serviceError(w, r, err)
 		return
 	}
-	v := itemView{queueItem: u.rowOf(req, u.c.Now()), Fresh: u.fresh(ss)}
+	v := itemView{queueItem: u.rowOf(req, u.c.Now()), Fresh: u.fresh(ss, broker.ActionApprove)}
 	v.CanDecide, v.WhyNot = u.reviewable(req, ss.who)
 	if !v.CanDecide && v.WhyNot == "" {
 		v.WhyNot = "you are not an approver of this request"
@@ -227,7 +227,7 @@ const maxReason = 1 << 10
 func (u *UI) decide(w http.ResponseWriter, r *http.Request, ss *session) {
 	id := r.PathValue("id")
 	back := "/ui/requests/" + url.PathEscape(id)
-	if !u.fresh(ss) {
+	if !u.fresh(ss, broker.ActionApprove) {
 		u.stepUp(w, r, back)
 		return
 	}
@@ -282,7 +282,7 @@ func (u *UI) revoke(w http.ResponseWriter, r *http.Request, ss *session) {
 		return
 	}
 	// Revoking someone else's grant is a sensitive action; one's own is not.
-	if !req.Requester.Same(ss.who) && !u.fresh(ss) {
+	if !req.Requester.Same(ss.who) && !u.fresh(ss, broker.ActionRevokeOther) {
 		u.stepUp(w, r, back)
 		return
 	}
@@ -317,11 +317,11 @@ const maxAuditRows = 200
 
 func (u *UI) auditAllowed(w http.ResponseWriter, r *http.Request, ss *session) bool {
 	if err := u.c.Service.CanReadAudit(r.Context(), ss.who); err != nil {
+		if isStepUp(err) {
+			u.stepUp(w, r, r.URL.RequestURI())
+			return false
+		}
 		u.serviceError(w, r, err)
-		return false
-	}
-	if !u.fresh(ss) {
-		u.stepUp(w, r, r.URL.RequestURI())
 		return false
 	}
 	return true

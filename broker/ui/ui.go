@@ -9,7 +9,9 @@
 // API; this package adds only the web's own defences: CSRF tokens bound to
 // the session, Origin / Sec-Fetch-Site checks, strict security headers,
 // local-only return paths, and step-up through the IdP (prompt=login,
-// max_age) when the login is older than approvals.reauth_after.
+// max_age) when the login is older than approvals.reauth_after (the
+// broker's StepUp decides; the UI asks before showing a form and follows
+// a *broker.StepUpError from any action).
 package ui
 
 import (
@@ -37,6 +39,10 @@ type Service interface {
 	Revoke(ctx context.Context, who broker.Identity, id string, admin bool) (*broker.Request, error)
 	CanReview(r *broker.Request, reviewer broker.Identity) (bool, string)
 	CanReadAudit(ctx context.Context, who broker.Identity) error
+	// StepUp refuses (a *broker.StepUpError) when who's IdP authentication
+	// is older than approvals.reauth_after; ReauthAfter says how old.
+	StepUp(who broker.Identity, action string) error
+	ReauthAfter() time.Duration
 }
 
 var _ Service = (*broker.Service)(nil)
@@ -71,10 +77,6 @@ type Config struct {
 	PublicURL string
 	// HTTPClient reaches the IdP (discovery, token endpoint); nil: 15 s timeout.
 	HTTPClient *http.Client
-	// ReauthAfter is approvals.reauth_after: deciding, revoking and reading
-	// the audit trail need an IdP authentication at most this old (0: no
-	// step-up in the UI; the broker may still demand it).
-	ReauthAfter time.Duration
 	// SessionTTL is a UI session's absolute lifetime (default 1h), IdleTimeout
 	// ends it sooner when unused (default 30m).
 	SessionTTL, IdleTimeout time.Duration

@@ -244,7 +244,37 @@ func TestBrowserApprovals(t *testing.T) {
 	if got, _ := aliceAPI.Request(context.Background(), req2.ID, 0); got.State != broker.StatePending {
 		t.Fatalf("after a self-approval POST the request is %s", got.State)
 	}
-	_ = clk
+
+	// A stale login is sent back to the IdP (prompt=login, max_age) before
+	// deciding, and the decision goes through after a fresh login.
+	s.as(t, "carol", "", "login", "--user", "carol", "--groups", "ml").must(t, "carol login")
+	r3 := s.as(t, "carol", "", "request", "--scope", "model:gpt-4o", "--nowait", "-o", "json").must(t, "carol's request")
+	var req3 broker.Request
+	if err := json.Unmarshal([]byte(r3.out), &req3); err != nil {
+		t.Fatal(err)
+	}
+	run(t, ctx, "log alice out", chromedp.Click(css("form.who button")), chromedp.WaitVisible(css(`a[href="/ui/login"]`)))
+	run(t, ctx, "open carol's request", chromedp.Navigate(base+"/ui/requests/"+req3.ID))
+	browserLogin(t, ctx, "bob", "security")
+	run(t, ctx, "a fresh login decides without a detour", chromedp.WaitVisible(css("#approve")))
+	if bjs[bool](t, ctx, "look for the step-up notice", `document.querySelector(".notice.warn") !== null`) {
+		t.Fatal("a fresh login is told it needs a new one")
+	}
+	clk.Advance(broker.DefaultReauthAfter + time.Minute)
+	run(t, ctx, "reload as a stale login", chromedp.Reload(), chromedp.WaitVisible(css(".notice.warn")), chromedp.Click(css("#approve")), chromedp.WaitVisible(css("#login_hint")))
+	idp := bjs[string](t, ctx, "the IdP's URL", `location.href`)
+	if !strings.Contains(idp, "/dev/oidc/authorize?") || !strings.Contains(idp, "prompt=login") || !strings.Contains(idp, fmt.Sprintf("max_age=%d", int(broker.DefaultReauthAfter/time.Second))) {
+		t.Fatalf("a stale login was not sent to the IdP with prompt=login and max_age: %s", idp)
+	}
+	carolAPI := s.sessionClient(t, "carol")
+	if got, err := carolAPI.Request(context.Background(), req3.ID, 0); err != nil || got.State != broker.StatePending {
+		t.Fatalf("a stale login's approval went through: %v %+v", err, got)
+	}
+	browserLogin(t, ctx, "bob", "security")
+	run(t, ctx, "back on the request, decide again", chromedp.WaitVisible(css("#approve")), chromedp.Click(css("#approve")), chromedp.WaitVisible(css(".notice.ok")))
+	if got, err := carolAPI.Request(context.Background(), req3.ID, 0); err != nil || got.State != broker.StateApproved || got.Reviews[0].Reviewer.Subject != "bob" {
+		t.Fatalf("after a fresh login the approval did not go through: %v %+v", err, got)
+	}
 }
 
 // shot saves a screenshot under docs/img when PAMCTL_SCREENSHOTS is set
