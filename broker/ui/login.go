@@ -42,7 +42,10 @@ const (
 
 func newLogins() *logins { return &logins{m: map[string]*pendingLogin{}} }
 
-func (l *logins) add(p *pendingLogin) bool {
+// add records p. Past maxPendingLogins the oldest is dropped: anyone can
+// start logins, so a flood must not lock people out for loginTTL (a
+// person whose login was dropped starts again).
+func (l *logins) add(p *pendingLogin) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for k, o := range l.m {
@@ -50,11 +53,16 @@ func (l *logins) add(p *pendingLogin) bool {
 			delete(l.m, k)
 		}
 	}
-	if len(l.m) >= maxPendingLogins {
-		return false
+	for len(l.m) >= maxPendingLogins {
+		var oldest *pendingLogin
+		for _, o := range l.m {
+			if oldest == nil || o.started.Before(oldest.started) {
+				oldest = o
+			}
+		}
+		delete(l.m, oldest.state)
 	}
 	l.m[p.state] = p
-	return true
 }
 
 // take removes and returns the login of state (each is used once).
@@ -69,15 +77,27 @@ func (l *logins) take(state string, now time.Time) *pendingLogin {
 	return p
 }
 
-// oauthConfig discovers the issuer (on each login: discovery documents are
-// small and logins rare, and an IdP moving its endpoints is followed).
+// discoveryTTL is how long a discovered IdP configuration is reused: an
+// unauthenticated /ui/login must not make the broker call the IdP each
+// time, and an IdP moving its endpoints is followed within minutes.
+const discoveryTTL = 5 * time.Minute
+
+// oauthConfig returns the code flow's client config, discovering the
+// issuer at most once per discoveryTTL (a failure is retried next time).
 func (u *UI) oauthConfig(ctx context.Context) (*oauth2.Config, error) {
-	ctx = gooidc.ClientContext(ctx, u.c.HTTPClient)
-	p, err := gooidc.NewProvider(ctx, u.c.Issuer.URL)
-	if err != nil {
-		return nil, err
+	u.discoMu.Lock()
+	defer u.discoMu.Unlock()
+	now := u.c.Now()
+	if u.disco == nil || now.Sub(u.discoAt) >= discoveryTTL {
+		dctx, cancel := context.WithTimeout(gooidc.ClientContext(context.WithoutCancel(ctx), u.c.HTTPClient), 15*time.Second)
+		defer cancel()
+		p, err := gooidc.NewProvider(dctx, u.c.Issuer.URL)
+		if err != nil {
+			return nil, err
+		}
+		u.disco, u.discoAt = p, now
 	}
-	ep := p.Endpoint()
+	ep := u.disco.Endpoint()
 	ep.AuthStyle = oauth2.AuthStyleInParams
 	scopes := u.c.Issuer.Scopes
 	if len(scopes) == 0 {
@@ -112,10 +132,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	p := &pendingLogin{state: randomToken(), nonce: randomToken(), verifier: oauth2.GenerateVerifier(),
 		next: localPath(q.Get("next")), reauth: q.Get("reauth") == "1", started: u.c.Now()}
-	if !u.logins.add(p) {
-		u.fail(w, r, http.StatusServiceUnavailable, "Too many logins in progress", "Try again in a few minutes.")
-		return
-	}
+	u.logins.add(p)
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.verifier), gooidc.Nonce(p.nonce)}
 	if p.reauth {
 		maxAge := int(u.c.Service.ReauthAfter() / time.Second)

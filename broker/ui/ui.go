@@ -24,7 +24,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
@@ -46,6 +49,16 @@ type Service interface {
 }
 
 var _ Service = (*broker.Service)(nil)
+
+// AuditLog is what the UI needs of the trail (broker/audit.Log has it).
+type AuditLog interface {
+	audit.Sink
+	Range(ctx context.Context, fromSeq uint64, fn func(audit.Event) bool) error
+	Head(ctx context.Context) (audit.Status, error)
+	Subscribe(ctx context.Context, fromSeq uint64) *audit.Subscription
+}
+
+var _ AuditLog = audit.Log(nil)
 
 // LoginVerifier verifies the ID token of a login (broker/oidc.Verifier, the
 // same verifier the API's POST /v1/login uses).
@@ -70,7 +83,7 @@ type Config struct {
 	Service Service
 	// Audit is the trail: the audit view reads it, logins and logouts are
 	// appended to it, and the queue's live updates follow it.
-	Audit    audit.Log
+	Audit    AuditLog
 	Verifier LoginVerifier
 	Issuer   Issuer
 	// PublicURL is ui.public_url (see ValidatePublicURL).
@@ -96,6 +109,10 @@ type UI struct {
 	pages    map[string]*template.Template
 	static   http.Handler
 	csp      string
+
+	discoMu sync.Mutex
+	disco   *gooidc.Provider // cached discovery (oauthConfig)
+	discoAt time.Time
 }
 
 //go:embed templates/*.html
@@ -244,7 +261,7 @@ func localPath(next string) string {
 	p, err := url.Parse(next)
 	if err != nil || p.Scheme != "" || p.Host != "" || p.User != nil || p.Opaque != "" ||
 		!strings.HasPrefix(p.Path, "/ui/") || strings.HasPrefix(next, "//") ||
-		strings.Contains(p.Path, "/..") || strings.Contains(p.Path, "/./") || p.Path == "/ui/callback" || p.Path == "/ui/login" {
+		strings.Contains(p.Path, "/..") || strings.Contains(p.Path, "/./") || strings.Contains(p.Path, "//") || p.Path == "/ui/callback" || p.Path == "/ui/login" {
 		return "/ui/"
 	}
 	return p.RequestURI()
