@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/pamctl/pamctl/broker"
@@ -37,6 +38,13 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cross-origin event streams are refused", http.StatusForbidden)
 		return
 	}
+	// Each stream holds an audit subscription: bound them per session and
+	// in all, so tabs (or a script with a stolen cookie) cannot pile them up.
+	if !u.streams.acquire(ss.id) {
+		http.Error(w, "too many live views open; close some tabs (the page still works, reload it by hand)", http.StatusTooManyRequests)
+		return
+	}
+	defer u.streams.release(ss.id)
 	rc := http.NewResponseController(w)
 	head, err := u.c.Audit.Head(r.Context())
 	if err != nil {
@@ -93,6 +101,42 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+}
+
+// Bounds on live-update streams.
+const (
+	maxStreamsPerSession = 8
+	maxStreams           = 2000
+)
+
+// streamCount counts open live-update streams per session and in all.
+type streamCount struct {
+	mu    sync.Mutex
+	total int
+	per   map[string]int
+}
+
+func (c *streamCount) acquire(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.per == nil {
+		c.per = map[string]int{}
+	}
+	if c.total >= maxStreams || c.per[id] >= maxStreamsPerSession {
+		return false
+	}
+	c.total++
+	c.per[id]++
+	return true
+}
+
+func (c *streamCount) release(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.per[id]--; c.per[id] <= 0 {
+		delete(c.per, id)
 	}
 }
 

@@ -110,6 +110,8 @@ type UI struct {
 	static   http.Handler
 	csp      string
 
+	streams streamCount // open /ui/events streams
+
 	discoMu sync.Mutex
 	disco   *gooidc.Provider // cached discovery (oauthConfig)
 	discoAt time.Time

@@ -538,3 +538,22 @@ func TestValidatePublicURL(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamsAreBounded(t *testing.T) {
+	var c streamCount
+	for range maxStreamsPerSession {
+		if !c.acquire("a") {
+			t.Fatal("refused below the per-session bound")
+		}
+	}
+	if c.acquire("a") {
+		t.Fatal("a session opened more streams than the bound")
+	}
+	if !c.acquire("b") {
+		t.Fatal("another session was refused")
+	}
+	c.release("a")
+	if !c.acquire("a") {
+		t.Fatal("a released stream was not given back")
+	}
+}
