@@ -210,7 +210,11 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	extra := map[string]http.Handler{}
 	if o.Dev {
-		iss, err := devissuer.New(brokerURL + DevIssuerPath)
+		var devOpts []devissuer.Option
+		if o.Now != nil { // the broker's clock (tests): auth_time agrees with it
+			devOpts = append(devOpts, devissuer.WithClock(o.Now))
+		}
+		iss, err := devissuer.New(brokerURL+DevIssuerPath, devOpts...)
 		if err != nil {
 			return nil, err
 		}
@@ -315,7 +319,7 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 }
 
 func (a *App) info() api.Info {
-	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
+	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", ReauthAfterSeconds: int64(a.broker.ReauthAfter() / time.Second)}
 	if a.cfg.Role == RoleBroker {
 		in.ProxyURL = "" // no proxy here: clients use their local one (proxy.addr)
 	}
