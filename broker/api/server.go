@@ -46,10 +46,13 @@ type IssuerInfo struct {
 
 // Info is public, unauthenticated server metadata.
 type Info struct {
-	Version  string       `json:"version"`
-	Dev      bool         `json:"dev"`
-	ProxyURL string       `json:"proxy_url"` // base URL agents use, ending in /v1
-	Issuers  []IssuerInfo `json:"issuers"`
+	Version  string `json:"version"`
+	Dev      bool   `json:"dev"`
+	ProxyURL string `json:"proxy_url"` // base URL agents use, ending in /v1
+	// UIURL is the web approval page (<ui.public_url>/ui/), when it is on;
+	// an item's page is broker.ItemURL(ui.public_url, id).
+	UIURL   string       `json:"ui_url,omitempty"`
+	Issuers []IssuerInfo `json:"issuers"`
 	// ReauthAfterSeconds is approvals.reauth_after: the CLI asks the IdP
 	// for an authentication no older than this (max_age) when it logs in.
 	ReauthAfterSeconds int64 `json:"reauth_after_seconds,omitempty"`

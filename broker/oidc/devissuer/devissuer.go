@@ -5,9 +5,12 @@
 // no identity provider, and every test in the tree uses it as the in-process
 // issuer.
 //
-// It has no login UI: /authorize auto-consents for the user named in the
-// login_hint parameter, with the groups listed in the non-standard groups
-// parameter (comma separated), and /device approves a user code the same way.
+// /authorize auto-consents for the user named in the login_hint parameter,
+// with the groups listed in the non-standard groups parameter (comma
+// separated), and /device approves a user code the same way. With
+// WithLoginForm a browser without login_hint (or sent with prompt=login)
+// gets a form asking for the user name and groups instead; it checks no
+// password: whoever reaches it is whoever they type.
 // It only redirects to loopback URIs. It is for development and tests only and
 // must never be trusted by a production broker.
 package devissuer
@@ -68,6 +71,7 @@ type Issuer struct {
 	pollInterval int // seconds, advertised in device authorization responses
 	clients      map[string]bool
 	emailDomain  string
+	loginForm    bool // WithLoginForm
 
 	mu      sync.Mutex
 	codes   map[string]*authCode    // authorization code -> grant
@@ -150,6 +154,18 @@ func WithClients(ids ...string) Option {
 			}
 			i.clients[id] = true
 		}
+		return nil
+	}
+}
+
+// WithLoginForm makes /authorize show a login form (user name and groups)
+// when the request names no login_hint, or asks for prompt=login, instead
+// of refusing it with login_required: a browser can then log in, as the web
+// approval page's users do (`pamctl serve --dev` turns it on). Requests with
+// a login_hint still auto-consent, so the CLI's flows are unchanged.
+func WithLoginForm() Option {
+	return func(i *Issuer) error {
+		i.loginForm = true
 		return nil
 	}
 }

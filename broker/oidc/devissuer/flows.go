@@ -154,6 +154,12 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail("invalid_request", "malformed code_challenge")
 		return
 	}
+	if i.loginForm && (q.Get("login_hint") == "" || slices.Contains(strings.Fields(q.Get("prompt")), "login")) {
+		// A browser login (the web UI): ask who to be, and again when the
+		// client wants a fresh authentication (prompt=login).
+		i.renderLoginForm(w, q)
+		return
+	}
 	u, err := i.parseUser(q.Get("login_hint"), q.Get("groups"))
 	if err != nil {
 		fail("login_required", err.Error())

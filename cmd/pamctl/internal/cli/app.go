@@ -32,6 +32,7 @@ import (
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/ui"
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/metrics"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
@@ -210,16 +211,24 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	extra := map[string]http.Handler{}
 	if o.Dev {
-		var devOpts []devissuer.Option
-		if o.Now != nil { // the broker's clock (tests): auth_time agrees with it
-			devOpts = append(devOpts, devissuer.WithClock(o.Now))
+		opts := []devissuer.Option{devissuer.WithLoginForm()}
+		if o.Now != nil {
+			// One clock for the server: auth_time and the step-up checks agree.
+			opts = append(opts, devissuer.WithClock(o.Now))
 		}
-		iss, err := devissuer.New(brokerURL+DevIssuerPath, devOpts...)
+		iss, err := devissuer.New(brokerURL+DevIssuerPath, opts...)
 		if err != nil {
 			return nil, err
 		}
 		extra[DevIssuerPath+"/"] = iss
 		a.devIss = iss
+	}
+	if cfg.UI.Enabled {
+		h, err := a.webUI(idTokens, o.Now)
+		if err != nil {
+			return nil, err
+		}
+		extra["/ui/"] = h
 	}
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
 		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.db, Via: broker.ViaSocket},
@@ -260,7 +269,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout, AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
 		Counters: a.counts,
 		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
-		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
+		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes, ReviewURL: reviewURL(cfg),
 		Observer: a.observer(),
 	})
 	if err != nil {
@@ -268,6 +277,53 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// webUI builds the web approval page (ui.enabled) over the broker, the
+// audit log and the API's ID-token verifier, logging people in with the
+// first interactive issuer.
+func (a *App) webUI(idTokens broker.IDTokenVerifier, now func() time.Time) (http.Handler, error) {
+	lv, ok := idTokens.(ui.LoginVerifier)
+	var iss *oidc.IssuerConfig
+	for i := range a.cfg.Issuers {
+		if !a.cfg.Issuers[i].Workload && a.cfg.Issuers[i].ClientID != "" {
+			iss = &a.cfg.Issuers[i]
+			break
+		}
+	}
+	if !ok || iss == nil {
+		return nil, withCode(ExitUsage, errors.New("ui.enabled: the web UI logs people in with an interactive issuer: add one to issuers: (with client_id), or set ui.enabled: false"))
+	}
+	hc, err := tlsconf.HTTPClient(a.cfg.CAFile, 15*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, HTTPClient: hc,
+		Issuer: ui.Issuer{Name: iss.Name, URL: iss.URL, ClientID: iss.ClientID, Scopes: iss.Scopes,
+			SendAccessToken: iss.GroupsSource == oidc.GroupsFromUserinfo},
+		Stopping: a.stopping, Logger: a.log, Now: now})
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	return w.Handler(), nil
+}
+
+// reviewURL is the web page address of held calls without the id, for the
+// proxy's refusals: from ui.public_url when the UI is on (role all), or
+// when set at all on a proxy-role host (the central broker's page).
+func reviewURL(cfg *Config) string {
+	if cfg.UI.PublicURL == "" || (!cfg.UI.Enabled && cfg.Role != RoleProxy) {
+		return ""
+	}
+	return strings.TrimSuffix(cfg.UI.PublicURL, "/") + broker.ItemPath
+}
+
+// uiURL is the web UI's address for /v1/info ("" when off).
+func (a *App) uiURL() string {
+	if !a.cfg.UI.Enabled || a.cfg.UI.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimSuffix(a.cfg.UI.PublicURL, "/") + "/ui/"
 }
 
 // idleTimeout maps sessions.idle_timeout (0: off) to broker.Config's
@@ -319,7 +375,7 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 }
 
 func (a *App) info() api.Info {
-	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", ReauthAfterSeconds: int64(a.broker.ReauthAfter() / time.Second)}
+	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", UIURL: a.uiURL(), ReauthAfterSeconds: int64(a.broker.ReauthAfter() / time.Second)}
 	if a.cfg.Role == RoleBroker {
 		in.ProxyURL = "" // no proxy here: clients use their local one (proxy.addr)
 	}

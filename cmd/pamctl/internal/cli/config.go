@@ -23,6 +23,7 @@ import (
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
+	"github.com/pamctl/pamctl/broker/ui"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/mask"
@@ -56,6 +57,7 @@ type Config struct {
 	Audit      AuditConfig         `mapstructure:"audit"`
 	Requests   RequestsConfig      `mapstructure:"requests"`
 	Notify     NotifyConfig        `mapstructure:"notify"`
+	UI         UIConfig            `mapstructure:"ui"`
 	Approvals  ApprovalsConfig     `mapstructure:"approvals"`
 	Log        LogConfig           `mapstructure:"log"`
 	Metrics    MetricsConfig       `mapstructure:"metrics"`
@@ -185,6 +187,17 @@ type RequestsConfig struct {
 // NotifyConfig configures notifications.
 type NotifyConfig struct {
 	Webhook string `mapstructure:"webhook"`
+}
+
+// UIConfig is the web approval page the broker serves under /ui/
+// (broker/ui, docs/approvals.md).
+type UIConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// PublicURL is the address people reach the broker by, e.g.
+	// https://pam.example.com: the OIDC redirect URI is
+	// <public_url>/ui/callback and links in notifications, `pamctl
+	// request` and held-call errors point below it.
+	PublicURL string `mapstructure:"public_url"`
 }
 
 // ApprovalsConfig is the approvals: section.
@@ -420,6 +433,11 @@ func (c *Config) Validate() error {
 		add("server: %q is not an http(s) URL", c.Server)
 	}
 	errs = append(errs, c.validateDurations()...)
+	if c.UI.Enabled || c.UI.PublicURL != "" {
+		if err := ui.ValidatePublicURL(c.UI.PublicURL); err != nil {
+			add("ui.public_url: %v", err)
+		}
+	}
 	if c.SessionTTL != 0 && c.SessionTTL != c.Sessions.MaxLifetime {
 		add("session_ttl (%s) is the old name of sessions.max_lifetime (%s): set only sessions.max_lifetime", c.SessionTTL, c.Sessions.MaxLifetime)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -171,6 +172,23 @@ func (s *testServer) asRecording(t *testing.T, user string, args ...string) (res
 	return result{out: out.String(), err: errOut.String(), code: code}, rt
 }
 
+func TestFreshAuthParams(t *testing.T) {
+	for _, c := range []struct {
+		reauth, stepUp int64
+		dev            bool
+		want           string
+	}{
+		{600, 0, false, "map[max_age:600]"},
+		{0, 0, false, "map[]"},
+		{600, 300, false, "map[max_age:300 prompt:login]"},
+		{600, 300, true, "map[max_age:300]"},
+	} {
+		if got := fmt.Sprint(freshAuthParams(c.reauth, c.stepUp, c.dev)); got != c.want {
+			t.Errorf("freshAuthParams(%d, %d, %v) = %s, want %s", c.reauth, c.stepUp, c.dev, got, c.want)
+		}
+	}
+}
+
 // pamctl login asks the IdP for an authentication no older than
 // reauth_after (max_age); a step-up login also asks it to authenticate the
 // person now (prompt=login).
@@ -187,7 +205,10 @@ func TestEndToEndLoginAsksForFreshAuthentication(t *testing.T) {
 	clk.Add(6 * time.Minute)
 	r, rt = s.asRecording(t, "bob", "deny", id)
 	r.must(t, "deny after a step-up login")
-	if q := rt.authorize(t); q.Get("max_age") != "300" || q.Get("prompt") != "login" {
+	// The dev issuer authenticates afresh on every request (and answers
+	// prompt=login with a form for browsers), so it is sent max_age only;
+	// a real IdP gets prompt=login too (TestFreshAuthParams).
+	if q := rt.authorize(t); q.Get("max_age") != "300" || q.Get("prompt") != "" {
 		t.Fatalf("step-up login's authorization request: %v", q)
 	}
 	if !strings.Contains(r.err, "denying needs a login within the last 5m; your last was 6m ago; logging in again") {

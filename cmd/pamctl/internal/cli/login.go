@@ -147,7 +147,7 @@ func (f *Factory) login(ctx context.Context, cfg *Config, o *LoginOptions, stepU
 			}
 			rec.ClientSecretFile = o.ClientSecretFile
 		}
-		cc.ExtraAuthParams = freshAuthParams(info.ReauthAfterSeconds, stepUp)
+		cc.ExtraAuthParams = freshAuthParams(info.ReauthAfterSeconds, stepUp, is.Dev)
 		if is.Dev {
 			if o.User == "" {
 				return nil, withCode(ExitUsage, errors.New("the development issuer needs --user NAME (and optionally --groups a,b)"))
@@ -221,11 +221,16 @@ func (f *Factory) login(ctx context.Context, cfg *Config, o *LoginOptions, stepU
 // the last authentication is older, and put auth_time in the ID token) set
 // to the broker's approvals.reauth_after, and for a step-up also
 // prompt=login (authenticate again now, whatever the IdP's own session).
-func freshAuthParams(reauthAfter, stepUp int64) map[string]string {
+// The development issuer authenticates afresh on every authorization
+// request it auto-consents to, and answers prompt=login with a form for
+// browsers, so it gets max_age alone.
+func freshAuthParams(reauthAfter, stepUp int64, dev bool) map[string]string {
 	p := map[string]string{}
 	switch {
 	case stepUp > 0:
-		p["prompt"] = "login"
+		if !dev {
+			p["prompt"] = "login"
+		}
 		p["max_age"] = strconv.FormatInt(stepUp, 10)
 	case reauthAfter > 0:
 		p["max_age"] = strconv.FormatInt(reauthAfter, 10)

@@ -115,6 +115,15 @@ func requestRun(cmd *cobra.Command, o *RequestOptions) error {
 	if r.Clamped {
 		ios.Warnf("ttl clamped to %s by policy (%s)", r.TTL, strings.Join(r.Policies, ", "))
 	}
+	if r.State == broker.StatePending {
+		// The broker's web page for it, when the broker serves one: send
+		// it to an approver.
+		if in, err := c.Info(ctx); err == nil && in.UIURL != "" {
+			if link := broker.ItemURL(strings.TrimSuffix(in.UIURL, "/ui/"), r.ID); strings.HasPrefix(link, "https://") || strings.HasPrefix(link, "http://") {
+				ios.Notef("Review page:  %s", link)
+			}
+		}
+	}
 	if r.State == broker.StatePending && !o.NoWait {
 		r, err = waitForDecision(ctx, o.f, c, r)
 		if err != nil {

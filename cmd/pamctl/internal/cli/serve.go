@@ -215,6 +215,10 @@ func addDevIssuerAndPolicy(cfg *Config, brokerURL string) {
 	if len(cfg.Policies) == 0 {
 		cfg.Policies = policy.Set{policy.DevPolicy()}
 	}
+	// The web approval page is on in dev mode, at the dev broker's URL.
+	if cfg.UI.PublicURL == "" {
+		cfg.UI.Enabled, cfg.UI.PublicURL = true, brokerURL
+	}
 }
 
 func newLogger(cfg *Config, tty bool, w io.Writer) *slog.Logger {
