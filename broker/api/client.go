@@ -137,7 +137,9 @@ func answerError(resp *http.Response, raw []byte) *Error {
 					su.MaxAge = time.Duration(d.MaxAgeSeconds) * time.Second
 				}
 				if d.AuthTime != nil {
+					// The age is the broker's: the two clocks may differ.
 					su.AuthTime = *d.AuthTime
+					su.Now = d.AuthTime.Add(time.Duration(d.AgeSeconds) * time.Second)
 				}
 			}
 			e.StepUp = su

@@ -53,6 +53,9 @@ type Info struct {
 	// an item's page is broker.ItemURL(ui.public_url, id).
 	UIURL   string       `json:"ui_url,omitempty"`
 	Issuers []IssuerInfo `json:"issuers"`
+	// ReauthAfterSeconds is approvals.reauth_after: the CLI asks the IdP
+	// for an authentication no older than this (max_age) when it logs in.
+	ReauthAfterSeconds int64 `json:"reauth_after_seconds,omitempty"`
 }
 
 // AdminIdentity is who acts through the admin socket: the OS user that owns
@@ -666,8 +669,10 @@ type StepUpDetail struct {
 	// MaxAgeSeconds is approvals.reauth_after: send it as the login's
 	// max_age.
 	MaxAgeSeconds int64 `json:"max_age_seconds"`
-	// AuthTime is the caller's last IdP authentication, when known.
-	AuthTime *time.Time `json:"auth_time,omitempty"`
+	// AuthTime is the caller's last IdP authentication, when known, and
+	// AgeSeconds its age by the broker's clock.
+	AuthTime   *time.Time `json:"auth_time,omitempty"`
+	AgeSeconds int64      `json:"age_seconds,omitempty"`
 }
 
 var statusOf = map[broker.Code]int{
@@ -691,7 +696,7 @@ func writeError(w http.ResponseWriter, err error) {
 		d := &StepUpDetail{Action: su.Action, MaxAgeSeconds: int64(su.MaxAge / time.Second)}
 		if !su.AuthTime.IsZero() {
 			at := su.AuthTime.UTC()
-			d.AuthTime = &at
+			d.AuthTime, d.AgeSeconds = &at, int64(max(su.Now.Sub(su.AuthTime), 0)/time.Second)
 		}
 		body.Error.StepUp = d
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer error="insufficient_user_authentication", error_description="a more recent login is required", max_age=%d`, d.MaxAgeSeconds))

@@ -375,7 +375,7 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 }
 
 func (a *App) info() api.Info {
-	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", UIURL: a.uiURL()}
+	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", UIURL: a.uiURL(), ReauthAfterSeconds: int64(a.broker.ReauthAfter() / time.Second)}
 	if a.cfg.Role == RoleBroker {
 		in.ProxyURL = "" // no proxy here: clients use their local one (proxy.addr)
 	}
