@@ -248,6 +248,9 @@ func printDevBanner(f *Factory, app *App) {
 	if !brokerOnly {
 		fmt.Fprintf(w, "  proxy    %s\n", app.ProxyURL())
 	}
+	if u := app.uiURL(); u != "" {
+		fmt.Fprintf(w, "  ui       %s (the approval page; the dev issuer asks who you are)\n", u)
+	}
 	fmt.Fprintf(w, "  data     %s\n", app.cfg.DataDir)
 	if app.cfg.CAFile != "" && app.brokerTLS != nil {
 		fmt.Fprintf(w, "  ca       %s (the CLI needs it: --ca-file)\n", app.cfg.CAFile)
