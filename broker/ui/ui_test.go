@@ -557,3 +557,58 @@ func TestStreamsAreBounded(t *testing.T) {
 		t.Fatal("a released stream was not given back")
 	}
 }
+
+func TestAuditViewAndTimeline(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Actor: &audit.Actor{Subject: "alice", Display: hostileText}, Request: "req_access", Reasons: []string{hostileText}})
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestApproved, Actor: &audit.Actor{Subject: "bob"}, Request: "req_access", Grant: "req_access", Decision: "approved"})
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypePromptHeld, Actor: &audit.Actor{Subject: "alice"}, Review: "req_held", Prompt: "DROP TABLE " + hostileText})
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+
+	res, body := get(t, c, e.base+"/ui/audit?type=request.*&actor=bob")
+	if res.StatusCode != 200 || !strings.Contains(body, "request.approved") || strings.Contains(body, "request.created") || strings.Contains(body, "prompt.held") {
+		t.Fatalf("filtered audit view: %d\n%s", res.StatusCode, body)
+	}
+	if res, body := get(t, c, e.base+"/ui/audit?since=yesterday"); res.StatusCode != 400 || !strings.Contains(body, "since must be") {
+		t.Fatalf("bad since: %d", res.StatusCode)
+	}
+	res, body = get(t, c, e.base+"/ui/audit/grants/req_access")
+	if res.StatusCode != 200 || !strings.Contains(body, "request.created") || !strings.Contains(body, "request.approved") || strings.Contains(body, "prompt.held") ||
+		strings.Contains(body, "<script>alert") || strings.Contains(body, "\u202e") {
+		t.Fatalf("timeline: %d\n%s", res.StatusCode, body)
+	}
+	if _, body := get(t, c, e.base+"/ui/audit/grants/req_held"); !strings.Contains(body, "DROP TABLE") || strings.Contains(body, "<script>alert") {
+		t.Fatal("a held call's timeline")
+	}
+	// Reading the trail in the page is itself audited.
+	var reads int
+	e.audit.Range(ctx, 0, func(ev audit.Event) bool {
+		if ev.Type == audit.TypeAuditRead && ev.Actor.Subject == "bob" && ev.Details["via"] == "web" {
+			reads++
+		}
+		return true
+	})
+	if reads < 3 {
+		t.Fatalf("%d audit.read events, want one per view", reads)
+	}
+	// Without audit:read the broker's refusal is shown, and nothing is read.
+	e.svc.auditErr = &broker.Error{Code: broker.CodeForbidden, Message: "reading the audit trail needs audit:read"}
+	if res, body := get(t, c, e.base+"/ui/audit"); res.StatusCode != 403 || !strings.Contains(body, "needs audit:read") {
+		t.Fatalf("no audit:read: %d", res.StatusCode)
+	}
+}
+
+func TestMinePage(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	e.login(t, c, "/ui/", "alice", "ml")
+	res, body := get(t, c, e.base+"/ui/mine")
+	if res.StatusCode != 200 || !strings.Contains(body, "req_access") || strings.Contains(body, "req_held") {
+		t.Fatalf("mine: %d\n%s", res.StatusCode, body)
+	}
+	if res, _ := get(t, c, e.base+"/ui/requests/req_nope"); res.StatusCode != 404 {
+		t.Fatalf("unknown request: %d", res.StatusCode)
+	}
+}
