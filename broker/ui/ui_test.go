@@ -568,7 +568,8 @@ func TestAuditViewAndTimeline(t *testing.T) {
 	e.login(t, c, "/ui/", "bob", "security")
 
 	res, body := get(t, c, e.base+"/ui/audit?type=request.*&actor=bob")
-	if res.StatusCode != 200 || !strings.Contains(body, "request.approved") || strings.Contains(body, "request.created") || strings.Contains(body, "prompt.held") {
+	row := func(typ string) string { return `<td class="mono">` + typ + `</td>` }
+	if res.StatusCode != 200 || !strings.Contains(body, row("request.approved")) || strings.Contains(body, row("request.created")) || strings.Contains(body, row("prompt.held")) {
 		t.Fatalf("filtered audit view: %d\n%s", res.StatusCode, body)
 	}
 	if res, body := get(t, c, e.base+"/ui/audit?since=yesterday"); res.StatusCode != 400 || !strings.Contains(body, "since must be") {
