@@ -71,7 +71,8 @@ type Issuer struct {
 	pollInterval int // seconds, advertised in device authorization responses
 	clients      map[string]bool
 	emailDomain  string
-	loginForm    bool // WithLoginForm
+	loginForm    bool            // WithLoginForm
+	redirects    map[string]bool // WithRedirectURIs: exact URIs allowed besides loopback http
 
 	mu      sync.Mutex
 	codes   map[string]*authCode    // authorization code -> grant
@@ -166,6 +167,26 @@ func WithClients(ids ...string) Option {
 func WithLoginForm() Option {
 	return func(i *Issuer) error {
 		i.loginForm = true
+		return nil
+	}
+}
+
+// WithRedirectURIs allows these exact redirect URIs besides loopback http
+// ones: the web approval page's <public_url>/ui/callback, which is https
+// under `serve --dev --tls`. Each must be an absolute http(s) URL without
+// user info or fragment.
+func WithRedirectURIs(uris ...string) Option {
+	return func(i *Issuer) error {
+		if i.redirects == nil {
+			i.redirects = map[string]bool{}
+		}
+		for _, raw := range uris {
+			u, err := url.Parse(raw)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Fragment != "" || u.Opaque != "" {
+				return fmt.Errorf("redirect URI %q: want an absolute http(s) URL", raw)
+			}
+			i.redirects[raw] = true
+		}
 		return nil
 	}
 }

@@ -125,7 +125,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "dev issuer: unknown client_id", http.StatusBadRequest)
 		return
 	}
-	if !isLoopbackRedirect(redirectURI) {
+	if !isLoopbackRedirect(redirectURI) && !i.redirects[redirectURI] {
 		http.Error(w, "dev issuer: redirect_uri must be a loopback URI such as http://127.0.0.1:PORT/callback", http.StatusBadRequest)
 		return
 	}

@@ -59,3 +59,19 @@ func TestLoginForm(t *testing.T) {
 		t.Fatalf("cross-site: %v %v", err, resp)
 	}
 }
+
+func TestExtraRedirectURIs(t *testing.T) {
+	if _, err := New("http://127.0.0.1:1", WithRedirectURIs("javascript:alert(1)")); err == nil {
+		t.Fatal("a non-http redirect URI was accepted")
+	}
+	const webCB = "https://127.0.0.1:8700/ui/callback"
+	iss, _ := start(t, "", WithRedirectURIs(webCB))
+	if _, loc := authorize(t, iss, authParams(webCB)); loc == nil || loc.Query().Get("code") == "" || loc.Host != "127.0.0.1:8700" {
+		t.Fatalf("listed redirect URI: %v", loc)
+	}
+	for _, other := range []string{"https://127.0.0.1:8700/ui/callback/x", "https://127.0.0.1:8701/ui/callback", "https://evil.example/ui/callback"} {
+		if resp, loc := authorize(t, iss, authParams(other)); resp.StatusCode != http.StatusBadRequest || loc != nil {
+			t.Errorf("%s: %s", other, resp.Status)
+		}
+	}
+}

@@ -212,6 +212,10 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	extra := map[string]http.Handler{}
 	if o.Dev {
 		opts := []devissuer.Option{devissuer.WithLoginForm()}
+		if cfg.UI.Enabled {
+			// The web page's callback, https under serve --dev --tls.
+			opts = append(opts, devissuer.WithRedirectURIs(strings.TrimSuffix(cfg.UI.PublicURL, "/")+"/ui/callback"))
+		}
 		if o.Now != nil {
 			// One clock for the server: auth_time and the step-up checks agree.
 			opts = append(opts, devissuer.WithClock(o.Now))
