@@ -103,8 +103,9 @@ func itemOf(e Event) chatItem {
 			return -1
 		}, e.Type)
 	}
-	// A message about an item that was announced before follows it up.
-	if !it.Pending && !(e.Type == TypeRequestApproved && reviewer == "" && !held) && !e.CreatedAt.IsZero() {
+	// A message about an item that was announced before follows it up,
+	// naming it by id and time (both pamctl's own: the text is trusted).
+	if !it.Pending && validID.MatchString(e.RequestID) && !(e.Type == TypeRequestApproved && reviewer == "" && !held) && !e.CreatedAt.IsZero() {
 		it.FollowUp = fmt.Sprintf("Follow-up to the message about %s %s posted %s", strings.ToLower(noun), e.RequestID, chatTime(e.CreatedAt))
 		if e.ApprovedAt != nil && (e.Type == TypeGrantRevoked || e.Type == TypeRequestExpired) {
 			it.FollowUp = fmt.Sprintf("Follow-up to the messages about access request %s (posted %s, approved %s)", e.RequestID, chatTime(e.CreatedAt), chatTime(*e.ApprovedAt))
@@ -352,7 +353,7 @@ func TeamsPayload(e Event) ([]byte, error) {
 		MSTeams: map[string]string{"width": "Full"}}
 	card.Body = append(card.Body, teamsElement{Type: "TextBlock", Text: it.Title, Weight: "Bolder", Size: "Medium", Wrap: true})
 	if it.FollowUp != "" {
-		card.Body = append(card.Body, teamsElement{Type: "TextBlock", Text: teamsEscaper.Replace(it.FollowUp), IsSubtle: true, Wrap: true, Spacing: "None"})
+		card.Body = append(card.Body, teamsElement{Type: "TextBlock", Text: it.FollowUp, IsSubtle: true, Wrap: true, Spacing: "None"})
 	}
 	var facts []teamsFact
 	for _, f := range it.Facts {

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -181,6 +182,11 @@ const (
 // defaults above. A Webhook must not be copied after first use.
 type Webhook struct {
 	URL string
+	// Resolve, when set, gives the URL for each delivery instead of URL:
+	// read from a file or the vault, so the secret is not kept in the
+	// config and a rotated URL is used without a restart. Its errors must
+	// not contain the URL.
+	Resolve func(ctx context.Context) (string, error)
 	// Format turns an event into the request body; nil posts the Event
 	// as JSON. SlackPayload and TeamsPayload format chat messages.
 	Format func(Event) ([]byte, error)
@@ -397,7 +403,16 @@ func (w *Webhook) backoff(attempt int) time.Duration {
 func (w *Webhook) post(typ string, body []byte) (wait time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	target := w.URL
+	if w.Resolve != nil {
+		if target, err = w.Resolve(ctx); err != nil {
+			return -1, fmt.Errorf("notify: webhook url: %w", err)
+		}
+		if err := CheckURL(target); err != nil {
+			return -1, fmt.Errorf("notify: webhook url: %w", err)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		// The URL is bad; say so without echoing it.
 		var ue *url.Error
@@ -443,6 +458,37 @@ func (w *Webhook) post(typ string, body []byte) (wait time.Duration, err error) 
 	default:
 		return -1, err
 	}
+}
+
+// CheckURL checks a webhook URL without ever echoing it (it holds a
+// secret): an absolute https URL, or http to a loopback address (tests,
+// a local relay).
+func CheckURL(raw string) error {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	switch {
+	case raw == "":
+		return errors.New("is empty")
+	case err != nil || u.Host == "" || u.Opaque != "":
+		return errors.New("is not an absolute URL (https://host/path)")
+	case u.User != nil:
+		return errors.New("carries user info")
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return errors.New("uses http:// off loopback; a webhook URL is a secret: use https://")
+	default:
+		return errors.New("is not an https:// URL")
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // retryAfter parses a Retry-After header given in seconds; dates and junk
