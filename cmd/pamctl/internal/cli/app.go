@@ -77,7 +77,7 @@ type App struct {
 	api      *api.Server
 	proxy    *proxy.Proxy
 	devIss   *devissuer.Issuer // dev mode only
-	hook     *notify.Webhook   // nil without notify.webhook
+	hooks    []*notify.Webhook // notify.webhook, notify.slack, notify.teams (docs/notifications.md)
 	fleet    *link.Registry    // local proxies (roles all and broker)
 	proxyCfg atomic.Pointer[link.ProxyConfig]
 
@@ -188,18 +188,8 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	} else {
 		a.log.Warn("no OIDC issuers configured: nobody can log in until you add `issuers:` to the config (admin commands still work)")
 	}
-	var notifier broker.Notifier
-	if cfg.Notify.Webhook != "" {
-		a.hook = &notify.Webhook{URL: cfg.Notify.Webhook,
-			OnFailure: func(e notify.Event, err error) {
-				// Logged once per outage by health; every lost event is audited.
-				a.health.Fail(checkNotify, fmt.Errorf("%s %s: %w", e.Type, e.RequestID, err))
-				a.emit(&audit.Event{Type: audit.TypeNotifyFailed, Request: e.RequestID, Target: e.Type, Error: err.Error()})
-			},
-			OnDelivered: func(notify.Event) { a.health.OK(checkNotify) },
-		}
-		notifier = broker.WebhookNotifier{Hook: a.hook}
-	}
+	a.hooks = a.notifyHooks(cfg)
+	notifier := notifierOf(a.hooks, uiPublicURL(cfg))
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.db, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
 		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, Notifier: notifier,
@@ -320,6 +310,15 @@ func reviewURL(cfg *Config) string {
 		return ""
 	}
 	return strings.TrimSuffix(cfg.UI.PublicURL, "/") + broker.ItemPath
+}
+
+// uiPublicURL is ui.public_url when the web UI serves item pages here
+// ("" when off): notifications link to them.
+func uiPublicURL(cfg *Config) string {
+	if !cfg.UI.Enabled {
+		return ""
+	}
+	return cfg.UI.PublicURL
 }
 
 // uiURL is the web UI's address for /v1/info ("" when off).
@@ -1028,9 +1027,11 @@ func (a *App) Close() error {
 		if a.spool != nil {
 			err = errors.Join(err, a.spool.Close())
 		}
-		if a.hook != nil {
+		if len(a.hooks) > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = a.hook.Shutdown(ctx) // drains; what cannot be sent goes to OnFailure
+			for _, h := range a.hooks { // each drains; what cannot be sent goes to OnFailure
+				_ = h.Shutdown(ctx)
+			}
 			cancel()
 		}
 		if a.tracer != nil { // the spans still buffered

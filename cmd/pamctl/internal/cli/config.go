@@ -184,9 +184,12 @@ type RequestsConfig struct {
 	Retention time.Duration `mapstructure:"retention"`
 }
 
-// NotifyConfig configures notifications.
+// NotifyConfig configures notifications (docs/notifications.md): the
+// generic JSON webhook, and Slack and Teams channels.
 type NotifyConfig struct {
-	Webhook string `mapstructure:"webhook"`
+	Webhook string         `mapstructure:"webhook"`
+	Slack   ChatHookConfig `mapstructure:"slack"`
+	Teams   ChatHookConfig `mapstructure:"teams"`
 }
 
 // UIConfig is the web approval page the broker serves under /ui/
@@ -433,6 +436,7 @@ func (c *Config) Validate() error {
 		add("server: %q is not an http(s) URL", c.Server)
 	}
 	errs = append(errs, c.validateDurations()...)
+	errs = append(errs, c.Notify.validate()...)
 	if c.UI.Enabled || c.UI.PublicURL != "" {
 		if err := ui.ValidatePublicURL(c.UI.PublicURL); err != nil {
 			add("ui.public_url: %v", err)

@@ -412,6 +412,9 @@ func whoamiRun(cmd *cobra.Command, o *WhoamiOptions) error {
 	if me.IdleExpiresAt != nil {
 		t.Row("idle until", me.IdleExpiresAt.Local().Format(time.RFC3339)+" (unless used again)")
 	}
+	if me.AuthTime != nil {
+		t.Row("authenticated", me.AuthTime.Local().Format(time.RFC3339)+" ("+humanDuration(time.Since(*me.AuthTime))+" ago; approving and the audit trail need a login within approvals.reauth_after)")
+	}
 	return t.Render()
 }
 
