@@ -43,6 +43,10 @@ func errorf(code Code, format string, args ...any) *Error {
 
 // ErrorCode returns the code of err, CodeInternal for foreign errors.
 func ErrorCode(err error) Code {
+	var su *StepUpError
+	if errors.As(err, &su) {
+		return CodeStepUpRequired
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
@@ -55,6 +59,10 @@ func ErrorCode(err error) Code {
 
 // ErrorMessage returns the user-safe message of err.
 func ErrorMessage(err error) string {
+	var su *StepUpError
+	if errors.As(err, &su) {
+		return su.Message()
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Message

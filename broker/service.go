@@ -83,6 +83,10 @@ type Config struct {
 	// PromptRetryWindow is how long an approval that came after the held
 	// caller gave up lets the identical prompt through once (default 10m).
 	PromptRetryWindow time.Duration
+	// ReauthAfter is approvals.reauth_after: how recent an IdP
+	// authentication approving, denying, revoking another person's grant
+	// and reading the audit trail need (zero: DefaultReauthAfter).
+	ReauthAfter time.Duration
 	// RequestRetention is how long a request that is over (denied,
 	// expired, revoked) stays in the store; PruneRequests deletes older
 	// ones. Zero keeps them forever.
@@ -108,6 +112,7 @@ type Service struct {
 	retention    time.Duration
 	policies     atomic.Pointer[policy.Set]
 	rules        atomic.Pointer[RuleApprovers]
+	reauthAfter  atomic.Int64 // time.Duration; see StepUp
 
 	revoked sync.Map // grant id -> until (time.Time)
 
@@ -149,6 +154,7 @@ func New(ctx context.Context, c Config) (*Service, error) {
 	}
 	s.policies.Store(&c.Policies)
 	s.SetRuleApprovers(c.Rules)
+	s.SetReauthAfter(c.ReauthAfter)
 	// Grants that ended early (revoked, or ended by a policy change) keep
 	// their tokens refused until those tokens would have expired anyway.
 	grants, err := c.Store.GrantsExpiringAfter(ctx, s.now().Add(-time.Minute))
@@ -306,7 +312,7 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 		// become a long broker session.
 		exp = id.Expiry.UTC().Truncate(time.Second)
 	}
-	rec, err := s.openSession(ctx, who, client, now, exp)
+	rec, err := s.openSession(ctx, who, client, now, loginAuthTime(id.AuthTime, now), exp)
 	if err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
 	}
@@ -319,6 +325,18 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 	}
 	s.emit(ctx, &audit.Event{Type: audit.TypeLogin, Actor: actor(who), Decision: "allow", Client: &client, Details: map[string]string{"session": rec.ID, "expires": exp.Format(time.RFC3339)}})
 	return &Session{ID: rec.ID, Token: raw, Identity: who, ExpiresAt: exp, IdleTimeout: max(s.idleTimeout, 0)}, nil
+}
+
+// loginAuthTime is the authentication time a login records: the ID token's
+// auth_time when it has one, but never later than the login itself (an
+// auth_time in the future, from a broken or hostile IdP clock, cannot make
+// a session look freshly authenticated for longer than it is), else the
+// login.
+func loginAuthTime(authTime, now time.Time) time.Time {
+	if authTime.IsZero() || authTime.After(now) {
+		return now
+	}
+	return authTime.UTC().Truncate(time.Second)
 }
 
 // oidcReason is the user-safe account of why an ID token was refused.
@@ -496,7 +514,8 @@ func (s *Service) storeErr(err error) error {
 		return ErrNotFound
 	}
 	var be *Error
-	if errors.As(err, &be) {
+	var su *StepUpError
+	if errors.As(err, &be) || errors.As(err, &su) {
 		return err
 	}
 	return &Error{Code: CodeInternal, Message: "storage error", Err: err}
@@ -590,6 +609,14 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 			if prev.Reviewer.Same(reviewer) {
 				return errorf(CodeConflict, "you already reviewed request %s; another approver must review it", r.ID)
 			}
+		}
+		// Only someone whose review could count is asked to log in again.
+		action := ActionApprove
+		if !approveIt {
+			action = ActionDeny
+		}
+		if err := s.StepUp(reviewer, action); err != nil {
+			return err
 		}
 		rv := Review{Reviewer: reviewer, Approve: approveIt, Reason: reason, At: now}
 		if len(narrow) > 0 {
@@ -721,12 +748,19 @@ func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request,
 }
 
 // Revoke ends a grant: its tokens are refused by the proxy at once. The
-// requester, any approver of the request, or an admin may revoke.
+// requester, any approver of the request, or an admin may revoke; revoking
+// another person's grant needs a recent login (StepUp) unless admin (the
+// admin socket, or a caller that checked it already).
 func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin bool) (*Request, error) {
 	now := s.now().UTC()
 	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
 		if !admin && !s.visible(r, who) {
 			return ErrNotFound
+		}
+		if !admin && !r.Requester.Same(who) {
+			if err := s.StepUp(who, ActionRevokeOther); err != nil {
+				return err
+			}
 		}
 		s.expireView(r, now)
 		if r.Kind != KindAccess {
@@ -856,8 +890,20 @@ func newRequestID() string { return "req_" + token.NewID()[:20] }
 // AuditScope is the scope that lets a subject read the audit trail.
 const AuditScope = "audit:read"
 
-// CanReadAudit reports whether who may read the audit trail: policy grants
-// them audit:read without approval, or they hold a live grant covering it.
+// CanReadAudit reports whether who may start reading or exporting the
+// audit trail: policy grants them audit:read without approval, or they hold
+// a live grant covering it, and they logged in at the IdP within
+// approvals.reauth_after (StepUp). The admin socket does not ask.
 func (s *Service) CanReadAudit(ctx context.Context, who Identity) error {
+	if err := s.holdsScope(ctx, who, AuditScope, "reading the audit trail", "read the audit trail"); err != nil {
+		return err
+	}
+	return s.StepUp(who, ActionReadAudit)
+}
+
+// CanKeepReadingAudit is CanReadAudit without the step-up: a follower
+// (audit tail -f) checked at its start keeps reading while its session and
+// its audit:read right last.
+func (s *Service) CanKeepReadingAudit(ctx context.Context, who Identity) error {
 	return s.holdsScope(ctx, who, AuditScope, "reading the audit trail", "read the audit trail")
 }

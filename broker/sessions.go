@@ -54,6 +54,13 @@ type SessionRecord struct {
 	ClientAddr string    `json:"client_addr,omitempty"` // at login
 	UserAgent  string    `json:"user_agent,omitempty"`  // at login
 	CreatedAt  time.Time `json:"created_at"`
+	// AuthTime is when the person last authenticated at the IdP for this
+	// session: the ID token's auth_time when it has one (never later than
+	// the login), else the login itself. Nothing but a new login changes
+	// it; step-up (see Service.StepUp) compares it with
+	// approvals.reauth_after. Zero in records written before it existed:
+	// CreatedAt stands in.
+	AuthTime time.Time `json:"auth_time,omitempty"`
 	// LastUsedAt is written at most once per TouchEvery (see TouchEvery).
 	LastUsedAt time.Time `json:"last_used_at"`
 	// ExpiresAt is the absolute end: login + max lifetime (or the expiry
@@ -228,8 +235,17 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (Identity, Sessi
 		}
 	}
 	who := ls.rec.Identity
+	who.AuthTime = ls.rec.authTime()
 	info := SessionInfo{ID: ls.rec.ID, ExpiresAt: ls.rec.ExpiresAt, IdleExpiresAt: s.idleEnd(now)}
 	return who, info, nil
+}
+
+// authTime is the session's last IdP authentication (see AuthTime).
+func (r *SessionRecord) authTime() time.Time {
+	if r.AuthTime.IsZero() {
+		return r.CreatedAt
+	}
+	return r.AuthTime
 }
 
 // SessionValid reports whether session id is still active and within its
@@ -250,10 +266,11 @@ func (s *Service) SessionValid(ctx context.Context, id string) error {
 }
 
 // openSession records a new session for who and returns its id.
-func (s *Service) openSession(ctx context.Context, who Identity, client audit.Client, now, exp time.Time) (*SessionRecord, error) {
+func (s *Service) openSession(ctx context.Context, who Identity, client audit.Client, now, authTime, exp time.Time) (*SessionRecord, error) {
+	who.AuthTime = time.Time{} // kept in the record's AuthTime, not in the identity
 	r := &SessionRecord{
 		ID: "ses_" + token.NewID()[:24], Identity: who, ClientAddr: client.RemoteAddr, UserAgent: client.UserAgent,
-		CreatedAt: now, LastUsedAt: now, ExpiresAt: exp, State: SessionActive,
+		CreatedAt: now, AuthTime: authTime, LastUsedAt: now, ExpiresAt: exp, State: SessionActive,
 	}
 	if err := s.store.CreateSession(ctx, r); err != nil {
 		return nil, err
@@ -477,6 +494,23 @@ func (s *Service) RevokeSessions(ctx context.Context, who Identity, admin bool, 
 			rs = kept
 		}
 		targets = rs
+	}
+	if in.Grants && !admin {
+		// Ending someone else's grants is revoking another person's
+		// grant: it needs a recent login like pamctl revoke does.
+		for _, t := range targets {
+			if !t.Identity.Same(who) {
+				if err := s.StepUp(who, ActionRevokeOther); err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+		if in.User != "" && in.User != who.Subject {
+			if err := s.StepUp(who, ActionRevokeOther); err != nil {
+				return nil, err
+			}
+		}
 	}
 	res := &RevokeResult{Sessions: []string{}}
 	owners := map[string]Identity{}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -196,7 +197,9 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
 	c.decision = "hold"
 	refuse := func(id, why string) *apiError {
 		msg := fmt.Sprintf("Prompt rule %q holds this call for approval by %s.", res.Rule, res.Approvers)
-		if id != "" {
+		if id != "" && p.reviewURL != "" {
+			msg += fmt.Sprintf(" It waits as %s: an approver opens %s%s (or runs `pamctl approve %s`), then send the same prompt again.", id, p.reviewURL, url.PathEscape(id), id)
+		} else if id != "" {
 			msg += fmt.Sprintf(" It waits as %s: an approver runs `pamctl approve %s`, then send the same prompt again.", id, id)
 		}
 		if why != "" {

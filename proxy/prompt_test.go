@@ -264,3 +264,16 @@ func TestResponsesStreamMasked(t *testing.T) {
 		t.Fatalf("audit event %+v", ev)
 	}
 }
+
+func TestHoldRefusalLinksTheReviewPage(t *testing.T) {
+	holds := &fakeHolds{wait: true, decision: HoldDecision{ID: "req_slow"}}
+	h := newHarness(t, withRules(t, testRules), func(o *Options) {
+		o.Holds, o.HoldTimeout, o.ReviewURL = holds, 20*time.Millisecond, "https://pam.example.com/ui/requests/"
+	})
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	res, b := h.do("POST", "/v1/chat/completions", tok, chatWith("drop table x"))
+	if e := apiErr(t, b); res.StatusCode != 403 || !strings.Contains(e.Message, "an approver opens https://pam.example.com/ui/requests/req_slow ") ||
+		!strings.Contains(e.Message, "pamctl approve req_slow") {
+		t.Fatalf("got %d %s", res.StatusCode, b)
+	}
+}

@@ -179,6 +179,10 @@ type Options struct {
 	Holds Holder
 	// HoldTimeout bounds how long a held call waits (default 2 minutes).
 	HoldTimeout time.Duration
+	// ReviewURL, when set, is the web approval page's address of held
+	// calls without the id (<ui.public_url>/ui/requests/): a held call's
+	// refusal names its page, <ReviewURL><id>.
+	ReviewURL string
 	// SummaryBytes is how much of each answer (masked) the audit event
 	// keeps: default DefaultSummaryBytes, at most payload.SummaryBytes.
 	SummaryBytes int
@@ -210,6 +214,7 @@ type Proxy struct {
 	holds        Holder
 	inspect      atomic.Pointer[Inspection]
 	holdTimeout  time.Duration
+	reviewURL    string // Options.ReviewURL
 	summaryBytes int
 	limits       *limiter
 	maxBody      int64
@@ -240,7 +245,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p := &Proxy{
 		log: opts.Logger, now: opts.Now, revoked: opts.Revoked, keys: opts.Keys, holds: opts.Holds, maxBody: opts.MaxBody, byName: map[string]*upstream{},
-		holdTimeout: opts.HoldTimeout, summaryBytes: opts.SummaryBytes, obs: opts.Observer,
+		holdTimeout: opts.HoldTimeout, summaryBytes: opts.SummaryBytes, obs: opts.Observer, reviewURL: opts.ReviewURL,
 	}
 	if opts.Audit != nil {
 		// Every event passes the key scrub on its way to the trail.

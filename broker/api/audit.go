@@ -211,7 +211,7 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 			// The right to read may end while following: a session that
 			// expires or is revoked, or an audit:read grant that is revoked,
 			// ends the stream. (The admin socket has no session.)
-			if sess, ok := ctx.Value(sessKey{}).(broker.SessionInfo); ok && (s.Broker.SessionValid(ctx, sess.ID) != nil || s.Broker.CanReadAudit(ctx, who) != nil) {
+			if sess, ok := ctx.Value(sessKey{}).(broker.SessionInfo); ok && (s.Broker.SessionValid(ctx, sess.ID) != nil || s.Broker.CanKeepReadingAudit(ctx, who) != nil) {
 				return
 			}
 			fmt.Fprint(w, ": keepalive\n\n")

@@ -46,9 +46,21 @@ type Error struct {
 	Status  int
 	Code    broker.Code
 	Message string
+	// StepUp is set for a step_up_required answer: errors.Is(err,
+	// broker.ErrStepUpRequired) and errors.As(err, **broker.StepUpError)
+	// see it.
+	StepUp *broker.StepUpError
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Unwrap exposes the step-up detail, if any.
+func (e *Error) Unwrap() error {
+	if e.StepUp != nil {
+		return e.StepUp
+	}
+	return nil
+}
 
 // ErrUnreachable wraps connection failures.
 var ErrUnreachable = errors.New("broker unreachable")
@@ -114,7 +126,25 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 func answerError(resp *http.Response, raw []byte) *Error {
 	var eb ErrorBody
 	if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
-		return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		e := &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		if eb.Error.Code == broker.CodeStepUpRequired {
+			su := &broker.StepUpError{Action: "this", MaxAge: broker.DefaultReauthAfter, Now: time.Now()}
+			if d := eb.Error.StepUp; d != nil {
+				if d.Action != "" {
+					su.Action = d.Action
+				}
+				if d.MaxAgeSeconds > 0 {
+					su.MaxAge = time.Duration(d.MaxAgeSeconds) * time.Second
+				}
+				if d.AuthTime != nil {
+					// The age is the broker's: the two clocks may differ.
+					su.AuthTime = *d.AuthTime
+					su.Now = d.AuthTime.Add(time.Duration(d.AgeSeconds) * time.Second)
+				}
+			}
+			e.StepUp = su
+		}
+		return e
 	}
 	if resp.StatusCode == http.StatusBadRequest && bytes.Contains(raw, []byte("HTTP request to an HTTPS server")) {
 		// Go's TLS server answers plain HTTP this way.

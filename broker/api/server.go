@@ -46,10 +46,16 @@ type IssuerInfo struct {
 
 // Info is public, unauthenticated server metadata.
 type Info struct {
-	Version  string       `json:"version"`
-	Dev      bool         `json:"dev"`
-	ProxyURL string       `json:"proxy_url"` // base URL agents use, ending in /v1
-	Issuers  []IssuerInfo `json:"issuers"`
+	Version  string `json:"version"`
+	Dev      bool   `json:"dev"`
+	ProxyURL string `json:"proxy_url"` // base URL agents use, ending in /v1
+	// UIURL is the web approval page (<ui.public_url>/ui/), when it is on;
+	// an item's page is broker.ItemURL(ui.public_url, id).
+	UIURL   string       `json:"ui_url,omitempty"`
+	Issuers []IssuerInfo `json:"issuers"`
+	// ReauthAfterSeconds is approvals.reauth_after: the CLI asks the IdP
+	// for an authentication no older than this (max_age) when it logs in.
+	ReauthAfterSeconds int64 `json:"reauth_after_seconds,omitempty"`
 }
 
 // AdminIdentity is who acts through the admin socket: the OS user that owns
@@ -304,11 +310,18 @@ type WhoAmI struct {
 	// IdleExpiresAt is when the session ends unless used again (absent
 	// without an idle timeout).
 	IdleExpiresAt *time.Time `json:"idle_expires_at,omitempty"`
+	// AuthTime is the session's last IdP authentication (step-up compares
+	// it with approvals.reauth_after).
+	AuthTime *time.Time `json:"auth_time,omitempty"`
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, who broker.Identity) {
 	sess, _ := r.Context().Value(sessKey{}).(broker.SessionInfo)
 	out := WhoAmI{Identity: who, Session: sess.ID, ExpiresAt: sess.ExpiresAt}
+	if !who.AuthTime.IsZero() {
+		at := who.AuthTime.UTC()
+		out.AuthTime = &at
+	}
 	if !sess.IdleExpiresAt.IsZero() {
 		idle := sess.IdleExpiresAt
 		if idle.After(sess.ExpiresAt) {
@@ -644,12 +657,28 @@ type ErrorBody struct {
 	Error struct {
 		Code    broker.Code `json:"code"`
 		Message string      `json:"message"`
+		// StepUp details a step_up_required error (HTTP 401): log in at the
+		// IdP again, then retry.
+		StepUp *StepUpDetail `json:"step_up,omitempty"`
 	} `json:"error"`
+}
+
+// StepUpDetail is the machine-readable part of a step_up_required error.
+type StepUpDetail struct {
+	Action string `json:"action"` // e.g. "approving"
+	// MaxAgeSeconds is approvals.reauth_after: send it as the login's
+	// max_age.
+	MaxAgeSeconds int64 `json:"max_age_seconds"`
+	// AuthTime is the caller's last IdP authentication, when known, and
+	// AgeSeconds its age by the broker's clock.
+	AuthTime   *time.Time `json:"auth_time,omitempty"`
+	AgeSeconds int64      `json:"age_seconds,omitempty"`
 }
 
 var statusOf = map[broker.Code]int{
 	broker.CodeInvalid:         http.StatusBadRequest,
 	broker.CodeUnauthenticated: http.StatusUnauthorized,
+	broker.CodeStepUpRequired:  http.StatusUnauthorized,
 	broker.CodeForbidden:       http.StatusForbidden,
 	broker.CodeNotFound:        http.StatusNotFound,
 	broker.CodeConflict:        http.StatusConflict,
@@ -662,6 +691,16 @@ func writeError(w http.ResponseWriter, err error) {
 	var body ErrorBody
 	body.Error.Code = broker.ErrorCode(err)
 	body.Error.Message = broker.ErrorMessage(err)
+	var su *broker.StepUpError
+	if errors.As(err, &su) {
+		d := &StepUpDetail{Action: su.Action, MaxAgeSeconds: int64(su.MaxAge / time.Second)}
+		if !su.AuthTime.IsZero() {
+			at := su.AuthTime.UTC()
+			d.AuthTime, d.AgeSeconds = &at, int64(max(su.Now.Sub(su.AuthTime), 0)/time.Second)
+		}
+		body.Error.StepUp = d
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer error="insufficient_user_authentication", error_description="a more recent login is required", max_age=%d`, d.MaxAgeSeconds))
+	}
 	writeJSON(w, statusOf[body.Error.Code], body)
 }
 

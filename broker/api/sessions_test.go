@@ -98,7 +98,7 @@ func TestAdminSocketSessionRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ta.svc.Review(ctx, broker.Identity{Subject: "sam", Issuer: "dev", Groups: []string{"security"}}, grant.ID, true, "", nil); err != nil {
+	if _, err := ta.svc.Review(ctx, broker.Identity{Subject: "sam", Issuer: "dev", Groups: []string{"security"}, AuthTime: time.Now()}, grant.ID, true, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	adm := httptest.NewServer(ta.api.Admin())

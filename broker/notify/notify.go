@@ -1,6 +1,8 @@
 // Package notify tells people about access events (a request waiting for
 // approval, a grant approved, denied or revoked, a prompt held by a rule)
-// by POSTing JSON to a webhook.
+// by POSTing JSON to a webhook: pamctl's own event JSON, a Slack Block Kit
+// message (SlackPayload) or a Teams Adaptive Card (TeamsPayload). Chat
+// messages only link to the item's page: decisions are never taken in chat.
 //
 // Delivery is asynchronous: Send puts the event on a bounded queue and
 // returns at once, whatever the endpoint does; one worker goroutine posts
@@ -21,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -58,6 +61,28 @@ type Event struct {
 	// Teams display "text"); Send fills it from Summary when empty, and
 	// makes any Text safe to display (see SafeText).
 	Text string `json:"text"`
+
+	// Kind is "access" (a request for scopes) or "prompt" (a held call).
+	Kind string `json:"kind,omitempty"`
+	// Display is the requester's display name (the IdP's; never used for
+	// decisions), ReviewerDisplay the reviewer's.
+	Display         string `json:"display,omitempty"`
+	ReviewerDisplay string `json:"reviewer_display,omitempty"`
+	// TTL is the grant's lifetime asked for; Approvals the distinct
+	// approvals so far and needed, e.g. "1/2".
+	TTL       string `json:"ttl,omitempty"`
+	Approvals string `json:"approvals,omitempty"`
+	// Rule, Model and Excerpt describe a held call: the rule that held it,
+	// the model, and the (masked) prompt around the match.
+	Rule    string `json:"rule,omitempty"`
+	Model   string `json:"model,omitempty"`
+	Excerpt string `json:"excerpt,omitempty"`
+	// CreatedAt is when the request was made (the first message about it);
+	// ApprovedAt when it was approved, if it was.
+	CreatedAt  time.Time  `json:"created_at,omitzero"`
+	ApprovedAt *time.Time `json:"approved_at,omitempty"`
+	// URL is the item's page in pamctl's web UI (empty when the UI is off).
+	URL string `json:"url,omitempty"`
 }
 
 // Summary renders e as one line for people, e.g.
@@ -110,13 +135,36 @@ var (
 	ErrClosed = errors.New("notify: notifier closed; event dropped")
 )
 
-// StatusError is a non-2xx answer from the webhook.
+// StatusError is a non-2xx answer from the webhook. Detail is the answer's
+// body only when it is a short error code of letters, digits and
+// underscores (Slack answers "no_service", "invalid_token",
+// "channel_not_found"); anything else, which might echo the URL, is left
+// out.
 type StatusError struct {
-	Code int
+	Code   int
+	Detail string
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("notify: webhook answered %d %s", e.Code, http.StatusText(e.Code))
+	msg := fmt.Sprintf("notify: webhook answered %d %s", e.Code, http.StatusText(e.Code))
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg
+}
+
+// errorCode returns body when it is a short machine error code.
+func errorCode(body []byte) string {
+	b := bytes.TrimSpace(body)
+	if len(b) == 0 || len(b) > 64 {
+		return ""
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return ""
+		}
+	}
+	return string(b)
 }
 
 // Defaults for the zero values of Webhook's fields.
@@ -133,8 +181,19 @@ const (
 // worker starts on first use. The zero values of the tunables mean the
 // defaults above. A Webhook must not be copied after first use.
 type Webhook struct {
-	URL    string
-	Client *http.Client // default: http.DefaultClient (each attempt has Timeout)
+	URL string
+	// Resolve, when set, gives the URL for each delivery instead of URL:
+	// read from a file or the vault, so the secret is not kept in the
+	// config and a rotated URL is used without a restart. Its errors must
+	// not contain the URL.
+	Resolve func(ctx context.Context) (string, error)
+	// Format turns an event into the request body; nil posts the Event
+	// as JSON. SlackPayload and TeamsPayload format chat messages.
+	Format func(Event) ([]byte, error)
+	// Client defaults to one that follows no redirect (a webhook that
+	// redirects is refused rather than sent the body elsewhere); each
+	// attempt has Timeout.
+	Client *http.Client
 	// Header is added to every request, e.g. an Authorization header.
 	Header http.Header
 	// Secret, when set, signs each body: X-Pamctl-Signature is
@@ -193,7 +252,7 @@ func (w *Webhook) start() {
 			w.DrainTimeout = DefaultDrainTimeout
 		}
 		if w.Client == nil {
-			w.Client = http.DefaultClient
+			w.Client = &http.Client{CheckRedirect: noRedirects}
 		}
 		if w.Sleep == nil {
 			w.Sleep = sleep
@@ -297,9 +356,18 @@ func (w *Webhook) fail(e Event, err error) {
 	}
 }
 
+// errRedirect: a webhook answers where it is; a redirect is not followed.
+var errRedirect = errors.New("the webhook answered with a redirect, which pamctl does not follow")
+
+func noRedirects(*http.Request, []*http.Request) error { return errRedirect }
+
 // deliver posts e, retrying transient failures.
 func (w *Webhook) deliver(e Event) error {
-	body, err := json.Marshal(e)
+	format := w.Format
+	if format == nil {
+		format = func(e Event) ([]byte, error) { return json.Marshal(e) }
+	}
+	body, err := format(e)
 	if err != nil {
 		return fmt.Errorf("notify: encode event: %w", err)
 	}
@@ -335,7 +403,16 @@ func (w *Webhook) backoff(attempt int) time.Duration {
 func (w *Webhook) post(typ string, body []byte) (wait time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	target := w.URL
+	if w.Resolve != nil {
+		if target, err = w.Resolve(ctx); err != nil {
+			return -1, fmt.Errorf("notify: webhook url: %w", err)
+		}
+		if err := CheckURL(target); err != nil {
+			return -1, fmt.Errorf("notify: webhook url: %w", err)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		// The URL is bad; say so without echoing it.
 		var ue *url.Error
@@ -364,20 +441,54 @@ func (w *Webhook) post(typ string, body []byte) (wait time.Duration, err error) 
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
+		if errors.Is(err, errRedirect) {
+			return -1, fmt.Errorf("notify: post: %w", err)
+		}
 		return 0, fmt.Errorf("notify: post: %w", err)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return 0, nil
 	}
-	err = &StatusError{Code: resp.StatusCode}
+	err = &StatusError{Code: resp.StatusCode, Detail: errorCode(answer)}
 	switch {
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests:
 		return retryAfter(resp.Header.Get("Retry-After")), err
 	default:
 		return -1, err
 	}
+}
+
+// CheckURL checks a webhook URL without ever echoing it (it holds a
+// secret): an absolute https URL, or http to a loopback address (tests,
+// a local relay).
+func CheckURL(raw string) error {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	switch {
+	case raw == "":
+		return errors.New("is empty")
+	case err != nil || u.Host == "" || u.Opaque != "":
+		return errors.New("is not an absolute URL (https://host/path)")
+	case u.User != nil:
+		return errors.New("carries user info")
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return errors.New("uses http:// off loopback; a webhook URL is a secret: use https://")
+	default:
+		return errors.New("is not an https:// URL")
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // retryAfter parses a Retry-After header given in seconds; dates and junk

@@ -5,9 +5,12 @@
 // no identity provider, and every test in the tree uses it as the in-process
 // issuer.
 //
-// It has no login UI: /authorize auto-consents for the user named in the
-// login_hint parameter, with the groups listed in the non-standard groups
-// parameter (comma separated), and /device approves a user code the same way.
+// /authorize auto-consents for the user named in the login_hint parameter,
+// with the groups listed in the non-standard groups parameter (comma
+// separated), and /device approves a user code the same way. With
+// WithLoginForm a browser without login_hint (or sent with prompt=login)
+// gets a form asking for the user name and groups instead; it checks no
+// password: whoever reaches it is whoever they type.
 // It only redirects to loopback URIs. It is for development and tests only and
 // must never be trusted by a production broker.
 package devissuer
@@ -68,6 +71,8 @@ type Issuer struct {
 	pollInterval int // seconds, advertised in device authorization responses
 	clients      map[string]bool
 	emailDomain  string
+	loginForm    bool            // WithLoginForm
+	redirects    map[string]bool // WithRedirectURIs: exact URIs allowed besides loopback http
 
 	mu      sync.Mutex
 	codes   map[string]*authCode    // authorization code -> grant
@@ -149,6 +154,38 @@ func WithClients(ids ...string) Option {
 				return errors.New("empty client ID")
 			}
 			i.clients[id] = true
+		}
+		return nil
+	}
+}
+
+// WithLoginForm makes /authorize show a login form (user name and groups)
+// when the request names no login_hint, or asks for prompt=login, instead
+// of refusing it with login_required: a browser can then log in, as the web
+// approval page's users do (`pamctl serve --dev` turns it on). Requests with
+// a login_hint still auto-consent, so the CLI's flows are unchanged.
+func WithLoginForm() Option {
+	return func(i *Issuer) error {
+		i.loginForm = true
+		return nil
+	}
+}
+
+// WithRedirectURIs allows these exact redirect URIs besides loopback http
+// ones: the web approval page's <public_url>/ui/callback, which is https
+// under `serve --dev --tls`. Each must be an absolute http(s) URL without
+// user info or fragment.
+func WithRedirectURIs(uris ...string) Option {
+	return func(i *Issuer) error {
+		if i.redirects == nil {
+			i.redirects = map[string]bool{}
+		}
+		for _, raw := range uris {
+			u, err := url.Parse(raw)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Fragment != "" || u.Opaque != "" {
+				return fmt.Errorf("redirect URI %q: want an absolute http(s) URL", raw)
+			}
+			i.redirects[raw] = true
 		}
 		return nil
 	}

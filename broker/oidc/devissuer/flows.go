@@ -125,7 +125,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "dev issuer: unknown client_id", http.StatusBadRequest)
 		return
 	}
-	if !isLoopbackRedirect(redirectURI) {
+	if !isLoopbackRedirect(redirectURI) && !i.redirects[redirectURI] {
 		http.Error(w, "dev issuer: redirect_uri must be a loopback URI such as http://127.0.0.1:PORT/callback", http.StatusBadRequest)
 		return
 	}
@@ -152,6 +152,12 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	if !validPKCEValue(challenge) {
 		fail("invalid_request", "malformed code_challenge")
+		return
+	}
+	if i.loginForm && (q.Get("login_hint") == "" || slices.Contains(strings.Fields(q.Get("prompt")), "login")) {
+		// A browser login (the web UI): ask who to be, and again when the
+		// client wants a fresh authentication (prompt=login).
+		i.renderLoginForm(w, q)
 		return
 	}
 	u, err := i.parseUser(q.Get("login_hint"), q.Get("groups"))

@@ -32,6 +32,7 @@ import (
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/ui"
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/metrics"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
@@ -79,7 +80,7 @@ type App struct {
 	api      *api.Server
 	proxy    *proxy.Proxy
 	devIss   *devissuer.Issuer // dev mode only
-	hook     *notify.Webhook   // nil without notify.webhook
+	hooks    []*notify.Webhook // notify.webhook, notify.slack, notify.teams (docs/notifications.md)
 	fleet    *link.Registry    // local proxies (roles all and broker)
 	proxyCfg atomic.Pointer[link.ProxyConfig]
 
@@ -198,35 +199,41 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	} else {
 		a.log.Warn("no OIDC issuers configured: nobody can log in until you add `issuers:` to the config (admin commands still work)")
 	}
-	var notifier broker.Notifier
-	if cfg.Notify.Webhook != "" {
-		a.hook = &notify.Webhook{URL: cfg.Notify.Webhook,
-			OnFailure: func(e notify.Event, err error) {
-				// Logged once per outage by health; every lost event is audited.
-				a.health.Fail(checkNotify, fmt.Errorf("%s %s: %w", e.Type, e.RequestID, err))
-				a.emit(&audit.Event{Type: audit.TypeNotifyFailed, Request: e.RequestID, Target: e.Type, Error: err.Error()})
-			},
-			OnDelivered: func(notify.Event) { a.health.OK(checkNotify) },
-		}
-		notifier = broker.WebhookNotifier{Hook: a.hook}
-	}
+	a.hooks = a.notifyHooks(cfg)
+	notifier := notifierOf(a.hooks, uiPublicURL(cfg))
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.state, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,
 		Policies: cfg.Policies, Rules: ruleApprovers(cfg.Rules), Logger: a.log, Notifier: notifier,
 		SessionTTL: cfg.Sessions.MaxLifetime, IdleTimeout: idleTimeout(cfg.Sessions.IdleTimeout), Now: o.Now,
-		RequestRetention: cfg.Requests.Retention,
+		RequestRetention: cfg.Requests.Retention, ReauthAfter: cfg.Approvals.ReauthAfter,
 	})
 	if err != nil {
 		return nil, err
 	}
 	extra := map[string]http.Handler{}
 	if o.Dev {
-		iss, err := devissuer.New(brokerURL + DevIssuerPath)
+		opts := []devissuer.Option{devissuer.WithLoginForm()}
+		if cfg.UI.Enabled {
+			// The web page's callback, https under serve --dev --tls.
+			opts = append(opts, devissuer.WithRedirectURIs(strings.TrimSuffix(cfg.UI.PublicURL, "/")+"/ui/callback"))
+		}
+		if o.Now != nil {
+			// One clock for the server: auth_time and the step-up checks agree.
+			opts = append(opts, devissuer.WithClock(o.Now))
+		}
+		iss, err := devissuer.New(brokerURL+DevIssuerPath, opts...)
 		if err != nil {
 			return nil, err
 		}
 		extra[DevIssuerPath+"/"] = iss
 		a.devIss = iss
+	}
+	if cfg.UI.Enabled {
+		h, err := a.webUI(idTokens, o.Now)
+		if err != nil {
+			return nil, err
+		}
+		extra["/ui/"] = h
 	}
 	a.api = &api.Server{Broker: a.broker, Keys: a.keys, Audit: a.audit, Logger: a.log, Info: a.info, Extra: extra, Stopping: a.stopping,
 		AdminService: &broker.Admin{Vault: a.vault, Keys: a.keys, Audit: a.audit, Store: a.snapshotter(), Via: broker.ViaSocket},
@@ -267,7 +274,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		MaxInflight: cfg.Proxy.MaxInflightBytes, BodyTimeout: cfg.Proxy.BodyTimeout, AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
 		Counters: a.counts,
 		Rules:    insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
-		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
+		Holds: holder{a.broker}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes, ReviewURL: reviewURL(cfg),
 		Observer: a.observer(),
 	})
 	if err != nil {
@@ -275,6 +282,62 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// webUI builds the web approval page (ui.enabled) over the broker, the
+// audit log and the API's ID-token verifier, logging people in with the
+// first interactive issuer.
+func (a *App) webUI(idTokens broker.IDTokenVerifier, now func() time.Time) (http.Handler, error) {
+	lv, ok := idTokens.(ui.LoginVerifier)
+	var iss *oidc.IssuerConfig
+	for i := range a.cfg.Issuers {
+		if !a.cfg.Issuers[i].Workload && a.cfg.Issuers[i].ClientID != "" {
+			iss = &a.cfg.Issuers[i]
+			break
+		}
+	}
+	if !ok || iss == nil {
+		return nil, withCode(ExitUsage, errors.New("ui.enabled: the web UI logs people in with an interactive issuer: add one to issuers: (with client_id), or set ui.enabled: false"))
+	}
+	hc, err := tlsconf.HTTPClient(a.cfg.CAFile, 15*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, HTTPClient: hc,
+		Issuer: ui.Issuer{Name: iss.Name, URL: iss.URL, ClientID: iss.ClientID, Scopes: iss.Scopes,
+			SendAccessToken: iss.GroupsSource == oidc.GroupsFromUserinfo},
+		Stopping: a.stopping, Logger: a.log, Now: now})
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	return w.Handler(), nil
+}
+
+// reviewURL is the web page address of held calls without the id, for the
+// proxy's refusals: from ui.public_url when the UI is on (role all), or
+// when set at all on a proxy-role host (the central broker's page).
+func reviewURL(cfg *Config) string {
+	if cfg.UI.PublicURL == "" || (!cfg.UI.Enabled && cfg.Role != RoleProxy) {
+		return ""
+	}
+	return strings.TrimSuffix(cfg.UI.PublicURL, "/") + broker.ItemPath
+}
+
+// uiPublicURL is ui.public_url when the web UI serves item pages here
+// ("" when off): notifications link to them.
+func uiPublicURL(cfg *Config) string {
+	if !cfg.UI.Enabled {
+		return ""
+	}
+	return cfg.UI.PublicURL
+}
+
+// uiURL is the web UI's address for /v1/info ("" when off).
+func (a *App) uiURL() string {
+	if !a.cfg.UI.Enabled || a.cfg.UI.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimSuffix(a.cfg.UI.PublicURL, "/") + "/ui/"
 }
 
 // idleTimeout maps sessions.idle_timeout (0: off) to broker.Config's
@@ -326,7 +389,7 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 }
 
 func (a *App) info() api.Info {
-	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1"}
+	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", UIURL: a.uiURL(), ReauthAfterSeconds: int64(a.broker.ReauthAfter() / time.Second)}
 	if a.cfg.Role == RoleBroker {
 		in.ProxyURL = "" // no proxy here: clients use their local one (proxy.addr)
 	}
@@ -889,6 +952,7 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 		}
 		a.broker.SetPolicies(cfg.Policies)
 		a.broker.SetRuleApprovers(ruleApprovers(cfg.Rules))
+		a.broker.SetReauthAfter(cfg.Approvals.ReauthAfter)
 		if a.proxy != nil {
 			a.proxy.SetInspection(insp)
 		}
@@ -899,7 +963,7 @@ func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
 			a.metrics.SetModels(metricModels(cfg)) // the model label follows the policies
 		}
 		applied = cfg
-		details := map[string]string{"trigger": why, "applied": "policies, rules, masking"}
+		details := map[string]string{"trigger": why, "applied": "policies, rules, masking, approvals"}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
 			details["restart_needed"] = strings.Join(stale, ", ")
 			a.log.Warn("config changes that need a restart were not applied", "keys", details["restart_needed"])
@@ -1005,9 +1069,11 @@ func (a *App) Close() error {
 		if a.spool != nil {
 			err = errors.Join(err, a.spool.Close())
 		}
-		if a.hook != nil {
+		if len(a.hooks) > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = a.hook.Shutdown(ctx) // drains; what cannot be sent goes to OnFailure
+			for _, h := range a.hooks { // each drains; what cannot be sent goes to OnFailure
+				_ = h.Shutdown(ctx)
+			}
 			cancel()
 		}
 		if a.tracer != nil { // the spans still buffered

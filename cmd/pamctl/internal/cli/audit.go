@@ -44,40 +44,55 @@ type auditSource interface {
 	Close() error
 }
 
-type remoteAudit struct{ c *api.Client }
-
-func (r remoteAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audit.Event, error) {
-	return r.c.AuditEvents(ctx, f, n)
+// remoteAudit reads through the broker API. retry, when set (a session),
+// runs each call again after a step-up login (see Factory.withStepUp): the
+// broker refuses before sending any event, so nothing is read twice.
+type remoteAudit struct {
+	c     *api.Client
+	retry func(call func() error) error
 }
-func (r remoteAudit) Event(ctx context.Context, seq uint64) (audit.Event, error) {
-	return r.c.AuditEvent(ctx, seq)
+
+func (r remoteAudit) do(call func() error) error {
+	if r.retry == nil {
+		return call()
+	}
+	return r.retry(call)
+}
+
+func (r remoteAudit) Events(ctx context.Context, f audit.Filter, n int) (evs []audit.Event, err error) {
+	return evs, r.do(func() (err error) { evs, err = r.c.AuditEvents(ctx, f, n); return err })
+}
+func (r remoteAudit) Event(ctx context.Context, seq uint64) (e audit.Event, err error) {
+	return e, r.do(func() (err error) { e, err = r.c.AuditEvent(ctx, seq); return err })
 }
 func (r remoteAudit) Follow(ctx context.Context, f audit.Filter, from uint64, fn func(audit.Event) error) error {
-	return r.c.AuditFollow(ctx, f, from, fn)
+	return r.do(func() error { return r.c.AuditFollow(ctx, f, from, fn) })
 }
-func (r remoteAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
-	res, err := r.c.AuditVerify(ctx)
+func (r remoteAudit) Verify(ctx context.Context) (res api.VerifyResult, err error) {
+	err = r.do(func() (err error) { res, err = r.c.AuditVerify(ctx); return err })
 	if res.Report.Keys == "" {
 		res.Report.Keys = audit.KeysDeployment // the server checks against its keyring
 	}
 	return res, err
 }
 func (r remoteAudit) Export(ctx context.Context, w io.Writer, since, until time.Time) error {
-	return r.c.AuditExport(ctx, w, since, until)
+	return r.do(func() error { return r.c.AuditExport(ctx, w, since, until) })
 }
-func (r remoteAudit) Sinks(ctx context.Context) ([]auditsink.Status, error) {
-	return r.c.AuditSinks(ctx)
+func (r remoteAudit) Sinks(ctx context.Context) (st []auditsink.Status, err error) {
+	return st, r.do(func() (err error) { st, err = r.c.AuditSinks(ctx); return err })
 }
 
 // Hashes streams the server's export: one request (one audit.export
 // event) however many heads are checked.
 func (r remoteAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) error {
-	pr, pw := io.Pipe()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { pw.CloseWithError(r.c.AuditExport(ctx, pw, time.Time{}, time.Time{})) }()
-	defer pr.Close()
-	return eventHashes(pr, fn)
+	return r.do(func() error {
+		pr, pw := io.Pipe()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() { pw.CloseWithError(r.c.AuditExport(ctx, pw, time.Time{}, time.Time{})) }()
+		defer pr.Close()
+		return eventHashes(pr, fn)
+	})
 }
 
 func (r remoteAudit) Close() error { return nil }
@@ -192,16 +207,19 @@ func (la *localAudit) Close() error {
 
 // openAudit picks the source: a logged-in session, else the admin socket,
 // else the data dir.
-func (f *Factory) openAudit(cmd *cobra.Command) (auditSource, error) {
+func (f *Factory) openAudit(cmd *cobra.Command, so *StepUpOptions) (auditSource, error) {
+	if err := refuseUnderExec("read the audit trail"); err != nil {
+		return nil, err
+	}
 	cfg, err := f.Config(cmd)
 	if err != nil {
 		return nil, err
 	}
 	if c, _, err := f.BrokerClient(cfg); err == nil {
-		return remoteAudit{c}, nil
+		return remoteAudit{c: c, retry: func(call func() error) error { return f.withStepUp(cmd, cfg, c, so, call) }}, nil
 	}
 	if c := f.AdminClient(cfg); c != nil {
-		return remoteAudit{c}, nil
+		return remoteAudit{c: c}, nil
 	}
 	l, err := openLocal(cmd.Context(), cfg)
 	if err != nil {
@@ -227,6 +245,7 @@ func (f *Factory) openAudit(cmd *cobra.Command) (auditSource, error) {
 
 // NewCmdAudit builds `pamctl audit`.
 func NewCmdAudit(f *Factory) *cobra.Command {
+	so := &StepUpOptions{}
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Read, follow, verify and export the audit trail",
@@ -236,8 +255,10 @@ audit:read scope (or the admin socket, or the data dir when no server runs),
 and every read is itself audited.`,
 	}
 	cmd.PersistentFlags().String("master-key-file", "", "master key file, when reading the data dir directly")
-	cmd.AddCommand(newCmdAuditTail(f), newCmdAuditShow(f), newCmdAuditVerify(f), newCmdAuditExport(f))
-	cmd.AddCommand(newCmdAuditSinks(f))
+	// Reading the trail with a session needs a recent login (step-up).
+	addStepUpFlags(cmd, so, true)
+	cmd.AddCommand(newCmdAuditTail(f, so), newCmdAuditShow(f, so), newCmdAuditVerify(f, so), newCmdAuditExport(f, so))
+	cmd.AddCommand(newCmdAuditSinks(f, so))
 	return cmd
 }
 
@@ -263,7 +284,7 @@ func (o *AuditTailOptions) filter(now time.Time) audit.Filter {
 	return f
 }
 
-func newCmdAuditTail(f *Factory) *cobra.Command {
+func newCmdAuditTail(f *Factory, so *StepUpOptions) *cobra.Command {
 	o := &AuditTailOptions{}
 	cmd := &cobra.Command{
 		Use:   "tail",
@@ -279,7 +300,7 @@ func newCmdAuditTail(f *Factory) *cobra.Command {
 			if o.N <= 0 || o.N > api.MaxEvents {
 				return withCode(ExitUsage, fmt.Errorf("-n must be between 1 and %d", api.MaxEvents))
 			}
-			src, err := f.openAudit(cmd)
+			src, err := f.openAudit(cmd, so)
 			if err != nil {
 				return err
 			}
@@ -367,7 +388,7 @@ func (p *eventPrinter) print(e audit.Event) error {
 	return err
 }
 
-func newCmdAuditShow(f *Factory) *cobra.Command {
+func newCmdAuditShow(f *Factory, so *StepUpOptions) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "show SEQ|GRANT_ID",
@@ -377,7 +398,7 @@ func newCmdAuditShow(f *Factory) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			src, err := f.openAudit(cmd)
+			src, err := f.openAudit(cmd, so)
 			if err != nil {
 				return err
 			}
@@ -541,7 +562,7 @@ func short(h string) string {
 	return h
 }
 
-func newCmdAuditVerify(f *Factory) *cobra.Command {
+func newCmdAuditVerify(f *Factory, so *StepUpOptions) *cobra.Command {
 	var file, jwksFile, output, anchors string
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -594,7 +615,7 @@ chain and signatures alone cannot.`,
 				}
 				res = r
 			} else {
-				src, err := f.openAudit(cmd)
+				src, err := f.openAudit(cmd, so)
 				if err != nil {
 					return err
 				}
@@ -745,7 +766,7 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return now.Add(-d), nil
 }
 
-func newCmdAuditExport(f *Factory) *cobra.Command {
+func newCmdAuditExport(f *Factory, so *StepUpOptions) *cobra.Command {
 	var out, sinceS, untilS string
 	cmd := &cobra.Command{
 		Use:   "export",
@@ -770,7 +791,7 @@ is signature-checked when the range reaches the signed head.`,
 			if err != nil {
 				return withCode(ExitUsage, fmt.Errorf("--until: %w", err))
 			}
-			src, err := f.openAudit(cmd)
+			src, err := f.openAudit(cmd, so)
 			if err != nil {
 				return err
 			}

@@ -15,7 +15,7 @@ import (
 	"github.com/pamctl/pamctl/broker/auditsink"
 )
 
-func newCmdAuditSinks(f *Factory) *cobra.Command {
+func newCmdAuditSinks(f *Factory, so *StepUpOptions) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "sinks",
@@ -34,7 +34,7 @@ cursors are shown.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			src, err := f.openAudit(cmd)
+			src, err := f.openAudit(cmd, so)
 			if err != nil {
 				return err
 			}

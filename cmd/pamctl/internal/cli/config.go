@@ -23,6 +23,7 @@ import (
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
+	"github.com/pamctl/pamctl/broker/ui"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/mask"
@@ -57,6 +58,8 @@ type Config struct {
 	Audit      AuditConfig         `mapstructure:"audit"`
 	Requests   RequestsConfig      `mapstructure:"requests"`
 	Notify     NotifyConfig        `mapstructure:"notify"`
+	UI         UIConfig            `mapstructure:"ui"`
+	Approvals  ApprovalsConfig     `mapstructure:"approvals"`
 	Log        LogConfig           `mapstructure:"log"`
 	Metrics    MetricsConfig       `mapstructure:"metrics"`
 	Tracing    tracing.Config      `mapstructure:"tracing"`
@@ -226,9 +229,31 @@ type RequestsConfig struct {
 	Retention time.Duration `mapstructure:"retention"`
 }
 
-// NotifyConfig configures notifications.
+// NotifyConfig configures notifications (docs/notifications.md): the
+// generic JSON webhook, and Slack and Teams channels.
 type NotifyConfig struct {
-	Webhook string `mapstructure:"webhook"`
+	Webhook string         `mapstructure:"webhook"`
+	Slack   ChatHookConfig `mapstructure:"slack"`
+	Teams   ChatHookConfig `mapstructure:"teams"`
+}
+
+// UIConfig is the web approval page the broker serves under /ui/
+// (broker/ui, docs/approvals.md).
+type UIConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// PublicURL is the address people reach the broker by, e.g.
+	// https://pam.example.com: the OIDC redirect URI is
+	// <public_url>/ui/callback and links in notifications, `pamctl
+	// request` and held-call errors point below it.
+	PublicURL string `mapstructure:"public_url"`
+}
+
+// ApprovalsConfig is the approvals: section.
+type ApprovalsConfig struct {
+	// ReauthAfter is how recent an IdP authentication approving, denying,
+	// revoking another person's grant and reading the audit trail need
+	// (step-up; docs/sessions.md). Applied on reload.
+	ReauthAfter time.Duration `mapstructure:"reauth_after"`
 }
 
 // LogConfig configures server logs.
@@ -279,6 +304,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.etcd.prefix", etcdstore.DefaultPrefix)
 	v.SetDefault("store.etcd.dial_timeout", etcdstore.DefaultDialTimeout)
 	v.SetDefault("sessions.idle_timeout", broker.DefaultIdleTimeout)
+	v.SetDefault("approvals.reauth_after", broker.DefaultReauthAfter)
 	v.SetDefault("masking.response.default", "mask")
 	v.SetDefault("masking.prompt.default", "off")
 	v.SetDefault("audit.sync", "durable")
@@ -458,6 +484,12 @@ func (c *Config) Validate() error {
 		add("server: %q is not an http(s) URL", c.Server)
 	}
 	errs = append(errs, c.validateDurations()...)
+	errs = append(errs, c.Notify.validate()...)
+	if c.UI.Enabled || c.UI.PublicURL != "" {
+		if err := ui.ValidatePublicURL(c.UI.PublicURL); err != nil {
+			add("ui.public_url: %v", err)
+		}
+	}
 	if c.SessionTTL != 0 && c.SessionTTL != c.Sessions.MaxLifetime {
 		add("session_ttl (%s) is the old name of sessions.max_lifetime (%s): set only sessions.max_lifetime", c.SessionTTL, c.Sessions.MaxLifetime)
 	}

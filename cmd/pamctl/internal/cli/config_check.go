@@ -66,6 +66,9 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", inFile(cfg.File), err))
 	}
+	for _, w := range cfg.NotifyWarnings() {
+		ios.Warnf("%s", w)
+	}
 	view := cfg.Effective()
 	if o.Output == "json" {
 		var v any

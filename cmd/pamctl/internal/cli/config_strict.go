@@ -548,6 +548,7 @@ var durationBounds = map[string]durationBound{
 	"session_ttl":                {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "use sessions.max_lifetime"},
 	"sessions.max_lifetime":      {Min: 5 * time.Minute, Max: 8 * time.Hour, Zero: "8h, the default"},
 	"sessions.idle_timeout":      {Min: time.Minute, Max: 8 * time.Hour, Zero: "no idle timeout"},
+	"approvals.reauth_after":     {Min: time.Minute, Max: 24 * time.Hour},
 	"proxy.timeout":              {Min: time.Second},
 	"proxy.hold_timeout":         {Min: time.Second, Max: time.Hour},
 	"proxy.body_timeout":         {Min: time.Second, Max: 10 * time.Minute},

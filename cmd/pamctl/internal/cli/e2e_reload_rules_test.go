@@ -66,7 +66,7 @@ func TestEndToEndReloadChangesWhoReleasesHeldCalls(t *testing.T) {
 		}
 		return d.ID
 	}
-	bob := broker.Identity{Subject: "bob", Issuer: DevIssuerName, Groups: []string{"security"}}
+	bob := broker.Identity{Subject: "bob", Issuer: DevIssuerName, Groups: []string{"security"}, AuthTime: time.Now()}
 	first := hold("ab")
 	if _, err := s.app.broker.Review(context.Background(), bob, first, true, "", nil); err != nil {
 		t.Fatalf("approver under the rules in force: %v", err)

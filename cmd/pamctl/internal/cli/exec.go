@@ -50,7 +50,14 @@ The OpenAI Agents SDK exports traces to api.openai.com with the API key as
 bearer; exec sets OPENAI_AGENTS_DISABLE_TRACING=1 so the token never leaves
 for OpenAI, unless --keep-tracing (route traces to the proxy's
 /v1/traces/ingest instead: see docs/agents-sdk.md). COMMAND's exit code is
-passed through.`,
+passed through.
+
+COMMAND gets the grant's token, not your session: PAMCTL_* settings are
+removed from its environment and PAMCTL_NO_SESSION=1 is set, so pamctl run
+inside it refuses to use your session, the admin socket or the data dir
+(it cannot approve, deny, revoke, request or read the audit trail as you).
+A process running as your OS user can still read your files; what stops
+it from approving with a copied session is step-up (docs/sessions.md).`,
 		Example: `  pamctl exec --scope model:gpt-4o -- python agent.py
   pamctl exec --request req_0123 -- env`,
 		Args: cobra.MinimumNArgs(1),
@@ -120,7 +127,11 @@ func execRun(cmd *cobra.Command, o *ExecOptions) error {
 		// local proxy at proxy.addr (docs/deployment.md).
 		proxyURL = "http://" + cfg.Proxy.Addr + "/v1"
 	}
-	env := append(childEnv(os.Environ()), "OPENAI_BASE_URL="+proxyURL, "OPENAI_API_KEY="+t.Token, "PAMCTL_GRANT="+t.Request.ID)
+	// The child gets the grant's token and nothing of the person's session:
+	// PAMCTL_* settings are dropped (childEnv) and EnvNoSession makes a
+	// pamctl run in it refuse the session file, the admin socket and the
+	// data dir. docs/sessions.md says what this stops and what it cannot.
+	env := append(childEnv(os.Environ()), "OPENAI_BASE_URL="+proxyURL, "OPENAI_API_KEY="+t.Token, "PAMCTL_GRANT="+t.Request.ID, EnvNoSession+"=1")
 	if !o.KeepTracing {
 		env = append(env, "OPENAI_AGENTS_DISABLE_TRACING=1")
 	}

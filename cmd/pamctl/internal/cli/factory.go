@@ -66,6 +66,20 @@ type SessionFile struct {
 	Token     string          `json:"token"`
 	Identity  broker.Identity `json:"identity"`
 	ExpiresAt time.Time       `json:"expires_at"`
+	// Login says how the session was made, so that a step-up (a sensitive
+	// action after approvals.reauth_after) can log in again the same way.
+	Login *LoginRecord `json:"login,omitempty"`
+}
+
+// LoginRecord is how a session was made: the issuer, the flow, and for a
+// workload the ID token file (re-read on a step-up; never the token).
+type LoginRecord struct {
+	Issuer           string   `json:"issuer,omitempty"`
+	Device           bool     `json:"device,omitempty"`
+	IDTokenFile      string   `json:"id_token_file,omitempty"`
+	ClientSecretFile string   `json:"client_secret_file,omitempty"`
+	DevUser          string   `json:"dev_user,omitempty"` // serve --dev's issuer: who to auto-consent as
+	DevGroups        []string `json:"dev_groups,omitempty"`
 }
 
 // SessionPath is where the session is kept (mode 0600).
@@ -131,6 +145,9 @@ func userAgent() string {
 
 // BrokerClient is a broker client carrying the stored session.
 func (f *Factory) BrokerClient(cfg *Config) (*api.Client, *SessionFile, error) {
+	if err := refuseUnderExec("use your session"); err != nil {
+		return nil, nil, err
+	}
 	if err := checkServer(cfg.Server); err != nil {
 		return nil, nil, err
 	}
@@ -157,6 +174,9 @@ func SocketPath(dataDir string) string { return filepath.Join(dataDir, "pamctl.s
 // AdminClient returns a client for the running server's admin socket, or
 // nil when no server is running against cfg.DataDir.
 func (f *Factory) AdminClient(cfg *Config) *api.Client {
+	if os.Getenv(EnvNoSession) != "" {
+		return nil // pamctl exec's child acts for no one (see refuseUnderExec)
+	}
 	p := SocketPath(cfg.DataDir)
 	if fi, err := os.Stat(p); err != nil || fi.Mode()&fs.ModeSocket == 0 {
 		return nil

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,49 +81,82 @@ browser.`,
 }
 
 func loginRun(cmd *cobra.Command, o *LoginOptions) error {
-	ctx := cmd.Context()
-	ios := o.f.IO
+	if err := refuseUnderExec("log in"); err != nil {
+		return err
+	}
 	cfg, err := o.f.Config(cmd)
 	if err != nil {
 		return err
 	}
-	client, err := o.f.AnonClient(cfg)
+	sess, err := o.f.login(cmd.Context(), cfg, o, 0)
 	if err != nil {
 		return err
 	}
+	ios := o.f.IO
+	groups := ""
+	if len(sess.Identity.Groups) > 0 {
+		groups = " (" + strings.Join(sess.Identity.Groups, ", ") + ")"
+	}
+	ios.Successf("Logged in as %s%s via %s; session until %s", ios.Styles().Bold.Render(DisplayName(sess.Identity)), groups, sess.Identity.Issuer, sess.ExpiresAt.Local().Format("15:04 MST"))
+	return nil
+}
+
+// login runs the login o describes and saves the session. Interactive
+// logins ask the IdP for an authentication no older than the broker's
+// approvals.reauth_after (max_age), so a session made by `pamctl login`
+// can approve at once. stepUp > 0 is a step-up (see stepUpLogin): the IdP is
+// also told to authenticate the person again now (prompt=login), with
+// max_age stepUp seconds.
+func (f *Factory) login(ctx context.Context, cfg *Config, o *LoginOptions, stepUp int64) (*broker.Session, error) {
+	ios := f.IO
+	client, err := f.AnonClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rec := &LoginRecord{Device: o.Device}
 	var rawIDToken, nonce, accessToken string
 	if o.IDTokenFile != "" {
 		rawIDToken, err = readIDToken(o.IDTokenFile, ios.In)
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if o.IDTokenFile != "-" {
+			if abs, err := filepath.Abs(o.IDTokenFile); err == nil {
+				rec.IDTokenFile = abs
+			}
 		}
 	} else {
 		info, err := client.Info(ctx)
 		if err != nil {
-			return unreachable(err, cfg.Server)
+			return nil, unreachable(err, cfg.Server)
 		}
 		is, err := pickIssuer(info, o)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		rec.Issuer = is.Name
 		cc := oidc.ClientConfig{IssuerURL: is.URL, ClientID: is.ClientID, Scopes: is.Scopes, RedirectPort: is.RedirectPort,
 			// The CLI's transport: it trusts ca_file besides the system roots.
-			HTTPClient: &http.Client{Transport: o.f.HTTP.Transport, Timeout: 30 * time.Second}}
+			HTTPClient: &http.Client{Transport: f.HTTP.Transport, Timeout: 30 * time.Second}}
 		// The code exchange happens here, on the user's machine, so a
 		// confidential client's secret is read here, from a file only
 		// this user can read; the broker only names the path.
 		if secretFile := cmp.Or(o.ClientSecretFile, is.ClientSecretFile); secretFile != "" {
 			if cc.ClientSecret, err = oidc.ReadClientSecretFile(secretFile); err != nil {
-				return withCode(ExitUsage, fmt.Errorf("login with issuer %q: %w", is.Name, err))
+				return nil, withCode(ExitUsage, fmt.Errorf("login with issuer %q: %w", is.Name, err))
 			}
+			rec.ClientSecretFile = o.ClientSecretFile
 		}
+		cc.ExtraAuthParams = freshAuthParams(info.ReauthAfterSeconds, stepUp, is.Dev)
 		if is.Dev {
 			if o.User == "" {
-				return withCode(ExitUsage, errors.New("the development issuer needs --user NAME (and optionally --groups a,b)"))
+				return nil, withCode(ExitUsage, errors.New("the development issuer needs --user NAME (and optionally --groups a,b)"))
 			}
-			cc.ExtraAuthParams = map[string]string{"login_hint": o.User, "groups": strings.Join(o.Groups, ",")}
+			cc.ExtraAuthParams["login_hint"] = o.User
+			cc.ExtraAuthParams["groups"] = strings.Join(o.Groups, ",")
+			rec.DevUser, rec.DevGroups = o.User, o.Groups
 		} else if o.User != "" || len(o.Groups) > 0 {
-			return withCode(ExitUsage, errors.New("--user and --groups only work against `pamctl serve --dev`; your identity provider decides who you are"))
+			return nil, withCode(ExitUsage, errors.New("--user and --groups only work against `pamctl serve --dev`; your identity provider decides who you are"))
 		}
 		loginCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
@@ -131,7 +166,7 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 				if is.Dev {
 					// The dev issuer auto-consents once the code is visited.
 					q := url.Values{"user_code": {code}, "login_hint": {o.User}, "groups": {strings.Join(o.Groups, ",")}}
-					go func() { _ = oidc.FollowRedirects(o.f.HTTP)(uri + "?" + q.Encode()) }()
+					go func() { _ = oidc.FollowRedirects(f.HTTP)(uri + "?" + q.Encode()) }()
 					return
 				}
 				ios.Notef("To log in, open %s and enter the code %s", ios.Styles().Code.Render(uri), ios.Styles().Bold.Render(code))
@@ -141,7 +176,7 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 			switch {
 			case open != nil:
 			case is.Dev:
-				open = oidc.FollowRedirects(o.f.HTTP)
+				open = oidc.FollowRedirects(f.HTTP)
 			case o.NoBrowser:
 				open = func(u string) error { ios.Notef("Open this URL to log in:\n\n  %s\n", u); return nil }
 			default:
@@ -157,7 +192,7 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 			toks, err = oidc.CodeFlowTokens(loginCtx, cc, open)
 		}
 		if err != nil {
-			return withCode(ExitUnauthenticated, fmt.Errorf("login: %w", err))
+			return nil, withCode(ExitUnauthenticated, fmt.Errorf("login: %w", err))
 		}
 		rawIDToken, nonce = toks.IDToken, toks.Nonce
 		// The access token leaves this machine only when the broker needs
@@ -173,17 +208,34 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 		sess, err = client.Login(ctx, rawIDToken, nonce)
 	}
 	if err != nil {
-		return unreachable(err, cfg.Server)
+		return nil, unreachable(err, cfg.Server)
 	}
-	if err := saveSession(&SessionFile{Server: cfg.Server, ID: sess.ID, Token: sess.Token, Identity: sess.Identity, ExpiresAt: sess.ExpiresAt}); err != nil {
-		return err
+	if err := saveSession(&SessionFile{Server: cfg.Server, ID: sess.ID, Token: sess.Token, Identity: sess.Identity, ExpiresAt: sess.ExpiresAt, Login: rec}); err != nil {
+		return nil, err
 	}
-	groups := ""
-	if len(sess.Identity.Groups) > 0 {
-		groups = " (" + strings.Join(sess.Identity.Groups, ", ") + ")"
+	return sess, nil
+}
+
+// freshAuthParams are the authorization parameters that ask the IdP for a
+// recent authentication: max_age (OIDC Core 3.1.2.1: re-authenticate when
+// the last authentication is older, and put auth_time in the ID token) set
+// to the broker's approvals.reauth_after, and for a step-up also
+// prompt=login (authenticate again now, whatever the IdP's own session).
+// The development issuer authenticates afresh on every authorization
+// request it auto-consents to, and answers prompt=login with a form for
+// browsers, so it gets max_age alone.
+func freshAuthParams(reauthAfter, stepUp int64, dev bool) map[string]string {
+	p := map[string]string{}
+	switch {
+	case stepUp > 0:
+		if !dev {
+			p["prompt"] = "login"
+		}
+		p["max_age"] = strconv.FormatInt(stepUp, 10)
+	case reauthAfter > 0:
+		p["max_age"] = strconv.FormatInt(reauthAfter, 10)
 	}
-	ios.Successf("Logged in as %s%s via %s; session until %s", ios.Styles().Bold.Render(DisplayName(sess.Identity)), groups, sess.Identity.Issuer, sess.ExpiresAt.Local().Format("15:04 MST"))
-	return nil
+	return p
 }
 
 func pickIssuer(info api.Info, o *LoginOptions) (api.IssuerInfo, error) {
@@ -359,6 +411,9 @@ func whoamiRun(cmd *cobra.Command, o *WhoamiOptions) error {
 	t.Row("expires", me.ExpiresAt.Local().Format(time.RFC3339)+" ("+humanDuration(time.Until(me.ExpiresAt))+" left)")
 	if me.IdleExpiresAt != nil {
 		t.Row("idle until", me.IdleExpiresAt.Local().Format(time.RFC3339)+" (unless used again)")
+	}
+	if me.AuthTime != nil {
+		t.Row("authenticated", me.AuthTime.Local().Format(time.RFC3339)+" ("+humanDuration(time.Since(*me.AuthTime))+" ago; approving and the audit trail need a login within approvals.reauth_after)")
 	}
 	return t.Render()
 }

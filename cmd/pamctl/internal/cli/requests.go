@@ -115,6 +115,15 @@ func requestRun(cmd *cobra.Command, o *RequestOptions) error {
 	if r.Clamped {
 		ios.Warnf("ttl clamped to %s by policy (%s)", r.TTL, strings.Join(r.Policies, ", "))
 	}
+	if r.State == broker.StatePending {
+		// The broker's web page for it, when the broker serves one: send
+		// it to an approver.
+		if in, err := c.Info(ctx); err == nil && in.UIURL != "" {
+			if link := broker.ItemURL(strings.TrimSuffix(in.UIURL, "/ui/"), r.ID); strings.HasPrefix(link, "https://") || strings.HasPrefix(link, "http://") {
+				ios.Notef("Review page:  %s", link)
+			}
+		}
+	}
 	if r.State == broker.StatePending && !o.NoWait {
 		r, err = waitForDecision(ctx, o.f, c, r)
 		if err != nil {
@@ -317,6 +326,7 @@ func truncate(s string, n int) string {
 // ReviewOptions are the inputs of `pamctl approve` and `pamctl deny`.
 type ReviewOptions struct {
 	f       *Factory
+	StepUp  StepUpOptions
 	Approve bool
 	ID      string
 	Reason  string
@@ -347,6 +357,7 @@ func NewCmdReview(f *Factory, approve bool, runF func(*cobra.Command, *ReviewOpt
 		},
 	}
 	cmd.Flags().StringVar(&o.Reason, "reason", "", "why (shown to the requester and audited)")
+	addStepUpFlags(cmd, &o.StepUp, false)
 	if approve {
 		cmd.Flags().StringArrayVar(&o.Scopes, "scope", nil, "approve only these scopes (must be within the requested ones)")
 	}
@@ -363,7 +374,11 @@ func reviewRun(cmd *cobra.Command, o *ReviewOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := c.Review(cmd.Context(), o.ID, o.Approve, api.ReviewRequest{Reason: o.Reason, Scopes: o.Scopes})
+	var r *broker.Request
+	err = o.f.withStepUp(cmd, cfg, c, &o.StepUp, func() (err error) {
+		r, err = c.Review(cmd.Context(), o.ID, o.Approve, api.ReviewRequest{Reason: o.Reason, Scopes: o.Scopes})
+		return err
+	})
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}
@@ -440,19 +455,22 @@ func tokenRun(cmd *cobra.Command, o *TokenOptions) error {
 
 // RevokeOptions are the inputs of `pamctl revoke`.
 type RevokeOptions struct {
-	f  *Factory
-	ID string
+	f      *Factory
+	StepUp StepUpOptions
+	ID     string
 }
 
 // NewCmdRevoke builds `pamctl revoke`.
 func NewCmdRevoke(f *Factory, runF func(*cobra.Command, *RevokeOptions) error) *cobra.Command {
 	o := &RevokeOptions{f: f}
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Revoke a grant: the proxy refuses its tokens at once",
 		Long: `Revoke an approved grant. The requester, any approver of the request, or
 the local admin (through the server's admin socket, when no session is
-available) may revoke. The proxy refuses the grant's tokens within a second.`,
+available) may revoke. The proxy refuses the grant's tokens within a second.
+Revoking another person's grant needs a recent login (approvals.reauth_after):
+pamctl logs in again when needed, unless --no-input.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
@@ -462,6 +480,8 @@ available) may revoke. The proxy refuses the grant's tokens within a second.`,
 			return revokeRun(cmd, o)
 		},
 	}
+	addStepUpFlags(cmd, &o.StepUp, false)
+	return cmd
 }
 
 func revokeRun(cmd *cobra.Command, o *RevokeOptions) error {
@@ -477,7 +497,11 @@ func revokeRun(cmd *cobra.Command, o *RevokeOptions) error {
 		}
 		admin = true
 	}
-	r, err := c.Revoke(cmd.Context(), o.ID, admin)
+	var r *broker.Request
+	err = o.f.withStepUp(cmd, cfg, c, &o.StepUp, func() (err error) {
+		r, err = c.Revoke(cmd.Context(), o.ID, admin)
+		return err
+	})
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}

@@ -124,7 +124,7 @@ func (a *App) newRemoteProxy(cfg *Config, insp proxy.Inspection) (*proxy.Proxy, 
 		AllowedHosts: a.proxyHosts(), AllowIPHosts: true,
 		Rules: insp.Rules, PromptMask: insp.PromptMask, ResponseMask: insp.ResponseMask,
 		Holds: remoteHolder{a.link}, HoldTimeout: cfg.Proxy.HoldTimeout, SummaryBytes: cfg.Audit.SummaryBytes,
-		Observer: a.observer(),
+		Observer: a.observer(), ReviewURL: reviewURL(cfg),
 	})
 }
 

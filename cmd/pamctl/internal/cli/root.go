@@ -110,7 +110,7 @@ func exitCodeOf(err error) int {
 
 func codeFor(c broker.Code) int {
 	switch c {
-	case broker.CodeUnauthenticated:
+	case broker.CodeUnauthenticated, broker.CodeStepUpRequired:
 		return ExitUnauthenticated
 	case broker.CodeForbidden:
 		return ExitForbidden

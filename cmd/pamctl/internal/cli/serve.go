@@ -215,6 +215,10 @@ func addDevIssuerAndPolicy(cfg *Config, brokerURL string) {
 	if len(cfg.Policies) == 0 {
 		cfg.Policies = policy.Set{policy.DevPolicy()}
 	}
+	// The web approval page is on in dev mode, at the dev broker's URL.
+	if cfg.UI.PublicURL == "" {
+		cfg.UI.Enabled, cfg.UI.PublicURL = true, brokerURL
+	}
 }
 
 func newLogger(cfg *Config, tty bool, w io.Writer) *slog.Logger {
@@ -243,6 +247,9 @@ func printDevBanner(f *Factory, app *App) {
 	fmt.Fprintf(w, "  broker   %s\n", app.BrokerURL())
 	if !brokerOnly {
 		fmt.Fprintf(w, "  proxy    %s\n", app.ProxyURL())
+	}
+	if u := app.uiURL(); u != "" {
+		fmt.Fprintf(w, "  ui       %s (the approval page; the dev issuer asks who you are)\n", u)
 	}
 	fmt.Fprintf(w, "  data     %s\n", app.cfg.DataDir)
 	if app.cfg.CAFile != "" && app.brokerTLS != nil {

@@ -138,6 +138,7 @@ type SessionsRevokeOptions struct {
 	Reason string
 	Admin  bool
 	Output string
+	StepUp StepUpOptions
 }
 
 // NewCmdSessionsRevoke builds `pamctl sessions revoke`.
@@ -175,6 +176,7 @@ grant ended is an audit event (session.revoked, grant.revoked).`,
 	cmd.Flags().BoolVar(&o.Grants, "grants", false, "also revoke the live grants of the sessions' owners")
 	cmd.Flags().StringVar(&o.Reason, "reason", "", "why (recorded in the audit trail)")
 	cmd.Flags().BoolVar(&o.Admin, "admin", false, "act as the local admin through the running server's admin socket")
+	addStepUpFlags(cmd, &o.StepUp, false)
 	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
@@ -188,7 +190,12 @@ func sessionsRevokeRun(cmd *cobra.Command, o *SessionsRevokeOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := c.RevokeSessions(cmd.Context(), api.RevokeSessionsRequest{ID: o.ID, User: o.User, Grants: o.Grants, Reason: o.Reason}, admin)
+	var res *broker.RevokeResult
+	// Ending another person's grants needs a recent login (step-up).
+	err = o.f.withStepUp(cmd, cfg, c, &o.StepUp, func() (err error) {
+		res, err = c.RevokeSessions(cmd.Context(), api.RevokeSessionsRequest{ID: o.ID, User: o.User, Grants: o.Grants, Reason: o.Reason}, admin)
+		return err
+	})
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}

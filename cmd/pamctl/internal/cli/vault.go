@@ -26,6 +26,9 @@ type local struct {
 }
 
 func openLocal(ctx context.Context, cfg *Config) (*local, error) {
+	if err := refuseUnderExec("open the data dir as its owner"); err != nil {
+		return nil, err
+	}
 	if err := cfg.CheckPrivate(); err != nil {
 		return nil, err
 	}

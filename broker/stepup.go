@@ -1,0 +1,112 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Step-up: approving, denying, revoking someone else's grant and reading the
+// audit trail need an authentication at the IdP no older than
+// approvals.reauth_after. A session token alone (say, one copied from a
+// person's session file) is not enough once that time has passed: the IdP
+// must see the person again.
+
+// DefaultReauthAfter is approvals.reauth_after when unset.
+const DefaultReauthAfter = 10 * time.Minute
+
+// CodeStepUpRequired is the API error code of a *StepUpError (HTTP 401).
+const CodeStepUpRequired Code = "step_up_required"
+
+// ErrStepUpRequired is what a *StepUpError Is: errors.Is(err,
+// ErrStepUpRequired) tells a caller to send the person through the IdP again
+// (pamctl login, or prompt=login / max_age on the web).
+var ErrStepUpRequired = errors.New("broker: a recent login is required")
+
+// Step-up actions, as StepUpError.Action names them.
+const (
+	ActionApprove     = "approving"
+	ActionDeny        = "denying"
+	ActionRevokeOther = "revoking another person's grant"
+	ActionReadAudit   = "reading the audit trail"
+)
+
+// StepUpError refuses a sensitive action because the caller's last IdP
+// authentication (AuthTime; zero when unknown) is older than MaxAge.
+type StepUpError struct {
+	Action   string        // what was refused, e.g. ActionApprove
+	MaxAge   time.Duration // approvals.reauth_after
+	AuthTime time.Time     // the caller's last authentication at the IdP
+	// Now is when the check was made (for the age in the message).
+	Now time.Time
+}
+
+func (e *StepUpError) Error() string { return e.Message() }
+
+// Is makes errors.Is(err, ErrStepUpRequired) true.
+func (e *StepUpError) Is(target error) bool { return target == ErrStepUpRequired }
+
+// Message is the user-safe explanation: what needs a recent login, how old
+// the caller's is, and what to do.
+func (e *StepUpError) Message() string {
+	last := "your session does not say when you last logged in"
+	if !e.AuthTime.IsZero() {
+		age := e.Now.Sub(e.AuthTime)
+		if age < 0 {
+			age = 0
+		}
+		last = "your last was " + HumanAge(age) + " ago"
+	}
+	return fmt.Sprintf("%s needs a login within the last %s; %s: log in again with `pamctl login` (or through the web page's login)", e.Action, HumanAge(e.MaxAge), last)
+}
+
+// HumanAge prints a duration the way people say it: 45s, 10m, 2h, 2h5m, 3d.
+func HumanAge(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
+		if m == 0 {
+			return fmt.Sprintf("%dh", h)
+		}
+		return fmt.Sprintf("%dh%dm", h, m)
+	default:
+		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	}
+}
+
+// SetReauthAfter changes approvals.reauth_after (config reload); d <= 0
+// means DefaultReauthAfter.
+func (s *Service) SetReauthAfter(d time.Duration) {
+	if d <= 0 {
+		d = DefaultReauthAfter
+	}
+	s.reauthAfter.Store(int64(d))
+}
+
+// ReauthAfter is the maximum age of an authentication for sensitive actions.
+func (s *Service) ReauthAfter() time.Duration { return time.Duration(s.reauthAfter.Load()) }
+
+// StepUp returns a *StepUpError unless who authenticated at the IdP within
+// approvals.reauth_after (who.AuthTime, set by whoever authenticated the
+// caller). Other front ends (the web UI) may call it to decide whether to
+// send a person through the IdP before showing a decision form.
+//
+// The local admin (the admin socket) is exempt by construction, not by
+// identity: its routes call Revoke with admin set and read the trail
+// without CanReadAudit, because reaching the socket (mode 0600, owner
+// only) is its authentication, there is no IdP login to refresh, and
+// whoever can open the socket can open the data directory itself. No
+// identity is exempt here, so an IdP issuer named like the socket's gains
+// nothing.
+func (s *Service) StepUp(who Identity, action string) error {
+	now := s.now()
+	maxAge := s.ReauthAfter()
+	if who.AuthTime.IsZero() || now.Sub(who.AuthTime) > maxAge {
+		return &StepUpError{Action: action, MaxAge: maxAge, AuthTime: who.AuthTime, Now: now}
+	}
+	return nil
+}

@@ -1,0 +1,241 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/policy"
+)
+
+// loginWith logs sub in with an ID token whose auth_time claim is extra's
+// (absent from extra: the dev issuer's, the token's iat) and returns the
+// identity as the API would see it on the next call.
+func (e *env) loginWith(sub string, extra map[string]any, groups ...string) (broker.Identity, *broker.Session, error) {
+	e.t.Helper()
+	raw, err := e.iss.Mint(devissuer.Claims{Subject: sub, Email: sub + "@example.com", Groups: groups, Extra: extra})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sess, err := e.svc.Login(context.Background(), raw, "", audit.Client{})
+	if err != nil {
+		return broker.Identity{}, nil, err
+	}
+	who, _, err := e.svc.Authenticate(context.Background(), sess.Token)
+	if err != nil {
+		e.t.Fatalf("authenticate %s: %v", sub, err)
+	}
+	return who, sess, nil
+}
+
+func stepUpErr(t *testing.T, err error, action string) *broker.StepUpError {
+	t.Helper()
+	var su *broker.StepUpError
+	if !errors.As(err, &su) || !errors.Is(err, broker.ErrStepUpRequired) {
+		t.Fatalf("want a step-up error, got %v", err)
+	}
+	if broker.ErrorCode(err) != broker.CodeStepUpRequired || su.Action != action || su.MaxAge != broker.DefaultReauthAfter {
+		t.Fatalf("step-up error: code %s action %q max age %s", broker.ErrorCode(err), su.Action, su.MaxAge)
+	}
+	if msg := broker.ErrorMessage(err); !strings.Contains(msg, action+" needs a login within the last 10m") || !strings.Contains(msg, "pamctl login") {
+		t.Fatalf("message does not say why and what to do: %q", msg)
+	}
+	return su
+}
+
+func TestStepUpFreshLoginApproves(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	bob := e.login("bob", "security")
+	if bob.AuthTime.IsZero() || !bob.AuthTime.Equal(e.clock.Now()) {
+		t.Fatalf("auth time %v, want the login's %v", bob.AuthTime, e.clock.Now())
+	}
+	r, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(broker.DefaultReauthAfter) // exactly at the limit is still fresh
+	if _, err := e.svc.Review(ctx, bob, r.ID, true, "ok", nil); err != nil {
+		t.Fatalf("approve with a fresh login: %v", err)
+	}
+}
+
+func TestStepUpStaleSessionRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	_, bobSess, err := e.loginWith("bob", nil, "security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}})
+	r2, _ := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-mini"}})
+	granted, _ := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}, TTL: time.Hour})
+	if _, err := e.svc.Review(ctx, e.login("dave", "security"), granted.ID, true, "", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Use the session every few minutes for 40 minutes: use is not
+	// authentication, so the auth time stays the login's.
+	login := e.clock.Now()
+	var bob broker.Identity
+	for range 8 {
+		e.clock.Add(5 * time.Minute)
+		bob, _, err = e.svc.Authenticate(ctx, bobSess.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bob.AuthTime.Equal(login) {
+		t.Fatalf("using the session moved its auth time to %v (login %v)", bob.AuthTime, login)
+	}
+	su := stepUpErr(t, func() error { _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); return err }(), broker.ActionApprove)
+	if !strings.Contains(su.Message(), "your last was 40m ago") {
+		t.Fatalf("message: %s", su.Message())
+	}
+	stepUpErr(t, func() error { _, err := e.svc.Review(ctx, bob, r2.ID, false, "", nil); return err }(), broker.ActionDeny)
+	stepUpErr(t, e.svc.CanReadAudit(ctx, bob), broker.ActionReadAudit)
+	// Revoking another person's grant (bob approves ml requests, so he
+	// sees alice's grant) needs it too; the admin socket does not.
+	stepUpErr(t, func() error { _, err := e.svc.Revoke(ctx, bob, granted.ID, false); return err }(), broker.ActionRevokeOther)
+	// Nothing changed.
+	if got, _ := e.svc.Get(ctx, alice, r.ID); got.State != broker.StatePending || len(got.Reviews) != 0 {
+		t.Fatalf("refused review changed the request: %+v", got)
+	}
+	if got, _ := e.svc.Get(ctx, alice, granted.ID); got.State != broker.StateApproved {
+		t.Fatalf("refused revoke changed the grant: %s", got.State)
+	}
+	// Following the trail is not cut by the step-up (checked at its start).
+	if err := e.svc.CanKeepReadingAudit(ctx, bob); err != nil {
+		t.Fatalf("keep reading: %v", err)
+	}
+	// Someone who may not review is told so, not asked to log in again.
+	carol := e.login("carol", "ml")
+	carol.AuthTime = e.clock.Now().Add(-time.Hour)
+	if _, err := e.svc.Review(ctx, carol, r.ID, true, "", nil); errors.Is(err, broker.ErrStepUpRequired) {
+		t.Fatalf("a non-approver was asked to step up: %v", err)
+	}
+	// Revoking one's own grant needs no step-up.
+	nano, _ := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}}) // self-serve: approved
+	stale := alice
+	stale.AuthTime = e.clock.Now().Add(-5 * time.Hour)
+	if _, err := e.svc.Revoke(ctx, stale, nano.ID, false); err != nil {
+		t.Fatalf("revoking my own grant: %v", err)
+	}
+	// The admin socket's revoke (admin set) never asks.
+	nano2, _ := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
+	if _, err := e.svc.Revoke(ctx, broker.AdminIdentity, nano2.ID, true); err != nil {
+		t.Fatalf("admin revoke: %v", err)
+	}
+	// A fresh login fixes it.
+	bob, _, err = e.loginWith("bob", nil, "security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); err != nil {
+		t.Fatalf("approve after logging in again: %v", err)
+	}
+	if err := e.svc.CanReadAudit(ctx, bob); err != nil {
+		t.Fatalf("audit after logging in again: %v", err)
+	}
+}
+
+// A login whose ID token says the person authenticated long ago (the IdP
+// reused its own session without asking) is not a fresh authentication,
+// however new the broker session is.
+func TestStepUpUsesIDTokenAuthTime(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	r, _ := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}})
+	old := e.clock.Now().Add(-3 * time.Hour)
+	bob, _, err := e.loginWith("bob", map[string]any{"auth_time": old.Unix()}, "security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bob.AuthTime.Equal(old) {
+		t.Fatalf("auth time %v, want the token's %v", bob.AuthTime, old)
+	}
+	su := stepUpErr(t, func() error { _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); return err }(), broker.ActionApprove)
+	if !su.AuthTime.Equal(old) {
+		t.Fatalf("error's auth time %v", su.AuthTime)
+	}
+	// Sessions record it.
+	rs, err := e.svc.Sessions(ctx, bob, false, broker.SessionQuery{})
+	if err != nil || len(rs) != 1 || !rs[0].AuthTime.Equal(old) {
+		t.Fatalf("session records auth time: %v %+v", err, rs)
+	}
+}
+
+// auth_time is trusted only as far as it can be: absent means the login
+// time, in the future means the login time (it cannot stretch freshness),
+// and anything not a number refuses the token.
+func TestStepUpForgedOrAbsentAuthTime(t *testing.T) {
+	e := newEnv(t)
+	now := e.clock.Now()
+	absent, _, err := e.loginWith("bob", map[string]any{"auth_time": nil}, "security")
+	if err != nil || !absent.AuthTime.Equal(now) {
+		t.Fatalf("absent auth_time: %v, auth time %v want the login %v", err, absent.AuthTime, now)
+	}
+	future, _, err := e.loginWith("bob", map[string]any{"auth_time": now.Add(24 * time.Hour).Unix()}, "security")
+	if err != nil || !future.AuthTime.Equal(now) {
+		t.Fatalf("future auth_time: %v, auth time %v want the login %v", err, future.AuthTime, now)
+	}
+	e.clock.Add(time.Hour)
+	r, _ := e.svc.CreateRequest(context.Background(), e.login("alice", "ml"), broker.Ask{Scopes: []string{"model:gpt-4o"}})
+	if _, err := e.svc.Review(context.Background(), future, r.ID, true, "", nil); !errors.Is(err, broker.ErrStepUpRequired) {
+		t.Fatalf("a future auth_time kept the session fresh: %v", err)
+	}
+	for _, bad := range []any{"1700000000", true, -5, 0, 1e300, map[string]any{"t": 1}, []any{1}} {
+		if _, _, err := e.loginWith("bob", map[string]any{"auth_time": bad}, "security"); err == nil || broker.ErrorCode(err) != broker.CodeUnauthenticated {
+			t.Fatalf("auth_time %v accepted: %v", bad, err)
+		}
+	}
+}
+
+func TestStepUpRevokeSessionsWithOthersGrants(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.svc.SetPolicies(append(testPolicies[:len(testPolicies):len(testPolicies)],
+		policy.Policy{Name: "session-admins", Subjects: policy.Subjects{Groups: []string{"secops"}}, Scopes: []string{broker.SessionsAdminScope}}))
+	e.login("alice", "ml")
+	admin := e.login("sam", "secops")
+	e.clock.Add(time.Hour)
+	admin.AuthTime = e.clock.Now().Add(-time.Hour)
+	if _, err := e.svc.RevokeSessions(ctx, admin, false, broker.RevokeSessions{User: "alice", Grants: true}); !errors.Is(err, broker.ErrStepUpRequired) {
+		t.Fatalf("ending another person's grants without a recent login: %v", err)
+	}
+	// Ending sessions alone (no grants) stays open to incident response.
+	if _, err := e.svc.RevokeSessions(ctx, admin, false, broker.RevokeSessions{User: "alice"}); err != nil {
+		t.Fatalf("ending sessions: %v", err)
+	}
+}
+
+func TestStepUpReauthAfterConfigurable(t *testing.T) {
+	e := newEnv(t)
+	bob := e.login("bob", "security")
+	e.svc.SetReauthAfter(time.Hour)
+	e.clock.Add(30 * time.Minute)
+	if err := e.svc.StepUp(bob, broker.ActionApprove); err != nil {
+		t.Fatalf("within an hour: %v", err)
+	}
+	e.clock.Add(31 * time.Minute)
+	var su *broker.StepUpError
+	if err := e.svc.StepUp(bob, broker.ActionApprove); !errors.As(err, &su) || su.MaxAge != time.Hour || !strings.Contains(su.Message(), "within the last 1h; your last was 1h1m ago") {
+		t.Fatalf("after an hour: %v", err)
+	}
+	e.svc.SetReauthAfter(0)
+	if e.svc.ReauthAfter() != broker.DefaultReauthAfter {
+		t.Fatalf("zero is the default, got %s", e.svc.ReauthAfter())
+	}
+	// No auth time at all (an identity nobody authenticated) is refused.
+	if err := e.svc.StepUp(broker.Identity{Subject: "x", Issuer: "corp"}, broker.ActionApprove); !errors.Is(err, broker.ErrStepUpRequired) || !strings.Contains(err.Error(), "does not say when") {
+		t.Fatalf("zero auth time: %v", err)
+	}
+}

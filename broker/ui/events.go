@@ -1,0 +1,155 @@
+package ui
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// queueTypes are the audit events that change someone's queue.
+var queueTypes = map[audit.Type]bool{
+	audit.TypeRequestCreated: true, audit.TypePromptHeld: true, audit.TypeRequestApproved: true,
+	audit.TypeRequestDenied: true, audit.TypeRequestExpired: true, audit.TypePromptReleased: true,
+	audit.TypePromptRefused: true, audit.TypeGrantRevoked: true,
+}
+
+// keepAlive is how often an idle stream sends a comment, so proxies in
+// between do not cut it.
+const keepAlive = 25 * time.Second
+
+// events is GET /ui/events: server-sent events telling the queue page that
+// it may have changed ("event: queue"). They carry no request data (the
+// page fetches itself again, through the same authorization as any page),
+// so a stream says only "something happened" and when. The session is
+// re-checked on every event and at each keep-alive; an ended session ends
+// the stream.
+func (u *UI) events(w http.ResponseWriter, r *http.Request) {
+	ss := u.sessions.get(u.cookie(r, "pamctl-ui"), u.c.Now())
+	if ss == nil {
+		http.Error(w, "not logged in", http.StatusUnauthorized)
+		return
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		http.Error(w, "cross-origin event streams are refused", http.StatusForbidden)
+		return
+	}
+	// Each stream holds an audit subscription: bound them per session and
+	// in all, so tabs (or a script with a stolen cookie) cannot pile them up.
+	if !u.streams.acquire(ss.id) {
+		http.Error(w, "too many live views open; close some tabs (the page still works, reload it by hand)", http.StatusTooManyRequests)
+		return
+	}
+	defer u.streams.release(ss.id)
+	rc := http.NewResponseController(w)
+	head, err := u.c.Audit.Head(r.Context())
+	if err != nil {
+		http.Error(w, "could not read the audit trail", http.StatusInternalServerError)
+		return
+	}
+	sub := u.c.Audit.Subscribe(r.Context(), head.Last.Seq+1)
+	defer sub.Cancel()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 5000\n\n")
+	_ = rc.Flush()
+	tick := time.NewTicker(keepAlive)
+	defer tick.Stop()
+	live := func() bool {
+		return u.sessions.peek(ss.id, u.c.Now())
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-u.stopping():
+			return
+		case <-tick.C:
+			if !live() {
+				fmt.Fprint(w, "event: logout\ndata: {}\n\n")
+				_ = rc.Flush()
+				return
+			}
+			fmt.Fprint(w, ": keep-alive\n\n")
+			if rc.Flush() != nil {
+				return
+			}
+		case e, ok := <-sub.C:
+			if !ok {
+				if err := sub.Err(); err != nil && !errors.Is(err, audit.ErrSlowSubscriber) {
+					return
+				}
+				// Dropped for being slow: the page reloads the queue and
+				// reconnects (retry:), which resubscribes at the head.
+				fmt.Fprint(w, "event: queue\ndata: {}\n\n")
+				_ = rc.Flush()
+				return
+			}
+			if !queueTypes[e.Type] {
+				continue
+			}
+			if !live() {
+				return
+			}
+			fmt.Fprintf(w, "event: queue\ndata: {\"seq\":%d}\n\n", e.Seq)
+			if rc.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// Bounds on live-update streams.
+const (
+	maxStreamsPerSession = 8
+	maxStreams           = 2000
+)
+
+// streamCount counts open live-update streams per session and in all.
+type streamCount struct {
+	mu    sync.Mutex
+	total int
+	per   map[string]int
+}
+
+func (c *streamCount) acquire(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.per == nil {
+		c.per = map[string]int{}
+	}
+	if c.total >= maxStreams || c.per[id] >= maxStreamsPerSession {
+		return false
+	}
+	c.total++
+	c.per[id]++
+	return true
+}
+
+func (c *streamCount) release(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.per[id]--; c.per[id] <= 0 {
+		delete(c.per, id)
+	}
+}
+
+func (u *UI) stopping() <-chan struct{} {
+	if u.c.Stopping == nil {
+		return nil
+	}
+	return u.c.Stopping
+}
+
+// isStepUp reports whether the broker refused an action for want of a
+// recent IdP authentication (approvals.reauth_after).
+func isStepUp(err error) bool {
+	var su *broker.StepUpError
+	return errors.As(err, &su)
+}

@@ -1,0 +1,271 @@
+package ui
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc"
+)
+
+// pendingLogin is an authorization request on its way through the IdP.
+type pendingLogin struct {
+	state, nonce, verifier string
+	next                   string
+	reauth                 bool // step-up: the IdP was asked to authenticate again
+	started                time.Time
+}
+
+// logins holds authorization requests in flight, keyed by state (10 min).
+type logins struct {
+	mu sync.Mutex
+	m  map[string]*pendingLogin
+}
+
+const (
+	loginTTL         = 10 * time.Minute
+	maxPendingLogins = 10000
+	// authTimeSkew is how far the IdP's clock may be from ours when a
+	// step-up checks that auth_time is new.
+	authTimeSkew = 30 * time.Second
+)
+
+func newLogins() *logins { return &logins{m: map[string]*pendingLogin{}} }
+
+// add records p. Past maxPendingLogins the oldest is dropped: anyone can
+// start logins, so a flood must not lock people out for loginTTL (a
+// person whose login was dropped starts again).
+func (l *logins) add(p *pendingLogin) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, o := range l.m {
+		if p.started.Sub(o.started) >= loginTTL {
+			delete(l.m, k)
+		}
+	}
+	for len(l.m) >= maxPendingLogins {
+		var oldest *pendingLogin
+		for _, o := range l.m {
+			if oldest == nil || o.started.Before(oldest.started) {
+				oldest = o
+			}
+		}
+		delete(l.m, oldest.state)
+	}
+	l.m[p.state] = p
+}
+
+// take removes and returns the login of state (each is used once).
+func (l *logins) take(state string, now time.Time) *pendingLogin {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.m[state]
+	delete(l.m, state)
+	if p == nil || now.Sub(p.started) >= loginTTL {
+		return nil
+	}
+	return p
+}
+
+// discoveryTTL is how long a discovered IdP configuration is reused: an
+// unauthenticated /ui/login must not make the broker call the IdP each
+// time, and an IdP moving its endpoints is followed within minutes.
+const discoveryTTL = 5 * time.Minute
+
+// oauthConfig returns the code flow's client config, discovering the
+// issuer at most once per discoveryTTL (a failure is retried next time).
+func (u *UI) oauthConfig(ctx context.Context) (*oauth2.Config, error) {
+	u.discoMu.Lock()
+	defer u.discoMu.Unlock()
+	now := u.c.Now()
+	if u.disco == nil || now.Sub(u.discoAt) >= discoveryTTL {
+		dctx, cancel := context.WithTimeout(gooidc.ClientContext(context.WithoutCancel(ctx), u.c.HTTPClient), 15*time.Second)
+		defer cancel()
+		p, err := gooidc.NewProvider(dctx, u.c.Issuer.URL)
+		if err != nil {
+			return nil, err
+		}
+		u.disco, u.discoAt = p, now
+	}
+	ep := u.disco.Endpoint()
+	ep.AuthStyle = oauth2.AuthStyleInParams
+	scopes := u.c.Issuer.Scopes
+	if len(scopes) == 0 {
+		scopes = oidc.DefaultScopes
+	}
+	if !containsString(scopes, gooidc.ScopeOpenID) {
+		scopes = append([]string{gooidc.ScopeOpenID}, scopes...)
+	}
+	return &oauth2.Config{ClientID: u.c.Issuer.ClientID, Endpoint: ep,
+		RedirectURL: u.c.PublicURL + "/ui/callback", Scopes: scopes}, nil
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// login starts the code flow: GET /ui/login?next=/ui/...&reauth=1. With
+// reauth the IdP is told to authenticate the person again (prompt=login,
+// max_age) whatever session it holds.
+func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	conf, err := u.oauthConfig(r.Context())
+	if err != nil {
+		u.c.Logger.Warn("ui: identity provider discovery failed", "issuer", u.c.Issuer.Name, "err", err)
+		u.fail(w, r, http.StatusBadGateway, "The identity provider could not be reached", "Try again in a moment; if it persists, the broker's log says why.")
+		return
+	}
+	p := &pendingLogin{state: randomToken(), nonce: randomToken(), verifier: oauth2.GenerateVerifier(),
+		next: localPath(q.Get("next")), reauth: q.Get("reauth") == "1", started: u.c.Now()}
+	u.logins.add(p)
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.verifier), gooidc.Nonce(p.nonce)}
+	if p.reauth {
+		maxAge := int(u.c.Service.ReauthAfter() / time.Second)
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", strconv.Itoa(max(maxAge, 0))))
+	}
+	// The state is bound to this browser too: a callback carrying a state
+	// minted for someone else's browser (login CSRF) finds no cookie.
+	u.setCookie(w, "pamctl-login", p.state, loginTTL)
+	http.Redirect(w, r, conf.AuthCodeURL(p.state, opts...), http.StatusSeeOther)
+}
+
+// callback finishes the code flow at <public_url>/ui/callback.
+func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state := q.Get("state")
+	bound := u.cookie(r, "pamctl-login")
+	u.setCookie(w, "pamctl-login", "", 0)
+	if state == "" || subtle.ConstantTimeCompare([]byte(state), []byte(bound)) != 1 {
+		u.fail(w, r, http.StatusBadRequest, "This login did not start in this browser", "Start again from the login link; a link someone sent you cannot log you in.")
+		return
+	}
+	p := u.logins.take(state, u.c.Now())
+	if p == nil {
+		u.fail(w, r, http.StatusBadRequest, "This login has expired or was already used", "Start again from the login link.")
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		u.fail(w, r, http.StatusUnauthorized, "The identity provider refused the login", "It said: "+clip(e+" "+q.Get("error_description"), 300))
+		return
+	}
+	code := q.Get("code")
+	if code == "" {
+		u.fail(w, r, http.StatusBadRequest, "The identity provider sent no authorization code", "Start again from the login link.")
+		return
+	}
+	conf, err := u.oauthConfig(r.Context())
+	if err != nil {
+		u.fail(w, r, http.StatusBadGateway, "The identity provider could not be reached", "Try again in a moment.")
+		return
+	}
+	tok, err := conf.Exchange(gooidc.ClientContext(r.Context(), u.c.HTTPClient), code, oauth2.VerifierOption(p.verifier))
+	if err != nil {
+		u.c.Logger.Warn("ui: code exchange failed", "issuer", u.c.Issuer.Name, "err", err)
+		u.fail(w, r, http.StatusBadGateway, "The login could not be completed", "The identity provider did not accept the authorization code; start again.")
+		return
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		u.fail(w, r, http.StatusBadGateway, "The identity provider sent no ID token", "Check that the openid scope is configured for this client.")
+		return
+	}
+	access := ""
+	if u.c.Issuer.SendAccessToken {
+		access = tok.AccessToken
+	}
+	client := clientOf(r)
+	id, err := u.c.Verifier.VerifyLogin(r.Context(), raw, p.nonce, access)
+	if err != nil {
+		reason := "the identity token could not be verified"
+		var ve *oidc.VerifyError
+		if errors.As(err, &ve) {
+			reason = ve.Error()
+		}
+		u.emit(r.Context(), &audit.Event{Type: audit.TypeLoginFailed, Decision: "deny", Reasons: []string{reason}, Client: &client, Details: map[string]string{"via": "web"}})
+		u.fail(w, r, http.StatusUnauthorized, "Your identity could not be verified", reason)
+		return
+	}
+	if id.Kind == oidc.KindService {
+		u.fail(w, r, http.StatusForbidden, "Workload identities cannot use the web UI", "Log in as a person.")
+		return
+	}
+	now := u.c.Now()
+	// auth_time from the verified token (the verifier refuses a malformed
+	// one), or this login's time when the IdP sends none.
+	authTime := now
+	if !id.AuthTime.IsZero() && !id.AuthTime.After(now.Add(authTimeSkew)) {
+		authTime = id.AuthTime
+	}
+	if p.reauth && authTime.Before(p.started.Add(-authTimeSkew)) {
+		// Asked to authenticate again, the IdP answered with an old
+		// authentication: taking it would loop, and the step-up did not happen.
+		u.fail(w, r, http.StatusForbidden, "Your identity provider did not ask you to log in again",
+			"Deciding needs a fresh login (approvals.reauth_after). The IdP ignored prompt=login and max_age; ask its administrator to honour them for this client.")
+		return
+	}
+	who := broker.Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
+	// A new session every login (no fixation); a session the browser had
+	// before is ended.
+	if old := u.sessions.get(u.cookie(r, "pamctl-ui"), now); old != nil {
+		u.sessions.end(old.id)
+	}
+	secret, ss := u.sessions.open(who, authTime, now)
+	u.setCookie(w, "pamctl-ui", secret, u.c.SessionTTL)
+	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogin, Actor: actorOf(who), Decision: "allow", Client: &client,
+		Details: map[string]string{"via": "web", "session": "web_" + ss.id[:16], "expires": ss.expires.UTC().Format(time.RFC3339), "auth_time": authTime.UTC().Format(time.RFC3339)}})
+	http.Redirect(w, r, p.next, http.StatusSeeOther)
+}
+
+func (u *UI) logout(w http.ResponseWriter, r *http.Request, ss *session) {
+	u.sessions.end(ss.id)
+	u.setCookie(w, "pamctl-ui", "", 0)
+	client := clientOf(r)
+	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogout, Actor: actorOf(ss.who), Client: &client, Details: map[string]string{"via": "web", "session": "web_" + ss.id[:16]}})
+	u.render(w, r, http.StatusOK, "loggedout", nil, pageData{Title: "Logged out"})
+}
+
+func (u *UI) emit(ctx context.Context, e *audit.Event) {
+	if err := u.c.Audit.Append(context.WithoutCancel(ctx), e); err != nil {
+		u.c.Logger.Debug("ui: audit append failed", "type", e.Type, "err", err)
+	}
+}
+
+func actorOf(i broker.Identity) *audit.Actor {
+	return &audit.Actor{Subject: i.Subject, Display: i.Display, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: audit.ActorKind(i.Kind), Act: i.Act}
+}
+
+func clientOf(r *http.Request) audit.Client {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return audit.Client{RemoteAddr: host, UserAgent: clip(r.UserAgent(), 256)}
+}
+
+// clip bounds s to n bytes on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

@@ -1,0 +1,615 @@
+package ui
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/policy"
+)
+
+// fakeService is a broker with fixed requests: approvers are the group
+// "security", never the requester.
+type fakeService struct {
+	mu       sync.Mutex
+	reqs     map[string]*broker.Request
+	reviews  []string // "who id approve"
+	stale    bool     // StepUp refuses
+	reauth   time.Duration
+	auditErr error
+}
+
+func (f *fakeService) List(_ context.Context, who broker.Identity, pendingOnly bool) ([]*broker.Request, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*broker.Request
+	for _, r := range f.reqs {
+		c := *r
+		out = append(out, &c)
+	}
+	return out, nil
+}
+
+func (f *fakeService) Get(_ context.Context, who broker.Identity, id string) (*broker.Request, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.reqs[id]
+	if !ok {
+		return nil, broker.ErrNotFound
+	}
+	c := *r
+	return &c, nil
+}
+
+func (f *fakeService) CanReview(r *broker.Request, who broker.Identity) (bool, string) {
+	if r.Requester.Same(who) {
+		return false, "never the requester"
+	}
+	for _, g := range who.Groups {
+		if g == "security" {
+			return true, ""
+		}
+	}
+	return false, "you are not an approver"
+}
+
+func (f *fakeService) Review(_ context.Context, who broker.Identity, id string, approve bool, reason string, narrow []string) (*broker.Request, error) {
+	if f.stale {
+		return nil, &broker.StepUpError{Action: broker.ActionApprove, MaxAge: 10 * time.Minute}
+	}
+	r, err := f.Get(context.Background(), who, id)
+	if err != nil {
+		return nil, err
+	}
+	if ok, why := f.CanReview(r, who); !ok {
+		return nil, &broker.Error{Code: broker.CodeForbidden, Message: why}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reviews = append(f.reviews, who.Subject+" "+id+" "+map[bool]string{true: "approve", false: "deny"}[approve]+" "+strings.Join(narrow, ","))
+	f.reqs[id].State = broker.StateApproved
+	return f.reqs[id], nil
+}
+
+func (f *fakeService) Revoke(context.Context, broker.Identity, string, bool) (*broker.Request, error) {
+	return nil, errors.New("not used")
+}
+func (f *fakeService) CanReadAudit(_ context.Context, who broker.Identity) error {
+	if f.stale {
+		return &broker.StepUpError{Action: broker.ActionReadAudit, MaxAge: 10 * time.Minute}
+	}
+	return f.auditErr
+}
+func (f *fakeService) StepUp(who broker.Identity, action string) error {
+	if f.stale || who.AuthTime.IsZero() {
+		return &broker.StepUpError{Action: action, MaxAge: f.ReauthAfter()}
+	}
+	return nil
+}
+func (f *fakeService) ReauthAfter() time.Duration { return 10 * time.Minute }
+
+// memAudit is an in-memory trail.
+type memAudit struct {
+	mu  sync.Mutex
+	evs []audit.Event
+	b   *audit.Broadcaster
+}
+
+func newMemAudit() *memAudit {
+	m := &memAudit{}
+	m.b = audit.NewBroadcaster(0, func(ctx context.Context, from, to uint64, fn func(audit.Event) bool) error {
+		return m.Range(ctx, from, func(e audit.Event) bool { return e.Seq > to || fn(e) })
+	}, 0)
+	return m
+}
+
+func (m *memAudit) Append(_ context.Context, e *audit.Event) error {
+	m.mu.Lock()
+	e.Seq = uint64(len(m.evs) + 1)
+	e.Time = time.Now()
+	m.evs = append(m.evs, *e)
+	m.mu.Unlock()
+	m.b.Publish(*e)
+	return nil
+}
+func (m *memAudit) Range(_ context.Context, from uint64, fn func(audit.Event) bool) error {
+	m.mu.Lock()
+	evs := append([]audit.Event(nil), m.evs...)
+	m.mu.Unlock()
+	for _, e := range evs {
+		if e.Seq >= from && !fn(e) {
+			break
+		}
+	}
+	return nil
+}
+func (m *memAudit) Head(context.Context) (audit.Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return audit.Status{Last: audit.Link{Seq: uint64(len(m.evs))}}, nil
+}
+func (m *memAudit) Subscribe(ctx context.Context, from uint64) *audit.Subscription {
+	return m.b.Subscribe(ctx, from)
+}
+
+const hostileText = "<script>alert(1)</script><img src=x onerror=alert(2)>\u202eevil\u202c"
+
+type env struct {
+	srv   *httptest.Server
+	base  string
+	svc   *fakeService
+	audit *memAudit
+	ui    *UI
+	iss   *devissuer.Issuer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	iss, err := devissuer.New(base+"/idp", devissuer.WithLoginForm())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := oidc.NewVerifier([]oidc.IssuerConfig{{Name: "dev", URL: base + "/idp", ClientID: "pamctl"}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostile := broker.Identity{Subject: "mallory", Display: hostileText + strings.Repeat("M", 5000), Issuer: "dev"}
+	svc := &fakeService{reqs: map[string]*broker.Request{
+		"req_access": {ID: "req_access", Kind: broker.KindAccess, State: broker.StatePending, Requester: broker.Identity{Subject: "alice", Issuer: "dev"},
+			Scopes: []string{"model:gpt-4o", "model:gpt-4o-mini"}, Reason: hostileText, TTL: time.Hour, CreatedAt: time.Now(), PendingUntil: time.Now().Add(time.Hour),
+			Approval: policy.Terms{Required: true, Approvers: policy.Subjects{Groups: []string{"security"}}, Count: 1}},
+		"req_held": {ID: "req_held", Kind: broker.KindPrompt, State: broker.StatePending, Requester: hostile, CreatedAt: time.Now(), PendingUntil: time.Now().Add(time.Hour),
+			Approval: policy.Terms{Required: true, Approvers: policy.Subjects{Groups: []string{"security"}}, Count: 1},
+			Prompt:   &broker.PromptHold{Rule: hostileText, Model: "gpt-4o</td>", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE x; " + hostileText + "\n</pre><script>alert(3)</script>"}},
+	}}
+	m := newMemAudit()
+	u, err := New(Config{Service: svc, Audit: m, Verifier: v, PublicURL: base, Issuer: Issuer{Name: "dev", URL: base + "/idp", ClientID: "pamctl"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ui/", u.Handler())
+	mux.Handle("/idp/", iss)
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return &env{srv: srv, base: base, svc: svc, audit: m, ui: u, iss: iss}
+}
+
+// browser is an HTTP client with cookies that does not follow redirects.
+func browser(t *testing.T) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func get(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res, string(b)
+}
+
+// login runs the code flow as user with groups and returns the page it
+// lands on.
+func (e *env) login(t *testing.T, c *http.Client, next, user, groups string) (*http.Response, string) {
+	t.Helper()
+	res, _ := get(t, c, e.base+"/ui/login?next="+url.QueryEscape(next))
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %d", res.StatusCode)
+	}
+	authz := res.Header.Get("Location")
+	res, body := get(t, c, authz)
+	if res.StatusCode != 200 || !strings.Contains(body, `id="login_hint"`) {
+		t.Fatalf("issuer login form: %d %s", res.StatusCode, body)
+	}
+	res, _ = get(t, c, authz+"&login_hint="+url.QueryEscape(user)+"&groups="+url.QueryEscape(groups))
+	cb := res.Header.Get("Location")
+	if !strings.HasPrefix(cb, e.base+"/ui/callback?") {
+		t.Fatalf("issuer redirect: %d %s", res.StatusCode, cb)
+	}
+	return get(t, c, cb)
+}
+
+func csrfOf(t *testing.T, page string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(page, `name="csrf" value="`)
+	if !ok {
+		t.Fatalf("no csrf token in page")
+	}
+	tok, _, _ := strings.Cut(rest, `"`)
+	return tok
+}
+
+func post(t *testing.T, c *http.Client, u string, form url.Values, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res, string(b)
+}
+
+func TestLoginSessionAndHeaders(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	// Unauthenticated: sent to log in, coming back to the page asked for.
+	res, _ := get(t, c, e.base+"/ui/requests/req_access")
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/login?next=%2Fui%2Frequests%2Freq_access" {
+		t.Fatalf("unauthenticated: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+	// A cookie planted before the login is not promoted (fixation).
+	u, _ := url.Parse(e.base)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: "pamctl-ui", Value: "planted-by-attacker", Path: "/"}})
+	res, _ = e.login(t, c, "/ui/requests/req_access", "bob", "security")
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/requests/req_access" {
+		t.Fatalf("callback: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+	var sc *http.Cookie
+	for _, ck := range res.Cookies() {
+		if ck.Name == "pamctl-ui" && ck.Value != "" {
+			sc = ck
+		}
+	}
+	if sc == nil || sc.Value == "planted-by-attacker" || !sc.HttpOnly || sc.SameSite != http.SameSiteLaxMode || sc.MaxAge <= 0 || sc.MaxAge > 3600 {
+		t.Fatalf("session cookie: %+v", sc)
+	}
+	res, body := get(t, c, e.base+"/ui/requests/req_access")
+	if res.StatusCode != 200 || !strings.Contains(body, `id="approve"`) {
+		t.Fatalf("item page: %d", res.StatusCode)
+	}
+	h := res.Header
+	csp := h.Get("Content-Security-Policy")
+	if strings.Contains(csp, "unsafe-inline") || !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+		h.Get("X-Frame-Options") != "DENY" || h.Get("Referrer-Policy") != "no-referrer" || h.Get("Cache-Control") != "no-store" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("headers: %v", h)
+	}
+	// The login is in the trail, via web.
+	var found bool
+	e.audit.Range(context.Background(), 0, func(ev audit.Event) bool {
+		found = found || (ev.Type == audit.TypeLogin && ev.Actor.Subject == "bob" && ev.Details["via"] == "web")
+		return true
+	})
+	if !found {
+		t.Fatal("no login event")
+	}
+	// Logout needs the CSRF token and ends the session server-side.
+	tok := csrfOf(t, body)
+	if res, _ := post(t, c, e.base+"/ui/logout", url.Values{}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"}); res.StatusCode != 403 {
+		t.Fatalf("logout without csrf: %d", res.StatusCode)
+	}
+	if res, _ := post(t, c, e.base+"/ui/logout", url.Values{"csrf": {tok}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"}); res.StatusCode != 200 {
+		t.Fatalf("logout: %d", res.StatusCode)
+	}
+	if _, ok := e.ui.sessions.m[hashID(sc.Value)]; ok {
+		t.Fatal("the session outlived its logout")
+	}
+	// The old cookie value (say, copied before logout) opens nothing.
+	c2 := browser(t)
+	c2.Jar.SetCookies(u, []*http.Cookie{{Name: "pamctl-ui", Value: sc.Value, Path: "/"}})
+	if res, _ := get(t, c2, e.base+"/ui/"); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a logged-out cookie still works: %d", res.StatusCode)
+	}
+}
+
+func TestLoginCSRFAndReplayRefused(t *testing.T) {
+	e := newEnv(t)
+	victim, attacker := browser(t), browser(t)
+	// The attacker starts a login and hands the victim the callback URL:
+	// the victim's browser has no matching state cookie.
+	res, _ := get(t, attacker, e.base+"/ui/login")
+	authz := res.Header.Get("Location") + "&login_hint=mallory&groups=security"
+	res, _ = get(t, attacker, authz)
+	cb := res.Header.Get("Location")
+	if res, body := get(t, victim, cb); res.StatusCode != 400 || !strings.Contains(body, "did not start in this browser") {
+		t.Fatalf("login CSRF: %d %s", res.StatusCode, body)
+	}
+	// Nor can the attacker use it after the victim's attempt spent the
+	// state cookie check (their own cookie still matches: state is used
+	// once, by whoever is first with the right cookie).
+	if res, _ := get(t, attacker, cb); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the rightful callback: %d", res.StatusCode)
+	}
+	if res, body := get(t, attacker, cb); res.StatusCode != 400 {
+		t.Fatalf("a replayed callback: %d %s", res.StatusCode, body)
+	}
+}
+
+func TestOpenRedirectsRefused(t *testing.T) {
+	for _, next := range []string{"https://evil.example/", "//evil.example/ui/", "/\\evil.example", "/ui/../admin", "/ui/%2e%2e/x", "javascript:alert(1)", "/v1/requests", "/ui/callback?code=x", "ui/", "/ui//evil.example", "\t/ui/"} {
+		if got := localPath(next); got != "/ui/" && !strings.HasPrefix(got, "/ui/") {
+			t.Errorf("localPath(%q) = %q", next, got)
+		} else if strings.Contains(got, "evil") || strings.Contains(got, "..") || strings.Contains(got, "callback") {
+			t.Errorf("localPath(%q) = %q", next, got)
+		}
+	}
+	for _, ok := range []string{"/ui/", "/ui/requests/req_1", "/ui/audit?type=login&since=1h"} {
+		if got := localPath(ok); got != ok {
+			t.Errorf("localPath(%q) = %q", ok, got)
+		}
+	}
+	e := newEnv(t)
+	res, _ := e.login(t, browser(t), "https://evil.example/", "bob", "security")
+	if loc := res.Header.Get("Location"); loc != "/ui/" {
+		t.Fatalf("post-login redirect to %q", loc)
+	}
+}
+
+func TestHostileTextRendersInert(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+	for _, id := range []string{"req_access", "req_held"} {
+		res, body := get(t, c, e.base+"/ui/requests/"+id)
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: %d", id, res.StatusCode)
+		}
+		for _, bad := range []string{"<script>alert", "<img", "\u202e", "</pre><script>", "gpt-4o</td>"} {
+			if strings.Contains(body, bad) {
+				t.Errorf("%s: page contains %q", id, bad)
+			}
+		}
+		if !strings.Contains(body, "&lt;script&gt;alert(1)&lt;/script&gt;") || !strings.Contains(body, `\u202e`) {
+			t.Errorf("%s: hostile text not shown escaped", id)
+		}
+		if strings.Contains(body, strings.Repeat("M", maxShown+1)) {
+			t.Errorf("%s: a 5000-character display name is shown whole", id)
+		}
+	}
+	// The queue too.
+	_, body := get(t, c, e.base+"/ui/")
+	if strings.Contains(body, "<script>alert") || strings.Contains(body, "\u202e") || !strings.Contains(body, "req_held") {
+		t.Fatal("queue renders hostile text")
+	}
+}
+
+func TestPostsNeedSameOriginAndCSRF(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+	_, page := get(t, c, e.base+"/ui/requests/req_access")
+	tok := csrfOf(t, page)
+	decide := e.base + "/ui/requests/req_access/decide"
+	good := url.Values{"csrf": {tok}, "decision": {"approve"}}
+	for name, hdr := range map[string]map[string]string{
+		"cross-site":            {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+		"same-site sibling":     {"Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"},
+		"foreign Origin only":   {"Origin": "https://evil.example"},
+		"no Origin, no fetch":   {},
+		"null Origin, no fetch": {"Origin": "null"},
+	} {
+		if res, _ := post(t, c, decide, good, hdr); res.StatusCode != 403 {
+			t.Errorf("%s: %d, want 403", name, res.StatusCode)
+		}
+	}
+	same := map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"}
+	if res, _ := post(t, c, decide, url.Values{"decision": {"approve"}}, same); res.StatusCode != 403 {
+		t.Errorf("no csrf: %d", res.StatusCode)
+	}
+	if res, _ := post(t, c, decide, url.Values{"decision": {"approve"}, "csrf": {tok + "x"}}, same); res.StatusCode != 403 {
+		t.Errorf("wrong csrf: %d", res.StatusCode)
+	}
+	// Another session's token does not work here.
+	c2 := browser(t)
+	e.login(t, c2, "/ui/", "carol", "security")
+	if res, _ := post(t, c2, decide, good, same); res.StatusCode != 403 {
+		t.Errorf("another session's csrf: %d", res.StatusCode)
+	}
+	big := url.Values{"csrf": {tok}, "decision": {"approve"}, "reason": {strings.Repeat("x", MaxFormBody)}}
+	if res, _ := post(t, c, decide, big, same); res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized form: %d", res.StatusCode)
+	}
+	if len(e.svc.reviews) != 0 {
+		t.Fatalf("a refused post reached the broker: %v", e.svc.reviews)
+	}
+	// Origin: null with Sec-Fetch-Site: same-origin is a form post from our
+	// own page under Referrer-Policy: no-referrer.
+	res, _ := post(t, c, decide, url.Values{"csrf": {tok}, "decision": {"approve"}, "narrow": {"1"}, "scope": {"model:gpt-4o"}}, map[string]string{"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/requests/req_access?done=approved" {
+		t.Fatalf("good post: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+	if len(e.svc.reviews) != 1 || e.svc.reviews[0] != "bob req_access approve model:gpt-4o" {
+		t.Fatalf("reviews %v", e.svc.reviews)
+	}
+	// GETs with a body, and other methods, are refused.
+	req, _ := http.NewRequest("PUT", decide, nil)
+	if res, _ := c.Do(req); res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("PUT: %d", res.StatusCode)
+	}
+}
+
+func TestRequesterAndNonApproverSeeNoForm(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	e.login(t, c, "/ui/", "alice", "security")
+	_, body := get(t, c, e.base+"/ui/requests/req_access")
+	if strings.Contains(body, `id="approve"`) || !strings.Contains(body, "you made this request") {
+		t.Fatal("the requester gets a decision form")
+	}
+	if _, q := get(t, c, e.base+"/ui/"); strings.Contains(q, "req_access") {
+		t.Fatal("the requester's own request is in her queue")
+	}
+	res, _ := post(t, c, e.base+"/ui/requests/req_access/decide", url.Values{"csrf": {csrfOf(t, body)}, "decision": {"approve"}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"})
+	if res.StatusCode != 403 || len(e.svc.reviews) != 0 {
+		t.Fatalf("self-approval: %d %v", res.StatusCode, e.svc.reviews)
+	}
+}
+
+func TestStaleLoginStepsUp(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+	_, page := get(t, c, e.base+"/ui/requests/req_access")
+	e.svc.stale = true
+	_, page2 := get(t, c, e.base+"/ui/requests/req_access")
+	if !strings.Contains(page2, "needs a recent login") {
+		t.Fatal("a stale login is not told it will log in again")
+	}
+	res, _ := post(t, c, e.base+"/ui/requests/req_access/decide", url.Values{"csrf": {csrfOf(t, page)}, "decision": {"approve"}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"})
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/login?reauth=1&next=%2Fui%2Frequests%2Freq_access" {
+		t.Fatalf("stale decide: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+	res, _ = get(t, c, e.base+res.Header.Get("Location"))
+	authz, _ := url.Parse(res.Header.Get("Location"))
+	if q := authz.Query(); q.Get("prompt") != "login" || q.Get("max_age") != "600" || q.Get("code_challenge_method") != "S256" || q.Get("nonce") == "" {
+		t.Fatalf("step-up authorization request: %s", authz)
+	}
+	res, _ = get(t, c, e.base+"/ui/audit")
+	if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/ui/login?reauth=1") {
+		t.Fatalf("stale audit view: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+}
+
+func TestEventsStreamNeedsSession(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	if res, _ := get(t, c, e.base+"/ui/events"); res.StatusCode != 401 {
+		t.Fatalf("events without a session: %d", res.StatusCode)
+	}
+	e.login(t, c, "/ui/", "bob", "security")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.base+"/ui/events", nil)
+	res, err := c.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("events: %v %v", err, res)
+	}
+	defer res.Body.Close()
+	buf := make([]byte, 4096)
+	n, _ := res.Body.Read(buf)                               // retry: line
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypeLogin}) // not a queue event
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_x", Reasons: []string{"secret"}})
+	var got strings.Builder
+	got.Write(buf[:n])
+	for !strings.Contains(got.String(), "event: queue") {
+		n, err := res.Body.Read(buf)
+		if err != nil {
+			t.Fatalf("stream ended: %v (%q)", err, got.String())
+		}
+		got.Write(buf[:n])
+	}
+	if s := got.String(); strings.Contains(s, "req_x") || strings.Contains(s, "secret") || strings.Count(s, "event: queue") != 1 {
+		t.Fatalf("stream carried %q", s)
+	}
+}
+
+func TestValidatePublicURL(t *testing.T) {
+	for _, ok := range []string{"https://pam.example.com", "https://pam.example.com/", "https://pam.example.com:8443", "http://127.0.0.1:8700", "http://localhost:8700", "http://[::1]:8700"} {
+		if err := ValidatePublicURL(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "pam.example.com", "http://pam.example.com", "https://pam.example.com/pam", "https://pam.example.com/?x=1", "https://pam.example.com/#f",
+		"https://user:pw@pam.example.com", "ftp://pam.example.com", "https://", " https://pam.example.com", "https://pam.example.com\\@evil", "https://pam.example.com:99999", "http://10.0.0.1"} {
+		if err := ValidatePublicURL(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestStreamsAreBounded(t *testing.T) {
+	var c streamCount
+	for range maxStreamsPerSession {
+		if !c.acquire("a") {
+			t.Fatal("refused below the per-session bound")
+		}
+	}
+	if c.acquire("a") {
+		t.Fatal("a session opened more streams than the bound")
+	}
+	if !c.acquire("b") {
+		t.Fatal("another session was refused")
+	}
+	c.release("a")
+	if !c.acquire("a") {
+		t.Fatal("a released stream was not given back")
+	}
+}
+
+func TestAuditViewAndTimeline(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Actor: &audit.Actor{Subject: "alice", Display: hostileText}, Request: "req_access", Reasons: []string{hostileText}})
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestApproved, Actor: &audit.Actor{Subject: "bob"}, Request: "req_access", Grant: "req_access", Decision: "approved"})
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypePromptHeld, Actor: &audit.Actor{Subject: "alice"}, Review: "req_held", Prompt: "DROP TABLE " + hostileText})
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+
+	res, body := get(t, c, e.base+"/ui/audit?type=request.*&actor=bob")
+	row := func(typ string) string { return `<td class="mono">` + typ + `</td>` }
+	if res.StatusCode != 200 || !strings.Contains(body, row("request.approved")) || strings.Contains(body, row("request.created")) || strings.Contains(body, row("prompt.held")) {
+		t.Fatalf("filtered audit view: %d\n%s", res.StatusCode, body)
+	}
+	if res, body := get(t, c, e.base+"/ui/audit?since=yesterday"); res.StatusCode != 400 || !strings.Contains(body, "since must be") {
+		t.Fatalf("bad since: %d", res.StatusCode)
+	}
+	res, body = get(t, c, e.base+"/ui/audit/grants/req_access")
+	if res.StatusCode != 200 || !strings.Contains(body, "request.created") || !strings.Contains(body, "request.approved") || strings.Contains(body, "prompt.held") ||
+		strings.Contains(body, "<script>alert") || strings.Contains(body, "\u202e") {
+		t.Fatalf("timeline: %d\n%s", res.StatusCode, body)
+	}
+	if _, body := get(t, c, e.base+"/ui/audit/grants/req_held"); !strings.Contains(body, "DROP TABLE") || strings.Contains(body, "<script>alert") {
+		t.Fatal("a held call's timeline")
+	}
+	// Reading the trail in the page is itself audited.
+	var reads int
+	e.audit.Range(ctx, 0, func(ev audit.Event) bool {
+		if ev.Type == audit.TypeAuditRead && ev.Actor.Subject == "bob" && ev.Details["via"] == "web" {
+			reads++
+		}
+		return true
+	})
+	if reads < 3 {
+		t.Fatalf("%d audit.read events, want one per view", reads)
+	}
+	// Without audit:read the broker's refusal is shown, and nothing is read.
+	e.svc.auditErr = &broker.Error{Code: broker.CodeForbidden, Message: "reading the audit trail needs audit:read"}
+	if res, body := get(t, c, e.base+"/ui/audit"); res.StatusCode != 403 || !strings.Contains(body, "needs audit:read") {
+		t.Fatalf("no audit:read: %d", res.StatusCode)
+	}
+}
+
+func TestMinePage(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	e.login(t, c, "/ui/", "alice", "ml")
+	res, body := get(t, c, e.base+"/ui/mine")
+	if res.StatusCode != 200 || !strings.Contains(body, "req_access") || strings.Contains(body, "req_held") {
+		t.Fatalf("mine: %d\n%s", res.StatusCode, body)
+	}
+	if res, _ := get(t, c, e.base+"/ui/requests/req_nope"); res.StatusCode != 404 {
+		t.Fatalf("unknown request: %d", res.StatusCode)
+	}
+}

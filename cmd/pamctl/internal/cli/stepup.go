@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
+)
+
+// EnvNoSession is set by `pamctl exec` in its child's environment: a pamctl
+// run there refuses to use (or replace) the person's session. See
+// docs/sessions.md for what this does and does not stop.
+const EnvNoSession = "PAMCTL_NO_SESSION"
+
+// refuseUnderExec refuses what needs a person's session inside `pamctl
+// exec`'s child. what says what was attempted ("use your session").
+func refuseUnderExec(what string) error {
+	if os.Getenv(EnvNoSession) == "" {
+		return nil
+	}
+	return withCode(ExitUnauthenticated, fmt.Errorf("this process runs under `pamctl exec` (%s is set): it holds an agent's scoped token, not a person's session, so it cannot %s; approving, denying, revoking, requesting and reading the audit trail are for the person, from their own shell", EnvNoSession, what))
+}
+
+// StepUpOptions are the flags of commands that may need a recent login
+// (approve, deny, revoke, audit …).
+type StepUpOptions struct {
+	// Device logs in again with the device flow instead of the browser.
+	Device bool
+	// NoInput never logs in for the user: a step-up fails with exit code 4.
+	NoInput bool
+}
+
+func addStepUpFlags(cmd *cobra.Command, o *StepUpOptions, persistent bool) {
+	fs := cmd.Flags()
+	if persistent {
+		fs = cmd.PersistentFlags()
+	}
+	fs.BoolVar(&o.Device, "device", false, "when a recent login is needed, log in again with the device flow")
+	fs.BoolVar(&o.NoInput, "no-input", false, "never log in again for you: fail (exit 4) when a recent login is needed")
+}
+
+// withStepUp runs call with the session in c. When the broker answers that
+// the action needs a more recent login (step-up), it says why, logs in
+// again the way the session was made (asking the IdP to authenticate the
+// person now), puts the new session into c, and runs call once more.
+func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so *StepUpOptions, call func() error) error {
+	err := call()
+	var su *broker.StepUpError
+	if !errors.As(err, &su) {
+		return err
+	}
+	if c.Token == "" { // the admin socket never steps up; be safe
+		return withCode(ExitUnauthenticated, err)
+	}
+	reason := stepUpReason(su)
+	if so == nil {
+		so = &StepUpOptions{}
+	}
+	sess, _ := loadSession()
+	lo, how, ok := f.reloginOptions(sess, so)
+	if !ok {
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s: log in again with `pamctl login` and retry (%s)", reason, how))
+	}
+	f.IO.Notef("%s; logging in again (%s)…", reason, how)
+	maxAge := int64(su.MaxAge / time.Second)
+	if maxAge <= 0 {
+		maxAge = int64(broker.DefaultReauthAfter / time.Second)
+	}
+	newSess, err := f.login(cmd.Context(), cfg, lo, maxAge)
+	if err != nil {
+		return fmt.Errorf("%s, and logging in again failed: %w", reason, err)
+	}
+	c.Token = newSess.Token
+	err = call()
+	if errors.As(err, &su) {
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s even after logging in again: your identity provider did not authenticate you afresh (it reuses its own session and ignores prompt=login and max_age); sign out at the identity provider and run `pamctl login`, or ask its admin to honour max_age", stepUpReason(su)))
+	}
+	return err
+}
+
+// stepUpReason says why, in the CLI's words: "approving needs a login
+// within the last 10m; your last was 2h ago".
+func stepUpReason(su *broker.StepUpError) string {
+	last := "the broker does not know when you last logged in"
+	if !su.AuthTime.IsZero() {
+		last = "your last was " + broker.HumanAge(max(su.Now.Sub(su.AuthTime), 0)) + " ago"
+	}
+	return fmt.Sprintf("%s needs a login within the last %s; %s", su.Action, broker.HumanAge(su.MaxAge), last)
+}
+
+// reloginOptions picks how to log in again: the way the session was made
+// (a workload's ID token file is read again; the dev issuer auto-consents),
+// else interactively (browser, or the device flow with --device, when the
+// session was made with it, or when there is no browser). ok is false when
+// no login can happen here (--no-input, a token from stdin, no terminal for
+// an interactive login); how then says why.
+func (f *Factory) reloginOptions(sess *SessionFile, so *StepUpOptions) (lo *LoginOptions, how string, ok bool) {
+	if so.NoInput {
+		return nil, "--no-input: not logging in for you", false
+	}
+	lo = &LoginOptions{f: f, Device: so.Device}
+	var rec LoginRecord
+	if sess != nil && sess.Login != nil {
+		rec = *sess.Login
+	}
+	lo.Issuer, lo.ClientSecretFile = rec.Issuer, rec.ClientSecretFile
+	switch {
+	case rec.IDTokenFile != "":
+		lo.IDTokenFile, lo.Device = rec.IDTokenFile, false
+		return lo, "reading the ID token file again", true
+	case rec.DevUser != "":
+		lo.User, lo.Groups = rec.DevUser, rec.DevGroups
+		return lo, "development issuer", true
+	case sess != nil && sess.Login != nil && sess.Login.Issuer == "" && !rec.Device:
+		// A workload token read from stdin: nothing to read again.
+		return nil, "the session was made from an ID token on stdin", false
+	}
+	if !f.IO.IsStdinTTY() && !f.IO.IsStderrTTY() {
+		return nil, "no terminal to log in from", false
+	}
+	if rec.Device || !browserAvailable() {
+		lo.Device = true
+	}
+	if lo.Device {
+		return lo, "device flow", true
+	}
+	return lo, "browser", true
+}
+
+// browserAvailable guesses whether a browser can be opened here: not over
+// SSH, and on Linux and the BSDs only with a display.
+func browserAvailable() bool {
+	if os.Getenv("SSH_CONNECTION") != "" || os.Getenv("SSH_TTY") != "" {
+		return false
+	}
+	switch runtime.GOOS {
+	case "darwin", "windows":
+		return true
+	}
+	return os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != "" || os.Getenv("BROWSER") != ""
+}
