@@ -54,8 +54,10 @@ func TestEndToEndStepUpReLogin(t *testing.T) {
 		t.Fatalf("stale audit tail with --no-input: exit %d\n%s", r.code, r.err)
 	}
 	// Otherwise it logs in again (here: the dev issuer, as the session
-	// was made) and retries once.
+	// was made) and retries once; the old session ends, copies included.
+	s.copySession(t, "bob", "thief")
 	r = s.as(t, "bob", "", "approve", id, "--reason", "ok").must(t, "approve after re-login")
+	mustLogInAgain(t, s.as(t, "thief", "", "whoami"), "a copy of the session the step-up replaced")
 	if !strings.Contains(r.err, "approving needs a login within the last 10m; your last was 40m ago; logging in again (development issuer)") || !strings.Contains(r.err, "Approved "+id) {
 		t.Fatalf("re-login approve said:\n%s", r.err)
 	}

@@ -76,6 +76,12 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	if err != nil {
 		return fmt.Errorf("%s, and logging in again failed: %w", reason, err)
 	}
+	// The new session replaces the old one in session.json; end the old
+	// one on the broker too, so a copy of the old file dies with it.
+	old := *c
+	if err := old.Logout(cmd.Context()); err != nil {
+		f.IO.Notef("the previous session could not be ended (it ends by itself at its expiry): %s", errorText(err))
+	}
 	c.Token = newSess.Token
 	err = call()
 	if errors.As(err, &su) {
