@@ -106,6 +106,8 @@ type AuditOptions struct {
 	// sealHook, when set, runs before each durable event is sealed in a
 	// commit; an error fails that commit (tests).
 	sealHook func(d *audit.Draft) error
+	// indexHook, when set, runs before the indexer writes a batch (tests).
+	indexHook func()
 	// headSigned is called after a head is stored (tests).
 	headSigned func(audit.SignedHead)
 }
@@ -122,6 +124,17 @@ type AuditLog struct {
 	closed bool
 
 	group     groupCommit // durable appends
+
+	// Durable mode: the segment (see audit_segment.go). tipMu is held
+	// while a group is sealed and written, and by Prune; tip is the
+	// segment's last link; written its seq (read without the lock by
+	// catchUp); segErr is sticky after a failed fdatasync.
+	seg     *segment
+	tipMu   sync.Mutex
+	tip     audit.Link
+	written atomic.Uint64
+	segErr  error
+	ix      indexer
 	signedSeq atomic.Uint64
 	kick      chan struct{}
 	stop      chan struct{}
@@ -179,6 +192,18 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	db.bolt.MaxBatchSize = opts.BatchSize
 
 	hw, _ := opts.Signer.(audit.HighWater)
+	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	l.ix.cond.L = &l.ix.mu
+	l.ix.kick = make(chan struct{}, 1)
+	if err := l.openSegment(); err != nil {
+		return nil, err
+	}
+	keepSeg := false
+	defer func() {
+		if !keepSeg && l.seg != nil {
+			l.seg.close()
+		}
+	}()
 	var tip audit.Link
 	var head *audit.SignedHead
 	err = db.view(func(tx *bolt.Tx) error {
@@ -214,7 +239,18 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 			}
 		}
 	}
-	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	if l.seg != nil && mode == audit.SyncDurable && !opts.updatePerEvent {
+		keepSeg = true
+		l.tip = tip
+		l.written.Store(tip.Seq)
+		l.ix.indexed = tip.Seq
+		db.auditCatchUp = l.catchUp
+		l.loops.Add(1)
+		go l.indexLoop()
+	} else if l.seg != nil {
+		l.seg.close()
+		l.seg = nil // appends go to bbolt
+	}
 	l.hub = audit.NewBroadcaster(tip.Seq, l.replay, opts.SubscriberBuffer)
 	if head != nil {
 		l.signedSeq.Store(head.Seq)
@@ -233,6 +269,31 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 		go l.writer()
 	}
 	return l, nil
+}
+
+// openSegment opens the segment, indexes what it holds that the bucket
+// lacks, and empties it. An Inspect log reports a damaged segment through
+// OnError and goes on without it, so audit verify can show the trail.
+func (l *AuditLog) openSegment() error {
+	seg, recs, err := openSegment(l.db.dir)
+	if err == nil {
+		l.seg = seg
+		if err = l.recoverSegment(recs); err == nil && seg.size > 0 {
+			err = seg.truncate(0)
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if l.seg != nil {
+		l.seg.close()
+		l.seg = nil
+	}
+	if l.opts.Inspect {
+		l.opts.OnError(err)
+		return nil
+	}
+	return err
 }
 
 // Append records e. In durable mode it returns after the commit is
@@ -378,6 +439,10 @@ func (g *groupCommit) lead(l *AuditLog, self *pendingAppend) {
 // commitGeneration stores gen in one transaction. If that fails, each
 // append is retried in its own, so one bad event fails alone.
 func (l *AuditLog) commitGeneration(gen []*pendingAppend) {
+	if l.seg != nil {
+		l.writeGeneration(gen)
+		return
+	}
 	var first *pendingAppend // carries the trail's first signed head
 	err := l.db.bolt.Update(func(tx *bolt.Tx) error {
 		first = nil
@@ -639,6 +704,12 @@ func (l *AuditLog) Close() error {
 	close(l.stop)
 	l.loops.Wait()
 	err := l.writeErr()
+	if l.seg != nil {
+		l.tipMu.Lock()
+		l.truncateIndexedLocked()
+		err = errors.Join(err, l.segErr, l.indexErr(), l.seg.close())
+		l.tipMu.Unlock()
+	}
 	if l.opts.Signer != nil {
 		if _, serr := l.signHead(); serr != nil {
 			err = errors.Join(err, serr)
@@ -662,6 +733,10 @@ func (l *AuditLog) SignHead(ctx context.Context) (*audit.SignedHead, error) {
 }
 
 func (l *AuditLog) signHead() (*audit.SignedHead, error) {
+	// A head covers every event acknowledged before it was asked for.
+	if err := l.catchUp(); err != nil {
+		return nil, err
+	}
 	l.headMu.Lock()
 	defer l.headMu.Unlock()
 	var tip audit.Link
@@ -856,6 +931,9 @@ func lineHash(line []byte) string {
 // Range calls fn for each event with seq >= fromSeq, in seq order, until fn
 // returns false. fn runs outside any transaction.
 func (l *AuditLog) Range(ctx context.Context, fromSeq uint64, fn func(audit.Event) bool) error {
+	if err := l.catchUp(); err != nil {
+		return err
+	}
 	return l.rangeTo(ctx, fromSeq, math.MaxUint64, fn)
 }
 
@@ -915,6 +993,9 @@ func (l *AuditLog) Last(ctx context.Context, n int) ([]audit.Event, error) {
 	if n <= 0 {
 		return nil, nil
 	}
+	if err := l.catchUp(); err != nil {
+		return nil, err
+	}
 	var out []audit.Event
 	err := l.db.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
@@ -937,6 +1018,9 @@ func (l *AuditLog) Last(ctx context.Context, n int) ([]audit.Event, error) {
 // ErrNotFound.
 func (l *AuditLog) Get(ctx context.Context, seq uint64) (audit.Event, error) {
 	if err := ctx.Err(); err != nil {
+		return audit.Event{}, err
+	}
+	if err := l.catchUp(); err != nil {
 		return audit.Event{}, err
 	}
 	var e audit.Event
@@ -962,6 +1046,9 @@ func (l *AuditLog) Subscribe(ctx context.Context, fromSeq uint64) *audit.Subscri
 // Head describes the stored chain.
 func (l *AuditLog) Head(ctx context.Context) (audit.Status, error) {
 	if err := ctx.Err(); err != nil {
+		return audit.Status{}, err
+	}
+	if err := l.catchUp(); err != nil {
 		return audit.Status{}, err
 	}
 	var st audit.Status
@@ -997,6 +1084,18 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 	}
 	l.pruneMu.Lock()
 	defer l.pruneMu.Unlock()
+	if l.seg != nil {
+		// No group is written while the trail is cut: the anchor event
+		// chains to the tip, and the bucket must hold all of it.
+		l.tipMu.Lock()
+		defer l.tipMu.Unlock()
+		if l.segErr != nil {
+			return audit.PruneResult{}, fmt.Errorf("store: audit prune: the segment failed earlier (%w); restart pamctl", l.segErr)
+		}
+		if err := l.catchUp(); err != nil {
+			return audit.PruneResult{}, err
+		}
+	}
 
 	// Find the cut in a read transaction; only Prune deletes, so it stays
 	// valid until the write below.
@@ -1064,6 +1163,14 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 	if err != nil {
 		return audit.PruneResult{}, fmt.Errorf("store: audit prune: %w", err)
 	}
+	if l.seg != nil {
+		l.tip = audit.Link{Seq: at.seq, Hash: at.hash}
+		l.ix.mu.Lock()
+		l.ix.indexed = at.seq
+		l.ix.mu.Unlock()
+		l.written.Store(at.seq)
+		l.truncateIndexedLocked()
+	}
 	res := audit.PruneResult{Deleted: deleted, Anchor: anchor, AnchorSeq: at.seq}
 	if _, err := l.signHead(); err != nil {
 		return res, err
@@ -1075,6 +1182,9 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 // the anchor (or genesis) to the last event, the anchor and the signed
 // head. A break is returned as *audit.BreakError.
 func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report, error) {
+	if err := l.catchUp(); err != nil {
+		return audit.Report{}, err
+	}
 	var rep audit.Report
 	var verr error
 	err := l.db.view(func(tx *bolt.Tx) error {
@@ -1122,6 +1232,9 @@ func (l *AuditLog) Export(ctx context.Context, w io.Writer) error {
 // export signs the head (so an export normally covers every event), then
 // runs fn in one read transaction with the anchor and the signed head.
 func (l *AuditLog) export(ctx context.Context, fn func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error) error {
+	if err := l.catchUp(); err != nil {
+		return err
+	}
 	if l.opts.Signer != nil {
 		if _, err := l.SignHead(ctx); err != nil {
 			return err

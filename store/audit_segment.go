@@ -1,0 +1,492 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// The audit segment is the durable audit trail's write-ahead file,
+// SegmentFileName next to the database. A durable append is acknowledged
+// once its record is in the segment and the segment is fdatasynced: one
+// device flush, shared by every append of a group commit, where a bbolt
+// commit needs two (pages, then meta). The bbolt audit bucket stays the
+// index every reader uses: an indexer goroutine copies each synced group
+// into it right after (its own fsyncs off the caller's path), readers wait
+// until it holds everything acknowledged before they read (catchUp), and
+// at start every record the bucket lacks is indexed from the segment, so a
+// crash between the two loses nothing. Once the bucket holds every record
+// the segment is emptied (at start, on Close, after Prune, and when it
+// passes segmentTruncateAt).
+//
+// A record is
+//
+//	len  uint32 BE   length of line
+//	seq  uint64 BE   the event's seq
+//	crc  uint32 BE   CRC-32C of seq and line
+//	line             the sealed event line (what the bucket stores)
+//
+// At start a record cut short at the end of the file is a torn write: an
+// append that was never acknowledged (its fdatasync did not return), so it
+// is truncated away. Anything else that does not read back — a bad
+// checksum before the last record, a record whose seq the bucket holds
+// with other bytes, a line that does not chain from the bucket's tip — is
+// damage, and the log refuses to open rather than index it.
+const SegmentFileName = "audit.seg"
+
+const (
+	segHeader = 16
+	// segMaxLine bounds one record: far above any sealed event (the trail
+	// cuts prompts at 16 KiB), so a larger length is damage or a torn
+	// length field, never an event.
+	segMaxLine = 16 << 20
+	// segmentTruncateAt is the size past which the indexer empties the
+	// segment once the bucket holds all of it.
+	segmentTruncateAt = 4 << 20
+)
+
+var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrSegmentDamaged means the audit segment holds bytes that are not a torn
+// final write: edited, truncated in the middle, or from another trail.
+var ErrSegmentDamaged = errors.New("store: audit segment is damaged")
+
+// segment is the open segment file.
+type segment struct {
+	f    *os.File
+	path string
+	size int64
+	buf  []byte // the record batch being written (leader only)
+}
+
+// segRecord is one record read back at start, or handed to the indexer.
+type segRecord struct {
+	seq  uint64
+	line []byte
+	prev string // chain link before it (indexer only)
+	hash string
+	d    *audit.Draft // the sealed draft (indexer only; nil at recovery)
+}
+
+func appendRecord(b []byte, seq uint64, line []byte) []byte {
+	var h [segHeader]byte
+	binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
+	binary.BigEndian.PutUint64(h[4:12], seq)
+	c := crc32.Update(0, crc32c, h[4:12])
+	c = crc32.Update(c, crc32c, line)
+	binary.BigEndian.PutUint32(h[12:16], c)
+	b = append(b, h[:]...)
+	return append(b, line...)
+}
+
+// openSegment opens (creating) the segment in dir and reads its records.
+// A torn final record is truncated away (and the truncation synced); other
+// damage is ErrSegmentDamaged.
+func openSegment(dir string) (*segment, []segRecord, error) {
+	path := filepath.Join(dir, SegmentFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
+	}
+	s := &segment{f: f, path: path}
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("store: audit segment: read: %w", err)
+	}
+	recs, good, err := parseSegment(raw)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: %s: %v. Its events may be missing from the trail: keep the file for inspection, run `pamctl audit verify`, and move it away (or restore from a backup) to start", ErrSegmentDamaged, path, err)
+	}
+	if good < int64(len(raw)) {
+		if err := s.truncate(good); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+	}
+	s.size = good
+	return s, recs, nil
+}
+
+// parseSegment reads records from raw; good is the length of its complete
+// records (raw[good:] is a torn tail).
+func parseSegment(raw []byte) (recs []segRecord, good int64, err error) {
+	off := 0
+	for off < len(raw) {
+		rest := raw[off:]
+		if len(rest) < segHeader {
+			return recs, int64(off), nil // torn header
+		}
+		n := int(binary.BigEndian.Uint32(rest[0:4]))
+		if n > segMaxLine {
+			if allZero(rest) {
+				return recs, int64(off), nil // space the file system zero-filled
+			}
+			return nil, 0, fmt.Errorf("record at byte %d claims %d bytes", off, n)
+		}
+		if len(rest) < segHeader+n {
+			return recs, int64(off), nil // torn body
+		}
+		seq := binary.BigEndian.Uint64(rest[4:12])
+		line := rest[segHeader : segHeader+n]
+		c := crc32.Update(0, crc32c, rest[4:12])
+		c = crc32.Update(c, crc32c, line)
+		if c != binary.BigEndian.Uint32(rest[12:16]) || n == 0 {
+			if off+segHeader+n == len(raw) || allZero(rest) {
+				// The last record, partly written: never acknowledged.
+				return recs, int64(off), nil
+			}
+			return nil, 0, fmt.Errorf("record at byte %d (seq %d) fails its checksum", off, seq)
+		}
+		if len(recs) > 0 && seq != recs[len(recs)-1].seq+1 {
+			return nil, 0, fmt.Errorf("record at byte %d has seq %d after seq %d", off, seq, recs[len(recs)-1].seq)
+		}
+		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(line)})
+		off += segHeader + n
+	}
+	return recs, int64(off), nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// write appends b and fdatasyncs. A failed write is cut back off the file
+// (best effort); a failed sync leaves the file's state unknown and the
+// caller must stop using it.
+func (s *segment) write(b []byte) (synced bool, err error) {
+	n, err := s.f.Write(b)
+	if err != nil {
+		if n > 0 {
+			_ = s.f.Truncate(s.size)
+		}
+		return true, fmt.Errorf("store: audit segment: write: %w", err)
+	}
+	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+		return false, fmt.Errorf("store: audit segment: fdatasync: %w", err)
+	}
+	s.size += int64(n)
+	return true, nil
+}
+
+// truncate cuts the segment to size and syncs the new length.
+func (s *segment) truncate(size int64) error {
+	if err := s.f.Truncate(size); err != nil {
+		return fmt.Errorf("store: audit segment: truncate: %w", err)
+	}
+	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+		return fmt.Errorf("store: audit segment: fdatasync: %w", err)
+	}
+	s.size = size
+	return nil
+}
+
+func (s *segment) close() error { return s.f.Close() }
+
+// recoverSegment indexes the records of the segment the bucket lacks, in
+// one transaction, after checking that those it has match byte for byte
+// and that the new ones chain from the bucket's tip.
+func (l *AuditLog) recoverSegment(recs []segRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	var first *audit.SignedHead
+	err := l.db.bolt.Update(func(tx *bolt.Tx) error {
+		first = nil
+		tip, err := readTip(tx)
+		if err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketAudit)
+		// The trail's first head is signed with its first event; a trail
+		// that had events keeps its head (or lost it: open refuses that).
+		fresh := tip.Seq == 0
+		var v *audit.Verifier
+		for _, r := range recs {
+			if r.seq <= tip.Seq {
+				stored := b.Get(u64(r.seq))
+				if stored == nil {
+					a, err := readAnchor(tx)
+					if err != nil {
+						return err
+					}
+					if a != nil && r.seq <= a.Seq {
+						continue // pruned since
+					}
+					return fmt.Errorf("%w: it holds seq %d, which %s does not", ErrSegmentDamaged, r.seq, l.db.path())
+				}
+				line, err := recordLine(stored)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(line, r.line) {
+					return fmt.Errorf("%w: its seq %d differs from the one stored in %s: one of them was edited. Run `pamctl audit verify`", ErrSegmentDamaged, r.seq, l.db.path())
+				}
+				continue
+			}
+			if v == nil {
+				v = audit.NewRangeVerifier(tip, nil)
+			}
+			if err := v.Add(r.line); err != nil {
+				return fmt.Errorf("%w: seq %d does not chain from the trail's last event (seq %d): %w", ErrSegmentDamaged, r.seq, tip.Seq, err)
+			}
+			hash := lineHash(r.line)
+			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
+				return fmt.Errorf("store: audit put: %w", err)
+			}
+			if fresh {
+				var out sealed
+				if err := l.firstHead(tx, r.seq, hash, &out); err != nil {
+					return err
+				}
+				if out.head != nil {
+					first = out.head
+				}
+			}
+			tip = audit.Link{Seq: r.seq, Hash: hash}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: audit: index the segment: %w", err)
+	}
+	return l.raiseFirst(first)
+}
+
+// indexer copies synced records into the bucket.
+type indexer struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	queue   []segRecord
+	indexed uint64 // the bucket holds every record through this seq
+	err     error  // sticky: the bucket could not be written
+	kick    chan struct{}
+}
+
+// indexLoop runs the indexer until Close, draining its queue first.
+func (l *AuditLog) indexLoop() {
+	defer l.loops.Done()
+	ix := &l.ix
+	var batch []segRecord
+	for {
+		stopping := false
+		select {
+		case <-ix.kick:
+		case <-l.stop:
+			stopping = true
+		}
+		for {
+			ix.mu.Lock()
+			batch, ix.queue = ix.queue, batch[:0]
+			failed := ix.err != nil
+			ix.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			if failed {
+				continue // keep draining; catchUp reports the error
+			}
+			err := l.indexBatch(batch)
+			ix.mu.Lock()
+			if err != nil {
+				ix.err = fmt.Errorf("store: audit: index %d events (seq %d-%d, safe in %s and indexed at the next start): %w",
+					len(batch), batch[0].seq, batch[len(batch)-1].seq, l.seg.path, err)
+			} else {
+				ix.indexed = batch[len(batch)-1].seq
+			}
+			ix.cond.Broadcast()
+			ix.mu.Unlock()
+			if err != nil {
+				l.opts.OnError(err)
+			}
+			clear(batch)
+			l.maybeTruncate()
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// indexBatch stores synced records in one transaction and publishes them.
+func (l *AuditLog) indexBatch(batch []segRecord) error {
+	if l.opts.indexHook != nil {
+		l.opts.indexHook()
+	}
+	var first *audit.SignedHead
+	err := l.db.bolt.Update(func(tx *bolt.Tx) error {
+		first = nil
+		b := tx.Bucket(bucketAudit)
+		b.FillPercent = 1
+		for i := range batch {
+			r := &batch[i]
+			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
+				return fmt.Errorf("store: audit put: %w", err)
+			}
+			var out sealed
+			if err := l.firstHead(tx, r.seq, r.hash, &out); err != nil {
+				return err
+			}
+			if out.head != nil {
+				first = out.head
+			}
+			e := r.d.Event(r.seq, r.prev, r.hash)
+			tx.OnCommit(func() { l.committed(e) })
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := l.raiseFirst(first); err != nil {
+		l.opts.OnError(err) // the head is stored; the next start raises the mark
+	}
+	return nil
+}
+
+// enqueueIndex hands records the segment holds to the indexer.
+func (l *AuditLog) enqueueIndex(recs []segRecord) {
+	l.ix.mu.Lock()
+	l.ix.queue = append(l.ix.queue, recs...)
+	l.ix.mu.Unlock()
+	select {
+	case l.ix.kick <- struct{}{}:
+	default:
+	}
+}
+
+// catchUp waits until the bucket holds every event acknowledged so far
+// (durable mode with a segment; otherwise it returns at once).
+func (l *AuditLog) catchUp() error {
+	if l.seg == nil {
+		return nil
+	}
+	target := l.written.Load()
+	ix := &l.ix
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for ix.indexed < target && ix.err == nil {
+		ix.cond.Wait()
+	}
+	return ix.err
+}
+
+// maybeTruncate empties a large segment once the bucket holds all of it,
+// if no group is being written right now.
+func (l *AuditLog) maybeTruncate() {
+	if !l.tipMu.TryLock() {
+		return
+	}
+	defer l.tipMu.Unlock()
+	if l.seg.size >= segmentTruncateAt {
+		l.truncateIndexedLocked()
+	}
+}
+
+// truncateIndexedLocked empties the segment if the bucket holds all of it;
+// tipMu is held.
+func (l *AuditLog) truncateIndexedLocked() {
+	l.ix.mu.Lock()
+	done := l.ix.err == nil && l.ix.indexed >= l.written.Load()
+	l.ix.mu.Unlock()
+	if !done || l.seg.size == 0 || l.segErr != nil {
+		return
+	}
+	if err := l.seg.truncate(0); err != nil {
+		l.segErr = err
+		l.opts.OnError(err)
+	}
+}
+
+// writeGeneration seals gen after the segment's tip, writes it as one
+// batch of records with one fdatasync, and hands it to the indexer.
+func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
+	l.tipMu.Lock()
+	if l.segErr != nil {
+		for _, p := range gen {
+			p.err = fmt.Errorf("store: audit: the segment failed earlier (%w); restart pamctl", l.segErr)
+		}
+		l.tipMu.Unlock()
+		return
+	}
+	if err := l.indexErr(); err != nil {
+		for _, p := range gen {
+			p.err = err
+		}
+		l.tipMu.Unlock()
+		return
+	}
+	tip := l.tip
+	buf := l.seg.buf[:0]
+	recs := make([]segRecord, 0, len(gen))
+	var ok []*pendingAppend
+	for _, p := range gen {
+		if l.opts.sealHook != nil {
+			if p.err = l.opts.sealHook(p.d); p.err != nil {
+				continue
+			}
+		}
+		seq := tip.Seq + 1
+		line, hash, err := p.d.Seal(seq, tip.Hash)
+		if err != nil {
+			p.err = err
+			continue
+		}
+		p.at = sealed{seq: seq, prev: tip.Hash, hash: hash}
+		buf = appendRecord(buf, seq, line)
+		recs = append(recs, segRecord{seq: seq, line: line, prev: tip.Hash, hash: hash, d: p.d})
+		ok = append(ok, p)
+		tip = audit.Link{Seq: seq, Hash: hash}
+	}
+	if len(recs) == 0 {
+		l.tipMu.Unlock()
+		return
+	}
+	if cap(buf) <= 1<<20 {
+		l.seg.buf = buf
+	} else {
+		l.seg.buf = nil
+	}
+	synced, err := l.seg.write(buf)
+	if err != nil {
+		if !synced {
+			l.segErr = err
+		}
+		for _, p := range ok {
+			p.err, p.at = err, sealed{}
+		}
+		l.tipMu.Unlock()
+		l.opts.OnError(err)
+		return
+	}
+	l.tip = tip
+	l.written.Store(tip.Seq)
+	l.tipMu.Unlock()
+	l.enqueueIndex(recs)
+	if l.opts.OnBatch != nil {
+		l.opts.OnBatch(len(recs))
+	}
+}
+
+func (l *AuditLog) indexErr() error {
+	l.ix.mu.Lock()
+	defer l.ix.mu.Unlock()
+	return l.ix.err
+}
