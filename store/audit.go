@@ -123,18 +123,18 @@ type AuditLog struct {
 	mu     sync.RWMutex // appends hold it shared, Close exclusive
 	closed bool
 
-	group     groupCommit // durable appends
+	group groupCommit // durable appends
 
 	// Durable mode: the segment (see audit_segment.go). tipMu is held
 	// while a group is sealed and written, and by Prune; tip is the
 	// segment's last link; written its seq (read without the lock by
 	// catchUp); segErr is sticky after a failed fdatasync.
-	seg     *segment
-	tipMu   sync.Mutex
-	tip     audit.Link
-	written atomic.Uint64
-	segErr  error
-	ix      indexer
+	seg       *segment
+	tipMu     sync.Mutex
+	tip       audit.Link
+	written   atomic.Uint64
+	segErr    error
+	ix        indexer
 	signedSeq atomic.Uint64
 	kick      chan struct{}
 	stop      chan struct{}
@@ -340,8 +340,8 @@ func (l *AuditLog) Append(ctx context.Context, e *audit.Event) error {
 // batch delay), and under load each commit (one bbolt transaction, its
 // fsyncs) covers everything that arrived during the previous one.
 type groupCommit struct {
-	mu      sync.Mutex
-	pending []*pendingAppend
+	mu       sync.Mutex
+	pending  []*pendingAppend
 	leading  bool // a commit is running or being handed over
 	lastSize int  // appends of the last commit
 }

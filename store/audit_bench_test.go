@@ -3,10 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
