@@ -275,7 +275,7 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 // lacks, and empties it. An Inspect log reports a damaged segment through
 // OnError and goes on without it, so audit verify can show the trail.
 func (l *AuditLog) openSegment() error {
-	seg, recs, err := openSegment(l.db.dir)
+	seg, recs, err := openSegment(l.db.dir, l.db.bolt.NoSync)
 	if err == nil {
 		l.seg = seg
 		if err = l.recoverSegment(recs); err == nil && seg.size > 0 {

@@ -27,8 +27,8 @@ import (
 // until it holds everything acknowledged before they read (catchUp), and
 // at start every record the bucket lacks is indexed from the segment, so a
 // crash between the two loses nothing. Once the bucket holds every record
-// the segment is emptied (at start, on Close, after Prune, and when it
-// passes segmentTruncateAt).
+// the segment is emptied (at start, on Close, after Prune, and by the
+// first group written after it passes segmentTruncateAt).
 //
 // A record is
 //
@@ -51,9 +51,12 @@ const (
 	// cuts prompts at 16 KiB), so a larger length is damage or a torn
 	// length field, never an event.
 	segMaxLine = 16 << 20
-	// segmentTruncateAt is the size past which the indexer empties the
-	// segment once the bucket holds all of it.
+	// segmentTruncateAt is the size past which the next group empties the
+	// segment first (once the bucket holds all of it).
 	segmentTruncateAt = 4 << 20
+	// segMaxFile bounds what start reads: segmentTruncateAt plus one
+	// group of maxAsyncBatch events is far below it.
+	segMaxFile = 1 << 30
 )
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
@@ -64,10 +67,12 @@ var ErrSegmentDamaged = errors.New("store: audit segment is damaged")
 
 // segment is the open segment file.
 type segment struct {
-	f    *os.File
-	path string
-	size int64
-	buf  []byte // the record batch being written (leader only)
+	f      *os.File
+	path   string
+	size   int64
+	buf    []byte // the record batch being written (leader only)
+	limit  int64  // empty past this size (segmentTruncateAt)
+	noSync bool   // the database skips fsync (Options.NoSync: tests)
 }
 
 // segRecord is one record read back at start, or handed to the indexer.
@@ -93,13 +98,17 @@ func appendRecord(b []byte, seq uint64, line []byte) []byte {
 // openSegment opens (creating) the segment in dir and reads its records.
 // A torn final record is truncated away (and the truncation synced); other
 // damage is ErrSegmentDamaged.
-func openSegment(dir string) (*segment, []segRecord, error) {
+func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
 	path := filepath.Join(dir, SegmentFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
 	}
-	s := &segment{f: f, path: path}
+	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync}
+	if fi, err := f.Stat(); err == nil && fi.Size() > segMaxFile {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: %s is %d bytes, more than a segment ever holds (%d): move it away and run `pamctl audit verify`", ErrSegmentDamaged, path, fi.Size(), int64(segMaxFile))
+	}
 	raw, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
@@ -174,13 +183,14 @@ func allZero(b []byte) bool {
 func (s *segment) write(b []byte) (synced bool, err error) {
 	n, err := s.f.Write(b)
 	if err != nil {
-		if n > 0 {
-			_ = s.f.Truncate(s.size)
+		if n > 0 && s.f.Truncate(s.size) != nil {
+			// A partial record the next write would land after: stop.
+			return false, fmt.Errorf("store: audit segment: write: %w", err)
 		}
 		return true, fmt.Errorf("store: audit segment: write: %w", err)
 	}
-	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
-		return false, fmt.Errorf("store: audit segment: fdatasync: %w", err)
+	if err := s.sync(); err != nil {
+		return false, err
 	}
 	s.size += int64(n)
 	return true, nil
@@ -191,10 +201,20 @@ func (s *segment) truncate(size int64) error {
 	if err := s.f.Truncate(size); err != nil {
 		return fmt.Errorf("store: audit segment: truncate: %w", err)
 	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	s.size = size
+	return nil
+}
+
+func (s *segment) sync() error {
+	if s.noSync {
+		return nil
+	}
 	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
 		return fmt.Errorf("store: audit segment: fdatasync: %w", err)
 	}
-	s.size = size
 	return nil
 }
 
@@ -317,7 +337,6 @@ func (l *AuditLog) indexLoop() {
 				l.opts.OnError(err)
 			}
 			clear(batch)
-			l.maybeTruncate()
 		}
 		if stopping {
 			return
@@ -388,18 +407,6 @@ func (l *AuditLog) catchUp() error {
 	return ix.err
 }
 
-// maybeTruncate empties a large segment once the bucket holds all of it,
-// if no group is being written right now.
-func (l *AuditLog) maybeTruncate() {
-	if !l.tipMu.TryLock() {
-		return
-	}
-	defer l.tipMu.Unlock()
-	if l.seg.size >= segmentTruncateAt {
-		l.truncateIndexedLocked()
-	}
-}
-
 // truncateIndexedLocked empties the segment if the bucket holds all of it;
 // tipMu is held.
 func (l *AuditLog) truncateIndexedLocked() {
@@ -432,6 +439,13 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 		}
 		l.tipMu.Unlock()
 		return
+	}
+	if l.seg.size >= l.seg.limit {
+		// Empty the segment once the bucket holds all of it: this group
+		// waits for one index commit, once per segmentTruncateAt bytes.
+		if err := l.catchUp(); err == nil {
+			l.truncateIndexedLocked()
+		}
 	}
 	tip := l.tip
 	buf := l.seg.buf[:0]

@@ -397,3 +397,44 @@ func TestAuditSegmentKillMidAppend(t *testing.T) {
 		db.Close()
 	}
 }
+
+// Under sustained appends the segment is emptied once it passes its
+// limit: it stays bounded, and every event is kept.
+func TestAuditSegmentStaysBoundedUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, l := openAudit(t, dir, false, AuditOptions{Signer: testSigner})
+	const limit = 16 << 10
+	l.tipMu.Lock()
+	l.seg.limit = limit
+	l.tipMu.Unlock()
+	var wg sync.WaitGroup
+	var maxSize int64
+	var mu sync.Mutex
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				if err := l.Append(ctx, benchEvent(w*100+i)); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				maxSize = max(maxSize, segmentSize(t, dir))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	// One group of at most 8 events (~1.2 KiB each) may pass the limit.
+	if maxSize > limit+16<<10 {
+		t.Errorf("segment grew to %d bytes with a limit of %d", maxSize, limit)
+	}
+	if _, err := l.SignHead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := l.Verify(ctx, testKeys); err != nil || rep.Events != 400 {
+		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
+}

@@ -621,7 +621,10 @@ func TestAuditSlowSubscriberIsDropped(t *testing.T) {
 	ctx := context.Background()
 	_, l := openAudit(t, t.TempDir(), false, AuditOptions{SubscriberBuffer: 4})
 	sub := l.Subscribe(ctx, 1)
-	appendN(t, l, 150) // nobody reads; appends must not block
+	appendN(t, l, 150)                  // nobody reads; appends must not block
+	if err := l.catchUp(); err != nil { // every event is published
+		t.Fatal(err)
+	}
 	var got []audit.Event
 	for e := range sub.C {
 		got = append(got, e)
