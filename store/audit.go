@@ -278,8 +278,8 @@ func (l *AuditLog) openSegment() error {
 	seg, recs, err := openSegment(l.db.dir, l.db.bolt.NoSync)
 	if err == nil {
 		l.seg = seg
-		if err = l.recoverSegment(recs); err == nil && seg.size > 0 {
-			err = seg.truncate(0)
+		if err = l.recoverSegment(recs); err == nil {
+			err = seg.reset()
 		}
 	}
 	if err == nil {

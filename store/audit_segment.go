@@ -30,19 +30,22 @@ import (
 // the segment is emptied (at start, on Close, after Prune, and by the
 // first group written after it passes segmentTruncateAt).
 //
-// A record is
+// The file starts with a header (magic, epoch) and is preallocated with
+// written zeros (see segment): records overwrite it in place, so the one
+// fdatasync per group flushes data only. A record is
 //
 //	len  uint32 BE   length of line
 //	seq  uint64 BE   the event's seq
-//	crc  uint32 BE   CRC-32C of seq and line
+//	crc  uint32 BE   CRC-32C of the epoch, seq and line
 //	line             the sealed event line (what the bucket stores)
 //
-// At start a record cut short at the end of the file is a torn write: an
-// append that was never acknowledged (its fdatasync did not return), so it
-// is truncated away. Anything else that does not read back — a bad
-// checksum before the last record, a record whose seq the bucket holds
-// with other bytes, a line that does not chain from the bucket's tip — is
-// damage, and the log refuses to open rather than index it.
+// At start the records of the header's epoch are read up to the first one
+// that does not verify: a torn write (never acknowledged: its fdatasync
+// did not return), zeros, or a record of an older epoch left by emptying.
+// Anything else that does not read back — a bad record followed by a valid
+// one, a gap in seqs, a record whose seq the bucket holds with other
+// bytes, a line that does not chain from the bucket's tip — is damage, and
+// the log refuses to open rather than index it.
 const SegmentFileName = "audit.seg"
 
 const (
@@ -65,15 +68,33 @@ var crc32c = crc32.MakeTable(crc32.Castagnoli)
 // final write: edited, truncated in the middle, or from another trail.
 var ErrSegmentDamaged = errors.New("store: audit segment is damaged")
 
-// segment is the open segment file.
+// segment is the open segment file: a header (segMagic, then the epoch,
+// uint64 BE) and records from segFileHeader on. The file is preallocated
+// with written zeros and records overwrite it in place, so an fdatasync
+// flushes data only (no size or extent change for the journal). Emptying
+// it writes a new epoch into the header: records of older epochs no longer
+// verify (the epoch is in every record's checksum), so what follows the
+// last current record reads as the end, whatever it holds.
 type segment struct {
 	f      *os.File
 	path   string
-	size   int64
+	epoch  uint64
+	pos    int64  // where the next record goes
+	alloc  int64  // bytes preallocated (written) in the file
 	buf    []byte // the record batch being written (leader only)
-	limit  int64  // empty past this size (segmentTruncateAt)
+	limit  int64  // empty past this position (segmentTruncateAt)
 	noSync bool   // the database skips fsync (Options.NoSync: tests)
 }
+
+const (
+	segFileHeader = 16
+	segMagic      = "pamctlsg"
+	// segPrealloc is how much of a new file is written with zeros ahead;
+	// past it the file grows by segGrow at a time (one full fsync each),
+	// up to about segmentTruncateAt, and is then reused.
+	segPrealloc = 256 << 10
+	segGrow     = 1 << 20
+)
 
 // segRecord is one record read back at start, or handed to the indexer.
 type segRecord struct {
@@ -84,88 +105,149 @@ type segRecord struct {
 	d    *audit.Draft // the sealed draft (indexer only; nil at recovery)
 }
 
-func appendRecord(b []byte, seq uint64, line []byte) []byte {
+func recordCRC(epoch, seq uint64, line []byte) uint32 {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[0:8], epoch)
+	binary.BigEndian.PutUint64(b[8:16], seq)
+	return crc32.Update(crc32.Update(0, crc32c, b[:]), crc32c, line)
+}
+
+func appendRecord(b []byte, epoch, seq uint64, line []byte) []byte {
 	var h [segHeader]byte
 	binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
 	binary.BigEndian.PutUint64(h[4:12], seq)
-	c := crc32.Update(0, crc32c, h[4:12])
-	c = crc32.Update(c, crc32c, line)
-	binary.BigEndian.PutUint32(h[12:16], c)
+	binary.BigEndian.PutUint32(h[12:16], recordCRC(epoch, seq, line))
 	b = append(b, h[:]...)
 	return append(b, line...)
 }
 
+func fileHeader(epoch uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(segMagic), epoch)
+}
+
 // openSegment opens (creating) the segment in dir and reads its records.
-// A torn final record is truncated away (and the truncation synced); other
-// damage is ErrSegmentDamaged.
+// What follows the last record of the current epoch (a torn write, zeros,
+// older epochs' records) is the end; damage is ErrSegmentDamaged.
 func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
 	path := filepath.Join(dir, SegmentFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
 	}
 	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync}
-	if fi, err := f.Stat(); err == nil && fi.Size() > segMaxFile {
+	fail := func(err error) (*segment, []segRecord, error) {
 		f.Close()
-		return nil, nil, fmt.Errorf("%w: %s is %d bytes, more than a segment ever holds (%d): move it away and run `pamctl audit verify`", ErrSegmentDamaged, path, fi.Size(), int64(segMaxFile))
+		return nil, nil, err
+	}
+	damaged := func(why string) (*segment, []segRecord, error) {
+		return fail(fmt.Errorf("%w: %s: %s. Its events may be missing from the trail: keep the file for inspection, run `pamctl audit verify`, and move it away (or restore from a backup) to start", ErrSegmentDamaged, path, why))
+	}
+	if fi, err := f.Stat(); err == nil && fi.Size() > segMaxFile {
+		return damaged(fmt.Sprintf("%d bytes, more than a segment ever holds (%d)", fi.Size(), int64(segMaxFile)))
 	}
 	raw, err := io.ReadAll(f)
 	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("store: audit segment: read: %w", err)
+		return fail(fmt.Errorf("store: audit segment: read: %w", err))
 	}
-	recs, good, err := parseSegment(raw)
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%w: %s: %v. Its events may be missing from the trail: keep the file for inspection, run `pamctl audit verify`, and move it away (or restore from a backup) to start", ErrSegmentDamaged, path, err)
-	}
-	if good < int64(len(raw)) {
-		if err := s.truncate(good); err != nil {
-			f.Close()
-			return nil, nil, err
+	if len(raw) < segFileHeader && allZero(raw) {
+		// New (or created but never written): start epoch 1.
+		s.epoch = 1
+		if err := s.prepare(0); err != nil {
+			return fail(err)
 		}
+		return s, nil, nil
 	}
-	s.size = good
+	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
+		return damaged("it does not start with a segment header")
+	}
+	s.epoch = binary.BigEndian.Uint64(raw[8:16])
+	recs, good, err := parseSegment(raw[segFileHeader:], s.epoch)
+	if err != nil {
+		return damaged(err.Error())
+	}
+	s.pos = segFileHeader + good
+	if err := s.prepare(int64(len(raw))); err != nil {
+		return fail(err)
+	}
 	return s, recs, nil
 }
 
-// parseSegment reads records from raw; good is the length of its complete
-// records (raw[good:] is a torn tail).
-func parseSegment(raw []byte) (recs []segRecord, good int64, err error) {
+// prepare makes sure the file is written (zeros) up to segPrealloc and
+// holds the header of s.epoch; size is the file's current size.
+func (s *segment) prepare(size int64) error {
+	if size < segFileHeader {
+		if _, err := s.f.WriteAt(fileHeader(s.epoch), 0); err != nil {
+			return fmt.Errorf("store: audit segment: write header: %w", err)
+		}
+		size = segFileHeader
+		s.pos = segFileHeader
+	}
+	s.alloc = size
+	if size < segPrealloc {
+		if err := s.zeroTo(segPrealloc); err != nil {
+			return err
+		}
+		if !s.noSync {
+			if err := s.f.Sync(); err != nil { // the new size and extents
+				return fmt.Errorf("store: audit segment: fsync: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// zeroTo writes zeros from s.alloc to end, so later records overwrite
+// written blocks in place.
+func (s *segment) zeroTo(end int64) error {
+	zero := make([]byte, min(64<<10, end-s.alloc))
+	for off := s.alloc; off < end; off += int64(len(zero)) {
+		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), end-off)], off); err != nil {
+			return fmt.Errorf("store: audit segment: preallocate: %w", err)
+		}
+	}
+	s.alloc = end
+	return nil
+}
+
+// parseSegment reads records of epoch from raw (the file after its
+// header); good is the length of its valid records. A record that does not
+// verify ends them — unless a record of this epoch follows it, which no
+// torn write or older epoch leaves: that is damage.
+func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err error) {
 	off := 0
 	for off < len(raw) {
 		rest := raw[off:]
 		if len(rest) < segHeader {
-			return recs, int64(off), nil // torn header
+			return recs, int64(off), nil
 		}
 		n := int(binary.BigEndian.Uint32(rest[0:4]))
-		if n > segMaxLine {
-			if allZero(rest) {
-				return recs, int64(off), nil // space the file system zero-filled
-			}
-			return nil, 0, fmt.Errorf("record at byte %d claims %d bytes", off, n)
-		}
-		if len(rest) < segHeader+n {
-			return recs, int64(off), nil // torn body
-		}
 		seq := binary.BigEndian.Uint64(rest[4:12])
-		line := rest[segHeader : segHeader+n]
-		c := crc32.Update(0, crc32c, rest[4:12])
-		c = crc32.Update(c, crc32c, line)
-		if c != binary.BigEndian.Uint32(rest[12:16]) || n == 0 {
-			if off+segHeader+n == len(raw) || allZero(rest) {
-				// The last record, partly written: never acknowledged.
-				return recs, int64(off), nil
+		if n == 0 || n > segMaxLine || len(rest) < segHeader+n ||
+			recordCRC(epoch, seq, rest[segHeader:segHeader+n]) != binary.BigEndian.Uint32(rest[12:16]) {
+			if n > 0 && n <= segMaxLine && len(rest) >= segHeader+n && validAt(rest[segHeader+n:], epoch) {
+				return nil, 0, fmt.Errorf("the record at byte %d (seq %d) fails its checksum and a valid one follows", segFileHeader+off, seq)
 			}
-			return nil, 0, fmt.Errorf("record at byte %d (seq %d) fails its checksum", off, seq)
+			return recs, int64(off), nil
 		}
 		if len(recs) > 0 && seq != recs[len(recs)-1].seq+1 {
-			return nil, 0, fmt.Errorf("record at byte %d has seq %d after seq %d", off, seq, recs[len(recs)-1].seq)
+			return nil, 0, fmt.Errorf("the record at byte %d has seq %d after seq %d", segFileHeader+off, seq, recs[len(recs)-1].seq)
 		}
-		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(line)})
+		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(rest[segHeader : segHeader+n])})
 		off += segHeader + n
 	}
 	return recs, int64(off), nil
+}
+
+// validAt reports whether b starts with a record of epoch.
+func validAt(b []byte, epoch uint64) bool {
+	if len(b) < segHeader {
+		return false
+	}
+	n := int(binary.BigEndian.Uint32(b[0:4]))
+	if n == 0 || n > segMaxLine || len(b) < segHeader+n {
+		return false
+	}
+	return recordCRC(epoch, binary.BigEndian.Uint64(b[4:12]), b[segHeader:segHeader+n]) == binary.BigEndian.Uint32(b[12:16])
 }
 
 func allZero(b []byte) bool {
@@ -177,34 +259,52 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// write appends b and fdatasyncs. A failed write is cut back off the file
-// (best effort); a failed sync leaves the file's state unknown and the
-// caller must stop using it.
+// record appends the record of seq to b.
+func (s *segment) record(b []byte, seq uint64, line []byte) []byte {
+	return appendRecord(b, s.epoch, seq, line)
+}
+
+// write writes b at the end of the records and fdatasyncs. A failed write
+// leaves pos where it was (the next write overwrites the partial record);
+// a failed sync leaves the file's state unknown and the caller must stop
+// using it.
 func (s *segment) write(b []byte) (synced bool, err error) {
-	n, err := s.f.Write(b)
-	if err != nil {
-		if n > 0 && s.f.Truncate(s.size) != nil {
-			// A partial record the next write would land after: stop.
-			return false, fmt.Errorf("store: audit segment: write: %w", err)
+	end := s.pos + int64(len(b))
+	grow := end > s.alloc
+	if grow {
+		// Past the preallocated part: zeros ahead, then one full fsync
+		// (the size changes).
+		if err := s.zeroTo(max(end, s.alloc+segGrow)); err != nil {
+			return true, err
 		}
+	}
+	if _, err := s.f.WriteAt(b, s.pos); err != nil {
 		return true, fmt.Errorf("store: audit segment: write: %w", err)
 	}
-	if err := s.sync(); err != nil {
+	if grow && !s.noSync {
+		if err := s.f.Sync(); err != nil {
+			return false, fmt.Errorf("store: audit segment: fsync: %w", err)
+		}
+	} else if err := s.sync(); err != nil {
 		return false, err
 	}
-	s.size += int64(n)
+	s.pos = end
 	return true, nil
 }
 
-// truncate cuts the segment to size and syncs the new length.
-func (s *segment) truncate(size int64) error {
-	if err := s.f.Truncate(size); err != nil {
-		return fmt.Errorf("store: audit segment: truncate: %w", err)
+// reset empties the segment: a new epoch in the header, synced.
+func (s *segment) reset() error {
+	if s.pos == segFileHeader {
+		return nil
+	}
+	if _, err := s.f.WriteAt(fileHeader(s.epoch+1), 0); err != nil {
+		return fmt.Errorf("store: audit segment: write header: %w", err)
 	}
 	if err := s.sync(); err != nil {
 		return err
 	}
-	s.size = size
+	s.epoch++
+	s.pos = segFileHeader
 	return nil
 }
 
@@ -413,10 +513,10 @@ func (l *AuditLog) truncateIndexedLocked() {
 	l.ix.mu.Lock()
 	done := l.ix.err == nil && l.ix.indexed >= l.written.Load()
 	l.ix.mu.Unlock()
-	if !done || l.seg.size == 0 || l.segErr != nil {
+	if !done || l.segErr != nil {
 		return
 	}
-	if err := l.seg.truncate(0); err != nil {
+	if err := l.seg.reset(); err != nil {
 		l.segErr = err
 		l.opts.OnError(err)
 	}
@@ -440,7 +540,7 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 		l.tipMu.Unlock()
 		return
 	}
-	if l.seg.size >= l.seg.limit {
+	if l.seg.pos >= l.seg.limit {
 		// Empty the segment once the bucket holds all of it: this group
 		// waits for one index commit, once per segmentTruncateAt bytes.
 		if err := l.catchUp(); err == nil {
@@ -464,7 +564,7 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 			continue
 		}
 		p.at = sealed{seq: seq, prev: tip.Hash, hash: hash}
-		buf = appendRecord(buf, seq, line)
+		buf = l.seg.record(buf, seq, line)
 		recs = append(recs, segRecord{seq: seq, line: line, prev: tip.Hash, hash: hash, d: p.d})
 		ok = append(ok, p)
 		tip = audit.Link{Seq: seq, Hash: hash}

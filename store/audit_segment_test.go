@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -62,13 +63,32 @@ func crashedTrail(t *testing.T, before, n int) (string, []audit.Event) {
 	return dst, acked
 }
 
-func segmentSize(t *testing.T, dir string) int64 {
+// readSegment returns the segment file of dir, its epoch, its valid
+// records and where they end.
+func readSegment(t *testing.T, dir string) (raw []byte, epoch uint64, recs []segRecord, end int) {
 	t.Helper()
-	fi, err := os.Stat(filepath.Join(dir, SegmentFileName))
+	raw, err := os.ReadFile(filepath.Join(dir, SegmentFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fi.Size()
+	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
+		t.Fatalf("no segment header: % x", raw[:min(len(raw), 16)])
+	}
+	epoch = binary.BigEndian.Uint64(raw[8:16])
+	recs, good, err := parseSegment(raw[segFileHeader:], epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, epoch, recs, segFileHeader + int(good)
+}
+
+// segmentFile is a segment file of epoch holding recs, zero-padded.
+func segmentFile(epoch uint64, recs []segRecord) []byte {
+	b := fileHeader(epoch)
+	for _, r := range recs {
+		b = appendRecord(b, epoch, r.seq, r.line)
+	}
+	return append(b, make([]byte, 4096)...)
 }
 
 // Events acknowledged but not yet in the bucket when the process died are
@@ -78,12 +98,12 @@ func TestAuditSegmentRecoversAcknowledgedEvents(t *testing.T) {
 	for _, before := range []int{0, 3} { // 0: the first head comes from the segment
 		t.Run(fmt.Sprint("before=", before), func(t *testing.T) {
 			dir, acked := crashedTrail(t, before, 7)
-			if segmentSize(t, dir) == 0 {
-				t.Fatal("the crashed segment is empty")
+			if _, _, recs, _ := readSegment(t, dir); len(recs) != before+7 {
+				t.Fatalf("the crashed segment holds %d records, want %d", len(recs), before+7)
 			}
 			_, l := openAudit(t, dir, true, AuditOptions{Signer: testSigner})
-			if segmentSize(t, dir) != 0 {
-				t.Error("the segment was not emptied once indexed")
+			if _, _, recs, _ := readSegment(t, dir); len(recs) != 0 {
+				t.Errorf("the segment still holds %d records once indexed", len(recs))
 			}
 			ctx := context.Background()
 			for _, e := range acked {
@@ -107,26 +127,27 @@ func TestAuditSegmentRecoversAcknowledgedEvents(t *testing.T) {
 // A record cut short at the end of the segment (a write the kill
 // interrupted, never acknowledged) is dropped; every complete one is kept.
 func TestAuditSegmentTornTail(t *testing.T) {
-	for _, tail := range []string{"header", "body", "zeros", "badsum"} {
+	for _, tail := range []string{"header", "body", "older-epoch", "badsum"} {
 		t.Run(tail, func(t *testing.T) {
 			dir, acked := crashedTrail(t, 2, 4)
 			path := filepath.Join(dir, SegmentFileName)
-			raw, _ := os.ReadFile(path)
-			good := len(raw)
+			raw, epoch, _, end := readSegment(t, dir)
+			next := acked[len(acked)-1].Seq + 1
+			var torn []byte
 			switch tail {
 			case "header":
-				raw = append(raw, 0, 0, 1)
+				torn = []byte{0, 0, 1}
 			case "body":
-				raw = appendRecord(raw, acked[len(acked)-1].Seq+1, []byte(`{"seq":7,"type":"proxy.call"`))
-				raw = raw[:len(raw)-5]
-			case "zeros":
-				raw = append(raw, make([]byte, 4096)...)
+				torn = appendRecord(nil, epoch, next, []byte(`{"seq":7,"type":"proxy.call"`))
+				torn = torn[:len(torn)-5]
+			case "older-epoch":
+				torn = appendRecord(nil, epoch-1, next, []byte(`{"seq":7}`))
 			case "badsum":
-				raw = appendRecord(raw, acked[len(acked)-1].Seq+1, []byte(`{"seq":7}`))
-				raw[len(raw)-2] ^= 1
+				torn = appendRecord(nil, epoch, next, []byte(`{"seq":7}`))
+				torn[len(torn)-2] ^= 1
 			}
+			copy(raw[end:], torn)
 			os.WriteFile(path, raw, 0o600)
-			_ = good
 			_, l := openAudit(t, dir, true, AuditOptions{Signer: testSigner})
 			st, err := l.Head(context.Background())
 			if err != nil || st.Last.Seq != acked[len(acked)-1].Seq || st.Last.Hash != acked[len(acked)-1].Hash {
@@ -144,33 +165,22 @@ func TestAuditSegmentTornTail(t *testing.T) {
 func TestAuditSegmentDamageIsRefused(t *testing.T) {
 	cases := map[string]func(t *testing.T, raw []byte, acked []audit.Event) []byte{
 		"a flipped byte before the last record": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
-			raw[segHeader+40] ^= 1
+			raw[segFileHeader+segHeader+40] ^= 1
 			return raw
 		},
 		"a record removed from the middle": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
-			recs, _, err := parseSegment(raw)
+			epoch := binary.BigEndian.Uint64(raw[8:16])
+			recs, _, err := parseSegment(raw[segFileHeader:], epoch)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var out []byte
-			for i, r := range recs {
-				if i != 1 {
-					out = appendRecord(out, r.seq, r.line)
-				}
-			}
-			return out
+			return segmentFile(epoch, append(recs[:1:1], recs[2:]...))
 		},
 		"an edited event with a recomputed checksum": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
-			recs, _, _ := parseSegment(raw)
-			var out []byte
-			for i, r := range recs {
-				line := r.line
-				if i == 1 {
-					line = bytes.Replace(line, []byte("ada@example.com"), []byte("eve@example.com"), 1)
-				}
-				out = appendRecord(out, r.seq, line)
-			}
-			return out
+			epoch := binary.BigEndian.Uint64(raw[8:16])
+			recs, _, _ := parseSegment(raw[segFileHeader:], epoch)
+			recs[1].line = bytes.Replace(recs[1].line, []byte("ada@example.com"), []byte("eve@example.com"), 1)
+			return segmentFile(epoch, recs)
 		},
 		"records of another trail": func(t *testing.T, raw []byte, acked []audit.Event) []byte {
 			other, _ := crashedTrail(t, 2, 4)
@@ -223,7 +233,7 @@ func TestAuditSegmentDisagreesWithTheBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, SegmentFileName), appendRecord(nil, 3, line), 0o600)
+	os.WriteFile(filepath.Join(dir, SegmentFileName), segmentFile(9, []segRecord{{seq: 3, line: line}}), 0o600)
 	db2, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -420,8 +430,11 @@ func TestAuditSegmentStaysBoundedUnderLoad(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				l.tipMu.Lock()
+				pos := l.seg.pos
+				l.tipMu.Unlock()
 				mu.Lock()
-				maxSize = max(maxSize, segmentSize(t, dir))
+				maxSize = max(maxSize, pos)
 				mu.Unlock()
 			}
 		}()
