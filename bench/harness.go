@@ -36,6 +36,7 @@ type options struct {
 	profileTime time.Duration // length of each profiled load
 	dev         bool          // run pamctl serve --dev instead of as deployed
 	sync        string        // audit.sync of the all-on pamctl: durable or async
+	config      string        // -config: a profile (security, minimal) or a rules file
 	format      string        // text or md
 	keep        bool          // keep the work dir (logs, data dirs)
 	pamctl      string        // prebuilt pamctl binary (default: build it)
@@ -48,7 +49,7 @@ func defaultOptions() options {
 	return options{
 		conc: []int{1, 32}, rate: 500, rateN: 3000, chatN: 12000, chatN1: 2000, streamN: 3200, streamN1: 400,
 		rounds: 4, warmup: 200, deltas: 50, streams: 1000, streamGap: 100 * time.Millisecond,
-		variants: true, profileTime: 10 * time.Second, format: "text", progress: os.Stderr, sync: "durable",
+		variants: true, profileTime: 10 * time.Second, format: "text", progress: os.Stderr, sync: "durable", config: profileSecurity,
 	}
 }
 
@@ -322,8 +323,13 @@ func (b *bench) startTargets() error {
 			variant{name: "pamctl-nomask", mask: false, sync: "durable"},
 			variant{name: "pamctl-async", mask: true, sync: "async"})
 	}
+	rules, err := profileRules(b.o.config)
+	if err != nil {
+		return err
+	}
 	var tok string
 	for _, v := range variants {
+		v.rules = rules
 		bin := b.bins.pamctl
 		switch {
 		case v.bin != "":
@@ -491,7 +497,11 @@ func (b *bench) openStreamsPhase() (*resources, error) {
 		return nil, err
 	}
 	defer mock.stop()
-	v := variant{name: "pamctl-streams", mask: true, sync: "durable", upstream: "http://" + mock.addr + "/v1", pprof: true, dev: o.dev}
+	rules, err := profileRules(o.config)
+	if err != nil {
+		return nil, err
+	}
+	v := variant{name: "pamctl-streams", mask: true, sync: "durable", upstream: "http://" + mock.addr + "/v1", pprof: true, dev: o.dev, rules: rules}
 	var iss *benchIssuer
 	if !o.dev {
 		if iss, err = startIssuer(); err != nil {

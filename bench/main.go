@@ -95,6 +95,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.profileTime, "profile-time", o.profileTime, "length of each profiled load")
 	fs.BoolVar(&o.dev, "dev", false, "run pamctl serve --dev (embedded issuer, dev upstream transport) instead of as deployed")
 	fs.StringVar(&o.sync, "sync", o.sync, "audit.sync of the all-on pamctl (the one profiled): durable or async")
+	fs.StringVar(&o.config, "config", o.config, "rules of every pamctl: profile security (four rules that can match, a deny among them; the default), minimal (none), or a YAML file with a rules: list")
 	fs.StringVar(&o.format, "format", o.format, "table format: text or md")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work dir (process logs, data dirs)")
 	fs.StringVar(&o.pamctl, "pamctl", "", "use this pamctl binary instead of building ./cmd/pamctl")
@@ -117,6 +118,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-deltas must be at least 1")
 	case o.sync != "durable" && o.sync != "async":
 		return o, fmt.Errorf("-sync must be durable or async")
+	case o.config == "":
+		return o, fmt.Errorf("-config must name a profile (security, minimal) or a rules file")
 	case o.format != "text" && o.format != "md":
 		return o, fmt.Errorf("-format must be text or md")
 	}

@@ -23,10 +23,13 @@ type variant struct {
 	dev      bool   // serve --dev (embedded issuer) instead of the bench issuer
 	issuer   string // URL of the bench's OIDC issuer (not dev)
 	bin      string // a pamctl binary other than the one under test
+	rules    string // the rules: block of the configuration profile
 }
 
-// benchRules are prompt rules that never match the benchmark prompt, so
-// they cost what rules cost on every ordinary call.
+// benchRules are the "security" profile's prompt rules: what a security
+// team ships, a deny rule among them, each able to match (the tests of
+// -config show they do), none matching the benchmark prompt, so they cost
+// what rules cost on every ordinary call.
 const benchRules = `rules:
   - {name: no-injection, pattern: "(?i)ignore (all )?previous instructions", action: deny}
   - {name: destructive-sql, pattern: "(?i)drop\\s+table", action: require_approval, approvers: {groups: [security]}}
@@ -44,7 +47,7 @@ func (v variant) config() string {
 		fmt.Fprintf(&b, "issuers: [{name: bench, url: %q, audience: pamctl, workload: true}]\n", v.issuer)
 	}
 	fmt.Fprintf(&b, "upstreams: [{name: openai, url: %q, key: openai}]\n", v.upstream)
-	b.WriteString(benchRules)
+	b.WriteString(v.rules)
 	fmt.Fprintf(&b, "masking: {response: {default: %s}, prompt: {default: %s}}\n", mode, mode)
 	fmt.Fprintf(&b, "audit: {sync: %s}\n", v.sync)
 	b.WriteString(`policies: [{name: bench, subjects: {users: ["*"]}, scopes: ["model:*"], max_ttl: 1h, limits: {rpm: 0}}]` + "\n")
@@ -231,4 +234,40 @@ func (b *benchIssuer) close() {
 	if b != nil {
 		_ = b.srv.Close()
 	}
+}
+
+// Configuration profiles of -config. Every profile keeps the variants'
+// masking and audit.sync; a profile decides the rules.
+const (
+	profileSecurity = "security" // the default: four rules (deny, approval, redact, literal deny)
+	profileMinimal  = "minimal"  // no rules: what the rest of pamctl costs
+)
+
+// profileRules returns the rules: block of -config: a profile name, or
+// the path of a YAML file holding only a rules: list (masking and audit
+// stay the variants' own, so every row keeps its meaning).
+func profileRules(config string) (string, error) {
+	switch config {
+	case "", profileSecurity:
+		return benchRules, nil
+	case profileMinimal:
+		return "", nil
+	}
+	raw, err := os.ReadFile(config)
+	if err != nil {
+		return "", fmt.Errorf("-config: %q is neither a profile (%s, %s) nor a readable file: %w", config, profileSecurity, profileMinimal, err)
+	}
+	text := strings.TrimSpace(string(raw))
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || line[0] == ' ' || line[0] == '\t' || line[0] == '#' || line[0] == '-' {
+			continue
+		}
+		if !strings.HasPrefix(line, "rules:") {
+			return "", fmt.Errorf("-config %s: only a rules: list may be set (masking and audit.sync are the variants' own; use -variants and -sync), found %q", config, line)
+		}
+	}
+	if !strings.HasPrefix(text, "rules:") {
+		return "", fmt.Errorf("-config %s: the file must start with rules:", config)
+	}
+	return text + "\n", nil
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"iter"
 	"math"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -75,10 +76,10 @@ type AuditOptions struct {
 	Clock func() time.Time
 	// BatchDelay and BatchSize set bbolt's DB.MaxBatchDelay and
 	// DB.MaxBatchSize, which are per database: creating the log sets them
-	// for every Batch user of this DB. A batch commits when it has
-	// BatchSize members or BatchDelay after its first one, whichever comes
-	// first. Defaults 1ms and 64 (bbolt's 10ms would add 10ms to every
-	// grouped append; Go timers do not fire sooner than about 1ms anyway).
+	// for every Batch user of this DB (sessions, requests, the spool).
+	// Audit appends do not use bbolt's Batch: they share commits through
+	// a timer-less group commit (see groupCommit). Defaults 1ms and 64
+	// (bbolt's 10ms would add 10ms to every grouped write).
 	BatchDelay time.Duration
 	BatchSize  int
 	// QueueSize bounds the async queue; Append blocks when it is full.
@@ -102,6 +103,11 @@ type AuditOptions struct {
 	updatePerEvent bool
 	// newTicker drives HeadInterval; tests inject a manual one.
 	newTicker func(time.Duration) (<-chan time.Time, func())
+	// sealHook, when set, runs before each durable event is sealed in a
+	// commit; an error fails that commit (tests).
+	sealHook func(d *audit.Draft) error
+	// indexHook, when set, runs before the indexer writes a batch (tests).
+	indexHook func()
 	// headSigned is called after a head is stored (tests).
 	headSigned func(audit.SignedHead)
 }
@@ -117,7 +123,18 @@ type AuditLog struct {
 	mu     sync.RWMutex // appends hold it shared, Close exclusive
 	closed bool
 
-	gate      turnstile
+	group groupCommit // durable appends
+
+	// Durable mode: the segment (see audit_segment.go). tipMu is held
+	// while a group is sealed and written, and by Prune; tip is the
+	// segment's last link; written its seq (read without the lock by
+	// catchUp); segErr is sticky after a failed fdatasync.
+	seg       *segment
+	tipMu     sync.Mutex
+	tip       audit.Link
+	written   atomic.Uint64
+	segErr    error
+	ix        indexer
 	signedSeq atomic.Uint64
 	kick      chan struct{}
 	stop      chan struct{}
@@ -175,6 +192,18 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	db.bolt.MaxBatchSize = opts.BatchSize
 
 	hw, _ := opts.Signer.(audit.HighWater)
+	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	l.ix.cond.L = &l.ix.mu
+	l.ix.kick = make(chan struct{}, 1)
+	if err := l.openSegment(); err != nil {
+		return nil, err
+	}
+	keepSeg := false
+	defer func() {
+		if !keepSeg && l.seg != nil {
+			l.seg.close()
+		}
+	}()
 	var tip audit.Link
 	var head *audit.SignedHead
 	err = db.view(func(tx *bolt.Tx) error {
@@ -210,7 +239,18 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 			}
 		}
 	}
-	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	if l.seg != nil && mode == audit.SyncDurable && !opts.updatePerEvent {
+		keepSeg = true
+		l.tip = tip
+		l.written.Store(tip.Seq)
+		l.ix.indexed = tip.Seq
+		db.auditCatchUp = l.catchUp
+		l.loops.Add(1)
+		go l.indexLoop()
+	} else if l.seg != nil {
+		l.seg.close()
+		l.seg = nil // appends go to bbolt
+	}
 	l.hub = audit.NewBroadcaster(tip.Seq, l.replay, opts.SubscriberBuffer)
 	if head != nil {
 		l.signedSeq.Store(head.Seq)
@@ -231,8 +271,33 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	return l, nil
 }
 
+// openSegment opens the segment, indexes what it holds that the bucket
+// lacks, and empties it. An Inspect log reports a damaged segment through
+// OnError and goes on without it, so audit verify can show the trail.
+func (l *AuditLog) openSegment() error {
+	seg, recs, err := openSegment(l.db.dir, l.db.bolt.NoSync)
+	if err == nil {
+		l.seg = seg
+		if err = l.recoverSegment(recs); err == nil {
+			err = seg.reset()
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if l.seg != nil {
+		l.seg.close()
+		l.seg = nil
+	}
+	if l.opts.Inspect {
+		l.opts.OnError(err)
+		return nil
+	}
+	return err
+}
+
 // Append records e. In durable mode it returns after the commit is
-// fsynced, sharing the commit with concurrent appends (bbolt Batch), and
+// fsynced, sharing the commit with concurrent appends (groupCommit), and
 // sets e.Seq, e.PrevHash and e.Hash. In async mode it returns once e is
 // queued.
 func (l *AuditLog) Append(ctx context.Context, e *audit.Event) error {
@@ -252,99 +317,175 @@ func (l *AuditLog) Append(ctx context.Context, e *audit.Event) error {
 		return l.enqueue(ctx, d)
 	}
 	var at sealed
-	// The function computes seq and prev hash from the transaction it runs
-	// in, so bbolt may rerun it (a batch retried without a failing member)
-	// without changing the outcome.
 	if l.opts.updatePerEvent {
 		err = l.db.bolt.Update(func(tx *bolt.Tx) error { return l.appendTx(tx, d, &at) })
+		if err == nil {
+			err = l.raiseFirst(at.head)
+		}
 	} else {
-		fn := func(tx *bolt.Tx) error {
-			l.gate.committing()
-			return l.appendTx(tx, d, &at)
-		}
-		if solo := l.gate.enter(); solo {
-			err = l.db.bolt.Update(fn)
-		} else {
-			err = l.db.bolt.Batch(fn)
-		}
-		if n := l.gate.leave(); n > 0 && l.opts.OnBatch != nil {
-			l.opts.OnBatch(n)
-		}
+		at, err = l.group.append(l, d)
 	}
 	if err != nil {
 		return fmt.Errorf("store: audit append: %w", err)
 	}
 	e.Seq, e.PrevHash, e.Hash = at.seq, at.prev, at.hash
-	return l.raiseFirst(at.head)
+	return nil
 }
 
-// turnstile hands durable appends to bbolt in generations. Appends join
-// the current generation until its transaction starts; later ones wait and
-// enter db.Batch together when the whole generation has returned, so they
-// land in one transaction. Without it, bbolt starts each batch's delay timer
-// at its first member and under load commits fragment into many small
-// batches queued on the writer lock. A generation that starts while the
-// previous one had a single member commits at once with Update: a lone
-// writer never waits for company that does not come.
-type turnstile struct {
+// groupCommit shares durable commits between concurrent appends without a
+// timer: an append that finds no commit running leads one at once, with
+// every append queued at that moment; appends that arrive while it runs
+// queue, and when it returns the first of them leads the next commit,
+// carrying all of them. So a lone writer commits alone and at once (no
+// batch delay), and under load each commit (one bbolt transaction, its
+// fsyncs) covers everything that arrived during the previous one.
+type groupCommit struct {
 	mu       sync.Mutex
-	active   int  // members of the current generation not yet returned
-	open     bool // the current generation still takes members
-	size     int  // members of the current generation
-	lastSize int  // members of the previous generation
-	next     chan struct{}
-	waiting  int
+	pending  []*pendingAppend
+	leading  bool // a commit is running or being handed over
+	lastSize int  // appends of the last commit
 }
 
-// enter joins a generation; solo means commit alone with Update.
-func (g *turnstile) enter() (solo bool) {
+// gather lets appends that are runnable join the commit about to start,
+// without a timer: when the last commit carried more appends than are
+// queued now, its members are likely preparing their next event (a closed
+// loop releases them all at once), so the leader yields its processor
+// while that brings new arrivals, and stops at the first yield that brings
+// none. Without it such a loop alternates commits of one event with
+// commits of all the others. A lone writer (lastSize 1) never yields.
+func (g *groupCommit) gather() {
 	g.mu.Lock()
-	switch {
-	case g.active == 0:
-		solo = g.lastSize <= 1
-		g.active, g.size, g.open = 1, 1, !solo
-		g.mu.Unlock()
-		return solo
-	case g.open:
-		g.active++
-		g.size++
-		g.mu.Unlock()
-		return false
-	}
-	if g.next == nil {
-		g.next = make(chan struct{})
-	}
-	ch := g.next
-	g.waiting++
+	n, want := len(g.pending), g.lastSize
 	g.mu.Unlock()
-	<-ch
-	return false
+	for range maxGatherYields {
+		if n >= want {
+			return
+		}
+		runtime.Gosched()
+		g.mu.Lock()
+		m := len(g.pending)
+		g.mu.Unlock()
+		if m == n {
+			return
+		}
+		n = m
+	}
 }
 
-// committing closes the current generation: its transaction has started.
-func (g *turnstile) committing() {
+// maxGatherYields bounds gather.
+const maxGatherYields = 64
+
+// pendingAppend is one durable append waiting for its commit.
+type pendingAppend struct {
+	d    *audit.Draft
+	at   sealed
+	err  error
+	done chan bool // true: lead the next commit; false: committed (see err)
+}
+
+var pendingPool = sync.Pool{New: func() any { return &pendingAppend{done: make(chan bool, 1)} }}
+
+// append queues d and returns once the commit that stored it is durable.
+func (g *groupCommit) append(l *AuditLog, d *audit.Draft) (sealed, error) {
+	p := pendingPool.Get().(*pendingAppend)
+	p.d = d
 	g.mu.Lock()
-	g.open = false
+	g.pending = append(g.pending, p)
+	lead := !g.leading
+	g.leading = true
 	g.mu.Unlock()
+	if !lead {
+		lead = <-p.done
+	}
+	if lead {
+		g.lead(l, p)
+	}
+	at, err := p.at, p.err
+	*p = pendingAppend{done: p.done}
+	pendingPool.Put(p)
+	return at, err
 }
 
-// leave is called when an append's commit returned; the last member of a
-// generation learns its size (others get 0).
-func (g *turnstile) leave() (generation int) {
+// lead commits every queued append (self among them), tells each its
+// outcome and hands the lead to the first append queued meanwhile.
+func (g *groupCommit) lead(l *AuditLog, self *pendingAppend) {
+	g.gather()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.active--; g.active > 0 {
-		return 0
+	gen := g.pending
+	g.pending = nil
+	g.lastSize = len(gen)
+	g.mu.Unlock()
+	for i := 0; i < len(gen); i += maxAsyncBatch {
+		l.commitGeneration(gen[i:min(i+maxAsyncBatch, len(gen))])
 	}
-	g.lastSize = g.size
-	generation = g.size
-	if g.next != nil {
-		g.active, g.size, g.open = g.waiting, g.waiting, true
-		g.waiting = 0
-		close(g.next)
-		g.next = nil
+	g.mu.Lock()
+	var next *pendingAppend
+	if len(g.pending) > 0 {
+		next = g.pending[0]
+	} else {
+		g.leading = false
 	}
-	return generation
+	g.mu.Unlock()
+	for _, p := range gen {
+		if p != self {
+			p.done <- false // p belongs to its owner again from here on
+		}
+	}
+	if next != nil {
+		next.done <- true
+	}
+}
+
+// commitGeneration stores gen in one transaction. If that fails, each
+// append is retried in its own, so one bad event fails alone.
+func (l *AuditLog) commitGeneration(gen []*pendingAppend) {
+	if l.seg != nil {
+		l.writeGeneration(gen)
+		return
+	}
+	var first *pendingAppend // carries the trail's first signed head
+	err := l.db.bolt.Update(func(tx *bolt.Tx) error {
+		first = nil
+		tip, err := readTip(tx)
+		if err != nil {
+			return err
+		}
+		for _, p := range gen {
+			if err := l.appendAfter(tx, p.d, tip, &p.at); err != nil {
+				return err
+			}
+			tip = audit.Link{Seq: p.at.seq, Hash: p.at.hash}
+			if p.at.head != nil {
+				first = p
+			}
+		}
+		return nil
+	})
+	if err != nil && len(gen) > 1 {
+		for _, p := range gen {
+			p.at = sealed{}
+			p.err = l.db.bolt.Update(func(tx *bolt.Tx) error { return l.appendTx(tx, p.d, &p.at) })
+			if p.err == nil {
+				p.err = l.raiseFirst(p.at.head)
+			}
+			if p.err == nil && l.opts.OnBatch != nil {
+				l.opts.OnBatch(1)
+			}
+		}
+		return
+	}
+	for _, p := range gen {
+		p.err = err
+	}
+	if err != nil {
+		return
+	}
+	if first != nil {
+		first.err = l.raiseFirst(first.at.head)
+	}
+	if l.opts.OnBatch != nil {
+		l.opts.OnBatch(len(gen))
+	}
 }
 
 type sealed struct {
@@ -364,6 +505,11 @@ func (l *AuditLog) appendTx(tx *bolt.Tx, d *audit.Draft, out *sealed) error {
 
 // appendAfter chains d after tip, the link readTip returned in this tx.
 func (l *AuditLog) appendAfter(tx *bolt.Tx, d *audit.Draft, tip audit.Link, out *sealed) error {
+	if l.opts.sealHook != nil {
+		if err := l.opts.sealHook(d); err != nil {
+			return err
+		}
+	}
 	seq := tip.Seq + 1
 	line, hash, err := d.Seal(seq, tip.Hash)
 	if err != nil {
@@ -558,6 +704,12 @@ func (l *AuditLog) Close() error {
 	close(l.stop)
 	l.loops.Wait()
 	err := l.writeErr()
+	if l.seg != nil {
+		l.tipMu.Lock()
+		l.truncateIndexedLocked()
+		err = errors.Join(err, l.segErr, l.indexErr(), l.seg.close())
+		l.tipMu.Unlock()
+	}
 	if l.opts.Signer != nil {
 		if _, serr := l.signHead(); serr != nil {
 			err = errors.Join(err, serr)
@@ -581,6 +733,10 @@ func (l *AuditLog) SignHead(ctx context.Context) (*audit.SignedHead, error) {
 }
 
 func (l *AuditLog) signHead() (*audit.SignedHead, error) {
+	// A head covers every event acknowledged before it was asked for.
+	if err := l.catchUp(); err != nil {
+		return nil, err
+	}
 	l.headMu.Lock()
 	defer l.headMu.Unlock()
 	var tip audit.Link
@@ -775,6 +931,9 @@ func lineHash(line []byte) string {
 // Range calls fn for each event with seq >= fromSeq, in seq order, until fn
 // returns false. fn runs outside any transaction.
 func (l *AuditLog) Range(ctx context.Context, fromSeq uint64, fn func(audit.Event) bool) error {
+	if err := l.catchUp(); err != nil {
+		return err
+	}
 	return l.rangeTo(ctx, fromSeq, math.MaxUint64, fn)
 }
 
@@ -834,6 +993,9 @@ func (l *AuditLog) Last(ctx context.Context, n int) ([]audit.Event, error) {
 	if n <= 0 {
 		return nil, nil
 	}
+	if err := l.catchUp(); err != nil {
+		return nil, err
+	}
 	var out []audit.Event
 	err := l.db.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
@@ -856,6 +1018,9 @@ func (l *AuditLog) Last(ctx context.Context, n int) ([]audit.Event, error) {
 // ErrNotFound.
 func (l *AuditLog) Get(ctx context.Context, seq uint64) (audit.Event, error) {
 	if err := ctx.Err(); err != nil {
+		return audit.Event{}, err
+	}
+	if err := l.catchUp(); err != nil {
 		return audit.Event{}, err
 	}
 	var e audit.Event
@@ -881,6 +1046,9 @@ func (l *AuditLog) Subscribe(ctx context.Context, fromSeq uint64) *audit.Subscri
 // Head describes the stored chain.
 func (l *AuditLog) Head(ctx context.Context) (audit.Status, error) {
 	if err := ctx.Err(); err != nil {
+		return audit.Status{}, err
+	}
+	if err := l.catchUp(); err != nil {
 		return audit.Status{}, err
 	}
 	var st audit.Status
@@ -916,6 +1084,18 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 	}
 	l.pruneMu.Lock()
 	defer l.pruneMu.Unlock()
+	if l.seg != nil {
+		// No group is written while the trail is cut: the anchor event
+		// chains to the tip, and the bucket must hold all of it.
+		l.tipMu.Lock()
+		defer l.tipMu.Unlock()
+		if l.segErr != nil {
+			return audit.PruneResult{}, fmt.Errorf("store: audit prune: the segment failed earlier (%w); restart pamctl", l.segErr)
+		}
+		if err := l.catchUp(); err != nil {
+			return audit.PruneResult{}, err
+		}
+	}
 
 	// Find the cut in a read transaction; only Prune deletes, so it stays
 	// valid until the write below.
@@ -983,6 +1163,14 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 	if err != nil {
 		return audit.PruneResult{}, fmt.Errorf("store: audit prune: %w", err)
 	}
+	if l.seg != nil {
+		l.tip = audit.Link{Seq: at.seq, Hash: at.hash}
+		l.ix.mu.Lock()
+		l.ix.indexed = at.seq
+		l.ix.mu.Unlock()
+		l.written.Store(at.seq)
+		l.truncateIndexedLocked()
+	}
 	res := audit.PruneResult{Deleted: deleted, Anchor: anchor, AnchorSeq: at.seq}
 	if _, err := l.signHead(); err != nil {
 		return res, err
@@ -994,6 +1182,9 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 // the anchor (or genesis) to the last event, the anchor and the signed
 // head. A break is returned as *audit.BreakError.
 func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report, error) {
+	if err := l.catchUp(); err != nil {
+		return audit.Report{}, err
+	}
 	var rep audit.Report
 	var verr error
 	err := l.db.view(func(tx *bolt.Tx) error {
@@ -1041,6 +1232,9 @@ func (l *AuditLog) Export(ctx context.Context, w io.Writer) error {
 // export signs the head (so an export normally covers every event), then
 // runs fn in one read transaction with the anchor and the signed head.
 func (l *AuditLog) export(ctx context.Context, fn func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error) error {
+	if err := l.catchUp(); err != nil {
+		return err
+	}
 	if l.opts.Signer != nil {
 		if _, err := l.SignHead(ctx); err != nil {
 			return err

@@ -26,6 +26,11 @@ func (db *DB) Snapshot(ctx context.Context, open func(size int64) (io.Writer, er
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if db.auditCatchUp != nil {
+		if err := db.auditCatchUp(); err != nil {
+			return 0, fmt.Errorf("store: snapshot: %w", err)
+		}
+	}
 	var n int64
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		w, err := open(tx.Size())

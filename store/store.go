@@ -102,6 +102,10 @@ func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 type DB struct {
 	bolt *bolt.DB
 	dir  string
+	// auditCatchUp, set by a durable AuditLog, waits until the audit
+	// bucket holds every acknowledged event (see audit_segment.go):
+	// Snapshot calls it first, so a backup holds them.
+	auditCatchUp func() error
 }
 
 // Options tunes Open. The zero value is right for production.

@@ -243,7 +243,13 @@ type runResult struct {
 func (m *Masker) run(w string, p0 int, final bool) runResult {
 	sc := scanPool.Get().(*scanner)
 	defer scanPool.Put(sc)
-	*sc = scanner{m: m, w: w, p0: p0, final: final, cut: len(w), cands: sc.cands[:0]}
+	return m.runWith(sc, w, p0, final)
+}
+
+// runWith is run with the caller's scanner (a Stream keeps its own).
+func (m *Masker) runWith(sc *scanner, w string, p0 int, final bool) runResult {
+	sc.m, sc.w, sc.p0, sc.final, sc.cut, sc.cands, sc.v6end = m, w, p0, final, len(w), sc.cands[:0], 0
+	sc.tok = numTok{}
 	sc.scan()
 	if !final {
 		sc.cut = min(sc.cut, m.holdStart(w, p0))
@@ -266,17 +272,22 @@ func (m *Masker) run(w string, p0 int, final bool) runResult {
 			return a.kind - b.kind
 		})
 	}
+	r := m.selectCands(sc, w, p0, final)
+	if len(sc.cands) > 1024 {
+		sc.cands = nil // do not pin large buffers in the pool
+	}
+	sc.w = ""
+	return r
+}
+
+// selectCands picks the matches of run from sc's candidates.
+func (m *Masker) selectCands(sc *scanner, w string, p0 int, final bool) runResult {
+	cands := sc.cands
 	var cs []customState
 	if len(m.custom) > 0 {
 		cs = make([]customState, len(m.custom))
 	}
 	var r runResult
-	defer func() {
-		if len(sc.cands) > 1024 {
-			sc.cands = nil // do not pin large buffers in the pool
-		}
-		sc.w = ""
-	}()
 	last := p0
 	ci := 0
 	cut := sc.cut
@@ -317,15 +328,39 @@ func (m *Masker) run(w string, p0 int, final bool) runResult {
 	if final {
 		r.rel = len(w)
 	} else if cut > r.rel {
-		// Never split a UTF-8 sequence the input did not split: callers
-		// re-encode released text as JSON strings. Holding back more is
-		// always safe.
-		for i := 1; i < utf8.UTFMax && cut > last && cut < len(w) && !utf8.RuneStart(w[cut]); i++ {
-			cut--
-		}
-		r.rel = cut
+		r.rel = runeCut(w, last, cut)
 	}
 	return r
+}
+
+// runeCut moves a release point cut (> last) back to a rune start: never
+// split a UTF-8 sequence the input did not split, callers re-encode
+// released text as JSON strings. Holding back more is always safe.
+func runeCut(w string, last, cut int) int {
+	for i := 1; i < utf8.UTFMax && cut > last && cut < len(w) && !utf8.RuneStart(w[cut]); i++ {
+		cut--
+	}
+	return cut
+}
+
+// quickRelease is run for a stream window in which no detector can
+// anchor: without custom detectors, when no byte of w[p0:] is a trigger,
+// scanning finds nothing and only the hold-back of a trailing run decides
+// the release point. ok is false when run must decide.
+func (m *Masker) quickRelease(w string, p0 int) (rel int, ok bool) {
+	if len(m.custom) > 0 {
+		return 0, false
+	}
+	tr := &m.trig
+	for i := p0; i < len(w); i++ {
+		if tr[w[i]] != 0 {
+			return 0, false
+		}
+	}
+	if cut := m.holdStart(w, p0); cut > p0 {
+		return runeCut(w, p0, cut), true
+	}
+	return p0, true
 }
 
 // customState caches the next match of one custom detector in a window.

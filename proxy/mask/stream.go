@@ -1,6 +1,9 @@
 package mask
 
-import "strings"
+import (
+	"strings"
+	"unsafe"
+)
 
 // MaxHold bounds the bytes a Stream holds back (besides a constant amount of
 // already released context): the longest stretch any detector must read
@@ -26,7 +29,30 @@ type Stream struct {
 	swSt   int
 	held   string // bytes the extender must see again
 	counts Counts
+	sc     scanner // reused by every write
+	out    []byte  // arena of released text, see release
 }
+
+// release returns a copy of t that Stream never changes: small pieces are
+// appended to an arena whose bytes are never rewritten (a full arena is
+// replaced, not reused), so one allocation serves many writes.
+func (s *Stream) release(t string) string {
+	if t == "" {
+		return ""
+	}
+	if cap(s.out)-len(s.out) < len(t) {
+		if len(t) > releaseArena/4 {
+			return strings.Clone(t)
+		}
+		s.out = make([]byte, 0, releaseArena)
+	}
+	n := len(s.out)
+	s.out = append(s.out, t...)
+	return unsafe.String(&s.out[n], len(t))
+}
+
+// releaseArena is the size of one arena of released text.
+const releaseArena = 512
 
 // NewStream starts masking a new text.
 func (m *Masker) NewStream() *Stream {
@@ -76,33 +102,63 @@ func (s *Stream) feed(text string, final bool) string {
 			s.sw, s.held = false, ""
 			text = t[n:]
 		}
+		s.compact()
+		noneHeld := len(s.buf) == s.p0 // nothing held back before text
 		s.buf = append(s.buf, text...)
-		w := string(s.buf)
-		r := s.m.run(w, s.p0, final)
+		// w aliases s.buf: it is only read until s.buf changes below, and
+		// what is returned or kept is copied out of it first.
+		w := unsafe.String(unsafe.SliceData(s.buf), len(s.buf))
+		var r runResult
+		if rel, ok := s.quick(w, final); ok {
+			r.rel = rel
+		} else {
+			r = s.m.runWith(&s.sc, w, s.p0, final)
+		}
 		if len(r.sel) == 0 && b.Len() == 0 {
-			// Nothing found: release a slice of w, no copy.
+			// Nothing found: release w[p0:rel]; the delta itself when it
+			// is exactly that, no copy.
 			p0 := s.p0
-			s.setBuf(w, r.rel, len(w))
-			return w[p0:r.rel]
+			s.p0 = r.rel
+			if noneHeld && p0+len(text) == r.rel {
+				return text
+			}
+			return s.release(w[p0:r.rel])
 		}
 		s.m.emit(&b, w, s.p0, r, s.counts)
 		if !r.open {
-			s.setBuf(w, r.rel, len(w))
+			s.p0 = r.rel
 			return b.String()
 		}
 		c := r.sel[len(r.sel)-1]
 		s.sw, s.swKind, s.swSt = true, c.kind, c.st
-		s.setBuf(w, r.rel, r.rel)
-		text = w[r.rel:]
+		text = strings.Clone(w[r.rel:])
+		s.buf = s.buf[:r.rel]
+		s.p0 = r.rel
 	}
 }
 
-// setBuf keeps w[rel:end] as held-back text after up to ctxLen bytes of
-// released context.
-func (s *Stream) setBuf(w string, rel, end int) {
-	from := max(0, rel-ctxLen)
-	s.buf = append(s.buf[:0], w[from:end]...)
-	s.p0 = rel - from
+// quick is Masker.quickRelease for a write that does not end the text.
+func (s *Stream) quick(w string, final bool) (int, bool) {
+	if final {
+		return 0, false
+	}
+	return s.m.quickRelease(w, s.p0)
+}
+
+// streamCompactAt is the window length past which a Stream drops released
+// context beyond ctxLen; below it the window grows in place, so a write
+// copies only its delta.
+const streamCompactAt = 1024
+
+// compact keeps at most ctxLen bytes of released context before the held
+// back text once the window is long.
+func (s *Stream) compact() {
+	if len(s.buf) < streamCompactAt || s.p0 <= ctxLen {
+		return
+	}
+	from := s.p0 - ctxLen
+	s.buf = s.buf[:copy(s.buf, s.buf[from:])]
+	s.p0 = ctxLen
 }
 
 // pushCtx appends released (dropped) text to the context.

@@ -1,0 +1,606 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// The audit segment is the durable audit trail's write-ahead file,
+// SegmentFileName next to the database. A durable append is acknowledged
+// once its record is in the segment and the segment is fdatasynced: one
+// device flush, shared by every append of a group commit, where a bbolt
+// commit needs two (pages, then meta). The bbolt audit bucket stays the
+// index every reader uses: an indexer goroutine copies each synced group
+// into it right after (its own fsyncs off the caller's path), readers wait
+// until it holds everything acknowledged before they read (catchUp), and
+// at start every record the bucket lacks is indexed from the segment, so a
+// crash between the two loses nothing. Once the bucket holds every record
+// the segment is emptied (at start, on Close, after Prune, and by the
+// first group written after it passes segmentTruncateAt).
+//
+// The file starts with a header (magic, epoch) and is preallocated with
+// written zeros (see segment): records overwrite it in place, so the one
+// fdatasync per group flushes data only. A record is
+//
+//	len  uint32 BE   length of line
+//	seq  uint64 BE   the event's seq
+//	crc  uint32 BE   CRC-32C of the epoch, seq and line
+//	line             the sealed event line (what the bucket stores)
+//
+// At start the records of the header's epoch are read up to the first one
+// that does not verify: a torn write (never acknowledged: its fdatasync
+// did not return), zeros, or a record of an older epoch left by emptying.
+// Anything else that does not read back — a bad record followed by a valid
+// one, a gap in seqs, a record whose seq the bucket holds with other
+// bytes, a line that does not chain from the bucket's tip — is damage, and
+// the log refuses to open rather than index it.
+const SegmentFileName = "audit.seg"
+
+const (
+	segHeader = 16
+	// segMaxLine bounds one record: far above any sealed event (the trail
+	// cuts prompts at 16 KiB), so a larger length is damage or a torn
+	// length field, never an event.
+	segMaxLine = 16 << 20
+	// segmentTruncateAt is the size past which the next group empties the
+	// segment first (once the bucket holds all of it).
+	segmentTruncateAt = 4 << 20
+	// segMaxFile bounds what start reads: segmentTruncateAt plus one
+	// group of maxAsyncBatch events is far below it.
+	segMaxFile = 1 << 30
+)
+
+var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrSegmentDamaged means the audit segment holds bytes that are not a torn
+// final write: edited, truncated in the middle, or from another trail.
+var ErrSegmentDamaged = errors.New("store: audit segment is damaged")
+
+// segment is the open segment file: a header (segMagic, then the epoch,
+// uint64 BE) and records from segFileHeader on. The file is preallocated
+// with written zeros and records overwrite it in place, so an fdatasync
+// flushes data only (no size or extent change for the journal). Emptying
+// it writes a new epoch into the header: records of older epochs no longer
+// verify (the epoch is in every record's checksum), so what follows the
+// last current record reads as the end, whatever it holds.
+type segment struct {
+	f      *os.File
+	path   string
+	epoch  uint64
+	pos    int64  // where the next record goes
+	alloc  int64  // bytes preallocated (written) in the file
+	buf    []byte // the record batch being written (leader only)
+	limit  int64  // empty past this position (segmentTruncateAt)
+	noSync bool   // the database skips fsync (Options.NoSync: tests)
+}
+
+const (
+	segFileHeader = 16
+	segMagic      = "pamctlsg"
+	// segPrealloc is how much of a new file is written with zeros ahead;
+	// past it the file grows by segGrow at a time (one full fsync each),
+	// up to about segmentTruncateAt, and is then reused.
+	segPrealloc = 256 << 10
+	segGrow     = 1 << 20
+)
+
+// segRecord is one record read back at start, or handed to the indexer.
+type segRecord struct {
+	seq  uint64
+	line []byte
+	prev string // chain link before it (indexer only)
+	hash string
+	d    *audit.Draft // the sealed draft (indexer only; nil at recovery)
+}
+
+func recordCRC(epoch, seq uint64, line []byte) uint32 {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[0:8], epoch)
+	binary.BigEndian.PutUint64(b[8:16], seq)
+	return crc32.Update(crc32.Update(0, crc32c, b[:]), crc32c, line)
+}
+
+func appendRecord(b []byte, epoch, seq uint64, line []byte) []byte {
+	var h [segHeader]byte
+	binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
+	binary.BigEndian.PutUint64(h[4:12], seq)
+	binary.BigEndian.PutUint32(h[12:16], recordCRC(epoch, seq, line))
+	b = append(b, h[:]...)
+	return append(b, line...)
+}
+
+func fileHeader(epoch uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(segMagic), epoch)
+}
+
+// openSegment opens (creating) the segment in dir and reads its records.
+// What follows the last record of the current epoch (a torn write, zeros,
+// older epochs' records) is the end; damage is ErrSegmentDamaged.
+func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
+	path := filepath.Join(dir, SegmentFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
+	}
+	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync}
+	fail := func(err error) (*segment, []segRecord, error) {
+		f.Close()
+		return nil, nil, err
+	}
+	damaged := func(why string) (*segment, []segRecord, error) {
+		return fail(fmt.Errorf("%w: %s: %s. Its events may be missing from the trail: keep the file for inspection, run `pamctl audit verify`, and move it away (or restore from a backup) to start", ErrSegmentDamaged, path, why))
+	}
+	if fi, err := f.Stat(); err == nil && fi.Size() > segMaxFile {
+		return damaged(fmt.Sprintf("%d bytes, more than a segment ever holds (%d)", fi.Size(), int64(segMaxFile)))
+	}
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		return fail(fmt.Errorf("store: audit segment: read: %w", err))
+	}
+	if len(raw) < segFileHeader && allZero(raw) {
+		// New (or created but never written): start epoch 1.
+		s.epoch = 1
+		if err := s.prepare(0); err != nil {
+			return fail(err)
+		}
+		return s, nil, nil
+	}
+	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
+		return damaged("it does not start with a segment header")
+	}
+	s.epoch = binary.BigEndian.Uint64(raw[8:16])
+	recs, good, err := parseSegment(raw[segFileHeader:], s.epoch)
+	if err != nil {
+		return damaged(err.Error())
+	}
+	s.pos = segFileHeader + good
+	if err := s.prepare(int64(len(raw))); err != nil {
+		return fail(err)
+	}
+	return s, recs, nil
+}
+
+// prepare makes sure the file is written (zeros) up to segPrealloc and
+// holds the header of s.epoch; size is the file's current size.
+func (s *segment) prepare(size int64) error {
+	if size < segFileHeader {
+		if _, err := s.f.WriteAt(fileHeader(s.epoch), 0); err != nil {
+			return fmt.Errorf("store: audit segment: write header: %w", err)
+		}
+		size = segFileHeader
+		s.pos = segFileHeader
+	}
+	s.alloc = size
+	if size < segPrealloc {
+		if err := s.zeroTo(segPrealloc); err != nil {
+			return err
+		}
+		if !s.noSync {
+			if err := s.f.Sync(); err != nil { // the new size and extents
+				return fmt.Errorf("store: audit segment: fsync: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// zeroTo writes zeros from s.alloc to end, so later records overwrite
+// written blocks in place.
+func (s *segment) zeroTo(end int64) error {
+	zero := make([]byte, min(64<<10, end-s.alloc))
+	for off := s.alloc; off < end; off += int64(len(zero)) {
+		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), end-off)], off); err != nil {
+			return fmt.Errorf("store: audit segment: preallocate: %w", err)
+		}
+	}
+	s.alloc = end
+	return nil
+}
+
+// parseSegment reads records of epoch from raw (the file after its
+// header); good is the length of its valid records. A record that does not
+// verify ends them — unless a record of this epoch follows it, which no
+// torn write or older epoch leaves: that is damage.
+func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err error) {
+	off := 0
+	for off < len(raw) {
+		rest := raw[off:]
+		if len(rest) < segHeader {
+			return recs, int64(off), nil
+		}
+		n := int(binary.BigEndian.Uint32(rest[0:4]))
+		seq := binary.BigEndian.Uint64(rest[4:12])
+		if n == 0 || n > segMaxLine || len(rest) < segHeader+n ||
+			recordCRC(epoch, seq, rest[segHeader:segHeader+n]) != binary.BigEndian.Uint32(rest[12:16]) {
+			if n > 0 && n <= segMaxLine && len(rest) >= segHeader+n && validAt(rest[segHeader+n:], epoch) {
+				return nil, 0, fmt.Errorf("the record at byte %d (seq %d) fails its checksum and a valid one follows", segFileHeader+off, seq)
+			}
+			return recs, int64(off), nil
+		}
+		if len(recs) > 0 && seq != recs[len(recs)-1].seq+1 {
+			return nil, 0, fmt.Errorf("the record at byte %d has seq %d after seq %d", segFileHeader+off, seq, recs[len(recs)-1].seq)
+		}
+		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(rest[segHeader : segHeader+n])})
+		off += segHeader + n
+	}
+	return recs, int64(off), nil
+}
+
+// validAt reports whether b starts with a record of epoch.
+func validAt(b []byte, epoch uint64) bool {
+	if len(b) < segHeader {
+		return false
+	}
+	n := int(binary.BigEndian.Uint32(b[0:4]))
+	if n == 0 || n > segMaxLine || len(b) < segHeader+n {
+		return false
+	}
+	return recordCRC(epoch, binary.BigEndian.Uint64(b[4:12]), b[segHeader:segHeader+n]) == binary.BigEndian.Uint32(b[12:16])
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// record appends the record of seq to b.
+func (s *segment) record(b []byte, seq uint64, line []byte) []byte {
+	return appendRecord(b, s.epoch, seq, line)
+}
+
+// write writes b at the end of the records and fdatasyncs. A failed write
+// leaves pos where it was (the next write overwrites the partial record);
+// a failed sync leaves the file's state unknown and the caller must stop
+// using it.
+func (s *segment) write(b []byte) (synced bool, err error) {
+	end := s.pos + int64(len(b))
+	grow := end > s.alloc
+	if grow {
+		// Past the preallocated part: zeros ahead, then one full fsync
+		// (the size changes).
+		if err := s.zeroTo(max(end, s.alloc+segGrow)); err != nil {
+			return true, err
+		}
+	}
+	if _, err := s.f.WriteAt(b, s.pos); err != nil {
+		return true, fmt.Errorf("store: audit segment: write: %w", err)
+	}
+	if grow && !s.noSync {
+		if err := s.f.Sync(); err != nil {
+			return false, fmt.Errorf("store: audit segment: fsync: %w", err)
+		}
+	} else if err := s.sync(); err != nil {
+		return false, err
+	}
+	s.pos = end
+	return true, nil
+}
+
+// reset empties the segment: a new epoch in the header, synced.
+func (s *segment) reset() error {
+	if s.pos == segFileHeader {
+		return nil
+	}
+	if _, err := s.f.WriteAt(fileHeader(s.epoch+1), 0); err != nil {
+		return fmt.Errorf("store: audit segment: write header: %w", err)
+	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	s.epoch++
+	s.pos = segFileHeader
+	return nil
+}
+
+func (s *segment) sync() error {
+	if s.noSync {
+		return nil
+	}
+	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+		return fmt.Errorf("store: audit segment: fdatasync: %w", err)
+	}
+	return nil
+}
+
+func (s *segment) close() error { return s.f.Close() }
+
+// recoverSegment indexes the records of the segment the bucket lacks, in
+// one transaction, after checking that those it has match byte for byte
+// and that the new ones chain from the bucket's tip.
+func (l *AuditLog) recoverSegment(recs []segRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	var first *audit.SignedHead
+	err := l.db.bolt.Update(func(tx *bolt.Tx) error {
+		first = nil
+		tip, err := readTip(tx)
+		if err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketAudit)
+		// The trail's first head is signed with its first event; a trail
+		// that had events keeps its head (or lost it: open refuses that).
+		fresh := tip.Seq == 0
+		var v *audit.Verifier
+		for _, r := range recs {
+			if r.seq <= tip.Seq {
+				stored := b.Get(u64(r.seq))
+				if stored == nil {
+					a, err := readAnchor(tx)
+					if err != nil {
+						return err
+					}
+					if a != nil && r.seq <= a.Seq {
+						continue // pruned since
+					}
+					return fmt.Errorf("%w: it holds seq %d, which %s does not", ErrSegmentDamaged, r.seq, l.db.path())
+				}
+				line, err := recordLine(stored)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(line, r.line) {
+					return fmt.Errorf("%w: its seq %d differs from the one stored in %s: one of them was edited. Run `pamctl audit verify`", ErrSegmentDamaged, r.seq, l.db.path())
+				}
+				continue
+			}
+			if v == nil {
+				v = audit.NewRangeVerifier(tip, nil)
+			}
+			if err := v.Add(r.line); err != nil {
+				return fmt.Errorf("%w: seq %d does not chain from the trail's last event (seq %d): %w", ErrSegmentDamaged, r.seq, tip.Seq, err)
+			}
+			hash := lineHash(r.line)
+			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
+				return fmt.Errorf("store: audit put: %w", err)
+			}
+			if fresh {
+				var out sealed
+				if err := l.firstHead(tx, r.seq, hash, &out); err != nil {
+					return err
+				}
+				if out.head != nil {
+					first = out.head
+				}
+			}
+			tip = audit.Link{Seq: r.seq, Hash: hash}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: audit: index the segment: %w", err)
+	}
+	return l.raiseFirst(first)
+}
+
+// indexer copies synced records into the bucket.
+type indexer struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	queue   []segRecord
+	indexed uint64 // the bucket holds every record through this seq
+	err     error  // sticky: the bucket could not be written
+	kick    chan struct{}
+}
+
+// indexLoop runs the indexer until Close, draining its queue first.
+func (l *AuditLog) indexLoop() {
+	defer l.loops.Done()
+	ix := &l.ix
+	var batch []segRecord
+	for {
+		stopping := false
+		select {
+		case <-ix.kick:
+		case <-l.stop:
+			stopping = true
+		}
+		for {
+			ix.mu.Lock()
+			batch, ix.queue = ix.queue, batch[:0]
+			failed := ix.err != nil
+			ix.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			if failed {
+				continue // keep draining; catchUp reports the error
+			}
+			err := l.indexBatch(batch)
+			ix.mu.Lock()
+			if err != nil {
+				ix.err = fmt.Errorf("store: audit: index %d events (seq %d-%d, safe in %s and indexed at the next start): %w",
+					len(batch), batch[0].seq, batch[len(batch)-1].seq, l.seg.path, err)
+			} else {
+				ix.indexed = batch[len(batch)-1].seq
+			}
+			ix.cond.Broadcast()
+			ix.mu.Unlock()
+			if err != nil {
+				l.opts.OnError(err)
+			}
+			clear(batch)
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// indexBatch stores synced records in one transaction and publishes them.
+func (l *AuditLog) indexBatch(batch []segRecord) error {
+	if l.opts.indexHook != nil {
+		l.opts.indexHook()
+	}
+	var first *audit.SignedHead
+	err := l.db.bolt.Update(func(tx *bolt.Tx) error {
+		first = nil
+		b := tx.Bucket(bucketAudit)
+		b.FillPercent = 1
+		for i := range batch {
+			r := &batch[i]
+			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
+				return fmt.Errorf("store: audit put: %w", err)
+			}
+			var out sealed
+			if err := l.firstHead(tx, r.seq, r.hash, &out); err != nil {
+				return err
+			}
+			if out.head != nil {
+				first = out.head
+			}
+			e := r.d.Event(r.seq, r.prev, r.hash)
+			tx.OnCommit(func() { l.committed(e) })
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := l.raiseFirst(first); err != nil {
+		l.opts.OnError(err) // the head is stored; the next start raises the mark
+	}
+	return nil
+}
+
+// enqueueIndex hands records the segment holds to the indexer.
+func (l *AuditLog) enqueueIndex(recs []segRecord) {
+	l.ix.mu.Lock()
+	l.ix.queue = append(l.ix.queue, recs...)
+	l.ix.mu.Unlock()
+	select {
+	case l.ix.kick <- struct{}{}:
+	default:
+	}
+}
+
+// catchUp waits until the bucket holds every event acknowledged so far
+// (durable mode with a segment; otherwise it returns at once).
+func (l *AuditLog) catchUp() error {
+	if l.seg == nil {
+		return nil
+	}
+	target := l.written.Load()
+	ix := &l.ix
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for ix.indexed < target && ix.err == nil {
+		ix.cond.Wait()
+	}
+	return ix.err
+}
+
+// truncateIndexedLocked empties the segment if the bucket holds all of it;
+// tipMu is held.
+func (l *AuditLog) truncateIndexedLocked() {
+	l.ix.mu.Lock()
+	done := l.ix.err == nil && l.ix.indexed >= l.written.Load()
+	l.ix.mu.Unlock()
+	if !done || l.segErr != nil {
+		return
+	}
+	if err := l.seg.reset(); err != nil {
+		l.segErr = err
+		l.opts.OnError(err)
+	}
+}
+
+// writeGeneration seals gen after the segment's tip, writes it as one
+// batch of records with one fdatasync, and hands it to the indexer.
+func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
+	l.tipMu.Lock()
+	if l.segErr != nil {
+		for _, p := range gen {
+			p.err = fmt.Errorf("store: audit: the segment failed earlier (%w); restart pamctl", l.segErr)
+		}
+		l.tipMu.Unlock()
+		return
+	}
+	if err := l.indexErr(); err != nil {
+		for _, p := range gen {
+			p.err = err
+		}
+		l.tipMu.Unlock()
+		return
+	}
+	if l.seg.pos >= l.seg.limit {
+		// Empty the segment once the bucket holds all of it: this group
+		// waits for one index commit, once per segmentTruncateAt bytes.
+		if err := l.catchUp(); err == nil {
+			l.truncateIndexedLocked()
+		}
+	}
+	tip := l.tip
+	buf := l.seg.buf[:0]
+	recs := make([]segRecord, 0, len(gen))
+	var ok []*pendingAppend
+	for _, p := range gen {
+		if l.opts.sealHook != nil {
+			if p.err = l.opts.sealHook(p.d); p.err != nil {
+				continue
+			}
+		}
+		seq := tip.Seq + 1
+		line, hash, err := p.d.Seal(seq, tip.Hash)
+		if err != nil {
+			p.err = err
+			continue
+		}
+		p.at = sealed{seq: seq, prev: tip.Hash, hash: hash}
+		buf = l.seg.record(buf, seq, line)
+		recs = append(recs, segRecord{seq: seq, line: line, prev: tip.Hash, hash: hash, d: p.d})
+		ok = append(ok, p)
+		tip = audit.Link{Seq: seq, Hash: hash}
+	}
+	if len(recs) == 0 {
+		l.tipMu.Unlock()
+		return
+	}
+	if cap(buf) <= 1<<20 {
+		l.seg.buf = buf
+	} else {
+		l.seg.buf = nil
+	}
+	synced, err := l.seg.write(buf)
+	if err != nil {
+		if !synced {
+			l.segErr = err
+		}
+		for _, p := range ok {
+			p.err, p.at = err, sealed{}
+		}
+		l.tipMu.Unlock()
+		l.opts.OnError(err)
+		return
+	}
+	l.tip = tip
+	l.written.Store(tip.Seq)
+	l.tipMu.Unlock()
+	l.enqueueIndex(recs)
+	if l.opts.OnBatch != nil {
+		l.opts.OnBatch(len(recs))
+	}
+}
+
+func (l *AuditLog) indexErr() error {
+	l.ix.mu.Lock()
+	defer l.ix.mu.Unlock()
+	return l.ix.err
+}

@@ -1,0 +1,453 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// crashedTrail leaves in a new directory the state of a durable log killed
+// after acknowledging n events that its indexer had not stored yet (the
+// indexer is held): a bucket without them, a segment with them. It returns
+// the directory and the acknowledged events.
+func crashedTrail(t *testing.T, before, n int) (string, []audit.Event) {
+	t.Helper()
+	ctx := context.Background()
+	src := t.TempDir()
+	hold := make(chan struct{})
+	var held sync.Once
+	opts := AuditOptions{Signer: testSigner}
+	db, l := openAudit(t, src, true, opts)
+	appendN(t, l, before)
+	if err := l.catchUp(); err != nil {
+		t.Fatal(err)
+	}
+	l.opts.indexHook = func() { <-hold }
+	t.Cleanup(func() { held.Do(func() { close(hold) }) })
+	var acked []audit.Event
+	for i := range n {
+		e := benchEvent(before + i)
+		if err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, *e)
+	}
+	// Nothing writes the database now (the indexer waits): copy both files
+	// as a crash would leave them.
+	dst := t.TempDir()
+	for _, name := range []string{FileName, SegmentFileName} {
+		raw, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = db
+	return dst, acked
+}
+
+// readSegment returns the segment file of dir, its epoch, its valid
+// records and where they end.
+func readSegment(t *testing.T, dir string) (raw []byte, epoch uint64, recs []segRecord, end int) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, SegmentFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
+		t.Fatalf("no segment header: % x", raw[:min(len(raw), 16)])
+	}
+	epoch = binary.BigEndian.Uint64(raw[8:16])
+	recs, good, err := parseSegment(raw[segFileHeader:], epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, epoch, recs, segFileHeader + int(good)
+}
+
+// segmentFile is a segment file of epoch holding recs, zero-padded.
+func segmentFile(epoch uint64, recs []segRecord) []byte {
+	b := fileHeader(epoch)
+	for _, r := range recs {
+		b = appendRecord(b, epoch, r.seq, r.line)
+	}
+	return append(b, make([]byte, 4096)...)
+}
+
+// Events acknowledged but not yet in the bucket when the process died are
+// indexed from the segment at the next start; the segment is then emptied
+// and the trail verifies.
+func TestAuditSegmentRecoversAcknowledgedEvents(t *testing.T) {
+	for _, before := range []int{0, 3} { // 0: the first head comes from the segment
+		t.Run(fmt.Sprint("before=", before), func(t *testing.T) {
+			dir, acked := crashedTrail(t, before, 7)
+			if _, _, recs, _ := readSegment(t, dir); len(recs) != before+7 {
+				t.Fatalf("the crashed segment holds %d records, want %d", len(recs), before+7)
+			}
+			_, l := openAudit(t, dir, true, AuditOptions{Signer: testSigner})
+			if _, _, recs, _ := readSegment(t, dir); len(recs) != 0 {
+				t.Errorf("the segment still holds %d records once indexed", len(recs))
+			}
+			ctx := context.Background()
+			for _, e := range acked {
+				got, err := l.Get(ctx, e.Seq)
+				if err != nil || got.Hash != e.Hash {
+					t.Fatalf("seq %d: %v, hash %q want %q", e.Seq, err, got.Hash, e.Hash)
+				}
+			}
+			appendN(t, l, 1)
+			if _, err := l.SignHead(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := l.Verify(ctx, testKeys)
+			if err != nil || rep.Events != uint64(before+7+1) || !rep.Signed {
+				t.Fatalf("Verify = %+v, %v", rep, err)
+			}
+		})
+	}
+}
+
+// A record cut short at the end of the segment (a write the kill
+// interrupted, never acknowledged) is dropped; every complete one is kept.
+func TestAuditSegmentTornTail(t *testing.T) {
+	for _, tail := range []string{"header", "body", "older-epoch", "badsum"} {
+		t.Run(tail, func(t *testing.T) {
+			dir, acked := crashedTrail(t, 2, 4)
+			path := filepath.Join(dir, SegmentFileName)
+			raw, epoch, _, end := readSegment(t, dir)
+			next := acked[len(acked)-1].Seq + 1
+			var torn []byte
+			switch tail {
+			case "header":
+				torn = []byte{0, 0, 1}
+			case "body":
+				torn = appendRecord(nil, epoch, next, []byte(`{"seq":7,"type":"proxy.call"`))
+				torn = torn[:len(torn)-5]
+			case "older-epoch":
+				torn = appendRecord(nil, epoch-1, next, []byte(`{"seq":7}`))
+			case "badsum":
+				torn = appendRecord(nil, epoch, next, []byte(`{"seq":7}`))
+				torn[len(torn)-2] ^= 1
+			}
+			copy(raw[end:], torn)
+			os.WriteFile(path, raw, 0o600)
+			_, l := openAudit(t, dir, true, AuditOptions{Signer: testSigner})
+			st, err := l.Head(context.Background())
+			if err != nil || st.Last.Seq != acked[len(acked)-1].Seq || st.Last.Hash != acked[len(acked)-1].Hash {
+				t.Fatalf("Head = %+v, %v; want the last acknowledged event %d", st, err, acked[len(acked)-1].Seq)
+			}
+			if rep, err := l.Verify(context.Background(), testKeys); err != nil {
+				t.Fatalf("Verify = %+v, %v", rep, err)
+			}
+		})
+	}
+}
+
+// A segment that does not read back as written is refused, not indexed
+// and not silently dropped.
+func TestAuditSegmentDamageIsRefused(t *testing.T) {
+	cases := map[string]func(t *testing.T, raw []byte, acked []audit.Event) []byte{
+		"a flipped byte before the last record": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
+			raw[segFileHeader+segHeader+40] ^= 1
+			return raw
+		},
+		"a record removed from the middle": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
+			epoch := binary.BigEndian.Uint64(raw[8:16])
+			recs, _, err := parseSegment(raw[segFileHeader:], epoch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return segmentFile(epoch, append(recs[:1:1], recs[2:]...))
+		},
+		"an edited event with a recomputed checksum": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
+			epoch := binary.BigEndian.Uint64(raw[8:16])
+			recs, _, _ := parseSegment(raw[segFileHeader:], epoch)
+			recs[1].line = bytes.Replace(recs[1].line, []byte("ada@example.com"), []byte("eve@example.com"), 1)
+			return segmentFile(epoch, recs)
+		},
+		"records of another trail": func(t *testing.T, raw []byte, acked []audit.Event) []byte {
+			other, _ := crashedTrail(t, 2, 4)
+			raw, _ = os.ReadFile(filepath.Join(other, SegmentFileName))
+			return raw
+		},
+	}
+	for name, damage := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir, acked := crashedTrail(t, 2, 4)
+			path := filepath.Join(dir, SegmentFileName)
+			raw, _ := os.ReadFile(path)
+			os.WriteFile(path, damage(t, raw, acked), 0o600)
+			db, err := Open(dir, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			_, err = db.AuditLog(AuditOptions{Signer: testSigner})
+			if !errors.Is(err, ErrSegmentDamaged) || !strings.Contains(err.Error(), "pamctl audit verify") {
+				t.Fatalf("open = %v, want ErrSegmentDamaged with what to do", err)
+			}
+			// audit verify opens an Inspect log: it starts, shows the
+			// bucket's trail and reports the segment.
+			var reported error
+			l, err := db.AuditLog(AuditOptions{Signer: testSigner, Inspect: true, OnError: func(err error) { reported = err }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if !errors.Is(reported, ErrSegmentDamaged) {
+				t.Errorf("Inspect reported %v", reported)
+			}
+		})
+	}
+}
+
+// An acknowledged event the bucket holds is rewritten in the segment: the
+// two disagree, and the log refuses to choose.
+func TestAuditSegmentDisagreesWithTheBucket(t *testing.T) {
+	dir, acked := crashedTrail(t, 2, 3)
+	db, l := openAudit(t, dir, true, AuditOptions{Signer: testSigner}) // indexes and empties it
+	closeAudit(t, db, l)
+	// Put back a record for seq 3 with other bytes that chain the same way.
+	d, err := audit.NewDraft(benchEvent(99), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, err := d.Seal(3, acked[0].PrevHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, SegmentFileName), segmentFile(9, []segRecord{{seq: 3, line: line}}), 0o600)
+	db2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if _, err := db2.AuditLog(AuditOptions{Signer: testSigner}); !errors.Is(err, ErrSegmentDamaged) {
+		t.Fatalf("open = %v, want ErrSegmentDamaged", err)
+	}
+}
+
+// A backup taken while the indexer lags still holds every event
+// acknowledged before it started: Snapshot waits for the index.
+func TestAuditSnapshotHoldsAcknowledgedEvents(t *testing.T) {
+	ctx := context.Background()
+	db, l := openAudit(t, t.TempDir(), true, AuditOptions{Signer: testSigner})
+	appendN(t, l, 2)
+	if err := l.catchUp(); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	l.opts.indexHook = func() { <-hold }
+	e := benchEvent(5)
+	if err := l.Append(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.Snapshot(ctx, func(int64) (io.Writer, error) { return &buf, nil })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Snapshot returned (%v) before the acknowledged event was indexed", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "copy.db")
+	os.WriteFile(path, buf.Bytes(), 0o600)
+	info, err := CheckBackup(path)
+	if err != nil || info.AuditSeq != e.Seq {
+		t.Fatalf("backup holds audit seq %d (%v), want %d", info.AuditSeq, err, e.Seq)
+	}
+}
+
+// segmentCrashChild appends durably from many goroutines and prints each
+// acknowledged event as "seq hash" until it is killed.
+func segmentCrashChild(dir string) {
+	db, err := Open(dir, Options{})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	l, err := db.AuditLog(AuditOptions{Signer: testSigner})
+	if err != nil {
+		fmt.Println("audit:", err)
+		os.Exit(2)
+	}
+	var mu sync.Mutex
+	out := bufio.NewWriter(os.Stdout)
+	fmt.Fprintln(out, "READY")
+	out.Flush()
+	for w := range 16 {
+		go func() {
+			for i := 0; ; i++ {
+				e := benchEvent(w*1_000_000 + i)
+				if err := l.Append(context.Background(), e); err != nil {
+					fmt.Println("append:", err)
+					os.Exit(2)
+				}
+				mu.Lock()
+				fmt.Fprintf(out, "%d %s\n", e.Seq, e.Hash)
+				out.Flush() // acknowledged: the parent may count it
+				mu.Unlock()
+			}
+		}()
+	}
+	select {}
+}
+
+// A process killed with SIGKILL in the middle of durable appends loses no
+// acknowledged event: after a restart every event it reported is stored
+// with its hash, and the chain verifies.
+func TestAuditSegmentKillMidAppend(t *testing.T) {
+	if dir := os.Getenv("PAMCTL_SEGMENT_CRASH_CHILD"); dir != "" {
+		segmentCrashChild(dir)
+	}
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	for round := range 3 {
+		child := exec.Command(os.Args[0], "-test.run=^TestAuditSegmentKillMidAppend$")
+		child.Env = append(os.Environ(), "PAMCTL_SEGMENT_CRASH_CHILD="+dir)
+		stdout, _ := child.StdoutPipe()
+		child.Stderr = os.Stderr
+		if err := child.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(stdout)
+		if line, err := r.ReadString('\n'); err != nil || line != "READY\n" {
+			child.Process.Kill()
+			child.Wait()
+			t.Fatalf("child: %q %v", line, err)
+		}
+		acked := map[uint64]string{}
+		var mu sync.Mutex
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				f := strings.Fields(line)
+				if len(f) != 2 {
+					continue
+				}
+				seq, err := strconv.ParseUint(f[0], 10, 64)
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				acked[seq] = f[1]
+				mu.Unlock()
+			}
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			n := len(acked)
+			mu.Unlock()
+			if n >= 300 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		child.Process.Signal(syscall.SIGKILL)
+		child.Wait()
+		<-readDone
+		if len(acked) < 50 {
+			t.Fatalf("round %d: only %d events acknowledged before the kill", round, len(acked))
+		}
+		db, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := db.AuditLog(AuditOptions{Signer: testSigner})
+		if err != nil {
+			db.Close()
+			t.Fatalf("round %d: reopen after the kill: %v", round, err)
+		}
+		ctx := context.Background()
+		for seq, hash := range acked {
+			e, err := l.Get(ctx, seq)
+			if err != nil || e.Hash != hash {
+				t.Fatalf("round %d: acknowledged seq %d lost (%v, hash %q want %q)", round, seq, err, e.Hash, hash)
+			}
+		}
+		if _, err := l.SignHead(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := l.Verify(ctx, testKeys); err != nil {
+			t.Fatalf("round %d: Verify = %+v, %v", round, rep, err)
+		}
+		l.Close()
+		db.Close()
+	}
+}
+
+// Under sustained appends the segment is emptied once it passes its
+// limit: it stays bounded, and every event is kept.
+func TestAuditSegmentStaysBoundedUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, l := openAudit(t, dir, false, AuditOptions{Signer: testSigner})
+	const limit = 16 << 10
+	l.tipMu.Lock()
+	l.seg.limit = limit
+	l.tipMu.Unlock()
+	var wg sync.WaitGroup
+	var maxSize int64
+	var mu sync.Mutex
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				if err := l.Append(ctx, benchEvent(w*100+i)); err != nil {
+					t.Error(err)
+					return
+				}
+				l.tipMu.Lock()
+				pos := l.seg.pos
+				l.tipMu.Unlock()
+				mu.Lock()
+				maxSize = max(maxSize, pos)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	// One group of at most 8 events (~1.2 KiB each) may pass the limit.
+	if maxSize > limit+16<<10 {
+		t.Errorf("segment grew to %d bytes with a limit of %d", maxSize, limit)
+	}
+	if _, err := l.SignHead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := l.Verify(ctx, testKeys); err != nil || rep.Events != 400 {
+		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
+}
