@@ -78,7 +78,9 @@ func (a *App) openCounters() (counterStore, error) {
 // every replica's own URL, which then must be the same on all of them
 // (same broker.addr and TLS setting).
 func (a *App) issuerURL() string {
-	if a.etcd != nil && a.cfg.Server != "" {
+	// The built-in default `server` names no load balancer: a replica left
+	// with it (one server on etcd, a test) is its own issuer.
+	if a.etcd != nil && a.cfg.Server != "" && a.cfg.Server != "http://"+DefaultBrokerAddr {
 		return strings.TrimRight(a.cfg.Server, "/")
 	}
 	return a.BrokerURL()
