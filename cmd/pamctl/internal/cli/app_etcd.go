@@ -76,9 +76,10 @@ func (a *App) openCounters() (counterStore, error) {
 // balancer: `server` (the address everyone reaches them at) when set, so
 // a token minted by one replica verifies at every replica; without it,
 // every replica's own URL, which then must be the same on all of them
-// (same broker.addr and TLS setting).
+// (same broker.addr and TLS setting). serve --dev keeps its own URL: its
+// embedded IdP lives there.
 func (a *App) issuerURL() string {
-	if a.etcd != nil && a.cfg.Server != "" {
+	if a.etcd != nil && !a.dev && a.cfg.Server != "" {
 		return strings.TrimRight(a.cfg.Server, "/")
 	}
 	return a.BrokerURL()
