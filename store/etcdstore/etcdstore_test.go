@@ -22,8 +22,14 @@ var prefixes atomic.Int64
 // openOn opens a store under a fresh prefix of c, closed when t ends.
 func openOn(t testing.TB, c *etcdtest.Cluster) *etcdstore.DB {
 	t.Helper()
+	return openAt(t, c, fmt.Sprintf("/t%d/", prefixes.Add(1)))
+}
+
+// openAt opens a store under prefix of c, closed when t ends.
+func openAt(t testing.TB, c *etcdtest.Cluster, prefix string) *etcdstore.DB {
+	t.Helper()
 	db, err := etcdstore.Open(context.Background(), etcdstore.Config{
-		Endpoints: c.Endpoints(), Prefix: fmt.Sprintf("/t%d/", prefixes.Add(1)), OpTimeout: 10 * time.Second})
+		Endpoints: c.Endpoints(), Prefix: prefix, OpTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), cfg.CheckTLS()); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", inFile(cfg.File), err))
 	}
 	view := cfg.Effective()

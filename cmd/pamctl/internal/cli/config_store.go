@@ -137,3 +137,14 @@ func anyHTTPS(eps []string) bool {
 	}
 	return false
 }
+
+// CheckStore reads store.etcd's files as serve would (the CA, client
+// certificate and key, the password), so `pamctl config check` finds a
+// missing or malformed one before a replica fails to start.
+func (c *Config) CheckStore() error {
+	if c.Store.Backend != BackendEtcd || len(c.Store.validate()) > 0 {
+		return nil // nothing to read, or Validate already says what is wrong
+	}
+	_, err := c.EtcdStoreConfig()
+	return err
+}

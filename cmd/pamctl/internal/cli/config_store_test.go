@@ -133,3 +133,18 @@ func TestStoreBackupRefusesWithEtcd(t *testing.T) {
 		t.Fatalf("store backup with etcd: %+v", r)
 	}
 }
+
+// pamctl config check reads the etcd files serve would read.
+func TestConfigCheckReadsEtcdFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := writeConfig(t, "store: { backend: etcd, etcd: { endpoints: [http://127.0.0.1:2379], username: pamctl, password_file: "+filepath.Join(dir, "missing")+" } }\n")
+	t.Setenv("PAMCTL_DATA_DIR", filepath.Join(dir, "data"))
+	r := runCLI(t, "config", "check", "--config", file)
+	if r.code != ExitUsage || !strings.Contains(r.err, "store.etcd.password_file") {
+		t.Fatalf("config check with a missing password file: %+v", r)
+	}
+	os.WriteFile(filepath.Join(dir, "missing"), []byte("pw\n"), 0o600)
+	if r := runCLI(t, "config", "check", "--config", file); r.code != ExitOK || strings.Contains(r.out+r.err, "pw\n") {
+		t.Fatalf("config check with the file: %+v", r)
+	}
+}

@@ -26,11 +26,11 @@ type local struct {
 }
 
 func openLocal(ctx context.Context, cfg *Config) (*local, error) {
-	if cfg.Store.Backend == BackendEtcd {
-		return nil, withCode(ExitUsage, errEtcdLocal)
-	}
 	if err := cfg.CheckPrivate(); err != nil {
 		return nil, err
+	}
+	if cfg.Store.Backend == BackendEtcd {
+		return nil, withCode(ExitUsage, errEtcdLocal)
 	}
 	db, err := store.Open(cfg.DataDir, store.Options{})
 	if err != nil {
