@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -155,5 +156,37 @@ func TestSharedBudget(t *testing.T) {
 	}
 	if u, err := c.Load(ctx, "g"); err != nil || u.Requests != Allotment(100) || !u.Minute.Equal(now.UTC().Truncate(time.Minute)) {
 		t.Fatalf("Load requests = %+v, %v; want the %d claimed this minute", u, err, Allotment(100))
+	}
+}
+
+// Token records of grants expired for over an hour go, also those of a
+// replica that is gone; live ones stay.
+func TestCountersSweepOrphans(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	cli := cluster.Client()
+	now := time.Now()
+	// Records a replica wrote before it died: nobody alive knows "old".
+	put := func(grant string, r tokensRecord) {
+		b, _ := json.Marshal(r)
+		if _, err := cli.Put(context.Background(), "/sweep/counters/"+grant+"/tokens/gone", string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("old", tokensRecord{Tokens: 5, Expires: now.Add(-2 * time.Hour)})
+	put("live", tokensRecord{Tokens: 7, Expires: now.Add(time.Hour)})
+	sweeper, err := OpenCounters(cli, "/sweep/", 5*time.Second, nil, CounterOptions{Replica: "sweeper", FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sweeper.Close()
+	if err := sweeper.Flush(); err != nil { // the first flush sweeps
+		t.Fatal(err)
+	}
+	u, err := sweeper.Load(context.Background(), "old")
+	if err != nil || u.Tokens != 0 {
+		t.Fatalf("expired grant's records: %+v, %v; want swept", u, err)
+	}
+	if u, err := sweeper.Load(context.Background(), "live"); err != nil || u.Tokens != 7 {
+		t.Fatalf("live grant's records: %+v, %v; want kept", u, err)
 	}
 }
