@@ -21,6 +21,7 @@ import (
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/devupstream"
 	"github.com/pamctl/pamctl/store/etcdtest"
+	"github.com/pamctl/pamctl/store/storetest"
 )
 
 // fixedClaims verifies every token as one grant with the given limits.
@@ -189,4 +190,21 @@ func TestCountersSweepOrphans(t *testing.T) {
 	if u, err := sweeper.Load(context.Background(), "live"); err != nil || u.Tokens != 7 {
 		t.Fatalf("live grant's records: %+v, %v; want kept", u, err)
 	}
+}
+
+func TestCountersSuite(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	cli := cluster.Client()
+	n := 0
+	storetest.CountersSuite(t, storetest.CountersBackend{Shared: true, New: func(t *testing.T) func() storetest.Counters {
+		n++
+		prefix := fmt.Sprintf("/counters-suite-%d/", n)
+		return func() storetest.Counters {
+			c, err := OpenCounters(cli, prefix, 5*time.Second, nil, CounterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+	}})
 }
