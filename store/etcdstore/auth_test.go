@@ -22,7 +22,9 @@ import (
 func TestAuthUserLimitedToThePrefix(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	admin := c.Client()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// etcd hashes passwords with bcrypt: slow under -race on a loaded
+	// machine, so every bound here is generous.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	must := func(_ any, err error) {
 		t.Helper()
@@ -38,12 +40,13 @@ func TestAuthUserLimitedToThePrefix(t *testing.T) {
 	must(admin.UserGrantRole(ctx, "pamctl", "pamctl"))
 	must(admin.AuthEnable(ctx))
 
-	if _, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: c.Endpoints(), Username: "pamctl", Password: "wrong-pw", DialTimeout: 5 * time.Second}); err == nil {
+	if _, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: c.Endpoints(), Username: "pamctl", Password: "wrong-pw", DialTimeout: 30 * time.Second}); err == nil {
 		t.Fatal("opened with a wrong password")
 	} else if strings.Contains(err.Error(), "wrong-pw") {
 		t.Fatalf("the error shows the password: %v", err)
 	}
-	db, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: c.Endpoints(), Username: "pamctl", Password: "pamctl-pw"})
+	db, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: c.Endpoints(), Username: "pamctl", Password: "pamctl-pw",
+		DialTimeout: 30 * time.Second, OpTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +55,13 @@ func TestAuthUserLimitedToThePrefix(t *testing.T) {
 	defer stop()
 	changes := make(chan broker.Change, 10)
 	go db.Watch(feed, func(ch broker.Change) { changes <- ch })
-	if ch := <-changes; ch.Kind != broker.ChangeAll {
-		t.Fatalf("first change %+v", ch)
+	select {
+	case ch := <-changes:
+		if ch.Kind != broker.ChangeAll {
+			t.Fatalf("first change %+v", ch)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the watch did not start")
 	}
 	if err := db.CreateSession(ctx, &broker.SessionRecord{ID: "ses_1", State: "active"}); err != nil {
 		t.Fatal(err)
@@ -63,7 +71,7 @@ func TestAuthUserLimitedToThePrefix(t *testing.T) {
 		if ch.Kind != broker.ChangeSession || ch.ID != "ses_1" {
 			t.Fatalf("change %+v", ch)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("the watch inside the prefix saw nothing")
 	}
 	if err := db.Probe(ctx, time.Now()); err != nil {

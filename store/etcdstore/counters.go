@@ -507,7 +507,41 @@ func (c *Counters) Flush() error {
 			errs = append(errs, c.wrap("counters: drop expired", err))
 		}
 	}
+	if sweep {
+		errs = append(errs, c.sweepOrphans(now))
+	}
 	return errors.Join(errs...)
+}
+
+// sweepOrphans drops the token records of every grant expired for over an
+// hour, also those only a replica that is gone knew of.
+func (c *Counters) sweepOrphans(now time.Time) error {
+	ctx, cancel := c.op(context.Background())
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.prefix+countersDir, clientv3.WithPrefix())
+	if err != nil {
+		return c.wrap("counters: sweep", err)
+	}
+	var ops []clientv3.Op
+	for _, kv := range resp.Kvs {
+		if !strings.Contains(string(kv.Key), "/tokens/") {
+			continue
+		}
+		var r tokensRecord
+		if json.Unmarshal(kv.Value, &r) != nil || r.Expires.IsZero() || !now.After(r.Expires.Add(time.Hour)) {
+			continue
+		}
+		// Only if unchanged since read: a replica still counting keeps it.
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)},
+			[]clientv3.Op{clientv3.OpDelete(string(kv.Key))}, nil))
+	}
+	for _, op := range ops {
+		cmp, then, _ := op.Txn()
+		if _, err := c.cli.Txn(ctx).If(cmp...).Then(then...).Commit(); err != nil {
+			return c.wrap("counters: sweep", err)
+		}
+	}
+	return nil
 }
 
 // Close stops the loops and writes what is buffered.

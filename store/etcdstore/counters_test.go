@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/devupstream"
 	"github.com/pamctl/pamctl/store/etcdtest"
+	"github.com/pamctl/pamctl/store/storetest"
 )
 
 // fixedClaims verifies every token as one grant with the given limits.
@@ -156,4 +158,53 @@ func TestSharedBudget(t *testing.T) {
 	if u, err := c.Load(ctx, "g"); err != nil || u.Requests != Allotment(100) || !u.Minute.Equal(now.UTC().Truncate(time.Minute)) {
 		t.Fatalf("Load requests = %+v, %v; want the %d claimed this minute", u, err, Allotment(100))
 	}
+}
+
+// Token records of grants expired for over an hour go, also those of a
+// replica that is gone; live ones stay.
+func TestCountersSweepOrphans(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	cli := cluster.Client()
+	now := time.Now()
+	// Records a replica wrote before it died: nobody alive knows "old".
+	put := func(grant string, r tokensRecord) {
+		b, _ := json.Marshal(r)
+		if _, err := cli.Put(context.Background(), "/sweep/counters/"+grant+"/tokens/gone", string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("old", tokensRecord{Tokens: 5, Expires: now.Add(-2 * time.Hour)})
+	put("live", tokensRecord{Tokens: 7, Expires: now.Add(time.Hour)})
+	sweeper, err := OpenCounters(cli, "/sweep/", 5*time.Second, nil, CounterOptions{Replica: "sweeper", FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sweeper.Close()
+	if err := sweeper.Flush(); err != nil { // the first flush sweeps
+		t.Fatal(err)
+	}
+	u, err := sweeper.Load(context.Background(), "old")
+	if err != nil || u.Tokens != 0 {
+		t.Fatalf("expired grant's records: %+v, %v; want swept", u, err)
+	}
+	if u, err := sweeper.Load(context.Background(), "live"); err != nil || u.Tokens != 7 {
+		t.Fatalf("live grant's records: %+v, %v; want kept", u, err)
+	}
+}
+
+func TestCountersSuite(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	cli := cluster.Client()
+	n := 0
+	storetest.CountersSuite(t, storetest.CountersBackend{Shared: true, New: func(t *testing.T) func() storetest.Counters {
+		n++
+		prefix := fmt.Sprintf("/counters-suite-%d/", n)
+		return func() storetest.Counters {
+			c, err := OpenCounters(cli, prefix, 5*time.Second, nil, CounterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+	}})
 }

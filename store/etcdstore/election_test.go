@@ -2,13 +2,16 @@ package etcdstore
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/store/etcdtest"
+	"github.com/pamctl/pamctl/store/storetest"
 )
 
 // TestElectionMovesWhenTheLeaderDies: two contenders, one leads; its
@@ -74,4 +77,42 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+type flagLeader struct{ v atomic.Bool }
+
+func (f *flagLeader) IsLeader() bool { return f.v.Load() }
+
+// The head timer and the every-HeadEvery signing run only while the log's
+// Leader leads; the first head (in the first event's transaction) and
+// explicit SignHead do not wait for it.
+func TestAuditHeadTimerFollowsTheLeader(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	lead := &flagLeader{}
+	ticks := make(chan time.Time)
+	l, err := OpenAuditLog(context.Background(), cluster.Client(), "/headtimer/", AuditOptions{
+		Signer: storetest.SuiteSigner, HeadEvery: 5, Leader: lead,
+		newTicker: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	for range 20 {
+		if err := l.Append(ctx, &audit.Event{Type: audit.TypeProxyCall, Actor: &audit.Actor{Subject: "a"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ticks <- time.Now()
+	ticks <- time.Now() // the loop took the first tick: the second waits for its round
+	if st, err := l.Head(ctx); err != nil || st.Head == nil || st.Head.Seq != 1 {
+		t.Fatalf("a replica that does not lead signed a head: %+v, %v", st.Head, err)
+	}
+	lead.v.Store(true)
+	ticks <- time.Now()
+	waitUntil(t, 20*time.Second, "the leader's timer signs the head", func() bool {
+		st, err := l.Head(ctx)
+		return err == nil && st.Head != nil && st.Head.Seq == 20
+	})
 }

@@ -76,11 +76,12 @@ func (a *App) openCounters() (counterStore, error) {
 // balancer: `server` (the address everyone reaches them at) when set, so
 // a token minted by one replica verifies at every replica; without it,
 // every replica's own URL, which then must be the same on all of them
-// (same broker.addr and TLS setting).
+// (same broker.addr and TLS setting). serve --dev keeps its own URL: its
+// embedded IdP lives there.
 func (a *App) issuerURL() string {
 	// The built-in default `server` names no load balancer: a replica left
 	// with it (one server on etcd, a test) is its own issuer.
-	if a.etcd != nil && a.cfg.Server != "" && a.cfg.Server != "http://"+DefaultBrokerAddr {
+	if a.etcd != nil && !a.dev && a.cfg.Server != "" && a.cfg.Server != "http://"+DefaultBrokerAddr {
 		return strings.TrimRight(a.cfg.Server, "/")
 	}
 	return a.BrokerURL()
