@@ -313,7 +313,7 @@ func mayHoldTool(data []byte, chat bool) bool {
 	if chat {
 		return bytes.Contains(data, []byte("tool_calls")) || bytes.Contains(data, []byte("function_call"))
 	}
-	return bytes.Contains(data, []byte("_call"))
+	return bytes.Contains(data, []byte("_call")) || bytes.Contains(data, []byte("approval_request"))
 }
 
 // ---- chat -----------------------------------------------------------------
@@ -529,12 +529,14 @@ func (b *toolBuffer) newChatCall(st *chatChoiceState) (*chatToolCall, bool) {
 func (b *toolBuffer) grow(c *heldCall, id, name, args string) bool {
 	if id != "" && c.call.ID == "" {
 		c.call.ID = id
+		b.held += len(id)
 	}
 	if name != "" && name != c.call.Name {
 		c.call.Name += name
+		b.held += len(name)
 	}
 	c.call.Arguments += args
-	b.held += len(id) + len(name) + len(args)
+	b.held += len(args)
 	if len(c.call.Name)+len(c.call.Arguments) > maxToolArguments {
 		b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
 		return false
@@ -878,14 +880,12 @@ func (b *toolBuffer) respEvent(ev []byte) {
 				if !r.argsSet {
 					r.args += d
 				}
-				b.held += len(d)
 			case spec.stream + ".done":
 				full, ok := optString(o[spec.field])
 				if !ok {
 					b.fail(errors.New("a tool call's arguments are not a string"))
 					return
 				}
-				b.held += len(full) - len(r.args)
 				r.args, r.argsSet = full, true
 			}
 			if len(r.args) > maxToolArguments {

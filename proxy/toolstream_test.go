@@ -596,3 +596,44 @@ func TestResponsesStreamOtherToolKinds(t *testing.T) {
 		t.Errorf("final %v", v.final)
 	}
 }
+
+func TestResponsesStreamApprovalRequestJudged(t *testing.T) {
+	events := []string{
+		respEv(0, `"type":"response.created","response":{"id":"resp_1","status":"in_progress","output":[]}`),
+		respEv(1, `"type":"response.output_item.added","output_index":0,"item":{"id":"mcpr_1","type":"mcp_approval_request","server_label":"DENYgh","name":"delete_repo","arguments":"{\"repo\":\"prod\"}"}`),
+		respEv(2, `"type":"response.output_item.done","output_index":0,"item":{"id":"mcpr_1","type":"mcp_approval_request","server_label":"DENYgh","name":"delete_repo","arguments":"{\"repo\":\"prod\"}"}`),
+		respEv(3, `"type":"response.completed","response":{"id":"resp_1","status":"completed","output":[{"id":"mcpr_1","type":"mcp_approval_request","server_label":"DENYgh","name":"delete_repo","arguments":"{\"repo\":\"prod\"}"}]}`),
+	}
+	got, calls, err := driveBuffer(false, events, func(c toolcall.Call) toolcall.Verdict { return fuzzJudge(c) })
+	if err != nil || len(calls) != 1 || calls[0].Tool() != "mcp:DENYgh/delete_repo" || calls[0].Arguments != `{"repo":"prod"}` {
+		t.Fatal(err, calls)
+	}
+	if strings.Contains(got, "DENYgh") || strings.Contains(got, "prod") {
+		t.Errorf("the denied approval request reached the client:\n%s", got)
+	}
+	readResponses(t, got)
+}
+
+// TestResponsesStreamManyCallsHeldBounded: the bytes held come back as
+// calls are released, so a long stream of many calls stays within
+// maxToolHeld.
+func TestResponsesStreamManyCallsHeldBounded(t *testing.T) {
+	args := jsonStr(`{"blob":"` + strings.Repeat("z", 40<<10) + `"}`)
+	var events []string
+	seq := 0
+	for i := 0; i < 200; i++ {
+		for _, body := range []string{
+			fmt.Sprintf(`"type":"response.output_item.added","output_index":%d,"item":{"id":"fc_%d","type":"function_call","name":"read_file","arguments":""}`, i, i),
+			fmt.Sprintf(`"type":"response.function_call_arguments.delta","item_id":"fc_%d","output_index":%d,"delta":%s`, i, i, args),
+			fmt.Sprintf(`"type":"response.function_call_arguments.done","item_id":"fc_%d","output_index":%d,"arguments":%s`, i, i, args),
+			fmt.Sprintf(`"type":"response.output_item.done","output_index":%d,"item":{"id":"fc_%d","type":"function_call","name":"read_file","arguments":%s}`, i, i, args),
+		} {
+			events = append(events, respEv(seq, body))
+			seq++
+		}
+	}
+	_, judged, err := driveBuffer(false, events, byName)
+	if err != nil || len(judged) != 200 {
+		t.Fatalf("err %v, %d judged", err, len(judged))
+	}
+}
