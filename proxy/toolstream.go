@@ -352,27 +352,37 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 			b.emit(ev)
 			return
 		}
-		ev = bytes.Clone(ev)
-		var calls []*heldCall
-		for _, ci := range open {
-			calls = append(calls, b.unjudged(b.choices[ci])...)
-		}
-		b.stall(calls, func() {
-			for _, ci := range open {
-				fr := b.releaseChoice(ci)
-				if fr == "" {
-					fr = b.choices[ci].lastKind
-				}
-				b.emitChunk(ci, map[string]any{}, fr)
-			}
-			b.emit(ev)
-		})
+		b.chatDone(bytes.Clone(ev), open)
 		return
 	}
 	if len(open) == 0 && !mayHoldTool(data, true) {
 		b.emit(ev)
 		return
 	}
+	b.chatChunk(ev, name, trimmed)
+}
+
+// chatDone judges the calls still held at "[DONE]" and ends their choices.
+func (b *toolBuffer) chatDone(ev []byte, open []int) {
+	var calls []*heldCall
+	for _, ci := range open {
+		calls = append(calls, b.unjudged(b.choices[ci])...)
+	}
+	b.stall(calls, func() {
+		for _, ci := range open {
+			fr := b.releaseChoice(ci)
+			if fr == "" {
+				fr = b.choices[ci].lastKind
+			}
+			b.emitChunk(ci, map[string]any{}, fr)
+		}
+		b.emit(ev)
+	})
+}
+
+// chatChunk handles a chunk that may carry a call, or comes while calls
+// are held (apart, so that the usual chunk costs no allocation).
+func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 	var top map[string]json.RawMessage
 	if json.Unmarshal(trimmed, &top) != nil || top == nil {
 		// Not a JSON object: no SDK reads a call from it, and it may be

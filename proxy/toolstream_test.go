@@ -637,3 +637,35 @@ func TestResponsesStreamManyCallsHeldBounded(t *testing.T) {
 		t.Fatalf("err %v, %d judged", err, len(judged))
 	}
 }
+
+// BenchmarkToolBuffer measures the firewall's own cost per stream: a chat
+// stream of 40 text chunks without tool calls (what every stream of a
+// judged grant pays), and one whose 2 calls arrive a byte at a time.
+func BenchmarkToolBuffer(b *testing.B) {
+	text := []string{chatChunk(`{"role":"assistant","content":""}`, "")}
+	for i := 0; i < 40; i++ {
+		text = append(text, chatChunk(`{"content":"word "}`, ""))
+	}
+	text = append(text, chatChunk(`{}`, "stop"), sseData("[DONE]"))
+	tools := append(interleave(toolFrags(0, "call_1", "get_weather", `{"city":"Paris","unit":"celsius"}`), toolFrags(1, "call_2", "deny_x", `{"a":1}`)),
+		chatChunk(`{}`, "tool_calls"), sseData("[DONE]"))
+	for name, events := range map[string][]string{"text": text, "tool_calls": tools} {
+		evs := make([][]byte, len(events))
+		for i, e := range events {
+			evs[i] = []byte(e)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				buf := newToolBuffer(true, func(ev []byte) { n += len(ev) })
+				for _, e := range evs {
+					buf.push(e)
+					for c := buf.pending(); c != nil; c = buf.pending() {
+						buf.decide(byName(*c))
+					}
+				}
+			}
+		})
+	}
+}
