@@ -403,6 +403,7 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 	decoded := make([]map[string]json.RawMessage, len(choices))
 	indexes := make([]int, len(choices))
 	emptied := make([]bool, len(choices))
+	deltas := make([]map[string]json.RawMessage, len(choices)) // changed deltas, encoded if they go out
 	var finishing []int
 	for i, rc := range choices {
 		var ch map[string]json.RawMessage
@@ -444,7 +445,7 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 				st.content = true
 			}
 			if changed {
-				ch["delta"] = toJSON(delta)
+				deltas[i] = delta
 				modified = true
 				emptied[i] = emptyDelta(delta)
 			}
@@ -476,6 +477,9 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 		for i, ch := range decoded {
 			if ch == nil || emptied[i] && isNull(ch["finish_reason"]) && onlyChoiceFrame(ch) {
 				continue
+			}
+			if deltas[i] != nil {
+				ch["delta"] = toJSON(deltas[i])
 			}
 			out = append(out, toJSON(ch))
 		}
