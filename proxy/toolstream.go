@@ -313,7 +313,7 @@ func mayHoldTool(data []byte, chat bool) bool {
 	if chat {
 		return bytes.Contains(data, []byte("tool_calls")) || bytes.Contains(data, []byte("function_call"))
 	}
-	return bytes.Contains(data, []byte("_call"))
+	return bytes.Contains(data, []byte("_call")) || bytes.Contains(data, []byte("approval_request"))
 }
 
 // ---- chat -----------------------------------------------------------------
@@ -352,27 +352,37 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 			b.emit(ev)
 			return
 		}
-		ev = bytes.Clone(ev)
-		var calls []*heldCall
-		for _, ci := range open {
-			calls = append(calls, b.unjudged(b.choices[ci])...)
-		}
-		b.stall(calls, func() {
-			for _, ci := range open {
-				fr := b.releaseChoice(ci)
-				if fr == "" {
-					fr = b.choices[ci].lastKind
-				}
-				b.emitChunk(ci, map[string]any{}, fr)
-			}
-			b.emit(ev)
-		})
+		b.chatDone(bytes.Clone(ev), open)
 		return
 	}
 	if len(open) == 0 && !mayHoldTool(data, true) {
 		b.emit(ev)
 		return
 	}
+	b.chatChunk(ev, name, trimmed)
+}
+
+// chatDone judges the calls still held at "[DONE]" and ends their choices.
+func (b *toolBuffer) chatDone(ev []byte, open []int) {
+	var calls []*heldCall
+	for _, ci := range open {
+		calls = append(calls, b.unjudged(b.choices[ci])...)
+	}
+	b.stall(calls, func() {
+		for _, ci := range open {
+			fr := b.releaseChoice(ci)
+			if fr == "" {
+				fr = b.choices[ci].lastKind
+			}
+			b.emitChunk(ci, map[string]any{}, fr)
+		}
+		b.emit(ev)
+	})
+}
+
+// chatChunk handles a chunk that may carry a call, or comes while calls
+// are held (apart, so that the usual chunk costs no allocation).
+func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 	var top map[string]json.RawMessage
 	if json.Unmarshal(trimmed, &top) != nil || top == nil {
 		// Not a JSON object: no SDK reads a call from it, and it may be
@@ -393,6 +403,7 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 	decoded := make([]map[string]json.RawMessage, len(choices))
 	indexes := make([]int, len(choices))
 	emptied := make([]bool, len(choices))
+	deltas := make([]map[string]json.RawMessage, len(choices)) // changed deltas, encoded if they go out
 	var finishing []int
 	for i, rc := range choices {
 		var ch map[string]json.RawMessage
@@ -434,7 +445,7 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 				st.content = true
 			}
 			if changed {
-				ch["delta"] = toJSON(delta)
+				deltas[i] = delta
 				modified = true
 				emptied[i] = emptyDelta(delta)
 			}
@@ -466,6 +477,9 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 		for i, ch := range decoded {
 			if ch == nil || emptied[i] && isNull(ch["finish_reason"]) && onlyChoiceFrame(ch) {
 				continue
+			}
+			if deltas[i] != nil {
+				ch["delta"] = toJSON(deltas[i])
 			}
 			out = append(out, toJSON(ch))
 		}
@@ -529,12 +543,14 @@ func (b *toolBuffer) newChatCall(st *chatChoiceState) (*chatToolCall, bool) {
 func (b *toolBuffer) grow(c *heldCall, id, name, args string) bool {
 	if id != "" && c.call.ID == "" {
 		c.call.ID = id
+		b.held += len(id)
 	}
 	if name != "" && name != c.call.Name {
 		c.call.Name += name
+		b.held += len(name)
 	}
 	c.call.Arguments += args
-	b.held += len(id) + len(name) + len(args)
+	b.held += len(args)
 	if len(c.call.Name)+len(c.call.Arguments) > maxToolArguments {
 		b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
 		return false
@@ -878,14 +894,12 @@ func (b *toolBuffer) respEvent(ev []byte) {
 				if !r.argsSet {
 					r.args += d
 				}
-				b.held += len(d)
 			case spec.stream + ".done":
 				full, ok := optString(o[spec.field])
 				if !ok {
 					b.fail(errors.New("a tool call's arguments are not a string"))
 					return
 				}
-				b.held += len(full) - len(r.args)
 				r.args, r.argsSet = full, true
 			}
 			if len(r.args) > maxToolArguments {

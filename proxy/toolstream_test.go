@@ -596,3 +596,76 @@ func TestResponsesStreamOtherToolKinds(t *testing.T) {
 		t.Errorf("final %v", v.final)
 	}
 }
+
+func TestResponsesStreamApprovalRequestJudged(t *testing.T) {
+	events := []string{
+		respEv(0, `"type":"response.created","response":{"id":"resp_1","status":"in_progress","output":[]}`),
+		respEv(1, `"type":"response.output_item.added","output_index":0,"item":{"id":"mcpr_1","type":"mcp_approval_request","server_label":"DENYgh","name":"delete_repo","arguments":"{\"repo\":\"prod\"}"}`),
+		respEv(2, `"type":"response.output_item.done","output_index":0,"item":{"id":"mcpr_1","type":"mcp_approval_request","server_label":"DENYgh","name":"delete_repo","arguments":"{\"repo\":\"prod\"}"}`),
+		respEv(3, `"type":"response.completed","response":{"id":"resp_1","status":"completed","output":[{"id":"mcpr_1","type":"mcp_approval_request","server_label":"DENYgh","name":"delete_repo","arguments":"{\"repo\":\"prod\"}"}]}`),
+	}
+	got, calls, err := driveBuffer(false, events, func(c toolcall.Call) toolcall.Verdict { return fuzzJudge(c) })
+	if err != nil || len(calls) != 1 || calls[0].Tool() != "mcp:DENYgh/delete_repo" || calls[0].Arguments != `{"repo":"prod"}` {
+		t.Fatal(err, calls)
+	}
+	if strings.Contains(got, "DENYgh") || strings.Contains(got, "prod") {
+		t.Errorf("the denied approval request reached the client:\n%s", got)
+	}
+	readResponses(t, got)
+}
+
+// TestResponsesStreamManyCallsHeldBounded: the bytes held come back as
+// calls are released, so a long stream of many calls stays within
+// maxToolHeld.
+func TestResponsesStreamManyCallsHeldBounded(t *testing.T) {
+	args := jsonStr(`{"blob":"` + strings.Repeat("z", 40<<10) + `"}`)
+	var events []string
+	seq := 0
+	for i := 0; i < 200; i++ {
+		for _, body := range []string{
+			fmt.Sprintf(`"type":"response.output_item.added","output_index":%d,"item":{"id":"fc_%d","type":"function_call","name":"read_file","arguments":""}`, i, i),
+			fmt.Sprintf(`"type":"response.function_call_arguments.delta","item_id":"fc_%d","output_index":%d,"delta":%s`, i, i, args),
+			fmt.Sprintf(`"type":"response.function_call_arguments.done","item_id":"fc_%d","output_index":%d,"arguments":%s`, i, i, args),
+			fmt.Sprintf(`"type":"response.output_item.done","output_index":%d,"item":{"id":"fc_%d","type":"function_call","name":"read_file","arguments":%s}`, i, i, args),
+		} {
+			events = append(events, respEv(seq, body))
+			seq++
+		}
+	}
+	_, judged, err := driveBuffer(false, events, byName)
+	if err != nil || len(judged) != 200 {
+		t.Fatalf("err %v, %d judged", err, len(judged))
+	}
+}
+
+// BenchmarkToolBuffer measures the firewall's own cost per stream: a chat
+// stream of 40 text chunks without tool calls (what every stream of a
+// judged grant pays), and one whose 2 calls arrive a byte at a time.
+func BenchmarkToolBuffer(b *testing.B) {
+	text := []string{chatChunk(`{"role":"assistant","content":""}`, "")}
+	for i := 0; i < 40; i++ {
+		text = append(text, chatChunk(`{"content":"word "}`, ""))
+	}
+	text = append(text, chatChunk(`{}`, "stop"), sseData("[DONE]"))
+	tools := append(interleave(toolFrags(0, "call_1", "get_weather", `{"city":"Paris","unit":"celsius"}`), toolFrags(1, "call_2", "deny_x", `{"a":1}`)),
+		chatChunk(`{}`, "tool_calls"), sseData("[DONE]"))
+	for name, events := range map[string][]string{"text": text, "tool_calls": tools} {
+		evs := make([][]byte, len(events))
+		for i, e := range events {
+			evs[i] = []byte(e)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				buf := newToolBuffer(true, func(ev []byte) { n += len(ev) })
+				for _, e := range evs {
+					buf.push(e)
+					for c := buf.pending(); c != nil; c = buf.pending() {
+						buf.decide(byName(*c))
+					}
+				}
+			}
+		})
+	}
+}

@@ -93,8 +93,10 @@ func TestEndToEndAgentsSDKToolFirewall(t *testing.T) {
 		}
 	}
 	tail := s.as(t, "admin", "", "audit", "tail", "-n", "100", "--type", "tool.call", "-o", "json").must(t, "audit tail")
-	if n := strings.Count(tail.out, `"no-delete"`); n < 8 {
-		t.Errorf("%d tool.call events name rule no-delete, want 8:\n%s", n, tail.out)
+	// Each of the 8 runs proposed delete_repo once: 8 denials, 4 allowed
+	// get_weather calls, one tool.call event each.
+	if n, m := strings.Count(tail.out, `"decision":"deny","reasons":["rule no-delete"]`), strings.Count(tail.out, `"target":"get_weather","decision":"allow"`); n != 8 || m != 4 {
+		t.Errorf("tool.call events: %d denials by rule no-delete (want 8), %d allowed get_weather (want 4):\n%s", n, m, tail.out)
 	}
 }
 
