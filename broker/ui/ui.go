@@ -30,6 +30,7 @@ import (
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/oidc"
 )
@@ -128,8 +129,8 @@ const (
 	DefaultSessionTTL  = time.Hour
 	DefaultIdleTimeout = 30 * time.Minute
 	// MaxFormBody caps a POSTed form: a decision is a reason (1 KiB in
-	// policy), some scopes and the CSRF token.
-	MaxFormBody = 16 << 10
+	// policy), some scopes and the CSRF token; the API's cap for reviews.
+	MaxFormBody = api.MaxRequestBody
 )
 
 // New checks c and returns a UI.
