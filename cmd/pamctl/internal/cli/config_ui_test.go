@@ -17,6 +17,7 @@ func TestUIConfig(t *testing.T) {
 		{"plain http", "ui: { enabled: true, public_url: 'http://pam.example.com' }\n", "plain http off loopback"},
 		{"a path", "ui: { enabled: true, public_url: 'https://pam.example.com/pam' }\n", "has a path"},
 		{"a query", "ui: { enabled: true, public_url: 'https://pam.example.com/?next=x' }\n", "has a query"},
+		{"proxy role", "role: proxy\nui: { enabled: true, public_url: 'https://pam.example.com' }\n", "not by a proxy-role process"},
 		{"unknown key", "ui: { enabled: true, public_url: 'https://pam.example.com', title: x }\n", "title"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
