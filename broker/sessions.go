@@ -49,7 +49,10 @@ const (
 // token the CLI holds carries its ID as jti; every authenticated call looks
 // the record up, so ending it here ends the token.
 type SessionRecord struct {
-	ID         string    `json:"id"`
+	ID string `json:"id"`
+	// Kind is "" for a CLI session (a session token names it) and
+	// SessionKindWeb for the web approval page's (a cookie names it).
+	Kind       string    `json:"kind,omitempty"`
 	Identity   Identity  `json:"identity"`
 	ClientAddr string    `json:"client_addr,omitempty"` // at login
 	UserAgent  string    `json:"user_agent,omitempty"`  // at login
@@ -199,7 +202,7 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (Identity, Sessi
 	now := s.now().UTC()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if ls.rec.Identity.Subject != c.Subject || ls.rec.Identity.Issuer != c.IdP {
+	if ls.rec.Kind != "" || ls.rec.Identity.Subject != c.Subject || ls.rec.Identity.Issuer != c.IdP {
 		return Identity{}, SessionInfo{}, loginAgain("your session does not match its record")
 	}
 	if err := s.refusal(&ls.rec, ls.lastUsed, now); err != nil {

@@ -29,7 +29,7 @@ const keepAlive = 25 * time.Second
 // re-checked on every event and at each keep-alive; an ended session ends
 // the stream.
 func (u *UI) events(w http.ResponseWriter, r *http.Request) {
-	ss := u.sessions.get(u.cookie(r, "pamctl-ui"), u.c.Now())
+	ss := u.session(r)
 	if ss == nil {
 		http.Error(w, "not logged in", http.StatusUnauthorized)
 		return
@@ -61,7 +61,8 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 	tick := time.NewTicker(keepAlive)
 	defer tick.Stop()
 	live := func() bool {
-		return u.sessions.peek(ss.id, u.c.Now())
+		// Not a use: an open tab does not keep a session from idling out.
+		return u.c.Service.SessionValid(r.Context(), ss.id) == nil
 	}
 	for {
 		select {

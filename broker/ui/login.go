@@ -221,21 +221,30 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 	who := broker.Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
 	// A new session every login (no fixation); a session the browser had
 	// before is ended.
-	if old := u.sessions.get(u.cookie(r, "pamctl-ui"), now); old != nil {
-		u.sessions.end(old.id)
+	if old := u.session(r); old != nil {
+		_ = u.c.Service.Logout(r.Context(), old.who, old.id, client)
 	}
-	secret, ss := u.sessions.open(who, authTime, now)
-	u.setCookie(w, "pamctl-ui", secret, u.c.SessionTTL)
+	secret := randomToken()
+	rec, err := u.c.Service.OpenWebSession(r.Context(), who, authTime, client, secret, u.c.SessionTTL)
+	if err != nil {
+		u.c.Logger.Error("ui: could not open a session", "err", err)
+		u.fail(w, r, http.StatusInternalServerError, "The login could not be recorded", "The broker's log says why; try again.")
+		return
+	}
+	u.setCookie(w, "pamctl-ui", secret, rec.ExpiresAt.Sub(now))
 	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogin, Actor: actorOf(who), Decision: "allow", Client: &client,
-		Details: map[string]string{"via": "web", "session": "web_" + ss.id[:16], "expires": ss.expires.UTC().Format(time.RFC3339), "auth_time": authTime.UTC().Format(time.RFC3339)}})
+		Details: map[string]string{"via": "web", "session": rec.ID, "expires": rec.ExpiresAt.UTC().Format(time.RFC3339), "auth_time": authTime.UTC().Format(time.RFC3339)}})
 	http.Redirect(w, r, p.next, http.StatusSeeOther)
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, ss *session) {
-	u.sessions.end(ss.id)
 	u.setCookie(w, "pamctl-ui", "", 0)
-	client := clientOf(r)
-	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogout, Actor: actorOf(ss.who), Client: &client, Details: map[string]string{"via": "web", "session": "web_" + ss.id[:16]}})
+	// The broker ends the record (every replica refuses the cookie from
+	// now on) and writes the logout event.
+	if err := u.c.Service.Logout(r.Context(), ss.who, ss.id, clientOf(r)); err != nil {
+		u.serviceError(w, r, err)
+		return
+	}
 	u.render(w, r, http.StatusOK, "loggedout", nil, pageData{Title: "Logged out"})
 }
 

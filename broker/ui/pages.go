@@ -34,7 +34,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, ss *session)
 // authed finds the caller's session, or sends the browser to log in and
 // come back here.
 func (u *UI) authed(w http.ResponseWriter, r *http.Request) *session {
-	ss := u.sessions.get(u.cookie(r, "pamctl-ui"), u.c.Now())
+	ss := u.session(r)
 	if ss == nil {
 		next := r.URL.RequestURI()
 		if r.Method != http.MethodGet {
@@ -43,7 +43,6 @@ func (u *UI) authed(w http.ResponseWriter, r *http.Request) *session {
 		http.Redirect(w, r, "/ui/login?next="+url.QueryEscape(localPath(next)), http.StatusSeeOther)
 		return nil
 	}
-	ss.who.AuthTime = ss.authTime
 	return ss
 }
 
@@ -77,7 +76,7 @@ func (u *UI) post(h handlerFunc) http.HandlerFunc {
 			return
 		}
 		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
-		ss := u.sessions.get(u.cookie(r, "pamctl-ui"), u.c.Now())
+		ss := u.session(r)
 		if ss == nil {
 			u.fail(w, r, http.StatusUnauthorized, "You are not logged in", "Your session ended. Log in again, then repeat the action.")
 			return
@@ -86,7 +85,6 @@ func (u *UI) post(h handlerFunc) http.HandlerFunc {
 			u.fail(w, r, http.StatusForbidden, "Refused: the form's security token is missing or stale", "Open the page again and submit it from there.")
 			return
 		}
-		ss.who.AuthTime = ss.authTime
 		h(w, r, ss)
 	}
 }
@@ -467,7 +465,7 @@ func (u *UI) serviceError(w http.ResponseWriter, r *http.Request, err error) {
 
 // fail renders an error page.
 func (u *UI) fail(w http.ResponseWriter, r *http.Request, status int, title, detail string) {
-	ss := u.sessions.get(u.cookie(r, "pamctl-ui"), u.c.Now())
+	ss := u.session(r)
 	u.render(w, r, status, "error", ss, pageData{Title: title, Data: detail})
 }
 

@@ -30,6 +30,7 @@ import (
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/oidc"
 )
@@ -42,6 +43,11 @@ type Service interface {
 	Revoke(ctx context.Context, who broker.Identity, id string, admin bool) (*broker.Request, error)
 	CanReview(r *broker.Request, reviewer broker.Identity) (bool, string)
 	CanReadAudit(ctx context.Context, who broker.Identity) error
+	// Web sessions, kept in the broker's session store.
+	OpenWebSession(ctx context.Context, who broker.Identity, authTime time.Time, client audit.Client, secret string, ttl time.Duration) (*broker.SessionRecord, error)
+	WebSession(ctx context.Context, secret string) (broker.Identity, *broker.SessionRecord, error)
+	SessionValid(ctx context.Context, id string) error
+	Logout(ctx context.Context, who broker.Identity, sessionID string, client audit.Client) error
 	// StepUp refuses (a *broker.StepUpError) when who's IdP authentication
 	// is older than approvals.reauth_after; ReauthAfter says how old.
 	StepUp(who broker.Identity, action string) error
@@ -90,9 +96,10 @@ type Config struct {
 	PublicURL string
 	// HTTPClient reaches the IdP (discovery, token endpoint); nil: 15 s timeout.
 	HTTPClient *http.Client
-	// SessionTTL is a UI session's absolute lifetime (default 1h), IdleTimeout
-	// ends it sooner when unused (default 30m).
-	SessionTTL, IdleTimeout time.Duration
+	// SessionTTL is a UI session's absolute lifetime (default 1h, never
+	// past sessions.max_lifetime); sessions.idle_timeout ends it sooner
+	// when unused.
+	SessionTTL time.Duration
 	// Stopping ends the live-update streams at shutdown.
 	Stopping <-chan struct{}
 	Logger   *slog.Logger
@@ -104,7 +111,6 @@ type UI struct {
 	c        Config
 	origin   string // of PublicURL
 	secure   bool   // PublicURL is https: Secure, __Host- cookies
-	sessions *sessions
 	logins   *logins
 	pages    map[string]*template.Template
 	static   http.Handler
@@ -125,11 +131,10 @@ var staticFS embed.FS
 
 // Defaults.
 const (
-	DefaultSessionTTL  = time.Hour
-	DefaultIdleTimeout = 30 * time.Minute
+	DefaultSessionTTL = time.Hour
 	// MaxFormBody caps a POSTed form: a decision is a reason (1 KiB in
-	// policy), some scopes and the CSRF token.
-	MaxFormBody = 16 << 10
+	// policy), some scopes and the CSRF token; the API's cap for reviews.
+	MaxFormBody = api.MaxRequestBody
 )
 
 // New checks c and returns a UI.
@@ -149,9 +154,6 @@ func New(c Config) (*UI, error) {
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = DefaultSessionTTL
 	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -160,7 +162,7 @@ func New(c Config) (*UI, error) {
 	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
 	u := &UI{c: c, origin: origin(c.PublicURL), secure: strings.HasPrefix(c.PublicURL, "https://"),
-		sessions: newSessions(c.SessionTTL, c.IdleTimeout), logins: newLogins()}
+		logins: newLogins()}
 	var err error
 	if u.pages, err = parsePages(); err != nil {
 		return nil, err

@@ -30,6 +30,51 @@ type fakeService struct {
 	stale    bool     // StepUp refuses
 	reauth   time.Duration
 	auditErr error
+	sess     map[string]*broker.SessionRecord
+}
+
+func (f *fakeService) OpenWebSession(_ context.Context, who broker.Identity, authTime time.Time, _ audit.Client, secret string, ttl time.Duration) (*broker.SessionRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sess == nil {
+		f.sess = map[string]*broker.SessionRecord{}
+	}
+	r := &broker.SessionRecord{ID: broker.WebSessionID(secret), Kind: broker.SessionKindWeb, Identity: who, AuthTime: authTime, CreatedAt: time.Now(), ExpiresAt: time.Now().Add(ttl), State: broker.SessionActive}
+	f.sess[r.ID] = r
+	return r, nil
+}
+
+func (f *fakeService) WebSession(_ context.Context, secret string) (broker.Identity, *broker.SessionRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.sess[broker.WebSessionID(secret)]
+	if !ok || r.State != broker.SessionActive {
+		return broker.Identity{}, nil, &broker.Error{Code: broker.CodeUnauthenticated, Message: "log in again"}
+	}
+	who := r.Identity
+	who.AuthTime = r.AuthTime
+	c := *r
+	return who, &c, nil
+}
+
+func (f *fakeService) SessionValid(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r, ok := f.sess[id]; !ok || r.State != broker.SessionActive {
+		return &broker.Error{Code: broker.CodeUnauthenticated, Message: "ended"}
+	}
+	return nil
+}
+
+func (f *fakeService) Logout(_ context.Context, who broker.Identity, id string, _ audit.Client) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.sess[id]
+	if !ok || !r.Identity.Same(who) {
+		return &broker.Error{Code: broker.CodeNotFound, Message: "no such session"}
+	}
+	r.State = broker.SessionLoggedOut
+	return nil
 }
 
 func (f *fakeService) List(_ context.Context, who broker.Identity, pendingOnly bool) ([]*broker.Request, error) {
@@ -236,7 +281,7 @@ func (e *env) login(t *testing.T, c *http.Client, next, user, groups string) (*h
 	return get(t, c, cb)
 }
 
-func csrfOf(t *testing.T, page string) string {
+func csrfIn(t *testing.T, page string) string {
 	t.Helper()
 	_, rest, ok := strings.Cut(page, `name="csrf" value="`)
 	if !ok {
@@ -306,14 +351,14 @@ func TestLoginSessionAndHeaders(t *testing.T) {
 		t.Fatal("no login event")
 	}
 	// Logout needs the CSRF token and ends the session server-side.
-	tok := csrfOf(t, body)
+	tok := csrfIn(t, body)
 	if res, _ := post(t, c, e.base+"/ui/logout", url.Values{}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"}); res.StatusCode != 403 {
 		t.Fatalf("logout without csrf: %d", res.StatusCode)
 	}
 	if res, _ := post(t, c, e.base+"/ui/logout", url.Values{"csrf": {tok}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"}); res.StatusCode != 200 {
 		t.Fatalf("logout: %d", res.StatusCode)
 	}
-	if _, ok := e.ui.sessions.m[hashID(sc.Value)]; ok {
+	if r := e.svc.sess[broker.WebSessionID(sc.Value)]; r == nil || r.State != broker.SessionLoggedOut {
 		t.Fatal("the session outlived its logout")
 	}
 	// The old cookie value (say, copied before logout) opens nothing.
@@ -400,7 +445,7 @@ func TestPostsNeedSameOriginAndCSRF(t *testing.T) {
 	c := browser(t)
 	e.login(t, c, "/ui/", "bob", "security")
 	_, page := get(t, c, e.base+"/ui/requests/req_access")
-	tok := csrfOf(t, page)
+	tok := csrfIn(t, page)
 	decide := e.base + "/ui/requests/req_access/decide"
 	good := url.Values{"csrf": {tok}, "decision": {"approve"}}
 	for name, hdr := range map[string]map[string]string{
@@ -461,7 +506,7 @@ func TestRequesterAndNonApproverSeeNoForm(t *testing.T) {
 	if _, q := get(t, c, e.base+"/ui/"); strings.Contains(q, "req_access") {
 		t.Fatal("the requester's own request is in her queue")
 	}
-	res, _ := post(t, c, e.base+"/ui/requests/req_access/decide", url.Values{"csrf": {csrfOf(t, body)}, "decision": {"approve"}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"})
+	res, _ := post(t, c, e.base+"/ui/requests/req_access/decide", url.Values{"csrf": {csrfIn(t, body)}, "decision": {"approve"}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"})
 	if res.StatusCode != 403 || len(e.svc.reviews) != 0 {
 		t.Fatalf("self-approval: %d %v", res.StatusCode, e.svc.reviews)
 	}
@@ -477,7 +522,7 @@ func TestStaleLoginStepsUp(t *testing.T) {
 	if !strings.Contains(page2, "needs a recent login") {
 		t.Fatal("a stale login is not told it will log in again")
 	}
-	res, _ := post(t, c, e.base+"/ui/requests/req_access/decide", url.Values{"csrf": {csrfOf(t, page)}, "decision": {"approve"}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"})
+	res, _ := post(t, c, e.base+"/ui/requests/req_access/decide", url.Values{"csrf": {csrfIn(t, page)}, "decision": {"approve"}}, map[string]string{"Origin": e.base, "Sec-Fetch-Site": "same-origin"})
 	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/login?reauth=1&next=%2Fui%2Frequests%2Freq_access" {
 		t.Fatalf("stale decide: %d %s", res.StatusCode, res.Header.Get("Location"))
 	}

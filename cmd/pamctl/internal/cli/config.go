@@ -490,6 +490,9 @@ func (c *Config) Validate() error {
 			add("ui.public_url: %v", err)
 		}
 	}
+	if c.UI.Enabled && c.Role == RoleProxy {
+		add("ui.enabled: the web approval page is served by the broker, not by a proxy-role process; set only ui.public_url (the broker's address) so held-call errors link to it")
+	}
 	if c.SessionTTL != 0 && c.SessionTTL != c.Sessions.MaxLifetime {
 		add("session_ttl (%s) is the old name of sessions.max_lifetime (%s): set only sessions.max_lifetime", c.SessionTTL, c.Sessions.MaxLifetime)
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ func TestUIConfig(t *testing.T) {
 		{"plain http", "ui: { enabled: true, public_url: 'http://pam.example.com' }\n", "plain http off loopback"},
 		{"a path", "ui: { enabled: true, public_url: 'https://pam.example.com/pam' }\n", "has a path"},
 		{"a query", "ui: { enabled: true, public_url: 'https://pam.example.com/?next=x' }\n", "has a query"},
+		{"proxy role", "role: proxy\nui: { enabled: true, public_url: 'https://pam.example.com' }\n", "not by a proxy-role process"},
 		{"unknown key", "ui: { enabled: true, public_url: 'https://pam.example.com', title: x }\n", "title"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -51,5 +53,23 @@ func TestUINeedsAnInteractiveIssuer(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "interactive issuer") {
 		t.Fatalf("error: %v", err)
+	}
+}
+
+// The page sits behind the broker's Host check like the API: a rebinding
+// page's name gets 421.
+func TestWebUIBehindHostCheck(t *testing.T) {
+	s := startServer(t)
+	for host, want := range map[string]int{"attacker.example": http.StatusMisdirectedRequest, "localhost": http.StatusSeeOther} {
+		req, _ := http.NewRequest("GET", s.app.BrokerURL()+"/ui/", nil)
+		req.Host = host
+		res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, res.StatusCode, want)
+		}
 	}
 }
