@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +147,16 @@ func execRun(cmd *cobra.Command, o *ExecOptions) error {
 	path, err := exec.LookPath(o.Command[0])
 	if err != nil {
 		return withCode(127, fmt.Errorf("exec: %s: command not found", o.Command[0]))
+	}
+	// The agent can read the session file (same OS user): from now on this
+	// session cannot pass a step-up, so a copy cannot approve or read the
+	// trail; the person logs in again for those (docs/sessions.md).
+	if err := c.AgentStarted(ctx); err != nil {
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+			return unreachable(err, cfg.Server)
+		}
+		o.f.IO.Warnf("this broker cannot mark the session as running an agent (an older version): a copy of your session file can approve until approvals.reauth_after passes")
 	}
 	child := exec.CommandContext(ctx, path, o.Command[1:]...)
 	child.Env = env
