@@ -58,7 +58,9 @@ removed from its environment and PAMCTL_NO_SESSION=1 is set, so pamctl run
 inside it refuses to use your session, the admin socket or the data dir
 (it cannot approve, deny, revoke, request or read the audit trail as you).
 A process running as your OS user can still read your files; what stops
-it from approving with a copied session is step-up (docs/sessions.md).`,
+it from approving with a copied session is step-up: exec marks your
+session as running an agent, and such a session needs a new login before
+approving or reading the audit trail (docs/sessions.md).`,
 		Example: `  pamctl exec --scope model:gpt-4o -- python agent.py
   pamctl exec --request req_0123 -- env`,
 		Args: cobra.MinimumNArgs(1),
