@@ -93,7 +93,7 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 // stepUpReason says why, in the CLI's words: "approving needs a login
 // within the last 10m; your last was 2h ago".
 func stepUpReason(su *broker.StepUpError) string {
-	last := "the broker does not know when you last logged in"
+	last := "this session started an agent with `pamctl exec`, so it cannot show a recent login"
 	if !su.AuthTime.IsZero() {
 		last = "your last was " + broker.HumanAge(max(su.Now.Sub(su.AuthTime), 0)) + " ago"
 	}
