@@ -191,6 +191,15 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	db.bolt.MaxBatchDelay = opts.BatchDelay
 	db.bolt.MaxBatchSize = opts.BatchSize
 
+	if !db.auditOpen.CompareAndSwap(false, true) {
+		return nil, errors.New("store: an audit log of this database is already open: open one per DB and share it")
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			db.auditOpen.Store(false)
+		}
+	}()
 	hw, _ := opts.Signer.(audit.HighWater)
 	l := &AuditLog{db: db, opts: opts, clock: opts.Clock, hw: hw, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.ix.cond.L = &l.ix.mu
@@ -268,6 +277,7 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 		l.loops.Add(1)
 		go l.writer()
 	}
+	opened = true
 	return l, nil
 }
 
@@ -716,6 +726,7 @@ func (l *AuditLog) Close() error {
 		}
 	}
 	l.hub.Close()
+	l.db.auditOpen.Store(false)
 	return err
 }
 

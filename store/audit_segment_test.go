@@ -451,3 +451,20 @@ func TestAuditSegmentStaysBoundedUnderLoad(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v", rep, err)
 	}
 }
+
+// A second audit log of one database would share the first one's segment
+// (and empty it under it): refused until the first is closed.
+func TestAuditOneLogPerDatabase(t *testing.T) {
+	db, l := openAudit(t, t.TempDir(), false, AuditOptions{})
+	if _, err := db.AuditLog(AuditOptions{}); err == nil || !strings.Contains(err.Error(), "already open") {
+		t.Fatalf("second AuditLog = %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := db.AuditLog(AuditOptions{})
+	if err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+	l2.Close()
+}

@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/pamctl/pamctl/broker"
@@ -106,6 +107,9 @@ type DB struct {
 	// bucket holds every acknowledged event (see audit_segment.go):
 	// Snapshot calls it first, so a backup holds them.
 	auditCatchUp func() error
+	// auditOpen is set while an AuditLog of this DB is open: a second one
+	// would share (and reset) the first one's segment.
+	auditOpen atomic.Bool
 }
 
 // Options tunes Open. The zero value is right for production.
