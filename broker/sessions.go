@@ -64,6 +64,11 @@ type SessionRecord struct {
 	// approvals.reauth_after. Zero in records written before it existed:
 	// CreatedAt stands in.
 	AuthTime time.Time `json:"auth_time,omitempty"`
+	// AgentSince is when `pamctl exec` started an agent under this session
+	// (see MarkAgentStarted): from then on the session cannot step up, so a
+	// copy the agent reads cannot approve or read the audit trail even
+	// within approvals.reauth_after of the login.
+	AgentSince *time.Time `json:"agent_since,omitempty"`
 	// LastUsedAt is written at most once per TouchEvery (see TouchEvery).
 	LastUsedAt time.Time `json:"last_used_at"`
 	// ExpiresAt is the absolute end: login + max lifetime (or the expiry
@@ -238,7 +243,9 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (Identity, Sessi
 		}
 	}
 	who := ls.rec.Identity
-	who.AuthTime = ls.rec.authTime()
+	if ls.rec.AgentSince == nil {
+		who.AuthTime = ls.rec.authTime()
+	} // else zero: no authentication of this session counts for step-up
 	info := SessionInfo{ID: ls.rec.ID, ExpiresAt: ls.rec.ExpiresAt, IdleExpiresAt: s.idleEnd(now)}
 	return who, info, nil
 }
@@ -249,6 +256,36 @@ func (r *SessionRecord) authTime() time.Time {
 		return r.CreatedAt
 	}
 	return r.AuthTime
+}
+
+// MarkAgentStarted records that the caller started an agent (pamctl exec)
+// under their session sessionID: the agent runs as the same OS user and can
+// read the session file, so from now on this session cannot pass a step-up
+// (approve, deny, revoke others' grants, read the trail); the person logs in
+// again for those, which makes a new session. Other sessions are not
+// touched. Marking twice keeps the first time.
+func (s *Service) MarkAgentStarted(ctx context.Context, who Identity, sessionID string) error {
+	now := s.now().UTC()
+	r, err := s.store.UpdateSession(ctx, sessionID, func(r *SessionRecord) error {
+		if !r.Identity.Same(who) {
+			return ErrSessionNotFound
+		}
+		if r.State != SessionActive {
+			return errSessionEnded
+		}
+		if r.AgentSince == nil {
+			r.AgentSince = &now
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrSessionNotFound), errors.Is(err, errSessionEnded):
+		return loginAgain("this session has ended")
+	case err != nil:
+		return s.storeErr(err)
+	}
+	s.cache(r)
+	return nil
 }
 
 // SessionValid reports whether session id is still active and within its

@@ -49,7 +49,7 @@ func (e *StepUpError) Is(target error) bool { return target == ErrStepUpRequired
 // Message is the user-safe explanation: what needs a recent login, how old
 // the caller's is, and what to do.
 func (e *StepUpError) Message() string {
-	last := "your session does not say when you last logged in"
+	last := "this session cannot show a recent login (it started an agent with `pamctl exec`, whose copy of it must not approve)"
 	if !e.AuthTime.IsZero() {
 		age := e.Now.Sub(e.AuthTime)
 		if age < 0 {

@@ -235,7 +235,43 @@ func TestStepUpReauthAfterConfigurable(t *testing.T) {
 		t.Fatalf("zero is the default, got %s", e.svc.ReauthAfter())
 	}
 	// No auth time at all (an identity nobody authenticated) is refused.
-	if err := e.svc.StepUp(broker.Identity{Subject: "x", Issuer: "corp"}, broker.ActionApprove); !errors.Is(err, broker.ErrStepUpRequired) || !strings.Contains(err.Error(), "does not say when") {
+	if err := e.svc.StepUp(broker.Identity{Subject: "x", Issuer: "corp"}, broker.ActionApprove); !errors.Is(err, broker.ErrStepUpRequired) || !strings.Contains(err.Error(), "cannot show a recent login") {
 		t.Fatalf("zero auth time: %v", err)
+	}
+}
+
+// A session that started an agent (pamctl exec) cannot step up, even right
+// after the login; the person's other sessions and a new login can.
+func TestStepUpSessionRunningAnAgent(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	r, _ := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}})
+	_, marked, _ := e.loginWith("bob", nil, "security")
+	_, other, _ := e.loginWith("bob", nil, "security")
+	bob, _, _ := e.svc.Authenticate(ctx, marked.Token)
+	// Only the owner marks a session.
+	if err := e.svc.MarkAgentStarted(ctx, alice, marked.ID); broker.ErrorCode(err) != broker.CodeUnauthenticated {
+		t.Fatalf("alice marked bob's session: %v", err)
+	}
+	if err := e.svc.MarkAgentStarted(ctx, bob, marked.ID); err != nil {
+		t.Fatal(err)
+	}
+	bob, _, err := e.svc.Authenticate(ctx, marked.Token)
+	if err != nil || !bob.AuthTime.IsZero() {
+		t.Fatalf("marked session: %v, auth time %v", err, bob.AuthTime)
+	}
+	su := stepUpErr(t, func() error { _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); return err }(), broker.ActionApprove)
+	if !strings.Contains(su.Message(), "started an agent with `pamctl exec`") {
+		t.Fatalf("message: %s", su.Message())
+	}
+	// The mark survives a restart (it is in the record).
+	e.restart()
+	if bob, _, _ = e.svc.Authenticate(ctx, marked.Token); !bob.AuthTime.IsZero() {
+		t.Fatal("the mark was lost across a restart")
+	}
+	bob2, _, _ := e.svc.Authenticate(ctx, other.Token)
+	if _, err := e.svc.Review(ctx, bob2, r.ID, true, "", nil); err != nil {
+		t.Fatalf("another session of the same person: %v", err)
 	}
 }

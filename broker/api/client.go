@@ -187,6 +187,12 @@ func (c *Client) Logout(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/logout", struct{}{}, nil)
 }
 
+// AgentStarted tells the broker that pamctl exec starts an agent under this
+// session: the session can no longer pass a step-up.
+func (c *Client) AgentStarted(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/session/agent", struct{}{}, nil)
+}
+
 // WhoAmI describes the session's identity.
 func (c *Client) WhoAmI(ctx context.Context) (WhoAmI, error) {
 	var out WhoAmI

@@ -230,6 +230,7 @@ func (s *Server) common(mux *http.ServeMux) {
 	handle(mux, "POST /v1/login", MaxLoginBody, s.login)
 	handle(mux, "GET /v1/whoami", 0, s.authed(s.whoami))
 	handle(mux, "POST /v1/logout", MaxEmptyBody, s.authed(s.logout))
+	handle(mux, "POST /v1/session/agent", MaxEmptyBody, s.authed(s.agentStarted))
 	handle(mux, "GET /v1/sessions", 0, s.authed(func(w http.ResponseWriter, r *http.Request, who broker.Identity) {
 		s.listSessions(false)(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, who)))
 	}))
@@ -330,6 +331,18 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, who broker.Ident
 		out.IdleExpiresAt = &idle
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// agentStarted serves POST /v1/session/agent: pamctl exec is starting an
+// agent under the session in use (broker.Service.MarkAgentStarted).
+func (s *Server) agentStarted(w http.ResponseWriter, r *http.Request, who broker.Identity) {
+	sess, _ := r.Context().Value(sessKey{}).(broker.SessionInfo)
+	if err := s.Broker.MarkAgentStarted(r.Context(), who, sess.ID); err != nil {
+		s.logErr(r, err)
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, who broker.Identity) {

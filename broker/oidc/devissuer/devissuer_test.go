@@ -419,11 +419,18 @@ func TestCodeGrant(t *testing.T) {
 	wantErr("expired code", status, body, "invalid_grant")
 
 	code = newCode()
+	authenticated := clock.Now()
+	clock.Advance(20 * time.Second) // the client redeems a little later
 	status, body = redeem(code, testVerifier, cb)
 	if status != http.StatusOK || body["token_type"] != "Bearer" || body["access_token"] == "" {
 		t.Fatalf("redeem: %d %v", status, body)
 	}
 	c := verifiedClaims(t, iss, body["id_token"].(string))
+	// auth_time is when the user authenticated (the authorization
+	// request), not when the code was redeemed.
+	if at, ok := c["auth_time"].(float64); !ok || int64(at) != authenticated.Unix() || int64(c["iat"].(float64)) != clock.Now().Unix() {
+		t.Errorf("auth_time = %v, iat = %v; want auth_time %d", c["auth_time"], c["iat"], authenticated.Unix())
+	}
 	for k, want := range map[string]any{
 		"iss": iss.URL(), "sub": "alice", "aud": "pamctl", "nonce": "no-1",
 		"email": "alice@example.com", "preferred_username": "alice",

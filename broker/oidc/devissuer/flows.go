@@ -29,6 +29,7 @@ type authCode struct {
 	nonce       string
 	scope       string
 	user        user
+	authTime    time.Time // when the user "authenticated": the auto-consent or the login form's submission
 	expiry      time.Time
 }
 
@@ -181,6 +182,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		nonce:       q.Get("nonce"),
 		scope:       scope,
 		user:        u,
+		authTime:    now,
 		expiry:      now.Add(i.codeTTL),
 	}
 	i.mu.Unlock()
@@ -257,7 +259,7 @@ func (i *Issuer) redeemCode(w http.ResponseWriter, r *http.Request, clientID str
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "PKCE code_verifier does not match code_challenge")
 			return
 		}
-		i.issueTokens(w, clientID, c.nonce, c.scope, c.user)
+		i.issueTokens(w, clientID, c.nonce, c.scope, c.user, c.authTime)
 	}
 }
 
@@ -286,11 +288,14 @@ func (i *Issuer) redeemDevice(w http.ResponseWriter, r *http.Request, clientID s
 	delete(i.devices, dc)
 	delete(i.users, g.userCode)
 	i.mu.Unlock()
-	i.issueTokens(w, clientID, "", g.scope, g.user)
+	i.issueTokens(w, clientID, "", g.scope, g.user, time.Time{})
 }
 
-func (i *Issuer) issueTokens(w http.ResponseWriter, clientID, nonce, scope string, u user) {
+// issueTokens answers a token request; authTime zero means now (the
+// device flow: the user approved the code just before this poll).
+func (i *Issuer) issueTokens(w http.ResponseWriter, clientID, nonce, scope string, u user, authTime time.Time) {
 	idToken, err := i.Mint(Claims{
+		AuthTime: authTime,
 		Subject:  u.name,
 		Email:    u.email,
 		Groups:   u.groups,

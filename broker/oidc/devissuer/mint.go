@@ -24,6 +24,10 @@ type Claims struct {
 	Expiry time.Time
 	// IssuedAt is the iat claim; the issuer's clock when zero.
 	IssuedAt time.Time
+	// AuthTime is the auth_time claim, when the user authenticated (OIDC
+	// Core 2; step-up compares it with approvals.reauth_after): IssuedAt
+	// when zero. Extra{"auth_time": …} replaces it (tests of odd values).
+	AuthTime time.Time
 
 	// Extra claims, e.g. GitHub Actions' repository_owner. They may not
 	// replace the claims above, except email_verified.
@@ -70,13 +74,17 @@ func (i *Issuer) claimSet(iss string, c Claims) (map[string]any, error) {
 	if aud == "" {
 		aud = DefaultClientID
 	}
+	authTime := c.AuthTime
+	if authTime.IsZero() {
+		authTime = iat
+	}
 	m := map[string]any{
 		"iss":       iss,
 		"sub":       c.Subject,
 		"aud":       aud,
 		"iat":       iat.Unix(),
 		"exp":       exp.Unix(),
-		"auth_time": iat.Unix(),
+		"auth_time": authTime.Unix(),
 	}
 	if c.Nonce != "" {
 		m["nonce"] = c.Nonce

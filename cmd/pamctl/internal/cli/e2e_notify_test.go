@@ -152,3 +152,31 @@ func TestConfigCheckWarnsInlineWebhookURL(t *testing.T) {
 		}
 	}
 }
+
+// A channel whose URL cannot be had (a vault entry not set yet, a file
+// holding a non-https URL) fails each event, audited with why, never the
+// URL; the other channels are not held up.
+func TestEndToEndChatHookUnavailable(t *testing.T) {
+	hookFile := filepath.Join(t.TempDir(), "slack-hook")
+	os.WriteFile(hookFile, []byte("http://hooks.example.com/services/PLAINSECRET\n"), 0o600)
+	s := startServerWith(t, func(c *Config) {
+		c.Notify.Slack.WebhookURLFile = hookFile
+		c.Notify.Teams.WebhookURLVault = "missing-hook"
+	})
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "alice login")
+	s.pendingRequest(t, "alice", "model:gpt-4o")
+	waitForEvent(t, s, audit.TypeNotifyFailed, 2)
+	got := map[string]string{}
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypeNotifyFailed {
+			got[e.Details["channel"]] = e.Error
+		}
+		return true
+	})
+	if !strings.Contains(got["teams"], `vault entry "missing-hook" could not be opened (set it with: pamctl vault set missing-hook)`) {
+		t.Errorf("teams failure: %q", got["teams"])
+	}
+	if !strings.Contains(got["slack"], "uses http:// off loopback") || strings.Contains(got["slack"], "PLAINSECRET") || strings.Contains(got["slack"], "hooks.example.com") {
+		t.Errorf("slack failure: %q", got["slack"])
+	}
+}

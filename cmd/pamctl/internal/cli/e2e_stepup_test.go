@@ -54,8 +54,10 @@ func TestEndToEndStepUpReLogin(t *testing.T) {
 		t.Fatalf("stale audit tail with --no-input: exit %d\n%s", r.code, r.err)
 	}
 	// Otherwise it logs in again (here: the dev issuer, as the session
-	// was made) and retries once.
+	// was made) and retries once; the old session ends, copies included.
+	s.copySession(t, "bob", "thief")
 	r = s.as(t, "bob", "", "approve", id, "--reason", "ok").must(t, "approve after re-login")
+	mustLogInAgain(t, s.as(t, "thief", "", "whoami"), "a copy of the session the step-up replaced")
 	if !strings.Contains(r.err, "approving needs a login within the last 10m; your last was 40m ago; logging in again (development issuer)") || !strings.Contains(r.err, "Approved "+id) {
 		t.Fatalf("re-login approve said:\n%s", r.err)
 	}
@@ -111,17 +113,27 @@ func TestEndToEndExecChildCannotActAsItsPerson(t *testing.T) {
 		t.Fatal("the child replaced the person's session")
 	}
 	// The variable is a guard rail: a same-user process can unset it and
-	// use the session file. What stops it is step-up: once the person's
-	// login is older than approvals.reauth_after, the copied session
-	// cannot approve or read the trail without the IdP (--no-input: a
-	// real IdP would need the person; the dev issuer consents to anyone).
-	clk.Add(11 * time.Minute)
-	if r := child("approve "+id+" --no-input", "PAMCTL_NO_SESSION="); r.code != ExitUnauthenticated || !strings.Contains(r.err, "approving needs a login within the last 10m; your last was 11m ago") {
-		t.Fatalf("approve with the session file after reauth_after: exit %d\n%s%s", r.code, r.out, r.err)
+	// use the session file. What stops it is step-up: exec marked the
+	// session as running an agent, so it cannot show a recent login even
+	// right after the person's (--no-input: a real IdP would need the
+	// person; the dev issuer consents to anyone).
+	if r := child("approve "+id+" --no-input", "PAMCTL_NO_SESSION="); r.code != ExitUnauthenticated || !strings.Contains(r.err, "approving needs a login within the last 10m; this session started an agent with `pamctl exec`") {
+		t.Fatalf("approve with the session file right after login: exit %d\n%s%s", r.code, r.out, r.err)
 	}
 	if r := child("audit tail -n 5 --no-input", "PAMCTL_NO_SESSION="); r.code != ExitUnauthenticated || !strings.Contains(r.err, "reading the audit trail needs a login") {
-		t.Fatalf("audit tail with the session file after reauth_after: exit %d\n%s%s", r.code, r.out, r.err)
+		t.Fatalf("audit tail with the session file: exit %d\n%s%s", r.code, r.out, r.err)
 	}
+	// Other uses of the session go on; the person approves after a new
+	// login (which also ends the marked session).
+	s.as(t, "bob", "", "requests").must(t, "the session still lists requests")
+	if r := s.as(t, "bob", "", "approve", id, "--no-input"); r.code != ExitUnauthenticated {
+		t.Fatalf("the marked session approved: %+v", r)
+	}
+	r = s.as(t, "bob", "", "approve", id).must(t, "approve after logging in again")
+	if !strings.Contains(r.err, "logging in again") {
+		t.Fatalf("approve said:\n%s", r.err)
+	}
+	s.as(t, "bob", "", "audit", "tail", "-n", "1", "--no-input").must(t, "the new session reads the trail")
 }
 
 // recordingTransport records the URLs the CLI requests.

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,7 +58,9 @@ removed from its environment and PAMCTL_NO_SESSION=1 is set, so pamctl run
 inside it refuses to use your session, the admin socket or the data dir
 (it cannot approve, deny, revoke, request or read the audit trail as you).
 A process running as your OS user can still read your files; what stops
-it from approving with a copied session is step-up (docs/sessions.md).`,
+it from approving with a copied session is step-up: exec marks your
+session as running an agent, and such a session needs a new login before
+approving or reading the audit trail (docs/sessions.md).`,
 		Example: `  pamctl exec --scope model:gpt-4o -- python agent.py
   pamctl exec --request req_0123 -- env`,
 		Args: cobra.MinimumNArgs(1),
@@ -146,6 +149,16 @@ func execRun(cmd *cobra.Command, o *ExecOptions) error {
 	path, err := exec.LookPath(o.Command[0])
 	if err != nil {
 		return withCode(127, fmt.Errorf("exec: %s: command not found", o.Command[0]))
+	}
+	// The agent can read the session file (same OS user): from now on this
+	// session cannot pass a step-up, so a copy cannot approve or read the
+	// trail; the person logs in again for those (docs/sessions.md).
+	if err := c.AgentStarted(ctx); err != nil {
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+			return unreachable(err, cfg.Server)
+		}
+		o.f.IO.Warnf("this broker cannot mark the session as running an agent (an older version): a copy of your session file can approve until approvals.reauth_after passes")
 	}
 	child := exec.CommandContext(ctx, path, o.Command[1:]...)
 	child.Env = env

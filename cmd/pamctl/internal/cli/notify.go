@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -98,7 +97,7 @@ func webhookURL(c ChatHookConfig, key string, v *vault.Vault) func(context.Conte
 		return func(ctx context.Context) (string, error) {
 			s, err := v.Get(ctx, c.WebhookURLVault)
 			if err != nil {
-				return "", fmt.Errorf("%s.webhook_url_vault: vault entry %q could not be opened (set it with: pamctl vault set %s): %w", key, c.WebhookURLVault, c.WebhookURLVault, errors.Unwrap(err))
+				return "", fmt.Errorf("%s.webhook_url_vault: vault entry %q could not be opened (set it with: pamctl vault set %s): %w", key, c.WebhookURLVault, c.WebhookURLVault, err)
 			}
 			return strings.TrimSpace(s.Reveal()), nil
 		}

@@ -76,6 +76,12 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	if err != nil {
 		return fmt.Errorf("%s, and logging in again failed: %w", reason, err)
 	}
+	// The new session replaces the old one in session.json; end the old
+	// one on the broker too, so a copy of the old file dies with it.
+	old := *c
+	if err := old.Logout(cmd.Context()); err != nil {
+		f.IO.Notef("the previous session could not be ended (it ends by itself at its expiry): %s", errorText(err))
+	}
 	c.Token = newSess.Token
 	err = call()
 	if errors.As(err, &su) {
@@ -87,7 +93,7 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 // stepUpReason says why, in the CLI's words: "approving needs a login
 // within the last 10m; your last was 2h ago".
 func stepUpReason(su *broker.StepUpError) string {
-	last := "the broker does not know when you last logged in"
+	last := "this session started an agent with `pamctl exec`, so it cannot show a recent login"
 	if !su.AuthTime.IsZero() {
 		last = "your last was " + broker.HumanAge(max(su.Now.Sub(su.AuthTime), 0)) + " ago"
 	}
