@@ -97,7 +97,9 @@ func (s *Service) WebSession(ctx context.Context, secret string) (Identity, *Ses
 		}
 	}
 	who := ls.rec.Identity
-	who.AuthTime = ls.rec.authTime()
+	if ls.rec.AgentSince == nil {
+		who.AuthTime = ls.rec.authTime()
+	}
 	rec := ls.rec
 	return who, &rec, nil
 }

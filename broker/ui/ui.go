@@ -108,13 +108,13 @@ type Config struct {
 
 // UI serves the web approval page. Mount Handler at "/ui/".
 type UI struct {
-	c        Config
-	origin   string // of PublicURL
-	secure   bool   // PublicURL is https: Secure, __Host- cookies
-	logins   *logins
-	pages    map[string]*template.Template
-	static   http.Handler
-	csp      string
+	c      Config
+	origin string // of PublicURL
+	secure bool   // PublicURL is https: Secure, __Host- cookies
+	logins *logins
+	pages  map[string]*template.Template
+	static http.Handler
+	csp    string
 
 	streams streamCount // open /ui/events streams
 
