@@ -41,9 +41,10 @@ func fuzzDrive(t *testing.T, chat bool, events [][]byte) (string, []toolcall.Cal
 	return out.String(), calls, b.err
 }
 
-// shownCalls returns every tool call an SDK would read from a stream:
-// chat delta.tool_calls and delta.function_call names and arguments, and
-// the Responses tool items of output_item events and response outputs.
+// shownCalls returns every tool call an SDK would read from a stream, as
+// the SDKs read them: chat choices[].delta.tool_calls[] and
+// delta.function_call; the Responses tool items of output_item events and
+// of the response.output of response events.
 func shownCalls(stream string) []string {
 	var out []string
 	for _, ev := range strings.Split(stream, "\n\n") {
@@ -51,48 +52,44 @@ func shownCalls(stream string) []string {
 			continue
 		}
 		_, data := sseFields([]byte(ev + "\n\n"))
-		var v any
-		if json.Unmarshal([]byte(data), &v) != nil {
+		var o map[string]any
+		if json.Unmarshal([]byte(data), &o) != nil {
 			continue
 		}
-		walkJSON(v, func(key string, o map[string]any) {
-			switch key {
-			case "tool_calls":
-				if fn, ok := o["function"].(map[string]any); ok {
+		choices, _ := o["choices"].([]any)
+		for _, c := range choices {
+			ch, _ := c.(map[string]any)
+			delta, _ := ch["delta"].(map[string]any)
+			tcs, _ := delta["tool_calls"].([]any)
+			for _, tc := range tcs {
+				tcm, _ := tc.(map[string]any)
+				if fn, ok := tcm["function"].(map[string]any); ok {
 					out = append(out, fmt.Sprint(fn["name"], " ", fn["arguments"]))
 				}
-				if fn, ok := o["custom"].(map[string]any); ok {
+				if fn, ok := tcm["custom"].(map[string]any); ok {
 					out = append(out, fmt.Sprint(fn["name"], " ", fn["input"]))
 				}
-			case "function_call":
-				out = append(out, fmt.Sprint(o["name"], " ", o["arguments"]))
+				if tcm["function"] == nil && tcm["custom"] == nil {
+					out = append(out, fmt.Sprint(tcm["id"], " (no function)"))
+				}
 			}
-			if t, _ := o["type"].(string); respToolKinds[t] != "" {
-				out = append(out, fmt.Sprint(o["name"], " ", o["server_label"], " ", o["arguments"], o["input"], o["action"]))
+			if fn, ok := delta["function_call"].(map[string]any); ok {
+				out = append(out, fmt.Sprint(fn["name"], " ", fn["arguments"]))
 			}
-		})
-	}
-	return out
-}
-
-// walkJSON calls f with every object and the key it is under (the key of
-// the list for list elements).
-func walkJSON(v any, f func(key string, o map[string]any)) {
-	var walk func(key string, v any)
-	walk = func(key string, v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			f(key, x)
-			for k, c := range x {
-				walk(k, c)
-			}
-		case []any:
-			for _, c := range x {
-				walk(key, c)
+		}
+		items := []any{o["item"]}
+		if resp, ok := o["response"].(map[string]any); ok {
+			list, _ := resp["output"].([]any)
+			items = append(items, list...)
+		}
+		for _, it := range items {
+			item, _ := it.(map[string]any)
+			if t, _ := item["type"].(string); respToolKinds[t] != "" {
+				out = append(out, fmt.Sprint(item["name"], " ", item["server_label"], " ", item["arguments"], item["input"], item["action"]))
 			}
 		}
 	}
-	walk("", v)
+	return out
 }
 
 // genChat turns fuzz bytes into a chat stream of tool-call fragments:

@@ -286,6 +286,13 @@ func TestChatStreamAllowedCallsUnchanged(t *testing.T) {
 	if a.calls[0].id != "call_1" || a.calls[1].id != "call_2" {
 		t.Errorf("ids %q %q", a.calls[0].id, a.calls[1].id)
 	}
+	// The fuzz property's reader sees them too.
+	if shown := shownCalls(got); len(shown) != 2 || shown[0] != `get_weather {"city":"Paris"}` {
+		t.Errorf("shownCalls: %q", shown)
+	}
+	if shown := shownCalls(strings.Join(respStream([][4]string{{"fc_1", "c1", "f", "{}"}}), "")); len(shown) != 3 {
+		t.Errorf("shownCalls of a Responses call (added, done, completed): %q", shown)
+	}
 }
 
 func TestChatStreamWithoutToolsIsUntouched(t *testing.T) {
