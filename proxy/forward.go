@@ -262,11 +262,13 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 		body = upstreamErrorBody(c, res.StatusCode, body)
 		res.Header.Set("Content-Type", "application/json")
 		c.errDetail = "upstream answered " + strconv.Itoa(res.StatusCode)
-	} else if body, err = p.judgeAnswer(ctx, c, body); err != nil {
-		return p.toolJudgeError(ctx, c, err)
 	} else if body, err = p.maskAnswer(c, body); err != nil {
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError,
 			fmt.Sprintf("Upstream %q sent an answer the proxy could not mask, so it is withheld.", c.up.name), err)
+	} else if body, err = p.judgeAnswer(ctx, c, body); err != nil {
+		// Judged after masking, as streams are (their buffer sits behind
+		// the streaming masker): a rule sees what the agent would see.
+		return p.toolJudgeError(ctx, c, err)
 	}
 	p.countUsage(c)
 	if err := p.audit(ctx, c); err != nil {

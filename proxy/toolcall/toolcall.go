@@ -29,7 +29,9 @@ const (
 
 // Call is one proposed tool call, complete: its name and its whole
 // arguments. Arguments is the JSON text the model wrote (for Custom, the
-// raw input), unmasked; a Judge must not log or audit it unmasked.
+// raw input) after response masking (masking.response): whole answers and
+// streams are judged as the agent would see them. It may still hold what
+// no detector knows; a Judge audits it masked with the prompt masker.
 type Call struct {
 	Kind      Kind
 	ID        string // call id (tool_calls[].id, item call_id or id)
