@@ -10,15 +10,21 @@ type Code string
 
 // Error codes. Their meaning is stable: the HTTP API and the CLI map them.
 const (
-	CodeInvalid         Code = "invalid"          // bad input; nothing changed
-	CodeUnauthenticated Code = "unauthenticated"  // no or bad session
-	CodeForbidden       Code = "forbidden"        // policy says no
-	CodeNotFound        Code = "not_found"        // no such thing
-	CodeConflict        Code = "conflict"         // the state does not allow it (already denied, expired...)
-	CodeTooLarge        Code = "too_large"        // the request body is over the endpoint's cap
-	CodeInternal        Code = "internal"         // our fault; detail is logged, not shown
-	CodePending         Code = "pending_approval" // not an error so much as "not yet"
+	CodeInvalid         Code = "invalid"           // bad input; nothing changed
+	CodeUnauthenticated Code = "unauthenticated"   // no or bad session
+	CodeForbidden       Code = "forbidden"         // policy says no
+	CodeNotFound        Code = "not_found"         // no such thing
+	CodeConflict        Code = "conflict"          // the state does not allow it (already denied, expired...)
+	CodeTooLarge        Code = "too_large"         // the request body is over the endpoint's cap
+	CodeInternal        Code = "internal"          // our fault; detail is logged, not shown
+	CodePending         Code = "pending_approval"  // not an error so much as "not yet"
+	CodeUnavailable     Code = "store_unavailable" // the shared store has no quorum; nothing changed, retry
 )
+
+// ErrStoreUnavailable is what a store returns when it cannot answer with
+// quorum in time (etcd without a majority, or unreachable). Nothing was
+// written; the caller may retry once /readyz is green again.
+var ErrStoreUnavailable = errors.New("the store is unavailable (no quorum, or unreachable)")
 
 // Error is an error safe to show a user: Code and Message are public, Err is
 // the wrapped detail for logs.
@@ -47,6 +53,9 @@ func ErrorCode(err error) Code {
 	if errors.As(err, &su) {
 		return CodeStepUpRequired
 	}
+	if errors.Is(err, ErrStoreUnavailable) { // however the service wrapped it
+		return CodeUnavailable
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
@@ -63,6 +72,9 @@ func ErrorMessage(err error) string {
 	if errors.As(err, &su) {
 		return su.Message()
 	}
+	if errors.Is(err, ErrStoreUnavailable) {
+		return "the broker's store is unavailable (its etcd cluster has no quorum or cannot be reached): nothing changed; retry once the broker's /readyz is green"
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Message
@@ -70,5 +82,6 @@ func ErrorMessage(err error) string {
 	if errors.Is(err, ErrNotFound) {
 		return "no such request (list them with: pamctl requests)"
 	}
+
 	return "internal error (the server log has details)"
 }

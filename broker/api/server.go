@@ -698,6 +698,7 @@ var statusOf = map[broker.Code]int{
 	broker.CodePending:         http.StatusConflict,
 	broker.CodeTooLarge:        http.StatusRequestEntityTooLarge,
 	broker.CodeInternal:        http.StatusInternalServerError,
+	broker.CodeUnavailable:     http.StatusServiceUnavailable,
 }
 
 func writeError(w http.ResponseWriter, err error) {

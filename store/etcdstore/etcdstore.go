@@ -44,6 +44,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/store"
 )
 
@@ -82,7 +83,9 @@ type Config struct {
 }
 
 // ErrUnavailable means the cluster could not answer with quorum in time.
-var ErrUnavailable = errors.New("etcdstore: the etcd cluster is unavailable (no quorum, or unreachable)")
+// It is broker.ErrStoreUnavailable, which the broker's API answers with
+// 503 store_unavailable.
+var ErrUnavailable = broker.ErrStoreUnavailable
 
 // DB is an open etcd store.
 type DB struct {

@@ -114,6 +114,12 @@ func TestEtcdQuorumLossFailsClosedAndRecovers(t *testing.T) {
 		code, text := etcdReadyz(t, s)
 		return code == http.StatusServiceUnavailable && strings.Contains(text, checkStore)
 	})
+	// The broker's API fails closed the same way: 503 store_unavailable,
+	// with a message that says to retry, not an internal error.
+	if r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o", "--nowait"); r.code == 0 ||
+		!strings.Contains(r.err, "store is unavailable") || strings.Contains(r.err, "internal error") {
+		t.Fatalf("request without quorum: exit %d\n%s", r.code, r.err)
+	}
 
 	c.Restart(1)
 	c.Restart(2)
