@@ -287,10 +287,10 @@ func TestChatStreamAllowedCallsUnchanged(t *testing.T) {
 		t.Errorf("ids %q %q", a.calls[0].id, a.calls[1].id)
 	}
 	// The fuzz property's reader sees them too.
-	if shown := shownCalls(got); len(shown) != 2 || shown[0] != `get_weather {"city":"Paris"}` {
+	if shown := shownCalls(got, true); len(shown) != 2 || shown[0] != `get_weather {"city":"Paris"}` {
 		t.Errorf("shownCalls: %q", shown)
 	}
-	if shown := shownCalls(strings.Join(respStream([][4]string{{"fc_1", "c1", "f", "{}"}}), "")); len(shown) != 3 {
+	if shown := shownCalls(strings.Join(respStream([][4]string{{"fc_1", "c1", "f", "{}"}}), ""), false); len(shown) != 3 {
 		t.Errorf("shownCalls of a Responses call (added, done, completed): %q", shown)
 	}
 }
