@@ -272,9 +272,9 @@ func (p *Proxy) toolJudgeError(ctx context.Context, c *call, err error) error {
 	case ctx.Err() != nil:
 		return fmt.Errorf("client went away: %w", ctx.Err())
 	case errors.Is(err, toolcall.ErrAnswerShape):
-		c.errDetail = "unreadable tool call in the answer"
+		c.errDetail = clip("tool calls withheld: "+err.Error(), capDetail)
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-			"Upstream %q proposed a tool call pamctl could not read, so the answer is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name), err)
+			"Upstream %q proposed a tool call pamctl could not read (or more than %d in one answer), so the answer is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, toolcall.MaxCallsPerAnswer), err)
 	}
 	return p.auditError(err)
 }

@@ -16,6 +16,11 @@ const (
 	EndpointResponses = "/v1/responses"
 )
 
+// MaxCallsPerAnswer bounds the tool calls of one answer pamctl judges
+// (each is an audit event, and may be a hold): an answer proposing more is
+// withheld (ErrAnswerShape). Models propose a handful at a time.
+const MaxCallsPerAnswer = 128
+
 // ErrAnswerShape is wrapped when an answer holds a tool call pamctl
 // cannot read (a name or arguments of the wrong JSON type): the answer is
 // withheld rather than relayed unjudged.
@@ -102,9 +107,13 @@ type rewriter struct {
 	j       Judge
 	changed bool
 	n       int // denial messages inserted (for their ids)
+	judged  int
 }
 
 func (r *rewriter) judge(c Call) (Verdict, error) {
+	if r.judged++; r.judged > MaxCallsPerAnswer {
+		return Verdict{}, fmt.Errorf("%w: more than %d tool calls in one answer", ErrAnswerShape, MaxCallsPerAnswer)
+	}
 	v, err := r.j.Judge(r.ctx, c)
 	if err != nil {
 		return Verdict{}, err

@@ -210,3 +210,15 @@ func TestRewriteAnswerDuplicateKeys(t *testing.T) {
 		t.Fatalf("%s (judged %+v)", out, j.seen)
 	}
 }
+
+func TestRewriteAnswerTooManyCalls(t *testing.T) {
+	j := &recorder{}
+	calls := make([]string, MaxCallsPerAnswer+1)
+	for i := range calls {
+		calls[i] = `{"id":"c","type":"function","function":{"name":"ls","arguments":"{}"}}`
+	}
+	body := `{"choices":[{"message":{"tool_calls":[` + strings.Join(calls, ",") + `]}}]}`
+	if _, err := RewriteAnswer(context.Background(), EndpointChat, []byte(body), j); !errors.Is(err, ErrAnswerShape) || len(j.seen) != MaxCallsPerAnswer {
+		t.Fatalf("%v after %d judged", err, len(j.seen))
+	}
+}

@@ -57,8 +57,9 @@ func NewCmdRequest(f *Factory, runF func(*cobra.Command, *RequestOptions) error)
 		Use:   "request --scope SCOPE [--scope SCOPE ...]",
 		Short: "Ask for a just-in-time grant",
 		Long: `Ask for a just-in-time grant of one or more scopes (model:gpt-4o,
-model:gpt-4o*, endpoint:/v1/audio/*, audit:read). Depending on policy the
-request is approved at once or waits for approvers. By default the command
+model:gpt-4o*, endpoint:/v1/audio/*, audit:read, tool:shell). A grant with
+tool: scopes may use only the tools they name (docs/tools.md). Depending on
+policy the request is approved at once or waits for approvers. By default the command
 waits for the decision; Ctrl-C stops waiting and leaves the request pending.
 
 Exit status: with --nowait, 0 once the request is created, whatever its
@@ -66,7 +67,8 @@ state (read it from the output or -o json). Waiting (the default): 0 when
 approved, 8 when still pending as the wait ends (Ctrl-C), 5 when denied or
 expired. A request policy refuses outright exits 5 either way.`,
 		Example: `  pamctl request --scope model:gpt-4o --ttl 30m --reason "eval run"
-  pamctl request --scope model:gpt-4o-mini --nowait`,
+  pamctl request --scope model:gpt-4o-mini --nowait
+  pamctl request --scope model:gpt-4o --scope tool:shell --scope 'tool:mcp:github/search_*'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(o.Scopes) == 0 {
