@@ -63,8 +63,9 @@ const (
 	// maxToolHeld bounds everything held for tool calls in one stream
 	// (fragments, and for Responses the events queued behind a call).
 	maxToolHeld = 4 << 20
-	// maxToolCalls bounds the calls one stream may propose.
-	maxToolCalls = 256
+	// maxToolCalls bounds the calls one stream may propose, as for a
+	// whole answer.
+	maxToolCalls = toolcall.MaxCallsPerAnswer
 	// maxToolIndex bounds a chat fragment's index.
 	maxToolIndex = 1023
 	// maxToolChoices bounds the chat choices that may hold calls.
