@@ -63,8 +63,9 @@ const (
 	// maxToolHeld bounds everything held for tool calls in one stream
 	// (fragments, and for Responses the events queued behind a call).
 	maxToolHeld = 4 << 20
-	// maxToolCalls bounds the calls one stream may propose.
-	maxToolCalls = 256
+	// maxToolCalls bounds the calls one stream may propose, as for a
+	// whole answer.
+	maxToolCalls = toolcall.MaxCallsPerAnswer
 	// maxToolIndex bounds a chat fragment's index.
 	maxToolIndex = 1023
 	// maxToolChoices bounds the chat choices that may hold calls.
@@ -799,6 +800,27 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		b.lastSeq, b.seenSeq = n, true
 	}
 	switch typ {
+	case "response.output_item.added", "response.output_item.done",
+		"response.completed", "response.incomplete", "response.failed":
+	default:
+		// Any other event that carries a tool item is not one the SDKs
+		// read it from: dropped. A response's output shows only judged
+		// items.
+		var item struct {
+			Type json.RawMessage `json:"type"`
+		}
+		if !isNull(o["item"]) && json.Unmarshal(o["item"], &item) == nil {
+			if t, _ := optString(item.Type); respToolKinds[t] != "" {
+				b.drop(e)
+				return
+			}
+		}
+		if _, has := o["response"]; has && !b.shownOutput(e) {
+			b.drop(e)
+			return
+		}
+	}
+	switch typ {
 	case "response.output_item.added", "response.output_item.done":
 		var item map[string]json.RawMessage
 		if json.Unmarshal(o["item"], &item) != nil || item == nil {
@@ -854,14 +876,6 @@ func (b *toolBuffer) respEvent(ev []byte) {
 	case "response.completed", "response.incomplete", "response.failed":
 		b.terminalResp(e)
 		return
-	case "response.created", "response.in_progress", "response.queued":
-		// Their output shows only judged items.
-		if !b.shownOutput(e) {
-			return
-		}
-		b.enqueue(e)
-		b.flushResp()
-		return
 	case "error":
 		// The stream failed: calls not yet complete are never shown.
 		for _, r := range b.items {
@@ -875,7 +889,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		b.flushResp()
 		return
 	}
-	// Any other event: does it belong to a tool item?
+	// Any other event.
 	if r := b.ownerOf(o); r != nil {
 		if r.closed {
 			b.drop(e)
