@@ -91,7 +91,10 @@ func TestDashboardAndDocsNameRealMetrics(t *testing.T) {
 		QueueDepth: func() int { return 0 },
 		Proxies: func() []ProxyStatus {
 			return []ProxyStatus{{ID: "prx_1", State: "live", LastContact: time.Unix(1700000000, 0)}}
-		}})
+		},
+		// A proxy-role process's series (a broker has none), documented
+		// in the same table.
+		Link: func() LinkStatus { return LinkStatus{Refusal: "revocations_stale", SpoolBytes: 42} }})
 	cycle(m, &proxy.CallStats{Endpoint: "chat", Model: "gpt-4o", Status: 429, Rule: "r", Decision: "deny", Code: proxy.CodeRateLimitExceeded,
 		HasUsage: true, MaskedIn: map[string]int{"EMAIL": 1}})
 	m.TokenVerified(true, true)
