@@ -49,7 +49,7 @@ func startServerWith(t *testing.T, adjust func(*Config)) *testServer {
 }
 
 // startServerOpts also sets the App's options (e.g. the broker's clock).
-func startServerOpts(t *testing.T, adjust func(*Config), opts AppOptions) *testServer {
+func startServerOpts(t testing.TB, adjust func(*Config), opts AppOptions) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
@@ -107,7 +107,7 @@ type result struct {
 
 // as runs one CLI command as user (each user has their own config dir and
 // so their own session file).
-func (s *testServer) as(t *testing.T, user, stdin string, args ...string) result {
+func (s *testServer) as(t testing.TB, user, stdin string, args ...string) result {
 	t.Helper()
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(s.dir, "config-"+user))
 	ios, in, out, errOut := iostreams.Test()
@@ -127,7 +127,7 @@ func (s *testServer) as(t *testing.T, user, stdin string, args ...string) result
 	return result{out: out.String(), err: errOut.String(), code: code}
 }
 
-func (r result) must(t *testing.T, what string) result {
+func (r result) must(t testing.TB, what string) result {
 	t.Helper()
 	if r.code != 0 {
 		t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", what, r.code, r.out, r.err)
