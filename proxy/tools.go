@@ -114,6 +114,11 @@ func (p *Proxy) judgeAnswer(ctx context.Context, c *call, body []byte) ([]byte, 
 	if c.kind == epResponses {
 		ep = toolcall.EndpointResponses
 	}
+	// What a case-insensitive decoder would read as calls (Tool_calls,
+	// duplicate keys) must not slip past the rewrite, which reads exact keys.
+	if err := strictToolJSON(body); err != nil {
+		return nil, fmt.Errorf("%w: %w", toolcall.ErrAnswerShape, err)
+	}
 	return toolcall.RewriteAnswer(ctx, ep, body, j)
 }
 

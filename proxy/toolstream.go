@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
@@ -308,13 +309,87 @@ func argumentsOf(h *heldCall) string {
 // \u escapes is read like any other by the SDKs, so escapes go the slow
 // way too).
 func mayHoldTool(data []byte, chat bool) bool {
-	if bytes.Contains(data, []byte(`\u`)) {
+	// ſ (U+017F) folds to s and K (U+212A) to k: a key spelled with them
+	// is read by case-insensitive decoders (encoding/json) as the ASCII one.
+	if bytes.Contains(data, []byte(`\u`)) || bytes.Contains(data, []byte("\u017f")) ||
+		bytes.Contains(data, []byte("\xc5\xbf")) || bytes.Contains(data, []byte("\xe2\x84\xaa")) {
 		return true
 	}
 	if chat {
-		return bytes.Contains(data, []byte("tool_calls")) || bytes.Contains(data, []byte("function_call"))
+		return containsFoldASCII(data, "tool_calls") || containsFoldASCII(data, "function_call")
 	}
-	return bytes.Contains(data, []byte("_call")) || bytes.Contains(data, []byte("approval_request"))
+	return containsFoldASCII(data, "_call") || containsFoldASCII(data, "approval_request")
+}
+
+// containsFoldASCII reports whether data holds marker (lower-case ASCII)
+// in any letter case. It does not allocate.
+func containsFoldASCII(data []byte, marker string) bool {
+	for i := 0; i+len(marker) <= len(data); i++ {
+		j := 0
+		for ; j < len(marker); j++ {
+			c := data[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != marker[j] {
+				break
+			}
+		}
+		if j == len(marker) {
+			return true
+		}
+	}
+	return false
+}
+
+// readKeys are the keys the tool buffer reads from an event (and
+// RewriteAnswer from a whole answer). A key of the event that equals one
+// of them only under case folding would be read as it by case-insensitive
+// decoders (encoding/json) and not by the buffer: such an event is
+// refused, as are duplicate keys (payload.Validate).
+var readKeys = []string{"choices", "delta", "message", "tool_calls", "function_call", "function", "custom", "name",
+	"arguments", "input", "type", "index", "id", "call_id", "finish_reason", "content", "role", "item", "item_id",
+	"output", "output_index", "response", "sequence_number", "server_label", "action", "usage", "status"}
+
+// strictToolJSON refuses JSON that decoders could read differently from
+// the buffer: duplicate keys, case twins, invalid UTF-8, and keys that are
+// case variants of readKeys.
+func strictToolJSON(data []byte) error {
+	if err := payload.Validate(data); err != nil {
+		return err
+	}
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	return foldedKeys(v, 0)
+}
+
+// foldedKeys walks v for a key that is a case variant of a read key.
+func foldedKeys(v any, depth int) error {
+	if depth > 64 {
+		return errors.New("nested too deep")
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		for key, val := range t {
+			for _, k := range readKeys {
+				if key != k && strings.EqualFold(key, k) {
+					return fmt.Errorf("the key %.40q differs from %q only in letter case", key, k)
+				}
+			}
+			if err := foldedKeys(val, depth+1); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, val := range t {
+			if err := foldedKeys(val, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ---- chat -----------------------------------------------------------------
@@ -384,6 +459,12 @@ func (b *toolBuffer) chatDone(ev []byte, open []int) {
 // chatChunk handles a chunk that may carry a call, or comes while calls
 // are held (apart, so that the usual chunk costs no allocation).
 func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
+	if json.Valid(trimmed) {
+		if err := strictToolJSON(trimmed); err != nil {
+			b.fail(err)
+			return
+		}
+	}
 	var top map[string]json.RawMessage
 	if json.Unmarshal(trimmed, &top) != nil || top == nil {
 		// Not a JSON object: no SDK reads a call from it, and it may be
@@ -411,6 +492,12 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 		if json.Unmarshal(rc, &ch) != nil || ch == nil {
 			modified = true // not a choice: dropped
 			continue
+		}
+		if m, has := ch["message"]; has && !isNull(m) {
+			// A whole message in a chunk: not a chunk the buffer reads,
+			// and a decoder that reads it would see calls never judged.
+			b.fail(errors.New("a stream chunk carries a whole message"))
+			return
 		}
 		ci := 0
 		if n, ok := jsonInt(ch["index"]); ok && n >= 0 && n < maxToolChoices {
@@ -547,7 +634,13 @@ func (b *toolBuffer) grow(c *heldCall, id, name, args string) bool {
 		b.held += len(id)
 	}
 	if name != "" && name != c.call.Name {
-		c.call.Name += name
+		if c.call.Name != "" {
+			// SDKs disagree here (append or overwrite): the call could run
+			// under a name other than the one judged.
+			b.fail(errors.New("a tool call's name came in two fragments"))
+			return false
+		}
+		c.call.Name = name
 		b.held += len(name)
 	}
 	c.call.Arguments += args
@@ -737,6 +830,19 @@ var respToolKinds = map[string]toolcall.Kind{
 	"mcp_approval_request": toolcall.MCP,
 }
 
+// isArgumentEvent reports whether a Responses event type streams a tool
+// call's arguments or input (response.function_call_arguments.delta,
+// response.custom_tool_call_input.done, response.mcp_call_arguments.delta...).
+func isArgumentEvent(typ string) bool {
+	rest, _ := strings.CutPrefix(typ, "response.")
+	for _, spec := range respArgs {
+		if spec.stream != "" && strings.HasPrefix(rest, spec.stream+".") {
+			return true
+		}
+	}
+	return containsFoldASCII([]byte(rest), "_arguments") || containsFoldASCII([]byte(rest), "_input.")
+}
+
 // respArgs names, per item type, the field holding the arguments and the
 // event kind that streams them ("": not streamed). local_shell_call and
 // computer_call have an action object instead.
@@ -781,6 +887,12 @@ func (b *toolBuffer) respEvent(ev []byte) {
 	}
 	if name != "" {
 		b.evNames = true
+	}
+	if json.Valid(trimmed) {
+		if err := strictToolJSON(trimmed); err != nil {
+			b.fail(err)
+			return
+		}
 	}
 	var o map[string]json.RawMessage
 	if json.Unmarshal(trimmed, &o) != nil || o == nil {
@@ -829,6 +941,12 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		it, _ := optString(item["type"])
 		kind, isTool := respToolKinds[it]
 		id, _ := optString(item["id"])
+		for k := range respToolKinds {
+			if !isTool && strings.EqualFold(it, k) {
+				b.fail(fmt.Errorf("an output item's type %.40q differs from %q only in letter case", it, k))
+				return
+			}
+		}
 		if !isTool {
 			b.enqueue(e)
 			b.flushResp()
@@ -890,7 +1008,14 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		return
 	}
 	// Any other event.
-	if r := b.ownerOf(o); r != nil {
+	r := b.ownerOf(o)
+	if r == nil && isArgumentEvent(typ) {
+		// Arguments of an item not (yet) seen, or of none: no call the
+		// buffer judged, so they never reach the client.
+		b.drop(e)
+		return
+	}
+	if r != nil {
 		if r.closed {
 			b.drop(e)
 			return
