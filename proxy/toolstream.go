@@ -351,6 +351,13 @@ var readKeys = []string{"choices", "delta", "message", "tool_calls", "function_c
 	"arguments", "input", "type", "index", "id", "call_id", "finish_reason", "content", "role", "item", "item_id",
 	"output", "output_index", "response", "sequence_number", "server_label", "action", "usage", "status"}
 
+// freeFormKeys hold objects whose keys are the caller's own (a tool's
+// parameter schema echoed in a response, metadata, a text format's
+// schema, prompt variables): the buffer reads nothing inside them, and
+// their keys may be anything.
+var freeFormKeys = map[string]bool{"tools": true, "metadata": true, "parameters": true, "schema": true,
+	"text": true, "prompt": true, "reasoning": true, "tool_choice": true, "variables": true}
+
 // strictToolJSON refuses JSON that decoders could read differently from
 // the buffer: duplicate keys, case twins, invalid UTF-8, and keys that are
 // case variants of readKeys.
@@ -377,6 +384,9 @@ func foldedKeys(v any, depth int) error {
 				if key != k && strings.EqualFold(key, k) {
 					return fmt.Errorf("the key %.40q differs from %q only in letter case", key, k)
 				}
+			}
+			if freeFormKeys[key] {
+				continue // user-defined keys (schemas, metadata): nothing read there
 			}
 			if err := foldedKeys(val, depth+1); err != nil {
 				return err

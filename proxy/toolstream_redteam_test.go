@@ -87,3 +87,20 @@ func TestToolAnswerWithCaseVariantKeysWithheld(t *testing.T) {
 		t.Fatalf("%d %s", res.StatusCode, body)
 	}
 }
+
+// Keys that are the caller's own (a tool's parameter schema echoed in the
+// response, metadata) may be spelled anyhow: the strict check reads only
+// the shapes a call is read from.
+func TestToolStreamAllowsFreeFormKeys(t *testing.T) {
+	events := []string{
+		respEv(0, `"type":"response.created","response":{"id":"r","object":"response","status":"in_progress","output":[],"metadata":{"Name":"x","ID":"y"},`+
+			`"tools":[{"type":"function","name":"get_x","parameters":{"type":"object","properties":{"Type":{"type":"string"},"Input":{"type":"string"}}}}],"text":{"format":{"type":"json_schema","schema":{"properties":{"Content":{"type":"string"}}}}}}`),
+	}
+	seq := 0
+	events = append(events, respCall(&seq, 0, "fc1", "call_1", "get_x", `{"Type":"a"}`)...)
+	events = append(events, respEv(seq+1, `"type":"response.completed","response":{"id":"r","object":"response","status":"completed","metadata":{"Name":"x"},"output":[`+respItemJSON("fc1", "call_1", "get_x", `{"Type":"a"}`)+`]}`))
+	out, calls, err := driveBuffer(false, events, byName)
+	if err != nil || len(calls) != 1 || !strings.Contains(out, `"metadata":{"Name":"x"`) {
+		t.Fatalf("err %v, calls %v:\n%s", err, calls, out)
+	}
+}
