@@ -864,7 +864,7 @@ func checkHighWater(tx *bolt.Tx, hw audit.HighWater, tip audit.Link, head *audit
 		if err != nil {
 			return err
 		}
-		if h := lineHash(line); h != hash {
+		if h := audit.StoredHash(line); h != hash {
 			return fail(seq, "hash "+hash, h)
 		}
 	} else {
@@ -924,19 +924,10 @@ func headStillStored(tx *bolt.Tx, cur *audit.SignedHead, tip audit.Link) error {
 	if err != nil {
 		return err
 	}
-	if h := lineHash(line); h != cur.Hash {
+	if h := audit.StoredHash(line); h != cur.Hash {
 		return refuse(h)
 	}
 	return nil
-}
-
-// lineHash returns the hash member that ends a sealed line.
-func lineHash(line []byte) string {
-	const n = 64 + len(`"}`)
-	if len(line) < n {
-		return ""
-	}
-	return string(line[len(line)-n : len(line)-2])
 }
 
 // Range calls fn for each event with seq >= fromSeq, in seq order, until fn
@@ -1336,7 +1327,7 @@ func readTip(tx *bolt.Tx) (audit.Link, error) {
 		if err != nil {
 			return audit.Link{}, fmt.Errorf("%w (audit seq %d)", err, seq)
 		}
-		h := lineHash(line)
+		h := audit.StoredHash(line)
 		if _, err := hex.DecodeString(h); err != nil || h == "" {
 			return audit.Link{}, fmt.Errorf("store: audit: last event (seq %d) is damaged, run pamctl audit verify", seq)
 		}
@@ -1383,51 +1374,6 @@ func (l *AuditLog) ExportRange(ctx context.Context, w io.Writer, since, until ti
 		return l.Export(ctx, w)
 	}
 	return l.export(ctx, func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error {
-		jw := audit.NewJSONLWriter(w)
-		var before audit.Link // the event before the range, if any
-		started := false
-		var first, last uint64
-		for line, err := range lines(ctx, tx) {
-			if err != nil {
-				return err
-			}
-			var at struct {
-				Seq  uint64    `json:"seq"`
-				Time time.Time `json:"time"`
-			}
-			if err := json.Unmarshal(line, &at); err != nil {
-				return fmt.Errorf("store: audit export: %w", err)
-			}
-			// Once started the range stays contiguous, whatever the clock did.
-			if !started && at.Time.Before(since) {
-				before = audit.Link{Seq: at.Seq, Hash: lineHash(line)}
-				continue
-			}
-			if !until.IsZero() && !at.Time.Before(until) {
-				break
-			}
-			if !started {
-				started, first = true, at.Seq
-				switch {
-				case before.Seq != 0:
-					err = jw.WriteRange(before)
-				case anchor != nil:
-					err = jw.WriteAnchor(anchor)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			if err := jw.WriteLine(line); err != nil {
-				return err
-			}
-			last = at.Seq
-		}
-		if started && head != nil && head.Seq >= first && head.Seq <= last {
-			if err := jw.WriteHead(head); err != nil {
-				return err
-			}
-		}
-		return jw.Flush()
+		return audit.WriteJSONLRange(w, anchor, lines(ctx, tx), head, since, until)
 	})
 }

@@ -367,7 +367,7 @@ func (l *AuditLog) recoverSegment(recs []segRecord) error {
 			if err := v.Add(r.line); err != nil {
 				return fmt.Errorf("%w: seq %d does not chain from the trail's last event (seq %d): %w", ErrSegmentDamaged, r.seq, tip.Seq, err)
 			}
-			hash := lineHash(r.line)
+			hash := audit.StoredHash(r.line)
 			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
 				return fmt.Errorf("store: audit put: %w", err)
 			}

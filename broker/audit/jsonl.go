@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"time"
 )
 
 // Export format (JSON Lines, UTF-8, "\n" after every line):
@@ -143,6 +144,73 @@ func WriteJSONL(w io.Writer, anchor *Anchor, lines iter.Seq2[[]byte, error], hea
 		}
 	}
 	return j.Flush()
+}
+
+// WriteJSONLRange writes the events of lines (stored lines in seq order)
+// from the first one at or after since up to the last one before until (a
+// zero until leaves that end open). The export starts with anchor when the
+// range starts at the first line, or with a range line naming the event
+// before it; it ends with head when the range reaches it. So any range
+// verifies offline as a consistent piece of the chain (VerifyJSONL), and
+// one that reaches the head is signature-checked too. Every store's
+// ExportRange is this over its own lines.
+func WriteJSONLRange(w io.Writer, anchor *Anchor, lines iter.Seq2[[]byte, error], head *SignedHead, since, until time.Time) error {
+	jw := NewJSONLWriter(w)
+	var before Link // the event before the range, if any
+	started := false
+	var first, last uint64
+	for line, err := range lines {
+		if err != nil {
+			return err
+		}
+		var at struct {
+			Seq  uint64    `json:"seq"`
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal(line, &at); err != nil {
+			return fmt.Errorf("audit: export: %w", err)
+		}
+		// Once started the range stays contiguous, whatever the clock did.
+		if !started && at.Time.Before(since) {
+			before = Link{Seq: at.Seq, Hash: StoredHash(line)}
+			continue
+		}
+		if !until.IsZero() && !at.Time.Before(until) {
+			break
+		}
+		if !started {
+			started, first = true, at.Seq
+			switch {
+			case before.Seq != 0:
+				err = jw.WriteRange(before)
+			case anchor != nil:
+				err = jw.WriteAnchor(anchor)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if err := jw.WriteLine(line); err != nil {
+			return err
+		}
+		last = at.Seq
+	}
+	if started && head != nil && head.Seq >= first && head.Seq <= last {
+		if err := jw.WriteHead(head); err != nil {
+			return err
+		}
+	}
+	return jw.Flush()
+}
+
+// StoredHash is the hash member of a stored line (its last member, as
+// Draft.Seal writes it), "" for a line too short to hold one.
+func StoredHash(line []byte) string {
+	const n = hexLen + len(`"}`)
+	if len(line) < n {
+		return ""
+	}
+	return string(line[len(line)-n : len(line)-2])
 }
 
 // VerifyJSONL verifies an export read from r, offline. It returns the first

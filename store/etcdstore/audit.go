@@ -867,7 +867,7 @@ func (l *AuditLog) checkHighWater(ctx context.Context, s snapshot) error {
 		return err
 	}
 	if line != nil {
-		if h := lineHash(line); h != hash {
+		if h := audit.StoredHash(line); h != hash {
 			return fail(seq, "hash "+hash, h)
 		}
 	} else if a := s.anchor; a == nil || a.Seq < seq || (a.Seq == seq && a.Hash != hash) {
@@ -910,7 +910,7 @@ func (l *AuditLog) headStillStored(ctx context.Context, s snapshot) error {
 		}
 		return refuse("no event")
 	}
-	if h := lineHash(line); h != cur.Hash {
+	if h := audit.StoredHash(line); h != cur.Hash {
 		return refuse(h)
 	}
 	return nil
@@ -1203,51 +1203,7 @@ func (l *AuditLog) ExportRange(ctx context.Context, w io.Writer, since, until ti
 	if err != nil {
 		return err
 	}
-	jw := audit.NewJSONLWriter(w)
-	var before audit.Link
-	started := false
-	var first, last uint64
-	for line, err := range l.lines(ctx, 1, s.rev) {
-		if err != nil {
-			return err
-		}
-		var at struct {
-			Seq  uint64    `json:"seq"`
-			Time time.Time `json:"time"`
-		}
-		if err := json.Unmarshal(line, &at); err != nil {
-			return fmt.Errorf("etcdstore: audit export: %w", err)
-		}
-		if !started && at.Time.Before(since) {
-			before = audit.Link{Seq: at.Seq, Hash: lineHash(line)}
-			continue
-		}
-		if !until.IsZero() && !at.Time.Before(until) {
-			break
-		}
-		if !started {
-			started, first = true, at.Seq
-			switch {
-			case before.Seq != 0:
-				err = jw.WriteRange(before)
-			case s.anchor != nil:
-				err = jw.WriteAnchor(s.anchor)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := jw.WriteLine(line); err != nil {
-			return err
-		}
-		last = at.Seq
-	}
-	if started && s.head != nil && s.head.Seq >= first && s.head.Seq <= last {
-		if err := jw.WriteHead(s.head); err != nil {
-			return err
-		}
-	}
-	return jw.Flush()
+	return audit.WriteJSONLRange(w, s.anchor, l.lines(ctx, 1, s.rev), s.head, since, until)
 }
 
 // recordPrefix opens the record envelope bbolt's store writes around a
@@ -1290,13 +1246,4 @@ func decodeEvent(raw []byte) (audit.Event, error) {
 		return e, fmt.Errorf("etcdstore: decode audit event: %w", err)
 	}
 	return e, nil
-}
-
-// lineHash returns the hash member that ends a sealed line.
-func lineHash(line []byte) string {
-	const n = 64 + len(`"}`)
-	if len(line) < n {
-		return ""
-	}
-	return string(line[len(line)-n : len(line)-2])
 }

@@ -209,7 +209,7 @@ func (db *DB) copyTrail(ctx context.Context, src *store.DB, rep *MigrateReport) 
 				ops = append(ops, clientv3.OpPut(l.eventKey(at.Seq), string(rec)))
 				size += len(rec)
 				rep.Events++
-				rep.Last = audit.Link{Seq: at.Seq, Hash: lineHash(line)}
+				rep.Last = audit.Link{Seq: at.Seq, Hash: audit.StoredHash(line)}
 				if len(ops) >= DefaultMaxBatch || size >= maxBatchBytes {
 					if err := flush(); err != nil {
 						return err
