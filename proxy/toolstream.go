@@ -311,8 +311,7 @@ func argumentsOf(h *heldCall) string {
 func mayHoldTool(data []byte, chat bool) bool {
 	// ſ (U+017F) folds to s and K (U+212A) to k: a key spelled with them
 	// is read by case-insensitive decoders (encoding/json) as the ASCII one.
-	if bytes.Contains(data, []byte(`\u`)) || bytes.Contains(data, []byte("\u017f")) ||
-		bytes.Contains(data, []byte("\xc5\xbf")) || bytes.Contains(data, []byte("\xe2\x84\xaa")) {
+	if bytes.Contains(data, []byte(`\u`)) || bytes.Contains(data, []byte("\u017f")) || bytes.Contains(data, []byte("\u212a")) {
 		return true
 	}
 	if chat {
@@ -469,11 +468,9 @@ func (b *toolBuffer) chatDone(ev []byte, open []int) {
 // chatChunk handles a chunk that may carry a call, or comes while calls
 // are held (apart, so that the usual chunk costs no allocation).
 func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
-	if json.Valid(trimmed) {
-		if err := strictToolJSON(trimmed); err != nil {
-			b.fail(err)
-			return
-		}
+	if err := strictToolJSON(trimmed); err != nil && !errors.Is(err, payload.ErrInvalidJSON) {
+		b.fail(err) // not JSON at all is dropped below, as before
+		return
 	}
 	var top map[string]json.RawMessage
 	if json.Unmarshal(trimmed, &top) != nil || top == nil {
@@ -898,11 +895,9 @@ func (b *toolBuffer) respEvent(ev []byte) {
 	if name != "" {
 		b.evNames = true
 	}
-	if json.Valid(trimmed) {
-		if err := strictToolJSON(trimmed); err != nil {
-			b.fail(err)
-			return
-		}
+	if err := strictToolJSON(trimmed); err != nil && !errors.Is(err, payload.ErrInvalidJSON) {
+		b.fail(err) // not JSON at all is dropped below, as before
+		return
 	}
 	var o map[string]json.RawMessage
 	if json.Unmarshal(trimmed, &o) != nil || o == nil {
