@@ -192,10 +192,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, res.Trailer)
 		return nil
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
-		c.kind.hasModelBody():
+		c.kind.hasModelBody() || c.kind == epModel:
 		// A model call's answer in a type pamctl does not parse (text/plain,
 		// x-ndjson, none) is masked as text, never passed through
-		// verbatim; one in SSE framing is refused (bufferedAnswer).
+		// verbatim; one in SSE framing is refused (bufferedAnswer). One
+		// model's description is a few hundred bytes whatever its type:
+		// read whole, a bad one is a clean 502, never a cut connection.
 		return p.bufferedAnswer(c, res)
 	default:
 		unsized()

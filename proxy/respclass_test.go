@@ -170,7 +170,11 @@ func TestNonUTF8AnswerRefused(t *testing.T) {
 					if decodedLeak(b, azureKey) {
 						t.Errorf("%s: leaked (%d %s): %q", c.path, res.StatusCode, res.Header.Get("Content-Type"), b)
 					}
-					if err == nil && res.StatusCode != http.StatusBadGateway {
+					if err != nil && c.path != "/v1/audio/transcriptions" {
+						// Model endpoints' answers are read whole: always
+						// a clean 502, never a cut connection.
+						t.Errorf("%s: %d, broken answer: %v", c.path, res.StatusCode, err)
+					} else if err == nil && res.StatusCode != http.StatusBadGateway {
 						t.Errorf("%s: %d, want 502", c.path, res.StatusCode)
 					} else if err == nil && apiErr(t, b).Code != CodeUpstreamEncoding {
 						t.Errorf("%s: %s", c.path, b)
