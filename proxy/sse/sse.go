@@ -96,10 +96,13 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 	return &Reader{r: r, lim: lim, buf: make([]byte, readBufSize)}
 }
 
-// readBufSize is the Reader's input buffer. Events of a model stream are a
-// few hundred bytes, and a proxy may hold thousands of streams open at once,
-// so it is small; longer lines are collected across fills.
-const readBufSize = 1 << 10
+// readBufSize is the Reader's input buffer: what net/http buffers of a
+// connection, so one fill takes whatever one socket read brought. A
+// source that yields (ErrWouldBlock) between fills when output is ready
+// then writes once per socket read, as a plain copy would; with 1 KiB it
+// wrote two to four times as often (docs/performance.md). Longer lines
+// are collected across fills.
+const readBufSize = 4 << 10
 
 // Next returns the next dispatched event. At the end of the stream it
 // returns io.EOF; an unterminated last event (no blank line after it) is
