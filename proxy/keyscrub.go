@@ -209,16 +209,29 @@ func newScrubBody(src io.ReadCloser, set *scrub.Set, trailer http.Header) io.Rea
 	return &scrubBody{src: src, st: set.NewStream(), set: set, trailer: trailer}
 }
 
+// readyChunks is a body that lends out what it has ready (streamBody).
+type readyChunks interface {
+	chunk() ([]byte, error)
+}
+
 func (b *scrubBody) Read(p []byte) (int, error) {
 	for len(b.out) == 0 {
 		if b.err != nil {
 			return 0, b.err
 		}
-		if b.buf == nil {
-			b.buf = make([]byte, 4<<10)
+		var in []byte
+		var err error
+		if cr, ok := b.src.(readyChunks); ok {
+			in, err = cr.chunk()
+		} else {
+			if b.buf == nil {
+				b.buf = make([]byte, 4<<10)
+			}
+			var n int
+			n, err = b.src.Read(b.buf)
+			in = b.buf[:n]
 		}
-		n, err := b.src.Read(b.buf)
-		b.ob = b.st.Write(b.ob[:0], b.buf[:n])
+		b.ob = b.st.Write(b.ob[:0], in)
 		if err != nil {
 			b.ob = b.st.Flush(b.ob)
 			scrubHeader(b.trailer, b.set)

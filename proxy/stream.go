@@ -43,6 +43,7 @@ type streamBody struct {
 	text    utf8Body // src, checked to be UTF-8 without NULs
 	relay   *payload.Relay
 	waiting bool           // the relay's source declined to wait: out may go
+	sent    bool           // out went to the client once
 	result  payload.Result // set when the relay has ended
 	copyErr error
 
@@ -118,9 +119,33 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 }
 
 func (s *streamBody) Read(b []byte) (int, error) {
-	for s.out.Len() == 0 || !s.waiting && !s.finished {
+	if err := s.ready(); err != nil {
+		return 0, err
+	}
+	return s.out.Read(b)
+}
+
+// chunk returns every byte ready for the client, without copying: valid
+// until the next call (scrubBody reads a stream this way, so a thousand
+// open streams hold no read buffer of their own).
+func (s *streamBody) chunk() ([]byte, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	return s.out.Next(s.out.Len()), nil
+}
+
+// ready steps the relay until out holds what should go to the client now,
+// or the stream has ended (io.EOF).
+func (s *streamBody) ready() error {
+	// Events go out when the relay would wait for the upstream, so one
+	// write carries every event one socket read brought, except the
+	// first, which goes alone as soon as it is ready: the client's time
+	// to first byte is the upstream's plus one event's work, not a whole
+	// read's (docs/performance.md).
+	for s.out.Len() == 0 || !s.waiting && !s.finished && s.sent {
 		if s.finished {
-			return 0, io.EOF
+			return io.EOF
 		}
 		s.waiting = false
 		if s.overflow != nil {
@@ -145,7 +170,8 @@ func (s *streamBody) Read(b []byte) (int, error) {
 		}
 	}
 	s.waiting = false
-	return s.out.Read(b)
+	s.sent = true
+	return nil
 }
 
 // feed cuts what the relay wrote (whole events or comment lines when
