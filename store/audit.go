@@ -108,6 +108,8 @@ type AuditOptions struct {
 	sealHook func(d *audit.Draft) error
 	// indexHook, when set, runs before the indexer writes a batch (tests).
 	indexHook func()
+	// indexGather replaces the const indexGather (tests).
+	indexGather time.Duration
 	// headSigned is called after a head is stored (tests).
 	headSigned func(audit.SignedHead)
 }
@@ -166,6 +168,9 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	}
 	if opts.HeadInterval <= 0 {
 		opts.HeadInterval = DefaultHeadInterval
+	}
+	if opts.indexGather <= 0 {
+		opts.indexGather = indexGather
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now

@@ -466,7 +466,7 @@ func (l *AuditLog) indexLoop() {
 // (then it reports true).
 func (l *AuditLog) gatherIndex(gather *time.Timer) (stopping bool) {
 	ix := &l.ix
-	gather.Reset(indexGather)
+	gather.Reset(l.opts.indexGather)
 	defer gather.Stop()
 	for {
 		ix.mu.Lock()

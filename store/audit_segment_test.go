@@ -468,3 +468,36 @@ func TestAuditOneLogPerDatabase(t *testing.T) {
 	}
 	l2.Close()
 }
+
+// The indexer gathers: appends acknowledged one after another (each its
+// own segment group) reach the bucket in one commit, and a reader does not
+// wait for the gathering window (an hour here) but is served at once.
+func TestAuditIndexerGathersAndReadersDoNotWait(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	commits := 0
+	opts := AuditOptions{Signer: testSigner, indexGather: time.Hour, indexHook: func() {
+		mu.Lock()
+		commits++
+		mu.Unlock()
+	}, newTicker: func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }} // no head signing (a reader) meanwhile
+	_, l := openAudit(t, t.TempDir(), true, opts)
+	const n = 100
+	for i := range n {
+		if err := l.Append(ctx, benchEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	if err := l.Range(ctx, 1, func(audit.Event) bool { got++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if got != n {
+		t.Fatalf("read %d events, want %d", got, n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if commits != 1 {
+		t.Fatalf("%d index commits for %d appends, want 1 (gathered until the reader came)", commits, n)
+	}
+}
