@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,7 +88,25 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	}
 }
 
+// benchTargets returns pamctl's proxy with every response detector masking
+// (the shipped default), a bare ReverseProxy that only swaps the key, both
+// to upstreamURL over rt, and a token for pamctl.
+func benchTargets(b *testing.B, upstreamURL string, rt http.RoundTripper) (masked, bare http.Handler, tok string) {
+	ps, bare, tok := benchProxySet(b, upstreamURL, rt)
+	return ps[1], bare, tok
+}
+
 func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
+	ps, bare, tok := benchProxySet(b, upstreamURL, rt)
+	p, masked, observed := ps[0], ps[1], ps[2]
+	for _, kind := range []string{"chat", "stream"} {
+		benchKind(b, kind, bare, p, masked, observed, tok)
+	}
+}
+
+// benchProxySet returns pamctl's proxy plain, masking and observed, a bare
+// ReverseProxy, and a token.
+func benchProxySet(b *testing.B, upstreamURL string, rt http.RoundTripper) ([3]http.Handler, http.Handler, string) {
 	target, _ := url.Parse(upstreamURL)
 	bare := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -97,7 +117,6 @@ func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
 		Transport:     rt,
 		FlushInterval: -1,
 	}
-
 	c := &clock{t: time.Now()}
 	kr, minter := newKeyring(b, c)
 	opts := Options{
@@ -134,12 +153,16 @@ func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return [3]http.Handler{p, masked, observed}, bare, tok
+}
 
+// benchKind runs one kind of call (chat, stream) through each proxy.
+func benchKind(b *testing.B, kind string, bare, p, masked, observed http.Handler, tok string) {
 	bodies := map[string]string{
 		"chat":   `{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the benchmark."}]}`,
 		"stream": `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`,
 	}
-	for _, kind := range []string{"chat", "stream"} {
+	{
 		for _, impl := range []struct {
 			name string
 			h    http.Handler
@@ -194,3 +217,88 @@ func (o *stampObserver) FirstByte(ctx context.Context) {
 func (o *stampObserver) CallEnd(context.Context, *CallStats) { o.calls.Add(1) }
 
 func (o *stampObserver) TokenVerified(bool, bool) {}
+
+// BenchmarkOpenStreams measures what an open, idle stream holds: n streams
+// are opened through each proxy and held after their first events (the
+// upstream waits), then the heap and goroutine stacks in use are read after
+// a GC. Client, proxy and upstream share the process, so "B/stream" counts
+// all three; a proxy's own cost is its figure minus direct's (the client
+// talking to the upstream) of the same run.
+func BenchmarkOpenStreams(b *testing.B) {
+	const n = 200
+	var release chan struct{}
+	var opened sync.WaitGroup
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		writeChatStream(w, "gpt-4o", true, func() bool {
+			opened.Done()
+			<-release
+			return true
+		})
+	}))
+	defer up.Close()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = n
+	p, bare, tok := benchTargets(b, up.URL+"/v1", tr)
+	for _, impl := range []struct {
+		name string
+		h    http.Handler
+	}{{"direct", nil}, {"bare", bare}, {"pamctl-masked", p}} {
+		b.Run(impl.name, func(b *testing.B) {
+			base := up.URL // direct: client and upstream only
+			if impl.h != nil {
+				srv := httptest.NewServer(impl.h)
+				defer srv.Close()
+				base = srv.URL
+			}
+			cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+			var perStream, goroutines float64
+			for b.Loop() {
+				release = make(chan struct{})
+				opened.Add(n)
+				var first, done sync.WaitGroup
+				first.Add(n)
+				done.Add(n)
+				runtime.GC()
+				var before runtime.MemStats
+				runtime.ReadMemStats(&before)
+				g0 := runtime.NumGoroutine()
+				for range n {
+					go func() {
+						defer done.Done()
+						req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(
+							`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`))
+						req.Header.Set("Authorization", "Bearer "+tok)
+						req.Header.Set("Content-Type", "application/json")
+						res, err := cl.Do(req)
+						if err != nil {
+							first.Done()
+							b.Error(err)
+							return
+						}
+						defer res.Body.Close()
+						one := make([]byte, 1)
+						_, err = io.ReadFull(res.Body, one)
+						first.Done()
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, res.Body)
+					}()
+				}
+				opened.Wait()
+				first.Wait()
+				runtime.GC()
+				var open runtime.MemStats
+				runtime.ReadMemStats(&open)
+				perStream += float64(int64(open.HeapInuse+open.StackInuse)-int64(before.HeapInuse+before.StackInuse)) / n
+				goroutines += float64(runtime.NumGoroutine()-g0) / n
+				close(release)
+				done.Wait()
+			}
+			b.ReportMetric(perStream/float64(b.N), "B/stream")
+			b.ReportMetric(goroutines/float64(b.N), "goroutines/stream")
+		})
+	}
+}
