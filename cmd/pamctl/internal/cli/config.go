@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/memlimit"
 	"net"
 	"net/url"
 	"os"
@@ -63,6 +64,11 @@ type Config struct {
 	Log        LogConfig           `mapstructure:"log"`
 	Metrics    MetricsConfig       `mapstructure:"metrics"`
 	Tracing    tracing.Config      `mapstructure:"tracing"`
+
+	// MemoryLimit is the Go heap's soft limit for serve, in bytes: 0 picks
+	// 90 % of the container's memory limit (none outside a limited
+	// cgroup), -1 none. GOMEMLIMIT wins (package memlimit).
+	MemoryLimit int64 `mapstructure:"memory_limit"`
 
 	// Store picks where shared state lives: bbolt in data_dir (one host)
 	// or an etcd cluster (replicas). See docs/deployment.md.
@@ -562,6 +568,9 @@ func (c *Config) Validate() error {
 		add("role: %q must be all, broker or proxy", c.Role)
 	}
 	errs = append(errs, c.Store.validate()...)
+	if c.MemoryLimit < -1 || c.MemoryLimit > 0 && c.MemoryLimit < memlimit.Min {
+		add("memory_limit %d: want bytes (at least %d, 32 MiB), 0 for 90 %% of the container's limit, or -1 for none", c.MemoryLimit, memlimit.Min)
+	}
 	if c.Proxy.SpoolMax < 0 {
 		add("proxy.spool_max must not be negative (0: 1 GiB)")
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/memlimit"
 	"io"
 	"log/slog"
 	"net"
@@ -108,6 +109,11 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 		return withCode(ExitUsage, err)
 	}
 	logger := newLogger(cfg, ios.IsStderrTTY(), ios.ErrOut)
+	if ml, err := memlimit.Apply(cfg.MemoryLimit, os.DirFS("/")); err != nil {
+		logger.Warn("memory limit: none set", "err", err)
+	} else if ml.Bytes > 0 {
+		logger.Debug("memory limit", "bytes", ml.Bytes, "from", ml.Source)
+	}
 	app, err := NewApp(ctx, cfg, AppOptions{Dev: o.Dev, Logger: logger})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
