@@ -25,6 +25,7 @@ type options struct {
 	chatN1      int           // chat requests per target at concurrency 1
 	streamN     int           // streams per target at concurrency > 1
 	streamN1    int           // streams per target at concurrency 1
+	memLimit    string        // GOMEMLIMIT of the open-streams pamctl ("" none)
 	rounds      int           // interleaved rounds the counts are split into
 	warmup      int           // unmeasured requests per target before each scenario
 	deltas      int           // content deltas per stream
@@ -501,7 +502,7 @@ func (b *bench) openStreamsPhase() (*resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := variant{name: "pamctl-streams", mask: true, sync: "durable", upstream: "http://" + mock.addr + "/v1", pprof: true, dev: o.dev, rules: rules}
+	v := variant{name: "pamctl-streams", mask: true, sync: "durable", upstream: "http://" + mock.addr + "/v1", pprof: true, dev: o.dev, rules: rules, memLimit: o.memLimit}
 	var iss *benchIssuer
 	if !o.dev {
 		if iss, err = startIssuer(); err != nil {

@@ -91,6 +91,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.streams, "streams", o.streams, "concurrent open streams for the memory phase (0 skips it)")
 	fs.DurationVar(&o.streamGap, "stream-gap", o.streamGap, "pause between deltas in the memory phase, so streams stay open")
 	fs.BoolVar(&o.variants, "variants", o.variants, "also run pamctl with masking off and with async audit")
+	fs.StringVar(&o.memLimit, "memory-limit", "", "GOMEMLIMIT of the pamctl of the open-streams phase (e.g. 100MiB): what memory_limit's default takes from a container limited to 10/9 of it; empty: none, as outside a container")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of pamctl under load to this directory")
 	fs.DurationVar(&o.profileTime, "profile-time", o.profileTime, "length of each profiled load")
 	fs.BoolVar(&o.dev, "dev", false, "run pamctl serve --dev (embedded issuer, dev upstream transport) instead of as deployed")

@@ -24,6 +24,7 @@ type variant struct {
 	issuer   string // URL of the bench's OIDC issuer (not dev)
 	bin      string // a pamctl binary other than the one under test
 	rules    string // the rules: block of the configuration profile
+	memLimit string // GOMEMLIMIT of the process, as a container's limit sets it (memory_limit: 0); "" none
 }
 
 // benchRules are the "security" profile's prompt rules: what a security
@@ -102,6 +103,9 @@ func startPamctl(ctx context.Context, bin, root string, v variant, iss *benchIss
 		return nil, err
 	}
 	env := in.env()
+	if v.memLimit != "" {
+		env = append(env, "GOMEMLIMIT="+v.memLimit)
+	}
 	if v.pprof {
 		if in.pprofAddr, err = freeAddr(); err != nil {
 			return nil, err

@@ -124,6 +124,11 @@ func (r *report) write(w io.Writer, format string) {
 		if res.goErr != "" {
 			fmt.Fprintf(w, "goroutines unknown: %s\n", res.goErr)
 		}
+		if o.memLimit != "" {
+			fmt.Fprintf(w, "open streams: pamctl ran with GOMEMLIMIT=%s (what memory_limit's default takes in a container limited to 10/9 of it)\n", o.memLimit)
+		} else {
+			fmt.Fprintln(w, "open streams: pamctl ran without a memory limit (as outside a container; -memory-limit sets one)")
+		}
 	}
 	for _, t := range r.checks() {
 		fmt.Fprintln(w, t)
