@@ -57,8 +57,16 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			p.detachUpstream(pr, c)
 			if c.body != nil {
 				body := c.body
-				out.Body = &onceBody{b: body}
-				out.GetBody = func() (io.ReadCloser, error) { return &onceBody{b: body}, nil }
+				// A stream's request lets go of its bytes once sent (the
+				// answer may run for minutes); any other goes as a
+				// bytes.Reader, which net/http writes with the headers in
+				// one system call instead of flushing the headers first.
+				newBody := func() io.ReadCloser { return io.NopCloser(bytes.NewReader(body)) }
+				if c.stream {
+					newBody = func() io.ReadCloser { return &onceBody{b: body} }
+				}
+				out.Body = newBody()
+				out.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
 				out.ContentLength = int64(len(body))
 				h.Set("Content-Length", strconv.Itoa(len(body)))
 			} else {
