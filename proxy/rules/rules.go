@@ -20,6 +20,7 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy/mask"
@@ -616,13 +617,17 @@ func foldString(s string) (string, bool) {
 		if !lower {
 			return s, true
 		}
-		b := []byte(s)
-		for i, c := range b {
+		b := make([]byte, len(s))
+		for i := 0; i < len(s); i++ {
+			c := s[i]
 			if 'a' <= c && c <= 'z' {
-				b[i] = c - ('a' - 'A')
+				c -= 'a' - 'A'
 			}
+			b[i] = c
 		}
-		return string(b), true
+		// b is never written again: the string shares its bytes (one
+		// allocation of the prompt's size, not two).
+		return unsafe.String(unsafe.SliceData(b), len(b)), true
 	}
 	var b strings.Builder
 	b.Grow(len(s))
