@@ -526,13 +526,13 @@ func (l *AuditLog) appendAfter(tx *bolt.Tx, d *audit.Draft, tip audit.Link, out 
 		}
 	}
 	seq := tip.Seq + 1
-	line, hash, err := d.Seal(seq, tip.Hash)
+	rec, _, hash, err := d.SealWrapped(seq, tip.Hash, recordPrefix, recordSuffix)
 	if err != nil {
 		return err
 	}
 	b := tx.Bucket(bucketAudit)
 	b.FillPercent = 1 // keys only ever append: fill pages, write fewer per commit
-	if err := b.Put(u64(seq), wrapLine(line)); err != nil {
+	if err := b.Put(u64(seq), rec); err != nil {
 		return fmt.Errorf("store: audit put: %w", err)
 	}
 	*out = sealed{seq: seq, prev: tip.Hash, hash: hash}
@@ -1286,19 +1286,22 @@ func lines(ctx context.Context, tx *bolt.Tx) iter.Seq2[[]byte, error] {
 
 // recordPrefix opens the record envelope (record.go) around a sealed line;
 // writing it by hand gives the same bytes as encode without re-encoding.
-var recordPrefix = []byte(`{"v":1,"d":`)
+const (
+	recordPrefix = `{"v":1,"d":`
+	recordSuffix = `}`
+)
 
 func wrapLine(line []byte) []byte {
-	b := make([]byte, 0, len(recordPrefix)+len(line)+1)
+	b := make([]byte, 0, len(recordPrefix)+len(line)+len(recordSuffix))
 	b = append(b, recordPrefix...)
 	b = append(b, line...)
-	return append(b, '}')
+	return append(b, recordSuffix...)
 }
 
 // recordLine returns the sealed line inside a stored record without
 // copying it.
 func recordLine(raw []byte) ([]byte, error) {
-	if bytes.HasPrefix(raw, recordPrefix) && len(raw) > len(recordPrefix) && raw[len(raw)-1] == '}' {
+	if bytes.HasPrefix(raw, []byte(recordPrefix)) && len(raw) > len(recordPrefix) && raw[len(raw)-1] == '}' {
 		return raw[len(recordPrefix) : len(raw)-1], nil
 	}
 	var env envelope

@@ -101,6 +101,7 @@ const (
 type segRecord struct {
 	seq  uint64
 	line []byte
+	rec  []byte // the stored record around line (indexer only)
 	prev string // chain link before it (indexer only)
 	hash string
 	d    *audit.Draft // the sealed draft (indexer only; nil at recovery)
@@ -497,7 +498,7 @@ func (l *AuditLog) indexBatch(batch []segRecord) error {
 		b.FillPercent = 1
 		for i := range batch {
 			r := &batch[i]
-			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
+			if err := b.Put(u64(r.seq), r.rec); err != nil {
 				return fmt.Errorf("store: audit put: %w", err)
 			}
 			var out sealed
@@ -607,14 +608,14 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 			}
 		}
 		seq := tip.Seq + 1
-		line, hash, err := p.d.Seal(seq, tip.Hash)
+		rec, line, hash, err := p.d.SealWrapped(seq, tip.Hash, recordPrefix, recordSuffix)
 		if err != nil {
 			p.err = err
 			continue
 		}
 		p.at = sealed{seq: seq, prev: tip.Hash, hash: hash}
 		buf = l.seg.record(buf, seq, line)
-		recs = append(recs, segRecord{seq: seq, line: line, prev: tip.Hash, hash: hash, d: p.d})
+		recs = append(recs, segRecord{seq: seq, line: line, rec: rec, prev: tip.Hash, hash: hash, d: p.d})
 		ok = append(ok, p)
 		tip = audit.Link{Seq: seq, Hash: hash}
 	}

@@ -114,28 +114,40 @@ func (d *Draft) Event(seq uint64, prev, hash string) Event {
 // It only splices the prepared bytes, so it is cheap enough to run inside a
 // write transaction.
 func (d *Draft) Seal(seq uint64, prev string) (line []byte, hash string, err error) {
+	_, line, hash, err = d.SealWrapped(seq, prev, "", "")
+	return line, hash, err
+}
+
+// SealWrapped is Seal writing the line between prefix and suffix in one
+// allocation: rec is prefix, line, suffix; line is the part of rec Seal
+// returns. A store that keeps the line in an envelope copies it once less.
+func (d *Draft) SealWrapped(seq uint64, prev, prefix, suffix string) (rec, line []byte, hash string, err error) {
 	var prevRaw [sha256.Size]byte
 	if err := decodeHash(prevRaw[:], prev); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	mid := d.body[len(draftHead)-1 : len(d.body)-len(draftTail)] // `,"time":...,` ending before "prev_hash"
-	line = make([]byte, 0, len(d.body)+20+hexLen+hashSuffix)
-	line = append(line, seqPrefix...)
-	line = strconv.AppendUint(line, seq, 10)
-	line = append(line, mid...)
-	line = append(line, `"prev_hash":"`...)
-	line = append(line, prev...)
-	line = append(line, `"}`...)
+	rec = make([]byte, 0, len(prefix)+len(d.body)+20+hexLen+hashSuffix+len(suffix))
+	rec = append(rec, prefix...)
+	start := len(rec)
+	rec = append(rec, seqPrefix...)
+	rec = strconv.AppendUint(rec, seq, 10)
+	rec = append(rec, mid...)
+	rec = append(rec, `"prev_hash":"`...)
+	rec = append(rec, prev...)
+	rec = append(rec, `"}`...)
 	h := sha256.New()
 	h.Write(prevRaw[:])
-	h.Write(line)
+	h.Write(rec[start:])
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
-	line = line[:len(line)-1] // drop the closing brace of the canonical bytes
-	line = append(line, hashMember...)
-	line = hex.AppendEncode(line, sum[:])
-	line = append(line, `"}`...)
-	return line, string(line[len(line)-2-hexLen : len(line)-2]), nil
+	rec = rec[:len(rec)-1] // drop the closing brace of the canonical bytes
+	rec = append(rec, hashMember...)
+	rec = hex.AppendEncode(rec, sum[:])
+	rec = append(rec, `"}`...)
+	end := len(rec)
+	rec = append(rec, suffix...)
+	return rec, rec[start:end:end], string(rec[end-2-hexLen : end-2]), nil
 }
 
 // HeadSigner signs chain heads and retention anchors, normally with the

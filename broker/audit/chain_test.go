@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -176,5 +177,29 @@ func TestHeadAndAnchorSignatures(t *testing.T) {
 	}
 	if _, _, err := (Ed25519Signer{KID: "x"}).SignHead([]byte("m")); err == nil {
 		t.Fatal("a signer without key signed")
+	}
+}
+
+// SealWrapped puts exactly Seal's line between the prefix and the suffix.
+func TestSealWrappedIsSealInAnEnvelope(t *testing.T) {
+	e := &Event{Type: TypeProxyCall, Actor: &Actor{Subject: "alice"}, Prompt: "a <b> & \"c\""}
+	d, err := NewDraft(e, time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := strings.Repeat("ab", 32)
+	line, hash, err := d.Seal(42, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, wline, whash, err := d.SealWrapped(42, prev, `{"v":1,"d":`, "}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(wline) != string(line) || whash != hash || string(rec) != `{"v":1,"d":`+string(line)+"}" {
+		t.Fatalf("SealWrapped = %s / %s / %s, Seal = %s / %s", rec, wline, whash, line, hash)
+	}
+	if _, _, _, err := d.SealWrapped(1, "nothex", "", ""); err == nil {
+		t.Fatal("a bad prev hash was sealed")
 	}
 }

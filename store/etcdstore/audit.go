@@ -474,11 +474,10 @@ func (l *AuditLog) commitOnce(ctx context.Context, batch []*pendingAppend) error
 		bytes := 0
 		for i, p := range batch {
 			seq := tip.Seq + 1 + uint64(i)
-			line, hash, err := p.d.Seal(seq, prev)
+			rec, _, hash, err := p.d.SealWrapped(seq, prev, string(recordPrefix), "}")
 			if err != nil {
 				return err
 			}
-			rec := wrapLine(line)
 			bytes += len(rec)
 			lines[i] = rec
 			p.at = sealedAt{seq: seq, prev: prev, hash: hash}
