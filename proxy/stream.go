@@ -88,6 +88,14 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 	s := &streamBody{p: p, c: c, ctx: ctx, src: src}
 	s.text.src = src
 	w := writerFunc(func(b []byte) (int, error) {
+		if s.relay != nil && len(s.pending) == 0 && s.tools == nil {
+			if k := s.relay.WritingKind(); k != payload.EventUnknown && wholeEvent(b) {
+				// One event the relay parsed and classified: not
+				// parsed again.
+				s.relayKnown(b, k)
+				return len(b), nil
+			}
+		}
 		s.feed(b)
 		return len(b), nil
 	})
@@ -269,6 +277,26 @@ func (s *streamBody) handle(ev []byte) {
 	s.relayEvent(ev)
 }
 
+// wholeEvent reports whether b is one event ending in its blank line, as
+// the relay's sse.Writer writes it.
+func wholeEvent(b []byte) bool {
+	return len(b) >= 2 && b[len(b)-1] == '\n' && b[len(b)-2] == '\n' && b[0] != ':'
+}
+
+// relayKnown is relayEvent for an event the relay classified.
+func (s *streamBody) relayKnown(ev []byte, k payload.EventKind) {
+	switch {
+	case s.overflow != nil:
+	case s.terminal:
+		s.relayEvent(ev) // what follows the end: kept, bounded (after)
+	case k == payload.EventTerminal:
+		s.terminal = true
+		s.end.Write(ev)
+	default:
+		s.out.Write(ev)
+	}
+}
+
 // relayEvent queues one raw event for the client, holds it, or drops it.
 func (s *streamBody) relayEvent(ev []byte) {
 	if data, ok := plainData(ev); ok && !s.terminal {
@@ -388,13 +416,7 @@ func isTerminal(name, data string) bool {
 }
 
 // terminalType names the events that end a Responses stream.
-func terminalType(t string) bool {
-	switch t {
-	case "response.completed", "response.failed", "response.incomplete", "error":
-		return true
-	}
-	return false
-}
+func terminalType(t string) bool { return payload.TerminalType(t) }
 
 // finish ends the stream once the relay has ended: it writes the audit
 // event, then releases the terminal event, or an error event if the stream

@@ -264,25 +264,86 @@ type streamer struct {
 	seq      any            // responses: last sequence_number
 	respType bool           // responses: events carry an SSE event name
 	dirty    bool           // responses: the current event was changed
+
+	next    EventKind // the kind of the next event emitted (then Unknown again)
+	writing EventKind // the kind of the event being written now
+}
+
+// EventKind is what the relay knows of an event it writes: whether it ends
+// the stream. It is EventUnknown for anything the relay did not parse
+// itself to the end (comments, raw copies, events of the generic path);
+// the consumer then reads the event itself.
+type EventKind uint8
+
+// Event kinds.
+const (
+	EventUnknown  EventKind = iota
+	EventPlain              // not terminal, not a usage-only chat chunk
+	EventTerminal           // [DONE], response.completed/failed/incomplete, an error event
+)
+
+// TerminalType reports whether an event type (an SSE event name, or a
+// Responses event's "type") ends its stream.
+func TerminalType(t string) bool {
+	switch t {
+	case "response.completed", "response.failed", "response.incomplete", "error":
+		return true
+	}
+	return false
 }
 
 func (s *streamer) emit(ev sse.Event) error {
-	if err := s.w.WriteEvent(ev); err != nil {
+	s.writing, s.next = s.next, EventUnknown
+	err := s.w.WriteEvent(ev)
+	s.writing = EventUnknown
+	if err != nil {
 		return fmt.Errorf("payload: write to client: %w", err)
 	}
 	s.flush()
 	return nil
 }
 
+// WritingKind is the kind of the event the relay is writing to its dst at
+// the moment (its Write calls this to learn what it got): one event per
+// Write, so a consumer need not parse what the relay parsed already.
+func (r *Relay) WritingKind() EventKind { return r.s.writing }
+
 func (s *streamer) emitObj(ev sse.Event, o map[string]any, changed bool) error {
 	if changed {
 		b, err := encode(o)
 		if err != nil {
+			s.next = EventUnknown
 			return err
 		}
 		ev.Data = string(b)
 	}
 	return s.emit(ev)
+}
+
+// emitKind emits the event being handled, whose kind is known.
+func (s *streamer) emitKind(k EventKind, ev sse.Event, o map[string]any, changed bool) error {
+	s.next = k
+	return s.emitObj(ev, o, changed)
+}
+
+// responsesKind tells whether a decoded Responses event ends the stream,
+// as a consumer reading it with encoding/json (case-insensitive keys, the
+// last of duplicates) would: EventUnknown when a key other than "type"
+// folds to "type", any key folds to "error", or "type" is not a string.
+func responsesKind(name string, o map[string]any) EventKind {
+	t, isStr := o["type"].(string)
+	if _, has := o["type"]; has && !isStr {
+		return EventUnknown
+	}
+	for k := range o {
+		if k != "type" && strings.EqualFold(k, "type") || strings.EqualFold(k, "error") {
+			return EventUnknown
+		}
+	}
+	if TerminalType(name) || TerminalType(t) {
+		return EventTerminal
+	}
+	return EventPlain
 }
 
 // opaque handles data that is not a JSON object.
@@ -434,6 +495,7 @@ func (s *streamer) chat(ev sse.Event) error {
 		if err := s.flushChat(nil); err != nil {
 			return err
 		}
+		s.next = EventTerminal
 		return s.emit(ev)
 	}
 	if done, err := s.chatFast(ev); done {
@@ -616,6 +678,15 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 		slices.SortFunc(reps, func(a, b replacement) int { return a.t.off - b.t.off })
 		ev.Data = splice(ev.Data, reps)
 	}
+	// scanChat read every key of the chunk, none of them "type" or
+	// "error" in any case: only its event name can end the stream. A
+	// chunk without choices (the usage chunk) is left to the consumer.
+	if len(d.choices) > 0 {
+		s.next = EventPlain
+		if TerminalType(ev.Type) {
+			s.next = EventTerminal
+		}
+	}
 	return true, s.emit(ev)
 }
 
@@ -709,6 +780,7 @@ func (s *streamer) responses(ev sse.Event) error {
 		return s.opaque(ev)
 	}
 	typ, _ := o["type"].(string)
+	evKind := responsesKind(ev.Type, o)
 	if typ == "" {
 		typ = ev.Type
 	}
@@ -738,7 +810,7 @@ func (s *streamer) responses(ev sse.Event) error {
 		o["delta"] = out
 		s.stripEventLogprobs(o)
 		s.maskEvent(o, func(k string) bool { return k == "delta" })
-		return s.emitObj(ev, o, s.dirty || out != d)
+		return s.emitKind(evKind, ev, o, s.dirty || out != d)
 
 	case strings.HasSuffix(rest, ".done") && textDeltaKind(strings.TrimSuffix(rest, ".done")):
 		kind := strings.TrimSuffix(rest, ".done")
@@ -752,7 +824,7 @@ func (s *streamer) responses(ev sse.Event) error {
 			// any other string of the event.
 			MaskStrings(o, func(t string) string { return s.maskFull(k, t) }, nil)
 		}
-		return s.emitObj(ev, o, s.dirty)
+		return s.emitKind(evKind, ev, o, s.dirty)
 
 	case rest == "content_part.added" || rest == "content_part.done" ||
 		rest == "reasoning_summary_part.added" || rest == "reasoning_summary_part.done":
@@ -761,7 +833,7 @@ func (s *streamer) responses(ev sse.Event) error {
 		kind := partKinds[pt]
 		if kind == "" {
 			s.maskEvent(o, nil)
-			return s.emitObj(ev, o, s.dirty)
+			return s.emitKind(evKind, ev, o, s.dirty)
 		}
 		k := textKey{itemID, kind, partIndex(o)}
 		if strings.HasSuffix(rest, ".done") {
@@ -775,7 +847,7 @@ func (s *streamer) responses(ev sse.Event) error {
 			part["logprobs"], s.dirty = []any{}, true
 		}
 		s.maskEvent(part, func(k string) bool { return k == "text" || k == "refusal" })
-		return s.emitObj(ev, o, s.dirty)
+		return s.emitKind(evKind, ev, o, s.dirty)
 
 	case rest == "output_item.added" || rest == "output_item.done":
 		item := obj(o["item"])
@@ -792,7 +864,7 @@ func (s *streamer) responses(ev sse.Event) error {
 		if rest == "output_item.done" {
 			delete(s.outIdx, id)
 		}
-		return s.emitObj(ev, o, s.dirty)
+		return s.emitKind(evKind, ev, o, s.dirty)
 
 	case rest == "completed" || rest == "incomplete" || rest == "failed" ||
 		rest == "created" || rest == "in_progress" || rest == "queued":
@@ -825,12 +897,12 @@ func (s *streamer) responses(ev sse.Event) error {
 		if rest == "completed" && s.sum.b.Len() == 0 && len(s.sum.tools) == 0 {
 			s.sum.outputItems(items)
 		}
-		return s.emitObj(ev, o, s.dirty)
+		return s.emitKind(evKind, ev, o, s.dirty)
 	}
 	// Any other event (annotations, web search and MCP progress, errors,
 	// events added to the API later): every non-structural string.
 	s.maskEvent(o, nil)
-	return s.emitObj(ev, o, s.dirty)
+	return s.emitKind(evKind, ev, o, s.dirty)
 }
 
 func isString(v any) bool {
@@ -890,6 +962,7 @@ func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(text
 		if s.respType {
 			out.Type = typ
 		}
+		s.next = EventPlain // a delta pamctl wrote
 		if err := s.emitObj(out, d, true); err != nil {
 			return err
 		}

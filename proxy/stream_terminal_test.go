@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// Every shape of a stream's end is held until the audit event is appended:
+// the ones the relay classifies itself (chat [DONE], a Responses event
+// whose type or name ends the stream, a chat chunk named as an end) and
+// the ones it leaves to the proxy (case variants of "type", an "error"
+// object, a chat error event), with masking on and off.
+func TestStreamEndsAreHeldUntilAudited(t *testing.T) {
+	chunk := func(id, content string) string {
+		return `{"id":"` + id + `","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"` + content + `"},"finish_reason":null}]}`
+	}
+	delta := func(seq int, text string) string {
+		return fmt.Sprintf(`{"type":"response.output_text.delta","sequence_number":%d,"item_id":"msg_1","output_index":0,"content_index":0,"delta":%q,"logprobs":[]}`, seq, text)
+	}
+	completed := `{"type":"response.completed","sequence_number":9,"response":{"id":"resp_ZZEND","object":"response","status":"completed","model":"gpt-4o","output":[]}}`
+	for _, tc := range []struct {
+		name, path, end string
+	}{
+		{"chat done", "/v1/chat/completions", "data: " + chunk("c1", "hello") + "\n\ndata: [DONE]\n\n"},
+		{"chat chunk named as an end", "/v1/chat/completions", "data: " + chunk("c1", "hello") + "\n\nevent: response.completed\ndata: " + chunk("ZZEND", "x") + "\n\n"},
+		{"chat chunk named error", "/v1/chat/completions", "data: " + chunk("c1", "hello") + "\n\nevent: error\ndata: " + chunk("ZZEND", "x") + "\n\n"},
+		{"chat error object", "/v1/chat/completions", "data: " + chunk("c1", "hello") + "\n\ndata: {\"error\":{\"message\":\"ZZEND\",\"type\":\"server_error\"}}\n\n"},
+		{"responses completed", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\nevent: response.completed\ndata: " + completed + "\n\n"},
+		{"responses completed unnamed", "/v1/responses", "data: " + delta(1, "hello") + "\n\ndata: " + completed + "\n\n"},
+		{"responses named end, other type", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\nevent: response.failed\ndata: " + strings.Replace(delta(2, "x"), `"msg_1"`, `"ZZEND"`, 1) + "\n\n"},
+		{"responses TYPE variant", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\nevent: response.output_text.delta\ndata: " + strings.Replace(completed, `"type"`, `"TYPE"`, 1) + "\n\n"},
+		{"responses error object", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\ndata: {\"error\":{\"message\":\"ZZEND\"}}\n\n"},
+		{"responses error event", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\nevent: error\ndata: {\"type\":\"error\",\"code\":\"ZZEND\",\"message\":\"boom\",\"sequence_number\":3}\n\n"},
+	} {
+		for _, masked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/masked=%v", tc.name, masked), func(t *testing.T) {
+				h := echoHarness(t, azureKey, masked, func(w http.ResponseWriter, _ string) {
+					w.Header().Set("Content-Type", "text/event-stream")
+					_, _ = io.WriteString(w, tc.end)
+					// The relay then waits for more: what it let go of
+					// reaches the client before the upstream ends.
+					w.(http.Flusher).Flush()
+					time.Sleep(100 * time.Millisecond)
+				})
+				tok := h.mint(grant{scope: "model:*"})
+				view := &clientView{}
+				var mu sync.Mutex
+				var atAppend []string
+				hook := func(e *audit.Event) {
+					mu.Lock()
+					defer mu.Unlock()
+					atAppend = append(atAppend, view.String())
+				}
+				h.sink.onAppend.Store(&hook)
+				body := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+				if tc.path == "/v1/responses" {
+					body = `{"model":"gpt-4o","stream":true,"input":"hi"}`
+				}
+				req, _ := http.NewRequest(http.MethodPost, h.srv.URL+tc.path, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("Content-Type", "application/json")
+				res, err := h.srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rd := bufio.NewReader(res.Body)
+				for {
+					line, err := rd.ReadString('\n')
+					view.add(line)
+					if err != nil {
+						break
+					}
+				}
+				res.Body.Close()
+				h.remember([]byte(view.String()))
+				marker := "ZZEND"
+				if tc.name == "chat done" {
+					marker = "[DONE]"
+				}
+				if !strings.Contains(view.String(), marker) {
+					t.Fatalf("the client never got the end (%s): %s", marker, view.String())
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if len(atAppend) != 1 {
+					t.Fatalf("%d audit appends", len(atAppend))
+				}
+				if strings.Contains(atAppend[0], marker) {
+					t.Fatalf("the client had the end before the audit event was appended: %q", atAppend[0])
+				}
+			})
+		}
+	}
+}
