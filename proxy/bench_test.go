@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,7 @@ func (s *countSink) Append(_ context.Context, e *audit.Event) error {
 
 // cannedTransport answers every request in memory, as the upstream would,
 // so a benchmark over it measures only the proxies' own work.
-type cannedTransport struct{ json, stream []byte }
+type cannedTransport struct{ json, stream, responses []byte }
 
 func (t cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	body, _ := io.ReadAll(r.Body)
@@ -45,7 +46,11 @@ func (t cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	res := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Request: r}
 	if strings.Contains(string(body), `"stream":true`) {
 		res.Header.Set("Content-Type", "text/event-stream")
-		res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(t.stream)), -1
+		s := t.stream
+		if strings.HasSuffix(r.URL.Path, "/responses") {
+			s = t.responses
+		}
+		res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(s)), -1
 		return res, nil
 	}
 	res.Header.Set("Content-Type", "application/json")
@@ -67,16 +72,21 @@ const benchAnswer = `{"id":"chatcmpl-1","object":"chat.completion","created":1,"
 func BenchmarkProxyOverhead(b *testing.B) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if strings.Contains(string(body), `"stream":true`) {
+		switch {
+		case strings.Contains(string(body), `"stream":true`) && strings.HasSuffix(r.URL.Path, "/responses"):
+			writeBenchResponsesStream(w)
+		case strings.Contains(string(body), `"stream":true`):
 			writeChatStream(w, "gpt-4o", true, nil)
-			return
+		default:
+			writeJSON(w, benchAnswer)
 		}
-		writeJSON(w, benchAnswer)
 	}))
 	defer up.Close()
 	rec := httptest.NewRecorder()
 	writeChatStream(rec, "gpt-4o", true, nil)
-	canned := cannedTransport{json: []byte(benchAnswer), stream: rec.Body.Bytes()}
+	rrec := httptest.NewRecorder()
+	writeBenchResponsesStream(rrec)
+	canned := cannedTransport{json: []byte(benchAnswer), stream: rec.Body.Bytes(), responses: rrec.Body.Bytes()}
 
 	netTransport := http.DefaultTransport.(*http.Transport).Clone()
 	netTransport.MaxIdleConnsPerHost = 64
@@ -99,9 +109,31 @@ func benchTargets(b *testing.B, upstreamURL string, rt http.RoundTripper) (maske
 func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
 	ps, bare, tok := benchProxySet(b, upstreamURL, rt)
 	p, masked, observed := ps[0], ps[1], ps[2]
-	for _, kind := range []string{"chat", "stream"} {
+	for _, kind := range []string{"chat", "stream", "responses-stream"} {
 		benchKind(b, kind, bare, p, masked, observed, tok)
 	}
+}
+
+// writeBenchResponsesStream writes a Responses stream as the API sends one
+// for a short answer: created, the item and part opened, 20 text deltas,
+// the part, item and response done.
+func writeBenchResponsesStream(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	seq := 0
+	ev := func(typ, data string) {
+		sseWrite(w, typ, `{"type":"`+typ+`","sequence_number":`+strconv.Itoa(seq)+`,`+data+`}`)
+		seq++
+	}
+	ev("response.created", `"response":`+responseJSON("gpt-4o", "in_progress"))
+	ev("response.output_item.added", `"output_index":0,"item":{"id":"msg_1","type":"message","status":"in_progress","role":"assistant","content":[]}`)
+	ev("response.content_part.added", `"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]}`)
+	for i := 0; i < 20; i++ {
+		ev("response.output_text.delta", `"item_id":"msg_1","output_index":0,"content_index":0,"delta":" word`+strconv.Itoa(i)+`","logprobs":[]`)
+	}
+	ev("response.output_text.done", `"item_id":"msg_1","output_index":0,"content_index":0,"text":"words","logprobs":[]`)
+	ev("response.content_part.done", `"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"words","annotations":[]}`)
+	ev("response.output_item.done", `"output_index":0,"item":{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"words","annotations":[]}]}`)
+	ev("response.completed", `"response":`+responseJSON("gpt-4o", "completed"))
 }
 
 // benchProxySet returns pamctl's proxy plain, masking and observed, a bare
@@ -159,8 +191,13 @@ func benchProxySet(b *testing.B, upstreamURL string, rt http.RoundTripper) ([3]h
 // benchKind runs one kind of call (chat, stream) through each proxy.
 func benchKind(b *testing.B, kind string, bare, p, masked, observed http.Handler, tok string) {
 	bodies := map[string]string{
-		"chat":   `{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the benchmark."}]}`,
-		"stream": `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`,
+		"chat":             `{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the benchmark."}]}`,
+		"stream":           `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`,
+		"responses-stream": `{"model":"gpt-4o","stream":true,"input":"Say hello to the benchmark."}`,
+	}
+	path := "/v1/chat/completions"
+	if kind == "responses-stream" {
+		path = "/v1/responses"
 	}
 	{
 		for _, impl := range []struct {
@@ -171,7 +208,7 @@ func benchKind(b *testing.B, kind string, bare, p, masked, observed http.Handler
 				body := bodies[kind]
 				b.ReportAllocs()
 				for b.Loop() {
-					req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+					req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 					req.Header.Set("Authorization", "Bearer "+tok)
 					req.Header.Set("Content-Type", "application/json")
 					rec := httptest.NewRecorder()

@@ -274,9 +274,14 @@ func sseOf(datas []string) string {
 
 func compareStream(t testing.TB, stream string, m *mask.Masker) {
 	t.Helper()
+	compareStreamAt(t, EndpointChat, stream, m)
+}
+
+func compareStreamAt(t testing.TB, ep, stream string, m *mask.Masker) {
+	t.Helper()
 	run := func() (string, Result, error) {
 		var out bytes.Buffer
-		res, err := CopyStream(&out, nil, strings.NewReader(stream), EndpointChat, m)
+		res, err := CopyStream(&out, nil, strings.NewReader(stream), ep, m)
 		return out.String(), res, err
 	}
 	var fo, so string
@@ -287,7 +292,7 @@ func compareStream(t testing.TB, stream string, m *mask.Masker) {
 	// A Relay whose source declines to wait before every byte, as the
 	// proxy's does, must write exactly what CopyStream writes.
 	var ro bytes.Buffer
-	relay, err := NewRelay(&ro, nil, &wouldBlock{r: iotest.OneByteReader(strings.NewReader(stream))}, EndpointChat, m)
+	relay, err := NewRelay(&ro, nil, &wouldBlock{r: iotest.OneByteReader(strings.NewReader(stream))}, ep, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,6 +322,77 @@ func TestFastStreamMatchesGeneric(t *testing.T) {
 		for _, datas := range streamCorpus {
 			compareStream(t, sseOf(datas), m)
 		}
+	}
+}
+
+// respDelta is a response.output_text.delta event's data.
+func respDelta(seq int, item, text string) string {
+	return fmt.Sprintf(`{"type":"response.output_text.delta","sequence_number":%d,"item_id":%q,"output_index":0,"content_index":0,"delta":%q,"logprobs":[]}`, seq, item, text)
+}
+
+// respEvents frames Responses events, each named by its type unless named.
+func respEvents(datas ...string) string {
+	var b strings.Builder
+	for _, d := range datas {
+		var v struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal([]byte(d), &v)
+		if v.Type != "" {
+			b.WriteString("event: " + v.Type + "\n")
+		}
+		b.WriteString("data: " + d + "\n\n")
+	}
+	return b.String()
+}
+
+// The Responses fast path (output_text deltas) means what the generic path
+// means, on usual and unusual events.
+func TestFastResponsesStreamMatchesGeneric(t *testing.T) {
+	created := `{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4o","output":[]}}`
+	part := `{"type":"response.content_part.added","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]}}`
+	done := `{"type":"response.output_text.done","sequence_number":90,"item_id":"msg_1","output_index":0,"content_index":0,"text":"Hello! Write to alice@example.com","logprobs":[]}`
+	completed := `{"type":"response.completed","sequence_number":99,"response":{"id":"resp_1","object":"response","status":"completed","model":"gpt-4o","output":[],"usage":{"input_tokens":3,"output_tokens":5,"total_tokens":8}}}`
+	var mail []string
+	for i, piece := range split("Hello! Write to alice@example.com or use sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCDEF now.\n\"Done\" ✓", 5) {
+		mail = append(mail, respDelta(2+i, "msg_1", piece))
+	}
+	corpus := [][]string{
+		append(append([]string{created, part}, mail...), done, completed),
+		{created, respDelta(2, "msg_1", "two "), respDelta(3, "msg_2", "items "), strings.Replace(respDelta(4, "msg_1", "bob@"), `"content_index":0`, `"content_index":1`, 1),
+			strings.Replace(respDelta(5, "msg_1", "example.com"), `"content_index":0`, `"content_index":1`, 1), completed},
+		// Shapes the fast path leaves to the generic one.
+		{created,
+			`{"type":"response.output_text.delta","sequence_number":2,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"dup","delta":"keys"}`,
+			`{"type":"response.output_text.delta","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"Delta":"case","delta":"variant"}`,
+			`{"type":"response.output_text.delta","sequence_number":4,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"logprobs","logprobs":[{"token":"x","logprob":-0.1}]}`,
+			`{"type":"response.output_text.delta","sequence_number":5.0,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"float seq"}`,
+			`{"type":"response.output_text.delta","sequence_number":6,"item_id":"msg_1","output_index":0,"content_index":"0","delta":"string index"}`,
+			`{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"extra","annotations":["carol@example.com"]}`,
+			`{"type":"response.output_text.delta","sequence_number":8,"item_id":"msg_1","output_index":0,"content_index":0}`,
+			`{"type":"response.output_text.delta","sequence_number":9,"item_id":"msg_1","output_index":0,"content_index":0,"delta":7}`,
+			`{"type":"response.output_text.delta","sequence_number":10,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"esc \u0041KIA \ud83d\ude00 \u2028 \\ \/","obfuscation":"abc"}`,
+			`{"type":"response.refusal.delta","sequence_number":11,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"dave@example.com"}`,
+			` { "type" : "response.output_text.delta" , "item_id" : "msg_1" , "delta" : "spaced dave@" } `,
+			`{"type":"response.output_text.delta","item_id":"msg_1","delta":"example.com"} trailing`,
+			`{"type":"response.output_text.delta","item_id":"msg_1","delta":"example.com"}`,
+			completed},
+	}
+	for _, m := range []*mask.Masker{testMasker(t), nil} {
+		for _, datas := range corpus {
+			compareStreamAt(t, EndpointResponses, respEvents(datas...), m)
+		}
+	}
+	// The fast path serves the usual delta: its bytes are kept but for the
+	// delta string.
+	var out bytes.Buffer
+	in := respEvents(respDelta(1, "msg_1", "mail alice@example.com"), respDelta(2, "msg_1", " now"), completed)
+	if _, err := CopyStream(&out, nil, strings.NewReader(in), EndpointResponses, testMasker(t)); err != nil {
+		t.Fatal(err)
+	}
+	evs := readEvents(t, out.String())
+	if want := respDelta(1, "msg_1", "mail "); len(evs) == 0 || evs[0].Data != want {
+		t.Fatalf("first event\n got %+v\nwant %s", evs, want)
 	}
 }
 

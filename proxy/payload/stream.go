@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/scrub"
@@ -775,6 +776,9 @@ func partIndex(o map[string]any) int {
 }
 
 func (s *streamer) responses(ev sse.Event) error {
+	if done, err := s.responsesFast(ev); done {
+		return err
+	}
 	o, err := decodeObject([]byte(ev.Data))
 	if err != nil {
 		return s.opaque(ev)
@@ -903,6 +907,110 @@ func (s *streamer) responses(ev sse.Event) error {
 	// events added to the API later): every non-structural string.
 	s.maskEvent(o, nil)
 	return s.emitKind(evKind, ev, o, s.dirty)
+}
+
+// responsesFast is responses' fast path for the event most of a Responses
+// stream is made of, response.output_text.delta, read without decoding it
+// into maps: the delta is masked as the generic path masks it and spliced
+// back in place, every other member left as written (all structural: the
+// type, ids and indexes, an empty logprobs list, obfuscation). Any other
+// member, a duplicate, or another shape takes the generic path (done is
+// false).
+func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
+	if !fastPaths || !utf8.ValidString(ev.Data) {
+		return false, nil
+	}
+	p := &jscan{s: ev.Data}
+	p.ws()
+	if p.peek() != '{' {
+		return false, nil
+	}
+	var typ, itemID, delta text
+	var seq, outIdx string
+	contentIdx := 0
+	var seen uint8 // one bit per member read: a duplicate takes the generic path
+	ok := p.object(func(key string) bool {
+		bit := uint8(0)
+		switch key {
+		case "type":
+			bit = 1
+		case "item_id":
+			bit = 2
+		case "delta":
+			bit = 4
+		case "obfuscation":
+			bit = 8
+		case "logprobs":
+			bit = 16
+		case "sequence_number":
+			bit = 32
+		case "output_index":
+			bit = 64
+		case "content_index":
+			bit = 128
+		}
+		if bit == 0 || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		var ok bool
+		switch key {
+		case "type":
+			typ, ok = p.strValue()
+		case "item_id":
+			itemID, ok = p.strValue()
+		case "delta":
+			delta, ok = p.strValue()
+		case "obfuscation":
+			_, ok = p.strValue()
+		case "logprobs":
+			ok = p.emptyArray()
+		case "sequence_number", "output_index", "content_index":
+			tok, integer, okN := p.number()
+			if !okN || !integer {
+				return false
+			}
+			switch key {
+			case "sequence_number":
+				seq = tok
+			case "output_index":
+				outIdx = tok
+			default:
+				n, err := strconv.Atoi(tok)
+				if err != nil {
+					return false
+				}
+				contentIdx = n
+			}
+			ok = true
+		}
+		return ok
+	})
+	if !ok || !p.end() || typ.val != "response.output_text.delta" || seen&4 == 0 {
+		return false, nil
+	}
+	// What the generic path records of any event.
+	s.dirty = s.m.Enabled()
+	s.respType = s.respType || ev.Type != ""
+	if seq != "" {
+		s.seq = json.Number(seq)
+	}
+	if outIdx != "" && itemID.val != "" {
+		s.outIdx[itemID.val] = json.Number(outIdx)
+	}
+	out, err := s.write(textKey{itemID.val, kindOutputText, contentIdx}, delta.val)
+	if err != nil {
+		return true, err
+	}
+	if out != delta.val {
+		s.reps = append(s.reps[:0], replacement{delta, out})
+		ev.Data = splice(ev.Data, s.reps)
+	}
+	s.next = EventPlain // no "error", no other "type": only its name may end the stream
+	if TerminalType(ev.Type) {
+		s.next = EventTerminal
+	}
+	return true, s.emit(ev)
 }
 
 func isString(v any) bool {
