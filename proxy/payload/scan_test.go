@@ -431,6 +431,8 @@ func FuzzChatFastPaths(f *testing.F) {
 			f.Add(d)
 		}
 	}
+	f.Add(respDelta(2, "msg_1", "mple.co"))
+	f.Add(`{"type":"response.output_text.delta","item_id":"msg_1","content_index":1,"delta":"x\u2028y","obfuscation":"o","logprobs":[]}`)
 	m := testMasker(f)
 	f.Fuzz(func(t *testing.T, s string) {
 		compareRequest(t, s, m)
@@ -442,6 +444,11 @@ func FuzzChatFastPaths(f *testing.F) {
 		stream := sseOf([]string{delta("a@exa"), s, delta("mple.com"), s, chunk(`[{"index":0,"delta":{},"finish_reason":"stop"}]`), "[DONE]"})
 		compareStream(t, stream, m)
 		compareStream(t, stream, nil)
+		// The same event amid a Responses stream, named and not.
+		resp := respEvents(respDelta(1, "msg_1", "a@exa"), s, respDelta(3, "msg_1", "mple.com")) + "data: " + s + "\n\n" +
+			respEvents(`{"type":"response.completed","sequence_number":9,"response":{"id":"r","status":"completed","output":[]}}`)
+		compareStreamAt(t, EndpointResponses, resp, m)
+		compareStreamAt(t, EndpointResponses, resp, nil)
 	})
 }
 
