@@ -42,51 +42,59 @@ func TestAuditIsDurableBeforeTheAnswerEnds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			tok := h.mint(grant{scope: "model:gpt-4o"})
-			view := &clientView{}
-			var mu sync.Mutex
-			var atAppend []string
-			hook := func(e *audit.Event) {
-				mu.Lock()
-				defer mu.Unlock()
-				atAppend = append(atAppend, view.String())
-			}
-			h.sink.onAppend.Store(&hook)
-
 			path := "/v1/chat/completions"
 			if strings.Contains(tc.body, `"input"`) {
 				path = "/v1/responses"
 			}
-			req, _ := http.NewRequest("POST", h.srv.URL+path, strings.NewReader(tc.body))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			res, err := h.srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rd := bufio.NewReader(res.Body)
-			for {
-				line, err := rd.ReadString('\n')
-				view.add(line)
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			res.Body.Close()
-			h.remember([]byte(view.String()))
-			if !strings.Contains(view.String(), tc.end) {
-				t.Fatalf("client never got %q: %s", tc.end, view.String())
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if len(atAppend) != 1 {
-				t.Fatalf("%d audit appends", len(atAppend))
-			}
-			if strings.Contains(atAppend[0], tc.end) {
-				t.Fatalf("the client had the end of the answer before the audit event was appended: %q", atAppend[0])
-			}
+			assertAuditedBeforeEnd(t, h, "model:gpt-4o", path, tc.body, tc.end)
 		})
+	}
+}
+
+// assertAuditedBeforeEnd sends body to path with a token for scope and
+// checks that the call's one audit event was appended before the client had
+// end, and that the client got end after.
+func assertAuditedBeforeEnd(t *testing.T, h *harness, scope, path, body, end string) {
+	t.Helper()
+	tok := h.mint(grant{scope: scope})
+	view := &clientView{}
+	var mu sync.Mutex
+	var atAppend []string
+	hook := func(e *audit.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		atAppend = append(atAppend, view.String())
+	}
+	h.sink.onAppend.Store(&hook)
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := h.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(res.Body)
+	for {
+		line, err := rd.ReadString('\n')
+		view.add(line)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	res.Body.Close()
+	h.remember([]byte(view.String()))
+	if !strings.Contains(view.String(), end) {
+		t.Fatalf("client never got %q: %s", end, view.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(atAppend) != 1 {
+		t.Fatalf("%d audit appends", len(atAppend))
+	}
+	if strings.Contains(atAppend[0], end) {
+		t.Fatalf("the client had the end of the answer (%q) before the audit event was appended: %q", end, atAppend[0])
 	}
 }

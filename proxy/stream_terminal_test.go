@@ -1,16 +1,12 @@
 package proxy
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // Every shape of a stream's end is held until the audit event is appended:
@@ -50,52 +46,15 @@ func TestStreamEndsAreHeldUntilAudited(t *testing.T) {
 					w.(http.Flusher).Flush()
 					time.Sleep(100 * time.Millisecond)
 				})
-				tok := h.mint(grant{scope: "model:*"})
-				view := &clientView{}
-				var mu sync.Mutex
-				var atAppend []string
-				hook := func(e *audit.Event) {
-					mu.Lock()
-					defer mu.Unlock()
-					atAppend = append(atAppend, view.String())
-				}
-				h.sink.onAppend.Store(&hook)
 				body := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`
 				if tc.path == "/v1/responses" {
 					body = `{"model":"gpt-4o","stream":true,"input":"hi"}`
 				}
-				req, _ := http.NewRequest(http.MethodPost, h.srv.URL+tc.path, strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+tok)
-				req.Header.Set("Content-Type", "application/json")
-				res, err := h.srv.Client().Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				rd := bufio.NewReader(res.Body)
-				for {
-					line, err := rd.ReadString('\n')
-					view.add(line)
-					if err != nil {
-						break
-					}
-				}
-				res.Body.Close()
-				h.remember([]byte(view.String()))
 				marker := "ZZEND"
 				if tc.name == "chat done" {
 					marker = "[DONE]"
 				}
-				if !strings.Contains(view.String(), marker) {
-					t.Fatalf("the client never got the end (%s): %s", marker, view.String())
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if len(atAppend) != 1 {
-					t.Fatalf("%d audit appends", len(atAppend))
-				}
-				if strings.Contains(atAppend[0], marker) {
-					t.Fatalf("the client had the end before the audit event was appended: %q", atAppend[0])
-				}
+				assertAuditedBeforeEnd(t, h, "model:*", tc.path, body, marker)
 			})
 		}
 	}
