@@ -257,9 +257,12 @@ func (p *jscan) strValue() (text, bool) {
 	if esc {
 		if t.val, ok = unescape(t.val); !ok {
 			// \u escapes: encoding/json's rules for surrogates apply.
-			if json.Unmarshal([]byte(raw), &t.val) != nil {
+			// (Its own variable: t would move to the heap on every call.)
+			var u string
+			if json.Unmarshal([]byte(raw), &u) != nil {
 				return text{}, false
 			}
+			t.val = u
 		}
 	}
 	return t, true

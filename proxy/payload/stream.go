@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/scrub"
@@ -266,6 +267,7 @@ type streamer struct {
 	respType bool           // responses: events carry an SSE event name
 	dirty    bool           // responses: the current event was changed
 
+	kbuf    []byte    // scratch for key scrubbing of deltas
 	next    EventKind // the kind of the next event emitted (then Unknown again)
 	writing EventKind // the kind of the event being written now
 }
@@ -373,7 +375,16 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 		}
 	}
 	if ks := s.scrubs[k]; ks != nil {
-		delta = string(ks.Write(nil, []byte(delta)))
+		// Write only reads its input: scrub the delta's bytes in place,
+		// into a buffer kept for the stream; most deltas come out as
+		// they went in and keep their string.
+		s.kbuf = ks.Write(s.kbuf[:0], unsafe.Slice(unsafe.StringData(delta), len(delta)))
+		if string(s.kbuf) != delta {
+			delta = string(s.kbuf)
+		}
+		if cap(s.kbuf) > 64<<10 {
+			s.kbuf = nil
+		}
 	}
 	out := st.Write(delta)
 	s.res.TextBytes += int64(len(out))
