@@ -57,7 +57,10 @@ func TestEndToEndPromptRulesHoldsAndFollow(t *testing.T) {
 			{Name: "no-injection", Pattern: `(?i)ignore (all )?previous instructions`, Action: rules.Deny},
 			{Name: "destructive-sql", Pattern: `(?i)drop\s+table`, Action: rules.RequireApproval, Approvers: rules.Approvers{Groups: []string{"security"}}},
 		}
-		c.Proxy.HoldTimeout = 3 * time.Second
+		// Long enough for what the test does while the calls are held (50
+		// holds, a call, three commands) on a loaded machine under -race:
+		// the 48 it leaves undecided take all of it to time out.
+		c.Proxy.HoldTimeout = 10 * time.Second
 	})
 	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "alice login")
 	s.as(t, "bob", "", "login", "--user", "bob", "--groups", "security").must(t, "bob login")
@@ -107,7 +110,7 @@ func TestEndToEndPromptRulesHoldsAndFollow(t *testing.T) {
 	}
 	bob := s.sessionClient(t, "bob")
 	var pending []*broker.Request
-	for deadline := time.Now().Add(5 * time.Second); len(pending) < held && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); len(pending) < held && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		pending, _ = bob.Requests(context.Background(), true)
 	}
 	if len(pending) != held {
