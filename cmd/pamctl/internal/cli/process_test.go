@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -60,14 +62,45 @@ func pamctlProcess(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
 	return cmd, out
 }
 
+// freePort is a loopback address nothing listens on, for a server the
+// test starts later: a child process, seconds away on a loaded machine.
+// The port is free when picked, not when the child binds it; one from the
+// kernel's ephemeral range (what port 0 gives) can be taken in between by
+// any connection or port-0 listener of the tests running beside this one,
+// so it is picked below that range when there is room.
 func freePort(t *testing.T) string {
 	t.Helper()
+	if addr, ok := unassignedPort(); ok {
+		return addr
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// unassignedPort is a free loopback address whose port the kernel never
+// hands out by itself: below ip_local_port_range, from 10000 up.
+func unassignedPort() (string, bool) {
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return "", false
+	}
+	var low int
+	if _, err := fmt.Sscan(string(raw), &low); err != nil || low <= 11000 {
+		return "", false
+	}
+	for range 100 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(low-10000)))
+		if err == nil {
+			addr := ln.Addr().String()
+			ln.Close()
+			return addr, true
+		}
+	}
+	return "", false
 }
 
 func waitHealthy(t *testing.T, addrs ...string) {
