@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,13 +226,19 @@ func TestBodyTimeout(t *testing.T) {
 }
 
 // slowBody yields n bytes of a chat request, holding back the last two
-// until gate closes.
+// until gate closes (or stop does: then the body fails).
 type slowBody struct {
 	head, tail string
 	fill       int
 	gate       <-chan struct{}
 	off        int
+
+	stop    chan struct{} // closed by the client once its call is answered early (refused)
+	waiting atomic.Bool   // Read reached the last two bytes
+	closed  atomic.Bool   // the transport is done with the body
 }
+
+var errStopped = errors.New("slowBody: stopped")
 
 func (s *slowBody) Read(p []byte) (int, error) {
 	total := len(s.head) + s.fill + len(s.tail)
@@ -238,7 +246,12 @@ func (s *slowBody) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if s.off == total-2 {
-		<-s.gate
+		s.waiting.Store(true)
+		select {
+		case <-s.gate:
+		case <-s.stop:
+			return 0, errStopped
+		}
 	}
 	end := total
 	if s.off < total-2 {
@@ -255,6 +268,13 @@ func (s *slowBody) Read(p []byte) (int, error) {
 	}
 	s.off += n
 	return n, nil
+}
+
+// Close is the transport saying it has finished writing the body (or
+// given up): its copy buffers are back in their pool by then.
+func (s *slowBody) Close() error {
+	s.closed.Store(true)
+	return nil
 }
 
 var xs = strings.Repeat("x", 64<<10)
@@ -276,6 +296,7 @@ func TestConcurrentMaxBodiesStayWithinBudget(t *testing.T) {
 	var open sync.Once
 	defer open.Do(func() { close(gate) })
 	runtime.GC()
+	runtime.GC() // as below: what a sync.Pool holds is gone
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
@@ -291,17 +312,23 @@ func TestConcurrentMaxBodiesStayWithinBudget(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	statuses := make([]int, clients)
+	bodies := make([]*slowBody, clients)
 	tr := &http.Transport{MaxConnsPerHost: clients}
 	defer tr.CloseIdleConnections()
 	for i := range clients {
+		bodies[i] = &slowBody{head: head, tail: tail, fill: size - len(head) - len(tail), gate: gate, stop: make(chan struct{})}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := &slowBody{head: head, tail: tail, fill: size - len(head) - len(tail), gate: gate}
+			body := bodies[i]
 			req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", body)
 			req.ContentLength = int64(size)
 			req.Header.Set("Authorization", "Bearer "+toks[i%len(toks)])
 			res, err := (&http.Client{Transport: tr}).Do(req)
+			// Answered: a refused call's body need not be sent on (the
+			// transport may still be writing it, into a connection the
+			// proxy no longer reads).
+			close(body.stop)
 			if err != nil {
 				statuses[i] = -1
 				return
@@ -318,8 +345,29 @@ func TestConcurrentMaxBodiesStayWithinBudget(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// Let the admitted bodies arrive (all but their last two bytes).
-	time.Sleep(200 * time.Millisecond)
+	// Wait for the admitted bodies to arrive (all but their last two
+	// bytes), and for the transport to be done with the refused ones: the
+	// heap is then the proxy's bodies plus what the 64 test clients hold
+	// for the admitted calls only, not the copy buffers (64 KiB a client)
+	// of refused calls still being written.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		waiting, closed := 0, 0
+		for _, b := range bodies {
+			if b.closed.Load() {
+				closed++
+			} else if b.waiting.Load() {
+				waiting++
+			}
+		}
+		if waiting == int(admitted) && closed == clients-int(admitted) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bodies wait at the gate and %d are done; want %d and %d", waiting, closed, admitted, clients-admitted)
+		}
+	}
+	// Twice: a buffer put back in a sync.Pool lives through one collection.
+	runtime.GC()
 	runtime.GC()
 	var during runtime.MemStats
 	runtime.ReadMemStats(&during)

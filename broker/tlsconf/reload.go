@@ -220,15 +220,32 @@ func (s *Server) load() (*material, error) {
 // their directories, not the files: editors and cert tools replace files
 // by rename, and Kubernetes swaps a ..data symlink beside them. A poll
 // every Options.Poll backs the watch up.
-func (s *Server) Watch(ctx context.Context) {
-	var events <-chan fsnotify.Event
-	var errs <-chan error
+//
+// The watches are in place when Watch returns, so a change made after it
+// returned is never missed; the reloads run on a goroutine of their own,
+// and the returned channel closes when it has stopped.
+func (s *Server) Watch(ctx context.Context) (done <-chan struct{}) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		s.o.Logger.Warn("cannot watch TLS files; polling instead", "err", err.Error(), "every", s.o.Poll.String())
+		w = nil
 	} else {
-		defer w.Close()
 		s.addWatches(w)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		s.watch(ctx, w)
+	}()
+	return stopped
+}
+
+// watch is Watch's loop over w's events (w nil: the poll only).
+func (s *Server) watch(ctx context.Context, w *fsnotify.Watcher) {
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		defer w.Close()
 		events, errs = w.Events, w.Errors
 	}
 	var poll <-chan time.Time

@@ -7,8 +7,10 @@ package etcdtest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -65,14 +67,42 @@ func Start(t testing.TB, n int) *Cluster {
 	return c
 }
 
+// freeURL is a loopback URL nothing listens on, for a member started
+// next. The port is free when picked, not when etcd binds it; one from the
+// kernel's ephemeral range (what port 0 gives) can be taken in between by
+// any connection or port-0 listener of the tests running beside this one,
+// so it is picked below that range when there is room.
 func freeURL(t testing.TB) url.URL {
 	t.Helper()
+	if low := ephemeralLow(); low > 11000 {
+		for range 100 {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(low-10000)))
+			if err == nil {
+				l.Close()
+				return url.URL{Scheme: "http", Host: l.Addr().String()}
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
 	defer l.Close()
 	return url.URL{Scheme: "http", Host: l.Addr().String()}
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (0 when
+// it cannot be read).
+func ephemeralLow() int {
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var low int
+	if _, err := fmt.Sscan(string(raw), &low); err != nil {
+		return 0
+	}
+	return low
 }
 
 func (c *Cluster) start(i int, state string) error {

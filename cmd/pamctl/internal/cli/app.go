@@ -775,6 +775,15 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	// The critical probes' first round runs before anything is served.
 	bg, stopBg := context.WithCancel(context.Background())
 	probesDone := a.health.runProbes(bg, a.probes())
+	// The certificate and config file watches are in place before anything
+	// is served, so a change made once the server answers is never missed.
+	var watches []<-chan struct{}
+	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS, a.metricsTLS} {
+		if t != nil {
+			watches = append(watches, t.Watch(bg))
+		}
+	}
+	watches = append(watches, a.watchConfig(bg, reload))
 	errc := make(chan error, len(a.servers))
 	for i, s := range a.servers {
 		go func() {
@@ -784,17 +793,14 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	for _, t := range []*tlsconf.Server{a.brokerTLS, a.proxyTLS, a.metricsTLS} {
-		if t != nil {
-			wg.Add(1)
-			go func() { defer wg.Done(); t.Watch(bg) }()
-		}
+	for _, done := range watches {
+		wg.Add(1)
+		go func() { defer wg.Done(); <-done }()
 	}
-	wg.Add(4)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = a.broker.Follow(bg, a.state) }()
 	go func() { defer wg.Done(); a.sweep(bg) }()
 	go func() { defer wg.Done(); a.retain(bg) }()
-	go func() { defer wg.Done(); a.watchConfig(bg, reload) }()
 
 	var err error
 	select {
@@ -913,25 +919,44 @@ func (a *App) retainOnce(ctx context.Context) {
 
 // watchConfig applies a new config on SIGHUP or file change. An invalid
 // config is rejected with its reasons and the old one stays in force.
-func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) {
+// SIGHUP is caught and the file watched when watchConfig returns; the
+// reloads run on a goroutine until ctx ends, and the returned channel
+// closes when it has stopped.
+func (a *App) watchConfig(ctx context.Context, reload func() (*Config, error)) (done <-chan struct{}) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	var events <-chan fsnotify.Event
-	var watchErrs <-chan error
+	var w *fsnotify.Watcher
 	if a.cfg.File != "" {
-		w, err := fsnotify.NewWatcher()
-		if err == nil {
-			defer w.Close()
+		var err error
+		if w, err = fsnotify.NewWatcher(); err == nil {
 			// Watch the directory: editors replace files by rename.
-			if err = w.Add(filepath.Dir(a.cfg.File)); err == nil {
-				events, watchErrs = w.Events, w.Errors
+			if err = w.Add(filepath.Dir(a.cfg.File)); err != nil {
+				w.Close()
 			}
 		}
 		if err != nil {
+			w = nil
 			// SIGHUP still works; say so instead of silently not watching.
 			a.health.Fail(checkConfigWatch, fmt.Errorf("watch %s: %w", a.cfg.File, err))
 		}
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		defer signal.Stop(hup)
+		a.reloadLoop(ctx, reload, hup, w)
+	}()
+	return stopped
+}
+
+// reloadLoop is watchConfig's loop: it applies the config on each SIGHUP
+// from hup and on each settled change of the file w watches (nil: none).
+func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hup <-chan os.Signal, w *fsnotify.Watcher) {
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	if w != nil {
+		defer w.Close()
+		events, watchErrs = w.Events, w.Errors
 	}
 	applied := a.cfg // what is in force: policies, rules, masking
 	apply := func(why string) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -185,14 +186,33 @@ func TestServeCertificateReload(t *testing.T) {
 		resp.Body.Close()
 		return resp.TLS.PeerCertificates[0].SerialNumber.String()
 	}
+	// A wait that ends as soon as ok holds, so its bound can be generous
+	// (a loaded machine under -race). It stays well inside hc's 90s idle
+	// timeout: hc's one connection must still be open at the end.
 	eventually := func(what string, ok func() bool) {
 		t.Helper()
-		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 			if ok() {
 				return
 			}
 		}
-		t.Fatalf("not within 5s: %s", what)
+		t.Fatalf("not within 30s: %s", what)
+	}
+	// errorsOf is how many reload failures /readyz counts for check.
+	errorsOf := func(r, check string) int {
+		for _, l := range strings.Split(r, "\n") {
+			if !strings.HasPrefix(l, check+": degraded") {
+				continue
+			}
+			var n int
+			if i := strings.Index(l, " ("); i < 0 {
+				t.Fatalf("no error count: %s", l)
+			} else if _, err := fmt.Sscanf(l[i:], " (%d errors)", &n); err != nil {
+				t.Fatalf("error count of %q: %v", l, err)
+			}
+			return n
+		}
+		return 0
 	}
 	before := serial()
 	// The next certificate (of another CA, so which one is served is plain).
@@ -211,9 +231,15 @@ func TestServeCertificateReload(t *testing.T) {
 	if serial() != before {
 		t.Fatal("garbage replaced the certificate in force")
 	}
-	// A key that is not the certificate's: still the old one.
+	r := readyz()
+	brokerErrs, proxyErrs := errorsOf(r, "broker_tls"), errorsOf(r, "proxy_tls")
+	// A key that is not the certificate's: still the old one, once both
+	// watches read the pair and refused it (a new failure each).
 	os.WriteFile(files.CertFile, cert, 0o600)
-	time.Sleep(600 * time.Millisecond) // past the watch's settle time: the pair was read and refused
+	eventually("the mismatched pair refused by both listeners", func() bool {
+		r := readyz()
+		return errorsOf(r, "broker_tls") > brokerErrs && errorsOf(r, "proxy_tls") > proxyErrs
+	})
 	if serial() != before {
 		t.Fatal("a mismatched pair replaced the certificate in force")
 	}

@@ -169,6 +169,13 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 	if a.metricsLn != nil {
 		a.servers, lns = append(a.servers, mk(a.metrics.Handler())), append(lns, a.metricsLn)
 	}
+	lctx, stopLink := context.WithCancel(context.Background())
+	// The certificate watches are in place before anything is served.
+	for _, t := range []*tlsconf.Server{a.proxyTLS, a.metricsTLS} {
+		if t != nil {
+			t.Watch(lctx)
+		}
+	}
 	errc := make(chan error, len(a.servers))
 	for i, srv := range a.servers {
 		go func() {
@@ -177,14 +184,8 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 			}
 		}()
 	}
-	lctx, stopLink := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.link.Run(lctx) }()
-	for _, t := range []*tlsconf.Server{a.proxyTLS, a.metricsTLS} {
-		if t != nil {
-			go t.Watch(lctx)
-		}
-	}
 	var err error
 	select {
 	case <-ctx.Done():
