@@ -108,8 +108,11 @@ func shownResponses(o map[string]any) []string {
 	}
 	for _, it := range items {
 		item, _ := it.(map[string]any)
-		if t, _ := item["type"].(string); respToolKinds[t] != "" {
-			out = append(out, sv(item["name"])+" "+sv(item["server_label"])+" "+sv(item["arguments"])+sv(item["input"])+sv(item["action"]))
+		if item == nil {
+			continue
+		}
+		if t, _ := item["type"].(string); isCallItem(t) {
+			out = append(out, sv(item["name"])+" "+sv(item["server_label"])+" "+sv(item["arguments"])+sv(item["input"])+sv(item["action"])+sv(item["operation"]))
 		}
 	}
 	return out

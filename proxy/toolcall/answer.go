@@ -374,6 +374,11 @@ func responsesCall(typ string, item map[string]any) (c Call, argKey string, ok b
 		if err != nil {
 			return c, "", false, fmt.Errorf("%s: %w", field, err)
 		}
+		if obj, _ := item[field].(map[string]any); obj != nil {
+			if err := CheckObjectKeys(typ, obj); err != nil {
+				return c, "", false, fmt.Errorf("%s: %w", field, err)
+			}
+		}
 		c.Arguments = text
 		return c, field, true, nil
 	}

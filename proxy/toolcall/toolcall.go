@@ -12,6 +12,7 @@ package toolcall
 
 import (
 	"context"
+	"fmt"
 	"strings"
 )
 
@@ -94,6 +95,29 @@ func CaseVariant(typ string) string {
 		}
 	}
 	return ""
+}
+
+// objectKeys are the keys of an arguments object (ObjectArguments) that
+// the agents' SDKs read, per item type.
+var objectKeys = map[string][]string{
+	"shell_call":       {"commands", "timeout_ms", "max_output_length"},
+	"apply_patch_call": {"type", "path", "diff"},
+	"local_shell_call": {"type", "command", "env", "timeout_ms", "user", "working_directory"},
+}
+
+// CheckObjectKeys refuses an arguments object of an item of type typ with
+// a key that differs from one the SDKs read only in letter case
+// ("Commands"): encoding/json would run it as "commands", while a rule's
+// selector $.commands would not see it.
+func CheckObjectKeys(typ string, obj map[string]any) error {
+	for key := range obj {
+		for _, k := range objectKeys[typ] {
+			if key != k && strings.EqualFold(key, k) {
+				return fmt.Errorf("the key %.40q differs from %q only in letter case", key, k)
+			}
+		}
+	}
+	return nil
 }
 
 // ObjectArguments names the field of an output item type whose object is

@@ -351,6 +351,8 @@ func TestRewriteAnswerUnknownItems(t *testing.T) {
 		"type number":     `{"output":[{"type":1,"call_id":"c"}]}`,
 		"action string":   `{"output":[{"type":"shell_call","call_id":"c","action":"rm -rf /"}]}`,
 		"operation array": `{"output":[{"type":"apply_patch_call","call_id":"c","operation":[]}]}`,
+		"Commands key":    `{"output":[{"type":"shell_call","call_id":"c","action":{"Commands":["rm -rf /"]}}]}`,
+		"PATH key":        `{"output":[{"type":"apply_patch_call","call_id":"c","operation":{"type":"delete_file","PATH":"/etc"}}]}`,
 	} {
 		if _, err := RewriteAnswer(context.Background(), EndpointResponses, []byte(b), j); !errors.Is(err, ErrAnswerShape) {
 			t.Errorf("%s: %v", name, err)
