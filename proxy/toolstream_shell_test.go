@@ -16,9 +16,9 @@ import (
 // token of apply_patch diffs, allows the rest.
 func shellJudge(c toolcall.Call) toolcall.Verdict {
 	switch {
-	case c.Kind == toolcall.Shell && strings.Contains(c.Arguments, "rm -rf"):
+	case c.Tool() == "shell" && strings.Contains(c.Arguments, "rm -rf"):
 		return toolcall.Verdict{Action: toolcall.Deny, Rule: "no-rm", Message: "Tool shell is blocked by rule no-rm."}
-	case c.Kind == toolcall.ApplyPatch && strings.Contains(c.Arguments, "ghp_"):
+	case c.Tool() == "apply_patch" && strings.Contains(c.Arguments, "ghp_"):
 		return toolcall.Verdict{Action: toolcall.Redact, Rule: "mask", Arguments: strings.ReplaceAll(c.Arguments, "ghp_SECRET", "[MASKED]")}
 	}
 	return toolcall.Verdict{Action: toolcall.Allow}

@@ -260,9 +260,9 @@ func TestRewriteAnswerShellAndApplyPatch(t *testing.T) {
 		`{"type":"shell_call","id":"sh_2","call_id":"c3","status":"completed","action":{"commands":["git status"]}}]}`
 	j := JudgeFunc(func(_ context.Context, c Call) (Verdict, error) {
 		switch {
-		case c.Kind == Shell && strings.Contains(c.Arguments, "rm -rf"):
+		case c.Tool() == "shell" && strings.Contains(c.Arguments, "rm -rf"):
 			return Verdict{Action: Deny, Rule: "no-rm", Message: "blocked shell"}, nil
-		case c.Kind == ApplyPatch:
+		case c.Tool() == "apply_patch":
 			return Verdict{Action: Redact, Rule: "mask", Arguments: strings.Replace(c.Arguments, "ghp_SECRET", "[REDACTED]", 1)}, nil
 		}
 		return Verdict{Action: Allow}, nil
@@ -324,7 +324,7 @@ func TestRewriteAnswerUnknownItems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(j.seen) != 3 || j.seen[0].Kind != Unknown || j.seen[0].Tool() != "item:program" || j.seen[1].Name != "tool_search_call" || j.seen[2].Name != "" ||
+	if len(j.seen) != 3 || j.seen[0].Tool() != "item:program" || j.seen[1].Name != "tool_search_call" || j.seen[2].Name != "" ||
 		!strings.Contains(j.seen[0].Arguments, `"code":"runShell('rm -rf /')"`) {
 		t.Fatalf("judged %+v", j.seen)
 	}
