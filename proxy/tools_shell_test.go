@@ -160,3 +160,38 @@ func TestShellToolStreamThroughProxy(t *testing.T) {
 		}
 	}
 }
+
+// The hosted shell worked example of docs/tools.md (the rules are
+// proxy/rules' TestHostedShellAllowListExample) on whole answers.
+func TestHostedShellExampleThroughProxy(t *testing.T) {
+	rs := []rules.Rule{
+		{Name: "shell-one-command-ls-or-git-status", Target: rules.TargetToolCall, Tool: "shell",
+			Arguments: &rules.ArgumentMatch{Path: "$.commands", Unless: `^\["(?:ls(?: -[a-zA-Z]+)*(?: [\w./~-]+)*|git status|rm\s+-[a-zA-Z]*(?:rf|fr)[a-zA-Z]*(?: [\w./~-]+)+)"\]$`},
+			Action:    rules.Deny},
+	}
+	h := newHarness(t, withRules(t, rs))
+	tok := h.mint(grant{scope: "model:gpt-4o tool:shell"})
+	for commands, allowed := range map[string]bool{
+		`["ls -la src/"]`:         true,
+		`["git status"]`:          true,
+		`["ls","git status"]`:     false,
+		`["ls && rm -rf /"]`:      false,
+		`["git push --force"]`:    false,
+		`["ls\",\"rm -rf /"]`:     false,
+		`["cat /etc/shadow"]`:     false,
+		`["ls\nrm -rf /tmp/x"]`:   false,
+		`["ls -la /srv/../etc/"]`: true,
+	} {
+		answer := `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o","output":[` +
+			`{"type":"shell_call","id":"sh_1","call_id":"call_1","status":"completed","action":{"commands":` + commands + `,"timeout_ms":1000}}]}`
+		h.up.set(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, answer) })
+		res, b := h.do("POST", "/v1/responses", tok, `{"model":"gpt-4o","input":"x","tools":[{"type":"shell"}]}`)
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", commands, res.StatusCode, b)
+		}
+		got := strings.Contains(string(b), `"type":"shell_call"`)
+		if got != allowed || !allowed && !strings.Contains(string(b), `rule \"shell-one-command-ls-or-git-status\" forbids it`) {
+			t.Errorf("%s: %s", commands, b)
+		}
+	}
+}
