@@ -53,7 +53,7 @@ func (w WebhookNotifier) Event(r *Request, event string) (notify.Event, bool) {
 		e.ApprovedAt = &at
 	}
 	if r.Prompt != nil {
-		e.Rule, e.Model, e.Excerpt = r.Prompt.Rule, r.Prompt.Model, r.Prompt.Excerpt
+		e.Rule, e.Model, e.Excerpt, e.Tool = r.Prompt.Rule, r.Prompt.Model, r.Prompt.Excerpt, r.Prompt.Tool
 	}
 	switch event {
 	case "request.created":
@@ -83,7 +83,10 @@ func (w WebhookNotifier) Event(r *Request, event string) (notify.Event, bool) {
 		return e, true
 	case "prompt.held":
 		e.Type = notify.TypePromptHeld
-		if r.Prompt != nil {
+		switch {
+		case r.Prompt != nil && r.Prompt.Tool != "":
+			e.Reason = "rule " + r.Prompt.Rule + " held a tool call " + r.Prompt.Model + " proposed"
+		case r.Prompt != nil:
 			e.Reason = "rule " + r.Prompt.Rule + " held a call to " + r.Prompt.Model
 		}
 		e.Time = r.CreatedAt

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +60,14 @@ func TestWebhookNotifierEvents(t *testing.T) {
 	e, ok = n.Event(held, "prompt.held")
 	if !ok || e.Type != notify.TypePromptHeld || e.Rule != "dsql" || e.Model != "gpt-4o" || e.Excerpt != "DROP TABLE [EMAIL]" || e.TTL != "" {
 		t.Fatalf("held event: %+v", e)
+	}
+	// A held tool call names its tool; the summary the generic webhook
+	// sends says which.
+	held.Prompt = &broker.PromptHold{Rule: "rm-needs-security", Model: "gpt-4o", Tool: "shell", Arguments: `{"commands":["rm -rf /srv"]}`}
+	e, ok = n.Event(held, "prompt.held")
+	if !ok || e.Tool != "shell" || e.Reason != "rule rm-needs-security held a tool call gpt-4o proposed" ||
+		!strings.HasPrefix(e.Summary(), `pamctl: prompt.held req_89ab of tool "shell" by alice`) {
+		t.Fatalf("held tool call event: %+v %s", e, e.Summary())
 	}
 	// Revocation names who revoked; unknown changes are not sent.
 	r.State, r.EndedBy, r.EndedAt = broker.StateRevoked, &bob, &approved

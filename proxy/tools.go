@@ -169,6 +169,12 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 // for the model's own), adding reasons to ev.
 func (j *judge) decide(ctx context.Context, tc toolcall.Call, tool string, ev *audit.Event) (toolcall.Verdict, string) {
 	c := j.c
+	if tc.Kind == toolcall.Unknown {
+		// An output item pamctl cannot read as a call: no scope or rule
+		// can allow it (toolcall.ItemKind).
+		ev.Reasons = []string{"unknown item type"}
+		return toolcall.UnknownVerdict(tc, toolcall.Verdict{Rule: "unknown_item"}), ""
+	}
 	if len(c.toolScopes) > 0 && !toolcall.Covered(c.toolScopes, tool) {
 		ev.Reasons = []string{"scope"}
 		why := "it is not in this grant's tool scopes"

@@ -379,6 +379,9 @@ func TestToolResultsArePrompts(t *testing.T) {
 		"custom_tool_call_output":    {"/v1/responses", `{"model":"gpt-4o","input":[{"type":"custom_tool_call_output","call_id":"c1","output":"%s"}]}`},
 		"mcp_call output":            {"/v1/responses", `{"model":"gpt-4o","input":[{"type":"mcp_call","id":"m1","server_label":"github","name":"search","arguments":"{}","output":"%s"}]}`},
 		"local_shell_call_output":    {"/v1/responses", `{"model":"gpt-4o","input":[{"type":"local_shell_call_output","id":"l1","output":"%s"}]}`},
+		"shell_call_output stdout":   {"/v1/responses", `{"model":"gpt-4o","input":[{"type":"shell_call","call_id":"c1","action":{"commands":["cat notes"]}},{"type":"shell_call_output","call_id":"c1","max_output_length":4096,"output":[{"stdout":"%s","stderr":"","outcome":{"type":"exit","exit_code":0}}]}]}`},
+		"shell_call_output stderr":   {"/v1/responses", `{"model":"gpt-4o","input":[{"type":"shell_call_output","call_id":"c1","output":[{"stdout":"","stderr":"%s","outcome":{"type":"timeout"}}]}]}`},
+		"apply_patch_call_output":    {"/v1/responses", `{"model":"gpt-4o","input":[{"type":"apply_patch_call","call_id":"c1","operation":{"type":"delete_file","path":"a.txt"}},{"type":"apply_patch_call_output","call_id":"c1","status":"failed","output":"%s"}]}`},
 	}
 	for name, pb := range bodies {
 		t.Run(name, func(t *testing.T) {

@@ -41,8 +41,10 @@ import (
 // reads the explanation on its next turn.
 //
 // Responses: an output item of a tool type (function_call,
-// custom_tool_call, mcp_call, local_shell_call, computer_call) and every
-// event after it are held until the item's response.output_item.done; the
+// custom_tool_call, mcp_call, mcp_approval_request, local_shell_call,
+// computer_call, shell_call, apply_patch_call), or of a type pamctl does not
+// know (toolcall.ItemKind: always denied), and every event after it are
+// held until the item's response.output_item.done; the
 // call is judged and its events are then emitted anew from the judged item
 // (output_item.added, one arguments delta, arguments done, output_item.done)
 // or, for a denied call, replaced in place (same output_index) by a
@@ -168,6 +170,9 @@ func (b *toolBuffer) decide(v toolcall.Verdict) {
 	h.verdict, h.judged = v, true
 	if v.Action != toolcall.Allow && v.Action != toolcall.Redact {
 		h.verdict.Action = toolcall.Deny // anything unknown denies
+	}
+	if h.call.Kind == toolcall.Unknown {
+		h.verdict = toolcall.UnknownVerdict(h.call, h.verdict) // whatever the judge said
 	}
 	b.need = b.need[1:]
 	if len(b.need) > 0 {
@@ -317,7 +322,11 @@ func mayHoldTool(data []byte, chat bool) bool {
 	if chat {
 		return containsFoldASCII(data, "tool_calls") || containsFoldASCII(data, "function_call")
 	}
-	return containsFoldASCII(data, "_call") || containsFoldASCII(data, "approval_request")
+	// Every output item is classified (an unknown type is a call), so
+	// every event that carries one (an "item", a response's "output") is
+	// read; text deltas are not.
+	return containsFoldASCII(data, "_call") || containsFoldASCII(data, "approval_request") ||
+		containsFoldASCII(data, `"item"`) || containsFoldASCII(data, `"output"`)
 }
 
 // containsFoldASCII reports whether data holds marker (lower-case ASCII)
@@ -348,7 +357,7 @@ func containsFoldASCII(data []byte, marker string) bool {
 // refused, as are duplicate keys (payload.Validate).
 var readKeys = []string{"choices", "delta", "message", "tool_calls", "function_call", "function", "custom", "name",
 	"arguments", "input", "type", "index", "id", "call_id", "finish_reason", "content", "role", "item", "item_id",
-	"output", "output_index", "response", "sequence_number", "server_label", "action", "usage", "status"}
+	"output", "output_index", "response", "sequence_number", "server_label", "action", "operation", "usage", "status"}
 
 // freeFormKeys hold objects whose keys are the caller's own (a tool's
 // parameter schema echoed in a response, metadata, a text format's
@@ -824,22 +833,20 @@ func (b *toolBuffer) emitChunk(ci int, delta map[string]any, fr string) {
 
 // ---- responses --------------------------------------------------------------
 
-// respToolKinds are the output item types the agent (or the API, for MCP)
-// runs, and the kind of call each proposes.
-var respToolKinds = map[string]toolcall.Kind{
-	"function_call":    toolcall.Function,
-	"custom_tool_call": toolcall.Custom,
-	"mcp_call":         toolcall.MCP,
-	"local_shell_call": toolcall.LocalShell,
-	"computer_call":    toolcall.Computer,
-	// An approval the agent may grant for a hosted MCP call: judged
-	// before the agent can approve it.
-	"mcp_approval_request": toolcall.MCP,
-}
+// Which output items are calls, and the kind of each: toolcall.ItemKind.
+
+// respObjectStreams are the event kinds that stream part of a call whose
+// arguments are an object: a shell_call's commands
+// (response.shell_call_command.added/delta/done, which name the item by
+// output_index only) and an apply_patch_call's diff
+// (response.apply_patch_call_operation_diff.delta/done). The buffer judges
+// the item's object as output_item.done shows it and never relays these.
+var respObjectStreams = []string{"shell_call_command", "apply_patch_call_operation_diff"}
 
 // isArgumentEvent reports whether a Responses event type streams a tool
 // call's arguments or input (response.function_call_arguments.delta,
-// response.custom_tool_call_input.done, response.mcp_call_arguments.delta...).
+// response.custom_tool_call_input.done, response.mcp_call_arguments.delta,
+// response.shell_call_command.delta...).
 func isArgumentEvent(typ string) bool {
 	rest, _ := strings.CutPrefix(typ, "response.")
 	for _, spec := range respArgs {
@@ -847,12 +854,18 @@ func isArgumentEvent(typ string) bool {
 			return true
 		}
 	}
+	for _, kind := range respObjectStreams {
+		if containsFoldASCII([]byte(rest), kind+".") {
+			return true
+		}
+	}
 	return containsFoldASCII([]byte(rest), "_arguments") || containsFoldASCII([]byte(rest), "_input.")
 }
 
 // respArgs names, per item type, the field holding the arguments and the
-// event kind that streams them ("": not streamed). local_shell_call and
-// computer_call have an action object instead.
+// event kind that streams them ("": not streamed). local_shell_call,
+// computer_call, shell_call and apply_patch_call have an object instead
+// (toolcall.ObjectArguments).
 var respArgs = map[string]struct{ field, stream string }{
 	"function_call":        {"arguments", "function_call_arguments"},
 	"custom_tool_call":     {"input", "custom_tool_call_input"},
@@ -927,7 +940,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			Type json.RawMessage `json:"type"`
 		}
 		if !isNull(o["item"]) && json.Unmarshal(o["item"], &item) == nil {
-			if t, _ := optString(item.Type); respToolKinds[t] != "" {
+			if t, _ := optString(item.Type); isCallItem(t) {
 				b.drop(e)
 				return
 			}
@@ -944,13 +957,17 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			return // an item no SDK reads: dropped
 		}
 		it, _ := optString(item["type"])
-		kind, isTool := respToolKinds[it]
+		kind, isTool := toolcall.ItemKind(it)
 		id, _ := optString(item["id"])
-		for k := range respToolKinds {
-			if !isTool && strings.EqualFold(it, k) {
-				b.fail(fmt.Errorf("an output item's type %.40q differs from %q only in letter case", it, k))
-				return
-			}
+		if k := toolcall.CaseVariant(it); k != "" {
+			b.fail(fmt.Errorf("an output item's type %.40q differs from %q only in letter case", it, k))
+			return
+		}
+		if cur := b.items[b.itemKey(id, o["output_index"])]; cur != nil && cur.typ != it && !cur.judged {
+			// The SDKs take the done item for the added one: the call
+			// judged would not be the call run.
+			b.fail(fmt.Errorf("output item %.64q changed its type from %.40q to %.40q", id, cur.typ, it))
+			return
 		}
 		if !isTool {
 			b.enqueue(e)
@@ -1056,6 +1073,12 @@ func (b *toolBuffer) respEvent(ev []byte) {
 	b.flushResp()
 }
 
+// isCallItem reports whether an output item type is a call (or unknown).
+func isCallItem(typ string) bool {
+	_, call := toolcall.ItemKind(typ)
+	return call
+}
+
 // itemKey names an item by id, or by output index when it has none.
 func (b *toolBuffer) itemKey(id string, outIdx json.RawMessage) string {
 	if id != "" {
@@ -1081,11 +1104,18 @@ func (b *toolBuffer) ownerOf(o map[string]json.RawMessage) *respItem {
 	}
 	if oi, has := o["output_index"]; has && !isNull(oi) {
 		want := string(bytes.TrimSpace(oi))
+		var closed *respItem
 		for _, r := range b.items {
-			if !r.closed && string(bytes.TrimSpace(r.outIdx)) == want {
-				return r
+			if string(bytes.TrimSpace(r.outIdx)) == want {
+				if !r.closed {
+					return r
+				}
+				closed = r
 			}
 		}
+		// An event of a call already judged (a shell command streamed
+		// after its item was done): its owner drops it.
+		return closed
 	}
 	return nil
 }
@@ -1116,6 +1146,19 @@ func (b *toolBuffer) buildCall(r *respItem) bool {
 	if item == nil {
 		item = r.added
 	}
+	if r.call.Kind == toolcall.Unknown {
+		// Always denied: the item is what the audit records.
+		r.call.Name, r.call.ID = r.typ, r.id
+		if callID, ok := optString(item["call_id"]); ok && callID != "" {
+			r.call.ID = callID
+		}
+		r.call.Arguments = string(toJSON(item))
+		if len(r.call.Arguments) > maxToolArguments {
+			b.fail(fmt.Errorf("an output item passed %d bytes", maxToolArguments))
+			return false
+		}
+		return true
+	}
 	name, ok1 := optString(item["name"])
 	callID, ok2 := optString(item["call_id"])
 	server, ok3 := optString(item["server_label"])
@@ -1139,11 +1182,17 @@ func (b *toolBuffer) buildCall(r *respItem) bool {
 		}
 		r.call.Arguments = args
 	} else {
-		// local_shell_call, computer_call: the action is the arguments,
-		// as the whole-answer judge renders it (toolcall.RewriteAnswer).
-		text, ok := actionText(item["action"])
-		if !ok {
-			b.fail(errors.New("a tool call's action is not an object"))
+		// local_shell_call, computer_call, shell_call: the action is the
+		// arguments; apply_patch_call: the operation; as the whole-answer
+		// judge renders them (toolcall.RewriteAnswer).
+		field := toolcall.ObjectArguments(r.typ)
+		text, obj, ok := actionText(item[field])
+		if field == "" || !ok {
+			b.fail(fmt.Errorf("a tool call's %s is not an object", field))
+			return false
+		}
+		if err := toolcall.CheckObjectKeys(r.typ, obj); err != nil {
+			b.fail(fmt.Errorf("a tool call's %s: %w", field, err))
 			return false
 		}
 		r.call.Arguments = text
@@ -1155,22 +1204,23 @@ func (b *toolBuffer) buildCall(r *respItem) bool {
 	return true
 }
 
-// actionText renders an action object as JSON text (keys sorted, numbers
-// as written), "{}" when absent.
-func actionText(raw json.RawMessage) (string, bool) {
+// actionText renders an action (or operation) object as JSON text (keys
+// sorted, numbers as written), "{}" when absent; obj is the object.
+func actionText(raw json.RawMessage) (string, map[string]any, bool) {
 	if isNull(raw) {
-		return "{}", true
+		return "{}", nil, true
 	}
 	var v any
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	if d.Decode(&v) != nil {
-		return "", false
+		return "", nil, false
 	}
-	if _, ok := v.(map[string]any); !ok {
-		return "", false
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return "", nil, false
 	}
-	return string(toJSON(v)), true
+	return string(toJSON(v)), obj, true
 }
 
 // flushResp emits the queued events up to the first of a call still
@@ -1283,11 +1333,11 @@ func (r *respItem) judgedItem(status string) map[string]json.RawMessage {
 	args := argumentsOf(&r.heldCall)
 	if spec, ok := respArgs[r.typ]; ok {
 		item[spec.field] = toJSON(args)
-	} else if r.verdict.Action == toolcall.Redact {
+	} else if field := toolcall.ObjectArguments(r.typ); field != "" && r.verdict.Action == toolcall.Redact {
 		if json.Valid([]byte(args)) {
-			item["action"] = json.RawMessage(args)
+			item[field] = json.RawMessage(args)
 		} else {
-			item["action"] = json.RawMessage("{}") // a redaction that is not JSON shows nothing
+			item[field] = json.RawMessage("{}") // a redaction that is not JSON shows nothing
 		}
 	}
 	if _, has := item["status"]; has || status == "in_progress" {
@@ -1334,7 +1384,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			continue
 		}
 		it, _ := optString(item["type"])
-		kind, isTool := respToolKinds[it]
+		kind, isTool := toolcall.ItemKind(it)
 		if !isTool {
 			continue
 		}
@@ -1360,6 +1410,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			b.replaceItem(r, e.seq, e.hasSeq)
 		}
 		out := make([]json.RawMessage, 0, len(output))
+		touched := len(b.items) > 0 || len(late) > 0 // a stream without calls keeps its terminal event as it came
 		for i, raw := range output {
 			if r := late[i]; r != nil {
 				b.judgedLate(r)
@@ -1369,7 +1420,8 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			var item map[string]json.RawMessage
 			if json.Unmarshal(raw, &item) == nil && item != nil {
 				it, _ := optString(item["type"])
-				if _, isTool := respToolKinds[it]; isTool {
+				if isCallItem(it) {
+					touched = true
 					id, _ := optString(item["id"])
 					r := b.items["id:"+id]
 					if r == nil || r.emitted == nil {
@@ -1380,6 +1432,10 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 				}
 			}
 			out = append(out, raw)
+		}
+		if !touched {
+			b.emitResp(e)
+			return
 		}
 		if !isNull(resp["output"]) || len(out) > 0 {
 			resp["output"] = toJSON(out)
@@ -1414,7 +1470,7 @@ func (b *toolBuffer) shownOutput(e *respEvent) bool {
 		var item map[string]json.RawMessage
 		if json.Unmarshal(raw, &item) == nil && item != nil {
 			it, _ := optString(item["type"])
-			if _, isTool := respToolKinds[it]; isTool {
+			if isCallItem(it) {
 				changed = true
 				id, _ := optString(item["id"])
 				if r := b.items["id:"+id]; r != nil && r.emitted != nil && id != "" {

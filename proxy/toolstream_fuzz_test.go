@@ -108,8 +108,16 @@ func shownResponses(o map[string]any) []string {
 	}
 	for _, it := range items {
 		item, _ := it.(map[string]any)
-		if t, _ := item["type"].(string); respToolKinds[t] != "" {
-			out = append(out, sv(item["name"])+" "+sv(item["server_label"])+" "+sv(item["arguments"])+sv(item["input"])+sv(item["action"]))
+		if item == nil {
+			continue
+		}
+		t, _ := item["type"].(string)
+		if k, _ := toolcall.ItemKind(t); k == toolcall.Unknown {
+			out = append(out, "DENY: an item of unknown type "+t) // never shown, whatever the judge said
+			continue
+		}
+		if isCallItem(t) {
+			out = append(out, sv(item["name"])+" "+sv(item["server_label"])+" "+sv(item["arguments"])+sv(item["input"])+sv(item["action"])+sv(item["operation"]))
 		}
 	}
 	return out
@@ -253,6 +261,13 @@ func FuzzToolStreamRaw(f *testing.F) {
 		respEv(4, `"type":"response.output_item.done","output_index":0,"item":{"id":"f1","type":"function_call","name":"allow","arguments":"{}"}`),
 		respEv(5, `"type":"error","message":"boom"`),
 	}))
+	seq := 0
+	f.Add(false, join(append(append(append([]string{},
+		shellEvents(&seq, 0, "sh_1", "c1", 2, "ls", "DARG rm")...),
+		patchEvents(&seq, 1, "ap_1", "c2", "a.go", "+DARG")...),
+		respEv(20, `"type":"response.output_item.added","output_index":2,"item":{"id":"p1","type":"program","code":"x"}`),
+		respEv(21, `"type":"response.shell_call_command.delta","output_index":0,"command_index":0,"delta":"DARG"`),
+		respCompleted(22, shellItem("sh_1", "c1", "completed", "ls", "DARG rm"), `{"id":"p1","type":"program","code":"x"}`, `{"id":"x2","type":"Shell_Call"}`))))
 	f.Fuzz(func(t *testing.T, chat bool, data []byte) {
 		var events [][]byte
 		for _, ev := range bytes.SplitAfter(data, []byte("\n\n")) {

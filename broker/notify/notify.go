@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/safetext"
 )
@@ -77,6 +78,11 @@ type Event struct {
 	Rule    string `json:"rule,omitempty"`
 	Model   string `json:"model,omitempty"`
 	Excerpt string `json:"excerpt,omitempty"`
+	// Tool names the tool of a held tool call (a tool_call rule held a
+	// call the model proposed, docs/tools.md), as scopes name it ("shell",
+	// "mcp:github/delete_repo"); empty for a held prompt. The model chose
+	// it: it is untrusted text.
+	Tool string `json:"tool,omitempty"`
 	// CreatedAt is when the request was made (the first message about it);
 	// ApprovedAt when it was approved, if it was.
 	CreatedAt  time.Time  `json:"created_at,omitzero"`
@@ -86,15 +92,21 @@ type Event struct {
 }
 
 // Summary renders e as one line for people, e.g.
-// "pamctl: request.pending r-1 by alice@example.com for model:gpt-4o: pending".
-// Every field may hold text a requester chose (subject, reason), so each
-// goes through SafeText: the line stays one line and cannot forge markup.
+// "pamctl: request.pending r-1 by alice@example.com for model:gpt-4o: pending",
+// or for a held tool call
+// `pamctl: prompt.held r-2 of tool "shell" by ci for …: pending - rule …`.
+// Every field may hold text a requester (or a model) chose (subject,
+// reason, tool), so each goes through SafeText: the line stays one line
+// and cannot forge markup.
 func (e Event) Summary() string {
 	var b strings.Builder
 	b.WriteString("pamctl: ")
 	b.WriteString(SafeText(e.Type))
 	if e.RequestID != "" {
 		b.WriteString(" " + SafeText(e.RequestID))
+	}
+	if e.Tool != "" {
+		b.WriteString(" of tool " + SafeText(quoteTool(e.Tool)))
 	}
 	if e.Subject != "" {
 		b.WriteString(" by " + SafeText(e.Subject))
@@ -117,6 +129,22 @@ func (e Event) Summary() string {
 // chatEscaper escapes what Slack, Mattermost and Teams read as markup in
 // "text": <https://evil|Approve> links, <!channel> mentions, entities.
 var chatEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// quoteTool quotes a tool name in ASCII (a look-alike letter shows as a
+// \u escape), at most maxToolName bytes of it.
+func quoteTool(name string) string {
+	if len(name) <= maxToolName {
+		return strconv.QuoteToASCII(name)
+	}
+	cut := maxToolName
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return strconv.QuoteToASCII(name[:cut]) + "…"
+}
+
+// maxToolName bounds the tool name a summary shows.
+const maxToolName = 128
 
 // SafeText makes s safe for a chat message: control characters, ANSI
 // escapes, bidi overrides and line breaks are escaped (safetext.Escape),

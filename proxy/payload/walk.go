@@ -419,7 +419,8 @@ var (
 
 // any visits every string in m except identifiers; opaque fields are
 // recorded as unscanned. Arrays of content parts under "content", "output" and
-// "summary" are visited as parts.
+// "summary" are visited as parts (partsLike), any other array string by
+// string.
 func (w *walker) any(m map[string]any) {
 	for _, k := range sortedKeys(m) {
 		v := m[k]
@@ -440,7 +441,7 @@ func (w *walker) any(m map[string]any) {
 			case map[string]any:
 				w.any(x)
 			case []any:
-				if k == "content" || k == "output" || k == "summary" {
+				if (k == "content" || k == "output" || k == "summary") && partsLike(x) {
 					w.parts(x)
 					break
 				}
@@ -459,6 +460,27 @@ func (w *walker) any(m map[string]any) {
 		}
 		w.pop()
 	}
+}
+
+// partsLike reports whether every element of an array is an object shaped
+// as a content part (a "type", "text" or "refusal" key). Other arrays
+// under "content", "output" or "summary" (a shell_call_output's output:
+// [{"stdout":…,"stderr":…,"outcome":…}]) are visited string by string:
+// read as parts, their text would be neither scanned nor recorded.
+func partsLike(x []any) bool {
+	for _, e := range x {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return false
+		}
+		_, t := m["type"]
+		_, tx := m["text"]
+		_, r := m["refusal"]
+		if !t && !tx && !r {
+			return false
+		}
+	}
+	return true
 }
 
 // tools visits the tool definitions under root[key] (chat "tools" and

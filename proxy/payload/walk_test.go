@@ -48,6 +48,12 @@ func TestParseRequestReadsEveryModelVisibleField(t *testing.T) {
 			{"type":"item_reference","id":"msg_1"}]}`,
 			[]string{"FCO", "TYPED", "CODE", "LOGS", "CMD1", "CMD2", "ENVV", "LSO", "MCPN", "MCPA", "MCPO", "MCPE", "LTN", "LTD", "FSQ", "FSR", "WSQ", "CTO", "RSUM", "FUTURE"},
 			[]string{"input[2].output.image_url (image_url)", "input[11].encrypted_content (encrypted_content)", "input[13] (item_reference)"}},
+		{"responses shell and apply_patch items", EndpointResponses, `{"model":"m","input":[
+			{"type":"shell_call","call_id":"c","action":{"commands":["SCMD1","SCMD2"],"timeout_ms":5}},
+			{"type":"shell_call_output","call_id":"c","max_output_length":9,"output":[{"stdout":"SOUT","stderr":"SERR","outcome":{"type":"exit","exit_code":1}},{"stdout":"SOUT2","stderr":"","outcome":{"type":"timeout"}}]},
+			{"type":"apply_patch_call","call_id":"p","operation":{"type":"update_file","path":"PPATH","diff":"PDIFF"}},
+			{"type":"apply_patch_call_output","call_id":"p","status":"failed","output":"APO"}]}`,
+			[]string{"SCMD1", "SCMD2", "SOUT", "SERR", "SOUT2", "PDIFF", "PPATH", "APO"}, nil},
 		{"responses input parts", EndpointResponses, `{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"IT"},{"type":"input_image","image_url":"https://x/y.png"},{"type":"input_file","file_data":"data:text/plain;base64,AAAA","filename":"a.txt"}]}]}`,
 			[]string{"IT"}, []string{"input[0].content[1] (input_image)", "input[0].content[2] (input_file)"}},
 		{"prompt variables and stored state", EndpointResponses, `{"model":"m","prompt":{"id":"pmpt_1","variables":{"city":"VARCITY","doc":{"type":"input_text","text":"VARDOC"},"img":{"type":"input_image","image_url":"https://x"}}},"previous_response_id":"resp_1","conversation":"conv_1"}`,

@@ -213,3 +213,37 @@ func TestShellAllowListExample(t *testing.T) {
 		t.Errorf("other tools: %+v", got)
 	}
 }
+
+// TestHostedShellAllowListExample is docs/tools.md's worked example for
+// OpenAI's shell tool, whose shell_call's arguments are its action
+// ({"commands":[...],"timeout_ms":...}): one command a call, ls and git
+// status only, rm -rf held for security.
+func TestHostedShellAllowListExample(t *testing.T) {
+	e := compileCalls(t,
+		Rule{Name: "rm-rf-needs-security", Target: TargetToolCall, Tool: "shell",
+			Arguments: &ArgumentMatch{Path: "$.commands[0]", Pattern: `^rm\s+-[a-zA-Z]*(?:rf|fr)[a-zA-Z]*(?: [\w./~-]+)+$`},
+			Action:    RequireApproval, Approvers: Approvers{Groups: []string{"security"}}},
+		Rule{Name: "shell-one-command-ls-or-git-status", Target: TargetToolCall, Tool: "shell",
+			Arguments: &ArgumentMatch{Path: "$.commands", Unless: `^\["(?:ls(?: -[a-zA-Z]+)*(?: [\w./~-]+)*|git status|rm\s+-[a-zA-Z]*(?:rf|fr)[a-zA-Z]*(?: [\w./~-]+)+)"\]$`},
+			Action:    Deny},
+	)
+	for action, want := range map[string]string{
+		`{"commands":["ls"],"max_output_length":4096,"timeout_ms":10000}`: Allow,
+		`{"commands":["ls -la src/"]}`:                                    Allow,
+		`{"commands":["git status"],"timeout_ms":500}`:                    Allow,
+		`{"commands":["rm -rf /srv/cache"]}`:                              RequireApproval,
+		`{"commands":["ls","git status"]}`:                                Deny, // one command a call
+		`{"commands":["ls","rm -rf /"]}`:                                  Deny,
+		`{"commands":["ls && rm -rf /"]}`:                                 Deny,
+		`{"commands":["ls\nrm -rf /"]}`:                                   Deny,
+		`{"commands":["ls\",\"rm -rf /"]}`:                                Deny, // a quote inside a command is \" in the JSON matched
+		`{"commands":["git push --force"]}`:                               Deny,
+		`{"commands":[]}`:                                                 Deny,
+		`{"command":"ls"}`:                                                Deny, // another shape (a function tool named shell): no commands
+		`{}`:                                                              Deny,
+	} {
+		if got := e.EvaluateCall(CallInput{Tool: "shell", Arguments: action}); got.Action != want {
+			t.Errorf("%s: %q (rule %q), want %q", action, got.Action, got.Rule, want)
+		}
+	}
+}

@@ -37,9 +37,12 @@ var ErrAnswerShape = errors.New("toolcall: unreadable tool call in the answer")
 //     finish_reason becomes "stop". Redacted calls carry the masked
 //     arguments; allowed calls stay as they are.
 //   - Responses: output[] items of type function_call, custom_tool_call,
-//     mcp_call, mcp_approval_request, local_shell_call and computer_call.
-//     A denied item is replaced, in place, by an assistant message item
-//     with the explanation.
+//     mcp_call, mcp_approval_request, local_shell_call, computer_call,
+//     shell_call and apply_patch_call, and items of a type pamctl does not
+//     know (ItemKind), which are always denied. A denied item is replaced,
+//     in place, by an assistant message item with the explanation. An item
+//     whose type is a letter-case variant of a call's ("Shell_Call") makes
+//     the answer unreadable (ErrAnswerShape).
 //
 // An answer without tool calls (or of another endpoint) comes back as it
 // is; one with tool calls is re-encoded (keys sorted, duplicates gone) so
@@ -54,7 +57,9 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 	case EndpointChat:
 		marker = []string{`"tool_calls"`, `"function_call"`}
 	case EndpointResponses:
-		marker = []string{`_call"`, `"mcp_approval_request"`}
+		// Every output item is classified (an unknown type is denied), so
+		// any answer with an output is read.
+		marker = []string{`"output"`}
 	default:
 		return body, nil
 	}
@@ -117,6 +122,9 @@ func (r *rewriter) judge(c Call) (Verdict, error) {
 	v, err := r.j.Judge(r.ctx, c)
 	if err != nil {
 		return Verdict{}, err
+	}
+	if c.Kind == Unknown {
+		v = UnknownVerdict(c, v)
 	}
 	// An answer with a judged call is always written anew, even when every
 	// verdict is Allow: the client then reads exactly what was judged (a
@@ -286,7 +294,13 @@ func (r *rewriter) responses(root map[string]any) error {
 		if item == nil {
 			continue
 		}
-		typ, _ := item["type"].(string)
+		typ, okT := item["type"].(string)
+		if !okT && item["type"] != nil {
+			return fmt.Errorf("%w: output[%d]: type is not a string", ErrAnswerShape, i)
+		}
+		if k := CaseVariant(typ); k != "" {
+			return fmt.Errorf("%w: output[%d]: type %.40q differs from %q only in letter case", ErrAnswerShape, i, typ, k)
+		}
 		c, argKey, ok, err := responsesCall(typ, item)
 		if err != nil {
 			return fmt.Errorf("%w: output[%d]: %v", ErrAnswerShape, i, err)
@@ -306,14 +320,14 @@ func (r *rewriter) responses(root map[string]any) error {
 				"content": []any{map[string]any{"type": "output_text", "text": v.Message, "annotations": []any{}}},
 			}
 		case Redact:
-			if argKey == "action" {
-				var action any
+			if argKey == ObjectArguments(typ) {
+				var obj any
 				d := json.NewDecoder(strings.NewReader(v.Arguments))
 				d.UseNumber()
-				if err := d.Decode(&action); err != nil {
-					return fmt.Errorf("toolcall: redacted action of output[%d] is not JSON: %w", i, err)
+				if err := d.Decode(&obj); err != nil {
+					return fmt.Errorf("toolcall: redacted %s of output[%d] is not JSON: %w", argKey, i, err)
 				}
-				item["action"] = action
+				item[argKey] = obj
 			} else {
 				item[argKey] = v.Arguments
 			}
@@ -323,39 +337,50 @@ func (r *rewriter) responses(root map[string]any) error {
 }
 
 // responsesCall reads an output item that proposes a tool call; ok is
-// false for other items.
+// false for items that propose nothing (ItemKind).
 func responsesCall(typ string, item map[string]any) (c Call, argKey string, ok bool, err error) {
+	kind, call := ItemKind(typ)
+	if !call {
+		return c, "", false, nil
+	}
 	id, _ := item["call_id"].(string)
 	if id == "" {
 		id, _ = item["id"].(string)
 	}
-	c = Call{ID: id}
-	switch typ {
-	case "function_call":
-		c.Kind, argKey = Function, "arguments"
-	case "custom_tool_call":
-		c.Kind, argKey = Custom, "input"
-	case "mcp_call", "mcp_approval_request":
-		c.Kind, argKey = MCP, "arguments"
+	c = Call{ID: id, Kind: kind}
+	switch kind {
+	case Unknown:
+		// Always denied; the item is what the audit records.
+		text, err := actionText(item)
+		if err != nil {
+			return c, "", false, err
+		}
+		c.Name, c.Arguments = typ, text
+		return c, "", true, nil
+	case Custom:
+		argKey = "input"
+	case MCP:
+		argKey = "arguments"
 		server, okS := str(item, "server_label")
 		if !okS {
 			return c, "", false, errors.New("server_label is not a string")
 		}
 		c.Server = server
-	case "local_shell_call":
-		c.Kind, argKey = LocalShell, "action"
-	case "computer_call":
-		c.Kind, argKey = Computer, "action"
 	default:
-		return c, "", false, nil
+		argKey = "arguments"
 	}
-	if c.Kind == LocalShell || c.Kind == Computer {
-		text, err := actionText(item["action"])
+	if field := ObjectArguments(typ); field != "" {
+		text, err := actionText(item[field])
 		if err != nil {
-			return c, "", false, err
+			return c, "", false, fmt.Errorf("%s: %w", field, err)
+		}
+		if obj, _ := item[field].(map[string]any); obj != nil {
+			if err := CheckObjectKeys(typ, obj); err != nil {
+				return c, "", false, fmt.Errorf("%s: %w", field, err)
+			}
 		}
 		c.Arguments = text
-		return c, argKey, true, nil
+		return c, field, true, nil
 	}
 	name, okN := str(item, "name")
 	args, okA := str(item, argKey)
@@ -366,14 +391,16 @@ func responsesCall(typ string, item map[string]any) (c Call, argKey string, ok b
 	return c, argKey, true, nil
 }
 
-// actionText renders a local_shell_call's or computer_call's action object
-// as the JSON text rules match.
+// actionText renders the object that is a call's arguments (the action of
+// a local_shell_call, computer_call or shell_call, the operation of an
+// apply_patch_call) as the JSON text rules match: keys sorted, numbers as
+// written, "{}" when absent.
 func actionText(v any) (string, error) {
 	if v == nil {
 		return "{}", nil
 	}
 	if _, ok := v.(map[string]any); !ok {
-		return "", errors.New("action is not an object")
+		return "", errors.New("not an object")
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)

@@ -1,6 +1,7 @@
 // Package toolcall is the tool-call firewall's vocabulary: a tool call the
 // model proposes in an answer (chat tool_calls; Responses function_call,
-// mcp_call, local_shell_call, computer_call and custom_tool_call items), and
+// mcp_call, local_shell_call, shell_call, apply_patch_call, computer_call and
+// custom_tool_call items, and output items of a type pamctl does not know), and
 // the verdict pamctl reaches on it before the agent may see it.
 //
 // The response path (whole answers and streams) extracts Calls and asks a
@@ -9,7 +10,11 @@
 // tool.call audit event. Whoever relays the answer only acts on the Verdict.
 package toolcall
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"strings"
+)
 
 // Kind says which wire shape proposed the call.
 type Kind string
@@ -25,7 +30,108 @@ const (
 	LocalShell Kind = "local_shell"
 	// Computer is a Responses computer_call item; Arguments is its action.
 	Computer Kind = "computer"
+	// Shell is a Responses shell_call item (the shell tool); Arguments is
+	// its action ({"commands":[...],"timeout_ms":...}).
+	Shell Kind = "shell"
+	// ApplyPatch is a Responses apply_patch_call item (the apply_patch
+	// tool); Arguments is its operation ({"type":"update_file","path":...,
+	// "diff":...}).
+	ApplyPatch Kind = "apply_patch"
+	// Unknown is a Responses output item of a type pamctl does not know
+	// (ItemKind): an agent might execute it, so it is always denied. Name
+	// is the item's type, Arguments the item as JSON.
+	Unknown Kind = "unknown_item"
 )
+
+// Output item types (Responses) that propose nothing for the agent to
+// execute: text, reasoning, calls the API ran itself (hosted tools), and
+// results. Every other type is a call (ItemKind).
+var inertItems = map[string]bool{
+	"message": true, "reasoning": true, "compaction": true, "additional_tools": true,
+	"web_search_call": true, "file_search_call": true, "code_interpreter_call": true,
+	"image_generation_call": true, "mcp_list_tools": true, "mcp_approval_response": true,
+	"function_call_output": true, "custom_tool_call_output": true, "computer_call_output": true,
+	"local_shell_call_output": true, "shell_call_output": true, "apply_patch_call_output": true,
+	"tool_search_output": true, "program_output": true,
+}
+
+// callItems are the output item types that propose a call pamctl reads.
+var callItems = map[string]Kind{
+	"function_call":    Function,
+	"custom_tool_call": Custom,
+	"mcp_call":         MCP,
+	// An approval the agent may grant for a hosted MCP call: judged
+	// before the agent can approve it.
+	"mcp_approval_request": MCP,
+	"local_shell_call":     LocalShell,
+	"computer_call":        Computer,
+	"shell_call":           Shell,
+	"apply_patch_call":     ApplyPatch,
+}
+
+// ItemKind classifies a Responses output item by its type (exact bytes):
+// the Kind of call it proposes and call true; call false for an item that
+// proposes nothing (a message, reasoning, a hosted tool's call or a
+// result); Unknown and call true for every other type, letter-case
+// variants of known ones included. Fail closed: a type OpenAI adds later
+// may be a tool the agent runs, so it is denied until pamctl knows it.
+func ItemKind(typ string) (k Kind, call bool) {
+	if k, ok := callItems[typ]; ok {
+		return k, true
+	}
+	if inertItems[typ] {
+		return "", false
+	}
+	return Unknown, true
+}
+
+// CaseVariant returns the call item type typ equals only under letter
+// case ("Shell_Call" is "shell_call"), or "": decoders that fold case
+// could read it as that call.
+func CaseVariant(typ string) string {
+	for k := range callItems {
+		if typ != k && strings.EqualFold(typ, k) {
+			return k
+		}
+	}
+	return ""
+}
+
+// objectKeys are the keys of an arguments object (ObjectArguments) that
+// the agents' SDKs read, per item type.
+var objectKeys = map[string][]string{
+	"shell_call":       {"commands", "timeout_ms", "max_output_length"},
+	"apply_patch_call": {"type", "path", "diff"},
+	"local_shell_call": {"type", "command", "env", "timeout_ms", "user", "working_directory"},
+}
+
+// CheckObjectKeys refuses an arguments object of an item of type typ with
+// a key that differs from one the SDKs read only in letter case
+// ("Commands"): encoding/json would run it as "commands", while a rule's
+// selector $.commands would not see it.
+func CheckObjectKeys(typ string, obj map[string]any) error {
+	for key := range obj {
+		for _, k := range objectKeys[typ] {
+			if key != k && strings.EqualFold(key, k) {
+				return fmt.Errorf("the key %.40q differs from %q only in letter case", key, k)
+			}
+		}
+	}
+	return nil
+}
+
+// ObjectArguments names the field of an output item type whose object is
+// the call's arguments ("action", "operation"), "" for types whose
+// arguments are a string.
+func ObjectArguments(typ string) string {
+	switch typ {
+	case "local_shell_call", "computer_call", "shell_call":
+		return "action"
+	case "apply_patch_call":
+		return "operation"
+	}
+	return ""
+}
 
 // Call is one proposed tool call, complete: its name and its whole
 // arguments. Arguments is the JSON text the model wrote (for Custom, the
@@ -41,7 +147,10 @@ type Call struct {
 }
 
 // Tool is the name scopes and rules match: Name, or "mcp:SERVER/NAME" for
-// MCP calls, "local_shell" and "computer_use" for the built-in tools.
+// MCP calls, "local_shell", "computer_use", "shell" and "apply_patch" for
+// the built-in tools (as payload.DeclaredTools names their declarations
+// {"type":"shell"}, {"type":"apply_patch"}), and "item:TYPE" for an
+// Unknown item (no tool scope covers it: ValidName refuses the ':').
 func (c Call) Tool() string {
 	switch c.Kind {
 	case MCP:
@@ -50,8 +159,30 @@ func (c Call) Tool() string {
 		return "local_shell"
 	case Computer:
 		return "computer_use"
+	case Shell:
+		return "shell"
+	case ApplyPatch:
+		return "apply_patch"
+	case Unknown:
+		return "item:" + c.Name
 	}
 	return c.Name
+}
+
+// UnknownVerdict is the verdict on an Unknown item, whatever a Judge said:
+// denied, with the Judge's message when it denied too.
+func UnknownVerdict(c Call, v Verdict) Verdict {
+	if v.Action == Deny && v.Message != "" {
+		return v
+	}
+	return Verdict{Action: Deny, Rule: v.Rule, Message: UnknownMessage(c.Name)}
+}
+
+// UnknownMessage is what the agent reads in place of an output item of a
+// type pamctl does not know.
+func UnknownMessage(typ string) string {
+	return "pamctl blocked an output item of type " + QuoteName(typ) +
+		": pamctl does not know this item type, and an agent may execute it. Ask an administrator to update pamctl, or send the request without the tool that produces it."
 }
 
 // Action is what happens to a call.

@@ -65,6 +65,9 @@ func TestCallTool(t *testing.T) {
 		{Call{Kind: MCP, Server: "github", Name: "search"}, "mcp:github/search"},
 		{Call{Kind: LocalShell}, "local_shell"},
 		{Call{Kind: Computer}, "computer_use"},
+		{Call{Kind: Shell}, "shell"},
+		{Call{Kind: ApplyPatch}, "apply_patch"},
+		{Call{Kind: Unknown, Name: "program"}, "item:program"},
 	} {
 		if got := tc.c.Tool(); got != tc.want {
 			t.Errorf("%+v: %q", tc.c, got)
@@ -220,5 +223,139 @@ func TestRewriteAnswerTooManyCalls(t *testing.T) {
 	body := `{"choices":[{"message":{"tool_calls":[` + strings.Join(calls, ",") + `]}}]}`
 	if _, err := RewriteAnswer(context.Background(), EndpointChat, []byte(body), j); !errors.Is(err, ErrAnswerShape) || len(j.seen) != MaxCallsPerAnswer {
 		t.Fatalf("%v after %d judged", err, len(j.seen))
+	}
+}
+
+func TestItemKind(t *testing.T) {
+	for typ, want := range map[string]Kind{
+		"function_call": Function, "custom_tool_call": Custom, "mcp_call": MCP, "mcp_approval_request": MCP,
+		"local_shell_call": LocalShell, "computer_call": Computer, "shell_call": Shell, "apply_patch_call": ApplyPatch,
+		// Unknown to pamctl, or spelled so that only some decoders read
+		// them: an agent may run them.
+		"program": Unknown, "tool_search_call": Unknown, "browser_call": Unknown, "": Unknown,
+		"Shell_Call": Unknown, "shell_call ": Unknown, "SHELL_CALL": Unknown,
+	} {
+		if k, call := ItemKind(typ); !call || k != want {
+			t.Errorf("ItemKind(%q) = %q %v, want %q", typ, k, call, want)
+		}
+	}
+	for _, typ := range []string{"message", "reasoning", "web_search_call", "file_search_call", "code_interpreter_call",
+		"image_generation_call", "mcp_list_tools", "shell_call_output", "apply_patch_call_output", "function_call_output"} {
+		if k, call := ItemKind(typ); call {
+			t.Errorf("ItemKind(%q) = %q: a hosted tool's item or a result is not a call", typ, k)
+		}
+	}
+	if CaseVariant("Shell_Call") != "shell_call" || CaseVariant("APPLY_PATCH_CALL") != "apply_patch_call" || CaseVariant("shell_call") != "" || CaseVariant("Message") != "" {
+		t.Error("CaseVariant")
+	}
+}
+
+// The shell and apply_patch tools' items are judged like local_shell_call:
+// their action or operation object is the arguments; a redaction keeps it
+// an object the SDK reads; a denied one is replaced by a message.
+func TestRewriteAnswerShellAndApplyPatch(t *testing.T) {
+	body := `{"id":"r","object":"response","created_at":1,"status":"completed","model":"m","output":[` +
+		`{"type":"shell_call","id":"sh_1","call_id":"c1","status":"completed","action":{"commands":["ls -la","rm -rf /srv"],"timeout_ms":1000,"max_output_length":4096}},` +
+		`{"type":"apply_patch_call","id":"ap_1","call_id":"c2","status":"completed","operation":{"type":"update_file","path":"app.go","diff":"@@\n-a\n+token=ghp_SECRET"}},` +
+		`{"type":"shell_call","id":"sh_2","call_id":"c3","status":"completed","action":{"commands":["git status"]}}]}`
+	j := JudgeFunc(func(_ context.Context, c Call) (Verdict, error) {
+		switch {
+		case c.Tool() == "shell" && strings.Contains(c.Arguments, "rm -rf"):
+			return Verdict{Action: Deny, Rule: "no-rm", Message: "blocked shell"}, nil
+		case c.Tool() == "apply_patch":
+			return Verdict{Action: Redact, Rule: "mask", Arguments: strings.Replace(c.Arguments, "ghp_SECRET", "[REDACTED]", 1)}, nil
+		}
+		return Verdict{Action: Allow}, nil
+	})
+	var seen []Call
+	rec := JudgeFunc(func(ctx context.Context, c Call) (Verdict, error) { seen = append(seen, c); return j(ctx, c) })
+	out, err := RewriteAnswer(context.Background(), EndpointResponses, []byte(body), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 3 || seen[0].Tool() != "shell" || seen[0].ID != "c1" ||
+		seen[0].Arguments != `{"commands":["ls -la","rm -rf /srv"],"max_output_length":4096,"timeout_ms":1000}` ||
+		seen[1].Tool() != "apply_patch" || seen[1].Arguments != `{"diff":"@@\n-a\n+token=ghp_SECRET","path":"app.go","type":"update_file"}` ||
+		seen[2].Arguments != `{"commands":["git status"]}` {
+		t.Fatalf("judged %+v", seen)
+	}
+	var r responses.Response
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) != 3 || r.Output[0].Type != "message" || r.Output[0].AsMessage().Content[0].Text != "blocked shell" {
+		t.Fatalf("%s", out)
+	}
+	if strings.Contains(string(out), "rm -rf") || strings.Contains(string(out), "ghp_SECRET") {
+		t.Fatalf("denied or masked text reached the client: %s", out)
+	}
+	if op := r.Output[1].AsApplyPatchCall().Operation; r.Output[1].Type != "apply_patch_call" || op.Path != "app.go" || op.Diff != "@@\n-a\n+token=[REDACTED]" || op.Type != "update_file" {
+		t.Fatalf("redacted operation %+v: %s", op, out)
+	}
+	if sh := r.Output[2].AsShellCall(); sh.CallID != "c3" || len(sh.Action.Commands) != 1 || sh.Action.Commands[0] != "git status" {
+		t.Fatalf("allowed shell call %+v", sh)
+	}
+}
+
+// Fail closed: an output item of a type pamctl does not know is denied
+// whatever the judge says (it is still judged: the audit records it);
+// hosted tools' items and results pass untouched.
+func TestRewriteAnswerUnknownItems(t *testing.T) {
+	j := &recorder{}
+	inert := `{"id":"r","object":"response","created_at":1,"status":"completed","model":"m","output":[` +
+		`{"type":"reasoning","id":"rs_1","summary":[]},` +
+		`{"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"q"}},` +
+		`{"type":"file_search_call","id":"fs_1","status":"completed","queries":["q"]},` +
+		`{"type":"code_interpreter_call","id":"ci_1","status":"completed","code":"print(1)","container_id":"c","outputs":[]},` +
+		`{"type":"image_generation_call","id":"ig_1","status":"completed","result":"AAAA"},` +
+		`{"type":"mcp_list_tools","id":"ml_1","server_label":"gh","tools":[]},` +
+		`{"type":"shell_call_output","id":"so_1","call_id":"c","output":[{"stdout":"ok","stderr":"","outcome":{"type":"exit","exit_code":0}}]},` +
+		`{"type":"message","id":"m1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"hi","annotations":[]}]}]}`
+	out, err := RewriteAnswer(context.Background(), EndpointResponses, []byte(inert), j)
+	if err != nil || string(out) != inert || len(j.seen) != 0 {
+		t.Fatalf("hosted items changed: %v %s (judged %v)", err, out, j.seen)
+	}
+	body := `{"id":"r","object":"response","created_at":1,"status":"completed","model":"m","output":[` +
+		`{"type":"program","id":"p1","call_id":"c1","code":"runShell('rm -rf /')","fingerprint":"f"},` +
+		`{"type":"tool_search_call","id":"t1","call_id":"c2","execution":"client","arguments":{"query":"deploy"},"status":"completed"},` +
+		`{"id":"x1","call_id":"c3","action":{"commands":["rm -rf /"]}},` +
+		`{"type":"message","id":"m1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"hi","annotations":[]}]}]}`
+	out, err = RewriteAnswer(context.Background(), EndpointResponses, []byte(body), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.seen) != 3 || j.seen[0].Tool() != "item:program" || j.seen[1].Name != "tool_search_call" || j.seen[2].Name != "" ||
+		!strings.Contains(j.seen[0].Arguments, `"code":"runShell('rm -rf /')"`) {
+		t.Fatalf("judged %+v", j.seen)
+	}
+	var r responses.Response
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) != 4 || strings.Contains(string(out), "rm -rf") || r.Output[3].AsMessage().Content[0].Text != "hi" {
+		t.Fatalf("%s", out)
+	}
+	for i, want := range []string{`"program"`, `"tool_search_call"`, `""`} {
+		if txt := r.Output[i].AsMessage().Content[0].Text; r.Output[i].Type != "message" || !strings.Contains(txt, "output item of type "+want) {
+			t.Errorf("output[%d]: %s", i, txt)
+		}
+	}
+	// A letter-case variant of a call's type is an unreadable answer.
+	for _, typ := range []string{"Shell_Call", "APPLY_PATCH_CALL", "Function_call"} {
+		b := `{"output":[{"type":"` + typ + `","call_id":"c","action":{"commands":["rm -rf /"]},"name":"x","arguments":"{}"}]}`
+		if _, err := RewriteAnswer(context.Background(), EndpointResponses, []byte(b), j); !errors.Is(err, ErrAnswerShape) {
+			t.Errorf("%s: %v", typ, err)
+		}
+	}
+	for name, b := range map[string]string{
+		"type number":     `{"output":[{"type":1,"call_id":"c"}]}`,
+		"action string":   `{"output":[{"type":"shell_call","call_id":"c","action":"rm -rf /"}]}`,
+		"operation array": `{"output":[{"type":"apply_patch_call","call_id":"c","operation":[]}]}`,
+		"Commands key":    `{"output":[{"type":"shell_call","call_id":"c","action":{"Commands":["rm -rf /"]}}]}`,
+		"PATH key":        `{"output":[{"type":"apply_patch_call","call_id":"c","operation":{"type":"delete_file","PATH":"/etc"}}]}`,
+	} {
+		if _, err := RewriteAnswer(context.Background(), EndpointResponses, []byte(b), j); !errors.Is(err, ErrAnswerShape) {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

@@ -1,0 +1,83 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// toolEvents are the generic webhook's events about a held tool call.
+func toolEvents() map[string]Event {
+	held := Event{RequestID: "req_89abcdef0123456789ab", Kind: "prompt", Subject: "ci-agent",
+		Scopes: []string{"gpt-4o", "tool:shell", "rule:rm-needs-security"}, Rule: "rm-needs-security", Model: "gpt-4o", Tool: "shell",
+		Excerpt: `tool "shell" arguments: {"commands":["rm -rf /srv/cache"]}`, Approvals: "0/1",
+		Time: created, CreatedAt: created, URL: "https://pam.example.com/ui/requests/req_89abcdef0123456789ab"}
+	released := held
+	released.Type, released.Decision, released.Reviewer, released.Reason, released.Approvals, released.Time = TypeRequestApproved, "approved", "bob", "cache only", "1/1", approved
+	held.Type, held.Decision, held.Reason = TypePromptHeld, "pending", "rule rm-needs-security held a tool call gpt-4o proposed"
+	return map[string]Event{"tool_held": held, "tool_released": released}
+}
+
+// TestGenericGolden compares what the generic webhook posts about a held
+// tool call with testdata/<event>.generic.json (-update rewrites them): its
+// text names the tool.
+func TestGenericGolden(t *testing.T) {
+	for name, e := range toolEvents() {
+		t.Run(name, func(t *testing.T) {
+			rec := &recorder{}
+			w := newWebhook(server(t, rec).URL, rec)
+			if err := w.Send(context.Background(), e); err != nil {
+				t.Fatal(err)
+			}
+			w.Shutdown(context.Background())
+			if len(rec.bodies) != 1 {
+				t.Fatalf("%d deliveries", len(rec.bodies))
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, rec.bodies[0], "", "  "); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			path := filepath.Join("testdata", name+".generic.json")
+			if *update {
+				if err := os.WriteFile(path, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./broker/notify -run TestGenericGolden -update)", err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("%s differs from the golden file (go test ./broker/notify -run TestGenericGolden -update, then review the diff)\ngot:\n%s", path, pretty.Bytes())
+			}
+			var got Event
+			if err := json.Unmarshal(rec.bodies[0], &got); err != nil || !strings.Contains(got.Text, ` of tool "shell" `) || got.Tool != "shell" {
+				t.Errorf("the text does not name the tool: %v %q", err, got.Text)
+			}
+		})
+	}
+}
+
+// A tool name is the model's text: quoted in ASCII, cut, and unable to
+// forge markup or lines in the summary.
+func TestSummaryQuotesToolName(t *testing.T) {
+	for tool, want := range map[string]string{
+		"mcp:github/delete_repo":       `pamctl: prompt.held r-1 of tool "mcp:github/delete_repo": pending`,
+		"sh\u0435ll":                   `pamctl: prompt.held r-1 of tool "sh\u0435ll": pending`,
+		"x\n<!channel> <https://e|ok>": `pamctl: prompt.held r-1 of tool "x\n&lt;!channel&gt; &lt;https://e|ok&gt;": pending`,
+	} {
+		if got := (Event{Type: TypePromptHeld, RequestID: "r-1", Decision: "pending", Tool: tool}).Summary(); got != want {
+			t.Errorf("%q: got %s, want %s", tool, got, want)
+		}
+	}
+	long := (Event{Type: TypePromptHeld, Tool: strings.Repeat("é", 200)}).Summary()
+	if !strings.HasSuffix(long, `"…`) || len(long) > 1000 {
+		t.Errorf("long name: %s", long)
+	}
+}
