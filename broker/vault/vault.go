@@ -98,6 +98,7 @@ type Vault struct {
 	store  Store
 	sealer *Sealer
 	fpKey  []byte // HKDF(master key, FingerprintLabel)
+	master MasterKey
 	now    func() time.Time
 
 	// opened caches opened secrets: the proxy asks for the provider key on
@@ -147,7 +148,7 @@ func Open(ctx context.Context, st Store, master MasterKey, now func() time.Time)
 	if err != nil {
 		return nil, fmt.Errorf("vault: derive fingerprint key: %w", err)
 	}
-	v := &Vault{store: st, sealer: s, fpKey: fpKey, now: now, opened: map[string]Secret{}}
+	v := &Vault{store: st, sealer: s, fpKey: fpKey, master: master, now: now, opened: map[string]Secret{}}
 	if err := v.upgradeFingerprints(ctx); err != nil {
 		return nil, err
 	}
@@ -186,6 +187,22 @@ func (v *Vault) Fingerprint(secret Secret) string { return fingerprint(v.fpKey, 
 
 // Sealer returns the sealer for other secrets kept under the same master key.
 func (v *Vault) Sealer() *Sealer { return v.sealer }
+
+// DerivedSealer returns a sealer under a key derived from the master key
+// for purpose (HKDF, info "pamctl sealer v1 " + purpose): every replica
+// holding the master key derives the same one. Use it for values anyone
+// can make the broker seal (a login in flight, say): a flood of them then
+// spends nonces of a key that guards nothing else, never the master key's.
+func (v *Vault) DerivedSealer(purpose string) (*Sealer, error) {
+	if purpose == "" {
+		return nil, errors.New("vault: a derived sealer needs a purpose")
+	}
+	k, err := hkdf.Key(sha256.New, v.master.k, nil, "pamctl sealer v1 "+purpose, 32)
+	if err != nil {
+		return nil, fmt.Errorf("vault: derive a sealer: %w", err)
+	}
+	return NewSealer(MasterKey{k: k})
+}
 
 // ValidateName checks an entry name: lower-case letters, digits, '.', '_', '-'.
 func ValidateName(name string) error {

@@ -224,3 +224,49 @@ func TestVaultCacheFollowsChanges(t *testing.T) {
 		t.Fatalf("removed secret still served: %v", err)
 	}
 }
+
+// A derived sealer is the same on every replica holding the master key,
+// differs per purpose and from the master key's own sealer, and never
+// opens what another key sealed.
+func TestDerivedSealerIsPerPurposeAndShared(t *testing.T) {
+	ctx := context.Background()
+	mk, _ := vault.GenerateMasterKey()
+	st := newMem()
+	a, err := vault.Open(ctx, st, mk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := vault.Open(ctx, st, mk, nil) // a second replica
+	sa, err := a.DerivedSealer("ui-login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := b.DerivedSealer("ui-login")
+	sealed, err := sa.Seal([]byte("in flight"), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sb.Open(sealed, "x"); err != nil || string(got) != "in flight" {
+		t.Fatalf("another replica's derived sealer: %q %v", got, err)
+	}
+	other, _ := a.DerivedSealer("something-else")
+	for name, s := range map[string]*vault.Sealer{"another purpose": other, "the master sealer": a.Sealer()} {
+		if _, err := s.Open(sealed, "x"); !errors.Is(err, vault.ErrWrongMasterKey) {
+			t.Errorf("%s opened a ui-login seal: %v", name, err)
+		}
+	}
+	if own, _ := a.Sealer().Seal([]byte("vault"), "x"); own != nil {
+		if _, err := sa.Open(own, "x"); err == nil {
+			t.Error("the derived sealer opened the master sealer's value")
+		}
+	}
+	if _, err := a.DerivedSealer(""); err == nil {
+		t.Error("a derived sealer without a purpose")
+	}
+	mk2, _ := vault.GenerateMasterKey()
+	c, _ := vault.Open(ctx, newMem(), mk2, nil)
+	sc, _ := c.DerivedSealer("ui-login")
+	if _, err := sc.Open(sealed, "x"); err == nil {
+		t.Error("another master key's derived sealer opened it")
+	}
+}
