@@ -3,11 +3,12 @@ package ui
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -18,64 +19,90 @@ import (
 	"github.com/pamctl/pamctl/broker/oidc"
 )
 
-// pendingLogin is an authorization request on its way through the IdP.
+// pendingLogin is an authorization request on its way through the IdP. It
+// travels sealed in the browser's pamctl-login cookie (sealLogin), not in
+// the broker's memory: the callback may reach any replica behind a load
+// balancer, and nobody can fill a replica's memory by starting logins.
 type pendingLogin struct {
-	state, nonce, verifier string
-	next                   string
-	reauth                 bool // step-up: the IdP was asked to authenticate again
-	started                time.Time
-}
-
-// logins holds authorization requests in flight, keyed by state (10 min).
-type logins struct {
-	mu sync.Mutex
-	m  map[string]*pendingLogin
+	State    string    `json:"s"`
+	Nonce    string    `json:"n"`
+	Verifier string    `json:"v"`
+	Next     string    `json:"x"`
+	Reauth   bool      `json:"r,omitempty"` // step-up: the IdP was asked to authenticate again
+	Started  time.Time `json:"t"`
 }
 
 const (
-	loginTTL         = 10 * time.Minute
-	maxPendingLogins = 10000
+	// loginTTL bounds a login from /ui/login to /ui/callback.
+	loginTTL = 10 * time.Minute
+	// loginAAD binds a sealed login to its purpose.
+	loginAAD = "pamctl ui login v1"
+	// maxLoginCookie bounds the cookie, written and read back (browsers
+	// keep 4 KiB a cookie): a sealed login with a plain 1 KiB next is
+	// under 2 KiB.
+	maxLoginCookie = 3072
 	// authTimeSkew is how far the IdP's clock may be from ours when a
 	// step-up checks that auth_time is new.
 	authTimeSkew = 30 * time.Second
 )
 
-func newLogins() *logins { return &logins{m: map[string]*pendingLogin{}} }
-
-// add records p. Past maxPendingLogins the oldest is dropped: anyone can
-// start logins, so a flood must not lock people out for loginTTL (a
-// person whose login was dropped starts again).
-func (l *logins) add(p *pendingLogin) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for k, o := range l.m {
-		if p.started.Sub(o.started) >= loginTTL {
-			delete(l.m, k)
-		}
-	}
-	for len(l.m) >= maxPendingLogins {
-		var oldest *pendingLogin
-		for _, o := range l.m {
-			if oldest == nil || o.started.Before(oldest.started) {
-				oldest = o
-			}
-		}
-		delete(l.m, oldest.state)
-	}
-	l.m[p.state] = p
+// Sealer encrypts and authenticates small values (vault.Sealer). Every
+// replica must hold the same key, or a login started at one cannot finish
+// at another.
+type Sealer interface {
+	Seal(plaintext []byte, aad string) ([]byte, error)
+	Open(sealed []byte, aad string) ([]byte, error)
 }
 
-// take removes and returns the login of state (each is used once).
-func (l *logins) take(state string, now time.Time) *pendingLogin {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p := l.m[state]
-	delete(l.m, state)
-	if p == nil || now.Sub(p.started) >= loginTTL {
-		return nil
+// sealLogin is p as the pamctl-login cookie's value.
+func (u *UI) sealLogin(p *pendingLogin) (string, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", err
 	}
-	return p
+	sealed, err := u.c.LoginSealer.Seal(b, loginAAD)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(sealed), nil
 }
+
+// openLogin reads back the login a callback's state belongs to: the
+// browser's cookie must open under our key, hold that very state (in
+// constant time) and be younger than loginTTL. Each cookie is cleared by
+// the callback that reads it; a copy replayed later still needs an
+// authorization code, which the IdP redeems once, bound to the cookie's
+// PKCE verifier.
+func (u *UI) openLogin(cookie, state string, now time.Time) (*pendingLogin, error) {
+	if cookie == "" || len(cookie) > maxLoginCookie {
+		return nil, errLoginElsewhere
+	}
+	sealed, err := base64.RawURLEncoding.DecodeString(cookie)
+	if err != nil {
+		return nil, errLoginElsewhere
+	}
+	b, err := u.c.LoginSealer.Open(sealed, loginAAD)
+	if err != nil {
+		return nil, errLoginElsewhere
+	}
+	var p pendingLogin
+	if json.Unmarshal(b, &p) != nil || p.State == "" || p.Nonce == "" || p.Verifier == "" {
+		return nil, errLoginElsewhere
+	}
+	if subtle.ConstantTimeCompare([]byte(state), []byte(p.State)) != 1 {
+		return nil, errLoginElsewhere
+	}
+	if age := now.Sub(p.Started); age >= loginTTL || age < -authTimeSkew {
+		return nil, errLoginExpired
+	}
+	p.Next = localPath(p.Next)
+	return &p, nil
+}
+
+var (
+	errLoginElsewhere = errors.New("this login did not start in this browser")
+	errLoginExpired   = errors.New("this login has expired")
+)
 
 // discoveryTTL is how long a discovered IdP configuration is reused: an
 // unauthenticated /ui/login must not make the broker call the IdP each
@@ -130,33 +157,44 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusBadGateway, "The identity provider could not be reached", "Try again in a moment; if it persists, the broker's log says why.")
 		return
 	}
-	p := &pendingLogin{state: randomToken(), nonce: randomToken(), verifier: oauth2.GenerateVerifier(),
-		next: localPath(q.Get("next")), reauth: q.Get("reauth") == "1", started: u.c.Now()}
-	u.logins.add(p)
-	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.verifier), gooidc.Nonce(p.nonce)}
-	if p.reauth {
+	p := &pendingLogin{State: randomToken(), Nonce: randomToken(), Verifier: oauth2.GenerateVerifier(),
+		Next: localPath(q.Get("next")), Reauth: q.Get("reauth") == "1", Started: u.c.Now()}
+	sealed, err := u.sealLogin(p)
+	if err == nil && len(sealed) > maxLoginCookie {
+		// A next that escapes to more than the cookie can hold (JSON
+		// escapes <, > and & six-fold) returns to the queue instead.
+		p.Next = "/ui/"
+		sealed, err = u.sealLogin(p)
+	}
+	if err != nil {
+		u.c.Logger.Error("ui: could not seal a login", "err", err)
+		u.fail(w, r, http.StatusInternalServerError, "The login could not be started", "The broker's log says why; try again.")
+		return
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.Verifier), gooidc.Nonce(p.Nonce)}
+	if p.Reauth {
 		maxAge := int(u.c.Service.ReauthAfter() / time.Second)
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", strconv.Itoa(max(maxAge, 0))))
 	}
-	// The state is bound to this browser too: a callback carrying a state
-	// minted for someone else's browser (login CSRF) finds no cookie.
-	u.setCookie(w, "pamctl-login", p.state, loginTTL)
-	http.Redirect(w, r, conf.AuthCodeURL(p.state, opts...), http.StatusSeeOther)
+	// The login in flight is bound to this browser: a callback carrying a
+	// state minted for someone else's browser (login CSRF) finds no cookie
+	// that holds it.
+	u.setCookie(w, "pamctl-login", sealed, loginTTL)
+	http.Redirect(w, r, conf.AuthCodeURL(p.State, opts...), http.StatusSeeOther)
 }
 
 // callback finishes the code flow at <public_url>/ui/callback.
 func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	state := q.Get("state")
 	bound := u.cookie(r, "pamctl-login")
 	u.setCookie(w, "pamctl-login", "", 0)
-	if state == "" || subtle.ConstantTimeCompare([]byte(state), []byte(bound)) != 1 {
-		u.fail(w, r, http.StatusBadRequest, "This login did not start in this browser", "Start again from the login link; a link someone sent you cannot log you in.")
+	p, err := u.openLogin(bound, q.Get("state"), u.c.Now())
+	switch {
+	case errors.Is(err, errLoginExpired):
+		u.fail(w, r, http.StatusBadRequest, "This login has expired", "Start again from the login link.")
 		return
-	}
-	p := u.logins.take(state, u.c.Now())
-	if p == nil {
-		u.fail(w, r, http.StatusBadRequest, "This login has expired or was already used", "Start again from the login link.")
+	case err != nil:
+		u.fail(w, r, http.StatusBadRequest, "This login did not start in this browser", "Start again from the login link; a link someone sent you cannot log you in.")
 		return
 	}
 	if e := q.Get("error"); e != "" {
@@ -173,7 +211,7 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusBadGateway, "The identity provider could not be reached", "Try again in a moment.")
 		return
 	}
-	tok, err := conf.Exchange(gooidc.ClientContext(r.Context(), u.c.HTTPClient), code, oauth2.VerifierOption(p.verifier))
+	tok, err := conf.Exchange(gooidc.ClientContext(r.Context(), u.c.HTTPClient), code, oauth2.VerifierOption(p.Verifier))
 	if err != nil {
 		u.c.Logger.Warn("ui: code exchange failed", "issuer", u.c.Issuer.Name, "err", err)
 		u.fail(w, r, http.StatusBadGateway, "The login could not be completed", "The identity provider did not accept the authorization code; start again.")
@@ -189,7 +227,7 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 		access = tok.AccessToken
 	}
 	client := clientOf(r)
-	id, err := u.c.Verifier.VerifyLogin(r.Context(), raw, p.nonce, access)
+	id, err := u.c.Verifier.VerifyLogin(r.Context(), raw, p.Nonce, access)
 	if err != nil {
 		reason := "the identity token could not be verified"
 		var ve *oidc.VerifyError
@@ -211,7 +249,7 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 	if !id.AuthTime.IsZero() && !id.AuthTime.After(now.Add(authTimeSkew)) {
 		authTime = id.AuthTime
 	}
-	if p.reauth && authTime.Before(p.started.Add(-authTimeSkew)) {
+	if p.Reauth && authTime.Before(p.Started.Add(-authTimeSkew)) {
 		// Asked to authenticate again, the IdP answered with an old
 		// authentication: taking it would loop, and the step-up did not happen.
 		u.fail(w, r, http.StatusForbidden, "Your identity provider did not ask you to log in again",
@@ -234,7 +272,7 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 	u.setCookie(w, "pamctl-ui", secret, rec.ExpiresAt.Sub(now))
 	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogin, Actor: actorOf(who), Decision: "allow", Client: &client,
 		Details: map[string]string{"via": "web", "session": rec.ID, "expires": rec.ExpiresAt.UTC().Format(time.RFC3339), "auth_time": authTime.UTC().Format(time.RFC3339)}})
-	http.Redirect(w, r, p.next, http.StatusSeeOther)
+	http.Redirect(w, r, p.Next, http.StatusSeeOther)
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, ss *session) {

@@ -33,6 +33,7 @@ import (
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/oidc"
+	"github.com/pamctl/pamctl/broker/vault"
 )
 
 // Service is what the UI asks of the broker (broker.Service implements it).
@@ -100,6 +101,11 @@ type Config struct {
 	// past sessions.max_lifetime); sessions.idle_timeout ends it sooner
 	// when unused.
 	SessionTTL time.Duration
+	// LoginSealer seals the logins in flight kept in browsers' cookies
+	// (vault.Vault.DerivedSealer): replicas behind one public_url must
+	// share its key. Nil: a key of this process's own, so a login started
+	// here finishes only here, or before a restart.
+	LoginSealer Sealer
 	// Stopping ends the live-update streams at shutdown.
 	Stopping <-chan struct{}
 	Logger   *slog.Logger
@@ -111,7 +117,6 @@ type UI struct {
 	c      Config
 	origin string // of PublicURL
 	secure bool   // PublicURL is https: Secure, __Host- cookies
-	logins *logins
 	pages  map[string]*template.Template
 	static http.Handler
 	csp    string
@@ -161,8 +166,16 @@ func New(c Config) (*UI, error) {
 		c.Now = time.Now
 	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
-	u := &UI{c: c, origin: origin(c.PublicURL), secure: strings.HasPrefix(c.PublicURL, "https://"),
-		logins: newLogins()}
+	if c.LoginSealer == nil {
+		k, err := vault.GenerateMasterKey()
+		if err != nil {
+			return nil, err
+		}
+		if c.LoginSealer, err = vault.NewSealer(k); err != nil {
+			return nil, err
+		}
+	}
+	u := &UI{c: c, origin: origin(c.PublicURL), secure: strings.HasPrefix(c.PublicURL, "https://")}
 	var err error
 	if u.pages, err = parsePages(); err != nil {
 		return nil, err

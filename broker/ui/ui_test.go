@@ -2,6 +2,8 @@ package ui
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/vault"
 )
 
 // fakeService is a broker with fixed requests: approvers are the group
@@ -193,6 +197,9 @@ func (m *memAudit) Subscribe(ctx context.Context, from uint64) *audit.Subscripti
 const hostileText = "<script>alert(1)</script><img src=x onerror=alert(2)>\u202eevil\u202c"
 
 type env struct {
+	// front is the handler /ui/ reaches: e.ui, or another replica put
+	// behind the same public URL (as a load balancer would).
+	front atomic.Value // http.Handler
 	srv   *httptest.Server
 	base  string
 	svc   *fakeService
@@ -230,15 +237,32 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e := &env{base: base, svc: svc, audit: m, ui: u, iss: iss}
+	e.front.Store(u.Handler())
 	mux := http.NewServeMux()
-	mux.Handle("/ui/", u.Handler())
+	mux.Handle("/ui/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.front.Load().(http.Handler).ServeHTTP(w, r) }))
 	mux.Handle("/idp/", iss)
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, base: base, svc: svc, audit: m, ui: u, iss: iss}
+	e.srv = srv
+	return e
+}
+
+// replica is another UI over the same broker, audit and public URL, as a
+// second broker replica behind a load balancer; edit adjusts its config.
+// Serve it with e.front.Store(r.Handler()).
+func (e *env) replica(t *testing.T, edit func(*Config)) *UI {
+	t.Helper()
+	c := e.ui.c
+	edit(&c)
+	r, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // browser is an HTTP client with cookies that does not follow redirects.
@@ -390,6 +414,181 @@ func TestLoginCSRFAndReplayRefused(t *testing.T) {
 	if res, body := get(t, attacker, cb); res.StatusCode != 400 {
 		t.Fatalf("a replayed callback: %d %s", res.StatusCode, body)
 	}
+}
+
+// startLogin runs a login up to the IdP's redirect back: the callback URL
+// and the sealed login the broker left in the browser.
+func (e *env) startLogin(t *testing.T, c *http.Client, user string) (cb, sealed string) {
+	t.Helper()
+	res, _ := get(t, c, e.base+"/ui/login")
+	for _, ck := range res.Cookies() {
+		if ck.Name == "pamctl-login" {
+			sealed = ck.Value
+		}
+	}
+	if res.StatusCode != http.StatusSeeOther || sealed == "" {
+		t.Fatalf("login: %d, cookie %q", res.StatusCode, sealed)
+	}
+	res, _ = get(t, c, res.Header.Get("Location")+"&login_hint="+user+"&groups=security")
+	return res.Header.Get("Location"), sealed
+}
+
+// withLoginCookie is a fresh browser holding only the given pamctl-login.
+func (e *env) withLoginCookie(t *testing.T, value string) *http.Client {
+	c := browser(t)
+	u, _ := url.Parse(e.base + "/ui/")
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: "pamctl-login", Value: value, Path: "/"}})
+	return c
+}
+
+func TestLoginFinishesAtAnyReplicaWithTheSharedKey(t *testing.T) {
+	e := newEnv(t)
+	key, _ := vault.GenerateMasterKey()
+	shared, _ := vault.NewSealer(key)
+	a := e.replica(t, func(c *Config) { c.LoginSealer = shared })
+	b := e.replica(t, func(c *Config) { c.LoginSealer = shared })
+	// Started at A, the IdP's callback reaches B: B opens the login.
+	e.front.Store(a.Handler())
+	c := browser(t)
+	cb, _ := e.startLogin(t, c, "bob")
+	e.front.Store(b.Handler())
+	res, _ := get(t, c, cb)
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/" {
+		t.Fatalf("callback at the other replica: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+	if res, body := get(t, c, e.base+"/ui/"); res.StatusCode != 200 || !strings.Contains(body, "bob") {
+		t.Fatalf("session from the other replica: %d", res.StatusCode)
+	}
+	// A replica with another key (a misconfigured master key) cannot open
+	// it: the login fails closed rather than trusting the cookie.
+	other := e.replica(t, func(c *Config) { c.LoginSealer = nil })
+	e.front.Store(a.Handler())
+	c = browser(t)
+	cb, _ = e.startLogin(t, c, "bob")
+	e.front.Store(other.Handler())
+	if res, body := get(t, c, cb); res.StatusCode != 400 || !strings.Contains(body, "did not start in this browser") {
+		t.Fatalf("callback under another key: %d %s", res.StatusCode, body)
+	}
+}
+
+func TestSealedLoginCookieRefusals(t *testing.T) {
+	e := newEnv(t)
+	// Replayed: the cookie and the callback URL captured from a finished
+	// login, presented again. The state and cookie still match, but the
+	// IdP redeems a code once: nothing is logged in.
+	c := browser(t)
+	cb, sealed := e.startLogin(t, c, "bob")
+	if res, _ := get(t, c, cb); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the rightful callback: %d", res.StatusCode)
+	}
+	thief := e.withLoginCookie(t, sealed)
+	if res, body := get(t, thief, cb); res.StatusCode != http.StatusBadGateway || !strings.Contains(body, "could not be completed") {
+		t.Fatalf("replayed cookie and code: %d %s", res.StatusCode, body)
+	}
+	if res, _ := get(t, thief, e.base+"/ui/"); res.StatusCode == 200 {
+		t.Fatal("the replay opened a session")
+	}
+
+	// Two logins in one browser: the second's cookie replaces the first,
+	// so the first's callback (another state) is refused.
+	c = browser(t)
+	first, _ := e.startLogin(t, c, "bob")
+	second, secondCookie := e.startLogin(t, c, "bob")
+	if res, body := get(t, c, first); res.StatusCode != 400 || !strings.Contains(body, "did not start in this browser") {
+		t.Fatalf("callback for another state: %d %s", res.StatusCode, body)
+	}
+	c = e.withLoginCookie(t, secondCookie)
+	if res, _ := get(t, c, second); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the later login: %d", res.StatusCode)
+	}
+
+	// Expired: the callback comes after loginTTL (the clock of the replica
+	// that receives it is 11 minutes on); and from a clock far behind.
+	for name, skew := range map[string]time.Duration{"late": 11 * time.Minute, "from the future": -5 * time.Minute} {
+		c = browser(t)
+		cb, _ = e.startLogin(t, c, "bob")
+		late := e.replica(t, func(c *Config) { c.Now = func() time.Time { return time.Now().Add(skew) } })
+		e.front.Store(late.Handler())
+		if res, body := get(t, c, cb); res.StatusCode != 400 || !strings.Contains(body, "expired") {
+			t.Fatalf("%s: %d %s", name, res.StatusCode, body)
+		}
+		e.front.Store(e.ui.Handler())
+	}
+
+	// Tampered, truncated, foreign, oversized, not base64: refused alike.
+	cb, sealed = e.startLogin(t, browser(t), "bob")
+	flip := []byte(sealed)
+	flip[len(flip)/2] ^= 'A' ^ 'B'
+	if flip[len(flip)/2] == sealed[len(sealed)/2] {
+		flip[len(flip)/2] = 'x'
+	}
+	otherKey, _ := vault.GenerateMasterKey()
+	otherSealer, _ := vault.NewSealer(otherKey)
+	forged, _ := otherSealer.Seal([]byte(`{"s":"`+url.Values(mustParseQuery(t, cb)).Get("state")+`","n":"n","v":"v","x":"/ui/","t":"`+time.Now().Format(time.RFC3339)+`"}`), loginAAD)
+	for name, v := range map[string]string{
+		"tampered":    string(flip),
+		"truncated":   sealed[:len(sealed)-4],
+		"foreign key": base64.RawURLEncoding.EncodeToString(forged),
+		"oversized":   strings.Repeat("A", maxLoginCookie+4),
+		"not base64":  "!!!" + sealed,
+		"other aad":   sealWith(t, e.ui, "pamctl ui session v1", mustParseQuery(t, cb).Get("state")),
+	} {
+		if res, body := get(t, e.withLoginCookie(t, v), cb); res.StatusCode != 400 || !strings.Contains(body, "did not start in this browser") {
+			t.Errorf("%s cookie: %d %s", name, res.StatusCode, body)
+		}
+	}
+	// The untouched cookie still works, so the refusals above were the
+	// cookie's doing.
+	if res, _ := get(t, e.withLoginCookie(t, sealed), cb); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the untouched cookie: %d", res.StatusCode)
+	}
+}
+
+func TestLoginCookieStaysBounded(t *testing.T) {
+	e := newEnv(t)
+	for _, next := range []string{"/ui/audit?type=" + strings.Repeat("a", 1000), "/ui/audit?type=" + strings.Repeat("<", 1000)} {
+		c := browser(t)
+		res, _ := get(t, c, e.base+"/ui/login?next="+url.QueryEscape(next))
+		var sealed string
+		for _, ck := range res.Cookies() {
+			if ck.Name == "pamctl-login" {
+				sealed = ck.Value
+			}
+		}
+		if res.StatusCode != http.StatusSeeOther || sealed == "" || len(sealed) > maxLoginCookie {
+			t.Fatalf("next of %d bytes: %d, cookie of %d bytes", len(next), res.StatusCode, len(sealed))
+		}
+		res, _ = get(t, c, res.Header.Get("Location")+"&login_hint=bob&groups=security")
+		res, _ = get(t, c, res.Header.Get("Location"))
+		want := localPath(next)
+		if strings.Contains(next, "<") {
+			want = "/ui/" // escaped past the cookie's bound: back to the queue
+		}
+		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != want {
+			t.Fatalf("next of %d bytes: %d to %.40q, want %.40q", len(next), res.StatusCode, res.Header.Get("Location"), want)
+		}
+	}
+}
+
+func mustParseQuery(t *testing.T, u string) url.Values {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Query()
+}
+
+// sealWith seals a well-formed login for state under u's key but with
+// another purpose (aad).
+func sealWith(t *testing.T, u *UI, aad, state string) string {
+	t.Helper()
+	b, _ := json.Marshal(&pendingLogin{State: state, Nonce: "n", Verifier: "v", Next: "/ui/", Started: time.Now()})
+	sealed, err := u.c.LoginSealer.Seal(b, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(sealed)
 }
 
 func TestOpenRedirectsRefused(t *testing.T) {

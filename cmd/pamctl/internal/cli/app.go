@@ -303,7 +303,14 @@ func (a *App) webUI(idTokens broker.IDTokenVerifier, now func() time.Time) (http
 	if err != nil {
 		return nil, fmt.Errorf("ca_file: %w", err)
 	}
-	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, HTTPClient: hc,
+	// Logins in flight live sealed in the browser under a key every
+	// replica derives from the shared master key: the IdP's callback may
+	// reach any of them.
+	sealer, err := a.vault.DerivedSealer("ui-login")
+	if err != nil {
+		return nil, err
+	}
+	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, HTTPClient: hc, LoginSealer: sealer,
 		Issuer: ui.Issuer{Name: iss.Name, URL: iss.URL, ClientID: iss.ClientID, Scopes: iss.Scopes,
 			SendAccessToken: iss.GroupsSource == oidc.GroupsFromUserinfo},
 		Stopping: a.stopping, Logger: a.log, Now: now})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -97,8 +98,9 @@ master_key_file: %s
 store:
   backend: etcd
   etcd: { endpoints: [%s], prefix: /replicas/ }
+ui: { enabled: true, public_url: %s }
 issuers:
-  - { name: ci, url: %s, client_id: pamctl, workload: true }
+  - { name: ci, url: %s, client_id: pamctl }
 policies:
   - name: ml
     subjects: { groups: [ml] }
@@ -108,7 +110,7 @@ policies:
   - { name: auditors, subjects: { groups: [security] }, scopes: ["audit:read"], max_ttl: 1h }
 upstreams:
   - { name: openai, url: %s/v1, key: openai }
-`, lb.URL, r.broker, r.proxy, r.data, masterKey, strings.Join(cluster.Endpoints(), ", "), idp.URL, up.URL)), 0o600)
+`, lb.URL, r.broker, r.proxy, r.data, masterKey, strings.Join(cluster.Endpoints(), ", "), lb.URL, idp.URL, up.URL)), 0o600)
 		reps = append(reps, r)
 	}
 	start := func(r *replica) {
@@ -160,6 +162,35 @@ upstreams:
 	s.as(t, "alice", "", "login", "--id-token-file", mint("alice", "ml")).must(t, "alice login via r0")
 	via(reps[2])
 	s.as(t, "bob", "", "login", "--id-token-file", mint("bob", "security")).must(t, "bob login via r2")
+
+	// A web login needs no sticky sessions: it starts at r0, the IdP sends
+	// the browser back to r1, and the session it opens works at r2.
+	web := &http.Client{Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	web.Jar, _ = cookiejar.New(nil)
+	webGet := func(u string) *http.Response {
+		t.Helper()
+		res, err := web.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	via(reps[0])
+	authz := webGet(lb.URL + "/ui/login").Header.Get("Location")
+	cb := webGet(authz + "&login_hint=carol&groups=security").Header.Get("Location")
+	if !strings.HasPrefix(cb, lb.URL+"/ui/callback?") {
+		t.Fatalf("the IdP's redirect: %q", cb)
+	}
+	via(reps[1])
+	if res := webGet(cb); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/" {
+		t.Fatalf("a web login started at r0 finished at r1: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+	via(reps[2])
+	if res := webGet(lb.URL + "/ui/"); res.StatusCode != http.StatusOK {
+		t.Fatalf("the web session at r2: %d", res.StatusCode)
+	}
 	grant := func() (id, tok string) {
 		t.Helper()
 		via(reps[1])
