@@ -24,11 +24,34 @@ const (
 	epModels                         // GET /v1/models
 	epModel                          // GET /v1/models/{model}
 	epTraces                         // POST /v1/traces/ingest (stored, never forwarded)
+	// Stored model answers, read back under an endpoint: scope: their
+	// answers are masked and tool-judged like the POST's (a background
+	// response's tool calls arrive only this way).
+	epStoredResponse // GET /v1/responses/{id}
+	epStoredChat     // GET /v1/chat/completions/{id}
 )
 
 // hasModelBody reports whether the endpoint's JSON body names the model.
 func (k endpointKind) hasModelBody() bool {
 	return k == epChat || k == epResponses || k == epEmbeddings
+}
+
+// stored reports whether the endpoint reads back a stored model answer.
+func (k endpointKind) stored() bool {
+	return k == epStoredResponse || k == epStoredChat
+}
+
+// answerPath is the POST path whose answer shape the endpoint's answer
+// has (chat completion or Response), for masking and the tool judge; ""
+// for the others.
+func (k endpointKind) answerPath() string {
+	switch k {
+	case epChat, epStoredChat:
+		return "/v1/chat/completions"
+	case epResponses, epStoredResponse:
+		return "/v1/responses"
+	}
+	return ""
 }
 
 // tokenUsage is the token usage an upstream reported for one call.

@@ -200,7 +200,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, res.Trailer)
 		return nil
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
-		c.kind.hasModelBody() || c.kind == epModel:
+		c.kind.hasModelBody() || c.kind == epModel || c.kind.stored():
 		// A model call's answer in a type pamctl does not parse (text/plain,
 		// x-ndjson, none) is masked as text, never passed through
 		// verbatim; one in SSE framing is refused (bufferedAnswer). One
@@ -229,7 +229,7 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 		size = 4 << 10 // grow as it comes
 	}
 	limit := int64(maxResponseBody)
-	if !c.kind.hasModelBody() || c.kind == epEmbeddings {
+	if c.kind.answerPath() == "" {
 		limit = maxOtherBody // only scanned for usage, never decoded whole
 	}
 	body, err := readDoubling(make([]byte, 0, min(size, limit)+1), io.LimitReader(res.Body, limit+1))
@@ -255,7 +255,7 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 		return errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
 			"Upstream %q answered with text that is not UTF-8 (or holds NUL bytes); the proxy inspects only UTF-8, so the answer is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name), nil)
 	}
-	if res.StatusCode < 300 && c.kind.hasModelBody() && sseFramed(body) {
+	if res.StatusCode < 300 && (c.kind.hasModelBody() || c.kind.stored()) && sseFramed(body) {
 		// A non-stream call answered with SSE framing: a client that parses
 		// it joins deltas that were masked and scrubbed apart, as text.
 		c.errDetail = "upstream answered a non-stream call with a stream"
@@ -293,11 +293,12 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	return nil
 }
 
-// maskAnswer masks a non-streamed answer of a model call and reads its
-// usage and summary. Answers of other endpoints (granted by endpoint:
-// scopes) pass unmasked; only their usage is read.
+// maskAnswer masks a non-streamed answer of a model call, or a stored one
+// read back, and reads its usage and summary. Answers of other endpoints
+// (granted by endpoint: scopes) pass unmasked; only their usage is read.
 func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
-	if !c.kind.hasModelBody() || c.kind == epEmbeddings {
+	shape := c.kind.answerPath()
+	if shape == "" {
 		// Vectors hold no model-written text; an embeddings answer may be
 		// tens of MiB, read here for its usage only.
 		if u, ok := usageOf(body); ok {
@@ -306,13 +307,13 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 		return body, nil
 	}
 	p.stageBegin(c, StageMask)
-	out, res, err := payload.MaskResponse(c.path, body, c.ResponseMask)
+	out, res, err := payload.MaskResponse(shape, body, c.ResponseMask)
 	p.stageEnd(c, StageMask)
 	if err != nil {
 		return nil, err
 	}
 	c.summary = res.Summary
-	if res.HasUsage {
+	if res.HasUsage && !c.kind.stored() { // a stored answer's usage was counted when it was made
 		c.usage = tokenUsage{Input: res.Usage.InputTokens, Output: res.Usage.OutputTokens, Total: res.Usage.TotalTokens}
 		c.hasUsage = true
 	}

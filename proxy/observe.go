@@ -95,6 +95,10 @@ func (k endpointKind) String() string {
 		return "model"
 	case epTraces:
 		return "traces"
+	case epStoredResponse:
+		return "stored_response"
+	case epStoredChat:
+		return "stored_chat"
 	}
 	return "other"
 }

@@ -42,7 +42,7 @@ func (p *Proxy) applyRules(next http.Handler) http.Handler {
 		switch {
 		case c.req != nil:
 			in.Text, in.Unscanned = c.req.Text, c.req.Unscanned
-		case c.kind == epOther && len(bytes.TrimSpace(c.body)) > 0:
+		case (c.kind == epOther || c.kind.stored()) && len(bytes.TrimSpace(c.body)) > 0:
 			if trimmed := bytes.TrimSpace(c.body); isJSON(r.Header.Get("Content-Type")) || trimmed[0] == '{' || trimmed[0] == '[' {
 				if ae := refusedBody(payload.Validate(c.body)); ae != nil {
 					p.fail(w, c, ae)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
 // classify names the endpoint of method and p (a clean path).
@@ -30,8 +31,31 @@ func classify(method, p string) endpointKind {
 		return epModel
 	case method == http.MethodPost && p == "/v1/traces/ingest":
 		return epTraces
+	case method == http.MethodGet && oneSegmentUnder(p, "/v1/responses/"):
+		return epStoredResponse
+	case method == http.MethodGet && oneSegmentUnder(p, "/v1/chat/completions/"):
+		return epStoredChat
 	}
 	return epOther
+}
+
+// streamAsked reports whether a query's stream values might ask for a
+// stream: anything but "false" does (fail closed on spellings an upstream
+// might read as true).
+func streamAsked(values []string) bool {
+	for _, v := range values {
+		if v != "false" {
+			return true
+		}
+	}
+	return false
+}
+
+// oneSegmentUnder reports whether p is prefix followed by one non-empty
+// path segment (an object's id).
+func oneSegmentUnder(p, prefix string) bool {
+	id, ok := strings.CutPrefix(p, prefix)
+	return ok && id != "" && !strings.Contains(id, "/")
 }
 
 // route decides which endpoint the call is for. The default endpoints are
@@ -53,9 +77,16 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 					"(a policy must grant it), or turn the SDK's trace export off.", ScopeTracesWrite, ScopeTracesWrite)))
 			return
 		}
-		if c.kind == epOther && !token.Covers(c.scopes, token.KindEndpoint+":"+raw) {
+		if (c.kind == epOther || c.kind.stored()) && !token.Covers(c.scopes, token.KindEndpoint+":"+raw) {
 			p.fail(w, c, errForbidden(CodeEndpointNotAllowed, fmt.Sprintf(
 				"%s %s is not allowed by this token's scope. Ask for it with `pamctl request --scope endpoint:%s`.", r.Method, raw, raw)))
+			return
+		}
+		if c.kind.stored() && streamAsked(r.URL.Query()["stream"]) {
+			// A stored response replayed as events would bypass the
+			// stream relay's masking and held tool calls.
+			p.fail(w, c, errBadRequest(CodeUnsupportedShape, "stream", fmt.Sprintf(
+				"pamctl does not relay a stored answer as a stream: it could not mask it or judge its tool calls on the way. Fetch it whole (GET %s without stream=true), or stream the original request.", raw), nil))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -265,6 +296,14 @@ func (p *Proxy) authorize(next http.Handler) http.Handler {
 		case epOther:
 			c.up = p.ups[0]
 			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
+			next.ServeHTTP(w, r)
+			return
+		case epStoredResponse, epStoredChat:
+			// The stored answer's tool calls go to the same judge as the
+			// original call's.
+			c.up = p.ups[0]
+			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
+			c.toolScopes = toolcall.Scopes(c.scopes)
 			next.ServeHTTP(w, r)
 			return
 		case epModel:
