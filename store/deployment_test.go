@@ -440,3 +440,56 @@ func TestOpenCatchesUpALaggingMark(t *testing.T) {
 type signOnly struct{ kr *token.Keyring }
 
 func (s signOnly) SignHead(msg []byte) (string, []byte, error) { return s.kr.SignHead(msg) }
+
+// TestOpenRefusesALostDatabase: a database file that is gone or empty
+// beside a written audit segment was lost, not never made; opening it
+// would start a new trail and new keys without a word. A data dir whose
+// segment was never written (the first start died early) opens fresh.
+func TestOpenRefusesALostDatabase(t *testing.T) {
+	dir, _ := newDeployment(t, 10)
+	path := filepath.Join(dir, FileName)
+	seg := filepath.Join(dir, SegmentFileName)
+	if b, err := os.ReadFile(seg); err != nil || !strings.HasPrefix(string(b), segMagic) {
+		t.Fatalf("the deployment's segment: %v %q", err, b)
+	}
+	for _, tc := range []struct {
+		name string
+		lose func()
+		want string
+	}{
+		{"truncated to nothing", func() { os.Truncate(path, 0) }, "it is empty"},
+		{"deleted", func() { os.Remove(path) }, "it is missing"},
+	} {
+		tc.lose()
+		_, err := Open(dir, Options{NoSync: true})
+		var de *DamagedError
+		if !errors.As(err, &de) || de.Path != path || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "move audit.seg away") {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if _, err := os.Stat(seg); err != nil {
+			t.Fatalf("%s: the segment was touched: %v", tc.name, err)
+		}
+	}
+	// Moved away on purpose: a new deployment starts.
+	if err := os.Rename(seg, seg+".old"); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("after moving the segment away: %v", err)
+	}
+	db.Close()
+
+	// A segment created but never written (empty, or zeros) and an empty
+	// database: the first start died before either held anything.
+	for _, segBytes := range [][]byte{nil, make([]byte, 16)} {
+		fresh := t.TempDir()
+		os.WriteFile(filepath.Join(fresh, FileName), nil, 0o600)
+		os.WriteFile(filepath.Join(fresh, SegmentFileName), segBytes, 0o600)
+		db, err := Open(fresh, Options{NoSync: true})
+		if err != nil {
+			t.Fatalf("segment of %d zero bytes: %v", len(segBytes), err)
+		}
+		db.Close()
+	}
+}

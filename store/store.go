@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -134,6 +135,9 @@ func Open(dir string, opt Options) (*DB, error) {
 	if err := checkSize(path); err != nil {
 		return nil, err
 	}
+	if err := checkNotLost(dir, path); err != nil {
+		return nil, err
+	}
 	var b *bolt.DB
 	err := guard(path, func() error {
 		var err error
@@ -215,6 +219,35 @@ func checkSize(path string) error {
 		return &DamagedError{Path: path, Cause: fmt.Sprintf("the file is %d bytes, its header says %d: it was truncated", fi.Size(), need)}
 	}
 	return nil
+}
+
+// checkNotLost refuses a database file that is missing or empty beside an
+// audit segment that was written: a database was here and is gone (deleted,
+// truncated to nothing, a disk that filled up as it was created). Starting
+// afresh would begin a new trail, new signing keys and an empty vault over
+// the old one's remains without a word.
+func checkNotLost(dir, path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		return nil
+	}
+	seg, err := os.Open(filepath.Join(dir, SegmentFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", filepath.Join(dir, SegmentFileName), err)
+	}
+	defer seg.Close()
+	magic := make([]byte, len(segMagic))
+	if _, err := io.ReadFull(seg, magic); err != nil || string(magic) != segMagic {
+		return nil // created, never written: the first start did not get that far
+	}
+	what := "it is missing"
+	if _, err := os.Stat(path); err == nil {
+		what = "it is empty"
+	}
+	return &DamagedError{Path: path, Cause: what + ", but the audit segment beside it (" + SegmentFileName +
+		") shows a database was here; to start a new deployment on purpose, move " + SegmentFileName + " away too"}
 }
 
 // metaSize reads bbolt's two meta pages and returns the file size the
