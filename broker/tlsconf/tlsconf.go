@@ -123,7 +123,13 @@ func ClientConfig(caFile string) (*tls.Config, error) {
 // Transport is an HTTP transport (http.DefaultTransport's settings) that
 // verifies servers against the system roots and caFile.
 func Transport(caFile string) (*http.Transport, error) {
-	tc, err := ClientConfig(caFile)
+	return ClientTransport(ClientFiles{CAFile: caFile})
+}
+
+// ClientTransport is an HTTP transport with NewClientConfig(f): the
+// system roots plus f.CAFile, and f's client certificate when set.
+func ClientTransport(f ClientFiles) (*http.Transport, error) {
+	tc, err := NewClientConfig(f)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +146,25 @@ func HTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
 		return nil, err
 	}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
+// IsClientCertificateRefused reports whether err is a server's TLS alert
+// refusing the client's certificate, or its lack of one (mTLS): the case
+// a client certificate setting fixes.
+func IsClientCertificateRefused(err error) bool {
+	var oe *net.OpError
+	for e := err; errors.As(e, &oe); e = oe.Err {
+		if oe.Op != "remote error" || oe.Err == nil {
+			continue
+		}
+		switch oe.Err.Error() {
+		case "tls: certificate required", "tls: bad certificate", "tls: unknown certificate authority",
+			"tls: expired certificate", "tls: revoked certificate", "tls: unsupported certificate", "tls: unknown certificate":
+			return true
+		}
+		return false
+	}
+	return false
 }
 
 // IsUnknownAuthority reports whether err is a failure to verify a

@@ -189,9 +189,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if len(cfg.Issuers) > 0 {
 		// Issuers are verified with the system roots plus ca_file (the
 		// dev issuer of serve --dev --tls is signed by the dev CA).
-		hc, err := tlsconf.HTTPClient(cfg.CAFile, 15*time.Second)
+		hc, err := issuerClient(cfg, 15*time.Second)
 		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
+			return nil, err
 		}
 		if idTokens, err = oidc.NewVerifier(cfg.Issuers, hc, nil); err != nil {
 			return nil, err
@@ -299,9 +299,9 @@ func (a *App) webUI(idTokens broker.IDTokenVerifier, now func() time.Time) (http
 	if !ok || iss == nil {
 		return nil, withCode(ExitUsage, errors.New("ui.enabled: the web UI logs people in with an interactive issuer: add one to issuers: (with client_id), or set ui.enabled: false"))
 	}
-	hc, err := tlsconf.HTTPClient(a.cfg.CAFile, 15*time.Second)
+	hc, err := issuerClient(a.cfg, 15*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("ca_file: %w", err)
+		return nil, err
 	}
 	// Logins in flight live sealed in the browser under a key every
 	// replica derives from the shared master key: the IdP's callback may
@@ -451,7 +451,7 @@ func (a *App) probes() []probe {
 	}
 	// The issuers' own client trust: system roots plus ca_file (the dev
 	// issuer of serve --dev --tls is signed by the dev CA, its ca_file).
-	client, clientErr := tlsconf.HTTPClient(a.cfg.CAFile, probeIssuerTimeout)
+	client, clientErr := issuerClient(a.cfg, probeIssuerTimeout)
 	for _, is := range a.cfg.Issuers {
 		issURL := is.URL
 		ps = append(ps, probe{
@@ -459,7 +459,7 @@ func (a *App) probes() []probe {
 			hint: fmt.Sprintf("logins through issuer %s fail (tokens already issued keep working); check that %s/.well-known/openid-configuration answers from this host (DNS, egress firewall, HTTPS proxy, CA trust)", is.Name, strings.TrimRight(issURL, "/")),
 			run: func(ctx context.Context) error {
 				if clientErr != nil {
-					return fmt.Errorf("ca_file: %w", clientErr)
+					return clientErr
 				}
 				return oidc.CheckDiscovery(ctx, client, issURL)
 			},
@@ -1036,6 +1036,17 @@ func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hu
 // reloadSettle is how long the config file must be quiet before a reload.
 const reloadSettle = 300 * time.Millisecond
 
+// issuerClient is the server's client of its issuers: the CLI's trust
+// (system roots plus ca_file) and client certificate, offered only when
+// a server asks for one (the dev issuer behind an mTLS broker listener).
+func issuerClient(cfg *Config, timeout time.Duration) (*http.Client, error) {
+	tr, err := cfg.brokerTransport()
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
 // needsRestart names the settings that differ between the running config
 // and a reloaded one but only take effect at start.
 func needsRestart(old, cur *Config) []string {
@@ -1051,6 +1062,8 @@ func needsRestart(old, cur *Config) []string {
 		{"data_dir", old.DataDir, cur.DataDir},
 		{"store", old.Store, cur.Store},
 		{"ca_file", old.CAFile, cur.CAFile},
+		{"client_cert_file", old.ClientCertFile, cur.ClientCertFile},
+		{"client_key_file", old.ClientKeyFile, cur.ClientKeyFile},
 		{"sessions", old.Sessions, cur.Sessions},
 		{"audit", old.Audit, cur.Audit},
 		{"requests", old.Requests, cur.Requests},

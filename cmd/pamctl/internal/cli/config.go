@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/memlimit"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -43,12 +44,18 @@ type Config struct {
 	// CAFile is a PEM file of CA certificates the CLI trusts besides the
 	// system roots, for the broker, its dev issuer and (in pamctl exec's
 	// child) the proxy.
-	CAFile        string         `mapstructure:"ca_file"`
-	Broker        ListenConfig   `mapstructure:"broker"`
-	Proxy         ProxyConfig    `mapstructure:"proxy"`
-	DataDir       string         `mapstructure:"data_dir"`
-	MasterKeyFile string         `mapstructure:"master_key_file"`
-	Sessions      SessionsConfig `mapstructure:"sessions"`
+	CAFile string `mapstructure:"ca_file"`
+	// ClientCertFile and ClientKeyFile are the certificate and key the CLI
+	// and a proxy-role process present to a broker that requires client
+	// certificates (broker.tls.client_ca_file: mTLS), re-read when they
+	// change.
+	ClientCertFile string         `mapstructure:"client_cert_file"`
+	ClientKeyFile  string         `mapstructure:"client_key_file"`
+	Broker         ListenConfig   `mapstructure:"broker"`
+	Proxy          ProxyConfig    `mapstructure:"proxy"`
+	DataDir        string         `mapstructure:"data_dir"`
+	MasterKeyFile  string         `mapstructure:"master_key_file"`
+	Sessions       SessionsConfig `mapstructure:"sessions"`
 	// SessionTTL is the old name of sessions.max_lifetime (still read).
 	SessionTTL time.Duration       `mapstructure:"session_ttl"`
 	Issuers    []oidc.IssuerConfig `mapstructure:"issuers"`
@@ -325,14 +332,35 @@ func setDefaults(v *viper.Viper) {
 
 // flagKeys maps command-line flag names to config keys.
 var flagKeys = map[string]string{
-	"server":          "server",
-	"data-dir":        "data_dir",
-	"master-key-file": "master_key_file",
-	"broker-addr":     "broker.addr",
-	"proxy-addr":      "proxy.addr",
-	"log-format":      "log.format",
-	"ca-file":         "ca_file",
-	"role":            "role",
+	"server":           "server",
+	"data-dir":         "data_dir",
+	"master-key-file":  "master_key_file",
+	"broker-addr":      "broker.addr",
+	"proxy-addr":       "proxy.addr",
+	"log-format":       "log.format",
+	"ca-file":          "ca_file",
+	"client-cert-file": "client_cert_file",
+	"client-key-file":  "client_key_file",
+	"role":             "role",
+}
+
+// BrokerClientFiles is how pamctl's clients of the broker (the CLI, a
+// proxy-role process) authenticate it and, for mTLS, themselves.
+func (c *Config) BrokerClientFiles() tlsconf.ClientFiles {
+	return tlsconf.ClientFiles{CAFile: c.CAFile, CertFile: c.ClientCertFile, KeyFile: c.ClientKeyFile}
+}
+
+// brokerTransport is the HTTP transport of BrokerClientFiles, its error
+// naming the setting at fault.
+func (c *Config) brokerTransport() (*http.Transport, error) {
+	if _, err := tlsconf.ClientConfig(c.CAFile); err != nil {
+		return nil, fmt.Errorf("ca_file (--ca-file, PAMCTL_CA_FILE): %w", err)
+	}
+	tr, err := tlsconf.ClientTransport(c.BrokerClientFiles())
+	if err != nil {
+		return nil, fmt.Errorf("client_cert_file / client_key_file (--client-cert-file, --client-key-file, PAMCTL_CLIENT_CERT_FILE, PAMCTL_CLIENT_KEY_FILE): %w", err)
+	}
+	return tr, nil
 }
 
 // LoadConfig reads the configuration. file may be empty: then PAMCTL_CONFIG
@@ -473,6 +501,9 @@ func ParseDuration(s string) (time.Duration, error) {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if (c.ClientCertFile == "") != (c.ClientKeyFile == "") {
+		add("client_cert_file and client_key_file go together: set both (the certificate the broker's client_ca_file signed, and its key) or neither")
+	}
 	for _, a := range []struct{ name, addr string }{{"broker.addr", c.Broker.Addr}, {"proxy.addr", c.Proxy.Addr}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			add("%s: %q is not host:port", a.name, a.addr)

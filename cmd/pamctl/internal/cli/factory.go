@@ -30,8 +30,8 @@ type Factory struct {
 	HTTP *http.Client
 	Now  func() time.Time
 
-	flags  *pflag.FlagSet
-	caFile string // the ca_file HTTP's transport trusts, if any
+	flags *pflag.FlagSet
+	tls   tlsconf.ClientFiles // what HTTP's transport was built from, if pamctl built it
 }
 
 // NewFactory returns a factory over ios.
@@ -46,13 +46,16 @@ func (f *Factory) Config(cmd *cobra.Command) (*Config, error) {
 		return nil, withCode(ExitUsage, err)
 	}
 	// ca_file: trust the system roots and that CA for the broker and the
-	// IdP (a client a test installed with its own transport is kept).
-	if cfg.CAFile != "" && f.HTTP != nil && (f.HTTP.Transport == nil || f.caFile != "") && f.caFile != cfg.CAFile {
-		tr, err := tlsconf.Transport(cfg.CAFile)
+	// IdP; client_cert_file: present that certificate when a server asks
+	// (a client a test installed with its own transport is kept).
+	want := cfg.BrokerClientFiles()
+	none := tlsconf.ClientFiles{}
+	if want != none && f.HTTP != nil && (f.HTTP.Transport == nil || f.tls != none) && f.tls != want {
+		tr, err := cfg.brokerTransport()
 		if err != nil {
-			return nil, withCode(ExitUsage, fmt.Errorf("ca_file (--ca-file, PAMCTL_CA_FILE): %w", err))
+			return nil, withCode(ExitUsage, err)
 		}
-		f.HTTP.Transport, f.caFile = tr, cfg.CAFile
+		f.HTTP.Transport, f.tls = tr, want
 	}
 	return cfg, nil
 }

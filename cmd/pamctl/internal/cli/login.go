@@ -291,6 +291,9 @@ func unreachable(err error, server string) error {
 	if errors.Is(err, api.ErrUnreachable) && tlsconf.IsUnknownAuthority(err) {
 		return withCode(ExitUnreachable, fmt.Errorf("the broker at %s presents a TLS certificate this machine does not trust: pass the CA that signed it with --ca-file (or ca_file: in the config, or PAMCTL_CA_FILE)", server))
 	}
+	if errors.Is(err, api.ErrUnreachable) && tlsconf.IsClientCertificateRefused(err) {
+		return withCode(ExitUnreachable, fmt.Errorf("the broker at %s requires a client certificate (mTLS) and refused this one or its absence: set client_cert_file and client_key_file (--client-cert-file, --client-key-file, PAMCTL_CLIENT_CERT_FILE) to a certificate its client CA signed (%v)", server, err))
+	}
 	if errors.Is(err, api.ErrUnreachable) {
 		return withCode(ExitUnreachable, fmt.Errorf("cannot reach the broker at %s: is `pamctl serve` running? (set --server or PAMCTL_SERVER to point elsewhere)", server))
 	}

@@ -54,12 +54,13 @@ func newProxyApp(ctx context.Context, a *App, o AppOptions) (*App, error) {
 		return nil, err
 	}
 	// The broker is trusted by the system roots plus ca_file, as the CLI
-	// trusts it; no overall timeout: the revocation stream lasts.
+	// trusts it, and sees client_cert_file when it asks for a client
+	// certificate; no overall timeout: the revocation stream lasts.
 	brokerHTTP := o.BrokerHTTP
 	if brokerHTTP == nil {
-		tr, err := tlsconf.Transport(cfg.CAFile)
+		tr, err := cfg.brokerTransport()
 		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
+			return nil, err
 		}
 		brokerHTTP = &http.Client{Transport: tr}
 	}

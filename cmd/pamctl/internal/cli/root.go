@@ -146,6 +146,8 @@ masks sensitive data and records everything in a hash-chained audit trail.`,
 	pf.StringVar(&f.ConfigFile, "config", "", "config file (default $XDG_CONFIG_HOME/pamctl/config.yaml; env PAMCTL_CONFIG)")
 	pf.String("server", "", "broker URL for the CLI (env PAMCTL_SERVER; default http://127.0.0.1:8700)")
 	pf.String("ca-file", "", "PEM CA certificates to trust for the broker besides the system roots (env PAMCTL_CA_FILE)")
+	pf.String("client-cert-file", "", "PEM client certificate for a broker that requires one (mTLS; env PAMCTL_CLIENT_CERT_FILE)")
+	pf.String("client-key-file", "", "PEM key of --client-cert-file (env PAMCTL_CLIENT_KEY_FILE)")
 	pf.String("data-dir", "", "data directory (env PAMCTL_DATA_DIR; default $XDG_DATA_HOME/pamctl)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return withCode(ExitUsage, fmt.Errorf("%w\nSee '%s --help'", err, c.CommandPath()))
