@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/safefile"
+	"github.com/pamctl/pamctl/broker/tlsconf/tlstest"
 )
 
 // TestReloadRefusesDevicesAndHugeFiles: a certificate, key or client CA
@@ -22,12 +23,12 @@ func TestReloadRefusesDevicesAndHugeFiles(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("needs /dev/zero and FIFOs")
 	}
-	ca := newCA(t, "ca")
+	ca := tlstest.NewCA(t, "ca")
 	dir := t.TempDir()
-	c1, k1 := ca.issue(t, "v1", time.Now().Add(time.Hour))
+	c1, k1 := ca.Issue(t, "v1", time.Now().Add(time.Hour))
 	cfg := writePair(t, dir, c1, k1)
-	cfg.ClientCAFile = filepath.Join(dir, "client-ca.pem")
-	replace(t, cfg.ClientCAFile, ca.pem)
+	cfg.ClientCAFile = filepath.Join(dir, "client-ca.PEM")
+	replace(t, cfg.ClientCAFile, ca.PEM)
 	ev := newEvents()
 	s, err := NewServer(cfg, ev.opts())
 	if err != nil {
@@ -89,12 +90,12 @@ func TestClientFilesRefuseDevices(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("needs /dev/zero")
 	}
-	ca := newCA(t, "ca")
+	ca := tlstest.NewCA(t, "ca")
 	dir := t.TempDir()
-	c, k := ca.issue(t, "cli", time.Now().Add(time.Hour))
+	c, k := ca.Issue(t, "cli", time.Now().Add(time.Hour))
 	cfg := writePair(t, dir, c, k)
-	caFile := filepath.Join(dir, "ca.pem")
-	os.WriteFile(caFile, ca.pem, 0o600)
+	caFile := filepath.Join(dir, "ca.PEM")
+	os.WriteFile(caFile, ca.PEM, 0o600)
 	zero := filepath.Join(dir, "zero")
 	os.Symlink("/dev/zero", zero)
 	for name, f := range map[string]ClientFiles{

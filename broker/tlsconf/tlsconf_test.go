@@ -4,13 +4,9 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -20,52 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pamctl/pamctl/broker/tlsconf/tlstest"
 )
-
-// testCA signs certificates for tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &testCA{cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// issue returns PEM cert and key for cn (a server certificate for
-// 127.0.0.1 and localhost, also usable as a client certificate).
-func (ca *testCA) issue(t *testing.T, cn string, notAfter time.Time) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	sn, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
-}
 
 // replace writes b to path the way cert tools do: a temp file renamed over.
 func replace(t *testing.T, path string, b []byte) {
@@ -161,9 +114,9 @@ func writePair(t *testing.T, dir string, cert, key []byte) Config {
 // server: new handshakes see the new certificate, an open keep-alive
 // connection keeps working, no restart.
 func TestReloadOnChangeKeepsOpenConnections(t *testing.T) {
-	ca := newCA(t, "ca")
+	ca := tlstest.NewCA(t, "ca")
 	dir := t.TempDir()
-	c1, k1 := ca.issue(t, "v1", time.Now().Add(time.Hour))
+	c1, k1 := ca.Issue(t, "v1", time.Now().Add(time.Hour))
 	cfg := writePair(t, dir, c1, k1)
 	ev := newEvents()
 	// The new pair is two renames: Settle must outlast the gap between
@@ -180,11 +133,11 @@ func TestReloadOnChangeKeepsOpenConnections(t *testing.T) {
 	s.Watch(ctx)
 	url := serve(t, s)
 
-	old := client(ca.pool())
+	old := client(ca.Pool())
 	if cn, _, _, err := get(t, old, url); err != nil || cn != "v1" {
 		t.Fatalf("before rotation: %q %v", cn, err)
 	}
-	c2, k2 := ca.issue(t, "v2", time.Now().Add(time.Hour))
+	c2, k2 := ca.Issue(t, "v2", time.Now().Add(time.Hour))
 	// Both files written first, then renamed over back to back.
 	for _, f := range []struct {
 		path string
@@ -209,7 +162,7 @@ func TestReloadOnChangeKeepsOpenConnections(t *testing.T) {
 		t.Fatalf("open connection after rotation: cn=%q reused=%v err=%v", cn, reused, err)
 	}
 	// A new handshake gets the new certificate.
-	if cn, _, reused, err := get(t, client(ca.pool()), url); err != nil || reused || cn != "v2" {
+	if cn, _, reused, err := get(t, client(ca.Pool()), url); err != nil || reused || cn != "v2" {
 		t.Fatalf("new connection after rotation: cn=%q reused=%v err=%v", cn, reused, err)
 	}
 	if ev.errCount() != 0 {
@@ -221,9 +174,9 @@ func TestReloadOnChangeKeepsOpenConnections(t *testing.T) {
 // an expired certificate and a missing file each leave the certificate in
 // force, are reported once per bad content, and good files recover.
 func TestReloadKeepsOldCertOnBadFiles(t *testing.T) {
-	ca := newCA(t, "ca")
+	ca := tlstest.NewCA(t, "ca")
 	dir := t.TempDir()
-	c1, k1 := ca.issue(t, "v1", time.Now().Add(time.Hour))
+	c1, k1 := ca.Issue(t, "v1", time.Now().Add(time.Hour))
 	cfg := writePair(t, dir, c1, k1)
 	ev := newEvents()
 	s, err := NewServer(cfg, ev.opts())
@@ -231,8 +184,8 @@ func TestReloadKeepsOldCertOnBadFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := serve(t, s)
-	_, otherKey := ca.issue(t, "other", time.Now().Add(time.Hour))
-	expired, expiredKey := ca.issue(t, "old", time.Now().Add(-time.Minute))
+	_, otherKey := ca.Issue(t, "other", time.Now().Add(time.Hour))
+	expired, expiredKey := ca.Issue(t, "old", time.Now().Add(-time.Minute))
 	for _, bad := range []struct {
 		name, want string
 		cert, key  []byte
@@ -253,17 +206,17 @@ func TestReloadKeepsOldCertOnBadFiles(t *testing.T) {
 			if n := ev.errCount() - before; n != 1 {
 				t.Fatalf("reported %d times, want once", n)
 			}
-			if cn, _, _, err := get(t, client(ca.pool()), url); err != nil || cn != "v1" {
+			if cn, _, _, err := get(t, client(ca.Pool()), url); err != nil || cn != "v1" {
 				t.Fatalf("still serving: %q %v", cn, err)
 			}
 		})
 	}
-	c2, k2 := ca.issue(t, "v2", time.Now().Add(time.Hour))
+	c2, k2 := ca.Issue(t, "v2", time.Now().Add(time.Hour))
 	writePair(t, dir, c2, k2)
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if cn, _, _, err := get(t, client(ca.pool()), url); err != nil || cn != "v2" {
+	if cn, _, _, err := get(t, client(ca.Pool()), url); err != nil || cn != "v2" {
 		t.Fatalf("after good files: %q %v", cn, err)
 	}
 	// Bad files at start are an error, not a server without a certificate.
@@ -277,12 +230,12 @@ func TestReloadKeepsOldCertOnBadFiles(t *testing.T) {
 // through ..data, which Kubernetes swaps atomically to a new directory;
 // the files themselves are never written. The watch must see it.
 func TestReloadOnKubernetesSymlinkSwap(t *testing.T) {
-	ca := newCA(t, "ca")
+	ca := tlstest.NewCA(t, "ca")
 	dir := t.TempDir()
 	version := func(name, cn string) {
 		d := filepath.Join(dir, name)
 		os.Mkdir(d, 0o700)
-		c, k := ca.issue(t, cn, time.Now().Add(time.Hour))
+		c, k := ca.Issue(t, cn, time.Now().Add(time.Hour))
 		os.WriteFile(filepath.Join(d, "tls.crt"), c, 0o600)
 		os.WriteFile(filepath.Join(d, "tls.key"), k, 0o600)
 	}
@@ -318,43 +271,43 @@ func TestReloadOnKubernetesSymlinkSwap(t *testing.T) {
 // with one from another CA, is refused at the handshake; a rotated client
 // CA file is picked up.
 func TestMutualTLS(t *testing.T) {
-	ca, clients, other := newCA(t, "server-ca"), newCA(t, "client-ca"), newCA(t, "other-ca")
+	ca, clients, other := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca"), tlstest.NewCA(t, "other-ca")
 	dir := t.TempDir()
-	c, k := ca.issue(t, "server", time.Now().Add(time.Hour))
+	c, k := ca.Issue(t, "server", time.Now().Add(time.Hour))
 	cfg := writePair(t, dir, c, k)
-	cfg.ClientCAFile = filepath.Join(dir, "clients.pem")
-	replace(t, cfg.ClientCAFile, clients.pem)
+	cfg.ClientCAFile = filepath.Join(dir, "clients.PEM")
+	replace(t, cfg.ClientCAFile, clients.PEM)
 	s, err := NewServer(cfg, Options{Poll: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := serve(t, s)
-	pair := func(ca *testCA, cn string) tls.Certificate {
-		c, k := ca.issue(t, cn, time.Now().Add(time.Hour))
+	pair := func(ca *tlstest.CA, cn string) tls.Certificate {
+		c, k := ca.Issue(t, cn, time.Now().Add(time.Hour))
 		p, err := tls.X509KeyPair(c, k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	if _, _, _, err := get(t, client(ca.pool()), url); err == nil {
+	if _, _, _, err := get(t, client(ca.Pool()), url); err == nil {
 		t.Fatal("a client without a certificate was served")
 	}
-	if _, _, _, err := get(t, client(ca.pool(), pair(other, "mallory")), url); err == nil {
+	if _, _, _, err := get(t, client(ca.Pool(), pair(other, "mallory")), url); err == nil {
 		t.Fatal("a client certificate of another CA was accepted")
 	}
-	if _, body, _, err := get(t, client(ca.pool(), pair(clients, "proxy-1")), url); err != nil || body != "proxy-1" {
+	if _, body, _, err := get(t, client(ca.Pool(), pair(clients, "proxy-1")), url); err != nil || body != "proxy-1" {
 		t.Fatalf("good client certificate: %q %v", body, err)
 	}
 	// Rotate the client CA: the old CA's clients are refused from now on.
-	replace(t, cfg.ClientCAFile, other.pem)
+	replace(t, cfg.ClientCAFile, other.PEM)
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := get(t, client(ca.pool(), pair(clients, "proxy-1")), url); err == nil {
+	if _, _, _, err := get(t, client(ca.Pool(), pair(clients, "proxy-1")), url); err == nil {
 		t.Fatal("the rotated-out client CA is still trusted")
 	}
-	if _, body, _, err := get(t, client(ca.pool(), pair(other, "proxy-2")), url); err != nil || body != "proxy-2" {
+	if _, body, _, err := get(t, client(ca.Pool(), pair(other, "proxy-2")), url); err != nil || body != "proxy-2" {
 		t.Fatalf("client of the new CA: %q %v", body, err)
 	}
 	replace(t, cfg.ClientCAFile, []byte("junk"))
@@ -365,14 +318,14 @@ func TestMutualTLS(t *testing.T) {
 
 // TestMinVersion: a TLS 1.1 client is refused.
 func TestMinVersion(t *testing.T) {
-	ca := newCA(t, "ca")
-	c, k := ca.issue(t, "v1", time.Now().Add(time.Hour))
+	ca := tlstest.NewCA(t, "ca")
+	c, k := ca.Issue(t, "v1", time.Now().Add(time.Hour))
 	s, err := NewServer(writePair(t, t.TempDir(), c, k), Options{Poll: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := serve(t, s)
-	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), MaxVersion: tls.VersionTLS11}}}
+	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS11}}}
 	if _, err := cl.Get(url); err == nil {
 		t.Fatal("TLS 1.1 accepted")
 	}
@@ -417,8 +370,8 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestClientTrust(t *testing.T) {
-	ca := newCA(t, "ca")
-	c, k := ca.issue(t, "srv", time.Now().Add(time.Hour))
+	ca := tlstest.NewCA(t, "ca")
+	c, k := ca.Issue(t, "srv", time.Now().Add(time.Hour))
 	s, err := NewServer(writePair(t, t.TempDir(), c, k), Options{Poll: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -431,8 +384,8 @@ func TestClientTrust(t *testing.T) {
 	if _, err := sys.Get(url); err == nil || !IsUnknownAuthority(err) {
 		t.Fatalf("system roots trusted a private CA: %v", err)
 	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caFile, ca.pem, 0o644)
+	caFile := filepath.Join(t.TempDir(), "ca.PEM")
+	os.WriteFile(caFile, ca.PEM, 0o644)
 	hc, err := HTTPClient(caFile, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -508,21 +461,21 @@ func TestGenerateDev(t *testing.T) {
 // TestClientCertificateRotation: a client's mTLS certificate is re-read
 // when its files change; a broken pair keeps the previous one.
 func TestClientCertificateRotation(t *testing.T) {
-	ca, clients := newCA(t, "server-ca"), newCA(t, "client-ca")
+	ca, clients := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca")
 	dir := t.TempDir()
-	c, k := ca.issue(t, "server", time.Now().Add(time.Hour))
+	c, k := ca.Issue(t, "server", time.Now().Add(time.Hour))
 	cfg := writePair(t, dir, c, k)
-	cfg.ClientCAFile = filepath.Join(dir, "clients.pem")
-	replace(t, cfg.ClientCAFile, clients.pem)
+	cfg.ClientCAFile = filepath.Join(dir, "clients.PEM")
+	replace(t, cfg.ClientCAFile, clients.PEM)
 	s, err := NewServer(cfg, Options{Poll: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := serve(t, s)
-	caFile := filepath.Join(dir, "server-ca.pem")
-	replace(t, caFile, ca.pem)
+	caFile := filepath.Join(dir, "server-ca.PEM")
+	replace(t, caFile, ca.PEM)
 	cdir := t.TempDir()
-	cc, ck := clients.issue(t, "proxy-1", time.Now().Add(time.Hour))
+	cc, ck := clients.Issue(t, "proxy-1", time.Now().Add(time.Hour))
 	files := ClientFiles{CAFile: caFile, CertFile: filepath.Join(cdir, "c.crt"), KeyFile: filepath.Join(cdir, "c.key")}
 	replace(t, files.CertFile, cc)
 	replace(t, files.KeyFile, ck)
@@ -536,7 +489,7 @@ func TestClientCertificateRotation(t *testing.T) {
 	if _, body, _, err := get(t, fresh(), url); err != nil || body != "proxy-1" {
 		t.Fatalf("first: %q %v", body, err)
 	}
-	cc2, ck2 := clients.issue(t, "proxy-1-renewed", time.Now().Add(time.Hour))
+	cc2, ck2 := clients.Issue(t, "proxy-1-renewed", time.Now().Add(time.Hour))
 	replace(t, files.KeyFile, ck2)
 	replace(t, files.CertFile, cc2)
 	if _, body, _, err := get(t, fresh(), url); err != nil || body != "proxy-1-renewed" {
@@ -558,9 +511,9 @@ func TestClientCertificateRotation(t *testing.T) {
 // when the files in force are back, the recovery is reported too, so the
 // health check does not stay failing.
 func TestReloadRecoversFromMissingFile(t *testing.T) {
-	ca := newCA(t, "ca")
+	ca := tlstest.NewCA(t, "ca")
 	dir := t.TempDir()
-	c1, k1 := ca.issue(t, "v1", time.Now().Add(time.Hour))
+	c1, k1 := ca.Issue(t, "v1", time.Now().Add(time.Hour))
 	cfg := writePair(t, dir, c1, k1)
 	ev := newEvents()
 	s, err := NewServer(cfg, ev.opts())
@@ -576,7 +529,7 @@ func TestReloadRecoversFromMissingFile(t *testing.T) {
 	if ev.errCount() != before+1 {
 		t.Fatal("missing key file not reported")
 	}
-	if cn, _, _, err := get(t, client(ca.pool()), url); err != nil || cn != "v1" {
+	if cn, _, _, err := get(t, client(ca.Pool()), url); err != nil || cn != "v1" {
 		t.Fatalf("still serving after a missing key: %q %v", cn, err)
 	}
 	replace(t, cfg.KeyFile, k1)

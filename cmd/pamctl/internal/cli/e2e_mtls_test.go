@@ -1,13 +1,6 @@
 package cli
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,49 +8,8 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/tlsconf"
+	"github.com/pamctl/pamctl/broker/tlsconf/tlstest"
 )
-
-// testCA issues client certificates for mTLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-func newTestCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, file: filepath.Join(dir, name+".pem")}
-	os.WriteFile(ca.file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	return ca
-}
-
-// issue writes a client certificate for cn and its key; it returns their
-// files.
-func (ca *testCA) issue(t *testing.T, dir, cn string, notAfter time.Time) (certFile, keyFile string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
-}
 
 // TestBrokerMTLSClients: a broker that requires client certificates
 // (broker.tls.client_ca_file) admits the CLI and a proxy-role process
@@ -72,17 +24,16 @@ func TestBrokerMTLSClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients := newTestCA(t, dir, "clients")
-	rogue := newTestCA(t, dir, "rogue")
-	goodCert, goodKey := clients.issue(t, dir, "laptop-1", time.Now().Add(time.Hour))
-	rogueCert, rogueKey := rogue.issue(t, dir, "laptop-2", time.Now().Add(time.Hour))
-	expiredCert, expiredKey := clients.issue(t, dir, "laptop-3", time.Now().Add(-time.Second))
+	clients, rogue := tlstest.NewCA(t, "clients"), tlstest.NewCA(t, "rogue")
+	goodCert, goodKey := clients.IssueFiles(t, dir, "laptop-1", time.Now().Add(time.Hour))
+	rogueCert, rogueKey := rogue.IssueFiles(t, dir, "laptop-2", time.Now().Add(time.Hour))
+	expiredCert, expiredKey := clients.IssueFiles(t, dir, "laptop-3", time.Now().Add(-time.Second))
 
 	b := startRoleBroker(t, dir, "127.0.0.1:0", "http://127.0.0.1:1", func(c *Config) {
 		if err := applyDevTLSFiles(c, files); err != nil {
 			t.Fatal(err)
 		}
-		c.Broker.TLS.ClientCAFile = clients.file
+		c.Broker.TLS.ClientCAFile = clients.WriteFile(t, dir, "clients")
 		// The dev issuer is behind the same listener: the broker reaches
 		// it with a client certificate too.
 		c.ClientCertFile, c.ClientKeyFile = goodCert, goodKey
