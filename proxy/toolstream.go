@@ -42,7 +42,8 @@ import (
 //
 // Responses: an output item of a tool type (function_call,
 // custom_tool_call, mcp_call, mcp_approval_request, local_shell_call,
-// computer_call, shell_call, apply_patch_call), or of a type pamctl does not
+// computer_call, shell_call, apply_patch_call, tool_search_call, program;
+// a computer_call's batch of actions is one call per action), or of a type pamctl does not
 // know (toolcall.ItemKind: always denied), and every event after it are
 // held until the item's response.output_item.done; the
 // call is judged and its events are then emitted anew from the judged item

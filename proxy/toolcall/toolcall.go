@@ -1,7 +1,8 @@
 // Package toolcall is the tool-call firewall's vocabulary: a tool call the
 // model proposes in an answer (chat tool_calls; Responses function_call,
-// mcp_call, local_shell_call, shell_call, apply_patch_call, computer_call and
-// custom_tool_call items, and output items of a type pamctl does not know), and
+// mcp_call, local_shell_call, shell_call, apply_patch_call, computer_call,
+// custom_tool_call, tool_search_call and program items, and output items of a
+// type pamctl does not know), and
 // the verdict pamctl reaches on it before the agent may see it.
 //
 // The response path (whole answers and streams) extracts Calls and asks a
