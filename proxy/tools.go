@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -144,6 +145,13 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 	if tc.ID != "" {
 		ev.Details["call_id"] = tc.ID
 	}
+	if tc.Kind != toolcall.Unknown {
+		if err := ambiguousArguments(tc.Arguments, c.Rules.SelectorKeys(tool)); err != nil {
+			// Unreadable, like a malformed item: the answer is withheld
+			// (the stream ends), nothing is judged or relayed.
+			return toolcall.Verdict{}, fmt.Errorf("%w: the arguments of a call of tool %s: %w", toolcall.ErrAnswerShape, toolcall.QuoteName(tool), err)
+		}
+	}
 	v, final := j.decide(ctx, tc, tool, ev)
 	if final == "" {
 		final = tc.Arguments
@@ -163,6 +171,59 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 		return toolcall.Verdict{}, fmt.Errorf("proxy: audit tool call: %w", err)
 	}
 	return v, nil
+}
+
+// ambiguousArguments refuses JSON arguments that decoders could read
+// differently from the rules: duplicate keys or keys equal under case
+// folding in one object, invalid UTF-8 (payload.Validate), and a key that
+// equals one of keys (the selectors' keys) only under case folding: a
+// rule's $.command does not see "Command" or "COMMAND", an agent decoding
+// into a struct with encoding/json runs it as command. Arguments that are
+// not JSON (a custom tool's input, a program's code) are text, matched as
+// they are.
+func ambiguousArguments(args string, keys []string) error {
+	t := strings.TrimLeft(args, " \t\r\n")
+	if t == "" || t[0] != '{' && t[0] != '[' {
+		return nil // not an object or array: no keys
+	}
+	switch err := payload.Validate([]byte(args)); {
+	case errors.Is(err, payload.ErrInvalidJSON):
+		return nil // not JSON: the rules match the text
+	case err != nil:
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	var v any
+	if json.Unmarshal([]byte(args), &v) != nil {
+		return nil
+	}
+	return foldedArgKeys(v, keys, 0)
+}
+
+func foldedArgKeys(v any, keys []string, depth int) error {
+	if depth > 10000 {
+		return errors.New("nested too deep")
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		for key, val := range t {
+			if k := toolcall.FoldedKey(key, keys); k != "" {
+				return fmt.Errorf("the key %.40q differs from %q (a rule's selector) only in letter case", key, k)
+			}
+			if err := foldedArgKeys(val, keys, depth+1); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, val := range t {
+			if err := foldedArgKeys(val, keys, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // decide returns the verdict and the arguments the client would get (""

@@ -28,7 +28,7 @@ const shellAnswer = `{"id":"resp_1","object":"response","created_at":1,"status":
 	`{"type":"shell_call","id":"sh_1","call_id":"call_1","status":"completed","action":{"commands":["ls -la"],"timeout_ms":1000}},` +
 	`{"type":"shell_call","id":"sh_2","call_id":"call_2","status":"completed","action":{"commands":["cd /srv","rm  -rf cache"]}},` +
 	`{"type":"apply_patch_call","id":"ap_1","call_id":"call_3","status":"completed","operation":{"type":"update_file","path":"ci.yml","diff":"+token: ghp_abcdef123"}},` +
-	`{"type":"program","id":"pg_1","call_id":"call_4","code":"shell('rm -rf /')","fingerprint":"f"}]}`
+	`{"type":"browser_call","id":"pg_1","call_id":"call_4","action":{"script":"shell('rm -rf /')"}}]}`
 
 func TestShellToolAnswerThroughProxy(t *testing.T) {
 	h := newHarness(t, withRules(t, shellRules))
@@ -58,7 +58,7 @@ func TestShellToolAnswerThroughProxy(t *testing.T) {
 	if op := r.Output[2].AsApplyPatchCall().Operation; op.Diff != "+token: [REDACTED:patch-token]" || op.Path != "ci.yml" {
 		t.Errorf("redacted patch %s", r.Output[2].RawJSON())
 	}
-	if m := r.Output[3].AsMessage().Content[0].Text; !strings.Contains(m, `output item of type "program"`) {
+	if m := r.Output[3].AsMessage().Content[0].Text; !strings.Contains(m, `output item of type "browser_call"`) {
 		t.Errorf("unknown item: %q", m)
 	}
 	for _, leak := range []string{"rm  -rf", "rm -rf", "ghp_abcdef", "sh_2", "pg_1"} {
@@ -74,7 +74,7 @@ func TestShellToolAnswerThroughProxy(t *testing.T) {
 		{"shell", "shell", "allow", ""},
 		{"shell", "shell", "deny", "rule rm-rf"},
 		{"apply_patch", "apply_patch", "redact", "rule patch-token"},
-		{"item:program", "unknown_item", "deny", "unknown item type"},
+		{"item:browser_call", "unknown_item", "deny", "unknown item type"},
 	} {
 		ev := evs[i]
 		if ev.Target != want.target || ev.Details["kind"] != want.kind || ev.Decision != want.decision ||

@@ -42,7 +42,8 @@ import (
 //
 // Responses: an output item of a tool type (function_call,
 // custom_tool_call, mcp_call, mcp_approval_request, local_shell_call,
-// computer_call, shell_call, apply_patch_call), or of a type pamctl does not
+// computer_call, shell_call, apply_patch_call, tool_search_call, program;
+// a computer_call's batch of actions is one call per action), or of a type pamctl does not
 // know (toolcall.ItemKind: always denied), and every event after it are
 // held until the item's response.output_item.done; the
 // call is judged and its events are then emitted anew from the judged item
@@ -357,7 +358,8 @@ func containsFoldASCII(data []byte, marker string) bool {
 // refused, as are duplicate keys (payload.Validate).
 var readKeys = []string{"choices", "delta", "message", "tool_calls", "function_call", "function", "custom", "name",
 	"arguments", "input", "type", "index", "id", "call_id", "finish_reason", "content", "role", "item", "item_id",
-	"output", "output_index", "response", "sequence_number", "server_label", "action", "operation", "usage", "status"}
+	"output", "output_index", "response", "sequence_number", "server_label", "action", "operation", "usage", "status",
+	"actions", "code", "namespace", "execution"}
 
 // freeFormKeys hold objects whose keys are the caller's own (a tool's
 // parameter schema echoed in a response, metadata, a text format's
@@ -863,18 +865,26 @@ func isArgumentEvent(typ string) bool {
 }
 
 // respArgs names, per item type, the field holding the arguments and the
-// event kind that streams them ("": not streamed). local_shell_call,
-// computer_call, shell_call and apply_patch_call have an object instead
-// (toolcall.ObjectArguments).
+// event kind that streams them ("": not streamed; a program's code is
+// read from its done item). local_shell_call, computer_call, shell_call,
+// apply_patch_call and tool_search_call have an object instead
+// (toolcall.ObjectArguments, toolcall.BatchArguments).
 var respArgs = map[string]struct{ field, stream string }{
 	"function_call":        {"arguments", "function_call_arguments"},
 	"custom_tool_call":     {"input", "custom_tool_call_input"},
 	"mcp_call":             {"arguments", "mcp_call_arguments"},
 	"mcp_approval_request": {"arguments", ""},
+	"program":              {"code", ""},
 }
 
 type respItem struct {
 	heldCall
+	// parts are the item's further calls (a computer_call's actions), and
+	// places where each call's arguments are (places[0]: heldCall's);
+	// places is nil for items with string arguments (respArgs).
+	parts   []*heldCall
+	places  []toolcall.ItemCall
+	patched map[string]json.RawMessage // members redacted calls changed
 	id      string
 	typ     string
 	outIdx  json.RawMessage
@@ -885,6 +895,56 @@ type respItem struct {
 	closed  bool                       // complete: judged or awaiting its verdict
 	emitted json.RawMessage            // the item the client was shown
 	msgID   string
+}
+
+// calls are the item's calls to judge, in order.
+func (r *respItem) calls() []*heldCall {
+	return append([]*heldCall{&r.heldCall}, r.parts...)
+}
+
+// settle combines the verdicts on an item's calls: one denied denies the
+// item (the agent runs a computer_call's actions together); redacted
+// arguments are written back into their members (patched). Arguments a
+// redaction left unreadable deny the item.
+func (r *respItem) settle() {
+	if r.places == nil || r.patched != nil || r.verdict.Action == toolcall.Deny {
+		return
+	}
+	all := r.calls()
+	for _, h := range all {
+		if h.verdict.Action == toolcall.Deny {
+			r.verdict = h.verdict
+			return
+		}
+	}
+	var m map[string]any
+	for i, h := range all {
+		if h.verdict.Action != toolcall.Redact || i >= len(r.places) {
+			continue
+		}
+		if m == nil {
+			src := r.done
+			if src == nil {
+				src = r.added
+			}
+			d := json.NewDecoder(bytes.NewReader(toJSON(src)))
+			d.UseNumber()
+			if d.Decode(&m) != nil || m == nil {
+				m = map[string]any{}
+			}
+		}
+		pl := r.places[i]
+		if err := pl.Set(m, h.verdict.Arguments); err != nil {
+			// Redacted arguments that are not JSON: nothing of them shows.
+			r.verdict = toolcall.Verdict{Action: toolcall.Deny, Rule: h.verdict.Rule,
+				Message: toolcall.DeniedMessage(h.call, fmt.Sprintf("rule %q masked its arguments and they could not be shown", h.verdict.Rule))}
+			return
+		}
+		if r.patched == nil {
+			r.patched = map[string]json.RawMessage{}
+		}
+		r.patched[pl.Field] = toJSON(m[pl.Field])
+	}
 }
 
 type respEvent struct {
@@ -1011,7 +1071,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		if !b.buildCall(r) {
 			return
 		}
-		b.stall([]*heldCall{&r.heldCall}, b.flushResp)
+		b.stall(r.calls(), b.flushResp)
 		return
 	case "response.completed", "response.incomplete", "response.failed":
 		b.terminalResp(e)
@@ -1183,44 +1243,46 @@ func (b *toolBuffer) buildCall(r *respItem) bool {
 		r.call.Arguments = args
 	} else {
 		// local_shell_call, computer_call, shell_call: the action is the
-		// arguments; apply_patch_call: the operation; as the whole-answer
-		// judge renders them (toolcall.RewriteAnswer).
-		field := toolcall.ObjectArguments(r.typ)
-		text, obj, ok := actionText(item[field])
-		if field == "" || !ok {
-			b.fail(fmt.Errorf("a tool call's %s is not an object", field))
+		// arguments (and each of a computer_call's actions, a call of its
+		// own); apply_patch_call: the operation; tool_search_call: its
+		// arguments; as the whole-answer judge reads them
+		// (toolcall.ItemCalls).
+		var m map[string]any
+		d := json.NewDecoder(bytes.NewReader(toJSON(item)))
+		d.UseNumber()
+		if d.Decode(&m) != nil {
+			b.fail(errors.New("a tool item is not an object"))
 			return false
 		}
-		if err := toolcall.CheckObjectKeys(r.typ, obj); err != nil {
-			b.fail(fmt.Errorf("a tool call's %s: %w", field, err))
+		places, err := toolcall.ItemCalls(r.typ, m)
+		if err != nil || len(places) == 0 {
+			b.fail(fmt.Errorf("a tool call's arguments: %v", err))
 			return false
 		}
-		r.call.Arguments = text
+		r.places, r.parts = places, nil
+		r.call.Arguments = places[0].Arguments
+		total := 0
+		for _, pl := range places {
+			total += len(pl.Arguments)
+		}
+		if total+len(r.call.Name) > maxToolArguments {
+			b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
+			return false
+		}
+		for _, pl := range places[1:] {
+			if !b.countCall() {
+				return false
+			}
+			c := r.call
+			c.Arguments = pl.Arguments
+			r.parts = append(r.parts, &heldCall{call: c})
+		}
 	}
 	if len(r.call.Arguments)+len(r.call.Name) > maxToolArguments {
 		b.fail(fmt.Errorf("a tool call's arguments passed %d bytes", maxToolArguments))
 		return false
 	}
 	return true
-}
-
-// actionText renders an action (or operation) object as JSON text (keys
-// sorted, numbers as written), "{}" when absent; obj is the object.
-func actionText(raw json.RawMessage) (string, map[string]any, bool) {
-	if isNull(raw) {
-		return "{}", nil, true
-	}
-	var v any
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	if d.Decode(&v) != nil {
-		return "", nil, false
-	}
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return "", nil, false
-	}
-	return string(toJSON(v)), obj, true
 }
 
 // flushResp emits the queued events up to the first of a call still
@@ -1280,6 +1342,7 @@ func (b *toolBuffer) synth(o map[string]any, seq int64, hasSeq bool) {
 // replaceItem emits the judged item r in place of its upstream events, at
 // the position of the upstream event numbered seq.
 func (b *toolBuffer) replaceItem(r *respItem, seq int64, hasSeq bool) {
+	r.settle()
 	oi := r.outIdx
 	if isNull(oi) {
 		oi = json.RawMessage("0")
@@ -1330,15 +1393,11 @@ func (r *respItem) judgedItem(status string) map[string]json.RawMessage {
 	for k, v := range src {
 		item[k] = v
 	}
-	args := argumentsOf(&r.heldCall)
 	if spec, ok := respArgs[r.typ]; ok {
-		item[spec.field] = toJSON(args)
-	} else if field := toolcall.ObjectArguments(r.typ); field != "" && r.verdict.Action == toolcall.Redact {
-		if json.Valid([]byte(args)) {
-			item[field] = json.RawMessage(args)
-		} else {
-			item[field] = json.RawMessage("{}") // a redaction that is not JSON shows nothing
-		}
+		item[spec.field] = toJSON(argumentsOf(&r.heldCall))
+	}
+	for k, v := range r.patched {
+		item[k] = v
 	}
 	if _, has := item["status"]; has || status == "in_progress" {
 		item["status"] = toJSON(status)
@@ -1375,7 +1434,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 		if !b.buildCall(r) {
 			return
 		}
-		calls = append(calls, &r.heldCall)
+		calls = append(calls, r.calls()...)
 	}
 	late := map[int]*respItem{}
 	for i, raw := range output {
@@ -1390,6 +1449,17 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 		}
 		id, _ := optString(item["id"])
 		if id != "" && b.items["id:"+id] != nil {
+			// Shown already (the judged item takes its place), but an
+			// item the SDKs would read otherwise is malformed here too.
+			var m map[string]any
+			d := json.NewDecoder(bytes.NewReader(raw))
+			d.UseNumber()
+			if d.Decode(&m) == nil {
+				if _, err := toolcall.ItemCalls(it, m); err != nil {
+					b.fail(fmt.Errorf("the final output's item %.64q: %w", id, err))
+					return
+				}
+			}
 			continue
 		}
 		if !b.countCall() {
@@ -1401,7 +1471,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			return
 		}
 		late[i] = r
-		calls = append(calls, &r.heldCall)
+		calls = append(calls, r.calls()...)
 	}
 	b.stall(calls, func() {
 		// The queue, with every item now judged.
@@ -1501,6 +1571,7 @@ func (b *toolBuffer) queuePos(r *respItem) int {
 
 // judgedLate sets the item shown for a call only the final output held.
 func (b *toolBuffer) judgedLate(r *respItem) {
+	r.settle()
 	if r.verdict.Action != toolcall.Deny {
 		r.emitted = toJSON(r.judgedItem("completed"))
 		return
@@ -1584,6 +1655,11 @@ func (t *toolStream) wait(clientCtx context.Context) (keepalive bool, err error)
 		if r.err != nil {
 			if clientCtx.Err() != nil {
 				return false, clientCtx.Err()
+			}
+			if errors.Is(r.err, toolcall.ErrAnswerShape) {
+				// The judge found the call unreadable (ambiguous arguments).
+				t.buf.fail(r.err)
+				return false, t.buf.err
 			}
 			return false, errUpstream(http.StatusBadGateway, CodeToolCallUndecided,
 				"pamctl could not decide on a tool call the model proposed, so the call was withheld and the stream ends here. Retry the request; if it persists an administrator should check the pamctl logs.",

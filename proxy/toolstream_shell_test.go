@@ -204,22 +204,22 @@ func TestResponsesStreamUnknownItemsDenied(t *testing.T) {
 
 	events := []string{
 		respEv(0, `"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}`),
-		respEv(1, `"type":"response.output_item.added","output_index":0,"item":{"id":"pg_1","type":"program","call_id":"c1","code":"","fingerprint":"f"}`),
-		respEv(2, `"type":"response.program_code.delta","item_id":"pg_1","output_index":0,"delta":"exec('rm -rf /')"`),
-		respEv(3, `"type":"response.output_item.done","output_index":0,"item":{"id":"pg_1","type":"program","call_id":"c1","code":"exec('rm -rf /')","fingerprint":"f"}`),
+		respEv(1, `"type":"response.output_item.added","output_index":0,"item":{"id":"pg_1","type":"Program_Call","call_id":"c1","code":"","fingerprint":"f"}`),
+		respEv(2, `"type":"response.program_call_code.delta","item_id":"pg_1","output_index":0,"delta":"exec('rm -rf /')"`),
+		respEv(3, `"type":"response.output_item.done","output_index":0,"item":{"id":"pg_1","type":"Program_Call","call_id":"c1","code":"exec('rm -rf /')","fingerprint":"f"}`),
 		respEv(4, `"type":"response.output_item.added","output_index":1,"item":{"id":"bx_1","type":"browser_call","call_id":"c2","action":{"url":"https://evil.example/rm -rf"}}`),
 		respEv(5, `"type":"response.output_item.done","output_index":1,"item":{"id":"bx_1","type":"browser_call","call_id":"c2","action":{"url":"https://evil.example/rm -rf"}}`),
 		respEv(6, `"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","output":[`+
-			`{"id":"pg_1","type":"program","call_id":"c1","code":"exec('rm -rf /')","fingerprint":"f"},`+
+			`{"id":"pg_1","type":"Program_Call","call_id":"c1","code":"exec('rm -rf /')","fingerprint":"f"},`+
 			`{"id":"bx_1","type":"browser_call","call_id":"c2","action":{"url":"https://evil.example/rm -rf"}},`+
-			`{"id":"tl_1","type":"tool_search_call","call_id":"c3","execution":"client","arguments":{"query":"rm -rf"}}]}`),
+			`{"id":"tl_1","type":"tool_search_call_v2","call_id":"c3","execution":"client","arguments":{"query":"rm -rf"}}]}`),
 	}
 	got, calls, err = driveBuffer(false, events, func(toolcall.Call) toolcall.Verdict { return toolcall.Verdict{Action: toolcall.Allow} })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(calls) != 3 || calls[0].Tool() != "item:program" || calls[0].ID != "c1" || !strings.Contains(calls[0].Arguments, `"code":"exec('rm -rf /')"`) ||
-		calls[1].Tool() != "item:browser_call" || calls[2].Tool() != "item:tool_search_call" {
+	if len(calls) != 3 || calls[0].Tool() != "item:Program_Call" || calls[0].ID != "c1" || !strings.Contains(calls[0].Arguments, `"code":"exec('rm -rf /')"`) ||
+		calls[1].Tool() != "item:browser_call" || calls[2].Tool() != "item:tool_search_call_v2" {
 		t.Fatalf("judged %+v", calls)
 	}
 	if strings.Contains(got, "rm -rf") || strings.Contains(got, "evil.example") || strings.Contains(got, "pg_1") {
@@ -229,7 +229,7 @@ func TestResponsesStreamUnknownItemsDenied(t *testing.T) {
 	if len(v.final) != 3 {
 		t.Fatalf("final %v", v.final)
 	}
-	for i, typ := range []string{"program", "browser_call", "tool_search_call"} {
+	for i, typ := range []string{"Program_Call", "browser_call", "tool_search_call_v2"} {
 		if v.final[i]["type"] != "message" || !strings.Contains(finalItem(v, i), `output item of type \"`+typ+`\"`) {
 			t.Errorf("output[%d]: %s", i, finalItem(v, i))
 		}

@@ -98,8 +98,8 @@ func hostedName(typ string) string {
 	switch {
 	case strings.HasPrefix(typ, "web_search"):
 		return "web_search" // web_search, web_search_preview, dated versions
-	case strings.HasPrefix(typ, "computer_use"):
-		return "computer_use" // computer_use_preview
+	case typ == "computer" || strings.HasPrefix(typ, "computer_use"):
+		return "computer_use" // computer (the GA tool), computer_use_preview
 	}
 	return typ // file_search, code_interpreter, image_generation, local_shell, and kinds pamctl does not know
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -86,6 +87,30 @@ func (e *Engine) Action(name string) string {
 
 // HasCallRules reports whether any tool_call rule is in force.
 func (e *Engine) HasCallRules() bool { return e != nil && len(e.calls) > 0 }
+
+// SelectorKeys returns the object keys the arguments selectors of the
+// tool_call rules that may apply to tool name ($.files[0].path: files and
+// path), without duplicates, nil when there are none. A key of a call's
+// arguments that equals one of them only under case folding is one a
+// selector misses and a case-insensitive decoder reads.
+func (e *Engine) SelectorKeys(tool string) []string {
+	if e == nil {
+		return nil
+	}
+	var out []string
+	for i := range e.calls {
+		c := &e.calls[i]
+		if c.Arguments == nil || !token.MatchGlob(c.Tool, tool) {
+			continue
+		}
+		for _, st := range c.sel {
+			if st.key != "" && !slices.Contains(out, st.key) {
+				out = append(out, st.key)
+			}
+		}
+	}
+	return out
+}
 
 // compileCallRule checks and compiles the tool_call parts of a rule.
 func compileCallRule(c *compiled, bad func(field, format string, args ...any)) {

@@ -38,8 +38,10 @@ var ErrAnswerShape = errors.New("toolcall: unreadable tool call in the answer")
 //     arguments; allowed calls stay as they are.
 //   - Responses: output[] items of type function_call, custom_tool_call,
 //     mcp_call, mcp_approval_request, local_shell_call, computer_call,
-//     shell_call and apply_patch_call, and items of a type pamctl does not
-//     know (ItemKind), which are always denied. A denied item is replaced,
+//     shell_call, apply_patch_call, tool_search_call and program, and items
+//     of a type pamctl does not know (ItemKind), which are always denied.
+//     A computer_call's action and each of its actions are judged as calls
+//     of their own; one denied denies the item. A denied item is replaced,
 //     in place, by an assistant message item with the explanation. An item
 //     whose type is a letter-case variant of a call's ("Shell_Call") makes
 //     the answer unreadable (ErrAnswerShape).
@@ -301,99 +303,184 @@ func (r *rewriter) responses(root map[string]any) error {
 		if k := CaseVariant(typ); k != "" {
 			return fmt.Errorf("%w: output[%d]: type %.40q differs from %q only in letter case", ErrAnswerShape, i, typ, k)
 		}
-		c, argKey, ok, err := responsesCall(typ, item)
+		parts, err := ItemCalls(typ, item)
 		if err != nil {
 			return fmt.Errorf("%w: output[%d]: %v", ErrAnswerShape, i, err)
 		}
-		if !ok {
-			continue
+		var denied *Verdict
+		var redacted []int
+		verdicts := make([]Verdict, len(parts))
+		for pi, p := range parts {
+			v, err := r.judge(p.Call)
+			if err != nil {
+				return err
+			}
+			verdicts[pi] = v
+			switch v.Action {
+			case Deny:
+				if denied == nil {
+					denied = &verdicts[pi]
+				}
+			case Redact:
+				redacted = append(redacted, pi)
+			}
 		}
-		v, err := r.judge(c)
-		if err != nil {
-			return err
-		}
-		switch v.Action {
-		case Deny:
+		if denied != nil {
+			// One denied action of a batch denies the item: the agent
+			// runs a computer_call's actions together.
 			r.n++
 			items[i] = map[string]any{
 				"id": fmt.Sprintf("msg_pamctl_%d", r.n), "type": "message", "role": "assistant", "status": "completed",
-				"content": []any{map[string]any{"type": "output_text", "text": v.Message, "annotations": []any{}}},
+				"content": []any{map[string]any{"type": "output_text", "text": denied.Message, "annotations": []any{}}},
 			}
-		case Redact:
-			if argKey == ObjectArguments(typ) {
-				var obj any
-				d := json.NewDecoder(strings.NewReader(v.Arguments))
-				d.UseNumber()
-				if err := d.Decode(&obj); err != nil {
-					return fmt.Errorf("toolcall: redacted %s of output[%d] is not JSON: %w", argKey, i, err)
-				}
-				item[argKey] = obj
-			} else {
-				item[argKey] = v.Arguments
+			continue
+		}
+		for _, pi := range redacted {
+			if err := parts[pi].Set(item, verdicts[pi].Arguments); err != nil {
+				return fmt.Errorf("toolcall: redacted output[%d]: %w", i, err)
 			}
 		}
 	}
 	return nil
 }
 
-// responsesCall reads an output item that proposes a tool call; ok is
-// false for items that propose nothing (ItemKind).
-func responsesCall(typ string, item map[string]any) (c Call, argKey string, ok bool, err error) {
+// ItemCall is one call an output item proposes, and where its arguments
+// are in the item.
+type ItemCall struct {
+	Call
+	Field  string // the item's member holding the arguments
+	Index  int    // element of Field (a computer_call's actions), or -1
+	Object bool   // the arguments are JSON (an object), not a string
+}
+
+// Set writes redacted arguments back into the item (decoded with
+// UseNumber, as ItemCalls read it).
+func (p ItemCall) Set(item map[string]any, args string) error {
+	var v any = args
+	if p.Object {
+		d := json.NewDecoder(strings.NewReader(args))
+		d.UseNumber()
+		if err := d.Decode(&v); err != nil {
+			return fmt.Errorf("%s is not JSON: %w", p.Field, err)
+		}
+	}
+	if p.Index < 0 {
+		item[p.Field] = v
+		return nil
+	}
+	list, _ := item[p.Field].([]any)
+	if p.Index >= len(list) {
+		return fmt.Errorf("%s[%d] is gone", p.Field, p.Index)
+	}
+	list[p.Index] = v
+	return nil
+}
+
+// ItemCalls reads the calls an output item of type typ proposes (the item
+// decoded with UseNumber): none for items that propose nothing
+// (ItemKind), one for most calls, one per action for a computer_call with
+// a batch of actions (its action first, when it has one). An error says
+// why the item is unreadable: a member of the wrong JSON type, or a key of
+// its arguments object that is a case variant of one the SDKs read
+// (CheckObjectKeys).
+func ItemCalls(typ string, item map[string]any) ([]ItemCall, error) {
 	kind, call := ItemKind(typ)
 	if !call {
-		return c, "", false, nil
+		return nil, nil
 	}
 	id, _ := item["call_id"].(string)
 	if id == "" {
 		id, _ = item["id"].(string)
 	}
-	c = Call{ID: id, Kind: kind}
-	switch kind {
-	case Unknown:
+	c := Call{ID: id, Kind: kind}
+	if kind == Unknown {
 		// Always denied; the item is what the audit records.
 		text, err := actionText(item)
 		if err != nil {
-			return c, "", false, err
+			return nil, err
 		}
 		c.Name, c.Arguments = typ, text
-		return c, "", true, nil
-	case Custom:
-		argKey = "input"
-	case MCP:
-		argKey = "arguments"
+		return []ItemCall{{Call: c, Index: -1}}, nil
+	}
+	if kind == MCP {
 		server, okS := str(item, "server_label")
 		if !okS {
-			return c, "", false, errors.New("server_label is not a string")
+			return nil, errors.New("server_label is not a string")
 		}
 		c.Server = server
-	default:
-		argKey = "arguments"
-	}
-	if field := ObjectArguments(typ); field != "" {
-		text, err := actionText(item[field])
-		if err != nil {
-			return c, "", false, fmt.Errorf("%s: %w", field, err)
-		}
-		if obj, _ := item[field].(map[string]any); obj != nil {
-			if err := CheckObjectKeys(typ, obj); err != nil {
-				return c, "", false, fmt.Errorf("%s: %w", field, err)
-			}
-		}
-		c.Arguments = text
-		return c, field, true, nil
 	}
 	name, okN := str(item, "name")
-	args, okA := str(item, argKey)
-	if !okN || !okA {
-		return c, "", false, errors.New("name or arguments is not a string")
+	if !okN {
+		return nil, errors.New("name is not a string")
 	}
-	c.Name, c.Arguments = name, args
-	return c, argKey, true, nil
+	c.Name = name
+	if field := StringArguments(typ); field != "" {
+		args, okA := str(item, field)
+		if !okA {
+			return nil, fmt.Errorf("%s is not a string", field)
+		}
+		c.Arguments = args
+		return []ItemCall{{Call: c, Field: field, Index: -1}}, nil
+	}
+	field := ObjectArguments(typ)
+	var out []ItemCall
+	batch := BatchArguments(typ)
+	if v := item[field]; v != nil || batch == "" || item[batch] == nil {
+		// The single arguments object, "{}" when absent (unless a batch
+		// stands in its place).
+		if s, isStr := v.(string); isStr && kind == ToolSearch {
+			c.Arguments = s
+			out = append(out, ItemCall{Call: c, Field: field, Index: -1})
+		} else {
+			if err := CheckObjectKeys(typ, v); err != nil {
+				return nil, fmt.Errorf("%s: %w", field, err)
+			}
+			text, err := argumentsText(kind, v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", field, err)
+			}
+			c.Arguments = text
+			out = append(out, ItemCall{Call: c, Field: field, Index: -1, Object: true})
+		}
+	}
+	if batch != "" && item[batch] != nil {
+		list, ok := item[batch].([]any)
+		if !ok {
+			return nil, fmt.Errorf("%s is not an array", batch)
+		}
+		if err := CheckObjectKeys(typ, list); err != nil {
+			return nil, fmt.Errorf("%s: %w", batch, err)
+		}
+		for ai, av := range list {
+			text, err := actionText(av)
+			if err != nil || av == nil {
+				return nil, fmt.Errorf("%s[%d] is not an object", batch, ai)
+			}
+			c.Arguments = text
+			out = append(out, ItemCall{Call: c, Field: batch, Index: ai, Object: true})
+		}
+	}
+	return out, nil
+}
+
+// argumentsText renders an item's arguments value: an object as actionText
+// does; a tool_search_call's may also be any other JSON value.
+func argumentsText(kind Kind, v any) (string, error) {
+	if _, isObj := v.(map[string]any); kind != ToolSearch || isObj || v == nil {
+		return actionText(v)
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 // actionText renders the object that is a call's arguments (the action of
-// a local_shell_call, computer_call or shell_call, the operation of an
-// apply_patch_call) as the JSON text rules match: keys sorted, numbers as
+// a local_shell_call, computer_call or shell_call, each of a
+// computer_call's actions, the operation of an apply_patch_call) as the JSON text rules match: keys sorted, numbers as
 // written, "{}" when absent.
 func actionText(v any) (string, error) {
 	if v == nil {

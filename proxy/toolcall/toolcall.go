@@ -1,7 +1,8 @@
 // Package toolcall is the tool-call firewall's vocabulary: a tool call the
 // model proposes in an answer (chat tool_calls; Responses function_call,
-// mcp_call, local_shell_call, shell_call, apply_patch_call, computer_call and
-// custom_tool_call items, and output items of a type pamctl does not know), and
+// mcp_call, local_shell_call, shell_call, apply_patch_call, computer_call,
+// custom_tool_call, tool_search_call and program items, and output items of a
+// type pamctl does not know), and
 // the verdict pamctl reaches on it before the agent may see it.
 //
 // The response path (whole answers and streams) extracts Calls and asks a
@@ -12,6 +13,7 @@ package toolcall
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -28,7 +30,9 @@ const (
 	MCP Kind = "mcp"
 	// LocalShell is a Responses local_shell_call item; Arguments is its action.
 	LocalShell Kind = "local_shell"
-	// Computer is a Responses computer_call item; Arguments is its action.
+	// Computer is a Responses computer_call item; Arguments is its action,
+	// or one action of its actions batch: each is judged as a call of its
+	// own, and the item is denied when any of them is.
 	Computer Kind = "computer"
 	// Shell is a Responses shell_call item (the shell tool); Arguments is
 	// its action ({"commands":[...],"timeout_ms":...}).
@@ -37,6 +41,13 @@ const (
 	// tool); Arguments is its operation ({"type":"update_file","path":...,
 	// "diff":...}).
 	ApplyPatch Kind = "apply_patch"
+	// ToolSearch is a Responses tool_search_call item (tool search, run by
+	// the client or the server); Arguments is its arguments (an object as
+	// JSON, or the string as written).
+	ToolSearch Kind = "tool_search"
+	// Program is a Responses program item (programmatic tool calling);
+	// Arguments is its code (JavaScript source).
+	Program Kind = "program"
 	// Unknown is a Responses output item of a type pamctl does not know
 	// (ItemKind): an agent might execute it, so it is always denied. Name
 	// is the item's type, Arguments the item as JSON.
@@ -67,6 +78,8 @@ var callItems = map[string]Kind{
 	"computer_call":        Computer,
 	"shell_call":           Shell,
 	"apply_patch_call":     ApplyPatch,
+	"tool_search_call":     ToolSearch,
+	"program":              Program,
 }
 
 // ItemKind classifies a Responses output item by its type (exact bytes):
@@ -97,38 +110,111 @@ func CaseVariant(typ string) string {
 	return ""
 }
 
-// objectKeys are the keys of an arguments object (ObjectArguments) that
-// the agents' SDKs read, per item type.
+// objectKeys are the keys of an arguments object (ObjectArguments, and
+// each element of BatchArguments) that the agents' SDKs read, per item
+// type, at any depth (a computer_call's drag path is a list of {x, y}).
 var objectKeys = map[string][]string{
 	"shell_call":       {"commands", "timeout_ms", "max_output_length"},
 	"apply_patch_call": {"type", "path", "diff"},
 	"local_shell_call": {"type", "command", "env", "timeout_ms", "user", "working_directory"},
+	"computer_call":    {"type", "x", "y", "button", "keys", "path", "scroll_x", "scroll_y", "text"},
 }
 
-// CheckObjectKeys refuses an arguments object of an item of type typ with
-// a key that differs from one the SDKs read only in letter case
-// ("Commands"): encoding/json would run it as "commands", while a rule's
-// selector $.commands would not see it.
-func CheckObjectKeys(typ string, obj map[string]any) error {
-	for key := range obj {
-		for _, k := range objectKeys[typ] {
-			if key != k && strings.EqualFold(key, k) {
+// freeObjects are the members of an arguments object whose keys are data,
+// not fields (a local_shell_call's env names environment variables: PATH
+// is not path).
+var freeObjects = map[string]bool{"env": true}
+
+// CheckObjectKeys refuses an arguments object (or an array of them) of an
+// item of type typ holding, at any depth, a key that differs from one the
+// SDKs read only under case folding ("Commands", "X", "te\u212Axt" with a
+// Kelvin sign): encoding/json would run it as that key, while a rule's
+// selector ($.commands) would not see it.
+func CheckObjectKeys(typ string, v any) error {
+	keys := objectKeys[typ]
+	if len(keys) == 0 {
+		return nil
+	}
+	return foldedKeys(v, keys, 0)
+}
+
+func foldedKeys(v any, keys []string, depth int) error {
+	if depth > 64 {
+		return errors.New("nested too deep")
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		for key, val := range t {
+			if k := FoldedKey(key, keys); k != "" {
 				return fmt.Errorf("the key %.40q differs from %q only in letter case", key, k)
+			}
+			if freeObjects[key] {
+				continue
+			}
+			if err := foldedKeys(val, keys, depth+1); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, val := range t {
+			if err := foldedKeys(val, keys, depth+1); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
 }
 
-// ObjectArguments names the field of an output item type whose object is
-// the call's arguments ("action", "operation"), "" for types whose
-// arguments are a string.
+// FoldedKey returns the key of keys that key equals only under Unicode
+// simple case folding (strings.EqualFold, as encoding/json matches keys to
+// fields: "NAME", "argumentſ" with a long s, "\u212Aeys" with a Kelvin
+// sign), or "" when key is one of keys or folds to none.
+func FoldedKey(key string, keys []string) string {
+	for _, k := range keys {
+		if key != k && len(key) <= 3*len(k) && strings.EqualFold(key, k) {
+			return k
+		}
+	}
+	return ""
+}
+
+// ObjectArguments names the field of an output item type whose value
+// (an object; for a tool_search_call also a string) is the call's
+// arguments ("action", "operation", "arguments"), "" for types whose
+// arguments are a string field (StringArguments).
 func ObjectArguments(typ string) string {
 	switch typ {
 	case "local_shell_call", "computer_call", "shell_call":
 		return "action"
 	case "apply_patch_call":
 		return "operation"
+	case "tool_search_call":
+		return "arguments"
+	}
+	return ""
+}
+
+// BatchArguments names the field of an output item type that holds a list
+// of arguments objects, each judged as a call of its own (a computer_call's
+// actions, besides its action), or "".
+func BatchArguments(typ string) string {
+	if typ == "computer_call" {
+		return "actions"
+	}
+	return ""
+}
+
+// StringArguments names the string field of an output item type that is
+// the call's arguments: "arguments", a custom_tool_call's "input", a
+// program's "code"; "" for types whose arguments are an object.
+func StringArguments(typ string) string {
+	switch typ {
+	case "function_call", "mcp_call", "mcp_approval_request":
+		return "arguments"
+	case "custom_tool_call":
+		return "input"
+	case "program":
+		return "code"
 	}
 	return ""
 }
@@ -147,9 +233,10 @@ type Call struct {
 }
 
 // Tool is the name scopes and rules match: Name, or "mcp:SERVER/NAME" for
-// MCP calls, "local_shell", "computer_use", "shell" and "apply_patch" for
-// the built-in tools (as payload.DeclaredTools names their declarations
-// {"type":"shell"}, {"type":"apply_patch"}), and "item:TYPE" for an
+// MCP calls, "local_shell", "computer_use", "shell", "apply_patch",
+// "tool_search" and "programmatic_tool_calling" for the built-in tools (as
+// payload.DeclaredTools names their declarations {"type":"shell"},
+// {"type":"tool_search"}...), and "item:TYPE" for an
 // Unknown item (no tool scope covers it: ValidName refuses the ':').
 func (c Call) Tool() string {
 	switch c.Kind {
@@ -163,6 +250,10 @@ func (c Call) Tool() string {
 		return "shell"
 	case ApplyPatch:
 		return "apply_patch"
+	case ToolSearch:
+		return "tool_search"
+	case Program:
+		return "programmatic_tool_calling"
 	case Unknown:
 		return "item:" + c.Name
 	}

@@ -67,7 +67,9 @@ func TestCallTool(t *testing.T) {
 		{Call{Kind: Computer}, "computer_use"},
 		{Call{Kind: Shell}, "shell"},
 		{Call{Kind: ApplyPatch}, "apply_patch"},
-		{Call{Kind: Unknown, Name: "program"}, "item:program"},
+		{Call{Kind: ToolSearch}, "tool_search"},
+		{Call{Kind: Program, Name: "ignored"}, "programmatic_tool_calling"},
+		{Call{Kind: Unknown, Name: "browser_call"}, "item:browser_call"},
 	} {
 		if got := tc.c.Tool(); got != tc.want {
 			t.Errorf("%+v: %q", tc.c, got)
@@ -230,9 +232,10 @@ func TestItemKind(t *testing.T) {
 	for typ, want := range map[string]Kind{
 		"function_call": Function, "custom_tool_call": Custom, "mcp_call": MCP, "mcp_approval_request": MCP,
 		"local_shell_call": LocalShell, "computer_call": Computer, "shell_call": Shell, "apply_patch_call": ApplyPatch,
+		"tool_search_call": ToolSearch, "program": Program,
 		// Unknown to pamctl, or spelled so that only some decoders read
 		// them: an agent may run them.
-		"program": Unknown, "tool_search_call": Unknown, "browser_call": Unknown, "": Unknown,
+		"browser_call": Unknown, "": Unknown, "Program": Unknown, "tool_ſearch_call": Unknown,
 		"Shell_Call": Unknown, "shell_call ": Unknown, "SHELL_CALL": Unknown,
 	} {
 		if k, call := ItemKind(typ); !call || k != want {
@@ -245,7 +248,8 @@ func TestItemKind(t *testing.T) {
 			t.Errorf("ItemKind(%q) = %q: a hosted tool's item or a result is not a call", typ, k)
 		}
 	}
-	if CaseVariant("Shell_Call") != "shell_call" || CaseVariant("APPLY_PATCH_CALL") != "apply_patch_call" || CaseVariant("shell_call") != "" || CaseVariant("Message") != "" {
+	if CaseVariant("Shell_Call") != "shell_call" || CaseVariant("APPLY_PATCH_CALL") != "apply_patch_call" || CaseVariant("shell_call") != "" || CaseVariant("Message") != "" ||
+		CaseVariant("PROGRAM") != "program" || CaseVariant("tool_ſearch_call") != "tool_search_call" {
 		t.Error("CaseVariant")
 	}
 }
@@ -316,16 +320,16 @@ func TestRewriteAnswerUnknownItems(t *testing.T) {
 		t.Fatalf("hosted items changed: %v %s (judged %v)", err, out, j.seen)
 	}
 	body := `{"id":"r","object":"response","created_at":1,"status":"completed","model":"m","output":[` +
-		`{"type":"program","id":"p1","call_id":"c1","code":"runShell('rm -rf /')","fingerprint":"f"},` +
-		`{"type":"tool_search_call","id":"t1","call_id":"c2","execution":"client","arguments":{"query":"deploy"},"status":"completed"},` +
+		`{"type":"browser_call","id":"p1","call_id":"c1","action":{"url":"runShell('rm -rf /')"}},` +
+		`{"type":"Program_Call","id":"t1","call_id":"c2","execution":"client","arguments":{"query":"deploy"},"status":"completed"},` +
 		`{"id":"x1","call_id":"c3","action":{"commands":["rm -rf /"]}},` +
 		`{"type":"message","id":"m1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"hi","annotations":[]}]}]}`
 	out, err = RewriteAnswer(context.Background(), EndpointResponses, []byte(body), j)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(j.seen) != 3 || j.seen[0].Tool() != "item:program" || j.seen[1].Name != "tool_search_call" || j.seen[2].Name != "" ||
-		!strings.Contains(j.seen[0].Arguments, `"code":"runShell('rm -rf /')"`) {
+	if len(j.seen) != 3 || j.seen[0].Tool() != "item:browser_call" || j.seen[1].Name != "Program_Call" || j.seen[2].Name != "" ||
+		!strings.Contains(j.seen[0].Arguments, `"url":"runShell('rm -rf /')"`) {
 		t.Fatalf("judged %+v", j.seen)
 	}
 	var r responses.Response
@@ -335,7 +339,7 @@ func TestRewriteAnswerUnknownItems(t *testing.T) {
 	if len(r.Output) != 4 || strings.Contains(string(out), "rm -rf") || r.Output[3].AsMessage().Content[0].Text != "hi" {
 		t.Fatalf("%s", out)
 	}
-	for i, want := range []string{`"program"`, `"tool_search_call"`, `""`} {
+	for i, want := range []string{`"browser_call"`, `"Program_Call"`, `""`} {
 		if txt := r.Output[i].AsMessage().Content[0].Text; r.Output[i].Type != "message" || !strings.Contains(txt, "output item of type "+want) {
 			t.Errorf("output[%d]: %s", i, txt)
 		}
