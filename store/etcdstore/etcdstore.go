@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -158,7 +159,7 @@ func Open(ctx context.Context, c Config) (*DB, error) {
 		Context:              context.WithoutCancel(ctx),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: connect to %s: %w", strings.Join(c.Endpoints, ","), err)
+		return nil, connectError(c, err)
 	}
 	db := &DB{cli: cli, prefix: c.Prefix, opTO: c.OpTimeout, onAvail: c.OnAvailability, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := db.init(ctx, c.DialTimeout+c.OpTimeout); err != nil {
@@ -167,6 +168,23 @@ func Open(ctx context.Context, c Config) (*DB, error) {
 	}
 	go db.monitor(c.CheckEvery)
 	return db, nil
+}
+
+// connectError names what to check when the client could not be made.
+// With a username the client authenticates before it returns (clientv3.New
+// runs Authenticate within DialTimeout), so a refused password fails here,
+// once and at once, and so does a cluster that cannot be reached; the
+// latter matches ErrUnavailable as it does without credentials, where
+// init finds it.
+func connectError(c Config, err error) error {
+	eps := strings.Join(c.Endpoints, ",")
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return fmt.Errorf("etcdstore: %s refused user %q: %w: check the username and password", eps, c.Username, err)
+	case unavailable(err):
+		return fmt.Errorf("etcdstore: %w (%s): check that the endpoints are right, the cluster has quorum, and the TLS and credentials match", ErrUnavailable, err)
+	}
+	return fmt.Errorf("etcdstore: connect to %s: %w", eps, err)
 }
 
 // init checks the schema version, writing it on a new cluster.

@@ -19,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Cluster is a set of embedded etcd members on loopback ports.
@@ -119,6 +120,15 @@ func (c *Cluster) start(i int, state string) error {
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
 	cfg.LogOutputs = []string{filepath.Join(c.dir, c.names[i]+".log")}
+	// etcd hashes passwords with bcrypt at cfg.BcryptCost (default 10) when
+	// a user is added, and checks one at that cost on every Authenticate:
+	// each client with credentials, and each new gRPC stream of such a
+	// client (clientv3 authenticates again before every watch or lease
+	// keep-alive stream). Under -race one hash at cost 10 takes about a
+	// second on an idle core and several on a loaded 2-core CI machine,
+	// which is what made the auth tests slow and flaky. The lowest cost is
+	// what etcd's own tests use; tests check access, not hash strength.
+	cfg.BcryptCost = uint(bcrypt.MinCost)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("member %s: %w", c.names[i], err)
