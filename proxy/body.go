@@ -174,6 +174,24 @@ func (p *Proxy) prepare(next http.Handler) http.Handler {
 	})
 }
 
+// providerKeyError is the answer to a call whose upstream's key could not
+// be had: 502 telling an administrator to vault it when none is, 503 to
+// retry when the store holding it did not answer (it is there: telling
+// anyone to set it again would be wrong).
+func providerKeyError(up *upstream, key string, err error) *apiError {
+	switch {
+	case err == nil && key != "":
+		return nil
+	case !errors.Is(err, ErrProviderKeyUnavailable):
+		return errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
+			"No provider key is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", up.name, up.keyName), err)
+	}
+	e := errUpstream(http.StatusServiceUnavailable, CodeProviderKey, fmt.Sprintf(
+		"The provider key of upstream %q could not be read from pamctl's store just now, so the call was not forwarded. Retry shortly; if it persists an administrator should check the store and the pamctl logs.", up.name), err)
+	e.RetryAfter = 5
+	return e
+}
+
 // providerKeys loads the vaulted key of the call's upstream (every upstream
 // for the model list, which asks each of them).
 func (p *Proxy) providerKeys(r *http.Request, c *call) *apiError {
@@ -181,9 +199,8 @@ func (p *Proxy) providerKeys(r *http.Request, c *call) *apiError {
 		return nil // listModels fetches each upstream's key itself
 	}
 	k, err := p.keys.ProviderKey(r.Context(), c.up.keyName)
-	if err != nil || k == "" {
-		return errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
-			"No provider key is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", c.up.name, c.up.keyName), err)
+	if e := providerKeyError(c.up, k, err); e != nil {
+		return e
 	}
 	c.key = secret{k}
 	return nil

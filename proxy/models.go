@@ -83,9 +83,8 @@ func (p *Proxy) listModels(w http.ResponseWriter, r *http.Request, c *call) {
 // fetchModels asks one upstream for its model list.
 func (p *Proxy) fetchModels(r *http.Request, up *upstream) ([]model, *apiError) {
 	key, err := p.keys.ProviderKey(r.Context(), up.keyName)
-	if err != nil || key == "" {
-		return nil, errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
-			"No provider key is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", up.name, up.keyName), err)
+	if e := providerKeyError(up, key, err); e != nil {
+		return nil, e
 	}
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, up.target("/models", "").String(), nil)
 	if err != nil {

@@ -62,10 +62,17 @@ import (
 
 // KeySource hands out vaulted provider keys. The proxy asks for the key on
 // every forwarded call, so a `pamctl vault set` takes effect at once; the
-// value is never logged, audited or sent to a client.
+// value is never logged, audited or sent to a client. An error wrapping
+// ErrProviderKeyUnavailable means the key could not be read just now (503,
+// retry: the store did not answer); any other error, or an empty key,
+// means nothing usable is vaulted under that name (502: an administrator
+// must set it).
 type KeySource interface {
 	ProviderKey(ctx context.Context, vaultEntry string) (string, error)
 }
+
+// ErrProviderKeyUnavailable marks a KeySource error that a retry may cure.
+var ErrProviderKeyUnavailable = errors.New("the provider key could not be read just now")
 
 // AuditSink stores audit events; when Append returns nil the event is
 // durable. Every audit.Sink is one.

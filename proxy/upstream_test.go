@@ -123,6 +123,32 @@ func TestMissingProviderKey(t *testing.T) {
 	}
 }
 
+// unreadableKeys is a vault whose store does not answer.
+type unreadableKeys struct{}
+
+func (unreadableKeys) ProviderKey(context.Context, string) (string, error) {
+	return "", fmt.Errorf("%w: etcd: context deadline exceeded", ErrProviderKeyUnavailable)
+}
+
+// TestUnreadableProviderKey: a key the store could not hand out just now
+// (etcd without quorum before the gate notices) is a 503 to retry, not a
+// 502 telling an administrator to vault a key that is there; for chat and
+// for the model list alike.
+func TestUnreadableProviderKey(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Keys = unreadableKeys{} })
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	for _, c := range []struct{ method, path, body string }{{"POST", "/v1/chat/completions", chatBody}, {"GET", "/v1/models", ""}} {
+		res, b := h.do(c.method, c.path, tok, c.body)
+		if res.StatusCode != 503 || apiErr(t, b).Code != CodeProviderKey || res.Header.Get("Retry-After") == "" ||
+			strings.Contains(string(b), "vault set") || !strings.Contains(string(b), "Retry") {
+			t.Fatalf("%s %s: %d %v %s", c.method, c.path, res.StatusCode, res.Header, b)
+		}
+	}
+	if h.up.count() != 0 {
+		t.Fatal("a call without a key reached the upstream")
+	}
+}
+
 func TestUpstreamTimeout(t *testing.T) {
 	h := newHarness(t, func(o *Options) { o.Upstreams[0].Timeout = 100 * time.Millisecond })
 	tok := h.mint(grant{scope: "model:gpt-4o"})

@@ -558,7 +558,7 @@ func (k vaultKeys) ProviderKey(ctx context.Context, entry string) (string, error
 		return "", fmt.Errorf("no provider key %q in the vault: an admin must run `pamctl vault set %s`", entry, entry)
 	}
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", proxy.ErrProviderKeyUnavailable, err)
 	}
 	return s.Reveal(), nil
 }
@@ -600,7 +600,7 @@ func (k devKeys) ProviderKey(ctx context.Context, entry string) (string, error) 
 		return devMockKey, nil
 	}
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", proxy.ErrProviderKeyUnavailable, err)
 	}
 	return s.Reveal(), nil
 }
