@@ -293,14 +293,9 @@ func (p *Proxy) authorize(next http.Handler) http.Handler {
 		case epModels, epTraces:
 			next.ServeHTTP(w, r)
 			return
-		case epOther:
-			c.up = p.ups[0]
-			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
-			next.ServeHTTP(w, r)
-			return
-		case epStoredResponse, epStoredChat:
-			// The stored answer's tool calls go to the same judge as the
-			// original call's.
+		case epOther, epStoredResponse, epStoredChat:
+			// A stored answer's tool calls go to the same judge as the
+			// original call's (an endpoint: answer may be one too).
 			c.up = p.ups[0]
 			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
 			c.toolScopes = toolcall.Scopes(c.scopes)
