@@ -63,3 +63,22 @@ func TestStoredBackgroundUsageCounted(t *testing.T) {
 		t.Fatalf("a background response's 1000 tokens were not counted against a 500 budget: %d %s", res.StatusCode, body)
 	}
 }
+
+// TestStoredStreamQueryUnparsed: a query Go does not parse (a ';'
+// separator, a bad escape) hides its pairs from the stream check, yet was
+// forwarded verbatim: an upstream splitting on ';' reads stream=true.
+func TestStoredStreamQueryUnparsed(t *testing.T) {
+	h := newHarness(t, withRules(t, toolRules))
+	var rawQueries []string
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		rawQueries = append(rawQueries, r.URL.RawQuery)
+		writeJSON(w, responsesToolAnswer)
+	})
+	tok := h.mint(grant{scope: storedScopes})
+	for _, q := range []string{"?include=x;stream=true", "?stream=%zz", "?Stream=true", "?STREAM=1"} {
+		res, body := h.do("GET", "/v1/responses/resp_1"+q, tok, "")
+		if res.StatusCode != 400 {
+			t.Errorf("%s: %d %s (upstream saw %q)", q, res.StatusCode, body, rawQueries)
+		}
+	}
+}
