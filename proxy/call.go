@@ -109,10 +109,14 @@ type call struct {
 	reasons  []string
 	rule     string
 
-	status      int
-	usage       tokenUsage
-	hasUsage    bool
-	summary     string // masked excerpt of the answer
+	status   int
+	usage    tokenUsage
+	hasUsage bool
+	summary  string // masked excerpt of the answer
+	// shape is the POST path whose answer shape a whole answer has, once
+	// maskAnswer found it (answerPath, or a stored answer another
+	// endpoint answered with); "" when it was not masked as a model answer.
+	shape       string
 	upstreamID  string // upstream's x-request-id
 	maskedIn    map[string]int
 	maskedOut   map[string]int

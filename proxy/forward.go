@@ -295,14 +295,27 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 
 // maskAnswer masks a non-streamed answer of a model call, or a stored one
 // read back, and reads its usage and summary. Answers of other endpoints
-// (granted by endpoint: scopes) pass unmasked; only their usage is read.
+// (granted by endpoint: scopes) pass unmasked, only their usage read,
+// unless they hold a stored model answer (readBackShape).
 func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 	shape := c.kind.answerPath()
-	if shape == "" {
+	var top answerTop
+	if shape == "" || c.kind.stored() {
 		// Vectors hold no model-written text; an embeddings answer may be
 		// tens of MiB, read here for its usage only.
-		if u, ok := usageOf(body); ok {
-			c.usage, c.hasUsage = u, true
+		_ = json.Unmarshal(body, &top)
+	}
+	if shape == "" && c.kind == epOther {
+		var err error
+		if shape, err = top.readBackShape(); err != nil {
+			c.errDetail = err.Error()
+			return nil, err
+		}
+	}
+	c.shape = shape
+	if shape == "" {
+		if top.Usage != nil {
+			c.usage, c.hasUsage = top.Usage.usage(), true
 		}
 		return body, nil
 	}
@@ -313,7 +326,11 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 		return nil, err
 	}
 	c.summary = res.Summary
-	if res.HasUsage && !c.kind.stored() { // a stored answer's usage was counted when it was made
+	// A stored answer read back (by GET, or another route that answers
+	// with it) had its usage counted when it was made, unless it was a
+	// background response: its POST answered "queued", without usage,
+	// so the read that finds it done counts it (each such read does).
+	if res.HasUsage && (c.kind.hasModelBody() || top.Background) {
 		c.usage = tokenUsage{Input: res.Usage.InputTokens, Output: res.Usage.OutputTokens, Total: res.Usage.TotalTokens}
 		c.hasUsage = true
 	}
@@ -321,6 +338,38 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 		c.maskedOut = res.Counts
 	}
 	return out, nil
+}
+
+// answerTop is what the top of an answer says of itself.
+type answerTop struct {
+	Object     string     `json:"object"`
+	Background bool       `json:"background"`
+	Usage      *usageJSON `json:"usage"`
+	Data       []struct {
+		Object string `json:"object"`
+	} `json:"data"`
+}
+
+// storedObjects are the stored model answers other endpoints may answer
+// with, and the POST path whose answer shape each has.
+var storedObjects = map[string]string{"response": "/v1/responses", "chat.completion": "/v1/chat/completions"}
+
+// readBackShape is the answer shape of an endpoint: answer that is a
+// stored model answer: POST /v1/chat/completions/{id} (a metadata update)
+// and POST /v1/responses/{id}/cancel answer with the whole object, under
+// the scope granted to read it back. Such an answer is masked and judged
+// like the GET's; a list holding one (GET /v1/chat/completions) is
+// withheld, as pamctl does not mask lists.
+func (t *answerTop) readBackShape() (string, error) {
+	if shape, ok := storedObjects[t.Object]; ok {
+		return shape, nil
+	}
+	for _, d := range t.Data {
+		if _, ok := storedObjects[d.Object]; ok {
+			return "", fmt.Errorf("a list of stored model answers (%s) is withheld: pamctl does not mask or judge lists; read each by its id", d.Object)
+		}
+	}
+	return "", nil
 }
 
 // upstreamErrorBody keeps an upstream error that is already in OpenAI's

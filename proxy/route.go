@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"strings"
@@ -39,13 +40,24 @@ func classify(method, p string) endpointKind {
 	return epOther
 }
 
-// streamAsked reports whether a query's stream values might ask for a
-// stream: anything but "false" does (fail closed on spellings an upstream
-// might read as true).
-func streamAsked(values []string) bool {
-	for _, v := range values {
-		if v != "false" {
-			return true
+// streamAsked reports whether a raw query might ask for a stream: a
+// stream key in any case with anything but "false" does, and so does a
+// query Go does not parse (a ';' separator, a bad escape), whose pairs
+// Query drops but which is forwarded verbatim (fail closed on spellings
+// an upstream might read as true).
+func streamAsked(rawQuery string) bool {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return true
+	}
+	for k, values := range q {
+		if !strings.EqualFold(strings.TrimSpace(k), "stream") {
+			continue
+		}
+		for _, v := range values {
+			if v != "false" {
+				return true
+			}
 		}
 	}
 	return false
@@ -82,7 +94,7 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 				"%s %s is not allowed by this token's scope. Ask for it with `pamctl request --scope endpoint:%s`.", r.Method, raw, raw)))
 			return
 		}
-		if c.kind.stored() && streamAsked(r.URL.Query()["stream"]) {
+		if c.kind.stored() && streamAsked(r.URL.RawQuery) {
 			// A stored response replayed as events would bypass the
 			// stream relay's masking and held tool calls.
 			p.fail(w, c, errBadRequest(CodeUnsupportedShape, "stream", fmt.Sprintf(
@@ -293,14 +305,9 @@ func (p *Proxy) authorize(next http.Handler) http.Handler {
 		case epModels, epTraces:
 			next.ServeHTTP(w, r)
 			return
-		case epOther:
-			c.up = p.ups[0]
-			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
-			next.ServeHTTP(w, r)
-			return
-		case epStoredResponse, epStoredChat:
-			// The stored answer's tool calls go to the same judge as the
-			// original call's.
+		case epOther, epStoredResponse, epStoredChat:
+			// A stored answer's tool calls go to the same judge as the
+			// original call's (an endpoint: answer may be one too).
 			c.up = p.ups[0]
 			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
 			c.toolScopes = toolcall.Scopes(c.scopes)

@@ -108,11 +108,11 @@ func (p *Proxy) toolJudge(c *call) toolcall.Judge {
 // redacted ones carry masked arguments (toolcall.RewriteAnswer).
 func (p *Proxy) judgeAnswer(ctx context.Context, c *call, body []byte) ([]byte, error) {
 	j := p.toolJudge(c)
-	if j == nil || c.kind.answerPath() == "" {
+	if j == nil || c.shape == "" {
 		return body, nil
 	}
 	ep := toolcall.EndpointChat
-	if c.kind.answerPath() == "/v1/responses" {
+	if c.shape == "/v1/responses" {
 		ep = toolcall.EndpointResponses
 	}
 	// What a case-insensitive decoder would read as calls (Tool_calls,

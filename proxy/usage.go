@@ -1,9 +1,5 @@
 package proxy
 
-import (
-	"encoding/json"
-)
-
 // usageJSON covers both usage shapes: chat completions and embeddings
 // (prompt_tokens, completion_tokens) and the Responses API (input_tokens,
 // output_tokens).
@@ -21,16 +17,4 @@ func (u *usageJSON) usage() tokenUsage {
 		out.Total = out.Input + out.Output
 	}
 	return out
-}
-
-// usageOf reads the usage of a non-streamed answer: top-level "usage" for
-// chat, embeddings and responses.
-func usageOf(body []byte) (tokenUsage, bool) {
-	var v struct {
-		Usage *usageJSON `json:"usage"`
-	}
-	if json.Unmarshal(body, &v) != nil || v.Usage == nil {
-		return tokenUsage{}, false
-	}
-	return v.Usage.usage(), true
 }

@@ -47,10 +47,15 @@ func (f *Factory) Config(cmd *cobra.Command) (*Config, error) {
 	}
 	// ca_file: trust the system roots and that CA for the broker and the
 	// IdP; client_cert_file: present that certificate when a server asks
-	// (a client a test installed with its own transport is kept).
+	// (a client a test installed with its own transport is kept). A
+	// command without them drops what an earlier one in this process set.
 	want := cfg.BrokerClientFiles()
 	none := tlsconf.ClientFiles{}
-	if want != none && f.HTTP != nil && (f.HTTP.Transport == nil || f.tls != none) && f.tls != want {
+	switch {
+	case f.HTTP == nil || (f.HTTP.Transport != nil && f.tls == none) || f.tls == want:
+	case want == none:
+		f.HTTP.Transport, f.tls = nil, none
+	default:
 		tr, err := cfg.brokerTransport()
 		if err != nil {
 			return nil, withCode(ExitUsage, err)
