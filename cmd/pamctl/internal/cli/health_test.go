@@ -173,6 +173,17 @@ func TestEndToEndReadyz(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The failed delivery is recorded after readyz shows it (a
+	// notify.failed event); a successful append marks the trail ok, so
+	// wait for it before failing the trail by hand.
+	waitUntil(t, "the notify.failed event", 5*time.Second, func() bool {
+		found := false
+		s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+			found = found || e.Type == audit.TypeNotifyFailed
+			return true
+		})
+		return found
+	})
 	s.app.health.Fail(checkAudit, errors.New("no space left on device"))
 	for _, base := range []string{s.app.BrokerURL(), s.app.ProxyURL()} {
 		if code, body := readyz(base); code != 503 || !strings.Contains(body, "audit: failing") {
