@@ -469,19 +469,13 @@ func argumentsText(kind Kind, v any) (string, error) {
 	if _, isObj := v.(map[string]any); kind != ToolSearch || isObj || v == nil {
 		return actionText(v)
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "", err
-	}
-	return strings.TrimSuffix(b.String(), "\n"), nil
+	return jsonText(v)
 }
 
 // actionText renders the object that is a call's arguments (the action of
 // a local_shell_call, computer_call or shell_call, each of a
-// computer_call's actions, the operation of an apply_patch_call) as the JSON text rules match: keys sorted, numbers as
-// written, "{}" when absent.
+// computer_call's actions, the operation of an apply_patch_call) as the
+// JSON text rules match: keys sorted, numbers as written, "{}" when absent.
 func actionText(v any) (string, error) {
 	if v == nil {
 		return "{}", nil
@@ -489,6 +483,12 @@ func actionText(v any) (string, error) {
 	if _, ok := v.(map[string]any); !ok {
 		return "", errors.New("not an object")
 	}
+	return jsonText(v)
+}
+
+// jsonText is v as compact JSON, keys sorted, without HTML escaping: the
+// characters the agent will read.
+func jsonText(v any) (string, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
