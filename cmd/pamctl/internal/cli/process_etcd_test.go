@@ -22,7 +22,6 @@ import (
 
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
-	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/store/etcdstore"
 	"github.com/pamctl/pamctl/store/etcdtest"
 )
@@ -43,32 +42,9 @@ func TestEtcdReplicaProcesses(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
 	t.Setenv("PAMCTL_MASTER_KEY", "")
 	t.Setenv("PAMCTL_CA_FILE", "")
-	idp := httptest.NewUnstartedServer(nil)
-	iss, err := devissuer.New("http://" + idp.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	idp.Config.Handler = iss
-	idp.Start()
-	defer idp.Close()
-	mint := func(sub string, groups ...string) string {
-		raw, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups, TTL: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := filepath.Join(dir, sub+".jwt")
-		os.WriteFile(f, []byte(raw), 0o600)
-		return f
-	}
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+testProviderKey {
-			http.Error(w, "bad key", http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
-	}))
-	defer up.Close()
+	// The workload identity provider: an OIDC issuer in this process.
+	idpURL, mint := workloadIdP(t, dir)
+	up := keyCheckingUpstream(t)
 
 	// The load balancer in front of the brokers: the test picks the
 	// replica each CLI command reaches; the replicas name it as `server`,
@@ -110,7 +86,7 @@ policies:
   - { name: auditors, subjects: { groups: [security] }, scopes: ["audit:read"], max_ttl: 1h }
 upstreams:
   - { name: openai, url: %s/v1, key: openai }
-`, lb.URL, r.broker, r.proxy, r.data, masterKey, strings.Join(cluster.Endpoints(), ", "), lb.URL, idp.URL, up.URL)), 0o600)
+`, lb.URL, r.broker, r.proxy, r.data, masterKey, strings.Join(cluster.Endpoints(), ", "), lb.URL, idpURL, up.URL)), 0o600)
 		reps = append(reps, r)
 	}
 	start := func(r *replica) {

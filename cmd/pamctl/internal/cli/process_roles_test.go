@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
-	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 )
 
@@ -32,32 +30,8 @@ func TestProxyRoleProcessesSurviveKills(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
 	t.Setenv("PAMCTL_MASTER_KEY", "")
 	// The workload identity provider: an OIDC issuer in this process.
-	idp := httptest.NewUnstartedServer(nil)
-	iss, err := devissuer.New("http://" + idp.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	idp.Config.Handler = iss
-	idp.Start()
-	defer idp.Close()
-	mint := func(sub string, groups ...string) string {
-		raw, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups, TTL: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := filepath.Join(dir, sub+".jwt")
-		os.WriteFile(f, []byte(raw), 0o600)
-		return f
-	}
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+testProviderKey {
-			http.Error(w, "bad key", http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
-	}))
-	defer up.Close()
+	idpURL, mint := workloadIdP(t, dir)
+	up := keyCheckingUpstream(t)
 
 	// Everything between pamctl processes is TLS, under a test CA the
 	// proxies and the CLI are given as ca_file.
@@ -98,7 +72,7 @@ policies:
   - { name: ml, subjects: { groups: [ml] }, scopes: ["model:gpt-4o"], max_ttl: 1h }
 upstreams:
   - { name: openai, url: %s/v1, key: openai }
-`, brokerURL, baddr, certs.CertFile, certs.KeyFile, brokerData, filepath.Join(dir, "master.key"), idp.URL, up.URL)), 0o600)
+`, brokerURL, baddr, certs.CertFile, certs.KeyFile, brokerData, filepath.Join(dir, "master.key"), idpURL, up.URL)), 0o600)
 	var procs sync.Map
 	start := func(name string, args ...string) *exec.Cmd {
 		cmd, out := pamctlProcess(t, args...)
