@@ -215,8 +215,15 @@ func (f *Factory) openAudit(cmd *cobra.Command, so *StepUpOptions) (auditSource,
 	if err != nil {
 		return nil, err
 	}
-	if c, _, err := f.BrokerClient(cfg); err == nil {
-		return remoteAudit{c: c, retry: func(call func() error) error { return f.withStepUp(cmd, cfg, c, so, call) }}, nil
+	// --data-dir on the command line names the deployment to read: its
+	// server's admin socket, or the files; never whatever broker the
+	// session points at (checking a restored or damaged dir must not
+	// report another deployment's trail).
+	explicitDir := cmd.Flags().Changed("data-dir") && !cmd.Flags().Changed("server")
+	if !explicitDir {
+		if c, _, err := f.BrokerClient(cfg); err == nil {
+			return remoteAudit{c: c, retry: func(call func() error) error { return f.withStepUp(cmd, cfg, c, so, call) }}, nil
+		}
 	}
 	if c := f.AdminClient(cfg); c != nil {
 		return remoteAudit{c: c}, nil
