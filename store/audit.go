@@ -132,6 +132,7 @@ type AuditLog struct {
 	// segment's last link; written its seq (read without the lock by
 	// catchUp); segErr is sticky after a failed fdatasync.
 	seg       *segment
+	segEpoch  uint64 // the segment's epoch as found at open (trailNotLost)
 	tipMu     sync.Mutex
 	tip       audit.Link
 	written   atomic.Uint64
@@ -228,16 +229,21 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 		if head, err = readHead(tx); err != nil {
 			return err
 		}
-		if opts.Inspect || opts.Signer == nil {
+		if opts.Inspect {
+			if err := l.trailNotLost(tx, tip); err != nil {
+				opts.OnError(err) // verify shows the empty trail, and says why it is suspect
+			}
 			return nil
 		}
-		if err := checkHighWater(tx, hw, tip, head); err != nil {
-			return err
+		if opts.Signer != nil {
+			if err := checkHighWater(tx, hw, tip, head); err != nil {
+				return err
+			}
+			if head == nil && tip.Seq > 0 {
+				return headMissing(db, tip)
+			}
 		}
-		if head == nil && tip.Seq > 0 {
-			return headMissing(db, tip)
-		}
-		return nil
+		return l.trailNotLost(tx, tip)
 	})
 	if err != nil {
 		return nil, err
@@ -293,6 +299,7 @@ func (l *AuditLog) openSegment() error {
 	seg, recs, err := openSegment(l.db.dir, l.db.bolt.NoSync)
 	if err == nil {
 		l.seg = seg
+		l.segEpoch = seg.epoch
 		if err = l.recoverSegment(recs); err == nil {
 			err = seg.reset()
 		}
@@ -309,6 +316,24 @@ func (l *AuditLog) openSegment() error {
 		return nil
 	}
 	return err
+}
+
+// trailNotLost refuses an empty trail beside a segment that has held
+// events: its epoch (as found at open) moves past 1 only once records were
+// written to it, so a database with no event and no retention anchor was
+// replaced by a fresh one (created by a start that failed later, or
+// deleted and made again). Opening it would begin a new trail over the
+// old one's remains.
+// The high-water mark catches a trail emptied under its signing keys;
+// this catches the whole file replaced, keys and all.
+func (l *AuditLog) trailNotLost(tx *bolt.Tx, tip audit.Link) error {
+	if l.segEpoch <= 1 || tip.Seq > 0 {
+		return nil
+	}
+	if a, err := readAnchor(tx); err != nil || a != nil {
+		return err
+	}
+	return &DamagedError{Path: l.db.path(), Cause: fmt.Sprintf("it holds no audit event, but the audit segment beside it (%s, epoch %d) has held events: the database was replaced by an empty one; to start a new deployment on purpose, move %s away too", SegmentFileName, l.segEpoch, SegmentFileName)}
 }
 
 // Append records e. In durable mode it returns after the commit is

@@ -493,3 +493,54 @@ func TestOpenRefusesALostDatabase(t *testing.T) {
 		db.Close()
 	}
 }
+
+// TestAuditLogRefusesAReplacedDatabase: a start that failed after bbolt
+// created a fresh pamctl.db (the segment was unreadable at that moment)
+// leaves a valid, empty database beside a segment that has held events;
+// the next start must not begin a new trail over it. The first start of a
+// new deployment, and a restart of a real one, still open.
+func TestAuditLogRefusesAReplacedDatabase(t *testing.T) {
+	dir, mk := newDeployment(t, 10)
+	d, err := start(t, dir, mk, AuditOptions{}) // a restart: the segment's epoch moves past 1
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	d.stop()
+	path, seg := filepath.Join(dir, FileName), filepath.Join(dir, SegmentFileName)
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(seg, seg+".away"); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(dir, Options{NoSync: true}) // the failed start: a fresh file is made
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.Rename(seg+".away", seg); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.AuditLog(AuditOptions{})
+	db.Close()
+	var de *DamagedError
+	if !errors.As(err, &de) || de.Path != path || !strings.Contains(err.Error(), "holds no audit event") || !strings.Contains(err.Error(), "move audit.seg away") {
+		t.Fatalf("an empty database beside a used segment: %v", err)
+	}
+	// The real database back in place opens.
+	if err := os.Rename(path+".old", path); err != nil {
+		t.Fatal(err)
+	}
+	d, err = start(t, dir, mk, AuditOptions{})
+	if err != nil {
+		t.Fatalf("the real database: %v", err)
+	}
+	if rep, err := d.verify(); err != nil || rep.Events != 10 {
+		t.Fatalf("the real trail: %+v %v", rep, err)
+	}
+	d.stop()
+}
