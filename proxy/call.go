@@ -27,8 +27,8 @@ const (
 	// Stored model answers, read back under an endpoint: scope: their
 	// answers are masked and tool-judged like the POST's (a background
 	// response's tool calls arrive only this way).
-	epStoredResponse // GET /v1/responses/{id}
-	epStoredChat     // GET /v1/chat/completions/{id}
+	epStoredResponse // GET /v1/responses/{id}, POST /v1/responses/{id}/cancel
+	epStoredChat     // GET and POST (metadata) /v1/chat/completions/{id}
 )
 
 // hasModelBody reports whether the endpoint's JSON body names the model.

@@ -32,9 +32,11 @@ func classify(method, p string) endpointKind {
 		return epModel
 	case method == http.MethodPost && p == "/v1/traces/ingest":
 		return epTraces
-	case method == http.MethodGet && oneSegmentUnder(p, "/v1/responses/"):
+	case method == http.MethodGet && oneSegmentUnder(p, "/v1/responses/"),
+		method == http.MethodPost && strings.HasSuffix(p, "/cancel") && oneSegmentUnder(strings.TrimSuffix(p, "/cancel"), "/v1/responses/"):
 		return epStoredResponse
-	case method == http.MethodGet && oneSegmentUnder(p, "/v1/chat/completions/"):
+	case (method == http.MethodGet || method == http.MethodPost) && oneSegmentUnder(p, "/v1/chat/completions/"):
+		// POST updates a stored completion's metadata and answers with it.
 		return epStoredChat
 	}
 	return epOther

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -153,7 +154,11 @@ func TestClassifyStoredAnswers(t *testing.T) {
 		{"GET", "/v1/responses/resp_1", epStoredResponse},
 		{"GET", "/v1/chat/completions/chatcmpl-1", epStoredChat},
 		{"DELETE", "/v1/responses/resp_1", epOther},
-		{"POST", "/v1/responses/resp_1/cancel", epOther},
+		{"POST", "/v1/responses/resp_1/cancel", epStoredResponse},
+		{"POST", "/v1/chat/completions/chatcmpl-1", epStoredChat},
+		{"POST", "/v1/responses/resp_1/other", epOther},
+		{"POST", "/v1/responses/cancel", epOther},
+		{"DELETE", "/v1/chat/completions/chatcmpl-1", epOther},
 		{"GET", "/v1/responses/resp_1/input_items", epOther},
 		{"GET", "/v1/chat/completions/chatcmpl-1/messages", epOther},
 		{"GET", "/v1/responses/", epOther},
@@ -161,6 +166,47 @@ func TestClassifyStoredAnswers(t *testing.T) {
 	} {
 		if got := classify(tc.method, tc.path); got != tc.want {
 			t.Errorf("%s %s: %v, want %v", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestStoredAnswerHostileShapes: an upstream answering a stored read (or
+// a cancel) with the object slightly off (no "object", a text type, a
+// BOM, a list around it, another kind of object) never gets a proposed
+// call past the judge: the answer is judged in the route's shape or
+// withheld.
+func TestStoredAnswerHostileShapes(t *testing.T) {
+	var body, ctype string
+	h := newHarness(t, withRules(t, toolRules), withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ctype)
+		io.WriteString(w, body)
+	})
+	tok := h.mint(grant{scope: storedScopes})
+	noObject := strings.Replace(responsesToolAnswer, `"object":"response",`, "", 1)
+	for _, tc := range []struct {
+		name, ctype, body string
+		withheld          bool
+	}{
+		{"no object", "application/json", noObject, false},
+		{"text/plain", "text/plain", responsesToolAnswer, false},
+		{"no content type", "", responsesToolAnswer, false},
+		{"ndjson", "application/x-ndjson", responsesToolAnswer, false},
+		{"object in another case", "application/json", strings.Replace(responsesToolAnswer, `"object":"response"`, `"object":"Response"`, 1), true},
+		{"a list around it", "application/json", `{"object":"list","data":[` + responsesToolAnswer + `]}`, true},
+		{"a chat completion instead", "application/json", chatToolAnswer, true},
+		{"an item list", "application/json", `{"object":"list","data":[{"type":"function_call","id":"fc_2","call_id":"call_2","name":"shell","arguments":"{\"command\":\"rm -rf /\"}"}]}`, true},
+	} {
+		for _, route := range []struct{ method, path string }{{"GET", "/v1/responses/resp_1"}, {"POST", "/v1/responses/resp_1/cancel"}} {
+			body, ctype = tc.body, tc.ctype
+			res, got := h.do(route.method, route.path, tok, "")
+			if strings.Contains(string(got), "rm -rf") || strings.Contains(string(got), "tok-abcdef123456") {
+				t.Errorf("%s, %s %s: a denied call or a key reached the client: %d %s", tc.name, route.method, route.path, res.StatusCode, got)
+				continue
+			}
+			if tc.withheld != (res.StatusCode == http.StatusBadGateway) {
+				t.Errorf("%s, %s %s: %d %s", tc.name, route.method, route.path, res.StatusCode, got)
+			}
 		}
 	}
 }
