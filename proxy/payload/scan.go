@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
-	"unsafe"
 )
 
 // A strict JSON scanner for the hot path. Decoding a body or a stream chunk
@@ -579,21 +578,17 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// splice returns s with each replaced text's token swapped for the JSON
-// string of its new value; reps must be in ascending order of offset.
-func splice(s string, reps []replacement) string {
-	b := make([]byte, 0, len(s)+64)
+// appendSplice appends s to b with each replaced text's token swapped for
+// the JSON string of its new value; reps must be in ascending order of
+// offset.
+func appendSplice(b []byte, s string, reps []replacement) []byte {
 	at := 0
 	for _, r := range reps {
 		b = append(b, s[at:r.t.off]...)
 		b = appendJSONString(b, r.val)
 		at = r.t.off + len(r.t.raw)
 	}
-	b = append(b, s[at:]...)
-	// b is never written again: the string shares its bytes (one
-	// allocation per spliced event, not two: streams splice nearly every
-	// delta).
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	return append(b, s[at:]...)
 }
 
 // replacement is a text field's new value.

@@ -262,6 +262,7 @@ type streamer struct {
 	chatType string         // chat: SSE event name of the last chunk
 	doc      chatDoc        // chat: reused by the fast path
 	reps     []replacement  // chat: reused by the fast path
+	spliced  []byte         // the fast paths' spliced event data, reused (spliceForEmit)
 	outIdx   map[string]any // responses: item_id -> output_index
 	seq      any            // responses: last sequence_number
 	respType bool           // responses: events carry an SSE event name
@@ -688,7 +689,7 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 	}
 	if len(reps) > 0 {
 		slices.SortFunc(reps, func(a, b replacement) int { return a.t.off - b.t.off })
-		ev.Data = splice(ev.Data, reps)
+		ev.Data = s.spliceForEmit(ev.Data, reps)
 	}
 	// scanChat read every key of the chunk, none of them "type" or
 	// "error" in any case: only its event name can end the stream. A
@@ -1015,13 +1016,25 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 	}
 	if out != delta.val {
 		s.reps = append(s.reps[:0], replacement{delta, out})
-		ev.Data = splice(ev.Data, s.reps)
+		ev.Data = s.spliceForEmit(ev.Data, s.reps)
 	}
 	s.next = EventPlain // no "error", no other "type": only its name may end the stream
 	if TerminalType(ev.Type) {
 		s.next = EventTerminal
 	}
 	return true, s.emit(ev)
+}
+
+// spliceForEmit is data with reps applied, in a buffer the streamer
+// reuses for every event (streams splice nearly every delta): only for an
+// event emitted at once, as emit copies its data into the SSE frame and
+// nothing keeps the event past it. The next call overwrites the bytes.
+func (s *streamer) spliceForEmit(data string, reps []replacement) string {
+	if cap(s.spliced) > 64<<10 {
+		s.spliced = nil // one huge event does not pin its buffer for the stream's life
+	}
+	s.spliced = appendSplice(s.spliced[:0], data, reps)
+	return unsafe.String(unsafe.SliceData(s.spliced), len(s.spliced))
 }
 
 func isString(v any) bool {
