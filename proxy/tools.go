@@ -199,31 +199,11 @@ func ambiguousArguments(args string, keys []string) error {
 	if json.Unmarshal([]byte(args), &v) != nil {
 		return nil
 	}
-	return foldedArgKeys(v, keys, 0)
-}
-
-func foldedArgKeys(v any, keys []string, depth int) error {
-	if depth > 10000 {
-		return errors.New("nested too deep")
+	got, want, err := toolcall.FoldedKeyIn(v, keys, nil, 10000)
+	if err == nil && got != "" {
+		err = fmt.Errorf("the key %.40q differs from %q (a rule's selector) only in letter case", got, want)
 	}
-	switch t := v.(type) {
-	case map[string]any:
-		for key, val := range t {
-			if k := toolcall.FoldedKey(key, keys); k != "" {
-				return fmt.Errorf("the key %.40q differs from %q (a rule's selector) only in letter case", key, k)
-			}
-			if err := foldedArgKeys(val, keys, depth+1); err != nil {
-				return err
-			}
-		}
-	case []any:
-		for _, val := range t {
-			if err := foldedArgKeys(val, keys, depth+1); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return err
 }
 
 // decide returns the verdict and the arguments the client would get (""

@@ -135,34 +135,46 @@ func CheckObjectKeys(typ string, v any) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	return foldedKeys(v, keys, 0)
+	got, want, err := FoldedKeyIn(v, keys, freeObjects, 64)
+	if err == nil && got != "" {
+		err = fmt.Errorf("the key %.40q differs from %q only in letter case", got, want)
+	}
+	return err
 }
 
-func foldedKeys(v any, keys []string, depth int) error {
-	if depth > 64 {
-		return errors.New("nested too deep")
+// FoldedKeyIn walks v (decoded JSON) and returns the first key, at any
+// depth, that equals one of keys only under case folding (FoldedKey), and
+// the key it folds to; "" when there is none. Members named in skip are
+// not entered (their keys are data). Deeper than maxDepth is an error.
+func FoldedKeyIn(v any, keys []string, skip map[string]bool, maxDepth int) (got, want string, err error) {
+	return foldedKeyIn(v, keys, skip, 0, maxDepth)
+}
+
+func foldedKeyIn(v any, keys []string, skip map[string]bool, depth, maxDepth int) (string, string, error) {
+	if depth > maxDepth {
+		return "", "", errors.New("nested too deep")
 	}
 	switch t := v.(type) {
 	case map[string]any:
 		for key, val := range t {
 			if k := FoldedKey(key, keys); k != "" {
-				return fmt.Errorf("the key %.40q differs from %q only in letter case", key, k)
+				return key, k, nil
 			}
-			if freeObjects[key] {
+			if skip[key] {
 				continue
 			}
-			if err := foldedKeys(val, keys, depth+1); err != nil {
-				return err
+			if got, want, err := foldedKeyIn(val, keys, skip, depth+1, maxDepth); got != "" || err != nil {
+				return got, want, err
 			}
 		}
 	case []any:
 		for _, val := range t {
-			if err := foldedKeys(val, keys, depth+1); err != nil {
-				return err
+			if got, want, err := foldedKeyIn(val, keys, skip, depth+1, maxDepth); got != "" || err != nil {
+				return got, want, err
 			}
 		}
 	}
-	return nil
+	return "", "", nil
 }
 
 // FoldedKey returns the key of keys that key equals only under Unicode
