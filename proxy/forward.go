@@ -361,12 +361,11 @@ type answerTop struct {
 // with, and the POST path whose answer shape each has.
 var storedObjects = map[string]string{"response": "/v1/responses", "chat.completion": "/v1/chat/completions"}
 
-// readBackShape is the answer shape of an endpoint: answer that is a
-// stored model answer: POST /v1/chat/completions/{id} (a metadata update)
-// and POST /v1/responses/{id}/cancel answer with the whole object, under
-// the scope granted to read it back. Such an answer is masked and judged
-// like the GET's; a list holding one (GET /v1/chat/completions) is
-// withheld, as pamctl does not mask lists.
+// readBackShape is the answer shape of an endpoint: answer (of a route
+// classify does not know as a stored one) that is a stored model answer
+// all the same. Such an answer is masked and judged like the GET's; a list
+// holding one (GET /v1/chat/completions) is withheld, as pamctl does not
+// mask lists.
 func (t *answerTop) readBackShape() (string, error) {
 	if shape, ok := storedObjects[t.Object]; ok {
 		return shape, nil
