@@ -240,6 +240,9 @@ var streamCorpus = [][]string{
 	{chunk(`[{"delta":{"refusal":"I can't email bob@"},"index":1,"finish_reason":null},{"index":0,"delta":{"content":"AKIAIOSFODNN"}}]`),
 		chunk(`[{"index":1,"delta":{"refusal":"example.com"}},{"index":0,"delta":{"content":"7EXAMPLE ok","refusal":null}}]`),
 		chunk(`[{"index":0,"delta":{"content":" end"},"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":"stop"}]`), "[DONE]"},
+	// Tails of two choices, of both kinds, interleaved, released before a
+	// finishing chunk whose members differ (no object, obfuscation, usage).
+	flushCase,
 	// Tool calls and logprobs take the generic path mid-stream.
 	{delta("call "), chunk(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"send","arguments":"{\"to\":\"a@b"}}]}}]`),
 		chunk(`[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[{"token":"x"}]}}]`), delta(".co\"}"), "[DONE]"},
@@ -249,6 +252,36 @@ var streamCorpus = [][]string{
 		`{"choices":[{"delta":{"content":"dup"},"delta":{"content":"keys"}}]}`, `{"choices":[{"delta":{"\u0063ontent":"escaped key"}}]}`,
 		`{"choices":[{"delta":{"content":"trailing"}}]} x`, `not json with alice@example.com`, `{"choices":[{"delta":{"content":"  spaced "} } ] , "obfuscation" : "abc" }`,
 		chunk(`[{"index":0,"delta":{"content":"esc \u0041KIA \ud83d\ude00 \u2028 \\ \/"}}]`), "[DONE]"},
+}
+
+// flushCase ends with tails held back in two choices (an address and a key
+// cut short), released by flushChat before the finishing chunk.
+var flushCase = []string{
+	`{"id":"c","model":"m","service_tier":"default","choices":[{"index":0,"delta":{"content":"mail bob@"}},{"index":1,"delta":{"content":"key AKIAIOSFODNN"}}]}`,
+	`{"id":"c","model":"m","choices":[{"index":0,"delta":{"refusal":"or carol@"}}]}`,
+	`{"created":2,"id":"c","obfuscation":"zz","choices":[{"index":0,"delta":{},"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":"stop"}],"usage":null}`,
+	"[DONE]",
+}
+
+// The tails go out in a chunk written from the finishing chunk's text, its
+// members in their order (the generic path sorts them): the fast path
+// serves the usual flush, and writes what TestFastStreamMatchesGeneric
+// holds to the generic path's meaning.
+func TestFastFlushChunk(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := CopyStream(&out, nil, strings.NewReader(sseOf(flushCase)), EndpointChat, testMasker(t)); err != nil {
+		t.Fatal(err)
+	}
+	evs := readEvents(t, out.String())
+	if len(evs) != 5 {
+		t.Fatalf("%d events, want 5 (the flush chunk among them):\n%s", len(evs), out.String())
+	}
+	want := `{"created":2,"id":"c","object":"chat.completion.chunk","choices":[` +
+		`{"delta":{"content":"bob@","refusal":"carol@"},"finish_reason":null,"index":0,"logprobs":null},` +
+		`{"delta":{"content":"AKIAIOSFODNN"},"finish_reason":null,"index":1,"logprobs":null}]}`
+	if got := evs[2].Data; got != want {
+		t.Fatalf("flush chunk %q %q,\nwant     %q", evs[2].Type, got, want)
+	}
 }
 
 func deltas(parts ...string) []string {

@@ -722,13 +722,30 @@ func (s *streamer) chatChunk(choices []any) map[string]any {
 // flushChat releases the tails of the choices in only (all when nil) as one
 // extra chunk.
 func (s *streamer) flushChat(only map[string]bool) error {
+	var tails []chatTail
+	for _, k := range s.pending(func(k textKey) bool { return only == nil || only[k.item] }) {
+		if tail := s.finish(k); tail != "" {
+			tails = append(tails, chatTail{k, tail})
+		}
+	}
+	if len(tails) == 0 {
+		return nil
+	}
+	if fastPaths && s.tmplObj == nil && s.tmplData != "" {
+		if data, ok := appendFlushChunk(make([]byte, 0, len(s.tmplData)+64), s.tmplData, tails); ok {
+			// Known keys only (the template's, which scanChat read, and
+			// choices): only the event's name can end the stream.
+			s.next = EventPlain
+			if TerminalType(s.chatType) {
+				s.next = EventTerminal
+			}
+			return s.emit(sse.Event{Type: s.chatType, Data: string(data)})
+		}
+	}
 	deltas := map[string]map[string]any{}
 	var items []string
-	for _, k := range s.pending(func(k textKey) bool { return only == nil || only[k.item] }) {
-		tail := s.finish(k)
-		if tail == "" {
-			continue
-		}
+	for _, t := range tails {
+		k, tail := t.k, t.tail
 		d := deltas[k.item]
 		if d == nil {
 			d = map[string]any{}
@@ -747,14 +764,91 @@ func (s *streamer) flushChat(only map[string]bool) error {
 			d[k.kind] = tail
 		}
 	}
-	if len(items) == 0 {
-		return nil
-	}
 	choices := make([]any, len(items))
 	for i, item := range items {
 		choices[i] = map[string]any{"index": json.Number(item), "delta": deltas[item], "finish_reason": nil, "logprobs": nil}
 	}
 	return s.emitObj(sse.Event{Type: s.chatType}, s.chatChunk(choices), true)
+}
+
+// chatTail is a held-back tail flushChat releases.
+type chatTail struct {
+	k    textKey
+	tail string
+}
+
+// appendFlushChunk appends the chunk flushChat's generic path builds
+// (chatChunk around the tails), written straight from the template: tmpl is
+// a chunk scanChat accepted (known top-level keys, none escaped or
+// repeated), whose members but choices, usage and obfuscation go out as
+// written, in their order. Only content and refusal tails of choices with
+// canonical indexes are written so; ok is false for anything else (tool
+// calls, audio), which the generic path then writes.
+func appendFlushChunk(b []byte, tmpl string, tails []chatTail) ([]byte, bool) {
+	for _, t := range tails {
+		if t.k.kind != "content" && t.k.kind != "refusal" {
+			return b, false
+		}
+		if n, err := strconv.Atoi(t.k.item); err != nil || strconv.Itoa(n) != t.k.item {
+			return b, false
+		}
+	}
+	b = append(b, '{')
+	hasObject := false
+	p := &jscan{s: tmpl}
+	p.ws()
+	ok := p.object(func(key string) bool {
+		start := p.i
+		if !p.value() {
+			return false
+		}
+		switch key {
+		case "choices", "usage", "obfuscation":
+			return true
+		case "object":
+			hasObject = true
+		}
+		b = appendJSONString(b, key)
+		b = append(b, ':')
+		b = append(b, tmpl[start:p.i]...)
+		b = append(b, ',')
+		return true
+	})
+	if !ok || !p.end() {
+		return b, false
+	}
+	if !hasObject {
+		b = append(b, `"object":"chat.completion.chunk",`...)
+	}
+	b = append(b, `"choices":[`...)
+	// One choice per item, in the order of its first tail, as the generic
+	// path's items; its delta map encodes content before refusal.
+	for i, t := range tails {
+		if slices.ContainsFunc(tails[:i], func(u chatTail) bool { return u.k.item == t.k.item }) {
+			continue
+		}
+		if b[len(b)-1] != '[' {
+			b = append(b, ',')
+		}
+		b = append(b, `{"delta":{`...)
+		sep := false
+		for _, kind := range [2]string{"content", "refusal"} {
+			for _, u := range tails[i:] {
+				if u.k.item == t.k.item && u.k.kind == kind {
+					if sep {
+						b = append(b, ',')
+					}
+					b = appendJSONString(append(append(b, '"'), kind+`":`...), u.tail)
+					sep = true
+					break
+				}
+			}
+		}
+		b = append(b, `},"finish_reason":null,"index":`...)
+		b = append(b, t.k.item...)
+		b = append(b, `,"logprobs":null}`...)
+	}
+	return append(b, "]}"...), true
 }
 
 // ---- responses --------------------------------------------------------------
