@@ -12,6 +12,7 @@ const (
 	CodeInvalidAPIKey       = "invalid_api_key"
 	CodeModelNotInScope     = "model_not_in_scope"
 	CodeEndpointNotAllowed  = "endpoint_not_allowed"
+	CodeMethodNotAllowed    = "method_not_allowed"
 	CodePromptBlocked       = "prompt_blocked"
 	CodeApprovalRequired    = "approval_required"
 	CodeUnscannedContent    = "unscanned_content"

@@ -65,6 +65,17 @@ func streamAsked(rawQuery string) bool {
 	return false
 }
 
+// canonicalMethod reports whether m has no lower-case letter. net/http
+// takes any token as a method and passes it on as written.
+func canonicalMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if 'a' <= m[i] && m[i] <= 'z' {
+			return false
+		}
+	}
+	return true
+}
+
 // oneSegmentUnder reports whether p is prefix followed by one non-empty
 // path segment (an object's id).
 func oneSegmentUnder(p, prefix string) bool {
@@ -82,6 +93,14 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 		if raw == "" || path.Clean(raw) != raw || !strings.HasPrefix(raw, "/v1/") {
 			p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
 				Message: fmt.Sprintf("Unknown path %q. The pamctl proxy serves the OpenAI API under /v1; set your client's base URL to http://<proxy>/v1.", raw)})
+			return
+		}
+		if !canonicalMethod(r.Method) {
+			// Methods are case-sensitive: pamctl's routes (and its stored
+			// answer and stream checks) know GET and POST, but an upstream
+			// that folds case would serve "get" as GET, past them.
+			p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
+				Message: fmt.Sprintf("Method %q is not an upper-case HTTP method; pamctl forwards only methods spelled as the standard defines them (GET, POST, DELETE, ...). Send the method in upper case, as every OpenAI SDK does.", clip(r.Method, 40))})
 			return
 		}
 		c.kind = classify(r.Method, raw)

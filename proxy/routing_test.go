@@ -181,3 +181,34 @@ func TestTraceIngest(t *testing.T) {
 		t.Fatalf("traces without a token: %d", res.StatusCode)
 	}
 }
+
+// HTTP methods are case-sensitive, and the routes, the stored-answer checks
+// and the stream relay know GET and POST only: a method with a lower-case
+// letter would reach the upstream as an "other" endpoint, past them, and an
+// upstream that folds case would serve it as GET or POST. It is refused
+// before anything goes upstream, and the refusal is audited.
+func TestLowerCaseMethodIsRefused(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/responses/* endpoint:/v1/chat/completions/*"})
+	for _, c := range []struct{ method, path, body string }{
+		{"get", "/v1/responses/resp_1?stream=true", ""},
+		{"Get", "/v1/responses/resp_1", ""},
+		{"post", "/v1/chat/completions", chatBody},
+		{"pOST", "/v1/chat/completions/chatcmpl_1", `{"metadata":{}}`},
+	} {
+		res, b := h.do(c.method, c.path, tok, c.body)
+		if res.StatusCode != http.StatusMethodNotAllowed || apiErr(t, b).Code != CodeMethodNotAllowed {
+			t.Fatalf("%s %s: %d %s", c.method, c.path, res.StatusCode, b)
+		}
+		if ev := h.sink.last(t); ev.Status != http.StatusMethodNotAllowed || ev.Grant == "" {
+			t.Fatalf("%s %s audited as %+v", c.method, c.path, ev)
+		}
+	}
+	if n := h.up.count(); n != 0 {
+		t.Fatalf("the upstream got %d requests", n)
+	}
+	// The upper-case spellings are routed as before.
+	if res, b := h.do("POST", "/v1/chat/completions", tok, chatBody); res.StatusCode != 200 {
+		t.Fatalf("POST: %d %s", res.StatusCode, b)
+	}
+}
