@@ -494,6 +494,34 @@ func TestOpenRefusesALostDatabase(t *testing.T) {
 	}
 }
 
+// TestOpenDuringAnotherFirstStart: checkNotLost reads before the lock is
+// taken, so another process may complete the first start of the same data
+// dir (database created, then the segment written) between its two reads.
+// That is not a lost database: the start goes on (and meets the lock, or
+// the database). Read database-first, this start saw "missing", then a
+// written segment, and refused the data dir as lost.
+func TestOpenDuringAnotherFirstStart(t *testing.T) {
+	done, _ := newDeployment(t, 1) // what the other process leaves
+	dir := t.TempDir()
+	betweenLostChecks = func() {
+		for _, name := range []string{FileName, SegmentFileName} {
+			b, err := os.ReadFile(filepath.Join(done, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer func() { betweenLostChecks = nil }()
+	db, err := Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("a first start beside another: %v", err)
+	}
+	db.Close()
+}
+
 // TestAuditLogRefusesAReplacedDatabase: a start that failed after bbolt
 // created a fresh pamctl.db (the segment was unreadable at that moment)
 // leaves a valid, empty database beside a segment that has held events;

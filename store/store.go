@@ -226,10 +226,13 @@ func checkSize(path string) error {
 // truncated to nothing, a disk that filled up as it was created). Starting
 // afresh would begin a new trail, new signing keys and an empty vault over
 // the old one's remains without a word.
+//
+// It runs before the database's lock is taken, so another process may be
+// starting the same new data dir meanwhile: the segment is read first. A
+// process writes the segment only after its database holds its first
+// pages, so a database found missing or empty after that was lost, whereas
+// checked the other way round a racing first start looked like a loss.
 func checkNotLost(dir, path string) error {
-	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
-		return nil
-	}
 	seg, err := os.Open(filepath.Join(dir, SegmentFileName))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -237,18 +240,29 @@ func checkNotLost(dir, path string) error {
 	if err != nil {
 		return fmt.Errorf("store: open %s: %w", filepath.Join(dir, SegmentFileName), err)
 	}
-	defer seg.Close()
 	magic := make([]byte, len(segMagic))
-	if _, err := io.ReadFull(seg, magic); err != nil || string(magic) != segMagic {
+	_, err = io.ReadFull(seg, magic)
+	seg.Close()
+	if err != nil || string(magic) != segMagic {
 		return nil // created, never written: the first start did not get that far
 	}
+	if betweenLostChecks != nil {
+		betweenLostChecks()
+	}
+	fi, err := os.Stat(path)
+	if err == nil && fi.Size() > 0 {
+		return nil
+	}
 	what := "it is missing"
-	if _, err := os.Stat(path); err == nil {
+	if err == nil {
 		what = "it is empty"
 	}
 	return &DamagedError{Path: path, Cause: what + ", but the audit segment beside it (" + SegmentFileName +
 		") shows a database was here; to start a new deployment on purpose, move " + SegmentFileName + " away too"}
 }
+
+// betweenLostChecks runs between checkNotLost's two reads (tests).
+var betweenLostChecks func()
 
 // metaSize reads bbolt's two meta pages and returns the file size the
 // newer valid one records (high-water page id times page size).
