@@ -74,11 +74,19 @@ func (c *clientCert) load() error {
 	return nil
 }
 
-func (c *clientCert) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+// get offers the certificate to a server that asks for one, unless the
+// server names the CAs it accepts and none issued it (an IdP or another
+// service that requests certificates from its own CAs): as crypto/tls does
+// with Config.Certificates, the client then sends none rather than show
+// its identity where it means nothing.
+func (c *clientCert) get(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st := [2]fileStamp{stampOf(c.certFile), stampOf(c.keyFile)}; st != c.stamp {
 		_ = c.load() // a bad pair keeps the one in force
+	}
+	if cri != nil && cri.SupportsCertificate(c.pair) != nil {
+		return &tls.Certificate{}, nil
 	}
 	return c.pair, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
@@ -504,6 +505,51 @@ func TestClientCertificateRotation(t *testing.T) {
 	}
 	if _, err := NewClientConfig(ClientFiles{CertFile: files.CertFile, KeyFile: files.KeyFile}); err == nil {
 		t.Fatal("a garbage client certificate accepted at start")
+	}
+}
+
+// TestClientCertificateOnlyWhereItsCAIsAccepted: the client certificate
+// goes to a server whose acceptable CAs include its issuer (pamctl's mTLS
+// listener names its client_ca_file), not to a server that asks for
+// certificates from other CAs (an IdP with its own client PKI).
+func TestClientCertificateOnlyWhereItsCAIsAccepted(t *testing.T) {
+	serverCA, ours, theirs := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca"), tlstest.NewCA(t, "idp-client-ca")
+	cdir := t.TempDir()
+	certFile, keyFile := ours.IssueFiles(t, cdir, "proxy-1", time.Now().Add(time.Hour))
+	tc, err := NewClientConfig(ClientFiles{CAFile: serverCA.WriteFile(t, cdir, "server-ca.pem"), CertFile: certFile, KeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, sk := serverCA.Issue(t, "127.0.0.1", time.Now().Add(time.Hour))
+	pair, err := tls.X509KeyPair(sc, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := func(accepted *x509.CertPool) string {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(r.TLS.PeerCertificates) == 0 {
+				io.WriteString(w, "none")
+				return
+			}
+			io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+		}))
+		// Asked for, not required: the server says whom it accepts.
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert, ClientCAs: accepted}
+		srv.StartTLS()
+		defer srv.Close()
+		res, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}).Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return string(b)
+	}
+	if got := peer(ours.Pool()); got != "proxy-1" {
+		t.Fatalf("a server accepting the client's CA saw %q", got)
+	}
+	if got := peer(theirs.Pool()); got != "none" {
+		t.Fatalf("a server accepting another CA saw %q", got)
 	}
 }
 
