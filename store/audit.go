@@ -276,7 +276,7 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 		l.signedSeq.Store(head.Seq)
 	}
 	if opts.Signer != nil {
-		if head == nil || head.Seq < tip.Seq {
+		if tip.Seq > 0 && (head == nil || head.Seq < tip.Seq) {
 			l.kickSigner() // events left unsigned by a crash; the loop checks continuity first
 		}
 		tick, stopTick := opts.newTicker(opts.HeadInterval)

@@ -399,7 +399,7 @@ type indexer struct {
 	queue   []segRecord
 	indexed uint64 // the bucket holds every record through this seq
 	err     error  // sticky: the bucket could not be written
-	waiting int    // readers in catchUp: commit what is queued now
+	want    uint64 // the last seq a reader in catchUp needs: commit what is queued until indexed
 	kick    chan struct{}
 }
 
@@ -424,12 +424,25 @@ func (l *AuditLog) indexLoop() {
 	gather.Stop()
 	for {
 		stopping := false
-		select {
-		case <-ix.kick:
+		ix.mu.Lock()
+		queued := len(ix.queue) > 0
+		ix.mu.Unlock()
+		if queued {
+			// Records came while the last commit ran: their window
+			// starts now (their kick may have been taken already).
 			stopping = l.gatherIndex(gather)
-		case <-l.stop:
-			stopping = true
+		} else {
+			select {
+			case <-ix.kick:
+				stopping = l.gatherIndex(gather)
+			case <-l.stop:
+				stopping = true
+			}
 		}
+		// Commit what is queued, and again only while a reader waits,
+		// the queue is full or the log closes: under steady appends a
+		// commit that a reader asked for must not turn into one commit
+		// after another of what arrived during the last.
 		for {
 			ix.mu.Lock()
 			batch, ix.queue = ix.queue, batch[:0]
@@ -450,11 +463,15 @@ func (l *AuditLog) indexLoop() {
 				ix.indexed = batch[len(batch)-1].seq
 			}
 			ix.cond.Broadcast()
+			again := stopping || ix.err != nil || ix.indexed < ix.want || len(ix.queue) >= indexGatherMax
 			ix.mu.Unlock()
 			if err != nil {
 				l.opts.OnError(err)
 			}
 			clear(batch)
+			if !again {
+				break
+			}
 		}
 		if stopping {
 			return
@@ -471,7 +488,7 @@ func (l *AuditLog) gatherIndex(gather *time.Timer) (stopping bool) {
 	defer gather.Stop()
 	for {
 		ix.mu.Lock()
-		ready := len(ix.queue) >= indexGatherMax || ix.waiting > 0
+		ready := len(ix.queue) >= indexGatherMax || ix.indexed < ix.want
 		ix.mu.Unlock()
 		if ready {
 			return false
@@ -544,8 +561,7 @@ func (l *AuditLog) catchUp() error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if ix.indexed < target && ix.err == nil {
-		ix.waiting++ // the indexer commits without gathering
-		defer func() { ix.waiting-- }()
+		ix.want = max(ix.want, target) // the indexer commits without gathering
 		select {
 		case ix.kick <- struct{}{}:
 		default:

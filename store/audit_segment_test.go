@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -467,6 +468,59 @@ func TestAuditOneLogPerDatabase(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 	l2.Close()
+}
+
+// A reader makes the indexer commit at once, but only what the reader
+// needs: appends acknowledged while that commit runs wait for the next
+// window (or reader), not for a commit right after it. Under steady load a
+// reader used to turn the indexer into one commit after another of
+// whatever arrived during the last (a bbolt commit, two flushes, each).
+// And a new trail's first start asks nothing of the indexer: it used to
+// kick the head signer, whose catch-up committed the first appends early.
+func TestAuditIndexerGathersAgainAfterAReader(t *testing.T) {
+	ctx := context.Background()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var commits atomic.Int32
+	opts := AuditOptions{Signer: testSigner, indexGather: time.Hour, indexHook: func() {
+		if commits.Add(1) == 1 {
+			close(entered)
+			<-release // the first commit runs while more appends arrive
+		}
+	}, newTicker: func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }}
+	_, l := openAudit(t, t.TempDir(), true, opts)
+	if err := l.Append(ctx, benchEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan int)
+	go func() {
+		n := 0
+		if err := l.Range(ctx, 1, func(audit.Event) bool { n++; return true }); err != nil {
+			t.Error(err)
+		}
+		read <- n
+	}()
+	<-entered
+	const more = 20
+	for i := 1; i <= more; i++ {
+		if err := l.Append(ctx, benchEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	if n := <-read; n != 1 {
+		t.Fatalf("the reader read %d events, want the 1 acknowledged before it came", n)
+	}
+	time.Sleep(100 * time.Millisecond) // an eager indexer commits the rest meanwhile
+	if n := commits.Load(); n != 1 {
+		t.Fatalf("%d index commits without a reader for them, want 1 (the next window is an hour away)", n)
+	}
+	n := 0
+	if err := l.Range(ctx, 1, func(audit.Event) bool { n++; return true }); err != nil || n != more+1 {
+		t.Fatalf("the next reader read %d events (%v), want %d", n, err, more+1)
+	}
+	if n := commits.Load(); n != 2 {
+		t.Fatalf("%d index commits, want 2", n)
+	}
 }
 
 // The indexer gathers: appends acknowledged one after another (each its
