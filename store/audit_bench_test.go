@@ -97,51 +97,38 @@ func benchAppend(b *testing.B, mode string, writers int) {
 // VM a flush costs CPU too, which a saturated box pays in throughput.
 func BenchmarkSyncFloor(b *testing.B) {
 	buf := make([]byte, 4096)
-	b.Run("write", func(b *testing.B) {
-		f, err := os.Create(filepath.Join(b.TempDir(), "f"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		defer reportCPU(b)()
-		for b.Loop() {
+	for _, c := range []struct {
+		name string
+		op   func(f *os.File) error
+	}{
+		{"write", func(f *os.File) error { _, err := f.WriteAt(buf, 0); return err }},
+		{"fdatasync", func(f *os.File) error {
 			if _, err := f.WriteAt(buf, 0); err != nil {
-				b.Fatal(err)
+				return err
 			}
-		}
-	})
-	b.Run("fdatasync", func(b *testing.B) {
-		f, err := os.Create(filepath.Join(b.TempDir(), "f"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		defer reportCPU(b)()
-		for b.Loop() {
-			if _, err := f.WriteAt(buf, 0); err != nil {
-				b.Fatal(err)
-			}
-			if err := fdatasync(f); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("append", func(b *testing.B) {
-		f, err := os.Create(filepath.Join(b.TempDir(), "f"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		defer reportCPU(b)()
-		for b.Loop() {
+			return fdatasync(f)
+		}},
+		{"append", func(f *os.File) error {
 			if _, err := f.Write(buf[:1024]); err != nil {
+				return err
+			}
+			return fdatasync(f)
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f, err := os.Create(filepath.Join(b.TempDir(), "f"))
+			if err != nil {
 				b.Fatal(err)
 			}
-			if err := fdatasync(f); err != nil {
-				b.Fatal(err)
+			defer f.Close()
+			defer reportCPU(b)()
+			for b.Loop() {
+				if err := c.op(f); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+		})
+	}
 	b.Run("bbolt", func(b *testing.B) {
 		db, err := bolt.Open(filepath.Join(b.TempDir(), "db"), 0o600, nil)
 		if err != nil {

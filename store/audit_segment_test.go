@@ -51,15 +51,7 @@ func crashedTrail(t *testing.T, before, n int) (string, []audit.Event) {
 	// Nothing writes the database now (the indexer waits): copy both files
 	// as a crash would leave them.
 	dst := t.TempDir()
-	for _, name := range []string{FileName, SegmentFileName} {
-		raw, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, name), raw, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyDataFiles(t, src, dst)
 	_ = db
 	return dst, acked
 }
@@ -553,5 +545,20 @@ func TestAuditIndexerGathersAndReadersDoNotWait(t *testing.T) {
 	defer mu.Unlock()
 	if commits != 1 {
 		t.Fatalf("%d index commits for %d appends, want 1 (gathered until the reader came)", commits, n)
+	}
+}
+
+// copyDataFiles copies the database and the audit segment of data dir src
+// into dst.
+func copyDataFiles(t *testing.T, src, dst string) {
+	t.Helper()
+	for _, name := range []string{FileName, SegmentFileName} {
+		raw, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

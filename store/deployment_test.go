@@ -503,17 +503,7 @@ func TestOpenRefusesALostDatabase(t *testing.T) {
 func TestOpenDuringAnotherFirstStart(t *testing.T) {
 	done, _ := newDeployment(t, 1) // what the other process leaves
 	dir := t.TempDir()
-	betweenLostChecks = func() {
-		for _, name := range []string{FileName, SegmentFileName} {
-			b, err := os.ReadFile(filepath.Join(done, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	betweenLostChecks = func() { copyDataFiles(t, done, dir) }
 	defer func() { betweenLostChecks = nil }()
 	db, err := Open(dir, Options{NoSync: true})
 	if err != nil {
