@@ -41,6 +41,12 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding"} {
 				h.Del(k)
 			}
+			// An upstream or gateway that honours a method override would
+			// serve another route than the one pamctl classified and
+			// checked (a POST read back as a GET of a stored answer).
+			for _, k := range methodOverrides {
+				h.Del(k)
+			}
 			h.Set("Authorization", "Bearer "+c.key.v)
 			if up.org != "" {
 				h.Set("OpenAI-Organization", up.org)
@@ -83,6 +89,10 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 }
+
+// methodOverrides are the headers with which clients tunnel a method
+// through another (Google's, Microsoft's and Rails' spellings).
+var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
 // copyBuffers lends ReverseProxy the buffer it copies each answer through.
 // Without a pool it allocates 32 KiB per call (a third of the bytes a

@@ -212,3 +212,28 @@ func TestLowerCaseMethodIsRefused(t *testing.T) {
 		t.Fatalf("POST: %d %s", res.StatusCode, b)
 	}
 }
+
+// A method override header would let an upstream or gateway that honours
+// it serve another route than the one pamctl classified: a POST to a
+// stored answer's cancel route replayed as GET ...?stream=true. None
+// reaches the upstream.
+func TestMethodOverrideHeadersAreNotForwarded(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/responses/*"})
+	override := []string{"X-HTTP-Method-Override", "GET", "X-HTTP-Method", "GET", "X-Method-Override", "GET"}
+	if res, b := h.do("POST", "/v1/chat/completions", tok, chatBody, override...); res.StatusCode != 200 {
+		t.Fatalf("chat: %d %s", res.StatusCode, b)
+	}
+	h.do("POST", "/v1/responses/resp_1/cancel", tok, "", override...)
+	reqs := h.up.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("the upstream got %d requests, want 2", len(reqs))
+	}
+	for _, r := range reqs {
+		for i := 0; i < len(override); i += 2 {
+			if v := r.Header.Values(override[i]); len(v) > 0 {
+				t.Fatalf("%s %s reached the upstream with %s: %q", r.Method, r.Path, override[i], v)
+			}
+		}
+	}
+}
