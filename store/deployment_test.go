@@ -512,6 +512,33 @@ func TestOpenDuringAnotherFirstStart(t *testing.T) {
 	db.Close()
 }
 
+// TestOpenWithAnUnreadableSegment: checkNotLost cannot read a segment it
+// cannot open (a symlink loop, no permission), but a database that is
+// there is not lost: Open goes on, and the audit log (or verify, in
+// Inspect mode) reports the segment. A missing database beside it is
+// still refused.
+func TestOpenWithAnUnreadableSegment(t *testing.T) {
+	dir, _ := newDeployment(t, 1)
+	seg := filepath.Join(dir, SegmentFileName)
+	if err := os.Remove(seg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(seg, seg); err != nil { // ELOOP on open
+		t.Fatal(err)
+	}
+	db, err := Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("a database beside an unreadable segment: %v", err)
+	}
+	db.Close()
+	if err := os.Remove(filepath.Join(dir, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{NoSync: true}); err == nil {
+		t.Fatal("a missing database beside an unreadable segment opened as new")
+	}
+}
+
 // TestAuditLogRefusesAReplacedDatabase: a start that failed after bbolt
 // created a fresh pamctl.db (the segment was unreadable at that moment)
 // leaves a valid, empty database beside a segment that has held events;

@@ -238,6 +238,9 @@ func checkNotLost(dir, path string) error {
 		return nil
 	}
 	if err != nil {
+		if fi, serr := os.Stat(path); serr == nil && fi.Size() > 0 {
+			return nil // the database is there; the audit log reports the segment
+		}
 		return fmt.Errorf("store: open %s: %w", filepath.Join(dir, SegmentFileName), err)
 	}
 	magic := make([]byte, len(segMagic))
