@@ -1,7 +1,9 @@
 package tlsconf
 
 import (
+	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -78,17 +80,35 @@ func (c *clientCert) load() error {
 // server names the CAs it accepts and none issued it (an IdP or another
 // service that requests certificates from its own CAs): as crypto/tls does
 // with Config.Certificates, the client then sends none rather than show
-// its identity where it means nothing.
+// its identity where it means nothing. A server that names the leaf
+// itself (a client_ca_file that pins it) gets it too.
 func (c *clientCert) get(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st := [2]fileStamp{stampOf(c.certFile), stampOf(c.keyFile)}; st != c.stamp {
 		_ = c.load() // a bad pair keeps the one in force
 	}
-	if cri != nil && cri.SupportsCertificate(c.pair) != nil {
+	if cri != nil && cri.SupportsCertificate(c.pair) != nil && !namesLeaf(cri.AcceptableCAs, c.pair) {
 		return &tls.Certificate{}, nil
 	}
 	return c.pair, nil
+}
+
+// namesLeaf reports whether names holds the subject of pair's leaf.
+func namesLeaf(names [][]byte, pair *tls.Certificate) bool {
+	leaf := pair.Leaf
+	if leaf == nil && len(pair.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(pair.Certificate[0])
+	}
+	if leaf == nil {
+		return false
+	}
+	for _, n := range names {
+		if bytes.Equal(n, leaf.RawSubject) {
+			return true
+		}
+	}
+	return false
 }
 
 // loadKeyPair is tls.LoadX509KeyPair reading both files through

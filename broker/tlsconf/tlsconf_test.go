@@ -551,6 +551,16 @@ func TestClientCertificateOnlyWhereItsCAIsAccepted(t *testing.T) {
 	if got := peer(theirs.Pool()); got != "none" {
 		t.Fatalf("a server accepting another CA saw %q", got)
 	}
+	// A client_ca_file that pins the client's own certificate names the
+	// leaf, not its issuer.
+	pinned := x509.NewCertPool()
+	leafPEM, err := os.ReadFile(certFile)
+	if err != nil || !pinned.AppendCertsFromPEM(leafPEM) {
+		t.Fatalf("pin the leaf: %v", err)
+	}
+	if got := peer(pinned); got != "proxy-1" {
+		t.Fatalf("a server pinning the client's certificate saw %q", got)
+	}
 }
 
 // TestReloadRecoversFromMissingFile: a file missing mid-update is reported;
