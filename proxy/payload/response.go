@@ -88,9 +88,13 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 	var sum summary
 	switch ep {
 	case EndpointChat:
-		for i, v := range arr(root["choices"]) {
+		choices, isList := root["choices"].([]any)
+		for i, v := range choices {
 			ch := obj(v)
 			if ch == nil {
+				if m.Enabled() {
+					choices[i] = MaskStrings(v, f, nil) // a choice of another type, masked whole
+				}
 				continue
 			}
 			if m.Enabled() && ch["logprobs"] != nil {
@@ -104,8 +108,9 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 			}
 		}
 		if m.Enabled() {
-			// Whatever else the upstream put in the answer.
-			MaskStrings(root, f, func(k string) bool { return k == "choices" })
+			// Whatever else the upstream put in the answer, and choices
+			// that are not a list.
+			MaskStrings(root, f, func(k string) bool { return k == "choices" && isList })
 		}
 	case EndpointResponses:
 		items := arr(root["output"])
@@ -219,25 +224,51 @@ var chatTextKeys = []string{"content", "refusal", "reasoning_content", "reasonin
 // that walkChatMessage does not stream: content parts, annotations and URL
 // citations, tool call members other than arguments, anything an upstream
 // adds.
+//
+// Only what walkChatMessage streams is skipped: a member of another type
+// than it reads (tool_calls that are not an array, a call that is not an
+// object, arguments that are an object) is masked here whole.
 func maskChatRest(msg map[string]any, f func(string) string) {
 	if msg == nil {
 		return
 	}
 	MaskStrings(msg, f, func(k string) bool {
 		switch k {
-		case "tool_calls", "function_call", "audio":
-			return true
+		case "tool_calls":
+			_, ok := msg[k].([]any)
+			return ok
+		case "function_call", "audio":
+			_, ok := msg[k].(map[string]any)
+			return ok
 		}
 		_, isText := msg[k].(string)
 		return isText && slices.Contains(chatTextKeys, k)
 	})
-	for _, v := range arr(msg["tool_calls"]) {
-		tc := obj(v)
-		MaskStrings(tc, f, func(k string) bool { return k == "function" })
-		MaskStrings(obj(tc["function"]), f, func(k string) bool { return k == "arguments" })
+	if calls, ok := msg["tool_calls"].([]any); ok {
+		for i, v := range calls {
+			tc, ok := v.(map[string]any)
+			if !ok {
+				calls[i] = MaskStrings(v, f, nil)
+				continue
+			}
+			fn, fnObj := tc["function"].(map[string]any)
+			MaskStrings(tc, f, func(k string) bool { return k == "function" && fnObj })
+			maskAllBut(fn, "arguments", f)
+		}
 	}
-	MaskStrings(obj(msg["function_call"]), f, func(k string) bool { return k == "arguments" })
-	MaskStrings(obj(msg["audio"]), f, func(k string) bool { return k == "transcript" })
+	if fc, ok := msg["function_call"].(map[string]any); ok {
+		maskAllBut(fc, "arguments", f)
+	}
+	if au, ok := msg["audio"].(map[string]any); ok {
+		maskAllBut(au, "transcript", f)
+	}
+}
+
+// maskAllBut masks every string of o but its member key when that is a
+// string (streamed text, masked as it streams).
+func maskAllBut(o map[string]any, key string, f func(string) string) {
+	_, isText := o[key].(string)
+	MaskStrings(o, f, func(k string) bool { return k == key && isText })
 }
 
 // walkChatMessage calls f on the text fields of a chat message (or delta).

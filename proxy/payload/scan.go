@@ -377,7 +377,7 @@ type chatMsg struct {
 // path handles them.
 func (p *jscan) message(m *chatMsg) bool {
 	if p.peek() != '{' {
-		return p.value() // not an object: no text, as obj() gives nil
+		return p.null() // anything else may hold strings: the generic path masks them
 	}
 	// Only the usual message is read here: any other member (reasoning
 	// text, content parts, annotations that are not empty), a duplicate
@@ -444,7 +444,7 @@ type chatChoice struct {
 // scan (the generic path removes them).
 func (p *jscan) choice(msgKey string, masking bool, c *chatChoice) bool {
 	if p.peek() != '{' {
-		return p.value()
+		return p.null() // anything else may hold strings: the generic path masks them
 	}
 	c.isObj = true
 	seenMsg := false
@@ -505,7 +505,7 @@ func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
 			}
 			seenChoices = true
 			if p.peek() != '[' {
-				return p.value()
+				return p.null() // anything else may hold strings: the generic path masks them
 			}
 			return p.array(func() bool {
 				d.choices = append(d.choices, chatChoice{})

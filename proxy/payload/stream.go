@@ -526,9 +526,18 @@ func (s *streamer) chat(ev sse.Event) error {
 	changed, hasText := false, false
 	var finishing []map[string]any
 	finishingIdx := map[string]bool{}
-	for _, v := range arr(chunk["choices"]) {
+	once := func(t string) string {
+		out := s.maskOnce(t)
+		changed = changed || out != t
+		return out
+	}
+	choices, isList := chunk["choices"].([]any)
+	for i, v := range choices {
 		ch := obj(v)
 		if ch == nil {
+			if s.inspects() {
+				choices[i] = MaskStrings(v, once, nil) // a choice of another type, masked whole
+			}
 			continue
 		}
 		ci, _ := intOf(ch["index"])
@@ -536,7 +545,7 @@ func (s *streamer) chat(ev sse.Event) error {
 		if s.m.Enabled() && ch["logprobs"] != nil {
 			ch["logprobs"], changed = nil, true
 		}
-		delta := obj(ch["delta"])
+		delta, deltaObj := ch["delta"].(map[string]any)
 		text := false
 		var werr error
 		walkChatMessage(delta, func(kind string, idx int, t string) string {
@@ -553,14 +562,9 @@ func (s *streamer) chat(ev sse.Event) error {
 		}
 		if s.inspects() {
 			// Every other model-written string of the choice, masked
-			// within this chunk.
-			once := func(t string) string {
-				out := s.maskOnce(t)
-				changed = changed || out != t
-				return out
-			}
+			// within this chunk (a delta that is not an object whole).
 			maskChatRest(delta, once)
-			MaskStrings(ch, once, func(k string) bool { return k == "delta" || k == "logprobs" })
+			MaskStrings(ch, once, func(k string) bool { return k == "delta" && deltaObj || k == "logprobs" })
 		}
 		for _, tc := range arr(delta["tool_calls"]) {
 			if name, _ := obj(obj(tc)["function"])["name"].(string); name != "" && ci == 0 {
@@ -574,12 +578,9 @@ func (s *streamer) chat(ev sse.Event) error {
 		}
 	}
 	if s.inspects() {
-		// Whatever else the upstream put in the chunk.
-		MaskStrings(chunk, func(t string) string {
-			out := s.maskOnce(t)
-			changed = changed || out != t
-			return out
-		}, func(k string) bool { return k == "choices" })
+		// Whatever else the upstream put in the chunk, and choices that
+		// are not a list.
+		MaskStrings(chunk, once, func(k string) bool { return k == "choices" && isList })
 	}
 	// With masking on, a chunk read on this path goes out as it was read
 	// and masked: a duplicate member, or invalid UTF-8 (read as U+FFFD),
@@ -611,11 +612,11 @@ func (s *streamer) chat(ev sse.Event) error {
 		return err
 	}
 	final := s.chatChunk(nil)
-	choices := make([]any, len(finishing))
+	ends := make([]any, len(finishing))
 	for i, ch := range finishing {
-		choices[i] = map[string]any{"index": ch["index"], "delta": map[string]any{}, "finish_reason": reasons[i], "logprobs": nil}
+		ends[i] = map[string]any{"index": ch["index"], "delta": map[string]any{}, "finish_reason": reasons[i], "logprobs": nil}
 	}
-	final["choices"] = choices
+	final["choices"] = ends
 	if hadUsage {
 		final["usage"] = usage
 	}

@@ -512,3 +512,56 @@ func FuzzCopyStreamRaw(f *testing.F) {
 		}
 	})
 }
+
+// Members of another type than the SDKs read (choices that are not a list,
+// a choice or delta that is not an object, tool_calls that are not a list,
+// arguments that are an object) are still model-written text a client may
+// log or show: every string in them is masked, on the stream and on the
+// buffered answer, fast paths or not.
+func TestWrongTypedChatMembersAreMasked(t *testing.T) {
+	const secret = `bob@example.com AKIAIOSFODNN7EXAMPLE`
+	s := jsonStr(secret)
+	shapes := []string{
+		`"choices":` + s,
+		`"choices":[` + s + `]`,
+		`"choices":{"0":{"MSG":{"content":` + s + `}}}`,
+		`"choices":[[{"index":0,"MSG":{"content":` + s + `}}]]`,
+		`"choices":[{"index":0,"MSG":` + s + `}]`,
+		`"choices":[{"index":0,"MSG":{"tool_calls":` + s + `}}]`,
+		`"choices":[{"index":0,"MSG":{"tool_calls":[` + s + `]}}]`,
+		`"choices":[{"index":0,"MSG":{"tool_calls":[{"index":0,"function":` + s + `}]}}]`,
+		`"choices":[{"index":0,"MSG":{"tool_calls":[{"index":0,"function":{"name":"send","arguments":{"to":` + s + `}}}]}}]`,
+		`"choices":[{"index":0,"MSG":{"function_call":` + s + `}}]`,
+		`"choices":[{"index":0,"MSG":{"function_call":{"name":"f","arguments":[` + s + `]}}}]`,
+		`"choices":[{"index":0,"MSG":{"audio":` + s + `}}]`,
+		`"object":"error","choices":` + s,
+	}
+	leaked := func(out string) bool {
+		return strings.Contains(out, "bob@example.com") || strings.Contains(out, "AKIAIOSFODNN7EXAMPLE")
+	}
+	m := testMasker(t)
+	for _, fast := range []bool{true, false} {
+		withFastPaths(fast, func() {
+			for _, shape := range shapes {
+				chunk := `{"id":"c","object":"chat.completion.chunk",` + strings.ReplaceAll(shape, "MSG", "delta") + `}`
+				var out bytes.Buffer
+				if _, err := CopyStream(&out, nil, strings.NewReader("data: "+chunk+"\n\ndata: [DONE]\n\n"), EndpointChat, m); err != nil {
+					t.Fatalf("%s: %v", chunk, err)
+				}
+				if leaked(out.String()) {
+					t.Errorf("fast %v: the stream let it through:\n%s", fast, out.String())
+				}
+				for _, ev := range readEvents(t, out.String()) {
+					if ev.Data != "[DONE]" && !json.Valid([]byte(ev.Data)) {
+						t.Errorf("fast %v: invalid JSON out: %s", fast, ev.Data)
+					}
+				}
+				answer := `{"id":"c","object":"chat.completion",` + strings.ReplaceAll(shape, "MSG", "message") + `}`
+				body, _, err := MaskResponse(EndpointChat, []byte(answer), m)
+				if err != nil || leaked(string(body)) || !json.Valid(body) {
+					t.Errorf("fast %v: the answer %s came out as %s (%v)", fast, answer, body, err)
+				}
+			}
+		})
+	}
+}
