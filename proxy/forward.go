@@ -41,11 +41,14 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding"} {
 				h.Del(k)
 			}
-			// An upstream or gateway that honours a method override would
-			// serve another route than the one pamctl classified and
-			// checked (a POST read back as a GET of a stored answer).
-			for _, k := range methodOverrides {
-				h.Del(k)
+			// An upstream or gateway that honours a method override or an
+			// original-path header would serve another route than the one
+			// pamctl classified and checked (a POST read back as a GET of
+			// a stored answer).
+			for k := range h {
+				if routeOverride(k) {
+					delete(h, k)
+				}
 			}
 			h.Set("Authorization", "Bearer "+c.key.v)
 			if up.org != "" {
@@ -90,9 +93,24 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 	}
 }
 
-// methodOverrides are the headers with which clients tunnel a method
-// through another (Google's, Microsoft's and Rails' spellings).
-var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+// routeOverride reports whether a header (or query key) named k may tell
+// a server to act on another method or path than the request's: the
+// method overrides (X-HTTP-Method-Override and its spellings, X-HTTP-Verb,
+// X-Forwarded-Method, X-Original-Method, ...) and the original-path
+// headers of proxies and rewriters (X-Original-URL, X-Rewrite-URL,
+// X-Forwarded-URI/Path/Prefix, X-Envoy-Original-Path). Case and
+// underscores are folded, as CGI-style servers fold them.
+func routeOverride(k string) bool {
+	k = strings.ReplaceAll(strings.ToLower(k), "_", "-")
+	if strings.Contains(k, "method") || strings.Contains(k, "http-verb") {
+		return true
+	}
+	switch strings.TrimPrefix(k, "x-") {
+	case "original-url", "original-uri", "rewrite-url", "forwarded-uri", "forwarded-path", "forwarded-prefix", "envoy-original-path", "original-path":
+		return true
+	}
+	return false
+}
 
 // copyBuffers lends ReverseProxy the buffer it copies each answer through.
 // Without a pool it allocates 32 KiB per call (a third of the bytes a

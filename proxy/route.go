@@ -65,6 +65,23 @@ func streamAsked(rawQuery string) bool {
 	return false
 }
 
+// overrideInQuery returns a query key that asks for another method or
+// path (_method, x-http-method-override, ...; see routeOverride), read as
+// leniently as any server would: both separators, escapes undone when
+// they parse.
+func overrideInQuery(raw string) (string, bool) {
+	for _, part := range strings.FieldsFunc(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+		k, _, _ := strings.Cut(part, "=")
+		if u, err := url.QueryUnescape(k); err == nil {
+			k = u
+		}
+		if routeOverride(k) {
+			return k, true
+		}
+	}
+	return "", false
+}
+
 // canonicalMethod reports whether m has no lower-case letter. net/http
 // takes any token as a method and passes it on as written.
 func canonicalMethod(m string) bool {
@@ -104,6 +121,14 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 			return
 		}
 		c.kind = classify(r.Method, raw)
+		if c.kind == epOther && classify(r.Method, strings.ToLower(raw)) != epOther {
+			// Paths are case-sensitive too, and an upstream that folds
+			// them would serve a model or stored-answer route pamctl
+			// did not check as one.
+			p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
+				Message: fmt.Sprintf("Unknown path %q: it differs from an OpenAI API route only in letter case, and paths are case-sensitive. Spell it as the API does (lower case), as every OpenAI SDK does.", clip(raw, 200))})
+			return
+		}
 		if c.kind == epTraces && !token.Covers(c.scopes, ScopeTracesWrite) {
 			p.fail(w, c, errForbidden(CodeTracesNotInScope, fmt.Sprintf(
 				"Storing traces needs the %s scope, which this token lacks. Ask for it with `pamctl request --scope %s` "+
@@ -113,6 +138,11 @@ func (p *Proxy) route(next http.Handler) http.Handler {
 		if (c.kind == epOther || c.kind.stored()) && !token.Covers(c.scopes, token.KindEndpoint+":"+raw) {
 			p.fail(w, c, errForbidden(CodeEndpointNotAllowed, fmt.Sprintf(
 				"%s %s is not allowed by this token's scope. Ask for it with `pamctl request --scope endpoint:%s`.", r.Method, raw, raw)))
+			return
+		}
+		if k, ok := overrideInQuery(r.URL.RawQuery); ok {
+			p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
+				Message: fmt.Sprintf("The query names a method or path override (%q); pamctl forwards only the method and path it checked. Remove it from the URL.", clip(k, 40))})
 			return
 		}
 		if c.kind.stored() && streamAsked(r.URL.RawQuery) {

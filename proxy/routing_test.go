@@ -220,7 +220,10 @@ func TestLowerCaseMethodIsRefused(t *testing.T) {
 func TestMethodOverrideHeadersAreNotForwarded(t *testing.T) {
 	h := newHarness(t)
 	tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/responses/*"})
-	override := []string{"X-HTTP-Method-Override", "GET", "X-HTTP-Method", "GET", "X-Method-Override", "GET"}
+	override := []string{"X-HTTP-Method-Override", "GET", "X-HTTP-Method", "GET", "X-Method-Override", "GET",
+		"X_HTTP_Method_Override", "GET", "X-Forwarded-Method", "GET", "X-Original-Method", "GET", "X-Envoy-Original-Method", "GET",
+		"X-HTTP-Verb", "GET", "Method", "GET", "X-Original-URL", "/v1/responses/resp_1?stream=true", "X-Rewrite-URL", "/v1/x",
+		"X-Forwarded-Uri", "/v1/x", "X-Forwarded-Path", "/v1/x", "X-Forwarded-Prefix", "/v1", "X-Envoy-Original-Path", "/v1/x"}
 	if res, b := h.do("POST", "/v1/chat/completions", tok, chatBody, override...); res.StatusCode != 200 {
 		t.Fatalf("chat: %d %s", res.StatusCode, b)
 	}
@@ -230,10 +233,59 @@ func TestMethodOverrideHeadersAreNotForwarded(t *testing.T) {
 		t.Fatalf("the upstream got %d requests, want 2", len(reqs))
 	}
 	for _, r := range reqs {
+		for k, v := range r.Header {
+			if routeOverride(k) {
+				t.Fatalf("%s %s reached the upstream with %s: %q", r.Method, r.Path, k, v)
+			}
+		}
 		for i := 0; i < len(override); i += 2 {
 			if v := r.Header.Values(override[i]); len(v) > 0 {
 				t.Fatalf("%s %s reached the upstream with %s: %q", r.Method, r.Path, override[i], v)
 			}
 		}
+		if r.Header.Get("User-Agent") == "" && r.Header.Get("Content-Type") == "" {
+			t.Fatalf("%s %s: the ordinary headers were dropped too: %v", r.Method, r.Path, r.Header)
+		}
+	}
+	// In the query, where a framework reads _method and its kind.
+	for _, q := range []string{"_method=GET", "x-http-method-override=GET", "a=1;X_HTTP_METHOD=GET", "%5Fmethod=GET", "limit=1&_Method"} {
+		res, b := h.do("POST", "/v1/chat/completions?"+q, tok, chatBody)
+		if res.StatusCode != http.StatusMethodNotAllowed || apiErr(t, b).Code != CodeMethodNotAllowed {
+			t.Fatalf("query %q: %d %s", q, res.StatusCode, b)
+		}
+	}
+	if n := len(h.up.requests()); n != 2 {
+		t.Fatalf("the upstream got %d requests after the query overrides, want 2", n)
+	}
+}
+
+// Paths are case-sensitive as well: one that differs from a model,
+// stored-answer or trace route only in letter case would be an "other"
+// endpoint to pamctl (no model scope, no masking of the stream, no stored
+// answer checks) and the route itself to an upstream that folds case. It
+// is refused before anything goes upstream; ids keep their case.
+func TestRouteCaseVariantsAreRefused(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/* traces:write"})
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/Chat/completions", chatBody},
+		{"POST", "/v1/Responses", `{"model":"o3-pro","input":"hi"}`},
+		{"GET", "/v1/Responses/resp_1?stream=true", ""},
+		{"GET", "/v1/CHAT/completions/chatcmpl-1", ""},
+		{"POST", "/v1/responses/resp_1/Cancel", ""},
+		{"GET", "/v1/Models", ""},
+		{"POST", "/v1/traces/Ingest", `{"data":[]}`},
+	} {
+		res, b := h.do(c.method, c.path, tok, c.body)
+		if res.StatusCode != http.StatusNotFound || apiErr(t, b).Code != "unknown_url" {
+			t.Fatalf("%s %s: %d %s", c.method, c.path, res.StatusCode, b)
+		}
+	}
+	if n := h.up.count(); n != 0 {
+		t.Fatalf("the upstream got %d requests", n)
+	}
+	// An id in upper case is still an id.
+	if res, b := h.do("GET", "/v1/chat/completions/chatcmpl-AbC", tok, ""); res.StatusCode == http.StatusNotFound && apiErr(t, b).Code == "unknown_url" {
+		t.Fatalf("an upper-case id was refused: %s", b)
 	}
 }
