@@ -957,7 +957,10 @@ func (s *streamer) responses(ev sse.Event) error {
 		if s.m.Enabled() && len(arr(part["logprobs"])) > 0 {
 			part["logprobs"], s.dirty = []any{}, true
 		}
-		s.maskEvent(part, func(k string) bool { return k == "text" || k == "refusal" })
+		// The rest of the part and of the event; text or a refusal that is
+		// not a string is masked whole here.
+		s.maskEvent(part, func(k string) bool { return (k == "text" || k == "refusal") && isString(part[k]) })
+		s.maskEvent(o, func(k string) bool { return k == "part" })
 		return s.emitKind(evKind, ev, o, s.dirty)
 
 	case rest == "output_item.added" || rest == "output_item.done":
@@ -975,6 +978,8 @@ func (s *streamer) responses(ev sse.Event) error {
 		if rest == "output_item.done" {
 			delete(s.outIdx, id)
 		}
+		// The rest of the event, and an item that is not an object, whole.
+		s.maskEvent(o, func(k string) bool { return k == "item" && item != nil })
 		return s.emitKind(evKind, ev, o, s.dirty)
 
 	case rest == "completed" || rest == "incomplete" || rest == "failed" ||
@@ -988,9 +993,13 @@ func (s *streamer) responses(ev sse.Event) error {
 				s.res.Usage, s.res.HasUsage = u, true
 			}
 		}
-		items := arr(resp["output"])
-		for _, v := range items {
+		items, isList := resp["output"].([]any)
+		for i, v := range items {
 			item := obj(v)
+			if item == nil {
+				items[i] = s.maskValue(v) // an item of another type, whole
+				continue
+			}
 			id, _ := item["id"].(string)
 			s.maskItem(id, item)
 		}
@@ -1000,11 +1009,11 @@ func (s *streamer) responses(ev sse.Event) error {
 			s.dirty = s.dirty || out != t
 			return out
 		})
-		for _, k := range []string{"error", "incomplete_details"} {
-			if v, ok := resp[k]; ok {
-				s.maskEvent(v, nil)
-			}
-		}
+		// Everything else of the response (error, incomplete_details,
+		// metadata, echoed request fields) and of the event; output that
+		// is not a list, and a response that is not an object, whole.
+		s.maskEvent(resp, func(k string) bool { return k == "output" && isList || k == "output_text" && isString(resp[k]) })
+		s.maskEvent(o, func(k string) bool { return k == "response" && resp != nil })
 		if rest == "completed" && s.sum.b.Len() == 0 && len(s.sum.tools) == 0 {
 			s.sum.outputItems(items)
 		}
@@ -1135,6 +1144,15 @@ func (s *streamer) spliceForEmit(data string, reps []replacement) string {
 func isString(v any) bool {
 	_, ok := v.(string)
 	return ok
+}
+
+// maskValue masks every non-structural string of v (maskEvent for a value
+// that may itself be a string) and returns it.
+func (s *streamer) maskValue(v any) any {
+	if !s.inspects() {
+		return v
+	}
+	return MaskStrings(v, s.maskOnce, nil)
 }
 
 func (s *streamer) maskItem(id string, item map[string]any) {

@@ -565,3 +565,60 @@ func TestWrongTypedChatMembersAreMasked(t *testing.T) {
 		})
 	}
 }
+
+// The same for Responses events: a part, item, output list or response of
+// another type than the SDKs read, text that is not a string, and members
+// the handlers of structural events do not read (metadata, an extra note)
+// are masked, on the stream and on the buffered answer.
+func TestWrongTypedResponsesMembersAreMasked(t *testing.T) {
+	s := jsonStr(`bob@example.com AKIAIOSFODNN7EXAMPLE`)
+	evs := []string{
+		`{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":{"x":` + s + `}}`,
+		`{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"text":{"x":` + s + `}}`,
+		`{"type":"response.content_part.done","item_id":"m","output_index":0,"content_index":0,"part":` + s + `}`,
+		`{"type":"response.content_part.done","item_id":"m","output_index":0,"content_index":0,"part":{"type":"output_text","text":{"x":` + s + `}}}`,
+		`{"type":"response.content_part.added","item_id":"m","output_index":0,"content_index":0,"part":{"type":"output_text","text":""},"note":` + s + `}`,
+		`{"type":"response.output_item.done","output_index":0,"item":` + s + `}`,
+		`{"type":"response.output_item.added","output_index":0,"item":{"id":"m","type":"message","content":[]},"note":` + s + `}`,
+		`{"type":"response.output_item.done","output_index":0,"item":{"id":"m","type":"message","content":[` + s + `]}}`,
+		`{"type":"response.output_item.done","output_index":0,"item":{"id":"m","type":"function_call","name":"f","arguments":{"a":` + s + `}}}`,
+		`{"type":"response.completed","response":{"id":"r","status":"completed","output":` + s + `}}`,
+		`{"type":"response.completed","response":{"id":"r","status":"completed","output":[` + s + `]}}`,
+		`{"type":"response.completed","response":` + s + `}`,
+		`{"type":"response.created","response":{"id":"r","status":"in_progress","output":[],"metadata":{"k":` + s + `}}}`,
+		`{"type":"response.completed","response":{"id":"r","status":"completed","output":[]},"note":` + s + `}`,
+	}
+	leaked := func(out string) bool {
+		return strings.Contains(out, "bob@example.com") || strings.Contains(out, "AKIAIOSFODNN7EXAMPLE")
+	}
+	m := testMasker(t)
+	for _, fast := range []bool{true, false} {
+		withFastPaths(fast, func() {
+			for _, ev := range evs {
+				var out bytes.Buffer
+				if _, err := CopyStream(&out, nil, strings.NewReader(respEvents(ev)), EndpointResponses, m); err != nil {
+					t.Fatalf("%s: %v", ev, err)
+				}
+				if leaked(out.String()) {
+					t.Errorf("fast %v: the stream let it through:\n%s", fast, out.String())
+				}
+				for _, e := range readEvents(t, out.String()) {
+					if !json.Valid([]byte(e.Data)) {
+						t.Errorf("fast %v: invalid JSON out: %s", fast, e.Data)
+					}
+				}
+			}
+		})
+	}
+	for _, body := range []string{
+		`{"id":"r","object":"response","output":` + s + `}`,
+		`{"id":"r","object":"response","output":[` + s + `]}`,
+		`{"id":"r","object":"response","output":[{"type":"message","content":` + s + `}]}`,
+		`{"id":"r","object":"response","output":[{"type":"function_call","arguments":{"a":` + s + `}}]}`,
+		`{"id":"r","object":"response","output":[],"metadata":{"k":` + s + `}}`,
+	} {
+		if out, _, err := MaskResponse(EndpointResponses, []byte(body), m); err != nil || leaked(string(out)) || !json.Valid(out) {
+			t.Errorf("the answer %s came out as %s (%v)", body, out, err)
+		}
+	}
+}
