@@ -519,8 +519,7 @@ func FuzzCopyStreamRaw(f *testing.F) {
 // log or show: every string in them is masked, on the stream and on the
 // buffered answer, fast paths or not.
 func TestWrongTypedChatMembersAreMasked(t *testing.T) {
-	const secret = `bob@example.com AKIAIOSFODNN7EXAMPLE`
-	s := jsonStr(secret)
+	s := jsonStr(canary)
 	shapes := []string{
 		`"choices":` + s,
 		`"choices":[` + s + `]`,
@@ -536,33 +535,50 @@ func TestWrongTypedChatMembersAreMasked(t *testing.T) {
 		`"choices":[{"index":0,"MSG":{"audio":` + s + `}}]`,
 		`"object":"error","choices":` + s,
 	}
-	leaked := func(out string) bool {
-		return strings.Contains(out, "bob@example.com") || strings.Contains(out, "AKIAIOSFODNN7EXAMPLE")
-	}
 	m := testMasker(t)
 	for _, fast := range []bool{true, false} {
 		withFastPaths(fast, func() {
 			for _, shape := range shapes {
 				chunk := `{"id":"c","object":"chat.completion.chunk",` + strings.ReplaceAll(shape, "MSG", "delta") + `}`
-				var out bytes.Buffer
-				if _, err := CopyStream(&out, nil, strings.NewReader("data: "+chunk+"\n\ndata: [DONE]\n\n"), EndpointChat, m); err != nil {
-					t.Fatalf("%s: %v", chunk, err)
-				}
-				if leaked(out.String()) {
-					t.Errorf("fast %v: the stream let it through:\n%s", fast, out.String())
-				}
-				for _, ev := range readEvents(t, out.String()) {
-					if ev.Data != "[DONE]" && !json.Valid([]byte(ev.Data)) {
-						t.Errorf("fast %v: invalid JSON out: %s", fast, ev.Data)
-					}
-				}
-				answer := `{"id":"c","object":"chat.completion",` + strings.ReplaceAll(shape, "MSG", "message") + `}`
-				body, _, err := MaskResponse(EndpointChat, []byte(answer), m)
-				if err != nil || leaked(string(body)) || !json.Valid(body) {
-					t.Errorf("fast %v: the answer %s came out as %s (%v)", fast, answer, body, err)
-				}
+				relayMasked(t, EndpointChat, "data: "+chunk+"\n\ndata: [DONE]\n\n", m)
+				answerMasked(t, EndpointChat, `{"id":"c","object":"chat.completion",`+strings.ReplaceAll(shape, "MSG", "message")+`}`, m)
 			}
 		})
+	}
+}
+
+// canary is text every detector set masks (an address and an AWS key).
+const canary = `bob@example.com AKIAIOSFODNN7EXAMPLE`
+
+func leaksCanary(out string) bool {
+	return strings.Contains(out, "bob@example.com") || strings.Contains(out, "AKIAIOSFODNN7EXAMPLE")
+}
+
+// relayMasked relays stream and fails t if the canary or invalid JSON comes
+// out.
+func relayMasked(t *testing.T, ep, stream string, m *mask.Masker) {
+	t.Helper()
+	var out bytes.Buffer
+	if _, err := CopyStream(&out, nil, strings.NewReader(stream), ep, m); err != nil {
+		t.Fatalf("%s: %v", stream, err)
+	}
+	if leaksCanary(out.String()) {
+		t.Errorf("fast paths %v: the stream let it through:\n%s", fastPaths, out.String())
+	}
+	for _, ev := range readEvents(t, out.String()) {
+		if ev.Data != "[DONE]" && !json.Valid([]byte(ev.Data)) {
+			t.Errorf("fast paths %v: invalid JSON out: %s", fastPaths, ev.Data)
+		}
+	}
+}
+
+// answerMasked masks a buffered answer and fails t if the canary or
+// invalid JSON comes out.
+func answerMasked(t *testing.T, ep, answer string, m *mask.Masker) {
+	t.Helper()
+	body, _, err := MaskResponse(ep, []byte(answer), m)
+	if err != nil || leaksCanary(string(body)) || !json.Valid(body) {
+		t.Errorf("fast paths %v: the answer %s came out as %s (%v)", fastPaths, answer, body, err)
 	}
 }
 
@@ -571,7 +587,7 @@ func TestWrongTypedChatMembersAreMasked(t *testing.T) {
 // the handlers of structural events do not read (metadata, an extra note)
 // are masked, on the stream and on the buffered answer.
 func TestWrongTypedResponsesMembersAreMasked(t *testing.T) {
-	s := jsonStr(`bob@example.com AKIAIOSFODNN7EXAMPLE`)
+	s := jsonStr(canary)
 	evs := []string{
 		`{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":{"x":` + s + `}}`,
 		`{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"text":{"x":` + s + `}}`,
@@ -588,25 +604,11 @@ func TestWrongTypedResponsesMembersAreMasked(t *testing.T) {
 		`{"type":"response.created","response":{"id":"r","status":"in_progress","output":[],"metadata":{"k":` + s + `}}}`,
 		`{"type":"response.completed","response":{"id":"r","status":"completed","output":[]},"note":` + s + `}`,
 	}
-	leaked := func(out string) bool {
-		return strings.Contains(out, "bob@example.com") || strings.Contains(out, "AKIAIOSFODNN7EXAMPLE")
-	}
 	m := testMasker(t)
 	for _, fast := range []bool{true, false} {
 		withFastPaths(fast, func() {
 			for _, ev := range evs {
-				var out bytes.Buffer
-				if _, err := CopyStream(&out, nil, strings.NewReader(respEvents(ev)), EndpointResponses, m); err != nil {
-					t.Fatalf("%s: %v", ev, err)
-				}
-				if leaked(out.String()) {
-					t.Errorf("fast %v: the stream let it through:\n%s", fast, out.String())
-				}
-				for _, e := range readEvents(t, out.String()) {
-					if !json.Valid([]byte(e.Data)) {
-						t.Errorf("fast %v: invalid JSON out: %s", fast, e.Data)
-					}
-				}
+				relayMasked(t, EndpointResponses, respEvents(ev), m)
 			}
 		})
 	}
@@ -617,8 +619,6 @@ func TestWrongTypedResponsesMembersAreMasked(t *testing.T) {
 		`{"id":"r","object":"response","output":[{"type":"function_call","arguments":{"a":` + s + `}}]}`,
 		`{"id":"r","object":"response","output":[],"metadata":{"k":` + s + `}}`,
 	} {
-		if out, _, err := MaskResponse(EndpointResponses, []byte(body), m); err != nil || leaked(string(out)) || !json.Valid(out) {
-			t.Errorf("the answer %s came out as %s (%v)", body, out, err)
-		}
+		answerMasked(t, EndpointResponses, body, m)
 	}
 }
