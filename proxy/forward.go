@@ -235,6 +235,14 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		// model's description is a few hundred bytes whatever its type:
 		// read whole, a bad one is a clean 502, never a cut connection.
 		return p.bufferedAnswer(c, res)
+	case res.StatusCode < 300 && mt == "text/event-stream" && storedPath(c.path):
+		// Another method on a stored answer's path (DELETE, QUERY, ...)
+		// answered with events: a stored answer replayed past the
+		// stored routes' masking and tool checks.
+		_ = res.Body.Close()
+		c.errDetail = "upstream answered a stored answer's path with a stream"
+		return errUpstream(http.StatusBadGateway, CodeUpstreamUnexpectedStream, fmt.Sprintf(
+			"Upstream %q answered %s %s with a Server-Sent Events stream; pamctl does not relay a stored answer as events (it could not mask it or judge its tool calls), so it is withheld. Fetch it whole with GET.", c.up.name, c.method, c.path), nil)
 	default:
 		unsized()
 		src := res.Body

@@ -42,6 +42,12 @@ func classify(method, p string) endpointKind {
 	return epOther
 }
 
+// storedPath reports whether p is a stored answer's path, whatever the
+// method: a response or chat completion by id, or a response's cancel.
+func storedPath(p string) bool {
+	return classify(http.MethodGet, p).stored() || classify(http.MethodPost, p).stored()
+}
+
 // streamAsked reports whether a raw query might ask for a stream: a
 // stream key in any case with anything but "false" does, and so does a
 // query Go does not parse (a ';' separator, a bad escape), whose pairs

@@ -210,3 +210,37 @@ func TestStoredAnswerHostileShapes(t *testing.T) {
 		}
 	}
 }
+
+// Other methods on a stored answer's path are "other" endpoints (DELETE
+// /v1/responses/ID is one), answered as they come; but one answered with
+// events would replay a stored answer past the stored routes' masking and
+// tool checks, so a stream there is withheld, whatever the method. A JSON
+// answer still goes through.
+func TestStoredPathStreamsWithheldForEveryMethod(t *testing.T) {
+	h := newHarness(t, withRules(t, toolRules))
+	sse := true
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		if sse {
+			w.Header().Set("Content-Type", "text/event-stream")
+			sseWrite(w, "response.output_item.done", `{"type":"response.output_item.done","output_index":0,"item":{"type":"function_call","id":"fc_2","call_id":"call_2","name":"shell","arguments":"{\"command\":\"rm -rf /\"}"}}`)
+			return
+		}
+		writeJSON(w, `{"id":"resp_1","object":"response.deleted","deleted":true}`)
+	})
+	tok := h.mint(grant{scope: storedScopes})
+	for _, c := range []struct{ method, path string }{
+		{"QUERY", "/v1/responses/resp_1?stream=true"},
+		{"DELETE", "/v1/responses/resp_1"},
+		{"PUT", "/v1/chat/completions/chatcmpl-1"},
+		{"PATCH", "/v1/responses/resp_1/cancel"},
+	} {
+		res, body := h.do(c.method, c.path, tok, "")
+		if res.StatusCode != http.StatusBadGateway || strings.Contains(string(body), "rm -rf") || !strings.Contains(string(body), CodeUpstreamUnexpectedStream) {
+			t.Fatalf("%s %s answered with a stream: %d %s", c.method, c.path, res.StatusCode, body)
+		}
+	}
+	sse = false
+	if res, body := h.do("DELETE", "/v1/responses/resp_1", tok, ""); res.StatusCode != 200 || !strings.Contains(string(body), `"deleted":true`) {
+		t.Fatalf("DELETE: %d %s", res.StatusCode, body)
+	}
+}
