@@ -101,13 +101,51 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 // X-Forwarded-URI/Path/Prefix, X-Envoy-Original-Path). Case and
 // underscores are folded, as CGI-style servers fold them.
 func routeOverride(k string) bool {
-	k = strings.ReplaceAll(strings.ToLower(k), "_", "-")
-	if strings.Contains(k, "method") || strings.Contains(k, "http-verb") {
+	// Every request's headers pass here: folded in place, not copied.
+	if containsFolded(k, "method") || containsFolded(k, "http-verb") {
 		return true
 	}
-	switch strings.TrimPrefix(k, "x-") {
-	case "original-url", "original-uri", "rewrite-url", "forwarded-uri", "forwarded-path", "forwarded-prefix", "envoy-original-path", "original-path":
-		return true
+	if len(k) > 2 && foldedEqual(k[:2], "x-") {
+		k = k[2:]
+	}
+	for _, h := range pathOverrides {
+		if foldedEqual(k, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// pathOverrides are the original-path headers, without their x- prefix.
+var pathOverrides = []string{"original-url", "original-uri", "rewrite-url", "forwarded-uri", "forwarded-path", "forwarded-prefix", "envoy-original-path", "original-path"}
+
+// foldedEqual reports whether a equals b (lower case, '-' for separators)
+// with ASCII case and '_' for '-' folded.
+func foldedEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// containsFolded reports whether a holds sub under foldedEqual.
+func containsFolded(a, sub string) bool {
+	for i := 0; i+len(sub) <= len(a); i++ {
+		if foldedEqual(a[i:i+len(sub)], sub) {
+			return true
+		}
 	}
 	return false
 }

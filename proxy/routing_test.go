@@ -223,7 +223,7 @@ func TestMethodOverrideHeadersAreNotForwarded(t *testing.T) {
 	override := []string{"X-HTTP-Method-Override", "GET", "X-HTTP-Method", "GET", "X-Method-Override", "GET",
 		"X_HTTP_Method_Override", "GET", "X-Forwarded-Method", "GET", "X-Original-Method", "GET", "X-Envoy-Original-Method", "GET",
 		"X-HTTP-Verb", "GET", "Method", "GET", "X-Original-URL", "/v1/responses/resp_1?stream=true", "X-Rewrite-URL", "/v1/x",
-		"X-Forwarded-Uri", "/v1/x", "X-Forwarded-Path", "/v1/x", "X-Forwarded-Prefix", "/v1", "X-Envoy-Original-Path", "/v1/x"}
+		"X-Forwarded-Uri", "/v1/x", "X_Forwarded_Path", "/v1/x", "X_HTTP_Verb", "GET", "X-Forwarded-Prefix", "/v1", "X-Envoy-Original-Path", "/v1/x"}
 	if res, b := h.do("POST", "/v1/chat/completions", tok, chatBody, override...); res.StatusCode != 200 {
 		t.Fatalf("chat: %d %s", res.StatusCode, b)
 	}

@@ -464,11 +464,13 @@ func (s *streamer) maskOnce(text string) string {
 }
 
 // maskEvent masks every non-structural string of a Responses event (or
-// part of one) not otherwise handled.
-func (s *streamer) maskEvent(v any, skip func(string) bool) {
+// part of one) not otherwise handled, and returns it (a string value comes
+// back masked).
+func (s *streamer) maskEvent(v any, skip func(string) bool) any {
 	if s.inspects() {
-		MaskStrings(v, s.maskOnce, skip)
+		return MaskStrings(v, s.maskOnce, skip)
 	}
+	return v
 }
 
 // inspects reports whether strings are masked or scrubbed of keys.
@@ -997,7 +999,7 @@ func (s *streamer) responses(ev sse.Event) error {
 		for i, v := range items {
 			item := obj(v)
 			if item == nil {
-				items[i] = s.maskValue(v) // an item of another type, whole
+				items[i] = s.maskEvent(v, nil) // an item of another type, whole
 				continue
 			}
 			id, _ := item["id"].(string)
@@ -1144,15 +1146,6 @@ func (s *streamer) spliceForEmit(data string, reps []replacement) string {
 func isString(v any) bool {
 	_, ok := v.(string)
 	return ok
-}
-
-// maskValue masks every non-structural string of v (maskEvent for a value
-// that may itself be a string) and returns it.
-func (s *streamer) maskValue(v any) any {
-	if !s.inspects() {
-		return v
-	}
-	return MaskStrings(v, s.maskOnce, nil)
 }
 
 func (s *streamer) maskItem(id string, item map[string]any) {
