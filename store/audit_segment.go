@@ -463,7 +463,7 @@ func (l *AuditLog) indexLoop() {
 				ix.indexed = batch[len(batch)-1].seq
 			}
 			ix.cond.Broadcast()
-			again := stopping || ix.err != nil || ix.indexed < ix.want || len(ix.queue) >= indexGatherMax
+			again := stopping || ix.err != nil || ix.urgent()
 			ix.mu.Unlock()
 			if err != nil {
 				l.opts.OnError(err)
@@ -479,6 +479,13 @@ func (l *AuditLog) indexLoop() {
 	}
 }
 
+// urgent reports whether what is queued must be committed without
+// gathering: the queue is full, or a reader waits for more than is indexed.
+// ix.mu is held.
+func (ix *indexer) urgent() bool {
+	return len(ix.queue) >= indexGatherMax || ix.indexed < ix.want
+}
+
 // gatherIndex waits until the queue is worth a commit: indexGatherMax
 // records, a reader waiting, indexGather past the first record, or Close
 // (then it reports true).
@@ -488,7 +495,7 @@ func (l *AuditLog) gatherIndex(gather *time.Timer) (stopping bool) {
 	defer gather.Stop()
 	for {
 		ix.mu.Lock()
-		ready := len(ix.queue) >= indexGatherMax || ix.indexed < ix.want
+		ready := ix.urgent()
 		ix.mu.Unlock()
 		if ready {
 			return false
