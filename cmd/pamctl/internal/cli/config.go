@@ -76,6 +76,10 @@ type Config struct {
 	// 90 % of the container's memory limit (none outside a limited
 	// cgroup), -1 none. GOMEMLIMIT wins (package memlimit).
 	MemoryLimit int64 `mapstructure:"memory_limit"`
+	// MemoryFloor is the heap goal serve keeps at least, in bytes, so the
+	// collector does not run every few MiB of garbage: 0 for 64 MiB, -1 for
+	// none. GOGC wins; at most half the memory limit (package memlimit).
+	MemoryFloor int64 `mapstructure:"memory_floor"`
 
 	// Store picks where shared state lives: bbolt in data_dir (one host)
 	// or an etcd cluster (replicas). See docs/deployment.md.
@@ -601,6 +605,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Store.validate()...)
 	if c.MemoryLimit < -1 || c.MemoryLimit > 0 && c.MemoryLimit < memlimit.Min {
 		add("memory_limit %d: want bytes (at least %d, 32 MiB), 0 for 90 %% of the container's limit, or -1 for none", c.MemoryLimit, memlimit.Min)
+	}
+	if err := memlimit.CheckFloor(c.MemoryFloor); err != nil {
+		add("%v", err)
 	}
 	if c.Proxy.SpoolMax < 0 {
 		add("proxy.spool_max must not be negative (0: 1 GiB)")

@@ -109,10 +109,18 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 		return withCode(ExitUsage, err)
 	}
 	logger := newLogger(cfg, ios.IsStderrTTY(), ios.ErrOut)
-	if ml, err := memlimit.Apply(cfg.MemoryLimit, os.DirFS("/")); err != nil {
+	ml, err := memlimit.Apply(cfg.MemoryLimit, os.DirFS("/"))
+	if err != nil {
 		logger.Warn("memory limit: none set", "err", err)
 	} else if ml.Bytes > 0 {
 		logger.Debug("memory limit", "bytes", ml.Bytes, "from", ml.Source)
+	}
+	if fc, err := memlimit.DecideFloor(cfg.MemoryFloor, os.Getenv("GOGC"), ml.Bytes); err != nil {
+		return withCode(ExitUsage, err) // Validate refuses it first
+	} else if fc.Bytes > 0 {
+		floor := memlimit.StartFloor(fc.Bytes)
+		defer floor.Stop()
+		logger.Debug("heap floor", "bytes", fc.Bytes, "from", fc.Source, "capped_by_memory_limit", fc.Capped)
 	}
 	app, err := NewApp(ctx, cfg, AppOptions{Dev: o.Dev, Logger: logger})
 	if err != nil {

@@ -4,6 +4,9 @@
 // garbage collector works harder as the heap nears it instead of letting
 // the heap double past what is live (a burst of a thousand streams ending
 // at once took the proxy from 118 to 177 MB without one; docs/performance.md).
+// It also keeps the heap floor (memory_floor, floor.go): the collector
+// runs when the heap reaches it, not each time a live heap of a few MiB
+// doubles.
 package memlimit
 
 import (
