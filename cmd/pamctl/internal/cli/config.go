@@ -77,7 +77,7 @@ type Config struct {
 	// cgroup), -1 none. GOMEMLIMIT wins (package memlimit).
 	MemoryLimit int64 `mapstructure:"memory_limit"`
 	// MemoryFloor is the heap goal serve keeps at least, in bytes, so the
-	// collector does not run every few MiB of garbage: 0 for 64 MiB, -1 for
+	// collector does not run every few MiB of garbage: 0 for 32 MiB, -1 for
 	// none. GOGC wins; at most half the memory limit (package memlimit).
 	MemoryFloor int64 `mapstructure:"memory_floor"`
 

@@ -40,7 +40,7 @@ func TestMemoryLimitConfig(t *testing.T) {
 	}
 }
 
-// memory_floor: bytes from 4 MiB to 64 GiB, 0 (64 MiB) or -1 (none); from
+// memory_floor: bytes from 4 MiB to 64 GiB, 0 (32 MiB) or -1 (none); from
 // the file or PAMCTL_MEMORY_FLOOR.
 func TestMemoryFloorConfig(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{

@@ -25,7 +25,8 @@ func TestDecideFloor(t *testing.T) {
 		{"GOGC wins", 128 << 20, "200", 0, FloorChoice{Source: "GOGC"}, ""},
 		{"GOGC=off wins", 0, "off", 0, FloorChoice{Source: "GOGC"}, ""},
 		// A limit of 100 MiB (a 111 MiB container) keeps the floor at 50.
-		{"half the limit", 0, "", 100 << 20, FloorChoice{Bytes: 50 << 20, Source: "default", Capped: true}, ""},
+		{"half the limit", 0, "", 40 << 20, FloorChoice{Bytes: 20 << 20, Source: "default", Capped: true}, ""},
+		{"a 100 MiB limit", 0, "", 100 << 20, FloorChoice{Bytes: DefaultFloor, Source: "default"}, ""},
 		{"below half the limit", 0, "", 256 << 20, FloorChoice{Bytes: DefaultFloor, Source: "default"}, ""},
 		{"configured past the limit", 1 << 30, "", 512 << 20, FloorChoice{Bytes: 256 << 20, Source: "memory_floor", Capped: true}, ""},
 		{"too small", 1 << 20, "", 0, FloorChoice{}, "memory_floor 1048576: want bytes from 4194304"},
