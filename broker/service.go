@@ -35,6 +35,26 @@ type LoginVerifier interface {
 
 var _ LoginVerifier = (*oidc.Verifier)(nil)
 
+// IssuerTrust is an IDTokenVerifier that names the issuers it trusts.
+// Sessions and grants of identities from any other issuer no longer stand:
+// an issuer removed from the config, or the dev issuer of a data dir that
+// was once served with --dev. A verifier without it trusts every issuer.
+type IssuerTrust interface {
+	Trusts(issuer string) bool
+}
+
+var _ IssuerTrust = (*oidc.Verifier)(nil)
+
+// trusted reports whether identities of issuer still count: the admin
+// socket's always do.
+func (s *Service) trusted(issuer string) bool {
+	if issuer == AdminIdentity.Issuer {
+		return true
+	}
+	t, ok := s.idTokens.(IssuerTrust)
+	return !ok || t.Trusts(issuer)
+}
+
 // Notifier is told about new requests and decisions (a webhook). It must not block.
 type Notifier interface {
 	Notify(ctx context.Context, r *Request, event string)
@@ -202,6 +222,14 @@ func (s *Service) ruleApprovers(name string) (policy.Subjects, bool) {
 // stillGranted reports whether the live grant r still stands under the
 // current policies.
 func (s *Service) stillGranted(r *Request) (bool, string) {
+	if !s.trusted(r.Requester.Issuer) {
+		return false, fmt.Sprintf("the requester's identity provider %q is no longer trusted", r.Requester.Issuer)
+	}
+	for _, rv := range r.Reviews {
+		if rv.Approve && !s.trusted(rv.Reviewer.Issuer) {
+			return false, fmt.Sprintf("approver %s's identity provider %q is no longer trusted", rv.Reviewer.Subject, rv.Reviewer.Issuer)
+		}
+	}
 	return s.policySet().StillGrants(r.Policies, r.Requester.policySubject(), r.Scopes)
 }
 

@@ -145,6 +145,9 @@ func (s *Service) refusal(rec *SessionRecord, lastUsed, now time.Time) error {
 		}
 		return loginAgain("this session was revoked%s", by)
 	}
+	if !s.trusted(rec.Identity.Issuer) {
+		return loginAgain("the identity provider %q that vouched for this session is no longer trusted here", rec.Identity.Issuer)
+	}
 	if !now.Before(rec.ExpiresAt) {
 		return loginAgain("your session has expired (sessions last at most %s)", s.sessionTTL)
 	}

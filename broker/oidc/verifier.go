@@ -62,6 +62,7 @@ type Verifier struct {
 	client *http.Client
 	now    func() time.Time
 	byURL  map[string]*trustedIssuer
+	names  map[string]bool
 }
 
 // trustedIssuer holds one issuer's config and, once discovery succeeded, its
@@ -86,7 +87,7 @@ func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Ti
 	}
 	var errs []error
 	names := map[string]bool{}
-	v := &Verifier{client: client, now: now, byURL: map[string]*trustedIssuer{}}
+	v := &Verifier{client: client, now: now, byURL: map[string]*trustedIssuer{}, names: names}
 	for _, c := range issuers {
 		if err := c.Validate(); err != nil {
 			errs = append(errs, err)
@@ -114,11 +115,15 @@ func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Ti
 	return v, nil
 }
 
+// Trusts reports whether name is one of the verifier's issuers: what
+// vouched for an identity of any other issuer (a session, a grant) is no
+// longer vouched for.
+func (v *Verifier) Trusts(name string) bool { return v.names[name] }
+
 // Verify checks rawIDToken and returns the identity it carries. The issuer is
 // picked by the token's (unverified) iss claim; go-oidc then verifies the
-// signature against the issuer's JWKS, iss, aud and exp. nonce, when not
-// empty, must equal the token's nonce (pass "" for workload tokens, which
-// have none). Errors are *VerifyError values wrapping ErrUnknownIssuer,
+// signature against the issuer's JWKS, iss, aud and exp. nonce must equal
+// the token's nonce: "" only for tokens without one (workload tokens). Errors are *VerifyError values wrapping ErrUnknownIssuer,
 // ErrInvalidToken or ErrIssuerUnavailable.
 func (v *Verifier) Verify(ctx context.Context, rawIDToken, nonce string) (Identity, error) {
 	return v.VerifyLogin(ctx, rawIDToken, nonce, "")
@@ -172,7 +177,10 @@ func (v *Verifier) VerifyLogin(ctx context.Context, rawIDToken, nonce, accessTok
 			return Identity{}, newVerifyError(ErrInvalidToken, ReasonInvalid, name, err)
 		}
 	}
-	if nonce != "" && subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(nonce)) != 1 {
+	// A token with a nonce was issued to one interactive login: only that
+	// login, which knows the nonce, may present it (a captured token is
+	// not a login). Workload tokens carry none.
+	if (nonce != "" || tok.Nonce != "") && subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(nonce)) != 1 {
 		return Identity{}, newVerifyError(ErrInvalidToken, ReasonNonceMismatch, name, errors.New("nonce differs from the login's"))
 	}
 	if tok.Subject == "" {

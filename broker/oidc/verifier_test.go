@@ -50,9 +50,18 @@ func TestVerifyAcceptsDevIssuerToken(t *testing.T) {
 		id.Issuer != want.Issuer || id.IssuerURL != want.IssuerURL || id.Kind != want.Kind || !id.Expiry.Equal(want.Expiry) {
 		t.Errorf("identity = %+v\nwant       %+v", id, want)
 	}
-	// Nonce "" skips the nonce check (workload tokens have none).
-	if _, err := v.Verify(context.Background(), raw, ""); err != nil {
+	// A token with a nonce is one login's: presented without it (a
+	// captured token replayed at /v1/login) it is refused.
+	if _, err := v.Verify(context.Background(), raw, ""); !errors.Is(err, oidc.ErrInvalidToken) {
+		t.Errorf("Verify of a token with a nonce, without it: %v", err)
+	}
+	// Workload tokens have none: "" is theirs, and a nonce refuses them.
+	wl := mustMint(t, iss, devissuer.Claims{Subject: "svc", Audience: "pamctl", TTL: 20 * time.Minute})
+	if _, err := v.Verify(context.Background(), wl, ""); err != nil {
 		t.Errorf("Verify without nonce: %v", err)
+	}
+	if _, err := v.Verify(context.Background(), wl, "n-123"); !errors.Is(err, oidc.ErrInvalidToken) {
+		t.Errorf("Verify of a token without a nonce, with one: %v", err)
 	}
 }
 

@@ -395,6 +395,12 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 	return oidc.Identity{}, oidc.ErrUnknownIssuer
 }
 
+// Trusts: no issuer, so no session or grant an issuer vouched for (say,
+// the dev issuer of a data dir once served with --dev) stands.
+func (noIssuers) Trusts(string) bool { return false }
+
+var _ broker.IssuerTrust = noIssuers{}
+
 func (a *App) info() api.Info {
 	in := api.Info{Version: version, Dev: a.dev, ProxyURL: a.ProxyURL() + "/v1", UIURL: a.uiURL(), ReauthAfterSeconds: int64(a.broker.ReauthAfter() / time.Second)}
 	if a.cfg.Role == RoleBroker {
