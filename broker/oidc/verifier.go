@@ -123,8 +123,9 @@ func (v *Verifier) Trusts(name string) bool { return v.names[name] }
 // Verify checks rawIDToken and returns the identity it carries. The issuer is
 // picked by the token's (unverified) iss claim; go-oidc then verifies the
 // signature against the issuer's JWKS, iss, aud and exp. nonce must equal
-// the token's nonce: "" only for tokens without one (workload tokens). Errors are *VerifyError values wrapping ErrUnknownIssuer,
-// ErrInvalidToken or ErrIssuerUnavailable.
+// the token's nonce: "" only for tokens without one (workload tokens).
+// Errors are *VerifyError values wrapping ErrUnknownIssuer, ErrInvalidToken
+// or ErrIssuerUnavailable.
 func (v *Verifier) Verify(ctx context.Context, rawIDToken, nonce string) (Identity, error) {
 	return v.VerifyLogin(ctx, rawIDToken, nonce, "")
 }

@@ -21,8 +21,8 @@ import (
 const DefaultFloor = 32 << 20
 
 // MinFloor is the smallest memory_floor: the runtime's own minimum heap
-// goal (4 MiB), below which a floor changes nothing.
-const MinFloor = 4 << 20
+// goal, below which a floor changes nothing.
+const MinFloor = heapMinimum
 
 // MaxFloor bounds memory_floor, a guard against a value meant as a limit.
 const MaxFloor = 64 << 30
