@@ -39,31 +39,27 @@ func TestUntrustedIssuerEndsSessionsAndGrants(t *testing.T) {
 	e.idv = both
 	e.restart()
 
-	loginDev := func(sub string, groups ...string) (broker.Identity, string) {
+	// login opens a session through iss and returns it with its token.
+	login := func(iss *devissuer.Issuer, want, sub string, groups ...string) (broker.Identity, string) {
 		t.Helper()
-		raw, err := dev.Mint(devissuer.Claims{Subject: sub, Groups: groups})
+		raw, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups})
 		if err != nil {
 			t.Fatal(err)
 		}
 		s, err := e.svc.Login(ctx, raw, "", audit.Client{})
 		if err != nil {
-			t.Fatalf("dev login %s: %v", sub, err)
+			t.Fatalf("login %s: %v", sub, err)
 		}
 		who, _, err := e.svc.Authenticate(ctx, s.Token)
-		if err != nil || who.Issuer != "dev" {
-			t.Fatalf("dev session %s: %+v %v", sub, who, err)
+		if err != nil || who.Issuer != want {
+			t.Fatalf("session %s: %+v %v", sub, who, err)
 		}
 		return who, s.Token
 	}
-	eve, eveSession := loginDev("eve", "ml")
-	mallory, _ := loginDev("mallory", "security")
-	alice := e.login("alice", "ml")
-	carol := e.login("carol", "ml")
-	carolRaw, _ := e.iss.Mint(devissuer.Claims{Subject: "carol", Groups: []string{"ml"}})
-	carolSession, err := e.svc.Login(ctx, carolRaw, "", audit.Client{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eve, eveSession := login(dev, "dev", "eve", "ml")
+	mallory, _ := login(dev, "dev", "mallory", "security")
+	alice, _ := login(e.iss, "corp", "alice", "ml")
+	carol, carolSession := login(e.iss, "corp", "carol", "ml")
 
 	selfServe := broker.Ask{Scopes: []string{"model:gpt-4o-nano"}}
 	eveGrant, err := e.svc.CreateRequest(ctx, eve, selfServe)
@@ -91,7 +87,7 @@ func TestUntrustedIssuerEndsSessionsAndGrants(t *testing.T) {
 	if _, _, err := e.svc.Authenticate(ctx, eveSession); code(err) != broker.CodeUnauthenticated || !strings.Contains(err.Error(), `identity provider "dev"`) {
 		t.Fatalf("eve's dev session after: %v", err)
 	}
-	if _, _, err := e.svc.Authenticate(ctx, carolSession.Token); err != nil {
+	if _, _, err := e.svc.Authenticate(ctx, carolSession); err != nil {
 		t.Fatalf("carol's session after: %v", err)
 	}
 	for _, g := range []struct {
