@@ -222,15 +222,24 @@ func (s *Service) ruleApprovers(name string) (policy.Subjects, bool) {
 // stillGranted reports whether the live grant r still stands under the
 // current policies.
 func (s *Service) stillGranted(r *Request) (bool, string) {
+	if why := s.untrusted(r); why != "" {
+		return false, why
+	}
+	return s.policySet().StillGrants(r.Policies, r.Requester.policySubject(), r.Scopes)
+}
+
+// untrusted says why r's requester or an approver no longer counts: their
+// issuer is not trusted; "" when all are.
+func (s *Service) untrusted(r *Request) string {
 	if !s.trusted(r.Requester.Issuer) {
-		return false, fmt.Sprintf("the requester's identity provider %q is no longer trusted", r.Requester.Issuer)
+		return fmt.Sprintf("the requester's identity provider %q is no longer trusted", r.Requester.Issuer)
 	}
 	for _, rv := range r.Reviews {
 		if rv.Approve && !s.trusted(rv.Reviewer.Issuer) {
-			return false, fmt.Sprintf("approver %s's identity provider %q is no longer trusted", rv.Reviewer.Subject, rv.Reviewer.Issuer)
+			return fmt.Sprintf("approver %s's identity provider %q is no longer trusted", rv.Reviewer.Subject, rv.Reviewer.Issuer)
 		}
 	}
-	return s.policySet().StillGrants(r.Policies, r.Requester.policySubject(), r.Scopes)
+	return ""
 }
 
 // endOrphanedGrants ends every live grant the current policies no longer
@@ -255,7 +264,7 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 		// Refuse its tokens first: if recording the end fails, the proxy
 		// refuses them anyway and the sweep records it later.
 		s.revoked.Store(o.ID, *o.ExpiresAt)
-		var reason string
+		var reason, cause string
 		stands := false
 		r, err := s.store.UpdateRequest(ctx, o.ID, func(r *Request) error {
 			if r.State != StateApproved {
@@ -266,7 +275,10 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 				stands = true
 				return errRaced
 			}
-			reason = why
+			reason, cause = why, "policy"
+			if s.untrusted(r) != "" {
+				cause = "issuer"
+			}
 			r.State = StateExpired
 			r.EndedAt = &now
 			return nil
@@ -282,7 +294,7 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 			continue
 		}
 		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Target: r.Requester.Subject, Request: r.ID, Grant: r.ID, Decision: "expired",
-			Reasons: []string{reason}, Details: map[string]string{"what": "grant", "cause": "policy", "trigger": why}})
+			Reasons: []string{reason}, Details: map[string]string{"what": "grant", "cause": cause, "trigger": why}})
 		s.wake(r.ID)
 		s.notify(ctx, r, "request.expired")
 	}

@@ -114,7 +114,7 @@ func TestUntrustedIssuerEndsSessionsAndGrants(t *testing.T) {
 	// The end of each is in the trail, with why.
 	var ended int
 	e.log.Range(ctx, 1, func(ev audit.Event) bool {
-		if ev.Type == audit.TypeRequestExpired && len(ev.Reasons) == 1 && strings.Contains(ev.Reasons[0], `"dev" is no longer trusted`) {
+		if ev.Type == audit.TypeRequestExpired && len(ev.Reasons) == 1 && strings.Contains(ev.Reasons[0], `"dev" is no longer trusted`) && ev.Details["cause"] == "issuer" {
 			ended++
 		}
 		return true
