@@ -7,12 +7,14 @@ import (
 	"io"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/vault"
 )
 
 // AdminIdentity is who makes owner-only changes: the OS user that owns the
 // data directory, acting through the admin socket or on the data dir itself.
-var AdminIdentity = Identity{Subject: "local-admin", Issuer: "unix-socket", Kind: "user"}
+// Its issuer name is reserved: no configured issuer may take it.
+var AdminIdentity = Identity{Subject: "local-admin", Issuer: oidc.AdminIssuer, Kind: "user"}
 
 // How an admin change reached the data: recorded in each event's details
 // (key "via"), so the trail says whether a server was running.

@@ -37,22 +37,34 @@ var _ LoginVerifier = (*oidc.Verifier)(nil)
 
 // IssuerTrust is an IDTokenVerifier that names the issuers it trusts.
 // Sessions and grants of identities from any other issuer no longer stand:
-// an issuer removed from the config, or the dev issuer of a data dir that
-// was once served with --dev. A verifier without it trusts every issuer.
+// an issuer removed from the config, one whose name now points at another
+// URL, or the dev issuer of a data dir that was once served with --dev. A
+// verifier without it trusts every issuer.
 type IssuerTrust interface {
-	Trusts(issuer string) bool
+	// Trusts reports whether an issuer named name is configured at url.
+	Trusts(name, url string) bool
 }
 
 var _ IssuerTrust = (*oidc.Verifier)(nil)
 
-// trusted reports whether identities of issuer still count: the admin
-// socket's always do.
-func (s *Service) trusted(issuer string) bool {
-	if issuer == AdminIdentity.Issuer {
-		return true
+// distrust says why identities of id's issuer no longer count ("" when
+// they do): the admin socket's always do; an issuer's only while one of
+// that name is configured at the URL that vouched. Identities recorded
+// before pamctl kept the URL (none) no longer count: nothing says which
+// issuer of that name vouched for them.
+func (s *Service) distrust(id Identity) string {
+	if id.Issuer == AdminIdentity.Issuer && id.IssuerURL == "" {
+		return ""
 	}
 	t, ok := s.idTokens.(IssuerTrust)
-	return !ok || t.Trusts(issuer)
+	switch {
+	case !ok || t.Trusts(id.Issuer, id.IssuerURL):
+		return ""
+	case id.IssuerURL == "":
+		return fmt.Sprintf("identity provider %q (a login recorded without its URL, before this pamctl) is no longer trusted", id.Issuer)
+	default:
+		return fmt.Sprintf("identity provider %q at %s is no longer trusted", id.Issuer, id.IssuerURL)
+	}
 }
 
 // Notifier is told about new requests and decisions (a webhook). It must not block.
@@ -231,12 +243,12 @@ func (s *Service) stillGranted(r *Request) (bool, string) {
 // untrusted says why r's requester or an approver no longer counts: their
 // issuer is not trusted; "" when all are.
 func (s *Service) untrusted(r *Request) string {
-	if !s.trusted(r.Requester.Issuer) {
-		return fmt.Sprintf("the requester's identity provider %q is no longer trusted", r.Requester.Issuer)
+	if why := s.distrust(r.Requester); why != "" {
+		return "the requester's " + why
 	}
 	for _, rv := range r.Reviews {
-		if rv.Approve && !s.trusted(rv.Reviewer.Issuer) {
-			return fmt.Sprintf("approver %s's identity provider %q is no longer trusted", rv.Reviewer.Subject, rv.Reviewer.Issuer)
+		if why := s.distrust(rv.Reviewer); rv.Approve && why != "" {
+			return fmt.Sprintf("approver %s's %s", rv.Reviewer.Subject, why)
 		}
 	}
 	return ""
@@ -344,7 +356,7 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 		s.emit(ctx, &audit.Event{Type: audit.TypeLoginFailed, Decision: "deny", Reasons: []string{oidcReason(err)}, Client: &client})
 		return nil, &Error{Code: CodeUnauthenticated, Message: msg, Err: err}
 	}
-	who := Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
+	who := VerifiedIdentity(id)
 	now := s.now().UTC().Truncate(time.Second)
 	exp := now.Add(s.sessionTTL)
 	if who.Kind == oidc.KindService && !id.Expiry.IsZero() && id.Expiry.Before(exp) {

@@ -43,6 +43,7 @@ const (
 	SessionRevoked   = "revoked"    // ended by an admin or its owner (pamctl sessions revoke)
 	SessionExpired   = "expired"    // past its absolute lifetime (shown, never stored)
 	SessionIdle      = "idle"       // unused for longer than the idle timeout (shown, never stored)
+	SessionUntrusted = "untrusted"  // its identity provider is no longer trusted here (shown, never stored)
 )
 
 // SessionRecord is a broker session as the broker records it. The session
@@ -74,8 +75,8 @@ type SessionRecord struct {
 	// ExpiresAt is the absolute end: login + max lifetime (or the expiry
 	// of a workload's ID token, whichever is sooner).
 	ExpiresAt time.Time `json:"expires_at"`
-	// State is active, logged_out or revoked; listings also show expired
-	// and idle.
+	// State is active, logged_out or revoked; listings also show expired,
+	// idle and untrusted.
 	State     string     `json:"state"`
 	EndedAt   *time.Time `json:"ended_at,omitempty"`
 	EndedBy   *Identity  `json:"ended_by,omitempty"`
@@ -145,8 +146,8 @@ func (s *Service) refusal(rec *SessionRecord, lastUsed, now time.Time) error {
 		}
 		return loginAgain("this session was revoked%s", by)
 	}
-	if !s.trusted(rec.Identity.Issuer) {
-		return loginAgain("the identity provider %q that vouched for this session is no longer trusted here", rec.Identity.Issuer)
+	if why := s.distrust(rec.Identity); why != "" {
+		return loginAgain("the %s: it vouched for this session", why)
 	}
 	if !now.Before(rec.ExpiresAt) {
 		return loginAgain("your session has expired (sessions last at most %s)", s.sessionTTL)
@@ -421,6 +422,8 @@ func (s *Service) view(r *SessionRecord, lastUsed, now time.Time) *SessionRecord
 		}
 		if !now.Before(v.ExpiresAt) {
 			v.State = SessionExpired
+		} else if s.distrust(v.Identity) != "" {
+			v.State = SessionUntrusted
 		}
 	}
 	return &v

@@ -21,40 +21,12 @@ import (
 func TestUntrustedIssuerEndsSessionsAndGrants(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	srv := httptest.NewServer(nil)
-	t.Cleanup(srv.Close)
-	dev, err := devissuer.New(srv.URL, devissuer.WithClock(e.clock.Now))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Config.Handler = dev
+	dev := otherIssuer(t, e)
 	corp := e.idv
-	both, err := oidc.NewVerifier([]oidc.IssuerConfig{
-		{Name: "corp", URL: e.iss.URL(), ClientID: devissuer.DefaultClientID, ActClaim: "actor"},
-		{Name: "dev", URL: srv.URL, ClientID: devissuer.DefaultClientID},
-	}, nil, e.clock.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.idv = both
-	e.restart()
-
-	// login opens a session through iss and returns it with its token.
+	trust(t, e, "dev", dev)
 	login := func(iss *devissuer.Issuer, want, sub string, groups ...string) (broker.Identity, string) {
 		t.Helper()
-		raw, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := e.svc.Login(ctx, raw, "", audit.Client{})
-		if err != nil {
-			t.Fatalf("login %s: %v", sub, err)
-		}
-		who, _, err := e.svc.Authenticate(ctx, s.Token)
-		if err != nil || who.Issuer != want {
-			t.Fatalf("session %s: %+v %v", sub, who, err)
-		}
-		return who, s.Token
+		return loginAt(t, e, iss, want, sub, groups...)
 	}
 	eve, eveSession := login(dev, "dev", "eve", "ml")
 	mallory, _ := login(dev, "dev", "mallory", "security")
@@ -84,7 +56,7 @@ func TestUntrustedIssuerEndsSessionsAndGrants(t *testing.T) {
 	// Served again with corp alone.
 	e.idv = corp
 	e.restart()
-	if _, _, err := e.svc.Authenticate(ctx, eveSession); code(err) != broker.CodeUnauthenticated || !strings.Contains(err.Error(), `identity provider "dev"`) {
+	if _, _, err := e.svc.Authenticate(ctx, eveSession); code(err) != broker.CodeUnauthenticated || !strings.Contains(err.Error(), `identity provider "dev" at `+dev.URL()+` is no longer trusted`) {
 		t.Fatalf("eve's dev session after: %v", err)
 	}
 	if _, _, err := e.svc.Authenticate(ctx, carolSession); err != nil {
@@ -114,12 +86,144 @@ func TestUntrustedIssuerEndsSessionsAndGrants(t *testing.T) {
 	// The end of each is in the trail, with why.
 	var ended int
 	e.log.Range(ctx, 1, func(ev audit.Event) bool {
-		if ev.Type == audit.TypeRequestExpired && len(ev.Reasons) == 1 && strings.Contains(ev.Reasons[0], `"dev" is no longer trusted`) && ev.Details["cause"] == "issuer" {
+		if ev.Type == audit.TypeRequestExpired && len(ev.Reasons) == 1 && strings.Contains(ev.Reasons[0], `"dev" at `+dev.URL()+` is no longer trusted`) && ev.Details["cause"] == "issuer" {
 			ended++
 		}
 		return true
 	})
 	if ended != 2 {
 		t.Fatalf("%d request.expired events name the untrusted issuer, want 2", ended)
+	}
+}
+
+// otherIssuer starts a dev issuer besides e's corp one.
+func otherIssuer(t *testing.T, e *env) *devissuer.Issuer {
+	t.Helper()
+	srv := httptest.NewServer(nil)
+	t.Cleanup(srv.Close)
+	iss, err := devissuer.New(srv.URL, devissuer.WithClock(e.clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Config.Handler = iss
+	return iss
+}
+
+// trust restarts e's broker trusting corp and, under name, iss.
+func trust(t *testing.T, e *env, name string, iss *devissuer.Issuer) {
+	t.Helper()
+	v, err := oidc.NewVerifier([]oidc.IssuerConfig{
+		{Name: "corp", URL: e.iss.URL(), ClientID: devissuer.DefaultClientID, ActClaim: "actor"},
+		{Name: name, URL: iss.URL(), ClientID: devissuer.DefaultClientID},
+	}, nil, e.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.idv = v
+	e.restart()
+}
+
+// loginAt opens a session through iss, checks it names issuer want, and
+// returns it with its token.
+func loginAt(t *testing.T, e *env, iss *devissuer.Issuer, want, sub string, groups ...string) (broker.Identity, string) {
+	t.Helper()
+	ctx := context.Background()
+	raw, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.svc.Login(ctx, raw, "", audit.Client{})
+	if err != nil {
+		t.Fatalf("login %s: %v", sub, err)
+	}
+	who, _, err := e.svc.Authenticate(ctx, s.Token)
+	if err != nil || who.Issuer != want || who.IssuerURL != iss.URL() {
+		t.Fatalf("session %s: %+v %v", sub, who, err)
+	}
+	return who, s.Token
+}
+
+// TestIssuerNameAtAnotherURLVouchesForNothingOld: trust is by the name and
+// the URL together. A data dir once served with --dev, then with a config
+// whose issuer is also named dev (another IdP, at another URL), must not
+// revive the dev sessions and grants; the new issuer's own logins work,
+// and listings show the old sessions as untrusted.
+func TestIssuerNameAtAnotherURLVouchesForNothingOld(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	old, prod := otherIssuer(t, e), otherIssuer(t, e)
+	trust(t, e, "dev", old)
+	eve, eveSession := loginAt(t, e, old, "dev", "eve", "ml")
+	grant, err := e.svc.CreateRequest(ctx, eve, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
+	if err != nil || grant.State != broker.StateApproved {
+		t.Fatalf("eve's grant: %+v %v", grant, err)
+	}
+
+	trust(t, e, "dev", prod)
+	if _, _, err := e.svc.Authenticate(ctx, eveSession); code(err) != broker.CodeUnauthenticated || !strings.Contains(err.Error(), old.URL()) {
+		t.Fatalf("the old dev session under the new dev issuer: %v", err)
+	}
+	if !e.svc.IsRevoked(grant.ID) {
+		t.Fatal("the old dev grant's tokens are still accepted")
+	}
+	if r, err := e.db.GetRequest(ctx, grant.ID); err != nil || r.State != broker.StateExpired {
+		t.Fatalf("the old dev grant: %+v %v", r, err)
+	}
+	// The same subject at the new IdP is someone else; it logs in afresh.
+	eve2, eve2Session := loginAt(t, e, prod, "dev", "eve", "ml")
+	if _, _, err := e.svc.Token(ctx, eve2, grant.ID); code(err) != broker.CodeConflict {
+		t.Fatalf("a token of the old grant for the new eve: %v", err)
+	}
+	all, err := e.svc.Sessions(ctx, broker.AdminIdentity, true, broker.SessionQuery{All: true, Ended: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, s := range all {
+		states[s.Identity.IssuerURL] = s.State
+	}
+	if states[old.URL()] != broker.SessionUntrusted || states[prod.URL()] != broker.SessionActive {
+		t.Fatalf("listed states by issuer URL: %v", states)
+	}
+	active, _ := e.svc.Sessions(ctx, broker.AdminIdentity, true, broker.SessionQuery{All: true})
+	if len(active) != 1 || active[0].Identity.IssuerURL != prod.URL() {
+		t.Fatalf("active sessions: %+v", active)
+	}
+	if _, _, err := e.svc.Authenticate(ctx, eve2Session); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecordsWithoutIssuerURLAreUntrusted: sessions and grants recorded
+// before pamctl kept the issuer's URL cannot say which IdP of that name
+// vouched; they no longer count (log in, ask again), and say why.
+func TestRecordsWithoutIssuerURLAreUntrusted(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	who, tok := loginAt(t, e, e.iss, "corp", "carol", "ml")
+	grant, err := e.svc.CreateRequest(ctx, who, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
+	if err != nil || grant.State != broker.StateApproved {
+		t.Fatalf("carol's grant: %+v %v", grant, err)
+	}
+	_, sess, err := e.svc.Authenticate(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.UpdateSession(ctx, sess.ID, func(r *broker.SessionRecord) error { r.Identity.IssuerURL = ""; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.UpdateRequest(ctx, grant.ID, func(r *broker.Request) error { r.Requester.IssuerURL = ""; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if _, _, err := e.svc.Authenticate(ctx, tok); code(err) != broker.CodeUnauthenticated || !strings.Contains(err.Error(), "recorded without its URL") {
+		t.Fatalf("a session without the issuer's URL: %v", err)
+	}
+	if r, err := e.db.GetRequest(ctx, grant.ID); err != nil || r.State != broker.StateExpired || !e.svc.IsRevoked(grant.ID) {
+		t.Fatalf("a grant without the issuer's URL: %+v %v", r, err)
+	}
+	// The admin socket's identity has no URL, and always counts.
+	if _, err := e.svc.Sessions(ctx, broker.AdminIdentity, true, broker.SessionQuery{All: true}); err != nil {
+		t.Fatal(err)
 	}
 }

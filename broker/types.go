@@ -11,6 +11,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 )
 
@@ -20,15 +21,26 @@ type Identity struct {
 	Display string   `json:"display,omitempty"` // name shown to people (display_claims); never used for decisions
 	Email   string   `json:"email,omitempty"`
 	Groups  []string `json:"groups,omitempty"`
-	Issuer  string   `json:"issuer"`         // name of the trusted issuer ("admin" for the local socket)
-	Kind    string   `json:"kind,omitempty"` // user | service
-	Act     string   `json:"act,omitempty"`  // the person a workload acts for
+	Issuer  string   `json:"issuer"` // name of the trusted issuer ("unix-socket" for the admin socket)
+	// IssuerURL is the URL of the issuer that vouched, as configured at
+	// login: the identity counts only while an issuer of the same name
+	// and URL is configured (a dev data dir's "dev" sessions must not
+	// revive under a production issuer that happens to be named dev).
+	IssuerURL string `json:"issuer_url,omitempty"`
+	Kind      string `json:"kind,omitempty"` // user | service
+	Act       string `json:"act,omitempty"`  // the person a workload acts for
 	// AuthTime is when this person last authenticated at the IdP (the ID
 	// token's auth_time, or the time of the login that made the session).
 	// It is set per call by whoever authenticated the caller (API session,
 	// web UI session) and never stored with requests: step-up before
 	// sensitive actions compares it with approvals.reauth_after.
 	AuthTime time.Time `json:"-"`
+}
+
+// VerifiedIdentity is the identity a verified ID token carries.
+func VerifiedIdentity(id oidc.Identity) Identity {
+	return Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups,
+		Issuer: id.Issuer, IssuerURL: id.IssuerURL, Kind: id.Kind, Act: id.Act}
 }
 
 // Same reports whether two identities are the same principal.

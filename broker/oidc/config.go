@@ -108,6 +108,11 @@ const (
 // DefaultScopes are requested when an issuer configures none.
 var DefaultScopes = []string{"openid", "email", "profile"}
 
+// AdminIssuer is the issuer name of the admin socket's identity
+// (broker.AdminIdentity). No configured issuer may take it, in any case:
+// its identities would read as the local admin in the audit trail.
+const AdminIssuer = "unix-socket"
+
 var issuerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // WithDefaults returns c with Audience, GroupsClaim and Scopes filled in.
@@ -158,6 +163,8 @@ func (c IssuerConfig) Validate() error {
 		bad("name is required")
 	case !issuerNameRE.MatchString(c.Name):
 		bad("name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	case strings.EqualFold(c.Name, AdminIssuer):
+		bad("name %q is reserved for the admin socket's identity; pick another", c.Name)
 	}
 
 	if c.URL == "" {

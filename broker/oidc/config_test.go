@@ -137,6 +137,9 @@ func TestIssuerConfigValidate(t *testing.T) {
 		"workload, nothing":   {oidc.IssuerConfig{Name: "ci", URL: "https://token.actions.githubusercontent.com", Workload: true}, false},
 		"user without client": {oidc.IssuerConfig{Name: "a", URL: "https://idp.example.com", Audience: "pamctl"}, false},
 		"bad name":            {oidc.IssuerConfig{Name: "has space", URL: "https://idp.example.com", ClientID: "c"}, false},
+		"admin socket's name": {oidc.IssuerConfig{Name: oidc.AdminIssuer, URL: "https://idp.example.com", ClientID: "c"}, false},
+		"admin's, other case": {oidc.IssuerConfig{Name: "Unix-Socket", URL: "https://idp.example.com", ClientID: "c"}, false},
+		"admin's, prefixed":   {oidc.IssuerConfig{Name: "unix-socket2", URL: "https://idp.example.com", ClientID: "c"}, true},
 		"spaced groups claim": {oidc.IssuerConfig{Name: "a", URL: "https://idp.example.com", ClientID: "c", GroupsClaim: "my groups"}, false},
 	}
 	for name, tc := range cases {

@@ -62,7 +62,6 @@ type Verifier struct {
 	client *http.Client
 	now    func() time.Time
 	byURL  map[string]*trustedIssuer
-	names  map[string]bool
 }
 
 // trustedIssuer holds one issuer's config and, once discovery succeeded, its
@@ -87,7 +86,7 @@ func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Ti
 	}
 	var errs []error
 	names := map[string]bool{}
-	v := &Verifier{client: client, now: now, byURL: map[string]*trustedIssuer{}, names: names}
+	v := &Verifier{client: client, now: now, byURL: map[string]*trustedIssuer{}}
 	for _, c := range issuers {
 		if err := c.Validate(); err != nil {
 			errs = append(errs, err)
@@ -115,10 +114,14 @@ func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Ti
 	return v, nil
 }
 
-// Trusts reports whether name is one of the verifier's issuers: what
-// vouched for an identity of any other issuer (a session, a grant) is no
-// longer vouched for.
-func (v *Verifier) Trusts(name string) bool { return v.names[name] }
+// Trusts reports whether the verifier has an issuer named name at url:
+// what an identity of any other issuer holds (a session, a grant) is no
+// longer vouched for, nor is one of an issuer whose name now points
+// elsewhere.
+func (v *Verifier) Trusts(name, url string) bool {
+	is, ok := v.byURL[url]
+	return ok && is.cfg.Name == name
+}
 
 // Verify checks rawIDToken and returns the identity it carries. The issuer is
 // picked by the token's (unverified) iss claim; go-oidc then verifies the

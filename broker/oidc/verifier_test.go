@@ -386,6 +386,22 @@ func TestTwoIssuersUserAndWorkload(t *testing.T) {
 		t.Errorf("service = %+v", svc)
 	}
 
+	// Trust is by name and URL together: each issuer at its own URL,
+	// never a name at another's URL, an unknown name, or no URL.
+	for _, tc := range []struct {
+		name, url string
+		want      bool
+	}{
+		{"corp", corp.URL(), true}, {"github", ci.URL(), true},
+		{"corp", ci.URL(), false}, {"github", corp.URL(), false},
+		{"dev", corp.URL(), false}, {"corp", "", false}, {"", corp.URL(), false},
+		{"corp", corp.URL() + "/", false}, {"CORP", corp.URL(), false},
+	} {
+		if got := v.Trusts(tc.name, tc.url); got != tc.want {
+			t.Errorf("Trusts(%q, %q) = %v, want %v", tc.name, tc.url, got, tc.want)
+		}
+	}
+
 	// A token claiming the CI issuer but signed with corp's key is refused.
 	forged, err := corp.Forge().ForeignIssuer(ci.URL(), workload)
 	if err != nil {

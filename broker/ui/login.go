@@ -256,7 +256,7 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 			"Deciding needs a fresh login (approvals.reauth_after). The IdP ignored prompt=login and max_age; ask its administrator to honour them for this client.")
 		return
 	}
-	who := broker.Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups, Issuer: id.Issuer, Kind: id.Kind, Act: id.Act}
+	who := broker.VerifiedIdentity(id)
 	// A new session every login (no fixation); a session the browser had
 	// before is ended.
 	if old := u.session(r); old != nil {

@@ -355,6 +355,11 @@ func TestLoginSessionAndHeaders(t *testing.T) {
 	if sc == nil || sc.Value == "planted-by-attacker" || !sc.HttpOnly || sc.SameSite != http.SameSiteLaxMode || sc.MaxAge <= 0 || sc.MaxAge > 3600 {
 		t.Fatalf("session cookie: %+v", sc)
 	}
+	// The session records who vouched, by name and URL: the broker
+	// trusts it only while that issuer is configured at that URL.
+	if r := e.svc.sess[broker.WebSessionID(sc.Value)]; r == nil || r.Identity.Issuer != "dev" || r.Identity.IssuerURL != e.base+"/idp" {
+		t.Fatalf("the session's identity: %+v", r)
+	}
 	res, body := get(t, c, e.base+"/ui/requests/req_access")
 	if res.StatusCode != 200 || !strings.Contains(body, `id="approve"`) {
 		t.Fatalf("item page: %d", res.StatusCode)

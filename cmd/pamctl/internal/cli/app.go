@@ -397,7 +397,7 @@ func (noIssuers) Verify(context.Context, string, string) (oidc.Identity, error) 
 
 // Trusts: no issuer, so no session or grant an issuer vouched for (say,
 // the dev issuer of a data dir once served with --dev) stands.
-func (noIssuers) Trusts(string) bool { return false }
+func (noIssuers) Trusts(string, string) bool { return false }
 
 var _ broker.IssuerTrust = noIssuers{}
 
