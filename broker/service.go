@@ -1,7 +1,10 @@
 package broker
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -358,6 +361,22 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 	}
 	who := VerifiedIdentity(id)
 	now := s.now().UTC().Truncate(time.Second)
+	if who.Kind == oidc.KindUser {
+		// A person's ID token opens one session. Its nonce is in it, so
+		// the nonce check alone would let a captured token (a proxy log,
+		// a shared terminal) open sessions until it expires. Workloads'
+		// tokens are bearer credentials their platform hands every step
+		// of a job, and may log in again.
+		first, err := s.store.RedeemLogin(ctx, idTokenDigest(rawIDToken), now, cmp.Or(id.Expiry, now.Add(24*time.Hour)).Add(redeemSkew))
+		if err != nil {
+			return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
+		}
+		if !first {
+			const why = "this ID token has already opened a session; an ID token logs in once"
+			s.emit(ctx, &audit.Event{Type: audit.TypeLoginFailed, Actor: actor(who), Decision: "deny", Reasons: []string{why}, Client: &client})
+			return nil, loginAgain(why)
+		}
+	}
 	exp := now.Add(s.sessionTTL)
 	if who.Kind == oidc.KindService && !id.Expiry.IsZero() && id.Expiry.Before(exp) {
 		// A workload's short-lived token (CI job, Kubernetes) must not
@@ -377,6 +396,23 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 	}
 	s.emit(ctx, &audit.Event{Type: audit.TypeLogin, Actor: actor(who), Decision: "allow", Client: &client, Details: map[string]string{"session": rec.ID, "expires": exp.Format(time.RFC3339)}})
 	return &Session{ID: rec.ID, Token: raw, Identity: who, ExpiresAt: exp, IdleTimeout: max(s.idleTimeout, 0)}, nil
+}
+
+// redeemSkew keeps a redeemed ID token on record past its expiry, for
+// replicas whose clocks run behind.
+const redeemSkew = 5 * time.Minute
+
+// idTokenDigest names an ID token for RedeemLogin: the SHA-256 of its
+// signed part (header and payload). The signature is left out: its
+// encoding is malleable (spare bits in the last base64url character, an
+// ECDSA signature's s and n-s), so a digest over it would let one token
+// pass for two.
+func idTokenDigest(raw string) string {
+	if i := strings.LastIndexByte(raw, '.'); i >= 0 {
+		raw = raw[:i]
+	}
+	sum := sha256.Sum256([]byte(raw))
+	return hex.EncodeToString(sum[:])
 }
 
 // loginAuthTime is the authentication time a login records: the ID token's

@@ -93,6 +93,12 @@ type SessionStore interface {
 	UpdateSession(ctx context.Context, id string, fn func(*SessionRecord) error) (*SessionRecord, error)
 	ListSessions(ctx context.Context, keep func(*SessionRecord) bool) ([]*SessionRecord, error)
 	DeleteSessions(ctx context.Context, drop func(*SessionRecord) bool) (int, error)
+	// RedeemLogin records that the ID token with digest key opened a
+	// session, keeping the record at least until expires, and reports
+	// whether it was the first time: false (recording nothing) when key
+	// is recorded and not past its expiry at now. Two replicas redeeming
+	// the same key at once: one gets true.
+	RedeemLogin(ctx context.Context, key string, now, expires time.Time) (bool, error)
 }
 
 // ErrSessionNotFound means there is no session with that id.

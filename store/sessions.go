@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"time"
 
 	"github.com/pamctl/pamctl/broker"
 
@@ -104,4 +106,64 @@ func (db *DB) DeleteSessions(ctx context.Context, drop func(*broker.SessionRecor
 		return nil
 	})
 	return n, err
+}
+
+// bucketLogins holds redeemed ID tokens: digest -> expiry (Unix seconds,
+// big-endian). Made on first use.
+var bucketLogins = []byte("logins")
+
+// RedeemLogin records key until expires, in one write transaction that
+// also drops the records past their expiry at now (a person logs in a few
+// times a day: the bucket stays small).
+func (db *DB) RedeemLogin(_ context.Context, key string, now, expires time.Time) (bool, error) {
+	first := false
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		first = false
+		b, err := tx.CreateBucketIfNotExists(bucketLogins)
+		if err != nil {
+			return err
+		}
+		live := func(v []byte) bool { return len(v) == 8 && now.Unix() < int64(binary.BigEndian.Uint64(v)) }
+		if v := b.Get([]byte(key)); v != nil && live(v) {
+			return nil
+		}
+		var gone [][]byte
+		if err := b.ForEach(func(k, v []byte) error {
+			if !live(v) {
+				gone = append(gone, k)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range gone {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		first = true
+		return b.Put([]byte(key), binary.BigEndian.AppendUint64(nil, uint64(expires.Unix())))
+	})
+	return first, err
+}
+
+// RedeemedLogins returns the redeemed ID-token digests not past their
+// expiry at now, with that expiry (for Migrate).
+func (db *DB) RedeemedLogins(_ context.Context, now time.Time) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLogins)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if len(v) == 8 {
+				if exp := time.Unix(int64(binary.BigEndian.Uint64(v)), 0); now.Before(exp) {
+					out[string(k)] = exp
+				}
+			}
+			return nil
+		})
+	})
+	return out, err
 }

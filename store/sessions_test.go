@@ -81,3 +81,51 @@ func TestSessionsPersistCompareAndSwapAndDelete(t *testing.T) {
 		t.Fatalf("left: %d", len(rest))
 	}
 }
+
+// TestRedeemLoginExpiresAndPrunes: a redeemed ID token stays redeemed
+// until its expiry, across a reopen; after it, the key is free again, and
+// the next redemption drops it from the file.
+func TestRedeemLoginExpiresAndPrunes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	t0 := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	redeem := func(key string, now time.Time) bool {
+		t.Helper()
+		first, err := db.RedeemLogin(ctx, key, now, t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return first
+	}
+	if !redeem("k1", t0) || redeem("k1", t0.Add(59*time.Minute)) {
+		t.Fatal("k1 was not redeemed once")
+	}
+	db.Close()
+	db = openTest(t, dir)
+	if redeem("k1", t0.Add(30*time.Minute)) {
+		t.Fatal("k1 was redeemed again after a reopen")
+	}
+	if got, err := db.RedeemedLogins(ctx, t0); err != nil || len(got) != 1 || !got["k1"].Equal(t0.Add(time.Hour)) {
+		t.Fatalf("redeemed logins: %v %v", got, err)
+	}
+	// Past its expiry (a token the verifier refuses by then anyway).
+	if !redeem("k1", t0.Add(time.Hour)) {
+		t.Fatal("an expired redemption still blocks its key")
+	}
+	if !redeem("k2", t0.Add(3*time.Hour)) {
+		t.Fatal("k2 not redeemed")
+	}
+	var keys []string
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLogins).ForEach(func(k, _ []byte) error { keys = append(keys, string(k)); return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || keys[0] != "k2" {
+		t.Fatalf("logins kept after pruning: %v", keys)
+	}
+	if got, _ := db.RedeemedLogins(ctx, t0.Add(3*time.Hour)); len(got) != 0 {
+		t.Fatalf("expired logins listed: %v", got)
+	}
+}

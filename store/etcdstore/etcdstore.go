@@ -20,6 +20,7 @@
 //	                      (state, owner, party, due, grant, settled), empty
 //	                      values, written in the same transaction as the
 //	                      request
+//	logins/<digest>       empty: a redeemed ID token, on a lease
 //	sessions/<id>         broker.SessionRecord
 //	keys/<kid>            token.SealedKey
 //	vault/<name>          vault.Entry (secret sealed under the master key)

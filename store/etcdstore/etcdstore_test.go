@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/link"
@@ -65,4 +67,33 @@ func TestEnrollments(t *testing.T) {
 func TestSinkCursors(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	storetest.SinkCursors(t, func(t *testing.T) auditsink.CursorStore { return openOn(t, c) })
+}
+
+// TestRedeemLoginLease: a redeemed ID token's key lives on a lease that
+// ends at the token's expiry, so etcd drops it without a sweep; a refused
+// second redemption leaves no lease behind.
+func TestRedeemLoginLease(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	db := openAt(t, c, "/redeem/")
+	ctx := context.Background()
+	now := time.Now()
+	for i := range 2 {
+		first, err := db.RedeemLogin(ctx, "k1", now, now.Add(90*time.Second))
+		if err != nil || first != (i == 0) {
+			t.Fatalf("redemption %d: %v %v", i, first, err)
+		}
+	}
+	cli := c.Client()
+	resp, err := cli.Get(ctx, "/redeem/logins/k1")
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("the redeemed key: %+v %v", resp, err)
+	}
+	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+	if err != nil || ttl.TTL < 80 || ttl.TTL > 91 {
+		t.Fatalf("its lease: %+v %v", ttl, err)
+	}
+	leases, err := cli.Leases(ctx)
+	if err != nil || len(leases.Leases) != 1 {
+		t.Fatalf("leases after a refused redemption: %+v %v", leases, err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -21,6 +22,7 @@ type MigrateReport struct {
 	Keys         int               `json:"keys"`
 	VaultEntries int               `json:"vault_entries"`
 	Sessions     int               `json:"sessions"`
+	Logins       int               `json:"redeemed_logins"`
 	Requests     int               `json:"requests"`
 	Enrollments  int               `json:"enrollments"`
 	SinkCursors  int               `json:"sink_cursors"`
@@ -44,7 +46,7 @@ var migrateStates = []broker.State{broker.StatePending, broker.StateApproved, br
 
 // Migrate copies a bbolt store (its server stopped: the caller holds the
 // data dir's lock) into dst: signing keys, the vault and its master-key
-// check, sessions, requests (their indexes rebuilt by CreateRequest),
+// check, sessions and the ID tokens that opened them, requests (their indexes rebuilt by CreateRequest),
 // proxy enrollments, audit sink cursors, the grants' token counters, and
 // the whole audit chain byte for byte with its retention anchor and signed
 // head, so the chain verifies in etcd exactly as it did in bbolt (and
@@ -97,6 +99,18 @@ func Migrate(ctx context.Context, src *store.DB, dst *DB, replace bool) (Migrate
 		}
 	}
 	rep.Sessions = len(sessions)
+	// The ID tokens that opened a session, so none opens another here.
+	now := time.Now()
+	logins, err := src.RedeemedLogins(ctx, now)
+	if err != nil {
+		return rep, err
+	}
+	for k, exp := range logins {
+		if _, err := dst.RedeemLogin(ctx, k, now, exp); err != nil {
+			return rep, err
+		}
+	}
+	rep.Logins = len(logins)
 	var grants []string
 	for _, st := range migrateStates {
 		rs, err := src.RequestsInState(ctx, st, nil)

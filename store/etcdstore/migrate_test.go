@@ -85,6 +85,13 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	if err := src.CreateSession(ctx, &broker.SessionRecord{ID: "sess_1", Identity: broker.Identity{Subject: "alice", Issuer: "corp"}, CreatedAt: time.Now(), ExpiresAt: exp}); err != nil {
 		t.Fatal(err)
 	}
+	// An ID token that opened a session, and one long expired.
+	if _, err := src.RedeemLogin(ctx, "digest-live", time.Now(), exp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.RedeemLogin(ctx, "digest-old", time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	cs, err := src.Counters(store.CounterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +123,7 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("migrated %d events in %v: %+v", rep.Events, time.Since(start), rep)
-	if rep.Events != want.Events || rep.Events < 3000 || rep.Last.Seq != want.Last || rep.Requests != 1 || rep.Sessions != 1 || rep.VaultEntries != 1 || rep.Keys == 0 || rep.Counters != 1 {
+	if rep.Events != want.Events || rep.Events < 3000 || rep.Last.Seq != want.Last || rep.Requests != 1 || rep.Sessions != 1 || rep.Logins != 1 || rep.VaultEntries != 1 || rep.Keys == 0 || rep.Counters != 1 {
 		t.Fatalf("report %+v, bbolt verified %+v", rep, want)
 	}
 	// etcd's deployment view: the vault opens with the same master key, the
@@ -151,6 +158,12 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	}
 	if r, err := dst.GetRequest(ctx, "req_migrated"); err != nil || r.State != broker.StateApproved {
 		t.Fatalf("request: %+v, %v", r, err)
+	}
+	if first, err := dst.RedeemLogin(ctx, "digest-live", time.Now(), exp); err != nil || first {
+		t.Fatalf("a redeemed ID token is redeemable again after migration: %v %v", first, err)
+	}
+	if first, err := dst.RedeemLogin(ctx, "digest-old", time.Now(), exp); err != nil || !first {
+		t.Fatalf("an expired redemption was migrated: %v %v", first, err)
 	}
 	if rs, err := dst.RequestsInState(ctx, broker.StateApproved, nil); err != nil || len(rs) != 1 {
 		t.Fatalf("state index after migration: %d, %v", len(rs), err)

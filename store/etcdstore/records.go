@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -24,6 +26,34 @@ var (
 )
 
 // Sessions.
+
+func loginKey(key string) string { return "logins/" + key }
+
+// RedeemLogin puts key only if absent (one transaction, so of two replicas
+// redeeming it at once one wins), on a lease that ends it at expires.
+func (db *DB) RedeemLogin(ctx context.Context, key string, now, expires time.Time) (bool, error) {
+	ttl := int64(math.Ceil(expires.Sub(now).Seconds()))
+	if ttl < 1 {
+		ttl = 1
+	}
+	ctx, cancel := db.op(ctx)
+	defer cancel()
+	lease, err := db.cli.Grant(ctx, ttl)
+	if err != nil {
+		return false, db.wrap("redeem login", err)
+	}
+	k := db.key(loginKey(key))
+	resp, err := db.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, "", clientv3.WithLease(lease.ID))).Commit()
+	if err == nil && resp.Succeeded {
+		return true, nil
+	}
+	_, _ = db.cli.Revoke(ctx, lease.ID) // unused: it would only expire later
+	if err != nil {
+		return false, db.wrap("redeem login", err)
+	}
+	return false, nil
+}
 
 func sessionKey(id string) string { return "sessions/" + id }
 

@@ -118,6 +118,51 @@ func Sessions(t *testing.T, newStore func(t *testing.T) broker.SessionStore) {
 			t.Fatalf("deleted session: %v", err)
 		}
 	})
+	t.Run("RedeemLoginOnce", func(t *testing.T) {
+		s := newStore(t)
+		now := time.Now()
+		exp := now.Add(time.Hour)
+		redeem := func(key string) bool {
+			t.Helper()
+			first, err := s.RedeemLogin(ctx, key, now, exp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return first
+		}
+		if !redeem("k1") {
+			t.Fatal("a new key was not redeemed")
+		}
+		if redeem("k1") {
+			t.Fatal("a key was redeemed twice")
+		}
+		if !redeem("k2") {
+			t.Fatal("another key was not redeemed")
+		}
+		// Racing redemptions of one key (two replicas, two requests):
+		// exactly one wins.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins := 0
+		for range 8 {
+			wg.Go(func() {
+				first, err := s.RedeemLogin(ctx, "k3", now, exp)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if first {
+					mu.Lock()
+					wins++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if wins != 1 {
+			t.Fatalf("%d of 8 racing redemptions won, want 1", wins)
+		}
+	})
 }
 
 // KeyData is what the Keys suite needs of a store: the key records, and

@@ -1,6 +1,7 @@
 package devissuer
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +86,10 @@ func (i *Issuer) claimSet(iss string, c Claims) (map[string]any, error) {
 		"iat":       iat.Unix(),
 		"exp":       exp.Unix(),
 		"auth_time": authTime.Unix(),
+		// A token id, as Keycloak, Okta and Entra ID send: two tokens
+		// minted in the same second for the same person differ (the
+		// broker redeems each person's ID token once). Extra may set it.
+		"jti": rand.Text(),
 	}
 	if c.Nonce != "" {
 		m["nonce"] = c.Nonce

@@ -281,8 +281,17 @@ func TestEndToEndIDTokenFileAndLoginRefusals(t *testing.T) {
 	if r := s.as(t, "ci", "", "whoami", "-o", "json"); !strings.Contains(r.out, "repo:org/app:ref:refs/heads/main") {
 		t.Fatalf("workload whoami: %+v", r)
 	}
-	// stdin works too.
-	s.as(t, "ci2", raw, "login", "--id-token-file", "-").must(t, "id token on stdin")
+	// The dev issuer vouches for people: its ID token logs in once, so
+	// the same token again (a copy from a log, a shell history) opens
+	// nothing. A fresh one on stdin works.
+	if r := s.as(t, "ci2", raw, "login", "--id-token-file", "-"); r.code != ExitUnauthenticated || !strings.Contains(r.err, "already opened a session") {
+		t.Fatalf("the same ID token again: %+v", r)
+	}
+	fresh, err := s.app.devIss.Mint(devissuer.Claims{Subject: "repo:org/app:ref:refs/heads/main", Groups: []string{"ml"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.as(t, "ci2", fresh, "login", "--id-token-file", "-").must(t, "id token on stdin")
 
 	forged, _ := s.app.devIss.Forge().AlgNone(devissuer.Claims{Subject: "mallory"})
 	if r := s.as(t, "mallory", forged, "login", "--id-token-file", "-"); r.code != ExitUnauthenticated || strings.Contains(r.err, forged) {

@@ -143,6 +143,7 @@ func storeMigrateRun(cmd *cobra.Command, o *StoreMigrateOptions) error {
 	d.Field("vault entries", strconv.Itoa(rep.VaultEntries))
 	d.Field("requests", strconv.Itoa(rep.Requests))
 	d.Field("sessions", strconv.Itoa(rep.Sessions))
+	d.Field("redeemed logins", strconv.Itoa(rep.Logins))
 	d.Field("proxy enrollments", strconv.Itoa(rep.Enrollments))
 	d.Field("sink cursors", strconv.Itoa(rep.SinkCursors))
 	d.Field("grant counters", strconv.Itoa(rep.Counters))
