@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/pamctl/pamctl/cmd/pamctl/internal/memlimit"
+	"math"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +27,7 @@ import (
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/ui"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/memlimit"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/mask"
@@ -420,11 +422,27 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	}
 	cfg, err := decode(v)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", orDefault(file, "(defaults)"), err)
+		return nil, fmt.Errorf("config %s: %w", decodeSource(err, file), err)
 	}
 	cfg.File = file
 	cfg.present = present
 	return cfg, nil
+}
+
+// decodeSource names where the settings a decode error names came from:
+// the environment variables set for them, else the file.
+func decodeSource(err error, file string) string {
+	var env []string
+	for _, k := range envKeys() {
+		name := "PAMCTL_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+		if _, set := os.LookupEnv(name); set && strings.Contains(err.Error(), "'"+k+"'") {
+			env = append(env, name)
+		}
+	}
+	if len(env) > 0 {
+		return "from the environment (" + strings.Join(env, ", ") + ")"
+	}
+	return orDefault(file, "(defaults)")
 }
 
 func orDefault(s, d string) string {
@@ -439,6 +457,7 @@ func decode(v *viper.Viper) (*Config, error) {
 	// ErrorUnused backs up checkFile: nothing viper holds may go unused.
 	err := v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationHook,
+		integerHook,
 		mapstructure.StringToSliceHookFunc(","),
 	)), func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true })
 	if err != nil {
@@ -474,6 +493,65 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 		return nil, fmt.Errorf("%v has no unit; write e.g. %vs, %vm, %vh or %vd (a bare number is not a duration)", data, data, data, data, data)
 	}
 	return data, nil
+}
+
+// integerHook decodes whole-number settings strictly: YAML integers (and
+// floats with nothing after the point, as YAML reads 1e9), and decimal
+// strings, as environment variables arrive. Viper's weak typing would read
+// true as 1, 1.9 as 1, "010" as octal 8 and wrap values out of range.
+func integerHook(from, to reflect.Type, data any) (any, error) {
+	if to == durationType {
+		return data, nil
+	}
+	signed := false
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		signed = true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+	default:
+		return data, nil
+	}
+	bits := to.Bits()
+	v := reflect.ValueOf(data)
+	var n big.Int
+	switch v.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n.SetInt64(v.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n.SetUint64(v.Uint())
+	case reflect.Float32, reflect.Float64:
+		f := v.Float()
+		if f != math.Trunc(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("%v is not a whole number", data)
+		}
+		if math.Abs(f) > 1<<53 { // past here a float64 is not the number written
+			return nil, fmt.Errorf("%v is too large to be read exactly; write it as a whole number without an exponent or a point", data)
+		}
+		big.NewFloat(f).Int(&n)
+	case reflect.String:
+		s := strings.TrimSpace(v.String())
+		if _, ok := n.SetString(s, 10); !ok {
+			return nil, fmt.Errorf("%q is not a whole number in decimal", v.String())
+		}
+	default:
+		return nil, fmt.Errorf("%v is not a whole number", data)
+	}
+	lo, hi := new(big.Int), new(big.Int).Lsh(big.NewInt(1), uint(bits))
+	if signed {
+		hi.Rsh(hi, 1)
+		lo.Neg(hi)
+	}
+	hi.Sub(hi, big.NewInt(1))
+	if n.Cmp(lo) < 0 {
+		return nil, fmt.Errorf("%s is too small (at least %s)", n.String(), lo)
+	}
+	if n.Cmp(hi) > 0 {
+		return nil, fmt.Errorf("%s is too large (at most %s)", n.String(), hi)
+	}
+	if signed {
+		return n.Int64(), nil
+	}
+	return n.Uint64(), nil
 }
 
 // ParseDuration parses a Go duration that may start with whole days ("90d", "1d12h").
