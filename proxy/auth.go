@@ -163,7 +163,7 @@ func (p *Proxy) authenticate(next http.Handler) http.Handler {
 		}
 		w.Header().Set("Pamctl-Grant", claims.Req)
 		if p.revoked != nil && p.revoked.IsRevoked(claims.Req) {
-			p.fail(w, c, errUnauthorized(fmt.Sprintf("Grant %s was revoked; its token no longer works. Ask again with `pamctl request %s`.",
+			p.fail(w, c, errUnauthorized(fmt.Sprintf("Grant %s has ended early (revoked, or no longer allowed: `pamctl requests` says why); its token no longer works. Ask again with `pamctl request %s`.",
 				claims.Req, requestHint(scopes)), nil))
 			return
 		}

@@ -165,7 +165,7 @@ func TestRevocationBitesOnNextCall(t *testing.T) {
 	if res.StatusCode != 401 {
 		t.Fatalf("revoked: %d %s", res.StatusCode, b)
 	}
-	if e := apiErr(t, b); e.Code != CodeInvalidAPIKey || !strings.Contains(e.Message, "req_rev was revoked") ||
+	if e := apiErr(t, b); e.Code != CodeInvalidAPIKey || !strings.Contains(e.Message, "req_rev has ended early (revoked, or no longer allowed") ||
 		!strings.Contains(e.Message, "pamctl request --scope model:gpt-4o") {
 		t.Fatalf("error %+v", e)
 	}

@@ -258,10 +258,21 @@ type whoKey struct{}
 
 type authedFunc func(w http.ResponseWriter, r *http.Request, who broker.Identity)
 
+// bearer returns the token of an `Authorization: Bearer T` header ("" for
+// any other). The scheme is case-insensitive (RFC 9110 11.1), as the
+// proxy reads it.
+func bearer(h string) string {
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
 func (s *Server) authed(h authedFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || raw == "" {
+		raw := bearer(r.Header.Get("Authorization"))
+		if raw == "" {
 			writeError(w, &broker.Error{Code: broker.CodeUnauthenticated, Message: "not logged in: run `pamctl login`"})
 			return
 		}

@@ -326,3 +326,33 @@ func TestSlowLoginsHoldBoundedMemory(t *testing.T) {
 	}
 	t.Logf("%d stalled logins: heap grew %.1f MiB", clients, float64(grown)/(1<<20))
 }
+
+// TestBearerSchemeIsCaseInsensitive: the auth scheme is case-insensitive
+// (RFC 9110 11.1), as the proxy reads it; anything but a bearer token is
+// refused.
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	ta := newTestAPI(t, 0, 0)
+	tok := ta.session(t, "alice", "ml")
+	for h, want := range map[string]int{
+		"Bearer " + tok:  http.StatusOK,
+		"bearer " + tok:  http.StatusOK,
+		"BEARER  " + tok: http.StatusOK,
+		"Basic " + tok:   http.StatusUnauthorized,
+		"Bearer":         http.StatusUnauthorized,
+		"Bearer ":        http.StatusUnauthorized,
+		"Bearer" + tok:   http.StatusUnauthorized,
+		"Bearerx " + tok: http.StatusUnauthorized,
+		"Bearer x" + tok: http.StatusUnauthorized,
+	} {
+		req, _ := http.NewRequest("GET", ta.srv.URL+"/v1/whoami", nil)
+		req.Header.Set("Authorization", h)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Authorization %.12q…: %d, want %d", h, resp.StatusCode, want)
+		}
+	}
+}

@@ -535,7 +535,7 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 	d := proxy.HoldDecision{Approved: r.State == broker.StateApproved, ID: r.ID}
 	if n := len(r.Reviews); r.State == broker.StateDenied && n > 0 {
 		last := r.Reviews[n-1]
-		d.Reason = "denied by " + DisplayName(last.Reviewer)
+		d.Reason = "denied by " + PartyName(last.Reviewer)
 		if last.Reason != "" {
 			d.Reason += ": " + last.Reason
 		}

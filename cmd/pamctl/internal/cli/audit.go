@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -340,7 +339,7 @@ func newCmdAuditTail(f *Factory, so *StepUpOptions) *cobra.Command {
 	cmd.Flags().StringSliceVar(&o.Types, "type", nil, "only these event types (e.g. proxy.call, request.*)")
 	cmd.Flags().StringVar(&o.Actor, "actor", "", "only events by this subject or email")
 	cmd.Flags().StringVar(&o.Grant, "grant", "", "only events of this grant")
-	cmd.Flags().DurationVar(&o.Since, "since", 0, "only events newer than this (e.g. 1h)")
+	cmd.Flags().Var(durationFlag{&o.Since}, "since", "only events newer than this (e.g. 1h, 7d)")
 	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
@@ -373,7 +372,7 @@ func (p *eventPrinter) print(e audit.Event) error {
 	esc := iostreams.Escape
 	actor := "-"
 	if e.Actor != nil {
-		actor = cmp.Or(e.Actor.Display, e.Actor.Subject)
+		actor = actorLabel(e.Actor)
 	}
 	status, latency := "-", "-"
 	if e.Status != 0 {

@@ -554,17 +554,50 @@ func integerHook(from, to reflect.Type, data any) (any, error) {
 	return n.Uint64(), nil
 }
 
+// maxDays is the most whole days a time.Duration holds (about 292 years).
+const maxDays = int(math.MaxInt64 / int64(24*time.Hour))
+
+// durationFlag is a flag that reads durations as the config does: Go
+// durations plus whole days ("2d", "1d12h").
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) Set(s string) error {
+	d, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*f.d = d
+	return nil
+}
+
+func (f durationFlag) String() string {
+	if f.d == nil || *f.d == 0 {
+		return "0" // no "(default …)" in help
+	}
+	return f.d.String()
+}
+
+func (durationFlag) Type() string { return "duration" }
+
 // ParseDuration parses a Go duration that may start with whole days ("90d", "1d12h").
 func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if i := strings.Index(s, "d"); i > 0 {
 		days, err := strconv.Atoi(s[:i])
+		if err == nil && (days < 0 || days > maxDays) {
+			return 0, fmt.Errorf("invalid duration %q: whole days from 0 to %d", s, maxDays)
+		}
 		if err == nil {
 			rest := time.Duration(0)
-			if tail := s[i+1:]; tail != "" {
+			if tail := s[i+1:]; strings.HasPrefix(tail, "-") || strings.HasPrefix(tail, "+") {
+				return 0, fmt.Errorf("invalid duration %q", s)
+			} else if tail != "" {
 				if rest, err = time.ParseDuration(tail); err != nil {
 					return 0, fmt.Errorf("invalid duration %q", s)
 				}
+			}
+			if rest > math.MaxInt64-time.Duration(days)*24*time.Hour {
+				return 0, fmt.Errorf("invalid duration %q: too long", s)
 			}
 			return time.Duration(days)*24*time.Hour + rest, nil
 		}

@@ -80,7 +80,7 @@ approving or reading the audit trail (docs/sessions.md).`,
 	}
 	cmd.Flags().StringVar(&o.Request, "request", "", "use the token of this approved grant")
 	cmd.Flags().StringArrayVar(&o.Scopes, "scope", nil, "request these scopes first and wait for approval")
-	cmd.Flags().DurationVar(&o.TTL, "ttl", 0, "with --scope: grant lifetime")
+	cmd.Flags().Var(durationFlag{&o.TTL}, "ttl", "with --scope: grant lifetime (e.g. 30m, 8h, 2d)")
 	cmd.Flags().StringVar(&o.Reason, "reason", "", "with --scope: why you need it")
 	cmd.Flags().BoolVar(&o.KeepTracing, "keep-tracing", false, "do not set OPENAI_AGENTS_DISABLE_TRACING=1")
 	return cmd

@@ -427,6 +427,18 @@ func DisplayName(id broker.Identity) string {
 	return cmp.Or(id.Display, id.Subject)
 }
 
+// PartyName names someone else (a requester, an approver) for a decision:
+// the display name with the subject when they differ, as the web UI shows
+// them. A display name is whatever the IdP let its owner set, so it may
+// look like another person's (a zero-width space, a Cyrillic a); the
+// subject is what policies and the trail key on.
+func PartyName(id broker.Identity) string {
+	if id.Display == "" || id.Display == id.Subject {
+		return id.Subject
+	}
+	return id.Display + " (" + id.Subject + ")"
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"

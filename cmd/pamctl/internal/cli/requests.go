@@ -87,7 +87,7 @@ expired. A request policy refuses outright exits 5 either way.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&o.Scopes, "scope", nil, "scope to request (repeatable)")
-	cmd.Flags().DurationVar(&o.TTL, "ttl", 0, "grant lifetime (default 15m; capped by policy max_ttl)")
+	cmd.Flags().Var(durationFlag{&o.TTL}, "ttl", "grant lifetime, e.g. 30m, 8h or 2d (default 15m; capped by policy max_ttl)")
 	cmd.Flags().StringVar(&o.Reason, "reason", "", "why you need it (shown to approvers and audited)")
 	cmd.Flags().BoolVar(&o.NoWait, "nowait", false, "return at once instead of waiting for a decision")
 	cmd.Flags().Bool("wait", true, "wait for a decision (the default; --wait=false is --nowait)")
@@ -294,7 +294,7 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 		return st.Muted.Render(s)
 	})
 	for _, r := range rs {
-		who := DisplayName(r.Requester)
+		who := PartyName(r.Requester)
 		if r.Requester.Same(sess.Identity) {
 			who += " (you)"
 		}
@@ -390,9 +390,9 @@ func reviewRun(cmd *cobra.Command, o *ReviewOptions) error {
 	}
 	switch {
 	case r.State == broker.StateApproved && r.Prompt != nil && r.Prompt.Tool != "":
-		ios.Successf("Released %s for %s: a call of tool %s (rule %s) with arguments %s", r.ID, DisplayName(r.Requester), r.Prompt.Tool, r.Prompt.Rule, truncate(r.Prompt.Arguments, 200))
+		ios.Successf("Released %s for %s: a call of tool %s (rule %s) with arguments %s", r.ID, PartyName(r.Requester), r.Prompt.Tool, r.Prompt.Rule, truncate(r.Prompt.Arguments, 200))
 	case r.State == broker.StateApproved:
-		ios.Successf("Approved %s for %s: %s until %s", r.ID, DisplayName(r.Requester), strings.Join(r.Scopes, " "), r.ExpiresAt.Local().Format("15:04 MST"))
+		ios.Successf("Approved %s for %s: %s until %s", r.ID, PartyName(r.Requester), strings.Join(r.Scopes, " "), r.ExpiresAt.Local().Format("15:04 MST"))
 	case r.State == broker.StateDenied:
 		ios.Successf("Denied %s", r.ID)
 	default:
