@@ -403,10 +403,10 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 const redeemSkew = 5 * time.Minute
 
 // idTokenDigest names an ID token for RedeemLogin: the SHA-256 of its
-// signed part (header and payload). The signature is left out: its
-// encoding is malleable (spare bits in the last base64url character, an
-// ECDSA signature's s and n-s), so a digest over it would let one token
-// pass for two.
+// signed part (header and payload), whose text is one per token because
+// the verifier admits only canonical base64url. The signature is left
+// out: an ECDSA signature's s and n-s both verify, so a digest over it
+// would let one token pass for two.
 func idTokenDigest(raw string) string {
 	if i := strings.LastIndexByte(raw, '.'); i >= 0 {
 		raw = raw[:i]

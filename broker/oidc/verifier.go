@@ -497,6 +497,16 @@ func parseUnverified(raw string) (unverifiedHeader, unverifiedClaims, error) {
 	if len(parts) != 3 {
 		return h, c, fmt.Errorf("compact JWS must have 3 parts, got %d", len(parts))
 	}
+	// Each part must be canonical unpadded base64url. The standard decoder
+	// skips CR and LF and ignores the spare bits of the last character, and
+	// the signature check verifies what the text decodes to: a lenient
+	// spelling would give one signed token many texts (and the broker
+	// redeems a person's ID token by its text).
+	for i, p := range parts {
+		if err := canonicalBase64URL(p); err != nil {
+			return h, c, fmt.Errorf("%s %w", [...]string{"header", "payload", "signature"}[i], err)
+		}
+	}
 	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
 	if err != nil {
 		return h, c, errors.New("header is not base64url")
@@ -512,6 +522,22 @@ func parseUnverified(raw string) (unverifiedHeader, unverifiedClaims, error) {
 		return h, c, errors.New("payload is not a JSON claims object")
 	}
 	return h, c, nil
+}
+
+// canonicalBase64URL refuses all but the one unpadded base64url spelling
+// of some bytes: characters outside the alphabet (padding, whitespace, CR,
+// LF) and a last character with spare bits set.
+func canonicalBase64URL(s string) error {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("is not unpadded base64url (byte %d is %q)", i, c)
+		}
+	}
+	if _, err := base64.RawURLEncoding.Strict().DecodeString(s); err != nil {
+		return errors.New("is not canonical base64url (a bad length, or spare bits set in its last character)")
+	}
+	return nil
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -438,6 +439,34 @@ func TestNewVerifierReportsEveryProblem(t *testing.T) {
 	for _, want := range []string{`issuer "b": url`, `issuer "a": name is used twice`, `issuer "c": url: must use https`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+// TestVerifyRefusesRespelledTokens: the signature check verifies what a
+// token's parts decode to, and the decoders skip CR and LF, trim padding
+// and ignore a last character's spare bits. A token must have one text
+// (the broker redeems a person's ID token by it), so every other
+// spelling of a valid token is malformed.
+func TestVerifyRefusesRespelledTokens(t *testing.T) {
+	clock := newClock()
+	iss := startIssuer(t, "", sharedKey(), devissuer.WithClock(clock.Now))
+	v := newVerifier(t, clock, corpConfig(iss))
+	raw := mustMint(t, iss, devissuer.Claims{Subject: "alice", Audience: "pamctl", Nonce: "n-1"})
+	if _, err := v.Verify(context.Background(), raw, "n-1"); err != nil {
+		t.Fatalf("the token as minted: %v", err)
+	}
+	spellings := devissuer.Respell(raw)
+	for _, want := range []string{"header with a LF", "payload with a CR LF", "signature with a LF", "payload with spare bits set", "signature with spare bits set"} {
+		if _, ok := spellings[want]; !ok {
+			t.Fatalf("Respell made no %q: %v", want, slices.Collect(maps.Keys(spellings)))
+		}
+	}
+	for what, tok := range spellings {
+		_, err := v.Verify(context.Background(), tok, "n-1")
+		var ve *oidc.VerifyError
+		if !errors.As(err, &ve) || ve.Reason != oidc.ReasonMalformed {
+			t.Errorf("%s: err = %v, want malformed", what, err)
 		}
 	}
 }

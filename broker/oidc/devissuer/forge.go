@@ -1,11 +1,15 @@
 package devissuer
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -81,4 +85,50 @@ func (f Forge) ForeignIssuer(issuerURL string, c Claims) (string, error) {
 		return "", err
 	}
 	return sign(f.i.signer, claims)
+}
+
+// Respell returns other texts of the signed compact JWS raw that a lenient
+// base64url decoder reads as the same bytes: a CR or LF inside a part,
+// padding after one, a last character whose spare bits are set. Each is
+// labelled with what was changed. A verifier must refuse them all, or one
+// signed token has many texts.
+func Respell(raw string) map[string]string {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	out := map[string]string{}
+	with := func(i int, part string) string {
+		p := slices.Clone(parts)
+		p[i] = part
+		return strings.Join(p, ".")
+	}
+	for i, name := range [...]string{"header", "payload", "signature"} {
+		p := parts[i]
+		if len(p) < 2 {
+			continue
+		}
+		want, err := base64.RawURLEncoding.DecodeString(p)
+		if err != nil {
+			continue
+		}
+		mid := len(p) / 2
+		out[name+" with a LF"] = with(i, p[:mid]+"\n"+p[mid:])
+		out[name+" with a CR LF"] = with(i, p[:mid]+"\r\n"+p[mid:])
+		if len(p)%4 != 0 {
+			out[name+" padded"] = with(i, p+strings.Repeat("=", 4-len(p)%4))
+		}
+		const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+		for _, c := range alphabet {
+			s := p[:len(p)-1] + string(c)
+			if s == p {
+				continue
+			}
+			if got, err := base64.RawURLEncoding.DecodeString(s); err == nil && bytes.Equal(got, want) {
+				out[name+" with spare bits set"] = with(i, s)
+				break
+			}
+		}
+	}
+	return out
 }
