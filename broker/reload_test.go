@@ -157,8 +157,8 @@ func TestGrantsEndWhenPolicyNoLongerGrantsThem(t *testing.T) {
 			if _, _, err := e.svc.Token(ctx, alice, g.ID); code(err) != broker.CodeConflict {
 				t.Fatalf("token for an ended grant: %v", err)
 			}
-			if got, _ := e.svc.Get(ctx, alice, g.ID); got.State != broker.StateExpired || got.EndedAt == nil {
-				t.Fatalf("ended grant: %+v", got)
+			if got, _ := e.svc.Get(ctx, alice, g.ID); got.State != broker.StateExpired || got.EndedAt == nil || !strings.Contains(got.EndReason, tt.reason) {
+				t.Fatalf("ended grant (its requester reads why): %+v", got)
 			}
 			evs := grantEvents(t, e, g.ID)
 			if len(evs) != 1 || evs[0].Details["cause"] != "policy" || len(evs[0].Reasons) != 1 || !strings.Contains(evs[0].Reasons[0], tt.reason) {

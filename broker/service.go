@@ -296,6 +296,7 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 			}
 			r.State = StateExpired
 			r.EndedAt = &now
+			r.EndReason = why
 			return nil
 		})
 		if stands {

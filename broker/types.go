@@ -122,7 +122,11 @@ type Request struct {
 	ExpiresAt    *time.Time    `json:"expires_at,omitempty"` // grant expiry: approval + TTL
 	EndedAt      *time.Time    `json:"ended_at,omitempty"`   // denied, expired or revoked
 	EndedBy      *Identity     `json:"ended_by,omitempty"`
-	Prompt       *PromptHold   `json:"prompt,omitempty"`
+	// EndReason says why a grant ended before its time without anyone
+	// ending it: the policies no longer grant it, or an issuer no longer
+	// vouches for its requester or an approver.
+	EndReason string      `json:"end_reason,omitempty"`
+	Prompt    *PromptHold `json:"prompt,omitempty"`
 }
 
 // Approvals counts the distinct approving reviewers.

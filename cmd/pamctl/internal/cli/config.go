@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -430,19 +431,69 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 }
 
 // decodeSource names where the settings a decode error names came from:
-// the environment variables set for them, else the file.
+// the PAMCTL_* variables set for them, the file, or both. Each of the
+// decoder's lines starts with the key it is about, in quotes.
 func decodeSource(err error, file string) string {
+	set := envSet()
 	var env []string
-	for _, k := range envKeys() {
-		name := "PAMCTL_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
-		if _, set := os.LookupEnv(name); set && strings.Contains(err.Error(), "'"+k+"'") {
-			env = append(env, name)
+	fromFile := false
+	for _, line := range strings.Split(err.Error(), "\n") {
+		key, ok := strings.CutPrefix(strings.TrimSpace(line), "'")
+		if !ok {
+			continue
+		}
+		if key, _, ok = strings.Cut(key, "'"); !ok {
+			continue
+		}
+		if name, ok := set[key]; ok {
+			if !slices.Contains(env, name) {
+				env = append(env, name)
+			}
+		} else {
+			fromFile = true
 		}
 	}
-	if len(env) > 0 {
+	switch {
+	case len(env) == 0:
+		return orDefault(file, "(defaults)")
+	case fromFile && file != "":
+		return file + " and the environment (" + strings.Join(env, ", ") + ")"
+	default:
 		return "from the environment (" + strings.Join(env, ", ") + ")"
 	}
-	return orDefault(file, "(defaults)")
+}
+
+// envSet maps each configuration key set in the environment to its
+// PAMCTL_* variable.
+func envSet() map[string]string {
+	set := map[string]string{}
+	for _, k := range envKeys() {
+		if _, ok := os.LookupEnv(EnvName(k)); ok {
+			set[k] = EnvName(k)
+		}
+	}
+	return set
+}
+
+// settingSources is where a loaded configuration's settings came from,
+// for an error about them: " in FILE", and the PAMCTL_* variables set,
+// which override the file.
+func settingSources(file string) string {
+	var env []string
+	for _, name := range envSet() {
+		env = append(env, name)
+	}
+	slices.Sort(env)
+	switch {
+	case len(env) == 0 && file == "":
+		return ""
+	case len(env) == 0:
+		return " in " + file
+	case file == "":
+		return " (set by " + strings.Join(env, ", ") + ")"
+	default:
+		return " in " + file + " or the environment (" + strings.Join(env, ", ") + ")"
+	}
 }
 
 func orDefault(s, d string) string {
@@ -503,15 +554,10 @@ func integerHook(from, to reflect.Type, data any) (any, error) {
 	if to == durationType {
 		return data, nil
 	}
-	signed := false
-	switch to.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		signed = true
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-	default:
+	if !isInteger(to) {
 		return data, nil
 	}
-	bits := to.Bits()
+	signed := to.Kind() >= reflect.Int && to.Kind() <= reflect.Int64
 	v := reflect.ValueOf(data)
 	var n big.Int
 	switch v.Kind() {
@@ -536,22 +582,40 @@ func integerHook(from, to reflect.Type, data any) (any, error) {
 	default:
 		return nil, fmt.Errorf("%v is not a whole number", data)
 	}
-	lo, hi := new(big.Int), new(big.Int).Lsh(big.NewInt(1), uint(bits))
-	if signed {
-		hi.Rsh(hi, 1)
-		lo.Neg(hi)
-	}
-	hi.Sub(hi, big.NewInt(1))
-	if n.Cmp(lo) < 0 {
-		return nil, fmt.Errorf("%s is too small (at least %s)", n.String(), lo)
-	}
-	if n.Cmp(hi) > 0 {
-		return nil, fmt.Errorf("%s is too large (at most %s)", n.String(), hi)
+	if err := inRange(&n, to); err != nil {
+		return nil, err
 	}
 	if signed {
 		return n.Int64(), nil
 	}
 	return n.Uint64(), nil
+}
+
+// isInteger reports whether t is a Go integer type (not a duration).
+func isInteger(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return t != durationType
+	}
+	return false
+}
+
+// inRange refuses n when the integer type t cannot hold it.
+func inRange(n *big.Int, t reflect.Type) error {
+	lo, hi := new(big.Int), new(big.Int).Lsh(big.NewInt(1), uint(t.Bits()))
+	if t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64 {
+		hi.Rsh(hi, 1)
+		lo.Neg(hi)
+	}
+	hi.Sub(hi, big.NewInt(1))
+	if n.Cmp(lo) < 0 {
+		return fmt.Errorf("%s is too small (at least %s)", n.String(), lo)
+	}
+	if n.Cmp(hi) > 0 {
+		return fmt.Errorf("%s is too large (at most %s)", n.String(), hi)
+	}
+	return nil
 }
 
 // maxDays is the most whole days a time.Duration holds (about 292 years).
@@ -565,6 +629,11 @@ func (f durationFlag) Set(s string) error {
 	d, err := ParseDuration(s)
 	if err != nil {
 		return err
+	}
+	if d <= 0 {
+		// Left out, the flag means its default; 0 or a negative
+		// duration would silently mean the same.
+		return fmt.Errorf("%q is not a length of time: give one more than 0, e.g. 30m, 8h or 2d, or leave the flag out", s)
 	}
 	*f.d = d
 	return nil
@@ -582,32 +651,31 @@ func (durationFlag) Type() string { return "duration" }
 // ParseDuration parses a Go duration that may start with whole days ("90d", "1d12h").
 func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
-	if i := strings.Index(s, "d"); i > 0 {
+	const hint = "(use e.g. 30m, 8h, 90d or 1d12h)"
+	if i := strings.Index(s, "d"); i > 0 && strings.Trim(s[:i], "0123456789") == "" {
 		days, err := strconv.Atoi(s[:i])
-		if err == nil && (days < 0 || days > maxDays) {
-			return 0, fmt.Errorf("invalid duration %q: whole days from 0 to %d", s, maxDays)
+		if err != nil || days > maxDays {
+			return 0, fmt.Errorf("invalid duration %q: whole days from 0 to %d %s", s, maxDays, hint)
 		}
-		if err == nil {
-			rest := time.Duration(0)
-			if tail := s[i+1:]; strings.HasPrefix(tail, "-") || strings.HasPrefix(tail, "+") {
-				return 0, fmt.Errorf("invalid duration %q", s)
-			} else if tail != "" {
-				if rest, err = time.ParseDuration(tail); err != nil {
-					return 0, fmt.Errorf("invalid duration %q", s)
-				}
+		rest := time.Duration(0)
+		if tail := s[i+1:]; strings.HasPrefix(tail, "-") || strings.HasPrefix(tail, "+") {
+			return 0, fmt.Errorf("invalid duration %q: days take no signed remainder %s", s, hint)
+		} else if tail != "" {
+			if rest, err = time.ParseDuration(tail); err != nil {
+				return 0, fmt.Errorf("invalid duration %q %s", s, hint)
 			}
-			if rest > math.MaxInt64-time.Duration(days)*24*time.Hour {
-				return 0, fmt.Errorf("invalid duration %q: too long", s)
-			}
-			return time.Duration(days)*24*time.Hour + rest, nil
 		}
+		if rest > math.MaxInt64-time.Duration(days)*24*time.Hour {
+			return 0, fmt.Errorf("invalid duration %q: too long (at most %d days) %s", s, maxDays, hint)
+		}
+		return time.Duration(days)*24*time.Hour + rest, nil
 	}
 	if _, err := strconv.ParseFloat(s, 64); err == nil {
 		return 0, fmt.Errorf("%s has no unit; write e.g. %ss, %sm, %sh or %sd (a bare number is not a duration)", s, s, s, s, s)
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q (use e.g. 30m, 8h, 90d)", s)
+		return 0, fmt.Errorf("invalid duration %q %s", s, hint)
 	}
 	return d, nil
 }

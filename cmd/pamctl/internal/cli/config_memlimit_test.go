@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -84,8 +86,19 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 		{"memory_floor: \"0x2000000\"\n", "not a whole number in decimal"},
 		{"memory_floor: \"0o100000000\"\n", "not a whole number in decimal"},
 		{"memory_floor: 9223372036854775808\n", "9223372036854775808 is too large (at most 9223372036854775807)"},
-		{"memory_limit: -9223372036854775809\n", "too large to be read exactly"},
-		{"memory_limit: 1e30\n", "too large to be read exactly"},
+		{"memory_limit: -9223372036854775809\n", "-9223372036854775809 is too small (at least -9223372036854775808)"},
+		{"memory_limit: 99999999999999999999\n", "99999999999999999999 is too large (at most 9223372036854775807)"},
+		{"memory_limit: 1e30\n", "is too large (at most 9223372036854775807)"},
+		// YAML would read these as other numbers than a reader sees.
+		{"memory_floor: 0100000000\n", "0100000000 is not plain decimal"},
+		{"memory_floor: 0x2000000\n", "0x2000000 is not plain decimal"},
+		{"memory_floor: 0o200000000\n", "0o200000000 is not plain decimal"},
+		{"memory_floor: 0b10000000000000000000000000\n", "is not plain decimal"},
+		{"memory_floor: 33_554_432\n", "33_554_432 is not plain decimal"},
+		{"memory_floor: -012\n", "-012 is not plain decimal"},
+		{"memory_limit: 9007199254740993.0\n", "9007199254740993.0 cannot be read exactly"},
+		{"memory_limit: 9.007199254740993e15\n", "cannot be read exactly"},
+		{"memory_limit: .inf\n", "is not a whole number"},
 		{"memory_limit: \"-9223372036854775809\"\n", "-9223372036854775809 is too small"},
 		{"memory_limit: [1]\n", "memory_limit"},
 		{"proxy:\n  max_body: 1.5\n", "is not a whole number"},
@@ -100,9 +113,12 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 		}
 	}
 	for body, want := range map[string]int64{
-		"memory_floor: 1e8\n":          100000000,
-		"memory_floor: \"33554432\"\n": 33554432,
-		"memory_floor: 67108864.0\n":   67108864,
+		"memory_floor: 1e8\n":                100000000,
+		"memory_floor: \"33554432\"\n":       33554432,
+		"memory_floor: 67108864.0\n":         67108864,
+		"memory_floor: +67108864\n":          67108864,
+		"memory_floor: 0\n":                  0,
+		"memory_floor: 9007199254740992.0\n": 9007199254740992,
 	} {
 		cfg, err := LoadConfig(writeConfig(t, body), nil)
 		if err != nil || cfg.MemoryFloor != want {
@@ -115,5 +131,30 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 			!strings.Contains(err.Error(), "from the environment (PAMCTL_MEMORY_FLOOR)") || strings.Contains(err.Error(), "config.yaml") {
 			t.Errorf("PAMCTL_MEMORY_FLOOR=%q: %v", env, err)
 		}
+	}
+}
+
+// TestConfigErrorsNameWhereTheValueCame: a PAMCTL_* variable overrides the
+// file, so an error about a setting names the variable when one is set,
+// the file when the value is in it, and both when both are at fault.
+func TestConfigErrorsNameWhereTheValueCame(t *testing.T) {
+	file := writeConfig(t, "audit:\n  head_every: often\n")
+	t.Setenv("PAMCTL_MEMORY_FLOOR", "lots")
+	_, err := LoadConfig(file, nil)
+	if err == nil || !strings.Contains(err.Error(), "config "+file+" and the environment (PAMCTL_MEMORY_FLOOR)") {
+		t.Fatalf("a bad value in each: %v", err)
+	}
+	os.Unsetenv("PAMCTL_MEMORY_FLOOR")
+	if _, err := LoadConfig(file, nil); err == nil || !strings.Contains(err.Error(), "config "+file+":") || strings.Contains(err.Error(), "environment") {
+		t.Fatalf("a bad value in the file: %v", err)
+	}
+
+	// Validation: the file is fine, the variable is not.
+	dir := t.TempDir()
+	good := writeConfig(t, "data_dir: "+filepath.Join(dir, "data")+"\n")
+	t.Setenv("PAMCTL_PROXY_ADDR", "no-port")
+	r := runCLI(t, "config", "check", "--config", good)
+	if r.code != ExitUsage || !strings.Contains(r.err, "invalid configuration in "+good+" or the environment (PAMCTL_PROXY_ADDR)") || !strings.Contains(r.err, `proxy.addr: "no-port" is not host:port`) {
+		t.Fatalf("config check with PAMCTL_PROXY_ADDR=no-port: %d %s", r.code, r.err)
 	}
 }

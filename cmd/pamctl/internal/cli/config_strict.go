@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -195,6 +197,10 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		} else if n.Tag == "!!int" || n.Tag == "!!float" {
 			bad("%s has no unit; write e.g. %ss, %sm, %sh or %sd (a bare number is not a duration)", n.Value, n.Value, n.Value, n.Value, n.Value)
 		}
+	case isInteger(t) && n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float"):
+		if err := wholeNumberText(n.Value, t); err != nil {
+			bad("%v", err)
+		}
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			bad("expected a mapping of keys, got %s", kindName(n))
@@ -264,6 +270,35 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 			bad("expected a single value, got %s", kindName(n))
 		}
 	}
+}
+
+// wholeNumberText checks the text of a YAML number for an integer
+// setting, before YAML reads it: YAML reads 010 as 8, 0x10 as 16, 0o17,
+// 0b101, and 1_000 as 1000, and a literal past 64 bits as a float that is
+// not the number written. Plain decimal, and a float form that is exactly
+// a whole number (1e9), are accepted.
+func wholeNumberText(text string, t reflect.Type) error {
+	digits := strings.TrimLeft(text, "+-")
+	if strings.ContainsRune(text, '_') || len(digits) > 1 && digits[0] == '0' && digits[1] != '.' {
+		return fmt.Errorf("%s is not plain decimal: write a whole number without leading zeros, underscores or a 0x/0o/0b prefix (YAML reads 010 as 8 and 0x10 as 16)", text)
+	}
+	r, ok := new(big.Rat).SetString(text)
+	if !ok || !r.IsInt() {
+		return fmt.Errorf("%s is not a whole number", text)
+	}
+	n := r.Num()
+	if err := inRange(n, t); err != nil {
+		return err
+	}
+	if strings.ContainsAny(text, ".eE") {
+		// YAML reads it as a float64, which past 2^53 is not the number
+		// written.
+		f, _ := strconv.ParseFloat(text, 64)
+		if got, _ := big.NewFloat(f).Int(nil); got.Cmp(n) != 0 {
+			return fmt.Errorf("%s cannot be read exactly with a point or an exponent; write it as a whole number", text)
+		}
+	}
+	return nil
 }
 
 // checkDuplicates reports a key written twice in one mapping, exactly or

@@ -93,6 +93,15 @@ func TestEndToEndConfigReloadAndWebhook(t *testing.T) {
 	os.WriteFile(file, []byte(reloadConfigV2), 0o600)
 	waitForReload(t, s, "applied", 1)
 	s.as(t, "alice", "", "request", "--scope", "model:text-embedding-3-small", "--nowait").must(t, "after reload")
+
+	// Taking the policy away ends the grant at once; its requester's list
+	// says why (the proxy sends a refused agent there).
+	rewrite(t, file, reloadConfigV1)
+	waitForReload(t, s, "applied", 2)
+	list := s.as(t, "alice", "", "requests").must(t, "requests")
+	if !strings.Contains(list.out, "ended: scope model:text-embedding-3-small is no longer granted by policy embeddings (policy embeddings was removed)") {
+		t.Fatalf("the list does not say why the grant ended:\n%s\n%s", list.out, list.err)
+	}
 }
 
 // rewrite replaces file's content with body as editors and config tools

@@ -265,6 +265,9 @@ func TestEndToEndGrantFlow(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("revoked token: %d", resp.StatusCode)
 	}
+	if list := s.as(t, "alice", "", "requests").must(t, "requests"); !strings.Contains(list.out, "revoked by alice") {
+		t.Fatalf("the list does not say who revoked the grant:\n%s", list.out)
+	}
 }
 
 const devMockPrefix = "[pamctl mock upstream]"

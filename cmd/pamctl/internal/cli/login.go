@@ -433,10 +433,26 @@ func DisplayName(id broker.Identity) string {
 // look like another person's (a zero-width space, a Cyrillic a); the
 // subject is what policies and the trail key on.
 func PartyName(id broker.Identity) string {
-	if id.Display == "" || id.Display == id.Subject {
-		return id.Subject
+	return partyLabel(id.Display, id.Subject, id.Issuer)
+}
+
+// partyLabel is PartyName from its parts. The admin socket's identity is
+// marked as such; anyone else whose name reads like it (an IdP user whose
+// subject is local-admin, or who calls herself "admin socket") is shown
+// with the issuer that vouched for them.
+func partyLabel(display, subject, issuer string) string {
+	if issuer == oidc.AdminIssuer {
+		return subject + " (admin socket)"
 	}
-	return id.Display + " (" + id.Subject + ")"
+	s := subject
+	if display != "" && display != subject {
+		s = display + " (" + subject + ")"
+	}
+	if strings.EqualFold(subject, broker.AdminIdentity.Subject) || strings.EqualFold(display, broker.AdminIdentity.Subject) ||
+		strings.Contains(strings.ToLower(s), "admin socket") {
+		s += " via issuer " + strconv.Quote(issuer)
+	}
+	return s
 }
 
 func dash(s string) string {

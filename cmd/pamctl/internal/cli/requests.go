@@ -299,7 +299,15 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 			who += " (you)"
 		}
 		scopes := strings.Join(r.Scopes, " ")
-		reason := r.Reason
+		reason := truncate(r.Reason, 40)
+		switch {
+		case r.EndReason != "":
+			// A grant that ended early says why, whole: the proxy
+			// sends its agent here to find out.
+			reason = "ended: " + truncate(r.EndReason, 120)
+		case r.State == broker.StateRevoked && r.EndedBy != nil:
+			reason = "revoked by " + PartyName(*r.EndedBy)
+		}
 		if r.Prompt != nil {
 			scopes = r.Prompt.Model + " rule:" + r.Prompt.Rule
 			reason = r.Prompt.Excerpt
@@ -307,12 +315,13 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 				scopes = r.Prompt.Model + " tool:" + r.Prompt.Tool + " rule:" + r.Prompt.Rule
 				reason = r.Prompt.Arguments
 			}
+			reason = truncate(reason, 40)
 		}
 		approvals := "-"
 		if r.Approval.Required {
 			approvals = fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1))
 		}
-		t.Row(r.ID, r.Kind, string(r.State), who, scopes, r.TTL.String(), approvals, humanDuration(o.f.Now().Sub(r.CreatedAt)), truncate(reason, 40))
+		t.Row(r.ID, r.Kind, string(r.State), who, scopes, r.TTL.String(), approvals, humanDuration(o.f.Now().Sub(r.CreatedAt)), reason)
 	}
 	return t.Render()
 }

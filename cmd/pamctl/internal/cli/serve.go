@@ -103,7 +103,7 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", inFile(cfg.File), err))
+		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File), err))
 	}
 	if err := cfg.CheckPrivate(); err != nil {
 		return withCode(ExitUsage, err)
@@ -145,13 +145,6 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 		o.Ready(app)
 	}
 	return app.Serve(ctx, o.f.reloader(cmd, o.Dev, app.BrokerURL, cfg))
-}
-
-func inFile(f string) string {
-	if f == "" {
-		return ""
-	}
-	return " in " + f
 }
 
 // reloader re-reads and validates the config; serve applies it on SIGHUP
