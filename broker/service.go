@@ -56,7 +56,7 @@ var _ IssuerTrust = (*oidc.Verifier)(nil)
 // before pamctl kept the URL (none) no longer count: nothing says which
 // issuer of that name vouched for them.
 func (s *Service) distrust(id Identity) string {
-	if id.Issuer == AdminIdentity.Issuer && id.IssuerURL == "" {
+	if id.Same(AdminIdentity) && id.IssuerURL == "" {
 		return ""
 	}
 	t, ok := s.idTokens.(IssuerTrust)

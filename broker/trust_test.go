@@ -226,4 +226,21 @@ func TestRecordsWithoutIssuerURLAreUntrusted(t *testing.T) {
 	if _, err := e.svc.Sessions(ctx, broker.AdminIdentity, true, broker.SessionQuery{All: true}); err != nil {
 		t.Fatal(err)
 	}
+	// An IdP once named unix-socket (before the name was reserved) does
+	// not pass for the admin socket.
+	dave, _ := loginAt(t, e, e.iss, "corp", "dave", "ml")
+	g2, err := e.svc.CreateRequest(ctx, dave, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
+	if err != nil || g2.State != broker.StateApproved {
+		t.Fatalf("dave's grant: %+v %v", g2, err)
+	}
+	if _, err := e.db.UpdateRequest(ctx, g2.ID, func(r *broker.Request) error {
+		r.Requester.Issuer, r.Requester.IssuerURL = broker.AdminIdentity.Issuer, ""
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if r, err := e.db.GetRequest(ctx, g2.ID); err != nil || r.State != broker.StateExpired || !e.svc.IsRevoked(g2.ID) {
+		t.Fatalf("a grant of an old IdP named %q: %+v %v", broker.AdminIdentity.Issuer, r, err)
+	}
 }
