@@ -467,7 +467,9 @@ func (s *Service) Sessions(ctx context.Context, who Identity, admin bool, q Sess
 			ls.mu.Unlock()
 		}
 		v := s.view(r, lastUsed, now)
-		if !q.Ended && v.State != SessionActive {
+		// Untrusted sessions are listed with the active ones: they have
+		// not ended, and work again should their issuer come back.
+		if !q.Ended && v.State != SessionActive && v.State != SessionUntrusted {
 			continue
 		}
 		out = append(out, v)
