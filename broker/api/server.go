@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -755,6 +756,13 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "malformed JSON body: " + safeJSONErr(err)})
+		return false
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return true // no body: the zero value, as before
+	}
+	if err := checkStrictJSON(raw, reflect.TypeOf(v)); err != nil {
 		writeError(w, &broker.Error{Code: broker.CodeInvalid, Message: "malformed JSON body: " + safeJSONErr(err)})
 		return false
 	}

@@ -356,3 +356,41 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 		}
 	}
 }
+
+// TestBodiesAreStrictJSON: encoding/json reads a member name in any case,
+// lets the last of two members win and ignores nothing after the value.
+// A filter in front of the broker may read such a body otherwise (the
+// first "scopes", only lower case), so the API refuses them.
+func TestBodiesAreStrictJSON(t *testing.T) {
+	ta := newTestAPI(t, 0, 0)
+	tok := ta.session(t, "alice", "ml")
+	post := func(body string) (int, string) {
+		req, _ := http.NewRequest("POST", ta.srv.URL+"/v1/requests", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(`{"scopes":["model:gpt-4o"],"reason":"eval"}`); code != http.StatusCreated && code != http.StatusOK {
+		t.Fatalf("a plain body: %d %s", code, body)
+	}
+	for body, want := range map[string]string{
+		`{"scopes":["model:gpt-4o"],"scopes":["model:o1"]}`:     `\"scopes\" is given twice`,
+		`{"scopes":["model:gpt-4o"],"Scopes":["model:o1"]}`:     `given twice (as \"scopes\" and \"Scopes\")`,
+		`{"SCOPES":["model:gpt-4o"]}`:                           `names are case-sensitive; write \"scopes\"`,
+		`{"scopes":["model:gpt-4o"]} {"scopes":["model:o1"]}`:   "data after the JSON value",
+		`{"scopes":["model:gpt-4o"]}x`:                          "data after the JSON value",
+		`{"scopes":["model:gpt-4o"],"reason":"a","reason":"b"}`: `\"reason\" is given twice`,
+		`{"scopes":["model:gpt-4o"],"unknown":1}`:               "unknown field",
+	} {
+		code, got := post(body)
+		if code != http.StatusBadRequest || !strings.Contains(got, want) {
+			t.Errorf("%s: %d %s, want 400 with %q", body, code, got, want)
+		}
+	}
+}
