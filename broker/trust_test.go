@@ -171,8 +171,8 @@ func TestIssuerNameAtAnotherURLVouchesForNothingOld(t *testing.T) {
 	}
 	// The same subject at the new IdP is someone else; it logs in afresh.
 	eve2, eve2Session := loginAt(t, e, prod, "dev", "eve", "ml")
-	if _, _, err := e.svc.Token(ctx, eve2, grant.ID); code(err) != broker.CodeConflict {
-		t.Fatalf("a token of the old grant for the new eve: %v", err)
+	if _, _, err := e.svc.Token(ctx, eve2, grant.ID); code(err) != broker.CodeNotFound {
+		t.Fatalf("a token of the old grant for the new eve (not hers: none such): %v", err)
 	}
 	all, err := e.svc.Sessions(ctx, broker.AdminIdentity, true, broker.SessionQuery{All: true, Ended: true})
 	if err != nil {

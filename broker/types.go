@@ -43,8 +43,15 @@ func VerifiedIdentity(id oidc.Identity) Identity {
 		Issuer: id.Issuer, IssuerURL: id.IssuerURL, Kind: id.Kind, Act: id.Act}
 }
 
-// Same reports whether two identities are the same principal.
-func (i Identity) Same(o Identity) bool { return i.Subject == o.Subject && i.Issuer == o.Issuer }
+// Same reports whether two identities are the same principal: the same
+// subject from the same issuer, named alike and, when both record it, at
+// the same URL (an issuer name repointed to another IdP vouches for other
+// people under the same subjects). Records from before URLs were kept
+// have none, and are untrusted (Service.distrust).
+func (i Identity) Same(o Identity) bool {
+	return i.Subject == o.Subject && i.Issuer == o.Issuer &&
+		(i.IssuerURL == "" || o.IssuerURL == "" || i.IssuerURL == o.IssuerURL)
+}
 
 func (i Identity) policySubject() policy.Subject {
 	return policy.Subject{ID: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: i.Kind, Act: i.Act}

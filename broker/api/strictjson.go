@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
 )
 
 // checkStrictJSON refuses what encoding/json would quietly read in a way
@@ -99,9 +100,22 @@ func walkJSON(dec *json.Decoder, t reflect.Type, path string) error {
 	return err
 }
 
+// fieldCache holds jsonFields per struct type: a body of many objects
+// (an audit batch) reflects on each type once.
+var fieldCache sync.Map // reflect.Type -> map[string]reflect.Type
+
 // jsonFields maps the JSON member names of struct t (and of its embedded
 // structs) to their types, as encoding/json names them.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fieldCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m := structFields(t)
+	fieldCache.Store(t, m)
+	return m
+}
+
+func structFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -116,7 +130,7 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				for k, v := range jsonFields(ft) {
+				for k, v := range structFields(ft) {
 					if _, ok := out[k]; !ok {
 						out[k] = v
 					}

@@ -824,5 +824,5 @@ is signature-checked when the range reaches the signed head.`,
 // gave (preferred_username, email, name), with the subject the trail keys
 // on when they differ.
 func actorLabel(a *audit.Actor) string {
-	return partyLabel(a.Display, a.Subject, a.Issuer)
+	return partyLabel(a.Display, a.Subject, a.Issuer, "")
 }

@@ -99,6 +99,11 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 		{"memory_limit: 9007199254740993.0\n", "9007199254740993.0 cannot be read exactly"},
 		{"memory_limit: 9.007199254740993e15\n", "cannot be read exactly"},
 		{"memory_limit: .inf\n", "is not a whole number"},
+		// A numeral too long to parse cheaply, and numbers behind tags.
+		{"memory_floor: 1." + strings.Repeat("7", 2<<20) + "\n", "is too long to be a whole-number setting"},
+		{"memory_floor: " + strings.Repeat("9", 41) + "\n", "is too long"},
+		{"memory_floor: !!binary MTAwMDAwMDAw\n", "(a value tagged !!binary)"},
+		{"memory_floor: !foo 100000000\n", "(a value tagged !foo)"},
 		{"memory_limit: \"-9223372036854775809\"\n", "-9223372036854775809 is too small"},
 		{"memory_limit: [1]\n", "memory_limit"},
 		{"proxy:\n  max_body: 1.5\n", "is not a whole number"},
@@ -125,7 +130,7 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 			t.Errorf("%q: %v %v, want %d", body, cfg, err, want)
 		}
 	}
-	for _, env := range []string{"32MiB", "0x2000000", "1.5", "true", " "} {
+	for _, env := range []string{"32MiB", "0x2000000", "1.5", "true", " ", strings.Repeat("9", 100000)} {
 		t.Setenv("PAMCTL_MEMORY_FLOOR", env)
 		if _, err := LoadConfig(writeConfig(t, "# empty\n"), nil); err == nil || !strings.Contains(err.Error(), "memory_floor") ||
 			!strings.Contains(err.Error(), "from the environment (PAMCTL_MEMORY_FLOOR)") || strings.Contains(err.Error(), "config.yaml") {

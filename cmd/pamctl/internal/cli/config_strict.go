@@ -197,9 +197,16 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		} else if n.Tag == "!!int" || n.Tag == "!!float" {
 			bad("%s has no unit; write e.g. %ss, %sm, %sh or %sd (a bare number is not a duration)", n.Value, n.Value, n.Value, n.Value, n.Value)
 		}
-	case isInteger(t) && n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float"):
-		if err := wholeNumberText(n.Value, t); err != nil {
-			bad("%v", err)
+	case isInteger(t) && n.Kind == yaml.ScalarNode:
+		switch n.Tag {
+		case "!!int", "!!float":
+			if err := wholeNumberText(n.Value, t); err != nil {
+				bad("%v", err)
+			}
+		case "!!str", "!!bool", "!!null":
+			// The decoder reads a string as decimal and refuses a bool.
+		default: // !!binary, a local tag: a number hidden from a reader
+			bad("%s is not a whole number (a value tagged %s)", clip(n.Value), n.Tag)
 		}
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
@@ -278,8 +285,13 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 // not the number written. Plain decimal, and a float form that is exactly
 // a whole number (1e9), are accepted.
 func wholeNumberText(text string, t reflect.Type) error {
+	if len(text) > maxNumeral {
+		// big.Rat's parse grows faster than the text: a long numeral
+		// would stall config check and every reload.
+		return fmt.Errorf("%s is too long to be a whole-number setting", clip(text))
+	}
 	digits := strings.TrimLeft(text, "+-")
-	if strings.ContainsRune(text, '_') || len(digits) > 1 && digits[0] == '0' && digits[1] != '.' {
+	if strings.ContainsRune(text, '_') || len(digits) > 1 && digits[0] == '0' && strings.ContainsRune("0123456789xXoObB", rune(digits[1])) {
 		return fmt.Errorf("%s is not plain decimal: write a whole number without leading zeros, underscores or a 0x/0o/0b prefix (YAML reads 010 as 8 and 0x10 as 16)", text)
 	}
 	r, ok := new(big.Rat).SetString(text)
@@ -299,6 +311,19 @@ func wholeNumberText(text string, t reflect.Type) error {
 		}
 	}
 	return nil
+}
+
+// maxNumeral is the longest number text a whole-number setting takes: 64
+// bits need 20 digits; the rest is room for a sign, a point and an
+// exponent.
+const maxNumeral = 40
+
+// clip shortens a value quoted in an error message.
+func clip(s string) string {
+	if len(s) <= maxNumeral {
+		return s
+	}
+	return s[:maxNumeral] + "…"
 }
 
 // checkDuplicates reports a key written twice in one mapping, exactly or

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -433,26 +435,72 @@ func DisplayName(id broker.Identity) string {
 // look like another person's (a zero-width space, a Cyrillic a); the
 // subject is what policies and the trail key on.
 func PartyName(id broker.Identity) string {
-	return partyLabel(id.Display, id.Subject, id.Issuer)
+	return partyLabel(id.Display, id.Subject, id.Issuer, id.IssuerURL)
 }
 
-// partyLabel is PartyName from its parts. The admin socket's identity is
-// marked as such; anyone else whose name reads like it (an IdP user whose
-// subject is local-admin, or who calls herself "admin socket") is shown
-// with the issuer that vouched for them.
-func partyLabel(display, subject, issuer string) string {
-	if issuer == oidc.AdminIssuer {
+// partyLabel is PartyName from its parts (issuerURL is "" where the
+// record has none, as audit actors). The admin socket's identity is marked
+// as such; anyone else whose name reads like it (an IdP user whose subject
+// or display name is local-admin, or whose name says "admin socket", also
+// spelled with look-alike letters, spaces or dashes) is shown with the
+// issuer that vouched for them.
+func partyLabel(display, subject, issuer, issuerURL string) string {
+	admin := broker.AdminIdentity
+	if issuer == admin.Issuer && subject == admin.Subject && issuerURL == "" {
 		return subject + " (admin socket)"
 	}
 	s := subject
 	if display != "" && display != subject {
 		s = display + " (" + subject + ")"
 	}
-	if strings.EqualFold(subject, broker.AdminIdentity.Subject) || strings.EqualFold(display, broker.AdminIdentity.Subject) ||
-		strings.Contains(strings.ToLower(s), "admin socket") {
+	if looksLike(subject, admin.Subject) || looksLike(display, admin.Subject) || looksLike(s, "admin socket") {
 		s += " via issuer " + strconv.Quote(issuer)
 	}
 	return s
+}
+
+// looksLike reports whether s contains something a reader could take for
+// target (lower-case ASCII letters, and spaces or dashes): letters compare
+// without case, and a letter of another alphabet (a Cyrillic а, a
+// fullwidth ａ) may stand in for some of them, as long as at least half
+// are the ASCII letter itself; any space, dash or punctuation mark (a
+// non-breaking space or hyphen) stands in for a space or a dash.
+// Invisible format characters are skipped.
+func looksLike(s, target string) bool {
+	rs := make([]rune, 0, len(s))
+	for _, r := range s {
+		if !unicode.Is(unicode.Cf, r) {
+			rs = append(rs, r)
+		}
+	}
+	t := []rune(target)
+	letters := 0
+	for _, w := range t {
+		if unicode.IsLetter(w) {
+			letters++
+		}
+	}
+	for i := 0; i+len(t) <= len(rs); i++ {
+		exact, match := 0, true
+		for k, w := range t {
+			r := rs[i+k]
+			switch {
+			case !unicode.IsLetter(w):
+				match = unicode.IsSpace(r) || unicode.IsPunct(r) || unicode.Is(unicode.Pd, r)
+			case unicode.ToLower(r) == w:
+				exact++
+			default:
+				match = r >= utf8.RuneSelf && unicode.IsLetter(r)
+			}
+			if !match {
+				break
+			}
+		}
+		if match && 2*exact >= letters {
+			return true
+		}
+	}
+	return false
 }
 
 func dash(s string) string {
