@@ -362,21 +362,8 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 	}
 	who := VerifiedIdentity(id)
 	now := s.now().UTC().Truncate(time.Second)
-	if who.Kind == oidc.KindUser {
-		// A person's ID token opens one session. Its nonce is in it, so
-		// the nonce check alone would let a captured token (a proxy log,
-		// a shared terminal) open sessions until it expires. Workloads'
-		// tokens are bearer credentials their platform hands every step
-		// of a job, and may log in again.
-		first, err := s.store.RedeemLogin(ctx, idTokenDigest(rawIDToken), now, cmp.Or(id.Expiry, now.Add(24*time.Hour)).Add(redeemSkew))
-		if err != nil {
-			return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
-		}
-		if !first {
-			const why = "this ID token has already opened a session; an ID token logs in once"
-			s.emit(ctx, &audit.Event{Type: audit.TypeLoginFailed, Actor: actor(who), Decision: "deny", Reasons: []string{why}, Client: &client})
-			return nil, loginAgain(why)
-		}
+	if err := s.RedeemIDToken(ctx, rawIDToken, id, client); err != nil {
+		return nil, err
 	}
 	exp := now.Add(s.sessionTTL)
 	if who.Kind == oidc.KindService && !id.Expiry.IsZero() && id.Expiry.Before(exp) {
@@ -397,6 +384,30 @@ func (s *Service) LoginWithAccessToken(ctx context.Context, rawIDToken, nonce, a
 	}
 	s.emit(ctx, &audit.Event{Type: audit.TypeLogin, Actor: actor(who), Decision: "allow", Client: &client, Details: map[string]string{"session": rec.ID, "expires": exp.Format(time.RFC3339)}})
 	return &Session{ID: rec.ID, Token: raw, Identity: who, ExpiresAt: exp, IdleTimeout: max(s.idleTimeout, 0)}, nil
+}
+
+// RedeemIDToken records that the verified ID token raw (whose identity is
+// id) opened a session, and refuses it, audited, when it already has: a
+// person's ID token opens one session, in the CLI or the web UI. Its
+// nonce is in it, so the nonce check alone would let a captured token (a
+// proxy log, a shared terminal) open sessions until it expires.
+// Workloads' tokens are bearer credentials their platform hands every
+// step of a job, and may log in again.
+func (s *Service) RedeemIDToken(ctx context.Context, raw string, id oidc.Identity, client audit.Client) error {
+	if id.Kind != oidc.KindUser {
+		return nil
+	}
+	now := s.now().UTC().Truncate(time.Second)
+	first, err := s.store.RedeemLogin(ctx, idTokenDigest(raw), now, cmp.Or(id.Expiry, now.Add(24*time.Hour)).Add(redeemSkew))
+	if err != nil {
+		return &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
+	}
+	if !first {
+		const why = "this ID token has already opened a session; an ID token logs in once"
+		s.emit(ctx, &audit.Event{Type: audit.TypeLoginFailed, Actor: actor(VerifiedIdentity(id)), Decision: "deny", Reasons: []string{why}, Client: &client})
+		return loginAgain(why)
+	}
+	return nil
 }
 
 // redeemSkew keeps a redeemed ID token on record past its expiry, for

@@ -256,6 +256,10 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 			"Deciding needs a fresh login (approvals.reauth_after). The IdP ignored prompt=login and max_age; ask its administrator to honour them for this client.")
 		return
 	}
+	if err := u.c.Service.RedeemIDToken(r.Context(), raw, id, client); err != nil {
+		u.fail(w, r, http.StatusUnauthorized, "This login was already used", "Log in again.")
+		return
+	}
 	who := broker.VerifiedIdentity(id)
 	// A new session every login (no fixation); a session the browser had
 	// before is ended.

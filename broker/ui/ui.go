@@ -44,6 +44,9 @@ type Service interface {
 	Revoke(ctx context.Context, who broker.Identity, id string, admin bool) (*broker.Request, error)
 	CanReview(r *broker.Request, reviewer broker.Identity) (bool, string)
 	CanReadAudit(ctx context.Context, who broker.Identity) error
+	// RedeemIDToken refuses a person's ID token that already opened a
+	// session (CLI or web), audited.
+	RedeemIDToken(ctx context.Context, raw string, id oidc.Identity, client audit.Client) error
 	// Web sessions, kept in the broker's session store.
 	OpenWebSession(ctx context.Context, who broker.Identity, authTime time.Time, client audit.Client, secret string, ttl time.Duration) (*broker.SessionRecord, error)
 	WebSession(ctx context.Context, secret string) (broker.Identity, *broker.SessionRecord, error)

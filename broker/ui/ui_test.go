@@ -35,6 +35,21 @@ type fakeService struct {
 	reauth   time.Duration
 	auditErr error
 	sess     map[string]*broker.SessionRecord
+	redeemed map[string]bool // RedeemIDToken's raw tokens
+	refuse   bool            // RedeemIDToken refuses every token
+}
+
+func (f *fakeService) RedeemIDToken(_ context.Context, raw string, _ oidc.Identity, _ audit.Client) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.redeemed == nil {
+		f.redeemed = map[string]bool{}
+	}
+	if f.refuse || f.redeemed[raw] {
+		return &broker.Error{Code: broker.CodeUnauthenticated, Message: "this ID token has already opened a session"}
+	}
+	f.redeemed[raw] = true
+	return nil
 }
 
 func (f *fakeService) OpenWebSession(_ context.Context, who broker.Identity, authTime time.Time, _ audit.Client, secret string, ttl time.Duration) (*broker.SessionRecord, error) {
@@ -354,6 +369,10 @@ func TestLoginSessionAndHeaders(t *testing.T) {
 	}
 	if sc == nil || sc.Value == "planted-by-attacker" || !sc.HttpOnly || sc.SameSite != http.SameSiteLaxMode || sc.MaxAge <= 0 || sc.MaxAge > 3600 {
 		t.Fatalf("session cookie: %+v", sc)
+	}
+	// The login's ID token was redeemed: it opens no other session.
+	if len(e.svc.redeemed) != 1 {
+		t.Fatalf("%d ID tokens redeemed, want 1", len(e.svc.redeemed))
 	}
 	// The session records who vouched, by name and URL: the broker
 	// trusts it only while that issuer is configured at that URL.
@@ -860,5 +879,25 @@ func TestMinePage(t *testing.T) {
 	}
 	if res, _ := get(t, c, e.base+"/ui/requests/req_nope"); res.StatusCode != 404 {
 		t.Fatalf("unknown request: %d", res.StatusCode)
+	}
+}
+
+// TestLoginWithARedeemedIDTokenOpensNothing: a person's ID token opens
+// one session, CLI or web; one the broker has seen before is refused.
+func TestLoginWithARedeemedIDTokenOpensNothing(t *testing.T) {
+	e := newEnv(t)
+	e.svc.refuse = true
+	c := browser(t)
+	res, body := e.login(t, c, "/ui/", "bob", "security")
+	if res.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "This login was already used") {
+		t.Fatalf("a redeemed token: %d %s", res.StatusCode, body)
+	}
+	if len(e.svc.sess) != 0 {
+		t.Fatalf("a session opened: %+v", e.svc.sess)
+	}
+	for _, ck := range res.Cookies() {
+		if ck.Name == "pamctl-ui" && ck.Value != "" {
+			t.Fatalf("a session cookie was set: %+v", ck)
+		}
 	}
 }
