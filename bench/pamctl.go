@@ -186,6 +186,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"runtime/metrics"
 )
 
 func init() {
@@ -199,8 +200,13 @@ func init() {
 	mux.HandleFunc("/debug/memstats", func(w http.ResponseWriter, _ *http.Request) {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
+		// The stack a goroutine starts with, and how much of the stacks
+		// the last GC scanned (in use) against StackInuse (allocated).
+		ms := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/heap/live:bytes"}}
+		metrics.Read(ms)
 		_ = json.NewEncoder(w).Encode(map[string]uint64{"HeapInuse": m.HeapInuse, "HeapSys": m.HeapSys,
-			"HeapReleased": m.HeapReleased, "StackInuse": m.StackInuse, "Sys": m.Sys, "NumGC": uint64(m.NumGC), "NextGC": m.NextGC})
+			"HeapReleased": m.HeapReleased, "StackInuse": m.StackInuse, "Sys": m.Sys, "NumGC": uint64(m.NumGC), "NextGC": m.NextGC,
+			"StackStart": ms[0].Value.Uint64(), "StackScanned": ms[1].Value.Uint64(), "HeapLive": ms[2].Value.Uint64()})
 	})
 	go func() { _ = http.ListenAndServe(addr, mux) }()
 }
