@@ -37,6 +37,13 @@ type Hold struct {
 // SHA-256) once within the retry window; such a retry returns approved at
 // once without a new review.
 func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
+	if h.Caller.IssuerURL == "" && h.GrantID != "" {
+		// The caller comes from an access token, which names its issuer
+		// but not the URL: the grant it was minted for records both.
+		if g, err := s.store.GetRequest(ctx, h.GrantID); err == nil && g.Requester.Same(h.Caller) {
+			h.Caller.IssuerURL = g.Requester.IssuerURL
+		}
+	}
 	if r, err := s.useRetry(ctx, h); err != nil || r != nil {
 		return r, err
 	}

@@ -426,9 +426,11 @@ func (s *Service) view(r *SessionRecord, lastUsed, now time.Time) *SessionRecord
 				v.State = SessionIdle
 			}
 		}
-		if !now.Before(v.ExpiresAt) {
+		switch {
+		case !now.Before(v.ExpiresAt):
 			v.State = SessionExpired
-		} else if s.distrust(v.Identity) != "" {
+		case v.State == SessionActive && s.distrust(v.Identity) != "":
+			// Not idle or expired: it would work again under its issuer.
 			v.State = SessionUntrusted
 		}
 	}

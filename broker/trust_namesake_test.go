@@ -2,9 +2,12 @@ package broker_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/policy"
 )
 
 // TestNamesakeAtNewURLOwnsNothingOld: when an issuer name is repointed to
@@ -44,5 +47,52 @@ func TestNamesakeAtNewURLOwnsNothingOld(t *testing.T) {
 	}
 	if rs, err := e.svc.List(ctx, eve2, false); err != nil || len(rs) != 0 {
 		t.Errorf("the new eve's list: %d requests, %v", len(rs), err)
+	}
+}
+
+// TestHeldCallRecordsTheIssuerURL: the proxy knows a caller from the access
+// token, which names the issuer but not its URL; the held call records
+// the URL of the grant's requester, so the hold is hers and no namesake's.
+func TestHeldCallRecordsTheIssuerURL(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
+	if err != nil || g.State != broker.StateApproved || g.Requester.IssuerURL == "" {
+		t.Fatalf("alice's grant: %+v %v", g, err)
+	}
+	fromToken := broker.Identity{Subject: alice.Subject, Issuer: alice.Issuer, Groups: alice.Groups, Kind: alice.Kind}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	r, err := e.svc.HoldPrompt(short, broker.Hold{Caller: fromToken, GrantID: g.ID, Rule: "r", Approvers: policy.Subjects{Groups: []string{"security"}},
+		Model: "gpt-4o-nano", Endpoint: "/v1/chat/completions", Excerpt: "x", SHA256: strings.Repeat("cd", 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requester.IssuerURL != g.Requester.IssuerURL {
+		t.Fatalf("the held call's requester: %+v, want the grant's issuer URL %s", r.Requester, g.Requester.IssuerURL)
+	}
+}
+
+// TestAdminSocketIdentityStaysTrusted: the admin socket's identity has no
+// issuer URL and no configured issuer; it always counts. A grant whose
+// approval it recorded survives a restart's trust check.
+func TestAdminSocketIdentityStaysTrusted(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
+	if err != nil || g.State != broker.StateApproved {
+		t.Fatalf("alice's grant: %+v %v", g, err)
+	}
+	if _, err := e.db.UpdateRequest(ctx, g.ID, func(r *broker.Request) error {
+		r.Reviews = append(r.Reviews, broker.Review{Reviewer: broker.AdminIdentity, Approve: true, At: time.Now()})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if r, err := e.db.GetRequest(ctx, g.ID); err != nil || r.State != broker.StateApproved || e.svc.IsRevoked(g.ID) {
+		t.Fatalf("a grant the admin socket approved: %+v %v", r, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
@@ -197,6 +198,21 @@ func TestIssuerNameAtAnotherURLVouchesForNothingOld(t *testing.T) {
 	}
 	if _, _, err := e.svc.Authenticate(ctx, eve2Session); err != nil {
 		t.Fatal(err)
+	}
+	// An untrusted session that has also gone idle is idle: it would not
+	// work again under its issuer, and is listed only with the ended ones.
+	e.clock.Add(2 * time.Hour)
+	if _, _, err := e.svc.Authenticate(ctx, eve2Session); err == nil {
+		t.Fatal("an idle session still works")
+	}
+	ended, _ := e.svc.Sessions(ctx, broker.AdminIdentity, true, broker.SessionQuery{All: true, Ended: true})
+	for _, s := range ended {
+		if s.Identity.IssuerURL == old.URL() && s.State != broker.SessionIdle {
+			t.Fatalf("the old idle session is listed as %s", s.State)
+		}
+	}
+	if live, _ := e.svc.Sessions(ctx, broker.AdminIdentity, true, broker.SessionQuery{All: true}); len(live) != 0 {
+		t.Fatalf("idle sessions listed as not ended: %+v", live)
 	}
 }
 

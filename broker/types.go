@@ -46,8 +46,10 @@ func VerifiedIdentity(id oidc.Identity) Identity {
 // Same reports whether two identities are the same principal: the same
 // subject from the same issuer, named alike and, when both record it, at
 // the same URL (an issuer name repointed to another IdP vouches for other
-// people under the same subjects). Records from before URLs were kept
-// have none, and are untrusted (Service.distrust).
+// people under the same subjects). An identity without the URL matches by
+// name: one read from an access token's claims (which name the issuer
+// only; the token works only while its grant's issuer is trusted), or a
+// record from before URLs were kept (untrusted: Service.distrust).
 func (i Identity) Same(o Identity) bool {
 	return i.Subject == o.Subject && i.Issuer == o.Issuer &&
 		(i.IssuerURL == "" || o.IssuerURL == "" || i.IssuerURL == o.IssuerURL)

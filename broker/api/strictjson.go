@@ -71,13 +71,20 @@ func walkJSON(dec *json.Decoder, t reflect.Type, path string) error {
 			}
 			name, _ := tok.(string)
 			at := strings.TrimPrefix(path+"."+name, ".")
-			if prev, dup := seen[strings.ToLower(name)]; dup {
+			// A struct's members are matched without case, so two
+			// spellings of one name are the same member; a map's keys are
+			// kept as written.
+			key := name
+			if fields != nil {
+				key = strings.ToLower(name)
+			}
+			if prev, dup := seen[key]; dup {
 				if prev == name {
 					return fmt.Errorf("%q is given twice", at)
 				}
 				return fmt.Errorf("%q is given twice (as %q and %q)", at, prev, name)
 			}
-			seen[strings.ToLower(name)] = name
+			seen[key] = name
 			vt := elem
 			if fields != nil {
 				ft, ok := fields[name]

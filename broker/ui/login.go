@@ -257,6 +257,11 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := u.c.Service.RedeemIDToken(r.Context(), raw, id, client); err != nil {
+		if broker.ErrorCode(err) != broker.CodeUnauthenticated {
+			u.c.Logger.Error("ui: could not record the login", "err", err)
+			u.fail(w, r, http.StatusInternalServerError, "The login could not be recorded", "The broker's log says why; try again.")
+			return
+		}
 		u.fail(w, r, http.StatusUnauthorized, "This login was already used", "Log in again.")
 		return
 	}

@@ -37,6 +37,7 @@ type fakeService struct {
 	sess     map[string]*broker.SessionRecord
 	redeemed map[string]bool // RedeemIDToken's raw tokens
 	refuse   bool            // RedeemIDToken refuses every token
+	storeErr error           // RedeemIDToken fails with it
 }
 
 func (f *fakeService) RedeemIDToken(_ context.Context, raw string, _ oidc.Identity, _ audit.Client) error {
@@ -44,6 +45,9 @@ func (f *fakeService) RedeemIDToken(_ context.Context, raw string, _ oidc.Identi
 	defer f.mu.Unlock()
 	if f.redeemed == nil {
 		f.redeemed = map[string]bool{}
+	}
+	if f.storeErr != nil {
+		return &broker.Error{Code: broker.CodeInternal, Message: "could not open a session", Err: f.storeErr}
 	}
 	if f.refuse || f.redeemed[raw] {
 		return &broker.Error{Code: broker.CodeUnauthenticated, Message: "this ID token has already opened a session"}
@@ -894,6 +898,13 @@ func TestLoginWithARedeemedIDTokenOpensNothing(t *testing.T) {
 	}
 	if len(e.svc.sess) != 0 {
 		t.Fatalf("a session opened: %+v", e.svc.sess)
+	}
+	// A store that cannot record the login is the broker's failure, not
+	// a replay.
+	e.svc.refuse, e.svc.storeErr = false, errors.New("disk full")
+	res, body = e.login(t, browser(t), "/ui/", "bob", "security")
+	if res.StatusCode != http.StatusInternalServerError || !strings.Contains(body, "The login could not be recorded") || len(e.svc.sess) != 0 {
+		t.Fatalf("a failing store: %d %s", res.StatusCode, body)
 	}
 	for _, ck := range res.Cookies() {
 		if ck.Name == "pamctl-ui" && ck.Value != "" {

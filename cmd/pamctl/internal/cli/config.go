@@ -475,13 +475,16 @@ func envSet() map[string]string {
 	return set
 }
 
-// settingSources is where a loaded configuration's settings came from,
-// for an error about them: " in FILE", and the PAMCTL_* variables set,
-// which override the file.
-func settingSources(file string) string {
+// settingSources is where the settings an error about a loaded
+// configuration names came from, for its first line: " in FILE", and the
+// PAMCTL_* variables set for the keys the error names (they override the
+// file).
+func settingSources(file string, err error) string {
 	var env []string
-	for _, name := range envSet() {
-		env = append(env, name)
+	for k, name := range envSet() {
+		if strings.Contains(err.Error(), k) {
+			env = append(env, name)
+		}
 	}
 	slices.Sort(env)
 	switch {
@@ -570,9 +573,8 @@ func integerHook(from, to reflect.Type, data any) (any, error) {
 		if f != math.Trunc(f) || math.IsInf(f, 0) {
 			return nil, fmt.Errorf("%v is not a whole number", data)
 		}
-		if math.Abs(f) > 1<<53 { // past here a float64 is not the number written
-			return nil, fmt.Errorf("%v is too large to be read exactly; write it as a whole number without an exponent or a point", data)
-		}
+		// Whether it is the number written (past 2^53 a float64 may not
+		// be) only the file's text says: checkFile compared them.
 		big.NewFloat(f).Int(&n)
 	case reflect.String:
 		s := strings.TrimSpace(v.String())

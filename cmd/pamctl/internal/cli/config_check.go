@@ -64,7 +64,7 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 		return err
 	}
 	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
-		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File), err))
+		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
 	for _, w := range cfg.NotifyWarnings() {
 		ios.Warnf("%s", w)

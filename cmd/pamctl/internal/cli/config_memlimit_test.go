@@ -82,7 +82,6 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
 		{"memory_floor: 33554432.5\n", "is not a whole number"},
 		{"memory_floor: true\n", "is not a whole number"},
-		{"memory_floor: \"010\"\n", ""}, // decimal 10: then too small
 		{"memory_floor: \"0x2000000\"\n", "not a whole number in decimal"},
 		{"memory_floor: \"0o100000000\"\n", "not a whole number in decimal"},
 		{"memory_floor: 9223372036854775808\n", "9223372036854775808 is too large (at most 9223372036854775807)"},
@@ -122,6 +121,10 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 		"memory_floor: \"33554432\"\n":       33554432,
 		"memory_floor: 67108864.0\n":         67108864,
 		"memory_floor: +67108864\n":          67108864,
+		"memory_floor: \"010\"\n":            10, // a quoted string is read in decimal, as from the environment
+		"memory_floor: 0e5\n":                0,
+		"memory_floor: !!int 64\n":           64,
+		"memory_floor: 1e18\n":               1000000000000000000,
 		"memory_floor: 0\n":                  0,
 		"memory_floor: 9007199254740992.0\n": 9007199254740992,
 	} {
@@ -158,8 +161,15 @@ func TestConfigErrorsNameWhereTheValueCame(t *testing.T) {
 	dir := t.TempDir()
 	good := writeConfig(t, "data_dir: "+filepath.Join(dir, "data")+"\n")
 	t.Setenv("PAMCTL_PROXY_ADDR", "no-port")
+	t.Setenv("PAMCTL_LOG_LEVEL", "info") // set, but not at fault: not named
 	r := runCLI(t, "config", "check", "--config", good)
 	if r.code != ExitUsage || !strings.Contains(r.err, "invalid configuration in "+good+" or the environment (PAMCTL_PROXY_ADDR)") || !strings.Contains(r.err, `proxy.addr: "no-port" is not host:port`) {
 		t.Fatalf("config check with PAMCTL_PROXY_ADDR=no-port: %d %s", r.code, r.err)
+	}
+	// A file at fault, with variables set for other keys: the file alone.
+	os.Unsetenv("PAMCTL_PROXY_ADDR")
+	bad := writeConfig(t, "data_dir: "+filepath.Join(dir, "data")+"\nproxy:\n  addr: no-port\n")
+	if r := runCLI(t, "config", "check", "--config", bad); r.code != ExitUsage || !strings.Contains(r.err, "invalid configuration in "+bad+":") {
+		t.Fatalf("config check of a bad file with PAMCTL_LOG_LEVEL set: %d %s", r.code, r.err)
 	}
 }

@@ -103,7 +103,7 @@ func serveRun(cmd *cobra.Command, o *ServeOptions) error {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File), err))
+		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
 	if err := cfg.CheckPrivate(); err != nil {
 		return withCode(ExitUsage, err)
