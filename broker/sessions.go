@@ -584,14 +584,21 @@ func (s *Service) RevokeSessions(ctx context.Context, who Identity, admin bool, 
 			continue
 		}
 		res.Sessions = append(res.Sessions, r.ID)
-		owners[r.Identity.Issuer+"\x00"+r.Identity.Subject] = r.Identity
+		owners[r.Identity.Issuer+"\x00"+r.Identity.IssuerURL+"\x00"+r.Identity.Subject] = r.Identity
 		s.emit(ctx, &audit.Event{Type: audit.TypeSessionRevoked, Actor: actor(who), Target: r.Identity.Subject, Decision: "revoked",
 			Reasons: nonEmpty(in.Reason), Details: map[string]string{"session": r.ID, "issuer": r.Identity.Issuer, "grants": strconv.FormatBool(in.Grants)}})
 	}
 	if in.Grants {
-		if in.User != "" && len(targets) == 0 {
-			// No live session, but the grants of the user still end.
-			owners[""] = Identity{Subject: in.User}
+		switch {
+		case in.User != "" && !admin && in.User == who.Subject:
+			// --user SELF: this identity's grants, not a namesake's.
+			owners = map[string]Identity{"self": who}
+		case in.User != "":
+			// --user SUBJECT ends the subject's sessions whatever their
+			// issuer, and so its grants: every one, with or without a
+			// live session (a stale session's identity, say from an
+			// issuer URL since replaced, must not narrow the choice).
+			owners = map[string]Identity{"": {Subject: in.User}}
 		}
 		for key, o := range owners {
 			var by *Identity

@@ -603,7 +603,8 @@ func TestShipStampsAttributesAndCaps(t *testing.T) {
 	e := enroll(t, r)
 	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 	long := strings.Repeat("é", 100000)
-	details := map[string]string{"proxy": "someone-else", "proxy_seq": "77", "proxy_time": "x", "request_id": "r1", "span": long}
+	details := map[string]string{"proxy": "someone-else", "proxy_seq": "77", "proxy_time": "x", "request_id": "r1", "span": long,
+		"Proxy": "someone-else", "PROXY_SEQ": "78", "Proxy_Time": "y"}
 	for i := range 100 {
 		details[fmt.Sprintf("k%03d", i)] = long
 	}
@@ -620,6 +621,11 @@ func TestShipStampsAttributesAndCaps(t *testing.T) {
 	if got.Details["proxy"] != e.ID || got.Details["proxy_seq"] != "1" || got.Hash != "" || got.PrevHash != "" || got.Code != "PAM-P001" {
 		t.Errorf("attribution: %v hash %q prev %q code %q", got.Details, got.Hash, got.PrevHash, got.Code)
 	}
+	for _, k := range []string{"Proxy", "PROXY_SEQ", "Proxy_Time"} {
+		if v, ok := got.Details[k]; ok {
+			t.Errorf("the proxy's own %q=%q passed beside the broker's attribution", k, v)
+		}
+	}
 	if len(got.Model) > shipShort || len(got.Error) > shipError || len(got.Actor.Subject) > shipShort ||
 		len(got.Actor.Groups) > shipList || len(got.Reasons) > shipList || len(got.Unscanned) > shipList || len(got.Details) > shipDetails+3 {
 		t.Errorf("not bounded: model %d error %d subject %d groups %d reasons %d unscanned %d details %d",
@@ -630,7 +636,7 @@ func TestShipStampsAttributesAndCaps(t *testing.T) {
 			t.Errorf("details[%s]: %d bytes, valid UTF-8 %v", k, len(v), utf8.ValidString(v))
 		}
 	}
-	if len(ev.Details) != 105 || ev.Details["proxy"] != "someone-else" {
+	if len(ev.Details) != 108 || ev.Details["proxy"] != "someone-else" {
 		t.Error("the shipped event's own maps were changed")
 	}
 }

@@ -573,7 +573,9 @@ func shippedEvent(id string, se SpooledEvent, now time.Time) (*audit.Event, erro
 	}
 	d := make(map[string]string, min(len(ev.Details), shipDetails)+3)
 	for _, k := range slices.Sorted(maps.Keys(ev.Details)) {
-		if len(d) >= shipDetails || len(k) > shipShort || k == DetailProxy || k == DetailProxySeq || k == DetailProxyTime {
+		// The broker's attribution keys are its own, in any case: a sink
+		// or reader that ignores case must not see a proxy's "Proxy".
+		if len(d) >= shipDetails || len(k) > shipShort || strings.EqualFold(k, DetailProxy) || strings.EqualFold(k, DetailProxySeq) || strings.EqualFold(k, DetailProxyTime) {
 			continue
 		}
 		limit := shipDetail

@@ -463,6 +463,40 @@ func decodeSource(err error, file string) string {
 	}
 }
 
+// namesKey reports whether text names the config key k: the whole key
+// ("broker.tls.client_ca_file"), or its section and its last part each as
+// a whole word ("broker.tls: client_ca_file needs …"). A key inside a
+// longer one (ca_file in client_ca_file) does not count.
+func namesKey(text, k string) bool {
+	if hasWord(text, k) {
+		return true
+	}
+	i := strings.LastIndexByte(k, '.')
+	return i > 0 && hasWord(text, k[:i]) && hasWord(text, k[i+1:])
+}
+
+// hasWord reports whether w occurs in text with no key character (letter,
+// digit, _, - or a . that goes on) right before or after it.
+func hasWord(text, w string) bool {
+	keyChar := func(c byte) bool {
+		return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+	}
+	for from := 0; ; {
+		i := strings.Index(text[from:], w)
+		if i < 0 {
+			return false
+		}
+		i += from
+		end := i + len(w)
+		before := i > 0 && (keyChar(text[i-1]) || text[i-1] == '.')
+		after := end < len(text) && (keyChar(text[end]) || text[end] == '.' && end+1 < len(text) && keyChar(text[end+1]))
+		if !before && !after {
+			return true
+		}
+		from = i + 1
+	}
+}
+
 // envSet maps each configuration key set in the environment to its
 // PAMCTL_* variable.
 func envSet() map[string]string {
@@ -482,7 +516,7 @@ func envSet() map[string]string {
 func settingSources(file string, err error) string {
 	var env []string
 	for k, name := range envSet() {
-		if strings.Contains(err.Error(), k) {
+		if namesKey(err.Error(), k) {
 			env = append(env, name)
 		}
 	}

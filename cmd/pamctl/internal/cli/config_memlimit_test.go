@@ -97,6 +97,8 @@ func TestWholeNumberSettingsAreStrict(t *testing.T) {
 		{"memory_floor: -012\n", "-012 is not plain decimal"},
 		{"memory_limit: 9007199254740993.0\n", "9007199254740993.0 cannot be read exactly"},
 		{"memory_limit: 9.007199254740993e15\n", "cannot be read exactly"},
+		{"memory_limit: !!float 9007199254740993\n", "9007199254740993 cannot be read exactly"},
+		{"memory_limit: !!float -9007199254740993\n", "cannot be read exactly"},
 		{"memory_limit: .inf\n", "is not a whole number"},
 		// A numeral too long to parse cheaply, and numbers behind tags.
 		{"memory_floor: 1." + strings.Repeat("7", 2<<20) + "\n", "is too long to be a whole-number setting"},
@@ -171,5 +173,37 @@ func TestConfigErrorsNameWhereTheValueCame(t *testing.T) {
 	bad := writeConfig(t, "data_dir: "+filepath.Join(dir, "data")+"\nproxy:\n  addr: no-port\n")
 	if r := runCLI(t, "config", "check", "--config", bad); r.code != ExitUsage || !strings.Contains(r.err, "invalid configuration in "+bad+":") {
 		t.Fatalf("config check of a bad file with PAMCTL_LOG_LEVEL set: %d %s", r.code, r.err)
+	}
+}
+
+// TestSettingSourcesNamesTheVariableAtFault: a variable is named when the
+// error names its whole key, or its section and last part; not when its
+// key is part of a longer one (ca_file in client_ca_file).
+func TestSettingSourcesNamesTheVariableAtFault(t *testing.T) {
+	dir := t.TempDir()
+	file := writeConfig(t, "data_dir: "+filepath.Join(dir, "data")+"\n")
+	t.Setenv("PAMCTL_CA_FILE", filepath.Join(dir, "ca.pem"))
+	t.Setenv("PAMCTL_BROKER_TLS_CLIENT_CA_FILE", filepath.Join(dir, "clients.pem"))
+	cfg, err := LoadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verr := cfg.Validate()
+	if verr == nil {
+		t.Fatal("client_ca_file without cert_file and key_file was accepted")
+	}
+	if src := settingSources(cfg.File, verr); !strings.Contains(src, "PAMCTL_BROKER_TLS_CLIENT_CA_FILE") || strings.Contains(src, "PAMCTL_CA_FILE") {
+		t.Errorf("sources of %q: %q", verr, src)
+	}
+	for text, want := range map[string]bool{
+		"proxy.addr: \"x\" is not host:port":         true,
+		"see proxy.addr.":                            true,
+		"proxy.address is unknown":                   false,
+		"the proxy.addr_v6 setting":                  false,
+		"broker.tls: client_ca_file needs cert_file": false, // for proxy.addr
+	} {
+		if got := namesKey(text, "proxy.addr"); got != want {
+			t.Errorf("namesKey(%q, proxy.addr) = %v", text, got)
+		}
 	}
 }

@@ -200,7 +200,7 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 	case isInteger(t) && n.Kind == yaml.ScalarNode:
 		switch n.Tag {
 		case "!!int", "!!float":
-			if err := wholeNumberText(n.Value, t); err != nil {
+			if err := wholeNumberText(n.Value, n.Tag, t); err != nil {
 				bad("%v", err)
 			}
 		case "!!str", "!!bool", "!!null":
@@ -284,7 +284,7 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 // 0b101, and 1_000 as 1000, and a literal past 64 bits as a float that is
 // not the number written. Plain decimal, and a float form that is exactly
 // a whole number (1e9), are accepted.
-func wholeNumberText(text string, t reflect.Type) error {
+func wholeNumberText(text, tag string, t reflect.Type) error {
 	if len(text) > maxNumeral {
 		// big.Rat's parse grows faster than the text: a long numeral
 		// would stall config check and every reload.
@@ -302,9 +302,9 @@ func wholeNumberText(text string, t reflect.Type) error {
 	if err := inRange(n, t); err != nil {
 		return err
 	}
-	if strings.ContainsAny(text, ".eE") {
-		// YAML reads it as a float64, which past 2^53 is not the number
-		// written.
+	if tag == "!!float" || strings.ContainsAny(text, ".eE") {
+		// YAML reads it as a float64 (so written, or tagged !!float),
+		// which past 2^53 is not the number written.
 		f, _ := strconv.ParseFloat(text, 64)
 		if got, _ := big.NewFloat(f).Int(nil); got.Cmp(n) != 0 {
 			return fmt.Errorf("%s cannot be read exactly with a point or an exponent; write it as a whole number", text)

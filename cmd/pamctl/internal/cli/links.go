@@ -143,9 +143,12 @@ func (h remoteHolder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.Ho
 // prompt holds, as the in-process holder does.
 func brokerHolds(b *broker.Service) func(context.Context, link.HoldRequest) (link.HoldDecision, error) {
 	return func(ctx context.Context, h link.HoldRequest) (link.HoldDecision, error) {
-		// The proxy vouches for the token; the broker still checks that
-		// the grant is the caller's own live grant, so a proxy cannot
-		// raise held calls in anyone's name.
+		// The proxy vouches for the token's claims; the broker checks that
+		// the grant is a live grant of the subject they name, so a proxy
+		// cannot hold calls on a grant under another name. An enrolled
+		// proxy that knows a grant's ID and its owner can still raise a
+		// hold for it: proxies are trusted as far as the provider keys
+		// they are given.
 		who := broker.Identity{Subject: h.Claims.Subject, Issuer: h.Claims.IdP}
 		g, err := b.Get(ctx, who, h.Grant)
 		if err != nil {
