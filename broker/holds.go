@@ -106,8 +106,12 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 
 // approvalStands reports whether every approval of the held call r would
 // still be allowed under the rules in force now: an approval given before a
-// reload removed its approver (or the rule) lets no retry through.
+// reload removed its approver (or the rule), or by someone whose issuer no
+// longer vouches for them, lets no retry through.
 func (s *Service) approvalStands(r *Request) bool {
+	if s.untrusted(r) != "" { // the caller's or an approver's issuer no longer vouches
+		return false
+	}
 	for _, rv := range r.Reviews {
 		if ok, _ := s.canReview(r, rv.Reviewer); rv.Approve && !ok {
 			return false

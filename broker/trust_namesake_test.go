@@ -96,3 +96,33 @@ func TestAdminSocketIdentityStaysTrusted(t *testing.T) {
 		t.Fatalf("a grant the admin socket approved: %+v %v", r, err)
 	}
 }
+
+// TestHeldCallApprovalEndsWithItsApproversIssuer: an approval of a held
+// call lets the caller retry it once within the retry window, but not once
+// the approver's issuer no longer vouches for them.
+func TestHeldCallApprovalEndsWithItsApproversIssuer(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ops := otherIssuer(t, e)
+	trust(t, e, "ops", ops)
+	alice := e.login("alice", "ml")
+	bob, _ := loginAt(t, e, ops, "ops", "bob", "security")
+	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+		Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "DROP TABLE users", SHA256: strings.Repeat("ef", 32)}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	r, err := e.svc.HoldPrompt(short, hold)
+	cancel()
+	if err != nil || r.State != broker.StatePending {
+		t.Fatalf("timed-out hold: %v %+v", err, r)
+	}
+	if _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	// The name ops now points at another IdP: bob's approval no longer counts.
+	trust(t, e, "ops", otherIssuer(t, e))
+	short, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if retry, _ := e.svc.HoldPrompt(short, hold); retry == nil || retry.ID == r.ID || retry.State == broker.StateApproved {
+		t.Fatalf("a retry released by an approval of an issuer no longer trusted: %+v", retry)
+	}
+}
