@@ -613,7 +613,7 @@ func integerHook(from, to reflect.Type, data any) (any, error) {
 	case reflect.String:
 		s := strings.TrimSpace(v.String())
 		if len(s) > maxNumeral {
-			return nil, fmt.Errorf("%q is too long to be a whole number", clip(s))
+			return nil, fmt.Errorf("%q is too long to be a whole number", truncate(s, maxNumeral))
 		}
 		if _, ok := n.SetString(s, 10); !ok {
 			return nil, fmt.Errorf("%q is not a whole number in decimal", v.String())

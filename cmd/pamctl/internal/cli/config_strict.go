@@ -206,7 +206,7 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		case "!!str", "!!bool", "!!null":
 			// The decoder reads a string as decimal and refuses a bool.
 		default: // !!binary, a local tag: a number hidden from a reader
-			bad("%s is not a whole number (a value tagged %s)", clip(n.Value), n.Tag)
+			bad("%s is not a whole number (a value tagged %s)", truncate(n.Value, maxNumeral), n.Tag)
 		}
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
@@ -288,7 +288,7 @@ func wholeNumberText(text, tag string, t reflect.Type) error {
 	if len(text) > maxNumeral {
 		// big.Rat's parse grows faster than the text: a long numeral
 		// would stall config check and every reload.
-		return fmt.Errorf("%s is too long to be a whole-number setting", clip(text))
+		return fmt.Errorf("%s is too long to be a whole-number setting", truncate(text, maxNumeral))
 	}
 	digits := strings.TrimLeft(text, "+-")
 	if strings.ContainsRune(text, '_') || len(digits) > 1 && digits[0] == '0' && strings.ContainsRune("0123456789xXoObB", rune(digits[1])) {
@@ -317,14 +317,6 @@ func wholeNumberText(text, tag string, t reflect.Type) error {
 // bits need 20 digits; the rest is room for a sign, a point and an
 // exponent.
 const maxNumeral = 40
-
-// clip shortens a value quoted in an error message.
-func clip(s string) string {
-	if len(s) <= maxNumeral {
-		return s
-	}
-	return s[:maxNumeral] + "…"
-}
 
 // checkDuplicates reports a key written twice in one mapping, exactly or
 // differing only in case: the decoder lower-cases keys, so one of the two
