@@ -14,6 +14,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Event is one dispatched event.
@@ -63,12 +64,15 @@ var ErrWouldBlock = errors.New("sse: source would block")
 type Reader struct {
 	r       io.Reader
 	lim     Limits
-	buf     []byte // unread input is buf[off:end]
+	buf     []byte // unread input is buf[off:end]: big, one, or nil
 	off     int
 	end     int
-	err     error // sticky error from r
-	skipLF  bool  // the previous line ended with CR: ignore a leading LF
-	bom     bool  // BOM already checked
+	big     *[]byte // the input buffer from bufs, nil while waiting
+	one     [1]byte // the input buffer while waiting
+	drained bool    // the last read into big left it partly empty
+	err     error   // sticky error from r
+	skipLF  bool    // the previous line ended with CR: ignore a leading LF
+	bom     bool    // BOM already checked
 	line    []byte
 	partial bool // line holds the start of a line interrupted by ErrWouldBlock
 
@@ -93,8 +97,11 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 	if lim.MaxEvent <= 0 {
 		lim.MaxEvent = DefaultMaxEvent
 	}
-	return &Reader{r: r, lim: lim, buf: make([]byte, readBufSize)}
+	return &Reader{r: r, lim: lim, drained: true}
 }
+
+// bufs holds the input buffers of Readers that are not waiting.
+var bufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
 // readBufSize is the Reader's input buffer: what net/http buffers of a
 // connection, so one fill takes whatever one socket read brought. A
@@ -102,6 +109,12 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 // then writes once per socket read, as a plain copy would; with 1 KiB it
 // wrote two to four times as often (docs/performance.md). Longer lines
 // are collected across fills.
+//
+// A Reader holds it only while input is at hand: when a read left it
+// partly empty (the source had no more) and all of it has been used, the
+// next read waits with a one-byte buffer, the buffer goes back to a pool,
+// and the read after that takes one again for whatever else arrived. A
+// thousand streams waiting on their upstreams hold no input buffers.
 const readBufSize = 4 << 10
 
 // Next returns the next dispatched event. At the end of the stream it
@@ -201,6 +214,7 @@ func (r *Reader) readLine() ([]byte, error) {
 			if r.err != nil {
 				// A final line without terminator ends the stream, and
 				// with it any event being built.
+				r.release()
 				return nil, r.err
 			}
 			if err := r.fill(); err != nil {
@@ -283,23 +297,45 @@ func lineEndString(s string) int {
 }
 
 func (r *Reader) fill() error {
-	if r.off == r.end {
-		r.off, r.end = 0, 0
-	} else if r.off > 0 {
-		r.end = copy(r.buf, r.buf[r.off:r.end])
-		r.off = 0
-	}
-	n, err := r.r.Read(r.buf[r.end:])
-	r.end += n
-	if err != nil {
-		if n == 0 && errors.Is(err, ErrWouldBlock) {
-			return ErrWouldBlock
+	var n, room int
+	var err error
+	if r.off == r.end && r.drained {
+		// Nothing is at hand: wait without holding the input buffer.
+		r.release()
+		r.buf, r.off, r.end = r.one[:], 0, 0
+		room = 1
+		n, err = r.r.Read(r.buf)
+	} else {
+		if r.big == nil {
+			r.big = bufs.Get().(*[]byte)
 		}
-		if !errors.Is(err, ErrWouldBlock) {
-			r.err = err
+		big := *r.big
+		r.end = copy(big, r.buf[r.off:r.end])
+		r.buf, r.off = big, 0
+		room = len(r.buf) - r.end
+		n, err = r.r.Read(r.buf[r.end:])
+	}
+	r.end += n
+	if n == 0 && errors.Is(err, ErrWouldBlock) {
+		return ErrWouldBlock
+	}
+	r.drained = n < room
+	if err != nil && !errors.Is(err, ErrWouldBlock) {
+		r.err = err
+		if r.off == r.end {
+			r.release() // nothing more will be read
 		}
 	}
 	return nil
+}
+
+// release gives the input buffer back to the pool.
+func (r *Reader) release() {
+	if r.big != nil {
+		bufs.Put(r.big)
+		r.big = nil
+		r.buf, r.off, r.end = nil, 0, 0
+	}
 }
 
 // Writer writes events with valid framing.
