@@ -234,16 +234,6 @@ func decodeObject(b []byte) (map[string]any, error) {
 	return root, nil
 }
 
-func encode(v any) ([]byte, error) {
-	var b bytes.Buffer
-	e := json.NewEncoder(&b)
-	e.SetEscapeHTML(false)
-	if err := e.Encode(v); err != nil {
-		return nil, fmt.Errorf("payload: encode: %w", err)
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
-}
-
 func deepCopy(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
