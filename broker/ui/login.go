@@ -146,9 +146,10 @@ func containsString(ss []string, s string) bool {
 	return false
 }
 
-// login starts the code flow: GET /ui/login?next=/ui/...&reauth=1. With
-// reauth the IdP is told to authenticate the person again (prompt=login,
-// max_age) whatever session it holds.
+// login starts the code flow: GET /ui/login?next=/ui/...&reauth=1. Every
+// login asks for an authentication within approvals.reauth_after
+// (max_age); with reauth the IdP is also told to authenticate the person
+// again now (prompt=login) whatever session it holds.
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	conf, err := u.oauthConfig(r.Context())
@@ -171,10 +172,17 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusInternalServerError, "The login could not be started", "The broker's log says why; try again.")
 		return
 	}
-	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.Verifier), gooidc.Nonce(p.Nonce)}
+	// Every login asks for an authentication no older than
+	// approvals.reauth_after (max_age, OIDC Core 3.1.2.1: the IdP
+	// authenticates again when its own is older, and must send auth_time),
+	// as `pamctl login` does: an IdP session cookie alone must not make a
+	// session that counts as freshly authenticated. A step-up also asks
+	// to authenticate again now (prompt=login).
+	maxAge := int(u.c.Service.ReauthAfter() / time.Second)
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.Verifier), gooidc.Nonce(p.Nonce),
+		oauth2.SetAuthURLParam("max_age", strconv.Itoa(max(maxAge, 0)))}
 	if p.Reauth {
-		maxAge := int(u.c.Service.ReauthAfter() / time.Second)
-		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", strconv.Itoa(max(maxAge, 0))))
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
 	}
 	// The login in flight is bound to this browser: a callback carrying a
 	// state minted for someone else's browser (login CSRF) finds no cookie

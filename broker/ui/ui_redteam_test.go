@@ -1,0 +1,44 @@
+package ui
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+)
+
+// Every web login, not only a step-up, asks the IdP for an authentication
+// no older than approvals.reauth_after (max_age), as `pamctl login` does.
+// Without it an IdP may answer from its own session cookie, hours old,
+// and leave auth_time out (it is required only when max_age was asked),
+// so the page's session would count as freshly authenticated and could
+// approve at once: whoever sits at a browser with a live IdP session
+// could decide without the IdP seeing the person again.
+func TestEveryLoginAsksForARecentAuthentication(t *testing.T) {
+	e := newEnv(t)
+	c := browser(t)
+	for _, tc := range []struct {
+		path, prompt string
+	}{
+		{"/ui/login?next=%2Fui%2F", ""},
+		{"/ui/login", ""},
+		{"/ui/login?reauth=1&next=%2Fui%2Frequests%2Freq_access", "login"},
+	} {
+		res, _ := get(t, c, e.base+tc.path)
+		if res.StatusCode != http.StatusSeeOther {
+			t.Fatalf("%s: %d", tc.path, res.StatusCode)
+		}
+		authz, err := url.Parse(res.Header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := authz.Query()
+		if q.Get("max_age") != "600" || q.Get("prompt") != tc.prompt {
+			t.Errorf("%s: authorization request %s: want max_age=600 and prompt=%q", tc.path, authz, tc.prompt)
+		}
+	}
+	// The login still completes with the dev issuer (max_age alone shows no form).
+	res, _ := e.login(t, c, "/ui/", "bob", "security")
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/" {
+		t.Fatalf("login: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+}
