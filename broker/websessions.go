@@ -27,7 +27,10 @@ func WebSessionID(secret string) string {
 
 // OpenWebSession records a web session for who (verified by the caller's
 // OIDC login) whose cookie holds secret, for at most ttl (and never past
-// sessions.max_lifetime). authTime is the IdP authentication it rests on.
+// sessions.max_lifetime). authTime is the IdP authentication it rests on;
+// as for a CLI login (loginAuthTime), one later than now, or none, is taken
+// as now, so an IdP clock cannot make the session look freshly
+// authenticated for longer than it is.
 func (s *Service) OpenWebSession(ctx context.Context, who Identity, authTime time.Time, client audit.Client, secret string, ttl time.Duration) (*SessionRecord, error) {
 	if len(secret) < 32 {
 		return nil, errors.New("broker: web session secret too short")
@@ -39,7 +42,7 @@ func (s *Service) OpenWebSession(ctx context.Context, who Identity, authTime tim
 	who.AuthTime = time.Time{} // kept in the record's AuthTime
 	r := &SessionRecord{
 		ID: WebSessionID(secret), Kind: SessionKindWeb, Identity: who, ClientAddr: client.RemoteAddr, UserAgent: client.UserAgent,
-		CreatedAt: now, AuthTime: authTime.UTC(), LastUsedAt: now, ExpiresAt: now.Add(ttl), State: SessionActive,
+		CreatedAt: now, AuthTime: loginAuthTime(authTime, now), LastUsedAt: now, ExpiresAt: now.Add(ttl), State: SessionActive,
 	}
 	if err := s.store.CreateSession(ctx, r); err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}

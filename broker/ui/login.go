@@ -252,9 +252,11 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	now := u.c.Now()
 	// auth_time from the verified token (the verifier refuses a malformed
-	// one), or this login's time when the IdP sends none.
+	// one), or this login's time when the IdP sends none or one later than
+	// now (an IdP clock ahead of ours cannot make the session look fresh
+	// for longer than it is; the broker clamps it too).
 	authTime := now
-	if !id.AuthTime.IsZero() && !id.AuthTime.After(now.Add(authTimeSkew)) {
+	if !id.AuthTime.IsZero() && !id.AuthTime.After(now) {
 		authTime = id.AuthTime
 	}
 	if p.Reauth && authTime.Before(p.Started.Add(-authTimeSkew)) {

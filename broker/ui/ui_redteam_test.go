@@ -1,9 +1,14 @@
 package ui
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 )
 
 // Every web login, not only a step-up, asks the IdP for an authentication
@@ -40,5 +45,38 @@ func TestEveryLoginAsksForARecentAuthentication(t *testing.T) {
 	res, _ := e.login(t, c, "/ui/", "bob", "security")
 	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/" {
 		t.Fatalf("login: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+}
+
+// An IdP whose clock runs ahead of the broker's (within the step-up
+// check's skew) sends an auth_time after the login: the page's session
+// records the login's time instead, so it cannot pass step-up for longer
+// than approvals.reauth_after after the login.
+func TestLoginAuthTimeNeverAfterTheLogin(t *testing.T) {
+	for _, ahead := range []time.Duration{5 * time.Second, 25 * time.Second} {
+		e := newEnvWith(t, devissuer.WithClock(func() time.Time { return time.Now().Add(ahead) }))
+		c := browser(t)
+		res, _ := e.login(t, c, "/ui/", "bob", "security")
+		done := time.Now()
+		if res.StatusCode != http.StatusSeeOther {
+			t.Fatalf("login: %d", res.StatusCode)
+		}
+		e.svc.mu.Lock()
+		for _, r := range e.svc.sess {
+			if r.AuthTime.After(done) {
+				t.Errorf("IdP %s ahead: the session's auth_time %s is after the login (%s)", ahead, r.AuthTime, done)
+			}
+		}
+		e.svc.mu.Unlock()
+		var detail string
+		e.audit.Range(context.Background(), 0, func(ev audit.Event) bool {
+			if ev.Type == audit.TypeLogin {
+				detail = ev.Details["auth_time"]
+			}
+			return true
+		})
+		if at, err := time.Parse(time.RFC3339, detail); err != nil || at.After(done) {
+			t.Errorf("IdP %s ahead: the login event says auth_time %q", ahead, detail)
+		}
 	}
 }

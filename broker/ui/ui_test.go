@@ -227,14 +227,17 @@ type env struct {
 	iss   *devissuer.Issuer
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t) }
+
+// newEnvWith is newEnv with more options for the dev issuer.
+func newEnvWith(t *testing.T, opts ...devissuer.Option) *env {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := "http://" + ln.Addr().String()
-	iss, err := devissuer.New(base+"/idp", devissuer.WithLoginForm())
+	iss, err := devissuer.New(base+"/idp", append([]devissuer.Option{devissuer.WithLoginForm()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
