@@ -114,7 +114,8 @@ type Subject struct {
 	// Kind is KindUser or KindService.
 	Kind string `json:"kind,omitempty"`
 	// Act is the sub of the person a service account acts for (the act
-	// claim), if any; that person may not review the service account's requests.
+	// claim), if any; that person may not review the service account's
+	// requests, nor the service account that person's (see samePerson).
 	Act string `json:"act,omitempty"`
 }
 

@@ -19,11 +19,15 @@ func CanReview(set Set, t Terms, requester, reviewer Subject) (ok bool, reason s
 	if reviewer.ID == "" {
 		return false, "your identity has no subject; sign in again with pamctl login"
 	}
-	if samePerson(requester, reviewer) {
-		return false, "you cannot review your own request"
-	}
-	if requester.Act != "" && (requester.Act == reviewer.ID || strings.EqualFold(requester.Act, reviewer.Email)) {
+	switch {
+	case actsFor(requester, reviewer):
 		return false, fmt.Sprintf("you cannot review a request that %s made on your behalf", requester)
+	case actsFor(reviewer, requester):
+		return false, fmt.Sprintf("you act for %s, who made this request; someone else must review it", requester)
+	case sameAct(requester, reviewer):
+		return false, fmt.Sprintf("you and %s, who made this request, act for the same person (%s); someone else must review it", requester, requester.Act)
+	case samePerson(requester, reviewer):
+		return false, "you cannot review your own request"
 	}
 	if !t.Required {
 		return false, "this request needs no approval"
@@ -99,10 +103,25 @@ func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok boo
 }
 
 // samePerson reports whether a and b are one person: the same sub under the
-// same issuer, or the same (verified) email under any issuer.
+// same issuer, the same (verified) email under any issuer, or a workload
+// and the person it acts for (or two workloads acting for one person).
 func samePerson(a, b Subject) bool {
 	if a.ID != "" && a.ID == b.ID && a.Issuer == b.Issuer {
 		return true
 	}
-	return a.Email != "" && strings.EqualFold(a.Email, b.Email)
+	if a.Email != "" && strings.EqualFold(a.Email, b.Email) {
+		return true
+	}
+	return actsFor(a, b) || actsFor(b, a) || sameAct(a, b)
+}
+
+// actsFor reports whether the workload w acts for the person p (its act
+// claim names p's sub or email).
+func actsFor(w, p Subject) bool {
+	return w.Act != "" && (w.Act == p.ID || strings.EqualFold(w.Act, p.Email))
+}
+
+// sameAct reports whether a and b are workloads acting for one person.
+func sameAct(a, b Subject) bool {
+	return a.Act != "" && strings.EqualFold(a.Act, b.Act)
 }
