@@ -181,9 +181,13 @@ func (s *Server) Admin() http.Handler {
 // that does not arrive within the server's ReadTimeout is cut there. Once
 // the body is in, the read deadline is lifted, so long-polls, streams and
 // handlers waiting on something else (an IdP's JWKS) run as long as they
-// need; nothing slow is left to read from the client.
+// need; nothing slow is left to read from the client. Answers are not to
+// be stored by any cache (Cache-Control: no-store): they carry session and
+// access tokens, requests and the trail; a public route (JWKS) says
+// otherwise itself.
 func handle(mux *http.ServeMux, pattern string, limit int64, h http.HandlerFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
 		if r.ContentLength > limit || (limit == 0 && len(r.TransferEncoding) > 0) {
 			w.Header().Set("Connection", "close")
 			writeError(w, tooLarge(limit))
