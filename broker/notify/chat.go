@@ -183,12 +183,32 @@ func slackCode(s string, n int) string {
 	if s == "" {
 		return "-"
 	}
-	return "`" + slackEscaper.Replace(plain(s, n)) + "`"
+	return "`" + slackEscape(s, n) + "`"
 }
 
 // slackBlock is an untrusted text as a Slack code block.
 func slackBlock(s string, n int) string {
-	return "```" + slackEscaper.Replace(plain(s, n)) + "```"
+	return "```" + slackEscape(s, n) + "```"
+}
+
+// slackEscape is plain(s, n) escaped for Slack, and at most 2n runes:
+// entities make &, < and > five and four runes long, and Slack refuses a
+// whole message whose text is over its limits (3000 a section, 2000 a
+// field), so text made of them is cut sooner, never inside an entity.
+func slackEscape(s string, n int) string {
+	var b strings.Builder
+	used := 0
+	for _, r := range plain(s, n) {
+		e := slackEscaper.Replace(string(r))
+		k := utf8.RuneCountInString(e)
+		if used+k > 2*n-1 {
+			b.WriteString("…")
+			break
+		}
+		b.WriteString(e)
+		used += k
+	}
+	return b.String()
 }
 
 type slackText struct {
