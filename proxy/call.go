@@ -29,6 +29,11 @@ const (
 	// response's tool calls arrive only this way).
 	epStoredResponse // GET /v1/responses/{id}, POST /v1/responses/{id}/cancel
 	epStoredChat     // GET and POST (metadata) /v1/chat/completions/{id}
+	// Stored Responses items, read back (or, by POST, added and echoed)
+	// under an endpoint: scope: masked and judged item by item like a
+	// stored Response's output (items.go).
+	epItems // GET /v1/responses/{id}/input_items, GET and POST /v1/conversations/{id}/items
+	epItem  // GET /v1/conversations/{id}/items/{item_id}
 )
 
 // hasModelBody reports whether the endpoint's JSON body names the model.
@@ -38,18 +43,23 @@ func (k endpointKind) hasModelBody() bool {
 
 // stored reports whether the endpoint reads back a stored model answer.
 func (k endpointKind) stored() bool {
-	return k == epStoredResponse || k == epStoredChat
+	return k == epStoredResponse || k == epStoredChat || k == epItems || k == epItem
 }
 
 // answerPath is the POST path whose answer shape the endpoint's answer
-// has (chat completion or Response), for masking and the tool judge; ""
-// for the others.
+// has (chat completion or Response), or the item shape of the item
+// routes (payload.EndpointItems, payload.EndpointItem), for masking and
+// the tool judge; "" for the others.
 func (k endpointKind) answerPath() string {
 	switch k {
 	case epChat, epStoredChat:
 		return "/v1/chat/completions"
 	case epResponses, epStoredResponse:
 		return "/v1/responses"
+	case epItems:
+		return payload.EndpointItems
+	case epItem:
+		return payload.EndpointItem
 	}
 	return ""
 }

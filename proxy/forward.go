@@ -386,9 +386,9 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if c.kind.stored() && top.Object != "" && storedObjects[top.Object] != shape {
-		// These routes answer with one stored object; anything else (a
-		// list, another kind) would be masked and judged in the wrong shape.
+	if c.kind.stored() && top.Object != "" && storedObject(top.Object) != shape {
+		// These routes answer with one stored object (the item lists with
+		// a "list"); anything else would be masked and judged in the wrong shape.
 		err := fmt.Errorf("the answer is %.40q, not the stored object this endpoint returns: withheld", top.Object)
 		c.errDetail = err.Error()
 		return nil, err

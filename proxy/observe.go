@@ -99,6 +99,10 @@ func (k endpointKind) String() string {
 		return "stored_response"
 	case epStoredChat:
 		return "stored_chat"
+	case epItems:
+		return "stored_items"
+	case epItem:
+		return "stored_item"
 	}
 	return "other"
 }

@@ -39,6 +39,9 @@ func classify(method, p string) endpointKind {
 		// POST updates a stored completion's metadata and answers with it.
 		return epStoredChat
 	}
+	if k := classifyItems(method, p); k != epOther {
+		return k
+	}
 	return epOther
 }
 
@@ -362,12 +365,16 @@ func (p *Proxy) authorize(next http.Handler) http.Handler {
 		case epModels, epTraces:
 			next.ServeHTTP(w, r)
 			return
-		case epOther, epStoredResponse, epStoredChat:
+		case epOther, epStoredResponse, epStoredChat, epItems, epItem:
 			// A stored answer's tool calls go to the same judge as the
 			// original call's (an endpoint: answer may be one too).
 			c.up = p.ups[0]
 			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
 			c.toolScopes = toolcall.Scopes(c.scopes)
+			if e := p.parseItemsRequest(c); e != nil {
+				p.fail(w, c, e)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		case epModel:

@@ -112,8 +112,9 @@ func (p *Proxy) judgeAnswer(ctx context.Context, c *call, body []byte) ([]byte, 
 		return body, nil
 	}
 	ep := toolcall.EndpointChat
-	if c.shape == "/v1/responses" {
-		ep = toolcall.EndpointResponses
+	switch c.shape {
+	case toolcall.EndpointResponses, toolcall.EndpointItems, toolcall.EndpointItem:
+		ep = c.shape
 	}
 	// What a case-insensitive decoder would read as calls (Tool_calls,
 	// duplicate keys) must not slip past the rewrite, which reads exact keys.

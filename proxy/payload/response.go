@@ -55,8 +55,12 @@ type Result struct {
 // duplicate or case-variant members and invalid UTF-8 reach the client
 // only as the proxy read and masked them. The body is returned unchanged
 // when masking is off or the fast path read it; a body that is not JSON
-// is masked as plain text.
+// is masked as plain text. The item shapes (EndpointItems, EndpointItem)
+// are masked item by item, and refused when they are not items (maskItems).
 func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result, error) {
+	if endpoint == EndpointItems || endpoint == EndpointItem {
+		return maskItems(endpoint, body, m)
+	}
 	res := Result{Counts: mask.Counts{}}
 	ep, err := normalize(endpoint)
 	if err != nil {

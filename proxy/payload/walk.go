@@ -93,6 +93,9 @@ func (w *walker) str(m map[string]any, key string) {
 // it does not read.
 func walkRequest(ep string, root map[string]any, w *walker) {
 	switch ep {
+	case EndpointItemsRequest:
+		walkItemsRequest(root, w)
+		return
 	case EndpointChat:
 		w.keys(root, chatTopKeys)
 		w.shape(root, "stream_options", kObject, wantObject)

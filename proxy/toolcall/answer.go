@@ -14,6 +14,11 @@ import (
 const (
 	EndpointChat      = "/v1/chat/completions"
 	EndpointResponses = "/v1/responses"
+	// EndpointItems is an item list ({"object":"list","data":[ITEM,...]}:
+	// a response's input items, a conversation's items), EndpointItem
+	// one conversation item; both are payload's shapes of the same names.
+	EndpointItems = "/v1/conversations/{id}/items"
+	EndpointItem  = "/v1/conversations/{id}/items/{item_id}"
 )
 
 // MaxCallsPerAnswer bounds the tool calls of one answer pamctl judges
@@ -45,6 +50,12 @@ var ErrAnswerShape = errors.New("toolcall: unreadable tool call in the answer")
 //     in place, by an assistant message item with the explanation. An item
 //     whose type is a letter-case variant of a call's ("Shell_Call") makes
 //     the answer unreadable (ErrAnswerShape).
+//   - item lists (EndpointItems): every item of data[] is judged as a
+//     Responses output item, a denied one replaced in place the same way;
+//     data that is not an array of objects, or a top-level key that is a
+//     case variant of "data" or "object", makes the answer unreadable.
+//   - one item (EndpointItem): the answer is the item, judged so; a denied
+//     one is replaced by the message item.
 //
 // An answer without tool calls (or of another endpoint) comes back as it
 // is; one with tool calls is re-encoded (keys sorted, duplicates gone) so
@@ -62,6 +73,9 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 		// Every output item is classified (an unknown type is denied), so
 		// any answer with an output is read.
 		marker = []string{`"output"`}
+	case EndpointItems, EndpointItem:
+		// The answer is items (or one): always read, so that one without
+		// a plain "data" ("Data", "d\u0061ta") is refused, never passed.
 	default:
 		return body, nil
 	}
@@ -69,7 +83,7 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 	// unless escaped, and an escaped spelling is caught by the decode below
 	// only when a marker is present; so look for the unescaped and the
 	// escaped forms of the distinctive letters.
-	if !containsAny(body, marker) && !bytes.Contains(body, []byte(`\u`)) {
+	if marker != nil && !containsAny(body, marker) && !bytes.Contains(body, []byte(`\u`)) {
 		return body, nil
 	}
 	d := json.NewDecoder(bytes.NewReader(body))
@@ -79,11 +93,17 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 		return body, nil // not an object: nothing to judge; the masker refuses it
 	}
 	r := &rewriter{ctx: ctx, j: j}
+	var out any = root
 	var err error
-	if endpoint == EndpointChat {
+	switch endpoint {
+	case EndpointChat:
 		err = r.chat(root)
-	} else {
+	case EndpointResponses:
 		err = r.responses(root)
+	case EndpointItems:
+		err = r.list(root)
+	case EndpointItem:
+		out, err = r.single(root)
 	}
 	if err != nil {
 		return nil, err
@@ -94,7 +114,7 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(root); err != nil {
+	if err := enc.Encode(out); err != nil {
 		return nil, fmt.Errorf("toolcall: encode answer: %w", err)
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
@@ -291,6 +311,43 @@ func (r *rewriter) responses(root map[string]any) error {
 	if !ok {
 		return nil // not an answer pamctl reads; the masker decides
 	}
+	return r.items(items, "output")
+}
+
+// list judges the items of an item list (EndpointItems).
+func (r *rewriter) list(root map[string]any) error {
+	for k := range root {
+		for _, read := range []string{"data", "object"} {
+			if k != read && strings.EqualFold(k, read) {
+				return fmt.Errorf("%w: the key %.40q differs from %q only in letter case", ErrAnswerShape, k, read)
+			}
+		}
+	}
+	items, ok := root["data"].([]any)
+	if !ok {
+		return fmt.Errorf("%w: data is not an array of items", ErrAnswerShape)
+	}
+	for i, iv := range items {
+		if _, ok := iv.(map[string]any); !ok {
+			return fmt.Errorf("%w: data[%d] is not an object", ErrAnswerShape, i)
+		}
+	}
+	return r.items(items, "data")
+}
+
+// single judges an answer that is one item (EndpointItem) and returns the
+// answer as the client may see it: the item, or the message replacing it.
+func (r *rewriter) single(root map[string]any) (any, error) {
+	items := []any{root}
+	if err := r.items(items, "item"); err != nil {
+		return nil, err
+	}
+	return items[0], nil
+}
+
+// items judges a list of Responses items (a Response's output, an item
+// list's data) in place; where names the list in errors.
+func (r *rewriter) items(items []any, where string) error {
 	for i, iv := range items {
 		item, _ := iv.(map[string]any)
 		if item == nil {
@@ -298,14 +355,14 @@ func (r *rewriter) responses(root map[string]any) error {
 		}
 		typ, okT := item["type"].(string)
 		if !okT && item["type"] != nil {
-			return fmt.Errorf("%w: output[%d]: type is not a string", ErrAnswerShape, i)
+			return fmt.Errorf("%w: %s[%d]: type is not a string", ErrAnswerShape, where, i)
 		}
 		if k := CaseVariant(typ); k != "" {
-			return fmt.Errorf("%w: output[%d]: type %.40q differs from %q only in letter case", ErrAnswerShape, i, typ, k)
+			return fmt.Errorf("%w: %s[%d]: type %.40q differs from %q only in letter case", ErrAnswerShape, where, i, typ, k)
 		}
 		parts, err := ItemCalls(typ, item)
 		if err != nil {
-			return fmt.Errorf("%w: output[%d]: %v", ErrAnswerShape, i, err)
+			return fmt.Errorf("%w: %s[%d]: %v", ErrAnswerShape, where, i, err)
 		}
 		var denied *Verdict
 		var redacted []int
@@ -337,7 +394,7 @@ func (r *rewriter) responses(root map[string]any) error {
 		}
 		for _, pi := range redacted {
 			if err := parts[pi].Set(item, verdicts[pi].Arguments); err != nil {
-				return fmt.Errorf("toolcall: redacted output[%d]: %w", i, err)
+				return fmt.Errorf("toolcall: redacted %s[%d]: %w", where, i, err)
 			}
 		}
 	}
