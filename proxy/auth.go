@@ -134,41 +134,39 @@ func (c *verifyCache) len() int {
 
 // authenticate is the token gate: it refuses calls without a valid,
 // unexpired, unrevoked access token and records the actor in the call.
-func (p *Proxy) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := callFrom(r.Context())
-		raw := bearerToken(r)
-		if raw == "" {
-			p.fail(w, c, errUnauthorized("No pamctl access token. Send it as the API key (Authorization: Bearer <token>): "+
-				"run your agent under `pamctl exec -- <command>`, or get a token with `pamctl request --scope model:<model>` and `pamctl token`.", nil))
-			return
-		}
-		p.stageBegin(c, StageAuth)
-		claims, scopes, err := p.tokens.verify(raw)
-		p.stageEnd(c, StageAuth)
-		switch {
-		case errors.Is(err, token.ErrExpired):
-			p.fail(w, c, errUnauthorized("Your pamctl access token has expired. Get a fresh one with `pamctl token <request-id>`, "+
-				"or ask again with `pamctl request --scope model:<model>`.", err))
-			return
-		case err != nil:
-			p.fail(w, c, errUnauthorized("The API key is not a valid pamctl access token ("+safeReason(err)+"). "+
-				"Use the token printed by `pamctl token`, or run your agent under `pamctl exec -- <command>`.", err))
-			return
-		}
-		c.claims, c.scopes = claims, scopes
-		if claims.Req == "" {
-			p.fail(w, c, errUnauthorized("This pamctl token names no grant and cannot be honoured. Get a token with `pamctl token <request-id>`.", nil))
-			return
-		}
-		w.Header().Set("Pamctl-Grant", claims.Req)
-		if p.revoked != nil && p.revoked.IsRevoked(claims.Req) {
-			p.fail(w, c, errUnauthorized(fmt.Sprintf("Grant %s has ended early (revoked, or no longer allowed: `pamctl requests` says why); its token no longer works. Ask again with `pamctl request %s`.",
-				claims.Req, requestHint(scopes)), nil))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+func (p *Proxy) authenticate(w http.ResponseWriter, r *http.Request) bool {
+	c := callFrom(r.Context())
+	raw := bearerToken(r)
+	if raw == "" {
+		p.fail(w, c, errUnauthorized("No pamctl access token. Send it as the API key (Authorization: Bearer <token>): "+
+			"run your agent under `pamctl exec -- <command>`, or get a token with `pamctl request --scope model:<model>` and `pamctl token`.", nil))
+		return false
+	}
+	p.stageBegin(c, StageAuth)
+	claims, scopes, err := p.tokens.verify(raw)
+	p.stageEnd(c, StageAuth)
+	switch {
+	case errors.Is(err, token.ErrExpired):
+		p.fail(w, c, errUnauthorized("Your pamctl access token has expired. Get a fresh one with `pamctl token <request-id>`, "+
+			"or ask again with `pamctl request --scope model:<model>`.", err))
+		return false
+	case err != nil:
+		p.fail(w, c, errUnauthorized("The API key is not a valid pamctl access token ("+safeReason(err)+"). "+
+			"Use the token printed by `pamctl token`, or run your agent under `pamctl exec -- <command>`.", err))
+		return false
+	}
+	c.claims, c.scopes = claims, scopes
+	if claims.Req == "" {
+		p.fail(w, c, errUnauthorized("This pamctl token names no grant and cannot be honoured. Get a token with `pamctl token <request-id>`.", nil))
+		return false
+	}
+	w.Header().Set("Pamctl-Grant", claims.Req)
+	if p.revoked != nil && p.revoked.IsRevoked(claims.Req) {
+		p.fail(w, c, errUnauthorized(fmt.Sprintf("Grant %s has ended early (revoked, or no longer allowed: `pamctl requests` says why); its token no longer works. Ask again with `pamctl request %s`.",
+			claims.Req, requestHint(scopes)), nil))
+		return false
+	}
+	return true
 }
 
 // safeReason is the verifier's short phrase ("bad signature", "wrong

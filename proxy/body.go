@@ -150,28 +150,25 @@ func rewriteBody(c *call) error {
 
 // prepare readies a forwarded call: the body as it goes upstream and the
 // vaulted key.
-func (p *Proxy) prepare(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := callFrom(r.Context())
-		if c.kind == epTraces {
-			next.ServeHTTP(w, r)
-			return
+func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) bool {
+	c := callFrom(r.Context())
+	if c.kind == epTraces {
+		return true
+	}
+	if c.kind.hasModelBody() {
+		if err := rewriteBody(c); err != nil {
+			p.fail(w, c, errBadRequest(CodeInvalidJSON, "", "The request body could not be rewritten: "+jsonProblem(err)+".", err))
+			return false
 		}
-		if c.kind.hasModelBody() {
-			if err := rewriteBody(c); err != nil {
-				p.fail(w, c, errBadRequest(CodeInvalidJSON, "", "The request body could not be rewritten: "+jsonProblem(err)+".", err))
-				return
-			}
-		}
-		if e := p.providerKeys(r, c); e != nil {
-			p.fail(w, c, e)
-			return
-		}
-		// The parsed request (prompt text and its copies) is not needed
-		// past this point; a stream may stay open for minutes.
-		c.req = nil
-		next.ServeHTTP(w, r)
-	})
+	}
+	if e := p.providerKeys(r, c); e != nil {
+		p.fail(w, c, e)
+		return false
+	}
+	// The parsed request (prompt text and its copies) is not needed
+	// past this point; a stream may stay open for minutes.
+	c.req = nil
+	return true
 }
 
 // providerKeyError is the answer to a call whose upstream's key could not

@@ -68,16 +68,14 @@ func (hs hostSet) allows(host string) bool {
 // hostname an attacker rebinds to 127.0.0.1 (or to an internal address)
 // reaches it from the browser, but its requests still carry the attacker's
 // hostname. An IP-address Host cannot be rebound, so AllowIPHosts is safe.
-func (p *Proxy) checkHost(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p.hosts.empty() || p.hosts.allows(r.Host) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		c := callFrom(r.Context())
-		w.Header().Set("Connection", "close")
-		p.fail(w, c, &apiError{Status: http.StatusMisdirectedRequest, Type: "invalid_request_error", Code: CodeHostNotAllowed, NoRetry: true,
-			Message: fmt.Sprintf("This pamctl proxy does not answer to host %q. Use its configured address as the base URL; "+
-				"an administrator can add the name to proxy.hostnames.", clip(r.Host, capShort))})
-	})
+func (p *Proxy) checkHost(w http.ResponseWriter, r *http.Request) bool {
+	if p.hosts.empty() || p.hosts.allows(r.Host) {
+		return true
+	}
+	c := callFrom(r.Context())
+	w.Header().Set("Connection", "close")
+	p.fail(w, c, &apiError{Status: http.StatusMisdirectedRequest, Type: "invalid_request_error", Code: CodeHostNotAllowed, NoRetry: true,
+		Message: fmt.Sprintf("This pamctl proxy does not answer to host %q. Use its configured address as the base URL; "+
+			"an administrator can add the name to proxy.hostnames.", clip(r.Host, capShort))})
+	return false
 }

@@ -35,68 +35,65 @@ const DefaultHoldTimeout = 2 * time.Minute
 // Calls to other endpoints (an endpoint: scope) carry a body pamctl does
 // not inspect: it is recorded as unscanned, and refused when it is
 // ambiguous JSON (whatever its Content-Type says, when it looks like JSON).
-func (p *Proxy) applyRules(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := callFrom(r.Context())
-		in := rules.Input{Model: c.model, Endpoint: c.path}
-		switch {
-		case c.req != nil:
-			in.Text, in.Unscanned = c.req.Text, c.req.Unscanned
-		case (c.kind == epOther || c.kind.stored()) && len(bytes.TrimSpace(c.body)) > 0:
-			if trimmed := bytes.TrimSpace(c.body); isJSON(r.Header.Get("Content-Type")) || trimmed[0] == '{' || trimmed[0] == '[' {
-				if ae := refusedBody(payload.Validate(c.body)); ae != nil {
-					p.fail(w, c, ae)
-					return
-				}
+func (p *Proxy) applyRules(w http.ResponseWriter, r *http.Request) bool {
+	c := callFrom(r.Context())
+	in := rules.Input{Model: c.model, Endpoint: c.path}
+	switch {
+	case c.req != nil:
+		in.Text, in.Unscanned = c.req.Text, c.req.Unscanned
+	case (c.kind == epOther || c.kind.stored()) && len(bytes.TrimSpace(c.body)) > 0:
+		if trimmed := bytes.TrimSpace(c.body); isJSON(r.Header.Get("Content-Type")) || trimmed[0] == '{' || trimmed[0] == '[' {
+			if ae := refusedBody(payload.Validate(c.body)); ae != nil {
+				p.fail(w, c, ae)
+				return false
 			}
-			in.Unscanned = []string{"body (endpoint not inspected)"}
-		default:
-			next.ServeHTTP(w, r)
-			return
 		}
-		c.unscanned = in.Unscanned
-		if c.claims != nil {
-			in.Subject, in.Groups = c.claims.Subject, c.claims.Groups
-		}
-		p.stageBegin(c, StageRules)
-		res := c.Rules.Evaluate(in)
-		for _, name := range res.Matched {
-			c.reasons = append(c.reasons, "rule "+name)
-		}
-		c.rule = res.Rule
+		in.Unscanned = []string{"body (endpoint not inspected)"}
+	default:
+		return true
+	}
+	c.unscanned = in.Unscanned
+	if c.claims != nil {
+		in.Subject, in.Groups = c.claims.Subject, c.claims.Groups
+	}
+	p.stageBegin(c, StageRules)
+	res := c.Rules.Evaluate(in)
+	for _, name := range res.Matched {
+		c.reasons = append(c.reasons, "rule "+name)
+	}
+	c.rule = res.Rule
 
-		if c.req != nil {
-			forwarded := c.req.Text
-			if res.Redactions > 0 || c.PromptMask.Enabled() {
-				var ae *apiError
-				if forwarded, ae = p.rewritePrompt(c, in, res); ae != nil {
-					p.fail(w, c, ae)
-					return
-				}
+	if c.req != nil {
+		forwarded := c.req.Text
+		if res.Redactions > 0 || c.PromptMask.Enabled() {
+			var ae *apiError
+			if forwarded, ae = p.rewritePrompt(c, in, res); ae != nil {
+				p.fail(w, c, ae)
+				return false
 			}
-			c.promptSHA = audit.PromptDigest(forwarded)
-			c.prompt, _ = c.ResponseMask.Mask(forwarded)
 		}
-		p.stageEnd(c, StageRules) // a refusal above leaves it to the call's end
+		c.promptSHA = audit.PromptDigest(forwarded)
+		c.prompt, _ = c.ResponseMask.Mask(forwarded)
+	}
+	p.stageEnd(c, StageRules) // a refusal above leaves it to the call's end
 
-		switch {
-		case res.Action == rules.Deny && res.Unscanned:
-			p.fail(w, c, errForbidden(CodeUnscannedContent, fmt.Sprintf(
-				"Prompt rule %q refuses calls with content pamctl cannot read as text (%s). Send it as text, or ask a pamctl administrator about the rule.",
-				res.Rule, summarizeUnscanned(in.Unscanned))))
-			return
-		case res.Action == rules.Deny:
-			p.fail(w, c, errForbidden(CodePromptBlocked, fmt.Sprintf(
-				"Prompt rule %q blocks this prompt. Rephrase it, or ask a pamctl administrator about the rule.", res.Rule)))
-			return
-		case res.Action == rules.RequireApproval:
-			if e := p.hold(r.Context(), c, res); e != nil {
-				p.fail(w, c, e)
-				return
-			}
+	switch {
+	case res.Action == rules.Deny && res.Unscanned:
+		p.fail(w, c, errForbidden(CodeUnscannedContent, fmt.Sprintf(
+			"Prompt rule %q refuses calls with content pamctl cannot read as text (%s). Send it as text, or ask a pamctl administrator about the rule.",
+			res.Rule, summarizeUnscanned(in.Unscanned))))
+		return false
+	case res.Action == rules.Deny:
+		p.fail(w, c, errForbidden(CodePromptBlocked, fmt.Sprintf(
+			"Prompt rule %q blocks this prompt. Rephrase it, or ask a pamctl administrator about the rule.", res.Rule)))
+		return false
+	case res.Action == rules.RequireApproval:
+		if e := p.hold(r.Context(), c, res); e != nil {
+			p.fail(w, c, e)
+			return false
 		}
-		next.ServeHTTP(w, r)
-	})
+	}
+	return true
 }
 
 // isJSON reports whether a Content-Type names JSON.

@@ -5,8 +5,9 @@
 // writes one audit event per call before the client sees the end of the
 // answer.
 //
-// The handler is a chain of small func(http.Handler) http.Handler steps,
-// one per concern, sharing one per-request scope (call) in the context:
+// The handler is begin (the call's scope, its audit event at the end)
+// around a row of checks, one per concern, run in order while each lets
+// the call go on, sharing one per-request scope (call) in the context:
 //
 //	begin -> checkHost -> authenticate -> limit -> route -> readBody -> authorize -> applyRules -> prepare -> endpoint
 //
@@ -232,6 +233,7 @@ type Proxy struct {
 	ups          []*upstream
 	byName       map[string]*upstream
 	handler      http.Handler
+	checks       []check   // what serveCall runs before the endpoint
 	known        knownKeys // vaulted keys scrubbed from answers and the trail
 	obs          Observer
 }
@@ -320,17 +322,29 @@ func New(opts Options) (*Proxy, error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("proxy: %s", strings.Join(problems, "; "))
 	}
-	p.handler = chain(http.HandlerFunc(p.endpoint),
-		p.begin, p.checkHost, p.authenticate, p.limit, p.route, p.readBody, p.authorize, p.applyRules, p.prepare)
+	p.checks = []check{p.checkHost, p.authenticate, p.limit, p.route, p.readBody, p.authorize, p.applyRules, p.prepare}
+	p.handler = p.begin(http.HandlerFunc(p.serveCall))
 	return p, nil
 }
 
-// chain wraps h so that the first middleware runs first.
-func chain(h http.Handler, mws ...func(http.Handler) http.Handler) http.Handler {
-	for i := len(mws) - 1; i >= 0; i-- {
-		h = mws[i](h)
+// A check is one step of a call before it goes upstream: it reports
+// whether the call goes on, having answered the client when it does not.
+//
+// The checks run one after the other, not as nested middleware: every
+// frame of a chain of handlers stays on the stack under a stream for as
+// long as it runs, and a goroutine keeps the stack its deepest moment
+// needed. Flat, a streaming call holds 2.3 KiB less stack while it waits
+// on the upstream (docs/performance.md).
+type check func(http.ResponseWriter, *http.Request) bool
+
+// serveCall runs the checks in order, then the endpoint.
+func (p *Proxy) serveCall(w http.ResponseWriter, r *http.Request) {
+	for _, ok := range p.checks {
+		if !ok(w, r) {
+			return
+		}
 	}
-	return h
+	p.endpoint(w, r)
 }
 
 // ServeHTTP implements http.Handler. Health checks are the listener's

@@ -112,57 +112,55 @@ func oneSegmentUnder(p, prefix string) bool {
 // route decides which endpoint the call is for. The default endpoints are
 // open to every grant (their model is checked later); the trace ingest
 // needs traces:write and anything else an endpoint:PATH scope.
-func (p *Proxy) route(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := callFrom(r.Context())
-		raw := r.URL.Path
-		if raw == "" || path.Clean(raw) != raw || !strings.HasPrefix(raw, "/v1/") {
-			p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
-				Message: fmt.Sprintf("Unknown path %q. The pamctl proxy serves the OpenAI API under /v1; set your client's base URL to http://<proxy>/v1.", raw)})
-			return
-		}
-		if !canonicalMethod(r.Method) {
-			// Methods are case-sensitive: pamctl's routes (and its stored
-			// answer and stream checks) know GET and POST, but an upstream
-			// that folds case would serve "get" as GET, past them.
-			p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
-				Message: fmt.Sprintf("Method %q is not an upper-case HTTP method; pamctl forwards only methods spelled as the standard defines them (GET, POST, DELETE, ...). Send the method in upper case, as every OpenAI SDK does.", clip(r.Method, 40))})
-			return
-		}
-		c.kind = classify(r.Method, raw)
-		if c.kind == epOther && classify(r.Method, strings.ToLower(raw)) != epOther {
-			// Paths are case-sensitive too, and an upstream that folds
-			// them would serve a model or stored-answer route pamctl
-			// did not check as one.
-			p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
-				Message: fmt.Sprintf("Unknown path %q: it differs from an OpenAI API route only in letter case, and paths are case-sensitive. Spell it as the API does (lower case), as every OpenAI SDK does.", clip(raw, 200))})
-			return
-		}
-		if c.kind == epTraces && !token.Covers(c.scopes, ScopeTracesWrite) {
-			p.fail(w, c, errForbidden(CodeTracesNotInScope, fmt.Sprintf(
-				"Storing traces needs the %s scope, which this token lacks. Ask for it with `pamctl request --scope %s` "+
-					"(a policy must grant it), or turn the SDK's trace export off.", ScopeTracesWrite, ScopeTracesWrite)))
-			return
-		}
-		if (c.kind == epOther || c.kind.stored()) && !token.Covers(c.scopes, token.KindEndpoint+":"+raw) {
-			p.fail(w, c, errForbidden(CodeEndpointNotAllowed, fmt.Sprintf(
-				"%s %s is not allowed by this token's scope. Ask for it with `pamctl request --scope endpoint:%s`.", r.Method, raw, raw)))
-			return
-		}
-		if k, ok := overrideInQuery(r.URL.RawQuery); ok {
-			p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
-				Message: fmt.Sprintf("The query names a method or path override (%q); pamctl forwards only the method and path it checked. Remove it from the URL.", clip(k, 40))})
-			return
-		}
-		if c.kind.stored() && streamAsked(r.URL.RawQuery) {
-			// A stored response replayed as events would bypass the
-			// stream relay's masking and held tool calls.
-			p.fail(w, c, errBadRequest(CodeUnsupportedShape, "stream", fmt.Sprintf(
-				"pamctl does not relay a stored answer as a stream: it could not mask it or judge its tool calls on the way. Fetch it whole (GET %s without stream=true), or stream the original request.", raw), nil))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
+	c := callFrom(r.Context())
+	raw := r.URL.Path
+	if raw == "" || path.Clean(raw) != raw || !strings.HasPrefix(raw, "/v1/") {
+		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
+			Message: fmt.Sprintf("Unknown path %q. The pamctl proxy serves the OpenAI API under /v1; set your client's base URL to http://<proxy>/v1.", raw)})
+		return false
+	}
+	if !canonicalMethod(r.Method) {
+		// Methods are case-sensitive: pamctl's routes (and its stored
+		// answer and stream checks) know GET and POST, but an upstream
+		// that folds case would serve "get" as GET, past them.
+		p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
+			Message: fmt.Sprintf("Method %q is not an upper-case HTTP method; pamctl forwards only methods spelled as the standard defines them (GET, POST, DELETE, ...). Send the method in upper case, as every OpenAI SDK does.", clip(r.Method, 40))})
+		return false
+	}
+	c.kind = classify(r.Method, raw)
+	if c.kind == epOther && classify(r.Method, strings.ToLower(raw)) != epOther {
+		// Paths are case-sensitive too, and an upstream that folds
+		// them would serve a model or stored-answer route pamctl
+		// did not check as one.
+		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
+			Message: fmt.Sprintf("Unknown path %q: it differs from an OpenAI API route only in letter case, and paths are case-sensitive. Spell it as the API does (lower case), as every OpenAI SDK does.", clip(raw, 200))})
+		return false
+	}
+	if c.kind == epTraces && !token.Covers(c.scopes, ScopeTracesWrite) {
+		p.fail(w, c, errForbidden(CodeTracesNotInScope, fmt.Sprintf(
+			"Storing traces needs the %s scope, which this token lacks. Ask for it with `pamctl request --scope %s` "+
+				"(a policy must grant it), or turn the SDK's trace export off.", ScopeTracesWrite, ScopeTracesWrite)))
+		return false
+	}
+	if (c.kind == epOther || c.kind.stored()) && !token.Covers(c.scopes, token.KindEndpoint+":"+raw) {
+		p.fail(w, c, errForbidden(CodeEndpointNotAllowed, fmt.Sprintf(
+			"%s %s is not allowed by this token's scope. Ask for it with `pamctl request --scope endpoint:%s`.", r.Method, raw, raw)))
+		return false
+	}
+	if k, ok := overrideInQuery(r.URL.RawQuery); ok {
+		p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
+			Message: fmt.Sprintf("The query names a method or path override (%q); pamctl forwards only the method and path it checked. Remove it from the URL.", clip(k, 40))})
+		return false
+	}
+	if c.kind.stored() && streamAsked(r.URL.RawQuery) {
+		// A stored response replayed as events would bypass the
+		// stream relay's masking and held tool calls.
+		p.fail(w, c, errBadRequest(CodeUnsupportedShape, "stream", fmt.Sprintf(
+			"pamctl does not relay a stored answer as a stream: it could not mask it or judge its tool calls on the way. Fetch it whole (GET %s without stream=true), or stream the original request.", raw), nil))
+		return false
+	}
+	return true
 }
 
 // byteBudget is the proxy-wide budget of request-body bytes held by calls
@@ -228,57 +226,54 @@ func (b *byteBudget) inUse() int64 {
 // after the caller is authenticated and charged, holds the body's bytes in
 // the in-flight budget until the upstream answers or the call ends, and gives the client
 // BodyTimeout to send it.
-func (p *Proxy) readBody(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := callFrom(r.Context())
-		if r.Body == nil || r.Body == http.NoBody || r.Method == http.MethodGet || r.Method == http.MethodHead {
-			next.ServeHTTP(w, r)
-			return
-		}
-		tooLarge := &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: CodeRequestTooLarge, NoRetry: true,
-			Message: fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes. Send a smaller request.", p.maxBody)}
-		if r.ContentLength > p.maxBody {
-			p.fail(w, c, tooLarge)
-			return
-		}
-		// Wall clock: the deadline is the connection's. Where the writer
-		// cannot set one, the server's ReadTimeout still bounds the read.
-		rd := readDeadliner(w)
-		deadline := rd != nil && rd.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil
-		body, err := p.readLimited(c, r)
-		if deadline && err == nil {
-			_ = rd.SetReadDeadline(time.Time{}) // a stream may run for minutes
-		}
-		switch {
-		case errors.Is(err, errBudget):
-			p.fail(w, c, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: CodeProxyBusy, RetryAfter: 1,
-				Message: "The proxy is holding as many request bodies as it may (proxy.max_inflight_bytes). Retry in a moment."})
-			return
-		case errors.Is(err, errGrantBudget):
-			p.fail(w, c, &apiError{Status: http.StatusTooManyRequests, Type: "requests", Code: CodeTooManyBodies, RetryAfter: 1,
-				Message: fmt.Sprintf("Grant %s is sending more request bodies at once than the proxy holds for one grant "+
-					"(half of proxy.max_inflight_bytes). Wait for its calls in flight to finish, then retry.", c.claims.Req)})
-			return
-		case err != nil && bodyTimedOut(err):
-			w.Header().Set("Connection", "close")
-			c.errDetail = "the body did not arrive within " + p.bodyTimeout.String()
-			p.fail(w, c, &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: CodeBodyTimeout,
-				Message: fmt.Sprintf("The request body did not arrive within %s. Check the network between the client and the proxy, and retry.", p.bodyTimeout)})
-			return
-		case err != nil && r.Context().Err() != nil:
-			c.status, c.errDetail = statusClientClosed, "client went away while sending the body"
-			return
-		case err != nil:
-			p.fail(w, c, errBadRequest("invalid_body", "", "The request body could not be read. Retry the request.", err))
-			return
-		}
-		if int64(len(body)) > p.maxBody {
-			p.fail(w, c, tooLarge)
-			return
-		}
-		c.body, c.unreadBody = body, false
-		next.ServeHTTP(w, r)
-	})
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) bool {
+	c := callFrom(r.Context())
+	if r.Body == nil || r.Body == http.NoBody || r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	tooLarge := &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: CodeRequestTooLarge, NoRetry: true,
+		Message: fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes. Send a smaller request.", p.maxBody)}
+	if r.ContentLength > p.maxBody {
+		p.fail(w, c, tooLarge)
+		return false
+	}
+	// Wall clock: the deadline is the connection's. Where the writer
+	// cannot set one, the server's ReadTimeout still bounds the read.
+	rd := readDeadliner(w)
+	deadline := rd != nil && rd.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil
+	body, err := p.readLimited(c, r)
+	if deadline && err == nil {
+		_ = rd.SetReadDeadline(time.Time{}) // a stream may run for minutes
+	}
+	switch {
+	case errors.Is(err, errBudget):
+		p.fail(w, c, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: CodeProxyBusy, RetryAfter: 1,
+			Message: "The proxy is holding as many request bodies as it may (proxy.max_inflight_bytes). Retry in a moment."})
+		return false
+	case errors.Is(err, errGrantBudget):
+		p.fail(w, c, &apiError{Status: http.StatusTooManyRequests, Type: "requests", Code: CodeTooManyBodies, RetryAfter: 1,
+			Message: fmt.Sprintf("Grant %s is sending more request bodies at once than the proxy holds for one grant "+
+				"(half of proxy.max_inflight_bytes). Wait for its calls in flight to finish, then retry.", c.claims.Req)})
+		return false
+	case err != nil && bodyTimedOut(err):
+		w.Header().Set("Connection", "close")
+		c.errDetail = "the body did not arrive within " + p.bodyTimeout.String()
+		p.fail(w, c, &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: CodeBodyTimeout,
+			Message: fmt.Sprintf("The request body did not arrive within %s. Check the network between the client and the proxy, and retry.", p.bodyTimeout)})
+		return false
+	case err != nil && r.Context().Err() != nil:
+		c.status, c.errDetail = statusClientClosed, "client went away while sending the body"
+		return false
+	case err != nil:
+		p.fail(w, c, errBadRequest("invalid_body", "", "The request body could not be read. Retry the request.", err))
+		return false
+	}
+	if int64(len(body)) > p.maxBody {
+		p.fail(w, c, tooLarge)
+		return false
+	}
+	c.body, c.unreadBody = body, false
+	return true
 }
 
 // deadliner is what net/http's own ResponseWriter offers.
@@ -358,63 +353,57 @@ func (p *Proxy) resolveModel(name string) (*upstream, string) {
 
 // authorize checks the model against the token's scope and picks the
 // upstream.
-func (p *Proxy) authorize(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := callFrom(r.Context())
-		switch c.kind {
-		case epModels, epTraces:
-			next.ServeHTTP(w, r)
-			return
-		case epOther, epStoredResponse, epStoredChat, epItems, epItem:
-			// A stored answer's tool calls go to the same judge as the
-			// original call's (an endpoint: answer may be one too).
-			c.up = p.ups[0]
-			c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
-			c.toolScopes = toolcall.Scopes(c.scopes)
-			if e := p.parseItemsRequest(c); e != nil {
-				p.fail(w, c, e)
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
-		case epModel:
-			c.clientModel = strings.TrimPrefix(c.path, "/v1/models/")
-		default:
-			if e := p.parseRequest(c); e != nil {
-				p.fail(w, c, e)
-				return
-			}
-		}
-		c.up, c.model = p.resolveModel(c.clientModel)
-		if !token.CoversModel(c.scopes, c.up.name, c.model) {
-			p.fail(w, c, errForbidden(CodeModelNotInScope, fmt.Sprintf(
-				"Model %q is not in this token's scope (%s). Ask for it with `pamctl request --scope model:%s`.",
-				c.clientModel, strings.Join(c.scopes, " "), c.clientModel)))
-			return
-		}
-		c.decision, c.reasons = "allow", []string{"scope model:" + c.clientModel}
-		if e := p.checkTools(c); e != nil {
-			c.reasons = append(c.reasons, "tool scope")
+func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request) bool {
+	c := callFrom(r.Context())
+	switch c.kind {
+	case epModels, epTraces:
+		return true
+	case epOther, epStoredResponse, epStoredChat, epItems, epItem:
+		// A stored answer's tool calls go to the same judge as the
+		// original call's (an endpoint: answer may be one too).
+		c.up = p.ups[0]
+		c.decision, c.reasons = "allow", []string{"scope endpoint:" + c.path}
+		c.toolScopes = toolcall.Scopes(c.scopes)
+		if e := p.parseItemsRequest(c); e != nil {
 			p.fail(w, c, e)
-			return
+			return false
 		}
-		next.ServeHTTP(w, r)
-	})
+		return true
+	case epModel:
+		c.clientModel = strings.TrimPrefix(c.path, "/v1/models/")
+	default:
+		if e := p.parseRequest(c); e != nil {
+			p.fail(w, c, e)
+			return false
+		}
+	}
+	c.up, c.model = p.resolveModel(c.clientModel)
+	if !token.CoversModel(c.scopes, c.up.name, c.model) {
+		p.fail(w, c, errForbidden(CodeModelNotInScope, fmt.Sprintf(
+			"Model %q is not in this token's scope (%s). Ask for it with `pamctl request --scope model:%s`.",
+			c.clientModel, strings.Join(c.scopes, " "), c.clientModel)))
+		return false
+	}
+	c.decision, c.reasons = "allow", []string{"scope model:" + c.clientModel}
+	if e := p.checkTools(c); e != nil {
+		c.reasons = append(c.reasons, "tool scope")
+		p.fail(w, c, e)
+		return false
+	}
+	return true
 }
 
 // limit enforces the grant's requests-per-minute and token budget on
 // every call, before its body is read: a limited grant costs the proxy
 // nothing but its headers.
-func (p *Proxy) limit(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := callFrom(r.Context())
-		if le := p.limits.admit(c.claims.Req, c.claims.Limits, c.claims.ExpiresAt.Time); le != nil {
-			c.reasons = append(c.reasons, "limit "+le.code)
-			p.fail(w, c, le.apiError(c.claims.Req))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+func (p *Proxy) limit(w http.ResponseWriter, r *http.Request) bool {
+	c := callFrom(r.Context())
+	if le := p.limits.admit(c.claims.Req, c.claims.Limits, c.claims.ExpiresAt.Time); le != nil {
+		c.reasons = append(c.reasons, "limit "+le.code)
+		p.fail(w, c, le.apiError(c.claims.Req))
+		return false
+	}
+	return true
 }
 
 // endpoint is the end of the chain.

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -389,11 +388,26 @@ func usageOnlyChunk(data string) bool {
 	if !mayBeUsage([]byte(data)) {
 		return false
 	}
-	var ch struct {
-		Choices []json.RawMessage `json:"choices"`
-		Usage   json.RawMessage   `json:"usage"`
-	}
-	return json.Unmarshal([]byte(data), &ch) == nil && len(ch.Choices) == 0 && len(ch.Usage) > 0 && string(ch.Usage) != "null"
+	// Read as encoding/json reads it into a struct with fields Choices
+	// (an array) and Usage (raw): names matched in any case, the last one
+	// given wins, a value of the wrong type fails.
+	choices, usage, bad := 0, "", false
+	ok := topMembers(data, func(name, v string) {
+		switch {
+		case strings.EqualFold(name, "choices"):
+			switch v[0] {
+			case '[':
+				choices = len(strings.TrimSpace(v[1 : len(v)-1]))
+			case 'n':
+				choices = 0
+			default:
+				bad = true
+			}
+		case strings.EqualFold(name, "usage"):
+			usage = v
+		}
+	})
+	return ok && !bad && choices == 0 && usage != "" && usage != "null"
 }
 
 // isTerminal reports whether an event ends its stream.
@@ -405,14 +419,28 @@ func isTerminal(name, data string) bool {
 	if !strings.Contains(data, `"error"`) && !strings.Contains(data, `"response.`) {
 		return false
 	}
-	var v struct {
-		Type  string          `json:"type"`
-		Error json.RawMessage `json:"error"`
-	}
-	if json.Unmarshal([]byte(data), &v) != nil {
+	// Read as encoding/json reads it into a struct with fields Type (a
+	// string; null leaves it as it was) and Error (raw): see
+	// usageOnlyChunk.
+	typ, errV, bad := "", "", false
+	ok := topMembers(data, func(name, v string) {
+		switch {
+		case strings.EqualFold(name, "type"):
+			switch v[0] {
+			case '"':
+				typ = unquoteJSON(v)
+			case 'n':
+			default:
+				bad = true
+			}
+		case strings.EqualFold(name, "error"):
+			errV = v
+		}
+	})
+	if !ok || bad {
 		return false
 	}
-	return terminalType(v.Type) || (v.Type == "" && len(v.Error) > 0 && string(v.Error) != "null")
+	return terminalType(typ) || (typ == "" && errV != "" && errV != "null")
 }
 
 // terminalType names the events that end a Responses stream.
