@@ -20,6 +20,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
 // reverseProxy forwards calls to up. Rewrite swaps the client's token for
@@ -424,10 +425,12 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 // answerTop is what the top of an answer says of itself.
 type answerTop struct {
 	Object     string     `json:"object"`
+	Type       string     `json:"type"`
 	Background bool       `json:"background"`
 	Usage      *usageJSON `json:"usage"`
 	Data       []struct {
 		Object string `json:"object"`
+		Type   string `json:"type"`
 	} `json:"data"`
 }
 
@@ -439,7 +442,11 @@ var storedObjects = map[string]string{"response": "/v1/responses", "chat.complet
 // classify does not know as a stored one) that is a stored model answer
 // all the same. Such an answer is masked and judged like the GET's; a list
 // holding one (GET /v1/chat/completions) is withheld, as pamctl does not
-// mask lists.
+// mask lists. Responses items are judged wherever they come from: an
+// answer whose data holds a call item is masked and judged as an item
+// list, one that is a call item as one item (another method on an item
+// route, a method override a framework reads from the body, a route
+// OpenAI adds).
 func (t *answerTop) readBackShape() (string, error) {
 	if shape, ok := storedObjects[t.Object]; ok {
 		return shape, nil
@@ -449,7 +456,22 @@ func (t *answerTop) readBackShape() (string, error) {
 			return "", fmt.Errorf("a list of stored model answers (%s) is withheld: pamctl does not mask or judge lists; read each by its id", d.Object)
 		}
 	}
+	for _, d := range t.Data {
+		if callItem(d.Type) {
+			return payload.EndpointItems, nil
+		}
+	}
+	if callItem(t.Type) {
+		return payload.EndpointItem, nil
+	}
 	return "", nil
+}
+
+// callItem reports whether typ is a Responses item type that proposes a
+// call (or a letter-case variant of one).
+func callItem(typ string) bool {
+	k, call := toolcall.ItemKind(typ)
+	return call && k != toolcall.Unknown || toolcall.CaseVariant(typ) != ""
 }
 
 // upstreamErrorBody keeps an upstream error that is already in OpenAI's

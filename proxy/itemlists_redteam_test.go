@@ -139,3 +139,46 @@ func TestModelRoutePathParameters(t *testing.T) {
 		t.Fatalf("the upstream got %d calls whose model was never checked", n)
 	}
 }
+
+// TestItemListOnOtherRoutes: an endpoint: answer that is an item list
+// holding a call, on a route pamctl does not classify as one (another
+// method on an item path, a method override in a form body that a
+// framework honours, a route OpenAI may add), is masked and judged as an
+// item list, as any other endpoint's stored Response is; other lists are
+// relayed as before.
+func TestItemListOnOtherRoutes(t *testing.T) {
+	h := newHarness(t, withRules(t, toolRules), withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+	const files = `{"object":"list","data":[{"object":"file","id":"file-1","filename":"notes.txt","purpose":"assistants"}],"has_more":false}`
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch {
+		case r.URL.Path == "/v1/files":
+			writeJSON(w, files)
+		case r.Method == "POST" && string(b) == "_method=GET":
+			writeJSON(w, itemDenied) // one item: not a list, nothing to read it as
+		default:
+			writeJSON(w, itemList(itemUserMsg, itemDenied))
+		}
+	})
+	tok := h.mint(grant{scope: itemScopes + " endpoint:/v1/files"})
+	for _, tc := range []struct{ method, path, body, ct string }{
+		{"PATCH", "/v1/conversations/conv_1/items", "", ""},
+		{"OPTIONS", "/v1/responses/resp_1/input_items", "", ""},
+		{"QUERY", "/v1/conversations/conv_1/items", "", ""},
+		{"POST", "/v1/responses/resp_1/input_items", `{"_method":"GET"}`, "application/json"},
+		{"GET", "/v1/conversations/conv_1/items_export", "", ""},
+		{"POST", "/v1/conversations/conv_1/items/fc_2", "_method=GET", "application/x-www-form-urlencoded"},
+	} {
+		var hdr []string
+		if tc.ct != "" {
+			hdr = []string{"Content-Type", tc.ct}
+		}
+		res, got := h.do(tc.method, tc.path, tok, tc.body, hdr...)
+		if strings.Contains(string(got), "rm -rf") || strings.Contains(string(got), "ops@example.com") {
+			t.Errorf("%s %s: an item list reached the agent unmasked and unjudged: %d %s", tc.method, tc.path, res.StatusCode, got)
+		}
+	}
+	if res, got := h.do("GET", "/v1/files", tok, ""); res.StatusCode != 200 || string(got) != files {
+		t.Fatalf("another list: %d %s", res.StatusCode, got)
+	}
+}
