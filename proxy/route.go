@@ -139,6 +139,15 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 			Message: fmt.Sprintf("Unknown path %q. The pamctl proxy serves the OpenAI API under /v1; set your client's base URL to http://<proxy>/v1.", raw)})
 		return false
 	}
+	if strings.ContainsRune(raw, ';') {
+		// No OpenAI route has one, and an upstream that drops path
+		// parameters (servlet containers) serves items;x as items and
+		// responses/..;/files as files: past the route pamctl checked
+		// and the endpoint scope it matched.
+		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
+			Message: fmt.Sprintf("Unknown path %q: pamctl forwards no path with a ';' (path parameters), which no OpenAI API route has. Remove it.", clip(raw, 200))})
+		return false
+	}
 	if !canonicalMethod(r.Method) {
 		// Methods are case-sensitive: pamctl's routes (and its stored
 		// answer and stream checks) know GET and POST, but an upstream
