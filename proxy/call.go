@@ -34,6 +34,10 @@ const (
 	// stored Response's output (items.go).
 	epItems // GET /v1/responses/{id}/input_items, GET and POST /v1/conversations/{id}/items
 	epItem  // GET /v1/conversations/{id}/items/{item_id}
+	// A stored chat completion's messages, read back under an endpoint:
+	// scope: masked and judged message by message like the stored chat
+	// completion's (chatmessages.go).
+	epChatMessages // GET /v1/chat/completions/{id}/messages
 )
 
 // hasModelBody reports whether the endpoint's JSON body names the model.
@@ -43,13 +47,14 @@ func (k endpointKind) hasModelBody() bool {
 
 // stored reports whether the endpoint reads back a stored model answer.
 func (k endpointKind) stored() bool {
-	return k == epStoredResponse || k == epStoredChat || k == epItems || k == epItem
+	return k == epStoredResponse || k == epStoredChat || k == epItems || k == epItem || k == epChatMessages
 }
 
 // answerPath is the POST path whose answer shape the endpoint's answer
-// has (chat completion or Response), or the item shape of the item
-// routes (payload.EndpointItems, payload.EndpointItem), for masking and
-// the tool judge; "" for the others.
+// has (chat completion or Response), or the list shape of the item and
+// message routes (payload.EndpointItems, payload.EndpointItem,
+// payload.EndpointChatMessages), for masking and the tool judge; "" for
+// the others.
 func (k endpointKind) answerPath() string {
 	switch k {
 	case epChat, epStoredChat:
@@ -60,6 +65,8 @@ func (k endpointKind) answerPath() string {
 		return payload.EndpointItems
 	case epItem:
 		return payload.EndpointItem
+	case epChatMessages:
+		return payload.EndpointChatMessages
 	}
 	return ""
 }

@@ -387,7 +387,7 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if c.kind.stored() && top.Object != "" && storedObject(top.Object) != shape {
+	if c.kind.stored() && top.Object != "" && storedObject(top.Object, shape) != shape {
 		// These routes answer with one stored object (the item lists with
 		// a "list"); anything else would be masked and judged in the wrong shape.
 		err := fmt.Errorf("the answer is %.40q, not the stored object this endpoint returns: withheld", top.Object)
@@ -431,6 +431,10 @@ type answerTop struct {
 	Data       []struct {
 		Object string `json:"object"`
 		Type   string `json:"type"`
+		// A chat message's calls (matched in any letter case, as
+		// encoding/json matches names).
+		ToolCalls    json.RawMessage `json:"tool_calls"`
+		FunctionCall json.RawMessage `json:"function_call"`
 	} `json:"data"`
 }
 
@@ -446,7 +450,9 @@ var storedObjects = map[string]string{"response": "/v1/responses", "chat.complet
 // answer whose data holds a call item is masked and judged as an item
 // list, one that is a call item as one item (another method on an item
 // route, a method override a framework reads from the body, a route
-// OpenAI adds).
+// OpenAI adds). So are chat messages: an answer whose data holds a
+// message with tool_calls or a function_call (in any letter case) is
+// masked and judged as a chat completion's messages.
 func (t *answerTop) readBackShape() (string, error) {
 	if shape, ok := storedObjects[t.Object]; ok {
 		return shape, nil
@@ -461,10 +467,20 @@ func (t *answerTop) readBackShape() (string, error) {
 			return payload.EndpointItems, nil
 		}
 	}
+	for _, d := range t.Data {
+		if present(d.ToolCalls) || present(d.FunctionCall) {
+			return payload.EndpointChatMessages, nil
+		}
+	}
 	if callItem(t.Type) {
 		return payload.EndpointItem, nil
 	}
 	return "", nil
+}
+
+// present reports whether a member was there and not null.
+func present(raw json.RawMessage) bool {
+	return len(raw) > 0 && string(raw) != "null"
 }
 
 // callItem reports whether typ is a Responses item type that proposes a

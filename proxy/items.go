@@ -76,10 +76,14 @@ func (p *Proxy) parseItemsRequest(c *call) *apiError {
 }
 
 // storedObject is the answer shape of a stored answer whose top-level
-// "object" is object: a Response, a chat completion, or ("list") an item
-// list; "" for any other.
-func storedObject(object string) string {
+// "object" is object, read back on a route whose shape is shape: a
+// Response, a chat completion, or ("list") the route's list, an item list
+// or a chat completion's messages; "" for any other.
+func storedObject(object, shape string) string {
 	if object == "list" {
+		if shape == payload.EndpointChatMessages {
+			return shape
+		}
 		return payload.EndpointItems
 	}
 	return storedObjects[object]

@@ -103,6 +103,8 @@ func (k endpointKind) String() string {
 		return "stored_items"
 	case epItem:
 		return "stored_item"
+	case epChatMessages:
+		return "stored_chat_messages"
 	}
 	return "other"
 }

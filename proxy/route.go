@@ -44,6 +44,9 @@ func classify(method, p string) endpointKind {
 	if k := classifyItems(method, p); k != epOther {
 		return k
 	}
+	if chatMessagesRoute(method, p) {
+		return epChatMessages
+	}
 	return epOther
 }
 
@@ -386,7 +389,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request) bool {
 	switch c.kind {
 	case epModels, epTraces:
 		return true
-	case epOther, epStoredResponse, epStoredChat, epItems, epItem:
+	case epOther, epStoredResponse, epStoredChat, epItems, epItem, epChatMessages:
 		// A stored answer's tool calls go to the same judge as the
 		// original call's (an endpoint: answer may be one too).
 		c.up = p.ups[0]

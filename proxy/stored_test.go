@@ -160,7 +160,7 @@ func TestClassifyStoredAnswers(t *testing.T) {
 		{"POST", "/v1/responses/cancel", epOther},
 		{"DELETE", "/v1/chat/completions/chatcmpl-1", epOther},
 		{"GET", "/v1/responses/resp_1/input_items", epItems},
-		{"GET", "/v1/chat/completions/chatcmpl-1/messages", epOther},
+		{"GET", "/v1/chat/completions/chatcmpl-1/messages", epChatMessages},
 		{"GET", "/v1/responses/", epOther},
 		{"GET", "/v1/chat/completions", epOther},
 	} {

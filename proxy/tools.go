@@ -113,7 +113,7 @@ func (p *Proxy) judgeAnswer(ctx context.Context, c *call, body []byte) ([]byte, 
 	}
 	ep := toolcall.EndpointChat
 	switch c.shape {
-	case toolcall.EndpointResponses, toolcall.EndpointItems, toolcall.EndpointItem:
+	case toolcall.EndpointResponses, toolcall.EndpointItems, toolcall.EndpointItem, toolcall.EndpointChatMessages:
 		ep = c.shape
 	}
 	// What a case-insensitive decoder would read as calls (Tool_calls,

@@ -56,10 +56,15 @@ type Result struct {
 // only as the proxy read and masked them. The body is returned unchanged
 // when masking is off or the fast path read it; a body that is not JSON
 // is masked as plain text. The item shapes (EndpointItems, EndpointItem)
-// are masked item by item, and refused when they are not items (maskItems).
+// are masked item by item, and refused when they are not items (maskItems);
+// a chat completion's messages (EndpointChatMessages) message by message,
+// and refused when they are not a list of messages (maskChatMessages).
 func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result, error) {
-	if endpoint == EndpointItems || endpoint == EndpointItem {
+	switch endpoint {
+	case EndpointItems, EndpointItem:
 		return maskItems(endpoint, body, m)
+	case EndpointChatMessages:
+		return maskChatMessages(body, m)
 	}
 	res := Result{Counts: mask.Counts{}}
 	ep, err := normalize(endpoint)

@@ -19,6 +19,10 @@ const (
 	// one conversation item; both are payload's shapes of the same names.
 	EndpointItems = "/v1/conversations/{id}/items"
 	EndpointItem  = "/v1/conversations/{id}/items/{item_id}"
+	// EndpointChatMessages is a stored chat completion's messages read
+	// back ({"object":"list","data":[MESSAGE,...]}); payload's shape of
+	// the same name.
+	EndpointChatMessages = "/v1/chat/completions/{id}/messages"
 )
 
 // MaxCallsPerAnswer bounds the tool calls of one answer pamctl judges
@@ -56,6 +60,13 @@ var ErrAnswerShape = errors.New("toolcall: unreadable tool call in the answer")
 //     case variant of "data" or "object", makes the answer unreadable.
 //   - one item (EndpointItem): the answer is the item, judged so; a denied
 //     one is replaced by the message item.
+//   - a chat completion's messages (EndpointChatMessages): the tool_calls
+//     and function_call of every message of data[], whatever its role,
+//     are judged as a choice's message's, a denied call removed and
+//     explained in the message's content the same way (there is no
+//     finish_reason to change); data that is not an array of objects, or
+//     a top-level key that is a case variant of "data" or "object", makes
+//     the answer unreadable.
 //
 // An answer without tool calls (or of another endpoint) comes back as it
 // is; one with tool calls is re-encoded (keys sorted, duplicates gone) so
@@ -73,9 +84,10 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 		// Every output item is classified (an unknown type is denied), so
 		// any answer with an output is read.
 		marker = []string{`"output"`}
-	case EndpointItems, EndpointItem:
-		// The answer is items (or one): always read, so that one without
-		// a plain "data" ("Data", "d\u0061ta") is refused, never passed.
+	case EndpointItems, EndpointItem, EndpointChatMessages:
+		// The answer is items (or one, or messages): always read, so that
+		// one without a plain "data" ("Data", "d\u0061ta") is refused,
+		// never passed.
 	default:
 		return body, nil
 	}
@@ -104,6 +116,8 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 		err = r.list(root)
 	case EndpointItem:
 		out, err = r.single(root)
+	case EndpointChatMessages:
+		err = r.messages(root)
 	}
 	if err != nil {
 		return nil, err
@@ -199,72 +213,99 @@ func (r *rewriter) chat(root map[string]any) error {
 		if msg == nil {
 			continue
 		}
-		var denied []string
-		if raw, present := msg["tool_calls"]; present && raw != nil {
-			calls, ok := raw.([]any)
-			if !ok {
-				return fmt.Errorf("%w: choices[%d].message.tool_calls is not an array", ErrAnswerShape, ci)
-			}
-			kept := make([]any, 0, len(calls))
-			for ti, tv := range calls {
-				tc, _ := tv.(map[string]any)
-				c, fields, err := chatCall(tc)
-				if err != nil {
-					return fmt.Errorf("%w: choices[%d].message.tool_calls[%d]: %v", ErrAnswerShape, ci, ti, err)
-				}
-				v, err := r.judge(c)
-				if err != nil {
-					return err
-				}
-				switch v.Action {
-				case Deny:
-					denied = append(denied, v.Message)
-					continue
-				case Redact:
-					fields[c.argKey()] = v.Arguments
-				}
-				kept = append(kept, tv)
-			}
-			if len(kept) < len(calls) {
-				if len(kept) == 0 {
-					delete(msg, "tool_calls")
-				} else {
-					msg["tool_calls"] = kept
-				}
-			}
+		denied, err := r.message(msg, fmt.Sprintf("choices[%d].message", ci))
+		if err != nil {
+			return err
 		}
-		if raw, present := msg["function_call"]; present && raw != nil {
-			fc, _ := raw.(map[string]any)
-			name, okN := str(fc, "name")
-			args, okA := str(fc, "arguments")
-			if fc == nil || !okN || !okA {
-				return fmt.Errorf("%w: choices[%d].message.function_call", ErrAnswerShape, ci)
-			}
-			v, err := r.judge(Call{Kind: Function, Name: name, Arguments: args})
-			if err != nil {
-				return err
-			}
-			switch v.Action {
-			case Deny:
-				denied = append(denied, v.Message)
-				delete(msg, "function_call")
-			case Redact:
-				fc["arguments"] = v.Arguments
-			}
-		}
-		if len(denied) == 0 {
-			continue
-		}
-		text, _ := msg["content"].(string)
-		if text != "" {
-			text += "\n\n"
-		}
-		msg["content"] = text + strings.Join(denied, "\n")
-		if msg["tool_calls"] == nil && msg["function_call"] == nil {
+		if denied && msg["tool_calls"] == nil && msg["function_call"] == nil {
 			choice["finish_reason"] = "stop"
 		}
 	}
 	return nil
+}
+
+// messages judges the tool calls of every message of a chat completion's
+// messages read back (EndpointChatMessages).
+func (r *rewriter) messages(root map[string]any) error {
+	msgs, err := listData(root)
+	if err != nil {
+		return err
+	}
+	for i, mv := range msgs {
+		if _, err := r.message(mv.(map[string]any), fmt.Sprintf("data[%d]", i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// message judges the tool_calls and the legacy function_call of one chat
+// message (where names it in errors): a denied call is removed and its
+// explanation appended to the message's content; a redacted one carries
+// the masked arguments. denied reports whether a call was removed.
+func (r *rewriter) message(msg map[string]any, where string) (denied bool, err error) {
+	var reasons []string
+	if raw, present := msg["tool_calls"]; present && raw != nil {
+		calls, ok := raw.([]any)
+		if !ok {
+			return false, fmt.Errorf("%w: %s.tool_calls is not an array", ErrAnswerShape, where)
+		}
+		kept := make([]any, 0, len(calls))
+		for ti, tv := range calls {
+			tc, _ := tv.(map[string]any)
+			c, fields, err := chatCall(tc)
+			if err != nil {
+				return false, fmt.Errorf("%w: %s.tool_calls[%d]: %v", ErrAnswerShape, where, ti, err)
+			}
+			v, err := r.judge(c)
+			if err != nil {
+				return false, err
+			}
+			switch v.Action {
+			case Deny:
+				reasons = append(reasons, v.Message)
+				continue
+			case Redact:
+				fields[c.argKey()] = v.Arguments
+			}
+			kept = append(kept, tv)
+		}
+		if len(kept) < len(calls) {
+			if len(kept) == 0 {
+				delete(msg, "tool_calls")
+			} else {
+				msg["tool_calls"] = kept
+			}
+		}
+	}
+	if raw, present := msg["function_call"]; present && raw != nil {
+		fc, _ := raw.(map[string]any)
+		name, okN := str(fc, "name")
+		args, okA := str(fc, "arguments")
+		if fc == nil || !okN || !okA {
+			return false, fmt.Errorf("%w: %s.function_call", ErrAnswerShape, where)
+		}
+		v, err := r.judge(Call{Kind: Function, Name: name, Arguments: args})
+		if err != nil {
+			return false, err
+		}
+		switch v.Action {
+		case Deny:
+			reasons = append(reasons, v.Message)
+			delete(msg, "function_call")
+		case Redact:
+			fc["arguments"] = v.Arguments
+		}
+	}
+	if len(reasons) == 0 {
+		return false, nil
+	}
+	text, _ := msg["content"].(string)
+	if text != "" {
+		text += "\n\n"
+	}
+	msg["content"] = text + strings.Join(reasons, "\n")
+	return true, nil
 }
 
 // argKey names the field of a call's wire form that holds its arguments.
@@ -316,23 +357,34 @@ func (r *rewriter) responses(root map[string]any) error {
 
 // list judges the items of an item list (EndpointItems).
 func (r *rewriter) list(root map[string]any) error {
+	items, err := listData(root)
+	if err != nil {
+		return err
+	}
+	return r.items(items, "data")
+}
+
+// listData is the data of a list answer (an item list, a chat
+// completion's messages): an array of objects, under a "data" and an
+// "object" no other top-level key is a case variant of.
+func listData(root map[string]any) ([]any, error) {
 	for k := range root {
 		for _, read := range []string{"data", "object"} {
 			if k != read && strings.EqualFold(k, read) {
-				return fmt.Errorf("%w: the key %.40q differs from %q only in letter case", ErrAnswerShape, k, read)
+				return nil, fmt.Errorf("%w: the key %.40q differs from %q only in letter case", ErrAnswerShape, k, read)
 			}
 		}
 	}
-	items, ok := root["data"].([]any)
+	data, ok := root["data"].([]any)
 	if !ok {
-		return fmt.Errorf("%w: data is not an array of items", ErrAnswerShape)
+		return nil, fmt.Errorf("%w: data is not an array of objects", ErrAnswerShape)
 	}
-	for i, iv := range items {
-		if _, ok := iv.(map[string]any); !ok {
-			return fmt.Errorf("%w: data[%d] is not an object", ErrAnswerShape, i)
+	for i, v := range data {
+		if _, ok := v.(map[string]any); !ok {
+			return nil, fmt.Errorf("%w: data[%d] is not an object", ErrAnswerShape, i)
 		}
 	}
-	return r.items(items, "data")
+	return data, nil
 }
 
 // single judges an answer that is one item (EndpointItem) and returns the
