@@ -524,3 +524,26 @@ func TestItemsRequestPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestItemListsAuditSummaryMasked: the audit event's response summary of
+// an item list is the masked text. It was taken before masking, so the
+// trail kept what the agent never saw (an email in an assistant message).
+func TestItemListsAuditSummaryMasked(t *testing.T) {
+	h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/items/") {
+			writeJSON(w, `{"type":"message","id":"m","role":"assistant","content":[{"type":"output_text","text":"mail ops@example.com"}]}`)
+			return
+		}
+		writeJSON(w, itemList(`{"type":"message","id":"m","role":"assistant","content":[{"type":"output_text","text":"mail ops@example.com"}]}`))
+	})
+	tok := h.mint(grant{scope: itemScopes})
+	for _, route := range itemRoutes {
+		res, got := h.do(route.method, route.path, tok, "")
+		ev := h.sink.last(t)
+		if res.StatusCode != 200 || strings.Contains(string(got), "ops@example.com") ||
+			strings.Contains(ev.Response, "ops@example.com") || !strings.Contains(ev.Response, "[EMAIL]") {
+			t.Errorf("%s %s: %d %s; audit response %q", route.method, route.path, res.StatusCode, got, ev.Response)
+		}
+	}
+}

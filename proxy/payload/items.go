@@ -100,10 +100,13 @@ func maskItems(ep string, body []byte, m *mask.Masker) ([]byte, Result, error) {
 			return nil, res, fmt.Errorf("%w: data[%d] is not an object", ErrNotItems, i)
 		}
 	}
-	var sum summary
-	sum.outputItems(items)
-	res.Summary = sum.String()
+	summarize := func() {
+		var sum summary
+		sum.outputItems(items)
+		res.Summary = sum.String()
+	}
 	if !m.Enabled() {
+		summarize()
 		return body, res, nil
 	}
 	f := func(s string) string {
@@ -124,6 +127,7 @@ func maskItems(ep string, body []byte, m *mask.Masker) ([]byte, Result, error) {
 		// the upstream put in the list are masked like any string.
 		MaskStrings(root, f, func(k string) bool { return k == "data" })
 	}
+	summarize() // of the masked text: the audit trail keeps it
 	out, err := encode(root)
 	return out, res, err
 }
