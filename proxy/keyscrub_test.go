@@ -180,7 +180,7 @@ func joinDeltas(body []byte) string {
 }
 
 // echoHarness is a proxy whose upstream accepts key and answers with serve.
-func echoHarness(t *testing.T, key string, masked bool, serve func(http.ResponseWriter, string)) *harness {
+func echoHarness(t *testing.T, key string, masked bool, serve func(http.ResponseWriter, string), more ...harnessOption) *harness {
 	t.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.ReadAll(r.Body)
@@ -199,7 +199,7 @@ func echoHarness(t *testing.T, key string, masked bool, serve func(http.Response
 	if masked {
 		opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
 	}
-	return newHarness(t, opts...)
+	return newHarness(t, append(opts, more...)...)
 }
 
 // TestVaultedKeyNeverLeaves: whatever the masking, the key's shape, the

@@ -377,9 +377,12 @@ func mayBeUsage(data []byte) bool {
 }
 
 // mayBeTerminal is isTerminal's first test for an unnamed event: data
-// that fails it does not end the stream.
+// that fails it does not end the stream. Text with a \u escape may spell
+// either name so (respons\u0065.completed is response.completed to every
+// client): it goes to isTerminal, which decodes.
 func mayBeTerminal(data []byte) bool {
-	return bytes.Contains(data, []byte(`[DONE]`)) || bytes.Contains(data, []byte(`"error"`)) || bytes.Contains(data, []byte(`"response.`))
+	return bytes.Contains(data, []byte(`[DONE]`)) || bytes.Contains(data, []byte(`"error"`)) || bytes.Contains(data, []byte(`"response.`)) ||
+		bytes.Contains(data, []byte(`\u`))
 }
 
 // usageOnlyChunk reports whether data is a chat chunk with usage and no
@@ -416,8 +419,8 @@ func isTerminal(name, data string) bool {
 	if data == "[DONE]" || terminalType(name) {
 		return true
 	}
-	if !strings.Contains(data, `"error"`) && !strings.Contains(data, `"response.`) {
-		return false
+	if !strings.Contains(data, `"error"`) && !strings.Contains(data, `"response.`) && !strings.Contains(data, `\u`) {
+		return false // as mayBeTerminal
 	}
 	// Read as encoding/json reads it into a struct with fields Type (a
 	// string; null leaves it as it was) and Error (raw): see

@@ -34,10 +34,24 @@ func TestStreamEndsAreHeldUntilAudited(t *testing.T) {
 		{"responses named end, other type", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\nevent: response.failed\ndata: " + strings.Replace(delta(2, "x"), `"msg_1"`, `"ZZEND"`, 1) + "\n\n"},
 		{"responses TYPE variant", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\nevent: response.output_text.delta\ndata: " + strings.Replace(completed, `"type"`, `"TYPE"`, 1) + "\n\n"},
 		{"responses error object", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\ndata: {\"error\":{\"message\":\"ZZEND\"}}\n\n"},
+		// Escaped in the text, the same to every client's decoder.
+		{"responses completed escaped", "/v1/responses", "data: " + delta(1, "hello") + "\n\ndata: " + strings.Replace(completed, `"response.completed"`, `"respons\u0065.completed"`, 1) + "\n\n"},
+		{"responses type escaped", "/v1/responses", "data: " + delta(1, "hello") + "\n\ndata: " + strings.Replace(completed, `"type"`, `"\u0074ype"`, 1) + "\n\n"},
+		{"chat error object escaped", "/v1/chat/completions", "data: " + chunk("c1", "hello") + "\n\ndata: {\"\u0065rror\":{\"message\":\"ZZEND\",\"type\":\"server_error\"}}\n\n"},
 		{"responses error event", "/v1/responses", "event: response.output_text.delta\ndata: " + delta(1, "hello") + "\n\nevent: error\ndata: {\"type\":\"error\",\"code\":\"ZZEND\",\"message\":\"boom\",\"sequence_number\":3}\n\n"},
 	} {
-		for _, masked := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/masked=%v", tc.name, masked), func(t *testing.T) {
+		for _, v := range []struct{ masked, tools bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+			masked := v.masked
+			var more []harnessOption
+			if v.tools {
+				// The tool-call firewall relays the events it let
+				// through as they came.
+				more = append(more, withRules(t, toolRules))
+			}
+			t.Run(fmt.Sprintf("%s/masked=%v/tools=%v", tc.name, masked, v.tools), func(t *testing.T) {
+				if v.tools && strings.Contains(tc.name, "TYPE") {
+					t.Skip("the firewall ends a stream with a case-variant key (toolstream_redteam_test.go)")
+				}
 				h := echoHarness(t, azureKey, masked, func(w http.ResponseWriter, _ string) {
 					w.Header().Set("Content-Type", "text/event-stream")
 					_, _ = io.WriteString(w, tc.end)
@@ -45,7 +59,7 @@ func TestStreamEndsAreHeldUntilAudited(t *testing.T) {
 					// reaches the client before the upstream ends.
 					w.(http.Flusher).Flush()
 					time.Sleep(100 * time.Millisecond)
-				})
+				}, more...)
 				body := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`
 				if tc.path == "/v1/responses" {
 					body = `{"model":"gpt-4o","stream":true,"input":"hi"}`

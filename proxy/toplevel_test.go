@@ -24,7 +24,7 @@ func isTerminalDecoded(name, data string) bool {
 	if data == "[DONE]" || terminalType(name) {
 		return true
 	}
-	if !strings.Contains(data, `"error"`) && !strings.Contains(data, `"response.`) {
+	if !mayBeTerminal([]byte(data)) {
 		return false
 	}
 	var v struct {
