@@ -267,23 +267,10 @@ func TestChatMessagesHostileShapes(t *testing.T) {
 		{"pagination fields of every type", `{"object":"list","data":[` + denied + `],"first_id":{"x":1},"last_id":null,"has_more":"yes"}`, judged},
 	}
 	for _, masking := range []bool{false, true} {
-		opts := []harnessOption{withRules(t, toolRules)}
-		if masking {
-			opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
-		}
-		h := newHarness(t, opts...)
-		var mu sync.Mutex
-		var body string
-		h.up.set(func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			defer mu.Unlock()
-			writeJSON(w, body)
-		})
+		h, answer := judgedAnswering(t, masking)
 		tok := h.mint(grant{scope: chatMsgScopes})
 		for _, tc := range cases {
-			mu.Lock()
-			body = tc.body
-			mu.Unlock()
+			answer(tc.body)
 			res, got := h.do("GET", chatMsgPath, tok, "")
 			name := fmt.Sprintf("masking %v, %s", masking, tc.name)
 			if strings.Contains(string(got), "rm -rf") || strings.Contains(string(got), "Tool_Calls") || strings.Contains(string(got), "Function_Call") {

@@ -230,24 +230,11 @@ func TestItemListsHostileShapes(t *testing.T) {
 		{"pagination fields of every type", `{"object":"list","data":[` + itemDenied + `],"first_id":{"x":1},"last_id":null,"has_more":"yes"}`, judged},
 	}
 	for _, masking := range []bool{false, true} {
-		opts := []harnessOption{withRules(t, toolRules)}
-		if masking {
-			opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
-		}
-		h := newHarness(t, opts...)
-		var mu sync.Mutex
-		var body string
-		h.up.set(func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			defer mu.Unlock()
-			writeJSON(w, body)
-		})
+		h, answer := judgedAnswering(t, masking)
 		tok := h.mint(grant{scope: itemScopes})
 		for _, tc := range cases {
 			for _, route := range itemRoutes[:3] {
-				mu.Lock()
-				body = tc.body
-				mu.Unlock()
+				answer(tc.body)
 				res, got := h.do(route.method, route.path, tok, "")
 				name := fmt.Sprintf("masking %v, %s, %s %s", masking, tc.name, route.method, route.path)
 				if strings.Contains(string(got), "rm -rf") || strings.Contains(string(got), "Function_Call") {
@@ -269,14 +256,7 @@ func TestItemListsHostileShapes(t *testing.T) {
 // answers with one item; anything else is withheld, and the item is
 // judged whatever it claims to be.
 func TestOneItemHostileShapes(t *testing.T) {
-	h := newHarness(t, withRules(t, toolRules))
-	var mu sync.Mutex
-	var body string
-	h.up.set(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		writeJSON(w, body)
-	})
+	h, answer := judgedAnswering(t, false)
 	tok := h.mint(grant{scope: itemScopes})
 	for _, tc := range []struct {
 		name, body string
@@ -292,9 +272,7 @@ func TestOneItemHostileShapes(t *testing.T) {
 		{"a type in another case", strings.Replace(itemDenied, `"function_call"`, `"FUNCTION_CALL"`, 1), true},
 		{"not JSON", "rm -rf /", true},
 	} {
-		mu.Lock()
-		body = tc.body
-		mu.Unlock()
+		answer(tc.body)
 		res, got := h.do("GET", "/v1/conversations/conv_1/items/b", tok, "")
 		if strings.Contains(string(got), "rm -rf") || strings.Contains(string(got), "FUNCTION_CALL") {
 			t.Errorf("%s: a denied call reached the client: %d %s", tc.name, res.StatusCode, got)
@@ -545,5 +523,27 @@ func TestItemListsAuditSummaryMasked(t *testing.T) {
 			strings.Contains(ev.Response, "ops@example.com") || !strings.Contains(ev.Response, "[EMAIL]") {
 			t.Errorf("%s %s: %d %s; audit response %q", route.method, route.path, res.StatusCode, got, ev.Response)
 		}
+	}
+}
+
+// judgedAnswering is a harness under the tool rules (and response masking
+// when masking) whose upstream answers every call with the body last set.
+func judgedAnswering(t *testing.T, masking bool) (*harness, func(body string)) {
+	opts := []harnessOption{withRules(t, toolRules)}
+	if masking {
+		opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+	}
+	h := newHarness(t, opts...)
+	var mu sync.Mutex
+	var body string
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		writeJSON(w, body)
+	})
+	return h, func(b string) {
+		mu.Lock()
+		defer mu.Unlock()
+		body = b
 	}
 }

@@ -49,14 +49,7 @@ func maskChatMessages(body []byte, m *mask.Masker) ([]byte, Result, error) {
 		res.Summary = chatMessagesSummary(msgs)
 		return body, res, nil
 	}
-	f := func(s string) string {
-		if s == "" {
-			return s
-		}
-		out, c := m.Mask(s)
-		res.Counts.Add(c)
-		return out
-	}
+	f := countingMask(m, res.Counts)
 	for _, v := range msgs {
 		MaskStrings(v, f, nil)
 	}

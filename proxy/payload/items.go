@@ -109,14 +109,7 @@ func maskItems(ep string, body []byte, m *mask.Masker) ([]byte, Result, error) {
 		summarize()
 		return body, res, nil
 	}
-	f := func(s string) string {
-		if s == "" {
-			return s
-		}
-		out, c := m.Mask(s)
-		res.Counts.Add(c)
-		return out
-	}
+	f := countingMask(m, res.Counts)
 	for _, v := range items {
 		stripLogprobs(obj(v), true)
 		MaskStrings(v, f, nil)

@@ -86,14 +86,7 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 		return []byte(out), res, nil
 	}
 	res.Usage, res.HasUsage = parseUsage(root["usage"])
-	f := func(s string) string {
-		if !m.Enabled() || s == "" {
-			return s
-		}
-		out, c := m.Mask(s)
-		res.Counts.Add(c)
-		return out
-	}
+	f := countingMask(m, res.Counts)
 	var sum summary
 	switch ep {
 	case EndpointChat:
@@ -144,6 +137,19 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 	}
 	out, err := encode(root)
 	return out, res, err
+}
+
+// countingMask masks a string of an answer with m, adding what it found to
+// counts; an empty string, or any when m is off, is left as it is.
+func countingMask(m *mask.Masker, counts mask.Counts) func(string) string {
+	return func(s string) string {
+		if !m.Enabled() || s == "" {
+			return s
+		}
+		out, c := m.Mask(s)
+		counts.Add(c)
+		return out
+	}
 }
 
 // structuralKeys name members whose string values are protocol rather
