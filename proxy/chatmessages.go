@@ -18,7 +18,7 @@ import (
 // every message are judged as a choice's message's are.
 
 // chatMessagesRoute reports whether method and p (a clean path, path
-// parameters already dropped by classify) are GET
+// parameters refused by route) are GET
 // /v1/chat/completions/{id}/messages.
 func chatMessagesRoute(method, p string) bool {
 	id, ok := strings.CutSuffix(p, "/messages")

@@ -47,10 +47,9 @@ func classifyItems(method, p string) endpointKind {
 // conversation: POST /v1/conversations (its initial items) and POST
 // /v1/conversations/{id}/items, in any letter case (an upstream that
 // folds paths would add them all the same; the route refuses the case
-// variants it knows, and this one is read rather than passed unread), and
-// with path parameters (routePath).
+// variants it knows, and this one is read rather than passed unread).
 func itemsRequest(method, p string) bool {
-	p = strings.ToLower(routePath(p))
+	p = strings.ToLower(p)
 	return method == http.MethodPost && (p == "/v1/conversations" || classifyItems(method, p) == epItems && strings.HasPrefix(p, "/v1/conversations/"))
 }
 

@@ -17,10 +17,9 @@ import (
 	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
-// classify names the endpoint of method and p (a clean path), read as an
-// upstream that drops path parameters routes it too (routePath).
+// classify names the endpoint of method and p (a clean path without path
+// parameters: route refuses a ';').
 func classify(method, p string) endpointKind {
-	p = routePath(p)
 	switch {
 	case method == http.MethodPost && p == "/v1/chat/completions":
 		return epChat
@@ -48,23 +47,6 @@ func classify(method, p string) endpointKind {
 		return epChatMessages
 	}
 	return epOther
-}
-
-// routePath is p as servlet containers (Tomcat, Jetty, Spring) route
-// it: each segment's path parameters (";jsessionid=1", ";x") dropped, then
-// dot segments resolved ("..;" is ".."). An upstream that does so serves
-// /v1/conversations/c/items;x as the item list: read as written, pamctl
-// would take it for an endpoint it does not inspect and relay it unmasked
-// and unjudged. The path is forwarded as written.
-func routePath(p string) string {
-	if !strings.Contains(p, ";") {
-		return p
-	}
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i], _, _ = strings.Cut(s, ";")
-	}
-	return path.Clean(strings.Join(segs, "/"))
 }
 
 // storedPath reports whether p is a stored answer's path, whatever the
