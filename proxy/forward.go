@@ -386,6 +386,12 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 			c.errDetail = err.Error()
 			return nil, err
 		}
+		if shape == "" && (c.ResponseMask.Enabled() || p.toolJudge(c) != nil) {
+			if err := otherReading(body); err != nil {
+				c.errDetail = err.Error()
+				return nil, err
+			}
+		}
 	}
 	if c.kind.stored() && top.Object != "" && storedObject(top.Object, shape) != shape {
 		// These routes answer with one stored object (the item lists with
@@ -476,6 +482,38 @@ func (t *answerTop) readBackShape() (string, error) {
 		return payload.EndpointItem, nil
 	}
 	return "", nil
+}
+
+// otherReading refuses an endpoint: answer that readBackShape found no
+// stored answer, call item or chat message with calls in, but that may
+// hold a call another decoder reads: one whose first JSON value (an agent
+// decoding with json.Decoder stops there) readBackShape would take for
+// one, is ambiguous (a "data" and a "Data", duplicate keys, a read key in
+// another letter case: encoding/json reads one of them, other decoders
+// the other) or is an object encoding/json does not read at all (NaN,
+// which Python's json reads). An answer without a call's marker, or text
+// that is not a JSON object, passes.
+func otherReading(body []byte) error {
+	if !mayHoldTool(body, false) {
+		return nil
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	var first json.RawMessage
+	if err := d.Decode(&first); err != nil {
+		if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+			return errors.New("an answer that may hold tool calls is not JSON pamctl reads: withheld")
+		}
+		return nil
+	}
+	var top answerTop
+	_ = json.Unmarshal(first, &top)
+	if shape, err := top.readBackShape(); err != nil || shape != "" {
+		return errors.New("an answer whose first JSON value holds tool calls has trailing data: withheld")
+	}
+	if err := strictToolJSON(first); err != nil {
+		return fmt.Errorf("an answer that may hold tool calls reads differently to other decoders (%v): withheld", err)
+	}
+	return nil
 }
 
 // present reports whether a member was there and not null.
