@@ -223,15 +223,10 @@ func TestChatMessagesHostileShapes(t *testing.T) {
 	for i := range manyCalls {
 		manyCalls[i] = fmt.Sprintf(`{"id":"c%d","type":"function","function":{"name":"shell","arguments":"{\"command\":\"ls\"}"}}`, i)
 	}
-	const (
-		withheld = iota + 1
-		judged
-		either // masking may re-encode first (one reading), else refused
-	)
 	denied := assistantWith("m", "", callDenied)
 	cases := []struct {
 		name, body string
-		want       int
+		want       shapeOutcome
 	}{
 		{"the list", msgList(msgUser, denied), judged},
 		{"data not an array", `{"object":"list","data":` + denied + `}`, withheld},
@@ -277,10 +272,7 @@ func TestChatMessagesHostileShapes(t *testing.T) {
 				t.Errorf("%s: a denied call reached the client: %d %s", name, res.StatusCode, got)
 				continue
 			}
-			switch {
-			case tc.want == withheld && res.StatusCode != http.StatusBadGateway,
-				tc.want == judged && res.StatusCode != http.StatusOK,
-				tc.want == either && res.StatusCode != http.StatusOK && res.StatusCode != http.StatusBadGateway:
+			if tc.want.wrong(res.StatusCode) {
 				t.Errorf("%s: %d %s", name, res.StatusCode, got)
 			}
 		}

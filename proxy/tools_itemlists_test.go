@@ -194,14 +194,9 @@ func TestItemListsHostileShapes(t *testing.T) {
 	for i := range manyCalls {
 		manyCalls[i] = fmt.Sprintf(`{"type":"function_call","id":"fc_%d","call_id":"c%d","name":"shell","arguments":"{\"command\":\"ls\"}"}`, i, i)
 	}
-	const (
-		withheld = iota + 1
-		judged
-		either // masking may re-encode first (one reading), else refused
-	)
 	cases := []struct {
 		name, body string
-		want       int
+		want       shapeOutcome
 	}{
 		{"data not an array", `{"object":"list","data":` + itemDenied + `}`, withheld},
 		{"data missing", `{"object":"list","items":[` + itemDenied + `]}`, withheld},
@@ -241,10 +236,7 @@ func TestItemListsHostileShapes(t *testing.T) {
 					t.Errorf("%s: a denied call reached the client: %d %s", name, res.StatusCode, got)
 					continue
 				}
-				switch {
-				case tc.want == withheld && res.StatusCode != http.StatusBadGateway,
-					tc.want == judged && res.StatusCode != http.StatusOK,
-					tc.want == either && res.StatusCode != http.StatusOK && res.StatusCode != http.StatusBadGateway:
+				if tc.want.wrong(res.StatusCode) {
 					t.Errorf("%s: %d %s", name, res.StatusCode, got)
 				}
 			}
@@ -546,4 +538,24 @@ func judgedAnswering(t *testing.T, masking bool) (*harness, func(body string)) {
 		defer mu.Unlock()
 		body = b
 	}
+}
+
+// shapeOutcome is what a hostile answer shape must come to.
+type shapeOutcome int
+
+const (
+	withheld shapeOutcome = iota + 1
+	judged
+	either // masking may re-encode first (one reading), else refused
+)
+
+// wrong reports whether status is not what o allows.
+func (o shapeOutcome) wrong(status int) bool {
+	switch o {
+	case withheld:
+		return status != http.StatusBadGateway
+	case judged:
+		return status != http.StatusOK
+	}
+	return status != http.StatusOK && status != http.StatusBadGateway
 }
