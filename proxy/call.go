@@ -92,7 +92,9 @@ type call struct {
 	remote    string
 	userAgent string
 
-	w http.ResponseWriter // the client's, for streams
+	// taken is a stream's answer once modifyResponse has it: relayStream
+	// writes it to the client.
+	taken *takenStream
 
 	claims *token.Claims
 	scopes []string

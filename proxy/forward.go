@@ -66,27 +66,33 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			c.keys = p.noteKey(pr.In.Context(), c.key.v)
 			p.detachUpstream(pr, c)
 			if c.body != nil {
-				body := c.body
 				// A stream's request lets go of its bytes once sent (the
 				// answer may run for minutes); any other goes as a
 				// bytes.Reader, which net/http writes with the headers in
 				// one system call instead of flushing the headers first.
-				newBody := func() io.ReadCloser { return io.NopCloser(bytes.NewReader(body)) }
+				// GetBody (a retry before any answer) reads c.body, which
+				// modifyResponse lets go: the transport's copies of the
+				// request keep it for as long as a stream stays open.
+				newBody := func() io.ReadCloser { return io.NopCloser(bytes.NewReader(c.body)) }
 				if c.stream {
-					newBody = func() io.ReadCloser { return &onceBody{b: body} }
+					newBody = func() io.ReadCloser { return &onceBody{b: c.body} }
 				}
 				out.Body = newBody()
 				out.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
-				out.ContentLength = int64(len(body))
-				h.Set("Content-Length", strconv.Itoa(len(body)))
+				out.ContentLength = int64(len(c.body))
+				h.Set("Content-Length", strconv.Itoa(len(c.body)))
 			} else {
 				out.Body, out.GetBody, out.ContentLength = nil, nil, 0
 				h.Del("Content-Length")
 			}
 			out.TransferEncoding = nil
 		},
-		Transport:      rt,
-		FlushInterval:  -1,
+		Transport: rt,
+		// Streams are written by relayStream; pass-through answers have no
+		// length, so ReverseProxy flushes each write of theirs. A buffered
+		// answer leaves in one write when the handler returns (with -1 every
+		// call started a timer goroutine to flush the headers alone).
+		FlushInterval:  0,
 		BufferPool:     copyBuffers,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
@@ -197,6 +203,16 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	if len(c.prompt) > audit.MaxTextBytes+64 {
 		c.prompt = strings.Clone(clip(c.prompt, audit.MaxTextBytes+64))
 	}
+	if c.stream {
+		// The request's strings may share one array with the decoded body
+		// (payload.ParseRequest): a stream, which may stay open for
+		// minutes, keeps its own copies of the small ones (the prompt,
+		// when masking changed it, is a string of its own already).
+		c.clientModel, c.model = strings.Clone(c.clientModel), strings.Clone(c.model)
+		for i, u := range c.unscanned {
+			c.unscanned[i] = strings.Clone(u)
+		}
+	}
 	h := res.Header
 	dropped := scrubHeader(h, c.keys)
 	// Announced trailers: ReverseProxy names them in the client's Trailer
@@ -264,8 +280,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		if mt != "text/event-stream" {
 			h.Set("Content-Type", "text/event-stream")
 		}
-		res.Body = newScrubBody(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, res.Trailer)
-		return nil
+		// pamctl writes the stream itself (relayStream, once ReverseProxy
+		// returns): ReverseProxy is told to stand down.
+		body := scrubbedChunks(newStreamBody(c.clientContext(res.Request.Context()), p, c, res.Body), c.keys, &res.Trailer)
+		c.taken = &takenStream{res: res, body: body}
+		res.Body = http.NoBody
+		return errStreamTaken
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
 		c.kind.hasModelBody() || c.kind == epModel || c.kind.stored():
 		// A model call's answer in a type pamctl does not parse (text/plain,
@@ -290,7 +310,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		}
 		res.Body = newScrubBody(&tailBody{src: src, c: c, finish: func(err error) error {
 			return p.finishPassThrough(c.clientContext(res.Request.Context()), c, err)
-		}}, c.keys, res.Trailer)
+		}}, c.keys, &res.Trailer)
 		return nil
 	}
 }
@@ -650,6 +670,9 @@ func (p *Proxy) finishPassThrough(ctx context.Context, c *call, err error) error
 
 // upstreamError answers a call the upstream did not answer.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if err == errStreamTaken {
+		return // not an error: relayStream writes the answer
+	}
 	c := callFrom(r.Context())
 	client := r.Context() // r is the upstream request: its context is detached
 	if c.client != nil {

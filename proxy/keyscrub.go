@@ -192,17 +192,31 @@ func scrubHeader(h http.Header, set *scrub.Set) []string {
 // scrubBody removes keys from a body as it is read, holding back only the
 // bytes of a partial match; trailers are scrubbed when the body ends.
 type scrubBody struct {
-	src     io.ReadCloser
-	st      *scrub.Stream
-	set     *scrub.Set
-	trailer http.Header
+	src io.ReadCloser
+	st  *scrub.Stream
+	set *scrub.Set
+	// trailer is the answer's Trailer field, read when the body ends: Go's
+	// transport fills the map it announced, or makes a new one for
+	// trailers the upstream sent unannounced.
+	trailer *http.Header
 	buf     []byte
 	ob      []byte // backing array of out
 	out     []byte
 	err     error
 }
 
-func newScrubBody(src io.ReadCloser, set *scrub.Set, trailer http.Header) io.ReadCloser {
+// newScrubBody scrubs the keys of set from src and, when it ends, from
+// *trailer.
+func newScrubBody(src io.ReadCloser, set *scrub.Set, trailer *http.Header) io.ReadCloser {
+	if set.Empty() {
+		return src
+	}
+	return &scrubBody{src: src, st: set.NewStream(), set: set, trailer: trailer}
+}
+
+// scrubbedChunks is newScrubBody for a body that lends out its chunks
+// (a stream, which relayStream writes without copying).
+func scrubbedChunks(src chunkBody, set *scrub.Set, trailer *http.Header) chunkBody {
 	if set.Empty() {
 		return src
 	}
@@ -214,10 +228,12 @@ type readyChunks interface {
 	chunk() ([]byte, error)
 }
 
-func (b *scrubBody) Read(p []byte) (int, error) {
+// fill scrubs the source's next bytes into out, until out holds some or
+// the source has ended (err).
+func (b *scrubBody) fill() error {
 	for len(b.out) == 0 {
 		if b.err != nil {
-			return 0, b.err
+			return b.err
 		}
 		var in []byte
 		var err error
@@ -234,14 +250,34 @@ func (b *scrubBody) Read(p []byte) (int, error) {
 		b.ob = b.st.Write(b.ob[:0], in)
 		if err != nil {
 			b.ob = b.st.Flush(b.ob)
-			scrubHeader(b.trailer, b.set)
+			if b.trailer != nil {
+				scrubHeader(*b.trailer, b.set)
+			}
 			b.err = err
 		}
 		b.out = b.ob
 	}
+	return nil
+}
+
+func (b *scrubBody) Read(p []byte) (int, error) {
+	if err := b.fill(); err != nil {
+		return 0, err
+	}
 	n := copy(p, b.out)
 	b.out = b.out[n:]
 	return n, nil
+}
+
+// chunk returns every scrubbed byte ready, without copying: valid until
+// the next call.
+func (b *scrubBody) chunk() ([]byte, error) {
+	if err := b.fill(); err != nil {
+		return nil, err
+	}
+	out := b.out
+	b.out = nil
+	return out, nil
 }
 
 func (b *scrubBody) Close() error { return b.src.Close() }

@@ -285,7 +285,7 @@ func (r *oneByteReader) Close() error { return nil }
 func TestScrubBodyOneByteReads(t *testing.T) {
 	trailer := http.Header{"X-Echo": {"Bearer " + azureKey}, "X-Fine": {"ok"}}
 	in := "a " + azureKey + " b " + uEscape(azureKey) + " c " + azureKey[:10]
-	b, err := io.ReadAll(newScrubBody(&oneByteReader{in}, keySetOf(azureKey), trailer))
+	b, err := io.ReadAll(newScrubBody(&oneByteReader{in}, keySetOf(azureKey), &trailer))
 	if err != nil {
 		t.Fatal(err)
 	}

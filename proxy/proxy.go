@@ -12,8 +12,8 @@
 //	begin -> checkHost -> authenticate -> limit -> route -> readBody -> authorize -> applyRules -> prepare -> endpoint
 //
 // where endpoint is the reverse proxy (Rewrite, ModifyResponse, an
-// ErrorHandler and FlushInterval -1), the filtered model list, or the trace
-// ingest. It depends only on the broker's leaf packages broker/token and
+// ErrorHandler; a model stream's answer is taken from it and written by
+// relayStream), the filtered model list, or the trace ingest. It depends only on the broker's leaf packages broker/token and
 // broker/audit, and on its own subpackages.
 //
 // Behaviour worth knowing:

@@ -429,6 +429,9 @@ func (p *Proxy) endpoint(w http.ResponseWriter, r *http.Request) {
 		p.listModels(w, r, c)
 	default:
 		c.up.rp.ServeHTTP(w, r)
+		if c.taken != nil {
+			p.relayStream(w, c)
+		}
 	}
 }
 

@@ -19,11 +19,11 @@ import (
 // is ever buffered.
 //
 // A payload.Relay (masking, usage, summary) does the work one event per
-// Step and writes what it produces into the body; ReverseProxy pulls the
-// body. Each Read steps the relay until it is about to wait for the
+// Step and writes what it produces into the body; relayStream pulls the
+// body. Each chunk steps the relay until it is about to wait for the
 // upstream (its source then answers sse.ErrWouldBlock instead of
 // waiting) or has ended, cuts what it wrote into events and hands the
-// complete ones to ReverseProxy, which flushes them to the client at once:
+// complete ones to relayStream, which flushes them to the client at once:
 // every event leaves as soon as nothing more is at hand, events that
 // arrived together leave in one write, and no goroutine is spent per
 // stream. On the way streamBody drops the usage-only chunk the proxy asked
@@ -133,8 +133,8 @@ func (s *streamBody) Read(b []byte) (int, error) {
 }
 
 // chunk returns every byte ready for the client, without copying: valid
-// until the next call (scrubBody reads a stream this way, so a thousand
-// open streams hold no read buffer of their own).
+// until the next call (scrubBody and relayStream read a stream this way,
+// so a thousand open streams hold no read buffer of their own).
 func (s *streamBody) chunk() ([]byte, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
@@ -521,7 +521,7 @@ func (s *streamBody) takeResult() {
 }
 
 // Close ends the relay. Closed before its end, the stream was abandoned by
-// the client (ReverseProxy could not write to it): the relay reads on,
+// the client (relayStream could not write to it): the relay reads on,
 // relaying to nobody, until the upstream's usage arrives or the stream
 // ends, for at most drainAfterClient (the upstream call's context is
 // canceled then); what was relayed is charged, and the trail records the
@@ -554,6 +554,85 @@ func (s *streamBody) drain() {
 		if !s.relay.Step() || s.relay.HasUsage() {
 			return
 		}
+	}
+}
+
+// chunkBody is a body that lends out what it has ready without copying
+// (streamBody, and scrubBody over one).
+type chunkBody interface {
+	io.ReadCloser
+	readyChunks
+}
+
+// takenStream is a stream's answer, taken from ReverseProxy by
+// modifyResponse (which answers errStreamTaken, so ReverseProxy writes
+// nothing) for relayStream to write.
+type takenStream struct {
+	res  *http.Response // status, headers and trailers; its Body is the relay's now
+	body chunkBody
+}
+
+// errStreamTaken tells ReverseProxy's error handler that modifyResponse
+// took the answer over: nothing failed.
+var errStreamTaken = errors.New("proxy: the stream is relayed by pamctl")
+
+// relayStream writes a stream to the client: the upstream's headers (at
+// once, as the upstream sent them), each chunk as the relay readies it,
+// flushed, then the trailers. ReverseProxy would copy every chunk once
+// more, through a buffer each stream holds for as long as it stays open
+// (4 KiB of the 40 KiB an open stream holds), and flush it through a
+// latency writer that starts a timer goroutine per answer.
+func (p *Proxy) relayStream(w http.ResponseWriter, c *call) {
+	t := c.taken
+	c.taken = nil
+	res := t.res
+	h := w.Header()
+	for k, vv := range res.Header {
+		if len(h[k]) == 0 {
+			h[k] = vv // the upstream's answer is not read again
+		} else {
+			h[k] = append(h[k], vv...)
+		}
+	}
+	if len(res.Trailer) > 0 {
+		names := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			names = append(names, k)
+		}
+		h.Add("Trailer", strings.Join(names, ", "))
+	}
+	w.WriteHeader(res.StatusCode)
+	rc := http.NewResponseController(w)
+	flush := func() error {
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+		return nil
+	}
+	err := flush()
+	for err == nil {
+		var b []byte
+		if b, err = t.body.chunk(); len(b) > 0 {
+			if _, werr := w.Write(b); werr != nil {
+				err = werr
+			} else if ferr := flush(); ferr != nil {
+				err = ferr
+			}
+		}
+	}
+	// Closed before its end, the relay drains the upstream and records
+	// the call as abandoned (streamBody.Close).
+	_ = t.body.Close()
+	if err != io.EOF {
+		// The client is gone or a write timed out: end the connection
+		// without the last chunk, so no client takes a cut stream for a
+		// whole one (as ReverseProxy does).
+		panic(http.ErrAbortHandler)
+	}
+	// Scrubbed when the body ended. Trailers the upstream did not
+	// announce go too (net/http sends every TrailerPrefix key).
+	for k, vv := range res.Trailer {
+		h[http.TrailerPrefix+k] = append(h[http.TrailerPrefix+k], vv...)
 	}
 }
 
