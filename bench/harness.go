@@ -107,6 +107,8 @@ type resources struct {
 	all                        *samples
 	rssBase, rssOpen, rssAfter int64 // kB
 	hwm                        int64 // kB
+	bareBase, bareOpen         int64 // kB, the bare proxy's with the same streams
+	bareHWM                    int64 // kB
 	fdBase, fdOpen, fdAfter    int
 	thrBase, thrOpen, thrAfter int
 	goBase, goOpen, goAfter    int // -1 when unknown
@@ -573,6 +575,15 @@ func (b *bench) openStreamsPhase() (*resources, error) {
 	res.all = wait()
 	res.hwm, _ = procStatus(pid, "VmHWM")
 	memstats("all ended")
+	if o.profileDir != "" {
+		// What the streams allocated while they ran (and ended): go tool
+		// pprof -sample_index=alloc_space -base heap-open-streams.pprof.
+		file := filepath.Join(o.profileDir, "heap-streams-ended.pprof")
+		if err := fetch(b.ctx, "http://"+in.pprofAddr+"/debug/pprof/heap?gc=1", file); err != nil {
+			return nil, fmt.Errorf("profile: %w", err)
+		}
+		b.profiles = append(b.profiles, file)
+	}
 	// The client closes its idle connections, so pamctl's side of them
 	// ends; then give the server a moment to reap them.
 	cl.CloseIdleConnections()
@@ -588,7 +599,39 @@ func (b *bench) openStreamsPhase() (*resources, error) {
 	if res.all.errs > 0 {
 		return nil, fmt.Errorf("open streams: %d of %d failed, first: %s%s", res.all.errs, res.all.n, res.all.firstE, in.p.tail())
 	}
+	in.stop()
+	if err := b.bareOpenStreams(res, mock); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// bareOpenStreams opens the same streams through the bare proxy (Go's
+// httputil.ReverseProxy, nothing else) and reads its memory: what net/http
+// alone holds for them, the floor under pamctl's figure.
+func (b *bench) bareOpenStreams(res *resources, mock *proc) error {
+	bare, err := startProc("bareproxy-streams", b.bins.bare, []string{"-upstream", "http://" + mock.addr + "/v1", "-key", "sk-bench-not-a-real-key"}, nil, b.work, true)
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
+	cl := newClient(res.streams)
+	defer cl.CloseIdleConnections()
+	j := job{url: "http://" + bare.addr + "/v1/chat/completions", token: "bench", body: chatBody(true), stream: true}
+	if r := drive(b.ctx, cl, j, 4, 8, time.Time{}); r.errs > 0 {
+		return fmt.Errorf("bare open streams warm-up: %d failed, first: %s%s", r.errs, r.firstE, bare.tail())
+	}
+	cl.CloseIdleConnections()
+	time.Sleep(1500 * time.Millisecond)
+	res.bareBase, _ = procStatus(bare.pid(), "VmRSS")
+	wait := openStreams(b.ctx, cl, j, res.streams)
+	res.bareOpen, _ = procStatus(bare.pid(), "VmRSS")
+	all := wait()
+	res.bareHWM, _ = procStatus(bare.pid(), "VmHWM")
+	if all.errs > 0 {
+		return fmt.Errorf("bare open streams: %d of %d failed, first: %s%s", all.errs, all.n, all.firstE, bare.tail())
+	}
+	return nil
 }
 
 // settled reports whether pamctl's goroutines and descriptors are back to

@@ -121,6 +121,10 @@ func (r *report) write(w io.Writer, format string) {
 		fmt.Fprintf(w, "open streams: %d streams (%d deltas, %s apart) all open after %s; pamctl RSS %s -> %s -> %s (VmHWM %s); fds %d -> %d -> %d; threads %d -> %d -> %d; goroutines %s -> %s -> %s; idle upstream conns %d -> %d (before -> all open -> after)\n",
 			res.streams, o.deltas, res.gap, res.openedIn.Round(time.Millisecond), mb(res.rssBase), mb(res.rssOpen), mb(res.rssAfter), mb(res.hwm),
 			res.fdBase, res.fdOpen, res.fdAfter, res.thrBase, res.thrOpen, res.thrAfter, gor(res.goBase), gor(res.goOpen), gor(res.goAfter), res.upIdleBase, res.upIdleAfter)
+		if res.bareOpen > 0 {
+			fmt.Fprintf(w, "open streams: bare proxy, the same streams: RSS %s -> %s (VmHWM %s): what net/http alone holds\n",
+				mb(res.bareBase), mb(res.bareOpen), mb(res.bareHWM))
+		}
 		if res.goErr != "" {
 			fmt.Fprintf(w, "goroutines unknown: %s\n", res.goErr)
 		}
