@@ -98,16 +98,12 @@ func NewScrubbedRelay(dst io.Writer, flush func(), src io.Reader, endpoint strin
 	}
 	s := &streamer{
 		m: m, ep: ep, flush: flush,
-		streams: map[textKey]*mask.Stream{},
-		keys:    set,
-		counted: map[textKey]bool{},
-		outIdx:  map[string]any{},
-		res:     Result{Counts: mask.Counts{}},
+		fields: map[textKey]textField{},
+		keys:   set,
+		outIdx: map[string]any{},
+		res:    Result{Counts: mask.Counts{}},
 	}
 	r := &Relay{s: s}
-	if !set.Empty() {
-		s.scrubs = map[textKey]*scrub.Stream{}
-	}
 	if m.Enabled() || !set.Empty() {
 		s.w = sse.NewWriter(dst)
 		r.rd = sse.NewReader(src, sse.Limits{})
@@ -199,8 +195,10 @@ func (r *Relay) Result() (Result, error) {
 	s := r.s
 	if !r.finished {
 		r.finished, r.done = true, true
-		for _, st := range s.streams {
-			s.res.Counts.Add(st.Counts())
+		for _, f := range s.fields {
+			if f.mask != nil {
+				s.res.Counts.Add(f.mask.Counts())
+			}
 		}
 		s.res.Summary = s.sum.String()
 		r.result = s.res
@@ -242,6 +240,14 @@ type textKey struct {
 	idx  int
 }
 
+// textField is what a stream keeps of one text field: one map entry
+// (looked up once a delta) instead of one in each of three maps.
+type textField struct {
+	mask    *mask.Stream  // while the field is streamed, nil once finished
+	scrub   *scrub.Stream // with mask, when keys are set
+	counted bool          // its findings are counted (streamed, or masked whole)
+}
+
 type streamer struct {
 	m     *mask.Masker
 	ep    string
@@ -251,11 +257,10 @@ type streamer struct {
 	res   Result
 	sum   summary
 
-	streams map[textKey]*mask.Stream
-	keys    *scrub.Set                // vaulted keys to remove, nil: none
-	scrubs  map[textKey]*scrub.Stream // per field, when keys is set
-	order   []textKey                 // creation order, for deterministic flushing
-	counted map[textKey]bool
+	fields map[textKey]textField // every field seen, open or not
+	open   int                   // fields with a mask stream
+	keys   *scrub.Set            // vaulted keys to remove, nil: none
+	order  []textKey             // creation order, for deterministic flushing
 
 	tmplObj  map[string]any // chat: the last chunk, decoded (generic path)
 	tmplData string         // chat: the last chunk's data (fast path), decoded on demand
@@ -362,20 +367,21 @@ func (s *streamer) opaque(ev sse.Event) error {
 
 // write masks the next piece of field k.
 func (s *streamer) write(k textKey, delta string) (string, error) {
-	st := s.streams[k]
-	if st == nil {
-		if len(s.streams) >= maxStreams {
+	f := s.fields[k]
+	if f.mask == nil {
+		if s.open >= maxStreams {
 			return "", ErrTooManyFields
 		}
-		st = s.m.NewStream()
-		s.streams[k] = st
-		s.order = append(s.order, k)
-		s.counted[k] = true
-		if s.scrubs != nil {
-			s.scrubs[k] = s.keys.NewStream()
+		f.mask, f.counted = s.m.NewStream(), true
+		if !s.keys.Empty() {
+			f.scrub = s.keys.NewStream()
 		}
+		s.fields[k] = f
+		s.open++
+		s.order = append(s.order, k)
 	}
-	if ks := s.scrubs[k]; ks != nil {
+	st := f.mask
+	if ks := f.scrub; ks != nil {
 		// Write only reads its input: scrub the delta's bytes in place,
 		// into a buffer kept for the stream; most deltas come out as
 		// they went in and keep their string.
@@ -395,19 +401,21 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 
 // finish ends field k and returns its held-back tail.
 func (s *streamer) finish(k textKey) string {
-	st := s.streams[k]
+	f := s.fields[k]
+	st := f.mask
 	if st == nil {
 		return ""
 	}
 	out := ""
-	if ks := s.scrubs[k]; ks != nil {
+	if ks := f.scrub; ks != nil {
 		out = st.Write(string(ks.Flush(nil)))
-		delete(s.scrubs, k)
 	}
 	out += st.Flush()
 	s.res.TextBytes += int64(len(out))
 	s.res.Counts.Add(st.Counts())
-	delete(s.streams, k)
+	f.mask, f.scrub = nil, nil
+	s.fields[k] = f
+	s.open--
 	s.summarize(k, out)
 	return out
 }
@@ -418,7 +426,7 @@ func (s *streamer) pending(keep func(textKey) bool) []textKey {
 	var out []textKey
 	live := s.order[:0]
 	for _, k := range s.order {
-		if s.streams[k] == nil {
+		if s.fields[k].mask == nil {
 			continue
 		}
 		live = append(live, k)
@@ -441,8 +449,9 @@ func (s *streamer) maskFull(k textKey, text string) string {
 	}
 	out, c := s.m.Mask(text)
 	s.dirty = s.dirty || out != text
-	if !s.counted[k] {
-		s.counted[k] = true
+	if f := s.fields[k]; !f.counted {
+		f.counted = true
+		s.fields[k] = f
 		s.res.Counts.Add(c)
 	}
 	return out

@@ -622,3 +622,52 @@ func TestWrongTypedResponsesMembersAreMasked(t *testing.T) {
 		answerMasked(t, EndpointResponses, body, m)
 	}
 }
+
+// TestOpenFieldBound: a stream may hold maxStreams text fields open at
+// once; one more is refused, and a field that finished frees its place
+// (its findings still count once).
+func TestOpenFieldBound(t *testing.T) {
+	m, err := mask.New(mask.Config{Default: mask.ActionMask})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := func(b *strings.Builder, i int, finish bool) {
+		fr := "null"
+		if finish {
+			fr = `"stop"`
+		}
+		fmt.Fprintf(b, "data: {\"choices\":[{\"index\":%d,\"delta\":{\"content\":\"mail a%d@example.com \"},\"finish_reason\":%s}]}\n\n", i, i, fr)
+	}
+	for _, tc := range []struct {
+		name   string
+		fields int
+		finish bool
+		want   error
+	}{
+		{"at the bound", maxStreams, false, nil},
+		{"one over", maxStreams + 1, false, ErrTooManyFields},
+		{"over, each finished", maxStreams + 10, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var in strings.Builder
+			for i := range tc.fields {
+				delta(&in, i, tc.finish)
+			}
+			in.WriteString("data: [DONE]\n\n")
+			var out bytes.Buffer
+			res, err := CopyStream(&out, nil, strings.NewReader(in.String()), EndpointChat, m)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if tc.want != nil {
+				return
+			}
+			if n := res.Counts[mask.TypeEmail]; n != tc.fields {
+				t.Errorf("emails counted %d, want %d (one per field)", n, tc.fields)
+			}
+			if strings.Contains(out.String(), "@example.com") {
+				t.Error("an address left unmasked")
+			}
+		})
+	}
+}
