@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"strconv"
 	"strings"
@@ -26,7 +27,8 @@ import (
 // reverseProxy forwards calls to up. Rewrite swaps the client's token for
 // the vaulted key; ModifyResponse reads usage, masks, and writes the audit
 // event before the end of the answer reaches the client; ErrorHandler maps
-// transport failures to 502/504 in OpenAI's shape.
+// transport failures to 502/504 in OpenAI's shape. The upstream's 1xx
+// answers are not relayed (noInformational).
 func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -87,7 +89,7 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			}
 			out.TransferEncoding = nil
 		},
-		Transport: rt,
+		Transport: noInformational{rt},
 		// Streams are written by relayStream; pass-through answers have no
 		// length, so ReverseProxy flushes each write of theirs. A buffered
 		// answer leaves in one write when the handler returns (with -1 every
@@ -98,6 +100,36 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// noInformational is the upstream transport as ReverseProxy sees it: the
+// upstream's 1xx answers (103 Early Hints and the like) are dropped, not
+// relayed. ReverseProxy relays each one to the client as it arrives,
+// headers as the upstream wrote them, through a client trace it adds just
+// before the round trip: past Rewrite and before modifyResponse, so no
+// check of pamctl's (the key scrub, the hop-by-hop and route headers)
+// would see them, and the trace clears every header pamctl had set on the
+// answer. pamctl offers no 1xx of the upstream's to its clients: the
+// transport gets a context whose client trace has no Got1xxResponse, and
+// skips them as it does without a trace.
+type noInformational struct{ rt http.RoundTripper }
+
+func (t noInformational) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.rt.RoundTrip(r.WithContext(no1xxTrace{r.Context()}))
+}
+
+// no1xxTrace is a context whose client trace, if any, lacks
+// Got1xxResponse.
+type no1xxTrace struct{ context.Context }
+
+func (c no1xxTrace) Value(k any) any {
+	v := c.Context.Value(k)
+	if t, ok := v.(*httptrace.ClientTrace); ok && t != nil && t.Got1xxResponse != nil {
+		cp := *t
+		cp.Got1xxResponse = nil
+		return &cp
+	}
+	return v
 }
 
 // routeOverride reports whether a header (or query key) named k may tell
