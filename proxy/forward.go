@@ -19,6 +19,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/toolcall"
@@ -41,7 +43,11 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			out.URL = up.target(rel, pr.In.URL.RawQuery)
 			out.Host = ""
 			h := out.Header
-			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding"} {
+			// Connection and Upgrade: ReverseProxy forwards a client's
+			// protocol upgrade, and on a 101 hands the raw connection over
+			// past every check; pamctl never asks for one (and refuses a
+			// 101 in modifyResponse).
+			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding", "Connection", "Upgrade"} {
 				h.Del(k)
 			}
 			// An upstream or gateway that honours a method override or an
@@ -130,6 +136,31 @@ func (c no1xxTrace) Value(k any) any {
 		return &cp
 	}
 	return v
+}
+
+// reservedAnswerHeader reports whether an upstream's answer header (or
+// trailer) named k is not relayed: pamctl's own (Pamctl-*, X-Request-Id,
+// set on every answer), the upstream's cookies and the organization and
+// project the vaulted key belongs to.
+func reservedAnswerHeader(k string) bool {
+	k = http.CanonicalHeaderKey(k)
+	switch k {
+	case "X-Request-Id", "Set-Cookie", "Set-Cookie2", "Openai-Organization", "Openai-Project":
+		return true
+	}
+	return strings.HasPrefix(k, "Pamctl-")
+}
+
+// relayableTrailers drops from an answer's trailers those the client must
+// not get: the headers pamctl strips from the answer (which a trailer
+// would bring back) and the fields no trailer may carry (framing, routing,
+// authentication, content type and encoding: httpguts.ValidTrailerHeader).
+func relayableTrailers(t http.Header) {
+	for k := range t {
+		if reservedAnswerHeader(k) || !httpguts.ValidTrailerHeader(k) {
+			delete(t, k)
+		}
+	}
 }
 
 // routeOverride reports whether a header (or query key) named k may tell
@@ -254,18 +285,20 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		p.log.Warn("proxy: dropped upstream headers carrying a vaulted key", "request_id", c.id, "headers", len(dropped))
 	}
 	c.upstreamID = h.Get("X-Request-Id")
+	// The chain already set X-Request-Id, Pamctl-Audit-Id and Pamctl-Grant
+	// on the client's answer; ReverseProxy adds (not replaces) the
+	// upstream's headers, so an upstream's own must go, with any other
+	// Pamctl- header (pamctl's to set) and the upstream's cookies and
+	// account names.
+	for k := range h {
+		if reservedAnswerHeader(k) {
+			delete(h, k)
+		}
+	}
 	if c.upstreamID != "" {
 		h.Set("Pamctl-Upstream-Request-Id", c.upstreamID)
 	}
-	// The chain already set X-Request-Id, Pamctl-Audit-Id and Pamctl-Grant
-	// on the client's answer; ReverseProxy adds (not replaces) the
-	// upstream's headers, so an upstream's own must go.
-	for _, k := range []string{"X-Request-Id", "Pamctl-Audit-Id", "Pamctl-Grant"} {
-		h.Del(k)
-	}
-	for _, k := range []string{"Set-Cookie", "Openai-Organization", "Openai-Project"} {
-		h.Del(k)
-	}
+	relayableTrailers(res.Trailer) // the names the client's Trailer header announces
 
 	if res.StatusCode == http.StatusUnauthorized {
 		// The provider refused the vaulted key. Its message may quote part
@@ -276,6 +309,24 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			c.up.name, c.up.keyName), fmt.Errorf("upstream answered %d", res.StatusCode))
 	}
 
+	if res.StatusCode < 200 {
+		// 101 Switching Protocols (ReverseProxy would hand the client's
+		// connection to the upstream, raw, past masking, the key scrub
+		// and the trail) or another 1xx as a final answer: pamctl asked
+		// for neither.
+		_ = res.Body.Close()
+		c.errDetail = fmt.Sprintf("upstream answered %d", res.StatusCode)
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q answered %d %s, which pamctl does not relay (it proxies no protocol switch), so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name, res.StatusCode, http.StatusText(res.StatusCode)), nil)
+	}
+	if c.kind.hasModelBody() && (res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusResetContent) {
+		// A model call answered with no content: a client (a stream's
+		// above all) would take the empty answer for a whole one.
+		_ = res.Body.Close()
+		c.errDetail = fmt.Sprintf("upstream answered %d to a model call", res.StatusCode)
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q answered %d %s to a model call, which has no answer without content, so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name, res.StatusCode, http.StatusText(res.StatusCode)), nil)
+	}
 	if ce := strings.TrimSpace(h.Get("Content-Encoding")); ce != "" && !strings.EqualFold(ce, "identity") {
 		// The transport decodes the gzip it asked for; anything else
 		// (br, deflate, gzip unasked) could not be masked or scrubbed.
@@ -341,6 +392,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			src = &utf8Body{src: src}
 		}
 		res.Body = newScrubBody(&tailBody{src: src, c: c, finish: func(err error) error {
+			relayableTrailers(res.Trailer) // all of them are in now
 			return p.finishPassThrough(c.clientContext(res.Request.Context()), c, err)
 		}}, c.keys, &res.Trailer)
 		return nil

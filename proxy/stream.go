@@ -54,6 +54,7 @@ type streamBody struct {
 	terminal bool         // the terminal event was seen
 	overflow error        // an event grew past maxStreamEvent, or too much followed the terminal event
 	finished bool         // the audit event is written (or the call abandoned)
+	gone     bool         // it ended because the client went away
 
 	tools   *toolStream // the tool-call firewall (toolstream.go), nil when no Judge applies
 	toolErr *apiError   // the firewall ended the stream
@@ -152,6 +153,12 @@ func (s *streamBody) ready() error {
 	// read's (docs/performance.md).
 	for s.out.Len() == 0 || !s.waiting && !s.finished && s.sent {
 		if s.finished {
+			if s.gone {
+				// Not an end: a client that only half-closed its
+				// connection may still read, and takes the chunked
+				// answer's end for the stream's.
+				return errClientGone
+			}
 			return io.EOF
 		}
 		s.waiting = false
@@ -463,6 +470,7 @@ func (s *streamBody) finish() {
 	s.takeResult()
 	switch {
 	case s.ctx.Err() != nil:
+		s.gone = true
 		s.clientGone()
 	case s.toolErr != nil:
 		s.c.err, s.c.errDetail = s.toolErr, "tool call withheld: "+s.toolErr.Code
@@ -572,6 +580,10 @@ type takenStream struct {
 	body chunkBody
 }
 
+// errClientGone ends a stream whose client went away (its request's
+// context ended): relayStream aborts the connection.
+var errClientGone = errors.New("proxy: the client went away mid-stream")
+
 // errStreamTaken tells ReverseProxy's error handler that modifyResponse
 // took the answer over: nothing failed.
 var errStreamTaken = errors.New("proxy: the stream is relayed by pamctl")
@@ -631,6 +643,7 @@ func (p *Proxy) relayStream(w http.ResponseWriter, c *call) {
 	}
 	// Scrubbed when the body ended. Trailers the upstream did not
 	// announce go too (net/http sends every TrailerPrefix key).
+	relayableTrailers(res.Trailer) // all of them are in now
 	for k, vv := range res.Trailer {
 		h[http.TrailerPrefix+k] = append(h[http.TrailerPrefix+k], vv...)
 	}

@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// TestReservedAnswerHeadersNotRelayed: headers pamctl sets or keeps to
+// itself (Pamctl-*, X-Request-Id, cookies, the key's organization and
+// project) never come from the upstream, as headers or as trailers
+// (announced or not), on a passed-through answer (audio) or a JSON one;
+// trailers that may not be trailers (framing, content type) go too, and a
+// harmless one stays.
+func TestReservedAnswerHeadersNotRelayed(t *testing.T) {
+	reserved := []string{"Pamctl-Audit-Id", "Pamctl-Grant", "Pamctl-Upstream-Request-Id", "Pamctl-Anything", "X-Request-Id", "Set-Cookie", "Openai-Organization", "Openai-Project"}
+	invalid := []string{"Content-Type", "Content-Length", "Content-Encoding", "Authorization", "Www-Authenticate"}
+	for _, kind := range []string{"audio", "json"} {
+		for _, announced := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/announced=%v", kind, announced), func(t *testing.T) {
+				h := newHarness(t)
+				h.up.set(func(w http.ResponseWriter, r *http.Request) {
+					_, _ = io.ReadAll(r.Body)
+					hd := w.Header()
+					for _, k := range reserved {
+						if k != "X-Request-Id" { // the upstream's own id is read, then dropped
+							hd.Set(k, "from-upstream")
+						}
+					}
+					// Go's transport refuses an answer announcing a field no
+					// trailer may be: those come unannounced.
+					trailers := append([]string{"X-Fine"}, reserved...)
+					if announced {
+						hd.Set("Trailer", strings.Join(trailers, ", "))
+					}
+					if kind == "audio" {
+						hd.Set("Content-Type", "audio/mpeg")
+						_, _ = io.WriteString(w, "ID3 data")
+					} else {
+						writeJSON(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`)
+					}
+					w.(http.Flusher).Flush() // chunked: trailers can follow
+					for _, k := range trailers {
+						if !announced {
+							k = http.TrailerPrefix + k
+						}
+						hd.Set(k, "from-upstream")
+					}
+					for _, k := range invalid {
+						hd.Set(http.TrailerPrefix+k, "from-upstream")
+					}
+				})
+				tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/audio/speech"})
+				path, body := "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`
+				if kind == "audio" {
+					path = "/v1/audio/speech"
+				}
+				res, b := h.do("POST", path, tok, body)
+				if res.StatusCode != http.StatusOK {
+					t.Fatalf("%d %q", res.StatusCode, b)
+				}
+				for where, hd := range map[string]http.Header{"header": res.Header, "trailer": res.Trailer} {
+					for k, vv := range hd {
+						for _, v := range vv {
+							if v == "from-upstream" && k != "X-Fine" {
+								t.Errorf("%s %s: %q reached the client", where, k, v)
+							}
+						}
+					}
+				}
+				for _, k := range append(reserved, invalid...) {
+					if _, ok := res.Trailer[k]; ok {
+						t.Errorf("trailer %s announced or sent: %v", k, res.Trailer)
+					}
+				}
+				if res.Header.Get("Pamctl-Audit-Id") == "" || res.Header.Get("X-Request-Id") != res.Header.Get("Pamctl-Audit-Id") {
+					t.Errorf("pamctl's ids: %v", res.Header)
+				}
+				if kind == "audio" && res.Trailer.Get("X-Fine") != "from-upstream" {
+					t.Errorf("a harmless trailer was lost: %v", res.Trailer)
+				}
+			})
+		}
+	}
+}
+
+// TestNoProtocolSwitch: a client's Upgrade never reaches the upstream, and
+// an upstream's 101 Switching Protocols (or another 1xx as the final
+// answer), which ReverseProxy would turn into a raw tunnel between client
+// and upstream past masking, the key scrub and the trail, is a failed
+// call: the client gets a 502 and the trail says why.
+func TestNoProtocolSwitch(t *testing.T) {
+	key := vaultedKey
+	for _, path := range []string{"/v1/audio/speech", "/v1/chat/completions"} {
+		for _, clientAsks := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/client-asks=%v", path, clientAsks), func(t *testing.T) {
+				var sawUpgrade atomic.Bool
+				h := newHarness(t)
+				h.up.set(func(w http.ResponseWriter, r *http.Request) {
+					_, _ = io.ReadAll(r.Body)
+					if r.Header.Get("Upgrade") != "" || strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade") {
+						sawUpgrade.Store(true)
+					}
+					k := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+					conn, bw, err := http.NewResponseController(w).Hijack()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer conn.Close()
+					_, _ = bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nraw " + k + "\n")
+					_ = bw.Flush()
+				})
+				tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/audio/speech"})
+				hdr := []string{}
+				if clientAsks {
+					hdr = []string{"Connection", "Upgrade", "Upgrade", "websocket"}
+				}
+				res, b := h.do("POST", path, tok, `{"model":"gpt-4o","messages":[]}`, hdr...)
+				if res.StatusCode != http.StatusBadGateway {
+					t.Errorf("client got %d %v %q, want 502", res.StatusCode, res.Header, b)
+				}
+				if strings.Contains(strings.ToLower(string(b)), strings.ToLower(key)) {
+					t.Errorf("key in the answer: %q", b)
+				}
+				if sawUpgrade.Load() {
+					t.Error("the client's Upgrade reached the upstream")
+				}
+				waitFor(t, "the call's audit event", func() bool { return len(h.sink.ofType(audit.TypeProxyCall)) > 0 })
+				if ev := h.sink.last(t); ev.Status != http.StatusBadGateway || ev.Error == "" {
+					t.Errorf("audit status %d error %q, want 502 and why", ev.Status, ev.Error)
+				}
+			})
+		}
+	}
+}
