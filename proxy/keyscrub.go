@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
@@ -37,6 +38,8 @@ type knownKeys struct {
 	listed []string
 	seen   []string
 	set    *scrub.Set
+	// cur is set, for readers that may not take mu (the log's scrub).
+	cur atomic.Pointer[scrub.Set]
 }
 
 // keySet returns the current set of keys to scrub.
@@ -56,6 +59,7 @@ func (p *Proxy) keySet(ctx context.Context) *scrub.Set {
 	}
 	if k.set == nil {
 		k.set = scrub.New(append(append([]string(nil), k.listed...), k.seen...)...)
+		k.cur.Store(k.set)
 	}
 	return k.set
 }
@@ -74,6 +78,7 @@ func (p *Proxy) noteKey(ctx context.Context, key string) *scrub.Set {
 		}
 		k.seen = append(k.seen, key)
 		k.set = with
+		k.cur.Store(with)
 		k.mu.Unlock()
 		return with
 	}

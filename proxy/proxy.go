@@ -271,6 +271,7 @@ func New(opts Options) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	p.log = slog.New(&keyScrubHandler{next: p.log.Handler(), keys: &p.known.cur})
 	if p.now == nil {
 		p.now = time.Now
 	}
