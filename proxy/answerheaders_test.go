@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
 )
@@ -137,5 +138,26 @@ func TestNoProtocolSwitch(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestNoRangeForwarded: a client's Range and If-Range never reach the
+// upstream (each slice of an answer would be checked alone, and joined by
+// the client), so an upstream that serves ranges answers whole.
+func TestNoRangeForwarded(t *testing.T) {
+	var saw atomic.Value
+	h := newHarness(t)
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		saw.Store(r.Header.Get("Range") + "|" + r.Header.Get("If-Range"))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "f", time.Time{}, strings.NewReader("0123456789"))
+	})
+	tok := h.mint(grant{scope: "endpoint:/v1/files/*"})
+	res, b := h.do("GET", "/v1/files/file-1/content", tok, "", "Range", "bytes=2-4", "If-Range", `"x"`)
+	if res.StatusCode != http.StatusOK || string(b) != "0123456789" {
+		t.Errorf("%d %q, want the whole answer", res.StatusCode, b)
+	}
+	if got, _ := saw.Load().(string); got != "|" {
+		t.Errorf("upstream saw Range|If-Range %q", got)
 	}
 }

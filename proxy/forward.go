@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/toolcall"
 )
@@ -47,7 +48,11 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			// protocol upgrade, and on a 101 hands the raw connection over
 			// past every check; pamctl never asks for one (and refuses a
 			// 101 in modifyResponse).
-			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding", "Connection", "Upgrade"} {
+			// Range and If-Range: a client asking for slices of an answer
+			// would get each one checked alone (a key or an address cut
+			// in two, joined again by the client); pamctl relays no
+			// partial answer.
+			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding", "Connection", "Upgrade", "Range", "If-Range"} {
 				h.Del(k)
 			}
 			// An upstream or gateway that honours a method override or an
@@ -319,6 +324,30 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
 			"Upstream %q answered %d %s, which pamctl does not relay (it proxies no protocol switch), so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name, res.StatusCode, http.StatusText(res.StatusCode)), nil)
 	}
+	if redirect := res.StatusCode >= 300 && res.StatusCode < 400 && res.StatusCode != http.StatusNotModified; redirect || res.StatusCode == http.StatusPartialContent {
+		// A redirect sends the client's SDK (openai-python follows them)
+		// elsewhere with its own, unmasked request, and takes what it is
+		// answered there for the upstream's answer, past masking, the
+		// tool-call firewall and the trail; a 3xx without a Location
+		// is read as a success by the SDKs but was routed as an error
+		// here. A partial answer is checked alone, not with the slices
+		// the client joins it to. pamctl relays neither.
+		_ = res.Body.Close()
+		c.errDetail = fmt.Sprintf("upstream answered %d", res.StatusCode)
+		what := "a redirect"
+		if !redirect {
+			what = "a partial answer"
+		}
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q answered %d %s, %s, which pamctl does not relay (it could not inspect what the client would get), so the call failed. If it persists an administrator should check the upstream URL in the pamctl config.", c.up.name, res.StatusCode, http.StatusText(res.StatusCode), what), nil)
+	}
+	if (c.kind.hasModelBody() || c.kind.stored()) && res.StatusCode == http.StatusNotModified {
+		// No model call or stored answer asks for revalidation.
+		_ = res.Body.Close()
+		c.errDetail = "upstream answered 304 to a model call"
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q answered 304 Not Modified to a call that did not ask for it, so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name), nil)
+	}
 	if c.kind.hasModelBody() && (res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusResetContent) {
 		// A model call answered with no content: a client (a stream's
 		// above all) would take the empty answer for a whole one.
@@ -505,6 +534,28 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 		return nil, err
 	}
 	c.shape = shape
+	if c.kind == epModel && c.ResponseMask.Enabled() {
+		// One model's description: every string masked (it has no
+		// answer shape; a few hundred bytes, read whole).
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil {
+			c.errDetail = "upstream's model description is not JSON"
+			return nil, err
+		}
+		counts := mask.Counts{}
+		out, err := json.Marshal(payload.MaskStrings(v, func(s string) string {
+			m, n := c.ResponseMask.Mask(s)
+			counts.Add(n)
+			return m
+		}, nil))
+		if err != nil {
+			return nil, err
+		}
+		if counts.Total() > 0 {
+			c.maskedOut = counts
+		}
+		return out, nil
+	}
 	if shape == "" {
 		if top.Usage != nil {
 			c.usage, c.hasUsage = top.Usage.usage(), true
@@ -632,16 +683,44 @@ func callItem(typ string) bool {
 	return call && k != toolcall.Unknown || toolcall.CaseVariant(typ) != ""
 }
 
-// upstreamErrorBody keeps an upstream error that is already in OpenAI's
-// shape and wraps anything else (an HTML 502 page, a bare string) in it.
+// upstreamErrorBody rebuilds an upstream error that is in OpenAI's shape
+// from its decoded message, type, code and param, each masked (the raw
+// body's masking does not see text spelled with JSON escapes, which the
+// client's decoder reads), and wraps anything else (an HTML 502 page, a
+// bare string) in pamctl's own. Other members of the error go.
 func upstreamErrorBody(c *call, status int, body []byte) []byte {
 	var e struct {
 		Error *struct {
 			Message string `json:"message"`
+			Type    any    `json:"type"`
+			Code    any    `json:"code"`
+			Param   any    `json:"param"`
 		} `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Message != "" {
-		return body
+		m := c.ResponseMask
+		text := func(s string) string {
+			out, _ := m.Mask(payload.ValidText(s, m))
+			return out
+		}
+		// A string is masked; a number, bool or null kept; anything else
+		// (an object, a list) is not an OpenAI error's and goes.
+		scalar := func(v any) any {
+			switch x := v.(type) {
+			case string:
+				return text(x)
+			case float64, bool, nil:
+				return x
+			}
+			return nil
+		}
+		b, err := json.Marshal(map[string]any{"error": map[string]any{
+			"message": text(e.Error.Message), "type": scalar(e.Error.Type),
+			"code": scalar(e.Error.Code), "param": scalar(e.Error.Param),
+		}})
+		if err == nil {
+			return b
+		}
 	}
 	ae := errUpstream(status, CodeUpstreamError, fmt.Sprintf("Upstream %q answered %d %s.", c.up.name, status, http.StatusText(status)), nil)
 	if status < 500 {

@@ -44,6 +44,13 @@ func (p *Proxy) listModels(w http.ResponseWriter, r *http.Request, c *call) {
 			if !token.CoversModel(c.scopes, up.name, m.ID) {
 				continue
 			}
+			// The list is an answer like any other: a model whose name
+			// the response masking would change is not listed (a wildcard
+			// scope may cover it), and its owner is masked.
+			if masked, _ := c.ResponseMask.Mask(m.ID); masked != m.ID {
+				continue
+			}
+			m.OwnedBy, _ = c.ResponseMask.Mask(m.OwnedBy)
 			if i > 0 {
 				m.ID = up.name + "/" + m.ID
 			}

@@ -1,7 +1,9 @@
 package payload
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,6 +80,13 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 	}
 	root, err := decodeObject(body)
 	if err != nil {
+		if looksLikeJSON(body) {
+			// JSON that Go's decoder refuses but a client's may read (a
+			// BOM, NaN, nesting past the decoder's bound, a bad escape):
+			// masking it as text would miss what the client's decoder
+			// unescapes, and its usage would go uncounted.
+			return nil, res, fmt.Errorf("the answer is JSON the proxy cannot read (%w): withheld", err)
+		}
 		if !m.Enabled() {
 			return body, res, nil
 		}
@@ -492,4 +501,12 @@ func validText(text string, m *mask.Masker) string {
 		return text
 	}
 	return strings.ToValidUTF8(text, "\uFFFD")
+}
+
+// looksLikeJSON reports whether a client's decoder may read b as a JSON
+// object or array: its first byte, past white space and a UTF-8 BOM
+// (which openai-node and Python's json.loads of bytes skip), opens one.
+func looksLikeJSON(b []byte) bool {
+	b = bytes.TrimLeft(bytes.TrimPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte("\xef\xbb\xbf")), " \t\r\n")
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }
