@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/payload"
@@ -580,6 +582,10 @@ type takenStream struct {
 	body chunkBody
 }
 
+// headerFlushDelay is how long a stream's headers wait for its first
+// event to leave with it.
+const headerFlushDelay = 5 * time.Millisecond
+
 // errClientGone ends a stream whose client went away (its request's
 // context ended): relayStream aborts the connection.
 var errClientGone = errors.New("proxy: the client went away mid-stream")
@@ -621,15 +627,38 @@ func (p *Proxy) relayStream(w http.ResponseWriter, c *call) {
 		}
 		return nil
 	}
-	err := flush()
+	// The headers leave with the first event, in one write, or alone once
+	// headerFlushDelay has passed without one (an upstream thinking before
+	// its first token): flushing them at once cost every stream a write
+	// of its own, and the client a wake-up, before its first event.
+	var mu sync.Mutex // w is the handler's; the timer flushes it too
+	sent := false     // the headers are out, or the handler is done with w
+	headers := time.AfterFunc(headerFlushDelay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !sent {
+			sent = true
+			_ = flush() // a client gone: the next write finds out
+		}
+	})
+	defer func() {
+		headers.Stop()
+		mu.Lock() // a flush under way ends before w is let go
+		sent = true
+		mu.Unlock()
+	}()
+	var err error
 	for err == nil {
 		var b []byte
 		if b, err = t.body.chunk(); len(b) > 0 {
+			mu.Lock()
+			sent = true
 			if _, werr := w.Write(b); werr != nil {
 				err = werr
 			} else if ferr := flush(); ferr != nil {
 				err = ferr
 			}
+			mu.Unlock()
 		}
 	}
 	// Closed before its end, the relay drains the upstream and records
