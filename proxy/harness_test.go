@@ -419,6 +419,12 @@ func (h *harness) mint(g grant) string {
 // do sends a raw request to the proxy and returns status, headers and body.
 func (h *harness) do(method, path, tok string, body string, hdr ...string) (*http.Response, []byte) {
 	h.t.Helper()
+	return h.doWith(h.srv.Client(), method, path, tok, body, hdr...)
+}
+
+// doWith is do through cl.
+func (h *harness) doWith(cl *http.Client, method, path, tok string, body string, hdr ...string) (*http.Response, []byte) {
+	h.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -436,7 +442,7 @@ func (h *harness) do(method, path, tok string, body string, hdr ...string) (*htt
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	res, err := h.srv.Client().Do(req)
+	res, err := cl.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}

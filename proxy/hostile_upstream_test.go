@@ -31,29 +31,7 @@ func (h *harness) noRedirects() *http.Client {
 // doRaw is h.do without following redirects.
 func (h *harness) doRaw(method, path, tok, body string) (*http.Response, []byte) {
 	h.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, h.srv.URL+path, rd)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := h.noRedirects().Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.remember(b)
-	return res, b
+	return h.doWith(h.noRedirects(), method, path, tok, body)
 }
 
 // TestHostileUpstreamRedirectsClientOffProxy: an upstream that answers a

@@ -31,25 +31,10 @@ func TestInformationalAnswersCarryNoKey(t *testing.T) {
 				for name := range hd {
 					delete(hd, name)
 				}
-				switch kind {
-				case "json":
-					writeJSON(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`)
-				case "stream":
-					hd.Set("Content-Type", "text/event-stream")
-					_, _ = io.WriteString(w, "data: "+chunkJSON("hi")+"\n\ndata: [DONE]\n\n")
-				case "audio":
-					hd.Set("Content-Type", "audio/mpeg")
-					_, _ = io.WriteString(w, "ID3 data")
-				}
+				writeKindAnswer(w, kind)
 			})
 			tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/audio/speech"})
-			path, body := "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`
-			switch kind {
-			case "stream":
-				body = `{"model":"gpt-4o","stream":true,"messages":[]}`
-			case "audio":
-				path = "/v1/audio/speech"
-			}
+			path, body := kindRequest(kind)
 			var mu sync.Mutex
 			var got []http.Header
 			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
@@ -98,4 +83,32 @@ func TestInformationalAnswersCarryNoKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeKindAnswer writes the answer of one kind the header tests try:
+// "json" (a chat completion), "stream" (a chat stream) or "audio" (a
+// passed-through binary answer).
+func writeKindAnswer(w http.ResponseWriter, kind string) {
+	switch kind {
+	case "json":
+		writeJSON(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`)
+	case "stream":
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: "+chunkJSON("hi")+"\n\ndata: [DONE]\n\n")
+	case "audio":
+		w.Header().Set("Content-Type", "audio/mpeg")
+		_, _ = io.WriteString(w, "ID3 data")
+	}
+}
+
+// kindRequest is the path and body of a call answered with kind
+// (writeKindAnswer); a grant needs model:gpt-4o endpoint:/v1/audio/speech.
+func kindRequest(kind string) (path, body string) {
+	switch kind {
+	case "stream":
+		return "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"messages":[]}`
+	case "audio":
+		return "/v1/audio/speech", `{"model":"gpt-4o","messages":[]}`
+	}
+	return "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -26,16 +27,7 @@ func TestMalformedAnswerQuotingKey(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
-			h.up.set(func(w http.ResponseWriter, r *http.Request) {
-				conn, bw, err := http.NewResponseController(w).Hijack()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				defer conn.Close()
-				_, _ = bw.WriteString(raw)
-				_ = bw.Flush()
-			})
+			h.up.set(rawAnswer(t, raw))
 			body := `{"model":"gpt-4o","messages":[]}`
 			if name == "stream chunks" {
 				body = streamReq
@@ -53,5 +45,21 @@ func TestMalformedAnswerQuotingKey(t *testing.T) {
 				t.Errorf("logged: %s", h.logs.String())
 			}
 		})
+	}
+}
+
+// rawAnswer is an upstream that answers with raw bytes on the connection,
+// whatever net/http would write, and closes it.
+func rawAnswer(t *testing.T, raw string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		conn, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		_, _ = bw.WriteString(raw)
+		_ = bw.Flush()
 	}
 }

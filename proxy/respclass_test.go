@@ -383,16 +383,7 @@ func TestKeyInHeaderAndTrailerNames(t *testing.T) {
 				} else {
 					hd.Set("Trailer", "X-T-"+k+", X-Tv, X-Fine")
 				}
-				switch kind {
-				case "json":
-					writeJSON(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`)
-				case "stream":
-					hd.Set("Content-Type", "text/event-stream")
-					_, _ = io.WriteString(w, "data: "+chunkJSON("hi")+"\n\ndata: [DONE]\n\n")
-				case "audio":
-					hd.Set("Content-Type", "audio/mpeg")
-					_, _ = io.WriteString(w, "ID3 data")
-				}
+				writeKindAnswer(w, kind)
 				if unannounced {
 					// Chunked, or the server sends a Content-Length and no trailers.
 					w.(http.Flusher).Flush()
@@ -402,13 +393,7 @@ func TestKeyInHeaderAndTrailerNames(t *testing.T) {
 				hd.Set(trailer("X-Fine"), "ok")
 			})
 			tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/audio/speech"})
-			path, body := "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`
-			switch kind {
-			case "stream":
-				body = `{"model":"gpt-4o","stream":true,"messages":[]}`
-			case "audio":
-				path = "/v1/audio/speech"
-			}
+			path, body := kindRequest(kind)
 			res, b := h.do("POST", path, tok, body)
 			if res.StatusCode != 200 {
 				t.Fatalf("%d %s", res.StatusCode, b)

@@ -280,20 +280,11 @@ func TestStreamTrailersCannotRestoreStrippedHeaders(t *testing.T) {
 func TestStreamUpstreamSwitchingProtocols(t *testing.T) {
 	for _, upgrade := range []bool{false, true} {
 		t.Run(fmt.Sprint("upgrade=", upgrade), func(t *testing.T) {
-			h := streamHarness(t, false, func(w http.ResponseWriter, r *http.Request) {
-				conn, bw, err := http.NewResponseController(w).Hijack()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				defer conn.Close()
-				hdr := "HTTP/1.1 101 Switching Protocols\r\nContent-Type: text/event-stream\r\nX-Hop: 1\r\n"
-				if upgrade {
-					hdr += "Connection: Upgrade, X-Hop\r\nUpgrade: evil\r\n"
-				}
-				_, _ = bw.WriteString(hdr + "\r\ndata: " + chunkJSON("hi") + "\n\ndata: [DONE]\n\n")
-				_ = bw.Flush()
-			})
+			hdr := "HTTP/1.1 101 Switching Protocols\r\nContent-Type: text/event-stream\r\nX-Hop: 1\r\n"
+			if upgrade {
+				hdr += "Connection: Upgrade, X-Hop\r\nUpgrade: evil\r\n"
+			}
+			h := streamHarness(t, false, rawAnswer(t, hdr+"\r\ndata: "+chunkJSON("hi")+"\n\ndata: [DONE]\n\n"))
 			req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
 			req.Header.Set("Authorization", "Bearer "+h.mint(grant{scope: "model:gpt-4o"}))
 			res, err := h.srv.Client().Do(req)
@@ -406,22 +397,14 @@ func TestStreamHalfClosedClientSeesNoCleanEnd(t *testing.T) {
 // re-framed by pamctl: none of the upstream's framing or hop-by-hop
 // headers, whole events, the harmless trailers only.
 func TestStreamUpstreamFramingHeaders(t *testing.T) {
-	h := streamHarness(t, false, func(w http.ResponseWriter, r *http.Request) {
-		conn, bw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close()
-		_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" +
-			"Connection: X-Hop, keep-alive\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: evil\r\nTe: trailers\r\n" +
-			"Trailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n")
-		for _, ev := range []string{"data: " + chunkJSON("Hello") + "\n\n", "data: [DONE]\n\n"} {
-			fmt.Fprintf(bw, "%x\r\n%s\r\n", len(ev), ev)
-		}
-		_, _ = bw.WriteString("0\r\nX-T: ok\r\nX-Unannounced: fine\r\nX-Echo: " + vaultedKey + "\r\n\r\n")
-		_ = bw.Flush()
-	})
+	raw := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" +
+		"Connection: X-Hop, keep-alive\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: evil\r\nTe: trailers\r\n" +
+		"Trailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, ev := range []string{"data: " + chunkJSON("Hello") + "\n\n", "data: [DONE]\n\n"} {
+		raw += fmt.Sprintf("%x\r\n%s\r\n", len(ev), ev)
+	}
+	raw += "0\r\nX-T: ok\r\nX-Unannounced: fine\r\nX-Echo: " + vaultedKey + "\r\n\r\n"
+	h := streamHarness(t, false, rawAnswer(t, raw))
 	res, b := streamCall(t, h)
 	if res.StatusCode != http.StatusOK || !strings.Contains(string(b), "Hello") || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
 		t.Fatalf("%d %q", res.StatusCode, b)
