@@ -161,3 +161,37 @@ func TestNoRangeForwarded(t *testing.T) {
 		t.Errorf("upstream saw Range|If-Range %q", got)
 	}
 }
+
+// TestBodilessModelAnswersRefused: a model call (streamed or not) or a
+// stored answer read back, answered with no content (204, 205) or a 304
+// nobody asked for, is a failed call, not an empty whole answer.
+func TestBodilessModelAnswersRefused(t *testing.T) {
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`, http.StatusNoContent},
+		{"POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`, http.StatusResetContent},
+		{"POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`, http.StatusNotModified},
+		{"POST", "/v1/chat/completions", streamReq, http.StatusNotModified},
+		{"POST", "/v1/embeddings", `{"model":"gpt-4o","input":"x"}`, http.StatusNoContent},
+		{"GET", "/v1/responses/resp_1", "", http.StatusNotModified},
+	} {
+		t.Run(fmt.Sprint(tc.path, "/", tc.status, "/", len(tc.body)), func(t *testing.T) {
+			h := newHarness(t)
+			h.up.set(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				w.WriteHeader(tc.status)
+			})
+			tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/responses/*"})
+			res, b := h.do(tc.method, tc.path, tok, tc.body)
+			if res.StatusCode != http.StatusBadGateway {
+				t.Errorf("%d %q, want 502", res.StatusCode, b)
+			}
+			waitFor(t, "the call's audit event", func() bool { return len(h.sink.ofType(audit.TypeProxyCall)) > 0 })
+			if ev := h.sink.last(t); ev.Status != http.StatusBadGateway || ev.Error == "" {
+				t.Errorf("audit status %d error %q", ev.Status, ev.Error)
+			}
+		})
+	}
+}
