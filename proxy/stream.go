@@ -641,12 +641,13 @@ func (p *Proxy) relayStream(w http.ResponseWriter, c *call) {
 			_ = flush() // a client gone: the next write finds out
 		}
 	})
-	defer func() {
+	release := func() {
 		headers.Stop()
 		mu.Lock() // a flush under way ends before w is let go
 		sent = true
 		mu.Unlock()
-	}()
+	}
+	defer release()
 	var err error
 	for err == nil {
 		var b []byte
@@ -672,6 +673,7 @@ func (p *Proxy) relayStream(w http.ResponseWriter, c *call) {
 	}
 	// Scrubbed when the body ended. Trailers the upstream did not
 	// announce go too (net/http sends every TrailerPrefix key).
+	release()                      // the header map is written below
 	relayableTrailers(res.Trailer) // all of them are in now
 	for k, vv := range res.Trailer {
 		h[http.TrailerPrefix+k] = append(h[http.TrailerPrefix+k], vv...)
