@@ -37,8 +37,9 @@ type knownKeys struct {
 	at     time.Time
 	listed []string
 	seen   []string
-	set    *scrub.Set
-	// cur is set, for readers that may not take mu (the log's scrub).
+	// cur is the set of listed and seen (nil until first built). Written
+	// under mu; read without it too, by the log's scrub, which may not
+	// take mu (keySet logs under it), so it is never nil once built.
 	cur atomic.Pointer[scrub.Set]
 }
 
@@ -53,15 +54,22 @@ func (p *Proxy) keySet(ctx context.Context) *scrub.Set {
 			// Keep the last list: scrubbing with stale keys beats none.
 			p.log.Warn("proxy: list vaulted keys", "err", err)
 		} else {
-			k.listed, k.set = vals, nil
+			k.listed = vals
+			k.cur.Store(k.build())
 		}
 		k.at = time.Now()
 	}
-	if k.set == nil {
-		k.set = scrub.New(append(append([]string(nil), k.listed...), k.seen...)...)
-		k.cur.Store(k.set)
+	set := k.cur.Load()
+	if set == nil {
+		set = k.build()
+		k.cur.Store(set)
 	}
-	return k.set
+	return set
+}
+
+// build makes the set of the listed and seen keys; k.mu is held.
+func (k *knownKeys) build() *scrub.Set {
+	return scrub.New(append(append([]string(nil), k.listed...), k.seen...)...)
 }
 
 // noteKey adds a key a call uses to the known set and returns the set.
@@ -77,7 +85,6 @@ func (p *Proxy) noteKey(ctx context.Context, key string) *scrub.Set {
 			k.seen = k.seen[1:]
 		}
 		k.seen = append(k.seen, key)
-		k.set = with
 		k.cur.Store(with)
 		k.mu.Unlock()
 		return with
