@@ -28,6 +28,20 @@ func streamHarness(t *testing.T, masked bool, serve http.HandlerFunc) *harness {
 
 const streamReq = `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`
 
+// openStream posts streamReq with tok and returns the answer once its
+// headers are in; the caller reads and closes its body.
+func openStream(t *testing.T, h *harness, tok string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := h.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // allocated runs f and returns the bytes the process allocated meanwhile.
 func allocated(f func()) uint64 {
 	var a, b runtime.MemStats
@@ -96,12 +110,7 @@ func TestCommentsPassAtOnce(t *testing.T) {
 				sseWrite(w, "", "[DONE]")
 			})
 			tok := h.mint(grant{scope: "model:gpt-4o"})
-			req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			res, err := h.srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := openStream(t, h, tok)
 			defer res.Body.Close()
 			rd := bufio.NewReader(res.Body)
 			comments := 0
@@ -215,12 +224,7 @@ func TestAbandonedStreamIsCharged(t *testing.T) {
 				}
 			})
 			tok := h.mint(grant{scope: "model:gpt-4o", req: "req_abandon", limits: &token.Limits{Tokens: 1 << 20}})
-			req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			res, err := h.srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := openStream(t, h, tok)
 			line, _ := bufio.NewReader(res.Body).ReadString('\n')
 			if !strings.Contains(line, "word") {
 				t.Fatalf("first line %q", line)
@@ -255,12 +259,7 @@ func TestAbandonedStreamDrainIsBounded(t *testing.T) {
 		close(canceled)
 	})
 	tok := h.mint(grant{scope: "model:gpt-4o", req: "req_stall", limits: &token.Limits{Tokens: 1 << 20}})
-	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := h.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := openStream(t, h, tok)
 	if line, _ := bufio.NewReader(res.Body).ReadString('\n'); !strings.Contains(line, "word") {
 		t.Fatalf("first line %q", line)
 	}

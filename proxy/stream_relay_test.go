@@ -124,12 +124,7 @@ func TestStreamEndsWithTerminalChunk(t *testing.T) {
 		writeChatStream(w, "gpt-4o", true, nil)
 	})
 	tok := h.mint(grant{scope: "model:gpt-4o"})
-	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := h.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := openStream(t, h, tok)
 	defer res.Body.Close()
 	var events []string
 	sc := bufio.NewScanner(res.Body)
@@ -153,13 +148,7 @@ func TestStreamEndsWithTerminalChunk(t *testing.T) {
 // token and reads the whole answer.
 func streamCall(t *testing.T, h *harness) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer "+h.mint(grant{scope: "model:gpt-4o"}))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := h.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := openStream(t, h, h.mint(grant{scope: "model:gpt-4o"}))
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
@@ -331,12 +320,7 @@ func TestStreamClientGoneAuditedOnce(t *testing.T) {
 					}
 				}
 			})
-			req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-			req.Header.Set("Authorization", "Bearer "+h.mint(grant{scope: "model:gpt-4o"}))
-			res, err := h.srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := openStream(t, h, h.mint(grant{scope: "model:gpt-4o"}))
 			line, err := bufio.NewReader(res.Body).ReadString('\n')
 			if err != nil || !strings.Contains(line, "first") {
 				t.Fatalf("first event: %q %v", line, err)

@@ -199,12 +199,7 @@ func TestToolStreamHoldKeepsAlive(t *testing.T) {
 		return byName(c), nil
 	}))
 	tok := h.mint(grant{scope: "model:gpt-4o"})
-	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := h.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := openStream(t, h, tok)
 	defer res.Body.Close()
 	rd := bufio.NewReader(res.Body)
 	var got strings.Builder
