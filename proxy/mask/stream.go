@@ -60,7 +60,8 @@ func (m *Masker) NewStream() *Stream {
 }
 
 // Write adds the next piece of text and returns the masked text that is safe
-// to release now (possibly empty).
+// to release now (possibly empty; possibly delta itself). It keeps no
+// reference to delta: the caller may reuse delta's bytes once Write returns.
 func (s *Stream) Write(delta string) string {
 	if !s.m.Enabled() {
 		return delta
@@ -96,7 +97,9 @@ func (s *Stream) feed(text string, final bool) string {
 			n, st, done := extend(s.swKind, s.swSt, t, final)
 			s.pushCtx(t[:n])
 			if !done {
-				s.held, s.swSt = t[n:], st
+				// t is text itself when nothing was held: copy what is
+				// kept, as a caller may reuse text's bytes (Write).
+				s.held, s.swSt = strings.Clone(t[n:]), st
 				return b.String()
 			}
 			s.sw, s.held = false, ""

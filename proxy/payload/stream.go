@@ -146,7 +146,10 @@ func (r *Relay) Step() bool {
 		}
 		return true
 	}
-	ev, err := r.rd.Next()
+	// The event's data is lent: valid until the next Step. What the
+	// streamer keeps of it past the event (a chunk's template, field
+	// keys, held-back text) it copies.
+	ev, err := r.rd.NextLent()
 	if err != nil {
 		if errors.Is(err, sse.ErrWouldBlock) {
 			return true
@@ -264,12 +267,14 @@ type streamer struct {
 
 	tmplObj  map[string]any // chat: the last chunk, decoded (generic path)
 	tmplData string         // chat: the last chunk's data (fast path), decoded on demand
+	tmplBuf  []byte         // chat: holds tmplData (events' data is lent: Relay.Step)
 	chatType string         // chat: SSE event name of the last chunk
 	doc      chatDoc        // chat: reused by the fast path
 	reps     []replacement  // chat: reused by the fast path
 	spliced  []byte         // the fast paths' spliced event data, reused (spliceForEmit)
 	outIdx   map[string]any // responses: item_id -> output_index
-	seq      any            // responses: last sequence_number
+	seq      any            // responses: last sequence_number (generic path)
+	seqTok   []byte         // responses: last sequence_number (fast path), when seq is nil
 	respType bool           // responses: events carry an SSE event name
 	dirty    bool           // responses: the current event was changed
 
@@ -372,6 +377,7 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 		if s.open >= maxStreams {
 			return "", ErrTooManyFields
 		}
+		k.item = strings.Clone(k.item) // the key outlives the event it came in
 		f.mask, f.counted = s.m.NewStream(), true
 		if !s.keys.Empty() {
 			f.scrub = s.keys.NewStream()
@@ -451,6 +457,7 @@ func (s *streamer) maskFull(k textKey, text string) string {
 	s.dirty = s.dirty || out != text
 	if f := s.fields[k]; !f.counted {
 		f.counted = true
+		k.item = strings.Clone(k.item) // the key outlives the event it came in
 		s.fields[k] = f
 		s.res.Counts.Add(c)
 	}
@@ -674,7 +681,7 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 		s.res.Usage, s.res.HasUsage = d.usage, true
 	}
 	s.chatType = ev.Type
-	s.tmplObj, s.tmplData = nil, ev.Data
+	s.tmplObj, s.tmplData = nil, s.keepTemplate(ev.Data)
 	reps := s.reps[:0]
 	for _, ch := range d.choices {
 		if !ch.isObj || !ch.msg.hasC && !ch.msg.hasR {
@@ -720,6 +727,18 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 		}
 	}
 	return true, s.emit(ev)
+}
+
+// keepTemplate returns a copy of data (the event's own bytes are lent, see
+// Relay.Step) that stays valid until the next call: the chunk a finishing
+// chunk or the stream's end may be built from, one chunk later.
+func (s *streamer) keepTemplate(data string) string {
+	if len(data) > 64<<10 || cap(s.tmplBuf) > 64<<10 {
+		s.tmplBuf = nil // one huge chunk does not pin a buffer for the stream's life
+		return strings.Clone(data)
+	}
+	s.tmplBuf = append(s.tmplBuf[:0], data...)
+	return unsafe.String(unsafe.SliceData(s.tmplBuf), len(s.tmplBuf))
 }
 
 // chatChunk returns a chunk with the last chunk's top-level fields.
@@ -923,7 +942,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 	s.dirty = s.m.Enabled()
 	s.respType = s.respType || ev.Type != ""
 	if seq, ok := o["sequence_number"]; ok {
-		s.seq = seq
+		s.seq, s.seqTok = seq, s.seqTok[:0]
 	}
 	itemID, _ := o["item_id"].(string)
 	if oi, ok := o["output_index"]; ok && itemID != "" {
@@ -1131,11 +1150,14 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 	// What the generic path records of any event.
 	s.dirty = s.m.Enabled()
 	s.respType = s.respType || ev.Type != ""
+	// What outlives the event is copied (its data is lent: Relay.Step).
 	if seq != "" {
-		s.seq = json.Number(seq)
+		s.seq, s.seqTok = nil, append(s.seqTok[:0], seq...)
 	}
 	if outIdx != "" && itemID.val != "" {
-		s.outIdx[itemID.val] = json.Number(outIdx)
+		if old, ok := s.outIdx[itemID.val].(json.Number); !ok || string(old) != outIdx {
+			s.outIdx[strings.Clone(itemID.val)] = json.Number(strings.Clone(outIdx))
+		}
 	}
 	out, err := s.write(textKey{itemID.val, kindOutputText, contentIdx}, delta.val)
 	if err != nil {
@@ -1211,6 +1233,9 @@ func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(text
 			d["logprobs"] = []any{}
 		}
 		seq := s.seq
+		if len(s.seqTok) > 0 {
+			seq = json.Number(string(s.seqTok))
+		}
 		if v, ok := o["sequence_number"]; ok {
 			seq = v
 		}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // Event is one dispatched event.
@@ -82,6 +83,8 @@ type Reader struct {
 
 	// event being built
 	data    []byte
+	lend    bool // the event being read is lent (NextLent)
+	lent    int  // data[:lent] was lent with the last event: spoil it before reuse
 	hasData bool
 	typ     string
 	id      string
@@ -121,6 +124,29 @@ const readBufSize = 4 << 10
 // returns io.EOF; an unterminated last event (no blank line after it) is
 // discarded, as the standard requires.
 func (r *Reader) Next() (Event, error) {
+	r.lend = false
+	return r.next()
+}
+
+// NextLent is Next without a copy of the event's data: its Data aliases the
+// Reader's buffer and is valid only until the next call to Next or
+// NextLent, which overwrites those bytes (with 0xff, then with the next
+// event's data), so a string kept past its event does not keep its text.
+// For a consumer that copies whatever of an event it keeps: a relay of a
+// long stream saves one allocation an event.
+func (r *Reader) NextLent() (Event, error) {
+	r.lend = true
+	return r.next()
+}
+
+func (r *Reader) next() (Event, error) {
+	if r.lent > 0 {
+		spoil := r.data[:r.lent]
+		for i := range spoil {
+			spoil[i] = 0xff
+		}
+		r.lent = 0
+	}
 	for {
 		line, err := r.readLine()
 		if err != nil {
@@ -194,10 +220,17 @@ func (r *Reader) dispatch() (Event, bool) {
 		r.typ = ""
 		return Event{}, false
 	}
-	ev := Event{Type: r.typ, Data: string(r.data), ID: r.id, HasID: r.hasID, Retry: r.retry}
+	ev := Event{Type: r.typ, ID: r.id, HasID: r.hasID, Retry: r.retry}
+	switch {
+	case !r.lend:
+		ev.Data = string(r.data)
+	case len(r.data) > 0:
+		ev.Data = unsafe.String(unsafe.SliceData(r.data), len(r.data))
+		r.lent = len(r.data)
+	}
 	r.data, r.hasData, r.typ, r.hasID, r.id, r.retry = r.data[:0], false, "", false, "", 0
 	if cap(r.data) > 64<<10 {
-		r.data = nil
+		r.data, r.lent = nil, 0 // a lent event keeps the array it reads
 	}
 	return ev, true
 }

@@ -255,3 +255,47 @@ func FuzzWouldBlock(f *testing.F) {
 		}
 	})
 }
+
+// TestNextLent: a lent event reads as Next's until the next call, which
+// spoils its bytes and reuses them; Next after NextLent is a copy again,
+// and a huge event's buffer is let go with its data intact.
+func TestNextLent(t *testing.T) {
+	huge := strings.Repeat("h", 70<<10)
+	in := "event: a\ndata: first\ndata: line\n\ndata: second\n\ndata: third\n\ndata: " + huge + "\n\ndata: fifth\n\n"
+	rd := NewReader(strings.NewReader(in), Limits{})
+	first, err := rd.NextLent()
+	if err != nil || first.Type != "a" || first.Data != "first\nline" {
+		t.Fatalf("first lent event %+v, %v", first, err)
+	}
+	second, err := rd.NextLent()
+	if err != nil || second.Data != "second" {
+		t.Fatalf("second lent event %+v, %v", second, err)
+	}
+	if first.Data != "second\xff\xff\xff\xff" {
+		t.Errorf("a lent event read past its time gives %q, want its bytes spoiled", first.Data)
+	}
+	third, err := rd.Next()
+	if err != nil || third.Data != "third" {
+		t.Fatalf("third event %+v, %v", third, err)
+	}
+	if second.Data != "third\xff" { // Next copies out of the same buffer
+		t.Errorf("second lent event read past its time gives %q", second.Data)
+	}
+	fourth, err := rd.NextLent()
+	if err != nil || fourth.Data != huge {
+		t.Fatalf("huge lent event: %d bytes, %v", len(fourth.Data), err)
+	}
+	fifth, err := rd.NextLent()
+	if err != nil || fifth.Data != "fifth" {
+		t.Fatalf("fifth lent event %+v, %v", fifth, err)
+	}
+	if third.Data != "third" {
+		t.Errorf("a copied event changed: %q", third.Data)
+	}
+	if fourth.Data != huge {
+		t.Errorf("the huge event's buffer was reused while lent")
+	}
+	if _, err := rd.NextLent(); err != io.EOF {
+		t.Errorf("end: %v, want EOF", err)
+	}
+}
