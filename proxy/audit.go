@@ -78,7 +78,7 @@ func (p *Proxy) event(c *call) *audit.Event {
 		e.Error = c.err.Code + ": " + c.err.Message
 	}
 	if c.errDetail != "" {
-		e.Details["detail"] = c.errDetail
+		e.Details["detail"] = c.maskQuoted(c.errDetail)
 	}
 	return e
 }

@@ -395,3 +395,73 @@ func TestHostileClientRangeSplitsMaskedAnswer(t *testing.T) {
 		t.Errorf("the client joined an unmasked answer from two ranges (statuses %v): %q", st, joined)
 	}
 }
+
+// TestHostileUpstreamStreamNonGoJSON: a streamed event that is JSON
+// encoding/json does not read (NaN, Infinity, a BOM, nesting past its
+// bound) or JSON that is not an object (a string, an array) was masked as
+// text, which does not read JSON escapes; openai-python decodes each
+// event's data with json.loads, NaN and all, and handed the agent the
+// escaped email in clear (and, with a tool rule in force and masking off,
+// the event was dropped without a word). Such an event now ends the
+// stream with an upstream_error event, recorded as such, on chat and
+// Responses streams, with masking on or only a tool rule.
+func TestHostileUpstreamStreamNonGoJSON(t *testing.T) {
+	deep := strings.Repeat("[", 10001) + strings.Repeat("]", 10001)
+	chat := func(extra string) string {
+		return `{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"mail bob\u0040example.org"},"finish_reason":null}]` + extra + `}`
+	}
+	resp := func(extra string) string {
+		return `{"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"mail bob\u0040example.org"` + extra + `}`
+	}
+	for _, tc := range []struct{ name, prefix, extra, whole string }{
+		{"NaN", "", `,"x":NaN`, ""},
+		{"Infinity", "", `,"created":-Infinity`, ""},
+		{"BOM", "\ufeff", "", ""},
+		{"deep", "", `,"x":` + deep, ""},
+		{"trailing value", "", `} {`, ""},
+		{"a string", "", "", `"mail bob\u0040example.org"`},
+		{"an array", " ", "", `[{"content":"mail bob\u0040example.org"}]`},
+	} {
+		for _, setup := range []string{"masked", "tool rule"} {
+			for _, ep := range []string{"chat", "responses"} {
+				t.Run(tc.name+"/"+setup+"/"+ep, func(t *testing.T) {
+					opt := withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask})
+					if setup == "tool rule" {
+						opt = withRules(t, toolRules)
+					}
+					h := newHarness(t, opt)
+					data, path, body := chat(tc.extra), "/v1/chat/completions", streamReq
+					if ep == "responses" {
+						data, path, body = resp(tc.extra), "/v1/responses", `{"model":"gpt-4o","stream":true,"input":"hi"}`
+					}
+					if tc.whole != "" {
+						data = tc.whole
+					}
+					h.up.set(func(w http.ResponseWriter, r *http.Request) {
+						w.Header().Set("Content-Type", "text/event-stream")
+						_, _ = io.WriteString(w, "data: "+tc.prefix+data+"\n\n")
+						if ep == "chat" {
+							_, _ = io.WriteString(w, "data: [DONE]\n\n")
+						} else {
+							_, _ = io.WriteString(w, "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"output\":[]}}\n\n")
+						}
+					})
+					tok := h.mint(grant{scope: "model:gpt-4o"})
+					res, b := h.do("POST", path, tok, body)
+					if res.StatusCode != http.StatusOK {
+						t.Fatalf("status %d: %s", res.StatusCode, b)
+					}
+					if strings.Contains(string(b), `bob\u0040example.org`) || strings.Contains(string(b), "bob@example.org") {
+						t.Errorf("the event reached the client with the email json.loads reads: %q", b)
+					}
+					if !strings.Contains(string(b), `"code":"upstream_error"`) {
+						t.Errorf("the stream did not end with an upstream_error event: %q", b)
+					}
+					if e := h.sink.last(t); !strings.Contains(e.Error, "upstream_error") || !strings.Contains(e.Details["detail"], "JSON the proxy cannot read") {
+						t.Errorf("audit: error %q, detail %q", e.Error, e.Details["detail"])
+					}
+				})
+			}
+		}
+	}
+}

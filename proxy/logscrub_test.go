@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/scrub"
 )
 
@@ -57,5 +60,49 @@ func TestLogScrubsKeys(t *testing.T) {
 	slog.New(&keyScrubHandler{next: slog.NewTextHandler(&buf, nil), keys: &none}).Warn("m", "v", "abc")
 	if !strings.Contains(buf.String(), "v=abc") {
 		t.Errorf("got %s", buf.String())
+	}
+}
+
+// TestUpstreamQuotesMaskedInLogAndTrail: Go's transport quotes the bytes of
+// an answer it cannot parse in its error, and a refusal quotes the object
+// an answer claims to be; with response masking on, PII the upstream put
+// there is masked in the log line and the audit detail, as the answer
+// would have been (the key is scrubbed from the log as a whole).
+func TestUpstreamQuotesMaskedInLogAndTrail(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		serve http.HandlerFunc
+		path  string
+	}{
+		{"malformed header", rawAnswer(t, "HTTP/1.1 200 OK\r\nmail bob@example.org\r\n\r\n"), "/v1/chat/completions"},
+		{"malformed response", rawAnswer(t, "mail bob@example.org and more\r\n\r\n"), "/v1/chat/completions"},
+		{"stored object", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, `{"object":"mail bob@example.org","id":"resp_1"}`)
+		}, "/v1/responses/resp_1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+			h.up.set(tc.serve)
+			tok := h.mint(grant{scope: storedScopes})
+			method, body := "POST", chatBody
+			if strings.HasPrefix(tc.path, "/v1/responses/") {
+				method, body = "GET", ""
+			}
+			res, b := h.do(method, tc.path, tok, body)
+			if res.StatusCode != http.StatusBadGateway {
+				t.Fatalf("status %d: %s", res.StatusCode, b)
+			}
+			logs := h.logs.String()
+			if !strings.Contains(logs, "[EMAIL") {
+				t.Errorf("the quote is not in the log, masked: %s", logs)
+			}
+			if strings.Contains(logs, "bob@example.org") {
+				t.Errorf("logged the upstream's PII: %s", logs)
+			}
+			ev, _ := json.Marshal(h.sink.all())
+			if strings.Contains(string(ev), "bob@example.org") {
+				t.Errorf("the trail holds the upstream's PII: %s", ev)
+			}
+		})
 	}
 }

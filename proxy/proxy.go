@@ -442,13 +442,25 @@ func (p *Proxy) logCall(c *call) {
 	if c.err != nil {
 		attrs = append(attrs, slog.String("code", c.err.Code))
 		if c.err.cause != nil {
-			attrs = append(attrs, slog.String("err", c.err.cause.Error()))
+			attrs = append(attrs, slog.String("err", c.maskQuoted(c.err.cause.Error())))
 		}
 	}
 	if c.errDetail != "" {
-		attrs = append(attrs, slog.String("detail", c.errDetail))
+		attrs = append(attrs, slog.String("detail", c.maskQuoted(c.errDetail)))
 	}
 	p.log.LogAttrs(ctx, level, "proxy call", attrs...)
+}
+
+// maskQuoted masks, as the call's answers are, a text that may quote what
+// the upstream sent (Go's transport quotes a malformed answer in its
+// errors; a refusal quotes the object an answer claims to be) before the
+// log or the trail keeps it. Keys are scrubbed from the log as a whole.
+func (c *call) maskQuoted(text string) string {
+	if !c.ResponseMask.Enabled() {
+		return text
+	}
+	out, _ := c.ResponseMask.Mask(payload.ValidText(text, c.ResponseMask))
+	return out
 }
 
 // upstream is a configured provider with its reverse proxy.

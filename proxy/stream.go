@@ -486,10 +486,15 @@ func (s *streamBody) finish() {
 		ae := errUpstream(http.StatusBadGateway, CodeStreamInterrupted, fmt.Sprintf(
 			"Upstream %q cut the stream short; the answer is incomplete. Retry the request.", s.c.up.name), cause)
 		s.c.err, s.c.errDetail = ae, "upstream stream interrupted"
-		if errors.Is(cause, errUpstreamEncoding) {
+		switch {
+		case errors.Is(cause, errUpstreamEncoding):
 			ae = errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
 				"Upstream %q streamed text that is not UTF-8 (or holds NUL bytes); the proxy inspects only UTF-8, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
 			s.c.err, s.c.errDetail = ae, "upstream stream not UTF-8"
+		case errors.Is(cause, payload.ErrUnreadableJSON):
+			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+				"Upstream %q streamed an event that is JSON the proxy cannot read (NaN, a byte order mark, nesting too deep) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
+			s.c.err, s.c.errDetail = ae, "upstream stream event is JSON the proxy cannot read"
 		}
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
 		s.out.Write(errorEvent(ae))

@@ -1,8 +1,8 @@
 package payload
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -85,7 +85,7 @@ func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result,
 			// BOM, NaN, nesting past the decoder's bound, a bad escape):
 			// masking it as text would miss what the client's decoder
 			// unescapes, and its usage would go uncounted.
-			return nil, res, fmt.Errorf("the answer is JSON the proxy cannot read (%w): withheld", err)
+			return nil, res, fmt.Errorf("%w (%w): withheld", ErrUnreadableJSON, err)
 		}
 		if !m.Enabled() {
 			return body, res, nil
@@ -503,10 +503,29 @@ func validText(text string, m *mask.Masker) string {
 	return strings.ToValidUTF8(text, "\uFFFD")
 }
 
-// looksLikeJSON reports whether a client's decoder may read b as a JSON
-// object or array: its first byte, past white space and a UTF-8 BOM
-// (which openai-node and Python's json.loads of bytes skip), opens one.
-func looksLikeJSON(b []byte) bool {
-	b = bytes.TrimLeft(bytes.TrimPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte("\xef\xbb\xbf")), " \t\r\n")
-	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
+// ErrUnreadableJSON is an answer, or a streamed event, that a client's
+// JSON decoder may read but the proxy's cannot (a BOM, NaN, nesting past
+// the decoder's bound, a bad escape): masking it as text would miss what
+// the client's decoder unescapes, so it is withheld.
+var ErrUnreadableJSON = errors.New("the answer is JSON the proxy cannot read")
+
+// looksLikeJSON reports whether a client's decoder may read b as JSON
+// that holds text: its first byte, past white space and a UTF-8 BOM
+// (which openai-node and Python's json.loads of bytes skip), opens an
+// object, an array or a string (openai-python hands a string answer to
+// the agent as it decoded it, escapes and all).
+func looksLikeJSON[T string | []byte](b T) bool {
+	i := 0
+	for i < len(b) && isJSONSpace(b[i]) {
+		i++
+	}
+	if len(b)-i >= 3 && string(b[i:i+3]) == "\xef\xbb\xbf" {
+		i += 3
+		for i < len(b) && isJSONSpace(b[i]) {
+			i++
+		}
+	}
+	return i < len(b) && (b[i] == '{' || b[i] == '[' || b[i] == '"')
 }
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }

@@ -2,6 +2,7 @@ package payload
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -128,5 +129,32 @@ func TestSummaryBounded(t *testing.T) {
 	tools.tool("lookup", `{"q":1}`)
 	if tools.String() != `lookup({"q":1})` {
 		t.Errorf("tool summary %q", tools.String())
+	}
+}
+
+// TestMaskResponseRefusesUnreadableJSON: an answer a client's decoder may
+// read as JSON holding text (an object or array Go refuses, a BOM, a
+// top-level string, whose escapes the text masker would not read) is
+// withheld with ErrUnreadableJSON, masking on or off; text that is not
+// JSON is masked as text.
+func TestMaskResponseRefusesUnreadableJSON(t *testing.T) {
+	for _, m := range []*mask.Masker{testMasker(t), nil} {
+		for _, body := range []string{
+			`"mail bob\u0040example.org"`,
+			" \r\n\"mail bob\\u0040example.org\"",
+			"\ufeff\"mail bob\\u0040example.org\"",
+			`{"choices":[{"message":{"content":"mail bob\u0040example.org"}}],"x":NaN}`,
+			"\ufeff{\"choices\":[]}",
+			`["mail bob\u0040example.org"]`,
+		} {
+			_, _, err := MaskResponse(EndpointChat, []byte(body), m)
+			if !errors.Is(err, ErrUnreadableJSON) {
+				t.Errorf("masking %v: %q: err %v, want ErrUnreadableJSON", m.Enabled(), body, err)
+			}
+		}
+	}
+	out, _, err := MaskResponse(EndpointChat, []byte("mail bob@example.org"), testMasker(t))
+	if err != nil || strings.Contains(string(out), "bob@example.org") {
+		t.Errorf("plain text: %q, %v", out, err)
 	}
 }

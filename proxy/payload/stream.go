@@ -109,7 +109,11 @@ func NewScrubbedRelay(dst io.Writer, flush func(), src io.Reader, endpoint strin
 		r.rd = sse.NewReader(src, sse.Limits{})
 		r.rd.OnComment = func(c string) {
 			if s.err == nil {
-				s.err = s.w.WriteComment(c)
+				// Clients skip comments, but a raw reader (a log of
+				// the stream, curl) does not: they are masked too.
+				out, n := s.m.Mask(validText(c, s.m))
+				s.res.Counts.Add(n)
+				s.err = s.w.WriteComment(out)
 				s.flush()
 			}
 		}
@@ -363,6 +367,13 @@ func responsesKind(name string, o map[string]any) EventKind {
 // opaque handles data that is not a JSON object.
 func (s *streamer) opaque(ev sse.Event) error {
 	if strings.TrimSpace(ev.Data) != "[DONE]" {
+		if s.inspects() && looksLikeJSON(ev.Data) {
+			// JSON Go's decoder refused (NaN, a BOM, deep nesting)
+			// or that is not an object: a client decodes each
+			// event's data, escapes and all, which masking it as
+			// text would miss (as MaskResponse refuses whole answers).
+			return fmt.Errorf("payload: streamed event: %w", ErrUnreadableJSON)
+		}
 		out, c := s.m.Mask(validText(ev.Data, s.m))
 		s.res.Counts.Add(c)
 		ev.Data = out

@@ -671,3 +671,20 @@ func TestOpenFieldBound(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamCommentsMasked: a comment line is relayed, masked like the
+// events' text and counted (it was written as it came).
+func TestStreamCommentsMasked(t *testing.T) {
+	var out strings.Builder
+	in := ": keep-alive\n\n: mail bob@example.org\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"
+	res, err := CopyStream(&out, nil, strings.NewReader(in), EndpointChat, testMasker(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "bob@example.org") || !strings.Contains(out.String(), ": keep-alive\n") || !strings.Contains(out.String(), ": mail [EMAIL") {
+		t.Errorf("relayed %q", out.String())
+	}
+	if res.Counts.Total() != 1 {
+		t.Errorf("counts %v, want the comment's email", res.Counts)
+	}
+}
