@@ -122,6 +122,22 @@ type Options struct {
 	NoSync bool
 }
 
+// initialMmap is the address space the database is mapped with from the
+// start (not memory: pages are read in as they are touched). bbolt maps a
+// new database small and remaps it each time it outgrows the map,
+// doubling; a remap waits for every read transaction to end and copies
+// every node the writing transaction holds out of the old map (for the
+// audit bucket that is the events being indexed). Etcd maps 10 GiB; a
+// database under 256 MiB is never remapped.
+const initialMmap = 256 << 20
+
+// pageSize is the page size of a new database (an existing one keeps its
+// own). An audit event is a few KiB: in 4 KiB pages, most leaves holding
+// a new one span two pages, and bbolt allocates every multi-page node a
+// commit writes afresh (one-page nodes come from its pool), so each
+// indexed event left 8 KiB of garbage; 16 KiB leaves hold several events.
+const pageSize = 16 << 10
+
 // Open opens (creating if needed) the database in dir. dir is created with
 // mode 0700 and the file with mode 0600.
 func Open(dir string, opt Options) (*DB, error) {
@@ -141,7 +157,7 @@ func Open(dir string, opt Options) (*DB, error) {
 	var b *bolt.DB
 	err := guard(path, func() error {
 		var err error
-		b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, NoSync: opt.NoSync})
+		b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, NoSync: opt.NoSync, InitialMmapSize: initialMmap, PageSize: pageSize})
 		return err
 	})
 	if err != nil {
@@ -294,10 +310,17 @@ func metaSize(f *os.File) (int64, string) {
 		return int64(le.Uint64(m[40:])) * pageSize, int64(le.Uint64(m[48:])), pageSize, true
 	}
 	s0, t0, ps, ok0 := read(0)
-	if !ok0 {
-		ps = int64(os.Getpagesize())
+	var s1, t1 int64
+	var ok1 bool
+	if ok0 {
+		s1, t1, _, ok1 = read(ps)
+	} else {
+		// The page size is in the damaged meta: look for the second
+		// meta where bbolt does, at each page size from 1 KiB on.
+		for try := int64(1 << 10); try <= 16<<20 && !ok1; try <<= 1 {
+			s1, t1, _, ok1 = read(try)
+		}
 	}
-	s1, t1, _, ok1 := read(ps)
 	switch {
 	case ok0 && (!ok1 || t0 >= t1):
 		return s0, ""

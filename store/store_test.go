@@ -213,3 +213,57 @@ func TestConcurrentCreatesWithBatch(t *testing.T) {
 		t.Fatalf("stored %d of %d: %v", len(all), writers*each, err)
 	}
 }
+
+// TestPageSize: a new database has 16 KiB pages (an audit event's leaf
+// fits one page), an existing one keeps the size it was made with, and a
+// damaged first meta page does not hide the second, wherever the page size
+// puts it: the size check reads it as bbolt does, and the file opens.
+func TestPageSize(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := db.bolt.Info().PageSize; got != pageSize {
+		t.Errorf("new database: page size %d, want %d", got, pageSize)
+	}
+	db.Close()
+	path := filepath.Join(dir, FileName)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, cause := metaSize(f)
+	if cause != "" || want < 2*pageSize {
+		t.Fatalf("metaSize = %d %q", want, cause)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xa5}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	got, cause := metaSize(f)
+	f.Close()
+	if cause != "" || got < 2*pageSize || got > want {
+		t.Errorf("meta 0 damaged: metaSize = %d %q, want meta 1's size (at most %d)", got, cause, want)
+	}
+	db, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open with meta 0 damaged: %v", err)
+	}
+	db.Close()
+
+	// A database made with 4 KiB pages keeps them.
+	old := t.TempDir()
+	b, err := bolt.Open(filepath.Join(old, FileName), 0o600, &bolt.Options{PageSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	db, err = Open(old, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := db.bolt.Info().PageSize; got != 4096 {
+		t.Errorf("existing database: page size %d, want its 4096", got)
+	}
+}
