@@ -82,7 +82,7 @@ type segment struct {
 	epoch  uint64
 	pos    int64  // where the next record goes
 	alloc  int64  // bytes preallocated (written) in the file
-	buf    []byte // the record batch being written (leader only)
+	buf    []byte // records of the batch not yet written (leader only), up to segChunk
 	limit  int64  // empty past this position (segmentTruncateAt)
 	noSync bool   // the database skips fsync (Options.NoSync: tests)
 }
@@ -95,6 +95,10 @@ const (
 	// up to about segmentTruncateAt, and is then reused.
 	segPrealloc = 256 << 10
 	segGrow     = 1 << 20
+	// segChunk bounds the buffer of a batch's records: a larger batch
+	// (a thousand streams ending at once) is written in chunks of about
+	// this size, then synced once, so the buffer never grows past it.
+	segChunk = 64 << 10
 )
 
 // segRecord is one record read back at start, or handed to the indexer.
@@ -271,19 +275,38 @@ func (s *segment) record(b []byte, seq uint64, line []byte) []byte {
 // a failed sync leaves the file's state unknown and the caller must stop
 // using it.
 func (s *segment) write(b []byte) (synced bool, err error) {
-	end := s.pos + int64(len(b))
-	grow := end > s.alloc
-	if grow {
+	grew, err := s.writeAt(b, s.pos)
+	if err != nil {
+		return true, err
+	}
+	return s.commit(s.pos+int64(len(b)), grew)
+}
+
+// writeAt writes b at off, at or past pos (records not yet committed),
+// zeroing ahead first when b reaches past the preallocated part; grew
+// reports that it did (the file's size changed).
+func (s *segment) writeAt(b []byte, off int64) (grew bool, err error) {
+	end := off + int64(len(b))
+	if end > s.alloc {
 		// Past the preallocated part: zeros ahead, then one full fsync
-		// (the size changes).
+		// at the commit (the size changes).
 		if err := s.zeroTo(max(end, s.alloc+segGrow)); err != nil {
-			return true, err
+			return false, err
 		}
+		grew = true
 	}
-	if _, err := s.f.WriteAt(b, s.pos); err != nil {
-		return true, fmt.Errorf("store: audit segment: write: %w", err)
+	if _, err := s.f.WriteAt(b, off); err != nil {
+		return grew, fmt.Errorf("store: audit segment: write: %w", err)
 	}
-	if grow && !s.noSync {
+	return grew, nil
+}
+
+// commit makes what writeAt wrote up to end durable (a full fsync when the
+// file grew, else an fdatasync) and the end of the records. A failed sync
+// leaves the file's state unknown: synced is false and the caller must
+// stop using it.
+func (s *segment) commit(end int64, grew bool) (synced bool, err error) {
+	if grew && !s.noSync {
 		if err := s.f.Sync(); err != nil {
 			return false, fmt.Errorf("store: audit segment: fsync: %w", err)
 		}
@@ -622,9 +645,25 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 	}
 	tip := l.tip
 	buf := l.seg.buf[:0]
+	off, grew := l.seg.pos, false // where buf goes; whether a write grew the file
+	var werr error
 	recs := make([]segRecord, 0, len(gen))
 	var ok []*pendingAppend
-	for _, p := range gen {
+	for i, p := range gen {
+		if len(buf) >= segChunk {
+			// Write what is ready; the batch is synced once, at the end.
+			g, err := l.seg.writeAt(buf, off)
+			grew = grew || g
+			if err != nil {
+				werr = err
+				for _, q := range gen[i:] {
+					q.err = err
+				}
+				break
+			}
+			off += int64(len(buf))
+			buf = buf[:0]
+		}
 		if l.opts.sealHook != nil {
 			if p.err = l.opts.sealHook(p.d); p.err != nil {
 				continue
@@ -646,12 +685,18 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 		l.tipMu.Unlock()
 		return
 	}
-	if cap(buf) <= 1<<20 {
+	if cap(buf) <= 2*segChunk {
 		l.seg.buf = buf
 	} else {
-		l.seg.buf = nil
+		l.seg.buf = nil // one huge event does not pin its buffer
 	}
-	synced, err := l.seg.write(buf)
+	synced, err := true, werr
+	if err == nil {
+		var g bool
+		if g, err = l.seg.writeAt(buf, off); err == nil {
+			synced, err = l.seg.commit(off+int64(len(buf)), grew || g)
+		}
+	}
 	if err != nil {
 		if !synced {
 			l.segErr = err
