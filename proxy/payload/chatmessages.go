@@ -24,8 +24,8 @@ var ErrNotMessages = errors.New("payload: the answer is not the chat messages it
 // must be an object whose "object" (when present) is "list" and whose
 // "data" is an array of objects; anything else fails with ErrNotMessages,
 // masking on or off. Every string of every message is masked as a chat
-// answer's message is (structural members excepted: ids, roles, names,
-// base64 audio), and so is whatever else the list holds (pagination ids
+// answer's message is (structural strings excepted: ids, roles, names,
+// base64 audio; see exempt), and so is whatever else the list holds (pagination ids
 // included); a list has no usage of its own.
 func maskChatMessages(body []byte, m *mask.Masker) ([]byte, Result, error) {
 	res := Result{Counts: mask.Counts{}}
@@ -53,8 +53,7 @@ func maskChatMessages(body []byte, m *mask.Masker) ([]byte, Result, error) {
 	for _, v := range msgs {
 		MaskStrings(v, f, nil)
 	}
-	// "data" is a structural key elsewhere (base64 payloads): here it
-	// holds the messages, masked above.
+	// "data" holds the messages, masked above (and counted once).
 	MaskStrings(root, f, func(k string) bool { return k == "data" })
 	res.Summary = chatMessagesSummary(msgs) // of the masked text, as the audit trail keeps it
 	out, err := encode(root)

@@ -115,9 +115,9 @@ func maskItems(ep string, body []byte, m *mask.Masker) ([]byte, Result, error) {
 		MaskStrings(v, f, nil)
 	}
 	if ep == EndpointItems {
-		// "data" is a structural key elsewhere (base64 payloads): here it
-		// holds the items, masked above. Pagination ids and anything else
-		// the upstream put in the list are masked like any string.
+		// "data" holds the items, masked above (and counted once).
+		// Pagination ids and anything else the upstream put in the list
+		// are masked like any string.
 		MaskStrings(root, f, func(k string) bool { return k == "data" })
 	}
 	summarize() // of the masked text: the audit trail keeps it

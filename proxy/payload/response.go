@@ -44,8 +44,9 @@ type Result struct {
 
 // MaskResponse masks every model-written string a client reads in a
 // non-streamed response body of a chat or Responses call: every JSON
-// string value of the answer is masked except those of structural members
-// (see StructuralKey: ids, types, roles, enums, base64 payloads). That covers
+// string value of the answer is masked except the strings of structural
+// members and base64 text of base64 members (see exempt: ids, types,
+// roles, enums, base64 payloads). That covers
 // message content (strings or parts), refusals, reasoning text of
 // compatible upstreams (reasoning_content, reasoning), tool-call
 // arguments, annotations and URL citations, every choice, and every
@@ -162,27 +163,69 @@ func countingMask(m *mask.Masker, counts mask.Counts) func(string) string {
 }
 
 // structuralKeys name members whose string values are protocol rather
-// than model-written text: identifiers, enumerations, names the client
-// defined (tools, MCP servers) and base64 payloads that masking would
-// corrupt. docs/rules-and-masking.md lists them.
+// than model-written text: identifiers, enumerations and names the client
+// defined (tools, MCP servers). Only a string is left alone: an object or
+// an array under one of these names is not protocol the API defines, and
+// is masked like any other (exempt). docs/rules-and-masking.md lists them.
 var structuralKeys = map[string]bool{
 	"id": true, "object": true, "type": true, "role": true, "model": true, "status": true,
 	"finish_reason": true, "call_id": true, "item_id": true, "tool_call_id": true,
 	"approval_request_id": true, "name": true, "server_label": true, "system_fingerprint": true,
 	"service_tier": true, "format": true, "mime_type": true, "file_id": true, "container_id": true,
-	"encrypted_content": true, "data": true, "b64_json": true, "result": true,
-	"partial_image_b64": true, "output_format": true, "quality": true, "size": true, "background": true,
+	"encrypted_content": true, "output_format": true, "quality": true, "size": true, "background": true,
 	"obfuscation": true,
 }
 
-// StructuralKey reports whether a member's string value is protocol, left
-// unmasked in model-written positions.
-func StructuralKey(key string) bool { return structuralKeys[key] }
+// base64Keys name the members the API puts base64 payloads in (audio
+// data, generated images, partial images), which masking would corrupt.
+// Only a string that is base64 text (base64Text) is left alone: anything
+// else under these names (an object, an array, prose) is masked like any
+// other value (exempt).
+var base64Keys = map[string]bool{"data": true, "b64_json": true, "result": true, "partial_image_b64": true}
+
+// exempt reports whether v, the value of member key, is left unmasked: a
+// string of a structural member, or base64 text of a base64 member. Any
+// other value, whatever its member is called, is masked.
+func exempt(key string, v any) bool {
+	s, ok := v.(string)
+	if !ok {
+		return false
+	}
+	return structuralKeys[key] || base64Keys[key] && base64Text(s)
+}
+
+// base64Text reports whether s is base64 in the standard alphabet (RFC
+// 4648 section 4, as OpenAI sends audio and images), padded or not: only
+// A-Z a-z 0-9 + / and at most two '=' completing the last group. Prose,
+// e-mail addresses, URLs, data: URLs and the URL-safe alphabet ('-', '_')
+// are not base64 text here, so the masker reads them.
+func base64Text(s string) bool {
+	n := len(s)
+	for n > 0 && len(s)-n < 2 && s[n-1] == '=' {
+		n--
+	}
+	if n < len(s) && len(s)%4 != 0 || n%4 == 1 {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		if !base64Alphabet[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+var base64Alphabet = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
+		t[c] = true
+	}
+	return t
+}()
 
 // MaskStrings replaces every string value in v (maps and arrays, at any
-// depth) with f of it, except values of structural members and of the
-// top-level members of v that skip selects. It returns v (a string value
-// given directly is masked).
+// depth) with f of it, except values exempt for their member (structural
+// strings, base64 text: exempt) and the top-level members of v that skip
+// selects. It returns v (a string value given directly is masked).
 func MaskStrings(v any, f func(string) string, skip func(key string) bool) any {
 	switch x := v.(type) {
 	case string:
@@ -193,7 +236,7 @@ func MaskStrings(v any, f func(string) string, skip func(key string) bool) any {
 		}
 	case map[string]any:
 		for k, e := range x {
-			if structuralKeys[k] || skip != nil && skip(k) {
+			if exempt(k, e) || skip != nil && skip(k) {
 				continue
 			}
 			x[k] = MaskStrings(e, f, nil)

@@ -122,6 +122,32 @@ func (p *jscan) null() bool {
 	return p.peek() == 'n' && p.literal("null")
 }
 
+// scalar scans a value that is neither an object nor an array. The
+// members the fast paths pass as written without masking (ids, enums,
+// roles) must be scalars: the generic path leaves only their strings
+// alone (exempt) and masks an object or array under their names.
+func (p *jscan) scalar() bool {
+	if c := p.peek(); c == '{' || c == '[' {
+		return false
+	}
+	return p.value()
+}
+
+// noStrings scans a value that holds no string but keys: a number, a
+// literal, or objects and arrays of them (a usage's token details). The
+// generic path would mask a string there.
+func (p *jscan) noStrings() bool {
+	switch p.peek() {
+	case '"':
+		return false
+	case '{':
+		return p.object(func(string) bool { return p.noStrings() })
+	case '[':
+		return p.array(func() bool { return p.noStrings() })
+	}
+	return p.value()
+}
+
 // value skips any value.
 func (p *jscan) value() bool {
 	switch c := p.peek(); {
@@ -327,10 +353,11 @@ func (p *jscan) intValue() (n int, found, ok bool) {
 }
 
 // usageValue scans a "usage" value as parseUsage reads it: an object's
-// token counts, or nothing for null and other types.
+// token counts, or nothing for null and other types. A string anywhere in
+// it fails the scan: the generic path masks it.
 func (p *jscan) usageValue() (Usage, bool, bool) {
 	if p.peek() != '{' {
-		return Usage{}, false, p.value()
+		return Usage{}, false, p.noStrings()
 	}
 	var v [5]int
 	var has [5]bool
@@ -338,12 +365,15 @@ func (p *jscan) usageValue() (Usage, bool, bool) {
 	ok := p.object(func(key string) bool {
 		for k, name := range names {
 			if key == name {
+				if c := p.peek(); c == '"' || c == '{' || c == '[' {
+					return false
+				}
 				n, found, ok := p.intValue()
 				v[k], has[k] = n, found
 				return ok
 			}
 		}
-		return p.value()
+		return p.noStrings()
 	})
 	if !ok {
 		return Usage{}, false, false
@@ -391,7 +421,7 @@ func (p *jscan) message(m *chatMsg) bool {
 				return false
 			}
 			seen[0] = true
-			return p.value()
+			return p.scalar()
 		case "content":
 			if seen[1] || p.peek() != '"' && p.peek() != 'n' {
 				return false
@@ -471,7 +501,7 @@ func (p *jscan) choice(msgKey string, masking bool, c *chatChoice) bool {
 		case "finish_reason":
 			if !p.null() {
 				c.finish = true
-				return p.value()
+				return p.scalar()
 			}
 			return true
 		}
@@ -515,8 +545,10 @@ func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
 			var ok bool
 			d.usage, d.hasUsage, ok = p.usageValue()
 			return ok
-		case "id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation":
-			return p.value()
+		case "id", "object", "model", "system_fingerprint", "service_tier", "obfuscation":
+			return p.scalar() // structural: a string is left alone, an object or array masked
+		case "created":
+			return p.noStrings() // not structural: a string would be masked
 		}
 		return false // anything else: the generic path masks it
 	})
