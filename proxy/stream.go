@@ -493,7 +493,7 @@ func (s *streamBody) finish() {
 			s.c.err, s.c.errDetail = ae, "upstream stream not UTF-8"
 		case errors.Is(cause, payload.ErrUnreadableJSON):
 			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-				"Upstream %q streamed an event that is JSON the proxy cannot read (NaN, a byte order mark, nesting too deep) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
+				"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
 			s.c.err, s.c.errDetail = ae, "upstream stream event is JSON the proxy cannot read"
 		}
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way

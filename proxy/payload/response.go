@@ -2,12 +2,12 @@ package payload
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/pamctl/pamctl/proxy/mask"
 )
@@ -62,7 +62,13 @@ type Result struct {
 // are masked item by item, and refused when they are not items (maskItems);
 // a chat completion's messages (EndpointChatMessages) message by message,
 // and refused when they are not a list of messages (maskChatMessages).
+//
+// Whatever the shape, and masking on or off, a body holding a lone UTF-16
+// surrogate escape is refused (ErrUnreadableJSON, see checkSurrogates).
 func MaskResponse(endpoint string, body []byte, m *mask.Masker) ([]byte, Result, error) {
+	if err := checkSurrogates(unsafe.String(unsafe.SliceData(body), len(body))); err != nil {
+		return nil, Result{Counts: mask.Counts{}}, err
+	}
 	switch endpoint {
 	case EndpointItems, EndpointItem:
 		return maskItems(endpoint, body, m)
@@ -545,12 +551,6 @@ func validText(text string, m *mask.Masker) string {
 	}
 	return strings.ToValidUTF8(text, "\uFFFD")
 }
-
-// ErrUnreadableJSON is an answer, or a streamed event, that a client's
-// JSON decoder may read but the proxy's cannot (a BOM, NaN, nesting past
-// the decoder's bound, a bad escape): masking it as text would miss what
-// the client's decoder unescapes, so it is withheld.
-var ErrUnreadableJSON = errors.New("the answer is JSON the proxy cannot read")
 
 // looksLikeJSON reports whether a client's decoder may read b as JSON
 // that holds text: its first byte, past white space and a UTF-8 BOM

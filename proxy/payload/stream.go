@@ -46,7 +46,9 @@ var ErrTooManyFields = errors.New("payload: too many concurrent text fields in s
 // of the same shape (a Responses event reuses the sequence_number of the
 // event it precedes). "[DONE]", comments and unknown events pass through;
 // data that is not JSON is masked as plain text. Nothing but held-back text
-// and the current event is buffered.
+// and the current event is buffered. An event holding a lone UTF-16
+// surrogate escape ends the relay with ErrUnreadableJSON, none of it
+// relayed (masking on, or keys to scrub).
 //
 // With masking off the bytes are copied through as they arrive, and parsed
 // only for usage and the summary.
@@ -164,6 +166,16 @@ func (r *Relay) Step() bool {
 		}
 		r.end(err)
 		return false
+	}
+	if s.inspects() {
+		// An event the proxy cannot read as every client does ends the
+		// relay, before any of it goes out (with the bytes copied
+		// through as they come, there is nothing to withhold).
+		if err := checkSurrogates(ev.Data); err != nil {
+			s.err = err
+			r.done = true
+			return false
+		}
 	}
 	if s.ep == EndpointChat {
 		s.err = s.chat(ev)

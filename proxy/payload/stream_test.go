@@ -482,6 +482,7 @@ func FuzzCopyStreamRaw(f *testing.F) {
 	f.Add(respSSE([]string{"x ", "sk-proj-abc123def456ghi789jkl012mno"}, true))
 	f.Add("data: {\"choices\":[{\"index\":\"x\",\"delta\":{\"content\":5,\"tool_calls\":[1,{\"function\":null}]},\"finish_reason\":\"stop\"}]}\n\n")
 	f.Add("event: response.output_text.done\ndata: {\"text\":7}\n\ndata: {\"type\":\"response.completed\",\"response\":[]}\n\n")
+	f.Add("data: {\"choices\":[{\"delta\":{\"content\":\"a\\ud800b\"}}]}\n\n")
 	m, err := mask.New(mask.Config{Default: mask.ActionMask})
 	if err != nil {
 		f.Fatal(err)
@@ -489,7 +490,11 @@ func FuzzCopyStreamRaw(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		for _, ep := range []string{EndpointChat, EndpointResponses} {
 			var out bytes.Buffer
-			if _, err := CopyStream(&out, nil, strings.NewReader(in), ep, m); err != nil && !errors.Is(err, ErrTooManyFields) {
+			_, err := CopyStream(&out, nil, strings.NewReader(in), ep, m)
+			if errors.Is(err, ErrUnreadableJSON) && checkSurrogates(in) != nil {
+				continue // the stream ends at the event with a lone surrogate escape
+			}
+			if err != nil && !errors.Is(err, ErrTooManyFields) {
 				t.Fatalf("CopyStream: %v", err)
 			}
 			// Whatever came out re-parses as an event stream (readEvents
