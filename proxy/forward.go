@@ -877,6 +877,7 @@ type tailBody struct {
 	held     []byte
 	buf      []byte
 	out      []byte
+	err      error // what Read ends with once out is drained: nil is io.EOF
 	done     bool
 	finished bool
 }
@@ -884,6 +885,9 @@ type tailBody struct {
 func (t *tailBody) Read(p []byte) (int, error) {
 	for len(t.out) == 0 {
 		if t.done {
+			if t.err != nil {
+				return 0, t.err
+			}
 			return 0, io.EOF
 		}
 		if t.buf == nil {
@@ -914,6 +918,13 @@ func (t *tailBody) Read(p []byte) (int, error) {
 			}
 			t.out = append(t.out, t.held...)
 			t.held = nil
+			if err != nil {
+				// Cut short (a bad chunk, a connection closed early, a
+				// Content-Length not honoured): once what came is out,
+				// the read fails, so ReverseProxy aborts the client's
+				// connection instead of ending the answer cleanly.
+				t.err = errUpstreamCut
+			}
 		}
 	}
 	n := copy(p, t.out)
@@ -930,6 +941,12 @@ func (t *tailBody) Close() error {
 	}
 	return t.src.Close()
 }
+
+// errUpstreamCut ends a passed-through answer the upstream broke off (the
+// trail holds why): ReverseProxy, failing to copy it, aborts the client's
+// connection (http.ErrAbortHandler), so the client sees a broken answer,
+// not the last chunk of a whole one.
+var errUpstreamCut = errors.New("proxy: the upstream answer broke off")
 
 // errUpstreamEncoding ends an answer that turned out not to be UTF-8 text.
 var errUpstreamEncoding = errors.New("upstream answer is not UTF-8 text (invalid UTF-8 or a NUL byte)")

@@ -425,11 +425,23 @@ func (h *harness) do(method, path, tok string, body string, hdr ...string) (*htt
 // doWith is do through cl.
 func (h *harness) doWith(cl *http.Client, method, path, tok string, body string, hdr ...string) (*http.Response, []byte) {
 	h.t.Helper()
+	res, b, err := h.doAt(cl, h.srv.URL, method, path, tok, body, hdr...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res, b
+}
+
+// doAt is doWith to the proxy served at base (h.srv.URL, or another
+// server of h.proxy), returning the error that ended reading the answer's
+// body (a cut answer) with what was read before it.
+func (h *harness) doAt(cl *http.Client, base, method, path, tok string, body string, hdr ...string) (*http.Response, []byte, error) {
+	h.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, h.srv.URL+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -448,11 +460,8 @@ func (h *harness) doWith(cl *http.Client, method, path, tok string, body string,
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	h.remember(b)
-	return res, b
+	return res, b, err
 }
 
 func (h *harness) remember(b []byte) {
