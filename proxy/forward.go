@@ -405,6 +405,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		// verbatim; one in SSE framing is refused (bufferedAnswer). One
 		// model's description is a few hundred bytes whatever its type:
 		// read whole, a bad one is a clean 502, never a cut connection.
+		if c.kind == epOther && res.StatusCode < 300 {
+			res.Body = withoutBOM(res.Body) // judged as without it (sniff.go)
+		}
 		return p.bufferedAnswer(c, res)
 	case res.StatusCode < 300 && mt == "text/event-stream" && storedPath(c.path):
 		// Another method on a stored answer's path (DELETE, QUERY, ...)
@@ -415,6 +418,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		return errUpstream(http.StatusBadGateway, CodeUpstreamUnexpectedStream, fmt.Sprintf(
 			"Upstream %q answered %s %s with a Server-Sent Events stream; pamctl does not relay a stored answer as events (it could not mask it or judge its tool calls), so it is withheld. Fetch it whole with GET.", c.up.name, c.method, c.path), nil)
 	default:
+		if c.kind == epOther && res.StatusCode < 300 && p.sniffOther(c, res) {
+			// It opens as JSON, whatever its label: checked as a
+			// JSON-labelled answer is (sniff.go).
+			return p.bufferedAnswer(c, res)
+		}
 		unsized()
 		src := res.Body
 		if textual(mt) {
@@ -440,7 +448,7 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 	if c.kind.answerPath() == "" {
 		limit = maxOtherBody // only scanned for usage, never decoded whole
 	}
-	body, err := readDoubling(make([]byte, 0, min(size, limit)+1), io.LimitReader(res.Body, limit+1))
+	body, err := readBuffered(res.Body, size, limit)
 	_ = res.Body.Close()
 	c.release()
 	if err != nil {
