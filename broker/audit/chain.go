@@ -75,12 +75,38 @@ func isLowerHex[T string | []byte](s T) bool {
 }
 
 // Draft is a normalized event encoded once, outside any transaction, and
-// sealed into the chain inside one with Seal. It is immutable, so sealing
-// it again (a retried bbolt batch) gives the same bytes for the same seq
-// and prev hash.
+// sealed into the chain inside one with Seal. Sealing it again (a retried
+// batch) gives the same bytes for the same seq and prev hash.
+//
+// The encoding is written into a buffer with room on both sides, where
+// SealWrapped writes the record around it: one allocation an event instead
+// of two (the record of a thousand streams ending at once was garbage of
+// its own size). A record is so valid until the draft is sealed again.
 type Draft struct {
 	ev   Event
-	body []byte // canonical bytes with seq 0 and prev_hash ""
+	buf  []byte // draftFront bytes, the body, draftBack bytes
+	body []byte // canonical bytes with seq 0 and prev_hash "", in buf
+}
+
+// Room a draft keeps around its body: before it, an envelope's prefix (up
+// to sealRoom bytes) and `{"seq":N` in place of `{"seq":0`; after it, the
+// prev_hash and hash members and an envelope's suffix (up to sealRoom).
+const (
+	sealRoom   = 32
+	draftFront = sealRoom + len(seqPrefix) + 20
+	draftBack  = prevSuffix + hashSuffix + sealRoom
+)
+
+// draftWriter takes what an Encoder writes (one Write of the encoding and
+// its newline) into a buffer with the draft's room around it.
+type draftWriter struct{ buf []byte }
+
+func (w *draftWriter) Write(p []byte) (int, error) {
+	if w.buf == nil {
+		w.buf = make([]byte, draftFront, draftFront+len(p)+draftBack)
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
 }
 
 // NewDraft normalizes e in place (see Event.Normalize) and encodes it.
@@ -89,14 +115,19 @@ func NewDraft(e *Event, now time.Time) (*Draft, error) {
 		return nil, err
 	}
 	d := &Draft{ev: e.Clone()}
-	body, err := json.Marshal(&d.ev)
-	if err != nil {
+	// Encoder writes json.Marshal's bytes (HTML escaped too) and a newline.
+	var w draftWriter
+	if err := json.NewEncoder(&w).Encode(&d.ev); err != nil {
 		return nil, fmt.Errorf("audit: encode event: %w", err)
 	}
+	body := w.buf[draftFront : len(w.buf)-1]
 	if len(body) < len(draftHead)+len(draftTail) || string(body[:len(draftHead)]) != draftHead || string(body[len(body)-len(draftTail):]) != draftTail {
 		return nil, errors.New("audit: event encoding does not start with seq and end with prev_hash")
 	}
-	d.body = body
+	if need := draftFront + len(body) + draftBack; cap(w.buf) < need {
+		w.buf = append(w.buf[:len(w.buf):len(w.buf)], make([]byte, need-len(w.buf))...)
+	}
+	d.buf, d.body = w.buf[:cap(w.buf)], w.buf[draftFront:draftFront+len(body)]
 	return d, nil
 }
 
@@ -118,26 +149,50 @@ func (d *Draft) Seal(seq uint64, prev string) (line []byte, hash string, err err
 	return line, hash, err
 }
 
-// SealWrapped is Seal writing the line between prefix and suffix in one
-// allocation: rec is prefix, line, suffix; line is the part of rec Seal
-// returns. A store that keeps the line in an envelope copies it once less.
+// SealWrapped is Seal writing the line between prefix and suffix: rec is
+// prefix, line, suffix; line is the part of rec Seal returns. A store that
+// keeps the line in an envelope copies it once less. With prefix and
+// suffix of up to 32 bytes rec is written in the draft's own buffer, around
+// the encoded event, and is valid until the draft is sealed again (a store
+// that retries a batch uses the last seal's record).
 func (d *Draft) SealWrapped(seq uint64, prev, prefix, suffix string) (rec, line []byte, hash string, err error) {
 	var prevRaw [sha256.Size]byte
 	if err := decodeHash(prevRaw[:], prev); err != nil {
 		return nil, nil, "", err
 	}
-	mid := d.body[len(draftHead)-1 : len(d.body)-len(draftTail)] // `,"time":...,` ending before "prev_hash"
-	rec = make([]byte, 0, len(prefix)+len(d.body)+20+hexLen+hashSuffix+len(suffix))
-	rec = append(rec, prefix...)
-	start := len(rec)
-	rec = append(rec, seqPrefix...)
-	rec = strconv.AppendUint(rec, seq, 10)
-	rec = append(rec, mid...)
+	// mid is `,"time":...,` ending before "prev_hash"; nothing writes it.
+	midAt := len(draftHead) - 1
+	mid := d.body[midAt : len(d.body)-len(draftTail)]
+	var digits [20]byte
+	n := len(strconv.AppendUint(digits[:0], seq, 10))
+	if d.buf != nil && len(prefix) <= sealRoom && len(suffix) <= sealRoom {
+		// In place: the record starts where prefix, `{"seq":` and the
+		// number end at mid, and is written over the room after it.
+		at := draftFront + midAt
+		start := at - n - len(seqPrefix) - len(prefix)
+		rec = d.buf[start:at]
+		copy(rec, prefix)
+		copy(rec[len(prefix):], seqPrefix)
+		copy(rec[len(prefix)+len(seqPrefix):], digits[:n])
+		rec = d.buf[start : at+len(mid) : len(d.buf)]
+	} else {
+		rec = make([]byte, 0, len(prefix)+len(d.body)+20+hexLen+hashSuffix+len(suffix))
+		rec = append(rec, prefix...)
+		rec = append(rec, seqPrefix...)
+		rec = append(rec, digits[:n]...)
+		rec = append(rec, mid...)
+	}
+	return sealTail(rec, len(prefix), prevRaw[:], prev, suffix)
+}
+
+// sealTail ends rec (the prefix, then the line up to prev_hash) with the
+// prev_hash and hash members and suffix.
+func sealTail(rec []byte, start int, prevRaw []byte, prev, suffix string) ([]byte, []byte, string, error) {
 	rec = append(rec, `"prev_hash":"`...)
 	rec = append(rec, prev...)
 	rec = append(rec, `"}`...)
 	h := sha256.New()
-	h.Write(prevRaw[:])
+	h.Write(prevRaw)
 	h.Write(rec[start:])
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])

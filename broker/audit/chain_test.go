@@ -128,7 +128,10 @@ func TestSealIsRepeatable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A record is written in the draft's buffer: it is valid until the
+	// next seal, so what is kept past it is copied.
 	a, ha, _ := d.Seal(5, GenesisHash)
+	a = bytes.Clone(a)
 	b, hb, _ := d.Seal(5, GenesisHash)
 	if !bytes.Equal(a, b) || ha != hb {
 		t.Fatal("sealing twice gave different results")
@@ -136,6 +139,35 @@ func TestSealIsRepeatable(t *testing.T) {
 	c, hc, _ := d.Seal(6, GenesisHash)
 	if bytes.Equal(a, c) || ha == hc {
 		t.Fatal("seq is not covered by the hash")
+	}
+	c = bytes.Clone(c)
+	if again, _, _ := d.Seal(5, GenesisHash); !bytes.Equal(again, a) {
+		t.Fatalf("sealing again after another seq gave\n%s\nwant\n%s", again, a)
+	}
+	// In place or not (an envelope longer than the room), the line is
+	// json.Marshal of the event with seq, prev_hash and hash, HTML
+	// escaped as Marshal does, whatever the seq's length.
+	for _, e := range []*Event{sampleEvent(3), {Type: TypeProxyCall, Prompt: "<a href='x'>&amp;</a> \u2028", Response: strings.Repeat("r", 5000)}} {
+		d, err := NewDraft(e, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, seq := range []uint64{1, 6, 1234567, 18446744073709551615} {
+			for _, env := range [][2]string{{"", ""}, {`{"v":1,"d":`, "}"}, {strings.Repeat("p", 40), strings.Repeat("s", 40)}} {
+				rec, line, hash, err := d.SealWrapped(seq, GenesisHash, env[0], env[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				ev := d.Event(seq, GenesisHash, hash)
+				want, _ := json.Marshal(&ev)
+				if !bytes.Equal(line, want) || string(rec) != env[0]+string(want)+env[1] {
+					t.Fatalf("seq %d, envelope %q: line\n%s\nwant\n%s", seq, env, line, want)
+				}
+			}
+		}
+	}
+	if again, _, _ := d.Seal(6, GenesisHash); !bytes.Equal(again, c) {
+		t.Fatal("a draft sealed in another envelope in between seals differently")
 	}
 	if _, _, err := d.Seal(1, "not-a-hash"); err == nil {
 		t.Fatal("Seal accepted a malformed prev hash")
