@@ -397,7 +397,7 @@ func mayBeTerminal(data []byte) bool {
 // usageOnlyChunk reports whether data is a chat chunk with usage and no
 // choices, as sent last when stream_options.include_usage is set.
 func usageOnlyChunk(data string) bool {
-	if !mayBeUsage([]byte(data)) {
+	if !strings.Contains(data, `"usage":{`) && !strings.Contains(data, `"usage": {`) { // mayBeUsage, without a copy
 		return false
 	}
 	// Read as encoding/json reads it into a struct with fields Choices

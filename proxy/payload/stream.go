@@ -793,14 +793,17 @@ func (s *streamer) flushChat(only map[string]bool) error {
 		return nil
 	}
 	if fastPaths && s.tmplObj == nil && s.tmplData != "" {
-		if data, ok := appendFlushChunk(make([]byte, 0, len(s.tmplData)+64), s.tmplData, tails); ok {
+		if data, ok := appendFlushChunk(s.spliced[:0], s.tmplData, tails); ok {
+			// In the buffer spliceForEmit uses: emit copies the event
+			// into its frame, and the template is in its own buffer.
+			s.spliced = data
 			// Known keys only (the template's, which scanChat read, and
 			// choices): only the event's name can end the stream.
 			s.next = EventPlain
 			if TerminalType(s.chatType) {
 				s.next = EventTerminal
 			}
-			return s.emit(sse.Event{Type: s.chatType, Data: string(data)})
+			return s.emit(sse.Event{Type: s.chatType, Data: unsafe.String(unsafe.SliceData(data), len(data))})
 		}
 	}
 	deltas := map[string]map[string]any{}
