@@ -195,3 +195,34 @@ func TestBodilessModelAnswersRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusOutsideHTTPRefused: an upstream status outside 100-599 (Go's
+// transport reads any three digits: 999, 600, 099) is no HTTP status a
+// client knows; it was relayed as the client's status line (with
+// pamctl's error body, as for any status past 399). It is a 502 for every
+// kind of call, and the trail says what the upstream answered.
+func TestStatusOutsideHTTPRefused(t *testing.T) {
+	for _, status := range []string{"999", "600", "099"} {
+		for _, call := range []struct{ method, path, body string }{
+			{"POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`},
+			{"POST", "/v1/chat/completions", streamReq},
+			{"POST", "/v1/audio/speech", `{"model":"tts-1","input":"hi"}`},
+			{"GET", "/v1/responses/resp_1", ""},
+		} {
+			t.Run(status+call.path+fmt.Sprint(len(call.body)), func(t *testing.T) {
+				h := newHarness(t)
+				answer := chatToolAnswer
+				h.up.set(rawAnswer(t, "HTTP/1.1 "+status+" Odd\r\nContent-Type: application/json\r\nContent-Length: "+fmt.Sprint(len(answer))+"\r\n\r\n"+answer))
+				tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/audio/speech endpoint:/v1/responses/*"})
+				res, b := h.doRaw(call.method, call.path, tok, call.body)
+				if res.StatusCode != http.StatusBadGateway || apiErr(t, b).Code != CodeUpstreamError {
+					t.Fatalf("client got %d %s, want 502", res.StatusCode, b)
+				}
+				waitFor(t, "the call's audit event", func() bool { return len(h.sink.ofType(audit.TypeProxyCall)) > 0 })
+				if ev := h.sink.last(t); ev.Status != http.StatusBadGateway || !strings.Contains(ev.Error+ev.Details["detail"], strings.TrimLeft(status, "0")) {
+					t.Errorf("audit status %d error %q detail %q", ev.Status, ev.Error, ev.Details["detail"])
+				}
+			})
+		}
+	}
+}

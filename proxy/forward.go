@@ -314,6 +314,16 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			c.up.name, c.up.keyName), fmt.Errorf("upstream answered %d", res.StatusCode))
 	}
 
+	if res.StatusCode < 100 || res.StatusCode > 599 {
+		// Go's transport takes any three digits for a status (999, 600,
+		// 099); no client knows what such a status means (an SDK may
+		// take 600 for anything), and relaying it would pass it on as
+		// the client's status line.
+		_ = res.Body.Close()
+		c.errDetail = fmt.Sprintf("upstream answered status %d, outside 100-599", res.StatusCode)
+		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %q answered with status %d, which is not an HTTP status (100-599), so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name, res.StatusCode), nil)
+	}
 	if res.StatusCode < 200 {
 		// 101 Switching Protocols (ReverseProxy would hand the client's
 		// connection to the upstream, raw, past masking, the key scrub
