@@ -162,9 +162,11 @@ func TestNoRangeForwarded(t *testing.T) {
 	}
 }
 
-// TestBodilessModelAnswersRefused: a model call (streamed or not) or a
-// stored answer read back, answered with no content (204, 205) or a 304
-// nobody asked for, is a failed call, not an empty whole answer.
+// TestBodilessModelAnswersRefused: a model call (streamed or not), a
+// stored answer read back (a Response, a chat completion, their items and
+// messages) or a model's description, answered with no content (204,
+// 205) or a 304 nobody asked for, is a failed call, not an empty whole
+// answer.
 func TestBodilessModelAnswersRefused(t *testing.T) {
 	for _, tc := range []struct {
 		method, path, body string
@@ -176,6 +178,16 @@ func TestBodilessModelAnswersRefused(t *testing.T) {
 		{"POST", "/v1/chat/completions", streamReq, http.StatusNotModified},
 		{"POST", "/v1/embeddings", `{"model":"gpt-4o","input":"x"}`, http.StatusNoContent},
 		{"GET", "/v1/responses/resp_1", "", http.StatusNotModified},
+		{"GET", "/v1/responses/resp_1", "", http.StatusNoContent},
+		{"GET", "/v1/responses/resp_1", "", http.StatusResetContent},
+		{"POST", "/v1/responses/resp_1/cancel", "", http.StatusNoContent},
+		{"GET", "/v1/chat/completions/chatcmpl-1", "", http.StatusNoContent},
+		{"POST", "/v1/chat/completions/chatcmpl-1", `{"metadata":{}}`, http.StatusResetContent},
+		{"GET", "/v1/responses/resp_1/input_items", "", http.StatusNoContent},
+		{"GET", "/v1/chat/completions/chatcmpl-1/messages", "", http.StatusResetContent},
+		{"GET", "/v1/models/gpt-4o", "", http.StatusNoContent},
+		{"GET", "/v1/models/gpt-4o", "", http.StatusResetContent},
+		{"GET", "/v1/models/gpt-4o", "", http.StatusNotModified},
 	} {
 		t.Run(fmt.Sprint(tc.path, "/", tc.status, "/", len(tc.body)), func(t *testing.T) {
 			h := newHarness(t)
@@ -183,7 +195,7 @@ func TestBodilessModelAnswersRefused(t *testing.T) {
 				_, _ = io.ReadAll(r.Body)
 				w.WriteHeader(tc.status)
 			})
-			tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/responses/*"})
+			tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/responses/* endpoint:/v1/chat/completions/*"})
 			res, b := h.do(tc.method, tc.path, tok, tc.body)
 			if res.StatusCode != http.StatusBadGateway {
 				t.Errorf("%d %q, want 502", res.StatusCode, b)
@@ -224,5 +236,51 @@ func TestStatusOutsideHTTPRefused(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestResetContentCarriesNoBody: a 205 has no content (RFC 9110), but Go
+// relays whatever body an upstream sends with one, and a client may read
+// it. On an endpoint: route a 205 with content (JSON or not, sized or
+// chunked) is a 502; one without is relayed as it came, empty. (Model and
+// stored routes refuse every 205: TestBodilessModelAnswersRefused.)
+func TestResetContentCarriesNoBody(t *testing.T) {
+	for _, tc := range []struct {
+		name, ctype, body string
+		chunked           bool
+	}{
+		{"json", "application/json", `{"id":"file-1","object":"file","purpose":"mail bob@example.org"}`, false},
+		{"json chunked", "application/json", `{"id":"file-1","object":"file"}`, true},
+		{"binary", "application/octet-stream", "ID3 data", false},
+		{"binary chunked", "application/octet-stream", "ID3 data", true},
+		{"empty", "application/json", "", false},
+		{"empty chunked", "application/json", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.up.set(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tc.ctype)
+				w.WriteHeader(http.StatusResetContent)
+				if tc.chunked {
+					w.(http.Flusher).Flush()
+				}
+				_, _ = io.WriteString(w, tc.body)
+			})
+			tok := h.mint(grant{scope: "endpoint:/v1/files"})
+			res, b := h.do("POST", "/v1/files", tok, `{"purpose":"x"}`)
+			if tc.body == "" {
+				if res.StatusCode != http.StatusResetContent || len(b) != 0 {
+					t.Errorf("an empty 205: %d %q", res.StatusCode, b)
+				}
+				return
+			}
+			if res.StatusCode != http.StatusBadGateway || apiErr(t, b).Code != CodeUpstreamError {
+				t.Errorf("a 205 with content: %d %q, want 502", res.StatusCode, b)
+			}
+			waitFor(t, "the call's audit event", func() bool { return len(h.sink.ofType(audit.TypeProxyCall)) > 0 })
+			if ev := h.sink.last(t); ev.Status != http.StatusBadGateway || ev.Error == "" {
+				t.Errorf("audit status %d error %q", ev.Status, ev.Error)
+			}
+		})
 	}
 }

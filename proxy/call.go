@@ -50,6 +50,14 @@ func (k endpointKind) stored() bool {
 	return k == epStoredResponse || k == epStoredChat || k == epItems || k == epItem || k == epChatMessages
 }
 
+// answersObject reports whether every answer of the endpoint is one
+// JSON object: a model call's (streams aside), a stored answer's, or a
+// model's description. An answer without content (204, 205, 304) or that
+// is not an object is none of them.
+func (k endpointKind) answersObject() bool {
+	return k.hasModelBody() || k.stored() || k == epModel
+}
+
 // answerPath is the POST path whose answer shape the endpoint's answer
 // has (chat completion or Response), or the list shape of the item and
 // message routes (payload.EndpointItems, payload.EndpointItem,

@@ -351,20 +351,38 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
 			"Upstream %q answered %d %s, %s, which pamctl does not relay (it could not inspect what the client would get), so the call failed. If it persists an administrator should check the upstream URL in the pamctl config.", c.up.name, res.StatusCode, http.StatusText(res.StatusCode), what), nil)
 	}
-	if (c.kind.hasModelBody() || c.kind.stored()) && res.StatusCode == http.StatusNotModified {
-		// No model call or stored answer asks for revalidation.
+	if c.kind.answersObject() && res.StatusCode == http.StatusNotModified {
+		// No model call, stored answer or model description asks for
+		// revalidation.
 		_ = res.Body.Close()
-		c.errDetail = "upstream answered 304 to a model call"
+		c.errDetail = "upstream answered 304 to a call whose answer is an object"
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
 			"Upstream %q answered 304 Not Modified to a call that did not ask for it, so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name), nil)
 	}
-	if c.kind.hasModelBody() && (res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusResetContent) {
-		// A model call answered with no content: a client (a stream's
-		// above all) would take the empty answer for a whole one.
+	if c.kind.answersObject() && (res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusResetContent) {
+		// A model call, a stored answer read back or a model's
+		// description answered with no content: a client (a stream's
+		// above all) would take the empty answer for a whole one, and a
+		// 205's body (Go relays one) would skip the checks of a 2xx.
 		_ = res.Body.Close()
-		c.errDetail = fmt.Sprintf("upstream answered %d to a model call", res.StatusCode)
+		c.errDetail = fmt.Sprintf("upstream answered %d to a call whose answer is an object", res.StatusCode)
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-			"Upstream %q answered %d %s to a model call, which has no answer without content, so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name, res.StatusCode, http.StatusText(res.StatusCode)), nil)
+			"Upstream %q answered %d %s to a call that has no answer without content, so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name, res.StatusCode, http.StatusText(res.StatusCode)), nil)
+	}
+	if res.StatusCode == http.StatusResetContent && res.ContentLength != 0 {
+		// A 205 has no content (RFC 9110), but Go relays whatever body an
+		// upstream sends with one, and clients read it. An endpoint:
+		// route's 205 is relayed only empty.
+		var one [1]byte
+		n, err := io.ReadFull(res.Body, one[:])
+		_ = res.Body.Close()
+		if n > 0 || !errors.Is(err, io.EOF) {
+			c.errDetail = "upstream answered 205 with content"
+			return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+				"Upstream %q answered 205 Reset Content with content, which a 205 never has, so the call failed. Retry; if it persists an administrator should check the upstream.", c.up.name), err)
+		}
+		res.Body, res.ContentLength = http.NoBody, 0
+		h.Del("Content-Length")
 	}
 	if ce := strings.TrimSpace(h.Get("Content-Encoding")); ce != "" && !strings.EqualFold(ce, "identity") {
 		// The transport decodes the gzip it asked for; anything else
