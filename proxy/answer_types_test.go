@@ -9,9 +9,9 @@ import (
 	"github.com/pamctl/pamctl/proxy/mask"
 )
 
-// TestUnparsedAnswerTypesMasked: a model call answered in a type pamctl
-// does not parse is masked as text, never passed through verbatim; so are
-// upstream errors.
+// TestUnparsedAnswerTypesMasked: a model call's 2xx answer in a type
+// pamctl does not parse is withheld unless it is a JSON object (masked as
+// one), never passed through verbatim; upstream errors are masked.
 func TestUnparsedAnswerTypesMasked(t *testing.T) {
 	const pii = "ops@example.com"
 	for name, c := range map[string]struct {
@@ -44,6 +44,9 @@ func TestUnparsedAnswerTypesMasked(t *testing.T) {
 				res, b := h.do("POST", path, tok, `{"model":"gpt-4o","input":"hi","messages":[]}`)
 				if strings.Contains(string(b), pii) {
 					t.Errorf("%s: %d %s passed verbatim: %s", path, res.StatusCode, res.Header.Get("Content-Type"), b)
+				}
+				if c.status < 300 && notObject([]byte(c.body)) != "" && res.StatusCode != http.StatusBadGateway {
+					t.Errorf("%s: a 2xx answer that is not a JSON object was relayed: %d %s", path, res.StatusCode, b)
 				}
 			}
 			if ev := h.sink.last(t); strings.Contains(ev.Response+ev.Error+ev.Details["detail"], pii) {

@@ -429,8 +429,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	case res.StatusCode >= 400 || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
 		c.kind.hasModelBody() || c.kind == epModel || c.kind.stored():
 		// A model call's answer in a type pamctl does not parse (text/plain,
-		// x-ndjson, none) is masked as text, never passed through
-		// verbatim; one in SSE framing is refused (bufferedAnswer). One
+		// x-ndjson, none) is read as JSON all the same, never passed
+		// through verbatim: one that is not a JSON object is withheld,
+		// and so is one in SSE framing (bufferedAnswer). One
 		// model's description is a few hundred bytes whatever its type:
 		// read whole, a bad one is a clean 502, never a cut connection.
 		if c.kind == epOther && res.StatusCode < 300 {
@@ -505,6 +506,15 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 		c.errDetail = "upstream answered a non-stream call with a stream"
 		return errUpstream(http.StatusBadGateway, CodeUpstreamUnexpectedStream, fmt.Sprintf(
 			"Upstream %q answered a request without \"stream\": true with a Server-Sent Events stream, so the answer is withheld. Retry; set \"stream\": true to stream.", c.up.name), nil)
+	}
+	if res.StatusCode < 300 {
+		// Nothing of an answer in another shape than its route's is
+		// masked, judged or relayed (answershape.go).
+		if err := answerShapeError(c, body); err != nil {
+			c.errDetail = err.Error()
+			return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+				"Upstream %q answered %s %s with something that is not that route's answer, so it is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, c.method, c.path), nil)
+		}
 	}
 	body = c.keys.Bytes(body)
 	res.Trailer = nil // trailers of a buffered answer are not relayed

@@ -465,3 +465,58 @@ func TestHostileUpstreamStreamNonGoJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileUpstreamNonObjectAnswer: a 2xx answer that is not one JSON
+// object (a JSON string, array, null, number, plain text, nothing) to a
+// model call, a stored answer read back or a model's description was
+// masked as text, which does not read JSON escapes: the JSON string
+// "mail victim.doe\u0040corp-secret.org" (what openai-python returns its
+// caller when the answer is not a dict) reached the client with 200 and
+// the address in clear once decoded. Every such answer is withheld with
+// 502, and nothing of it reaches the client or the trail.
+func TestHostileUpstreamNonObjectAnswer(t *testing.T) {
+	const secret = "corp-secret"
+	for _, a := range []struct{ name, ctype, body string }{
+		{"string", "application/json", `"mail victim.doe\u0040corp-secret.org"`},
+		{"string in white space", "application/json", " \n\"mail victim.doe\\u0040corp-secret.org\"\n"},
+		{"array", "application/json", `["mail victim.doe\u0040corp-secret.org"]`},
+		{"null", "application/json", `null`},
+		{"number", "application/json", `4111111111111111`},
+		{"text", "text/plain", `mail victim.doe@corp-secret.org`},
+		{"empty", "application/json", ``},
+	} {
+		for _, call := range []struct{ method, path, body string }{
+			{"POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[]}`},
+			{"POST", "/v1/responses", `{"model":"gpt-4o","input":"hi"}`},
+			{"POST", "/v1/embeddings", `{"model":"gpt-4o","input":"hi"}`},
+			{"GET", "/v1/responses/resp_1", ""},
+			{"POST", "/v1/responses/resp_1/cancel", ""},
+			{"GET", "/v1/chat/completions/chatcmpl-1", ""},
+			{"GET", "/v1/responses/resp_1/input_items", ""},
+			{"GET", "/v1/models/gpt-4o", ""},
+		} {
+			t.Run(a.name+" "+call.method+call.path, func(t *testing.T) {
+				h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+				h.up.set(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", a.ctype)
+					_, _ = io.WriteString(w, a.body)
+				})
+				tok := h.mint(grant{scope: "model:gpt-4o endpoint:/v1/responses/* endpoint:/v1/chat/completions/*"})
+				res, b := h.do(call.method, call.path, tok, call.body)
+				if res.StatusCode != http.StatusBadGateway || apiErr(t, b).Code != CodeUpstreamError {
+					t.Fatalf("relayed %d %s", res.StatusCode, b)
+				}
+				if strings.Contains(string(b), secret) || strings.Contains(string(b), "4111111111111111") {
+					t.Errorf("the client got the answer: %s", b)
+				}
+				ev := h.sink.last(t)
+				if ev.Status != http.StatusBadGateway || ev.Error == "" {
+					t.Errorf("audit status %d error %q", ev.Status, ev.Error)
+				}
+				if all := fmt.Sprintf("%+v", ev); strings.Contains(all, secret) || strings.Contains(all, "4111111111111111") {
+					t.Errorf("the trail holds the answer: %s", all)
+				}
+			})
+		}
+	}
+}

@@ -349,13 +349,15 @@ func TestNonStreamAnswerInSSEFramingRefused(t *testing.T) {
 			})
 		}
 	}
-	// Plain text that merely mentions "data:" mid-line is still masked as text.
+	// Plain text that merely mentions "data:" mid-line is no stream: it
+	// is withheld as an answer that is not a JSON object.
 	h := echoHarness(t, azureKey, true, func(w http.ResponseWriter, k string) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "the data: "+redPII)
 	})
 	tok := h.mint(grant{scope: "model:gpt-4o"})
-	if res, b := h.do("POST", "/v1/chat/completions", tok, `{"model":"gpt-4o","messages":[]}`); res.StatusCode != 200 || strings.Contains(string(b), redPII) {
+	if res, b := h.do("POST", "/v1/chat/completions", tok, `{"model":"gpt-4o","messages":[]}`); res.StatusCode != http.StatusBadGateway ||
+		apiErr(t, b).Code != CodeUpstreamError || strings.Contains(string(b), redPII) {
 		t.Errorf("text: %d %s", res.StatusCode, b)
 	}
 }
