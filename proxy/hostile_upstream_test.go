@@ -520,3 +520,51 @@ func TestHostileUpstreamNonObjectAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileUpstreamModelListNotAList: encoding/json decodes null, {},
+// one model, an error object or another list-like object into an empty
+// model list, so an upstream answering GET /v1/models with one got a 200
+// list holding only the scope's own models, as if the upstream had none.
+// A model list that is not a list is a 502, and the trail says why; a
+// list without "object", or an empty one a Go server writes ("data":
+// null, or none, beside "object":"list"), is still a list.
+func TestHostileUpstreamModelListNotAList(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		ok         bool
+	}{
+		{"one model", `{"id":"gpt-4o","object":"model","created":1,"owned_by":"openai"}`, false},
+		{"empty object", `{}`, false},
+		{"an error", `{"error":{"message":"overloaded","type":"server_error"}}`, false},
+		{"null", `null`, false},
+		{"a string", `"list"`, false},
+		{"another object's data", `{"object":"chat.completion","data":[{"id":"gpt-4o","object":"model","created":1,"owned_by":"x"}]}`, false},
+		{"object in another case", `{"OBJECT":"page","data":[]}`, false},
+		{"object not a string", `{"object":1,"data":[]}`, false},
+		{"data not an array", `{"object":"list","data":{"id":"gpt-4o"}}`, false},
+		{"data null without object", `{"data":null}`, false},
+		{"list", `{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1,"owned_by":"openai"}]}`, true},
+		{"no object", `{"data":[{"id":"gpt-4o","object":"model","created":1,"owned_by":"openai"}]}`, true},
+		{"empty, null data", `{"object":"list","data":null}`, true},
+		{"empty, no data", `{"object":"list"}`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.up.set(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, tc.body) })
+			tok := h.mint(grant{scope: "model:gpt-4o*"})
+			res, b := h.do("GET", "/v1/models", tok, "")
+			if tc.ok {
+				if res.StatusCode != http.StatusOK {
+					t.Fatalf("a list: %d %s", res.StatusCode, b)
+				}
+				return
+			}
+			if res.StatusCode != http.StatusBadGateway || apiErr(t, b).Code != CodeUpstreamError {
+				t.Fatalf("not a list, relayed as one: %d %s", res.StatusCode, b)
+			}
+			if ev := h.sink.last(t); ev.Status != http.StatusBadGateway || ev.Details["detail"] == "" {
+				t.Errorf("audit status %d detail %q", ev.Status, ev.Details["detail"])
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,6 +38,9 @@ func (p *Proxy) listModels(w http.ResponseWriter, r *http.Request, c *call) {
 		list, e := p.fetchModels(r, up)
 		if e != nil {
 			c.up = up
+			if errors.Is(e, errNotModelList) {
+				c.errDetail = e.cause.Error()
+			}
 			p.fail(w, c, e)
 			return
 		}
@@ -129,9 +133,49 @@ func (p *Proxy) fetchModels(r *http.Request, up *upstream) ([]model, *apiError) 
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
 			"Upstream %q sent its model list in text that is not UTF-8; the proxy inspects only UTF-8. Retry; if it persists an administrator should check the upstream.", up.name), nil)
 	}
+	if err := modelListShape(body); err != nil {
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q sent a model list that is not OpenAI's shape.", up.name), err)
+	}
 	var list modelList
 	if err := json.Unmarshal(body, &list); err != nil {
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q sent a model list that is not OpenAI's shape.", up.name), err)
 	}
 	return list.Data, nil
+}
+
+// errNotModelList wraps modelListShape's refusals.
+var errNotModelList = errors.New("not a model list")
+
+// modelListShape refuses a model list that is not a list: encoding/json
+// decodes null, {}, a model, an error or any other object into an empty
+// modelList, which listModels answered as a list with no upstream model
+// in it. A list is a JSON object whose "object", if any, is "list", and
+// whose "data" is an array; a null or absent "data" is an empty list
+// when "object" says "list" (a Go server's nil slice). Names are matched
+// in any letter case, as encoding/json matches them.
+func modelListShape(body []byte) error {
+	list, data := false, "" // data: the last "data", raw, as encoding/json reads it
+	var bad error
+	ok := objectMembers(body, func(name, v string) {
+		switch {
+		case strings.EqualFold(name, "object") && v != "null":
+			if v[0] != '"' || unquoteJSON(v) != "list" {
+				bad = fmt.Errorf("%w: it names itself %.40q", errNotModelList, v)
+			}
+			list = true
+		case strings.EqualFold(name, "data"):
+			data = v
+		}
+	})
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: it is %s, not a JSON object", errNotModelList, notObject(body))
+	case bad != nil:
+		return bad
+	case data != "" && data[0] == '[':
+		return nil
+	case list && (data == "" || data == "null"):
+		return nil
+	}
+	return fmt.Errorf(`%w: it has no "data" array`, errNotModelList)
 }

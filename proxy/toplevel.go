@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // topMembers calls visit with each member of the JSON object data in
@@ -13,9 +14,20 @@ import (
 // data nests, where decoding into a struct takes about 1 KiB a level, on
 // the stack of a streaming call's goroutine (docs/performance.md).
 func topMembers(data string, visit func(name, value string)) bool {
-	if !json.Valid([]byte(data)) {
-		return false
-	}
+	return json.Valid([]byte(data)) && walkMembers(data, visit)
+}
+
+// objectMembers is topMembers for an answer's bytes, which it does not
+// copy: the strings visit gets share b's memory, and are valid only
+// while b is unchanged.
+func objectMembers(b []byte, visit func(name, value string)) bool {
+	return json.Valid(b) && walkMembers(unsafe.String(unsafe.SliceData(b), len(b)), visit)
+}
+
+// walkMembers is topMembers for data known to be valid JSON (a value
+// topMembers or objectMembers visited, say): false when it is not an
+// object.
+func walkMembers(data string, visit func(name, value string)) bool {
 	i := skipSpace(data, 0)
 	if i == len(data) || data[i] != '{' {
 		return false
