@@ -565,6 +565,14 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 			c.errDetail = err.Error()
 			return nil, err
 		}
+		if r := answerShape(shape); r != nil {
+			// A stored chat completion or Response is judged where that
+			// shape keeps its calls: none may sit in the other's members.
+			if err := r.checkBody(body); err != nil {
+				c.errDetail = err.Error()
+				return nil, err
+			}
+		}
 		if shape == "" && (c.ResponseMask.Enabled() || p.toolJudge(c) != nil) {
 			if err := otherReading(body); err != nil {
 				c.errDetail = err.Error()

@@ -47,6 +47,25 @@ func walkMembers(data string, visit func(name, value string)) bool {
 	return true
 }
 
+// walkElements calls visit with each element of arr, raw; arr is known
+// to be valid JSON (a value topMembers visited, say). It visits nothing
+// when arr is not an array.
+func walkElements(arr string, visit func(value string)) {
+	i := skipSpace(arr, 0)
+	if i == len(arr) || arr[i] != '[' {
+		return
+	}
+	i = skipSpace(arr, i+1)
+	for i < len(arr) && arr[i] != ']' {
+		if arr[i] == ',' {
+			i = skipSpace(arr, i+1)
+		}
+		end := valueEnd(arr, i)
+		visit(arr[i:end])
+		i = skipSpace(arr, end)
+	}
+}
+
 func skipSpace(s string, i int) int {
 	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
 		i++
