@@ -52,6 +52,13 @@ var (
 		foreign: []string{"output", "data", "item", "response", "message", "tool_calls", "function_call"}, deltas: true}
 	responseAnswerShape = &shapeRule{what: "Response", object: "response",
 		foreign: []string{"choices", "data", "item", "response", "message", "tool_calls", "function_call"}}
+	// The events of a stream (toolstream.go), read while a judge applies.
+	// Their "object" is not checked: the members decide, and some
+	// servers label chunks loosely.
+	chatChunkShape = &shapeRule{what: "chat completion chunk",
+		foreign: []string{"output", "data", "item", "response", "message", "tool_calls", "function_call"}}
+	responseEventShape = &shapeRule{what: "Responses event",
+		foreign: []string{"choices", "data", "message", "tool_calls", "function_call"}, events: true}
 )
 
 // answerShape is the rule of a whole answer in the shape of path (an
@@ -80,6 +87,12 @@ func answerShapeError(c *call, body []byte) error {
 		return r.check(unsafe.String(unsafe.SliceData(body), len(body))) // valid: notObject read it
 	}
 	return nil
+}
+
+// checkEvent is check for a stream event's data, valid JSON (the tool
+// buffer decoded it).
+func (r *shapeRule) checkEvent(data []byte) error {
+	return r.check(unsafe.String(unsafe.SliceData(data), len(data)))
 }
 
 // checkBody is check for an answer not yet known to be one JSON object.

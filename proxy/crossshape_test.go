@@ -136,3 +136,95 @@ func TestCrossShapeAnswersWithheldWithoutJudge(t *testing.T) {
 		}
 	}
 }
+
+// TestToolStreamCrossShapeEvents: the stream firewall reads a chat
+// stream's calls from choices[].delta and a Responses stream's from its
+// items; an event of the other API's shape (a Responses item, event or
+// arguments delta in a chat stream; a chat chunk, message or tool_calls
+// in a Responses stream; a list or a bare item in either) was relayed
+// unjudged, or never seen when it held no marker the chat buffer looks
+// for (a shell_call, a program); text deltas of the other shape were
+// relayed masked event by event, not joined as a client joins them. Such
+// an event ends the stream as malformed while a judge applies, and
+// nothing of it reaches the client.
+func TestToolStreamCrossShapeEvents(t *testing.T) {
+	const secret = "SECRETARG"
+	fnItem := `{"id":"fc1","type":"function_call","call_id":"k","name":"deny_x","arguments":"{\"` + secret + `\":1}"}`
+	shellItem := `{"id":"sh1","type":"shell_call","call_id":"k","status":"completed","action":{"commands":["` + secret + `"]}}`
+	programItem := `{"id":"p1","type":"program","call_id":"k","code":"` + secret + `"}`
+	toolCalls := `[{"index":0,"id":"c1","type":"function","function":{"name":"deny_x","arguments":"{\"` + secret + `\":1}"}}]`
+	text := chatChunk(`{"role":"assistant","content":"On it."}`, "")
+	done := respEv(9, `"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[]}`)
+	for name, c := range map[string]struct {
+		chat   bool
+		events []string
+	}{
+		"chat: function_call item event":   {true, []string{text, respEv(1, `"type":"response.output_item.done","output_index":0,"item":`+fnItem), sseData("[DONE]")}},
+		"chat: shell_call item event":      {true, []string{text, respEv(1, `"type":"response.output_item.added","output_index":0,"item":`+shellItem), sseData("[DONE]")}},
+		"chat: program item event":         {true, []string{text, sseData(`{"type":"response.output_item.done","item":` + programItem + `}`), sseData("[DONE]")}},
+		"chat: response event":             {true, []string{text, respEv(1, `"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[`+fnItem+`]}`), sseData("[DONE]")}},
+		"chat: arguments delta event":      {true, []string{text, respEv(1, `"type":"response.function_call_arguments.delta","item_id":"fc1","output_index":0,"delta":"`+secret+`"`), sseData("[DONE]")}},
+		"chat: bare item":                  {true, []string{text, sseData(shellItem), sseData("[DONE]")}},
+		"chat: output member":              {true, []string{text, sseData(`{"id":"x","object":"chat.completion.chunk","output":[` + fnItem + `]}`), sseData("[DONE]")}},
+		"chat: item list":                  {true, []string{text, sseData(`{"object":"list","data":[` + programItem + `]}`), sseData("[DONE]")}},
+		"chat: message at the top":         {true, []string{text, sseData(`{"id":"x","message":{"role":"assistant","tool_calls":` + toolCalls + `}}`), sseData("[DONE]")}},
+		"responses: chat chunk":            {false, []string{chatChunk(`{"tool_calls":`+toolCalls+`}`, ""), done}},
+		"responses: chat completion":       {false, []string{sseData(`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","tool_calls":` + toolCalls + `}}]}`), done}},
+		"responses: tool_calls at the top": {false, []string{sseData(`{"role":"assistant","tool_calls":` + toolCalls + `}`), done}},
+		"responses: message list":          {false, []string{sseData(`{"object":"list","data":[{"role":"assistant","tool_calls":` + toolCalls + `}]}`), done}},
+		"responses: bare item":             {false, []string{respEv(1, strings.TrimSuffix(strings.TrimPrefix(fnItem, "{"), "}")), done}},
+		"responses: bare program item":     {false, []string{sseData(programItem), done}},
+		// Text deltas of the other shape: the relay masks them event by
+		// event, not joined as the client joins them.
+		"chat: output_text deltas": {true, []string{text,
+			respEv(1, `"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"`+secret[:4]+`"`),
+			respEv(2, `"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"`+secret[4:]+`"`), sseData("[DONE]")}},
+		"responses: chat content chunks": {false, []string{
+			chatChunk(`{"content":"`+secret[:4]+`"}`, ""), chatChunk(`{"content":"`+secret[4:]+`"}`, ""), done}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, _, err := driveBuffer(c.chat, c.events, byName)
+			if strings.Contains(unsaid(out), secret) || strings.Contains(unsaid(out), secret[4:]) || strings.Contains(unsaid(out), "deny_x") {
+				t.Fatalf("an unjudged call reached the client:\n%s", out)
+			}
+			if err == nil || err.Code != CodeToolCallMalformed {
+				t.Fatalf("the stream was not ended as malformed (%v):\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestToolStreamCrossShapeThroughProxy: a chat stream answered with a
+// Responses function_call to shell, and a Responses stream answered with
+// a chat chunk's tool_calls, end as malformed under the tool rules; the
+// denied call never reaches the client.
+func TestToolStreamCrossShapeThroughProxy(t *testing.T) {
+	rmCall := `{"id":"fc_2","type":"function_call","call_id":"call_2","name":"shell","arguments":"{\"command\":\"rm -rf /\"}","status":"completed"}`
+	for _, tc := range []struct {
+		name, path, body string
+		events           []string
+	}{
+		{"chat stream, Responses item", "/v1/chat/completions", streamReq, []string{
+			chatChunk(`{"role":"assistant","content":"On it."}`, ""),
+			respEv(1, `"type":"response.output_item.done","output_index":0,"item":`+rmCall),
+			sseData("[DONE]"),
+		}},
+		{"Responses stream, chat tool_calls", "/v1/responses", `{"model":"gpt-4o","stream":true,"input":"clean up"}`, []string{
+			respEv(0, `"type":"response.created","response":{"id":"r","object":"response","status":"in_progress","output":[]}`),
+			chatChunk(`{"tool_calls":`+rmToolCalls+`}`, ""),
+			respEv(2, `"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[]}`),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, withRules(t, toolRules))
+			h.up.set(writeEvents(tc.events))
+			res, b := h.do("POST", tc.path, h.mint(grant{scope: toolScopes}), tc.body)
+			if strings.Contains(string(b), "rm -rf") {
+				t.Fatalf("the denied call reached the client: %d %s", res.StatusCode, b)
+			}
+			if !strings.Contains(string(b), CodeToolCallMalformed) {
+				t.Errorf("the stream did not end as malformed: %d %s", res.StatusCode, b)
+			}
+		})
+	}
+}

@@ -330,6 +330,23 @@ func mayHoldTool(data []byte, chat bool) bool {
 		containsFoldASCII(data, `"item"`) || containsFoldASCII(data, `"output"`)
 }
 
+// mayBeForeign is the fast test for an event of the other API's shape
+// (chatChunkShape, responseEventShape), which the slow path refuses: in a
+// chat stream a Responses event ("response.…") or item (a call's type,
+// an "item", "output" or "data" holding one of a type pamctl does not
+// know, a "program"); in a Responses stream a chat chunk ("choices"), a
+// bare "program" item or a "data" list (a chat message's calls are
+// "_call"s, which mayHoldTool catches). Text deltas of the other shape
+// carry no call, but the relay masks them event by event only: text the
+// client joins across them would pass.
+func mayBeForeign(data []byte, chat bool) bool {
+	if chat && (mayHoldTool(data, false) || containsFoldASCII(data, `"response.`)) ||
+		!chat && containsFoldASCII(data, `"choices"`) {
+		return true
+	}
+	return containsFoldASCII(data, `"program"`) || containsFoldASCII(data, `"data"`)
+}
+
 // containsFoldASCII reports whether data holds marker (lower-case ASCII)
 // in any letter case. It does not allocate.
 func containsFoldASCII(data []byte, marker string) bool {
@@ -451,7 +468,7 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 		b.chatDone(bytes.Clone(ev), open)
 		return
 	}
-	if len(open) == 0 && !mayHoldTool(data, true) {
+	if len(open) == 0 && !mayHoldTool(data, true) && !mayBeForeign(data, true) {
 		b.emit(ev)
 		return
 	}
@@ -487,6 +504,12 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 	if json.Unmarshal(trimmed, &top) != nil || top == nil {
 		// Not a JSON object: no SDK reads a call from it, and it may be
 		// a broken fragment of one. Dropped.
+		return
+	}
+	if err := chatChunkShape.checkEvent(trimmed); err != nil {
+		// A Responses item, event or list, or a bare message: calls
+		// the buffer does not read from a chunk (answershape.go).
+		b.fail(err)
 		return
 	}
 	b.tmpl, b.chatEv = top, name
@@ -961,7 +984,7 @@ type respEvent struct {
 func (b *toolBuffer) respEvent(ev []byte) {
 	name, data := eventData(ev)
 	trimmed := bytes.TrimSpace(data)
-	if len(b.items) == 0 && len(b.rqueue) == 0 && !mayHoldTool(data, false) {
+	if len(b.items) == 0 && len(b.rqueue) == 0 && !mayHoldTool(data, false) && !mayBeForeign(data, false) {
 		b.emit(ev)
 		return
 	}
@@ -979,6 +1002,12 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			b.flushResp()
 		}
 		return // not a JSON object: dropped
+	}
+	if err := responseEventShape.checkEvent(trimmed); err != nil {
+		// A chat chunk or message, a list, a bare item: calls the
+		// buffer does not read from an event (answershape.go).
+		b.fail(err)
+		return
 	}
 	typ, _ := optString(o["type"])
 	if typ == "" {
