@@ -410,12 +410,14 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		h.Del("Content-Length")
 	}
 	switch {
-	case res.StatusCode < 300 && c.kind.hasModelBody() && (mt == "text/event-stream" || c.stream && (c.kind == epChat || c.kind == epResponses)):
+	case res.StatusCode < 300 && (c.kind == epChat || c.kind == epResponses) && (mt == "text/event-stream" || c.stream):
 		// A stream request's answer goes through the SSE relay whatever
 		// its type: the SDKs parse SSE framing in an answer labelled
 		// x-ndjson, text/plain, JSON or nothing, and join its deltas, so
 		// it is masked and scrubbed per field like any stream. An answer
 		// without SSE framing relays nothing and ends in an error event.
+		// Embeddings never stream: events there are refused below
+		// (bufferedAnswer), as the relay reads no embeddings shape.
 		unsized()
 		if mt != "text/event-stream" {
 			h.Set("Content-Type", "text/event-stream")

@@ -568,3 +568,20 @@ func TestHostileUpstreamModelListNotAList(t *testing.T) {
 		})
 	}
 }
+
+// TestEmbeddingsAnswerInEventsRefused: an embeddings call has no stream,
+// but an answer labelled text/event-stream went to the SSE relay, which
+// reads no embeddings shape and relayed its events unmasked (a JSON string
+// event "mail bob\u0040example.org" included): neither one JSON object nor
+// a stream pamctl reads. It is withheld with 502
+// upstream_unexpected_stream, like any non-stream call answered in events.
+func TestEmbeddingsAnswerInEventsRefused(t *testing.T) {
+	h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+	h.up.set(writeEvents([]string{sseData(`"mail bob\u0040example.org"`), sseData(`{"object":"list","data":[],"note":"bob@example.org"}`), sseData("[DONE]")}))
+	for _, body := range []string{`{"model":"gpt-4o","input":"x"}`, `{"model":"gpt-4o","input":"x","stream":true}`} {
+		res, b := h.do("POST", "/v1/embeddings", h.mint(grant{scope: "model:gpt-4o"}), body)
+		if res.StatusCode != http.StatusBadGateway || apiErr(t, b).Code != CodeUpstreamUnexpectedStream || strings.Contains(string(b), "bob") {
+			t.Errorf("%s: %d %s", body, res.StatusCode, b)
+		}
+	}
+}
