@@ -45,13 +45,17 @@ type shapeRule struct {
 	// deltas: choices may not hold a stream chunk's delta with calls
 	// (a whole chat answer, whose judge reads choices[].message).
 	deltas bool
+	// list is the member the judge reads calls from as an array (a chat
+	// completion's choices, a Response's output): anything else there
+	// (an object {"0": …}, which JavaScript indexes as [0]) is refused.
+	list string
 }
 
 var (
 	chatAnswerShape = &shapeRule{what: "chat completion", object: "chat.completion",
-		foreign: []string{"output", "data", "item", "response", "message", "tool_calls", "function_call"}, deltas: true}
+		foreign: []string{"output", "data", "item", "response", "message", "tool_calls", "function_call"}, deltas: true, list: "choices"}
 	responseAnswerShape = &shapeRule{what: "Response", object: "response",
-		foreign: []string{"choices", "data", "item", "response", "message", "tool_calls", "function_call"}}
+		foreign: []string{"choices", "data", "item", "response", "message", "tool_calls", "function_call"}, list: "output"}
 	// The events of a stream (toolstream.go), read while a judge applies.
 	// Their "object" is not checked: the members decide, and some
 	// servers label chunks loosely.
@@ -120,6 +124,9 @@ func (r *shapeRule) check(data string) error {
 }
 
 func (r *shapeRule) member(name, v string) error {
+	if r.list != "" && strings.EqualFold(name, r.list) && v[0] != '[' {
+		return fmt.Errorf("the answer's %.40q is not an array", name)
+	}
 	switch {
 	case strings.EqualFold(name, "object"):
 		if r.object != "" && (v[0] != '"' || unquoteJSON(v) != r.object) {

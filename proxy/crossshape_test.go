@@ -47,11 +47,14 @@ func TestCrossShapeAnswersWithheld(t *testing.T) {
 		"a chunk":                `{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":` + rmToolCalls + `}}]}`,
 		"a chunk, no object":     `{"id":"c","choices":[{"index":0,"delta":{"tool_calls":` + rmToolCalls + `}}]}`,
 		"object in another case": strings.Replace(chatToolAnswer, `"object":"chat.completion"`, `"OBJECT":"chat.completion.chunk"`, 1),
+		// JavaScript reads choices[0] of {"0": …} as of [ … ].
+		"choices an object": strings.Replace(strings.Replace(chatToolAnswer, `"choices":[`, `"choices":{"0":`, 1), `}],"usage"`, `}},"usage"`, 1),
 	}
 	responsesAnswers := map[string]string{
 		"a chat completion":            chatToolAnswer,
 		"a chat completion, no object": strings.Replace(chatToolAnswer, `"object":"chat.completion",`, "", 1),
 		"choices beside output":        strings.Replace(responsesToolAnswer, `"output":[`, `"choices":[{"index":0,"message":{"role":"assistant","tool_calls":`+rmToolCalls+`}}],"output":[`, 1),
+		"output an object":             `{"id":"resp_1","object":"response","status":"completed","output":{"0":` + rmItem + `}}`,
 	}
 	for name, body := range crossShapes {
 		chatAnswers[name] = body
