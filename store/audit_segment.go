@@ -85,6 +85,8 @@ type segment struct {
 	buf    []byte // records of the batch not yet written (leader only), up to segChunk
 	limit  int64  // empty past this position (segmentTruncateAt)
 	noSync bool   // the database skips fsync (Options.NoSync: tests)
+
+	writeFault func(off int64, n int) error // tests: fail a write (nil: none)
 }
 
 const (
@@ -295,10 +297,33 @@ func (s *segment) writeAt(b []byte, off int64) (grew bool, err error) {
 		}
 		grew = true
 	}
+	if s.writeFault != nil {
+		if err := s.writeFault(off, len(b)); err != nil {
+			return grew, fmt.Errorf("store: audit segment: write: %w", err)
+		}
+	}
 	if _, err := s.f.WriteAt(b, off); err != nil {
 		return grew, fmt.Errorf("store: audit segment: write: %w", err)
 	}
 	return grew, nil
+}
+
+// discard zeroes what a failed batch may have written from pos up to end,
+// and syncs, so that no record of it is read back: not after a crash, and
+// not past the end of the next, shorter batch (records that follow a bad
+// one are taken for damage).
+func (s *segment) discard(end int64) error {
+	end = min(end, s.alloc)
+	if end <= s.pos {
+		return nil
+	}
+	zero := make([]byte, min(64<<10, end-s.pos))
+	for off := s.pos; off < end; off += int64(len(zero)) {
+		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), end-off)], off); err != nil {
+			return fmt.Errorf("store: audit segment: clear a failed write: %w", err)
+		}
+	}
+	return s.sync()
 }
 
 // commit makes what writeAt wrote up to end durable (a full fsync when the
@@ -646,12 +671,21 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 	tip := l.tip
 	buf := l.seg.buf[:0]
 	off, grew := l.seg.pos, false // where buf goes; whether a write grew the file
+	// A batch written in chunks goes out with its first record's header
+	// zeroed, written last: until then nothing of the batch parses (a
+	// record of length 0 ends the records), so a batch that fails, or a
+	// crash before it is whole, leaves no record a restart would index.
+	var firstHeader [segHeader]byte
 	var werr error
 	recs := make([]segRecord, 0, len(gen))
 	var ok []*pendingAppend
 	for i, p := range gen {
 		if len(buf) >= segChunk {
 			// Write what is ready; the batch is synced once, at the end.
+			if off == l.seg.pos {
+				copy(firstHeader[:], buf)
+				clear(buf[:segHeader])
+			}
 			g, err := l.seg.writeAt(buf, off)
 			grew = grew || g
 			if err != nil {
@@ -693,13 +727,20 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 	synced, err := true, werr
 	if err == nil {
 		var g bool
-		if g, err = l.seg.writeAt(buf, off); err == nil {
+		if g, err = l.seg.writeAt(buf, off); err == nil && off > l.seg.pos {
+			_, err = l.seg.writeAt(firstHeader[:], l.seg.pos)
+		}
+		if err == nil {
 			synced, err = l.seg.commit(off+int64(len(buf)), grew || g)
 		}
 	}
 	if err != nil {
 		if !synced {
 			l.segErr = err
+		} else if derr := l.seg.discard(off + int64(len(buf))); derr != nil {
+			// Records of the failed batch may remain past pos, where
+			// the next batch, shorter, would leave them after its own.
+			l.segErr = fmt.Errorf("%w (and clearing the failed batch: %w)", err, derr)
 		}
 		for _, p := range ok {
 			p.err, p.at = err, sealed{}

@@ -658,3 +658,114 @@ func TestAuditSegmentChunkedGeneration(t *testing.T) {
 		t.Errorf("the tip moved past a failed batch: %+v -> %+v", tip, l.tip)
 	}
 }
+
+// bigBatch is n pending appends of ~2 KiB events: a batch of several
+// segChunk chunks.
+func bigBatch(t *testing.T, n int, tag string) []*pendingAppend {
+	t.Helper()
+	var out []*pendingAppend
+	for i := range n {
+		e := benchEvent(i)
+		e.Response = strings.Repeat("r", 1500)
+		e.Prompt = tag + e.Prompt[len(tag):]
+		d, err := audit.NewDraft(e, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, &pendingAppend{d: d})
+	}
+	return out
+}
+
+// crashCopy copies the database and the segment as a crash leaves them.
+func crashCopy(t *testing.T, from string) string {
+	t.Helper()
+	to := t.TempDir()
+	copyDataFiles(t, from, to)
+	return to
+}
+
+// TestAuditSegmentFailedChunkedBatch: a batch whose second chunk fails to
+// be written (disk full, EIO) fails every append of it, and none of its
+// records is read back: not after a crash (its first record's header is
+// written last, so the chunks already out do not parse), not past the end
+// of the next, shorter batch (they are cleared), whether clearing works
+// or not (then the segment is not used again).
+func TestAuditSegmentFailedChunkedBatch(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		clearFail bool
+	}{{"cleared", false}, {"clearing fails", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, l := openAudit(t, dir, true, AuditOptions{Signer: testSigner})
+			appendN(t, l, 2)
+			if err := l.catchUp(); err != nil {
+				t.Fatal(err)
+			}
+			first := l.seg.pos
+			writes := 0
+			l.seg.writeFault = func(off int64, n int) error {
+				if writes++; writes >= 2 && (tc.clearFail || off > first) {
+					return errors.New("injected: no space left on device")
+				}
+				return nil
+			}
+			// A failing clear uses WriteAt directly: make the file
+			// read-only for it by swapping the descriptor.
+			var rw *os.File
+			if tc.clearFail {
+				l.opts.sealHook = func(*audit.Draft) error {
+					if writes >= 1 && rw == nil {
+						rw = l.seg.f
+						ro, err := os.Open(rw.Name())
+						if err != nil {
+							t.Fatal(err)
+						}
+						l.seg.f = ro
+					}
+					return nil
+				}
+			}
+			failed := bigBatch(t, 100, "F")
+			l.writeGeneration(failed)
+			l.opts.sealHook, l.seg.writeFault = nil, nil
+			if rw != nil {
+				l.seg.f.Close()
+				l.seg.f = rw
+			}
+			for i, p := range failed {
+				if p.err == nil {
+					t.Fatalf("append %d of the failed batch succeeded", i)
+				}
+			}
+			if _, _, recs, _ := readSegment(t, dir); len(recs) != 2 {
+				t.Errorf("after the failed batch the segment reads %d records, want the 2 acknowledged", len(recs))
+			}
+			// The process dies now: the failed batch is not in the trail.
+			_, l2 := openAudit(t, crashCopy(t, dir), true, AuditOptions{Signer: testSigner, Inspect: true})
+			if rep, err := l2.Verify(ctx, testKeys); err != nil || rep.Events != 2 {
+				t.Fatalf("after a crash: Verify = %+v, %v; want the 2 acknowledged events", rep, err)
+			}
+			// A shorter batch next, then a crash: it starts and holds 7.
+			ok := bigBatch(t, 5, "S")
+			l.writeGeneration(ok)
+			if tc.clearFail {
+				if ok[0].err == nil || l.segErr == nil {
+					t.Fatalf("the segment was used again after clearing failed: %v", ok[0].err)
+				}
+				return
+			}
+			for i, p := range ok {
+				if p.err != nil {
+					t.Fatalf("append %d: %v", i, p.err)
+				}
+			}
+			_, l3 := openAudit(t, crashCopy(t, dir), true, AuditOptions{Signer: testSigner, Inspect: true})
+			if rep, err := l3.Verify(ctx, testKeys); err != nil || rep.Events != 7 {
+				t.Fatalf("after a shorter batch and a crash: Verify = %+v, %v; want 7 events", rep, err)
+			}
+		})
+	}
+}

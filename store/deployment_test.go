@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -328,8 +329,22 @@ func TestOpenSurvivesCorruptPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const page = 4096
-	pages := int64(len(orig)) / page
+	// The pages in use, in the file's own page size (a new file's is
+	// 16 KiB, and bbolt grows it past what it uses).
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used, cause := metaSize(f)
+	f.Close()
+	if cause != "" {
+		t.Fatal(cause)
+	}
+	page := int64(binary.LittleEndian.Uint32(orig[16+8:]))
+	if page != pageSize {
+		t.Fatalf("page size %d, want %d", page, pageSize)
+	}
+	pages := used / page
 	for _, p := range []int64{0, 1, 2, 3, 4, pages / 4, pages / 2, pages - 2, pages - 1} {
 		t.Run(fmt.Sprint(p), func(t *testing.T) {
 			buf := append([]byte(nil), orig...)
