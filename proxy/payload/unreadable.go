@@ -61,13 +61,15 @@ func checkSurrogates(s string) error {
 	}
 }
 
-// hex4 reads the four hex digits of a \u escape at s[at:].
-func hex4(s string, at int) (rune, bool) {
+// hex4 reads the four hex digits of a \u escape at s[at:] (an answer's
+// text here, a request's bytes in the validator).
+func hex4[T string | []byte](s T, at int) (rune, bool) {
 	if at+4 > len(s) {
 		return 0, false
 	}
 	var r rune
-	for _, c := range []byte(s[at : at+4]) {
+	for i := at; i < at+4; i++ {
+		c := s[i]
 		var d byte
 		switch {
 		case '0' <= c && c <= '9':

@@ -228,7 +228,7 @@ func (v *validator) str() (inside []byte, esc bool, err error) {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				v.i += 2
 			case 'u':
-				r, ok := v.hex4(v.i + 2)
+				r, ok := hex4(v.s, v.i+2)
 				if !ok {
 					return nil, false, ErrInvalidJSON
 				}
@@ -241,7 +241,7 @@ func (v *validator) str() (inside []byte, esc bool, err error) {
 						v.ambiguous(loneSurrogate)
 						break
 					}
-					r2, ok := v.hex4(v.i + 2)
+					r2, ok := hex4(v.s, v.i+2)
 					if !ok {
 						return nil, false, ErrInvalidJSON
 					}
@@ -267,28 +267,6 @@ func (v *validator) str() (inside []byte, esc bool, err error) {
 }
 
 const loneSurrogate = `a string holds a lone UTF-16 surrogate escape (\uD800-\uDFFF not in a high-low pair); decoders read it differently`
-
-func (v *validator) hex4(at int) (rune, bool) {
-	if at+4 > len(v.s) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range v.s[at : at+4] {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(d)
-	}
-	return r, true
-}
 
 // manyKeys is the object size from which keys are compared through a map
 // of folded keys instead of pairwise.
