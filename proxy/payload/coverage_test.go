@@ -36,7 +36,7 @@ var answerFields = map[string]struct{ endpoint, body string }{
 	"resp error":            {EndpointResponses, `{"status":"failed","output":[],"error":{"code":"server_error","message":"ops@example.com"}}`},
 	"resp unknown item":     {EndpointResponses, `{"output":[{"type":"future_tool_call","id":"f","payload":{"deep":["ops@example.com"]}}]}`},
 	"not json":              {EndpointChat, `upstream says ops@example.com`},
-	"chat base64 untouched": {EndpointChat, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ops@example.com","audio":{"id":"a","data":"AKIAIOSFODNN7EXAMPLE","transcript":"ops@example.com"}}}]}`},
+	"chat base64 untouched": {EndpointChat, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ops@example.com","audio":{"id":"a","data":"AKIAIOSFODNN7EXAMPLE+AKIAIOSFODNN7EXAMPLE+AKIAIOSFODNN7EXAMPLE+AKIAIOSFODNN7EXAMPLE+","transcript":"ops@example.com"}}}]}`},
 }
 
 func TestMaskResponseEveryModelWrittenField(t *testing.T) {
@@ -56,7 +56,7 @@ func TestMaskResponseEveryModelWrittenField(t *testing.T) {
 	}
 	// Structural members and base64 payloads are left alone.
 	out, _, _ := MaskResponse(EndpointChat, []byte(answerFields["chat base64 untouched"].body), m)
-	if !bytes.Contains(out, []byte("AKIAIOSFODNN7EXAMPLE")) {
+	if !bytes.Contains(out, []byte("AKIAIOSFODNN7EXAMPLE+AKIAIOSFODNN7EXAMPLE+AKIAIOSFODNN7EXAMPLE+AKIAIOSFODNN7EXAMPLE+")) {
 		t.Errorf("audio data was masked: %s", out)
 	}
 }

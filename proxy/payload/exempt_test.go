@@ -138,11 +138,12 @@ func TestTopLevelDataListMasked(t *testing.T) {
 	}
 }
 
-// TestBase64MembersLeftAlone: base64 text under a base64 member is not
-// masked, even when a detector would find something in it (the AWS key
-// of the canary is base64 text): masking would corrupt the payload.
+// TestBase64MembersLeftAlone: base64 text under a base64 member, as long
+// as a payload (minBase64Payload), is not masked, even when a detector
+// would find something in it (the canary's AWS key ids, between '+', are
+// base64 text): masking would corrupt the payload.
 func TestBase64MembersLeftAlone(t *testing.T) {
-	const b64 = "AKIAIOSFODNN7EXAMPLE"
+	b64 := strings.Repeat("AKIAIOSFODNN7EXAMPLE+", 4)
 	m := testMasker(t)
 	if out, _ := m.Mask(b64); out == b64 {
 		t.Fatalf("the masker leaves %q alone: the test proves nothing", b64)
@@ -242,6 +243,29 @@ func TestFastChatPathsReadEveryString(t *testing.T) {
 				relayMasked(t, EndpointChat, "data: "+strings.ReplaceAll(c, "MSG", "delta")+"\n\ndata: [DONE]\n\n", m)
 				answerMasked(t, EndpointChat, strings.ReplaceAll(c, "MSG", "message"), m)
 			})
+		}
+	}
+}
+
+// TestShortBase64MemberMasked: what is written in base64 characters but
+// shorter than a payload (a card number, a phone number, an AWS key id)
+// under a base64 member is masked as it is in content: the exemption only
+// ever covered such text because its characters are base64's.
+func TestShortBase64MemberMasked(t *testing.T) {
+	m := testMasker(t)
+	for _, v := range []string{"4111111111111111", "+14155552671", "AKIAIOSFODNN7EXAMPLE", "GB82WEST12345698765432"} {
+		if out, _ := m.Mask(v); out == v {
+			t.Fatalf("the masker leaves %q alone: the case proves nothing", v)
+		}
+		for name := range base64Keys {
+			body := `{"choices":[{"index":0,"message":{"role":"assistant","content":"x","audio":{"id":"a","` + name + `":"` + v + `"}}}]}`
+			out, _, err := MaskResponse(EndpointChat, []byte(body), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(out), v) {
+				t.Errorf("%s %q relayed: %s", name, v, out)
+			}
 		}
 	}
 }

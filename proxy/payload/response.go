@@ -190,15 +190,24 @@ var structuralKeys = map[string]bool{
 var base64Keys = map[string]bool{"data": true, "b64_json": true, "result": true, "partial_image_b64": true}
 
 // exempt reports whether v, the value of member key, is left unmasked: a
-// string of a structural member, or base64 text of a base64 member. Any
-// other value, whatever its member is called, is masked.
+// string of a structural member, or base64 text of a base64 member, at
+// least minBase64Payload long. Any other value, whatever its member is
+// called, is masked.
 func exempt(key string, v any) bool {
 	s, ok := v.(string)
 	if !ok {
 		return false
 	}
-	return structuralKeys[key] || base64Keys[key] && base64Text(s)
+	return structuralKeys[key] || base64Keys[key] && len(s) >= minBase64Payload && base64Text(s)
 }
+
+// minBase64Payload is the shortest base64 member left unmasked. Audio,
+// images and their partial chunks are kilobytes; what is shorter is
+// masked, so a card number, a phone number with its '+', an AWS key id or
+// an IBAN (all base64 characters) in a data member is found as it is in
+// content. (Longer, glued to more base64 characters, it is not found
+// there either: the detectors want a boundary.)
+const minBase64Payload = 64
 
 // base64Text reports whether s is base64 in the standard alphabet (RFC
 // 4648 section 4, as OpenAI sends audio and images), padded or not: only
