@@ -79,6 +79,12 @@ func TestUpstreamQuotesMaskedInLogAndTrail(t *testing.T) {
 		{"stored object", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, `{"object":"mail bob@example.org","id":"resp_1"}`)
 		}, "/v1/responses/resp_1"},
+		// Quoted as the upstream wrote it: masking reads the escape as
+		// a decoder would (the log's %q doubles its backslash).
+		{"stored object, escaped", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, `{"object":"mail bob\u0040example.org","id":"resp_1"}`)
+		}, "/v1/responses/resp_1"},
+		{"malformed response, escaped", rawAnswer(t, "mail bob\\u0040example.org and more\r\n\r\n"), "/v1/chat/completions"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
@@ -96,11 +102,11 @@ func TestUpstreamQuotesMaskedInLogAndTrail(t *testing.T) {
 			if !strings.Contains(logs, "[EMAIL") {
 				t.Errorf("the quote is not in the log, masked: %s", logs)
 			}
-			if strings.Contains(logs, "bob@example.org") {
+			if strings.Contains(logs, "bob@example.org") || strings.Contains(logs, "u0040example.org") {
 				t.Errorf("logged the upstream's PII: %s", logs)
 			}
 			ev, _ := json.Marshal(h.sink.all())
-			if strings.Contains(string(ev), "bob@example.org") {
+			if strings.Contains(string(ev), "bob@example.org") || strings.Contains(string(ev), "u0040example.org") {
 				t.Errorf("the trail holds the upstream's PII: %s", ev)
 			}
 		})

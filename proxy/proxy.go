@@ -51,6 +51,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -459,8 +460,40 @@ func (c *call) maskQuoted(text string) string {
 	if !c.ResponseMask.Enabled() {
 		return text
 	}
-	out, _ := c.ResponseMask.Mask(payload.ValidText(text, c.ResponseMask))
+	out, _ := c.ResponseMask.Mask(payload.ValidText(unescapeQuoted(text), c.ResponseMask))
 	return out
+}
+
+// unescapeQuoted spells out the \uXXXX escapes of a quoted upstream text
+// (behind any number of backslashes: %q doubles the one JSON wrote), so
+// that masking reads what a JSON decoder would: an upstream's
+// "bob\u0040example.org" is an address there too.
+func unescapeQuoted(s string) string {
+	if !strings.Contains(s, `\u`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if s[i] != '\\' {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && s[j] == '\\' {
+			j++
+		}
+		if j+5 <= len(s) && s[j] == 'u' {
+			if r, err := strconv.ParseUint(s[j+1:j+5], 16, 32); err == nil {
+				b.WriteRune(rune(r)) // a lone surrogate is written U+FFFD
+				i = j + 5
+				continue
+			}
+		}
+		b.WriteString(s[i:j])
+		i = j
+	}
+	return b.String()
 }
 
 // upstream is a configured provider with its reverse proxy.
