@@ -294,9 +294,12 @@ type streamer struct {
 	respType bool           // responses: events carry an SSE event name
 	dirty    bool           // responses: the current event was changed
 
-	kbuf    []byte    // scratch for key scrubbing of deltas
-	next    EventKind // the kind of the next event emitted (then Unknown again)
-	writing EventKind // the kind of the event being written now
+	kbuf       []byte // scratch for key scrubbing of deltas
+	nameIn     string // the last event name emitted, masked (nameOut) with findings nameCounts
+	nameOut    string
+	nameCounts mask.Counts
+	next       EventKind // the kind of the next event emitted (then Unknown again)
+	writing    EventKind // the kind of the event being written now
 }
 
 // EventKind is what the relay knows of an event it writes: whether it ends
@@ -323,6 +326,25 @@ func TerminalType(t string) bool {
 }
 
 func (s *streamer) emit(ev sse.Event) error {
+	if s.m.Enabled() {
+		// Event names and ids are the upstream's text too (clients
+		// dispatch on the name; a raw reader shows both): masked after
+		// the keys are scrubbed, as data is; the last name's masking
+		// is remembered, as a stream repeats a few.
+		if ev.Type != "" {
+			if ev.Type != s.nameIn {
+				out, c := s.m.Mask(validText(s.keys.String(ev.Type), s.m))
+				s.nameIn, s.nameOut, s.nameCounts = ev.Type, out, c
+			}
+			ev.Type = s.nameOut
+			s.res.Counts.Add(s.nameCounts)
+		}
+		if ev.ID != "" {
+			out, c := s.m.Mask(validText(s.keys.String(ev.ID), s.m))
+			s.res.Counts.Add(c)
+			ev.ID = out
+		}
+	}
 	s.writing, s.next = s.next, EventUnknown
 	err := s.w.WriteEvent(ev)
 	s.writing = EventUnknown

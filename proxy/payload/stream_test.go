@@ -693,3 +693,26 @@ func TestStreamCommentsMasked(t *testing.T) {
 		t.Errorf("counts %v, want the comment's email", res.Counts)
 	}
 }
+
+// TestStreamEventNamesAndIDsMasked: an event's name and id are masked
+// like its data (they were relayed as they came; keys were scrubbed by
+// the proxy, PII was not), each finding counted where it went out.
+func TestStreamEventNamesAndIDsMasked(t *testing.T) {
+	var out strings.Builder
+	in := "event: e-bob@example.org\nid: id-bob@example.org\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n" +
+		"event: e-bob@example.org\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"there\"}}]}\n\n" +
+		"event: response.output_text.delta\ndata: [DONE]\n\n"
+	res, err := CopyStream(&out, nil, strings.NewReader(in), EndpointChat, testMasker(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "bob@example.org") || strings.Count(out.String(), "event: [EMAIL") != 3 || !strings.Contains(out.String(), "id: [EMAIL") ||
+		!strings.Contains(out.String(), "event: response.output_text.delta\n") {
+		t.Errorf("relayed %q", out.String())
+	}
+	// Each name masked where it went out (the two events and the chunk
+	// that releases held-back text under the last name), and the id.
+	if res.Counts.Total() != 4 {
+		t.Errorf("counts %v, want 4", res.Counts)
+	}
+}
