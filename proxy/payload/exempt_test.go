@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"encoding/json"
 	"sort"
 	"strings"
 	"testing"
@@ -266,6 +267,44 @@ func TestShortBase64MemberMasked(t *testing.T) {
 			if strings.Contains(string(out), v) {
 				t.Errorf("%s %q relayed: %s", name, v, out)
 			}
+		}
+	}
+}
+
+// TestMemberNamesMasked: a member name is the upstream's text too (a
+// client that logs or shows the object shows it): one holding PII is
+// renamed to its masked form, in whole answers and in streamed events of
+// both APIs, its finding counted; two names masking alike both survive.
+func TestMemberNamesMasked(t *testing.T) {
+	m := testMasker(t)
+	body := `{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi",` +
+		`"x":{"bob@example.org":1,"ann@example.org":2,"[EMAIL]":3}},"finish_reason":"stop"}]}`
+	out, res, err := MaskResponse(EndpointChat, []byte(body), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	x := got["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["x"].(map[string]any)
+	if strings.Contains(string(out), "example.org") || len(x) != 3 || res.Counts.Total() != 2 {
+		t.Errorf("masked %s (counts %v)", out, res.Counts)
+	}
+	for _, tc := range []struct{ ep, stream string }{
+		{EndpointChat, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"extra\":{\"bob@example.org\":true}}]}\n\ndata: [DONE]\n\n"},
+		{EndpointResponses, "event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"item_id\":\"m\",\"output_index\":0,\"content_index\":0,\"text\":\"mail ann@example.org\",\"bob@example.org\":1}\n\n"},
+	} {
+		var w strings.Builder
+		res, err := CopyStream(&w, nil, strings.NewReader(tc.stream), tc.ep, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(w.String(), "example.org") {
+			t.Errorf("%s: relayed %q", tc.ep, w.String())
+		}
+		if want := map[string]int{EndpointChat: 1, EndpointResponses: 2}[tc.ep]; res.Counts.Total() != want {
+			t.Errorf("%s: counts %v, want %d (the text's finding too)", tc.ep, res.Counts, want)
 		}
 	}
 }

@@ -240,24 +240,81 @@ var base64Alphabet = func() (t [256]bool) {
 // MaskStrings replaces every string value in v (maps and arrays, at any
 // depth) with f of it, except values exempt for their member (structural
 // strings, base64 text: exempt) and the top-level members of v that skip
-// selects. It returns v (a string value given directly is masked).
+// selects; every member name goes through f too, and one f changes is
+// renamed (renameKey). It returns v (a string value given directly is
+// masked).
 func MaskStrings(v any, f func(string) string, skip func(key string) bool) any {
+	return maskStringsKeys(v, f, f, skip)
+}
+
+// maskStringsKeys is MaskStrings masking member names with fk: a caller
+// whose f counts findings per text field masks names apart.
+func maskStringsKeys(v any, f, fk func(string) string, skip func(key string) bool) any {
 	switch x := v.(type) {
 	case string:
 		return f(x)
 	case []any:
 		for i, e := range x {
-			x[i] = MaskStrings(e, f, nil)
+			x[i] = maskStringsKeys(e, f, fk, nil)
 		}
 	case map[string]any:
+		var renamed []string // keys fk changes: old, new pairs
 		for k, e := range x {
+			if !apiNames[k] && !structuralKeys[k] && !base64Keys[k] {
+				if mk := fk(k); mk != k {
+					renamed = append(renamed, k, mk)
+				}
+			}
 			if exempt(k, e) || skip != nil && skip(k) {
 				continue
 			}
-			x[k] = MaskStrings(e, f, nil)
+			x[k] = maskStringsKeys(e, f, fk, nil)
+		}
+		for i := 0; i < len(renamed); i += 2 {
+			renameKey(x, renamed[i], renamed[i+1])
 		}
 	}
 	return v
+}
+
+// apiNames are member names of the API's answers and events, left as
+// they are (with the exempt ones): they are the protocol, not text (a
+// custom detector that matches "text" must not rename the member), and
+// masking each name of each event was 15 % of a Responses stream's cost.
+// Any other name is masked.
+var apiNames = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range strings.Fields(`choices index delta message content refusal tool_calls function
+		arguments function_call finish_reason logprobs usage prompt_tokens completion_tokens total_tokens
+		prompt_tokens_details completion_tokens_details cached_tokens reasoning_tokens audio_tokens
+		accepted_prediction_tokens rejected_prediction_tokens created audio transcript expires_at
+		annotations url_citation url title start_index end_index reasoning_content reasoning
+		sequence_number output_index content_index summary_index text part item response output
+		output_text input_tokens output_tokens input_tokens_details output_tokens_details error code
+		message param created_at completed_at incomplete_details instructions max_output_tokens
+		metadata parallel_tool_calls previous_response_id temperature top_p tool_choice tools
+		truncation user store summary top_logprobs token logprob bytes action query queries results
+		outputs code logs image_url server_label approve reason`) {
+		m[n] = true
+	}
+	return m
+}()
+
+// renameKey moves x[from] to x[to], or to the first of to#2, to#3 … that
+// is free (two keys may mask alike, or mask into a key the object has).
+// Member names are the upstream's text too: a client that logs or shows
+// an object shows its keys.
+func renameKey(x map[string]any, from, to string) {
+	v := x[from]
+	delete(x, from)
+	name := to
+	for n := 2; ; n++ {
+		if _, taken := x[name]; !taken {
+			break
+		}
+		name = to + "#" + strconv.Itoa(n)
+	}
+	x[name] = v
 }
 
 // maskChatAnswer is MaskResponse's fast path for the usual chat answer,

@@ -1023,7 +1023,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		if s.inspects() {
 			// The whole text again (text, arguments, code, ...), and
 			// any other string of the event.
-			MaskStrings(o, func(t string) string { return s.maskFull(k, t) }, nil)
+			maskStringsKeys(o, func(t string) string { return s.maskFull(k, t) }, s.maskOnce, nil)
 		}
 		return s.emitKind(evKind, ev, o, s.dirty)
 
