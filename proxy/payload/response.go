@@ -270,8 +270,12 @@ func maskStringsKeys(v any, f, fk func(string) string, skip func(key string) boo
 			}
 			x[k] = maskStringsKeys(e, f, fk, nil)
 		}
+		var next map[string]int // per placeholder, the suffix to try next
 		for i := 0; i < len(renamed); i += 2 {
-			renameKey(x, renamed[i], renamed[i+1])
+			if next == nil {
+				next = map[string]int{}
+			}
+			renameKey(x, renamed[i], renamed[i+1], next)
 		}
 	}
 	return v
@@ -303,17 +307,25 @@ var apiNames = func() map[string]bool {
 // renameKey moves x[from] to x[to], or to the first of to#2, to#3 … that
 // is free (two keys may mask alike, or mask into a key the object has).
 // Member names are the upstream's text too: a client that logs or shows
-// an object shows its keys.
-func renameKey(x map[string]any, from, to string) {
+// an object shows its keys. next remembers, per to, where the search goes
+// on, so n names masking alike cost n probes, not n² (an upstream can send
+// thousands).
+func renameKey(x map[string]any, from, to string, next map[string]int) {
 	v := x[from]
 	delete(x, from)
 	name := to
-	for n := 2; ; n++ {
+	n := max(next[to], 1)
+	if n > 1 {
+		name = to + "#" + strconv.Itoa(n)
+	}
+	for {
 		if _, taken := x[name]; !taken {
 			break
 		}
+		n++
 		name = to + "#" + strconv.Itoa(n)
 	}
+	next[to] = n + 1
 	x[name] = v
 }
 

@@ -133,15 +133,16 @@ func (p *jscan) scalar() bool {
 	return p.value()
 }
 
-// noStrings scans a value that holds no string but keys: a number, a
-// literal, or objects and arrays of them (a usage's token details). The
-// generic path would mask a string there.
+// noStrings scans a value that holds no string but the API's member names
+// (apiNames): a number, a literal, or objects and arrays of them (a
+// usage's token details). The generic path would mask a string there, and
+// any other member name.
 func (p *jscan) noStrings() bool {
 	switch p.peek() {
 	case '"':
 		return false
 	case '{':
-		return p.object(func(string) bool { return p.noStrings() })
+		return p.object(func(key string) bool { return apiNames[key] && p.noStrings() })
 	case '[':
 		return p.array(func() bool { return p.noStrings() })
 	}
@@ -373,7 +374,7 @@ func (p *jscan) usageValue() (Usage, bool, bool) {
 				return ok
 			}
 		}
-		return p.noStrings()
+		return apiNames[key] && p.noStrings()
 	})
 	if !ok {
 		return Usage{}, false, false
