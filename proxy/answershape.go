@@ -125,12 +125,12 @@ func (r *shapeRule) check(data string) error {
 
 func (r *shapeRule) member(name, v string) error {
 	if r.list != "" && strings.EqualFold(name, r.list) && v[0] != '[' {
-		return fmt.Errorf("the answer's %.40q is not an array", name)
+		return fmt.Errorf("the answer's %s is not an array", quoteUpstream(name))
 	}
 	switch {
 	case strings.EqualFold(name, "object"):
 		if r.object != "" && (v[0] != '"' || unquoteJSON(v) != r.object) {
-			return fmt.Errorf("the answer names itself %.40s, not %q", v, r.object)
+			return fmt.Errorf("the answer names itself %s, not %q", quoteUpstream(v), r.object)
 		}
 		return nil
 	case strings.EqualFold(name, "type"):
@@ -139,7 +139,7 @@ func (r *shapeRule) member(name, v string) error {
 		}
 		t := unquoteJSON(v)
 		if callItem(t) || !r.events && len(t) > len("response.") && strings.EqualFold(t[:len("response.")], "response.") {
-			return fmt.Errorf("the answer is a %.40q item or event, not a %s", t, r.what)
+			return fmt.Errorf("the answer is a %s item or event, not a %s", quoteUpstream(t), r.what)
 		}
 		return nil
 	case r.deltas && strings.EqualFold(name, "choices") && v[0] == '[':
@@ -156,7 +156,7 @@ func (r *shapeRule) member(name, v string) error {
 	}
 	for _, f := range r.foreign {
 		if strings.EqualFold(name, f) {
-			return fmt.Errorf("the answer has %.40q, a member of another shape than a %s", name, r.what)
+			return fmt.Errorf("the answer has %s, a member of another shape than a %s", quoteUpstream(name), r.what)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 )
@@ -50,6 +51,20 @@ const (
 // statusClientClosed is logged and audited when the client went away before
 // the answer (nginx's 499); it is never written to a client.
 const statusClientClosed = 499
+
+// quoteUpstream quotes text the upstream wrote for an error's detail (the
+// log line, the audit event): whole when it is at most maxQuote bytes, so
+// the key scrub and the masker read all of it; otherwise only its length.
+// A quote cut short could hold all of a vaulted key but its last bytes,
+// or an address cut in its domain, which neither finds.
+func quoteUpstream(s string) string {
+	if len(s) <= maxQuote {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("(%d bytes)", len(s))
+}
+
+const maxQuote = 64
 
 // apiError is an error a client sees: an HTTP status and OpenAI's error
 // object. Message says what to do next and never holds a secret; cause is

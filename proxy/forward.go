@@ -585,7 +585,7 @@ func (p *Proxy) maskAnswer(c *call, body []byte) ([]byte, error) {
 	if c.kind.stored() && top.Object != "" && storedObject(top.Object, shape) != shape {
 		// These routes answer with one stored object (the item lists with
 		// a "list"); anything else would be masked and judged in the wrong shape.
-		err := fmt.Errorf("the answer is %.40q, not the stored object this endpoint returns: withheld", top.Object)
+		err := fmt.Errorf("the answer is %s, not the stored object this endpoint returns: withheld", quoteUpstream(top.Object))
 		c.errDetail = err.Error()
 		return nil, err
 	}

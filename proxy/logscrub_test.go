@@ -112,3 +112,35 @@ func TestUpstreamQuotesMaskedInLogAndTrail(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamQuotesWholeOrNotAtAll: an upstream text a refusal quotes is
+// quoted whole (the key scrub and the masker then read all of it) or, past
+// maxQuote bytes, by its length only: a quote cut at 40 bytes held all of
+// a vaulted key but its last byte, and an address cut in its domain.
+func TestUpstreamQuotesWholeOrNotAtAll(t *testing.T) {
+	for _, object := range []string{
+		"AAAAAAAA" + vaultedKey,
+		strings.Repeat("A", 40) + vaultedKey,
+		strings.Repeat("x", 30) + " mail bob@corp-secret.example.org",
+	} {
+		t.Run(fmt.Sprint(len(object)), func(t *testing.T) {
+			h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+			h.up.set(func(w http.ResponseWriter, r *http.Request) {
+				writeJSON(w, `{"object":"`+object+`","id":"resp_1"}`)
+			})
+			tok := h.mint(grant{scope: storedScopes})
+			res, b := h.do("GET", "/v1/responses/resp_1", tok, "")
+			if res.StatusCode != http.StatusBadGateway {
+				t.Fatalf("status %d: %s", res.StatusCode, b)
+			}
+			ev, _ := json.Marshal(h.sink.all())
+			for _, where := range []string{h.logs.String(), string(ev)} {
+				for _, part := range []string{vaultedKey[:len(vaultedKey)-1], vaultedKey[1:], "corp-secret"} {
+					if strings.Contains(where, part) {
+						t.Errorf("%q in: %s", part, where)
+					}
+				}
+			}
+		})
+	}
+}

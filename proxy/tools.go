@@ -202,7 +202,7 @@ func ambiguousArguments(args string, keys []string) error {
 	}
 	got, want, err := toolcall.FoldedKeyIn(v, keys, nil, 10000)
 	if err == nil && got != "" {
-		err = fmt.Errorf("the key %.40q differs from %q (a rule's selector) only in letter case", got, want)
+		err = fmt.Errorf("the key %s differs from %q (a rule's selector) only in letter case", quoteUpstream(got), want)
 	}
 	return err
 }

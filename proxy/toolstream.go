@@ -409,7 +409,7 @@ func foldedKeys(v any, depth int) error {
 		for key, val := range t {
 			for _, k := range readKeys {
 				if key != k && strings.EqualFold(key, k) {
-					return fmt.Errorf("the key %.40q differs from %q only in letter case", key, k)
+					return fmt.Errorf("the key %s differs from %q only in letter case", quoteUpstream(key), k)
 				}
 			}
 			if freeFormKeys[key] {
@@ -544,7 +544,7 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 		if n, ok := jsonInt(ch["index"]); ok && n >= 0 && n < maxToolChoices {
 			ci = int(n)
 		} else if r, has := ch["index"]; has && !isNull(r) {
-			b.fail(fmt.Errorf("choice index %.40s", r))
+			b.fail(fmt.Errorf("choice index %s", quoteUpstream(string(r))))
 			return
 		}
 		indexes[i] = ci
@@ -716,7 +716,7 @@ func (b *toolBuffer) absorbToolCalls(st *chatChoiceState, raw json.RawMessage) b
 		if r, has := f["index"]; has && !isNull(r) {
 			n, ok := jsonInt(r)
 			if !ok || n < 0 || n > maxToolIndex {
-				b.fail(fmt.Errorf("tool call index %.40s", r))
+				b.fail(fmt.Errorf("tool call index %s", quoteUpstream(string(r))))
 				return false
 			}
 			idx = n
@@ -1049,13 +1049,13 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		kind, isTool := toolcall.ItemKind(it)
 		id, _ := optString(item["id"])
 		if k := toolcall.CaseVariant(it); k != "" {
-			b.fail(fmt.Errorf("an output item's type %.40q differs from %q only in letter case", it, k))
+			b.fail(fmt.Errorf("an output item's type %s differs from %q only in letter case", quoteUpstream(it), k))
 			return
 		}
 		if cur := b.items[b.itemKey(id, o["output_index"])]; cur != nil && cur.typ != it && !cur.judged {
 			// The SDKs take the done item for the added one: the call
 			// judged would not be the call run.
-			b.fail(fmt.Errorf("output item %.64q changed its type from %.40q to %.40q", id, cur.typ, it))
+			b.fail(fmt.Errorf("output item %s changed its type from %s to %s", quoteUpstream(id), quoteUpstream(cur.typ), quoteUpstream(it)))
 			return
 		}
 		if !isTool {
@@ -1065,7 +1065,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		}
 		if typ == "response.output_item.added" {
 			if cur := b.items[b.itemKey(id, o["output_index"])]; cur != nil && !cur.judged {
-				b.fail(fmt.Errorf("output item %.64q added twice", id))
+				b.fail(fmt.Errorf("output item %s added twice", quoteUpstream(id)))
 				return
 			}
 			if !b.countCall() {
@@ -1485,7 +1485,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			d.UseNumber()
 			if d.Decode(&m) == nil {
 				if _, err := toolcall.ItemCalls(it, m); err != nil {
-					b.fail(fmt.Errorf("the final output's item %.64q: %w", id, err))
+					b.fail(fmt.Errorf("the final output's item %s: %w", quoteUpstream(id), err))
 					return
 				}
 			}
