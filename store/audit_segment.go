@@ -207,13 +207,24 @@ func (s *segment) prepare(size int64) error {
 // zeroTo writes zeros from s.alloc to end, so later records overwrite
 // written blocks in place.
 func (s *segment) zeroTo(end int64) error {
-	zero := make([]byte, min(64<<10, end-s.alloc))
-	for off := s.alloc; off < end; off += int64(len(zero)) {
-		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), end-off)], off); err != nil {
-			return fmt.Errorf("store: audit segment: preallocate: %w", err)
-		}
+	if err := s.writeZeros(s.alloc, end); err != nil {
+		return fmt.Errorf("store: audit segment: preallocate: %w", err)
 	}
 	s.alloc = end
+	return nil
+}
+
+// writeZeros writes zeros over [from, end), 64 KiB at a time.
+func (s *segment) writeZeros(from, end int64) error {
+	if end <= from {
+		return nil
+	}
+	zero := make([]byte, min(64<<10, end-from))
+	for off := from; off < end; off += int64(len(zero)) {
+		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), end-off)], off); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -317,11 +328,8 @@ func (s *segment) discard(end int64) error {
 	if end <= s.pos {
 		return nil
 	}
-	zero := make([]byte, min(64<<10, end-s.pos))
-	for off := s.pos; off < end; off += int64(len(zero)) {
-		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), end-off)], off); err != nil {
-			return fmt.Errorf("store: audit segment: clear a failed write: %w", err)
-		}
+	if err := s.writeZeros(s.pos, end); err != nil {
+		return fmt.Errorf("store: audit segment: clear a failed write: %w", err)
 	}
 	return s.sync()
 }
