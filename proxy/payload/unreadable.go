@@ -15,7 +15,7 @@ var ErrUnreadableJSON = errors.New("payload: the answer is JSON the proxy cannot
 
 // errLoneSurrogate is the ErrUnreadableJSON of an answer holding a lone
 // surrogate escape (see checkSurrogates).
-var errLoneSurrogate = fmt.Errorf("%w: a string holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF not in a high-low pair), which decoders read differently; withheld", ErrUnreadableJSON)
+var errLoneSurrogate = fmt.Errorf("%w: %s; withheld", ErrUnreadableJSON, loneSurrogate)
 
 // checkSurrogates refuses JSON text holding a \u escape of a lone UTF-16
 // surrogate (a high surrogate not followed by a low one, or a low one
