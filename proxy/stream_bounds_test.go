@@ -32,14 +32,20 @@ const streamReq = `{"model":"gpt-4o","stream":true,"stream_options":{"include_us
 // headers are in; the caller reads and closes its body.
 func openStream(t *testing.T, h *harness, tok string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := h.srv.Client().Do(req)
+	res, err := postStream(h, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// postStream posts streamReq with tok: openStream for a test that expects
+// the call itself may fail (a cut or refused answer).
+func postStream(h *harness, tok string) (*http.Response, error) {
+	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	return h.srv.Client().Do(req)
 }
 
 // allocated runs f and returns the bytes the process allocated meanwhile.

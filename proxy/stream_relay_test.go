@@ -34,15 +34,13 @@ func TestStreamHeadersLeaveAtOnce(t *testing.T) {
 		writeChatStream(w, "gpt-4o", true, nil)
 	})
 	tok := h.mint(grant{scope: "model:gpt-4o"})
-	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer "+tok)
 	type got struct {
 		res *http.Response
 		err error
 	}
 	done := make(chan got, 1)
 	go func() {
-		res, err := h.srv.Client().Do(req)
+		res, err := postStream(h, tok)
 		done <- got{res, err}
 	}()
 	var res *http.Response
@@ -210,9 +208,7 @@ func TestStreamBodilessStatusIsNoSuccess(t *testing.T) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(http.StatusNoContent)
 	})
-	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer "+h.mint(grant{scope: "model:gpt-4o"}))
-	res, err := h.srv.Client().Do(req)
+	res, err := postStream(h, h.mint(grant{scope: "model:gpt-4o"}))
 	if err == nil {
 		b, rerr := io.ReadAll(res.Body)
 		res.Body.Close()
@@ -274,9 +270,7 @@ func TestStreamUpstreamSwitchingProtocols(t *testing.T) {
 				hdr += "Connection: Upgrade, X-Hop\r\nUpgrade: evil\r\n"
 			}
 			h := streamHarness(t, false, rawAnswer(t, hdr+"\r\ndata: "+chunkJSON("hi")+"\n\ndata: [DONE]\n\n"))
-			req, _ := http.NewRequest("POST", h.srv.URL+"/v1/chat/completions", strings.NewReader(streamReq))
-			req.Header.Set("Authorization", "Bearer "+h.mint(grant{scope: "model:gpt-4o"}))
-			res, err := h.srv.Client().Do(req)
+			res, err := postStream(h, h.mint(grant{scope: "model:gpt-4o"}))
 			if err == nil {
 				b, _ := io.ReadAll(res.Body)
 				res.Body.Close()
