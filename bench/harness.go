@@ -98,6 +98,7 @@ type cell struct {
 	s         *samples
 	upConns   int64         // TCP connections the mock accepted during the measured runs
 	cpu       time.Duration // CPU time of the target's process (the mock for direct) during the measured runs
+	syscalls  int64         // read and write system calls of that process during the measured runs (/proc/PID/io)
 	rssPeakKB int64         // pamctl's VmHWM after the scenario (0 for others)
 }
 
@@ -430,12 +431,17 @@ func (b *bench) runScenario(rep *report, s scenario) error {
 			pid := b.pidOf(t)
 			c0, _ := mockConns(b.ctx, b.mock.addr)
 			u0, _ := cpuTime(pid)
+			io0, ioErr0 := ioCalls(pid)
 			r := drive(b.ctx, t.cl, jt, s.conc, per, time.Time{})
 			u1, _ := cpuTime(pid)
+			io1, ioErr1 := ioCalls(pid)
 			c1, _ := mockConns(b.ctx, b.mock.addr)
 			cl := cells[t.name]
 			cl.s.add(r)
 			cl.cpu += u1 - u0
+			if ioErr0 == nil && ioErr1 == nil {
+				cl.syscalls += io1 - io0
+			}
 			if c0 >= 0 && c1 >= 0 {
 				cl.upConns += c1 - c0
 			}

@@ -258,6 +258,34 @@ func cpuModel() string {
 	return "?"
 }
 
+// ioCalls is how many read and write system calls pid has made (syscr +
+// syscw of /proc/PID/io): sockets included, so a proxy's count per request
+// shows how many times it reads and writes each answer.
+func ioCalls(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	seen := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "syscr" && k != "syscw") {
+			continue
+		}
+		x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("unexpected /proc/%d/io: %w", pid, err)
+		}
+		n += x
+		seen++
+	}
+	if seen != 2 {
+		return 0, fmt.Errorf("unexpected /proc/%d/io", pid)
+	}
+	return n, nil
+}
+
 // cpuTime is the CPU time (user + system, all threads) pid has used, from
 // /proc/PID/stat in clock ticks of 10 ms (USER_HZ is 100 on Linux).
 func cpuTime(pid int) (time.Duration, error) {

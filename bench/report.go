@@ -13,7 +13,7 @@ import (
 // streams row; under it the machine, the targets and any errors.
 
 var header = []string{"scenario", "target", "n", "err", "req/s", "p50", "p90", "p99", "max",
-	"+p50 vs direct", "+p50 vs bare", "+p99 vs bare", "req/s vs bare", "CPU/req", "upstream conns"}
+	"+p50 vs direct", "+p50 vs bare", "+p99 vs bare", "req/s vs bare", "CPU/req", "syscalls/req", "upstream conns"}
 
 // rows renders the table body.
 func (r *report) rows() [][]string {
@@ -55,7 +55,11 @@ func (r *report) rows() [][]string {
 				if c.s.n > 0 && c.cpu > 0 {
 					cpu = fmt.Sprintf("%.0f µs", float64(c.cpu.Microseconds())/float64(c.s.n))
 				}
-				row = append(row, cpu, fmt.Sprint(c.upConns))
+				calls := ""
+				if c.s.n > 0 && c.syscalls > 0 {
+					calls = fmt.Sprintf("%.1f", float64(c.syscalls)/float64(c.s.n))
+				}
+				row = append(row, cpu, calls, fmt.Sprint(c.upConns))
 				out = append(out, row)
 			}
 		}
@@ -63,7 +67,7 @@ func (r *report) rows() [][]string {
 	if res := r.res; res != nil {
 		d := summarize(res.all.ttfb)
 		out = append(out, []string{fmt.Sprintf("%d open streams ttfb", res.streams), "pamctl", fmt.Sprint(res.all.n), fmt.Sprint(res.all.errs), "",
-			ms(d.p50), ms(d.p90), ms(d.p99), ms(d.max), "", "", "", "", "", fmt.Sprint(res.upOpenMax)})
+			ms(d.p50), ms(d.p90), ms(d.p99), ms(d.max), "", "", "", "", "", "", fmt.Sprint(res.upOpenMax)})
 	}
 	return out
 }
@@ -110,6 +114,7 @@ func (r *report) write(w io.Writer, format string) {
 		o.rounds, o.latency, o.deltas)
 	fmt.Fprintf(w, "targets: direct = the mock upstream; bare = httputil.ReverseProxy swapping Authorization; pamctl = token, scope, rules of -config %s, masking both ways, audit %s;\n", o.config, o.sync)
 	fmt.Fprintln(w, "         pamctl-nomask = masking off; pamctl-async = audit.sync async; CPU/req = CPU time of the target's process (the mock's for direct) per request;")
+	fmt.Fprintln(w, "         syscalls/req = read and write system calls of that process per request (/proc/PID/io: syscr + syscw);")
 	fmt.Fprintln(w, "         upstream conns = TCP connections the mock accepted during the measured runs")
 	if res := r.res; res != nil {
 		gor := func(n int) string {
