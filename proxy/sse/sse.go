@@ -141,10 +141,7 @@ func (r *Reader) NextLent() (Event, error) {
 
 func (r *Reader) next() (Event, error) {
 	if r.lent > 0 {
-		spoil := r.data[:r.lent]
-		for i := range spoil {
-			spoil[i] = 0xff
-		}
+		spoil(r.data[:r.lent])
 		r.lent = 0
 	}
 	for {
@@ -158,6 +155,23 @@ func (r *Reader) next() (Event, error) {
 		if len(r.data) > r.lim.MaxEvent {
 			return Event{}, ErrEventTooLarge
 		}
+	}
+}
+
+// spoiled is what spoil writes, copied rather than stored byte by byte (a
+// byte loop was a third of the reader's time per event).
+var spoiled = func() (b [512]byte) {
+	for i := range b {
+		b[i] = 0xff
+	}
+	return b
+}()
+
+// spoil overwrites lent bytes with 0xff (not valid UTF-8, not JSON), so
+// that a caller still reading them after the next event fails loudly.
+func spoil(b []byte) {
+	for len(b) > 0 {
+		b = b[copy(b, spoiled[:]):]
 	}
 }
 
