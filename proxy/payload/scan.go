@@ -1,9 +1,12 @@
 package payload
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // A strict JSON scanner for the hot path. Decoding a body or a stream chunk
@@ -56,6 +59,10 @@ func (p *jscan) str() (raw string, esc, ok bool) {
 	}
 	p.i++
 	for p.i < len(p.s) {
+		p.i = plainRun(p.s, p.i)
+		if p.i == len(p.s) {
+			break
+		}
 		c := p.s[p.i]
 		switch {
 		case c == '"':
@@ -89,6 +96,34 @@ func (p *jscan) str() (raw string, esc, ok bool) {
 		}
 	}
 	return "", false, false
+}
+
+// plainRun returns the offset of the first byte at or after i that a JSON
+// string's scan must look at (a quote, a backslash or a control byte), or
+// len(s): eight bytes at a time, then byte by byte.
+func plainRun(s string, i int) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
+		q := x ^ ('"' * ones)  // a zero byte where x holds a quote
+		b := x ^ ('\\' * ones) // where it holds a backslash
+		// A byte's high bit is set for a zero byte of q or b, or a byte
+		// of x under 0x20 (bytes of 0x80 and over never count: ^x clears
+		// them). Borrows may set bits above the lowest such byte, never
+		// below it, so the lowest set bit is the first byte to look at.
+		if m := ((q-ones)&^q | (b-ones)&^b | (x - 0x20*ones)) &^ x & highs; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' || c < 0x20 {
+			return i
+		}
+	}
+	return i
 }
 
 func isHex(c byte) bool {
@@ -515,6 +550,8 @@ type chatDoc struct {
 	choices  []chatChoice
 	usage    Usage
 	hasUsage bool
+	obf      text // the obfuscation member's string token (raw and off only), when hasObf
+	hasObf   bool
 }
 
 // scanChat scans a chat completion (msgKey "message") or chunk ("delta").
@@ -546,7 +583,17 @@ func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
 			var ok bool
 			d.usage, d.hasUsage, ok = p.usageValue()
 			return ok
-		case "id", "object", "model", "system_fingerprint", "service_tier", "obfuscation":
+		case "obfuscation":
+			if p.peek() == '"' && !d.hasObf {
+				// Noise that changes every chunk: rescanChunk takes
+				// any other string in its place.
+				off := p.i
+				raw, _, ok := p.str()
+				d.obf, d.hasObf = text{raw: raw, off: off}, ok
+				return ok
+			}
+			return p.scalar()
+		case "id", "object", "model", "system_fingerprint", "service_tier":
 			return p.scalar() // structural: a string is left alone, an object or array masked
 		case "created":
 			return p.noStrings() // not structural: a string would be masked

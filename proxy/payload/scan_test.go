@@ -601,3 +601,47 @@ func BenchmarkRelayChatStream(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(datas)), "ns/event")
 }
+
+// plainRunNaive is plainRun byte by byte.
+func plainRunNaive(s string, i int) int {
+	for ; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' || c < 0x20 {
+			return i
+		}
+	}
+	return i
+}
+
+// plainRun finds the same byte as a byte loop: every byte value at every
+// position of a word, among neighbours that make the word arithmetic
+// borrow (0x00, 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xff), from every start.
+func TestPlainRunMatchesByteLoop(t *testing.T) {
+	fillers := []byte{'a', 0x00, 0x01, 0x1f, 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff}
+	for _, fill := range fillers {
+		for c := range 256 {
+			for pos := range 19 {
+				b := bytes.Repeat([]byte{fill}, 19)
+				b[pos] = byte(c)
+				s := string(b)
+				for from := range len(s) + 1 {
+					if got, want := plainRun(s, from), plainRunNaive(s, from); got != want {
+						t.Fatalf("plainRun(%q, %d) = %d, byte loop %d", s, from, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+func FuzzPlainRun(f *testing.F) {
+	f.Add([]byte(`"abc\"def\\ghi"`), 0)
+	f.Add([]byte("\x80\x80\x80\x80\x80\x80\x80\x22"), 1)
+	f.Fuzz(func(t *testing.T, b []byte, from int) {
+		if from < 0 || from > len(b) {
+			return
+		}
+		if got, want := plainRun(string(b), from), plainRunNaive(string(b), from); got != want {
+			t.Fatalf("plainRun(%q, %d) = %d, byte loop %d", b, from, got, want)
+		}
+	})
+}
