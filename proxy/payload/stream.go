@@ -286,6 +286,7 @@ type streamer struct {
 	tmplBuf  []byte         // chat: holds tmplData (events' data is lent: Relay.Step)
 	chatType string         // chat: SSE event name of the last chunk
 	doc      chatDoc        // chat: reused by the fast path
+	tpl      chunkTemplate  // chat: where the last chunk may differ from the next (rescanChunk)
 	reps     []replacement  // chat: reused by the fast path
 	spliced  []byte         // the fast paths' spliced event data, reused (spliceForEmit)
 	outIdx   map[string]any // responses: item_id -> output_index
@@ -706,9 +707,13 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 		return false, nil
 	}
 	d := &s.doc
-	d.choices, d.hasUsage = d.choices[:0], false
-	if !scanChat(ev.Data, "delta", s.m.Enabled(), d) {
-		return false, nil
+	tpl := s.tpl.ok
+	s.tpl.ok = false // until this chunk is done with and tmplData holds it
+	if !tpl || !s.rescanChunk(ev.Data, d) {
+		d.choices, d.hasUsage, d.hasObf = d.choices[:0], false, false
+		if !scanChat(ev.Data, "delta", s.m.Enabled(), d) {
+			return false, nil
+		}
 	}
 	var finishing map[string]bool
 	for _, ch := range d.choices {
@@ -771,7 +776,103 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 			s.next = EventTerminal
 		}
 	}
+	s.keepChunk(d)
 	return true, s.emit(ev)
+}
+
+// chunkTemplates turns rescanChunk on; tests turn it off to compare.
+var chunkTemplates = true
+
+// chunkTemplate is what rescanChunk needs of the last chunk chatFast
+// scanned: tmplData holds its bytes, choices its scan, and vars the string
+// tokens the next chunk may hold in their place (every content and refusal
+// text, and obfuscation), in order. Streams repeat the same chunk with only
+// those changed, so most chunks are compared, not scanned.
+type chunkTemplate struct {
+	ok      bool
+	choices []chatChoice
+	vars    []chunkVar
+}
+
+// chunkVar is a string token of the template: at off, n bytes long, the
+// content or refusal of choices[choice], or obfuscation.
+type chunkVar struct {
+	off, n int
+	choice int
+	kind   uint8
+}
+
+const (
+	varContent uint8 = iota
+	varRefusal
+	varObfuscation
+)
+
+// keepChunk makes the chunk chatFast just handled (d, its bytes in
+// tmplData) the template of the next, when it is the usual content delta:
+// no usage, no finish_reason, some text. Chunks that rescanChunk reads
+// differently from scanChat are none: the two are compared by tests.
+func (s *streamer) keepChunk(d *chatDoc) {
+	t := &s.tpl
+	if !fastPaths || !chunkTemplates || d.hasUsage || len(d.choices) == 0 || len(s.tmplData) > 64<<10 {
+		return
+	}
+	t.vars = t.vars[:0]
+	for i, ch := range d.choices {
+		if ch.finish {
+			return
+		}
+		if ch.msg.hasC {
+			t.vars = append(t.vars, chunkVar{ch.msg.content.off, len(ch.msg.content.raw), i, varContent})
+		}
+		if ch.msg.hasR {
+			t.vars = append(t.vars, chunkVar{ch.msg.refusal.off, len(ch.msg.refusal.raw), i, varRefusal})
+		}
+	}
+	if len(t.vars) == 0 {
+		return
+	}
+	if d.hasObf {
+		t.vars = append(t.vars, chunkVar{d.obf.off, len(d.obf.raw), 0, varObfuscation})
+	}
+	slices.SortFunc(t.vars, func(a, b chunkVar) int { return a.off - b.off })
+	t.choices = append(t.choices[:0], d.choices...)
+	t.ok = true
+}
+
+// rescanChunk reads data into d as scanChat would, when data is the
+// template chunk (tmplData) with other strings in its variable tokens:
+// every byte between them must be the template's. JSON's grammar makes the
+// rest follow: one string token for another leaves every key, value and
+// its place as they were, so the scan is the template's with those texts.
+func (s *streamer) rescanChunk(data string, d *chatDoc) bool {
+	tpl, t := s.tmplData, &s.tpl
+	d.choices = append(d.choices[:0], t.choices...)
+	d.hasUsage, d.hasObf = false, false
+	at, j := 0, 0
+	for k := range t.vars {
+		v := &t.vars[k]
+		same := tpl[at:v.off]
+		if len(data)-j < len(same) || data[j:j+len(same)] != same {
+			return false
+		}
+		j += len(same)
+		p := jscan{s: data, i: j}
+		nt, ok := p.strValue()
+		if !ok || !utf8.ValidString(nt.raw) {
+			return false
+		}
+		switch v.kind {
+		case varContent:
+			d.choices[v.choice].msg.content = nt
+		case varRefusal:
+			d.choices[v.choice].msg.refusal = nt
+		default:
+			d.obf, d.hasObf = nt, true
+		}
+		j, at = p.i, v.off+v.n
+	}
+	return tpl[at:] == data[j:]
 }
 
 // keepTemplate returns a copy of data (the event's own bytes are lent, see
