@@ -329,6 +329,19 @@ func renameKey(x map[string]any, from, to string, next map[string]int) {
 	x[name] = v
 }
 
+// UsualChatAnswer reports whether body is a chat completion as the fast
+// path reads it: one JSON object of the members a completion has, in their
+// spelling, each once (choices an array of choices with a message, no
+// logprobs), naming itself "chat.completion" or nothing. Such an answer is
+// in its route's shape; false says nothing (the caller checks the long way).
+func UsualChatAnswer(body []byte) bool {
+	var d chatDoc
+	if !scanChat(unsafe.String(unsafe.SliceData(body), len(body)), "message", true, &d) {
+		return false
+	}
+	return d.object == "" || d.object == "null" || d.object == `"chat.completion"`
+}
+
 // maskChatAnswer is MaskResponse's fast path for the usual chat answer,
 // read without decoding it into maps. It reports ok only when masking
 // leaves every text unchanged (the body is then returned as is); otherwise

@@ -552,6 +552,7 @@ type chatDoc struct {
 	hasUsage bool
 	obf      text // the obfuscation member's string token (raw and off only), when hasObf
 	hasObf   bool
+	object   string // the object member's value as written, "" when absent
 }
 
 // scanChat scans a chat completion (msgKey "message") or chunk ("delta").
@@ -593,7 +594,12 @@ func scanChat(s, msgKey string, masking bool, d *chatDoc) bool {
 				return ok
 			}
 			return p.scalar()
-		case "id", "object", "model", "system_fingerprint", "service_tier":
+		case "object":
+			at := p.i
+			ok := p.scalar()
+			d.object = p.s[at:p.i]
+			return ok
+		case "id", "model", "system_fingerprint", "service_tier":
 			return p.scalar() // structural: a string is left alone, an object or array masked
 		case "created":
 			return p.noStrings() // not structural: a string would be masked
