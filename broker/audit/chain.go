@@ -109,16 +109,54 @@ func (w *draftWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// encodedSize is about what appendEvent writes for e (every string, with
+// room for member names, numbers and a few escapes), so that the draft's
+// buffer is allocated once, and not much larger than it needs.
+func encodedSize(e *Event) int {
+	n := 400 + len(e.Type) + len(e.Code) + len(e.Grant) + len(e.Request) + len(e.Review) + len(e.Target) +
+		len(e.Decision) + len(e.Model) + len(e.Endpoint) + len(e.Prompt) + len(e.PromptSHA256) +
+		len(e.Response) + len(e.Error) + len(e.PrevHash) + len(e.Hash)
+	if a := e.Actor; a != nil {
+		n += 100 + len(a.Subject) + len(a.Display) + len(a.Email) + len(a.Issuer) + len(a.Kind) + len(a.TokenID) + len(a.Act)
+		for _, g := range a.Groups {
+			n += len(g) + 3
+		}
+	}
+	if c := e.Client; c != nil {
+		n += 32 + len(c.RemoteAddr) + len(c.UserAgent)
+	}
+	for _, r := range e.Reasons {
+		n += len(r) + 3
+	}
+	for _, u := range e.Unscanned {
+		n += len(u) + 3
+	}
+	for k := range e.Masked {
+		n += len(k) + 24
+	}
+	for k, v := range e.Details {
+		n += len(k) + len(v) + 6
+	}
+	return n + n/32
+}
+
 // NewDraft normalizes e in place (see Event.Normalize) and encodes it.
 func NewDraft(e *Event, now time.Time) (*Draft, error) {
 	if err := e.Normalize(now); err != nil {
 		return nil, err
 	}
 	d := &Draft{ev: e.Clone()}
-	// Encoder writes json.Marshal's bytes (HTML escaped too) and a newline.
 	var w draftWriter
-	if err := json.NewEncoder(&w).Encode(&d.ev); err != nil {
-		return nil, fmt.Errorf("audit: encode event: %w", err)
+	w.buf = make([]byte, draftFront, draftFront+encodedSize(&d.ev)+draftBack)
+	var ok bool
+	if w.buf, ok = appendEvent(w.buf, &d.ev); ok {
+		w.buf = append(w.buf, '\n') // as the Encoder ends it
+	} else {
+		// Encoder writes json.Marshal's bytes (HTML escaped too) and a newline.
+		w.buf = nil
+		if err := json.NewEncoder(&w).Encode(&d.ev); err != nil {
+			return nil, fmt.Errorf("audit: encode event: %w", err)
+		}
 	}
 	body := w.buf[draftFront : len(w.buf)-1]
 	if len(body) < len(draftHead)+len(draftTail) || string(body[:len(draftHead)]) != draftHead || string(body[len(body)-len(draftTail):]) != draftTail {
