@@ -249,8 +249,12 @@ func (b *scrubBody) fill() error {
 		}
 		var in []byte
 		var err error
+		out := b.ob[:0]
 		if cr, ok := b.src.(readyChunks); ok {
+			// The chunk is lent until the next call, and so is what
+			// fill returns: a clean chunk goes out as it is.
 			in, err = cr.chunk()
+			out = b.st.WriteLent(out, in)
 		} else {
 			if b.buf == nil {
 				b.buf = make([]byte, 4<<10)
@@ -258,16 +262,19 @@ func (b *scrubBody) fill() error {
 			var n int
 			n, err = b.src.Read(b.buf)
 			in = b.buf[:n]
+			out = b.st.Write(out, in)
 		}
-		b.ob = b.st.Write(b.ob[:0], in)
+		if len(out) > 0 && (len(in) == 0 || &out[0] != &in[0]) {
+			b.ob = out // a buffer of its own, reused
+		}
 		if err != nil {
-			b.ob = b.st.Flush(b.ob)
+			out = b.st.Flush(out)
 			if b.trailer != nil {
 				scrubHeader(*b.trailer, b.set)
 			}
 			b.err = err
 		}
-		b.out = b.ob
+		b.out = out
 	}
 	return nil
 }

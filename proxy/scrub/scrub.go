@@ -403,6 +403,33 @@ func (st *Stream) Write(dst, p []byte) []byte {
 	return dst
 }
 
+// WriteLent is Write that returns p itself, not a copy in dst, when all
+// of it is released as it is (nothing held before it, no key in it, no
+// match undecided at its end): a relay that writes the result before it
+// changes p copies none of a clean stream.
+func (st *Stream) WriteLent(dst, p []byte) []byte {
+	if len(st.held) == 0 && (st.set.Empty() || untouched(st.set, p)) {
+		return p
+	}
+	return st.Write(dst, p)
+}
+
+// untouched reports whether scan would release b whole, unchanged: no key
+// in it, and none that may still start before its end.
+func untouched(s *Set, b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if !mayStart(s, b, i) {
+			continue
+		}
+		for _, k := range s.first[b[i]] {
+			if st, _ := matchKey(s.pats[k], b[i:]); st != noMatch {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Flush appends the held-back rest to dst and ends the stream.
 func (st *Stream) Flush(dst []byte) []byte {
 	if len(st.held) == 0 {

@@ -221,6 +221,26 @@ func streamAll(s *Set, text string, n int) string {
 	return string(st.Flush(out))
 }
 
+// streamAllLent is streamAll through WriteLent, each piece read from a
+// buffer that is overwritten once its result is taken.
+func streamAllLent(s *Set, text string, n int) string {
+	st := s.NewStream()
+	var out, scratch []byte
+	piece := make([]byte, n)
+	for i := 0; i < len(text); i += n {
+		p := piece[:copy(piece, text[i:min(i+n, len(text))])]
+		r := st.WriteLent(scratch[:0], p)
+		out = append(out, r...)
+		if len(r) > 0 && &r[0] != &p[0] {
+			scratch = r
+		}
+		for j := range p {
+			p[j] = '#'
+		}
+	}
+	return string(st.Flush(out))
+}
+
 func TestStreamSplits(t *testing.T) {
 	keys := []string{key, "AZURE0123456789abcdef", "sk-proj-Abc"}
 	s := New(keys...)
@@ -236,6 +256,9 @@ func TestStreamSplits(t *testing.T) {
 		for _, n := range []int{1, 2, 3, 5, 7, 64, 4096} {
 			if got := streamAll(s, text, n); got != want {
 				t.Errorf("split %d of %q:\n got %q\nwant %q", n, text, got, want)
+			}
+			if got := streamAllLent(s, text, n); got != want {
+				t.Errorf("split %d of %q, lent:\n got %q\nwant %q", n, text, got, want)
 			}
 		}
 	}
@@ -262,6 +285,23 @@ func TestStreamHoldsOnlyPartialMatches(t *testing.T) {
 	}
 }
 
+// WriteLent copies nothing of clean text, and holds back what Write holds.
+func TestWriteLentCopiesCleanText(t *testing.T) {
+	s := New(key)
+	st := s.NewStream()
+	p := []byte("hello world, nothing to see\n")
+	if out := st.WriteLent(nil, p); &out[0] != &p[0] || len(out) != len(p) {
+		t.Errorf("clean text copied: %q", out)
+	}
+	if out := st.WriteLent(nil, []byte("a sk-proj-Abc")); string(out) != "a " || st.Pending() != len("sk-proj-Abc") {
+		t.Errorf("partial: out %q pending %d", out, st.Pending())
+	}
+	p = []byte("def, and on")
+	if out := st.WriteLent(nil, p); len(out) > 0 && &out[0] == &p[0] {
+		t.Errorf("lent its input while it held bytes before it: %q", out)
+	}
+}
+
 func FuzzStream(f *testing.F) {
 	f.Add("xx sk-proj-Abc123/def+456_GHI-jkl789 yy", uint8(3))
 	f.Add(`\u0073k-proj-Abc123\/def+456_GHI-jkl789`, uint8(1))
@@ -275,6 +315,9 @@ func FuzzStream(f *testing.F) {
 		}
 		if got := streamAll(s, text, int(n%16)+1); got != want {
 			t.Fatalf("stream(%q, %d) = %q, want %q", text, n%16+1, got, want)
+		}
+		if got := streamAllLent(s, text, int(n%16)+1); got != want {
+			t.Fatalf("lent stream(%q, %d) = %q, want %q", text, n%16+1, got, want)
 		}
 	})
 }
