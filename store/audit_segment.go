@@ -596,6 +596,14 @@ func (l *AuditLog) indexBatch(batch []segRecord) error {
 	if err != nil {
 		return err
 	}
+	// bbolt copied the records into its pages: their drafts' buffers go
+	// to the next events.
+	for i := range batch {
+		if d := batch[i].d; d != nil {
+			d.Release()
+		}
+		batch[i].rec, batch[i].line = nil, nil
+	}
 	if err := l.raiseFirst(first); err != nil {
 		l.opts.OnError(err) // the head is stored; the next start raises the mark
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -147,7 +148,12 @@ func NewDraft(e *Event, now time.Time) (*Draft, error) {
 	}
 	d := &Draft{ev: e.Clone()}
 	var w draftWriter
-	w.buf = make([]byte, draftFront, draftFront+encodedSize(&d.ev)+draftBack)
+	need := draftFront + encodedSize(&d.ev) + draftBack
+	if bp, _ := draftBufs.Get().(*[]byte); bp != nil && cap(*bp) >= need {
+		w.buf = (*bp)[:draftFront]
+	} else {
+		w.buf = make([]byte, draftFront, need)
+	}
 	var ok bool
 	if w.buf, ok = appendEvent(w.buf, &d.ev); ok {
 		w.buf = append(w.buf, '\n') // as the Encoder ends it
@@ -167,6 +173,23 @@ func NewDraft(e *Event, now time.Time) (*Draft, error) {
 	}
 	d.buf, d.body = w.buf[:cap(w.buf)], w.buf[draftFront:draftFront+len(body)]
 	return d, nil
+}
+
+// draftBufs holds the buffers of released drafts (*[]byte).
+var draftBufs sync.Pool
+
+// Release gives the draft's buffer to a later draft. The records it sealed
+// are invalid from then on, and it cannot be sealed again: a store calls it
+// once nothing reads them (its index has copied them). A thousand streams
+// ending at once drafted a thousand events of a few KiB each, garbage that
+// was all still in the heap at their peak.
+func (d *Draft) Release() {
+	if d.buf == nil {
+		return
+	}
+	b := d.buf[:0]
+	d.buf, d.body = nil, nil
+	draftBufs.Put(&b)
 }
 
 // Event returns the drafted event carrying seq, prev and hash. Its maps
@@ -194,6 +217,9 @@ func (d *Draft) Seal(seq uint64, prev string) (line []byte, hash string, err err
 // the encoded event, and is valid until the draft is sealed again (a store
 // that retries a batch uses the last seal's record).
 func (d *Draft) SealWrapped(seq uint64, prev, prefix, suffix string) (rec, line []byte, hash string, err error) {
+	if d.body == nil {
+		return nil, nil, "", errors.New("audit: the draft was released")
+	}
 	var prevRaw [sha256.Size]byte
 	if err := decodeHash(prevRaw[:], prev); err != nil {
 		return nil, nil, "", err

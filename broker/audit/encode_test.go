@@ -83,3 +83,34 @@ func FuzzAppendEvent(f *testing.F) {
 		appendEventAgrees(t, e)
 	})
 }
+
+// A released draft cannot be sealed, and a draft that reuses its buffer
+// seals the bytes a fresh one does.
+func TestDraftRelease(t *testing.T) {
+	now := time.Date(2026, 12, 6, 3, 58, 47, 1, time.UTC)
+	first, err := NewDraft(proxyCallEvent(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want, wantHash, err := first.SealWrapped(7, GenesisHash, "", "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = bytes.Clone(want)
+	first.Release()
+	first.Release() // twice is harmless
+	if _, _, _, err := first.SealWrapped(7, GenesisHash, "", ""); err == nil {
+		t.Fatal("a released draft was sealed")
+	}
+	for range 3 {
+		d, err := NewDraft(proxyCallEvent(), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, line, hash, err := d.SealWrapped(7, GenesisHash, "", "\n")
+		if err != nil || !bytes.Equal(line, want) || hash != wantHash {
+			t.Fatalf("a draft in a reused buffer sealed\n%s (%v)\nnot\n%s", line, err, want)
+		}
+		d.Release()
+	}
+}
