@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"unsafe"
 
 	"github.com/pamctl/pamctl/proxy/payload"
 )
@@ -73,18 +74,20 @@ func ambiguousBody(amb *payload.AmbiguityError) *apiError {
 }
 
 // askedForUsage reports whether a chat stream request sets
-// stream_options.include_usage. Only bodies that mention it are decoded
-// (shallowly) again.
+// stream_options.include_usage, as encoding/json reads it (in any letter
+// case). Only stream_options is decoded: the body passed ParseRequest,
+// which refuses a repeated key and any other spelling of one it reads, so
+// that member is the one a decoder of the whole body would read.
 func askedForUsage(body []byte) bool {
-	if !bytes.Contains(body, []byte(`"include_usage"`)) {
-		return false
+	var opts *struct {
+		IncludeUsage bool `json:"include_usage"`
 	}
-	var f struct {
-		StreamOptions *struct {
-			IncludeUsage bool `json:"include_usage"`
-		} `json:"stream_options"`
-	}
-	return json.Unmarshal(body, &f) == nil && f.StreamOptions != nil && f.StreamOptions.IncludeUsage
+	walkMembers(unsafe.String(unsafe.SliceData(body), len(body)), func(name, v string) {
+		if name == "stream_options" && json.Unmarshal([]byte(v), &opts) != nil {
+			opts = nil
+		}
+	})
+	return opts != nil && opts.IncludeUsage
 }
 
 // jsonProblem describes a JSON error without echoing the body.
