@@ -99,6 +99,7 @@ type cell struct {
 	upConns   int64         // TCP connections the mock accepted during the measured runs
 	cpu       time.Duration // CPU time of the target's process (the mock for direct) during the measured runs
 	syscalls  int64         // read and write system calls of that process during the measured runs (/proc/PID/io)
+	sysN      int           // requests of the runs whose system calls were read
 	rssPeakKB int64         // pamctl's VmHWM after the scenario (0 for others)
 }
 
@@ -441,6 +442,7 @@ func (b *bench) runScenario(rep *report, s scenario) error {
 			cl.cpu += u1 - u0
 			if ioErr0 == nil && ioErr1 == nil {
 				cl.syscalls += io1 - io0
+				cl.sysN += r.n
 			}
 			if c0 >= 0 && c1 >= 0 {
 				cl.upConns += c1 - c0

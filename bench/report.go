@@ -56,8 +56,8 @@ func (r *report) rows() [][]string {
 					cpu = fmt.Sprintf("%.0f µs", float64(c.cpu.Microseconds())/float64(c.s.n))
 				}
 				calls := ""
-				if c.s.n > 0 && c.syscalls > 0 {
-					calls = fmt.Sprintf("%.1f", float64(c.syscalls)/float64(c.s.n))
+				if c.sysN > 0 && c.syscalls > 0 {
+					calls = fmt.Sprintf("%.1f", float64(c.syscalls)/float64(c.sysN))
 				}
 				row = append(row, cpu, calls, fmt.Sprint(c.upConns))
 				out = append(out, row)

@@ -710,7 +710,7 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 	tpl := s.tpl.ok
 	s.tpl.ok = false // until this chunk is done with and tmplData holds it
 	if !tpl || !s.rescanChunk(ev.Data, d) {
-		d.choices, d.hasUsage, d.hasObf = d.choices[:0], false, false
+		d.choices, d.hasUsage, d.hasObf, d.object = d.choices[:0], false, false, ""
 		if !scanChat(ev.Data, "delta", s.m.Enabled(), d) {
 			return false, nil
 		}
@@ -848,7 +848,7 @@ func (s *streamer) keepChunk(d *chatDoc) {
 func (s *streamer) rescanChunk(data string, d *chatDoc) bool {
 	tpl, t := s.tmplData, &s.tpl
 	d.choices = append(d.choices[:0], t.choices...)
-	d.hasUsage, d.hasObf = false, false
+	d.hasUsage, d.hasObf, d.object = false, false, "" // object: not kept (lent bytes; only answers read it)
 	at, j := 0, 0
 	for k := range t.vars {
 		v := &t.vars[k]
