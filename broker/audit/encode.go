@@ -1,13 +1,11 @@
 package audit
 
 import (
-	"encoding/binary"
-	"math/bits"
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
-	"unsafe"
+
+	"github.com/pamctl/pamctl/internal/jsonstr"
 )
 
 // appendEvent appends json.Marshal(e) to b, member by member: the bytes
@@ -64,18 +62,7 @@ func appendEvent(b []byte, e *Event) ([]byte, bool) {
 		b = strconv.AppendInt(b, u.TotalTokens, 10)
 		b = append(b, '}')
 	}
-	if len(e.Masked) > 0 {
-		b = append(b, `,"masked":{`...)
-		for i, k := range sortedKeys(e.Masked) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = strconv.AppendInt(b, int64(e.Masked[k]), 10)
-		}
-		b = append(b, '}')
-	}
+	b = optMap(b, "masked", e.Masked, func(b []byte, n int) []byte { return strconv.AppendInt(b, int64(n), 10) })
 	b = optStrings(b, 0, "unscanned", e.Unscanned)
 	if e.Status != 0 {
 		b = append(b, `,"status":`...)
@@ -93,31 +80,35 @@ func appendEvent(b []byte, e *Event) ([]byte, bool) {
 		b = append(b, '}')
 	}
 	b = optString(b, 0, "error", e.Error)
-	if len(e.Details) > 0 {
-		b = append(b, `,"details":{`...)
-		for i, k := range sortedKeys(e.Details) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = appendJSONString(b, e.Details[k])
-		}
-		b = append(b, '}')
-	}
+	b = optMap(b, "details", e.Details, appendJSONString)
 	b = append(b, `,"prev_hash":`...)
 	b = appendJSONString(b, e.PrevHash)
 	b = optString(b, 0, "hash", e.Hash)
 	return append(b, '}'), true
 }
 
-func sortedKeys[V any](m map[string]V) []string {
+// optMap appends a map member, omitted when empty, with its keys sorted as
+// encoding/json sorts them (byte-wise) and each value written by value.
+func optMap[V any](b []byte, name string, m map[string]V, value func([]byte, V) []byte) []byte {
+	if len(m) == 0 {
+		return b
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.Sort(keys) // encoding/json sorts map keys as strings, byte-wise
-	return keys
+	slices.Sort(keys)
+	b = memberName(b, 0, name)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = value(b, m[k])
+	}
+	return append(b, '}')
 }
 
 // optString appends a member that is omitted when empty; the comma before
@@ -156,96 +147,6 @@ func memberName(b []byte, first int, name string) []byte {
 	return append(b, '"', ':')
 }
 
-// safeRun returns the offset of the first byte at or after i that
-// appendJSONString must look at (not htmlSafe, or not ASCII), or len(s):
-// eight bytes at a time, then byte by byte.
-func safeRun(s string, i int) int {
-	const (
-		ones  = 0x0101010101010101
-		highs = 0x8080808080808080
-	)
-	zero := func(v uint64) uint64 { return (v - ones) &^ v }
-	for ; i+8 <= len(s); i += 8 {
-		x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
-		// High bits of the bytes to look at: non-ASCII ones, and (of
-		// the ASCII ones) a zero of x^c for each escaped c, or under 0x20.
-		// Borrows flag bytes above the lowest such byte only.
-		m := x&highs | (zero(x^('"'*ones))|zero(x^('\\'*ones))|zero(x^('<'*ones))|
-			zero(x^('>'*ones))|zero(x^('&'*ones))|(x-0x20*ones))&^x&highs
-		if m != 0 {
-			return i + bits.TrailingZeros64(m)/8
-		}
-	}
-	for ; i < len(s) && s[i] < utf8.RuneSelf && htmlSafe[s[i]]; i++ {
-	}
-	return i
-}
-
-// htmlSafe holds the ASCII bytes encoding/json writes as they are with
-// HTML escaping on.
-var htmlSafe = func() (t [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
-	}
-	return t
-}()
-
-// appendJSONString appends s as encoding/json writes a string with HTML
-// escaping on (its default): <, > and & as \u003c, \u003e and \u0026, the
-// line and paragraph separators escaped, invalid UTF-8 as \ufffd.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		i = safeRun(s, i)
-		if i == len(s) {
-			break
-		}
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if htmlSafe[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
+// appendJSONString appends s as encoding/json writes it with HTML
+// escaping on (its default).
+func appendJSONString(b []byte, s string) []byte { return jsonstr.Append(b, s, true) }
