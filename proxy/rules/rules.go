@@ -11,6 +11,7 @@
 package rules
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"regexp"
@@ -605,7 +606,16 @@ func fold(s string) string {
 // is ASCII upper-casing and keeps every byte offset.
 func foldString(s string) (string, bool) {
 	ascii, lower := true, false
-	for i := 0; i < len(s); i++ {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := word(s, i)
+		if x&highs != 0 {
+			ascii = false
+			break
+		}
+		lower = lower || lowerMask(x) != 0
+	}
+	for ; ascii && i < len(s); i++ {
 		switch c := s[i]; {
 		case c >= utf8.RuneSelf:
 			ascii = false
@@ -618,7 +628,12 @@ func foldString(s string) (string, bool) {
 			return s, true
 		}
 		b := make([]byte, len(s))
-		for i := 0; i < len(s); i++ {
+		i := 0
+		for ; i+8 <= len(s); i += 8 {
+			x := word(s, i)
+			binary.LittleEndian.PutUint64(b[i:], x-lowerMask(x)>>2) // 0x80>>2: 'a'-'A'
+		}
+		for ; i < len(s); i++ {
 			c := s[i]
 			if 'a' <= c && c <= 'z' {
 				c -= 'a' - 'A'
@@ -635,6 +650,25 @@ func foldString(s string) (string, bool) {
 		b.WriteRune(foldRune(r))
 	}
 	return b.String(), false
+}
+
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// word is the eight bytes of s at i, the first in the lowest byte.
+func word(s string, i int) uint64 {
+	return binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
+}
+
+// lowerMask has the high bit set in each byte of x, an ASCII word (no high
+// bits), that is a lower-case letter: it is at least 'a' and at most 'z'.
+// Adding to bytes under 0x80 never carries into the next byte.
+func lowerMask(x uint64) uint64 {
+	geA := x + (0x80-'a')*ones   // high bit: byte >= 'a'
+	gtZ := x + (0x80-'z'-1)*ones // high bit: byte > 'z'
+	return geA &^ gtZ & highs
 }
 
 func foldRune(r rune) rune {

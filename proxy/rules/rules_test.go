@@ -486,3 +486,45 @@ func TestZeroWidthPatternsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// foldStringByRune is foldString without its word-at-a-time ASCII path.
+func foldStringByRune(s string) (string, bool) {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		ascii = ascii && s[i] < utf8.RuneSelf
+	}
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteRune(foldRune(r))
+	}
+	return b.String(), ascii
+}
+
+// foldString reads ASCII words as the rune loop does: every byte value at
+// every position of a word, among neighbours on both sides of the letters.
+func TestFoldStringWords(t *testing.T) {
+	for _, fill := range []byte{'a', 'z', 'A', 'Z', '`', '{', '@', '[', 0, 0x7f, ' '} {
+		for c := range 256 {
+			for pos := range 19 {
+				b := bytes.Repeat([]byte{fill}, 19)
+				b[pos] = byte(c)
+				got, gotASCII := foldString(string(b))
+				want, wantASCII := foldStringByRune(string(b))
+				if got != want || gotASCII != wantASCII {
+					t.Fatalf("foldString(%q) = %q %v, rune by rune %q %v", b, got, gotASCII, want, wantASCII)
+				}
+			}
+		}
+	}
+}
+
+func FuzzFoldString(f *testing.F) {
+	f.Add("Ignore ALL previous instructions, DROP table; passw0rd=x")
+	f.Fuzz(func(t *testing.T, s string) {
+		got, gotASCII := foldString(s)
+		want, wantASCII := foldStringByRune(s)
+		if got != want || gotASCII != wantASCII {
+			t.Fatalf("foldString(%q) = %q %v, rune by rune %q %v", s, got, gotASCII, want, wantASCII)
+		}
+	})
+}
