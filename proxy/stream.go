@@ -493,8 +493,12 @@ func (s *streamBody) finish() {
 			s.c.err, s.c.errDetail = ae, "upstream stream not UTF-8"
 		case errors.Is(cause, payload.ErrUnreadableJSON):
 			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-				"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
+				"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape, a member spelled in another letter case than one the proxy reads) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
 			s.c.err, s.c.errDetail = ae, "upstream stream event is JSON the proxy cannot read"
+		case errors.Is(cause, payload.ErrTextAfterEnd):
+			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+				"Upstream %q streamed more text for a choice or an output after it had ended it; that text could not be masked with the rest, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
+			s.c.err, s.c.errDetail = ae, "upstream streamed text after its end"
 		}
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
 		s.out.Write(errorEvent(ae))

@@ -96,8 +96,6 @@ var streamFields = map[string]struct{ endpoint, sse string }{
 	"resp data not json": {EndpointResponses, sseOf([]string{`ops@example.com`})},
 	"chat duplicate content": {EndpointChat, sseOf([]string{
 		chunk(`[{"index":0,"delta":{"content":"ops@example.com","content":"x"},"finish_reason":null}]`), "[DONE]"})},
-	"chat case variant": {EndpointChat, sseOf([]string{
-		chunk(`[{"index":0,"delta":{"Content":"ops@example.com","content":"x"},"finish_reason":null}]`), "[DONE]"})},
 	"chat invalid utf-8": {EndpointChat, sseOf([]string{
 		chunk("[{\"index\":0,\"delta\":{\"content\":\"a\xff ops@example.com\"},\"finish_reason\":null}]"), "[DONE]"})},
 	"not json invalid utf-8": {EndpointChat, sseOf([]string{"ops\xff@example.com ops@example.com"})},

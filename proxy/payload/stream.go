@@ -23,6 +23,23 @@ const maxStreams = 1024
 // text fields (choices, tool calls, output items) at once.
 var ErrTooManyFields = errors.New("payload: too many concurrent text fields in stream")
 
+// quoteItem names a field's item (a choice index or a Responses item id)
+// in an error, bounded: it is the upstream's text.
+func quoteItem(item string) string {
+	if len(item) > 40 {
+		return strconv.Quote(item[:40]) + "…"
+	}
+	return strconv.Quote(item)
+}
+
+// ErrTextAfterEnd is returned when the upstream streams more text for a
+// chat choice after its finish_reason: the masker released the choice's
+// held-back tail when it finished, so an address or a key split across
+// the finish would reach a client that joins the choice's deltas whole.
+// (Responses fields are not checked: events without an item_id share
+// their field's key, so an end there is not known to be the field's.)
+var ErrTextAfterEnd = errors.New("payload: the upstream streamed more text for a field after it ended")
+
 // CopyStream copies the Server-Sent Events response of endpoint from src to
 // dst, calling flush (if not nil) after each event, and returns the
 // findings, usage and summary.
@@ -265,6 +282,7 @@ type textField struct {
 	mask    *mask.Stream  // while the field is streamed, nil once finished
 	scrub   *scrub.Stream // with mask, when keys are set
 	counted bool          // its findings are counted (streamed, or masked whole)
+	ended   bool          // streamed, then finished: its held-back tail is out
 }
 
 type streamer struct {
@@ -287,6 +305,7 @@ type streamer struct {
 	chatType string         // chat: SSE event name of the last chunk
 	doc      chatDoc        // chat: reused by the fast path
 	tpl      chunkTemplate  // chat: where the last chunk may differ from the next (rescanChunk)
+	chatDone bool           // chat: [DONE] was read
 	reps     []replacement  // chat: reused by the fast path
 	spliced  []byte         // the fast paths' spliced event data, reused (spliceForEmit)
 	outIdx   map[string]any // responses: item_id -> output_index
@@ -379,6 +398,66 @@ func (s *streamer) emitKind(k EventKind, ev sse.Event, o map[string]any, changed
 	return s.emitObj(ev, o, changed)
 }
 
+// Members the relay reads from stream events to join a field's deltas,
+// by position. One that differs from them only in letter case is a member
+// a case-insensitive decoder (Go's encoding/json, and so openai-go) reads
+// in their place, while the relay masked it alone, within its event: an
+// address or a key split over such members would come out whole. Such an
+// event ends the stream, as JSON Go cannot read does (ErrUnreadableJSON).
+var (
+	chunkKeys          = []string{"choices"}
+	chunkChoiceKeys    = []string{"index", "delta"}
+	chunkDeltaKeys     = append(slices.Clone(chatTextKeys), "tool_calls", "function_call", "audio")
+	chunkCallKeys      = []string{"index", "function"}
+	chunkFunctionKeys  = []string{"arguments"}
+	chunkAudioKeys     = []string{"transcript"}
+	responsesEventKeys = []string{"delta", "text", "arguments", "item_id", "content_index", "summary_index"} // "type": responsesKind
+)
+
+// chunkCaseClash refuses a chat chunk with a member spelled, in another
+// letter case, as one the relay reads at its position.
+func chunkCaseClash(chunk map[string]any) error {
+	if err := caseClash(chunk, chunkKeys, "a chunk's"); err != nil {
+		return err
+	}
+	for _, v := range arr(chunk["choices"]) {
+		ch := obj(v)
+		if err := caseClash(ch, chunkChoiceKeys, "a choice's"); err != nil {
+			return err
+		}
+		d := obj(ch["delta"])
+		if err := caseClash(d, chunkDeltaKeys, "a delta's"); err != nil {
+			return err
+		}
+		for _, tc := range arr(d["tool_calls"]) {
+			if err := caseClash(obj(tc), chunkCallKeys, "a tool call's"); err != nil {
+				return err
+			}
+			if err := caseClash(obj(obj(tc)["function"]), chunkFunctionKeys, "a tool call's function's"); err != nil {
+				return err
+			}
+		}
+		if err := caseClash(obj(d["function_call"]), chunkFunctionKeys, "a function call's"); err != nil {
+			return err
+		}
+		if err := caseClash(obj(d["audio"]), chunkAudioKeys, "an audio delta's"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// caseClash refuses a member of m that differs only in letter case from
+// one in known (what a decoder matching keys case-insensitively reads).
+func caseClash(m map[string]any, known []string, where string) error {
+	for k := range m {
+		if n := clash(k, known); n != "" {
+			return fmt.Errorf("payload: streamed event: %w: %s member %s differs from %q only in letter case, and a case-insensitive decoder reads it as that member", ErrUnreadableJSON, where, strconv.Quote(k), n)
+		}
+	}
+	return nil
+}
+
 // responsesKind tells whether a decoded Responses event ends the stream,
 // as a consumer reading it with encoding/json (case-insensitive keys, the
 // last of duplicates) would: EventUnknown when a key other than "type"
@@ -419,6 +498,9 @@ func (s *streamer) opaque(ev sse.Event) error {
 // write masks the next piece of field k.
 func (s *streamer) write(k textKey, delta string) (string, error) {
 	f := s.fields[k]
+	if f.ended && delta != "" && s.ep == EndpointChat && !s.chatDone && s.inspects() {
+		return "", fmt.Errorf("%w (%s of %s)", ErrTextAfterEnd, k.kind, quoteItem(k.item))
+	}
 	if f.mask == nil {
 		if s.open >= maxStreams {
 			return "", ErrTooManyFields
@@ -465,7 +547,7 @@ func (s *streamer) finish(k textKey) string {
 	out += st.Flush()
 	s.res.TextBytes += int64(len(out))
 	s.res.Counts.Add(st.Counts())
-	f.mask, f.scrub = nil, nil
+	f.mask, f.scrub, f.ended = nil, nil, true
 	s.fields[k] = f
 	s.open--
 	s.summarize(k, out)
@@ -572,6 +654,7 @@ func (s *streamer) chat(ev sse.Event) error {
 		if err := s.flushChat(nil); err != nil {
 			return err
 		}
+		s.chatDone = true // what follows is relayed apart, bounded (not the answer)
 		s.next = EventTerminal
 		return s.emit(ev)
 	}
@@ -588,6 +671,11 @@ func (s *streamer) chatSlow(ev sse.Event) error {
 	chunk, err := decodeObject([]byte(ev.Data))
 	if err != nil {
 		return s.opaque(ev)
+	}
+	if s.inspects() {
+		if err := chunkCaseClash(chunk); err != nil {
+			return err
+		}
 	}
 	if u, ok := parseUsage(chunk["usage"]); ok {
 		s.res.Usage, s.res.HasUsage = u, true
@@ -1080,6 +1168,11 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 	o, err := decodeObject([]byte(ev.Data))
 	if err != nil {
 		return s.opaque(ev)
+	}
+	if s.inspects() {
+		if err := caseClash(o, responsesEventKeys, "an event's"); err != nil {
+			return err
+		}
 	}
 	typ, _ := o["type"].(string)
 	evKind := responsesKind(ev.Type, o)

@@ -1,0 +1,103 @@
+package payload
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// A member spelled, in another letter case, as one the relay reads to join
+// a field's deltas is one Go's decoder (openai-go) reads in its place, while
+// the relay could only mask it within its event: an address split over
+// such members came out whole. Such an event ends the stream; the members
+// as spelled pass.
+func TestStreamCaseVariantMembersEndTheStream(t *testing.T) {
+	m := newMasker(t)
+	chat := func(choices string) string {
+		return sseOf([]string{chunk(`[{"index":0,"delta":{"content":"mail ann"},"finish_reason":null}]`), chunk(choices), "[DONE]"})
+	}
+	resp := func(ev string) string {
+		return sseOf([]string{`{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"mail ann"}`, ev})
+	}
+	for _, c := range []struct {
+		name, endpoint, sse string
+		ends                bool
+	}{
+		{"Content", EndpointChat, chat(`[{"index":0,"delta":{"Content":"@example.com"},"finish_reason":null}]`), true},
+		{"long s refusal", EndpointChat, chat(`[{"index":0,"delta":{"refu\u017fal":"@example.com"},"finish_reason":null}]`), true},
+		{"Reasoning_content", EndpointChat, chat(`[{"index":0,"delta":{"Reasoning_Content":"@example.com"},"finish_reason":null}]`), true},
+		{"Delta", EndpointChat, chat(`[{"index":0,"Delta":{"content":"@example.com"},"finish_reason":null}]`), true},
+		{"Index", EndpointChat, chat(`[{"Index":0,"delta":{"content":"@example.com"},"finish_reason":null}]`), true},
+		{"Choices", EndpointChat, strings.Replace(chat(`[{"index":0,"delta":{"content":"@example.com"},"finish_reason":null}]`), `"choices":[{"index":0,"delta":{"content":"@`, `"Choices":[{"index":0,"delta":{"content":"@`, 1), true},
+		{"Function", EndpointChat, chat(`[{"index":0,"delta":{"tool_calls":[{"index":0,"Function":{"arguments":"@example.com"}}]},"finish_reason":null}]`), true},
+		{"Arguments", EndpointChat, chat(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"Arguments":"@example.com"}}]},"finish_reason":null}]`), true},
+		{"Kelvin", EndpointChat, chat(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"\u212aey":"x"}}]},"finish_reason":null}]`), false},
+		{"Transcript", EndpointChat, chat(`[{"index":0,"delta":{"audio":{"Transcript":"@example.com"}},"finish_reason":null}]`), true},
+		{"as spelled", EndpointChat, chat(`[{"index":0,"delta":{"content":"@example.com"},"finish_reason":null}]`), false},
+		{"other member", EndpointChat, chat(`[{"index":0,"delta":{"Contents":"@example.com"},"finish_reason":null}]`), false},
+		{"resp Delta", EndpointResponses, resp(`{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"Delta":"@example.com"}`), true},
+		{"resp Item_id", EndpointResponses, resp(`{"type":"response.output_text.delta","Item_Id":"m","output_index":0,"content_index":0,"delta":"@example.com"}`), true},
+		{"resp Content_index", EndpointResponses, resp(`{"type":"response.output_text.delta","item_id":"m","output_index":0,"CONTENT_INDEX":0,"delta":"@example.com"}`), true},
+		{"resp Text", EndpointResponses, resp(`{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"Text":"mail ann@example.com"}`), true},
+		{"resp as spelled", EndpointResponses, resp(`{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"@example.com"}`), false},
+	} {
+		for _, n := range []int{1, 1 << 20} {
+			var out bytes.Buffer
+			_, err := CopyStream(&out, nil, &chunkReader{s: c.sse, n: n}, c.endpoint, m)
+			if got := errors.Is(err, ErrUnreadableJSON); got != c.ends {
+				t.Errorf("%s (reads of %d): ended %v (%v), want %v", c.name, n, got, err, c.ends)
+			}
+			if strings.Contains(out.String(), "ann@example.com") || strings.Contains(joinedText(out.String()), "ann@example.com") {
+				t.Errorf("%s: the address came out:\n%s", c.name, out.String())
+			}
+		}
+	}
+	// Nothing is inspected without masking or keys: passed as it came.
+	var out bytes.Buffer
+	in := chat(`[{"index":0,"delta":{"Content":"@example.com"},"finish_reason":null}]`)
+	if _, err := CopyStream(&out, nil, strings.NewReader(in), EndpointChat, nil); err != nil || out.String() != in {
+		t.Errorf("masking off: %v\n%s", err, out.String())
+	}
+}
+
+// Text for a chat choice after its finish_reason ends the stream: the
+// choice's held-back tail went out at the finish, so an address or a key
+// split across it would rejoin in a client. Other choices, empty text and
+// what follows [DONE] are not held to it.
+func TestChatTextAfterFinishEndsTheStream(t *testing.T) {
+	m := newMasker(t)
+	key := fakeKey()
+	ch := func(idx, content, finish string) string {
+		f := "null"
+		if finish != "" {
+			f = `"` + finish + `"`
+		}
+		return chunk(`[{"index":` + idx + `,"delta":{"content":` + jsonStr(content) + `},"finish_reason":` + f + `}]`)
+	}
+	slow := func(c string) string { return strings.Replace(c, `"created":1`, `"created":1,"x":1`, 1) } // not the fast path's members
+	for _, c := range []struct {
+		name   string
+		events []string
+		ends   bool
+	}{
+		{"email across the finish", []string{ch("0", "mail ann", ""), ch("0", "", "stop"), ch("0", "@example.com", ""), "[DONE]"}, true},
+		{"key across the finish", []string{ch("0", key[:12], ""), ch("0", "", "stop"), ch("0", key[12:], ""), "[DONE]"}, true},
+		{"generic path", []string{slow(ch("0", "mail ann", "")), slow(ch("0", "", "stop")), slow(ch("0", "@example.com", "")), "[DONE]"}, true},
+		{"text on the finishing chunk, then more", []string{ch("0", "mail ann", ""), ch("0", "x", "stop"), ch("0", "@example.com", ""), "[DONE]"}, true},
+		{"another choice goes on", []string{ch("0", "a", ""), ch("0", "", "stop"), ch("1", "b", ""), ch("1", "", "stop"), "[DONE]"}, false},
+		{"empty text after the finish", []string{ch("0", "a", ""), ch("0", "", "stop"), ch("0", "", ""), "[DONE]"}, false},
+		{"after [DONE]", []string{ch("0", "a", ""), ch("0", "", "stop"), "[DONE]", ch("0", "late", "")}, false},
+	} {
+		for _, n := range []int{1, 1 << 20} {
+			var out bytes.Buffer
+			_, err := CopyStream(&out, nil, &chunkReader{s: sseOf(c.events), n: n}, EndpointChat, m)
+			if got := errors.Is(err, ErrTextAfterEnd); got != c.ends {
+				t.Errorf("%s (reads of %d): ended %v (%v), want %v", c.name, n, got, err, c.ends)
+			}
+			if j := joinedText(out.String()); strings.Contains(j, "ann@example.com") || strings.Contains(j, key) {
+				t.Errorf("%s: rejoined %q", c.name, j)
+			}
+		}
+	}
+}

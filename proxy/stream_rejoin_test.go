@@ -1,0 +1,47 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/pamctl/pamctl/proxy/mask"
+)
+
+// An upstream that splits an address over a case-variant delta member, or
+// over a choice's finish, gets its stream ended with upstream_error, told
+// apart in the message and the audit detail; a Go client would otherwise
+// rejoin the address (the relay masked each part alone).
+func TestStreamSplitsThatWouldRejoinEndTheStream(t *testing.T) {
+	chunk := func(delta, finish string) string {
+		return `{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":` + delta + `,"finish_reason":` + finish + `}]}`
+	}
+	for _, tc := range []struct {
+		name, second, message, detail string
+	}{
+		{"Content", chunk(`{"Content":"@example.org"}`, "null"), "in another letter case", "JSON the proxy cannot read"},
+		{"after the finish", chunk(`{}`, `"stop"`) + "\n\ndata: " + chunk(`{"content":"@example.org"}`, "null"), "more text for a choice", "text after its end"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+			h.up.set(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, "data: "+chunk(`{"content":"mail bob"}`, "null")+"\n\ndata: "+tc.second+"\n\ndata: [DONE]\n\n")
+			})
+			res, b := h.do("POST", "/v1/chat/completions", h.mint(grant{scope: "model:gpt-4o"}), streamReq)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", res.StatusCode, b)
+			}
+			if !strings.Contains(string(b), `"code":"upstream_error"`) || !strings.Contains(string(b), tc.message) {
+				t.Errorf("the stream did not end with the upstream_error event: %q", b)
+			}
+			if strings.Contains(string(b), "example.org") {
+				t.Errorf("the address's second half reached the client: %q", b)
+			}
+			if e := h.sink.last(t); !strings.Contains(e.Error, "upstream_error") || !strings.Contains(e.Details["detail"], tc.detail) {
+				t.Errorf("audit: error %q, detail %q", e.Error, e.Details["detail"])
+			}
+		})
+	}
+}
