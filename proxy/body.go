@@ -74,10 +74,11 @@ func ambiguousBody(amb *payload.AmbiguityError) *apiError {
 }
 
 // askedForUsage reports whether a chat stream request sets
-// stream_options.include_usage, as encoding/json reads it (in any letter
-// case). Only stream_options is decoded: the body passed ParseRequest,
-// which refuses a repeated key and any other spelling of one it reads, so
-// that member is the one a decoder of the whole body would read.
+// stream_options.include_usage, as encoding/json reads it. Only
+// stream_options is decoded: the body passed ParseRequest, which refuses a
+// repeated key and any other spelling of one it reads (include_usage
+// among them), so that member is the one a decoder of the whole body would
+// read, and the one rewriteBody sets.
 func askedForUsage(body []byte) bool {
 	var opts *struct {
 		IncludeUsage bool `json:"include_usage"`

@@ -127,3 +127,58 @@ func TestRequestRewriteResponses(t *testing.T) {
 		t.Errorf("other fields lost: %s", out)
 	}
 }
+
+// The proxy reads stream_options.include_usage and adds it when absent, so
+// a case variant of it (Unicode simple folding, as encoding/json matches
+// keys) is refused like any read key: beside the member the proxy adds, a
+// case-insensitive upstream would read one of two spellings. The exact
+// spelling is read as before, whatever its value, and the usual chat
+// request keeps the fast path.
+func TestStreamOptionsIncludeUsageIsReadOnlyInItsOwnSpelling(t *testing.T) {
+	cases := []struct {
+		opts    string
+		refused bool
+	}{
+		{`{"Include_Usage":true}`, true},
+		{`{"Include_Usage":false}`, true},
+		{`{"INCLUDE_USAGE":true}`, true},
+		{`{"include_usagE":null}`, true},
+		{`{"include_u` + "\u017f" + `age":true}`, true}, // long s, raw
+		{`{"include_u\u017fage":false}`, true},          // long s, escaped
+		{`{"incl\u0055de_usage":true}`, true},           // escaped capital U
+		{`{"include_obfuscation":false,"Include_usage":true}`, true},
+		{`{"include_usage":true}`, false},
+		{`{"include_usage":false}`, false},
+		{`{"include_usage":null}`, false},
+		{`{"include_usage":1}`, false},
+		{`{"include_usage":"yes"}`, false},
+		{`{"include_usage":true,"include_obfuscation":false}`, false},
+		{`{"include_obfuscation":true}`, false},
+		{`{}`, false},
+		{`null`, false},
+	}
+	for _, c := range cases {
+		body := `{"model":"m","stream":true,"stream_options":` + c.opts + `,"messages":[{"role":"user","content":"hi"}]}`
+		t.Run(c.opts, func(t *testing.T) {
+			eachPath(t, func(t *testing.T) {
+				r, err := ParseRequest(EndpointChat, []byte(body))
+				if !c.refused {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !r.Stream || r.Text != "hi" || r.scanned != fastPaths {
+						t.Errorf("stream %v text %q scanned %v, want true, \"hi\", %v", r.Stream, r.Text, r.scanned, fastPaths)
+					}
+					return
+				}
+				var amb *AmbiguityError
+				if !errors.As(err, &amb) {
+					t.Fatalf("err = %v, want an *AmbiguityError", err)
+				}
+				if !strings.HasPrefix(amb.Path, "stream_options.") || !strings.Contains(amb.Problem, `"include_usage"`) {
+					t.Errorf("error %q: want it at stream_options, naming include_usage", err)
+				}
+			})
+		})
+	}
+}

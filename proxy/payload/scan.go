@@ -697,7 +697,10 @@ func scanChatRequest(s string, r *reqScan) bool {
 				return clash(k, predictionKeys) == "" && p.value()
 			})
 		case "stream_options":
-			return p.peek() == '{' && p.value() || p.null()
+			if p.peek() != '{' {
+				return p.null()
+			}
+			return p.object(func(k string) bool { return clash(k, streamOptKeys) == "" && p.value() })
 		case "tools", "functions", "response_format", "tool_choice", "web_search_options", "system":
 			return p.null() // the generic path reads definitions, schemas and the rest
 		}

@@ -103,6 +103,7 @@ func kindName(k kind) string {
 // ParseRequest, or the proxy: stream_options) reads at that position.
 var (
 	chatTopKeys      = []string{"model", "stream", "stream_options", "messages", "prediction", "tools", "functions", "response_format", "tool_choice", "web_search_options", "system"}
+	streamOptKeys    = []string{"include_usage"} // the proxy reads it, and adds it when absent
 	responsesTopKeys = []string{"model", "stream", "instructions", "input", "prompt", "previous_response_id", "conversation", "tools", "text", "tool_choice", "system"}
 	embeddingsKeys   = []string{"model", "input"}
 	messageKeys      = []string{"role", "content", "refusal", "name", "reasoning_content", "tool_calls", "function_call", "audio"}

@@ -98,7 +98,11 @@ func walkRequest(ep string, root map[string]any, w *walker) {
 		return
 	case EndpointChat:
 		w.keys(root, chatTopKeys)
-		w.shape(root, "stream_options", kObject, wantObject)
+		if w.shape(root, "stream_options", kObject, wantObject) {
+			w.push("stream_options")
+			w.keys(root["stream_options"].(map[string]any), streamOptKeys)
+			w.pop()
+		}
 		if w.shape(root, "messages", kArray, "an array of messages") {
 			w.push("messages")
 			for i, v := range root["messages"].([]any) {
