@@ -235,3 +235,95 @@ func TestSealWrappedIsSealInAnEnvelope(t *testing.T) {
 		t.Fatal("a bad prev hash was sealed")
 	}
 }
+
+// A stored line decodes and encodes again, with Go, to the same bytes and
+// hash, even where the event held invalid UTF-8: encoding/json would write
+// each bad byte as \ufffd, which decodes to U+FFFD and encodes as the
+// character itself, and a verifier that re-encodes would see tampering. So
+// invalid UTF-8 is stored as U+FFFD, in every string of the event; a valid
+// event is stored as before.
+func TestStoredLineReencodesToItself(t *testing.T) {
+	const bad = "bad\xff\xfe"
+	const want = "bad\uFFFD"
+	cases := []struct {
+		name string
+		set  func(e *Event)
+		get  func(e *Event) string // the field as a verifier decodes it: want
+	}{
+		{"grant", func(e *Event) { e.Grant = bad }, func(e *Event) string { return e.Grant }},
+		{"request", func(e *Event) { e.Request = bad }, func(e *Event) string { return e.Request }},
+		{"review", func(e *Event) { e.Review = bad }, func(e *Event) string { return e.Review }},
+		{"target", func(e *Event) { e.Target = bad }, func(e *Event) string { return e.Target }},
+		{"decision", func(e *Event) { e.Decision = bad }, func(e *Event) string { return e.Decision }},
+		{"model", func(e *Event) { e.Model = bad }, func(e *Event) string { return e.Model }},
+		{"endpoint", func(e *Event) { e.Endpoint = bad }, func(e *Event) string { return e.Endpoint }},
+		{"prompt", func(e *Event) { e.Prompt = bad }, func(e *Event) string { return e.Prompt }},
+		{"prompt_sha256", func(e *Event) { e.PromptSHA256 = bad }, func(e *Event) string { return e.PromptSHA256 }},
+		{"response", func(e *Event) { e.Response = bad }, func(e *Event) string { return e.Response }},
+		{"error", func(e *Event) { e.Error = bad }, func(e *Event) string { return e.Error }},
+		{"actor subject", func(e *Event) { e.Actor.Subject = bad }, func(e *Event) string { return e.Actor.Subject }},
+		{"actor display", func(e *Event) { e.Actor.Display = bad }, func(e *Event) string { return e.Actor.Display }},
+		{"actor email", func(e *Event) { e.Actor.Email = bad }, func(e *Event) string { return e.Actor.Email }},
+		{"actor group", func(e *Event) { e.Actor.Groups = []string{"ml", bad} }, func(e *Event) string { return e.Actor.Groups[1] }},
+		{"actor issuer", func(e *Event) { e.Actor.Issuer = bad }, func(e *Event) string { return e.Actor.Issuer }},
+		{"actor token id", func(e *Event) { e.Actor.TokenID = bad }, func(e *Event) string { return e.Actor.TokenID }},
+		{"actor act", func(e *Event) { e.Actor.Act = bad }, func(e *Event) string { return e.Actor.Act }},
+		{"reason", func(e *Event) { e.Reasons = []string{bad} }, func(e *Event) string { return e.Reasons[0] }},
+		{"unscanned", func(e *Event) { e.Unscanned = []string{"input", bad} }, func(e *Event) string { return e.Unscanned[1] }},
+		{"masked key", func(e *Event) { e.Masked = map[string]int{bad: 4} }, func(e *Event) string { return fmt.Sprint(e.Masked) }},
+		{"details key", func(e *Event) { e.Details = map[string]string{bad: "v"} }, func(e *Event) string { return fmt.Sprint(e.Details) }},
+		{"details value", func(e *Event) { e.Details = map[string]string{"upstream_request_id": bad} }, func(e *Event) string { return e.Details["upstream_request_id"] }},
+		{"client remote addr", func(e *Event) { e.Client.RemoteAddr = bad }, func(e *Event) string { return e.Client.RemoteAddr }},
+		{"client user agent", func(e *Event) { e.Client.UserAgent = bad }, func(e *Event) string { return e.Client.UserAgent }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := sampleEvent(1)
+			c.set(e)
+			line, back := sealAndReencode(t, e)
+			if got := c.get(back); !strings.Contains(got, want) || strings.Contains(got, bad) || bytes.Contains(line, []byte(`\ufffd`)) {
+				t.Errorf("decoded %q, want %q; line %s", got, want, line)
+			}
+		})
+	}
+	t.Run("valid", func(t *testing.T) {
+		const golden = `{"seq":1,"time":"2025-01-02T03:04:06.600000007Z","type":"login","code":"PAM-A001","actor":{"subject":"user-1","email":"ada@example.com","groups":["ml","eng"],"issuer":"https://idp.example.com","kind":"user","token_id":"jti-1"},"grant":"g1","request":"r1","review":"v1","target":"openai","decision":"allow","reasons":["ml-models"],"model":"gpt-4o","endpoint":"/v1/chat/completions","prompt":"\u003cb\u003ehi\u003c/b\u003e \u0026 \"quoted\" \u2028 ünïcødé 1 \u0001","prompt_sha256":"0682c5f2076f099c34cfdd15a9e063849ed437a49677e6fcc5b4198c76575be5","response":"ok\n\ttab","usage":{"input_tokens":10,"output_tokens":20,"total_tokens":30},"masked":{"AWS_KEY":3,"EMAIL":2,"SSN":1},"status":200,"latency_ms":1,"client":{"remote_addr":"127.0.0.1:1","user_agent":"curl/8"},"details":{"a":"2","k":"v","z":"1"},"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":"661c4846c29f132312308d3370a3f36cc572bef44185c2da3192af1683206d14"}`
+		if line, _ := sealAndReencode(t, sampleEvent(1)); string(line) != golden {
+			t.Errorf("a valid event is stored as\n%s\nnot as before\n%s", line, golden)
+		}
+	})
+}
+
+// sealAndReencode seals e as the first event of a chain and checks that
+// the line decoded into an Event encodes to the same line, canonical bytes
+// and hash; it returns the line and the decoded event.
+func sealAndReencode(t *testing.T, e *Event) ([]byte, *Event) {
+	t.Helper()
+	d, err := NewDraft(e, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, hash, err := d.Seal(1, GenesisHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Event
+	if err := json.Unmarshal(line, &back); err != nil {
+		t.Fatal(err)
+	}
+	again, err := json.Marshal(&back)
+	if err != nil || !bytes.Equal(again, line) {
+		t.Fatalf("decoding and encoding again changed the line (%v):\n%s\n%s", err, line, again)
+	}
+	canonical, err := Canonical(&back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(canonical, append(bytes.Clone(line[:len(line)-hashSuffix]), '}')) {
+		t.Fatalf("Canonical of the decoded event is not the line without its hash:\n%s", canonical)
+	}
+	if h, err := ChainHash(GenesisHash, canonical); err != nil || h != hash || back.Hash != hash {
+		t.Fatalf("decoded event hashes to %s (%v), stored %s, sealed %s", h, err, back.Hash, hash)
+	}
+	return line, &back
+}

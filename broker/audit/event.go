@@ -225,8 +225,9 @@ func PromptDigest(prompt string) string {
 
 // Normalize prepares e for appending: it fills Time (from now, when zero)
 // and Code, converts Time to UTC, computes PromptSHA256 when missing,
-// truncates Prompt and Response to MaxTextBytes and clears the chain fields
-// the log assigns. It reports events the log must refuse.
+// truncates Prompt and Response to MaxTextBytes, replaces invalid UTF-8 in
+// every string with U+FFFD and clears the chain fields the log assigns. It
+// reports events the log must refuse.
 func (e *Event) Normalize(now time.Time) error {
 	info, ok := typeIndex[e.Type]
 	if !ok {
@@ -249,7 +250,107 @@ func (e *Event) Normalize(now time.Time) error {
 	e.Prompt = truncate(e.Prompt, MaxTextBytes)
 	e.Response = truncate(e.Response, MaxTextBytes)
 	e.Seq, e.PrevHash, e.Hash = 0, "", ""
+	e.replaceInvalidUTF8()
 	return nil
+}
+
+// replaceInvalidUTF8 replaces invalid UTF-8 in every string of e with U+FFFD.
+// encoding/json writes an invalid byte as the escape \ufffd, which decodes
+// to U+FFFD and encodes again as the character itself: a verifier that
+// re-encodes a stored line would get other bytes and see tampering. The
+// strings are checked only: valid ones (all but a hostile few) are kept,
+// and an actor, client, slice or map is copied before it changes, since
+// the caller may still hold or share it. Type, Code and Actor.Kind are
+// checked against their tables before.
+func (e *Event) replaceInvalidUTF8() {
+	for _, s := range []*string{&e.Grant, &e.Request, &e.Review, &e.Target, &e.Decision,
+		&e.Model, &e.Endpoint, &e.PromptSHA256, &e.Error} {
+		*s = validString(*s)
+	}
+	// U+FFFD may be longer than the bytes it replaces.
+	e.Prompt = truncate(validString(e.Prompt), MaxTextBytes)
+	e.Response = truncate(validString(e.Response), MaxTextBytes)
+	if a := e.Actor; a != nil && !(allValid(a.Subject, a.Display, a.Email, a.Issuer, a.TokenID, a.Act) && allValid(a.Groups...)) {
+		c := *a
+		for _, s := range []*string{&c.Subject, &c.Display, &c.Email, &c.Issuer, &c.TokenID, &c.Act} {
+			*s = validString(*s)
+		}
+		c.Groups = validStrings(a.Groups)
+		e.Actor = &c
+	}
+	if cl := e.Client; cl != nil && !allValid(cl.RemoteAddr, cl.UserAgent) {
+		e.Client = &Client{RemoteAddr: validString(cl.RemoteAddr), UserAgent: validString(cl.UserAgent)}
+	}
+	e.Reasons = validStrings(e.Reasons)
+	e.Unscanned = validStrings(e.Unscanned)
+	e.Masked = validMap(e.Masked, func(n int) int { return n })
+	e.Details = validMap(e.Details, validString)
+}
+
+// validString returns s with each run of invalid UTF-8 replaced by U+FFFD;
+// a valid s itself.
+func validString(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+func allValid(v ...string) bool {
+	for _, s := range v {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// validStrings is validString for each element: v itself when all are
+// valid, else a copy.
+func validStrings(v []string) []string {
+	if allValid(v...) {
+		return v
+	}
+	c := make([]string, len(v))
+	for i, s := range v {
+		c[i] = validString(s)
+	}
+	return c
+}
+
+// validMap is validString for each key of m and value for each value
+// (which must return a valid value unchanged): m itself when nothing
+// changes, else a copy. Keys that become equal keep the value of the valid
+// one, or else of the least in byte order, so the event is the same
+// whatever the map's order.
+func validMap[V comparable](m map[string]V, value func(V) V) map[string]V {
+	ok := true
+	for k, v := range m {
+		if !utf8.ValidString(k) || value(v) != v {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return m
+	}
+	c := make(map[string]V, len(m))
+	var invalid []string
+	for k, v := range m {
+		if utf8.ValidString(k) {
+			c[k] = value(v)
+		} else {
+			invalid = append(invalid, k)
+		}
+	}
+	slices.Sort(invalid)
+	for _, k := range invalid {
+		vk := validString(k)
+		if _, dup := c[vk]; !dup {
+			c[vk] = value(m[k])
+		}
+	}
+	return c
 }
 
 // truncate cuts s to at most max bytes on a rune boundary, marking the cut.

@@ -79,6 +79,51 @@ func TestNormalizeTruncatesOnRuneBoundary(t *testing.T) {
 	}
 }
 
+// Normalize replaces invalid UTF-8 in the event's strings, but the actor,
+// client, maps and slices the caller passed are copied, not changed: the
+// caller may share them with other events. Valid ones are kept as they are.
+func TestNormalizeReplacesInvalidUTF8InCopies(t *testing.T) {
+	actor := &Actor{Subject: "s\xff", Groups: []string{"ok", "g\xfe"}}
+	client := &Client{UserAgent: "bad\xff\xfe"}
+	reasons := []string{"r\xff"}
+	details := map[string]string{"id": "req\xc3", "k\xff": "a", "k\xfe": "b"}
+	masked := map[string]int{"EMAIL\xff": 1, "EMAIL\uFFFD": 2}
+	e := &Event{Type: TypeProxyCall, Actor: actor, Client: client, Reasons: reasons, Details: details, Masked: masked,
+		Prompt: strings.Repeat("a\xff", MaxTextBytes/2)}
+	if err := e.Normalize(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(e)
+	if !utf8.Valid(b) || strings.Contains(string(b), `\ufffd`) {
+		t.Errorf("invalid UTF-8 left in the event: %s", b)
+	}
+	if e.Actor.Subject != "s\uFFFD" || e.Actor.Groups[1] != "g\uFFFD" || e.Client.UserAgent != "bad\uFFFD" || e.Reasons[0] != "r\uFFFD" {
+		t.Errorf("actor %+v, client %+v, reasons %q", e.Actor, e.Client, e.Reasons)
+	}
+	// Keys that become one keep the valid key's value, or else the least
+	// key's, whatever the map's order.
+	if e.Details["id"] != "req\uFFFD" || e.Details["k\uFFFD"] != "b" || len(e.Details) != 2 || e.Masked["EMAIL\uFFFD"] != 2 || len(e.Masked) != 1 {
+		t.Errorf("details %q, masked %v", e.Details, e.Masked)
+	}
+	if len(e.Prompt) > MaxTextBytes || !strings.HasSuffix(e.Prompt, truncMarker) || e.PromptSHA256 != PromptDigest(strings.Repeat("a\xff", MaxTextBytes/2)) {
+		t.Errorf("prompt of %d bytes, digest %s: want at most %d, truncated, the digest of the prompt sent", len(e.Prompt), e.PromptSHA256, MaxTextBytes)
+	}
+	if actor.Subject != "s\xff" || actor.Groups[1] != "g\xfe" || client.UserAgent != "bad\xff\xfe" || reasons[0] != "r\xff" ||
+		details["id"] != "req\xc3" || len(details) != 3 || masked["EMAIL\xff"] != 1 || len(masked) != 2 {
+		t.Errorf("the caller's values changed: %+v %+v %q %q %v", actor, client, reasons, details, masked)
+	}
+
+	valid := sampleEvent(1)
+	a, c, d, m, r, g := valid.Actor, valid.Client, valid.Details, valid.Masked, valid.Reasons, valid.Actor.Groups
+	if err := valid.Normalize(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d["new"], m["NEW"] = "x", 1 // the event holds the very maps
+	if valid.Actor != a || valid.Client != c || valid.Details["new"] != "x" || valid.Masked["NEW"] != 1 || &valid.Reasons[0] != &r[0] || &valid.Actor.Groups[0] != &g[0] {
+		t.Error("a valid event's actor, client, maps or slices were copied")
+	}
+}
+
 func TestFilterMatch(t *testing.T) {
 	at := time.Date(2025, 1, 1, 10, 0, 0, 0, time.UTC)
 	e := Event{Type: TypeRequestApproved, Time: at, Grant: "g1", Request: "r1",
