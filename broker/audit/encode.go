@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"slices"
 	"strconv"
 	"time"
 
@@ -87,28 +86,15 @@ func appendEvent(b []byte, e *Event) ([]byte, bool) {
 	return append(b, '}'), true
 }
 
-// optMap appends a map member, omitted when empty, with its keys sorted as
-// encoding/json sorts them (byte-wise) and each value written by value.
+// optMap appends a map member, omitted when empty, each value written by
+// value.
 func optMap[V any](b []byte, name string, m map[string]V, value func([]byte, V) []byte) []byte {
 	if len(m) == 0 {
 		return b
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	b = memberName(b, 0, name)
-	b = append(b, '{')
-	for i, k := range keys {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, k)
-		b = append(b, ':')
-		b = value(b, m[k])
-	}
-	return append(b, '}')
+	b, _ = jsonstr.AppendObject(b, m, true, func(b []byte, v V) ([]byte, error) { return value(b, v), nil })
+	return b
 }
 
 // optString appends a member that is omitted when empty; the comma before

@@ -7,6 +7,7 @@ package jsonstr
 import (
 	"encoding/binary"
 	"math/bits"
+	"slices"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -82,6 +83,30 @@ func Append(b []byte, s string, escapeHTML bool) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// AppendObject appends m as a JSON object as encoding/json writes a map:
+// keys sorted byte-wise, each written by Append, each value by value (whose
+// first error it returns).
+func AppendObject[V any](b []byte, m map[string]V, escapeHTML bool, value func([]byte, V) ([]byte, error)) ([]byte, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = Append(b, k, escapeHTML)
+		b = append(b, ':')
+		var err error
+		if b, err = value(b, m[k]); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
 }
 
 // plainRun returns the offset of the first byte at or after i that Append

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
+
+	"github.com/pamctl/pamctl/internal/jsonstr"
 )
 
 // encode writes a decoded body back as JSON: what encoding/json writes
@@ -40,24 +41,7 @@ func appendJSON(b []byte, v any) ([]byte, error) {
 		}
 		return append(b, x...), nil
 	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			var err error
-			if b, err = appendJSON(b, x[k]); err != nil {
-				return nil, err
-			}
-		}
-		return append(b, '}'), nil
+		return jsonstr.AppendObject(b, x, false, appendJSON)
 	case []any:
 		b = append(b, '[')
 		for i, e := range x {
