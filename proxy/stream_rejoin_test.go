@@ -17,19 +17,33 @@ func TestStreamSplitsThatWouldRejoinEndTheStream(t *testing.T) {
 	chunk := func(delta, finish string) string {
 		return `{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":` + delta + `,"finish_reason":` + finish + `}]}`
 	}
+	delta := func(typ, rest string) string {
+		return `{"` + typ + `":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,` + rest + `}`
+	}
 	for _, tc := range []struct {
-		name, second, message, detail string
+		name, path, first, second, message, detail string
 	}{
-		{"Content", chunk(`{"Content":"@example.org"}`, "null"), "in another letter case", "JSON the proxy cannot read"},
-		{"after the finish", chunk(`{}`, `"stop"`) + "\n\ndata: " + chunk(`{"content":"@example.org"}`, "null"), "more text for a choice", "text after its end"},
+		{"Content", "chat", chunk(`{"content":"mail bob"}`, "null"), chunk(`{"Content":"@example.org"}`, "null"), "in another letter case", "JSON the proxy cannot read"},
+		{"after the finish", "chat", chunk(`{"content":"mail bob"}`, "null"), chunk(`{}`, `"stop"`) + "\n\ndata: " + chunk(`{"content":"@example.org"}`, "null"), "more text for a choice", "text after its end"},
+		{"responses Type", "responses", delta("type", `"delta":"mail bob"`), delta("Type", `"delta":"@example.org"`), "in another letter case", "JSON the proxy cannot read"},
+		{"responses after done", "responses", delta("type", `"delta":"mail bob"`),
+			`{"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":"mail bob"}` + "\n\ndata: " + delta("type", `"delta":"@example.org"`), "more text for a choice or an output", "text after its end"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
 			h.up.set(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/event-stream")
-				_, _ = io.WriteString(w, "data: "+chunk(`{"content":"mail bob"}`, "null")+"\n\ndata: "+tc.second+"\n\ndata: [DONE]\n\n")
+				end := "data: [DONE]\n\n"
+				if tc.path == "responses" {
+					end = `data: {"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[]}}` + "\n\n"
+				}
+				_, _ = io.WriteString(w, "data: "+tc.first+"\n\ndata: "+tc.second+"\n\n"+end)
 			})
-			res, b := h.do("POST", "/v1/chat/completions", h.mint(grant{scope: "model:gpt-4o"}), streamReq)
+			path, body := "/v1/chat/completions", streamReq
+			if tc.path == "responses" {
+				path, body = "/v1/responses", `{"model":"gpt-4o","stream":true,"input":"hi"}`
+			}
+			res, b := h.do("POST", path, h.mint(grant{scope: "model:gpt-4o"}), body)
 			if res.StatusCode != http.StatusOK {
 				t.Fatalf("status %d: %s", res.StatusCode, b)
 			}

@@ -40,6 +40,7 @@ func TestStreamCaseVariantMembersEndTheStream(t *testing.T) {
 		{"resp Item_id", EndpointResponses, resp(`{"type":"response.output_text.delta","Item_Id":"m","output_index":0,"content_index":0,"delta":"@example.com"}`), true},
 		{"resp Content_index", EndpointResponses, resp(`{"type":"response.output_text.delta","item_id":"m","output_index":0,"CONTENT_INDEX":0,"delta":"@example.com"}`), true},
 		{"resp Text", EndpointResponses, resp(`{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"Text":"mail ann@example.com"}`), true},
+		{"resp Type", EndpointResponses, resp(`{"Type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"@example.com"}`), true},
 		{"resp as spelled", EndpointResponses, resp(`{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"@example.com"}`), false},
 	} {
 		for _, n := range []int{1, 1 << 20} {
@@ -98,6 +99,53 @@ func TestChatTextAfterFinishEndsTheStream(t *testing.T) {
 			if j := joinedText(out.String()); strings.Contains(j, "ann@example.com") || strings.Contains(j, key) {
 				t.Errorf("%s: rejoined %q", c.name, j)
 			}
+		}
+	}
+}
+
+// Only a reason ends a choice: servers that send "" (or 0, false) on every
+// chunk stream as before, fast path and generic path alike.
+func TestEmptyFinishReasonIsNoFinish(t *testing.T) {
+	m := newMasker(t)
+	for _, fr := range []string{`""`, `0`, `false`} {
+		for _, extra := range []string{"", `,"x":1`} { // the generic path reads chunks with other members
+			ch := func(content string) string {
+				return strings.Replace(chunk(`[{"index":0,"delta":{"content":`+jsonStr(content)+`},"finish_reason":`+fr+`}]`), `"created":1`, `"created":1`+extra, 1)
+			}
+			empty := strings.Replace(chunk(`[{"index":0,"delta":{},"finish_reason":`+fr+`}]`), `"created":1`, `"created":1`+extra, 1)
+			var out bytes.Buffer
+			_, err := CopyStream(&out, nil, strings.NewReader(sseOf([]string{ch("mail ann"), empty, ch("@example.com"), ch(" ok"), "[DONE]"})), EndpointChat, m)
+			if err != nil {
+				t.Errorf("finish_reason %s%s: %v", fr, extra, err)
+			}
+			if j := joinedText(out.String()); strings.Contains(j, "ann@example.com") || !strings.Contains(j, "ok") {
+				t.Errorf("finish_reason %s%s: joined %q", fr, extra, j)
+			}
+		}
+	}
+}
+
+// A Responses text streamed on after its .done, its part's or its item's
+// end ends the stream; events without an item_id are not held to it.
+func TestResponsesTextAfterEndEndsTheStream(t *testing.T) {
+	m := newMasker(t)
+	d := func(item, text string) string {
+		return `{"type":"response.output_text.delta","item_id":` + jsonStr(item) + `,"output_index":0,"content_index":0,"delta":` + jsonStr(text) + `}`
+	}
+	for _, c := range []struct {
+		name, end, item string
+		ends            bool
+	}{
+		{"text done", `{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"text":"mail ann"}`, "m", true},
+		{"part done", `{"type":"response.content_part.done","item_id":"m","output_index":0,"content_index":0,"part":{"type":"output_text","text":"mail ann"}}`, "m", true},
+		{"item done", `{"type":"response.output_item.done","output_index":0,"item":{"id":"m","type":"message","role":"assistant","content":[{"type":"output_text","text":"mail ann"}]}}`, "m", true},
+		{"another item", `{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"text":"mail ann"}`, "m2", false},
+		{"no item_id", `{"type":"response.output_text.done","output_index":0,"content_index":0,"text":"mail ann"}`, "", false},
+	} {
+		var out bytes.Buffer
+		_, err := CopyStream(&out, nil, strings.NewReader(sseOf([]string{d(c.item, "mail ann"), c.end, d(c.item, "@example.com")})), EndpointResponses, m)
+		if got := errors.Is(err, ErrTextAfterEnd); got != c.ends {
+			t.Errorf("%s: ended %v (%v), want %v", c.name, got, err, c.ends)
 		}
 	}
 }

@@ -537,10 +537,13 @@ func (p *jscan) choice(msgKey string, masking bool, c *chatChoice) bool {
 			}
 			return p.value()
 		case "finish_reason":
-			if !p.null() {
-				c.finish = true
-				return p.scalar()
+			// Only a reason ends a choice: some servers send "" on
+			// every chunk, and clients take "", 0 or false for none.
+			at := p.i
+			if !p.scalar() {
+				return false
 			}
+			c.finish = p.s[at] == '"' && p.i-at > 2
 			return true
 		}
 		return false // anything else: the generic path masks it

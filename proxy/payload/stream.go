@@ -33,11 +33,13 @@ func quoteItem(item string) string {
 }
 
 // ErrTextAfterEnd is returned when the upstream streams more text for a
-// chat choice after its finish_reason: the masker released the choice's
-// held-back tail when it finished, so an address or a key split across
-// the finish would reach a client that joins the choice's deltas whole.
-// (Responses fields are not checked: events without an item_id share
-// their field's key, so an end there is not known to be the field's.)
+// field it ended, before the stream's end: a chat choice after its
+// finish_reason, a Responses text after its .done, content_part.done or
+// output_item.done. The masker released the field's held-back tail when
+// it ended, so an address or a key split across that end would reach a
+// client that joins the field's deltas whole. (Responses events without
+// an item_id are not held to it: they share their field's key, so an end
+// there is not known to be the field's.)
 var ErrTextAfterEnd = errors.New("payload: the upstream streamed more text for a field after it ended")
 
 // CopyStream copies the Server-Sent Events response of endpoint from src to
@@ -305,7 +307,7 @@ type streamer struct {
 	chatType string         // chat: SSE event name of the last chunk
 	doc      chatDoc        // chat: reused by the fast path
 	tpl      chunkTemplate  // chat: where the last chunk may differ from the next (rescanChunk)
-	chatDone bool           // chat: [DONE] was read
+	afterEnd bool           // the stream's terminal event went out: what follows is relayed apart, bounded
 	reps     []replacement  // chat: reused by the fast path
 	spliced  []byte         // the fast paths' spliced event data, reused (spliceForEmit)
 	outIdx   map[string]any // responses: item_id -> output_index
@@ -366,6 +368,7 @@ func (s *streamer) emit(ev sse.Event) error {
 		}
 	}
 	s.writing, s.next = s.next, EventUnknown
+	s.afterEnd = s.afterEnd || s.writing == EventTerminal
 	err := s.w.WriteEvent(ev)
 	s.writing = EventUnknown
 	if err != nil {
@@ -411,7 +414,7 @@ var (
 	chunkCallKeys      = []string{"index", "function"}
 	chunkFunctionKeys  = []string{"arguments"}
 	chunkAudioKeys     = []string{"transcript"}
-	responsesEventKeys = []string{"delta", "text", "arguments", "item_id", "content_index", "summary_index"} // "type": responsesKind
+	responsesEventKeys = []string{"type", "delta", "text", "arguments", "item_id", "content_index", "summary_index"}
 )
 
 // chunkCaseClash refuses a chat chunk with a member spelled, in another
@@ -498,7 +501,7 @@ func (s *streamer) opaque(ev sse.Event) error {
 // write masks the next piece of field k.
 func (s *streamer) write(k textKey, delta string) (string, error) {
 	f := s.fields[k]
-	if f.ended && delta != "" && s.ep == EndpointChat && !s.chatDone && s.inspects() {
+	if f.ended && delta != "" && !s.afterEnd && (s.ep == EndpointChat || k.item != "") && s.inspects() {
 		return "", fmt.Errorf("%w (%s of %s)", ErrTextAfterEnd, k.kind, quoteItem(k.item))
 	}
 	if f.mask == nil {
@@ -654,7 +657,6 @@ func (s *streamer) chat(ev sse.Event) error {
 		if err := s.flushChat(nil); err != nil {
 			return err
 		}
-		s.chatDone = true // what follows is relayed apart, bounded (not the answer)
 		s.next = EventTerminal
 		return s.emit(ev)
 	}
@@ -730,7 +732,7 @@ func (s *streamer) chatSlow(ev sse.Event) error {
 				s.sum.tool(name, "…")
 			}
 		}
-		if fr, ok := ch["finish_reason"]; ok && fr != nil {
+		if fr, _ := ch["finish_reason"].(string); fr != "" {
 			finishing = append(finishing, ch)
 			finishingIdx[item] = true
 			hasText = hasText || text
