@@ -495,6 +495,10 @@ func (s *streamBody) finish() {
 			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
 				"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape, a member spelled in another letter case than one the proxy reads) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
 			s.c.err, s.c.errDetail = ae, "upstream stream event is JSON the proxy cannot read"
+		case errors.Is(cause, payload.ErrSplitOutput):
+			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+				"Upstream %q streamed the text of one output under two item ids (or with and without one); clients join it by either, so it could not be masked as they read it, and the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
+			s.c.err, s.c.errDetail = ae, "upstream streamed one output under two items"
 		case errors.Is(cause, payload.ErrTextAfterEnd):
 			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
 				"Upstream %q streamed more text for a choice or an output after it had ended it; that text could not be masked with the rest, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)

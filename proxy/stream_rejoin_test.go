@@ -26,6 +26,7 @@ func TestStreamSplitsThatWouldRejoinEndTheStream(t *testing.T) {
 		{"Content", "chat", chunk(`{"content":"mail bob"}`, "null"), chunk(`{"Content":"@example.org"}`, "null"), "in another letter case", "JSON the proxy cannot read"},
 		{"after the finish", "chat", chunk(`{"content":"mail bob"}`, "null"), chunk(`{}`, `"stop"`) + "\n\ndata: " + chunk(`{"content":"@example.org"}`, "null"), "more text for a choice", "text after its end"},
 		{"responses Type", "responses", delta("type", `"delta":"mail bob"`), delta("Type", `"delta":"@example.org"`), "in another letter case", "JSON the proxy cannot read"},
+		{"responses one output, two items", "responses", delta("type", `"delta":"mail bob"`), strings.Replace(delta("type", `"delta":"@example.org"`), `"msg_1"`, `"msg_2"`, 1), "under two item ids", "one output under two items"},
 		{"responses after done", "responses", delta("type", `"delta":"mail bob"`),
 			`{"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":"mail bob"}` + "\n\ndata: " + delta("type", `"delta":"@example.org"`), "more text for a choice or an output", "text after its end"},
 	} {

@@ -3,6 +3,7 @@ package payload
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -141,11 +142,50 @@ func TestResponsesTextAfterEndEndsTheStream(t *testing.T) {
 		{"item done", `{"type":"response.output_item.done","output_index":0,"item":{"id":"m","type":"message","role":"assistant","content":[{"type":"output_text","text":"mail ann"}]}}`, "m", true},
 		{"another item", `{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"text":"mail ann"}`, "m2", false},
 		{"no item_id", `{"type":"response.output_text.done","output_index":0,"content_index":0,"text":"mail ann"}`, "", false},
+		{"response completed", `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[]}}`, "m", true},
 	} {
 		var out bytes.Buffer
 		_, err := CopyStream(&out, nil, strings.NewReader(sseOf([]string{d(c.item, "mail ann"), c.end, d(c.item, "@example.com")})), EndpointResponses, m)
 		if got := errors.Is(err, ErrTextAfterEnd); got != c.ends {
 			t.Errorf("%s: ended %v (%v), want %v", c.name, got, err, c.ends)
+		}
+	}
+}
+
+// The text deltas of one output_index under two item ids, or with and
+// without one, end the stream: the Python and Node SDKs join by index,
+// openai-go by item id. Separate outputs, and outputs whose deltas never
+// carry an id (shell commands), stream on.
+func TestResponsesOutputUnderTwoItemsEndsTheStream(t *testing.T) {
+	m := newMasker(t)
+	d := func(item string, idx int, text string) string {
+		id := ""
+		if item != "-" {
+			id = `"item_id":` + jsonStr(item) + `,`
+		}
+		return `{"type":"response.output_text.delta",` + id + `"output_index":` + strconv.Itoa(idx) + `,"content_index":0,"delta":` + jsonStr(text) + `}`
+	}
+	slow := func(ev string) string { return strings.Replace(ev, `"delta":`, `"x":1,"delta":`, 1) } // the generic path
+	for _, c := range []struct {
+		name   string
+		events []string
+		ends   bool
+	}{
+		{"two ids, one index", []string{d("a", 0, "mail ann"), d("b", 0, "@example.com")}, true},
+		{"an id, then none", []string{d("a", 0, "mail ann"), d("-", 0, "@example.com")}, true},
+		{"none, then an id", []string{d("-", 0, "mail ann"), d("a", 0, "@example.com")}, true},
+		{"generic path", []string{slow(d("a", 0, "mail ann")), slow(d("b", 0, "@example.com"))}, true},
+		{"case of the id", []string{d("msg_1", 0, "mail ann"), d("MSG_1", 0, "@example.com")}, true},
+		{"two outputs", []string{d("a", 0, "mail ann"), d("b", 1, "x"), d("a", 0, " more")}, false},
+		{"never an id", []string{d("-", 0, "ls"), d("-", 1, "rm"), d("-", 0, " -la")}, false},
+	} {
+		var out bytes.Buffer
+		_, err := CopyStream(&out, nil, strings.NewReader(sseOf(c.events)), EndpointResponses, m)
+		if got := errors.Is(err, ErrSplitOutput); got != c.ends {
+			t.Errorf("%s: ended %v (%v), want %v", c.name, got, err, c.ends)
+		}
+		if strings.Contains(out.String(), "ann@example.com") {
+			t.Errorf("%s: the address came out", c.name)
 		}
 	}
 }

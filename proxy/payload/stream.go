@@ -23,6 +23,12 @@ const maxStreams = 1024
 // text fields (choices, tool calls, output items) at once.
 var ErrTooManyFields = errors.New("payload: too many concurrent text fields in stream")
 
+// ErrSplitOutput is returned when a Responses stream's text deltas give
+// one output_index two item ids (or an id and none): the Python and Node
+// SDKs join deltas by output_index, openai-go by item_id, so some client
+// would join text the relay masked apart.
+var ErrSplitOutput = errors.New("payload: the upstream streamed one output's text under two items")
+
 // quoteItem names a field's item (a choice index or a Responses item id)
 // in an error, bounded: it is the upstream's text.
 func quoteItem(item string) string {
@@ -33,9 +39,9 @@ func quoteItem(item string) string {
 }
 
 // ErrTextAfterEnd is returned when the upstream streams more text for a
-// field it ended, before the stream's end: a chat choice after its
-// finish_reason, a Responses text after its .done, content_part.done or
-// output_item.done. The masker released the field's held-back tail when
+// field it ended: a chat choice after its finish_reason (before [DONE]), a
+// Responses text after its .done, content_part.done, output_item.done or
+// the response's end (openai-go reads on past response.completed). The masker released the field's held-back tail when
 // it ended, so an address or a key split across that end would reach a
 // client that joins the field's deltas whole. (Responses events without
 // an item_id are not held to it: they share their field's key, so an end
@@ -301,20 +307,21 @@ type streamer struct {
 	keys   *scrub.Set            // vaulted keys to remove, nil: none
 	order  []textKey             // creation order, for deterministic flushing
 
-	tmplObj  map[string]any // chat: the last chunk, decoded (generic path)
-	tmplData string         // chat: the last chunk's data (fast path), decoded on demand
-	tmplBuf  []byte         // chat: holds tmplData (events' data is lent: Relay.Step)
-	chatType string         // chat: SSE event name of the last chunk
-	doc      chatDoc        // chat: reused by the fast path
-	tpl      chunkTemplate  // chat: where the last chunk may differ from the next (rescanChunk)
-	afterEnd bool           // the stream's terminal event went out: what follows is relayed apart, bounded
-	reps     []replacement  // chat: reused by the fast path
-	spliced  []byte         // the fast paths' spliced event data, reused (spliceForEmit)
-	outIdx   map[string]any // responses: item_id -> output_index
-	seq      any            // responses: last sequence_number (generic path)
-	seqTok   []byte         // responses: last sequence_number (fast path), when seq is nil
-	respType bool           // responses: events carry an SSE event name
-	dirty    bool           // responses: the current event was changed
+	tmplObj  map[string]any    // chat: the last chunk, decoded (generic path)
+	tmplData string            // chat: the last chunk's data (fast path), decoded on demand
+	tmplBuf  []byte            // chat: holds tmplData (events' data is lent: Relay.Step)
+	chatType string            // chat: SSE event name of the last chunk
+	doc      chatDoc           // chat: reused by the fast path
+	tpl      chunkTemplate     // chat: where the last chunk may differ from the next (rescanChunk)
+	afterEnd bool              // chat: the stream's terminal event went out: what follows is relayed apart, bounded
+	reps     []replacement     // chat: reused by the fast path
+	spliced  []byte            // the fast paths' spliced event data, reused (spliceForEmit)
+	outIdx   map[string]any    // responses: item_id -> output_index
+	idxItem  map[string]string // responses: output_index -> the item_id its text deltas carry (indexItem)
+	seq      any               // responses: last sequence_number (generic path)
+	seqTok   []byte            // responses: last sequence_number (fast path), when seq is nil
+	respType bool              // responses: events carry an SSE event name
+	dirty    bool              // responses: the current event was changed
 
 	kbuf       []byte // scratch for key scrubbing of deltas
 	nameIn     string // the last event name emitted, masked (nameOut) with findings nameCounts
@@ -501,7 +508,9 @@ func (s *streamer) opaque(ev sse.Event) error {
 // write masks the next piece of field k.
 func (s *streamer) write(k textKey, delta string) (string, error) {
 	f := s.fields[k]
-	if f.ended && delta != "" && !s.afterEnd && (s.ep == EndpointChat || k.item != "") && s.inspects() {
+	// After a chat stream's [DONE] the SDKs stop reading (what follows is
+	// relayed apart, bounded); after response.completed they read on.
+	if f.ended && delta != "" && (s.ep == EndpointChat && !s.afterEnd || s.ep != EndpointChat && k.item != "") && s.inspects() {
 		return "", fmt.Errorf("%w (%s of %s)", ErrTextAfterEnd, k.kind, quoteItem(k.item))
 	}
 	if f.mask == nil {
@@ -1150,6 +1159,31 @@ var partKinds = map[string]string{
 	"reasoning_text": kindReasoningText,
 }
 
+// indexItem keeps the item id (or none) the text deltas of each
+// output_index carry, and refuses a delta that gives an index another
+// (ErrSplitOutput). Without masking or keys nothing is joined, so nothing
+// is checked.
+func (s *streamer) indexItem(outIdx, itemID string) error {
+	if outIdx == "" || !s.inspects() {
+		return nil
+	}
+	prev, seen := s.idxItem[outIdx]
+	if !seen {
+		if len(s.idxItem) >= maxStreams {
+			return ErrTooManyFields
+		}
+		if s.idxItem == nil {
+			s.idxItem = map[string]string{}
+		}
+		s.idxItem[strings.Clone(outIdx)] = strings.Clone(itemID)
+		return nil
+	}
+	if prev != itemID {
+		return fmt.Errorf("%w (output %s: %s, then %s)", ErrSplitOutput, quoteItem(outIdx), quoteItem(prev), quoteItem(itemID))
+	}
+	return nil
+}
+
 func partIndex(o map[string]any) int {
 	if n, ok := intOf(o["content_index"]); ok {
 		return n
@@ -1200,6 +1234,11 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		// mcp_call_arguments, ...): one mask stream per field.
 		kind := strings.TrimSuffix(rest, ".delta")
 		d := o["delta"].(string)
+		if n, ok := o["output_index"].(json.Number); ok {
+			if err := s.indexItem(string(n), itemID); err != nil {
+				return err
+			}
+		}
 		out, err := s.write(textKey{itemID, kind, partIndex(o)}, d)
 		if err != nil {
 			return err
@@ -1402,6 +1441,9 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 		if old, ok := s.outIdx[itemID.val].(json.Number); !ok || string(old) != outIdx {
 			s.outIdx[strings.Clone(itemID.val)] = json.Number(strings.Clone(outIdx))
 		}
+	}
+	if err := s.indexItem(outIdx, itemID.val); err != nil {
+		return true, err
 	}
 	out, err := s.write(textKey{itemID.val, kindOutputText, contentIdx}, delta.val)
 	if err != nil {

@@ -491,8 +491,13 @@ func FuzzCopyStreamRaw(f *testing.F) {
 		for _, ep := range []string{EndpointChat, EndpointResponses} {
 			var out bytes.Buffer
 			_, err := CopyStream(&out, nil, strings.NewReader(in), ep, m)
-			if errors.Is(err, ErrUnreadableJSON) && checkSurrogates(in) != nil {
-				continue // the stream ends at the event with a lone surrogate escape
+			if errors.Is(err, ErrUnreadableJSON) || errors.Is(err, ErrTextAfterEnd) || errors.Is(err, ErrSplitOutput) {
+				// The stream ends at an event it may not relay (JSON Go
+				// cannot read, a lone surrogate, a member in another
+				// letter case, text after its field's end, one output
+				// under two items); what went out before is well framed.
+				readEvents(t, out.String())
+				continue
 			}
 			if err != nil && !errors.Is(err, ErrTooManyFields) {
 				t.Fatalf("CopyStream: %v", err)
