@@ -483,27 +483,9 @@ func (s *streamBody) finish() {
 		if cause == nil {
 			cause = errors.New("upstream closed the stream before its end")
 		}
-		ae := errUpstream(http.StatusBadGateway, CodeStreamInterrupted, fmt.Sprintf(
-			"Upstream %q cut the stream short; the answer is incomplete. Retry the request.", s.c.up.name), cause)
-		s.c.err, s.c.errDetail = ae, "upstream stream interrupted"
-		switch {
-		case errors.Is(cause, errUpstreamEncoding):
-			ae = errUpstream(http.StatusBadGateway, CodeUpstreamEncoding, fmt.Sprintf(
-				"Upstream %q streamed text that is not UTF-8 (or holds NUL bytes); the proxy inspects only UTF-8, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
-			s.c.err, s.c.errDetail = ae, "upstream stream not UTF-8"
-		case errors.Is(cause, payload.ErrUnreadableJSON):
-			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-				"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape, a member spelled in another letter case than one the proxy reads) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
-			s.c.err, s.c.errDetail = ae, "upstream stream event is JSON the proxy cannot read"
-		case errors.Is(cause, payload.ErrSplitOutput):
-			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-				"Upstream %q streamed the text of one output under two item ids (or with and without one); clients join it by either, so it could not be masked as they read it, and the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
-			s.c.err, s.c.errDetail = ae, "upstream streamed one output under two items"
-		case errors.Is(cause, payload.ErrTextAfterEnd):
-			ae = errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-				"Upstream %q streamed more text for a choice or an output after it had ended it; that text could not be masked with the rest, so the rest of the answer is withheld. Retry the request.", s.c.up.name), cause)
-			s.c.err, s.c.errDetail = ae, "upstream streamed text after its end"
-		}
+		end := streamEndOf(cause)
+		ae := errUpstream(http.StatusBadGateway, end.code, fmt.Sprintf(end.message, s.c.up.name), cause)
+		s.c.err, s.c.errDetail = ae, end.detail
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
 		s.out.Write(errorEvent(ae))
 	default:
@@ -513,6 +495,38 @@ func (s *streamBody) finish() {
 		}
 		s.out.Write(s.end.Bytes())
 	}
+}
+
+// streamEnd is what the client is told, and the audit records, when a
+// stream ends before its end; message has a %q for the upstream's name.
+type streamEnd struct {
+	cause                 error
+	code, message, detail string
+}
+
+// streamEnds are the causes told apart; any other is an interruption.
+var streamEnds = []streamEnd{
+	{errUpstreamEncoding, CodeUpstreamEncoding,
+		"Upstream %q streamed text that is not UTF-8 (or holds NUL bytes); the proxy inspects only UTF-8, so the rest of the answer is withheld. Retry the request.",
+		"upstream stream not UTF-8"},
+	{payload.ErrUnreadableJSON, CodeUpstreamError,
+		"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape, a member spelled in another letter case than one the proxy reads) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.",
+		"upstream stream event is JSON the proxy cannot read"},
+	{payload.ErrSplitOutput, CodeUpstreamError,
+		"Upstream %q streamed the text of one output under two item ids (or with and without one); clients join it by either, so it could not be masked as they read it, and the rest of the answer is withheld. Retry the request.",
+		"upstream streamed one output under two items"},
+	{payload.ErrTextAfterEnd, CodeUpstreamError,
+		"Upstream %q streamed more text for a choice or an output after it had ended it; that text could not be masked with the rest, so the rest of the answer is withheld. Retry the request.",
+		"upstream streamed text after its end"},
+}
+
+func streamEndOf(cause error) streamEnd {
+	for _, e := range streamEnds {
+		if errors.Is(cause, e.cause) {
+			return e
+		}
+	}
+	return streamEnd{cause, CodeStreamInterrupted, "Upstream %q cut the stream short; the answer is incomplete. Retry the request.", "upstream stream interrupted"}
 }
 
 // clientGone records a stream the client abandoned; the upstream call is
