@@ -9,10 +9,12 @@ import (
 	"github.com/pamctl/pamctl/proxy/mask"
 )
 
-// An upstream that splits an address over a case-variant delta member, or
-// over a choice's finish, gets its stream ended with upstream_error, told
-// apart in the message and the audit detail; a Go client would otherwise
-// rejoin the address (the relay masked each part alone).
+// An upstream that splits an address over a case-variant member (a chat
+// delta's Content, a Responses event's Type), over a field's end (a
+// choice's finish, a Responses text's .done), or over two item ids of one
+// Responses output gets its stream ended with upstream_error, told apart
+// in the message and the audit detail; some client would otherwise rejoin
+// the address (the relay masked each part alone).
 func TestStreamSplitsThatWouldRejoinEndTheStream(t *testing.T) {
 	chunk := func(delta, finish string) string {
 		return `{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":` + delta + `,"finish_reason":` + finish + `}]}`

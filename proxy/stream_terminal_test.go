@@ -12,8 +12,9 @@ import (
 // Every shape of a stream's end is held until the audit event is appended:
 // the ones the relay classifies itself (chat [DONE], a Responses event
 // whose type or name ends the stream, a chat chunk named as an end) and
-// the ones it leaves to the proxy (case variants of "type", an "error"
-// object, a chat error event), with masking on and off.
+// the ones it leaves to the proxy (an "error" object, a chat error event),
+// with masking on and off. (A case variant of "type" ends the stream with
+// upstream_error: TestStreamSplitsThatWouldRejoinEndTheStream.)
 func TestStreamEndsAreHeldUntilAudited(t *testing.T) {
 	chunk := func(id, content string) string {
 		return `{"id":"` + id + `","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"` + content + `"},"finish_reason":null}]}`
