@@ -610,11 +610,20 @@ func (l *AuditLog) indexBatch(batch []segRecord) error {
 	return nil
 }
 
-// enqueueIndex hands records the segment holds to the indexer.
+// enqueueIndex hands records the segment holds to the indexer. It wakes
+// the indexer only when the queue starts (the indexer then opens its
+// gathering window) or turns full: a kick per group woke the indexer's
+// goroutine for nothing during its window, a futex wake on the
+// appender's path at every durable append (docs/performance.md).
 func (l *AuditLog) enqueueIndex(recs []segRecord) {
 	l.ix.mu.Lock()
+	was := len(l.ix.queue)
 	l.ix.queue = append(l.ix.queue, recs...)
+	kick := was == 0 || was < indexGatherMax && len(l.ix.queue) >= indexGatherMax
 	l.ix.mu.Unlock()
+	if !kick {
+		return
+	}
 	select {
 	case l.ix.kick <- struct{}{}:
 	default:

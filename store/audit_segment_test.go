@@ -549,6 +549,37 @@ func TestAuditIndexerGathersAndReadersDoNotWait(t *testing.T) {
 	}
 }
 
+// The indexer is woken when its queue starts and when it turns full, not
+// at every append: a queue that reaches indexGatherMax is committed at
+// once, without a reader and long before the gathering window (an hour
+// here) ends.
+func TestAuditIndexerCommitsAFullQueueAtOnce(t *testing.T) {
+	ctx := context.Background()
+	committed := make(chan struct{}, 8)
+	opts := AuditOptions{Signer: testSigner, indexGather: time.Hour, indexHook: func() {
+		committed <- struct{}{}
+	}, newTicker: func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }}
+	_, l := openAudit(t, t.TempDir(), false, opts)
+	for i := range indexGatherMax - 1 {
+		if err := l.Append(ctx, benchEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-committed:
+		t.Fatal("the indexer committed a queue short of indexGatherMax within its window")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := l.Append(ctx, benchEvent(indexGatherMax)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-committed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a full index queue waited for its gathering window")
+	}
+}
+
 // copyDataFiles copies the database and the audit segment of data dir src
 // into dst.
 func copyDataFiles(t *testing.T, src, dst string) {
