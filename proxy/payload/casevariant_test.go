@@ -2,6 +2,7 @@ package payload
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -127,11 +128,22 @@ func TestEmptyFinishReasonIsNoFinish(t *testing.T) {
 }
 
 // A Responses text streamed on after its .done, its part's or its item's
-// end ends the stream; events without an item_id are not held to it.
+// end ends the stream, refusals too; text without an item_id is held to
+// the end of its output_index, and only text with neither is not.
 func TestResponsesTextAfterEndEndsTheStream(t *testing.T) {
 	m := newMasker(t)
 	d := func(item, text string) string {
-		return `{"type":"response.output_text.delta","item_id":` + jsonStr(item) + `,"output_index":0,"content_index":0,"delta":` + jsonStr(text) + `}`
+		id := `"item_id":` + jsonStr(item) + `,`
+		switch item {
+		case "-": // no item_id member
+			id = ""
+		case "--": // neither an item_id nor an output_index
+			return `{"type":"response.output_text.delta","content_index":0,"delta":` + jsonStr(text) + `}`
+		}
+		return `{"type":"response.output_text.delta",` + id + `"output_index":0,"content_index":0,"delta":` + jsonStr(text) + `}`
+	}
+	refusal := func(item, text string) string {
+		return strings.Replace(d(item, text), "output_text", "refusal", 1)
 	}
 	for _, c := range []struct {
 		name, end, item string
@@ -141,14 +153,89 @@ func TestResponsesTextAfterEndEndsTheStream(t *testing.T) {
 		{"part done", `{"type":"response.content_part.done","item_id":"m","output_index":0,"content_index":0,"part":{"type":"output_text","text":"mail ann"}}`, "m", true},
 		{"item done", `{"type":"response.output_item.done","output_index":0,"item":{"id":"m","type":"message","role":"assistant","content":[{"type":"output_text","text":"mail ann"}]}}`, "m", true},
 		{"another item", `{"type":"response.output_text.done","item_id":"m","output_index":0,"content_index":0,"text":"mail ann"}`, "m2", false},
-		{"no item_id", `{"type":"response.output_text.done","output_index":0,"content_index":0,"text":"mail ann"}`, "", false},
+		{"empty item_id, text done", `{"type":"response.output_text.done","output_index":0,"content_index":0,"text":"mail ann"}`, "", true},
+		{"no item_id, text done", `{"type":"response.output_text.done","output_index":0,"content_index":0,"text":"mail ann"}`, "-", true},
+		{"no item_id, part done", `{"type":"response.content_part.done","output_index":0,"content_index":0,"part":{"type":"output_text","text":"mail ann"}}`, "-", true},
+		{"no item_id, item done", `{"type":"response.output_item.done","output_index":0,"item":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"mail ann"}]}}`, "-", true},
+		{"no item_id, another output's end", `{"type":"response.output_text.done","output_index":1,"content_index":0,"text":"x"}`, "-", false},
+		{"no item_id nor output_index", `{"type":"response.output_text.done","content_index":0,"text":"mail ann"}`, "--", false},
 		{"response completed", `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[]}}`, "m", true},
+		{"no item_id, response completed", `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[]}}`, "-", true},
 	} {
-		var out bytes.Buffer
-		_, err := CopyStream(&out, nil, strings.NewReader(sseOf([]string{d(c.item, "mail ann"), c.end, d(c.item, "@example.com")})), EndpointResponses, m)
-		if got := errors.Is(err, ErrTextAfterEnd); got != c.ends {
-			t.Errorf("%s: ended %v (%v), want %v", c.name, got, err, c.ends)
+		for _, slow := range []bool{false, true} {
+			ev := func(item, text string) string {
+				e := d(item, text)
+				if slow {
+					e = strings.Replace(e, `"delta":`, `"x":1,"delta":`, 1) // the generic path
+				}
+				return e
+			}
+			var out bytes.Buffer
+			_, err := CopyStream(&out, nil, strings.NewReader(sseOf([]string{ev(c.item, "mail ann"), c.end, ev(c.item, "@example.com")})), EndpointResponses, m)
+			if got := errors.Is(err, ErrTextAfterEnd); got != c.ends {
+				t.Errorf("%s (generic path %v): ended %v (%v), want %v", c.name, slow, got, err, c.ends)
+			}
 		}
+	}
+	// A refusal ends at its part's end as text does.
+	for _, item := range []string{"m", "-"} {
+		end := `{"type":"response.content_part.done","item_id":"m","output_index":0,"content_index":0,"part":{"type":"refusal","refusal":"mail ann"}}`
+		if item == "-" {
+			end = strings.Replace(end, `"item_id":"m",`, "", 1)
+		}
+		var out bytes.Buffer
+		_, err := CopyStream(&out, nil, strings.NewReader(sseOf([]string{refusal(item, "mail ann"), end, refusal(item, "@example.com")})), EndpointResponses, m)
+		if !errors.Is(err, ErrTextAfterEnd) {
+			t.Errorf("refusal after its part's end (item %q): %v, want ErrTextAfterEnd", item, err)
+		}
+	}
+}
+
+// Text streamed without an item_id is its output's: the tail held back at
+// its end goes out under its output_index (which the Python and Node SDKs
+// join by), with no item_id made up, and two such outputs are two fields.
+func TestResponsesTextWithoutItemIDKeyedByOutput(t *testing.T) {
+	m := newMasker(t)
+	d := func(idx int, text string) string {
+		return `{"type":"response.output_text.delta","output_index":` + strconv.Itoa(idx) + `,"content_index":0,"delta":` + jsonStr(text) + `}`
+	}
+	done := func(idx int, text string) string {
+		return `{"type":"response.output_text.done","output_index":` + strconv.Itoa(idx) + `,"content_index":0,"text":` + jsonStr(text) + `}`
+	}
+	var out bytes.Buffer
+	// Output 1's text ends with the start of an address; output 0's goes
+	// on after output 1 ended.
+	_, err := CopyStream(&out, nil, strings.NewReader(sseOf([]string{
+		d(0, "hello "), d(1, "write to ann"), done(1, "write to ann"), d(0, "@example.com"), done(0, "hello @example.com"),
+	})), EndpointResponses, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := map[int]string{} // what an SDK joining by output_index reads
+	for _, line := range strings.Split(out.String(), "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok || !strings.Contains(data, ".delta") {
+			continue
+		}
+		var e struct {
+			ItemID *string `json:"item_id"`
+			Output *int    `json:"output_index"`
+			Delta  string  `json:"delta"`
+		}
+		if err := json.Unmarshal([]byte(data), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.ItemID != nil {
+			t.Errorf("a delta event with an item_id the upstream never sent: %s", data)
+		}
+		if e.Output == nil {
+			t.Errorf("a delta event without its output_index: %s", data)
+			continue
+		}
+		joined[*e.Output] += e.Delta
+	}
+	if joined[0] != "hello @example.com" || joined[1] != "write to ann" {
+		t.Errorf("joined by output: %v, want output 0 %q and output 1 %q", joined, "hello @example.com", "write to ann")
 	}
 }
 

@@ -43,9 +43,9 @@ func quoteItem(item string) string {
 // Responses text after its .done, content_part.done, output_item.done or
 // the response's end (openai-go reads on past response.completed). The masker released the field's held-back tail when
 // it ended, so an address or a key split across that end would reach a
-// client that joins the field's deltas whole. (Responses events without
-// an item_id are not held to it: they share their field's key, so an end
-// there is not known to be the field's.)
+// client that joins the field's deltas whole. (Responses text without an
+// item_id is held to it by its output_index; without either, an end is not
+// known to be the field's.)
 var ErrTextAfterEnd = errors.New("payload: the upstream streamed more text for a field after it ended")
 
 // CopyStream copies the Server-Sent Events response of endpoint from src to
@@ -282,6 +282,29 @@ type textKey struct {
 	item string // chat: choice index; responses: item_id
 	kind string
 	idx  int
+	out  string // responses: the output_index of text without an item_id, canonical ("" if none)
+}
+
+// respKey names a Responses text field: by its item id, or, for text
+// streamed without one, by its output_index (the Python and Node SDKs join
+// deltas so), so such a field has ends of its own and its released tail
+// goes out under the index it streamed under.
+func respKey(itemID, outIdx, kind string, idx int) textKey {
+	if itemID != "" {
+		outIdx = ""
+	}
+	return textKey{item: itemID, kind: kind, idx: idx, out: outIdx}
+}
+
+// outIndex is an event's output_index, canonical: "" when it has none or
+// it is not an integer.
+func outIndex(v any) string {
+	if n, ok := v.(json.Number); ok {
+		if i, err := strconv.ParseInt(string(n), 10, 64); err == nil && i >= 0 {
+			return strconv.FormatInt(i, 10)
+		}
+	}
+	return ""
 }
 
 // textField is what a stream keeps of one text field: one map entry
@@ -510,14 +533,17 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 	f := s.fields[k]
 	// After a chat stream's [DONE] the SDKs stop reading (what follows is
 	// relayed apart, bounded); after response.completed they read on.
-	if f.ended && delta != "" && (s.ep == EndpointChat && !s.afterEnd || s.ep != EndpointChat && k.item != "") && s.inspects() {
+	if f.ended && delta != "" && (s.ep == EndpointChat && !s.afterEnd || s.ep != EndpointChat && (k.item != "" || k.out != "")) && s.inspects() {
+		if k.item == "" {
+			return "", fmt.Errorf("%w (%s of output %s)", ErrTextAfterEnd, k.kind, k.out)
+		}
 		return "", fmt.Errorf("%w (%s of %s)", ErrTextAfterEnd, k.kind, quoteItem(k.item))
 	}
 	if f.mask == nil {
 		if s.open >= maxStreams {
 			return "", ErrTooManyFields
 		}
-		k.item = strings.Clone(k.item) // the key outlives the event it came in
+		k.item, k.out = strings.Clone(k.item), strings.Clone(k.out) // the key outlives the event it came in
 		f.mask, f.counted = s.m.NewStream(), true
 		if !s.keys.Empty() {
 			f.scrub = s.keys.NewStream()
@@ -597,7 +623,7 @@ func (s *streamer) maskFull(k textKey, text string) string {
 	s.dirty = s.dirty || out != text
 	if f := s.fields[k]; !f.counted {
 		f.counted = true
-		k.item = strings.Clone(k.item) // the key outlives the event it came in
+		k.item, k.out = strings.Clone(k.item), strings.Clone(k.out) // the key outlives the event it came in
 		s.fields[k] = f
 		s.res.Counts.Add(c)
 	}
@@ -720,7 +746,7 @@ func (s *streamer) chatSlow(ev sse.Event) error {
 		var werr error
 		walkChatMessage(delta, func(kind string, idx int, t string) string {
 			text = true
-			out, err := s.write(textKey{item, kind, idx}, t)
+			out, err := s.write(textKey{item: item, kind: kind, idx: idx}, t)
 			if err != nil {
 				werr = err
 			}
@@ -845,7 +871,7 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 			if !f.has {
 				continue
 			}
-			out, err := s.write(textKey{item, f.kind, 0}, f.t.val)
+			out, err := s.write(textKey{item: item, kind: f.kind}, f.t.val)
 			if err != nil {
 				return true, err
 			}
@@ -1226,6 +1252,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 	if oi, ok := o["output_index"]; ok && itemID != "" {
 		s.outIdx[itemID] = oi
 	}
+	outIdx := outIndex(o["output_index"])
 	rest, _ := strings.CutPrefix(typ, "response.")
 	switch {
 	case strings.HasSuffix(rest, ".delta") && textDeltaKind(strings.TrimSuffix(rest, ".delta")) && isString(o["delta"]):
@@ -1239,7 +1266,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 				return err
 			}
 		}
-		out, err := s.write(textKey{itemID, kind, partIndex(o)}, d)
+		out, err := s.write(respKey(itemID, outIdx, kind, partIndex(o)), d)
 		if err != nil {
 			return err
 		}
@@ -1250,7 +1277,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 
 	case strings.HasSuffix(rest, ".done") && textDeltaKind(strings.TrimSuffix(rest, ".done")):
 		kind := strings.TrimSuffix(rest, ".done")
-		k := textKey{itemID, kind, partIndex(o)}
+		k := respKey(itemID, outIdx, kind, partIndex(o))
 		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
 			return err
 		}
@@ -1271,7 +1298,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 			s.maskEvent(o, nil)
 			return s.emitKind(evKind, ev, o, s.dirty)
 		}
-		k := textKey{itemID, kind, partIndex(o)}
+		k := respKey(itemID, outIdx, kind, partIndex(o))
 		if strings.HasSuffix(rest, ".done") {
 			if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
 				return err
@@ -1292,14 +1319,18 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		item := obj(o["item"])
 		id, _ := item["id"].(string)
 		if rest == "output_item.done" {
-			if err := s.flushResponses(ev, o, func(x textKey) bool { return x.item == id }); err != nil {
+			// The item's fields: by its id, and those streamed without
+			// one under its output_index.
+			if err := s.flushResponses(ev, o, func(x textKey) bool {
+				return x.item == id && x.out == "" || x.item == "" && x.out != "" && x.out == outIdx
+			}); err != nil {
 				return err
 			}
 		} else if t, _ := item["type"].(string); t == "function_call" {
 			name, _ := item["name"].(string)
 			s.sum.tool(name, "…")
 		}
-		s.maskItem(id, item)
+		s.maskItem(id, outIdx, item)
 		if rest == "output_item.done" {
 			delete(s.outIdx, id)
 		}
@@ -1326,7 +1357,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 				continue
 			}
 			id, _ := item["id"].(string)
-			s.maskItem(id, item)
+			s.maskItem(id, strconv.Itoa(i), item) // a response's output i is its output_index i
 		}
 		// output_text repeats the message text: mask it, never count it.
 		str(resp, "output_text", func(t string) string {
@@ -1445,7 +1476,11 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 	if err := s.indexItem(outIdx, itemID.val); err != nil {
 		return true, err
 	}
-	out, err := s.write(textKey{itemID.val, kindOutputText, contentIdx}, delta.val)
+	oi := ""
+	if itemID.val == "" {
+		oi = outIndex(json.Number(outIdx))
+	}
+	out, err := s.write(respKey(itemID.val, oi, kindOutputText, contentIdx), delta.val)
 	if err != nil {
 		return true, err
 	}
@@ -1477,12 +1512,12 @@ func isString(v any) bool {
 	return ok
 }
 
-func (s *streamer) maskItem(id string, item map[string]any) {
+func (s *streamer) maskItem(id, outIdx string, item map[string]any) {
 	if stripLogprobs(item, s.m.Enabled()) {
 		s.dirty = true
 	}
 	walkOutputItem(item, func(kind string, idx int, t string) string {
-		return s.maskFull(textKey{id, kind, idx}, t)
+		return s.maskFull(respKey(id, outIdx, kind, idx), t)
 	})
 	// Every other string of the item (code, commands, queries, tool
 	// lists, outputs, revised prompts, annotations); masked text is not
@@ -1505,9 +1540,17 @@ func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(text
 			continue
 		}
 		typ := "response." + k.kind + ".delta"
-		d := map[string]any{"type": typ, "item_id": k.item, "delta": tail}
-		if oi, ok := s.outIdx[k.item]; ok {
-			d["output_index"] = oi
+		d := map[string]any{"type": typ, "delta": tail}
+		switch {
+		case k.item != "":
+			d["item_id"] = k.item
+			if oi, ok := s.outIdx[k.item]; ok {
+				d["output_index"] = oi
+			}
+		case k.out != "":
+			d["output_index"] = json.Number(k.out) // streamed without an item_id: none is made up
+		default:
+			d["item_id"] = ""
 		}
 		switch k.kind {
 		case kindOutputText, kindRefusal, kindReasoningText:
