@@ -510,7 +510,7 @@ var streamEnds = []streamEnd{
 		"Upstream %q streamed text that is not UTF-8 (or holds NUL bytes); the proxy inspects only UTF-8, so the rest of the answer is withheld. Retry the request.",
 		"upstream stream not UTF-8"},
 	{payload.ErrUnreadableJSON, CodeUpstreamError,
-		"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape, a member spelled in another letter case than one the proxy reads) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.",
+		"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape, a member spelled in another letter case than one the proxy reads, an output or content index that is not a plain integer) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.",
 		"upstream stream event is JSON the proxy cannot read"},
 	{payload.ErrSplitOutput, CodeUpstreamError,
 		"Upstream %q streamed the text of one output under two item ids (or with and without one); clients join it by either, so it could not be masked as they read it, and the rest of the answer is withheld. Retry the request.",

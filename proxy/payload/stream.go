@@ -16,8 +16,14 @@ import (
 	"github.com/pamctl/pamctl/proxy/sse"
 )
 
-// maxStreams bounds the text fields a stream may have open at once.
-const maxStreams = 1024
+// maxStreams bounds the text fields a stream may have open at once, and
+// maxFieldsSeen those it keeps (open, ended or masked whole: an upstream
+// naming a new field in every event must not grow the relay's memory
+// without bound).
+const (
+	maxStreams    = 1024
+	maxFieldsSeen = 16 * maxStreams
+)
 
 // ErrTooManyFields is returned when a stream opens more than maxStreams
 // text fields (choices, tool calls, output items) at once.
@@ -296,15 +302,58 @@ func respKey(itemID, outIdx, kind string, idx int) textKey {
 	return textKey{item: itemID, kind: kind, idx: idx, out: outIdx}
 }
 
-// outIndex is an event's output_index, canonical: "" when it has none or
-// it is not an integer.
+// outIndex is an event's output_index ("" when it has none); plainIndexes
+// has held it to plainIndex while the stream is inspected.
 func outIndex(v any) string {
-	if n, ok := v.(json.Number); ok {
-		if i, err := strconv.ParseInt(string(n), 10, 64); err == nil && i >= 0 {
-			return strconv.FormatInt(i, 10)
-		}
+	if n, ok := v.(json.Number); ok && plainIndex(string(n)) {
+		return string(n)
 	}
 	return ""
+}
+
+// responsesIndexes are the members of a Responses event that place its
+// text: clients join deltas by them (and by item_id).
+var responsesIndexes = []string{"output_index", "content_index", "summary_index"}
+
+// plainIndex reports whether tok is an index as servers write one: digits,
+// no sign, fraction, exponent or leading zero, below 2^53. Clients read
+// other spellings (0.0, 1e0, -0, "0", false, -1, 2^53+1) as some plain
+// index, or as another one (Python's list[-1], JavaScript's rounding),
+// while the relay would key the field apart and mask it apart.
+func plainIndex(tok string) bool {
+	if tok == "" || len(tok) > 16 || tok[0] == '0' && len(tok) > 1 {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < '0' || tok[i] > '9' {
+			return false
+		}
+	}
+	n, err := strconv.ParseInt(tok, 10, 64)
+	return err == nil && n < 1<<53
+}
+
+// maxItemID bounds a Responses item id the relay keeps (ids are a few
+// dozen bytes): a field's key, an output's id and the released tail's
+// item_id outlive their event.
+const maxItemID = 512
+
+// plainIndexes refuses a Responses event whose indexes are not plain (see
+// plainIndex) or whose item id is longer than maxItemID.
+func plainIndexes(o map[string]any) error {
+	for _, k := range responsesIndexes {
+		v, ok := o[k]
+		if !ok {
+			continue
+		}
+		if n, isNum := v.(json.Number); !isNum || !plainIndex(string(n)) {
+			return fmt.Errorf("payload: streamed event: %w: its %s is %s, not a plain integer, and clients read such an index as another", ErrUnreadableJSON, k, quoteItem(fmt.Sprint(v)))
+		}
+	}
+	if id, ok := o["item_id"].(string); ok && len(id) > maxItemID {
+		return fmt.Errorf("payload: streamed event: %w: an item_id of %d bytes", ErrUnreadableJSON, len(id))
+	}
+	return nil
 }
 
 // textField is what a stream keeps of one text field: one map entry
@@ -540,7 +589,7 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 		return "", fmt.Errorf("%w (%s of %s)", ErrTextAfterEnd, k.kind, quoteItem(k.item))
 	}
 	if f.mask == nil {
-		if s.open >= maxStreams {
+		if s.open >= maxStreams || !f.counted && len(s.fields) >= maxFieldsSeen {
 			return "", ErrTooManyFields
 		}
 		k.item, k.out = strings.Clone(k.item), strings.Clone(k.out) // the key outlives the event it came in
@@ -622,10 +671,12 @@ func (s *streamer) maskFull(k textKey, text string) string {
 	out, c := s.m.Mask(text)
 	s.dirty = s.dirty || out != text
 	if f := s.fields[k]; !f.counted {
-		f.counted = true
-		k.item, k.out = strings.Clone(k.item), strings.Clone(k.out) // the key outlives the event it came in
-		s.fields[k] = f
 		s.res.Counts.Add(c)
+		if len(s.fields) < maxFieldsSeen { // past it a later copy may count again
+			f.counted = true
+			k.item, k.out = strings.Clone(k.item), strings.Clone(k.out) // the key outlives the event it came in
+			s.fields[k] = f
+		}
 	}
 	return out
 }
@@ -1235,6 +1286,9 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		if err := caseClash(o, responsesEventKeys, "an event's"); err != nil {
 			return err
 		}
+		if err := plainIndexes(o); err != nil {
+			return err
+		}
 	}
 	typ, _ := o["type"].(string)
 	evKind := responsesKind(ev.Type, o)
@@ -1439,8 +1493,8 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 			ok = p.emptyArray()
 		case "sequence_number", "output_index", "content_index":
 			tok, integer, okN := p.number()
-			if !okN || !integer {
-				return false
+			if !okN || !integer || key != "sequence_number" && !plainIndex(tok) {
+				return false // the generic path judges it
 			}
 			switch key {
 			case "sequence_number":
@@ -1458,8 +1512,8 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 		}
 		return ok
 	})
-	if !ok || !p.end() || typ.val != "response.output_text.delta" || seen&4 == 0 {
-		return false, nil
+	if !ok || !p.end() || typ.val != "response.output_text.delta" || seen&4 == 0 || len(itemID.val) > maxItemID {
+		return false, nil // a long item id: the generic path refuses it
 	}
 	// What the generic path records of any event.
 	s.dirty = s.m.Enabled()
@@ -1476,11 +1530,7 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 	if err := s.indexItem(outIdx, itemID.val); err != nil {
 		return true, err
 	}
-	oi := ""
-	if itemID.val == "" {
-		oi = outIndex(json.Number(outIdx))
-	}
-	out, err := s.write(respKey(itemID.val, oi, kindOutputText, contentIdx), delta.val)
+	out, err := s.write(respKey(itemID.val, outIdx, kindOutputText, contentIdx), delta.val)
 	if err != nil {
 		return true, err
 	}
