@@ -513,7 +513,7 @@ var streamEnds = []streamEnd{
 		"Upstream %q streamed an event that is JSON the proxy cannot read as every client does (NaN, a byte order mark, nesting too deep, a lone UTF-16 surrogate escape, a member spelled in another letter case than one the proxy reads, an output or content index that is not a plain integer) or not a JSON object; it could not be masked, so the rest of the answer is withheld. Retry the request.",
 		"upstream stream event is JSON the proxy cannot read"},
 	{payload.ErrSplitOutput, CodeUpstreamError,
-		"Upstream %q streamed the text of one output under two item ids (or with and without one); clients join it by either, so it could not be masked as they read it, and the rest of the answer is withheld. Retry the request.",
+		"Upstream %q streamed the text of one output under two item ids (or with and without one), or one item at two outputs; clients join it by either, so it could not be masked as they read it, and the rest of the answer is withheld. Retry the request.",
 		"upstream streamed one output under two items"},
 	{payload.ErrTextAfterEnd, CodeUpstreamError,
 		"Upstream %q streamed more text for a choice or an output after it had ended it; that text could not be masked with the rest, so the rest of the answer is withheld. Retry the request.",

@@ -511,7 +511,7 @@ func walkOutputItem(item map[string]any, f func(kind string, idx int, s string) 
 	case "file_search_call":
 		each(arr(item["results"]), map[string]string{"text": "file_search_result"})
 	case "mcp_call":
-		str(item, "arguments", func(s string) string { return f("mcp_arguments", 0, s) })
+		str(item, "arguments", func(s string) string { return f("mcp_call_arguments", 0, s) }) // the deltas' kind
 		str(item, "output", func(s string) string { return f("mcp_output", 0, s) })
 	}
 }

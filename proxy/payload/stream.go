@@ -22,7 +22,7 @@ import (
 // without bound).
 const (
 	maxStreams    = 1024
-	maxFieldsSeen = 16 * maxStreams
+	maxFieldsSeen = 4 * maxStreams
 )
 
 // ErrTooManyFields is returned when a stream opens more than maxStreams
@@ -313,7 +313,7 @@ func outIndex(v any) string {
 
 // responsesIndexes are the members of a Responses event that place its
 // text: clients join deltas by them (and by item_id).
-var responsesIndexes = []string{"output_index", "content_index", "summary_index"}
+var responsesIndexes = []string{"output_index", "content_index", "summary_index", "command_index"}
 
 // plainIndex reports whether tok is an index as servers write one: digits,
 // no sign, fraction, exponent or leading zero, below 2^53. Clients read
@@ -337,6 +337,88 @@ func plainIndex(tok string) bool {
 // dozen bytes): a field's key, an output's id and the released tail's
 // item_id outlive their event.
 const maxItemID = 512
+
+// startText writes the text a field starts with (members of m: a part's
+// text as added, a shell command as added) through the field's streams,
+// as its first delta: the SDKs append the deltas that follow to it, so it
+// is masked with them, its undecided tail held back into the next delta.
+func (s *streamer) startText(k textKey, m map[string]any, members ...string) error {
+	for _, name := range members {
+		t, ok := m[name].(string)
+		if !ok || t == "" {
+			continue
+		}
+		if !s.inspects() {
+			continue
+		}
+		out, err := s.write(k, t)
+		if err != nil {
+			return err
+		}
+		m[name], s.dirty = out, s.dirty || out != t
+	}
+	return nil
+}
+
+// markEnded records that field k ended (its .done or its part's end),
+// streamed or not: text for it after that is ErrTextAfterEnd. A field of
+// text without an item_id or output_index is not held to it.
+func (s *streamer) markEnded(k textKey) error {
+	if !s.inspects() || k.item == "" && k.out == "" {
+		return nil
+	}
+	f, ok := s.fields[k]
+	if f.ended || f.mask != nil {
+		return nil // an open field ends when finished (flushResponses did)
+	}
+	if !ok && len(s.fields) >= maxFieldsSeen {
+		return ErrTooManyFields
+	}
+	f.ended = true
+	k.item, k.out = strings.Clone(k.item), strings.Clone(k.out)
+	s.fields[k] = f
+	return nil
+}
+
+// markItemEnded records that an output item ended (output_item.done):
+// text for any field of it after that, streamed before or not, is
+// ErrTextAfterEnd.
+func (s *streamer) markItemEnded(id, outIdx string) error {
+	if !s.inspects() {
+		return nil
+	}
+	// The item by its id, and its output for text streamed without one.
+	for _, p := range [2]place{{item: id}, {out: outIdx}} {
+		if p == (place{}) {
+			continue
+		}
+		if _, ok := s.endedItems[p]; ok {
+			continue
+		}
+		if len(s.endedItems) >= maxFieldsSeen {
+			return ErrTooManyFields
+		}
+		if s.endedItems == nil {
+			s.endedItems = map[place]struct{}{}
+		}
+		p.item, p.out = strings.Clone(p.item), strings.Clone(p.out)
+		s.endedItems[p] = struct{}{}
+	}
+	return nil
+}
+
+// place is where a Responses text field belongs: its item, or for text
+// without an item id its output.
+type place struct{ item, out string }
+
+// itemIDFits refuses an output item's id longer than maxItemID while the
+// stream is inspected (its fields are keyed by it).
+func (s *streamer) itemIDFits(id string) error {
+	if len(id) > maxItemID && s.inspects() {
+		return fmt.Errorf("payload: streamed event: %w: an output item id of %d bytes", ErrUnreadableJSON, len(id))
+	}
+	return nil
+}
 
 // plainIndexes refuses a Responses event whose indexes are not plain (see
 // plainIndex) or whose item id is longer than maxItemID.
@@ -379,21 +461,22 @@ type streamer struct {
 	keys   *scrub.Set            // vaulted keys to remove, nil: none
 	order  []textKey             // creation order, for deterministic flushing
 
-	tmplObj  map[string]any    // chat: the last chunk, decoded (generic path)
-	tmplData string            // chat: the last chunk's data (fast path), decoded on demand
-	tmplBuf  []byte            // chat: holds tmplData (events' data is lent: Relay.Step)
-	chatType string            // chat: SSE event name of the last chunk
-	doc      chatDoc           // chat: reused by the fast path
-	tpl      chunkTemplate     // chat: where the last chunk may differ from the next (rescanChunk)
-	afterEnd bool              // chat: the stream's terminal event went out: what follows is relayed apart, bounded
-	reps     []replacement     // chat: reused by the fast path
-	spliced  []byte            // the fast paths' spliced event data, reused (spliceForEmit)
-	outIdx   map[string]any    // responses: item_id -> output_index
-	idxItem  map[string]string // responses: output_index -> the item_id its text deltas carry (indexItem)
-	seq      any               // responses: last sequence_number (generic path)
-	seqTok   []byte            // responses: last sequence_number (fast path), when seq is nil
-	respType bool              // responses: events carry an SSE event name
-	dirty    bool              // responses: the current event was changed
+	tmplObj    map[string]any     // chat: the last chunk, decoded (generic path)
+	tmplData   string             // chat: the last chunk's data (fast path), decoded on demand
+	tmplBuf    []byte             // chat: holds tmplData (events' data is lent: Relay.Step)
+	chatType   string             // chat: SSE event name of the last chunk
+	doc        chatDoc            // chat: reused by the fast path
+	tpl        chunkTemplate      // chat: where the last chunk may differ from the next (rescanChunk)
+	afterEnd   bool               // chat: the stream's terminal event went out: what follows is relayed apart, bounded
+	reps       []replacement      // chat: reused by the fast path
+	spliced    []byte             // the fast paths' spliced event data, reused (spliceForEmit)
+	outIdx     map[string]any     // responses: item_id -> output_index
+	idxItem    map[string]string  // responses: output_index -> the item_id its text deltas carry (indexItem)
+	endedItems map[place]struct{} // responses: items (and item-less outputs) whose output_item.done went out
+	seq        any                // responses: last sequence_number (generic path)
+	seqTok     []byte             // responses: last sequence_number (fast path), when seq is nil
+	respType   bool               // responses: events carry an SSE event name
+	dirty      bool               // responses: the current event was changed
 
 	kbuf       []byte // scratch for key scrubbing of deltas
 	nameIn     string // the last event name emitted, masked (nameOut) with findings nameCounts
@@ -582,7 +665,11 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 	f := s.fields[k]
 	// After a chat stream's [DONE] the SDKs stop reading (what follows is
 	// relayed apart, bounded); after response.completed they read on.
-	if f.ended && delta != "" && (s.ep == EndpointChat && !s.afterEnd || s.ep != EndpointChat && (k.item != "" || k.out != "")) && s.inspects() {
+	ended := f.ended
+	if !ended && len(s.endedItems) > 0 && delta != "" {
+		_, ended = s.endedItems[place{k.item, k.out}]
+	}
+	if ended && delta != "" && (s.ep == EndpointChat && !s.afterEnd || s.ep != EndpointChat && (k.item != "" || k.out != "")) && s.inspects() {
 		if k.item == "" {
 			return "", fmt.Errorf("%w (%s of output %s)", ErrTextAfterEnd, k.kind, k.out)
 		}
@@ -1261,11 +1348,65 @@ func (s *streamer) indexItem(outIdx, itemID string) error {
 	return nil
 }
 
-func partIndex(o map[string]any) int {
-	if n, ok := intOf(o["content_index"]); ok {
-		return n
+// kindShellCommand is the text of a shell call's command, streamed per
+// command_index (and without an item_id); kindShellOutput+"stdout" (and
+// "stderr") the output of a shell call's command, streamed per
+// command_index as members of an object delta
+// (response.shell_call_output_content.delta).
+const (
+	kindShellCommand = "shell_call_command"
+	kindShellOutput  = "shell_call_output_content."
+)
+
+var shellOutputs = []string{"stdout", "stderr"}
+
+// partMember names the member that places a text of kind within its item,
+// as the SDKs join it: a reasoning summary's summary_index, a shell
+// command's command_index, a content part's content_index ("" for the
+// kinds that have none: function call arguments and the like).
+func partMember(kind string) string {
+	switch kind {
+	case kindReasoningSum:
+		return "summary_index"
+	case kindShellCommand, kindShellOutput + "stdout", kindShellOutput + "stderr":
+		return "command_index"
+	case kindOutputText, kindRefusal, kindReasoningText:
+		return "content_index"
 	}
-	n, _ := intOf(o["summary_index"])
+	return ""
+}
+
+// partIndex is the index of kind's part in event o (see partMember); a
+// kind without one reads the content_index it may carry anyway.
+// placeItem keeps the output_index item sits at (plain, see plainIndex),
+// and refuses an event that places it at another (ErrSplitOutput): a
+// tail released under the item would go out at the new index, where
+// clients joining by index add it to another output's text. The items
+// kept are bounded (ErrTooManyFields).
+func (s *streamer) placeItem(item, outIdx string) error {
+	old, seen := s.outIdx[item]
+	if !seen {
+		if s.inspects() && len(s.outIdx) >= maxStreams {
+			return ErrTooManyFields // items are let go at their output_item.done
+		}
+		s.outIdx[strings.Clone(item)] = json.Number(strings.Clone(outIdx))
+		return nil
+	}
+	if n, _ := old.(json.Number); string(n) != outIdx {
+		if s.inspects() {
+			return fmt.Errorf("%w (item %s: output %s, then %s)", ErrSplitOutput, quoteItem(item), quoteItem(string(n)), quoteItem(outIdx))
+		}
+		s.outIdx[item] = json.Number(strings.Clone(outIdx))
+	}
+	return nil
+}
+
+func partIndex(o map[string]any, kind string) int {
+	m := partMember(kind)
+	if m == "" {
+		m = "content_index"
+	}
+	n, _ := intOf(o[m])
 	return n
 }
 
@@ -1304,7 +1445,11 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 	}
 	itemID, _ := o["item_id"].(string)
 	if oi, ok := o["output_index"]; ok && itemID != "" {
-		s.outIdx[itemID] = oi
+		if !s.inspects() {
+			s.outIdx[itemID] = oi
+		} else if err := s.placeItem(itemID, outIndex(oi)); err != nil {
+			return err
+		}
 	}
 	outIdx := outIndex(o["output_index"])
 	rest, _ := strings.CutPrefix(typ, "response.")
@@ -1320,7 +1465,7 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 				return err
 			}
 		}
-		out, err := s.write(respKey(itemID, outIdx, kind, partIndex(o)), d)
+		out, err := s.write(respKey(itemID, outIdx, kind, partIndex(o, kind)), d)
 		if err != nil {
 			return err
 		}
@@ -1329,10 +1474,33 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		s.maskEvent(o, func(k string) bool { return k == "delta" })
 		return s.emitKind(evKind, ev, o, s.dirty || out != d)
 
+	case rest == "shell_call_output_content.delta" && obj(o["delta"]) != nil:
+		// A command's output, as {"stdout": ..., "stderr": ...} pieces the
+		// SDKs append per command_index: each stream a field of its own.
+		delta := obj(o["delta"])
+		for _, member := range shellOutputs {
+			t, ok := delta[member].(string)
+			if !ok {
+				continue
+			}
+			kind := kindShellOutput + member
+			out, err := s.write(respKey(itemID, outIdx, kind, partIndex(o, kind)), t)
+			if err != nil {
+				return err
+			}
+			delta[member], s.dirty = out, s.dirty || out != t
+		}
+		s.maskEvent(delta, func(m string) bool { return isString(delta[m]) && slices.Contains(shellOutputs, m) })
+		s.maskEvent(o, func(m string) bool { return m == "delta" })
+		return s.emitKind(evKind, ev, o, s.dirty)
+
 	case strings.HasSuffix(rest, ".done") && textDeltaKind(strings.TrimSuffix(rest, ".done")):
 		kind := strings.TrimSuffix(rest, ".done")
-		k := respKey(itemID, outIdx, kind, partIndex(o))
+		k := respKey(itemID, outIdx, kind, partIndex(o, kind))
 		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
+			return err
+		}
+		if err := s.markEnded(k); err != nil {
 			return err
 		}
 		s.stripEventLogprobs(o)
@@ -1341,6 +1509,15 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 			// any other string of the event.
 			maskStringsKeys(o, func(t string) string { return s.maskFull(k, t) }, s.maskOnce, nil)
 		}
+		return s.emitKind(evKind, ev, o, s.dirty)
+
+	case rest == kindShellCommand+".added":
+		// A command's text as added is its first delta (see startText).
+		k := respKey(itemID, outIdx, kindShellCommand, partIndex(o, kindShellCommand))
+		if err := s.startText(k, o, "command"); err != nil {
+			return err
+		}
+		s.maskEvent(o, func(m string) bool { return m == "command" && isString(o[m]) })
 		return s.emitKind(evKind, ev, o, s.dirty)
 
 	case rest == "content_part.added" || rest == "content_part.done" ||
@@ -1352,14 +1529,19 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 			s.maskEvent(o, nil)
 			return s.emitKind(evKind, ev, o, s.dirty)
 		}
-		k := respKey(itemID, outIdx, kind, partIndex(o))
+		k := respKey(itemID, outIdx, kind, partIndex(o, kind))
 		if strings.HasSuffix(rest, ".done") {
 			if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
 				return err
 			}
+			if err := s.markEnded(k); err != nil {
+				return err
+			}
+			str(part, "text", func(t string) string { return s.maskFull(k, t) })
+			str(part, "refusal", func(t string) string { return s.maskFull(k, t) })
+		} else if err := s.startText(k, part, "text", "refusal"); err != nil {
+			return err
 		}
-		str(part, "text", func(t string) string { return s.maskFull(k, t) })
-		str(part, "refusal", func(t string) string { return s.maskFull(k, t) })
 		if s.m.Enabled() && len(arr(part["logprobs"])) > 0 {
 			part["logprobs"], s.dirty = []any{}, true
 		}
@@ -1372,6 +1554,9 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 	case rest == "output_item.added" || rest == "output_item.done":
 		item := obj(o["item"])
 		id, _ := item["id"].(string)
+		if err := s.itemIDFits(id); err != nil {
+			return err
+		}
 		if rest == "output_item.done" {
 			// The item's fields: by its id, and those streamed without
 			// one under its output_index.
@@ -1380,9 +1565,32 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 			}); err != nil {
 				return err
 			}
-		} else if t, _ := item["type"].(string); t == "function_call" {
-			name, _ := item["name"].(string)
-			s.sum.tool(name, "…")
+			if err := s.markItemEnded(id, outIdx); err != nil {
+				return err
+			}
+		} else {
+			if t, _ := item["type"].(string); t == "function_call" {
+				name, _ := item["name"].(string)
+				s.sum.tool(name, "…")
+			}
+			// Text an item starts with is its fields' first deltas: the
+			// SDKs append the deltas that follow to it.
+			var werr error
+			walkOutputItem(item, func(kind string, idx int, t string) string {
+				if werr != nil || t == "" || !s.inspects() {
+					return t
+				}
+				out, err := s.write(respKey(id, outIdx, kind, idx), t)
+				if err != nil {
+					werr = err
+					return t
+				}
+				s.dirty = s.dirty || out != t
+				return out
+			})
+			if werr != nil {
+				return werr
+			}
 		}
 		s.maskItem(id, outIdx, item)
 		if rest == "output_item.done" {
@@ -1411,6 +1619,9 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 				continue
 			}
 			id, _ := item["id"].(string)
+			if err := s.itemIDFits(id); err != nil {
+				return err
+			}
 			s.maskItem(id, strconv.Itoa(i), item) // a response's output i is its output_index i
 		}
 		// output_text repeats the message text: mask it, never count it.
@@ -1523,8 +1734,8 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 		s.seq, s.seqTok = nil, append(s.seqTok[:0], seq...)
 	}
 	if outIdx != "" && itemID.val != "" {
-		if old, ok := s.outIdx[itemID.val].(json.Number); !ok || string(old) != outIdx {
-			s.outIdx[strings.Clone(itemID.val)] = json.Number(strings.Clone(outIdx))
+		if err := s.placeItem(itemID.val, outIdx); err != nil {
+			return true, err
 		}
 	}
 	if err := s.indexItem(outIdx, itemID.val); err != nil {
@@ -1591,6 +1802,10 @@ func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(text
 		}
 		typ := "response." + k.kind + ".delta"
 		d := map[string]any{"type": typ, "delta": tail}
+		if member, ok := strings.CutPrefix(k.kind, kindShellOutput); ok {
+			// The output's tail in the object its deltas came in.
+			d["type"], d["delta"] = "response.shell_call_output_content.delta", map[string]any{member: tail}
+		}
 		switch {
 		case k.item != "":
 			d["item_id"] = k.item
@@ -1602,11 +1817,8 @@ func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(text
 		default:
 			d["item_id"] = ""
 		}
-		switch k.kind {
-		case kindOutputText, kindRefusal, kindReasoningText:
-			d["content_index"] = k.idx
-		case kindReasoningSum:
-			d["summary_index"] = k.idx
+		if m := partMember(k.kind); m != "" {
+			d[m] = k.idx // as the field's deltas carried it: clients place the tail by it
 		}
 		if k.kind == kindOutputText {
 			d["logprobs"] = []any{}
