@@ -382,14 +382,26 @@ func (s *streamer) markEnded(k textKey) error {
 
 // markItemEnded records that an output item ended (output_item.done):
 // text for any field of it after that, streamed before or not, is
-// ErrTextAfterEnd.
-func (s *streamer) markItemEnded(id, outIdx string) error {
+// ErrTextAfterEnd. Kept only where text can follow: an item that carries
+// text (the SDKs would append deltas to it), and an output whose text
+// streamed without an item id; items without text (web searches, images)
+// are not kept, so a long agentic response does not reach the bound.
+func (s *streamer) markItemEnded(id, outIdx string, item map[string]any) error {
 	if !s.inspects() {
 		return nil
 	}
-	// The item by its id, and its output for text streamed without one.
+	hasText := false
+	walkOutputItem(item, func(_ string, _ int, t string) string {
+		hasText = hasText || t != ""
+		return t
+	})
+	byIndex := false
+	if outIdx != "" {
+		it, seen := s.idxItem[outIdx]
+		byIndex = seen && it == ""
+	}
 	for _, p := range [2]place{{item: id}, {out: outIdx}} {
-		if p == (place{}) {
+		if p == (place{}) || p.item != "" && !hasText || p.out != "" && !byIndex {
 			continue
 		}
 		if _, ok := s.endedItems[p]; ok {
@@ -1396,7 +1408,7 @@ func (s *streamer) placeItem(item, outIdx string) error {
 		if s.inspects() {
 			return fmt.Errorf("%w (item %s: output %s, then %s)", ErrSplitOutput, quoteItem(item), quoteItem(string(n)), quoteItem(outIdx))
 		}
-		s.outIdx[item] = json.Number(strings.Clone(outIdx))
+		s.outIdx[strings.Clone(item)] = json.Number(strings.Clone(outIdx)) // the new key replaces the old: cloned too
 	}
 	return nil
 }
@@ -1494,13 +1506,29 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		s.maskEvent(o, func(m string) bool { return m == "delta" })
 		return s.emitKind(evKind, ev, o, s.dirty)
 
+	case rest == "shell_call_output_content.done":
+		// A command's output ends: its stdout and stderr fields.
+		var ks [2]textKey
+		for i, member := range shellOutputs {
+			kind := kindShellOutput + member
+			ks[i] = respKey(itemID, outIdx, kind, partIndex(o, kind))
+			if err := s.markEnded(ks[i]); err != nil {
+				return err
+			}
+		}
+		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == ks[0] || x == ks[1] }); err != nil {
+			return err
+		}
+		s.maskEvent(o, nil)
+		return s.emitKind(evKind, ev, o, s.dirty)
+
 	case strings.HasSuffix(rest, ".done") && textDeltaKind(strings.TrimSuffix(rest, ".done")):
 		kind := strings.TrimSuffix(rest, ".done")
 		k := respKey(itemID, outIdx, kind, partIndex(o, kind))
-		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
+		if err := s.markEnded(k); err != nil { // before anything of the event goes out
 			return err
 		}
-		if err := s.markEnded(k); err != nil {
+		if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
 			return err
 		}
 		s.stripEventLogprobs(o)
@@ -1531,10 +1559,10 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		}
 		k := respKey(itemID, outIdx, kind, partIndex(o, kind))
 		if strings.HasSuffix(rest, ".done") {
-			if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
+			if err := s.markEnded(k); err != nil {
 				return err
 			}
-			if err := s.markEnded(k); err != nil {
+			if err := s.flushResponses(ev, o, func(x textKey) bool { return x == k }); err != nil {
 				return err
 			}
 			str(part, "text", func(t string) string { return s.maskFull(k, t) })
@@ -1558,6 +1586,9 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 			return err
 		}
 		if rest == "output_item.done" {
+			if err := s.markItemEnded(id, outIdx, item); err != nil {
+				return err
+			}
 			// The item's fields: by its id, and those streamed without
 			// one under its output_index.
 			if err := s.flushResponses(ev, o, func(x textKey) bool {
@@ -1565,10 +1596,13 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 			}); err != nil {
 				return err
 			}
-			if err := s.markItemEnded(id, outIdx); err != nil {
-				return err
-			}
 		} else {
+			if id != "" && outIdx != "" && s.inspects() {
+				// Where the tails of the texts it starts with go.
+				if err := s.placeItem(id, outIdx); err != nil {
+					return err
+				}
+			}
 			if t, _ := item["type"].(string); t == "function_call" {
 				name, _ := item["name"].(string)
 				s.sum.tool(name, "…")
@@ -1801,11 +1835,12 @@ func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(text
 			continue
 		}
 		typ := "response." + k.kind + ".delta"
-		d := map[string]any{"type": typ, "delta": tail}
+		d := map[string]any{"delta": tail}
 		if member, ok := strings.CutPrefix(k.kind, kindShellOutput); ok {
 			// The output's tail in the object its deltas came in.
-			d["type"], d["delta"] = "response.shell_call_output_content.delta", map[string]any{member: tail}
+			typ, d["delta"] = "response.shell_call_output_content.delta", map[string]any{member: tail}
 		}
+		d["type"] = typ
 		switch {
 		case k.item != "":
 			d["item_id"] = k.item
