@@ -338,24 +338,32 @@ func plainIndex(tok string) bool {
 // item_id outlive their event.
 const maxItemID = 512
 
-// startText writes the text a field starts with (members of m: a part's
-// text as added, a shell command as added) through the field's streams,
-// as its first delta: the SDKs append the deltas that follow to it, so it
-// is masked with them, its undecided tail held back into the next delta.
+// firstText writes t, the text field k starts with (a part's or an item's
+// text as added, a shell command as added), through the field's streams as
+// its first delta: the SDKs append the deltas that follow to it, so it is
+// masked with them, its undecided tail held back into the next delta.
+func (s *streamer) firstText(k textKey, t string) (string, error) {
+	if t == "" || !s.inspects() {
+		return t, nil
+	}
+	out, err := s.write(k, t)
+	if err != nil {
+		return t, err
+	}
+	s.dirty = s.dirty || out != t
+	return out, nil
+}
+
+// startText is firstText for the string members of m named.
 func (s *streamer) startText(k textKey, m map[string]any, members ...string) error {
 	for _, name := range members {
-		t, ok := m[name].(string)
-		if !ok || t == "" {
-			continue
+		if t, ok := m[name].(string); ok {
+			out, err := s.firstText(k, t)
+			if err != nil {
+				return err
+			}
+			m[name] = out
 		}
-		if !s.inspects() {
-			continue
-		}
-		out, err := s.write(k, t)
-		if err != nil {
-			return err
-		}
-		m[name], s.dirty = out, s.dirty || out != t
 	}
 	return nil
 }
@@ -426,8 +434,16 @@ type place struct{ item, out string }
 // itemIDFits refuses an output item's id longer than maxItemID while the
 // stream is inspected (its fields are keyed by it).
 func (s *streamer) itemIDFits(id string) error {
-	if len(id) > maxItemID && s.inspects() {
-		return fmt.Errorf("payload: streamed event: %w: an output item id of %d bytes", ErrUnreadableJSON, len(id))
+	if !s.inspects() {
+		return nil
+	}
+	return idFits("an output item id", id)
+}
+
+// idFits refuses an item id (what names it) longer than maxItemID.
+func idFits(what, id string) error {
+	if len(id) > maxItemID {
+		return fmt.Errorf("payload: streamed event: %w: %s of %d bytes", ErrUnreadableJSON, what, len(id))
 	}
 	return nil
 }
@@ -444,10 +460,8 @@ func plainIndexes(o map[string]any) error {
 			return fmt.Errorf("payload: streamed event: %w: its %s is %s, not a plain integer, and clients read such an index as another", ErrUnreadableJSON, k, quoteItem(fmt.Sprint(v)))
 		}
 	}
-	if id, ok := o["item_id"].(string); ok && len(id) > maxItemID {
-		return fmt.Errorf("payload: streamed event: %w: an item_id of %d bytes", ErrUnreadableJSON, len(id))
-	}
-	return nil
+	id, _ := o["item_id"].(string)
+	return idFits("an item_id", id)
 }
 
 // textField is what a stream keeps of one text field: one map entry
@@ -1611,15 +1625,11 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 			// SDKs append the deltas that follow to it.
 			var werr error
 			walkOutputItem(item, func(kind string, idx int, t string) string {
-				if werr != nil || t == "" || !s.inspects() {
+				if werr != nil {
 					return t
 				}
-				out, err := s.write(respKey(id, outIdx, kind, idx), t)
-				if err != nil {
-					werr = err
-					return t
-				}
-				s.dirty = s.dirty || out != t
+				out, err := s.firstText(respKey(id, outIdx, kind, idx), t)
+				werr = err
 				return out
 			})
 			if werr != nil {
