@@ -510,6 +510,16 @@ func walkOutputItem(item map[string]any, f func(kind string, idx int, s string) 
 		each(arr(item["content"]), map[string]string{"text": kindReasoningText})
 	case "file_search_call":
 		each(arr(item["results"]), map[string]string{"text": "file_search_result"})
+	case "shell_call":
+		// Its commands, each the text its shell_call_command deltas
+		// (by command_index) continue.
+		if cmds := arr(obj(item["action"])["commands"]); cmds != nil {
+			for i, v := range cmds {
+				if s, ok := v.(string); ok {
+					cmds[i] = f(kindShellCommand, i, s)
+				}
+			}
+		}
 	case "mcp_call":
 		str(item, "arguments", func(s string) string { return f("mcp_call_arguments", 0, s) }) // the deltas' kind
 		str(item, "output", func(s string) string { return f("mcp_output", 0, s) })

@@ -119,3 +119,45 @@ func TestResponsesManyTextlessItemsStream(t *testing.T) {
 		t.Errorf("2,100 text-less output items: %v", err)
 	}
 }
+
+// A shell call's commands as added are the text its command deltas
+// continue (Node and Python start action.commands from the added item and
+// append by command_index): a secret split across them is masked whole,
+// whether the deltas carry an item_id or not, and a command after the
+// item's end ends the stream.
+func TestResponsesShellCommandsAsAddedAreFirstDeltas(t *testing.T) {
+	key := fakeKey()
+	added := func(cmds ...string) string {
+		b, _ := json.Marshal(cmds)
+		return `{"type":"response.output_item.added","output_index":0,"item":{"id":"sh","type":"shell_call","call_id":"c","action":{"commands":` + string(b) + `}}}`
+	}
+	delta := func(id string, ci int, text string) string {
+		return `{"type":"response.shell_call_command.delta",` + id + `"output_index":0,"command_index":` + strconv.Itoa(ci) + `,"delta":` + jsonStr(text) + `}`
+	}
+	completed := `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","output":[]}}`
+	for _, c := range []struct {
+		name   string
+		events []string
+	}{
+		{"email", []string{added("mail ann@"), delta("", 0, "example.com"), completed}},
+		{"key", []string{added("echo " + key[:12]), delta("", 0, key[12:]), completed}},
+		{"second command", []string{added("ls", "mail ann@"), delta("", 1, "example.com"), completed}},
+		{"deltas with an item_id", []string{added("mail ann@"), delta(`"item_id":"sh",`, 0, "example.com"), completed}},
+	} {
+		for _, fast := range []bool{true, false} {
+			out, err := rt2Relay(t, c.events, fast)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			if snap := rt2Snapshot(t, out); strings.Contains(snap, "ann@example.com") || strings.Contains(snap, key) {
+				t.Errorf("%s, fast %v: the snapshot joins %q", c.name, fast, snap)
+			}
+		}
+	}
+	done := `{"type":"response.output_item.done","output_index":0,"item":{"id":"sh","type":"shell_call","call_id":"c","action":{"commands":["ls"]}}}`
+	for _, id := range []string{"", `"item_id":"sh",`} {
+		if _, err := rt2Relay(t, []string{added("ls"), done, delta(id, 1, "@example.com")}, false); !errors.Is(err, ErrTextAfterEnd) {
+			t.Errorf("a command after its shell call's end (%q): %v, want ErrTextAfterEnd", id, err)
+		}
+	}
+}

@@ -296,6 +296,12 @@ type textKey struct {
 // deltas so), so such a field has ends of its own and its released tail
 // goes out under the index it streamed under.
 func respKey(itemID, outIdx, kind string, idx int) textKey {
+	if kind == kindShellCommand && outIdx != "" {
+		// Shell commands stream without an item_id (or with one, which
+		// indexItem holds to the output): keyed by their output alone,
+		// the shell_call item that starts them names the same field.
+		itemID = ""
+	}
 	if itemID != "" {
 		outIdx = ""
 	}
@@ -403,10 +409,11 @@ func (s *streamer) markItemEnded(id, outIdx string, item map[string]any) error {
 		hasText = hasText || t != ""
 		return t
 	})
-	byIndex := false
-	if outIdx != "" {
-		it, seen := s.idxItem[outIdx]
-		byIndex = seen && it == ""
+	// Its output, for fields keyed by it (text streamed without an
+	// item_id, shell commands), when text can follow there.
+	byIndex := hasText
+	if _, seen := s.idxItem[outIdx]; seen && outIdx != "" {
+		byIndex = true
 	}
 	for _, p := range [2]place{{item: id}, {out: outIdx}} {
 		if p == (place{}) || p.item != "" && !hasText || p.out != "" && !byIndex {
