@@ -50,7 +50,7 @@ type streamBody struct {
 
 	pending  []byte       // the start of an event not yet complete
 	scanned  int          // pending[:scanned] holds no event end
-	out      bytes.Buffer // complete events for the client
+	out      readyEvents  // complete events for the client
 	end      bytes.Buffer // the terminal event and what follows, capped
 	endCount int          // events after the terminal one
 	terminal bool         // the terminal event was seen
@@ -132,17 +132,20 @@ func (s *streamBody) Read(b []byte) (int, error) {
 	if err := s.ready(); err != nil {
 		return 0, err
 	}
-	return s.out.Read(b)
+	n, _ := s.out.Read(b)
+	s.out.release()
+	return n, nil
 }
 
 // chunk returns every byte ready for the client, without copying: valid
 // until the next call (scrubBody and relayStream read a stream this way,
 // so a thousand open streams hold no read buffer of their own).
 func (s *streamBody) chunk() ([]byte, error) {
+	s.out.release() // what the last call lent is written
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	return s.out.Next(s.out.Len()), nil
+	return s.out.take(), nil
 }
 
 // ready steps the relay until out holds what should go to the client now,
@@ -578,6 +581,8 @@ func (s *streamBody) Close() error {
 		s.takeResult()
 		s.clientGone()
 	}
+	s.out.Reset() // nobody reads on: its buffer goes to the next stream
+	s.out.release()
 	return err
 }
 
