@@ -45,6 +45,31 @@ func (db *DB) GetEnrollment(_ context.Context, id string) (*link.Enrollment, err
 	return &e, nil
 }
 
+// UpdateEnrollment runs fn on the stored enrollment inside one write
+// transaction: fn's error rolls it back.
+func (db *DB) UpdateEnrollment(_ context.Context, id string, fn func(*link.Enrollment) error) (*link.Enrollment, error) {
+	var e link.Enrollment
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketProxies) == nil {
+			return ErrNotFound
+		}
+		if err := get(tx, bucketProxies, []byte(id), &e); err != nil {
+			return err
+		}
+		if err := fn(&e); err != nil {
+			return err
+		}
+		return put(tx, bucketProxies, []byte(id), &e)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", link.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
 // ListEnrollments returns every enrollment in id order.
 func (db *DB) ListEnrollments(_ context.Context) ([]*link.Enrollment, error) {
 	var out []*link.Enrollment

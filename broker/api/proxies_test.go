@@ -44,6 +44,20 @@ func (s *enrollments) GetEnrollment(_ context.Context, id string) (*link.Enrollm
 
 func (s *enrollments) ListEnrollments(context.Context) ([]*link.Enrollment, error) { return nil, nil }
 
+func (s *enrollments) UpdateEnrollment(_ context.Context, id string, fn func(*link.Enrollment) error) (*link.Enrollment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", link.ErrNotFound, id)
+	}
+	if err := fn(&e); err != nil {
+		return nil, err
+	}
+	s.m[id] = e
+	return &e, nil
+}
+
 type noGrants struct{}
 
 func (noGrants) ProxyGrant(context.Context, link.Caller, string) (time.Time, error) {

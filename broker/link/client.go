@@ -334,9 +334,17 @@ func (c *Client) Run(ctx context.Context) {
 			c.mu.Lock()
 			c.session, c.enrolled = "", nil
 			c.mu.Unlock()
-			if strings.Contains(ae.Message, "revoked by an admin") {
+			// 403: the broker refuses this enrollment (revoked, its
+			// grant revoked or ended): it serves nothing more until it
+			// is enrolled again, whatever the reason's wording. 401 (a
+			// session to renew) leaves it serving while it logs in again.
+			if ae.Status == http.StatusForbidden {
 				c.ready.Store(false)
-				c.status.Store("this proxy was revoked by an admin: " + ae.Message)
+				if strings.Contains(ae.Message, "revoked by an admin") {
+					c.status.Store("this proxy was revoked by an admin: " + ae.Message)
+				} else {
+					c.status.Store("the broker refused this proxy's enrollment: " + ae.Message)
+				}
 			}
 		}
 		if !c.ready.Load() && !strings.HasPrefix(c.status.Load().(string), "this proxy was revoked") {

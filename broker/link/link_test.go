@@ -50,19 +50,55 @@ func TestSealOpensOnlyWithTheProxysKey(t *testing.T) {
 	}
 }
 
+// memStore is a link.Store in memory whose UpdateEnrollment is a
+// compare-and-swap, as on etcd: beforeWrite, when set, runs between fn
+// and the write, where another replica's write may land.
 type memStore struct {
-	mu sync.Mutex
-	m  map[string]Enrollment
+	mu          sync.Mutex
+	m           map[string]Enrollment
+	rev         map[string]int
+	beforeWrite func(id string)
 }
 
 func (s *memStore) PutEnrollment(_ context.Context, e *Enrollment) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.putLocked(e)
+	return nil
+}
+
+func (s *memStore) putLocked(e *Enrollment) {
 	if s.m == nil {
-		s.m = map[string]Enrollment{}
+		s.m, s.rev = map[string]Enrollment{}, map[string]int{}
 	}
 	s.m[e.ID] = *e
-	return nil
+	s.rev[e.ID]++
+}
+
+func (s *memStore) UpdateEnrollment(_ context.Context, id string, fn func(*Enrollment) error) (*Enrollment, error) {
+	for {
+		s.mu.Lock()
+		e, ok := s.m[id]
+		rev := s.rev[id]
+		hook := s.beforeWrite
+		s.mu.Unlock()
+		if !ok {
+			return nil, ErrNotFound
+		}
+		if err := fn(&e); err != nil {
+			return nil, err
+		}
+		if hook != nil {
+			hook(id)
+		}
+		s.mu.Lock()
+		if s.rev[id] == rev {
+			s.putLocked(&e)
+			s.mu.Unlock()
+			return &e, nil
+		}
+		s.mu.Unlock()
+	}
 }
 
 func (s *memStore) GetEnrollment(_ context.Context, id string) (*Enrollment, error) {

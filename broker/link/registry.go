@@ -28,12 +28,20 @@ var (
 	ErrInvalid   = errors.New("invalid")
 )
 
-// Store persists enrollments (store.DB implements it).
+// Store persists enrollments (store.DB and etcdstore.DB implement it).
 type Store interface {
+	// PutEnrollment creates or replaces an enrollment whole: for a new
+	// one (and a store migration); changes go through UpdateEnrollment.
 	PutEnrollment(ctx context.Context, e *Enrollment) error
 	// GetEnrollment returns an error matching ErrNotFound when absent.
 	GetEnrollment(ctx context.Context, id string) (*Enrollment, error)
 	ListEnrollments(ctx context.Context) ([]*Enrollment, error)
+	// UpdateEnrollment applies fn to the stored enrollment and stores the
+	// result, with no other write landing between the read fn sees and
+	// the write (one transaction; with replicas, a compare-and-swap that
+	// runs fn again on a newer record). fn's error aborts it, nothing
+	// written; an absent id is an error matching ErrNotFound.
+	UpdateEnrollment(ctx context.Context, id string, fn func(*Enrollment) error) (*Enrollment, error)
 }
 
 // Caller is who makes an API call (from the broker session).
@@ -140,22 +148,45 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		return refuse(err)
 	}
 	now := r.now().UTC()
+	set := func(e *Enrollment) {
+		e.Grant, e.ExpiresAt, e.PublicKey = in.Grant, expires, in.PublicKey
+		e.Version, e.Address, e.LastContact, e.TokenIssuer = clip(in.Version, 64), clip(in.Address, 256), now, r.TokenIssuer
+	}
 	var e *Enrollment
 	if in.ID != "" {
-		old, err := r.Store.GetEnrollment(ctx, in.ID)
+		// A renewal changes the stored record in place, checked as it is
+		// written: a revoke that lands while it runs is never undone.
+		var refused error
+		e, err = r.update(ctx, in.ID, func(old *Enrollment) error {
+			switch {
+			case old.Subject != who.Subject || old.Issuer != who.Issuer:
+				refused = fmt.Errorf("%w: enrollment %s belongs to another identity", ErrForbidden, in.ID)
+			case old.RevokedAt != nil:
+				refused = fmt.Errorf("%w: enrollment %s was revoked by an admin; it stays cut off: a proxy enrolls again only with a new data dir and a new %s grant", ErrForbidden, in.ID, ScopeServe)
+			default:
+				set(old) // the broker's shipping position stays as stored
+				return nil
+			}
+			return refused
+		})
 		switch {
+		case refused != nil:
+			return refuse(refused)
 		case errors.Is(err, ErrNotFound):
+			e = nil
 		case err != nil:
 			return nil, err
-		case old.Subject != who.Subject || old.Issuer != who.Issuer:
-			return refuse(fmt.Errorf("%w: enrollment %s belongs to another identity", ErrForbidden, in.ID))
-		case old.RevokedAt != nil:
-			return refuse(fmt.Errorf("%w: enrollment %s was revoked; start the proxy with a new data dir to enroll again", ErrForbidden, in.ID))
-		default:
-			e = old
 		}
 	}
 	if e == nil {
+		// The grant of a proxy an admin cut off admits no other
+		// enrollment: the same identity leaving out the old id would
+		// otherwise be back at once, keys and all.
+		if cut, err := r.revokedOn(ctx, in.Grant); err != nil {
+			return nil, err
+		} else if cut != "" {
+			return refuse(fmt.Errorf("%w: grant %s belongs to proxy %s, which an admin revoked; a proxy enrolls again only with a new %s grant", ErrForbidden, in.Grant, cut, ScopeServe))
+		}
 		e = &Enrollment{ID: token.NewID()[:16], Subject: who.Subject, Issuer: who.Issuer, Enrolled: now}
 		// A new enrollment takes the spool where it is (events acked
 		// under a lost enrollment are gone from it); a renewal keeps the
@@ -163,16 +194,10 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		if in.SpoolNext > 1 {
 			e.Acked = in.SpoolNext - 1
 		}
-	}
-	e.Grant, e.ExpiresAt, e.PublicKey = in.Grant, expires, in.PublicKey
-	e.Version, e.Address, e.LastContact, e.TokenIssuer = clip(in.Version, 64), clip(in.Address, 256), now, r.TokenIssuer
-	r.mu.Lock()
-	if st := r.acked[e.ID]; st != nil { // keep the shipping state current
-		e.Acked, e.AckedAt = st.Acked, st.AckedAt
-	}
-	r.mu.Unlock()
-	if err := r.Store.PutEnrollment(ctx, e); err != nil {
-		return nil, err
+		set(e)
+		if err := r.Store.PutEnrollment(ctx, e); err != nil {
+			return nil, err
+		}
 	}
 	r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
 		Grant: e.Grant, Target: e.ID, Decision: "enrolled", Details: map[string]string{"version": e.Version, "address": e.Address}})
@@ -243,21 +268,39 @@ func (r *Registry) touch(ctx context.Context, e *Enrollment, now time.Time) {
 	}
 	r.mu.Unlock()
 	if due {
-		r.update(ctx, e.ID, func(x *Enrollment) { x.LastContact = now.UTC() })
+		_, _ = r.update(ctx, e.ID, func(x *Enrollment) error { x.LastContact = now.UTC(); return nil })
 	}
 }
 
-// update applies fn to the stored enrollment (under the registry lock, so
-// concurrent updates do not lose each other's fields).
-func (r *Registry) update(ctx context.Context, id string, fn func(*Enrollment)) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, err := r.Store.GetEnrollment(ctx, id)
+// update applies fn to the stored enrollment atomically
+// (Store.UpdateEnrollment: no replica's write lands in between), and a
+// revocation stays whatever fn does: revoking is final.
+func (r *Registry) update(ctx context.Context, id string, fn func(*Enrollment) error) (*Enrollment, error) {
+	return r.Store.UpdateEnrollment(ctx, id, func(e *Enrollment) error {
+		revoked := e.RevokedAt
+		if err := fn(e); err != nil {
+			return err
+		}
+		if revoked != nil {
+			e.RevokedAt = revoked
+		}
+		return nil
+	})
+}
+
+// revokedOn returns the id of a revoked enrollment that stood on grant,
+// or "".
+func (r *Registry) revokedOn(ctx context.Context, grant string) (string, error) {
+	all, err := r.Store.ListEnrollments(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
-	fn(e)
-	return r.Store.PutEnrollment(ctx, e)
+	for _, e := range all {
+		if e.Grant == grant && e.RevokedAt != nil {
+			return e.ID, nil
+		}
+	}
+	return "", nil
 }
 
 // List returns every enrollment.
@@ -268,13 +311,12 @@ func (r *Registry) List(ctx context.Context) ([]*Enrollment, error) {
 // Revoke cuts a proxy off at once: its stream ends and every later call
 // is refused. actor is who did it (audited).
 func (r *Registry) Revoke(ctx context.Context, id string, actor *audit.Actor, via string) (*Enrollment, error) {
-	var out *Enrollment
-	err := r.update(ctx, id, func(e *Enrollment) {
+	out, err := r.update(ctx, id, func(e *Enrollment) error {
 		if e.RevokedAt == nil {
 			t := r.now().UTC()
 			e.RevokedAt = &t
 		}
-		out = e
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -306,7 +348,7 @@ func (r *Registry) kick(id string) <-chan struct{} {
 
 // ReportConfig records the configuration version a proxy runs.
 func (r *Registry) ReportConfig(ctx context.Context, id, version string) {
-	_ = r.update(ctx, id, func(e *Enrollment) { e.ConfigVersion = clip(version, 80) })
+	_, _ = r.update(ctx, id, func(e *Enrollment) error { e.ConfigVersion = clip(version, 80); return nil })
 }
 
 // Heartbeat is the longest a stream stays silent: with nothing to say it
@@ -473,7 +515,12 @@ func (r *Registry) Ship(ctx context.Context, e *Enrollment, batch AuditBatch) (A
 		st.Acked, st.AckedAt = ev.seq, ev.ev.Seq
 	}
 	acked, at := st.Acked, st.AckedAt
-	if err := r.update(ctx, e.ID, func(x *Enrollment) { x.Acked, x.AckedAt = acked, at }); err != nil {
+	if _, err := r.update(ctx, e.ID, func(x *Enrollment) error {
+		if acked > x.Acked { // never back: another replica may be ahead
+			x.Acked, x.AckedAt = acked, at
+		}
+		return nil
+	}); err != nil {
 		errs = errors.Join(errs, err)
 	}
 	if errs != nil && acked == 0 {
@@ -626,19 +673,21 @@ func clipList(l []string) []string {
 	return l
 }
 
-// shipState is the proxy's acknowledged position: from memory, or after
-// a broker restart from the store, moved past any event the trail holds
-// beyond it (appended just before a crash, before the store caught up).
+// shipState is the proxy's acknowledged position: this broker's own, or,
+// after a restart or when another replica has since taken shipments (the
+// stored position is ahead), the stored one moved past any event the
+// trail holds beyond it (appended just before a crash, before the store
+// caught up).
 func (r *Registry) shipState(ctx context.Context, id string) (*Enrollment, error) {
-	r.mu.Lock()
-	st := r.acked[id]
-	r.mu.Unlock()
-	if st != nil {
-		return st, nil
-	}
 	e, err := r.Store.GetEnrollment(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	r.mu.Lock()
+	st := r.acked[id]
+	r.mu.Unlock()
+	if st != nil && st.Acked >= e.Acked {
+		return st, nil
 	}
 	st = &Enrollment{Acked: e.Acked, AckedAt: e.AckedAt}
 	err = r.Audit.Range(ctx, e.AckedAt+1, func(ev audit.Event) bool {

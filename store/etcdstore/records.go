@@ -317,6 +317,38 @@ func (db *DB) GetEnrollment(ctx context.Context, id string) (*link.Enrollment, e
 	return &e, nil
 }
 
+// UpdateEnrollment is a compare-and-swap on the record's mod revision,
+// fn running again on a newer record when another replica wrote
+// meanwhile.
+func (db *DB) UpdateEnrollment(ctx context.Context, id string, fn func(*link.Enrollment) error) (*link.Enrollment, error) {
+	k := db.key("proxies/" + id)
+	for range maxAttempts {
+		var e link.Enrollment
+		rev, err := db.get(ctx, "proxies/"+id, &e)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %s", link.ErrNotFound, id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(&e); err != nil {
+			return nil, err
+		}
+		raw, err := store.EncodeRecord(&e)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := db.casPut(ctx, k, rev, raw)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &e, nil
+		}
+	}
+	return nil, fmt.Errorf("etcdstore: proxy enrollment %s: too much contention, try again", id)
+}
+
 // ListEnrollments returns every enrollment in id order.
 func (db *DB) ListEnrollments(ctx context.Context) ([]*link.Enrollment, error) {
 	return list[link.Enrollment](ctx, db, "proxies/")

@@ -396,6 +396,40 @@ func Enrollments(t *testing.T, newStore func(t *testing.T) link.Store) {
 	if !slices.Equal(got, []string{"prx_a", "prx_b", "prx_c"}) {
 		t.Fatalf("list in id order: %v", got)
 	}
+
+	if _, err := s.UpdateEnrollment(ctx, "prx_nope", func(*link.Enrollment) error { return nil }); !errors.Is(err, link.ErrNotFound) {
+		t.Fatalf("update missing: %v", err)
+	}
+	refuse := errors.New("refused")
+	if _, err := s.UpdateEnrollment(ctx, "prx_b", func(e *link.Enrollment) error { e.RevokedAt = at(time.Hour); return refuse }); !errors.Is(err, refuse) {
+		t.Fatalf("refused update: %v", err)
+	}
+	if got, _ := s.GetEnrollment(ctx, "prx_b"); got.RevokedAt != nil {
+		t.Fatalf("a refused update was written: %+v", got)
+	}
+	// Each update moves Acked on by one: an update written over a stale
+	// read (a renewal over a revoke, two replicas' shipments) shows as a
+	// smaller count.
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.UpdateEnrollment(ctx, "prx_c", func(e *link.Enrollment) error {
+				e.Acked++
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetEnrollment(ctx, "prx_c"); got.Acked != n || got.Grant != "req_2" {
+		t.Fatalf("lost updates: acked %d (want %d), %+v", got.Acked, n, got)
+	}
 }
 
 // SinkCursors runs the auditsink.CursorStore suite.
