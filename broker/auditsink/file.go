@@ -70,6 +70,9 @@ func (t *fileTarget) open() error {
 		return fmt.Errorf("file: %w", err)
 	}
 	t.size = fi.Size()
+	if t.size, err = cutTornLine(f, t.size); err != nil {
+		return fmt.Errorf("file %s: %w", t.path, err)
+	}
 	if t.size == 0 {
 		return nil
 	}
@@ -83,6 +86,37 @@ func (t *fileTarget) open() error {
 		return t.rotate()
 	}
 	return nil
+}
+
+// cutTornLine drops a last line without its newline: what a crash in
+// the middle of a batch left (a batch is several writes). That batch was
+// never acknowledged (the cursor moves after Deliver returns), so it is
+// sent again; a line in the middle that does not read is still damage
+// (scanEnds). It returns the size of the file after the cut.
+func cutTornLine(f *os.File, size int64) (int64, error) {
+	end := size
+	buf := make([]byte, 4<<10)
+	for end > 0 {
+		n := min(int64(len(buf)), end)
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			end = end - n + int64(i) + 1
+			break
+		}
+		end -= n
+	}
+	if end == size {
+		return size, nil
+	}
+	if err := f.Truncate(end); err != nil {
+		return 0, fmt.Errorf("cut the line a crash left unfinished: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	return end, nil
 }
 
 // scanEnds reads the first event seq and the last event link of a file.
