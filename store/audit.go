@@ -11,6 +11,7 @@ import (
 	"io"
 	"iter"
 	"math"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -95,7 +96,9 @@ type AuditOptions struct {
 	OnBatch func(events int)
 	// Inspect opens a trail that falls short of its high-water mark (see
 	// audit.HighWater) instead of refusing, so audit verify and export can
-	// show the damage. No head is ever signed over such a trail.
+	// show the damage. It never signs a head (not at open, not on Close,
+	// not before an export): unsigned events past the head may be a
+	// writer's, and verify reports them as unsigned.
 	Inspect bool
 
 	// updatePerEvent commits each durable append in its own Update: the
@@ -275,7 +278,7 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 	if head != nil {
 		l.signedSeq.Store(head.Seq)
 	}
-	if opts.Signer != nil {
+	if opts.Signer != nil && !opts.Inspect {
 		if tip.Seq > 0 && (head == nil || head.Seq < tip.Seq) {
 			l.kickSigner() // events left unsigned by a crash; the loop checks continuity first
 		}
@@ -293,9 +296,11 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 }
 
 // openSegment opens the segment, indexes what it holds that the bucket
-// lacks, and empties it. An Inspect log reports a damaged segment through
-// OnError and goes on without it, so audit verify can show the trail.
+// lacks, and empties it. An Inspect log only reads it (inspectSegment).
 func (l *AuditLog) openSegment() error {
+	if l.opts.Inspect {
+		return l.inspectSegment()
+	}
 	seg, recs, err := openSegment(l.db.dir, l.db.bolt.NoSync)
 	if err == nil {
 		l.seg = seg
@@ -311,11 +316,41 @@ func (l *AuditLog) openSegment() error {
 		l.seg.close()
 		l.seg = nil
 	}
-	if l.opts.Inspect {
+	return err
+}
+
+// ErrSegmentPending is what an Inspect log reports when the segment holds
+// acknowledged events the bucket does not: a crash left them for the next
+// start to index, and readers of the bucket do not see them yet.
+var ErrSegmentPending = errors.New("store: audit segment holds events not yet indexed")
+
+// inspectSegment reads the segment without changing it (an Inspect log
+// writes nothing: indexing the events a crash left there is the next
+// start's, with the first signed head when the trail begins there). A
+// damaged segment, and acknowledged events it holds that the bucket lacks,
+// are reported through OnError; audit verify shows the bucket's trail and
+// fails with what was reported.
+func (l *AuditLog) inspectSegment() error {
+	epoch, recs, err := readSegmentFile(l.db.dir)
+	if err != nil {
 		l.opts.OnError(err)
 		return nil
 	}
-	return err
+	l.segEpoch = epoch
+	var pending []uint64
+	if err := l.db.view(func(tx *bolt.Tx) error {
+		var err error
+		_, pending, err = l.walkSegment(tx, recs, false)
+		return err
+	}); err != nil {
+		l.opts.OnError(fmt.Errorf("store: audit: the segment: %w", err))
+		return nil
+	}
+	if len(pending) > 0 {
+		l.opts.OnError(fmt.Errorf("%w: %s holds %d acknowledged events (seq %d to %d) that %s does not yet: they are not shown here. Start `pamctl serve` once to index them (a crash left them), then look again",
+			ErrSegmentPending, filepath.Join(l.db.dir, SegmentFileName), len(pending), pending[0], pending[len(pending)-1], l.db.path()))
+	}
+	return nil
 }
 
 // trailNotLost refuses an empty trail beside a segment that has held
@@ -750,7 +785,7 @@ func (l *AuditLog) Close() error {
 		err = errors.Join(err, l.segErr, l.indexErr(), l.seg.close())
 		l.tipMu.Unlock()
 	}
-	if l.opts.Signer != nil {
+	if l.opts.Signer != nil && !l.opts.Inspect {
 		if _, serr := l.signHead(); serr != nil {
 			err = errors.Join(err, serr)
 		}
@@ -808,8 +843,8 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.opts.Signer == nil || tip.Seq == 0 || (cur != nil && cur.Seq >= tip.Seq) {
-		return cur, nil
+	if l.opts.Signer == nil || l.opts.Inspect || tip.Seq == 0 || (cur != nil && cur.Seq >= tip.Seq) {
+		return cur, nil // an inspecting log never signs over what it shows
 	}
 	h := &audit.SignedHead{Seq: tip.Seq, Hash: tip.Hash, Time: l.clock().UTC()}
 	if err := h.Sign(l.opts.Signer); err != nil {

@@ -180,6 +180,41 @@ func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
 	return s, recs, nil
 }
 
+// readSegmentFile reads the segment in dir without creating or changing it:
+// its epoch (0 when there is none yet) and records, or ErrSegmentDamaged.
+func readSegmentFile(dir string) (epoch uint64, recs []segRecord, err error) {
+	path := filepath.Join(dir, SegmentFileName)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: audit segment: %w", err)
+	}
+	defer f.Close()
+	damaged := func(why string) (uint64, []segRecord, error) {
+		return 0, nil, fmt.Errorf("%w: %s: %s. Its events may be missing from the trail shown here: keep the file for inspection; pamctl serve refuses to start until it is moved away (or the data dir restored from a backup)", ErrSegmentDamaged, path, why)
+	}
+	if fi, err := f.Stat(); err == nil && fi.Size() > segMaxFile {
+		return damaged(fmt.Sprintf("%d bytes, more than a segment ever holds (%d)", fi.Size(), int64(segMaxFile)))
+	}
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: audit segment: read: %w", err)
+	}
+	if len(raw) < segFileHeader && allZero(raw) {
+		return 0, nil, nil
+	}
+	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
+		return damaged("it does not start with a segment header")
+	}
+	epoch = binary.BigEndian.Uint64(raw[8:16])
+	if recs, _, err = parseSegment(raw[segFileHeader:], epoch); err != nil {
+		return damaged(err.Error())
+	}
+	return epoch, recs, nil
+}
+
 // prepare makes sure the file is written (zeros) up to segPrealloc and
 // holds the header of s.epoch; size is the file's current size.
 func (s *segment) prepare(size int64) error {
@@ -387,65 +422,80 @@ func (l *AuditLog) recoverSegment(recs []segRecord) error {
 	}
 	var first *audit.SignedHead
 	err := l.db.bolt.Update(func(tx *bolt.Tx) error {
-		first = nil
-		tip, err := readTip(tx)
-		if err != nil {
-			return err
-		}
-		b := tx.Bucket(bucketAudit)
-		// The trail's first head is signed with its first event; a trail
-		// that had events keeps its head (or lost it: open refuses that).
-		fresh := tip.Seq == 0
-		var v *audit.Verifier
-		for _, r := range recs {
-			if r.seq <= tip.Seq {
-				stored := b.Get(u64(r.seq))
-				if stored == nil {
-					a, err := readAnchor(tx)
-					if err != nil {
-						return err
-					}
-					if a != nil && r.seq <= a.Seq {
-						continue // pruned since
-					}
-					return fmt.Errorf("%w: it holds seq %d, which %s does not", ErrSegmentDamaged, r.seq, l.db.path())
-				}
-				line, err := recordLine(stored)
-				if err != nil {
-					return err
-				}
-				if !bytes.Equal(line, r.line) {
-					return fmt.Errorf("%w: its seq %d differs from the one stored in %s: one of them was edited. Run `pamctl audit verify`", ErrSegmentDamaged, r.seq, l.db.path())
-				}
-				continue
-			}
-			if v == nil {
-				v = audit.NewRangeVerifier(tip, nil)
-			}
-			if err := v.Add(r.line); err != nil {
-				return fmt.Errorf("%w: seq %d does not chain from the trail's last event (seq %d): %w", ErrSegmentDamaged, r.seq, tip.Seq, err)
-			}
-			hash := audit.StoredHash(r.line)
-			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
-				return fmt.Errorf("store: audit put: %w", err)
-			}
-			if fresh {
-				var out sealed
-				if err := l.firstHead(tx, r.seq, hash, &out); err != nil {
-					return err
-				}
-				if out.head != nil {
-					first = out.head
-				}
-			}
-			tip = audit.Link{Seq: r.seq, Hash: hash}
-		}
-		return nil
+		var err error
+		first, _, err = l.walkSegment(tx, recs, true)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: audit: index the segment: %w", err)
 	}
 	return l.raiseFirst(first)
+}
+
+// walkSegment checks recs against the bucket in tx: those it holds must
+// match byte for byte (or be pruned since), the others chain from its
+// tip. With index it stores those (tx is writable), with the trail's
+// first head when the trail begins there; pending are their seqs.
+func (l *AuditLog) walkSegment(tx *bolt.Tx, recs []segRecord, index bool) (first *audit.SignedHead, pending []uint64, err error) {
+	tip, err := readTip(tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := tx.Bucket(bucketAudit)
+	// The trail's first head is signed with its first event; a trail
+	// that had events keeps its head (or lost it: open refuses that).
+	fresh := tip.Seq == 0
+	var v *audit.Verifier
+	for _, r := range recs {
+		if r.seq <= tip.Seq {
+			var stored []byte
+			if b != nil {
+				stored = b.Get(u64(r.seq))
+			}
+			if stored == nil {
+				a, err := readAnchor(tx)
+				if err != nil {
+					return nil, nil, err
+				}
+				if a != nil && r.seq <= a.Seq {
+					continue // pruned since
+				}
+				return nil, nil, fmt.Errorf("%w: it holds seq %d, which %s does not", ErrSegmentDamaged, r.seq, l.db.path())
+			}
+			line, err := recordLine(stored)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !bytes.Equal(line, r.line) {
+				return nil, nil, fmt.Errorf("%w: its seq %d differs from the one stored in %s: one of them was edited. Run `pamctl audit verify`", ErrSegmentDamaged, r.seq, l.db.path())
+			}
+			continue
+		}
+		if v == nil {
+			v = audit.NewRangeVerifier(tip, nil)
+		}
+		if err := v.Add(r.line); err != nil {
+			return nil, nil, fmt.Errorf("%w: seq %d does not chain from the trail's last event (seq %d): %w", ErrSegmentDamaged, r.seq, tip.Seq, err)
+		}
+		hash := audit.StoredHash(r.line)
+		pending = append(pending, r.seq)
+		if index {
+			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
+				return nil, nil, fmt.Errorf("store: audit put: %w", err)
+			}
+			if fresh {
+				var out sealed
+				if err := l.firstHead(tx, r.seq, hash, &out); err != nil {
+					return nil, nil, err
+				}
+				if out.head != nil {
+					first = out.head
+				}
+			}
+		}
+		tip = audit.Link{Seq: r.seq, Hash: hash}
+	}
+	return first, pending, nil
 }
 
 // indexer copies synced records into the bucket.

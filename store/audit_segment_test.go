@@ -775,7 +775,7 @@ func TestAuditSegmentFailedChunkedBatch(t *testing.T) {
 				t.Errorf("after the failed batch the segment reads %d records, want the 2 acknowledged", len(recs))
 			}
 			// The process dies now: the failed batch is not in the trail.
-			_, l2 := openAudit(t, crashCopy(t, dir), true, AuditOptions{Signer: testSigner, Inspect: true})
+			_, l2 := openAudit(t, crashCopy(t, dir), true, AuditOptions{Signer: testSigner})
 			if rep, err := l2.Verify(ctx, testKeys); err != nil || rep.Events != 2 {
 				t.Fatalf("after a crash: Verify = %+v, %v; want the 2 acknowledged events", rep, err)
 			}
@@ -793,7 +793,7 @@ func TestAuditSegmentFailedChunkedBatch(t *testing.T) {
 					t.Fatalf("append %d: %v", i, p.err)
 				}
 			}
-			_, l3 := openAudit(t, crashCopy(t, dir), true, AuditOptions{Signer: testSigner, Inspect: true})
+			_, l3 := openAudit(t, crashCopy(t, dir), true, AuditOptions{Signer: testSigner})
 			if rep, err := l3.Verify(ctx, testKeys); err != nil || rep.Events != 7 {
 				t.Fatalf("after a shorter batch and a crash: Verify = %+v, %v; want 7 events", rep, err)
 			}
