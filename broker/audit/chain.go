@@ -168,6 +168,12 @@ func NewDraft(e *Event, now time.Time) (*Draft, error) {
 	if len(body) < len(draftHead)+len(draftTail) || string(body[:len(draftHead)]) != draftHead || string(body[len(body)-len(draftTail):]) != draftTail {
 		return nil, errors.New("audit: event encoding does not start with seq and end with prev_hash")
 	}
+	if n := draftFront + len(body) + draftBack; n > MaxLineBytes {
+		// Every reader of the trail (the segment at start, an export, a
+		// file sink) bounds a line; an event none could read back is
+		// refused here, not acknowledged and lost.
+		return nil, fmt.Errorf("audit: a %s event encodes to %d bytes, more than the trail's limit of %d per event: cut its fields", e.Type, n, MaxLineBytes)
+	}
 	if need := draftFront + len(body) + draftBack; cap(w.buf) < need {
 		w.buf = append(w.buf[:len(w.buf):len(w.buf)], make([]byte, need-len(w.buf))...)
 	}
