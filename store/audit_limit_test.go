@@ -66,4 +66,3 @@ func TestAuditAppendRefusesWhatTheSegmentCannotReadBack(t *testing.T) {
 		t.Fatalf("acknowledged events %v are gone after a crash and pamctl started without a word (big event err=%v)", lost, bigErr)
 	}
 }
-

@@ -35,22 +35,29 @@ import (
 // written zeros (see segment): records overwrite it in place, so the one
 // fdatasync per group flushes data only. A record is
 //
-//	len  uint32 BE   length of line
-//	seq  uint64 BE   the event's seq
-//	crc  uint32 BE   CRC-32C of the epoch, seq and line
-//	line             the sealed event line (what the bucket stores)
+//	len     uint32 BE   length of line
+//	seq     uint64 BE   the event's seq
+//	commit  uint64 BE   file offset of the first record of its commit
+//	crc     uint32 BE   CRC-32C of the epoch, seq, commit and line
+//	line                the sealed event line (what the bucket stores)
 //
 // At start the records of the header's epoch are read up to the first one
-// that does not verify: a torn write (never acknowledged: its fdatasync
-// did not return), zeros, or a record of an older epoch left by emptying.
-// Anything else that does not read back — a bad record followed by a valid
-// one, a gap in seqs, a record whose seq the bucket holds with other
-// bytes, a line that does not chain from the bucket's tip — is damage, and
-// the log refuses to open rather than index it.
+// that does not verify, when it belongs to the last commit: a torn write
+// (never acknowledged: its fdatasync did not return; after a power loss
+// valid records of that commit may follow it), zeros, or a record of an
+// older epoch left by emptying. Anything else that does not read back — a
+// bad record followed by a valid one of a later commit, a gap in seqs, a
+// record whose seq the bucket holds with other bytes, a line that does not
+// chain from the bucket's tip — is damage, and the log refuses to open
+// rather than index it. Files of the format before commit offsets
+// (segMagicV1) are read at start with the rule that was theirs.
 const SegmentFileName = "audit.seg"
 
 const (
-	segHeader = 16
+	// segHeader is a record's header: length uint32, seq uint64, the
+	// file offset of its commit's first record uint64, CRC-32C uint32.
+	segHeader   = 24
+	segHeaderV1 = 16 // before the commit's offset (segMagicV1 files)
 	// segMaxLine bounds one record: far above any sealed event (the trail
 	// cuts prompts at 16 KiB), so a larger length is damage or a torn
 	// length field, never an event.
@@ -85,13 +92,18 @@ type segment struct {
 	buf    []byte // records of the batch not yet written (leader only), up to segChunk
 	limit  int64  // empty past this position (segmentTruncateAt)
 	noSync bool   // the database skips fsync (Options.NoSync: tests)
+	v1     bool   // a segMagicV1 file, read at start; reset rewrites it
 
 	writeFault func(off int64, n int) error // tests: fail a write (nil: none)
 }
 
 const (
 	segFileHeader = 16
-	segMagic      = "pamctlsg"
+	segMagic      = "pamctls2"
+	// segMagicV1 files (written before records named their commit) are
+	// read at start, and the segment is rewritten in the current format
+	// when it is emptied.
+	segMagicV1 = "pamctlsg"
 	// segPrealloc is how much of a new file is written with zeros ahead;
 	// past it the file grows by segGrow at a time (one full fsync each),
 	// up to about segmentTruncateAt, and is then reused.
@@ -113,20 +125,31 @@ type segRecord struct {
 	d    *audit.Draft // the sealed draft (indexer only; nil at recovery)
 }
 
-func recordCRC(epoch, seq uint64, line []byte) uint32 {
+func recordCRC(epoch, seq, commit uint64, line []byte) uint32 {
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[0:8], epoch)
+	binary.BigEndian.PutUint64(b[8:16], seq)
+	binary.BigEndian.PutUint64(b[16:24], commit)
+	return crc32.Update(crc32.Update(0, crc32c, b[:]), crc32c, line)
+}
+
+// appendRecord appends the record of seq, written by the commit whose
+// first record is at file offset commit.
+func appendRecord(b []byte, epoch, seq, commit uint64, line []byte) []byte {
+	var h [segHeader]byte
+	binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
+	binary.BigEndian.PutUint64(h[4:12], seq)
+	binary.BigEndian.PutUint64(h[12:20], commit)
+	binary.BigEndian.PutUint32(h[20:24], recordCRC(epoch, seq, commit, line))
+	b = append(b, h[:]...)
+	return append(b, line...)
+}
+
+func recordCRCV1(epoch, seq uint64, line []byte) uint32 {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[0:8], epoch)
 	binary.BigEndian.PutUint64(b[8:16], seq)
 	return crc32.Update(crc32.Update(0, crc32c, b[:]), crc32c, line)
-}
-
-func appendRecord(b []byte, epoch, seq uint64, line []byte) []byte {
-	var h [segHeader]byte
-	binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
-	binary.BigEndian.PutUint64(h[4:12], seq)
-	binary.BigEndian.PutUint32(h[12:16], recordCRC(epoch, seq, line))
-	b = append(b, h[:]...)
-	return append(b, line...)
 }
 
 func fileHeader(epoch uint64) []byte {
@@ -165,14 +188,11 @@ func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
 		}
 		return s, nil, nil
 	}
-	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
-		return damaged("it does not start with a segment header")
-	}
-	s.epoch = binary.BigEndian.Uint64(raw[8:16])
-	recs, good, err := parseSegment(raw[segFileHeader:], s.epoch)
+	epoch, v1, recs, good, err := parseSegmentFile(raw)
 	if err != nil {
 		return damaged(err.Error())
 	}
+	s.epoch, s.v1 = epoch, v1
 	s.pos = segFileHeader + good
 	if err := s.prepare(int64(len(raw))); err != nil {
 		return fail(err)
@@ -205,14 +225,33 @@ func readSegmentFile(dir string) (epoch uint64, recs []segRecord, err error) {
 	if len(raw) < segFileHeader && allZero(raw) {
 		return 0, nil, nil
 	}
-	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
-		return damaged("it does not start with a segment header")
-	}
-	epoch = binary.BigEndian.Uint64(raw[8:16])
-	if recs, _, err = parseSegment(raw[segFileHeader:], epoch); err != nil {
+	if epoch, _, recs, _, err = parseSegmentFile(raw); err != nil {
 		return damaged(err.Error())
 	}
 	return epoch, recs, nil
+}
+
+// parseSegmentFile reads a whole segment file (at least its header): its
+// epoch, whether it is in the format before records named their commit,
+// its records and the length of them.
+func parseSegmentFile(raw []byte) (epoch uint64, v1 bool, recs []segRecord, good int64, err error) {
+	if len(raw) < segFileHeader {
+		return 0, false, nil, 0, errors.New("it does not start with a segment header")
+	}
+	switch string(raw[:8]) {
+	case segMagic:
+	case segMagicV1:
+		v1 = true
+	default:
+		return 0, false, nil, 0, errors.New("it does not start with a segment header")
+	}
+	epoch = binary.BigEndian.Uint64(raw[8:16])
+	if v1 {
+		recs, good, err = parseSegmentV1(raw[segFileHeader:], epoch)
+	} else {
+		recs, good, err = parseSegment(raw[segFileHeader:], epoch)
+	}
+	return epoch, v1, recs, good, err
 }
 
 // prepare makes sure the file is written (zeros) up to segPrealloc and
@@ -265,20 +304,84 @@ func (s *segment) writeZeros(from, end int64) error {
 
 // parseSegment reads records of epoch from raw (the file after its
 // header); good is the length of its valid records. A record that does not
-// verify ends them — unless a record of this epoch follows it, which no
-// torn write or older epoch leaves: that is damage.
+// verify ends them when it belongs to the last commit, which a crash (or
+// a power loss, which may keep any of the commit's pages and lose others)
+// interrupted before its fdatasync returned: no record of this epoch
+// follows it, or only records of that same commit (their commit offset is
+// at or before it). A record of a later commit after it is damage: a
+// later commit is written only once the earlier one is durable.
 func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err error) {
 	off := 0
 	for off < len(raw) {
+		seq, line, ok := recordAt(raw, off, epoch)
+		if !ok {
+			if at, lseq, commit, found := nextRecord(raw, off+1, epoch); found && commit > uint64(segFileHeader+off) {
+				return nil, 0, fmt.Errorf("the record at byte %d does not verify and one of a later commit follows it (seq %d at byte %d)", segFileHeader+off, lseq, segFileHeader+at)
+			}
+			return recs, int64(off), nil
+		}
+		if len(recs) > 0 && seq != recs[len(recs)-1].seq+1 {
+			return nil, 0, fmt.Errorf("the record at byte %d has seq %d after seq %d", segFileHeader+off, seq, recs[len(recs)-1].seq)
+		}
+		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(line)})
+		off += segHeader + len(line)
+	}
+	return recs, int64(off), nil
+}
+
+// recordAt reads the record of epoch at raw[off:] (raw is the file after
+// its header), if one verifies there.
+func recordAt(raw []byte, off int, epoch uint64) (seq uint64, line []byte, ok bool) {
+	rest := raw[off:]
+	if len(rest) < segHeader {
+		return 0, nil, false
+	}
+	n := int(binary.BigEndian.Uint32(rest[0:4]))
+	if n == 0 || n > segMaxLine || len(rest) < segHeader+n {
+		return 0, nil, false
+	}
+	seq = binary.BigEndian.Uint64(rest[4:12])
+	commit := binary.BigEndian.Uint64(rest[12:20])
+	if commit < segFileHeader || commit > uint64(segFileHeader+off) {
+		return 0, nil, false
+	}
+	line = rest[segHeader : segHeader+n]
+	if recordCRC(epoch, seq, commit, line) != binary.BigEndian.Uint32(rest[20:24]) {
+		return 0, nil, false
+	}
+	return seq, line, true
+}
+
+// nextRecord finds the first record of epoch that verifies at or after
+// raw[from:], whatever lies before it: a damaged length field does not
+// hide the records after it.
+func nextRecord(raw []byte, from int, epoch uint64) (at int, seq, commit uint64, ok bool) {
+	for i := from; i+segHeader <= len(raw); i++ {
+		if raw[i] > segMaxLine>>24 || raw[i]|raw[i+1]|raw[i+2]|raw[i+3] == 0 {
+			continue // no record is that long, nor 0 long (zeros ahead)
+		}
+		if seq, _, ok := recordAt(raw, i, epoch); ok {
+			return i, seq, binary.BigEndian.Uint64(raw[i+12 : i+20]), true
+		}
+	}
+	return 0, 0, 0, false
+}
+
+// parseSegmentV1 is parseSegment for segMagicV1 files, whose records do
+// not name their commit: a record that does not verify ends them unless
+// a valid one follows it.
+func parseSegmentV1(raw []byte, epoch uint64) (recs []segRecord, good int64, err error) {
+	off := 0
+	for off < len(raw) {
 		rest := raw[off:]
-		if len(rest) < segHeader {
+		if len(rest) < segHeaderV1 {
 			return recs, int64(off), nil
 		}
 		n := int(binary.BigEndian.Uint32(rest[0:4]))
 		seq := binary.BigEndian.Uint64(rest[4:12])
-		if n == 0 || n > segMaxLine || len(rest) < segHeader+n ||
-			recordCRC(epoch, seq, rest[segHeader:segHeader+n]) != binary.BigEndian.Uint32(rest[12:16]) {
-			if n > 0 && n <= segMaxLine && len(rest) >= segHeader+n && validAt(rest[segHeader+n:], epoch) {
+		if n == 0 || n > segMaxLine || len(rest) < segHeaderV1+n ||
+			recordCRCV1(epoch, seq, rest[segHeaderV1:segHeaderV1+n]) != binary.BigEndian.Uint32(rest[12:16]) {
+			if n > 0 && n <= segMaxLine && len(rest) >= segHeaderV1+n && validAtV1(rest[segHeaderV1+n:], epoch) {
 				return nil, 0, fmt.Errorf("the record at byte %d (seq %d) fails its checksum and a valid one follows", segFileHeader+off, seq)
 			}
 			return recs, int64(off), nil
@@ -286,22 +389,22 @@ func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err e
 		if len(recs) > 0 && seq != recs[len(recs)-1].seq+1 {
 			return nil, 0, fmt.Errorf("the record at byte %d has seq %d after seq %d", segFileHeader+off, seq, recs[len(recs)-1].seq)
 		}
-		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(rest[segHeader : segHeader+n])})
-		off += segHeader + n
+		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(rest[segHeaderV1 : segHeaderV1+n])})
+		off += segHeaderV1 + n
 	}
 	return recs, int64(off), nil
 }
 
-// validAt reports whether b starts with a record of epoch.
-func validAt(b []byte, epoch uint64) bool {
-	if len(b) < segHeader {
+// validAtV1 reports whether b starts with a record of epoch (V1).
+func validAtV1(b []byte, epoch uint64) bool {
+	if len(b) < segHeaderV1 {
 		return false
 	}
 	n := int(binary.BigEndian.Uint32(b[0:4]))
-	if n == 0 || n > segMaxLine || len(b) < segHeader+n {
+	if n == 0 || n > segMaxLine || len(b) < segHeaderV1+n {
 		return false
 	}
-	return recordCRC(epoch, binary.BigEndian.Uint64(b[4:12]), b[segHeader:segHeader+n]) == binary.BigEndian.Uint32(b[12:16])
+	return recordCRCV1(epoch, binary.BigEndian.Uint64(b[4:12]), b[segHeaderV1:segHeaderV1+n]) == binary.BigEndian.Uint32(b[12:16])
 }
 
 func allZero(b []byte) bool {
@@ -313,9 +416,10 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// record appends the record of seq to b.
-func (s *segment) record(b []byte, seq uint64, line []byte) []byte {
-	return appendRecord(b, s.epoch, seq, line)
+// record appends the record of seq to b, written by the commit whose
+// first record goes at commit.
+func (s *segment) record(b []byte, seq uint64, commit int64, line []byte) []byte {
+	return appendRecord(b, s.epoch, seq, uint64(commit), line)
 }
 
 // write writes b at the end of the records and fdatasyncs. A failed write
@@ -387,7 +491,7 @@ func (s *segment) commit(end int64, grew bool) (synced bool, err error) {
 
 // reset empties the segment: a new epoch in the header, synced.
 func (s *segment) reset() error {
-	if s.pos == segFileHeader {
+	if s.pos == segFileHeader && !s.v1 {
 		return nil
 	}
 	if _, err := s.f.WriteAt(fileHeader(s.epoch+1), 0); err != nil {
@@ -397,7 +501,7 @@ func (s *segment) reset() error {
 		return err
 	}
 	s.epoch++
-	s.pos = segFileHeader
+	s.pos, s.v1 = segFileHeader, false
 	return nil
 }
 
@@ -785,7 +889,7 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 			continue
 		}
 		p.at = sealed{seq: seq, prev: tip.Hash, hash: hash}
-		buf = l.seg.record(buf, seq, line)
+		buf = l.seg.record(buf, seq, l.seg.pos, line)
 		recs = append(recs, segRecord{seq: seq, line: line, rec: rec, prev: tip.Hash, hash: hash, d: p.d})
 		ok = append(ok, p)
 		tip = audit.Link{Seq: seq, Hash: hash}

@@ -68,19 +68,19 @@ func readSegment(t *testing.T, dir string) (raw []byte, epoch uint64, recs []seg
 	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
 		t.Fatalf("no segment header: % x", raw[:min(len(raw), 16)])
 	}
-	epoch = binary.BigEndian.Uint64(raw[8:16])
-	recs, good, err := parseSegment(raw[segFileHeader:], epoch)
+	epoch, _, recs, good, err := parseSegmentFile(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return raw, epoch, recs, segFileHeader + int(good)
 }
 
-// segmentFile is a segment file of epoch holding recs, zero-padded.
+// segmentFile is a segment file of epoch holding recs, each written by a
+// commit of its own, zero-padded.
 func segmentFile(epoch uint64, recs []segRecord) []byte {
 	b := fileHeader(epoch)
 	for _, r := range recs {
-		b = appendRecord(b, epoch, r.seq, r.line)
+		b = appendRecord(b, epoch, r.seq, uint64(len(b)), r.line)
 	}
 	return append(b, make([]byte, 4096)...)
 }
@@ -132,12 +132,12 @@ func TestAuditSegmentTornTail(t *testing.T) {
 			case "header":
 				torn = []byte{0, 0, 1}
 			case "body":
-				torn = appendRecord(nil, epoch, next, []byte(`{"seq":7,"type":"proxy.call"`))
+				torn = appendRecord(nil, epoch, next, uint64(end), []byte(`{"seq":7,"type":"proxy.call"`))
 				torn = torn[:len(torn)-5]
 			case "older-epoch":
-				torn = appendRecord(nil, epoch-1, next, []byte(`{"seq":7}`))
+				torn = appendRecord(nil, epoch-1, next, uint64(end), []byte(`{"seq":7}`))
 			case "badsum":
-				torn = appendRecord(nil, epoch, next, []byte(`{"seq":7}`))
+				torn = appendRecord(nil, epoch, next, uint64(end), []byte(`{"seq":7}`))
 				torn[len(torn)-2] ^= 1
 			}
 			copy(raw[end:], torn)

@@ -59,7 +59,9 @@ func verifySegmentCase(t *testing.T, damaged bool) {
 		t.Fatal(err)
 	}
 	epoch := binary.BigEndian.Uint64(raw[8:16])
-	seg := append([]byte(nil), raw[:16]...)
+	// Records in the format the previous version wrote (which start
+	// reads): length, seq, CRC-32C.
+	seg := binary.BigEndian.AppendUint64([]byte("pamctlsg"), epoch)
 	tip := st.Last
 	var firstLen int
 	for i := range 2 {
