@@ -315,10 +315,17 @@ func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err e
 	for off < len(raw) {
 		seq, line, ok := recordAt(raw, off, epoch)
 		if !ok {
-			if at, lseq, commit, found := nextRecord(raw, off+1, epoch); found && commit > uint64(segFileHeader+off) {
-				return nil, 0, fmt.Errorf("the record at byte %d does not verify and one of a later commit follows it (seq %d at byte %d)", segFileHeader+off, lseq, segFileHeader+at)
+			// Every valid record after it must be of the same commit.
+			for from := off + 1; ; {
+				at, lseq, commit, n, found := nextRecord(raw, from, epoch)
+				if !found {
+					return recs, int64(off), nil
+				}
+				if commit > uint64(segFileHeader+off) {
+					return nil, 0, fmt.Errorf("the record at byte %d does not verify and one of a later commit follows it (seq %d at byte %d)", segFileHeader+off, lseq, segFileHeader+at)
+				}
+				from = at + segHeader + n
 			}
-			return recs, int64(off), nil
 		}
 		if len(recs) > 0 && seq != recs[len(recs)-1].seq+1 {
 			return nil, 0, fmt.Errorf("the record at byte %d has seq %d after seq %d", segFileHeader+off, seq, recs[len(recs)-1].seq)
@@ -353,18 +360,18 @@ func recordAt(raw []byte, off int, epoch uint64) (seq uint64, line []byte, ok bo
 }
 
 // nextRecord finds the first record of epoch that verifies at or after
-// raw[from:], whatever lies before it: a damaged length field does not
-// hide the records after it.
-func nextRecord(raw []byte, from int, epoch uint64) (at int, seq, commit uint64, ok bool) {
+// raw[from:], whatever lies before it (a damaged length field does not
+// hide the records after it), and the length of its line.
+func nextRecord(raw []byte, from int, epoch uint64) (at int, seq, commit uint64, n int, ok bool) {
 	for i := from; i+segHeader <= len(raw); i++ {
 		if raw[i] > segMaxLine>>24 || raw[i]|raw[i+1]|raw[i+2]|raw[i+3] == 0 {
 			continue // no record is that long, nor 0 long (zeros ahead)
 		}
-		if seq, _, ok := recordAt(raw, i, epoch); ok {
-			return i, seq, binary.BigEndian.Uint64(raw[i+12 : i+20]), true
+		if seq, line, ok := recordAt(raw, i, epoch); ok {
+			return i, seq, binary.BigEndian.Uint64(raw[i+12 : i+20]), len(line), true
 		}
 	}
-	return 0, 0, 0, false
+	return 0, 0, 0, 0, false
 }
 
 // parseSegmentV1 is parseSegment for segMagicV1 files, whose records do

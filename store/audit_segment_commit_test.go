@@ -133,3 +133,54 @@ func TestAuditSegmentOfThePreviousFormatIsRead(t *testing.T) {
 		t.Fatalf("after start: %q, %d records", raw[:8], len(got))
 	}
 }
+
+// A damaged record of a commit of several records, followed by the valid
+// rest of that commit and then by a later commit, is refused: the later
+// commit shows the earlier one was durable (found by a review: only the
+// first valid record after the bad one was looked at, and every later
+// acknowledged record was dropped).
+func TestAuditSegmentDamageInsideAnEarlierCommitIsRefused(t *testing.T) {
+	dir, acked := crashedTrail(t, 2, 4) // seq 1-6 acknowledged, 3-6 only in the segment
+	raw, epoch, recs, _ := readSegment(t, dir)
+	// Rewrite: seq 1..2 own commits, seq 3..4 one group commit, seq 5..6 own commits.
+	b := fileHeader(epoch)
+	var at3 int
+	for i, r := range recs {
+		commit := len(b)
+		if i == 3 { // seq 4 belongs to seq 3's commit
+			commit = at3
+		}
+		if i == 2 {
+			at3 = len(b)
+		}
+		b = appendRecord(b, epoch, r.seq, uint64(commit), r.line)
+	}
+	b = append(b, make([]byte, len(raw)-len(b))...)
+	if _, _, got, _, err := parseSegmentFile(b); err != nil || len(got) != len(recs) {
+		t.Fatalf("rewritten segment: %d records, %v", len(got), err)
+	}
+	b[at3+segHeader+10] ^= 0x20 // bit rot in seq 3 (acknowledged: seq 5, 6 were committed after it)
+	if err := os.WriteFile(filepath.Join(dir, SegmentFileName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := db.AuditLog(AuditOptions{Signer: testSigner})
+	if errors.Is(err, ErrSegmentDamaged) && strings.Contains(err.Error(), "later commit") {
+		return
+	}
+	if err == nil {
+		defer l.Close()
+		var missing []uint64
+		for _, e := range acked {
+			if _, gerr := l.Get(context.Background(), e.Seq); gerr != nil {
+				missing = append(missing, e.Seq)
+			}
+		}
+		t.Fatalf("start opened the damaged segment without a word; acknowledged seqs now missing: %v", missing)
+	}
+	t.Fatalf("open = %v, want ErrSegmentDamaged", err)
+}
