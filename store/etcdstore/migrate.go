@@ -184,11 +184,17 @@ func (db *DB) checkEmpty(ctx context.Context, replace bool) error {
 // copyTrail copies the audit chain from src's export: event lines as they
 // are stored, then the tip, anchor and head.
 func (db *DB) copyTrail(ctx context.Context, src *store.DB, rep *MigrateReport) error {
-	lg, err := src.AuditLog(store.AuditOptions{Inspect: true})
+	var reported error
+	lg, err := src.AuditLog(store.AuditOptions{Inspect: true, OnError: func(err error) { reported = errors.Join(reported, err) }})
 	if err != nil {
 		return err
 	}
 	defer lg.Close()
+	if reported != nil {
+		// Events only in the segment (a crash left them there) would not
+		// be copied: the trail moves whole or not at all.
+		return fmt.Errorf("etcdstore: migrate: the trail is not all in the database: %w. Start `pamctl serve` on the old data dir once and stop it cleanly, then migrate", reported)
+	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(lg.Export(ctx, pw)) }()
 	defer pr.Close()

@@ -131,7 +131,23 @@ type localAudit struct {
 	reported []error
 }
 
+// missing refuses to read a trail that acknowledged events a crash left
+// in the segment are missing from: they would be left out without a word
+// (a damaged segment does not stop reading: the bucket's trail is what
+// there is to see, and verify says what is wrong).
+func (la *localAudit) missing() error {
+	for _, err := range la.reported {
+		if errors.Is(err, store.ErrSegmentPending) {
+			return withCode(ExitError, err)
+		}
+	}
+	return nil
+}
+
 func (la *localAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audit.Event, error) {
+	if err := la.missing(); err != nil {
+		return nil, err
+	}
 	var out []audit.Event
 	err := la.log.Range(ctx, 0, func(e audit.Event) bool {
 		if f.Match(e) {
@@ -145,6 +161,9 @@ func (la *localAudit) Events(ctx context.Context, f audit.Filter, n int) ([]audi
 	return out, err
 }
 func (la *localAudit) Event(ctx context.Context, seq uint64) (audit.Event, error) {
+	if err := la.missing(); err != nil {
+		return audit.Event{}, err
+	}
 	return la.log.Get(ctx, seq)
 }
 func (la *localAudit) Follow(context.Context, audit.Filter, uint64, func(audit.Event) error) error {
@@ -157,6 +176,9 @@ func (la *localAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
 	var be *audit.BreakError
 	if errors.As(err, &be) {
 		res.Break, res.Error = be, be.Error()
+		if len(la.reported) > 0 {
+			res.Error += "; and " + errors.Join(la.reported...).Error()
+		}
 		return res, nil
 	}
 	if err == nil && len(la.reported) > 0 {
@@ -165,6 +187,9 @@ func (la *localAudit) Verify(ctx context.Context) (api.VerifyResult, error) {
 	return res, err
 }
 func (la *localAudit) Export(ctx context.Context, w io.Writer, since, until time.Time) error {
+	if err := la.missing(); err != nil {
+		return err
+	}
 	return la.log.ExportRange(ctx, w, since, until)
 }
 

@@ -120,4 +120,16 @@ func verifySegmentCase(t *testing.T, damaged bool) {
 	if r.code == 0 || v.OK || !strings.Contains(r.out+r.err, want) {
 		t.Fatalf("`pamctl audit verify` (exit %d) does not fail on what the segment holds (want %q):\n%s%s", r.code, want, r.out, r.err)
 	}
+	// Reading it: events a crash left in the segment are not left out
+	// without a word (found by a review); a damaged segment does not stop
+	// a look at the bucket's trail.
+	for _, args := range [][]string{{"audit", "export"}, {"audit", "tail", "-n", "5"}} {
+		r := s.as(t, "admin", "", append(args, "--data-dir", dataDir, "--master-key-file", keyFile)...)
+		switch {
+		case damaged && r.code != 0:
+			t.Errorf("%v beside a damaged segment: exit %d %s", args, r.code, r.err)
+		case !damaged && (r.code == 0 || !strings.Contains(r.err, want)):
+			t.Errorf("%v with events only in the segment: exit %d, %q; want it refused saying %q", args, r.code, r.err, want)
+		}
+	}
 }
