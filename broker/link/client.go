@@ -150,7 +150,35 @@ func NewClient(o ClientOptions) (*Client, error) {
 // apiError is an error answer from the broker.
 type apiError struct {
 	Status  int
+	Code    string // the API's error code ("forbidden", ...), when given
 	Message string
+}
+
+// refused reports a refusal of this proxy's enrollment (revoked, its
+// grant revoked or ended, not its own): not a broker that failed.
+func (e *apiError) refused() bool {
+	return e.Status == http.StatusForbidden && (e.Code == "" || e.Code == codeForbidden)
+}
+
+// Statuses of a proxy the broker cut off (the 503's reason).
+const (
+	statusRevoked = "this proxy was revoked by an admin: "
+	statusRefused = "the broker refused this proxy's enrollment: "
+)
+
+// codeForbidden is the API's code of a refusal (broker.CodeForbidden).
+const codeForbidden = "forbidden"
+
+// parseAPIError reads the API's error shape.
+func parseAPIError(status int, raw []byte) *apiError {
+	var eb struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(raw, &eb)
+	return &apiError{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("broker: %s (HTTP %d)", e.Message, e.Status) }
@@ -187,16 +215,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		var eb struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
+		ae := parseAPIError(resp.StatusCode, raw)
+		if ae.Message == "" {
+			ae.Message = resp.Status
 		}
-		_ = json.Unmarshal(raw, &eb)
-		if eb.Error.Message == "" {
-			eb.Error.Message = resp.Status
-		}
-		return &apiError{Status: resp.StatusCode, Message: eb.Error.Message}
+		return ae
 	}
 	if out != nil {
 		return json.Unmarshal(raw, out)
@@ -330,6 +353,7 @@ func (c *Client) Run(ctx context.Context) {
 		}
 		c.o.Logger.Warn("broker link lost; reconnecting", "err", err.Error(), "retry_in", wait)
 		var ae *apiError
+		refused := false
 		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
 			c.mu.Lock()
 			c.session, c.enrolled = "", nil
@@ -338,16 +362,16 @@ func (c *Client) Run(ctx context.Context) {
 			// grant revoked or ended): it serves nothing more until it
 			// is enrolled again, whatever the reason's wording. 401 (a
 			// session to renew) leaves it serving while it logs in again.
-			if ae.Status == http.StatusForbidden {
+			if refused = ae.refused(); refused {
 				c.ready.Store(false)
 				if strings.Contains(ae.Message, "revoked by an admin") {
-					c.status.Store("this proxy was revoked by an admin: " + ae.Message)
+					c.status.Store(statusRevoked + ae.Message)
 				} else {
-					c.status.Store("the broker refused this proxy's enrollment: " + ae.Message)
+					c.status.Store(statusRefused + ae.Message)
 				}
 			}
 		}
-		if !c.ready.Load() && !strings.HasPrefix(c.status.Load().(string), "this proxy was revoked") {
+		if st := c.status.Load().(string); !refused && !c.ready.Load() && !strings.HasPrefix(st, statusRevoked) {
 			c.status.Store("this proxy cannot enroll with the broker: " + err.Error())
 		}
 		select {
@@ -391,13 +415,7 @@ func (c *Client) stream(ctx context.Context) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var eb struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(raw, &eb)
-		return &apiError{Status: resp.StatusCode, Message: eb.Error.Message}
+		return parseAPIError(resp.StatusCode, raw)
 	}
 	// A stream that stops talking is as good as lost.
 	watchdog := time.AfterFunc(c.o.Staleness, cancel)
@@ -423,13 +441,14 @@ func (c *Client) stream(ctx context.Context) error {
 				}
 				watchdog.Reset(c.o.Staleness)
 			case "error":
-				var eb struct {
-					Error struct {
-						Message string `json:"message"`
-					} `json:"error"`
+				// The broker ended the stream: a refusal of this
+				// enrollment, or a failure of its own (its store, its
+				// vault), which is no reason to stop serving.
+				ae := parseAPIError(http.StatusForbidden, []byte(data))
+				if !ae.refused() {
+					ae.Status = http.StatusServiceUnavailable
 				}
-				_ = json.Unmarshal([]byte(data), &eb)
-				return &apiError{Status: http.StatusForbidden, Message: eb.Error.Message}
+				return ae
 			}
 		}
 	}

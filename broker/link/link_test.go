@@ -739,3 +739,31 @@ func TestEnrollRefusesUnusableX25519Keys(t *testing.T) {
 		}
 	}
 }
+
+// The broker ends a proxy's stream with an error event: a refusal of the
+// enrollment (code forbidden) cuts the proxy off; the broker's own failure
+// (its store, its vault: any other code) is a lost link to reconnect,
+// served on until revocation_staleness (found by a review: every error
+// event was taken for a refusal, so one replica's etcd hiccup stopped
+// every proxy streaming from it).
+func TestStreamErrorEventsTellARefusalFromAFailure(t *testing.T) {
+	for _, tc := range []struct {
+		code    string
+		refused bool
+	}{{"forbidden", true}, {"", true}, {"unavailable", false}, {"internal", false}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "event: error\ndata: {\"error\":{\"code\":%q,\"message\":\"m\"}}\n\n", tc.code)
+		}))
+		c, err := NewClient(ClientOptions{BrokerURL: srv.URL, IDTokenFile: "x", Spool: &memSpool{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.stream(context.Background())
+		srv.Close()
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.refused() != tc.refused || (ae.Status == http.StatusForbidden) != tc.refused {
+			t.Errorf("code %q: %v (%+v), want refused=%v", tc.code, err, ae, tc.refused)
+		}
+	}
+}

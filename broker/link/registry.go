@@ -149,6 +149,10 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 	}
 	now := r.now().UTC()
 	set := func(e *Enrollment) {
+		if e.Grant != "" && e.Grant != in.Grant {
+			e.EarlierGrants = append(e.EarlierGrants, e.Grant)
+			e.EarlierGrants = e.EarlierGrants[max(0, len(e.EarlierGrants)-maxEarlierGrants):]
+		}
 		e.Grant, e.ExpiresAt, e.PublicKey = in.Grant, expires, in.PublicKey
 		e.Version, e.Address, e.LastContact, e.TokenIssuer = clip(in.Version, 64), clip(in.Address, 256), now, r.TokenIssuer
 	}
@@ -182,10 +186,13 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		// The grant of a proxy an admin cut off admits no other
 		// enrollment: the same identity leaving out the old id would
 		// otherwise be back at once, keys and all.
-		if cut, err := r.revokedOn(ctx, in.Grant); err != nil {
+		cutOff := func(cut string) error {
+			return fmt.Errorf("%w: grant %s belongs to proxy %s, which an admin revoked; a proxy enrolls again only with a new %s grant", ErrForbidden, in.Grant, cut, ScopeServe)
+		}
+		if cut, err := r.revokedOn(ctx, in.Grant, ""); err != nil {
 			return nil, err
 		} else if cut != "" {
-			return refuse(fmt.Errorf("%w: grant %s belongs to proxy %s, which an admin revoked; a proxy enrolls again only with a new %s grant", ErrForbidden, in.Grant, cut, ScopeServe))
+			return refuse(cutOff(cut))
 		}
 		e = &Enrollment{ID: token.NewID()[:16], Subject: who.Subject, Issuer: who.Issuer, Enrolled: now}
 		// A new enrollment takes the spool where it is (events acked
@@ -197,6 +204,20 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		set(e)
 		if err := r.Store.PutEnrollment(ctx, e); err != nil {
 			return nil, err
+		}
+		// Checked again once stored: a revoke that ran meanwhile either
+		// saw this enrollment (and cut it off with its grant) or is seen
+		// here.
+		if cut, err := r.revokedOn(ctx, in.Grant, e.ID); err != nil {
+			return nil, err
+		} else if cut != "" {
+			_, _ = r.update(ctx, e.ID, func(x *Enrollment) error {
+				if x.RevokedAt == nil {
+					x.RevokedAt = &now
+				}
+				return nil
+			})
+			return refuse(cutOff(cut))
 		}
 	}
 	r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
@@ -288,15 +309,20 @@ func (r *Registry) update(ctx context.Context, id string, fn func(*Enrollment) e
 	})
 }
 
-// revokedOn returns the id of a revoked enrollment that stood on grant,
-// or "".
-func (r *Registry) revokedOn(ctx context.Context, grant string) (string, error) {
+// maxEarlierGrants bounds Enrollment.EarlierGrants: a renewal comes a
+// fifth of a grant's life before its end, so only the last one or two
+// can still be live.
+const maxEarlierGrants = 8
+
+// revokedOn returns the id of a revoked enrollment other than except that
+// stood on grant (now or before a renewal), or "".
+func (r *Registry) revokedOn(ctx context.Context, grant, except string) (string, error) {
 	all, err := r.Store.ListEnrollments(ctx)
 	if err != nil {
 		return "", err
 	}
 	for _, e := range all {
-		if e.Grant == grant && e.RevokedAt != nil {
+		if e.RevokedAt != nil && e.ID != except && slices.Contains(e.grants(), grant) {
 			return e.ID, nil
 		}
 	}
@@ -321,15 +347,44 @@ func (r *Registry) Revoke(ctx context.Context, id string, actor *audit.Actor, vi
 	if err != nil {
 		return nil, err
 	}
+	r.cut(id)
+	r.emit(ctx, &audit.Event{Type: TypeProxyRevoked, Actor: actor, Grant: out.Grant, Target: id, Decision: "revoked",
+		Details: map[string]string{"via": via, "subject": out.Subject}})
+	// Enrollments on the same grants go too: one made by the same identity
+	// while this revoke ran would otherwise stay.
+	all, err := r.Store.ListEnrollments(ctx)
+	if err != nil {
+		return out, err
+	}
+	for _, o := range all {
+		if o.ID == id || o.RevokedAt != nil || !slices.ContainsFunc(o.grants(), func(g string) bool { return slices.Contains(out.grants(), g) }) {
+			continue
+		}
+		sib, err := r.update(ctx, o.ID, func(e *Enrollment) error {
+			if e.RevokedAt == nil {
+				t := r.now().UTC()
+				e.RevokedAt = &t
+			}
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+		r.cut(o.ID)
+		r.emit(ctx, &audit.Event{Type: TypeProxyRevoked, Actor: actor, Grant: sib.Grant, Target: o.ID, Decision: "revoked",
+			Details: map[string]string{"via": via, "subject": sib.Subject, "with": id}})
+	}
+	return out, nil
+}
+
+// cut ends the stream of enrollment id, if one is open here.
+func (r *Registry) cut(id string) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if ch, ok := r.kicks[id]; ok {
 		close(ch)
 		delete(r.kicks, id)
 	}
-	r.mu.Unlock()
-	r.emit(ctx, &audit.Event{Type: TypeProxyRevoked, Actor: actor, Grant: out.Grant, Target: id, Decision: "revoked",
-		Details: map[string]string{"via": via, "subject": out.Subject}})
-	return out, nil
 }
 
 func (r *Registry) kick(id string) <-chan struct{} {
@@ -673,11 +728,12 @@ func clipList(l []string) []string {
 	return l
 }
 
-// shipState is the proxy's acknowledged position: this broker's own, or,
-// after a restart or when another replica has since taken shipments (the
-// stored position is ahead), the stored one moved past any event the
-// trail holds beyond it (appended just before a crash, before the store
-// caught up).
+// shipState is the proxy's acknowledged position: this broker's own or
+// the stored one, whichever is further, moved past any event of the proxy
+// the trail holds beyond it. The trail is read every time: another
+// replica may have appended a shipment whose position it then failed to
+// store (the proxy, told of the failure, retries here), and a broker may
+// have crashed between the two.
 func (r *Registry) shipState(ctx context.Context, id string) (*Enrollment, error) {
 	e, err := r.Store.GetEnrollment(ctx, id)
 	if err != nil {
@@ -686,11 +742,10 @@ func (r *Registry) shipState(ctx context.Context, id string) (*Enrollment, error
 	r.mu.Lock()
 	st := r.acked[id]
 	r.mu.Unlock()
-	if st != nil && st.Acked >= e.Acked {
-		return st, nil
+	if st == nil || st.Acked < e.Acked {
+		st = &Enrollment{Acked: e.Acked, AckedAt: e.AckedAt}
 	}
-	st = &Enrollment{Acked: e.Acked, AckedAt: e.AckedAt}
-	err = r.Audit.Range(ctx, e.AckedAt+1, func(ev audit.Event) bool {
+	err = r.Audit.Range(ctx, st.AckedAt+1, func(ev audit.Event) bool {
 		if ev.Details["proxy"] != id {
 			return true
 		}

@@ -147,3 +147,38 @@ func TestReplicasShareTheShippingPosition(t *testing.T) {
 		t.Errorf("stored position %d, want 9", got.Acked)
 	}
 }
+
+// Revoking a proxy cuts off every enrollment on the grants it stood on:
+// the same identity enrolling again, with the same grant, just before the
+// revoke does not keep a live enrollment.
+func TestRevokeCutsOffEnrollmentsOnItsGrants(t *testing.T) {
+	ctx := context.Background()
+	st, log, rev := &memStore{}, &memLog{}, &revSet{}
+	r := newRegistry(st, log, rev, grants{})
+	e1 := enroll(t, r) // on g1
+	e2 := enroll(t, r) // on g1 too, without the id
+	other, err := r.Enroll(ctx, alice, EnrollRequest{Grant: "g9", PublicKey: e1.PublicKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Revoke(ctx, e1.ID, &audit.Actor{Subject: "local-admin"}, "socket"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Authorize(ctx, alice, e2.ID); !errors.Is(err, ErrForbidden) {
+		t.Errorf("an enrollment on the revoked proxy's grant stays live: %v", err)
+	}
+	if _, err := r.Authorize(ctx, alice, other.ID); err != nil {
+		t.Errorf("an enrollment on another grant was cut off: %v", err)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	n := 0
+	for _, ev := range log.evs {
+		if ev.Type == TypeProxyRevoked {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d proxy.revoked events, want one for each enrollment cut off", n)
+	}
+}

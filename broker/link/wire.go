@@ -79,7 +79,13 @@ type Enrollment struct {
 	// proxy checks (the broker's own URL, which may differ from the
 	// address the proxy reaches it by).
 	TokenIssuer string `json:"token_issuer,omitempty"`
+	// EarlierGrants are the grants renewals moved it from (the last
+	// maxEarlierGrants): revoking it cuts them off for enrolling too.
+	EarlierGrants []string `json:"earlier_grants,omitempty"`
 }
+
+// grants returns every grant e stood on.
+func (e *Enrollment) grants() []string { return append([]string{e.Grant}, e.EarlierGrants...) }
 
 // Active reports whether e may still serve at now.
 func (e *Enrollment) Active(now time.Time) bool {
