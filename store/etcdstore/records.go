@@ -77,20 +77,28 @@ func (db *DB) GetSession(ctx context.Context, id string) (*broker.SessionRecord,
 // UpdateSession is a compare-and-swap on the record's mod revision, fn
 // running again on a newer record when another replica wrote meanwhile.
 func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*broker.SessionRecord) error) (*broker.SessionRecord, error) {
-	k := db.key(sessionKey(id))
+	return casUpdate(ctx, db, sessionKey(id), "session "+id, broker.ErrSessionNotFound, fn)
+}
+
+// casUpdate runs fn on the record at rel and writes the result if nobody
+// wrote the record meanwhile (a compare-and-swap on its mod revision),
+// running fn again on the newer record otherwise. absent is the error of
+// a missing record; fn's error writes nothing.
+func casUpdate[T any](ctx context.Context, db *DB, rel, what string, absent error, fn func(*T) error) (*T, error) {
+	k := db.key(rel)
 	for range maxAttempts {
-		var s broker.SessionRecord
-		rev, err := db.get(ctx, sessionKey(id), &s)
+		var v T
+		rev, err := db.get(ctx, rel, &v)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, broker.ErrSessionNotFound
+			return nil, absent
 		}
 		if err != nil {
 			return nil, err
 		}
-		if err := fn(&s); err != nil {
+		if err := fn(&v); err != nil {
 			return nil, err
 		}
-		raw, err := store.EncodeRecord(&s)
+		raw, err := store.EncodeRecord(&v)
 		if err != nil {
 			return nil, err
 		}
@@ -99,10 +107,10 @@ func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*broker.Sess
 			return nil, err
 		}
 		if ok {
-			return &s, nil
+			return &v, nil
 		}
 	}
-	return nil, fmt.Errorf("etcdstore: session %s: too much contention, try again", id)
+	return nil, fmt.Errorf("etcdstore: %s: too much contention, try again", what)
 }
 
 // casPut writes raw at k if k is still at mod revision rev.
@@ -321,32 +329,7 @@ func (db *DB) GetEnrollment(ctx context.Context, id string) (*link.Enrollment, e
 // fn running again on a newer record when another replica wrote
 // meanwhile.
 func (db *DB) UpdateEnrollment(ctx context.Context, id string, fn func(*link.Enrollment) error) (*link.Enrollment, error) {
-	k := db.key("proxies/" + id)
-	for range maxAttempts {
-		var e link.Enrollment
-		rev, err := db.get(ctx, "proxies/"+id, &e)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %s", link.ErrNotFound, id)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := fn(&e); err != nil {
-			return nil, err
-		}
-		raw, err := store.EncodeRecord(&e)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := db.casPut(ctx, k, rev, raw)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			return &e, nil
-		}
-	}
-	return nil, fmt.Errorf("etcdstore: proxy enrollment %s: too much contention, try again", id)
+	return casUpdate(ctx, db, "proxies/"+id, "proxy enrollment "+id, fmt.Errorf("%w: %s", link.ErrNotFound, id), fn)
 }
 
 // ListEnrollments returns every enrollment in id order.
