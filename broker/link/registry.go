@@ -211,12 +211,7 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		if cut, err := r.revokedOn(ctx, in.Grant, e.ID); err != nil {
 			return nil, err
 		} else if cut != "" {
-			_, _ = r.update(ctx, e.ID, func(x *Enrollment) error {
-				if x.RevokedAt == nil {
-					x.RevokedAt = &now
-				}
-				return nil
-			})
+			_, _ = r.update(ctx, e.ID, revokedAt(now))
 			return refuse(cutOff(cut))
 		}
 	}
@@ -337,13 +332,7 @@ func (r *Registry) List(ctx context.Context) ([]*Enrollment, error) {
 // Revoke cuts a proxy off at once: its stream ends and every later call
 // is refused. actor is who did it (audited).
 func (r *Registry) Revoke(ctx context.Context, id string, actor *audit.Actor, via string) (*Enrollment, error) {
-	out, err := r.update(ctx, id, func(e *Enrollment) error {
-		if e.RevokedAt == nil {
-			t := r.now().UTC()
-			e.RevokedAt = &t
-		}
-		return nil
-	})
+	out, err := r.update(ctx, id, revokedAt(r.now().UTC()))
 	if err != nil {
 		return nil, err
 	}
@@ -360,13 +349,7 @@ func (r *Registry) Revoke(ctx context.Context, id string, actor *audit.Actor, vi
 		if o.ID == id || o.RevokedAt != nil || !slices.ContainsFunc(o.grants(), func(g string) bool { return slices.Contains(out.grants(), g) }) {
 			continue
 		}
-		sib, err := r.update(ctx, o.ID, func(e *Enrollment) error {
-			if e.RevokedAt == nil {
-				t := r.now().UTC()
-				e.RevokedAt = &t
-			}
-			return nil
-		})
+		sib, err := r.update(ctx, o.ID, revokedAt(r.now().UTC()))
 		if err != nil {
 			return out, err
 		}
@@ -375,6 +358,17 @@ func (r *Registry) Revoke(ctx context.Context, id string, actor *audit.Actor, vi
 			Details: map[string]string{"via": via, "subject": sib.Subject, "with": id}})
 	}
 	return out, nil
+}
+
+// revokedAt is an update that revokes an enrollment at t, unless it
+// already was.
+func revokedAt(t time.Time) func(*Enrollment) error {
+	return func(e *Enrollment) error {
+		if e.RevokedAt == nil {
+			e.RevokedAt = &t
+		}
+		return nil
+	}
 }
 
 // cut ends the stream of enrollment id, if one is open here.
