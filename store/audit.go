@@ -96,9 +96,12 @@ type AuditOptions struct {
 	OnBatch func(events int)
 	// Inspect opens a trail that falls short of its high-water mark (see
 	// audit.HighWater) instead of refusing, so audit verify and export can
-	// show the damage. It never signs a head (not at open, not on Close,
-	// not before an export): unsigned events past the head may be a
-	// writer's, and verify reports them as unsigned.
+	// show the damage. It writes nothing: it never signs a head (not at
+	// open, not on Close, not before an export: unsigned events past the
+	// head may be a writer's, and verify reports them as unsigned), and it
+	// reads the segment without indexing or emptying it, reporting through
+	// OnError what it holds that the bucket lacks (ErrSegmentPending) or
+	// damage (ErrSegmentDamaged).
 	Inspect bool
 
 	// updatePerEvent commits each durable append in its own Update: the
