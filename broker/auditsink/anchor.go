@@ -76,9 +76,15 @@ func (t *anchorFile) Deliver(_ context.Context, recs []Record) error {
 	if len(buf) == 0 {
 		return nil
 	}
-	f, err := openAppend(t.path, os.O_WRONLY)
+	f, err := openAppend(t.path, os.O_RDWR)
 	if err != nil {
 		return fmt.Errorf("anchor file: %w", err)
+	}
+	if endsMidLine(f) {
+		// A write a crash cut short ends the file: the heads go on a
+		// line of their own (an append-only file cannot drop the part;
+		// ReadAnchors skips it).
+		buf = append([]byte{'\n'}, buf...)
 	}
 	_, err = f.Write(buf)
 	if err == nil {
@@ -94,6 +100,17 @@ func (t *anchorFile) Deliver(_ context.Context, recs []Record) error {
 }
 
 func (t *anchorFile) Close() error { return nil }
+
+// endsMidLine reports whether f holds bytes after its last newline.
+func endsMidLine(f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return false
+	}
+	var last [1]byte
+	_, err = f.ReadAt(last[:], fi.Size()-1)
+	return err == nil && last[0] != '\n'
+}
 
 // anchorURL POSTs each head as {"head":{...}}.
 type anchorURL struct {

@@ -338,7 +338,9 @@ func TestReadAnchorsRejectsGarbage(t *testing.T) {
 		want string
 	}{
 		"garbage line":    {string(good) + "\nhello world\n", "line 2: not a signed head"},
-		"truncated json":  {string(good[:20]) + "\n", "line 1: unreadable signed head"},
+		"truncated json":  {string(good[:20]) + "\n", "no signed heads"},
+		"unreadable json": {`{"head":[}` + "\n", "line 1: unreadable signed head"},
+		"trailing data":   {string(good) + "}\n", "line 1: unreadable signed head"},
 		"forged head":     {string(good) + "\n" + string(bad) + "\n", "line 2: head at seq 3"},
 		"empty":           {"\n\n", "no signed heads"},
 		"escape sequence": {"\x1b[2J\n", `line 1: not a signed head`},

@@ -41,6 +41,13 @@ func ReadAnchors(r io.Reader, keys audit.KeyFunc) ([]audit.SignedHead, error) {
 		case !bytes.HasPrefix(line, []byte(`{"head":`)):
 			return nil, fmt.Errorf("line %d: not a signed head (expected {\"head\":{...}}): %s", n, clean(line, 60))
 		}
+		if cutShort(line) {
+			// A head a crash (or a power loss) cut short while it was
+			// written: the sink sent it again, and an append-only file
+			// keeps the part for good. It holds no head, so it proves
+			// nothing either way.
+			continue
+		}
 		if err := checkUniqueKeys(line); err != nil {
 			return nil, fmt.Errorf("line %d: unreadable signed head (%v): %s", n, err, clean(line, 60))
 		}
@@ -69,6 +76,13 @@ func ReadAnchors(r io.Reader, keys audit.KeyFunc) ([]audit.SignedHead, error) {
 		return nil, errors.New("no signed heads in it: is this the anchor file (audit.anchor.file) or a sink's JSON Lines?")
 	}
 	return out, nil
+}
+
+// cutShort reports whether line is the start of a JSON value whose end
+// is missing: the text of a write that stopped part way.
+func cutShort(line []byte) bool {
+	var v any
+	return errors.Is(json.NewDecoder(bytes.NewReader(line)).Decode(&v), io.ErrUnexpectedEOF)
 }
 
 // AnchorReport says what comparing the local trail with the anchored heads
