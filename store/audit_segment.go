@@ -311,13 +311,21 @@ func (s *segment) writeZeros(from, end int64) error {
 // at or before it). A record of a later commit after it is damage: a
 // later commit is written only once the earlier one is durable.
 func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err error) {
+	// What the scans past a bad record may checksum: every record once,
+	// and then some. A file made so that a plausible header starts at
+	// every byte would otherwise cost a checksum of up to segMaxLine at
+	// each.
+	budget := 2*len(raw) + segMaxLine
 	off := 0
 	for off < len(raw) {
 		seq, line, ok := recordAt(raw, off, epoch)
 		if !ok {
 			// Every valid record after it must be of the same commit.
 			for from := off + 1; ; {
-				at, lseq, commit, n, found := nextRecord(raw, from, epoch)
+				at, lseq, commit, n, found := nextRecord(raw, from, epoch, &budget)
+				if budget < 0 {
+					return nil, 0, fmt.Errorf("past byte %d it holds what no pamctl wrote: more would-be record headers than the file has room for records", segFileHeader+off)
+				}
 				if !found {
 					return recs, int64(off), nil
 				}
@@ -361,12 +369,19 @@ func recordAt(raw []byte, off int, epoch uint64) (seq uint64, line []byte, ok bo
 
 // nextRecord finds the first record of epoch that verifies at or after
 // raw[from:], whatever lies before it (a damaged length field does not
-// hide the records after it), and the length of its line.
-func nextRecord(raw []byte, from int, epoch uint64) (at int, seq, commit uint64, n int, ok bool) {
-	for i := from; i+segHeader <= len(raw); i++ {
+// hide the records after it), and the length of its line. It stops once
+// budget (bytes it may checksum) runs out.
+func nextRecord(raw []byte, from int, epoch uint64, budget *int) (at int, seq, commit uint64, n int, ok bool) {
+	for i := from; i+segHeader <= len(raw) && *budget >= 0; i++ {
 		if raw[i] > segMaxLine>>24 || raw[i]|raw[i+1]|raw[i+2]|raw[i+3] == 0 {
 			continue // no record is that long, nor 0 long (zeros ahead)
 		}
+		n := int(binary.BigEndian.Uint32(raw[i : i+4]))
+		commit := binary.BigEndian.Uint64(raw[i+12 : i+20])
+		if n > segMaxLine || i+segHeader+n > len(raw) || commit < segFileHeader || commit > uint64(segFileHeader+i) {
+			continue // recordAt would refuse it unread
+		}
+		*budget -= n // what recordAt checksums
 		if seq, line, ok := recordAt(raw, i, epoch); ok {
 			return i, seq, binary.BigEndian.Uint64(raw[i+12 : i+20]), len(line), true
 		}
