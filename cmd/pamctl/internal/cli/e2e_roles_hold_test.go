@@ -19,7 +19,7 @@ import (
 
 // A proxy whose proxy:serve grant needs approval waits for it; held
 // calls go to the broker's approvers; a rule change on the broker reaches
-// the proxy without a restart.
+// the proxy without a restart; revoking its grant cuts it off at once.
 func TestEndToEndProxyRoleApprovalHoldsAndConfig(t *testing.T) {
 	dir := t.TempDir()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +62,8 @@ func TestEndToEndProxyRoleApprovalHoldsAndConfig(t *testing.T) {
 		code, msg := p.app.link.Refusal()
 		return code == "proxy_not_enrolled" && strings.Contains(msg, "waits for approval")
 	})
-	b.ts.as(t, "bob", "", "approve", pending[0].ID).must(t, "approve the proxy")
+	proxyGrant := pending[0].ID
+	b.ts.as(t, "bob", "", "approve", proxyGrant).must(t, "approve the proxy")
 	waitUntil(t, "enrollment", 5*time.Second, func() bool { code, _ := p.app.link.Refusal(); return code == "" })
 
 	// A held call waits for bob, who sees it among the pending requests.
@@ -101,6 +102,19 @@ func TestEndToEndProxyRoleApprovalHoldsAndConfig(t *testing.T) {
 		out := b.ts.as(t, "admin", "", "proxies", "-o", "json").must(t, "proxies").out
 		return strings.Contains(out, p.app.link.ConfigVersion())
 	})
+
+	// Revoking the proxy's proxy:serve grant (pamctl revoke GRANT) cuts it
+	// off like revoking its enrollment: 503 proxy_not_enrolled at once, as
+	// a new grant needs bob (docs/deployment.md, "Cutting a proxy off").
+	// Found by a red team: the proxy stopped serving only on a refusal
+	// worded "revoked by an admin", and forwarded calls with the keys in
+	// its memory until its revocation staleness (30 s here) ran out.
+	b.ts.as(t, "admin", "", "revoke", proxyGrant).must(t, "revoke the proxy's grant")
+	waitUntil(t, "the broker to end the proxy's enrollment", 3*time.Second, func() bool { return p.app.link.Enrollment() == nil })
+	time.Sleep(500 * time.Millisecond)
+	if got := chatModel(t, p.app.ProxyURL(), tok, "gpt-4o", "hello"); got.status != http.StatusServiceUnavailable || !strings.Contains(got.body, `"code":"proxy_not_enrolled"`) {
+		t.Errorf("after its proxy:serve grant was revoked the proxy still answers %d %s (want 503 proxy_not_enrolled)", got.status, strings.TrimSpace(got.body))
+	}
 }
 
 func chatModel(t *testing.T, proxyURL, tok, model, prompt string) callResult {
