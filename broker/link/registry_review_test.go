@@ -91,10 +91,11 @@ func (s *failOnceStore) UpdateEnrollment(ctx context.Context, id string, fn func
 	return s.memStore.UpdateEnrollment(ctx, id, fn)
 }
 
-// Replica A appended a shipment but failed to store its position (the
-// proxy is told, and retries through B): B finds the events in the trail
-// and chains them once (found by a review: B trusted its own position).
-func TestRetryOnAnotherReplicaAfterAFailedPositionWriteIsChainedOnce(t *testing.T) {
+// afterAFailedPositionWrite sets up two replicas A and B over one store
+// and trail: B took 1..3, then A appended 4..6 and failed to store the
+// position. It returns B, the trail, the enrollment and A's answer.
+func afterAFailedPositionWrite(t *testing.T) (*Registry, *memLog, *Enrollment, AuditAck, error) {
+	t.Helper()
 	ctx := context.Background()
 	ms, log, rev := &memStore{}, &memLog{}, &revSet{}
 	st := &failOnceStore{memStore: ms}
@@ -107,16 +108,25 @@ func TestRetryOnAnotherReplicaAfterAFailedPositionWriteIsChainedOnce(t *testing.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Ship(ctx, e, batch(1, 3)); err != nil { // B now holds 3 in memory, stored 3
+	if _, err := b.Ship(ctx, e, batch(1, 3)); err != nil { // B: 3 in memory, 3 stored
 		t.Fatal(err)
 	}
 	st.mu.Lock()
 	st.fail = true
 	st.mu.Unlock()
-	if _, err := a.Ship(ctx, e, batch(4, 6)); err == nil { // appended; position write fails: proxy sees an error
+	ack, err := a.Ship(ctx, e, batch(4, 6))
+	return b, log, e, ack, err
+}
+
+// Replica A appended a shipment but failed to store its position (the
+// proxy is told, and retries through B): B finds the events in the trail
+// and chains them once (found by a review: B trusted its own position).
+func TestRetryOnAnotherReplicaAfterAFailedPositionWriteIsChainedOnce(t *testing.T) {
+	b, log, e, _, err := afterAFailedPositionWrite(t)
+	if err == nil {
 		t.Fatal("want the failed position write reported")
 	}
-	if _, err := b.Ship(ctx, e, batch(4, 6)); err != nil { // the proxy retries through B
+	if _, err := b.Ship(context.Background(), e, batch(4, 6)); err != nil { // the proxy retries through B
 		t.Fatal(err)
 	}
 	want := "r1@1 r2@2 r3@3 r4@4 r5@5 r6@6"
@@ -128,28 +138,11 @@ func TestRetryOnAnotherReplicaAfterAFailedPositionWriteIsChainedOnce(t *testing.
 // The same failed position write, as the API answers it (200, acked 6):
 // the proxy's next shipment through B is taken, not refused as a gap.
 func TestNextShipmentOnAnotherReplicaAfterAFailedPositionWrite(t *testing.T) {
-	ctx := context.Background()
-	ms, log, rev := &memStore{}, &memLog{}, &revSet{}
-	st := &failOnceStore{memStore: ms}
-	mk := func() *Registry {
-		return &Registry{Store: st, Grants: grants{}, Revoked: rev, Keys: keys{"v1"}, Audit: log}
-	}
-	a, b := mk(), mk()
-	priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
-	e, err := a.Enroll(ctx, alice, EnrollRequest{Grant: "g1", PublicKey: priv.PublicKey().Bytes()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Ship(ctx, e, batch(1, 3)); err != nil {
-		t.Fatal(err)
-	}
-	st.mu.Lock()
-	st.fail = true
-	st.mu.Unlock()
-	if ack, _ := a.Ship(ctx, e, batch(4, 6)); ack.Acked != 6 {
+	b, _, e, ack, _ := afterAFailedPositionWrite(t)
+	if ack.Acked != 6 {
 		t.Fatalf("A acked %d", ack.Acked)
 	}
-	if ack, err := b.Ship(ctx, e, batch(7, 7)); err != nil || ack.Acked != 7 {
+	if ack, err := b.Ship(context.Background(), e, batch(7, 7)); err != nil || ack.Acked != 7 {
 		t.Fatalf("next shipment through B: %+v %v", ack, err)
 	}
 }
