@@ -103,6 +103,11 @@ type AuditOptions struct {
 	// OnError what it holds that the bucket lacks (ErrSegmentPending) or
 	// damage (ErrSegmentDamaged).
 	Inspect bool
+	// RecordKey (32 bytes, vault.DerivedKey(AuditRecordKeyPurpose))
+	// authenticates every event the log writes, so that none a writer of
+	// the data file adds after the tail is ever signed over (see
+	// audit_auth.go). nil: none (tests).
+	RecordKey []byte
 
 	// updatePerEvent commits each durable append in its own Update: the
 	// benchmark baseline.
@@ -239,6 +244,11 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 			if err := l.trailNotLost(tx, tip); err != nil {
 				opts.OnError(err) // verify shows the empty trail, and says why it is suspect
 			}
+			if head != nil {
+				if err := l.checkAuthenticated(tx, head.Seq); err != nil {
+					opts.OnError(err) // verify shows the event unsigned, and says what it is
+				}
+			}
 			return nil
 		}
 		if opts.Signer != nil {
@@ -247,6 +257,11 @@ func (db *DB) AuditLog(opts AuditOptions) (*AuditLog, error) {
 			}
 			if head == nil && tip.Seq > 0 {
 				return headMissing(db, tip)
+			}
+			if head != nil {
+				if err := l.checkAuthenticated(tx, head.Seq); err != nil {
+					return err
+				}
 			}
 		}
 		return l.trailNotLost(tx, tip)
@@ -304,7 +319,7 @@ func (l *AuditLog) openSegment() error {
 	if l.opts.Inspect {
 		return l.inspectSegment()
 	}
-	seg, recs, err := openSegment(l.db.dir, l.db.bolt.NoSync)
+	seg, recs, err := openSegment(l.db.dir, l.db.bolt.NoSync, l.opts.RecordKey)
 	if err == nil {
 		l.seg = seg
 		l.segEpoch = seg.epoch
@@ -334,7 +349,7 @@ var ErrSegmentPending = errors.New("store: audit segment holds events not yet in
 // are reported through OnError; audit verify shows the bucket's trail and
 // fails with what was reported.
 func (l *AuditLog) inspectSegment() error {
-	epoch, recs, err := readSegmentFile(l.db.dir)
+	epoch, recs, err := readSegmentFile(l.db.dir, l.opts.RecordKey)
 	if err != nil {
 		l.opts.OnError(err)
 		return nil
@@ -598,6 +613,9 @@ func (l *AuditLog) appendAfter(tx *bolt.Tx, d *audit.Draft, tip audit.Link, out 
 	if err := b.Put(u64(seq), rec); err != nil {
 		return fmt.Errorf("store: audit put: %w", err)
 	}
+	if err := l.putAuth(tx, seq, hash); err != nil {
+		return err
+	}
 	*out = sealed{seq: seq, prev: tip.Hash, hash: hash}
 	prev := tip.Hash
 	tx.OnCommit(func() { l.committed(d.Event(seq, prev, hash)) })
@@ -841,7 +859,15 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 			}
 			return nil
 		}
-		return headStillStored(tx, cur, tip)
+		if err := headStillStored(tx, cur, tip); err != nil {
+			return err
+		}
+		if !l.opts.Inspect {
+			if err := l.checkAuthenticated(tx, cur.Seq); err != nil {
+				return fmt.Errorf("store: audit: refusing to sign a new head: %w", err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -1219,10 +1245,15 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 		if err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketAudit)
+		b, auth := tx.Bucket(bucketAudit), tx.Bucket(bucketAuditAuth)
 		for seq := first; seq <= cut; seq++ {
 			if err := b.Delete(u64(seq)); err != nil {
 				return fmt.Errorf("store: audit prune: %w", err)
+			}
+			if auth != nil {
+				if err := auth.Delete(u64(seq)); err != nil {
+					return fmt.Errorf("store: audit prune: %w", err)
+				}
 			}
 		}
 		if err := put(tx, bucketAuditMeta, keyAuditAnchor, anchor); err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,7 +39,8 @@ import (
 //	len     uint32 BE   length of line
 //	seq     uint64 BE   the event's seq
 //	commit  uint64 BE   file offset of the first record of its commit
-//	crc     uint32 BE   CRC-32C of the epoch, seq, commit and line
+//	auth    16 bytes    the event's authenticator (audit_auth.go; zeros without a key)
+//	crc     uint32 BE   CRC-32C of the epoch, the header before it and line
 //	line                the sealed event line (what the bucket stores)
 //
 // At start the records of the header's epoch are read up to the first one
@@ -55,8 +57,10 @@ const SegmentFileName = "audit.seg"
 
 const (
 	// segHeader is a record's header: length uint32, seq uint64, the
-	// file offset of its commit's first record uint64, CRC-32C uint32.
-	segHeader   = 24
+	// file offset of its commit's first record uint64, the event's
+	// authenticator (authLen bytes, zeros without a RecordKey), CRC-32C
+	// uint32.
+	segHeader   = 40
 	segHeaderV1 = 16 // before the commit's offset (segMagicV1 files)
 	// segMaxLine bounds one record: far above any sealed event (the trail
 	// cuts prompts at 16 KiB), so a larger length is damage or a torn
@@ -93,6 +97,7 @@ type segment struct {
 	limit  int64  // empty past this position (segmentTruncateAt)
 	noSync bool   // the database skips fsync (Options.NoSync: tests)
 	v1     bool   // a segMagicV1 file, read at start; reset rewrites it
+	key    []byte // AuditOptions.RecordKey: records carry their event's authenticator
 
 	writeFault func(off int64, n int) error // tests: fail a write (nil: none)
 }
@@ -123,24 +128,30 @@ type segRecord struct {
 	prev string // chain link before it (indexer only)
 	hash string
 	d    *audit.Draft // the sealed draft (indexer only; nil at recovery)
+	// authed: read back with its authenticator checked (a current-format
+	// record under the log's RecordKey); what recovery indexes without
+	// one is refused at start as not written by this deployment.
+	authed bool
 }
 
-func recordCRC(epoch, seq, commit uint64, line []byte) uint32 {
-	var b [24]byte
-	binary.BigEndian.PutUint64(b[0:8], epoch)
-	binary.BigEndian.PutUint64(b[8:16], seq)
-	binary.BigEndian.PutUint64(b[16:24], commit)
-	return crc32.Update(crc32.Update(0, crc32c, b[:]), crc32c, line)
+func recordCRC(epoch uint64, head []byte, line []byte) uint32 {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], epoch)
+	return crc32.Update(crc32.Update(crc32.Update(0, crc32c, b[:]), crc32c, head), crc32c, line)
 }
 
 // appendRecord appends the record of seq, written by the commit whose
-// first record is at file offset commit.
-func appendRecord(b []byte, epoch, seq, commit uint64, line []byte) []byte {
+// first record is at file offset commit, with the event's authenticator
+// under key (zeros when key is nil).
+func appendRecord(b []byte, epoch, seq, commit uint64, key []byte, line []byte) []byte {
 	var h [segHeader]byte
 	binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
 	binary.BigEndian.PutUint64(h[4:12], seq)
 	binary.BigEndian.PutUint64(h[12:20], commit)
-	binary.BigEndian.PutUint32(h[20:24], recordCRC(epoch, seq, commit, line))
+	if key != nil {
+		copy(h[20:36], eventMAC(key, seq, audit.StoredHash(line)))
+	}
+	binary.BigEndian.PutUint32(h[36:40], recordCRC(epoch, h[:36], line))
 	b = append(b, h[:]...)
 	return append(b, line...)
 }
@@ -159,13 +170,13 @@ func fileHeader(epoch uint64) []byte {
 // openSegment opens (creating) the segment in dir and reads its records.
 // What follows the last record of the current epoch (a torn write, zeros,
 // older epochs' records) is the end; damage is ErrSegmentDamaged.
-func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
+func openSegment(dir string, noSync bool, key []byte) (*segment, []segRecord, error) {
 	path := filepath.Join(dir, SegmentFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
 	}
-	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync}
+	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync, key: key}
 	fail := func(err error) (*segment, []segRecord, error) {
 		f.Close()
 		return nil, nil, err
@@ -188,7 +199,7 @@ func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
 		}
 		return s, nil, nil
 	}
-	epoch, v1, recs, good, err := parseSegmentFile(raw)
+	epoch, v1, recs, good, err := parseSegmentFile(raw, key)
 	if err != nil {
 		return damaged(err.Error())
 	}
@@ -202,7 +213,7 @@ func openSegment(dir string, noSync bool) (*segment, []segRecord, error) {
 
 // readSegmentFile reads the segment in dir without creating or changing it:
 // its epoch (0 when there is none yet) and records, or ErrSegmentDamaged.
-func readSegmentFile(dir string) (epoch uint64, recs []segRecord, err error) {
+func readSegmentFile(dir string, key []byte) (epoch uint64, recs []segRecord, err error) {
 	path := filepath.Join(dir, SegmentFileName)
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -225,7 +236,7 @@ func readSegmentFile(dir string) (epoch uint64, recs []segRecord, err error) {
 	if len(raw) < segFileHeader && allZero(raw) {
 		return 0, nil, nil
 	}
-	if epoch, _, recs, _, err = parseSegmentFile(raw); err != nil {
+	if epoch, _, recs, _, err = parseSegmentFile(raw, key); err != nil {
 		return damaged(err.Error())
 	}
 	return epoch, recs, nil
@@ -234,7 +245,7 @@ func readSegmentFile(dir string) (epoch uint64, recs []segRecord, err error) {
 // parseSegmentFile reads a whole segment file (at least its header): its
 // epoch, whether it is in the format before records named their commit,
 // its records and the length of them.
-func parseSegmentFile(raw []byte) (epoch uint64, v1 bool, recs []segRecord, good int64, err error) {
+func parseSegmentFile(raw []byte, key []byte) (epoch uint64, v1 bool, recs []segRecord, good int64, err error) {
 	if len(raw) < segFileHeader {
 		return 0, false, nil, 0, errors.New("it does not start with a segment header")
 	}
@@ -249,7 +260,7 @@ func parseSegmentFile(raw []byte) (epoch uint64, v1 bool, recs []segRecord, good
 	if v1 {
 		recs, good, err = parseSegmentV1(raw[segFileHeader:], epoch)
 	} else {
-		recs, good, err = parseSegment(raw[segFileHeader:], epoch)
+		recs, good, err = parseSegment(raw[segFileHeader:], epoch, key)
 	}
 	return epoch, v1, recs, good, err
 }
@@ -310,7 +321,7 @@ func (s *segment) writeZeros(from, end int64) error {
 // follows it, or only records of that same commit (their commit offset is
 // at or before it). A record of a later commit after it is damage: a
 // later commit is written only once the earlier one is durable.
-func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err error) {
+func parseSegment(raw []byte, epoch uint64, key []byte) (recs []segRecord, good int64, err error) {
 	// What the scans past a bad record may checksum: every record once,
 	// and then some. A file made so that a plausible header starts at
 	// every byte would otherwise cost a checksum of up to segMaxLine at
@@ -318,11 +329,11 @@ func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err e
 	budget := 2*len(raw) + segMaxLine
 	off := 0
 	for off < len(raw) {
-		seq, line, ok := recordAt(raw, off, epoch)
+		seq, line, ok := recordAt(raw, off, epoch, key)
 		if !ok {
 			// Every valid record after it must be of the same commit.
 			for from := off + 1; ; {
-				at, lseq, commit, n, found := nextRecord(raw, from, epoch, &budget)
+				at, lseq, commit, n, found := nextRecord(raw, from, epoch, key, &budget)
 				if budget < 0 {
 					return nil, 0, fmt.Errorf("past byte %d it holds what no pamctl wrote: more would-be record headers than the file has room for records", segFileHeader+off)
 				}
@@ -338,7 +349,7 @@ func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err e
 		if len(recs) > 0 && seq != recs[len(recs)-1].seq+1 {
 			return nil, 0, fmt.Errorf("the record at byte %d has seq %d after seq %d", segFileHeader+off, seq, recs[len(recs)-1].seq)
 		}
-		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(line)})
+		recs = append(recs, segRecord{seq: seq, line: bytes.Clone(line), authed: key != nil})
 		off += segHeader + len(line)
 	}
 	return recs, int64(off), nil
@@ -346,7 +357,7 @@ func parseSegment(raw []byte, epoch uint64) (recs []segRecord, good int64, err e
 
 // recordAt reads the record of epoch at raw[off:] (raw is the file after
 // its header), if one verifies there.
-func recordAt(raw []byte, off int, epoch uint64) (seq uint64, line []byte, ok bool) {
+func recordAt(raw []byte, off int, epoch uint64, key []byte) (seq uint64, line []byte, ok bool) {
 	rest := raw[off:]
 	if len(rest) < segHeader {
 		return 0, nil, false
@@ -361,8 +372,11 @@ func recordAt(raw []byte, off int, epoch uint64) (seq uint64, line []byte, ok bo
 		return 0, nil, false
 	}
 	line = rest[segHeader : segHeader+n]
-	if recordCRC(epoch, seq, commit, line) != binary.BigEndian.Uint32(rest[20:24]) {
+	if recordCRC(epoch, rest[:36], line) != binary.BigEndian.Uint32(rest[36:40]) {
 		return 0, nil, false
+	}
+	if key != nil && !hmac.Equal(rest[20:36], eventMAC(key, seq, audit.StoredHash(line))) {
+		return 0, nil, false // not written by this deployment
 	}
 	return seq, line, true
 }
@@ -371,7 +385,7 @@ func recordAt(raw []byte, off int, epoch uint64) (seq uint64, line []byte, ok bo
 // raw[from:], whatever lies before it (a damaged length field does not
 // hide the records after it), and the length of its line. It stops once
 // budget (bytes it may checksum) runs out.
-func nextRecord(raw []byte, from int, epoch uint64, budget *int) (at int, seq, commit uint64, n int, ok bool) {
+func nextRecord(raw []byte, from int, epoch uint64, key []byte, budget *int) (at int, seq, commit uint64, n int, ok bool) {
 	for i := from; i+segHeader <= len(raw) && *budget >= 0; i++ {
 		if raw[i] > segMaxLine>>24 || raw[i]|raw[i+1]|raw[i+2]|raw[i+3] == 0 {
 			continue // no record is that long, nor 0 long (zeros ahead)
@@ -382,7 +396,7 @@ func nextRecord(raw []byte, from int, epoch uint64, budget *int) (at int, seq, c
 			continue // recordAt would refuse it unread
 		}
 		*budget -= n // what recordAt checksums
-		if seq, line, ok := recordAt(raw, i, epoch); ok {
+		if seq, line, ok := recordAt(raw, i, epoch, key); ok {
 			return i, seq, binary.BigEndian.Uint64(raw[i+12 : i+20]), len(line), true
 		}
 	}
@@ -441,7 +455,7 @@ func allZero(b []byte) bool {
 // record appends the record of seq to b, written by the commit whose
 // first record goes at commit.
 func (s *segment) record(b []byte, seq uint64, commit int64, line []byte) []byte {
-	return appendRecord(b, s.epoch, seq, uint64(commit), line)
+	return appendRecord(b, s.epoch, seq, uint64(commit), s.key, line)
 }
 
 // write writes b at the end of the records and fdatasyncs. A failed write
@@ -609,6 +623,11 @@ func (l *AuditLog) walkSegment(tx *bolt.Tx, recs []segRecord, index bool) (first
 			if err := b.Put(u64(r.seq), wrapLine(r.line)); err != nil {
 				return nil, nil, fmt.Errorf("store: audit put: %w", err)
 			}
+			if r.authed {
+				if err := l.putAuth(tx, r.seq, hash); err != nil {
+					return nil, nil, err
+				}
+			}
 			if fresh {
 				var out sealed
 				if err := l.firstHead(tx, r.seq, hash, &out); err != nil {
@@ -756,6 +775,9 @@ func (l *AuditLog) indexBatch(batch []segRecord) error {
 			r := &batch[i]
 			if err := b.Put(u64(r.seq), r.rec); err != nil {
 				return fmt.Errorf("store: audit put: %w", err)
+			}
+			if err := l.putAuth(tx, r.seq, r.hash); err != nil {
+				return err
 			}
 			var out sealed
 			if err := l.firstHead(tx, r.seq, r.hash, &out); err != nil {

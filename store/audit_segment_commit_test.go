@@ -33,7 +33,7 @@ func unsyncedCommit(t *testing.T, dir string, acked []audit.Event) (raw []byte, 
 			t.Fatal(err)
 		}
 		offs = append(offs, end+len(batch))
-		batch = appendRecord(batch, epoch, link.Seq+1, uint64(end), line)
+		batch = appendRecord(batch, epoch, link.Seq+1, uint64(end), nil, line)
 		link = audit.Link{Seq: link.Seq + 1, Hash: hash}
 	}
 	if len(raw) < end+len(batch) {
@@ -153,10 +153,10 @@ func TestAuditSegmentDamageInsideAnEarlierCommitIsRefused(t *testing.T) {
 		if i == 2 {
 			at3 = len(b)
 		}
-		b = appendRecord(b, epoch, r.seq, uint64(commit), r.line)
+		b = appendRecord(b, epoch, r.seq, uint64(commit), nil, r.line)
 	}
 	b = append(b, make([]byte, len(raw)-len(b))...)
-	if _, _, got, _, err := parseSegmentFile(b); err != nil || len(got) != len(recs) {
+	if _, _, got, _, err := parseSegmentFile(b, nil); err != nil || len(got) != len(recs) {
 		t.Fatalf("rewritten segment: %d records, %v", len(got), err)
 	}
 	b[at3+segHeader+10] ^= 0x20 // bit rot in seq 3 (acknowledged: seq 5, 6 were committed after it)
@@ -198,7 +198,7 @@ func TestAuditSegmentOfHeadersEverywhereIsRefusedQuickly(t *testing.T) {
 		raw = append(raw, h[:]...)
 	}
 	// Unbounded, the scan would checksum about 170 GiB here.
-	if _, _, _, _, err := parseSegmentFile(raw); err == nil || !strings.Contains(err.Error(), "no pamctl wrote") {
+	if _, _, _, _, err := parseSegmentFile(raw, nil); err == nil || !strings.Contains(err.Error(), "no pamctl wrote") {
 		t.Fatalf("parse: %v", err)
 	}
 }

@@ -68,7 +68,7 @@ func readSegment(t *testing.T, dir string) (raw []byte, epoch uint64, recs []seg
 	if len(raw) < segFileHeader || string(raw[:8]) != segMagic {
 		t.Fatalf("no segment header: % x", raw[:min(len(raw), 16)])
 	}
-	epoch, _, recs, good, err := parseSegmentFile(raw)
+	epoch, _, recs, good, err := parseSegmentFile(raw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func readSegment(t *testing.T, dir string) (raw []byte, epoch uint64, recs []seg
 func segmentFile(epoch uint64, recs []segRecord) []byte {
 	b := fileHeader(epoch)
 	for _, r := range recs {
-		b = appendRecord(b, epoch, r.seq, uint64(len(b)), r.line)
+		b = appendRecord(b, epoch, r.seq, uint64(len(b)), nil, r.line)
 	}
 	return append(b, make([]byte, 4096)...)
 }
@@ -132,12 +132,12 @@ func TestAuditSegmentTornTail(t *testing.T) {
 			case "header":
 				torn = []byte{0, 0, 1}
 			case "body":
-				torn = appendRecord(nil, epoch, next, uint64(end), []byte(`{"seq":7,"type":"proxy.call"`))
+				torn = appendRecord(nil, epoch, next, uint64(end), nil, []byte(`{"seq":7,"type":"proxy.call"`))
 				torn = torn[:len(torn)-5]
 			case "older-epoch":
-				torn = appendRecord(nil, epoch-1, next, uint64(end), []byte(`{"seq":7}`))
+				torn = appendRecord(nil, epoch-1, next, uint64(end), nil, []byte(`{"seq":7}`))
 			case "badsum":
-				torn = appendRecord(nil, epoch, next, uint64(end), []byte(`{"seq":7}`))
+				torn = appendRecord(nil, epoch, next, uint64(end), nil, []byte(`{"seq":7}`))
 				torn[len(torn)-2] ^= 1
 			}
 			copy(raw[end:], torn)
@@ -164,7 +164,7 @@ func TestAuditSegmentDamageIsRefused(t *testing.T) {
 		},
 		"a record removed from the middle": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
 			epoch := binary.BigEndian.Uint64(raw[8:16])
-			recs, _, err := parseSegment(raw[segFileHeader:], epoch)
+			recs, _, err := parseSegment(raw[segFileHeader:], epoch, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,7 +172,7 @@ func TestAuditSegmentDamageIsRefused(t *testing.T) {
 		},
 		"an edited event with a recomputed checksum": func(t *testing.T, raw []byte, _ []audit.Event) []byte {
 			epoch := binary.BigEndian.Uint64(raw[8:16])
-			recs, _, _ := parseSegment(raw[segFileHeader:], epoch)
+			recs, _, _ := parseSegment(raw[segFileHeader:], epoch, nil)
 			recs[1].line = bytes.Replace(recs[1].line, []byte("ada@example.com"), []byte("eve@example.com"), 1)
 			return segmentFile(epoch, recs)
 		},

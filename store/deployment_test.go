@@ -20,6 +20,12 @@ import (
 
 // emptyBucket deletes every record of bucket name.
 func emptyBucket(tx *bolt.Tx, name []byte) error {
+	if string(name) == string(bucketAudit) {
+		// The events' authenticators go with them.
+		if err := tx.DeleteBucket(bucketAuditAuth); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return err
+		}
+	}
 	if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 		return err
 	}

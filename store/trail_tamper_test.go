@@ -25,7 +25,8 @@ type deployment struct {
 	log  *AuditLog
 }
 
-// start opens dir the way the server does and returns the first error.
+// start opens dir the way the server does (with the RecordKey the vault
+// derives, unless opts has one) and returns the first error.
 func start(t *testing.T, dir string, mk vault.MasterKey, opts AuditOptions) (*deployment, error) {
 	t.Helper()
 	ctx := context.Background()
@@ -43,6 +44,11 @@ func start(t *testing.T, dir string, mk vault.MasterKey, opts AuditOptions) (*de
 		return fail(err)
 	}
 	opts.Signer = d.keys
+	if opts.RecordKey == nil {
+		if opts.RecordKey, err = v.DerivedKey(AuditRecordKeyPurpose); err != nil {
+			return fail(err)
+		}
+	}
 	if d.log, err = db.AuditLog(opts); err != nil {
 		return fail(err)
 	}

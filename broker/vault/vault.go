@@ -204,6 +204,21 @@ func (v *Vault) DerivedSealer(purpose string) (*Sealer, error) {
 	return NewSealer(MasterKey{k: k})
 }
 
+// DerivedKey returns a 32-byte key derived from the master key for
+// purpose (HKDF, info "pamctl key v1 " + purpose), the same on every
+// replica holding the master key: for a MAC whose key must be kept from
+// whoever can write the data file.
+func (v *Vault) DerivedKey(purpose string) ([]byte, error) {
+	if purpose == "" {
+		return nil, errors.New("vault: a derived key needs a purpose")
+	}
+	k, err := hkdf.Key(sha256.New, v.master.k, nil, "pamctl key v1 "+purpose, 32)
+	if err != nil {
+		return nil, fmt.Errorf("vault: derive a key: %w", err)
+	}
+	return k, nil
+}
+
 // ValidateName checks an entry name: lower-case letters, digits, '.', '_', '-'.
 func ValidateName(name string) error {
 	if !validName.MatchString(name) {

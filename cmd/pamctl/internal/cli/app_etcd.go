@@ -44,7 +44,11 @@ var (
 func (a *App) openAuditLog(ctx context.Context, mode audit.SyncMode) (queuedLog, error) {
 	onErr := func(err error) { a.health.Fail(checkAudit, err) }
 	if a.etcd == nil {
-		return a.db.AuditLog(store.AuditOptions{Sync: mode, Signer: a.headSigner(),
+		key, err := a.vault.DerivedKey(store.AuditRecordKeyPurpose)
+		if err != nil {
+			return nil, err
+		}
+		return a.db.AuditLog(store.AuditOptions{Sync: mode, Signer: a.headSigner(), RecordKey: key,
 			HeadEvery: a.cfg.Audit.HeadEvery, HeadInterval: a.cfg.Audit.HeadInterval,
 			OnError: onErr, OnBatch: a.observeBatch()})
 	}

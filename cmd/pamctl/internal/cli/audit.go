@@ -274,7 +274,12 @@ func (f *Factory) openAudit(cmd *cobra.Command, so *StepUpOptions) (auditSource,
 	// Inspect: a trail cut below its high-water mark still opens here, so
 	// verify can say what is missing (the server refuses to start on it).
 	la := &localAudit{l: l, keys: kr, cfg: cfg}
-	lg, err := l.db.AuditLog(store.AuditOptions{Signer: kr, Inspect: true, OnError: func(err error) { la.reported = append(la.reported, err) }})
+	key, err := l.vault.DerivedKey(store.AuditRecordKeyPurpose)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	lg, err := l.db.AuditLog(store.AuditOptions{Signer: kr, Inspect: true, RecordKey: key, OnError: func(err error) { la.reported = append(la.reported, err) }})
 	if err != nil {
 		l.Close()
 		return nil, err

@@ -68,7 +68,11 @@ func (l *local) admin(ctx context.Context) (*broker.Admin, error) {
 		return nil, err
 	}
 	if l.audit == nil {
-		if l.audit, err = l.db.AuditLog(store.AuditOptions{Signer: kr}); err != nil {
+		key, err := l.vault.DerivedKey(store.AuditRecordKeyPurpose)
+		if err != nil {
+			return nil, err
+		}
+		if l.audit, err = l.db.AuditLog(store.AuditOptions{Signer: kr, RecordKey: key}); err != nil {
 			return nil, err
 		}
 	}

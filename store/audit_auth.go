@@ -1,0 +1,92 @@
+package store
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// Event authenticators. The chain's hashes take no key, so whoever can
+// write the data file can chain events of their own after the tail; the
+// head pamctl signed next would cover them. With AuditOptions.RecordKey
+// (derived from the master key) every event the log writes carries an
+// authenticator, HMAC-SHA256 over its seq and hash cut to authLen bytes:
+// in the audit_auth bucket beside it, and in its segment record. No head
+// is signed over an event past the last head whose authenticator is
+// missing or wrong, and start refuses a trail that holds one; a segment
+// record whose authenticator is wrong does not verify.
+var bucketAuditAuth = []byte("audit_auth")
+
+const (
+	authLen = 16
+	// AuditRecordKeyPurpose is what the record key is derived for
+	// (vault.DerivedKey).
+	AuditRecordKeyPurpose = "audit event authenticator"
+)
+
+// ErrUnauthenticated means the trail holds an event past its last signed
+// head that this deployment did not write: its authenticator is missing
+// or wrong.
+var ErrUnauthenticated = errors.New("store: audit event not written by this deployment")
+
+// eventMAC is the authenticator of the event at seq with hash.
+func eventMAC(key []byte, seq uint64, hash string) []byte {
+	m := hmac.New(sha256.New, key)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	m.Write([]byte("pamctl audit event v1\x00"))
+	m.Write(b[:])
+	m.Write([]byte(hash))
+	return m.Sum(nil)[:authLen]
+}
+
+// putAuth stores the authenticator of the event at seq in tx.
+func (l *AuditLog) putAuth(tx *bolt.Tx, seq uint64, hash string) error {
+	if l.opts.RecordKey == nil {
+		return nil
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketAuditAuth)
+	if err != nil {
+		return fmt.Errorf("store: create bucket audit_auth: %w", err)
+	}
+	b.FillPercent = 1
+	if err := b.Put(u64(seq), eventMAC(l.opts.RecordKey, seq, hash)); err != nil {
+		return fmt.Errorf("store: audit authenticator put: %w", err)
+	}
+	return nil
+}
+
+// checkAuthenticated checks that every stored event after seq from
+// carries its authenticator (nothing without a RecordKey).
+func (l *AuditLog) checkAuthenticated(tx *bolt.Tx, from uint64) error {
+	if l.opts.RecordKey == nil {
+		return nil
+	}
+	auth := tx.Bucket(bucketAuditAuth)
+	c := tx.Bucket(bucketAudit).Cursor()
+	for k, v := c.Seek(u64(from + 1)); k != nil; k, v = c.Next() {
+		seq := binary.BigEndian.Uint64(k)
+		line, err := recordLine(v)
+		if err != nil {
+			return err
+		}
+		var got []byte
+		if auth != nil {
+			got = auth.Get(k)
+		}
+		if !hmac.Equal(got, eventMAC(l.opts.RecordKey, seq, audit.StoredHash(line))) {
+			what := "its authenticator is wrong"
+			if got == nil {
+				what = "it has no authenticator"
+			}
+			return fmt.Errorf("%w: %s holds event seq %d after the last signed head (seq %d), and %s: it was added by a writer of the data file, not by pamctl (if pamctl was upgraded right after a crash, start the previous version once so it signs its last events, then upgrade again). Run `pamctl audit verify`, and restore the data dir from a backup", ErrUnauthenticated, l.db.path(), seq, from, what)
+		}
+	}
+	return nil
+}
