@@ -85,7 +85,7 @@ func (l *AuditLog) checkAuthenticated(tx *bolt.Tx, from uint64) error {
 			if got == nil {
 				what = "it has no authenticator"
 			}
-			return fmt.Errorf("%w: %s holds event seq %d after the last signed head (seq %d), and %s: it was added by a writer of the data file, not by pamctl (if pamctl was upgraded right after a crash, start the previous version once so it signs its last events, then upgrade again). Run `pamctl audit verify`, and restore the data dir from a backup", ErrUnauthenticated, l.db.path(), seq, from, what)
+			return fmt.Errorf("%w: %s holds event seq %d after the last signed head (seq %d), and %s: it was added by a writer of the data file, not by pamctl. Run `pamctl audit verify` to see the events after the last signed head. If they are pamctl's (the data dir was written by an earlier version that stopped without signing them: a crash just before an upgrade, or a backup it took, restored) and your sinks or off-host anchors show the same events, start that earlier version once and stop it cleanly, which signs them, then start this one; otherwise restore the data dir from a backup", ErrUnauthenticated, l.db.path(), seq, from, what)
 		}
 	}
 	return nil

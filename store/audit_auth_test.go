@@ -13,6 +13,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/vault"
 )
 
 var testRecordKey = bytes.Repeat([]byte{7}, 32)
@@ -124,7 +127,7 @@ func TestAnUnsignedTailWithoutAuthenticatorsIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.AuditLog(AuditOptions{Signer: testSigner, RecordKey: testRecordKey}); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "start the previous version once") {
+	if _, err := db.AuditLog(AuditOptions{Signer: testSigner, RecordKey: testRecordKey}); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "start that earlier version once") {
 		t.Fatalf("open = %v", err)
 	}
 }
@@ -152,5 +155,84 @@ func TestPruneDropsTheAuthenticatorsOfWhatItDeletes(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A segment in the last release's format carries no authenticators: with a
+// RecordKey, what it holds past the tip is refused, saying how to go on,
+// never indexed (nor signed over as a trail's first event). Found by a
+// review: a fresh trail took a forged record of that format, first head
+// and all.
+func TestAPreviousFormatSegmentPastTheTipIsRefused(t *testing.T) {
+	for _, before := range []int{0, 3} {
+		dir := t.TempDir()
+		mk, _ := vault.GenerateMasterKey()
+		d, err := start(t, dir, mk, AuditOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range before {
+			if err := d.log.Append(context.Background(), benchEvent(0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, _ := d.log.Head(context.Background())
+		d.stop()
+		dr, err := audit.NewDraft(&audit.Event{Type: audit.TypeRequestApproved, Actor: &audit.Actor{Subject: "ciso", Kind: audit.KindUser}, Decision: "approved"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev := st.Last.Hash
+		if prev == "" {
+			prev = audit.GenesisHash
+		}
+		line, _, err := dr.Seal(st.Last.Seq+1, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const epoch = 9
+		old := binary.BigEndian.AppendUint64([]byte(segMagicV1), epoch)
+		var h [segHeaderV1]byte
+		binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
+		binary.BigEndian.PutUint64(h[4:12], st.Last.Seq+1)
+		binary.BigEndian.PutUint32(h[12:16], recordCRCV1(epoch, st.Last.Seq+1, line))
+		old = append(append(old, h[:]...), line...)
+		old = append(old, make([]byte, 4096)...)
+		if err := os.WriteFile(filepath.Join(dir, SegmentFileName), old, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := start(t, dir, mk, AuditOptions{}); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "start the previous version once") {
+			t.Fatalf("before=%d: start = %v", before, err)
+		}
+	}
+}
+
+// A segment a development build wrote (records with their commit, no
+// authenticator) is refused, not read as torn and emptied.
+func TestADevelopmentFormatSegmentIsRefused(t *testing.T) {
+	raw := append(binary.BigEndian.AppendUint64([]byte(segMagicDev), 2), make([]byte, 4096)...)
+	raw[16] = 1 // something after the header
+	if _, _, _, _, err := parseSegmentFile(raw, nil); err == nil || !strings.Contains(err.Error(), "development build") {
+		t.Fatalf("parse: %v", err)
+	}
+}
+
+// An unsigned retention anchor past the last signed head is refused: a
+// writer without keys could otherwise delete the events, name any hash in
+// it, and have the next head signed over that (found by a review; older
+// unsigned anchors behind a signed head still open).
+func TestAnUnsignedAnchorPastTheHeadIsRefused(t *testing.T) {
+	dir, mk := newDeployment(t, 5)
+	tamperFile(t, dir, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		for s := uint64(1); s <= 5; s++ {
+			if err := b.Delete(u64(s)); err != nil {
+				return err
+			}
+		}
+		return put(tx, bucketAuditMeta, keyAuditAnchor, &audit.Anchor{Seq: 9, Hash: strings.Repeat("ab", 32), Before: time.Now().UTC(), Time: time.Now().UTC()})
+	})
+	if _, err := start(t, dir, mk, AuditOptions{}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "not signed") {
+		t.Fatalf("start = %v", err)
 	}
 }

@@ -104,11 +104,16 @@ type segment struct {
 
 const (
 	segFileHeader = 16
-	segMagic      = "pamctls2"
-	// segMagicV1 files (written before records named their commit) are
-	// read at start, and the segment is rewritten in the current format
-	// when it is emptied.
+	segMagic      = "pamctls3"
+	// segMagicV1 files (the last release's: records without their commit
+	// or authenticator) are read at start; what they hold past the tip
+	// cannot be authenticated, so a log with a RecordKey refuses it
+	// (walkSegment). The segment is rewritten in the current format when
+	// it is emptied.
 	segMagicV1 = "pamctlsg"
+	// segMagicDev files were written by development builds between the
+	// two (records with their commit, no authenticator): refused.
+	segMagicDev = "pamctls2"
 	// segPrealloc is how much of a new file is written with zeros ahead;
 	// past it the file grows by segGrow at a time (one full fsync each),
 	// up to about segmentTruncateAt, and is then reused.
@@ -253,6 +258,8 @@ func parseSegmentFile(raw []byte, key []byte) (epoch uint64, v1 bool, recs []seg
 	case segMagic:
 	case segMagicV1:
 		v1 = true
+	case segMagicDev:
+		return 0, false, nil, 0, errors.New("it is in the format of a development build of pamctl (records without authenticators), which this version does not read; if its events are in the trail (`pamctl audit verify` with that build), move it away")
 	default:
 		return 0, false, nil, 0, errors.New("it does not start with a segment header")
 	}
@@ -610,6 +617,9 @@ func (l *AuditLog) walkSegment(tx *bolt.Tx, recs []segRecord, index bool) (first
 				return nil, nil, fmt.Errorf("%w: its seq %d differs from the one stored in %s: one of them was edited. Run `pamctl audit verify`", ErrSegmentDamaged, r.seq, l.db.path())
 			}
 			continue
+		}
+		if index && l.opts.RecordKey != nil && !r.authed {
+			return nil, nil, fmt.Errorf("%w: %s holds event seq %d, not yet in %s, in the previous release's format, which carries no authenticator: pamctl cannot tell it from one a writer of the data dir added. If this deployment was upgraded right after a crash, and your sinks or off-host anchors show the same events, start the previous version once on this data dir and stop it cleanly (its events are then in the trail under a signed head), then start this version", ErrUnauthenticated, filepath.Join(l.db.dir, SegmentFileName), r.seq, l.db.path())
 		}
 		if v == nil {
 			v = audit.NewRangeVerifier(tip, nil)

@@ -262,7 +262,7 @@ func checkNotLost(dir, path string) error {
 	magic := make([]byte, len(segMagic))
 	_, err = io.ReadFull(seg, magic)
 	seg.Close()
-	if err != nil || string(magic) != segMagic {
+	if err != nil || (string(magic) != segMagic && string(magic) != segMagicV1 && string(magic) != segMagicDev) {
 		return nil // created, never written: the first start did not get that far
 	}
 	if betweenLostChecks != nil {

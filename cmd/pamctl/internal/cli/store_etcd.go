@@ -108,7 +108,11 @@ func storeMigrateRun(cmd *cobra.Command, o *StoreMigrateOptions) error {
 	if err != nil {
 		return err
 	}
-	want, err := verifyBbolt(ctx, src, skr)
+	key, err := sv.DerivedKey(store.AuditRecordKeyPurpose)
+	if err != nil {
+		return err
+	}
+	want, err := verifyBbolt(ctx, src, skr, key)
 	if err != nil {
 		return fmt.Errorf("the trail in %s does not verify, so it is not migrated (run `pamctl audit verify`): %w", cfg.DataDir, err)
 	}
@@ -154,10 +158,19 @@ func storeMigrateRun(cmd *cobra.Command, o *StoreMigrateOptions) error {
 	return nil
 }
 
-func verifyBbolt(ctx context.Context, db *store.DB, kr *token.Keyring) (audit.Report, error) {
-	lg, err := db.AuditLog(store.AuditOptions{Signer: kr, Inspect: true})
+// verifyBbolt verifies the trail of a stopped data dir, and refuses what
+// its opening reports: events the segment holds that the bucket does
+// not, a damaged segment, events past the last signed head that this
+// deployment did not write (which etcd's log would sign over).
+func verifyBbolt(ctx context.Context, db *store.DB, kr *token.Keyring, recordKey []byte) (audit.Report, error) {
+	var reported error
+	lg, err := db.AuditLog(store.AuditOptions{Signer: kr, Inspect: true, RecordKey: recordKey, OnError: func(err error) { reported = errors.Join(reported, err) }})
 	if err != nil {
 		return audit.Report{}, err
+	}
+	if reported != nil {
+		lg.Close()
+		return audit.Report{}, reported
 	}
 	defer lg.Close()
 	return lg.Verify(ctx, audit.KeyFunc(kr.AnyPublicKey))

@@ -1,10 +1,17 @@
 package cli
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/store"
 	"github.com/pamctl/pamctl/store/etcdtest"
 )
 
@@ -47,6 +54,13 @@ func TestStoreMigrateAndStatus(t *testing.T) {
 	if r := runCLI(t, "--config", file, "store", "migrate", "--to", "bbolt"); r.code != ExitUsage {
 		t.Fatalf("--to bbolt: code %d %s", r.code, r.err)
 	}
+	// An event a writer of the data dir chained after the tail, without
+	// keys, is not carried into etcd, where the log would sign over it
+	// (found by a review).
+	forgeAfterTail(t, filepath.Join(dataDir, store.FileName))
+	if r := runCLI(t, "--config", file, "store", "migrate", "--to", "etcd", "--replace"); r.code == ExitOK || !strings.Contains(r.err, "not written by this deployment") {
+		t.Fatalf("migrate of a forged trail: code %d %s", r.code, r.err)
+	}
 
 	etcdFile := writeConfig(t, cfgYAML+"  backend: etcd\n")
 	r = runCLI(t, "--config", etcdFile, "store", "status", "-o", "json")
@@ -64,5 +78,34 @@ func TestStoreMigrateAndStatus(t *testing.T) {
 	r = runCLI(t, "--config", file, "store", "status")
 	if r.code != ExitOK || !strings.Contains(r.out, "bbolt") || !strings.Contains(r.out, "signed head") {
 		t.Fatalf("bbolt status: code %d\n%s%s", r.code, r.out, r.err)
+	}
+}
+
+// forgeAfterTail chains an event after the last one of the bbolt file at
+// path, as a writer of the file without any key can.
+func forgeAfterTail(t *testing.T, path string) {
+	t.Helper()
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	err = b.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte("audit"))
+		k, v := bk.Cursor().Last()
+		seq := binary.BigEndian.Uint64(k)
+		line := v[len(`{"v":1,"d":`) : len(v)-1]
+		d, err := audit.NewDraft(&audit.Event{Type: audit.TypeRequestApproved, Actor: &audit.Actor{Subject: "ciso", Kind: audit.KindUser}, Decision: "approved"}, time.Now())
+		if err != nil {
+			return err
+		}
+		nl, _, err := d.Seal(seq+1, audit.StoredHash(line))
+		if err != nil {
+			return err
+		}
+		return bk.Put(binary.BigEndian.AppendUint64(nil, seq+1), append(append([]byte(`{"v":1,"d":`), nl...), '}'))
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
