@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -37,26 +38,58 @@ var ErrUnauthenticated = errors.New("store: audit event not written by this depl
 
 // eventMAC is the authenticator of the event at seq with hash.
 func eventMAC(key []byte, seq uint64, hash string) []byte {
-	m := hmac.New(sha256.New, key)
+	return newAuthMAC(key).of(seq, hash)
+}
+
+// authMAC computes authenticators with one keyed HMAC, reset for each:
+// the appender and the indexer each keep one (not safe for concurrent
+// use; what of returns is valid until the next call).
+type authMAC struct {
+	h   hash.Hash
+	sum [sha256.Size]byte
+}
+
+func newAuthMAC(key []byte) *authMAC {
+	if key == nil {
+		return nil
+	}
+	return &authMAC{h: hmac.New(sha256.New, key)}
+}
+
+func (m *authMAC) of(seq uint64, hash string) []byte {
+	m.h.Reset()
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], seq)
-	m.Write([]byte("pamctl audit event v1\x00"))
-	m.Write(b[:])
-	m.Write([]byte(hash))
-	return m.Sum(nil)[:authLen]
+	m.h.Write([]byte("pamctl audit event v1\x00"))
+	m.h.Write(b[:])
+	m.h.Write([]byte(hash))
+	return m.h.Sum(m.sum[:0])[:authLen]
+}
+
+// authBucket is where tx stores authenticators; nil without a RecordKey.
+func (l *AuditLog) authBucket(tx *bolt.Tx) (*bolt.Bucket, error) {
+	if l.opts.RecordKey == nil {
+		return nil, nil
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketAuditAuth)
+	if err != nil {
+		return nil, fmt.Errorf("store: create bucket audit_auth: %w", err)
+	}
+	b.FillPercent = 1 // keys only ever append
+	return b, nil
 }
 
 // putAuth stores the authenticator of the event at seq in tx.
 func (l *AuditLog) putAuth(tx *bolt.Tx, seq uint64, hash string) error {
-	if l.opts.RecordKey == nil {
-		return nil
+	b, err := l.authBucket(tx)
+	if b == nil || err != nil {
+		return err
 	}
-	b, err := tx.CreateBucketIfNotExists(bucketAuditAuth)
-	if err != nil {
-		return fmt.Errorf("store: create bucket audit_auth: %w", err)
-	}
-	b.FillPercent = 1
-	if err := b.Put(u64(seq), eventMAC(l.opts.RecordKey, seq, hash)); err != nil {
+	return putMAC(b, seq, eventMAC(l.opts.RecordKey, seq, hash))
+}
+
+func putMAC(b *bolt.Bucket, seq uint64, mac []byte) error {
+	if err := b.Put(u64(seq), mac); err != nil {
 		return fmt.Errorf("store: audit authenticator put: %w", err)
 	}
 	return nil

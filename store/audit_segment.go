@@ -91,13 +91,14 @@ type segment struct {
 	f      *os.File
 	path   string
 	epoch  uint64
-	pos    int64  // where the next record goes
-	alloc  int64  // bytes preallocated (written) in the file
-	buf    []byte // records of the batch not yet written (leader only), up to segChunk
-	limit  int64  // empty past this position (segmentTruncateAt)
-	noSync bool   // the database skips fsync (Options.NoSync: tests)
-	v1     bool   // a segMagicV1 file, read at start; reset rewrites it
-	key    []byte // AuditOptions.RecordKey: records carry their event's authenticator
+	pos    int64    // where the next record goes
+	alloc  int64    // bytes preallocated (written) in the file
+	buf    []byte   // records of the batch not yet written (leader only), up to segChunk
+	limit  int64    // empty past this position (segmentTruncateAt)
+	noSync bool     // the database skips fsync (Options.NoSync: tests)
+	v1     bool     // a segMagicV1 file, read at start; reset rewrites it
+	key    []byte   // AuditOptions.RecordKey: records carry their event's authenticator
+	mac    *authMAC // under key (nil without); the appender's (under tipMu)
 
 	writeFault func(off int64, n int) error // tests: fail a write (nil: none)
 }
@@ -133,10 +134,11 @@ type segRecord struct {
 	prev string // chain link before it (indexer only)
 	hash string
 	d    *audit.Draft // the sealed draft (indexer only; nil at recovery)
-	// authed: read back with its authenticator checked (a current-format
-	// record under the log's RecordKey); what recovery indexes without
-	// one is refused at start as not written by this deployment.
+	// authed: written, or read back with its authenticator checked (a
+	// current-format record under the log's RecordKey); what recovery
+	// meets without one past the tip is refused.
 	authed bool
+	mac    [authLen]byte // the authenticator, when written here (indexer)
 }
 
 func recordCRC(epoch uint64, head []byte, line []byte) uint32 {
@@ -147,15 +149,13 @@ func recordCRC(epoch uint64, head []byte, line []byte) uint32 {
 
 // appendRecord appends the record of seq, written by the commit whose
 // first record is at file offset commit, with the event's authenticator
-// under key (zeros when key is nil).
-func appendRecord(b []byte, epoch, seq, commit uint64, key []byte, line []byte) []byte {
+// mac (zeros when nil).
+func appendRecord(b []byte, epoch, seq, commit uint64, mac []byte, line []byte) []byte {
 	var h [segHeader]byte
 	binary.BigEndian.PutUint32(h[0:4], uint32(len(line)))
 	binary.BigEndian.PutUint64(h[4:12], seq)
 	binary.BigEndian.PutUint64(h[12:20], commit)
-	if key != nil {
-		copy(h[20:36], eventMAC(key, seq, audit.StoredHash(line)))
-	}
+	copy(h[20:36], mac)
 	binary.BigEndian.PutUint32(h[36:40], recordCRC(epoch, h[:36], line))
 	b = append(b, h[:]...)
 	return append(b, line...)
@@ -181,7 +181,7 @@ func openSegment(dir string, noSync bool, key []byte) (*segment, []segRecord, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
 	}
-	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync, key: key}
+	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync, key: key, mac: newAuthMAC(key)}
 	fail := func(err error) (*segment, []segRecord, error) {
 		f.Close()
 		return nil, nil, err
@@ -461,8 +461,14 @@ func allZero(b []byte) bool {
 
 // record appends the record of seq to b, written by the commit whose
 // first record goes at commit.
-func (s *segment) record(b []byte, seq uint64, commit int64, line []byte) []byte {
-	return appendRecord(b, s.epoch, seq, uint64(commit), s.key, line)
+// The record carries the authenticator of the event (hash is its hash),
+// also kept in mac for the indexer.
+func (s *segment) record(b []byte, seq uint64, commit int64, hash string, line []byte, mac *[authLen]byte) []byte {
+	if s.mac == nil {
+		return appendRecord(b, s.epoch, seq, uint64(commit), nil, line)
+	}
+	copy(mac[:], s.mac.of(seq, hash))
+	return appendRecord(b, s.epoch, seq, uint64(commit), mac[:], line)
 }
 
 // write writes b at the end of the records and fdatasyncs. A failed write
@@ -781,13 +787,23 @@ func (l *AuditLog) indexBatch(batch []segRecord) error {
 		first = nil
 		b := tx.Bucket(bucketAudit)
 		b.FillPercent = 1
+		auth, err := l.authBucket(tx)
+		if err != nil {
+			return err
+		}
 		for i := range batch {
 			r := &batch[i]
 			if err := b.Put(u64(r.seq), r.rec); err != nil {
 				return fmt.Errorf("store: audit put: %w", err)
 			}
-			if err := l.putAuth(tx, r.seq, r.hash); err != nil {
-				return err
+			if auth != nil {
+				mac := r.mac[:]
+				if !r.authed {
+					mac = eventMAC(l.opts.RecordKey, r.seq, r.hash)
+				}
+				if err := putMAC(auth, r.seq, mac); err != nil {
+					return err
+				}
 			}
 			var out sealed
 			if err := l.firstHead(tx, r.seq, r.hash, &out); err != nil {
@@ -943,8 +959,9 @@ func (l *AuditLog) writeGeneration(gen []*pendingAppend) {
 			continue
 		}
 		p.at = sealed{seq: seq, prev: tip.Hash, hash: hash}
-		buf = l.seg.record(buf, seq, l.seg.pos, line)
-		recs = append(recs, segRecord{seq: seq, line: line, rec: rec, prev: tip.Hash, hash: hash, d: p.d})
+		r := segRecord{seq: seq, line: line, rec: rec, prev: tip.Hash, hash: hash, d: p.d, authed: l.seg.mac != nil}
+		buf = l.seg.record(buf, seq, l.seg.pos, hash, line, &r.mac)
+		recs = append(recs, r)
 		ok = append(ok, p)
 		tip = audit.Link{Seq: seq, Hash: hash}
 	}
