@@ -159,6 +159,7 @@ type AuditLog struct {
 	asyncErr error
 
 	headMu  sync.Mutex // serializes head signing
+	txMAC   *authMAC   // putAuth's, used only inside bbolt write transactions (one at a time)
 	pruneMu sync.Mutex // serializes pruning
 }
 

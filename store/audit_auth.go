@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -35,11 +36,6 @@ const (
 // head that this deployment did not write: its authenticator is missing
 // or wrong.
 var ErrUnauthenticated = errors.New("store: audit event not written by this deployment")
-
-// eventMAC is the authenticator of the event at seq with hash.
-func eventMAC(key []byte, seq uint64, hash string) []byte {
-	return newAuthMAC(key).of(seq, hash)
-}
 
 // authMAC computes authenticators with one keyed HMAC, reset for each:
 // the appender and the indexer each keep one (not safe for concurrent
@@ -85,7 +81,12 @@ func (l *AuditLog) putAuth(tx *bolt.Tx, seq uint64, hash string) error {
 	if b == nil || err != nil {
 		return err
 	}
-	return putMAC(b, seq, eventMAC(l.opts.RecordKey, seq, hash))
+	// bbolt runs one write transaction at a time: one MAC serves them.
+	// The value is copied: bbolt keeps it until the transaction ends.
+	if l.txMAC == nil {
+		l.txMAC = newAuthMAC(l.opts.RecordKey)
+	}
+	return putMAC(b, seq, bytes.Clone(l.txMAC.of(seq, hash)))
 }
 
 func putMAC(b *bolt.Bucket, seq uint64, mac []byte) error {
@@ -101,7 +102,7 @@ func (l *AuditLog) checkAuthenticated(tx *bolt.Tx, from uint64) error {
 	if l.opts.RecordKey == nil {
 		return nil
 	}
-	auth := tx.Bucket(bucketAuditAuth)
+	auth, m := tx.Bucket(bucketAuditAuth), newAuthMAC(l.opts.RecordKey)
 	c := tx.Bucket(bucketAudit).Cursor()
 	for k, v := c.Seek(u64(from + 1)); k != nil; k, v = c.Next() {
 		seq := binary.BigEndian.Uint64(k)
@@ -113,7 +114,7 @@ func (l *AuditLog) checkAuthenticated(tx *bolt.Tx, from uint64) error {
 		if auth != nil {
 			got = auth.Get(k)
 		}
-		if !hmac.Equal(got, eventMAC(l.opts.RecordKey, seq, audit.StoredHash(line))) {
+		if !hmac.Equal(got, m.of(seq, audit.StoredHash(line))) {
 			what := "its authenticator is wrong"
 			if got == nil {
 				what = "it has no authenticator"

@@ -97,8 +97,7 @@ type segment struct {
 	limit  int64    // empty past this position (segmentTruncateAt)
 	noSync bool     // the database skips fsync (Options.NoSync: tests)
 	v1     bool     // a segMagicV1 file, read at start; reset rewrites it
-	key    []byte   // AuditOptions.RecordKey: records carry their event's authenticator
-	mac    *authMAC // under key (nil without); the appender's (under tipMu)
+	mac    *authMAC // records' authenticators under AuditOptions.RecordKey (nil without); the appender's (under tipMu)
 
 	writeFault func(off int64, n int) error // tests: fail a write (nil: none)
 }
@@ -181,7 +180,7 @@ func openSegment(dir string, noSync bool, key []byte) (*segment, []segRecord, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
 	}
-	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync, key: key, mac: newAuthMAC(key)}
+	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync, mac: newAuthMAC(key)}
 	fail := func(err error) (*segment, []segRecord, error) {
 		f.Close()
 		return nil, nil, err
@@ -382,7 +381,7 @@ func recordAt(raw []byte, off int, epoch uint64, key []byte) (seq uint64, line [
 	if recordCRC(epoch, rest[:36], line) != binary.BigEndian.Uint32(rest[36:40]) {
 		return 0, nil, false
 	}
-	if key != nil && !hmac.Equal(rest[20:36], eventMAC(key, seq, audit.StoredHash(line))) {
+	if key != nil && !hmac.Equal(rest[20:36], newAuthMAC(key).of(seq, audit.StoredHash(line))) {
 		return 0, nil, false // not written by this deployment
 	}
 	return seq, line, true
@@ -796,12 +795,8 @@ func (l *AuditLog) indexBatch(batch []segRecord) error {
 			if err := b.Put(u64(r.seq), r.rec); err != nil {
 				return fmt.Errorf("store: audit put: %w", err)
 			}
-			if auth != nil {
-				mac := r.mac[:]
-				if !r.authed {
-					mac = eventMAC(l.opts.RecordKey, r.seq, r.hash)
-				}
-				if err := putMAC(auth, r.seq, mac); err != nil {
+			if auth != nil { // then the appender put the MAC in r.mac
+				if err := putMAC(auth, r.seq, r.mac[:]); err != nil {
 					return err
 				}
 			}
