@@ -939,11 +939,13 @@ func checkHighWater(tx *bolt.Tx, hw audit.HighWater, tip audit.Link, head *audit
 		if err := a.Check(keys); err != nil {
 			return foreignSignature("retention anchor", err)
 		}
-	} else if a != nil && (head == nil || a.Seq > head.Seq) {
-		// An unsigned anchor (from before anchors were signed) is taken
-		// only behind a signed head: past it, it could say anything, and
-		// the next head would be signed over what it says.
-		return fmt.Errorf("%w: the retention anchor (seq %d) is not signed and lies past the last signed head: a writer of the data file put it there. Run `pamctl audit verify`, and restore the data dir from a backup", ErrDamaged, a.Seq)
+	} else if a != nil {
+		// A signing log signs every anchor it stores. An unsigned one
+		// could say anything: past the head, the next head would be
+		// signed over what it says; at or before it, it would stand in
+		// for signed events a writer deleted (the high-water mark takes
+		// an event pruned behind the anchor as accounted for).
+		return fmt.Errorf("%w: the retention anchor (seq %d) is not signed: a writer of the data file put it there. Run `pamctl audit verify`, and restore the data dir from a backup", ErrDamaged, a.Seq)
 	}
 	seq, hash, ok := hw.HighWater()
 	if !ok {

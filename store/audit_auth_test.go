@@ -217,22 +217,39 @@ func TestADevelopmentFormatSegmentIsRefused(t *testing.T) {
 	}
 }
 
-// An unsigned retention anchor past the last signed head is refused: a
-// writer without keys could otherwise delete the events, name any hash in
-// it, and have the next head signed over that (found by a review; older
-// unsigned anchors behind a signed head still open).
-func TestAnUnsignedAnchorPastTheHeadIsRefused(t *testing.T) {
-	dir, mk := newDeployment(t, 5)
-	tamperFile(t, dir, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAudit)
-		for s := uint64(1); s <= 5; s++ {
-			if err := b.Delete(u64(s)); err != nil {
-				return err
+// An unsigned retention anchor is refused: past the last signed head, a
+// writer without keys could name any hash in it and have the next head
+// signed over that (found by a review); at the head, naming its real hash,
+// it stands in for signed events the writer deleted, which the high-water
+// mark takes as pruned (found by a black-box red team).
+func TestAnUnsignedAnchorIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		seq  uint64
+		real bool // the hash of the event at seq
+	}{{"past the head", 9, false}, {"at the head, its real hash", 5, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, mk := newDeployment(t, 5)
+			tamperFile(t, dir, func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucketAudit)
+				hash := strings.Repeat("ab", 32)
+				if tc.real {
+					line, err := recordLine(b.Get(u64(tc.seq)))
+					if err != nil {
+						return err
+					}
+					hash = audit.StoredHash(line)
+				}
+				for s := uint64(1); s <= 5; s++ {
+					if err := b.Delete(u64(s)); err != nil {
+						return err
+					}
+				}
+				return put(tx, bucketAuditMeta, keyAuditAnchor, &audit.Anchor{Seq: tc.seq, Hash: hash, Before: time.Now().UTC(), Time: time.Now().UTC()})
+			})
+			if _, err := start(t, dir, mk, AuditOptions{}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "not signed") {
+				t.Fatalf("start = %v", err)
 			}
-		}
-		return put(tx, bucketAuditMeta, keyAuditAnchor, &audit.Anchor{Seq: 9, Hash: strings.Repeat("ab", 32), Before: time.Now().UTC(), Time: time.Now().UTC()})
-	})
-	if _, err := start(t, dir, mk, AuditOptions{}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "not signed") {
-		t.Fatalf("start = %v", err)
+		})
 	}
 }
