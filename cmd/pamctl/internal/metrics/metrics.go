@@ -56,7 +56,7 @@ type Options struct {
 type Metrics struct {
 	reg    *prometheus.Registry
 	now    func() time.Time
-	models atomic.Pointer[map[string]struct{}]
+	models atomic.Pointer[map[string]string] // each name to itself: the config's copy
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -128,12 +128,12 @@ func New(o Options) *Metrics {
 // SetModels replaces the models that get a label of their own (config
 // reload); series already exported stay.
 func (m *Metrics) SetModels(models []string) {
-	set := map[string]struct{}{}
+	set := map[string]string{}
 	for _, name := range models {
 		if name == "" || strings.ContainsAny(name, "*?[") || len(set) >= maxModels {
 			continue
 		}
-		set[name] = struct{}{}
+		set[name] = strings.Clone(name)
 	}
 	m.models.Store(&set)
 }
@@ -148,13 +148,15 @@ func (m *Metrics) Handler() http.Handler {
 	return mux
 }
 
-// model bounds the model label.
+// model bounds the model label. A known name is the config's copy: a
+// series keeps its label for good, and the call's name may be a slice of
+// its whole body.
 func (m *Metrics) model(name string) string {
 	if name == "" {
 		return "none"
 	}
-	if _, ok := (*m.models.Load())[name]; ok {
-		return name
+	if own, ok := (*m.models.Load())[name]; ok {
+		return own
 	}
 	return OtherModel
 }

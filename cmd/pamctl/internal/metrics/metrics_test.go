@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -180,5 +181,17 @@ func TestProxiesEnrolled(t *testing.T) {
 	}
 	if _, ok := got["pamctl_proxy_last_contact_timestamp_seconds/prx_c"]; ok {
 		t.Error("a revoked proxy reports its last contact")
+	}
+}
+
+// A series keeps its labels for as long as the process runs, so a model
+// label is the config's own string, never the call's: that one may be a
+// slice of the call's whole body, which the series would then pin.
+func TestModelLabelIsTheConfigsString(t *testing.T) {
+	m := New(Options{Models: []string{"gpt-4o"}})
+	body := `{"model":"gpt-4o","messages":[` + strings.Repeat(" ", 1<<20) + `]}`
+	name := body[10:16]
+	if label := m.model(name); label != name || unsafe.StringData(label) == unsafe.StringData(name) {
+		t.Fatalf("label %q shares the call's bytes (or differs from %q)", label, name)
 	}
 }
