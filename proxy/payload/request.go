@@ -221,19 +221,6 @@ func obj(v any) map[string]any {
 	return m
 }
 
-func decodeObject(b []byte) (map[string]any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var root map[string]any
-	if err := d.Decode(&root); err != nil || root == nil {
-		return nil, ErrInvalidJSON
-	}
-	if len(bytes.TrimSpace(b[d.InputOffset():])) > 0 {
-		return nil, ErrInvalidJSON // trailing data
-	}
-	return root, nil
-}
-
 func deepCopy(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
