@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pamctl/pamctl/proxy/devupstream"
 )
 
 // TestQuickRun is CI's smoke run of the benchmark (go run ./bench -quick):
@@ -56,7 +60,7 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("table has no row %q", w)
 		}
 	}
-	for _, s := range []string{"machine:", "open streams: 50 streams", "target: pamctl peak RSS", "goroutines"} {
+	for _, s := range []string{"machine:", "open streams: 50 streams", "target: pamctl peak RSS", "goroutines", "(43 events, the issue's stream)"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("report lacks %q", s)
 		}
@@ -100,4 +104,20 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// The mock's stream at the default -deltas is the one issue 16's total
+// time target names: 43 events, [DONE] included, for the bench's prompt.
+func TestDefaultStreamIsTheIssues(t *testing.T) {
+	mock := devupstream.New(devupstream.Options{Deltas: defaultOptions().deltas})
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(chatBody(true)))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	mock.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("mock answered %d: %s", rec.Code, rec.Body)
+	}
+	if n := strings.Count(rec.Body.String(), "\ndata: ") + 1; !strings.HasPrefix(rec.Body.String(), "data: ") || n != 43 {
+		t.Fatalf("%d events, want 43:\n%s", n, rec.Body)
+	}
 }

@@ -28,7 +28,7 @@ type options struct {
 	memLimit    string        // GOMEMLIMIT of the open-streams pamctl ("" none)
 	rounds      int           // interleaved rounds the counts are split into
 	warmup      int           // unmeasured requests per target before each scenario
-	deltas      int           // content deltas per stream
+	deltas      int           // content deltas per stream (events: these, the role, the finish and [DONE])
 	latency     time.Duration // mock upstream latency
 	streams     int           // concurrent open streams of the resource phase (0: skip)
 	streamGap   time.Duration // DeltaGap of the resource phase's mock
@@ -46,10 +46,22 @@ type options struct {
 	progress    io.Writer     // progress lines
 }
 
+// issueDeltas is the stream of issue 16's total-time target, "a 43-event
+// stream": 40 content deltas, the role chunk, the finish chunk and [DONE].
+const issueDeltas = 40
+
+// issueStream notes, for a target line, whether the stream is the issue's.
+func issueStream(deltas int) string {
+	if deltas == issueDeltas {
+		return ", the issue's stream"
+	}
+	return fmt.Sprintf(", not the issue's %d", issueDeltas+3)
+}
+
 func defaultOptions() options {
 	return options{
 		conc: []int{1, 32}, rate: 500, rateN: 3000, chatN: 12000, chatN1: 2000, streamN: 3200, streamN1: 400,
-		rounds: 4, warmup: 200, deltas: 50, streams: 1000, streamGap: 100 * time.Millisecond,
+		rounds: 4, warmup: 200, deltas: issueDeltas, streams: 1000, streamGap: 100 * time.Millisecond,
 		variants: true, profileTime: 10 * time.Second, format: "text", progress: os.Stderr, sync: "durable", config: profileSecurity,
 	}
 }
