@@ -38,7 +38,7 @@ func (s *countSink) Append(_ context.Context, e *audit.Event) error {
 
 // cannedTransport answers every request in memory, as the upstream would,
 // so a benchmark over it measures only the proxies' own work.
-type cannedTransport struct{ json, stream, responses []byte }
+type cannedTransport struct{ json, stream, responses, responsesJSON []byte }
 
 func (t cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	body, _ := io.ReadAll(r.Body)
@@ -54,7 +54,11 @@ func (t cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return res, nil
 	}
 	res.Header.Set("Content-Type", "application/json")
-	res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(t.json)), int64(len(t.json))
+	j := t.json
+	if strings.HasSuffix(r.URL.Path, "/responses") {
+		j = t.responsesJSON
+	}
+	res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(j)), int64(len(j))
 	return res, nil
 }
 
@@ -77,6 +81,8 @@ func BenchmarkProxyOverhead(b *testing.B) {
 			writeBenchResponsesStream(w)
 		case strings.Contains(string(body), `"stream":true`):
 			writeChatStream(w, "gpt-4o", true, nil)
+		case strings.HasSuffix(r.URL.Path, "/responses"):
+			writeJSON(w, responseJSON("gpt-4o", "completed"))
 		default:
 			writeJSON(w, benchAnswer)
 		}
@@ -86,7 +92,7 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	writeChatStream(rec, "gpt-4o", true, nil)
 	rrec := httptest.NewRecorder()
 	writeBenchResponsesStream(rrec)
-	canned := cannedTransport{json: []byte(benchAnswer), stream: rec.Body.Bytes(), responses: rrec.Body.Bytes()}
+	canned := cannedTransport{json: []byte(benchAnswer), stream: rec.Body.Bytes(), responses: rrec.Body.Bytes(), responsesJSON: []byte(responseJSON("gpt-4o", "completed"))}
 
 	netTransport := http.DefaultTransport.(*http.Transport).Clone()
 	netTransport.MaxIdleConnsPerHost = 64
@@ -109,7 +115,7 @@ func benchTargets(b *testing.B, upstreamURL string, rt http.RoundTripper) (maske
 func benchProxies(b *testing.B, upstreamURL string, rt http.RoundTripper) {
 	ps, bare, tok := benchProxySet(b, upstreamURL, rt)
 	p, masked, observed := ps[0], ps[1], ps[2]
-	for _, kind := range []string{"chat", "stream", "responses-stream"} {
+	for _, kind := range []string{"chat", "stream", "responses", "responses-stream"} {
 		benchKind(b, kind, bare, p, masked, observed, tok)
 	}
 }
@@ -193,10 +199,11 @@ func benchKind(b *testing.B, kind string, bare, p, masked, observed http.Handler
 	bodies := map[string]string{
 		"chat":             `{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the benchmark."}]}`,
 		"stream":           `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`,
+		"responses":        `{"model":"gpt-4o","instructions":"You are terse.","input":"Say hello to the benchmark."}`,
 		"responses-stream": `{"model":"gpt-4o","stream":true,"input":"Say hello to the benchmark."}`,
 	}
 	path := "/v1/chat/completions"
-	if kind == "responses-stream" {
+	if strings.HasPrefix(kind, "responses") {
 		path = "/v1/responses"
 	}
 	{
