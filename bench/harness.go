@@ -28,7 +28,8 @@ type options struct {
 	memLimit    string        // GOMEMLIMIT of the open-streams pamctl ("" none)
 	rounds      int           // interleaved rounds the counts are split into
 	warmup      int           // unmeasured requests per target before each scenario
-	deltas      int           // content deltas per stream (events: these, the role, the finish and [DONE])
+	api         string        // -api: the API every scenario calls, apiChat or apiResponses
+	deltas      int           // content deltas per stream (events: streamEvents)
 	latency     time.Duration // mock upstream latency
 	streams     int           // concurrent open streams of the resource phase (0: skip)
 	streamGap   time.Duration // DeltaGap of the resource phase's mock
@@ -46,22 +47,57 @@ type options struct {
 	progress    io.Writer     // progress lines
 }
 
+// The APIs of -api: every scenario sends chat completions, or OpenAI
+// Responses API calls (what the OpenAI Agents SDK sends by default).
+const (
+	apiChat      = "chat"      // POST /v1/chat/completions
+	apiResponses = "responses" // POST /v1/responses
+)
+
+// apiPath is the request path of api's calls.
+func apiPath(api string) string {
+	if api == apiResponses {
+		return "/v1/responses"
+	}
+	return "/v1/chat/completions"
+}
+
+// streamEvents is the number of events of the mock's stream of deltas
+// content deltas (proxy/devupstream): for chat completions the role chunk,
+// the deltas, the finish chunk and [DONE]; for the Responses API
+// response.created, response.in_progress, response.output_item.added,
+// response.content_part.added, the deltas (response.output_text.delta),
+// response.output_text.done, response.content_part.done,
+// response.output_item.done and response.completed. (A reply shorter than
+// deltas runes has fewer deltas; the benchmark's is not.)
+func streamEvents(api string, deltas int) int {
+	if api == apiResponses {
+		return deltas + 8
+	}
+	return deltas + 3
+}
+
 // issueDeltas is the stream of issue 16's total-time target, "a 43-event
-// stream": 40 content deltas, the role chunk, the finish chunk and [DONE].
+// stream": a chat completion's 40 content deltas, the role chunk, the
+// finish chunk and [DONE].
 const issueDeltas = 40
 
-// issueStream notes, for a target line, whether the stream is the issue's.
-func issueStream(deltas int) string {
-	if deltas == issueDeltas {
+// issueStream notes, for a target line, whether the stream is the issue's:
+// a chat stream of issueDeltas deltas.
+func issueStream(api string, deltas int) string {
+	switch {
+	case api == apiResponses:
+		return fmt.Sprintf(", Responses API, not the issue's %d-event chat stream", streamEvents(apiChat, issueDeltas))
+	case deltas == issueDeltas:
 		return ", the issue's stream"
 	}
-	return fmt.Sprintf(", not the issue's %d", issueDeltas+3)
+	return fmt.Sprintf(", not the issue's %d", streamEvents(apiChat, issueDeltas))
 }
 
 func defaultOptions() options {
 	return options{
 		conc: []int{1, 32}, rate: 500, rateN: 3000, chatN: 12000, chatN1: 2000, streamN: 3200, streamN1: 400,
-		rounds: 4, warmup: 200, deltas: issueDeltas, streams: 1000, streamGap: 100 * time.Millisecond,
+		rounds: 4, warmup: 200, api: apiChat, deltas: issueDeltas, streams: 1000, streamGap: 100 * time.Millisecond,
 		variants: true, profileTime: 10 * time.Second, format: "text", progress: os.Stderr, sync: "durable", config: profileSecurity,
 	}
 }
@@ -369,12 +405,13 @@ func (b *bench) startTargets() error {
 	for _, c := range b.o.conc {
 		maxC = max(maxC, c)
 	}
+	path := apiPath(b.o.api)
 	b.targets = []*target{
-		{name: "direct", url: up + "/chat/completions", token: tok, cl: newClient(maxC)},
-		{name: "bare", url: "http://" + b.bare.addr + "/v1/chat/completions", token: tok, cl: newClient(maxC)},
+		{name: "direct", url: up + strings.TrimPrefix(path, "/v1"), token: tok, cl: newClient(maxC)},
+		{name: "bare", url: "http://" + b.bare.addr + path, token: tok, cl: newClient(maxC)},
 	}
 	for _, in := range b.insts {
-		b.targets = append(b.targets, &target{name: in.v.name, url: in.chatURL(), token: in.token, cl: newClient(maxC), inst: in})
+		b.targets = append(b.targets, &target{name: in.v.name, url: in.url(path), token: in.token, cl: newClient(maxC), inst: in})
 	}
 	return nil
 }
@@ -416,7 +453,7 @@ func mockConns(ctx context.Context, addr string) (conns, open int64) {
 // round (A B C … then … C B A), so drift in the machine's load hits every
 // target alike.
 func (b *bench) runScenario(rep *report, s scenario) error {
-	j := job{body: chatBody(s.stream), stream: s.stream, rate: s.rate}
+	j := job{body: requestBody(b.o.api, s.stream), api: b.o.api, stream: s.stream, rate: s.rate}
 	b.logf("%s: %d requests per target in %d rounds", s.name(), s.count, b.o.rounds)
 	cells := map[string]*cell{}
 	rep.cells[s.name()] = cells
@@ -541,7 +578,7 @@ func (b *bench) openStreamsPhase() (*resources, error) {
 	pid := in.p.pid()
 	cl := newClient(o.streams)
 	defer cl.CloseIdleConnections()
-	j := job{url: in.chatURL(), token: in.token, body: chatBody(true), stream: true}
+	j := job{url: in.url(apiPath(o.api)), token: in.token, body: requestBody(o.api, true), api: o.api, stream: true}
 	// Warm up with a few streams, then let everything settle: the baseline
 	// includes what the first calls set up once (pools, caches).
 	if r := drive(b.ctx, cl, j, 4, 8, time.Time{}); r.errs > 0 {
@@ -637,7 +674,7 @@ func (b *bench) bareOpenStreams(res *resources, mock *proc) error {
 	defer bare.stop()
 	cl := newClient(res.streams)
 	defer cl.CloseIdleConnections()
-	j := job{url: "http://" + bare.addr + "/v1/chat/completions", token: "bench", body: chatBody(true), stream: true}
+	j := job{url: "http://" + bare.addr + apiPath(b.o.api), token: "bench", body: requestBody(b.o.api, true), api: b.o.api, stream: true}
 	if r := drive(b.ctx, cl, j, 4, 8, time.Time{}); r.errs > 0 {
 		return fmt.Errorf("bare open streams warm-up: %d failed, first: %s%s", r.errs, r.firstE, bare.tail())
 	}
@@ -689,7 +726,7 @@ func (b *bench) profile() ([]string, error) {
 			kind = "stream"
 		}
 		b.logf("profiling pamctl: %s c=%d for %ds", kind, conc, secs)
-		j := job{url: t.url, token: t.token, body: chatBody(stream), stream: stream}
+		j := job{url: t.url, token: t.token, body: requestBody(b.o.api, stream), api: b.o.api, stream: stream}
 		type got struct {
 			name string
 			err  error
@@ -743,6 +780,15 @@ func fetch(ctx context.Context, url, file string) error {
 	return f.Close()
 }
 
+// requestBody is the benchmark's request for api: chatBody or
+// responsesBody.
+func requestBody(api string, stream bool) []byte {
+	if api == apiResponses {
+		return responsesBody(stream)
+	}
+	return chatBody(stream)
+}
+
 // chatBody is the benchmark's request: about 1 KB of ordinary prose that
 // no rule matches and no detector flags. Streams ask for "stream": true
 // only, as the SDKs do by default (pamctl then asks upstream for usage and
@@ -751,7 +797,7 @@ func chatBody(stream bool) []byte {
 	body := map[string]any{
 		"model": "gpt-4o-mini",
 		"messages": []map[string]string{
-			{"role": "system", "content": "You are a careful assistant for an engineering team. Answer briefly and cite the section you rely on."},
+			{"role": "system", "content": benchSystem},
 			{"role": "user", "content": benchPrompt},
 		},
 	}
@@ -761,6 +807,24 @@ func chatBody(stream bool) []byte {
 	b, _ := json.Marshal(body)
 	return b
 }
+
+// responsesBody is chatBody's request as a Responses API call, the same
+// texts: the system message as instructions, the prompt as input.
+func responsesBody(stream bool) []byte {
+	body := map[string]any{
+		"model":        "gpt-4o-mini",
+		"instructions": benchSystem,
+		"input":        benchPrompt,
+	}
+	if stream {
+		body["stream"] = true
+	}
+	b, _ := json.Marshal(body)
+	return b
+}
+
+// benchSystem is the system text of every request.
+const benchSystem = "You are a careful assistant for an engineering team. Answer briefly and cite the section you rely on."
 
 const benchPrompt = `Please review the following design notes for our internal ticket router and tell me ` +
 	`whether the retry policy is sound. The router receives tickets from the web form and the mail ` +

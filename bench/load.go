@@ -21,9 +21,10 @@ import (
 
 // job is one kind of request sent to one target.
 type job struct {
-	url    string // full URL of POST /v1/chat/completions
+	url    string // full URL of POST /v1/chat/completions or /v1/responses
 	token  string
 	body   []byte
+	api    string // apiChat or apiResponses: how the answer's end is checked
 	stream bool
 	// rate paces the workers to this many requests per second in all
 	// (0: each sends its next request as soon as it has its answer).
@@ -147,10 +148,8 @@ func drive(ctx context.Context, cl *http.Client, j job, conc, count int, deadlin
 	return res
 }
 
-// one sends a request and reads its answer to the end. A non-streamed
-// answer must be a 200 chat completion; a stream must be a 200 event stream
-// that ends with "data: [DONE]".
-// onFirst, when not nil, is called when the first byte arrives.
+// one sends a request and reads its answer to the end, which
+// answerEnd.check checks. onFirst, when not nil, is called when the first byte arrives.
 func one(ctx context.Context, cl *http.Client, j job, buf []byte, onFirst func()) (total, ttfb time.Duration, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.url, bytes.NewReader(j.body))
 	if err != nil {
@@ -167,7 +166,7 @@ func one(ctx context.Context, cl *http.Client, j job, buf []byte, onFirst func()
 		return 0, 0, err
 	}
 	defer res.Body.Close()
-	var tail []byte // the last bytes read, to check the stream's end
+	var end answerEnd
 	n, size := 0, 0
 	for {
 		n, err = res.Body.Read(buf)
@@ -179,14 +178,7 @@ func one(ctx context.Context, cl *http.Client, j job, buf []byte, onFirst func()
 				}
 			}
 			size += n
-			if n >= 64 {
-				tail = append(tail[:0], buf[n-64:n]...)
-			} else {
-				tail = append(tail, buf[:n]...)
-				if len(tail) > 64 {
-					tail = tail[len(tail)-64:]
-				}
-			}
+			end.feed(buf[:n], j.stream && j.api == apiResponses)
 		}
 		if err != nil {
 			break
@@ -196,16 +188,143 @@ func one(ctx context.Context, cl *http.Client, j job, buf []byte, onFirst func()
 	if !errors.Is(err, io.EOF) {
 		return 0, 0, fmt.Errorf("read answer: %w", err)
 	}
-	if res.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("status %d: %s", res.StatusCode, bytes.TrimSpace(tail))
-	}
-	if j.stream && !bytes.HasSuffix(bytes.TrimSpace(tail), []byte("data: [DONE]")) {
-		return 0, 0, fmt.Errorf("stream did not end with [DONE]: …%q", tail)
-	}
-	if !j.stream && !bytes.HasSuffix(bytes.TrimSpace(tail), []byte("}")) {
-		return 0, 0, fmt.Errorf("answer is not a JSON object: …%q", tail)
+	if err := end.check(res.StatusCode, j.api, j.stream); err != nil {
+		return 0, 0, err
 	}
 	return total, ttfb, nil
+}
+
+// answerEnd keeps what its check needs of an answer read in pieces: its
+// last bytes and, for a Responses API stream, the start of its last
+// complete event and whether an event was left incomplete.
+type answerEnd struct {
+	tail []byte // the last tailLen bytes
+	// Responses API streams only (events are cut at blank lines):
+	cur     []byte // the start (eventHead bytes at most) of the event being read
+	last    []byte // the start of the last complete event
+	nl      bool   // the last byte fed was a '\n' that may begin an event's end
+	partial bool   // bytes after the last complete event
+}
+
+const (
+	tailLen   = 64
+	eventHead = 160 // enough for "event: response.completed\ndata: {\"type\":\"response.completed\""
+)
+
+// feed adds p, the next bytes of the answer; events says whether to
+// follow SSE events (a Responses API stream).
+func (e *answerEnd) feed(p []byte, events bool) {
+	if len(p) >= tailLen {
+		e.tail = append(e.tail[:0], p[len(p)-tailLen:]...)
+	} else {
+		e.tail = append(e.tail, p...)
+		if len(e.tail) > tailLen {
+			e.tail = e.tail[len(e.tail)-tailLen:]
+		}
+	}
+	if !events {
+		return
+	}
+	for len(p) > 0 {
+		// An event ends at a blank line: "\n\n", perhaps split over two
+		// reads. (The mock and pamctl end lines with "\n" only.)
+		i := 0
+		if !e.nl || p[0] != '\n' {
+			k := bytes.Index(p, []byte("\n\n"))
+			if k < 0 {
+				e.addHead(p)
+				e.nl = p[len(p)-1] == '\n'
+				return
+			}
+			i = k + 1
+		}
+		e.addHead(p[:i+1])
+		if isEvent(e.cur) {
+			e.last = append(e.last[:0], e.cur...)
+		}
+		e.cur, e.nl, e.partial = e.cur[:0], false, false
+		p = p[i+1:]
+	}
+}
+
+// isEvent reports whether a block (its start) is an event: not blank, nor
+// only comments (": keep-alive") that no client dispatches.
+func isEvent(head []byte) bool {
+	if len(head) >= eventHead {
+		return true
+	}
+	for _, line := range bytes.Split(head, []byte("\n")) {
+		if line = bytes.TrimSpace(line); len(line) > 0 && line[0] != ':' {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *answerEnd) addHead(p []byte) {
+	if len(bytes.TrimSpace(p)) > 0 {
+		e.partial = true // until the event's blank line
+	}
+	if room := eventHead - len(e.cur); room > 0 {
+		e.cur = append(e.cur, p[:min(room, len(p))]...)
+	}
+}
+
+// lastEvent is the type of the last complete event of a Responses API
+// stream: its "event:" name, or else the "type" its data starts or ends
+// with (OpenAI and the mock write it first; pamctl, when it re-encodes an
+// event, sorts the keys and writes it last).
+func (e *answerEnd) lastEvent() string {
+	for _, line := range bytes.Split(e.last, []byte("\n")) {
+		if name, ok := bytes.CutPrefix(line, []byte("event:")); ok {
+			return string(bytes.TrimSpace(name))
+		}
+		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			if typ, ok := bytes.CutPrefix(bytes.TrimSpace(data), []byte(`{"type":"`)); ok {
+				if name, _, ok := bytes.Cut(typ, []byte(`"`)); ok {
+					return string(name)
+				}
+			}
+			end := bytes.TrimSpace(e.tail) // the event is the last one: the tail is its end
+			if typ, ok := bytes.CutSuffix(end, []byte(`"}`)); ok {
+				if i := bytes.LastIndex(typ, []byte(`,"type":"`)); i >= 0 {
+					return string(typ[i+len(`,"type":"`):])
+				}
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+// check validates the answer that ended cleanly with status. A
+// non-streamed answer must be a 200 JSON object (a chat completion or a
+// Response); a chat stream a 200 event stream that ends with
+// "data: [DONE]"; a Responses API stream a 200 event stream whose last
+// event is response.completed, complete (Responses streams send no
+// [DONE]; a cut one ends with pamctl's error event, or mid-event).
+func (e *answerEnd) check(status int, api string, stream bool) error {
+	if status != http.StatusOK {
+		return fmt.Errorf("status %d: %s", status, bytes.TrimSpace(e.tail))
+	}
+	switch {
+	case !stream:
+		if !bytes.HasSuffix(bytes.TrimSpace(e.tail), []byte("}")) {
+			return fmt.Errorf("answer is not a JSON object: …%q", e.tail)
+		}
+	case api == apiResponses:
+		if e.partial {
+			return fmt.Errorf("stream ended inside an event: …%q", e.tail)
+		}
+		if ev := e.lastEvent(); ev != "response.completed" {
+			return fmt.Errorf("stream's last event is %q, not response.completed: …%q", ev, e.tail)
+		}
+	default:
+		if !bytes.HasSuffix(bytes.TrimSpace(e.tail), []byte("data: [DONE]")) {
+			return fmt.Errorf("stream did not end with [DONE]: …%q", e.tail)
+		}
+	}
+	return nil
 }
 
 // openStreams starts n streams at once and returns when every one has

@@ -16,10 +16,11 @@
 // target in turn, interleaved over several rounds, and prints one table:
 // requests per second, p50, p90, p99 and max latency, the overhead over the
 // mock (direct) and over the bare proxy, and CPU per request, for
-// non-streamed chat completions (~1 KB prompt) at each concurrency and
-// paced at a fixed rate, and for streams (time to first byte and total
-// time); then pamctl's memory, file descriptors and goroutines with 1,000
-// streams open at once, and how the run compares with the targets.
+// non-streamed chat completions (~1 KB prompt; -api responses sends
+// Responses API calls instead) at each concurrency and paced at a fixed
+// rate, and for streams (time to first byte and total time); then
+// pamctl's memory, file descriptors and goroutines with 1,000 streams open
+// at once, and how the run compares with the targets.
 // docs/performance.md ("End-to-end load") explains the method and records
 // a run.
 package main
@@ -86,6 +87,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.streamN1, "stream-n1", o.streamN1, "streams per target at concurrency 1")
 	fs.IntVar(&o.rounds, "rounds", o.rounds, "interleaved rounds per scenario")
 	fs.IntVar(&o.warmup, "warmup", o.warmup, "unmeasured requests per target before each scenario")
+	fs.StringVar(&o.api, "api", o.api, "the API every scenario calls: chat (POST /v1/chat/completions) or responses (POST /v1/responses, the OpenAI Agents SDK's default)")
 	fs.IntVar(&o.deltas, "deltas", o.deltas, "content deltas per streamed answer")
 	fs.DurationVar(&o.latency, "latency", o.latency, "mock upstream latency before answering")
 	fs.IntVar(&o.streams, "streams", o.streams, "concurrent open streams for the memory phase (0 skips it)")
@@ -117,6 +119,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-rounds must be at least 1")
 	case o.deltas < 1:
 		return o, fmt.Errorf("-deltas must be at least 1")
+	case o.api != apiChat && o.api != apiResponses:
+		return o, fmt.Errorf("-api must be %s or %s, not %q", apiChat, apiResponses, o.api)
 	case o.sync != "durable" && o.sync != "async":
 		return o, fmt.Errorf("-sync must be durable or async")
 	case o.config == "":

@@ -72,11 +72,14 @@ func (in *instance) env() []string {
 	return []string{"XDG_CONFIG_HOME=" + filepath.Join(in.dir, "config"), "PAMCTL_SERVER=", "PAMCTL_CONFIG=", "PAMCTL_DATA_DIR="}
 }
 
-func (in *instance) chatURL() string { return "http://" + in.proxyAddr + "/v1/chat/completions" }
+// url is the URL of path (e.g. apiPath's) on the instance's proxy.
+func (in *instance) url(path string) string { return "http://" + in.proxyAddr + path }
 
 // startPamctl prepares a data dir with a vaulted (fake) provider key, starts
 // pamctl serve on free loopback ports, logs in and gets a token for
-// model:gpt-4o-mini. Without v.dev it runs as deployed, trusting the
+// model:gpt-4o-mini (a model scope grants the model on every model
+// endpoint: /v1/chat/completions and /v1/responses alike, so either -api
+// runs with the same grant and policy). Without v.dev it runs as deployed, trusting the
 // bench's OIDC issuer (iss), and logs in with a workload ID token the
 // issuer minted; with v.dev it runs serve --dev and logs in through the
 // embedded dev issuer.
