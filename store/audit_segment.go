@@ -91,13 +91,15 @@ type segment struct {
 	f      *os.File
 	path   string
 	epoch  uint64
-	pos    int64    // where the next record goes
-	alloc  int64    // bytes preallocated (written) in the file
-	buf    []byte   // records of the batch not yet written (leader only), up to segChunk
-	limit  int64    // empty past this position (segmentTruncateAt)
-	noSync bool     // the database skips fsync (Options.NoSync: tests)
-	v1     bool     // a segMagicV1 file, read at start; reset rewrites it
-	mac    *authMAC // records' authenticators under AuditOptions.RecordKey (nil without); the appender's (under tipMu)
+	pos    int64  // where the next record goes
+	alloc  int64  // bytes preallocated (written) in the file
+	buf    []byte // records of the batch not yet written (leader only), up to segChunk
+	limit  int64  // empty past this position (segmentTruncateAt)
+	noSync bool   // the database skips fsync (Options.NoSync: tests)
+	rc     syscall.RawConn
+	flush  *flushPolicy // how each fdatasync is issued (audit_flush.go)
+	v1     bool         // a segMagicV1 file, read at start; reset rewrites it
+	mac    *authMAC     // records' authenticators under AuditOptions.RecordKey (nil without); the appender's (under tipMu)
 
 	writeFault func(off int64, n int) error // tests: fail a write (nil: none)
 }
@@ -180,10 +182,13 @@ func openSegment(dir string, noSync bool, key []byte) (*segment, []segRecord, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: audit segment: %w", err)
 	}
-	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync, mac: newAuthMAC(key)}
+	s := &segment{f: f, path: path, limit: segmentTruncateAt, noSync: noSync, mac: newAuthMAC(key), flush: newFlushPolicy()}
 	fail := func(err error) (*segment, []segRecord, error) {
 		f.Close()
 		return nil, nil, err
+	}
+	if s.rc, err = f.SyscallConn(); err != nil {
+		return fail(fmt.Errorf("store: audit segment: %w", err))
 	}
 	damaged := func(why string) (*segment, []segRecord, error) {
 		return fail(fmt.Errorf("%w: %s: %s. Its events may be missing from the trail: keep the file for inspection, run `pamctl audit verify`, and move it away (or restore from a backup) to start", ErrSegmentDamaged, path, why))
@@ -557,7 +562,11 @@ func (s *segment) sync() error {
 	if s.noSync {
 		return nil
 	}
-	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+	var err error
+	if cerr := s.rc.Control(func(fd uintptr) { err = s.flush.flush(fd) }); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("store: audit segment: fdatasync: %w", err)
 	}
 	return nil

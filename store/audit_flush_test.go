@@ -1,0 +1,121 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The raw flush is used only with two Ps or more and while flushes are
+// fast: one slow flush turns it off for rawCooldown, then it is tried
+// again; errors come back from either path.
+func TestFlushPolicy(t *testing.T) {
+	clock := time.Unix(1_000_000, 0)
+	procs := 2
+	var calls []string
+	rawTakes := time.Millisecond
+	errRaw, errBlocking := errors.New("raw failed"), errors.New("blocking failed")
+	var failRaw, failBlocking bool
+	p := &flushPolicy{
+		procs: func() int { return procs },
+		now:   func() time.Time { return clock },
+		raw: func(uintptr) error {
+			calls = append(calls, "raw")
+			clock = clock.Add(rawTakes)
+			if failRaw {
+				return errRaw
+			}
+			return nil
+		},
+		blocking: func(uintptr) error {
+			calls = append(calls, "blocking")
+			clock = clock.Add(time.Millisecond)
+			if failBlocking {
+				return errBlocking
+			}
+			return nil
+		},
+	}
+	step := func(want string) {
+		t.Helper()
+		calls = calls[:0]
+		if err := p.flush(3); err != nil {
+			t.Fatalf("flush: %v", err)
+		}
+		if len(calls) != 1 || calls[0] != want {
+			t.Fatalf("flush went %v, want %s", calls, want)
+		}
+	}
+	step("raw")
+	step("raw")
+	procs = 1 // a container limited to one CPU
+	step("blocking")
+	procs = 4
+	step("raw")
+	rawTakes = slowFlush // not slower than the bound: stays raw
+	step("raw")
+	rawTakes = slowFlush + time.Microsecond
+	step("raw") // this one was slow
+	rawTakes = time.Millisecond
+	step("blocking")
+	clock = clock.Add(rawCooldown - 3*time.Millisecond)
+	step("blocking")
+	clock = clock.Add(time.Millisecond)
+	step("raw") // the cool-down is over
+	step("raw")
+
+	failRaw = true
+	if err := p.flush(3); !errors.Is(err, errRaw) {
+		t.Fatalf("a failed raw flush returned %v", err)
+	}
+	procs, failBlocking = 1, true
+	if err := p.flush(3); !errors.Is(err, errBlocking) {
+		t.Fatalf("a failed blocking flush returned %v", err)
+	}
+}
+
+// Both real calls flush a file, and fail on a descriptor that is not one;
+// a segment whose file is closed reports its flush failed.
+func TestFlushCallsAndErrors(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("record")); err != nil {
+		t.Fatal(err)
+	}
+	p := newFlushPolicy()
+	for name, call := range map[string]func(uintptr) error{"raw": p.raw, "blocking": p.blocking} {
+		if err := call(f.Fd()); err != nil {
+			t.Errorf("%s flush: %v", name, err)
+		}
+		if err := call(1 << 20); !errors.Is(err, syscall.EBADF) {
+			t.Errorf("%s flush of a bad descriptor: %v, want EBADF", name, err)
+		}
+	}
+
+	s, _, err := openSegment(t.TempDir(), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushed := 0
+	real := s.flush.raw
+	s.flush.raw = func(fd uintptr) error { flushed++; return real(fd) }
+	s.flush.procs = func() int { return 2 } // whatever this machine has
+	if _, err := s.write([]byte("a record's bytes")); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if flushed != 1 {
+		t.Fatalf("a segment write made %d flushes through its policy, want 1", flushed)
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sync(); err == nil {
+		t.Fatal("a closed segment's sync succeeded")
+	}
+}
