@@ -26,7 +26,7 @@ type HoldRequest struct {
 	Model    string
 	Endpoint string
 	// Excerpt is the prompt as it would go upstream (masked) around the
-	// rule's first match, at most about 1 KiB;
+	// rule's first match, at most about 1 KiB, "…" where it is cut;
 	// PromptSHA256 is the digest of that whole prompt (of the whole body
 	// as it would go upstream when the call carries content pamctl cannot
 	// read), so an approval can be matched to a retry of the same call.
@@ -34,7 +34,8 @@ type HoldRequest struct {
 	PromptSHA256 string
 	// Tool and Arguments are set when a tool_call rule holds a tool call
 	// the model proposed: the tool's name (toolcall.Call.Tool) and its
-	// arguments masked and cut to about 1 KiB (the Excerpt shows both).
+	// arguments masked and whole, at most maxArgumentsShown (the Excerpt
+	// shows both; longer ones are refused, not held).
 	Tool      string
 	Arguments string
 }

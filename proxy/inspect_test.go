@@ -211,3 +211,30 @@ func TestHoldExcerptShowsTheMatch(t *testing.T) {
 		t.Fatalf("excerpt (%d bytes) %q", len(ex), ex)
 	}
 }
+
+// An excerpt that is cut says so: an approver of an unscanned call with a
+// long prompt sees "…" where the excerpt stops, not an end that looks
+// whole.
+func TestHoldExcerptMarksItsCut(t *testing.T) {
+	holds := &fakeHolds{decision: HoldDecision{ID: "req_x", Reason: "no"}}
+	h := newHarness(t, withRules(t, []rules.Rule{
+		{Name: "review-images", Unscanned: true, Action: rules.RequireApproval, Approvers: rules.Approvers{Groups: []string{"security"}}},
+	}), func(o *Options) { o.Holds = holds })
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	long := strings.Repeat("what is this ", 200)
+	for _, c := range []struct {
+		text   string
+		marked bool
+	}{{"what is this", false}, {long, true}} {
+		holds.got = nil
+		h.do("POST", "/v1/chat/completions", tok, `{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text","text":"`+c.text+
+			`"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}]}`)
+		if len(holds.got) != 1 {
+			t.Fatalf("%d holds", len(holds.got))
+		}
+		ex := holds.got[0].Excerpt
+		if !strings.HasPrefix(ex, "[not readable by pamctl: ") || strings.HasSuffix(ex, "…") != c.marked || len(ex) > excerptBytes+len("…") {
+			t.Fatalf("excerpt (%d bytes) ends %q", len(ex), ex[max(0, len(ex)-20):])
+		}
+	}
+}

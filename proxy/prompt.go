@@ -148,13 +148,22 @@ func (p *Proxy) rewritePrompt(c *call, in rules.Input, res rules.Result) (string
 // pamctl could not read and the start of the prompt.
 func holdExcerpt(c *call, res rules.Result) string {
 	if res.Unscanned {
-		return clip("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)
+		return clipMarked("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)
 	}
 	start, end, ok := c.Rules.Locate(res.Rule, c.prompt)
 	if !ok {
-		return clip(c.prompt, excerptBytes)
+		return clipMarked(c.prompt, excerptBytes)
 	}
 	return window(c.prompt, start, end, excerptBytes)
+}
+
+// clipMarked cuts s to about n bytes, as window does: a "…" ends it when
+// something was cut, so an approver knows there is more.
+func clipMarked(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return clip(s, n) + "…"
 }
 
 // window cuts s to about n bytes around [start, end): a quarter of the

@@ -25,9 +25,12 @@ import (
 // held-call buffer. A grant without tool scopes, under a config without
 // tool_call rules, has no judge and pays nothing.
 
-// maxArgumentsExcerpt bounds the masked arguments a person asked to
-// release a held tool call sees.
-const maxArgumentsExcerpt = 1024
+// maxArgumentsShown bounds the masked arguments of a tool call that can
+// be held for a person. An approval releases the whole call, so the
+// person is shown all of its arguments: a call whose masked arguments are
+// longer is refused, not held with a cut (a command padded past the cut
+// would be released unseen).
+const maxArgumentsShown = 8 << 10
 
 // checkTools refuses a model call whose grant has tool scopes when its body
 // declares a tool those scopes do not cover (403 tool_not_in_scope). It
@@ -284,7 +287,11 @@ func (j *judge) hold(ctx context.Context, tc toolcall.Call, tool string, res rul
 		args = redacted
 	}
 	masked, _ := c.ResponseMask.Mask(args)
-	masked = clip(masked, maxArgumentsExcerpt)
+	if len(masked) > maxArgumentsShown {
+		ev.Reasons = append(ev.Reasons, "arguments too long to show")
+		return fmt.Sprintf("%s, and its arguments (%d bytes, masked) are longer than an approver is shown (%d), so it is refused rather than held: an approval would release what nobody saw",
+			who, len(masked), maxArgumentsShown)
+	}
 	hctx, cancel := context.WithTimeout(ctx, p.holdTimeout)
 	defer cancel()
 	start := time.Now()

