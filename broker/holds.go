@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/policy"
@@ -34,8 +35,9 @@ type Hold struct {
 // review as it then is: approved (release the call), denied, or still
 // pending (the caller stopped waiting). An approval given after the caller
 // stopped waiting lets the same subject retry the identical prompt (same
-// SHA-256) once within the retry window; such a retry returns approved at
-// once without a new review.
+// SHA-256, model, endpoint and tool, and no rule the approvers did not
+// approve; see sameCall) once within the retry window; such a retry
+// returns approved at once without a new review.
 func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 	if h.Caller.IssuerURL == "" && h.GrantID != "" {
 		// The caller comes from an access token, which names its issuer
@@ -91,7 +93,7 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 	}
 	for _, r := range rs {
 		if r.Kind != KindPrompt || !r.Requester.Same(h.Caller) || r.Prompt == nil || r.Prompt.Used ||
-			r.Prompt.SHA256 != h.SHA256 || r.Prompt.GrantID != h.GrantID ||
+			r.Prompt.SHA256 != h.SHA256 || r.Prompt.GrantID != h.GrantID || !sameCall(r.Prompt, h) ||
 			r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !s.approvalStands(r) {
 			continue
 		}
@@ -102,6 +104,24 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 		return got, err
 	}
 	return nil, nil
+}
+
+// sameCall reports whether the retry h is the call the approvers of p were
+// shown: the same model, endpoint and tool, and no rule holding it that
+// they did not approve (a reload may have added one). The prompt's digest
+// alone would let an approval of a prompt to one model release it to
+// another, or on another endpoint.
+func sameCall(p *PromptHold, h Hold) bool {
+	if p.Model != h.Model || p.Endpoint != h.Endpoint || p.Tool != h.Tool {
+		return false
+	}
+	approved := append([]string{p.Rule}, p.AlsoRules...)
+	for _, rule := range append([]string{h.Rule}, h.AlsoRules...) {
+		if !slices.Contains(approved, rule) {
+			return false
+		}
+	}
+	return true
 }
 
 // approvalStands reports whether every approval of the held call r would

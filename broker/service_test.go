@@ -484,6 +484,24 @@ func TestPromptHoldReleaseTimeoutAndRetry(t *testing.T) {
 		t.Fatalf("a different prompt used the approval: %+v", r2)
 	}
 	cancel()
+	// The same prompt to another model, on another endpoint, as a tool
+	// call, or held by a rule the approvers did not approve: not the call
+	// they were shown.
+	for what, edit := range map[string]func(*broker.Hold){
+		"another model":    func(h *broker.Hold) { h.Model = "gpt-4o-mini" },
+		"another endpoint": func(h *broker.Hold) { h.Endpoint = "/v1/responses" },
+		"a tool call":      func(h *broker.Hold) { h.Tool = "shell" },
+		"another rule":     func(h *broker.Hold) { h.AlsoRules = []string{"exfiltration"} },
+	} {
+		variant := hold
+		edit(&variant)
+		short, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
+		r2, _ := e.svc.HoldPrompt(short, variant)
+		cancel()
+		if r2.ID == r.ID || r2.State != broker.StatePending {
+			t.Fatalf("%s used the approval: %+v", what, r2)
+		}
+	}
 	retry, err := e.svc.HoldPrompt(ctx, hold)
 	if err != nil || retry.ID != r.ID || retry.State != broker.StateApproved {
 		t.Fatalf("retry within window: %v %+v", err, retry)
