@@ -138,7 +138,9 @@ type Request struct {
 	Prompt    *PromptHold `json:"prompt,omitempty"`
 }
 
-// Approvals counts the distinct approving reviewers.
+// Approvals counts the distinct people who approved, as policy.Satisfied
+// counts them: two accounts with one email (or a workload and the person
+// it acts for) are one.
 func (r *Request) Approvals() int {
 	n := 0
 	for i, rv := range r.Reviews {
@@ -147,7 +149,7 @@ func (r *Request) Approvals() int {
 		}
 		dup := false
 		for _, prev := range r.Reviews[:i] {
-			if prev.Approve && prev.Reviewer.Same(rv.Reviewer) {
+			if prev.Approve && policy.SamePerson(prev.Reviewer.policySubject(), rv.Reviewer.policySubject()) {
 				dup = true
 				break
 			}

@@ -115,7 +115,7 @@ type Subject struct {
 	Kind string `json:"kind,omitempty"`
 	// Act is the sub of the person a service account acts for (the act
 	// claim), if any; that person may not review the service account's
-	// requests, nor the service account that person's (see samePerson).
+	// requests, nor the service account that person's (see SamePerson).
 	Act string `json:"act,omitempty"`
 }
 

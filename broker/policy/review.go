@@ -26,7 +26,7 @@ func CanReview(set Set, t Terms, requester, reviewer Subject) (ok bool, reason s
 		return false, fmt.Sprintf("you act for %s, who made this request; someone else must review it", requester)
 	case sameAct(requester, reviewer):
 		return false, fmt.Sprintf("you and %s, who made this request, act for the same person (%s); someone else must review it", requester, requester.Act)
-	case samePerson(requester, reviewer):
+	case SamePerson(requester, reviewer):
 		return false, "you cannot review your own request"
 	}
 	if !t.Required {
@@ -79,7 +79,7 @@ func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok boo
 		}
 		dup := false
 		for _, c := range counted {
-			dup = dup || samePerson(a, c)
+			dup = dup || SamePerson(a, c)
 		}
 		if !dup {
 			counted = append(counted, a)
@@ -102,10 +102,10 @@ func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok boo
 		len(counted), need, need-len(counted), t.Approvers)
 }
 
-// samePerson reports whether a and b are one person: the same sub under the
+// SamePerson reports whether a and b are one person: the same sub under the
 // same issuer, the same (verified) email under any issuer, or a workload
 // and the person it acts for (or two workloads acting for one person).
-func samePerson(a, b Subject) bool {
+func SamePerson(a, b Subject) bool {
 	if a.ID != "" && a.ID == b.ID && a.Issuer == b.Issuer {
 		return true
 	}
