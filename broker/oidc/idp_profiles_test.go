@@ -303,6 +303,10 @@ func TestDisplayClaims(t *testing.T) {
 		{"control characters dropped", []string{"name"}, mint("", false, map[string]any{"name": "Al\x1b[31mice"}), "Al [31mice"},
 		{"bidi overrides dropped", []string{"name"}, mint("", false, map[string]any{"name": "bob\u202egnp.exe\u200b"}), "bobgnp.exe"},
 		{"blank falls through", nil, mint("", false, map[string]any{"preferred_username": " \u200b ", "name": "Bob"}), "Bob"},
+		// Names that render blank or wide cannot pad a name into another's.
+		{"fillers dropped", []string{"name"}, mint("", false, map[string]any{"name": "ali\u115fce\u3164\u1160\uffa0\u2800"}), "alice"},
+		{"spaces made plain, runs one", []string{"name"}, mint("", false, map[string]any{"name": "alice\u00a0\u3000\u2028\u2029\u0085  (CISO)\u2003x"}), "alice (CISO) x"},
+		{"only fillers falls through", nil, mint("", false, map[string]any{"preferred_username": "\u3164\u3000\u00a0", "name": "Bob"}), "Bob"},
 	}
 	for _, tc := range cases {
 		v := newVerifier(t, clock, oidc.IssuerConfig{Name: "corp", URL: iss.URL(), ClientID: "pamctl", DisplayClaims: tc.claims})

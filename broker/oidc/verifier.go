@@ -380,22 +380,42 @@ func displayName(keys []string, subject, verifiedEmail string, claims, userinfo 
 		} else if s, ok := userinfo[k].(string); ok {
 			v = s
 		}
-		if v = strings.TrimSpace(sanitize(stripFormat(v), maxDisplay)); v != "" {
+		if v = strings.TrimSpace(sanitize(plainName(v), maxDisplay)); v != "" {
 			return v
 		}
 	}
 	return subject
 }
 
-// stripFormat drops Unicode format characters (bidi overrides, zero-width
-// joiners), with which a display name could render as someone else's.
-func stripFormat(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.Is(unicode.Cf, r) {
-			return -1
+// plainName makes a display name render as what it holds, so that it
+// cannot pass for someone else's or hide what follows it: Unicode format
+// characters (bidi overrides, zero-width joiners) and the fillers that
+// render blank (Hangul U+115F, U+1160, U+3164, U+FFA0, braille U+2800)
+// are dropped, every other space or separator (no-break, ideographic, line
+// and paragraph separators, C1 controls) becomes one plain space, and runs
+// of spaces one.
+func plainName(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	space := false
+	for _, r := range s {
+		switch {
+		case unicode.Is(unicode.Cf, r), r == 0x115f, r == 0x1160, r == 0x3164, r == 0xffa0, r == 0x2800:
+			continue
+		case unicode.IsSpace(r), unicode.In(r, unicode.Zs, unicode.Zl, unicode.Zp), r >= 0x80 && r <= 0x9f:
+			space = true
+			continue
 		}
-		return r
-	}, s)
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	if space {
+		b.WriteByte(' ')
+	}
+	return b.String()
 }
 
 // stringList reads a claim that may be absent, a string or a list of strings.
