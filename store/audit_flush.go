@@ -18,28 +18,37 @@ import (
 // commit's leader, and with it every append of the commit, waits up to a
 // millisecond or two before it can release them.
 //
-// rawFlush issues the flush as a raw system call instead: the goroutine
-// keeps its P and thread throughout and goes on at once. Measured at
-// stream c=32 (docs/performance.md, thirteenth round): 30–45 µs less CPU a
-// stream and 1.5–3 ms less added total time. The price is that the P runs
+// The flush is issued as a raw system call instead: the goroutine keeps
+// its P and thread throughout and goes on at once. Measured at stream c=32
+// (docs/performance.md, thirteenth round): 30–45 µs less CPU a stream and
+// about a millisecond less added total time. The price is that the P runs
 // nothing else during the flush (the other Ps do), and that a garbage
-// collection's stop-the-world waits for a flush in progress. So the raw
-// call is used only
+// collection's stop-the-world waits for a flush in progress. That is a
+// good trade only while flushes are short next to what the handoff costs,
+// so the raw call is used only
 //   - with at least two Ps: with one, the whole process would stop for
-//     every flush; and
-//   - while flushes are fast: one that takes longer than slowFlush (a
-//     stalled or saturated disk, during which a collection would freeze
-//     every goroutine with it) turns raw flushes off for rawCooldown, and
-//     the runtime's blocking call is used meanwhile.
+//     every flush;
+//   - while the average raw flush (weighted 1/32 to the latest) stays
+//     under fastFlush: a disk whose flushes take milliseconds (a spinning
+//     disk, a network volume) would keep a P idle most of the time; and
+//   - while no flush stalls: one over stallFlush (a stalled disk, during
+//     which a collection would freeze every goroutine with it) turns raw
+//     flushes off at once.
+//
+// Turned off, the runtime's blocking call is used for rawCooldown, then
+// the raw call is tried again, the average starting from zero.
 const (
-	slowFlush   = 10 * time.Millisecond
+	fastFlush   = time.Millisecond
+	stallFlush  = 20 * time.Millisecond
 	rawCooldown = time.Minute
+	avgShift    = 5 // the average moves 1/32 of the way to each flush
 )
 
 // flushPolicy decides how each flush of one segment is issued. Its hooks
 // are the real calls outside tests.
 type flushPolicy struct {
 	rawOffUntil atomic.Int64 // unix nanoseconds; raw flushes are off before it
+	avg         atomic.Int64 // average raw flush, nanoseconds, from 0 after each cool-down
 
 	procs    func() int             // runtime.GOMAXPROCS(0)
 	now      func() time.Time       // time.Now
@@ -69,8 +78,13 @@ func (p *flushPolicy) flush(fd uintptr) error {
 	start := p.now()
 	err := p.raw(fd)
 	end := p.now()
-	if end.Sub(start) > slowFlush {
+	d := int64(end.Sub(start))
+	avg := p.avg.Load()
+	avg += (d - avg) >> avgShift
+	p.avg.Store(avg)
+	if d > int64(stallFlush) || avg > int64(fastFlush) {
 		p.rawOffUntil.Store(end.Add(rawCooldown).UnixNano())
+		p.avg.Store(0)
 	}
 	return err
 }

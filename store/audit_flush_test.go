@@ -9,35 +9,34 @@ import (
 	"time"
 )
 
-// The raw flush is used only with two Ps or more and while flushes are
-// fast: one slow flush turns it off for rawCooldown, then it is tried
-// again; errors come back from either path.
+// The raw flush is used only with two Ps or more, while the average raw
+// flush stays fast and none stalls; turned off, it is tried again after
+// rawCooldown with a fresh average. Errors come back from either path.
 func TestFlushPolicy(t *testing.T) {
 	clock := time.Unix(1_000_000, 0)
 	procs := 2
 	var calls []string
-	rawTakes := time.Millisecond
+	rawTakes := 200 * time.Microsecond
 	errRaw, errBlocking := errors.New("raw failed"), errors.New("blocking failed")
 	var failRaw, failBlocking bool
-	p := &flushPolicy{
-		procs: func() int { return procs },
-		now:   func() time.Time { return clock },
-		raw: func(uintptr) error {
-			calls = append(calls, "raw")
-			clock = clock.Add(rawTakes)
-			if failRaw {
-				return errRaw
-			}
-			return nil
-		},
-		blocking: func(uintptr) error {
-			calls = append(calls, "blocking")
-			clock = clock.Add(time.Millisecond)
-			if failBlocking {
-				return errBlocking
-			}
-			return nil
-		},
+	p := newFlushPolicy()
+	p.procs = func() int { return procs }
+	p.now = func() time.Time { return clock }
+	p.raw = func(uintptr) error {
+		calls = append(calls, "raw")
+		clock = clock.Add(rawTakes)
+		if failRaw {
+			return errRaw
+		}
+		return nil
+	}
+	p.blocking = func(uintptr) error {
+		calls = append(calls, "blocking")
+		clock = clock.Add(time.Millisecond)
+		if failBlocking {
+			return errBlocking
+		}
+		return nil
 	}
 	step := func(want string) {
 		t.Helper()
@@ -49,23 +48,67 @@ func TestFlushPolicy(t *testing.T) {
 			t.Fatalf("flush went %v, want %s", calls, want)
 		}
 	}
-	step("raw")
-	step("raw")
+	steps := func(n int, want string) {
+		t.Helper()
+		for range n {
+			step(want)
+		}
+	}
+	steps(50, "raw")
 	procs = 1 // a container limited to one CPU
 	step("blocking")
 	procs = 4
 	step("raw")
-	rawTakes = slowFlush // not slower than the bound: stays raw
+
+	// A fast disk's outlier moves the average, not the path.
+	rawTakes = 13 * time.Millisecond
 	step("raw")
-	rawTakes = slowFlush + time.Microsecond
-	step("raw") // this one was slow
-	rawTakes = time.Millisecond
-	step("blocking")
-	clock = clock.Add(rawCooldown - 3*time.Millisecond)
+	rawTakes = 200 * time.Microsecond
+	steps(20, "raw")
+
+	// A disk whose flushes take milliseconds turns it off once the
+	// average passes fastFlush, for rawCooldown; then it is tried again,
+	// the average starting from zero.
+	rawTakes = 3 * time.Millisecond
+	untilOff := func() int {
+		t.Helper()
+		for n := 0; n < 200; n++ {
+			calls = calls[:0]
+			if err := p.flush(3); err != nil {
+				t.Fatal(err)
+			}
+			if calls[0] != "raw" {
+				return n
+			}
+		}
+		t.Fatal("3 ms flushes never turned raw flushes off")
+		return 0
+	}
+	if n := untilOff(); n < 5 || n > 60 {
+		t.Fatalf("3 ms flushes went raw %d times before it turned off", n)
+	}
+	clock = clock.Add(rawCooldown - 2*time.Millisecond)
 	step("blocking")
 	clock = clock.Add(time.Millisecond)
-	step("raw") // the cool-down is over
+	if n := untilOff(); n < 5 || n > 60 { // still slow
+		t.Fatalf("after the cool-down 3 ms flushes went raw %d times", n)
+	}
+	clock = clock.Add(rawCooldown)
+	rawTakes = 200 * time.Microsecond // fast again: raw, and it stays so
+	steps(100, "raw")
+
+	// One stall turns it off at once, however fast the average; a flush
+	// as long as the bound is not one.
+	rawTakes = stallFlush
 	step("raw")
+	rawTakes = 200 * time.Microsecond
+	steps(100, "raw")
+	rawTakes = stallFlush + time.Microsecond
+	step("raw")
+	rawTakes = 200 * time.Microsecond
+	step("blocking")
+	clock = clock.Add(rawCooldown)
+	steps(10, "raw")
 
 	failRaw = true
 	if err := p.flush(3); !errors.Is(err, errRaw) {
