@@ -27,6 +27,9 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 	if req.Model == "" {
 		return errBadRequest(CodeMissingModel, "model", "The request names no model. Add \"model\", e.g. \"gpt-4o\".", nil)
 	}
+	if ae := checkModelName(req.Model); ae != nil {
+		return ae
+	}
 	c.req = req
 	c.clientModel = req.Model
 	c.stream = req.Stream
@@ -34,6 +37,21 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 		c.stripUsage = !askedForUsage(c.body)
 	}
 	return nil
+}
+
+// maxModelName bounds a model's name. It travels into the audit trail,
+// held calls, metrics, logs and trace spans; no provider names a model
+// with more than a few dozen bytes, and a client must not be able to make
+// each of those carry megabytes.
+const maxModelName = 256
+
+// checkModelName refuses a model name longer than maxModelName.
+func checkModelName(model string) *apiError {
+	if len(model) <= maxModelName {
+		return nil
+	}
+	return errBadRequest(CodeInvalidModel, "model", fmt.Sprintf(
+		"The model name is %d bytes; pamctl takes names of at most %d. Send the model's name as the provider lists it.", len(model), maxModelName), nil)
 }
 
 // refusedBody answers a body Validate or ParseRequest refused for what it

@@ -23,6 +23,7 @@ const (
 	CodeUnsupportedShape    = "unsupported_shape"
 	CodeRequestTooComplex   = "request_too_complex"
 	CodeMissingModel        = "missing_model"
+	CodeInvalidModel        = "invalid_model"
 	CodeRateLimitExceeded   = "rate_limit_exceeded"
 	CodeTokenBudgetExceeded = "token_budget_exceeded"
 	CodeUpstreamUnreachable = "upstream_unreachable"

@@ -85,6 +85,11 @@ func TestRefusals(t *testing.T) {
 		{"malformed JSON", "POST", "/v1/chat/completions", good, `{"model":"gpt-4o",`, 400, CodeInvalidJSON, "not a valid JSON object", nil},
 		{"not an object", "POST", "/v1/chat/completions", good, `["gpt-4o"]`, 400, CodeInvalidJSON, "not a valid JSON object", nil},
 		{"missing model", "POST", "/v1/chat/completions", good, `{"messages":[]}`, 400, CodeMissingModel, `"model"`, nil},
+		// A model's name travels into the trail, holds, metrics and spans:
+		// one a client makes megabytes long is refused, in a body or a path.
+		{"model name over the bound", "POST", "/v1/chat/completions", good, `{"model":"gpt-4o` + strings.Repeat("x", maxModelName) + `","messages":[]}`, 400, CodeInvalidModel, "at most 256", nil},
+		{"model name at the bound", "POST", "/v1/chat/completions", good, `{"model":"gpt-4o` + strings.Repeat("x", maxModelName-6) + `","messages":[]}`, 403, CodeModelNotInScope, "pamctl request", nil},
+		{"model path over the bound", "GET", "/v1/models/gpt-4o" + strings.Repeat("x", maxModelName), good, "", 400, CodeInvalidModel, "at most 256", nil},
 		{"empty body", "POST", "/v1/embeddings", good, " ", 400, CodeInvalidJSON, "empty", nil},
 	}
 	for _, tc := range cases {

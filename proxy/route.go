@@ -384,6 +384,10 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	case epModel:
 		c.clientModel = strings.TrimPrefix(c.path, "/v1/models/")
+		if e := checkModelName(c.clientModel); e != nil {
+			p.fail(w, c, e)
+			return false
+		}
 	default:
 		if e := p.parseRequest(c); e != nil {
 			p.fail(w, c, e)

@@ -63,6 +63,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: %q is plaintext; use https, or set tracing.insecure: true", c.OTLPEndpoint))
 	case u.User != nil:
 		errs = append(errs, errors.New("tracing.otlp_endpoint: must not carry credentials"))
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		// A token in the query would be sent, if at all, to a URL with
+		// /v1/traces inside its query: refuse it, as credentials are.
+		errs = append(errs, errors.New("tracing.otlp_endpoint: must not carry a query or fragment (credentials do not belong in the URL; the collector's base URL only, e.g. https://otel-collector:4318)"))
 	}
 	return errors.Join(errs...)
 }
@@ -89,11 +93,23 @@ func New(ctx context.Context, c Config, version string) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	ratio := c.SampleRatio
-	res := resource.NewSchemaless(semconv.ServiceName("pamctl"), semconv.ServiceVersion(version))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
+	tp := sdktrace.NewTracerProvider(append(providerOptions(c.SampleRatio, version), sdktrace.WithBatcher(exp))...)
 	return NewWithProvider(tp, tp.Shutdown), nil
+}
+
+// maxAttributeBytes bounds every span attribute's value. pamctl's own are
+// short (the model's name is at most 256 bytes, the proxy refuses longer
+// ones); the bound keeps a span that a client's input reaches from holding
+// megabytes while it waits in the exporter's queue.
+const maxAttributeBytes = 1024
+
+// providerOptions are the tracer provider's options but its exporter.
+func providerOptions(ratio float64, version string) []sdktrace.TracerProviderOption {
+	limits := sdktrace.NewSpanLimits()
+	limits.AttributeValueLengthLimit = maxAttributeBytes
+	res := resource.NewSchemaless(semconv.ServiceName("pamctl"), semconv.ServiceVersion(version))
+	return []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithRawSpanLimits(limits),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio)))}
 }
 
 // NewWithProvider builds a Tracer on tp (tests use an in-memory

@@ -253,6 +253,10 @@ func TestValidate(t *testing.T) {
 		{Config{OTLPEndpoint: "http://otel:4318", SampleRatio: 1}, "plaintext"},
 		{Config{OTLPEndpoint: "otel:4318", SampleRatio: 1}, "http(s) URL"},
 		{Config{OTLPEndpoint: "https://u:p@otel:4318", SampleRatio: 1}, "credentials"},
+		{Config{OTLPEndpoint: "https://otel:4318/base?api_key=X", SampleRatio: 1}, "query"},
+		{Config{OTLPEndpoint: "https://otel:4318/base?", SampleRatio: 1}, "query"},
+		{Config{OTLPEndpoint: "https://otel:4318/base#k=X", SampleRatio: 1}, "query or fragment"},
+		{Config{OTLPEndpoint: "https://otel:4318/base/", SampleRatio: 1}, ""},
 		{Config{OTLPEndpoint: "https://otel:4318", SampleRatio: 1.5}, "between 0 and 1"},
 	} {
 		err := c.cfg.Validate()
@@ -280,4 +284,56 @@ func attr(s tracetest.SpanStub, k string) string {
 		}
 	}
 	return ""
+}
+
+// The provider New builds cuts every attribute to maxAttributeBytes: a
+// span a client's input reaches cannot hold megabytes in the exporter's
+// queue (red team: a 2 MB model name per call filled 800 MB).
+func TestProviderBoundsAttributes(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(append(providerOptions(1, "test"), sdktrace.WithSyncer(exp))...)
+	tr := NewWithProvider(tp, tp.Shutdown)
+	ctx := tr.CallBegin(context.Background(), http.Header{})
+	tr.CallEnd(ctx, &proxy.CallStats{Endpoint: "chat", Model: strings.Repeat("M", 2<<20), Status: 403, Code: "model_not_in_scope"})
+	spans := exp.GetSpans()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	for _, a := range spans[0].Attributes {
+		if n := len(a.Value.Emit()); n > maxAttributeBytes {
+			t.Errorf("attribute %s holds %d bytes", a.Key, n)
+		}
+		if a.Key == "gen_ai.request.model" && !strings.HasPrefix(a.Value.AsString(), "MMMM") {
+			t.Errorf("model attribute %q", a.Value.AsString())
+		}
+	}
+}
+
+// A collector's token goes in OTEL_EXPORTER_OTLP_HEADERS (the URL may not
+// carry one): the exporter New builds sends it, to <endpoint>/v1/traces.
+func TestExporterSendsHeadersFromTheEnvironment(t *testing.T) {
+	got := make(chan *http.Request, 4)
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got <- r
+	}))
+	defer col.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer collector-token")
+	tr, err := New(context.Background(), Config{OTLPEndpoint: col.URL + "/base", Insecure: true, SampleRatio: 1}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := tr.CallBegin(context.Background(), http.Header{})
+	tr.CallEnd(ctx, &proxy.CallStats{Endpoint: "chat", Model: "gpt-4o", Status: 200})
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r.URL.Path != "/base/v1/traces" || r.Header.Get("Authorization") != "Bearer collector-token" {
+			t.Fatalf("collector got %s with Authorization %q", r.URL.Path, r.Header.Get("Authorization"))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no export reached the collector")
+	}
 }
