@@ -9,6 +9,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
 )
@@ -98,6 +99,34 @@ type AnchorReport struct {
 	Last    uint64 `json:"last"`  // highest anchored seq
 }
 
+// MinRetention is the shortest audit.retention pamctl runs with; a prune
+// it makes never removes events younger than that.
+const MinRetention = time.Hour
+
+// anchorSkew is how far a retention anchor's or a head's clock may be
+// ahead of the verifier's.
+const anchorSkew = 5 * time.Minute
+
+// implausiblePrune says why the retention anchor a cannot have pruned the
+// events the anchored head h covers ("" when it can): pamctl prunes only
+// events older than MinRetention at the time it prunes, at a time past,
+// and after the head was signed. Whoever holds the master key can sign a
+// retention anchor; these rules are what keeps one from passing off the
+// deletion of recent history as retention (docs/audit.md).
+func implausiblePrune(a *audit.Anchor, h audit.SignedHead, now time.Time) string {
+	at := func(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
+	switch {
+	case a.Time.After(now.Add(anchorSkew)):
+		return fmt.Sprintf("a retention anchor dated %s, in the future: the events it says were pruned were deleted", at(a.Time))
+	case a.Time.Sub(a.Before) < MinRetention:
+		return fmt.Sprintf("a retention anchor that pruned events as older than %s at %s, a retention of %s, shorter than the %s pamctl allows: the events were deleted, not pruned",
+			at(a.Before), at(a.Time), a.Time.Sub(a.Before).Round(time.Second), MinRetention)
+	case h.Time.After(a.Time.Add(anchorSkew)):
+		return fmt.Sprintf("a retention anchor that pruned this seq at %s, before this head was signed: the events were deleted, not pruned", at(a.Time))
+	}
+	return ""
+}
+
 // CheckAnchors compares anchored heads with the local trail: each head's
 // hash must be the local hash at its seq, and the trail must reach the
 // last anchored seq. st describes the local trail (first and last retained
@@ -147,6 +176,7 @@ func CheckAnchors(heads []audit.SignedHead, st audit.Status, walk func(fn func(s
 		}
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	now := time.Now()
 	for _, s := range seqs {
 		for _, h := range want[s] {
 			switch {
@@ -156,6 +186,9 @@ func CheckAnchors(heads []audit.SignedHead, st audit.Status, walk func(fn func(s
 				}
 				rep.Matched++
 			case st.Anchor != nil && s < st.Anchor.Seq:
+				if why := implausiblePrune(st.Anchor, h, now); why != "" {
+					return rep, mismatch(h, why)
+				}
 				rep.Pruned++
 			case s > st.Last.Seq:
 				return rep, mismatch(h, "a local trail that ends at seq "+strconv.FormatUint(st.Last.Seq, 10)+": events were cut or the data file was rolled back")
