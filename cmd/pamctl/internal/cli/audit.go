@@ -550,8 +550,11 @@ type verifyOutput struct {
 // not. file is true for an export checked offline.
 func explain(rep audit.Report, file bool) (proven, notProven []string) {
 	from := "genesis"
-	if rep.Anchor != nil {
-		from = fmt.Sprintf("the signed retention anchor at seq %d", rep.Anchor.Seq)
+	if a := rep.Anchor; a != nil {
+		// Its dates are the retention it claims: compare them with
+		// audit.retention (a holder of the master key can sign one).
+		from = fmt.Sprintf("the signed retention anchor at seq %d (events older than %s pruned at %s, a retention of %s)",
+			a.Seq, a.Before.UTC().Format(time.RFC3339), a.Time.UTC().Format(time.RFC3339), humanDuration(a.Time.Sub(a.Before)))
 	}
 	keys := map[string]string{
 		audit.KeysDeployment: "a key of this deployment (its seed unseals under the master key)",

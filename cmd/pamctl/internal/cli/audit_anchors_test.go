@@ -341,3 +341,15 @@ func rewriteWithMasterKey(t *testing.T, s *testServer, at uint64) {
 		t.Fatal(err)
 	}
 }
+
+// verify names the retention a pruned trail's anchor claims, so a reviewer
+// can hold it against audit.retention: a holder of the master key can sign
+// an anchor that prunes all but the last hour.
+func TestVerifyNamesTheRetentionItsAnchorClaims(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	rep := audit.Report{Events: 3, First: 13, Last: 15, Anchor: &audit.Anchor{Seq: 12, Before: at.Add(-90 * 24 * time.Hour), Time: at}}
+	proven, _ := explain(rep, false)
+	if len(proven) == 0 || !strings.Contains(proven[0], "events older than 2026-09-08T01:00:00Z pruned at 2026-12-07T01:00:00Z, a retention of 90d0h") {
+		t.Fatalf("proven: %q", proven)
+	}
+}
