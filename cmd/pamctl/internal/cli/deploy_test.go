@@ -208,7 +208,10 @@ func checkRendered(t *testing.T, name string, out []byte) {
 			t.Errorf("%s: %s = %#v, want %#v", name, path, got, want)
 		}
 	}
-	hardened := func(pod any) map[string]any {
+	values := map[string]any{}
+	raw, _ := os.ReadFile(filepath.Join(chartDir, "ci", name))
+	yaml.Unmarshal(raw, &values)
+	hardened := func(pod any, proxies bool) map[string]any {
 		t.Helper()
 		must(pod, "securityContext.runAsNonRoot", true)
 		must(pod, "securityContext.seccompProfile.type", "RuntimeDefault")
@@ -218,8 +221,28 @@ func checkRendered(t *testing.T, name string, out []byte) {
 		must(c, "securityContext.readOnlyRootFilesystem", true)
 		must(c, "securityContext.allowPrivilegeEscalation", false)
 		must(c, "securityContext.capabilities.drop", []any{"ALL"})
-		must(c, "livenessProbe.httpGet.path", "/healthz")
-		must(c, "readinessProbe.httpGet.path", "/readyz")
+		// The probes reach a listener that takes the kubelet's plain
+		// connection: role all's proxy port (no client certificates
+		// asked), a broker's port unless it asks every client for a
+		// certificate (tls.clientCASecretName), then TCP only.
+		role, _ := get(values, []string{"role"})
+		clientCA, _ := get(values, []string{"tls", "clientCASecretName"})
+		tlsOn, _ := get(values, []string{"tls", "enabled"})
+		switch {
+		case proxies || role == nil || role == "all":
+			must(c, "livenessProbe.httpGet.port", "proxy")
+			must(c, "readinessProbe.httpGet.port", "proxy")
+		case tlsOn == true && clientCA != nil && clientCA != "":
+			must(c, "livenessProbe.tcpSocket.port", "broker")
+			must(c, "readinessProbe.tcpSocket.port", "broker")
+		default:
+			must(c, "livenessProbe.httpGet.port", "broker")
+			must(c, "readinessProbe.httpGet.port", "broker")
+		}
+		if _, tcp := get(c, []string{"readinessProbe", "tcpSocket"}); !tcp {
+			must(c, "livenessProbe.httpGet.path", "/healthz")
+			must(c, "readinessProbe.httpGet.path", "/readyz")
+		}
 		env, _ := get(c, []string{"env"})
 		for _, e := range env.([]any) {
 			m := e.(map[string]any)
@@ -250,9 +273,6 @@ func checkRendered(t *testing.T, name string, out []byte) {
 
 	// The main workload: a StatefulSet of one over bbolt, or a Deployment
 	// of interchangeable replicas over etcd.
-	values := map[string]any{}
-	raw, _ := os.ReadFile(filepath.Join(chartDir, "ci", name))
-	yaml.Unmarshal(raw, &values)
 	backend, _ := get(values, []string{"store", "backend"})
 	var pod any
 	if backend == "etcd" {
@@ -285,7 +305,7 @@ func checkRendered(t *testing.T, name string, out []byte) {
 			t.Errorf("%s: volumeClaimTemplates %v", name, vct)
 		}
 	}
-	c := hardened(pod)
+	c := hardened(pod, false)
 	if _, ok := get(envNames(c)["PAMCTL_MASTER_KEY"], []string{"valueFrom", "secretKeyRef", "name"}); !ok {
 		t.Errorf("%s: the master key does not come from a Secret", name)
 	}
@@ -366,7 +386,7 @@ func checkRendered(t *testing.T, name string, out []byte) {
 		return
 	}
 	ppod, _ := get(psts, []string{"spec", "template", "spec"})
-	pc := hardened(ppod)
+	pc := hardened(ppod, true)
 	if _, ok := envNames(pc)["PAMCTL_MASTER_KEY"]; ok {
 		t.Errorf("%s: the proxies get the master key", name)
 	}

@@ -55,19 +55,34 @@ spec:
         - name: metrics
           containerPort: {{ .Values.metrics.port }}
         {{- end }}
-      # /healthz: the process serves; /readyz: every critical check passes
-      # (the broker listener answers both in either role).
+      # /healthz: the process serves; /readyz: every critical check passes.
+      # Both roles answer them; role all on its proxy port, whose TLS asks
+      # for no client certificate. A broker alone with
+      # tls.clientCASecretName takes only connections with a client
+      # certificate, which the kubelet has none of: its probes are TCP.
+      {{- $probePort := ternary "proxy" "broker" (eq .Values.role "all") }}
+      {{- $tcpOnly := and .Values.tls.enabled .Values.tls.clientCASecretName (ne .Values.role "all") }}
       livenessProbe:
+        {{- if $tcpOnly }}
+        tcpSocket:
+          port: broker
+        {{- else }}
         httpGet:
           path: /healthz
-          port: broker
+          port: {{ $probePort }}
           scheme: {{ ternary "HTTPS" "HTTP" .Values.tls.enabled }}
+        {{- end }}
         {{- toYaml .Values.probes.liveness | nindent 8 }}
       readinessProbe:
+        {{- if $tcpOnly }}
+        tcpSocket:
+          port: broker
+        {{- else }}
         httpGet:
           path: /readyz
-          port: broker
+          port: {{ $probePort }}
           scheme: {{ ternary "HTTPS" "HTTP" .Values.tls.enabled }}
+        {{- end }}
         {{- toYaml .Values.probes.readiness | nindent 8 }}
       securityContext:
         {{- toYaml .Values.securityContext | nindent 8 }}
