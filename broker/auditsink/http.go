@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 )
 
@@ -27,6 +26,11 @@ type httpTarget struct {
 	headersFile string
 	client      *http.Client
 	host        string
+	// refused is the smallest body a collector answered 413 to (0: none
+	// yet): a batch body at least that big is split without sending it.
+	refused int
+	// standIns sent by the last Deliver.
+	standIns []StandIn
 }
 
 func newHTTPClient(caFile string) (*http.Client, error) {
@@ -81,12 +85,7 @@ func (t *httpTarget) body(recs []Record) (data []byte, contentType string, err e
 			b.WriteByte('\n')
 			continue
 		}
-		var ts time.Time
-		if r.Event != nil {
-			ts = r.Event.Time
-		} else {
-			ts = r.Head.Time
-		}
+		ts := r.time()
 		ev, err := json.Marshal(hecEvent{Time: strconv.FormatFloat(float64(ts.UnixMicro())/1e6, 'f', 6, 64), Host: t.host,
 			Source: "pamctl", SourceType: "pamctl:" + r.Kind(), Event: line})
 		if err != nil {
@@ -101,12 +100,79 @@ func (t *httpTarget) body(recs []Record) (data []byte, contentType string, err e
 	return b.Bytes(), "application/x-ndjson", nil
 }
 
+func (t *httpTarget) takeStandIns() []StandIn {
+	s := t.standIns
+	t.standIns = nil
+	return s
+}
+
 func (t *httpTarget) Deliver(ctx context.Context, recs []Record) error {
+	t.standIns = nil
+	return t.deliver(ctx, recs)
+}
+
+// deliver POSTs recs as one body. A collector that answers 413 (Content
+// Too Large) gets the batch in two halves, in order, down to single
+// records; an event it refuses alone is sent as its stand-in, so one big
+// event never holds back the others. A failure after some halves went
+// fails the whole batch, which is sent again (at least once).
+func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 	data, ct, err := t.body(recs)
 	if err != nil {
 		return err
 	}
-	return post(ctx, t.client, t.url, t.headers, t.headersFile, ct, data)
+	if len(recs) > 1 && t.refused > 0 && len(data) >= t.refused {
+		return t.split(ctx, recs)
+	}
+	err = post(ctx, t.client, t.url, t.headers, t.headersFile, ct, data)
+	if !tooLarge(err) {
+		return err
+	}
+	if t.refused == 0 || len(data) < t.refused {
+		t.refused = len(data)
+	}
+	if len(recs) > 1 {
+		return t.split(ctx, recs)
+	}
+	r := recs[0]
+	if r.Event == nil {
+		return fmt.Errorf("%w (a %d-byte body holding one %s record: raise the collector's body limit)", err, len(data), r.Kind())
+	}
+	si := standInFor(r.Event, len(data), 0, fmt.Sprintf("the collector refused the event as too large (HTTP 413 to a %d-byte body)", len(data)))
+	sdata, _, err := t.body([]Record{{StandIn: si}})
+	if err != nil {
+		return err
+	}
+	if err := post(ctx, t.client, t.url, t.headers, t.headersFile, ct, sdata); err != nil {
+		if tooLarge(err) {
+			return fmt.Errorf("%w (even the %d-byte stand-in of seq %d: raise the collector's body limit)", err, len(sdata), r.Seq())
+		}
+		return err
+	}
+	t.standIns = append(t.standIns, *si)
+	return nil
+}
+
+func (t *httpTarget) split(ctx context.Context, recs []Record) error {
+	mid := len(recs) / 2
+	if err := t.deliver(ctx, recs[:mid]); err != nil {
+		return err
+	}
+	return t.deliver(ctx, recs[mid:])
+}
+
+// statusError is a collector's answer other than 2xx.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+// tooLarge reports a 413 answer.
+func tooLarge(err error) bool {
+	var se *statusError
+	return errors.As(err, &se) && se.code == http.StatusRequestEntityTooLarge
 }
 
 // post sends data and accepts only a 2xx answer, reading at most
@@ -137,7 +203,7 @@ func post(ctx context.Context, cl *http.Client, target string, headers map[strin
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("http: %s answered %s: %s", safeURL(target), resp.Status, clean(excerpt, 200))
+		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", safeURL(target), resp.Status, clean(excerpt, 200))}
 	}
 	return nil
 }

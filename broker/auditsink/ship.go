@@ -25,6 +25,10 @@ type Cursor struct {
 	Seq     uint64    `json:"seq"`
 	HeadSeq uint64    `json:"head_seq"`
 	Updated time.Time `json:"updated"`
+	// MAC authenticates the cursor to its sink under Options.CursorKey
+	// (SealCursor); empty without a key and in cursors written before
+	// cursors were authenticated.
+	MAC string `json:"mac,omitempty"`
 }
 
 // CursorStore persists cursors by sink name (store.DB implements it).
@@ -58,10 +62,29 @@ type Status struct {
 	LastError      string    `json:"last_error,omitempty"`
 	LastErrorAt    time.Time `json:"last_error_at,omitzero"`
 	LastDeliveryAt time.Time `json:"last_delivery_at,omitzero"`
+	// CursorError says why the stored cursor was not trusted when the
+	// shipper started (past the end of the trail, a missing or wrong
+	// authenticator) and that delivery restarted at the first retained
+	// event; it stays until the next start. CursorNote says a cursor
+	// without an authenticator was accepted (an upgrade).
+	CursorError string `json:"cursor_error,omitempty"`
+	CursorNote  string `json:"cursor_note,omitempty"`
+	// Oversize counts the events sent as a stand-in record since the start
+	// because they were too large for the sink (StandIn).
+	Oversize uint64 `json:"oversize,omitempty"`
 	// Running is false when read from a stopped data dir.
 	Running bool `json:"running"`
 	// Since is when the shipper started.
 	Since time.Time `json:"since,omitzero"`
+}
+
+// Problem is what readiness reports about the sink: its rejected stored
+// cursor (CursorError) or Stalled.
+func (s Status) Problem(now time.Time, budget time.Duration) error {
+	if s.CursorError != "" {
+		return errors.New("audit sink " + s.Name + ": " + s.CursorError)
+	}
+	return s.Stalled(now, budget)
 }
 
 // Stalled reports a sink that has events to deliver and has delivered
@@ -91,7 +114,12 @@ type Options struct {
 	Cursors CursorStore
 	Sinks   []SinkConfig
 	Anchor  AnchorConfig
-	Logger  *slog.Logger
+	// CursorKey authenticates the cursors (derived from the master key for
+	// CursorKeyPurpose): a stored cursor whose authenticator is missing or
+	// wrong is not trusted (TrustCursor). Nil: cursors are neither
+	// authenticated nor checked, only bounded by the trail.
+	CursorKey []byte
+	Logger    *slog.Logger
 	// Poll is how often a shipper looks for new heads and events without
 	// being woken (default 1s). MinBackoff and MaxBackoff bound the wait
 	// after a failed delivery (defaults 1s and 1m).
@@ -108,6 +136,10 @@ type Options struct {
 type Manager struct {
 	opts     Options
 	shippers []*shipper
+	// stored holds the cursors read at Start; each shipper checks its own
+	// against the trail (TrustCursor) before its first delivery.
+	stored   map[string]Cursor
+	legacyOK bool
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -142,7 +174,7 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsink: read cursors: %w", err)
 	}
-	m := &Manager{opts: o}
+	m := &Manager{opts: o, stored: cursors, legacyOK: LegacyCursorsOK(cursors)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Manager, error) {
 		for _, s := range m.shippers {
@@ -156,7 +188,7 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 		if err != nil {
 			return fail(fmt.Errorf("audit sink %s: %w", c.ID(), err))
 		}
-		m.shippers = append(m.shippers, m.newShipper(c.ID(), c.Type, c.Destination(), t, cursors[c.ID()], c.batchMax(), c.timeout(), false))
+		m.shippers = append(m.shippers, m.newShipper(c.ID(), c.Type, c.Destination(), t, c.batchMax(), c.timeout(), false))
 	}
 	if o.Anchor.Enabled() {
 		t, err := NewAnchorTarget(o.Anchor)
@@ -168,7 +200,7 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 			typ, dest = TypeHTTP, safeURL(o.Anchor.URL)
 		}
 		name := o.Anchor.Name()
-		m.shippers = append(m.shippers, m.newShipper(name, typ, dest, t, cursors[name], 1, DefaultTimeout, true))
+		m.shippers = append(m.shippers, m.newShipper(name, typ, dest, t, 1, DefaultTimeout, true))
 	}
 	if len(m.shippers) == 0 {
 		return m, nil
@@ -257,6 +289,10 @@ type shipper struct {
 	headsOnly bool
 	wake      chan struct{}
 
+	stored  Cursor // as read at Start
+	found   bool   // a cursor was stored
+	checked bool   // stored was checked against the trail (TrustCursor)
+
 	mu        sync.Mutex
 	cur       Cursor
 	last      uint64
@@ -264,21 +300,28 @@ type shipper struct {
 	lastErrAt time.Time
 	lastOK    time.Time
 	since     time.Time
+	curErr    string
+	curNote   string
+	oversize  uint64
 }
 
-func (m *Manager) newShipper(name, typ, dest string, t Target, cur Cursor, batch int, timeout time.Duration, headsOnly bool) *shipper {
-	return &shipper{m: m, name: name, typ: typ, dest: dest, target: t, cur: cur, batch: batch, timeout: timeout, headsOnly: headsOnly, wake: make(chan struct{}, 1), since: time.Now()}
+func (m *Manager) newShipper(name, typ, dest string, t Target, batch int, timeout time.Duration, headsOnly bool) *shipper {
+	cur, found := m.stored[name]
+	return &shipper{m: m, name: name, typ: typ, dest: dest, target: t, stored: cur, found: found, cur: cur, batch: batch, timeout: timeout, headsOnly: headsOnly, wake: make(chan struct{}, 1), since: time.Now()}
 }
 
 func (s *shipper) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Status{Name: s.name, Type: s.typ, Destination: s.dest, Anchor: s.headsOnly, Cursor: s.cur, Last: s.last,
-		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK, Running: true, Since: s.since}
+		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK,
+		CursorError: s.curErr, CursorNote: s.curNote, Oversize: s.oversize, Running: true, Since: s.since}
 }
 
 // Lag is how many events a sink at cur has not received when the trail
 // ends at last; for the anchor, the events after its last anchored head.
+// It is 0 for a cursor past the end: check the cursor first (TrustCursor;
+// a shipper never keeps such a cursor).
 func Lag(cur Cursor, last uint64, headsOnly bool) uint64 {
 	at := cur.Seq
 	if headsOnly {
@@ -349,10 +392,19 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("read the trail: %w", err)
 	}
+	if !s.checked {
+		s.trust(ctx, st)
+	}
 	s.mu.Lock()
 	cur := s.cur
 	s.last = st.Last.Seq
 	s.mu.Unlock()
+	if _, c := TrustCursor(nil, s.name, cur, true, st, true); c.Rejected {
+		// The trail ended before a cursor this shipper acknowledged: it
+		// was cut or replaced under the running server. Skip nothing.
+		s.reject(c.Problem)
+		cur = Cursor{}
+	}
 
 	var recs []Record
 	upto := cur.Seq
@@ -389,6 +441,10 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	dctx, cancel := context.WithTimeout(ctx, s.timeout)
 	err = s.target.Deliver(dctx, recs)
 	cancel()
+	var standIns []StandIn
+	if r, ok := s.target.(standInReporter); ok {
+		standIns = r.takeStandIns()
+	}
 	if err != nil {
 		return false, err
 	}
@@ -401,6 +457,11 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 		}
 	}
 	next.Updated = s.m.opts.Now().UTC()
+	next = SealCursor(s.m.opts.CursorKey, s.name, next)
+	for _, si := range standIns {
+		s.m.opts.Logger.Warn("audit sink: an event too large for the sink was sent as a stand-in record; read it with `pamctl audit show SEQ -o json`",
+			"sink", s.name, "seq", si.Seq, "type", si.EventType, "size", si.Size, "limit", si.Limit)
+	}
 	// Delivered: record it even when Close is under way, or the batch
 	// would go again on the next start.
 	if err := s.m.opts.Cursors.SaveSinkCursor(context.WithoutCancel(ctx), s.name, next); err != nil {
@@ -410,10 +471,48 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	s.mu.Lock()
 	recovered := s.lastErr != ""
 	s.cur, s.lastErr, s.lastOK = next, "", next.Updated
+	s.oversize += uint64(len(standIns))
 	s.mu.Unlock()
 	if recovered {
 		s.m.opts.Logger.Info("audit sink delivering again", "sink", s.name, "cursor", next.Seq)
 	}
 	s.m.opts.OnDelivered(s.name)
 	return !s.headsOnly && upto < st.Last.Seq, nil
+}
+
+// trust checks the stored cursor against the trail before the first
+// delivery: a cursor that is past its end, or not authenticated, is not
+// followed (TrustCursor); an accepted cursor without an authenticator is
+// saved again with one.
+func (s *shipper) trust(ctx context.Context, st audit.Status) {
+	s.checked = true
+	cur, c := TrustCursor(s.m.opts.CursorKey, s.name, s.stored, s.found, st, s.m.legacyOK)
+	switch {
+	case c.Rejected:
+		s.reject(c.Problem)
+	case c.Legacy:
+		s.m.opts.Logger.Warn("audit sink: "+c.Problem, "sink", s.name)
+		s.mu.Lock()
+		s.curNote = c.Problem
+		s.mu.Unlock()
+		sealed := SealCursor(s.m.opts.CursorKey, s.name, cur)
+		if err := s.m.opts.Cursors.SaveSinkCursor(context.WithoutCancel(ctx), s.name, sealed); err != nil {
+			s.m.opts.Logger.Warn("audit sink: could not save the cursor authenticated; it is at the next delivery", "sink", s.name, "err", err.Error())
+		} else {
+			cur = sealed
+		}
+		s.mu.Lock()
+		s.cur = cur
+		s.mu.Unlock()
+	}
+}
+
+// reject restarts delivery at the first retained event and keeps why for
+// Status, logs and readiness.
+func (s *shipper) reject(problem string) {
+	s.m.opts.Logger.Error("audit sink: "+problem, "sink", s.name)
+	s.mu.Lock()
+	s.cur, s.curErr = Cursor{}, problem
+	s.mu.Unlock()
+	s.m.opts.OnError(s.name, errors.New(problem))
 }

@@ -29,6 +29,8 @@ type syslogTarget struct {
 	host    string
 	pid     string
 	conn    net.Conn
+	// standIns sent by the last Deliver (UDP: events over maxUDP).
+	standIns []StandIn
 }
 
 func newSyslogTarget(c SinkConfig) (*syslogTarget, error) {
@@ -77,26 +79,37 @@ func (t *syslogTarget) message(rec Record) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := time.Now().UTC()
-	if rec.Event != nil {
-		ts = rec.Event.Time.UTC()
-	} else if rec.Head != nil {
-		ts = rec.Head.Time.UTC()
-	}
+	ts := rec.time().UTC()
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "<%d>1 %s %s pamctl %s %s - ", syslogPRI, ts.Format("2006-01-02T15:04:05.000000Z"), t.host, t.pid, printASCII(rec.Kind(), 32))
 	b.Write(line)
 	return b.Bytes(), nil
 }
 
+func (t *syslogTarget) takeStandIns() []StandIn {
+	s := t.standIns
+	t.standIns = nil
+	return s
+}
+
 func (t *syslogTarget) Deliver(ctx context.Context, recs []Record) error {
 	var frames [][]byte
+	t.standIns = nil
 	for _, r := range recs {
 		msg, err := t.message(r)
 		if err != nil {
 			return err
 		}
 		if t.network == "udp" {
+			if len(msg) > maxUDP && r.Event != nil {
+				// One datagram cannot carry it: send its stand-in, so
+				// the events after it still go (and the gap shows).
+				si := standInFor(r.Event, len(msg), maxUDP, "the event is more than a UDP syslog datagram carries (use tcp:// or tcp+tls:// for whole events)")
+				if msg, err = t.message(Record{StandIn: si}); err != nil {
+					return err
+				}
+				t.standIns = append(t.standIns, *si)
+			}
 			if len(msg) > maxUDP {
 				return fmt.Errorf("syslog: seq %d is %d bytes, more than a UDP datagram carries: use tcp:// or tcp+tls://", r.Seq(), len(msg))
 			}

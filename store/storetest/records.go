@@ -463,4 +463,23 @@ func SinkCursors(t *testing.T, newStore func(t *testing.T) auditsink.CursorStore
 	if cs, _ := s.SinkCursors(ctx); cs["siem"].Seq != 12 {
 		t.Fatalf("a canceled save landed: %+v", cs["siem"])
 	}
+	// The authenticator is kept exactly, and so is every field it covers:
+	// a backend that lost or rounded one would make every cursor look
+	// forged at the next start.
+	key := []byte("0123456789abcdef0123456789abcdef")
+	sealed := auditsink.SealCursor(key, "siem", auditsink.Cursor{Seq: 13, HeadSeq: 12, Updated: t0.Add(123456789 * time.Nanosecond)})
+	if err := s.SaveSinkCursor(ctx, "siem", sealed); err != nil {
+		t.Fatal(err)
+	}
+	cs, err = s.SinkCursors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cs["siem"]
+	if got.MAC != sealed.MAC || got.MAC == "" || auditsink.SealCursor(key, "siem", got).MAC != sealed.MAC {
+		t.Fatalf("authenticated cursor after a round trip: %+v, saved %+v", got, sealed)
+	}
+	if cs["file"].MAC != "" {
+		t.Fatalf("a cursor saved without an authenticator reads with one: %+v", cs["file"])
+	}
 }

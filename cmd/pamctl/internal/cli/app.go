@@ -174,7 +174,13 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	a.audit = newWatchedAudit(lg, a.health)
 	a.audit.observe = a.observeAppend()
 	// Sinks read the trail on their own goroutines: appends never wait.
-	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.state,
+	// Their cursors are authenticated under a key of the master key, so a
+	// writer of the data dir cannot move one past events.
+	cursorKey, err := a.vault.DerivedKey(auditsink.CursorKeyPurpose)
+	if err != nil {
+		return nil, err
+	}
+	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.state, CursorKey: cursorKey,
 		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log}); err != nil {
 		return nil, err
 	}
@@ -488,11 +494,11 @@ func (a *App) probes() []probe {
 		name := st.Name
 		ps = append(ps, probe{
 			name: checkSink + name, every: probeSinkEvery,
-			hint: fmt.Sprintf("audit sink %s has fallen behind (nothing delivered for %s while events wait); the trail is safe in the store and the sink gets everything when it is back: check `pamctl audit sinks` and the collector", name, sinkLagBudget),
+			hint: fmt.Sprintf("audit sink %s has fallen behind (nothing delivered for %s while events wait), or its stored cursor was not trusted at start (delivery restarted at the first retained event; until the next start); undelivered events wait in the store until audit.retention prunes them: check `pamctl audit sinks`, the server log and the collector", name, sinkLagBudget),
 			run: func(context.Context) error {
 				for _, st := range a.SinkStatus() {
 					if st.Name == name {
-						return st.Stalled(time.Now(), sinkLagBudget)
+						return st.Problem(time.Now(), sinkLagBudget)
 					}
 				}
 				return nil

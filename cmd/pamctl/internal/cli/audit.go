@@ -196,7 +196,11 @@ func (la *localAudit) Export(ctx context.Context, w io.Writer, since, until time
 // Sinks reads the stored cursors of the configured sinks: with no server
 // running there is no last error to show.
 func (la *localAudit) Sinks(ctx context.Context) ([]auditsink.Status, error) {
-	return storedSinkStatus(ctx, la.l.db, la.log, la.cfg)
+	key, err := la.l.vault.DerivedKey(auditsink.CursorKeyPurpose)
+	if err != nil {
+		return nil, err
+	}
+	return storedSinkStatus(ctx, la.l.db, la.log, la.cfg, key)
 }
 
 func (la *localAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) error {
@@ -204,8 +208,10 @@ func (la *localAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) 
 }
 
 // storedSinkStatus is the status of every configured sink as the data dir
-// records it.
-func storedSinkStatus(ctx context.Context, db *store.DB, lg *store.AuditLog, cfg *Config) ([]auditsink.Status, error) {
+// records it, each stored cursor checked as a starting server would
+// (auditsink.TrustCursor): one it would not trust shows as the zero
+// cursor, with why in CursorError.
+func storedSinkStatus(ctx context.Context, db *store.DB, lg *store.AuditLog, cfg *Config, key []byte) ([]auditsink.Status, error) {
 	cursors, err := db.SinkCursors(ctx)
 	if err != nil {
 		return nil, err
@@ -215,19 +221,27 @@ func storedSinkStatus(ctx context.Context, db *store.DB, lg *store.AuditLog, cfg
 		return nil, err
 	}
 	out := []auditsink.Status{}
+	legacyOK := auditsink.LegacyCursorsOK(cursors)
+	check := func(s auditsink.Status) auditsink.Status {
+		stored, found := cursors[s.Name]
+		cur, c := auditsink.TrustCursor(key, s.Name, stored, found, st, legacyOK)
+		s.Cursor, s.Last, s.Lag = cur, st.Last.Seq, auditsink.Lag(cur, st.Last.Seq, s.Anchor)
+		if c.Rejected {
+			s.CursorError = c.Problem
+		} else {
+			s.CursorNote = c.Problem
+		}
+		return s
+	}
 	for _, c := range cfg.Audit.Sinks {
-		cur := cursors[c.ID()]
-		out = append(out, auditsink.Status{Name: c.ID(), Type: c.Type, Destination: c.Destination(), Cursor: cur,
-			Last: st.Last.Seq, Lag: auditsink.Lag(cur, st.Last.Seq, false)})
+		out = append(out, check(auditsink.Status{Name: c.ID(), Type: c.Type, Destination: c.Destination()}))
 	}
 	if a := cfg.Audit.Anchor; a.Enabled() {
 		typ, dest := auditsink.TypeFile, a.File
 		if a.URL != "" {
 			typ, dest = auditsink.TypeHTTP, redact("url", a.URL)
 		}
-		cur := cursors[a.Name()]
-		out = append(out, auditsink.Status{Name: a.Name(), Type: typ, Destination: dest, Anchor: true, Cursor: cur,
-			Last: st.Last.Seq, Lag: auditsink.Lag(cur, st.Last.Seq, true)})
+		out = append(out, check(auditsink.Status{Name: a.Name(), Type: typ, Destination: dest, Anchor: true}))
 	}
 	return out, nil
 }

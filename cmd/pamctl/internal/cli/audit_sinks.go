@@ -26,7 +26,9 @@ store), how many events they still lack, and the last delivery error.
 
 From a running server (a session with audit:read, or the admin socket) the
 error and delivery times are live; from a stopped data dir only the stored
-cursors are shown.`,
+cursors are shown. A stored cursor that cannot be trusted (past the end of
+the trail, or without this deployment's authenticator) is shown as 0 with
+why: the sink then starts again at the first retained event.`,
 		Example: `  pamctl audit sinks
   pamctl audit sinks -o json | jq '.[] | select(.lag > 1000)'`,
 		Args: cobra.NoArgs,
@@ -68,6 +70,9 @@ cursors are shown.`,
 				}
 				if !s.Running {
 					lastErr = "(server not running)"
+				}
+				if s.CursorError != "" {
+					lastErr = "cursor not trusted: " + s.CursorError
 				}
 				t.Row(s.Name, typ, strconv.FormatUint(s.Cursor.Seq, 10), strconv.FormatUint(s.Cursor.HeadSeq, 10),
 					strconv.FormatUint(s.Lag, 10), delivered, truncate(lastErr, 80))

@@ -335,12 +335,18 @@ var (
 	sinkLastDesc = prometheus.NewDesc("pamctl_audit_sink_last_delivery_timestamp_seconds",
 		"When each audit sink last took a delivery (Unix time; 0: never).", []string{"sink", "type"}, nil)
 	sinkErrDesc = prometheus.NewDesc("pamctl_audit_sink_failing", "1 when the sink's last delivery attempt failed.", []string{"sink", "type"}, nil)
+	sinkCurDesc = prometheus.NewDesc("pamctl_audit_sink_cursor_rejected",
+		"1 when the sink's stored cursor was not trusted at start (past the end of the trail, or a missing or wrong authenticator) and delivery restarted at the first retained event.", []string{"sink", "type"}, nil)
+	sinkOversizeDesc = prometheus.NewDesc("pamctl_audit_sink_oversize_events_total",
+		"Events sent to the sink as an audit.oversize stand-in because they were too large for it.", []string{"sink", "type"}, nil)
 )
 
 func (c *sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkLagDesc
 	ch <- sinkLastDesc
 	ch <- sinkErrDesc
+	ch <- sinkCurDesc
+	ch <- sinkOversizeDesc
 }
 
 func (c *sinkCollector) Collect(ch chan<- prometheus.Metric) {
@@ -360,6 +366,12 @@ func (c *sinkCollector) Collect(ch chan<- prometheus.Metric) {
 			failing = 1
 		}
 		ch <- prometheus.MustNewConstMetric(sinkErrDesc, prometheus.GaugeValue, failing, s.Name, typ)
+		rejected := 0.0
+		if s.CursorError != "" {
+			rejected = 1
+		}
+		ch <- prometheus.MustNewConstMetric(sinkCurDesc, prometheus.GaugeValue, rejected, s.Name, typ)
+		ch <- prometheus.MustNewConstMetric(sinkOversizeDesc, prometheus.CounterValue, float64(s.Oversize), s.Name, typ)
 	}
 }
 

@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/auditsink"
+	"github.com/pamctl/pamctl/store"
+)
+
+// The red team's attack: with the server stopped, a program that can
+// write the data dir (no master key) moves every sink cursor far past the
+// trail. `pamctl audit sinks` on the stopped dir says the cursor is not
+// trusted; the restarted server does not follow it: the sink gets the
+// trail again from the first event (its file holds everything, once), and
+// the status and readiness say why.
+func TestForgedSinkCursorIsNotFollowed(t *testing.T) {
+	var cfg *Config
+	dir := t.TempDir()
+	sink := filepath.Join(dir, "trail.jsonl")
+	conf := filepath.Join(dir, "config.yaml")
+	os.WriteFile(conf, []byte("audit:\n  sinks:\n    - { type: file, path: "+sink+" }\n"), 0o600)
+	t.Setenv("PAMCTL_CONFIG", conf)
+	s := startServerWith(t, func(c *Config) { cfg = c })
+	name := cfg.Audit.Sinks[0].ID()
+	s.as(t, "admin", "sk-test-0123456789abcdef", "vault", "set", "key1").must(t, "vault set")
+	sinks := func(what string) []auditsink.Status {
+		t.Helper()
+		var st []auditsink.Status
+		r := s.as(t, "admin", "", "audit", "sinks", "-o", "json").must(t, what)
+		if err := json.Unmarshal([]byte(r.out), &st); err != nil || len(st) != 1 {
+			t.Fatalf("%s: %v\n%s", what, err, r.out)
+		}
+		return st
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for st := sinks("audit sinks"); st[0].Cursor.Seq == 0 || st[0].Lag != 0; st = sinks("audit sinks") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sink never caught up: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop()
+
+	db, err := store.Open(cfg.DataDir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := db.SinkCursors(context.Background())
+	if stored[name].MAC == "" {
+		t.Fatalf("the server saved an unauthenticated cursor: %+v", stored[name])
+	}
+	if err := db.SaveSinkCursor(context.Background(), name, auditsink.Cursor{Seq: 1 << 40, HeadSeq: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	st := sinks("audit sinks (stopped, forged)")[0]
+	if !strings.Contains(st.CursorError, "past the end of the trail") || st.Cursor.Seq != 0 || st.Lag == 0 {
+		t.Fatalf("stopped status of a forged cursor: %+v", st)
+	}
+	table := s.as(t, "admin", "", "audit", "sinks").must(t, "audit sinks (table)")
+	if !strings.Contains(table.out, "cursor not trusted") {
+		t.Fatalf("audit sinks table:\n%s", table.out)
+	}
+
+	// Restart on the same data dir.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	app, err := NewApp(ctx, cfg, AppOptions{Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		st := app.SinkStatus()[0]
+		if st.CursorError != "" && st.Lag == 0 && st.Cursor.Seq > 0 {
+			if err := st.Problem(time.Now(), sinkLagBudget); err == nil || !strings.Contains(err.Error(), "past the end") {
+				t.Fatalf("readiness of a sink whose cursor was rejected: %v", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted sink: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The file holds every event once, from seq 1.
+	f, err := os.Open(sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := audit.VerifyJSONL(bufio.NewReader(f), nil)
+	if err != nil || rep.First != 1 || rep.Last != app.SinkStatus()[0].Cursor.Seq {
+		t.Fatalf("sink file after the redelivery: %+v %v", rep, err)
+	}
+}
