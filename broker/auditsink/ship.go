@@ -74,6 +74,9 @@ type Status struct {
 	Oversize uint64 `json:"oversize,omitempty"`
 	// Running is false when read from a stopped data dir.
 	Running bool `json:"running"`
+	// Standby: another replica leads (Options.Leader) and delivers; this
+	// one delivers nothing and shows the shared cursor.
+	Standby bool `json:"standby,omitempty"`
 	// Since is when the shipper started.
 	Since time.Time `json:"since,omitzero"`
 }
@@ -91,7 +94,7 @@ func (s Status) Problem(now time.Time, budget time.Duration) error {
 // nothing for longer than budget (counted from its start when it never
 // delivered); nil while it keeps up or is merely slow.
 func (s Status) Stalled(now time.Time, budget time.Duration) error {
-	if s.Lag == 0 {
+	if s.Lag == 0 || s.Standby {
 		return nil
 	}
 	last := s.LastDeliveryAt
@@ -114,6 +117,12 @@ type Options struct {
 	Cursors CursorStore
 	Sinks   []SinkConfig
 	Anchor  AnchorConfig
+	// Leader, when set, says whether this replica delivers (replicas on
+	// etcd share the trail and the cursors: only the elected one ships, or
+	// every sink would get every event once per replica and the replicas
+	// would move one cursor back and forth). A replica that starts leading
+	// reads the cursors again first. Nil: always.
+	Leader func() bool
 	// CursorKey authenticates the cursors (derived from the master key for
 	// CursorKeyPurpose): a stored cursor whose authenticator is missing or
 	// wrong is not trusted (TrustCursor). Nil: cursors are neither
@@ -139,6 +148,7 @@ type Manager struct {
 	// stored holds the cursors read at Start; each shipper checks its own
 	// against the trail (TrustCursor) before its first delivery.
 	stored   map[string]Cursor
+	legacyMu sync.Mutex
 	legacyOK bool
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -303,6 +313,7 @@ type shipper struct {
 	curErr    string
 	curNote   string
 	oversize  uint64
+	standby   bool
 }
 
 func (m *Manager) newShipper(name, typ, dest string, t Target, batch int, timeout time.Duration, headsOnly bool) *shipper {
@@ -315,7 +326,7 @@ func (s *shipper) status() Status {
 	defer s.mu.Unlock()
 	return Status{Name: s.name, Type: s.typ, Destination: s.dest, Anchor: s.headsOnly, Cursor: s.cur, Last: s.last,
 		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK,
-		CursorError: s.curErr, CursorNote: s.curNote, Oversize: s.oversize, Running: true, Since: s.since}
+		CursorError: s.curErr, CursorNote: s.curNote, Oversize: s.oversize, Running: true, Since: s.since, Standby: s.standby}
 }
 
 // Lag is how many events a sink at cur has not received when the trail
@@ -391,6 +402,15 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	st, err := s.m.opts.Source.Head(ctx)
 	if err != nil {
 		return false, fmt.Errorf("read the trail: %w", err)
+	}
+	if lead := s.m.opts.Leader; lead != nil && !lead() {
+		return false, s.standBy(ctx, st)
+	}
+	if s.isStandby() {
+		// Leading now: another replica moved the cursor meanwhile.
+		if err := s.reload(ctx); err != nil {
+			return false, err
+		}
 	}
 	if !s.checked {
 		s.trust(ctx, st)
@@ -480,13 +500,56 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	return !s.headsOnly && upto < st.Last.Seq, nil
 }
 
+func (s *shipper) isStandby() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.standby
+}
+
+// standBy is a step on a replica that does not lead: no delivery; the
+// status shows the shared cursor, so lag and readiness say what the
+// leader's sink is doing, not this replica's stale view.
+func (s *shipper) standBy(ctx context.Context, st audit.Status) error {
+	cursors, err := s.m.opts.Cursors.SinkCursors(ctx)
+	if err != nil {
+		return fmt.Errorf("read cursors: %w", err)
+	}
+	s.mu.Lock()
+	s.standby, s.last = true, st.Last.Seq
+	s.cur = cursors[s.name]
+	s.mu.Unlock()
+	return nil
+}
+
+// reload takes the stored cursor again, to be checked against the trail
+// before the next delivery (trust), as at Start.
+func (s *shipper) reload(ctx context.Context) error {
+	cursors, err := s.m.opts.Cursors.SinkCursors(ctx)
+	if err != nil {
+		return fmt.Errorf("read cursors: %w", err)
+	}
+	s.stored, s.found = cursors[s.name]
+	s.checked = false
+	s.m.legacyMu.Lock()
+	s.m.legacyOK = LegacyCursorsOK(cursors)
+	s.m.legacyMu.Unlock()
+	s.mu.Lock()
+	s.standby, s.cur, s.since = false, s.stored, s.m.opts.Now()
+	s.mu.Unlock()
+	s.m.opts.Logger.Info("audit sink: this replica leads now and delivers from the shared cursor", "sink", s.name, "cursor", s.stored.Seq)
+	return nil
+}
+
 // trust checks the stored cursor against the trail before the first
 // delivery: a cursor that is past its end, or not authenticated, is not
 // followed (TrustCursor); an accepted cursor without an authenticator is
 // saved again with one.
 func (s *shipper) trust(ctx context.Context, st audit.Status) {
 	s.checked = true
-	cur, c := TrustCursor(s.m.opts.CursorKey, s.name, s.stored, s.found, st, s.m.legacyOK)
+	s.m.legacyMu.Lock()
+	legacyOK := s.m.legacyOK
+	s.m.legacyMu.Unlock()
+	cur, c := TrustCursor(s.m.opts.CursorKey, s.name, s.stored, s.found, st, legacyOK)
 	switch {
 	case c.Rejected:
 		s.reject(c.Problem)

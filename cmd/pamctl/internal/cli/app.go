@@ -180,8 +180,10 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	// On etcd only the elected replica delivers (a.leads); the others
+	// stand by and show the shared cursor.
 	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.state, CursorKey: cursorKey,
-		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log}); err != nil {
+		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log, Leader: a.leads}); err != nil {
 		return nil, err
 	}
 	if err := a.listen(); err != nil {

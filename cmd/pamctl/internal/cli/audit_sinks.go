@@ -62,6 +62,9 @@ why: the sink then starts again at the first retained event.`,
 				if s.Anchor {
 					typ += " (anchor)"
 				}
+				if s.Standby {
+					typ += " (standby: another replica delivers)"
+				}
 				delivered, lastErr := "-", dash(s.LastError)
 				if !s.LastDeliveryAt.IsZero() {
 					delivered = s.LastDeliveryAt.Local().Format(time.DateTime)
