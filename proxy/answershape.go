@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"unsafe"
@@ -190,7 +189,7 @@ func notObject(b []byte) string {
 	switch {
 	case len(t) == 0:
 		return "empty"
-	case !json.Valid(t):
+	case !payload.ValidJSON(t):
 		return "not JSON"
 	}
 	switch t[0] {

@@ -1065,7 +1065,7 @@ func sseFramed(b []byte) bool {
 			bytes.Equal(line, []byte("data")) {
 			// JSON cannot hold such a line (its strings hold no raw line
 			// breaks); checked all the same.
-			return !json.Valid(b)
+			return !payload.ValidJSON(b)
 		}
 	}
 	return false

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/pamctl/pamctl/proxy/payload"
 )
 
 // topMembers calls visit with each member of the JSON object data in
@@ -14,14 +16,14 @@ import (
 // data nests, where decoding into a struct takes about 1 KiB a level, on
 // the stack of a streaming call's goroutine (docs/performance.md).
 func topMembers(data string, visit func(name, value string)) bool {
-	return json.Valid([]byte(data)) && walkMembers(data, visit)
+	return payload.ValidJSONString(data) && walkMembers(data, visit)
 }
 
 // objectMembers is topMembers for an answer's bytes, which it does not
 // copy: the strings visit gets share b's memory, and are valid only
 // while b is unchanged.
 func objectMembers(b []byte, visit func(name, value string)) bool {
-	return json.Valid(b) && walkMembers(unsafe.String(unsafe.SliceData(b), len(b)), visit)
+	return payload.ValidJSON(b) && walkMembers(unsafe.String(unsafe.SliceData(b), len(b)), visit)
 }
 
 // walkMembers is topMembers for data known to be valid JSON (a value

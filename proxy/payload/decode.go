@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // maxDecodeDepth is encoding/json's nesting limit: a value nested deeper
@@ -195,4 +196,80 @@ func unquoteLikeJSON(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// ValidJSON reports whether b is one JSON value, with JSON white space
+// around it, exactly as json.Valid does (invalid UTF-8 inside strings is
+// valid there too; FuzzValidJSON holds it to json.Valid), in one pass that
+// builds nothing.
+func ValidJSON(b []byte) bool { return ValidJSONString(unsafe.String(unsafe.SliceData(b), len(b))) }
+
+// ValidJSONString is ValidJSON for text held as a string.
+func ValidJSONString(s string) bool {
+	d := objDecoder{jscan: jscan{s: s}}
+	return d.skip() && d.end()
+}
+
+// skip scans one value, with the white space before it.
+func (d *objDecoder) skip() bool {
+	d.ws()
+	switch c := d.peek(); c {
+	case '{', '[':
+		if d.depth++; d.depth > maxDecodeDepth {
+			return false
+		}
+		close := byte('}')
+		if c == '[' {
+			close = ']'
+		}
+		d.i++
+		if d.ws(); d.peek() == close {
+			d.i++
+			d.depth--
+			return true
+		}
+		for {
+			if c == '{' {
+				if d.ws(); d.peek() != '"' {
+					return false
+				}
+				if _, _, ok := d.str(); !ok {
+					return false
+				}
+				if d.ws(); d.peek() != ':' {
+					return false
+				}
+				d.i++
+			}
+			if !d.skip() {
+				return false
+			}
+			d.ws()
+			switch d.peek() {
+			case ',':
+				d.i++
+			case close:
+				d.i++
+				d.depth--
+				return true
+			default:
+				return false
+			}
+		}
+	case '"':
+		_, _, ok := d.str()
+		return ok
+	case 't':
+		return d.literal("true")
+	case 'f':
+		return d.literal("false")
+	case 'n':
+		return d.literal("null")
+	default:
+		if c != '-' && !isDigit(c) {
+			return false
+		}
+		_, _, ok := d.number()
+		return ok
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -121,6 +122,54 @@ func BenchmarkDecodeObject(b *testing.B) {
 		for b.Loop() {
 			if _, err := decodeObjectStd(in); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestValidJSONMatchesEncodingJSON(t *testing.T) {
+	extra := []string{`[]`, `[1,2]`, `"s"`, `1`, `-0.5e3`, `true`, `null`, ` [ {} ] `, `[`, `]`, `[1,]`, `{"a":[}`, `01`, `"\x01"`,
+		"\"\xff\"", `"\ud800"`, "\ufeff1", "1\u00a0", `{"a":1}x`, `1 2`, ``, ` `}
+	for _, in := range append(slices.Clone(decodeCases), extra...) {
+		if got, want := ValidJSON([]byte(in)), json.Valid([]byte(in)); got != want {
+			t.Errorf("%q: ValidJSON %v, json.Valid %v", in, got, want)
+		}
+	}
+	for _, depth := range []int{maxDecodeDepth, maxDecodeDepth + 1} {
+		in := []byte(strings.Repeat("[", depth) + strings.Repeat("]", depth))
+		if got, want := ValidJSON(in), json.Valid(in); got != want {
+			t.Errorf("depth %d: ValidJSON %v, json.Valid %v", depth, got, want)
+		}
+	}
+}
+
+func FuzzValidJSON(f *testing.F) {
+	for _, in := range decodeCases {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if got, want := ValidJSON(in), json.Valid(in); got != want {
+			t.Fatalf("%q: ValidJSON %v, json.Valid %v", in, got, want)
+		}
+	})
+}
+
+func BenchmarkValidJSON(b *testing.B) {
+	in := []byte(`{"id":"resp_1","object":"response","created_at":1741476542,"status":"completed","model":"gpt-4o","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"` +
+		strings.Repeat("Paris is the capital of France. ", 40) + `","annotations":[]}]}],"usage":{"input_tokens":36,"output_tokens":87,"total_tokens":123}}`)
+	b.Run("ValidJSON", func(b *testing.B) {
+		b.SetBytes(int64(len(in)))
+		for b.Loop() {
+			if !ValidJSON(in) {
+				b.Fatal("invalid")
+			}
+		}
+	})
+	b.Run("json.Valid", func(b *testing.B) {
+		b.SetBytes(int64(len(in)))
+		for b.Loop() {
+			if !json.Valid(in) {
+				b.Fatal("invalid")
 			}
 		}
 	})
