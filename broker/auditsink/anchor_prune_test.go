@@ -33,7 +33,7 @@ func TestAnchorsRefuseAPruneThatIsADeletion(t *testing.T) {
 		{"everything before now", now, now, false, "shorter than the 1h0m0s pamctl allows"},
 		{"59 minutes", now.Add(-59 * time.Minute), now, false, "shorter than"},
 		{"dated in the future", now.Add(time.Hour), now.Add(2 * time.Hour), false, "in the future"},
-		{"pruned before a head it covers was signed", now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), true, "before this head was signed"},
+		{"pruned before a head it covers was signed", now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), true, "deleted, not pruned"},
 	} {
 		hs := append([]audit.SignedHead(nil), heads...)
 		if c.lateHead {

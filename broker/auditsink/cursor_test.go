@@ -137,8 +137,10 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	if st.CursorError != "" || !strings.Contains(st.CursorNote, "no authenticator") {
 		t.Fatalf("status: %+v", st)
 	}
-	if err := st.Problem(time.Now(), time.Hour); err != nil {
-		t.Fatalf("an upgrade is not a readiness problem: %v", err)
+	// Reported until the next start: pamctl cannot tell an upgrade from
+	// authenticators stripped by a writer of the data dir.
+	if err := st.Problem(time.Now(), time.Hour); err == nil || !strings.Contains(err.Error(), "expected only on the first start after upgrading") {
+		t.Fatalf("an adopted unauthenticated cursor is not reported: %v", err)
 	}
 	m.Close()
 	stored, _ := tr.db.SinkCursors(context.Background())
@@ -150,7 +152,7 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	tr.add(t, 1, "y")
 	m = tr.startKeyed(t, sinks, auditsink.AnchorConfig{})
 	waitFor(t, "event 11", func() bool { return coll.got.count() >= 5 })
-	if st := m.Status()[0]; st.CursorNote != "" || st.CursorError != "" {
+	if st := m.Status()[0]; st.CursorNote != "" || st.CursorError != "" || st.Problem(time.Now(), time.Hour) != nil {
 		t.Fatalf("second start: %+v", st)
 	}
 }

@@ -31,6 +31,9 @@ type httpTarget struct {
 	refused int
 	// standIns sent by the last Deliver.
 	standIns []StandIn
+	// acked counts the leading records of the last Deliver the collector
+	// took (split deliveries ack them part by part).
+	acked int
 }
 
 func newHTTPClient(caFile string) (*http.Client, error) {
@@ -107,9 +110,27 @@ func (t *httpTarget) takeStandIns() []StandIn {
 }
 
 func (t *httpTarget) Deliver(ctx context.Context, recs []Record) error {
-	t.standIns = nil
-	return t.deliver(ctx, recs)
+	t.standIns, t.acked = nil, 0
+	err := t.deliver(ctx, recs)
+	if err != nil && t.acked > 0 {
+		return &PartialError{Delivered: t.acked, Err: err}
+	}
+	return err
 }
+
+// PartialError is a Deliver that failed after the collector took the
+// first Delivered records: the shipper records them, so a batch split into
+// many posts moves on even when all of them do not fit in one timeout.
+type PartialError struct {
+	Delivered int
+	Err       error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%v (after the first %d records were delivered)", e.Err, e.Delivered)
+}
+
+func (e *PartialError) Unwrap() error { return e.Err }
 
 // deliver POSTs recs as one body. A collector that answers 413 (Content
 // Too Large) gets the batch in two halves, in order, down to single
@@ -125,6 +146,9 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 		return t.split(ctx, recs)
 	}
 	err = post(ctx, t.client, t.url, t.headers, t.headersFile, ct, data)
+	if err == nil {
+		t.acked += len(recs)
+	}
 	if !tooLarge(err) {
 		return err
 	}
@@ -150,6 +174,7 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 		return err
 	}
 	t.standIns = append(t.standIns, *si)
+	t.acked++
 	return nil
 }
 

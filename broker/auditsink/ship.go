@@ -87,6 +87,12 @@ func (s Status) Problem(now time.Time, budget time.Duration) error {
 	if s.CursorError != "" {
 		return errors.New("audit sink " + s.Name + ": " + s.CursorError)
 	}
+	if s.CursorNote != "" {
+		// Expected once, on the first start after an upgrade from a pamctl
+		// that did not authenticate cursors; at any other time someone
+		// stripped them (and may have moved them: that is not detectable).
+		return errors.New("audit sink " + s.Name + ": " + s.CursorNote + "; expected only on the first start after upgrading from a pamctl that did not authenticate cursors, otherwise someone who can write the data dir stripped the authenticators and may have moved the cursor: check the sink for gaps against `pamctl audit export`")
+	}
 	return s.Stalled(now, budget)
 }
 
@@ -411,6 +417,11 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 		if err := s.reload(ctx); err != nil {
 			return false, err
 		}
+		// The trail as it is now: the old leader may have saved a cursor
+		// past the status read above.
+		if st, err = s.m.opts.Source.Head(ctx); err != nil {
+			return false, fmt.Errorf("read the trail: %w", err)
+		}
 	}
 	if !s.checked {
 		s.trust(ctx, st)
@@ -465,8 +476,16 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	if r, ok := s.target.(standInReporter); ok {
 		standIns = r.takeStandIns()
 	}
+	var partial error
 	if err != nil {
-		return false, err
+		// The collector took a leading part of the batch (a split one):
+		// record it, so the next try starts after it, then back off.
+		var pe *PartialError
+		if !errors.As(err, &pe) || pe.Delivered <= 0 || pe.Delivered >= len(recs) || recs[pe.Delivered-1].Event == nil {
+			return false, err
+		}
+		recs, partial = recs[:pe.Delivered], err
+		upto = recs[len(recs)-1].Event.Seq
 	}
 	next := cur
 	next.Seq = upto
@@ -487,6 +506,13 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	if err := s.m.opts.Cursors.SaveSinkCursor(context.WithoutCancel(ctx), s.name, next); err != nil {
 		// Delivered but not recorded: the batch goes again (at least once).
 		return false, fmt.Errorf("save cursor: %w", err)
+	}
+	if partial != nil {
+		s.mu.Lock()
+		s.cur, s.lastOK = next, next.Updated
+		s.oversize += uint64(len(standIns))
+		s.mu.Unlock()
+		return false, partial
 	}
 	s.mu.Lock()
 	recovered := s.lastErr != ""
@@ -530,9 +556,9 @@ func (s *shipper) reload(ctx context.Context) error {
 	}
 	s.stored, s.found = cursors[s.name]
 	s.checked = false
-	s.m.legacyMu.Lock()
-	s.m.legacyOK = LegacyCursorsOK(cursors)
-	s.m.legacyMu.Unlock()
+	// Whether cursors without an authenticator are taken stays what Start
+	// decided: the other shippers re-seal theirs meanwhile, which must not
+	// turn this one's legacy cursor into a rejected one.
 	s.mu.Lock()
 	s.standby, s.cur, s.since = false, s.stored, s.m.opts.Now()
 	s.mu.Unlock()

@@ -121,6 +121,8 @@ func implausiblePrune(a *audit.Anchor, h audit.SignedHead, now time.Time) string
 	case a.Time.Sub(a.Before) < MinRetention:
 		return fmt.Sprintf("a retention anchor that pruned events as older than %s at %s, a retention of %s, shorter than the %s pamctl allows: the events were deleted, not pruned",
 			at(a.Before), at(a.Time), a.Time.Sub(a.Before).Round(time.Second), MinRetention)
+	case h.Seq < a.Seq && h.Time.After(a.Before.Add(anchorSkew)):
+		return fmt.Sprintf("a retention anchor that says every event through seq %d is older than %s, while this head was signed at %s with later events still to come: the events were deleted, not pruned", a.Seq, at(a.Before), at(h.Time))
 	case h.Time.After(a.Time.Add(anchorSkew)):
 		return fmt.Sprintf("a retention anchor that pruned this seq at %s, before this head was signed: the events were deleted, not pruned", at(a.Time))
 	}

@@ -337,6 +337,8 @@ var (
 	sinkErrDesc = prometheus.NewDesc("pamctl_audit_sink_failing", "1 when the sink's last delivery attempt failed.", []string{"sink", "type"}, nil)
 	sinkCurDesc = prometheus.NewDesc("pamctl_audit_sink_cursor_rejected",
 		"1 when the sink's stored cursor was not trusted at start (past the end of the trail, or a missing or wrong authenticator) and delivery restarted at the first retained event.", []string{"sink", "type"}, nil)
+	sinkLegacyDesc = prometheus.NewDesc("pamctl_audit_sink_cursor_unauthenticated",
+		"1 when the sink's stored cursor had no authenticator and was taken as one written before cursors were authenticated: expected once, after that upgrade; at any other time someone stripped the authenticators.", []string{"sink", "type"}, nil)
 	sinkOversizeDesc = prometheus.NewDesc("pamctl_audit_sink_oversize_events_total",
 		"Events sent to the sink as an audit.oversize stand-in because they were too large for it.", []string{"sink", "type"}, nil)
 )
@@ -346,6 +348,7 @@ func (c *sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkLastDesc
 	ch <- sinkErrDesc
 	ch <- sinkCurDesc
+	ch <- sinkLegacyDesc
 	ch <- sinkOversizeDesc
 }
 
@@ -371,6 +374,11 @@ func (c *sinkCollector) Collect(ch chan<- prometheus.Metric) {
 			rejected = 1
 		}
 		ch <- prometheus.MustNewConstMetric(sinkCurDesc, prometheus.GaugeValue, rejected, s.Name, typ)
+		legacy := 0.0
+		if s.CursorNote != "" {
+			legacy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(sinkLegacyDesc, prometheus.GaugeValue, legacy, s.Name, typ)
 		ch <- prometheus.MustNewConstMetric(sinkOversizeDesc, prometheus.CounterValue, float64(s.Oversize), s.Name, typ)
 	}
 }
