@@ -24,6 +24,7 @@ const (
 	CodeRequestTooComplex   = "request_too_complex"
 	CodeMissingModel        = "missing_model"
 	CodeInvalidModel        = "invalid_model"
+	CodeURITooLong          = "uri_too_long"
 	CodeRateLimitExceeded   = "rate_limit_exceeded"
 	CodeTokenBudgetExceeded = "token_budget_exceeded"
 	CodeUpstreamUnreachable = "upstream_unreachable"

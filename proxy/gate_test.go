@@ -90,6 +90,8 @@ func TestRefusals(t *testing.T) {
 		{"model name over the bound", "POST", "/v1/chat/completions", good, `{"model":"gpt-4o` + strings.Repeat("x", maxModelName) + `","messages":[]}`, 400, CodeInvalidModel, "at most 256", nil},
 		{"model name at the bound", "POST", "/v1/chat/completions", good, `{"model":"gpt-4o` + strings.Repeat("x", maxModelName-6) + `","messages":[]}`, 403, CodeModelNotInScope, "pamctl request", nil},
 		{"model path over the bound", "GET", "/v1/models/gpt-4o" + strings.Repeat("x", maxModelName), good, "", 400, CodeInvalidModel, "at most 256", nil},
+		{"path over the bound", "GET", "/v1/responses/resp_" + strings.Repeat("x", maxPath), good, "", 414, CodeURITooLong, "at most 2048", nil},
+		{"path at the bound", "GET", "/v1/responses/" + strings.Repeat("x", maxPath-len("/v1/responses/")), good, "", 403, CodeEndpointNotAllowed, "endpoint:", nil},
 		{"empty body", "POST", "/v1/embeddings", good, " ", 400, CodeInvalidJSON, "empty", nil},
 	}
 	for _, tc := range cases {

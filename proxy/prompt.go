@@ -227,7 +227,7 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
 	p.stageBegin(c, StageHold)
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
-		Model: c.model, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha,
+		Model: c.clientModel, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha,
 	})
 	p.stageEnd(c, StageHold)
 	if d.ID != "" {

@@ -137,6 +137,14 @@ func TestPromptRuleHoldsForApproval(t *testing.T) {
 		t.Fatalf("audit event %+v", ev)
 	}
 
+	// The hold names the model as the client did, upstream and all: an
+	// approval given for one upstream's model is not spent on another's.
+	holds.decision = HoldDecision{ID: "req_hold3", Reason: "no"}
+	h.do("POST", "/v1/chat/completions", tok, strings.Replace(prompt, `"model":"gpt-4o"`, `"model":"openai/gpt-4o"`, 1))
+	if hr := holds.got[len(holds.got)-1]; hr.Model != "openai/gpt-4o" {
+		t.Fatalf("hold of a prefixed model names %q", hr.Model)
+	}
+
 	holds.decision, holds.err = HoldDecision{}, errors.New("broker down")
 	res, b = h.do("POST", "/v1/chat/completions", tok, prompt)
 	if res.StatusCode != 403 || apiErr(t, b).Code != CodeApprovalRequired || !strings.Contains(h.logs.String(), "broker down") {

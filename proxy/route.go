@@ -17,6 +17,9 @@ import (
 	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
+// maxPath bounds a request's path.
+const maxPath = 2048
+
 // classify names the endpoint of method and p (a clean path without path
 // parameters: route refuses a ';').
 func classify(method, p string) endpointKind {
@@ -119,6 +122,13 @@ func oneSegmentUnder(p, prefix string) bool {
 func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 	c := callFrom(r.Context())
 	raw := r.URL.Path
+	if len(raw) > maxPath {
+		// An API route with its ids is a few dozen bytes; a path travels
+		// into the trail, held calls, rules and logs.
+		p.fail(w, c, &apiError{Status: http.StatusRequestURITooLong, Type: "invalid_request_error", Code: CodeURITooLong, NoRetry: true,
+			Message: fmt.Sprintf("The path is %d bytes; pamctl takes paths of at most %d. Send the API route as the OpenAI SDKs do.", len(raw), maxPath)})
+		return false
+	}
 	if raw == "" || path.Clean(raw) != raw || !strings.HasPrefix(raw, "/v1/") {
 		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
 			Message: fmt.Sprintf("Unknown path %q. The pamctl proxy serves the OpenAI API under /v1; set your client's base URL to http://<proxy>/v1.", raw)})
