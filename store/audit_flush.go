@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -47,9 +48,10 @@ const (
 // flushPolicy decides how each flush of one segment is issued. Its hooks
 // are the real calls outside tests.
 type flushPolicy struct {
-	rawOffUntil atomic.Int64 // unix nanoseconds; raw flushes are off before it
+	rawOffUntil atomic.Int64 // raw flushes are off before it: nanoseconds on the monotonic clock since epoch
 	avg         atomic.Int64 // average raw flush, nanoseconds, from 0 after each cool-down
 
+	epoch    time.Time              // when the policy was made; durations from it are monotonic
 	procs    func() int             // runtime.GOMAXPROCS(0)
 	now      func() time.Time       // time.Now
 	raw      func(fd uintptr) error // fdatasync as a raw system call
@@ -58,21 +60,35 @@ type flushPolicy struct {
 
 func newFlushPolicy() *flushPolicy {
 	return &flushPolicy{
+		epoch: time.Now(),
 		procs: func() int { return runtime.GOMAXPROCS(0) },
 		now:   time.Now,
 		raw: func(fd uintptr) error {
-			if _, _, e := syscall.RawSyscall(syscall.SYS_FDATASYNC, fd, 0, 0); e != 0 {
-				return e
-			}
-			return nil
+			return retryEINTR(func() error {
+				if _, _, e := syscall.RawSyscall(syscall.SYS_FDATASYNC, fd, 0, 0); e != 0 {
+					return e
+				}
+				return nil
+			})
 		},
-		blocking: func(fd uintptr) error { return syscall.Fdatasync(int(fd)) },
+		blocking: func(fd uintptr) error { return retryEINTR(func() error { return syscall.Fdatasync(int(fd)) }) },
+	}
+}
+
+// retryEINTR calls f again while a signal interrupted it (the runtime
+// signals threads to preempt them; some file systems let that cut a flush
+// short): a failed flush stops the log, an interrupted one must not.
+func retryEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, syscall.EINTR) {
+			return err
+		}
 	}
 }
 
 // flush makes what was written to fd durable (data, not metadata).
 func (p *flushPolicy) flush(fd uintptr) error {
-	if p.procs() < 2 || p.now().UnixNano() < p.rawOffUntil.Load() {
+	if p.procs() < 2 || int64(p.now().Sub(p.epoch)) < p.rawOffUntil.Load() {
 		return p.blocking(fd)
 	}
 	start := p.now()
@@ -83,7 +99,7 @@ func (p *flushPolicy) flush(fd uintptr) error {
 	avg += (d - avg) >> avgShift
 	p.avg.Store(avg)
 	if d > int64(stallFlush) || avg > int64(fastFlush) {
-		p.rawOffUntil.Store(end.Add(rawCooldown).UnixNano())
+		p.rawOffUntil.Store(int64(end.Add(rawCooldown).Sub(p.epoch)))
 		p.avg.Store(0)
 	}
 	return err

@@ -20,6 +20,7 @@ func TestFlushPolicy(t *testing.T) {
 	errRaw, errBlocking := errors.New("raw failed"), errors.New("blocking failed")
 	var failRaw, failBlocking bool
 	p := newFlushPolicy()
+	p.epoch = clock
 	p.procs = func() int { return procs }
 	p.now = func() time.Time { return clock }
 	p.raw = func(uintptr) error {
@@ -160,5 +161,22 @@ func TestFlushCallsAndErrors(t *testing.T) {
 	}
 	if err := s.sync(); err == nil {
 		t.Fatal("a closed segment's sync succeeded")
+	}
+}
+
+// A flush a signal interrupted is issued again; any other error returns.
+func TestFlushRetriesWhenInterrupted(t *testing.T) {
+	n := 0
+	if err := retryEINTR(func() error {
+		if n++; n < 3 {
+			return syscall.EINTR
+		}
+		return nil
+	}); err != nil || n != 3 {
+		t.Fatalf("after EINTR twice: %v, %d calls", err, n)
+	}
+	n = 0
+	if err := retryEINTR(func() error { n++; return syscall.EIO }); !errors.Is(err, syscall.EIO) || n != 1 {
+		t.Fatalf("EIO: %v, %d calls", err, n)
 	}
 }
