@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/pamctl/pamctl/broker/audit"
@@ -46,6 +47,9 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 			h.Caller.IssuerURL = g.Requester.IssuerURL
 		}
 	}
+	if err := holdBounds(h); err != nil {
+		return nil, err
+	}
 	if r, err := s.useRetry(ctx, h); err != nil || r != nil {
 		return r, err
 	}
@@ -56,9 +60,6 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
 		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
 	}
-	if err := s.store.CreateRequest(ctx, r); err != nil {
-		return nil, &Error{Code: CodeInternal, Message: "could not record the held call", Err: err}
-	}
 	a := actor(h.Caller)
 	a.TokenID = h.TokenID
 	held := &audit.Event{Type: audit.TypePromptHeld, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Endpoint: h.Endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256}
@@ -66,7 +67,16 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		held.Target = h.Tool
 		held.Details = map[string]string{"tool": h.Tool}
 	}
-	s.emit(ctx, held)
+	// The trail first: a call nobody can find in it is not offered for
+	// approval (the caller is refused, as when the broker is down).
+	if s.audit != nil {
+		if err := s.audit.Append(ctx, held); err != nil {
+			return nil, &Error{Code: CodeInternal, Message: "could not record the held call in the audit trail", Err: err}
+		}
+	}
+	if err := s.store.CreateRequest(ctx, r); err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "could not record the held call", Err: err}
+	}
 	s.notify(ctx, r, "prompt.held")
 
 	got, err := s.Wait(ctx, h.Caller, r.ID)
@@ -104,6 +114,28 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 		return got, err
 	}
 	return nil, nil
+}
+
+// Bounds of what a held call carries: what an approver is shown (and the
+// trail records), never megabytes a model or a proxy chose.
+const (
+	maxHoldName     = 256      // a tool's or a model's name
+	maxHoldEndpoint = 2 << 10  // the path
+	maxHoldExcerpt  = 16 << 10 // the excerpt, the masked arguments
+)
+
+// holdBounds refuses a hold that carries more than an approver is shown.
+func holdBounds(h Hold) error {
+	for _, f := range []struct {
+		what   string
+		n, max int
+	}{{"tool name", len(h.Tool), maxHoldName}, {"model name", len(h.Model), maxHoldName}, {"endpoint", len(h.Endpoint), maxHoldEndpoint},
+		{"excerpt", len(h.Excerpt), maxHoldExcerpt}, {"arguments", len(h.Arguments), maxHoldExcerpt}, {"rule name", len(h.Rule), maxHoldName}} {
+		if f.n > f.max {
+			return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a held call's %s is %d bytes, more than the %d a hold carries", f.what, f.n, f.max)}
+		}
+	}
+	return nil
 }
 
 // sameCall reports whether the retry h is the call the approvers of p were

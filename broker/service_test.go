@@ -622,3 +622,31 @@ func TestPromptHoldNeedsApproverOfEveryRule(t *testing.T) {
 		t.Fatalf("approver of both rules: %v %+v", err, r)
 	}
 }
+
+// A hold carries what an approver is shown and the trail records it first:
+// one with a tool name of megabytes is refused, and so is one whose
+// prompt.held event cannot be written (no pending review is left without
+// its event in the trail).
+func TestHoldIsBoundedAndAuditedFirst(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	bob := e.login("bob", "security")
+	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+		Model: "gpt-4o", Endpoint: "/v1/chat/completions", Tool: "safe_" + strings.Repeat("X", 3<<20), Excerpt: "tool arguments: {}", SHA256: strings.Repeat("ab", 32)}
+	first, cancelFirst := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelFirst()
+	if _, err := e.svc.HoldPrompt(first, hold); code(err) != broker.CodeInvalid || !strings.Contains(err.Error(), "tool name") {
+		t.Fatalf("a 3 MiB tool name: %v", err)
+	}
+	hold.Tool = "shell"
+	e.log.Close() // the trail can no longer be written
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := e.svc.HoldPrompt(short, hold); err == nil || !strings.Contains(err.Error(), "audit trail") {
+		t.Fatalf("a hold the trail cannot record: %v", err)
+	}
+	if rs, _ := e.svc.List(ctx, bob, true); len(rs) != 0 {
+		t.Fatalf("a review was left pending without its event: %+v", rs[0])
+	}
+}

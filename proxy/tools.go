@@ -286,6 +286,13 @@ func (j *judge) hold(ctx context.Context, tc toolcall.Call, tool string, res rul
 	if redacted != "" {
 		args = redacted
 	}
+	if len(tool) > toolcall.MaxNameLen {
+		// The page, the trail and the notifications show a name this long
+		// cut short, and an approval would release all of it.
+		ev.Reasons = append(ev.Reasons, "tool name too long to show")
+		return fmt.Sprintf("%s, and the tool's name (%d bytes) is longer than an approver is shown (%d), so it is refused rather than held",
+			who, len(tool), toolcall.MaxNameLen)
+	}
 	masked, _ := c.ResponseMask.Mask(args)
 	if len(masked) > maxArgumentsShown {
 		ev.Reasons = append(ev.Reasons, "arguments too long to show")

@@ -397,6 +397,33 @@ func TestToolCallHoldShowsAllItsArguments(t *testing.T) {
 	}
 }
 
+// A tool name longer than the page and the trail show whole is refused,
+// not held: the approval would release a call to a name nobody saw whole
+// (red team: a 3 MB name made the held event too large for the trail).
+func TestToolCallWithAnOverlongNameIsNotHeld(t *testing.T) {
+	rs := []rules.Rule{{Name: "safe-tools", Target: rules.TargetToolCall, Tool: "safe_*", Action: rules.RequireApproval, Approvers: rules.Approvers{Groups: []string{"security"}}}}
+	for _, name := range []string{"safe_" + strings.Repeat("x", toolcall.MaxNameLen-5), "safe_" + strings.Repeat("x", 5000) + "_then_delete_everything"} {
+		holds := &fakeHolds{decision: HoldDecision{ID: "req_h1", Reason: "no"}}
+		h := newHarness(t, withRules(t, rs), func(o *Options) { o.Holds = holds; o.HoldTimeout = 200e6 })
+		h.up.set(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[`+
+				`{"id":"call_1","type":"function","function":{"name":"`+name+`","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}`)
+		})
+		tok := h.mint(grant{scope: "model:gpt-4o"})
+		res, b := h.do("POST", "/v1/chat/completions", tok, chatWith("clean"))
+		if res.StatusCode != 200 {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		long := len(name) > toolcall.MaxNameLen
+		if held := len(holds.got) == 1; held == long {
+			t.Fatalf("a %d-byte name held: %v", len(name), held)
+		}
+		if long && !strings.Contains(string(b), "longer than an approver is shown") {
+			t.Fatalf("answer %s", b[:min(len(b), 400)])
+		}
+	}
+}
+
 func TestToolCallAuditFailureWithholdsAnswer(t *testing.T) {
 	h := newHarness(t, withRules(t, toolRules))
 	h.up.set(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, chatToolAnswer) })
