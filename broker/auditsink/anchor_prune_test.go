@@ -26,18 +26,26 @@ func TestAnchorsRefuseAPruneThatIsADeletion(t *testing.T) {
 		name         string
 		before, time time.Time
 		lateHead     bool
+		recentHeads  bool // the heads signed 30 and 10 minutes ago
 		want         string
 	}{
-		{"retention of 90 days", now.Add(-90*24*time.Hour - time.Minute), now.Add(-time.Minute), false, ""},
-		{"retention of exactly an hour", now.Add(-time.Hour - time.Minute), now.Add(-time.Minute), false, ""},
-		{"everything before now", now, now, false, "shorter than the 1h0m0s pamctl allows"},
-		{"59 minutes", now.Add(-59 * time.Minute), now, false, "shorter than"},
-		{"dated in the future", now.Add(time.Hour), now.Add(2 * time.Hour), false, "in the future"},
-		{"pruned before a head it covers was signed", now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), true, "deleted, not pruned"},
+		{"retention of 90 days", now.Add(-90*24*time.Hour - time.Minute), now.Add(-time.Minute), false, false, ""},
+		{"retention of exactly an hour", now.Add(-time.Hour - time.Minute), now.Add(-time.Minute), false, false, ""},
+		{"everything before now", now, now, false, false, "shorter than the 1h0m0s pamctl allows"},
+		{"59 minutes", now.Add(-59 * time.Minute), now, false, false, "shorter than"},
+		{"dated in the future", now.Add(time.Hour), now.Add(2 * time.Hour), false, false, "in the future"},
+		{"pruned before a head it covers was signed", now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), true, false, "deleted, not pruned"},
+		// A forged anchor dated now with a one-hour cutoff: the heads of
+		// the last half hour were signed before events the anchor says are
+		// older than an hour (review).
+		{"an hour's cutoff over heads of the last half hour", now.Add(-time.Hour), now, false, true, "with later events still to come"},
 	} {
 		hs := append([]audit.SignedHead(nil), heads...)
 		if c.lateHead {
 			hs[1].Time = now.Add(-time.Hour)
+		}
+		if c.recentHeads {
+			hs[0].Time, hs[1].Time = now.Add(-30*time.Minute), now.Add(-10*time.Minute)
 		}
 		st := audit.Status{Last: audit.Link{Seq: 13}, Anchor: &audit.Anchor{Seq: 12, Hash: strings.Repeat("c", 64), Before: c.before, Time: c.time}}
 		rep, err := auditsink.CheckAnchors(hs, st, retained)
