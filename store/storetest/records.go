@@ -64,22 +64,13 @@ func Sessions(t *testing.T, newStore func(t *testing.T) broker.SessionStore) {
 		// Each update adds a minute to LastUsedAt: a lost update (a write
 		// over a stale read) shows as a shorter total.
 		const n = 8
-		var wg sync.WaitGroup
-		errs := make([]error, n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, errs[i] = s.UpdateSession(ctx, "ses_c", func(r *broker.SessionRecord) error {
-					r.LastUsedAt = r.LastUsedAt.Add(time.Minute)
-					return nil
-				})
-			}()
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			t.Fatal(err)
-		}
+		concurrently(t, n, func(int) error {
+			_, err := s.UpdateSession(ctx, "ses_c", func(r *broker.SessionRecord) error {
+				r.LastUsedAt = r.LastUsedAt.Add(time.Minute)
+				return nil
+			})
+			return err
+		})
 		if got, _ := s.GetSession(ctx, "ses_c"); !got.LastUsedAt.Equal(t0.Add(n * time.Minute)) {
 			t.Fatalf("lost updates: last used %s, want %s", got.LastUsedAt, t0.Add(n*time.Minute))
 		}
@@ -411,22 +402,13 @@ func Enrollments(t *testing.T, newStore func(t *testing.T) link.Store) {
 	// read (a renewal over a revoke, two replicas' shipments) shows as a
 	// smaller count.
 	const n = 8
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = s.UpdateEnrollment(ctx, "prx_c", func(e *link.Enrollment) error {
-				e.Acked++
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
+	concurrently(t, n, func(int) error {
+		_, err := s.UpdateEnrollment(ctx, "prx_c", func(e *link.Enrollment) error {
+			e.Acked++
+			return nil
+		})
+		return err
+	})
 	if got, _ := s.GetEnrollment(ctx, "prx_c"); got.Acked != n || got.Grant != "req_2" {
 		t.Fatalf("lost updates: acked %d (want %d), %+v", got.Acked, n, got)
 	}

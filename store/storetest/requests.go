@@ -287,23 +287,14 @@ func concurrentUpdates(t *testing.T, s broker.Store) {
 	ctx := context.Background()
 	create(t, s, pending("busy", alice, time.Hour))
 	const n = 8
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			who := broker.Identity{Subject: fmt.Sprintf("reviewer%d", i), Issuer: "corp"}
-			_, errs[i] = s.UpdateRequest(ctx, "busy", func(r *broker.Request) error {
-				r.Reviews = append(r.Reviews, broker.Review{Reviewer: who, Approve: true, At: t0})
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
+	concurrently(t, n, func(i int) error {
+		who := broker.Identity{Subject: fmt.Sprintf("reviewer%d", i), Issuer: "corp"}
+		_, err := s.UpdateRequest(ctx, "busy", func(r *broker.Request) error {
+			r.Reviews = append(r.Reviews, broker.Review{Reviewer: who, Approve: true, At: t0})
+			return nil
+		})
+		return err
+	})
 	r, err := s.GetRequest(ctx, "busy")
 	if err != nil || len(r.Reviews) != n {
 		t.Fatalf("%d reviews after %d concurrent updates (%v)", len(r.Reviews), n, err)
@@ -311,5 +302,25 @@ func concurrentUpdates(t *testing.T, s broker.Store) {
 	for i := range n {
 		who := broker.Identity{Subject: fmt.Sprintf("reviewer%d", i), Issuer: "corp"}
 		want(t, "requests of "+who.Subject, ids(t)(s.RequestsOf(ctx, who)), "busy")
+	}
+}
+
+// concurrently runs update(0..n-1) at once and fails t with every error:
+// the suites' updates of one record from n writers, each of which must
+// land (compare-and-swap, no lost update).
+func concurrently(t *testing.T, n int, update func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = update(i)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 }
