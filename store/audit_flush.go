@@ -88,10 +88,13 @@ func retryEINTR(f func() error) error {
 
 // flush makes what was written to fd durable (data, not metadata).
 func (p *flushPolicy) flush(fd uintptr) error {
-	if p.procs() < 2 || int64(p.now().Sub(p.epoch)) < p.rawOffUntil.Load() {
+	if p.procs() < 2 {
 		return p.blocking(fd)
 	}
 	start := p.now()
+	if int64(start.Sub(p.epoch)) < p.rawOffUntil.Load() {
+		return p.blocking(fd)
+	}
 	err := p.raw(fd)
 	end := p.now()
 	d := int64(end.Sub(start))
