@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"math/bits"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -29,27 +30,33 @@ import (
 // so the raw call is used only
 //   - with at least two Ps: with one, the whole process would stop for
 //     every flush;
-//   - while the average raw flush (weighted 1/32 to the latest) stays
-//     under fastFlush: a disk whose flushes take milliseconds (a spinning
-//     disk, a network volume) would keep a P idle most of the time; and
+//   - while most raw flushes are fast: when more than slowMost of the
+//     last slowWindow took fastFlush or longer, the disk's flushes take
+//     milliseconds (a spinning disk, a network volume) and would keep a P
+//     idle most of the time. A majority, not an average: a fast disk's
+//     flushes queue behind the index's commits now and then (a start's
+//     first commits grow the database: 9 of the first 35 flushes took
+//     about 6 ms in the bench), and an average of 1/32 weight turned raw
+//     flushes off for every bench run that way; and
 //   - while no flush stalls: one over stallFlush (a stalled disk, during
 //     which a collection would freeze every goroutine with it) turns raw
 //     flushes off at once.
 //
 // Turned off, the runtime's blocking call is used for rawCooldown, then
-// the raw call is tried again, the average starting from zero.
+// the raw call is tried again, its window starting empty.
 const (
 	fastFlush   = time.Millisecond
 	stallFlush  = 20 * time.Millisecond
 	rawCooldown = time.Minute
-	avgShift    = 5 // the average moves 1/32 of the way to each flush
+	slowWindow  = 32 // the raw flushes judged: the latest ones (bits of a uint32)
+	slowMost    = slowWindow / 2
 )
 
 // flushPolicy decides how each flush of one segment is issued. Its hooks
 // are the real calls outside tests.
 type flushPolicy struct {
-	rawOffUntil atomic.Int64 // raw flushes are off before it: nanoseconds on the monotonic clock since epoch
-	avg         atomic.Int64 // average raw flush, nanoseconds, from 0 after each cool-down
+	rawOffUntil atomic.Int64  // raw flushes are off before it: nanoseconds on the monotonic clock since epoch
+	slow        atomic.Uint32 // one bit per raw flush of the last slowWindow, the latest lowest: 1 if it was slow; empty after each cool-down
 
 	epoch    time.Time              // when the policy was made; durations from it are monotonic
 	procs    func() int             // runtime.GOMAXPROCS(0)
@@ -97,13 +104,15 @@ func (p *flushPolicy) flush(fd uintptr) error {
 	}
 	err := p.raw(fd)
 	end := p.now()
-	d := int64(end.Sub(start))
-	avg := p.avg.Load()
-	avg += (d - avg) >> avgShift
-	p.avg.Store(avg)
-	if d > int64(stallFlush) || avg > int64(fastFlush) {
+	d := end.Sub(start)
+	w := p.slow.Load() << 1
+	if d >= fastFlush {
+		w |= 1
+	}
+	p.slow.Store(w) // flushes of one segment are not concurrent
+	if d > stallFlush || bits.OnesCount32(w) > slowMost {
 		p.rawOffUntil.Store(int64(end.Add(rawCooldown).Sub(p.epoch)))
-		p.avg.Store(0)
+		p.slow.Store(0)
 	}
 	return err
 }
