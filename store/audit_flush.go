@@ -30,26 +30,29 @@ import (
 // so the raw call is used only
 //   - with at least two Ps: with one, the whole process would stop for
 //     every flush;
-//   - while most raw flushes are fast: when more than slowMost of the
-//     last slowWindow took fastFlush or longer, the disk's flushes take
-//     milliseconds (a spinning disk, a network volume) and would keep a P
-//     idle most of the time. A majority, not an average: a fast disk's
-//     flushes queue behind the index's commits now and then (a start's
-//     first commits grow the database: 9 of the first 35 flushes took
-//     about 6 ms in the bench), and an average of 1/32 weight turned raw
-//     flushes off for every bench run that way; and
+//   - while the disk flushes fast: when every one of the last slowWindow
+//     raw flushes took fastFlush or longer, its flushes take milliseconds
+//     (a spinning disk, a network volume) and would keep a P idle most of
+//     the time. The fastest flush of a window is the disk's own time; the
+//     others also waited for a CPU once done (under load, behind other
+//     runnable threads) or queued behind the index's commits (a start's
+//     first commits grow the database). In the bench at c=32 each window
+//     of 32 held 2 to 13 flushes over 1 ms, its fastest 96–241 µs; an
+//     average (1/32 weight) turned raw flushes off within seconds of
+//     every run (docs/performance.md, fourteenth round); and
 //   - while no flush stalls: one over stallFlush (a stalled disk, during
 //     which a collection would freeze every goroutine with it) turns raw
-//     flushes off at once.
+//     flushes off at once. Not 20 ms: under the bench's load a flush of
+//     the fast disk took that long now and then (a CPU's wait again), and
+//     turned raw flushes off for a minute.
 //
 // Turned off, the runtime's blocking call is used for rawCooldown, then
 // the raw call is tried again, its window starting empty.
 const (
 	fastFlush   = time.Millisecond
-	stallFlush  = 20 * time.Millisecond
+	stallFlush  = 100 * time.Millisecond
 	rawCooldown = time.Minute
 	slowWindow  = 32 // the raw flushes judged: the latest ones (bits of a uint32)
-	slowMost    = slowWindow / 2
 )
 
 // flushPolicy decides how each flush of one segment is issued. Its hooks
@@ -110,7 +113,7 @@ func (p *flushPolicy) flush(fd uintptr) error {
 		w |= 1
 	}
 	p.slow.Store(w) // flushes of one segment are not concurrent
-	if d > stallFlush || bits.OnesCount32(w) > slowMost {
+	if d > stallFlush || bits.OnesCount32(w) == slowWindow {
 		p.rawOffUntil.Store(int64(end.Add(rawCooldown).Sub(p.epoch)))
 		p.slow.Store(0)
 	}
