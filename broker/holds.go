@@ -25,6 +25,7 @@ type Hold struct {
 	Endpoint       string
 	Excerpt        string // masked
 	SHA256         string // of the whole prompt as it would go upstream
+	CallSHA256     string // of the query string and whole body as they would go upstream (PromptHold)
 	// Tool and Arguments (masked) describe a held tool call (see
 	// PromptHold); both empty for a held prompt.
 	Tool      string
@@ -35,9 +36,10 @@ type Hold struct {
 // approver decides or ctx ends (the client's hold timeout). It returns the
 // review as it then is: approved (release the call), denied, or still
 // pending (the caller stopped waiting). An approval given after the caller
-// stopped waiting lets the same subject retry the identical prompt (same
-// SHA-256, model, endpoint and tool, and no rule the approvers did not
-// approve; see sameCall) once within the retry window; such a retry
+// stopped waiting lets the same subject retry the identical call (the same
+// digests of its prompt and of the call, model, endpoint and tool, and no
+// rule the approvers did not approve; see sameCall) once within the retry
+// window; such a retry
 // returns approved at once without a new review.
 func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 	if h.Caller.IssuerURL == "" && h.GrantID != "" {
@@ -58,7 +60,7 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
-		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, CallSHA256: h.CallSHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
 	}
 	a := actor(h.Caller)
 	a.TokenID = h.TokenID
@@ -103,7 +105,7 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 	}
 	for _, r := range rs {
 		if r.Kind != KindPrompt || !r.Requester.Same(h.Caller) || r.Prompt == nil || r.Prompt.Used ||
-			r.Prompt.SHA256 != h.SHA256 || r.Prompt.GrantID != h.GrantID || !sameCall(r.Prompt, h) ||
+			r.Prompt.SHA256 != h.SHA256 || r.Prompt.CallSHA256 != h.CallSHA256 || r.Prompt.GrantID != h.GrantID || !sameCall(r.Prompt, h) ||
 			r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !s.approvalStands(r) {
 			continue
 		}

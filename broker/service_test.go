@@ -433,7 +433,7 @@ func TestPromptHoldReleaseTimeoutAndRetry(t *testing.T) {
 	alice := e.login("alice", "ml")
 	bob := e.login("bob", "security")
 	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
-		Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users", SHA256: strings.Repeat("ab", 32)}
+		Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users", SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)}
 
 	// Released while the caller waits.
 	done := make(chan *broker.Request, 1)
@@ -485,9 +485,11 @@ func TestPromptHoldReleaseTimeoutAndRetry(t *testing.T) {
 	}
 	cancel()
 	// The same prompt to another model, on another endpoint, as a tool
-	// call, or held by a rule the approvers did not approve: not the call
-	// they were shown.
+	// call, in another call (its words in other roles, with other
+	// parameters), or held by a rule the approvers did not approve: not
+	// the call they were shown.
 	for what, edit := range map[string]func(*broker.Hold){
+		"another call":     func(h *broker.Hold) { h.CallSHA256 = strings.Repeat("34", 32) },
 		"another model":    func(h *broker.Hold) { h.Model = "gpt-4o-mini" },
 		"another endpoint": func(h *broker.Hold) { h.Endpoint = "/v1/responses" },
 		"a tool call":      func(h *broker.Hold) { h.Tool = "shell" },

@@ -93,7 +93,15 @@ type PromptHold struct {
 	Endpoint string `json:"endpoint"`
 	Excerpt  string `json:"excerpt"` // masked
 	SHA256   string `json:"prompt_sha256"`
-	GrantID  string `json:"grant"`
+	// CallSHA256 is the digest of the call as it would go upstream (its
+	// query string and whole body, after redaction and masking): a late
+	// approval's retry must match it too. The prompt's digest is of its
+	// words in order only, so it took the same words sent as a system
+	// message, split into a forged assistant turn, or with other tools or
+	// parameters, for the call the approvers released. Empty for a held
+	// tool call (the model proposes the same call in another exchange).
+	CallSHA256 string `json:"call_sha256,omitempty"`
+	GrantID    string `json:"grant"`
 	// Tool and Arguments are set when a tool_call rule held a tool call
 	// the model proposed: the tool's name and its arguments, masked and
 	// cut to about 1 KiB (docs/tools.md).

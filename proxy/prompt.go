@@ -3,6 +3,9 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"mime"
@@ -88,7 +91,7 @@ func (p *Proxy) applyRules(w http.ResponseWriter, r *http.Request) bool {
 			"Prompt rule %q blocks this prompt. Rephrase it, or ask a pamctl administrator about the rule.", res.Rule)))
 		return false
 	case res.Action == rules.RequireApproval:
-		if e := p.hold(r.Context(), c, res); e != nil {
+		if e := p.hold(r.Context(), c, res, r.URL.RawQuery); e != nil {
 			p.fail(w, c, e)
 			return false
 		}
@@ -140,6 +143,21 @@ func (p *Proxy) rewritePrompt(c *call, in rules.Input, res rules.Result) (string
 		c.maskedIn = counts
 	}
 	return strings.Join(parts, "\n"), nil
+}
+
+// callDigest is HoldRequest.CallSHA256: the SHA-256 of the query string
+// and the body as they go upstream, each preceded by its length so that
+// no two calls share their bytes.
+func callDigest(query string, body []byte) string {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(query)))
+	h.Write(n[:])
+	h.Write([]byte(query))
+	binary.BigEndian.PutUint64(n[:], uint64(len(body)))
+	h.Write(n[:])
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // holdExcerpt is what an approver sees of a held call: the masked prompt
@@ -199,14 +217,14 @@ func window(s string, start, end, n int) string {
 
 // hold asks an approver to release the call and waits (at most the hold
 // timeout, less if the client gives up). It returns nil once released.
-func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
+func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, query string) *apiError {
 	c.decision = "hold"
 	refuse := func(id, why string) *apiError {
 		msg := fmt.Sprintf("Prompt rule %q holds this call for approval by %s.", res.Rule, res.Approvers)
 		if id != "" && p.reviewURL != "" {
-			msg += fmt.Sprintf(" It waits as %s: an approver opens %s%s (or runs `pamctl approve %s`), then send the same prompt again.", id, p.reviewURL, url.PathEscape(id), id)
+			msg += fmt.Sprintf(" It waits as %s: an approver opens %s%s (or runs `pamctl approve %s`), then send the same request again (byte for byte).", id, p.reviewURL, url.PathEscape(id), id)
 		} else if id != "" {
-			msg += fmt.Sprintf(" It waits as %s: an approver runs `pamctl approve %s`, then send the same prompt again.", id, id)
+			msg += fmt.Sprintf(" It waits as %s: an approver runs `pamctl approve %s`, then send the same request again (byte for byte).", id, id)
 		}
 		if why != "" {
 			msg += " " + why
@@ -227,7 +245,7 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result) *apiError {
 	p.stageBegin(c, StageHold)
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
-		Model: c.clientModel, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha,
+		Model: c.clientModel, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha, CallSHA256: callDigest(query, c.body),
 	})
 	p.stageEnd(c, StageHold)
 	if d.ID != "" {

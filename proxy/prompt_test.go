@@ -152,6 +152,56 @@ func TestPromptRuleHoldsForApproval(t *testing.T) {
 	}
 }
 
+// TestHoldDigestIsOfTheCall: a late approval's retry must be the call
+// the approvers released. The same words in another role, split into other
+// turns, with another parameter or another query string are other calls,
+// though the prompt's digest (of its words in order) is the same for them.
+func TestHoldDigestIsOfTheCall(t *testing.T) {
+	holds := &fakeHolds{decision: HoldDecision{ID: "req_h", Reason: "no"}}
+	h := newHarness(t, withRules(t, testRules), func(o *Options) { o.Holds = holds })
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	const path = "/v1/chat/completions"
+	msgs := func(roles ...string) string {
+		words := []string{"please DROP TABLE users", "in prod"}
+		var m []string
+		for i, r := range roles {
+			m = append(m, `{"role":"`+r+`","content":"`+words[i]+`"}`)
+		}
+		return `{"model":"gpt-4o","messages":[` + strings.Join(m, ",") + `]}`
+	}
+	held := msgs("user", "user")
+	hold := func(path, body string) HoldRequest {
+		t.Helper()
+		n := len(holds.got)
+		if res, b := h.do("POST", path, tok, body); res.StatusCode != 403 || len(holds.got) != n+1 {
+			t.Fatalf("%s %s: %d %s, not held", path, body, res.StatusCode, b)
+		}
+		return holds.got[n]
+	}
+	first := hold(path, held)
+	if len(first.CallSHA256) != 64 || first.CallSHA256 == first.PromptSHA256 {
+		t.Fatalf("hold digests %q %q", first.PromptSHA256, first.CallSHA256)
+	}
+	if again := hold(path, held); again.CallSHA256 != first.CallSHA256 || again.PromptSHA256 != first.PromptSHA256 {
+		t.Fatalf("the same call again has digests %+v, want %+v", again, first)
+	}
+	for what, c := range map[string]struct {
+		path, body string
+		sameWords  bool // the prompt's digest cannot tell it from the held call
+	}{
+		"the second turn the assistant's": {path, msgs("user", "assistant"), true},
+		"the first turn the system's":     {path, msgs("system", "user"), true},
+		"another parameter":               {path, strings.Replace(held, `"messages"`, `"temperature":2,"messages"`, 1), true},
+		"a query string":                  {path + "?api-version=2024-10-21", held, true},
+		"other words":                     {path, strings.Replace(held, "in prod", "in staging", 1), false},
+	} {
+		got := hold(c.path, c.body)
+		if got.CallSHA256 == first.CallSHA256 || (got.PromptSHA256 == first.PromptSHA256) != c.sameWords {
+			t.Errorf("%s: digests %q %q, held call's %q %q", what, got.PromptSHA256, got.CallSHA256, first.PromptSHA256, first.CallSHA256)
+		}
+	}
+}
+
 func TestHoldTimesOut(t *testing.T) {
 	holds := &fakeHolds{wait: true, decision: HoldDecision{ID: "req_slow"}}
 	h := newHarness(t, withRules(t, testRules), func(o *Options) { o.Holds = holds; o.HoldTimeout = 20 * time.Millisecond })

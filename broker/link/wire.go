@@ -236,6 +236,7 @@ type HoldRequest struct {
 	Endpoint     string         `json:"endpoint,omitempty"`
 	Excerpt      string         `json:"excerpt,omitempty"`
 	PromptSHA256 string         `json:"prompt_sha256,omitempty"`
+	CallSHA256   string         `json:"call_sha256,omitempty"` // proxy.HoldRequest.CallSHA256
 	// Tool and Arguments (masked) are set for a held tool call.
 	Tool      string `json:"tool,omitempty"`
 	Arguments string `json:"arguments,omitempty"`

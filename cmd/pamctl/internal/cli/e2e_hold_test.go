@@ -26,7 +26,13 @@ type callResult struct {
 
 func chat(t *testing.T, proxyURL, tok, prompt string) callResult {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"model": "gpt-4o-mini", "messages": []map[string]string{{"role": "user", "content": prompt}}})
+	return chatAs(t, proxyURL, tok, "user", prompt)
+}
+
+// chatAs sends prompt as one message of role.
+func chatAs(t *testing.T, proxyURL, tok, role, prompt string) callResult {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"model": "gpt-4o-mini", "messages": []map[string]string{{"role": role, "content": prompt}}})
 	req, _ := http.NewRequest("POST", proxyURL+"/v1/chat/completions", strings.NewReader(string(body)))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
@@ -123,7 +129,7 @@ func TestEndToEndPromptRulesHoldsAndFollow(t *testing.T) {
 		t.Fatal("a held call returned before anyone decided")
 	}
 	for _, p := range pending {
-		if p.Kind != broker.KindPrompt || p.Prompt.Rule != "destructive-sql" || p.Requester.Subject != "alice" {
+		if p.Kind != broker.KindPrompt || p.Prompt.Rule != "destructive-sql" || p.Requester.Subject != "alice" || len(p.Prompt.CallSHA256) != 64 {
 			t.Fatalf("pending review: %+v", p)
 		}
 	}
@@ -163,6 +169,11 @@ func TestEndToEndPromptRulesHoldsAndFollow(t *testing.T) {
 	}
 	if prompt == "" {
 		t.Fatalf("cannot tell the late prompt from its excerpt %q", late.Prompt.Excerpt)
+	}
+	// The same words as a system message are another call: held again,
+	// and the approval is not spent on them.
+	if res := chatAs(t, proxyURL, tok, "system", prompt); res.status != 403 || !strings.Contains(res.body, "approval_required") {
+		t.Fatalf("the late prompt as a system message: %+v", res)
 	}
 	if res := chat(t, proxyURL, tok, prompt); res.status != 200 {
 		t.Fatalf("retry after late approval: %+v", res)

@@ -81,6 +81,9 @@ func TestEndToEndProxyRoleApprovalHoldsAndConfig(t *testing.T) {
 		json.Unmarshal([]byte(r.out), &pending)
 		return len(pending) == 1 && pending[0].Prompt != nil
 	})
+	if len(pending[0].Prompt.CallSHA256) != 64 {
+		t.Fatalf("the held call's digest did not cross the link: %+v", pending[0].Prompt)
+	}
 	b.ts.as(t, "bob", "", "approve", pending[0].ID).must(t, "release the call")
 	if got := <-res; got.status != http.StatusOK || !strings.Contains(got.body, "done") {
 		t.Fatalf("released call: %+v", got)
