@@ -150,6 +150,7 @@ const (
 	TypeAuditRead       Type = "audit.read"
 	TypeAuditExport     Type = "audit.export"
 	TypeAuditAnchor     Type = "audit.anchor"
+	TypeAuditCursor     Type = "audit.cursor"
 	TypeSessionRevoked  Type = "session.revoked"
 )
 
@@ -192,6 +193,7 @@ var types = []TypeInfo{
 	{TypeAuditRead, "PAM-L001", "someone read the audit trail"},
 	{TypeAuditExport, "PAM-L002", "someone exported the audit trail"},
 	{TypeAuditAnchor, "PAM-L003", "old events were pruned; details carry the retention anchor"},
+	{TypeAuditCursor, "PAM-L004", "a sink's (or the anchor's) stored delivery cursor was not trusted at start and delivery restarted at the first retained event (decision rejected), or one without an authenticator was taken for one written before cursors were authenticated (decision legacy); target: the sink; error: why"},
 }
 
 var typeIndex = func() map[Type]TypeInfo {

@@ -2,7 +2,9 @@ package auditsink_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,10 +13,14 @@ import (
 
 var cursorKey = []byte("0123456789abcdef0123456789abcdef")
 
-func (tr *trail) startKeyed(t *testing.T, sinks []auditsink.SinkConfig, anchor auditsink.AnchorConfig) *auditsink.Manager {
+func (tr *trail) startKeyed(t *testing.T, sinks []auditsink.SinkConfig, anchor auditsink.AnchorConfig, opts ...func(*auditsink.Options)) *auditsink.Manager {
 	t.Helper()
-	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db, Sinks: sinks, Anchor: anchor, CursorKey: cursorKey,
-		Poll: 50 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	o := auditsink.Options{Source: tr.log, Cursors: tr.db, Sinks: sinks, Anchor: anchor, CursorKey: cursorKey,
+		Poll: 50 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+	for _, f := range opts {
+		f(&o)
+	}
+	m, err := auditsink.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +78,21 @@ func TestUntrustedCursorRestartsDeliveryVisibly(t *testing.T) {
 			if c.others {
 				tr.saveCursor(t, "other", auditsink.SealCursor(cursorKey, "other", auditsink.Cursor{Seq: 3}))
 			}
-			m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{})
+			var mu sync.Mutex
+			var told []string // what OnCursor was told, for serve to record
+			m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, func(o *auditsink.Options) {
+				o.OnCursor = func(sink string, c auditsink.CursorCheck) {
+					mu.Lock()
+					defer mu.Unlock()
+					told = append(told, fmt.Sprintf("%s rejected=%v legacy=%v %s", sink, c.Rejected, c.Legacy, c.Problem))
+				}
+			})
 			waitFor(t, "all 10 events delivered again", func() bool { return coll.got.count() >= 10 })
+			mu.Lock()
+			if len(told) != 1 || !strings.HasPrefix(told[0], name+" rejected=true legacy=false ") || !strings.Contains(told[0], c.want) {
+				t.Errorf("OnCursor was told %q, want once that %s was rejected: %s", told, name, c.want)
+			}
+			mu.Unlock()
 			coll.got.exactlyInOrder(t, "http", 10)
 			st := m.Status()[0]
 			if !strings.Contains(st.CursorError, c.want) || !strings.Contains(st.CursorError, "first retained event") {
@@ -124,7 +143,18 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	name := sinks[0].ID()
 	tr.saveCursor(t, name, auditsink.Cursor{Seq: 6})
 	tr.saveCursor(t, "removed-sink", auditsink.Cursor{Seq: 2})
-	m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{})
+	var mu sync.Mutex
+	var told []auditsink.CursorCheck
+	onCursor := func(o *auditsink.Options) {
+		o.OnCursor = func(sink string, c auditsink.CursorCheck) {
+			mu.Lock()
+			defer mu.Unlock()
+			if sink == name {
+				told = append(told, c)
+			}
+		}
+	}
+	m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, onCursor)
 	waitFor(t, "events 7..10", func() bool { return coll.got.count() >= 4 })
 	time.Sleep(100 * time.Millisecond)
 	coll.got.mu.Lock()
@@ -137,6 +167,12 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	if st.CursorError != "" || !strings.Contains(st.CursorNote, "no authenticator") {
 		t.Fatalf("status: %+v", st)
 	}
+	mu.Lock()
+	if len(told) != 1 || !told[0].Legacy || told[0].Rejected || told[0].Problem != st.CursorNote {
+		t.Fatalf("OnCursor was told %+v, want once the legacy cursor", told)
+	}
+	told = nil
+	mu.Unlock()
 	// Reported until the next start: pamctl cannot tell an upgrade from
 	// authenticators stripped by a writer of the data dir.
 	if err := st.Problem(time.Now(), time.Hour); err == nil || !strings.Contains(err.Error(), "expected only on the first start after upgrading") {
@@ -150,10 +186,15 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	// Adopted once: the next start follows the authenticated cursor
 	// without a note.
 	tr.add(t, 1, "y")
-	m = tr.startKeyed(t, sinks, auditsink.AnchorConfig{})
+	m = tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, onCursor)
 	waitFor(t, "event 11", func() bool { return coll.got.count() >= 5 })
 	if st := m.Status()[0]; st.CursorNote != "" || st.CursorError != "" || st.Problem(time.Now(), time.Hour) != nil {
 		t.Fatalf("second start: %+v", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 0 {
+		t.Fatalf("a trusted cursor was reported: %+v", told)
 	}
 }
 

@@ -143,6 +143,12 @@ type Options struct {
 	// about successful ones.
 	OnError     func(name string, err error)
 	OnDelivered func(name string)
+	// OnCursor, when set, is told when a target's stored cursor was not
+	// trusted at start (c.Rejected) or was taken for one written before
+	// cursors were authenticated (c.Legacy): serve records it in the trail
+	// (audit.cursor), the evidence of someone who wrote the data dir
+	// or the cursors' store.
+	OnCursor func(name string, c CursorCheck)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -576,6 +582,9 @@ func (s *shipper) trust(ctx context.Context, st audit.Status) {
 	legacyOK := s.m.legacyOK
 	s.m.legacyMu.Unlock()
 	cur, c := TrustCursor(s.m.opts.CursorKey, s.name, s.stored, s.found, st, legacyOK)
+	if (c.Rejected || c.Legacy) && s.m.opts.OnCursor != nil {
+		s.m.opts.OnCursor(s.name, c)
+	}
 	switch {
 	case c.Rejected:
 		s.reject(c.Problem)

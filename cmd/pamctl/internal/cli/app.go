@@ -183,7 +183,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	// On etcd only the elected replica delivers (a.leads); the others
 	// stand by and show the shared cursor.
 	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.state, CursorKey: cursorKey,
-		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log, Leader: a.leads}); err != nil {
+		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log, Leader: a.leads, OnCursor: a.recordCursor}); err != nil {
 		return nil, err
 	}
 	if err := a.listen(); err != nil {
@@ -1099,6 +1099,16 @@ func (a *App) SinkStatus() []auditsink.Status {
 		return nil
 	}
 	return a.sinks.Status()
+}
+
+// recordCursor records in the trail a sink cursor that was not trusted,
+// or taken for one written before cursors were authenticated.
+func (a *App) recordCursor(sink string, c auditsink.CursorCheck) {
+	decision := "rejected"
+	if c.Legacy {
+		decision = "legacy"
+	}
+	a.emit(&audit.Event{Type: audit.TypeAuditCursor, Target: sink, Decision: decision, Error: c.Problem})
 }
 
 // emit appends an event the server itself records; a failure is reported

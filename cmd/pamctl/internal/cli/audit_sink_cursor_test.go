@@ -103,4 +103,22 @@ func TestForgedSinkCursorIsNotFollowed(t *testing.T) {
 	if err != nil || rep.First != 1 || rep.Last != app.SinkStatus()[0].Cursor.Seq {
 		t.Fatalf("sink file after the redelivery: %+v %v", rep, err)
 	}
+	// The trail records it (and the sink received that too).
+	events, err := app.auditLog.Last(context.Background(), 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []audit.Event
+	for _, e := range events {
+		if e.Type == audit.TypeAuditCursor {
+			found = append(found, e)
+		}
+	}
+	if len(found) != 1 || found[0].Target != name || found[0].Decision != "rejected" || !strings.Contains(found[0].Error, "past the end of the trail") {
+		t.Fatalf("audit.cursor events in the trail: %+v", found)
+	}
+	waitUntil(t, "the sink to receive the audit.cursor event", 10*time.Second, func() bool {
+		raw, _ := os.ReadFile(sink)
+		return strings.Contains(string(raw), `"type":"audit.cursor"`)
+	})
 }
