@@ -21,9 +21,10 @@ import (
 // millisecond or two before it can release them.
 //
 // The flush is issued as a raw system call instead: the goroutine keeps
-// its P and thread throughout and goes on at once. Measured at stream c=32
-// (docs/performance.md, thirteenth round): 30–45 µs less CPU a stream and
-// about a millisecond less added total time. The price is that the P runs
+// its P and thread throughout and goes on at once. Measured against the
+// runtime's call (docs/performance.md, fourteenth round): at stream c=32
+// 20–75 µs less CPU a stream and 0.5–1.4 ms less added total time, at
+// chat c=32 17–35 µs less CPU a call. The price is that the P runs
 // nothing else during the flush (the other Ps do), and that a garbage
 // collection's stop-the-world waits for a flush in progress. That is a
 // good trade only while flushes are short next to what the handoff costs,
