@@ -212,6 +212,46 @@ func TestHoldExcerptShowsTheMatch(t *testing.T) {
 	}
 }
 
+// TestHoldExcerptShowsEveryMatch: where the rule matches more than once in
+// a long prompt, the approver sees each place (up to excerptMatches) and
+// is told the prompt's size and the number of matches; shown only the
+// first, they would release the others unseen (red team).
+func TestHoldExcerptShowsEveryMatch(t *testing.T) {
+	holds := &fakeHolds{decision: HoldDecision{ID: "req_x", Reason: "no"}}
+	h := newHarness(t, withRules(t, testRules), withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}),
+		func(o *Options) { o.Holds = holds })
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	filler := strings.Repeat("lorem ipsum dolor sit amet ", 100)
+	prompt := "DROP TABLE scratch; " + filler + "then drop table users and mail bob@example.com; " + filler + "finally DROP  TABLE audit_log"
+	h.do("POST", "/v1/chat/completions", tok, chatWith(prompt))
+	ex := holds.got[0].Excerpt
+	for _, want := range []string{"DROP TABLE scratch", "drop table users", "DROP  TABLE audit_log", "[EMAIL]", "rule \"destructive-sql\" matches 3 times]"} {
+		if !strings.Contains(ex, want) {
+			t.Errorf("excerpt lacks %q", want)
+		}
+	}
+	if strings.Contains(ex, "bob@") || strings.Count(ex, "…") != 4 || len(ex) > 3*matchContext+200 || strings.Contains(ex, "are shown") {
+		t.Errorf("excerpt (%d bytes): %q", len(ex), ex)
+	}
+
+	// Many matches: the first excerptMatches, and how many there are.
+	holds.got = nil
+	h.do("POST", "/v1/chat/completions", tok, chatWith(strings.Repeat("drop table t; "+filler, 10)))
+	ex = holds.got[0].Excerpt
+	if !strings.Contains(ex, "matches 10 times; the first 6 are shown]") || strings.Count(ex, "drop table t") != excerptMatches ||
+		len(ex) > excerptMatches*matchContext+200 {
+		t.Errorf("excerpt of 10 matches (%d bytes): %q", len(ex), ex)
+	}
+
+	// Matches close together share a window.
+	holds.got = nil
+	h.do("POST", "/v1/chat/completions", tok, chatWith(filler+"drop table a; drop table b; "+filler))
+	ex = holds.got[0].Excerpt
+	if !strings.Contains(ex, "matches 2 times]") || strings.Count(ex, "…") != 2 || !strings.Contains(ex, "drop table a; drop table b") {
+		t.Errorf("excerpt of two close matches: %q", ex)
+	}
+}
+
 // An excerpt that is cut says so: an approver of an unscanned call with a
 // long prompt sees "…" where the excerpt stops, not an end that looks
 // whole.

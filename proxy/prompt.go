@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -168,11 +169,79 @@ func holdExcerpt(c *call, res rules.Result) string {
 	if res.Unscanned {
 		return clipMarked("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)
 	}
-	start, end, ok := c.Rules.Locate(res.Rule, c.prompt)
-	if !ok {
-		return clipMarked(c.prompt, excerptBytes)
+	if len(c.prompt) <= excerptBytes {
+		return c.prompt // whole: every match is in it
 	}
-	return window(c.prompt, start, end, excerptBytes)
+	spans, total := c.Rules.Spans(res.Rule, c.prompt, excerptMatches, maxCountedMatches)
+	switch len(spans) {
+	case 0:
+		return clipMarked(c.prompt, excerptBytes)
+	case 1:
+		return window(c.prompt, spans[0][0], spans[0][1], excerptBytes)
+	}
+	return matchesExcerpt(c.prompt, res.Rule, spans, total)
+}
+
+// A held prompt in which its rule matches more than once shows each of the
+// first excerptMatches matches with matchContext bytes around it (a
+// quarter before), under a line that says how long the prompt is and how
+// many times the rule matched: an approver shown only the first match
+// would release the others unseen (red team: "DROP TABLE scratch" shown,
+// "DROP TABLE users" further down released with it).
+const (
+	excerptMatches    = 6
+	matchContext      = 512
+	maxCountedMatches = 1000
+)
+
+// matchesExcerpt renders the windows around spans (merged where they
+// touch), "…" marking every cut.
+func matchesExcerpt(prompt, rule string, spans [][2]int, total int) string {
+	var b strings.Builder
+	count := strconv.Itoa(total)
+	if total >= maxCountedMatches {
+		count = "at least " + count
+	}
+	fmt.Fprintf(&b, "[prompt of %d bytes; rule %q matches %s times", len(prompt), rule, count)
+	if total > len(spans) {
+		fmt.Fprintf(&b, "; the first %d are shown", len(spans))
+	}
+	b.WriteString("]")
+	from, to := -1, -1
+	flush := func() {
+		if from < 0 {
+			return
+		}
+		b.WriteString("\n")
+		if from > 0 {
+			b.WriteString("…")
+		}
+		b.WriteString(prompt[from:to])
+		if to < len(prompt) {
+			b.WriteString("…")
+		}
+	}
+	for _, sp := range spans {
+		f := max(0, sp[0]-matchContext/4)
+		t := min(len(prompt), f+matchContext)
+		if sp[1] > t { // a long match: its start
+			f, t = sp[0], min(len(prompt), sp[0]+matchContext)
+		}
+		for f > 0 && !utf8.RuneStart(prompt[f]) {
+			f++
+		}
+		for t < len(prompt) && !utf8.RuneStart(prompt[t]) {
+			t--
+		}
+		if from >= 0 && f <= to {
+			to = max(to, t) // touches the last window: one window
+			continue
+		}
+		flush()
+		from, to = f, t
+	}
+	flush()
+	return b.String()
 }
 
 // clipMarked cuts s to about n bytes, as window does: a "…" ends it when

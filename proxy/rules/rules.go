@@ -407,13 +407,16 @@ func (e *Engine) Evaluate(in Input) Result {
 	return res
 }
 
-// Locate returns the byte span [start, end) of the earliest match in s of
-// the rule named name, so a person asked about a held call can be shown
-// the text around it. ok is false when the rule does not match s, is not
-// a text rule, or is unknown.
-func (e *Engine) Locate(name, s string) (start, end int, ok bool) {
+// Spans returns the byte spans [start, end) of the matches in s of the
+// rule named name, by start, at most limit of them (overlapping matches of
+// a pattern and a literal at the same place count once), and how many
+// there are, up to
+// countLimit: an approver of a held call is shown each place the rule
+// found, and told how many there are. Nil for a rule that does not match
+// s, is not a text rule, or is unknown.
+func (e *Engine) Spans(name, s string, limit, countLimit int) (spans [][2]int, total int) {
 	if e == nil {
-		return 0, 0, false
+		return nil, 0
 	}
 	for i := range e.rules {
 		c := &e.rules[i]
@@ -421,24 +424,31 @@ func (e *Engine) Locate(name, s string) (start, end int, ok bool) {
 			continue
 		}
 		t := text{s: s}
-		start = -1
+		var all [][2]int
 		if c.mayMatch(&t) {
-			if loc := c.re.FindStringIndex(s); loc != nil {
-				start, end = loc[0], loc[1]
+			for _, loc := range c.re.FindAllStringIndex(s, countLimit) {
+				all = append(all, [2]int{loc[0], loc[1]})
 			}
 		}
 		if c.litIndex(&t) >= 0 {
 			for _, lit := range c.lits {
-				if j := strings.Index(t.folded, lit); j >= 0 {
-					if a := t.original(j); start < 0 || a < start {
-						start, end = a, t.original(j+len(lit))
+				for from := 0; len(all) < 2*countLimit; {
+					j := strings.Index(t.folded[from:], lit)
+					if j < 0 {
+						break
 					}
+					j += from
+					all = append(all, [2]int{t.original(j), t.original(j + len(lit))})
+					from = j + len(lit)
 				}
 			}
 		}
-		return start, end, start >= 0
+		slices.SortFunc(all, func(a, b [2]int) int { return a[0] - b[0] })
+		all = slices.Compact(all)
+		total = min(len(all), countLimit)
+		return all[:min(len(all), limit)], total
 	}
-	return 0, 0, false
+	return nil, 0
 }
 
 func (c *compiled) appliesTo(in Input) bool {

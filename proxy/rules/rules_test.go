@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -253,28 +254,38 @@ func TestUnscannedRule(t *testing.T) {
 
 // Locate finds the earliest match of a rule, by pattern or literal, in
 // original byte offsets (also after case folding changes lengths).
-func TestLocate(t *testing.T) {
+func TestSpans(t *testing.T) {
 	e := mustCompile(t, []Rule{
 		{Name: "sql", Pattern: `(?i)drop\s+table`, Literals: []string{"truncate"}, Action: RequireApproval, Approvers: Approvers{Groups: []string{"dba"}}},
 		{Name: "k", Literals: []string{"kelvin"}, Action: Deny},
+		{Name: "both", Pattern: `secret`, Literals: []string{"secret"}, Action: Deny},
+		{Name: "img", Unscanned: true, Action: Deny},
 	})
 	for _, c := range []struct {
-		rule, s, want string
+		rule, s string
+		want    []string // the matched texts, by position
+		total   int
 	}{
-		{"sql", "x TRUNCATE y then drop  table z", "TRUNCATE"},
-		{"sql", "first DROP TABLE then truncate", "DROP TABLE"},
-		{"k", "ééé \u212aELVIN", "\u212aELVIN"},
-		{"sql", "nothing here", ""},
-		{"nope", "drop table", ""},
+		{"sql", "x TRUNCATE y then drop  table z", []string{"TRUNCATE", "drop  table"}, 2},
+		{"sql", "first DROP TABLE then truncate, drop table, TRUNCATE", []string{"DROP TABLE", "truncate", "drop table"}, 4},
+		{"k", "ééé \u212aELVIN and kelvin", []string{"\u212aELVIN", "kelvin"}, 2},
+		{"both", "a secret, another secret", []string{"secret", "secret"}, 2}, // found by both: once each
+		{"sql", "nothing here", nil, 0},
+		{"nope", "drop table", nil, 0},
+		{"img", "drop table", nil, 0},
 	} {
-		a, b, ok := e.Locate(c.rule, c.s)
-		got := ""
-		if ok {
-			got = c.s[a:b]
+		spans, total := e.Spans(c.rule, c.s, 3, 100)
+		var got []string
+		for _, sp := range spans {
+			got = append(got, c.s[sp[0]:sp[1]])
 		}
-		if got != c.want {
-			t.Errorf("Locate(%s, %q) = %q, want %q", c.rule, c.s, got, c.want)
+		if !slices.Equal(got, c.want) || total != c.total {
+			t.Errorf("Spans(%s, %q) = %q, %d; want %q, %d", c.rule, c.s, got, total, c.want, c.total)
 		}
+	}
+	// Counting stops at its bound.
+	if _, total := e.Spans("sql", strings.Repeat("drop table ", 50), 3, 20); total != 20 {
+		t.Errorf("50 matches counted up to 20: %d", total)
 	}
 }
 
