@@ -27,8 +27,13 @@ type httpTarget struct {
 	client      *http.Client
 	host        string
 	// refused is the smallest body a collector answered 413 to (0: none
-	// yet): a batch body at least that big is split without sending it.
+	// yet): a batch body at least that big is split without sending it,
+	// refusedTrust times; then one is sent whole again (trust counts down),
+	// so a 413 that passed (a collector's limit raised, a proxy in front of
+	// it restarted) does not split every batch down to one POST per event
+	// until pamctl restarts.
 	refused int
+	trust   int
 	// standIns sent by the last Deliver.
 	standIns []StandIn
 	// acked counts the leading records of the last Deliver the collector
@@ -132,6 +137,11 @@ func (e *PartialError) Error() string {
 
 func (e *PartialError) Unwrap() error { return e.Err }
 
+// refusedTrust is how many batches a 413 splits before one is sent whole
+// again (httpTarget.refused): with the default batch of 256 events, about
+// one in a few hundred POSTs tests whether the collector still refuses.
+const refusedTrust = 256
+
 // deliver POSTs recs as one body. A collector that answers 413 (Content
 // Too Large) gets the batch in two halves, in order, down to single
 // records; an event it refuses alone is sent as its stand-in, so one big
@@ -143,7 +153,11 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 		return err
 	}
 	if len(recs) > 1 && t.refused > 0 && len(data) >= t.refused {
-		return t.split(ctx, recs)
+		if t.trust > 0 {
+			t.trust--
+			return t.split(ctx, recs)
+		}
+		t.refused = 0 // sent whole once more; a 413 sets it again
 	}
 	err = post(ctx, t.client, t.url, t.headers, t.headersFile, ct, data)
 	if err == nil {
@@ -155,6 +169,7 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 	if t.refused == 0 || len(data) < t.refused {
 		t.refused = len(data)
 	}
+	t.trust = refusedTrust
 	if len(recs) > 1 {
 		return t.split(ctx, recs)
 	}
