@@ -408,12 +408,11 @@ func (e *Engine) Evaluate(in Input) Result {
 }
 
 // Spans returns the byte spans [start, end) of the matches in s of the
-// rule named name, by start, at most limit of them (overlapping matches of
-// a pattern and a literal at the same place count once), and how many
-// there are, up to
-// countLimit: an approver of a held call is shown each place the rule
-// found, and told how many there are. Nil for a rule that does not match
-// s, is not a text rule, or is unknown.
+// rule named name, by start, at most limit of them, and how many there
+// are, counted up to countLimit (a pattern and a literal matching at the
+// same place count once): an approver of a held call is shown each place
+// the rule found, and told how many there are. Nil for a rule that does
+// not match s, is not a text rule, or is unknown.
 func (e *Engine) Spans(name, s string, limit, countLimit int) (spans [][2]int, total int) {
 	if e == nil {
 		return nil, 0
