@@ -25,7 +25,7 @@ type Hold struct {
 	Endpoint       string
 	Excerpt        string // masked
 	SHA256         string // of the whole prompt as it would go upstream
-	CallSHA256     string // of the query string and whole body as they would go upstream (PromptHold)
+	CallSHA256     string // of the method, query string, body headers and whole body as they would go upstream (PromptHold)
 	// Tool and Arguments (masked) describe a held tool call (see
 	// PromptHold); both empty for a held prompt.
 	Tool      string

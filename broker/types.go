@@ -94,7 +94,8 @@ type PromptHold struct {
 	Excerpt  string `json:"excerpt"` // masked
 	SHA256   string `json:"prompt_sha256"`
 	// CallSHA256 is the digest of the call as it would go upstream (its
-	// query string and whole body, after redaction and masking): a late
+	// method, query string, the headers its body is read by, and whole
+	// body, after redaction and masking): a late
 	// approval's retry must match it too. The prompt's digest is of its
 	// words in order only, so it took the same words sent as a system
 	// message, split into a forged assistant turn, or with other tools or

@@ -33,10 +33,11 @@ type HoldRequest struct {
 	Excerpt      string
 	PromptSHA256 string
 	// CallSHA256 is the digest of the call as it would go upstream: its
-	// query string and its whole body after redaction and masking (roles,
-	// message boundaries, tools, every parameter). A late approval's
-	// retry must match it as well as PromptSHA256, which is of the
-	// prompt's words only. Empty for a held tool call.
+	// method, query string, Content-Type and Content-Encoding, and its
+	// whole body after redaction and masking (roles, message boundaries,
+	// tools, every parameter). A late approval's retry must match it as
+	// well as PromptSHA256, which is of the prompt's words only. Empty
+	// for a held tool call.
 	CallSHA256 string
 	// Tool and Arguments are set when a tool_call rule holds a tool call
 	// the model proposed: the tool's name (toolcall.Call.Tool) and its

@@ -92,7 +92,7 @@ func (p *Proxy) applyRules(w http.ResponseWriter, r *http.Request) bool {
 			"Prompt rule %q blocks this prompt. Rephrase it, or ask a pamctl administrator about the rule.", res.Rule)))
 		return false
 	case res.Action == rules.RequireApproval:
-		if e := p.hold(r.Context(), c, res, r.URL.RawQuery); e != nil {
+		if e := p.hold(r.Context(), c, res, callDigest(r, c.body)); e != nil {
 			p.fail(w, c, e)
 			return false
 		}
@@ -146,18 +146,23 @@ func (p *Proxy) rewritePrompt(c *call, in rules.Input, res rules.Result) (string
 	return strings.Join(parts, "\n"), nil
 }
 
-// callDigest is HoldRequest.CallSHA256: the SHA-256 of the query string
-// and the body as they go upstream, each preceded by its length so that
-// no two calls share their bytes.
-func callDigest(query string, body []byte) string {
+// callDigest is HoldRequest.CallSHA256: the SHA-256 of what decides what
+// the upstream does with the call besides its path (HoldRequest.Endpoint)
+// and model, each preceded by its length so that no two calls share their
+// bytes: the method (one path takes several: POST updates a stored
+// completion, DELETE deletes it), the query string, the Content-Type and
+// Content-Encoding the body is read upstream by (a multipart boundary
+// picks the parts of a body pamctl does not read), and the body as it
+// goes upstream.
+func callDigest(r *http.Request, body []byte) string {
 	h := sha256.New()
 	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(query)))
-	h.Write(n[:])
-	h.Write([]byte(query))
-	binary.BigEndian.PutUint64(n[:], uint64(len(body)))
-	h.Write(n[:])
-	h.Write(body)
+	for _, f := range [][]byte{[]byte(r.Method), []byte(r.URL.RawQuery),
+		[]byte(strings.Join(r.Header.Values("Content-Type"), "\n")), []byte(strings.Join(r.Header.Values("Content-Encoding"), "\n")), body} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write(f)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -286,7 +291,7 @@ func window(s string, start, end, n int) string {
 
 // hold asks an approver to release the call and waits (at most the hold
 // timeout, less if the client gives up). It returns nil once released.
-func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, query string) *apiError {
+func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, callSHA string) *apiError {
 	c.decision = "hold"
 	refuse := func(id, why string) *apiError {
 		msg := fmt.Sprintf("Prompt rule %q holds this call for approval by %s.", res.Rule, res.Approvers)
@@ -314,7 +319,7 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, query strin
 	p.stageBegin(c, StageHold)
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
-		Model: c.clientModel, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha, CallSHA256: callDigest(query, c.body),
+		Model: c.clientModel, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha, CallSHA256: callSHA,
 	})
 	p.stageEnd(c, StageHold)
 	if d.ID != "" {

@@ -335,3 +335,38 @@ func TestHoldRefusalLinksTheReviewPage(t *testing.T) {
 		t.Fatalf("got %d %s", res.StatusCode, b)
 	}
 }
+
+// TestHoldDigestCoversMethodAndContentType: the endpoint an approver is
+// shown is a path, and one path takes several methods (POST updates a
+// stored completion, DELETE deletes it); a body pamctl does not read is
+// read upstream as its Content-Type says (a multipart boundary picks the
+// parts). A late approval of one must not release the other.
+func TestHoldDigestCoversMethodAndContentType(t *testing.T) {
+	holds := &fakeHolds{decision: HoldDecision{ID: "req_h", Reason: "no"}}
+	h := newHarness(t, withRules(t, []rules.Rule{
+		{Name: "review-stored", Unscanned: true, Action: rules.RequireApproval, Approvers: rules.Approvers{Groups: []string{"security"}}},
+	}), func(o *Options) { o.Holds = holds })
+	tok := h.mint(grant{scope: "endpoint:/v1/chat/completions/* endpoint:/v1/files"})
+	hold := func(method, path, body string, hdr ...string) HoldRequest {
+		t.Helper()
+		n := len(holds.got)
+		if res, b := h.do(method, path, tok, body, hdr...); res.StatusCode != 403 || len(holds.got) != n+1 {
+			t.Fatalf("%s %s: %d %s, not held", method, path, res.StatusCode, b)
+		}
+		return holds.got[n]
+	}
+	const stored, update = "/v1/chat/completions/chatcmpl-1", `{"metadata":{"k":"v"}}`
+	post := hold("POST", stored, update)
+	if again := hold("POST", stored, update); again.CallSHA256 != post.CallSHA256 {
+		t.Fatalf("the same call again has digest %q, want %q", again.CallSHA256, post.CallSHA256)
+	}
+	if del := hold("DELETE", stored, update); del.Endpoint == post.Endpoint && del.CallSHA256 == post.CallSHA256 {
+		t.Errorf("DELETE and POST of %s with the same body have the same digest %q", stored, post.CallSHA256)
+	}
+	parts := "--a\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--a--\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n--b--\r\n"
+	a := hold("POST", "/v1/files", parts, "Content-Type", "multipart/form-data; boundary=a")
+	if b := hold("POST", "/v1/files", parts, "Content-Type", "multipart/form-data; boundary=b"); b.CallSHA256 == a.CallSHA256 {
+		t.Errorf("one body read under two boundaries has the same digest %q", a.CallSHA256)
+	}
+}
