@@ -2,6 +2,7 @@ package auditsink_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,4 +117,40 @@ func TestNewLeaderReadsTheTrailAfterTheCursor(t *testing.T) {
 	if s.CursorError != "" {
 		t.Errorf("a legitimately saved cursor was rejected: %s", s.CursorError)
 	}
+}
+
+// A replica that comes to lead again checks the stored cursor again; when
+// it is the one already rejected (the sink was down, so no delivery saved
+// a new one), the trail is not told again: the election of a replica whose
+// lease flaps would otherwise add an audit.cursor event per sink each time.
+func TestRejectedCursorIsReportedOncePerReplica(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	coll.setHandler(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	tr.add(t, 10, "x")
+	sinks := []auditsink.SinkConfig{{Type: "http", URL: coll.url()}}
+	name := sinks[0].ID()
+	tr.saveCursor(t, name, auditsink.SealCursor(cursorKey, name, auditsink.Cursor{Seq: 99}))
+	var leads atomic.Bool
+	var told atomic.Int32
+	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db, Sinks: sinks, CursorKey: cursorKey,
+		Leader: leads.Load, OnCursor: func(string, auditsink.CursorCheck) { told.Add(1) },
+		Poll: 20 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for range 4 {
+		leads.Store(true)
+		waitFor(t, "the cursor rejected", func() bool { return !m.Status()[0].Standby && m.Status()[0].CursorError != "" })
+		leads.Store(false)
+		waitFor(t, "standby", func() bool { return m.Status()[0].Standby })
+	}
+	if n := told.Load(); n != 1 {
+		t.Fatalf("OnCursor was told %d times of the same rejected cursor, want once", n)
+	}
+	// Another forged cursor is news.
+	tr.saveCursor(t, name, auditsink.SealCursor(cursorKey, name, auditsink.Cursor{Seq: 98}))
+	leads.Store(true)
+	waitFor(t, "the second cursor rejected", func() bool { return told.Load() == 2 })
 }

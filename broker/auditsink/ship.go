@@ -311,9 +311,10 @@ type shipper struct {
 	headsOnly bool
 	wake      chan struct{}
 
-	stored  Cursor // as read at Start
-	found   bool   // a cursor was stored
-	checked bool   // stored was checked against the trail (TrustCursor)
+	stored  Cursor  // as read at Start
+	found   bool    // a cursor was stored
+	checked bool    // stored was checked against the trail (TrustCursor)
+	told    *Cursor // the stored cursor OnCursor was last told of
 
 	mu        sync.Mutex
 	cur       Cursor
@@ -582,7 +583,13 @@ func (s *shipper) trust(ctx context.Context, st audit.Status) {
 	legacyOK := s.m.legacyOK
 	s.m.legacyMu.Unlock()
 	cur, c := TrustCursor(s.m.opts.CursorKey, s.name, s.stored, s.found, st, legacyOK)
-	if (c.Rejected || c.Legacy) && s.m.opts.OnCursor != nil {
+	if (c.Rejected || c.Legacy) && s.m.opts.OnCursor != nil && !s.toldOf(s.stored) {
+		// Once per stored cursor: a replica that comes to lead again
+		// (reload) checks it again, and while the sink is down no
+		// delivery replaces it; an election that flaps must not add an
+		// event per sink each time.
+		told := s.stored
+		s.told = &told
 		s.m.opts.OnCursor(s.name, c)
 	}
 	switch {
@@ -603,6 +610,12 @@ func (s *shipper) trust(ctx context.Context, st audit.Status) {
 		s.cur = cur
 		s.mu.Unlock()
 	}
+}
+
+// toldOf reports whether OnCursor was told of the stored cursor c.
+func (s *shipper) toldOf(c Cursor) bool {
+	t := s.told
+	return t != nil && t.Seq == c.Seq && t.HeadSeq == c.HeadSeq && t.MAC == c.MAC && t.Updated.Equal(c.Updated)
 }
 
 // reject restarts delivery at the first retained event and keeps why for
