@@ -2,7 +2,6 @@ package auditsink_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +25,33 @@ func (tr *trail) startKeyed(t *testing.T, sinks []auditsink.SinkConfig, anchor a
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// cursorReports keeps what OnCursor is told about one sink.
+type cursorReports struct {
+	mu  sync.Mutex
+	got []auditsink.CursorCheck
+}
+
+func (r *cursorReports) option(sink string) func(*auditsink.Options) {
+	return func(o *auditsink.Options) {
+		o.OnCursor = func(name string, c auditsink.CursorCheck) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if name == sink {
+				r.got = append(r.got, c)
+			}
+		}
+	}
+}
+
+// take returns what was told since the last take.
+func (r *cursorReports) take() []auditsink.CursorCheck {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	got := r.got
+	r.got = nil
+	return got
 }
 
 func (tr *trail) saveCursor(t *testing.T, name string, c auditsink.Cursor) {
@@ -78,21 +104,12 @@ func TestUntrustedCursorRestartsDeliveryVisibly(t *testing.T) {
 			if c.others {
 				tr.saveCursor(t, "other", auditsink.SealCursor(cursorKey, "other", auditsink.Cursor{Seq: 3}))
 			}
-			var mu sync.Mutex
-			var told []string // what OnCursor was told, for serve to record
-			m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, func(o *auditsink.Options) {
-				o.OnCursor = func(sink string, c auditsink.CursorCheck) {
-					mu.Lock()
-					defer mu.Unlock()
-					told = append(told, fmt.Sprintf("%s rejected=%v legacy=%v %s", sink, c.Rejected, c.Legacy, c.Problem))
-				}
-			})
+			var told cursorReports // what serve is told to record
+			m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, told.option(name))
 			waitFor(t, "all 10 events delivered again", func() bool { return coll.got.count() >= 10 })
-			mu.Lock()
-			if len(told) != 1 || !strings.HasPrefix(told[0], name+" rejected=true legacy=false ") || !strings.Contains(told[0], c.want) {
-				t.Errorf("OnCursor was told %q, want once that %s was rejected: %s", told, name, c.want)
+			if got := told.take(); len(got) != 1 || !got[0].Rejected || got[0].Legacy || !strings.Contains(got[0].Problem, c.want) {
+				t.Errorf("OnCursor was told %+v, want once that %s was rejected: %s", got, name, c.want)
 			}
-			mu.Unlock()
 			coll.got.exactlyInOrder(t, "http", 10)
 			st := m.Status()[0]
 			if !strings.Contains(st.CursorError, c.want) || !strings.Contains(st.CursorError, "first retained event") {
@@ -143,18 +160,8 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	name := sinks[0].ID()
 	tr.saveCursor(t, name, auditsink.Cursor{Seq: 6})
 	tr.saveCursor(t, "removed-sink", auditsink.Cursor{Seq: 2})
-	var mu sync.Mutex
-	var told []auditsink.CursorCheck
-	onCursor := func(o *auditsink.Options) {
-		o.OnCursor = func(sink string, c auditsink.CursorCheck) {
-			mu.Lock()
-			defer mu.Unlock()
-			if sink == name {
-				told = append(told, c)
-			}
-		}
-	}
-	m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, onCursor)
+	var told cursorReports
+	m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, told.option(name))
 	waitFor(t, "events 7..10", func() bool { return coll.got.count() >= 4 })
 	time.Sleep(100 * time.Millisecond)
 	coll.got.mu.Lock()
@@ -167,12 +174,9 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	if st.CursorError != "" || !strings.Contains(st.CursorNote, "no authenticator") {
 		t.Fatalf("status: %+v", st)
 	}
-	mu.Lock()
-	if len(told) != 1 || !told[0].Legacy || told[0].Rejected || told[0].Problem != st.CursorNote {
-		t.Fatalf("OnCursor was told %+v, want once the legacy cursor", told)
+	if got := told.take(); len(got) != 1 || !got[0].Legacy || got[0].Rejected || got[0].Problem != st.CursorNote {
+		t.Fatalf("OnCursor was told %+v, want once the legacy cursor", got)
 	}
-	told = nil
-	mu.Unlock()
 	// Reported until the next start: pamctl cannot tell an upgrade from
 	// authenticators stripped by a writer of the data dir.
 	if err := st.Problem(time.Now(), time.Hour); err == nil || !strings.Contains(err.Error(), "expected only on the first start after upgrading") {
@@ -186,15 +190,13 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	// Adopted once: the next start follows the authenticated cursor
 	// without a note.
 	tr.add(t, 1, "y")
-	m = tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, onCursor)
+	m = tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, told.option(name))
 	waitFor(t, "event 11", func() bool { return coll.got.count() >= 5 })
 	if st := m.Status()[0]; st.CursorNote != "" || st.CursorError != "" || st.Problem(time.Now(), time.Hour) != nil {
 		t.Fatalf("second start: %+v", st)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(told) != 0 {
-		t.Fatalf("a trusted cursor was reported: %+v", told)
+	if got := told.take(); len(got) != 0 {
+		t.Fatalf("a trusted cursor was reported: %+v", got)
 	}
 }
 
