@@ -166,10 +166,10 @@ func callDigest(r *http.Request, body []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// holdExcerpt is what an approver sees of a held call: the masked prompt
-// around the first match of the rule that holds it (not only its start,
-// which may be far from the match), or, for an unscanned rule, what
-// pamctl could not read and the start of the prompt.
+// holdExcerpt is what an approver sees of a held call: the masked prompt,
+// whole when short, else around each match of the rule that holds it (not
+// only its start, which may be far from them; matchesExcerpt), or, for an
+// unscanned rule, what pamctl could not read and the start of the prompt.
 func holdExcerpt(c *call, res rules.Result) string {
 	if res.Unscanned {
 		return clipMarked("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)
@@ -214,30 +214,13 @@ func matchesExcerpt(prompt, rule string, spans [][2]int, total int) string {
 	b.WriteString("]")
 	from, to := -1, -1
 	flush := func() {
-		if from < 0 {
-			return
-		}
-		b.WriteString("\n")
-		if from > 0 {
-			b.WriteString("…")
-		}
-		b.WriteString(prompt[from:to])
-		if to < len(prompt) {
-			b.WriteString("…")
+		if from >= 0 {
+			b.WriteString("\n")
+			b.WriteString(marked(prompt, from, to))
 		}
 	}
 	for _, sp := range spans {
-		f := max(0, sp[0]-matchContext/4)
-		t := min(len(prompt), f+matchContext)
-		if sp[1] > t { // a long match: its start
-			f, t = sp[0], min(len(prompt), sp[0]+matchContext)
-		}
-		for f > 0 && !utf8.RuneStart(prompt[f]) {
-			f++
-		}
-		for t < len(prompt) && !utf8.RuneStart(prompt[t]) {
-			t--
-		}
+		f, t := windowSpan(prompt, sp[0], sp[1], matchContext)
 		if from >= 0 && f <= to {
 			to = max(to, t) // touches the last window: one window
 			continue
@@ -265,11 +248,17 @@ func window(s string, start, end, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	from := max(0, start-n/4)
+	from, to := windowSpan(s, start, end, n)
+	return marked(s, from, to)
+}
+
+// windowSpan is where window cuts s: [from, to), about n bytes.
+func windowSpan(s string, start, end, n int) (from, to int) {
+	from = max(0, start-n/4)
 	if end-from > n {
 		from = start // a long match: show its start
 	}
-	to := min(len(s), from+n)
+	to = min(len(s), from+n)
 	if to == len(s) {
 		from = max(0, to-n)
 	}
@@ -279,6 +268,11 @@ func window(s string, start, end, n int) string {
 	for to < len(s) && !utf8.RuneStart(s[to]) {
 		to--
 	}
+	return from, to
+}
+
+// marked returns s[from:to], "…" marking each cut.
+func marked(s string, from, to int) string {
 	out := s[from:to]
 	if from > 0 {
 		out = "…" + out
