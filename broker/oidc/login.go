@@ -275,8 +275,9 @@ func CodeFlowTokens(ctx context.Context, c ClientConfig, open func(url string) e
 	authURL := conf.AuthCodeURL(state, opts...)
 
 	results := make(chan loginResult, 1)
+	var forged atomic.Bool // a callback with another state came and was ignored
 	srv := &http.Server{
-		Handler:           callbackHandler(ctx, conf, state, verifier, results),
+		Handler:           callbackHandler(ctx, conf, state, verifier, results, &forged),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go srv.Serve(ln) //nolint:errcheck // returns http.ErrServerClosed on shutdown
@@ -311,25 +312,45 @@ func CodeFlowTokens(ctx context.Context, c ClientConfig, open func(url string) e
 			case r := <-results:
 				return done(r)
 			default:
+				if forged.Load() {
+					return Tokens{}, fmt.Errorf("%w (open the login URL: %v)", ErrStateMismatch, err)
+				}
 				return Tokens{}, fmt.Errorf("oidc: login: open the login URL: %w", err)
 			}
 		case <-ctx.Done():
+			if forged.Load() {
+				return Tokens{}, fmt.Errorf("oidc: login not completed (%w): a redirect with another state reached the listener and was ignored: %w", ctx.Err(), ErrStateMismatch)
+			}
 			return Tokens{}, fmt.Errorf("oidc: login not completed: %w", ctx.Err())
 		}
 	}
 }
 
 // callbackHandler serves the loopback redirect. The first request to
-// CallbackPath decides the login; later ones are refused.
-func callbackHandler(ctx context.Context, conf *oauth2.Config, state, verifier string, results chan<- loginResult) http.Handler {
+// CallbackPath that carries this login's state decides the login; later
+// ones are refused, and one with another state is ignored (forged is set,
+// so the login's error can say so if it never completes).
+func callbackHandler(ctx context.Context, conf *oauth2.Config, state, verifier string, results chan<- loginResult, forged *atomic.Bool) http.Handler {
 	var handled atomic.Bool
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+CallbackPath, func(w http.ResponseWriter, r *http.Request) {
+		// The state is compared before anything else: the listener is
+		// reachable by every local user and by any web page (<img src>),
+		// so a request without this login's state is not its answer and
+		// must not end it (the person's real redirect still completes).
+		if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("state")), []byte(state)) != 1 {
+			forged.Store(true)
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, "<!doctype html><title>pamctl login</title><p>This redirect does not belong to the pamctl login in progress (its state does not match) and was ignored. If you started that login, return to your terminal and run it again.</p>\n")
+			return
+		}
 		if !handled.CompareAndSwap(false, true) {
 			http.Error(w, "pamctl: this login has already completed", http.StatusGone)
 			return
 		}
-		res := exchangeCallback(ctx, conf, state, verifier, r)
+		res := exchangeCallback(ctx, conf, verifier, r)
 		results <- res
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
@@ -344,11 +365,8 @@ func callbackHandler(ctx context.Context, conf *oauth2.Config, state, verifier s
 	return mux
 }
 
-func exchangeCallback(ctx context.Context, conf *oauth2.Config, state, verifier string, r *http.Request) loginResult {
+func exchangeCallback(ctx context.Context, conf *oauth2.Config, verifier string, r *http.Request) loginResult {
 	q := r.URL.Query()
-	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
-		return loginResult{err: ErrStateMismatch}
-	}
 	if code := q.Get("error"); code != "" {
 		return loginResult{err: &ProviderError{Code: code, Description: q.Get("error_description")}}
 	}
