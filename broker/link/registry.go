@@ -156,6 +156,18 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		e.Grant, e.ExpiresAt, e.PublicKey = in.Grant, expires, in.PublicKey
 		e.Version, e.Address, e.LastContact, e.TokenIssuer = clip(in.Version, 64), clip(in.Address, 256), now, r.TokenIssuer
 	}
+	// The grants of a proxy an admin cut off admit no other enrollment,
+	// new or renewed: the same identity leaving out the old id, or
+	// renewing another enrollment of its own onto such a grant, would
+	// otherwise be back at once, keys and all.
+	cutOff := func(cut string) error {
+		return fmt.Errorf("%w: grant %s belongs to proxy %s, which an admin revoked; a proxy enrolls again only with a new %s grant", ErrForbidden, in.Grant, cut, ScopeServe)
+	}
+	if cut, err := r.revokedOn(ctx, in.Grant, in.ID); err != nil {
+		return nil, err
+	} else if cut != "" {
+		return refuse(cutOff(cut))
+	}
 	var e *Enrollment
 	if in.ID != "" {
 		// A renewal changes the stored record in place, checked as it is
@@ -183,17 +195,6 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		}
 	}
 	if e == nil {
-		// The grant of a proxy an admin cut off admits no other
-		// enrollment: the same identity leaving out the old id would
-		// otherwise be back at once, keys and all.
-		cutOff := func(cut string) error {
-			return fmt.Errorf("%w: grant %s belongs to proxy %s, which an admin revoked; a proxy enrolls again only with a new %s grant", ErrForbidden, in.Grant, cut, ScopeServe)
-		}
-		if cut, err := r.revokedOn(ctx, in.Grant, ""); err != nil {
-			return nil, err
-		} else if cut != "" {
-			return refuse(cutOff(cut))
-		}
 		e = &Enrollment{ID: token.NewID()[:16], Subject: who.Subject, Issuer: who.Issuer, Enrolled: now}
 		// A new enrollment takes the spool where it is (events acked
 		// under a lost enrollment are gone from it); a renewal keeps the
@@ -205,15 +206,16 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		if err := r.Store.PutEnrollment(ctx, e); err != nil {
 			return nil, err
 		}
-		// Checked again once stored: a revoke that ran meanwhile either
-		// saw this enrollment (and cut it off with its grant) or is seen
-		// here.
-		if cut, err := r.revokedOn(ctx, in.Grant, e.ID); err != nil {
-			return nil, err
-		} else if cut != "" {
-			_, _ = r.update(ctx, e.ID, revokedAt(now))
-			return refuse(cutOff(cut))
-		}
+	}
+	// Checked again once stored: a revoke that ran meanwhile either saw
+	// this enrollment on its grant (and cut it off with it) or is seen
+	// here, and this one goes too.
+	if cut, err := r.revokedOn(ctx, in.Grant, e.ID); err != nil {
+		return nil, err
+	} else if cut != "" {
+		_, _ = r.update(ctx, e.ID, revokedAt(now))
+		r.cut(e.ID)
+		return refuse(cutOff(cut))
 	}
 	r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
 		Grant: e.Grant, Target: e.ID, Decision: "enrolled", Details: map[string]string{"version": e.Version, "address": e.Address}})
