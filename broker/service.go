@@ -236,6 +236,13 @@ func (s *Service) ruleApprovers(name string) (policy.Subjects, bool) {
 
 // stillGranted reports whether the live grant r still stands under the
 // current policies.
+// StillGranted reports whether the approved grant r still counts: today's
+// policies give its scopes to its requester, and its requester and
+// approvers come from trusted issuers; why says what ended it. Token
+// asks it of every grant it mints for; whatever else admits on a grant
+// (proxy enrollment) must ask it too.
+func (s *Service) StillGranted(r *Request) (ok bool, why string) { return s.stillGranted(r) }
+
 func (s *Service) stillGranted(r *Request) (bool, string) {
 	if why := s.untrusted(r); why != "" {
 		return false, why

@@ -81,8 +81,16 @@ func (g proxyGrants) ProxyGrant(ctx context.Context, who link.Caller, id string)
 		return time.Time{}, fmt.Errorf("%w: grant %s is not yours", link.ErrForbidden, id)
 	case r.State != broker.StateApproved || r.ExpiresAt == nil || !time.Now().Before(*r.ExpiresAt):
 		return time.Time{}, fmt.Errorf("%w: grant %s is %s, not an approved live grant", link.ErrForbidden, id, r.State)
+	case r.Kind != broker.KindAccess:
+		return time.Time{}, fmt.Errorf("%w: %s is a held prompt, not a grant", link.ErrForbidden, id)
 	case !token.Covers(r.Scopes, link.ScopeServe):
 		return time.Time{}, fmt.Errorf("%w: grant %s does not include %s; a policy must grant it to %s", link.ErrForbidden, id, link.ScopeServe, who.Subject)
+	}
+	// As for a token: the grant counts only while today's policies still
+	// give its scopes to its requester, from trusted issuers (a grant the
+	// sweep has not ended yet, or one no policy ever gave).
+	if ok, why := g.b.StillGranted(r); !ok {
+		return time.Time{}, fmt.Errorf("%w: grant %s has ended: %s; a policy must grant %s to %s", link.ErrForbidden, id, why, link.ScopeServe, who.Subject)
 	}
 	return *r.ExpiresAt, nil
 }
