@@ -98,6 +98,10 @@ type Config struct {
 	Issuer   Issuer
 	// PublicURL is ui.public_url (see ValidatePublicURL).
 	PublicURL string
+	// InsecurePlaintext allows an http:// PublicURL (loopback only):
+	// ui.insecure_plaintext, or serve --dev. Without it New refuses one
+	// (ErrPlainLoopback).
+	InsecurePlaintext bool
 	// HTTPClient reaches the IdP (discovery, token endpoint); nil: 15 s timeout.
 	HTTPClient *http.Client
 	// SessionTTL is a UI session's absolute lifetime (default 1h, never
@@ -149,6 +153,9 @@ const (
 func New(c Config) (*UI, error) {
 	if err := ValidatePublicURL(c.PublicURL); err != nil {
 		return nil, errors.New("ui.public_url: " + err.Error())
+	}
+	if PlainHTTP(c.PublicURL) && !c.InsecurePlaintext {
+		return nil, errors.New("ui.public_url: " + ErrPlainLoopback.Error())
 	}
 	if c.Service == nil || c.Audit == nil || c.Verifier == nil {
 		return nil, errors.New("ui: service, audit log and verifier are required")

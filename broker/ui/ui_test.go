@@ -256,7 +256,7 @@ func newEnvWith(t *testing.T, opts ...devissuer.Option) *env {
 			Prompt:   &broker.PromptHold{Rule: hostileText, Model: "gpt-4o</td>", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE x; " + hostileText + "\n</pre><script>alert(3)</script>"}},
 	}}
 	m := newMemAudit()
-	u, err := New(Config{Service: svc, Audit: m, Verifier: v, PublicURL: base, Issuer: Issuer{Name: "dev", URL: base + "/idp", ClientID: "pamctl"}})
+	u, err := New(Config{Service: svc, Audit: m, Verifier: v, PublicURL: base, InsecurePlaintext: true, Issuer: Issuer{Name: "dev", URL: base + "/idp", ClientID: "pamctl"}})
 	if err != nil {
 		t.Fatal(err)
 	}

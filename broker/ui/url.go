@@ -8,6 +8,20 @@ import (
 	"strings"
 )
 
+// ErrPlainLoopback refuses an http:// public_url unless it is allowed
+// (ui.insecure_plaintext, serve --dev): the session cookie of a page on
+// plain http can be neither Secure nor __Host-, and browsers send cookies
+// to every port of a host, so any other listener on the loopback address
+// (another local user's) receives the approvers' sessions when a web page
+// sends their browser to it, and decides as them.
+var ErrPlainLoopback = errors.New("plain http: browsers send the session cookie to every port of the host, so another local user's listener on it would receive approvers' sessions. Serve the broker over TLS (broker.tls) and use https://, or, on a machine where you are the only user, set ui.insecure_plaintext: true (serve --dev does)")
+
+// PlainHTTP reports whether public_url (already valid) is plain http.
+func PlainHTTP(publicURL string) bool {
+	u, err := url.Parse(publicURL)
+	return err == nil && strings.EqualFold(u.Scheme, "http")
+}
+
 // ValidatePublicURL checks ui.public_url: an absolute https URL (http only
 // to a loopback address), with a host, and nothing after it but an optional
 // "/": no user info, path, query or fragment. Links and the OIDC redirect

@@ -318,7 +318,10 @@ func (a *App) webUI(idTokens broker.IDTokenVerifier, now func() time.Time) (http
 	if err != nil {
 		return nil, err
 	}
-	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, HTTPClient: hc, LoginSealer: sealer,
+	if ui.PlainHTTP(a.cfg.UI.PublicURL) && !a.dev {
+		a.log.Warn("ui.insecure_plaintext: the web approval page is on plain http; every other listener on this host is sent its session cookies (browsers do not keep cookies apart by port): use https unless nobody else runs anything here", "public_url", a.cfg.UI.PublicURL)
+	}
+	w, err := ui.New(ui.Config{Service: a.broker, Audit: a.audit, Verifier: lv, PublicURL: a.cfg.UI.PublicURL, InsecurePlaintext: a.cfg.UI.InsecurePlaintext || a.dev, HTTPClient: hc, LoginSealer: sealer,
 		Issuer: ui.Issuer{Name: iss.Name, URL: iss.URL, ClientID: iss.ClientID, Scopes: iss.Scopes,
 			SendAccessToken: iss.GroupsSource == oidc.GroupsFromUserinfo},
 		Stopping: a.stopping, Logger: a.log, Now: now})

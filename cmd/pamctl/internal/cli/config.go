@@ -266,6 +266,11 @@ type UIConfig struct {
 	// <public_url>/ui/callback and links in notifications, `pamctl
 	// request` and held-call errors point below it.
 	PublicURL string `mapstructure:"public_url"`
+	// InsecurePlaintext allows an http:// public_url (on loopback only)
+	// outside serve --dev. Browsers do not keep cookies apart by port, so
+	// any other listener on that host is sent the approvers' session
+	// cookies: only for a host where nobody else runs anything.
+	InsecurePlaintext bool `mapstructure:"insecure_plaintext"`
 }
 
 // ApprovalsConfig is the approvals: section.
@@ -747,6 +752,8 @@ func (c *Config) Validate() error {
 	if c.UI.Enabled || c.UI.PublicURL != "" {
 		if err := ui.ValidatePublicURL(c.UI.PublicURL); err != nil {
 			add("ui.public_url: %v", err)
+		} else if c.UI.Enabled && c.Role != RoleProxy && !c.UI.InsecurePlaintext && ui.PlainHTTP(c.UI.PublicURL) {
+			add("ui.public_url: %v", ui.ErrPlainLoopback)
 		}
 	}
 	if c.UI.Enabled && c.Role == RoleProxy {

@@ -12,7 +12,9 @@ func TestUIConfig(t *testing.T) {
 	for _, c := range []struct{ name, yaml, err string }{
 		{"off by default", "", ""},
 		{"on", "ui: { enabled: true, public_url: https://pam.example.com }\n", ""},
-		{"loopback http", "ui: { enabled: true, public_url: 'http://127.0.0.1:8700' }\n", ""},
+		{"loopback http", "ui: { enabled: true, public_url: 'http://127.0.0.1:8700' }\n", "ui.public_url: plain http: browsers send the session cookie to every port"},
+		{"loopback http allowed", "ui: { enabled: true, public_url: 'http://127.0.0.1:8700', insecure_plaintext: true }\n", ""},
+		{"proxy role links to loopback http", "role: proxy\nserver: http://127.0.0.1:8700\nproxy: { identity: { id_token_file: /dev/null } }\nui: { public_url: 'http://127.0.0.1:8700' }\n", ""},
 		{"no url", "ui: { enabled: true }\n", "ui.public_url: is required"},
 		{"plain http", "ui: { enabled: true, public_url: 'http://pam.example.com' }\n", "plain http off loopback"},
 		{"a path", "ui: { enabled: true, public_url: 'https://pam.example.com/pam' }\n", "has a path"},

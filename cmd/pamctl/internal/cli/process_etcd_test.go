@@ -74,7 +74,7 @@ master_key_file: %s
 store:
   backend: etcd
   etcd: { endpoints: [%s], prefix: /replicas/ }
-ui: { enabled: true, public_url: %s }
+ui: { enabled: true, public_url: %s, insecure_plaintext: true }
 issuers:
   - { name: ci, url: %s, client_id: pamctl }
 policies:

@@ -190,6 +190,7 @@ func applyDevDefaults(cmd *cobra.Command, cfg *Config) (func(), error) {
 		cfg.MasterKeyFile = "" // ephemeral master key: nothing outlives the process
 		cleanup = func() { os.RemoveAll(dir) }
 	}
+	devPlainUI(cfg)
 	return cleanup, nil
 }
 
@@ -226,7 +227,12 @@ func addDevIssuerAndPolicy(cfg *Config, brokerURL string) {
 	if cfg.UI.PublicURL == "" {
 		cfg.UI.Enabled, cfg.UI.PublicURL = true, brokerURL
 	}
+	devPlainUI(cfg)
 }
+
+// devPlainUI lets the web page run on plain loopback http in dev mode, a
+// trial on one person's machine (see ui.insecure_plaintext).
+func devPlainUI(cfg *Config) { cfg.UI.InsecurePlaintext = true }
 
 func newLogger(cfg *Config, tty bool, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
