@@ -38,13 +38,16 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cross-origin event streams are refused", http.StatusForbidden)
 		return
 	}
-	// Each stream holds an audit subscription: bound them per session and
-	// in all, so tabs (or a script with a stolen cookie) cannot pile them up.
-	if !u.streams.acquire(ss.id) {
+	// Each stream holds an audit subscription: bound them per session, per
+	// person and in all, so tabs (or a script with a stolen cookie, or one
+	// person logging in again and again) cannot pile them up and leave
+	// other approvers' queues without updates.
+	person := streamPerson(ss.who)
+	if !u.streams.acquire(ss.id, person) {
 		http.Error(w, "too many live views open; close some tabs (the page still works, reload it by hand)", http.StatusTooManyRequests)
 		return
 	}
-	defer u.streams.release(ss.id)
+	defer u.streams.release(ss.id, person)
 	rc := http.NewResponseController(w)
 	head, err := u.c.Audit.Head(r.Context())
 	if err != nil {
@@ -105,39 +108,50 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Bounds on live-update streams.
+// Bounds on live-update streams. Each login is a new session, so the
+// per-person bound is what keeps one person from taking every stream.
 const (
 	maxStreamsPerSession = 8
+	maxStreamsPerPerson  = 4 * maxStreamsPerSession
 	maxStreams           = 2000
 )
 
-// streamCount counts open live-update streams per session and in all.
+// streamPerson names a person for the stream bound: one IdP account.
+func streamPerson(who broker.Identity) string { return who.Issuer + "\x00" + who.Subject }
+
+// streamCount counts open live-update streams per session, per person
+// and in all.
 type streamCount struct {
-	mu    sync.Mutex
-	total int
-	per   map[string]int
+	mu     sync.Mutex
+	total  int
+	per    map[string]int // by session id
+	person map[string]int // by streamPerson
 }
 
-func (c *streamCount) acquire(id string) bool {
+func (c *streamCount) acquire(session, person string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.per == nil {
-		c.per = map[string]int{}
+		c.per, c.person = map[string]int{}, map[string]int{}
 	}
-	if c.total >= maxStreams || c.per[id] >= maxStreamsPerSession {
+	if c.total >= maxStreams || c.per[session] >= maxStreamsPerSession || c.person[person] >= maxStreamsPerPerson {
 		return false
 	}
 	c.total++
-	c.per[id]++
+	c.per[session]++
+	c.person[person]++
 	return true
 }
 
-func (c *streamCount) release(id string) {
+func (c *streamCount) release(session, person string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.total--
-	if c.per[id]--; c.per[id] <= 0 {
-		delete(c.per, id)
+	if c.per[session]--; c.per[session] <= 0 {
+		delete(c.per, session)
+	}
+	if c.person[person]--; c.person[person] <= 0 {
+		delete(c.person, person)
 	}
 }
 

@@ -841,19 +841,38 @@ func TestValidatePublicURL(t *testing.T) {
 func TestStreamsAreBounded(t *testing.T) {
 	var c streamCount
 	for range maxStreamsPerSession {
-		if !c.acquire("a") {
+		if !c.acquire("a", "alice") {
 			t.Fatal("refused below the per-session bound")
 		}
 	}
-	if c.acquire("a") {
+	if c.acquire("a", "alice") {
 		t.Fatal("a session opened more streams than the bound")
 	}
-	if !c.acquire("b") {
+	if !c.acquire("b", "alice") {
 		t.Fatal("another session was refused")
 	}
-	c.release("a")
-	if !c.acquire("a") {
+	c.release("a", "alice")
+	if !c.acquire("a", "alice") {
 		t.Fatal("a released stream was not given back")
+	}
+	// One person's sessions together stop at the per-person bound; others
+	// are not affected, and a released stream is given back.
+	n := maxStreamsPerSession + 1 // a is full, b holds one
+	for s := 0; n < maxStreamsPerPerson; s++ {
+		if !c.acquire(fmt.Sprint("s", s/maxStreamsPerSession), "alice") {
+			t.Fatalf("refused at %d, below the per-person bound", n)
+		}
+		n++
+	}
+	if c.acquire("fresh", "alice") {
+		t.Fatal("a new session of the same person went past the per-person bound")
+	}
+	if !c.acquire("fresh", "bob") {
+		t.Fatal("another person was refused")
+	}
+	c.release("a", "alice")
+	if !c.acquire("fresh", "alice") {
+		t.Fatal("a released stream was not given back to its person")
 	}
 }
 
