@@ -117,11 +117,25 @@ func saveSession(s *SessionFile) error {
 	if err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+	// A fresh temporary file (0600, O_EXCL): os.WriteFile on a fixed
+	// name would keep the mode and owner of a file someone left there.
+	f, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("save session: %w", err)
 	}
-	return os.Rename(tmp, p)
+	tmp := f.Name()
+	_, err = f.Write(raw)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save session: %w", err)
+	}
+	return nil
 }
 
 // AnonClient is a broker client without a session (info, login, JWKS).
