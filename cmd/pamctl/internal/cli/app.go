@@ -208,6 +208,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.log.Warn("no OIDC issuers configured: nobody can log in until you add `issuers:` to the config (admin commands still work)")
 	}
 	a.hooks = a.notifyHooks(cfg)
+	for _, w := range cfg.PolicyIssuerWarnings() {
+		a.log.Warn(w)
+	}
 	notifier := notifierOf(a.hooks, uiPublicURL(cfg))
 	a.broker, err = broker.New(ctx, broker.Config{
 		Store: a.state, IDTokens: idTokens, Keys: a.keys, Issuer: brokerURL, Audit: a.audit,

@@ -66,7 +66,7 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
-	for _, w := range cfg.NotifyWarnings() {
+	for _, w := range append(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings()...) {
 		ios.Warnf("%s", w)
 	}
 	view := cfg.Effective()

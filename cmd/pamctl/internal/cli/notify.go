@@ -9,6 +9,7 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/notify"
+	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/safefile"
 	"github.com/pamctl/pamctl/broker/vault"
 )
@@ -75,6 +76,29 @@ func (c *Config) NotifyWarnings() []string {
 		if hook.WebhookURL != "" {
 			out = append(out, fmt.Sprintf("%s.webhook_url is inline: the %s webhook URL is a secret (anyone who has it can post to the channel); move it to %s.webhook_url_file (mode 0600) or the vault (pamctl vault set %s, then %s.webhook_url_vault: %s)",
 				ch.key, ch.name, ch.key, ch.vault, ch.key, ch.vault))
+		}
+	}
+	return out
+}
+
+// PolicyIssuerWarnings flags, when several issuers are trusted, policy
+// subjects (requesters, approvers, break-glass) named by user or group
+// without issuers: they match the same sub, email or group from any of
+// them, so a second issuer (another cluster's service accounts, another
+// IdP) that mints that name is admitted, or approves.
+func (c *Config) PolicyIssuerWarnings() []string {
+	if len(c.Issuers) < 2 {
+		return nil
+	}
+	var out []string
+	for _, p := range c.Policies {
+		for _, s := range []struct {
+			key string
+			sub policy.Subjects
+		}{{"subjects", p.Subjects}, {"approval.approvers", p.Approval.Approvers}, {"approval.break_glass", p.Approval.BreakGlass}} {
+			if len(s.sub.Issuers) == 0 && (len(s.sub.Users) > 0 || len(s.sub.Groups) > 0) {
+				out = append(out, fmt.Sprintf("policy %q: %s names users or groups without issuers:, so they match from any of the %d trusted issuers (a second issuer minting the same sub, email or group is admitted); add issuers: [...] to pin them", p.Name, s.key, len(c.Issuers)))
+			}
 		}
 	}
 	return out
