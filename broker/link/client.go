@@ -464,7 +464,17 @@ func (c *Client) stream(ctx context.Context) error {
 func (c *Client) apply(ctx context.Context, st StreamState) error {
 	c.mu.Lock()
 	if !st.Delta {
-		c.revoked = map[string]time.Time{}
+		// A full set drops what the broker no longer lists: grants whose
+		// tokens expired by the broker's clock. Revoking is final, so an
+		// entry stays here until its tokens expire by this proxy's own
+		// clock, which checks their exp: a proxy running behind the broker
+		// would otherwise take a revoked grant's tokens again meanwhile.
+		now := c.o.Now()
+		for id, until := range c.revoked {
+			if !now.Before(until) {
+				delete(c.revoked, id)
+			}
+		}
 	}
 	for id, until := range st.Revoked {
 		c.revoked[id] = until
