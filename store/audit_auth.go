@@ -37,6 +37,27 @@ const (
 // or wrong.
 var ErrUnauthenticated = errors.New("store: audit event not written by this deployment")
 
+// AuthenticatorLen is the length of an event's authenticator.
+const AuthenticatorLen = authLen
+
+// EventMAC computes event authenticators under a record key exactly as
+// this store does, for the etcd backend (store/etcdstore), which stores
+// the same ones: a trail moved between the two keeps them. Not safe for
+// concurrent use.
+type EventMAC struct{ m *authMAC }
+
+// NewEventMAC returns the authenticator of key; nil for a nil key.
+func NewEventMAC(key []byte) *EventMAC {
+	if key == nil {
+		return nil
+	}
+	return &EventMAC{newAuthMAC(key)}
+}
+
+// Of returns the authenticator (AuthenticatorLen bytes) of the event at
+// seq whose hash is hash; it is valid until the next call.
+func (e *EventMAC) Of(seq uint64, hash string) []byte { return e.m.of(seq, hash) }
+
 // authMAC computes authenticators with one keyed HMAC, reset for each:
 // the appender and the indexer each keep one (not safe for concurrent
 // use; what of returns is valid until the next call).

@@ -3,6 +3,8 @@ package etcdstore
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pamctl/pamctl/broker/audit"
@@ -23,9 +26,14 @@ import (
 
 // Audit keys, under the store prefix P:
 //
-//	P audit/events/<seq, 20 digits>  -> the record bbolt's audit bucket
-//	                                     holds for that seq, byte for byte:
-//	                                     {"v":1,"d":<sealed line>}
+//	P audit/events/<seq, 20 digits>  -> the sealed line in a record:
+//	                                     {"v":2,"d":<line>,"a":"<auth>"}
+//	                                     with a RecordKey (auth: the event's
+//	                                     authenticator, base64url, see
+//	                                     store/audit_auth.go); without one,
+//	                                     as earlier versions wrote every
+//	                                     event, {"v":1,"d":<line>}, what
+//	                                     bbolt's audit bucket holds
 //	P audit/tip                      -> {"seq":N,"hash":H}: the link the next
 //	                                     append chains to. Every append is a
 //	                                     transaction guarded by the tip's
@@ -80,6 +88,14 @@ type AuditOptions struct {
 	OnError          func(error)
 	OnBatch          func(events int)
 	Inspect          bool
+	// RecordKey (32 bytes, vault.DerivedKey(store.AuditRecordKeyPurpose),
+	// the same on every replica) authenticates every event a replica
+	// writes, in the event's own record: no replica signs a head (or a
+	// retention anchor) over an event past the last signed head whose
+	// authenticator is missing or wrong, and opening refuses such a trail
+	// (store.ErrUnauthenticated; an Inspect log reports it through OnError).
+	// See store/audit_auth.go. nil: none (tests).
+	RecordKey []byte
 	// Leader gates the head timer and the every-HeadEvery signing to one
 	// replica (nil: this one). The first head is signed in the transaction
 	// of the first event by whichever replica writes it, and any replica
@@ -122,6 +138,7 @@ type AuditLog struct {
 	tip      audit.Link
 	tipRev   int64
 	tipKnown bool
+	mac      *store.EventMAC // nil without a RecordKey
 
 	signedSeq atomic.Uint64
 	published atomic.Uint64 // highest seq handed to hub (watch recovery)
@@ -215,6 +232,7 @@ func OpenAuditLog(ctx context.Context, cli *clientv3.Client, prefix string, opts
 	l := &AuditLog{cli: cli, prefix: prefix, opts: opts, clock: opts.Clock,
 		queue: make(chan *pendingAppend, opts.QueueSize), stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	l.hw, _ = opts.Signer.(audit.HighWater)
+	l.mac = store.NewEventMAC(opts.RecordKey)
 
 	s, err := l.snapshot(ctx)
 	if err != nil {
@@ -226,6 +244,14 @@ func OpenAuditLog(ctx context.Context, cli *clientv3.Client, prefix string, opts
 		}
 		if s.head == nil && s.tip.Seq > 0 {
 			return nil, l.headMissing(s.tip)
+		}
+		if err := l.checkAuthenticated(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Inspect {
+		if err := l.checkAuthenticated(ctx, s); err != nil {
+			opts.OnError(err) // verify shows the events unsigned, and says what they are
 		}
 	}
 	if l.hw != nil && s.head != nil && !opts.Inspect {
@@ -474,7 +500,7 @@ func (l *AuditLog) commitOnce(ctx context.Context, batch []*pendingAppend) error
 		bytes := 0
 		for i, p := range batch {
 			seq := tip.Seq + 1 + uint64(i)
-			rec, _, hash, err := p.d.SealWrapped(seq, prev, string(recordPrefix), "}")
+			rec, hash, err := sealRecord(p.d, seq, prev, l.mac)
 			if err != nil {
 				return err
 			}
@@ -753,6 +779,9 @@ func (l *AuditLog) signHead(ctx context.Context) (*audit.SignedHead, error) {
 		if err := l.headStillStored(ctx, s); err != nil {
 			return nil, err
 		}
+		if err := l.checkAuthenticated(ctx, s); err != nil {
+			return nil, fmt.Errorf("etcdstore: audit: refusing to sign a new head: %w", err)
+		}
 		if s.head.Seq >= s.tip.Seq {
 			l.signedSeq.Store(s.head.Seq)
 			return s.head, nil
@@ -915,6 +944,57 @@ func (l *AuditLog) headStillStored(ctx context.Context, s snapshot) error {
 	return nil
 }
 
+// checkAuthenticated checks, at s's revision, that every event stored
+// after the last signed head carries its authenticator, and that the tip
+// names one of them (nothing without a RecordKey or a head): a head is
+// signed over the tip, so a tip record naming a hash no event of this
+// deployment has would have a head signed over a writer's event too.
+// See store/audit_auth.go.
+func (l *AuditLog) checkAuthenticated(ctx context.Context, s snapshot) error {
+	if l.opts.RecordKey == nil || s.head == nil {
+		return nil
+	}
+	from := s.head.Seq
+	mac := store.NewEventMAC(l.opts.RecordKey)
+	tipSeen := s.tip.Seq <= from
+	for kv, err := range l.records(ctx, from+1, s.rev) {
+		if err != nil {
+			return err
+		}
+		seq, err := seqOfKey(l.prefix, kv.Key)
+		if err != nil {
+			return fmt.Errorf("etcdstore: audit: bad event key %q", kv.Key)
+		}
+		line, got, err := parseRecord(kv.Value)
+		if err != nil {
+			return fmt.Errorf("%w (audit seq %d)", err, seq)
+		}
+		hash := audit.StoredHash(line)
+		if !hmac.Equal(got, mac.Of(seq, hash)) {
+			what := "its authenticator is wrong"
+			if got == nil {
+				what = "it has no authenticator"
+			}
+			return l.unauthenticated(fmt.Sprintf("%s holds event seq %d after the last signed head (seq %d), and %s", l.eventKey(seq), seq, from, what))
+		}
+		if seq == s.tip.Seq && hash == s.tip.Hash {
+			tipSeen = true
+		}
+	}
+	if !tipSeen {
+		return fmt.Errorf("%w: the chain's tip record (%s), which the next head is signed over, names seq %d with hash %s after the last signed head (seq %d), and no event stored there has that hash: a writer of etcd under %s rewrote the tip record or deleted the event, and no replica signs a head over it. Run `pamctl audit verify` to see the events after the last signed head, and restore etcd from a snapshot taken before the change (etcdctl snapshot restore)",
+			store.ErrUnauthenticated, l.key(auditTipKey), s.tip.Seq, s.tip.Hash, from, l.prefix)
+	}
+	return nil
+}
+
+// unauthenticated is checkAuthenticated's error: what it found, what it
+// means and what to do.
+func (l *AuditLog) unauthenticated(found string) error {
+	return fmt.Errorf("%w: %s: it was written by a writer of etcd under %s, not by pamctl, and no replica signs a head over it. Run `pamctl audit verify` to see the events after the last signed head. If they are pamctl's (written by an earlier version that did not authenticate events and did not sign them: replicas of that version still running, a crash just before the upgrade, or an etcd snapshot it wrote, restored) and your sinks or off-host anchors show the same events, stop every replica, start that earlier version once and stop it cleanly, which signs them, then start this one on every replica; otherwise restore etcd from a snapshot taken before them (etcdctl snapshot restore)",
+		store.ErrUnauthenticated, found, l.prefix)
+}
+
 // Range calls fn for each event with seq >= fromSeq, in seq order, until fn
 // returns false.
 func (l *AuditLog) Range(ctx context.Context, fromSeq uint64, fn func(audit.Event) bool) error {
@@ -941,6 +1021,27 @@ func (l *AuditLog) rangeTo(ctx context.Context, from, to uint64, fn func(audit.E
 // rev (0: the first page's revision, so the whole walk is one snapshot).
 func (l *AuditLog) lines(ctx context.Context, from uint64, rev int64) iter.Seq2[[]byte, error] {
 	return func(yield func([]byte, error) bool) {
+		for kv, err := range l.records(ctx, from, rev) {
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			line, err := recordLine(kv.Value)
+			if err != nil {
+				seq, _ := seqOfKey(l.prefix, kv.Key)
+				err = fmt.Errorf("%w (audit seq %d)", err, seq)
+			}
+			if !yield(line, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// records yields the stored event records from seq from on, as lines
+// does.
+func (l *AuditLog) records(ctx context.Context, from uint64, rev int64) iter.Seq2[*mvccpb.KeyValue, error] {
+	return func(yield func(*mvccpb.KeyValue, error) bool) {
 		next := l.eventKey(from)
 		for {
 			if err := ctx.Err(); err != nil {
@@ -962,12 +1063,7 @@ func (l *AuditLog) lines(ctx context.Context, from uint64, rev int64) iter.Seq2[
 				rev = resp.Header.Revision
 			}
 			for _, kv := range resp.Kvs {
-				line, err := recordLine(kv.Value)
-				if err != nil {
-					seq, _ := seqOfKey(l.prefix, kv.Key)
-					err = fmt.Errorf("%w (audit seq %d)", err, seq)
-				}
-				if !yield(line, err) || err != nil {
+				if !yield(kv, nil) {
 					return
 				}
 			}
@@ -1073,6 +1169,13 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 		if err != nil {
 			return audit.PruneResult{}, err
 		}
+		if l.opts.Signer != nil {
+			// The anchor is signed over the last event it cuts, which may
+			// be past the last signed head.
+			if err := l.checkAuthenticated(ctx, s); err != nil {
+				return audit.PruneResult{}, fmt.Errorf("etcdstore: audit: refusing to sign a retention anchor: %w", err)
+			}
+		}
 		var first, cut uint64
 		var cutHash string
 		for line, err := range l.lines(ctx, 1, s.rev) {
@@ -1111,7 +1214,7 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 			return audit.PruneResult{}, err
 		}
 		seq := s.tip.Seq + 1
-		line, hash, err := d.Seal(seq, s.tip.Hash)
+		rec, hash, err := sealRecord(d, seq, s.tip.Hash, store.NewEventMAC(l.opts.RecordKey))
 		if err != nil {
 			return audit.PruneResult{}, err
 		}
@@ -1125,7 +1228,7 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 		).Then(
 			clientv3.OpDelete(l.eventKey(first), clientv3.WithRange(l.eventKey(cut+1))),
 			clientv3.OpPut(l.key(auditAnchorKey), string(ab)),
-			clientv3.OpPut(l.eventKey(seq), string(wrapLine(line))),
+			clientv3.OpPut(l.eventKey(seq), string(rec)),
 			clientv3.OpPut(l.key(auditTipKey), string(tb)),
 		).Commit()
 		cancel()
@@ -1205,11 +1308,36 @@ func (l *AuditLog) ExportRange(ctx context.Context, w io.Writer, since, until ti
 	return audit.WriteJSONLRange(w, s.anchor, l.lines(ctx, 1, s.rev), s.head, since, until)
 }
 
-// recordPrefix opens the record envelope bbolt's store writes around a
-// sealed line ({"v":1,"d":line}); the etcd trail keeps the same bytes.
+// Event records. Without a RecordKey (and as earlier versions wrote every
+// event) the record is the envelope bbolt's audit bucket stores around a
+// sealed line, {"v":1,"d":<line>}. With one it is version 2, the line and
+// the event's authenticator: {"v":2,"d":<line>,"a":"<22 base64url>"}.
+// The authenticator goes in the event's own record, written by the same
+// put, so a transaction holds as many events as before (etcd's
+// --max-txn-ops counts operations); it goes after the line so the record
+// is sealed in the draft's own buffer (audit.Draft.SealWrapped: at most 32
+// bytes each side), and is written over a placeholder once the hash is
+// known. An earlier version refuses a version 2 record ("upgrade pamctl")
+// rather than misread it.
 var recordPrefix = []byte(`{"v":1,"d":`)
 
-const recordVersion = 1
+const (
+	recordVersion  = 2
+	recordPrefixV2 = `{"v":2,"d":`
+	// authSuffix ends a version 2 record; its 22 A's are the placeholder
+	// the authenticator is written over.
+	authSuffix = `,"a":"AAAAAAAAAAAAAAAAAAAAAA"}`
+	authOpen   = `,"a":"`
+)
+
+// authB64Len is the length of an authenticator in base64url (no padding).
+var authB64Len = base64.RawURLEncoding.EncodedLen(store.AuthenticatorLen)
+
+func init() {
+	if len(authOpen)+authB64Len+len(`"}`) != len(authSuffix) {
+		panic("etcdstore: authSuffix does not fit the authenticator")
+	}
+}
 
 func wrapLine(line []byte) []byte {
 	b := make([]byte, 0, len(recordPrefix)+len(line)+1)
@@ -1218,21 +1346,92 @@ func wrapLine(line []byte) []byte {
 	return append(b, '}')
 }
 
+// sealRecord seals d at seq after prev and returns its record: version 2
+// with the event's authenticator under mac, or version 1 when mac is nil.
+// rec is valid until d is sealed again.
+func sealRecord(d *audit.Draft, seq uint64, prev string, mac *store.EventMAC) (rec []byte, hash string, err error) {
+	if mac == nil {
+		rec, _, hash, err = d.SealWrapped(seq, prev, string(recordPrefix), "}")
+		return rec, hash, err
+	}
+	rec, _, hash, err = d.SealWrapped(seq, prev, recordPrefixV2, authSuffix)
+	if err != nil {
+		return nil, "", err
+	}
+	putAuth(rec, mac.Of(seq, hash))
+	return rec, hash, nil
+}
+
+// putAuth writes auth over the placeholder at the end of a version 2
+// record.
+func putAuth(rec, auth []byte) {
+	end := len(rec) - len(`"}`)
+	base64.RawURLEncoding.Encode(rec[end-authB64Len:end], auth)
+}
+
+// authRecord is a version 2 record of line carrying auth.
+func authRecord(line, auth []byte) []byte {
+	b := make([]byte, 0, len(recordPrefixV2)+len(line)+len(authSuffix))
+	b = append(b, recordPrefixV2...)
+	b = append(b, line...)
+	b = append(b, authSuffix...)
+	putAuth(b, auth)
+	return b
+}
+
 func recordLine(raw []byte) ([]byte, error) {
+	line, _, err := splitRecord(raw)
+	return line, err
+}
+
+// parseRecord returns the sealed line inside a stored record, without
+// copying it, and the event's authenticator: nil when the record carries
+// none (version 1), and not nil but never a valid one when it carries
+// something that does not decode.
+func parseRecord(raw []byte) (line, auth []byte, err error) {
+	line, b64, err := splitRecord(raw)
+	if b64 != nil {
+		auth = decodeAuth(b64)
+	}
+	return line, auth, err
+}
+
+// splitRecord returns the line inside a stored record and its
+// authenticator as stored (base64url; nil when there is none).
+func splitRecord(raw []byte) (line, auth []byte, err error) {
 	if bytes.HasPrefix(raw, recordPrefix) && len(raw) > len(recordPrefix) && raw[len(raw)-1] == '}' {
-		return raw[len(recordPrefix) : len(raw)-1], nil
+		return raw[len(recordPrefix) : len(raw)-1], nil, nil
+	}
+	if n := len(raw) - len(authSuffix); bytes.HasPrefix(raw, []byte(recordPrefixV2)) && n > len(recordPrefixV2) &&
+		string(raw[n:n+len(authOpen)]) == authOpen && bytes.HasSuffix(raw, []byte(`"}`)) && raw[n-1] == '}' {
+		return raw[len(recordPrefixV2):n], raw[n+len(authOpen) : len(raw)-2], nil
 	}
 	var env struct {
 		V int             `json:"v"`
 		D json.RawMessage `json:"d"`
+		A *string         `json:"a"`
 	}
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("etcdstore: decode record: %w", err)
+		return nil, nil, fmt.Errorf("etcdstore: decode record: %w", err)
 	}
 	if env.V > recordVersion {
-		return nil, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", store.ErrSchemaTooNew, env.V, recordVersion)
+		return nil, nil, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", store.ErrSchemaTooNew, env.V, recordVersion)
 	}
-	return env.D, nil
+	if env.A != nil {
+		auth = []byte(*env.A)
+	}
+	return env.D, auth, nil
+}
+
+func decodeAuth(b64 []byte) []byte {
+	if len(b64) != authB64Len {
+		return []byte{}
+	}
+	auth := make([]byte, store.AuthenticatorLen)
+	if n, err := base64.RawURLEncoding.Decode(auth, b64); err != nil || n != len(auth) {
+		return []byte{}
+	}
+	return auth
 }
 
 func decodeEvent(raw []byte) (audit.Event, error) {
