@@ -1206,6 +1206,19 @@ func (l *AuditLog) Prune(ctx context.Context, before time.Time) (audit.PruneResu
 	var first, cut uint64
 	var cutHash string
 	err := l.db.view(func(tx *bolt.Tx) error {
+		if l.opts.Signer != nil && !l.opts.Inspect {
+			// The anchor is signed over the last event it cuts, which may
+			// be past the last signed head.
+			head, err := readHead(tx)
+			if err != nil {
+				return err
+			}
+			if head != nil {
+				if err := l.checkAuthenticated(tx, head.Seq); err != nil {
+					return fmt.Errorf("store: audit: refusing to sign a retention anchor: %w", err)
+				}
+			}
+		}
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			line, err := recordLine(v)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/store"
 	"github.com/pamctl/pamctl/store/etcdtest"
 	"github.com/pamctl/pamctl/store/storetest"
 )
@@ -18,15 +19,19 @@ func TestAuditSuite(t *testing.T) {
 	cluster := etcdtest.Start(t, 1)
 	cli := cluster.Client()
 	n := 0
-	storetest.Audit(t, storetest.AuditBackend{Replicas: true, New: func(t *testing.T) func(storetest.AuditOptions) audit.Log {
+	storetest.Audit(t, storetest.AuditBackend{Replicas: true, Unauthenticated: store.ErrUnauthenticated, New: func(t *testing.T) storetest.AuditTrail {
 		n++
 		prefix := "/suite" + string(rune('a'+n%26)) + t.Name() + "/"
-		return func(o storetest.AuditOptions) audit.Log {
-			l, err := OpenAuditLog(context.Background(), cli, prefix, AuditOptions{Signer: o.Signer, Clock: o.Clock})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return l
+		return storetest.AuditTrail{
+			Open: func(o storetest.AuditOptions) (audit.Log, error) {
+				l, err := OpenAuditLog(context.Background(), cli, prefix, AuditOptions{Signer: o.Signer, Clock: o.Clock,
+					RecordKey: o.RecordKey, Inspect: o.Inspect, OnError: o.OnError})
+				if err != nil {
+					return nil, err
+				}
+				return l, nil
+			},
+			Forge: func(t *testing.T, f storetest.Forgery) { forgeEtcd(t, cli, prefix, f.Seq, f.Line, f.AuthFrom) },
 		}
 	}})
 }

@@ -21,16 +21,52 @@ type AuditOptions struct {
 	Signer audit.HeadSigner
 	// Clock stamps events, heads and anchors.
 	Clock func() time.Time
+	// RecordKey authenticates every event the log writes (the backends'
+	// AuditOptions.RecordKey; nil: none).
+	RecordKey []byte
+	// Inspect and OnError mean what they mean in the backends' options:
+	// an inspecting log opens a damaged trail, writes nothing and reports
+	// what it found through OnError.
+	Inspect bool
+	OnError func(error)
 }
 
 // AuditBackend describes a backend to the audit suite.
 type AuditBackend struct {
-	// New returns an opener of logs over one new, empty trail. The suite
-	// opens one log per trail, or several (one per replica) when Replicas
-	// is set; it closes them (io.Closer) before the test ends.
-	New func(t *testing.T) func(AuditOptions) audit.Log
+	// New returns one new, empty trail. The suite opens one log on it at
+	// a time, or several (one per replica) when Replicas is set; it closes
+	// them (io.Closer) before the test ends.
+	New func(t *testing.T) AuditTrail
 	// Replicas is true when several logs may share one trail (etcd).
 	Replicas bool
+	// Unauthenticated is what a log with a RecordKey refuses a trail
+	// with (errors.Is) when an event past the last signed head carries no
+	// valid authenticator (store.ErrUnauthenticated).
+	Unauthenticated error
+}
+
+// AuditTrail is one trail of a backend.
+type AuditTrail struct {
+	// Open opens a log on the trail.
+	Open func(AuditOptions) (audit.Log, error)
+	// Forge changes the stored trail the way a writer of the storage
+	// (the data file, the etcd prefix) without the master key would, so
+	// that the next signed head covers what it wrote: it stores f.Line at
+	// f.Seq, and makes it the tip the next append chains to and the next
+	// head is signed over when f.Seq is at or past the tip. It may run
+	// while logs are open (after what they acknowledged is stored).
+	Forge func(t *testing.T, f Forgery)
+}
+
+// Forgery is what AuditTrail.Forge writes.
+type Forgery struct {
+	Seq uint64
+	// Line is the event line stored at Seq (audit.Draft.Seal); nil keeps
+	// the stored event's own line and changes only its authenticator.
+	Line []byte
+	// AuthFrom is the seq of a stored event whose authenticator is copied
+	// to Seq; 0 stores the event without one (deleting the one it had).
+	AuthFrom uint64
 }
 
 // Audit runs the audit.Log suite: its public behaviour only, so any
@@ -55,9 +91,12 @@ func Audit(t *testing.T, b AuditBackend) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			open := b.New(t)
+			tr := b.New(t)
 			tc.fn(t, func(o AuditOptions) audit.Log {
-				l := open(o)
+				l, err := tr.Open(o)
+				if err != nil {
+					t.Fatal(err)
+				}
 				t.Cleanup(func() {
 					if c, ok := l.(io.Closer); ok {
 						if err := c.Close(); err != nil {
@@ -69,13 +108,39 @@ func Audit(t *testing.T, b AuditBackend) {
 			})
 		})
 	}
+	forgeries := []struct {
+		name string
+		fn   func(*testing.T, *forgeEnv)
+	}{
+		{"ForgedEventAfterTheTail", auditForgedAfterTail},
+		{"ForgedEventWithACopiedAuthenticator", auditForgedCopiedAuth},
+		{"GenuineTailReplaced", auditGenuineTailReplaced},
+		{"AuthenticatorStripped", auditAuthenticatorStripped},
+		{"PruneNeverAnchorsAForgedEvent", auditPruneForged},
+	}
+	if b.Replicas {
+		forgeries = append(forgeries, struct {
+			name string
+			fn   func(*testing.T, *forgeEnv)
+		}{"ReplicaRefusesAnotherReplicasForgedEvent", auditReplicaForged})
+	}
+	for _, tc := range forgeries {
+		t.Run(tc.name, func(t *testing.T) {
+			if b.Unauthenticated == nil {
+				t.Fatal("AuditBackend.Unauthenticated is not set")
+			}
+			tc.fn(t, &forgeEnv{t: t, tr: b.New(t), unauth: b.Unauthenticated})
+		})
+	}
 }
 
 var (
 	suitePub, suitePriv, _ = ed25519.GenerateKey(nil)
 	// SuiteSigner signs the suite's heads; SuiteKeys verifies them.
-	SuiteSigner    = audit.Ed25519Signer{KID: "suite-k1", Key: suitePriv}
-	SuiteKeys      = audit.Keys(map[string]ed25519.PublicKey{"suite-k1": suitePub})
+	SuiteSigner = audit.Ed25519Signer{KID: "suite-k1", Key: suitePriv}
+	SuiteKeys   = audit.Keys(map[string]ed25519.PublicKey{"suite-k1": suitePub})
+	// SuiteRecordKey authenticates the suite's events (AuditOptions.RecordKey).
+	SuiteRecordKey = bytes.Repeat([]byte{0x5a}, 32)
 	otherPub, _, _ = ed25519.GenerateKey(nil)
 	otherKeys      = audit.Keys(map[string]ed25519.PublicKey{"suite-k1": otherPub})
 )
@@ -179,7 +244,7 @@ func checkGapFree(t *testing.T, l audit.Log, got []uint64, n int) {
 }
 
 func auditConcurrent(t *testing.T, open func(AuditOptions) audit.Log) {
-	l := open(AuditOptions{Signer: SuiteSigner})
+	l := open(AuditOptions{Signer: SuiteSigner, RecordKey: SuiteRecordKey})
 	const writers, each = 16, 25
 	got := make(chan uint64, writers*each)
 	var wg sync.WaitGroup
@@ -211,8 +276,8 @@ func auditConcurrent(t *testing.T, open func(AuditOptions) audit.Log) {
 
 func auditReplicas(t *testing.T, open func(AuditOptions) audit.Log) {
 	ctx := context.Background()
-	a := open(AuditOptions{Signer: SuiteSigner})
-	b := open(AuditOptions{Signer: SuiteSigner})
+	a := open(AuditOptions{Signer: SuiteSigner, RecordKey: SuiteRecordKey})
+	b := open(AuditOptions{Signer: SuiteSigner, RecordKey: SuiteRecordKey})
 	sub := b.Subscribe(ctx, 1)
 	defer sub.Cancel()
 	const writers, each = 8, 25
@@ -309,7 +374,7 @@ func auditSubscribe(t *testing.T, open func(AuditOptions) audit.Log) {
 
 func auditSignedHead(t *testing.T, open func(AuditOptions) audit.Log) {
 	ctx := context.Background()
-	l := open(AuditOptions{Signer: SuiteSigner})
+	l := open(AuditOptions{Signer: SuiteSigner, RecordKey: SuiteRecordKey})
 	if h, err := l.SignHead(ctx); err != nil || h != nil {
 		t.Fatalf("SignHead on an empty log = %+v, %v; want nil", h, err)
 	}
@@ -347,7 +412,7 @@ func auditSignedHead(t *testing.T, open func(AuditOptions) audit.Log) {
 func auditPrune(t *testing.T, open func(AuditOptions) audit.Log) {
 	ctx := context.Background()
 	clk := &manualClock{t: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
-	l := open(AuditOptions{Signer: SuiteSigner, Clock: clk.now})
+	l := open(AuditOptions{Signer: SuiteSigner, Clock: clk.now, RecordKey: SuiteRecordKey})
 	start := clk.now()
 	for i := 1; i <= 6; i++ { // one event an hour
 		mustAppend(t, l, ev(i))
@@ -406,7 +471,7 @@ func auditPrune(t *testing.T, open func(AuditOptions) audit.Log) {
 func auditExport(t *testing.T, open func(AuditOptions) audit.Log) {
 	ctx := context.Background()
 	clk := &manualClock{t: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}
-	l := open(AuditOptions{Signer: SuiteSigner, Clock: clk.now})
+	l := open(AuditOptions{Signer: SuiteSigner, Clock: clk.now, RecordKey: SuiteRecordKey})
 	start := clk.now()
 	for i := 1; i <= 10; i++ {
 		mustAppend(t, l, ev(i))
