@@ -50,16 +50,21 @@ var migrateStates = []broker.State{broker.StatePending, broker.StateApproved, br
 // proxy enrollments, audit sink cursors, the grants' token counters, and
 // the whole audit chain byte for byte with its retention anchor and signed
 // head, so the chain verifies in etcd exactly as it did in bbolt (and
-// against the high-water mark in the copied keys). dst's prefix must be
-// empty unless replace is set, which first deletes everything under it.
-func Migrate(ctx context.Context, src *store.DB, dst *DB, replace bool) (MigrateReport, error) {
+// against the high-water mark in the copied keys). With recordKey (the
+// deployment's store.AuditRecordKeyPurpose key) every copied event carries
+// its authenticator, as the replicas' own do, and a source trail holding
+// an event past its last signed head without a valid one is refused
+// (store.ErrUnauthenticated), as bbolt's start refuses it. dst's prefix
+// must be empty unless replace is set, which first deletes everything
+// under it.
+func Migrate(ctx context.Context, src *store.DB, dst *DB, replace bool, recordKey []byte) (MigrateReport, error) {
 	var rep MigrateReport
 	if err := dst.checkEmpty(ctx, replace); err != nil {
 		return rep, err
 	}
 	// The trail first: a run cut short leaves a non-empty prefix, which
 	// the next run refuses without --replace.
-	if err := dst.copyTrail(ctx, src, &rep); err != nil {
+	if err := dst.copyTrail(ctx, src, recordKey, &rep); err != nil {
 		return rep, err
 	}
 	keys, err := src.Keys(ctx)
@@ -182,23 +187,27 @@ func (db *DB) checkEmpty(ctx context.Context, replace bool) error {
 }
 
 // copyTrail copies the audit chain from src's export: event lines as they
-// are stored, then the tip, anchor and head.
-func (db *DB) copyTrail(ctx context.Context, src *store.DB, rep *MigrateReport) error {
+// are stored (with their authenticators under recordKey), then the tip,
+// anchor and head.
+func (db *DB) copyTrail(ctx context.Context, src *store.DB, recordKey []byte, rep *MigrateReport) error {
 	var reported error
-	lg, err := src.AuditLog(store.AuditOptions{Inspect: true, OnError: func(err error) { reported = errors.Join(reported, err) }})
+	lg, err := src.AuditLog(store.AuditOptions{Inspect: true, RecordKey: recordKey, OnError: func(err error) { reported = errors.Join(reported, err) }})
 	if err != nil {
 		return err
 	}
 	defer lg.Close()
 	if reported != nil {
 		// Events only in the segment (a crash left them there) would not
-		// be copied: the trail moves whole or not at all.
+		// be copied: the trail moves whole or not at all. Nor is an event
+		// past the last signed head that this deployment did not write
+		// given an authenticator here.
 		return fmt.Errorf("etcdstore: migrate: the trail is not all in the database: %w. Start `pamctl serve` on the old data dir once and stop it cleanly, then migrate", reported)
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(lg.Export(ctx, pw)) }()
 	defer pr.Close()
 	l := &AuditLog{prefix: db.prefix}
+	mac := store.NewEventMAC(recordKey)
 	br := bufio.NewReaderSize(pr, 1<<20)
 	var ops []clientv3.Op
 	size := 0
@@ -225,7 +234,12 @@ func (db *DB) copyTrail(ctx context.Context, src *store.DB, rep *MigrateReport) 
 				if err := json.Unmarshal(line, &at); err != nil {
 					return fmt.Errorf("etcdstore: migrate: audit line: %w", err)
 				}
-				rec := wrapLine(line)
+				var rec []byte
+				if mac != nil {
+					rec = authRecord(line, mac.Of(at.Seq, audit.StoredHash(line)))
+				} else {
+					rec = wrapLine(line)
+				}
 				ops = append(ops, clientv3.OpPut(l.eventKey(at.Seq), string(rec)))
 				size += len(rec)
 				rep.Events++

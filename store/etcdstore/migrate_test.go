@@ -44,10 +44,14 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	if _, err := v.Set(ctx, "openai", vault.NewSecret("sk-test-migrate")); err != nil {
 		t.Fatal(err)
 	}
+	key, err := v.DerivedKey(store.AuditRecordKeyPurpose)
+	if err != nil {
+		t.Fatal(err)
+	}
 	clock := time.Now().Add(-48 * time.Hour)
 	var cmu sync.Mutex
 	now := func() time.Time { cmu.Lock(); defer cmu.Unlock(); clock = clock.Add(time.Millisecond); return clock }
-	lg, err := src.AuditLog(store.AuditOptions{Signer: kr, Clock: now})
+	lg, err := src.AuditLog(store.AuditOptions{Signer: kr, Clock: now, RecordKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +122,7 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	}
 	defer dst.Close()
 	start := time.Now()
-	rep, err := Migrate(ctx, src, dst, false)
+	rep, err := Migrate(ctx, src, dst, false, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +143,7 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	el, err := dst.AuditLog(ctx, AuditOptions{Signer: ekr})
+	el, err := dst.AuditLog(ctx, AuditOptions{Signer: ekr, RecordKey: key})
 	if err != nil {
 		t.Fatalf("open the migrated trail (checks the high-water mark): %v", err)
 	}
@@ -177,11 +181,11 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 		t.Fatalf("counters after migration: %+v, %v", u, err)
 	}
 
-	if _, err := Migrate(ctx, src, dst, false); !errors.Is(err, ErrTargetNotEmpty) {
+	if _, err := Migrate(ctx, src, dst, false, key); !errors.Is(err, ErrTargetNotEmpty) {
 		t.Fatalf("second migration into a non-empty prefix: %v", err)
 	}
 	el.Close()
-	if rep, err := Migrate(ctx, src, dst, true); err != nil || rep.Last.Seq != want.Last {
+	if rep, err := Migrate(ctx, src, dst, true, key); err != nil || rep.Last.Seq != want.Last {
 		t.Fatalf("migration with replace: %+v, %v", rep, err)
 	}
 	// The old keyring remembers the head signed in etcd after the first
@@ -210,4 +214,89 @@ func el2Verify(ctx context.Context, dst *DB, kr *token.Keyring) (audit.Report, e
 	}
 	defer l.Close()
 	return l.Verify(ctx, audit.KeyFunc(kr.AnyPublicKey))
+}
+
+// A data dir whose trail ends with events past its last signed head (a
+// server that stopped without signing them) moves with their
+// authenticators: the replicas open it and sign over them. One whose
+// events there carry none (written by an earlier version, or added by a
+// writer of the data file) is refused, as bbolt's own start refuses it:
+// copying would give them authenticators.
+func TestMigrateCarriesAuthenticators(t *testing.T) {
+	ctx := context.Background()
+	cluster := etcdtest.Start(t, 1)
+	for _, authenticated := range []bool{true, false} {
+		t.Run(fmt.Sprintf("authenticated=%v", authenticated), func(t *testing.T) {
+			mk, _ := vault.GenerateMasterKey()
+			src, err := store.Open(t.TempDir(), store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			v, err := vault.Open(ctx, src, mk, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kr, err := token.LoadKeyring(ctx, src, v.Sealer(), time.Hour, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := v.DerivedKey(store.AuditRecordKeyPurpose)
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendN := func(opts store.AuditOptions, n int) {
+				t.Helper()
+				lg, err := src.AuditLog(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < n; i++ {
+					if err := lg.Append(ctx, &audit.Event{Type: audit.TypeProxyCall, Actor: &audit.Actor{Subject: "a"}, Status: 200}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := lg.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			appendN(store.AuditOptions{Signer: kr, RecordKey: key}, 5) // signed through seq 5
+			unsigned := store.AuditOptions{}                           // no signer: 6-8 stay past the head
+			if authenticated {
+				unsigned.RecordKey = key
+			}
+			appendN(unsigned, 3)
+			dst, err := Open(ctx, Config{Endpoints: cluster.Endpoints(), Prefix: "/carry-" + t.Name() + "/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Close()
+			_, err = Migrate(ctx, src, dst, false, key)
+			if !authenticated {
+				if !errors.Is(err, store.ErrUnauthenticated) {
+					t.Fatalf("migrate = %v, want store.ErrUnauthenticated", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := vault.Open(ctx, dst, mk, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ekr, err := token.LoadKeyring(ctx, dst, ev.Sealer(), time.Hour, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			el, err := dst.AuditLog(ctx, AuditOptions{Signer: ekr, RecordKey: key})
+			if err != nil {
+				t.Fatalf("open the migrated trail: %v", err)
+			}
+			defer el.Close()
+			if h, err := el.SignHead(ctx); err != nil || h == nil || h.Seq != 8 {
+				t.Fatalf("SignHead over the migrated unsigned events = %+v, %v", h, err)
+			}
+		})
+	}
 }

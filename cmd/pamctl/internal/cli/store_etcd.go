@@ -121,7 +121,7 @@ func storeMigrateRun(cmd *cobra.Command, o *StoreMigrateOptions) error {
 		return err
 	}
 	defer dst.Close()
-	rep, err := etcdstore.Migrate(ctx, src, dst, o.Replace)
+	rep, err := etcdstore.Migrate(ctx, src, dst, o.Replace, key)
 	if errors.Is(err, etcdstore.ErrTargetNotEmpty) {
 		return withCode(ExitConflict, err)
 	}
