@@ -43,11 +43,13 @@ var (
 // high-water mark, which then describes the one shared chain.
 func (a *App) openAuditLog(ctx context.Context, mode audit.SyncMode) (queuedLog, error) {
 	onErr := func(err error) { a.health.Fail(checkAudit, err) }
+	// Every event is authenticated under a key of the master key; with
+	// etcd every replica derives the same one, so each checks the others'.
+	key, err := a.vault.DerivedKey(store.AuditRecordKeyPurpose)
+	if err != nil {
+		return nil, err
+	}
 	if a.etcd == nil {
-		key, err := a.vault.DerivedKey(store.AuditRecordKeyPurpose)
-		if err != nil {
-			return nil, err
-		}
 		return a.db.AuditLog(store.AuditOptions{Sync: mode, Signer: a.headSigner(), RecordKey: key,
 			HeadEvery: a.cfg.Audit.HeadEvery, HeadInterval: a.cfg.Audit.HeadInterval,
 			OnError: onErr, OnBatch: a.observeBatch()})
@@ -61,7 +63,7 @@ func (a *App) openAuditLog(ctx context.Context, mode audit.SyncMode) (queuedLog,
 		OnError: func(err error) { a.log.Warn("leader election", "err", err.Error()) },
 	})
 	a.leader = a.election
-	return a.etcd.AuditLog(ctx, etcdstore.AuditOptions{Sync: mode, Signer: a.keys,
+	return a.etcd.AuditLog(ctx, etcdstore.AuditOptions{Sync: mode, Signer: a.keys, RecordKey: key,
 		HeadEvery: a.cfg.Audit.HeadEvery, HeadInterval: a.cfg.Audit.HeadInterval,
 		OnError: onErr, OnBatch: a.observeBatch(), Leader: a.leader})
 }

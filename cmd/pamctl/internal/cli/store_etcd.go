@@ -177,7 +177,10 @@ func verifyBbolt(ctx context.Context, db *store.DB, kr *token.Keyring, recordKey
 }
 
 // verifyEtcd verifies the trail in etcd with the deployment's keys as
-// stored there (the copied key records carry the high-water mark).
+// stored there (the copied key records carry the high-water mark), and
+// refuses what its opening reports, as verifyBbolt does: events past the
+// last signed head without a valid authenticator, which the replicas
+// would refuse to start on.
 func verifyEtcd(ctx context.Context, db *etcdstore.DB, mk vault.MasterKey) (audit.Report, error) {
 	v, err := vault.Open(ctx, db, mk, nil)
 	if err != nil {
@@ -187,11 +190,19 @@ func verifyEtcd(ctx context.Context, db *etcdstore.DB, mk vault.MasterKey) (audi
 	if err != nil {
 		return audit.Report{}, err
 	}
-	lg, err := db.AuditLog(ctx, etcdstore.AuditOptions{Signer: kr, Inspect: true})
+	key, err := v.DerivedKey(store.AuditRecordKeyPurpose)
+	if err != nil {
+		return audit.Report{}, err
+	}
+	var reported error
+	lg, err := db.AuditLog(ctx, etcdstore.AuditOptions{Signer: kr, Inspect: true, RecordKey: key, OnError: func(err error) { reported = errors.Join(reported, err) }})
 	if err != nil {
 		return audit.Report{}, err
 	}
 	defer lg.Close()
+	if reported != nil {
+		return audit.Report{}, reported
+	}
 	return lg.Verify(ctx, audit.KeyFunc(kr.AnyPublicKey))
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,7 +12,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/store"
+	"github.com/pamctl/pamctl/store/etcdstore"
 	"github.com/pamctl/pamctl/store/etcdtest"
 )
 
@@ -78,6 +81,21 @@ func TestStoreMigrateAndStatus(t *testing.T) {
 	r = runCLI(t, "--config", file, "store", "status")
 	if r.code != ExitOK || !strings.Contains(r.out, "bbolt") || !strings.Contains(r.out, "signed head") {
 		t.Fatalf("bbolt status: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	// The copy's check refuses an event past the last signed head in etcd
+	// that the deployment did not write, as the replicas would.
+	forgeEtcdAfterTail(t, cluster.Client(), "/migrated/")
+	db, err := etcdstore.Open(t.Context(), etcdstore.Config{Endpoints: cluster.Endpoints(), Prefix: "/migrated/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mk, err := vault.LoadMasterKey("", mkFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyEtcd(t.Context(), db, mk); !errors.Is(err, store.ErrUnauthenticated) {
+		t.Fatalf("verify of a forged copy: %v", err)
 	}
 }
 
