@@ -20,6 +20,7 @@ import (
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 	"github.com/pamctl/pamctl/store"
 
@@ -119,15 +120,23 @@ func eventHashes(r io.Reader, fn func(uint64, string) bool) error {
 	return sc.Err()
 }
 
-// localAudit reads the data dir directly (no server running).
+// localAudit reads the trail directly, no server running: the data dir,
+// or with store.backend etcd the cluster (openEtcdAudit). Its log
+// inspects: it writes nothing and signs no head.
 type localAudit struct {
-	l    *local
-	log  *store.AuditLog
-	keys *token.Keyring
-	cfg  *Config
+	log   auditLog
+	keys  *token.Keyring
+	cfg   *Config
+	vault *vault.Vault
+	// cursors holds the sinks' stored cursors (the store).
+	cursors interface {
+		SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, error)
+	}
+	closeStore func() error
 	// reported is what opening the trail found beside the bucket (a
-	// damaged segment, events a crash left there, a replaced database):
-	// the chain verify checks is the bucket's, so these fail it.
+	// damaged segment, events a crash left there, a replaced database) or
+	// past the last signed head (events without a valid authenticator):
+	// these fail verify.
 	reported []error
 }
 
@@ -196,11 +205,11 @@ func (la *localAudit) Export(ctx context.Context, w io.Writer, since, until time
 // Sinks reads the stored cursors of the configured sinks: with no server
 // running there is no last error to show.
 func (la *localAudit) Sinks(ctx context.Context) ([]auditsink.Status, error) {
-	key, err := la.l.vault.DerivedKey(auditsink.CursorKeyPurpose)
+	key, err := la.vault.DerivedKey(auditsink.CursorKeyPurpose)
 	if err != nil {
 		return nil, err
 	}
-	return storedSinkStatus(ctx, la.l.db, la.log, la.cfg, key)
+	return storedSinkStatus(ctx, la.cursors, la.log, la.cfg, key)
 }
 
 func (la *localAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) error {
@@ -211,7 +220,9 @@ func (la *localAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) 
 // records it, each stored cursor checked as a starting server would
 // (auditsink.TrustCursor): one it would not trust shows as the zero
 // cursor, with why in CursorError.
-func storedSinkStatus(ctx context.Context, db *store.DB, lg *store.AuditLog, cfg *Config, key []byte) ([]auditsink.Status, error) {
+func storedSinkStatus(ctx context.Context, db interface {
+	SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, error)
+}, lg audit.Log, cfg *Config, key []byte) ([]auditsink.Status, error) {
 	cursors, err := db.SinkCursors(ctx)
 	if err != nil {
 		return nil, err
@@ -247,11 +258,11 @@ func storedSinkStatus(ctx context.Context, db *store.DB, lg *store.AuditLog, cfg
 }
 
 func (la *localAudit) Close() error {
-	return errors.Join(la.log.Close(), la.l.Close())
+	return errors.Join(la.log.Close(), la.closeStore())
 }
 
 // openAudit picks the source: a logged-in session, else the admin socket,
-// else the data dir.
+// else the data dir (with store.backend etcd, the cluster).
 func (f *Factory) openAudit(cmd *cobra.Command, so *StepUpOptions) (auditSource, error) {
 	if err := refuseUnderExec("read the audit trail"); err != nil {
 		return nil, err
@@ -273,6 +284,9 @@ func (f *Factory) openAudit(cmd *cobra.Command, so *StepUpOptions) (auditSource,
 	if c := f.AdminClient(cfg); c != nil {
 		return remoteAudit{c: c}, nil
 	}
+	if cfg.Store.Backend == BackendEtcd {
+		return openEtcdAudit(cmd.Context(), cfg)
+	}
 	l, err := openLocal(cmd.Context(), cfg)
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
@@ -287,7 +301,7 @@ func (f *Factory) openAudit(cmd *cobra.Command, so *StepUpOptions) (auditSource,
 	}
 	// Inspect: a trail cut below its high-water mark still opens here, so
 	// verify can say what is missing (the server refuses to start on it).
-	la := &localAudit{l: l, keys: kr, cfg: cfg}
+	la := &localAudit{keys: kr, cfg: cfg, vault: l.vault, cursors: l.db, closeStore: l.Close}
 	key, err := l.vault.DerivedKey(store.AuditRecordKeyPurpose)
 	if err != nil {
 		l.Close()

@@ -182,28 +182,76 @@ func verifyBbolt(ctx context.Context, db *store.DB, kr *token.Keyring, recordKey
 // last signed head without a valid authenticator, which the replicas
 // would refuse to start on.
 func verifyEtcd(ctx context.Context, db *etcdstore.DB, mk vault.MasterKey) (audit.Report, error) {
-	v, err := vault.Open(ctx, db, mk, nil)
+	la, err := inspectEtcd(ctx, db, mk, nil)
 	if err != nil {
 		return audit.Report{}, err
+	}
+	defer la.log.Close()
+	if len(la.reported) > 0 {
+		return audit.Report{}, errors.Join(la.reported...)
+	}
+	return la.log.Verify(ctx, audit.KeyFunc(la.keys.AnyPublicKey))
+}
+
+// inspectEtcd opens the trail in etcd the way `pamctl audit verify` reads
+// a data dir: with the deployment's keys (from etcd, proven under mk) and
+// record key, inspecting (nothing written, no head signed), and what its
+// opening finds (events past the last signed head without a valid
+// authenticator) in reported. Closing it leaves db open.
+func inspectEtcd(ctx context.Context, db *etcdstore.DB, mk vault.MasterKey, cfg *Config) (*localAudit, error) {
+	v, err := vault.Open(ctx, db, mk, nil)
+	if err != nil {
+		return nil, err
 	}
 	kr, err := token.LoadKeyring(ctx, db, v.Sealer(), maxTokenTTL, nil)
 	if err != nil {
-		return audit.Report{}, err
+		return nil, err
 	}
 	key, err := v.DerivedKey(store.AuditRecordKeyPurpose)
 	if err != nil {
-		return audit.Report{}, err
+		return nil, err
 	}
-	var reported error
-	lg, err := db.AuditLog(ctx, etcdstore.AuditOptions{Signer: kr, Inspect: true, RecordKey: key, OnError: func(err error) { reported = errors.Join(reported, err) }})
+	la := &localAudit{keys: kr, cfg: cfg, vault: v, cursors: db, closeStore: func() error { return nil }}
+	lg, err := db.AuditLog(ctx, etcdstore.AuditOptions{Signer: kr, Inspect: true, RecordKey: key, OnError: func(err error) { la.reported = append(la.reported, err) }})
 	if err != nil {
-		return audit.Report{}, err
+		return nil, err
 	}
-	defer lg.Close()
-	if reported != nil {
-		return audit.Report{}, reported
+	la.log = lg
+	return la, nil
+}
+
+// openEtcdAudit reads the trail in etcd directly when no replica serves
+// (the audit commands' last resort with store.backend etcd): with the
+// master key and the store.etcd credentials, so that `audit verify` shows
+// what the replicas refuse to start on. It never creates a master key.
+func openEtcdAudit(ctx context.Context, cfg *Config) (auditSource, error) {
+	if err := cfg.CheckPrivate(); err != nil {
+		return nil, err
 	}
-	return lg.Verify(ctx, audit.KeyFunc(kr.AnyPublicKey))
+	ecfg, err := cfg.EtcdStoreConfig()
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	if os.Getenv(vault.EnvMasterKey) == "" {
+		if _, err := os.Stat(cfg.MasterKeyFile); err != nil {
+			return nil, withCode(ExitUsage, fmt.Errorf("no replica is serving here, and reading the trail in etcd directly needs the deployment's master key: set %s or --master-key-file (%w)", vault.EnvMasterKey, err))
+		}
+	}
+	mk, err := vault.LoadMasterKey(os.Getenv(vault.EnvMasterKey), cfg.MasterKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	db, err := etcdstore.Open(ctx, ecfg)
+	if err != nil {
+		return nil, fmt.Errorf("store.etcd: %w", err)
+	}
+	la, err := inspectEtcd(ctx, db, mk, cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	la.closeStore = db.Close
+	return la, nil
 }
 
 // StoreStatusOptions are the inputs of `pamctl store status`.

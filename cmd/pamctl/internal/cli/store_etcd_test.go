@@ -82,9 +82,23 @@ func TestStoreMigrateAndStatus(t *testing.T) {
 	if r.code != ExitOK || !strings.Contains(r.out, "bbolt") || !strings.Contains(r.out, "signed head") {
 		t.Fatalf("bbolt status: code %d\n%s%s", r.code, r.out, r.err)
 	}
+	// With no replica serving, audit verify reads the trail in etcd.
+	r = runCLI(t, "--config", etcdFile, "audit", "verify")
+	if r.code != ExitOK || !strings.Contains(r.out+r.err, "audit trail intact") {
+		t.Fatalf("audit verify on etcd: code %d\n%s%s", r.code, r.out, r.err)
+	}
 	// The copy's check refuses an event past the last signed head in etcd
-	// that the deployment did not write, as the replicas would.
+	// that the deployment did not write, as the replicas would, and so
+	// does audit verify, saying what it is.
 	forgeEtcdAfterTail(t, cluster.Client(), "/migrated/")
+	r = runCLI(t, "--config", etcdFile, "audit", "verify", "-o", "json")
+	var vr verifyOutput
+	if err := json.Unmarshal([]byte(r.out), &vr); err != nil {
+		t.Fatalf("%v: %s", err, r.out)
+	}
+	if r.code != ExitError || vr.OK || !strings.Contains(vr.Error, "not written by this deployment") || vr.Report.Unsigned != 1 {
+		t.Fatalf("audit verify of a forged trail on etcd: code %d %+v\n%s", r.code, vr, r.err)
+	}
 	db, err := etcdstore.Open(t.Context(), etcdstore.Config{Endpoints: cluster.Endpoints(), Prefix: "/migrated/"})
 	if err != nil {
 		t.Fatal(err)
