@@ -43,6 +43,9 @@ func TestLoginWithUserinfoGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rk, err := store.NewRecordKey(make([]byte, 32)); err == nil {
+		db.SetRecordKey(rk)
+	}
 	t.Cleanup(func() { db.Close() })
 	master, _ := vault.GenerateMasterKey()
 	v, err := vault.Open(ctx, db, master, nil)

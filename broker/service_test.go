@@ -100,6 +100,9 @@ func (e *env) open() {
 	if e.db, err = store.Open(e.dir, e.storeOpts); err != nil {
 		t.Fatal(err)
 	}
+	if rk, err := store.NewRecordKey(make([]byte, 32)); err == nil {
+		e.db.SetRecordKey(rk)
+	}
 	v, err := vault.Open(ctx, e.db, e.master, e.clock.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ func (db *DB) PutEnrollment(_ context.Context, e *link.Enrollment) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketProxies); err != nil {
 			return fmt.Errorf("store: create bucket proxies: %w", err)
 		}
-		return put(tx, bucketProxies, []byte(e.ID), e)
+		return db.putRec(tx, KindProxies, bucketProxies, []byte(e.ID), e)
 	})
 }
 
@@ -34,7 +34,7 @@ func (db *DB) GetEnrollment(_ context.Context, id string) (*link.Enrollment, err
 		if tx.Bucket(bucketProxies) == nil {
 			return ErrNotFound
 		}
-		return get(tx, bucketProxies, []byte(id), &e)
+		return db.getRec(tx, KindProxies, bucketProxies, []byte(id), &e)
 	})
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", link.ErrNotFound, id)
@@ -53,13 +53,13 @@ func (db *DB) UpdateEnrollment(_ context.Context, id string, fn func(*link.Enrol
 		if tx.Bucket(bucketProxies) == nil {
 			return ErrNotFound
 		}
-		if err := get(tx, bucketProxies, []byte(id), &e); err != nil {
+		if err := db.getRec(tx, KindProxies, bucketProxies, []byte(id), &e); err != nil {
 			return err
 		}
 		if err := fn(&e); err != nil {
 			return err
 		}
-		return put(tx, bucketProxies, []byte(id), &e)
+		return db.putRec(tx, KindProxies, bucketProxies, []byte(id), &e)
 	})
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", link.ErrNotFound, id)
@@ -77,7 +77,7 @@ func (db *DB) ListEnrollments(_ context.Context) ([]*link.Enrollment, error) {
 		if tx.Bucket(bucketProxies) == nil {
 			return nil
 		}
-		return each(tx, bucketProxies, func(e *link.Enrollment) bool {
+		return eachRec(db, tx, KindProxies, bucketProxies, func(e *link.Enrollment) bool {
 			out = append(out, e)
 			return true
 		})

@@ -174,6 +174,9 @@ func rebuildRequestIndexes(tx *bolt.Tx) error {
 			return fmt.Errorf("store: create index %s: %w", name, err)
 		}
 	}
+	// It runs as the file is opened, before the record key is known, so it
+	// reads the records unchecked: index entries only point at records,
+	// and every reader of a request checks the record itself.
 	var failed error
 	err := each(tx, bucketRequests, func(r *broker.Request) bool {
 		for _, e := range requestIndexEntries(r) {

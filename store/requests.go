@@ -22,7 +22,8 @@ func (db *DB) CreateRequest(_ context.Context, r *broker.Request) error {
 	if r.ID == "" {
 		return errors.New("store: request without an id")
 	}
-	raw, err := encode(r)
+	rk := db.recordKey()
+	raw, err := rk.Encode(RecordName(KindRequests, r.ID), r)
 	if err != nil {
 		return err
 	}
@@ -30,8 +31,8 @@ func (db *DB) CreateRequest(_ context.Context, r *broker.Request) error {
 		var old *broker.Request
 		if prev := tx.Bucket(bucketRequests).Get([]byte(r.ID)); prev != nil {
 			old = new(broker.Request)
-			if err := decode(prev, old); err != nil {
-				return fmt.Errorf("%w (request %q)", err, r.ID)
+			if err := rk.Decode(RecordName(KindRequests, r.ID), prev, old); err != nil {
+				return err
 			}
 		}
 		return putRequest(tx, old, r, raw)
@@ -41,7 +42,7 @@ func (db *DB) CreateRequest(_ context.Context, r *broker.Request) error {
 // GetRequest loads one request.
 func (db *DB) GetRequest(_ context.Context, id string) (*broker.Request, error) {
 	var r broker.Request
-	err := db.bolt.View(func(tx *bolt.Tx) error { return get(tx, bucketRequests, []byte(id), &r) })
+	err := db.bolt.View(func(tx *bolt.Tx) error { return db.getRec(tx, KindRequests, bucketRequests, []byte(id), &r) })
 	if errors.Is(err, ErrNotFound) {
 		return nil, broker.ErrNotFound
 	}
@@ -61,11 +62,12 @@ func (db *DB) UpdateRequest(_ context.Context, id string, fn func(*broker.Reques
 		if stored == nil {
 			return broker.ErrNotFound
 		}
+		rk, name := db.recordKey(), RecordName(KindRequests, id)
 		var old broker.Request
-		if err := decode(stored, &old); err != nil {
+		if err := rk.Decode(name, stored, &old); err != nil {
 			return err
 		}
-		if err := decode(stored, &r); err != nil {
+		if err := rk.Decode(name, stored, &r); err != nil {
 			return err
 		}
 		if err := fn(&r); err != nil {
@@ -74,7 +76,7 @@ func (db *DB) UpdateRequest(_ context.Context, id string, fn func(*broker.Reques
 		if r.ID != id {
 			return fmt.Errorf("store: update may not change a request's id (%s -> %s)", id, r.ID)
 		}
-		raw, err := encode(&r)
+		raw, err := rk.Encode(name, &r)
 		if err != nil {
 			return err
 		}
@@ -96,7 +98,7 @@ func (db *DB) RequestsInState(_ context.Context, state broker.State, by *broker.
 			bucket, prefix = bucketReqOwner, ownerKey(*by, state, "")
 		}
 		var err error
-		out, err = loadPrefix(tx, bucket, prefix, out)
+		out, err = db.loadPrefix(tx, bucket, prefix, out)
 		return err
 	})
 	return out, err
@@ -108,7 +110,7 @@ func (db *DB) RequestsOf(_ context.Context, who broker.Identity) ([]*broker.Requ
 	var out []*broker.Request
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		out, err = loadPrefix(tx, bucketReqParty, principalKey(who), out)
+		out, err = db.loadPrefix(tx, bucketReqParty, principalKey(who), out)
 		return err
 	})
 	return out, err
@@ -122,7 +124,7 @@ func (db *DB) DueRequests(_ context.Context, t time.Time) ([]*broker.Request, er
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketReqDue).Cursor()
 		for k, _ := c.First(); k != nil && bytes.Compare(k[:timeLen], limit) <= 0; k, _ = c.Next() {
-			r, err := loadRequest(tx, k[timeLen:])
+			r, err := db.loadRequest(tx, k[timeLen:])
 			if err != nil {
 				return err
 			}
@@ -144,7 +146,7 @@ func (db *DB) GrantsExpiringAfter(_ context.Context, t time.Time) ([]*broker.Req
 			if bytes.Equal(k[:timeLen], from) {
 				continue // not after t
 			}
-			r, err := loadRequest(tx, k[timeLen:])
+			r, err := db.loadRequest(tx, k[timeLen:])
 			if err != nil {
 				return err
 			}
@@ -177,7 +179,7 @@ func (db *DB) PruneRequests(ctx context.Context, before time.Time) (int, error) 
 				ids = append(ids, bytes.Clone(k[timeLen:]))
 			}
 			for _, id := range ids {
-				r, err := loadRequest(tx, id)
+				r, err := db.loadRequest(tx, id)
 				if err != nil {
 					return err
 				}
@@ -198,9 +200,9 @@ func (db *DB) PruneRequests(ctx context.Context, before time.Time) (int, error) 
 	}
 }
 
-func loadRequest(tx *bolt.Tx, id []byte) (*broker.Request, error) {
+func (db *DB) loadRequest(tx *bolt.Tx, id []byte) (*broker.Request, error) {
 	var r broker.Request
-	if err := get(tx, bucketRequests, id, &r); err != nil {
+	if err := db.getRec(tx, KindRequests, bucketRequests, id, &r); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("store: a request index names %q, which is not stored: the data file is inconsistent (restore it from a backup)", id)
 		}
@@ -211,10 +213,10 @@ func loadRequest(tx *bolt.Tx, id []byte) (*broker.Request, error) {
 
 // loadPrefix appends the requests named by the keys of bucket under prefix
 // (each key is prefix + id).
-func loadPrefix(tx *bolt.Tx, bucket, prefix []byte, out []*broker.Request) ([]*broker.Request, error) {
+func (db *DB) loadPrefix(tx *bolt.Tx, bucket, prefix []byte, out []*broker.Request) ([]*broker.Request, error) {
 	c := tx.Bucket(bucket).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		r, err := loadRequest(tx, k[len(prefix):])
+		r, err := db.loadRequest(tx, k[len(prefix):])
 		if err != nil {
 			return out, err
 		}

@@ -32,6 +32,7 @@ func BenchmarkRequestLookups(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		db.SetRecordKey(testRecKey)
 		seedEnded(b, db, past, now.Add(-24*time.Hour))
 		for i := range 25 {
 			r := &broker.Request{ID: fmt.Sprintf("req_live_%02d", i), Kind: broker.KindAccess, Requester: agent, Scopes: []string{"model:gpt-4o"},

@@ -148,6 +148,9 @@ func TestOpenMigratesSchema1(t *testing.T) {
 		&broker.Request{ID: "req_ancient", Kind: broker.KindAccess, Requester: alice, State: broker.StateDenied, CreatedAt: old, EndedAt: &old},
 	)
 	db := openTest(t, dir)
+	if n, err := db.SealRecords(ctx, testRecKey); err != nil || n != 4 { // what the first start of this build does
+		t.Fatalf("sealed %d legacy records: %v", n, err)
+	}
 	var version uint64
 	db.bolt.View(func(tx *bolt.Tx) error { version = beU64(tx.Bucket(bucketMeta).Get(keyVersion)); return nil })
 	if version != SchemaVersion || SchemaVersion < 2 {
@@ -229,7 +232,7 @@ func seedEnded(t testing.TB, db *DB, n int, t0 time.Time) {
 			r := &broker.Request{ID: fmt.Sprintf("req_past_%07d", i), Kind: broker.KindAccess, Requester: who, State: broker.StateDenied,
 				Scopes: []string{"model:gpt-4o"}, CreatedAt: t0, PendingUntil: t0, EndedAt: &t0,
 				Reviews: []broker.Review{{Reviewer: broker.Identity{Subject: "bob", Issuer: "corp"}, At: t0}}}
-			raw, err := encode(r)
+			raw, err := db.recordKey().Encode(RecordName(KindRequests, r.ID), r)
 			if err != nil {
 				return err
 			}

@@ -16,7 +16,7 @@ var _ broker.SessionStore = (*DB)(nil)
 // CreateSession stores a new session. Like CreateRequest it only puts by
 // id, so it may go through Batch (logins share a commit).
 func (db *DB) CreateSession(_ context.Context, s *broker.SessionRecord) error {
-	raw, err := encode(s)
+	raw, err := db.recordKey().Encode(RecordName(KindSessions, s.ID), s)
 	if err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (db *DB) CreateSession(_ context.Context, s *broker.SessionRecord) error {
 // GetSession loads one session.
 func (db *DB) GetSession(_ context.Context, id string) (*broker.SessionRecord, error) {
 	var s broker.SessionRecord
-	err := db.bolt.View(func(tx *bolt.Tx) error { return get(tx, bucketSessions, []byte(id), &s) })
+	err := db.bolt.View(func(tx *bolt.Tx) error { return db.getRec(tx, KindSessions, bucketSessions, []byte(id), &s) })
 	if errors.Is(err, ErrNotFound) {
 		return nil, broker.ErrSessionNotFound
 	}
@@ -43,7 +43,7 @@ func (db *DB) GetSession(_ context.Context, id string) (*broker.SessionRecord, e
 func (db *DB) UpdateSession(_ context.Context, id string, fn func(*broker.SessionRecord) error) (*broker.SessionRecord, error) {
 	var s broker.SessionRecord
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		if err := get(tx, bucketSessions, []byte(id), &s); err != nil {
+		if err := db.getRec(tx, KindSessions, bucketSessions, []byte(id), &s); err != nil {
 			if errors.Is(err, ErrNotFound) {
 				return broker.ErrSessionNotFound
 			}
@@ -52,7 +52,7 @@ func (db *DB) UpdateSession(_ context.Context, id string, fn func(*broker.Sessio
 		if err := fn(&s); err != nil {
 			return err
 		}
-		return put(tx, bucketSessions, []byte(id), &s)
+		return db.putRec(tx, KindSessions, bucketSessions, []byte(id), &s)
 	})
 	if err != nil {
 		return nil, err
@@ -64,7 +64,7 @@ func (db *DB) UpdateSession(_ context.Context, id string, fn func(*broker.Sessio
 func (db *DB) ListSessions(_ context.Context, keep func(*broker.SessionRecord) bool) ([]*broker.SessionRecord, error) {
 	var out []*broker.SessionRecord
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		return each(tx, bucketSessions, func(s *broker.SessionRecord) bool {
+		return eachRec(db, tx, KindSessions, bucketSessions, func(s *broker.SessionRecord) bool {
 			if keep == nil || keep(s) {
 				out = append(out, s)
 			}
@@ -87,7 +87,7 @@ func (db *DB) DeleteSessions(ctx context.Context, drop func(*broker.SessionRecor
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		n = 0
 		var keys [][]byte
-		err := each(tx, bucketSessions, func(s *broker.SessionRecord) bool {
+		err := eachRec(db, tx, KindSessions, bucketSessions, func(s *broker.SessionRecord) bool {
 			if drop(s) {
 				keys = append(keys, []byte(s.ID))
 			}

@@ -18,6 +18,7 @@ func TestSessionsPersistCompareAndSwapAndDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetRecordKey(testRecKey)
 	now := time.Now().UTC().Truncate(time.Second)
 	for _, id := range []string{"ses_a", "ses_b", "ses_c"} {
 		r := &broker.SessionRecord{ID: id, Identity: broker.Identity{Subject: "alice", Issuer: "corp"}, ClientAddr: "10.0.0.1", UserAgent: "pamctl/test",

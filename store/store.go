@@ -111,6 +111,10 @@ type DB struct {
 	// auditOpen is set while an AuditLog of this DB is open: a second one
 	// would share (and reset) the first one's segment.
 	auditOpen atomic.Bool
+	// rk authenticates requests, sessions and enrollments
+	// (record_auth.go); nil until SetRecordKey, and those records are
+	// refused until then.
+	rk atomic.Pointer[RecordKey]
 }
 
 // Options tunes Open. The zero value is right for production.

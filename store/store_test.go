@@ -28,8 +28,19 @@ func openTest(t *testing.T, dir string) *DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	db.SetRecordKey(testRecKey)
 	return db
 }
+
+// testRecKey is the record key of the tests' stores (a server derives
+// it from the master key).
+var testRecKey = func() *RecordKey {
+	rk, err := NewRecordKey(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		panic(err)
+	}
+	return rk
+}()
 
 func TestOpenCreatesPrivateFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
@@ -144,7 +155,7 @@ func TestNewerRecordRefused(t *testing.T) {
 	db.bolt.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRequests).Put([]byte("req_future"), []byte(`{"v":99,"d":{"id":"req_future"}}`))
 	})
-	if _, err := db.GetRequest(ctx, "req_future"); !errors.Is(err, ErrSchemaTooNew) {
+	if _, err := db.GetRequest(ctx, "req_future"); !errors.Is(err, ErrSchemaTooNew) { // refused before its authenticator is looked at
 		t.Fatalf("got %v", err)
 	}
 }

@@ -44,6 +44,9 @@ func newTestAPI(t *testing.T, header, body time.Duration) *testAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rk, err := store.NewRecordKey(make([]byte, 32)); err == nil {
+		db.SetRecordKey(rk)
+	}
 	t.Cleanup(func() { db.Close() })
 	mk, _ := vault.GenerateMasterKey()
 	v, err := vault.Open(ctx, db, mk, nil)

@@ -35,6 +35,9 @@ func newTrail(t *testing.T, headEvery int) *trail {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rk, err := store.NewRecordKey(make([]byte, 32)); err == nil {
+		db.SetRecordKey(rk)
+	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	lg, err := db.AuditLog(store.AuditOptions{Signer: audit.Ed25519Signer{KID: "k1", Key: priv}, HeadEvery: headEvery, HeadInterval: time.Hour})
 	if err != nil {

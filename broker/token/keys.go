@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -120,6 +121,10 @@ type Keyring struct {
 	mu      sync.RWMutex
 	keys    map[string]*key
 	active  *key
+	// recordsSealed: this deployment's store records carry authenticators
+	// (store.RecordKey), and key records are tagged with authMessage's v3
+	// domain, which says so. See RecordsSealed.
+	recordsSealed atomic.Bool
 }
 
 // KeyID derives the kid of a public key: the first 96 bits of its SHA-256,
@@ -129,8 +134,19 @@ func KeyID(pub ed25519.PublicKey) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
+// Domains of a key record's Auth tag. v3 says, besides what v2 does, that
+// this deployment's store records are sealed (see RecordsSealed): a tag
+// made under one never verifies under the other, so a writer without the
+// master key can neither mark an unsealed deployment sealed nor make a
+// sealed one look unsealed (which would have the next start seal the
+// records they forged). Builds before v3 refuse a v3 record (ErrTampered).
+const (
+	authDomainV2 = "pamctl-signing-key-record-v2"
+	authDomainV3 = "pamctl-signing-key-record-v3-records-sealed"
+)
+
 // authMessage is what a record's Auth tag covers.
-func authMessage(kid string, pub []byte, created time.Time, retired *time.Time, successor string, mark *Mark) string {
+func authMessage(domain, kid string, pub []byte, created time.Time, retired *time.Time, successor string, mark *Mark) string {
 	r := "-"
 	if retired != nil {
 		r = retired.UTC().Format(time.RFC3339Nano)
@@ -139,14 +155,18 @@ func authMessage(kid string, pub []byte, created time.Time, retired *time.Time, 
 	if mark != nil {
 		m = fmt.Sprintf("%d:%s", mark.Seq, mark.Hash)
 	}
-	return fmt.Sprintf("pamctl-signing-key-record-v2\nkid=%s\npublic=%s\ncreated=%s\nretired=%s\nsuccessor=%s\nmark=%s\n",
-		kid, base64.RawURLEncoding.EncodeToString(pub), created.UTC().Format(time.RFC3339Nano), r, successor, m)
+	return fmt.Sprintf("%s\nkid=%s\npublic=%s\ncreated=%s\nretired=%s\nsuccessor=%s\nmark=%s\n",
+		domain, kid, base64.RawURLEncoding.EncodeToString(pub), created.UTC().Format(time.RFC3339Nano), r, successor, m)
 }
 
 // record returns k as stored, with a fresh Auth tag. Callers pass a copy
 // taken under kr.mu (holding kr.writeMu) or a key not yet in the ring.
 func (kr *Keyring) record(k *key) (SealedKey, error) {
-	auth, err := kr.sealer.Seal(nil, authMessage(k.kid, k.pub, k.created, k.retired, k.next, k.mark))
+	domain := authDomainV2
+	if kr.recordsSealed.Load() {
+		domain = authDomainV3
+	}
+	auth, err := kr.sealer.Seal(nil, authMessage(domain, k.kid, k.pub, k.created, k.retired, k.next, k.mark))
 	if err != nil {
 		return SealedKey{}, fmt.Errorf("token: authenticate key record: %w", err)
 	}
@@ -154,8 +174,9 @@ func (kr *Keyring) record(k *key) (SealedKey, error) {
 }
 
 // open checks one stored record against the master key and returns the key.
-// upgrade is true for a legacy record that must be rewritten.
-func (kr *Keyring) open(sk SealedKey) (k *key, upgrade bool, err error) {
+// upgrade is true for a legacy record that must be rewritten; v3 for a
+// record whose tag says the store's records are sealed.
+func (kr *Keyring) open(sk SealedKey) (k *key, upgrade, v3 bool, err error) {
 	tampered := func(why string) error {
 		return fmt.Errorf("%w: key %q %s; the data file was modified without the master key or copied from another deployment: restore pamctl.db from a backup", ErrTampered, sk.KID, why)
 	}
@@ -167,36 +188,38 @@ func (kr *Keyring) open(sk SealedKey) (k *key, upgrade bool, err error) {
 	if err != nil {
 		if upgrade {
 			if _, err2 := kr.sealer.Open(sk.Sealed, seedAAD+sk.KID); err2 == nil {
-				return nil, false, tampered("lost its authentication tag")
+				return nil, false, false, tampered("lost its authentication tag")
 			}
 		}
-		return nil, false, fmt.Errorf("token: signing key %q does not open under this master key (a record from another deployment, an altered record, or a changed master key): %w", sk.KID, err)
+		return nil, false, false, fmt.Errorf("token: signing key %q does not open under this master key (a record from another deployment, an altered record, or a changed master key): %w", sk.KID, err)
 	}
 	if len(raw) != ed25519.SeedSize {
-		return nil, false, tampered("has a seed of the wrong size")
+		return nil, false, false, tampered("has a seed of the wrong size")
 	}
 	priv := ed25519.NewKeyFromSeed(raw)
 	pub := priv.Public().(ed25519.PublicKey)
 	if !bytes.Equal(pub, sk.Public) {
-		return nil, false, tampered("has a stored public key that does not match its sealed seed")
+		return nil, false, false, tampered("has a stored public key that does not match its sealed seed")
 	}
 	if KeyID(pub) != sk.KID {
-		return nil, false, tampered("has a kid that does not derive from its sealed seed")
+		return nil, false, false, tampered("has a kid that does not derive from its sealed seed")
 	}
 	if !upgrade {
-		if _, err := kr.sealer.Open(sk.Auth, authMessage(sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark)); err != nil {
-			return nil, false, tampered("has creation, retirement or high-water fields that fail their authentication tag")
+		if _, err := kr.sealer.Open(sk.Auth, authMessage(authDomainV3, sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark)); err == nil {
+			v3 = true
+		} else if _, err := kr.sealer.Open(sk.Auth, authMessage(authDomainV2, sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark)); err != nil {
+			return nil, false, false, tampered("has creation, retirement or high-water fields that fail their authentication tag")
 		}
 	} else if sk.Mark != nil || sk.Successor != "" {
-		return nil, false, tampered("carries fields that need an authentication tag but has none")
+		return nil, false, false, tampered("carries fields that need an authentication tag but has none")
 	}
 	k = &key{kid: sk.KID, pub: pub, priv: priv, sealed: sk.Sealed, created: sk.Created, retired: sk.RetiredAt, next: sk.Successor, mark: sk.Mark}
 	if upgrade {
 		if k.sealed, err = kr.sealer.Seal(raw, seedAAD+sk.KID); err != nil {
-			return nil, false, fmt.Errorf("token: reseal signing key %q: %w", sk.KID, err)
+			return nil, false, false, fmt.Errorf("token: reseal signing key %q: %w", sk.KID, err)
 		}
 	}
-	return k, upgrade, nil
+	return k, upgrade, v3, nil
 }
 
 // LoadKeyring opens the stored keys, generating the first one if none exist
@@ -215,13 +238,19 @@ func LoadKeyring(ctx context.Context, st KeyStore, sealer Sealer, maxTokenTTL ti
 		return nil, fmt.Errorf("token: load keys: %w", err)
 	}
 	var upgrades []*key
+	sealed, older := len(stored) == 0, "" // a new deployment's records are sealed from the start
 	for _, sk := range stored {
-		k, upgrade, err := kr.open(sk)
+		k, upgrade, v3, err := kr.open(sk)
 		if err != nil {
 			return nil, err
 		}
 		if upgrade {
 			upgrades = append(upgrades, k)
+		}
+		if v3 {
+			sealed = true
+		} else {
+			older = k.kid
 		}
 		kr.keys[k.kid] = k
 		if k.retired == nil && (kr.active == nil || k.created.After(kr.active.created)) {
@@ -233,6 +262,10 @@ func LoadKeyring(ctx context.Context, st KeyStore, sealer Sealer, maxTokenTTL ti
 			return nil, fmt.Errorf("%w: key %q was retired for key %q, whose record is missing; a newer signing key was deleted from the data file: restore pamctl.db from a backup", ErrTampered, k.kid, k.next)
 		}
 	}
+	if sealed && older != "" {
+		return nil, errOlderKeyRecord(older)
+	}
+	kr.recordsSealed.Store(sealed)
 	for _, k := range upgrades {
 		rec, err := kr.record(k)
 		if err != nil {
@@ -248,6 +281,69 @@ func LoadKeyring(ctx context.Context, st KeyStore, sealer Sealer, maxTokenTTL ti
 		}
 	}
 	return kr, nil
+}
+
+// errOlderKeyRecord is the error of a key record tagged as from before the
+// store's records were sealed, in a keyring where others say they are: all
+// of them are re-tagged at once (MarkRecordsSealed), so it was put back
+// from an older copy of the store.
+func errOlderKeyRecord(kid string) error {
+	return fmt.Errorf("%w: key %q is tagged as from before this deployment's records were sealed, while other key records say they are: "+
+		"it was put back from an older copy of the store (or written by an older pamctl still running against it: upgrade every replica together). "+
+		"Restore the store from a backup and run `pamctl audit verify`", ErrTampered, kid)
+}
+
+// RecordsSealed reports whether this deployment's store records are
+// authenticated (store.RecordKey): the key records' tags say so, and only
+// the master key makes them. A new deployment is sealed from its first
+// key; one from before authenticated records is not until
+// MarkRecordsSealed. While it is false the store's records may lack an
+// authenticator, and must be sealed (store.DB.SealRecords) before use;
+// once true, a record without one was forged.
+func (kr *Keyring) RecordsSealed() bool { return kr.recordsSealed.Load() }
+
+// MarkRecordsSealed re-tags every key record to say the store's records
+// are sealed, in one batch when the store takes batches. Call it once
+// every record is (store.DB.SealRecords): from then on neither this build
+// nor any older one (which refuses the new tags) takes an unsealed record.
+func (kr *Keyring) MarkRecordsSealed(ctx context.Context) error {
+	kr.writeMu.Lock()
+	defer kr.writeMu.Unlock()
+	if kr.recordsSealed.Load() {
+		return nil
+	}
+	kr.recordsSealed.Store(true)
+	kr.mu.RLock()
+	ks := make([]key, 0, len(kr.keys))
+	for _, k := range kr.keys {
+		ks = append(ks, *k)
+	}
+	kr.mu.RUnlock()
+	sort.Slice(ks, func(i, j int) bool { return ks[i].kid < ks[j].kid })
+	recs := make([]SealedKey, 0, len(ks))
+	for i := range ks {
+		rec, err := kr.record(&ks[i])
+		if err != nil {
+			kr.recordsSealed.Store(false)
+			return err
+		}
+		recs = append(recs, rec)
+	}
+	var err error
+	if bs, ok := kr.store.(BatchKeyStore); ok {
+		err = bs.SaveKeys(ctx, recs...)
+	} else {
+		for _, r := range recs {
+			if err = kr.store.SaveKey(ctx, r); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		kr.recordsSealed.Store(false)
+		return fmt.Errorf("token: mark the store's records sealed: %w", err)
+	}
+	return nil
 }
 
 // Rotate generates a new active key and retires the previous one, which

@@ -27,10 +27,16 @@ func (kr *Keyring) Reload(ctx context.Context) error {
 		merged[kid] = &c
 	}
 	kr.mu.RUnlock()
+	sealed, older := kr.recordsSealed.Load(), ""
 	for _, sk := range stored {
-		k, _, err := kr.open(sk)
+		k, _, v3, err := kr.open(sk)
 		if err != nil {
 			return err
+		}
+		if v3 {
+			sealed = true // another replica marked them (MarkRecordsSealed)
+		} else {
+			older = k.kid
 		}
 		if old, ok := merged[k.kid]; ok {
 			if k.retired == nil {
@@ -41,6 +47,9 @@ func (kr *Keyring) Reload(ctx context.Context) error {
 			}
 		}
 		merged[k.kid] = k
+	}
+	if sealed && older != "" {
+		return errOlderKeyRecord(older)
 	}
 	var active *key
 	for _, k := range merged {
@@ -57,5 +66,6 @@ func (kr *Keyring) Reload(ctx context.Context) error {
 	kr.mu.Lock()
 	kr.keys, kr.active = merged, active
 	kr.mu.Unlock()
+	kr.recordsSealed.Store(sealed)
 	return nil
 }

@@ -149,6 +149,7 @@ func openDB(t *testing.T, c *etcdtest.Cluster, opTimeout time.Duration) *DB {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetRecordKey(testRecKey)
 	t.Cleanup(func() { db.Close() })
 	return db
 }

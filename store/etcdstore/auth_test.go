@@ -55,6 +55,7 @@ func TestAuthUserLimitedToThePrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetRecordKey(testRecKey)
 	defer db.Close()
 	feed, stop := context.WithCancel(ctx)
 	defer stop()

@@ -94,6 +94,9 @@ type DB struct {
 	cli    *clientv3.Client
 	prefix string
 	opTO   time.Duration
+	// rk authenticates the records of sealedKinds; nil until
+	// SetRecordKey, and those records are refused until then.
+	rk atomic.Pointer[store.RecordKey]
 
 	avail     atomic.Pointer[error] // nil pointer: available
 	onAvail   func(error)

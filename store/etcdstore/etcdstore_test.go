@@ -36,6 +36,7 @@ func openAt(t testing.TB, c *etcdtest.Cluster, prefix string) *etcdstore.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	db.SetRecordKey(testRecKey)
 	return db
 }
 

@@ -33,6 +33,7 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	src.SetRecordKey(testRecKey)
 	v, err := vault.Open(ctx, src, mk, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +121,7 @@ func TestMigrateBboltToEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dst.SetRecordKey(testRecKey)
 	defer dst.Close()
 	start := time.Now()
 	rep, err := Migrate(ctx, src, dst, false, key)

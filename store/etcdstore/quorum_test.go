@@ -25,6 +25,7 @@ func TestQuorumLossIsBoundedAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	db.SetRecordKey(testRecKey)
 	ctx := context.Background()
 	if err := db.Probe(ctx, time.Now()); err != nil || db.Available() != nil {
 		t.Fatalf("with quorum: %v %v", err, db.Available())

@@ -98,7 +98,7 @@ func casUpdate[T any](ctx context.Context, db *DB, rel, what string, absent erro
 		if err := fn(&v); err != nil {
 			return nil, err
 		}
-		raw, err := store.EncodeRecord(&v)
+		raw, err := db.encode(rel, &v)
 		if err != nil {
 			return nil, err
 		}
@@ -150,8 +150,8 @@ func (db *DB) DeleteSessions(ctx context.Context, drop func(*broker.SessionRecor
 	n := 0
 	for _, kv := range kvs {
 		var s broker.SessionRecord
-		if err := store.DecodeRecord(kv.Value, &s); err != nil {
-			return n, fmt.Errorf("%w (key %q)", err, kv.Key)
+		if err := db.decode(db.rel(kv.Key), kv.Value, &s); err != nil {
+			return n, err
 		}
 		if !drop(&s) {
 			continue

@@ -72,6 +72,7 @@ func startReplicas(t *testing.T, c *etcdtest.Cluster, n int) *replicas {
 		if err != nil {
 			t.Fatal(err)
 		}
+		db.SetRecordKey(testRecKey)
 		t.Cleanup(func() { db.Close() })
 		v, err := vault.Open(ctx, db, mk, nil)
 		if err != nil {

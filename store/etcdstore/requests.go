@@ -77,7 +77,7 @@ func (db *DB) loadRequest(ctx context.Context, id string) (*broker.Request, int6
 // swap writes r over old (stored at rev; 0: absent) with its index
 // entries, if the record is still at rev. ok false: someone else wrote it.
 func (db *DB) swap(ctx context.Context, old *broker.Request, rev int64, r *broker.Request) (bool, error) {
-	raw, err := store.EncodeRecord(r)
+	raw, err := db.encode(requestKey(r.ID), r)
 	if err != nil {
 		return false, err
 	}
@@ -154,7 +154,8 @@ func (db *DB) UpdateRequest(ctx context.Context, id string, fn func(*broker.Requ
 	return nil, fmt.Errorf("etcdstore: request %s: too much contention, try again", id)
 }
 
-// cloneRequest deep-copies r through its record encoding, so fn's changes
+// cloneRequest deep-copies r through its record encoding (in memory:
+// nothing is read from the store, so nothing to authenticate), so fn's changes
 // never reach old (whose index entries are still to be removed).
 func cloneRequest(r *broker.Request) *broker.Request {
 	raw, err := store.EncodeRecord(r)
@@ -249,8 +250,8 @@ func (db *DB) byIndexOnce(ctx context.Context, start, end string, idAt int, limi
 				return nil, fmt.Errorf("store: a request index names %q, which is not stored: the etcd data is inconsistent (restore it from a backup)", ids[j])
 			}
 			var req broker.Request
-			if err := store.DecodeRecord(kvs[0].Value, &req); err != nil {
-				return nil, fmt.Errorf("%w (request %q)", err, ids[j])
+			if err := db.decode(requestKey(ids[j]), kvs[0].Value, &req); err != nil {
+				return nil, err
 			}
 			out = append(out, &req)
 		}

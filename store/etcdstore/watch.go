@@ -9,7 +9,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pamctl/pamctl/broker"
-	"github.com/pamctl/pamctl/store"
 )
 
 var _ broker.Changes = (*DB)(nil)
@@ -94,7 +93,7 @@ func (db *DB) change(ev *clientv3.Event) (broker.Change, bool) {
 		ch := broker.Change{Kind: broker.ChangeRequest, ID: strings.TrimPrefix(rel, "requests/")}
 		if put {
 			var r broker.Request
-			if store.DecodeRecord(ev.Kv.Value, &r) == nil {
+			if db.decode(rel, ev.Kv.Value, &r) == nil {
 				ch.Request = &r
 			}
 		}
@@ -103,9 +102,10 @@ func (db *DB) change(ev *clientv3.Event) (broker.Change, bool) {
 		ch := broker.Change{Kind: broker.ChangeSession, ID: strings.TrimPrefix(rel, "sessions/")}
 		if put {
 			var s broker.SessionRecord
-			if store.DecodeRecord(ev.Kv.Value, &s) != nil {
-				// Unreadable: drop it from the cache, so the next use
-				// reads (and reports) the record.
+			if db.decode(rel, ev.Kv.Value, &s) != nil {
+				// Unreadable or failing its authenticator: drop it from
+				// the cache, so the next use reads (and reports) the
+				// record.
 				return ch, true
 			}
 			ch.Session = &s

@@ -18,6 +18,7 @@ func TestWatchAfterCompactionReloadsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetRecordKey(testRecKey)
 	defer db.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -159,6 +159,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if a.keys, err = token.LoadKeyring(ctx, a.state, a.vault.Sealer(), maxTokenTTL, nil); err != nil {
 		return nil, err
 	}
+	if err := useRecordKey(ctx, a.state.(recordStore), a.keys, a.vault, a.log); err != nil {
+		return nil, err
+	}
 	syncMode, err := audit.ParseSyncMode(cfg.Audit.Sync)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -132,3 +133,52 @@ func writeStoreUnavailable(w http.ResponseWriter) {
 }
 
 var errEtcdLocal = errors.New("store.backend is etcd: the shared state is in the cluster, not in this data dir; run this command while a replica is serving (it goes through the replica's admin socket)")
+
+// recordStore is a store whose records are authenticated under the
+// record key (store.RecordKey): store.DB and etcdstore.DB.
+type recordStore interface {
+	SealRecords(ctx context.Context, rk *store.RecordKey) (int, error)
+	SetRecordKey(rk *store.RecordKey)
+}
+
+var (
+	_ recordStore = (*store.DB)(nil)
+	_ recordStore = (*etcdstore.DB)(nil)
+)
+
+// useRecordKey gives st its record key, derived from the master key v
+// holds. On the first start after the upgrade to authenticated records
+// (the keyring kr says the deployment's records are not sealed yet) it
+// seals every record first, then re-tags the key records to say so: from
+// then on, on this and every later start, a record without a valid
+// authenticator is refused, and nothing a writer without the master key
+// can do to the store brings the sealing back.
+func useRecordKey(ctx context.Context, st recordStore, kr *token.Keyring, v *vault.Vault, log *slog.Logger) error {
+	rk, err := recordKeyOf(v)
+	if err != nil {
+		return err
+	}
+	if !kr.RecordsSealed() {
+		n, err := st.SealRecords(ctx, rk)
+		if err != nil {
+			return fmt.Errorf("seal the store's records (the upgrade to authenticated records): %w", err)
+		}
+		if err := kr.MarkRecordsSealed(ctx); err != nil {
+			return err
+		}
+		if log != nil {
+			log.Info("store records are now authenticated under the master key (one-time upgrade); older pamctl versions can no longer open this store", "sealed", n)
+		}
+	}
+	st.SetRecordKey(rk)
+	return nil
+}
+
+// recordKeyOf is the record key derived from v's master key.
+func recordKeyOf(v *vault.Vault) (*store.RecordKey, error) {
+	raw, err := v.DerivedKey(store.RecordKeyPurpose)
+	if err != nil {
+		return nil, err
+	}
+	return store.NewRecordKey(raw)
+}

@@ -108,6 +108,12 @@ func storeMigrateRun(cmd *cobra.Command, o *StoreMigrateOptions) error {
 	if err != nil {
 		return err
 	}
+	// The records are read authenticated (sealing them first if this data
+	// dir is from before authenticated records), and written to etcd
+	// sealed under the same key, with the key records saying so.
+	if err := useRecordKey(ctx, src, skr, sv, nil); err != nil {
+		return err
+	}
 	key, err := sv.DerivedKey(store.AuditRecordKeyPurpose)
 	if err != nil {
 		return err
@@ -121,6 +127,11 @@ func storeMigrateRun(cmd *cobra.Command, o *StoreMigrateOptions) error {
 		return err
 	}
 	defer dst.Close()
+	rk, err := recordKeyOf(sv)
+	if err != nil {
+		return err
+	}
+	dst.SetRecordKey(rk)
 	rep, err := etcdstore.Migrate(ctx, src, dst, o.Replace, key)
 	if errors.Is(err, etcdstore.ErrTargetNotEmpty) {
 		return withCode(ExitConflict, err)
