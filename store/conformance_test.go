@@ -1,7 +1,12 @@
 package store
 
 import (
+	"bytes"
+	"context"
+	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/auditsink"
@@ -31,4 +36,39 @@ func TestEnrollmentsConformance(t *testing.T) {
 
 func TestSinkCursorsConformance(t *testing.T) {
 	storetest.SinkCursors(t, func(t *testing.T) auditsink.CursorStore { return openTest(t, t.TempDir()) })
+}
+
+func TestForgedRecordsConformance(t *testing.T) {
+	storetest.Forged(t, storetest.ForgedBackend{
+		New: func(t *testing.T) storetest.RecordStore { return openTest(t, t.TempDir()) },
+		Raw: func(t *testing.T, s storetest.RecordStore, name string) []byte {
+			kind, key, _ := strings.Cut(name, "/")
+			var out []byte
+			s.(*DB).bolt.View(func(tx *bolt.Tx) error {
+				if b := tx.Bucket([]byte(kind)); b != nil {
+					out = bytes.Clone(b.Get([]byte(key)))
+				}
+				return nil
+			})
+			return out
+		},
+		WriteRaw: func(t *testing.T, s storetest.RecordStore, name string, raw []byte) {
+			kind, key, _ := strings.Cut(name, "/")
+			err := s.(*DB).bolt.Update(func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucketIfNotExists([]byte(kind))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte(key), raw)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		},
+		Seal: func(s storetest.RecordStore) (int, error) {
+			return s.(*DB).SealRecords(context.Background(), testRecKey)
+		},
+		Encode:    EncodeRecord,
+		ErrForged: ErrRecordForged,
+	})
 }

@@ -98,3 +98,31 @@ func TestRedeemLoginLease(t *testing.T) {
 		t.Fatalf("leases after a refused redemption: %+v %v", leases, err)
 	}
 }
+
+func TestForgedRecords(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	storetest.Forged(t, storetest.ForgedBackend{
+		New: func(t *testing.T) storetest.RecordStore { return openOn(t, c) },
+		Raw: func(t *testing.T, s storetest.RecordStore, name string) []byte {
+			db := s.(*etcdstore.DB)
+			resp, err := c.Client().Get(ctx, db.Prefix()+name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Kvs) == 0 {
+				return nil
+			}
+			return resp.Kvs[0].Value
+		},
+		WriteRaw: func(t *testing.T, s storetest.RecordStore, name string, raw []byte) {
+			db := s.(*etcdstore.DB)
+			if _, err := c.Client().Put(ctx, db.Prefix()+name, string(raw)); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Seal:      func(s storetest.RecordStore) (int, error) { return s.(*etcdstore.DB).SealRecords(ctx, testRecKey) },
+		Encode:    store.EncodeRecord,
+		ErrForged: store.ErrRecordForged,
+	})
+}

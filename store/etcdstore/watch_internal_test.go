@@ -5,7 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/store"
 	"github.com/pamctl/pamctl/store/etcdtest"
 )
 
@@ -61,5 +65,36 @@ func TestWatchAfterCompactionReloadsEverything(t *testing.T) {
 	}
 	if ch := next("after"); ch.Kind != broker.ChangeSession || ch.ID != "ses_after" {
 		t.Fatalf("after the gap: %+v", ch)
+	}
+}
+
+// The change feed checks what it passes on: a forged request or session
+// put by a writer of the prefix reaches the broker as "changed, re-read
+// it" (where the read refuses it), never as a record to apply.
+func TestWatchDropsForgedRecords(t *testing.T) {
+	db := &DB{prefix: "/p/"}
+	db.SetRecordKey(testRecKey)
+	forged, err := store.EncodeRecord(&broker.SessionRecord{ID: "ses_x", Identity: broker.Identity{Subject: "eve", Groups: []string{"security"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := testRecKey.Encode("sessions/ses_x", &broker.SessionRecord{ID: "ses_x", Identity: broker.Identity{Subject: "eve"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func(key string, v []byte) *clientv3.Event {
+		return &clientv3.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/p/" + key), Value: v}}
+	}
+	if ch, ok := db.change(ev("sessions/ses_x", forged)); !ok || ch.Kind != broker.ChangeSession || ch.Session != nil {
+		t.Fatalf("forged session: %+v %v", ch, ok)
+	}
+	if ch, ok := db.change(ev("requests/req_x", forged)); !ok || ch.Kind != broker.ChangeRequest || ch.Request != nil {
+		t.Fatalf("forged request: %+v %v", ch, ok)
+	}
+	if ch, _ := db.change(ev("sessions/ses_y", sealed)); ch.Session != nil {
+		t.Fatalf("a sealed session moved to another id was passed on: %+v", ch.Session)
+	}
+	if ch, _ := db.change(ev("sessions/ses_x", sealed)); ch.Session == nil || ch.Session.Identity.Subject != "eve" {
+		t.Fatalf("an authentic session was not passed on: %+v", ch)
 	}
 }
