@@ -233,3 +233,69 @@ func TestConcurrentMarksAndRotations(t *testing.T) {
 		t.Fatalf("%d unretired keys stored, want 1", active)
 	}
 }
+
+// The key records' tags anchor whether the store's records are sealed
+// (authenticated under the master key): a new deployment is from its
+// first key; an older one is not until MarkRecordsSealed re-tags every
+// key record, after which no key record from before (put back from an
+// older copy) is taken, and other replicas see the mark on reload.
+func TestRecordsSealedMark(t *testing.T) {
+	ctx := context.Background()
+	mk, _ := vault.GenerateMasterKey()
+	sealer, _ := vault.NewSealer(mk)
+
+	fresh, err := token.LoadKeyring(ctx, &memKeys{m: map[string]token.SealedKey{}}, sealer, time.Hour, nil)
+	if err != nil || !fresh.RecordsSealed() {
+		t.Fatalf("a new deployment's records are not sealed from the start: %v", err)
+	}
+
+	// An older deployment: a legacy record, upgraded to a v2 tag.
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	kid := token.KeyID(pub)
+	sealed, _ := sealer.Seal(priv.Seed(), "signing-key:"+kid)
+	st := &memKeys{m: map[string]token.SealedKey{kid: {KID: kid, Public: pub, Sealed: sealed, Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}}
+	kr, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
+	if err != nil || kr.RecordsSealed() {
+		t.Fatalf("an older deployment loads as sealed (%v)", err)
+	}
+	if _, err := kr.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil) // another replica
+	if err != nil || other.RecordsSealed() {
+		t.Fatalf("a rotation before the upgrade marked the records sealed (%v)", err)
+	}
+	before := map[string]token.SealedKey{}
+	for k, v := range st.m {
+		before[k] = v
+	}
+	if err := kr.MarkRecordsSealed(ctx); err != nil || !kr.RecordsSealed() {
+		t.Fatalf("mark: %v", err)
+	}
+	for k, v := range st.m {
+		if bytes.Equal(v.Auth, before[k].Auth) {
+			t.Fatalf("key record %s was not re-tagged", k)
+		}
+	}
+	if err := other.Reload(ctx); err != nil || !other.RecordsSealed() {
+		t.Fatalf("another replica does not see the mark on reload: %v", err)
+	}
+	again, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
+	if err != nil || !again.RecordsSealed() {
+		t.Fatalf("after the mark: %v", err)
+	}
+	if _, err := again.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again, err = token.LoadKeyring(ctx, st, sealer, time.Hour, nil); err != nil || !again.RecordsSealed() {
+		t.Fatalf("a rotation after the mark dropped it: %v", err)
+	}
+	// One key record put back from before the mark is refused.
+	st.m[kid] = before[kid]
+	if _, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil); !errors.Is(err, token.ErrTampered) {
+		t.Fatalf("a key record from before the mark: %v", err)
+	}
+	if err := again.Reload(ctx); !errors.Is(err, token.ErrTampered) {
+		t.Fatalf("reload with a key record from before the mark: %v", err)
+	}
+}
