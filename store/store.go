@@ -3,7 +3,8 @@
 // packages that own the data (broker, broker/vault, broker/token,
 // broker/audit); nothing outside cmd/ imports it.
 //
-// Schema (bbolt buckets; every value is a versioned record, see record.go):
+// Schema (bbolt buckets; every value is a versioned record, see record.go;
+// requests, sessions and proxies records are sealed, see record_auth.go):
 //
 //	meta         "version"            -> uint64 big-endian schema version
 //	             "probe"              -> time of the last write probe (RFC 3339), see Probe

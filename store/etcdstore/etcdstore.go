@@ -15,16 +15,16 @@
 //	meta/version          schema version, decimal
 //	meta/master_check     the vault's sealed master-key check (raw bytes)
 //	meta/probe            time of the last write probe (RFC 3339), see Probe
-//	requests/<id>         broker.Request
+//	requests/<id>         broker.Request (sealed: store.RecordKey)
 //	req_idx/<index>/<key> the request indexes of store/request_index.go
 //	                      (state, owner, party, due, grant, settled), empty
 //	                      values, written in the same transaction as the
 //	                      request
 //	logins/<digest>       empty: a redeemed ID token, on a lease
-//	sessions/<id>         broker.SessionRecord
+//	sessions/<id>         broker.SessionRecord (sealed)
 //	keys/<kid>            token.SealedKey
 //	vault/<name>          vault.Entry (secret sealed under the master key)
-//	proxies/<id>          link.Enrollment
+//	proxies/<id>          link.Enrollment (sealed)
 //	sinks/<name>          auditsink.Cursor
 //
 // The audit/, counters/ and election/ subtrees belong to the audit chain,
