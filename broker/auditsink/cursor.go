@@ -58,7 +58,8 @@ type CursorCheck struct {
 // at the first retained event. A cursor is never trusted past the end of
 // the trail (its seq after the last event, or its head after the last
 // signed head), nor, with a key, when its authenticator is wrong; without
-// an authenticator only when legacyOK (no stored cursor carries one: the
+// an authenticator only when legacyOK (no stored cursor carries one and
+// the deployment is not past the upgrade, Options.LegacyCursorsEnded: the
 // data dir was last run by a pamctl that did not write them) and it is
 // not past the end. An untrusted cursor is replaced by the zero cursor:
 // the sink gets again what it may already hold (duplicates), never skips.
@@ -85,7 +86,7 @@ func TrustCursor(key []byte, name string, c Cursor, found bool, st audit.Status,
 	case c.MAC == "" && legacyOK:
 		return c, CursorCheck{Legacy: true, Problem: fmt.Sprintf("stored cursor of sink %s (seq %d, head %d) has no authenticator: accepted as written by a pamctl that did not authenticate cursors, since it is within the trail, and saved again authenticated", name, c.Seq, c.HeadSeq)}
 	case c.MAC == "":
-		return reject("has no authenticator, while other sinks' cursors have one")
+		return reject("has no authenticator, while this deployment authenticates cursors (other sinks' cursors have one, or it is past the upgrade)")
 	case !hmac.Equal([]byte(c.MAC), []byte(cursorMAC(key, name, c))):
 		return reject("has a wrong authenticator (not written by this deployment's master key)")
 	}

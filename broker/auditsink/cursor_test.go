@@ -200,6 +200,35 @@ func TestLegacyCursorIsAdoptedOnce(t *testing.T) {
 	}
 }
 
+// Once the deployment is past the upgrade (LegacyCursorsEnded), a writer
+// of the data dir who strips every cursor's authenticator and moves them
+// forward is not taken for an older pamctl: the cursors are rejected,
+// delivery restarts at the first retained event, and nothing is skipped.
+func TestStrippedCursorsAfterTheUpgradeAreRejected(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	tr.add(t, 10, "x")
+	sinks := []auditsink.SinkConfig{{Type: "http", URL: coll.url()}}
+	name := sinks[0].ID()
+	tr.saveCursor(t, name, auditsink.Cursor{Seq: 9}) // no authenticator: hides 1..9
+	var told cursorReports
+	m := tr.startKeyed(t, sinks, auditsink.AnchorConfig{}, told.option(name), func(o *auditsink.Options) { o.LegacyCursorsEnded = true })
+	waitFor(t, "events 1..10", func() bool { return coll.got.count() >= 10 })
+	coll.got.mu.Lock()
+	first := coll.got.seqs[0]
+	coll.got.mu.Unlock()
+	if first != 1 {
+		t.Fatalf("delivery began at %d, want 1: the stripped cursor was followed", first)
+	}
+	st := m.Status()[0]
+	if st.CursorError == "" || !strings.Contains(st.CursorError, "no authenticator") {
+		t.Fatalf("status: %+v", st)
+	}
+	if got := told.take(); len(got) != 1 || !got[0].Rejected || got[0].Legacy {
+		t.Fatalf("OnCursor was told %+v, want once a rejected cursor", got)
+	}
+}
+
 // A deleted cursor is a new sink: it starts at the first retained event
 // (duplicates, no gap).
 func TestDeletedCursorStartsAtTheFirstEvent(t *testing.T) {

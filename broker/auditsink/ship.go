@@ -134,7 +134,14 @@ type Options struct {
 	// wrong is not trusted (TrustCursor). Nil: cursors are neither
 	// authenticated nor checked, only bounded by the trail.
 	CursorKey []byte
-	Logger    *slog.Logger
+	// LegacyCursorsEnded says this deployment is past the upgrade to
+	// authenticated cursors (serve: its signing-key records already said
+	// the store's records are sealed when it started, which only a pamctl
+	// that authenticates cursors writes): a stored cursor without an
+	// authenticator is then rejected, never taken for one an older pamctl
+	// wrote, so stripping every cursor's authenticator no longer passes.
+	LegacyCursorsEnded bool
+	Logger             *slog.Logger
 	// Poll is how often a shipper looks for new heads and events without
 	// being woken (default 1s). MinBackoff and MaxBackoff bound the wait
 	// after a failed delivery (defaults 1s and 1m).
@@ -196,7 +203,7 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsink: read cursors: %w", err)
 	}
-	m := &Manager{opts: o, stored: cursors, legacyOK: LegacyCursorsOK(cursors)}
+	m := &Manager{opts: o, stored: cursors, legacyOK: !o.LegacyCursorsEnded && LegacyCursorsOK(cursors)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Manager, error) {
 		for _, s := range m.shippers {

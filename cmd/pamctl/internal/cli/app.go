@@ -159,6 +159,10 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	if a.keys, err = token.LoadKeyring(ctx, a.state, a.vault.Sealer(), maxTokenTTL, nil); err != nil {
 		return nil, err
 	}
+	// Whether this start is the upgrade to sealed records, read before
+	// useRecordKey marks them: only then may sink cursors without an
+	// authenticator be ones an older pamctl wrote.
+	legacyCursorsEnded := a.keys.RecordsSealed()
 	if err := useRecordKey(ctx, a.state.(recordStore), a.keys, a.vault, a.log); err != nil {
 		return nil, err
 	}
@@ -185,7 +189,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	// On etcd only the elected replica delivers (a.leads); the others
 	// stand by and show the shared cursor.
-	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.state, CursorKey: cursorKey,
+	if a.sinks, err = auditsink.Start(ctx, auditsink.Options{Source: lg, Cursors: a.state, CursorKey: cursorKey, LegacyCursorsEnded: legacyCursorsEnded,
 		Sinks: cfg.Audit.Sinks, Anchor: cfg.Audit.Anchor, Logger: a.log, Leader: a.leads, OnCursor: a.recordCursor}); err != nil {
 		return nil, err
 	}

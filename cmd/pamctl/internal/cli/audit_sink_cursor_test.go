@@ -122,3 +122,54 @@ func TestForgedSinkCursorIsNotFollowed(t *testing.T) {
 		return strings.Contains(string(raw), `"type":"audit.cursor"`)
 	})
 }
+
+// After the upgrade (this data dir's signing-key records say its records
+// are sealed), a writer without the master key who strips every cursor's
+// authenticator is not taken for an older pamctl: the restarted server
+// rejects the cursor instead of adopting it as legacy.
+func TestStrippedSinkCursorIsRejectedAfterTheUpgrade(t *testing.T) {
+	var cfg *Config
+	dir := t.TempDir()
+	sink := filepath.Join(dir, "trail.jsonl")
+	conf := filepath.Join(dir, "config.yaml")
+	os.WriteFile(conf, []byte("audit:\n  sinks:\n    - { type: file, path: "+sink+" }\n"), 0o600)
+	t.Setenv("PAMCTL_CONFIG", conf)
+	s := startServerWith(t, func(c *Config) { cfg = c })
+	name := cfg.Audit.Sinks[0].ID()
+	s.as(t, "admin", "sk-test-0123456789abcdef", "vault", "set", "key1").must(t, "vault set")
+	waitUntil(t, "the sink to catch up", 15*time.Second, func() bool {
+		st := s.app.SinkStatus()
+		return len(st) == 1 && st[0].Cursor.Seq > 0 && st[0].Lag == 0
+	})
+	s.stop()
+
+	db, err := store.Open(cfg.DataDir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := db.SinkCursors(context.Background())
+	c := stored[name]
+	if c.MAC == "" {
+		t.Fatalf("the server saved an unauthenticated cursor: %+v", c)
+	}
+	c.MAC = "" // within the trail, authenticator stripped
+	if err := db.SaveSinkCursor(context.Background(), name, c); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	app, err := NewApp(ctx, cfg, AppOptions{Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	waitUntil(t, "the stripped cursor to be rejected", 15*time.Second, func() bool {
+		st := app.SinkStatus()[0]
+		if st.CursorNote != "" {
+			t.Fatalf("a stripped cursor was adopted as legacy after the upgrade: %+v", st)
+		}
+		return strings.Contains(st.CursorError, "no authenticator")
+	})
+}
