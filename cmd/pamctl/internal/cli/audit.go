@@ -209,7 +209,7 @@ func (la *localAudit) Sinks(ctx context.Context) ([]auditsink.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	return storedSinkStatus(ctx, la.cursors, la.log, la.cfg, key)
+	return storedSinkStatus(ctx, la.cursors, la.log, la.cfg, key, la.keys.RecordsSealed())
 }
 
 func (la *localAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) error {
@@ -219,10 +219,12 @@ func (la *localAudit) Hashes(ctx context.Context, fn func(uint64, string) bool) 
 // storedSinkStatus is the status of every configured sink as the data dir
 // records it, each stored cursor checked as a starting server would
 // (auditsink.TrustCursor): one it would not trust shows as the zero
-// cursor, with why in CursorError.
+// cursor, with why in CursorError. legacyEnded is what serve would pass
+// as auditsink.Options.LegacyCursorsEnded: the store's records are
+// sealed, so a cursor without an authenticator is no older pamctl's.
 func storedSinkStatus(ctx context.Context, db interface {
 	SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, error)
-}, lg audit.Log, cfg *Config, key []byte) ([]auditsink.Status, error) {
+}, lg audit.Log, cfg *Config, key []byte, legacyEnded bool) ([]auditsink.Status, error) {
 	cursors, err := db.SinkCursors(ctx)
 	if err != nil {
 		return nil, err
@@ -232,7 +234,7 @@ func storedSinkStatus(ctx context.Context, db interface {
 		return nil, err
 	}
 	out := []auditsink.Status{}
-	legacyOK := auditsink.LegacyCursorsOK(cursors)
+	legacyOK := !legacyEnded && auditsink.LegacyCursorsOK(cursors)
 	check := func(s auditsink.Status) auditsink.Status {
 		stored, found := cursors[s.Name]
 		cur, c := auditsink.TrustCursor(key, s.Name, stored, found, st, legacyOK)
