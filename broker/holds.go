@@ -104,7 +104,7 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 		return nil, s.storeErr(err)
 	}
 	for _, r := range rs {
-		if r.Kind != KindPrompt || !r.Requester.Same(h.Caller) || r.Prompt == nil || r.Prompt.Used ||
+		if r.State != StateApproved || r.Kind != KindPrompt || !r.Requester.Same(h.Caller) || r.Prompt == nil || r.Prompt.Used ||
 			r.Prompt.SHA256 != h.SHA256 || r.Prompt.CallSHA256 != h.CallSHA256 || r.Prompt.GrantID != h.GrantID || !sameCall(r.Prompt, h) ||
 			r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !s.approvalStands(r) {
 			continue

@@ -845,7 +845,7 @@ func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request,
 	}
 	sort.Slice(rs, func(i, j int) bool { return rs[i].CreatedAt.After(rs[j].CreatedAt) })
 	for _, r := range rs {
-		if r.Kind == KindAccess && r.Requester.Same(who) && r.ExpiresAt != nil && now.Before(*r.ExpiresAt) {
+		if r.State == StateApproved && r.Kind == KindAccess && r.Requester.Same(who) && r.ExpiresAt != nil && now.Before(*r.ExpiresAt) {
 			if ok, _ := s.stillGranted(r); ok {
 				return r, nil
 			}

@@ -387,7 +387,7 @@ func (s *Service) holdsScope(ctx context.Context, who Identity, scope, what, ver
 		return s.storeErr(err)
 	}
 	for _, r := range grants {
-		if r.Kind != KindAccess || !r.Requester.Same(who) || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !token.Covers(r.Scopes, scope) {
+		if r.State != StateApproved || r.Kind != KindAccess || !r.Requester.Same(who) || r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !token.Covers(r.Scopes, scope) {
 			continue
 		}
 		if ok, _ := s.stillGranted(r); ok {

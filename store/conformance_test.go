@@ -70,5 +70,29 @@ func TestForgedRecordsConformance(t *testing.T) {
 		},
 		Encode:    EncodeRecord,
 		ErrForged: ErrRecordForged,
+		WriteIndex: func(t *testing.T, s storetest.RecordStore, index string, r *broker.Request) {
+			boltIndex(t, s.(*DB), index, r, func(b *bolt.Bucket, k []byte) error { return b.Put(k, []byte{}) })
+		},
+		DropIndex: func(t *testing.T, s storetest.RecordStore, index string, r *broker.Request) {
+			boltIndex(t, s.(*DB), index, r, func(b *bolt.Bucket, k []byte) error { return b.Delete(k) })
+		},
 	})
+}
+
+// boltIndex applies fn to each of r's entries in request index index.
+func boltIndex(t *testing.T, db *DB, index string, r *broker.Request, fn func(*bolt.Bucket, []byte) error) {
+	t.Helper()
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, e := range RequestIndexEntries(r) {
+			if e.Index == index {
+				if err := fn(tx.Bucket([]byte("req_"+index)), e.Key); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

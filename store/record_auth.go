@@ -190,9 +190,12 @@ func (rk *RecordKey) Seal(name string, raw []byte) ([]byte, bool, error) {
 //   - redeemed logins: a marker whose forgery only refuses that ID token
 //     (deleting one, which no authenticator stops, re-allows it);
 //   - the request indexes (req_*): they only point at records, and every
-//     consumer reads the record, which is checked, so a forged entry can
-//     only hide a request or name an authentic one under the wrong index
-//     (or a missing one, which is reported);
+//     read through one checks that the (authenticated) record has the
+//     entry that led to it (loadIndexed; etcdstore's hasIndexEntry), so an
+//     added entry is refused like a forged record, not taken for what the
+//     record says; a deleted one can only hide a request from a listing or
+//     a sweep, and GrantsExpiringAfter, which the broker's revocation set
+//     is built from, reads every record rather than an index;
 //   - meta (schema version, probe) and a proxy's spool (on a proxy host,
 //     which holds no master key).
 

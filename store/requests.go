@@ -97,6 +97,8 @@ func (db *DB) RequestsInState(_ context.Context, state broker.State, by *broker.
 		if by != nil {
 			bucket, prefix = bucketReqOwner, ownerKey(*by, state, "")
 		}
+		// Each record must have the entry that led to it (loadIndexed):
+		// the indexes carry no authenticator.
 		var err error
 		out, err = db.loadPrefix(tx, bucket, prefix, out)
 		return err
@@ -124,7 +126,7 @@ func (db *DB) DueRequests(_ context.Context, t time.Time) ([]*broker.Request, er
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketReqDue).Cursor()
 		for k, _ := c.First(); k != nil && bytes.Compare(k[:timeLen], limit) <= 0; k, _ = c.Next() {
-			r, err := db.loadRequest(tx, k[timeLen:])
+			r, err := db.loadIndexed(tx, bucketReqDue, k, timeLen)
 			if err != nil {
 				return err
 			}
@@ -136,23 +138,19 @@ func (db *DB) DueRequests(_ context.Context, t time.Time) ([]*broker.Request, er
 }
 
 // GrantsExpiringAfter returns the ever-approved requests whose ExpiresAt is
-// after t, walking the grant-expiry index from t to its end.
+// after t. It reads every request record, not the grant-expiry index: the
+// broker builds its revocation set from it at start, and an index entry
+// deleted by a writer of the data file (indexes carry no authenticator)
+// must not drop a revoked grant from that set.
 func (db *DB) GrantsExpiringAfter(_ context.Context, t time.Time) ([]*broker.Request, error) {
 	var out []*broker.Request
-	from := timePrefix(t)
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketReqGrant).Cursor()
-		for k, _ := c.Seek(from); k != nil; k, _ = c.Next() {
-			if bytes.Equal(k[:timeLen], from) {
-				continue // not after t
+		return eachRec(db, tx, KindRequests, bucketRequests, func(r *broker.Request) bool {
+			if r.ApprovedAt != nil && r.ExpiresAt != nil && r.ExpiresAt.After(t) {
+				out = append(out, r)
 			}
-			r, err := db.loadRequest(tx, k[timeLen:])
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-		}
-		return nil
+			return true
+		})
 	})
 	return out, err
 }
@@ -174,12 +172,12 @@ func (db *DB) PruneRequests(ctx context.Context, before time.Time) (int, error) 
 		n := 0
 		err := db.bolt.Update(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketReqSettled).Cursor()
-			var ids [][]byte
-			for k, _ := c.First(); k != nil && bytes.Compare(k[:timeLen], limit) < 0 && len(ids) < pruneBatch; k, _ = c.Next() {
-				ids = append(ids, bytes.Clone(k[timeLen:]))
+			var keys [][]byte
+			for k, _ := c.First(); k != nil && bytes.Compare(k[:timeLen], limit) < 0 && len(keys) < pruneBatch; k, _ = c.Next() {
+				keys = append(keys, bytes.Clone(k))
 			}
-			for _, id := range ids {
-				r, err := db.loadRequest(tx, id)
+			for _, k := range keys {
+				r, err := db.loadIndexed(tx, bucketReqSettled, k, timeLen)
 				if err != nil {
 					return err
 				}
@@ -187,7 +185,7 @@ func (db *DB) PruneRequests(ctx context.Context, before time.Time) (int, error) 
 					return err
 				}
 			}
-			n = len(ids)
+			n = len(keys)
 			return nil
 		})
 		total += n
@@ -211,12 +209,32 @@ func (db *DB) loadRequest(tx *bolt.Tx, id []byte) (*broker.Request, error) {
 	return &r, nil
 }
 
+// loadIndexed loads the request the index entry key of bucket names (its
+// id is key[idAt:]) and checks that the record has that very entry. The
+// indexes carry no authenticator, so an entry a writer of the data file
+// added (a revoked grant listed as approved, a request listed as someone
+// else's) would otherwise pass for what the authenticated record says.
+// putRequest writes a record and its entries in one transaction, so a
+// mismatch is never pamctl's own.
+func (db *DB) loadIndexed(tx *bolt.Tx, bucket, key []byte, idAt int) (*broker.Request, error) {
+	r, err := db.loadRequest(tx, key[idAt:])
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range requestIndexEntries(r) {
+		if bytes.Equal(e.bucket, bucket) && bytes.Equal(e.key, key) {
+			return r, nil
+		}
+	}
+	return nil, forged(RecordName(KindRequests, r.ID), fmt.Sprintf("is named by an entry of index %s it does not have (the record is %s)", bucket, r.State))
+}
+
 // loadPrefix appends the requests named by the keys of bucket under prefix
-// (each key is prefix + id).
+// (each key is prefix + id), each checked against its entry (loadIndexed).
 func (db *DB) loadPrefix(tx *bolt.Tx, bucket, prefix []byte, out []*broker.Request) ([]*broker.Request, error) {
 	c := tx.Bucket(bucket).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		r, err := db.loadRequest(tx, k[len(prefix):])
+		r, err := db.loadIndexed(tx, bucket, k, len(prefix))
 		if err != nil {
 			return out, err
 		}

@@ -125,6 +125,24 @@ func TestForgedRecords(t *testing.T) {
 		Seal:      func(s storetest.RecordStore) (int, error) { return s.(*etcdstore.DB).SealRecords(ctx, testRecKey) },
 		Encode:    store.EncodeRecord,
 		ErrForged: store.ErrRecordForged,
+		WriteIndex: func(t *testing.T, s storetest.RecordStore, index string, r *broker.Request) {
+			for _, e := range store.RequestIndexEntries(r) {
+				if e.Index == index {
+					if _, err := c.Client().Put(ctx, s.(*etcdstore.DB).Prefix()+"req_idx/"+index+"/"+string(e.Key), ""); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		},
+		DropIndex: func(t *testing.T, s storetest.RecordStore, index string, r *broker.Request) {
+			for _, e := range store.RequestIndexEntries(r) {
+				if e.Index == index {
+					if _, err := c.Client().Delete(ctx, s.(*etcdstore.DB).Prefix()+"req_idx/"+index+"/"+string(e.Key)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		},
 	})
 }
 

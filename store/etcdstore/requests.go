@@ -193,11 +193,22 @@ func (db *DB) DueRequests(ctx context.Context, t time.Time) ([]*broker.Request, 
 }
 
 // GrantsExpiringAfter returns the ever-approved requests whose ExpiresAt
-// is after t.
+// is after t. It reads every request record, not the grant index: the
+// broker builds its revocation set from it (at start and on a resync),
+// and an index key deleted by a writer of the prefix (indexes carry no
+// authenticator) must not drop a revoked grant from that set.
 func (db *DB) GrantsExpiringAfter(ctx context.Context, t time.Time) ([]*broker.Request, error) {
-	base := db.indexBase(store.IndexGrant)
-	start := clientv3.GetPrefixRangeEnd(base + string(store.TimeIndexPrefix(t)))
-	return db.byIndex(ctx, start, clientv3.GetPrefixRangeEnd(base), len(base)+store.TimePrefixLen, 0)
+	all, err := list[broker.Request](ctx, db, "requests/")
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, r := range all {
+		if r.ApprovedAt != nil && r.ExpiresAt != nil && r.ExpiresAt.After(t) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // byIndex loads the requests named by the index keys in [start, end) (the
@@ -253,10 +264,34 @@ func (db *DB) byIndexOnce(ctx context.Context, start, end string, idAt int, limi
 			if err := db.decode(requestKey(ids[j]), kvs[0].Value, &req); err != nil {
 				return nil, err
 			}
+			if err := db.hasIndexEntry(chunk[j].Key, &req); err != nil {
+				return nil, err
+			}
 			out = append(out, &req)
 		}
 	}
 	return out, nil
+}
+
+// hasIndexEntry checks that r has the index entry key (a full etcd key
+// under req_idx/) that led to it. The indexes carry no authenticator, so
+// an entry a writer of the prefix added (a revoked grant listed as
+// approved, a request listed as someone else's, a live one as settled)
+// would otherwise pass for what the authenticated record says; a record
+// and its entries are written in one transaction, so a mismatch is never
+// pamctl's own.
+func (db *DB) hasIndexEntry(key []byte, r *broker.Request) error {
+	rel := strings.TrimPrefix(string(key), db.key("req_idx/"))
+	index, entry, ok := strings.Cut(rel, "/")
+	if ok {
+		for _, e := range store.RequestIndexEntries(r) {
+			if e.Index == index && string(e.Key) == entry {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: record %s is named by an entry of index %s it does not have (the record is %s): someone wrote the store without the master key. Stop pamctl, restore etcd from a snapshot, and run `pamctl audit verify`",
+		store.ErrRecordForged, requestKey(r.ID), index, r.State)
 }
 
 // pruneBatch bounds one read of the settled index.

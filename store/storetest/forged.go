@@ -37,6 +37,11 @@ type ForgedBackend struct {
 	Encode func(v any) ([]byte, error)
 	// ErrForged is store.ErrRecordForged.
 	ErrForged error
+	// WriteIndex writes, as a writer of the storage would, the entries
+	// of one request index ("state", "owner", "party", "due", "grant",
+	// "settled") that r would have (store.RequestIndexEntries); DropIndex
+	// deletes them.
+	WriteIndex, DropIndex func(t *testing.T, s RecordStore, index string, r *broker.Request)
 }
 
 // Forged runs the forged-record suite: every kind of authenticated record
@@ -147,6 +152,50 @@ func Forged(t *testing.T, b ForgedBackend) {
 		refusedEverywhere(t, s, "proxies/prx_b")
 		if _, err := s.GetRequest(ctx, "req_a"); err != nil {
 			t.Fatalf("the original: %v", err)
+		}
+	})
+	// The indexes carry no authenticator: an entry added for a record
+	// that does not have it is refused, not taken for what the record
+	// says, and a deleted one hides no revoked grant from the set the
+	// broker refuses tokens by.
+	t.Run("ForgedIndexEntries", func(t *testing.T) {
+		s := b.New(t)
+		g := grant("req_rev")
+		if err := s.CreateRequest(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		ended := t0.Add(time.Minute)
+		if _, err := s.UpdateRequest(ctx, g.ID, func(r *broker.Request) error {
+			r.State, r.EndedAt, r.EndedBy = broker.StateRevoked, &ended, &alice
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		revoked, err := s.GetRequest(ctx, g.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		asApproved := grant(g.ID) // the entries it had while approved
+		for _, index := range []string{"owner", "state"} {
+			b.WriteIndex(t, s, index, asApproved)
+			by := &alice
+			if index == "state" {
+				by = nil
+			}
+			rs, err := s.RequestsInState(ctx, broker.StateApproved, by)
+			if !errors.Is(err, b.ErrForged) {
+				t.Errorf("a forged %s index entry listing revoked %s as approved: %d requests, err %v; want %v", index, g.ID, len(rs), err, b.ErrForged)
+			}
+			b.DropIndex(t, s, index, asApproved)
+		}
+		b.WriteIndex(t, s, "party", &broker.Request{ID: g.ID, Requester: broker.Identity{Subject: "mallory", Issuer: "corp"}})
+		if _, err := s.RequestsOf(ctx, broker.Identity{Subject: "mallory", Issuer: "corp"}); !errors.Is(err, b.ErrForged) {
+			t.Errorf("a forged party entry showed %s to another person: err %v", g.ID, err)
+		}
+		b.DropIndex(t, s, "grant", revoked)
+		rs, err := s.GrantsExpiringAfter(ctx, t0)
+		if err != nil || len(rs) != 1 || rs[0].ID != g.ID || rs[0].State != broker.StateRevoked {
+			t.Errorf("with its grant index entry deleted, GrantsExpiringAfter = %v (%v); want revoked %s still there", rs, err, g.ID)
 		}
 	})
 	t.Run("MovedToAnotherKind", func(t *testing.T) {
