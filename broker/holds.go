@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/policy"
@@ -22,6 +23,7 @@ type Hold struct {
 	AlsoApprovedBy []policy.Subjects
 	AlsoRules      []string
 	Model          string
+	Method         string // the HTTP method; empty when the proxy did not say (PromptHold.Method)
 	Endpoint       string
 	Excerpt        string // masked
 	SHA256         string // of the whole prompt as it would go upstream
@@ -60,11 +62,17 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
-		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, CallSHA256: h.CallSHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, CallSHA256: h.CallSHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
 	}
 	a := actor(h.Caller)
 	a.TokenID = h.TokenID
-	held := &audit.Event{Type: audit.TypePromptHeld, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Endpoint: h.Endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256}
+	// The endpoint as proxy.call events write it, "POST /v1/chat/completions";
+	// the path alone when the proxy did not say which method.
+	endpoint := h.Endpoint
+	if h.Method != "" {
+		endpoint = h.Method + " " + h.Endpoint
+	}
+	held := &audit.Event{Type: audit.TypePromptHeld, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Endpoint: endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256}
 	if h.Tool != "" {
 		held.Target = h.Tool
 		held.Details = map[string]string{"tool": h.Tool}
@@ -122,12 +130,17 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 // trail records), never megabytes a model or a proxy chose.
 const (
 	maxHoldName     = 256      // a tool's or a model's name
+	maxHoldMethod   = 32       // the HTTP method (the proxy holds no call with a longer one)
 	maxHoldEndpoint = 2 << 10  // the path
 	maxHoldExcerpt  = 16 << 10 // the excerpt, the masked arguments
 )
 
-// holdBounds refuses a hold that carries more than an approver is shown.
+// holdBounds refuses a hold that carries more than an approver is shown,
+// or a method that is not one (an HTTP token).
 func holdBounds(h Hold) error {
+	if !validMethod(h.Method) {
+		return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a held call's method must be an HTTP method of at most %d bytes (letters, digits and the punctuation a token allows), or absent", maxHoldMethod)}
+	}
 	for _, f := range []struct {
 		what   string
 		n, max int
@@ -138,6 +151,21 @@ func holdBounds(h Hold) error {
 		}
 	}
 	return nil
+}
+
+// validMethod reports whether m is empty (not reported) or an HTTP
+// method: an RFC 9110 token of at most maxHoldMethod bytes.
+func validMethod(m string) bool {
+	if len(m) > maxHoldMethod {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameCall reports whether the retry h is the call the approvers of p were

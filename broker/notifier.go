@@ -54,6 +54,7 @@ func (w WebhookNotifier) Event(r *Request, event string) (notify.Event, bool) {
 	}
 	if r.Prompt != nil {
 		e.Rule, e.Model, e.Excerpt, e.Tool = r.Prompt.Rule, r.Prompt.Model, r.Prompt.Excerpt, r.Prompt.Tool
+		e.Method, e.Endpoint = r.Prompt.Method, r.Prompt.Endpoint
 	}
 	switch event {
 	case "request.created":

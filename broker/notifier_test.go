@@ -54,11 +54,13 @@ func TestWebhookNotifierEvents(t *testing.T) {
 	if e, _ := (broker.WebhookNotifier{}).Event(r, "request.approved"); e.URL != "" {
 		t.Fatalf("a link without the web UI: %s", e.URL)
 	}
-	// A held call carries the rule, the model and the masked excerpt.
+	// A held call carries the rule, the model, the method and path, and the
+	// masked excerpt.
 	held := &broker.Request{ID: "req_89ab", Kind: broker.KindPrompt, Requester: alice, State: broker.StatePending, CreatedAt: now,
-		Approval: policy.Terms{Required: true, Count: 1}, Prompt: &broker.PromptHold{Rule: "dsql", Model: "gpt-4o", Excerpt: "DROP TABLE [EMAIL]"}}
+		Approval: policy.Terms{Required: true, Count: 1}, Prompt: &broker.PromptHold{Rule: "dsql", Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions", Excerpt: "DROP TABLE [EMAIL]"}}
 	e, ok = n.Event(held, "prompt.held")
-	if !ok || e.Type != notify.TypePromptHeld || e.Rule != "dsql" || e.Model != "gpt-4o" || e.Excerpt != "DROP TABLE [EMAIL]" || e.TTL != "" {
+	if !ok || e.Type != notify.TypePromptHeld || e.Rule != "dsql" || e.Model != "gpt-4o" || e.Excerpt != "DROP TABLE [EMAIL]" || e.TTL != "" ||
+		e.Method != "POST" || e.Endpoint != "/v1/chat/completions" {
 		t.Fatalf("held event: %+v", e)
 	}
 	// A held tool call names its tool; the summary the generic webhook

@@ -628,6 +628,53 @@ func TestPromptHoldNeedsApproverOfEveryRule(t *testing.T) {
 	}
 }
 
+// A held call is shown with its method (a POST and a DELETE of one path
+// are different calls to approve), stored with it and recorded in
+// prompt.held's endpoint as proxy.call records it. A hold from a proxy
+// older than the method field has none: it is shown as not reported and
+// recorded with the path alone, never with a guessed method. A method
+// that is not an HTTP token is refused.
+func TestHoldShowsItsMethod(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	base := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+		Model: "gpt-4o", Endpoint: "/v1/chat/completions/chatcmpl_1", Excerpt: "[not readable by pamctl: body]", SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)}
+	for i, c := range []struct{ method, call, trail string }{
+		{"DELETE", "DELETE /v1/chat/completions/chatcmpl_1", "DELETE /v1/chat/completions/chatcmpl_1"},
+		{"POST", "POST /v1/chat/completions/chatcmpl_1", "POST /v1/chat/completions/chatcmpl_1"},
+		{"", "(method not reported) /v1/chat/completions/chatcmpl_1", "/v1/chat/completions/chatcmpl_1"}, // an older proxy
+	} {
+		h := base
+		h.Method = c.method
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		r, err := e.svc.HoldPrompt(short, h)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.svc.Get(ctx, alice, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Prompt.Method != c.method || got.Prompt.Call() != c.call {
+			t.Errorf("held with method %q: stored %q, shown %q", c.method, got.Prompt.Method, got.Prompt.Call())
+		}
+		if ev := e.eventsOf(audit.TypePromptHeld); len(ev) != i+1 || ev[i].Endpoint != c.trail || ev[i].Review != r.ID {
+			t.Errorf("held with method %q: prompt.held %+v", c.method, ev)
+		}
+	}
+	for _, m := range []string{"POST\n", "GET /v1/models", "<!channel>", "P\u202eOST", strings.Repeat("X", 33)} {
+		h := base
+		h.Method = m
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if _, err := e.svc.HoldPrompt(short, h); code(err) != broker.CodeInvalid || !strings.Contains(err.Error(), "method") {
+			t.Errorf("held with method %q: %v", m, err)
+		}
+		cancel()
+	}
+}
+
 // A hold carries what an approver is shown and the trail records it first:
 // one with a tool name of megabytes is refused, and so is one whose
 // prompt.held event cannot be written (no pending review is left without

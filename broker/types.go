@@ -90,6 +90,7 @@ type Review struct {
 type PromptHold struct {
 	Rule     string `json:"rule"`
 	Model    string `json:"model"`
+	Method   string `json:"method,omitempty"` // HTTP; empty when the proxy did not say (see Call)
 	Endpoint string `json:"endpoint"`
 	Excerpt  string `json:"excerpt"` // masked
 	SHA256   string `json:"prompt_sha256"`
@@ -118,6 +119,22 @@ type PromptHold struct {
 	// waiting allows (until the request's ExpiresAt: approval + TTL, and a
 	// prompt review's TTL is the retry window).
 	Used bool `json:"used,omitempty"`
+}
+
+// MethodNotReported is how a held call whose proxy did not send its
+// method (PromptHold.Method empty) shows it.
+const MethodNotReported = "(method not reported)"
+
+// Call is the held call as approvers are shown it: its method and path,
+// "POST /v1/chat/completions", or the path after MethodNotReported when
+// the proxy that held it did not say which method (one older than the
+// method field): never a guessed one. A late approval is bound to the
+// method all the same, by CallSHA256.
+func (p *PromptHold) Call() string {
+	if p.Method == "" {
+		return MethodNotReported + " " + p.Endpoint
+	}
+	return p.Method + " " + p.Endpoint
 }
 
 // Request is a just-in-time access request and, once approved, the grant.

@@ -22,8 +22,12 @@ type HoldRequest struct {
 	Rule      string
 	Approvers rules.Approvers
 	Approvals []rules.Approval
-	// Model and Endpoint describe the call.
+	// Model, Method and Endpoint describe the call: the model as the
+	// client names it, and the HTTP method and path it was sent with
+	// (POST /v1/chat/completions/{id} updates a stored completion, DELETE
+	// deletes it: an approver is shown both).
 	Model    string
+	Method   string
 	Endpoint string
 	// Excerpt is the prompt as it would go upstream (masked) around the
 	// rule's first match, at most about 1 KiB, "…" where it is cut;
@@ -46,6 +50,13 @@ type HoldRequest struct {
 	Tool      string
 	Arguments string
 }
+
+// maxHoldMethod bounds the method of a call that can be held. net/http
+// takes any token as a method, of any length (the standard ones have at
+// most 17 bytes); an approver is shown the method whole, so a call with a
+// longer one (only an endpoint: scope lets one through; tool calls are
+// judged on GET and POST routes only) is refused rather than held.
+const maxHoldMethod = 32
 
 // HoldDecision is an approver's answer to a held call.
 type HoldDecision struct {

@@ -302,6 +302,9 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, callSHA str
 	if p.holds == nil {
 		return refuse("", "This proxy has no approval channel configured, so the call is refused.")
 	}
+	if len(c.method) > maxHoldMethod {
+		return refuse("", fmt.Sprintf("Its method (%d bytes) is longer than an approver is shown (%d), so it is refused rather than held.", len(c.method), maxHoldMethod))
+	}
 	hctx, cancel := context.WithTimeout(ctx, p.holdTimeout)
 	defer cancel()
 	sha := c.promptSHA
@@ -313,7 +316,7 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, callSHA str
 	p.stageBegin(c, StageHold)
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
-		Model: c.clientModel, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha, CallSHA256: callSHA,
+		Model: c.clientModel, Method: c.method, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha, CallSHA256: callSHA,
 	})
 	p.stageEnd(c, StageHold)
 	if d.ID != "" {

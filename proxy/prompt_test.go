@@ -202,6 +202,42 @@ func TestHoldDigestIsOfTheCall(t *testing.T) {
 	}
 }
 
+// TestHoldCarriesTheMethod: an approver is shown the method of a held call,
+// not only its path: a POST to /v1/chat/completions/{id} updates a stored
+// completion, a DELETE of it deletes it (review: both looked the same). A
+// method longer than an approver is shown is refused, not held.
+func TestHoldCarriesTheMethod(t *testing.T) {
+	holds := &fakeHolds{decision: HoldDecision{ID: "req_h", Reason: "no"}}
+	h := newHarness(t, withRules(t, append([]rules.Rule{
+		{Name: "review-stored", Unscanned: true, Action: rules.RequireApproval, Approvers: rules.Approvers{Groups: []string{"security"}}, Endpoints: []string{"/v1/chat/completions/*"}},
+	}, testRules...)), func(o *Options) { o.Holds = holds })
+	const stored = "/v1/chat/completions/chatcmpl_1"
+	tok := h.mint(grant{scope: "model:gpt-4o endpoint:" + stored})
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/chat/completions", chatWith("please DROP TABLE users")},
+		{"POST", stored, `{"metadata":{"k":"v"}}`},
+		{"DELETE", stored, `{"metadata":{"k":"v"}}`},
+	} {
+		holds.got = nil
+		if res, b := h.do(c.method, c.path, tok, c.body); res.StatusCode != 403 || len(holds.got) != 1 {
+			t.Fatalf("%s %s: %d %s, %d holds", c.method, c.path, res.StatusCode, b, len(holds.got))
+		}
+		if hr := holds.got[0]; hr.Method != c.method || hr.Endpoint != c.path {
+			t.Errorf("%s %s was held as %q %q", c.method, c.path, hr.Method, hr.Endpoint)
+		}
+	}
+
+	holds.got = nil
+	long := strings.Repeat("X", maxHoldMethod+1)
+	res, b := h.do(long, stored, tok, `{"metadata":{"k":"v"}}`)
+	if e := apiErr(t, b); res.StatusCode != 403 || e.Code != CodeApprovalRequired || !strings.Contains(e.Message, "refused rather than held") || len(holds.got) != 0 {
+		t.Fatalf("a %d-byte method: %d %s, %d holds", len(long), res.StatusCode, b, len(holds.got))
+	}
+	if h.up.count() != 0 {
+		t.Fatal("a held call reached the upstream")
+	}
+}
+
 func TestHoldTimesOut(t *testing.T) {
 	holds := &fakeHolds{wait: true, decision: HoldDecision{ID: "req_slow"}}
 	h := newHarness(t, withRules(t, testRules), func(o *Options) { o.Holds = holds; o.HoldTimeout = 20 * time.Millisecond })

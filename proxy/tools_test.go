@@ -328,7 +328,8 @@ func TestToolCallHeldForApproval(t *testing.T) {
 			}
 			hr := holds.got[0]
 			if hr.Tool != "shell" || hr.Rule != "rm-needs-security" || !strings.Contains(hr.Arguments, "rm -rf /srv") ||
-				strings.Contains(hr.Arguments, "ops@example.com") || !strings.Contains(hr.Excerpt, `tool "shell"`) || hr.PromptSHA256 == "" {
+				strings.Contains(hr.Arguments, "ops@example.com") || !strings.Contains(hr.Excerpt, `tool "shell"`) || hr.PromptSHA256 == "" ||
+				hr.Method != "POST" || hr.Endpoint != "/v1/chat/completions" {
 				t.Fatalf("hold request %+v", hr)
 			}
 			ev := h.sink.ofType(audit.TypeToolCall)[1]

@@ -745,10 +745,27 @@ func (c *Client) SetRetry(d time.Duration) { c.o.Retry = d }
 // bounds the wait: the proxy's hold timeout).
 func (c *Client) Hold(ctx context.Context, h HoldRequest) (HoldDecision, error) {
 	var d HoldDecision
-	if err := c.do(ctx, http.MethodPost, "/v1/proxies/hold", h, &d); err != nil {
+	err := c.do(ctx, http.MethodPost, "/v1/proxies/hold", h, &d)
+	if olderBroker(err) && h.Method != "" {
+		// A broker older than the method field refuses every body that
+		// has it, before it records anything: send the hold again as it
+		// knows holds. It shows the path without a method.
+		h.Method = ""
+		err = c.do(ctx, http.MethodPost, "/v1/proxies/hold", h, &d)
+	}
+	if err != nil {
 		return HoldDecision{}, err
 	}
 	return d, nil
+}
+
+// olderBroker reports whether err is a broker's refusal of a hold for a
+// field it does not know (its strict JSON reading: "malformed JSON body:
+// json: unknown field "method""), which a broker older than that field
+// answers.
+func olderBroker(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.Status == http.StatusBadRequest && strings.Contains(ae.Message, "unknown field")
 }
 
 // enrollIf enrolls (or renews) when need says so of the current

@@ -767,3 +767,69 @@ func TestStreamErrorEventsTellARefusalFromAFailure(t *testing.T) {
 		}
 	}
 }
+
+// A proxy sends the held call's method; a broker older than that field
+// reads holds strictly and refuses a body with a field it does not know,
+// before it records anything. The proxy then sends the hold again without
+// the method, so holds keep working while the brokers are upgraded after
+// their proxies (the broker shows the path without a method). Any other
+// refusal is not retried.
+func TestHoldToAnOlderBroker(t *testing.T) {
+	// The body an older broker knows: HoldRequest before Method.
+	type olderHold struct {
+		Grant        string         `json:"grant"`
+		Claims       token.Claims   `json:"claims"`
+		Rule         string         `json:"rule"`
+		Approvers    Subjects       `json:"approvers"`
+		Approvals    []HoldApproval `json:"approvals,omitempty"`
+		Model        string         `json:"model,omitempty"`
+		Endpoint     string         `json:"endpoint,omitempty"`
+		Excerpt      string         `json:"excerpt,omitempty"`
+		PromptSHA256 string         `json:"prompt_sha256,omitempty"`
+		CallSHA256   string         `json:"call_sha256,omitempty"`
+		Tool         string         `json:"tool,omitempty"`
+		Arguments    string         `json:"arguments,omitempty"`
+	}
+	for _, older := range []bool{true, false} {
+		var mu sync.Mutex
+		var bodies []map[string]any
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var raw json.RawMessage
+			json.NewDecoder(r.Body).Decode(&raw)
+			var seen map[string]any
+			json.Unmarshal(raw, &seen)
+			mu.Lock()
+			bodies = append(bodies, seen)
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			var err error
+			if older {
+				dec := json.NewDecoder(strings.NewReader(string(raw)))
+				dec.DisallowUnknownFields() // as broker/api's readJSON
+				err = dec.Decode(&olderHold{})
+			} else {
+				err = errors.New("the hold's grant does not match its token")
+			}
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "invalid", "message": "malformed JSON body: " + err.Error()}})
+				return
+			}
+			json.NewEncoder(w).Encode(HoldDecision{ID: "req_h", Reason: "no"})
+		}))
+		c, err := NewClient(ClientOptions{BrokerURL: srv.URL, IDTokenFile: "x", Spool: &memSpool{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.Hold(context.Background(), HoldRequest{Grant: "req_g", Rule: "r", Model: "gpt-4o", Method: "DELETE", Endpoint: "/v1/chat/completions/x", Excerpt: "e"})
+		srv.Close()
+		switch {
+		case len(bodies) == 0 || bodies[0]["method"] != "DELETE":
+			t.Fatalf("older=%v: the first hold sent %v", older, bodies)
+		case older && (err != nil || d.ID != "req_h" || len(bodies) != 2 || bodies[1]["method"] != nil || bodies[1]["endpoint"] != "/v1/chat/completions/x"):
+			t.Errorf("an older broker: %v %+v, bodies %v", err, d, bodies)
+		case !older && (err == nil || len(bodies) != 1):
+			t.Errorf("another refusal was retried: %v, bodies %v", err, bodies)
+		}
+	}
+}

@@ -226,6 +226,11 @@ type HoldApproval struct {
 
 // HoldRequest is the body of POST /v1/proxies/hold: a call a prompt rule
 // holds for approval, as the proxy saw it (see proxy.HoldRequest).
+//
+// Method, the call's HTTP method, is newer than the rest: a proxy older
+// than it does not send it, and the broker then shows the method as not
+// reported (broker.PromptHold.Method); a broker older than it refuses a
+// body that has it, and Client.Hold sends the hold again without it.
 type HoldRequest struct {
 	Grant        string         `json:"grant"`
 	Claims       token.Claims   `json:"claims"`
@@ -233,6 +238,7 @@ type HoldRequest struct {
 	Approvers    Subjects       `json:"approvers"`
 	Approvals    []HoldApproval `json:"approvals,omitempty"`
 	Model        string         `json:"model,omitempty"`
+	Method       string         `json:"method,omitempty"`
 	Endpoint     string         `json:"endpoint,omitempty"`
 	Excerpt      string         `json:"excerpt,omitempty"`
 	PromptSHA256 string         `json:"prompt_sha256,omitempty"`

@@ -120,6 +120,13 @@ func itemOf(e Event) chatItem {
 	if held {
 		add("Rule", e.Rule)
 		add("Model", e.Model)
+		if e.Endpoint != "" {
+			method := e.Method
+			if method == "" {
+				method = methodNotReported
+			}
+			add("Call", method+" "+e.Endpoint)
+		}
 	} else {
 		add("Scopes", strings.Join(e.Scopes, " "))
 		add("TTL", e.TTL)
@@ -144,6 +151,10 @@ func itemOf(e Event) chatItem {
 	}
 	return it
 }
+
+// methodNotReported stands for the method of a held call whose proxy did
+// not send it (broker.MethodNotReported): never a guessed one.
+const methodNotReported = "(method not reported)"
 
 // validID and validApprovals are the shapes of pamctl's own values, shown
 // as they are; anything else is treated as untrusted text.

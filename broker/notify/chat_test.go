@@ -30,6 +30,7 @@ func chatEvents() map[string]Event {
 		Scopes: []string{"model:gpt-4o", "model:gpt-4o-mini"}, TTL: "30m0s", Approvals: "0/1", Reason: "nightly eval run",
 		Time: approved, CreatedAt: created, URL: pageURL}
 	held := Event{RequestID: "req_89abcdef0123456789ab", Kind: "prompt", Subject: "ci-agent", Rule: "destructive-sql", Model: "gpt-4o-mini",
+		Method: "POST", Endpoint: "/v1/chat/completions",
 		Excerpt: "…please DROP TABLE customers; email [EMAIL] …", Reason: "rule destructive-sql held a call to gpt-4o-mini", Approvals: "0/1",
 		Time: approved, CreatedAt: created, URL: "https://pam.example.com/ui/requests/req_89abcdef0123456789ab"}
 	at := approved
@@ -182,7 +183,7 @@ var (
 func TestChatEscapesHostileText(t *testing.T) {
 	for _, h := range hostile {
 		e := Event{Type: TypeRequestDenied, Kind: "access", RequestID: "req_x", Subject: h, Display: h, Reviewer: h, ReviewerDisplay: h,
-			Scopes: []string{h}, Reason: h, TTL: h, Rule: h, Model: h, Excerpt: h, Time: created, CreatedAt: created}
+			Scopes: []string{h}, Reason: h, TTL: h, Rule: h, Model: h, Method: h, Endpoint: h, Excerpt: h, Time: created, CreatedAt: created}
 		for _, held := range []bool{false, true} {
 			if held {
 				e.Kind, e.Type = "prompt", TypePromptHeld
@@ -269,11 +270,36 @@ func TestChatEscapesHostileText(t *testing.T) {
 	}
 }
 
+// A held call's message says which method it was sent with, next to its
+// path; one whose proxy did not say (older than the method field) says
+// so rather than show a method.
+func TestChatShowsTheHeldCallsMethod(t *testing.T) {
+	for method, want := range map[string]string{"DELETE": "DELETE /v1/chat/completions/x", "": "(method not reported) /v1/chat/completions/x"} {
+		e := Event{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: "ci", Rule: "r", Model: "gpt-4o", Method: method, Endpoint: "/v1/chat/completions/x", Time: created}
+		raw, _ := SlackPayload(e)
+		if !strings.Contains(string(raw), "*Call*\\n`"+want+"`") {
+			t.Errorf("slack message for method %q lacks %q: %s", method, want, raw)
+		}
+		raw, _ = TeamsPayload(e)
+		var tm teamsMessage
+		json.Unmarshal(raw, &tm)
+		found := false
+		for _, b := range tm.Attachments[0].Content.Body {
+			for _, f := range b.Facts {
+				found = found || f.Title == "Call" && f.Value == teamsText(want, maxChatName)
+			}
+		}
+		if !found {
+			t.Errorf("teams card for method %q lacks %q: %s", method, want, raw)
+		}
+	}
+}
+
 // Long untrusted text is cut, so a message stays within Slack's and
 // Teams's limits (Slack: 3000 characters per text, 2000 per field).
 func TestChatCutsLongText(t *testing.T) {
 	long := strings.Repeat("é", 10000)
-	e := Event{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: long, Rule: long, Model: long, Excerpt: long, Reason: long,
+	e := Event{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: long, Rule: long, Model: long, Method: long, Endpoint: long, Excerpt: long, Reason: long,
 		Scopes: []string{long}, Time: created}
 	raw, _ := SlackPayload(e)
 	var sm slackMessage

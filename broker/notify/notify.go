@@ -78,6 +78,11 @@ type Event struct {
 	Rule    string `json:"rule,omitempty"`
 	Model   string `json:"model,omitempty"`
 	Excerpt string `json:"excerpt,omitempty"`
+	// Method and Endpoint are the HTTP method and path of a held call;
+	// Method is empty when the proxy that held it did not say (chat
+	// messages then show the method as not reported).
+	Method   string `json:"method,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
 	// Tool names the tool of a held tool call (a tool_call rule held a
 	// call the model proposed, docs/tools.md), as scopes name it ("shell",
 	// "mcp:github/delete_repo"); empty for a held prompt. The model chose

@@ -105,7 +105,7 @@ func (u *UI) stepUp(w http.ResponseWriter, r *http.Request, next string) {
 type queueItem struct {
 	R         *broker.Request
 	Requester string
-	What      string // scopes, or the held call's rule and model
+	What      string // scopes, or the held call's rule, model, method and path
 	Approvals string
 	Age       string
 }
@@ -113,7 +113,7 @@ type queueItem struct {
 func (u *UI) rowOf(r *broker.Request, now time.Time) queueItem {
 	q := queueItem{R: r, Requester: person(r.Requester), Approvals: fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1)), Age: ago(now, r.CreatedAt)}
 	if r.Kind == broker.KindPrompt && r.Prompt != nil {
-		q.What = "held call · rule " + r.Prompt.Rule + " · " + r.Prompt.Model
+		q.What = "held call · rule " + r.Prompt.Rule + " · " + r.Prompt.Model + " · " + r.Prompt.Call()
 	} else {
 		q.What = strings.Join(r.Scopes, " ")
 	}

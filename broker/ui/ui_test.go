@@ -671,6 +671,34 @@ func TestHostileTextRendersInert(t *testing.T) {
 	}
 }
 
+// A held call's page and the queue show its method with its path: a
+// DELETE of a stored completion is not shown as a POST of it. A hold from a
+// proxy that did not say which method (older than the field) says so,
+// and shows no method.
+func TestHeldCallPageShowsTheMethod(t *testing.T) {
+	e := newEnv(t)
+	e.svc.mu.Lock()
+	for id, method := range map[string]string{"req_delete": "DELETE", "req_older": ""} {
+		e.svc.reqs[id] = &broker.Request{ID: id, Kind: broker.KindPrompt, State: broker.StatePending, Requester: broker.Identity{Subject: "alice", Issuer: "dev"},
+			CreatedAt: time.Now(), PendingUntil: time.Now().Add(time.Hour),
+			Approval: policy.Terms{Required: true, Approvers: policy.Subjects{Groups: []string{"security"}}, Count: 1},
+			Prompt:   &broker.PromptHold{Rule: "review-stored", Model: "gpt-4o", Method: method, Endpoint: "/v1/chat/completions/chatcmpl_1", Excerpt: "[not readable by pamctl: body]"}}
+	}
+	e.svc.mu.Unlock()
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+	for id, want := range map[string]string{"req_delete": "DELETE /v1/chat/completions/chatcmpl_1", "req_older": "(method not reported) /v1/chat/completions/chatcmpl_1"} {
+		res, body := get(t, c, e.base+"/ui/requests/"+id)
+		if res.StatusCode != 200 || !strings.Contains(body, `<dt>Endpoint</dt><dd class="wrap mono">`+want+`</dd>`) || strings.Contains(body, "POST") {
+			t.Errorf("%s: %d, the page does not show %q: …%s", id, res.StatusCode, want, body[max(0, strings.Index(body, "<dt>Model")):][:300])
+		}
+	}
+	if _, body := get(t, c, e.base+"/ui/"); !strings.Contains(body, "gpt-4o · DELETE /v1/chat/completions/chatcmpl_1") ||
+		!strings.Contains(body, "gpt-4o · (method not reported) /v1/chat/completions/chatcmpl_1") {
+		t.Error("the queue does not show the held calls' methods")
+	}
+}
+
 // A held tool call's page shows all of its arguments (the proxy holds
 // none past 8 KiB): an approval releases every byte of them.
 func TestHeldToolCallPageShowsAllArguments(t *testing.T) {

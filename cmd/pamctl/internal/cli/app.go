@@ -547,7 +547,7 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 	r, err := h.b.HoldPrompt(ctx, broker.Hold{
 		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule, AlsoApprovedBy: also, AlsoRules: alsoRules,
 		Approvers: policy.Subjects{Users: req.Approvers.Users, Groups: req.Approvers.Groups},
-		Model:     req.Model, Endpoint: req.Endpoint, Excerpt: req.Excerpt, SHA256: req.PromptSHA256, CallSHA256: req.CallSHA256,
+		Model:     req.Model, Method: req.Method, Endpoint: req.Endpoint, Excerpt: req.Excerpt, SHA256: req.PromptSHA256, CallSHA256: req.CallSHA256,
 		Tool: req.Tool, Arguments: req.Arguments,
 	})
 	if err != nil {

@@ -129,15 +129,26 @@ func TestEndToEndPromptRulesHoldsAndFollow(t *testing.T) {
 		t.Fatal("a held call returned before anyone decided")
 	}
 	for _, p := range pending {
-		if p.Kind != broker.KindPrompt || p.Prompt.Rule != "destructive-sql" || p.Requester.Subject != "alice" || len(p.Prompt.CallSHA256) != 64 {
+		if p.Kind != broker.KindPrompt || p.Prompt.Rule != "destructive-sql" || p.Requester.Subject != "alice" || len(p.Prompt.CallSHA256) != 64 ||
+			p.Prompt.Method != "POST" || p.Prompt.Endpoint != "/v1/chat/completions" {
 			t.Fatalf("pending review: %+v", p)
 		}
+	}
+	// The approver's listing shows each held call's method with its path,
+	// in the table and in JSON.
+	if out := s.as(t, "bob", "", "requests", "--pending").must(t, "requests").out; strings.Count(out, "gpt-4o-mini POST /v1/chat/completions rule:destructive-sql") != held {
+		t.Fatalf("the table does not show the held calls' method and path:\n%s", out)
+	}
+	if out := s.as(t, "bob", "", "requests", "--pending", "-o", "json").must(t, "requests").out; strings.Count(out, `"method": "POST"`) != held {
+		t.Fatalf("the JSON does not carry the held calls' method:\n%s", out)
 	}
 	// The requester cannot release her own call.
 	if r := s.as(t, "alice", "", "approve", pending[0].ID); r.code != ExitForbidden {
 		t.Fatalf("self-release: %+v", r)
 	}
-	s.as(t, "bob", "", "approve", pending[0].ID).must(t, "release")
+	if r := s.as(t, "bob", "", "approve", pending[0].ID).must(t, "release"); !strings.Contains(r.err, "Released "+pending[0].ID+" for alice: POST /v1/chat/completions to gpt-4o-mini (rule destructive-sql)") {
+		t.Fatalf("the release says:\n%s", r.err)
+	}
 	s.as(t, "bob", "", "deny", pending[1].ID, "--reason", "not in prod").must(t, "refuse")
 	wg.Wait()
 	close(results)

@@ -81,8 +81,11 @@ func TestEndToEndProxyRoleApprovalHoldsAndConfig(t *testing.T) {
 		json.Unmarshal([]byte(r.out), &pending)
 		return len(pending) == 1 && pending[0].Prompt != nil
 	})
-	if len(pending[0].Prompt.CallSHA256) != 64 {
-		t.Fatalf("the held call's digest did not cross the link: %+v", pending[0].Prompt)
+	if len(pending[0].Prompt.CallSHA256) != 64 || pending[0].Prompt.Method != "POST" {
+		t.Fatalf("the held call's digest or method did not cross the link: %+v", pending[0].Prompt)
+	}
+	if ev := b.ts.as(t, "admin", "", "audit", "tail", "--type", "prompt.held", "-o", "json").must(t, "audit").out; !strings.Contains(ev, `"endpoint":"POST /v1/chat/completions"`) {
+		t.Fatalf("prompt.held does not record the method:\n%s", ev)
 	}
 	b.ts.as(t, "bob", "", "approve", pending[0].ID).must(t, "release the call")
 	if got := <-res; got.status != http.StatusOK || !strings.Contains(got.body, "done") {

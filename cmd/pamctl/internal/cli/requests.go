@@ -309,10 +309,10 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 			reason = "revoked by " + PartyName(*r.EndedBy)
 		}
 		if r.Prompt != nil {
-			scopes = r.Prompt.Model + " rule:" + r.Prompt.Rule
+			scopes = r.Prompt.Model + " " + r.Prompt.Call() + " rule:" + r.Prompt.Rule
 			reason = r.Prompt.Excerpt
 			if r.Prompt.Tool != "" {
-				scopes = r.Prompt.Model + " tool:" + r.Prompt.Tool + " rule:" + r.Prompt.Rule
+				scopes = r.Prompt.Model + " " + r.Prompt.Call() + " tool:" + r.Prompt.Tool + " rule:" + r.Prompt.Rule
 				reason = r.Prompt.Arguments
 			}
 			reason = truncate(reason, 40)
@@ -400,6 +400,8 @@ func reviewRun(cmd *cobra.Command, o *ReviewOptions) error {
 	switch {
 	case r.State == broker.StateApproved && r.Prompt != nil && r.Prompt.Tool != "":
 		ios.Successf("Released %s for %s: a call of tool %s (rule %s) with arguments %s", r.ID, PartyName(r.Requester), r.Prompt.Tool, r.Prompt.Rule, truncate(r.Prompt.Arguments, 200))
+	case r.State == broker.StateApproved && r.Prompt != nil:
+		ios.Successf("Released %s for %s: %s to %s (rule %s)", r.ID, PartyName(r.Requester), r.Prompt.Call(), r.Prompt.Model, r.Prompt.Rule)
 	case r.State == broker.StateApproved:
 		ios.Successf("Approved %s for %s: %s until %s", r.ID, PartyName(r.Requester), strings.Join(r.Scopes, " "), r.ExpiresAt.Local().Format("15:04 MST"))
 	case r.State == broker.StateDenied:
