@@ -405,6 +405,40 @@ func (m *Masker) Mask(text string) (string, Counts) {
 	return b.String(), counts
 }
 
+// MaskOffsets is Mask, and where each of offsets (byte offsets into
+// text, ascending) lands in the masked text: an offset before a finding
+// moves by what the placeholders before it changed, and one inside a
+// finding lands where the finding's placeholder ends. A caller that knows
+// where the parts of a text begin finds them again in its masked form.
+func (m *Masker) MaskOffsets(text string, offsets []int) (string, []int) {
+	out := slices.Clone(offsets)
+	if !m.Enabled() || text == "" {
+		return text, out
+	}
+	r := m.run(text, 0, true)
+	if len(r.sel) == 0 {
+		return text, out
+	}
+	var b strings.Builder
+	b.Grow(len(text))
+	m.emit(&b, text, 0, r, Counts{})
+	shift, k := 0, 0 // shift: the growth of the text before r.sel[k]
+	for i, o := range offsets {
+		for k < len(r.sel) && r.sel[k].end <= o {
+			c := r.sel[k]
+			shift += len(m.repl[c.kind]) - (c.end - c.start)
+			k++
+		}
+		if k < len(r.sel) && r.sel[k].start < o {
+			c := r.sel[k]
+			out[i] = c.start + shift + len(m.repl[c.kind]) // inside: after its placeholder
+			continue
+		}
+		out[i] = o + shift
+	}
+	return b.String(), out
+}
+
 // emit writes w[from:r.rel] with r's selected matches replaced.
 func (m *Masker) emit(b *strings.Builder, w string, from int, r runResult, counts Counts) {
 	pos := from

@@ -281,3 +281,45 @@ func TestOverlap(t *testing.T) {
 		{"4111 1111 1111 1111 415-555-2671", "[CREDIT_CARD] [PHONE]"},
 	})
 }
+
+// MaskOffsets masks as Mask does and finds offsets of the text again in
+// its masked form: the start of each part of a text made of parts lands
+// where that part's masked form begins, and an offset inside a finding
+// (a secret split over two parts) after its placeholder.
+func TestMaskOffsets(t *testing.T) {
+	m := testMasker(t, Config{Default: ActionMask, Custom: []Custom{{Name: "CODE", Pattern: `\bX-\d+\b`}}})
+	parts := []string{"mail bob@example.com now", "", "key AKIAIOSFODNN7EXAMPLE and X-42", "plain", "a@b.example and 123-45-6789"}
+	var text string
+	var starts []int
+	for i, p := range parts {
+		if i > 0 {
+			text += "\n"
+		}
+		starts = append(starts, len(text))
+		text += p
+	}
+	got, at := m.MaskOffsets(text, starts)
+	if want, _ := m.Mask(text); got != want {
+		t.Fatalf("MaskOffsets masks to %q, Mask to %q", got, want)
+	}
+	for i, p := range parts {
+		mp, _ := m.Mask(p)
+		if !strings.HasPrefix(got[at[i]:], mp) || (at[i] > 0 && got[at[i]-1] != '\n') {
+			t.Errorf("part %d (%q) found at %d: %q", i, mp, at[i], got[at[i]:])
+		}
+	}
+
+	// A finding across an offset: the offset lands after its placeholder.
+	text = "mail bob@exa" + "mple.com here"
+	got, at = m.MaskOffsets(text, []int{0, 5, 12, 17, len(text)})
+	if got != "mail [EMAIL] here" || at[0] != 0 || at[1] != 5 || at[2] != 12 || at[3] != 12 || at[4] != len(got) {
+		t.Fatalf("a finding across an offset: %q %v", got, at)
+	}
+
+	// Nothing found, or masking off: the offsets as given.
+	for _, mk := range []*Masker{m, testMasker(t, Config{}), nil} {
+		if got, at := mk.MaskOffsets("nothing here", []int{0, 3, 12}); got != "nothing here" || at[0] != 0 || at[1] != 3 || at[2] != 12 {
+			t.Errorf("clean text: %q %v", got, at)
+		}
+	}
+}

@@ -22,6 +22,9 @@ type walker struct {
 	unscanned []string
 	keyErr    bool  // a rewrite renamed a schema property onto another
 	err       error // the first case variant or unsupported shape found
+	// places: path names the key of every field (Request.Places), also
+	// of those the other walks visit without pushing it.
+	places bool
 }
 
 type pathSeg struct {
@@ -84,8 +87,20 @@ func (w *walker) str(m map[string]any, key string) {
 	}
 	if w.shape(m, key, kString, wantString) {
 		w.next()
-		m[key] = w.text(m[key].(string))
+		w.textAt(m, key, m[key].(string))
 	}
+}
+
+// textAt visits m[key], the string s, and stores what visit returns; the
+// walk for places pushes key first.
+func (w *walker) textAt(m map[string]any, key, s string) {
+	if !w.places {
+		m[key] = w.text(s)
+		return
+	}
+	w.push(key)
+	m[key] = w.text(s)
+	w.pop()
 }
 
 // walkRequest visits every model-visible text field of a request body and
@@ -342,7 +357,7 @@ func (w *walker) content(m map[string]any, key string) {
 	switch v := m[key].(type) {
 	case string:
 		w.next()
-		m[key] = w.text(v)
+		w.textAt(m, key, v)
 	case []any:
 		w.push(key)
 		w.parts(v)
