@@ -26,6 +26,8 @@ type Hold struct {
 	Method         string // the HTTP method; empty when the proxy did not say (PromptHold.Method)
 	Endpoint       string
 	Excerpt        string // masked
+	Matches        []HeldMatch
+	MatchSummary   string
 	SHA256         string // of the whole prompt as it would go upstream
 	CallSHA256     string // of the method, query string, body headers and whole body as they would go upstream (PromptHold)
 	// Tool and Arguments (masked) describe a held tool call (see
@@ -62,7 +64,7 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
-		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, SHA256: h.SHA256, CallSHA256: h.CallSHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, Matches: h.Matches, MatchSummary: h.MatchSummary, SHA256: h.SHA256, CallSHA256: h.CallSHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
 	}
 	a := actor(h.Caller)
 	a.TokenID = h.TokenID
@@ -132,7 +134,9 @@ const (
 	maxHoldName     = 256      // a tool's or a model's name
 	maxHoldMethod   = 32       // the HTTP method (the proxy holds no call with a longer one)
 	maxHoldEndpoint = 2 << 10  // the path
-	maxHoldExcerpt  = 16 << 10 // the excerpt, the masked arguments
+	maxHoldExcerpt  = 16 << 10 // the excerpt, the masked arguments; the excerpt's pieces and their places, together
+	maxHoldPieces   = 16       // pieces of an excerpt (the proxy shows at most 6)
+	maxHoldPlaces   = 16       // places of one piece (the proxy names at most 6 and how many more)
 )
 
 // holdBounds refuses a hold that carries more than an approver is shown,
@@ -140,6 +144,19 @@ const (
 func holdBounds(h Hold) error {
 	if !validMethod(h.Method) {
 		return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a held call's method must be an HTTP method of at most %d bytes (letters, digits and the punctuation a token allows), or absent", maxHoldMethod)}
+	}
+	shown := len(h.MatchSummary) // the pieces and their places, together
+	for _, m := range h.Matches {
+		shown += len(m.Text)
+		for _, w := range m.Where {
+			shown += len(w)
+		}
+		if len(m.Where) > maxHoldPlaces {
+			return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a piece of a held call's excerpt names %d places, more than the %d a hold carries", len(m.Where), maxHoldPlaces)}
+		}
+	}
+	if len(h.Matches) > maxHoldPieces || shown > maxHoldExcerpt {
+		return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a held call's excerpt has %d pieces of %d bytes, more than the %d (of %d bytes) a hold carries", len(h.Matches), shown, maxHoldPieces, maxHoldExcerpt)}
 	}
 	for _, f := range []struct {
 		what   string

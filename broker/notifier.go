@@ -55,6 +55,9 @@ func (w WebhookNotifier) Event(r *Request, event string) (notify.Event, bool) {
 	if r.Prompt != nil {
 		e.Rule, e.Model, e.Excerpt, e.Tool = r.Prompt.Rule, r.Prompt.Model, r.Prompt.Excerpt, r.Prompt.Tool
 		e.Method, e.Endpoint = r.Prompt.Method, r.Prompt.Endpoint
+		for _, m := range r.Prompt.Matches {
+			e.Matches = append(e.Matches, notify.HeldMatch{Where: m.Where, Text: m.Text})
+		}
 	}
 	switch event {
 	case "request.created":

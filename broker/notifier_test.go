@@ -57,10 +57,11 @@ func TestWebhookNotifierEvents(t *testing.T) {
 	// A held call carries the rule, the model, the method and path, and the
 	// masked excerpt.
 	held := &broker.Request{ID: "req_89ab", Kind: broker.KindPrompt, Requester: alice, State: broker.StatePending, CreatedAt: now,
-		Approval: policy.Terms{Required: true, Count: 1}, Prompt: &broker.PromptHold{Rule: "dsql", Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions", Excerpt: "DROP TABLE [EMAIL]"}}
+		Approval: policy.Terms{Required: true, Count: 1}, Prompt: &broker.PromptHold{Rule: "dsql", Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions",
+			Excerpt: "[found in messages[0] (system)]\nDROP TABLE [EMAIL]", Matches: []broker.HeldMatch{{Where: []string{"messages[0] (system)"}, Text: "DROP TABLE [EMAIL]"}}}}
 	e, ok = n.Event(held, "prompt.held")
-	if !ok || e.Type != notify.TypePromptHeld || e.Rule != "dsql" || e.Model != "gpt-4o" || e.Excerpt != "DROP TABLE [EMAIL]" || e.TTL != "" ||
-		e.Method != "POST" || e.Endpoint != "/v1/chat/completions" {
+	if !ok || e.Type != notify.TypePromptHeld || e.Rule != "dsql" || e.Model != "gpt-4o" || e.Excerpt != held.Prompt.Excerpt || e.TTL != "" ||
+		e.Method != "POST" || e.Endpoint != "/v1/chat/completions" || len(e.Matches) != 1 || e.Matches[0].Where[0] != "messages[0] (system)" || e.Matches[0].Text != "DROP TABLE [EMAIL]" {
 		t.Fatalf("held event: %+v", e)
 	}
 	// A held tool call names its tool; the summary the generic webhook

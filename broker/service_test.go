@@ -675,6 +675,48 @@ func TestHoldShowsItsMethod(t *testing.T) {
 	}
 }
 
+// A hold keeps the pieces of its excerpt with the places the rule matched
+// in (the trail records the excerpt's text, which names them too), within
+// bounds: no more pieces, places or bytes than a proxy sends.
+func TestHoldKeepsWhereTheRuleMatched(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	h := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+		Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions", SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32),
+		Excerpt:      "[prompt of 9000 bytes; rule \"destructive-sql\" matches 2 times]\n[found in messages[0] (system)]\n…DROP TABLE a…\n[found in input[1] (user)]\n…drop table b",
+		MatchSummary: `prompt of 9000 bytes; rule "destructive-sql" matches 2 times`,
+		Matches:      []broker.HeldMatch{{Where: []string{"messages[0] (system)"}, Text: "…DROP TABLE a…"}, {Where: []string{"input[1] (user)"}, Text: "…drop table b"}}}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	r, err := e.svc.HoldPrompt(short, h)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := e.svc.Get(ctx, alice, r.ID)
+	if got.Prompt.MatchSummary != h.MatchSummary || len(got.Prompt.Matches) != 2 || got.Prompt.Matches[1].Where[0] != "input[1] (user)" || got.Prompt.Matches[0].Text != "…DROP TABLE a…" {
+		t.Fatalf("stored %+v", got.Prompt)
+	}
+	if ev := e.eventsOf(audit.TypePromptHeld); len(ev) != 1 || ev[0].Prompt != h.Excerpt {
+		t.Fatalf("prompt.held %+v", ev)
+	}
+	many := make([]string, 17)
+	for name, m := range map[string][]broker.HeldMatch{
+		"17 pieces":            make([]broker.HeldMatch, 17),
+		"17 places":            {{Where: many, Text: "x"}},
+		"17 KiB of text":       {{Where: []string{"input"}, Text: strings.Repeat("x", 17<<10)}},
+		"17 KiB of its places": {{Where: []string{strings.Repeat("p", 17<<10)}, Text: "x"}},
+	} {
+		bad := h
+		bad.Matches = m
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if _, err := e.svc.HoldPrompt(short, bad); code(err) != broker.CodeInvalid || !strings.Contains(err.Error(), "excerpt") {
+			t.Errorf("%s: %v", name, err)
+		}
+		cancel()
+	}
+}
+
 // A hold carries what an approver is shown and the trail records it first:
 // one with a tool name of megabytes is refused, and so is one whose
 // prompt.held event cannot be written (no pending review is left without

@@ -93,7 +93,15 @@ type PromptHold struct {
 	Method   string `json:"method,omitempty"` // HTTP; empty when the proxy did not say (see Call)
 	Endpoint string `json:"endpoint"`
 	Excerpt  string `json:"excerpt"` // masked
-	SHA256   string `json:"prompt_sha256"`
+	// Matches are the pieces of the Excerpt with the places in the call
+	// the rule matched in each (the Excerpt's text names them too, on
+	// lines a prompt could imitate: shown apart from the text, these
+	// cannot be), and MatchSummary its count line when it has one
+	// (proxy.HoldRequest). Empty for a tool call, an unscanned rule, and
+	// a hold from a proxy older than these fields.
+	Matches      []HeldMatch `json:"matches,omitempty"`
+	MatchSummary string      `json:"match_summary,omitempty"`
+	SHA256       string      `json:"prompt_sha256"`
 	// CallSHA256 is the digest of the call as it would go upstream (its
 	// method, query string, the headers its body is read by, and whole
 	// body, after redaction and masking): a late
@@ -119,6 +127,14 @@ type PromptHold struct {
 	// waiting allows (until the request's ExpiresAt: approval + TTL, and a
 	// prompt review's TTL is the retry window).
 	Used bool `json:"used,omitempty"`
+}
+
+// HeldMatch is a piece of a held prompt's excerpt: Text, the masked prompt
+// around one or more matches of the rule, and Where, the places in the
+// call they are in ("messages[2] (system)", "tools[1].function.description").
+type HeldMatch struct {
+	Where []string `json:"where"`
+	Text  string   `json:"text"`
 }
 
 // MethodNotReported is how a held call whose proxy did not send its

@@ -29,13 +29,28 @@ type HoldRequest struct {
 	Model    string
 	Method   string
 	Endpoint string
-	// Excerpt is the prompt as it would go upstream (masked) around the
-	// rule's first match, at most about 1 KiB, "…" where it is cut;
+	// Excerpt is the prompt as it would go upstream (masked): whole when
+	// short, else around each of the rule's first matches, "…" where it
+	// is cut, each piece after a line naming where in the call the rule
+	// matched in it (holdExcerpt);
 	// PromptSHA256 is the digest of that whole prompt (of the whole body
 	// as it would go upstream when the call carries content pamctl cannot
 	// read), so an approval can be matched to a retry of the same call.
 	Excerpt      string
 	PromptSHA256 string
+	// Matches are the pieces of the prompt the Excerpt shows, as data:
+	// each with where in the request the rule matched in it, so that a
+	// surface can show the place apart from the text, where no prompt
+	// text can pass for one (the Excerpt has them as lines of its own,
+	// "[found in messages[2] (system)]", for surfaces that show text).
+	// MatchSummary is the Excerpt's first line, without its brackets,
+	// when the rule matched in more than one piece: "prompt of 48213
+	// bytes; rule "destructive-sql" matches 9 times; the first 6 are
+	// shown". Both are empty when the Excerpt names no place: a tool
+	// call, an unscanned rule, a rule that matches nothing of the masked
+	// prompt.
+	Matches      []HeldMatch
+	MatchSummary string
 	// CallSHA256 is the digest of the call as it would go upstream: its
 	// method, query string, Content-Type and Content-Encoding, and its
 	// whole body after redaction and masking (roles, message boundaries,
@@ -49,6 +64,17 @@ type HoldRequest struct {
 	// shows both; longer ones are refused, not held).
 	Tool      string
 	Arguments string
+}
+
+// HeldMatch is one piece of a held prompt an approver is shown: Text, the
+// masked prompt around one or more matches of the rule ("…" where it is
+// cut), and Where, the places in the request those matches are in
+// (payload.Place.Where: "messages[2] (system)",
+// "tools[1].function.description"; a match running over two places
+// names both, "messages[1] (user) to messages[2] (assistant)").
+type HeldMatch struct {
+	Where []string
+	Text  string
 }
 
 // maxHoldMethod bounds the method of a call that can be held. net/http

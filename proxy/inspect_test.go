@@ -205,9 +205,9 @@ func TestHoldExcerptShowsTheMatch(t *testing.T) {
 	tok := h.mint(grant{scope: "model:gpt-4o"})
 	filler := strings.Repeat("lorem ipsum dolor sit amet ", 300)
 	h.do("POST", "/v1/chat/completions", tok, chatWith(filler+"mail bob@example.com then DROP TABLE customers; "+filler))
-	ex := holds.got[0].Excerpt
+	ex, found := holds.got[0].Excerpt, "[found in messages[1] (user)]\n"
 	if !strings.Contains(ex, "DROP TABLE customers") || !strings.Contains(ex, "[EMAIL]") || strings.Contains(ex, "bob@") ||
-		len(ex) > excerptBytes+8 || !strings.HasPrefix(ex, "…") || !strings.HasSuffix(ex, "…") {
+		len(ex) > len(found)+excerptBytes+8 || !strings.HasPrefix(ex, found+"…") || !strings.HasSuffix(ex, "…") {
 		t.Fatalf("excerpt (%d bytes) %q", len(ex), ex)
 	}
 }
@@ -225,12 +225,13 @@ func TestHoldExcerptShowsEveryMatch(t *testing.T) {
 	prompt := "DROP TABLE scratch; " + filler + "then drop table users and mail bob@example.com; " + filler + "finally DROP  TABLE audit_log"
 	h.do("POST", "/v1/chat/completions", tok, chatWith(prompt))
 	ex := holds.got[0].Excerpt
+	found := len("[found in messages[1] (user)]\n") // before each piece
 	for _, want := range []string{"DROP TABLE scratch", "drop table users", "DROP  TABLE audit_log", "[EMAIL]", "rule \"destructive-sql\" matches 3 times]"} {
 		if !strings.Contains(ex, want) {
 			t.Errorf("excerpt lacks %q", want)
 		}
 	}
-	if strings.Contains(ex, "bob@") || strings.Count(ex, "…") != 4 || len(ex) > 3*matchContext+200 || strings.Contains(ex, "are shown") {
+	if strings.Contains(ex, "bob@") || strings.Count(ex, "…") != 4 || len(ex) > 3*(matchContext+found)+200 || strings.Contains(ex, "are shown") {
 		t.Errorf("excerpt (%d bytes): %q", len(ex), ex)
 	}
 
@@ -239,7 +240,7 @@ func TestHoldExcerptShowsEveryMatch(t *testing.T) {
 	h.do("POST", "/v1/chat/completions", tok, chatWith(strings.Repeat("drop table t; "+filler, 10)))
 	ex = holds.got[0].Excerpt
 	if !strings.Contains(ex, "matches 10 times; the first 6 are shown]") || strings.Count(ex, "drop table t") != excerptMatches ||
-		len(ex) > excerptMatches*matchContext+200 {
+		len(ex) > excerptMatches*(matchContext+found)+200 {
 		t.Errorf("excerpt of 10 matches (%d bytes): %q", len(ex), ex)
 	}
 

@@ -11,6 +11,8 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -92,7 +94,7 @@ func (p *Proxy) applyRules(w http.ResponseWriter, r *http.Request) bool {
 			"Prompt rule %q blocks this prompt. Rephrase it, or ask a pamctl administrator about the rule.", res.Rule)))
 		return false
 	case res.Action == rules.RequireApproval:
-		if e := p.hold(r.Context(), c, res, callDigest(r, c.body)); e != nil {
+		if e := p.hold(r.Context(), c, in, res, callDigest(r, c.body)); e != nil {
 			p.fail(w, c, e)
 			return false
 		}
@@ -166,25 +168,133 @@ func callDigest(r *http.Request, body []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// heldExcerpt is what an approver is shown of a held prompt (the
+// Excerpt, Matches and MatchSummary of a HoldRequest).
+type heldExcerpt struct {
+	text    string
+	matches []HeldMatch
+	summary string
+}
+
 // holdExcerpt is what an approver sees of a held call: the masked prompt,
 // whole when short, else around each match of the rule that holds it (not
 // only its start, which may be far from them; matchesExcerpt), or, for an
 // unscanned rule, what pamctl could not read and the start of the prompt.
-func holdExcerpt(c *call, res rules.Result) string {
+// Each piece shown around matches says where in the request they are
+// (matchPlaces), on a line of its own and as data: a system message is
+// not a user's, a tool's output or a turn the agent wrote as the
+// assistant's.
+func holdExcerpt(c *call, in rules.Input, res rules.Result) heldExcerpt {
 	if res.Unscanned {
-		return clipMarked("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)
+		return heldExcerpt{text: clipMarked("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)}
 	}
 	if len(c.prompt) <= excerptBytes {
-		return c.prompt // whole: every match is in it
+		// Whole: every match is in it. The places of its first matches
+		// (the prompt is short: counting them costs little).
+		spans, _ := c.Rules.Spans(res.Rule, c.prompt, maxCountedMatches, maxCountedMatches)
+		return labelled(c.prompt, matchPlaces(c, spans, placeNames(c, in)))
 	}
 	spans, total := c.Rules.Spans(res.Rule, c.prompt, excerptMatches, maxCountedMatches)
 	switch len(spans) {
 	case 0:
-		return clipMarked(c.prompt, excerptBytes)
+		return heldExcerpt{text: clipMarked(c.prompt, excerptBytes)}
 	case 1:
-		return window(c.prompt, spans[0][0], spans[0][1], excerptBytes)
+		return labelled(window(c.prompt, spans[0][0], spans[0][1], excerptBytes), matchPlaces(c, spans, placeNames(c, in)))
 	}
-	return matchesExcerpt(c.prompt, res.Rule, spans, total)
+	return matchesExcerpt(c.prompt, res.Rule, spans, matchPlaces(c, spans, placeNames(c, in)), total)
+}
+
+// labelled is one piece of the prompt, text, around matches in the places
+// where (none: the piece alone, as before places were shown).
+func labelled(text string, where []string) heldExcerpt {
+	if len(where) == 0 {
+		return heldExcerpt{text: text}
+	}
+	m := HeldMatch{Where: distinctPlaces(where), Text: text}
+	return heldExcerpt{text: foundIn(m.Where) + "\n" + text, matches: []HeldMatch{m}}
+}
+
+// foundIn is the line that names a piece's places in the excerpt's text.
+func foundIn(where []string) string {
+	return "[found in " + strings.Join(where, "; ") + "]"
+}
+
+// distinctPlaces lists where's places once each, in order, at most
+// excerptMatches of them and then how many more there are.
+func distinctPlaces(where []string) []string {
+	var out []string
+	more := 0
+	for _, w := range where {
+		switch {
+		case slices.Contains(out, w):
+		case len(out) < excerptMatches:
+			out = append(out, w)
+		default:
+			more++
+		}
+	}
+	if more > 0 {
+		out = append(out, fmt.Sprintf("and %d more", more))
+	}
+	return out
+}
+
+// placeNames is what a name the agent chose in a place (a role, a type, a
+// key) goes through before an approver sees it: what the prompt's text
+// went through on its way to the excerpt (redact rules and prompt masking
+// on the way up, then the response masker), so no place shows what the
+// excerpt hides.
+func placeNames(c *call, in rules.Input) func(string) string {
+	return func(s string) string {
+		f := in
+		f.Text, f.Unscanned = s, nil
+		s = c.Rules.Evaluate(f).Text
+		s, _ = c.PromptMask.Mask(s)
+		s, _ = c.ResponseMask.Mask(s)
+		return s
+	}
+}
+
+// matchPlaces names where in the request each span of c.prompt is: the
+// place (payload.Place.Where) of the text it starts in, and of the one it
+// ends in when that is another. It reads the body again (it runs for a
+// held call only) and finds the texts' places in the masked prompt, where
+// the spans are (mask.MaskOffsets). Names the agent chose in a place
+// (roles, keys) go through name (placeNames). Nil when it cannot tell: no
+// parsed prompt, or a body whose text is not the masked prompt's.
+func matchPlaces(c *call, spans [][2]int, name func(string) string) []string {
+	if c.req == nil || len(spans) == 0 {
+		return nil
+	}
+	text, places, err := c.req.Places(c.body)
+	if err != nil || len(places) == 0 {
+		return nil
+	}
+	starts := make([]int, len(places))
+	for i, p := range places {
+		starts[i] = p.Start
+	}
+	masked, at := c.ResponseMask.MaskOffsets(text, starts)
+	if masked != c.prompt {
+		return nil
+	}
+	in := func(off int) int { return max(sort.SearchInts(at, off+1)-1, 0) } // the last place starting at or before off
+	named := map[int]string{}                                               // a short prompt's many matches share a few places
+	placeName := func(i int) string {
+		if _, ok := named[i]; !ok {
+			named[i] = places[i].Where(name)
+		}
+		return named[i]
+	}
+	where := make([]string, len(spans))
+	for i, sp := range spans {
+		first, last := in(sp[0]), in(max(sp[1]-1, sp[0]))
+		where[i] = placeName(first)
+		if last != first {
+			where[i] += " to " + placeName(last)
+		}
+	}
+	return where
 }
 
 // A held prompt in which its rule matches more than once shows each of the
@@ -200,36 +310,50 @@ const (
 )
 
 // matchesExcerpt renders the windows around spans (merged where they
-// touch), "…" marking every cut.
-func matchesExcerpt(prompt, rule string, spans [][2]int, total int) string {
-	var b strings.Builder
+// touch), "…" marking every cut, each after the line naming the places of
+// its matches when where names them (where[i] is spans[i]'s).
+func matchesExcerpt(prompt, rule string, spans [][2]int, where []string, total int) heldExcerpt {
+	var sum strings.Builder
 	count := strconv.Itoa(total)
 	if total >= maxCountedMatches {
 		count = "at least " + count
 	}
-	fmt.Fprintf(&b, "[prompt of %d bytes; rule %q matches %s times", len(prompt), rule, count)
+	fmt.Fprintf(&sum, "prompt of %d bytes; rule %q matches %s times", len(prompt), rule, count)
 	if total > len(spans) {
-		fmt.Fprintf(&b, "; the first %d are shown", len(spans))
+		fmt.Fprintf(&sum, "; the first %d are shown", len(spans))
 	}
-	b.WriteString("]")
-	from, to := -1, -1
-	flush := func() {
-		if from >= 0 {
-			b.WriteString("\n")
-			b.WriteString(marked(prompt, from, to))
+	var b strings.Builder
+	b.WriteString("[" + sum.String() + "]")
+	var ex heldExcerpt
+	from, to, first := -1, -1, 0 // the window, and its first span
+	flush := func(next int) {
+		if from < 0 {
+			return
 		}
+		text := marked(prompt, from, to)
+		b.WriteString("\n")
+		if where != nil {
+			m := HeldMatch{Where: distinctPlaces(where[first:next]), Text: text}
+			ex.matches = append(ex.matches, m)
+			b.WriteString(foundIn(m.Where) + "\n")
+		}
+		b.WriteString(text)
 	}
-	for _, sp := range spans {
+	for i, sp := range spans {
 		f, t := windowSpan(prompt, sp[0], sp[1], matchContext)
 		if from >= 0 && f <= to {
 			to = max(to, t) // touches the last window: one window
 			continue
 		}
-		flush()
-		from, to = f, t
+		flush(i)
+		from, to, first = f, t, i
 	}
-	flush()
-	return b.String()
+	flush(len(spans))
+	ex.text = b.String()
+	if where != nil {
+		ex.summary = sum.String()
+	}
+	return ex
 }
 
 // clipMarked cuts s to about n bytes, as window does: a "…" ends it when
@@ -285,7 +409,7 @@ func marked(s string, from, to int) string {
 
 // hold asks an approver to release the call and waits (at most the hold
 // timeout, less if the client gives up). It returns nil once released.
-func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, callSHA string) *apiError {
+func (p *Proxy) hold(ctx context.Context, c *call, in rules.Input, res rules.Result, callSHA string) *apiError {
 	c.decision = "hold"
 	refuse := func(id, why string) *apiError {
 		msg := fmt.Sprintf("Prompt rule %q holds this call for approval by %s.", res.Rule, res.Approvers)
@@ -313,10 +437,12 @@ func (p *Proxy) hold(ctx context.Context, c *call, res rules.Result, callSHA str
 		// ids, another endpoint's body): an approval covers this body only.
 		sha = audit.PromptDigest(string(c.body))
 	}
+	ex := holdExcerpt(c, in, res)
 	p.stageBegin(c, StageHold)
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
-		Model: c.clientModel, Method: c.method, Endpoint: c.path, Excerpt: holdExcerpt(c, res), PromptSHA256: sha, CallSHA256: callSHA,
+		Model: c.clientModel, Method: c.method, Endpoint: c.path, Excerpt: ex.text, Matches: ex.matches, MatchSummary: ex.summary,
+		PromptSHA256: sha, CallSHA256: callSHA,
 	})
 	p.stageEnd(c, StageHold)
 	if d.ID != "" {

@@ -746,11 +746,12 @@ func (c *Client) SetRetry(d time.Duration) { c.o.Retry = d }
 func (c *Client) Hold(ctx context.Context, h HoldRequest) (HoldDecision, error) {
 	var d HoldDecision
 	err := c.do(ctx, http.MethodPost, "/v1/proxies/hold", h, &d)
-	if olderBroker(err) && h.Method != "" {
-		// A broker older than the method field refuses every body that
-		// has it, before it records anything: send the hold again as it
-		// knows holds. It shows the path without a method.
-		h.Method = ""
+	if olderBroker(err) && (h.Method != "" || h.Matches != nil || h.MatchSummary != "") {
+		// A broker older than these fields refuses every body that has
+		// them, before it records anything: send the hold again as it
+		// knows holds. It shows the path without a method, and the
+		// excerpt (whose text names the places) as text.
+		h.Method, h.Matches, h.MatchSummary = "", nil, ""
 		err = c.do(ctx, http.MethodPost, "/v1/proxies/hold", h, &d)
 	}
 	if err != nil {

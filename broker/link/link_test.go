@@ -768,12 +768,13 @@ func TestStreamErrorEventsTellARefusalFromAFailure(t *testing.T) {
 	}
 }
 
-// A proxy sends the held call's method; a broker older than that field
-// reads holds strictly and refuses a body with a field it does not know,
-// before it records anything. The proxy then sends the hold again without
-// the method, so holds keep working while the brokers are upgraded after
-// their proxies (the broker shows the path without a method). Any other
-// refusal is not retried.
+// A proxy sends the held call's method and its excerpt's pieces with their
+// places; a broker older than those fields reads holds strictly and
+// refuses a body with a field it does not know, before it records
+// anything. The proxy then sends the hold again without them, so holds
+// keep working while the brokers are upgraded after their proxies (the
+// broker shows the path without a method, and the excerpt's text, which
+// names the places). Any other refusal is not retried.
 func TestHoldToAnOlderBroker(t *testing.T) {
 	// The body an older broker knows: HoldRequest before Method.
 	type olderHold struct {
@@ -821,12 +822,14 @@ func TestHoldToAnOlderBroker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := c.Hold(context.Background(), HoldRequest{Grant: "req_g", Rule: "r", Model: "gpt-4o", Method: "DELETE", Endpoint: "/v1/chat/completions/x", Excerpt: "e"})
+		d, err := c.Hold(context.Background(), HoldRequest{Grant: "req_g", Rule: "r", Model: "gpt-4o", Method: "DELETE", Endpoint: "/v1/chat/completions/x",
+			Excerpt: "[found in messages[0] (user)]\ne", Matches: []HeldMatch{{Where: []string{"messages[0] (user)"}, Text: "e"}}, MatchSummary: "s"})
 		srv.Close()
 		switch {
-		case len(bodies) == 0 || bodies[0]["method"] != "DELETE":
+		case len(bodies) == 0 || bodies[0]["method"] != "DELETE" || bodies[0]["matches"] == nil || bodies[0]["match_summary"] != "s":
 			t.Fatalf("older=%v: the first hold sent %v", older, bodies)
-		case older && (err != nil || d.ID != "req_h" || len(bodies) != 2 || bodies[1]["method"] != nil || bodies[1]["endpoint"] != "/v1/chat/completions/x"):
+		case older && (err != nil || d.ID != "req_h" || len(bodies) != 2 || bodies[1]["method"] != nil || bodies[1]["matches"] != nil ||
+			bodies[1]["match_summary"] != nil || bodies[1]["endpoint"] != "/v1/chat/completions/x" || bodies[1]["excerpt"] != "[found in messages[0] (user)]\ne"):
 			t.Errorf("an older broker: %v %+v, bodies %v", err, d, bodies)
 		case !older && (err == nil || len(bodies) != 1):
 			t.Errorf("another refusal was retried: %v, bodies %v", err, bodies)

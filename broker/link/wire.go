@@ -227,10 +227,13 @@ type HoldApproval struct {
 // HoldRequest is the body of POST /v1/proxies/hold: a call a prompt rule
 // holds for approval, as the proxy saw it (see proxy.HoldRequest).
 //
-// Method, the call's HTTP method, is newer than the rest: a proxy older
-// than it does not send it, and the broker then shows the method as not
-// reported (broker.PromptHold.Method); a broker older than it refuses a
-// body that has it, and Client.Hold sends the hold again without it.
+// Method (the call's HTTP method), Matches and MatchSummary (the pieces of
+// the excerpt with the places the rule matched in, see
+// proxy.HoldRequest) are newer than the rest: a proxy older than them
+// does not send them, and the broker then shows the method as not
+// reported (broker.PromptHold.Method) and the excerpt as text; a broker
+// older than them refuses a body that has them, and Client.Hold sends the
+// hold again without them (the excerpt's text still names the places).
 type HoldRequest struct {
 	Grant        string         `json:"grant"`
 	Claims       token.Claims   `json:"claims"`
@@ -241,11 +244,20 @@ type HoldRequest struct {
 	Method       string         `json:"method,omitempty"`
 	Endpoint     string         `json:"endpoint,omitempty"`
 	Excerpt      string         `json:"excerpt,omitempty"`
+	Matches      []HeldMatch    `json:"matches,omitempty"`
+	MatchSummary string         `json:"match_summary,omitempty"`
 	PromptSHA256 string         `json:"prompt_sha256,omitempty"`
 	CallSHA256   string         `json:"call_sha256,omitempty"` // proxy.HoldRequest.CallSHA256
 	// Tool and Arguments (masked) are set for a held tool call.
 	Tool      string `json:"tool,omitempty"`
 	Arguments string `json:"arguments,omitempty"`
+}
+
+// HeldMatch is a piece of a held prompt's excerpt and the places in the
+// call the rule matched in it (proxy.HeldMatch).
+type HeldMatch struct {
+	Where []string `json:"where"`
+	Text  string   `json:"text"`
 }
 
 // HoldDecision is its answer.

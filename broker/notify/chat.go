@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -127,6 +128,17 @@ func itemOf(e Event) chatItem {
 			}
 			add("Call", method+" "+e.Endpoint)
 		}
+		// Where the rule matched, apart from the excerpt's text (in which
+		// a prompt could write a line that looks like a place).
+		var places []string
+		for _, m := range e.Matches {
+			for _, w := range m.Where {
+				if !slices.Contains(places, w) {
+					places = append(places, w)
+				}
+			}
+		}
+		add("Found in", strings.Join(places, "; "))
 	} else {
 		add("Scopes", strings.Join(e.Scopes, " "))
 		add("TTL", e.TTL)
@@ -270,7 +282,7 @@ func SlackPayload(e Event) ([]byte, error) {
 	var fields []slackText
 	for _, f := range it.Facts {
 		n := maxChatName
-		if f.Title == "Scopes" {
+		if f.Title == "Scopes" || f.Title == "Found in" {
 			n = maxChatScopes
 		}
 		fields = append(fields, *mrkdwn("*" + f.Title + "*\n" + slackCode(f.Value, n)))
@@ -389,7 +401,7 @@ func TeamsPayload(e Event) ([]byte, error) {
 	var facts []teamsFact
 	for _, f := range it.Facts {
 		n := maxChatName
-		if f.Title == "Scopes" {
+		if f.Title == "Scopes" || f.Title == "Found in" {
 			n = maxChatScopes
 		}
 		v := teamsText(f.Value, n)

@@ -15,7 +15,8 @@ func TestChatCutsTextThatGrowsWhenEscaped(t *testing.T) {
 	for _, unit := range []string{"&", "<", ">", "<&>", "://", "www.", `\`, "*", "\x01"} {
 		long := strings.Repeat(unit, 5000)
 		for _, e := range []Event{
-			{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: long, Display: long, Rule: long, Model: long, Method: long, Endpoint: long, Excerpt: long, Time: created},
+			{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: long, Display: long, Rule: long, Model: long, Method: long, Endpoint: long, Excerpt: long, Time: created,
+				Matches: []HeldMatch{{Where: []string{long, long + "y"}, Text: long}}},
 			{Type: TypeRequestPending, Kind: "access", RequestID: "req_x", Subject: long, Display: long, Reason: long, Scopes: []string{long}, TTL: long, Time: created},
 			{Type: TypeRequestApproved, Kind: "access", RequestID: "req_x", Subject: long, Reviewer: long, ReviewerDisplay: long, Reason: long, Time: created, CreatedAt: created},
 		} {

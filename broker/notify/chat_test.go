@@ -31,7 +31,8 @@ func chatEvents() map[string]Event {
 		Time: approved, CreatedAt: created, URL: pageURL}
 	held := Event{RequestID: "req_89abcdef0123456789ab", Kind: "prompt", Subject: "ci-agent", Rule: "destructive-sql", Model: "gpt-4o-mini",
 		Method: "POST", Endpoint: "/v1/chat/completions",
-		Excerpt: "…please DROP TABLE customers; email [EMAIL] …", Reason: "rule destructive-sql held a call to gpt-4o-mini", Approvals: "0/1",
+		Excerpt: "[found in messages[1] (user)]\n…please DROP TABLE customers; email [EMAIL] …",
+		Matches: []HeldMatch{{Where: []string{"messages[1] (user)"}, Text: "…please DROP TABLE customers; email [EMAIL] …"}}, Reason: "rule destructive-sql held a call to gpt-4o-mini", Approvals: "0/1",
 		Time: approved, CreatedAt: created, URL: "https://pam.example.com/ui/requests/req_89abcdef0123456789ab"}
 	at := approved
 	with := func(e Event, f func(*Event)) Event { f(&e); return e }
@@ -183,7 +184,8 @@ var (
 func TestChatEscapesHostileText(t *testing.T) {
 	for _, h := range hostile {
 		e := Event{Type: TypeRequestDenied, Kind: "access", RequestID: "req_x", Subject: h, Display: h, Reviewer: h, ReviewerDisplay: h,
-			Scopes: []string{h}, Reason: h, TTL: h, Rule: h, Model: h, Method: h, Endpoint: h, Excerpt: h, Time: created, CreatedAt: created}
+			Scopes: []string{h}, Reason: h, TTL: h, Rule: h, Model: h, Method: h, Endpoint: h, Excerpt: h, Time: created, CreatedAt: created,
+			Matches: []HeldMatch{{Where: []string{h, "messages[0] (user)"}, Text: h}, {Where: []string{h}, Text: h}}}
 		for _, held := range []bool{false, true} {
 			if held {
 				e.Kind, e.Type = "prompt", TypePromptHeld
@@ -295,12 +297,37 @@ func TestChatShowsTheHeldCallsMethod(t *testing.T) {
 	}
 }
 
+// A held call's message lists where the rule matched (each place once) as
+// a fact of its own, apart from the excerpt's text, in which a prompt
+// could write a line that looks like one; a call whose excerpt names no
+// place has no such fact.
+func TestChatListsWhereTheRuleMatched(t *testing.T) {
+	e := Event{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: "ci", Rule: "r", Model: "gpt-4o", Time: created,
+		Excerpt: "[found in messages[0] (system)]\n…a…\n[found in messages[0] (system); messages[2] (assistant)]\n…b…",
+		Matches: []HeldMatch{{Where: []string{"messages[0] (system)"}, Text: "…a…"}, {Where: []string{"messages[0] (system)", "messages[2] (assistant)"}, Text: "…b…"}}}
+	raw, _ := SlackPayload(e)
+	if !strings.Contains(string(raw), "*Found in*\\n`messages[0] (system); messages[2] (assistant)`") {
+		t.Errorf("slack: %s", raw)
+	}
+	raw, _ = TeamsPayload(e)
+	if !strings.Contains(string(raw), `{"title":"Found in","value":"messages\\[0\\] \\(system\\); messages\\[2\\] \\(assistant\\)"}`) {
+		t.Errorf("teams: %s", raw)
+	}
+	e.Matches = nil
+	for _, f := range []func(Event) ([]byte, error){SlackPayload, TeamsPayload} {
+		if raw, _ := f(e); strings.Contains(string(raw), "Found in") {
+			t.Errorf("a place without matches: %s", raw)
+		}
+	}
+}
+
 // Long untrusted text is cut, so a message stays within Slack's and
 // Teams's limits (Slack: 3000 characters per text, 2000 per field).
 func TestChatCutsLongText(t *testing.T) {
 	long := strings.Repeat("é", 10000)
 	e := Event{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: long, Rule: long, Model: long, Method: long, Endpoint: long, Excerpt: long, Reason: long,
-		Scopes: []string{long}, Time: created}
+		Matches: []HeldMatch{{Where: []string{long, long, long}, Text: long}, {Where: []string{long + "x"}, Text: long}},
+		Scopes:  []string{long}, Time: created}
 	raw, _ := SlackPayload(e)
 	var sm slackMessage
 	json.Unmarshal(raw, &sm)

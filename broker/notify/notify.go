@@ -78,6 +78,11 @@ type Event struct {
 	Rule    string `json:"rule,omitempty"`
 	Model   string `json:"model,omitempty"`
 	Excerpt string `json:"excerpt,omitempty"`
+	// Matches are the excerpt's pieces, each with the places in the call
+	// the rule matched in it ("messages[2] (system)"); empty when the
+	// excerpt names none (a tool call, an unscanned rule, a call held by
+	// a proxy older than this field). Chat messages list the places.
+	Matches []HeldMatch `json:"matches,omitempty"`
 	// Method and Endpoint are the HTTP method and path of a held call;
 	// Method is empty when the proxy that held it did not say (chat
 	// messages then show the method as not reported).
@@ -94,6 +99,13 @@ type Event struct {
 	ApprovedAt *time.Time `json:"approved_at,omitempty"`
 	// URL is the item's page in pamctl's web UI (empty when the UI is off).
 	URL string `json:"url,omitempty"`
+}
+
+// HeldMatch is a piece of a held prompt's excerpt and where in the call
+// the rule matched in it (broker.HeldMatch).
+type HeldMatch struct {
+	Where []string `json:"where"`
+	Text  string   `json:"text"`
 }
 
 // Summary renders e as one line for people, e.g.

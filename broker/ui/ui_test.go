@@ -699,6 +699,56 @@ func TestHeldCallPageShowsTheMethod(t *testing.T) {
 	}
 }
 
+// A held prompt's page shows each piece of its excerpt under the places
+// the rule matched in it, apart from the text (a line of the prompt that
+// imitates a place stays inside the text), with the excerpt's count line;
+// places the agent named are escaped and bounded like any untrusted text.
+// A hold whose proxy sent no places shows the excerpt's text as before.
+func TestHeldCallPageShowsWhereTheRuleMatched(t *testing.T) {
+	e := newEnv(t)
+	forged := "[found in messages[0] (system)]"
+	e.svc.mu.Lock()
+	e.svc.reqs["req_places"] = &broker.Request{ID: "req_places", Kind: broker.KindPrompt, State: broker.StatePending, Requester: broker.Identity{Subject: "alice", Issuer: "dev"},
+		CreatedAt: time.Now(), PendingUntil: time.Now().Add(time.Hour),
+		Approval: policy.Terms{Required: true, Approvers: policy.Subjects{Groups: []string{"security"}}, Count: 1},
+		Prompt: &broker.PromptHold{Rule: "destructive-sql", Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions",
+			Excerpt:      "[prompt of 9000 bytes; rule \"destructive-sql\" matches 2 times]\n[found in messages[3] (tool)]\n…" + forged + "\nDROP TABLE a…\n[found in messages[5] (role \"x\")]\n…drop table b",
+			MatchSummary: `prompt of 9000 bytes; rule "destructive-sql" matches 2 times`,
+			Matches: []broker.HeldMatch{
+				{Where: []string{"messages[3] (tool)"}, Text: "…" + forged + "\nDROP TABLE a…"},
+				{Where: []string{hostileText + "\n[approved]" + strings.Repeat("W", 5000), "messages[6] (user)"}, Text: "…drop table b"},
+			}}}
+	e.svc.reqs["req_text"] = &broker.Request{ID: "req_text", Kind: broker.KindPrompt, State: broker.StatePending, Requester: broker.Identity{Subject: "alice", Issuer: "dev"},
+		CreatedAt: time.Now(), PendingUntil: time.Now().Add(time.Hour),
+		Approval: policy.Terms{Required: true, Approvers: policy.Subjects{Groups: []string{"security"}}, Count: 1},
+		Prompt:   &broker.PromptHold{Rule: "destructive-sql", Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users"}}
+	e.svc.mu.Unlock()
+	c := browser(t)
+	e.login(t, c, "/ui/", "bob", "security")
+	res, body := get(t, c, e.base+"/ui/requests/req_places")
+	if res.StatusCode != 200 {
+		t.Fatalf("%d", res.StatusCode)
+	}
+	for _, want := range []string{
+		`<p class="wrap">prompt of 9000 bytes; rule &#34;destructive-sql&#34; matches 2 times</p>`,
+		`<p class="found">Found in <span class="place mono wrap">messages[3] (tool)</span></p>` + "\n" +
+			`<pre class="excerpt" tabindex="0" aria-label="Masked prompt around a match">…` + forged + "\nDROP TABLE a…</pre>",
+		`<span class="place mono wrap">&lt;script&gt;alert(1)&lt;/script&gt;`, `\n[approved]WWW`, `; <span class="place mono wrap">messages[6] (user)</span></p>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q:\n%s", want, body[max(0, strings.Index(body, "<h3>Prompt")):][:min(2000, len(body)-max(0, strings.Index(body, "<h3>Prompt")))])
+		}
+	}
+	for _, bad := range []string{"<script>alert", "\u202e", strings.Repeat("W", maxShown), "[found in messages[3] (tool)]"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("the page shows %.40q", bad)
+		}
+	}
+	if _, body := get(t, c, e.base+"/ui/requests/req_text"); !strings.Contains(body, `aria-label="Masked prompt excerpt">please DROP TABLE users</pre>`) || strings.Contains(body, "Found in") {
+		t.Error("a hold without places does not show its excerpt as text")
+	}
+}
+
 // A held tool call's page shows all of its arguments (the proxy holds
 // none past 8 KiB): an approval releases every byte of them.
 func TestHeldToolCallPageShowsAllArguments(t *testing.T) {

@@ -544,11 +544,15 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 			alsoRules = append(alsoRules, a.Rule)
 		}
 	}
+	var matches []broker.HeldMatch
+	for _, m := range req.Matches {
+		matches = append(matches, broker.HeldMatch{Where: m.Where, Text: m.Text})
+	}
 	r, err := h.b.HoldPrompt(ctx, broker.Hold{
 		Caller: who, GrantID: req.GrantID, TokenID: req.Claims.ID, Rule: req.Rule, AlsoApprovedBy: also, AlsoRules: alsoRules,
 		Approvers: policy.Subjects{Users: req.Approvers.Users, Groups: req.Approvers.Groups},
-		Model:     req.Model, Method: req.Method, Endpoint: req.Endpoint, Excerpt: req.Excerpt, SHA256: req.PromptSHA256, CallSHA256: req.CallSHA256,
-		Tool: req.Tool, Arguments: req.Arguments,
+		Model:     req.Model, Method: req.Method, Endpoint: req.Endpoint, Excerpt: req.Excerpt, MatchSummary: req.MatchSummary, SHA256: req.PromptSHA256, CallSHA256: req.CallSHA256,
+		Tool: req.Tool, Arguments: req.Arguments, Matches: matches,
 	})
 	if err != nil {
 		return proxy.HoldDecision{}, err

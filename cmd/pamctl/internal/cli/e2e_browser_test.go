@@ -203,6 +203,12 @@ func TestBrowserApprovals(t *testing.T) {
 	run(t, ctx, "open and approve the held call",
 		chromedp.Click(css("tr:has(.tag.hold) a.id")),
 		chromedp.WaitVisible(css("pre.excerpt")))
+	if place := bget(t, ctx, "where the rule matched", chromedp.Text(css(".found .place"))); place != "messages[0] (user)" {
+		t.Fatalf("the held call's page says the match is in %q", place)
+	}
+	if call := bjs[string](t, ctx, "the held call's method and path", `[...document.querySelectorAll(".facts dd")].map(d => d.textContent).join("|")`); !strings.Contains(call, "|POST /v1/chat/completions|") {
+		t.Fatalf("the held call's page shows %q", call)
+	}
 	shot(t, ctx, "approvals-held-call.png")
 	run(t, ctx, "approve the held call",
 		chromedp.Click(css("#approve")),

@@ -130,13 +130,16 @@ func TestEndToEndPromptRulesHoldsAndFollow(t *testing.T) {
 	}
 	for _, p := range pending {
 		if p.Kind != broker.KindPrompt || p.Prompt.Rule != "destructive-sql" || p.Requester.Subject != "alice" || len(p.Prompt.CallSHA256) != 64 ||
-			p.Prompt.Method != "POST" || p.Prompt.Endpoint != "/v1/chat/completions" {
+			p.Prompt.Method != "POST" || p.Prompt.Endpoint != "/v1/chat/completions" ||
+			len(p.Prompt.Matches) != 1 || len(p.Prompt.Matches[0].Where) != 1 || p.Prompt.Matches[0].Where[0] != "messages[0] (user)" ||
+			!strings.HasPrefix(p.Prompt.Excerpt, "[found in messages[0] (user)]\nplease DROP TABLE users_") {
 			t.Fatalf("pending review: %+v", p)
 		}
 	}
 	// The approver's listing shows each held call's method with its path,
-	// in the table and in JSON.
-	if out := s.as(t, "bob", "", "requests", "--pending").must(t, "requests").out; strings.Count(out, "gpt-4o-mini POST /v1/chat/completions rule:destructive-sql") != held {
+	// and where its match is, in the table and in JSON.
+	if out := s.as(t, "bob", "", "requests", "--pending").must(t, "requests").out; strings.Count(out, "gpt-4o-mini POST /v1/chat/completions rule:destructive-sql") != held ||
+		strings.Count(out, "messages[0] (user): please DROP TABLE") != held {
 		t.Fatalf("the table does not show the held calls' method and path:\n%s", out)
 	}
 	if out := s.as(t, "bob", "", "requests", "--pending", "-o", "json").must(t, "requests").out; strings.Count(out, `"method": "POST"`) != held {

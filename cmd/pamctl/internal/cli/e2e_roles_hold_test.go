@@ -74,15 +74,17 @@ func TestEndToEndProxyRoleApprovalHoldsAndConfig(t *testing.T) {
 	tok := strings.TrimSpace(b.ts.as(t, "alice", "", "token", g.ID).must(t, "token").out)
 	res := make(chan callResult, 1)
 	go func() {
-		res <- chatModel(t, p.app.ProxyURL(), tok, "gpt-4o", "please drop table users")
+		res <- chatModel(t, p.app.ProxyURL(), tok, "gpt-4o", "please drop table users"+strings.Repeat(" and so on", 150)+", then drop table orders")
 	}()
 	waitUntil(t, "the held call", 5*time.Second, func() bool {
 		r := b.ts.as(t, "bob", "", "requests", "--pending", "-o", "json").must(t, "pending")
 		json.Unmarshal([]byte(r.out), &pending)
 		return len(pending) == 1 && pending[0].Prompt != nil
 	})
-	if len(pending[0].Prompt.CallSHA256) != 64 || pending[0].Prompt.Method != "POST" {
-		t.Fatalf("the held call's digest or method did not cross the link: %+v", pending[0].Prompt)
+	if hp := pending[0].Prompt; len(hp.CallSHA256) != 64 || hp.Method != "POST" || len(hp.Matches) != 2 || len(hp.Matches[1].Where) != 1 ||
+		hp.Matches[1].Where[0] != "messages[0] (user)" || !strings.HasSuffix(hp.Matches[1].Text, "then drop table orders") ||
+		!strings.HasSuffix(hp.MatchSummary, `rule "destructive-sql" matches 2 times`) {
+		t.Fatalf("the held call's digest, method or places did not cross the link: %+v", pending[0].Prompt)
 	}
 	if ev := b.ts.as(t, "admin", "", "audit", "tail", "--type", "prompt.held", "-o", "json").must(t, "audit").out; !strings.Contains(ev, `"endpoint":"POST /v1/chat/completions"`) {
 		t.Fatalf("prompt.held does not record the method:\n%s", ev)

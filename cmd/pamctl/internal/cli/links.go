@@ -136,9 +136,12 @@ type remoteHolder struct{ c *link.Client }
 
 func (h remoteHolder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDecision, error) {
 	in := link.HoldRequest{Grant: req.GrantID, Rule: req.Rule, Approvers: link.Subjects{Users: req.Approvers.Users, Groups: req.Approvers.Groups},
-		Model: req.Model, Method: req.Method, Endpoint: req.Endpoint, Excerpt: req.Excerpt, PromptSHA256: req.PromptSHA256, CallSHA256: req.CallSHA256, Tool: req.Tool, Arguments: req.Arguments}
+		Model: req.Model, Method: req.Method, Endpoint: req.Endpoint, Excerpt: req.Excerpt, MatchSummary: req.MatchSummary, PromptSHA256: req.PromptSHA256, CallSHA256: req.CallSHA256, Tool: req.Tool, Arguments: req.Arguments}
 	if req.Claims != nil {
 		in.Claims = *req.Claims
+	}
+	for _, m := range req.Matches {
+		in.Matches = append(in.Matches, link.HeldMatch{Where: m.Where, Text: m.Text})
 	}
 	for _, a := range req.Approvals {
 		in.Approvals = append(in.Approvals, link.HoldApproval{Rule: a.Rule, Approvers: link.Subjects{Users: a.Approvers.Users, Groups: a.Approvers.Groups}})
@@ -166,9 +169,12 @@ func brokerHolds(b *broker.Service) func(context.Context, link.HoldRequest) (lin
 			return link.HoldDecision{}, fmt.Errorf("%w: grant %s is not a live grant of %s", link.ErrForbidden, h.Grant, h.Claims.Subject)
 		}
 		req := proxy.HoldRequest{GrantID: h.Grant, Claims: &h.Claims, Rule: h.Rule, Approvers: rules.Approvers{Users: h.Approvers.Users, Groups: h.Approvers.Groups},
-			Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, PromptSHA256: h.PromptSHA256, CallSHA256: h.CallSHA256, Tool: h.Tool, Arguments: h.Arguments}
+			Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, MatchSummary: h.MatchSummary, PromptSHA256: h.PromptSHA256, CallSHA256: h.CallSHA256, Tool: h.Tool, Arguments: h.Arguments}
 		for _, a := range h.Approvals {
 			req.Approvals = append(req.Approvals, rules.Approval{Rule: a.Rule, Approvers: rules.Approvers{Users: a.Approvers.Users, Groups: a.Approvers.Groups}})
+		}
+		for _, m := range h.Matches {
+			req.Matches = append(req.Matches, proxy.HeldMatch{Where: m.Where, Text: m.Text})
 		}
 		d, err := holder{b}.Hold(ctx, req)
 		return link.HoldDecision{Approved: d.Approved, ID: d.ID, Reason: d.Reason}, err

@@ -311,6 +311,9 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 		if r.Prompt != nil {
 			scopes = r.Prompt.Model + " " + r.Prompt.Call() + " rule:" + r.Prompt.Rule
 			reason = r.Prompt.Excerpt
+			if m := r.Prompt.Matches; len(m) > 0 {
+				reason = strings.Join(m[0].Where, "; ") + ": " + m[0].Text // where the first match is, then its words
+			}
 			if r.Prompt.Tool != "" {
 				scopes = r.Prompt.Model + " " + r.Prompt.Call() + " tool:" + r.Prompt.Tool + " rule:" + r.Prompt.Rule
 				reason = r.Prompt.Arguments

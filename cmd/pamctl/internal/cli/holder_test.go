@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/token"
+	"github.com/pamctl/pamctl/proxy"
+	"github.com/pamctl/pamctl/proxy/rules"
+)
+
+// The in-process holder hands the broker everything an approver is shown
+// of a held call: its method, and the excerpt's pieces with the places the
+// rule matched in them and its count line.
+func TestHolderCarriesWhatApproversSee(t *testing.T) {
+	s := startServerWith(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	d, err := holder{s.app.broker}.Hold(ctx, proxy.HoldRequest{
+		GrantID: "req_g", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+		Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Approvals: []rules.Approval{{Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}}},
+		Model: "gpt-4o-mini", Method: "DELETE", Endpoint: "/v1/chat/completions/c1", PromptSHA256: strings.Repeat("ab", 32),
+		Excerpt:      "[prompt of 5000 bytes; rule \"dsql\" matches 2 times]\n[found in messages[0] (system)]\n…drop table a…\n[found in messages[3] (tool)]\n…drop table b",
+		MatchSummary: `prompt of 5000 bytes; rule "dsql" matches 2 times`,
+		Matches:      []proxy.HeldMatch{{Where: []string{"messages[0] (system)"}, Text: "…drop table a…"}, {Where: []string{"messages[3] (tool)"}, Text: "…drop table b"}},
+	})
+	if err != nil || d.ID == "" {
+		t.Fatalf("hold: %v %+v", err, d)
+	}
+	r, err := s.app.broker.Get(context.Background(), broker.Identity{Subject: "alice", Issuer: DevIssuerName}, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.Prompt
+	if p.Method != "DELETE" || p.Call() != "DELETE /v1/chat/completions/c1" || p.MatchSummary != `prompt of 5000 bytes; rule "dsql" matches 2 times` ||
+		len(p.Matches) != 2 || p.Matches[1].Where[0] != "messages[3] (tool)" || p.Matches[1].Text != "…drop table b" {
+		t.Fatalf("held as %+v", p)
+	}
+}
+
+// Places name what the agent chose (a role): whatever reaches the broker,
+// `pamctl requests` prints it escaped, on the held call's one row, and -o
+// json exactly.
+func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
+	s := startServerWith(t, nil)
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+	const place = "messages[1] (role \"\x1b[2Kuser\n[ok]\u202e\")"
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := (holder{s.app.broker}).Hold(ctx, proxy.HoldRequest{
+		GrantID: "req_g", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+		Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Model: "gpt-4o-mini", Method: "POST", Endpoint: "/v1/chat/completions",
+		PromptSHA256: strings.Repeat("ab", 32), Excerpt: "[found in " + place + "]\nDROP TABLE t",
+		Matches: []proxy.HeldMatch{{Where: []string{place}, Text: "DROP TABLE t"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tty := range []bool{true, false} {
+		var r result
+		if tty {
+			r = s.asTTY(t, "alice", "requests")
+		} else {
+			r = s.as(t, "alice", "", "requests")
+		}
+		r.must(t, "requests")
+		inert(t, "requests", r.out+r.err)
+		if !strings.Contains(r.out, `messages[1] (role "\x1b[2Kuser [ok]\u202e"): DR`) || strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != 1+map[bool]int{true: 1}[tty] {
+			t.Fatalf("requests (tty=%v):\n%s\n%s", tty, r.out, r.err)
+		}
+	}
+	r := s.as(t, "alice", "", "requests", "-o", "json").must(t, "requests -o json")
+	if !strings.Contains(r.out, `"where": [`) || !strings.Contains(r.out, `\u001b[2Kuser\n[ok]\u202e`) {
+		t.Fatalf("requests -o json:\n%s", r.out)
+	}
+}
