@@ -11,7 +11,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-var _ token.BatchKeyStore = (*DB)(nil)
+var (
+	_ token.BatchKeyStore = (*DB)(nil)
+	_ token.KeyUpdater    = (*DB)(nil)
+)
 
 // SaveKey stores (or updates, on retirement) a sealed signing key. The
 // record is authenticated by the keyring; the store keeps it as given.
@@ -42,18 +45,48 @@ func (db *DB) SaveKeys(_ context.Context, ks ...token.SealedKey) error {
 func (db *DB) Keys(_ context.Context) ([]token.SealedKey, error) {
 	var out []token.SealedKey
 	err := db.view(func(tx *bolt.Tx) error {
-		if err := each(tx, bucketKeys, func(k *token.SealedKey) bool { out = append(out, *k); return true }); err != nil {
+		var err error
+		out, err = db.keysIn(tx)
+		return err
+	})
+	return out, err
+}
+
+// UpdateKeys implements token.KeyUpdater: it reads the key records (as
+// Keys does), runs fn on them and saves what fn returns, all in one write
+// transaction, so no other write of the file comes in between.
+func (db *DB) UpdateKeys(_ context.Context, fn func(stored []token.SealedKey) ([]token.SealedKey, error)) error {
+	return db.update(func(tx *bolt.Tx) error {
+		stored, err := db.keysIn(tx)
+		if err != nil {
 			return err
 		}
-		if len(out) > 0 {
-			return nil
+		recs, err := fn(stored)
+		if err != nil {
+			return err
 		}
-		if what := residue(tx); what != "" {
-			return fmt.Errorf("%w from %s (it still holds %s): the key records were deleted; pamctl will not create new keys over old data. Restore it from a backup", ErrKeysMissing, db.path(), what)
+		for _, k := range recs {
+			if err := put(tx, bucketKeys, []byte(k.KID), k); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
-	return out, err
+}
+
+// keysIn is Keys in tx.
+func (db *DB) keysIn(tx *bolt.Tx) ([]token.SealedKey, error) {
+	var out []token.SealedKey
+	if err := each(tx, bucketKeys, func(k *token.SealedKey) bool { out = append(out, *k); return true }); err != nil {
+		return nil, err
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	if what := residue(tx); what != "" {
+		return nil, fmt.Errorf("%w from %s (it still holds %s): the key records were deleted; pamctl will not create new keys over old data. Restore it from a backup", ErrKeysMissing, db.path(), what)
+	}
+	return nil, nil
 }
 
 // residue names data in tx beyond what a new file has before its first

@@ -79,6 +79,20 @@ type BatchKeyStore interface {
 	SaveKeys(ctx context.Context, ks ...SealedKey) error
 }
 
+// KeyUpdater is a KeyStore that updates key records without losing a
+// write another replica made meanwhile. UpdateKeys reads every stored key
+// record (failing as Keys does), passes them to fn, and saves the records
+// fn returns, atomically and only if no key record changed since the read;
+// when one did, it reads again and runs fn again. fn returning none writes
+// nothing; an error from fn is returned and writes nothing. store.DB does
+// it in one bbolt transaction, etcdstore.DB with a compare-and-swap on the
+// records' mod revisions. Every write of key records goes through it when
+// the store has it (see Keyring.update).
+type KeyUpdater interface {
+	KeyStore
+	UpdateKeys(ctx context.Context, fn func(stored []SealedKey) ([]SealedKey, error)) error
+}
+
 // Sealer seals private keys at rest (broker/vault.Sealer implements it).
 // Sealing an empty plaintext yields an authentication tag over aad.
 type Sealer interface {
@@ -159,11 +173,11 @@ func authMessage(domain, kid string, pub []byte, created time.Time, retired *tim
 		domain, kid, base64.RawURLEncoding.EncodeToString(pub), created.UTC().Format(time.RFC3339Nano), r, successor, m)
 }
 
-// record returns k as stored, with a fresh Auth tag. Callers pass a copy
-// taken under kr.mu (holding kr.writeMu) or a key not yet in the ring.
-func (kr *Keyring) record(k *key) (SealedKey, error) {
+// record returns k as stored, with a fresh Auth tag (the v3 domain when
+// sealed). Callers pass a copy, never a key of the ring.
+func (kr *Keyring) record(k *key, sealed bool) (SealedKey, error) {
 	domain := authDomainV2
-	if kr.recordsSealed.Load() {
+	if sealed {
 		domain = authDomainV3
 	}
 	auth, err := kr.sealer.Seal(nil, authMessage(domain, k.kid, k.pub, k.created, k.retired, k.next, k.mark))
@@ -266,13 +280,12 @@ func LoadKeyring(ctx context.Context, st KeyStore, sealer Sealer, maxTokenTTL ti
 		return nil, errOlderKeyRecord(older)
 	}
 	kr.recordsSealed.Store(sealed)
-	for _, k := range upgrades {
-		rec, err := kr.record(k)
-		if err != nil {
-			return nil, err
-		}
-		if err := st.SaveKey(ctx, rec); err != nil {
-			return nil, fmt.Errorf("token: upgrade key record %s: %w", k.kid, err)
+	if len(upgrades) > 0 {
+		// The upgrade re-reads the records and merges (see update): another
+		// replica starting from the same legacy records may have upgraded
+		// them already, marked them sealed and raised a mark since.
+		if err := kr.update(ctx, nil); err != nil {
+			return nil, fmt.Errorf("token: upgrade key records: %w", err)
 		}
 	}
 	if kr.active == nil {
@@ -307,40 +320,15 @@ func (kr *Keyring) RecordsSealed() bool { return kr.recordsSealed.Load() }
 // every record is (store.DB.SealRecords): from then on neither this build
 // nor any older one (which refuses the new tags) takes an unsealed record.
 func (kr *Keyring) MarkRecordsSealed(ctx context.Context) error {
-	kr.writeMu.Lock()
-	defer kr.writeMu.Unlock()
 	if kr.recordsSealed.Load() {
 		return nil
 	}
-	kr.recordsSealed.Store(true)
-	kr.mu.RLock()
-	ks := make([]key, 0, len(kr.keys))
-	for _, k := range kr.keys {
-		ks = append(ks, *k)
-	}
-	kr.mu.RUnlock()
-	sort.Slice(ks, func(i, j int) bool { return ks[i].kid < ks[j].kid })
-	recs := make([]SealedKey, 0, len(ks))
-	for i := range ks {
-		rec, err := kr.record(&ks[i])
-		if err != nil {
-			kr.recordsSealed.Store(false)
-			return err
-		}
-		recs = append(recs, rec)
-	}
-	var err error
-	if bs, ok := kr.store.(BatchKeyStore); ok {
-		err = bs.SaveKeys(ctx, recs...)
-	} else {
-		for _, r := range recs {
-			if err = kr.store.SaveKey(ctx, r); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
-		kr.recordsSealed.Store(false)
+	// Replicas upgrading together all mark: the records are re-read and
+	// merged first (see update), so one that marked later never writes
+	// back a stale copy over a mark, retirement or key another one wrote
+	// since, and when every stored record is already tagged v3 nothing is
+	// written.
+	if err := kr.update(ctx, func(m *merged) error { m.sealed = true; return nil }); err != nil {
 		return fmt.Errorf("token: mark the store's records sealed: %w", err)
 	}
 	return nil
@@ -359,51 +347,22 @@ func (kr *Keyring) Rotate(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	kr.writeMu.Lock()
-	defer kr.writeMu.Unlock()
 	k := &key{kid: kid, pub: pub, priv: priv, sealed: sealed, created: now}
-	rec, err := kr.record(k)
-	if err != nil {
-		return "", err
-	}
-	recs := []SealedKey{rec}
-	kr.mu.RLock()
-	old := kr.active
-	var retired key
-	if old != nil {
-		retired = *old
-	}
-	kr.mu.RUnlock()
-	if old != nil {
-		t := now
-		retired.retired, retired.next = &t, kid
-		r, err := kr.record(&retired)
-		if err != nil {
-			return "", err
+	err = kr.update(ctx, func(m *merged) error {
+		// The key retired is the newest unretired one as stored now, which
+		// is this ring's active key unless another replica rotated since.
+		if old := m.newest(); old != nil {
+			t := now
+			old.retired, old.next = &t, kid
 		}
-		recs = append(recs, r)
-	}
-	// The new key is saved before the old one names it as successor, so a
-	// store without batches never records a successor that is not there.
-	if bs, ok := kr.store.(BatchKeyStore); ok {
-		err = bs.SaveKeys(ctx, recs...)
-	} else {
-		for _, r := range recs {
-			if err = kr.store.SaveKey(ctx, r); err != nil {
-				break
-			}
-		}
-	}
+		c := *k
+		m.keys[kid] = &c
+		m.active = kid
+		return nil
+	})
 	if err != nil {
 		return "", fmt.Errorf("token: save rotated keys: %w", err)
 	}
-	kr.mu.Lock()
-	defer kr.mu.Unlock()
-	if old != nil {
-		old.retired, old.next = retired.retired, retired.next
-	}
-	kr.keys[kid] = k
-	kr.active = k
 	return kid, nil
 }
 
@@ -413,33 +372,31 @@ func (kr *Keyring) Rotate(ctx context.Context) (string, error) {
 // so a trail later found shorter than the mark was cut. A mark at or below
 // the key's current one is ignored. It implements audit.HighWater.
 func (kr *Keyring) RaiseHighWater(ctx context.Context, kid string, seq uint64, hash string) error {
-	kr.writeMu.Lock()
-	defer kr.writeMu.Unlock()
 	kr.mu.RLock()
 	k, ok := kr.keys[kid]
-	var next key
-	if ok {
-		next = *k
-	}
+	done := ok && k.mark != nil && k.mark.Seq >= seq
 	kr.mu.RUnlock()
-	if !ok {
-		return fmt.Errorf("token: high-water mark: unknown key %q", kid)
-	}
-	if next.mark != nil && next.mark.Seq >= seq {
+	if done {
 		return nil
 	}
-	next.mark = &Mark{Seq: seq, Hash: hash}
-	rec, err := kr.record(&next)
-	if err != nil {
-		return err
-	}
-	if err := kr.store.SaveKey(ctx, rec); err != nil {
+	// The record is re-read and merged (see update): a mark, retirement or
+	// v3 tag another replica wrote is kept, and a mark it raised higher
+	// than seq is not lowered.
+	errUnknown := fmt.Errorf("token: high-water mark: unknown key %q", kid)
+	err := kr.update(ctx, func(m *merged) error {
+		k, ok := m.keys[kid]
+		if !ok {
+			return errUnknown
+		}
+		if k.mark == nil || k.mark.Seq < seq {
+			k.mark = &Mark{Seq: seq, Hash: hash}
+		}
+		return nil
+	})
+	if err != nil && err != errUnknown {
 		return fmt.Errorf("token: save high-water mark: %w", err)
 	}
-	kr.mu.Lock()
-	k.mark = next.mark
-	kr.mu.Unlock()
-	return nil
+	return err
 }
 
 // HighWater returns the highest audit head any key of this ring recorded

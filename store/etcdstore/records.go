@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pamctl/pamctl/broker"
@@ -20,6 +21,7 @@ import (
 var (
 	_ broker.SessionStore   = (*DB)(nil)
 	_ token.BatchKeyStore   = (*DB)(nil)
+	_ token.KeyUpdater      = (*DB)(nil)
 	_ vault.Store           = (*DB)(nil)
 	_ link.Store            = (*DB)(nil)
 	_ auditsink.CursorStore = (*DB)(nil)
@@ -178,20 +180,13 @@ func (db *DB) SaveKey(ctx context.Context, k token.SealedKey) error { return db.
 
 // SaveKeys stores several signing keys in one transaction (a rotation).
 func (db *DB) SaveKeys(ctx context.Context, ks ...token.SealedKey) error {
-	ops := make([]clientv3.Op, 0, len(ks))
-	for _, k := range ks {
-		if k.KID == "" {
-			return errors.New("etcdstore: signing key without a kid")
-		}
-		raw, err := store.EncodeRecord(k)
-		if err != nil {
-			return err
-		}
-		ops = append(ops, clientv3.OpPut(db.key("keys/"+k.KID), string(raw)))
+	ops, err := db.keyPuts(ks)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := db.op(ctx)
 	defer cancel()
-	_, err := db.cli.Txn(ctx).Then(ops...).Commit()
+	_, err = db.cli.Txn(ctx).Then(ops...).Commit()
 	return db.wrap("save signing keys", err)
 }
 
@@ -201,6 +196,69 @@ func (db *DB) SaveKeys(ctx context.Context, ks ...token.SealedKey) error {
 // store.ErrKeysMissing rather than let the keyring mint a key that would
 // sign whatever that data says.
 func (db *DB) Keys(ctx context.Context) ([]token.SealedKey, error) {
+	out, _, _, err := db.keysAt(ctx)
+	return out, err
+}
+
+// UpdateKeys implements token.KeyUpdater with a compare-and-swap: it reads
+// the key records, runs fn on them and puts what fn returns in one
+// transaction that succeeds only if no key record was written, added or
+// deleted since the read (each read key at its mod revision, and none
+// under the prefix newer than the read). When another replica wrote
+// meanwhile, it reads again and runs fn again.
+func (db *DB) UpdateKeys(ctx context.Context, fn func(stored []token.SealedKey) ([]token.SealedKey, error)) error {
+	for range maxAttempts {
+		stored, kvs, rev, err := db.keysAt(ctx)
+		if err != nil {
+			return err
+		}
+		recs, err := fn(stored)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		cmps := make([]clientv3.Cmp, 0, len(kvs)+1)
+		for _, kv := range kvs {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(db.key("keys/")), "<", rev+1).WithPrefix())
+		ops, err := db.keyPuts(recs)
+		if err != nil {
+			return err
+		}
+		octx, cancel := db.op(ctx)
+		resp, err := db.cli.Txn(octx).If(cmps...).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return db.wrap("update signing keys", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
+	return errors.New("etcdstore: update signing keys: too much contention, try again")
+}
+
+// keyPuts are the puts of key records.
+func (db *DB) keyPuts(ks []token.SealedKey) ([]clientv3.Op, error) {
+	ops := make([]clientv3.Op, 0, len(ks))
+	for _, k := range ks {
+		if k.KID == "" {
+			return nil, errors.New("etcdstore: signing key without a kid")
+		}
+		raw, err := store.EncodeRecord(k)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, clientv3.OpPut(db.key("keys/"+k.KID), string(raw)))
+	}
+	return ops, nil
+}
+
+// keysAt is Keys, with the key-values read and the revision of the read.
+func (db *DB) keysAt(ctx context.Context) ([]token.SealedKey, []*mvccpb.KeyValue, int64, error) {
 	octx, cancel := db.op(ctx)
 	defer cancel()
 	resp, err := db.cli.Txn(octx).Then(
@@ -208,27 +266,28 @@ func (db *DB) Keys(ctx context.Context) ([]token.SealedKey, error) {
 		clientv3.OpGet(db.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(3)),
 	).Commit()
 	if err != nil {
-		return nil, db.wrap("load signing keys", err)
+		return nil, nil, 0, db.wrap("load signing keys", err)
 	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
 	var out []token.SealedKey
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	for _, kv := range kvs {
 		var k token.SealedKey
 		if err := store.DecodeRecord(kv.Value, &k); err != nil {
-			return nil, fmt.Errorf("%w (key %q)", err, kv.Key)
+			return nil, nil, 0, fmt.Errorf("%w (key %q)", err, kv.Key)
 		}
 		out = append(out, k)
 	}
 	if len(out) > 0 {
-		return out, nil
+		return out, kvs, resp.Header.Revision, nil
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		switch string(kv.Key) {
 		case db.key("meta/version"), db.key("meta/master_check"):
 			continue
 		}
-		return nil, fmt.Errorf("%w from etcd prefix %s (it still holds %q): the key records were deleted; pamctl will not create new keys over old data. Restore the cluster from a backup", store.ErrKeysMissing, db.prefix, kv.Key)
+		return nil, nil, 0, fmt.Errorf("%w from etcd prefix %s (it still holds %q): the key records were deleted; pamctl will not create new keys over old data. Restore the cluster from a backup", store.ErrKeysMissing, db.prefix, kv.Key)
 	}
-	return nil, nil
+	return nil, nil, resp.Header.Revision, nil
 }
 
 // Vault.
