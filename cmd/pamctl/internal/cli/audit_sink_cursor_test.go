@@ -125,8 +125,10 @@ func TestForgedSinkCursorIsNotFollowed(t *testing.T) {
 
 // After the upgrade (this data dir's signing-key records say its records
 // are sealed), a writer without the master key who strips every cursor's
-// authenticator is not taken for an older pamctl: the restarted server
-// rejects the cursor instead of adopting it as legacy.
+// authenticator is not taken for an older pamctl: `pamctl audit sinks` on
+// the stopped dir says the cursor is not trusted (a review found it
+// adopting it while serve rejects it), and the restarted server rejects
+// it instead of adopting it as legacy.
 func TestStrippedSinkCursorIsRejectedAfterTheUpgrade(t *testing.T) {
 	var cfg *Config
 	dir := t.TempDir()
@@ -157,6 +159,15 @@ func TestStrippedSinkCursorIsRejectedAfterTheUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+
+	r := s.as(t, "admin", "", "audit", "sinks", "-o", "json").must(t, "audit sinks (stopped)")
+	var offline []auditsink.Status
+	if err := json.Unmarshal([]byte(r.out), &offline); err != nil || len(offline) != 1 {
+		t.Fatalf("%v\n%s", err, r.out)
+	}
+	if offline[0].CursorError == "" {
+		t.Fatalf("offline status accepts a stripped cursor that the next serve rejects: note %q, cursor %+v", offline[0].CursorNote, offline[0].Cursor)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
