@@ -337,11 +337,15 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	h := &harness{t: t, clock: &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}, revoked: &revocations{}, sink: &memSink{}, logs: &syncBuffer{}}
 	h.keyring, h.minter = newKeyring(t, h.clock)
 	h.up = newFakeUpstream(t, "openai")
+	// The upstream's header timeout is far above what any test's fake
+	// upstream takes, even one that builds a 16 MiB answer under -race on
+	// a loaded CI box (5 s was once exceeded there: a 504 where the test
+	// wanted the answer's own refusal); TestUpstreamTimeout sets its own.
 	o := Options{
 		Verifier:  &token.Verifier{Keys: h.keyring, Issuer: "http://broker", Audience: token.AudienceProxy, Use: token.UseAccess, Now: h.clock.Now},
 		Revoked:   h.revoked,
 		Keys:      keySource{"openai": vaultedKey, "azure": vaultedKey},
-		Upstreams: []Upstream{{Name: "openai", URL: h.up.srv.URL + "/v1", KeyName: "openai", Timeout: 5 * time.Second}},
+		Upstreams: []Upstream{{Name: "openai", URL: h.up.srv.URL + "/v1", KeyName: "openai", Timeout: time.Minute}},
 		Audit:     h.sink,
 		Logger:    slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:       h.clock.Now,
