@@ -24,6 +24,13 @@ import (
 // rtDo is one JSON call to the broker's public API.
 func rtDo(t *testing.T, method, url, session, proxyID string, in, out any) int {
 	t.Helper()
+	code, _ := rtCall(t, method, url, session, proxyID, in, out)
+	return code
+}
+
+// rtCall is rtDo that also returns the answer's body.
+func rtCall(t *testing.T, method, url, session, proxyID string, in, out any) (int, string) {
+	t.Helper()
 	var body io.Reader
 	if in != nil {
 		b, _ := json.Marshal(in)
@@ -53,7 +60,7 @@ func rtDo(t *testing.T, method, url, session, proxyID string, in, out any) int {
 	if resp.StatusCode >= 300 {
 		t.Logf("%s %s: %d %s", method, url, resp.StatusCode, raw)
 	}
-	return resp.StatusCode
+	return resp.StatusCode, string(raw)
 }
 
 // Red team (writer to etcd). Replicas trust every request record they read

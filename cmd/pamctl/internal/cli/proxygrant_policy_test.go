@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,25 +30,7 @@ func TestEnrollRefusesAGrantNoPolicyGives(t *testing.T) {
 
 	call := func(method, path, session string, in, out any) (int, string) {
 		t.Helper()
-		var raw []byte
-		if in != nil {
-			raw, _ = json.Marshal(in)
-		}
-		req, _ := http.NewRequest(method, brokerURL+path, bytes.NewReader(raw))
-		req.Header.Set("Authorization", "Bearer "+session)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if out != nil && resp.StatusCode < 300 {
-			if err := json.Unmarshal(body, out); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return resp.StatusCode, string(body)
+		return rtCall(t, method, brokerURL+path, session, "", in, out)
 	}
 	idTok, _ := os.ReadFile(mintIDToken(t, b, dir, "intruder"))
 	var sess struct {
