@@ -226,6 +226,26 @@ func RequestIndexEntries(r *broker.Request) []IndexEntry {
 	return out
 }
 
+// HasIndexEntry reports whether r has key in request index index (named
+// as in RequestIndexEntries). Every read through an index asks it of the
+// record the entry names: the indexes carry no authenticator, the
+// records do, and a record is written with its entries in one
+// transaction, so a mismatch is an entry someone else wrote.
+func HasIndexEntry(r *broker.Request, index string, key []byte) bool {
+	for _, e := range requestIndexEntries(r) {
+		if string(e.bucket[len("req_"):]) == index && string(e.key) == string(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// ForgedIndexEntry is the error of an index entry r does not have (see
+// HasIndexEntry).
+func ForgedIndexEntry(r *broker.Request, index string) error {
+	return forged(RecordName(KindRequests, r.ID), fmt.Sprintf("is named by an entry of index %s it does not have (the record is %s)", index, r.State))
+}
+
 // StateIndexPrefix is the prefix of state's keys in the state index.
 func StateIndexPrefix(s broker.State) []byte { return stateKey(s, "") }
 

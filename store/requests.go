@@ -221,12 +221,10 @@ func (db *DB) loadIndexed(tx *bolt.Tx, bucket, key []byte, idAt int) (*broker.Re
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range requestIndexEntries(r) {
-		if bytes.Equal(e.bucket, bucket) && bytes.Equal(e.key, key) {
-			return r, nil
-		}
+	if index := string(bucket[len("req_"):]); !HasIndexEntry(r, index, key) {
+		return nil, ForgedIndexEntry(r, index)
 	}
-	return nil, forged(RecordName(KindRequests, r.ID), fmt.Sprintf("is named by an entry of index %s it does not have (the record is %s)", bucket, r.State))
+	return r, nil
 }
 
 // loadPrefix appends the requests named by the keys of bucket under prefix
