@@ -106,26 +106,40 @@ func forged(name, why string) error {
 		"and run `pamctl audit verify`", ErrRecordForged, name, why)
 }
 
-// open parses raw as the record named name and checks its authenticator.
-func (rk *RecordKey) open(name string, raw []byte) (sealedEnvelope, error) {
+// parse reads raw as the envelope of the record named name.
+func parse(name string, raw []byte) (sealedEnvelope, error) {
 	var env sealedEnvelope
-	if rk == nil {
-		return env, fmt.Errorf("%w (reading %s)", ErrNoRecordKey, name)
-	}
 	if err := json.Unmarshal(raw, &env); err != nil {
 		return env, fmt.Errorf("store: decode record %s: %w", name, err)
 	}
 	if env.V > recordVersion {
 		return env, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, env.V, recordVersion)
 	}
+	return env, nil
+}
+
+// check checks the authenticator of env, the record named name.
+func (rk *RecordKey) check(name string, env sealedEnvelope) error {
 	if env.M == "" {
-		return env, forged(name, "has no authenticator")
+		return forged(name, "has no authenticator")
 	}
 	m, err := base64.RawStdEncoding.DecodeString(env.M)
 	if err != nil || !hmac.Equal(m, rk.mac(name, env.D)) {
-		return env, forged(name, "has an authenticator that does not match its name and content")
+		return forged(name, "has an authenticator that does not match its name and content")
 	}
-	return env, nil
+	return nil
+}
+
+// open parses raw as the record named name and checks its authenticator.
+func (rk *RecordKey) open(name string, raw []byte) (sealedEnvelope, error) {
+	if rk == nil {
+		return sealedEnvelope{}, fmt.Errorf("%w (reading %s)", ErrNoRecordKey, name)
+	}
+	env, err := parse(name, raw)
+	if err != nil {
+		return env, err
+	}
+	return env, rk.check(name, env)
 }
 
 // Decode checks raw as the record named name and decodes it into v: a
@@ -150,15 +164,12 @@ func (rk *RecordKey) Seal(name string, raw []byte) ([]byte, bool, error) {
 	if rk == nil {
 		return nil, false, fmt.Errorf("%w (sealing %s)", ErrNoRecordKey, name)
 	}
-	var env sealedEnvelope
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, false, fmt.Errorf("store: decode record %s: %w", name, err)
-	}
-	if env.V > recordVersion {
-		return nil, false, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, env.V, recordVersion)
+	env, err := parse(name, raw)
+	if err != nil {
+		return nil, false, err
 	}
 	if env.M != "" {
-		if _, err := rk.open(name, raw); err != nil {
+		if err := rk.check(name, env); err != nil {
 			return nil, false, err
 		}
 		return raw, false, nil
