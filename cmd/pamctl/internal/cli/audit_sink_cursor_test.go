@@ -15,6 +15,20 @@ import (
 	"github.com/pamctl/pamctl/store"
 )
 
+// startWithFileSink starts a server whose trail goes to a file sink and
+// appends an event (a vault set) for it to deliver.
+func startWithFileSink(t *testing.T) (s *testServer, cfg *Config, name, sink string) {
+	t.Helper()
+	dir := t.TempDir()
+	sink = filepath.Join(dir, "trail.jsonl")
+	conf := filepath.Join(dir, "config.yaml")
+	os.WriteFile(conf, []byte("audit:\n  sinks:\n    - { type: file, path: "+sink+" }\n"), 0o600)
+	t.Setenv("PAMCTL_CONFIG", conf)
+	s = startServerWith(t, func(c *Config) { cfg = c })
+	s.as(t, "admin", "sk-test-0123456789abcdef", "vault", "set", "key1").must(t, "vault set")
+	return s, cfg, cfg.Audit.Sinks[0].ID(), sink
+}
+
 // The red team's attack: with the server stopped, a program that can
 // write the data dir (no master key) moves every sink cursor far past the
 // trail. `pamctl audit sinks` on the stopped dir says the cursor is not
@@ -22,15 +36,7 @@ import (
 // trail again from the first event (its file holds everything, once), and
 // the status and readiness say why.
 func TestForgedSinkCursorIsNotFollowed(t *testing.T) {
-	var cfg *Config
-	dir := t.TempDir()
-	sink := filepath.Join(dir, "trail.jsonl")
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("audit:\n  sinks:\n    - { type: file, path: "+sink+" }\n"), 0o600)
-	t.Setenv("PAMCTL_CONFIG", conf)
-	s := startServerWith(t, func(c *Config) { cfg = c })
-	name := cfg.Audit.Sinks[0].ID()
-	s.as(t, "admin", "sk-test-0123456789abcdef", "vault", "set", "key1").must(t, "vault set")
+	s, cfg, name, sink := startWithFileSink(t)
 	sinks := func(what string) []auditsink.Status {
 		t.Helper()
 		var st []auditsink.Status
@@ -130,15 +136,7 @@ func TestForgedSinkCursorIsNotFollowed(t *testing.T) {
 // adopting it while serve rejects it), and the restarted server rejects
 // it instead of adopting it as legacy.
 func TestStrippedSinkCursorIsRejectedAfterTheUpgrade(t *testing.T) {
-	var cfg *Config
-	dir := t.TempDir()
-	sink := filepath.Join(dir, "trail.jsonl")
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("audit:\n  sinks:\n    - { type: file, path: "+sink+" }\n"), 0o600)
-	t.Setenv("PAMCTL_CONFIG", conf)
-	s := startServerWith(t, func(c *Config) { cfg = c })
-	name := cfg.Audit.Sinks[0].ID()
-	s.as(t, "admin", "sk-test-0123456789abcdef", "vault", "set", "key1").must(t, "vault set")
+	s, cfg, name, _ := startWithFileSink(t)
 	waitUntil(t, "the sink to catch up", 15*time.Second, func() bool {
 		st := s.app.SinkStatus()
 		return len(st) == 1 && st[0].Cursor.Seq > 0 && st[0].Lag == 0
