@@ -158,6 +158,14 @@ func holdBounds(h Hold) error {
 	if len(h.Matches) > maxHoldPieces || shown > maxHoldExcerpt {
 		return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a held call's excerpt has %d pieces of %d bytes, more than the %d (of %d bytes) a hold carries", len(h.Matches), shown, maxHoldPieces, maxHoldExcerpt)}
 	}
+	// The page shows the pieces; the trail, chat and the CLI show the
+	// excerpt: they must be one text, or an approver would decide on words
+	// no record holds.
+	if len(h.Matches) > 0 || h.MatchSummary != "" {
+		if got, ok := matchesText(h.MatchSummary, h.Matches); !ok || got != h.Excerpt {
+			return &Error{Code: CodeInvalid, Message: "a held call's excerpt pieces are not its excerpt: each piece names its places and the excerpt is the pieces, each after its \"[found in …]\" line"}
+		}
+	}
 	for _, f := range []struct {
 		what   string
 		n, max int
@@ -168,6 +176,24 @@ func holdBounds(h Hold) error {
 		}
 	}
 	return nil
+}
+
+// matchesText is the excerpt a proxy writes for pieces ms and their count
+// line summary: "[summary]" when there is one, then each piece as
+// "[found in P1; P2]" and its text, one line after the other. ok is false
+// when a piece names no place.
+func matchesText(summary string, ms []HeldMatch) (string, bool) {
+	var parts []string
+	if summary != "" {
+		parts = append(parts, "["+summary+"]")
+	}
+	for _, m := range ms {
+		if len(m.Where) == 0 {
+			return "", false
+		}
+		parts = append(parts, "[found in "+strings.Join(m.Where, "; ")+"]\n"+m.Text)
+	}
+	return strings.Join(parts, "\n"), true
 }
 
 // validMethod reports whether m is empty (not reported) or an HTTP
@@ -186,12 +212,15 @@ func validMethod(m string) bool {
 }
 
 // sameCall reports whether the retry h is the call the approvers of p were
-// shown: the same model, endpoint and tool, and no rule holding it that
-// they did not approve (a reload may have added one). The prompt's digest
-// alone would let an approval of a prompt to one model release it to
-// another, or on another endpoint.
+// shown: the same model, method, endpoint and tool, and no rule holding it
+// that they did not approve (a reload may have added one). The prompt's
+// digest alone would let an approval of a prompt to one model release it
+// to another, or on another endpoint; the call's digest covers the
+// method, but only as the proxy that computed it says, so the method the
+// approvers saw is compared too (a hold recorded without one, from an
+// older proxy, releases no retry that reports one: it is held again).
 func sameCall(p *PromptHold, h Hold) bool {
-	if p.Model != h.Model || p.Endpoint != h.Endpoint || p.Tool != h.Tool {
+	if p.Model != h.Model || p.Method != h.Method || p.Endpoint != h.Endpoint || p.Tool != h.Tool {
 		return false
 	}
 	approved := append([]string{p.Rule}, p.AlsoRules...)
