@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/policy"
 )
 
