@@ -9,6 +9,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/internal/heldexcerpt"
 )
 
 // Hold is a proxied call that a require_approval prompt rule stopped.
@@ -162,7 +163,7 @@ func holdBounds(h Hold) error {
 	// excerpt: they must be one text, or an approver would decide on words
 	// no record holds.
 	if len(h.Matches) > 0 || h.MatchSummary != "" {
-		if got, ok := matchesText(h.MatchSummary, h.Matches); !ok || got != h.Excerpt {
+		if !excerptIsPieces(h) {
 			return &Error{Code: CodeInvalid, Message: "a held call's excerpt pieces are not its excerpt: each piece names its places and the excerpt is the pieces, each after its \"[found in …]\" line"}
 		}
 	}
@@ -178,22 +179,18 @@ func holdBounds(h Hold) error {
 	return nil
 }
 
-// matchesText is the excerpt a proxy writes for pieces ms and their count
-// line summary: "[summary]" when there is one, then each piece as
-// "[found in P1; P2]" and its text, one line after the other. ok is false
-// when a piece names no place.
-func matchesText(summary string, ms []HeldMatch) (string, bool) {
-	var parts []string
-	if summary != "" {
-		parts = append(parts, "["+summary+"]")
-	}
-	for _, m := range ms {
+// excerptIsPieces reports whether every piece of h's excerpt names its
+// places and the excerpt is the text a proxy writes for them and their
+// count line (heldexcerpt.Text).
+func excerptIsPieces(h Hold) bool {
+	pieces := make([]heldexcerpt.Piece, len(h.Matches))
+	for i, m := range h.Matches {
 		if len(m.Where) == 0 {
-			return "", false
+			return false
 		}
-		parts = append(parts, "[found in "+strings.Join(m.Where, "; ")+"]\n"+m.Text)
+		pieces[i] = heldexcerpt.Piece(m)
 	}
-	return strings.Join(parts, "\n"), true
+	return heldexcerpt.Text(h.MatchSummary, pieces) == h.Excerpt
 }
 
 // validMethod reports whether m is empty (not reported) or an HTTP

@@ -82,7 +82,7 @@ func TestHoldExcerptSaysWhereTheRuleMatched(t *testing.T) {
 	}
 	for i := range wantAll {
 		if !slices.Equal(got[i], wantAll[i]) || !strings.Contains(strings.ToLower(hr.Matches[i].Text), "table "+string(rune('a'+i))) ||
-			!strings.Contains(hr.Excerpt, foundIn(wantAll[i])+"\n"+hr.Matches[i].Text) {
+			!strings.Contains(hr.Excerpt, "[found in "+strings.Join(wantAll[i], "; ")+"]\n"+hr.Matches[i].Text) {
 			t.Errorf("piece %d: %q %q", i, got[i], hr.Matches[i].Text)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/internal/heldexcerpt"
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/rules"
@@ -211,12 +212,7 @@ func labelled(text string, where []string) heldExcerpt {
 		return heldExcerpt{text: text}
 	}
 	m := HeldMatch{Where: distinctPlaces(where), Text: text}
-	return heldExcerpt{text: foundIn(m.Where) + "\n" + text, matches: []HeldMatch{m}}
-}
-
-// foundIn is the line that names a piece's places in the excerpt's text.
-func foundIn(where []string) string {
-	return "[found in " + strings.Join(where, "; ") + "]"
+	return heldExcerpt{text: heldexcerpt.Text("", []heldexcerpt.Piece{heldexcerpt.Piece(m)}), matches: []HeldMatch{m}}
 }
 
 // distinctPlaces lists where's places once each, in order, at most
@@ -322,22 +318,19 @@ func matchesExcerpt(prompt, rule string, spans [][2]int, where []string, total i
 	if total > len(spans) {
 		fmt.Fprintf(&sum, "; the first %d are shown", len(spans))
 	}
-	var b strings.Builder
-	b.WriteString("[" + sum.String() + "]")
 	var ex heldExcerpt
+	var pieces []heldexcerpt.Piece
 	from, to, first := -1, -1, 0 // the window, and its first span
 	flush := func(next int) {
 		if from < 0 {
 			return
 		}
-		text := marked(prompt, from, to)
-		b.WriteString("\n")
+		p := heldexcerpt.Piece{Text: marked(prompt, from, to)}
 		if where != nil {
-			m := HeldMatch{Where: distinctPlaces(where[first:next]), Text: text}
-			ex.matches = append(ex.matches, m)
-			b.WriteString(foundIn(m.Where) + "\n")
+			p.Where = distinctPlaces(where[first:next])
+			ex.matches = append(ex.matches, HeldMatch(p))
 		}
-		b.WriteString(text)
+		pieces = append(pieces, p)
 	}
 	for i, sp := range spans {
 		f, t := windowSpan(prompt, sp[0], sp[1], matchContext)
@@ -349,7 +342,7 @@ func matchesExcerpt(prompt, rule string, spans [][2]int, where []string, total i
 		from, to, first = f, t, i
 	}
 	flush(len(spans))
-	ex.text = b.String()
+	ex.text = heldexcerpt.Text(sum.String(), pieces)
 	if where != nil {
 		ex.summary = sum.String()
 	}
