@@ -128,10 +128,7 @@ var hash42 = strings.Repeat("a", 64)
 // the high-water mark at want.
 func wantMarked(t *testing.T, st token.KeyStore, sealer *vault.Sealer, want uint64) *token.Keyring {
 	t.Helper()
-	fresh, err := token.LoadKeyring(context.Background(), st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := loadRing(t, st, sealer)
 	if !fresh.RecordsSealed() {
 		t.Error("a fresh load does not see the records marked sealed")
 	}
@@ -139,6 +136,31 @@ func wantMarked(t *testing.T, st token.KeyStore, sealer *vault.Sealer, want uint
 		t.Errorf("fresh load: high-water mark %d (ok %v), want %d", seq, ok, want)
 	}
 	return fresh
+}
+
+// loadRing loads a keyring over st, as a replica starting does.
+func loadRing(t *testing.T, st token.KeyStore, sealer *vault.Sealer) *token.Keyring {
+	t.Helper()
+	kr, err := token.LoadKeyring(context.Background(), st, sealer, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// replicas loads two keyrings over st: replicas A and B, started at once.
+func replicas(t *testing.T, st token.KeyStore, sealer *vault.Sealer) (a, b *token.Keyring) {
+	t.Helper()
+	return loadRing(t, st, sealer), loadRing(t, st, sealer)
+}
+
+// markAt is what a replica does after the upgrade: it marks the records
+// sealed, then raises the high-water mark of its active key to seq.
+func markAt(ctx context.Context, kr *token.Keyring, seq uint64) error {
+	if err := kr.MarkRecordsSealed(ctx); err != nil {
+		return err
+	}
+	return kr.RaiseHighWater(ctx, kr.ActiveKID(), seq, hash42)
 }
 
 // Replica B marks the records sealed while replica A marks them and
@@ -149,19 +171,9 @@ func TestMarkRecordsSealedRetriesOnAWriteInBetween(t *testing.T) {
 	ctx := context.Background()
 	sealer, m := legacyKeys(t)
 	st := &casKeys{m: m}
-	a, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := replicas(t, st, sealer)
 	st.between = func() {
-		if err := a.MarkRecordsSealed(ctx); err != nil {
-			t.Error(err)
-		}
-		if err := a.RaiseHighWater(ctx, a.ActiveKID(), 42, hash42); err != nil {
+		if err := markAt(ctx, a, 42); err != nil {
 			t.Error(err)
 		}
 	}
@@ -192,18 +204,8 @@ func TestRaiseHighWaterKeepsAHigherStoredMark(t *testing.T) {
 			if cas {
 				st = &casKeys{m: m}
 			}
-			a, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := a.MarkRecordsSealed(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := a.RaiseHighWater(ctx, a.ActiveKID(), 42, hash42); err != nil {
+			a, b := replicas(t, st, sealer)
+			if err := markAt(ctx, a, 42); err != nil {
 				t.Fatal(err)
 			}
 			if err := b.RaiseHighWater(ctx, b.ActiveKID(), 10, strings.Repeat("b", 64)); err != nil {
@@ -223,14 +225,7 @@ func TestRaiseHighWaterKeepsAnotherReplicasRetirement(t *testing.T) {
 	ctx := context.Background()
 	sealer, m := legacyKeys(t)
 	st := &memKeys{m: m}
-	a, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := replicas(t, st, sealer)
 	old := a.ActiveKID()
 	next, err := a.Rotate(ctx)
 	if err != nil {
@@ -260,17 +255,11 @@ func TestLoadKeyringUpgradeKeepsAnotherReplicasMark(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		if err := a.MarkRecordsSealed(ctx); err != nil {
-			t.Error(err)
-		}
-		if err := a.RaiseHighWater(ctx, a.ActiveKID(), 42, hash42); err != nil {
+		if err := markAt(ctx, a, 42); err != nil {
 			t.Error(err)
 		}
 	}}}
-	b, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := loadRing(t, st, sealer)
 	if st.n != 2 {
 		t.Fatalf("LoadKeyring read the keys %d times, want 2 (the load, the upgrade's re-read)", st.n)
 	}
@@ -326,10 +315,7 @@ func TestNextWriteRestoresALoweredMark(t *testing.T) {
 	ctx := context.Background()
 	sealer, m := legacyKeys(t)
 	st := &memKeys{m: m}
-	a, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := loadRing(t, st, sealer)
 	kid := a.ActiveKID()
 	if err := a.RaiseHighWater(ctx, kid, 10, hash42); err != nil {
 		t.Fatal(err)
@@ -342,11 +328,7 @@ func TestNextWriteRestoresALoweredMark(t *testing.T) {
 	if _, err := a.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := token.LoadKeyring(ctx, st, sealer, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if seq, _, _ := fresh.HighWater(); seq != 42 {
+	if seq, _, _ := loadRing(t, st, sealer).HighWater(); seq != 42 {
 		t.Fatalf("high-water mark %d after the rotation, want 42", seq)
 	}
 }
