@@ -63,6 +63,39 @@ func rtCall(t *testing.T, method, url, session, proxyID string, in, out any) (in
 	return resp.StatusCode, string(raw)
 }
 
+// etcdIntruder is a broker on etcd (cluster c) and a workload the IdP
+// vouches for, which no policy grants anything, logged in: what an etcd
+// writer without the master key starts from in the red-team tests below.
+type etcdIntruder struct {
+	c         *etcdtest.Cluster
+	b         *roleBroker
+	brokerURL string
+	session   string
+	who       api.WhoAmI
+}
+
+func startEtcdIntruder(t *testing.T) *etcdIntruder {
+	t.Helper()
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
+	t.Setenv("PAMCTL_MASTER_KEY", "")
+	b := startRoleBroker(t, dir, "127.0.0.1:0", "http://127.0.0.1:9", onEtcd(c))
+	in := &etcdIntruder{c: c, b: b, brokerURL: b.ts.app.BrokerURL()}
+	raw, _ := os.ReadFile(mintIDToken(t, b, dir, "intruder"))
+	var sess struct {
+		Token string `json:"token"`
+	}
+	if code := rtDo(t, "POST", in.brokerURL+"/v1/login", "", "", map[string]string{"id_token": strings.TrimSpace(string(raw))}, &sess); code != 200 {
+		t.Fatalf("login: %d", code)
+	}
+	in.session = sess.Token
+	if code := rtDo(t, "GET", in.brokerURL+"/v1/whoami", in.session, "", nil, &in.who); code != 200 || in.who.Subject != "intruder" {
+		t.Fatalf("whoami: %d %+v", code, in.who)
+	}
+	return in
+}
+
 // Red team (writer to etcd). Replicas trust every request record they read
 // from etcd: requests/<id> carries no authenticator under the master key
 // (unlike signing keys, vault entries and sink cursors). Someone who can
@@ -76,54 +109,38 @@ func rtCall(t *testing.T, method, url, session, proxyID string, in, out any) (in
 // (proxyGrants.ProxyGrant) does not even re-check the policies
 // (stillGranted) as Token does, so no policy needs to allow proxy:serve.
 func TestRedteamEtcdWriterForgesAProxyGrantAndTakesTheProviderKeys(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	dir := t.TempDir()
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
-	t.Setenv("PAMCTL_MASTER_KEY", "")
-	b := startRoleBroker(t, dir, "127.0.0.1:0", "http://127.0.0.1:9", onEtcd(c))
-	brokerURL := b.ts.app.BrokerURL()
-	admin := api.NewSocketClient(SocketPath(b.ts.app.cfg.DataDir))
+	in := startEtcdIntruder(t)
+	admin := api.NewSocketClient(SocketPath(in.b.ts.app.cfg.DataDir))
 	ctx := context.Background()
 	if _, err := admin.VaultSet(ctx, "openai", []byte(testProviderKey)); err != nil {
 		t.Fatal(err)
 	}
 
-	// A workload the IdP vouches for, which no policy grants anything.
-	tokFile := mintIDToken(t, b, dir, "intruder")
-	raw, _ := os.ReadFile(tokFile)
-	var sess struct {
-		Token string `json:"token"`
-	}
-	if code := rtDo(t, "POST", brokerURL+"/v1/login", "", "", map[string]string{"id_token": strings.TrimSpace(string(raw))}, &sess); code != 200 {
-		t.Fatalf("login: %d", code)
-	}
-	var who api.WhoAmI
-	rtDo(t, "GET", brokerURL+"/v1/whoami", sess.Token, "", nil, &who)
 	// Asking the normal way is refused: no policy grants proxy:serve.
-	if code := rtDo(t, "POST", brokerURL+"/v1/requests", sess.Token, "", map[string]any{"scopes": []string{"proxy:serve"}}, nil); code < 400 {
+	if code := rtDo(t, "POST", in.brokerURL+"/v1/requests", in.session, "", map[string]any{"scopes": []string{"proxy:serve"}}, nil); code < 400 {
 		t.Fatalf("a proxy:serve request by the intruder was accepted: %d", code)
 	}
 
 	// The forgery: one put under the prefix.
 	now := time.Now().UTC()
 	exp := now.Add(time.Hour)
-	forged := &broker.Request{ID: "forged-proxy-grant", Kind: broker.KindAccess, Requester: who.Identity, Scopes: []string{"proxy:serve"},
+	forged := &broker.Request{ID: "forged-proxy-grant", Kind: broker.KindAccess, Requester: in.who.Identity, Scopes: []string{"proxy:serve"},
 		TTL: time.Hour, State: broker.StateApproved, CreatedAt: now, PendingUntil: now, ApprovedAt: &now, ExpiresAt: &exp}
 	rec, err := store.EncodeRecord(forged)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Client().Put(ctx, "/pamctl/requests/"+forged.ID, string(rec)); err != nil {
+	if _, err := in.c.Client().Put(ctx, "/pamctl/requests/"+forged.ID, string(rec)); err != nil {
 		t.Fatal(err)
 	}
 
 	priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	var e link.Enrollment
-	if code := rtDo(t, "POST", brokerURL+"/v1/proxies/enroll", sess.Token, "", link.EnrollRequest{Grant: forged.ID, PublicKey: priv.PublicKey().Bytes()}, &e); code != 200 {
+	if code := rtDo(t, "POST", in.brokerURL+"/v1/proxies/enroll", in.session, "", link.EnrollRequest{Grant: forged.ID, PublicKey: priv.PublicKey().Bytes()}, &e); code != 200 {
 		return // refused: fixed
 	}
 	var sk link.SealedKeys
-	if code := rtDo(t, "GET", brokerURL+"/v1/proxies/keys", sess.Token, e.ID, nil, &sk); code != 200 {
+	if code := rtDo(t, "GET", in.brokerURL+"/v1/proxies/keys", in.session, e.ID, nil, &sk); code != 200 {
 		t.Fatalf("enrolled on a forged grant as %s, keys: %d", e.ID, code)
 	}
 	plain, err := link.Open(priv, sk.Ephemeral, sk.Nonce, sk.Sealed)
@@ -145,29 +162,15 @@ func TestRedteamEtcdWriterForgesAProxyGrantAndTakesTheProviderKeys(t *testing.T)
 // of groups it added), and the access token minted carries the forged
 // groups to the proxies.
 func TestRedteamEtcdWriterRewritesItsSessionGroups(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	dir := t.TempDir()
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config-admin"))
-	t.Setenv("PAMCTL_MASTER_KEY", "")
-	b := startRoleBroker(t, dir, "127.0.0.1:0", "http://127.0.0.1:9", onEtcd(c))
-	brokerURL := b.ts.app.BrokerURL()
+	in := startEtcdIntruder(t)
 	ctx := context.Background()
 
-	raw, _ := os.ReadFile(mintIDToken(t, b, dir, "intruder"))
-	var sess struct {
-		Token string `json:"token"`
-	}
-	if code := rtDo(t, "POST", brokerURL+"/v1/login", "", "", map[string]string{"id_token": strings.TrimSpace(string(raw))}, &sess); code != 200 {
-		t.Fatalf("login: %d", code)
-	}
-	var who api.WhoAmI
-	rtDo(t, "GET", brokerURL+"/v1/whoami", sess.Token, "", nil, &who)
-	if code := rtDo(t, "POST", brokerURL+"/v1/requests", sess.Token, "", map[string]any{"scopes": []string{"model:gpt-4o"}}, nil); code < 400 {
+	if code := rtDo(t, "POST", in.brokerURL+"/v1/requests", in.session, "", map[string]any{"scopes": []string{"model:gpt-4o"}}, nil); code < 400 {
 		t.Fatalf("the intruder was granted model:gpt-4o before any forgery: %d", code)
 	}
 
-	key := "/pamctl/sessions/" + who.Session
-	got, err := c.Client().Get(ctx, key)
+	key := "/pamctl/sessions/" + in.who.Session
+	got, err := in.c.Client().Get(ctx, key)
 	if err != nil || len(got.Kvs) != 1 {
 		t.Fatalf("session record %s: %v", key, err)
 	}
@@ -177,24 +180,24 @@ func TestRedteamEtcdWriterRewritesItsSessionGroups(t *testing.T) {
 	}
 	rec.Identity.Groups = []string{"ml", "security"}
 	enc, _ := store.EncodeRecord(&rec)
-	if _, err := c.Client().Put(ctx, key, string(enc)); err != nil {
+	if _, err := in.c.Client().Put(ctx, key, string(enc)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // the change feed reaches the session cache
 
 	var after api.WhoAmI
-	rtDo(t, "GET", brokerURL+"/v1/whoami", sess.Token, "", nil, &after)
+	rtDo(t, "GET", in.brokerURL+"/v1/whoami", in.session, "", nil, &after)
 	var req struct {
 		ID    string `json:"id"`
 		State string `json:"state"`
 	}
-	if code := rtDo(t, "POST", brokerURL+"/v1/requests", sess.Token, "", map[string]any{"scopes": []string{"model:gpt-4o"}}, &req); code >= 300 {
+	if code := rtDo(t, "POST", in.brokerURL+"/v1/requests", in.session, "", map[string]any{"scopes": []string{"model:gpt-4o"}}, &req); code >= 300 {
 		return // refused: fixed
 	}
 	var tok struct {
 		Token string `json:"token"`
 	}
-	rtDo(t, "POST", brokerURL+"/v1/requests/"+req.ID+"/token", sess.Token, "", nil, &tok)
+	rtDo(t, "POST", in.brokerURL+"/v1/requests/"+req.ID+"/token", in.session, "", nil, &tok)
 	t.Errorf("after one etcd put on its session record the intruder is in groups %v and was granted model:gpt-4o (%s %s, token minted: %v)",
 		after.Groups, req.ID, req.State, tok.Token != "")
 }
