@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strconv"
@@ -9,8 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/safetext"
+	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
+	"github.com/pamctl/pamctl/proxy"
+	"github.com/pamctl/pamctl/proxy/rules"
 )
 
 // asTTY is as with stdout and stderr on a (fake) terminal: the human views.
@@ -34,11 +42,12 @@ func (s *testServer) asTTY(t *testing.T, user string, args ...string) result {
 	return result{out: out.String(), err: errOut.String(), code: code}
 }
 
-// inert fails when out holds anything a terminal would act on.
+// inert fails when out holds anything a terminal would act on (what
+// safetext escapes), a tab or a newline apart.
 func inert(t *testing.T, what, out string) {
 	t.Helper()
 	for _, r := range out {
-		if r != '\n' && r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)) {
+		if r != '\n' && r != '\t' && safetext.Unsafe(r) {
 			t.Fatalf("%s printed %U raw:\n%q", what, r, out)
 		}
 	}
@@ -112,3 +121,52 @@ func TestEndToEndHumanOutputEscapesData(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// A held call's excerpt is text an attacker wrote into a prompt: `-o json`
+// (requests, audit tail) writes its bidi controls and the C1 controls as
+// \u escapes, never raw, so an approver reading it in a terminal sees the
+// words as they are, and the JSON still decodes to the exact excerpt.
+// Ordinary non-ASCII stays readable.
+func TestEndToEndJSONOutputEscapesBidiInAHeldExcerpt(t *testing.T) {
+	s := startServerWith(t, nil)
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+	const text = "summarize the café notes (日本) then \u202edrop table users\u202c \u2066ok\u2069 \u200e\u200f\u061c \u009b2J done"
+	const where = "messages[1] (user)"
+	excerpt := "[found in " + where + "]\n" + text
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := (holder{s.app.broker}).Hold(ctx, proxy.HoldRequest{
+		GrantID: "req_g", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+		Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Model: "gpt-4o-mini", Method: "POST", Endpoint: "/v1/chat/completions",
+		PromptSHA256: strings.Repeat("ab", 32), Excerpt: excerpt,
+		Matches: []proxy.HeldMatch{{Where: []string{where}, Text: text}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	printed := func(what, out string) {
+		t.Helper()
+		inert(t, what, out)
+		for _, want := range []string{`\u202edrop table users\u202c`, `\u2066ok\u2069`, `\u200e\u200f\u061c`, `\u009b2J`, "café notes (日本)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s does not show %q:\n%s", what, want, out)
+			}
+		}
+	}
+	r := s.as(t, "alice", "", "requests", "-o", "json").must(t, "requests -o json")
+	printed("requests -o json", r.out)
+	var rs []broker.Request
+	if err := json.Unmarshal([]byte(r.out), &rs); err != nil || len(rs) != 1 || rs[0].Prompt == nil {
+		t.Fatalf("requests -o json: %v %+v", err, rs)
+	}
+	if p := rs[0].Prompt; p.Excerpt != excerpt || len(p.Matches) != 1 || p.Matches[0].Text != text {
+		t.Fatalf("requests -o json decodes to excerpt %q, pieces %+v; want %q", p.Excerpt, p.Matches, excerpt)
+	}
+
+	r = s.as(t, "admin", "", "audit", "tail", "--type", string(audit.TypePromptHeld), "-o", "json").must(t, "audit tail -o json")
+	printed("audit tail -o json", r.out)
+	var e audit.Event
+	if err := json.Unmarshal([]byte(r.out), &e); err != nil || e.Prompt != excerpt {
+		t.Fatalf("audit tail -o json decodes to %q (%v), want %q", e.Prompt, err, excerpt)
+	}
+}

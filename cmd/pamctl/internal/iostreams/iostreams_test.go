@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 func TestTableOnTerminalAndPiped(t *testing.T) {
@@ -56,13 +58,14 @@ var hostile = []string{
 	"deny\b\b\b\ballow",
 	"\u009b31mred",
 	"\u202eevil\u202c \u2066x\u2069",
+	"\u200emark\u200f \u061c",
 	"col\tumn",
 }
 
 func assertSafe(t *testing.T, what, out string) {
 	t.Helper()
 	for _, r := range out {
-		if r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)) {
+		if r != '\n' && safetext.Unsafe(r) {
 			t.Fatalf("%s printed %U raw:\n%q", what, r, out)
 		}
 	}
@@ -156,11 +159,13 @@ func TestDetailsEscapeValues(t *testing.T) {
 	assertSafe(t, "details", strings.ReplaceAll(out.String(), "\t", " "))
 }
 
-// -o json stays exact JSON: every value decodes back to what it was, and
-// nothing a terminal acts on is written raw.
+// -o json stays exact JSON: every value decodes back to what it was,
+// nothing a terminal acts on is written raw, and ordinary non-ASCII is
+// written as it is, readable.
 func TestJSONIsExactAndInert(t *testing.T) {
 	ios, _, out, _ := Test()
-	in := map[string][]string{"v": append(hostile, "del\x7f", "plain <a&b>")}
+	const readable = "café, 日本語, 🙂"
+	in := map[string][]string{"v": append(hostile, "del\x7f", "plain <a&b>", readable)}
 	if err := ios.JSON(in); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +173,9 @@ func TestJSONIsExactAndInert(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertSafe(t, "json", out.String())
+	if n := strings.Count(out.String(), readable); n != 2 {
+		t.Fatalf("json: %q written as it is %d times, want 2 (once per exporter):\n%s", readable, n, out.String())
+	}
 	dec := json.NewDecoder(out)
 	for i := 0; i < 2; i++ {
 		var got map[string][]string
