@@ -9,7 +9,6 @@ import (
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/policy"
-	"github.com/pamctl/pamctl/internal/heldexcerpt"
 )
 
 // Hold is a proxied call that a require_approval prompt rule stopped.
@@ -181,16 +180,16 @@ func holdBounds(h Hold) error {
 
 // excerptIsPieces reports whether every piece of h's excerpt names its
 // places and the excerpt is the text a proxy writes for them and their
-// count line (heldexcerpt.Text).
+// count line (audit.HeldExcerpt).
 func excerptIsPieces(h Hold) bool {
-	pieces := make([]heldexcerpt.Piece, len(h.Matches))
+	pieces := make([]audit.HeldPiece, len(h.Matches))
 	for i, m := range h.Matches {
 		if len(m.Where) == 0 {
 			return false
 		}
-		pieces[i] = heldexcerpt.Piece(m)
+		pieces[i] = audit.HeldPiece(m)
 	}
-	return heldexcerpt.Text(h.MatchSummary, pieces) == h.Excerpt
+	return audit.HeldExcerpt(h.MatchSummary, pieces) == h.Excerpt
 }
 
 // validMethod reports whether m is empty (not reported) or an HTTP

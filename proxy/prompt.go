@@ -19,7 +19,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/audit"
-	"github.com/pamctl/pamctl/internal/heldexcerpt"
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/payload"
 	"github.com/pamctl/pamctl/proxy/rules"
@@ -212,7 +211,7 @@ func labelled(text string, where []string) heldExcerpt {
 		return heldExcerpt{text: text}
 	}
 	m := HeldMatch{Where: distinctPlaces(where), Text: text}
-	return heldExcerpt{text: heldexcerpt.Text("", []heldexcerpt.Piece{heldexcerpt.Piece(m)}), matches: []HeldMatch{m}}
+	return heldExcerpt{text: audit.HeldExcerpt("", []audit.HeldPiece{audit.HeldPiece(m)}), matches: []HeldMatch{m}}
 }
 
 // distinctPlaces lists where's places once each, in order, at most
@@ -319,13 +318,13 @@ func matchesExcerpt(prompt, rule string, spans [][2]int, where []string, total i
 		fmt.Fprintf(&sum, "; the first %d are shown", len(spans))
 	}
 	var ex heldExcerpt
-	var pieces []heldexcerpt.Piece
+	var pieces []audit.HeldPiece
 	from, to, first := -1, -1, 0 // the window, and its first span
 	flush := func(next int) {
 		if from < 0 {
 			return
 		}
-		p := heldexcerpt.Piece{Text: marked(prompt, from, to)}
+		p := audit.HeldPiece{Text: marked(prompt, from, to)}
 		if where != nil {
 			p.Where = distinctPlaces(where[first:next])
 			ex.matches = append(ex.matches, HeldMatch(p))
@@ -342,7 +341,7 @@ func matchesExcerpt(prompt, rule string, spans [][2]int, where []string, total i
 		from, to, first = f, t, i
 	}
 	flush(len(spans))
-	ex.text = heldexcerpt.Text(sum.String(), pieces)
+	ex.text = audit.HeldExcerpt(sum.String(), pieces)
 	if where != nil {
 		ex.summary = sum.String()
 	}

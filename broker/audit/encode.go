@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pamctl/pamctl/internal/jsonstr"
+	"github.com/pamctl/pamctl/broker/audit/jsonstr"
 )
 
 // appendEvent appends json.Marshal(e) to b, member by member: the bytes

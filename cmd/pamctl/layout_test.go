@@ -74,3 +74,29 @@ func TestImportRules(t *testing.T) {
 		t.Fatalf("only %d packages listed; the check is not looking at the tree", checked)
 	}
 }
+
+// TestTopLevelFolders keeps the repository's top level to the folders the
+// design names (cmd, broker, proxy, store, docs, testdata, and .ci, bench,
+// deploy): a package shared by the broker and the proxy goes under
+// broker/audit or broker/token, the two the proxy may import.
+func TestTopLevelFolders(t *testing.T) {
+	out, err := exec.Command("git", "ls-files", "--full-name", ":/").CombinedOutput()
+	if err != nil {
+		t.Skipf("git ls-files: %v (not a git checkout)", err)
+	}
+	allowed := map[string]bool{"cmd": true, "broker": true, "proxy": true, "store": true, "docs": true, "testdata": true, ".ci": true, "bench": true, "deploy": true}
+	seen := map[string]bool{}
+	for _, f := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		dir, _, nested := strings.Cut(f, "/")
+		if !nested || seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		if !allowed[dir] {
+			t.Errorf("top-level folder %q is not one the design allows (docs/architecture.md): move %s under one of cmd, broker, proxy, store", dir, f)
+		}
+	}
+	if !seen["broker"] || !seen["cmd"] {
+		t.Fatalf("git ls-files listed %d top-level folders, without broker or cmd: the check is not looking at the tree", len(seen))
+	}
+}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/pamctl/pamctl/internal/jsonstr"
+	"github.com/pamctl/pamctl/broker/audit/jsonstr"
 )
 
 // encode writes a decoded body back as JSON: what encoding/json writes

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
-	"github.com/pamctl/pamctl/internal/jsonstr"
+	"github.com/pamctl/pamctl/broker/audit/jsonstr"
 )
 
 // A strict JSON scanner for the hot path. Decoding a body or a stream chunk

@@ -1,26 +1,26 @@
-// Package heldexcerpt owns the text of a held call's excerpt built from its
-// pieces: the proxy writes it (proxy.HoldRequest.Excerpt) and the broker
-// refuses a hold whose excerpt is not its pieces (broker.holdBounds), so
-// the trail, chat and the CLI, which show the text, show the words the
-// approval page shows as pieces.
-package heldexcerpt
+package audit
+
+// A held call's excerpt: the proxy writes it from its pieces
+// (proxy.HoldRequest.Excerpt) and the broker refuses a hold whose excerpt is
+// not its pieces (broker.holdBounds), so the trail, chat and the CLI, which
+// show the text, show the words the approval page shows as pieces.
 
 import "strings"
 
-// Piece is one piece of a held prompt an approver is shown: Text, the
+// HeldPiece is one piece of a held prompt an approver is shown: Text, the
 // masked prompt around one or more matches of the rule, and Where, the
 // places in the call they are in (proxy.HeldMatch, broker.HeldMatch).
-type Piece struct {
+type HeldPiece struct {
 	Where []string
 	Text  string
 }
 
-// Text is the excerpt of pieces under their count line summary:
+// HeldExcerpt is the excerpt of pieces under their count line summary:
 // "[summary]" when there is one, then each piece, one after the other on
 // lines of their own, each after the line naming its places,
 // "[found in P1; P2]" (a piece that names none is its text alone: a
 // proxy that cannot tell where the matches are shows the windows bare).
-func Text(summary string, pieces []Piece) string {
+func HeldExcerpt(summary string, pieces []HeldPiece) string {
 	var b strings.Builder
 	if summary != "" {
 		b.WriteString("[" + summary + "]")
