@@ -1,0 +1,162 @@
+package safefile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// ErrSwappable: a local user other than the file's owner could replace
+// the file or change its content.
+var ErrSwappable = errors.New("writable by every local user")
+
+// Kinds of file for CheckPerms.
+const (
+	// Public files (certificates, CA bundles) must not be replaceable:
+	// whoever swaps a CA file picks who is trusted.
+	Public = false
+	// Secret files (keys, tokens, passwords, credential headers) must not
+	// be replaceable, and should not be readable by others either.
+	Secret = true
+)
+
+// CheckPerms checks who besides pamctl can get at the file at path, after
+// following symlinks (a Kubernetes secret volume's name -> ..data/name ->
+// ..TIMESTAMP/name: the links themselves are always 0777, so the target
+// is what counts).
+//
+// It refuses (an error wrapping ErrSwappable, naming the file and the
+// chmod that fixes it) a target every local user may write, or one that
+// sits, or is reached through a symlink that sits, in a directory (or
+// below one) every local user may write without the sticky bit: they
+// could rename another file over it. A sticky directory (/tmp, a Kubernetes secret volume's
+// 1777 root) lets nobody replace what they do not own.
+//
+// For a secret it also warns (a non-empty string naming the file and the
+// fix) when group or others may read it, or the group may write it,
+// beyond the access pamctl itself reads it through: a file that pamctl,
+// not its owner, reads through its group (a Kubernetes volume with
+// fsGroup: root-owned, 0440) is fine.
+//
+// A path that does not exist is neither refused nor warned about here:
+// whoever reads it reports that.
+func CheckPerms(path string, secret bool) (warning string, err error) {
+	st, err := os.Stat(path)
+	if err != nil || !st.Mode().IsRegular() {
+		return "", nil // reading it reports what is wrong
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", nil
+	}
+	dirs, err := linkDirs(path)
+	if err != nil {
+		return "", nil
+	}
+	dirs = append(dirs, filepath.Dir(real))
+	seen := map[string]bool{}
+	var all []string
+	for _, d := range dirs {
+		// Every directory above counts too, as named and as resolved:
+		// whoever may write one may rename what is below it.
+		r, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			r = d
+		}
+		for _, d := range []string{d, r} {
+			for d, _ = filepath.Abs(d); !seen[d]; d = filepath.Dir(d) {
+				seen[d] = true
+				all = append(all, d)
+			}
+		}
+	}
+	for _, d := range all {
+		di, err := os.Stat(d)
+		if err != nil {
+			continue
+		}
+		if m := di.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
+			return "", fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
+				path, d, ErrSwappable, m.Perm(), d, d)
+		}
+	}
+	m := st.Mode().Perm()
+	if m&0o002 != 0 {
+		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`",
+			path, via(path, real), ErrSwappable, m, real)
+	}
+	if !secret {
+		return "", nil
+	}
+	acc := accessOf(st)
+	var extra os.FileMode // bits others than pamctl's own access class hold
+	switch acc {
+	case byOwner:
+		extra = m & 0o074 // group read or write, others read
+	case byGroup:
+		extra = m & 0o004
+	case byOthers:
+		extra = m & 0o004
+	}
+	if extra == 0 {
+		return "", nil
+	}
+	fix := "`chmod go-rwx " + real + "`"
+	switch acc {
+	case byGroup:
+		fix = "`chmod o-rwx " + real + "` (pamctl reads it through its group)"
+	case byOthers:
+		fix = "`chown` it to pamctl's user (or group) and `chmod go-rwx " + real + "` (`chmod o-rwx` for a group)"
+	}
+	who := "group or others"
+	if extra&0o070 == 0 {
+		who = "every local user"
+	}
+	return fmt.Sprintf("%s%s holds a secret and is readable by %s (mode %04o): run %s; on Kubernetes, set defaultMode: 0400 on its secret volume (0440 with fsGroup when pamctl does not run as the file's owner)",
+		path, via(path, real), who, m, fix), nil
+}
+
+// via names the target of a symlinked path, for messages.
+func via(path, real string) string {
+	if real == path {
+		return ""
+	}
+	return " (" + real + ")"
+}
+
+// linkDirs lists the directory of path and of every symlink followed on
+// the way to its target: whoever may write one of them may point the
+// name elsewhere.
+func linkDirs(path string) ([]string, error) {
+	var dirs []string
+	p := path
+	for range 40 {
+		dirs = append(dirs, filepath.Dir(p))
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return nil, err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return dirs, nil
+		}
+		to, err := os.Readlink(p)
+		if err != nil {
+			return nil, err
+		}
+		if !filepath.IsAbs(to) {
+			to = filepath.Join(filepath.Dir(p), to)
+		}
+		p = to
+	}
+	return nil, errors.New("too many symlinks")
+}
+
+// access is how this process gets at a file.
+type access int
+
+const (
+	byOwner  access = iota // its owner, or root (no other access is needed)
+	byGroup                // through the file's group
+	byOthers               // through the others bits
+)
