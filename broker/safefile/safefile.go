@@ -4,8 +4,9 @@
 // it) at a device, a FIFO or a huge file; reading it whole would then
 // block forever or grow memory without bound. Read follows symlinks (a
 // Kubernetes ..data symlink keeps working) and then insists on a regular
-// file of at most a bounded size. The package has no dependencies so that
-// any package of the broker and the CLI may use it.
+// file of at most a bounded size that no other local user can replace
+// (CheckPerms). The package has no dependencies so that any package of the
+// broker and the CLI may use it.
 package safefile
 
 import (
@@ -28,8 +29,9 @@ var (
 )
 
 // Open opens path for reading after following symlinks, refusing anything
-// but a regular file. Opening does not block on a FIFO. The caller closes
-// the file.
+// but a regular file, and a file other local users could replace or change
+// (CheckPerms: ErrSwappable), every time it is read. Opening does not
+// block on a FIFO. The caller closes the file.
 func Open(path string) (*os.File, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -37,6 +39,9 @@ func Open(path string) (*os.File, error) {
 	}
 	if !st.Mode().IsRegular() {
 		return nil, notRegular(path, st.Mode())
+	}
+	if _, err := CheckPerms(path, Public); err != nil {
+		return nil, err
 	}
 	// The path may be swapped between Stat and Open: open without
 	// blocking and check what was opened.

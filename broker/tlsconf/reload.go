@@ -171,9 +171,10 @@ func (s *Server) load() (*material, error) {
 	h := sha256.New()
 	for i, f := range s.files() {
 		b, err := safefile.ReadFile(f)
-		if errors.Is(err, safefile.ErrNotRegular) || errors.Is(err, safefile.ErrTooLarge) {
+		if errors.Is(err, safefile.ErrNotRegular) || errors.Is(err, safefile.ErrTooLarge) || errors.Is(err, safefile.ErrSwappable) {
 			// Not a certificate file at all (a device, a FIFO, a huge
-			// file): refused like bad content, reported once.
+			// file), or one any local user could have replaced: refused
+			// like bad content, reported once.
 			return nil, &loadError{sum: sha256.Sum256([]byte(err.Error())), err: fmt.Errorf("tls: %w", err)}
 		}
 		if err != nil {

@@ -16,8 +16,8 @@ import (
 )
 
 // TestReloadRefusesDevicesAndHugeFiles: a certificate, key or client CA
-// path pointed at /dev/zero, a FIFO or a file over safefile.MaxSize is
-// refused without reading it whole (nor blocking), reported once, and
+// path pointed at /dev/zero, a FIFO, a file over safefile.MaxSize or a
+// file other local users could replace is refused without reading it whole (nor blocking), reported once, and
 // the certificate in force keeps serving.
 func TestReloadRefusesDevicesAndHugeFiles(t *testing.T) {
 	if runtime.GOOS == "windows" {
@@ -49,6 +49,16 @@ func TestReloadRefusesDevicesAndHugeFiles(t *testing.T) {
 			{"symlink to /dev/zero", func() { os.Remove(file); os.Symlink("/dev/zero", file) }, safefile.ErrNotRegular},
 			{"symlink to a FIFO", func() { os.Remove(file); os.Symlink(fifo, file) }, safefile.ErrNotRegular},
 			{"over 1 MiB", func() { os.Remove(file); replace(t, file, huge) }, safefile.ErrTooLarge},
+			// Any local user could have put their own key or CA there.
+			{"world writable", func() { os.Remove(file); replace(t, file, good); os.Chmod(file, 0o666) }, safefile.ErrSwappable},
+			{"symlink into a world-writable directory", func() {
+				os.Remove(file)
+				ww := filepath.Join(t.TempDir(), "ww")
+				os.Mkdir(ww, 0o700)
+				os.Chmod(ww, 0o777)
+				replace(t, filepath.Join(ww, "f"), good)
+				os.Symlink(filepath.Join(ww, "f"), file)
+			}, safefile.ErrSwappable},
 		} {
 			t.Run(filepath.Base(file)+"/"+bad.name, func(t *testing.T) {
 				bad.set()
