@@ -124,6 +124,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.health = newHealth(a.log)
+	for _, w := range cfg.SecretFileWarnings() {
+		a.log.Warn(w)
+	}
 	if cfg.Role == RoleProxy {
 		return newProxyApp(ctx, a, o)
 	}

@@ -17,6 +17,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pamctl/pamctl/broker/safefile"
+	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/store"
@@ -740,8 +742,12 @@ func fmtDur(d time.Duration) string {
 }
 
 // CheckPrivate refuses a data dir, database or master key file that group
-// or others may read or write, as ssh refuses such a private key. Paths that
-// do not exist yet are fine: pamctl creates them owner-only.
+// or others may read or write, as ssh refuses such a private key, and any
+// other file the configuration names (keys, tokens, passwords, credential
+// headers, certificates, CA bundles) that other local users could replace
+// (safefile.CheckPerms): they could substitute their own key or CA. Paths
+// that do not exist yet are fine: pamctl creates them owner-only, or the
+// reader reports them.
 func (c *Config) CheckPrivate() error {
 	var errs []error
 	check := func(what, path string, fix os.FileMode) {
@@ -761,5 +767,73 @@ func (c *Config) CheckPrivate() error {
 	if c.MasterKeyFile != "" && os.Getenv(vault.EnvMasterKey) == "" {
 		check("master key file", c.MasterKeyFile, 0o600)
 	}
+	for _, f := range c.namedFiles() {
+		if _, err := safefile.CheckPerms(f.path, f.secret); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// SecretFileWarnings are the secret files the configuration names that
+// group or others may read (safefile.CheckPerms): they work, but should
+// not (Kubernetes secret volumes mount files 0644 by default).
+func (c *Config) SecretFileWarnings() []string {
+	var out []string
+	for _, f := range c.namedFiles() {
+		if w, err := safefile.CheckPerms(f.path, f.secret); err == nil && w != "" {
+			out = append(out, f.key+": "+w)
+		}
+	}
+	return out
+}
+
+// namedFile is a file the configuration points pamctl at.
+type namedFile struct {
+	key    string // where the configuration names it
+	path   string
+	secret bool // its content is a secret (else a certificate or CA bundle)
+}
+
+// namedFiles lists every file the configuration names that pamctl reads,
+// secrets and the certificates and CA bundles that decide whom it trusts.
+func (c *Config) namedFiles() []namedFile {
+	var out []namedFile
+	add := func(key, path string, secret bool) {
+		if path != "" {
+			out = append(out, namedFile{key, path, secret})
+		}
+	}
+	add("ca_file", c.CAFile, safefile.Public)
+	add("client_cert_file", c.ClientCertFile, safefile.Public)
+	add("client_key_file", c.ClientKeyFile, safefile.Secret)
+	if os.Getenv(vault.EnvMasterKey) == "" {
+		add("master_key_file", c.MasterKeyFile, safefile.Public) // its mode: checked above, refused
+	}
+	for _, l := range []struct {
+		key string
+		tls tlsconf.Config
+	}{{"broker.tls", c.Broker.TLS}, {"proxy.tls", c.Proxy.TLS}, {"metrics.tls", c.Metrics.TLS}} {
+		add(l.key+".cert_file", l.tls.CertFile, safefile.Public)
+		add(l.key+".key_file", l.tls.KeyFile, safefile.Secret)
+		add(l.key+".client_ca_file", l.tls.ClientCAFile, safefile.Public)
+	}
+	add("proxy.identity.id_token_file", c.Proxy.Identity.IDTokenFile, safefile.Secret)
+	e := c.Store.Etcd
+	add("store.etcd.tls.ca_file", e.TLS.CAFile, safefile.Public)
+	add("store.etcd.tls.cert_file", e.TLS.CertFile, safefile.Public)
+	add("store.etcd.tls.key_file", e.TLS.KeyFile, safefile.Secret)
+	add("store.etcd.password_file", e.PasswordFile, safefile.Secret)
+	for i, is := range c.Issuers {
+		add(fmt.Sprintf("issuers[%d].client_secret_file", i), is.ClientSecretFile, safefile.Secret)
+	}
+	for i, sk := range c.Audit.Sinks {
+		add(fmt.Sprintf("audit.sinks[%d].headers_file", i), sk.HeadersFile, safefile.Secret)
+		add(fmt.Sprintf("audit.sinks[%d].ca_file", i), sk.CAFile, safefile.Public)
+	}
+	add("audit.anchor.headers_file", c.Audit.Anchor.HeadersFile, safefile.Secret)
+	add("audit.anchor.ca_file", c.Audit.Anchor.CAFile, safefile.Public)
+	add("notify.slack.webhook_url_file", c.Notify.Slack.WebhookURLFile, safefile.Secret)
+	add("notify.teams.webhook_url_file", c.Notify.Teams.WebhookURLFile, safefile.Secret)
+	return out
 }
