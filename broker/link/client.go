@@ -160,10 +160,12 @@ func (e *apiError) refused() bool {
 	return e.Status == http.StatusForbidden && (e.Code == "" || e.Code == codeForbidden)
 }
 
-// Statuses of a proxy the broker cut off (the 503's reason).
+// Statuses of a proxy the broker cut off (the 503's reason). Agents read
+// them: they never carry the broker's answer, which names the enrollment
+// (the proxy's log has it).
 const (
-	statusRevoked = "this proxy was revoked by an admin: "
-	statusRefused = "the broker refused this proxy's enrollment: "
+	statusRevoked = "this proxy was revoked by an admin: it serves no calls until it is started with a fresh data dir and enrolls on a new " + ScopeServe + " grant (its log has the broker's answer)"
+	statusRefused = "the broker refused this proxy's enrollment (its " + ScopeServe + " grant was revoked or ended, or the enrollment is another identity's): it serves no calls until it enrolls again (its log has the broker's answer)"
 )
 
 // codeForbidden is the API's code of a refusal (broker.CodeForbidden).
@@ -310,6 +312,25 @@ func (c *Client) enroll(ctx context.Context) error {
 	return nil
 }
 
+// withoutIDs takes this proxy's enrollment ids (the current one and the
+// one its spool was shipped under) out of msg, which agents may read in a
+// 503: nobody but the proxy and the broker's admins needs them.
+func (c *Client) withoutIDs(msg string) string {
+	ids := []string{}
+	if prev, err := c.o.Spool.Enrollment(); err == nil && prev != "" {
+		ids = append(ids, prev)
+	}
+	c.mu.RLock()
+	if c.enrolled != nil && c.enrolled.ID != "" {
+		ids = append(ids, c.enrolled.ID)
+	}
+	c.mu.RUnlock()
+	for _, id := range ids {
+		msg = strings.ReplaceAll(msg, id, "(this proxy's)")
+	}
+	return msg
+}
+
 // Enrollment is the current enrollment (nil before the first).
 func (c *Client) Enrollment() *Enrollment {
 	c.mu.RLock()
@@ -365,14 +386,14 @@ func (c *Client) Run(ctx context.Context) {
 			if refused = ae.refused(); refused {
 				c.ready.Store(false)
 				if strings.Contains(ae.Message, "revoked by an admin") {
-					c.status.Store(statusRevoked + ae.Message)
+					c.status.Store(statusRevoked)
 				} else {
-					c.status.Store(statusRefused + ae.Message)
+					c.status.Store(statusRefused)
 				}
 			}
 		}
-		if st := c.status.Load().(string); !refused && !c.ready.Load() && !strings.HasPrefix(st, statusRevoked) {
-			c.status.Store("this proxy cannot enroll with the broker: " + err.Error())
+		if st := c.status.Load().(string); !refused && !c.ready.Load() && st != statusRevoked {
+			c.status.Store("this proxy cannot enroll with the broker: " + c.withoutIDs(err.Error()))
 		}
 		select {
 		case <-ctx.Done():
