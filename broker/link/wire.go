@@ -18,6 +18,7 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,6 +83,19 @@ type Enrollment struct {
 	// EarlierGrants are the grants renewals moved it from (the last
 	// maxEarlierGrants): revoking it cuts them off for enrolling too.
 	EarlierGrants []string `json:"earlier_grants,omitempty"`
+}
+
+// Fingerprint names an enrollment where its id need not be shown, such as
+// the broker's unauthenticated /metrics: the first 12 hex digits of the
+// SHA-256 of the id, one per enrollment (no two collide in any real
+// fleet), from which the id cannot be recovered. `pamctl proxies` shows
+// it beside the id. The id is no credential (every link call also needs
+// the enrolled identity's session), but it is the handle of a proxy's
+// enrollment, renewals and audit shipments, and nobody but the proxy and
+// the broker's admins needs it.
+func Fingerprint(id string) string {
+	sum := sha256.Sum256([]byte("pamctl proxy enrollment " + id))
+	return hex.EncodeToString(sum[:6])
 }
 
 // grants returns every grant e stood on.

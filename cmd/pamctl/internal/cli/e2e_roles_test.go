@@ -223,6 +223,15 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 		!strings.Contains(r.out, `"config_version": "`+b.ts.app.proxyCfg.Load().Version) {
 		t.Fatalf("proxies: %s", r.out)
 	}
+	// ... and the fingerprint the broker's /metrics names each by.
+	for _, e := range es {
+		if id, _ := e["id"].(string); e["fingerprint"] != link.Fingerprint(id) {
+			t.Fatalf("proxies: %s has fingerprint %v, want %s", id, e["fingerprint"], link.Fingerprint(id))
+		}
+	}
+	if tbl := b.ts.as(t, "admin", "", "proxies").must(t, "proxies").out; !strings.Contains(tbl, link.Fingerprint(pa.app.link.Enrollment().ID)) {
+		t.Fatalf("proxies table lacks the fingerprint:\n%s", tbl)
+	}
 
 	// alice gets a grant and calls through both proxies.
 	b.ts.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "alice login")
@@ -352,6 +361,10 @@ func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
 		code, body, _ := pa.call(t, tok2)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "revoked")
 	})
+	// Agents read that 503: it does not show the enrollment id.
+	if _, body, _ := pa.call(t, tok2); strings.Contains(body, paID) {
+		t.Fatalf("the revoked proxy's 503 names its enrollment: %s", body)
+	}
 	if code, _, _ := pb.call(t, tok2); code != http.StatusOK {
 		t.Fatalf("the other proxy stopped serving: %d", code)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/link"
 )
 
 // A proxy-role process serves its own /metrics: its calls, the spool it
@@ -78,6 +79,14 @@ func TestProxyRoleServesMetrics(t *testing.T) {
 		if strings.Contains(k, "alice") || strings.Contains(k, id) {
 			t.Errorf("unbounded label: %s", k)
 		}
+	}
+
+	// The broker's unauthenticated /metrics names the proxy by its
+	// enrollment's fingerprint, never by the id.
+	eid := p.app.link.Enrollment().ID
+	ps := b.ts.app.proxyStatus()
+	if len(ps) != 1 || ps[0].Label != link.Fingerprint(eid) || strings.Contains(ps[0].Label, eid) {
+		t.Errorf("broker metrics label the proxy %+v; want the fingerprint %s of enrollment %s", ps, link.Fingerprint(eid), eid)
 	}
 
 	// The gate's reason shows while it refuses: stop the broker and the

@@ -34,7 +34,9 @@ func NewCmdProxies(f *Factory, runF func(*cobra.Command, *ProxiesOptions) error,
 		Short: "List the local proxies enrolled with this broker",
 		Long: `List the local proxies (pamctl serve --role proxy) enrolled with this
 broker: their workload identity, version, address, the configuration
-version they run, and when they last made contact. Runs on the broker host
+version they run, and when they last made contact. FINGERPRINT is how the
+broker's /metrics names a proxy (pamctl_proxy_last_contact_timestamp_seconds),
+which does not show enrollment ids. Runs on the broker host
 as its owner, through the admin socket in the data dir.`,
 		Example: `  pamctl proxies
   pamctl proxies -o json
@@ -75,18 +77,20 @@ func proxiesRun(cmd *cobra.Command, o *ProxiesOptions) error {
 		if es == nil {
 			es = []*link.Enrollment{}
 		}
+		out := make([]listedProxy, 0, len(es))
 		for _, e := range es {
 			e.PublicKey = nil // not useful to people; keep listings short
+			out = append(out, listedProxy{e, link.Fingerprint(e.ID)})
 		}
-		return ios.JSON(es)
+		return ios.JSON(out)
 	}
 	if len(es) == 0 {
 		ios.Notef("No proxies enrolled.")
 		return nil
 	}
 	st := ios.Styles()
-	t := ios.NewTable("ID", "IDENTITY", "STATE", "VERSION", "ADDRESS", "CONFIG", "LAST CONTACT", "UNTIL")
-	t.Style(2, func(s string) string {
+	t := ios.NewTable("ID", "FINGERPRINT", "IDENTITY", "STATE", "VERSION", "ADDRESS", "CONFIG", "LAST CONTACT", "UNTIL")
+	t.Style(3, func(s string) string {
 		if s == "active" {
 			return st.Success.Render(s)
 		}
@@ -101,10 +105,17 @@ func proxiesRun(cmd *cobra.Command, o *ProxiesOptions) error {
 		case !now.Before(e.ExpiresAt):
 			state = "expired"
 		}
-		t.Row(e.ID, e.Subject, state, dash(e.Version), dash(e.Address), dash(e.ConfigVersion),
+		t.Row(e.ID, link.Fingerprint(e.ID), e.Subject, state, dash(e.Version), dash(e.Address), dash(e.ConfigVersion),
 			humanDuration(now.Sub(e.LastContact))+" ago", e.ExpiresAt.Local().Format("2006-01-02 15:04"))
 	}
 	return t.Render()
+}
+
+// listedProxy is an enrollment as `pamctl proxies -o json` lists it, with
+// the fingerprint the broker's /metrics names it by.
+type listedProxy struct {
+	*link.Enrollment
+	Fingerprint string `json:"fingerprint"`
 }
 
 // ProxiesRevokeOptions are the inputs of `pamctl proxies revoke`.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/metrics"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/proxy"
@@ -71,7 +72,8 @@ func (a *App) proxyStatus() []metrics.ProxyStatus {
 		case !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt):
 			st = "expired"
 		}
-		out = append(out, metrics.ProxyStatus{ID: e.ID, State: st, LastContact: e.LastContact})
+		// /metrics is unauthenticated: a fingerprint, not the id.
+		out = append(out, metrics.ProxyStatus{Label: link.Fingerprint(e.ID), State: st, LastContact: e.LastContact})
 	}
 	return out
 }

@@ -418,7 +418,10 @@ func (f factory) hist(name, help string, buckets []float64) prometheus.Histogram
 
 // ProxyStatus is one enrollment of a local proxy, as the metrics see it.
 type ProxyStatus struct {
-	ID          string // the enrollment id: one per proxy, bounded by the fleet
+	// Label names the proxy on the unauthenticated /metrics: the
+	// enrollment's fingerprint (link.Fingerprint), never its id; one per
+	// proxy, bounded by the fleet.
+	Label       string
 	State       string // live | revoked | expired
 	LastContact time.Time
 }
@@ -442,7 +445,7 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range c.status() {
 		n[p.State]++
 		if p.State == "live" {
-			ch <- prometheus.MustNewConstMetric(contactDesc, prometheus.GaugeValue, float64(p.LastContact.Unix()), p.ID)
+			ch <- prometheus.MustNewConstMetric(contactDesc, prometheus.GaugeValue, float64(p.LastContact.Unix()), p.Label)
 		}
 	}
 	for state, k := range n {

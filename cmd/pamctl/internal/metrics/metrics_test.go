@@ -91,7 +91,7 @@ func TestDashboardAndDocsNameRealMetrics(t *testing.T) {
 	m := New(Options{Sinks: func() []auditsink.Status { return []auditsink.Status{{Name: "siem", Type: "http", Lag: 3}} },
 		QueueDepth: func() int { return 0 },
 		Proxies: func() []ProxyStatus {
-			return []ProxyStatus{{ID: "prx_1", State: "live", LastContact: time.Unix(1700000000, 0)}}
+			return []ProxyStatus{{Label: "prx_1", State: "live", LastContact: time.Unix(1700000000, 0)}}
 		},
 		// A proxy-role process's series (a broker has none), documented
 		// in the same table.
@@ -147,13 +147,14 @@ func TestDashboardAndDocsNameRealMetrics(t *testing.T) {
 }
 
 // The enrolled proxies are counted by state; only live ones report their
-// last contact, labelled by enrollment id (one per proxy, never a subject).
+// last contact, labelled by the label they are given (one per proxy, never
+// a subject).
 func TestProxiesEnrolled(t *testing.T) {
 	m := New(Options{Proxies: func() []ProxyStatus {
 		return []ProxyStatus{
-			{ID: "prx_a", State: "live", LastContact: time.Unix(1700000000, 0)},
-			{ID: "prx_b", State: "live", LastContact: time.Unix(1700000100, 0)},
-			{ID: "prx_c", State: "revoked", LastContact: time.Unix(1600000000, 0)},
+			{Label: "prx_a", State: "live", LastContact: time.Unix(1700000000, 0)},
+			{Label: "prx_b", State: "live", LastContact: time.Unix(1700000100, 0)},
+			{Label: "prx_c", State: "revoked", LastContact: time.Unix(1600000000, 0)},
 		}
 	}})
 	fams, err := m.Registry().Gather()
