@@ -259,7 +259,7 @@ func benchEvent(i int) *audit.Event {
 	}
 }
 
-func fdatasync(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) }
+func fdatasync(f *os.File) error { return blockingFlush(f.Fd()) }
 
 // BenchmarkAuditAppendBusy is a durable append under a saturated
 // scheduler, as at stream c=32: 32 goroutines (GOMAXPROCS as set by

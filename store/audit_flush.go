@@ -65,24 +65,17 @@ type flushPolicy struct {
 	epoch    time.Time              // when the policy was made; durations from it are monotonic
 	procs    func() int             // runtime.GOMAXPROCS(0)
 	now      func() time.Time       // time.Now
-	raw      func(fd uintptr) error // fdatasync as a raw system call
+	raw      func(fd uintptr) error // fdatasync as a raw system call; nil where there is none (audit_flush_other.go)
 	blocking func(fd uintptr) error // fdatasync as the runtime issues it
 }
 
 func newFlushPolicy() *flushPolicy {
 	return &flushPolicy{
-		epoch: time.Now(),
-		procs: func() int { return runtime.GOMAXPROCS(0) },
-		now:   time.Now,
-		raw: func(fd uintptr) error {
-			return retryEINTR(func() error {
-				if _, _, e := syscall.RawSyscall(syscall.SYS_FDATASYNC, fd, 0, 0); e != 0 {
-					return e
-				}
-				return nil
-			})
-		},
-		blocking: func(fd uintptr) error { return retryEINTR(func() error { return syscall.Fdatasync(int(fd)) }) },
+		epoch:    time.Now(),
+		procs:    func() int { return runtime.GOMAXPROCS(0) },
+		now:      time.Now,
+		raw:      rawFlush,
+		blocking: func(fd uintptr) error { return retryEINTR(func() error { return blockingFlush(fd) }) },
 	}
 }
 
@@ -99,7 +92,7 @@ func retryEINTR(f func() error) error {
 
 // flush makes what was written to fd durable (data, not metadata).
 func (p *flushPolicy) flush(fd uintptr) error {
-	if p.procs() < 2 {
+	if p.raw == nil || p.procs() < 2 {
 		return p.blocking(fd)
 	}
 	start := p.now()

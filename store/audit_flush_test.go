@@ -202,3 +202,21 @@ func TestFlushRetriesWhenInterrupted(t *testing.T) {
 		t.Fatalf("EIO: %v, %d calls", err, n)
 	}
 }
+
+// Where the OS has no raw flush (macOS: F_FULLFSYNC through the runtime),
+// every flush is the blocking one, with any number of Ps.
+func TestFlushPolicyWithoutRaw(t *testing.T) {
+	p := newFlushPolicy()
+	p.procs = func() int { return 8 }
+	p.raw = nil
+	blocking := 0
+	p.blocking = func(uintptr) error { blocking++; return nil }
+	for range 3 {
+		if err := p.flush(3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if blocking != 3 {
+		t.Fatalf("%d of 3 flushes were blocking, want all", blocking)
+	}
+}
