@@ -1325,6 +1325,8 @@ func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report
 				v.ExpectHighWater(audit.Link{Seq: seq, Hash: hash})
 			}
 		}
+		check := NewAuthCheck(l.opts.RecordKey, head, FileName)
+		auth := tx.Bucket(bucketAuditAuth)
 		for line, err := range lines(ctx, tx) {
 			if err != nil {
 				return err
@@ -1332,10 +1334,22 @@ func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report
 			if v.Add(line) != nil {
 				break
 			}
+			if check != nil {
+				seq := v.LastSeq()
+				var got []byte
+				if auth != nil {
+					got = auth.Get(u64(seq))
+				}
+				if b := check.Check(seq, line, got); b != nil {
+					v.Fail(b)
+					break
+				}
+			}
 		}
 		rep, verr = v.Finish(head)
 		return nil
 	})
+	rep.Store = &audit.StoreRef{Backend: audit.StoreBolt, Name: FileName}
 	if err != nil {
 		return rep, err
 	}

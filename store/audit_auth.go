@@ -145,3 +145,60 @@ func (l *AuditLog) checkAuthenticated(tx *bolt.Tx, from uint64) error {
 	}
 	return nil
 }
+
+// AuthCheck checks the events' authenticators while a trail is verified
+// (AuditLog.Verify, here and in store/etcdstore), so that verify fails on
+// what start and head signing refuse: an event after the signed head
+// without a valid authenticator, and an event anywhere with a wrong one
+// (no build writes a wrong one). Events at or before the signed head may
+// carry none: earlier versions wrote none, and the head's signature
+// covers them. Without a head, a missing authenticator is left to the
+// verifier, which fails such a trail for its missing head (pamctl signs
+// the first head with the first event). Not safe for concurrent use.
+type AuthCheck struct {
+	m     *authMAC
+	head  uint64 // the signed head's seq
+	noHd  bool   // there is no signed head
+	where string // the store, in a break's words
+}
+
+// NewAuthCheck returns the check of a trail whose signed head is head
+// (nil: none) under key, kept in where ("pamctl.db", "etcd under
+// /pamctl/"); nil without a key, and a nil AuthCheck checks nothing.
+func NewAuthCheck(key []byte, head *audit.SignedHead, where string) *AuthCheck {
+	if key == nil {
+		return nil
+	}
+	c := &AuthCheck{m: newAuthMAC(key), where: where}
+	if head != nil {
+		c.head = head.Seq
+	} else {
+		c.noHd = true
+	}
+	return c
+}
+
+// Check returns the break of the event at seq with line whose stored
+// authenticator is got (nil: it has none), or nil when it passes.
+func (c *AuthCheck) Check(seq uint64, line, got []byte) *audit.BreakError {
+	if c == nil {
+		return nil
+	}
+	if got == nil && (c.noHd || seq <= c.head) {
+		return nil
+	}
+	if got != nil && hmac.Equal(got, c.m.of(seq, audit.StoredHash(line))) {
+		return nil
+	}
+	found := "none"
+	if got != nil {
+		found = "a wrong one (another event's, or one made without the master key)"
+	}
+	what := "this event was not written by this deployment: a writer of " + c.where + " without the master key added it"
+	if got != nil && seq <= c.head {
+		what = "this event's authenticator was not written by this deployment: a writer of " + c.where + " without the master key changed it"
+	}
+	return &audit.BreakError{Seq: seq, Kind: audit.BreakUnauthenticated,
+		Expected: "the event's authenticator under this deployment's master key",
+		Found:    found + "; " + what + ". Restore the store from a backup taken before it (see docs/audit.md, Storage)"}
+}

@@ -43,6 +43,11 @@ const (
 	// high-water mark kept in the signing key's authenticated record (events,
 	// the head or the anchor were deleted, or the file was rolled back).
 	BreakHighWater BreakKind = "high_water"
+	// BreakUnauthenticated: the event carries no valid authenticator of
+	// this deployment (the store's, under a key of its master key): a
+	// writer of the store without the master key added it, or changed
+	// the authenticator pamctl wrote. Only a store's Verify reports it.
+	BreakUnauthenticated BreakKind = "unauthenticated"
 )
 
 // Scopes of a Report.
@@ -101,6 +106,25 @@ type Report struct {
 	// Unsigned counts events after the signed head: their truncation is not
 	// detectable until the next head is signed.
 	Unsigned uint64 `json:"unsigned"`
+	// Store names the storage the trail was read from; the store's Verify
+	// sets it (nil for an export checked offline).
+	Store *StoreRef `json:"store,omitempty"`
+}
+
+// Storage backends of a StoreRef.
+const (
+	StoreBolt = "bbolt"
+	StoreEtcd = "etcd"
+)
+
+// StoreRef names the storage a trail was read from: what an operator
+// restores, and what a writer without the master key would have written.
+type StoreRef struct {
+	// Backend is StoreBolt or StoreEtcd.
+	Backend string `json:"backend"`
+	// Name is the database file's name (pamctl.db) for bbolt, the key
+	// prefix for etcd.
+	Name string `json:"name"`
 }
 
 // Sources of the keys a Report's signatures were checked against.
@@ -283,6 +307,20 @@ func (v *Verifier) add(line []byte) error {
 	v.next = seq + 1
 	return nil
 }
+
+// Fail stops the verification at b, a break the caller found beside the
+// chain (an event's authenticator, which the chain does not carry): Add
+// and Finish return it from then on. The first break wins.
+func (v *Verifier) Fail(b *BreakError) error {
+	if v.err == nil {
+		v.err = b
+	}
+	return v.err
+}
+
+// LastSeq is the seq of the last event Add accepted (the anchor's, or 0,
+// before any).
+func (v *Verifier) LastSeq() uint64 { return v.next - 1 }
 
 // recentHash returns the hash of a recently added seq.
 func (v *Verifier) recentHash(seq uint64) (string, bool) {

@@ -1265,15 +1265,27 @@ func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report
 			v.ExpectHighWater(audit.Link{Seq: seq, Hash: hash})
 		}
 	}
-	for line, err := range l.lines(ctx, 1, s.rev) {
+	check := store.NewAuthCheck(l.opts.RecordKey, s.head, "etcd under "+l.prefix)
+	for kv, err := range l.records(ctx, 1, s.rev) {
 		if err != nil {
 			return audit.Report{}, err
+		}
+		line, got, err := parseRecord(kv.Value)
+		if err != nil {
+			seq, _ := seqOfKey(l.prefix, kv.Key)
+			return audit.Report{}, fmt.Errorf("%w (audit seq %d)", err, seq)
 		}
 		if v.Add(line) != nil {
 			break
 		}
+		if b := check.Check(v.LastSeq(), line, got); b != nil {
+			v.Fail(b)
+			break
+		}
 	}
-	return v.Finish(s.head)
+	rep, err := v.Finish(s.head)
+	rep.Store = &audit.StoreRef{Backend: audit.StoreEtcd, Name: l.prefix}
+	return rep, err
 }
 
 // Export writes the chain as JSON Lines (audit.WriteJSONL) at one revision,

@@ -117,6 +117,8 @@ func Audit(t *testing.T, b AuditBackend) {
 		{"GenuineTailReplaced", auditGenuineTailReplaced},
 		{"AuthenticatorStripped", auditAuthenticatorStripped},
 		{"PruneNeverAnchorsAForgedEvent", auditPruneForged},
+		{"VerifyFailsOnAForgedEventWhileRunning", auditVerifyForgedWhileRunning},
+		{"VerifyFailsOnAChangedAuthenticatorUnderTheHead", auditVerifyWrongAuthUnderTheHead},
 	}
 	if b.Replicas {
 		forgeries = append(forgeries, struct {
@@ -129,7 +131,7 @@ func Audit(t *testing.T, b AuditBackend) {
 			if b.Unauthenticated == nil {
 				t.Fatal("AuditBackend.Unauthenticated is not set")
 			}
-			tc.fn(t, &forgeEnv{t: t, tr: b.New(t), unauth: b.Unauthenticated})
+			tc.fn(t, &forgeEnv{t: t, tr: b.New(t), unauth: b.Unauthenticated, fresh: b.New})
 		})
 	}
 }

@@ -628,9 +628,23 @@ func explain(rep audit.Report, file bool) (proven, notProven []string) {
 	if file && rep.Scope != audit.ScopeRange {
 		notProven = append(notProven, "that the export is the whole current trail: an export is a snapshot (run `pamctl audit verify` against the deployment for its current state)")
 	} else if !file {
-		notProven = append(notProven, "that pamctl.db was not rolled back as a whole to an earlier copy, or wiped with its keys: only signed heads kept off this host show that (configure audit.anchor, then run `pamctl audit verify --anchors FILE`)")
+		notProven = append(notProven, notRolledBack(rep.Store))
 	}
 	return proven, notProven
+}
+
+// notRolledBack is what verify cannot prove of the store it read (st,
+// nil from a server that does not say): that it was not rolled back or
+// wiped as a whole.
+func notRolledBack(st *audit.StoreRef) string {
+	const anchors = "(configure audit.anchor, then run `pamctl audit verify --anchors FILE`)"
+	switch {
+	case st != nil && st.Backend == audit.StoreEtcd:
+		return fmt.Sprintf("that the etcd cluster's data under %s was not rolled back as a whole to an earlier state (an older snapshot restored, or the prefix rewritten with its key records), or wiped with its keys: only signed heads kept outside the cluster show that %s", st.Name, anchors)
+	case st != nil && st.Backend == audit.StoreBolt:
+		return fmt.Sprintf("that %s was not rolled back as a whole to an earlier copy, or wiped with its keys: only signed heads kept off this host show that %s", st.Name, anchors)
+	}
+	return "that the store was not rolled back as a whole to an earlier copy, or wiped with its keys: only signed heads kept elsewhere show that " + anchors
 }
 
 func short(h string) string {

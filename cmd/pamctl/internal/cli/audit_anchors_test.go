@@ -240,6 +240,7 @@ func rewriteWithMasterKey(t *testing.T, s *testServer, at uint64) {
 		t.Fatal(err)
 	}
 	var tip audit.Link
+	var rewritten []audit.Link
 	err = raw.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte("audit"))
 		c := b.Cursor()
@@ -274,6 +275,7 @@ func rewriteWithMasterKey(t *testing.T, s *testServer, at uint64) {
 				return err
 			}
 			prev, tip = hash, audit.Link{Seq: seq, Hash: hash}
+			rewritten = append(rewritten, tip)
 		}
 		return nil
 	})
@@ -327,6 +329,11 @@ func rewriteWithMasterKey(t *testing.T, s *testServer, at uint64) {
 			t.Fatal(err)
 		}
 	}
+	// And the rewritten events' authenticators, under the master key.
+	authKey, err := v.DerivedKey(store.AuditRecordKeyPurpose)
+	if err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 
 	raw, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
@@ -336,6 +343,12 @@ func rewriteWithMasterKey(t *testing.T, s *testServer, at uint64) {
 	defer raw.Close()
 	hj, _ := json.Marshal(head)
 	if err := raw.Update(func(tx *bolt.Tx) error {
+		mac := store.NewEventMAC(authKey)
+		for _, l := range rewritten {
+			if err := tx.Bucket([]byte("audit_auth")).Put(u64key(l.Seq), bytes.Clone(mac.Of(l.Seq, l.Hash))); err != nil {
+				return err
+			}
+		}
 		return tx.Bucket([]byte("audit_meta")).Put([]byte("head"), append(append([]byte(`{"v":1,"d":`), hj...), '}'))
 	}); err != nil {
 		t.Fatal(err)

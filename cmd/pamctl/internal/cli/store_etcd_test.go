@@ -96,7 +96,7 @@ func TestStoreMigrateAndStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.out), &vr); err != nil {
 		t.Fatalf("%v: %s", err, r.out)
 	}
-	if r.code != ExitError || vr.OK || !strings.Contains(vr.Error, "not written by this deployment") || vr.Report.Unsigned != 1 {
+	if r.code != ExitError || vr.OK || !strings.Contains(vr.Error, "not written by this deployment") || vr.Break == nil || vr.Break.Kind != audit.BreakUnauthenticated || vr.Break.Seq != res.Copied.Last.Seq+1 {
 		t.Fatalf("audit verify of a forged trail on etcd: code %d %+v\n%s", r.code, vr, r.err)
 	}
 	db, err := etcdstore.Open(t.Context(), etcdstore.Config{Endpoints: cluster.Endpoints(), Prefix: "/migrated/"})
