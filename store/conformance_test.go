@@ -70,6 +70,9 @@ func TestForgedRecordsConformance(t *testing.T) {
 		},
 		Encode:    EncodeRecord,
 		ErrForged: ErrRecordForged,
+		Observe: func(s storetest.RecordStore, fn func(string, error)) {
+			s.(*DB).SetRecordKey(testRecKey.OnForged(fn))
+		},
 		WriteIndex: func(t *testing.T, s storetest.RecordStore, index string, r *broker.Request) {
 			boltIndex(t, s.(*DB), index, r, func(b *bolt.Bucket, k []byte) error { return b.Put(k, []byte{}) })
 		},

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -58,7 +59,10 @@ const recordMACLen = 16
 // What it does not stop: putting back an earlier sealed version of the
 // same record (for instance a grant as it was approved, before it was
 // revoked), or deleting a record.
-type RecordKey struct{ k []byte }
+type RecordKey struct {
+	k        []byte
+	onForged func(kind string, err error)
+}
 
 // NewRecordKey wraps a 32-byte key derived for RecordKeyPurpose.
 func NewRecordKey(k []byte) (*RecordKey, error) {
@@ -66,6 +70,25 @@ func NewRecordKey(k []byte) (*RecordKey, error) {
 		return nil, fmt.Errorf("store: a record key is 32 bytes, got %d", len(k))
 	}
 	return &RecordKey{k: append([]byte(nil), k...)}, nil
+}
+
+// OnForged returns rk that also tells fn of every record it refuses
+// because its authenticator is missing or wrong (ErrRecordForged), on
+// any backend: kind is the record's kind (KindRequests, KindSessions,
+// KindProxies; "other" for any other name), never its id, and err is
+// the refusal. fn runs on the reading goroutine and must not block.
+func (rk *RecordKey) OnForged(fn func(kind string, err error)) *RecordKey {
+	return &RecordKey{k: rk.k, onForged: fn}
+}
+
+// recordKind is the kind of the record named name, from a fixed set.
+func recordKind(name string) string {
+	kind, _, _ := strings.Cut(name, "/")
+	switch kind {
+	case KindRequests, KindSessions, KindProxies:
+		return kind
+	}
+	return "other"
 }
 
 func (rk *RecordKey) mac(name string, d []byte) []byte {
@@ -120,14 +143,16 @@ func parse(name string, raw []byte) (sealedEnvelope, error) {
 
 // check checks the authenticator of env, the record named name.
 func (rk *RecordKey) check(name string, env sealedEnvelope) error {
+	var err error
 	if env.M == "" {
-		return forged(name, "has no authenticator")
+		err = forged(name, "has no authenticator")
+	} else if m, derr := base64.RawStdEncoding.DecodeString(env.M); derr != nil || !hmac.Equal(m, rk.mac(name, env.D)) {
+		err = forged(name, "has an authenticator that does not match its name and content")
 	}
-	m, err := base64.RawStdEncoding.DecodeString(env.M)
-	if err != nil || !hmac.Equal(m, rk.mac(name, env.D)) {
-		return forged(name, "has an authenticator that does not match its name and content")
+	if err != nil && rk.onForged != nil {
+		rk.onForged(recordKind(name), err)
 	}
-	return nil
+	return err
 }
 
 // open parses raw as the record named name and checks its authenticator.

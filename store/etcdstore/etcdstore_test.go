@@ -125,6 +125,9 @@ func TestForgedRecords(t *testing.T) {
 		Seal:      func(s storetest.RecordStore) (int, error) { return s.(*etcdstore.DB).SealRecords(ctx, testRecKey) },
 		Encode:    store.EncodeRecord,
 		ErrForged: store.ErrRecordForged,
+		Observe: func(s storetest.RecordStore, fn func(string, error)) {
+			s.(*etcdstore.DB).SetRecordKey(testRecKey.OnForged(fn))
+		},
 		WriteIndex: func(t *testing.T, s storetest.RecordStore, index string, r *broker.Request) {
 			for _, e := range store.RequestIndexEntries(r) {
 				if e.Index == index {

@@ -42,6 +42,9 @@ type ForgedBackend struct {
 	// "settled") that r would have (store.RequestIndexEntries); DropIndex
 	// deletes them.
 	WriteIndex, DropIndex func(t *testing.T, s RecordStore, index string, r *broker.Request)
+	// Observe gives s its record key with fn as its forged-record
+	// observer (store.RecordKey.OnForged).
+	Observe func(s RecordStore, fn func(kind string, err error))
 }
 
 // Forged runs the forged-record suite: every kind of authenticated record
@@ -110,6 +113,39 @@ func Forged(t *testing.T, b ForgedBackend) {
 		b.WriteRaw(t, s, "proxies/prx_forged", encode(t, enrollment("prx_forged")))
 		for _, n := range []string{"requests/req_forged", "sessions/ses_forged", "proxies/prx_forged"} {
 			refusedEverywhere(t, s, n)
+		}
+	})
+	// Every refusal is told to the key's observer, by kind: what an
+	// operator's metric counts and alerts on.
+	t.Run("Observed", func(t *testing.T) {
+		s := b.New(t)
+		if err := s.CreateRequest(ctx, grant("req_ok")); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		b.Observe(s, func(kind string, err error) {
+			if !errors.Is(err, b.ErrForged) {
+				t.Errorf("observed %s: %v, want %v", kind, err, b.ErrForged)
+			}
+			seen[kind]++
+		})
+		if _, err := s.GetRequest(ctx, "req_ok"); err != nil || len(seen) != 0 {
+			t.Fatalf("a genuine record: %v, observed %v", err, seen)
+		}
+		b.WriteRaw(t, s, "requests/req_forged", encode(t, grant("req_forged")))
+		b.WriteRaw(t, s, "sessions/ses_forged", encode(t, session("ses_forged")))
+		b.WriteRaw(t, s, "proxies/prx_forged", encode(t, enrollment("prx_forged")))
+		_, err := s.GetRequest(ctx, "req_forged")
+		forged(t, "GetRequest", err)
+		_, err = s.GetSession(ctx, "ses_forged")
+		forged(t, "GetSession", err)
+		_, err = s.GetEnrollment(ctx, "prx_forged")
+		forged(t, "GetEnrollment", err)
+		_, err = s.GetRequest(ctx, "req_forged")
+		forged(t, "GetRequest again", err)
+		if want := map[string]int{"requests": 2, "sessions": 1, "proxies": 1}; len(seen) != len(want) ||
+			seen["requests"] != 2 || seen["sessions"] != 1 || seen["proxies"] != 1 {
+			t.Fatalf("observed %v, want %v", seen, want)
 		}
 	})
 	t.Run("WrongAuthenticator", func(t *testing.T) {

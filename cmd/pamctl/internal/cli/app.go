@@ -101,7 +101,9 @@ type App struct {
 
 	// metrics (metrics.addr) and tracer (tracing.otlp_endpoint) are nil
 	// when off; auditLog is the store's log, for its queue depth.
-	metrics    *metrics.Metrics
+	metrics *metrics.Metrics
+	// forged counts and logs records the store refuses as forged.
+	forged     *forgedRecords
 	tracer     *tracing.Tracer
 	auditLog   queuedLog
 	metricsLn  net.Listener
@@ -166,7 +168,8 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	// useRecordKey marks them: only then may sink cursors without an
 	// authenticator be ones an older pamctl wrote.
 	legacyCursorsEnded := a.keys.RecordsSealed()
-	if err := useRecordKey(ctx, a.state.(recordStore), a.keys, a.vault, a.log); err != nil {
+	a.forged = newForgedRecords(a.log)
+	if err := useRecordKey(ctx, a.state.(recordStore), a.keys, a.vault, a.log, a.forged.observe); err != nil {
 		return nil, err
 	}
 	syncMode, err := audit.ParseSyncMode(cfg.Audit.Sync)
@@ -175,6 +178,9 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	if err := a.newTelemetry(ctx); err != nil {
 		return nil, err
+	}
+	if a.metrics != nil {
+		a.forged.countWith(a.metrics.RecordForged)
 	}
 	lg, err := a.openAuditLog(ctx, syncMode)
 	if err != nil {

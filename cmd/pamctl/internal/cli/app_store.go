@@ -153,10 +153,15 @@ var (
 // then on, on this and every later start, a record without a valid
 // authenticator is refused, and nothing a writer without the master key
 // can do to the store brings the sealing back.
-func useRecordKey(ctx context.Context, st recordStore, kr *token.Keyring, v *vault.Vault, log *slog.Logger) error {
+//
+// onForged, when set, is told of every record refused as forged.
+func useRecordKey(ctx context.Context, st recordStore, kr *token.Keyring, v *vault.Vault, log *slog.Logger, onForged func(kind string, err error)) error {
 	rk, err := recordKeyOf(v)
 	if err != nil {
 		return err
+	}
+	if onForged != nil {
+		rk = rk.OnForged(onForged)
 	}
 	if !kr.RecordsSealed() {
 		n, err := st.SealRecords(ctx, rk)

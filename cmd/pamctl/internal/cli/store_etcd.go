@@ -111,7 +111,7 @@ func storeMigrateRun(cmd *cobra.Command, o *StoreMigrateOptions) error {
 	// The records are read authenticated (sealing them first if this data
 	// dir is from before authenticated records), and written to etcd
 	// sealed under the same key, with the key records saying so.
-	if err := useRecordKey(ctx, src, skr, sv, nil); err != nil {
+	if err := useRecordKey(ctx, src, skr, sv, nil, nil); err != nil {
 		return err
 	}
 	key, err := sv.DerivedKey(store.AuditRecordKeyPurpose)

@@ -11,6 +11,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,7 @@ type Metrics struct {
 	appendSecs  prometheus.Histogram
 	appendErrs  prometheus.Counter
 	batch       prometheus.Histogram
+	forged      *prometheus.CounterVec
 }
 
 // New registers every collector on a fresh registry (with the Go and
@@ -108,6 +110,10 @@ func New(o Options) *Metrics {
 	m.appendSecs = f.hist("pamctl_audit_append_duration_seconds", "Audit appends, until the event is durable (or queued in async mode).", latency)
 	m.appendErrs = f.counter("pamctl_audit_append_errors_total", "Audit appends that failed.")
 	m.batch = f.hist("pamctl_audit_commit_batch_events", "Events written per commit of the trail.", []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})
+	m.forged = f.counterVec("pamctl_store_forged_records_total", "Records read from the store that failed their authenticator (written without the master key), by record kind.", "kind")
+	for _, k := range forgedKinds {
+		m.forged.WithLabelValues(k) // exported at 0, so the first one shows as an increase
+	}
 	if o.QueueDepth != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pamctl_audit_queue_depth",
 			Help: "Events queued for an async commit, not yet in the trail."}, func() float64 { return float64(o.QueueDepth()) }))
@@ -123,6 +129,21 @@ func New(o Options) *Metrics {
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// forgedKinds are the kind label's values: the store's authenticated
+// record kinds (store.KindRequests, KindSessions, KindProxies), and
+// "other".
+var forgedKinds = []string{"requests", "sessions", "proxies", "other"}
+
+// RecordForged counts a record the store refused because its
+// authenticator is missing or wrong (store.RecordKey.OnForged). kind is
+// the record's kind; anything else counts as "other".
+func (m *Metrics) RecordForged(kind string) {
+	if !slices.Contains(forgedKinds, kind) {
+		kind = "other"
+	}
+	m.forged.WithLabelValues(kind).Inc()
 }
 
 // SetModels replaces the models that get a label of their own (config
