@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -42,7 +43,7 @@ var (
 // signed-head timer follows too; the keyring signs heads with its
 // high-water mark, which then describes the one shared chain.
 func (a *App) openAuditLog(ctx context.Context, mode audit.SyncMode) (queuedLog, error) {
-	onErr := func(err error) { a.health.Fail(checkAudit, err) }
+	onErr := a.auditFailed
 	// Every event is authenticated under a key of the master key; with
 	// etcd every replica derives the same one, so each checks the others'.
 	key, err := a.vault.DerivedKey(store.AuditRecordKeyPurpose)
@@ -66,6 +67,42 @@ func (a *App) openAuditLog(ctx context.Context, mode audit.SyncMode) (queuedLog,
 	return a.etcd.AuditLog(ctx, etcdstore.AuditOptions{Sync: mode, Signer: a.keys, RecordKey: key,
 		HeadEvery: a.cfg.Audit.HeadEvery, HeadInterval: a.cfg.Audit.HeadInterval,
 		OnError: onErr, OnBatch: a.observeBatch(), Leader: a.leader})
+}
+
+// tamperedTrailHint is what /readyz and the log say while the audit
+// check fails because the stored trail was tampered with.
+const tamperedTrailHint = "the stored audit trail holds events or changes this deployment did not write (see the error in the server log), and no head is signed over them; this stays failing until pamctl restarts: run `pamctl audit verify`, restore the store (pamctl.db from a backup, or etcd from a snapshot), then restart every replica"
+
+// auditFailed is the audit log's OnError (failures of its background
+// work: head signing). A tampered trail fails the audit check until
+// restart: a later append that succeeds would clear it, and the next
+// head-signing attempt set it again, so /readyz flapped. Restart, not
+// "until it verifies again", because every way out (restoring the store,
+// or starting the earlier version once) means restarting pamctl, whose
+// keys, revocations and sessions in memory came from the tampered
+// store, and because a writer who deletes their event again proves
+// nothing about what happened in between.
+func (a *App) auditFailed(err error) {
+	if trailTampered(err) {
+		a.health.FailSticky(checkAudit, err, tamperedTrailHint)
+		return
+	}
+	a.health.Fail(checkAudit, err)
+}
+
+// trailTampered says whether err, reported by the audit log's background
+// work (head signing), means the stored trail was tampered with: an
+// event this deployment did not write, a deleted head, a trail below its
+// high-water mark. Appends that succeed do not make it good again (see
+// health.FailSticky).
+func trailTampered(err error) bool {
+	for _, e := range []error{store.ErrUnauthenticated, store.ErrHeadMissing, store.ErrBelowHighWater,
+		etcdstore.ErrHeadMissing, etcdstore.ErrBelowHighWater} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // openCounters opens the proxy's limit counters.

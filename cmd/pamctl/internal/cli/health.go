@@ -42,6 +42,18 @@ type check struct {
 	since    time.Time
 	count    int
 	reminded time.Time
+	// sticky (FailSticky): successes no longer clear the failure, and
+	// stickyHint replaces hint. Until the process restarts.
+	sticky     bool
+	stickyHint string
+}
+
+// hintOf is what to do about c's failure (h.mu held).
+func (c *check) hintOf() string {
+	if c.sticky {
+		return c.stickyHint
+	}
+	return c.hint
 }
 
 // remindEvery spaces the "still failing" log lines of one check.
@@ -90,12 +102,27 @@ func (h *health) Fail(name string, err error) {
 	case !c.failing.Load():
 		c.failing.Store(true)
 		c.since, c.reminded, c.count = now, now, 1
-		h.log.Log(context.Background(), level, name+" failing: "+c.hint, "check", name, "err", err.Error(), "critical", c.critical)
+		h.log.Log(context.Background(), level, name+" failing: "+c.hintOf(), "check", name, "err", err.Error(), "critical", c.critical)
 	case now.Sub(c.reminded) >= remindEvery:
 		c.reminded = now
-		h.log.Log(context.Background(), level, name+" still failing: "+c.hint, "check", name, "err", err.Error(),
+		h.log.Log(context.Background(), level, name+" still failing: "+c.hintOf(), "check", name, "err", err.Error(),
 			"failures", c.count, "since", c.since.UTC().Format(time.RFC3339))
 	}
+}
+
+// FailSticky records a failure of check name that no later success
+// clears, until the process restarts; hint replaces the check's own. The
+// first one is logged even while the check already fails for another
+// reason.
+func (h *health) FailSticky(name string, err error, hint string) {
+	c := h.get(name)
+	h.mu.Lock()
+	if !c.sticky {
+		c.sticky, c.stickyHint = true, hint
+		c.failing.Store(false) // log it as a failure of its own
+	}
+	h.mu.Unlock()
+	h.Fail(name, err)
 }
 
 // OK records a success of check name.
@@ -109,7 +136,7 @@ func (h *health) ok(c *check) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if c.failing.Load() {
+	if c.failing.Load() && !c.sticky {
 		c.failing.Store(false)
 		h.log.Info(c.name+" recovered", "check", c.name, "failures", c.count, "after", h.now().Sub(c.since).Round(time.Second).String())
 		c.err = nil
@@ -134,7 +161,7 @@ func (h *health) Report() (ready bool, lines []string) {
 			state, ready = "failing", false
 		}
 		lines = append(lines, fmt.Sprintf("%s: %s since %s (%d errors): %s; details in the server log",
-			n, state, c.since.UTC().Format(time.RFC3339), c.count, c.hint))
+			n, state, c.since.UTC().Format(time.RFC3339), c.count, c.hintOf()))
 	}
 	return ready, lines
 }
