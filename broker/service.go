@@ -435,12 +435,17 @@ func idTokenDigest(raw string) string {
 }
 
 // loginAuthTime is the authentication time a login records: the ID token's
-// auth_time when it has one, but never later than the login itself (an
-// auth_time in the future, from a broken or hostile IdP clock, cannot make
-// a session look freshly authenticated for longer than it is), else the
-// login.
+// auth_time, but never later than the login itself (an auth_time in the
+// future, from a broken or hostile IdP clock, cannot make a session look
+// freshly authenticated for longer than it is). None stays none (zero):
+// nothing shows the IdP authenticated the person rather than reusing its
+// own session, so the session cannot pass step-up (the verifier fills it
+// in for issuers with step_up_without_auth_time).
 func loginAuthTime(authTime, now time.Time) time.Time {
-	if authTime.IsZero() || authTime.After(now) {
+	switch {
+	case authTime.IsZero():
+		return time.Time{}
+	case authTime.After(now):
 		return now
 	}
 	return authTime.UTC().Truncate(time.Second)

@@ -59,12 +59,16 @@ type SessionRecord struct {
 	UserAgent  string    `json:"user_agent,omitempty"`  // at login
 	CreatedAt  time.Time `json:"created_at"`
 	// AuthTime is when the person last authenticated at the IdP for this
-	// session: the ID token's auth_time when it has one (never later than
-	// the login), else the login itself. Nothing but a new login changes
-	// it; step-up (see Service.StepUp) compares it with
-	// approvals.reauth_after. Zero in records written before it existed:
-	// CreatedAt stands in.
+	// session: the ID token's auth_time (never later than the login; the
+	// login itself for issuers with step_up_without_auth_time and
+	// workload issuers). Nothing but a new login changes it; step-up (see
+	// Service.StepUp) compares it with approvals.reauth_after. Zero in
+	// records written before it existed: CreatedAt stands in.
 	AuthTime time.Time `json:"auth_time,omitempty"`
+	// AuthTimeUnknown is set when the login's ID token had no auth_time:
+	// the session cannot pass step-up (the IdP may have reused its own
+	// session without seeing the person).
+	AuthTimeUnknown bool `json:"auth_time_unknown,omitempty"`
 	// AgentSince is when `pamctl exec` started an agent under this session
 	// (see MarkAgentStarted): from then on the session cannot step up, so a
 	// copy the agent reads cannot approve or read the audit trail even
@@ -253,11 +257,28 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (Identity, Sessi
 		}
 	}
 	who := ls.rec.Identity
-	if ls.rec.AgentSince == nil {
-		who.AuthTime = ls.rec.authTime()
-	} // else zero: no authentication of this session counts for step-up
+	who.AuthTime, who.NoAuthTime = ls.rec.stepUpAuth()
 	info := SessionInfo{ID: ls.rec.ID, ExpiresAt: ls.rec.ExpiresAt, IdleExpiresAt: s.idleEnd(now)}
 	return who, info, nil
+}
+
+// stepUpAuth is what the session shows step-up: its last IdP
+// authentication (see AuthTime), or zero and why there is none
+// (NoAuthTimeAgent, NoAuthTimeIdP).
+func (r *SessionRecord) stepUpAuth() (time.Time, string) {
+	switch {
+	case r.AgentSince != nil:
+		return time.Time{}, NoAuthTimeAgent
+	case r.AuthTimeUnknown:
+		return time.Time{}, NoAuthTimeIdP
+	}
+	return r.authTime(), ""
+}
+
+// setAuthTime records a login's authentication time; zero means the IdP
+// did not say (AuthTimeUnknown).
+func (r *SessionRecord) setAuthTime(t time.Time) {
+	r.AuthTime, r.AuthTimeUnknown = t, t.IsZero()
 }
 
 // authTime is the session's last IdP authentication (see AuthTime).
@@ -320,8 +341,9 @@ func (s *Service) openSession(ctx context.Context, who Identity, client audit.Cl
 	who.AuthTime = time.Time{} // kept in the record's AuthTime, not in the identity
 	r := &SessionRecord{
 		ID: "ses_" + token.NewID()[:24], Identity: who, ClientAddr: client.RemoteAddr, UserAgent: client.UserAgent,
-		CreatedAt: now, AuthTime: authTime, LastUsedAt: now, ExpiresAt: exp, State: SessionActive,
+		CreatedAt: now, LastUsedAt: now, ExpiresAt: exp, State: SessionActive,
 	}
+	r.setAuthTime(authTime)
 	if err := s.store.CreateSession(ctx, r); err != nil {
 		return nil, err
 	}

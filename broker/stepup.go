@@ -31,12 +31,26 @@ const (
 	ActionReadAudit   = "reading the audit trail"
 )
 
+// Why a session cannot show a recent login (Identity.NoAuthTime,
+// StepUpError.NoAuthTime).
+const (
+	// NoAuthTimeAgent: the session started an agent (pamctl exec).
+	NoAuthTimeAgent = "agent_started"
+	// NoAuthTimeIdP: the login's ID token had no auth_time, so nothing
+	// shows the IdP authenticated the person (it may have reused its own
+	// session: silent SSO).
+	NoAuthTimeIdP = "no_auth_time"
+)
+
 // StepUpError refuses a sensitive action because the caller's last IdP
 // authentication (AuthTime; zero when unknown) is older than MaxAge.
 type StepUpError struct {
 	Action   string        // what was refused, e.g. ActionApprove
 	MaxAge   time.Duration // approvals.reauth_after
 	AuthTime time.Time     // the caller's last authentication at the IdP
+	// NoAuthTime says why AuthTime is zero: NoAuthTimeAgent,
+	// NoAuthTimeIdP, or "" (nothing authenticated the caller).
+	NoAuthTime string
 	// Now is when the check was made (for the age in the message).
 	Now time.Time
 }
@@ -49,15 +63,30 @@ func (e *StepUpError) Is(target error) bool { return target == ErrStepUpRequired
 // Message is the user-safe explanation: what needs a recent login, how old
 // the caller's is, and what to do.
 func (e *StepUpError) Message() string {
-	last := "this session cannot show a recent login (it started an agent with `pamctl exec`, whose copy of it must not approve)"
-	if !e.AuthTime.IsZero() {
-		age := e.Now.Sub(e.AuthTime)
-		if age < 0 {
-			age = 0
-		}
-		last = "your last was " + HumanAge(age) + " ago"
+	if e.AuthTime.IsZero() && e.NoAuthTime == NoAuthTimeIdP {
+		return fmt.Sprintf("%s needs a login within the last %s; %s", e.Action, HumanAge(e.MaxAge), NoAuthTimeAdvice)
 	}
-	return fmt.Sprintf("%s needs a login within the last %s; %s: log in again with `pamctl login` (or through the web page's login)", e.Action, HumanAge(e.MaxAge), last)
+	return fmt.Sprintf("%s needs a login within the last %s; %s: log in again with `pamctl login` (or through the web page's login)", e.Action, HumanAge(e.MaxAge), e.Last())
+}
+
+// NoAuthTimeAdvice explains a NoAuthTimeIdP refusal and what to do.
+const NoAuthTimeAdvice = "your identity provider did not report when you authenticated (the ID token of your login has no auth_time), so this session cannot show a recent login: " +
+	"ask the identity provider's admin to include auth_time in ID tokens (OIDC Core requires it when the login sends max_age), " +
+	"or, only if it never can, set step_up_without_auth_time: true on the issuer in the broker's config; then log in again with `pamctl login`"
+
+// Last says how old the caller's last authentication is, or why it
+// cannot count: "your last was 2h ago".
+func (e *StepUpError) Last() string {
+	if !e.AuthTime.IsZero() {
+		return "your last was " + HumanAge(max(e.Now.Sub(e.AuthTime), 0)) + " ago"
+	}
+	switch e.NoAuthTime {
+	case NoAuthTimeAgent:
+		return "this session cannot show a recent login (it started an agent with `pamctl exec`, whose copy of it must not approve)"
+	case NoAuthTimeIdP:
+		return "your identity provider did not report when you authenticated (no auth_time in the login's ID token)"
+	}
+	return "this session cannot show a recent login"
 }
 
 // HumanAge prints a duration the way people say it: 45s, 10m, 2h, 2h5m, 3d.
@@ -106,7 +135,11 @@ func (s *Service) StepUp(who Identity, action string) error {
 	now := s.now()
 	maxAge := s.ReauthAfter()
 	if who.AuthTime.IsZero() || now.Sub(who.AuthTime) > maxAge {
-		return &StepUpError{Action: action, MaxAge: maxAge, AuthTime: who.AuthTime, Now: now}
+		su := &StepUpError{Action: action, MaxAge: maxAge, AuthTime: who.AuthTime, Now: now}
+		if who.AuthTime.IsZero() {
+			su.NoAuthTime = who.NoAuthTime
+		}
+		return su
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/oidc/devissuer"
 	"github.com/pamctl/pamctl/broker/policy"
 )
@@ -173,16 +174,13 @@ func TestStepUpUsesIDTokenAuthTime(t *testing.T) {
 	}
 }
 
-// auth_time is trusted only as far as it can be: absent means the login
-// time, in the future means the login time (it cannot stretch freshness),
-// and anything not a number refuses the token.
+// auth_time is trusted only as far as it can be: absent means no recent
+// authentication (TestStepUpWithoutAuthTime), in the future means the
+// login time (it cannot stretch freshness), and anything not a number
+// refuses the token.
 func TestStepUpForgedOrAbsentAuthTime(t *testing.T) {
 	e := newEnv(t)
 	now := e.clock.Now()
-	absent, _, err := e.loginWith("bob", map[string]any{"auth_time": nil}, "security")
-	if err != nil || !absent.AuthTime.Equal(now) {
-		t.Fatalf("absent auth_time: %v, auth time %v want the login %v", err, absent.AuthTime, now)
-	}
 	future, _, err := e.loginWith("bob", map[string]any{"auth_time": now.Add(24 * time.Hour).Unix()}, "security")
 	if err != nil || !future.AuthTime.Equal(now) {
 		t.Fatalf("future auth_time: %v, auth time %v want the login %v", err, future.AuthTime, now)
@@ -273,5 +271,74 @@ func TestStepUpSessionRunningAnAgent(t *testing.T) {
 	bob2, _, _ := e.svc.Authenticate(ctx, other.Token)
 	if _, err := e.svc.Review(ctx, bob2, r.ID, true, "", nil); err != nil {
 		t.Fatalf("another session of the same person: %v", err)
+	}
+}
+
+// A login whose ID token has no auth_time cannot pass step-up, even at
+// once (the IdP may have reused its own session: silent SSO), and says
+// why and what to do; the session works for everything else, in the CLI
+// and on the web page, across a restart. An issuer with
+// step_up_without_auth_time trusts the login's time instead.
+func TestStepUpWithoutAuthTime(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	r, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noAuthTime := map[string]any{"auth_time": nil}
+	bob, sess, err := e.loginWith("bob", noAuthTime, "security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(who broker.Identity, what string) {
+		t.Helper()
+		if !who.AuthTime.IsZero() || who.NoAuthTime != broker.NoAuthTimeIdP {
+			t.Fatalf("%s: auth time %v (%q), want none because the IdP sent none", what, who.AuthTime, who.NoAuthTime)
+		}
+		_, err := e.svc.Review(ctx, who, r.ID, true, "", nil)
+		su := stepUpErr(t, err, broker.ActionApprove)
+		if su.NoAuthTime != broker.NoAuthTimeIdP || !strings.Contains(su.Message(), "did not report when you authenticated") ||
+			!strings.Contains(su.Message(), "step_up_without_auth_time") {
+			t.Fatalf("%s: %q", what, su.Message())
+		}
+		if err := e.svc.CanReadAudit(ctx, who); !errors.Is(err, broker.ErrStepUpRequired) {
+			t.Fatalf("%s reads the trail: %v", what, err)
+		}
+	}
+	refused(bob, "CLI session")
+	if _, err := e.svc.List(ctx, bob, false); err != nil {
+		t.Fatalf("the session no longer lists requests: %v", err)
+	}
+	e.restart()
+	bob, _, err = e.svc.Authenticate(ctx, sess.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused(bob, "CLI session after a restart")
+	rec, err := e.svc.OpenWebSession(ctx, broker.Identity{Subject: "bob", Email: "bob@example.com", Groups: []string{"security"}, Issuer: "corp", IssuerURL: e.iss.URL(), Kind: "user"},
+		time.Time{}, audit.Client{}, strings.Repeat("s", 43), time.Hour)
+	if err != nil || !rec.AuthTime.IsZero() || !rec.AuthTimeUnknown {
+		t.Fatalf("web session without auth_time: %v %+v", err, rec)
+	}
+	web, _, err := e.svc.WebSession(ctx, strings.Repeat("s", 43))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused(web, "web session")
+
+	// The issuer's opt-out: the login's time stands in.
+	e.idv, err = oidc.NewVerifier([]oidc.IssuerConfig{{Name: "corp", URL: e.iss.URL(), ClientID: devissuer.DefaultClientID, StepUpWithoutAuthTime: true}}, nil, e.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	bob, _, err = e.loginWith("bob", noAuthTime, "security")
+	if err != nil || !bob.AuthTime.Equal(e.clock.Now()) {
+		t.Fatalf("step_up_without_auth_time: %v, auth time %v, want the login's %v", err, bob.AuthTime, e.clock.Now())
+	}
+	if _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); err != nil {
+		t.Fatalf("step_up_without_auth_time: %v", err)
 	}
 }

@@ -35,6 +35,10 @@ type Identity struct {
 	// web UI session) and never stored with requests: step-up before
 	// sensitive actions compares it with approvals.reauth_after.
 	AuthTime time.Time `json:"-"`
+	// NoAuthTime says why AuthTime is zero for a session that cannot
+	// step up (NoAuthTimeAgent, NoAuthTimeIdP; "" when unknown), for the
+	// step-up error's advice. Set per call like AuthTime, never stored.
+	NoAuthTime string `json:"-"`
 }
 
 // VerifiedIdentity is the identity a verified ID token carries.

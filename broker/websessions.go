@@ -28,9 +28,10 @@ func WebSessionID(secret string) string {
 // OpenWebSession records a web session for who (verified by the caller's
 // OIDC login) whose cookie holds secret, for at most ttl (and never past
 // sessions.max_lifetime). authTime is the IdP authentication it rests on;
-// as for a CLI login (loginAuthTime), one later than now, or none, is taken
-// as now, so an IdP clock cannot make the session look freshly
-// authenticated for longer than it is.
+// as for a CLI login (loginAuthTime), one later than now is taken as now,
+// so an IdP clock cannot make the session look freshly authenticated for
+// longer than it is, and none (zero: the ID token had no auth_time) makes
+// a session that cannot pass step-up.
 func (s *Service) OpenWebSession(ctx context.Context, who Identity, authTime time.Time, client audit.Client, secret string, ttl time.Duration) (*SessionRecord, error) {
 	if len(secret) < 32 {
 		return nil, errors.New("broker: web session secret too short")
@@ -42,8 +43,9 @@ func (s *Service) OpenWebSession(ctx context.Context, who Identity, authTime tim
 	who.AuthTime = time.Time{} // kept in the record's AuthTime
 	r := &SessionRecord{
 		ID: WebSessionID(secret), Kind: SessionKindWeb, Identity: who, ClientAddr: client.RemoteAddr, UserAgent: client.UserAgent,
-		CreatedAt: now, AuthTime: loginAuthTime(authTime, now), LastUsedAt: now, ExpiresAt: now.Add(ttl), State: SessionActive,
+		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(ttl), State: SessionActive,
 	}
+	r.setAuthTime(loginAuthTime(authTime, now))
 	if err := s.store.CreateSession(ctx, r); err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not open a session", Err: err}
 	}
@@ -100,9 +102,7 @@ func (s *Service) WebSession(ctx context.Context, secret string) (Identity, *Ses
 		}
 	}
 	who := ls.rec.Identity
-	if ls.rec.AgentSince == nil {
-		who.AuthTime = ls.rec.authTime()
-	}
+	who.AuthTime, who.NoAuthTime = ls.rec.stepUpAuth()
 	rec := ls.rec
 	return who, &rec, nil
 }

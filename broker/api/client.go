@@ -140,6 +140,8 @@ func answerError(resp *http.Response, raw []byte) *Error {
 					// The age is the broker's: the two clocks may differ.
 					su.AuthTime = *d.AuthTime
 					su.Now = d.AuthTime.Add(time.Duration(d.AgeSeconds) * time.Second)
+				} else {
+					su.NoAuthTime = d.NoAuthTime
 				}
 			}
 			e.StepUp = su

@@ -702,6 +702,10 @@ type StepUpDetail struct {
 	// AgeSeconds its age by the broker's clock.
 	AuthTime   *time.Time `json:"auth_time,omitempty"`
 	AgeSeconds int64      `json:"age_seconds,omitempty"`
+	// NoAuthTime, when the session has no usable auth time, says why:
+	// "agent_started" (it started an agent with pamctl exec) or
+	// "no_auth_time" (the login's ID token had no auth_time).
+	NoAuthTime string `json:"no_auth_time,omitempty"`
 }
 
 var statusOf = map[broker.Code]int{
@@ -727,6 +731,8 @@ func writeError(w http.ResponseWriter, err error) {
 		if !su.AuthTime.IsZero() {
 			at := su.AuthTime.UTC()
 			d.AuthTime, d.AgeSeconds = &at, int64(max(su.Now.Sub(su.AuthTime), 0)/time.Second)
+		} else {
+			d.NoAuthTime = su.NoAuthTime
 		}
 		body.Error.StepUp = d
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer error="insufficient_user_authentication", error_description="a more recent login is required", max_age=%d`, d.MaxAgeSeconds))

@@ -94,3 +94,30 @@ func TestStepUpThroughTheAPI(t *testing.T) {
 		t.Fatalf("fresh audit verify: %v", err)
 	}
 }
+
+// A login whose ID token has no auth_time cannot step up: the answer says
+// why (step_up.no_auth_time), and the client's error says what to do.
+func TestStepUpWithoutAuthTimeThroughTheAPI(t *testing.T) {
+	ta := newTestAPI(t, time.Second, 5*time.Second)
+	ta.svc.SetPolicies(policy.Set{{Name: "auditors", Subjects: policy.Subjects{Groups: []string{"security"}}, Scopes: []string{broker.AuditScope}}})
+	ctx := context.Background()
+	raw, err := ta.iss.Mint(devissuer.Claims{Subject: "bob", Groups: []string{"security"}, Extra: map[string]any{"auth_time": nil}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &api.Client{BaseURL: ta.srv.URL}
+	sess, err := c.Login(ctx, raw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Token = sess.Token
+	if who, err := c.WhoAmI(ctx); err != nil || who.AuthTime != nil {
+		t.Fatalf("whoami: %v %+v", err, who.AuthTime)
+	}
+	_, err = c.AuditVerify(ctx)
+	var su *broker.StepUpError
+	if !errors.As(err, &su) || su.NoAuthTime != broker.NoAuthTimeIdP || !su.AuthTime.IsZero() ||
+		!strings.Contains(err.Error(), "did not report when you authenticated") {
+		t.Fatalf("audit verify without auth_time: %#v", err)
+	}
+}

@@ -71,6 +71,35 @@ type IssuerConfig struct {
 	// subject is used when none is set. Display names are never matched by
 	// policies: those use the subject, verified email and groups.
 	DisplayClaims []string `mapstructure:"display_claims" yaml:"display_claims"`
+	// StepUpWithoutAuthTime lets a person's login whose ID token carries
+	// no auth_time pass step-up (approving, denying, revoking others'
+	// grants, reading the audit trail) on the time of the login itself.
+	// Off by default: without auth_time nothing shows the IdP
+	// authenticated the person rather than reusing its own session
+	// (silent SSO), so such a login cannot step up. Set it only for an
+	// IdP that never sends auth_time even when asked with max_age (OIDC
+	// Core requires it then); `pamctl config check` and `serve` warn
+	// while it is set.
+	StepUpWithoutAuthTime bool `mapstructure:"step_up_without_auth_time" yaml:"step_up_without_auth_time"`
+}
+
+// StepUpWarnings are c's settings that weaken step-up; `pamctl config
+// check` and `pamctl serve` print them.
+func (c IssuerConfig) StepUpWarnings() []string {
+	if !c.StepUpWithoutAuthTime || c.Workload {
+		return nil
+	}
+	return []string{fmt.Sprintf("issuer %q: step_up_without_auth_time is set: a login through it whose ID token has no auth_time counts as a fresh authentication for approving, denying, revoking others' grants and reading the audit trail, even when the IdP reused its own session without asking the person (silent SSO); remove it once the IdP sends auth_time (OIDC Core requires it when the login sends max_age)", c.Name)}
+}
+
+// DiscoveryWarnings are what d, c's discovery document, says about
+// step-up: a claims_supported that does not list auth_time means people's
+// logins through c will likely be unable to step up.
+func (c IssuerConfig) DiscoveryWarnings(d Discovery) []string {
+	if c.Workload || c.StepUpWithoutAuthTime || d.ClaimsSupported == nil || slices.Contains(d.ClaimsSupported, "auth_time") {
+		return nil
+	}
+	return []string{fmt.Sprintf("issuer %q: its discovery document's claims_supported does not list auth_time: if its ID tokens carry none, people logged in through it cannot approve, deny, revoke others' grants or read the audit trail (step-up needs to know when the IdP authenticated them); ask the IdP's admin to send auth_time, or, only if it never can, set step_up_without_auth_time: true on the issuer (docs/identity.md)", c.Name)}
 }
 
 // Groups sources.

@@ -40,7 +40,11 @@ type Identity struct {
 	Act       string // the person a workload acts for (IssuerConfig.ActClaim), if any
 	Expiry    time.Time
 	// AuthTime is the ID token's auth_time: when the person last
-	// authenticated at the IdP (zero when the token has none).
+	// authenticated at the IdP. Zero when the token has none (such a
+	// login cannot pass step-up), except for an issuer with
+	// step_up_without_auth_time, or a workload issuer (no person
+	// authenticates there; its platform mints each token), whose logins
+	// without one are taken as authenticated now, at verification.
 	AuthTime time.Time
 }
 
@@ -200,7 +204,11 @@ func (v *Verifier) VerifyLogin(ctx context.Context, rawIDToken, nonce, accessTok
 			return Identity{}, err
 		}
 	}
-	return iss.identity(tok, claims, userinfo)
+	id, err := iss.identity(tok, claims, userinfo)
+	if err == nil && id.AuthTime.IsZero() && (iss.cfg.StepUpWithoutAuthTime || iss.cfg.Workload) {
+		id.AuthTime = v.now().UTC()
+	}
+	return id, err
 }
 
 // load discovers the issuer on first use. A failed discovery is not cached:
@@ -327,7 +335,8 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims, userinfo map[strin
 // authTimeClaim reads auth_time (OIDC Core 2: seconds since the epoch; an
 // IdP must send it when the login asked for max_age). A token with an
 // auth_time that is not a plain positive number is refused rather than
-// read as "no auth_time": step-up trusts this value.
+// read as "no auth_time": step-up trusts this value. No auth_time is the
+// zero time: the login then cannot pass step-up (see Identity.AuthTime).
 func authTimeClaim(claims map[string]any) (time.Time, error) {
 	v, ok := claims["auth_time"]
 	if !ok || v == nil {

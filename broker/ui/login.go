@@ -252,12 +252,19 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	now := u.c.Now()
 	// auth_time from the verified token (the verifier refuses a malformed
-	// one), or this login's time when the IdP sends none or one later than
-	// now (an IdP clock ahead of ours cannot make the session look fresh
-	// for longer than it is; the broker clamps it too).
-	authTime := now
-	if !id.AuthTime.IsZero() && !id.AuthTime.After(now) {
-		authTime = id.AuthTime
+	// one), or this login's time when it is later than now (an IdP clock
+	// ahead of ours cannot make the session look fresh for longer than it
+	// is; the broker clamps it too). None (zero) makes a session that
+	// cannot step up: nothing shows the IdP saw the person.
+	authTime := id.AuthTime
+	if authTime.After(now) {
+		authTime = now
+	}
+	if p.Reauth && authTime.IsZero() {
+		// Taking it would loop: the session could never step up.
+		u.fail(w, r, http.StatusForbidden, "Your identity provider did not say when you logged in",
+			"Deciding needs a recent login (approvals.reauth_after), and the ID token has no auth_time, so nothing shows the identity provider asked you to log in. Ask its administrator to include auth_time in ID tokens (OIDC Core requires it with max_age), or, only if it never can, to set step_up_without_auth_time: true on this issuer in pamctl's config.")
+		return
 	}
 	if p.Reauth && authTime.Before(p.Started.Add(-authTimeSkew)) {
 		// Asked to authenticate again, the IdP answered with an old
@@ -289,8 +296,11 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.setCookie(w, "pamctl-ui", secret, rec.ExpiresAt.Sub(now))
-	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogin, Actor: actorOf(who), Decision: "allow", Client: &client,
-		Details: map[string]string{"via": "web", "session": rec.ID, "expires": rec.ExpiresAt.UTC().Format(time.RFC3339), "auth_time": authTime.UTC().Format(time.RFC3339)}})
+	details := map[string]string{"via": "web", "session": rec.ID, "expires": rec.ExpiresAt.UTC().Format(time.RFC3339)}
+	if !authTime.IsZero() {
+		details["auth_time"] = authTime.UTC().Format(time.RFC3339)
+	}
+	u.emit(r.Context(), &audit.Event{Type: audit.TypeLogin, Actor: actorOf(who), Decision: "allow", Client: &client, Details: details})
 	http.Redirect(w, r, p.Next, http.StatusSeeOther)
 }
 

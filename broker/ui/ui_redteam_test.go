@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +79,40 @@ func TestLoginAuthTimeNeverAfterTheLogin(t *testing.T) {
 		if at, err := time.Parse(time.RFC3339, detail); err != nil || at.After(done) {
 			t.Errorf("IdP %s ahead: the login event says auth_time %q", ahead, detail)
 		}
+	}
+}
+
+// An IdP that sends no auth_time: a plain login works (the session cannot
+// step up), and a step-up through it ends on a page that says why and what
+// to do instead of sending the person round the IdP again and again.
+func TestStepUpWithoutAuthTimeSaysWhy(t *testing.T) {
+	e := newEnvWith(t, devissuer.WithoutAuthTime())
+	c := browser(t)
+	if res, _ := e.login(t, c, "/ui/", "bob", "security"); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/" {
+		t.Fatalf("login: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+	e.svc.mu.Lock()
+	for _, r := range e.svc.sess {
+		if !r.AuthTime.IsZero() {
+			t.Errorf("the session records auth time %s; the IdP sent none", r.AuthTime)
+		}
+	}
+	e.svc.mu.Unlock()
+	res, _ := get(t, c, e.base+"/ui/login?reauth=1&next=%2Fui%2Frequests%2Freq_access")
+	// The person logs in at the form (here: the request it submits).
+	authz, _ := url.Parse(res.Header.Get("Location"))
+	q := authz.Query()
+	q.Del("prompt")
+	q.Set("login_hint", "bob")
+	q.Set("groups", "security")
+	authz.RawQuery = q.Encode()
+	res, _ = get(t, c, authz.String())
+	cb := res.Header.Get("Location")
+	if !strings.HasPrefix(cb, e.base+"/ui/callback?") {
+		t.Fatalf("issuer redirect: %d %s", res.StatusCode, cb)
+	}
+	res, body := get(t, c, cb)
+	if res.StatusCode != http.StatusForbidden || !strings.Contains(body, "did not say when you logged in") || !strings.Contains(body, "step_up_without_auth_time") {
+		t.Fatalf("step-up without auth_time: %d %s", res.StatusCode, body)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +73,7 @@ type Issuer struct {
 	clients      map[string]bool
 	emailDomain  string
 	loginForm    bool            // WithLoginForm
+	noAuthTime   bool            // WithoutAuthTime
 	redirects    map[string]bool // WithRedirectURIs: exact URIs allowed besides loopback http
 
 	mu      sync.Mutex
@@ -167,6 +169,17 @@ func WithClients(ids ...string) Option {
 func WithLoginForm() Option {
 	return func(i *Issuer) error {
 		i.loginForm = true
+		return nil
+	}
+}
+
+// WithoutAuthTime makes the issuer behave like an IdP that never sends
+// auth_time: its ID tokens carry none and its discovery document's
+// claims_supported does not list it (for trying step-up against such
+// IdPs: issuers[].step_up_without_auth_time).
+func WithoutAuthTime() Option {
+	return func(i *Issuer) error {
+		i.noAuthTime = true
 		return nil
 	}
 }
@@ -348,6 +361,13 @@ func (i *Issuer) onlyMethods(w http.ResponseWriter, r *http.Request, h http.Hand
 }
 
 func (i *Issuer) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
+	claims := []string{
+		"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce",
+		"email", "email_verified", "preferred_username", "groups",
+	}
+	if i.noAuthTime {
+		claims = slices.DeleteFunc(claims, func(c string) bool { return c == "auth_time" })
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                i.issuer,
 		"authorization_endpoint":                i.issuer + PathAuthorize,
@@ -361,10 +381,7 @@ func (i *Issuer) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint_auth_methods_supported": []string{"none"},
 		"grant_types_supported":                 []string{"authorization_code", GrantTypeDeviceCode},
 		"code_challenge_methods_supported":      []string{"S256"},
-		"claims_supported": []string{
-			"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce",
-			"email", "email_verified", "preferred_username", "groups",
-		},
+		"claims_supported":                      claims,
 	})
 }
 

@@ -91,6 +91,9 @@ func (i *Issuer) claimSet(iss string, c Claims) (map[string]any, error) {
 		// broker redeems each person's ID token once). Extra may set it.
 		"jti": rand.Text(),
 	}
+	if i.noAuthTime {
+		delete(m, "auth_time")
+	}
 	if c.Nonce != "" {
 		m["nonce"] = c.Nonce
 	}

@@ -224,7 +224,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.log.Warn("no OIDC issuers configured: nobody can log in until you add `issuers:` to the config (admin commands still work)")
 	}
 	a.hooks = a.notifyHooks(cfg)
-	for _, w := range cfg.PolicyIssuerWarnings() {
+	for _, w := range append(cfg.PolicyIssuerWarnings(), cfg.IssuerStepUpWarnings()...) {
 		a.log.Warn(w)
 	}
 	notifier := notifierOf(a.hooks, uiPublicURL(cfg))
@@ -490,6 +490,7 @@ func (a *App) probes() []probe {
 	client, clientErr := issuerClient(a.cfg, probeIssuerTimeout)
 	for _, is := range a.cfg.Issuers {
 		issURL := is.URL
+		var warned atomic.Bool // the discovery's warnings, once per run
 		ps = append(ps, probe{
 			name: checkIssuer + is.Name, every: probeIssuerEvery, timeout: probeIssuerTimeout,
 			hint: fmt.Sprintf("logins through issuer %s fail (tokens already issued keep working); check that %s/.well-known/openid-configuration answers from this host (DNS, egress firewall, HTTPS proxy, CA trust)", is.Name, strings.TrimRight(issURL, "/")),
@@ -497,7 +498,13 @@ func (a *App) probes() []probe {
 				if clientErr != nil {
 					return clientErr
 				}
-				return oidc.CheckDiscovery(ctx, client, issURL)
+				d, err := oidc.CheckDiscovery(ctx, client, issURL)
+				if ws := is.DiscoveryWarnings(d); err == nil && len(ws) > 0 && warned.CompareAndSwap(false, true) {
+					for _, w := range ws {
+						a.log.Warn(w)
+					}
+				}
+				return err
 			},
 		})
 	}

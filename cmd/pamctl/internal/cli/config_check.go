@@ -67,7 +67,7 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
-	for _, w := range slices.Concat(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings(), cfg.SecretFileWarnings()) {
+	for _, w := range slices.Concat(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings(), cfg.IssuerStepUpWarnings(), cfg.SecretFileWarnings()) {
 		ios.Warnf("%s", w)
 	}
 	view := cfg.Effective()

@@ -81,6 +81,16 @@ func (c *Config) NotifyWarnings() []string {
 	return out
 }
 
+// IssuerStepUpWarnings are the issuers' settings that weaken step-up
+// (oidc.IssuerConfig.StepUpWarnings).
+func (c *Config) IssuerStepUpWarnings() []string {
+	var ws []string
+	for _, is := range c.Issuers {
+		ws = append(ws, is.StepUpWarnings()...)
+	}
+	return ws
+}
+
 // PolicyIssuerWarnings flags, when several issuers are trusted, policy
 // subjects (requesters, approvers, break-glass) named by user or group
 // without issuers: they match the same sub, email or group from any of
