@@ -90,6 +90,9 @@ type ClientConfig struct {
 	// HTTPClient is used for discovery and the token endpoint; nil means a
 	// client with a 30 s timeout.
 	HTTPClient *http.Client
+	// Purpose, when set, says on the browser's page at the end of the
+	// login what it was for ("approving req_…").
+	Purpose string
 	// RedirectPort is the loopback port of CodeFlow's redirect listener; 0
 	// picks a free one. Set it for IdPs that match redirect URIs exactly,
 	// port included.
@@ -277,7 +280,7 @@ func CodeFlowTokens(ctx context.Context, c ClientConfig, open func(url string) e
 	results := make(chan loginResult, 1)
 	var forged atomic.Bool // a callback with another state came and was ignored
 	srv := &http.Server{
-		Handler:           callbackHandler(ctx, conf, state, verifier, results, &forged),
+		Handler:           callbackHandler(ctx, conf, state, verifier, c.Purpose, results, &forged),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go srv.Serve(ln) //nolint:errcheck // returns http.ErrServerClosed on shutdown
@@ -330,7 +333,7 @@ func CodeFlowTokens(ctx context.Context, c ClientConfig, open func(url string) e
 // CallbackPath that carries this login's state decides the login; later
 // ones are refused, and one with another state is ignored (forged is set,
 // so the login's error can say so if it never completes).
-func callbackHandler(ctx context.Context, conf *oauth2.Config, state, verifier string, results chan<- loginResult, forged *atomic.Bool) http.Handler {
+func callbackHandler(ctx context.Context, conf *oauth2.Config, state, verifier, purpose string, results chan<- loginResult, forged *atomic.Bool) http.Handler {
 	var handled atomic.Bool
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+CallbackPath, func(w http.ResponseWriter, r *http.Request) {
@@ -358,6 +361,10 @@ func callbackHandler(ctx context.Context, conf *oauth2.Config, state, verifier s
 			w.WriteHeader(http.StatusBadRequest)
 			fmt.Fprintf(w, "<!doctype html><title>pamctl login failed</title><p>pamctl login failed: %s</p><p>Return to your terminal.</p>\n",
 				html.EscapeString(res.err.Error()))
+			return
+		}
+		if purpose != "" {
+			fmt.Fprintf(w, "<!doctype html><title>pamctl login</title><p>pamctl login complete, for %s.</p><p>You can close this tab and return to your terminal.</p>\n", html.EscapeString(purpose))
 			return
 		}
 		fmt.Fprint(w, "<!doctype html><title>pamctl login</title><p>pamctl login complete. You can close this tab and return to your terminal.</p>\n")

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -294,5 +295,32 @@ func TestOpenBrowserRefusesNonHTTP(t *testing.T) {
 		if err := oidc.OpenBrowser(u); err == nil {
 			t.Errorf("OpenBrowser(%q) accepted", u)
 		}
+	}
+}
+
+// A step-up login says on the browser's last page what it was for.
+func TestCodeFlowPageSaysWhatTheLoginIsFor(t *testing.T) {
+	iss := startIssuer(t, "", sharedKey())
+	c := devClient(iss, "alice", "")
+	c.Purpose = "approving req_1 (bob: <model:gpt-4o>)"
+	pages := make(chan string, 1)
+	_, _, err := oidc.CodeFlow(loginCtx(t), c, func(raw string) error {
+		res, err := http.Get(raw)
+		if err != nil {
+			pages <- err.Error()
+			return err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		pages <- string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The flow ends when the redirect arrives; the page follows.
+	page := <-pages
+	if !strings.Contains(page, "login complete, for approving req_1 (bob: &lt;model:gpt-4o&gt;).") {
+		t.Fatalf("page: %s", page)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -29,6 +30,10 @@ type Factory struct {
 	// HTTP is the client for the broker API (tests swap it).
 	HTTP *http.Client
 	Now  func() time.Time
+	// Terminal opens the controlling terminal for questions only the
+	// person may answer (a step-up login's confirmation); nil: /dev/tty.
+	// Tests swap it.
+	Terminal func() (io.ReadWriteCloser, error)
 
 	flags *pflag.FlagSet
 	tls   tlsconf.ClientFiles // what HTTP's transport was built from, if pamctl built it

@@ -41,6 +41,9 @@ type LoginOptions struct {
 	Groups []string
 	// Open shows the authorization URL (browser, print, or follow).
 	Open func(url string) error
+	// Purpose is what a step-up login is for ("approving req_…"), shown
+	// with the device code and on the browser's page at the end.
+	Purpose string
 }
 
 // NewCmdLogin builds `pamctl login`.
@@ -150,6 +153,7 @@ func (f *Factory) login(ctx context.Context, cfg *Config, o *LoginOptions, stepU
 			rec.ClientSecretFile = o.ClientSecretFile
 		}
 		cc.ExtraAuthParams = freshAuthParams(info.ReauthAfterSeconds, stepUp, is.Dev)
+		cc.Purpose = o.Purpose
 		if is.Dev {
 			if o.User == "" {
 				return nil, withCode(ExitUsage, errors.New("the development issuer needs --user NAME (and optionally --groups a,b)"))
@@ -169,6 +173,10 @@ func (f *Factory) login(ctx context.Context, cfg *Config, o *LoginOptions, stepU
 					// The dev issuer auto-consents once the code is visited.
 					q := url.Values{"user_code": {code}, "login_hint": {o.User}, "groups": {strings.Join(o.Groups, ",")}}
 					go func() { _ = oidc.FollowRedirects(f.HTTP)(uri + "?" + q.Encode()) }()
+					return
+				}
+				if o.Purpose != "" {
+					ios.Notef("To log in for %s, open %s and enter the code %s", o.Purpose, ios.Styles().Code.Render(uri), ios.Styles().Bold.Render(code))
 					return
 				}
 				ios.Notef("To log in, open %s and enter the code %s", ios.Styles().Code.Render(uri), ios.Styles().Bold.Render(code))

@@ -389,6 +389,7 @@ func reviewRun(cmd *cobra.Command, o *ReviewOptions) error {
 		return err
 	}
 	var r *broker.Request
+	o.StepUp.Target = func(ctx context.Context) string { return describeRequest(ctx, c, o.ID) }
 	err = o.f.withStepUp(cmd, cfg, c, &o.StepUp, func() (err error) {
 		r, err = c.Review(cmd.Context(), o.ID, o.Approve, api.ReviewRequest{Reason: o.Reason, Scopes: o.Scopes})
 		return err
@@ -514,6 +515,7 @@ func revokeRun(cmd *cobra.Command, o *RevokeOptions) error {
 		admin = true
 	}
 	var r *broker.Request
+	o.StepUp.Target = func(ctx context.Context) string { return describeRequest(ctx, c, o.ID) }
 	err = o.f.withStepUp(cmd, cfg, c, &o.StepUp, func() (err error) {
 		r, err = c.Revoke(cmd.Context(), o.ID, admin)
 		return err
@@ -523,4 +525,21 @@ func revokeRun(cmd *cobra.Command, o *RevokeOptions) error {
 	}
 	o.f.IO.Successf("Revoked %s (%s); its tokens are refused from now on", r.ID, strings.Join(r.Scopes, " "))
 	return nil
+}
+
+// describeRequest names request id for a step-up confirmation: "req_…
+// (alice: model:gpt-4o)", or the id alone when it cannot be read.
+func describeRequest(ctx context.Context, c *api.Client, id string) string {
+	r, err := c.Request(ctx, id, 0)
+	if err != nil || r == nil {
+		return id
+	}
+	what := strings.Join(r.Scopes, " ")
+	if p := r.Prompt; p != nil {
+		what = "held call to " + p.Model + " (rule " + p.Rule + ")"
+		if p.Tool != "" {
+			what = "held call of tool " + p.Tool + " (rule " + p.Rule + ")"
+		}
+	}
+	return fmt.Sprintf("%s (%s: %s)", r.ID, PartyName(r.Requester), truncate(what, 200))
 }

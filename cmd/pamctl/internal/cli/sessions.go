@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -192,6 +193,16 @@ func sessionsRevokeRun(cmd *cobra.Command, o *SessionsRevokeOptions) error {
 	}
 	var res *broker.RevokeResult
 	// Ending another person's grants needs a recent login (step-up).
+	o.StepUp.Target = func(context.Context) string {
+		what := "session " + o.ID
+		if o.User != "" {
+			what = "the sessions of " + o.User
+		}
+		if o.Grants {
+			what += " and their owners' grants"
+		}
+		return what
+	}
 	err = o.f.withStepUp(cmd, cfg, c, &o.StepUp, func() (err error) {
 		res, err = c.RevokeSessions(cmd.Context(), api.RevokeSessionsRequest{ID: o.ID, User: o.User, Grants: o.Grants, Reason: o.Reason}, admin)
 		return err

@@ -1,16 +1,21 @@
 package cli
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
 
 // EnvNoSession is set by `pamctl exec` in its child's environment: a pamctl
@@ -34,6 +39,10 @@ type StepUpOptions struct {
 	Device bool
 	// NoInput never logs in for the user: a step-up fails with exit code 4.
 	NoInput bool
+	// Target, when set, names what the action is on for the confirmation
+	// question ("req_… (alice: model:gpt-4o)"); asked only when a step-up
+	// login is about to start.
+	Target func(ctx context.Context) string
 }
 
 func addStepUpFlags(cmd *cobra.Command, o *StepUpOptions, persistent bool) {
@@ -46,7 +55,9 @@ func addStepUpFlags(cmd *cobra.Command, o *StepUpOptions, persistent bool) {
 }
 
 // withStepUp runs call with the session in c. When the broker answers that
-// the action needs a more recent login (step-up), it says why, logs in
+// the action needs a more recent login (step-up), it says why, asks the
+// person on the terminal to confirm a login for this action (so.Target
+// names its object) when the login would send them to the IdP, logs in
 // again the way the session was made (asking the IdP to authenticate the
 // person now), puts the new session into c, and runs call once more.
 func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so *StepUpOptions, call func() error) error {
@@ -58,6 +69,10 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	if c.Token == "" { // the admin socket never steps up; be safe
 		return withCode(ExitUnauthenticated, err)
 	}
+	if su.NoAuthTime == broker.NoAuthTimeIdP {
+		// Logging in again through the same IdP would not help.
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s needs a login within the last %s; %s", su.Action, broker.HumanAge(su.MaxAge), broker.NoAuthTimeAdvice))
+	}
 	reason := stepUpReason(su)
 	if so == nil {
 		so = &StepUpOptions{}
@@ -66,6 +81,21 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	lo, how, ok := f.reloginOptions(sess, so)
 	if !ok {
 		return withCode(ExitUnauthenticated, fmt.Errorf("%s: log in again with `pamctl login` and retry (%s)", reason, how))
+	}
+	what := su.Action
+	if so.Target != nil {
+		if t := so.Target(cmd.Context()); t != "" {
+			what += " " + t
+		}
+	}
+	if lo.IDTokenFile == "" && lo.User == "" {
+		// A person is about to be sent to the IdP. Whoever runs this
+		// command may be an agent with the person's CLI: the person, at
+		// the terminal, says yes first, knowing what for.
+		if err := f.confirmStepUp(what, reason); err != nil {
+			return err
+		}
+		lo.Purpose = what
 	}
 	f.IO.Notef("%s; logging in again (%s)…", reason, how)
 	maxAge := int64(su.MaxAge / time.Second)
@@ -90,12 +120,36 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	return err
 }
 
+// confirmStepUp asks the person on the controlling terminal (never stdin,
+// which whoever started pamctl may feed) to type yes before a step-up
+// login for what. No terminal, or any other answer, refuses with exit 4.
+func (f *Factory) confirmStepUp(what, reason string) error {
+	open := f.Terminal
+	if open == nil {
+		open = openTerminal
+	}
+	tty, err := open()
+	if err != nil {
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: there is no terminal to confirm it on (%v): log in again with `pamctl login` and retry", reason, err))
+	}
+	defer tty.Close()
+	fmt.Fprintf(tty, "pamctl: %s.\nTo go on, pamctl starts a new login at your identity provider for: %s\nIf you did not run this command yourself just now, answer no: a program using your session may have.\nType yes to log in again: ", reason, iostreams.Escape(what))
+	line, err := bufio.NewReader(io.LimitReader(tty, 256)).ReadString('\n')
+	if err != nil && line == "" {
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: no answer on the terminal: run it again and type yes, or log in with `pamctl login` and retry", reason))
+	}
+	if !strings.EqualFold(strings.TrimSpace(line), "yes") {
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: you did not type yes: log in with `pamctl login` and retry if you meant it", reason))
+	}
+	return nil
+}
+
 // stepUpReason says why, in the CLI's words: "approving needs a login
 // within the last 10m; your last was 2h ago".
 func stepUpReason(su *broker.StepUpError) string {
-	last := "this session started an agent with `pamctl exec`, so it cannot show a recent login"
-	if !su.AuthTime.IsZero() {
-		last = "your last was " + broker.HumanAge(max(su.Now.Sub(su.AuthTime), 0)) + " ago"
+	last := su.Last()
+	if su.AuthTime.IsZero() && su.NoAuthTime == broker.NoAuthTimeAgent {
+		last = "this session started an agent with `pamctl exec`, so it cannot show a recent login"
 	}
 	return fmt.Sprintf("%s needs a login within the last %s; %s", su.Action, broker.HumanAge(su.MaxAge), last)
 }
@@ -151,3 +205,28 @@ func browserAvailable() bool {
 	}
 	return os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != "" || os.Getenv("BROWSER") != ""
 }
+
+// openTerminal opens the controlling terminal, for a question only the
+// person at it can answer: not stdin, which a pipe may feed.
+func openTerminal() (io.ReadWriteCloser, error) {
+	if runtime.GOOS == "windows" {
+		in, err := os.Open("CONIN$")
+		if err != nil {
+			return nil, err
+		}
+		out, err := os.OpenFile("CONOUT$", os.O_WRONLY, 0)
+		if err != nil {
+			in.Close()
+			return nil, err
+		}
+		return console{in, out}, nil
+	}
+	return os.OpenFile("/dev/tty", os.O_RDWR, 0)
+}
+
+// console is Windows' terminal: input and output are two files.
+type console struct{ in, out *os.File }
+
+func (c console) Read(p []byte) (int, error)  { return c.in.Read(p) }
+func (c console) Write(p []byte) (int, error) { return c.out.Write(p) }
+func (c console) Close() error                { return errors.Join(c.in.Close(), c.out.Close()) }

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
+)
+
+// fakeTerminal is the controlling terminal of a test: what the person
+// types, and what pamctl wrote to it.
+type fakeTerminal struct {
+	in     io.Reader
+	out    bytes.Buffer
+	opened int
+}
+
+func (t *fakeTerminal) Read(p []byte) (int, error)  { return t.in.Read(p) }
+func (t *fakeTerminal) Write(p []byte) (int, error) { return t.out.Write(p) }
+func (t *fakeTerminal) Close() error                { return nil }
+
+// stepUpBroker answers every approval with step_up_required (no_auth_time
+// as given), a request for GET, and counts logins started (GET /v1/info,
+// answered 503 so the login stops there).
+func stepUpBroker(t *testing.T, noAuthTime string) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var logins atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/requests/req_1", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(broker.Request{ID: "req_1", Requester: broker.Identity{Subject: "alice", Issuer: "corp"}, Scopes: []string{"model:gpt-4o"}})
+	})
+	mux.HandleFunc("POST /v1/requests/req_1/approve", func(w http.ResponseWriter, _ *http.Request) {
+		var eb api.ErrorBody
+		eb.Error.Code, eb.Error.Message = broker.CodeStepUpRequired, "approving needs a login within the last 10m"
+		eb.Error.StepUp = &api.StepUpDetail{Action: broker.ActionApprove, MaxAgeSeconds: 600, NoAuthTime: noAuthTime}
+		if noAuthTime == "" {
+			at := time.Now().Add(-40 * time.Minute).UTC()
+			eb.Error.StepUp.AuthTime, eb.Error.StepUp.AgeSeconds = &at, 2400
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_ = json.NewEncoder(w).Encode(eb)
+	})
+	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) {
+		logins.Add(1)
+		http.Error(w, "no logins in this test", http.StatusServiceUnavailable)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv, &logins
+}
+
+// approveWithTerminal runs `pamctl approve req_1 args…` as a person whose
+// session came from a browser login, on streams that look like a
+// terminal, with tty as the controlling terminal (nil: there is none) and
+// stdin holding stdin.
+func approveWithTerminal(t *testing.T, srv *httptest.Server, tty *fakeTerminal, stdin string, args ...string) result {
+	t.Helper()
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("PAMCTL_CONFIG", "")
+	t.Setenv("PAMCTL_SERVER", srv.URL)
+	t.Setenv(EnvNoSession, "")
+	if err := saveSession(&SessionFile{Server: srv.URL, ID: "ses_1", Token: "tok", Identity: broker.Identity{Subject: "bob", Issuer: "corp"},
+		ExpiresAt: time.Now().Add(time.Hour), Login: &LoginRecord{Issuer: "corp"}}); err != nil {
+		t.Fatal(err)
+	}
+	ios, in, out, errOut := iostreams.Test()
+	ios.SetTTY(true, true, true)
+	in.WriteString(stdin)
+	f := NewFactory(ios)
+	f.Terminal = func() (io.ReadWriteCloser, error) {
+		if tty == nil {
+			return nil, errors.New("open /dev/tty: no such device or address")
+		}
+		tty.opened++
+		return tty, nil
+	}
+	root := NewCmdRoot(f)
+	root.SetArgs(append([]string{"approve", "req_1"}, args...))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	code := ExitOK
+	if err != nil {
+		code = exitCodeOf(err)
+		errOut.WriteString("error: " + err.Error() + "\n")
+	}
+	return result{out: out.String(), err: errOut.String(), code: code}
+}
+
+// A step-up login for an interactive session starts only after the person
+// types yes on the controlling terminal, having been told what it is for;
+// stdin cannot answer, and without a terminal the command exits 4 saying
+// to run `pamctl login`.
+func TestStepUpLoginAsksOnTheTerminal(t *testing.T) {
+	srv, logins := stepUpBroker(t, "")
+	for _, flow := range [][]string{{"--device"}, nil} {
+		logins.Store(0)
+		tty := &fakeTerminal{in: strings.NewReader("yes\n")}
+		r := approveWithTerminal(t, srv, tty, "", flow...)
+		q := tty.out.String()
+		if !strings.Contains(q, "approving req_1 (alice: model:gpt-4o)") {
+			t.Fatalf("%v: the question does not say what the login is for:\n%s", flow, q)
+		}
+		if !strings.Contains(q, "your last was 40m ago") || !strings.Contains(q, "Type yes") {
+			t.Fatalf("%v: question:\n%s", flow, q)
+		}
+		if logins.Load() == 0 || !strings.Contains(r.err, "logging in again") {
+			t.Fatalf("%v: yes did not start the login: %d logins\n%s", flow, logins.Load(), r.err)
+		}
+	}
+
+	for _, c := range []struct {
+		name, typed, stdin string
+		tty                bool
+		want               string
+	}{
+		{"no", "no\n", "", true, "you did not type yes"},
+		{"y is not yes", "y\n", "", true, "you did not type yes"},
+		{"nothing typed", "", "", true, "no answer on the terminal"},
+		{"no terminal, yes on stdin", "", "yes\n", false, "no terminal to confirm it on"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			logins.Store(0)
+			var tty *fakeTerminal
+			if c.tty {
+				tty = &fakeTerminal{in: strings.NewReader(c.typed)}
+			}
+			r := approveWithTerminal(t, srv, tty, c.stdin)
+			if r.code != ExitUnauthenticated || !strings.Contains(r.err, c.want) || !strings.Contains(r.err, "pamctl login") || logins.Load() != 0 {
+				t.Fatalf("exit %d, %d logins:\n%s", r.code, logins.Load(), r.err)
+			}
+		})
+	}
+
+	// --no-input never asks and never logs in.
+	logins.Store(0)
+	tty := &fakeTerminal{in: strings.NewReader("yes\n")}
+	if r := approveWithTerminal(t, srv, tty, "", "--no-input"); r.code != ExitUnauthenticated || !strings.Contains(r.err, "--no-input") || tty.opened != 0 || logins.Load() != 0 {
+		t.Fatalf("--no-input: exit %d, terminal opened %d times, %d logins\n%s", r.code, tty.opened, logins.Load(), r.err)
+	}
+}
+
+// A session whose IdP sent no auth_time cannot step up by logging in again
+// through it: the CLI says so and what to do, without asking or logging in.
+func TestStepUpWithoutAuthTimeDoesNotLogInAgain(t *testing.T) {
+	srv, logins := stepUpBroker(t, broker.NoAuthTimeIdP)
+	tty := &fakeTerminal{in: strings.NewReader("yes\n")}
+	r := approveWithTerminal(t, srv, tty, "")
+	if r.code != ExitUnauthenticated || !strings.Contains(r.err, "did not report when you authenticated") || !strings.Contains(r.err, "step_up_without_auth_time") ||
+		tty.opened != 0 || logins.Load() != 0 {
+		t.Fatalf("exit %d, terminal opened %d times, %d logins\n%s", r.code, tty.opened, logins.Load(), r.err)
+	}
+}
