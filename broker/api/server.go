@@ -330,6 +330,9 @@ type WhoAmI struct {
 	// AuthTime is the session's last IdP authentication (step-up compares
 	// it with approvals.reauth_after).
 	AuthTime *time.Time `json:"auth_time,omitempty"`
+	// NoAuthTime, without AuthTime, says why the session cannot step up
+	// (StepUpDetail.NoAuthTime).
+	NoAuthTime string `json:"no_auth_time,omitempty"`
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, who broker.Identity) {
@@ -338,6 +341,8 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, who broker.Ident
 	if !who.AuthTime.IsZero() {
 		at := who.AuthTime.UTC()
 		out.AuthTime = &at
+	} else {
+		out.NoAuthTime = who.NoAuthTime
 	}
 	if !sess.IdleExpiresAt.IsZero() {
 		idle := sess.IdleExpiresAt

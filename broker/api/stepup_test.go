@@ -111,7 +111,7 @@ func TestStepUpWithoutAuthTimeThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Token = sess.Token
-	if who, err := c.WhoAmI(ctx); err != nil || who.AuthTime != nil {
+	if who, err := c.WhoAmI(ctx); err != nil || who.AuthTime != nil || who.NoAuthTime != broker.NoAuthTimeIdP {
 		t.Fatalf("whoami: %v %+v", err, who.AuthTime)
 	}
 	_, err = c.AuditVerify(ctx)

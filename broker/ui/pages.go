@@ -178,7 +178,10 @@ type itemView struct {
 	WhyNot    string
 	CanRevoke bool
 	Fresh     bool // no step-up needed before deciding
-	Done      string
+	// NoAuthTime: the session's IdP sent no auth_time, so logging in
+	// again there cannot make it fresh (the page says what to do).
+	NoAuthTime bool
+	Done       string
 }
 
 type reviewView struct {
@@ -191,7 +194,7 @@ func (u *UI) item(w http.ResponseWriter, r *http.Request, ss *session) {
 		u.serviceError(w, r, err)
 		return
 	}
-	v := itemView{queueItem: u.rowOf(req, u.c.Now()), Fresh: u.fresh(ss, broker.ActionApprove)}
+	v := itemView{queueItem: u.rowOf(req, u.c.Now()), Fresh: u.fresh(ss, broker.ActionApprove), NoAuthTime: ss.who.NoAuthTime == broker.NoAuthTimeIdP}
 	v.CanDecide, v.WhyNot = u.reviewable(req, ss.who)
 	if !v.CanDecide && v.WhyNot == "" {
 		v.WhyNot = "you are not an approver of this request"

@@ -98,6 +98,10 @@ func TestStepUpWithoutAuthTimeSaysWhy(t *testing.T) {
 		}
 	}
 	e.svc.mu.Unlock()
+	// The item page says why it cannot decide, before anyone submits.
+	if _, page := get(t, c, e.base+"/ui/requests/req_access"); !strings.Contains(page, "did not say when you logged in") || strings.Contains(page, "submitting sends you through") {
+		t.Fatalf("item page: %s", page)
+	}
 	res, _ := get(t, c, e.base+"/ui/login?reauth=1&next=%2Fui%2Frequests%2Freq_access")
 	// The person logs in at the form (here: the request it submits).
 	authz, _ := url.Parse(res.Header.Get("Location"))

@@ -77,6 +77,9 @@ func (f *fakeService) WebSession(_ context.Context, secret string) (broker.Ident
 	}
 	who := r.Identity
 	who.AuthTime = r.AuthTime
+	if r.AuthTime.IsZero() {
+		who.NoAuthTime = broker.NoAuthTimeIdP // as the broker's (an IdP without auth_time)
+	}
 	c := *r
 	return who, &c, nil
 }

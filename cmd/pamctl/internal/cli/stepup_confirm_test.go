@@ -52,6 +52,9 @@ func stepUpBroker(t *testing.T, noAuthTime string) (*httptest.Server, *atomic.In
 		w.WriteHeader(http.StatusUnauthorized)
 		_ = json.NewEncoder(w).Encode(eb)
 	})
+	mux.HandleFunc("GET /v1/whoami", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(api.WhoAmI{Identity: broker.Identity{Subject: "bob", Issuer: "corp"}, ExpiresAt: time.Now().Add(time.Hour), NoAuthTime: noAuthTime})
+	})
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) {
 		logins.Add(1)
 		http.Error(w, "no logins in this test", http.StatusServiceUnavailable)
@@ -161,5 +164,9 @@ func TestStepUpWithoutAuthTimeDoesNotLogInAgain(t *testing.T) {
 	if r.code != ExitUnauthenticated || !strings.Contains(r.err, "did not report when you authenticated") || !strings.Contains(r.err, "step_up_without_auth_time") ||
 		tty.opened != 0 || logins.Load() != 0 {
 		t.Fatalf("exit %d, terminal opened %d times, %d logins\n%s", r.code, tty.opened, logins.Load(), r.err)
+	}
+	// whoami says so too.
+	if r := runCLI(t, "whoami"); r.code != ExitOK || !strings.Contains(r.out, "not known: your identity provider did not report when you authenticated") {
+		t.Fatalf("whoami: %+v", r)
 	}
 }
