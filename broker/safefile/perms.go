@@ -11,6 +11,13 @@ import (
 // the file or change its content.
 var ErrSwappable = errors.New("writable by every local user")
 
+// foreignError is ErrSwappable for a file or directory another user than
+// root and pamctl's owns, or a group pamctl is not in may write.
+type foreignError struct{ msg string }
+
+func (e *foreignError) Error() string        { return e.msg }
+func (e *foreignError) Is(target error) bool { return target == ErrSwappable }
+
 // Kinds of file for CheckPerms.
 const (
 	// Public files (certificates, CA bundles) must not be replaceable:
@@ -27,11 +34,15 @@ const (
 // is what counts).
 //
 // It refuses (an error wrapping ErrSwappable, naming the file and the
-// chmod that fixes it) a target every local user may write, or one that
+// chmod or chown that fixes it) a target every local user may write, or one that
 // sits, or is reached through a symlink that sits, in a directory (or
 // below one) every local user may write without the sticky bit: they
 // could rename another file over it. A sticky directory (/tmp, a Kubernetes secret volume's
-// 1777 root) lets nobody replace what they do not own.
+// 1777 root) lets nobody replace what they do not own. As OpenSSH's
+// StrictModes, it also refuses a target or directory on the way that
+// another user than root and pamctl's own owns (its owner may change it
+// whatever its mode), or that a group pamctl is not in may write (a
+// sticky directory's group can only rename its own files).
 //
 // For a secret it also warns (a non-empty string naming the file and the
 // fix) when group or others may read it, or the group may write it,
@@ -80,11 +91,17 @@ func CheckPerms(path string, secret bool) (warning string, err error) {
 			return "", fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
 				path, d, ErrSwappable, m.Perm(), d, d)
 		}
+		if who, fix := foreignControl(di, d); who != "" {
+			return "", &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
+		}
 	}
 	m := st.Mode().Perm()
 	if m&0o002 != 0 {
 		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`",
 			path, via(path, real), ErrSwappable, m, real)
+	}
+	if who, fix := foreignControl(st, real); who != "" {
+		return "", &foreignError{fmt.Sprintf("%s%s is %s: that user or group could change it; run %s", path, via(path, real), who, fix)}
 	}
 	if !secret {
 		return "", nil

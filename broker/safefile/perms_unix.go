@@ -3,6 +3,7 @@
 package safefile
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"syscall"
@@ -19,12 +20,36 @@ func accessOf(fi os.FileInfo) access {
 	if euid == 0 || uint64(st.Uid) == uint64(euid) {
 		return byOwner
 	}
-	gid := int(st.Gid)
-	if gid == os.Getegid() {
-		return byGroup
-	}
-	if gs, err := os.Getgroups(); err == nil && slices.Contains(gs, gid) {
+	if inGroup(int(st.Gid)) {
 		return byGroup
 	}
 	return byOthers
+}
+
+// inGroup tells whether this process is in group gid.
+func inGroup(gid int) bool {
+	if gid == os.Getegid() {
+		return true
+	}
+	gs, err := os.Getgroups()
+	return err == nil && slices.Contains(gs, gid)
+}
+
+// foreignControl names who besides root and this process's user may
+// change fi at path (its owner, a user of its own; or a group this
+// process is not in that may write it, unless it is a sticky directory),
+// and the command that fixes it; "" when no one.
+func foreignControl(fi os.FileInfo, path string) (who, fix string) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", ""
+	}
+	if uid := int(st.Uid); uid != 0 && uid != os.Geteuid() {
+		return fmt.Sprintf("owned by uid %d", uid), fmt.Sprintf("`chown root %s` (or chown it to pamctl's user)", path)
+	}
+	m := fi.Mode()
+	if m&0o020 != 0 && !(m.IsDir() && m&os.ModeSticky != 0) && !inGroup(int(st.Gid)) {
+		return fmt.Sprintf("writable by group %d, which pamctl is not in", st.Gid), fmt.Sprintf("`chmod g-w %s`", path)
+	}
+	return "", ""
 }
