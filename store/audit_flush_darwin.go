@@ -6,11 +6,16 @@ import "syscall"
 var rawFlush func(fd uintptr) error
 
 // blockingFlush makes the segment durable with fcntl(F_FULLFSYNC): macOS's
-// fsync leaves the data in the drive's cache (as os.File.Sync, and so
-// bbolt, do there).
+// fsync leaves the data in the drive's cache. A file system without it
+// (SMB, some external volumes: ENOTSUP) gets fsync, as os.File.Sync, and
+// so bbolt, do there.
 func blockingFlush(fd uintptr) error {
-	if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_FULLFSYNC, 0); e != 0 {
-		return e
+	_, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_FULLFSYNC, 0)
+	switch e {
+	case 0:
+		return nil
+	case syscall.ENOTSUP:
+		return syscall.Fsync(int(fd))
 	}
-	return nil
+	return e
 }
