@@ -900,7 +900,7 @@ func (l *AuditLog) signHead() (*audit.SignedHead, error) {
 // ErrHeadMissing means the trail has events (or a retention anchor) but no
 // signed head. A signing log writes its first head in the transaction of
 // its first event, so this is never a crash: the head was deleted.
-var ErrHeadMissing = errors.New("store: audit trail has events but no signed head")
+var ErrHeadMissing error = TrailTampered("store: audit trail has events but no signed head")
 
 func headMissing(db *DB, tip audit.Link) error {
 	return fmt.Errorf("%w: %s holds events through seq %d and no signed head; the head was deleted from the data file (pamctl signs one with the very first event). Run `pamctl audit verify` to see the damage, and restore it from a backup", ErrHeadMissing, db.path(), tip.Seq)
@@ -909,7 +909,7 @@ func headMissing(db *DB, tip audit.Link) error {
 // ErrBelowHighWater means the stored trail falls short of its
 // authenticated high-water mark: events, the signed head or the anchor were
 // deleted, or the data file was rolled back. It wraps an *audit.BreakError.
-var ErrBelowHighWater = errors.New("store: audit trail is shorter than its high-water mark")
+var ErrBelowHighWater error = TrailTampered("store: audit trail is shorter than its high-water mark")
 
 type highWaterError struct{ be *audit.BreakError }
 
@@ -917,8 +917,10 @@ func (e *highWaterError) Error() string {
 	return fmt.Sprintf("store: audit: the trail is shorter than the high-water mark in the signing key's authenticated record (%s: expected %s, found %s): events, the signed head or the anchor were deleted, or pamctl.db was rolled back. Run `pamctl audit verify` to see what is missing, and restore pamctl.db from a backup",
 		"seq "+strconv.FormatUint(e.be.Seq, 10), e.be.Expected, e.be.Found)
 }
-func (e *highWaterError) Unwrap() error        { return e.be }
-func (e *highWaterError) Is(target error) bool { return target == ErrBelowHighWater }
+func (e *highWaterError) Unwrap() error { return e.be }
+func (e *highWaterError) Is(target error) bool {
+	return target == ErrBelowHighWater || target == ErrTampered
+}
 
 // checkHighWater compares the stored chain with hw's mark in O(1): the
 // event at the mark must be stored with the mark's hash (or pruned behind

@@ -32,10 +32,25 @@ const (
 	AuditRecordKeyPurpose = "audit event authenticator"
 )
 
+// ErrTampered is what every error meaning the stored audit trail was
+// changed by something other than pamctl Is (errors.Is), on either
+// backend: an event this deployment did not write (ErrUnauthenticated), a
+// deleted head (ErrHeadMissing), a trail below its high-water mark
+// (ErrBelowHighWater). A server keeps such a trail unready until it
+// restarts.
+var ErrTampered = errors.New("store: audit trail changed by something other than pamctl")
+
+// TrailTampered is an error that Is ErrTampered: the sentinels above, on
+// both backends, are of this type.
+type TrailTampered string
+
+func (e TrailTampered) Error() string        { return string(e) }
+func (e TrailTampered) Is(target error) bool { return target == ErrTampered }
+
 // ErrUnauthenticated means the trail holds an event past its last signed
 // head that this deployment did not write: its authenticator is missing
 // or wrong.
-var ErrUnauthenticated = errors.New("store: audit event not written by this deployment")
+var ErrUnauthenticated error = TrailTampered("store: audit event not written by this deployment")
 
 // AuthenticatorLen is the length of an event's authenticator.
 const AuthenticatorLen = authLen

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -253,5 +254,31 @@ func TestAnUnsignedAnchorIsRefused(t *testing.T) {
 				t.Fatalf("start = %v", err)
 			}
 		})
+	}
+}
+
+// Every error that means the trail was changed by something other than
+// pamctl Is ErrTampered, however it is wrapped; others are not.
+func TestTamperErrorsAreErrTampered(t *testing.T) {
+	be := &audit.BreakError{Seq: 7, Expected: "a", Found: "b"}
+	for _, err := range []error{
+		ErrUnauthenticated, ErrHeadMissing, ErrBelowHighWater,
+		fmt.Errorf("store: audit: %w: seq 9", ErrUnauthenticated),
+		headMissing(&DB{}, audit.Link{Seq: 3}),
+		&highWaterError{be: be},
+		fmt.Errorf("signing: %w", &highWaterError{be: be}),
+		fmt.Errorf("refusing: %w (%w)", be, ErrBelowHighWater),
+	} {
+		if !errors.Is(err, ErrTampered) {
+			t.Errorf("%v: not ErrTampered", err)
+		}
+	}
+	for _, err := range []error{errors.New("disk full"), be, ErrRecordForged, context.DeadlineExceeded} {
+		if errors.Is(err, ErrTampered) {
+			t.Errorf("%v: ErrTampered, but it says nothing of who changed the trail", err)
+		}
+	}
+	if !errors.Is(ErrHeadMissing, ErrHeadMissing) || errors.Is(ErrHeadMissing, ErrBelowHighWater) {
+		t.Error("the sentinels must still be told apart")
 	}
 }

@@ -819,7 +819,7 @@ func (l *AuditLog) signHead(ctx context.Context) (*audit.SignedHead, error) {
 
 // ErrHeadMissing means the trail has events but no signed head: the head
 // was deleted (the first head is written with the first event).
-var ErrHeadMissing = errors.New("etcdstore: audit trail has events but no signed head")
+var ErrHeadMissing error = store.TrailTampered("etcdstore: audit trail has events but no signed head")
 
 func (l *AuditLog) headMissing(tip audit.Link) error {
 	return fmt.Errorf("%w: %saudit/ holds events through seq %d and no signed head; the head was deleted from etcd (pamctl signs one with the very first event). Run `pamctl audit verify` to see the damage, and restore etcd from a snapshot", ErrHeadMissing, l.prefix, tip.Seq)
@@ -827,7 +827,7 @@ func (l *AuditLog) headMissing(tip audit.Link) error {
 
 // ErrBelowHighWater means the stored trail falls short of its authenticated
 // high-water mark. It wraps an *audit.BreakError.
-var ErrBelowHighWater = errors.New("etcdstore: audit trail is shorter than its high-water mark")
+var ErrBelowHighWater error = store.TrailTampered("etcdstore: audit trail is shorter than its high-water mark")
 
 type highWaterError struct{ be *audit.BreakError }
 
@@ -835,8 +835,10 @@ func (e *highWaterError) Error() string {
 	return fmt.Sprintf("etcdstore: audit: the trail is shorter than the high-water mark in the signing key's authenticated record (seq %d: expected %s, found %s): events, the signed head or the anchor were deleted, or etcd was rolled back. Run `pamctl audit verify` to see what is missing, and restore etcd from a snapshot",
 		e.be.Seq, e.be.Expected, e.be.Found)
 }
-func (e *highWaterError) Unwrap() error        { return e.be }
-func (e *highWaterError) Is(target error) bool { return target == ErrBelowHighWater }
+func (e *highWaterError) Unwrap() error { return e.be }
+func (e *highWaterError) Is(target error) bool {
+	return target == ErrBelowHighWater || target == store.ErrTampered
+}
 
 // lineAt returns the stored line of seq at revision rev (nil when absent).
 func (l *AuditLog) lineAt(ctx context.Context, seq uint64, rev int64) ([]byte, error) {

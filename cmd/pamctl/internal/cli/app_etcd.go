@@ -95,15 +95,7 @@ func (a *App) auditFailed(err error) {
 // event this deployment did not write, a deleted head, a trail below its
 // high-water mark. Appends that succeed do not make it good again (see
 // health.FailSticky).
-func trailTampered(err error) bool {
-	for _, e := range []error{store.ErrUnauthenticated, store.ErrHeadMissing, store.ErrBelowHighWater,
-		etcdstore.ErrHeadMissing, etcdstore.ErrBelowHighWater} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
+func trailTampered(err error) bool { return errors.Is(err, store.ErrTampered) }
 
 // openCounters opens the proxy's limit counters.
 func (a *App) openCounters() (counterStore, error) {

@@ -46,6 +46,7 @@ type check struct {
 	// stickyHint replaces hint. Until the process restarts.
 	sticky     bool
 	stickyHint string
+	stickyErr  error // the failure that made it sticky: what it reports from then on
 }
 
 // hintOf is what to do about c's failure (h.mu held).
@@ -105,8 +106,12 @@ func (h *health) Fail(name string, err error) {
 		h.log.Log(context.Background(), level, name+" failing: "+c.hintOf(), "check", name, "err", err.Error(), "critical", c.critical)
 	case now.Sub(c.reminded) >= remindEvery:
 		c.reminded = now
-		h.log.Log(context.Background(), level, name+" still failing: "+c.hintOf(), "check", name, "err", err.Error(),
-			"failures", c.count, "since", c.since.UTC().Format(time.RFC3339))
+		attrs := []any{"check", name, "err", err.Error(), "failures", c.count, "since", c.since.UTC().Format(time.RFC3339)}
+		if c.stickyErr != nil && c.stickyErr != err {
+			// a later failure does not hide the one that made it sticky
+			attrs = []any{"check", name, "err", c.stickyErr.Error(), "latest", err.Error(), "failures", c.count, "since", c.since.UTC().Format(time.RFC3339)}
+		}
+		h.log.Log(context.Background(), level, name+" still failing: "+c.hintOf(), attrs...)
 	}
 }
 
@@ -118,7 +123,7 @@ func (h *health) FailSticky(name string, err error, hint string) {
 	c := h.get(name)
 	h.mu.Lock()
 	if !c.sticky {
-		c.sticky, c.stickyHint = true, hint
+		c.sticky, c.stickyHint, c.stickyErr = true, hint, err
 		c.failing.Store(false) // log it as a failure of its own
 	}
 	h.mu.Unlock()

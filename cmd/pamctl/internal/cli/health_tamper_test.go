@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/store"
@@ -46,5 +47,24 @@ func TestAuditReadinessStaysFailingOnATamperedTrail(t *testing.T) {
 		if tc.stillFail && (len(lines) != 1 || !strings.Contains(lines[0], "until pamctl restarts")) {
 			t.Fatalf("%v: /readyz says %q", tc.err, lines)
 		}
+	}
+}
+
+// A failure after the sticky one does not hide it: the reminders still
+// name the tampering, with the latest error beside it.
+func TestStickyFailureKeepsItsError(t *testing.T) {
+	var buf strings.Builder
+	h := newHealth(slog.New(slog.NewTextHandler(&buf, nil)))
+	clock := time.Unix(1_000_000, 0)
+	h.now = func() time.Time { return clock }
+	tampered := fmt.Errorf("refusing: %w: event seq 6", store.ErrUnauthenticated)
+	h.FailSticky(checkAudit, tampered, tamperedTrailHint)
+	h.Fail(checkAudit, errors.New("etcd: request timed out"))
+	clock = clock.Add(remindEvery)
+	buf.Reset()
+	h.Fail(checkAudit, errors.New("etcd: request timed out"))
+	out := buf.String()
+	if !strings.Contains(out, "still failing") || !strings.Contains(out, "event seq 6") || !strings.Contains(out, "latest=") {
+		t.Fatalf("reminder after a later failure: %q, want the tampering error and the latest one", out)
 	}
 }
