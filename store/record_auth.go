@@ -27,7 +27,13 @@ const (
 	KindRequests = "requests"
 	KindSessions = "sessions"
 	KindProxies  = "proxies"
+	// KindOther is what OnForged reports for any other name.
+	KindOther = "other"
 )
+
+// RecordKinds are the kinds OnForged reports: a bounded set, fit for a
+// metric's label.
+func RecordKinds() []string { return []string{KindRequests, KindSessions, KindProxies, KindOther} }
 
 // RecordName is the logical name of the record of kind at key.
 func RecordName(kind, key string) string { return kind + "/" + key }
@@ -88,7 +94,7 @@ func recordKind(name string) string {
 	case KindRequests, KindSessions, KindProxies:
 		return kind
 	}
-	return "other"
+	return KindOther
 }
 
 func (rk *RecordKey) mac(name string, d []byte) []byte {

@@ -12,13 +12,14 @@ import (
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/metrics"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
 	"github.com/pamctl/pamctl/proxy"
+	"github.com/pamctl/pamctl/store"
 )
 
 // newTelemetry builds the metrics (metrics.addr set) and the tracer
 // (tracing.otlp_endpoint set); either may stay nil.
 func (a *App) newTelemetry(ctx context.Context) error {
 	if a.cfg.Metrics.Addr != "" {
-		o := metrics.Options{Models: metricModels(a.cfg)}
+		o := metrics.Options{Models: metricModels(a.cfg), RecordKinds: store.RecordKinds()}
 		if a.cfg.Role == RoleProxy {
 			// The proxy role has no trail of its own: its events wait in
 			// the spool until the broker takes them.

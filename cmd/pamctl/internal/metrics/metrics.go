@@ -49,6 +49,10 @@ type Options struct {
 	// Link reports a proxy-role process's link to its broker at scrape
 	// time (nil: not the proxy role).
 	Link func() LinkStatus
+	// RecordKinds are the store's record kinds (store.RecordKinds), the
+	// values of pamctl_store_forged_records_total's kind label; the last
+	// is what any other kind counts as.
+	RecordKinds []string
 	// Now is the clock for latencies (default time.Now).
 	Now func() time.Time
 }
@@ -79,6 +83,7 @@ type Metrics struct {
 	appendErrs  prometheus.Counter
 	batch       prometheus.Histogram
 	forged      *prometheus.CounterVec
+	forgedKinds []string // Options.RecordKinds
 }
 
 // New registers every collector on a fresh registry (with the Go and
@@ -111,7 +116,8 @@ func New(o Options) *Metrics {
 	m.appendErrs = f.counter("pamctl_audit_append_errors_total", "Audit appends that failed.")
 	m.batch = f.hist("pamctl_audit_commit_batch_events", "Events written per commit of the trail.", []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})
 	m.forged = f.counterVec("pamctl_store_forged_records_total", "Records read from the store that failed their authenticator (written without the master key), by record kind.", "kind")
-	for _, k := range forgedKinds {
+	m.forgedKinds = o.RecordKinds
+	for _, k := range m.forgedKinds {
 		m.forged.WithLabelValues(k) // exported at 0, so the first one shows as an increase
 	}
 	if o.QueueDepth != nil {
@@ -131,17 +137,16 @@ func New(o Options) *Metrics {
 	return m
 }
 
-// forgedKinds are the kind label's values: the store's authenticated
-// record kinds (store.KindRequests, KindSessions, KindProxies), and
-// "other".
-var forgedKinds = []string{"requests", "sessions", "proxies", "other"}
-
 // RecordForged counts a record the store refused because its
 // authenticator is missing or wrong (store.RecordKey.OnForged). kind is
-// the record's kind; anything else counts as "other".
+// the record's kind; one not in Options.RecordKinds counts as the last of
+// them, so the label stays bounded.
 func (m *Metrics) RecordForged(kind string) {
-	if !slices.Contains(forgedKinds, kind) {
-		kind = "other"
+	if len(m.forgedKinds) == 0 {
+		return
+	}
+	if !slices.Contains(m.forgedKinds, kind) {
+		kind = m.forgedKinds[len(m.forgedKinds)-1]
 	}
 	m.forged.WithLabelValues(kind).Inc()
 }

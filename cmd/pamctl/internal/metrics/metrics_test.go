@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"regexp"
@@ -194,5 +195,32 @@ func TestModelLabelIsTheConfigsString(t *testing.T) {
 	name := body[10:16]
 	if label := m.model(name); label != name || unsafe.StringData(label) == unsafe.StringData(name) {
 		t.Fatalf("label %q shares the call's bytes (or differs from %q)", label, name)
+	}
+}
+
+// The forged-record counter exports every kind it is given at 0, and
+// counts a kind outside them as the last ("other"): its label stays bounded
+// whatever a caller passes.
+func TestRecordForgedKindsAreBounded(t *testing.T) {
+	m := New(Options{RecordKinds: []string{"requests", "sessions", "other"}})
+	m.RecordForged("sessions")
+	m.RecordForged("requests/req_1")
+	m.RecordForged("x\"y")
+	got := map[string]float64{}
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "pamctl_store_forged_records_total" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			got[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{"requests": 0, "sessions": 1, "other": 2}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("series %v, want %v", got, want)
 	}
 }
