@@ -96,7 +96,8 @@ func TestDashboardAndDocsNameRealMetrics(t *testing.T) {
 		},
 		// A proxy-role process's series (a broker has none), documented
 		// in the same table.
-		Link: func() LinkStatus { return LinkStatus{Refusal: "revocations_stale", SpoolBytes: 42} }})
+		Link:        func() LinkStatus { return LinkStatus{Refusal: "revocations_stale", SpoolBytes: 42} },
+		RecordKinds: []string{"requests", "other"}})
 	cycle(m, &proxy.CallStats{Endpoint: "chat", Model: "gpt-4o", Status: 429, Rule: "r", Decision: "deny", Code: proxy.CodeRateLimitExceeded,
 		HasUsage: true, MaskedIn: map[string]int{"EMAIL": 1}})
 	m.TokenVerified(true, true)
