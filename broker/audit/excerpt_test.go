@@ -2,7 +2,7 @@ package audit
 
 import "testing"
 
-// TestText pins the excerpt's format: what the proxy writes and what the
+// TestHeldExcerpt pins the excerpt's format: what the proxy writes and what the
 // broker compares a hold's excerpt with.
 func TestHeldExcerpt(t *testing.T) {
 	for _, c := range []struct {

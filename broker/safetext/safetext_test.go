@@ -46,3 +46,22 @@ func TestEscape(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsafePinsTheClass pins what Unsafe names, written out here rather
+// than derived from it: the escapers and the tests of every output
+// (iostreams, the CLI's end-to-end checks) judge "safe" with Unsafe
+// itself, so a rune dropped from it would pass them all.
+func TestUnsafePinsTheClass(t *testing.T) {
+	must := []rune{0x00, 0x07, 0x08, 0x09, 0x0a, 0x0d, 0x1b, 0x1f, 0x7f, 0x80, 0x85, 0x9b, 0x9f,
+		0x061c, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0x2028, 0x2029}
+	for _, r := range must {
+		if !Unsafe(r) {
+			t.Errorf("Unsafe(%U) = false: a terminal acts on it (control, C1, or a bidi/line control)", r)
+		}
+	}
+	for _, r := range []rune{' ', 'a', '~', 0xa0, 0xe9, 0x65e5, 0x200d, 0x2010, 0x2030, 0x206a, 0x1f600} {
+		if Unsafe(r) {
+			t.Errorf("Unsafe(%U) = true: ordinary text would be escaped", r)
+		}
+	}
+}
