@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // ErrSwappable: a local user other than the file's owner could replace
@@ -35,9 +36,10 @@ const (
 //
 // It refuses (an error wrapping ErrSwappable, naming the file and the
 // chmod or chown that fixes it) a target every local user may write, or one that
-// sits, or is reached through a symlink that sits, in a directory (or
-// below one) every local user may write without the sticky bit: they
-// could rename another file over it. A sticky directory (/tmp, a Kubernetes secret volume's
+// sits, or is reached through a symlink that sits (at the end of the path
+// or anywhere on it, a link to a link included), in a directory (or below
+// one) every local user may write without the sticky bit: they could
+// rename another file or link over it. A sticky directory (/tmp, a Kubernetes secret volume's
 // 1777 root) lets nobody replace what they do not own. As OpenSSH's
 // StrictModes, it also refuses a target or directory on the way that
 // another user than root and pamctl's own owns (its owner may change it
@@ -57,44 +59,14 @@ func CheckPerms(path string, secret bool) (warning string, err error) {
 	if err != nil || !st.Mode().IsRegular() {
 		return "", nil // reading it reports what is wrong
 	}
-	real, err := filepath.EvalSymlinks(path)
+	w, err := walk(path)
 	if err != nil {
-		return "", nil
+		return "", nil // it moved since Stat: reading it reports what is wrong
 	}
-	dirs, err := linkDirs(path)
-	if err != nil {
-		return "", nil
+	if err := w.check(path); err != nil {
+		return "", err
 	}
-	dirs = append(dirs, filepath.Dir(real))
-	seen := map[string]bool{}
-	var all []string
-	for _, d := range dirs {
-		// Every directory above counts too, as named and as resolved:
-		// whoever may write one may rename what is below it.
-		r, err := filepath.EvalSymlinks(d)
-		if err != nil {
-			r = d
-		}
-		for _, d := range []string{d, r} {
-			for d, _ = filepath.Abs(d); !seen[d]; d = filepath.Dir(d) {
-				seen[d] = true
-				all = append(all, d)
-			}
-		}
-	}
-	for _, d := range all {
-		di, err := os.Stat(d)
-		if err != nil {
-			continue
-		}
-		if m := di.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
-			return "", fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
-				path, d, ErrSwappable, m.Perm(), d, d)
-		}
-		if who, fix := foreignControl(di, d); who != "" {
-			return "", &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
-		}
-	}
+	real := w.real
 	m := st.Mode().Perm()
 	if m&0o002 != 0 {
 		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`",
@@ -142,31 +114,93 @@ func via(path, real string) string {
 	return " (" + real + ")"
 }
 
-// linkDirs lists the directory of path and of every symlink followed on
-// the way to its target: whoever may write one of them may point the
-// name elsewhere.
-func linkDirs(path string) ([]string, error) {
-	var dirs []string
-	p := path
-	for range 40 {
-		dirs = append(dirs, filepath.Dir(p))
-		fi, err := os.Lstat(p)
+// maxLinks bounds the symlinks one walk follows, as filepath.EvalSymlinks
+// does: a loop ends there.
+const maxLinks = 255
+
+// way is what looking up a path goes through.
+type way struct {
+	real string   // the path with every symlink resolved
+	dirs []string // every directory a name was looked up in, resolved, once each
+}
+
+// walk resolves path component by component, as filepath.EvalSymlinks
+// does (relative and absolute links, "..", links anywhere on the path, not
+// only at its end), and lists every directory it looks a name up in:
+// whoever may write one of them may replace that name, a symlink's
+// included, and so point the path elsewhere. As the walk starts at the
+// root, every directory above one it lists is listed too. On an error
+// (a name missing, too many links) it returns what it walked so far.
+func walk(path string) (way, error) {
+	var w way
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return w, err
+	}
+	sep := string(filepath.Separator)
+	vol := filepath.VolumeName(abs)
+	dest, rest := vol+sep, abs[len(vol):]
+	seen := map[string]bool{}
+	for links := 0; rest != ""; {
+		var c string
+		c, rest, _ = strings.Cut(rest, sep)
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			dest = filepath.Dir(dest) // dest has no symlinks left: ".." is its parent
+			continue
+		}
+		if !seen[dest] {
+			seen[dest] = true
+			w.dirs = append(w.dirs, dest)
+		}
+		next := filepath.Join(dest, c)
+		fi, err := os.Lstat(next)
 		if err != nil {
-			return nil, err
+			return w, err
 		}
 		if fi.Mode()&os.ModeSymlink == 0 {
-			return dirs, nil
+			dest = next
+			continue
 		}
-		to, err := os.Readlink(p)
+		if links++; links > maxLinks {
+			return w, fmt.Errorf("%s: more than %d symlinks on the way (a loop?)", path, maxLinks)
+		}
+		to, err := os.Readlink(next)
 		if err != nil {
-			return nil, err
+			return w, err
 		}
-		if !filepath.IsAbs(to) {
-			to = filepath.Join(filepath.Dir(p), to)
+		if filepath.IsAbs(to) {
+			v := filepath.VolumeName(to)
+			dest, to = v+sep, to[len(v):]
 		}
-		p = to
+		if rest != "" {
+			to += sep + rest
+		}
+		rest = to
 	}
-	return nil, errors.New("too many symlinks")
+	w.real = dest
+	return w, nil
+}
+
+// check refuses (ErrSwappable, naming path, the directory and the fix) a
+// way through a directory another local user may replace names in.
+func (w way) check(path string) error {
+	for _, d := range w.dirs {
+		di, err := os.Stat(d)
+		if err != nil {
+			continue
+		}
+		if m := di.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
+			return fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
+				path, d, ErrSwappable, m.Perm(), d, d)
+		}
+		if who, fix := foreignControl(di, d); who != "" {
+			return &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
+		}
+	}
+	return nil
 }
 
 // access is how this process gets at a file.

@@ -1,0 +1,73 @@
+//go:build unix
+
+package safefile
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Links anywhere on the path count, whichever way they are written: the
+// directory of each one met is checked, not only of the last component's.
+func TestCheckPermsFollowsEveryLinkOnTheWay(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		path func(t *testing.T, real, ww, safe string) string
+	}{
+		{"relative link to a link", func(t *testing.T, real, ww, safe string) string {
+			link(t, real, filepath.Join(ww, "hop"))
+			rel, err := filepath.Rel(safe, filepath.Join(ww, "hop"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(link(t, rel, filepath.Join(safe, "tls")), "k") // safe/tls -> ../../ww/hop
+		}},
+		{"link whose target climbs out through ..", func(t *testing.T, real, ww, safe string) string {
+			link(t, real, filepath.Join(ww, "hop"))
+			sub := mk(t, filepath.Join(ww, "sub"), os.ModeDir|0o700)
+			return filepath.Join(link(t, filepath.Join(sub, "..", "hop"), filepath.Join(safe, "tls")), "k")
+		}},
+		{".. in the named path after a link", func(t *testing.T, real, ww, safe string) string {
+			link(t, real, filepath.Join(ww, "hop"))
+			link(t, filepath.Join(ww, "hop"), filepath.Join(safe, "tls"))
+			mk(t, filepath.Join(safe, "x"), os.ModeDir|0o700)
+			return filepath.Join(safe, "x", "..", "tls", "k")
+		}},
+		{"link in the middle of a relative link's target", func(t *testing.T, real, ww, safe string) string {
+			link(t, real, filepath.Join(ww, "hop"))
+			return link(t, filepath.Join(ww, "hop", "k"), filepath.Join(safe, "k")) // safe/k -> ww/hop/k
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			real := mk(t, filepath.Join(t.TempDir(), "real"), os.ModeDir|0o700)
+			mk(t, filepath.Join(real, "k"), 0o600)
+			ww := mk(t, filepath.Join(t.TempDir(), "ww"), os.ModeDir|0o777)
+			safe := mk(t, filepath.Join(t.TempDir(), "safe"), os.ModeDir|0o700)
+			p := tc.path(t, real, ww, safe)
+			_, err := CheckPerms(p, Secret)
+			if !errors.Is(err, ErrSwappable) || !strings.Contains(err.Error(), "directory "+ww+" ") {
+				t.Fatalf("CheckPerms(%s) = %v; want ErrSwappable naming %s", p, err, ww)
+			}
+			os.Chmod(ww, 0o755)
+			if _, err := CheckPerms(p, Secret); err != nil {
+				t.Fatalf("with %s 0755: %v", ww, err)
+			}
+		})
+	}
+}
+
+// The walk ends on a symlink loop instead of running forever.
+func TestWalkBoundsLoops(t *testing.T) {
+	d := t.TempDir()
+	link(t, "b", filepath.Join(d, "a"))
+	link(t, "a", filepath.Join(d, "b"))
+	if _, err := walk(filepath.Join(d, "a", "k")); err == nil || !strings.Contains(err.Error(), "symlinks") {
+		t.Fatalf("walk through a loop: %v, want too many symlinks", err)
+	}
+	if _, err := CheckPerms(filepath.Join(d, "a"), Secret); err != nil {
+		t.Fatalf("CheckPerms of a loop: %v, want nothing (reading it reports the loop)", err)
+	}
+}
