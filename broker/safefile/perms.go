@@ -41,8 +41,8 @@ const (
 // one) every local user may write without the sticky bit: they could
 // rename another file or link over it. A sticky directory (/tmp, a Kubernetes secret volume's
 // 1777 root) lets nobody replace what they do not own. As OpenSSH's
-// StrictModes, it also refuses a target or directory on the way that
-// another user than root and pamctl's own owns (its owner may change it
+// StrictModes, it also refuses a target, directory or symlink on the way
+// that another user than root and pamctl's own owns (its owner may change it
 // whatever its mode), or that a group pamctl is not in may write (a
 // sticky directory's group can only rename its own files).
 //
@@ -120,8 +120,16 @@ const maxLinks = 255
 
 // way is what looking up a path goes through.
 type way struct {
-	real string   // the path with every symlink resolved
-	dirs []string // every directory a name was looked up in, resolved, once each
+	real  string   // the path with every symlink resolved
+	dirs  []string // every directory a name was looked up in, resolved, once each
+	links []hop    // every symlink followed
+}
+
+// hop is a symlink followed on the way: where it is (its directory
+// resolved) and its Lstat.
+type hop struct {
+	path string
+	fi   os.FileInfo
 }
 
 // walk resolves path component by component, as filepath.EvalSymlinks
@@ -167,6 +175,7 @@ func walk(path string) (way, error) {
 		if links++; links > maxLinks {
 			return w, fmt.Errorf("%s: more than %d symlinks on the way (a loop?)", path, maxLinks)
 		}
+		w.links = append(w.links, hop{next, fi})
 		to, err := os.Readlink(next)
 		if err != nil {
 			return w, err
@@ -184,8 +193,18 @@ func walk(path string) (way, error) {
 	return w, nil
 }
 
-// check refuses (ErrSwappable, naming path, the directory and the fix) a
-// way through a directory another local user may replace names in.
+// check refuses (ErrSwappable, naming path, the directory or link and the
+// fix) a way through a directory another local user may replace names in,
+// or through a symlink another user than root and pamctl's owns.
+//
+// A link's owner cannot change it in place, only replace it where they may
+// write its directory; yet a link of another user's is refused wherever it
+// sits, as StrictModes refuses such a file or directory whatever its mode:
+// in a sticky directory others may write (/tmp) the sticky bit lets its
+// owner, and only them, replace it; telling the harmless places from those
+// would repeat the directory rules for one more case, while a link whose
+// owner is root or pamctl's (as the kubelet's, and any an admin makes) is
+// one `chown -h` away.
 func (w way) check(path string) error {
 	for _, d := range w.dirs {
 		di, err := os.Stat(d)
@@ -198,6 +217,11 @@ func (w way) check(path string) error {
 		}
 		if who, fix := foreignControl(di, d); who != "" {
 			return &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
+		}
+	}
+	for _, l := range w.links {
+		if who, fix := foreignControl(l.fi, l.path); who != "" {
+			return &foreignError{fmt.Sprintf("%s: symlink %s on its way is %s: that user could point it at another file; run %s", path, l.path, who, fix)}
 		}
 	}
 	return nil

@@ -27,3 +27,24 @@ func TestCheckPermsRefusesIntermediateLinkInWorldWritableDir(t *testing.T) {
 		t.Fatalf("CheckPerms(%s) = %v; want ErrSwappable: %s is world-writable and holds the link %s the path goes through", p, err, ww, hop)
 	}
 }
+
+// A symlink in a sticky world-writable directory (/tmp) that another
+// local user owns: the sticky bit keeps others from replacing what they
+// do not own, but the link's owner may replace it and point the name at
+// a file of their own. ErrSwappable's contract ("a local user other than
+// the file's owner could replace the file") is broken: the target is
+// root's, the link is someone else's.
+func TestCheckPermsRefusesLinkOwnedByAnotherUserInStickyDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the link to another user")
+	}
+	target := mk(t, filepath.Join(t.TempDir(), "k"), 0o600)
+	sticky := mk(t, filepath.Join(t.TempDir(), "tmp"), os.ModeDir|os.ModeSticky|0o777)
+	l := link(t, target, filepath.Join(sticky, "k"))
+	if err := os.Lchown(l, 65534, 65534); err != nil { // nobody
+		t.Fatal(err)
+	}
+	if _, err := CheckPerms(l, Public); !errors.Is(err, ErrSwappable) {
+		t.Fatalf("CheckPerms(%s) = %v; want ErrSwappable: the link is nobody's, in a sticky directory nobody may write", l, err)
+	}
+}

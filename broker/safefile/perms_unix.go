@@ -37,17 +37,25 @@ func inGroup(gid int) bool {
 
 // foreignControl names who besides root and this process's user may
 // change fi at path (its owner, a user of its own; or a group this
-// process is not in that may write it, unless it is a sticky directory),
-// and the command that fixes it; "" when no one.
+// process is not in that may write it, unless it is a sticky directory or
+// a symlink, whose mode means nothing), and the command that fixes it; ""
+// when no one.
 func foreignControl(fi os.FileInfo, path string) (who, fix string) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return "", ""
 	}
-	if uid := int(st.Uid); uid != 0 && uid != os.Geteuid() {
-		return fmt.Sprintf("owned by uid %d", uid), fmt.Sprintf("`chown root %s` (or chown it to pamctl's user)", path)
-	}
 	m := fi.Mode()
+	if uid := int(st.Uid); uid != 0 && uid != os.Geteuid() {
+		chown := "chown"
+		if m&os.ModeSymlink != 0 {
+			chown = "chown -h"
+		}
+		return fmt.Sprintf("owned by uid %d", uid), fmt.Sprintf("`%s root %s` (or chown it to pamctl's user)", chown, path)
+	}
+	if m&os.ModeSymlink != 0 {
+		return "", ""
+	}
 	if m&0o020 != 0 && !(m.IsDir() && m&os.ModeSticky != 0) && !inGroup(int(st.Gid)) {
 		return fmt.Sprintf("writable by group %d, which pamctl is not in", st.Gid), fmt.Sprintf("`chmod g-w %s`", path)
 	}

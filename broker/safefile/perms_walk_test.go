@@ -71,3 +71,30 @@ func TestWalkBoundsLoops(t *testing.T) {
 		t.Fatalf("CheckPerms of a loop: %v, want nothing (reading it reports the loop)", err)
 	}
 }
+
+// A link another user owns is refused wherever on the path it is, naming
+// the link and `chown -h`; a link's group and mode (always 0777) mean
+// nothing: one of root's in a foreign group is fine.
+func TestCheckPermsLinkOwners(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a link to another user")
+	}
+	real := mk(t, filepath.Join(t.TempDir(), "real"), os.ModeDir|0o700)
+	mk(t, filepath.Join(real, "k"), 0o600)
+	safe := mk(t, filepath.Join(t.TempDir(), "safe"), os.ModeDir|0o755)
+	l := link(t, real, filepath.Join(safe, "tls"))
+	p := filepath.Join(l, "k") // the link is not the last component
+	if err := os.Lchown(l, otherID, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := CheckPerms(p, Public)
+	if !errors.Is(err, ErrSwappable) || !strings.Contains(err.Error(), "symlink "+l+" on its way is owned by uid 4242") || !strings.Contains(err.Error(), "`chown -h root "+l+"`") {
+		t.Fatalf("CheckPerms(%s) through a link of uid %d: %v; want ErrSwappable naming the link and chown -h", p, otherID, err)
+	}
+	if err := os.Lchown(l, 0, otherID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckPerms(p, Public); err != nil {
+		t.Fatalf("a link of root's in group %d: %v; want it accepted", otherID, err)
+	}
+}
