@@ -3,6 +3,7 @@ package safefile
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,6 +105,22 @@ func CheckPerms(path string, secret bool) (warning string, err error) {
 	}
 	return fmt.Sprintf("%s%s holds a secret and is readable by %s (mode %04o): run %s; on Kubernetes, set defaultMode: 0400 on its secret volume (0440 with fsGroup when pamctl does not run as the file's owner)",
 		path, via(path, real), who, m, fix), nil
+}
+
+// CheckWay refuses (an error wrapping ErrSwappable, naming the directory
+// or symlink and the fix) a path whose way another local user could
+// change: a directory above it, or above a symlink followed to reach it,
+// or such a symlink, that CheckPerms would refuse. The path itself is not
+// judged: it is for a directory pamctl keeps its own files in (the data
+// dir), whose mode its caller checks. Where the path, or a directory on
+// its way, does not exist yet, what exists of the way is judged: pamctl
+// would create the rest there.
+func CheckWay(path string) error {
+	w, err := walk(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil // a loop, a file where a directory should be: opening it reports that
+	}
+	return w.check(path)
 }
 
 // via names the target of a symlinked path, for messages.

@@ -98,3 +98,24 @@ func TestCheckPermsLinkOwners(t *testing.T) {
 		t.Fatalf("a link of root's in group %d: %v; want it accepted", otherID, err)
 	}
 }
+
+// CheckWay judges the way to a directory, not the directory itself, and
+// what exists of it when the directory is still to be made.
+func TestCheckWay(t *testing.T) {
+	ww := mk(t, filepath.Join(t.TempDir(), "ww"), os.ModeDir|0o777)
+	for _, p := range []string{ww, filepath.Join(ww, "data"), filepath.Join(ww, "new", "data")} {
+		err := CheckWay(filepath.Join(p, "x"))
+		if !errors.Is(err, ErrSwappable) || !strings.Contains(err.Error(), "directory "+ww+" ") {
+			t.Errorf("CheckWay(%s/x): %v; want ErrSwappable naming %s", p, err, ww)
+		}
+	}
+	if err := CheckWay(ww); err != nil {
+		t.Errorf("CheckWay(%s) judged the directory itself: %v", ww, err)
+	}
+	d := t.TempDir()
+	link(t, "b", filepath.Join(d, "a"))
+	link(t, "a", filepath.Join(d, "b"))
+	if err := CheckWay(filepath.Join(d, "a", "data")); err != nil {
+		t.Errorf("CheckWay through a loop: %v; want nothing (opening it reports the loop)", err)
+	}
+}

@@ -126,7 +126,11 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.health = newHealth(a.log)
-	for _, w := range cfg.SecretFileWarnings() {
+	warnings, filesErr := cfg.CheckNamedFiles()
+	if filesErr != nil {
+		return nil, withCode(ExitUsage, filesErr)
+	}
+	for _, w := range warnings {
 		a.log.Warn(w)
 	}
 	if cfg.Role == RoleProxy {

@@ -64,10 +64,11 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
+	fileWarnings, filesErr := cfg.CheckNamedFiles()
+	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), filesErr, cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
-	for _, w := range slices.Concat(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings(), cfg.IssuerStepUpWarnings(), cfg.SecretFileWarnings()) {
+	for _, w := range slices.Concat(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings(), cfg.IssuerStepUpWarnings(), fileWarnings) {
 		ios.Warnf("%s", w)
 	}
 	view := cfg.Effective()

@@ -31,13 +31,14 @@ func secretVolumeFile(t *testing.T, m os.FileMode) string {
 	return filepath.Join(vol, "f")
 }
 
-// TestCheckPrivateSecretFiles: every file the configuration names is
+// TestCheckNamedFiles: every file the configuration names is
 // refused when any local user could replace it (world-writable, or in a
 // world-writable directory), and each secret among them is warned about,
 // not refused, when group or others may read it; certificates and CA
 // bundles may be world-readable. Kubernetes' symlinked secret volumes are
-// judged by their target.
-func TestCheckPrivateSecretFiles(t *testing.T) {
+// judged by their target. CheckPrivate, which admin commands run, judges
+// none of them.
+func TestCheckNamedFiles(t *testing.T) {
 	t.Setenv("PAMCTL_MASTER_KEY", "")
 	for _, f := range []struct {
 		key    string
@@ -47,7 +48,6 @@ func TestCheckPrivateSecretFiles(t *testing.T) {
 		{"ca_file", false, func(c *Config, p string) { c.CAFile = p }},
 		{"client_cert_file", false, func(c *Config, p string) { c.ClientCertFile = p }},
 		{"client_key_file", true, func(c *Config, p string) { c.ClientKeyFile = p }},
-		{"master_key_file", false, func(c *Config, p string) { c.MasterKeyFile = p }},
 		{"broker.tls.cert_file", false, func(c *Config, p string) { c.Broker.TLS.CertFile = p }},
 		{"broker.tls.key_file", true, func(c *Config, p string) { c.Broker.TLS.KeyFile = p }},
 		{"broker.tls.client_ca_file", false, func(c *Config, p string) { c.Broker.TLS.ClientCAFile = p }},
@@ -88,21 +88,20 @@ func TestCheckPrivateSecretFiles(t *testing.T) {
 			{"secret volume 0644", func(t *testing.T) string { return secretVolumeFile(t, 0o644) }, false, f.secret},
 			{"secret volume 0666", func(t *testing.T) string { return secretVolumeFile(t, 0o666) }, true, false},
 		} {
-			if f.key == "master_key_file" && tc.name != "in a 0777 directory" {
-				continue // its mode bits: TestCheckPrivate (refused at any group or others bit)
-			}
 			t.Run(f.key+"/"+tc.name, func(t *testing.T) {
 				p := tc.path(t)
 				c := &Config{}
 				f.set(c, p)
-				err := c.CheckPrivate()
+				w, err := c.CheckNamedFiles()
 				if tc.refused != (err != nil) {
-					t.Fatalf("CheckPrivate: %v; want refused=%v", err, tc.refused)
+					t.Fatalf("CheckNamedFiles: %v; want refused=%v", err, tc.refused)
 				}
 				if err != nil && (!strings.Contains(err.Error(), f.key+": "+p) || !strings.Contains(err.Error(), "chmod o-w")) {
 					t.Fatalf("error %q does not name %s: %s and the chmod", err, f.key, p)
 				}
-				w := c.SecretFileWarnings()
+				if err := c.CheckPrivate(); err != nil {
+					t.Fatalf("CheckPrivate judged %s: %v", f.key, err)
+				}
 				if tc.warned != (len(w) > 0) {
 					t.Fatalf("warnings %q; want warned=%v", w, tc.warned)
 				}

@@ -742,50 +742,69 @@ func fmtDur(d time.Duration) string {
 }
 
 // CheckPrivate refuses a data dir, database or master key file that group
-// or others may read or write, as ssh refuses such a private key, and any
-// other file the configuration names (keys, tokens, passwords, credential
-// headers, certificates, CA bundles) that other local users could replace
-// (safefile.CheckPerms): they could substitute their own key or CA. Paths
-// that do not exist yet are fine: pamctl creates them owner-only, or the
-// reader reports them.
+// or others may read or write, as ssh refuses such a private key, and a
+// data dir or master key file other local users could replace: through a
+// directory above it, or a symlink on the way to it, or (the master key)
+// as its owner (safefile.CheckWay, safefile.CheckPerms). Paths that do not
+// exist yet are fine: pamctl creates them owner-only (the directories
+// above the data dir are judged all the same: they would hold it). The
+// other files the configuration names are CheckNamedFiles' job: the admin
+// commands that call CheckPrivate do not read them.
 func (c *Config) CheckPrivate() error {
 	var errs []error
-	check := func(what, path string, fix os.FileMode) {
+	check := func(what, path string, fix os.FileMode) bool {
 		fi, err := os.Stat(path)
 		if err != nil {
-			return
+			return true
 		}
 		if m := fi.Mode().Perm(); m&0o077 != 0 {
 			errs = append(errs, fmt.Errorf("%s %s is accessible by group or others (mode %04o); pamctl keeps secrets there and refuses it: run `chmod %o %s`",
 				what, path, m, fix, path))
+			return false
 		}
+		return true
 	}
 	if c.DataDir != "" {
 		check("data dir", c.DataDir, 0o700)
+		if err := safefile.CheckWay(c.DataDir); err != nil {
+			errs = append(errs, fmt.Errorf("data dir %w", err))
+		}
 		check("database", filepath.Join(c.DataDir, store.FileName), 0o600)
 	}
 	if c.MasterKeyFile != "" && os.Getenv(vault.EnvMasterKey) == "" {
-		check("master key file", c.MasterKeyFile, 0o600)
-	}
-	for _, f := range c.namedFiles() {
-		if _, err := safefile.CheckPerms(f.path, f.secret); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+		// Once each: its mode, refused above at any group or others bit,
+		// is not reported again as writable by every local user.
+		err := safefile.CheckWay(c.MasterKeyFile)
+		if check("master key file", c.MasterKeyFile, 0o600) && err == nil {
+			_, err = safefile.CheckPerms(c.MasterKeyFile, safefile.Public) // its owner
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("master_key_file: %w", err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// SecretFileWarnings are the secret files the configuration names that
-// group or others may read (safefile.CheckPerms): they work, but should
-// not (Kubernetes secret volumes mount files 0644 by default).
-func (c *Config) SecretFileWarnings() []string {
-	var out []string
+// CheckNamedFiles judges every other file the configuration names (keys,
+// tokens, passwords, credential headers, certificates, CA bundles) with
+// safefile.CheckPerms: an error for each that other local users could
+// replace (they could substitute their own key or CA), and a warning for
+// each secret one group or others may read: it works, but should not
+// (Kubernetes secret volumes mount files 0644 by default). `serve` (both
+// roles) and `config check` run it. Paths that do not exist are left to
+// their reader.
+func (c *Config) CheckNamedFiles() (warnings []string, err error) {
+	var errs []error
 	for _, f := range c.namedFiles() {
-		if w, err := safefile.CheckPerms(f.path, f.secret); err == nil && w != "" {
-			out = append(out, f.key+": "+w)
+		w, err := safefile.CheckPerms(f.path, f.secret)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+		case w != "":
+			warnings = append(warnings, f.key+": "+w)
 		}
 	}
-	return out
+	return warnings, errors.Join(errs...)
 }
 
 // namedFile is a file the configuration points pamctl at.
@@ -796,7 +815,8 @@ type namedFile struct {
 }
 
 // namedFiles lists every file the configuration names that pamctl reads,
-// secrets and the certificates and CA bundles that decide whom it trusts.
+// secrets and the certificates and CA bundles that decide whom it trusts,
+// but the master key file (CheckPrivate).
 func (c *Config) namedFiles() []namedFile {
 	var out []namedFile
 	add := func(key, path string, secret bool) {
@@ -807,9 +827,6 @@ func (c *Config) namedFiles() []namedFile {
 	add("ca_file", c.CAFile, safefile.Public)
 	add("client_cert_file", c.ClientCertFile, safefile.Public)
 	add("client_key_file", c.ClientKeyFile, safefile.Secret)
-	if os.Getenv(vault.EnvMasterKey) == "" {
-		add("master_key_file", c.MasterKeyFile, safefile.Public) // its mode: checked above, refused
-	}
 	for _, l := range []struct {
 		key string
 		tls tlsconf.Config
