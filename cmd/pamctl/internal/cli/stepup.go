@@ -92,7 +92,7 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 		// A person is about to be sent to the IdP. Whoever runs this
 		// command may be an agent with the person's CLI: the person, at
 		// the terminal, says yes first, knowing what for.
-		if err := f.confirmStepUp(what, reason); err != nil {
+		if err := f.confirmStepUp(cmd.Context(), what, reason); err != nil {
 			return err
 		}
 		lo.Purpose = what
@@ -120,10 +120,15 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	return err
 }
 
+// stepUpAnswerWait is how long the step-up question waits for an answer.
+var stepUpAnswerWait = 2 * time.Minute
+
 // confirmStepUp asks the person on the controlling terminal (never stdin,
 // which whoever started pamctl may feed) to type yes before a step-up
-// login for what. No terminal, or any other answer, refuses with exit 4.
-func (f *Factory) confirmStepUp(what, reason string) error {
+// login for what. No terminal, any other answer, no answer within
+// stepUpAnswerWait, or ctx ending (Ctrl-C) refuses with exit 4; the
+// terminal is closed when the question ends.
+func (f *Factory) confirmStepUp(ctx context.Context, what, reason string) error {
 	open := f.Terminal
 	if open == nil {
 		open = openTerminal
@@ -132,13 +137,34 @@ func (f *Factory) confirmStepUp(what, reason string) error {
 	if err != nil {
 		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: there is no terminal to confirm it on (%v): log in again with `pamctl login` and retry", reason, err))
 	}
-	defer tty.Close()
-	fmt.Fprintf(tty, "pamctl: %s.\nTo go on, pamctl starts a new login at your identity provider for: %s\nIf you did not run this command yourself just now, answer no: a program using your session may have.\nType yes to log in again: ", reason, iostreams.Escape(what))
-	line, err := bufio.NewReader(io.LimitReader(tty, 256)).ReadString('\n')
-	if err != nil && line == "" {
+	defer tty.Close() // also ends the read below when the question is given up
+	wait := broker.HumanAge(stepUpAnswerWait)
+	fmt.Fprintf(tty, "pamctl: %s.\nTo go on, pamctl starts a new login at your identity provider for: %s\nIf you did not run this command yourself just now, answer no: a program using your session may have.\nType yes to log in again (within %s; Ctrl-C cancels): ", reason, iostreams.Escape(what), wait)
+	type answer struct {
+		line string
+		err  error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(io.LimitReader(tty, 256)).ReadString('\n')
+		answered <- answer{line, err}
+	}()
+	timer := time.NewTimer(stepUpAnswerWait)
+	defer timer.Stop()
+	var a answer
+	select {
+	case a = <-answered:
+	case <-ctx.Done():
+		fmt.Fprintln(tty)
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: the question was cancelled (%w): run it again to answer it, or log in with `pamctl login` and retry", reason, context.Cause(ctx)))
+	case <-timer.C:
+		fmt.Fprintf(tty, "\npamctl: no answer within %s; not logging in again.\n", wait)
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: no answer on the terminal within %s: run it again and answer, or log in with `pamctl login` and retry", reason, wait))
+	}
+	if a.err != nil && a.line == "" {
 		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: no answer on the terminal: run it again and type yes, or log in with `pamctl login` and retry", reason))
 	}
-	if !strings.EqualFold(strings.TrimSpace(line), "yes") {
+	if !strings.EqualFold(strings.TrimSpace(a.line), "yes") {
 		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: you did not type yes: log in with `pamctl login` and retry if you meant it", reason))
 	}
 	return nil

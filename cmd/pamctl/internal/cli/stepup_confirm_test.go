@@ -24,11 +24,12 @@ type fakeTerminal struct {
 	in     io.Reader
 	out    bytes.Buffer
 	opened int
+	closed int
 }
 
 func (t *fakeTerminal) Read(p []byte) (int, error)  { return t.in.Read(p) }
 func (t *fakeTerminal) Write(p []byte) (int, error) { return t.out.Write(p) }
-func (t *fakeTerminal) Close() error                { return nil }
+func (t *fakeTerminal) Close() error                { t.closed++; return nil }
 
 // stepUpBroker answers every approval with step_up_required (no_auth_time
 // as given), a request for GET, and counts logins started (GET /v1/info,
