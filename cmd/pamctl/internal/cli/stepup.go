@@ -3,9 +3,11 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"runtime"
 	"strings"
@@ -91,7 +93,7 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	if lo.IDTokenFile == "" && lo.User == "" {
 		// A person is about to be sent to the IdP. Whoever runs this
 		// command may be an agent with the person's CLI: the person, at
-		// the terminal, says yes first, knowing what for.
+		// the terminal, confirms first, knowing what for.
 		if err := f.confirmStepUp(cmd.Context(), what, reason); err != nil {
 			return err
 		}
@@ -123,12 +125,35 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 // stepUpAnswerWait is how long the step-up question waits for an answer.
 var stepUpAnswerWait = 2 * time.Minute
 
+// confirmAlphabet is what a step-up code is made of: capitals and digits
+// that no one reads as another (no 0/O, 1/I/L, 2/Z, 5/S, 8/B, U/V).
+const confirmAlphabet = "ACDEFGHJKMNPRTWXY3479"
+
+// confirmCode is a fresh code of 4 characters of confirmAlphabet.
+func confirmCode() (string, error) {
+	b := make([]byte, 4)
+	for i := range b {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(confirmAlphabet))))
+		if err != nil {
+			return "", err
+		}
+		b[i] = confirmAlphabet[n.Int64()]
+	}
+	return string(b), nil
+}
+
 // confirmStepUp asks the person on the controlling terminal (never stdin,
-// which whoever started pamctl may feed) to type yes before a step-up
-// login for what. No terminal, any other answer, no answer within
+// which whoever started pamctl may feed) to type a code shown only in the
+// question before a step-up login for what: not a word like yes, which an
+// agent's own interface may ask the person to type into the same
+// terminal. No terminal, any other answer, no answer within
 // stepUpAnswerWait, or ctx ending (Ctrl-C) refuses with exit 4; the
 // terminal is closed when the question ends.
 func (f *Factory) confirmStepUp(ctx context.Context, what, reason string) error {
+	code, err := confirmCode()
+	if err != nil {
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: could not make a confirmation code (%v): log in with `pamctl login` and retry", reason, err))
+	}
 	open := f.Terminal
 	if open == nil {
 		open = openTerminal
@@ -139,7 +164,7 @@ func (f *Factory) confirmStepUp(ctx context.Context, what, reason string) error 
 	}
 	defer tty.Close() // also ends the read below when the question is given up
 	wait := broker.HumanAge(stepUpAnswerWait)
-	fmt.Fprintf(tty, "pamctl: %s.\nTo go on, pamctl starts a new login at your identity provider for: %s\nIf you did not run this command yourself just now, answer no: a program using your session may have.\nType yes to log in again (within %s; Ctrl-C cancels): ", reason, iostreams.Escape(what), wait)
+	fmt.Fprintf(tty, "pamctl: %s.\nTo go on, pamctl starts a new login at your identity provider for: %s\nIf you did not run this command yourself just now, do not type the code: a program using your session may have.\nType %s to log in again (within %s; anything else refuses; Ctrl-C cancels): ", reason, iostreams.Escape(what), code, wait)
 	type answer struct {
 		line string
 		err  error
@@ -162,10 +187,10 @@ func (f *Factory) confirmStepUp(ctx context.Context, what, reason string) error 
 		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: no answer on the terminal within %s: run it again and answer, or log in with `pamctl login` and retry", reason, wait))
 	}
 	if a.err != nil && a.line == "" {
-		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: no answer on the terminal: run it again and type yes, or log in with `pamctl login` and retry", reason))
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: no answer on the terminal: run it again and type the code it shows, or log in with `pamctl login` and retry", reason))
 	}
-	if !strings.EqualFold(strings.TrimSpace(a.line), "yes") {
-		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: you did not type yes: log in with `pamctl login` and retry if you meant it", reason))
+	if strings.TrimSpace(a.line) != code {
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: what was typed is not the code the question showed: run it again, or log in with `pamctl login` and retry, if you meant it", reason))
 	}
 	return nil
 }

@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,17 +21,49 @@ import (
 )
 
 // fakeTerminal is the controlling terminal of a test: what the person
-// types, and what pamctl wrote to it.
+// types (in; or, when answer is set, answer of the code the question
+// showed), and what pamctl wrote to it.
 type fakeTerminal struct {
 	in     io.Reader
+	answer func(code string) string
+	mu     sync.Mutex
 	out    bytes.Buffer
 	opened int
 	closed int
 }
 
-func (t *fakeTerminal) Read(p []byte) (int, error)  { return t.in.Read(p) }
-func (t *fakeTerminal) Write(p []byte) (int, error) { return t.out.Write(p) }
-func (t *fakeTerminal) Close() error                { t.closed++; return nil }
+// questionCode finds the code in a step-up question ("Type ABCD to log in
+// again"), or "".
+var questionCode = regexp.MustCompile(`Type ([A-Z0-9]{4}) to log in again`)
+
+func (t *fakeTerminal) Read(p []byte) (int, error) {
+	if t.in == nil && t.answer != nil {
+		m := questionCode.FindStringSubmatch(t.question())
+		if m == nil {
+			return 0, io.EOF
+		}
+		t.in = strings.NewReader(t.answer(m[1]) + "\n")
+	}
+	return t.in.Read(p)
+}
+
+func (t *fakeTerminal) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.out.Write(p)
+}
+
+func (t *fakeTerminal) Close() error { t.closed++; return nil }
+
+// question is what pamctl wrote to the terminal.
+func (t *fakeTerminal) question() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.out.String()
+}
+
+// typesCode is a person who types the code the question shows.
+func typesCode(code string) string { return code }
 
 // stepUpBroker answers every approval with step_up_required (no_auth_time
 // as given), a request for GET, and counts logins started (GET /v1/info,
@@ -104,42 +138,68 @@ func approveWithTerminal(t *testing.T, srv *httptest.Server, tty *fakeTerminal, 
 }
 
 // A step-up login for an interactive session starts only after the person
-// types yes on the controlling terminal, having been told what it is for;
-// stdin cannot answer, and without a terminal the command exits 4 saying
-// to run `pamctl login`.
+// types, on the controlling terminal, the random code the question shows,
+// having been told what it is for; yes, a code in the wrong case, stdin
+// or an earlier code cannot answer, and without a terminal the command
+// exits 4 saying to run `pamctl login`.
 func TestStepUpLoginAsksOnTheTerminal(t *testing.T) {
 	srv, logins := stepUpBroker(t, "")
-	for _, flow := range [][]string{{"--device"}, nil} {
+	codes := map[string]bool{}
+	for _, flow := range [][]string{{"--device"}, nil, nil} {
 		logins.Store(0)
-		tty := &fakeTerminal{in: strings.NewReader("yes\n")}
+		tty := &fakeTerminal{answer: func(code string) string { codes[code] = true; return code }}
 		r := approveWithTerminal(t, srv, tty, "", flow...)
-		q := tty.out.String()
+		q := tty.question()
 		if !strings.Contains(q, "approving req_1 (alice: model:gpt-4o)") {
 			t.Fatalf("%v: the question does not say what the login is for:\n%s", flow, q)
 		}
-		if !strings.Contains(q, "your last was 40m ago") || !strings.Contains(q, "Type yes") {
+		if !strings.Contains(q, "your last was 40m ago") || !questionCode.MatchString(q) {
 			t.Fatalf("%v: question:\n%s", flow, q)
 		}
 		if logins.Load() == 0 || !strings.Contains(r.err, "logging in again") {
-			t.Fatalf("%v: yes did not start the login: %d logins\n%s", flow, logins.Load(), r.err)
+			t.Fatalf("%v: the code did not start the login: %d logins\n%s", flow, logins.Load(), r.err)
 		}
+		for code := range codes {
+			if strings.Contains(r.err, code) {
+				t.Fatalf("the code is shown outside the question:\n%s", r.err)
+			}
+		}
+	}
+	if len(codes) < 2 {
+		t.Fatalf("every question showed the same code: %v", codes)
+	}
+	var earlier string
+	for code := range codes {
+		earlier = code
 	}
 
 	for _, c := range []struct {
-		name, typed, stdin string
-		tty                bool
-		want               string
+		name, stdin string
+		answer      func(code string) string
+		tty         bool
+		want        string
 	}{
-		{"no", "no\n", "", true, "you did not type yes"},
-		{"y is not yes", "y\n", "", true, "you did not type yes"},
-		{"nothing typed", "", "", true, "no answer on the terminal"},
-		{"no terminal, yes on stdin", "", "yes\n", false, "no terminal to confirm it on"},
+		{"yes", "", func(string) string { return "yes" }, true, "not the code the question showed"},
+		{"no", "", func(string) string { return "no" }, true, "not the code the question showed"},
+		{"the code in lower case", "", strings.ToLower, true, "not the code the question showed"},
+		{"the code and more", "", func(code string) string { return code + "X" }, true, "not the code the question showed"},
+		{"an earlier code", "", func(code string) string {
+			if code == earlier {
+				return "-"
+			}
+			return earlier
+		}, true, "not the code the question showed"},
+		{"nothing typed", "", nil, true, "no answer on the terminal"},
+		{"no terminal, yes on stdin", "yes\n", nil, false, "no terminal to confirm it on"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			logins.Store(0)
 			var tty *fakeTerminal
 			if c.tty {
-				tty = &fakeTerminal{in: strings.NewReader(c.typed)}
+				tty = &fakeTerminal{answer: c.answer}
+				if c.answer == nil {
+					tty.in = strings.NewReader("")
+				}
 			}
 			r := approveWithTerminal(t, srv, tty, c.stdin)
 			if r.code != ExitUnauthenticated || !strings.Contains(r.err, c.want) || !strings.Contains(r.err, "pamctl login") || logins.Load() != 0 {
@@ -150,7 +210,7 @@ func TestStepUpLoginAsksOnTheTerminal(t *testing.T) {
 
 	// --no-input never asks and never logs in.
 	logins.Store(0)
-	tty := &fakeTerminal{in: strings.NewReader("yes\n")}
+	tty := &fakeTerminal{answer: typesCode}
 	if r := approveWithTerminal(t, srv, tty, "", "--no-input"); r.code != ExitUnauthenticated || !strings.Contains(r.err, "--no-input") || tty.opened != 0 || logins.Load() != 0 {
 		t.Fatalf("--no-input: exit %d, terminal opened %d times, %d logins\n%s", r.code, tty.opened, logins.Load(), r.err)
 	}
@@ -160,7 +220,7 @@ func TestStepUpLoginAsksOnTheTerminal(t *testing.T) {
 // through it: the CLI says so and what to do, without asking or logging in.
 func TestStepUpWithoutAuthTimeDoesNotLogInAgain(t *testing.T) {
 	srv, logins := stepUpBroker(t, broker.NoAuthTimeIdP)
-	tty := &fakeTerminal{in: strings.NewReader("yes\n")}
+	tty := &fakeTerminal{answer: typesCode}
 	r := approveWithTerminal(t, srv, tty, "")
 	if r.code != ExitUnauthenticated || !strings.Contains(r.err, "did not report when you authenticated") || !strings.Contains(r.err, "step_up_without_auth_time") ||
 		tty.opened != 0 || logins.Load() != 0 {
