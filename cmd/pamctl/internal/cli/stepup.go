@@ -164,7 +164,7 @@ func (f *Factory) confirmStepUp(ctx context.Context, what, reason string) error 
 	}
 	defer tty.Close() // also ends the read below when the question is given up
 	wait := broker.HumanAge(stepUpAnswerWait)
-	fmt.Fprintf(tty, "pamctl: %s.\nTo go on, pamctl starts a new login at your identity provider for: %s\nIf you did not run this command yourself just now, do not type the code: a program using your session may have.\nType %s to log in again (within %s; anything else refuses; Ctrl-C cancels): ", reason, iostreams.Escape(what), code, wait)
+	fmt.Fprintf(tty, "pamctl: %s.\nTo go on, pamctl starts a new login at your identity provider for: %s\nIf you did not run this command yourself just now, do not type the code: a program using your session may have.\nType %s to log in again (within %s; anything else refuses; Ctrl-C cancels): ", iostreams.Escape(reason), iostreams.Escape(what), code, wait)
 	type answer struct {
 		line string
 		err  error

@@ -66,10 +66,14 @@ func (t *fakeTerminal) question() string {
 func typesCode(code string) string { return code }
 
 // stepUpBroker answers every approval with step_up_required (no_auth_time
-// as given), a request for GET, and counts logins started (GET /v1/info,
+// as given; action ActionApprove, or the first of action), a request for GET, and counts logins started (GET /v1/info,
 // answered 503 so the login stops there).
-func stepUpBroker(t *testing.T, noAuthTime string) (*httptest.Server, *atomic.Int32) {
+func stepUpBroker(t *testing.T, noAuthTime string, action ...string) (*httptest.Server, *atomic.Int32) {
 	t.Helper()
+	act := broker.ActionApprove
+	if len(action) > 0 {
+		act = action[0]
+	}
 	var logins atomic.Int32
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/requests/req_1", func(w http.ResponseWriter, _ *http.Request) {
@@ -78,7 +82,7 @@ func stepUpBroker(t *testing.T, noAuthTime string) (*httptest.Server, *atomic.In
 	mux.HandleFunc("POST /v1/requests/req_1/approve", func(w http.ResponseWriter, _ *http.Request) {
 		var eb api.ErrorBody
 		eb.Error.Code, eb.Error.Message = broker.CodeStepUpRequired, "approving needs a login within the last 10m"
-		eb.Error.StepUp = &api.StepUpDetail{Action: broker.ActionApprove, MaxAgeSeconds: 600, NoAuthTime: noAuthTime}
+		eb.Error.StepUp = &api.StepUpDetail{Action: act, MaxAgeSeconds: 600, NoAuthTime: noAuthTime}
 		if noAuthTime == "" {
 			at := time.Now().Add(-40 * time.Minute).UTC()
 			eb.Error.StepUp.AuthTime, eb.Error.StepUp.AgeSeconds = &at, 2400
@@ -229,5 +233,24 @@ func TestStepUpWithoutAuthTimeDoesNotLogInAgain(t *testing.T) {
 	// whoami says so too.
 	if r := runCLI(t, "whoami"); r.code != ExitOK || !strings.Contains(r.out, "not known: your identity provider did not report when you authenticated") {
 		t.Fatalf("whoami: %+v", r)
+	}
+}
+
+// The step-up question is written to the person's terminal: what the
+// broker said (the action) cannot move the cursor, recolour, clear the
+// screen or reorder the text there.
+func TestStepUpQuestionEscapesTheBrokersText(t *testing.T) {
+	const hostile = "approving\x1b[2J\x1b[1A\r\u202eTYPE THE CODE\u202c\n"
+	srv, _ := stepUpBroker(t, "", hostile)
+	tty := &fakeTerminal{in: strings.NewReader("")}
+	approveWithTerminal(t, srv, tty, "")
+	q := tty.question()
+	if !strings.Contains(q, `approving\x1b[2J\x1b[1A\r\u202eTYPE THE CODE\u202c\n needs a login`) {
+		t.Fatalf("the reason is not shown escaped:\n%q", q)
+	}
+	for _, raw := range []string{"\x1b", "\r", "\u202e", "\u202c", "CODE\n"} {
+		if strings.Contains(q, raw) {
+			t.Fatalf("the question carries %q raw:\n%q", raw, q)
+		}
 	}
 }
