@@ -64,23 +64,32 @@ func (e *StepUpError) Is(target error) bool { return target == ErrStepUpRequired
 // the caller's is, and what to do.
 func (e *StepUpError) Message() string {
 	if e.AuthTime.IsZero() && e.NoAuthTime == NoAuthTimeIdP {
-		return fmt.Sprintf("%s needs a login within the last %s; %s", e.Action, HumanAge(e.MaxAge), NoAuthTimeAdvice)
+		return fmt.Sprintf("%s needs a login within the last %s; %s", e.Action, HumanAge(e.MaxAge), noAuthTimeAdvice)
 	}
-	return fmt.Sprintf("%s needs a login within the last %s; %s: log in again with `pamctl login` (or through the web page's login)", e.Action, HumanAge(e.MaxAge), e.Last())
+	return e.Reason() + ": log in again with `pamctl login` (or through the web page's login)"
 }
 
-// NoAuthTimeAdvice explains a NoAuthTimeIdP refusal and what to do.
-const NoAuthTimeAdvice = "your identity provider did not report when you authenticated (the ID token of your login has no auth_time), so this session cannot show a recent login: " +
+// noAuthTimeAdvice explains a NoAuthTimeIdP refusal and what to do.
+const noAuthTimeAdvice = "your identity provider did not report when you authenticated (the ID token of your login has no auth_time), so this session cannot show a recent login: " +
 	"ask the identity provider's admin to include auth_time in ID tokens (OIDC Core requires it when the login sends max_age), " +
 	"or, only if it never can, set step_up_without_auth_time: true on the issuer in the broker's config; then log in again with `pamctl login`"
 
-// Last says how old the caller's last authentication is, or why it
-// cannot count: "your last was 2h ago".
-func (e *StepUpError) Last() string {
+// Reason says what needs a recent login and how old the caller's is, or
+// why it cannot count, without what to do: "approving needs a login
+// within the last 10m; your last was 2h ago".
+func (e *StepUpError) Reason() string {
+	last := NoAuthTimeReason(e.NoAuthTime)
 	if !e.AuthTime.IsZero() {
-		return "your last was " + HumanAge(max(e.Now.Sub(e.AuthTime), 0)) + " ago"
+		last = "your last was " + HumanAge(max(e.Now.Sub(e.AuthTime), 0)) + " ago"
 	}
-	switch e.NoAuthTime {
+	return fmt.Sprintf("%s needs a login within the last %s; %s", e.Action, HumanAge(e.MaxAge), last)
+}
+
+// NoAuthTimeReason says why a session without a usable authentication
+// time cannot show a recent login; why is its NoAuthTime (NoAuthTimeAgent,
+// NoAuthTimeIdP, or "").
+func NoAuthTimeReason(why string) string {
+	switch why {
 	case NoAuthTimeAgent:
 		return "this session cannot show a recent login (it started an agent with `pamctl exec`, whose copy of it must not approve)"
 	case NoAuthTimeIdP:

@@ -117,7 +117,7 @@ func TestEndToEndExecChildCannotActAsItsPerson(t *testing.T) {
 	// session as running an agent, so it cannot show a recent login even
 	// right after the person's (--no-input: a real IdP would need the
 	// person; the dev issuer consents to anyone).
-	if r := child("approve "+id+" --no-input", "PAMCTL_NO_SESSION="); r.code != ExitUnauthenticated || !strings.Contains(r.err, "approving needs a login within the last 10m; this session started an agent with `pamctl exec`") {
+	if r := child("approve "+id+" --no-input", "PAMCTL_NO_SESSION="); r.code != ExitUnauthenticated || !strings.Contains(r.err, "approving needs a login within the last 10m; this session cannot show a recent login (it started an agent with `pamctl exec`") {
 		t.Fatalf("approve with the session file right after login: exit %d\n%s%s", r.code, r.out, r.err)
 	}
 	if r := child("audit tail -n 5 --no-input", "PAMCTL_NO_SESSION="); r.code != ExitUnauthenticated || !strings.Contains(r.err, "reading the audit trail needs a login") {
@@ -171,17 +171,7 @@ func (s *testServer) asRecording(t *testing.T, user string, args ...string) (res
 	f := NewFactory(ios)
 	rt := &recordingTransport{}
 	f.HTTP.Transport = rt
-	root := NewCmdRoot(f)
-	root.SetArgs(args)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := root.ExecuteContext(ctx)
-	code := ExitOK
-	if err != nil {
-		code = exitCodeOf(err)
-		errOut.WriteString("error: " + err.Error() + "\n")
-	}
-	return result{out: out.String(), err: errOut.String(), code: code}, rt
+	return execRoot(context.Background(), f, out, errOut, args...), rt
 }
 
 func TestFreshAuthParams(t *testing.T) {

@@ -112,15 +112,22 @@ func (s *testServer) as(t testing.TB, user, stdin string, args ...string) result
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(s.dir, "config-"+user))
 	ios, in, out, errOut := iostreams.Test()
 	in.WriteString(stdin)
-	root := NewCmdRoot(NewFactory(ios))
+	return execRoot(context.Background(), NewFactory(ios), out, errOut, args...)
+}
+
+// execRoot runs `pamctl args…` with f under ctx (and a 30s limit), as Main
+// does, and returns what it printed (out and errOut are f's streams; the
+// error as Main prints it) and its exit code.
+func execRoot(ctx context.Context, f *Factory, out, errOut *bytes.Buffer, args ...string) result {
+	root := NewCmdRoot(f)
 	root.SetArgs(args)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	err := root.ExecuteContext(ctx)
 	code := ExitOK
 	if err != nil {
 		code = exitCodeOf(err)
-		if !errors.Is(err, errSilent) { // as Main prints it
+		if !errors.Is(err, errSilent) {
 			errOut.WriteString("error: " + err.Error() + "\n")
 		}
 	}

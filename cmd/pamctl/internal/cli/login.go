@@ -428,8 +428,7 @@ func whoamiRun(cmd *cobra.Command, o *WhoamiOptions) error {
 	if me.AuthTime != nil {
 		t.Row("authenticated", me.AuthTime.Local().Format(time.RFC3339)+" ("+humanDuration(time.Since(*me.AuthTime))+" ago; approving and the audit trail need a login within approvals.reauth_after)")
 	} else if me.NoAuthTime != "" {
-		su := broker.StepUpError{NoAuthTime: me.NoAuthTime}
-		t.Row("authenticated", "not known: "+su.Last()+"; this session cannot approve or read the audit trail")
+		t.Row("authenticated", "not known: "+broker.NoAuthTimeReason(me.NoAuthTime)+"; this session cannot approve or read the audit trail")
 	}
 	return t.Render()
 }

@@ -72,10 +72,11 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 		return withCode(ExitUnauthenticated, err)
 	}
 	if su.NoAuthTime == broker.NoAuthTimeIdP {
-		// Logging in again through the same IdP would not help.
-		return withCode(ExitUnauthenticated, fmt.Errorf("%s needs a login within the last %s; %s", su.Action, broker.HumanAge(su.MaxAge), broker.NoAuthTimeAdvice))
+		// Logging in again through the same IdP would not help; the
+		// broker's message says what will.
+		return withCode(ExitUnauthenticated, su)
 	}
-	reason := stepUpReason(su)
+	reason := su.Reason()
 	if so == nil {
 		so = &StepUpOptions{}
 	}
@@ -117,7 +118,7 @@ func (f *Factory) withStepUp(cmd *cobra.Command, cfg *Config, c *api.Client, so 
 	c.Token = newSess.Token
 	err = call()
 	if errors.As(err, &su) {
-		return withCode(ExitUnauthenticated, fmt.Errorf("%s even after logging in again: your identity provider did not authenticate you afresh (it reuses its own session and ignores prompt=login and max_age); sign out at the identity provider and run `pamctl login`, or ask its admin to honour max_age", stepUpReason(su)))
+		return withCode(ExitUnauthenticated, fmt.Errorf("%s even after logging in again: your identity provider did not authenticate you afresh (it reuses its own session and ignores prompt=login and max_age); sign out at the identity provider and run `pamctl login`, or ask its admin to honour max_age", su.Reason()))
 	}
 	return err
 }
@@ -193,16 +194,6 @@ func (f *Factory) confirmStepUp(ctx context.Context, what, reason string) error 
 		return withCode(ExitUnauthenticated, fmt.Errorf("%s; not logging in again: what was typed is not the code the question showed: run it again, or log in with `pamctl login` and retry, if you meant it", reason))
 	}
 	return nil
-}
-
-// stepUpReason says why, in the CLI's words: "approving needs a login
-// within the last 10m; your last was 2h ago".
-func stepUpReason(su *broker.StepUpError) string {
-	last := su.Last()
-	if su.AuthTime.IsZero() && su.NoAuthTime == broker.NoAuthTimeAgent {
-		last = "this session started an agent with `pamctl exec`, so it cannot show a recent login"
-	}
-	return fmt.Sprintf("%s needs a login within the last %s; %s", su.Action, broker.HumanAge(su.MaxAge), last)
 }
 
 // reloginOptions picks how to log in again: the way the session was made

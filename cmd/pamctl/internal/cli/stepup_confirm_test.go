@@ -104,10 +104,18 @@ func stepUpBroker(t *testing.T, noAuthTime string, action ...string) (*httptest.
 }
 
 // approveWithTerminal runs `pamctl approve req_1 args…` as a person whose
-// session came from a browser login, on streams that look like a
-// terminal, with tty as the controlling terminal (nil: there is none) and
-// stdin holding stdin.
+// session came from a browser login (stepUpFactory).
 func approveWithTerminal(t *testing.T, srv *httptest.Server, tty *fakeTerminal, stdin string, args ...string) result {
+	t.Helper()
+	f, out, errOut := stepUpFactory(t, srv, tty, stdin)
+	return execRoot(context.Background(), f, out, errOut, append([]string{"approve", "req_1"}, args...)...)
+}
+
+// stepUpFactory is the CLI of a person whose session, for srv, came from a
+// browser login, on streams that look like a terminal, with tty as the
+// controlling terminal (nil: there is none) and stdin holding stdin; it
+// returns the factory and its stdout and stderr.
+func stepUpFactory(t *testing.T, srv *httptest.Server, tty *fakeTerminal, stdin string) (*Factory, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("PAMCTL_CONFIG", "")
@@ -128,17 +136,7 @@ func approveWithTerminal(t *testing.T, srv *httptest.Server, tty *fakeTerminal, 
 		tty.opened++
 		return tty, nil
 	}
-	root := NewCmdRoot(f)
-	root.SetArgs(append([]string{"approve", "req_1"}, args...))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err := root.ExecuteContext(ctx)
-	code := ExitOK
-	if err != nil {
-		code = exitCodeOf(err)
-		errOut.WriteString("error: " + err.Error() + "\n")
-	}
-	return result{out: out.String(), err: errOut.String(), code: code}
+	return f, out, errOut
 }
 
 // A step-up login for an interactive session starts only after the person
@@ -252,5 +250,59 @@ func TestStepUpQuestionEscapesTheBrokersText(t *testing.T) {
 		if strings.Contains(q, raw) {
 			t.Fatalf("the question carries %q raw:\n%q", raw, q)
 		}
+	}
+}
+
+// Ctrl-C at the step-up question: Main turns SIGINT into a cancelled
+// context (signal.NotifyContext), so the question ends when the command's
+// context does, exits 4 and closes the terminal; otherwise a person who
+// presses Ctrl-C is left at the prompt. (Reviewer's test, /tmp/r2 2ab7ec3.)
+func TestStepUpQuestionEndsWithTheCommandsContext(t *testing.T) {
+	srv, logins := stepUpBroker(t, "")
+	pr, pw := io.Pipe() // the person never answers
+	defer pw.Close()
+	tty := &fakeTerminal{in: pr}
+	f, out, errOut := stepUpFactory(t, srv, tty, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() { done <- execRoot(ctx, f, out, errOut, "approve", "req_1") }()
+	time.Sleep(500 * time.Millisecond) // the question is up
+	cancel()                           // Ctrl-C
+	select {
+	case r := <-done:
+		if r.code != ExitUnauthenticated || !strings.Contains(r.err, "the question was cancelled") || logins.Load() != 0 {
+			t.Fatalf("after Ctrl-C: exit %d, %d logins\n%s", r.code, logins.Load(), r.err)
+		}
+		if tty.closed == 0 {
+			t.Fatal("the terminal was left open")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the step-up question ignores the cancelled context: Ctrl-C does not end `pamctl approve`")
+	}
+}
+
+// Nobody answers the step-up question: it gives up after stepUpAnswerWait
+// (saying so on the terminal), exits 4 and closes the terminal, so a
+// pamctl an agent started while its person is away ends.
+func TestStepUpQuestionGivesUpWithoutAnAnswer(t *testing.T) {
+	defer func(d time.Duration) { stepUpAnswerWait = d }(stepUpAnswerWait)
+	stepUpAnswerWait = 300 * time.Millisecond
+	srv, logins := stepUpBroker(t, "")
+	pr, pw := io.Pipe() // the person never answers
+	defer pw.Close()
+	// Should the question never give up, the terminal ends after 10s and
+	// the test fails instead of hanging.
+	defer time.AfterFunc(10*time.Second, func() { pw.Close() }).Stop()
+	tty := &fakeTerminal{in: pr}
+	start := time.Now()
+	r := approveWithTerminal(t, srv, tty, "")
+	if r.code != ExitUnauthenticated || !strings.Contains(r.err, "no answer on the terminal within") || !strings.Contains(r.err, "pamctl login") || logins.Load() != 0 {
+		t.Fatalf("exit %d, %d logins:\n%s", r.code, logins.Load(), r.err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("gave up after %s", d)
+	}
+	if q := tty.question(); !strings.Contains(q, "no answer within") || tty.closed == 0 {
+		t.Fatalf("closed %d times; terminal:\n%s", tty.closed, q)
 	}
 }
