@@ -67,7 +67,8 @@ type SessionRecord struct {
 	AuthTime time.Time `json:"auth_time,omitempty"`
 	// AuthTimeUnknown is set when the login's ID token had no auth_time:
 	// the session cannot pass step-up (the IdP may have reused its own
-	// session without seeing the person).
+	// session without seeing the person). AuthTime is then
+	// authTimeUnknownMark, never zero.
 	AuthTimeUnknown bool `json:"auth_time_unknown,omitempty"`
 	// AgentSince is when `pamctl exec` started an agent under this session
 	// (see MarkAgentStarted): from then on the session cannot step up, so a
@@ -269,16 +270,30 @@ func (r *SessionRecord) stepUpAuth() (time.Time, string) {
 	switch {
 	case r.AgentSince != nil:
 		return time.Time{}, NoAuthTimeAgent
-	case r.AuthTimeUnknown:
+	case r.AuthTimeUnknown, r.AuthTime.Equal(authTimeUnknownMark):
+		// The mark alone: a build without AuthTimeUnknown rewrote the
+		// record (and dropped the field).
 		return time.Time{}, NoAuthTimeIdP
 	}
 	return r.authTime(), ""
 }
 
+// authTimeUnknownMark is the AuthTime of a session whose login had no
+// auth_time (AuthTimeUnknown). Not zero: a build from before
+// AuthTimeUnknown reads a zero AuthTime as "the login itself" (CreatedAt),
+// a fresh authentication, and would let the session step up during a
+// rolling upgrade. Every build reads the Unix epoch as an authentication
+// far older than approvals.reauth_after, so step-up refuses it.
+var authTimeUnknownMark = time.Unix(0, 0).UTC()
+
 // setAuthTime records a login's authentication time; zero means the IdP
-// did not say (AuthTimeUnknown).
+// did not say (AuthTimeUnknown, with authTimeUnknownMark stored).
 func (r *SessionRecord) setAuthTime(t time.Time) {
-	r.AuthTime, r.AuthTimeUnknown = t, t.IsZero()
+	if t.IsZero() {
+		r.AuthTime, r.AuthTimeUnknown = authTimeUnknownMark, true
+		return
+	}
+	r.AuthTime, r.AuthTimeUnknown = t, false
 }
 
 // authTime is the session's last IdP authentication (see AuthTime).

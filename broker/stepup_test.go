@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -319,7 +320,7 @@ func TestStepUpWithoutAuthTime(t *testing.T) {
 	refused(bob, "CLI session after a restart")
 	rec, err := e.svc.OpenWebSession(ctx, broker.Identity{Subject: "bob", Email: "bob@example.com", Groups: []string{"security"}, Issuer: "corp", IssuerURL: e.iss.URL(), Kind: "user"},
 		time.Time{}, audit.Client{}, strings.Repeat("s", 43), time.Hour)
-	if err != nil || !rec.AuthTime.IsZero() || !rec.AuthTimeUnknown {
+	if err != nil || !rec.AuthTime.Equal(time.Unix(0, 0)) || !rec.AuthTimeUnknown {
 		t.Fatalf("web session without auth_time: %v %+v", err, rec)
 	}
 	web, _, err := e.svc.WebSession(ctx, strings.Repeat("s", 43))
@@ -340,5 +341,63 @@ func TestStepUpWithoutAuthTime(t *testing.T) {
 	}
 	if _, err := e.svc.Review(ctx, bob, r.ID, true, "", nil); err != nil {
 		t.Fatalf("step_up_without_auth_time: %v", err)
+	}
+}
+
+// Rolling upgrade: a replica from before auth_time_unknown reads the
+// session records this build writes. A login without auth_time must not
+// look fresh to it (its authTime fell back to created_at for a zero
+// auth_time), and when it rewrites such a record (dropping the field it
+// does not know), this build must still refuse the session's step-up.
+func TestStepUpWithoutAuthTimeOlderReplicas(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, sess, err := e.loginWith("bob", map[string]any{"auth_time": nil}, "security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.db.GetSession(ctx, sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The older build's record and step-up check (fc6e9ee: authTime and
+	// Service.StepUp).
+	var old struct {
+		CreatedAt time.Time `json:"created_at"`
+		AuthTime  time.Time `json:"auth_time,omitempty"`
+	}
+	if err := json.Unmarshal(raw, &old); err != nil {
+		t.Fatal(err)
+	}
+	oldAuthTime := old.AuthTime
+	if oldAuthTime.IsZero() {
+		oldAuthTime = old.CreatedAt
+	}
+	now := e.clock.Now()
+	if !oldAuthTime.IsZero() && now.Sub(oldAuthTime) <= broker.DefaultReauthAfter {
+		t.Fatalf("an older replica reads this session's last authentication as %s (now %s): fresh enough to approve\n%s", oldAuthTime, now, raw)
+	}
+
+	// The older replica rewrites the record without auth_time_unknown.
+	if _, err := e.db.UpdateSession(ctx, sess.ID, func(r *broker.SessionRecord) error {
+		r.AuthTimeUnknown = false
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	bob, _, err := e.svc.Authenticate(ctx, sess.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bob.AuthTime.IsZero() || bob.NoAuthTime != broker.NoAuthTimeIdP {
+		t.Fatalf("after an older replica's rewrite: auth time %v (%q)", bob.AuthTime, bob.NoAuthTime)
+	}
+	if err := e.svc.CanReadAudit(ctx, bob); !errors.Is(err, broker.ErrStepUpRequired) {
+		t.Fatalf("after an older replica's rewrite the session reads the trail: %v", err)
 	}
 }
