@@ -62,7 +62,10 @@ func CheckPerms(path string, secret bool) (warning string, err error) {
 	}
 	w, err := walk(path)
 	if err != nil {
-		return "", nil // it moved since Stat: reading it reports what is wrong
+		// The kernel found it, the walk did not (a path too long once
+		// its links are spelled out, a file moved meanwhile): what
+		// cannot be checked is refused, not passed.
+		return "", &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change it (%v): use a path without symlinks to it, e.g. %s's real location", path, err, path)}
 	}
 	if err := w.check(path); err != nil {
 		return "", err
@@ -118,9 +121,27 @@ func CheckPerms(path string, secret bool) (warning string, err error) {
 func CheckWay(path string) error {
 	w, err := walk(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil // a loop, a file where a directory should be: opening it reports that
+		// A loop, a path too long once its links are spelled out: what
+		// cannot be checked is refused, not passed.
+		return &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change its way (%v): use a path without symlinks", path, err)}
 	}
 	return w.check(path)
+}
+
+// CheckOwner refuses (an error wrapping ErrSwappable, naming the path and
+// the fix) a file or directory that another user than root and pamctl's
+// owns, or that a group pamctl is not in may write: for pamctl's own files
+// (the data dir, its database), whose modes and way their caller checks.
+// A path that does not exist yet passes: pamctl creates it.
+func CheckOwner(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	if who, fix := foreignControl(fi, path); who != "" {
+		return &foreignError{fmt.Sprintf("%s is %s: that user or group could change or read what pamctl keeps there; run %s", path, who, fix)}
+	}
+	return nil
 }
 
 // via names the target of a symlinked path, for messages.
@@ -158,9 +179,15 @@ type hop struct {
 // (a name missing, too many links) it returns what it walked so far.
 func walk(path string) (way, error) {
 	var w way
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return w, err
+	// Not filepath.Abs: it cleans the path as text, and "link/.." is the
+	// link's target's parent to the kernel, not the link's directory.
+	abs := path
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return w, err
+		}
+		abs = wd + string(filepath.Separator) + path
 	}
 	sep := string(filepath.Separator)
 	vol := filepath.VolumeName(abs)

@@ -765,11 +765,14 @@ func (c *Config) CheckPrivate() error {
 		return true
 	}
 	if c.DataDir != "" {
+		db := filepath.Join(c.DataDir, store.FileName)
 		check("data dir", c.DataDir, 0o700)
-		if err := safefile.CheckWay(c.DataDir); err != nil {
-			errs = append(errs, fmt.Errorf("data dir %w", err))
+		check("database", db, 0o600)
+		for _, err := range []error{safefile.CheckWay(c.DataDir), safefile.CheckOwner(c.DataDir), safefile.CheckOwner(db)} {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("data dir %w", err))
+			}
 		}
-		check("database", filepath.Join(c.DataDir, store.FileName), 0o600)
 	}
 	if c.MasterKeyFile != "" && os.Getenv(vault.EnvMasterKey) == "" {
 		// Once each: its mode, refused above at any group or others bit,
