@@ -65,7 +65,7 @@ func CheckPerms(path string, secret bool) (warning string, err error) {
 		// The kernel found it, the walk did not (a path too long once
 		// its links are spelled out, a file moved meanwhile): what
 		// cannot be checked is refused, not passed.
-		return "", &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change it (%v): use a path without symlinks to it, e.g. %s's real location", path, err, path)}
+		return "", &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change it (%v): name the file by its real path, without symlinks on the way", path, err)}
 	}
 	if err := w.check(path); err != nil {
 		return "", err
