@@ -97,7 +97,11 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 	}
 	switch got.State {
 	case StateApproved:
-		// Released in time: the call goes through now and the approval is spent.
+		// Released in time: the call goes through now and the approval is
+		// spent, unless the grant it runs under ended while it waited.
+		if ended, err := s.endIfGrantEnded(context.WithoutCancel(ctx), got, a); ended != nil || err != nil {
+			return ended, err
+		}
 		return s.spend(context.WithoutCancel(ctx), got.ID)
 	case StatePending:
 		s.emit(context.WithoutCancel(ctx), &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Decision: "timeout", Reasons: []string{h.Rule}})
@@ -118,6 +122,11 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 			r.Prompt.SHA256 != h.SHA256 || r.Prompt.CallSHA256 != h.CallSHA256 || r.Prompt.GrantID != h.GrantID || !sameCall(r.Prompt, h) ||
 			r.ExpiresAt == nil || !now.Before(*r.ExpiresAt) || !s.approvalStands(r) {
 			continue
+		}
+		if why, _, err := s.heldGrantEnded(ctx, r); err != nil {
+			return nil, err
+		} else if why != "" {
+			continue // held again, and refused there
 		}
 		got, err := s.spend(ctx, r.ID)
 		if errors.Is(err, errSpent) {
@@ -260,4 +269,75 @@ func (s *Service) spend(ctx context.Context, id string) (*Request, error) {
 	}
 	s.emit(ctx, &audit.Event{Type: audit.TypePromptReleased, Actor: actor(r.Requester), Grant: r.Prompt.GrantID, Review: r.ID, Model: r.Prompt.Model, Decision: "released", Reasons: []string{r.Prompt.Rule}})
 	return r, nil
+}
+
+// heldGrantEnded says why the grant the held call r runs under no longer
+// stands ("" while it does): revoked or ended early, past its TTL, no
+// longer granted by policy or trusted issuers, or not the caller's.
+// unknown reports that the store has no such grant. The proxy checked the
+// grant's token when it held the call, but a call waits for minutes
+// (proxy.hold_timeout) and its grant can end meanwhile: then the call is
+// neither approved nor released.
+func (s *Service) heldGrantEnded(ctx context.Context, r *Request) (why string, unknown bool, err error) {
+	id := r.Prompt.GrantID
+	if id == "" {
+		return "the held call names no grant", true, nil
+	}
+	if s.IsRevoked(id) {
+		return fmt.Sprintf("grant %s was revoked or ended early", id), false, nil
+	}
+	g, err := s.store.GetRequest(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Sprintf("grant %s no longer exists", id), true, nil
+	}
+	if err != nil {
+		return "", false, s.storeErr(err)
+	}
+	switch {
+	case g.Kind != KindAccess || !g.Requester.Same(r.Requester):
+		return fmt.Sprintf("grant %s is not the caller's", id), false, nil
+	case g.State != StateApproved:
+		return fmt.Sprintf("grant %s is %s", id, g.State), false, nil
+	case g.ExpiresAt == nil || !s.now().Before(*g.ExpiresAt):
+		return fmt.Sprintf("grant %s has expired", id), false, nil
+	}
+	if ok, why := s.stillGranted(g); !ok {
+		return fmt.Sprintf("grant %s has ended: %s", id, why), false, nil
+	}
+	return "", false, nil
+}
+
+// endIfGrantEnded ends the approved held call r, unspent, when its grant
+// has ended (heldGrantEnded): it is recorded as expired with the reason,
+// and a prompt.refused event (decision grant_ended) says why the call was
+// not released. It returns the ended call, or nil when the grant stands.
+func (s *Service) endIfGrantEnded(ctx context.Context, r *Request, a *audit.Actor) (*Request, error) {
+	why, _, err := s.heldGrantEnded(ctx, r)
+	if err != nil || why == "" {
+		return nil, err
+	}
+	now := s.now().UTC()
+	ended, err := s.store.UpdateRequest(ctx, r.ID, func(r *Request) error {
+		if r.Prompt == nil || r.Prompt.Used || r.State != StateApproved {
+			return errSpent
+		}
+		r.State, r.EndedAt, r.EndReason = StateExpired, &now, why
+		return nil
+	})
+	if errors.Is(err, errSpent) {
+		// Spent or ended meanwhile: nothing to release here.
+		if cur, gerr := s.store.GetRequest(ctx, r.ID); gerr == nil && cur.State != StateApproved {
+			return cur, nil
+		}
+		c := *r
+		c.State, c.EndReason = StateExpired, why
+		return &c, nil
+	}
+	if err != nil {
+		return nil, s.storeErr(err)
+	}
+	s.emit(ctx, &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: ended.Prompt.GrantID, Review: ended.ID, Model: ended.Prompt.Model, Decision: "grant_ended",
+		Reasons: []string{ended.Prompt.Rule, why}})
+	s.wake(ended.ID)
+	return ended, nil
 }

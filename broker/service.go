@@ -700,6 +700,11 @@ func (s *Service) wake(id string) {
 // it. An approver may narrow the scopes, never widen them.
 func (s *Service) Review(ctx context.Context, reviewer Identity, id string, approveIt bool, reason string, narrow []string) (*Request, error) {
 	now := s.now().UTC()
+	if approveIt {
+		if err := s.heldGrantStands(ctx, reviewer, id); err != nil {
+			return nil, err
+		}
+	}
 	var decided bool
 	var progress string // what the approvals met, or what is still missing
 	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
@@ -780,6 +785,31 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 		s.notify(ctx, r, string(typ))
 	}
 	return r, nil
+}
+
+// heldGrantStands refuses approving the held call id when the grant it
+// runs under has ended (heldGrantEnded): releasing it would send a call
+// upstream on a grant that was revoked, expired or ended by policy while
+// the call waited. Only someone who may review the call is told; a deny
+// is always possible. The release checks again (HoldPrompt): a grant that
+// ends after this check, or that the store does not have, releases
+// nothing either.
+func (s *Service) heldGrantStands(ctx context.Context, reviewer Identity, id string) error {
+	r, err := s.store.GetRequest(ctx, id)
+	if err != nil || r.Kind != KindPrompt || r.Prompt == nil || r.State != StatePending {
+		return nil // Review says why, if anything is wrong
+	}
+	if ok, _ := s.canReview(r, reviewer); !ok {
+		return nil
+	}
+	why, unknown, err := s.heldGrantEnded(ctx, r)
+	if err != nil {
+		return err
+	}
+	if why == "" || unknown {
+		return nil
+	}
+	return errorf(CodeConflict, "held call %s cannot be released: %s while it waited; deny it (pamctl deny %s) or let it expire, and the caller asks for a new grant", r.ID, why, r.ID)
 }
 
 func grantOf(r *Request) string {

@@ -435,7 +435,12 @@ func TestPromptHoldReleaseTimeoutAndRetry(t *testing.T) {
 	ctx := context.Background()
 	alice := e.login("alice", "ml")
 	bob := e.login("bob", "security")
-	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+	// A released call needs its grant to be live (redteam_grant_ended_test.go).
+	g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := broker.Hold{Caller: alice, GrantID: g.ID, Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
 		Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users", SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)}
 
 	// Released while the caller waits.
