@@ -755,6 +755,9 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 		if rv.Scopes != nil {
 			r.Scopes = rv.Scopes
 		}
+		// A reload may have raised the count: the request shows, and
+		// needs, the stricter (policy.Satisfied).
+		r.Approval.Count = r.Approval.Needed(s.policySet())
 		var approvers []policy.Subject
 		for _, rv := range r.Reviews {
 			if rv.Approve {

@@ -60,11 +60,17 @@ func CanReview(set Set, t Terms, requester, reviewer Subject) (ok bool, reason s
 // self-approval or an approval by someone no longer entitled never counts,
 // and the same person approving twice (or under two accounts with one email)
 // counts once. The reason says what was met, or what is still missing.
+//
+// A reload may make t stricter, never looser (t is fixed when the request
+// is made): the count needed is the largest of t's and that of every
+// policy in t.Policies requiring approval as the set stands now, and a
+// break-glass approval counts only while each of those policies still
+// names the subject under break_glass.
 func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok bool, reason string) {
 	if !t.Required {
 		return true, "no approval needed"
 	}
-	need := max(t.Count, 1)
+	need := t.Needed(set)
 	var counted []Subject
 	var breakGlass *Subject
 	for i, a := range approvals {
@@ -72,7 +78,7 @@ func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok boo
 			continue
 		}
 		if !t.Approvers.Match(a) {
-			if breakGlass == nil {
+			if breakGlass == nil && breakGlassNow(set, t, a) {
 				breakGlass = &approvals[i]
 			}
 			continue
@@ -84,7 +90,7 @@ func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok boo
 		if !dup {
 			counted = append(counted, a)
 		}
-		if t.BreakGlass.Match(a) && breakGlass == nil {
+		if t.BreakGlass.Match(a) && breakGlass == nil && breakGlassNow(set, t, a) {
 			breakGlass = &approvals[i]
 		}
 	}
@@ -100,6 +106,34 @@ func Satisfied(set Set, t Terms, requester Subject, approvals []Subject) (ok boo
 	}
 	return false, fmt.Sprintf("%d of %d required approvals; waiting for %d more from %s",
 		len(counted), need, need-len(counted), t.Approvers)
+}
+
+// Needed is how many distinct approvers t needs under set: the largest
+// of t.Count (at least 1) and the count of every policy in t.Policies that
+// requires approval as set stands now (see Satisfied).
+func (t Terms) Needed(set Set) int {
+	need := max(t.Count, 1)
+	for _, name := range t.Policies {
+		if p := set.Find(name); p != nil && p.Approval.Required {
+			need = max(need, p.Approval.Count)
+		}
+	}
+	return need
+}
+
+// breakGlassNow reports whether a is a break-glass subject of t and of
+// every policy in t.Policies that requires approval as set stands now.
+func breakGlassNow(set Set, t Terms, a Subject) bool {
+	if !t.BreakGlass.Match(a) {
+		return false
+	}
+	for _, name := range t.Policies {
+		p := set.Find(name)
+		if p == nil || (p.Approval.Required && !p.Approval.BreakGlass.Match(a)) {
+			return false
+		}
+	}
+	return true
 }
 
 // SamePerson reports whether a and b are one person: the same sub under the
