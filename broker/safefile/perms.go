@@ -3,10 +3,7 @@ package safefile
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"strings"
 )
 
 // ErrSwappable: a local user other than the file's owner could replace
@@ -56,33 +53,38 @@ const (
 // A path that does not exist is neither refused nor warned about here:
 // whoever reads it reports that.
 func CheckPerms(path string, secret bool) (warning string, err error) {
-	st, err := os.Stat(path)
-	if err != nil || !st.Mode().IsRegular() {
-		return "", nil // reading it reports what is wrong
-	}
-	w, err := walk(path)
-	if err != nil {
-		// The kernel found it, the walk did not (a path too long once
-		// its links are spelled out, a file moved meanwhile): what
-		// cannot be checked is refused, not passed.
-		return "", &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change it (%v): name the file by its real path, without symlinks on the way", path, err)}
-	}
-	if err := w.check(path); err != nil {
-		return "", err
-	}
-	real := w.real
-	m := st.Mode().Perm()
+	return checkPerms(path, secret)
+}
+
+// cannotCheck refuses a path the kernel finds and the walk does not (a
+// path too long once its links are spelled out, a file moved meanwhile):
+// what cannot be checked is refused, not passed.
+func cannotCheck(path string, err error) error {
+	return &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change it (%v): name the file by its real path, without symlinks on the way", path, err)}
+}
+
+// cannotCheckWay is cannotCheck for CheckWay: a loop, a path too long
+// once its links are spelled out.
+func cannotCheckWay(path string, err error) error {
+	return &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change its way (%v): use a path without symlinks", path, err)}
+}
+
+// judgeFile applies CheckPerms' rules to the file itself (fi, reached at
+// real): refused when others or another user may change it, warned
+// about when it is a secret others may read.
+func judgeFile(path, real string, fi os.FileInfo, secret bool) (warning string, err error) {
+	m := fi.Mode().Perm()
 	if m&0o002 != 0 {
 		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`",
 			path, via(path, real), ErrSwappable, m, real)
 	}
-	if who, fix := foreignControl(st, real); who != "" {
+	if who, fix := foreignControl(fi, real); who != "" {
 		return "", &foreignError{fmt.Sprintf("%s%s is %s: that user or group could change it; run %s", path, via(path, real), who, fix)}
 	}
 	if !secret {
 		return "", nil
 	}
-	acc := accessOf(st)
+	acc := accessOf(fi)
 	var extra os.FileMode // bits others than pamctl's own access class hold
 	switch acc {
 	case byOwner:
@@ -118,15 +120,7 @@ func CheckPerms(path string, secret bool) (warning string, err error) {
 // dir), whose mode its caller checks. Where the path, or a directory on
 // its way, does not exist yet, what exists of the way is judged: pamctl
 // would create the rest there.
-func CheckWay(path string) error {
-	w, err := walk(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		// A loop, a path too long once its links are spelled out: what
-		// cannot be checked is refused, not passed.
-		return &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change its way (%v): use a path without symlinks", path, err)}
-	}
-	return w.check(path)
-}
+func CheckWay(path string) error { return checkWay(path) }
 
 // CheckOwner refuses (an error wrapping ErrSwappable, naming the path and
 // the fix) a file or directory that another user than root and pamctl's
@@ -152,94 +146,23 @@ func via(path, real string) string {
 	return " (" + real + ")"
 }
 
-// maxLinks bounds the symlinks one walk follows, as filepath.EvalSymlinks
-// does: a loop ends there.
-const maxLinks = 255
-
-// way is what looking up a path goes through.
-type way struct {
-	real  string   // the path with every symlink resolved
-	dirs  []string // every directory a name was looked up in, resolved, once each
-	links []hop    // every symlink followed
-}
-
-// hop is a symlink followed on the way: where it is (its directory
-// resolved) and its Lstat.
-type hop struct {
-	path string
-	fi   os.FileInfo
-}
-
-// walk resolves path component by component, as filepath.EvalSymlinks
-// does (relative and absolute links, "..", links anywhere on the path, not
-// only at its end), and lists every directory it looks a name up in:
-// whoever may write one of them may replace that name, a symlink's
-// included, and so point the path elsewhere. As the walk starts at the
-// root, every directory above one it lists is listed too. On an error
-// (a name missing, too many links) it returns what it walked so far.
-func walk(path string) (way, error) {
-	var w way
-	// Not filepath.Abs: it cleans the path as text, and "link/.." is the
-	// link's target's parent to the kernel, not the link's directory.
-	abs := path
-	if !filepath.IsAbs(path) {
-		wd, err := os.Getwd()
-		if err != nil {
-			return w, err
-		}
-		abs = wd + string(filepath.Separator) + path
+// dirRefusal refuses (ErrSwappable, naming path, the directory d and
+// the fix) a way through directory d (fi) when a local user other than
+// root and pamctl's may replace names in it; nil when none may.
+func dirRefusal(path, d string, fi os.FileInfo) error {
+	if m := fi.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
+		return fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
+			path, d, ErrSwappable, m.Perm(), d, d)
 	}
-	sep := string(filepath.Separator)
-	vol := filepath.VolumeName(abs)
-	dest, rest := vol+sep, abs[len(vol):]
-	seen := map[string]bool{}
-	for links := 0; rest != ""; {
-		var c string
-		c, rest, _ = strings.Cut(rest, sep)
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			dest = filepath.Dir(dest) // dest has no symlinks left: ".." is its parent
-			continue
-		}
-		if !seen[dest] {
-			seen[dest] = true
-			w.dirs = append(w.dirs, dest)
-		}
-		next := filepath.Join(dest, c)
-		fi, err := os.Lstat(next)
-		if err != nil {
-			return w, err
-		}
-		if fi.Mode()&os.ModeSymlink == 0 {
-			dest = next
-			continue
-		}
-		if links++; links > maxLinks {
-			return w, fmt.Errorf("%s: more than %d symlinks on the way (a loop?)", path, maxLinks)
-		}
-		w.links = append(w.links, hop{next, fi})
-		to, err := os.Readlink(next)
-		if err != nil {
-			return w, err
-		}
-		if filepath.IsAbs(to) {
-			v := filepath.VolumeName(to)
-			dest, to = v+sep, to[len(v):]
-		}
-		if rest != "" {
-			to += sep + rest
-		}
-		rest = to
+	if who, fix := foreignControl(fi, d); who != "" {
+		return &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
 	}
-	w.real = dest
-	return w, nil
+	return nil
 }
 
-// check refuses (ErrSwappable, naming path, the directory or link and the
-// fix) a way through a directory another local user may replace names in,
-// or through a symlink another user than root and pamctl's owns.
+// linkRefusal refuses (ErrSwappable, naming path, the link l and the fix)
+// a way through symlink l (fi, its Lstat) another user than root and
+// pamctl's owns.
 //
 // A link's owner cannot change it in place, only replace it where they may
 // write its directory; yet a link of another user's is refused wherever it
@@ -249,24 +172,9 @@ func walk(path string) (way, error) {
 // would repeat the directory rules for one more case, while a link whose
 // owner is root or pamctl's (as the kubelet's, and any an admin makes) is
 // one `chown -h` away.
-func (w way) check(path string) error {
-	for _, d := range w.dirs {
-		di, err := os.Stat(d)
-		if err != nil {
-			continue
-		}
-		if m := di.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
-			return fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
-				path, d, ErrSwappable, m.Perm(), d, d)
-		}
-		if who, fix := foreignControl(di, d); who != "" {
-			return &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
-		}
-	}
-	for _, l := range w.links {
-		if who, fix := foreignControl(l.fi, l.path); who != "" {
-			return &foreignError{fmt.Sprintf("%s: symlink %s on its way is %s: that user could point it at another file; run %s", path, l.path, who, fix)}
-		}
+func linkRefusal(path, l string, fi os.FileInfo) error {
+	if who, fix := foreignControl(fi, l); who != "" {
+		return &foreignError{fmt.Sprintf("%s: symlink %s on its way is %s: that user could point it at another file; run %s", path, l, who, fix)}
 	}
 	return nil
 }

@@ -7,20 +7,33 @@ import (
 	"os"
 	"slices"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
+
+// owners returns a file's uid and gid, from os.Stat's or the walk's fstat.
+func owners(fi os.FileInfo) (uid, gid int, ok bool) {
+	switch st := fi.Sys().(type) {
+	case *syscall.Stat_t:
+		return int(st.Uid), int(st.Gid), true
+	case *unix.Stat_t:
+		return int(st.Uid), int(st.Gid), true
+	}
+	return 0, 0, false
+}
 
 // accessOf tells how this process reads a file: as its owner (or root),
 // through its group, or as anyone else.
 func accessOf(fi os.FileInfo) access {
-	st, ok := fi.Sys().(*syscall.Stat_t)
+	uid, gid, ok := owners(fi)
 	if !ok {
 		return byOwner
 	}
 	euid := os.Geteuid()
-	if euid == 0 || uint64(st.Uid) == uint64(euid) {
+	if euid == 0 || uid == euid {
 		return byOwner
 	}
-	if inGroup(int(st.Gid)) {
+	if inGroup(gid) {
 		return byGroup
 	}
 	return byOthers
@@ -41,12 +54,12 @@ func inGroup(gid int) bool {
 // a symlink, whose mode means nothing), and the command that fixes it; ""
 // when no one.
 func foreignControl(fi os.FileInfo, path string) (who, fix string) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
+	uid, gid, ok := owners(fi)
 	if !ok {
 		return "", ""
 	}
 	m := fi.Mode()
-	if uid := int(st.Uid); uid != 0 && uid != os.Geteuid() {
+	if uid != 0 && uid != os.Geteuid() {
 		chown := "chown"
 		if m&os.ModeSymlink != 0 {
 			chown = "chown -h"
@@ -56,8 +69,8 @@ func foreignControl(fi os.FileInfo, path string) (who, fix string) {
 	if m&os.ModeSymlink != 0 {
 		return "", ""
 	}
-	if m&0o020 != 0 && !(m.IsDir() && m&os.ModeSticky != 0) && !inGroup(int(st.Gid)) {
-		return fmt.Sprintf("writable by group %d, which pamctl is not in", st.Gid), fmt.Sprintf("`chmod g-w %s`", path)
+	if m&0o020 != 0 && !(m.IsDir() && m&os.ModeSticky != 0) && !inGroup(gid) {
+		return fmt.Sprintf("writable by group %d, which pamctl is not in", gid), fmt.Sprintf("`chmod g-w %s`", path)
 	}
 	return "", ""
 }

@@ -5,8 +5,13 @@
 // block forever or grow memory without bound. Read follows symlinks (a
 // Kubernetes ..data symlink keeps working) and then insists on a regular
 // file of at most a bounded size that no other local user can replace
-// (CheckPerms). The package has no dependencies so that any package of the
-// broker and the CLI may use it.
+// (CheckPerms). On Linux, macOS and the BSDs the file read is the file
+// judged: the path is walked with file descriptors (openat, each directory
+// and link judged by fstat as it is met) and the file opened in the
+// directory it was found in and judged by fstat again, so that no rename
+// or relink between judging and reading changes what is read. The package
+// depends on no other package of pamctl, so that any package of the broker
+// and the CLI may use it.
 package safefile
 
 import (
@@ -31,34 +36,10 @@ var (
 // Open opens path for reading after following symlinks, refusing anything
 // but a regular file, and a file other local users could replace or change
 // (CheckPerms: ErrSwappable), every time it is read. Opening does not
-// block on a FIFO. The caller closes the file.
-func Open(path string) (*os.File, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, notRegular(path, st.Mode())
-	}
-	if _, err := CheckPerms(path, Public); err != nil {
-		return nil, err
-	}
-	// The path may be swapped between Stat and Open: open without
-	// blocking and check what was opened.
-	f, err := os.OpenFile(path, os.O_RDONLY|openFlags, 0)
-	if err != nil {
-		return nil, err
-	}
-	if st, err = f.Stat(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, notRegular(path, st.Mode())
-	}
-	return f, nil
-}
+// block on a FIFO. Where the fd walk is built (Linux, macOS, the BSDs),
+// the file returned is the one judged: it is never opened by path again.
+// The caller closes the file.
+func Open(path string) (*os.File, error) { return open(path) }
 
 // Read returns the content of path, at most max bytes (MaxSize when max
 // <= 0). A path that is not a regular file after following symlinks, or a

@@ -1,5 +1,0 @@
-//go:build !unix
-
-package safefile
-
-const openFlags = 0
