@@ -3,6 +3,7 @@ package auditsink
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -243,9 +245,62 @@ func post(ctx context.Context, cl *http.Client, target string, headers map[strin
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if resp.StatusCode/100 != 2 {
+		excerpt = redact(excerpt, sentSecrets(req))
 		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", safeURL(target), resp.Status, clean(excerpt, 200))}
 	}
 	return nil
+}
+
+// minSecret is the shortest credential redact looks for: a shorter one
+// would match ordinary words of the answer (and guards little anyway).
+const minSecret = 6
+
+// sentSecrets lists what req carried that a collector's answer must not
+// echo into pamctl's errors, log and `pamctl audit sinks`: the URL's query
+// (raw, and each value) and user info (and the Basic credentials Go sends
+// for it), and every header value pamctl did not choose itself (the
+// headers and headers_file values), whole and word by word ("Splunk
+// <token>", "Bearer <token>").
+func sentSecrets(req *http.Request) []string {
+	var s []string
+	u := req.URL
+	if u.RawQuery != "" {
+		s = append(s, u.RawQuery)
+		for _, vs := range u.Query() {
+			for _, v := range vs {
+				s = append(s, v, url.QueryEscape(v))
+			}
+		}
+	}
+	if u.User != nil {
+		p, _ := u.User.Password()
+		s = append(s, u.User.Username(), p, u.User.String(),
+			base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+p)))
+	}
+	for k, vs := range req.Header {
+		if k == "Content-Type" || k == "User-Agent" {
+			continue
+		}
+		for _, v := range vs {
+			s = append(s, v)
+			s = append(s, strings.Fields(v)...)
+		}
+	}
+	return s
+}
+
+// redact replaces every secret of at least minSecret bytes in b, longest
+// first (so a whole header value goes before the words in it).
+func redact(b []byte, secrets []string) []byte {
+	secrets = slices.DeleteFunc(slices.Clone(secrets), func(s string) bool { return len(s) < minSecret })
+	if len(secrets) == 0 || len(b) == 0 {
+		return b
+	}
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, s := range secrets {
+		b = bytes.ReplaceAll(b, []byte(s), []byte("[redacted]"))
+	}
+	return b
 }
 
 // unwrapURLError drops *url.Error's copy of the URL (it may hold a token

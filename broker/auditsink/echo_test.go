@@ -1,0 +1,112 @@
+package auditsink_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/auditsink"
+)
+
+// syncBuffer is a log buffer the shipper's goroutines may write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A collector (or a proxy in front of it) that echoes what it was sent in
+// its error answer does not put the sink's credentials in pamctl's errors,
+// its log or `pamctl audit sinks`: the URL's query and user info (and the
+// Basic header Go builds from it), and the headers_file values, whole or
+// word by word, are redacted from the answer before it is cut and shown.
+// The same holds for the anchor URL.
+func TestCollectorAnswerNeverEchoesCredentials(t *testing.T) {
+	const (
+		query  = "QuerySecret0001"
+		user   = "sinkuser01"
+		pass   = "PassSecret0002"
+		header = "HeaderSecret0003"
+		anchor = "AnchorSecret0004"
+	)
+	basic := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	echo := func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusUnauthorized)
+		// Secrets first, so a cut at 200 characters would not hide them.
+		io.WriteString(w, "denied: query="+r.URL.RawQuery+" authorization="+r.Header.Get("Authorization")+
+			" bare="+strings.TrimPrefix(r.Header.Get("Authorization"), "Splunk ")+" "+strings.Repeat("x", 300))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(echo))
+	defer srv.Close()
+
+	dir := t.TempDir()
+	hdrs := filepath.Join(dir, "h")
+	os.WriteFile(hdrs, []byte("Authorization: Splunk "+header+"\n"), 0o600)
+	ahdrs := filepath.Join(dir, "a")
+	os.WriteFile(ahdrs, []byte("Authorization: Splunk "+anchor+"\n"), 0o600)
+	withUser := strings.Replace(srv.URL, "http://", "http://"+user+":"+pass+"@", 1)
+
+	tr := newTrail(t, 1)
+	var logs syncBuffer
+	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db,
+		Sinks: []auditsink.SinkConfig{
+			{Name: "query", Type: "http", URL: srv.URL + "/ingest?token=" + query},
+			{Name: "userinfo", Type: "http", URL: withUser + "/ingest"},
+			{Name: "headers", Type: "http", URL: srv.URL + "/hec", Format: "splunk_hec", HeadersFile: hdrs},
+		},
+		Anchor: auditsink.AnchorConfig{URL: srv.URL + "/anchor", HeadersFile: ahdrs},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Poll:   50 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tr.add(t, 2, "x")
+	waitFor(t, "every sink and the anchor failing with 401", func() bool {
+		n := 0
+		for _, s := range m.Status() {
+			if strings.Contains(s.LastError, "401") {
+				n++
+			}
+		}
+		return n == 4
+	})
+	for _, s := range m.Status() {
+		if !strings.Contains(s.LastError, "[redacted]") {
+			t.Errorf("%s: the echo was not redacted, or the excerpt is gone: %s", s.Name, s.LastError)
+		}
+		for _, secret := range []string{query, pass, basic, header, anchor} {
+			if strings.Contains(s.LastError, secret) {
+				t.Errorf("%s: last error holds a credential: %s", s.Name, s.LastError)
+			}
+		}
+	}
+	m.Close()
+	for _, secret := range []string{query, pass, basic, header, anchor} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log holds credential %s:\n%s", secret, logs.String())
+		}
+	}
+}
