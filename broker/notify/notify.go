@@ -165,11 +165,12 @@ const maxToolName = 128
 
 // SafeText makes s safe for a chat message: control characters, ANSI
 // escapes, bidi overrides and line breaks are escaped (safetext.Escape),
+// characters that render as nothing are shown as \u escapes (visible),
 // and &, <, > become entities, so data can neither add lines, reorder the
 // text nor forge links and mentions. The JSON fields other than Text keep
 // the exact values.
 func SafeText(s string) string {
-	return chatEscaper.Replace(safetext.Escape(s))
+	return chatEscaper.Replace(visible(safetext.Escape(s)))
 }
 
 var (
@@ -329,7 +330,7 @@ func (w *Webhook) Send(ctx context.Context, e Event) error {
 	if e.Text == "" {
 		e.Text = e.Summary()
 	} else {
-		e.Text = safetext.Escape(e.Text) // markup in a caller's own Text is the caller's
+		e.Text = visible(safetext.Escape(e.Text)) // markup in a caller's own Text is the caller's
 	}
 	err := w.enqueue(e)
 	if err != nil {
