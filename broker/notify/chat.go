@@ -186,14 +186,23 @@ func cut(s string, n int) string {
 }
 
 // defang keeps a URL in untrusted text from becoming a link: a zero-width
-// space after the scheme's colon and in "www." (the text reads the same;
-// auto-linkers no longer see a URL).
-var defanger = strings.NewReplacer("://", ":\u200b//", "www.", "www\u200b.", "WWW.", "WWW\u200b.")
+// space after the scheme's colon and in "www." in any case (the text reads
+// the same; auto-linkers no longer see a URL).
+func defang(s string) string {
+	return linkish.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "://" {
+			return ":\u200b//"
+		}
+		return m[:3] + "\u200b."
+	})
+}
+
+var linkish = regexp.MustCompile(`(?i)://|www\.`)
 
 // plain is untrusted text made one line, with control characters, bidi
 // overrides, ANSI escapes and invisible characters shown rather than
 // obeyed, URLs defanged and cut to n runes.
-func plain(s string, n int) string { return defanger.Replace(cut(visible(safetext.Escape(s)), n)) }
+func plain(s string, n int) string { return defang(cut(visible(safetext.Escape(s)), n)) }
 
 // visible shows as \u escapes what would render as nothing, so text an
 // approver cannot see (a model reads it) cannot ride in a message: Unicode

@@ -165,6 +165,8 @@ var hostile = []string{
 	"line one\nline two\r\n- list item\n1. numbered",
 	"&lt;script&gt; &amp; <b>html</b> <script>alert(1)</script>",
 	"visit https://evil.example/x or www.evil.example now",
+	// Auto-linkers need no lowercase: www. in any case is defanged.
+	"Www.evil.example wWw.evil.example wwW.evil.example",
 	"\x1b[31mred\x1b[0m \u202egnirts desrever\u202c \u0007bell",
 	"<https://evil.example>",
 	"# heading\n> quote",
