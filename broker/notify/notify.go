@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -538,10 +539,14 @@ func isLoopback(host string) bool {
 }
 
 // retryAfter parses a Retry-After header given in seconds; dates and junk
-// count as no preference.
+// count as no preference. A number of seconds too large for a Duration is
+// the longest wait (which MaxBackoff caps), never an overflow.
 func retryAfter(v string) time.Duration {
-	secs, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || secs < 0 {
+	secs, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange), err == nil && secs > uint64(math.MaxInt64/time.Second):
+		return math.MaxInt64
+	case err != nil:
 		return 0
 	}
 	return time.Duration(secs) * time.Second

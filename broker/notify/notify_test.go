@@ -404,3 +404,28 @@ func TestSummaryEscapesData(t *testing.T) {
 		t.Fatalf("caller text not escaped: %q", b.Text)
 	}
 }
+
+// A Retry-After too large to hold in a time.Duration (a hostile or broken
+// endpoint) is a wait capped at MaxBackoff like any other, never an
+// overflow that gives up on the event at once, or waits forever.
+func TestHugeRetryAfterIsCapped(t *testing.T) {
+	for _, v := range []string{"9223372036854775807", "10000000000", "99999999999999999999"} {
+		rec := &recorder{}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			rec.request(req)
+			w.Header().Set("Retry-After", v)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		w := newWebhook(srv.URL, rec)
+		w.Attempts = 3
+		w.Backoff = time.Second
+		w.MaxBackoff = 4 * time.Second
+		w.Send(context.Background(), event())
+		w.Shutdown(context.Background())
+		srv.Close()
+		want := []time.Duration{4 * time.Second, 4 * time.Second}
+		if !equalDurations(rec.sleeps, want) || len(rec.bodies) != 3 {
+			t.Errorf("Retry-After %s: %d attempts, waits %v; want 3 attempts, waits %v", v, len(rec.bodies), rec.sleeps, want)
+		}
+	}
+}
