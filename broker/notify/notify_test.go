@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -427,5 +429,44 @@ func TestHugeRetryAfterIsCapped(t *testing.T) {
 		if !equalDurations(rec.sleeps, want) || len(rec.bodies) != 3 {
 			t.Errorf("Retry-After %s: %d attempts, waits %v; want 3 attempts, waits %v", v, len(rec.bodies), rec.sleeps, want)
 		}
+	}
+}
+
+// A hostile endpoint that answers 200 and then never stops sending does
+// not hold the worker until the attempt's timeout, nor make pamctl read
+// without bound: the answer is read up to 64 KiB and the event counts as
+// delivered at once. (Pins the read cap of post; nothing else tests it.)
+func TestNeverEndingAnswerIsCut(t *testing.T) {
+	var sent atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		chunk := bytes.Repeat([]byte("x"), 32<<10)
+		for i := 0; i < 1<<15; i++ { // up to 1 GiB
+			n, err := w.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	rec := &recorder{}
+	delivered := make(chan struct{}, 1)
+	w := newWebhook(srv.URL, rec)
+	w.Timeout = 30 * time.Second
+	w.OnDelivered = func(Event) { delivered <- struct{}{} }
+	start := time.Now()
+	w.Send(context.Background(), event())
+	select {
+	case <-delivered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event was not delivered: the worker is reading the endless answer")
+	}
+	w.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("delivery took %s", d)
+	}
+	if n := sent.Load(); n > 64<<20 {
+		t.Errorf("the endpoint wrote %d bytes before pamctl hung up", n)
 	}
 }
