@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -26,6 +29,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pamctl/pamctl/broker/safetext"
 	"github.com/pamctl/pamctl/proxy"
 )
 
@@ -93,8 +97,82 @@ func New(ctx context.Context, c Config, version string) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(append(providerOptions(c.SampleRatio, version), sdktrace.WithBatcher(exp))...)
+	safe := safeExporter{SpanExporter: exp, secrets: headerSecrets()}
+	tp := sdktrace.NewTracerProvider(append(providerOptions(c.SampleRatio, version), sdktrace.WithBatcher(safe))...)
 	return NewWithProvider(tp, tp.Shutdown), nil
+}
+
+// maxErrorBytes bounds an export error: the exporter reads up to 4 MiB
+// of a collector's answer into it (a larger one is an error that says so).
+const maxErrorBytes = 300
+
+// safeExporter hands on the exporter's errors (which the SDK passes to
+// OpenTelemetry's global error handler: log.Print to stderr) as one
+// escaped line of at most maxErrorBytes, without the collector's
+// credentials: the OTLP exporter quotes the collector's answer, which a
+// collector (or a proxy in front of it) may fill with line breaks, escape
+// sequences, megabytes or an echo of the request's headers.
+type safeExporter struct {
+	sdktrace.SpanExporter
+	secrets []string
+}
+
+func (e safeExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	return e.clean(e.SpanExporter.ExportSpans(ctx, spans))
+}
+
+func (e safeExporter) Shutdown(ctx context.Context) error {
+	return e.clean(e.SpanExporter.Shutdown(ctx))
+}
+
+func (e safeExporter) clean(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, s := range e.secrets {
+		msg = strings.ReplaceAll(msg, s, "[redacted]")
+	}
+	msg = safetext.Escape(msg)
+	if len(msg) > maxErrorBytes {
+		cut := maxErrorBytes
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return fmt.Errorf("tracing: %s (check tracing.otlp_endpoint and the collector's log)", msg)
+}
+
+// minSecret is the shortest header value redacted from export errors (a
+// shorter one would match ordinary words).
+const minSecret = 6
+
+// headerSecrets are the values of the headers the exporter sends from
+// OTEL_EXPORTER_OTLP_HEADERS and OTEL_EXPORTER_OTLP_TRACES_HEADERS
+// ("name=value,…", values percent-encoded), whole and word by word
+// ("Bearer <token>"), longest first.
+func headerSecrets() []string {
+	var out []string
+	for _, env := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
+		for _, kv := range strings.Split(os.Getenv(env), ",") {
+			_, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				continue
+			}
+			vals := []string{strings.TrimSpace(v)}
+			if dec, err := url.PathUnescape(vals[0]); err == nil {
+				vals = append(vals, dec)
+			}
+			for _, v := range vals {
+				out = append(out, v)
+				out = append(out, strings.Fields(v)...)
+			}
+		}
+	}
+	out = slices.DeleteFunc(out, func(s string) bool { return len(s) < minSecret })
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
 }
 
 // maxAttributeBytes bounds every span attribute's value. pamctl's own are
