@@ -385,6 +385,9 @@ func TestChatWebhookPostsAndRedacts(t *testing.T) {
 		{404, "no_service", "404 Not Found (no_service)"},
 		{403, "invalid_token", "403 Forbidden (invalid_token)"},
 		{400, "bad webhook https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX", "400 Bad Request"},
+		// A bare piece of the URL has the shape of a code: still not kept.
+		{404, "XXXXSECRETXXXX", "404 Not Found"},
+		{404, "B000", "404 Not Found (B000)"},
 	} {
 		hook := httptestServer(t, c.status, c.body)
 		rec := &recorder{}

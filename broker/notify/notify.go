@@ -185,8 +185,8 @@ var (
 // StatusError is a non-2xx answer from the webhook. Detail is the answer's
 // body only when it is a short error code of letters, digits and
 // underscores (Slack answers "no_service", "invalid_token",
-// "channel_not_found"); anything else, which might echo the URL, is left
-// out.
+// "channel_not_found") that is no piece of the URL or of a header sent;
+// anything else, which might echo the URL or a token, is left out.
 type StatusError struct {
 	Code   int
 	Detail string
@@ -212,6 +212,27 @@ func errorCode(body []byte) string {
 		}
 	}
 	return string(b)
+}
+
+// notSecret is code unless it is a piece of the webhook URL or of a header
+// value sent (a code-shaped answer may echo the URL's secret path segment
+// or a token), from 6 bytes up: shorter codes are Slack's words, not
+// secrets.
+func notSecret(code, target string, h http.Header) string {
+	if len(code) < 6 {
+		return code
+	}
+	if strings.Contains(target, code) {
+		return ""
+	}
+	for _, vs := range h {
+		for _, v := range vs {
+			if strings.Contains(v, code) {
+				return ""
+			}
+		}
+	}
+	return code
 }
 
 // Defaults for the zero values of Webhook's fields.
@@ -498,7 +519,7 @@ func (w *Webhook) post(typ string, body []byte) (wait time.Duration, err error) 
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return 0, nil
 	}
-	err = &StatusError{Code: resp.StatusCode, Detail: errorCode(answer)}
+	err = &StatusError{Code: resp.StatusCode, Detail: notSecret(errorCode(answer), target, req.Header)}
 	switch {
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests:
 		return retryAfter(resp.Header.Get("Retry-After")), err
