@@ -62,3 +62,29 @@ func TestExportErrorsAreOneShortLineWithoutTheToken(t *testing.T) {
 		}
 	}
 }
+
+// Refusing an OTLP endpoint never prints the credentials it carries, in
+// whichever order its problems are found: user info and a query on an
+// http:// endpoint (refused as plaintext first), or on one that is no
+// http(s) URL at all, stay out of the error (config check and serve print
+// it).
+func TestValidateNeverEchoesCredentials(t *testing.T) {
+	for _, ep := range []string{
+		"http://user:S3cretPass@otel:4318",
+		"http://otel:4318/base?api_key=S3cretPass",
+		"http://otel:4318/base#S3cretPass",
+		"ftp://user:S3cretPass@otel:4318",
+		"otel:4318/?api_key=S3cretPass",
+		"grpc://otel:4318?token=S3cretPass",
+		"https://otel:4318/%zz?token=S3cretPass",
+	} {
+		err := Config{OTLPEndpoint: ep, SampleRatio: 1}.Validate()
+		if err == nil {
+			t.Errorf("%s: accepted", ep)
+			continue
+		}
+		if strings.Contains(err.Error(), "S3cretPass") {
+			t.Errorf("%s: the error shows the credential: %v", ep, err)
+		}
+	}
+}

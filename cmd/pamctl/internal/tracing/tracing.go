@@ -59,20 +59,29 @@ func (c Config) Validate() error {
 	if c.OTLPEndpoint == "" {
 		return errors.Join(errs...)
 	}
+	// Credentials are judged first, and errors show the endpoint without
+	// its user info, query and fragment: config check and serve print them.
 	u, err := url.Parse(c.OTLPEndpoint)
 	switch {
-	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: %q must be an http(s) URL such as https://otel-collector:4318", c.OTLPEndpoint))
-	case u.Scheme == "http" && !c.Insecure:
-		errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: %q is plaintext; use https, or set tracing.insecure: true", c.OTLPEndpoint))
+	case err != nil:
+		errs = append(errs, errors.New("tracing.otlp_endpoint: is not a URL; set the collector's base URL, such as https://otel-collector:4318"))
 	case u.User != nil:
-		errs = append(errs, errors.New("tracing.otlp_endpoint: must not carry credentials"))
+		errs = append(errs, errors.New("tracing.otlp_endpoint: must not carry credentials (put a collector's token in OTEL_EXPORTER_OTLP_HEADERS)"))
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		// A token in the query would be sent, if at all, to a URL with
 		// /v1/traces inside its query: refuse it, as credentials are.
 		errs = append(errs, errors.New("tracing.otlp_endpoint: must not carry a query or fragment (credentials do not belong in the URL; the collector's base URL only, e.g. https://otel-collector:4318)"))
+	case u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: %q must be an http(s) URL such as https://otel-collector:4318", shownEndpoint(u)))
+	case u.Scheme == "http" && !c.Insecure:
+		errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: %q is plaintext; use https, or set tracing.insecure: true", shownEndpoint(u)))
 	}
 	return errors.Join(errs...)
+}
+
+// shownEndpoint is u without user info, query and fragment.
+func shownEndpoint(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Opaque: u.Opaque, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
 }
 
 // Tracer is a proxy.Observer that records spans.
