@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -247,16 +249,46 @@ func ValidateAll(sinks []SinkConfig, anchor AnchorConfig) []error {
 	return errs
 }
 
-// parseSyslogAddr splits tcp+tls://host:port, tcp://… or udp://….
+// parseSyslogAddr splits tcp+tls://host:port, tcp://… or udp://…: a host
+// and a port number, nothing else (no user info, path or query, which
+// would end up in the sink's name, logs and metrics).
 func parseSyslogAddr(raw string) (scheme, hostport string, err error) {
 	scheme, hostport, ok := strings.Cut(raw, "://")
 	if !ok || (scheme != "tcp+tls" && scheme != "tcp" && scheme != "udp") {
-		return "", "", fmt.Errorf("addr %q must be tcp+tls://host:port, tcp://host:port or udp://host:port", raw)
+		return "", "", fmt.Errorf("addr %q must be tcp+tls://host:port, tcp://host:port or udp://host:port", shownAddr(raw))
 	}
-	if h, p, err := net.SplitHostPort(hostport); err != nil || h == "" || p == "" {
-		return "", "", fmt.Errorf("addr %q: %q is not host:port", raw, hostport)
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil || h == "" || strings.ContainsAny(h, "@/?#") || !syslogPort(p) {
+		return "", "", fmt.Errorf("addr %q: after %s:// put host:port only (a port number; no user info, path or query)", shownAddr(raw), scheme)
 	}
 	return scheme, hostport, nil
+}
+
+// syslogPort reports a port number (1-65535) or a service name ("syslog").
+func syslogPort(p string) bool {
+	if n, err := strconv.Atoi(p); err == nil {
+		return n >= 1 && n <= 65535
+	}
+	return servicePort.MatchString(p)
+}
+
+var servicePort = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,31}$`)
+
+// shownAddr is a syslog address for an error: without what may be a
+// credential (user info, and anything after ? or #).
+func shownAddr(raw string) string {
+	s := raw
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i] + "…"
+	}
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		start := 0
+		if j := strings.Index(s, "://"); j >= 0 && j < i {
+			start = j + 3
+		}
+		s = s[:start] + "…" + s[i:]
+	}
+	return s
 }
 
 // tlsConfig trusts caFile's certificates, or the system roots when empty.

@@ -110,3 +110,27 @@ func TestCollectorAnswerNeverEchoesCredentials(t *testing.T) {
 		}
 	}
 }
+
+// A sink or anchor refused at start never prints the credentials its
+// address carries (config check and serve print the error).
+func TestRefusedDestinationsNeverEchoCredentials(t *testing.T) {
+	for _, c := range []auditsink.SinkConfig{
+		{Type: "syslog", Addr: "tcp+tls://user:S3cretPass@siem:6514"},
+		{Type: "syslog", Addr: "tcp://siem:514?token=S3cretPass"},
+		{Type: "syslog", Addr: "smtp://user:S3cretPass@siem:514"},
+		{Type: "http", URL: "ftp://user:S3cretPass@collector/ingest?token=S3cretPass"},
+		{Type: "http", URL: "https://collector/%zz?token=S3cretPass"},
+	} {
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("%+v: accepted", c)
+			continue
+		}
+		if strings.Contains(err.Error(), "S3cretPass") {
+			t.Errorf("the error shows the credential: %v", err)
+		}
+	}
+	if err := (auditsink.AnchorConfig{URL: "ftp://u:S3cretPass@x/y"}).Validate(); err == nil || strings.Contains(err.Error(), "S3cretPass") {
+		t.Errorf("anchor: %v", err)
+	}
+}
