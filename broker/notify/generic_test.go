@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -70,7 +71,7 @@ func TestSummaryQuotesToolName(t *testing.T) {
 	for tool, want := range map[string]string{
 		"mcp:github/delete_repo":       `pamctl: prompt.held r-1 of tool "mcp:github/delete_repo": pending`,
 		"sh\u0435ll":                   `pamctl: prompt.held r-1 of tool "sh\u0435ll": pending`,
-		"x\n<!channel> <https://e|ok>": `pamctl: prompt.held r-1 of tool "x\n&lt;!channel&gt; &lt;https://e|ok&gt;": pending`,
+		"x\n<!channel> <https://e|ok>": `pamctl: prompt.held r-1 of tool "x\n&lt;!channel&gt; &lt;https:` + "\u200b" + `//e|ok&gt;": pending`,
 	} {
 		if got := (Event{Type: TypePromptHeld, RequestID: "r-1", Decision: "pending", Tool: tool}).Summary(); got != want {
 			t.Errorf("%q: got %s, want %s", tool, got, want)
@@ -79,5 +80,33 @@ func TestSummaryQuotesToolName(t *testing.T) {
 	long := (Event{Type: TypePromptHeld, Tool: strings.Repeat("é", 200)}).Summary()
 	if !strings.HasSuffix(long, `"…`) || len(long) > 1000 {
 		t.Errorf("long name: %s", long)
+	}
+}
+
+// The generic webhook's text is for chat (Slack, Mattermost, Teams and
+// Discord display it, rendering Markdown and mentions): a requester's
+// reason, a subject or a tool name cannot make a link there, named
+// ([Approve](https://…)) or bare (https://…, www.…), nor a channel-wide
+// mention (@channel, @here, @all, @everyone) — as in the Slack and Teams
+// messages.
+func TestSummaryFormsNoLinkOrMention(t *testing.T) {
+	for _, h := range []string{
+		"[Approve now](https://evil.example/approve)",
+		"[Approve][1]\n[1]: https://evil.example",
+		"see http://evil.example or WWW.evil.example or Www.evil.example",
+		"@channel @here please, @all @everyone",
+		"![img](https://evil.example/pixel.png)",
+	} {
+		e := Event{Type: TypeRequestPending, RequestID: "r-1", Subject: h, Scopes: []string{h}, Decision: "pending", Reason: h, Tool: h, Reviewer: h}
+		got := e.Summary()
+		if m := regexp.MustCompile(`(?i)(https?|ftp)://|www\.`).FindString(got); m != "" {
+			t.Errorf("a live URL %q in %q", m, got)
+		}
+		if strings.Contains(got, "](") || strings.Contains(got, "]:") {
+			t.Errorf("a Markdown link in %q", got)
+		}
+		if m := regexp.MustCompile(`(^|[^\p{L}\p{N}_.])@(channel|here|all|everyone)\b`).FindString(got); m != "" {
+			t.Errorf("a mention %q in %q", m, got)
+		}
 	}
 }

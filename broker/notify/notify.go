@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -167,12 +168,24 @@ const maxToolName = 128
 // SafeText makes s safe for a chat message: control characters, ANSI
 // escapes, bidi overrides and line breaks are escaped (safetext.Escape),
 // characters that render as nothing are shown as \u escapes (visible),
-// and &, <, > become entities, so data can neither add lines, reorder the
-// text nor forge links and mentions. The JSON fields other than Text keep
-// the exact values.
+// &, <, > become entities, URLs are defanged, and Markdown links and
+// @-mentions are broken by a zero-width space, so data can neither add
+// lines, reorder the text nor forge links and mentions. The JSON fields
+// other than Text keep the exact values.
 func SafeText(s string) string {
-	return chatEscaper.Replace(visible(safetext.Escape(s)))
+	s = defang(chatEscaper.Replace(visible(safetext.Escape(s))))
+	return mention.ReplaceAllString(markdownLink.Replace(s), "${1}@\u200b${2}")
 }
+
+// markdownLink and mention break, with a zero-width space, what Markdown
+// renderers (Mattermost, Teams, Discord) read as a link ([text](url), an
+// image ![](url), a reference [1]: url) or a mention (@channel, @here,
+// @all, @user) at the start of a word; an address (alice@example.com)
+// stays as it is.
+var (
+	markdownLink = strings.NewReplacer("](", "]\u200b(", "]:", "]\u200b:")
+	mention      = regexp.MustCompile(`(^|[^\p{L}\p{N}_.])@([\p{L}\p{N}])`)
+)
 
 var (
 	// ErrQueueFull is reported when Send drops an event because the queue is full.

@@ -377,7 +377,7 @@ func TestSummaryEscapesData(t *testing.T) {
 	e := Event{Type: TypeRequestPending, RequestID: "r-1", Subject: "mallory\u202e", Scopes: []string{"model:gpt-4o"},
 		Decision: "pending", Reason: "urgent\n:white_check_mark: approved by security <!channel> <https://evil.example|Approve> \x1b[31m&"}
 	got := e.Summary()
-	want := `pamctl: request.pending r-1 by mallory\u202e for model:gpt-4o: pending - urgent\n:white_check_mark: approved by security &lt;!channel&gt; &lt;https://evil.example|Approve&gt; \x1b[31m&amp;`
+	want := `pamctl: request.pending r-1 by mallory\u202e for model:gpt-4o: pending - urgent\n:white_check_mark: approved by security &lt;!channel&gt; &lt;https:` + "\u200b" + `//evil.example|Approve&gt; \x1b[31m&amp;`
 	if got != want {
 		t.Fatalf("Summary()\n got %q\nwant %q", got, want)
 	}
