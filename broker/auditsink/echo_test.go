@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -132,5 +133,58 @@ func TestRefusedDestinationsNeverEchoCredentials(t *testing.T) {
 	}
 	if err := (auditsink.AnchorConfig{URL: "ftp://u:S3cretPass@x/y"}).Validate(); err == nil || strings.Contains(err.Error(), "S3cretPass") {
 		t.Errorf("anchor: %v", err)
+	}
+}
+
+// A hostile collector that answers with garbage instead of HTTP (a status
+// line of hundreds of kilobytes) cannot make the sink's error, which
+// reaches the log, `pamctl audit sinks` and /readyz's log lines, that
+// large; nor can any other cause (a certificate listing thousands of
+// names): every delivery error is escaped and at most 1 KiB.
+func TestGarbageAnswerMakesAShortSinkError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				c.Read(buf)
+				c.Write([]byte("HTTP/1.1 2\x1b[2K" + strings.Repeat("Z", 512<<10) + "\r\n\r\n"))
+			}()
+		}
+	}()
+	tr := newTrail(t, 1000)
+	var logs syncBuffer
+	var mu sync.Mutex
+	var reported []string
+	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db,
+		Sinks:   []auditsink.SinkConfig{{Type: "http", URL: "http://" + ln.Addr().String() + "/ingest"}},
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+		OnError: func(_ string, err error) { mu.Lock(); reported = append(reported, err.Error()); mu.Unlock() },
+		Poll:    50 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tr.add(t, 1, "x")
+	waitFor(t, "the delivery failing", func() bool { return m.Status()[0].LastError != "" })
+	m.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, msg := range append(reported, m.Status()[0].LastError) {
+		if len(msg) > 1100 || strings.ContainsAny(msg, "\x1b\n\r") {
+			t.Errorf("sink error of %d bytes: %.300q", len(msg), msg)
+		}
+	}
+	if n := len(logs.String()); n > 8<<10 {
+		t.Errorf("%d bytes of log for one failing sink", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -468,5 +469,44 @@ func TestNeverEndingAnswerIsCut(t *testing.T) {
 	}
 	if n := sent.Load(); n > 64<<20 {
 		t.Errorf("the endpoint wrote %d bytes before pamctl hung up", n)
+	}
+}
+
+// A hostile endpoint that answers with garbage instead of HTTP (a status
+// line of hundreds of kilobytes, escape sequences) cannot put it in the
+// delivery error, which reaches the log and the notify.failed audit event:
+// the error is short and escaped.
+func TestGarbageAnswerMakesAShortError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				c.Read(buf)
+				c.Write([]byte("HTTP/1.1 2\x1b[2K" + strings.Repeat("Z", 512<<10) + "\r\n\r\n"))
+			}()
+		}
+	}()
+	rec := &recorder{}
+	w := newWebhook("http://"+ln.Addr().String()+"/hook", rec)
+	w.Attempts = 1
+	w.Send(context.Background(), event())
+	w.Close()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.failures) != 1 {
+		t.Fatalf("failures: %v", rec.failures)
+	}
+	if msg := rec.failures[0].Error(); len(msg) > 600 || strings.ContainsAny(msg, "\x1b\n\r") {
+		t.Errorf("delivery error of %d bytes: %.300q", len(msg), msg)
 	}
 }
