@@ -165,6 +165,9 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 	if err == nil {
 		t.acked += len(recs)
 	}
+	if code := refusedContent(err); code != 0 {
+		return t.refusedEvent(ctx, recs, data, ct, code, err)
+	}
 	if !tooLarge(err) {
 		return err
 	}
@@ -193,6 +196,49 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 	t.standIns = append(t.standIns, *si)
 	t.acked++
 	return nil
+}
+
+// refusedEvent handles a 400 or 422 to recs (whose body was data): the
+// collector refused what the body holds, which may be one event's text
+// that an agent chose to make the sink stall on it (and keep what follows
+// out of the SIEM). The batch is split in halves down to single records;
+// an event refused alone is sent as its stand-in. A head, or a stand-in,
+// refused alone is an error: the collector refuses pamctl's own records,
+// which is its configuration (format, index, parsing), so nothing is
+// skipped then.
+func (t *httpTarget) refusedEvent(ctx context.Context, recs []Record, data []byte, ct string, code int, err error) error {
+	if len(recs) > 1 {
+		return t.split(ctx, recs)
+	}
+	const fix = "check the sink's format and the collector's index and parsing settings"
+	r := recs[0]
+	if r.Event == nil {
+		return fmt.Errorf("%w (the collector refused a %s record alone: %s)", err, r.Kind(), fix)
+	}
+	si := standInFor(r.Event, len(data), 0, fmt.Sprintf("the collector refused the event (HTTP %d to a %d-byte body)", code, len(data)))
+	sdata, _, err := t.body([]Record{{StandIn: si}})
+	if err != nil {
+		return err
+	}
+	if err := post(ctx, t.client, t.url, t.headers, t.headersFile, ct, sdata); err != nil {
+		if refusedContent(err) != 0 {
+			return fmt.Errorf("%w (the collector refused seq %d and its stand-in alike: %s)", err, r.Seq(), fix)
+		}
+		return err
+	}
+	t.standIns = append(t.standIns, *si)
+	t.acked++
+	return nil
+}
+
+// refusedContent is the status of a 400 or 422 answer (the collector
+// refused what the body holds), else 0.
+func refusedContent(err error) int {
+	var se *statusError
+	if errors.As(err, &se) && (se.code == http.StatusBadRequest || se.code == http.StatusUnprocessableEntity) {
+		return se.code
+	}
+	return 0
 }
 
 func (t *httpTarget) split(ctx context.Context, recs []Record) error {

@@ -24,7 +24,7 @@ const TypeOversize = "audit.oversize"
 
 // StandIn is what a sink receives in place of an event its transport
 // cannot carry (more than a UDP datagram holds; a collector that answers
-// 413 to the event alone): a bounded record naming the event, so a
+// 413, 400 or 422 to the event alone): a bounded record naming the event, so a
 // receiver sees the gap and can read the event with
 // `pamctl audit show SEQ -o json`. Its line starts with {"seq": like an
 // event's; its type is audit.oversize, and its hash is the real event's,

@@ -515,8 +515,8 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	next.Updated = s.m.opts.Now().UTC()
 	next = SealCursor(s.m.opts.CursorKey, s.name, next)
 	for _, si := range standIns {
-		s.m.opts.Logger.Warn("audit sink: an event too large for the sink was sent as a stand-in record; read it with `pamctl audit show SEQ -o json`",
-			"sink", s.name, "seq", si.Seq, "type", si.EventType, "size", si.Size, "limit", si.Limit)
+		s.m.opts.Logger.Warn("audit sink: an event the sink could not take (too large, or refused by the collector) was sent as a stand-in record; read it with `pamctl audit show SEQ -o json`",
+			"sink", s.name, "seq", si.Seq, "type", si.EventType, "size", si.Size, "limit", si.Limit, "reason", si.Reason)
 	}
 	// Delivered: record it even when Close is under way, or the batch
 	// would go again on the next start.

@@ -366,7 +366,7 @@ var (
 	sinkLegacyDesc = prometheus.NewDesc("pamctl_audit_sink_cursor_unauthenticated",
 		"1 when the sink's stored cursor had no authenticator and was taken as one written before cursors were authenticated: expected once, after that upgrade; at any other time someone stripped the authenticators.", []string{"sink", "type"}, nil)
 	sinkOversizeDesc = prometheus.NewDesc("pamctl_audit_sink_oversize_events_total",
-		"Events sent to the sink as an audit.oversize stand-in because they were too large for it.", []string{"sink", "type"}, nil)
+		"Events sent to the sink as an audit.oversize stand-in because they were too large for it, or the collector refused them alone.", []string{"sink", "type"}, nil)
 )
 
 func (c *sinkCollector) Describe(ch chan<- *prometheus.Desc) {

@@ -24,7 +24,7 @@ func TestSinkCursorRejectedAndOversizeMetrics(t *testing.T) {
 # TYPE pamctl_audit_sink_cursor_rejected gauge
 pamctl_audit_sink_cursor_rejected{sink="ok",type="syslog"} 0
 pamctl_audit_sink_cursor_rejected{sink="siem",type="http"} 1
-# HELP pamctl_audit_sink_oversize_events_total Events sent to the sink as an audit.oversize stand-in because they were too large for it.
+# HELP pamctl_audit_sink_oversize_events_total Events sent to the sink as an audit.oversize stand-in because they were too large for it, or the collector refused them alone.
 # TYPE pamctl_audit_sink_oversize_events_total counter
 pamctl_audit_sink_oversize_events_total{sink="ok",type="syslog"} 0
 pamctl_audit_sink_oversize_events_total{sink="siem",type="http"} 2

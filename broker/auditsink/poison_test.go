@@ -1,0 +1,95 @@
+package auditsink_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pamctl/pamctl/broker/auditsink"
+)
+
+// An agent that can put text in an event (a prompt) the collector refuses
+// (HTTP 400 or 422: a parser, a field mapping or a validating gateway in
+// front of it) cannot stall the sink on that event and keep everything it
+// does next out of the SIEM: the batch is split down to the refused event,
+// which is sent as its audit.oversize stand-in (bounded, pamctl's own
+// text, naming the event and how to read it); the events around it are
+// delivered in order.
+func TestCollectorRefusingOneEventDoesNotStallTheSink(t *testing.T) {
+	for _, code := range []int{http.StatusBadRequest, http.StatusUnprocessableEntity} {
+		tr := newTrail(t, 1000)
+		coll := newCollector(t)
+		var mu sync.Mutex
+		var got received
+		coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			if bytes.Contains(body, []byte("POISON")) {
+				http.Error(w, `{"error":"cannot parse event"}`, code)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			sc := bufio.NewScanner(bytes.NewReader(body))
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				got.line(t, sc.Bytes())
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})
+		tr.add(t, 10, "fine")
+		tr.add(t, 1, "POISON")
+		tr.add(t, 10, "fine")
+		m := tr.start(t, []auditsink.SinkConfig{{Type: "http", URL: coll.url(), BatchMax: 40}}, auditsink.AnchorConfig{})
+		waitFor(t, "21 events acknowledged", func() bool { return m.Status()[0].Cursor.Seq == 21 })
+		mu.Lock()
+		want := uint64(1)
+		for _, line := range got.raw {
+			var si standIn
+			if err := json.Unmarshal([]byte(line), &si); err != nil || si.Seq < want {
+				continue
+			}
+			if si.Seq != want {
+				t.Fatalf("%d: got seq %d, want %d", code, si.Seq, want)
+			}
+			want++
+			if (si.Seq == 11) != (si.Type == auditsink.TypeOversize) {
+				t.Errorf("%d: seq %d: %s", code, si.Seq, line)
+			}
+			if si.Seq == 11 && (!strings.Contains(si.Reason, "refused") || !strings.Contains(si.Reason, "pamctl audit show 11") || strings.Contains(line, "POISON")) {
+				t.Errorf("%d: stand-in: %s", code, line)
+			}
+		}
+		mu.Unlock()
+		if want != 22 {
+			t.Errorf("%d: received up to seq %d", code, want-1)
+		}
+		if st := m.Status()[0]; st.Oversize != 1 {
+			t.Errorf("%d: status %+v", code, st)
+		}
+		m.Close()
+	}
+}
+
+// A collector that refuses every body (a wrong format or index) is a
+// configuration problem: an error, retried, not every event turned into a
+// stand-in.
+func TestCollectorRefusingEverythingIsAnError(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"text":"Incorrect index","code":7}`, http.StatusBadRequest)
+	})
+	tr.add(t, 5, "x")
+	m := tr.start(t, []auditsink.SinkConfig{{Type: "http", URL: coll.url()}}, auditsink.AnchorConfig{})
+	waitFor(t, "the error", func() bool { return strings.Contains(m.Status()[0].LastError, "400") })
+	time.Sleep(200 * time.Millisecond)
+	if st := m.Status()[0]; st.Cursor.Seq != 0 || st.Oversize != 0 {
+		t.Fatalf("status: %+v", st)
+	}
+}
