@@ -3,6 +3,7 @@ package auditsink
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -108,6 +109,53 @@ func (a AnchorConfig) Name() string {
 	return "anchor:" + safeURL(a.URL)
 }
 
+// legacyName is the anchor's cursor key before path tokens were hidden,
+// when it differs from Name.
+func (a AnchorConfig) legacyName() string {
+	if a.URL == "" || safeURL(a.URL) == legacySafeURL(a.URL) {
+		return ""
+	}
+	return "anchor:" + legacySafeURL(a.URL)
+}
+
+// legacyID is the sink's cursor key before path tokens were hidden, when
+// it differs from ID.
+func (c SinkConfig) legacyID() string {
+	if c.Name != "" || c.Type != TypeHTTP || safeURL(c.URL) == legacySafeURL(c.URL) {
+		return ""
+	}
+	return "http:" + legacySafeURL(c.URL)
+}
+
+// AdoptRenamedCursors gives each unnamed sink (and the anchor) whose name
+// changed when path tokens were hidden the cursor stored under its old
+// name, when it has none under the new one, so it does not deliver the
+// trail again: authenticated under the old name, it is sealed under the
+// new one (key); without an authenticator, or with a wrong one, it is
+// taken as it is, for TrustCursor to judge. cursors is changed in place.
+func AdoptRenamedCursors(key []byte, cursors map[string]Cursor, sinks []SinkConfig, anchor AnchorConfig) {
+	adopt := func(name, legacy string) {
+		if legacy == "" {
+			return
+		}
+		if _, ok := cursors[name]; ok {
+			return
+		}
+		c, ok := cursors[legacy]
+		if !ok {
+			return
+		}
+		if key != nil && c.MAC != "" && hmac.Equal([]byte(c.MAC), []byte(cursorMAC(key, legacy, c))) {
+			c = SealCursor(key, name, c)
+		}
+		cursors[name] = c
+	}
+	for _, s := range sinks {
+		adopt(s.ID(), s.legacyID())
+	}
+	adopt(anchor.Name(), anchor.legacyName())
+}
+
 // ID is the sink's cursor key.
 func (c SinkConfig) ID() string {
 	if c.Name != "" {
@@ -135,14 +183,45 @@ func (c SinkConfig) Destination() string {
 	return c.Path
 }
 
-// safeURL drops the user info and query of a URL (they may hold tokens).
+// safeURL is a URL as pamctl shows and names it: without its user info,
+// query and fragment, and with every path segment that looks like a token
+// (tokenSegment) shown as "…", since some collectors put the ingestion
+// token in the path (Sumo Logic /receiver/v1/http/<token>, Loggly
+// /inputs/<token>/…).
 func safeURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid url)"
+	}
+	segs := strings.Split(u.EscapedPath(), "/")
+	for i, seg := range segs {
+		if tokenSegment(seg) {
+			segs[i] = "…"
+		}
+	}
+	return u.Scheme + "://" + u.Host + strings.Join(segs, "/")
+}
+
+// legacySafeURL is what safeURL was before path tokens were hidden: the
+// cursor key of an unnamed sink then (adoptRenamed).
+func legacySafeURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(invalid url)"
 	}
 	u.User, u.RawQuery, u.Fragment = nil, "", ""
 	return u.String()
+}
+
+// tokenSegment reports a path segment that may be a credential: 16 bytes
+// or more, or 8 or more mixing letters and digits. Words such as
+// services, collector, receiver or v1 are not.
+func tokenSegment(seg string) bool {
+	if len(seg) >= 16 {
+		return true
+	}
+	return len(seg) >= 8 && strings.ContainsAny(seg, "0123456789") &&
+		strings.ContainsFunc(seg, func(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' })
 }
 
 func checkHTTPURL(raw string) error {

@@ -201,11 +201,12 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 	if o.OnDelivered == nil {
 		o.OnDelivered = func(string) {}
 	}
-	cursors, err := o.Cursors.SinkCursors(ctx)
+	m := &Manager{opts: o}
+	cursors, err := m.readCursors(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("auditsink: read cursors: %w", err)
 	}
-	m := &Manager{opts: o, stored: cursors, legacyOK: !o.LegacyCursorsEnded && LegacyCursorsOK(cursors)}
+	m.stored, m.legacyOK = cursors, !o.LegacyCursorsEnded && LegacyCursorsOK(cursors)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Manager, error) {
 		for _, s := range m.shippers {
@@ -336,6 +337,20 @@ type shipper struct {
 	curNote   string
 	oversize  uint64
 	standby   bool
+}
+
+// readCursors reads the stored cursors, with those of sinks renamed when
+// path tokens were hidden adopted (AdoptRenamedCursors).
+func (m *Manager) readCursors(ctx context.Context) (map[string]Cursor, error) {
+	cursors, err := m.opts.Cursors.SinkCursors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cursors == nil {
+		cursors = map[string]Cursor{}
+	}
+	AdoptRenamedCursors(m.opts.CursorKey, cursors, m.opts.Sinks, m.opts.Anchor)
+	return cursors, nil
 }
 
 func (m *Manager) newShipper(name, typ, dest string, t Target, batch int, timeout time.Duration, headsOnly bool) *shipper {
@@ -553,7 +568,7 @@ func (s *shipper) isStandby() bool {
 // status shows the shared cursor, so lag and readiness say what the
 // leader's sink is doing, not this replica's stale view.
 func (s *shipper) standBy(ctx context.Context, st audit.Status) error {
-	cursors, err := s.m.opts.Cursors.SinkCursors(ctx)
+	cursors, err := s.m.readCursors(ctx)
 	if err != nil {
 		return fmt.Errorf("read cursors: %w", err)
 	}
@@ -567,7 +582,7 @@ func (s *shipper) standBy(ctx context.Context, st audit.Status) error {
 // reload takes the stored cursor again, to be checked against the trail
 // before the next delivery (trust), as at Start.
 func (s *shipper) reload(ctx context.Context) error {
-	cursors, err := s.m.opts.Cursors.SinkCursors(ctx)
+	cursors, err := s.m.readCursors(ctx)
 	if err != nil {
 		return fmt.Errorf("read cursors: %w", err)
 	}
