@@ -1,8 +1,9 @@
 // Package tracing turns proxied calls into OpenTelemetry spans: one span
 // per call ("pamctl.proxy <endpoint>") with pamctl's stages as children
-// (auth, rules, hold, upstream, mask, audit). A W3C traceparent from the
-// client is honoured (the call span is its child) and the upstream gets
-// one naming the upstream span. Spans carry no prompt or answer text and
+// (auth, rules, hold, upstream, mask, audit). A W3C traceparent from a
+// client whose token verified is honoured (the call span is its child; a
+// caller refused for its token gets a trace of its own) and the upstream
+// gets one naming the upstream span. Spans carry no prompt or answer text and
 // no subject or grant id: only the endpoint, model, status, decision,
 // rule, error code and token counts.
 package tracing
@@ -42,8 +43,9 @@ type Config struct {
 	// Insecure allows an http:// endpoint (plaintext).
 	Insecure bool `mapstructure:"insecure"`
 	// SampleRatio is the share of calls traced when the client sent no
-	// traceparent (0 to 1; pamctl's config defaults it to 1). A client's
-	// sampling decision is honoured.
+	// traceparent, or its token did not verify (0 to 1; pamctl's config
+	// defaults it to 1). The sampling decision of a client whose token
+	// verified is honoured.
 	SampleRatio float64 `mapstructure:"sample_ratio"`
 }
 
@@ -213,11 +215,48 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 	return t.stop(ctx)
 }
 
-// callSpans is one call's spans, kept in the Observer's context.
+// callSpans is one call's spans, kept in the Observer's context. No span
+// exists until the caller is known to hold a valid access token (a stage
+// after auth begins, or the call ends past auth): only then may it join
+// the trace its traceparent names, and its sampling decision; a caller
+// refused without one gets a trace of pamctl's own, sampled at
+// sample_ratio. local and remote are the contexts the call span starts
+// from (without and with the caller's traceparent), begin the arrival,
+// and pending the times of the stages that ran before the call span
+// (auth, and the audit of a refusal), replayed into their spans.
 type callSpans struct {
-	mu     sync.Mutex
-	root   trace.Span
-	stages [proxy.NumStages]trace.Span
+	mu            sync.Mutex
+	root          trace.Span
+	stages        [proxy.NumStages]trace.Span
+	local, remote context.Context
+	begin         time.Time
+	pending       [proxy.NumStages]struct{ begin, end time.Time }
+}
+
+// rootLocked starts the call span, once: the caller's traceparent is its
+// parent only when authenticated. The stages that ran before it get
+// their spans with the times they had.
+func (t *Tracer) rootLocked(s *callSpans, authenticated bool) {
+	if s.root != nil {
+		return
+	}
+	parent := s.local
+	if authenticated {
+		parent = s.remote
+	}
+	_, s.root = t.tracer.Start(parent, "pamctl.proxy", trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(s.begin))
+	for i, p := range s.pending {
+		if p.begin.IsZero() {
+			continue
+		}
+		_, sp := t.tracer.Start(trace.ContextWithSpan(s.local, s.root), "pamctl."+proxy.Stage(i).String(),
+			trace.WithSpanKind(trace.SpanKindInternal), trace.WithTimestamp(p.begin))
+		if p.end.IsZero() {
+			s.stages[i] = sp
+			continue
+		}
+		sp.End(trace.WithTimestamp(p.end))
+	}
 }
 
 type spansKey struct{}
@@ -227,12 +266,12 @@ func spansOf(ctx context.Context) *callSpans {
 	return s
 }
 
-// CallBegin implements proxy.Observer: the call span, child of the
-// client's traceparent when it sent one.
+// CallBegin implements proxy.Observer: it notes the arrival and the
+// client's traceparent; the call span starts once the caller is known to
+// hold a valid token (callSpans), as the traceparent's child.
 func (t *Tracer) CallBegin(ctx context.Context, h http.Header) context.Context {
-	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(h))
-	ctx, root := t.tracer.Start(ctx, "pamctl.proxy", trace.WithSpanKind(trace.SpanKindServer))
-	return context.WithValue(ctx, spansKey{}, &callSpans{root: root})
+	s := &callSpans{local: ctx, remote: t.prop.Extract(ctx, propagation.HeaderCarrier(h)), begin: time.Now()}
+	return context.WithValue(ctx, spansKey{}, s)
 }
 
 // StageBegin implements proxy.Observer.
@@ -243,6 +282,19 @@ func (t *Tracer) StageBegin(ctx context.Context, st proxy.Stage) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.root == nil {
+		if st == proxy.StageAuth || st == proxy.StageAudit {
+			// Auth runs for every caller, and refusals are audited:
+			// neither says the token verified. CallEnd decides.
+			if s.pending[st].begin.IsZero() {
+				s.pending[st].begin = time.Now()
+			}
+			return
+		}
+		// Rules, hold, upstream and mask run for a caller whose token
+		// verified.
+		t.rootLocked(s, true)
+	}
 	if st == proxy.StageMask || st == proxy.StageAudit {
 		s.endLocked(proxy.StageUpstream, time.Now())
 	}
@@ -271,6 +323,9 @@ func (t *Tracer) StageEnd(ctx context.Context, st proxy.Stage) {
 		return
 	}
 	s.mu.Lock()
+	if p := &s.pending[st]; s.root == nil && !p.begin.IsZero() && p.end.IsZero() {
+		p.end = time.Now()
+	}
 	s.endLocked(st, time.Now())
 	s.mu.Unlock()
 }
@@ -283,11 +338,12 @@ func (t *Tracer) Forward(ctx context.Context, h http.Header) {
 		return
 	}
 	s.mu.Lock()
+	t.rootLocked(s, true) // forwarded: the token verified
 	sp := s.stages[proxy.StageUpstream]
-	s.mu.Unlock()
 	if sp == nil {
 		sp = s.root
 	}
+	s.mu.Unlock()
 	h.Del("Traceparent")
 	h.Del("Tracestate")
 	t.prop.Inject(trace.ContextWithSpan(ctx, sp), propagation.HeaderCarrier(h))
@@ -315,11 +371,14 @@ func (t *Tracer) CallEnd(ctx context.Context, st *proxy.CallStats) {
 	}
 	now := time.Now()
 	s.mu.Lock()
+	// A call refused for its token (401, 421), or before its token was
+	// checked, never joins the caller's trace.
+	t.rootLocked(s, !s.pending[proxy.StageAuth].end.IsZero() && st.Status != http.StatusUnauthorized && st.Status != http.StatusMisdirectedRequest)
 	for i := range s.stages {
 		s.endLocked(proxy.Stage(i), now)
 	}
-	s.mu.Unlock()
 	root := s.root
+	s.mu.Unlock()
 	if !root.IsRecording() {
 		root.End()
 		return
