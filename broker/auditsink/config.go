@@ -203,7 +203,7 @@ func safeURL(raw string) string {
 }
 
 // legacySafeURL is what safeURL was before path tokens were hidden: the
-// cursor key of an unnamed sink then (adoptRenamed).
+// cursor key of an unnamed sink then (AdoptRenamedCursors).
 func legacySafeURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
