@@ -109,6 +109,15 @@ func (a AnchorConfig) Name() string {
 	return "anchor:" + safeURL(a.URL)
 }
 
+// Destination is the anchor's sink type and where it writes, as shown:
+// its file, or its URL without credentials and with path tokens hidden.
+func (a AnchorConfig) Destination() (typ, dest string) {
+	if a.URL != "" {
+		return TypeHTTP, safeURL(a.URL)
+	}
+	return TypeFile, a.File
+}
+
 // legacyName is the anchor's cursor key before path tokens were hidden,
 // when it differs from Name.
 func (a AnchorConfig) legacyName() string {

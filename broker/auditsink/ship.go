@@ -227,10 +227,7 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 		if err != nil {
 			return fail(fmt.Errorf("audit anchor: %w", err))
 		}
-		typ, dest := TypeFile, o.Anchor.File
-		if o.Anchor.URL != "" {
-			typ, dest = TypeHTTP, safeURL(o.Anchor.URL)
-		}
+		typ, dest := o.Anchor.Destination()
 		name := o.Anchor.Name()
 		m.shippers = append(m.shippers, m.newShipper(name, typ, dest, t, 1, DefaultTimeout, true))
 	}

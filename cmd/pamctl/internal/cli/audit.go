@@ -229,6 +229,12 @@ func storedSinkStatus(ctx context.Context, db interface {
 	if err != nil {
 		return nil, err
 	}
+	if cursors == nil {
+		cursors = map[string]auditsink.Cursor{}
+	}
+	// As a starting server does: a sink renamed when its path token was
+	// hidden keeps the cursor stored under its old name.
+	auditsink.AdoptRenamedCursors(key, cursors, cfg.Audit.Sinks, cfg.Audit.Anchor)
 	st, err := lg.Head(ctx)
 	if err != nil {
 		return nil, err
@@ -250,10 +256,7 @@ func storedSinkStatus(ctx context.Context, db interface {
 		out = append(out, check(auditsink.Status{Name: c.ID(), Type: c.Type, Destination: c.Destination()}))
 	}
 	if a := cfg.Audit.Anchor; a.Enabled() {
-		typ, dest := auditsink.TypeFile, a.File
-		if a.URL != "" {
-			typ, dest = auditsink.TypeHTTP, redact("url", a.URL)
-		}
+		typ, dest := a.Destination()
 		out = append(out, check(auditsink.Status{Name: a.Name(), Type: typ, Destination: dest, Anchor: true}))
 	}
 	return out, nil
