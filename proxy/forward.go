@@ -99,6 +99,14 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 				h.Del("Content-Length")
 			}
 			out.TransferEncoding = nil
+			// A chunked request's trailers arrived with its body, which
+			// readBody read whole. None goes on: over HTTP/2 Go's
+			// transport sends a request's trailers whatever its length,
+			// past every header this Rewrite drops (an OpenAI-Project,
+			// an override), and one a server refuses (Authorization:
+			// the stream is reset) sent it into a loop of retries on
+			// fresh connections, hundreds a second, for one call.
+			out.Trailer = nil
 		},
 		Transport: noInformational{rt},
 		// Streams are written by relayStream; pass-through answers have no

@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Red-team tests at the HTTP level, below the JSON bodies: what a hostile
+// agent holding a valid, narrow token can put in the request's framing,
+// headers, path and query, and what reaches the upstream of it.
+
+// h2Upstream is an OpenAI-compatible upstream over TLS and HTTP/2, as
+// api.openai.com is (the proxy's default transport speaks HTTP/2 to it),
+// remembering each request's headers and trailers.
+type h2Upstream struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	headers  []http.Header
+	trailers []http.Header
+	queries  []string
+}
+
+func newH2Upstream(t *testing.T) *h2Upstream {
+	u := &h2Upstream{}
+	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // the trailers arrive with the body's end
+		u.mu.Lock()
+		u.headers = append(u.headers, r.Header.Clone())
+		u.trailers = append(u.trailers, r.Trailer.Clone())
+		u.queries = append(u.queries, r.URL.RawQuery)
+		u.mu.Unlock()
+		if r.ProtoMajor != 2 {
+			t.Errorf("upstream spoke %s, want HTTP/2", r.Proto)
+		}
+		writeJSON(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini",`+
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	}))
+	u.srv.EnableHTTP2 = true
+	u.srv.StartTLS()
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *h2Upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.headers)
+}
+
+func (u *h2Upstream) seen() (headers, trailers []http.Header) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]http.Header(nil), u.headers...), append([]http.Header(nil), u.trailers...)
+}
+
+// harness in front of u.
+func (u *h2Upstream) harness(t *testing.T) *harness {
+	return newHarness(t, func(o *Options) {
+		o.Upstreams = []Upstream{{Name: "openai", URL: u.srv.URL + "/v1", KeyName: "openai", Transport: u.srv.Client().Transport, Timeout: time.Minute}}
+	})
+}
+
+// TestRequestTrailersNotForwarded: a client's chunked request may end in
+// trailers. The proxy reads the whole body (and so the trailers) before it
+// forwards, and Go's transport sends a request's Trailer over HTTP/2
+// whatever its Content-Length: an OpenAI-Project or OpenAI-Organization
+// trailer, a method override, anything the proxy strips from the headers,
+// would reach the upstream beside the vaulted key and the configured
+// project. And a trailer no server takes (Authorization: Go's HTTP/2
+// server resets the stream) sent Go's transport into a loop of retries on
+// fresh connections, hundreds a second, for as long as the client waited:
+// one call of the agent's hammering the upstream with the vaulted key. No
+// client trailer is forwarded, and the upstream is asked once.
+func TestRequestTrailersNotForwarded(t *testing.T) {
+	for _, trailer := range []http.Header{
+		{"X-Harmless": {"1"}},
+		{"Openai-Project": {"proj_other"}, "Openai-Organization": {"org-other"}, "X-Http-Method-Override": {"GET"}},
+		{"Authorization": {"Bearer sk-agents-own-key"}},
+		{"Api-Key": {"sk-agents-own-key"}},
+	} {
+		t.Run(fmt.Sprint(trailer), func(t *testing.T) {
+			up := newH2Upstream(t)
+			h := up.harness(t)
+			tok := h.mint(grant{scope: "model:gpt-4o-mini"})
+			body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/v1/chat/completions", io.MultiReader(strings.NewReader(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = -1 // chunked, so that it may carry trailers
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			req.Trailer = trailer.Clone()
+			res, err := h.srv.Client().Do(req)
+			if err != nil {
+				t.Fatalf("%v (upstream asked %d times)", err, up.count())
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			h.remember(b)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("%d %s", res.StatusCode, b)
+			}
+			headers, trailers := up.seen()
+			if len(headers) != 1 {
+				t.Fatalf("upstream got %d requests, want 1", len(headers))
+			}
+			if len(trailers[0]) > 0 {
+				t.Errorf("the client's trailers reached the upstream: %v", trailers[0])
+			}
+			if got := headers[0].Values("Authorization"); len(got) != 1 || got[0] != "Bearer "+vaultedKey {
+				t.Errorf("upstream Authorization has %d values, want the vaulted key alone", len(got))
+			}
+			for k := range trailer {
+				if k != "Authorization" && len(headers[0].Values(k)) > 0 {
+					t.Errorf("upstream header %s: %q", k, headers[0].Values(k))
+				}
+			}
+			if v := headers[0].Values("Trailer"); len(v) > 0 {
+				t.Errorf("upstream header Trailer: %q", v)
+			}
+		})
+	}
+}
