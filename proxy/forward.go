@@ -58,9 +58,14 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			// An upstream or gateway that honours a method override or an
 			// original-path header would serve another route than the one
 			// pamctl classified and checked (a POST read back as a GET of
-			// a stored answer).
+			// a stored answer). One that reads headers as CGI does folds
+			// '_' into '-' (OpenAI_Project is OpenAI-Project there, beside
+			// the configured one; Transfer_Encoding is framing): no
+			// header with a '_' goes, nor one named as a credential
+			// (X-Api-Key and its kind, which gateways take beside
+			// Authorization).
 			for k := range h {
-				if routeOverride(k) {
+				if routeOverride(k) || strings.IndexByte(k, '_') >= 0 || credentialHeader(k) {
 					delete(h, k)
 				}
 			}
@@ -197,6 +202,14 @@ func routeOverride(k string) bool {
 		}
 	}
 	return false
+}
+
+// credentialHeader reports whether a client's header named k may carry a
+// credential an upstream or gateway reads (Authorization and its
+// X-/Proxy- kin, Api-Key, X-Api-Key, X-Goog-Api-Key, Anthropic-Api-Key,
+// Ocp-Apim-Subscription-Key, ...): only the vaulted key goes upstream.
+func credentialHeader(k string) bool {
+	return containsFolded(k, "authorization") || containsFolded(k, "api-key") || containsFolded(k, "apikey") || containsFolded(k, "subscription-key")
 }
 
 // pathOverrides are the original-path headers, without their x- prefix.

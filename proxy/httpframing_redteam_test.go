@@ -133,3 +133,39 @@ func TestRequestTrailersNotForwarded(t *testing.T) {
 		})
 	}
 }
+
+// TestCredentialAndUnderscoreHeadersNotForwarded: an upstream (or a
+// gateway in front of it) that reads headers as CGI does folds case and
+// '_' into '-': OpenAI_Project arrives as OpenAI-Project there, beside or
+// over the configured one, Api_Key as Api-Key, Transfer_Encoding as
+// framing. Gateways also take a key from X-Api-Key and its kind beside
+// Authorization. None of the client's reaches the upstream: no header
+// with a '_' (no SDK sends one), none named as a credential.
+func TestCredentialAndUnderscoreHeadersNotForwarded(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Upstreams[0].Project = "proj_vaulted" })
+	tok := h.mint(grant{scope: "model:gpt-4o-mini"})
+	sent := []string{
+		"OpenAI_Project", "proj_other", "OPENAI_ORGANIZATION", "org-other", "Api_Key", "sk-agent",
+		"X-Api-Key", "sk-agent", "X_API_KEY", "sk-agent", "Anthropic-Api-Key", "sk-agent", "X-Goog-Api-Key", "sk-agent",
+		"Ocp-Apim-Subscription-Key", "sk-agent", "X-Litellm-Api-Key", "sk-agent", "Proxy_Authorization", "Bearer sk-agent",
+		"X-Authorization", "Bearer sk-agent", "Content_Length", "5", "Transfer_Encoding", "chunked", "X_Forwarded_For", "10.0.0.1",
+		"X-Harmless", "kept",
+	}
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	if res, b := h.do("POST", "/v1/chat/completions", tok, body, sent...); res.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	reqs := h.up.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("upstream got %d requests, want 1", len(reqs))
+	}
+	got := reqs[0].Header
+	for k, v := range got {
+		if strings.Contains(k, "_") || strings.Contains(strings.Join(v, ","), "sk-agent") || strings.Contains(strings.Join(v, ","), "other") {
+			t.Errorf("upstream got %s: %q", k, v)
+		}
+	}
+	if got.Get("X-Harmless") != "kept" || got.Get("Openai-Project") != "proj_vaulted" || got.Get("Authorization") != "Bearer "+vaultedKey {
+		t.Errorf("upstream headers %v: want X-Harmless kept, the configured project and the vaulted key", got)
+	}
+}
