@@ -169,3 +169,31 @@ func TestCredentialAndUnderscoreHeadersNotForwarded(t *testing.T) {
 		t.Errorf("upstream headers %v: want X-Harmless kept, the configured project and the vaulted key", got)
 	}
 }
+
+// TestBackslashAndControlInPathRefused: a path reaches the upstream
+// re-escaped (a '\' as %5C), and a server that reads a backslash as a
+// separator (IIS, and frameworks that normalise Windows paths) serves
+// /v1/models/x\..\..\files as /v1/files: past the model route pamctl
+// checked (any model name is in an upstream: scope) or out of the
+// endpoint glob it matched. No API route or model id has a backslash or a
+// control character; such a path is refused.
+func TestBackslashAndControlInPathRefused(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "upstream:openai endpoint:/v1/files/*"})
+	for _, p := range []string{
+		"/v1/models/x%5C..%5C..%5Cfiles", "/v1/models/x%5c..%5c..%5cfiles", "/v1/files/f%5C..%5C..%5Cresponses%5Cresp_1",
+		"/v1/models/gpt-4o%00x", "/v1/models/gpt-4o%09", "/v1/models/gpt-4o%0D%0AX:1", "/v1/files/f%7F",
+	} {
+		res, b := h.do("GET", p, tok, "")
+		if res.StatusCode != http.StatusNotFound || apiErr(t, b).Code != "unknown_url" {
+			t.Errorf("GET %s: %d %s, want 404 unknown_url", p, res.StatusCode, b)
+		}
+	}
+	if n := h.up.count(); n != 0 {
+		t.Fatalf("the upstream was asked %d times: %v", n, h.up.requests()[0].Path)
+	}
+	h.do("GET", "/v1/models/gpt-4o", tok, "")
+	if n := h.up.count(); n != 1 {
+		t.Errorf("a plain model's path: the upstream was asked %d times, want 1", n)
+	}
+}

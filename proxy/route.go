@@ -143,6 +143,16 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 			Message: fmt.Sprintf("Unknown path %q: pamctl forwards no path with a ';' (path parameters), which no OpenAI API route has. Remove it.", clip(raw, 200))})
 		return false
 	}
+	if strings.ContainsFunc(raw, func(r rune) bool { return r == '\\' || r < 0x20 || r == 0x7f }) {
+		// Forwarded re-escaped (%5C, %00, ...): a server that reads a
+		// backslash as a separator (IIS, frameworks that normalise
+		// Windows paths) serves /v1/models/x\..\..\files as /v1/files,
+		// past the route and scope pamctl matched; one that stops at a
+		// NUL or drops control characters serves another path too.
+		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
+			Message: fmt.Sprintf("Unknown path %q: pamctl forwards no path with a backslash or a control character, which no OpenAI API route or id has. Remove it.", clip(raw, 200))})
+		return false
+	}
 	if !canonicalMethod(r.Method) {
 		// Methods are case-sensitive: pamctl's routes (and its stored
 		// answer and stream checks) know GET and POST, but an upstream
