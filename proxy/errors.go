@@ -47,6 +47,7 @@ const (
 	CodeHostNotAllowed           = "host_not_allowed"
 	CodeTracesNotInScope         = "traces_not_in_scope"
 	CodeTooManySpans             = "too_many_spans"
+	CodeQueryNotAllowed          = "query_not_allowed"
 	CodeToolNotInScope           = "tool_not_in_scope"
 )
 

@@ -170,6 +170,51 @@ func TestCredentialAndUnderscoreHeadersNotForwarded(t *testing.T) {
 	}
 }
 
+// TestModelRouteQueryRefused: the body's model is what pamctl checks
+// against the scope, but an OpenAI-compatible gateway may take the model
+// (or a deployment) from the query instead: ?model=gpt-4o on a token for
+// gpt-4o-mini. A model route's query may hold only what the OpenAI and
+// Azure OpenAI APIs read there (api-version); anything else is refused
+// before the upstream is asked.
+func TestModelRouteQueryRefused(t *testing.T) {
+	h := newHarness(t)
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		// A gateway whose query wins over the body.
+		model := r.URL.Query().Get("model")
+		writeJSON(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"`+model+`",`+
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"served by `+model+`"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	})
+	tok := h.mint(grant{scope: "model:gpt-4o-mini model:text-embedding-3-small"})
+	chat := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/chat/completions?model=gpt-4o", chat},
+		{"POST", "/v1/chat/completions?Model=gpt-4o", chat},
+		{"POST", "/v1/chat/completions?api-version=2024-10-21&deployment=gpt-4o", chat},
+		{"POST", "/v1/chat/completions?model_name=gpt-4o", chat},
+		{"POST", "/v1/chat/completions?x;model=gpt-4o", chat},
+		{"POST", "/v1/chat/completions?%6Dodel=gpt-4o", chat},
+		{"POST", "/v1/responses?model=gpt-4o", `{"model":"gpt-4o-mini","input":"hi"}`},
+		{"POST", "/v1/embeddings?model=text-embedding-3-large", `{"model":"text-embedding-3-small","input":"hi"}`},
+		{"GET", "/v1/models/gpt-4o-mini?model=gpt-4o", ""},
+	} {
+		res, b := h.do(c.method, c.path, tok, c.body)
+		if res.StatusCode != http.StatusBadRequest || apiErr(t, b).Code != CodeQueryNotAllowed {
+			t.Errorf("%s %s: %d %s, want 400 %s", c.method, c.path, res.StatusCode, b, CodeQueryNotAllowed)
+		}
+	}
+	if n := h.up.count(); n != 0 {
+		t.Fatalf("the upstream was asked %d times", n)
+	}
+	// What the APIs read there still goes.
+	h.up.set(nil)
+	for _, q := range []string{"", "?", "?api-version=2024-10-21", "?API-Version=2024-10-21"} {
+		if res, b := h.do("POST", "/v1/chat/completions"+q, tok, chat); res.StatusCode != http.StatusOK {
+			t.Errorf("query %q: %d %s", q, res.StatusCode, b)
+		}
+	}
+}
+
 // TestBackslashAndControlInPathRefused: a path reaches the upstream
 // re-escaped (a '\' as %5C), and a server that reads a backslash as a
 // separator (IIS, and frameworks that normalise Windows paths) serves

@@ -98,6 +98,32 @@ func overrideInQuery(raw string) (string, bool) {
 	return "", false
 }
 
+// modelRouteQuery reports whether the raw query of a call of kind k may
+// go upstream, and if not the key that may not. On the routes whose model
+// pamctl checks (chat, Responses, embeddings, one model's description)
+// the query may hold only api-version (Azure OpenAI), in any letter case:
+// an OpenAI-compatible gateway may read the model, a deployment or any
+// body parameter from the query instead of the body pamctl checked. Keys
+// are read as leniently as any server would (both separators, escapes
+// undone when they parse); other routes' queries are their scope's.
+func modelRouteQuery(k endpointKind, raw string) (string, bool) {
+	switch k {
+	case epChat, epResponses, epEmbeddings, epModel:
+	default:
+		return "", true
+	}
+	for _, part := range strings.FieldsFunc(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+		key, _, _ := strings.Cut(part, "=")
+		if u, err := url.QueryUnescape(key); err == nil {
+			key = u
+		}
+		if !strings.EqualFold(key, "api-version") {
+			return key, false
+		}
+	}
+	return "", true
+}
+
 // canonicalMethod reports whether m has no lower-case letter. net/http
 // takes any token as a method and passes it on as written.
 func canonicalMethod(m string) bool {
@@ -184,6 +210,13 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 	if k, ok := overrideInQuery(r.URL.RawQuery); ok {
 		p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
 			Message: fmt.Sprintf("The query names a method or path override (%q); pamctl forwards only the method and path it checked. Remove it from the URL.", clip(k, 40))})
+		return false
+	}
+	if k, ok := modelRouteQuery(c.kind, r.URL.RawQuery); !ok {
+		p.fail(w, c, errBadRequest(CodeQueryNotAllowed, "", fmt.Sprintf(
+			"The query names %q, which pamctl does not forward on %s %s: the model and the call's options go in the JSON body, where pamctl checks them "+
+				"(a gateway that reads a model or deployment from the query would serve one the token's scope does not cover). Only api-version may be in the query; remove the rest from the URL.",
+			clip(k, 40), r.Method, raw), nil))
 		return false
 	}
 	if c.kind.stored() && streamAsked(r.URL.RawQuery) {
