@@ -99,6 +99,14 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 				out.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
 				out.ContentLength = int64(len(c.body))
 				h.Set("Content-Length", strconv.Itoa(len(c.body)))
+				if c.kind.hasModelBody() || itemsRequest(c.method, c.path) && len(bytes.TrimSpace(c.body)) > 0 {
+					// The body is the JSON pamctl read and checked (a
+					// model call's, or items added to a conversation); a
+					// server picks how to read a body by these (a form
+					// reader finds model=gpt-4o in a JSON string).
+					h.Set("Content-Type", "application/json")
+					h.Del("Content-Encoding")
+				}
 			} else {
 				out.Body, out.GetBody, out.ContentLength = nil, nil, 0
 				h.Del("Content-Length")

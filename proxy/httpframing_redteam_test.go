@@ -242,3 +242,60 @@ func TestBackslashAndControlInPathRefused(t *testing.T) {
 		t.Errorf("a plain model's path: the upstream was asked %d times, want 1", n)
 	}
 }
+
+// TestModelBodyGoesAsJSON: pamctl reads a model call's body as JSON and
+// checks its model, but forwarded the client's Content-Type and
+// Content-Encoding, by which a server picks how to read the body: one
+// that reads a form by its type (as many Python servers do) reads
+// {"model":"gpt-4o-mini",...,"user":"&model=gpt-4o&"} as model=gpt-4o. A
+// model call's body goes as what pamctl read: application/json, with no
+// Content-Encoding.
+func TestModelBodyGoesAsJSON(t *testing.T) {
+	h := newHarness(t)
+	var mu sync.Mutex
+	var types, encodings []string
+	h.up.set(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		types = append(types, strings.Join(r.Header.Values("Content-Type"), "|"))
+		encodings = append(encodings, strings.Join(r.Header.Values("Content-Encoding"), "|"))
+		mu.Unlock()
+		model := ""
+		if strings.Contains(r.Header.Get("Content-Type"), "form") {
+			_ = r.ParseForm()
+			model = r.PostForm.Get("model")
+		}
+		writeJSON(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"`+model+`",`+
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"served by `+model+`"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	})
+	tok := h.mint(grant{scope: "model:gpt-4o-mini"})
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"user":"&model=gpt-4o&"}`
+	for _, hdr := range [][]string{
+		{"Content-Type", "application/x-www-form-urlencoded"},
+		{"Content-Type", "multipart/form-data; boundary=x"},
+		{"Content-Type", "text/plain"},
+		{"Content-Type", "application/json; charset=utf-16"},
+		{"Content-Type", "application/json", "Content-Encoding", "deflate"},
+		{"Content-Type", "application/json", "Content-Encoding", "identity"},
+	} {
+		res, b := h.do("POST", "/v1/chat/completions", tok, body, hdr...)
+		if res.StatusCode != http.StatusOK || strings.Contains(string(b), "gpt-4o\"") {
+			t.Errorf("%q: %d %s", hdr, res.StatusCode, b)
+		}
+	}
+	// Items added to a conversation are read (and their tool calls
+	// judged) as JSON too.
+	itok := h.mint(grant{scope: "endpoint:/v1/conversations/*"})
+	h.do("POST", "/v1/conversations/conv_1/items", itok, `{"items":[{"type":"message","role":"user","content":"hi"}]}`,
+		"Content-Type", "application/x-www-form-urlencoded")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(types) != 7 {
+		t.Fatalf("upstream got %d calls, want 7", len(types))
+	}
+	for i := range types {
+		if types[i] != "application/json" || encodings[i] != "" {
+			t.Errorf("call %d: upstream got Content-Type %q, Content-Encoding %q; want application/json alone", i, types[i], encodings[i])
+		}
+	}
+}
