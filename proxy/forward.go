@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -146,9 +147,43 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 // skips them as it does without a trace.
 type noInformational struct{ rt http.RoundTripper }
 
+// RoundTrip also bounds how often one call is sent: Go's transport sends a
+// request again, on a fresh connection and without pause, whenever an
+// HTTP/2 upstream resets its stream with PROTOCOL_ERROR or a pooled
+// connection turns out dead, for as long as the request's context lives.
+// An upstream that resets every stream would get one call hundreds of
+// times a second, each with the vaulted key; after maxUpstreamAttempts
+// connections the call fails with 502.
 func (t noInformational) RoundTrip(r *http.Request) (*http.Response, error) {
-	return t.rt.RoundTrip(r.WithContext(no1xxTrace{r.Context()}))
+	ctx, cancel := context.WithCancel(r.Context())
+	var attempts atomic.Int32
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GetConn: func(string) {
+		if attempts.Add(1) > maxUpstreamAttempts {
+			cancel()
+		}
+	}})
+	res, err := t.rt.RoundTrip(r.WithContext(no1xxTrace{ctx}))
+	if err == nil {
+		// The answer is read under ctx; it ends with the upstream
+		// request's context (the call's release).
+		return res, nil
+	}
+	cancel()
+	if attempts.Load() > maxUpstreamAttempts && r.Context().Err() == nil {
+		name := "the upstream"
+		if c := callFrom(r.Context()); c != nil && c.up != nil {
+			name = strconv.Quote(c.up.name)
+		}
+		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
+			"Upstream %s refused the call on each of %d attempts (it reset the request or dropped the connection), so the call failed. Retry later; if it persists an administrator should check the upstream.", name, maxUpstreamAttempts), err)
+	}
+	return nil, err
 }
+
+// maxUpstreamAttempts is how many times at most one call is sent
+// upstream (a retry on a pooled connection that died is the common
+// second).
+const maxUpstreamAttempts = 3
 
 // no1xxTrace is a context whose client trace, if any, lacks
 // Got1xxResponse.

@@ -2,14 +2,21 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // Red-team tests at the HTTP level, below the JSON bodies: what a hostile
@@ -297,5 +304,91 @@ func TestModelBodyGoesAsJSON(t *testing.T) {
 		if types[i] != "application/json" || encodings[i] != "" {
 			t.Errorf("call %d: upstream got Content-Type %q, Content-Encoding %q; want application/json alone", i, types[i], encodings[i])
 		}
+	}
+}
+
+// resettingUpstream is an HTTP/2 upstream that resets every stream with
+// PROTOCOL_ERROR as soon as it sees its headers, counting streams.
+func resettingUpstream(t *testing.T) (addr string, tr http.RoundTripper, streams *atomic.Int32) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.EnableHTTP2 = true
+	srv.StartTLS() // for its certificate and a client that trusts it
+	t.Cleanup(srv.Close)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: srv.TLS.Certificates, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	streams = new(atomic.Int32)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(conn net.Conn) {
+				defer conn.Close()
+				if _, err := io.ReadFull(conn, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(conn, conn)
+				_ = fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							_ = fr.WriteSettingsAck()
+						}
+					case *http2.HeadersFrame:
+						streams.Add(1)
+						_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeProtocol)
+					}
+				}
+			}(conn)
+		}
+	}()
+	return ln.Addr().String(), srv.Client().Transport, streams
+}
+
+// TestUpstreamResetsAreNotRetriedWithoutBound: Go's transport sends a
+// request again, on a fresh connection and without pause, whenever an
+// HTTP/2 upstream resets its stream with PROTOCOL_ERROR (or a connection
+// it took from the pool turns out dead): an upstream that resets every
+// stream (broken, hostile, or refusing what the call carries) had one
+// agent call sent hundreds of times a second, each with the vaulted key,
+// for as long as the client waited. A call goes upstream at most
+// maxUpstreamAttempts times, then fails with 502.
+func TestUpstreamResetsAreNotRetriedWithoutBound(t *testing.T) {
+	addr, tr, streams := resettingUpstream(t)
+	h := newHarness(t, func(o *Options) {
+		o.Upstreams = []Upstream{{Name: "openai", URL: "https://" + addr + "/v1", KeyName: "openai", Transport: tr, Timeout: time.Minute}}
+	})
+	tok := h.mint(grant{scope: "model:gpt-4o-mini"})
+	cl := *h.srv.Client()
+	cl.Timeout = 10 * time.Second
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`},
+		{"POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+		{"GET", "/v1/models/gpt-4o-mini", ""},
+	} {
+		streams.Store(0)
+		res, b, err := h.doAt(&cl, h.srv.URL, c.method, c.path, tok, c.body)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.method, c.path, err)
+		}
+		if n := streams.Load(); n > maxUpstreamAttempts {
+			t.Errorf("%s %s: the upstream was sent the call %d times, want at most %d", c.method, c.path, n, maxUpstreamAttempts)
+		}
+		if res.StatusCode != http.StatusBadGateway || apiErr(t, b).Code != CodeUpstreamError {
+			t.Errorf("%s %s: %d %s, want 502 %s", c.method, c.path, res.StatusCode, b, CodeUpstreamError)
+		}
+	}
+	waitFor(t, "the calls' audit events", func() bool { return len(h.sink.ofType(audit.TypeProxyCall)) == 3 })
+	if ev := h.sink.last(t); ev.Status != http.StatusBadGateway || ev.Error == "" {
+		t.Errorf("audit status %d error %q, want 502 and why", ev.Status, ev.Error)
 	}
 }
