@@ -872,9 +872,17 @@ func readDoubling(buf []byte, r io.Reader) ([]byte, error) {
 
 // onceBody is a request body that lets go of its bytes once read: a
 // stream's request must not hold the prompt for as long as the answer runs.
-type onceBody struct{ b []byte }
+// Read and Close may run at once (net/http's contract for request bodies:
+// the HTTP/2 transport closes a body from another goroutine when the
+// upstream resets the stream while it is written).
+type onceBody struct {
+	mu sync.Mutex
+	b  []byte
+}
 
 func (o *onceBody) Read(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if len(o.b) == 0 {
 		o.b = nil
 		return 0, io.EOF
@@ -887,7 +895,12 @@ func (o *onceBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (o *onceBody) Close() error { o.b = nil; return nil }
+func (o *onceBody) Close() error {
+	o.mu.Lock()
+	o.b = nil
+	o.mu.Unlock()
+	return nil
+}
 
 // drainAfterClient is how long the upstream call outlives a client that
 // went away mid-stream, so that the usage the upstream sends at the end
