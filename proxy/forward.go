@@ -66,7 +66,7 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			// (X-Api-Key and its kind, which gateways take beside
 			// Authorization).
 			for k := range h {
-				if routeOverride(k) || strings.IndexByte(k, '_') >= 0 || credentialHeader(k) {
+				if routeOverride(k) || strings.IndexByte(k, '_') >= 0 || credentialHeader(k) || addressClaim(k) {
 					delete(h, k)
 				}
 			}
@@ -253,6 +253,25 @@ func routeOverride(k string) bool {
 // Ocp-Apim-Subscription-Key, ...): only the vaulted key goes upstream.
 func credentialHeader(k string) bool {
 	return containsFolded(k, "authorization") || containsFolded(k, "api-key") || containsFolded(k, "apikey") || containsFolded(k, "subscription-key")
+}
+
+// addressClaim reports whether a client's header named k claims a client
+// address or connection (X-Real-IP, True-Client-IP, CF-Connecting-IP,
+// X-Forwarded-*, Forwarded-For, X-Remote-Addr, ...): the upstream's
+// client is the proxy, and a gateway may key allow-lists or rate limits
+// on such a claim, which pamctl never checked.
+func addressClaim(k string) bool {
+	if containsFolded(k, "forwarded") || containsFolded(k, "remote-addr") {
+		return true
+	}
+	for k != "" { // an "ip", "ipv4" or "ipv6" between the dashes
+		word, rest, _ := strings.Cut(k, "-")
+		if foldedEqual(word, "ip") || foldedEqual(word, "ipv4") || foldedEqual(word, "ipv6") {
+			return true
+		}
+		k = rest
+	}
+	return false
 }
 
 // pathOverrides are the original-path headers, without their x- prefix.

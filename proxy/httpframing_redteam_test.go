@@ -392,3 +392,41 @@ func TestUpstreamResetsAreNotRetriedWithoutBound(t *testing.T) {
 		t.Errorf("audit status %d error %q, want 502 and why", ev.Status, ev.Error)
 	}
 }
+
+// TestClientAddressHeadersNotForwarded: the upstream's client is the
+// proxy. A client's claim to another address (X-Real-IP, True-Client-IP,
+// CF-Connecting-IP, X-Forwarded-*, ...) would reach a gateway that keys
+// allow-lists or rate limits on it, and pamctl never checked it;
+// ReverseProxy drops only Forwarded and X-Forwarded-For/-Host/-Proto.
+// None goes upstream; the trail records the connection's address.
+func TestClientAddressHeadersNotForwarded(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o-mini"})
+	claims := []string{"X-Real-Ip", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Cf-Connecting-Ipv6", "Fastly-Client-Ip",
+		"X-Cluster-Client-Ip", "Client-Ip", "X-Originating-Ip", "X-Remote-Addr", "X-Remote-Ip", "Forwarded-For", "X-Forwarded",
+		"X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Forwarded-For", "X-Forwarded-For", "Forwarded"}
+	var hdr []string
+	for _, k := range claims {
+		hdr = append(hdr, k, "10.9.8.7")
+	}
+	hdr = append(hdr, "X-Harmless", "kept", "X-Zip-Code", "kept")
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	if res, b := h.do("POST", "/v1/chat/completions", tok, body, hdr...); res.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	reqs := h.up.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("upstream got %d requests, want 1", len(reqs))
+	}
+	for k, v := range reqs[0].Header {
+		if strings.Contains(strings.Join(v, ","), "10.9.8.7") {
+			t.Errorf("upstream got %s: %q", k, v)
+		}
+	}
+	if reqs[0].Header.Get("X-Harmless") != "kept" || reqs[0].Header.Get("X-Zip-Code") != "kept" {
+		t.Errorf("the ordinary headers were dropped too: %v", reqs[0].Header)
+	}
+	if ev := h.sink.last(t); strings.Contains(fmt.Sprint(ev), "10.9.8.7") {
+		t.Errorf("the trail took a client's address claim: %+v", ev)
+	}
+}
