@@ -220,13 +220,22 @@ func TestReplicasReleaseHeldCalls(t *testing.T) {
 	ctx := context.Background()
 	_, alice := rs.login(0, "alice", "ml")
 	_, bob := rs.login(1, "bob", "security")
+	// The grant the held call runs under: a call on an unknown or ended
+	// grant is never released.
+	grant, err := a.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}, TTL: 30 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Review(ctx, bob, grant.ID, true, "", nil); err != nil {
+		t.Fatal(err)
+	}
 
 	// A call held on A ...
 	got := make(chan *broker.Request, 1)
 	go func() {
 		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		r, err := a.svc.HoldPrompt(hctx, broker.Hold{Caller: alice, GrantID: "req_x", Rule: "destructive-sql",
+		r, err := a.svc.HoldPrompt(hctx, broker.Hold{Caller: alice, GrantID: grant.ID, Rule: "destructive-sql",
 			Approvers: policy.Subjects{Groups: []string{"security"}}, Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "DROP TABLE", SHA256: "abc"})
 		if err != nil {
 			t.Error(err)
