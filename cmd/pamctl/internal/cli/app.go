@@ -584,6 +584,9 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 		if last.Reason != "" {
 			d.Reason += ": " + last.Reason
 		}
+	} else if r.State == broker.StateExpired && r.EndReason != "" {
+		// Approved, but its grant ended while it waited (broker.HoldPrompt).
+		d.Reason = "not released: " + r.EndReason + "; ask for a new grant (pamctl request) and send the call again"
 	}
 	return d, nil
 }

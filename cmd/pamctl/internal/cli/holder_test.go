@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +78,60 @@ func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
 	r := s.as(t, "alice", "", "requests", "-o", "json").must(t, "requests -o json")
 	if !strings.Contains(r.out, `"where": [`) || !strings.Contains(r.out, `\u001b[2Kuser\n[ok]\u202e`) {
 		t.Fatalf("requests -o json:\n%s", r.out)
+	}
+}
+
+// A held call approved after its grant ended is not released, and the
+// agent is told why, not that no approver came in time.
+func TestHolderSaysTheGrantEnded(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(rulesConfigV1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServerWith(t, func(c *Config) {
+		loaded, err := LoadConfig(file, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policies, c.Rules = loaded.Policies, loaded.Rules
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	type outcome struct {
+		d   proxy.HoldDecision
+		err error
+	}
+	got := make(chan outcome, 1)
+	go func() {
+		d, err := holder{s.app.broker}.Hold(ctx, proxy.HoldRequest{
+			GrantID: "req_gone", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+			Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Model: "gpt-4o-mini", Method: "POST", Endpoint: "/v1/chat/completions",
+			PromptSHA256: strings.Repeat("ab", 32), Excerpt: "DROP TABLE t",
+		})
+		got <- outcome{d, err}
+	}()
+	bob := broker.Identity{Subject: "bob", Issuer: DevIssuerName, Groups: []string{"security"}, AuthTime: time.Now()}
+	var id string
+	for id == "" {
+		if ctx.Err() != nil {
+			t.Fatal("the call was never held")
+		}
+		rs, err := s.app.broker.List(context.Background(), bob, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Kind == broker.KindPrompt {
+				id = r.ID
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := s.app.broker.Review(context.Background(), bob, id, true, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	o := <-got
+	if o.err != nil || o.d.Approved || !strings.Contains(o.d.Reason, "req_gone") || !strings.Contains(o.d.Reason, "new grant") {
+		t.Fatalf("decision %+v, %v: want refused, naming the grant and what to do", o.d, o.err)
 	}
 }
