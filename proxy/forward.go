@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -154,24 +153,15 @@ type noInformational struct{ rt http.RoundTripper }
 // An upstream that resets every stream would get one call hundreds of
 // times a second, each with the vaulted key; after maxUpstreamAttempts
 // connections the call fails with 502.
+// (detachUpstream counts the attempts and cancels the call.)
 func (t noInformational) RoundTrip(r *http.Request) (*http.Response, error) {
-	ctx, cancel := context.WithCancel(r.Context())
-	var attempts atomic.Int32
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GetConn: func(string) {
-		if attempts.Add(1) > maxUpstreamAttempts {
-			cancel()
-		}
-	}})
-	res, err := t.rt.RoundTrip(r.WithContext(no1xxTrace{ctx}))
+	res, err := t.rt.RoundTrip(r.WithContext(no1xxTrace{r.Context()}))
 	if err == nil {
-		// The answer is read under ctx; it ends with the upstream
-		// request's context (the call's release).
 		return res, nil
 	}
-	cancel()
-	if attempts.Load() > maxUpstreamAttempts && r.Context().Err() == nil {
+	if c := callFrom(r.Context()); c != nil && c.upAttempts.Load() > maxUpstreamAttempts && c.clientContext(r.Context()).Err() == nil {
 		name := "the upstream"
-		if c := callFrom(r.Context()); c != nil && c.up != nil {
+		if c.up != nil {
 			name = strconv.Quote(c.up.name)
 		}
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
@@ -933,6 +923,13 @@ func (p *Proxy) detachUpstream(pr *httputil.ProxyRequest, c *call) {
 	in := pr.In.Context()
 	c.client = in
 	ctx, cancel := context.WithCancel(context.WithoutCancel(in))
+	// One call goes upstream at most maxUpstreamAttempts times
+	// (noInformational.RoundTrip): each attempt takes a connection.
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GetConn: func(string) {
+		if c.upAttempts.Add(1) > maxUpstreamAttempts {
+			cancel()
+		}
+	}})
 	var once sync.Once
 	var timer *time.Timer
 	var mu sync.Mutex
