@@ -129,7 +129,7 @@ type call struct {
 	// cancelUpstream ends the upstream call (set when it is forwarded);
 	// release calls it.
 	cancelUpstream func()
-	upAttempts     atomic.Int32 // connections the upstream call took (detachUpstream)
+	upAttempts     atomic.Int32    // connections the upstream call took (detachUpstream)
 	client         context.Context // the client's request context, once forwarded
 	usageEstimated bool            // usage estimated from the relayed text
 	promptLen      int             // bytes of the forwarded prompt (c.prompt may be cut)
