@@ -129,7 +129,8 @@ type call struct {
 	// cancelUpstream ends the upstream call (set when it is forwarded);
 	// release calls it.
 	cancelUpstream func()
-	upAttempts     atomic.Int32    // connections the upstream call took (detachUpstream)
+	upAttempts     atomic.Int32    // attempts sent upstream in quick succession (detachUpstream)
+	upLast         atomic.Int64    // when the last attempt's headers were written (Unix ns)
 	client         context.Context // the client's request context, once forwarded
 	usageEstimated bool            // usage estimated from the relayed text
 	promptLen      int             // bytes of the forwarded prompt (c.prompt may be cut)

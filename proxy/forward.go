@@ -152,28 +152,32 @@ type noInformational struct{ rt http.RoundTripper }
 // connection turns out dead, for as long as the request's context lives.
 // An upstream that resets every stream would get one call hundreds of
 // times a second, each with the vaulted key; after maxUpstreamAttempts
-// connections the call fails with 502.
-// (detachUpstream counts the attempts and cancels the call.)
+// attempts in quick succession the call fails with 502 (detachUpstream
+// counts them and cancels the call).
 func (t noInformational) RoundTrip(r *http.Request) (*http.Response, error) {
 	res, err := t.rt.RoundTrip(r.WithContext(no1xxTrace{r.Context()}))
 	if err == nil {
 		return res, nil
 	}
-	if c := callFrom(r.Context()); c != nil && c.upAttempts.Load() > maxUpstreamAttempts && c.clientContext(r.Context()).Err() == nil {
+	if c := callFrom(r.Context()); c != nil && c.upAttempts.Load() >= maxUpstreamAttempts && c.clientContext(r.Context()).Err() == nil {
 		name := "the upstream"
 		if c.up != nil {
 			name = strconv.Quote(c.up.name)
 		}
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-			"Upstream %s refused the call on each of %d attempts (it reset the request or dropped the connection), so the call failed. Retry later; if it persists an administrator should check the upstream.", name, maxUpstreamAttempts), err)
+			"Upstream %s refused the call on each of %d attempts in a row (it reset the request or dropped the connection), so the call failed. Retry later; if it persists an administrator should check the upstream.", name, maxUpstreamAttempts), err)
 	}
 	return nil, err
 }
 
-// maxUpstreamAttempts is how many times at most one call is sent
-// upstream (a retry on a pooled connection that died is the common
-// second).
-const maxUpstreamAttempts = 3
+// maxUpstreamAttempts is how many times at most one call is sent upstream
+// within quickRetry of each other (a retry on a pooled connection that
+// died is the common second).
+const maxUpstreamAttempts = 10
+
+// quickRetry is how soon after the last attempt another counts as part
+// of the same burst; the transport's backed-off retries come later.
+const quickRetry = 500 * time.Millisecond
 
 // no1xxTrace is a context whose client trace, if any, lacks
 // Got1xxResponse.
@@ -923,13 +927,32 @@ func (p *Proxy) detachUpstream(pr *httputil.ProxyRequest, c *call) {
 	in := pr.In.Context()
 	c.client = in
 	ctx, cancel := context.WithCancel(context.WithoutCancel(in))
-	// One call goes upstream at most maxUpstreamAttempts times
-	// (noInformational.RoundTrip): each attempt takes a connection.
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GetConn: func(string) {
-		if c.upAttempts.Add(1) > maxUpstreamAttempts {
+	// One call goes upstream at most maxUpstreamAttempts times in quick
+	// succession (noInformational.RoundTrip). An attempt counts once its
+	// headers are written: looking a connection up is not one (HTTP/2
+	// looks again while every stream of its connections is taken). A
+	// retry the transport backs off for (HTTP/2's after a refused stream:
+	// 1 s, 2 s, ...) starts the count again: the loop this stops is the
+	// one without a pause, on an upstream that resets every stream. The
+	// next quick attempt is stopped before it takes a connection (HTTP/2's
+	// retries do not all look one up).
+	capAttempts := func() {
+		if c.upAttempts.Load() >= maxUpstreamAttempts && time.Now().UnixNano()-c.upLast.Load() < int64(quickRetry) {
 			cancel()
 		}
-	}})
+	}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn: func(string) { capAttempts() },
+		GotConn: func(httptrace.GotConnInfo) { capAttempts() },
+		WroteHeaders: func() {
+			now := time.Now().UnixNano()
+			if last := c.upLast.Swap(now); last != 0 && now-last >= int64(quickRetry) {
+				c.upAttempts.Store(1)
+			} else {
+				c.upAttempts.Add(1)
+			}
+		},
+	})
 	var once sync.Once
 	var timer *time.Timer
 	var mu sync.Mutex
