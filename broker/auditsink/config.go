@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +15,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -106,7 +109,7 @@ func (a AnchorConfig) Name() string {
 	if a.File != "" {
 		return "anchor:file:" + a.File
 	}
-	return "anchor:" + safeURL(a.URL)
+	return "anchor:" + idURL(a.URL)
 }
 
 // Destination is the anchor's sink type and where it writes, as shown:
@@ -174,7 +177,7 @@ func (c SinkConfig) ID() string {
 	case TypeSyslog:
 		return "syslog:" + c.Addr
 	case TypeHTTP:
-		return "http:" + safeURL(c.URL)
+		return "http:" + idURL(c.URL)
 	case TypeFile:
 		return "file:" + c.Path
 	}
@@ -209,6 +212,21 @@ func safeURL(raw string) string {
 		}
 	}
 	return u.Scheme + "://" + u.Host + strings.Join(segs, "/")
+}
+
+// idURL is safeURL as a name (a sink's ID, the anchor's Name): when
+// segments were hidden, "#" and 8 hex digits of the SHA-256 of the whole
+// path follow, so two collectors that differ only in their token (two
+// sources on one host) keep two names and two cursors. 32 bits of a
+// hash tell nothing of a token worth hiding.
+func idURL(raw string) string {
+	safe := safeURL(raw)
+	u, err := url.Parse(raw)
+	if err != nil || !slices.ContainsFunc(strings.Split(u.EscapedPath(), "/"), tokenSegment) {
+		return safe
+	}
+	sum := sha256.Sum256([]byte(u.EscapedPath()))
+	return safe + "#" + hex.EncodeToString(sum[:4])
 }
 
 // legacySafeURL is what safeURL was before path tokens were hidden: the
