@@ -59,6 +59,9 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 	if r, err := s.useRetry(ctx, h); err != nil || r != nil {
 		return r, err
 	}
+	if r, err := s.refuseOnEndedGrant(ctx, h); err != nil || r != nil {
+		return r, err
+	}
 	now := s.now().UTC()
 	r := &Request{
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
@@ -305,6 +308,25 @@ func (s *Service) heldGrantEnded(ctx context.Context, r *Request) (why string, u
 		return fmt.Sprintf("grant %s has ended: %s", id, why), false, nil
 	}
 	return "", false, nil
+}
+
+// refuseOnEndedGrant refuses at once to hold a call whose grant the store
+// has and which has ended (heldGrantEnded): nobody could approve it, and
+// the caller would wait the whole hold timeout for nothing (a retry after
+// a late approval, or a proxy whose revocations lag). It returns the
+// refusal, expired with the reason and no ID, or nil to hold the call.
+func (s *Service) refuseOnEndedGrant(ctx context.Context, h Hold) (*Request, error) {
+	p := &PromptHold{Rule: h.Rule, Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, GrantID: h.GrantID, Tool: h.Tool}
+	r := &Request{Kind: KindPrompt, Requester: h.Caller, Prompt: p}
+	why, unknown, err := s.heldGrantEnded(ctx, r)
+	if err != nil || why == "" || unknown {
+		return nil, err
+	}
+	a := actor(h.Caller)
+	a.TokenID = h.TokenID
+	s.emit(ctx, &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: h.GrantID, Model: h.Model, Decision: "grant_ended", Reasons: []string{h.Rule, why}})
+	r.State, r.EndReason = StateExpired, why
+	return r, nil
 }
 
 // endIfGrantEnded ends the approved held call r, unspent, when its grant

@@ -181,3 +181,35 @@ func TestRTRetryOfAnEndedGrantIsHeldAgain(t *testing.T) {
 		t.Fatalf("the retry of a call approved before its grant was revoked went through: %+v", again)
 	}
 }
+
+// A call on a grant that has already ended is not held at all (review: a
+// retry after a late approval on an ended grant was held again, pinging
+// approvers who could not approve it while the agent waited the whole hold
+// timeout): refused at once, with the reason, and nothing reaches the queue.
+func TestHoldOnAnEndedGrantIsRefusedAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}, TTL: time.Minute})
+	if err != nil || g.State != broker.StateApproved {
+		t.Fatalf("grant: %v %+v", err, g)
+	}
+	if _, err := e.svc.Revoke(ctx, alice, g.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	r, err := e.svc.HoldPrompt(hctx, broker.Hold{Caller: alice, GrantID: g.ID, Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+		Model: "gpt-4o-nano", Method: "POST", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users",
+		SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)})
+	if err != nil || r == nil || r.State != broker.StateExpired || !strings.Contains(r.EndReason, g.ID) || time.Since(start) > 2*time.Second {
+		t.Fatalf("hold on a revoked grant: %v %+v after %s", err, r, time.Since(start))
+	}
+	rs, _ := e.svc.List(ctx, alice, true)
+	for _, q := range rs {
+		if q.Kind == broker.KindPrompt {
+			t.Fatalf("a call on an ended grant reached the queue: %+v", q)
+		}
+	}
+}
