@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/safetext"
@@ -654,31 +653,6 @@ func (s *shipper) reject(problem string) {
 // sinks` and passed to OnError.
 const maxErrorBytes = 1024
 
-// boundedError is a delivery error whose text is escaped and cut (what a
-// collector sent may be in it: a status line of megabytes, a certificate
-// naming thousands of hosts); Unwrap gives the error itself.
-type boundedError struct {
-	msg string
-	err error
-}
-
-func (e *boundedError) Error() string { return e.msg }
-func (e *boundedError) Unwrap() error { return e.err }
-
-// boundedErr is err, or err with its text escaped (safetext.Escape) and cut
-// to maxErrorBytes when it needs either.
-func boundedErr(err error) error {
-	msg := err.Error()
-	esc := safetext.Escape(msg)
-	if esc == msg && len(msg) <= maxErrorBytes {
-		return err
-	}
-	if len(esc) > maxErrorBytes {
-		cut := maxErrorBytes
-		for cut > 0 && !utf8.RuneStart(esc[cut]) {
-			cut--
-		}
-		esc = esc[:cut] + "… (cut)"
-	}
-	return &boundedError{msg: esc, err: err}
-}
+// boundedErr is err with its text escaped and cut to maxErrorBytes when
+// it needs either (safetext.BoundedError).
+func boundedErr(err error) error { return safetext.BoundedError(err, maxErrorBytes) }

@@ -441,34 +441,9 @@ func (w *Webhook) fail(e Event, err error) {
 // to the notify.failed audit event).
 const maxErrorBytes = 512
 
-// boundedError is an error whose text is escaped and cut: what an
-// endpoint sent may be in it (a malformed status line of megabytes);
-// Unwrap gives the error itself, for errors.Is.
-type boundedError struct {
-	msg string
-	err error
-}
-
-func (e *boundedError) Error() string { return e.msg }
-func (e *boundedError) Unwrap() error { return e.err }
-
-// boundedErr is err, or err with its text escaped (safetext.Escape) and
-// cut to maxErrorBytes when it needs either.
-func boundedErr(err error) error {
-	msg := err.Error()
-	esc := safetext.Escape(msg)
-	if esc == msg && len(msg) <= maxErrorBytes {
-		return err
-	}
-	if len(esc) > maxErrorBytes {
-		cut := maxErrorBytes
-		for cut > 0 && !utf8.RuneStart(esc[cut]) {
-			cut--
-		}
-		esc = esc[:cut] + "… (cut)"
-	}
-	return &boundedError{msg: esc, err: err}
-}
+// boundedErr is err with its text escaped and cut to maxErrorBytes when
+// it needs either (safetext.BoundedError).
+func boundedErr(err error) error { return safetext.BoundedError(err, maxErrorBytes) }
 
 // errRedirect: a webhook answers where it is; a redirect is not followed.
 var errRedirect = errors.New("the webhook answered with a redirect, which pamctl does not follow")

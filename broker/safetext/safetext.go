@@ -89,3 +89,37 @@ func clean(s string, keepNL bool) bool {
 	}
 	return true
 }
+
+// Bounded is s escaped (Escape) and, when that is longer than max bytes,
+// cut at a rune boundary at most max bytes in, with "… (cut)" after it:
+// for text another party sent that ends up in a log line or an error
+// (an endpoint's status line of megabytes, a collector's echo).
+func Bounded(s string, max int) string {
+	s = Escape(s)
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "… (cut)"
+}
+
+// BoundedError is err, or err with its text Bounded to max bytes when it
+// needs escaping or cutting; Unwrap gives err, for errors.Is.
+func BoundedError(err error, max int) error {
+	msg := err.Error()
+	if b := Bounded(msg, max); b != msg {
+		return &boundedError{msg: b, err: err}
+	}
+	return err
+}
+
+type boundedError struct {
+	msg string
+	err error
+}
+
+func (e *boundedError) Error() string { return e.msg }
+func (e *boundedError) Unwrap() error { return e.err }

@@ -1,6 +1,8 @@
 package safetext
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -63,5 +65,23 @@ func TestUnsafePinsTheClass(t *testing.T) {
 		if Unsafe(r) {
 			t.Errorf("Unsafe(%U) = true: ordinary text would be escaped", r)
 		}
+	}
+}
+
+func TestBounded(t *testing.T) {
+	if got := Bounded("ok\n", 10); got != `ok\n` {
+		t.Errorf("Bounded escapes: %q", got)
+	}
+	got := Bounded(strings.Repeat("é", 10), 5) // 2 bytes a rune: the cut falls inside the third
+	if got != "éé… (cut)" {
+		t.Errorf("Bounded cuts at a rune boundary: %q", got)
+	}
+	err := errors.New("a\x1b[2Jb")
+	b := BoundedError(err, 100)
+	if b.Error() != `a\x1b[2Jb` || !errors.Is(b, err) {
+		t.Errorf("BoundedError: %q, Is %v", b.Error(), errors.Is(b, err))
+	}
+	if plain := errors.New("plain"); BoundedError(plain, 100) != plain {
+		t.Error("BoundedError wraps an error that needs nothing")
 	}
 }

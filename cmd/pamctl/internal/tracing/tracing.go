@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -144,14 +143,7 @@ func (e safeExporter) clean(err error) error {
 	for _, s := range e.secrets {
 		msg = strings.ReplaceAll(msg, s, "[redacted]")
 	}
-	msg = safetext.Escape(msg)
-	if len(msg) > maxErrorBytes {
-		cut := maxErrorBytes
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut] + "…"
-	}
+	msg = safetext.Bounded(msg, maxErrorBytes)
 	return fmt.Errorf("tracing: %s (check tracing.otlp_endpoint and the collector's log)", msg)
 }
 
