@@ -11,15 +11,32 @@ import (
 	"github.com/pamctl/pamctl/broker/policy"
 )
 
+// dropTableHold is the hold of one call, made under grant, that the
+// destructive-sql rule holds.
+func dropTableHold(caller broker.Identity, grant string) broker.Hold {
+	return broker.Hold{Caller: caller, GrantID: grant, Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+		Model: "gpt-4o-nano", Method: "POST", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users",
+		SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)}
+}
+
+// liveGrant is an approved grant of who's for model:gpt-4o-nano (ttl 0:
+// the policy's default).
+func liveGrant(t *testing.T, e *env, who broker.Identity, ttl time.Duration) *broker.Request {
+	t.Helper()
+	g, err := e.svc.CreateRequest(context.Background(), who, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}, TTL: ttl})
+	if err != nil || g.State != broker.StateApproved {
+		t.Fatalf("grant: %v %+v", err, g)
+	}
+	return g
+}
+
 // heldOn starts a hold of a call made under grant, as the proxy does while
 // the agent's HTTP client waits, and returns it once approvers can see it
 // and a channel with what HoldPrompt returns.
 func heldOn(t *testing.T, svc *broker.Service, caller, approver broker.Identity, grant string) (*broker.Request, chan *broker.Request) {
 	t.Helper()
 	ctx := context.Background()
-	hold := broker.Hold{Caller: caller, GrantID: grant, Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
-		Model: "gpt-4o-nano", Method: "POST", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users",
-		SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)}
+	hold := dropTableHold(caller, grant)
 	done := make(chan *broker.Request, 1)
 	go func() {
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -73,16 +90,13 @@ func TestRTHeldCallOfAnEndedGrantIsNotReleased(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
 			alice := e.login("alice", "ml")
-			g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}, TTL: time.Minute})
-			if err != nil || g.State != broker.StateApproved {
-				t.Fatalf("grant: %v %+v", err, g)
-			}
+			g := liveGrant(t, e, alice, time.Minute)
 			held, done := heldOn(t, e.svc, alice, alice, g.ID)
 			_ = held
 			bob := e.login("bob", "security")
 			end(e, alice, g)
 			bob.AuthTime = e.clock.Now() // logged in just now (the clock may have moved)
-			_, err = e.svc.Review(ctx, bob, held.ID, true, "looks fine", nil)
+			_, err := e.svc.Review(ctx, bob, held.ID, true, "looks fine", nil)
 			if code(err) != broker.CodeConflict || !strings.Contains(err.Error(), g.ID) || !strings.Contains(err.Error(), "deny") {
 				t.Errorf("approving a held call of an ended grant: %v; want a conflict that names the grant and says to deny", err)
 			}
@@ -116,10 +130,7 @@ func TestRTGrantEndingAfterTheApprovalReleasesNothing(t *testing.T) {
 	ctx := context.Background()
 	alice := e.login("alice", "ml")
 	bob := e.login("bob", "security")
-	g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
-	if err != nil || g.State != broker.StateApproved {
-		t.Fatalf("grant: %v %+v", err, g)
-	}
+	g := liveGrant(t, e, alice, 0)
 	// A second broker on the same store (another replica) whose trail
 	// revokes the grant as soon as a held call's approval is recorded.
 	var svc *broker.Service
@@ -132,7 +143,7 @@ func TestRTGrantEndingAfterTheApprovalReleasesNothing(t *testing.T) {
 			}
 		}
 	}}
-	svc, err = broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: sink, Policies: testPolicies, Rules: testRules, Now: e.clock.Now})
+	svc, err := broker.New(ctx, broker.Config{Store: e.db, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: sink, Policies: testPolicies, Rules: testRules, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,18 +162,13 @@ func TestRTGrantEndingAfterTheApprovalReleasesNothing(t *testing.T) {
 // Red team, the late approval: the caller gave up waiting, an approver
 // approved (the grant was live), then the grant ended. The one retry that
 // approval allows is not let through on the ended grant.
-func TestRTRetryOfAnEndedGrantIsHeldAgain(t *testing.T) {
+func TestRTRetryOfAnEndedGrantIsNotLetThrough(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	alice := e.login("alice", "ml")
 	bob := e.login("bob", "security")
-	g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}})
-	if err != nil || g.State != broker.StateApproved {
-		t.Fatalf("grant: %v %+v", err, g)
-	}
-	hold := broker.Hold{Caller: alice, GrantID: g.ID, Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
-		Model: "gpt-4o-nano", Method: "POST", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users",
-		SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)}
+	g := liveGrant(t, e, alice, 0)
+	hold := dropTableHold(alice, g.ID)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	r, err := e.svc.HoldPrompt(short, hold)
 	cancel()
@@ -190,19 +196,14 @@ func TestHoldOnAnEndedGrantIsRefusedAtOnce(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	alice := e.login("alice", "ml")
-	g, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o-nano"}, TTL: time.Minute})
-	if err != nil || g.State != broker.StateApproved {
-		t.Fatalf("grant: %v %+v", err, g)
-	}
+	g := liveGrant(t, e, alice, time.Minute)
 	if _, err := e.svc.Revoke(ctx, alice, g.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	r, err := e.svc.HoldPrompt(hctx, broker.Hold{Caller: alice, GrantID: g.ID, Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
-		Model: "gpt-4o-nano", Method: "POST", Endpoint: "/v1/chat/completions", Excerpt: "please DROP TABLE users",
-		SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)})
+	r, err := e.svc.HoldPrompt(hctx, dropTableHold(alice, g.ID))
 	if err != nil || r == nil || r.State != broker.StateExpired || !strings.Contains(r.EndReason, g.ID) || time.Since(start) > 2*time.Second {
 		t.Fatalf("hold on a revoked grant: %v %+v after %s", err, r, time.Since(start))
 	}
