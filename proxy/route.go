@@ -216,7 +216,7 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 		p.fail(w, c, errBadRequest(CodeQueryNotAllowed, "", fmt.Sprintf(
 			"The query names %q, which pamctl does not forward on %s %s: the model and the call's options go in the JSON body, where pamctl checks them "+
 				"(a gateway that reads a model or deployment from the query would serve one the token's scope does not cover). Only api-version may be in the query; remove the rest from the URL.",
-			clip(k, 40), r.Method, raw), nil))
+			clip(k, 40), r.Method, clip(raw, 200)), nil))
 		return false
 	}
 	if c.kind.stored() && streamAsked(r.URL.RawQuery) {
