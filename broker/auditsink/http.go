@@ -11,10 +11,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 // maxResponse caps what is read of a collector's answer.
@@ -291,15 +292,11 @@ func post(ctx context.Context, cl *http.Client, target string, headers map[strin
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if resp.StatusCode/100 != 2 {
-		excerpt = redact(excerpt, sentSecrets(req))
+		excerpt = []byte(safetext.Redact(string(excerpt), sentSecrets(req)))
 		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", safeURL(target), resp.Status, clean(excerpt, 200))}
 	}
 	return nil
 }
-
-// minSecret is the shortest credential redact looks for: a shorter one
-// would match ordinary words of the answer (and guards little anyway).
-const minSecret = 6
 
 // sentSecrets lists what req carried that a collector's answer must not
 // echo into pamctl's errors, log and `pamctl audit sinks`: the URL's query
@@ -333,20 +330,6 @@ func sentSecrets(req *http.Request) []string {
 		}
 	}
 	return s
-}
-
-// redact replaces every secret of at least minSecret bytes in b, longest
-// first (so a whole header value goes before the words in it).
-func redact(b []byte, secrets []string) []byte {
-	secrets = slices.DeleteFunc(slices.Clone(secrets), func(s string) bool { return len(s) < minSecret })
-	if len(secrets) == 0 || len(b) == 0 {
-		return b
-	}
-	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
-	for _, s := range secrets {
-		b = bytes.ReplaceAll(b, []byte(s), []byte("[redacted]"))
-	}
-	return b
 }
 
 // unwrapURLError drops *url.Error's copy of the URL (it may hold a token

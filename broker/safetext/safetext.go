@@ -14,6 +14,7 @@ package safetext
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -123,3 +124,19 @@ type boundedError struct {
 
 func (e *boundedError) Error() string { return e.msg }
 func (e *boundedError) Unwrap() error { return e.err }
+
+// MinSecret is the shortest secret Redact looks for: a shorter one would
+// match ordinary words of the text (and guards little anyway).
+const MinSecret = 6
+
+// Redact replaces in s every secret of at least MinSecret bytes with
+// "[redacted]", longest first (a whole header value before the words in
+// it): for what another party sent back that may echo what pamctl sent it.
+func Redact(s string, secrets []string) string {
+	secrets = slices.DeleteFunc(slices.Clone(secrets), func(x string) bool { return len(x) < MinSecret })
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, x := range secrets {
+		s = strings.ReplaceAll(s, x, "[redacted]")
+	}
+	return s
+}

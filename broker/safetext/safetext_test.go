@@ -85,3 +85,10 @@ func TestBounded(t *testing.T) {
 		t.Error("BoundedError wraps an error that needs nothing")
 	}
 }
+
+func TestRedact(t *testing.T) {
+	got := Redact("auth: Bearer tok3n-abcdef; tok3n-abcdef again; key abc", []string{"tok3n-abcdef", "Bearer tok3n-abcdef", "abc"})
+	if got != "auth: [redacted]; [redacted] again; key abc" {
+		t.Errorf("Redact: %q (the whole value first, then its words; nothing under MinSecret)", got)
+	}
+}

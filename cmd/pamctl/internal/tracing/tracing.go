@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,21 +139,14 @@ func (e safeExporter) clean(err error) error {
 		return nil
 	}
 	msg := err.Error()
-	for _, s := range e.secrets {
-		msg = strings.ReplaceAll(msg, s, "[redacted]")
-	}
-	msg = safetext.Bounded(msg, maxErrorBytes)
+	msg = safetext.Bounded(safetext.Redact(msg, e.secrets), maxErrorBytes)
 	return fmt.Errorf("tracing: %s (check tracing.otlp_endpoint and the collector's log)", msg)
 }
-
-// minSecret is the shortest header value redacted from export errors (a
-// shorter one would match ordinary words).
-const minSecret = 6
 
 // headerSecrets are the values of the headers the exporter sends from
 // OTEL_EXPORTER_OTLP_HEADERS and OTEL_EXPORTER_OTLP_TRACES_HEADERS
 // ("name=value,…", values percent-encoded), whole and word by word
-// ("Bearer <token>"), longest first.
+// ("Bearer <token>"), for safetext.Redact.
 func headerSecrets() []string {
 	var out []string
 	for _, env := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
@@ -173,8 +165,6 @@ func headerSecrets() []string {
 			}
 		}
 	}
-	out = slices.DeleteFunc(out, func(s string) bool { return len(s) < minSecret })
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
 }
 
