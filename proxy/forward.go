@@ -65,7 +65,7 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			// (X-Api-Key and its kind, which gateways take beside
 			// Authorization).
 			for k := range h {
-				if routeOverride(k) || strings.IndexByte(k, '_') >= 0 || credentialHeader(k) || addressClaim(k) {
+				if routeOverride(k) || foldableName(k) || credentialHeader(k) || addressClaim(k) {
 					delete(h, k)
 				}
 			}
@@ -247,6 +247,21 @@ func routeOverride(k string) bool {
 // Ocp-Apim-Subscription-Key, ...): only the vaulted key goes upstream.
 func credentialHeader(k string) bool {
 	return containsFolded(k, "authorization") || containsFolded(k, "api-key") || containsFolded(k, "apikey") || containsFolded(k, "subscription-key")
+}
+
+// foldableName reports whether a header name holds anything but ASCII
+// letters, digits and '-': a server that reads headers as CGI does folds
+// '_' into '-' (some fold every other character), so OpenAI_Project or
+// OpenAI.Project is OpenAI-Project there, and Transfer_Encoding framing.
+// No OpenAI SDK sends such a name.
+func foldableName(k string) bool {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return true
+		}
+	}
+	return false
 }
 
 // addressClaim reports whether a client's header named k claims a client
