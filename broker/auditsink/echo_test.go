@@ -39,7 +39,8 @@ func (s *syncBuffer) String() string {
 
 // A collector (or a proxy in front of it) that echoes what it was sent in
 // its error answer does not put the sink's credentials in pamctl's errors,
-// its log or `pamctl audit sinks`: the URL's query and user info (and the
+// its log or `pamctl audit sinks`: the URL's query, a token in its path
+// (black-box red team), its user info (and the
 // Basic header Go builds from it), and the headers_file values, whole or
 // word by word, are redacted from the answer before it is cut and shown.
 // The same holds for the anchor URL.
@@ -50,13 +51,14 @@ func TestCollectorAnswerNeverEchoesCredentials(t *testing.T) {
 		pass   = "PassSecret0002"
 		header = "HeaderSecret0003"
 		anchor = "AnchorSecret0004"
+		path   = "PathSecret0005Zx9kQ2mP7vL4"
 	)
 	basic := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 	echo := func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusUnauthorized)
 		// Secrets first, so a cut at 200 characters would not hide them.
-		io.WriteString(w, "denied: query="+r.URL.RawQuery+" authorization="+r.Header.Get("Authorization")+
+		io.WriteString(w, "denied: path="+r.URL.Path+" query="+r.URL.RawQuery+" authorization="+r.Header.Get("Authorization")+
 			" bare="+strings.TrimPrefix(r.Header.Get("Authorization"), "Splunk ")+" "+strings.Repeat("x", 300))
 	}
 	srv := httptest.NewServer(http.HandlerFunc(echo))
@@ -76,6 +78,7 @@ func TestCollectorAnswerNeverEchoesCredentials(t *testing.T) {
 			{Name: "query", Type: "http", URL: srv.URL + "/ingest?token=" + query},
 			{Name: "userinfo", Type: "http", URL: withUser + "/ingest"},
 			{Name: "headers", Type: "http", URL: srv.URL + "/hec", Format: "splunk_hec", HeadersFile: hdrs},
+			{Name: "path", Type: "http", URL: srv.URL + "/receiver/v1/http/" + path},
 		},
 		Anchor: auditsink.AnchorConfig{URL: srv.URL + "/anchor", HeadersFile: ahdrs},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -92,20 +95,20 @@ func TestCollectorAnswerNeverEchoesCredentials(t *testing.T) {
 				n++
 			}
 		}
-		return n == 4
+		return n == 5
 	})
 	for _, s := range m.Status() {
 		if !strings.Contains(s.LastError, "[redacted]") {
 			t.Errorf("%s: the echo was not redacted, or the excerpt is gone: %s", s.Name, s.LastError)
 		}
-		for _, secret := range []string{query, pass, basic, header, anchor} {
+		for _, secret := range []string{query, pass, basic, header, anchor, path} {
 			if strings.Contains(s.LastError, secret) {
 				t.Errorf("%s: last error holds a credential: %s", s.Name, s.LastError)
 			}
 		}
 	}
 	m.Close()
-	for _, secret := range []string{query, pass, basic, header, anchor} {
+	for _, secret := range []string{query, pass, basic, header, anchor, path} {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("the log holds credential %s:\n%s", secret, logs.String())
 		}

@@ -300,7 +300,7 @@ func post(ctx context.Context, cl *http.Client, target string, headers map[strin
 
 // sentSecrets lists what req carried that a collector's answer must not
 // echo into pamctl's errors, log and `pamctl audit sinks`: the URL's query
-// (raw, and each value) and user info (and the Basic credentials Go sends
+// (raw, and each value), its path segments that may be tokens, and user info (and the Basic credentials Go sends
 // for it), and every header value pamctl did not choose itself (the
 // headers and headers_file values), whole and word by word ("Splunk
 // <token>", "Bearer <token>").
@@ -312,6 +312,14 @@ func sentSecrets(req *http.Request) []string {
 		for _, vs := range u.Query() {
 			for _, v := range vs {
 				s = append(s, v, url.QueryEscape(v))
+			}
+		}
+	}
+	for _, seg := range strings.Split(u.EscapedPath(), "/") {
+		if tokenSegment(seg) { // a token in the path (safeURL hides it too)
+			s = append(s, seg)
+			if dec, err := url.PathUnescape(seg); err == nil {
+				s = append(s, dec)
 			}
 		}
 	}
