@@ -184,6 +184,24 @@ func (c SinkConfig) ID() string {
 	return c.Type
 }
 
+// ShownURL is the sink's URL as pamctl shows it (config check): without
+// user info, query and fragment, a token in its path hidden; "" when the
+// sink has no URL.
+func (c SinkConfig) ShownURL() string {
+	if c.URL == "" {
+		return ""
+	}
+	return safeURL(c.URL)
+}
+
+// ShownURL is the anchor's URL as pamctl shows it (SinkConfig.ShownURL).
+func (a AnchorConfig) ShownURL() string {
+	if a.URL == "" {
+		return ""
+	}
+	return safeURL(a.URL)
+}
+
 // Destination describes where the sink delivers, without credentials.
 func (c SinkConfig) Destination() string {
 	switch c.Type {

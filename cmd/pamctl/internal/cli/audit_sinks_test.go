@@ -23,16 +23,22 @@ func TestAuditSinksConfig(t *testing.T) {
       headers_file: /etc/pamctl/hec
       timeout: 10s
     - { type: file, path: /var/log/pamctl/trail.jsonl, max_size: 1048576, max_files: 4 }
-  anchor: { url: "https://anchors.example.com/put?sig=anch0rsecret" }
+    - { type: http, url: "https://collectors.example.com/receiver/v1/http/ZaVnC4dhaV2ZK1p7Z3fU9q0LmXbR" }
+  anchor: { url: "https://anchors.example.com/put/AnchorPathT0ken99?sig=anch0rsecret" }
 `)
 	r := runCLI(t, "config", "check", "--config", good)
 	if r.code != ExitOK {
 		t.Fatalf("valid sinks: %+v", r)
 	}
-	for _, secret := range []string{"pa55word", "qu3rysecret", "anch0rsecret", "inlinevalue"} {
-		if strings.Contains(r.out+r.err, secret) {
-			t.Errorf("config check printed %q:\n%s", secret, r.out)
+	rj := runCLI(t, "config", "check", "--config", good, "-o", "json")
+	// A token in the path too (black-box red team), as everywhere else.
+	for _, secret := range []string{"pa55word", "qu3rysecret", "anch0rsecret", "inlinevalue", "ZaVnC4dhaV2ZK1p7", "AnchorPathT0ken99"} {
+		if strings.Contains(r.out+r.err+rj.out+rj.err, secret) {
+			t.Errorf("config check printed %q:\n%s\n%s", secret, r.out, rj.out)
 		}
+	}
+	if !strings.Contains(r.out, "receiver/v1/http/…") {
+		t.Errorf("config check does not show the sink's URL with its token hidden:\n%s", r.out)
 	}
 	for _, want := range []string{"head_every: 50", "head_interval: 5s", "timeout: 10s", "x-source: <hidden>", "headers_file: /etc/pamctl/hec", "max_files: 4"} {
 		if !strings.Contains(r.out, want) {

@@ -142,6 +142,15 @@ func effectiveNode(v reflect.Value, key string) *yaml.Node {
 			}
 		}
 		add(v)
+		if s, ok := v.Interface().(interface{ ShownURL() string }); ok && s.ShownURL() != "" {
+			// An audit sink's or anchor's URL, as pamctl shows it
+			// everywhere else: a token in its path hidden too.
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == "url" {
+					n.Content[i+1] = scalar("!!str", s.ShownURL())
+				}
+			}
+		}
 		return n
 	case v.Kind() == reflect.Slice || v.Kind() == reflect.Array:
 		n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
