@@ -93,3 +93,50 @@ func TestCollectorRefusingEverythingIsAnError(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 }
+
+// A collector that takes pamctl's stand-ins but refuses what events hold
+// (a field mapping every event breaks, say) would turn the whole trail
+// into stand-ins: the SIEM receives no event content while the sink looks
+// healthy. Ten stand-ins in a row make the sink a Problem (readiness
+// shows it degraded, the log has an error); an event taken whole ends the
+// run, and one stand-in now and then never raises it.
+func TestStandInsInARowAreAProblem(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte("POISON")) {
+			http.Error(w, `{"error":"mapper_parsing_exception"}`, http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	tr.add(t, 5, "POISON")
+	tr.add(t, 1, "fine")
+	tr.add(t, 5, "POISON")
+	m := tr.start(t, []auditsink.SinkConfig{{Type: "http", URL: coll.url(), BatchMax: 4}}, auditsink.AnchorConfig{})
+	waitFor(t, "11 events acknowledged", func() bool { return m.Status()[0].Cursor.Seq == 11 })
+	st := m.Status()[0]
+	if st.StandInRun != 5 || st.Oversize != 10 {
+		t.Fatalf("after 5 stand-ins, 1 whole, 5 stand-ins: %+v", st)
+	}
+	if err := st.Problem(time.Now(), time.Hour); err != nil {
+		t.Fatalf("a run of 5 is no problem: %v", err)
+	}
+
+	tr.add(t, auditsink.StandInAlarm-5, "POISON")
+	waitFor(t, "the alarm", func() bool { return m.Status()[0].StandInRun == auditsink.StandInAlarm })
+	err := m.Status()[0].Problem(time.Now(), time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "the last 10 events went as audit.oversize stand-ins") || !strings.Contains(err.Error(), "field mappings") {
+		t.Fatalf("problem: %v", err)
+	}
+	if b, _ := json.Marshal(m.Status()[0]); !bytes.Contains(b, []byte(`"stand_in_run":10`)) {
+		t.Errorf("status JSON: %s", b)
+	}
+
+	tr.add(t, 1, "fine")
+	waitFor(t, "the run ended", func() bool { return m.Status()[0].StandInRun == 0 })
+	if err := m.Status()[0].Problem(time.Now(), time.Hour); err != nil {
+		t.Fatalf("after an event taken whole: %v", err)
+	}
+}

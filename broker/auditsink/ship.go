@@ -73,6 +73,11 @@ type Status struct {
 	// Oversize counts the events sent as a stand-in record since the start
 	// because they were too large for the sink (StandIn).
 	Oversize uint64 `json:"oversize,omitempty"`
+	// StandInRun counts the events delivered as stand-ins since the last
+	// event the sink took whole: StandInAlarm or more is a collector that
+	// refuses what events hold (a field mapping, a parser) while it takes
+	// pamctl's stand-ins, so the SIEM receives no event content.
+	StandInRun uint64 `json:"stand_in_run,omitempty"`
 	// Running is false when read from a stopped data dir.
 	Running bool `json:"running"`
 	// Standby: another replica leads (Options.Leader) and delivers; this
@@ -82,8 +87,14 @@ type Status struct {
 	Since time.Time `json:"since,omitzero"`
 }
 
+// StandInAlarm is how many events in a row sent as stand-ins make the
+// sink a Problem. One stand-in is an event the sink could not take (an
+// agent's prompt a parser chokes on, an event too large); ten in a row
+// are a collector that takes no event at all.
+const StandInAlarm = 10
+
 // Problem is what readiness reports about the sink: its rejected stored
-// cursor (CursorError) or Stalled.
+// cursor (CursorError), a run of StandInAlarm stand-ins, or Stalled.
 func (s Status) Problem(now time.Time, budget time.Duration) error {
 	if s.CursorError != "" {
 		return errors.New("audit sink " + s.Name + ": " + s.CursorError)
@@ -94,7 +105,14 @@ func (s Status) Problem(now time.Time, budget time.Duration) error {
 		// stripped them (and may have moved them: that is not detectable).
 		return errors.New("audit sink " + s.Name + ": " + s.CursorNote + "; expected only on the first start after upgrading from a pamctl that did not authenticate cursors, otherwise someone who can write the data dir stripped the authenticators and may have moved the cursor: check the sink for gaps against `pamctl audit export`")
 	}
+	if s.StandInRun >= StandInAlarm {
+		return errors.New(standInRunMessage(s.Name, s.StandInRun))
+	}
 	return s.Stalled(now, budget)
+}
+
+func standInRunMessage(name string, n uint64) string {
+	return fmt.Sprintf("audit sink %s: the last %d events went as audit.oversize stand-ins, none whole: the collector refuses (400, 422, 413) or the sink cannot carry what events hold, so the SIEM receives no event content; check the sink's format and the collector's field mappings, parsing and size limits (the server log has each stand-in's reason), and read the events with `pamctl audit show SEQ -o json`", name, n)
 }
 
 // Stalled reports a sink that has events to deliver and has delivered
@@ -322,17 +340,18 @@ type shipper struct {
 	checked bool    // stored was checked against the trail (TrustCursor)
 	told    *Cursor // the stored cursor OnCursor was last told of
 
-	mu        sync.Mutex
-	cur       Cursor
-	last      uint64
-	lastErr   string
-	lastErrAt time.Time
-	lastOK    time.Time
-	since     time.Time
-	curErr    string
-	curNote   string
-	oversize  uint64
-	standby   bool
+	mu         sync.Mutex
+	cur        Cursor
+	last       uint64
+	lastErr    string
+	lastErrAt  time.Time
+	lastOK     time.Time
+	since      time.Time
+	curErr     string
+	curNote    string
+	oversize   uint64
+	standInRun uint64 // Status.StandInRun
+	standby    bool
 }
 
 // readCursors reads the stored cursors, with those of sinks renamed when
@@ -359,7 +378,7 @@ func (s *shipper) status() Status {
 	defer s.mu.Unlock()
 	return Status{Name: s.name, Type: s.typ, Destination: s.dest, Anchor: s.headsOnly, Cursor: s.cur, Last: s.last,
 		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK,
-		CursorError: s.curErr, CursorNote: s.curNote, Oversize: s.oversize, Running: true, Since: s.since, Standby: s.standby}
+		CursorError: s.curErr, CursorNote: s.curNote, Oversize: s.oversize, StandInRun: s.standInRun, Running: true, Since: s.since, Standby: s.standby}
 }
 
 // Lag is how many events a sink at cur has not received when the trail
@@ -539,6 +558,7 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 		s.mu.Lock()
 		s.cur, s.lastOK = next, next.Updated
 		s.oversize += uint64(len(standIns))
+		s.countRun(recs, standIns)
 		s.mu.Unlock()
 		return false, partial
 	}
@@ -546,12 +566,42 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	recovered := s.lastErr != ""
 	s.cur, s.lastErr, s.lastOK = next, "", next.Updated
 	s.oversize += uint64(len(standIns))
+	s.countRun(recs, standIns)
 	s.mu.Unlock()
 	if recovered {
 		s.m.opts.Logger.Info("audit sink delivering again", "sink", s.name, "cursor", next.Seq)
 	}
 	s.m.opts.OnDelivered(s.name)
 	return !s.headsOnly && upto < st.Last.Seq, nil
+}
+
+// countRun carries the run of stand-ins (Status.StandInRun) over the
+// delivered recs, in order: a stand-in adds one, an event taken whole
+// ends the run; heads do not count. Crossing StandInAlarm is logged as an
+// error once per run. s.mu is held.
+func (s *shipper) countRun(recs []Record, standIns []StandIn) {
+	if len(standIns) == 0 && s.standInRun == 0 {
+		return
+	}
+	stood := make(map[uint64]bool, len(standIns))
+	for _, si := range standIns {
+		stood[si.Seq] = true
+	}
+	alarm := false
+	for _, r := range recs {
+		if r.Event == nil {
+			continue
+		}
+		if !stood[r.Event.Seq] {
+			s.standInRun = 0
+			continue
+		}
+		s.standInRun++
+		alarm = alarm || s.standInRun == StandInAlarm
+	}
+	if alarm {
+		s.m.opts.Logger.Error(standInRunMessage(s.name, s.standInRun), "sink", s.name)
+	}
 }
 
 func (s *shipper) isStandby() bool {

@@ -529,7 +529,7 @@ func (a *App) probes() []probe {
 		name := st.Name
 		ps = append(ps, probe{
 			name: checkSink + name, every: probeSinkEvery,
-			hint: fmt.Sprintf("audit sink %s has fallen behind (nothing delivered for %s while events wait), or its stored cursor was not trusted at start (delivery restarted at the first retained event; until the next start); undelivered events wait in the store until audit.retention prunes them: check `pamctl audit sinks`, the server log and the collector", name, sinkLagBudget),
+			hint: fmt.Sprintf("audit sink %s has fallen behind (nothing delivered for %s while events wait), or its stored cursor was not trusted at start (delivery restarted at the first retained event; until the next start), or its last %d events went as stand-ins (the collector takes no event content); undelivered events wait in the store until audit.retention prunes them: check `pamctl audit sinks`, the server log and the collector", name, sinkLagBudget, auditsink.StandInAlarm),
 			run: func(context.Context) error {
 				for _, st := range a.SinkStatus() {
 					if st.Name == name {

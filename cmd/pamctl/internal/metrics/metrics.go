@@ -367,6 +367,8 @@ var (
 		"1 when the sink's stored cursor had no authenticator and was taken as one written before cursors were authenticated: expected once, after that upgrade; at any other time someone stripped the authenticators.", []string{"sink", "type"}, nil)
 	sinkOversizeDesc = prometheus.NewDesc("pamctl_audit_sink_oversize_events_total",
 		"Events sent to the sink as an audit.oversize stand-in because they were too large for it, or the collector refused them alone.", []string{"sink", "type"}, nil)
+	sinkRunDesc = prometheus.NewDesc("pamctl_audit_sink_stand_in_run_events",
+		"Events sent to the sink as stand-ins since the last event it took whole; 10 or more makes the sink degraded in /readyz: the collector takes no event content.", []string{"sink", "type"}, nil)
 )
 
 func (c *sinkCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -376,6 +378,7 @@ func (c *sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkCurDesc
 	ch <- sinkLegacyDesc
 	ch <- sinkOversizeDesc
+	ch <- sinkRunDesc
 }
 
 func (c *sinkCollector) Collect(ch chan<- prometheus.Metric) {
@@ -406,6 +409,7 @@ func (c *sinkCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(sinkLegacyDesc, prometheus.GaugeValue, legacy, s.Name, typ)
 		ch <- prometheus.MustNewConstMetric(sinkOversizeDesc, prometheus.CounterValue, float64(s.Oversize), s.Name, typ)
+		ch <- prometheus.MustNewConstMetric(sinkRunDesc, prometheus.GaugeValue, float64(s.StandInRun), s.Name, typ)
 	}
 }
 
