@@ -69,3 +69,23 @@ func (db *DB) SaveSinkCursor(ctx context.Context, name string, c auditsink.Curso
 	}
 	return nil
 }
+
+// DeleteSinkCursor removes the cursor of sink name (a sink's old name,
+// which may hold a URL's path token); an absent one is no error. The error
+// does not show the name.
+func (db *DB) DeleteSinkCursor(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSinkCursors)
+		if b == nil {
+			return nil
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete sink cursor: %w", err)
+	}
+	return nil
+}

@@ -75,7 +75,7 @@ func TestHostileTextCannotSplitOrForgeRecords(t *testing.T) {
 	m.Close()
 	syslogTCP.got.exactlyInOrder(t, "syslog tcp", n)
 	coll.got.exactlyInOrder(t, "http jsonl", n)
-	for _, r := range [][]string{syslogTCP.got.raw, coll.got.raw} {
+	for _, r := range [][]string{syslogTCP.got.lines(), coll.got.lines()} {
 		for _, line := range r {
 			var v map[string]any
 			if err := json.Unmarshal([]byte(line), &v); err != nil {

@@ -100,6 +100,14 @@ func (r *received) line(t *testing.T, line []byte) {
 	r.hashes[e.Seq] = e.Hash
 }
 
+// lines is a copy of every line received so far (a syslog receiver may
+// still be reading a head after the events were counted).
+func (r *received) lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.raw...)
+}
+
 func (r *received) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -2,6 +2,7 @@ package auditsink_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -102,6 +103,12 @@ func TestPathTokenSinkKeepsItsCursor(t *testing.T) {
 		if c.Rejected {
 			t.Errorf("the cursor was rejected: %s", c.Problem)
 		}
+	}
+	// The old name, which holds the token, is gone from the store once the
+	// cursor is stored under the new one.
+	cs, err := tr.db.SinkCursors(context.Background())
+	if _, ok := cs[legacy]; err != nil || ok || cs[sink.ID()].Seq != 7 || strings.Contains(fmt.Sprint(cs), "ZaVnC4dhaV2ZK1p7Z3fU9q0LmXbR") {
+		t.Errorf("stored cursors after a delivery: %v %+v", err, cs)
 	}
 	// A forged cursor under the old name is still rejected.
 	tr2 := newTrail(t, 1000)

@@ -33,9 +33,11 @@ type Cursor struct {
 }
 
 // CursorStore persists cursors by sink name (store.DB implements it).
+// Deleting a name that has no cursor is no error.
 type CursorStore interface {
 	SinkCursors(ctx context.Context) (map[string]Cursor, error)
 	SaveSinkCursor(ctx context.Context, name string, c Cursor) error
+	DeleteSinkCursor(ctx context.Context, name string) error
 }
 
 // Target delivers records to one destination. Deliver returns nil only when
@@ -237,7 +239,9 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 		if err != nil {
 			return fail(fmt.Errorf("audit sink %s: %w", c.ID(), err))
 		}
-		m.shippers = append(m.shippers, m.newShipper(c.ID(), c.Type, c.Destination(), t, c.batchMax(), c.timeout(), false))
+		sh := m.newShipper(c.ID(), c.Type, c.Destination(), t, c.batchMax(), c.timeout(), false)
+		sh.legacy = m.oldName(c.legacyID())
+		m.shippers = append(m.shippers, sh)
 	}
 	if o.Anchor.Enabled() {
 		t, err := NewAnchorTarget(o.Anchor)
@@ -246,7 +250,9 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 		}
 		typ, dest := o.Anchor.Destination()
 		name := o.Anchor.Name()
-		m.shippers = append(m.shippers, m.newShipper(name, typ, dest, t, 1, DefaultTimeout, true))
+		sh := m.newShipper(name, typ, dest, t, 1, DefaultTimeout, true)
+		sh.legacy = m.oldName(o.Anchor.legacyName())
+		m.shippers = append(m.shippers, sh)
 	}
 	if len(m.shippers) == 0 {
 		return m, nil
@@ -351,7 +357,10 @@ type shipper struct {
 	curNote    string
 	oversize   uint64
 	standInRun uint64 // Status.StandInRun
-	standby    bool
+	// legacy is the sink's old cursor key (Manager.oldName), deleted after
+	// the first cursor saved under its name; "" once deleted.
+	legacy  string
+	standby bool
 }
 
 // readCursors reads the stored cursors, with those of sinks renamed when
@@ -366,6 +375,25 @@ func (m *Manager) readCursors(ctx context.Context) (map[string]Cursor, error) {
 	}
 	AdoptRenamedCursors(m.opts.CursorKey, cursors, m.opts.Sinks, m.opts.Anchor)
 	return cursors, nil
+}
+
+// oldName is legacy when a cursor is stored under it and no configured
+// sink or anchor is called that now, else "": the key a sink's cursor had
+// before path tokens were hidden, which holds the token, and which the
+// sink deletes once its cursor is stored under its new name.
+func (m *Manager) oldName(legacy string) string {
+	if _, ok := m.stored[legacy]; !ok || legacy == "" {
+		return ""
+	}
+	for _, c := range m.opts.Sinks {
+		if c.ID() == legacy {
+			return ""
+		}
+	}
+	if m.opts.Anchor.Enabled() && m.opts.Anchor.Name() == legacy {
+		return ""
+	}
+	return legacy
 }
 
 func (m *Manager) newShipper(name, typ, dest string, t Target, batch int, timeout time.Duration, headsOnly bool) *shipper {
@@ -554,6 +582,7 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 		// Delivered but not recorded: the batch goes again (at least once).
 		return false, fmt.Errorf("save cursor: %w", err)
 	}
+	s.dropLegacy(ctx)
 	if partial != nil {
 		s.mu.Lock()
 		s.cur, s.lastOK = next, next.Updated
@@ -602,6 +631,21 @@ func (s *shipper) countRun(recs []Record, standIns []StandIn) {
 	if alarm {
 		s.m.opts.Logger.Error(standInRunMessage(s.name, s.standInRun), "sink", s.name)
 	}
+}
+
+// dropLegacy deletes the sink's old cursor key, which holds a path token,
+// now that its cursor is stored under its name; a failure is logged and
+// tried again after the next delivery.
+func (s *shipper) dropLegacy(ctx context.Context) {
+	if s.legacy == "" {
+		return
+	}
+	if err := s.m.opts.Cursors.DeleteSinkCursor(context.WithoutCancel(ctx), s.legacy); err != nil {
+		s.m.opts.Logger.Warn("audit sink: could not delete the cursor stored under the sink's old name (which shows its URL's path token); tried again after the next delivery",
+			"sink", s.name, "err", safetext.BoundedError(err, 300))
+		return
+	}
+	s.legacy = ""
 }
 
 func (s *shipper) isStandby() bool {

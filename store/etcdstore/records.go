@@ -430,3 +430,22 @@ func (db *DB) SaveSinkCursor(ctx context.Context, name string, c auditsink.Curso
 	}
 	return nil
 }
+
+// DeleteSinkCursor removes the cursor of sink name (a sink's old name,
+// which may hold a URL's path token); an absent one is no error. The error
+// does not show the name.
+func (db *DB) DeleteSinkCursor(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if name == "" {
+		return nil
+	}
+	k := db.key("sinks/" + name)
+	ctx, cancel := db.op(ctx)
+	defer cancel()
+	if _, err := db.cli.Delete(ctx, k); err != nil {
+		return db.wrap("delete sink cursor", err)
+	}
+	return nil
+}

@@ -464,4 +464,27 @@ func SinkCursors(t *testing.T, newStore func(t *testing.T) auditsink.CursorStore
 	if cs["file"].MAC != "" {
 		t.Fatalf("a cursor saved without an authenticator reads with one: %+v", cs["file"])
 	}
+	// Deleting takes one cursor away, exactly that one (not a name it is
+	// a prefix of); deleting an absent one is no error; a canceled delete
+	// deletes nothing; a failed delete's error never shows the name (an
+	// old name holds a URL's path token).
+	if err := s.SaveSinkCursor(ctx, "siem2", auditsink.Cursor{Seq: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSinkCursor(canceled, "file"); err == nil {
+		t.Fatal("deleted under a canceled context")
+	}
+	if err := s.DeleteSinkCursor(ctx, "siem"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSinkCursor(ctx, "siem"); err != nil {
+		t.Fatalf("deleting an absent cursor: %v", err)
+	}
+	if err := s.DeleteSinkCursor(ctx, "nothing-ever-stored"); err != nil {
+		t.Fatalf("deleting a name never stored: %v", err)
+	}
+	cs, err = s.SinkCursors(ctx)
+	if _, ok := cs["siem"]; err != nil || ok || len(cs) != 2 || cs["siem2"].Seq != 5 || cs["file"].Seq != 3 {
+		t.Fatalf("after deleting siem: %v %+v", err, cs)
+	}
 }
