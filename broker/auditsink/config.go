@@ -60,6 +60,11 @@ type SinkConfig struct {
 	Format      string            `mapstructure:"format"` // jsonl (default) | splunk_hec
 	Headers     map[string]string `mapstructure:"headers"`
 	HeadersFile string            `mapstructure:"headers_file"`
+	// MaxMessage (syslog) bounds one message in bytes (header included):
+	// an event over it goes as its stand-in. 0: UDP's maxUDP; TCP sends
+	// events whole. Set it to the collector's limit (rsyslog's default
+	// maxMessageSize is 8 KiB), which would otherwise cut the message.
+	MaxMessage int `mapstructure:"max_message"`
 	// CAFile (syslog over TLS, https) replaces the system roots.
 	CAFile string `mapstructure:"ca_file"`
 	// BatchMax bounds the events of one delivery (default 500).
@@ -337,6 +342,11 @@ func (c SinkConfig) Validate() error {
 		only("format", c.Format != "")
 	default:
 		add("type %q must be syslog, http or file", c.Type)
+	}
+	if c.Type != TypeSyslog {
+		only("max_message", c.MaxMessage != 0)
+	} else if c.MaxMessage < 0 || c.MaxMessage > 0 && (c.MaxMessage < MinMaxMessage || c.MaxMessage > maxUDP && strings.HasPrefix(c.Addr, "udp://")) {
+		add("max_message %d must be at least %d bytes, the largest stand-in, and at most %d over udp:// (0: whole events over TCP, %d over UDP)", c.MaxMessage, MinMaxMessage, maxUDP, maxUDP)
 	}
 	if c.Type != TypeFile {
 		only("max_size", c.MaxSize != 0)

@@ -221,3 +221,71 @@ func TestHTTP413ForEverythingIsAnError(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 }
+
+// A TCP syslog collector cuts a message over its limit (rsyslog's default
+// maxMessageSize is 8 KiB), which leaves a broken JSON record and no way to
+// tell; max_message sends an event over it as its stand-in instead, and
+// every message stays within it. Without max_message TCP sends events
+// whole.
+func TestSyslogMaxMessage(t *testing.T) {
+	for _, limit := range []int{0, 4096} {
+		tr := newTrail(t, 1000)
+		srv := newSyslogServer(t, nil)
+		tr.add(t, 2, "small")
+		tr.add(t, 1, strings.Repeat("x", 5000))
+		tr.add(t, 2, "small")
+		m := tr.start(t, []auditsink.SinkConfig{{Type: "syslog", Addr: "tcp://" + srv.addr, MaxMessage: limit}}, auditsink.AnchorConfig{})
+		waitFor(t, "5 records", func() bool { return m.Status()[0].Cursor.Seq == 5 })
+		waitFor(t, "5 messages", func() bool { return srv.got.count() == 5 })
+		m.Close()
+		srv.mu.Lock()
+		msgs := append([]string(nil), srv.msgs...)
+		srv.mu.Unlock()
+		var stood []standIn
+		for _, msg := range msgs {
+			if limit > 0 && len(msg) > limit {
+				t.Errorf("max_message %d: a %d-byte message", limit, len(msg))
+			}
+			if i := strings.Index(msg, `{"seq":`); i >= 0 && strings.Contains(msg, auditsink.TypeOversize) {
+				var si standIn
+				if err := json.Unmarshal([]byte(msg[i:]), &si); err != nil {
+					t.Fatal(err)
+				}
+				stood = append(stood, si)
+			}
+		}
+		if limit == 0 {
+			if len(stood) != 0 || m.Status()[0].Oversize != 0 {
+				t.Errorf("no max_message: stand-ins %+v", stood)
+			}
+			continue
+		}
+		if len(stood) != 1 || stood[0].Seq != 3 || stood[0].Limit != limit || stood[0].Size <= limit ||
+			!strings.Contains(stood[0].Reason, "max_message (4096 bytes)") || m.Status()[0].Oversize != 1 {
+			t.Errorf("max_message %d: stand-ins %+v, status %+v", limit, stood, m.Status()[0])
+		}
+	}
+}
+
+// max_message is a syslog setting, at least what a stand-in or head takes,
+// and at most a datagram over UDP.
+func TestSyslogMaxMessageValidation(t *testing.T) {
+	for _, c := range []struct {
+		sink auditsink.SinkConfig
+		bad  string
+	}{
+		{auditsink.SinkConfig{Type: "syslog", Addr: "tcp://siem:514", MaxMessage: 8192}, ""},
+		{auditsink.SinkConfig{Type: "syslog", Addr: "udp://siem:514", MaxMessage: 65000}, ""},
+		{auditsink.SinkConfig{Type: "syslog", Addr: "tcp+tls://siem:6514", MaxMessage: 1 << 20}, ""},
+		{auditsink.SinkConfig{Type: "syslog", Addr: "tcp://siem:514", MaxMessage: 480}, "at least 2048"},
+		{auditsink.SinkConfig{Type: "syslog", Addr: "tcp://siem:514", MaxMessage: -1}, "at least 2048"},
+		{auditsink.SinkConfig{Type: "syslog", Addr: "udp://siem:514", MaxMessage: 65001}, "at most 65000 over udp"},
+		{auditsink.SinkConfig{Type: "http", URL: "https://c.example/in", MaxMessage: 8192}, "max_message does not apply to a http sink"},
+		{auditsink.SinkConfig{Type: "file", Path: "/var/log/t.jsonl", MaxMessage: 8192}, "max_message does not apply to a file sink"},
+	} {
+		err := c.sink.Validate()
+		if c.bad == "" && err != nil || c.bad != "" && (err == nil || !strings.Contains(err.Error(), c.bad)) {
+			t.Errorf("%+v: %v, want %q", c.sink, err, c.bad)
+		}
+	}
+}

@@ -18,6 +18,10 @@ const (
 	syslogPRI = 13*8 + 6
 	// maxUDP is the largest syslog datagram sent; bigger events need TCP.
 	maxUDP = 65000
+	// MinMaxMessage is the smallest max_message: RFC 5424's "SHOULD be
+	// able to accept" 2048 bytes, and more than any stand-in or head
+	// takes (with a 255-byte hostname).
+	MinMaxMessage = 2048
 )
 
 // syslogTarget sends one RFC 5424 message per record, octet-counted on TCP
@@ -29,7 +33,8 @@ type syslogTarget struct {
 	host    string
 	pid     string
 	conn    net.Conn
-	// standIns sent by the last Deliver (UDP: events over maxUDP).
+	max     int // the largest message sent (SinkConfig.MaxMessage; UDP: maxUDP at most); 0: any
+	// standIns sent by the last Deliver (events over max).
 	standIns []StandIn
 }
 
@@ -39,9 +44,13 @@ func newSyslogTarget(c SinkConfig) (*syslogTarget, error) {
 		return nil, err
 	}
 	t := &syslogTarget{network: "tcp", addr: hostport, host: syslogHost(), pid: strconv.Itoa(os.Getpid())}
+	t.max = c.MaxMessage
 	switch scheme {
 	case "udp":
 		t.network = "udp"
+		if t.max == 0 || t.max > maxUDP {
+			t.max = maxUDP
+		}
 	case "tcp+tls":
 		host, _, _ := net.SplitHostPort(hostport)
 		if t.tls, err = tlsConfig(c.CAFile, host); err != nil {
@@ -100,19 +109,24 @@ func (t *syslogTarget) Deliver(ctx context.Context, recs []Record) error {
 		if err != nil {
 			return err
 		}
+		if t.max > 0 && len(msg) > t.max && r.Event != nil {
+			// The collector cannot carry it (one datagram; its message
+			// limit, which would cut it): send its stand-in, so the events
+			// after it still go (and the gap shows).
+			why := fmt.Sprintf("the event is more than the sink's max_message (%d bytes) allows", t.max)
+			if t.network == "udp" && t.max == maxUDP {
+				why = "the event is more than a UDP syslog datagram carries (use tcp:// or tcp+tls:// for whole events)"
+			}
+			si := standInFor(r.Event, len(msg), t.max, why)
+			if msg, err = t.message(Record{StandIn: si}); err != nil {
+				return err
+			}
+			t.standIns = append(t.standIns, *si)
+		}
+		if t.max > 0 && len(msg) > t.max {
+			return fmt.Errorf("syslog: seq %d (%s) is %d bytes, more than the sink carries (%d): raise max_message, or use tcp:// or tcp+tls://", r.Seq(), r.Kind(), len(msg), t.max)
+		}
 		if t.network == "udp" {
-			if len(msg) > maxUDP && r.Event != nil {
-				// One datagram cannot carry it: send its stand-in, so
-				// the events after it still go (and the gap shows).
-				si := standInFor(r.Event, len(msg), maxUDP, "the event is more than a UDP syslog datagram carries (use tcp:// or tcp+tls:// for whole events)")
-				if msg, err = t.message(Record{StandIn: si}); err != nil {
-					return err
-				}
-				t.standIns = append(t.standIns, *si)
-			}
-			if len(msg) > maxUDP {
-				return fmt.Errorf("syslog: seq %d is %d bytes, more than a UDP datagram carries: use tcp:// or tcp+tls://", r.Seq(), len(msg))
-			}
 			frames = append(frames, msg)
 			continue
 		}
