@@ -54,7 +54,11 @@ func NewAnchorTarget(a AnchorConfig) (Target, error) {
 			return nil, err
 		}
 	}
-	return &anchorURL{url: a.URL, headersFile: a.HeadersFile, client: cl}, nil
+	to, err := newEndpoint(a.URL, a.URLFile)
+	if err != nil {
+		return nil, err
+	}
+	return &anchorURL{to: to, headersFile: a.HeadersFile, client: cl}, nil
 }
 
 // anchorFile appends heads to a file it only ever opens with O_APPEND, so
@@ -114,7 +118,7 @@ func endsMidLine(f *os.File) bool {
 
 // anchorURL POSTs each head as {"head":{...}}.
 type anchorURL struct {
-	url         string
+	to          endpoint
 	headersFile string
 	client      *http.Client
 }
@@ -128,7 +132,7 @@ func (t *anchorURL) Deliver(ctx context.Context, recs []Record) error {
 		if err != nil {
 			return err
 		}
-		if err := post(ctx, t.client, t.url, nil, t.headersFile, "application/json", b); err != nil {
+		if err := post(ctx, t.client, t.to, nil, t.headersFile, "application/json", b); err != nil {
 			return fmt.Errorf("anchor %w", err)
 		}
 	}

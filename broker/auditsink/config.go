@@ -56,7 +56,12 @@ type SinkConfig struct {
 	// URL, Format, Headers, HeadersFile (http). Headers are sent as they
 	// are and shown by `config check`: credentials go in HeadersFile, a
 	// file of "Name: value" lines re-read for every request.
-	URL         string            `mapstructure:"url"`
+	URL string `mapstructure:"url"`
+	// URLFile (http) names a file holding the URL instead, re-read for
+	// every request: for a collector whose token is in the URL (Sumo
+	// Logic, Loggly), which then stays out of the config. The sink is
+	// named after the file, not the URL.
+	URLFile     string            `mapstructure:"url_file"`
 	Format      string            `mapstructure:"format"` // jsonl (default) | splunk_hec
 	Headers     map[string]string `mapstructure:"headers"`
 	HeadersFile string            `mapstructure:"headers_file"`
@@ -83,25 +88,36 @@ type SinkConfig struct {
 type AnchorConfig struct {
 	File        string `mapstructure:"file"`
 	URL         string `mapstructure:"url"`
+	URLFile     string `mapstructure:"url_file"` // as SinkConfig.URLFile
 	HeadersFile string `mapstructure:"headers_file"`
 	CAFile      string `mapstructure:"ca_file"`
 }
 
 // Enabled reports whether an anchor is configured.
-func (a AnchorConfig) Enabled() bool { return a.File != "" || a.URL != "" }
+func (a AnchorConfig) Enabled() bool { return a.File != "" || a.URL != "" || a.URLFile != "" }
 
 // Validate reports every problem of a.
 func (a AnchorConfig) Validate() error {
 	var errs []error
+	set := 0
+	for _, v := range []string{a.File, a.URL, a.URLFile} {
+		if v != "" {
+			set++
+		}
+	}
 	switch {
-	case a.File != "" && a.URL != "":
-		errs = append(errs, errors.New("set file or url, not both"))
+	case set > 1:
+		errs = append(errs, errors.New("set one of file, url and url_file"))
 	case a.URL != "":
 		if err := checkHTTPURL(a.URL); err != nil {
 			errs = append(errs, err)
 		}
+	case a.URLFile != "":
+		if !strings.HasPrefix(a.URLFile, "/") {
+			errs = append(errs, fmt.Errorf("url_file %q must be an absolute path", a.URLFile))
+		}
 	case a.File == "" && (a.HeadersFile != "" || a.CAFile != ""):
-		errs = append(errs, errors.New("headers_file and ca_file need url"))
+		errs = append(errs, errors.New("headers_file and ca_file need url or url_file"))
 	}
 	if a.File != "" && !strings.HasPrefix(a.File, "/") {
 		errs = append(errs, fmt.Errorf("file %q must be an absolute path", a.File))
@@ -114,14 +130,17 @@ func (a AnchorConfig) Name() string {
 	if a.File != "" {
 		return "anchor:file:" + a.File
 	}
+	if a.URLFile != "" {
+		return "anchor:url_file:" + a.URLFile
+	}
 	return "anchor:" + idURL(a.URL)
 }
 
 // Destination is the anchor's sink type and where it writes, as shown:
 // its file, or its URL without credentials and with path tokens hidden.
 func (a AnchorConfig) Destination() (typ, dest string) {
-	if a.URL != "" {
-		return TypeHTTP, safeURL(a.URL)
+	if a.URL != "" || a.URLFile != "" {
+		return TypeHTTP, a.ShownURL()
 	}
 	return TypeFile, a.File
 }
@@ -138,7 +157,7 @@ func (a AnchorConfig) legacyName() string {
 // legacyID is the sink's cursor key before path tokens were hidden, when
 // it differs from ID.
 func (c SinkConfig) legacyID() string {
-	if c.Name != "" || c.Type != TypeHTTP || safeURL(c.URL) == legacySafeURL(c.URL) {
+	if c.Name != "" || c.Type != TypeHTTP || c.URL == "" || safeURL(c.URL) == legacySafeURL(c.URL) {
 		return ""
 	}
 	return "http:" + legacySafeURL(c.URL)
@@ -182,6 +201,9 @@ func (c SinkConfig) ID() string {
 	case TypeSyslog:
 		return "syslog:" + c.Addr
 	case TypeHTTP:
+		if c.URLFile != "" {
+			return "http:url_file:" + c.URLFile
+		}
 		return "http:" + idURL(c.URL)
 	case TypeFile:
 		return "file:" + c.Path
@@ -190,21 +212,25 @@ func (c SinkConfig) ID() string {
 }
 
 // ShownURL is the sink's URL as pamctl shows it (config check): without
-// user info, query and fragment, a token in its path hidden; "" when the
-// sink has no URL.
+// user info, query and fragment, a token in its path hidden; the file's
+// name for url_file, whose URL is not shown; "" when the sink has no URL.
 func (c SinkConfig) ShownURL() string {
-	if c.URL == "" {
-		return ""
-	}
-	return safeURL(c.URL)
+	return shownURL(c.URL, c.URLFile)
 }
 
 // ShownURL is the anchor's URL as pamctl shows it (SinkConfig.ShownURL).
 func (a AnchorConfig) ShownURL() string {
-	if a.URL == "" {
+	return shownURL(a.URL, a.URLFile)
+}
+
+func shownURL(raw, file string) string {
+	switch {
+	case file != "":
+		return "url_file:" + file
+	case raw == "":
 		return ""
 	}
-	return safeURL(a.URL)
+	return safeURL(raw)
 }
 
 // Destination describes where the sink delivers, without credentials.
@@ -213,7 +239,7 @@ func (c SinkConfig) Destination() string {
 	case TypeSyslog:
 		return c.Addr
 	case TypeHTTP:
-		return safeURL(c.URL)
+		return c.ShownURL()
 	}
 	return c.Path
 }
@@ -309,12 +335,22 @@ func (c SinkConfig) Validate() error {
 			errs = append(errs, err)
 		}
 		only("url", c.URL != "")
+		only("url_file", c.URLFile != "")
 		only("path", c.Path != "")
 		only("headers", len(c.Headers) > 0 || c.HeadersFile != "")
 		only("format", c.Format != "")
 	case TypeHTTP:
-		if err := checkHTTPURL(c.URL); err != nil {
-			errs = append(errs, err)
+		switch {
+		case c.URLFile != "" && c.URL != "":
+			add("set url or url_file, not both")
+		case c.URLFile != "":
+			if !strings.HasPrefix(c.URLFile, "/") {
+				add("url_file %q must be an absolute path", c.URLFile)
+			}
+		default:
+			if err := checkHTTPURL(c.URL); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		switch c.Format {
 		case "", FormatJSONL, FormatSplunkHEC:
@@ -337,6 +373,7 @@ func (c SinkConfig) Validate() error {
 		}
 		only("addr", c.Addr != "")
 		only("url", c.URL != "")
+		only("url_file", c.URLFile != "")
 		only("headers", len(c.Headers) > 0 || c.HeadersFile != "")
 		only("ca_file", c.CAFile != "")
 		only("format", c.Format != "")
@@ -441,6 +478,23 @@ func tlsConfig(caFile, serverName string) (*tls.Config, error) {
 	}
 	c.RootCAs = pool
 	return c, nil
+}
+
+// readURLFile reads a url_file: one http(s) URL, surrounding space
+// ignored. Errors never quote the URL.
+func readURLFile(path string) (string, error) {
+	raw, err := safefile.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("url_file: %w", err)
+	}
+	s := strings.TrimSpace(string(raw))
+	if s == "" || strings.ContainsAny(s, "\r\n\t ") {
+		return "", fmt.Errorf("url_file %s must hold one URL on one line", path)
+	}
+	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("url_file %s does not hold an http(s) URL", path)
+	}
+	return s, nil
 }
 
 // readHeaders reads a headers file: "Name: value" lines; blank lines and

@@ -23,7 +23,7 @@ const maxResponse = 64 << 10
 
 // httpTarget POSTs batches: JSON Lines, or Splunk HEC event objects.
 type httpTarget struct {
-	url         string
+	to          endpoint
 	format      string
 	headers     map[string]string
 	headersFile string
@@ -58,8 +58,29 @@ func newHTTPClient(caFile string) (*http.Client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
 
+// endpoint is where an http sink or the anchor POSTs: url, or the URL in
+// file (url_file), read for every request since a token in it rotates.
+type endpoint struct {
+	url  string
+	file string
+}
+
+func newEndpoint(raw, file string) (endpoint, error) {
+	e := endpoint{url: raw, file: file}
+	_, err := e.get()
+	return e, err
+}
+
+func (e endpoint) get() (string, error) {
+	if e.file != "" {
+		return readURLFile(e.file)
+	}
+	return e.url, checkHTTPURL(e.url)
+}
+
 func newHTTPTarget(c SinkConfig) (*httpTarget, error) {
-	if err := checkHTTPURL(c.URL); err != nil {
+	to, err := newEndpoint(c.URL, c.URLFile)
+	if err != nil {
 		return nil, err
 	}
 	cl, err := newHTTPClient(c.CAFile)
@@ -72,7 +93,7 @@ func newHTTPTarget(c SinkConfig) (*httpTarget, error) {
 		}
 	}
 	host, _ := os.Hostname()
-	return &httpTarget{url: c.URL, format: c.Format, headers: c.Headers, headersFile: c.HeadersFile, client: cl, host: host}, nil
+	return &httpTarget{to: to, format: c.Format, headers: c.Headers, headersFile: c.HeadersFile, client: cl, host: host}, nil
 }
 
 // hecEvent is one Splunk HTTP Event Collector event.
@@ -162,7 +183,7 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 		}
 		t.refused = 0 // sent whole once more; a 413 sets it again
 	}
-	err = post(ctx, t.client, t.url, t.headers, t.headersFile, ct, data)
+	err = post(ctx, t.client, t.to, t.headers, t.headersFile, ct, data)
 	if err == nil {
 		t.acked += len(recs)
 	}
@@ -188,7 +209,7 @@ func (t *httpTarget) deliver(ctx context.Context, recs []Record) error {
 	if err != nil {
 		return err
 	}
-	if err := post(ctx, t.client, t.url, t.headers, t.headersFile, ct, sdata); err != nil {
+	if err := post(ctx, t.client, t.to, t.headers, t.headersFile, ct, sdata); err != nil {
 		if tooLarge(err) {
 			return fmt.Errorf("%w (even the %d-byte stand-in of seq %d: raise the collector's body limit)", err, len(sdata), r.Seq())
 		}
@@ -221,7 +242,7 @@ func (t *httpTarget) refusedEvent(ctx context.Context, recs []Record, data []byt
 	if err != nil {
 		return err
 	}
-	if err := post(ctx, t.client, t.url, t.headers, t.headersFile, ct, sdata); err != nil {
+	if err := post(ctx, t.client, t.to, t.headers, t.headersFile, ct, sdata); err != nil {
 		if refusedContent(err) != 0 {
 			return fmt.Errorf("%w (the collector refused seq %d and its stand-in alike: %s)", err, r.Seq(), fix)
 		}
@@ -266,10 +287,20 @@ func tooLarge(err error) bool {
 
 // post sends data and accepts only a 2xx answer, reading at most
 // maxResponse bytes of it.
-func post(ctx context.Context, cl *http.Client, target string, headers map[string]string, headersFile, ct string, data []byte) error {
+// A url_file's URL is shown as its scheme and host and the file's name,
+// and each of its path segments is kept out of errors.
+func post(ctx context.Context, cl *http.Client, to endpoint, headers map[string]string, headersFile, ct string, data []byte) error {
+	target, err := to.get()
+	if err != nil {
+		return err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(data))
 	if err != nil {
-		return fmt.Errorf("http: %w", err)
+		return errors.New("http: the URL makes no request")
+	}
+	shown := safeURL(target)
+	if to.file != "" {
+		shown = req.URL.Scheme + "://" + req.URL.Host + "/… (url_file " + to.file + ")"
 	}
 	for k, v := range headers {
 		req.Header.Set(k, v)
@@ -287,15 +318,35 @@ func post(ctx context.Context, cl *http.Client, target string, headers map[strin
 	req.Header.Set("User-Agent", "pamctl-audit-sink")
 	resp, err := cl.Do(req)
 	if err != nil {
-		return fmt.Errorf("http: POST %s: %w", safeURL(target), unwrapURLError(err))
+		return fmt.Errorf("http: POST %s: %w", shown, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if resp.StatusCode/100 != 2 {
-		excerpt = []byte(safetext.Redact(string(excerpt), sentSecrets(req)))
-		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", safeURL(target), resp.Status, clean(excerpt, 200))}
+		secrets := sentSecrets(req)
+		if to.file != "" {
+			secrets = append(secrets, pathSegments(req.URL)...)
+		}
+		excerpt = []byte(safetext.Redact(string(excerpt), secrets))
+		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", shown, resp.Status, clean(excerpt, 200))}
 	}
 	return nil
+}
+
+// pathSegments lists u's path segments, escaped and not: a url_file's
+// path is secret as a whole, not only where it looks like a token.
+// (safetext.Redact leaves words under 6 bytes: v1, http, in.)
+func pathSegments(u *url.URL) []string {
+	var s []string
+	for _, seg := range strings.Split(u.EscapedPath(), "/") {
+		if seg != "" {
+			s = append(s, seg)
+			if dec, err := url.PathUnescape(seg); err == nil && dec != seg {
+				s = append(s, dec)
+			}
+		}
+	}
+	return s
 }
 
 // sentSecrets lists what req carried that a collector's answer must not

@@ -97,7 +97,7 @@ func TestAuditSinksConfig(t *testing.T) {
 		"max_size 10 must be at least 65536",
 		`type "kafka" must be syslog, http or file`,
 		"audit.sinks[5]: same name or destination as audit.sinks[4]",
-		"audit.anchor: set file or url, not both",
+		"audit.anchor: set one of file, url and url_file",
 	} {
 		if !strings.Contains(r.err, w) {
 			t.Errorf("error lacks %q:\n%s", w, r.err)

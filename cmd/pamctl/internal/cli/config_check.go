@@ -146,7 +146,7 @@ func effectiveNode(v reflect.Value, key string) *yaml.Node {
 			// An audit sink's or anchor's URL, as pamctl shows it
 			// everywhere else: a token in its path hidden too.
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == "url" {
+				if n.Content[i].Value == "url" && n.Content[i+1].Value != "" {
 					n.Content[i+1] = scalar("!!str", s.ShownURL())
 				}
 			}

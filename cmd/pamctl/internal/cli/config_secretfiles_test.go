@@ -64,6 +64,8 @@ func TestCheckNamedFiles(t *testing.T) {
 			c.Issuers = []oidc.IssuerConfig{{Name: "a"}, {Name: "b", ClientSecretFile: p}}
 		}},
 		{"audit.sinks[0].headers_file", true, func(c *Config, p string) { c.Audit.Sinks = []auditsink.SinkConfig{{HeadersFile: p}} }},
+		{"audit.sinks[0].url_file", true, func(c *Config, p string) { c.Audit.Sinks = []auditsink.SinkConfig{{URLFile: p}} }},
+		{"audit.anchor.url_file", true, func(c *Config, p string) { c.Audit.Anchor.URLFile = p }},
 		{"audit.sinks[0].ca_file", false, func(c *Config, p string) { c.Audit.Sinks = []auditsink.SinkConfig{{CAFile: p}} }},
 		{"audit.anchor.headers_file", true, func(c *Config, p string) { c.Audit.Anchor.HeadersFile = p }},
 		{"audit.anchor.ca_file", false, func(c *Config, p string) { c.Audit.Anchor.CAFile = p }},

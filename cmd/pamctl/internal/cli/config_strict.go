@@ -849,9 +849,11 @@ func (c *Config) namedFiles() []namedFile {
 	}
 	for i, sk := range c.Audit.Sinks {
 		add(fmt.Sprintf("audit.sinks[%d].headers_file", i), sk.HeadersFile, safefile.Secret)
+		add(fmt.Sprintf("audit.sinks[%d].url_file", i), sk.URLFile, safefile.Secret)
 		add(fmt.Sprintf("audit.sinks[%d].ca_file", i), sk.CAFile, safefile.Public)
 	}
 	add("audit.anchor.headers_file", c.Audit.Anchor.HeadersFile, safefile.Secret)
+	add("audit.anchor.url_file", c.Audit.Anchor.URLFile, safefile.Secret)
 	add("audit.anchor.ca_file", c.Audit.Anchor.CAFile, safefile.Public)
 	add("notify.slack.webhook_url_file", c.Notify.Slack.WebhookURLFile, safefile.Secret)
 	add("notify.teams.webhook_url_file", c.Notify.Teams.WebhookURLFile, safefile.Secret)
