@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/pamctl/pamctl/broker/safetext"
@@ -201,33 +200,9 @@ var linkish = regexp.MustCompile(`(?i)://|www\.`)
 
 // plain is untrusted text made one line, with control characters, bidi
 // overrides, ANSI escapes and invisible characters shown rather than
-// obeyed, URLs defanged and cut to n runes.
-func plain(s string, n int) string { return defang(cut(visible(safetext.Escape(s)), n)) }
-
-// visible shows as \u escapes what would render as nothing, so text an
-// approver cannot see (a model reads it) cannot ride in a message: Unicode
-// format characters (tag characters U+E0000.., zero-width spaces and
-// joiners, the word joiner, the BOM, the soft hyphen) and the fillers that
-// render blank (Hangul U+115F, U+1160, U+3164, U+FFA0, braille U+2800).
-// An emoji sequence joined by U+200D shows its pieces and the escape.
-func visible(s string) string {
-	if !strings.ContainsFunc(s, invisible) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if invisible(r) {
-			fmt.Fprintf(&b, `\u%04x`, r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func invisible(r rune) bool {
-	return r >= 0x80 && (unicode.Is(unicode.Cf, r) || r == 0x115f || r == 0x1160 || r == 0x3164 || r == 0xffa0 || r == 0x2800)
-}
+// obeyed (safetext.Escape, as the CLI and the web page show them), URLs
+// defanged and cut to n runes.
+func plain(s string, n int) string { return defang(cut(safetext.Escape(s), n)) }
 
 // Slack mrkdwn: &, < and > are the only characters that form entities,
 // links (<http://x|click>) and mentions (<!channel>, <@U123>); escaped, they

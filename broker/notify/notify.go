@@ -167,13 +167,13 @@ const maxToolName = 128
 
 // SafeText makes s safe for a chat message: control characters, ANSI
 // escapes, bidi overrides and line breaks are escaped (safetext.Escape),
-// characters that render as nothing are shown as \u escapes (visible),
+// characters that render as nothing are shown as \u escapes too,
 // &, <, > become entities, URLs are defanged, and Markdown links and
 // @-mentions are broken by a zero-width space, so data can neither add
 // lines, reorder the text nor forge links and mentions. The JSON fields
 // other than Text keep the exact values.
 func SafeText(s string) string {
-	s = defang(chatEscaper.Replace(visible(safetext.Escape(s))))
+	s = defang(chatEscaper.Replace(safetext.Escape(s)))
 	return mention.ReplaceAllString(markdownLink.Replace(s), "${1}@\u200b${2}")
 }
 
@@ -365,7 +365,7 @@ func (w *Webhook) Send(ctx context.Context, e Event) error {
 	if e.Text == "" {
 		e.Text = e.Summary()
 	} else {
-		e.Text = visible(safetext.Escape(e.Text)) // markup in a caller's own Text is the caller's
+		e.Text = safetext.Escape(e.Text) // markup in a caller's own Text is the caller's
 	}
 	err := w.enqueue(e)
 	if err != nil {

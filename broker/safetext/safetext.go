@@ -1,33 +1,94 @@
 // Package safetext makes text that came from a user, a model or an upstream
 // safe to show to a person: nothing in it can move the cursor, change
-// colours, erase or overwrite a line, reorder what follows it, or start a
-// new line that looks like the program's own output.
+// colours, erase or overwrite a line, reorder what follows it, start a new
+// line that looks like the program's own output, or hide text that a model
+// would read and a person would not see.
 //
-// Escape rewrites every C0 and C1 control character and DEL (ANSI escape
-// sequences start with one), the Unicode bidirectional controls
-// (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069), the line and
-// paragraph separators (U+2028, U+2029) and bytes that are not UTF-8 as
-// visible escapes: \n, \r, \t, \b, \x1b, \u202e, \xff. Everything else,
-// including backslashes and all printable Unicode, passes unchanged, so
-// ordinary text reads as it was written.
+// Escape rewrites, as visible escapes (\n, \r, \t, \b, \x1b, \u202e,
+// \U000e0061, \xff):
+//   - every C0 and C1 control character and DEL (ANSI escape sequences start
+//     with one), the Unicode bidirectional controls (U+061C, U+200E, U+200F,
+//     U+202A–U+202E, U+2066–U+2069), the line and paragraph separators
+//     (U+2028, U+2029) and bytes that are not UTF-8: what a terminal acts on;
+//   - every character that renders as nothing (Invisible): format
+//     characters (Unicode Cf: tag characters U+E0000–U+E007F, which spell
+//     out ASCII a model reads; zero-width spaces and joiners; the word
+//     joiner; the BOM; the soft hyphen; the deprecated format controls),
+//     the other default-ignorable code points (the combining grapheme
+//     joiner, Hangul fillers, U+FFF0–U+FFF8, the unassigned planes of
+//     tags) and the braille blank U+2800;
+//   - variation selectors, except one text or emoji presentation selector
+//     (U+FE0E, U+FE0F) right after a character shown as itself, and one
+//     ideographic variation selector (U+E0100–U+E01EF) right after a Han
+//     ideograph: a run of them, or one anywhere else, encodes data that
+//     renders as nothing;
+//   - combining marks (Unicode Mn, Me) past the MaxMarks-th on one
+//     character, and one with no character to sit on (at the start, after
+//     a newline or after an escape): stacked marks ("Zalgo") spill over
+//     the lines around them and cover text.
+//
+// Everything else, including backslashes and all printable Unicode, passes
+// unchanged, so ordinary text reads as it was written. Chat notifications
+// (broker/notify), the CLI (cmd/pamctl/internal/iostreams) and the web
+// page (broker/ui) all show untrusted text through Escape, so a person sees
+// the same escapes everywhere.
 package safetext
 
 import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
-// Unsafe reports whether r must be escaped before it reaches a terminal or
-// a chat message.
-func Unsafe(r rune) bool {
+// Unsafe reports whether r must be escaped before it reaches a terminal, a
+// chat message or a web page on its own: a control a terminal acts on
+// (Control) or a character that renders as nothing (Invisible). Escape
+// keeps one presentation selector after a character (see the package
+// comment); every other rune Unsafe names, it escapes.
+func Unsafe(r rune) bool { return Control(r) || Invisible(r) }
+
+// Control reports whether a terminal acts on r: C0 and C1 controls, DEL,
+// the bidirectional controls and the line and paragraph separators.
+func Control(r rune) bool {
 	switch {
 	case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
 		return true
 	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069,
 		r == 0x2028, r == 0x2029:
 		return true
+	}
+	return false
+}
+
+// Invisible reports whether r renders as nothing, or as a blank that is
+// not a space: Unicode format characters (Cf), the other default-ignorable
+// code points, variation selectors, and the braille blank.
+func Invisible(r rune) bool {
+	if r < 0xa0 {
+		return false
+	}
+	return unicode.In(r, unicode.Cf, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) || r == 0x2800
+}
+
+// MaxMarks is how many combining marks Escape shows on one character:
+// enough for Vietnamese, Thai, Devanagari and pointed Hebrew; the rest are
+// escaped.
+const MaxMarks = 3
+
+// mark reports whether r is a combining mark that draws over or under its
+// base character (nonspacing or enclosing).
+func mark(r rune) bool { return r >= 0x300 && unicode.In(r, unicode.Mn, unicode.Me) }
+
+// presentation reports whether r is a variation selector Escape may keep
+// after base (see the package comment).
+func presentation(r, base rune) bool {
+	switch {
+	case r == 0xfe0e, r == 0xfe0f:
+		return true
+	case r >= 0xe0100 && r <= 0xe01ef:
+		return unicode.Is(unicode.Han, base)
 	}
 	return false
 }
@@ -45,40 +106,70 @@ func escape(s string, keepNL bool) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s) + 16)
+	// base is the last rune shown as itself that marks and a presentation
+	// selector may sit on (-1: none); marks counts the marks shown on it;
+	// selected says a selector already follows it.
+	base, marks, selected := rune(-1), 0, false
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
 		switch {
 		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
+			fmt.Fprintf(&b, `\x%02x`, s[i-1])
 		case r == '\n' && keepNL:
 			b.WriteByte('\n')
+		case mark(r) && !Unsafe(r):
+			if base < 0 || marks >= MaxMarks {
+				writeEscape(&b, r)
+				continue
+			}
+			b.WriteRune(r)
+			marks++
+			continue
+		case Invisible(r) && !Control(r) && base >= 0 && !selected && presentation(r, base):
+			b.WriteRune(r)
+			selected = true
+			continue
 		case !Unsafe(r):
-			b.WriteString(s[i : i+size])
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r < 0x80:
-			fmt.Fprintf(&b, `\x%02x`, r)
+			b.WriteRune(r)
+			base, marks, selected = r, 0, false
+			continue
 		default:
-			fmt.Fprintf(&b, `\u%04x`, r)
+			writeEscape(&b, r)
 		}
-		i += size
+		base, marks, selected = -1, 0, false
 	}
 	return b.String()
 }
 
-// clean reports whether s needs no escaping (the common case, fast).
+// writeEscape writes r as a visible escape.
+func writeEscape(b *strings.Builder, r rune) {
+	switch {
+	case r == '\n':
+		b.WriteString(`\n`)
+	case r == '\r':
+		b.WriteString(`\r`)
+	case r == '\t':
+		b.WriteString(`\t`)
+	case r == '\b':
+		b.WriteString(`\b`)
+	case r < 0x80:
+		fmt.Fprintf(b, `\x%02x`, r)
+	case r <= 0xffff:
+		fmt.Fprintf(b, `\u%04x`, r)
+	default:
+		fmt.Fprintf(b, `\U%08x`, r)
+	}
+}
+
+// clean reports whether s needs no escaping (the common case, fast): ASCII
+// without controls, or text without a rune Escape would look at twice.
 func clean(s string, keepNL bool) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x80 {
 			for _, r := range s[i:] {
-				if (r == utf8.RuneError) || (Unsafe(r) && !(keepNL && r == '\n')) {
+				if r == utf8.RuneError || Unsafe(r) && !(keepNL && r == '\n') || mark(r) {
 					return false
 				}
 			}
