@@ -8,7 +8,7 @@
 // detail views, the arguments of Notef/Successf/Warnf and whatever a Style
 // renders are escaped, so a reason, prompt excerpt, model name or error
 // cannot carry ANSI sequences, carriage returns, bidi overrides or line
-// breaks onto the terminal. Only what the package's own Styles rendered
+// breaks onto the terminal, nor hide text from the person reading it. Only what the package's own Styles rendered
 // (from escaped text) passes through unchanged.
 package iostreams
 
@@ -20,6 +20,9 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/charmbracelet/lipgloss"
 	"golang.org/x/term"
@@ -28,8 +31,11 @@ import (
 )
 
 // Escape makes one line of untrusted text safe to print: control
-// characters, ANSI escapes, bidi overrides and line breaks become visible
-// escapes (\x1b, \r, \n, \u202e).
+// characters, ANSI escapes, bidi overrides, line breaks and characters
+// that render as nothing (tag characters, zero-width characters, runs of
+// variation selectors, stacked combining marks) become visible escapes
+// (\x1b, \r, \n, \u202e, \u200b, \U000e0061), as in chat notifications
+// and the web page (safetext.Escape).
 func Escape(s string) string { return safetext.Escape(s) }
 
 // EscapeLines is Escape for text that may span lines: newlines stay.
@@ -226,23 +232,40 @@ func (s *IOStreams) JSONLine(v any) error {
 	return err
 }
 
-// jsonSafe rewrites the characters encoding/json leaves raw but a terminal
-// would act on (DEL, C1 controls, bidi controls) as \uXXXX escapes. It
-// decodes to the same value: such characters only occur inside strings,
-// and encoding/json already escapes C0 controls, quotes and backslashes.
+// jsonSafe rewrites as \uXXXX escapes (a surrogate pair past U+FFFF) the
+// characters encoding/json leaves raw but a terminal would act on or show
+// as nothing (safetext.Unsafe: DEL, C1 and bidi controls, tag characters,
+// zero-width characters, variation selectors, ...) and combining marks
+// stacked past safetext.MaxMarks on one character. It decodes to the same
+// value: such characters only occur inside strings, and encoding/json
+// already escapes C0 controls, quotes, backslashes and U+2028/U+2029.
 func jsonSafe(b []byte) []byte {
 	unsafe := func(r rune) bool { return r != '\n' && safetext.Unsafe(r) } // the encoder's own newlines stay
-	if bytes.IndexFunc(b, unsafe) < 0 {
+	if bytes.IndexFunc(b, func(r rune) bool { return unsafe(r) || unicode.In(r, unicode.Mn, unicode.Me) }) < 0 {
 		return b
 	}
 	var out bytes.Buffer
 	out.Grow(len(b) + 16)
+	marks := 0
 	for _, r := range string(b) {
-		if unsafe(r) {
-			fmt.Fprintf(&out, `\u%04x`, r)
-			continue
+		mark := unicode.In(r, unicode.Mn, unicode.Me)
+		if mark {
+			marks++
 		}
-		out.WriteRune(r)
+		switch {
+		case unsafe(r), mark && marks > safetext.MaxMarks:
+			if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+				fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
+			} else {
+				fmt.Fprintf(&out, `\u%04x`, r)
+			}
+			marks = safetext.MaxMarks // no base left: later marks are escaped too
+		default:
+			out.WriteRune(r)
+			if !mark {
+				marks = 0
+			}
+		}
 	}
 	return out.Bytes()
 }
