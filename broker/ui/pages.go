@@ -529,8 +529,10 @@ var pageNames = []string{"queue", "item", "mine", "audit", "timeline", "error", 
 func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		// text makes untrusted text inert beyond HTML escaping (which
-		// html/template does): control and bidi characters become visible
-		// escapes, and it is bounded.
+		// html/template does): control and bidi characters, and what
+		// renders as nothing (tag characters, zero-width characters,
+		// variation selector runs, stacked marks), become the visible
+		// escapes the CLI and chat show (safetext.Escape); it is bounded.
 		"text":  func(s string) string { return safetext.Escape(clip(s, maxShown)) },
 		"lines": func(s string) string { return safetext.EscapeLines(clip(s, maxShown*4)) },
 		// A held call's excerpt: a held tool call's arguments are shown
