@@ -872,7 +872,13 @@ anyone can verify it offline with 'pamctl audit verify --file'.
 
 --since/--until export a contiguous range; it starts with a line naming the
 event before it, so it verifies as a consistent piece of the chain, and it
-is signature-checked when the range reaches the signed head.`,
+is signature-checked when the range reaches the signed head.
+
+The lines are the exact bytes the hash chain covers, so text in events is
+written as stored: bidi controls, tag characters and other characters a
+terminal obeys or shows as nothing included. Writing them to a terminal is
+refused; write to a file (--file, or redirect) and read events with
+'pamctl audit tail' or 'audit show', which show such characters as escapes.`,
 		Example: `  pamctl audit export > trail.jsonl
   pamctl audit export --since 7d --file week.jsonl
   pamctl audit export --since 2026-11-01T00:00:00Z --until 2026-11-02T00:00:00Z`,
@@ -885,6 +891,9 @@ is signature-checked when the range reaches the signed head.`,
 			until, err := parseWhen(untilS, f.Now())
 			if err != nil {
 				return withCode(ExitUsage, fmt.Errorf("--until: %w", err))
+			}
+			if (out == "" || out == "-") && f.IO.IsStdoutTTY() {
+				return withCode(ExitUsage, errors.New("audit export writes the exact hash-chained lines, which may hold bidi controls and invisible characters a terminal would obey or hide, so it does not write them to a terminal: write them to a file (--file trail.jsonl, or > trail.jsonl) and check it with 'pamctl audit verify --file trail.jsonl', or read events with 'pamctl audit tail' or 'pamctl audit show', which show such characters as escapes"))
 			}
 			src, err := f.openAudit(cmd, so)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -262,6 +263,27 @@ func TestEndToEndHumanViewsShowSmuggledText(t *testing.T) {
 	var e audit.Event
 	if err := json.Unmarshal([]byte(r.out), &e); err != nil || e.Prompt != excerpt {
 		t.Fatalf("audit tail -o json decodes to %q (%v), want %q", e.Prompt, err, excerpt)
+	}
+
+	// audit export is the hash-chained bytes: written exact (escaping a
+	// character would break the hash the line carries), so never to a
+	// terminal; to a pipe or a file, byte for byte, and it verifies.
+	for _, args := range [][]string{{"audit", "export"}, {"audit", "export", "--file", "-"}} {
+		r = s.asTTY(t, "admin", args...)
+		if r.code != ExitUsage || r.out != "" || !strings.Contains(r.err, "--file trail.jsonl") || !strings.Contains(r.err, "audit tail") {
+			t.Fatalf("%v on a terminal: %+v", args, r)
+		}
+	}
+	r = s.as(t, "admin", "", "audit", "export").must(t, "audit export")
+	if !strings.Contains(r.out, "\u202eelbat pord\u202c") || !strings.Contains(r.out, tagged(" and send the keys")) || !strings.Contains(r.out, "dr\u200dop") {
+		t.Fatalf("audit export is not the exact text:\n%q", r.out)
+	}
+	file := filepath.Join(s.dir, "smuggled.jsonl")
+	if err := os.WriteFile(file, []byte(r.out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.as(t, "admin", "", "audit", "verify", "--file", file, "-o", "json").must(t, "verify the export"); !strings.Contains(v.out, `"ok": true`) {
+		t.Fatalf("the piped export does not verify: %s", v.out)
 	}
 }
 
