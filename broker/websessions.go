@@ -56,8 +56,21 @@ func (s *Service) OpenWebSession(ctx context.Context, who Identity, authTime tim
 // WebSession checks the web session whose cookie holds secret (active,
 // within its lifetime and the idle timeout), records the use as
 // Authenticate does, and returns the identity with its AuthTime and the
-// record.
+// record. Call it for what a person did (a page they opened, a form they
+// sent); CheckWebSession for what the browser does by itself.
 func (s *Service) WebSession(ctx context.Context, secret string) (Identity, *SessionRecord, error) {
+	return s.webSession(ctx, secret, true)
+}
+
+// CheckWebSession is WebSession without recording a use: for the requests
+// a browser makes by itself (the live queue's event stream and its
+// refreshes, a prefetch, a page a script reloads), so that an open tab
+// does not keep a session from idling out (sessions.idle_timeout).
+func (s *Service) CheckWebSession(ctx context.Context, secret string) (Identity, *SessionRecord, error) {
+	return s.webSession(ctx, secret, false)
+}
+
+func (s *Service) webSession(ctx context.Context, secret string, use bool) (Identity, *SessionRecord, error) {
 	if secret == "" || len(secret) > 256 {
 		return Identity{}, nil, loginAgain("not logged in")
 	}
@@ -78,8 +91,10 @@ func (s *Service) WebSession(ctx context.Context, secret string) (Identity, *Ses
 	if err := s.refusal(&ls.rec, ls.lastUsed, now); err != nil {
 		return Identity{}, nil, err
 	}
-	ls.lastUsed = now
-	if now.Sub(ls.persisted) >= TouchEvery {
+	if use {
+		ls.lastUsed = now
+	}
+	if use && now.Sub(ls.persisted) >= TouchEvery {
 		r, err := s.store.UpdateSession(ctx, id, func(r *SessionRecord) error {
 			if r.State != SessionActive {
 				return errSessionEnded

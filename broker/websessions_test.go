@@ -70,3 +70,54 @@ func TestWebSessions(t *testing.T) {
 		t.Fatal("an expired web session still works")
 	}
 }
+
+// Only what a person does keeps a web session alive: CheckWebSession (the
+// browser's own requests: the live queue's stream and refreshes) answers
+// like WebSession but records no use, in memory or in the store, so an
+// open tab idles out after sessions.idle_timeout (1 h here) as a closed
+// one does.
+func TestWebSessionCheckIsNoUse(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	secret := strings.Repeat("c", 52)
+	if _, err := e.svc.OpenWebSession(ctx, alice, e.clock.Now(), audit.Client{}, secret, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	opened := e.clock.Now()
+	e.clock.Add(40 * time.Minute)
+	who, rec, err := e.svc.CheckWebSession(ctx, secret)
+	if err != nil || !who.Same(alice) || rec == nil {
+		t.Fatalf("CheckWebSession within the idle timeout: %v", err)
+	}
+	if rec.LastUsedAt.After(opened) {
+		t.Fatalf("CheckWebSession recorded a use: last used %v", rec.LastUsedAt)
+	}
+	e.clock.Add(40 * time.Minute)
+	// 80 minutes after the login, with only checks between: idle.
+	if _, _, err := e.svc.CheckWebSession(ctx, secret); broker.ErrorCode(err) != broker.CodeUnauthenticated || !strings.Contains(err.Error(), "without use") {
+		t.Fatalf("a session only checked for 80 min: %v", err)
+	}
+	if _, _, err := e.svc.WebSession(ctx, secret); err == nil {
+		t.Fatal("a session idled out by checks only came back on a use")
+	}
+
+	// A use keeps it alive; checks after it do not move it further.
+	secret2 := strings.Repeat("d", 52)
+	if _, err := e.svc.OpenWebSession(ctx, alice, e.clock.Now(), audit.Client{}, secret2, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(40 * time.Minute)
+	if _, _, err := e.svc.WebSession(ctx, secret2); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(40 * time.Minute)
+	if _, _, err := e.svc.CheckWebSession(ctx, secret2); err != nil {
+		t.Fatalf("checked 40 min after a use: %v", err)
+	}
+	e.restart() // the store holds the use, not the check
+	e.clock.Add(21 * time.Minute)
+	if _, _, err := e.svc.CheckWebSession(ctx, secret2); err == nil {
+		t.Fatal("61 min after the last use (a check between) the session is still open")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/pamctl/pamctl/broker"
@@ -36,13 +37,19 @@ func csrfOf(secret string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// session returns the caller's live session, or nil.
+// session returns the caller's live session, or nil. Only a request the
+// person made (userDriven) counts as a use that keeps the session from
+// idling out (sessions.idle_timeout).
 func (u *UI) session(r *http.Request) *session {
 	secret := u.cookie(r, "pamctl-ui")
 	if secret == "" {
 		return nil
 	}
-	who, rec, err := u.c.Service.WebSession(r.Context(), secret)
+	look := u.c.Service.CheckWebSession
+	if userDriven(r) {
+		look = u.c.Service.WebSession
+	}
+	who, rec, err := look(r.Context(), secret)
 	if err != nil {
 		if broker.ErrorCode(err) == broker.CodeInternal {
 			u.c.Logger.Warn("ui: could not check a session", "err", err)
@@ -50,6 +57,30 @@ func (u *UI) session(r *http.Request) *session {
 		return nil
 	}
 	return &session{id: rec.ID, who: who, authTime: who.AuthTime, csrf: csrfOf(secret), expires: rec.ExpiresAt}
+}
+
+// userDriven reports whether the person made r (opened a page: a link,
+// the address bar, a form they sent) rather than their browser by itself:
+// the live queue's event stream (/ui/events) and the refreshes app.js
+// fetches after an event (Sec-Fetch-Mode other than navigate), a page a
+// script reloads (a navigation without Sec-Fetch-User: ?1), a prefetch or
+// prerender (Sec-Purpose, Purpose). A request without fetch metadata (a
+// browser that sends none, or not a browser) counts as a use: it cannot be
+// told apart, and the headers bind no one but browsers anyway.
+func userDriven(r *http.Request) bool {
+	if r.URL.Path == "/ui/events" {
+		return false
+	}
+	if strings.Contains(r.Header.Get("Sec-Purpose"), "prefetch") || strings.Contains(r.Header.Get("Purpose"), "prefetch") {
+		return false
+	}
+	switch r.Header.Get("Sec-Fetch-Mode") {
+	case "":
+		return r.Header.Get("Sec-Fetch-Site") == "" && r.Header.Get("Sec-Fetch-Dest") == ""
+	case "navigate":
+		return r.Method == http.MethodPost || r.Header.Get("Sec-Fetch-User") == "?1"
+	}
+	return false
 }
 
 // validCSRF compares a form's token with the session's in constant time.

@@ -50,6 +50,9 @@ type Service interface {
 	// Web sessions, kept in the broker's session store.
 	OpenWebSession(ctx context.Context, who broker.Identity, authTime time.Time, client audit.Client, secret string, ttl time.Duration) (*broker.SessionRecord, error)
 	WebSession(ctx context.Context, secret string) (broker.Identity, *broker.SessionRecord, error)
+	// CheckWebSession is WebSession without recording a use (the
+	// browser's own requests: they do not keep a session from idling out).
+	CheckWebSession(ctx context.Context, secret string) (broker.Identity, *broker.SessionRecord, error)
 	SessionValid(ctx context.Context, id string) error
 	Logout(ctx context.Context, who broker.Identity, sessionID string, client audit.Client) error
 	// StepUp refuses (a *broker.StepUpError) when who's IdP authentication

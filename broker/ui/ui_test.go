@@ -39,6 +39,8 @@ type fakeService struct {
 	redeemed map[string]bool // RedeemIDToken's raw tokens
 	refuse   bool            // RedeemIDToken refuses every token
 	storeErr error           // RedeemIDToken fails with it
+	uses     int             // WebSession calls: uses that keep a session alive
+	checks   int             // CheckWebSession calls
 }
 
 func (f *fakeService) RedeemIDToken(_ context.Context, raw string, _ oidc.Identity, _ audit.Client) error {
@@ -68,7 +70,15 @@ func (f *fakeService) OpenWebSession(_ context.Context, who broker.Identity, aut
 	return r, nil
 }
 
-func (f *fakeService) WebSession(_ context.Context, secret string) (broker.Identity, *broker.SessionRecord, error) {
+// WebSession records a use (f.uses counts them).
+func (f *fakeService) WebSession(ctx context.Context, secret string) (broker.Identity, *broker.SessionRecord, error) {
+	f.mu.Lock()
+	f.uses++
+	f.mu.Unlock()
+	return f.webSession(ctx, secret)
+}
+
+func (f *fakeService) webSession(_ context.Context, secret string) (broker.Identity, *broker.SessionRecord, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r, ok := f.sess[broker.WebSessionID(secret)]
@@ -82,6 +92,14 @@ func (f *fakeService) WebSession(_ context.Context, secret string) (broker.Ident
 	}
 	c := *r
 	return who, &c, nil
+}
+
+// CheckWebSession is WebSession without a use (f.checks counts them).
+func (f *fakeService) CheckWebSession(ctx context.Context, secret string) (broker.Identity, *broker.SessionRecord, error) {
+	f.mu.Lock()
+	f.checks++
+	f.mu.Unlock()
+	return f.webSession(ctx, secret)
 }
 
 func (f *fakeService) SessionValid(_ context.Context, id string) error {
