@@ -328,7 +328,50 @@ func (u *UI) auditAllowed(w http.ResponseWriter, r *http.Request, ss *session) b
 	return true
 }
 
+// fromElsewhere says why r, a GET that would read the trail, did not come
+// from this UI or from the person (address bar, bookmark), or "" when it
+// did. Reading the trail writes an audit.read event in the person's name,
+// so a page elsewhere (another site, or a sibling subdomain) must not make
+// the browser read it by linking or redirecting to it: Sec-Fetch-Site
+// cross-site or same-site, or, from a browser that sends no fetch
+// metadata, an Origin or Referer that is not the UI's.
+func (u *UI) fromElsewhere(r *http.Request) string {
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "same-origin", "none":
+		return ""
+	case "":
+	default:
+		return "Sec-Fetch-Site: " + site
+	}
+	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, u.origin) {
+		return "Origin " + o
+	}
+	if ref := r.Header.Get("Referer"); ref != "" && !strings.EqualFold(origin(ref), u.origin) {
+		return "a link on another site"
+	}
+	return ""
+}
+
+// confirmView is the page that asks for a click on this site first.
+type confirmView struct{ Why, Next, Action string }
+
+// confirmHere answers a GET that came from elsewhere (fromElsewhere) with
+// a page that reads nothing and links to the same page: the person's
+// click on it comes from this site.
+func (u *UI) confirmHere(w http.ResponseWriter, r *http.Request, ss *session, why, action string) {
+	u.c.Logger.Info("ui: asked to confirm a read that came from elsewhere", "why", why, "path", r.URL.Path)
+	u.render(w, r, http.StatusForbidden, "confirm", ss, pageData{Title: "Open the audit trail?", Nav: "audit", Data: confirmView{
+		Why:    "A page on another site (" + clip(why, 120) + ") sent you here. Reading the audit trail is recorded in your name, so pamctl reads it only when you ask from this site.",
+		Next:   localPath(r.URL.RequestURI()),
+		Action: action,
+	}})
+}
+
 func (u *UI) auditView(w http.ResponseWriter, r *http.Request, ss *session) {
+	if why := u.fromElsewhere(r); why != "" {
+		u.confirmHere(w, r, ss, why, "Open the audit trail")
+		return
+	}
 	if !u.auditAllowed(w, r, ss) {
 		return
 	}
@@ -360,6 +403,10 @@ func (u *UI) auditView(w http.ResponseWriter, r *http.Request, ss *session) {
 }
 
 func (u *UI) timeline(w http.ResponseWriter, r *http.Request, ss *session) {
+	if why := u.fromElsewhere(r); why != "" {
+		u.confirmHere(w, r, ss, why, "Open the timeline")
+		return
+	}
 	if !u.auditAllowed(w, r, ss) {
 		return
 	}
@@ -524,7 +571,7 @@ const maxShown = 2000
 const maxExcerptShown = 16 << 10
 
 // pages is every page template, each with the shared layout.
-var pageNames = []string{"queue", "item", "mine", "audit", "timeline", "error", "loggedout"}
+var pageNames = []string{"queue", "item", "mine", "audit", "timeline", "error", "loggedout", "confirm"}
 
 func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
