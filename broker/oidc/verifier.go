@@ -254,6 +254,27 @@ func (t *trustedIssuer) load(ctx context.Context, client *http.Client, now func(
 	return t.verifier, t.keys, nil
 }
 
+// equalFoldASCII reports whether a and b are equal with the ASCII letters
+// compared case-insensitively and every other byte exactly.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 // identity applies the issuer's claim filters and builds the Identity.
 // userinfo is nil unless the issuer takes its groups from userinfo.
 func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims, userinfo map[string]any) (Identity, error) {
@@ -266,9 +287,12 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims, userinfo map[strin
 		at := strings.LastIndexByte(email, '@')
 		domain := ""
 		if at >= 0 {
-			domain = strings.ToLower(email[at+1:])
+			domain = email[at+1:]
 		}
-		if !slices.ContainsFunc(c.AllowedDomains, func(d string) bool { return strings.EqualFold(d, domain) }) {
+		// ASCII letters in any case, every other character exactly:
+		// Unicode case mapping would let another domain in (the Kelvin
+		// sign K lowers to k, the long s ſ folds to s).
+		if !slices.ContainsFunc(c.AllowedDomains, func(d string) bool { return equalFoldASCII(d, domain) }) {
 			return Identity{}, newVerifyError(ErrInvalidToken, ReasonDomainNotAllowed, c.Name,
 				fmt.Errorf("email domain %q not in allowed_domains", truncate(domain, 100)))
 		}

@@ -70,7 +70,7 @@ func TestVerifyRefusals(t *testing.T) {
 	clock := newClock()
 	iss := startIssuer(t, "", sharedKey(), devissuer.WithClock(clock.Now))
 	cfg := corpConfig(iss)
-	cfg.AllowedDomains = []string{"example.com"}
+	cfg.AllowedDomains = []string{"example.com", "kontoso.com"}
 	cfg.RequiredClaims = map[string]string{"tenant": "acme"}
 	v := newVerifier(t, clock, cfg)
 
@@ -89,6 +89,10 @@ func TestVerifyRefusals(t *testing.T) {
 	// The baseline must pass, or the refusals below prove nothing.
 	if _, err := v.Verify(context.Background(), mustMint(t, iss, base), "n-1"); err != nil {
 		t.Fatalf("baseline token refused: %v", err)
+	}
+	// An allowed domain in another ASCII case is that domain.
+	if _, err := v.Verify(context.Background(), mustMint(t, iss, with(func(c *devissuer.Claims) { c.Email = "alice@KonToso.COM" })), "n-1"); err != nil {
+		t.Fatalf("alice@KonToso.COM refused: %v", err)
 	}
 
 	cases := []struct {
@@ -121,6 +125,12 @@ func TestVerifyRefusals(t *testing.T) {
 		{"required claim different", mint(with(func(c *devissuer.Claims) { c.Extra["tenant"] = "acme-evil" })),
 			"n-1", oidc.ErrInvalidToken, oidc.ReasonClaimMismatch},
 		{"email domain not allowed", mint(with(func(c *devissuer.Claims) { c.Email = "alice@example.com.evil.example" })),
+			"n-1", oidc.ErrInvalidToken, oidc.ReasonDomainNotAllowed},
+		// Unicode case mapping gives another domain: the Kelvin sign
+		// lowers to k, the long s folds to s.
+		{"email domain with a Kelvin sign", mint(with(func(c *devissuer.Claims) { c.Email = "alice@\u212aontoso.com" })),
+			"n-1", oidc.ErrInvalidToken, oidc.ReasonDomainNotAllowed},
+		{"email domain with a long s", mint(with(func(c *devissuer.Claims) { c.Email = "alice@konto\u017fo.com" })),
 			"n-1", oidc.ErrInvalidToken, oidc.ReasonDomainNotAllowed},
 		{"no email with allowed_domains", mint(with(func(c *devissuer.Claims) { c.Email = "" })),
 			"n-1", oidc.ErrInvalidToken, oidc.ReasonDomainNotAllowed},

@@ -151,7 +151,7 @@ func (s Subjects) Match(who Subject) bool {
 		if token.MatchGlob(u, who.ID) {
 			return true
 		}
-		if who.Email != "" && token.MatchGlob(strings.ToLower(u), strings.ToLower(who.Email)) {
+		if who.Email != "" && token.MatchGlob(LowerASCII(u), LowerASCII(who.Email)) {
 			return true
 		}
 	}
@@ -163,6 +163,26 @@ func (s Subjects) Match(who Subject) bool {
 		}
 	}
 	return false
+}
+
+// LowerASCII is s with the ASCII letters A–Z lowered and every other byte
+// kept: how an approver's or subject's email is compared with an identity's
+// (case-insensitive in ASCII, exact otherwise). Unicode case mapping would
+// make another address match: the Kelvin sign K (U+212A) lowers to k, the
+// capital I with dot above (U+0130) to i.
+func LowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c >= 'A' && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // String renders s for reasons, e.g. "groups [security] or users [bob@example.com]".

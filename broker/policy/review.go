@@ -143,7 +143,7 @@ func SamePerson(a, b Subject) bool {
 	if a.ID != "" && a.ID == b.ID && a.Issuer == b.Issuer {
 		return true
 	}
-	if a.Email != "" && strings.EqualFold(a.Email, b.Email) {
+	if a.Email != "" && sameEmail(a.Email, b.Email) {
 		return true
 	}
 	return actsFor(a, b) || actsFor(b, a) || sameAct(a, b)
@@ -152,10 +152,19 @@ func SamePerson(a, b Subject) bool {
 // actsFor reports whether the workload w acts for the person p (its act
 // claim names p's sub or email).
 func actsFor(w, p Subject) bool {
-	return w.Act != "" && (w.Act == p.ID || strings.EqualFold(w.Act, p.Email))
+	return w.Act != "" && (w.Act == p.ID || sameEmail(w.Act, p.Email))
 }
 
 // sameAct reports whether a and b are workloads acting for one person.
 func sameAct(a, b Subject) bool {
-	return a.Act != "" && strings.EqualFold(a.Act, b.Act)
+	return a.Act != "" && sameEmail(a.Act, b.Act)
+}
+
+// sameEmail is the broad comparison of the checks that refuse or merge
+// (self-review, distinct approvers): any Unicode case folding or lowering
+// of one address that gives the other makes them one person, so a
+// look-alike account (K for k, İ for i) counts as its namesake there. Who
+// may approve is matched the narrow way (Subjects.Match, LowerASCII).
+func sameEmail(a, b string) bool {
+	return a != "" && b != "" && (strings.EqualFold(a, b) || strings.ToLower(a) == strings.ToLower(b))
 }
