@@ -7,7 +7,9 @@
 // (html/template, embedded assets, no JavaScript needed to read or decide).
 // Every decision goes through broker.Service with the same rules as the
 // API; this package adds only the web's own defences: CSRF tokens bound to
-// the session, Origin / Sec-Fetch-Site checks, strict security headers,
+// the session, Origin / Sec-Fetch-Site checks (on forms, and on the audit
+// reads, which write audit.read), a session idle clock that only the
+// person's own navigations move, strict security headers,
 // local-only return paths, and step-up through the IdP (prompt=login,
 // max_age) when the login is older than approvals.reauth_after (the
 // broker's StepUp decides; the UI asks before showing a form and follows
