@@ -118,11 +118,9 @@ func escape(s string, keepNL bool) string {
 			fmt.Fprintf(&b, `\x%02x`, s[i-1])
 		case r == '\n' && keepNL:
 			b.WriteByte('\n')
+		case mark(r) && !Unsafe(r) && (base < 0 || marks >= MaxMarks):
+			writeEscape(&b, r)
 		case mark(r) && !Unsafe(r):
-			if base < 0 || marks >= MaxMarks {
-				writeEscape(&b, r)
-				continue
-			}
 			b.WriteRune(r)
 			marks++
 			continue

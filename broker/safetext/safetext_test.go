@@ -48,6 +48,7 @@ func TestEscape(t *testing.T) {
 		// over the lines around it.
 		{"Vi\u1ec7t ca\u0301fe\u0301 e\u0323\u0302 \u0e1b\u0e35\u0e48 \u05e9\u05c1\u05bc\u05b8", "", ""},
 		{"Z\u0336\u0335\u0334\u0337\u0338\u0321", "Z\u0336\u0335\u0334" + `\u0337\u0338\u0321`, ""},
+		{"Z\u0336\u0335\u0334\u0337\ufe0f", "Z\u0336\u0335\u0334" + `\u0337\ufe0f`, ""},
 		{"\u0301start x\u200b\u0301 l1\n\u0301", `\u0301start x\u200b\u0301 l1\n\u0301`, "\\u0301start x\\u200b\\u0301 l1\n\\u0301"},
 	} {
 		want := tc.want
