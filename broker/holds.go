@@ -94,7 +94,12 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 	}
 	s.notify(ctx, r, "prompt.held")
 
-	got, err := s.Wait(ctx, h.Caller, r.ID)
+	// The call waits for a decision, or for its grant to end: a call
+	// nobody can release then ends at once (endHeld), not at the hold
+	// timeout.
+	got, err := s.wait(ctx, h.Caller, r.ID, h.GrantID, func(r *Request) (*Request, error) {
+		return s.endHeld(context.WithoutCancel(ctx), r, a)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -327,6 +332,72 @@ func (s *Service) refuseOnEndedGrant(ctx context.Context, h Hold) (*Request, err
 	s.emit(ctx, &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: h.GrantID, Model: h.Model, Decision: "grant_ended", Reasons: []string{h.Rule, why}})
 	r.State, r.EndReason = StateExpired, why
 	return r, nil
+}
+
+// endHeld ends the pending held call r when its grant has ended
+// (heldGrantEnded; not when the store does not know the grant): nobody can
+// release it, so it leaves the approvers' queue and whoever waits on it is
+// told at once. It is recorded as expired with the reason, one
+// prompt.refused event (decision grant_ended; a its actor, or the caller
+// when nil) says why, and approvers are notified as for any held call that
+// ends unreleased. It returns the ended call, or nil when the grant stands,
+// is unknown, or someone decided the call first (compare-and-swap: a
+// racing approval or deny wins or loses whole).
+func (s *Service) endHeld(ctx context.Context, r *Request, a *audit.Actor) (*Request, error) {
+	if r.Kind != KindPrompt || r.Prompt == nil || r.State != StatePending {
+		return nil, nil
+	}
+	why, unknown, err := s.heldGrantEnded(ctx, r)
+	if err != nil || why == "" || unknown {
+		return nil, err
+	}
+	now := s.now().UTC()
+	ended, err := s.store.UpdateRequest(ctx, r.ID, func(r *Request) error {
+		if r.Kind != KindPrompt || r.Prompt == nil || r.State != StatePending {
+			return errRaced
+		}
+		r.State, r.EndedAt, r.EndReason = StateExpired, &now, why
+		return nil
+	})
+	if errors.Is(err, errRaced) || errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.storeErr(err)
+	}
+	if a == nil {
+		a = actor(ended.Requester)
+	}
+	s.emit(ctx, &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: ended.Prompt.GrantID, Review: ended.ID, Model: ended.Prompt.Model, Decision: "grant_ended",
+		Reasons: []string{ended.Prompt.Rule, why}})
+	s.wake(ended.ID)
+	s.notify(ctx, ended, "request.expired")
+	return ended, nil
+}
+
+// endHeldCalls ends the calls held on grant g, which has just ended
+// (revoked, past its TTL, ended by policy), that still wait for a
+// decision: those whose caller waits, and those a late approval would
+// still let through once (endHeld). A failure is logged: whoever waits
+// on such a call ends it when woken, and no approval of it is taken
+// (heldGrantStands).
+func (s *Service) endHeldCalls(ctx context.Context, g *Request) {
+	if g.Kind != KindAccess {
+		return
+	}
+	held, err := s.store.RequestsInState(ctx, StatePending, &g.Requester)
+	if err != nil {
+		s.log.Error("ending the calls held on an ended grant failed; they end when their callers look again, and cannot be approved", "grant", g.ID, "err", err)
+		return
+	}
+	for _, r := range held {
+		if r.Kind != KindPrompt || r.Prompt == nil || r.Prompt.GrantID != g.ID {
+			continue
+		}
+		if _, err := s.endHeld(ctx, r, nil); err != nil {
+			s.log.Error("ending a call held on an ended grant failed; it cannot be approved", "grant", g.ID, "held", r.ID, "err", err)
+		}
+	}
 }
 
 // endIfGrantEnded ends the approved held call r, unspent, when its grant

@@ -75,6 +75,9 @@ func (w WebhookNotifier) Event(r *Request, event string) (notify.Event, bool) {
 		if r.EndedAt != nil {
 			e.Time = *r.EndedAt
 		}
+		if r.Kind == KindPrompt && r.EndReason != "" {
+			e.Reason = r.EndReason // a held call that ended with its grant (Service.endHeld)
+		}
 	case "grant.revoked":
 		e.Type = notify.TypeGrantRevoked
 		if r.EndedBy != nil {

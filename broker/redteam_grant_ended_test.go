@@ -66,7 +66,8 @@ func heldOn(t *testing.T, svc *broker.Service, caller, approver broker.Identity,
 // policy reload. An approver who then releases the call sent it upstream
 // on a grant that no longer exists: revoking a grant did not stop the call
 // it had waiting. A held call whose grant has ended cannot be approved, and
-// is not released.
+// is not released: it ends with its grant (TestHeldCallEndsWhenItsGrantEnds),
+// and approving it afterwards is a conflict that names the grant.
 func TestRTHeldCallOfAnEndedGrantIsNotReleased(t *testing.T) {
 	for name, end := range map[string]func(e *env, alice broker.Identity, g *broker.Request){
 		"revoked by its owner": func(e *env, alice broker.Identity, g *broker.Request) {
@@ -97,11 +98,8 @@ func TestRTHeldCallOfAnEndedGrantIsNotReleased(t *testing.T) {
 			end(e, alice, g)
 			bob.AuthTime = e.clock.Now() // logged in just now (the clock may have moved)
 			_, err := e.svc.Review(ctx, bob, held.ID, true, "looks fine", nil)
-			if code(err) != broker.CodeConflict || !strings.Contains(err.Error(), g.ID) || !strings.Contains(err.Error(), "deny") {
-				t.Errorf("approving a held call of an ended grant: %v; want a conflict that names the grant and says to deny", err)
-			}
-			if _, err := e.svc.Review(ctx, bob, held.ID, false, "its grant is gone", nil); err != nil {
-				t.Errorf("denying it: %v", err)
+			if code(err) != broker.CodeConflict || !strings.Contains(err.Error(), g.ID) {
+				t.Errorf("approving a held call of an ended grant: %v; want a conflict that names the grant", err)
 			}
 			if r := <-done; r == nil || r.State == broker.StateApproved {
 				t.Fatalf("the held call of an ended grant was released: %+v", r)

@@ -320,6 +320,7 @@ func (s *Service) endOrphanedGrants(ctx context.Context, why string) error {
 			Reasons: []string{reason}, Details: map[string]string{"what": "grant", "cause": cause, "trigger": why}})
 		s.wake(r.ID)
 		s.notify(ctx, r, "request.expired")
+		s.endHeldCalls(ctx, r)
 	}
 	return errors.Join(errs...)
 }
@@ -636,29 +637,54 @@ func (s *Service) storeErr(err error) error {
 // Wait blocks until request id leaves pending, ctx ends, or its pending time
 // runs out, and returns it as it then is.
 func (s *Service) Wait(ctx context.Context, who Identity, id string) (*Request, error) {
+	return s.wait(ctx, who, id, "", nil)
+}
+
+// wait is Wait that also wakes when request also changes (a held call's
+// grant; "" for none) and, each time it looks at the pending request,
+// lets check end it: check returns the request as it then is, or nil to
+// keep waiting.
+func (s *Service) wait(ctx context.Context, who Identity, id, also string, check func(*Request) (*Request, error)) (*Request, error) {
 	for {
 		ch := s.subscribe(id)
-		r, err := s.Get(ctx, who, id)
-		if err != nil || r.State != StatePending {
+		var ach chan struct{} // nil (never ready) without also
+		if also != "" {
+			ach = s.subscribe(also)
+		}
+		done := func() {
 			s.unsubscribe(id, ch)
+			if also != "" {
+				s.unsubscribe(also, ach)
+			}
+		}
+		r, err := s.Get(ctx, who, id)
+		if err == nil && r.State == StatePending && check != nil {
+			var cur *Request
+			if cur, err = check(r); cur != nil {
+				r = cur
+			}
+		}
+		if err != nil || r.State != StatePending {
+			done()
 			return r, err
 		}
 		wait := r.PendingUntil.Sub(s.now())
 		timer := time.NewTimer(wait)
 		select {
 		case <-ch:
+		case <-ach:
 		case <-timer.C:
 		case <-ctx.Done():
 			timer.Stop()
-			s.unsubscribe(id, ch)
+			done()
 			return r, nil
 		case <-s.stopping:
 			timer.Stop()
-			s.unsubscribe(id, ch)
+			done()
 			return r, nil
 		}
 		timer.Stop()
-		s.unsubscribe(id, ch)
+		done()
 	}
 }
 
@@ -717,6 +743,9 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 		}
 		s.expireView(r, now)
 		if r.State != StatePending {
+			if r.Kind == KindPrompt && r.EndReason != "" { // a held call that ended with its grant
+				return errorf(CodeConflict, "held call %s is %s: %s; only pending requests can be reviewed", r.ID, r.State, r.EndReason)
+			}
 			return errorf(CodeConflict, "request %s is %s; only pending requests can be reviewed", r.ID, r.State)
 		}
 		if !r.Approval.Required {
@@ -892,7 +921,8 @@ func (s *Service) grant(ctx context.Context, who Identity, id string) (*Request,
 	return nil, errorf(CodeNotFound, "you have no approved grant; ask for one with: pamctl request --scope model:gpt-4o")
 }
 
-// Revoke ends a grant: its tokens are refused by the proxy at once. The
+// Revoke ends a grant: its tokens are refused by the proxy at once, and
+// the calls held on it end (endHeldCalls). The
 // requester, any approver of the request, or an admin may revoke; revoking
 // another person's grant needs a recent login (StepUp) unless admin (the
 // admin socket, or a caller that checked it already).
@@ -925,6 +955,7 @@ func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin boo
 	s.emit(ctx, &audit.Event{Type: audit.TypeGrantRevoked, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: r.Requester.Subject, Decision: "revoked"})
 	s.wake(r.ID)
 	s.notify(ctx, r, "grant.revoked")
+	s.endHeldCalls(context.WithoutCancel(ctx), r)
 	return r, nil
 }
 
@@ -961,6 +992,8 @@ func (s *Service) Sweep(ctx context.Context) error {
 		s.wake(r.ID)
 		if was == StatePending {
 			s.notify(ctx, r, "request.expired")
+		} else {
+			s.endHeldCalls(ctx, r)
 		}
 	}
 	// Grants a reload ended but SetPolicies could not record (a storage

@@ -81,8 +81,8 @@ func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
 	}
 }
 
-// A held call approved after its grant ended is not released, and the
-// agent is told why, not that no approver came in time.
+// A held call whose grant ends while it waits is not released, and the
+// agent is told why at once, not that no approver came in time.
 func TestHolderSaysTheGrantEnded(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(file, []byte(rulesConfigV1), 0o600); err != nil {
@@ -95,6 +95,7 @@ func TestHolderSaysTheGrantEnded(t *testing.T) {
 		}
 		c.Policies, c.Rules = loaded.Policies, loaded.Rules
 	})
+	grant := liveGrantFor(t, s, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	type outcome struct {
@@ -104,15 +105,14 @@ func TestHolderSaysTheGrantEnded(t *testing.T) {
 	got := make(chan outcome, 1)
 	go func() {
 		d, err := holder{s.app.broker}.Hold(ctx, proxy.HoldRequest{
-			GrantID: "req_gone", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+			GrantID: grant, Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
 			Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Model: "gpt-4o-mini", Method: "POST", Endpoint: "/v1/chat/completions",
 			PromptSHA256: strings.Repeat("ab", 32), Excerpt: "DROP TABLE t",
 		})
 		got <- outcome{d, err}
 	}()
 	bob := broker.Identity{Subject: "bob", Issuer: DevIssuerName, Groups: []string{"security"}, AuthTime: time.Now()}
-	var id string
-	for id == "" {
+	for held := false; !held; time.Sleep(10 * time.Millisecond) {
 		if ctx.Err() != nil {
 			t.Fatal("the call was never held")
 		}
@@ -121,17 +121,18 @@ func TestHolderSaysTheGrantEnded(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range rs {
-			if r.Kind == broker.KindPrompt {
-				id = r.ID
-			}
+			held = held || r.Kind == broker.KindPrompt
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := s.app.broker.Review(context.Background(), bob, id, true, "", nil); err != nil {
+	if _, err := s.app.broker.Revoke(context.Background(), broker.AdminIdentity, grant, true); err != nil {
 		t.Fatal(err)
 	}
-	o := <-got
-	if o.err != nil || o.d.Approved || !strings.Contains(o.d.Reason, "req_gone") || !strings.Contains(o.d.Reason, "new grant") {
-		t.Fatalf("decision %+v, %v: want refused, naming the grant and what to do", o.d, o.err)
+	select {
+	case o := <-got:
+		if o.err != nil || o.d.Approved || !strings.Contains(o.d.Reason, grant) || !strings.Contains(o.d.Reason, "new grant") {
+			t.Fatalf("decision %+v, %v: want refused, naming the grant and what to do", o.d, o.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held call still waits after its grant was revoked")
 	}
 }
