@@ -30,6 +30,23 @@ func liveGrant(t *testing.T, e *env, who broker.Identity, ttl time.Duration) *br
 	return g
 }
 
+// liveGrantID is the id of a live grant of who's: the first one found, or
+// a new one. A held call is approved and released only on a grant the
+// broker knows and that stands.
+func liveGrantID(t *testing.T, e *env, who broker.Identity) string {
+	t.Helper()
+	rs, err := e.db.RequestsInState(context.Background(), broker.StateApproved, &who)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Kind == broker.KindAccess {
+			return r.ID
+		}
+	}
+	return liveGrant(t, e, who, 0).ID
+}
+
 // heldOn starts a hold of a call made under grant, as the proxy does while
 // the agent's HTTP client waits, and returns it once approvers can see it
 // and a channel with what HoldPrompt returns.

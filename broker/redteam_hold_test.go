@@ -23,7 +23,7 @@ func TestRTRetryWithAnotherMethodIsNotTheApprovedCall(t *testing.T) {
 	ctx := context.Background()
 	alice := e.login("alice", "ml")
 	bob := e.login("bob", "security")
-	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+	hold := broker.Hold{Caller: alice, GrantID: liveGrantID(t, e, alice), Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
 		Model: "gpt-4o", Method: "GET", Endpoint: "/v1/chat/completions/chatcmpl-1", Excerpt: "please DROP TABLE users",
 		SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32)}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)

@@ -24,7 +24,7 @@ func without(set policy.Set, name string) policy.Set {
 // heldCall leaves a call held by rule (and also) pending: the caller gave up.
 func heldCall(t *testing.T, e *env, caller broker.Identity, sha string, rule string, also ...string) *broker.Request {
 	t.Helper()
-	h := broker.Hold{Caller: caller, GrantID: "req_g", Rule: rule, Approvers: testRules[rule], AlsoRules: also,
+	h := broker.Hold{Caller: caller, GrantID: liveGrantID(t, e, caller), Rule: rule, Approvers: testRules[rule], AlsoRules: also,
 		Model: "gpt-4o", Excerpt: "DROP TABLE users", SHA256: strings.Repeat(sha, 32)}
 	for _, a := range also {
 		h.AlsoApprovedBy = append(h.AlsoApprovedBy, testRules[a])

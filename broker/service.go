@@ -823,9 +823,9 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 // runs under has ended (heldGrantEnded): releasing it would send a call
 // upstream on a grant that was revoked, expired or ended by policy while
 // the call waited. Only someone who may review the call is told; a deny
-// is always possible. The release checks again (HoldPrompt): a grant that
-// ends after this check, or that the store does not have, releases
-// nothing either.
+// is always possible. A grant the store does not have is refused too. The
+// release checks again (HoldPrompt): a grant that ends after this check
+// releases nothing either.
 func (s *Service) heldGrantStands(ctx context.Context, reviewer Identity, id string) error {
 	r, err := s.store.GetRequest(ctx, id)
 	if err != nil || r.Kind != KindPrompt || r.Prompt == nil || r.State != StatePending {
@@ -838,8 +838,13 @@ func (s *Service) heldGrantStands(ctx context.Context, reviewer Identity, id str
 	if err != nil {
 		return err
 	}
-	if why == "" || unknown {
+	switch {
+	case why == "":
 		return nil
+	case unknown:
+		// Pruned, or never issued by this deployment: nothing would
+		// release the call (HoldPrompt), so no approval is taken.
+		return errorf(CodeConflict, "held call %s cannot be released: %s (the broker does not know it); deny it (pamctl deny %s) or let it expire", r.ID, why, r.ID)
 	}
 	return errorf(CodeConflict, "held call %s cannot be released: %s while it waited; deny it (pamctl deny %s) or let it expire, and the caller asks for a new grant", r.ID, why, r.ID)
 }

@@ -617,7 +617,7 @@ func TestPromptHoldNeedsApproverOfEveryRule(t *testing.T) {
 	alice := e.login("alice", "ml")
 	bob := e.login("bob", "security")
 	erin := e.login("erin", "security", "dba")
-	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+	hold := broker.Hold{Caller: alice, GrantID: liveGrantID(t, e, alice), Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
 		AlsoApprovedBy: []policy.Subjects{{Groups: []string{"dba"}}}, Model: "gpt-4o", Excerpt: "DROP TABLE prod", SHA256: strings.Repeat("ef", 32)}
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()

@@ -108,7 +108,7 @@ func TestHeldCallApprovalEndsWithItsApproversIssuer(t *testing.T) {
 	trust(t, e, "ops", ops)
 	alice := e.login("alice", "ml")
 	bob, _ := loginAt(t, e, ops, "ops", "bob", "security")
-	hold := broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+	hold := broker.Hold{Caller: alice, GrantID: liveGrantID(t, e, alice), Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
 		Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "DROP TABLE users", SHA256: strings.Repeat("ef", 32)}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	r, err := e.svc.HoldPrompt(short, hold)

@@ -52,12 +52,13 @@ func TestEndToEndReloadChangesWhoReleasesHeldCalls(t *testing.T) {
 	}
 	s.reload.Store(&reload)
 
+	grant := liveGrantFor(t, s, "alice")
 	hold := func(sha string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
 		d, err := holder{s.app.broker}.Hold(ctx, proxy.HoldRequest{
-			GrantID: "req_g", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+			GrantID: grant, Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
 			Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Approvals: []rules.Approval{{Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}}},
 			Model: "gpt-4o-mini", Excerpt: "drop table x", PromptSHA256: strings.Repeat(sha, 32),
 		})
