@@ -89,8 +89,13 @@ func itemOf(e Event) chatItem {
 		it.Emoji, it.Title = ":no_entry:", noun+" denied"
 	case TypeRequestExpired:
 		it.Emoji, it.Title = ":alarm_clock:", noun+" expired without a decision"
-		if e.ApprovedAt != nil {
+		switch {
+		case e.ApprovedAt != nil:
 			it.Title = "Grant ended: the policies no longer allow it"
+		case held && e.Reason != "":
+			// A held call has no reason of its own: this is why it ended
+			// (its grant did), and nobody can release it now.
+			it.Title = "Held call ended: its grant ended"
 		}
 	case TypeGrantRevoked:
 		it.Emoji, it.Title = ":octagonal_sign:", "Grant revoked"

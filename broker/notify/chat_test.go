@@ -59,6 +59,10 @@ func chatEvents() map[string]Event {
 			e.Type, e.Decision, e.Time = TypeRequestExpired, "expired", created.Add(time.Hour)
 		}),
 		"prompt_expired": with(held, func(e *Event) { e.Type, e.Decision, e.Reason = TypeRequestExpired, "expired", "" }),
+		// A held call that ended with its grant: the reason is why.
+		"prompt_grant_ended": with(held, func(e *Event) {
+			e.Type, e.Decision, e.Reason = TypeRequestExpired, "expired", "grant req_0123456789abcdef0123 was revoked or ended early"
+		}),
 		"grant_revoked": with(access, func(e *Event) {
 			e.Type, e.Decision, e.Reviewer, e.ApprovedAt, e.Time = TypeGrantRevoked, "revoked", "carol", &at, approved.Add(10*time.Minute)
 		}),
