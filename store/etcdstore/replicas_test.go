@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"context"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -270,5 +271,85 @@ func TestReplicasReleaseHeldCalls(t *testing.T) {
 		t.Logf("approved on B, released on A: %s", time.Since(start).Round(time.Millisecond))
 	case <-time.After(propagation):
 		t.Fatalf("the call held on A was not released within %s of its approval on B", propagation)
+	}
+}
+
+// A call held on replica A ends within the propagation bound when its
+// grant is revoked through replica B: the agent waiting on A is told the
+// grant ended (not at the hold timeout), and the call leaves every
+// replica's queue. B ends the held call itself; a replica that only
+// records the revocation (an older version, during a rolling upgrade)
+// is written as one: A's waiter sees the grant change through the feed
+// and ends the call.
+func TestReplicasEndHeldCallsWithTheirGrant(t *testing.T) {
+	for name, revoke := range map[string]func(t *testing.T, b *replica, who broker.Identity, grant string){
+		"revoked on B": func(t *testing.T, b *replica, who broker.Identity, grant string) {
+			if _, err := b.svc.Revoke(context.Background(), who, grant, false); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"revoke recorded by an older B": func(t *testing.T, b *replica, who broker.Identity, grant string) {
+			now := time.Now().UTC()
+			if _, err := b.db.UpdateRequest(context.Background(), grant, func(r *broker.Request) error {
+				r.State, r.EndedAt, r.EndedBy = broker.StateRevoked, &now, &who
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) { replicasEndHeldCalls(t, revoke) })
+	}
+}
+
+func replicasEndHeldCalls(t *testing.T, revoke func(t *testing.T, b *replica, who broker.Identity, grant string)) {
+	c := etcdtest.Start(t, 1)
+	rs := startReplicas(t, c, 2)
+	a, b := rs.rs[0], rs.rs[1]
+	ctx := context.Background()
+	_, alice := rs.login(0, "alice", "ml")
+	_, bob := rs.login(1, "bob", "security")
+	grant, err := a.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}, TTL: 30 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Review(ctx, bob, grant.ID, true, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *broker.Request, 1)
+	go func() {
+		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		r, err := a.svc.HoldPrompt(hctx, broker.Hold{Caller: alice, GrantID: grant.ID, Rule: "destructive-sql",
+			Approvers: policy.Subjects{Groups: []string{"security"}}, Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "DROP TABLE", SHA256: "abc"})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	var held []*broker.Request
+	for deadline := time.Now().Add(30 * time.Second); len(held) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if held, err = b.svc.List(ctx, bob, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(held) != 1 || held[0].Kind != broker.KindPrompt {
+		t.Fatalf("held calls B shows bob: %+v", held)
+	}
+	start := time.Now()
+	revoke(t, b, alice, grant.ID)
+	select {
+	case r := <-got:
+		if r == nil || r.State != broker.StateExpired || !strings.Contains(r.EndReason, grant.ID) {
+			t.Fatalf("the held call on A after its grant was revoked on B: %+v", r)
+		}
+		t.Logf("revoked on B, ended on A: %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(propagation):
+		t.Fatalf("the call held on A still waits %s after its grant was revoked on B", propagation)
+	}
+	for i, r := range rs.rs {
+		if q, err := r.svc.List(ctx, bob, true); err != nil || len(q) != 0 {
+			t.Fatalf("replica %d still offers bob %+v (%v)", i, q, err)
+		}
 	}
 }
