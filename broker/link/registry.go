@@ -778,17 +778,17 @@ const (
 )
 
 // Hold passes a held call to the broker's approvers and waits. The
-// grant must be the token's and still live: a proxy cannot hold (and so
-// get released) calls for a grant the broker revoked.
+// grant must be the token's. A call on a grant that has ended (a proxy
+// that has not yet heard of its revocation) is passed on too: Holds
+// refuses it at once, recorded, with the reason and what the agent should
+// do (broker.Service.HoldPrompt), never holds or releases it; an error
+// here would tell the agent the approval channel failed and to retry.
 func (r *Registry) Hold(ctx context.Context, e *Enrollment, h HoldRequest) (HoldDecision, error) {
 	if r.Holds == nil {
 		return HoldDecision{}, fmt.Errorf("%w: this broker takes no held calls", ErrForbidden)
 	}
 	if h.Grant == "" || h.Grant != h.Claims.Req {
 		return HoldDecision{}, fmt.Errorf("%w: the hold's grant does not match its token", ErrInvalid)
-	}
-	if _, revoked := r.Revoked.RevokedGrants()[h.Grant]; revoked {
-		return HoldDecision{}, fmt.Errorf("%w: grant %s was revoked", ErrForbidden, h.Grant)
 	}
 	return r.Holds(ctx, h)
 }

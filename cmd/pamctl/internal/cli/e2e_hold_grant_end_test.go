@@ -10,9 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/link"
+	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy/rules"
 )
 
@@ -210,6 +214,22 @@ func TestEndToEndProxyRoleRevokeEndsHeldCalls(t *testing.T) {
 	}
 	if n := heldOnGrant(t, b.ts, audit.TypePromptRefused, g.ID, "grant_ended"); n != 1 {
 		t.Fatalf("%d prompt.refused grant_ended events, want 1", n)
+	}
+	// Sent again before the revocation stream reaches the proxy (here:
+	// the hold the proxy then sends): refused at once, saying the grant
+	// ended and what to do, not "the approval channel failed; retry".
+	var claims token.Claims
+	if _, _, err := jwt.NewParser().ParseUnverified(tok, &claims); err != nil {
+		t.Fatal(err)
+	}
+	d, err := p.app.link.Hold(t.Context(), link.HoldRequest{Grant: g.ID, Claims: claims, Rule: "destructive-sql",
+		Approvers: link.Subjects{Groups: []string{"security"}}, Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions",
+		Excerpt: "please drop table users", PromptSHA256: strings.Repeat("ab", 32)})
+	if err != nil || d.Approved || !strings.Contains(d.Reason, g.ID) || !strings.Contains(d.Reason, "new grant") {
+		t.Fatalf("a hold on the revoked grant from a proxy that does not know yet: %+v, %v; want refused, saying the grant ended", d, err)
+	}
+	if n := heldOnGrant(t, b.ts, audit.TypePromptRefused, g.ID, "grant_ended"); n != 2 {
+		t.Fatalf("%d prompt.refused grant_ended events, want 2", n)
 	}
 	// Sent again: refused (at once), never held again nor let through;
 	// for its token once the revocation stream has reached the proxy.

@@ -159,14 +159,17 @@ func brokerHolds(b *broker.Service) func(context.Context, link.HoldRequest) (lin
 		// cannot hold calls on a grant under another name. An enrolled
 		// proxy that knows a grant's ID and its owner can still raise a
 		// hold for it: proxies are trusted as far as the provider keys
-		// they are given.
+		// they are given. A grant of theirs that has ended (the proxy has
+		// not heard of its revocation yet) goes to the broker, which
+		// refuses the call at once, recorded, and tells the agent the
+		// grant ended (broker.Service.HoldPrompt).
 		who := broker.Identity{Subject: h.Claims.Subject, Issuer: h.Claims.IdP}
 		g, err := b.Get(ctx, who, h.Grant)
 		if err != nil {
 			return link.HoldDecision{}, err
 		}
-		if !g.Requester.Same(who) || g.Kind != broker.KindAccess || g.State != broker.StateApproved {
-			return link.HoldDecision{}, fmt.Errorf("%w: grant %s is not a live grant of %s", link.ErrForbidden, h.Grant, h.Claims.Subject)
+		if !g.Requester.Same(who) || g.Kind != broker.KindAccess || g.ApprovedAt == nil {
+			return link.HoldDecision{}, fmt.Errorf("%w: grant %s is not a grant of %s", link.ErrForbidden, h.Grant, h.Claims.Subject)
 		}
 		req := proxy.HoldRequest{GrantID: h.Grant, Claims: &h.Claims, Rule: h.Rule, Approvers: rules.Approvers{Users: h.Approvers.Users, Groups: h.Approvers.Groups},
 			Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, MatchSummary: h.MatchSummary, PromptSHA256: h.PromptSHA256, CallSHA256: h.CallSHA256, Tool: h.Tool, Arguments: h.Arguments}
