@@ -453,7 +453,10 @@ func (p *Proxy) hold(ctx context.Context, c *call, in rules.Input, res rules.Res
 		c.errDetail = "client gave up while the call was held"
 		return refuse(d.ID, "")
 	case d.Reason != "":
-		return refuse(d.ID, "Refused: "+d.Reason)
+		// Denied, or ended with its grant: it no longer waits, and an
+		// approval would not release it, so the error says why and what
+		// to do (the reason does), not how to get it approved.
+		return errForbidden(CodeApprovalRequired, fmt.Sprintf("Prompt rule %q held this call for approval by %s as %s, and it was refused: %s", res.Rule, res.Approvers, d.ID, d.Reason))
 	}
 	return refuse(d.ID, "No approver released it in time.")
 }

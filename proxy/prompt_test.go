@@ -126,8 +126,8 @@ func TestPromptRuleHoldsForApproval(t *testing.T) {
 
 	holds.decision = HoldDecision{ID: "req_hold2", Reason: "not in production"}
 	res, b = h.do("POST", "/v1/chat/completions", tok, prompt)
-	if e := apiErr(t, b); res.StatusCode != 403 || e.Code != CodeApprovalRequired || !strings.Contains(e.Message, "pamctl approve req_hold2") ||
-		!strings.Contains(e.Message, "not in production") {
+	if e := apiErr(t, b); res.StatusCode != 403 || e.Code != CodeApprovalRequired || !strings.Contains(e.Message, "req_hold2") ||
+		!strings.Contains(e.Message, "not in production") || strings.Contains(e.Message, "pamctl approve") {
 		t.Fatalf("refused hold: %d %s", res.StatusCode, b)
 	}
 	if h.up.count() != 1 {
@@ -404,5 +404,33 @@ func TestHoldDigestCoversMethodAndContentType(t *testing.T) {
 	a := hold("POST", "/v1/files", parts, "Content-Type", "multipart/form-data; boundary=a")
 	if b := hold("POST", "/v1/files", parts, "Content-Type", "multipart/form-data; boundary=b"); b.CallSHA256 == a.CallSHA256 {
 		t.Errorf("one body read under two boundaries has the same digest %q", a.CallSHA256)
+	}
+}
+
+// A held call someone refused, or that ended with its grant, no longer
+// waits: the agent's error says why and what to do, never that it waits
+// for an approver and to send it again once approved (an agent that did
+// so would be held again, or refused for its token).
+func TestRefusedHoldSaysWhyNotThatItWaits(t *testing.T) {
+	for _, reason := range []string{
+		"not released: grant req_g was revoked or ended early; ask for a new grant (pamctl request) and send the call again",
+		"denied by bob: not in prod",
+	} {
+		holds := &fakeHolds{decision: HoldDecision{ID: "req_h", Reason: reason}}
+		h := newHarness(t, withRules(t, testRules), func(o *Options) { o.Holds, o.ReviewURL = holds, "https://pam.example.com/ui/requests/" })
+		tok := h.mint(grant{scope: "model:gpt-4o"})
+		res, b := h.do("POST", "/v1/chat/completions", tok, chatWith("drop table x"))
+		e := apiErr(t, b)
+		if res.StatusCode != 403 || e.Code != CodeApprovalRequired || !strings.Contains(e.Message, reason) || !strings.Contains(e.Message, "req_h") {
+			t.Fatalf("refused hold (%s): %d %s", reason, res.StatusCode, b)
+		}
+		for _, wrong := range []string{"waits", "an approver opens", "pamctl approve", "byte for byte"} {
+			if strings.Contains(e.Message, wrong) {
+				t.Fatalf("a refused hold's error says %q: %s", wrong, e.Message)
+			}
+		}
+		if h.up.count() != 0 {
+			t.Fatal("a refused hold went upstream")
+		}
 	}
 }
