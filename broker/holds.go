@@ -338,9 +338,9 @@ func (s *Service) refuseOnEndedGrant(ctx context.Context, h Hold) (*Request, err
 // (heldGrantEnded; not when the store does not know the grant): nobody can
 // release it, so it leaves the approvers' queue and whoever waits on it is
 // told at once. It is recorded as expired with the reason, one
-// prompt.refused event (decision grant_ended; a its actor, or the caller
-// when nil) says why, and approvers are notified as for any held call that
-// ends unreleased. It returns the ended call, or nil when the grant stands,
+// prompt.refused event (decision grant_ended; actor a, or the caller when
+// a is nil) says why, and approvers are notified as for any held call
+// that ends unreleased. It returns the ended call, or nil when the grant stands,
 // is unknown, or someone decided the call first (compare-and-swap: a
 // racing approval or deny wins or loses whole).
 func (s *Service) endHeld(ctx context.Context, r *Request, a *audit.Actor) (*Request, error) {
