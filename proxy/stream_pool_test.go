@@ -124,7 +124,7 @@ func slowReader(t *testing.T) *http.Client {
 	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+			serr = setRcvBuf(fd, 4<<10)
 		}); err != nil {
 			return err
 		}

@@ -156,11 +156,14 @@ func TestFlushCallsAndErrors(t *testing.T) {
 	}
 	p := newFlushPolicy()
 	for name, call := range map[string]func(uintptr) error{"raw": p.raw, "blocking": p.blocking} {
+		if call == nil {
+			continue // no raw flush on macOS and Windows
+		}
 		if err := call(f.Fd()); err != nil {
 			t.Errorf("%s flush: %v", name, err)
 		}
-		if err := call(1 << 20); !errors.Is(err, syscall.EBADF) {
-			t.Errorf("%s flush of a bad descriptor: %v, want EBADF", name, err)
+		if err := call(1 << 20); !errors.Is(err, errBadFD) {
+			t.Errorf("%s flush of a bad descriptor: %v, want %v", name, err, errBadFD)
 		}
 	}
 
@@ -170,6 +173,9 @@ func TestFlushCallsAndErrors(t *testing.T) {
 	}
 	flushed := 0
 	real := s.flush.raw
+	if real == nil { // macOS, Windows: the flush the segment's policy would make
+		real = s.flush.blocking
+	}
 	s.flush.raw = func(fd uintptr) error { flushed++; return real(fd) }
 	s.flush.procs = func() int { return 2 } // whatever this machine has
 	if _, err := s.write([]byte("a record's bytes")); err != nil {

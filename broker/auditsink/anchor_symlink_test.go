@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,7 +67,7 @@ func TestAnchorFileRefusesSymlink(t *testing.T) {
 	}
 	// A FIFO planted at the path: refused, not waited on.
 	os.Remove(real)
-	if err := syscall.Mkfifo(real, 0o600); err != nil {
+	if err := mkfifo(real); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

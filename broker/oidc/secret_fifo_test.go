@@ -1,9 +1,12 @@
+//go:build unix
+
+// Unix only: /dev/zero and FIFOs (syscall.Mkfifo) exist only there.
+
 package oidc
 
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,9 +17,6 @@ import (
 // that is a FIFO (or a symlink to /dev/zero) is refused at once; opening
 // a FIFO must not wait for a writer.
 func TestClientSecretFileRefusesFIFOWithoutBlocking(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("needs FIFOs")
-	}
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "secret")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ func TestReloadRefusesDevicesAndHugeFiles(t *testing.T) {
 	}
 	huge := append(bytes.Clone(c1), bytes.Repeat([]byte("\n"), safefile.MaxSize)...)
 	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+	if err := mkfifo(fifo); err != nil {
 		t.Fatal(err)
 	}
 	for _, file := range []string{cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile} {

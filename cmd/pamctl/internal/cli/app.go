@@ -730,13 +730,7 @@ func (a *App) listen() error {
 	}
 	sock := SocketPath(a.cfg.DataDir)
 	_ = os.Remove(sock) // stale socket from a crash: we hold the db lock, so it is ours
-	old := syscall.Umask(0o177)
-	a.adminLn, err = net.Listen("unix", sock)
-	syscall.Umask(old)
-	if err != nil {
-		return fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
+	if a.adminLn, err = listenAdmin(sock); err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	return a.listenMetrics()
@@ -978,7 +972,8 @@ func (a *App) retainOnce(ctx context.Context) {
 	}
 }
 
-// watchConfig applies a new config on SIGHUP or file change. An invalid
+// watchConfig applies a new config on SIGHUP or file change (on Windows,
+// which has no SIGHUP, on file change only: reloadHint). An invalid
 // config is rejected with its reasons and the old one stays in force.
 // SIGHUP is caught and the file watched when watchConfig returns; the
 // reloads run on a goroutine until ctx ends, and the returned channel

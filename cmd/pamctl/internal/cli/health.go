@@ -279,7 +279,7 @@ func (h *health) runProbes(ctx context.Context, ps []probe) (done <-chan struct{
 func (h *health) registerAll(dataDir string) {
 	h.register(checkAudit, true, "the audit trail cannot be written, so calls and changes are refused; check free space and permissions of "+dataDir+" and the server log")
 	h.register(checkNotify, false, "webhook notifications are not delivered (each is recorded as a notify.failed audit event); check notify.webhook and that the receiver answers 2xx")
-	h.register(checkConfigWatch, false, "changes to the config file are not picked up; reload with SIGHUP (kill -HUP <pid>) or restart")
+	h.register(checkConfigWatch, false, "changes to the config file are not picked up; "+reloadHint)
 	h.register(checkSweep, false, "expired requests are not being closed; check the server log and the data dir")
 	h.register(checkRetention, false, "old audit events or ended requests are not being pruned (audit.retention, requests.retention); check free space and the data dir")
 	h.register(checkSessionSweep, false, "ended broker sessions are not being removed from the store; check the server log and the data dir")

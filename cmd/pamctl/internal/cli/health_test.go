@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -88,7 +89,7 @@ func TestReadyzReflectsChecks(t *testing.T) {
 	}
 	h.Fail(checkConfigWatch, errors.New("inotify: too many open files"))
 	code, body := get()
-	if code != 200 || !strings.Contains(body, "config_watch: degraded") || !strings.Contains(body, "SIGHUP") {
+	if code != 200 || !strings.Contains(body, "config_watch: degraded") || !strings.Contains(body, reloadHint) {
 		t.Fatalf("degraded: %d %q", code, body)
 	}
 	h.Fail(checkAudit, errors.New("store: /secret/path: no space left on device"))
@@ -210,5 +211,19 @@ func TestConfigWatcherThatCannotStartSaysSo(t *testing.T) {
 			t.Fatalf("watcher failure not reported: %v", lines)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The hint for a failed config watch names a way to reload this OS has:
+// SIGHUP on Unix, a restart on Windows (no SIGHUP there).
+func TestReloadHintFitsTheOS(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		if strings.Contains(reloadHint, "SIGHUP (") || !strings.Contains(reloadHint, "restart") {
+			t.Fatalf("hint on Windows: %q", reloadHint)
+		}
+		return
+	}
+	if !strings.Contains(reloadHint, "kill -HUP") {
+		t.Fatalf("hint on %s: %q", runtime.GOOS, reloadHint)
 	}
 }
