@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/link"
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // SpoolFileName is the proxy role's audit spool in its data dir. The
@@ -46,7 +46,7 @@ var _ link.Spool = (*Spool)(nil)
 
 // OpenSpool opens (or creates) DIR/spool.db, mode 0600 in a 0700 dir.
 func OpenSpool(dir string) (*Spool, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := safefile.MkdirPrivate(dir); err != nil {
 		return nil, fmt.Errorf("store: create data dir: %w", err)
 	}
 	path := filepath.Join(dir, SpoolFileName)

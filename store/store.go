@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/safefile"
 
 	bolt "go.etcd.io/bbolt"
 	bolterr "go.etcd.io/bbolt/errors"
@@ -143,13 +144,14 @@ const initialMmap = 256 << 20
 // indexed event left 8 KiB of garbage; 16 KiB leaves hold several events.
 const pageSize = 16 << 10
 
-// Open opens (creating if needed) the database in dir. dir is created with
-// mode 0700 and the file with mode 0600.
+// Open opens (creating if needed) the database in dir. dir is created
+// private (safefile.MkdirPrivate: mode 0700, on Windows a protected DACL
+// the file inherits) and the file with mode 0600.
 func Open(dir string, opt Options) (*DB, error) {
 	if opt.LockTimeout == 0 {
 		opt.LockTimeout = 500 * time.Millisecond
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := safefile.MkdirPrivate(dir); err != nil {
 		return nil, fmt.Errorf("store: create data dir: %w", err)
 	}
 	path := filepath.Join(dir, FileName)

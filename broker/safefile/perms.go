@@ -52,6 +52,11 @@ const (
 //
 // A path that does not exist is neither refused nor warned about here:
 // whoever reads it reports that.
+//
+// On Windows the same rules read owners and DACLs, not modes (dacl.go):
+// "others" are every account but pamctl's user, SYSTEM, Administrators
+// and TrustedInstaller, and a directory others may only add names to
+// passes, as a sticky one does.
 func CheckPerms(path string, secret bool) (warning string, err error) {
 	return checkPerms(path, secret)
 }
@@ -69,49 +74,6 @@ func cannotCheckWay(path string, err error) error {
 	return &foreignError{fmt.Sprintf("%s: pamctl cannot check who may change its way (%v): use a path without symlinks", path, err)}
 }
 
-// judgeFile applies CheckPerms' rules to the file itself (fi, reached at
-// real): refused when others or another user may change it, warned
-// about when it is a secret others may read.
-func judgeFile(path, real string, fi os.FileInfo, secret bool) (warning string, err error) {
-	m := fi.Mode().Perm()
-	if m&0o002 != 0 {
-		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`",
-			path, via(path, real), ErrSwappable, m, real)
-	}
-	if who, fix := foreignControl(fi, real); who != "" {
-		return "", &foreignError{fmt.Sprintf("%s%s is %s: that user or group could change it; run %s", path, via(path, real), who, fix)}
-	}
-	if !secret {
-		return "", nil
-	}
-	acc := accessOf(fi)
-	var extra os.FileMode // bits others than pamctl's own access class hold
-	switch acc {
-	case byOwner:
-		extra = m & 0o074 // group read or write, others read
-	case byGroup:
-		extra = m & 0o004
-	case byOthers:
-		extra = m & 0o004
-	}
-	if extra == 0 {
-		return "", nil
-	}
-	fix := "`chmod go-rwx " + real + "`"
-	switch acc {
-	case byGroup:
-		fix = "`chmod o-rwx " + real + "` (pamctl reads it through its group)"
-	case byOthers:
-		fix = "`chown` it to pamctl's user (or group) and `chmod go-rwx " + real + "` (`chmod o-rwx` for a group)"
-	}
-	who := "group or others"
-	if extra&0o070 == 0 {
-		who = "every local user"
-	}
-	return fmt.Sprintf("%s%s holds a secret and is readable by %s (mode %04o): run %s; on Kubernetes, set defaultMode: 0400 on its secret volume (0440 with fsGroup when pamctl does not run as the file's owner)",
-		path, via(path, real), who, m, fix), nil
-}
-
 // CheckWay refuses (an error wrapping ErrSwappable, naming the directory
 // or symlink and the fix) a path whose way another local user could
 // change: a directory above it, or above a symlink followed to reach it,
@@ -127,16 +89,7 @@ func CheckWay(path string) error { return checkWay(path) }
 // owns, or that a group pamctl is not in may write: for pamctl's own files
 // (the data dir, its database), whose modes and way their caller checks.
 // A path that does not exist yet passes: pamctl creates it.
-func CheckOwner(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil
-	}
-	if who, fix := foreignControl(fi, path); who != "" {
-		return &foreignError{fmt.Sprintf("%s is %s: that user or group could change or read what pamctl keeps there; run %s", path, who, fix)}
-	}
-	return nil
-}
+func CheckOwner(path string) error { return checkOwner(path) }
 
 // via names the target of a symlinked path, for messages.
 func via(path, real string) string {
@@ -144,39 +97,6 @@ func via(path, real string) string {
 		return ""
 	}
 	return " (" + real + ")"
-}
-
-// dirRefusal refuses (ErrSwappable, naming path, the directory d and
-// the fix) a way through directory d (fi) when a local user other than
-// root and pamctl's may replace names in it; nil when none may.
-func dirRefusal(path, d string, fi os.FileInfo) error {
-	if m := fi.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
-		return fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
-			path, d, ErrSwappable, m.Perm(), d, d)
-	}
-	if who, fix := foreignControl(fi, d); who != "" {
-		return &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
-	}
-	return nil
-}
-
-// linkRefusal refuses (ErrSwappable, naming path, the link l and the fix)
-// a way through symlink l (fi, its Lstat) another user than root and
-// pamctl's owns.
-//
-// A link's owner cannot change it in place, only replace it where they may
-// write its directory; yet a link of another user's is refused wherever it
-// sits, as StrictModes refuses such a file or directory whatever its mode:
-// in a sticky directory others may write (/tmp) the sticky bit lets its
-// owner, and only them, replace it; telling the harmless places from those
-// would repeat the directory rules for one more case, while a link whose
-// owner is root or pamctl's (as the kubelet's, and any an admin makes) is
-// one `chown -h` away.
-func linkRefusal(path, l string, fi os.FileInfo) error {
-	if who, fix := foreignControl(fi, l); who != "" {
-		return &foreignError{fmt.Sprintf("%s: symlink %s on its way is %s: that user could point it at another file; run %s", path, l, who, fix)}
-	}
-	return nil
 }
 
 // access is how this process gets at a file.
@@ -187,3 +107,38 @@ const (
 	byGroup                // through the file's group
 	byOthers               // through the others bits
 )
+
+// ErrExposed: someone besides pamctl's user (and root; on Windows, SYSTEM
+// and Administrators) may read or write a file or directory pamctl keeps
+// to itself.
+var ErrExposed = errors.New("accessible by others")
+
+// exposedError is ErrExposed with the message that names the path and the
+// fix.
+type exposedError struct{ msg string }
+
+func (e *exposedError) Error() string        { return e.msg }
+func (e *exposedError) Is(target error) bool { return target == ErrExposed }
+
+// CheckPrivate refuses (an error wrapping ErrExposed, naming what, the
+// path and the fix) a file or directory pamctl keeps secrets in (its data
+// dir, database, master key file) that anyone but its owner may get at,
+// as ssh refuses such a private key: on Unix any group or others mode bit
+// (fix is the mode `chmod` should set); on Windows an access entry for
+// anyone but pamctl's user, SYSTEM and Administrators, or another owner.
+// A path that does not exist passes: pamctl creates it private
+// (MkdirPrivate, CreatePrivate).
+func CheckPrivate(what, path string, fix os.FileMode) error { return checkPrivate(what, path, fix) }
+
+// MkdirPrivate creates dir and any missing parents, dir itself private to
+// pamctl's user: mode 0700 on Unix; on Windows created with a protected
+// DACL (full control for pamctl's user, SYSTEM and Administrators,
+// nothing inherited from above), which what is later created in it
+// inherits. A dir that exists is left as it is: CheckPrivate judges it.
+func MkdirPrivate(dir string) error { return mkdirPrivate(dir) }
+
+// CreatePrivate creates a new file (never an existing one: fs.ErrExist)
+// for reading and writing, private to pamctl's user from its creation:
+// mode 0600 on Unix (a umask can only narrow it); on Windows with a
+// protected DACL as MkdirPrivate's, whatever the directory would pass on.
+func CreatePrivate(path string) (*os.File, error) { return createPrivate(path) }

@@ -9,9 +9,12 @@
 // judged: the path is walked with file descriptors (openat, each directory
 // and link judged by fstat as it is met) and the file opened in the
 // directory it was found in and judged by fstat again, so that no rename
-// or relink between judging and reading changes what is read. The package
-// depends on no other package of pamctl, so that any package of the broker
-// and the CLI may use it.
+// or relink between judging and reading changes what is read. On Windows,
+// where mode bits mean nothing, who may get at a file is read from its
+// owner and DACL (dacl.go's rules, perms_windows.go), and the files
+// pamctl keeps for itself are created with a protected DACL
+// (MkdirPrivate, CreatePrivate). The package depends on no other package
+// of pamctl, so that any package of the broker and the CLI may use it.
 package safefile
 
 import (

@@ -14,7 +14,10 @@ import (
 // Where the fd walk (walk_fd.go) is not built (Windows; Unix systems
 // whose golang.org/x/sys/unix lacks readlinkat), the way is judged by
 // path and the file opened by path after it: what is judged is what the
-// path named a moment before it is read.
+// path named a moment before it is read. On Windows the file opened is
+// judged again by its handle (judgeOpened, perms_windows.go), and a
+// junction (a directory reparse point Go reports as ModeIrregular) is
+// followed and judged as a symlink is.
 
 func open(path string) (*os.File, error) {
 	st, err := os.Stat(path)
@@ -38,6 +41,14 @@ func open(path string) (*os.File, error) {
 	if !st.Mode().IsRegular() {
 		f.Close()
 		return nil, notRegular(path, st.Mode())
+	}
+	real := path
+	if w, err := walk(path); err == nil {
+		real = w.real
+	}
+	if err := judgeOpened(path, real, f); err != nil {
+		f.Close()
+		return nil, err
 	}
 	return f, nil
 }
@@ -95,14 +106,21 @@ func walk(path string) (way, error) {
 	// Not filepath.Abs: it cleans the path as text, and "link/.." is the
 	// link's target's parent to the kernel, not the link's directory.
 	abs := path
+	sep := string(filepath.Separator)
 	if !filepath.IsAbs(path) {
 		wd, err := os.Getwd()
 		if err != nil {
 			return w, err
 		}
-		abs = wd + string(filepath.Separator) + path
+		switch {
+		case filepath.VolumeName(path) != "":
+			return w, fmt.Errorf("%s is relative to the working directory of drive %s, which pamctl does not know: name it from the drive's root", path, filepath.VolumeName(path))
+		case strings.HasPrefix(path, sep):
+			abs = filepath.VolumeName(wd) + path // \dir: from the root of the working directory's drive
+		default:
+			abs = wd + sep + path
+		}
 	}
-	sep := string(filepath.Separator)
 	vol := filepath.VolumeName(abs)
 	dest, rest := vol+sep, abs[len(vol):]
 	seen := map[string]bool{}
@@ -125,10 +143,13 @@ func walk(path string) (way, error) {
 		if err != nil {
 			return w, err
 		}
-		if fi.Mode()&os.ModeSymlink == 0 {
+		if fi.Mode()&(os.ModeSymlink|os.ModeIrregular) == 0 {
 			dest = next
 			continue
 		}
+		// A symlink, or a reparse point that is not one (a junction:
+		// os.Readlink reads its target; any other is refused by its
+		// error).
 		if links++; links > maxLinks {
 			return w, fmt.Errorf("%s: more than %d symlinks on the way (a loop?)", path, maxLinks)
 		}

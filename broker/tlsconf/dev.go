@@ -37,7 +37,7 @@ const devValidity = 30 * 24 * time.Hour
 // are reused while valid, so a --ca-file handed out stays good.
 func GenerateDev(dir string) (DevFiles, error) {
 	f := DevFiles{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := safefile.MkdirPrivate(dir); err != nil {
 		return f, fmt.Errorf("dev TLS: %w", err)
 	}
 	if devFilesValid(f) {

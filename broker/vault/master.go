@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -53,7 +52,9 @@ func ParseMasterKey(s string) (MasterKey, error) {
 }
 
 // LoadMasterKey returns the key from envValue when it is non-empty, otherwise
-// from file, generating file (mode 0600, parent 0700) on first use.
+// from file, generating file (mode 0600, parent 0700; on Windows both with
+// a DACL for pamctl's user, SYSTEM and Administrators only:
+// safefile.CreatePrivate, MkdirPrivate) on first use.
 func LoadMasterKey(envValue, file string) (MasterKey, error) {
 	if envValue != "" {
 		k, err := ParseMasterKey(envValue)
@@ -77,10 +78,10 @@ func LoadMasterKey(envValue, file string) (MasterKey, error) {
 	if _, err := rand.Read(b); err != nil {
 		return MasterKey{}, fmt.Errorf("vault: generate master key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+	if err := safefile.MkdirPrivate(filepath.Dir(file)); err != nil {
 		return MasterKey{}, fmt.Errorf("vault: create master key dir: %w", err)
 	}
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := safefile.CreatePrivate(file) // 0600; on Windows a protected DACL
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) { // another process won the race: use its key
 			return LoadMasterKey("", file)

@@ -742,7 +742,9 @@ func fmtDur(d time.Duration) string {
 }
 
 // CheckPrivate refuses a data dir, database or master key file that group
-// or others may read or write, as ssh refuses such a private key, and a
+// or others may read or write (on Windows: that its DACL opens to anyone
+// but pamctl's user, SYSTEM and Administrators; safefile.CheckPrivate), as
+// ssh refuses such a private key, and a
 // data dir or master key file other local users could replace: through a
 // directory above it, or a symlink on the way to it, or (the master key)
 // as its owner (safefile.CheckWay, safefile.CheckPerms). Paths that do not
@@ -753,13 +755,8 @@ func fmtDur(d time.Duration) string {
 func (c *Config) CheckPrivate() error {
 	var errs []error
 	check := func(what, path string, fix os.FileMode) bool {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return true
-		}
-		if m := fi.Mode().Perm(); m&0o077 != 0 {
-			errs = append(errs, fmt.Errorf("%s %s is accessible by group or others (mode %04o); pamctl keeps secrets there and refuses it: run `chmod %o %s`",
-				what, path, m, fix, path))
+		if err := safefile.CheckPrivate(what, path, fix); err != nil {
+			errs = append(errs, err)
 			return false
 		}
 		return true

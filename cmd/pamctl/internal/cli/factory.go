@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/safefile"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
@@ -115,16 +118,18 @@ func loadSession() (*SessionFile, error) {
 
 func saveSession(s *SessionFile) error {
 	p := SessionPath()
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	if err := safefile.MkdirPrivate(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("save session: %w", err)
 	}
 	raw, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	// A fresh temporary file (0600, O_EXCL): os.WriteFile on a fixed
-	// name would keep the mode and owner of a file someone left there.
-	f, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".*.tmp")
+	// A fresh temporary file (0600, O_EXCL; on Windows a DACL for
+	// pamctl's user, SYSTEM and Administrators only, whatever the
+	// directory passes on): os.WriteFile on a fixed name would keep the
+	// mode and owner of a file someone left there.
+	f, err := createSessionTemp(p)
 	if err != nil {
 		return fmt.Errorf("save session: %w", err)
 	}
@@ -141,6 +146,19 @@ func saveSession(s *SessionFile) error {
 		return fmt.Errorf("save session: %w", err)
 	}
 	return nil
+}
+
+// createSessionTemp creates a new private file next to the session file p
+// (safefile.CreatePrivate under a random name).
+func createSessionTemp(p string) (*os.File, error) {
+	for {
+		var b [8]byte
+		rand.Read(b[:])
+		f, err := safefile.CreatePrivate(p + "." + hex.EncodeToString(b[:]) + ".tmp")
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
 }
 
 // AnonClient is a broker client without a session (info, login, JWKS).

@@ -1,0 +1,195 @@
+package safefile
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// On Windows the mode bits Go reports mean nothing (every file is 0666,
+// or 0444 when read-only, every directory 0777): who may get at a file is
+// its owner and its DACL. The rules that judge them are here, over a plain
+// description of a security descriptor (descriptor), so that they build
+// and are tested on every OS; perms_windows.go reads the descriptors
+// (GetSecurityInfo) and applies them.
+//
+// Trusted are this process's user, SYSTEM, Administrators and
+// TrustedInstaller (they own or control the system anyway), and OWNER
+// RIGHTS when the owner is one of those. Every other SID (Everyone, Users,
+// Authenticated Users, another user or group, even one pamctl's user is
+// in: Users holds every local account) is "others".
+
+// Access rights (winnt.h) the rules look at.
+const (
+	fileReadData        = 0x1 // FILE_LIST_DIRECTORY on a directory
+	fileWriteData       = 0x2 // FILE_ADD_FILE
+	fileAppendData      = 0x4 // FILE_ADD_SUBDIRECTORY
+	fileDeleteChild     = 0x40
+	accessDelete        = 0x10000
+	writeDAC            = 0x40000
+	writeOwner          = 0x80000
+	maximumAllowed      = 0x2000000
+	genericAll          = 0x10000000
+	genericWrite        = 0x40000000
+	genericRead         = 0x80000000
+	fileAllAccessOthers = fileReadData | fileWriteData | fileAppendData | fileDeleteChild | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll | genericWrite | genericRead
+)
+
+// ACE types and flags (winnt.h).
+const (
+	aceAllowed          = 0x0
+	aceDenied           = 0x1
+	aceDeniedObject     = 0x6
+	aceAllowedCallback  = 0x9
+	aceDeniedCallback   = 0xA
+	aceDeniedCallbackOb = 0xC
+	aceInheritOnly      = 0x8 // applies to children only, not to the object
+)
+
+// Well-known SIDs.
+const (
+	sidSystem           = "S-1-5-18"
+	sidAdministrators   = "S-1-5-32-544"
+	sidTrustedInstaller = "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464"
+	sidOwnerRights      = "S-1-3-4"
+	sidCreatorOwner     = "S-1-3-0" // a placeholder for inheritance: matches no one
+	sidEveryone         = "S-1-1-0"
+)
+
+// ace is one access control entry of a DACL.
+type ace struct {
+	Type, Flags uint8
+	Mask        uint32
+	SID         string
+}
+
+// descriptor is what the rules read of a security descriptor.
+type descriptor struct {
+	Owner  string // the owner's SID
+	NoDACL bool   // no DACL or a NULL DACL: everyone may do anything
+	ACEs   []ace
+}
+
+// trustedSID tells whether sid is this process's user (user) or one of
+// the accounts that control the system anyway.
+func trustedSID(sid, user string) bool {
+	switch sid {
+	case user, sidSystem, sidAdministrators, sidTrustedInstaller:
+		return sid != ""
+	}
+	return false
+}
+
+// others lists, once each and in DACL order, the SIDs other than trusted
+// ones that an allow entry applying to the object itself grants any of
+// rights (the generic rights included as they map for files). Deny
+// entries are not subtracted: they can only narrow what is granted, and
+// judging without them errs on the side of refusing. An allow entry of a
+// type the rules do not read (object ACEs, which files do not use) is
+// reported as unreadable: what cannot be judged is refused.
+func (d *descriptor) others(user string, rights uint32) (sids []string, err error) {
+	if d.NoDACL {
+		return []string{sidEveryone}, nil
+	}
+	ownerTrusted := trustedSID(d.Owner, user)
+	for _, e := range d.ACEs {
+		if e.Flags&aceInheritOnly != 0 {
+			continue
+		}
+		switch e.Type {
+		case aceAllowed, aceAllowedCallback:
+		case aceDenied, aceDeniedCallback, aceDeniedObject, aceDeniedCallbackOb:
+			continue
+		default:
+			return nil, fmt.Errorf("an access entry of type %#x pamctl does not read", e.Type)
+		}
+		if trustedSID(e.SID, user) || e.SID == sidCreatorOwner || (e.SID == sidOwnerRights && ownerTrusted) {
+			continue
+		}
+		if e.Mask&rights != 0 && !slices.Contains(sids, e.SID) {
+			sids = append(sids, e.SID)
+		}
+	}
+	return sids, nil
+}
+
+// The rights that let others change what a path names.
+const (
+	// of a file or symlink: write its content, rename or delete it, or
+	// change its DACL or owner.
+	fileChangeRights = fileWriteData | fileAppendData | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll | genericWrite
+	// of a directory on the way: rename or delete it or a name in it, or
+	// change its DACL or owner. Adding names (FILE_ADD_FILE,
+	// FILE_ADD_SUBDIRECTORY, as on C:\ and C:\ProgramData) is not
+	// refused: replacing a name needs DELETE on it or FILE_DELETE_CHILD
+	// here, as a sticky directory lets others add but not replace.
+	dirChangeRights = fileDeleteChild | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll
+	// of a secret: read it.
+	readRights = fileReadData | maximumAllowed | genericAll | genericRead
+)
+
+// aclProblem is what the rules found wrong with a descriptor: who, and
+// the icacls command that fixes it (names is how SIDs are shown).
+type aclProblem struct {
+	who string // "owned by X", "writable by A, B", ...
+	fix string
+}
+
+// judgeACL applies the rules to the descriptor of path (a directory when
+// dir) for rights (fileChangeRights, dirChangeRights, readRights or
+// fileAllAccessOthers): a problem when it is owned by someone untrusted
+// or grants others any of rights. verb says what those rights let them
+// do, for the message ("change", "read"). name shows a SID (an account
+// name where one is known).
+func judgeACL(d *descriptor, user, path string, dir bool, rights uint32, verb string, name func(string) string) (*aclProblem, error) {
+	if !trustedSID(d.Owner, user) {
+		return &aclProblem{
+			who: "owned by " + name(d.Owner),
+			fix: fmt.Sprintf("`icacls \"%s\" /setowner \"%%USERNAME%%\"` from an elevated prompt (or recreate it as pamctl's user)", path),
+		}, nil
+	}
+	sids, err := d.others(user, rights)
+	if err != nil || len(sids) == 0 {
+		return nil, err
+	}
+	shown := make([]string, len(sids))
+	for i, s := range sids {
+		shown[i] = name(s)
+	}
+	return &aclProblem{
+		who: fmt.Sprintf("%s by %s (its access control list)", verb, strings.Join(shown, ", ")),
+		fix: icaclsFix(path, dir, d.NoDACL, sids),
+	}, nil
+}
+
+// icaclsFix is the command that leaves path to its owner, SYSTEM and
+// Administrators: inheritance off (inherited entries removed), full
+// control granted to those, and the explicit entries of sids removed.
+func icaclsFix(path string, dir bool, noDACL bool, sids []string) string {
+	inh := ""
+	if dir {
+		inh = "(OI)(CI)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "`icacls \"%s\" /inheritance:r /grant:r \"%%USERNAME%%:%sF\" \"*%s:%sF\" \"*%s:%sF\"", path, inh, sidSystem, inh, sidAdministrators, inh)
+	if !noDACL {
+		b.WriteString(" /remove:g")
+		for _, s := range sids {
+			b.WriteString(" *" + s)
+		}
+	}
+	b.WriteString("`")
+	return b.String()
+}
+
+// privateSDDL is the DACL pamctl gives what it creates for itself (its
+// data dir, session, keys): protected (nothing inherited), full control
+// for its user, SYSTEM and Administrators, no one else. Containers pass it
+// on to what is created in them.
+func privateSDDL(user string, dir bool) string {
+	inh := ""
+	if dir {
+		inh = "OICI"
+	}
+	return fmt.Sprintf("D:P(A;%[1]s;FA;;;%[2]s)(A;%[1]s;FA;;;SY)(A;%[1]s;FA;;;BA)", inh, user)
+}
