@@ -26,6 +26,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -135,7 +136,20 @@ type Options struct {
 // every node the writing transaction holds out of the old map (for the
 // audit bucket that is the events being indexed). Etcd maps 10 GiB; a
 // database under 256 MiB is never remapped.
-const initialMmap = 256 << 20
+//
+// Not on Windows: there bbolt grows the file to the size of its map
+// (SetEndOfFile before CreateFileMapping), so every data dir, each
+// `serve --dev` run's included, would take 256 MiB of disk at once; it
+// maps as bbolt does by default (from 32 KiB, doubling), remapping as the
+// database grows.
+var initialMmap = initialMmapFor(runtime.GOOS)
+
+func initialMmapFor(goos string) int {
+	if goos == "windows" {
+		return 0
+	}
+	return 256 << 20
+}
 
 // pageSize is the page size of a new database (an existing one keeps its
 // own). An audit event is a few KiB: in 4 KiB pages, most leaves holding

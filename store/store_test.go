@@ -278,3 +278,14 @@ func TestPageSize(t *testing.T) {
 		t.Errorf("existing database: page size %d, want its 4096", got)
 	}
 }
+
+// A database is mapped 256 MiB from the start, but on Windows, where bbolt
+// grows the file to its map (every data dir would take 256 MiB of disk at
+// once): there it maps as bbolt does by default.
+func TestInitialMmapPerOS(t *testing.T) {
+	for goos, want := range map[string]int{"linux": 256 << 20, "darwin": 256 << 20, "freebsd": 256 << 20, "windows": 0} {
+		if got := initialMmapFor(goos); got != want {
+			t.Errorf("%s: initial map %d, want %d", goos, got, want)
+		}
+	}
+}
