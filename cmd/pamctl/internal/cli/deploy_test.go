@@ -541,3 +541,62 @@ func TestDockerfilesStaticNonRoot(t *testing.T) {
 		}
 	}
 }
+
+// The release builds the CLI for Windows (amd64 and arm64) besides Linux
+// and macOS, as a zip archive there (tar.gz elsewhere), statically, and
+// the container image stays Linux-only.
+func TestGoreleaserBuildsWindowsZip(t *testing.T) {
+	raw, err := os.ReadFile("../../../../.goreleaser.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Builds []struct {
+			ID     string   `yaml:"id"`
+			Env    []string `yaml:"env"`
+			GOOS   []string `yaml:"goos"`
+			GOARCH []string `yaml:"goarch"`
+		} `yaml:"builds"`
+		Archives []struct {
+			Formats   []string `yaml:"formats"`
+			Overrides []struct {
+				GOOS    string   `yaml:"goos"`
+				Formats []string `yaml:"formats"`
+			} `yaml:"format_overrides"`
+		} `yaml:"archives"`
+		Dockers []struct {
+			Platforms []string `yaml:"platforms"`
+		} `yaml:"dockers_v2"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Builds) != 1 || len(cfg.Archives) != 1 {
+		t.Fatalf("want one build and one archive, got %+v", cfg)
+	}
+	b := cfg.Builds[0]
+	for _, goos := range []string{"linux", "darwin", "windows"} {
+		if !slices.Contains(b.GOOS, goos) {
+			t.Errorf("goos %v lacks %s", b.GOOS, goos)
+		}
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		if !slices.Contains(b.GOARCH, arch) {
+			t.Errorf("goarch %v lacks %s", b.GOARCH, arch)
+		}
+	}
+	if !slices.Contains(b.Env, "CGO_ENABLED=0") {
+		t.Errorf("build env %v: not static", b.Env)
+	}
+	a := cfg.Archives[0]
+	if !slices.Equal(a.Formats, []string{"tar.gz"}) || len(a.Overrides) != 1 || a.Overrides[0].GOOS != "windows" || !slices.Equal(a.Overrides[0].Formats, []string{"zip"}) {
+		t.Errorf("archives: %+v, want tar.gz with a zip override for windows", a)
+	}
+	for _, d := range cfg.Dockers {
+		for _, p := range d.Platforms {
+			if !strings.HasPrefix(p, "linux/") {
+				t.Errorf("container platform %s", p)
+			}
+		}
+	}
+}
