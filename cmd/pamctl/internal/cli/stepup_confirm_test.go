@@ -306,3 +306,14 @@ func TestStepUpQuestionGivesUpWithoutAnAnswer(t *testing.T) {
 		t.Fatalf("closed %d times; terminal:\n%s", tty.closed, q)
 	}
 }
+
+// A Windows console (CONIN$, cooked mode) ends the typed line with
+// "\r\n": the code is accepted as from /dev/tty.
+func TestStepUpAcceptsAConsoleLineEnd(t *testing.T) {
+	srv, logins := stepUpBroker(t, "")
+	tty := &fakeTerminal{answer: func(code string) string { return code + "\r" }}
+	r := approveWithTerminal(t, srv, tty, "")
+	if logins.Load() == 0 || !strings.Contains(r.err, "logging in again") {
+		t.Fatalf("the code typed on a console did not start the login: %d logins\n%s", logins.Load(), r.err)
+	}
+}

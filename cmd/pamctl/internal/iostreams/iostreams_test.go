@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -206,5 +207,33 @@ func TestJSONIsExactAndInert(t *testing.T) {
 		if !reflect.DeepEqual(got, in) {
 			t.Fatalf("round trip %d: %q, want %q", i, got, in)
 		}
+	}
+}
+
+// Standard streams that are pipes (a script, an agent, CI) are not
+// terminals on any OS (Windows included: term.IsTerminal asks
+// GetConsoleMode there): no prompt is shown and no colour is used.
+func TestSystemPipedStreamsAreNotTerminals(t *testing.T) {
+	in, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	defer w.Close()
+	r, out, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer out.Close()
+	saved := [3]*os.File{os.Stdin, os.Stdout, os.Stderr}
+	os.Stdin, os.Stdout, os.Stderr = in, out, out
+	s := System()
+	os.Stdin, os.Stdout, os.Stderr = saved[0], saved[1], saved[2]
+	if s.IsStdinTTY() || s.IsStdoutTTY() || s.IsStderrTTY() {
+		t.Fatalf("pipes taken for terminals: in %v out %v err %v", s.IsStdinTTY(), s.IsStdoutTTY(), s.IsStderrTTY())
+	}
+	if got := s.Styles().Bold.Render("x"); got != "x" {
+		t.Fatalf("styled text on a pipe: %q", got)
 	}
 }
