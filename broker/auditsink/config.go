@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -119,7 +120,7 @@ func (a AnchorConfig) Validate() error {
 	case a.File == "" && (a.HeadersFile != "" || a.CAFile != ""):
 		errs = append(errs, errors.New("headers_file and ca_file need url or url_file"))
 	}
-	if a.File != "" && !strings.HasPrefix(a.File, "/") {
+	if a.File != "" && !filepath.IsAbs(a.File) { // C:\... or \\host\share\... on Windows
 		errs = append(errs, fmt.Errorf("file %q must be an absolute path", a.File))
 	}
 	return errors.Join(errs...)
@@ -368,7 +369,7 @@ func (c SinkConfig) Validate() error {
 		only("addr", c.Addr != "")
 		only("path", c.Path != "")
 	case TypeFile:
-		if c.Path == "" || !strings.HasPrefix(c.Path, "/") {
+		if c.Path == "" || !filepath.IsAbs(c.Path) {
 			add("path %q must be an absolute path", c.Path)
 		}
 		only("addr", c.Addr != "")
