@@ -2,8 +2,8 @@
 
 package auditsink_test
 
-import "syscall"
+import "golang.org/x/sys/unix"
 
 // mkfifo makes a FIFO at p, for the tests that a FIFO is refused
 // without blocking.
-func mkfifo(p string) error { return syscall.Mkfifo(p, 0o600) }
+func mkfifo(p string) error { return unix.Mkfifo(p, 0o600) }

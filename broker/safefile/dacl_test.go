@@ -1,6 +1,7 @@
 package safefile
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -148,5 +149,24 @@ func TestPrivateSDDL(t *testing.T) {
 	}
 	if got, want := privateSDDL(tUser, false), "D:P(A;;FA;;;"+tUser+")(A;;FA;;;SY)(A;;FA;;;BA)"; got != want {
 		t.Errorf("file: %s, want %s", got, want)
+	}
+}
+
+// The path walk follows what points elsewhere (a symlink; a junction, which
+// Go reports on Windows as irregular and not a directory) and walks a
+// directory that is another kind of reparse point (irregular and a
+// directory: a OneDrive folder) as a directory.
+func TestRedirects(t *testing.T) {
+	for m, want := range map[os.FileMode]bool{
+		os.ModeSymlink | 0o777:                true,
+		os.ModeIrregular | 0o666:              true,
+		os.ModeIrregular | os.ModeDir | 0o777: false,
+		os.ModeDir | 0o777:                    false,
+		0o666:                                 false,
+		os.ModeSocket | 0o666:                 false,
+	} {
+		if got := redirects(m); got != want {
+			t.Errorf("redirects(%v) = %v, want %v", m, got, want)
+		}
 	}
 }

@@ -16,8 +16,7 @@ import (
 // path and the file opened by path after it: what is judged is what the
 // path named a moment before it is read. On Windows the file opened is
 // judged again by its handle (judgeOpened, perms_windows.go), and a
-// junction (a directory reparse point Go reports as ModeIrregular) is
-// followed and judged as a symlink is.
+// junction is followed and judged as a symlink is (redirects).
 
 func open(path string) (*os.File, error) {
 	st, err := os.Stat(path)
@@ -143,13 +142,10 @@ func walk(path string) (way, error) {
 		if err != nil {
 			return w, err
 		}
-		if fi.Mode()&(os.ModeSymlink|os.ModeIrregular) == 0 {
+		if !redirects(fi.Mode()) {
 			dest = next
 			continue
 		}
-		// A symlink, or a reparse point that is not one (a junction:
-		// os.Readlink reads its target; any other is refused by its
-		// error).
 		if links++; links > maxLinks {
 			return w, fmt.Errorf("%s: more than %d symlinks on the way (a loop?)", path, maxLinks)
 		}
