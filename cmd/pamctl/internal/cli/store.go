@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/safefile"
 	"github.com/pamctl/pamctl/store"
 )
 
@@ -133,11 +134,13 @@ func (s signedSnapshot) Snapshot(ctx context.Context, open func(int64) (io.Write
 	return s.db.Snapshot(ctx, open)
 }
 
-// writeBackupFile creates path (mode 0600, refusing an existing file or
-// symlink), fills it, syncs it and its directory, and checks the copy. A
-// failed or incomplete copy is removed, never left looking like a backup.
+// writeBackupFile creates path (mode 0600, on Windows a DACL for pamctl's
+// user, SYSTEM and Administrators only: safefile.CreatePrivate; refusing
+// an existing file or symlink), fills it, syncs it and its directory, and
+// checks the copy. A failed or incomplete copy is removed, never left
+// looking like a backup.
 func writeBackupFile(path string, fill func(io.Writer) (int64, error)) (store.BackupInfo, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := safefile.CreatePrivate(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return store.BackupInfo{}, withCode(ExitConflict, fmt.Errorf("%s already exists: a backup never overwrites a file; choose a new name or remove it first", path))
