@@ -114,7 +114,7 @@ func (a AnchorConfig) Validate() error {
 			errs = append(errs, err)
 		}
 	case a.URLFile != "":
-		if !strings.HasPrefix(a.URLFile, "/") {
+		if !filepath.IsAbs(a.URLFile) {
 			errs = append(errs, fmt.Errorf("url_file %q must be an absolute path", a.URLFile))
 		}
 	case a.File == "" && (a.HeadersFile != "" || a.CAFile != ""):
@@ -345,7 +345,7 @@ func (c SinkConfig) Validate() error {
 		case c.URLFile != "" && c.URL != "":
 			add("set url or url_file, not both")
 		case c.URLFile != "":
-			if !strings.HasPrefix(c.URLFile, "/") {
+			if !filepath.IsAbs(c.URLFile) {
 				add("url_file %q must be an absolute path", c.URLFile)
 			}
 		default:
