@@ -49,6 +49,7 @@ const (
 	CodeTooManySpans             = "too_many_spans"
 	CodeQueryNotAllowed          = "query_not_allowed"
 	CodeToolNotInScope           = "tool_not_in_scope"
+	CodeHeaderTooLarge           = "header_too_large"
 )
 
 // statusClientClosed is logged and audited when the client went away before

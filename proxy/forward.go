@@ -44,28 +44,20 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 			out.URL = up.target(rel, pr.In.URL.RawQuery)
 			out.Host = ""
 			h := out.Header
-			// Connection and Upgrade: ReverseProxy forwards a client's
-			// protocol upgrade, and on a 101 hands the raw connection over
-			// past every check; pamctl never asks for one (and refuses a
-			// 101 in modifyResponse).
-			// Range and If-Range: a client asking for slices of an answer
-			// would get each one checked alone (a key or an address cut
-			// in two, joined again by the client); pamctl relays no
-			// partial answer.
-			for _, k := range []string{"Authorization", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project", "Accept-Encoding", "Connection", "Upgrade", "Range", "If-Range"} {
-				h.Del(k)
-			}
-			// An upstream or gateway that honours a method override or an
-			// original-path header would serve another route than the one
-			// pamctl classified and checked (a POST read back as a GET of
-			// a stored answer). One that reads headers as CGI does folds
-			// '_' into '-' (OpenAI_Project is OpenAI-Project there, beside
-			// the configured one; Transfer_Encoding is framing): no
-			// header with a '_' goes, nor one named as a credential
-			// (X-Api-Key and its kind, which gateways take beside
-			// Authorization).
+			// Only the client headers the upstream's forward set allows go
+			// (headers.go): what the SDKs send and an upstream may use, and
+			// what the operator listed. Not the client's Authorization or
+			// Api-Key, organization or project, cookies, Range (a client
+			// asking for slices of an answer would get each one checked
+			// alone), Accept-Encoding, a protocol switch (Connection,
+			// Upgrade: ReverseProxy hands the raw connection over on a
+			// 101), method overrides and original paths, names a CGI-style
+			// server folds into others, credentials, address claims,
+			// routing and billing selectors under any other name.
+			// ReverseProxy has already dropped the hop-by-hop headers and
+			// those the client's Connection names.
 			for k := range h {
-				if routeOverride(k) || foldableName(k) || credentialHeader(k) || addressClaim(k) {
+				if !up.fwd.allows(k) {
 					delete(h, k)
 				}
 			}
@@ -241,14 +233,6 @@ func routeOverride(k string) bool {
 	return false
 }
 
-// credentialHeader reports whether a client's header named k may carry a
-// credential an upstream or gateway reads (Authorization and its
-// X-/Proxy- kin, Api-Key, X-Api-Key, X-Goog-Api-Key, Anthropic-Api-Key,
-// Ocp-Apim-Subscription-Key, ...): only the vaulted key goes upstream.
-func credentialHeader(k string) bool {
-	return containsFolded(k, "authorization") || containsFolded(k, "api-key") || containsFolded(k, "apikey") || containsFolded(k, "subscription-key")
-}
-
 // foldableName reports whether a header name holds anything but ASCII
 // letters, digits and '-': a server that reads headers as CGI does folds
 // '_' into '-' (some fold every other character), so OpenAI_Project or
@@ -266,19 +250,36 @@ func foldableName(k string) bool {
 
 // addressClaim reports whether a client's header named k claims a client
 // address or connection (X-Real-IP, True-Client-IP, CF-Connecting-IP,
-// X-Forwarded-*, Forwarded-For, X-Remote-Addr, ...): the upstream's
-// client is the proxy, and a gateway may key allow-lists or rate limits
-// on such a claim, which pamctl never checked.
+// X-ClientIP, X-Azure-ClientIP, X-Forwarded-*, Forwarded-For,
+// X-Remote-Addr, ...): the upstream's client is the proxy, and a gateway
+// may key allow-lists or rate limits on such a claim, which pamctl never
+// checked.
 func addressClaim(k string) bool {
-	if containsFolded(k, "forwarded") || containsFolded(k, "remote-addr") {
+	if containsFolded(k, "forwarded") || containsFolded(k, "remote-addr") || containsFolded(k, "client-addr") {
 		return true
 	}
-	for k != "" { // an "ip", "ipv4" or "ipv6" between the dashes
+	for k != "" { // "ip", "ipv4", "ipv6", "addr" between the dashes, alone or after a word such as client
 		word, rest, _ := strings.Cut(k, "-")
-		if foldedEqual(word, "ip") || foldedEqual(word, "ipv4") || foldedEqual(word, "ipv6") {
-			return true
+		for _, suffix := range []string{"ip", "ipv4", "ipv6", "addr", "address"} {
+			if len(word) < len(suffix) || !foldedEqual(word[len(word)-len(suffix):], suffix) {
+				continue
+			}
+			if who := word[:len(word)-len(suffix)]; who == "" && suffix != "address" && suffix != "addr" || addressOwner(who) {
+				return true
+			}
 		}
 		k = rest
+	}
+	return false
+}
+
+// addressOwner reports a word that, before "ip" or "addr" (ClientIP,
+// RealIP, RemoteAddr), says whose address it is.
+func addressOwner(w string) bool {
+	for _, o := range []string{"client", "real", "remote", "user", "source", "src", "origin", "originating", "peer", "true", "connecting", "caller", "end", "orig"} {
+		if foldedEqual(w, o) {
+			return true
+		}
 	}
 	return false
 }

@@ -39,6 +39,11 @@
 //     sent upstream with it set, so streamed usage counts against the
 //     budget; the usage-only final chunk is then dropped before it reaches
 //     the client, who gets exactly the stream it asked for.
+//   - Of the client's request headers only an allowlist goes upstream
+//     (headers.go: what the OpenAI SDKs send, and an upstream's
+//     ForwardHeaders), never a name that is hop-by-hop, pamctl's own, or
+//     names a credential, a client address, a route or model, or an
+//     account.
 //   - If an audit event cannot be appended the proxy fails closed: a
 //     buffered answer becomes 503 audit_unavailable, a stream ends with an
 //     error event instead of its terminal event.
@@ -96,6 +101,12 @@ type Upstream struct {
 	// OpenAI-Project; whatever the client sent in those headers is dropped.
 	Organization string
 	Project      string
+	// ForwardHeaders are client headers this upstream gets besides the
+	// built-in ones (headers.go: what the OpenAI SDKs send); New refuses
+	// a name that is hop-by-hop or framing, pamctl's own, or names a
+	// credential, a client address, a route, model or deployment, or an
+	// organization, project or billing account.
+	ForwardHeaders []string
 	// Timeout bounds the wait for the upstream's response headers (default
 	// 10 minutes, as the OpenAI SDKs). Streams may then run as long as they
 	// like; a client that disconnects cancels the upstream call.
@@ -503,6 +514,7 @@ type upstream struct {
 	keyName string
 	org     string
 	project string
+	fwd     *forwardSet  // the client headers it gets
 	client  *http.Client // for the model list
 	rp      http.Handler
 }
@@ -521,6 +533,9 @@ func (p *Proxy) newUpstream(u Upstream) (*upstream, error) {
 	base.Path = strings.TrimSuffix(base.Path, "/")
 	base.RawPath, base.RawQuery, base.Fragment = "", "", ""
 	up := &upstream{name: u.Name, base: base, keyName: u.KeyName, org: u.Organization, project: u.Project}
+	if up.fwd, err = newForwardSet(u.ForwardHeaders); err != nil {
+		return nil, err
+	}
 	if up.keyName == "" {
 		up.keyName = u.Name
 	}

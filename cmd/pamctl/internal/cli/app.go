@@ -689,7 +689,7 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 		if u.Timeout == 0 {
 			u.Timeout = a.cfg.Proxy.Timeout // proxy.timeout is every upstream's default
 		}
-		up := proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout}
+		up := u.proxyUpstream()
 		if mock != nil {
 			tr := http.DefaultTransport.(*http.Transport).Clone()
 			tr.MaxIdleConnsPerHost = 64 // as the proxy's own transport: keep-alive under load

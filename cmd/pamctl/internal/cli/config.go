@@ -217,6 +217,15 @@ type UpstreamConfig struct {
 	Organization string        `mapstructure:"organization"`
 	Project      string        `mapstructure:"project"`
 	Timeout      time.Duration `mapstructure:"timeout"`
+	// ForwardHeaders are client headers this upstream gets besides the
+	// ones the OpenAI SDKs send (proxy/headers.go).
+	ForwardHeaders []string `mapstructure:"forward_headers"`
+}
+
+// proxyUpstream is u as the proxy takes it.
+func (u UpstreamConfig) proxyUpstream() proxy.Upstream {
+	return proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout,
+		ForwardHeaders: u.ForwardHeaders}
 }
 
 // MaskingConfig picks detectors and actions per direction: the prompt on its
@@ -792,6 +801,9 @@ func (c *Config) Validate() error {
 		}
 		if u.Key == "" {
 			add("upstreams[%d] (%s): key (the vault entry holding the provider key) is required", i, u.Name)
+		}
+		if err := u.proxyUpstream().CheckHeaders(); err != nil {
+			add("upstreams[%d] (%s): %v", i, u.Name, err)
 		}
 	}
 	for _, err := range c.Policies.Validate() {

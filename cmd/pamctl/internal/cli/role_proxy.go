@@ -117,7 +117,7 @@ func (a *App) newRemoteProxy(cfg *Config, insp proxy.Inspection) (*proxy.Proxy, 
 		if u.Timeout == 0 {
 			u.Timeout = cfg.Proxy.Timeout
 		}
-		ups = append(ups, proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout})
+		ups = append(ups, u.proxyUpstream())
 	}
 	return proxy.New(proxy.Options{
 		Verifier: a.link.Verifier(), Revoked: a.link, Keys: a.link, Upstreams: ups, Audit: observedSink{a.link, a.observeAppend()}, Logger: a.log,

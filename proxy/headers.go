@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// What of a client's request headers goes upstream: an allowlist, not a
+// list of what is refused. A header goes only when its name is one the
+// official OpenAI SDKs (Python, JavaScript, the Agents SDKs on top of
+// them) send and an upstream may use (builtinForward, and the X-Stainless-
+// telemetry the SDKs' generator adds), or one the operator listed for the
+// upstream (Upstream.ForwardHeaders), and when forwardRefusal has nothing
+// against the name. Everything else is dropped: a gateway in front of a
+// provider reads credentials (Helicone-Auth, X-Auth-Token), billing and
+// project selectors (X-Goog-User-Project, OpenAI-Project), client address
+// claims (X-ClientIP) and routing hints (X-Model, Azureml-Model-
+// Deployment: another model than the one the grant's scope covers) under
+// names no rule of thumb enumerates. docs/rules-and-masking.md, "What of a
+// request reaches the upstream", says why each entry is here.
+
+// builtinForward are the client headers every upstream gets, canonical.
+var builtinForward = map[string]bool{
+	"Accept":          true, // every SDK: application/json
+	"User-Agent":      true, // OpenAI/Python x, OpenAI/JS x, Agents/Python x: providers' support asks for it
+	"Content-Type":    true, // a JSON body's is set by pamctl; an endpoint: route's multipart body needs the client's boundary
+	"Openai-Beta":     true, // assistants=v2, realtime=v1: selects an API version of the same route
+	"Idempotency-Key": true, // Stainless SDKs generate one per call; providers that honour it dedupe retries
+}
+
+// stainlessPrefix is the prefix of the SDK telemetry headers
+// (X-Stainless-Lang, -Package-Version, -OS, -Arch, -Runtime,
+// -Runtime-Version, -Async, -Retry-Count, -Read-Timeout, -Timeout,
+// -Raw-Response, ...), which OpenAI's API reads for its statistics and
+// retry accounting. A name under it is still refused when forwardRefusal
+// says so (X-Stainless-Helper-Method names a method).
+const stainlessPrefix = "X-Stainless-"
+
+// maxForwardedHeader bounds the bytes of one forwarded client header,
+// all its lines together: the SDKs send a few dozen bytes each, and an
+// upstream that refuses a larger header (431) would be handed one the
+// agent chose.
+const maxForwardedHeader = 4 << 10
+
+// forwardSet is what one upstream takes from its clients' headers.
+type forwardSet struct {
+	extra map[string]bool // the operator's forward_headers, canonical
+	// reserved are the headers pamctl sets for this upstream (the key's
+	// headers): never the client's, whatever the lists say.
+	reserved map[string]bool
+}
+
+// allows reports whether a client header named k goes upstream.
+func (f *forwardSet) allows(k string) bool {
+	ck := http.CanonicalHeaderKey(k)
+	if f.reserved[ck] {
+		return false
+	}
+	listed := builtinForward[ck] || f.extra[ck] || len(ck) > len(stainlessPrefix) && strings.HasPrefix(ck, stainlessPrefix)
+	return listed && forwardRefusal(ck) == ""
+}
+
+// forwardRefusal says why a header named k never goes from a client to an
+// upstream, built in or configured, or "" when nothing is against it. Case
+// and '_' are folded, as CGI-style servers fold them.
+func forwardRefusal(k string) string {
+	switch {
+	case k == "" || foldableName(k):
+		return "a forwarded header's name holds only ASCII letters, digits and '-' (a server that reads headers as CGI does folds '_', '.' and the like into '-', so the name would be another header there)"
+	case framingHeader(k):
+		return "it is hop-by-hop or framing (connection, length, encoding, ranges, Host): pamctl sets those itself for the body it checked"
+	case ownHeader(k):
+		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
+	case credentialName(k):
+		return "it is named as a credential: only the vaulted key goes upstream (use key_header or extra_key for a gateway's key)"
+	case addressClaim(k):
+		return "it claims a client address: the upstream's client is the proxy, and pamctl never checked the claim"
+	case routeOverride(k) || routingName(k):
+		return "it may select another route, model, deployment or upstream than the one pamctl checked against the grant's scope"
+	case accountName(k):
+		return "it selects an organization, project or billing account: set upstreams[].organization or project instead"
+	}
+	return ""
+}
+
+// framingHeader: hop-by-hop headers, framing and what only the proxy may
+// decide of the transfer.
+func framingHeader(k string) bool {
+	switch http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")) {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
+		"Content-Length", "Content-Encoding", "Accept-Encoding", "Expect", "Range", "If-Range", "Via", "Max-Forwards":
+		return true
+	}
+	return false
+}
+
+// ownHeader: the headers pamctl sets on every forwarded call.
+func ownHeader(k string) bool {
+	switch http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")) {
+	case "X-Request-Id", "Traceparent", "Tracestate", "Baggage", "Openai-Organization", "Openai-Project":
+		return true
+	}
+	return len(k) >= len("pamctl-") && foldedEqual(k[:len("pamctl-")], "pamctl-")
+}
+
+// credentialName reports a name under which a server may take a
+// credential: Authorization and its kin (Proxy-Authorization,
+// Helicone-Auth, X-Auth-Token), any key but Idempotency-Key (Api-Key,
+// X-Api-Key, Ocp-Apim-Subscription-Key, X-Portkey-Virtual-Key), tokens,
+// secrets, passwords, cookies and signatures.
+func credentialName(k string) bool {
+	if foldedEqual(k, "idempotency-key") {
+		return false
+	}
+	for _, w := range []string{"auth", "key", "token", "secret", "passw", "cookie", "credential", "signature", "session"} {
+		if containsFolded(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// routingName reports a name a gateway may route by: a model, deployment,
+// engine, provider, region or target, a host, URL or path, a gateway's
+// config.
+func routingName(k string) bool {
+	for _, w := range []string{"model", "deploy", "engine", "route", "routing", "upstream", "provider", "backend", "target",
+		"region", "zone", "cluster", "host", "url", "uri", "path", "endpoint", "config", "override", "destination", "fallback", "tier", "priority"} {
+		if containsFolded(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// accountName reports a name that selects whose account a call is billed
+// or kept under.
+func accountName(k string) bool {
+	for _, w := range []string{"organization", "organisation", "project", "billing", "account", "tenant", "workspace", "subscription", "customer", "quota", "budget"} {
+		if containsFolded(k, w) {
+			return true
+		}
+	}
+	for rest := k; rest != ""; {
+		word, more, _ := strings.Cut(rest, "-")
+		if foldedEqual(word, "org") || foldedEqual(word, "orgid") {
+			return true
+		}
+		rest = more
+	}
+	return false
+}
+
+// CheckHeaders reports every problem of u's header settings
+// (ForwardHeaders): what New would refuse, for `pamctl config check`.
+func (u Upstream) CheckHeaders() error {
+	_, err := newForwardSet(u.ForwardHeaders)
+	return err
+}
+
+// newForwardSet checks an upstream's forward_headers and its key headers
+// and builds what the upstream takes from its clients.
+func newForwardSet(extra []string, keyHeaders ...string) (*forwardSet, error) {
+	f := &forwardSet{extra: map[string]bool{}, reserved: map[string]bool{}}
+	var problems []string
+	for _, k := range keyHeaders {
+		if k != "" {
+			f.reserved[http.CanonicalHeaderKey(k)] = true
+		}
+	}
+	for _, k := range extra {
+		if why := forwardRefusal(k); why != "" {
+			problems = append(problems, fmt.Sprintf("forward_headers: %q cannot be forwarded: %s", k, why))
+			continue
+		}
+		ck := http.CanonicalHeaderKey(k)
+		if f.reserved[ck] {
+			problems = append(problems, fmt.Sprintf("forward_headers: %q carries the vaulted key (key_header or extra_key.header): a client's value never goes", k))
+			continue
+		}
+		if f.extra[ck] || builtinForward[ck] {
+			problems = append(problems, fmt.Sprintf("forward_headers: %q is listed twice or is forwarded already", k))
+			continue
+		}
+		f.extra[ck] = true
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	return f, nil
+}
+
+// oversizedHeader returns the name and size of a client header f would
+// forward whose lines together pass maxForwardedHeader, or "".
+func (f *forwardSet) oversizedHeader(h http.Header) (string, int) {
+	for k, vs := range h {
+		n := 0
+		for _, v := range vs {
+			n += len(v)
+		}
+		if n > maxForwardedHeader && f.allows(k) {
+			return k, n
+		}
+	}
+	return "", 0
+}
