@@ -53,6 +53,9 @@ func (p *Proxy) event(c *call) *audit.Event {
 		e.Target = c.up.name
 		e.Details["upstream"] = c.up.name
 	}
+	if c.clientID != "" {
+		e.Details["client_request_id"] = c.clientID
+	}
 	if c.clientModel != "" && c.clientModel != c.model {
 		e.Details["client_model"] = c.clientModel
 	}

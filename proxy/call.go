@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -93,7 +95,8 @@ type tokenUsage struct {
 type call struct {
 	*Inspection // snapshot taken when the call began
 
-	id        string
+	id        string    // pamctl's id of the call (newRequestID)
+	clientID  string    // the client's X-Request-Id, escaped and bounded (clientRequestID)
 	start     time.Time // wall clock, for latency (not the injected clock)
 	kind      endpointKind
 	method    string
@@ -205,17 +208,38 @@ func newRequestID() string {
 	return "req_" + hex.EncodeToString(b[:])
 }
 
-// clientRequestID keeps a client's X-Request-Id when it is a short run of
-// visible ASCII (so it is safe in headers and logs); otherwise it mints one.
+// maxClientRequestID bounds the client's X-Request-Id as the trail keeps
+// it (escaped bytes).
+const maxClientRequestID = 128
+
+// clientRequestID is the client's X-Request-Id for the trail, or "": it is
+// attacker input, so every byte but visible ASCII (and '%') is
+// percent-encoded, several lines are joined by ',', and what passes
+// maxClientRequestID is cut there (never inside an escape) and followed
+// by its length. It is never the call's id: pamctl mints that
+// (newRequestID), so no agent can give two calls one id in the trail.
 func clientRequestID(r *http.Request) string {
-	id := r.Header.Get("X-Request-Id")
-	if id == "" || len(id) > 128 {
-		return newRequestID()
+	vs := r.Header.Values("X-Request-Id")
+	if len(vs) == 0 {
+		return ""
 	}
-	for i := 0; i < len(id); i++ {
-		if id[i] <= ' ' || id[i] > '~' {
-			return newRequestID()
+	raw := strings.Join(vs, ",")
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		esc := c <= ' ' || c > '~' || c == '%'
+		n := 1
+		if esc {
+			n = 3
+		}
+		if b.Len()+n > maxClientRequestID {
+			return b.String() + "... (" + strconv.Itoa(len(raw)) + " bytes)"
+		}
+		if esc {
+			b.WriteString("%" + strings.ToUpper(hex.EncodeToString([]byte{c})))
+		} else {
+			b.WriteByte(c)
 		}
 	}
-	return id
+	return b.String()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -241,27 +242,98 @@ func TestVerifyCacheSkipsSignatureChecksAndStaysBounded(t *testing.T) {
 	}
 }
 
+// TestRequestIDs: pamctl mints every call's id (the answer's X-Request-Id
+// and Pamctl-Audit-Id, the upstream's X-Request-Id, the trail's
+// request_id), whatever the client sent: an agent that chose it could
+// give two calls one id and muddle joins in the trail. The client's own
+// X-Request-Id is kept apart, as client_request_id.
 func TestRequestIDs(t *testing.T) {
 	h := newHarness(t)
 	tok := h.mint(grant{scope: "model:gpt-4o"})
-	res, _ := h.do("POST", "/v1/chat/completions", tok, chatBody, "X-Request-Id", "agent-run-42")
-	if res.Header.Get("X-Request-Id") != "agent-run-42" || res.Header.Get("Pamctl-Audit-Id") != "agent-run-42" ||
-		len(res.Header.Values("X-Request-Id")) != 1 || len(res.Header.Values("Pamctl-Audit-Id")) != 1 {
-		t.Fatalf("client request id not echoed: %v", res.Header)
+	var ids []string
+	for range 2 {
+		res, _ := h.do("POST", "/v1/chat/completions", tok, chatBody, "X-Request-Id", "agent-run-42")
+		id := res.Header.Get("X-Request-Id")
+		if !strings.HasPrefix(id, "req_") || len(id) != 28 || res.Header.Get("Pamctl-Audit-Id") != id ||
+			len(res.Header.Values("X-Request-Id")) != 1 || len(res.Header.Values("Pamctl-Audit-Id")) != 1 {
+			t.Fatalf("answer's ids: %v", res.Header)
+		}
+		reqs := h.up.requests()
+		if got := reqs[len(reqs)-1].Header.Values("X-Request-Id"); len(got) != 1 || got[0] != id {
+			t.Fatalf("upstream got request id %q, want %q", got, id)
+		}
+		ev := h.sink.last(t)
+		if ev.Details["request_id"] != id || ev.Details["client_request_id"] != "agent-run-42" || ev.Details["upstream_request_id"] != "upstream-openai" {
+			t.Fatalf("audit details %v", ev.Details)
+		}
+		ids = append(ids, id)
 	}
-	if got := h.up.requests()[0].Header.Get("X-Request-Id"); got != "agent-run-42" {
-		t.Fatalf("upstream got request id %q", got)
+	if ids[0] == ids[1] {
+		t.Fatalf("two calls with one client id share the trail's request_id %s", ids[0])
 	}
-	if ev := h.sink.last(t); ev.Details["request_id"] != "agent-run-42" || ev.Details["upstream_request_id"] != "upstream-openai" {
-		t.Fatalf("audit details %v", ev.Details)
-	}
-	res, _ = h.do("POST", "/v1/chat/completions", tok, chatBody, "X-Request-Id", "bad id\twith tab")
-	if id := res.Header.Get("X-Request-Id"); !strings.HasPrefix(id, "req_") {
-		t.Fatalf("unsafe request id kept: %q", id)
-	}
-	res, _ = h.do("POST", "/v1/chat/completions", tok, chatBody)
+	res, _ := h.do("POST", "/v1/chat/completions", tok, chatBody)
 	if id := res.Header.Get("X-Request-Id"); !strings.HasPrefix(id, "req_") || len(id) != 28 {
 		t.Fatalf("generated request id %q", id)
+	}
+	if ev := h.sink.last(t); ev.Details["client_request_id"] != "" {
+		t.Fatalf("no client id sent, trail has %q", ev.Details["client_request_id"])
+	}
+}
+
+// TestClientRequestIDIsBoundedAndEscaped: the client's X-Request-Id is
+// attacker input on its way into the trail (and every terminal, SIEM and
+// web page that shows it): control characters, non-ASCII bytes, spaces
+// and '%' are percent-encoded, several lines are joined, and a long one is
+// cut at 128 bytes with its length said.
+func TestClientRequestIDIsBoundedAndEscaped(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	// Raw bytes, as a hostile client writes them (Go's client refuses
+	// control characters in a header value).
+	send := func(lines ...string) (int, string) {
+		body := chatBody
+		var hdr string
+		for _, l := range lines {
+			hdr += "X-Request-Id: " + l + "\r\n"
+		}
+		return rawCall(t, h, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\nContent-Type: application/json\r\nContent-Length: "+
+			strconv.Itoa(len(body))+"\r\n"+hdr+"Connection: close\r\n\r\n"+body)
+	}
+	for _, tc := range []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{"run 42\t%done"}, "run%2042%09%25done"},
+		{[]string{"a\x1b[31mred\x7f"}, "a%1B[31mred%7F"},
+		{[]string{"caf\xc3\xa9"}, "caf%C3%A9"},
+		{[]string{"first", "second"}, "first,second"},
+		{[]string{"\u202egnp.exe"}, "%E2%80%AEgnp.exe"},
+	} {
+		code, b := send(tc.lines...)
+		if code == http.StatusBadRequest && !strings.Contains(b, "error") {
+			continue // Go's server refused the header before the proxy saw it
+		}
+		if code != http.StatusOK {
+			t.Fatalf("%q: %d %s", tc.lines, code, b)
+		}
+		ev := h.sink.last(t)
+		if ev.Details["client_request_id"] != tc.want || !strings.HasPrefix(ev.Details["request_id"], "req_") {
+			t.Errorf("%q: trail has client_request_id %q, want %q (request_id %q)", tc.lines, ev.Details["client_request_id"], tc.want, ev.Details["request_id"])
+		}
+	}
+	long := strings.Repeat("x", 1000)
+	if code, b := send(long); code != http.StatusOK {
+		t.Fatalf("long id: %d %s", code, b)
+	}
+	if got := h.sink.last(t).Details["client_request_id"]; got != strings.Repeat("x", 128)+"... (1000 bytes)" {
+		t.Errorf("long id kept as %q", got)
+	}
+	// A cut never splits an escape.
+	if code, b := send(strings.Repeat("x", 127) + " tail"); code != http.StatusOK {
+		t.Fatalf("cut escape: %d %s", code, b)
+	}
+	if got := h.sink.last(t).Details["client_request_id"]; got != strings.Repeat("x", 127)+"... (132 bytes)" {
+		t.Errorf("cut inside an escape: %q", got)
 	}
 }
 

@@ -373,7 +373,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{
-			id: clientRequestID(r), start: time.Now(), method: r.Method, path: r.URL.Path,
+			id: newRequestID(), clientID: clientRequestID(r), start: time.Now(), method: r.Method, path: r.URL.Path,
 			remote: r.RemoteAddr, userAgent: r.UserAgent(), Inspection: p.inspect.Load(),
 			unreadBody: r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0,
 		}
