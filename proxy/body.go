@@ -205,17 +205,36 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) bool {
 // retry when the store holding it did not answer (it is there: telling
 // anyone to set it again would be wrong).
 func providerKeyError(up *upstream, key string, err error) *apiError {
+	return vaultedKeyError(up, up.keyName, "provider key", key, err)
+}
+
+// vaultedKeyError is providerKeyError for any of the upstream's vault
+// entries (entry, which holds its what: "provider key", "extra key").
+// It names the entry, never the value.
+func vaultedKeyError(up *upstream, entry, what, key string, err error) *apiError {
 	switch {
 	case err == nil && key != "":
 		return nil
 	case !errors.Is(err, ErrProviderKeyUnavailable):
 		return errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
-			"No provider key is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", up.name, up.keyName), err)
+			"No %s is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", what, up.name, entry), err)
 	}
 	e := errUpstream(http.StatusServiceUnavailable, CodeProviderKey, fmt.Sprintf(
-		"The provider key of upstream %q could not be read from pamctl's store just now, so the call was not forwarded. Retry shortly; if it persists an administrator should check the store and the pamctl logs.", up.name), err)
+		"The %s of upstream %q could not be read from pamctl's store just now, so the call was not forwarded. Retry shortly; if it persists an administrator should check the store and the pamctl logs.", what, up.name), err)
 	e.RetryAfter = 5
 	return e
+}
+
+// extraKey loads up's extra key ("" without one).
+func (p *Proxy) extraKey(r *http.Request, up *upstream) (string, *apiError) {
+	if up.extraHeader == "" {
+		return "", nil
+	}
+	k, err := p.keys.ProviderKey(r.Context(), up.extraKeyName)
+	if e := vaultedKeyError(up, up.extraKeyName, "extra key (extra_key)", k, err); e != nil {
+		return "", e
+	}
+	return k, nil
 }
 
 // providerKeys loads the vaulted key of the call's upstream (every upstream
@@ -229,5 +248,10 @@ func (p *Proxy) providerKeys(r *http.Request, c *call) *apiError {
 		return e
 	}
 	c.key = secret{k}
+	extra, e := p.extraKey(r, c.up)
+	if e != nil {
+		return e
+	}
+	c.extraKey = secret{extra}
 	return nil
 }

@@ -125,6 +125,7 @@ type call struct {
 	promptSHA   string     // SHA-256 of the forwarded prompt text
 	unscanned   []string   // content pamctl could not read (payload.Request.Unscanned)
 	key         secret     // vaulted provider key for this call
+	extraKey    secret     // the upstream's extra key (Upstream.ExtraKey), if any
 	keys        *scrub.Set // every known vaulted key, scrubbed from what leaves
 	// tools, when set, judges the tool calls a streamed answer proposes
 	// instead of p.toolJudge(c) (tests set a fake judge here).

@@ -61,7 +61,7 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 					delete(h, k)
 				}
 			}
-			h.Set("Authorization", "Bearer "+c.key.v)
+			up.setKeys(h, c.key.v, c.extraKey.v)
 			if up.org != "" {
 				h.Set("OpenAI-Organization", up.org)
 			}
@@ -74,6 +74,9 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 				p.obs.Forward(c.octx, h)
 			}
 			c.keys = p.noteKey(pr.In.Context(), c.key.v)
+			if c.extraKey.v != "" {
+				c.keys = p.noteKey(pr.In.Context(), c.extraKey.v)
+			}
 			p.detachUpstream(pr, c)
 			if c.body != nil {
 				// A stream's request lets go of its bytes once sent (the

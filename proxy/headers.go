@@ -153,10 +153,69 @@ func accountName(k string) bool {
 }
 
 // CheckHeaders reports every problem of u's header settings
-// (ForwardHeaders): what New would refuse, for `pamctl config check`.
+// (ForwardHeaders, KeyHeader, ExtraKey): what New would refuse, for
+// `pamctl config check`. It names headers and vault entries, never a
+// key.
 func (u Upstream) CheckHeaders() error {
-	_, err := newForwardSet(u.ForwardHeaders)
-	return err
+	var problems []string
+	if u.KeyHeader != "" {
+		if why := keyHeaderRefusal(u.KeyHeader); why != "" {
+			problems = append(problems, fmt.Sprintf("key_header: %q cannot carry the key: %s", u.KeyHeader, why))
+		}
+	}
+	key, extra, _ := keyHeaders(u)
+	if u.ExtraKey != nil {
+		switch {
+		case u.ExtraKey.Header == "":
+			problems = append(problems, "extra_key: header (the header the second key goes in) is required")
+		case keyHeaderRefusal(u.ExtraKey.Header) != "":
+			problems = append(problems, fmt.Sprintf("extra_key: header %q cannot carry a key: %s", u.ExtraKey.Header, keyHeaderRefusal(u.ExtraKey.Header)))
+		case extra == key || key == "" && extra == "Authorization":
+			problems = append(problems, fmt.Sprintf("extra_key: header %q is the header the provider key goes in (key_header): pick another", u.ExtraKey.Header))
+		}
+		if u.ExtraKey.KeyName == "" {
+			problems = append(problems, "extra_key: key (the vault entry holding the second key) is required")
+		}
+	}
+	if _, err := newForwardSet(u.ForwardHeaders, "Authorization", key, extra); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// keyHeaders is where u's keys go, canonical: the provider key's header
+// ("" for Authorization: Bearer), the extra key's header and vault entry
+// ("" without one).
+func keyHeaders(u Upstream) (key, extra, extraEntry string) {
+	if u.KeyHeader != "" && !strings.EqualFold(u.KeyHeader, "Authorization") {
+		key = http.CanonicalHeaderKey(u.KeyHeader)
+	}
+	if u.ExtraKey != nil {
+		extra, extraEntry = http.CanonicalHeaderKey(u.ExtraKey.Header), u.ExtraKey.KeyName
+	}
+	return key, extra, extraEntry
+}
+
+// keyHeaderRefusal says why a header named k cannot carry a vaulted key,
+// or "". A key header may be named as a credential (it is one); it may
+// not be hop-by-hop or framing (a proxy on the way drops or reads it),
+// pamctl's own, or a header clients send that the proxy forwards.
+func keyHeaderRefusal(k string) string {
+	ck := http.CanonicalHeaderKey(k)
+	switch {
+	case foldableName(k):
+		return "a header name holds only ASCII letters, digits and '-'"
+	case framingHeader(k) || ck == "Proxy-Authorization" || ck == "Proxy-Authenticate":
+		return "it is hop-by-hop or framing (connection, length, encoding, Host): a proxy on the way would drop or read it"
+	case ownHeader(k):
+		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
+	case builtinForward[ck] || strings.HasPrefix(ck, stainlessPrefix):
+		return "it is a header the SDKs send and the proxy forwards (Accept, User-Agent, Content-Type, OpenAI-Beta, Idempotency-Key, X-Stainless-*)"
+	}
+	return ""
 }
 
 // newForwardSet checks an upstream's forward_headers and its key headers
@@ -176,7 +235,7 @@ func newForwardSet(extra []string, keyHeaders ...string) (*forwardSet, error) {
 		}
 		ck := http.CanonicalHeaderKey(k)
 		if f.reserved[ck] {
-			problems = append(problems, fmt.Sprintf("forward_headers: %q carries the vaulted key (key_header or extra_key.header): a client's value never goes", k))
+			problems = append(problems, fmt.Sprintf("forward_headers: %q carries a vaulted key (Authorization, key_header or extra_key.header): a client's value never goes", k))
 			continue
 		}
 		if f.extra[ck] || builtinForward[ck] {
@@ -204,4 +263,20 @@ func (f *forwardSet) oversizedHeader(h http.Header) (string, int) {
 		}
 	}
 	return "", 0
+}
+
+// setKeys puts the call's vaulted keys in h, in the upstream's headers,
+// replacing whatever was there: the provider key as
+// "Authorization: Bearer <key>" or alone in KeyHeader, and the extra key
+// alone in its header.
+func (u *upstream) setKeys(h http.Header, key, extra string) {
+	h.Del("Authorization")
+	if u.keyHeader == "" {
+		h.Set("Authorization", "Bearer "+key)
+	} else {
+		h.Set(u.keyHeader, key)
+	}
+	if u.extraHeader != "" {
+		h.Set(u.extraHeader, extra)
+	}
 }

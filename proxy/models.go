@@ -101,8 +101,15 @@ func (p *Proxy) fetchModels(r *http.Request, up *upstream) ([]model, *apiError) 
 	if err != nil {
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamUnreachable, fmt.Sprintf("Upstream %q has an unusable URL.", up.name), err)
 	}
-	req.Header.Set("Authorization", "Bearer "+key)
+	extra, e := p.extraKey(r, up)
+	if e != nil {
+		return nil, e
+	}
+	up.setKeys(req.Header, key, extra)
 	p.noteKey(r.Context(), key)
+	if extra != "" {
+		p.noteKey(r.Context(), extra)
+	}
 	if up.org != "" {
 		req.Header.Set("OpenAI-Organization", up.org)
 	}

@@ -107,6 +107,15 @@ type Upstream struct {
 	// credential, a client address, a route, model or deployment, or an
 	// organization, project or billing account.
 	ForwardHeaders []string
+	// KeyHeader is the header the vaulted key goes in: "" (or
+	// Authorization) sends "Authorization: Bearer <key>"; any other name
+	// carries the key alone, for gateways that want it there (Azure
+	// OpenAI: api-key; Azure API Management: Ocp-Apim-Subscription-Key;
+	// Portkey: x-portkey-api-key). No Authorization goes then.
+	KeyHeader string
+	// ExtraKey, when set, sends a second vaulted key in a header of its
+	// own (a gateway's key beside the provider's).
+	ExtraKey *ExtraKey
 	// Timeout bounds the wait for the upstream's response headers (default
 	// 10 minutes, as the OpenAI SDKs). Streams may then run as long as they
 	// like; a client that disconnects cancels the upstream call.
@@ -115,6 +124,13 @@ type Upstream struct {
 	// the proxy clones http.DefaultTransport and sets Timeout as its
 	// ResponseHeaderTimeout.
 	Transport http.RoundTripper
+}
+
+// ExtraKey is a second vaulted key an upstream gets: the value of vault
+// entry KeyName, alone, in header Header.
+type ExtraKey struct {
+	Header  string
+	KeyName string
 }
 
 // DefaultUpstream is used when Options.Upstreams is empty: OpenAI, with
@@ -514,9 +530,14 @@ type upstream struct {
 	keyName string
 	org     string
 	project string
-	fwd     *forwardSet  // the client headers it gets
-	client  *http.Client // for the model list
-	rp      http.Handler
+	fwd     *forwardSet // the client headers it gets
+	// keyHeader is where the key goes ("": Authorization: Bearer);
+	// extraHeader and extraKeyName the second vaulted key's ("": none).
+	keyHeader    string
+	extraHeader  string
+	extraKeyName string
+	client       *http.Client // for the model list
+	rp           http.Handler
 }
 
 func (p *Proxy) newUpstream(u Upstream) (*upstream, error) {
@@ -533,9 +554,11 @@ func (p *Proxy) newUpstream(u Upstream) (*upstream, error) {
 	base.Path = strings.TrimSuffix(base.Path, "/")
 	base.RawPath, base.RawQuery, base.Fragment = "", "", ""
 	up := &upstream{name: u.Name, base: base, keyName: u.KeyName, org: u.Organization, project: u.Project}
-	if up.fwd, err = newForwardSet(u.ForwardHeaders); err != nil {
+	if err := u.CheckHeaders(); err != nil {
 		return nil, err
 	}
+	up.keyHeader, up.extraHeader, up.extraKeyName = keyHeaders(u)
+	up.fwd, _ = newForwardSet(u.ForwardHeaders, "Authorization", up.keyHeader, up.extraHeader)
 	if up.keyName == "" {
 		up.keyName = u.Name
 	}

@@ -523,6 +523,16 @@ func (a *App) probes() []probe {
 					return err
 				},
 			})
+			if extra := u.ExtraKey.Key; extra != "" {
+				ps = append(ps, probe{
+					name: checkProviderKey + u.Name + "/extra_key", critical: true, every: probeProviderKeyEvery,
+					hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable extra key %q (extra_key); store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, extra, extra),
+					run: func(ctx context.Context) error {
+						_, err := a.vault.Get(ctx, extra)
+						return err
+					},
+				})
+			}
 		}
 	}
 	for _, st := range a.SinkStatus() {
@@ -662,12 +672,22 @@ func (k devKeys) ProviderKey(ctx context.Context, entry string) (string, error) 
 // devRoute sends calls that carry the mock key to the built-in mock
 // upstream, and everything else to the real upstream.
 type devRoute struct {
-	real http.RoundTripper
-	mock *url.URL
+	real      http.RoundTripper
+	mock      *url.URL
+	keyHeader string // the upstream's key_header ("": Authorization)
 }
 
 func (d devRoute) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Header.Get("Authorization") == "Bearer "+devMockKey {
+	mockKey := r.Header.Get("Authorization") == "Bearer "+devMockKey
+	if d.keyHeader != "" && !strings.EqualFold(d.keyHeader, "Authorization") && r.Header.Get(d.keyHeader) == devMockKey {
+		// The upstream takes its key in another header (key_header); the
+		// mock wants it as Authorization.
+		mockKey = true
+		r = r.Clone(r.Context())
+		r.Header.Del(d.keyHeader)
+		r.Header.Set("Authorization", "Bearer "+devMockKey)
+	}
+	if mockKey {
 		r = r.Clone(r.Context())
 		r.URL.Scheme, r.URL.Host, r.Host = d.mock.Scheme, d.mock.Host, d.mock.Host
 	}
@@ -696,7 +716,7 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 			if up.Timeout > 0 {
 				tr.ResponseHeaderTimeout = up.Timeout
 			}
-			up.Transport = devRoute{real: tr, mock: mock}
+			up.Transport = devRoute{real: tr, mock: mock, keyHeader: u.KeyHeader}
 		}
 		out = append(out, up)
 	}

@@ -220,12 +220,27 @@ type UpstreamConfig struct {
 	// ForwardHeaders are client headers this upstream gets besides the
 	// ones the OpenAI SDKs send (proxy/headers.go).
 	ForwardHeaders []string `mapstructure:"forward_headers"`
+	// KeyHeader is the header the vaulted key goes in (default
+	// Authorization, as "Bearer <key>"; any other carries the key alone).
+	KeyHeader string `mapstructure:"key_header"`
+	// ExtraKey is a second vaulted key sent in a header of its own.
+	ExtraKey ExtraKeyConfig `mapstructure:"extra_key"`
+}
+
+// ExtraKeyConfig names a second vaulted key and the header it goes in.
+type ExtraKeyConfig struct {
+	Header string `mapstructure:"header"`
+	Key    string `mapstructure:"key"` // vault entry
 }
 
 // proxyUpstream is u as the proxy takes it.
 func (u UpstreamConfig) proxyUpstream() proxy.Upstream {
-	return proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout,
-		ForwardHeaders: u.ForwardHeaders}
+	up := proxy.Upstream{Name: u.Name, URL: u.URL, KeyName: u.Key, Organization: u.Organization, Project: u.Project, Timeout: u.Timeout,
+		ForwardHeaders: u.ForwardHeaders, KeyHeader: u.KeyHeader}
+	if u.ExtraKey != (ExtraKeyConfig{}) {
+		up.ExtraKey = &proxy.ExtraKey{Header: u.ExtraKey.Header, KeyName: u.ExtraKey.Key}
+	}
+	return up
 }
 
 // MaskingConfig picks detectors and actions per direction: the prompt on its

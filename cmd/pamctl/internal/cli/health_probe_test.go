@@ -117,6 +117,7 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 	cfg.Broker.Addr, cfg.Proxy.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir, cfg.MasterKeyFile = filepath.Join(dir, "data"), filepath.Join(dir, "master.key")
 	cfg.Issuers = []oidc.IssuerConfig{{Name: "corp", URL: issURL, ClientID: "pamctl"}}
+	cfg.Upstreams[0].ExtraKey = ExtraKeyConfig{Header: "X-Gateway-Key", Key: "gateway"}
 	ctx, cancel := context.WithCancel(context.Background())
 	app, err := NewApp(ctx, cfg, AppOptions{ProbeEvery: 20 * time.Millisecond})
 	if err != nil {
@@ -142,6 +143,15 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 	}
 	c := api.NewSocketClient(SocketPath(cfg.DataDir))
 	if _, err := c.VaultSet(ctx, "openai", []byte("sk-test-readyz-0123456789abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	// The upstream's extra_key is a vault entry of its own, checked too.
+	waitFor(t, func() bool {
+		code, body := readyz()
+		return code == 503 && !strings.Contains(body, "provider_key/openai: failing") &&
+			strings.Contains(body, "provider_key/openai/extra_key: failing") && strings.Contains(body, "pamctl vault set gateway")
+	})
+	if _, err := c.VaultSet(ctx, "gateway", []byte("gw-test-readyz-0123456789abcdef")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { code, body := readyz(); return code == 200 && body == "ok\n" })
