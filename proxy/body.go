@@ -184,9 +184,8 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) bool {
 		}
 	}
 	if c.up != nil {
-		if k, n := c.up.fwd.oversizedHeader(r.Header); k != "" {
-			p.fail(w, c, &apiError{Status: http.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error", Code: CodeHeaderTooLarge, NoRetry: true,
-				Message: fmt.Sprintf("The %s header is %d bytes; the proxy forwards at most %d bytes of one header to the upstream. Send it shorter (the OpenAI SDKs send a few dozen bytes).", http.CanonicalHeaderKey(k), n, maxForwardedHeader)})
+		if msg := c.up.fwd.oversized(r.Header); msg != "" {
+			p.fail(w, c, &apiError{Status: http.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error", Code: CodeHeaderTooLarge, NoRetry: true, Message: msg})
 			return false
 		}
 	}

@@ -22,11 +22,14 @@ import (
 
 // builtinForward are the client headers every upstream gets, canonical.
 var builtinForward = map[string]bool{
-	"Accept":          true, // every SDK: application/json
-	"User-Agent":      true, // OpenAI/Python x, OpenAI/JS x, Agents/Python x: providers' support asks for it
-	"Content-Type":    true, // a JSON body's is set by pamctl; an endpoint: route's multipart body needs the client's boundary
-	"Openai-Beta":     true, // assistants=v2, realtime=v1: selects an API version of the same route
-	"Idempotency-Key": true, // Stainless SDKs generate one per call; providers that honour it dedupe retries
+	"Accept":       true, // every SDK: application/json
+	"User-Agent":   true, // OpenAI/Python x, OpenAI/JS x, Agents/Python x: providers' support asks for it
+	"Content-Type": true, // a JSON body's is set by pamctl; an endpoint: route's multipart body needs the client's boundary
+	"Openai-Beta":  true, // assistants=v2, realtime=v1: selects an API version of the same route
+	// Not Idempotency-Key: every agent shares the upstream's vaulted key,
+	// so a gateway keeping idempotency keys per API key would answer one
+	// agent with another's answer when it names that agent's key. The
+	// SDKs generate one but send it nowhere; forward_headers may list it.
 }
 
 // stainlessPrefix is the prefix of the SDK telemetry headers
@@ -42,6 +45,11 @@ const stainlessPrefix = "X-Stainless-"
 // upstream that refuses a larger header (431) would be handed one the
 // agent chose.
 const maxForwardedHeader = 4 << 10
+
+// maxForwardedHeaders bounds the bytes of all forwarded client headers
+// together (names and values): the X-Stainless- prefix admits any number
+// of names.
+const maxForwardedHeaders = 16 << 10
 
 // forwardSet is what one upstream takes from its clients' headers.
 type forwardSet struct {
@@ -213,7 +221,7 @@ func keyHeaderRefusal(k string) string {
 	case ownHeader(k):
 		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
 	case builtinForward[ck] || strings.HasPrefix(ck, stainlessPrefix):
-		return "it is a header the SDKs send and the proxy forwards (Accept, User-Agent, Content-Type, OpenAI-Beta, Idempotency-Key, X-Stainless-*)"
+		return "it is a header the SDKs send and the proxy forwards (Accept, User-Agent, Content-Type, OpenAI-Beta, X-Stainless-*)"
 	}
 	return ""
 }
@@ -250,19 +258,31 @@ func newForwardSet(extra []string, keyHeaders ...string) (*forwardSet, error) {
 	return f, nil
 }
 
-// oversizedHeader returns the name and size of a client header f would
-// forward whose lines together pass maxForwardedHeader, or "".
-func (f *forwardSet) oversizedHeader(h http.Header) (string, int) {
+// oversized describes the client headers f would forward when one of
+// them (its lines together) passes maxForwardedHeader or all of them
+// (names and values) pass maxForwardedHeaders, or "". It names a header
+// only by a name f allows (letters, digits and '-').
+func (f *forwardSet) oversized(h http.Header) string {
+	total := 0
 	for k, vs := range h {
+		if !f.allows(k) {
+			continue
+		}
 		n := 0
 		for _, v := range vs {
 			n += len(v)
 		}
-		if n > maxForwardedHeader && f.allows(k) {
-			return k, n
+		if n > maxForwardedHeader {
+			return fmt.Sprintf("The %s header is %d bytes; the proxy forwards at most %d bytes of one header to the upstream. Send it shorter (the OpenAI SDKs send a few dozen bytes).",
+				http.CanonicalHeaderKey(k), n, maxForwardedHeader)
 		}
+		total += n + len(k)*len(vs)
 	}
-	return "", 0
+	if total > maxForwardedHeaders {
+		return fmt.Sprintf("The headers the proxy forwards to the upstream are %d bytes together; it forwards at most %d. Send fewer X-Stainless-* or forwarded headers (the OpenAI SDKs send under 1 KiB).",
+			total, maxForwardedHeaders)
+	}
+	return ""
 }
 
 // setKeys puts the call's vaulted keys in h, in the upstream's headers,

@@ -37,7 +37,6 @@ var sdkHeaders = []string{
 	"X-Stainless-Read-Timeout", "600",
 	"X-Stainless-Raw-Response", "true",
 	"Openai-Beta", "assistants=v2",
-	"Idempotency-Key", "stainless-python-retry-1",
 }
 
 // hostileHeaders pass every rule of thumb the proxy had before its
@@ -347,5 +346,51 @@ func TestHugeForwardedHeaderRefused(t *testing.T) {
 	}
 	if got := h.up.requests()[0].Header; got.Get("X-Dropped-Anyway") != "" || len(got.Get("X-Stainless-Lang")) != maxForwardedHeader {
 		t.Errorf("upstream got X-Dropped-Anyway %d bytes, X-Stainless-Lang %d", len(got.Get("X-Dropped-Anyway")), len(got.Get("X-Stainless-Lang")))
+	}
+}
+
+// TestIdempotencyKeyOnlyWhenConfigured: every agent behind pamctl shares
+// the upstream's one vaulted key, so a gateway that keeps idempotency
+// keys per API key would answer one agent's call with another's answer
+// when it names that agent's key. The SDKs generate one but send it
+// nowhere; it goes only to an upstream whose forward_headers lists it.
+func TestIdempotencyKeyOnlyWhenConfigured(t *testing.T) {
+	other := newFakeUpstream(t, "azure")
+	h := newHarness(t, func(o *Options) {
+		o.Upstreams = append(o.Upstreams, Upstream{Name: "azure", URL: other.srv.URL + "/v1", KeyName: "azure", Timeout: time.Minute, ForwardHeaders: []string{"idempotency-key"}})
+	})
+	tok := h.mint(grant{scope: "model:gpt-4o-mini model:azure/gpt-4o-mini"})
+	for _, model := range []string{"gpt-4o-mini", "azure/gpt-4o-mini"} {
+		body := `{"model":"` + model + `","messages":[{"role":"user","content":"hi"}]}`
+		if res, b := h.do("POST", "/v1/chat/completions", tok, body, "Idempotency-Key", "another-agents-key"); res.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", model, res.StatusCode, b)
+		}
+	}
+	if got := h.up.requests()[0].Header.Get("Idempotency-Key"); got != "" {
+		t.Errorf("the default upstream got Idempotency-Key %q", got)
+	}
+	if got := other.requests()[0].Header.Get("Idempotency-Key"); got != "another-agents-key" {
+		t.Errorf("the upstream that lists it got Idempotency-Key %q", got)
+	}
+}
+
+// TestForwardedHeadersBoundedTogether: each forwarded header is bounded,
+// and so are all of them together: the X-Stainless- prefix admits any
+// number of names, so 1 MiB of headers (Go's server limit) of 4 KiB each
+// would otherwise all go.
+func TestForwardedHeadersBoundedTogether(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o-mini"})
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	var hdr []string
+	for i := range maxForwardedHeaders/1000 + 1 {
+		hdr = append(hdr, fmt.Sprintf("X-Stainless-Pad-%d", i), strings.Repeat("p", 1000))
+	}
+	res, b := h.do("POST", "/v1/chat/completions", tok, body, hdr...)
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge || !strings.Contains(string(b), CodeHeaderTooLarge) || h.up.count() != 0 {
+		t.Fatalf("%d headers of 1000 bytes: %d %s (upstream asked %d times)", len(hdr)/2, res.StatusCode, b, h.up.count())
+	}
+	if res, b := h.do("POST", "/v1/chat/completions", tok, body, hdr[:len(hdr)-4]...); res.StatusCode != http.StatusOK {
+		t.Fatalf("under the bound: %d %s", res.StatusCode, b)
 	}
 }
