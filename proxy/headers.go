@@ -59,14 +59,19 @@ type forwardSet struct {
 	reserved map[string]bool
 }
 
-// allows reports whether a client header named k goes upstream.
+// allows reports whether a client header named k goes upstream. Every
+// request's headers pass here: the listed names passed forwardRefusal
+// when the set was made (the built-in ones in a test), so only a name
+// under the telemetry prefix is judged per call.
 func (f *forwardSet) allows(k string) bool {
-	ck := http.CanonicalHeaderKey(k)
-	if f.reserved[ck] {
+	ck := http.CanonicalHeaderKey(k) // no copy: the server canonicalized it
+	switch {
+	case f.reserved[ck]:
 		return false
+	case builtinForward[ck] || f.extra[ck]:
+		return true
 	}
-	listed := builtinForward[ck] || f.extra[ck] || len(ck) > len(stainlessPrefix) && strings.HasPrefix(ck, stainlessPrefix)
-	return listed && forwardRefusal(ck) == ""
+	return len(ck) > len(stainlessPrefix) && strings.HasPrefix(ck, stainlessPrefix) && forwardRefusal(ck) == ""
 }
 
 // forwardRefusal says why a header named k never goes from a client to an
