@@ -32,7 +32,7 @@ func (db *DB) SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, err
 		return b.ForEach(func(k, v []byte) error {
 			var c auditsink.Cursor
 			if err := decode(v, &c); err != nil {
-				return fmt.Errorf("%w (sink cursor %q)", err, k)
+				return fmt.Errorf("%w (sink cursor %q)", err, auditsink.ShownName(string(k)))
 			}
 			out[string(k)] = c
 			return nil
@@ -65,7 +65,7 @@ func (db *DB) SaveSinkCursor(ctx context.Context, name string, c auditsink.Curso
 		return b.Put([]byte(name), raw)
 	})
 	if err != nil {
-		return fmt.Errorf("store: save sink cursor %s: %w", name, err)
+		return fmt.Errorf("store: save sink cursor %s: %w", auditsink.ShownName(name), err)
 	}
 	return nil
 }

@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pamctl/pamctl/broker/auditsink"
 )
@@ -43,5 +46,31 @@ func TestSinkCursors(t *testing.T) {
 	got, err = db.SinkCursors(ctx)
 	if err != nil || len(got) != 2 || got["syslog:tcp://siem:514"].Seq != 12 || got["anchor:file:/a"].HeadSeq != 9 || !got["anchor:file:/a"].Updated.Equal(now) {
 		t.Fatalf("after reopen: %+v %v", got, err)
+	}
+}
+
+// A stored cursor that does not decode is named in the error the way a
+// sink is named now: an old key holding a collector's path token never
+// shows it.
+func TestUnreadableSinkCursorErrorHidesTheToken(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const token = "ZaVnC4dhaV2ZK1p7Z3fU9q0LmXbR"
+	name := "http:https://collectors.sumologic.com/receiver/v1/http/" + token
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketSinkCursors)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(name), []byte("not a record"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.SinkCursors(context.Background())
+	if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "collectors.sumologic.com/receiver/v1/http/…#") {
+		t.Fatalf("error: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pamctl/pamctl/broker/safefile"
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 // Sink types.
@@ -146,6 +147,45 @@ func (a AnchorConfig) Destination() (typ, dest string) {
 	return TypeFile, a.File
 }
 
+// formerNames are the anchor's earlier cursor keys (formerIDs).
+func (a AnchorConfig) formerNames() []string {
+	if a.URLFile != "" {
+		return urlFileFormers("anchor:", a.URLFile)
+	}
+	if l := a.legacyName(); l != "" {
+		return []string{l}
+	}
+	return nil
+}
+
+// formerIDs are the sink's earlier cursor keys, newest first: before path
+// tokens were hidden (legacyID), and for url_file the names its URL had
+// as url (so moving a URL into url_file keeps the sink's place).
+func (c SinkConfig) formerIDs() []string {
+	if c.Name == "" && c.Type == TypeHTTP && c.URLFile != "" {
+		return urlFileFormers("http:", c.URLFile)
+	}
+	if l := c.legacyID(); l != "" {
+		return []string{l}
+	}
+	return nil
+}
+
+// urlFileFormers are the names a url_file's current URL had as url: now
+// and before path tokens were hidden. None when the file cannot be read
+// (the start refuses it then).
+func urlFileFormers(prefix, file string) []string {
+	u, err := readURLFile(file)
+	if err != nil {
+		return nil
+	}
+	out := []string{prefix + idURL(u)}
+	if l := prefix + legacySafeURL(u); l != out[0] {
+		out = append(out, l)
+	}
+	return out
+}
+
 // legacyName is the anchor's cursor key before path tokens were hidden,
 // when it differs from Name.
 func (a AnchorConfig) legacyName() string {
@@ -165,32 +205,61 @@ func (c SinkConfig) legacyID() string {
 }
 
 // AdoptRenamedCursors gives each unnamed sink (and the anchor) whose name
-// changed when path tokens were hidden the cursor stored under its old
-// name, when it has none under the new one, so it does not deliver the
-// trail again: authenticated under the old name, it is sealed under the
-// new one (key); without an authenticator, or with a wrong one, it is
-// taken as it is, for TrustCursor to judge. cursors is changed in place.
+// changed (path tokens hidden; its URL moved into url_file) the cursor
+// stored under a former name (formerIDs), when it has none under its
+// name, so it does not deliver the trail again: authenticated under the
+// old name, it is sealed under the new one (key); without an
+// authenticator, or with a wrong one, it is taken as it is, for
+// TrustCursor to judge. A former name that a configured sink or the
+// anchor goes by now is not taken. cursors is changed in place.
 func AdoptRenamedCursors(key []byte, cursors map[string]Cursor, sinks []SinkConfig, anchor AnchorConfig) {
-	adopt := func(name, legacy string) {
-		if legacy == "" {
-			return
-		}
+	current := currentNames(sinks, anchor)
+	adopt := func(name string, formers []string) {
 		if _, ok := cursors[name]; ok {
 			return
 		}
-		c, ok := cursors[legacy]
-		if !ok {
+		for _, old := range formers {
+			c, ok := cursors[old]
+			if !ok || current[old] {
+				continue
+			}
+			if key != nil && c.MAC != "" && hmac.Equal([]byte(c.MAC), []byte(cursorMAC(key, old, c))) {
+				c = SealCursor(key, name, c)
+			}
+			cursors[name] = c
 			return
 		}
-		if key != nil && c.MAC != "" && hmac.Equal([]byte(c.MAC), []byte(cursorMAC(key, legacy, c))) {
-			c = SealCursor(key, name, c)
-		}
-		cursors[name] = c
 	}
 	for _, s := range sinks {
-		adopt(s.ID(), s.legacyID())
+		adopt(s.ID(), s.formerIDs())
 	}
-	adopt(anchor.Name(), anchor.legacyName())
+	if anchor.Enabled() {
+		adopt(anchor.Name(), anchor.formerNames())
+	}
+}
+
+// ShownName is a stored cursor key as errors may show it: an earlier
+// name holding a URL (before path tokens were hidden) gets its token
+// segments, user info and query hidden as a sink's name does now.
+func ShownName(name string) string {
+	for _, p := range []string{"http:", "anchor:"} {
+		if rest, ok := strings.CutPrefix(name, p); ok && (strings.HasPrefix(rest, "http://") || strings.HasPrefix(rest, "https://")) {
+			return p + idURL(rest)
+		}
+	}
+	return safetext.Bounded(name, 300)
+}
+
+// currentNames are the cursor keys of the configured sinks and anchor.
+func currentNames(sinks []SinkConfig, anchor AnchorConfig) map[string]bool {
+	names := map[string]bool{}
+	for _, s := range sinks {
+		names[s.ID()] = true
+	}
+	if anchor.Enabled() {
+		names[anchor.Name()] = true
+	}
+	return names
 }
 
 // ID is the sink's cursor key.

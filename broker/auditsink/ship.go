@@ -240,7 +240,7 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 			return fail(fmt.Errorf("audit sink %s: %w", c.ID(), err))
 		}
 		sh := m.newShipper(c.ID(), c.Type, c.Destination(), t, c.batchMax(), c.timeout(), false)
-		sh.legacy = m.oldName(c.legacyID())
+		sh.legacy = m.oldNames(c.formerIDs())
 		m.shippers = append(m.shippers, sh)
 	}
 	if o.Anchor.Enabled() {
@@ -251,7 +251,7 @@ func Start(ctx context.Context, o Options) (*Manager, error) {
 		typ, dest := o.Anchor.Destination()
 		name := o.Anchor.Name()
 		sh := m.newShipper(name, typ, dest, t, 1, DefaultTimeout, true)
-		sh.legacy = m.oldName(o.Anchor.legacyName())
+		sh.legacy = m.oldNames(o.Anchor.formerNames())
 		m.shippers = append(m.shippers, sh)
 	}
 	if len(m.shippers) == 0 {
@@ -357,9 +357,9 @@ type shipper struct {
 	curNote    string
 	oversize   uint64
 	standInRun uint64 // Status.StandInRun
-	// legacy is the sink's old cursor key (Manager.oldName), deleted after
-	// the first cursor saved under its name; "" once deleted.
-	legacy  string
+	// legacy are the sink's old cursor keys (Manager.oldNames), deleted
+	// after the first cursor saved under its name; nil once deleted.
+	legacy  []string
 	standby bool
 }
 
@@ -377,23 +377,19 @@ func (m *Manager) readCursors(ctx context.Context) (map[string]Cursor, error) {
 	return cursors, nil
 }
 
-// oldName is legacy when a cursor is stored under it and no configured
-// sink or anchor is called that now, else "": the key a sink's cursor had
-// before path tokens were hidden, which holds the token, and which the
-// sink deletes once its cursor is stored under its new name.
-func (m *Manager) oldName(legacy string) string {
-	if _, ok := m.stored[legacy]; !ok || legacy == "" {
-		return ""
-	}
-	for _, c := range m.opts.Sinks {
-		if c.ID() == legacy {
-			return ""
+// oldNames are the formers a cursor is stored under that no configured
+// sink or anchor is called now: the keys a sink's cursor had before its
+// name changed (which may hold a token), deleted once its cursor is
+// stored under its name.
+func (m *Manager) oldNames(formers []string) []string {
+	current := currentNames(m.opts.Sinks, m.opts.Anchor)
+	var out []string
+	for _, old := range formers {
+		if _, ok := m.stored[old]; ok && old != "" && !current[old] {
+			out = append(out, old)
 		}
 	}
-	if m.opts.Anchor.Enabled() && m.opts.Anchor.Name() == legacy {
-		return ""
-	}
-	return legacy
+	return out
 }
 
 func (m *Manager) newShipper(name, typ, dest string, t Target, batch int, timeout time.Duration, headsOnly bool) *shipper {
@@ -637,15 +633,14 @@ func (s *shipper) countRun(recs []Record, standIns []StandIn) {
 // now that its cursor is stored under its name; a failure is logged and
 // tried again after the next delivery.
 func (s *shipper) dropLegacy(ctx context.Context) {
-	if s.legacy == "" {
-		return
+	for len(s.legacy) > 0 {
+		if err := s.m.opts.Cursors.DeleteSinkCursor(context.WithoutCancel(ctx), s.legacy[0]); err != nil {
+			s.m.opts.Logger.Warn("audit sink: could not delete the cursor stored under the sink's old name (which may show its URL's path token); tried again after the next delivery",
+				"sink", s.name, "err", safetext.BoundedError(err, 300))
+			return
+		}
+		s.legacy = s.legacy[1:]
 	}
-	if err := s.m.opts.Cursors.DeleteSinkCursor(context.WithoutCancel(ctx), s.legacy); err != nil {
-		s.m.opts.Logger.Warn("audit sink: could not delete the cursor stored under the sink's old name (which shows its URL's path token); tried again after the next delivery",
-			"sink", s.name, "err", safetext.BoundedError(err, 300))
-		return
-	}
-	s.legacy = ""
 }
 
 func (s *shipper) isStandby() bool {
@@ -665,6 +660,7 @@ func (s *shipper) standBy(ctx context.Context, st audit.Status) error {
 	s.mu.Lock()
 	s.standby, s.last = true, st.Last.Seq
 	s.cur = cursors[s.name]
+	s.standInRun = 0 // the leader's deliveries are its own to judge
 	s.mu.Unlock()
 	return nil
 }
@@ -683,6 +679,7 @@ func (s *shipper) reload(ctx context.Context) error {
 	// turn this one's legacy cursor into a rejected one.
 	s.mu.Lock()
 	s.standby, s.cur, s.since = false, s.stored, s.m.opts.Now()
+	s.standInRun = 0
 	s.mu.Unlock()
 	s.m.opts.Logger.Info("audit sink: this replica leads now and delivers from the shared cursor", "sink", s.name, "cursor", s.stored.Seq)
 	return nil

@@ -2,6 +2,7 @@ package auditsink_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,7 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pamctl/pamctl/broker/auditsink"
 )
@@ -131,5 +134,66 @@ func TestURLFileRefused(t *testing.T) {
 	}
 	if a := (auditsink.AnchorConfig{URLFile: "/etc/u"}); !a.Enabled() || a.Name() != "anchor:url_file:/etc/u" || a.ShownURL() != "url_file:/etc/u" {
 		t.Errorf("anchor: enabled %v, name %q, shown %q", a.Enabled(), a.Name(), a.ShownURL())
+	}
+}
+
+// Moving a collector's URL from url to url_file, as docs/audit.md advises,
+// keeps the sink's place: the cursor stored under the URL's name is
+// adopted (the collector gets only what is new), and that old key, which
+// holds the URL, is deleted. The same for the anchor.
+func TestMovingToURLFileKeepsTheCursor(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	url := "http://" + coll.addr + "/receiver/v1/http/ZaVnC4dhaV2ZK1p7Z3fU9q0LmXbR"
+	tr.add(t, 10, "x")
+	m := tr.start(t, []auditsink.SinkConfig{{Type: "http", URL: url}}, auditsink.AnchorConfig{})
+	waitFor(t, "10 delivered", func() bool { return m.Status()[0].Cursor.Seq == 10 })
+	m.Close()
+	before := coll.got.count()
+
+	file := filepath.Join(t.TempDir(), "collector-url")
+	if err := os.WriteFile(file, []byte(url+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr.add(t, 1, "y")
+	m = tr.start(t, []auditsink.SinkConfig{{Type: "http", URLFile: file}}, auditsink.AnchorConfig{})
+	defer m.Close()
+	waitFor(t, "11 delivered", func() bool { return m.Status()[0].Cursor.Seq == 11 })
+	if again := coll.got.count() - before; again != 1 {
+		t.Fatalf("after moving the same URL to url_file the collector got %d events again, want only the 1 new one", again)
+	}
+	cs, err := tr.db.SinkCursors(context.Background())
+	if err != nil || len(cs) != 1 || cs["http:url_file:"+file].Seq != 11 {
+		t.Fatalf("stored cursors: %v %+v", err, cs)
+	}
+}
+
+// A standby replica reports nothing of a stand-in run it saw while it
+// led: the leader's deliveries are its own to judge.
+func TestStandbyDropsTheStandInRun(t *testing.T) {
+	tr := newTrail(t, 1000)
+	coll := newCollector(t)
+	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte("POISON")) {
+			http.Error(w, `{"error":"mapper_parsing_exception"}`, http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	tr.add(t, auditsink.StandInAlarm, "POISON")
+	var leads atomic.Bool
+	leads.Store(true)
+	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db, Sinks: []auditsink.SinkConfig{{Type: "http", URL: coll.url(), BatchMax: 4}},
+		CursorKey: cursorKey, Leader: leads.Load, Poll: 50 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	waitFor(t, "the alarm", func() bool { return m.Status()[0].StandInRun == auditsink.StandInAlarm })
+	leads.Store(false)
+	waitFor(t, "standby", func() bool { return m.Status()[0].Standby })
+	if st := m.Status()[0]; st.Problem(time.Now(), time.Hour) != nil {
+		t.Fatalf("a standby replica still reports the old run (%d): %v", st.StandInRun, st.Problem(time.Now(), time.Hour))
 	}
 }

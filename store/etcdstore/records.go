@@ -409,7 +409,7 @@ func (db *DB) SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, err
 	for _, kv := range kvs {
 		var c auditsink.Cursor
 		if err := store.DecodeRecord(kv.Value, &c); err != nil {
-			return nil, fmt.Errorf("store: sink cursors: %w (sink cursor %q)", err, kv.Key[base:])
+			return nil, fmt.Errorf("store: sink cursors: %w (sink cursor %q)", err, auditsink.ShownName(string(kv.Key[base:])))
 		}
 		out[string(kv.Key[base:])] = c
 	}
@@ -426,7 +426,7 @@ func (db *DB) SaveSinkCursor(ctx context.Context, name string, c auditsink.Curso
 		return fmt.Errorf("store: sink cursor needs a name")
 	}
 	if err := db.put(ctx, "sinks/"+name, c); err != nil {
-		return fmt.Errorf("store: save sink cursor %s: %w", name, err)
+		return fmt.Errorf("store: save sink cursor %s: %w", auditsink.ShownName(name), err)
 	}
 	return nil
 }
