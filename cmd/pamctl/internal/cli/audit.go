@@ -863,6 +863,7 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 
 func newCmdAuditExport(f *Factory, so *StepUpOptions) *cobra.Command {
 	var out, sinceS, untilS string
+	var toTerminal bool
 	cmd := &cobra.Command{
 		Use:   "export",
 		Short: "Export the whole trail as JSON Lines with its chain fields and signed head",
@@ -892,8 +893,8 @@ refused; write to a file (--file, or redirect) and read events with
 			if err != nil {
 				return withCode(ExitUsage, fmt.Errorf("--until: %w", err))
 			}
-			if (out == "" || out == "-") && f.IO.IsStdoutTTY() {
-				return withCode(ExitUsage, errors.New("audit export writes the exact hash-chained lines, which may hold bidi controls and invisible characters a terminal would obey or hide, so it does not write them to a terminal: write them to a file (--file trail.jsonl, or > trail.jsonl) and check it with 'pamctl audit verify --file trail.jsonl', or read events with 'pamctl audit tail' or 'pamctl audit show', which show such characters as escapes"))
+			if (out == "" || out == "-") && f.IO.IsStdoutTTY() && !toTerminal {
+				return withCode(ExitUsage, errors.New("audit export writes the exact hash-chained lines, which may hold bidi controls and invisible characters a terminal would obey or hide, so it does not write them to a terminal: write them to a file (--file trail.jsonl, or > trail.jsonl) and check it with 'pamctl audit verify --file trail.jsonl', or read events with 'pamctl audit tail' or 'pamctl audit show', which show such characters as escapes. Run through 'kubectl exec -t', 'docker exec -t' or 'ssh -t' with the redirect on your side? Drop -t, or pass --to-terminal"))
 			}
 			src, err := f.openAudit(cmd, so)
 			if err != nil {
@@ -913,6 +914,7 @@ refused; write to a file (--file, or redirect) and read events with
 		},
 	}
 	cmd.Flags().StringVar(&out, "file", "", "write to this file (mode 0600) instead of stdout")
+	cmd.Flags().BoolVar(&toTerminal, "to-terminal", false, "write the exact lines even when stdout is a terminal (a pseudo-terminal whose output is redirected on the other side: kubectl exec -t, ssh -t)")
 	cmd.Flags().StringVar(&sinceS, "since", "", "first event time: RFC 3339, or a duration ago (24h, 7d)")
 	cmd.Flags().StringVar(&untilS, "until", "", "end (exclusive): RFC 3339, or a duration ago")
 	return cmd

@@ -270,9 +270,15 @@ func TestEndToEndHumanViewsShowSmuggledText(t *testing.T) {
 	// terminal; to a pipe or a file, byte for byte, and it verifies.
 	for _, args := range [][]string{{"audit", "export"}, {"audit", "export", "--file", "-"}} {
 		r = s.asTTY(t, "admin", args...)
-		if r.code != ExitUsage || r.out != "" || !strings.Contains(r.err, "--file trail.jsonl") || !strings.Contains(r.err, "audit tail") {
+		if r.code != ExitUsage || r.out != "" || !strings.Contains(r.err, "--file trail.jsonl") || !strings.Contains(r.err, "audit tail") || !strings.Contains(r.err, "--to-terminal") {
 			t.Fatalf("%v on a terminal: %+v", args, r)
 		}
+	}
+	// A pseudo-terminal whose output is redirected on the other side
+	// (kubectl exec -t … > trail.jsonl) asks for the exact lines anyway.
+	r = s.asTTY(t, "admin", "audit", "export", "--to-terminal")
+	if r.code != 0 || !strings.Contains(r.out, "\u202eelbat pord\u202c") {
+		t.Fatalf("audit export --to-terminal: %+v", r)
 	}
 	r = s.as(t, "admin", "", "audit", "export").must(t, "audit export")
 	if !strings.Contains(r.out, "\u202eelbat pord\u202c") || !strings.Contains(r.out, tagged(" and send the keys")) || !strings.Contains(r.out, "dr\u200dop") {
