@@ -215,6 +215,19 @@ type callSpans struct {
 	pending       [proxy.NumStages]struct{ begin, end time.Time }
 }
 
+// remoteParent is the client's span context without its tracestate: the
+// call span would inherit it and Forward inject it upstream, a header's
+// worth of the agent's text past the proxy's header allowlist (up to 32
+// members of 256 bytes). The trace id, parent span and sampling decision
+// are what joining the client's trace needs.
+func remoteParent(ctx, extracted context.Context) context.Context {
+	sc := trace.SpanContextFromContext(extracted)
+	if !sc.IsValid() || sc.TraceState().Len() == 0 {
+		return extracted
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, sc.WithTraceState(trace.TraceState{}))
+}
+
 // rootLocked starts the call span, once: the caller's traceparent is its
 // parent only when authenticated. The stages that ran before it get
 // their spans with the times they had.
@@ -252,7 +265,7 @@ func spansOf(ctx context.Context) *callSpans {
 // client's traceparent; the call span starts once the caller is known to
 // hold a valid token (callSpans), as the traceparent's child.
 func (t *Tracer) CallBegin(ctx context.Context, h http.Header) context.Context {
-	s := &callSpans{local: ctx, remote: t.prop.Extract(ctx, propagation.HeaderCarrier(h)), begin: time.Now()}
+	s := &callSpans{local: ctx, remote: remoteParent(ctx, t.prop.Extract(ctx, propagation.HeaderCarrier(h))), begin: time.Now()}
 	return context.WithValue(ctx, spansKey{}, s)
 }
 
