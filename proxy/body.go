@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/pamctl/pamctl/proxy/payload"
+	"github.com/pamctl/pamctl/proxy/scrub"
 )
 
 // parseRequest parses the model call's body, once, with package payload:
@@ -210,10 +211,16 @@ func providerKeyError(up *upstream, key string, err error) *apiError {
 // vaultedKeyError is providerKeyError for any of the upstream's vault
 // entries (entry, which holds its what: "provider key", "extra key").
 // It names the entry, never the value.
+// A key shorter than scrub.MinKeyLen is refused as well: pamctl could
+// not keep it out of answers (an upstream or gateway that echoes it would
+// hand it to the agent), so it is never sent.
 func vaultedKeyError(up *upstream, entry, what, key string, err error) *apiError {
 	switch {
-	case err == nil && key != "":
+	case err == nil && len(key) >= scrub.MinKeyLen:
 		return nil
+	case err == nil && key != "":
+		return errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
+			"The %s of upstream %q (vault entry %s) is shorter than %d bytes, too short for pamctl to keep out of answers, so the call was not forwarded. An administrator should vault the whole key with `pamctl vault set %s`.", what, up.name, entry, scrub.MinKeyLen, entry), nil)
 	case !errors.Is(err, ErrProviderKeyUnavailable):
 		return errUpstream(http.StatusBadGateway, CodeProviderKey, fmt.Sprintf(
 			"No %s is vaulted for upstream %q. An administrator should run `pamctl vault set %s`.", what, up.name, entry), err)

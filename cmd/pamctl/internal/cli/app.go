@@ -39,6 +39,7 @@ import (
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/devupstream"
 	"github.com/pamctl/pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/proxy/scrub"
 	"github.com/pamctl/pamctl/store"
 	"github.com/pamctl/pamctl/store/etcdstore"
 )
@@ -517,20 +518,14 @@ func (a *App) probes() []probe {
 			key := u.Key
 			ps = append(ps, probe{
 				name: checkProviderKey + u.Name, critical: true, every: probeProviderKeyEvery,
-				hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable provider key %q; store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, key, key),
-				run: func(ctx context.Context) error {
-					_, err := a.vault.Get(ctx, key)
-					return err
-				},
+				hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable provider key %q (none, or shorter than 8 bytes, too short to keep out of answers); store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, key, key),
+				run: func(ctx context.Context) error { return usableKey(ctx, a.vault, key) },
 			})
 			if extra := u.ExtraKey.Key; extra != "" {
 				ps = append(ps, probe{
 					name: checkProviderKey + u.Name + "/extra_key", critical: true, every: probeProviderKeyEvery,
-					hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable extra key %q (extra_key); store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, extra, extra),
-					run: func(ctx context.Context) error {
-						_, err := a.vault.Get(ctx, extra)
-						return err
-					},
+					hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable extra key %q (extra_key: none, or shorter than 8 bytes); store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, extra, extra),
+					run: func(ctx context.Context) error { return usableKey(ctx, a.vault, extra) },
 				})
 			}
 		}
@@ -1225,4 +1220,18 @@ func (a *App) Close() error {
 		}
 	})
 	return err
+}
+
+// usableKey is the /readyz check of a vaulted provider (or extra) key:
+// there, and at least scrub.MinKeyLen bytes, the shortest the proxy sends
+// (a shorter one could not be kept out of answers).
+func usableKey(ctx context.Context, v *vault.Vault, entry string) error {
+	k, err := v.Get(ctx, entry)
+	if err != nil {
+		return err
+	}
+	if len(k.Reveal()) < scrub.MinKeyLen {
+		return fmt.Errorf("vault entry %s is shorter than %d bytes: the proxy does not send it", entry, scrub.MinKeyLen)
+	}
+	return nil
 }

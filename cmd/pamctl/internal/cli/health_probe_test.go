@@ -155,6 +155,18 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { code, body := readyz(); return code == 200 && body == "ok\n" })
+	// A key too short to keep out of answers is not sent: not ready.
+	if _, err := c.VaultSet(ctx, "gateway", []byte("gw-1234")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		code, body := readyz()
+		return code == 503 && strings.Contains(body, "provider_key/openai/extra_key: failing") && !strings.Contains(body, "gw-1234")
+	})
+	if _, err := c.VaultSet(ctx, "gateway", []byte("gw-test-readyz-0123456789abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { code, body := readyz(); return code == 200 && body == "ok\n" })
 
 	idp.Close()
 	waitFor(t, func() bool {
