@@ -41,7 +41,9 @@ func TestShortVaultedKeyIsNeverSent(t *testing.T) {
 			if strings.Contains(string(b), short) || strings.Contains(fmt.Sprint(res.Header), short) {
 				t.Fatalf("%s, %s: the short key reached the client: %s %v", c.name, call[0], b, res.Header)
 			}
-			var e struct{ Error struct{ Code, Message string } }
+			var e struct {
+				Error struct{ Code, Message string }
+			}
 			json.Unmarshal(b, &e)
 			if res.StatusCode != http.StatusBadGateway || e.Error.Code != CodeProviderKey || !strings.Contains(e.Error.Message, "vault entry "+c.entry) ||
 				!strings.Contains(e.Error.Message, "shorter than 8 bytes") {

@@ -519,13 +519,13 @@ func (a *App) probes() []probe {
 			ps = append(ps, probe{
 				name: checkProviderKey + u.Name, critical: true, every: probeProviderKeyEvery,
 				hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable provider key %q (none, or shorter than 8 bytes, too short to keep out of answers); store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, key, key),
-				run: func(ctx context.Context) error { return usableKey(ctx, a.vault, key) },
+				run:  func(ctx context.Context) error { return usableKey(ctx, a.vault, key) },
 			})
 			if extra := u.ExtraKey.Key; extra != "" {
 				ps = append(ps, probe{
 					name: checkProviderKey + u.Name + "/extra_key", critical: true, every: probeProviderKeyEvery,
 					hint: fmt.Sprintf("every call to upstream %s fails: the vault has no usable extra key %q (extra_key: none, or shorter than 8 bytes); store it with: printf %%s \"$KEY\" | pamctl vault set %s", u.Name, extra, extra),
-					run: func(ctx context.Context) error { return usableKey(ctx, a.vault, extra) },
+					run:  func(ctx context.Context) error { return usableKey(ctx, a.vault, extra) },
 				})
 			}
 		}
