@@ -32,13 +32,19 @@ var builtinForward = map[string]bool{
 	// SDKs generate one but send it nowhere; forward_headers may list it.
 }
 
-// stainlessPrefix is the prefix of the SDK telemetry headers
-// (X-Stainless-Lang, -Package-Version, -OS, -Arch, -Runtime,
-// -Runtime-Version, -Async, -Retry-Count, -Read-Timeout, -Timeout,
-// -Raw-Response, ...), which OpenAI's API reads for its statistics and
-// retry accounting. A name under it is still refused when forwardRefusal
-// says so (X-Stainless-Helper-Method names a method).
-const stainlessPrefix = "X-Stainless-"
+// stainlessHeaders are the SDK telemetry headers the OpenAI SDKs' generator
+// (Stainless) adds, which OpenAI's API reads for its statistics and retry
+// accounting: listed by name, not admitted by prefix, so the allowlist
+// stays one (a name under the prefix a gateway read would otherwise go).
+// X-Stainless-Helper-Method is not here: forwardRefusal refuses it (it
+// names a method), and it is only telemetry.
+var stainlessHeaders = map[string]bool{
+	"X-Stainless-Lang": true, "X-Stainless-Package-Version": true, "X-Stainless-Os": true, "X-Stainless-Arch": true,
+	"X-Stainless-Runtime": true, "X-Stainless-Runtime-Version": true, "X-Stainless-Async": true,
+	"X-Stainless-Retry-Count": true, "X-Stainless-Read-Timeout": true, "X-Stainless-Timeout": true,
+	"X-Stainless-Raw-Response": true, "X-Stainless-Poll-Helper": true, "X-Stainless-Custom-Poll-Interval": true,
+	"X-Stainless-Helper": true,
+}
 
 // maxForwardedHeader bounds the bytes of one forwarded client header,
 // all its lines together: the SDKs send a few dozen bytes each, and an
@@ -47,8 +53,8 @@ const stainlessPrefix = "X-Stainless-"
 const maxForwardedHeader = 4 << 10
 
 // maxForwardedHeaders bounds the bytes of all forwarded client headers
-// together (names and values): the X-Stainless- prefix admits any number
-// of names.
+// together (names and values): each may take maxForwardedHeader, and the
+// lists hold a few dozen names.
 const maxForwardedHeaders = 16 << 10
 
 // forwardSet is what one upstream takes from its clients' headers.
@@ -61,17 +67,10 @@ type forwardSet struct {
 
 // allows reports whether a client header named k goes upstream. Every
 // request's headers pass here: the listed names passed forwardRefusal
-// when the set was made (the built-in ones in a test), so only a name
-// under the telemetry prefix is judged per call.
+// when the set was made (the built-in ones in a test).
 func (f *forwardSet) allows(k string) bool {
 	ck := http.CanonicalHeaderKey(k) // no copy: the server canonicalized it
-	switch {
-	case f.reserved[ck]:
-		return false
-	case builtinForward[ck] || f.extra[ck]:
-		return true
-	}
-	return len(ck) > len(stainlessPrefix) && strings.HasPrefix(ck, stainlessPrefix) && forwardRefusal(ck) == ""
+	return !f.reserved[ck] && (builtinForward[ck] || stainlessHeaders[ck] || f.extra[ck])
 }
 
 // forwardRefusal says why a header named k never goes from a client to an
@@ -225,7 +224,7 @@ func keyHeaderRefusal(k string) string {
 		return "it is hop-by-hop or framing (connection, length, encoding, Host): a proxy on the way would drop or read it"
 	case ownHeader(k):
 		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
-	case builtinForward[ck] || strings.HasPrefix(ck, stainlessPrefix):
+	case builtinForward[ck] || strings.HasPrefix(ck, "X-Stainless-"):
 		return "it is a header the SDKs send and the proxy forwards (Accept, User-Agent, Content-Type, OpenAI-Beta, X-Stainless-*)"
 	}
 	return ""
