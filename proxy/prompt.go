@@ -452,6 +452,10 @@ func (p *Proxy) hold(ctx context.Context, c *call, in rules.Input, res rules.Res
 	case ctx.Err() != nil:
 		c.errDetail = "client gave up while the call was held"
 		return refuse(d.ID, "")
+	case d.Reason != "" && d.ID == "":
+		// Refused at once, never held (its grant had already ended): there
+		// is no hold to name.
+		return errForbidden(CodeApprovalRequired, fmt.Sprintf("Prompt rule %q holds calls like this for approval by %s; this one was refused without being held: %s", res.Rule, res.Approvers, d.Reason))
 	case d.Reason != "":
 		// Denied, or ended with its grant: it no longer waits, and an
 		// approval would not release it, so the error says why and what

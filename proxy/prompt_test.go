@@ -434,3 +434,36 @@ func TestRefusedHoldSaysWhyNotThatItWaits(t *testing.T) {
 		}
 	}
 }
+
+// A call whose grant has already ended is refused by the broker at once,
+// without being held (no hold id): the agent's error then names no hold
+// ("as ,"), does not say it was held or waits, and says why and what to
+// do; a refused call that was held still names its hold.
+func TestHoldRefusedAtOnceNamesNoHold(t *testing.T) {
+	reason := "grant req_g was revoked or ended early; ask for a new grant (pamctl request) and send the call again"
+	for _, d := range []HoldDecision{{ID: "", Reason: reason}, {ID: "req_h", Reason: reason}} {
+		holds := &fakeHolds{decision: d}
+		h := newHarness(t, withRules(t, testRules), func(o *Options) { o.Holds, o.ReviewURL = holds, "https://pam.example.com/ui/requests/" })
+		tok := h.mint(grant{scope: "model:gpt-4o"})
+		res, b := h.do("POST", "/v1/chat/completions", tok, chatWith("drop table x"))
+		e := apiErr(t, b)
+		if res.StatusCode != 403 || e.Code != CodeApprovalRequired || !strings.Contains(e.Message, reason) {
+			t.Fatalf("refused hold %q: %d %s", d.ID, res.StatusCode, b)
+		}
+		if d.ID == "" {
+			for _, wrong := range []string{" as ,", "as .", "held this call", "waits", "pamctl approve", "byte for byte"} {
+				if strings.Contains(e.Message, wrong) {
+					t.Errorf("a call refused without a hold reads %q: %s", wrong, e.Message)
+				}
+			}
+			if !strings.Contains(e.Message, "without being held") {
+				t.Errorf("a call refused without a hold does not say it was not held: %s", e.Message)
+			}
+		} else if !strings.Contains(e.Message, "held this call for approval by") || !strings.Contains(e.Message, " as req_h,") {
+			t.Errorf("a refused held call does not name its hold: %s", e.Message)
+		}
+		if h.up.count() != 0 {
+			t.Fatal("a refused hold went upstream")
+		}
+	}
+}
