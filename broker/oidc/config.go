@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // IssuerConfig is one trusted issuer, an item of the YAML `issuers:` list.
@@ -222,6 +224,9 @@ func (c IssuerConfig) Validate() error {
 	for _, d := range c.AllowedDomains {
 		if d == "" || strings.ContainsAny(d, "@/: ") || strings.HasPrefix(d, ".") {
 			bad("allowed_domains: %q is not a domain (write example.com, not @example.com or a URL)", d)
+		} else if r := token.CapitalOutsideASCII(d); r != 0 {
+			// Compared with the email's domain in ASCII case only (equalFoldASCII).
+			bad("allowed_domains: %s", token.EmailCaseError(d, r))
 		}
 	}
 	for k := range c.RequiredClaims {

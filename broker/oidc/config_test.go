@@ -231,3 +231,23 @@ func TestInlineSecretKeyDecodes(t *testing.T) {
 		t.Fatalf("inline secret: %v", err)
 	}
 }
+
+// allowed_domains are compared with the email's domain case-insensitively
+// in ASCII only: a domain written with a capital outside ASCII never
+// matches the lower-case domain an IdP sends, so config load refuses it.
+func TestAllowedDomainWithNonASCIICapitalIsRefused(t *testing.T) {
+	c := oidc.IssuerConfig{Name: "corp", URL: "https://idp.example.com", ClientID: "pamctl"}
+	for _, d := range []string{"MÜNCHEN.example", "exampl\u212A.com"} {
+		c.AllowedDomains = []string{"example.com", d}
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "allowed_domains") || !strings.Contains(err.Error(), "lower case") {
+			t.Errorf("allowed_domains %q: %v, want it refused, saying to write it in lower case", d, err)
+		}
+	}
+	for _, d := range []string{"münchen.example", "Example.COM"} {
+		c.AllowedDomains = []string{d}
+		if err := c.Validate(); err != nil {
+			t.Errorf("allowed_domains %q refused: %v", d, err)
+		}
+	}
+}

@@ -364,6 +364,13 @@ func validateSubjects(field string, s Subjects, bad func(field, format string, a
 			if strings.TrimSpace(v) == "" {
 				bad(fmt.Sprintf("%s.%s[%d]", field, l.name, j), "is empty")
 			}
+			// An email (a user entry with @) is matched in ASCII case only
+			// (LowerASCII): one with a capital outside ASCII never matches.
+			if l.name == "users" && strings.Contains(v, "@") {
+				if r := token.CapitalOutsideASCII(v); r != 0 {
+					bad(fmt.Sprintf("%s.%s[%d]", field, l.name, j), "%s", token.EmailCaseError(v, r))
+				}
+			}
 		}
 	}
 }

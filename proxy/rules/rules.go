@@ -336,6 +336,13 @@ func Compile(rules []Rule) (*Engine, error) {
 		checkList("groups", r.Groups, false)
 		checkList("endpoints", r.Endpoints, true)
 		checkList("approvers.users", r.Approvers.Users, false)
+		for j, u := range r.Approvers.Users {
+			// Matched as a policy's approvers are (policy.Subjects.Match):
+			// an email in ASCII case only.
+			if c := token.CapitalOutsideASCII(u); c != 0 && strings.Contains(u, "@") {
+				bad(fmt.Sprintf("approvers.users[%d]", j), "%s", token.EmailCaseError(u, c))
+			}
+		}
 		checkList("approvers.groups", r.Approvers.Groups, false)
 		if toolCall {
 			e.calls = append(e.calls, c)

@@ -539,3 +539,18 @@ func FuzzFoldString(f *testing.F) {
 		}
 	})
 }
+
+// A rule's approvers are matched as a policy's are (email compared in
+// ASCII case only), so an approver written with a capital outside ASCII
+// would never match: Compile refuses it, saying to write it in lower case.
+func TestApproverEmailWithNonASCIICapitalIsRefused(t *testing.T) {
+	for _, u := range []string{"JÖRG@example.com", "\u212Aate@example.com"} {
+		_, err := Compile([]Rule{{Name: "h", Pattern: "drop", Action: RequireApproval, Approvers: Approvers{Users: []string{"kate@example.com", u}}}})
+		if err == nil || !strings.Contains(err.Error(), "approvers.users[1]") || !strings.Contains(err.Error(), "lower case") {
+			t.Errorf("approver %q: %v, want it refused, saying to write it in lower case", u, err)
+		}
+	}
+	if _, err := Compile([]Rule{{Name: "h", Pattern: "drop", Action: RequireApproval, Approvers: Approvers{Users: []string{"jörg@example.com", "Kate@Example.COM", "00uÖ1"}}}}); err != nil {
+		t.Errorf("lower-case or ASCII approvers refused: %v", err)
+	}
+}
