@@ -62,11 +62,18 @@ func (u *UI) session(r *http.Request) *session {
 // userDriven reports whether the person made r (opened a page: a link,
 // the address bar, a form they sent) rather than their browser by itself:
 // the live queue's event stream (/ui/events) and the refreshes app.js
-// fetches after an event (Sec-Fetch-Mode other than navigate), a page a
-// script reloads (a navigation without Sec-Fetch-User: ?1), a prefetch or
-// prerender (Sec-Purpose, Purpose). A request without fetch metadata (a
-// browser that sends none, or not a browser) counts as a use: it cannot be
-// told apart, and the headers bind no one but browsers anyway.
+// fetches after an event (Sec-Fetch-Mode other than navigate), a frame
+// (Sec-Fetch-Dest other than document), a prefetch or prerender
+// (Sec-Purpose, Purpose), and a top-level navigation another site (or a
+// sibling subdomain) started without the person's click (cross-site or
+// same-site without Sec-Fetch-User: ?1). A top-level navigation on this
+// site or from the address bar, a bookmark or a native app (same-origin,
+// none) counts without Sec-Fetch-User, which Safari never sends
+// (webkit.org/b/247697): nothing on these pages navigates by itself
+// (app.js never reloads), so such a navigation is the person's. A request
+// without fetch metadata (a browser that sends none, as over plain http
+// off localhost, or not a browser) counts as a use: it cannot be told
+// apart, and the headers bind no one but browsers anyway.
 func userDriven(r *http.Request) bool {
 	if r.URL.Path == "/ui/events" {
 		return false
@@ -78,7 +85,19 @@ func userDriven(r *http.Request) bool {
 	case "":
 		return r.Header.Get("Sec-Fetch-Site") == "" && r.Header.Get("Sec-Fetch-Dest") == ""
 	case "navigate":
-		return r.Method == http.MethodPost || r.Header.Get("Sec-Fetch-User") == "?1"
+		if r.Method == http.MethodPost {
+			return true
+		}
+		if r.Header.Get("Sec-Fetch-Dest") != "document" {
+			return false
+		}
+		if r.Header.Get("Sec-Fetch-User") == "?1" {
+			return true
+		}
+		switch r.Header.Get("Sec-Fetch-Site") {
+		case "same-origin", "none":
+			return true
+		}
 	}
 	return false
 }

@@ -11,10 +11,14 @@ import (
 )
 
 // Only what the person does keeps the web session alive: the live
-// queue's event stream, the refreshes app.js fetches, a page a script
-// reloads and a prefetch are checked without counting as a use; a page
-// the person opens (a click, the address bar), a form they send and a
-// client without fetch metadata count.
+// queue's event stream, the refreshes app.js fetches, a prefetch, a frame
+// and a navigation another site started without the person's click are
+// checked without counting as a use; a page the person opens (a click,
+// the address bar, a link from a native app), a form they send and a
+// client without fetch metadata count. Safari sends no Sec-Fetch-User
+// (webkit.org/b/247697), so a top-level navigation on this site counts
+// without it: nothing on the page navigates by itself (app.js does not
+// reload; TestPageScriptNeverNavigatesByItself).
 func TestOnlyUserDrivenRequestsKeepTheSessionAlive(t *testing.T) {
 	e := newEnv(t)
 	c := browser(t)
@@ -63,7 +67,12 @@ func TestOnlyUserDrivenRequestsKeepTheSessionAlive(t *testing.T) {
 		{"the event stream", "GET", "/ui/events", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}, nil, false},
 		{"app.js refreshing the queue", "GET", "/ui/", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "Accept": "text/html"}, nil, false},
 		{"a fetch with a forged Sec-Fetch-User", "GET", "/ui/", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "same-origin", "Sec-Fetch-User": "?1"}, nil, false},
-		{"a script's reload", "GET", "/ui/", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, nil, false},
+		{"a click in Safari (no Sec-Fetch-User)", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, nil, true},
+		{"Safari: the address bar or a link from a native app", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, nil, true},
+		{"another site's script navigating here", "GET", "/ui/", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, nil, false},
+		{"a sibling subdomain's script navigating here", "GET", "/ui/", map[string]string{"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, nil, false},
+		{"a frame, even clicked", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe", "Sec-Fetch-User": "?1"}, nil, false},
+		{"a Safari prefetch", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Purpose": "prefetch"}, nil, false},
 		{"a prefetch", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-User": "?1", "Sec-Purpose": "prefetch"}, nil, false},
 		{"a legacy prefetch", "GET", "/ui/mine", map[string]string{"Purpose": "prefetch"}, nil, false},
 		{"an image or iframe load", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}, nil, false},
