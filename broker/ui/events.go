@@ -26,8 +26,9 @@ const keepAlive = 25 * time.Second
 // it may have changed ("event: queue"). They carry no request data (the
 // page fetches itself again, through the same authorization as any page),
 // so a stream says only "something happened" and when. The session is
-// re-checked on every event and at each keep-alive; an ended session ends
-// the stream.
+// re-checked on every event and at each keep-alive, idle clock included
+// (the stream is no use of it); an ended or idled-out session ends the
+// stream with "event: logout".
 func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 	ss := u.session(r)
 	if ss == nil {
@@ -61,11 +62,31 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, "retry: 5000\n\n")
 	_ = rc.Flush()
-	tick := time.NewTicker(keepAlive)
+	every := keepAlive
+	if d := time.Duration(u.keepAliveNS.Load()); d > 0 {
+		every = d
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
-	live := func() bool {
-		// Not a use: an open tab does not keep a session from idling out.
-		return u.c.Service.SessionValid(r.Context(), ss.id) == nil
+	secret := u.cookie(r, "pamctl-ui")
+	// live checks the session as a page the browser loads by itself
+	// (CheckWebSession): not a use, so an open tab does not keep it from
+	// idling out, and with the idle clock against its last real use, so
+	// the stream ends (logout) once it has. ended is false when the check
+	// itself failed (the store): the stream ends and the page reconnects.
+	live := func() (ok, ended bool) {
+		_, rec, err := u.c.Service.CheckWebSession(r.Context(), secret)
+		switch {
+		case err == nil && rec.ID == ss.id:
+			return true, false
+		case err != nil && broker.ErrorCode(err) == broker.CodeInternal:
+			return false, false
+		}
+		return false, true
+	}
+	logout := func() {
+		fmt.Fprint(w, "event: logout\ndata: {}\n\n")
+		_ = rc.Flush()
 	}
 	for {
 		select {
@@ -74,9 +95,10 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 		case <-u.stopping():
 			return
 		case <-tick.C:
-			if !live() {
-				fmt.Fprint(w, "event: logout\ndata: {}\n\n")
-				_ = rc.Flush()
+			if ok, ended := live(); !ok {
+				if ended {
+					logout()
+				}
 				return
 			}
 			fmt.Fprint(w, ": keep-alive\n\n")
@@ -97,7 +119,10 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 			if !queueTypes[e.Type] {
 				continue
 			}
-			if !live() {
+			if ok, ended := live(); !ok {
+				if ended {
+					logout()
+				}
 				return
 			}
 			fmt.Fprintf(w, "event: queue\ndata: {\"seq\":%d}\n\n", e.Seq)

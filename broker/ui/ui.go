@@ -27,6 +27,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -55,7 +56,6 @@ type Service interface {
 	// CheckWebSession is WebSession without recording a use (the
 	// browser's own requests: they do not keep a session from idling out).
 	CheckWebSession(ctx context.Context, secret string) (broker.Identity, *broker.SessionRecord, error)
-	SessionValid(ctx context.Context, id string) error
 	Logout(ctx context.Context, who broker.Identity, sessionID string, client audit.Client) error
 	// StepUp refuses (a *broker.StepUpError) when who's IdP authentication
 	// is older than approvals.reauth_after; ReauthAfter says how old.
@@ -134,6 +134,8 @@ type UI struct {
 	csp    string
 
 	streams streamCount // open /ui/events streams
+	// keepAliveNS overrides keepAlive (tests); 0: keepAlive.
+	keepAliveNS atomic.Int64
 
 	discoMu sync.Mutex
 	disco   *gooidc.Provider // cached discovery (oauthConfig)

@@ -41,6 +41,26 @@ type fakeService struct {
 	storeErr error           // RedeemIDToken fails with it
 	uses     int             // WebSession calls: uses that keep a session alive
 	checks   int             // CheckWebSession calls
+	// idle, when set, ends a session unused for that long, as the broker's
+	// sessions.idle_timeout: WebSession and CheckWebSession refuse it, on
+	// the clock at (zero: time.Now), against its last use (WebSession).
+	idle    time.Duration
+	at      time.Time
+	lastUse map[string]time.Time
+}
+
+func (f *fakeService) now() time.Time {
+	if f.at.IsZero() {
+		return time.Now()
+	}
+	return f.at
+}
+
+// advance moves the fake clock on by d.
+func (f *fakeService) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.at = f.now().Add(d)
 }
 
 func (f *fakeService) RedeemIDToken(_ context.Context, raw string, _ oidc.Identity, _ audit.Client) error {
@@ -67,6 +87,10 @@ func (f *fakeService) OpenWebSession(_ context.Context, who broker.Identity, aut
 	}
 	r := &broker.SessionRecord{ID: broker.WebSessionID(secret), Kind: broker.SessionKindWeb, Identity: who, AuthTime: authTime, CreatedAt: time.Now(), ExpiresAt: time.Now().Add(ttl), State: broker.SessionActive}
 	f.sess[r.ID] = r
+	if f.lastUse == nil {
+		f.lastUse = map[string]time.Time{}
+	}
+	f.lastUse[r.ID] = f.now()
 	return r, nil
 }
 
@@ -75,15 +99,21 @@ func (f *fakeService) WebSession(ctx context.Context, secret string) (broker.Ide
 	f.mu.Lock()
 	f.uses++
 	f.mu.Unlock()
-	return f.webSession(ctx, secret)
+	return f.webSession(ctx, secret, true)
 }
 
-func (f *fakeService) webSession(_ context.Context, secret string) (broker.Identity, *broker.SessionRecord, error) {
+func (f *fakeService) webSession(_ context.Context, secret string, use bool) (broker.Identity, *broker.SessionRecord, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r, ok := f.sess[broker.WebSessionID(secret)]
 	if !ok || r.State != broker.SessionActive {
 		return broker.Identity{}, nil, &broker.Error{Code: broker.CodeUnauthenticated, Message: "log in again"}
+	}
+	if f.idle > 0 && !f.now().Before(f.lastUse[r.ID].Add(f.idle)) {
+		return broker.Identity{}, nil, &broker.Error{Code: broker.CodeUnauthenticated, Message: "your session has expired without use: log in again"}
+	}
+	if use {
+		f.lastUse[r.ID] = f.now()
 	}
 	who := r.Identity
 	who.AuthTime = r.AuthTime
@@ -99,16 +129,7 @@ func (f *fakeService) CheckWebSession(ctx context.Context, secret string) (broke
 	f.mu.Lock()
 	f.checks++
 	f.mu.Unlock()
-	return f.webSession(ctx, secret)
-}
-
-func (f *fakeService) SessionValid(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if r, ok := f.sess[id]; !ok || r.State != broker.SessionActive {
-		return &broker.Error{Code: broker.CodeUnauthenticated, Message: "ended"}
-	}
-	return nil
+	return f.webSession(ctx, secret, false)
 }
 
 func (f *fakeService) Logout(_ context.Context, who broker.Identity, id string, _ audit.Client) error {
