@@ -2,8 +2,11 @@ package ui
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net"
@@ -24,12 +27,15 @@ import (
 // the broker's memory: the callback may reach any replica behind a load
 // balancer, and nobody can fill a replica's memory by starting logins.
 type pendingLogin struct {
-	State    string    `json:"s"`
-	Nonce    string    `json:"n"`
-	Verifier string    `json:"v"`
-	Next     string    `json:"x"`
-	Reauth   bool      `json:"r,omitempty"` // step-up: the IdP was asked to authenticate again
-	Started  time.Time `json:"t"`
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Next     string `json:"x"`
+	Reauth   bool   `json:"r,omitempty"` // step-up: the IdP was asked to authenticate again
+	// Here: the login was started from this site (or the address bar), so
+	// the callback may vouch for the return to Next (afterLoginMark).
+	Here    bool      `json:"h,omitempty"`
+	Started time.Time `json:"t"`
 }
 
 const (
@@ -44,7 +50,22 @@ const (
 	// authTimeSkew is how far the IdP's clock may be from ours when a
 	// step-up checks that auth_time is new.
 	authTimeSkew = 30 * time.Second
+	// afterLoginTTL bounds the pamctl-next cookie: the browser follows the
+	// callback's redirect at once.
+	afterLoginTTL = 2 * time.Minute
 )
+
+// afterLoginMark is the pamctl-next cookie's value for a session whose
+// CSRF token is csrf, returning to next after a login started on this
+// site: the IdP's redirect chain makes the browser call that return
+// cross-site, and this mark lets a read that checks where it came from
+// (fromElsewhere) take it once. Bound to the session (a mark from another
+// session does not match) and to next (it admits no other page).
+func afterLoginMark(csrf, next string) string {
+	m := hmac.New(sha256.New, []byte(csrf))
+	m.Write([]byte("pamctl ui after login\x00" + next))
+	return hex.EncodeToString(m.Sum(nil))
+}
 
 // Sealer encrypts and authenticates small values (vault.Sealer). Every
 // replica must hold the same key, or a login started at one cannot finish
@@ -158,8 +179,11 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusBadGateway, "The identity provider could not be reached", "Try again in a moment; if it persists, the broker's log says why.")
 		return
 	}
+	// A login started here (a page of this site redirecting for a login or
+	// step-up, the address bar) may return to a read that checks where it
+	// came from without asking again; one a page elsewhere started may not.
 	p := &pendingLogin{State: randomToken(), Nonce: randomToken(), Verifier: oauth2.GenerateVerifier(),
-		Next: localPath(q.Get("next")), Reauth: q.Get("reauth") == "1", Started: u.c.Now()}
+		Next: localPath(q.Get("next")), Reauth: q.Get("reauth") == "1", Here: u.fromElsewhere(r) == "", Started: u.c.Now()}
 	sealed, err := u.sealLogin(p)
 	if err == nil && len(sealed) > maxLoginCookie {
 		// A next that escapes to more than the cookie can hold (JSON
@@ -296,6 +320,9 @@ func (u *UI) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.setCookie(w, "pamctl-ui", secret, rec.ExpiresAt.Sub(now))
+	if p.Here {
+		u.setCookie(w, "pamctl-next", afterLoginMark(csrfOf(secret), p.Next), afterLoginTTL)
+	}
 	details := map[string]string{"via": "web", "session": rec.ID, "expires": rec.ExpiresAt.UTC().Format(time.RFC3339)}
 	if !authTime.IsZero() {
 		details["auth_time"] = authTime.UTC().Format(time.RFC3339)

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"html/template"
@@ -352,6 +353,23 @@ func (u *UI) fromElsewhere(r *http.Request) string {
 	return ""
 }
 
+// readFromElsewhere is fromElsewhere for a view that reads the trail,
+// except that it takes, once, the return from a login started on this
+// site (the pamctl-next cookie the callback set for this session and this
+// page: afterLoginMark); the cookie is cleared whenever such a view is
+// opened, taken or not.
+func (u *UI) readFromElsewhere(w http.ResponseWriter, r *http.Request, ss *session) string {
+	mark := u.cookie(r, "pamctl-next")
+	if mark != "" {
+		u.setCookie(w, "pamctl-next", "", 0)
+	}
+	why := u.fromElsewhere(r)
+	if why != "" && mark != "" && hmac.Equal([]byte(mark), []byte(afterLoginMark(ss.csrf, localPath(r.URL.RequestURI())))) {
+		return ""
+	}
+	return why
+}
+
 // confirmView is the page that asks for a click on this site first.
 type confirmView struct{ Why, Next, Action string }
 
@@ -368,7 +386,7 @@ func (u *UI) confirmHere(w http.ResponseWriter, r *http.Request, ss *session, wh
 }
 
 func (u *UI) auditView(w http.ResponseWriter, r *http.Request, ss *session) {
-	if why := u.fromElsewhere(r); why != "" {
+	if why := u.readFromElsewhere(w, r, ss); why != "" {
 		u.confirmHere(w, r, ss, why, "Open the audit trail")
 		return
 	}
@@ -403,7 +421,7 @@ func (u *UI) auditView(w http.ResponseWriter, r *http.Request, ss *session) {
 }
 
 func (u *UI) timeline(w http.ResponseWriter, r *http.Request, ss *session) {
-	if why := u.fromElsewhere(r); why != "" {
+	if why := u.readFromElsewhere(w, r, ss); why != "" {
 		u.confirmHere(w, r, ss, why, "Open the timeline")
 		return
 	}
