@@ -43,6 +43,9 @@ func TestPageScriptNeverNavigatesByItself(t *testing.T) {
 	if !regexp.MustCompile(`fetch\([^)]*redirect:\s*"manual"`).MatchString(code) {
 		t.Error(`app.js's refresh follows redirects (want fetch(..., {redirect: "manual"})): a redirect to the login would start one behind the person's back`)
 	}
+	if !strings.Contains(code, `"`+refreshHeader+`": "1"`) {
+		t.Error("app.js's refresh is not marked " + refreshHeader + ": from a browser without fetch metadata it would count as the person's use")
+	}
 	if !strings.Contains(code, `addEventListener("logout"`) || !strings.Contains(code, "session has ended") {
 		t.Error("app.js does not tell the person their session has ended (the logout event)")
 	}

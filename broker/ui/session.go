@@ -59,6 +59,9 @@ func (u *UI) session(r *http.Request) *session {
 	return &session{id: rec.ID, who: who, authTime: who.AuthTime, csrf: csrfOf(secret), expires: rec.ExpiresAt}
 }
 
+// refreshHeader marks the requests app.js makes to refresh the queue.
+const refreshHeader = "X-Pamctl-Refresh"
+
 // userDriven reports whether the person made r (opened a page: a link,
 // the address bar, a form they sent) rather than their browser by itself:
 // the live queue's event stream (/ui/events) and the refreshes app.js
@@ -75,7 +78,10 @@ func (u *UI) session(r *http.Request) *session {
 // off localhost, or not a browser) counts as a use: it cannot be told
 // apart, and the headers bind no one but browsers anyway.
 func userDriven(r *http.Request) bool {
-	if r.URL.Path == "/ui/events" {
+	// The live queue's stream, and the refreshes app.js marks (a browser
+	// without fetch metadata cannot tell them from a page load otherwise;
+	// only a script can set the header, and it only takes a use away).
+	if r.URL.Path == "/ui/events" || r.Header.Get(refreshHeader) != "" {
 		return false
 	}
 	if strings.Contains(r.Header.Get("Sec-Purpose"), "prefetch") || strings.Contains(r.Header.Get("Purpose"), "prefetch") {

@@ -66,6 +66,7 @@ func TestOnlyUserDrivenRequestsKeepTheSessionAlive(t *testing.T) {
 	}{
 		{"the event stream", "GET", "/ui/events", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}, nil, false},
 		{"app.js refreshing the queue", "GET", "/ui/", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "Accept": "text/html"}, nil, false},
+		{"app.js refreshing in a browser without fetch metadata", "GET", "/ui/", map[string]string{"X-Pamctl-Refresh": "1", "Accept": "text/html"}, nil, false},
 		{"a fetch with a forged Sec-Fetch-User", "GET", "/ui/", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "same-origin", "Sec-Fetch-User": "?1"}, nil, false},
 		{"a click in Safari (no Sec-Fetch-User)", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, nil, true},
 		{"Safari: the address bar or a link from a native app", "GET", "/ui/mine", map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, nil, true},

@@ -42,7 +42,9 @@
     busy = true;
     // redirect: "manual": a redirect (to the login, when the session has
     // ended) is not followed, so no login is started behind the person's back.
-    fetch(window.location.pathname, { credentials: "same-origin", redirect: "manual", headers: { "Accept": "text/html" } })
+    // X-Pamctl-Refresh: not the person's use of the session, even from a
+    // browser that sends no fetch metadata.
+    fetch(window.location.pathname, { credentials: "same-origin", redirect: "manual", headers: { "Accept": "text/html", "X-Pamctl-Refresh": "1" } })
       .then(function (r) {
         if (r.type === "opaqueredirect" || r.status === 401) {
           sessionEnded();
