@@ -16,8 +16,9 @@ import (
 // with nobody at the keyboard). app.js, as served, has no reload,
 // location assignment, window.open, form submit or history move, and does
 // not follow redirects when it refreshes the queue (a redirect to the
-// login would start one); no template has a meta refresh. (A server-side
-// check of the script's source.)
+// login would start one); no template has a meta refresh. (A check of the
+// script's source; cli.TestBrowserQueueSaysTheSessionEnded runs it in
+// Chromium.)
 func TestPageScriptNeverNavigatesByItself(t *testing.T) {
 	e := newEnv(t)
 	res, js := get(t, browser(t), e.base+"/ui/static/app.js")
