@@ -590,8 +590,12 @@ func (h holder) Hold(ctx context.Context, req proxy.HoldRequest) (proxy.HoldDeci
 			d.Reason += ": " + last.Reason
 		}
 	} else if r.State == broker.StateExpired && r.EndReason != "" {
-		// Approved, but its grant ended while it waited (broker.HoldPrompt).
-		d.Reason = "not released: " + r.EndReason + "; ask for a new grant (pamctl request) and send the call again"
+		// Its grant ended while it waited (broker.HoldPrompt), or had ended
+		// before (no ID: refused at once, never held, so not "not released").
+		d.Reason = r.EndReason + "; ask for a new grant (pamctl request) and send the call again"
+		if r.ID != "" {
+			d.Reason = "not released: " + d.Reason
+		}
 	}
 	return d, nil
 }

@@ -136,3 +136,38 @@ func TestHolderSaysTheGrantEnded(t *testing.T) {
 		t.Fatal("the held call still waits after its grant was revoked")
 	}
 }
+
+// A call on a grant that has already ended is refused at once, never
+// held: the decision has no hold ID, and its reason says why and what to
+// do without saying the call was "not released" (the proxy words it as
+// refused without being held).
+func TestHolderRefusesAtOnceOnAnEndedGrant(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(rulesConfigV1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServerWith(t, func(c *Config) {
+		loaded, err := LoadConfig(file, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policies, c.Rules = loaded.Policies, loaded.Rules
+	})
+	grant := liveGrantFor(t, s, "alice")
+	if _, err := s.app.broker.Revoke(context.Background(), broker.AdminIdentity, grant, true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := holder{s.app.broker}.Hold(ctx, proxy.HoldRequest{
+		GrantID: grant, Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+		Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Model: "gpt-4o-mini", Method: "POST", Endpoint: "/v1/chat/completions",
+		PromptSHA256: strings.Repeat("ab", 32), Excerpt: "DROP TABLE t",
+	})
+	if err != nil || d.Approved || d.ID != "" || !strings.Contains(d.Reason, grant) || !strings.Contains(d.Reason, "new grant") {
+		t.Fatalf("decision %+v, %v: want refused at once (no hold), naming the grant and what to do", d, err)
+	}
+	if strings.Contains(d.Reason, "not released") {
+		t.Fatalf("a call never held reads %q", d.Reason)
+	}
+}
