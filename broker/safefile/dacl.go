@@ -24,15 +24,22 @@ const (
 	fileReadData        = 0x1 // FILE_LIST_DIRECTORY on a directory
 	fileWriteData       = 0x2 // FILE_ADD_FILE
 	fileAppendData      = 0x4 // FILE_ADD_SUBDIRECTORY
+	fileWriteEA         = 0x10
+	fileExecute         = 0x20 // FILE_TRAVERSE on a directory
 	fileDeleteChild     = 0x40
+	fileWriteAttributes = 0x100
 	accessDelete        = 0x10000
 	writeDAC            = 0x40000
 	writeOwner          = 0x80000
 	maximumAllowed      = 0x2000000
 	genericAll          = 0x10000000
+	genericExecute      = 0x20000000
 	genericWrite        = 0x40000000
 	genericRead         = 0x80000000
-	fileAllAccessOthers = fileReadData | fileWriteData | fileAppendData | fileDeleteChild | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll | genericWrite | genericRead
+	// any access to the content of a file or directory pamctl keeps to
+	// itself (CheckPrivate): read, write, execute, delete, its DACL or
+	// owner. Reading attributes, extended attributes or the DACL is not.
+	fileAllAccessOthers = fileReadData | fileWriteData | fileAppendData | fileWriteEA | fileExecute | fileDeleteChild | fileWriteAttributes | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll | genericExecute | genericWrite | genericRead
 )
 
 // ACE types and flags (winnt.h).
@@ -43,7 +50,9 @@ const (
 	aceAllowedCallback  = 0x9
 	aceDeniedCallback   = 0xA
 	aceDeniedCallbackOb = 0xC
-	aceInheritOnly      = 0x8 // applies to children only, not to the object
+	aceObjectInherit    = 0x1 // (OI): passed on to files created in a directory
+	aceContainerInherit = 0x2 // (CI): passed on to directories created in it
+	aceInheritOnly      = 0x8 // (IO): applies to children only, not to the object
 )
 
 // Well-known SIDs.
@@ -82,18 +91,23 @@ func trustedSID(sid, user string) bool {
 
 // others lists, once each and in DACL order, the SIDs other than trusted
 // ones that an allow entry applying to the object itself grants any of
-// rights (the generic rights included as they map for files). Deny
+// rights (the generic rights included as they map for files); with
+// children, also those an entry passes on to what is created in the
+// directory (OI, CI; inherit-only or not) grants any of rights. Deny
 // entries are not subtracted: they can only narrow what is granted, and
-// judging without them errs on the side of refusing. An allow entry of a
-// type the rules do not read (object ACEs, which files do not use) is
-// reported as unreadable: what cannot be judged is refused.
-func (d *descriptor) others(user string, rights uint32) (sids []string, err error) {
+// judging without them errs on the side of refusing. CREATOR OWNER is
+// skipped: it grants no one on the object, and what is created inherits
+// it as an entry for its creator (pamctl, when it creates a file there).
+// An allow entry of a type the rules do not read (object ACEs, which
+// files do not use) is reported as unreadable: what cannot be judged is
+// refused.
+func (d *descriptor) others(user string, rights uint32, children bool) (sids []string, err error) {
 	if d.NoDACL {
 		return []string{sidEveryone}, nil
 	}
 	ownerTrusted := trustedSID(d.Owner, user)
 	for _, e := range d.ACEs {
-		if e.Flags&aceInheritOnly != 0 {
+		if e.Flags&aceInheritOnly != 0 && !(children && e.Flags&(aceObjectInherit|aceContainerInherit) != 0) {
 			continue
 		}
 		switch e.Type {
@@ -116,17 +130,64 @@ func (d *descriptor) others(user string, rights uint32) (sids []string, err erro
 // The rights that let others change what a path names.
 const (
 	// of a file or symlink: write its content, rename or delete it, or
-	// change its DACL or owner.
-	fileChangeRights = fileWriteData | fileAppendData | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll | genericWrite
+	// change its DACL or owner; or write its attributes or extended
+	// attributes: FILE_WRITE_ATTRIBUTES alone lets its holder set or
+	// replace a reparse point (MS-FSA 2.1.5.10.37), so re-point a junction
+	// or make a file one; extended attributes are data kept with the
+	// file.
+	fileChangeRights = fileWriteData | fileAppendData | fileWriteEA | fileWriteAttributes | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll | genericWrite
 	// of a directory on the way: rename or delete it or a name in it, or
 	// change its DACL or owner. Adding names (FILE_ADD_FILE,
 	// FILE_ADD_SUBDIRECTORY, as on C:\ and C:\ProgramData) is not
 	// refused: replacing a name needs DELETE on it or FILE_DELETE_CHILD
 	// here, as a sticky directory lets others add but not replace.
+	// Nor are FILE_WRITE_ATTRIBUTES and FILE_WRITE_EA: a directory
+	// becomes a junction only while empty, and C:\ProgramData gives
+	// Users (CI)(WD,AD,WEA,WA), so counting them would refuse every
+	// folder under it.
 	dirChangeRights = fileDeleteChild | accessDelete | writeDAC | writeOwner | maximumAllowed | genericAll
-	// of a secret: read it.
-	readRights = fileReadData | maximumAllowed | genericAll | genericRead
+	// of a directory pamctl keeps its files in (CheckOwner): change it
+	// as a directory on the way, add names to it, or change it or
+	// what it holds as a file.
+	ownDirChangeRights = dirChangeRights | fileChangeRights
+	// of a secret: read it (executing a file reads it too).
+	readRights = fileReadData | fileExecute | maximumAllowed | genericAll | genericExecute | genericRead
 )
+
+// What judgeACL judges.
+type aclTarget int
+
+const (
+	// a file, or a symlink or junction on the way: its own entries.
+	aclFile aclTarget = iota
+	// a directory on the way: its own entries. What it passes on reaches
+	// only the names created in it later, each judged when it is met.
+	aclWayDir
+	// a directory pamctl creates its files in (the data dir, CheckOwner,
+	// CheckPrivate): its own entries and those it passes on (OI, CI,
+	// inherit-only or not), which the database, spool, audit segment and
+	// admin socket pamctl creates there inherit.
+	aclOwnDir
+)
+
+// ownerRule is what CheckOwner judges one of pamctl's own files (a
+// directory when dir) as, and for which rights: a file for what changes
+// it, a directory for what changes it or what it holds, or what it passes
+// on to what pamctl creates there.
+func ownerRule(dir bool) (aclTarget, uint32) {
+	if dir {
+		return aclOwnDir, ownDirChangeRights
+	}
+	return aclFile, fileChangeRights
+}
+
+// privateRule is ownerRule for CheckPrivate: any access at all.
+func privateRule(dir bool) (aclTarget, uint32) {
+	if dir {
+		return aclOwnDir, fileAllAccessOthers
+	}
+	return aclFile, fileAllAccessOthers
+}
 
 // aclProblem is what the rules found wrong with a descriptor: who, and
 // the icacls command that fixes it (names is how SIDs are shown).
@@ -135,20 +196,21 @@ type aclProblem struct {
 	fix string
 }
 
-// judgeACL applies the rules to the descriptor of path (a directory when
-// dir) for rights (fileChangeRights, dirChangeRights, readRights or
-// fileAllAccessOthers): a problem when it is owned by someone untrusted
-// or grants others any of rights. verb says what those rights let them
-// do, for the message ("change", "read"). name shows a SID (an account
-// name where one is known).
-func judgeACL(d *descriptor, user, path string, dir bool, rights uint32, verb string, name func(string) string) (*aclProblem, error) {
+// judgeACL applies the rules to the descriptor of path (what t says it
+// is) for rights (fileChangeRights, dirChangeRights, ownDirChangeRights,
+// readRights or fileAllAccessOthers): a problem when it is owned by
+// someone untrusted or grants others any of rights (for aclOwnDir, or
+// passes them on to what is created in it). verb says what those rights
+// let them do, for the message ("change", "read"). name shows a SID (an
+// account name where one is known).
+func judgeACL(d *descriptor, user, path string, t aclTarget, rights uint32, verb string, name func(string) string) (*aclProblem, error) {
 	if !trustedSID(d.Owner, user) {
 		return &aclProblem{
 			who: "owned by " + name(d.Owner),
-			fix: fmt.Sprintf("`icacls \"%s\" /setowner \"%%USERNAME%%\"` from an elevated prompt (or recreate it as pamctl's user)", path),
+			fix: fmt.Sprintf("`icacls \"%s\" /setowner \"%s\"` from an elevated prompt (or recreate it as pamctl's user)", path, icaclsUser(user)),
 		}, nil
 	}
-	sids, err := d.others(user, rights)
+	sids, err := d.others(user, rights, t == aclOwnDir)
 	if err != nil || len(sids) == 0 {
 		return nil, err
 	}
@@ -158,20 +220,32 @@ func judgeACL(d *descriptor, user, path string, dir bool, rights uint32, verb st
 	}
 	return &aclProblem{
 		who: fmt.Sprintf("%s by %s (its access control list)", verb, strings.Join(shown, ", ")),
-		fix: icaclsFix(path, dir, d.NoDACL, sids),
+		fix: icaclsFix(path, user, t != aclFile, d.NoDACL, sids),
 	}, nil
 }
 
-// icaclsFix is the command that leaves path to its owner, SYSTEM and
-// Administrators: inheritance off (inherited entries removed), full
-// control granted to those, and the explicit entries of sids removed.
-func icaclsFix(path string, dir bool, noDACL bool, sids []string) string {
+// icaclsUser names pamctl's user (its SID, user) for icacls: `*SID`, as
+// icacls takes a SID, whatever the shell (%USERNAME% is cmd's alone, and
+// the account the variable names need not be the one pamctl runs as);
+// %USERNAME% only when the SID could not be read.
+func icaclsUser(user string) string {
+	if user == "" {
+		return "%USERNAME%"
+	}
+	return "*" + user
+}
+
+// icaclsFix is the command that leaves path to pamctl's user (its SID,
+// user), SYSTEM and Administrators: inheritance off (inherited entries
+// removed), full control granted to those, and the explicit entries of
+// sids removed: all of them, those a directory only passes on included.
+func icaclsFix(path, user string, dir bool, noDACL bool, sids []string) string {
 	inh := ""
 	if dir {
 		inh = "(OI)(CI)"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "`icacls \"%s\" /inheritance:r /grant:r \"%%USERNAME%%:%sF\" \"*%s:%sF\" \"*%s:%sF\"", path, inh, sidSystem, inh, sidAdministrators, inh)
+	fmt.Fprintf(&b, "`icacls \"%s\" /inheritance:r /grant:r \"%s:%sF\" \"*%s:%sF\" \"*%s:%sF\"", path, icaclsUser(user), inh, sidSystem, inh, sidAdministrators, inh)
 	if !noDACL {
 		b.WriteString(" /remove:g")
 		for _, s := range sids {

@@ -56,42 +56,43 @@ func TestJudgeACL(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		d      *descriptor
-		dir    bool
+		t      aclTarget
 		rights uint32
 		who    string // "" when no problem
 	}{
-		{"profile file, change", private, false, fileChangeRights, ""},
-		{"profile file, read", private, false, readRights, ""},
-		{"profile dir, private", private, true, fileAllAccessOthers, ""},
-		{"folder under C:\\, change", underRoot, true, dirChangeRights, "writable by <S-1-5-11>"},
-		{"file under C:\\, change", underRoot, false, fileChangeRights, "writable by <S-1-5-11>"},
-		{"file under C:\\, read", underRoot, false, readRights, "writable by <S-1-5-32-545>, <S-1-5-11>"},
-		{"C:\\ on the way", root, true, dirChangeRights, ""},
-		{"C:\\ as a data dir", root, true, fileAllAccessOthers, "writable by <S-1-5-32-545>, <S-1-5-11>"},
-		{"ProgramData key, change", programDataKey, false, fileChangeRights, ""},
-		{"ProgramData key, read", programDataKey, false, readRights, "writable by <S-1-5-32-545>"},
-		{"ProgramData dir on the way", programDataDir, true, dirChangeRights, ""},
-		{"ProgramData dir as pamctl's own", programDataDir, true, dirChangeRights | fileWriteData | fileAppendData, "writable by <S-1-5-32-545>"},
-		{"owned by another user", &descriptor{Owner: tBob, ACEs: private.ACEs}, false, fileChangeRights, "owned by <" + tBob + ">"},
-		{"owner rights of another owner", &descriptor{Owner: tBob, ACEs: []ace{{aceAllowed, 0, tFull, sidOwnerRights}}}, false, fileChangeRights, "owned by <" + tBob + ">"},
-		{"owner rights of pamctl's user", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, tFull, sidOwnerRights}}}, false, fileAllAccessOthers, ""},
-		{"NULL DACL", &descriptor{Owner: tUser, NoDACL: true}, false, fileChangeRights, "writable by <S-1-1-0>"},
-		{"generic write to everyone", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, genericWrite, sidEveryone}}}, false, fileChangeRights, "writable by <S-1-1-0>"},
-		{"generic read to everyone", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, genericRead, sidEveryone}}}, false, readRights, "writable by <S-1-1-0>"},
-		{"write DAC to bob", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, writeDAC, tBob}}}, false, fileChangeRights, "writable by <" + tBob + ">"},
-		{"delete child to users", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, fileDeleteChild, tUsers}}}, true, dirChangeRights, "writable by <S-1-5-32-545>"},
-		{"callback allow to bob", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowedCallback, 0, tModify, tBob}}}, false, fileChangeRights, "writable by <" + tBob + ">"},
+		{"profile file, change", private, aclFile, fileChangeRights, ""},
+		{"profile file, read", private, aclFile, readRights, ""},
+		{"profile dir, private", private, aclOwnDir, fileAllAccessOthers, ""},
+		{"folder under C:\\, change", underRoot, aclWayDir, dirChangeRights, "writable by <S-1-5-11>"},
+		{"file under C:\\, change", underRoot, aclFile, fileChangeRights, "writable by <S-1-5-11>"},
+		{"file under C:\\, read", underRoot, aclFile, readRights, "writable by <S-1-5-32-545>, <S-1-5-11>"},
+		{"C:\\ on the way", root, aclWayDir, dirChangeRights, ""},
+		{"C:\\ as a data dir", root, aclOwnDir, fileAllAccessOthers, "writable by <S-1-5-32-545>, <S-1-5-11>"},
+		{"ProgramData key, change", programDataKey, aclFile, fileChangeRights, ""},
+		{"ProgramData key, read", programDataKey, aclFile, readRights, "writable by <S-1-5-32-545>"},
+		{"ProgramData dir on the way", programDataDir, aclWayDir, dirChangeRights, ""},
+		{"ProgramData dir as pamctl's own", programDataDir, aclOwnDir, ownDirChangeRights, "writable by <S-1-5-32-545>"},
+		{"owned by another user", &descriptor{Owner: tBob, ACEs: private.ACEs}, aclFile, fileChangeRights, "owned by <" + tBob + ">"},
+		{"owner rights of another owner", &descriptor{Owner: tBob, ACEs: []ace{{aceAllowed, 0, tFull, sidOwnerRights}}}, aclFile, fileChangeRights, "owned by <" + tBob + ">"},
+		{"owner rights of pamctl's user", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, tFull, sidOwnerRights}}}, aclFile, fileAllAccessOthers, ""},
+		{"NULL DACL", &descriptor{Owner: tUser, NoDACL: true}, aclFile, fileChangeRights, "writable by <S-1-1-0>"},
+		{"generic write to everyone", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, genericWrite, sidEveryone}}}, aclFile, fileChangeRights, "writable by <S-1-1-0>"},
+		{"generic read to everyone", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, genericRead, sidEveryone}}}, aclFile, readRights, "writable by <S-1-1-0>"},
+		{"write DAC to bob", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, writeDAC, tBob}}}, aclFile, fileChangeRights, "writable by <" + tBob + ">"},
+		{"delete child to users", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, fileDeleteChild, tUsers}}}, aclWayDir, dirChangeRights, "writable by <S-1-5-32-545>"},
+		{"callback allow to bob", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowedCallback, 0, tModify, tBob}}}, aclFile, fileChangeRights, "writable by <" + tBob + ">"},
 		// A deny entry is not subtracted (refusing errs safe), an
 		// inherit-only one applies to children, CREATOR OWNER to no one.
-		{"denied then allowed", &descriptor{Owner: tUser, ACEs: []ace{{aceDenied, 0, tFull, tBob}, {aceAllowed, 0, tFull, tBob}}}, false, fileChangeRights, "writable by <" + tBob + ">"},
-		{"only denied", &descriptor{Owner: tUser, ACEs: []ace{{aceDenied, 0, tFull, sidEveryone}}}, false, fileAllAccessOthers, ""},
-		{"inherit-only", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, tOICI | aceInheritOnly, tFull, sidEveryone}}}, true, fileAllAccessOthers, ""},
-		{"creator owner", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, tFull, sidCreatorOwner}}}, false, fileAllAccessOthers, ""},
+		{"denied then allowed", &descriptor{Owner: tUser, ACEs: []ace{{aceDenied, 0, tFull, tBob}, {aceAllowed, 0, tFull, tBob}}}, aclFile, fileChangeRights, "writable by <" + tBob + ">"},
+		{"only denied", &descriptor{Owner: tUser, ACEs: []ace{{aceDenied, 0, tFull, sidEveryone}}}, aclFile, fileAllAccessOthers, ""},
+		{"inherit-only, on the way", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, tOICI | aceInheritOnly, tFull, sidEveryone}}}, aclWayDir, dirChangeRights, ""},
+		{"inherit-only, on a file", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, tOICI | aceInheritOnly, tFull, sidEveryone}}}, aclFile, fileAllAccessOthers, ""},
+		{"creator owner", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, tFull, sidCreatorOwner}}}, aclFile, fileAllAccessOthers, ""},
 		// Attributes and the right to read the DACL are no access to the content.
-		{"read attributes", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, 0x80 | 0x20000 | 0x100000, sidEveryone}}}, false, fileAllAccessOthers, ""},
+		{"read attributes", &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, 0x80 | 0x20000 | 0x100000, sidEveryone}}}, aclFile, fileAllAccessOthers, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := judgeACL(tc.d, tUser, `C:\x`, tc.dir, tc.rights, "writable", showSID)
+			p, err := judgeACL(tc.d, tUser, `C:\x`, tc.t, tc.rights, "writable", showSID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,35 +110,180 @@ func TestJudgeACL(t *testing.T) {
 	// An allow entry the rules cannot read (an object ACE) is an error:
 	// what cannot be judged is refused.
 	obj := &descriptor{Owner: tUser, ACEs: []ace{{0x5, 0, tFull, ""}}}
-	if _, err := judgeACL(obj, tUser, `C:\x`, false, fileChangeRights, "writable", showSID); err == nil {
+	if _, err := judgeACL(obj, tUser, `C:\x`, aclFile, fileChangeRights, "writable", showSID); err == nil {
 		t.Fatal("an object ACE was judged")
 	}
 	// Nothing is trusted as pamctl's user when its SID is unknown.
-	if p, _ := judgeACL(private, "", `C:\x`, false, fileChangeRights, "writable", showSID); p == nil || !strings.Contains(p.who, "owned by") {
+	if p, _ := judgeACL(private, "", `C:\x`, aclFile, fileChangeRights, "writable", showSID); p == nil || !strings.Contains(p.who, "owned by") {
 		t.Fatalf("with no SID for pamctl's user, its own file passed: %+v", p)
 	}
 }
 
 // The fix names the path, removes inheritance, grants full control to
-// the trusted accounts only (inherited by what a directory holds) and
-// removes each SID found.
+// pamctl's user (by its SID: %USERNAME% is cmd's alone, and need not name
+// the account pamctl runs as) and the trusted accounts only (inherited
+// by what a directory holds) and removes each SID found.
 func TestICACLSFix(t *testing.T) {
 	d := &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, tModify, tAuthUsers}, {aceAllowed, 0, tRX, tUsers}}}
-	p, err := judgeACL(d, tUser, `C:\pamctl data`, true, fileAllAccessOthers, "accessible", showSID)
+	p, err := judgeACL(d, tUser, `C:\pamctl data`, aclOwnDir, fileAllAccessOthers, "accessible", showSID)
 	if err != nil || p == nil {
 		t.Fatal(p, err)
 	}
-	want := "`icacls \"C:\\pamctl data\" /inheritance:r /grant:r \"%USERNAME%:(OI)(CI)F\" \"*S-1-5-18:(OI)(CI)F\" \"*S-1-5-32-544:(OI)(CI)F\" /remove:g *S-1-5-11 *S-1-5-32-545`"
+	want := "`icacls \"C:\\pamctl data\" /inheritance:r /grant:r \"*" + tUser + ":(OI)(CI)F\" \"*S-1-5-18:(OI)(CI)F\" \"*S-1-5-32-544:(OI)(CI)F\" /remove:g *S-1-5-11 *S-1-5-32-545`"
 	if p.fix != want {
 		t.Fatalf("fix\n got %s\nwant %s", p.fix, want)
 	}
-	p, _ = judgeACL(&descriptor{Owner: tUser, NoDACL: true}, tUser, `C:\k`, false, fileChangeRights, "writable", showSID)
-	if want := "`icacls \"C:\\k\" /inheritance:r /grant:r \"%USERNAME%:F\" \"*S-1-5-18:F\" \"*S-1-5-32-544:F\"`"; p.fix != want {
+	p, _ = judgeACL(&descriptor{Owner: tUser, NoDACL: true}, tUser, `C:\k`, aclFile, fileChangeRights, "writable", showSID)
+	if want := "`icacls \"C:\\k\" /inheritance:r /grant:r \"*" + tUser + ":F\" \"*S-1-5-18:F\" \"*S-1-5-32-544:F\"`"; p.fix != want {
 		t.Fatalf("fix for a NULL DACL\n got %s\nwant %s", p.fix, want)
 	}
-	p, _ = judgeACL(&descriptor{Owner: tBob}, tUser, `C:\k`, false, fileChangeRights, "writable", showSID)
-	if !strings.Contains(p.fix, `/setowner "%USERNAME%"`) {
+	p, _ = judgeACL(&descriptor{Owner: tBob}, tUser, `C:\k`, aclFile, fileChangeRights, "writable", showSID)
+	if !strings.Contains(p.fix, `/setowner "*`+tUser+`"`) {
 		t.Fatalf("fix for another owner: %s", p.fix)
+	}
+	// No SID read for pamctl's user (then nothing of its own passes):
+	// the fix can only name the logged-on user.
+	p, _ = judgeACL(&descriptor{Owner: tBob}, "", `C:\k`, aclFile, fileChangeRights, "writable", showSID)
+	if !strings.Contains(p.fix, `/setowner "%USERNAME%"`) {
+		t.Fatalf("fix for another owner, no SID: %s", p.fix)
+	}
+	for _, fix := range []string{want, p.fix} {
+		if strings.Contains(fix, "%USERNAME%") && strings.Contains(fix, tUser) {
+			t.Fatalf("fix names both: %s", fix)
+		}
+	}
+}
+
+// A directory pamctl keeps its files in (the data dir: CheckPrivate,
+// CheckOwner) is judged with what it passes on: pamctl creates the
+// database, spool, audit segment and admin socket there with plain
+// os.OpenFile / net.Listen, so they inherit every (OI) or (CI) entry,
+// inherit-only or not (review r2 M1). CREATOR OWNER stays skipped (it
+// becomes an entry for the file's creator, pamctl); CREATOR GROUP does
+// not (it becomes one for the creator's primary group). The same
+// entries on a directory on the way pass: what it passes on reaches only
+// names created later, each judged as it is met. The fix removes them,
+// naming the SID.
+func TestOwnDirCountsWhatItPassesOn(t *testing.T) {
+	for name, flags := range map[string]uint8{
+		"object inherit, inherit-only":                aceObjectInherit | aceInheritOnly, // (OI)(IO): every file created in it
+		"object+container, inherit-only":              tOICI | aceInheritOnly,            // (OI)(CI)(IO)
+		"container inherit, inherit-only":             aceContainerInherit | aceInheritOnly,
+		"object inherit, no propagate, inherit-only":  aceObjectInherit | 0x4 | aceInheritOnly, // (OI)(NP)(IO): files directly in it
+		"object+container, inherit-only, inherited":   tOICI | aceInheritOnly | tInh,
+		"object inherit, applying to the dir as well": aceObjectInherit,
+	} {
+		d := &descriptor{Owner: tUser, ACEs: []ace{
+			{aceAllowed, tOICI, tFull, tUser}, {aceAllowed, tOICI, tFull, sidSystem},
+			{aceAllowed, flags, tFull, tUsers},
+		}}
+		for rule, r := range map[string]func(bool) (aclTarget, uint32){"CheckPrivate": privateRule, "CheckOwner": ownerRule} {
+			target, rights := r(true)
+			p, err := judgeACL(d, tUser, `C:\pamctl`, target, rights, "accessible", showSID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p == nil {
+				t.Errorf("%s, %s: a data dir passing Users full control to everything created in it passed", name, rule)
+				continue
+			}
+			if !strings.Contains(p.who, "<"+tUsers+">") || !strings.Contains(p.fix, "/remove:g *"+tUsers) {
+				t.Errorf("%s, %s: %s; fix %s", name, rule, p.who, p.fix)
+			}
+		}
+		if flags&aceInheritOnly != 0 {
+			if p, _ := judgeACL(d, tUser, `C:\pamctl`, aclWayDir, dirChangeRights, "writable", showSID); p != nil {
+				t.Errorf("%s: on the way: %s", name, p.who)
+			}
+		}
+	}
+	// Write access passed on is CheckOwner's business too: Users
+	// could change the database pamctl creates there.
+	for _, mask := range []uint32{fileWriteData, fileAppendData, genericWrite, accessDelete, writeDAC, fileWriteAttributes} {
+		d := &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, aceObjectInherit | aceInheritOnly, mask, tUsers}}}
+		target, rights := ownerRule(true)
+		if p, _ := judgeACL(d, tUser, `C:\pamctl`, target, rights, "writable", showSID); p == nil {
+			t.Errorf("CheckOwner passed a data dir passing on %#x to Users", mask)
+		}
+	}
+	// Read access passed on is CheckPrivate's, not CheckOwner's.
+	readOnly := &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, aceObjectInherit | aceInheritOnly, tRX, tUsers}}}
+	if target, rights := ownerRule(true); mustJudge(t, readOnly, target, rights) != nil {
+		t.Error("CheckOwner refused a data dir passing on read access")
+	}
+	if target, rights := privateRule(true); mustJudge(t, readOnly, target, rights) == nil {
+		t.Error("CheckPrivate passed a data dir passing on read access")
+	}
+	// CREATOR OWNER becomes pamctl's user on what pamctl creates;
+	// CREATOR GROUP its primary group, others.
+	creator := &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, tOICI | aceInheritOnly, genericAll, sidCreatorOwner}}}
+	if target, rights := privateRule(true); mustJudge(t, creator, target, rights) != nil {
+		t.Error("CheckPrivate refused a data dir passing on CREATOR OWNER")
+	}
+	creatorGroup := &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, tOICI | aceInheritOnly, genericAll, "S-1-3-1"}}}
+	if target, rights := privateRule(true); mustJudge(t, creatorGroup, target, rights) == nil {
+		t.Error("CheckPrivate passed a data dir passing on CREATOR GROUP")
+	}
+	// Files pass nothing on: an inherit-only entry on one is inert.
+	if target, rights := privateRule(false); mustJudge(t, creatorGroup, target, rights) != nil {
+		t.Error("CheckPrivate refused a file for an inherit-only entry")
+	}
+}
+
+func mustJudge(t *testing.T, d *descriptor, target aclTarget, rights uint32) *aclProblem {
+	t.Helper()
+	p, err := judgeACL(d, tUser, `C:\x`, target, rights, "writable", showSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// FILE_WRITE_ATTRIBUTES (0x100) alone lets its holder set or replace a
+// reparse point (MS-FSA 2.1.5.10.37 FSCTL_SET_REPARSE_POINT: "If
+// (Open.GrantedAccess & (FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES)) == 0,
+// the operation MUST be failed with STATUS_ACCESS_DENIED"); a mount point
+// (junction) needs no privilege. So a junction on the way, or a file,
+// that others hold WA (or WEA) on is theirs to change (review r2 M3).
+// Directories on the way are not judged for them: C:\ProgramData gives
+// Users (CI)(WD,AD,WEA,WA), and every folder under it would be refused.
+func TestWriteAttributesChangeAFileOrJunction(t *testing.T) {
+	for _, mask := range []uint32{fileWriteAttributes, fileWriteEA} {
+		d := &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, tFull, tUser}, {aceAllowed, 0, mask, tUsers}}}
+		if mustJudge(t, d, aclFile, fileChangeRights) == nil {
+			t.Errorf("a junction or file others hold %#x on passed linkRefusal's and judgeFile's rule", mask)
+		}
+		if mustJudge(t, d, aclFile, fileAllAccessOthers) == nil {
+			t.Errorf("a private file others hold %#x on passed CheckPrivate's rule", mask)
+		}
+		if p := mustJudge(t, d, aclWayDir, dirChangeRights); p != nil {
+			t.Errorf("a directory on the way others hold %#x on was refused: %s", mask, p.who)
+		}
+	}
+	programData := &descriptor{Owner: sidSystem, ACEs: []ace{
+		{aceAllowed, tOICI, tFull, sidSystem}, {aceAllowed, tOICI, tFull, sidAdministrators},
+		{aceAllowed, tOICI, tRX, tUsers}, {aceAllowed, aceContainerInherit, fileWriteData | fileAppendData | fileWriteEA | fileWriteAttributes, tUsers},
+		{aceAllowed, tOICI | aceInheritOnly, genericAll, sidCreatorOwner},
+	}}
+	if p := mustJudge(t, programData, aclWayDir, dirChangeRights); p != nil {
+		t.Errorf("C:\\ProgramData on the way: %s", p.who)
+	}
+}
+
+// Executing a file reads it (FILE_EXECUTE, GENERIC_EXECUTE): a secret
+// others may execute is readable by them, and a private file or
+// directory others may execute or traverse is not private (review r2 L4).
+func TestExecuteIsAccess(t *testing.T) {
+	for _, mask := range []uint32{fileExecute, genericExecute} {
+		d := &descriptor{Owner: tUser, ACEs: []ace{{aceAllowed, 0, mask, tUsers}}}
+		if mustJudge(t, d, aclFile, readRights) == nil {
+			t.Errorf("a secret others may execute (%#x) was not readable", mask)
+		}
+		for _, dir := range []bool{false, true} {
+			if target, rights := privateRule(dir); mustJudge(t, d, target, rights) == nil {
+				t.Errorf("dir %v: others with %#x passed CheckPrivate's rule", dir, mask)
+			}
+		}
 	}
 }
 

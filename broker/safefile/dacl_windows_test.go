@@ -17,18 +17,18 @@ func TestFromSecurityDescriptor(t *testing.T) {
 	for _, tc := range []struct {
 		name, sddl string
 		rights     uint32
-		dir        bool
+		t          aclTarget
 		who        string // "" when no problem
 	}{
-		{"private", "O:" + tUser + "D:P(A;;FA;;;" + tUser + ")(A;;FA;;;SY)(A;;FA;;;BA)", fileAllAccessOthers, false, ""},
-		{"under C:\\", "O:" + tUser + "D:AI(A;OICIID;FA;;;BA)(A;OICIID;FA;;;SY)(A;OICIID;0x1200a9;;;BU)(A;OICIID;0x1301bf;;;AU)", fileChangeRights, true, "writable by <S-1-5-11>"},
-		{"C:\\ on the way", "O:S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464D:(A;OICI;FA;;;BA)(A;OICI;FA;;;SY)(A;OICI;0x1200a9;;;BU)(A;OICIIO;SDGXGWGR;;;AU)(A;;LC;;;AU)", dirChangeRights, true, ""},
-		{"users read a key", "O:BAD:(A;;FA;;;SY)(A;;FA;;;BA)(A;;FR;;;BU)", readRights, false, "writable by <S-1-5-32-545>"},
-		{"another owner", "O:" + tBob + "D:(A;;FA;;;" + tUser + ")", fileChangeRights, false, "owned by <" + tBob + ">"},
-		{"NULL DACL", "O:" + tUser + "D:NO_ACCESS_CONTROL", fileChangeRights, false, "writable by <S-1-1-0>"},
-		{"no DACL", "O:" + tUser, fileChangeRights, false, "writable by <S-1-1-0>"},
-		{"denied only", "O:" + tUser + "D:(D;;FA;;;WD)(A;;FA;;;" + tUser + ")", fileAllAccessOthers, false, ""},
-		{"generic write", "O:" + tUser + "D:(A;;GW;;;WD)", fileChangeRights, false, "writable by <S-1-1-0>"},
+		{"private", "O:" + tUser + "D:P(A;;FA;;;" + tUser + ")(A;;FA;;;SY)(A;;FA;;;BA)", fileAllAccessOthers, aclFile, ""},
+		{"under C:\\", "O:" + tUser + "D:AI(A;OICIID;FA;;;BA)(A;OICIID;FA;;;SY)(A;OICIID;0x1200a9;;;BU)(A;OICIID;0x1301bf;;;AU)", fileChangeRights, aclWayDir, "writable by <S-1-5-11>"},
+		{"C:\\ on the way", "O:S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464D:(A;OICI;FA;;;BA)(A;OICI;FA;;;SY)(A;OICI;0x1200a9;;;BU)(A;OICIIO;SDGXGWGR;;;AU)(A;;LC;;;AU)", dirChangeRights, aclWayDir, ""},
+		{"users read a key", "O:BAD:(A;;FA;;;SY)(A;;FA;;;BA)(A;;FR;;;BU)", readRights, aclFile, "writable by <S-1-5-32-545>"},
+		{"another owner", "O:" + tBob + "D:(A;;FA;;;" + tUser + ")", fileChangeRights, aclFile, "owned by <" + tBob + ">"},
+		{"NULL DACL", "O:" + tUser + "D:NO_ACCESS_CONTROL", fileChangeRights, aclFile, "writable by <S-1-1-0>"},
+		{"no DACL", "O:" + tUser, fileChangeRights, aclFile, "writable by <S-1-1-0>"},
+		{"denied only", "O:" + tUser + "D:(D;;FA;;;WD)(A;;FA;;;" + tUser + ")", fileAllAccessOthers, aclFile, ""},
+		{"generic write", "O:" + tUser + "D:(A;;GW;;;WD)", fileChangeRights, aclFile, "writable by <S-1-1-0>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sd, err := windows.SecurityDescriptorFromString(tc.sddl)
@@ -39,7 +39,7 @@ func TestFromSecurityDescriptor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := judgeACL(d, tUser, `C:\x`, tc.dir, tc.rights, "writable", showSID)
+			p, err := judgeACL(d, tUser, `C:\x`, tc.t, tc.rights, "writable", showSID)
 			if err != nil {
 				t.Fatal(err)
 			}

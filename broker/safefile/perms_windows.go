@@ -112,11 +112,11 @@ func securityAt(path string, link bool) (*descriptor, error) {
 	return securityOf(h)
 }
 
-// refusal judges d (of path, a directory when dir) for rights and, when
+// refusal judges d (of path, what t says it is) for rights and, when
 // others hold them, returns CheckPerms' error: "<path>: <what> is <who>:
 // <so>; run <fix>".
-func refusal(d *descriptor, path, what, target string, dir bool, rights uint32, so string) error {
-	p, err := judgeACL(d, processUser(), target, dir, rights, "writable", accountName)
+func refusal(d *descriptor, path, what, target string, t aclTarget, rights uint32, so string) error {
+	p, err := judgeACL(d, processUser(), target, t, rights, "writable", accountName)
 	if err != nil {
 		return &foreignError{fmt.Sprintf("%s: pamctl cannot judge who may change %s (%v): recreate it with pamctl's user as its owner", path, what, err)}
 	}
@@ -136,13 +136,13 @@ func judgeFile(path, real string, fi os.FileInfo, secret bool) (string, error) {
 
 // judgeDescriptor is judgeFile's rules for a file whose descriptor is d.
 func judgeDescriptor(path, real string, d *descriptor, secret bool) (string, error) {
-	if err := refusal(d, path, "the file"+via(path, real), real, false, fileChangeRights, "they could change it"); err != nil {
+	if err := refusal(d, path, "the file"+via(path, real), real, aclFile, fileChangeRights, "they could change it"); err != nil {
 		return "", err
 	}
 	if !secret {
 		return "", nil
 	}
-	p, err := judgeACL(d, processUser(), real, false, readRights, "readable", accountName)
+	p, err := judgeACL(d, processUser(), real, aclFile, readRights, "readable", accountName)
 	if err != nil || p == nil {
 		return "", err
 	}
@@ -165,7 +165,7 @@ func dirRefusal(path, dir string, _ os.FileInfo) error {
 	if err != nil {
 		return cannotCheck(path, fmt.Errorf("directory %s: %w", dir, err))
 	}
-	return refusal(d, path, "directory "+dir, dir, true, dirChangeRights, "they could put another file in its place")
+	return refusal(d, path, "directory "+dir, dir, aclWayDir, dirChangeRights, "they could put another file in its place")
 }
 
 func linkRefusal(path, l string, _ os.FileInfo) error {
@@ -173,7 +173,7 @@ func linkRefusal(path, l string, _ os.FileInfo) error {
 	if err != nil {
 		return cannotCheck(path, fmt.Errorf("link %s: %w", l, err))
 	}
-	return refusal(d, path, "link "+l+" on its way", l, false, fileChangeRights, "they could point it at another file")
+	return refusal(d, path, "link "+l+" on its way", l, aclFile, fileChangeRights, "they could point it at another file")
 }
 
 func checkOwner(path string) error {
@@ -185,11 +185,8 @@ func checkOwner(path string) error {
 	if err != nil {
 		return cannotCheck(path, err)
 	}
-	rights := uint32(fileChangeRights)
-	if fi.IsDir() {
-		rights = dirChangeRights | fileWriteData | fileAppendData // adding files too
-	}
-	p, err := judgeACL(d, processUser(), path, fi.IsDir(), rights, "writable", accountName)
+	t, rights := ownerRule(fi.IsDir())
+	p, err := judgeACL(d, processUser(), path, t, rights, "writable", accountName)
 	if err != nil {
 		return cannotCheck(path, err)
 	}
@@ -208,7 +205,8 @@ func checkPrivate(what, path string, _ os.FileMode) error {
 	if err != nil {
 		return &exposedError{fmt.Sprintf("%s %s: pamctl cannot read who may get at it (%v) and refuses it: check that pamctl's user owns it", what, path, err)}
 	}
-	p, err := judgeACL(d, processUser(), path, fi.IsDir(), fileAllAccessOthers, "accessible", accountName)
+	t, rights := privateRule(fi.IsDir())
+	p, err := judgeACL(d, processUser(), path, t, rights, "accessible", accountName)
 	if err != nil {
 		return &exposedError{fmt.Sprintf("%s %s: pamctl cannot judge who may get at it (%v) and refuses it: recreate it (pamctl creates it private)", what, path, err)}
 	}
