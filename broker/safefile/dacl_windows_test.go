@@ -108,3 +108,50 @@ func TestPrivateFilesOnWindows(t *testing.T) {
 		t.Fatalf("reading a file others may only read: %v", err)
 	}
 }
+
+// MkdirPrivate creates every missing parent private too (a parent that
+// inherited C:\'s Authenticated Users: Modify would be refused on the way
+// at the next start), and refuses a directory it finds there, whether it
+// existed or another process created it first, when it passes on access
+// to others (review r2 M2): what pamctl creates in it would inherit it.
+func TestMkdirPrivateOnWindows(t *testing.T) {
+	base := t.TempDir()
+	deep := filepath.Join(base, "p", "q", "data")
+	if err := MkdirPrivate(deep); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(base, "p"), filepath.Join(base, "p", "q"), deep} {
+		sd, err := windows.GetNamedSecurityInfo(p, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ctl, _, err := sd.Control(); err != nil || ctl&windows.SE_DACL_PROTECTED == 0 {
+			t.Errorf("%s: not created with a protected DACL (%v, %v)", p, ctl, err)
+		}
+		if err := CheckPrivate("directory", p, 0o700); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := MkdirPrivate(deep); err != nil {
+		t.Fatalf("MkdirPrivate of its own dir again: %v", err)
+	}
+
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sd, err := windows.SecurityDescriptorFromString("D:(A;OICI;FA;;;" + processUser() + ")(A;OIIO;FR;;;WD)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dacl, _, err := sd.DACL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := windows.SetNamedSecurityInfo(open, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := MkdirPrivate(open); !errors.Is(err, ErrExposed) || !strings.Contains(err.Error(), "/remove:g *S-1-1-0") {
+		t.Fatalf("a dir passing read access to Everyone on: %v", err)
+	}
+}

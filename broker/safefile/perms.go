@@ -3,7 +3,9 @@ package safefile
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // ErrSwappable: a local user other than the file's owner could replace
@@ -130,12 +132,51 @@ func (e *exposedError) Is(target error) bool { return target == ErrExposed }
 // (MkdirPrivate, CreatePrivate).
 func CheckPrivate(what, path string, fix os.FileMode) error { return checkPrivate(what, path, fix) }
 
-// MkdirPrivate creates dir and any missing parents, dir itself private to
-// pamctl's user: mode 0700 on Unix; on Windows created with a protected
-// DACL (full control for pamctl's user, SYSTEM and Administrators,
-// nothing inherited from above), which what is later created in it
-// inherits. A dir that exists is left as it is: CheckPrivate judges it.
+// MkdirPrivate creates dir and any missing parents private to pamctl's
+// user: mode 0700 on Unix; on Windows with a protected DACL (full control
+// for pamctl's user, SYSTEM and Administrators, nothing inherited from
+// above), which what is later created in them inherits. A dir that
+// already exists, or that another process creates meanwhile, is judged,
+// not trusted: on Windows it must pass CheckPrivate (what pamctl later
+// creates there inherits what it passes on); on Unix, where every file
+// pamctl keeps is created 0600 whatever its directory, it is refused when
+// another user owns it or others may write it (without the sticky bit):
+// they could replace what pamctl keeps there. A parent that exists, or
+// that another process creates meanwhile, is CheckWay's to judge.
 func MkdirPrivate(dir string) error { return mkdirPrivate(dir) }
+
+// mkdirPrivate creates the missing parents of dir from the top, then dir,
+// each with mkdirOne, and judges dir when it exists (existingDirRefusal).
+func mkdirPrivate(dir string) error {
+	dir = filepath.Clean(dir)
+	var missing []string // parents of dir that do not exist, nearest first
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			break // there (or unreadable: creating below it says why)
+		}
+		missing = append(missing, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := mkdirOne(missing[i]); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	err := mkdirOne(dir)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s exists and is %s, not a directory: move it away or name another directory", dir, Kind(fi.Mode()))
+	}
+	return existingDirRefusal(dir, fi)
+}
 
 // CreatePrivate creates a new file (never an existing one: fs.ErrExist)
 // for reading and writing, private to pamctl's user from its creation:

@@ -111,7 +111,22 @@ func checkPrivate(what, path string, fix os.FileMode) error {
 	return nil
 }
 
-func mkdirPrivate(dir string) error { return os.MkdirAll(dir, 0o700) }
+// mkdirOne creates the directory p, 0700 (a umask can only narrow it).
+func mkdirOne(p string) error { return os.Mkdir(p, 0o700) }
+
+// existingDirRefusal judges a directory MkdirPrivate found there (fi, its
+// Stat): refused when others may write it without the sticky bit, or
+// another user owns it, or a group pamctl is not in may write it.
+func existingDirRefusal(dir string, fi os.FileInfo) error {
+	if m := fi.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
+		return fmt.Errorf("directory %s is %w (mode %04o): anyone on this host could replace what pamctl keeps there; run `chmod o-w %s` (or remove it and let pamctl create it)",
+			dir, ErrSwappable, m.Perm(), dir)
+	}
+	if who, fix := foreignControl(fi, dir); who != "" {
+		return &foreignError{fmt.Sprintf("directory %s is %s: that user or group could replace what pamctl keeps there; run %s (or remove it and let pamctl create it)", dir, who, fix)}
+	}
+	return nil
+}
 
 func createPrivate(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"unsafe"
 
@@ -232,25 +231,27 @@ func privateAttributes(dir bool) (*windows.SecurityAttributes, error) {
 	return sa, nil
 }
 
-func mkdirPrivate(dir string) error {
-	if _, err := os.Lstat(dir); err == nil {
-		return nil // judged by CheckPrivate
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return err
-	}
+// mkdirOne creates the directory p with the private DACL (privateSDDL).
+func mkdirOne(p string) error {
 	sa, err := privateAttributes(true)
 	if err != nil {
-		return &os.PathError{Op: "mkdir", Path: dir, Err: err}
+		return &os.PathError{Op: "mkdir", Path: p, Err: err}
 	}
-	p, err := windows.UTF16PtrFromString(dir)
+	u, err := windows.UTF16PtrFromString(p)
 	if err != nil {
-		return &os.PathError{Op: "mkdir", Path: dir, Err: err}
+		return &os.PathError{Op: "mkdir", Path: p, Err: err}
 	}
-	if err := windows.CreateDirectory(p, sa); err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
-		return &os.PathError{Op: "mkdir", Path: dir, Err: err}
+	if err := windows.CreateDirectory(u, sa); err != nil {
+		return &os.PathError{Op: "mkdir", Path: p, Err: err} // ERROR_ALREADY_EXISTS is fs.ErrExist
 	}
 	return nil
+}
+
+// existingDirRefusal judges a directory MkdirPrivate found there: what
+// pamctl creates in it with os.OpenFile or net.Listen inherits what it
+// passes on, so it must pass CheckPrivate.
+func existingDirRefusal(dir string, _ os.FileInfo) error {
+	return checkPrivate("directory", dir, 0o700)
 }
 
 func createPrivate(path string) (*os.File, error) {
