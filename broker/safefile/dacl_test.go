@@ -298,21 +298,39 @@ func TestPrivateSDDL(t *testing.T) {
 	}
 }
 
-// The path walk follows what points elsewhere (a symlink; a junction, which
-// Go reports on Windows as irregular and not a directory) and walks a
-// directory that is another kind of reparse point (irregular and a
-// directory: a OneDrive folder) as a directory.
+// The path walk follows what points elsewhere: a symlink; on Windows a
+// name-surrogate reparse point (a junction: Go reports it irregular and
+// not a directory), and only those (review r2 L7): a reparse point of
+// another kind, irregular too, is the file or directory it is (a OneDrive
+// placeholder file was followed, os.Readlink failed, and it was refused).
 func TestRedirects(t *testing.T) {
-	for m, want := range map[os.FileMode]bool{
-		os.ModeSymlink | 0o777:                true,
-		os.ModeIrregular | 0o666:              true,
-		os.ModeIrregular | os.ModeDir | 0o777: false,
-		os.ModeDir | 0o777:                    false,
-		0o666:                                 false,
-		os.ModeSocket | 0o666:                 false,
+	const (
+		tagSymlink    = 0xA000000C // IO_REPARSE_TAG_SYMLINK
+		tagMountPoint = 0xA0000003 // IO_REPARSE_TAG_MOUNT_POINT (a junction)
+		tagCloud      = 0x9000001A // IO_REPARSE_TAG_CLOUD_1 (OneDrive)
+		tagWOF        = 0x80000017 // IO_REPARSE_TAG_WOF (a compressed file)
+		tagAppExec    = 0x8000001B // IO_REPARSE_TAG_APPEXECLINK
+	)
+	for _, tc := range []struct {
+		m    os.FileMode
+		tag  uint32
+		want bool
+	}{
+		{os.ModeSymlink | 0o777, 0, true},
+		{os.ModeSymlink | 0o666, tagSymlink, true},
+		{os.ModeIrregular | 0o666, tagMountPoint, true},
+		{os.ModeIrregular | 0o666, 0xA0000027, true}, // another name surrogate: followed (os.Readlink then refuses what it cannot read)
+		{os.ModeIrregular | 0o666, tagCloud, false},
+		{os.ModeIrregular | 0o666, tagWOF, false},
+		{os.ModeIrregular | 0o666, tagAppExec, false},
+		{os.ModeIrregular | 0o666, 0, false}, // dragonfly, solaris, aix: an unknown type of file, not a link
+		{os.ModeIrregular | os.ModeDir | 0o777, tagCloud, false},
+		{os.ModeDir | 0o777, 0, false},
+		{0o666, 0, false},
+		{os.ModeSocket | 0o666, 0x80000023, false}, // IO_REPARSE_TAG_AF_UNIX
 	} {
-		if got := redirects(m); got != want {
-			t.Errorf("redirects(%v) = %v, want %v", m, got, want)
+		if got := redirects(tc.m, tc.tag); got != tc.want {
+			t.Errorf("redirects(%v, %#x) = %v, want %v", tc.m, tc.tag, got, tc.want)
 		}
 	}
 }

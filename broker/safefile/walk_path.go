@@ -16,7 +16,9 @@ import (
 // path and the file opened by path after it: what is judged is what the
 // path named a moment before it is read. On Windows the file opened is
 // judged again by its handle (judgeOpened, perms_windows.go), and a
-// junction is followed and judged as a symlink is (redirects).
+// junction is followed and judged as a symlink is, while a reparse point
+// of another kind (a OneDrive placeholder) is judged as what it is
+// (redirects, reparseTag).
 
 func open(path string) (*os.File, error) {
 	st, err := os.Stat(path)
@@ -142,7 +144,11 @@ func walk(path string) (way, error) {
 		if err != nil {
 			return w, err
 		}
-		if !redirects(fi.Mode()) {
+		tag, err := reparseTag(next, fi)
+		if err != nil {
+			return w, err
+		}
+		if !redirects(fi.Mode(), tag) {
 			dest = next
 			continue
 		}
