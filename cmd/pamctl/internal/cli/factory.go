@@ -129,7 +129,7 @@ func saveSession(s *SessionFile) error {
 	// pamctl's user, SYSTEM and Administrators only, whatever the
 	// directory passes on): os.WriteFile on a fixed name would keep the
 	// mode and owner of a file someone left there.
-	f, err := createSessionTemp(p)
+	f, err := createSessionTemp(p, randomSuffix)
 	if err != nil {
 		return fmt.Errorf("save session: %w", err)
 	}
@@ -148,17 +148,29 @@ func saveSession(s *SessionFile) error {
 	return nil
 }
 
+// sessionTempTries bounds createSessionTemp: 100 random names all taken
+// is no accident (a full directory, or someone creating every name).
+const sessionTempTries = 100
+
 // createSessionTemp creates a new private file next to the session file p
-// (safefile.CreatePrivate under a random name).
-func createSessionTemp(p string) (*os.File, error) {
-	for {
-		var b [8]byte
-		rand.Read(b[:])
-		f, err := safefile.CreatePrivate(p + "." + hex.EncodeToString(b[:]) + ".tmp")
+// (safefile.CreatePrivate) under a name from suffix (randomSuffix), at
+// most sessionTempTries names.
+func createSessionTemp(p string, suffix func() string) (*os.File, error) {
+	for range sessionTempTries {
+		f, err := safefile.CreatePrivate(p + "." + suffix() + ".tmp")
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}
 	}
+	return nil, fmt.Errorf("%d temporary names next to %s were all taken: remove the %s.*.tmp files left in %s (and check who creates them)",
+		sessionTempTries, p, filepath.Base(p), filepath.Dir(p))
+}
+
+// randomSuffix is 16 random hex digits.
+func randomSuffix() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // AnonClient is a broker client without a session (info, login, JWKS).

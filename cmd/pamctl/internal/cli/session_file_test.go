@@ -3,6 +3,7 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,5 +40,39 @@ func TestSaveSessionIgnoresAPlantedTempFile(t *testing.T) {
 	left, _ := filepath.Glob(p + ".*.tmp")
 	if len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// Saving the session tries a bounded number of temporary names: when
+// every name it draws is taken (here the same one, planted) it stops with
+// an error naming the directory, instead of looping for ever (review r2
+// L7), and a name that becomes free is used.
+func TestCreateSessionTempIsBounded(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "session.json")
+	if err := os.WriteFile(p+".taken.tmp", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tries := 0
+	f, err := createSessionTemp(p, func() string { tries++; return "taken" })
+	if err == nil {
+		f.Close()
+		t.Fatal("created a file over a taken name")
+	}
+	if tries != sessionTempTries || !strings.Contains(err.Error(), "all taken") || !strings.Contains(err.Error(), filepath.Dir(p)) {
+		t.Fatalf("after %d tries: %v", tries, err)
+	}
+	tries = 0
+	f, err = createSessionTemp(p, func() string {
+		if tries++; tries < 3 {
+			return "taken"
+		}
+		return "free"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if f.Name() != p+".free.tmp" || tries != 3 {
+		t.Fatalf("created %s after %d tries", f.Name(), tries)
 	}
 }
