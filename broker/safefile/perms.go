@@ -90,7 +90,9 @@ func CheckWay(path string) error { return checkWay(path) }
 // the fix) a file or directory that another user than root and pamctl's
 // owns, or that a group pamctl is not in may write: for pamctl's own files
 // (the data dir, its database), whose modes and way their caller checks.
-// A path that does not exist yet passes: pamctl creates it.
+// On Windows a directory's entries count with what they pass on to what
+// pamctl creates there (OI, CI). A path that does not exist yet passes:
+// pamctl creates it.
 func CheckOwner(path string) error { return checkOwner(path) }
 
 // via names the target of a symlinked path, for messages.
@@ -127,7 +129,9 @@ func (e *exposedError) Is(target error) bool { return target == ErrExposed }
 // dir, database, master key file) that anyone but its owner may get at,
 // as ssh refuses such a private key: on Unix any group or others mode bit
 // (fix is the mode `chmod` should set); on Windows an access entry for
-// anyone but pamctl's user, SYSTEM and Administrators, or another owner.
+// anyone but pamctl's user, SYSTEM and Administrators, or another owner:
+// of a directory, also one it only passes on (OI, CI), since what pamctl
+// creates there inherits it.
 // A path that does not exist passes: pamctl creates it private
 // (MkdirPrivate, CreatePrivate).
 func CheckPrivate(what, path string, fix os.FileMode) error { return checkPrivate(what, path, fix) }
