@@ -103,14 +103,7 @@ func TestCollectorRefusingEverythingIsAnError(t *testing.T) {
 func TestStandInsInARowAreAProblem(t *testing.T) {
 	tr := newTrail(t, 1000)
 	coll := newCollector(t)
-	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if bytes.Contains(body, []byte("POISON")) {
-			http.Error(w, `{"error":"mapper_parsing_exception"}`, http.StatusBadRequest)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	coll.setHandler(refusePoison)
 	tr.add(t, 5, "POISON")
 	tr.add(t, 1, "fine")
 	tr.add(t, 5, "POISON")
@@ -139,4 +132,16 @@ func TestStandInsInARowAreAProblem(t *testing.T) {
 	if err := m.Status()[0].Problem(time.Now(), time.Hour); err != nil {
 		t.Fatalf("after an event taken whole: %v", err)
 	}
+}
+
+// refusePoison is a collector that refuses (400) every body holding an
+// event whose prompt is POISON, as a field mapping those events break
+// would, and takes everything else (stand-ins too).
+func refusePoison(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if bytes.Contains(body, []byte("POISON")) {
+		http.Error(w, `{"error":"mapper_parsing_exception"}`, http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -173,14 +173,7 @@ func TestMovingToURLFileKeepsTheCursor(t *testing.T) {
 func TestStandbyDropsTheStandInRun(t *testing.T) {
 	tr := newTrail(t, 1000)
 	coll := newCollector(t)
-	coll.setHandler(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if bytes.Contains(body, []byte("POISON")) {
-			http.Error(w, `{"error":"mapper_parsing_exception"}`, http.StatusBadRequest)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	coll.setHandler(refusePoison)
 	tr.add(t, auditsink.StandInAlarm, "POISON")
 	var leads atomic.Bool
 	leads.Store(true)
