@@ -96,41 +96,44 @@ func TestCollectorRefusingEverythingIsAnError(t *testing.T) {
 
 // A collector that takes pamctl's stand-ins but refuses what events hold
 // (a field mapping every event breaks, say) would turn the whole trail
-// into stand-ins: the SIEM receives no event content while the sink looks
-// healthy. Ten stand-ins in a row make the sink a Problem (readiness
-// shows it degraded, the log has an error); an event taken whole ends the
-// run, and one stand-in now and then never raises it.
-func TestStandInsInARowAreAProblem(t *testing.T) {
+// into stand-ins, and an agent could make most of its own events ones the
+// sink cannot take, while the sink looks healthy. Ten stand-ins among the
+// last twenty events make the sink a Problem (readiness shows it
+// degraded, the log has an error). An event taken whole now and then (an
+// agent's padding call, the operator's own audit.read) does not clear it;
+// twenty whole ones in a row do.
+func TestStandInsAmongRecentEventsAreAProblem(t *testing.T) {
 	tr := newTrail(t, 1000)
 	coll := newCollector(t)
 	coll.setHandler(refusePoison)
-	tr.add(t, 5, "POISON")
+	tr.add(t, 9, "POISON")
 	tr.add(t, 1, "fine")
-	tr.add(t, 5, "POISON")
 	m := tr.start(t, []auditsink.SinkConfig{{Type: "http", URL: coll.url(), BatchMax: 4}}, auditsink.AnchorConfig{})
-	waitFor(t, "11 events acknowledged", func() bool { return m.Status()[0].Cursor.Seq == 11 })
+	waitFor(t, "10 events acknowledged", func() bool { return m.Status()[0].Cursor.Seq == 10 })
 	st := m.Status()[0]
-	if st.StandInRun != 5 || st.Oversize != 10 {
-		t.Fatalf("after 5 stand-ins, 1 whole, 5 stand-ins: %+v", st)
+	if st.RecentStandIns != 9 || st.Oversize != 9 {
+		t.Fatalf("after 9 stand-ins and 1 whole: %+v", st)
 	}
 	if err := st.Problem(time.Now(), time.Hour); err != nil {
-		t.Fatalf("a run of 5 is no problem: %v", err)
+		t.Fatalf("9 of 10 is no problem yet: %v", err)
 	}
 
-	tr.add(t, auditsink.StandInAlarm-5, "POISON")
-	waitFor(t, "the alarm", func() bool { return m.Status()[0].StandInRun == auditsink.StandInAlarm })
+	tr.add(t, 1, "POISON") // 9 bad, 1 good, 1 bad: a run of 1, but 10 of 11
+	waitFor(t, "the alarm", func() bool { return m.Status()[0].RecentStandIns == auditsink.StandInAlarm })
+	tr.add(t, 1, "fine") // the operator's audit.read
+	waitFor(t, "12 acknowledged", func() bool { return m.Status()[0].Cursor.Seq == 12 })
 	err := m.Status()[0].Problem(time.Now(), time.Hour)
-	if err == nil || !strings.Contains(err.Error(), "the last 10 events went as audit.oversize stand-ins") || !strings.Contains(err.Error(), "field mappings") {
-		t.Fatalf("problem: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "10 of the last 20 events went as audit.oversize stand-ins") || !strings.Contains(err.Error(), "field mappings") {
+		t.Fatalf("problem after one whole event: %v", err)
 	}
-	if b, _ := json.Marshal(m.Status()[0]); !bytes.Contains(b, []byte(`"stand_in_run":10`)) {
+	if b, _ := json.Marshal(m.Status()[0]); !bytes.Contains(b, []byte(`"recent_stand_ins":10`)) {
 		t.Errorf("status JSON: %s", b)
 	}
 
-	tr.add(t, 1, "fine")
-	waitFor(t, "the run ended", func() bool { return m.Status()[0].StandInRun == 0 })
+	tr.add(t, auditsink.StandInWindow, "fine")
+	waitFor(t, "the window cleared", func() bool { return m.Status()[0].RecentStandIns == 0 })
 	if err := m.Status()[0].Problem(time.Now(), time.Hour); err != nil {
-		t.Fatalf("after an event taken whole: %v", err)
+		t.Fatalf("after twenty events taken whole: %v", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -75,11 +76,14 @@ type Status struct {
 	// Oversize counts the events sent as a stand-in record since the start
 	// because they were too large for the sink (StandIn).
 	Oversize uint64 `json:"oversize,omitempty"`
-	// StandInRun counts the events delivered as stand-ins since the last
-	// event the sink took whole: StandInAlarm or more is a collector that
-	// refuses what events hold (a field mapping, a parser) while it takes
-	// pamctl's stand-ins, so the SIEM receives no event content.
-	StandInRun uint64 `json:"stand_in_run,omitempty"`
+	// RecentStandIns counts the stand-ins among the last StandInWindow
+	// events delivered: StandInAlarm or more is a collector that refuses
+	// what events hold (a field mapping, a parser) while it takes pamctl's
+	// stand-ins, or an agent making most of its events ones the sink
+	// cannot take, so the SIEM receives little event content. A window,
+	// not a run: an event taken whole now and then (the operator's own
+	// audit.read) does not clear it.
+	RecentStandIns uint64 `json:"recent_stand_ins,omitempty"`
 	// Running is false when read from a stopped data dir.
 	Running bool `json:"running"`
 	// Standby: another replica leads (Options.Leader) and delivers; this
@@ -89,14 +93,19 @@ type Status struct {
 	Since time.Time `json:"since,omitzero"`
 }
 
-// StandInAlarm is how many events in a row sent as stand-ins make the
-// sink a Problem. One stand-in is an event the sink could not take (an
-// agent's prompt a parser chokes on, an event too large); ten in a row
-// are a collector that takes no event at all.
-const StandInAlarm = 10
+// StandInAlarm is how many of the last StandInWindow events sent as
+// stand-ins make the sink a Problem. One stand-in is an event the sink
+// could not take (an agent's prompt a parser chokes on, an event too
+// large); half of the last twenty is a collector that takes no event, or
+// an agent writing most of its trail past the SIEM.
+const (
+	StandInAlarm  = 10
+	StandInWindow = 20
+)
 
 // Problem is what readiness reports about the sink: its rejected stored
-// cursor (CursorError), a run of StandInAlarm stand-ins, or Stalled.
+// cursor (CursorError), StandInAlarm stand-ins among the last
+// StandInWindow events, or Stalled.
 func (s Status) Problem(now time.Time, budget time.Duration) error {
 	if s.CursorError != "" {
 		return errors.New("audit sink " + s.Name + ": " + s.CursorError)
@@ -107,14 +116,14 @@ func (s Status) Problem(now time.Time, budget time.Duration) error {
 		// stripped them (and may have moved them: that is not detectable).
 		return errors.New("audit sink " + s.Name + ": " + s.CursorNote + "; expected only on the first start after upgrading from a pamctl that did not authenticate cursors, otherwise someone who can write the data dir stripped the authenticators and may have moved the cursor: check the sink for gaps against `pamctl audit export`")
 	}
-	if s.StandInRun >= StandInAlarm {
-		return errors.New(standInRunMessage(s.Name, s.StandInRun))
+	if s.RecentStandIns >= StandInAlarm {
+		return errors.New(standInRunMessage(s.Name, s.RecentStandIns))
 	}
 	return s.Stalled(now, budget)
 }
 
 func standInRunMessage(name string, n uint64) string {
-	return fmt.Sprintf("audit sink %s: the last %d events went as audit.oversize stand-ins, none whole: the collector refuses (400, 422, 413) or the sink cannot carry what events hold, so the SIEM receives no event content; check the sink's format and the collector's field mappings, parsing and size limits (the server log has each stand-in's reason), and read the events with `pamctl audit show SEQ -o json`", name, n)
+	return fmt.Sprintf("audit sink %s: %d of the last %d events went as audit.oversize stand-ins: the collector refuses (400, 422, 413) or the sink cannot carry what events hold, so the SIEM receives no event content; check the sink's format and the collector's field mappings, parsing and size limits (the server log has each stand-in's reason), and read the events with `pamctl audit show SEQ -o json`", name, n, StandInWindow)
 }
 
 // Stalled reports a sink that has events to deliver and has delivered
@@ -346,17 +355,18 @@ type shipper struct {
 	checked bool    // stored was checked against the trail (TrustCursor)
 	told    *Cursor // the stored cursor OnCursor was last told of
 
-	mu         sync.Mutex
-	cur        Cursor
-	last       uint64
-	lastErr    string
-	lastErrAt  time.Time
-	lastOK     time.Time
-	since      time.Time
-	curErr     string
-	curNote    string
-	oversize   uint64
-	standInRun uint64 // Status.StandInRun
+	mu        sync.Mutex
+	cur       Cursor
+	last      uint64
+	lastErr   string
+	lastErrAt time.Time
+	lastOK    time.Time
+	since     time.Time
+	curErr    string
+	curNote   string
+	oversize  uint64
+	recent    uint32 // one bit per event of the last StandInWindow delivered, the latest lowest: 1 for a stand-in
+	alarmed   bool   // the last countRun left RecentStandIns at StandInAlarm or more
 	// legacy are the sink's old cursor keys (Manager.oldNames), deleted
 	// after the first cursor saved under its name; nil once deleted.
 	legacy  []string
@@ -402,7 +412,7 @@ func (s *shipper) status() Status {
 	defer s.mu.Unlock()
 	return Status{Name: s.name, Type: s.typ, Destination: s.dest, Anchor: s.headsOnly, Cursor: s.cur, Last: s.last,
 		Lag: Lag(s.cur, s.last, s.headsOnly), LastError: s.lastErr, LastErrorAt: s.lastErrAt, LastDeliveryAt: s.lastOK,
-		CursorError: s.curErr, CursorNote: s.curNote, Oversize: s.oversize, StandInRun: s.standInRun, Running: true, Since: s.since, Standby: s.standby}
+		CursorError: s.curErr, CursorNote: s.curNote, Oversize: s.oversize, RecentStandIns: uint64(bits.OnesCount32(s.recent)), Running: true, Since: s.since, Standby: s.standby}
 }
 
 // Lag is how many events a sink at cur has not received when the trail
@@ -600,33 +610,32 @@ func (s *shipper) step(ctx context.Context) (more bool, err error) {
 	return !s.headsOnly && upto < st.Last.Seq, nil
 }
 
-// countRun carries the run of stand-ins (Status.StandInRun) over the
-// delivered recs, in order: a stand-in adds one, an event taken whole
-// ends the run; heads do not count. Crossing StandInAlarm is logged as an
-// error once per run. s.mu is held.
+// countRun slides the window of recent events (Status.RecentStandIns)
+// over the delivered recs, in order; heads do not count. Reaching
+// StandInAlarm is logged as an error once, until the count falls below
+// it again. s.mu is held.
 func (s *shipper) countRun(recs []Record, standIns []StandIn) {
-	if len(standIns) == 0 && s.standInRun == 0 {
+	if len(standIns) == 0 && s.recent == 0 {
 		return
 	}
 	stood := make(map[uint64]bool, len(standIns))
 	for _, si := range standIns {
 		stood[si.Seq] = true
 	}
-	alarm := false
 	for _, r := range recs {
 		if r.Event == nil {
 			continue
 		}
-		if !stood[r.Event.Seq] {
-			s.standInRun = 0
-			continue
+		s.recent = s.recent << 1 & (1<<StandInWindow - 1)
+		if stood[r.Event.Seq] {
+			s.recent |= 1
 		}
-		s.standInRun++
-		alarm = alarm || s.standInRun == StandInAlarm
 	}
-	if alarm {
-		s.m.opts.Logger.Error(standInRunMessage(s.name, s.standInRun), "sink", s.name)
+	n := bits.OnesCount32(s.recent)
+	if n >= StandInAlarm && !s.alarmed {
+		s.m.opts.Logger.Error(standInRunMessage(s.name, uint64(n)), "sink", s.name)
 	}
+	s.alarmed = n >= StandInAlarm
 }
 
 // dropLegacy deletes the sink's old cursor key, which holds a path token,
@@ -660,7 +669,7 @@ func (s *shipper) standBy(ctx context.Context, st audit.Status) error {
 	s.mu.Lock()
 	s.standby, s.last = true, st.Last.Seq
 	s.cur = cursors[s.name]
-	s.standInRun = 0 // the leader's deliveries are its own to judge
+	s.recent, s.alarmed = 0, false // the leader's deliveries are its own to judge
 	s.mu.Unlock()
 	return nil
 }
@@ -679,7 +688,7 @@ func (s *shipper) reload(ctx context.Context) error {
 	// turn this one's legacy cursor into a rejected one.
 	s.mu.Lock()
 	s.standby, s.cur, s.since = false, s.stored, s.m.opts.Now()
-	s.standInRun = 0
+	s.recent, s.alarmed = 0, false
 	s.mu.Unlock()
 	s.m.opts.Logger.Info("audit sink: this replica leads now and delivers from the shared cursor", "sink", s.name, "cursor", s.stored.Seq)
 	return nil

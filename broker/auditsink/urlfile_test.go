@@ -168,9 +168,9 @@ func TestMovingToURLFileKeepsTheCursor(t *testing.T) {
 	}
 }
 
-// A standby replica reports nothing of a stand-in run it saw while it
+// A standby replica reports nothing of the stand-ins it saw while it
 // led: the leader's deliveries are its own to judge.
-func TestStandbyDropsTheStandInRun(t *testing.T) {
+func TestStandbyDropsTheRecentStandIns(t *testing.T) {
 	tr := newTrail(t, 1000)
 	coll := newCollector(t)
 	coll.setHandler(refusePoison)
@@ -183,10 +183,10 @@ func TestStandbyDropsTheStandInRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	waitFor(t, "the alarm", func() bool { return m.Status()[0].StandInRun == auditsink.StandInAlarm })
+	waitFor(t, "the alarm", func() bool { return m.Status()[0].RecentStandIns == auditsink.StandInAlarm })
 	leads.Store(false)
 	waitFor(t, "standby", func() bool { return m.Status()[0].Standby })
 	if st := m.Status()[0]; st.Problem(time.Now(), time.Hour) != nil {
-		t.Fatalf("a standby replica still reports the old run (%d): %v", st.StandInRun, st.Problem(time.Now(), time.Hour))
+		t.Fatalf("a standby replica still reports the old run (%d): %v", st.RecentStandIns, st.Problem(time.Now(), time.Hour))
 	}
 }

@@ -48,7 +48,7 @@ func TestAuditSinksShowsARunOfStandIns(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.out), &st); err != nil || len(st) != 1 {
 			t.Fatalf("%v\n%s", err, r.out)
 		}
-		return st[0].StandInRun >= auditsink.StandInAlarm && st[0].Lag == 0
+		return st[0].RecentStandIns >= auditsink.StandInAlarm && st[0].Lag == 0
 	})
 	if st[0].LastError != "" || st[0].Oversize < auditsink.StandInAlarm {
 		t.Fatalf("status: %+v", st[0])

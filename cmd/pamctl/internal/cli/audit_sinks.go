@@ -76,8 +76,8 @@ why: the sink then starts again at the first retained event.`,
 				}
 				if s.CursorError != "" {
 					lastErr = "cursor not trusted: " + s.CursorError
-				} else if s.StandInRun >= auditsink.StandInAlarm {
-					lastErr = fmt.Sprintf("the last %d events went as stand-ins: the collector takes no event content", s.StandInRun)
+				} else if s.RecentStandIns >= auditsink.StandInAlarm {
+					lastErr = fmt.Sprintf("%d of the last %d events went as stand-ins: the SIEM gets little event content", s.RecentStandIns, auditsink.StandInWindow)
 				}
 				t.Row(s.Name, typ, strconv.FormatUint(s.Cursor.Seq, 10), strconv.FormatUint(s.Cursor.HeadSeq, 10),
 					strconv.FormatUint(s.Lag, 10), delivered, truncate(lastErr, 80))

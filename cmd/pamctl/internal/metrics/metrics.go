@@ -367,8 +367,8 @@ var (
 		"1 when the sink's stored cursor had no authenticator and was taken as one written before cursors were authenticated: expected once, after that upgrade; at any other time someone stripped the authenticators.", []string{"sink", "type"}, nil)
 	sinkOversizeDesc = prometheus.NewDesc("pamctl_audit_sink_oversize_events_total",
 		"Events sent to the sink as an audit.oversize stand-in because they were too large for it, or the collector refused them alone.", []string{"sink", "type"}, nil)
-	sinkRunDesc = prometheus.NewDesc("pamctl_audit_sink_stand_in_run_events",
-		"Events sent to the sink as stand-ins since the last event it took whole; 10 or more makes the sink degraded in /readyz: the collector takes no event content.", []string{"sink", "type"}, nil)
+	sinkRecentDesc = prometheus.NewDesc("pamctl_audit_sink_recent_stand_ins",
+		"Stand-ins among the last 20 events sent to the sink; 10 or more makes the sink degraded in /readyz: the SIEM gets little event content.", []string{"sink", "type"}, nil)
 )
 
 func (c *sinkCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -378,7 +378,7 @@ func (c *sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkCurDesc
 	ch <- sinkLegacyDesc
 	ch <- sinkOversizeDesc
-	ch <- sinkRunDesc
+	ch <- sinkRecentDesc
 }
 
 func (c *sinkCollector) Collect(ch chan<- prometheus.Metric) {
@@ -409,7 +409,7 @@ func (c *sinkCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(sinkLegacyDesc, prometheus.GaugeValue, legacy, s.Name, typ)
 		ch <- prometheus.MustNewConstMetric(sinkOversizeDesc, prometheus.CounterValue, float64(s.Oversize), s.Name, typ)
-		ch <- prometheus.MustNewConstMetric(sinkRunDesc, prometheus.GaugeValue, float64(s.StandInRun), s.Name, typ)
+		ch <- prometheus.MustNewConstMetric(sinkRecentDesc, prometheus.GaugeValue, float64(s.RecentStandIns), s.Name, typ)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 func TestSinkCursorRejectedAndOversizeMetrics(t *testing.T) {
 	m := New(Options{Sinks: func() []auditsink.Status {
 		return []auditsink.Status{
-			{Name: "siem", Type: "http", Lag: 40, CursorError: "stored cursor … is past the end of the trail", Oversize: 2, StandInRun: 12},
+			{Name: "siem", Type: "http", Lag: 40, CursorError: "stored cursor … is past the end of the trail", Oversize: 2, RecentStandIns: 12},
 			{Name: "ok", Type: "syslog"},
 		}
 	}})
@@ -28,12 +28,12 @@ pamctl_audit_sink_cursor_rejected{sink="siem",type="http"} 1
 # TYPE pamctl_audit_sink_oversize_events_total counter
 pamctl_audit_sink_oversize_events_total{sink="ok",type="syslog"} 0
 pamctl_audit_sink_oversize_events_total{sink="siem",type="http"} 2
-# HELP pamctl_audit_sink_stand_in_run_events Events sent to the sink as stand-ins since the last event it took whole; 10 or more makes the sink degraded in /readyz: the collector takes no event content.
-# TYPE pamctl_audit_sink_stand_in_run_events gauge
-pamctl_audit_sink_stand_in_run_events{sink="ok",type="syslog"} 0
-pamctl_audit_sink_stand_in_run_events{sink="siem",type="http"} 12
+# HELP pamctl_audit_sink_recent_stand_ins Stand-ins among the last 20 events sent to the sink; 10 or more makes the sink degraded in /readyz: the SIEM gets little event content.
+# TYPE pamctl_audit_sink_recent_stand_ins gauge
+pamctl_audit_sink_recent_stand_ins{sink="ok",type="syslog"} 0
+pamctl_audit_sink_recent_stand_ins{sink="siem",type="http"} 12
 `
-	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "pamctl_audit_sink_cursor_rejected", "pamctl_audit_sink_oversize_events_total", "pamctl_audit_sink_stand_in_run_events"); err != nil {
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "pamctl_audit_sink_cursor_rejected", "pamctl_audit_sink_oversize_events_total", "pamctl_audit_sink_recent_stand_ins"); err != nil {
 		t.Fatal(err)
 	}
 }
