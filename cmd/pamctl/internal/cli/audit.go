@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
@@ -908,6 +909,9 @@ refused; write to a file (--file, or redirect) and read events with
 					return err
 				}
 				defer fh.Close()
+				if term.IsTerminal(int(fh.Fd())) && !toTerminal {
+					return withCode(ExitUsage, fmt.Errorf("--file %s is a terminal: audit export writes the exact hash-chained lines, which may hold bidi controls and invisible characters a terminal would obey or hide; write them to a regular file, or pass --to-terminal", out))
+				}
 				w = fh
 			}
 			return src.Export(cmd.Context(), w, since, until)
