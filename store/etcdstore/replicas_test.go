@@ -214,15 +214,17 @@ func TestReplicasEndSessionsEverywhere(t *testing.T) {
 	})
 }
 
-func TestReplicasReleaseHeldCalls(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	rs := startReplicas(t, c, 2)
+// heldOnA starts two replicas, has bob (security) approve alice's grant
+// through B, and holds a call of alice's under it on A; got receives what
+// HoldPrompt returns. The grant matters: a call on an unknown or ended
+// grant is never released.
+func heldOnA(t *testing.T) (rs *replicas, alice, bob broker.Identity, grant *broker.Request, got chan *broker.Request) {
+	t.Helper()
+	rs = startReplicas(t, etcdtest.Start(t, 1), 2)
 	a, b := rs.rs[0], rs.rs[1]
 	ctx := context.Background()
-	_, alice := rs.login(0, "alice", "ml")
-	_, bob := rs.login(1, "bob", "security")
-	// The grant the held call runs under: a call on an unknown or ended
-	// grant is never released.
+	_, alice = rs.login(0, "alice", "ml")
+	_, bob = rs.login(1, "bob", "security")
 	grant, err := a.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}, TTL: 30 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -230,9 +232,7 @@ func TestReplicasReleaseHeldCalls(t *testing.T) {
 	if _, err := b.svc.Review(ctx, bob, grant.ID, true, "", nil); err != nil {
 		t.Fatal(err)
 	}
-
-	// A call held on A ...
-	got := make(chan *broker.Request, 1)
+	got = make(chan *broker.Request, 1)
 	go func() {
 		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -243,6 +243,14 @@ func TestReplicasReleaseHeldCalls(t *testing.T) {
 		}
 		got <- r
 	}()
+	return rs, alice, bob, grant, got
+}
+
+func TestReplicasReleaseHeldCalls(t *testing.T) {
+	// A call held on A ...
+	rs, _, bob, _, got := heldOnA(t)
+	b := rs.rs[1]
+	ctx := context.Background()
 	var held []*broker.Request
 	deadline := time.Now().Add(30 * time.Second)
 	for len(held) == 0 && time.Now().Before(deadline) {
@@ -303,30 +311,10 @@ func TestReplicasEndHeldCallsWithTheirGrant(t *testing.T) {
 }
 
 func replicasEndHeldCalls(t *testing.T, revoke func(t *testing.T, b *replica, who broker.Identity, grant string)) {
-	c := etcdtest.Start(t, 1)
-	rs := startReplicas(t, c, 2)
-	a, b := rs.rs[0], rs.rs[1]
+	rs, alice, bob, grant, got := heldOnA(t)
+	b := rs.rs[1]
 	ctx := context.Background()
-	_, alice := rs.login(0, "alice", "ml")
-	_, bob := rs.login(1, "bob", "security")
-	grant, err := a.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}, TTL: 30 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.svc.Review(ctx, bob, grant.ID, true, "", nil); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan *broker.Request, 1)
-	go func() {
-		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		r, err := a.svc.HoldPrompt(hctx, broker.Hold{Caller: alice, GrantID: grant.ID, Rule: "destructive-sql",
-			Approvers: policy.Subjects{Groups: []string{"security"}}, Model: "gpt-4o", Endpoint: "/v1/chat/completions", Excerpt: "DROP TABLE", SHA256: "abc"})
-		if err != nil {
-			t.Error(err)
-		}
-		got <- r
-	}()
+	var err error
 	var held []*broker.Request
 	for deadline := time.Now().Add(30 * time.Second); len(held) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if held, err = b.svc.List(ctx, bob, true); err != nil {
