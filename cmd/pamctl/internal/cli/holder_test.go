@@ -84,17 +84,7 @@ func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
 // A held call whose grant ends while it waits is not released, and the
 // agent is told why at once, not that no approver came in time.
 func TestHolderSaysTheGrantEnded(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(file, []byte(rulesConfigV1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := startServerWith(t, func(c *Config) {
-		loaded, err := LoadConfig(file, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Policies, c.Rules = loaded.Policies, loaded.Rules
-	})
+	s := startWithRulesV1(t)
 	grant := liveGrantFor(t, s, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -142,17 +132,7 @@ func TestHolderSaysTheGrantEnded(t *testing.T) {
 // do without saying the call was "not released" (the proxy words it as
 // refused without being held).
 func TestHolderRefusesAtOnceOnAnEndedGrant(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(file, []byte(rulesConfigV1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := startServerWith(t, func(c *Config) {
-		loaded, err := LoadConfig(file, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Policies, c.Rules = loaded.Policies, loaded.Rules
-	})
+	s := startWithRulesV1(t)
 	grant := liveGrantFor(t, s, "alice")
 	if _, err := s.app.broker.Revoke(context.Background(), broker.AdminIdentity, grant, true); err != nil {
 		t.Fatal(err)
@@ -170,4 +150,20 @@ func TestHolderRefusesAtOnceOnAnEndedGrant(t *testing.T) {
 	if strings.Contains(d.Reason, "not released") {
 		t.Fatalf("a call never held reads %q", d.Reason)
 	}
+}
+
+// startWithRulesV1 starts a server with rulesConfigV1's policies and rules.
+func startWithRulesV1(t *testing.T) *testServer {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(rulesConfigV1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startServerWith(t, func(c *Config) {
+		loaded, err := LoadConfig(file, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policies, c.Rules = loaded.Policies, loaded.Rules
+	})
 }
