@@ -101,8 +101,30 @@ type LoginRecord struct {
 // SessionPath is where the session is kept (mode 0600).
 func SessionPath() string { return filepath.Join(ConfigHome(), "pamctl", "session.json") }
 
+// maxSessionFile bounds the session file: a few hundred bytes are
+// written.
+const maxSessionFile = 64 << 10
+
+// loadSession reads the stored session, or nil when there is none. The
+// file is read as pamctl's other secret files are (safefile): a FIFO, a
+// device or a huge file in its place, or a file or directory on its way
+// that another user could have written, is refused, since a planted
+// session names the server the CLI talks to and the ID token file a
+// step-up reads and sends. A session that others may read is refused
+// too, telling to end it: its token may have been read.
 func loadSession() (*SessionFile, error) {
-	raw, err := os.ReadFile(SessionPath())
+	s, err := readSession()
+	if errors.Is(err, safefile.ErrExposed) {
+		return nil, err
+	}
+	return s, err
+}
+
+// readSession is loadSession that keeps a session others may read (with
+// safefile.ErrExposed): for logout, which ends it.
+func readSession() (*SessionFile, error) {
+	p := SessionPath()
+	raw, err := safefile.Read(p, maxSessionFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -111,7 +133,10 @@ func loadSession() (*SessionFile, error) {
 	}
 	var s SessionFile
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("session file %s is corrupt: run `pamctl login`", SessionPath())
+		return nil, fmt.Errorf("session file %s is corrupt: run `pamctl login`", p)
+	}
+	if err := safefile.CheckPrivate("session file", p, 0o600); err != nil {
+		return &s, fmt.Errorf("%w; whoever could read it may have your session token: run `pamctl logout` to end the session, then `pamctl login`", err)
 	}
 	return &s, nil
 }
@@ -202,27 +227,40 @@ func userAgent() string {
 
 // BrokerClient is a broker client carrying the stored session.
 func (f *Factory) BrokerClient(cfg *Config) (*api.Client, *SessionFile, error) {
-	if err := refuseUnderExec("use your session"); err != nil {
-		return nil, nil, err
-	}
-	if err := checkServer(cfg.Server); err != nil {
+	if err := mayUseSession(cfg); err != nil {
 		return nil, nil, err
 	}
 	s, err := loadSession()
 	if err != nil {
 		return nil, nil, err
 	}
+	c, err := f.sessionClient(cfg, s)
+	return c, s, err
+}
+
+// mayUseSession refuses to send the session from under `pamctl exec`
+// or in plaintext to a broker that is not on loopback.
+func mayUseSession(cfg *Config) error {
+	if err := refuseUnderExec("use your session"); err != nil {
+		return err
+	}
+	return checkServer(cfg.Server)
+}
+
+// sessionClient is a broker client carrying s, which must be for
+// cfg.Server and unexpired.
+func (f *Factory) sessionClient(cfg *Config, s *SessionFile) (*api.Client, error) {
 	server := strings.TrimRight(cfg.Server, "/")
 	if s == nil || s.Token == "" {
-		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("not logged in: log in with `pamctl login`"))
+		return nil, withCode(ExitUnauthenticated, fmt.Errorf("not logged in: log in with `pamctl login`"))
 	}
 	if strings.TrimRight(s.Server, "/") != server {
-		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session is for %s, not %s: log in again with `pamctl login`", s.Server, server))
+		return nil, withCode(ExitUnauthenticated, fmt.Errorf("your session is for %s, not %s: log in again with `pamctl login`", s.Server, server))
 	}
 	if f.Now().After(s.ExpiresAt) {
-		return nil, nil, withCode(ExitUnauthenticated, fmt.Errorf("your session expired at %s: log in again with `pamctl login`", s.ExpiresAt.Local().Format(time.Kitchen)))
+		return nil, withCode(ExitUnauthenticated, fmt.Errorf("your session expired at %s: log in again with `pamctl login`", s.ExpiresAt.Local().Format(time.Kitchen)))
 	}
-	return &api.Client{BaseURL: server, Token: s.Token, HTTP: f.HTTP, UserAgent: userAgent()}, s, nil
+	return &api.Client{BaseURL: server, Token: s.Token, HTTP: f.HTTP, UserAgent: userAgent()}, nil
 }
 
 // SocketPath is the admin socket of a data dir.

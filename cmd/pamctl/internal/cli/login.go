@@ -335,8 +335,10 @@ func logoutRun(cmd *cobra.Command, f *Factory) error {
 	if err != nil {
 		return err
 	}
-	sess, err := loadSession()
-	if err != nil {
+	// A session others may read is what logout is for: it is ended and
+	// forgotten like any other.
+	sess, err := readSession()
+	if err != nil && !errors.Is(err, safefile.ErrExposed) {
 		return err
 	}
 	if sess == nil || sess.Token == "" {
@@ -344,7 +346,11 @@ func logoutRun(cmd *cobra.Command, f *Factory) error {
 		return nil
 	}
 	// End it server-side first; forget it locally whatever the answer.
-	c, _, endErr := f.BrokerClient(cfg) // refuses a session past its expiry or for another server
+	endErr := mayUseSession(cfg)
+	var c *api.Client
+	if endErr == nil {
+		c, endErr = f.sessionClient(cfg, sess) // refuses a session past its expiry or for another server
+	}
 	if endErr == nil {
 		endErr = c.Logout(cmd.Context())
 	}
