@@ -1064,6 +1064,9 @@ func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hu
 		}
 		applied = cfg
 		details := map[string]string{"trigger": why, "applied": "policies, rules, masking, approvals"}
+		if problems := a.namedFileProblems(cfg); problems != "" {
+			details["file_problems"] = problems
+		}
 		if stale := needsRestart(a.cfg, cfg); len(stale) > 0 {
 			details["restart_needed"] = strings.Join(stale, ", ")
 			a.log.Warn("config changes that need a restart were not applied", "keys", details["restart_needed"])
@@ -1099,6 +1102,25 @@ func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hu
 			apply("file change")
 		}
 	}
+}
+
+// namedFileProblems judges the files a reloaded cfg names as a start does
+// (CheckNamedFiles), logs each problem and returns them for the trail, or
+// "". A reload applies none of those files (they are read where they are
+// used, and refused there, or at the next start), so a problem does not
+// refuse it; but a secret file others may read, or any file others could
+// replace, is said now, not when the next start refuses it.
+func (a *App) namedFileProblems(cfg *Config) string {
+	warnings, err := cfg.CheckNamedFiles()
+	for _, w := range warnings {
+		a.log.Warn(w)
+	}
+	problems := warnings
+	if err != nil {
+		a.log.Error("a file the reloaded config names could be replaced by another local user: it is refused where it is read, and the next start refuses the config", "err", err.Error())
+		problems = append(problems, strings.Split(err.Error(), "\n")...)
+	}
+	return strings.Join(problems, "; ")
 }
 
 // reloadSettle is how long the config file must be quiet before a reload.

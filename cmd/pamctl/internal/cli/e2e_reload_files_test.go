@@ -1,0 +1,78 @@
+//go:build unix
+
+// Unix only: modes.
+
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pamctl/pamctl/broker/audit"
+)
+
+// A reload judges the files the new configuration names as a start does
+// (CheckNamedFiles): a secret file others may read, or a file others could
+// replace, is logged and written to the config.reloaded event
+// (file_problems), not passed over in silence until the next start refuses
+// it. The reload still applies what it applies (policies, rules, masking):
+// those files are read where they are used, and refused there.
+func TestEndToEndReloadReportsLooseNamedFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte(reloadConfigV1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := reloadServer(t, file)
+	// Serve watches the file once it runs: a login waits for that.
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+
+	readable := filepath.Join(dir, "slack-hook")
+	writable := filepath.Join(dir, "teams-hook")
+	for p, mode := range map[string]os.FileMode{readable: 0o644, writable: 0o666} {
+		if err := os.WriteFile(p, []byte("https://hooks.example.com/secret-path\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewrite(t, file, reloadConfigV1+"notify:\n  slack: { webhook_url_file: "+readable+" }\n  teams: { webhook_url_file: "+writable+" }\n")
+	waitForReload(t, s, "applied", 1)
+	var last audit.Event
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypeConfigReloaded {
+			last = e
+		}
+		return true
+	})
+	got := last.Details["file_problems"]
+	for _, want := range []string{"notify.slack.webhook_url_file", readable, "notify.teams.webhook_url_file", writable} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("file_problems does not name %q: %q", want, got)
+		}
+	}
+	if strings.Contains(got, "secret-path") {
+		t.Fatalf("file_problems shows a file's content: %q", got)
+	}
+
+	// Fixed, the next reload says nothing of them.
+	for _, p := range []string{readable, writable} {
+		if err := os.Chmod(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewrite(t, file, reloadConfigV1+"notify:\n  slack: { webhook_url_file: "+readable+" }\n  teams: { webhook_url_file: "+writable+" }\n# fixed\n")
+	waitForReload(t, s, "applied", 2)
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypeConfigReloaded {
+			last = e
+		}
+		return true
+	})
+	if p, ok := last.Details["file_problems"]; ok {
+		t.Fatalf("file_problems after the fix: %q", p)
+	}
+}
