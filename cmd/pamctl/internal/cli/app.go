@@ -814,6 +814,21 @@ func scheme(c tlsconf.Config) string {
 	return "http://"
 }
 
+// healthz answers liveness: the process serves.
+func healthz(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
+
+// withHealth serves /healthz and /readyz beside h, the metrics listener's
+// handler, as Teleport's diagnostic address does: a probe that cannot
+// present a client certificate (the kubelet's) to a listener that asks
+// every client for one (a broker alone behind mTLS) reads readiness there.
+func withHealth(h http.Handler, readyz http.HandlerFunc) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", readyz)
+	mux.Handle("/", h)
+	return mux
+}
+
 // Serve runs until ctx ends, then shuts down gracefully: listeners close,
 // in-flight requests finish (up to gracePeriod), the store closes. reload
 // is called on SIGHUP and when the config file changes.
@@ -823,7 +838,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	}
 	readyz := a.health.readyz(a.stopping)
 	health := http.NewServeMux()
-	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	health.HandleFunc("GET /healthz", healthz)
 	health.HandleFunc("GET /readyz", readyz)
 	health.Handle("/", a.storeGate(a.proxy))
 	public := http.NewServeMux()
@@ -844,7 +859,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		a.servers, lns = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey}))), append(lns, a.mockLn)
 	}
 	if a.metricsLn != nil {
-		a.servers, lns = append(a.servers, mk(a.metrics.Handler())), append(lns, a.metricsLn)
+		a.servers, lns = append(a.servers, mk(withHealth(a.metrics.Handler(), readyz))), append(lns, a.metricsLn)
 	}
 	// The critical probes' first round runs before anything is served.
 	bg, stopBg := context.WithCancel(context.Background())

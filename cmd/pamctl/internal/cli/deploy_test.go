@@ -224,14 +224,21 @@ func checkRendered(t *testing.T, name string, out []byte) {
 		// The probes reach a listener that takes the kubelet's plain
 		// connection: role all's proxy port (no client certificates
 		// asked), a broker's port unless it asks every client for a
-		// certificate (tls.clientCASecretName), then TCP only.
+		// certificate (tls.clientCASecretName), then the metrics port
+		// (which answers both and asks for none), and without metrics
+		// TCP only.
 		role, _ := get(values, []string{"role"})
 		clientCA, _ := get(values, []string{"tls", "clientCASecretName"})
 		tlsOn, _ := get(values, []string{"tls", "enabled"})
+		metricsOn, _ := get(values, []string{"metrics", "enabled"})
 		switch {
 		case proxies || role == nil || role == "all":
 			must(c, "livenessProbe.httpGet.port", "proxy")
 			must(c, "readinessProbe.httpGet.port", "proxy")
+		case tlsOn == true && clientCA != nil && clientCA != "" && metricsOn == true:
+			must(c, "livenessProbe.httpGet.port", "metrics")
+			must(c, "readinessProbe.httpGet.port", "metrics")
+			must(c, "readinessProbe.httpGet.scheme", "HTTPS")
 		case tlsOn == true && clientCA != nil && clientCA != "":
 			must(c, "livenessProbe.tcpSocket.port", "broker")
 			must(c, "readinessProbe.tcpSocket.port", "broker")

@@ -118,6 +118,7 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 	cfg.DataDir, cfg.MasterKeyFile = filepath.Join(dir, "data"), filepath.Join(dir, "master.key")
 	cfg.Issuers = []oidc.IssuerConfig{{Name: "corp", URL: issURL, ClientID: "pamctl"}}
 	cfg.Upstreams[0].ExtraKey = ExtraKeyConfig{Header: "X-Gateway-Key", Key: "gateway"}
+	cfg.Metrics.Addr = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	app, err := NewApp(ctx, cfg, AppOptions{ProbeEvery: 20 * time.Millisecond})
 	if err != nil {
@@ -128,14 +129,23 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 	go func() { served <- app.Serve(ctx, func() (*Config, error) { return cfg, nil }) }()
 	defer func() { cancel(); <-served }()
 
-	readyz := func() (int, string) {
-		resp, err := http.Get(app.ProxyURL() + "/readyz")
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
+	}
+	// The metrics listener answers /readyz with the same checks, for
+	// probes that cannot present a client certificate to the others.
+	readyz := func() (int, string) {
+		code, body := get(app.ProxyURL())
+		if mcode, mbody := get(app.MetricsURL()); mcode != code || mbody != body {
+			t.Fatalf("/readyz on the proxy port: %d %q; on the metrics port: %d %q", code, body, mcode, mbody)
+		}
+		return code, body
 	}
 	code, body := readyz()
 	if code != 503 || !strings.Contains(body, "provider_key/openai: failing") || !strings.Contains(body, "pamctl vault set openai") {

@@ -37,6 +37,19 @@ func TestProxyRoleServesMetrics(t *testing.T) {
 		t.Fatal("the proxy role bound no metrics listener")
 	}
 	waitUntil(t, "enrollment", 15*time.Second, func() bool { code, _ := p.app.link.Refusal(); return code == "" })
+	// Its metrics listener answers the probes too, with the proxy port's
+	// readiness (the broker link's included).
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(p.app.MetricsURL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "ok\n" {
+			t.Fatalf("metrics %s: %d %q", path, resp.StatusCode, b)
+		}
+	}
 
 	b.ts.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "alice login")
 	r := b.ts.as(t, "alice", "", "request", "--scope", "model:gpt-4o", "--reason", "metrics", "-o", "json").must(t, "request")

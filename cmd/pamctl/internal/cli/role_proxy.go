@@ -150,15 +150,16 @@ func (s observedSink) Append(ctx context.Context, e *audit.Event) error {
 // and keeps the link to the broker up until ctx ends.
 func (a *App) serveProxyRole(ctx context.Context) error {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	readyz := a.health.readyz(a.stopping) // the TLS reload check, when the listener has TLS
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /healthz", healthz)
+	checks := a.health.readyz(a.stopping) // the TLS reload check, when the listener has TLS
+	readyz := func(w http.ResponseWriter, r *http.Request) {
 		if code, msg := a.link.Refusal(); code != "" {
 			http.Error(w, code+": "+msg, http.StatusServiceUnavailable)
 			return
 		}
-		readyz(w, r)
-	})
+		checks(w, r)
+	}
+	mux.HandleFunc("GET /readyz", readyz)
 	mux.Handle("/", a.link.Gate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.live.Load().ServeHTTP(w, r) // the gate passes only once a configuration is in force
 	})))
@@ -168,7 +169,7 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 	a.servers = []*http.Server{mk(mux)}
 	lns := []net.Listener{a.proxyLn}
 	if a.metricsLn != nil {
-		a.servers, lns = append(a.servers, mk(a.metrics.Handler())), append(lns, a.metricsLn)
+		a.servers, lns = append(a.servers, mk(withHealth(a.metrics.Handler(), readyz))), append(lns, a.metricsLn)
 	}
 	lctx, stopLink := context.WithCancel(context.Background())
 	// The certificate watches are in place before anything is served.

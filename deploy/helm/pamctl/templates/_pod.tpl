@@ -59,9 +59,15 @@ spec:
       # Both roles answer them; role all on its proxy port, whose TLS asks
       # for no client certificate. A broker alone with
       # tls.clientCASecretName takes only connections with a client
-      # certificate, which the kubelet has none of: its probes are TCP.
+      # certificate, which the kubelet has none of: it is probed on the
+      # metrics port, which answers both and asks for none, and without
+      # metrics.enabled by TCP only.
       {{- $probePort := ternary "proxy" "broker" (eq .Values.role "all") }}
-      {{- $tcpOnly := and .Values.tls.enabled .Values.tls.clientCASecretName (ne .Values.role "all") }}
+      {{- $mtls := and .Values.tls.enabled .Values.tls.clientCASecretName (ne .Values.role "all") }}
+      {{- if and $mtls .Values.metrics.enabled }}
+      {{- $probePort = "metrics" }}
+      {{- end }}
+      {{- $tcpOnly := and $mtls (not .Values.metrics.enabled) }}
       livenessProbe:
         {{- if $tcpOnly }}
         tcpSocket:
