@@ -67,17 +67,16 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		ID: newRequestID(), Kind: KindPrompt, Requester: h.Caller, State: StatePending, CreatedAt: now, TTL: s.retryWindow,
 		PendingUntil: now.Add(s.retryWindow),
 		Approval:     policy.Terms{Required: true, Approvers: h.Approvers, Count: 1},
-		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, Matches: h.Matches, MatchSummary: h.MatchSummary, SHA256: h.SHA256, CallSHA256: h.CallSHA256, GrantID: h.GrantID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
+		Prompt:       &PromptHold{Rule: h.Rule, Model: h.Model, Method: h.Method, Endpoint: h.Endpoint, Excerpt: h.Excerpt, Matches: h.Matches, MatchSummary: h.MatchSummary, SHA256: h.SHA256, CallSHA256: h.CallSHA256, GrantID: h.GrantID, TokenID: h.TokenID, AlsoApprovedBy: h.AlsoApprovedBy, AlsoRules: h.AlsoRules, Tool: h.Tool, Arguments: h.Arguments},
 	}
-	a := actor(h.Caller)
-	a.TokenID = h.TokenID
+	a := heldCaller(r)
 	// The endpoint as proxy.call events write it, "POST /v1/chat/completions";
 	// the path alone when the proxy did not say which method.
 	endpoint := h.Endpoint
 	if h.Method != "" {
 		endpoint = h.Method + " " + h.Endpoint
 	}
-	held := &audit.Event{Type: audit.TypePromptHeld, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Endpoint: endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256}
+	held := heldEvent(&audit.Event{Type: audit.TypePromptHeld, Actor: a, Endpoint: endpoint, Decision: "hold", Reasons: []string{h.Rule}, Prompt: h.Excerpt, PromptSHA256: h.SHA256}, r)
 	if h.Tool != "" {
 		held.Target = h.Tool
 		held.Details = map[string]string{"tool": h.Tool}
@@ -110,9 +109,9 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		if ended, err := s.endIfGrantEnded(context.WithoutCancel(ctx), got, a); ended != nil || err != nil {
 			return ended, err
 		}
-		return s.spend(context.WithoutCancel(ctx), got.ID)
+		return s.spend(context.WithoutCancel(ctx), got.ID, a)
 	case StatePending:
-		s.emit(context.WithoutCancel(ctx), &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: h.GrantID, Review: r.ID, Model: h.Model, Decision: "timeout", Reasons: []string{h.Rule}})
+		s.emit(context.WithoutCancel(ctx), heldEvent(&audit.Event{Type: audit.TypePromptRefused, Actor: a, Decision: "timeout", Reasons: []string{h.Rule}}, r))
 	}
 	return got, nil
 }
@@ -136,7 +135,11 @@ func (s *Service) useRetry(ctx context.Context, h Hold) (*Request, error) {
 		} else if why != "" {
 			continue // held again, and refused there
 		}
-		got, err := s.spend(ctx, r.ID)
+		// Released by this retry: the event names the token it was
+		// made with (the one the upstream call carries).
+		a := heldCaller(r)
+		a.TokenID = h.TokenID
+		got, err := s.spend(ctx, r.ID, a)
 		if errors.Is(err, errSpent) {
 			continue // another retry won the race
 		}
@@ -263,8 +266,9 @@ func (s *Service) approvalStands(r *Request) bool {
 
 var errSpent = errors.New("broker: prompt approval already used")
 
-// spend marks an approved prompt review used, once (compare-and-swap).
-func (s *Service) spend(ctx context.Context, id string) (*Request, error) {
+// spend marks an approved prompt review used, once (compare-and-swap),
+// and records its release by a (the caller, with the token it called with).
+func (s *Service) spend(ctx context.Context, id string, a *audit.Actor) (*Request, error) {
 	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
 		if r.Prompt == nil || r.Prompt.Used || r.State != StateApproved {
 			return errSpent
@@ -275,7 +279,7 @@ func (s *Service) spend(ctx context.Context, id string) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.emit(ctx, &audit.Event{Type: audit.TypePromptReleased, Actor: actor(r.Requester), Grant: r.Prompt.GrantID, Review: r.ID, Model: r.Prompt.Model, Decision: "released", Reasons: []string{r.Prompt.Rule}})
+	s.emit(ctx, heldEvent(&audit.Event{Type: audit.TypePromptReleased, Actor: a, Decision: "released", Reasons: []string{r.Prompt.Rule}}, r))
 	return r, nil
 }
 
@@ -366,10 +370,9 @@ func (s *Service) endHeld(ctx context.Context, r *Request, a *audit.Actor) (*Req
 		return nil, s.storeErr(err)
 	}
 	if a == nil {
-		a = actor(ended.Requester)
+		a = heldCaller(ended)
 	}
-	s.emit(ctx, &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: ended.Prompt.GrantID, Review: ended.ID, Model: ended.Prompt.Model, Decision: "grant_ended",
-		Reasons: []string{ended.Prompt.Rule, why}})
+	s.emit(ctx, heldEvent(&audit.Event{Type: audit.TypePromptRefused, Actor: a, Decision: "grant_ended", Reasons: []string{ended.Prompt.Rule, why}}, ended))
 	s.wake(ended.ID)
 	s.notify(ctx, ended, "request.expired")
 	return ended, nil
@@ -429,8 +432,27 @@ func (s *Service) endIfGrantEnded(ctx context.Context, r *Request, a *audit.Acto
 	if err != nil {
 		return nil, s.storeErr(err)
 	}
-	s.emit(ctx, &audit.Event{Type: audit.TypePromptRefused, Actor: a, Grant: ended.Prompt.GrantID, Review: ended.ID, Model: ended.Prompt.Model, Decision: "grant_ended",
-		Reasons: []string{ended.Prompt.Rule, why}})
+	s.emit(ctx, heldEvent(&audit.Event{Type: audit.TypePromptRefused, Actor: a, Decision: "grant_ended", Reasons: []string{ended.Prompt.Rule, why}}, ended))
 	s.wake(ended.ID)
 	return ended, nil
+}
+
+// heldCaller is the actor of the prompt.* events of the held call r: its
+// caller, with the token the call was made with (PromptHold.TokenID).
+func heldCaller(r *Request) *audit.Actor {
+	a := actor(r.Requester)
+	if r.Prompt != nil {
+		a.TokenID = r.Prompt.TokenID
+	}
+	return a
+}
+
+// heldEvent names the held call r in e as prompt.held does, whichever path
+// writes e: the call (review), the grant it runs under and its model. A
+// request that is not a held call is left alone. It returns e.
+func heldEvent(e *audit.Event, r *Request) *audit.Event {
+	if r.Kind == KindPrompt && r.Prompt != nil {
+		e.Review, e.Grant, e.Model = r.ID, r.Prompt.GrantID, r.Prompt.Model
+	}
+	return e
 }

@@ -811,7 +811,7 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 	case StateDenied:
 		typ, dec = audit.TypeRequestDenied, "denied"
 	}
-	s.emit(ctx, &audit.Event{Type: typ, Actor: actor(reviewer), Request: r.ID, Grant: grantOf(r), Target: r.Requester.Subject, Decision: dec, Reasons: nonEmpty(reason), Details: map[string]string{"approvals": fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1)), "progress": progress}})
+	s.emit(ctx, heldEvent(&audit.Event{Type: typ, Actor: actor(reviewer), Request: r.ID, Grant: grantOf(r), Target: r.Requester.Subject, Decision: dec, Reasons: nonEmpty(reason), Details: map[string]string{"approvals": fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1)), "progress": progress}}, r))
 	s.wake(r.ID)
 	if decided {
 		s.notify(ctx, r, string(typ))
@@ -993,7 +993,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 		if was == StateApproved {
 			what = "grant"
 		}
-		s.emit(ctx, &audit.Event{Type: audit.TypeRequestExpired, Target: r.Requester.Subject, Request: r.ID, Grant: grantOf(d), Decision: "expired", Details: map[string]string{"what": what}})
+		s.emit(ctx, heldEvent(&audit.Event{Type: audit.TypeRequestExpired, Target: r.Requester.Subject, Request: r.ID, Grant: grantOf(d), Decision: "expired", Details: map[string]string{"what": what}}, r))
 		s.wake(r.ID)
 		if was == StatePending {
 			s.notify(ctx, r, "request.expired")

@@ -116,6 +116,12 @@ type PromptHold struct {
 	// tool call (the model proposes the same call in another exchange).
 	CallSHA256 string `json:"call_sha256,omitempty"`
 	GrantID    string `json:"grant"`
+	// TokenID is the jti of the access token the held call was made with
+	// (Hold.TokenID): every prompt.* event of the call names it as
+	// actor.token_id, whichever path writes it (the waiting caller, a
+	// revoke, the sweep, a reload). Empty in a hold recorded by a build
+	// older than this field.
+	TokenID string `json:"token_id,omitempty"`
 	// Tool and Arguments are set when a tool_call rule held a tool call
 	// the model proposed: the tool's name and its arguments, masked and
 	// cut to about 1 KiB (docs/tools.md).

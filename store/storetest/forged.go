@@ -281,6 +281,33 @@ func Forged(t *testing.T, b ForgedBackend) {
 		_, err := b.Seal(s)
 		forged(t, "the upgrade of a store holding a record with a wrong authenticator", err)
 	})
+	// A held call recorded by a build older than PromptHold.TokenID (the
+	// record as that build wrote it, byte for byte, then sealed) loads,
+	// with no token id, and its end can be recorded.
+	t.Run("HeldCallWithoutTokenID", func(t *testing.T) {
+		s := b.New(t)
+		old := json.RawMessage(`{"id":"req_held_old","kind":"prompt","requester":{"subject":"alice","groups":["ml"],"issuer":"corp"},` +
+			`"scopes":null,"ttl":600000000000,"state":"pending","approval":{"required":true,"approvers":{"groups":["security"]},"count":1},` +
+			`"limits":{},"created_at":"2026-01-01T12:00:00Z","pending_until":"2026-01-01T12:10:00Z",` +
+			`"prompt":{"rule":"destructive-sql","model":"gpt-4o","method":"POST","endpoint":"/v1/chat/completions","excerpt":"DROP TABLE users",` +
+			`"prompt_sha256":"ab","call_sha256":"cd","grant":"req_grant"}}`)
+		b.WriteRaw(t, s, "requests/req_held_old", encode(t, old))
+		if n, err := b.Seal(s); err != nil || n != 1 {
+			t.Fatalf("the upgrade sealed %d records (%v), want the held call", n, err)
+		}
+		r, err := s.GetRequest(ctx, "req_held_old")
+		if err != nil || r.Kind != broker.KindPrompt || r.Prompt == nil || r.Prompt.GrantID != "req_grant" || r.Prompt.Model != "gpt-4o" ||
+			r.Prompt.SHA256 != "ab" || r.Prompt.TokenID != "" || r.State != broker.StatePending {
+			t.Fatalf("the older build's held call: %v %+v %+v", err, r, r.Prompt)
+		}
+		end := time.Date(2026, 1, 1, 12, 1, 0, 0, time.UTC)
+		if r, err = s.UpdateRequest(ctx, "req_held_old", func(r *broker.Request) error {
+			r.State, r.EndedAt, r.EndReason = broker.StateExpired, &end, "grant req_grant was revoked or ended early"
+			return nil
+		}); err != nil || r.State != broker.StateExpired || r.Prompt.GrantID != "req_grant" {
+			t.Fatalf("ending the older build's held call: %v %+v", err, r)
+		}
+	})
 	t.Run("StrippedAfterTheUpgrade", func(t *testing.T) {
 		s := b.New(t)
 		if err := s.CreateRequest(ctx, grant("req_a")); err != nil {

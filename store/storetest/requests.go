@@ -8,12 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/policy"
 )
 
 // Requests runs the broker.Store suite. newStore returns an empty store
@@ -31,6 +33,7 @@ func Requests(t *testing.T, newStore func(t *testing.T) broker.Store) {
 		{"GrantsExpiringAfter", grantsExpiringAfter},
 		{"Prune", prune},
 		{"ConcurrentUpdates", concurrentUpdates},
+		{"HeldCall", heldCall},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
@@ -139,6 +142,58 @@ func roundTripAndCAS(t *testing.T, s broker.Store) {
 	create(t, s, pending("req_1", alice, time.Hour))
 	want(t, "revoked after re-create", ids(t)(s.RequestsInState(ctx, broker.StateRevoked, nil)))
 	want(t, "pending after re-create", ids(t)(s.RequestsInState(ctx, broker.StatePending, nil)), "req_1")
+}
+
+// heldCallRecord is a call a prompt rule held (broker.HoldPrompt), with
+// every field of its hold set.
+func heldCallRecord(id string) *broker.Request {
+	r := pending(id, alice, 10*time.Minute)
+	r.Kind, r.Scopes = broker.KindPrompt, nil
+	r.Prompt = &broker.PromptHold{Rule: "destructive-sql", Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions",
+		Excerpt: "[found in messages[0] (user)]\nDROP TABLE users", Matches: []broker.HeldMatch{{Where: []string{"messages[0] (user)"}, Text: "DROP TABLE users"}},
+		SHA256: "ab", CallSHA256: "cd", GrantID: "req_grant", TokenID: "jti_held", Tool: "run_sql", Arguments: `{"q":"DROP TABLE users"}`,
+		AlsoApprovedBy: []policy.Subjects{{Groups: []string{"dba"}}}, AlsoRules: []string{"prod-data"}}
+	return r
+}
+
+// A held call keeps its whole hold, the token it was made with included
+// (the prompt.* events the broker writes when its grant ends name it),
+// through every read and update.
+func heldCall(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	in := heldCallRecord("held_1")
+	create(t, s, in)
+	same := func(what string, r *broker.Request) {
+		t.Helper()
+		if r.Kind != broker.KindPrompt || !reflect.DeepEqual(r.Prompt, in.Prompt) {
+			t.Fatalf("%s: held call %+v, want %+v", what, r.Prompt, in.Prompt)
+		}
+	}
+	got, err := s.GetRequest(ctx, "held_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	same("GetRequest", got)
+	rs, err := s.RequestsInState(ctx, broker.StatePending, &alice)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("RequestsInState: %v %+v", err, rs)
+	}
+	same("RequestsInState", rs[0])
+	var seen *broker.Request
+	got, err = s.UpdateRequest(ctx, "held_1", func(r *broker.Request) error {
+		seen = r
+		r.State, r.EndedAt, r.EndReason = broker.StateExpired, at(time.Minute), "grant req_grant was revoked or ended early"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same("UpdateRequest's function", seen)
+	same("UpdateRequest", got)
+	if got, err = s.GetRequest(ctx, "held_1"); err != nil || got.State != broker.StateExpired {
+		t.Fatalf("after the update: %v %+v", err, got)
+	}
+	same("GetRequest after the update", got)
 }
 
 func inState(t *testing.T, s broker.Store) {
