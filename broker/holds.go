@@ -381,8 +381,9 @@ func (s *Service) endHeld(ctx context.Context, r *Request, a *audit.Actor) (*Req
 // endHeldCalls ends the calls held on grant g, which has just ended
 // (revoked, past its TTL, ended by policy), that still wait for a
 // decision: those whose caller waits, and those a late approval would
-// still let through once (endHeld). A failure is logged: whoever waits
-// on such a call ends it when woken, and no approval of it is taken
+// still let through once (endHeld). A failure is logged, and the sweep's
+// next tick ends the calls (endStrandedHeld); meanwhile whoever waits on
+// such a call ends it when woken, and no approval of it is taken
 // (heldGrantStands).
 func (s *Service) endHeldCalls(ctx context.Context, g *Request) {
 	if g.Kind != KindAccess {
@@ -390,7 +391,7 @@ func (s *Service) endHeldCalls(ctx context.Context, g *Request) {
 	}
 	held, err := s.store.RequestsInState(ctx, StatePending, &g.Requester)
 	if err != nil {
-		s.log.Error("ending the calls held on an ended grant failed; they end when their callers look again, and cannot be approved", "grant", g.ID, "err", err)
+		s.log.Error("ending the calls held on an ended grant failed; the sweep ends them once the store answers (until then they cannot be approved)", "grant", g.ID, "err", err)
 		return
 	}
 	for _, r := range held {
@@ -398,7 +399,7 @@ func (s *Service) endHeldCalls(ctx context.Context, g *Request) {
 			continue
 		}
 		if _, err := s.endHeld(ctx, r, nil); err != nil {
-			s.log.Error("ending a call held on an ended grant failed; it cannot be approved", "grant", g.ID, "held", r.ID, "err", err)
+			s.log.Error("ending a call held on an ended grant failed; the sweep ends it once the store answers (until then it cannot be approved)", "grant", g.ID, "held", r.ID, "err", err)
 		}
 	}
 }

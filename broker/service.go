@@ -965,8 +965,39 @@ func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin boo
 }
 
 // Sweep records expiries: pending requests past their pending TTL and
-// grants past approval + TTL. serve runs it every few seconds.
+// grants past approval + TTL, and ends the calls still held on grants that
+// have ended (endStrandedHeld). serve runs it every few seconds.
 func (s *Service) Sweep(ctx context.Context) error {
+	err := s.sweepDue(ctx)
+	return errors.Join(err, s.endStrandedHeld(ctx))
+}
+
+// endStrandedHeld ends the pending held calls whose grant has ended
+// (endHeld) that ending them with the grant missed: the store failed then
+// (endHeldCalls logs it), or the broker stopped in between. Such a call
+// would otherwise stay in the approvers' queue, unapprovable, until its
+// pending time ran out. The sweep runs it on every tick, so the call ends
+// within a tick of the store answering again; until then the sweep fails
+// (serve's expiry_sweep check, whose log names the held calls).
+func (s *Service) endStrandedHeld(ctx context.Context) error {
+	pending, err := s.store.RequestsInState(ctx, StatePending, nil)
+	if err != nil {
+		return fmt.Errorf("ending the calls held on ended grants: listing the pending requests: %w", err)
+	}
+	var errs []error
+	for _, r := range pending {
+		if r.Kind != KindPrompt || r.Prompt == nil {
+			continue
+		}
+		if _, err := s.endHeld(ctx, r, nil); err != nil {
+			errs = append(errs, fmt.Errorf("ending held call %s (grant %s): %w", r.ID, r.Prompt.GrantID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sweepDue records the expiries of Sweep.
+func (s *Service) sweepDue(ctx context.Context) error {
 	now := s.now().UTC()
 	expired, err := s.store.DueRequests(ctx, now)
 	if err != nil {
