@@ -28,6 +28,18 @@ func actorOf(claims *token.Claims) *audit.Actor {
 	return a
 }
 
+// callDetails are the details every audit event of call c starts with
+// (proxy.call, tool.call, trace.span): pamctl's id of the call and, when
+// the client sent one, its own X-Request-Id as client_request_id (escaped
+// and bounded once, by clientRequestID, when the call arrived).
+func callDetails(c *call) map[string]string {
+	d := map[string]string{"request_id": c.id}
+	if c.clientID != "" {
+		d["client_request_id"] = c.clientID
+	}
+	return d
+}
+
 // event renders the call as its proxy.call audit event.
 func (p *Proxy) event(c *call) *audit.Event {
 	e := &audit.Event{
@@ -44,7 +56,7 @@ func (p *Proxy) event(c *call) *audit.Event {
 		Status:       c.status,
 		LatencyMS:    time.Since(c.start).Milliseconds(),
 		Client:       &audit.Client{RemoteAddr: c.remote, UserAgent: c.userAgent},
-		Details:      map[string]string{"request_id": c.id},
+		Details:      callDetails(c),
 	}
 	if c.claims != nil {
 		e.Grant, e.Request = c.claims.Req, c.claims.Req
@@ -52,9 +64,6 @@ func (p *Proxy) event(c *call) *audit.Event {
 	if c.up != nil {
 		e.Target = c.up.name
 		e.Details["upstream"] = c.up.name
-	}
-	if c.clientID != "" {
-		e.Details["client_request_id"] = c.clientID
 	}
 	if c.clientModel != "" && c.clientModel != c.model {
 		e.Details["client_model"] = c.clientModel

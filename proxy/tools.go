@@ -141,8 +141,9 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 	tool := tc.Tool()
 	ev := &audit.Event{
 		Type: audit.TypeToolCall, Actor: actorOf(c.claims), Model: c.model, Endpoint: c.method + " " + c.path, Target: tool,
-		Details: map[string]string{"tool": tool, "kind": string(tc.Kind), "request_id": c.id},
+		Details: callDetails(c),
 	}
+	ev.Details["tool"], ev.Details["kind"] = tool, string(tc.Kind)
 	if c.claims != nil {
 		ev.Grant, ev.Request = c.claims.Req, c.claims.Req
 	}

@@ -89,7 +89,7 @@ func (p *Proxy) spanEvent(c *call, it *traceItem, raw json.RawMessage) *audit.Ev
 		Decision: "allow",
 		Endpoint: c.method + " " + c.path,
 		Client:   &audit.Client{RemoteAddr: c.remote, UserAgent: c.userAgent},
-		Details:  map[string]string{"request_id": c.id},
+		Details:  callDetails(c),
 	}
 	set := func(k, v string) {
 		if v != "" {
