@@ -144,6 +144,7 @@ func (s scenario) name() string {
 // cell is what one target measured in one scenario.
 type cell struct {
 	s         *samples
+	rounds    []*samples // each round's samples, in round order (s holds them all)
 	upConns   int64         // TCP connections the mock accepted during the measured runs
 	cpu       time.Duration // CPU time of the target's process (the mock for direct) during the measured runs
 	syscalls  int64         // read and write system calls of that process during the measured runs (/proc/PID/io)
@@ -488,6 +489,7 @@ func (b *bench) runScenario(rep *report, s scenario) error {
 			c1, _ := mockConns(b.ctx, b.mock.addr)
 			cl := cells[t.name]
 			cl.s.add(r)
+			cl.rounds = append(cl.rounds, r)
 			cl.cpu += u1 - u0
 			if ioErr0 == nil && ioErr1 == nil {
 				cl.syscalls += io1 - io0

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -204,13 +205,13 @@ func (r *report) checks() []string {
 				continue
 			}
 			ratio := c.s.rps() / bare.s.rps()
-			out = append(out, fmt.Sprintf("target: %s %s (audit %s) throughput >= %.0f%% of bare: %.0f%% %s", s.name(), t.name, syncOf(t.name, r.o.sync), 100*t.min, 100*ratio, verdict(ratio >= t.min)))
+			out = append(out, fmt.Sprintf("target: %s %s (audit %s) throughput >= %.0f%% of bare: %.0f%% %s%s", s.name(), t.name, syncOf(t.name, r.o.sync), 100*t.min, 100*ratio, verdict(ratio >= t.min), roundRatios(c, bare)))
 		}
 		if s1 := chat[0]; s1.conc == 1 {
 			cells := r.cells[s1.name()]
 			if c, bare := cells["pamctl"], cells["bare"]; c != nil && bare != nil {
 				add := summarize(c.s.total).p50 - summarize(bare.s.total).p50
-				out = append(out, fmt.Sprintf("target: %s pamctl (audit %s) added median latency vs bare <= 0.30 ms: %s %s", s1.name(), r.o.sync, delta(add), verdict(add <= 300*time.Microsecond)))
+				out = append(out, fmt.Sprintf("target: %s pamctl (audit %s) added median latency vs bare <= 0.30 ms: %s %s%s", s1.name(), r.o.sync, delta(add), verdict(add <= 300*time.Microsecond), roundDeltas(c, bare, totalOf)))
 			}
 		}
 	}
@@ -221,10 +222,10 @@ func (r *report) checks() []string {
 			continue
 		}
 		add := summarize(c.s.ttfb).p50 - summarize(bare.s.ttfb).p50
-		out = append(out, fmt.Sprintf("target: %s pamctl added median time to first byte vs bare <= 0.5 ms: %s %s", s.name(), delta(add), verdict(add <= 500*time.Microsecond)))
+		out = append(out, fmt.Sprintf("target: %s pamctl added median time to first byte vs bare <= 0.5 ms: %s %s%s", s.name(), delta(add), verdict(add <= 500*time.Microsecond), roundDeltas(c, bare, ttfbOf)))
 		if i == len(stream)-1 && s.conc > 1 {
 			tot := summarize(c.s.total).p50 - summarize(bare.s.total).p50
-			out = append(out, fmt.Sprintf("target: %s pamctl added median total stream time vs bare <= 3 ms (%d events%s): %s %s", s.name(), streamEvents(r.o.api, r.o.deltas), issueStream(r.o.api, r.o.deltas), delta(tot), verdict(tot <= 3*time.Millisecond)))
+			out = append(out, fmt.Sprintf("target: %s pamctl added median total stream time vs bare <= 3 ms (%d events%s): %s %s%s", s.name(), streamEvents(r.o.api, r.o.deltas), issueStream(r.o.api, r.o.deltas), delta(tot), verdict(tot <= 3*time.Millisecond), roundDeltas(c, bare, totalOf)))
 		}
 	}
 	if res := r.res; res != nil {
@@ -239,6 +240,43 @@ func (r *report) checks() []string {
 		}
 	}
 	return out
+}
+
+func totalOf(s *samples) []time.Duration { return s.total }
+func ttfbOf(s *samples) []time.Duration  { return s.ttfb }
+
+// roundDeltas says how the added median moved from round to round: each
+// round's median of c minus bare's of the same round (the rounds run
+// A B … B A, so the two ran minutes apart at most), as the median of
+// those differences and their range. Where that range is wider than a
+// target's margin, one run's pooled figure says little on its own; the
+// target line's verdict stays the pooled one.
+func roundDeltas(c, bare *cell, of func(*samples) []time.Duration) string {
+	n := min(len(c.rounds), len(bare.rounds))
+	if n < 2 {
+		return ""
+	}
+	d := make([]time.Duration, n)
+	for i := range n {
+		d[i] = summarize(of(c.rounds[i])).p50 - summarize(of(bare.rounds[i])).p50
+	}
+	slices.Sort(d)
+	return fmt.Sprintf(" (per round: median %s, %s to %s over %d rounds)", delta(d[n/2]), delta(d[0]), delta(d[n-1]), n)
+}
+
+// roundRatios is roundDeltas for throughput: each round's rate of c over
+// bare's.
+func roundRatios(c, bare *cell) string {
+	n := min(len(c.rounds), len(bare.rounds))
+	if n < 2 {
+		return ""
+	}
+	q := make([]float64, n)
+	for i := range n {
+		q[i] = c.rounds[i].rps() / bare.rounds[i].rps()
+	}
+	slices.Sort(q)
+	return fmt.Sprintf(" (per round: median %.0f%%, %.0f%% to %.0f%% over %d rounds)", 100*q[n/2], 100*q[0], 100*q[n-1], n)
 }
 
 // syncOf is the audit.sync a pamctl row runs with.
