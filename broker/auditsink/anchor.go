@@ -28,6 +28,48 @@ func NewTarget(c SinkConfig) (Target, error) {
 	return nil, fmt.Errorf("unknown sink type %q", c.Type)
 }
 
+// CheckTargets builds, as Start does, the target of every syslog and http
+// sink and of an http anchor, and reports what would stop Start: a
+// url_file that is missing or does not hold one http(s) URL, a
+// headers_file or ca_file that is missing or holds nothing usable. It
+// reads those files (never quoting a URL or a header value) and sends
+// nothing. Entries Validate refuses are skipped (ValidateAll reports
+// them), and so is an entry naming a file for which skip returns true
+// (its caller has reported that file already). File sinks and a file
+// anchor are not opened: that would create them. Errors name the entry
+// as ValidateAll does.
+func CheckTargets(sinks []SinkConfig, anchor AnchorConfig, skip func(path string) bool) []error {
+	skipped := func(paths ...string) bool {
+		for _, p := range paths {
+			if p != "" && skip != nil && skip(p) {
+				return true
+			}
+		}
+		return false
+	}
+	var errs []error
+	for i, c := range sinks {
+		if (c.Type != TypeHTTP && c.Type != TypeSyslog) || c.Validate() != nil || skipped(c.URLFile, c.HeadersFile, c.CAFile) {
+			continue
+		}
+		t, err := NewTarget(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("audit.sinks[%d] (%s): %w", i, c.Type, err))
+			continue
+		}
+		t.Close()
+	}
+	if anchor.Enabled() && anchor.File == "" && anchor.Validate() == nil && !skipped(anchor.URLFile, anchor.HeadersFile, anchor.CAFile) {
+		t, err := NewAnchorTarget(anchor)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("audit.anchor: %w", err))
+		} else {
+			t.Close()
+		}
+	}
+	return errs
+}
+
 // NewAnchorTarget builds the anchor: signed heads appended to a file, one
 // {"head":{...}} line each, or POSTed one at a time as that JSON object.
 func NewAnchorTarget(a AnchorConfig) (Target, error) {

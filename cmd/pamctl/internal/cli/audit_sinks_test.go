@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pamctl/pamctl/broker/tlsconf/tlstest"
 )
 
 // audit.sinks and audit.anchor decode strictly, validate every entry at
@@ -11,16 +14,23 @@ import (
 func TestAuditSinksConfig(t *testing.T) {
 	dir := t.TempDir()
 	base := "data_dir: " + filepath.Join(dir, "data") + "\nmaster_key_file: " + filepath.Join(dir, "master.key") + "\n"
+	// serve reads the ca_file and headers_file at start, and so does
+	// config check: they exist.
+	ca := tlstest.NewCA(t, "siem").WriteFile(t, dir, "ca")
+	hec := filepath.Join(dir, "hec")
+	if err := os.WriteFile(hec, []byte("Authorization: Splunk hecs3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	good := writeConfig(t, base+`audit:
   head_every: 50
   head_interval: 5s
   sinks:
-    - { type: syslog, addr: "tcp+tls://siem.example.com:6514", ca_file: /etc/pamctl/ca.pem }
+    - { type: syslog, addr: "tcp+tls://siem.example.com:6514", ca_file: `+ca+` }
     - type: http
       url: "https://user:pa55word@collector.example.com/ingest?token=qu3rysecret"
       format: splunk_hec
       headers: { X-Source: inlinevalue }
-      headers_file: /etc/pamctl/hec
+      headers_file: `+hec+`
       timeout: 10s
     - { type: file, path: /var/log/pamctl/trail.jsonl, max_size: 1048576, max_files: 4 }
     - { type: http, url: "https://collectors.example.com/receiver/v1/http/ZaVnC4dhaV2ZK1p7Z3fU9q0LmXbR" }
@@ -32,7 +42,7 @@ func TestAuditSinksConfig(t *testing.T) {
 	}
 	rj := runCLI(t, "config", "check", "--config", good, "-o", "json")
 	// A token in the path too (black-box red team), as everywhere else.
-	for _, secret := range []string{"pa55word", "qu3rysecret", "anch0rsecret", "inlinevalue", "ZaVnC4dhaV2ZK1p7", "AnchorPathT0ken99"} {
+	for _, secret := range []string{"pa55word", "qu3rysecret", "anch0rsecret", "inlinevalue", "ZaVnC4dhaV2ZK1p7", "AnchorPathT0ken99", "hecs3cret"} {
 		if strings.Contains(r.out+r.err+rj.out+rj.err, secret) {
 			t.Errorf("config check printed %q:\n%s\n%s", secret, r.out, rj.out)
 		}
@@ -40,7 +50,7 @@ func TestAuditSinksConfig(t *testing.T) {
 	if !strings.Contains(r.out, "receiver/v1/http/…") {
 		t.Errorf("config check does not show the sink's URL with its token hidden:\n%s", r.out)
 	}
-	for _, want := range []string{"head_every: 50", "head_interval: 5s", "timeout: 10s", "x-source: <hidden>", "headers_file: /etc/pamctl/hec", "max_files: 4"} {
+	for _, want := range []string{"head_every: 50", "head_interval: 5s", "timeout: 10s", "x-source: <hidden>", "headers_file: " + hec, "max_files: 4"} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.out)
 		}

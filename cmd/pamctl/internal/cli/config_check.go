@@ -64,8 +64,8 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 	if err != nil {
 		return err
 	}
-	fileWarnings, filesErr := cfg.CheckNamedFiles()
-	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), filesErr, cfg.CheckTLS(), cfg.CheckStore()); err != nil {
+	fileWarnings, refused, filesErr := cfg.checkNamedFiles()
+	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), filesErr, cfg.CheckAuditTargets(refused), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
 	for _, w := range slices.Concat(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings(), cfg.IssuerStepUpWarnings(), fileWarnings) {

@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/safefile"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/vault"
@@ -794,17 +795,33 @@ func (c *Config) CheckPrivate() error {
 // roles) and `config check` run it. Paths that do not exist are left to
 // their reader.
 func (c *Config) CheckNamedFiles() (warnings []string, err error) {
+	warnings, _, err = c.checkNamedFiles()
+	return warnings, err
+}
+
+// checkNamedFiles is CheckNamedFiles, also returning the paths it refused.
+func (c *Config) checkNamedFiles() (warnings []string, refused map[string]bool, err error) {
 	var errs []error
+	refused = map[string]bool{}
 	for _, f := range c.namedFiles() {
 		w, err := safefile.CheckPerms(f.path, f.secret)
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+			refused[f.path] = true
 		case w != "":
 			warnings = append(warnings, f.key+": "+w)
 		}
 	}
-	return warnings, errors.Join(errs...)
+	return warnings, refused, errors.Join(errs...)
+}
+
+// CheckAuditTargets reads, with the function serve's start uses
+// (auditsink.CheckTargets), the files an audit sink or the anchor is
+// built from: a url_file holding one http(s) URL, a headers_file, a
+// ca_file. refused are files already reported (CheckNamedFiles).
+func (c *Config) CheckAuditTargets(refused map[string]bool) error {
+	return errors.Join(auditsink.CheckTargets(c.Audit.Sinks, c.Audit.Anchor, func(p string) bool { return refused[p] })...)
 }
 
 // namedFile is a file the configuration points pamctl at.
