@@ -206,3 +206,61 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 	}
 	waitFor(t, func() bool { code, _ := readyz(); return code == 503 })
 }
+
+// Under serve --dev /readyz judges the vaulted keys as without --dev
+// (review: dev skipped the check): a key too short to send fails, and so
+// does a missing extra key while the provider key is vaulted (the call
+// goes to the real upstream without it). No key at all is dev's own
+// built-in mock upstream answering: ready.
+func TestDevReadyzJudgesProviderKeys(t *testing.T) {
+	s := startServerOpts(t, func(c *Config) {
+		c.Upstreams[0].ExtraKey = ExtraKeyConfig{Header: "X-Gateway-Key", Key: "gateway"}
+	}, AppOptions{Dev: true, ProbeEvery: 20 * time.Millisecond})
+	readyz := func() (int, string) {
+		resp, err := http.Get(s.app.ProxyURL() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var last string
+	state := func() string { return last }
+	want := func(code int, has, hasNot string) {
+		t.Helper()
+		waitFor(t, func() bool {
+			c, body := readyz()
+			last = fmt.Sprintf("%d %q", c, body)
+			return c == code && (has == "" || strings.Contains(body, has)) && (hasNot == "" || !strings.Contains(body, hasNot))
+		}, state)
+	}
+	want(200, "", "provider_key") // the built-in mock's key
+	ctx := t.Context()
+	c := api.NewSocketClient(SocketPath(s.app.cfg.DataDir))
+	set := func(name, value string) {
+		t.Helper()
+		if _, err := c.VaultSet(ctx, name, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("openai", "sk-1234")
+	want(503, "provider_key/openai: failing", "sk-1234")
+	set("openai", "sk-test-readyz-0123456789abcdef")
+	want(503, "provider_key/openai/extra_key: failing", "provider_key/openai: failing")
+	set("gateway", "gw-test-readyz-0123456789abcdef")
+	want(200, "", "provider_key")
+	set("gateway", "gw-1234")
+	want(503, "provider_key/openai/extra_key: failing", "gw-1234")
+	// Back to the mock: no provider key. A short extra key is still
+	// refused by the proxy (it is vaulted, so it is sent), a missing one
+	// is not.
+	if err := c.VaultRemove(ctx, "openai"); err != nil {
+		t.Fatal(err)
+	}
+	want(503, "provider_key/openai/extra_key: failing", "provider_key/openai: failing")
+	if err := c.VaultRemove(ctx, "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	want(200, "", "provider_key")
+}
