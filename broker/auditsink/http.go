@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -327,7 +328,7 @@ func post(ctx context.Context, cl *http.Client, to endpoint, headers map[string]
 		if to.file != "" {
 			secrets = append(secrets, pathSegments(req.URL)...)
 		}
-		excerpt = []byte(safetext.Redact(string(excerpt), secrets))
+		excerpt = []byte(redactEchoed(string(excerpt), secrets))
 		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", shown, resp.Status, clean(excerpt, 200))}
 	}
 	return nil
@@ -335,7 +336,7 @@ func post(ctx context.Context, cl *http.Client, to endpoint, headers map[string]
 
 // pathSegments lists u's path segments, escaped and not: a url_file's
 // path is secret as a whole, not only where it looks like a token.
-// (safetext.Redact leaves words under 6 bytes: v1, http, in.)
+// (redactEchoed leaves words under 6 bytes: v1, http, in.)
 func pathSegments(u *url.URL) []string {
 	var s []string
 	for _, seg := range strings.Split(u.EscapedPath(), "/") {
@@ -389,6 +390,95 @@ func sentSecrets(req *http.Request) []string {
 		}
 	}
 	return s
+}
+
+// redactEchoed replaces in s, a collector's answer, every secret of at
+// least safetext.MinSecret bytes with "[redacted]", longest first, however
+// the collector wrote it back: in another ASCII case (or the whole secret
+// upper- or lower-cased, for other letters), and each byte as itself or
+// percent-encoded (%xx, hex in either case; '+' for a space), so a
+// collector or proxy that normalises, decodes or encodes the URL it
+// quotes does not undo the redaction.
+func redactEchoed(s string, secrets []string) string {
+	var forms []string
+	seen := map[string]bool{}
+	for _, x := range secrets {
+		for _, f := range []string{x, strings.ToUpper(x), strings.ToLower(x)} {
+			if len(f) >= safetext.MinSecret && !seen[f] {
+				seen[f] = true
+				forms = append(forms, f)
+			}
+		}
+	}
+	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	for _, x := range forms {
+		s = replaceEchoed(s, x)
+	}
+	return s
+}
+
+// replaceEchoed replaces every run of s that spells x (echoedLen).
+func replaceEchoed(s, x string) string {
+	var b strings.Builder
+	last := 0
+	for i := 0; i < len(s); {
+		if n := echoedLen(s[i:], x); n > 0 {
+			b.WriteString(s[last:i])
+			b.WriteString("[redacted]")
+			i += n
+			last = i
+			continue
+		}
+		i++
+	}
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// echoedLen is the length of the prefix of s that spells x, byte by byte
+// in any ASCII case, each byte as itself or as %xx ('+' for a space); 0
+// when s does not start with x.
+func echoedLen(s, x string) int {
+	j := 0
+	for k := 0; k < len(x); k++ {
+		if j >= len(s) {
+			return 0
+		}
+		want := lowerASCII(x[k])
+		switch c := s[j]; {
+		case c == '%' && j+2 < len(s) && isHex(s[j+1]) && isHex(s[j+2]) && lowerASCII(unhex(s[j+1])<<4|unhex(s[j+2])) == want:
+			j += 3
+		case c == '+' && want == ' ', lowerASCII(c) == want:
+			j++
+		default:
+			return 0
+		}
+	}
+	return j
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 // unwrapURLError drops *url.Error's copy of the URL (it may hold a token
