@@ -405,9 +405,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		// The provider refused the vaulted key. Its message may quote part
 		// of the key, so none of it goes to the client.
 		_ = res.Body.Close()
-		return errUpstream(http.StatusBadGateway, CodeUpstreamAuth, fmt.Sprintf(
-			"Upstream %q refused the vaulted provider key. An administrator should check it with `pamctl vault set %s`.",
-			c.up.name, c.up.keyName), fmt.Errorf("upstream answered %d", res.StatusCode))
+		return upstreamAuthError(c.up)
 	}
 
 	if res.StatusCode < 100 || res.StatusCode > 599 {
@@ -1266,3 +1264,20 @@ func (u *utf8Body) check(b []byte) bool {
 }
 
 func (u *utf8Body) Close() error { return u.src.Close() }
+
+// upstreamAuthError is the answer to an upstream's 401: it refused the
+// vaulted key, or, for an upstream with an extra_key, one of the two keys
+// (which one, the 401 does not say; its text, which may quote a key, is
+// not read). It names the vault entries, never a value, in the answer
+// (and so the trail) and, as its cause, the log.
+func upstreamAuthError(up *upstream) *apiError {
+	if up.extraHeader == "" {
+		return errUpstream(http.StatusBadGateway, CodeUpstreamAuth, fmt.Sprintf(
+			"Upstream %q refused the vaulted provider key. An administrator should check it with `pamctl vault set %s`.",
+			up.name, up.keyName), fmt.Errorf("upstream answered 401 to the provider key (vault entry %s)", up.keyName))
+	}
+	return errUpstream(http.StatusBadGateway, CodeUpstreamAuth, fmt.Sprintf(
+		"Upstream %q refused the vaulted keys: the provider key (vault entry %s) or the extra key (extra_key, vault entry %s); its answer does not say which. An administrator should check both with `pamctl vault set %s` and `pamctl vault set %s`.",
+		up.name, up.keyName, up.extraKeyName, up.keyName, up.extraKeyName),
+		fmt.Errorf("upstream answered 401 to the provider key (vault entry %s) and the extra key (vault entry %s): one of them, it does not say which", up.keyName, up.extraKeyName))
+}

@@ -130,8 +130,7 @@ func (p *Proxy) fetchModels(r *http.Request, up *upstream) ([]model, *apiError) 
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q broke off its model list.", up.name), err)
 	}
 	if res.StatusCode == http.StatusUnauthorized {
-		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamAuth, fmt.Sprintf(
-			"Upstream %q refused the vaulted provider key. An administrator should check it with `pamctl vault set %s`.", up.name, up.keyName), nil)
+		return nil, upstreamAuthError(up)
 	}
 	if res.StatusCode != http.StatusOK {
 		return nil, errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf("Upstream %q answered %d to the model list.", up.name, res.StatusCode), nil)
