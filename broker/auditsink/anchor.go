@@ -29,15 +29,16 @@ func NewTarget(c SinkConfig) (Target, error) {
 }
 
 // CheckTargets builds, as Start does, the target of every syslog and http
-// sink and of an http anchor, and reports what would stop Start: a
-// url_file that is missing or does not hold one http(s) URL, a
-// headers_file or ca_file that is missing or holds nothing usable. It
-// reads those files (never quoting a URL or a header value) and sends
-// nothing. Entries Validate refuses are skipped (ValidateAll reports
-// them), and so is an entry naming a file for which skip returns true
-// (its caller has reported that file already). File sinks and a file
-// anchor are not opened: that would create them. Errors name the entry
-// as ValidateAll does.
+// sink and of the anchor, and reports what would stop Start: a url_file
+// that is missing or does not hold one http(s) URL, a headers_file or
+// ca_file that is missing or holds nothing usable, an anchor file whose
+// directory does not exist or that is a symlink or not a file. It reads
+// those files (never quoting a URL or a header value), creates nothing
+// and sends nothing. Entries Validate refuses are skipped (ValidateAll
+// reports them), and so is an entry naming a file for which skip returns
+// true (its caller has reported that file already). File sinks are not
+// built: that would create their directory and file. Errors name the
+// entry as ValidateAll does.
 func CheckTargets(sinks []SinkConfig, anchor AnchorConfig, skip func(path string) bool) []error {
 	skipped := func(paths ...string) bool {
 		for _, p := range paths {
@@ -59,7 +60,7 @@ func CheckTargets(sinks []SinkConfig, anchor AnchorConfig, skip func(path string
 		}
 		t.Close()
 	}
-	if anchor.Enabled() && anchor.File == "" && anchor.Validate() == nil && !skipped(anchor.URLFile, anchor.HeadersFile, anchor.CAFile) {
+	if anchor.Enabled() && anchor.Validate() == nil && !skipped(anchor.URLFile, anchor.HeadersFile, anchor.CAFile) {
 		t, err := NewAnchorTarget(anchor)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("audit.anchor: %w", err))

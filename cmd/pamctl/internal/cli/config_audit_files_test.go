@@ -105,7 +105,8 @@ func TestConfigCheckJudgesAuditURLFiles(t *testing.T) {
 // The other files serve's start reads for an audit sink or the anchor
 // (headers_file, a syslog's or an http target's ca_file) are read by
 // `config check` too: missing or holding nothing usable fails the check,
-// naming the setting and the file, never quoting a header's value.
+// naming the setting and the file, never quoting a header's value. So is
+// an anchor file serve would refuse (its directory missing, a symlink).
 func TestConfigCheckJudgesAuditSinkFiles(t *testing.T) {
 	dir := t.TempDir()
 	base := "data_dir: " + filepath.Join(dir, "data") + "\nmaster_key_file: " + filepath.Join(dir, "master.key") + "\n"
@@ -140,6 +141,19 @@ func TestConfigCheckJudgesAuditSinkFiles(t *testing.T) {
 		{"anchor headers_file missing", func(f string) string {
 			return "audit:\n  anchor: { url: 'https://a.example.com/x', headers_file: '" + f + "' }\n"
 		}, missing, "audit.anchor: ", "no such file"},
+		{"anchor file in a missing directory", func(f string) string {
+			return "audit:\n  anchor: { file: '" + f + "' }\n"
+		}, func(t *testing.T) string { return filepath.Join(t.TempDir(), "not-mounted", "heads.jsonl") }, "audit.anchor: ", "its directory does not exist"},
+		{"anchor file a symlink", func(f string) string {
+			return "audit:\n  anchor: { file: '" + f + "' }\n"
+		}, func(t *testing.T) string {
+			d := t.TempDir()
+			p := filepath.Join(d, "heads.jsonl")
+			if err := os.Symlink(filepath.Join(d, "elsewhere"), p); err != nil {
+				t.Skipf("no symlink here: %v", err)
+			}
+			return p
+		}, "audit.anchor: ", "is a symlink"},
 		{"anchor ca_file without PEM", func(f string) string {
 			return "audit:\n  anchor: { url: 'https://a.example.com/x', ca_file: '" + f + "' }\n"
 		}, func(t *testing.T) string { return write(t, "x") }, "audit.anchor: ", "holds no PEM certificate"},
