@@ -62,15 +62,15 @@ func TestHostileTextCannotSplitOrForgeRecords(t *testing.T) {
 	}
 	waitFor(t, "every sink caught up", func() bool {
 		for _, s := range m.Status() {
-			if s.Lag != 0 || s.Cursor.Seq != uint64(n) {
+			if s.Lag != 0 || s.Cursor.Seq != uint64(n) || s.Cursor.HeadSeq != uint64(n) {
 				return false
 			}
 		}
 		return true
 	})
 	// Syslog has no acknowledgement: wait for the receivers to read it all.
-	waitFor(t, "the syslog receivers read every event", func() bool {
-		return syslogTCP.got.count() == n
+	waitFor(t, "the syslog receivers read every event and the head", func() bool {
+		return syslogTCP.got.count() == n && syslogTCP.got.headCount() > 0
 	})
 	m.Close()
 	syslogTCP.got.exactlyInOrder(t, "syslog tcp", n)

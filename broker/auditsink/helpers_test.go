@@ -114,6 +114,12 @@ func (r *received) count() int {
 	return len(r.seqs)
 }
 
+func (r *received) headCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.heads)
+}
+
 // exactlyInOrder checks seqs 1..n arrived once each, in order, and every
 // head matches an event received before it.
 func (r *received) exactlyInOrder(t *testing.T, name string, n int) {
