@@ -251,31 +251,6 @@ func foldableName(k string) bool {
 	return false
 }
 
-// addressClaim reports whether a client's header named k claims a client
-// address or connection (X-Real-IP, True-Client-IP, CF-Connecting-IP,
-// X-ClientIP, X-Azure-ClientIP, X-Forwarded-*, Forwarded-For,
-// X-Remote-Addr, ...): the upstream's client is the proxy, and a gateway
-// may key allow-lists or rate limits on such a claim, which pamctl never
-// checked.
-func addressClaim(k string) bool {
-	if containsFolded(k, "forwarded") || containsFolded(k, "remote-addr") || containsFolded(k, "client-addr") {
-		return true
-	}
-	for k != "" { // "ip", "ipv4", "ipv6", "addr" between the dashes, alone or after a word such as client
-		word, rest, _ := strings.Cut(k, "-")
-		for _, suffix := range []string{"ip", "ipv4", "ipv6", "addr", "address"} {
-			if len(word) < len(suffix) || !foldedEqual(word[len(word)-len(suffix):], suffix) {
-				continue
-			}
-			if who := word[:len(word)-len(suffix)]; who == "" && suffix != "address" && suffix != "addr" || addressOwner(who) {
-				return true
-			}
-		}
-		k = rest
-	}
-	return false
-}
-
 // addressOwner reports a word that, before "ip" or "addr" (ClientIP,
 // RealIP, RemoteAddr), says whose address it is.
 func addressOwner(w string) bool {

@@ -76,35 +76,91 @@ func (f *forwardSet) allows(k string) bool {
 // forwardRefusal says why a header named k never goes from a client to an
 // upstream, built in or configured, or "" when nothing is against it. Case
 // and '_' are folded, as CGI-style servers fold them.
+//
+// The refusal is by classes of names, each a set of words: a gateway in
+// front of a provider trusts the hop before it (pamctl) for who the caller
+// is, where it connects from, where the call goes, whose account it is
+// billed to and whether a stored answer may serve it, under names no list
+// enumerates. Names are not required to have a positive shape (a label
+// vocabulary such as trace, tag, name, id): the dangerous names hold those
+// words too (X-User-Id, X-Consumer-Username), so such a shape would refuse
+// little the classes do not and the gateways' own label headers
+// (Helicone-Property-*, X-Portkey-Metadata) would need exceptions; the
+// operator's list is the allowlist, the classes keep it to labels.
 func forwardRefusal(k string) string {
 	switch {
 	case k == "" || foldableName(k):
 		return "a forwarded header's name holds only ASCII letters, digits and '-' (a server that reads headers as CGI does folds '_', '.' and the like into '-', so the name would be another header there)"
 	case framingHeader(k):
-		return "it is hop-by-hop or framing (connection, length, encoding, ranges, Host): pamctl sets those itself for the body it checked"
+		return "it is hop-by-hop or framing (connection, length, encoding, digest, ranges, Host): pamctl sets those itself for the body it checked"
 	case ownHeader(k):
 		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
+	case accountName(k) && !credentialName(k): // an account's key (Ocp-Apim-Subscription-Key) is a credential
+		return whyAccount
+	case identityName(k):
+		return whyIdentity
 	case credentialName(k):
 		return "it is named as a credential: only the vaulted key goes upstream (use key_header or extra_key for a gateway's key)"
 	case addressClaim(k):
-		return "it claims a client address: the upstream's client is the proxy, and pamctl never checked the claim"
+		return whyAddress
 	case routeOverride(k) || routingName(k):
-		return "it may select another route, model, deployment or upstream than the one pamctl checked against the grant's scope"
-	case accountName(k):
-		return "it selects an organization, project or billing account: set upstreams[].organization or project instead"
+		return whyRouting
+	case cacheName(k) || gatewayControl(k):
+		return whyCache
 	}
 	return ""
 }
 
+const (
+	whyIdentity = "it asserts an identity (a user, principal, group, role, consumer, or one to impersonate): a gateway trusts that from the hop before it, which is pamctl, and pamctl never checked it (the grant's subject is in the audit trail)"
+	whyAddress  = "it claims a client address or origin: the upstream's client is the proxy, and pamctl never checked the claim"
+	whyRouting  = "it may select another route, API version, model, deployment or upstream than the one pamctl checked against the grant's scope, or have a gateway retry, mirror or redirect the call"
+	whyAccount  = "it selects an organization, project, billing account or rate limit: set upstreams[].organization or project instead"
+	whyCache    = "it steers a gateway's cache, deduplication or per-request controls (Cache-Control, Helicone-Cache-*, Cf-Aig-*): every agent shares the vaulted key, so a cache keyed on it would hand one agent another's answer"
+)
+
+// nameWords is k's words: lower case, split at '-' and '_'.
+func nameWords(k string) []string {
+	return strings.Split(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "-")
+}
+
+// anyWord reports whether a word of ws is one of set.
+func anyWord(ws []string, set ...string) bool {
+	for _, w := range ws {
+		for _, s := range set {
+			if w == s {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// containsAnyFolded reports whether k holds one of subs (folded).
+func containsAnyFolded(k string, subs ...string) bool {
+	for _, s := range subs {
+		if containsFolded(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // framingHeader: hop-by-hop headers, framing and what only the proxy may
-// decide of the transfer.
+// decide of the transfer: the body's own headers (Content-* but
+// Content-Type, which the SDKs send and pamctl sets for a JSON body) and
+// its digests, which describe the body the client sent, not the one
+// pamctl checked and masked.
 func framingHeader(k string) bool {
-	switch http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")) {
+	switch ck := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")); ck {
 	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
 		"Content-Length", "Content-Encoding", "Accept-Encoding", "Expect", "Range", "If-Range", "Via", "Max-Forwards":
 		return true
+	case "Content-Type":
+		return false
+	default:
+		return strings.HasPrefix(ck, "Content-") || anyWord(nameWords(k), "digest")
 	}
-	return false
 }
 
 // ownHeader: the headers pamctl sets on every forwarded call.
@@ -120,48 +176,133 @@ func ownHeader(k string) bool {
 // credential: Authorization and its kin (Proxy-Authorization,
 // Helicone-Auth, X-Auth-Token), any key but Idempotency-Key (Api-Key,
 // X-Api-Key, Ocp-Apim-Subscription-Key, X-Portkey-Virtual-Key), tokens,
-// secrets, passwords, cookies and signatures.
+// secrets, passwords and passcodes, cookies and sessions, signatures and
+// HMACs, JWTs and bearer assertions, one-time codes and nonces, CSRF
+// tokens, client certificates and what vouches for them (X-Client-Cert,
+// X-Ssl-Client-Verify), and AWS request signing (X-Amz-*).
 func credentialName(k string) bool {
 	if foldedEqual(k, "idempotency-key") {
 		return false
 	}
-	for _, w := range []string{"auth", "key", "token", "secret", "passw", "cookie", "credential", "signature", "session"} {
-		if containsFolded(k, w) {
+	ws := nameWords(k)
+	for _, w := range ws {
+		if strings.Contains(w, "key") && w != "portkey" { // Portkey's own labels (X-Portkey-Trace-Id) are not keys
 			return true
+		}
+	}
+	return containsAnyFolded(k, "auth", "token", "secret", "pass", "cookie", "credential", "signature", "session",
+		"jwt", "bearer", "hmac", "cert", "csrf", "xsrf", "nonce", "assertion", "oidc", "saml", "ntlm", "kerberos") ||
+		anyWord(ws, "sig", "sign", "signed", "signing", "sigv4", "amz", "otp", "totp", "hotp", "mfa", "ssl", "tls", "mtls", "x509", "spiffe")
+}
+
+// identityName reports a name that asserts who the caller is, what it may
+// do, or whom it acts as: the headers authenticating proxies set for the
+// services behind them (X-Remote-User, X-Forwarded-User, X-Auth-Request-
+// Email, X-Ms-Client-Principal, X-Amzn-Oidc-Identity, X-Consumer-Id,
+// X-Kong-Consumer), Kubernetes' impersonation (Impersonate-User,
+// -Group) and a gateway's per-user keys (Helicone-User-Id). User-Agent,
+// which names software, is not one.
+func identityName(k string) bool {
+	ws := nameWords(k)
+	for i, w := range ws {
+		if strings.Contains(w, "user") && !(w == "user" && i+1 < len(ws) && ws[i+1] == "agent") {
+			return true
+		}
+	}
+	return containsAnyFolded(k, "principal", "impersonat", "consumer", "identity", "subject", "email", "claim", "behalf",
+		"caller", "login", "member", "owner", "group", "permission", "privilege", "entitlement", "admin", "scope", "sudo") ||
+		anyWord(ws, "role", "roles", "actor", "actors", "as", "sub", "uid", "upn")
+}
+
+// addressClaim reports whether a client's header named k claims a client
+// address, connection or origin (X-Real-IP, True-Client-IP,
+// CF-Connecting-IP, X-ClientIP, X-Azure-ClientIP, X-Forwarded-*,
+// Forwarded, X-Remote-Addr, X-Envoy-External-Address, X-Peer-Addr,
+// CF-IPCountry, a port, Origin, Referer): the upstream's client is the
+// proxy, and a gateway may key allow-lists or rate limits on such a claim,
+// which pamctl never checked.
+func addressClaim(k string) bool {
+	if containsAnyFolded(k, "forwarded", "remote-addr", "client-addr", "connecting", "country", "latitude", "longitude", "continent") {
+		return true
+	}
+	ws := nameWords(k)
+	if anyWord(ws, "addr", "address", "peer", "port", "real", "remote", "origin", "referer", "referrer", "geo", "city") {
+		return true
+	}
+	for _, word := range ws { // "ip…" (IP, IPv6, IPCountry) as a word, or "ip"/"addr" after a word such as client
+		if strings.HasPrefix(word, "ip") {
+			return true
+		}
+		for _, suffix := range []string{"ip", "ipv4", "ipv6", "addr", "address"} {
+			if strings.HasSuffix(word, suffix) && addressOwner(word[:len(word)-len(suffix)]) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
 // routingName reports a name a gateway may route by: a model, deployment,
-// engine, provider, region or target, a host, URL or path, a gateway's
-// config.
+// engine, provider, region or target, a host, URL, base URL or path, a
+// gateway's config, an API version (Api-Version, X-Ms-Version; not the
+// version of the caller's own software, X-Stainless-Package-Version), the
+// original or rewritten request (X-Original-Host, X-Rewrite-Url), retries,
+// mirrors, shadows, canaries and redirects (X-Envoy-Retry-On,
+// Helicone-Retry-Enabled: a gateway's retry is a second call pamctl
+// counted once), and every Envoy control header (X-Envoy-*: Envoy obeys
+// them from a hop it trusts).
 func routingName(k string) bool {
-	for _, w := range []string{"model", "deploy", "engine", "route", "routing", "upstream", "provider", "backend", "target",
-		"region", "zone", "cluster", "host", "url", "uri", "path", "endpoint", "config", "override", "destination", "fallback", "tier", "priority"} {
-		if containsFolded(k, w) {
-			return true
+	if containsAnyFolded(k, "model", "deploy", "engine", "route", "routing", "upstream", "provider", "backend", "target",
+		"region", "zone", "cluster", "host", "url", "uri", "path", "endpoint", "config", "override", "destination", "fallback", "tier", "priority",
+		"apibase", "rewrite", "redirect", "original", "shadow", "mirror", "canary") {
+		return true
+	}
+	ws := nameWords(k)
+	if anyWord(ws, "envoy", "base", "proxy") {
+		return true
+	}
+	for i, w := range ws {
+		switch w {
+		case "version", "versions", "ver":
+			if i == 0 || !anyWord(ws[i-1:i], "package", "runtime", "sdk", "client", "app", "agent", "library", "lib", "lang", "os", "build", "browser") {
+				return true
+			}
+		case "retry", "retries":
+			if i+1 == len(ws) || !anyWord(ws[i+1:i+2], "count", "attempt", "number") {
+				return true
+			}
 		}
 	}
 	return false
 }
 
 // accountName reports a name that selects whose account a call is billed
-// or kept under.
+// or kept under, or the limits it counts against.
 func accountName(k string) bool {
-	for _, w := range []string{"organization", "organisation", "project", "billing", "account", "tenant", "workspace", "subscription", "customer", "quota", "budget"} {
-		if containsFolded(k, w) {
-			return true
-		}
+	if containsAnyFolded(k, "organization", "organisation", "project", "billing", "account", "tenant", "workspace", "subscription", "customer", "quota", "budget", "limit") {
+		return true
 	}
-	for rest := k; rest != ""; {
-		word, more, _ := strings.Cut(rest, "-")
-		if foldedEqual(word, "org") || foldedEqual(word, "orgid") {
-			return true
-		}
-		rest = more
-	}
-	return false
+	return anyWord(nameWords(k), "org", "orgid", "cost", "spend")
+}
+
+// cacheName reports a name that steers a cache or deduplication: Cache-
+// Control, Pragma, conditional requests (If-None-Match and the like), a
+// gateway's cache (Helicone-Cache-Enabled, X-Portkey-Cache-*), TTLs,
+// replays. Every agent shares the vaulted key, so a cache keyed on it
+// would hand one agent another's answer (the reason Idempotency-Key is
+// not built in).
+func cacheName(k string) bool {
+	ws := nameWords(k)
+	return containsAnyFolded(k, "cache", "pragma", "dedup", "replay", "surrogate") || anyWord(ws, "ttl") || ws[0] == "if"
+}
+
+// gatewayControl reports the per-request controls of Cloudflare AI
+// Gateway (Cf-Aig-*: skip the cache, its TTL and key, retries, timeouts,
+// whether to log): refused to clients as a prefix, since each is one of
+// the classes above. A key header under it (Cf-Aig-Authorization) is set
+// by pamctl, not the client, and is not refused for it.
+func gatewayControl(k string) bool {
+	return len(k) >= len("cf-aig-") && foldedEqual(k[:len("cf-aig-")], "cf-aig-")
 }
 
 // CheckHeaders reports every problem of u's header settings

@@ -198,11 +198,15 @@ func TestForwardHeadersValidated(t *testing.T) {
 
 // TestBuiltinForwardHeadersPassTheirOwnRules: every built-in entry and the
 // SDKs' telemetry names pass forwardRefusal (a rule that caught them would
-// silently drop what the SDKs send), and the hostile names do not.
+// say the built-in list forwards what the rules refuse: the version and
+// retry words must not catch X-Stainless-Package-Version or -Retry-Count),
+// and the hostile names do not.
 func TestBuiltinForwardHeadersPassTheirOwnRules(t *testing.T) {
-	for k := range builtinForward {
-		if why := forwardRefusal(k); why != "" {
-			t.Errorf("built-in %s is refused: %s", k, why)
+	for _, set := range []map[string]bool{builtinForward, stainlessHeaders} {
+		for k := range set {
+			if why := forwardRefusal(k); why != "" {
+				t.Errorf("built-in %s is refused: %s", k, why)
+			}
 		}
 	}
 	f, err := newForwardSet(nil)

@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pamctl/pamctl/broker/token"
+)
+
+// The phrases each refusal class's message holds.
+const (
+	classCredential = "named as a credential"
+	classIdentity   = "asserts an identity"
+	classAddress    = "claims a client address"
+	classRouting    = "may select another route"
+	classAccount    = "selects an organization, project"
+	classCache      = "steers a gateway's cache"
+	classFraming    = "hop-by-hop or framing"
+)
+
+// TestForwardHeaderClasses: the names an external red team got through
+// forward_headers to the upstream (identity assertions gateways trust,
+// address claims, route and API-version selectors, credentials under
+// other names, gateway cache controls) are refused, each with its class
+// in the message, by `config check` (CheckHeaders) and by serve (New);
+// names that label a call stay allowed.
+func TestForwardHeaderClasses(t *testing.T) {
+	for name, class := range map[string]string{
+		// identity and impersonation assertions
+		"Impersonate-User":                classIdentity,
+		"Impersonate-Group":               classIdentity,
+		"Impersonate-Uid":                 classIdentity,
+		"X-Ms-Client-Principal":           classIdentity,
+		"X-Ms-Client-Principal-Name":      classIdentity,
+		"X-Ms-Client-Principal-Id":        classIdentity,
+		"X-Remote-User":                   classIdentity,
+		"Remote-User":                     classIdentity,
+		"X-Amzn-Oidc-Identity":            classIdentity,
+		"X-Kong-Consumer":                 classIdentity,
+		"X-Consumer-Id":                   classIdentity,
+		"X-Consumer-Username":             classIdentity,
+		"X-Consumer-Groups":               classIdentity,
+		"X-User":                          classIdentity,
+		"X-User-Id":                       classIdentity,
+		"X-Userid":                        classIdentity,
+		"X-Roles":                         classIdentity,
+		"X-Role":                          classIdentity,
+		"X-Groups":                        classIdentity,
+		"X-Forwarded-User":                classIdentity,
+		"X-Forwarded-Email":               classIdentity,
+		"X-Forwarded-Preferred-Username":  classIdentity,
+		"X-Auth-Request-User":             classIdentity,
+		"X-Auth-Request-Email":            classIdentity,
+		"X-Goog-Authenticated-User-Email": classIdentity,
+		"X-On-Behalf-Of":                  classIdentity,
+		"X-Actor":                         classIdentity,
+		"X-Caller":                        classIdentity,
+		"X-Run-As":                        classIdentity,
+		"X-As-User":                       classIdentity,
+		"X-Subject":                       classIdentity,
+		"X-Jwt-Sub":                       classIdentity,
+		"X-Claims":                        classIdentity,
+		"X-Scopes":                        classIdentity,
+		"X-Permissions":                   classIdentity,
+		"X-Admin":                         classIdentity,
+		"Helicone-User-Id":                classIdentity,
+		"X-Login":                         classIdentity,
+		// address claims
+		"X-Envoy-External-Address": classAddress,
+		"X-Peer-Addr":              classAddress,
+		"X-Peer":                   classAddress,
+		"X-Address":                classAddress,
+		"X-Client-Address":         classAddress,
+		"X-Source-Ip":              classAddress,
+		"X-Ip":                     classAddress,
+		"Forwarded":                classAddress,
+		"X-Original-Forwarded-For": classAddress,
+		"Cf-Connecting-Ip":         classAddress,
+		"Cf-Connecting-Ipv6":       classAddress,
+		"Cf-Ipcountry":             classAddress,
+		"True-Client-Ip":           classAddress,
+		"X-Cluster-Client-Ip":      classAddress,
+		"X-Real-Port":              classAddress,
+		"X-Client-Port":            classAddress,
+		"Origin":                   classAddress,
+		"Referer":                  classAddress,
+		"X-Geo-Country":            classAddress,
+		// route and API selectors
+		"X-Litellm-Api-Base":             classRouting,
+		"X-Api-Base":                     classRouting,
+		"Api-Version":                    classRouting,
+		"X-Api-Version":                  classRouting,
+		"X-Ms-Version":                   classRouting,
+		"Anthropic-Version":              classRouting,
+		"X-Envoy-Retry-On":               classRouting,
+		"X-Envoy-Max-Retries":            classRouting,
+		"X-Envoy-Upstream-Rq-Timeout-Ms": classRouting,
+		"X-Envoy-Force-Trace":            classRouting,
+		"X-Original-Url":                 classRouting,
+		"X-Rewrite-Url":                  classRouting,
+		"X-Original-Host":                classRouting,
+		"Helicone-Retry-Enabled":         classRouting,
+		"X-Shadow":                       classRouting,
+		"X-Mirror-To":                    classRouting,
+		"X-Redirect":                     classRouting,
+		"X-Canary":                       classRouting,
+		// credentials under other names
+		"X-Jwt":                  classCredential,
+		"X-Jwt-Assertion":        classCredential,
+		"X-Bearer":               classCredential,
+		"X-Pass":                 classCredential,
+		"X-Passcode":             classCredential,
+		"X-Hmac":                 classCredential,
+		"X-Sig":                  classCredential,
+		"X-Signed":               classCredential,
+		"X-Csrf-Token":           classCredential,
+		"X-Csrf":                 classCredential,
+		"X-Xsrf":                 classCredential,
+		"X-Nonce":                classCredential,
+		"X-Client-Cert":          classCredential,
+		"Ssl-Client-Cert":        classCredential,
+		"X-Ssl-Client-Verify":    classCredential,
+		"X-Amz-Security-Token":   classCredential,
+		"X-Amz-Security-Context": classCredential,
+		"X-Amz-Date":             classCredential,
+		"X-Amz-Content-Sha256":   classCredential,
+		"X-Otp":                  classCredential,
+		"X-Amzn-Oidc-Data":       classCredential,
+		// gateway cache controls
+		"Cache-Control":                 classCache,
+		"Pragma":                        classCache,
+		"Helicone-Cache-Enabled":        classCache,
+		"Helicone-Cache-Seed":           classCache,
+		"Cf-Aig-Skip-Cache":             classCache,
+		"Cf-Aig-Cache-Ttl":              classCache,
+		"Cf-Aig-Collect-Log":            classCache,
+		"Cf-Aig-Metadata":               classCache,
+		"X-Portkey-Cache-Force-Refresh": classCache,
+		"X-Portkey-Cache-Namespace":     classCache,
+		"X-Ttl":                         classCache,
+		"X-Dedupe-Id":                   classCache,
+		"X-Replay":                      classCache,
+		"If-None-Match":                 classCache,
+		"If-Modified-Since":             classCache,
+		// framing the proxy sets for the body it checked
+		"Content-Md5":    classFraming,
+		"Content-Digest": classFraming,
+		"Digest":         classFraming,
+		// whose limits a call counts against
+		"Helicone-Ratelimit-Policy": classAccount,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if why := forwardRefusal(name); !strings.Contains(why, class) {
+				t.Fatalf("forwardRefusal(%q) = %q, want the class %q", name, why, class)
+			}
+			for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+				u := Upstream{Name: "gw", URL: "https://gw.example/v1", ForwardHeaders: []string{spelled}}
+				if err := u.CheckHeaders(); err == nil || !strings.Contains(err.Error(), class) || !strings.Contains(err.Error(), "forward_headers") {
+					t.Fatalf("CheckHeaders with forward_headers [%q]: %v, want %q", spelled, err, class)
+				}
+			}
+			_, err := New(Options{Verifier: &token.Verifier{}, Keys: keySource{}, Audit: &memSink{},
+				Upstreams: []Upstream{{Name: "openai", URL: "https://api.openai.com/v1", ForwardHeaders: []string{name}}}})
+			if err == nil || !strings.Contains(err.Error(), class) {
+				t.Fatalf("New with forward_headers [%q]: %v, want %q", name, err, class)
+			}
+		})
+	}
+	for _, name := range []string{
+		"X-Trace-Tag", "X-Trace-Label", "X-Trace-Id", "X-Agent-Name", "X-Agent-Version", "X-Correlation-Id",
+		"X-Portkey-Trace-Id", "X-Portkey-Metadata", "X-Portkey-Span-Id", "X-Portkey-Span-Name", "X-Portkey-Parent-Span-Id",
+		"Helicone-Property-Run", "Helicone-Property-Environment", "Helicone-Request-Id", "Helicone-Prompt-Id",
+		"X-Client-Request-Id", "X-Amzn-Trace-Id", "X-B3-Traceid", "X-B3-Spanid", "Sentry-Trace", "X-Cloud-Trace-Context",
+		"X-Datadog-Trace-Id", "X-Job-Id", "X-Run-Label", "X-Run-Id", "X-Experiment", "X-Client-Version", "X-App-Version",
+		"X-Sdk-Version", "X-Retry-Count", "X-Retry-Attempt", "X-Timeout", "Anthropic-Beta", "X-Feature", "X-Description",
+		"Idempotency-Key", "X-Stainless-Helper-Name",
+	} {
+		if why := forwardRefusal(name); why != "" {
+			t.Errorf("%s is refused: %s", name, why)
+		}
+		if _, err := newForwardSet([]string{name}, "Authorization"); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
