@@ -353,11 +353,20 @@ func keyHeaders(u Upstream) (key, extra, extraEntry string) {
 }
 
 // keyHeaderRefusal says why a header named k cannot carry a vaulted key,
-// or "". A key header may be named as a credential (it is one); it may
-// not be hop-by-hop or framing (a proxy on the way drops or reads it),
-// pamctl's own, or a header clients send that the proxy forwards.
+// or "". A key header must be named as a credential (credentialName: it
+// is one, and proxies and gateways on the way treat such names as
+// secrets), but not as a cookie (intermediaries log and parse those), and
+// not as anything else a proxy or gateway on the way reads or logs: an
+// identity, a client address, a route or a cache control (X-Forwarded-
+// Authorization, X-Auth-Request-User, X-Cache-Key). It may not be
+// hop-by-hop or framing (a proxy on the way drops or reads it), pamctl's
+// own, or a header clients send that the proxy forwards. An account word
+// beside a credential's names the account's key (Ocp-Apim-Subscription-
+// Key), and Cloudflare AI Gateway's prefix is refused to clients, not to
+// pamctl (Cf-Aig-Authorization): neither refuses a key header.
 func keyHeaderRefusal(k string) string {
 	ck := http.CanonicalHeaderKey(k)
+	const pick = ": put the key in the header the gateway documents for it (Authorization, api-key, X-Api-Key, Ocp-Apim-Subscription-Key, Helicone-Auth, Cf-Aig-Authorization, ...)"
 	switch {
 	case foldableName(k):
 		return "a header name holds only ASCII letters, digits and '-'"
@@ -367,6 +376,18 @@ func keyHeaderRefusal(k string) string {
 		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
 	case builtinForward[ck] || strings.HasPrefix(ck, "X-Stainless-"):
 		return "it is a header the SDKs send and the proxy forwards (Accept, User-Agent, Content-Type, OpenAI-Beta, X-Stainless-*)"
+	case containsFolded(k, "cookie"):
+		return "it is a cookie header, which proxies log and parse as name=value pairs" + pick
+	case !credentialName(k):
+		return "it is not named as a credential (auth, key, token, secret, ...): proxies and gateways on the way log other names, or read them as something else (an address, a cache control, a location)" + pick
+	case identityName(k):
+		return "it is also named as an identity (a user, principal, group, role), which a gateway reads as who the caller is" + pick
+	case addressClaim(k):
+		return "it is also named as a client address (forwarded, IP, peer, origin), which proxies log and rewrite" + pick
+	case routeOverride(k) || routingName(k):
+		return "it is also named as a route, version or upstream selector, which a gateway reads to pick where the call goes" + pick
+	case cacheName(k):
+		return "it is also named as a cache control, which caches log and key stored answers on" + pick
 	}
 	return ""
 }

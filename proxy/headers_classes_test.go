@@ -183,3 +183,77 @@ func TestForwardHeaderClasses(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyHeaderClasses: a vaulted key goes only in a header named as a
+// credential (a cookie header excepted), and not in one that a proxy or
+// gateway on the way reads as an identity, an address, a route or a cache
+// control, or logs as such; the key headers real gateways document stay
+// accepted, as key_header and as extra_key.header.
+func TestKeyHeaderClasses(t *testing.T) {
+	const (
+		notCredential = "not named as a credential"
+		cookie        = "cookie"
+	)
+	for name, want := range map[string]string{
+		"X-Forwarded-For":           notCredential,
+		"Forwarded":                 notCredential,
+		"Referer":                   notCredential,
+		"Location":                  notCredential,
+		"Cache-Control":             notCredential,
+		"Pragma":                    notCredential,
+		"X-Correlation-Id":          notCredential,
+		"X-Trace-Label":             notCredential,
+		"Accept-Language":           notCredential,
+		"X-Gw":                      notCredential,
+		"Cookie":                    cookie,
+		"Set-Cookie":                cookie,
+		"Cookie2":                   cookie,
+		"X-Session-Cookie":          cookie,
+		"X-Forwarded-Authorization": "client address",
+		"X-Real-Ip-Token":           "client address",
+		"X-Auth-Request-User":       "identity",
+		"X-Remote-User-Token":       "identity",
+		"Impersonate-Key":           "identity",
+		"X-Upstream-Key":            "route",
+		"X-Original-Authorization":  "route",
+		"X-Model-Key":               "route",
+		"X-Cache-Key":               "cache",
+		"Cf-Aig-Cache-Key":          "cache",
+		"X-Request-Id":              "pamctl sets it",
+		"User-Agent":                "the SDKs send",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if why := keyHeaderRefusal(name); !strings.Contains(why, want) {
+				t.Fatalf("keyHeaderRefusal(%q) = %q, want %q", name, why, want)
+			}
+			for _, u := range []Upstream{{KeyHeader: name}, {ExtraKey: &ExtraKey{Header: name, KeyName: "gw"}}} {
+				u.Name, u.URL = "gw", "https://gw.example/v1"
+				if err := u.CheckHeaders(); err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("CheckHeaders %+v: %v, want %q", u, err, want)
+				}
+			}
+		})
+	}
+	for _, name := range []string{
+		"Authorization", "api-key", "Api-Key", "X-Api-Key", "Apikey", "Ocp-Apim-Subscription-Key", "X-Goog-Api-Key",
+		"X-Portkey-Api-Key", "X-Portkey-Virtual-Key", "Helicone-Auth", "Cf-Aig-Authorization", "X-Litellm-Api-Key",
+		"X-Auth-Token", "X-Gateway-Key", "X-Gravitee-Api-Key", "X-Apikey",
+	} {
+		if why := keyHeaderRefusal(name); why != "" {
+			t.Errorf("key header %s is refused: %s", name, why)
+		}
+		extra := "X-Gateway-Key"
+		if strings.EqualFold(name, extra) {
+			extra = "X-Api-Key"
+		}
+		for _, u := range []Upstream{{KeyHeader: name}, {KeyHeader: extra, ExtraKey: &ExtraKey{Header: name, KeyName: "gw"}}} {
+			u.Name, u.URL = "gw", "https://gw.example/v1"
+			if strings.EqualFold(name, "Authorization") && u.ExtraKey != nil {
+				continue // the provider key's own header with Bearer
+			}
+			if err := u.CheckHeaders(); err != nil {
+				t.Errorf("%+v: %v", u, err)
+			}
+		}
+	}
+}

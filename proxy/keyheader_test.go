@@ -273,7 +273,7 @@ func TestKeyHeadersValidated(t *testing.T) {
 		{Upstream{KeyHeader: "User-Agent"}, "the SDKs send"},
 		{Upstream{KeyHeader: "X-Stainless-Key"}, "the SDKs send"},
 		{Upstream{ExtraKey: &ExtraKey{KeyName: "gw"}}, "extra_key: header (the header the second key goes in) is required"},
-		{Upstream{ExtraKey: &ExtraKey{Header: "X-Gw"}}, "extra_key: key (the vault entry holding the second key) is required"},
+		{Upstream{ExtraKey: &ExtraKey{Header: "X-Gw-Key"}}, "extra_key: key (the vault entry holding the second key) is required"},
 		{Upstream{ExtraKey: &ExtraKey{Header: "authorization", KeyName: "gw"}}, "is the header the provider key goes in"},
 		{Upstream{KeyHeader: "api-key", ExtraKey: &ExtraKey{Header: "API-KEY", KeyName: "gw"}}, "is the header the provider key goes in"},
 		{Upstream{ExtraKey: &ExtraKey{Header: "Upgrade", KeyName: "gw"}}, `extra_key: header "Upgrade" cannot carry a key: it is hop-by-hop`},

@@ -82,13 +82,13 @@ func TestUpstreamKeyHeaders(t *testing.T) {
 	}
 
 	for body, want := range map[string]string{
-		"key_header: Host":                                              `upstreams[0] (o): key_header: "Host" cannot carry the key: it is hop-by-hop`,
-		"key_header: 'api key'":                                         "letters, digits and '-'",
-		"key_header: X-Request-Id":                                      "pamctl sets it",
-		"extra_key: { key: gw }":                                        "upstreams[0] (o): extra_key: header (the header the second key goes in) is required",
-		"extra_key: { header: X-Gw }":                                   "extra_key: key (the vault entry holding the second key) is required",
-		"extra_key: { header: Authorization, key: gw }":                 "is the header the provider key goes in",
-		"extra_key: { header: X-Gw, key: gw }, forward_headers: [X-Gw]": "forward_headers",
+		"key_header: Host":                              `upstreams[0] (o): key_header: "Host" cannot carry the key: it is hop-by-hop`,
+		"key_header: 'api key'":                         "letters, digits and '-'",
+		"key_header: X-Request-Id":                      "pamctl sets it",
+		"extra_key: { key: gw }":                        "upstreams[0] (o): extra_key: header (the header the second key goes in) is required",
+		"extra_key: { header: X-Gw-Key }":               "extra_key: key (the vault entry holding the second key) is required",
+		"extra_key: { header: Authorization, key: gw }": "is the header the provider key goes in",
+		"extra_key: { header: X-Gw-Key, key: gw }, forward_headers: [X-Gw-Key]": "forward_headers",
 	} {
 		cfg, err := LoadConfig(writeConfig(t, "upstreams: [{ name: o, url: 'https://x/v1', key: o, "+body+" }]\n"), nil)
 		if err != nil {
@@ -98,7 +98,7 @@ func TestUpstreamKeyHeaders(t *testing.T) {
 			t.Errorf("%s: %v, want %q", body, err, want)
 		}
 	}
-	if _, err := LoadConfig(writeConfig(t, "upstreams: [{ name: o, url: 'https://x/v1', key: o, extra_key: { header: X-Gw, key: gw, value: sk-inline } }]\n"), nil); err == nil || !strings.Contains(err.Error(), `unknown key "value"`) || strings.Contains(err.Error(), "sk-inline") {
+	if _, err := LoadConfig(writeConfig(t, "upstreams: [{ name: o, url: 'https://x/v1', key: o, extra_key: { header: X-Gw-Key, key: gw, value: sk-inline } }]\n"), nil); err == nil || !strings.Contains(err.Error(), `unknown key "value"`) || strings.Contains(err.Error(), "sk-inline") {
 		t.Errorf("an inline value under extra_key: %v", err)
 	}
 }
