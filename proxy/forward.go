@@ -61,6 +61,7 @@ func (p *Proxy) reverseProxy(up *upstream, rt http.RoundTripper) http.Handler {
 					delete(h, k)
 				}
 			}
+			up.fwd.perCaller(h, c.key.v, c.claims)
 			up.setKeys(h, c.key.v, c.extraKey.v)
 			if up.org != "" {
 				h.Set("OpenAI-Organization", up.org)

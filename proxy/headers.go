@@ -1,9 +1,15 @@
 package proxy
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/pamctl/pamctl/broker/token"
 )
 
 // What of a client's request headers goes upstream: an allowlist, not a
@@ -29,7 +35,39 @@ var builtinForward = map[string]bool{
 	// Not Idempotency-Key: every agent shares the upstream's vaulted key,
 	// so a gateway keeping idempotency keys per API key would answer one
 	// agent with another's answer when it names that agent's key. The
-	// SDKs generate one but send it nowhere; forward_headers may list it.
+	// SDKs generate one but send it nowhere; forward_headers may list it,
+	// and then it goes as idempotencyKey makes it, per caller.
+}
+
+// idempotencyHeader is the one forwarded header whose value is not the
+// client's: see idempotencyKey.
+const idempotencyHeader = "Idempotency-Key"
+
+// idempotencyKey is what goes upstream for a client's Idempotency-Key
+// value v: 32 hex digits of HMAC-SHA256, keyed by the call's vaulted key,
+// of the grant's subject and token id and v, each length-prefixed. The
+// same agent retrying under its grant sends the same key, so its retries
+// dedupe; two agents (two grants) sending one value never collide at a
+// gateway that keeps idempotency keys per API key, which every agent
+// shares; the upstream never sees the client's value. Keyed by the vaulted
+// key rather than a per-process secret, replicas sharing the vault and a
+// restarted proxy agree (a retry lands wherever the balancer sends it);
+// the key's holder learns nothing from it it could not compute, and a
+// rotated key starts new ones. A new grant starts new ones too.
+func idempotencyKey(key string, claims *token.Claims, v string) string {
+	mac := hmac.New(sha256.New, []byte(key))
+	mac.Write([]byte("pamctl idempotency-key v1"))
+	var sub, jti string
+	if claims != nil {
+		sub, jti = claims.Subject, claims.ID
+	}
+	var n [8]byte
+	for _, s := range []string{sub, jti, v} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		mac.Write(n[:])
+		mac.Write([]byte(s))
+	}
+	return hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
 // stainlessHeaders are the SDK telemetry headers the OpenAI SDKs' generator
@@ -422,6 +460,28 @@ func newForwardSet(extra []string, keyHeaders ...string) (*forwardSet, error) {
 		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
 	}
 	return f, nil
+}
+
+// perCaller replaces each value of a forwarded Idempotency-Key in h (the
+// client's headers f allows) by idempotencyKey of it under the call's
+// vaulted key and grant. An empty value stays empty: hashed, all of one
+// agent's empty keys would be one key, and its calls one answer.
+func (f *forwardSet) perCaller(h http.Header, key string, claims *token.Claims) {
+	if !f.extra[idempotencyHeader] {
+		return
+	}
+	for k, vs := range h {
+		if http.CanonicalHeaderKey(k) != idempotencyHeader {
+			continue
+		}
+		out := make([]string, len(vs))
+		for i, v := range vs {
+			if v != "" {
+				out[i] = idempotencyKey(key, claims, v)
+			}
+		}
+		h[k] = out
+	}
 }
 
 // oversized describes the client headers f would forward when one of

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pamctl/pamctl/broker/token"
 )
@@ -255,5 +257,73 @@ func TestKeyHeaderClasses(t *testing.T) {
 				t.Errorf("%+v: %v", u, err)
 			}
 		}
+	}
+}
+
+// TestIdempotencyKeyPerGrant: an Idempotency-Key the operator lists in
+// forward_headers goes upstream as a keyed hash of the caller's grant and
+// the client's value, never as the value: the same agent retrying with
+// the same value sends the same key (its retries dedupe), two agents
+// (grants) sending the same value never collide at a gateway that keeps
+// idempotency keys per API key, which every agent shares. The hash is
+// keyed by the vaulted key, so replicas and a restarted proxy agree.
+func TestIdempotencyKeyPerGrant(t *testing.T) {
+	other := newFakeUpstream(t, "azure")
+	h := newHarness(t, func(o *Options) {
+		o.Upstreams = append(o.Upstreams, Upstream{Name: "azure", URL: other.srv.URL + "/v1", KeyName: "azure", Timeout: time.Minute, ForwardHeaders: []string{"idempotency-key"}})
+	})
+	agentA := h.mint(grant{scope: "model:azure/gpt-4o-mini"})
+	agentB := h.mint(grant{scope: "model:azure/gpt-4o-mini"})
+	body := `{"model":"azure/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	const value = "stainless-python-retry-8d7f3a"
+	send := func(tok, v string) string {
+		t.Helper()
+		if res, b := h.do("POST", "/v1/chat/completions", tok, body, "Idempotency-Key", v); res.StatusCode != http.StatusOK {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		reqs := other.requests()
+		got := reqs[len(reqs)-1].Header.Values("Idempotency-Key")
+		if len(got) != 1 {
+			t.Fatalf("upstream got Idempotency-Key %q, want one value", got)
+		}
+		return got[0]
+	}
+	a1, a2, b1, a3 := send(agentA, value), send(agentA, value), send(agentB, value), send(agentA, value+"-other")
+	if a1 != a2 {
+		t.Errorf("the same agent's retry went upstream as %q, then %q: retries would not dedupe", a1, a2)
+	}
+	if a1 == b1 {
+		t.Errorf("two grants sending %q both went upstream as %q: one agent would get the other's answer", value, a1)
+	}
+	if a1 == a3 {
+		t.Errorf("two values of one agent went upstream as one key %q", a1)
+	}
+	for _, got := range []string{a1, b1, a3} {
+		if strings.Contains(got, value) || strings.Contains(got, vaultedKey) || len(got) != 32 {
+			t.Errorf("upstream got Idempotency-Key %q: want 32 hex digits, neither the client's value nor the key", got)
+		}
+	}
+	// Stable: a function of the vaulted key, the grant and the value, not
+	// of the process (replicas and a restart agree).
+	claims := &token.Claims{Use: token.UseAccess}
+	claims.Subject, claims.ID = "alice@example.com", "grant-1"
+	if x, y := idempotencyKey("sk-vaulted-1", claims, value), idempotencyKey("sk-vaulted-1", claims, value); x != y {
+		t.Errorf("one grant and value: %q, then %q", x, y)
+	}
+	other2 := *claims
+	other2.ID = "grant-2"
+	sameSub := idempotencyKey("sk-vaulted-1", &other2, value)
+	shifted := *claims
+	shifted.Subject, shifted.ID = "alice@example.comgrant-1", "" // the fields' bytes run together the same
+	if sameSub == idempotencyKey("sk-vaulted-1", claims, value) || idempotencyKey("sk-vaulted-1", &shifted, value) == idempotencyKey("sk-vaulted-1", claims, value) {
+		t.Error("two grants of one subject, or fields that run together alike, share a key")
+	}
+	// An empty value stays empty: hashed, every empty key of one agent
+	// would be one key, and its calls would dedupe into one answer.
+	if res, b := h.do("POST", "/v1/chat/completions", agentA, body, "Idempotency-Key", ""); res.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	if reqs := other.requests(); reqs[len(reqs)-1].Header.Get("Idempotency-Key") != "" {
+		t.Errorf("an empty Idempotency-Key went upstream as %q", reqs[len(reqs)-1].Header.Get("Idempotency-Key"))
 	}
 }
