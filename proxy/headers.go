@@ -284,7 +284,8 @@ func addressClaim(k string) bool {
 // engine, provider, region or target, a host, URL, base URL or path, a
 // gateway's config, an API version (Api-Version, X-Ms-Version; not the
 // version of the caller's own software, X-Stainless-Package-Version), the
-// original or rewritten request (X-Original-Host, X-Rewrite-Url), retries,
+// original or rewritten request (X-Original-Host, X-Rewrite-Url), retries
+// (all but the SDKs' X-Stainless-Retry-Count telemetry),
 // mirrors, shadows, canaries and redirects (X-Envoy-Retry-On,
 // Helicone-Retry-Enabled: a gateway's retry is a second call pamctl
 // counted once), and every Envoy control header (X-Envoy-*: Envoy obeys
@@ -306,7 +307,10 @@ func routingName(k string) bool {
 				return true
 			}
 		case "retry", "retries":
-			if i+1 == len(ws) || !anyWord(ws[i+1:i+2], "count", "attempt", "number") {
+			// The SDKs' telemetry of their own attempt
+			// (X-Stainless-Retry-Count) only: under another name a
+			// count may be how many times a gateway is to retry.
+			if !(i == 2 && ws[0] == "x" && ws[1] == "stainless" && len(ws) == 4 && ws[3] == "count") {
 				return true
 			}
 		}

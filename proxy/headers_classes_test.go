@@ -102,6 +102,10 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"X-Rewrite-Url":                  classRouting,
 		"X-Original-Host":                classRouting,
 		"Helicone-Retry-Enabled":         classRouting,
+		"X-Portkey-Retry-Count":          classRouting,
+		"X-Retry-Count":                  classRouting,
+		"X-Retry-Attempt":                classRouting,
+		"X-Max-Retries":                  classRouting,
 		"X-Shadow":                       classRouting,
 		"X-Mirror-To":                    classRouting,
 		"X-Redirect":                     classRouting,
@@ -174,7 +178,7 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"Helicone-Property-Run", "Helicone-Property-Environment", "Helicone-Request-Id", "Helicone-Prompt-Id",
 		"X-Client-Request-Id", "X-Amzn-Trace-Id", "X-B3-Traceid", "X-B3-Spanid", "Sentry-Trace", "X-Cloud-Trace-Context",
 		"X-Datadog-Trace-Id", "X-Job-Id", "X-Run-Label", "X-Run-Id", "X-Experiment", "X-Client-Version", "X-App-Version",
-		"X-Sdk-Version", "X-Retry-Count", "X-Retry-Attempt", "X-Timeout", "Anthropic-Beta", "X-Feature", "X-Description",
+		"X-Sdk-Version", "X-Timeout", "Anthropic-Beta", "X-Feature", "X-Description",
 		"Idempotency-Key", "X-Stainless-Helper-Name",
 	} {
 		if why := forwardRefusal(name); why != "" {
