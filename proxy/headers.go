@@ -143,6 +143,8 @@ func forwardRefusal(k string) string {
 		return whyAddress
 	case routeOverride(k) || routingName(k):
 		return whyRouting
+	case loggingName(k):
+		return whyLogging
 	case cacheName(k) || gatewayControl(k):
 		return whyCache
 	}
@@ -154,6 +156,7 @@ const (
 	whyAddress  = "it claims a client address or origin: the upstream's client is the proxy, and pamctl never checked the claim"
 	whyRouting  = "it may select another route, API version, model, deployment or upstream than the one pamctl checked against the grant's scope, or have a gateway retry, mirror or redirect the call"
 	whyAccount  = "it selects an organization, project, billing account or rate limit: set upstreams[].organization or project instead"
+	whyLogging  = "it turns a gateway's logging, debugging, auditing or redaction of the call on or off (Helicone-Omit-Request, X-Portkey-Debug): what the operator's gateway records is the operator's to decide, not the agent's"
 	whyCache    = "it steers a gateway's cache, deduplication or per-request controls (Cache-Control, Helicone-Cache-*, Cf-Aig-*): every agent shares the vaulted key, so a cache keyed on it would hand one agent another's answer"
 )
 
@@ -325,6 +328,13 @@ func accountName(k string) bool {
 		return true
 	}
 	return anyWord(nameWords(k), "org", "orgid", "cost", "spend")
+}
+
+// loggingName reports a name that turns a gateway's record of the call
+// on or off: Helicone-Omit-Request/-Response, X-Portkey-Debug (false: not
+// logged), a log level, an audit or redaction switch.
+func loggingName(k string) bool {
+	return anyWord(nameWords(k), "omit", "log", "logs", "logging", "debug", "audit", "redact", "redaction")
 }
 
 // cacheName reports a name that steers a cache or deduplication: Cache-

@@ -17,6 +17,7 @@ const (
 	classRouting    = "may select another route"
 	classAccount    = "selects an organization, project"
 	classCache      = "steers a gateway's cache"
+	classLogging    = "turns a gateway's logging"
 	classFraming    = "hop-by-hop or framing"
 )
 
@@ -139,7 +140,7 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"Helicone-Cache-Seed":           classCache,
 		"Cf-Aig-Skip-Cache":             classCache,
 		"Cf-Aig-Cache-Ttl":              classCache,
-		"Cf-Aig-Collect-Log":            classCache,
+		"Cf-Aig-Collect-Log":            classLogging,
 		"Cf-Aig-Metadata":               classCache,
 		"X-Portkey-Cache-Force-Refresh": classCache,
 		"X-Portkey-Cache-Namespace":     classCache,
@@ -148,6 +149,15 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"X-Replay":                      classCache,
 		"If-None-Match":                 classCache,
 		"If-Modified-Since":             classCache,
+		// a gateway's logging of the call
+		"Helicone-Omit-Request":  classLogging,
+		"Helicone-Omit-Response": classLogging,
+		"X-Portkey-Debug":        classLogging,
+		"X-No-Log":               classLogging,
+		"X-Log-Level":            classLogging,
+		"X-Logging":              classLogging,
+		"X-Audit-Skip":           classLogging,
+		"X-Redact":               classLogging,
 		// framing the proxy sets for the body it checked
 		"Content-Md5":    classFraming,
 		"Content-Digest": classFraming,
@@ -179,7 +189,7 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"X-Client-Request-Id", "X-Amzn-Trace-Id", "X-B3-Traceid", "X-B3-Spanid", "Sentry-Trace", "X-Cloud-Trace-Context",
 		"X-Datadog-Trace-Id", "X-Job-Id", "X-Run-Label", "X-Run-Id", "X-Experiment", "X-Client-Version", "X-App-Version",
 		"X-Sdk-Version", "X-Timeout", "Anthropic-Beta", "X-Feature", "X-Description",
-		"Idempotency-Key", "X-Stainless-Helper-Name",
+		"Idempotency-Key", "X-Stainless-Helper-Name", "X-Catalog", "X-Blog-Post",
 	} {
 		if why := forwardRefusal(name); why != "" {
 			t.Errorf("%s is refused: %s", name, why)

@@ -43,7 +43,7 @@
 //     (headers.go: what the OpenAI SDKs send, and an upstream's
 //     ForwardHeaders), never a name that is hop-by-hop, pamctl's own, or
 //     names an account, an identity, a credential, a client address, a
-//     route, API version or model, or a cache control.
+//     route, API version or model, a logging switch or a cache control.
 //   - If an audit event cannot be appended the proxy fails closed: a
 //     buffered answer becomes 503 audit_unavailable, a stream ends with an
 //     error event instead of its terminal event.
