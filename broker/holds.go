@@ -190,7 +190,8 @@ func holdBounds(h Hold) error {
 		what   string
 		n, max int
 	}{{"tool name", len(h.Tool), maxHoldName}, {"model name", len(h.Model), maxHoldName}, {"endpoint", len(h.Endpoint), maxHoldEndpoint},
-		{"excerpt", len(h.Excerpt), maxHoldExcerpt}, {"arguments", len(h.Arguments), maxHoldExcerpt}, {"rule name", len(h.Rule), maxHoldName}} {
+		{"excerpt", len(h.Excerpt), maxHoldExcerpt}, {"arguments", len(h.Arguments), maxHoldExcerpt}, {"rule name", len(h.Rule), maxHoldName},
+		{"grant id", len(h.GrantID), maxHoldName}, {"token id", len(h.TokenID), maxHoldName}} {
 		if f.n > f.max {
 			return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a held call's %s is %d bytes, more than the %d a hold carries", f.what, f.n, f.max)}
 		}
@@ -351,7 +352,24 @@ func (s *Service) endHeld(ctx context.Context, r *Request, a *audit.Actor) (*Req
 	if r.Kind != KindPrompt || r.Prompt == nil || r.State != StatePending {
 		return nil, nil
 	}
-	why, unknown, err := s.heldGrantEnded(ctx, r)
+	var v heldVerdict
+	v.why, v.unknown, v.err = s.heldGrantEnded(ctx, r)
+	return s.endHeldAs(ctx, r, a, v)
+}
+
+// heldVerdict is what heldGrantEnded said of a held call's grant.
+type heldVerdict struct {
+	why     string
+	unknown bool
+	err     error
+}
+
+// endHeldAs is endHeld with its grant already judged (v).
+func (s *Service) endHeldAs(ctx context.Context, r *Request, a *audit.Actor, v heldVerdict) (*Request, error) {
+	if r.Kind != KindPrompt || r.Prompt == nil || r.State != StatePending {
+		return nil, nil
+	}
+	why, unknown, err := v.why, v.unknown, v.err
 	if err != nil || why == "" || unknown {
 		return nil, err
 	}
@@ -391,6 +409,7 @@ func (s *Service) endHeldCalls(ctx context.Context, g *Request) {
 	}
 	held, err := s.store.RequestsInState(ctx, StatePending, &g.Requester)
 	if err != nil {
+		s.markStranded()
 		s.log.Error("ending the calls held on an ended grant failed; the sweep ends them once the store answers (until then they cannot be approved)", "grant", g.ID, "err", err)
 		return
 	}
@@ -399,6 +418,7 @@ func (s *Service) endHeldCalls(ctx context.Context, g *Request) {
 			continue
 		}
 		if _, err := s.endHeld(ctx, r, nil); err != nil {
+			s.markStranded()
 			s.log.Error("ending a call held on an ended grant failed; the sweep ends it once the store answers (until then it cannot be approved)", "grant", g.ID, "held", r.ID, "err", err)
 		}
 	}

@@ -156,7 +156,24 @@ type Service struct {
 
 	stopping     chan struct{} // closed by Stop: waits return at once
 	stoppingOnce sync.Once
+
+	stranded strandedScan // when endStrandedHeld next looks
 }
+
+// strandedScan paces endStrandedHeld: it looks at every pending held call
+// on the first sweep, then every strandedEvery, and on the next tick
+// after ending the calls of an ended grant failed (dirty), until a look
+// succeeds.
+type strandedScan struct {
+	mu    sync.Mutex
+	next  time.Time
+	dirty bool
+}
+
+// strandedEvery is how often endStrandedHeld looks when nothing failed:
+// it is for calls a failure or a stop left behind, which the sweep's own
+// failures (dirty) otherwise bring it to.
+const strandedEvery = 30 * time.Second
 
 // Stop makes every Wait (long-polls, held prompts) return now, so a
 // graceful shutdown is not held up by people who have not decided yet.
@@ -979,21 +996,49 @@ func (s *Service) Sweep(ctx context.Context) error {
 // pending time ran out. The sweep runs it on every tick, so the call ends
 // within a tick of the store answering again; until then the sweep fails
 // (serve's expiry_sweep check, whose log names the held calls).
-func (s *Service) endStrandedHeld(ctx context.Context) error {
+func (s *Service) endStrandedHeld(ctx context.Context) (err error) {
+	now := s.now()
+	s.stranded.mu.Lock()
+	due := s.stranded.dirty || !now.Before(s.stranded.next)
+	s.stranded.mu.Unlock()
+	if !due {
+		return nil
+	}
+	defer func() {
+		s.stranded.mu.Lock()
+		s.stranded.next, s.stranded.dirty = now.Add(strandedEvery), err != nil
+		s.stranded.mu.Unlock()
+	}()
 	pending, err := s.store.RequestsInState(ctx, StatePending, nil)
 	if err != nil {
 		return fmt.Errorf("ending the calls held on ended grants: listing the pending requests: %w", err)
 	}
+	// One look at each grant: an agent may hold many calls on one.
+	looked := map[string]heldVerdict{}
 	var errs []error
 	for _, r := range pending {
 		if r.Kind != KindPrompt || r.Prompt == nil {
 			continue
 		}
-		if _, err := s.endHeld(ctx, r, nil); err != nil {
+		key := strings.Join([]string{r.Prompt.GrantID, r.Requester.Issuer, r.Requester.IssuerURL, r.Requester.Subject}, "\x00")
+		v, ok := looked[key]
+		if !ok {
+			v.why, v.unknown, v.err = s.heldGrantEnded(ctx, r)
+			looked[key] = v
+		}
+		if _, err := s.endHeldAs(ctx, r, nil, v); err != nil {
 			errs = append(errs, fmt.Errorf("ending held call %s (grant %s): %w", r.ID, r.Prompt.GrantID, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// markStranded brings endStrandedHeld to the next sweep: ending the calls
+// held on an ended grant failed.
+func (s *Service) markStranded() {
+	s.stranded.mu.Lock()
+	s.stranded.dirty = true
+	s.stranded.mu.Unlock()
 }
 
 // sweepDue records the expiries of Sweep.
