@@ -236,8 +236,11 @@ func checkRendered(t *testing.T, name string, out []byte) {
 			must(c, "livenessProbe.httpGet.port", "proxy")
 			must(c, "readinessProbe.httpGet.port", "proxy")
 		case tlsOn == true && clientCA != nil && clientCA != "" && metricsOn == true:
-			must(c, "livenessProbe.httpGet.port", "metrics")
+			// Liveness stays TCP: an image older than the metrics
+			// port's /healthz would answer 404 and be restarted for ever.
+			must(c, "livenessProbe.tcpSocket.port", "broker")
 			must(c, "readinessProbe.httpGet.port", "metrics")
+			must(c, "readinessProbe.httpGet.path", "/readyz")
 			must(c, "readinessProbe.httpGet.scheme", "HTTPS")
 		case tlsOn == true && clientCA != nil && clientCA != "":
 			must(c, "livenessProbe.tcpSocket.port", "broker")
@@ -246,7 +249,7 @@ func checkRendered(t *testing.T, name string, out []byte) {
 			must(c, "livenessProbe.httpGet.port", "broker")
 			must(c, "readinessProbe.httpGet.port", "broker")
 		}
-		if _, tcp := get(c, []string{"readinessProbe", "tcpSocket"}); !tcp {
+		if _, tcp := get(c, []string{"livenessProbe", "tcpSocket"}); !tcp {
 			must(c, "livenessProbe.httpGet.path", "/healthz")
 			must(c, "readinessProbe.httpGet.path", "/readyz")
 		}

@@ -59,15 +59,14 @@ spec:
       # Both roles answer them; role all on its proxy port, whose TLS asks
       # for no client certificate. A broker alone with
       # tls.clientCASecretName takes only connections with a client
-      # certificate, which the kubelet has none of: it is probed on the
-      # metrics port, which answers both and asks for none, and without
-      # metrics.enabled by TCP only.
+      # certificate, which the kubelet has none of: its liveness is TCP,
+      # and its readiness /readyz on the metrics port (which asks for none)
+      # with metrics.enabled, else TCP too. (An image older than the
+      # metrics port's /readyz answers 404 there: not ready, never
+      # restarted.)
       {{- $probePort := ternary "proxy" "broker" (eq .Values.role "all") }}
       {{- $mtls := and .Values.tls.enabled .Values.tls.clientCASecretName (ne .Values.role "all") }}
-      {{- if and $mtls .Values.metrics.enabled }}
-      {{- $probePort = "metrics" }}
-      {{- end }}
-      {{- $tcpOnly := and $mtls (not .Values.metrics.enabled) }}
+      {{- $tcpOnly := $mtls }}
       livenessProbe:
         {{- if $tcpOnly }}
         tcpSocket:
@@ -80,7 +79,12 @@ spec:
         {{- end }}
         {{- toYaml .Values.probes.liveness | nindent 8 }}
       readinessProbe:
-        {{- if $tcpOnly }}
+        {{- if and $mtls .Values.metrics.enabled }}
+        httpGet:
+          path: /readyz
+          port: metrics
+          scheme: {{ ternary "HTTPS" "HTTP" .Values.tls.enabled }}
+        {{- else if $tcpOnly }}
         tcpSocket:
           port: broker
         {{- else }}
