@@ -180,15 +180,6 @@ var (
 	validApprovals = regexp.MustCompile(`^[0-9]{1,4}/[0-9]{1,4}$`)
 )
 
-// cut shortens s to n runes.
-func cut(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
-}
-
 // defang keeps a URL in untrusted text from becoming a link: a zero-width
 // space after the scheme's colon and in "www." in any case (the text reads
 // the same; auto-linkers no longer see a URL).
@@ -206,8 +197,9 @@ var linkish = regexp.MustCompile(`(?i)://|www\.`)
 // plain is untrusted text made one line, with control characters, bidi
 // overrides, ANSI escapes and invisible characters shown rather than
 // obeyed (safetext.Escape, as the CLI and the web page show them), URLs
-// defanged and cut to n runes.
-func plain(s string, n int) string { return defang(cut(safetext.Escape(s), n)) }
+// defanged and cut to about n runes: after escaping, never inside an
+// escape (safetext.Clip).
+func plain(s string, n int) string { return defang(safetext.Escape(safetext.Clip(s, n, false))) }
 
 // Slack mrkdwn: &, < and > are the only characters that form entities,
 // links (<http://x|click>) and mentions (<!channel>, <@U123>); escaped, they

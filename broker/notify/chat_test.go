@@ -448,3 +448,20 @@ func TestWebhookRefusesRedirects(t *testing.T) {
 		t.Fatalf("failures %v, sleeps %v", rec.failures, rec.sleeps)
 	}
 }
+
+// A cut falls after escaping and never inside an escape: a hidden
+// character at the cut shows as its whole escape, not as a lone backslash
+// or a piece of one (black-box red team: the CLI cut the same way).
+func TestChatCutsNoEscapeInHalf(t *testing.T) {
+	for at := 5; at <= 10; at++ {
+		s := strings.Repeat("a", at) + "\u202e" + "bbbbbbbbbb"
+		got := plain(s, 10)
+		if !strings.HasSuffix(got, "…") {
+			t.Fatalf("plain(%q, 10) = %q: the cut is not marked", s, got)
+		}
+		shown := strings.TrimSuffix(got, "…")
+		if strings.Contains(shown, `\`) != strings.Contains(shown, `\u202e`) {
+			t.Errorf("plain(%q, 10) = %q: an escape cut in half", s, got)
+		}
+	}
+}

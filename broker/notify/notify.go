@@ -125,7 +125,7 @@ func (e Event) Summary() string {
 		b.WriteString(" " + SafeText(e.RequestID))
 	}
 	if e.Tool != "" {
-		b.WriteString(" of tool " + SafeText(quoteTool(e.Tool)))
+		b.WriteString(" of tool " + chatSafe(quoteTool(e.Tool))) // ASCII already: escaping it again would double its backslashes
 	}
 	if e.Subject != "" {
 		b.WriteString(" by " + SafeText(e.Subject))
@@ -172,8 +172,13 @@ const maxToolName = 128
 // @-mentions are broken by a zero-width space, so data can neither add
 // lines, reorder the text nor forge links and mentions. The JSON fields
 // other than Text keep the exact values.
-func SafeText(s string) string {
-	s = defang(chatEscaper.Replace(safetext.Escape(s)))
+func SafeText(s string) string { return chatSafe(safetext.Escape(s)) }
+
+// chatSafe is SafeText for text escaped already (safetext.Escape, or
+// quoted in printable ASCII): escaping twice would double backslashes,
+// so an escape would read as text typed.
+func chatSafe(s string) string {
+	s = defang(chatEscaper.Replace(s))
 	return mention.ReplaceAllString(markdownLink.Replace(s), "${1}@\u200b${2}")
 }
 

@@ -25,10 +25,22 @@
 //   - combining marks (Unicode Mn, Me) past the MaxMarks-th on one
 //     character, and one with no character to sit on (at the start, after
 //     a newline or after an escape): stacked marks ("Zalgo") spill over
-//     the lines around them and cover text.
+//     the lines around them and cover text;
+//   - private-use code points (U+E000–U+F8FF, planes 15 and 16) and
+//     noncharacters (U+FDD0–U+FDEF, U+xFFFE and U+xFFFF of every plane)
+//     (Private): they have no standard glyph, so they render as nothing,
+//     as a box or as a vendor's picture (U+F8FF is an Apple logo on a Mac);
+//   - a backslash that would read as the start of an escape: one followed
+//     by n, r, t or b, by x and two hex digits, u and four, U and eight, or
+//     by another backslash (a backslash of the text, or the start of an
+//     escape) is written \\, so the six characters \u202e an agent typed
+//     read apart from an escaped U+202E. Every other backslash (C:\Users,
+//     \d+ in a regex) stays as it is. To read Escape's output: \\ is one
+//     backslash, \n \r \t \b \xHH \uHHHH \UHHHHHHHH are escapes, any other
+//     backslash is itself.
 //
-// Everything else, including backslashes and all printable Unicode, passes
-// unchanged, so ordinary text reads as it was written. Chat notifications
+// Everything else, including all printable Unicode, passes unchanged, so
+// ordinary text reads as it was written. Chat notifications
 // (broker/notify), the CLI (cmd/pamctl/internal/iostreams) and the web
 // page (broker/ui) all show untrusted text through Escape, so a person sees
 // the same escapes everywhere.
@@ -47,7 +59,7 @@ import (
 // (Control) or a character that renders as nothing (Invisible). Escape
 // keeps one presentation selector after a character (see the package
 // comment); every other rune Unsafe names, it escapes.
-func Unsafe(r rune) bool { return Control(r) || Invisible(r) }
+func Unsafe(r rune) bool { return Control(r) || Invisible(r) || Private(r) }
 
 // Control reports whether a terminal acts on r: C0 and C1 controls, DEL,
 // the bidirectional controls and the line and paragraph separators.
@@ -72,6 +84,18 @@ func Invisible(r rune) bool {
 	return unicode.In(r, unicode.Cf, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) || r == 0x2800
 }
 
+// Private reports whether r has no standard glyph: a private-use code
+// point (Unicode Co: U+E000–U+F8FF, U+F0000–U+FFFFD, U+100000–U+10FFFD) or
+// a noncharacter (U+FDD0–U+FDEF, the last two code points of every plane).
+// A font may draw anything for one (U+F8FF is an Apple logo on a Mac) or
+// nothing at all.
+func Private(r rune) bool {
+	if r < 0xe000 {
+		return false
+	}
+	return unicode.In(r, unicode.Co, unicode.Noncharacter_Code_Point)
+}
+
 // MaxMarks is how many combining marks Escape shows on one character:
 // enough for Vietnamese, Thai, Devanagari and pointed Hebrew; the rest are
 // escaped.
@@ -94,7 +118,10 @@ func presentation(r, base rune) bool {
 }
 
 // Escape returns s with every unsafe character escaped (see the package
-// comment). It is idempotent: escaping twice changes nothing more.
+// comment). It is not idempotent, and cannot be while it is unambiguous:
+// the escape of U+202E, six characters, must read apart from those six
+// characters typed, so escaping it again doubles its backslash. Escape
+// text once, where it is shown (Clip cuts it to a width first).
 func Escape(s string) string { return escape(s, false) }
 
 // EscapeLines is Escape for text that may span lines: newlines stay.
@@ -104,40 +131,134 @@ func escape(s string, keepNL bool) string {
 	if clean(s, keepNL) {
 		return s
 	}
+	return escapeEach(s, keepNL, nil)
+}
+
+// escapeEach escapes s; after each rune of s it calls each, when not nil,
+// with where the rune ends in s and how many runes the escape has written
+// so far, and stops when each returns false.
+func escapeEach(s string, keepNL bool, each func(end, shown int) bool) string {
 	var b strings.Builder
 	b.Grow(len(s) + 16)
 	// base is the last rune shown as itself that marks and a presentation
 	// selector may sit on (-1: none); marks counts the marks shown on it;
 	// selected says a selector already follows it.
 	base, marks, selected := rune(-1), 0, false
+	shown := 0
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		i += size
+		before := b.Len()
 		switch {
 		case r == utf8.RuneError && size == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i-1])
+			base, marks, selected = -1, 0, false
 		case r == '\n' && keepNL:
 			b.WriteByte('\n')
+			base, marks, selected = -1, 0, false
 		case mark(r) && !Unsafe(r) && (base < 0 || marks >= MaxMarks):
 			writeEscape(&b, r)
+			base, marks, selected = -1, 0, false
 		case mark(r) && !Unsafe(r):
 			b.WriteRune(r)
 			marks++
-			continue
 		case Invisible(r) && !Control(r) && base >= 0 && !selected && presentation(r, base):
 			b.WriteRune(r)
 			selected = true
-			continue
+		case r == '\\' && doubleBackslash(s[i:], keepNL):
+			b.WriteString(`\\`)
+			base, marks, selected = r, 0, false
 		case !Unsafe(r):
 			b.WriteRune(r)
 			base, marks, selected = r, 0, false
-			continue
 		default:
 			writeEscape(&b, r)
+			base, marks, selected = -1, 0, false
 		}
-		base, marks, selected = -1, 0, false
+		if each != nil {
+			shown += utf8.RuneCountInString(b.String()[before:])
+			if !each(i, shown) {
+				break
+			}
+		}
 	}
 	return b.String()
+}
+
+// Clip cuts s to what fits in about n runes once escaped: s itself when
+// Escape(s) has at most n runes, else the runes of s whose escapes start
+// within the first n-1 runes of Escape(s), then "…". An escape is never
+// cut (one that starts before the cut is kept whole, so the result's
+// escape may run up to 9 runes past n): a character the cut reaches is
+// shown as its whole escape, never as a piece of one or as nothing.
+// The result is raw text, to be escaped where it is shown (Escape, not
+// twice); newlines count as escaped unless lines is true (EscapeLines).
+func Clip(s string, n int, lines bool) string {
+	if n < 1 {
+		n = 1
+	}
+	if utf8.RuneCountInString(escape(s, lines)) <= n {
+		return s
+	}
+	// prev is how many runes the escape of s[:cut] has.
+	cut, prev := 0, 0
+	escapeEach(s, lines, func(end, shown int) bool {
+		if prev >= n-1 {
+			return false // this rune's escape starts at the cut
+		}
+		cut, prev = end, shown
+		return true
+	})
+	if cut == len(s) {
+		return s // the last escape starts before the cut: all of s is shown
+	}
+	return s[:cut] + "…"
+}
+
+// doubleBackslash reports whether a backslash of the text followed by rest
+// must be written \\: when what Escape writes next would read, after the
+// backslash, as an escape or as \\ (see the package comment).
+func doubleBackslash(rest string, keepNL bool) bool {
+	if len(rest) == 0 {
+		return false
+	}
+	hexRun := func(n int) bool {
+		if len(rest) < 1+n {
+			return false
+		}
+		for _, c := range []byte(rest[1 : 1+n]) {
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+		return true
+	}
+	switch rest[0] {
+	case '\\', 'n', 'r', 't', 'b':
+		return true
+	case 'x':
+		return hexRun(2)
+	case 'u':
+		return hexRun(4)
+	case 'U':
+		return hexRun(8)
+	}
+	// What comes next is written as an escape (it starts with a
+	// backslash) unless it is shown as itself: a newline EscapeLines
+	// keeps, the first combining mark or a presentation selector on the
+	// backslash, or a safe character.
+	r, size := utf8.DecodeRuneInString(rest)
+	switch {
+	case r == utf8.RuneError && size == 1:
+		return true
+	case r == '\n' && keepNL:
+		return false
+	case mark(r) && !Unsafe(r):
+		return false
+	case Invisible(r) && !Control(r) && presentation(r, '\\'):
+		return false
+	}
+	return Unsafe(r)
 }
 
 // writeEscape writes r as a visible escape.
@@ -161,19 +282,21 @@ func writeEscape(b *strings.Builder, r rune) {
 }
 
 // clean reports whether s needs no escaping (the common case, fast): ASCII
-// without controls, or text without a rune Escape would look at twice.
+// without controls or a backslash to double, or text without a rune Escape
+// would look at twice.
 func clean(s string, keepNL bool) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x80 {
-			for _, r := range s[i:] {
-				if r == utf8.RuneError || Unsafe(r) && !(keepNL && r == '\n') || mark(r) {
+			for j, r := range s[i:] {
+				if r == utf8.RuneError || Unsafe(r) && !(keepNL && r == '\n') || mark(r) ||
+					r == '\\' && doubleBackslash(s[i+j+1:], keepNL) {
 					return false
 				}
 			}
 			return true
 		}
-		if (c < 0x20 && !(keepNL && c == '\n')) || c == 0x7f {
+		if (c < 0x20 && !(keepNL && c == '\n')) || c == 0x7f || c == '\\' && doubleBackslash(s[i+1:], keepNL) {
 			return false
 		}
 	}

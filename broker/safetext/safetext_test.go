@@ -3,6 +3,8 @@ package safetext
 import (
 	"encoding/hex"
 	"errors"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -22,6 +24,17 @@ func tags(s string) string {
 func TestEscape(t *testing.T) {
 	for _, tc := range []struct{ in, want, lines string }{
 		{"plain text, üñíçødé, 日本語, emoji 🙂 and a \\ backslash", "", ""},
+		// A backslash that would read as the start of an escape is
+		// doubled, so text an agent typed reads apart from an escape
+		// (black-box red team: a typed \u202e looked like a real one).
+		{`typed \u202e, real ` + "\u202e", `typed \\u202e, real \u202e`, ""},
+		{`\n \r \t \b \x1b \U000e0061 \\ \UF8FF`, `\\n \\r \\t \\b \\x1b \\U000e0061 \\\ \UF8FF`, ""},
+		{`C:\Users\alice\Documents, \d+\s*\.txt$, \x1 \u12g4 end\`, "", ""},
+		{"\\\x1b \\\n \\\xff", `\\\x1b \\\n \\\xff`, "\\\\\\x1b \\\n \\\\\\xff"},
+		{"\\\u0301 \\\ufe0f \\\u200b", "\\\u0301 \\\ufe0f " + `\\\u200b`, ""},
+		// No standard glyph: private use and noncharacters.
+		{"logo \uf8ff pua \ue000 \U000f0000 \U0010fffd non \ufdd0\ufdef \ufffe\uffff \U0001fffe \U0010ffff",
+			`logo \uf8ff pua \ue000 \U000f0000 \U0010fffd non \ufdd0\ufdef \ufffe\uffff \U0001fffe \U0010ffff`, ""},
 		{"red \x1b[31malert\x1b[0m", `red \x1b[31malert\x1b[0m`, ""},
 		{"ok\rFAKE", `ok\rFAKE`, ""},
 		{"abc\b\b\bxyz", `abc\b\b\bxyz`, ""},
@@ -59,8 +72,8 @@ func TestEscape(t *testing.T) {
 		if got != want {
 			t.Errorf("Escape(%q) = %q, want %q", tc.in, got, want)
 		}
-		if Escape(got) != got {
-			t.Errorf("Escape is not idempotent on %q", got)
+		if back, ok := unescape(got); !ok || back != tc.in {
+			t.Errorf("Escape(%q) = %q reads back as %q (ok %v): ambiguous", tc.in, got, back, ok)
 		}
 		var prev rune
 		for _, r := range got {
@@ -77,6 +90,119 @@ func TestEscape(t *testing.T) {
 				t.Errorf("EscapeLines(%q) = %q, want %q", tc.in, got, tc.lines)
 			}
 		}
+	}
+}
+
+// unescape reads Escape's output by the rule its package comment gives a
+// person: \\ is one backslash; \n \r \t \b \xHH \uHHHH \UHHHHHHHH are
+// escapes (\xHH a byte); any other backslash is itself.
+func unescape(s string) (string, bool) {
+	var b strings.Builder
+	hexAt := func(i, n int) (uint64, bool) {
+		if i+n > len(s) {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(s[i:i+n], 16, 32)
+		return v, err == nil && !strings.ContainsAny(s[i:i+n], "+-_")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch c := s[i+1]; c {
+		case '\\':
+			b.WriteByte('\\')
+			i++
+		case 'n', 'r', 't', 'b':
+			b.WriteByte(map[byte]byte{'n': '\n', 'r': '\r', 't': '\t', 'b': '\b'}[c])
+			i++
+		case 'x', 'u', 'U':
+			n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[c]
+			v, ok := hexAt(i+2, n)
+			if !ok {
+				b.WriteByte('\\')
+				continue
+			}
+			if c == 'x' {
+				b.WriteByte(byte(v))
+			} else if !utf8.ValidRune(rune(v)) {
+				return "", false
+			} else {
+				b.WriteRune(rune(v))
+			}
+			i += 1 + n
+		default:
+			b.WriteByte('\\')
+		}
+	}
+	return b.String(), true
+}
+
+// TestEscapeReadsBack: every text's escape reads back, by the rule a
+// person is given, as that text and no other, for texts made of the
+// pieces that could be confused (backslashes, the letters and hex digits
+// of escapes, characters Escape escapes, marks, selectors).
+func TestEscapeReadsBack(t *testing.T) {
+	pieces := []string{`\`, "u", "U", "x", "n", "t", "b", "r", "2", "0", "e", "f", "F", "g", "\u202e", "\n", "\x1b", "\xff",
+		"\u0301", "\ufe0f", "\U000e0061", "\uf8ff", " ", "é", "…"}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		var b strings.Builder
+		for range rnd.IntN(14) {
+			b.WriteString(pieces[rnd.IntN(len(pieces))])
+		}
+		in := b.String()
+		for _, lines := range []bool{false, true} {
+			got := escape(in, lines)
+			if back, ok := unescape(got); !ok || back != in {
+				t.Fatalf("escape(%q, %v) = %q reads back as %q: ambiguous", in, lines, got, back)
+			}
+			for _, r := range got {
+				if Control(r) && !(lines && r == '\n') || Private(r) {
+					t.Fatalf("escape(%q, %v) left %U", in, lines, r)
+				}
+			}
+		}
+	}
+}
+
+func TestClip(t *testing.T) {
+	hidden := func(at int) string { // 50 letters, a zero-width space at rune at
+		s := strings.Repeat("a", 50)
+		return s[:at] + "\u200b" + s[at:]
+	}
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 40, "short"},
+		{strings.Repeat("a", 40), 40, strings.Repeat("a", 40)},
+		{strings.Repeat("a", 41), 40, strings.Repeat("a", 39) + "…"},
+		// An invisible character the cut reaches is shown whole, never
+		// as half an escape (\u20…) or as nothing.
+		{hidden(37), 40, hidden(37)[:37+3] + "…"},
+		{hidden(38), 40, hidden(38)[:38+3] + "…"},
+		{hidden(39), 40, strings.Repeat("a", 39) + "…"},
+		{"ab\u202e", 4, "ab\u202e"},
+		{"ab\u202ecd", 4, "ab\u202e…"},
+		// Escapes count as shown: 3 tag characters take 30 runes.
+		{tags("abc") + "d", 12, tags("a") + tags("b") + "…"},
+		// A typed \u202e takes 7 runes shown.
+		{`\u202e` + "xyz", 8, `\u202e` + "…"},
+		{"l1\nl2\nl3", 6, "l1\nl…"},
+	} {
+		got := Clip(tc.in, tc.n, false)
+		if got != tc.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+		if got != tc.in && (!strings.HasSuffix(got, "…") || !strings.HasPrefix(tc.in, strings.TrimSuffix(got, "…"))) {
+			t.Errorf("Clip(%q) = %q: not a prefix with its cut marked", tc.in, got)
+		}
+	}
+	if got := Clip("l1\nl2\nl3", 6, true); got != "l1\nl2…" {
+		t.Errorf("Clip(lines) = %q", got)
 	}
 }
 
@@ -116,7 +242,14 @@ func TestUnsafePinsTheClass(t *testing.T) {
 			t.Errorf("Unsafe/Invisible(%U) = false: it renders as nothing (format character, default-ignorable, variation selector, blank filler)", r)
 		}
 	}
-	for _, r := range []rune{' ', 'a', '~', 0xa0, 0xe9, 0x0301, 0x0e48, 0x3000, 0x65e5, 0x2010, 0x2030, 0x20e3, 0xfffd, 0x1f600, 0xe1000} {
+	// No standard glyph: a font draws a box, nothing, or a vendor's
+	// picture (black-box red team: U+F8FF, an Apple logo on a Mac).
+	for _, r := range []rune{0xe000, 0xf8ff, 0xf0000, 0xffffd, 0x100000, 0x10fffd, 0xfdd0, 0xfdef, 0xfffe, 0xffff, 0x1fffe, 0x1ffff, 0xefffe, 0x10ffff} {
+		if !Unsafe(r) || !Private(r) {
+			t.Errorf("Unsafe/Private(%U) = false: it has no standard glyph (private use, noncharacter)", r)
+		}
+	}
+	for _, r := range []rune{' ', 'a', '~', '\\', 0xa0, 0xe9, 0x0301, 0x0e48, 0x3000, 0x65e5, 0x2010, 0x2030, 0x20e3, 0xfdcf, 0xfdf0, 0xf900, 0xfffd, 0x1f600, 0xe1000} {
 		if Unsafe(r) {
 			t.Errorf("Unsafe(%U) = true: ordinary text would be escaped", r)
 		}

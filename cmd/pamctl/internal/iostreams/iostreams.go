@@ -52,9 +52,10 @@ type IOStreams struct {
 }
 
 // rendered remembers what the Styles produced, so those strings (escaped
-// text wrapped in our own SGR sequences) pass Notef and tables unchanged
-// while any other text is escaped. It is bounded; a string it forgot is
-// escaped, which costs colour, never safety.
+// text, wrapped in our own SGR sequences on a terminal) pass Notef and
+// tables unchanged, escaped once, while any other text is escaped. It is
+// bounded; a string it forgot is escaped again, which costs colour and
+// doubles its escapes' backslashes, never safety.
 type rendered struct {
 	mu  sync.Mutex
 	set map[string]struct{}
@@ -94,7 +95,11 @@ func (s Style) Render(strs ...string) string {
 		esc[i] = Escape(x)
 	}
 	out := s.l.Render(esc...)
-	if s.reg != nil && out != strings.Join(esc, " ") {
+	// Remembered whenever it is not the text as given (escaped, styled or
+	// both), with colour or without: escaping is not idempotent (the
+	// backslash of an escape would double and read as one typed), so
+	// what a Style rendered must not be escaped again.
+	if s.reg != nil && out != strings.Join(strs, " ") {
 		s.reg.add(out)
 	}
 	return out
@@ -171,11 +176,11 @@ type Styles struct {
 }
 
 func newStyles(color bool) Styles {
-	if !color {
-		p := Style{l: lipgloss.NewStyle()}
-		return Styles{p, p, p, p, p, p, p, nil}
-	}
 	reg := &rendered{set: map[string]struct{}{}}
+	if !color {
+		p := Style{l: lipgloss.NewStyle(), reg: reg}
+		return Styles{p, p, p, p, p, p, p, reg}
+	}
 	st := func(l lipgloss.Style) Style { return Style{l: l, reg: reg} }
 	return Styles{
 		Bold:    st(lipgloss.NewStyle().Bold(true)),

@@ -237,3 +237,28 @@ func TestSystemPipedStreamsAreNotTerminals(t *testing.T) {
 		t.Fatalf("styled text on a pipe: %q", got)
 	}
 }
+
+// What a Style rendered is escaped once, on a terminal and piped: escaping
+// is not idempotent (an escape's backslash would double and read as a
+// backslash typed), so Notef, Successf, tables and details pass it as it
+// is, with or without colour.
+func TestStyledTextIsEscapedOnce(t *testing.T) {
+	for _, tty := range []bool{false, true} {
+		ios, _, out, errOut := Test()
+		ios.SetTTY(false, tty, tty)
+		st := ios.Styles()
+		name := st.Bold.Render("ali\u202ece")
+		ios.Successf("Logged in as %s", name)
+		ios.Notef("hello %s", st.Code.Render(`typed \u202e`))
+		tb := ios.NewTable("NAME")
+		tb.Row(name)
+		tb.Render()
+		d := ios.NewDetails("", 4)
+		d.Field("name", name)
+		d.Render()
+		all := errOut.String() + out.String()
+		if strings.Count(all, `ali\u202ece`) != 3 || strings.Contains(all, `ali\\u202ece`) || !strings.Contains(all, `typed \\u202e`) || strings.Contains(all, `typed \\\\u202e`) {
+			t.Errorf("tty %v: styled text escaped twice or not at all:\n%s", tty, all)
+		}
+	}
+}
