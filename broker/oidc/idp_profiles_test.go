@@ -301,10 +301,14 @@ func TestDisplayClaims(t *testing.T) {
 		{"subject last", nil, mint("", false, map[string]any{}), "00u1abcd"},
 		{"configured order", []string{"name", "email"}, mint("al@example.com", true, map[string]any{"preferred_username": "alice", "name": "Alice A"}), "Alice A"},
 		{"control characters dropped", []string{"name"}, mint("", false, map[string]any{"name": "Al\x1b[31mice"}), "Al [31mice"},
-		{"bidi overrides dropped", []string{"name"}, mint("", false, map[string]any{"name": "bob\u202egnp.exe\u200b"}), "bobgnp.exe"},
+		// Kept, for every view to escape: a person sees they are there
+		// (black-box red team: whoami showed "alice" for "ali\u200bce").
+		{"bidi overrides kept", []string{"name"}, mint("", false, map[string]any{"name": "bob\u202egnp.exe\u200b"}), "bob\u202egnp.exe\u200b"},
 		{"blank falls through", nil, mint("", false, map[string]any{"preferred_username": " \u200b ", "name": "Bob"}), "Bob"},
 		// Names that render blank or wide cannot pad a name into another's.
-		{"fillers dropped", []string{"name"}, mint("", false, map[string]any{"name": "ali\u115fce\u3164\u1160\uffa0\u2800"}), "alice"},
+		// (The escapes show them; they are not spaces to fold.)
+		{"fillers kept", []string{"name"}, mint("", false, map[string]any{"name": "ali\u115fce\u3164\u1160\uffa0\u2800"}), "ali\u115fce\u3164\u1160\uffa0\u2800"},
+		{"only invisible falls through", nil, mint("", false, map[string]any{"preferred_username": "\u200b\u3164\u202e \u2800", "name": "Bob"}), "Bob"},
 		{"spaces made plain, runs one", []string{"name"}, mint("", false, map[string]any{"name": "alice\u00a0\u3000\u2028\u2029\u0085  (CISO)\u2003x"}), "alice (CISO) x"},
 		{"only fillers falls through", nil, mint("", false, map[string]any{"preferred_username": "\u3164\u3000\u00a0", "name": "Bob"}), "Bob"},
 	}

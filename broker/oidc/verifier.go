@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 // Identity kinds.
@@ -413,28 +415,34 @@ func displayName(keys []string, subject, verifiedEmail string, claims, userinfo 
 		} else if s, ok := userinfo[k].(string); ok {
 			v = s
 		}
-		if v = strings.TrimSpace(sanitize(plainName(v), maxDisplay)); v != "" {
+		if v = strings.TrimSpace(sanitize(plainName(v), maxDisplay)); shows(v) {
 			return v
 		}
 	}
 	return subject
 }
 
-// plainName makes a display name render as what it holds, so that it
-// cannot pass for someone else's or hide what follows it: Unicode format
-// characters (bidi overrides, zero-width joiners) and the fillers that
-// render blank (Hangul U+115F, U+1160, U+3164, U+FFA0, braille U+2800)
-// are dropped, every other space or separator (no-break, ideographic, line
+// shows reports whether s has a character a person sees: not only spaces
+// and characters that render as nothing.
+func shows(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsSpace(r) && !safetext.Unsafe(r) })
+}
+
+// plainName makes a display name's spaces plain, so that it cannot pass for
+// someone else's: every space or separator (no-break, ideographic, line
 // and paragraph separators, C1 controls) becomes one plain space, and runs
-// of spaces one.
+// of spaces one. Unicode format characters (bidi overrides, zero-width
+// joiners) and the fillers that render blank (Hangul U+115F, U+1160,
+// U+3164, U+FFA0, braille U+2800) are kept: every view escapes them
+// (broker/safetext), so a person sees that they are there rather than a
+// name that reads as if they were not (black-box red team: whoami showed
+// "alice" for "ali\u200bce"). A name of nothing else is no name.
 func plainName(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	space := false
 	for _, r := range s {
 		switch {
-		case unicode.Is(unicode.Cf, r), r == 0x115f, r == 0x1160, r == 0x3164, r == 0xffa0, r == 0x2800:
-			continue
 		case unicode.IsSpace(r), unicode.In(r, unicode.Zs, unicode.Zl, unicode.Zp), r >= 0x80 && r <= 0x9f:
 			space = true
 			continue

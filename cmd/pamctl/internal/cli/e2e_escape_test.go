@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -300,4 +301,33 @@ func tagEscaped(s string) string {
 		b.WriteString(`\U000e00` + strconv.FormatUint(uint64(s[i])|0x100, 16)[1:])
 	}
 	return b.String()
+}
+
+// A display name from the IdP that holds invisible characters is shown
+// with them escaped, never without them (black-box red team: whoami and
+// the "Logged in as" line showed "alice" for "ali\u200bce"), and escaped
+// once: a person sees that they were there, and which they were.
+func TestEndToEndWhoAmIShowsInvisibleInAName(t *testing.T) {
+	s := startServer(t)
+	const user = "ali\u200bce\u202e"
+	for _, tty := range []bool{true, false} {
+		var login, who result
+		if tty {
+			login, who = s.asTTY(t, "alice", "login", "--user", user), s.asTTY(t, "alice", "whoami")
+		} else {
+			login, who = s.as(t, "alice", "", "login", "--user", user), s.as(t, "alice", "", "whoami")
+		}
+		login.must(t, "login")
+		who.must(t, "whoami")
+		inert(t, "login", login.out+login.err)
+		inert(t, "whoami", who.out+who.err)
+		if !strings.Contains(login.err, `Logged in as ali\u200bce\u202e`) {
+			t.Errorf("tty %v: login does not show the name's invisible characters, escaped once:\n%s", tty, login.err)
+		}
+		for _, field := range []string{"name", "subject"} {
+			if !regexp.MustCompile(`(?m)^` + field + `\s+ali\\u200bce\\u202e\s*$`).MatchString(who.out) {
+				t.Errorf("tty %v: whoami's %s does not show the invisible characters, escaped once:\n%s", tty, field, who.out)
+			}
+		}
+	}
 }
