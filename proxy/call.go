@@ -214,8 +214,9 @@ func newRequestID() string {
 const maxClientRequestID = 128
 
 // clientRequestID is the client's X-Request-Id for the trail, or "": it is
-// attacker input, so every byte but visible ASCII (and '%') is
-// percent-encoded, several lines are joined by ',', and what passes
+// attacker input, so every byte but visible ASCII (and '%' and ',') is
+// percent-encoded, several lines are joined by ',' (so the commas count
+// the lines: a comma in a value is %2C), and what passes
 // maxClientRequestID is cut there (never inside an escape) and followed
 // by its length. It is never the call's id: pamctl mints that
 // (newRequestID), so no agent can give two calls one id in the trail.
@@ -226,9 +227,16 @@ func clientRequestID(r *http.Request) string {
 	}
 	raw := strings.Join(vs, ",")
 	var b strings.Builder
+	// sep is where the next line starts in raw: the ',' before it joins.
+	sep, line := len(vs[0]), 0
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
-		esc := c <= ' ' || c > '~' || c == '%'
+		joint := i == sep && line+1 < len(vs)
+		if joint {
+			line++
+			sep += 1 + len(vs[line])
+		}
+		esc := c <= ' ' || c > '~' || c == '%' || c == ',' && !joint
 		n := 1
 		if esc {
 			n = 3

@@ -307,6 +307,11 @@ func TestClientRequestIDIsBoundedAndEscaped(t *testing.T) {
 		{[]string{"a\x1b[31mred\x7f"}, "a%1B[31mred%7F"},
 		{[]string{"caf\xc3\xa9"}, "caf%C3%A9"},
 		{[]string{"first", "second"}, "first,second"},
+		// A comma in a value is escaped: the commas left count the
+		// lines (black-box red team: "a,b" read as two).
+		{[]string{"a,b"}, "a%2Cb"},
+		{[]string{"a,b", "c"}, "a%2Cb,c"},
+		{[]string{"a", "", "b,"}, "a,,b%2C"},
 		{[]string{"\u202egnp.exe"}, "%E2%80%AEgnp.exe"},
 	} {
 		code, b := send(tc.lines...)
