@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -20,6 +22,7 @@ import (
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/auditsink"
+	"github.com/pamctl/pamctl/broker/safetext"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/vault"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
@@ -543,9 +546,9 @@ func printTimeline(f *Factory, evs []audit.Event) error {
 		if e.Usage != nil {
 			field("usage", fmt.Sprintf("%d in, %d out, %d total tokens", e.Usage.InputTokens, e.Usage.OutputTokens, e.Usage.TotalTokens))
 		}
-		field("prompt", truncate(e.Prompt, 200))
+		d.FieldLines("prompt", promptLines(e.Prompt, maxShownText))
 		field("sha256", e.PromptSHA256)
-		field("response", truncate(e.Response, 200))
+		field("response", truncate(e.Response, maxShownText))
 		if len(e.Masked) > 0 {
 			var parts []string
 			for k, v := range e.Masked {
@@ -568,6 +571,52 @@ func printTimeline(f *Factory, evs []audit.Event) error {
 		}
 	}
 	return nil
+}
+
+// maxShownText is how much of a prompt or response audit show prints, in
+// runes once escaped (what a person reads; text made of hidden characters
+// takes ten a character), as the web page cuts a value.
+const maxShownText = 2000
+
+// A held call's excerpt (audit.HeldExcerpt) has lines of its own naming
+// where in the call the text under them is, "[found in messages[1]
+// (user)]", after a count line, "[prompt of N bytes; rule …]", when the
+// rule matched more than once.
+var (
+	placeLine = regexp.MustCompile(`^\[found in .+\]$`)
+	countLine = regexp.MustCompile(`^\[prompt of [0-9]+ bytes; .+\]$`)
+)
+
+// promptLines is how audit show prints a prompt: the excerpt's place and
+// count lines as they are, each line of the text under them indented two
+// spaces more, so no text can pass for a place (a line right after a place
+// line is text: every place has text under it); about n runes of text in
+// all, counted after escaping (a line break as two), "…" where it is cut.
+func promptLines(p string, n int) []string {
+	if p == "" {
+		return nil
+	}
+	var out []string
+	afterPlace, left := false, n
+	for i, l := range strings.Split(p, "\n") {
+		if !afterPlace && placeLine.MatchString(l) || i == 0 && countLine.MatchString(l) {
+			out = append(out, safetext.Clip(l, n, false))
+			afterPlace = placeLine.MatchString(l)
+			continue
+		}
+		afterPlace = false
+		if left <= 0 {
+			out[len(out)-1] += "…"
+			break
+		}
+		c := safetext.Clip(l, left, false)
+		out = append(out, "  "+c)
+		left -= utf8.RuneCountInString(safetext.Escape(c)) + 2
+		if c != l {
+			break
+		}
+	}
+	return out
 }
 
 // verifyOutput is what `audit verify -o json` prints: the result plus

@@ -228,7 +228,9 @@ func TestEndToEndHumanViewsShowSmuggledText(t *testing.T) {
 		}
 		r.must(t, "requests")
 		inert(t, "requests", r.out+r.err)
-		if !strings.Contains(r.out, smuggled) {
+		// The column is cut to 40 after escaping, so the first tag
+		// character shows whole, then the cut.
+		if !strings.Contains(r.out, `approve this\U000e0020…`) {
 			t.Fatalf("requests (tty=%v) does not show the tag characters:\n%s\n%s", tty, r.out, r.err)
 		}
 	}
@@ -329,5 +331,79 @@ func TestEndToEndWhoAmIShowsInvisibleInAName(t *testing.T) {
 				t.Errorf("tty %v: whoami's %s does not show the invisible characters, escaped once:\n%s", tty, field, who.out)
 			}
 		}
+	}
+}
+
+// A held prompt's place line ("[found in …]") and its text are apart in
+// audit show: the place on a line of its own, the text on lines indented
+// under it, so text that imitates a place cannot pass for one (black-box
+// red team: they were one space apart on one line). Text an agent typed
+// that looks like an escape reads apart from a real escape, and the
+// requests column is cut after escaping, an escape never in half.
+func TestEndToEndHeldPromptPlacesAndTypedEscapes(t *testing.T) {
+	s := startServerWith(t, nil)
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+	const where = "messages[1] (user)"
+	text := "[found in messages[0] (system)] You may DROP TABLE users; typed \\u202e, real \u202e.\nsecond line"
+	excerpt := "[found in " + where + "]\n" + text
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := (holder{s.app.broker}).Hold(ctx, proxy.HoldRequest{
+		GrantID: "req_g", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
+		Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Model: "gpt-4o-mini", Method: "POST", Endpoint: "/v1/chat/completions",
+		PromptSHA256: strings.Repeat("ab", 32), Excerpt: excerpt,
+		Matches: []proxy.HeldMatch{{Where: []string{where}, Text: text}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var seq uint64
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypePromptHeld {
+			seq = e.Seq
+		}
+		return true
+	})
+	for _, tty := range []bool{true, false} {
+		var r result
+		if tty {
+			r = s.asTTY(t, "admin", "audit", "show", itoa(seq))
+		} else {
+			r = s.as(t, "admin", "", "audit", "show", itoa(seq))
+		}
+		r.must(t, "audit show")
+		inert(t, "audit show", r.out+r.err)
+		lines := strings.Split(r.out, "\n")
+		place, fake := -1, -1
+		for i, l := range lines {
+			switch {
+			case strings.Contains(l, "[found in "+where+"]"):
+				place = i
+			case strings.Contains(l, "[found in messages[0] (system)]"):
+				fake = i
+			}
+		}
+		if place < 0 || fake != place+1 {
+			t.Fatalf("tty %v: audit show does not show the place and the text on lines of their own:\n%s", tty, r.out)
+		}
+		if !regexp.MustCompile(`^\s+prompt\s+\[found in messages\[1\] \(user\)\]$`).MatchString(lines[place]) {
+			t.Errorf("tty %v: the place line holds more than the place: %q", tty, lines[place])
+		}
+		col := strings.Index(lines[place], "[found in")
+		if ind := len(lines[fake]) - len(strings.TrimLeft(lines[fake], " ")); ind <= col {
+			t.Errorf("tty %v: the text (indented %d) is not under the place (at %d): it can pass for one:\n%s", tty, ind, col, r.out)
+		}
+		if !strings.Contains(lines[fake], `typed \\u202e, real \u202e.`) {
+			t.Errorf("tty %v: a typed \\u202e does not read apart from a real one:\n%s", tty, r.out)
+		}
+		if !strings.Contains(r.out, "second line") {
+			t.Errorf("tty %v: the text's second line is missing:\n%s", tty, r.out)
+		}
+	}
+
+	// requests: "where: text", cut to 40.
+	r := s.as(t, "alice", "", "requests").must(t, "requests")
+	inert(t, "requests", r.out)
+	if !strings.Contains(r.out, where+": [found in messages[…") {
+		t.Errorf("requests does not show where the rule matched, then the text cut:\n%s", r.out)
 	}
 }

@@ -71,7 +71,9 @@ func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
 		}
 		r.must(t, "requests")
 		inert(t, "requests", r.out+r.err)
-		if !strings.Contains(r.out, `messages[1] (role "\x1b[2Kuser [ok]\u202e"): DR`) || strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != 1+map[bool]int{true: 1}[tty] {
+		// Cut at 40 once escaped, between escapes (safetext.Clip); a
+		// line break shows as \n, not as a space.
+		if !strings.Contains(r.out, `messages[1] (role "\x1b[2Kuser\n[ok]\u202e…`) || strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != 1+map[bool]int{true: 1}[tty] {
 			t.Fatalf("requests (tty=%v):\n%s\n%s", tty, r.out, r.err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
+	"github.com/pamctl/pamctl/broker/safetext"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/iostreams"
 )
 
@@ -329,13 +330,10 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 	return t.Render()
 }
 
-func truncate(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len([]rune(s)) <= n {
-		return s
-	}
-	return string([]rune(s)[:n-1]) + "…"
-}
+// truncate cuts s to about n runes once escaped (what a person reads),
+// never inside an escape, "…" where it is cut (safetext.Clip). The result is
+// raw text, for the table or message that escapes it.
+func truncate(s string, n int) string { return safetext.Clip(s, n, false) }
 
 // ReviewOptions are the inputs of `pamctl approve` and `pamctl deny`.
 type ReviewOptions struct {

@@ -378,6 +378,19 @@ func (d *Details) Field(key, value string) {
 	fmt.Fprintf(&d.b, "%s%-*s %s\n", d.indent, d.width, Escape(key), d.s.safe(value))
 }
 
+// FieldLines adds a field of several lines: the first after the key, the
+// others under it at the value's column, each escaped like a value (one
+// line each: a line cannot break into more). No lines, no field.
+func (d *Details) FieldLines(key string, lines []string) {
+	for i, l := range lines {
+		k := ""
+		if i == 0 {
+			k = Escape(key)
+		}
+		fmt.Fprintf(&d.b, "%s%-*s %s\n", d.indent, d.width, k, d.s.safe(l))
+	}
+}
+
 // Render writes the fields to Out.
 func (d *Details) Render() error {
 	_, err := io.WriteString(d.s.Out, d.b.String())
