@@ -47,10 +47,13 @@
 package safetext
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -336,6 +339,62 @@ type boundedError struct {
 
 func (e *boundedError) Error() string { return e.msg }
 func (e *boundedError) Unwrap() error { return e.err }
+
+// EscapeJSON rewrites as \uXXXX escapes (a surrogate pair past U+FFFF) the
+// characters encoding/json leaves raw but a terminal would act on or show
+// as nothing (Unsafe: DEL, C1 and bidi controls, tag characters,
+// zero-width characters, variation selectors, ...) and combining marks
+// stacked past MaxMarks on one character. It decodes to the same
+// value: such characters only occur inside strings, and encoding/json
+// already escapes C0 controls, quotes, backslashes and U+2028/U+2029.
+func EscapeJSON(b []byte) []byte {
+	unsafe := func(r rune) bool { return r != '\n' && Unsafe(r) } // the encoder's own newlines stay
+	if bytes.IndexFunc(b, func(r rune) bool { return unsafe(r) || unicode.In(r, unicode.Mn, unicode.Me) }) < 0 {
+		return b
+	}
+	var out bytes.Buffer
+	out.Grow(len(b) + 16)
+	marks := 0
+	for _, r := range string(b) {
+		mark := unicode.In(r, unicode.Mn, unicode.Me)
+		if mark {
+			marks++
+		}
+		switch {
+		case unsafe(r), mark && marks > MaxMarks:
+			if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+				fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
+			} else {
+				fmt.Fprintf(&out, `\u%04x`, r)
+			}
+			marks = MaxMarks // no base left: later marks are escaped too
+		default:
+			out.WriteRune(r)
+			if !mark {
+				marks = 0
+			}
+		}
+	}
+	return out.Bytes()
+}
+
+// JSONWriter is w with every Write rewritten by EscapeJSON: for a writer
+// each Write of which is whole JSON values (log/slog's JSONHandler writes
+// one record a Write), such as a server's JSON log, read in a terminal
+// (kubectl logs, journalctl) by people and decoded by programs, which
+// get the exact text. Text that came from outside (an upstream's header
+// line Go's transport quotes in an error, a display name) then shows
+// \u202e, never a raw bidi control.
+func JSONWriter(w io.Writer) io.Writer { return jsonWriter{w} }
+
+type jsonWriter struct{ w io.Writer }
+
+func (j jsonWriter) Write(p []byte) (int, error) {
+	if _, err := j.w.Write(EscapeJSON(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
 
 // MinSecret is the shortest secret Redact looks for: a shorter one would
 // match ordinary words of the text (and guards little anyway).

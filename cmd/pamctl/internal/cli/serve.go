@@ -18,6 +18,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/safetext"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/store"
 )
@@ -245,8 +246,15 @@ func newLogger(cfg *Config, tty bool, w io.Writer) *slog.Logger {
 		level = slog.LevelError
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	// Log lines quote text from outside (an upstream's status line or
+	// header, a display name, a model's words) and are read in terminals
+	// (kubectl logs, journalctl). slog's JSON handler writes bidi
+	// controls and invisible characters raw: JSONWriter rewrites them as
+	// \u escapes, so programs decode the exact text and people see
+	// \u202e. The text handler quotes any value with a character that is
+	// not printable (strconv's \u escapes) already.
 	if cfg.Log.Format == "json" || (cfg.Log.Format == "" && !tty) {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(safetext.JSONWriter(w), opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }

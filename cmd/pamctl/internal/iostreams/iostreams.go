@@ -20,9 +20,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"unicode"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/charmbracelet/lipgloss"
 	"golang.org/x/term"
@@ -237,43 +234,9 @@ func (s *IOStreams) JSONLine(v any) error {
 	return err
 }
 
-// jsonSafe rewrites as \uXXXX escapes (a surrogate pair past U+FFFF) the
-// characters encoding/json leaves raw but a terminal would act on or show
-// as nothing (safetext.Unsafe: DEL, C1 and bidi controls, tag characters,
-// zero-width characters, variation selectors, ...) and combining marks
-// stacked past safetext.MaxMarks on one character. It decodes to the same
-// value: such characters only occur inside strings, and encoding/json
-// already escapes C0 controls, quotes, backslashes and U+2028/U+2029.
-func jsonSafe(b []byte) []byte {
-	unsafe := func(r rune) bool { return r != '\n' && safetext.Unsafe(r) } // the encoder's own newlines stay
-	if bytes.IndexFunc(b, func(r rune) bool { return unsafe(r) || unicode.In(r, unicode.Mn, unicode.Me) }) < 0 {
-		return b
-	}
-	var out bytes.Buffer
-	out.Grow(len(b) + 16)
-	marks := 0
-	for _, r := range string(b) {
-		mark := unicode.In(r, unicode.Mn, unicode.Me)
-		if mark {
-			marks++
-		}
-		switch {
-		case unsafe(r), mark && marks > safetext.MaxMarks:
-			if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
-				fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
-			} else {
-				fmt.Fprintf(&out, `\u%04x`, r)
-			}
-			marks = safetext.MaxMarks // no base left: later marks are escaped too
-		default:
-			out.WriteRune(r)
-			if !mark {
-				marks = 0
-			}
-		}
-	}
-	return out.Bytes()
-}
+// jsonSafe is safetext.EscapeJSON: the characters encoding/json leaves
+// raw but a terminal would act on or show as nothing, as \u escapes.
+func jsonSafe(b []byte) []byte { return safetext.EscapeJSON(b) }
 
 // Table prints rows under headers. On a terminal the header is styled and
 // columns aligned; piped, it prints tab-separated rows with no header so
