@@ -63,6 +63,7 @@ func TestEveryEventOfAHeldCallNamesItAsTheHoldDoes(t *testing.T) {
 		held          *broker.Request
 		waiting       chan ended // nil: the caller stopped waiting
 		approveOrDeny func(bool)
+		releasedToken string // the token of the call prompt.released names, when not the hold's
 	}
 	for name, run := range map[string]func(p *paths) []audit.Type{
 		"unwaited, its grant revoked": func(p *paths) []audit.Type {
