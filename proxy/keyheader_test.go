@@ -236,11 +236,7 @@ func TestMissingExtraKey(t *testing.T) {
 	})
 	tok := h.mint(grant{scope: "model:gpt-4o-mini"})
 	for _, path := range []string{"/v1/chat/completions", "/v1/models"} {
-		method, body := "POST", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
-		if path == "/v1/models" {
-			method, body = "GET", ""
-		}
-		res, b := h.do(method, path, tok, body)
+		res, b := chatOrModels(h, path, tok)
 		if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), CodeProviderKey) || !strings.Contains(string(b), "pamctl vault set gateway-key") {
 			t.Fatalf("%s: %d %s", path, res.StatusCode, b)
 		}
@@ -300,4 +296,13 @@ func TestKeyHeadersValidated(t *testing.T) {
 			t.Errorf("%+v: %v", ok, err)
 		}
 	}
+}
+
+// chatOrModels calls path, a chat completion (a small one for
+// gpt-4o-mini) or the model list, with tok.
+func chatOrModels(h *harness, path, tok string) (*http.Response, []byte) {
+	if path == "/v1/models" {
+		return h.do("GET", path, tok, "")
+	}
+	return h.do("POST", path, tok, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`)
 }

@@ -29,11 +29,7 @@ func TestUpstream401WithExtraKeyNamesBothEntries(t *testing.T) {
 			})
 			tok := h.mint(grant{scope: "model:gpt-4o-mini"})
 			for _, path := range []string{"/v1/chat/completions", "/v1/models"} {
-				method, body := "POST", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
-				if path == "/v1/models" {
-					method, body = "GET", ""
-				}
-				res, b := h.do(method, path, tok, body)
+				res, b := chatOrModels(h, path, tok)
 				e := apiErr(t, b)
 				if res.StatusCode != 502 || e.Code != CodeUpstreamAuth {
 					t.Fatalf("%s: %d %s", path, res.StatusCode, b)

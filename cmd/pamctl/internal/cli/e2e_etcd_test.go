@@ -42,7 +42,13 @@ func etcdProxyCall(t *testing.T, s *testServer, tok string) (int, string) {
 
 func etcdReadyz(t *testing.T, s *testServer) (int, string) {
 	t.Helper()
-	resp, err := http.Get(s.app.ProxyURL() + "/readyz")
+	return getReadyz(t, s.app.ProxyURL())
+}
+
+// getReadyz is base's /readyz: its status and text.
+func getReadyz(t *testing.T, base string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // A reload judges the files the new configuration names as a start does
@@ -41,14 +39,7 @@ func TestEndToEndReloadReportsLooseNamedFiles(t *testing.T) {
 	}
 	rewrite(t, file, reloadConfigV1+"notify:\n  slack: { webhook_url_file: "+readable+" }\n  teams: { webhook_url_file: "+writable+" }\n")
 	waitForReload(t, s, "applied", 1)
-	var last audit.Event
-	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
-		if e.Type == audit.TypeConfigReloaded {
-			last = e
-		}
-		return true
-	})
-	got := last.Details["file_problems"]
+	got := lastReload(t, s).Details["file_problems"]
 	for _, want := range []string{"notify.slack.webhook_url_file", readable, "notify.teams.webhook_url_file", writable} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("file_problems does not name %q: %q", want, got)
@@ -66,13 +57,7 @@ func TestEndToEndReloadReportsLooseNamedFiles(t *testing.T) {
 	}
 	rewrite(t, file, reloadConfigV1+"notify:\n  slack: { webhook_url_file: "+readable+" }\n  teams: { webhook_url_file: "+writable+" }\n# fixed\n")
 	waitForReload(t, s, "applied", 2)
-	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
-		if e.Type == audit.TypeConfigReloaded {
-			last = e
-		}
-		return true
-	})
-	if p, ok := last.Details["file_problems"]; ok {
+	if p, ok := lastReload(t, s).Details["file_problems"]; ok {
 		t.Fatalf("file_problems after the fix: %q", p)
 	}
 }

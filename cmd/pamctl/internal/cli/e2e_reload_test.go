@@ -176,13 +176,7 @@ masking:
 		}
 	}
 	waitForReload(t, s, "applied", 0)
-	var last audit.Event
-	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
-		if e.Type == audit.TypeConfigReloaded {
-			last = e
-		}
-		return true
-	})
+	last := lastReload(t, s)
 	if !strings.Contains(last.Error, "masking: masking settings are in force") || strings.Contains(last.Error, "policies:") {
 		t.Fatalf("refusal does not say what it keeps: %+v", last)
 	}
@@ -235,6 +229,19 @@ func waitForReload(t *testing.T, s *testServer, decision string, want int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// lastReload is the trail's last config.reloaded event.
+func lastReload(t *testing.T, s *testServer) audit.Event {
+	t.Helper()
+	var last audit.Event
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypeConfigReloaded {
+			last = e
+		}
+		return true
+	})
+	return last
 }
 
 // waitForEvent waits for exactly want events of type typ: up to 15s for

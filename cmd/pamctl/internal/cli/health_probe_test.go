@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -129,20 +128,11 @@ func TestEndToEndReadyzIssuerAndProviderKey(t *testing.T) {
 	go func() { served <- app.Serve(ctx, func() (*Config, error) { return cfg, nil }) }()
 	defer func() { cancel(); <-served }()
 
-	get := func(url string) (int, string) {
-		resp, err := http.Get(url + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	// The metrics listener answers /readyz with the same checks, for
 	// probes that cannot present a client certificate to the others.
 	readyz := func() (int, string) {
-		code, body := get(app.ProxyURL())
-		if mcode, mbody := get(app.MetricsURL()); mcode != code || mbody != body {
+		code, body := getReadyz(t, app.ProxyURL())
+		if mcode, mbody := getReadyz(t, app.MetricsURL()); mcode != code || mbody != body {
 			t.Fatalf("/readyz on the proxy port: %d %q; on the metrics port: %d %q", code, body, mcode, mbody)
 		}
 		return code, body
@@ -216,15 +206,7 @@ func TestDevReadyzJudgesProviderKeys(t *testing.T) {
 	s := startServerOpts(t, func(c *Config) {
 		c.Upstreams[0].ExtraKey = ExtraKeyConfig{Header: "X-Gateway-Key", Key: "gateway"}
 	}, AppOptions{Dev: true, ProbeEvery: 20 * time.Millisecond})
-	readyz := func() (int, string) {
-		resp, err := http.Get(s.app.ProxyURL() + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	readyz := func() (int, string) { return getReadyz(t, s.app.ProxyURL()) }
 	var last string
 	state := func() string { return last }
 	want := func(code int, has, hasNot string) {
