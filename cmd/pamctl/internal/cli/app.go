@@ -692,9 +692,10 @@ func (k devKeys) ProviderKey(ctx context.Context, entry string) (string, error) 
 // devRoute sends calls that carry the mock key to the built-in mock
 // upstream, and everything else to the real upstream.
 type devRoute struct {
-	real      http.RoundTripper
-	mock      *url.URL
-	keyHeader string // the upstream's key_header ("": Authorization)
+	real        http.RoundTripper
+	mock        *url.URL
+	keyHeader   string // the upstream's key_header ("": Authorization)
+	extraHeader string // the header of the upstream's extra_key ("": none)
 }
 
 func (d devRoute) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -710,6 +711,13 @@ func (d devRoute) RoundTrip(r *http.Request) (*http.Response, error) {
 	if mockKey {
 		r = r.Clone(r.Context())
 		r.URL.Scheme, r.URL.Host, r.Host = d.mock.Scheme, d.mock.Host, d.mock.Host
+	} else if d.extraHeader != "" && r.Header.Get(d.extraHeader) == devMockKey {
+		// A vaulted provider key with its extra key not vaulted: devKeys
+		// gave the mock's key for it, which a real upstream must not get.
+		// It goes without one, and answers 401 (upstream_auth_failed,
+		// naming the extra key's vault entry).
+		r = r.Clone(r.Context())
+		r.Header.Del(d.extraHeader)
 	}
 	return d.real.RoundTrip(r)
 }
@@ -736,7 +744,7 @@ func (a *App) upstreams() ([]proxy.Upstream, error) {
 			if up.Timeout > 0 {
 				tr.ResponseHeaderTimeout = up.Timeout
 			}
-			up.Transport = devRoute{real: tr, mock: mock, keyHeader: u.KeyHeader}
+			up.Transport = devRoute{real: tr, mock: mock, keyHeader: u.KeyHeader, extraHeader: u.ExtraKey.Header}
 		}
 		out = append(out, up)
 	}

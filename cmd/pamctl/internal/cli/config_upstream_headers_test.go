@@ -132,3 +132,38 @@ func TestDevRouteFollowsKeyHeader(t *testing.T) {
 		}
 	}
 }
+
+// In dev mode with a vaulted provider key but no extra key, devKeys gives
+// the mock's key for the extra key; the call goes to the real upstream,
+// which must not get the mock's key (h3): it goes without the extra
+// header. With both the mock's, it goes to the mock, extra header and all.
+func TestDevRouteSendsNoMockExtraKeyUpstream(t *testing.T) {
+	got := make(chan string, 2)
+	serve := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got <- name + " " + r.Header.Get("Authorization") + "|" + r.Header.Get("X-Gw-Key")
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	mock, real := serve("mock"), serve("real")
+	mu, _ := url.Parse(mock.URL)
+	rt := devRoute{real: http.DefaultTransport, mock: mu, extraHeader: "X-Gw-Key"}
+	for _, c := range []struct{ key, extra, want string }{
+		{"sk-real", devMockKey, "real Bearer sk-real|"},
+		{"sk-real", "gw-real", "real Bearer sk-real|gw-real"},
+		{devMockKey, devMockKey, "mock Bearer " + devMockKey + "|" + devMockKey},
+	} {
+		req, _ := http.NewRequest("GET", real.URL+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+c.key)
+		req.Header.Set("X-Gw-Key", c.extra)
+		res, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if g := <-got; g != c.want {
+			t.Errorf("key %s, extra %s: %q, want %q", c.key, c.extra, g, c.want)
+		}
+	}
+}
