@@ -144,7 +144,7 @@ func (s scenario) name() string {
 // cell is what one target measured in one scenario.
 type cell struct {
 	s         *samples
-	rounds    []*samples // each round's samples, in round order (s holds them all)
+	rounds    []*samples    // each round's samples, in round order (s holds them all)
 	upConns   int64         // TCP connections the mock accepted during the measured runs
 	cpu       time.Duration // CPU time of the target's process (the mock for direct) during the measured runs
 	syscalls  int64         // read and write system calls of that process during the measured runs (/proc/PID/io)
