@@ -345,32 +345,44 @@ func logoutRun(cmd *cobra.Command, f *Factory) error {
 		f.IO.Successf("Not logged in")
 		return nil
 	}
-	// End it server-side first; forget it locally whatever the answer.
-	endErr := mayUseSession(cfg)
-	var c *api.Client
-	if endErr == nil {
-		c, endErr = f.sessionClient(cfg, sess) // refuses a session past its expiry or for another server
+	if err := refuseUnderExec("use your session"); err != nil {
+		return err // an agent under pamctl exec neither ends nor forgets it
 	}
-	if endErr == nil {
-		endErr = c.Logout(cmd.Context())
+	// End it server-side first, at the broker it was made with (the
+	// configured server may have changed since: the session lives
+	// there); forget it locally whatever the answer.
+	server := strings.TrimRight(sess.Server, "/")
+	var endErr error
+	expired := f.Now().After(sess.ExpiresAt)
+	if !expired {
+		if endErr = checkServer(server); endErr == nil {
+			c := &api.Client{BaseURL: server, Token: sess.Token, HTTP: f.HTTP, UserAgent: userAgent()}
+			endErr = c.Logout(cmd.Context())
+		}
 	}
 	if err := os.Remove(SessionPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	at := ""
+	if server != strings.TrimRight(cfg.Server, "/") {
+		at = " at " + server
+	}
 	var ae *api.Error
 	switch {
-	case endErr == nil:
-		f.IO.Successf("Logged out; the broker ended session %s", dash(sess.ID))
+	case expired:
+		f.IO.Successf("Logged out (the session had expired at %s)", sess.ExpiresAt.Local().Format(time.RFC3339))
 		return nil
-	case errors.As(endErr, &ae) && ae.Code == broker.CodeUnauthenticated, exitCodeOf(endErr) == ExitUnauthenticated:
-		// Already ended (revoked, expired, logged out elsewhere), or
-		// for another server.
-		f.IO.Successf("Logged out (the broker no longer accepted this session)")
+	case endErr == nil:
+		f.IO.Successf("Logged out; the broker%s ended session %s", at, dash(sess.ID))
+		return nil
+	case errors.As(endErr, &ae) && ae.Code == broker.CodeUnauthenticated:
+		// Already ended: revoked, idle, logged out elsewhere.
+		f.IO.Successf("Logged out (the broker%s no longer accepted this session)", at)
 		return nil
 	case errors.Is(endErr, api.ErrUnreachable):
-		return withCode(ExitUnreachable, fmt.Errorf("forgot the local session, but the broker at %s could not be reached to end it: it stays valid until %s unless revoked (pamctl sessions revoke %s)", cfg.Server, sess.ExpiresAt.Local().Format(time.RFC3339), dash(sess.ID)))
+		return withCode(ExitUnreachable, fmt.Errorf("forgot the local session, but the broker at %s could not be reached to end it: it stays valid until %s unless revoked (pamctl sessions revoke %s)", server, sess.ExpiresAt.Local().Format(time.RFC3339), dash(sess.ID)))
 	default:
-		return fmt.Errorf("forgot the local session, but the broker did not end it: %w", endErr)
+		return fmt.Errorf("forgot the local session, but the broker%s did not end it (it stays valid until %s unless revoked: pamctl sessions revoke %s): %w", at, sess.ExpiresAt.Local().Format(time.RFC3339), dash(sess.ID), endErr)
 	}
 }
 

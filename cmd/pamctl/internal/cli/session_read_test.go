@@ -133,3 +133,48 @@ func TestEndToEndLogoutEndsASessionOthersCouldRead(t *testing.T) {
 	}
 	mustLogInAgain(t, s.as(t, "thief", "", "whoami"), "a copy of the exposed session after logout")
 }
+
+// Logout ends the session at the broker it was made with, even when the
+// configured server has changed since (black-box red team: it sent
+// nothing, said "the broker no longer accepted this session", deleted
+// the only local record, and a copy kept working). Under `pamctl exec`
+// it neither ends nor forgets the session; an expired one is forgotten
+// without asking anyone.
+func TestEndToEndLogoutEndsTheSessionWhereItWasMade(t *testing.T) {
+	s := startServer(t)
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+	s.copySession(t, "alice", "thief")
+	p := filepath.Join(s.dir, "config-alice", "pamctl", "session.json")
+
+	t.Setenv(EnvNoSession, "1")
+	if r := s.as(t, "alice", "", "logout"); r.code == 0 {
+		t.Fatalf("logout under pamctl exec: %+v", r)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("logout under pamctl exec removed the session: %v", err)
+	}
+	os.Unsetenv(EnvNoSession)
+
+	broker := s.app.BrokerURL()
+	t.Setenv("PAMCTL_SERVER", "http://127.0.0.1:1") // another server configured since
+	r := s.as(t, "alice", "", "logout").must(t, "logout with another server configured")
+	if !strings.Contains(r.out+r.err, "the broker at "+broker+" ended session") {
+		t.Fatalf("logout: %+v", r)
+	}
+	t.Setenv("PAMCTL_SERVER", broker)
+	mustLogInAgain(t, s.as(t, "thief", "", "whoami"), "a copy after logout with another server configured")
+
+	// A dead broker: exit 3, saying until when the session stays valid.
+	s.as(t, "bob", "", "login", "--user", "bob", "--groups", "ml").must(t, "bob login")
+	raw, err := os.ReadFile(filepath.Join(s.dir, "config-bob", "pamctl", "session.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.Replace(string(raw), broker, "http://127.0.0.1:1", 1)
+	if err := os.WriteFile(filepath.Join(s.dir, "config-bob", "pamctl", "session.json"), []byte(moved), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.as(t, "bob", "", "logout"); r.code != ExitUnreachable || !strings.Contains(r.err, "stays valid until") || !strings.Contains(r.err, "http://127.0.0.1:1") {
+		t.Fatalf("logout with the session's broker down: %+v", r)
+	}
+}
