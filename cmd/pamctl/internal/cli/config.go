@@ -642,10 +642,10 @@ func integerHook(from, to reflect.Type, data any) (any, error) {
 	case reflect.String:
 		s := strings.TrimSpace(v.String())
 		if len(s) > maxNumeral {
-			return nil, fmt.Errorf("%q is too long to be a whole number", truncate(s, maxNumeral))
+			return nil, fmt.Errorf("a value of %d bytes is too long to be a whole number", len(s))
 		}
 		if _, ok := n.SetString(s, 10); !ok {
-			return nil, fmt.Errorf("%q is not a whole number in decimal", v.String())
+			return nil, fmt.Errorf("%s is not a whole number in decimal", shownValue(v.String()))
 		}
 	default:
 		return nil, fmt.Errorf("%v is not a whole number", data)
@@ -723,18 +723,18 @@ func ParseDuration(s string) (time.Duration, error) {
 	if i := strings.Index(s, "d"); i > 0 && strings.Trim(s[:i], "0123456789") == "" {
 		days, err := strconv.Atoi(s[:i])
 		if err != nil || days > maxDays {
-			return 0, fmt.Errorf("invalid duration %q: whole days from 0 to %d %s", s, maxDays, hint)
+			return 0, fmt.Errorf("invalid duration %s: whole days from 0 to %d %s", shownValue(s), maxDays, hint)
 		}
 		rest := time.Duration(0)
 		if tail := s[i+1:]; strings.HasPrefix(tail, "-") || strings.HasPrefix(tail, "+") {
-			return 0, fmt.Errorf("invalid duration %q: days take no signed remainder %s", s, hint)
+			return 0, fmt.Errorf("invalid duration %s: days take no signed remainder %s", shownValue(s), hint)
 		} else if tail != "" {
 			if rest, err = time.ParseDuration(tail); err != nil {
-				return 0, fmt.Errorf("invalid duration %q %s", s, hint)
+				return 0, fmt.Errorf("invalid duration %s %s", shownValue(s), hint)
 			}
 		}
 		if rest > math.MaxInt64-time.Duration(days)*24*time.Hour {
-			return 0, fmt.Errorf("invalid duration %q: too long (at most %d days) %s", s, maxDays, hint)
+			return 0, fmt.Errorf("invalid duration %s: too long (at most %d days) %s", shownValue(s), maxDays, hint)
 		}
 		return time.Duration(days)*24*time.Hour + rest, nil
 	}
@@ -743,9 +743,22 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q %s", s, hint)
+		return 0, fmt.Errorf("invalid duration %s %s", shownValue(s), hint)
 	}
 	return d, nil
+}
+
+// shownValue quotes a value an error is about when it looks like a
+// mistyped number or duration (at most 16 bytes of letters, digits,
+// spaces and . + -, a digit among them: "30 minutes", "12kb"), and
+// otherwise only says how long it is: a value in the wrong place may be a
+// secret, and config errors reach the log and, on a reload, the trail.
+func shownValue(s string) string {
+	if len(s) <= 16 && strings.ContainsAny(s, "0123456789") &&
+		strings.Trim(s, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .+-") == "" {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("(%d bytes, not shown)", len(s))
 }
 
 // Validate reports every problem at once.

@@ -209,7 +209,7 @@ func walkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		case "!!str", "!!bool", "!!null":
 			// The decoder reads a string as decimal and refuses a bool.
 		default: // !!binary, a local tag: a number hidden from a reader
-			bad("%s is not a whole number (a value tagged %s)", truncate(n.Value, maxNumeral), n.Tag)
+			bad("%d bytes are not a whole number (a value tagged %s)", len(n.Value), truncate(n.Tag, maxNumeral))
 		}
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
@@ -431,6 +431,10 @@ func checkDetectors(n *yaml.Node, names []*yaml.Node, path string, errs *[]error
 	}
 }
 
+// kindName names what n is, never what it says: a value where a mapping
+// was expected is often a secret written one level too high (a webhook
+// URL for notify.slack, a header line for headers), and the error goes to
+// the log and, on a reload, the trail.
 func kindName(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -438,7 +442,7 @@ func kindName(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	}
-	return fmt.Sprintf("%q", n.Value)
+	return fmt.Sprintf("a single value (%d bytes, not shown: it may be a secret)", len(n.Value))
 }
 
 func fieldNames(keys []field) []string {
