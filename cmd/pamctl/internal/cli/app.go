@@ -1130,7 +1130,7 @@ func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hu
 		case <-hup:
 			apply("SIGHUP")
 		case ev := <-events:
-			if ev.Name == a.cfg.File && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+			if sameFile(ev.Name, a.cfg.File) && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				debounce.Reset(reloadSettle)
 			}
 		case err, ok := <-watchErrs:
@@ -1165,6 +1165,17 @@ func (a *App) namedFileProblems(cfg *Config) string {
 		problems = append(problems, strings.Split(err.Error(), "\n")...)
 	}
 	return strings.Join(problems, "; ")
+}
+
+// sameFile reports whether two names of a file, as given (--config
+// c.yaml) and as the watch reports it (./c.yaml), name the same path.
+func sameFile(a, b string) bool {
+	if a == b {
+		return true
+	}
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
 }
 
 // reloadSettle is how long the config file must be quiet before a reload.

@@ -61,3 +61,23 @@ func TestEndToEndReloadReportsLooseNamedFiles(t *testing.T) {
 		t.Fatalf("file_problems after the fix: %q", p)
 	}
 }
+
+// A config named by a relative path (--config c.yaml) reloads on a change
+// of the file as an absolute one does (black-box red team: the watch
+// reported ./c.yaml, which was compared with c.yaml, and no edit was ever
+// applied; SIGHUP was).
+func TestEndToEndReloadFollowsARelativeConfigPath(t *testing.T) {
+	t.Chdir(t.TempDir())
+	const file = "config.yaml"
+	if err := os.WriteFile(file, []byte(reloadConfigV1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := reloadServer(t, file)
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+	rewrite(t, file, reloadConfigV1+"# edited\n")
+	waitForReload(t, s, "applied", 1)
+	if err := os.WriteFile(file, []byte(reloadConfigV1+"# edited in place\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitForReload(t, s, "applied", 2)
+}
