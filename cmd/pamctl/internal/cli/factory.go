@@ -125,10 +125,15 @@ func loadSession() (*SessionFile, error) {
 func readSession() (*SessionFile, error) {
 	p := SessionPath()
 	raw, err := safefile.Read(p, maxSessionFile)
-	if errors.Is(err, fs.ErrNotExist) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, nil
-	}
-	if err != nil {
+	case errors.Is(err, safefile.ErrNotRegular):
+		// safefile's fix names a setting; this file is pamctl's own.
+		return nil, fmt.Errorf("session file %s is %w, not one pamctl wrote: remove it and run `pamctl login`", p, safefile.ErrNotRegular)
+	case errors.Is(err, safefile.ErrTooLarge):
+		return nil, fmt.Errorf("session file %s is %w (over %d KiB), not one pamctl wrote: remove it and run `pamctl login`", p, safefile.ErrTooLarge, maxSessionFile>>10)
+	case err != nil:
 		return nil, fmt.Errorf("read session: %w", err)
 	}
 	var s SessionFile
