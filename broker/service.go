@@ -168,6 +168,7 @@ type strandedScan struct {
 	mu    sync.Mutex
 	next  time.Time
 	dirty bool
+	marks uint64 // markStranded calls: one during a look keeps dirty set
 }
 
 // strandedEvery is how often endStrandedHeld looks when nothing failed:
@@ -998,17 +999,11 @@ func (s *Service) Sweep(ctx context.Context) error {
 // (serve's expiry_sweep check, whose log names the held calls).
 func (s *Service) endStrandedHeld(ctx context.Context) (err error) {
 	now := s.now()
-	s.stranded.mu.Lock()
-	due := s.stranded.dirty || !now.Before(s.stranded.next)
-	s.stranded.mu.Unlock()
+	marks, due := s.stranded.begin(now)
 	if !due {
 		return nil
 	}
-	defer func() {
-		s.stranded.mu.Lock()
-		s.stranded.next, s.stranded.dirty = now.Add(strandedEvery), err != nil
-		s.stranded.mu.Unlock()
-	}()
+	defer func() { s.stranded.end(now, err != nil, marks) }()
 	pending, err := s.store.RequestsInState(ctx, StatePending, nil)
 	if err != nil {
 		return fmt.Errorf("ending the calls held on ended grants: listing the pending requests: %w", err)
@@ -1035,10 +1030,30 @@ func (s *Service) endStrandedHeld(ctx context.Context) (err error) {
 
 // markStranded brings endStrandedHeld to the next sweep: ending the calls
 // held on an ended grant failed.
-func (s *Service) markStranded() {
-	s.stranded.mu.Lock()
-	s.stranded.dirty = true
-	s.stranded.mu.Unlock()
+func (s *Service) markStranded() { s.stranded.mark() }
+
+// begin says whether a look is due at now, and the marks it starts from.
+func (st *strandedScan) begin(now time.Time) (marks uint64, due bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.marks, st.dirty || !now.Before(st.next)
+}
+
+// end records a look begun at now: the next is due strandedEvery on, or
+// at the next tick when it failed or a failure was marked while it ran
+// (that failure may be after what it read).
+func (st *strandedScan) end(now time.Time, failed bool, marks uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.next, st.dirty = now.Add(strandedEvery), failed || st.marks != marks
+}
+
+// mark makes the next look due at the next tick.
+func (st *strandedScan) mark() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.dirty = true
+	st.marks++
 }
 
 // sweepDue records the expiries of Sweep.
