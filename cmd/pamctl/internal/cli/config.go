@@ -782,7 +782,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add("server: %q is not an http(s) URL", c.Server)
+		add("server: %s is not an http(s) URL", shownURL(c.Server))
 	}
 	errs = append(errs, c.validateDurations()...)
 	errs = append(errs, c.Notify.validate()...)
@@ -825,7 +825,7 @@ func (c *Config) Validate() error {
 		}
 		seen[u.Name] = true
 		if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			add("upstreams[%d] (%s): url %q is not an http(s) URL", i, u.Name, u.URL)
+			add("upstreams[%d] (%s): url %s is not an http(s) URL", i, u.Name, shownURL(u.URL))
 		}
 		if u.Key == "" {
 			add("upstreams[%d] (%s): key (the vault entry holding the provider key) is required", i, u.Name)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -24,8 +25,16 @@ func TestConfigErrorsDoNotShowAValueInTheWrongPlace(t *testing.T) {
 		"proxy: { max_body: \"sk-proj-SECRETINT0001\" }\n",
 		"memory_floor: !!binary U0VDUkVUQklOQVJZMDAwMQ==\n",
 		"memory_floor: !foo SECRETTAG0001\n",
+		"server: \"broker.example.com/?token=SECRETSERVER0001\"\n",
+		"server: \"ftp://user:SECRETPASS0001@broker.example.com\"\n",
+		"upstreams: [ { name: o, url: \"api.openai.com/v1?api-key=SECRETURL0001\", key: o } ]\n",
+		"store: { backend: etcd, etcd: { endpoints: [\"ftp://root:SECRETETCD0001@etcd:2379\"] } }\n",
+		"store: { backend: etcd, etcd: { endpoints: [\"http://root:SECRETETCD0002@etcd.example.com:2379\"] } }\n",
 	} {
-		_, err := LoadConfig(writeConfig(t, body), nil)
+		cfg, err := LoadConfig(writeConfig(t, body), nil)
+		if err == nil {
+			err = errors.Join(cfg.Validate(), cfg.CheckStore())
+		}
 		if err == nil {
 			t.Errorf("%q loaded", body)
 			continue

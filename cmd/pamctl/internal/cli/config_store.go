@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/pamctl/pamctl/broker/safefile"
@@ -53,7 +54,7 @@ func (s StoreConfig) validate() []error {
 func checkEtcdEndpoint(ep string, tlsSet bool) error {
 	u, err := url.Parse(ep)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil {
-		return fmt.Errorf("store.etcd.endpoints: %q is not an etcd client URL like https://etcd-0.example.com:2379", redactURL(ep))
+		return fmt.Errorf("store.etcd.endpoints: %s is not an etcd client URL like https://etcd-0.example.com:2379", shownURL(ep))
 	}
 	if u.Scheme == "https" {
 		return nil
@@ -65,18 +66,25 @@ func checkEtcdEndpoint(ep string, tlsSet bool) error {
 	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
 		return nil
 	}
-	return fmt.Errorf("store.etcd.endpoints: %s would carry pamctl's state (sessions, grants, sealed keys) and etcd credentials in clear off this host: serve etcd over TLS, write https://%s and configure store.etcd.tls (ca_file, and cert_file and key_file if the cluster wants client certificates)", ep, u.Host)
+	return fmt.Errorf("store.etcd.endpoints: %s would carry pamctl's state (sessions, grants, sealed keys) and etcd credentials in clear off this host: serve etcd over TLS, write https://%s and configure store.etcd.tls (ca_file, and cert_file and key_file if the cluster wants client certificates)", shownURL(ep), u.Host)
 }
 
-// redactURL hides a password in a URL someone put in the endpoints.
-func redactURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
+// shownURL is raw for an error about it: without its user info, query
+// and fragment, which may hold a password or a token (a value in the
+// wrong shape reaches the log and, on a reload, the trail).
+func shownURL(raw string) string {
+	s := raw
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i] + "?…"
 	}
-	if i := strings.Index(raw, "@"); i >= 0 {
-		return "…" + raw[i:]
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		scheme := ""
+		if j := strings.Index(s[:i], "://"); j >= 0 {
+			scheme = s[:j+3]
+		}
+		s = scheme + "…" + s[i:]
 	}
-	return raw
+	return strconv.Quote(s)
 }
 
 // EtcdStoreConfig turns store.etcd into the store's Config, reading the
