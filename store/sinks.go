@@ -32,7 +32,7 @@ func (db *DB) SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, err
 		return b.ForEach(func(k, v []byte) error {
 			var c auditsink.Cursor
 			if err := decode(v, &c); err != nil {
-				return fmt.Errorf("%w (sink cursor %q)", err, auditsink.ShownName(string(k)))
+				return fmt.Errorf("%w (sink cursor \"%s\")", err, auditsink.ShownName(string(k)))
 			}
 			out[string(k)] = c
 			return nil

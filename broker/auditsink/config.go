@@ -240,14 +240,16 @@ func AdoptRenamedCursors(key []byte, cursors map[string]Cursor, sinks []SinkConf
 
 // ShownName is a stored cursor key as errors may show it: an earlier
 // name holding a URL (before path tokens were hidden) gets its token
-// segments, user info and query hidden as a sink's name does now.
+// segments, user info and query hidden as a sink's name does now; any
+// other is cut to 300 bytes, raw (the error is escaped where it is
+// printed).
 func ShownName(name string) string {
 	for _, p := range []string{"http:", "anchor:"} {
 		if rest, ok := strings.CutPrefix(name, p); ok && (strings.HasPrefix(rest, "http://") || strings.HasPrefix(rest, "https://")) {
 			return p + idURL(rest)
 		}
 	}
-	return safetext.Bounded(name, 300)
+	return safetext.Cut(name, 300)
 }
 
 // currentNames are the cursor keys of the configured sinks and anchor.

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/pamctl/pamctl/broker/safetext"
 )
@@ -491,21 +490,20 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// clean makes a collector's answer safe to log: printable, one line, short.
+// clean is a collector's answer (or a line of a file) for an error: at
+// most n bytes of it, cut at a rune boundary with "…" after the quote,
+// between quotes, as it is. It is not escaped: the error is data (the
+// sink's status, `audit sinks -o json`, an audit event), and every place a
+// person reads it escapes it once (the CLI, the log's handlers); escaped
+// here too, a U+202E would read as the six characters \u202e.
 func clean(b []byte, n int) string {
-	s := strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return ' '
-	}, string(b))
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	if s == "" {
+	if len(b) == 0 {
 		return "(empty body)"
 	}
-	return strconv.Quote(s)
+	if len(b) <= n {
+		return `"` + string(b) + `"`
+	}
+	return `"` + strings.TrimSuffix(safetext.Cut(string(b), n), "… (cut)") + `"…`
 }
 
 func (t *httpTarget) Close() error {

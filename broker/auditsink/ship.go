@@ -645,7 +645,7 @@ func (s *shipper) dropLegacy(ctx context.Context) {
 	for len(s.legacy) > 0 {
 		if err := s.m.opts.Cursors.DeleteSinkCursor(context.WithoutCancel(ctx), s.legacy[0]); err != nil {
 			s.m.opts.Logger.Warn("audit sink: could not delete the cursor stored under the sink's old name (which may show its URL's path token); tried again after the next delivery",
-				"sink", s.name, "err", safetext.BoundedError(err, 300))
+				"sink", s.name, "err", safetext.CutError(err, 300))
 			return
 		}
 		s.legacy = s.legacy[1:]
@@ -753,6 +753,8 @@ func (s *shipper) reject(problem string) {
 // sinks` and passed to OnError.
 const maxErrorBytes = 1024
 
-// boundedErr is err with its text escaped and cut to maxErrorBytes when
-// it needs either (safetext.BoundedError).
-func boundedErr(err error) error { return safetext.BoundedError(err, maxErrorBytes) }
+// boundedErr is err with its text cut to maxErrorBytes when it is longer
+// (safetext.CutError). Its text stays raw: the status is data (`audit
+// sinks -o json` gives it exactly), and what shows it to a person (the
+// CLI's table, the log's handlers) escapes it, once.
+func boundedErr(err error) error { return safetext.CutError(err, maxErrorBytes) }

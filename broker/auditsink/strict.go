@@ -56,7 +56,7 @@ func checkUniqueKeys(b []byte) error {
 			k, _ := tok.(string)
 			fold := strings.ToLower(strings.ToUpper(k))
 			if top.keys[fold] {
-				return fmt.Errorf("duplicate key %q", clean([]byte(k), 40))
+				return fmt.Errorf("duplicate key %s", clean([]byte(k), 40))
 			}
 			top.keys[fold] = true
 			top.wantKey = false

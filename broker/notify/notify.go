@@ -446,9 +446,11 @@ func (w *Webhook) fail(e Event, err error) {
 // to the notify.failed audit event).
 const maxErrorBytes = 512
 
-// boundedErr is err with its text escaped and cut to maxErrorBytes when
-// it needs either (safetext.BoundedError).
-func boundedErr(err error) error { return safetext.BoundedError(err, maxErrorBytes) }
+// boundedErr is err with its text cut to maxErrorBytes when it is longer
+// (safetext.CutError). Its text stays raw: the notify.failed event holds
+// it as data, and every view of the trail (and the log's handlers)
+// escapes it once where a person reads it.
+func boundedErr(err error) error { return safetext.CutError(err, maxErrorBytes) }
 
 // errRedirect: a webhook answers where it is; a redirect is not followed.
 var errRedirect = errors.New("the webhook answered with a redirect, which pamctl does not follow")

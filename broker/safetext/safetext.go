@@ -306,27 +306,32 @@ func clean(s string, keepNL bool) bool {
 	return true
 }
 
-// Bounded is s escaped (Escape) and, when that is longer than max bytes,
+// Cut is s as it is (raw: not escaped) when it is at most max bytes, else
 // cut at a rune boundary at most max bytes in, with "… (cut)" after it:
-// for text another party sent that ends up in a log line or an error
-// (an endpoint's status line of megabytes, a collector's echo).
-func Bounded(s string, max int) string {
-	s = Escape(s)
+// for text another party sent (an endpoint's status line of megabytes, a
+// collector's echo) kept in an error, a status or a record, which is data.
+// Whatever shows it to a person escapes it there, once (Escape, the CLI's
+// tables, the web page, chat; the server log's handlers): escaping it here
+// too would show an escape as typed text (\\u202e for a U+202E).
+func Cut(s string, max int) string {
 	if len(s) <= max {
 		return s
 	}
 	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
+	for cut > 0 && cut > max-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
 		cut--
+	}
+	if !utf8.RuneStart(s[cut]) {
+		cut = max // not UTF-8 there: any byte boundary
 	}
 	return s[:cut] + "… (cut)"
 }
 
-// BoundedError is err, or err with its text Bounded to max bytes when it
-// needs escaping or cutting; Unwrap gives err, for errors.Is.
-func BoundedError(err error, max int) error {
+// CutError is err, or err with its text Cut to max bytes when it is
+// longer; Unwrap gives err, for errors.Is. Its text stays raw (see Cut).
+func CutError(err error, max int) error {
 	msg := err.Error()
-	if b := Bounded(msg, max); b != msg {
+	if b := Cut(msg, max); b != msg {
 		return &boundedError{msg: b, err: err}
 	}
 	return err

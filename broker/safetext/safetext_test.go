@@ -256,21 +256,30 @@ func TestUnsafePinsTheClass(t *testing.T) {
 	}
 }
 
-func TestBounded(t *testing.T) {
-	if got := Bounded("ok\n", 10); got != `ok\n` {
-		t.Errorf("Bounded escapes: %q", got)
+// Cut bounds text another party sent and keeps it raw: escaping is for
+// where a person reads it, once; text escaped here and again there shows
+// an escaped U+202E as \\u202e, the six characters an agent typed.
+func TestCut(t *testing.T) {
+	if got := Cut("ok\n\u202e", 10); got != "ok\n\u202e" {
+		t.Errorf("Cut escapes: %q", got)
 	}
-	got := Bounded(strings.Repeat("é", 10), 5) // 2 bytes a rune: the cut falls inside the third
+	if got := Escape(Cut("a\u202eb", 100)); got != `a\u202eb` {
+		t.Errorf("Escape(Cut(U+202E)) = %q, want the escape once", got)
+	}
+	got := Cut(strings.Repeat("é", 10), 5) // 2 bytes a rune: the cut falls inside the third
 	if got != "éé… (cut)" {
-		t.Errorf("Bounded cuts at a rune boundary: %q", got)
+		t.Errorf("Cut cuts at a rune boundary: %q", got)
 	}
-	err := errors.New("a\x1b[2Jb")
-	b := BoundedError(err, 100)
-	if b.Error() != `a\x1b[2Jb` || !errors.Is(b, err) {
-		t.Errorf("BoundedError: %q, Is %v", b.Error(), errors.Is(b, err))
+	if got := Cut(strings.Repeat("\x80", 10), 5); got != strings.Repeat("\x80", 5)+"… (cut)" {
+		t.Errorf("Cut of bytes that are no UTF-8: %q", got)
 	}
-	if plain := errors.New("plain"); BoundedError(plain, 100) != plain {
-		t.Error("BoundedError wraps an error that needs nothing")
+	err := errors.New("a\x1b[2Jb" + strings.Repeat("z", 200))
+	b := CutError(err, 100)
+	if !strings.HasPrefix(b.Error(), "a\x1b[2Jb") || len(b.Error()) > 100+len("… (cut)") || !errors.Is(b, err) {
+		t.Errorf("CutError: %q, Is %v", b.Error(), errors.Is(b, err))
+	}
+	if plain := errors.New("pl\u202ein"); CutError(plain, 100) != plain {
+		t.Error("CutError wraps an error that is short enough")
 	}
 }
 

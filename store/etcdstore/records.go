@@ -409,7 +409,7 @@ func (db *DB) SinkCursors(ctx context.Context) (map[string]auditsink.Cursor, err
 	for _, kv := range kvs {
 		var c auditsink.Cursor
 		if err := store.DecodeRecord(kv.Value, &c); err != nil {
-			return nil, fmt.Errorf("store: sink cursors: %w (sink cursor %q)", err, auditsink.ShownName(string(kv.Key[base:])))
+			return nil, fmt.Errorf("store: sink cursors: %w (sink cursor \"%s\")", err, auditsink.ShownName(string(kv.Key[base:])))
 		}
 		out[string(kv.Key[base:])] = c
 	}

@@ -36,7 +36,7 @@ func (a *App) newTelemetry(ctx context.Context) error {
 		a.metrics = metrics.New(o)
 	}
 	if a.cfg.Tracing.Enabled() {
-		t, err := tracing.New(ctx, a.cfg.Tracing, version)
+		t, err := tracing.New(ctx, a.cfg.Tracing, version, a.log)
 		if err != nil {
 			return withCode(ExitUsage, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -92,11 +94,21 @@ type Tracer struct {
 	stop   func(context.Context) error
 }
 
-// New builds a Tracer that exports to c's collector over OTLP/HTTP.
-func New(ctx context.Context, c Config, version string) (*Tracer, error) {
+// New builds a Tracer that exports to c's collector over OTLP/HTTP. The
+// exporter's errors, which the SDK hands to OpenTelemetry's global error
+// handler (log.Print to stderr, unescaped, unless one is set), go to log
+// (nil: slog's default) as one warning: its handlers escape what a
+// collector wrote, once.
+func New(ctx context.Context, c Config, version string, log *slog.Logger) (*Tracer, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.Default()
+	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("tracing: spans could not be exported", "err", err.Error())
+	}))
 	u, _ := url.Parse(c.OTLPEndpoint)
 	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(strings.TrimSuffix(u.String(), "/") + "/v1/traces")}
 	if c.Insecure {
@@ -116,11 +128,14 @@ func New(ctx context.Context, c Config, version string) (*Tracer, error) {
 const maxErrorBytes = 300
 
 // safeExporter hands on the exporter's errors (which the SDK passes to
-// OpenTelemetry's global error handler: log.Print to stderr) as one
-// escaped line of at most maxErrorBytes, without the collector's
-// credentials: the OTLP exporter quotes the collector's answer, which a
-// collector (or a proxy in front of it) may fill with line breaks, escape
-// sequences, megabytes or an echo of the request's headers.
+// OpenTelemetry's global error handler, the log New names; Shutdown's
+// goes to the CLI, which prints it) cut to maxErrorBytes and without the
+// collector's credentials: the OTLP exporter quotes the collector's
+// answer, which a collector (or a proxy in front of it) may fill with
+// megabytes or an echo of the request's headers. Line breaks, escape
+// sequences and bidi controls stay as they are, for the log's handlers
+// and the CLI to escape where they are read, once: escaped here as well,
+// a U+202E would read \\u202e, as if the collector had typed \u202e.
 type safeExporter struct {
 	sdktrace.SpanExporter
 	secrets []string
@@ -139,7 +154,7 @@ func (e safeExporter) clean(err error) error {
 		return nil
 	}
 	msg := err.Error()
-	msg = safetext.Bounded(safetext.Redact(msg, e.secrets), maxErrorBytes)
+	msg = safetext.Cut(safetext.Redact(msg, e.secrets), maxErrorBytes)
 	return fmt.Errorf("tracing: %s (check tracing.otlp_endpoint and the collector's log)", msg)
 }
 

@@ -264,7 +264,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
 		}
 	}
-	if _, err := New(context.Background(), Config{OTLPEndpoint: "http://otel:4318"}, "test"); err == nil || !errors.Is(err, err) {
+	if _, err := New(context.Background(), Config{OTLPEndpoint: "http://otel:4318"}, "test", nil); err == nil || !errors.Is(err, err) {
 		t.Fatal("New accepted a plaintext endpoint without insecure")
 	}
 }
@@ -319,7 +319,7 @@ func TestExporterSendsHeadersFromTheEnvironment(t *testing.T) {
 	}))
 	defer col.Close()
 	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer collector-token")
-	tr, err := New(context.Background(), Config{OTLPEndpoint: col.URL + "/base", Insecure: true, SampleRatio: 1}, "test")
+	tr, err := New(context.Background(), Config{OTLPEndpoint: col.URL + "/base", Insecure: true, SampleRatio: 1}, "test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
