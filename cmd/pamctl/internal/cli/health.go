@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/safetext"
 	"github.com/pamctl/pamctl/store"
 )
 
@@ -191,8 +191,11 @@ func (h *health) readyz(stopping <-chan struct{}) http.HandlerFunc {
 		} else {
 			fmt.Fprintln(w, "ok")
 		}
-		if len(lines) > 0 {
-			fmt.Fprintln(w, strings.Join(lines, "\n"))
+		// People read it (curl, a dashboard): a check's name and hint
+		// hold names from the config (a sink's file path, an upstream),
+		// escaped here, once.
+		for _, l := range lines {
+			fmt.Fprintln(w, safetext.Escape(l))
 		}
 	}
 }
