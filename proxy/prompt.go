@@ -183,10 +183,13 @@ type heldExcerpt struct {
 // Each piece shown around matches says where in the request they are
 // (matchPlaces), on a line of its own and as data: a system message is
 // not a user's, a tool's output or a turn the agent wrote as the
-// assistant's.
+// assistant's. Every excerpt's text goes through audit.ExcerptText (a
+// line of the prompt that reads like a place line gets one more
+// backslash in front), with places or without: no prompt text reads as a
+// place.
 func holdExcerpt(c *call, in rules.Input, res rules.Result) heldExcerpt {
 	if res.Unscanned {
-		return heldExcerpt{text: clipMarked("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes)}
+		return heldExcerpt{text: audit.ExcerptText(clipMarked("[not readable by pamctl: "+summarizeUnscanned(c.unscanned)+"]\n"+c.prompt, excerptBytes))}
 	}
 	if len(c.prompt) <= excerptBytes {
 		// Whole: every match is in it. The places of its first matches
@@ -197,7 +200,7 @@ func holdExcerpt(c *call, in rules.Input, res rules.Result) heldExcerpt {
 	spans, total := c.Rules.Spans(res.Rule, c.prompt, excerptMatches, maxCountedMatches)
 	switch len(spans) {
 	case 0:
-		return heldExcerpt{text: clipMarked(c.prompt, excerptBytes)}
+		return heldExcerpt{text: audit.ExcerptText(clipMarked(c.prompt, excerptBytes))}
 	case 1:
 		return labelled(window(c.prompt, spans[0][0], spans[0][1], excerptBytes), matchPlaces(c, spans, placeNames(c, in)))
 	}
@@ -208,7 +211,7 @@ func holdExcerpt(c *call, in rules.Input, res rules.Result) heldExcerpt {
 // where (none: the piece alone, as before places were shown).
 func labelled(text string, where []string) heldExcerpt {
 	if len(where) == 0 {
-		return heldExcerpt{text: text}
+		return heldExcerpt{text: audit.ExcerptText(text)}
 	}
 	m := HeldMatch{Where: distinctPlaces(where), Text: text}
 	return heldExcerpt{text: audit.HeldExcerpt("", []audit.HeldPiece{audit.HeldPiece(m)}), matches: []HeldMatch{m}}

@@ -306,7 +306,7 @@ func (j *judge) hold(ctx context.Context, tc toolcall.Call, tool string, res rul
 	d, err := p.holds.Hold(hctx, HoldRequest{
 		GrantID: c.claims.Req, Claims: c.claims, Rule: res.Rule, Approvers: res.Approvers, Approvals: res.Approvals,
 		Model: c.clientModel, Method: c.method, Endpoint: c.path, Tool: tool, Arguments: masked,
-		Excerpt:      "tool " + toolcall.QuoteName(tool) + " arguments: " + masked,
+		Excerpt:      "tool " + toolcall.QuoteName(tool) + " arguments: " + audit.ExcerptText(masked), // no line reads as a place
 		PromptSHA256: audit.PromptDigest("tool.call\x00" + tool + "\x00" + tc.Arguments),
 	})
 	ev.Details["held_ms"] = fmt.Sprint(time.Since(start).Milliseconds())

@@ -382,15 +382,16 @@ func TestEndToEndHeldPromptPlacesAndTypedEscapes(t *testing.T) {
 // text at where, as the proxy would (the excerpt is the one piece).
 func holdAliceText(t *testing.T, s *testServer, where, text string) (excerpt string) {
 	t.Helper()
+	excerpt = audit.HeldExcerpt("", []audit.HeldPiece{{Where: []string{where}, Text: text}})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := (holder{s.app.broker}).Hold(ctx, proxy.HoldRequest{
 		GrantID: "req_g", Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
 		Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Model: "gpt-4o-mini", Method: "POST", Endpoint: "/v1/chat/completions",
-		PromptSHA256: strings.Repeat("ab", 32), Excerpt: "[found in " + where + "]\n" + text,
+		PromptSHA256: strings.Repeat("ab", 32), Excerpt: excerpt,
 		Matches: []proxy.HeldMatch{{Where: []string{where}, Text: text}},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return "[found in " + where + "]\n" + text
+	return excerpt
 }
