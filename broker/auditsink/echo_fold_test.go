@@ -121,3 +121,35 @@ func TestCollectorEchoInAnyCaseOrEncodingIsRedacted(t *testing.T) {
 		})
 	}
 }
+
+// A collector can echo in its status line's reason phrase too ("HTTP/1.1
+// 401 no receiver at /receiver/v1/acme-prod/…"): it is redacted like the
+// body (review B: resp.Status went into last_error as it came).
+func TestCollectorStatusLineEchoIsRedacted(t *testing.T) {
+	const fileSeg, fileTok = "acme-prod", "StatusTok3n0007Zx9kQ2mP7vL4"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(buf, "HTTP/1.1 401 no receiver at %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", strings.ToUpper(r.URL.Path))
+		buf.Flush()
+	}))
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "collector-url")
+	if err := os.WriteFile(file, []byte(srv.URL+"/receiver/v1/"+fileSeg+"/"+fileTok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTrail(t, 1)
+	m := tr.start(t, []auditsink.SinkConfig{{Name: "file", Type: "http", URLFile: file}}, auditsink.AnchorConfig{})
+	tr.add(t, 1, "x")
+	waitFor(t, "the sink failing with 401", func() bool { return strings.Contains(m.Status()[0].LastError, "401") })
+	e := strings.ToLower(m.Status()[0].LastError)
+	for _, secret := range []string{fileSeg, fileTok} {
+		if strings.Contains(e, strings.ToLower(secret)) {
+			t.Errorf("last_error holds %q from the status line: %s", secret, m.Status()[0].LastError)
+		}
+	}
+}

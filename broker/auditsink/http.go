@@ -328,7 +328,9 @@ func post(ctx context.Context, cl *http.Client, to endpoint, headers map[string]
 			secrets = append(secrets, pathSegments(req.URL)...)
 		}
 		excerpt = []byte(redactEchoed(string(excerpt), secrets))
-		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", shown, resp.Status, clean(excerpt, 200))}
+		// The reason phrase is the collector's text too.
+		status := safetext.Cut(redactEchoed(resp.Status, secrets), 100)
+		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("http: %s answered %s: %s", shown, status, clean(excerpt, 200))}
 	}
 	return nil
 }
