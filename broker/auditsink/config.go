@@ -586,11 +586,14 @@ func readHeaders(path string) (http.Header, error) {
 			continue
 		}
 		name, value, ok := strings.Cut(line, ":")
-		name = strings.TrimSpace(name)
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return nil, fmt.Errorf("headers_file %s line %d: not a \"Name: value\" line", path, n)
 		}
-		h.Add(name, strings.TrimSpace(value))
+		if why := headerLineProblem(name, value); why != "" {
+			return nil, fmt.Errorf("headers_file %s line %d: %s: fix the line", path, n, why)
+		}
+		h.Add(name, value)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("headers_file %s: %w", path, err)
