@@ -119,12 +119,13 @@ func (f *forwardSet) allows(k string) bool {
 // front of a provider trusts the hop before it (pamctl) for who the caller
 // is, where it connects from, where the call goes, whose account it is
 // billed to and whether a stored answer may serve it, under names no list
-// enumerates. Names are not required to have a positive shape (a label
-// vocabulary such as trace, tag, name, id): the dangerous names hold those
-// words too (X-User-Id, X-Consumer-Username), so such a shape would refuse
-// little the classes do not and the gateways' own label headers
-// (Helicone-Property-*, X-Portkey-Metadata) would need exceptions; the
-// operator's list is the allowlist, the classes keep it to labels.
+// enumerates; and a gateway's own control namespace (vendorNamespace) as
+// a whole, since what it does with its headers is not pamctl's to know.
+// Names are not required to have a positive shape (a label vocabulary
+// such as tag, name, id): the dangerous names hold those words too
+// (X-User-Id, X-Consumer-Username), so such a shape would refuse little
+// the classes do not; the operator's list is the allowlist, the classes
+// keep it to labels.
 func forwardRefusal(k string) string {
 	switch {
 	case k == "" || foldableName(k):
@@ -145,8 +146,10 @@ func forwardRefusal(k string) string {
 		return whyRouting
 	case loggingName(k):
 		return whyLogging
-	case cacheName(k) || gatewayControl(k):
+	case cacheName(k):
 		return whyCache
+	case vendorNamespace(k):
+		return whyVendor
 	}
 	return ""
 }
@@ -157,7 +160,8 @@ const (
 	whyRouting  = "it may select another route, API version, model, deployment or upstream than the one pamctl checked against the grant's scope, or have a gateway retry, mirror or redirect the call"
 	whyAccount  = "it selects an organization, project, billing account or rate limit: set upstreams[].organization or project instead"
 	whyLogging  = "it turns a gateway's logging, debugging, auditing or redaction of the call on or off (Helicone-Omit-Request, X-Portkey-Debug): what the operator's gateway records is the operator's to decide, not the agent's"
-	whyCache    = "it steers a gateway's cache, deduplication or per-request controls (Cache-Control, Helicone-Cache-*, Cf-Aig-*): every agent shares the vaulted key, so a cache keyed on it would hand one agent another's answer"
+	whyCache    = "it steers a gateway's cache, deduplication or per-request controls (Cache-Control, Helicone-Cache-*, Cf-Aig-Skip-Cache): every agent shares the vaulted key, so a cache keyed on it would hand one agent another's answer"
+	whyVendor   = "it is in the control namespace of a gateway, cloud front door, framework or provider API in front of the model (X-Portkey-*, X-Litellm-*, Helicone-*, Cf-*, X-Kong-*, Ocp-Apim-*, X-Ms-*, X-Amzn-*, X-Goog-*, Openai-* but OpenAI-Beta, Anthropic-*, Langfuse-*, X-Title, ...): pamctl cannot know what that gateway does with its own control headers (route, retry, time out, bill or attribute the call, log it or not), so no client's goes, and there is no override on purpose: set such a header at the gateway, or label calls under a name of your own (X-Agent-Name, X-Run-Label)"
 )
 
 // nameWords is k's words: lower case, split at '-' and '_'.
@@ -348,13 +352,47 @@ func cacheName(k string) bool {
 	return containsAnyFolded(k, "cache", "pragma", "dedup", "replay", "surrogate") || anyWord(ws, "ttl") || ws[0] == "if"
 }
 
-// gatewayControl reports the per-request controls of Cloudflare AI
-// Gateway (Cf-Aig-*: skip the cache, its TTL and key, retries, timeouts,
-// whether to log): refused to clients as a prefix, since each is one of
-// the classes above. A key header under it (Cf-Aig-Authorization) is set
-// by pamctl, not the client, and is not refused for it.
-func gatewayControl(k string) bool {
-	return len(k) >= len("cf-aig-") && foldedEqual(k[:len("cf-aig-")], "cf-aig-")
+// vendorPrefixes are the control namespaces of what sits in front of a
+// model API: LLM gateways and their observability (Portkey, LiteLLM,
+// Helicone, OpenRouter, Braintrust's proxy, Langfuse, LangSmith), API
+// gateways and meshes (Kong, Envoy, Istio, Tyk, Apigee, Gravitee, Azure
+// API Management), clouds and front doors (Cloudflare, Azure, AWS,
+// Google, Akamai, Fastly, Vercel), frameworks' internal headers (Next.js:
+// X-Middleware-Subrequest skips its middleware, CVE-2025-29927), the
+// providers' own APIs, and gRPC's. Lower case, each ending in '-'.
+var vendorPrefixes = []string{
+	"x-portkey-", "x-litellm-", "litellm-", "helicone-", "x-helicone-", "x-openrouter-", "x-bt-",
+	"langfuse-", "x-langfuse-", "langsmith-", "x-langsmith-",
+	"x-kong-", "kong-", "x-envoy-", "x-istio-", "x-tyk-", "x-apigee-", "x-gravitee-", "ocp-apim-", "apim-",
+	"cf-", "x-ms-", "x-azure-", "x-arr-", "azureml-", "x-amzn-", "x-amz-", "x-aws-", "x-bedrock-",
+	"x-goog-", "x-google-", "x-appengine-", "akamai-", "x-akamai-", "fastly-", "x-fastly-", "x-vercel-",
+	"x-middleware-", "x-nextjs-", "x-invoke-",
+	"openai-", "x-openai-", "anthropic-", "x-anthropic-",
+	"grpc-",
+}
+
+// vendorNamespace reports a name under a vendor's control namespace
+// (vendorPrefixes; and X-Title, OpenRouter's app attribution beside
+// HTTP-Referer), but OpenAI-Beta, which the SDKs send. Refused to clients
+// as a whole: a gateway's control headers route, retry, time out, bill,
+// attribute (X-Portkey-Metadata's _user, X-Litellm-Tags) or stop logging
+// a call (X-Litellm-Disable-Callbacks) under names no list of words
+// foresees, and pamctl cannot know which. A key header under one
+// (X-Portkey-Api-Key, Cf-Aig-Authorization) is set by pamctl, not the
+// client, and is not refused for it.
+func vendorNamespace(k string) bool {
+	if foldedEqual(k, "openai-beta") {
+		return false
+	}
+	if foldedEqual(k, "x-title") {
+		return true
+	}
+	for _, p := range vendorPrefixes {
+		if len(k) >= len(p) && foldedEqual(k[:len(p)], p) {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckHeaders reports every problem of u's header settings
@@ -414,8 +452,9 @@ func keyHeaders(u Upstream) (key, extra, extraEntry string) {
 // hop-by-hop or framing (a proxy on the way drops or reads it), pamctl's
 // own, or a header clients send that the proxy forwards. An account word
 // beside a credential's names the account's key (Ocp-Apim-Subscription-
-// Key), and Cloudflare AI Gateway's prefix is refused to clients, not to
-// pamctl (Cf-Aig-Authorization): neither refuses a key header.
+// Key), and a vendor's control namespace (vendorNamespace) is refused to
+// clients, not to pamctl (X-Portkey-Api-Key, Cf-Aig-Authorization):
+// neither refuses a key header.
 func keyHeaderRefusal(k string) string {
 	ck := http.CanonicalHeaderKey(k)
 	const pick = ": put the key in the header the gateway documents for it (Authorization, api-key, X-Api-Key, Ocp-Apim-Subscription-Key, Helicone-Auth, Cf-Aig-Authorization, ...)"

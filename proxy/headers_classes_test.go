@@ -19,6 +19,7 @@ const (
 	classCache      = "steers a gateway's cache"
 	classLogging    = "turns a gateway's logging"
 	classFraming    = "hop-by-hop or framing"
+	classVendor     = "control namespace of a gateway"
 )
 
 // TestForwardHeaderClasses: the names an external red team got through
@@ -141,7 +142,7 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"Cf-Aig-Skip-Cache":             classCache,
 		"Cf-Aig-Cache-Ttl":              classCache,
 		"Cf-Aig-Collect-Log":            classLogging,
-		"Cf-Aig-Metadata":               classCache,
+		"Cf-Aig-Metadata":               classVendor,
 		"X-Portkey-Cache-Force-Refresh": classCache,
 		"X-Portkey-Cache-Namespace":     classCache,
 		"X-Ttl":                         classCache,
@@ -184,18 +185,80 @@ func TestForwardHeaderClasses(t *testing.T) {
 	}
 	for _, name := range []string{
 		"X-Trace-Tag", "X-Trace-Label", "X-Trace-Id", "X-Agent-Name", "X-Agent-Version", "X-Correlation-Id",
-		"X-Portkey-Trace-Id", "X-Portkey-Metadata", "X-Portkey-Span-Id", "X-Portkey-Span-Name", "X-Portkey-Parent-Span-Id",
-		"Helicone-Property-Run", "Helicone-Property-Environment", "Helicone-Request-Id", "Helicone-Prompt-Id",
-		"X-Client-Request-Id", "X-Amzn-Trace-Id", "X-B3-Traceid", "X-B3-Spanid", "Sentry-Trace", "X-Cloud-Trace-Context",
+		"X-Client-Request-Id", "X-B3-Traceid", "X-B3-Spanid", "Sentry-Trace", "X-Cloud-Trace-Context",
 		"X-Datadog-Trace-Id", "X-Job-Id", "X-Run-Label", "X-Run-Id", "X-Experiment", "X-Client-Version", "X-App-Version",
-		"X-Sdk-Version", "X-Timeout", "Anthropic-Beta", "X-Feature", "X-Description",
+		"X-Sdk-Version", "X-Timeout", "X-Feature", "X-Description",
 		"Idempotency-Key", "X-Stainless-Helper-Name", "X-Catalog", "X-Blog-Post",
+		// vendors' words inside a name, not a namespace at its start
+		"X-Agent-Portkey-Run", "X-Run-Helicone", "X-Cfg", "X-Msg-Kind", "X-Amazing", "X-Openairun", "X-Title-Case",
 	} {
 		if why := forwardRefusal(name); why != "" {
 			t.Errorf("%s is refused: %s", name, why)
 		}
 		if _, err := newForwardSet([]string{name}, "Authorization"); err != nil {
 			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestForwardHeaderVendorNamespaces: a name under the control namespace of
+// a gateway, cloud front door, framework or provider API in front of the
+// model (X-Portkey-*, X-Litellm-*, Helicone-*, Cf-*, Ocp-Apim-*, X-Ms-*,
+// X-Amzn-*, X-Goog-*, Openai-* but OpenAI-Beta, Anthropic-*, ...) is
+// refused as a whole, by `config check` and serve: the red team's
+// X-Litellm-Tags, X-Portkey-Metadata (user and cost attribution,
+// conditional routing), X-Litellm-Disable-Callbacks passed every class by
+// word, and pamctl cannot know what a gateway does with its own control
+// headers. No built-in name is under one.
+func TestForwardHeaderVendorNamespaces(t *testing.T) {
+	for _, name := range []string{
+		// the red team's
+		"X-Litellm-Tags", "X-Litellm-Disable-Callbacks", "X-Portkey-Metadata", "X-Portkey-Azure-Resource-Name",
+		"X-Portkey-Sagemaker-Inference-Component", "X-Portkey-Forward-Headers", "X-Portkey-Aws-External-Id",
+		"Helicone-Request-Id", "X-Middleware-Subrequest",
+		// one per namespace, with the labels the first round allowed
+		"X-Portkey-Span-Name", "X-Portkey-Trace-Id", "Litellm-Tags", "Helicone-Property-Run",
+		"Helicone-Prompt-Id", "X-Helicone-Property-Run", "Cf-Aig-Metadata", "Cf-Access-Jwt-Assertion-Name", "Cf-Worker",
+		"X-Kong-Upstream-Status", "Kong-Debug-Level", "X-Istio-Attributes", "X-Tyk-Flag", "X-Apigee-Flag", "X-Gravitee-Transaction-Id",
+		"Ocp-Apim-Trace", "Apim-Flag", "X-Ms-Client-Request-Id", "X-Azure-Fdid", "X-Arr-Ssl", "Azureml-Flag",
+		"X-Amzn-Bedrock-Guardrail", "X-Amz-Bedrock-Flag", "X-Aws-Flag", "X-Bedrock-Flag", "X-Goog-Request-Params",
+		"X-Google-Flag", "X-Appengine-Flag", "Akamai-Origin-Hop", "X-Akamai-Flag", "Fastly-Flag", "X-Fastly-Flag",
+		"X-Vercel-Flag", "X-Nextjs-Data", "X-Invoke-Status", "Openai-Flag", "X-Openai-Flag", "Anthropic-Beta",
+		"X-Anthropic-Flag", "X-Openrouter-Flag", "X-Title", "X-Bt-Use-Cache-Name", "Langfuse-Flag", "X-Langfuse-Flag",
+		"Langsmith-Flag", "X-Langsmith-Flag", "Grpc-Status-Flag",
+	} {
+		t.Run(name, func(t *testing.T) {
+			why := forwardRefusal(name)
+			if why == "" {
+				t.Fatalf("forwardRefusal(%q) = \"\": it is under a gateway's control namespace", name)
+			}
+			for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+				u := Upstream{Name: "gw", URL: "https://gw.example/v1", ForwardHeaders: []string{spelled}}
+				if err := u.CheckHeaders(); err == nil || !strings.Contains(err.Error(), "forward_headers") {
+					t.Fatalf("CheckHeaders with forward_headers [%q]: %v", spelled, err)
+				}
+			}
+			_, err := New(Options{Verifier: &token.Verifier{}, Keys: keySource{}, Audit: &memSink{},
+				Upstreams: []Upstream{{Name: "openai", URL: "https://api.openai.com/v1", ForwardHeaders: []string{name}}}})
+			if err == nil {
+				t.Fatalf("New with forward_headers [%q] was accepted", name)
+			}
+		})
+	}
+	// Those no other class catches are refused for the namespace, and
+	// the message says there is no override.
+	for _, name := range []string{"X-Litellm-Tags", "X-Litellm-Disable-Callbacks", "X-Portkey-Metadata", "X-Portkey-Azure-Resource-Name",
+		"X-Portkey-Sagemaker-Inference-Component", "X-Portkey-Forward-Headers", "X-Portkey-Aws-External-Id", "Helicone-Property-Run",
+		"Helicone-Request-Id", "X-Middleware-Subrequest", "Anthropic-Beta", "X-Title", "Cf-Worker", "X-Ms-Client-Request-Id"} {
+		if why := forwardRefusal(name); !strings.Contains(why, classVendor) || !strings.Contains(why, "no override") {
+			t.Errorf("forwardRefusal(%q) = %q, want %q and no override", name, why, classVendor)
+		}
+	}
+	for _, set := range []map[string]bool{builtinForward, stainlessHeaders} {
+		for k := range set {
+			if vendorNamespace(k) {
+				t.Errorf("built-in %s is under a vendor namespace", k)
+			}
 		}
 	}
 }
