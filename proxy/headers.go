@@ -148,6 +148,10 @@ func forwardRefusal(k string) string {
 		return whyLogging
 	case cacheName(k):
 		return whyCache
+	case traceName(k):
+		return whyTrace
+	case timeoutName(k):
+		return whyTimeout
 	case vendorNamespace(k):
 		return whyVendor
 	}
@@ -161,6 +165,8 @@ const (
 	whyAccount  = "it selects an organization, project, billing account or rate limit: set upstreams[].organization or project instead"
 	whyLogging  = "it turns a gateway's logging, debugging, auditing or redaction of the call on or off (Helicone-Omit-Request, X-Portkey-Debug): what the operator's gateway records is the operator's to decide, not the agent's"
 	whyCache    = "it steers a gateway's cache, deduplication or per-request controls (Cache-Control, Helicone-Cache-*, Cf-Aig-Skip-Cache): every agent shares the vaulted key, so a cache keyed on it would hand one agent another's answer"
+	whyTrace    = "it carries trace context or a tracing decision (a trace or span id, B3, Datadog, Jaeger, Sentry, sampling or debug flags): pamctl sets the call's trace context itself (traceparent), and a client's could force a gateway's or tracer's sampling or debug mode, or attach the call to another trace; label calls under a name without trace, span or sampling (X-Correlation-Id, X-Run-Label)"
+	whyTimeout  = "it sets a timeout or deadline: a gateway that times the call out on the agent's word may retry it (a second call pamctl counted once) or fall back to another model or provider than the one pamctl checked against the grant's scope; the upstream's timeout is upstreams[].timeout"
 	whyVendor   = "it is in the control namespace of a gateway, cloud front door, framework or provider API in front of the model (X-Portkey-*, X-Litellm-*, Helicone-*, Cf-*, X-Kong-*, Ocp-Apim-*, X-Ms-*, X-Amzn-*, X-Goog-*, Openai-* but OpenAI-Beta, Anthropic-*, Langfuse-*, X-Title, ...): pamctl cannot know what that gateway does with its own control headers (route, retry, time out, bill or attribute the call, log it or not), so no client's goes, and there is no override on purpose: set such a header at the gateway, or label calls under a name of your own (X-Agent-Name, X-Run-Label)"
 )
 
@@ -224,14 +230,20 @@ func ownHeader(k string) bool {
 // secrets, passwords and passcodes, cookies and sessions, signatures and
 // HMACs, JWTs and bearer assertions, one-time codes and nonces, CSRF
 // tokens, client certificates and what vouches for them (X-Client-Cert,
-// X-Ssl-Client-Verify), and AWS request signing (X-Amz-*).
+// X-Ssl-Client-Verify), an OAuth client's id (X-Client-Id, the other half
+// of a client secret), and AWS request signing (X-Amz-*).
 func credentialName(k string) bool {
 	if foldedEqual(k, "idempotency-key") {
 		return false
 	}
 	ws := nameWords(k)
-	for _, w := range ws {
+	for i, w := range ws {
 		if strings.Contains(w, "key") && w != "portkey" { // Portkey's own labels (X-Portkey-Trace-Id) are not keys
+			return true
+		}
+		// An OAuth client's id, half of a client credential
+		// (Cf-Access-Client-Id, X-IBM-Client-Id, MuleSoft's client_id).
+		if w == "clientid" || w == "client" && i+1 < len(ws) && ws[i+1] == "id" {
 			return true
 		}
 	}
@@ -326,12 +338,13 @@ func routingName(k string) bool {
 }
 
 // accountName reports a name that selects whose account a call is billed
-// or kept under, or the limits it counts against.
+// or kept under, or the limits it counts against (a team: LiteLLM's and
+// Portkey's have budgets).
 func accountName(k string) bool {
 	if containsAnyFolded(k, "organization", "organisation", "project", "billing", "account", "tenant", "workspace", "subscription", "customer", "quota", "budget", "limit") {
 		return true
 	}
-	return anyWord(nameWords(k), "org", "orgid", "cost", "spend")
+	return anyWord(nameWords(k), "org", "orgid", "cost", "spend", "team", "teams", "teamid")
 }
 
 // loggingName reports a name that turns a gateway's record of the call
@@ -350,6 +363,32 @@ func loggingName(k string) bool {
 func cacheName(k string) bool {
 	ws := nameWords(k)
 	return containsAnyFolded(k, "cache", "pragma", "dedup", "replay", "surrogate") || anyWord(ws, "ttl") || ws[0] == "if"
+}
+
+// traceName reports a name that carries trace context or a tracing
+// decision: a name holding trace (X-Amzn-Trace-Id, X-Cloud-Trace-Context,
+// Uber-Trace-Id, Sentry-Trace, X-Client-Trace-Id, which Envoy forces
+// tracing on), baggage, or a tracer's name (Datadog, Zipkin, Jaeger's
+// uberctx-*, Sentry, New Relic, Instana, Dynatrace, OpenTelemetry), the
+// word b3 (X-B3-Sampled, -Flags, B3), span, sampled, sampling, sampler,
+// otel or sw8 (SkyWalking), and Application Insights' Request-Context and
+// Correlation-Context. pamctl sets the call's trace context itself.
+func traceName(k string) bool {
+	if containsAnyFolded(k, "trace", "baggage", "zipkin", "jaeger", "uberctx", "datadog", "sentry", "newrelic", "instana", "dynatrace", "opentelemetry", "opentracing") {
+		return true
+	}
+	if foldedEqual(k, "request-context") || foldedEqual(k, "correlation-context") {
+		return true
+	}
+	return anyWord(nameWords(k), "b3", "span", "spans", "spanid", "parentspanid", "sampled", "sampling", "sampler", "samplerate", "otel", "sw8")
+}
+
+// timeoutName reports a name that sets a timeout or deadline (X-Litellm-
+// Timeout, X-Portkey-Request-Timeout, Grpc-Timeout, X-Request-Timeout):
+// a gateway's timeout triggers its retry or fallback. The SDKs' telemetry
+// of their own timeout (X-Stainless-Timeout, -Read-Timeout) is not one.
+func timeoutName(k string) bool {
+	return containsAnyFolded(k, "timeout", "deadline") && !stainlessHeaders[http.CanonicalHeaderKey(k)]
 }
 
 // vendorPrefixes are the control namespaces of what sits in front of a

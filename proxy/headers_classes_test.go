@@ -20,6 +20,8 @@ const (
 	classLogging    = "turns a gateway's logging"
 	classFraming    = "hop-by-hop or framing"
 	classVendor     = "control namespace of a gateway"
+	classTrace      = "trace context or a tracing decision"
+	classTimeout    = "sets a timeout or deadline"
 )
 
 // TestForwardHeaderClasses: the names an external red team got through
@@ -165,6 +167,62 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"Digest":         classFraming,
 		// whose limits a call counts against
 		"Helicone-Ratelimit-Policy": classAccount,
+		"X-Team-Id":                 classAccount, // LiteLLM's teams have budgets
+		"X-Team":                    classAccount,
+		"X-Litellm-Team-Id":         classAccount,
+		// an OAuth client's id: half of a client credential (Cloudflare
+		// Access service tokens, MuleSoft's client id enforcement,
+		// X-IBM-Client-Id)
+		"X-Client-Id":             classCredential,
+		"Client-Id":               classCredential,
+		"X-Clientid":              classCredential,
+		"X-Ibm-Client-Id":         classCredential,
+		"Cf-Access-Client-Id":     classCredential,
+		"Cf-Access-Client-Secret": classCredential,
+		// trace context and sampling: pamctl sets its own (traceparent)
+		"X-B3-Sampled":                classTrace,
+		"X-B3-Flags":                  classTrace,
+		"B3":                          classTrace,
+		"X-B3-Traceid":                classTrace,
+		"X-B3-Spanid":                 classTrace,
+		"X-B3-Parentspanid":           classTrace,
+		"X-Datadog-Trace-Id":          classTrace,
+		"X-Datadog-Parent-Id":         classTrace,
+		"X-Datadog-Tags":              classTrace,
+		"X-Amzn-Trace-Id":             classTrace,
+		"X-Cloud-Trace-Context":       classTrace,
+		"X-Client-Trace-Id":           classTrace, // Envoy forces tracing on it
+		"Uber-Trace-Id":               classTrace,
+		"Uberctx-Run":                 classTrace,
+		"Sentry-Trace":                classTrace,
+		"Langfuse-Trace-Id":           classTrace,
+		"X-Portkey-Trace-Id":          classTrace,
+		"X-Portkey-Span-Id":           classTrace,
+		"X-Trace-Id":                  classTrace,
+		"X-Trace-Label":               classTrace, // a tracer may read any X-Trace-*: labels go under other names
+		"X-Trace-Tag":                 classTrace,
+		"Ot-Tracer-Sampled":           classTrace,
+		"X-Ot-Span-Context":           classTrace,
+		"Elastic-Apm-Traceparent":     classTrace,
+		"Sw8":                         classTrace,
+		"Newrelic":                    classTrace,
+		"X-Instana-L":                 classTrace,
+		"X-Sampled":                   classTrace,
+		"X-Sampling-Rate":             classTrace,
+		"Correlation-Context":         classTrace,
+		"Request-Context":             classTrace,
+		"X-Datadog-Sampling-Priority": classRouting, // a priority: routing's word comes first
+		// timeouts: a gateway's timeout triggers its retry or fallback
+		"X-Litellm-Timeout":         classTimeout,
+		"X-Portkey-Request-Timeout": classTimeout,
+		"Grpc-Timeout":              classTimeout,
+		"X-Request-Timeout":         classTimeout,
+		"Request-Timeout":           classTimeout,
+		"X-Timeout":                 classTimeout,
+		"X-Timeout-Ms":              classTimeout,
+		"X-Server-Timeout":          classTimeout,
+		"X-Deadline":                classTimeout,
+		"X-Request-Deadline":        classTimeout,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if why := forwardRefusal(name); !strings.Contains(why, class) {
@@ -184,10 +242,10 @@ func TestForwardHeaderClasses(t *testing.T) {
 		})
 	}
 	for _, name := range []string{
-		"X-Trace-Tag", "X-Trace-Label", "X-Trace-Id", "X-Agent-Name", "X-Agent-Version", "X-Correlation-Id",
-		"X-Client-Request-Id", "X-B3-Traceid", "X-B3-Spanid", "Sentry-Trace", "X-Cloud-Trace-Context",
-		"X-Datadog-Trace-Id", "X-Job-Id", "X-Run-Label", "X-Run-Id", "X-Experiment", "X-Client-Version", "X-App-Version",
-		"X-Sdk-Version", "X-Timeout", "X-Feature", "X-Description",
+		"X-Agent-Name", "X-Agent-Version", "X-Correlation-Id", "X-Conversation-Id", "X-Task-Name",
+		"X-Client-Request-Id", "X-Job-Id", "X-Run-Label", "X-Run-Id", "X-Experiment", "X-Client-Version", "X-App-Version",
+		"X-Sdk-Version", "X-Feature", "X-Description", "X-Example-Name", "X-Hotel-Name", "X-Spanish-Text",
+		"X-Clientele-Label", "X-Teammate-Label", "X-Steps",
 		"Idempotency-Key", "X-Stainless-Helper-Name", "X-Catalog", "X-Blog-Post",
 		// vendors' words inside a name, not a namespace at its start
 		"X-Agent-Portkey-Run", "X-Run-Helicone", "X-Cfg", "X-Msg-Kind", "X-Amazing", "X-Openairun", "X-Title-Case",

@@ -128,21 +128,21 @@ func TestOnlyKnownClientHeadersForwarded(t *testing.T) {
 func TestForwardHeadersPerUpstream(t *testing.T) {
 	other := newFakeUpstream(t, "azure")
 	h := newHarness(t, func(o *Options) {
-		o.Upstreams[0].ForwardHeaders = []string{"x-run-label", "X-Trace-Label"}
+		o.Upstreams[0].ForwardHeaders = []string{"x-run-label", "X-Agent-Name"}
 		o.Upstreams = append(o.Upstreams, Upstream{Name: "azure", URL: other.srv.URL + "/v1", KeyName: "azure", Timeout: time.Minute})
 	})
 	tok := h.mint(grant{scope: "model:gpt-4o-mini model:azure/gpt-4o-mini"})
 	for _, model := range []string{"gpt-4o-mini", "azure/gpt-4o-mini"} {
 		body := `{"model":"` + model + `","messages":[{"role":"user","content":"hi"}]}`
-		if res, b := h.do("POST", "/v1/chat/completions", tok, body, "X-RUN-LABEL", "run-7", "x-trace-label", "nightly", "X-Other", "no"); res.StatusCode != http.StatusOK {
+		if res, b := h.do("POST", "/v1/chat/completions", tok, body, "X-RUN-LABEL", "run-7", "x-agent-name", "nightly", "X-Other", "no"); res.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %d %s", model, res.StatusCode, b)
 		}
 	}
 	first, second := h.up.requests()[0].Header, other.requests()[0].Header
-	if first.Get("X-Run-Label") != "run-7" || first.Get("X-Trace-Label") != "nightly" || first.Get("X-Other") != "" {
+	if first.Get("X-Run-Label") != "run-7" || first.Get("X-Agent-Name") != "nightly" || first.Get("X-Other") != "" {
 		t.Errorf("configured upstream got %v", first)
 	}
-	if second.Get("X-Run-Label") != "" || second.Get("X-Trace-Label") != "" || second.Get("X-Other") != "" {
+	if second.Get("X-Run-Label") != "" || second.Get("X-Agent-Name") != "" || second.Get("X-Other") != "" {
 		t.Errorf("the other upstream got the first one's forward_headers: %v", second)
 	}
 }
@@ -191,7 +191,7 @@ func TestForwardHeadersValidated(t *testing.T) {
 		})
 	}
 	if _, err := New(Options{Verifier: &token.Verifier{}, Keys: keySource{}, Audit: &memSink{},
-		Upstreams: []Upstream{{Name: "openai", URL: "https://api.openai.com/v1", ForwardHeaders: []string{"X-Trace-Label", "x-trace-label"}}}}); err == nil {
+		Upstreams: []Upstream{{Name: "openai", URL: "https://api.openai.com/v1", ForwardHeaders: []string{"X-Agent-Name", "x-agent-name"}}}}); err == nil {
 		t.Error("a name listed twice was accepted")
 	}
 }

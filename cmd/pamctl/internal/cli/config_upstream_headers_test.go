@@ -15,14 +15,14 @@ import (
 // folds) is an error of `config check` and `serve` that names the entry
 // and says why.
 func TestUpstreamForwardHeaders(t *testing.T) {
-	cfg, err := LoadConfig(writeConfig(t, "upstreams: [{ name: o, url: 'https://x/v1', key: o, forward_headers: [X-Trace-Label, x-run-label] }]\n"), nil)
+	cfg, err := LoadConfig(writeConfig(t, "upstreams: [{ name: o, url: 'https://x/v1', key: o, forward_headers: [X-Agent-Name, x-run-label] }]\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.Upstreams[0].proxyUpstream().ForwardHeaders; !slices.Equal(got, []string{"X-Trace-Label", "x-run-label"}) {
+	if got := cfg.Upstreams[0].proxyUpstream().ForwardHeaders; !slices.Equal(got, []string{"X-Agent-Name", "x-run-label"}) {
 		t.Fatalf("the proxy gets forward_headers %q", got)
 	}
 	for name, why := range map[string]string{
