@@ -357,12 +357,15 @@ func loggingName(k string) bool {
 // cacheName reports a name that steers a cache or deduplication: Cache-
 // Control, Pragma, conditional requests (If-None-Match and the like), a
 // gateway's cache (Helicone-Cache-Enabled, X-Portkey-Cache-*), TTLs,
-// replays. Every agent shares the vaulted key, so a cache keyed on it
+// replays, idempotency keys other than the Idempotency-Key forwardSet
+// makes per caller (X-Idempotency-Key: a gateway deduping on it would
+// replay one answer to every agent). Every agent shares the vaulted key, so a cache keyed on it
 // would hand one agent another's answer (the reason Idempotency-Key is
 // not built in).
 func cacheName(k string) bool {
 	ws := nameWords(k)
-	return containsAnyFolded(k, "cache", "pragma", "dedup", "replay", "surrogate") || anyWord(ws, "ttl") || ws[0] == "if"
+	return containsAnyFolded(k, "cache", "pragma", "dedup", "replay", "surrogate") || anyWord(ws, "ttl") || ws[0] == "if" ||
+		containsFolded(k, "idempoten") && !foldedEqual(k, "idempotency-key")
 }
 
 // traceName reports a name that carries trace context or a tracing
@@ -486,10 +489,13 @@ func keyHeaders(u Upstream) (key, extra, extraEntry string) {
 // is one, and proxies and gateways on the way treat such names as
 // secrets), but not as a cookie (intermediaries log and parse those), and
 // not as anything else a proxy or gateway on the way reads or logs: an
-// identity, a client address, a route or a cache control (X-Forwarded-
-// Authorization, X-Auth-Request-User, X-Cache-Key). It may not be
+// identity, a client address, a route, a cache control or idempotency
+// key, a logging, debug or audit switch, a trace or correlation id, a
+// timeout (X-Forwarded-Authorization, X-Auth-Request-User, X-Cache-Key,
+// X-Idempotency-Key, X-Debug-Token, X-Trace-Token). It may not be
 // hop-by-hop or framing (a proxy on the way drops or reads it), pamctl's
-// own, or a header clients send that the proxy forwards. An account word
+// own, a header clients send that the proxy forwards, a response's
+// (WWW-Authenticate) or one browsers and handshakes set (Sec-*). An account word
 // beside a credential's names the account's key (Ocp-Apim-Subscription-
 // Key), and a vendor's control namespace (vendorNamespace) is refused to
 // clients, not to pamctl (X-Portkey-Api-Key, Cf-Aig-Authorization):
@@ -506,6 +512,8 @@ func keyHeaderRefusal(k string) string {
 		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
 	case builtinForward[ck] || strings.HasPrefix(ck, "X-Stainless-"):
 		return "it is a header the SDKs send and the proxy forwards (Accept, User-Agent, Content-Type, OpenAI-Beta, X-Stainless-*)"
+	case responseOnly(ck) || strings.HasPrefix(ck, "Sec-"):
+		return "it is a response header (WWW-Authenticate, Authentication-Info) or one browsers and handshakes set (Sec-*: Sec-WebSocket-Key), which a proxy on the way reads as such" + pick
 	case containsFolded(k, "cookie"):
 		return "it is a cookie header, which proxies log and parse as name=value pairs" + pick
 	case !credentialName(k):
@@ -517,9 +525,25 @@ func keyHeaderRefusal(k string) string {
 	case routeOverride(k) || routingName(k):
 		return "it is also named as a route, version or upstream selector, which a gateway reads to pick where the call goes" + pick
 	case cacheName(k):
-		return "it is also named as a cache control, which caches log and key stored answers on" + pick
+		return "it is also named as a cache control or idempotency key, which caches and gateways log and key stored answers on" + pick
+	case loggingName(k):
+		return "it is also named as a logging, debugging, audit or redaction switch, which a gateway reads as one and may log" + pick
+	case traceName(k) || anyWord(nameWords(k), "correlation", "correlationid"):
+		return "it is also named as a trace or correlation id, which proxies and tracers log and propagate" + pick
+	case timeoutName(k):
+		return "it is also named as a timeout, which a gateway reads as one" + pick
 	}
 	return ""
+}
+
+// responseOnly reports a canonical name only a response carries: the
+// authentication challenges and their info.
+func responseOnly(ck string) bool {
+	switch ck {
+	case "Www-Authenticate", "Authentication-Info", "Proxy-Authentication-Info":
+		return true
+	}
+	return false
 }
 
 // newForwardSet checks an upstream's forward_headers and its key headers

@@ -152,6 +152,9 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"X-Replay":                      classCache,
 		"If-None-Match":                 classCache,
 		"If-Modified-Since":             classCache,
+		"X-Idempotency":                 classCache,
+		"X-Idempotency-Id":              classCache,
+		"Idempotent-Replayed":           classCache,
 		// a gateway's logging of the call
 		"Helicone-Omit-Request":  classLogging,
 		"Helicone-Omit-Response": classLogging,
@@ -358,6 +361,32 @@ func TestKeyHeaderClasses(t *testing.T) {
 		"Cf-Aig-Cache-Key":          "cache",
 		"X-Request-Id":              "pamctl sets it",
 		"User-Agent":                "the SDKs send",
+		// names an intermediary logs, or reads as a switch of its own
+		"X-Debug-Token":              "logging",
+		"X-Log-Key":                  "logging",
+		"X-Audit-Key":                "logging",
+		"Helicone-Omit-Key":          "logging",
+		"X-Redact-Secret":            "logging",
+		"Apim-Debug-Authorization":   "logging",
+		"X-Kong-Request-Debug-Token": "logging",
+		"X-Trace-Token":              "trace or correlation",
+		"X-Correlation-Token":        "trace or correlation",
+		"X-Correlationid-Key":        "trace or correlation",
+		"X-B3-Key":                   "trace or correlation",
+		"Sentry-Auth":                "trace or correlation",
+		"X-Span-Secret":              "trace or correlation",
+		"X-Idempotency-Key":          "cache",
+		"Idempotent-Key":             "cache",
+		"X-Dedup-Token":              "cache",
+		"X-Timeout-Token":            "timeout",
+		// response-only, and what browsers and handshakes set
+		"Www-Authenticate":          "response",
+		"Authentication-Info":       "response",
+		"Proxy-Authentication-Info": "response",
+		"Sec-Websocket-Key":         "Sec-",
+		"Sec-Websocket-Accept":      "Sec-",
+		"Sec-Token":                 "Sec-",
+		"Sec-Fetch-Auth":            "Sec-",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if why := keyHeaderRefusal(name); !strings.Contains(why, want) {
@@ -375,6 +404,8 @@ func TestKeyHeaderClasses(t *testing.T) {
 		"Authorization", "api-key", "Api-Key", "X-Api-Key", "Apikey", "Ocp-Apim-Subscription-Key", "X-Goog-Api-Key",
 		"X-Portkey-Api-Key", "X-Portkey-Virtual-Key", "Helicone-Auth", "Cf-Aig-Authorization", "X-Litellm-Api-Key",
 		"X-Auth-Token", "X-Gateway-Key", "X-Gravitee-Api-Key", "X-Apikey",
+		"Cf-Access-Client-Secret", "Cf-Access-Client-Id", "X-Ibm-Client-Id", "X-Ibm-Client-Secret", "Anthropic-Api-Key",
+		"X-Langfuse-Secret-Key", "X-Bt-Api-Key",
 	} {
 		if why := keyHeaderRefusal(name); why != "" {
 			t.Errorf("key header %s is refused: %s", name, why)
