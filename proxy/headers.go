@@ -36,7 +36,7 @@ var builtinForward = map[string]bool{
 	// so a gateway keeping idempotency keys per API key would answer one
 	// agent with another's answer when it names that agent's key. The
 	// SDKs generate one but send it nowhere; forward_headers may list it,
-	// and then it goes as idempotencyKey makes it, per caller.
+	// and then it goes as idempotencyKey makes it, per token.
 }
 
 // idempotencyHeader is the one forwarded header whose value is not the
@@ -45,15 +45,17 @@ const idempotencyHeader = "Idempotency-Key"
 
 // idempotencyKey is what goes upstream for a client's Idempotency-Key
 // value v: 32 hex digits of HMAC-SHA256, keyed by the call's vaulted key,
-// of the grant's subject and token id and v, each length-prefixed. The
-// same agent retrying under its grant sends the same key, so its retries
-// dedupe; two agents (two grants) sending one value never collide at a
-// gateway that keeps idempotency keys per API key, which every agent
-// shares; the upstream never sees the client's value. Keyed by the vaulted
+// of the token's subject (the grant's) and id (jti) and v, each
+// length-prefixed: per token, not per grant. A retry with the same token
+// and value sends the same key, so an agent's retries dedupe; two tokens
+// sending one value (two agents', or one grant's minted twice with
+// `pamctl token`) never collide at a gateway that keeps idempotency keys
+// per API key, which every agent shares; the upstream never sees the
+// client's value. Keyed by the vaulted
 // key rather than a per-process secret, replicas sharing the vault and a
 // restarted proxy agree (a retry lands wherever the balancer sends it);
 // the key's holder learns nothing from it it could not compute, and a
-// rotated key starts new ones. A new grant starts new ones too.
+// rotated key starts new ones. A new token starts new ones too.
 func idempotencyKey(key string, claims *token.Claims, v string) string {
 	mac := hmac.New(sha256.New, []byte(key))
 	mac.Write([]byte("pamctl idempotency-key v1"))
@@ -358,7 +360,7 @@ func loggingName(k string) bool {
 // Control, Pragma, conditional requests (If-None-Match and the like), a
 // gateway's cache (Helicone-Cache-Enabled, X-Portkey-Cache-*), TTLs,
 // replays, idempotency keys other than the Idempotency-Key forwardSet
-// makes per caller (X-Idempotency-Key: a gateway deduping on it would
+// makes per token (X-Idempotency-Key: a gateway deduping on it would
 // replay one answer to every agent). Every agent shares the vaulted key, so a cache keyed on it
 // would hand one agent another's answer (the reason Idempotency-Key is
 // not built in).
@@ -566,8 +568,8 @@ func newForwardSet(extra []string, keyHeaders ...string) (*forwardSet, error) {
 			problems = append(problems, fmt.Sprintf("forward_headers: %q carries a vaulted key (Authorization, key_header or extra_key.header): a client's value never goes", k))
 			continue
 		}
-		if f.extra[ck] || builtinForward[ck] {
-			problems = append(problems, fmt.Sprintf("forward_headers: %q is listed twice or is forwarded already", k))
+		if f.extra[ck] || builtinForward[ck] || stainlessHeaders[ck] {
+			problems = append(problems, fmt.Sprintf("forward_headers: %q is listed twice or is forwarded already (Accept, User-Agent, Content-Type, OpenAI-Beta and the SDKs' X-Stainless-* telemetry go to every upstream): remove the entry", k))
 			continue
 		}
 		f.extra[ck] = true
@@ -580,7 +582,7 @@ func newForwardSet(extra []string, keyHeaders ...string) (*forwardSet, error) {
 
 // perCaller replaces each value of a forwarded Idempotency-Key in h (the
 // client's headers f allows) by idempotencyKey of it under the call's
-// vaulted key and grant. An empty value stays empty: hashed, all of one
+// vaulted key and token. An empty value stays empty: hashed, all of one
 // agent's empty keys would be one key, and its calls one answer.
 func (f *forwardSet) perCaller(h http.Header, key string, claims *token.Claims) {
 	if !f.extra[idempotencyHeader] {

@@ -426,20 +426,24 @@ func TestKeyHeaderClasses(t *testing.T) {
 	}
 }
 
-// TestIdempotencyKeyPerGrant: an Idempotency-Key the operator lists in
-// forward_headers goes upstream as a keyed hash of the caller's grant and
-// the client's value, never as the value: the same agent retrying with
-// the same value sends the same key (its retries dedupe), two agents
-// (grants) sending the same value never collide at a gateway that keeps
-// idempotency keys per API key, which every agent shares. The hash is
-// keyed by the vaulted key, so replicas and a restarted proxy agree.
-func TestIdempotencyKeyPerGrant(t *testing.T) {
+// TestIdempotencyKeyPerToken: an Idempotency-Key the operator lists in
+// forward_headers goes upstream as a keyed hash of the caller's token
+// (the grant's subject, the token's jti) and the client's value, never as
+// the value: a retry with the same token and value sends the same key
+// (its retries dedupe), two tokens sending the same value never collide
+// at a gateway that keeps idempotency keys per API key, which every agent
+// shares, whether two grants' or one grant's minted again (pamctl token):
+// per token, as the docs say, not per grant. The hash is keyed by the
+// vaulted key, so replicas and a restarted proxy agree.
+func TestIdempotencyKeyPerToken(t *testing.T) {
 	other := newFakeUpstream(t, "azure")
 	h := newHarness(t, func(o *Options) {
 		o.Upstreams = append(o.Upstreams, Upstream{Name: "azure", URL: other.srv.URL + "/v1", KeyName: "azure", Timeout: time.Minute, ForwardHeaders: []string{"idempotency-key"}})
 	})
-	agentA := h.mint(grant{scope: "model:azure/gpt-4o-mini"})
+	grantA := grant{scope: "model:azure/gpt-4o-mini", req: "req_idem_a"}
+	agentA := h.mint(grantA)
 	agentB := h.mint(grant{scope: "model:azure/gpt-4o-mini"})
+	remintedA := h.mint(grantA) // the same grant, a new token (a new jti)
 	body := `{"model":"azure/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
 	const value = "stainless-python-retry-8d7f3a"
 	send := func(tok, v string) string {
@@ -463,6 +467,9 @@ func TestIdempotencyKeyPerGrant(t *testing.T) {
 	}
 	if a1 == a3 {
 		t.Errorf("two values of one agent went upstream as one key %q", a1)
+	}
+	if r1 := send(remintedA, value); r1 == a1 {
+		t.Errorf("a token minted again for the same grant sent %q as the first token's key %q: the docs say per token", value, r1)
 	}
 	for _, got := range []string{a1, b1, a3} {
 		if strings.Contains(got, value) || strings.Contains(got, vaultedKey) || len(got) != 32 {
@@ -491,5 +498,29 @@ func TestIdempotencyKeyPerGrant(t *testing.T) {
 	}
 	if reqs := other.requests(); reqs[len(reqs)-1].Header.Get("Idempotency-Key") != "" {
 		t.Errorf("an empty Idempotency-Key went upstream as %q", reqs[len(reqs)-1].Header.Get("Idempotency-Key"))
+	}
+}
+
+// TestForwardHeadersBuiltinListedAgain: a name every upstream gets
+// already (Accept, User-Agent, Content-Type, OpenAI-Beta, the SDKs'
+// X-Stainless-* telemetry) listed in forward_headers is refused alike,
+// as forwarded already: X-Stainless-Lang was accepted silently while
+// User-Agent was refused.
+func TestForwardHeadersBuiltinListedAgain(t *testing.T) {
+	var names []string
+	for _, set := range []map[string]bool{builtinForward, stainlessHeaders} {
+		for k := range set {
+			names = append(names, k, strings.ToLower(k))
+		}
+	}
+	for _, name := range names {
+		u := Upstream{Name: "gw", URL: "https://gw.example/v1", ForwardHeaders: []string{name}}
+		if err := u.CheckHeaders(); err == nil || !strings.Contains(err.Error(), "forwarded already") {
+			t.Errorf("forward_headers [%s]: %v, want it refused as forwarded already", name, err)
+		}
+	}
+	// Another X-Stainless- name is not built in: it may be listed.
+	if _, err := newForwardSet([]string{"X-Stainless-Helper-Name"}, "Authorization"); err != nil {
+		t.Error(err)
 	}
 }

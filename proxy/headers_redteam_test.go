@@ -359,7 +359,7 @@ func TestHugeForwardedHeaderRefused(t *testing.T) {
 // keys per API key would answer one agent's call with another's answer
 // when it names that agent's key. The SDKs generate one but send it
 // nowhere; it goes only to an upstream whose forward_headers lists it,
-// and then per grant.
+// and then per token.
 func TestIdempotencyKeyOnlyWhenConfigured(t *testing.T) {
 	other := newFakeUpstream(t, "azure")
 	h := newHarness(t, func(o *Options) {
@@ -376,7 +376,7 @@ func TestIdempotencyKeyOnlyWhenConfigured(t *testing.T) {
 		t.Errorf("the default upstream got Idempotency-Key %q", got)
 	}
 	if got := other.requests()[0].Header.Get("Idempotency-Key"); got == "" || got == "another-agents-key" {
-		t.Errorf("the upstream that lists it got Idempotency-Key %q, want the per-grant key (TestIdempotencyKeyPerGrant)", got)
+		t.Errorf("the upstream that lists it got Idempotency-Key %q, want the per-token key (TestIdempotencyKeyPerToken)", got)
 	}
 }
 
