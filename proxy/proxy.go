@@ -43,7 +43,9 @@
 //     (headers.go: what the OpenAI SDKs send, and an upstream's
 //     ForwardHeaders), never a name that is hop-by-hop, pamctl's own, or
 //     names an account, an identity, a credential, a client address, a
-//     route, API version or model, a logging switch or a cache control.
+//     route, API version or model, a logging switch, a cache control,
+//     trace context or a timeout, or is under a gateway's or provider's
+//     control namespace (X-Portkey-*, Helicone-*, Cf-*, ...).
 //   - If an audit event cannot be appended the proxy fails closed: a
 //     buffered answer becomes 503 audit_unavailable, a stream ends with an
 //     error event instead of its terminal event.
@@ -103,9 +105,11 @@ type Upstream struct {
 	Project      string
 	// ForwardHeaders are client headers this upstream gets besides the
 	// built-in ones (headers.go: what the OpenAI SDKs send); New refuses
-	// a name that is hop-by-hop or framing, pamctl's own, or names a
-	// credential, a client address, a route, model or deployment, or an
-	// organization, project or billing account.
+	// a name that is hop-by-hop or framing, pamctl's own, or built in
+	// already, one that names a credential, a client address, a route,
+	// model or deployment, an organization, project or billing account,
+	// or another class of forwardRefusal, and one under a vendor's control
+	// namespace (headers.go).
 	ForwardHeaders []string
 	// KeyHeader is the header the vaulted key goes in: "" (or
 	// Authorization) sends "Authorization: Bearer <key>"; any other name
