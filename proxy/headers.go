@@ -312,11 +312,25 @@ func addressClaim(k string) bool {
 // counted once), and every Envoy control header (X-Envoy-*: Envoy obeys
 // them from a hop it trusts).
 func routingName(k string) bool {
-	if containsAnyFolded(k, "model", "deploy", "engine", "route", "routing", "upstream", "provider", "backend", "target",
-		"region", "zone", "cluster", "host", "url", "uri", "path", "endpoint", "config", "override", "destination", "fallback", "tier", "priority",
-		"apibase", "rewrite", "redirect", "original", "shadow", "mirror", "canary") {
-		return true
-	}
+	return containsAnyFolded(k, routingWords...) || routingWordsOf(k)
+}
+
+// routingWords are what routingName finds anywhere in a name.
+var routingWords = []string{"model", "deploy", "engine", "route", "routing", "upstream", "provider", "backend", "target",
+	"region", "zone", "cluster", "host", "url", "uri", "path", "endpoint", "config", "override", "destination", "fallback", "tier", "priority",
+	"apibase", "rewrite", "redirect", "original", "shadow", "mirror", "canary"}
+
+// routingKeyName is routingName for a key header, with routingWords as
+// whole words: a gateway's documented key header may hold one inside
+// another word ("uri" in X-Amz-Security-Token, "route" in
+// OpenRouter-Key), and a key header is pamctl's to set, not a client's
+// to smuggle a selector in.
+func routingKeyName(k string) bool {
+	return anyWord(nameWords(k), routingWords...) || routingWordsOf(k)
+}
+
+// routingWordsOf is routingName's rules by word.
+func routingWordsOf(k string) bool {
 	ws := nameWords(k)
 	if anyWord(ws, "envoy", "base", "proxy") {
 		return true
@@ -524,7 +538,7 @@ func keyHeaderRefusal(k string) string {
 		return "it is also named as an identity (a user, principal, group, role), which a gateway reads as who the caller is" + pick
 	case addressClaim(k):
 		return "it is also named as a client address (forwarded, IP, peer, origin), which proxies log and rewrite" + pick
-	case routeOverride(k) || routingName(k):
+	case routeOverride(k) || routingKeyName(k):
 		return "it is also named as a route, version or upstream selector, which a gateway reads to pick where the call goes" + pick
 	case cacheName(k):
 		return "it is also named as a cache control or idempotency key, which caches and gateways log and key stored answers on" + pick

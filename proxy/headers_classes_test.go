@@ -406,6 +406,9 @@ func TestKeyHeaderClasses(t *testing.T) {
 		"X-Auth-Token", "X-Gateway-Key", "X-Gravitee-Api-Key", "X-Apikey",
 		"Cf-Access-Client-Secret", "Cf-Access-Client-Id", "X-Ibm-Client-Id", "X-Ibm-Client-Secret", "Anthropic-Api-Key",
 		"X-Langfuse-Secret-Key", "X-Bt-Api-Key",
+		// a routing word inside another word (review B): "uri" in
+		// Security, "route" in OpenRouter
+		"X-Amz-Security-Token", "X-Security-Token", "Openrouter-Key", "X-Openrouter-Api-Key",
 	} {
 		if why := keyHeaderRefusal(name); why != "" {
 			t.Errorf("key header %s is refused: %s", name, why)
