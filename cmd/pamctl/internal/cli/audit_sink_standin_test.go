@@ -34,27 +34,44 @@ func TestAuditSinksShowsARunOfStandIns(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer coll.Close()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("audit:\n  sinks:\n    - { type: http, url: "+coll.URL+"/ingest }\n"), 0o600)
-	t.Setenv("PAMCTL_CONFIG", conf)
-	s := startServerWith(t, nil)
+	s := startWithHTTPSink(t, coll.URL+"/ingest")
 	for i := 0; i < auditsink.StandInAlarm; i++ {
 		s.as(t, "admin", "sk-test-0123456789abcdef", "vault", "set", "key1").must(t, "vault set")
 	}
-	var st []auditsink.Status
-	eventually(t, "a run of stand-ins", 15*time.Second, func() bool {
-		r := s.as(t, "admin", "", "audit", "sinks", "-o", "json").must(t, "audit sinks")
-		if err := json.Unmarshal([]byte(r.out), &st); err != nil || len(st) != 1 {
-			t.Fatalf("%v\n%s", err, r.out)
-		}
-		return st[0].RecentStandIns >= auditsink.StandInAlarm && st[0].Lag == 0
+	st := waitForSink(t, s, "a run of stand-ins", func(st auditsink.Status) bool {
+		return st.RecentStandIns >= auditsink.StandInAlarm && st.Lag == 0
 	})
-	if st[0].LastError != "" || st[0].Oversize < auditsink.StandInAlarm {
-		t.Fatalf("status: %+v", st[0])
+	if st.LastError != "" || st.Oversize < auditsink.StandInAlarm {
+		t.Fatalf("status: %+v", st)
 	}
 	table := s.as(t, "admin", "", "audit", "sinks").must(t, "audit sinks (table)")
 	if !strings.Contains(table.out, "events went as stand-ins") {
 		t.Fatalf("audit sinks table:\n%s", table.out)
 	}
+}
+
+// startWithHTTPSink starts a server whose one audit sink posts to url.
+func startWithHTTPSink(t *testing.T, url string) *testServer {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(conf, []byte("audit:\n  sinks:\n    - { type: http, url: "+url+" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PAMCTL_CONFIG", conf)
+	return startServerWith(t, nil)
+}
+
+// waitForSink reads `pamctl audit sinks -o json` until the one sink's
+// status passes ok, and returns it.
+func waitForSink(t *testing.T, s *testServer, what string, ok func(auditsink.Status) bool) auditsink.Status {
+	t.Helper()
+	var st []auditsink.Status
+	eventually(t, what, 15*time.Second, func() bool {
+		r := s.as(t, "admin", "", "audit", "sinks", "-o", "json").must(t, "audit sinks")
+		if err := json.Unmarshal([]byte(r.out), &st); err != nil || len(st) != 1 {
+			t.Fatalf("%v\n%s", err, r.out)
+		}
+		return ok(st[0])
+	})
+	return st[0]
 }
