@@ -212,6 +212,13 @@ func (s *syslogServer) start() {
 				return
 			}
 			s.mu.Lock()
+			if s.ln != ln {
+				// stop ran between Accept and here: it closed the
+				// connections it knew, so this one is closed too.
+				s.mu.Unlock()
+				c.Close()
+				return
+			}
 			s.conns[c] = true
 			s.mu.Unlock()
 			s.wg.Add(1)
