@@ -108,19 +108,10 @@ func TestUpstreamKeyHeaders(t *testing.T) {
 // to the mock as Authorization, which it reads; a real key goes to the
 // real upstream in its header, untouched.
 func TestDevRouteFollowsKeyHeader(t *testing.T) {
-	got := make(chan string, 2)
-	serve := func(name string) *httptest.Server {
-		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got <- name + " " + r.Header.Get("Authorization") + "|" + r.Header.Get("Api-Key")
-		}))
-		t.Cleanup(s.Close)
-		return s
-	}
-	mock, real := serve("mock"), serve("real")
-	mu, _ := url.Parse(mock.URL)
+	got, mu, real := devRouteUpstreams(t, "Api-Key")
 	rt := devRoute{real: http.DefaultTransport, mock: mu, keyHeader: "api-key"}
 	for key, want := range map[string]string{devMockKey: "mock Bearer " + devMockKey + "|", "sk-real": "real |sk-real"} {
-		req, _ := http.NewRequest("GET", real.URL+"/v1/models", nil)
+		req, _ := http.NewRequest("GET", real+"/v1/models", nil)
 		req.Header.Set("Api-Key", key)
 		res, err := rt.RoundTrip(req)
 		if err != nil {
@@ -138,23 +129,14 @@ func TestDevRouteFollowsKeyHeader(t *testing.T) {
 // which must not get the mock's key (h3): it goes without the extra
 // header. With both the mock's, it goes to the mock, extra header and all.
 func TestDevRouteSendsNoMockExtraKeyUpstream(t *testing.T) {
-	got := make(chan string, 2)
-	serve := func(name string) *httptest.Server {
-		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got <- name + " " + r.Header.Get("Authorization") + "|" + r.Header.Get("X-Gw-Key")
-		}))
-		t.Cleanup(s.Close)
-		return s
-	}
-	mock, real := serve("mock"), serve("real")
-	mu, _ := url.Parse(mock.URL)
+	got, mu, real := devRouteUpstreams(t, "X-Gw-Key")
 	rt := devRoute{real: http.DefaultTransport, mock: mu, extraHeader: "X-Gw-Key"}
 	for _, c := range []struct{ key, extra, want string }{
 		{"sk-real", devMockKey, "real Bearer sk-real|"},
 		{"sk-real", "gw-real", "real Bearer sk-real|gw-real"},
 		{devMockKey, devMockKey, "mock Bearer " + devMockKey + "|" + devMockKey},
 	} {
-		req, _ := http.NewRequest("GET", real.URL+"/v1/models", nil)
+		req, _ := http.NewRequest("GET", real+"/v1/models", nil)
 		req.Header.Set("Authorization", "Bearer "+c.key)
 		req.Header.Set("X-Gw-Key", c.extra)
 		res, err := rt.RoundTrip(req)
@@ -166,4 +148,22 @@ func TestDevRouteSendsNoMockExtraKeyUpstream(t *testing.T) {
 			t.Errorf("key %s, extra %s: %q, want %q", c.key, c.extra, g, c.want)
 		}
 	}
+}
+
+// devRouteUpstreams starts a stand-in for the dev mock and one for a real
+// upstream; each reports on got which it is, the Authorization header
+// and header it received ("mock Bearer …|…").
+func devRouteUpstreams(t *testing.T, header string) (got chan string, mock *url.URL, real string) {
+	t.Helper()
+	got = make(chan string, 2)
+	serve := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got <- name + " " + r.Header.Get("Authorization") + "|" + r.Header.Get(header)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	m, r := serve("mock"), serve("real")
+	mock, _ = url.Parse(m.URL)
+	return got, mock, r.URL
 }
