@@ -136,6 +136,8 @@ func forwardRefusal(k string) string {
 		return "it is hop-by-hop or framing (connection, length, encoding, digest, ranges, Host): pamctl sets those itself for the body it checked"
 	case ownHeader(k):
 		return "pamctl sets it itself (its request id, its trace context, the configured organization and project)"
+	case len(k) >= len("sec-") && foldedEqual(k[:len("sec-")], "sec-"):
+		return whySec
 	case accountName(k) && !credentialName(k): // an account's key (Ocp-Apim-Subscription-Key) is a credential
 		return whyAccount
 	case identityName(k):
@@ -161,6 +163,7 @@ func forwardRefusal(k string) string {
 }
 
 const (
+	whySec      = "it is a header only browsers and handshakes set (Sec-Fetch-*, Sec-WebSocket-*, Sec-CH-*), which servers trust as such because scripts cannot set it: an agent's copy would claim a browser's context it does not have"
 	whyIdentity = "it asserts an identity (a user, principal, group, role, consumer, or one to impersonate): a gateway trusts that from the hop before it, which is pamctl, and pamctl never checked it (the grant's subject is in the audit trail)"
 	whyAddress  = "it claims a client address or origin: the upstream's client is the proxy, and pamctl never checked the claim"
 	whyRouting  = "it may select another route, API version, model, deployment or upstream than the one pamctl checked against the grant's scope, or have a gateway retry, mirror or redirect the call"

@@ -22,6 +22,7 @@ const (
 	classVendor     = "control namespace of a gateway"
 	classTrace      = "trace context or a tracing decision"
 	classTimeout    = "sets a timeout or deadline"
+	classSec        = "only browsers and handshakes set"
 )
 
 // TestForwardHeaderClasses: the names an external red team got through
@@ -32,6 +33,12 @@ const (
 // names that label a call stay allowed.
 func TestForwardHeaderClasses(t *testing.T) {
 	for name, class := range map[string]string{
+		// what only browsers and handshakes set (h6 noticed them passing)
+		"Sec-Fetch-Site":           classSec,
+		"Sec-Fetch-Mode":           classSec,
+		"Sec-Websocket-Protocol":   classSec,
+		"Sec-Websocket-Extensions": classSec,
+		"Sec-Ch-Ua":                classSec,
 		// identity and impersonation assertions
 		"Impersonate-User":                classIdentity,
 		"Impersonate-Group":               classIdentity,
