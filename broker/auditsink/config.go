@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -429,12 +428,14 @@ func (c SinkConfig) Validate() error {
 		default:
 			add("format %q must be %s or %s", c.Format, FormatJSONL, FormatSplunkHEC)
 		}
-		for name := range c.Headers {
+		for name, value := range c.Headers {
+			if why := headerLineProblem(name, value); why != "" {
+				// Neither is quoted: a pasted line may hold anything.
+				add("headers: an entry cannot be sent: %s", why)
+				continue
+			}
 			if credentialHeader(name) {
 				add("headers: %s looks like a credential: put it in headers_file (a file of \"Name: value\" lines) so it stays out of the config", name)
-			}
-			if textproto.CanonicalMIMEHeaderKey(name) == "" || strings.ContainsAny(name, " :\r\n") {
-				add("headers: %q is not a header name", name)
 			}
 		}
 		only("addr", c.Addr != "")

@@ -70,3 +70,27 @@ func TestHeadersFileRefusesInvalidHeaders(t *testing.T) {
 		t.Errorf("valid headers read as %v", h)
 	}
 }
+
+// Inline headers: are judged as a headers_file's lines are (h6 noticed
+// only the file was): a name that is not a header name, or a value with a
+// control character, is a config error that quotes neither.
+func TestInlineHeadersAreJudgedLikeTheFile(t *testing.T) {
+	for _, h := range []map[string]string{
+		{"X Team": "ok"},
+		{"\ufeffX-Team": "ok"},
+		{"X-Team": "a\r\nInjected: SECRETINLINE0001"},
+		{"X-Team": "a\x00SECRETINLINE0002"},
+	} {
+		err := SinkConfig{Type: "http", URL: "https://collector.example.com/i", Headers: h}.Validate()
+		if err == nil || !strings.Contains(err.Error(), "cannot be sent") {
+			t.Errorf("headers %q: %v", h, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "SECRETINLINE") || strings.Contains(err.Error(), "\ufeff") {
+			t.Errorf("headers %q: the error quotes the entry: %v", h, err)
+		}
+	}
+	if err := (SinkConfig{Type: "http", URL: "https://collector.example.com/i", Headers: map[string]string{"X-Team": "ml"}}).Validate(); err != nil {
+		t.Errorf("a good inline header: %v", err)
+	}
+}
