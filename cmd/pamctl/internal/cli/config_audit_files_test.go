@@ -189,3 +189,42 @@ func TestAuditCheckTargetsIsWhatStartBuilds(t *testing.T) {
 		t.Fatalf("start: %v; check: %v", startErr, errs)
 	}
 }
+
+// `config check` reads a Slack or Teams webhook_url_file as a delivery
+// does and judges its URL (h3 noticed it did not: the first notification
+// failed instead), naming the setting and file, never the URL.
+func TestConfigCheckJudgesWebhookURLFiles(t *testing.T) {
+	dir := t.TempDir()
+	base := "data_dir: " + filepath.Join(dir, "data") + "\nmaster_key_file: " + filepath.Join(dir, "master.key") + "\n"
+	const secret = "T0/B0/WebhookSecret0123456789"
+	for _, ch := range []string{"slack", "teams"} {
+		for _, tc := range []struct {
+			name, content, want string
+		}{
+			{"good", "https://hooks.example.com/services/" + secret + "\n", ""},
+			{"plaintext", "http://hooks.example.com/services/" + secret + "\n", "webhook_url_file"},
+			{"no URL", "hooks.example.com/services/" + secret + "\n", "webhook_url_file"},
+			{"empty", "\n", "webhook_url_file"},
+		} {
+			t.Run(ch+"/"+tc.name, func(t *testing.T) {
+				p := filepath.Join(t.TempDir(), "hook")
+				if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				r := runCLI(t, "config", "check", "--config", writeConfig(t, base+"notify:\n  "+ch+": { webhook_url_file: '"+p+"' }\n"))
+				if strings.Contains(r.out+r.err, "WebhookSecret") {
+					t.Errorf("config check shows the webhook URL:\n%s%s", r.out, r.err)
+				}
+				if tc.want == "" {
+					if r.code != ExitOK {
+						t.Fatalf("a good webhook_url_file: exit %d: %s", r.code, r.err)
+					}
+					return
+				}
+				if r.code != ExitUsage || !strings.Contains(r.err, "notify."+ch+"."+tc.want) || !strings.Contains(r.err, p) {
+					t.Fatalf("exit %d, want %d naming notify.%s.%s and the file:\n%s", r.code, ExitUsage, ch, tc.want, r.err)
+				}
+			})
+		}
+	}
+}

@@ -65,7 +65,7 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 		return err
 	}
 	fileWarnings, refused, filesErr := cfg.checkNamedFiles()
-	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), filesErr, cfg.CheckAuditTargets(refused), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), filesErr, cfg.CheckAuditTargets(refused), cfg.CheckNotifyFiles(cmd.Context(), refused), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
 	for _, w := range slices.Concat(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings(), cfg.IssuerStepUpWarnings(), fileWarnings) {

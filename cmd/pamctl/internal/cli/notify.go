@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -112,6 +113,34 @@ func (c *Config) PolicyIssuerWarnings() []string {
 		}
 	}
 	return out
+}
+
+// CheckNotifyFiles reads each chat hook's webhook_url_file as a delivery
+// does (webhookURL) and judges the URL (notify.CheckURL), for `pamctl
+// config check`: a file serve would read at the first notification, and
+// fail on, fails the check now, naming the setting and file, never the
+// URL (anyone who has it can post to the channel). Files the permission
+// check refused already (refused) are not read again.
+func (c *Config) CheckNotifyFiles(ctx context.Context, refused map[string]bool) error {
+	var errs []error
+	for _, ch := range []struct {
+		key string
+		c   ChatHookConfig
+	}{{"notify.slack", c.Notify.Slack}, {"notify.teams", c.Notify.Teams}} {
+		if ch.c.WebhookURLFile == "" || refused[ch.c.WebhookURLFile] {
+			continue
+		}
+		u, err := webhookURL(ChatHookConfig{WebhookURLFile: ch.c.WebhookURLFile}, ch.key, nil)(ctx)
+		if err == nil {
+			if cerr := notify.CheckURL(u); cerr != nil {
+				err = fmt.Errorf("%s.webhook_url_file: the URL in %s %v", ch.key, ch.c.WebhookURLFile, cerr)
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // webhookURL returns how to get a chat hook's URL at delivery time: the
