@@ -35,8 +35,12 @@ func NewCmdConfigCheck(f *Factory, runF func(*cobra.Command, *ConfigCheckOptions
 		Long: `Load the configuration as 'pamctl serve' would (the file, PAMCTL_*
 variables and flags), report every problem at once (unknown keys with their
 line, bad values, durations without a unit, a data dir or master key file
-that others can read), and print the effective configuration with secrets
-hidden. Exit 0 when it is usable, 2 when it is not.`,
+that others can read, a file others could replace), read the files serve
+reads at start or at first use as it reads them (TLS certificates and
+keys, the store's, the audit sinks' and anchor's url_file, headers_file and
+ca_file, the Slack and Teams webhook_url_file), and print the effective
+configuration with secrets hidden. Errors name settings and files, never a
+secret they hold. Exit 0 when it is usable, 2 when it is not.`,
 		Example: `  pamctl config check --config /etc/pamctl/config.yaml
   pamctl config check -o json | jq .policies`,
 		Args: cobra.NoArgs,
