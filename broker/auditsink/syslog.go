@@ -182,8 +182,43 @@ func (t *syslogTarget) connect(ctx context.Context) error {
 	return nil
 }
 
+// peerState is what a look at a connection's socket found.
+type peerState int
+
+const (
+	peerIdle   peerState = iota // nothing waiting, not closed
+	peerSent                    // bytes wait to be read
+	peerClosed                  // closed by the peer, or failed
+)
+
+// alive reports whether the collector still has the connection open.
+// The socket is looked at first (peek): closed is dead; nothing waiting
+// is alive. A plain collector never sends, so bytes waiting end the
+// connection too (it is dialled again and the batch sent whole); over
+// TLS they may be the server's session tickets, so the TLS layer reads
+// them, and a close_notify or data ends it.
 func (t *syslogTarget) alive() bool {
-	t.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+	raw := t.conn
+	tc, isTLS := t.conn.(*tls.Conn)
+	if isTLS {
+		raw = tc.NetConn()
+	}
+	st, ok := peek(raw)
+	switch {
+	case ok && st == peerClosed:
+		return false
+	case ok && st == peerIdle:
+		return true
+	case ok && !isTLS:
+		return false // a plain collector sent something
+	}
+	// Over TLS with bytes waiting (a record arrived: it is read within
+	// the deadline), or where the socket cannot be peeked: a short read.
+	wait := time.Millisecond
+	if ok {
+		wait = 100 * time.Millisecond
+	}
+	t.conn.SetReadDeadline(time.Now().Add(wait))
 	var one [1]byte
 	_, err := t.conn.Read(one[:])
 	t.conn.SetReadDeadline(time.Time{})
