@@ -79,21 +79,7 @@ func TestPrivateFilesOnWindows(t *testing.T) {
 		t.Fatalf("CheckPerms of a private file: %q, %v", w, err)
 	}
 
-	open := filepath.Join(t.TempDir(), "open")
-	if err := os.Mkdir(open, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	sd, err := windows.SecurityDescriptorFromString("D:(A;OICI;FA;;;" + processUser() + ")(A;OICI;FR;;;WD)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dacl, _, err := sd.DACL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := windows.SetNamedSecurityInfo(open, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
-		t.Fatal(err)
-	}
+	open := dirWithDACL(t, "D:(A;OICI;FA;;;"+processUser()+")(A;OICI;FR;;;WD)")
 	p := filepath.Join(open, "key")
 	if err := os.WriteFile(p, []byte("k"), 0o600); err != nil {
 		t.Fatal(err)
@@ -136,11 +122,20 @@ func TestMkdirPrivateOnWindows(t *testing.T) {
 		t.Fatalf("MkdirPrivate of its own dir again: %v", err)
 	}
 
-	open := filepath.Join(t.TempDir(), "open")
-	if err := os.Mkdir(open, 0o700); err != nil {
+	open := dirWithDACL(t, "D:(A;OICI;FA;;;"+processUser()+")(A;OIIO;FR;;;WD)")
+	if err := MkdirPrivate(open); !errors.Is(err, ErrExposed) || !strings.Contains(err.Error(), "/remove:g *S-1-1-0") {
+		t.Fatalf("a dir passing read access to Everyone on: %v", err)
+	}
+}
+
+// dirWithDACL makes a directory whose protected DACL is sddl's.
+func dirWithDACL(t *testing.T, sddl string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sd, err := windows.SecurityDescriptorFromString("D:(A;OICI;FA;;;" + processUser() + ")(A;OIIO;FR;;;WD)")
+	sd, err := windows.SecurityDescriptorFromString(sddl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,10 +143,8 @@ func TestMkdirPrivateOnWindows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := windows.SetNamedSecurityInfo(open, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
+	if err := windows.SetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := MkdirPrivate(open); !errors.Is(err, ErrExposed) || !strings.Contains(err.Error(), "/remove:g *S-1-1-0") {
-		t.Fatalf("a dir passing read access to Everyone on: %v", err)
-	}
+	return dir
 }
