@@ -44,13 +44,7 @@ func TestSyslogAliveSeesTheCollectorGo(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			accepted := make(chan net.Conn, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err == nil {
-					accepted <- c
-				}
-			}()
+			accepted := acceptOne(ln)
 			c, err := net.Dial("tcp", ln.Addr().String())
 			if err != nil {
 				t.Fatal(err)
@@ -84,13 +78,12 @@ func TestSyslogAliveOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
+	// The server's side of the handshake runs while the client dials.
+	handshaken := make(chan net.Conn, 1)
 	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			c.(*tls.Conn).Handshake()
-			accepted <- c
-		}
+		c := <-acceptOne(ln)
+		c.(*tls.Conn).Handshake()
+		handshaken <- c
 	}()
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
@@ -99,7 +92,7 @@ func TestSyslogAliveOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	srv := <-accepted
+	srv := <-handshaken
 	time.Sleep(50 * time.Millisecond) // the tickets arrive
 	tgt := &syslogTarget{network: "tcp", conn: c}
 	if !tgt.alive() {
@@ -110,4 +103,15 @@ func TestSyslogAliveOverTLS(t *testing.T) {
 	}
 	srv.Close()
 	eventually(t, "alive never saw the TLS collector close", func() bool { return !tgt.alive() })
+}
+
+// acceptOne hands over the first connection ln accepts.
+func acceptOne(ln net.Listener) <-chan net.Conn {
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	return accepted
 }
