@@ -37,8 +37,9 @@ func NewTarget(c SinkConfig) (Target, error) {
 // and sends nothing. Entries Validate refuses are skipped (ValidateAll
 // reports them), and so is an entry naming a file for which skip returns
 // true (its caller has reported that file already). File sinks are not
-// built: that would create their directory and file. Errors name the
-// entry as ValidateAll does.
+// built, which would create their directory and file: checkFileTarget
+// reads what exists of their path instead. Errors name the entry as
+// ValidateAll does.
 func CheckTargets(sinks []SinkConfig, anchor AnchorConfig, skip func(path string) bool) []error {
 	skipped := func(paths ...string) bool {
 		for _, p := range paths {
@@ -50,6 +51,12 @@ func CheckTargets(sinks []SinkConfig, anchor AnchorConfig, skip func(path string
 	}
 	var errs []error
 	for i, c := range sinks {
+		if c.Type == TypeFile && c.Validate() == nil {
+			if err := checkFileTarget(c); err != nil {
+				errs = append(errs, fmt.Errorf("audit.sinks[%d] (%s): %w", i, c.Type, err))
+			}
+			continue
+		}
 		if (c.Type != TypeHTTP && c.Type != TypeSyslog) || c.Validate() != nil || skipped(c.URLFile, c.HeadersFile, c.CAFile) {
 			continue
 		}

@@ -5,13 +5,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // fileTarget writes the export format of `pamctl audit export`, so every
@@ -94,6 +98,22 @@ func (t *fileTarget) open() error {
 // sent again; a line in the middle that does not read is still damage
 // (scanEnds). It returns the size of the file after the cut.
 func cutTornLine(f *os.File, size int64) (int64, error) {
+	end, err := completeLinesEnd(f, size)
+	if err != nil || end == size {
+		return end, err
+	}
+	if err := f.Truncate(end); err != nil {
+		return 0, fmt.Errorf("cut the line a crash left unfinished: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	return end, nil
+}
+
+// completeLinesEnd returns where the file's last complete line ends: size,
+// or less when a crash left a line without its newline.
+func completeLinesEnd(f *os.File, size int64) (int64, error) {
 	end := size
 	buf := make([]byte, 4<<10)
 	for end > 0 {
@@ -107,16 +127,57 @@ func cutTornLine(f *os.File, size int64) (int64, error) {
 		}
 		end -= n
 	}
-	if end == size {
-		return size, nil
-	}
-	if err := f.Truncate(end); err != nil {
-		return 0, fmt.Errorf("cut the line a crash left unfinished: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
 	return end, nil
+}
+
+// checkFileTarget reports what would stop newFileTarget, creating and
+// changing nothing: a directory in the path that is a file, a path that
+// is a symlink or not a regular file, or an existing file that cannot be
+// read or holds an event line that does not read (a last line a crash
+// left unfinished is not an error: the sink cuts it). It does not judge
+// whether the user serve runs as may create or write the file.
+func checkFileTarget(c SinkConfig) error {
+	for dir := filepath.Dir(c.Path); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("file %s: %s is not a directory (%s)", c.Path, dir, safefile.Kind(fi.Mode()))
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("file %s: %w", c.Path, err)
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			break
+		}
+	}
+	if err := checkOutputPath("file", c.Path); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(c.Path, os.O_RDONLY|appendFlags, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil // created at start
+	case err != nil:
+		return fmt.Errorf("file %s: %w", c.Path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("file %s: %w", c.Path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("file %s is not a regular file (%s): set the path of a file", c.Path, safefile.Kind(fi.Mode()))
+	}
+	end, err := completeLinesEnd(f, fi.Size())
+	if err != nil {
+		return fmt.Errorf("file %s: %w", c.Path, err)
+	}
+	if _, _, _, err := scanEnds(f, end); err != nil {
+		return fmt.Errorf("file %s: %w (move it aside to start a new file)", c.Path, err)
+	}
+	return nil
 }
 
 // scanEnds reads the first event seq and the last event link of a file.

@@ -38,7 +38,8 @@ line, bad values, durations without a unit, a data dir or master key file
 that others can read, a file others could replace), read the files serve
 reads at start or at first use as it reads them (TLS certificates and
 keys, the store's, the audit sinks' and anchor's url_file, headers_file and
-ca_file, the Slack and Teams webhook_url_file), and print the effective
+ca_file, a file sink's existing file, the Slack and Teams webhook_url_file),
+and print the effective
 configuration with secrets hidden. Errors name settings and files, never a
 secret they hold. Exit 0 when it is usable, 2 when it is not.`,
 		Example: `  pamctl config check --config /etc/pamctl/config.yaml

@@ -823,7 +823,8 @@ func (c *Config) checkNamedFiles() (warnings []string, refused map[string]bool, 
 // CheckAuditTargets reads, with the function serve's start uses
 // (auditsink.CheckTargets), the files an audit sink or the anchor is
 // built from: a url_file holding one http(s) URL, a headers_file, a
-// ca_file. refused are files already reported (CheckNamedFiles).
+// ca_file, and what exists of a file sink's path. refused are files
+// already reported (CheckNamedFiles).
 func (c *Config) CheckAuditTargets(refused map[string]bool) error {
 	return errors.Join(auditsink.CheckTargets(c.Audit.Sinks, c.Audit.Anchor, func(p string) bool { return refused[p] })...)
 }
