@@ -686,6 +686,19 @@ func explain(rep audit.Report, file bool) (proven, notProven []string) {
 	return proven, notProven
 }
 
+// unsignedError says why --signed fails a chain that is consistent.
+func unsignedError(rep audit.Report) string {
+	const next = "verify an export that carries its signed head (a whole `pamctl audit export`, or a range reaching the head), or drop --signed to check consistency only"
+	switch {
+	case rep.Scope == audit.ScopeRange:
+		return "--signed: the range is consistent but no signed head covers it, so anyone could have written it; " + next
+	case rep.Keys == audit.KeysNone:
+		return "--signed: the chain is consistent but no keys were available to check its head's signature; pass --jwks FILE"
+	default:
+		return "--signed: the chain is consistent but has no signed head; " + next
+	}
+}
+
 // notRolledBack is what verify cannot prove of the store it read (st,
 // nil from a server that does not say): that it was not rolled back or
 // wiped as a whole.
@@ -709,6 +722,7 @@ func short(h string) string {
 
 func newCmdAuditVerify(f *Factory, so *StepUpOptions) *cobra.Command {
 	var file, jwksFile, output, anchors string
+	var signed bool
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify the hash chain and signed head; exit non-zero at the first broken link",
@@ -721,7 +735,11 @@ deployment (their seeds unseal under the master key).
 --file checks an export offline. Its signatures are checked against
 --jwks FILE when given, else the data dir's keys when the data dir and
 master key are here, else the JWKS the broker serves. A range export
-(--since/--until) is reported as a range, never as the whole trail.
+(--since/--until) is reported as a range, never as the whole trail. A
+range that does not reach its signed head, or an export without one, is
+only consistent: anyone can write such a file. --signed makes the command
+fail unless a head signature was checked over the events (scripts that
+need proof pass it, or read report.signed from -o json).
 
 --anchors FILE also checks the trail against signed heads kept off this host
 (audit.anchor, or a sink's JSON Lines): every anchored head must match the
@@ -731,7 +749,7 @@ chain and signatures alone cannot.`,
 		Example: `  pamctl audit verify
   pamctl audit export > trail.jsonl && pamctl audit verify --file trail.jsonl
   curl -s https://pam.example.com/.well-known/jwks.json > jwks.json
-  pamctl audit verify --file trail.jsonl --jwks jwks.json -o json
+  pamctl audit verify --file trail.jsonl --jwks jwks.json --signed -o json
   pamctl audit verify --anchors /mnt/anchors/pamctl-heads.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -774,6 +792,11 @@ chain and signatures alone cannot.`,
 					}
 				}
 			}
+			if res.OK && signed && !res.Report.Signed {
+				// Consistent, but nothing proves who wrote it: with
+				// --signed that is a failure, reported as verify's others.
+				res.OK, res.Error = false, unsignedError(res.Report)
+			}
 			out := verifyOutput{VerifyResult: res, Proven: []string{}, NotProven: []string{}, Anchors: ac}
 			if res.OK {
 				out.Proven, out.NotProven = explain(res.Report, file != "")
@@ -813,6 +836,7 @@ chain and signatures alone cannot.`,
 	cmd.Flags().StringVar(&file, "file", "", "verify an export file offline ('-' for stdin)")
 	cmd.Flags().StringVar(&jwksFile, "jwks", "", "with --file or --anchors: check signatures against this JWKS document")
 	cmd.Flags().StringVar(&anchors, "anchors", "", "also check the trail against the signed heads anchored off-host in this file")
+	cmd.Flags().BoolVar(&signed, "signed", false, "fail unless a signed head's signature was checked over the events (an unsigned range or an export without its head fails)")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
