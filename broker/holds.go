@@ -286,7 +286,8 @@ func (s *Service) spend(ctx context.Context, id string, a *audit.Actor) (*Reques
 
 // heldGrantEnded says why the grant the held call r runs under no longer
 // stands ("" while it does): revoked or ended early, past its TTL, no
-// longer granted by policy or trusted issuers, or not the caller's.
+// longer granted by policy or trusted issuers, not the caller's, or a
+// record the store can never read (ErrRecordUnreadable).
 // unknown reports that the store has no such grant. The proxy checked the
 // grant's token when it held the call, but a call waits for minutes
 // (proxy.hold_timeout) and its grant can end meanwhile: then the call is
@@ -302,6 +303,14 @@ func (s *Service) heldGrantEnded(ctx context.Context, r *Request) (why string, u
 	g, err := s.store.GetRequest(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Sprintf("grant %s no longer exists", id), true, nil
+	}
+	if errors.Is(err, ErrRecordUnreadable) {
+		// Fail closed, once: a grant that can never be read cannot be shown
+		// to stand, and the call would otherwise wait (and the sweep fail)
+		// until the store is restored. The store's error, which says what
+		// to do, goes to the log; the caller reads that the grant is gone.
+		s.log.Error("the grant of a held call cannot be read from the store; the call is ended as if the grant had ended", "grant", id, "held", r.ID, "err", err)
+		return fmt.Sprintf("grant %s cannot be read from the store (its record fails its authenticator or is not a record; the server log says more)", id), false, nil
 	}
 	if err != nil {
 		return "", false, s.storeErr(err)

@@ -30,13 +30,13 @@ func encode(v any) ([]byte, error) {
 func decode(raw []byte, v any) error {
 	var env envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return fmt.Errorf("store: decode record: %w", err)
+		return undecodable("", err)
 	}
 	if env.V > recordVersion {
 		return fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, env.V, recordVersion)
 	}
 	if err := json.Unmarshal(env.D, v); err != nil {
-		return fmt.Errorf("store: decode record: %w", err)
+		return undecodable("", err)
 	}
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pamctl/pamctl/broker"
 )
 
 // RecordKeyPurpose is the purpose of the vault-derived key (see
@@ -130,16 +132,33 @@ func (rk *RecordKey) Encode(name string, v any) ([]byte, error) {
 
 // forged is the error of a record that fails its authenticator.
 func forged(name, why string) error {
-	return fmt.Errorf("%w: record %s %s: someone wrote the store without the master key. "+
+	return unreadable{fmt.Errorf("%w: record %s %s: someone wrote the store without the master key. "+
 		"Stop pamctl, restore the store from a backup (bbolt: a copy of pamctl.db; etcd: an etcd snapshot), "+
-		"and run `pamctl audit verify`", ErrRecordForged, name, why)
+		"and run `pamctl audit verify`", ErrRecordForged, name, why)}
+}
+
+// unreadable is err, the error of a record the store holds but can never
+// read (forged, or not a record), also matching
+// broker.ErrRecordUnreadable; its text is err's.
+type unreadable struct{ err error }
+
+func (u unreadable) Error() string   { return u.err.Error() }
+func (u unreadable) Unwrap() []error { return []error{u.err, broker.ErrRecordUnreadable} }
+
+// undecodable is the error of the record named name ("" when unknown)
+// that does not decode: not a record, or not one of its kind.
+func undecodable(name string, err error) error {
+	if name == "" {
+		return unreadable{fmt.Errorf("store: decode record: %w", err)}
+	}
+	return unreadable{fmt.Errorf("store: decode record %s: %w", name, err)}
 }
 
 // parse reads raw as the envelope of the record named name.
 func parse(name string, raw []byte) (sealedEnvelope, error) {
 	var env sealedEnvelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return env, fmt.Errorf("store: decode record %s: %w", name, err)
+		return env, undecodable(name, err)
 	}
 	if env.V > recordVersion {
 		return env, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, env.V, recordVersion)
@@ -181,7 +200,7 @@ func (rk *RecordKey) Decode(name string, raw []byte, v any) error {
 		return err
 	}
 	if err := json.Unmarshal(env.D, v); err != nil {
-		return fmt.Errorf("store: decode record %s: %w", name, err)
+		return undecodable(name, err)
 	}
 	return nil
 }

@@ -308,6 +308,7 @@ func Forged(t *testing.T, b ForgedBackend) {
 			t.Fatalf("ending the older build's held call: %v %+v", err, r)
 		}
 	})
+	t.Run("HeldCallOnAnUnreadableGrant", func(t *testing.T) { forgedHeldGrant(t, b) })
 	t.Run("StrippedAfterTheUpgrade", func(t *testing.T) {
 		s := b.New(t)
 		if err := s.CreateRequest(ctx, grant("req_a")); err != nil {
