@@ -227,3 +227,20 @@ func TestReloadHintFitsTheOS(t *testing.T) {
 		t.Fatalf("hint on %s: %q", runtime.GOOS, reloadHint)
 	}
 }
+
+// The expiry_sweep hint names all the sweep does (review): it also ends
+// calls held on grants that ended, which stay in the approvers' queue,
+// unapprovable, while it fails; and it says where to look.
+func TestSweepHintNamesHeldCalls(t *testing.T) {
+	h, buf, _ := testHealth()
+	h.Fail(checkSweep, errors.New("ending held call req_1 (grant req_2): storage error"))
+	rec := httptest.NewRecorder()
+	h.readyz(nil)(rec, httptest.NewRequest("GET", "/readyz", nil))
+	for _, out := range []string{rec.Body.String(), buf.String()} {
+		for _, want := range []string{"expired requests", "held calls", "cannot be approved", "server log", "store"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the expiry_sweep hint does not say %q:\n%s", want, out)
+			}
+		}
+	}
+}
