@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1162,9 +1163,40 @@ func (a *App) namedFileProblems(cfg *Config) string {
 	problems := warnings
 	if err != nil {
 		a.log.Error("a file the reloaded config names could be replaced by another local user: it is refused where it is read, and the next start refuses the config", "err", err.Error())
-		problems = append(problems, strings.Split(err.Error(), "\n")...)
+		problems = append(problems, errorList(err)...)
 	}
-	return strings.Join(problems, "; ")
+	return detailList(problems)
+}
+
+// detailList writes entries as one details value: a JSON list of
+// strings ("" for none), which no entry's text (a path holding "; ",
+// a comma or a line break) can split or extend.
+func detailList(entries []string) string {
+	if len(entries) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)                    // a path's & < > read as they are
+	if err := enc.Encode(entries); err != nil { // strings always encode
+		panic(err)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// errorList is the messages of the errors err joins (errors.Join), one
+// an error, never split on the text of one; err's message alone when it
+// joins none.
+func errorList(err error) []string {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, e := range j.Unwrap() {
+		out = append(out, e.Error())
+	}
+	return out
 }
 
 // sameFile reports whether two names of a file, as given (--config
