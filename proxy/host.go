@@ -74,8 +74,34 @@ func (p *Proxy) checkHost(w http.ResponseWriter, r *http.Request) bool {
 	}
 	c := callFrom(r.Context())
 	w.Header().Set("Connection", "close")
-	p.fail(w, c, &apiError{Status: http.StatusMisdirectedRequest, Type: "invalid_request_error", Code: CodeHostNotAllowed, NoRetry: true,
-		Message: fmt.Sprintf("This pamctl proxy does not answer to host %q. Use its configured address as the base URL; "+
-			"an administrator can add the name to proxy.hostnames.", clip(r.Host, capShort))})
+	p.fail(w, c, hostRefusal(r.Host))
 	return false
+}
+
+// hostRefusal is the answer to a Host the proxy does not answer to.
+func hostRefusal(host string) *apiError {
+	return &apiError{Status: http.StatusMisdirectedRequest, Type: "invalid_request_error", Code: CodeHostNotAllowed, NoRetry: true,
+		Message: fmt.Sprintf("This pamctl proxy does not answer to host %q. Use its configured address as the base URL; "+
+			"an administrator can add the name to proxy.hostnames.", clip(host, capShort))}
+}
+
+// HostCheck serves h to requests whose Host names the proxy as a call's
+// is checked (Options.AllowedHosts and AllowIPHosts: allowed, ips);
+// others get the same 421 host_not_allowed, and are not calls (no audit
+// event). For what serve mounts beside the proxy on its listener,
+// /healthz and /readyz, which a web page rebound to the proxy's address
+// must not read either. It fails on an entry that is not a host name.
+func HostCheck(allowed []string, ips bool, h http.Handler) (http.Handler, error) {
+	hs, err := newHostSet(allowed, ips)
+	if err != nil {
+		return nil, err
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hs.empty() && !hs.allows(r.Host) {
+			w.Header().Set("Connection", "close")
+			hostRefusal(r.Host).write(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}), nil
 }

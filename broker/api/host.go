@@ -17,7 +17,17 @@ import (
 // that address itself), "localhost", and the hostnames given (broker.hostnames
 // in the config, and the host of `server:`), compared case-insensitively and
 // ignoring the port. Anything else gets 421 Misdirected Request.
+//
+// Every path is checked, the probes (/healthz, /readyz) included: a probe
+// by IP address (the kubelet's, a load balancer's) or by localhost passes.
 func HostCheck(hostnames []string, h http.Handler) http.Handler {
+	return HostCheckFor("broker", "broker.hostnames", hostnames, h)
+}
+
+// HostCheckFor is HostCheck for another listener: what names it in the
+// refusal ("metrics listener") and setting the setting its names are
+// added to.
+func HostCheckFor(what, setting string, hostnames []string, h http.Handler) http.Handler {
 	allowed := map[string]bool{"localhost": true}
 	for _, n := range hostnames {
 		if n = normalizeHost(n); n != "" {
@@ -28,8 +38,8 @@ func HostCheck(hostnames []string, h http.Handler) http.Handler {
 		if !hostAllowed(allowed, r.Host) {
 			var body ErrorBody
 			body.Error.Code = "misdirected"
-			body.Error.Message = "this broker does not answer to the host name " + quoteHost(r.Host) +
-				"; reach it by a configured name, or add the name to broker.hostnames in the config"
+			body.Error.Message = "this " + what + " does not answer to the host name " + quoteHost(r.Host) +
+				"; reach it by a configured name, or add the name to " + setting + " in the config"
 			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusMisdirectedRequest, body)
 			return

@@ -80,6 +80,10 @@ type Server struct {
 	// Hostnames are the names clients reach the broker by (broker.hostnames);
 	// Public refuses other Host headers (see HostCheck).
 	Hostnames []string
+	// Readyz, when set, answers Public's GET /readyz (serve's named
+	// checks), behind the Host check like every other path; else it
+	// answers ok.
+	Readyz http.Handler
 	// Proxies, when set (broker role and all), serves the API of local
 	// proxies (/v1/proxies/*, /admin/proxies).
 	Proxies *link.Registry
@@ -151,7 +155,14 @@ func (s *Server) Public() http.Handler {
 	for pattern, h := range s.Extra {
 		mux.Handle(pattern, h)
 	}
-	return HostCheck(s.Hostnames, mux)
+	var h http.Handler = mux
+	if s.Readyz != nil {
+		outer := http.NewServeMux()
+		outer.Handle("GET /readyz", s.Readyz)
+		outer.Handle("/", mux)
+		h = outer
+	}
+	return HostCheck(s.Hostnames, h)
 }
 
 // Admin is the Unix-socket handler: everything Public has plus /admin.

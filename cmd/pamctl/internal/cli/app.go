@@ -847,6 +847,33 @@ func scheme(c tlsconf.Config) string {
 // healthz answers liveness: the process serves.
 func healthz(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
 
+// proxyProbes serves /healthz and /readyz (readyz) on the proxy's
+// listener behind its Host check (proxy.HostCheck, the names a call's
+// Host is checked against): a web page rebound to the proxy's address
+// reads neither.
+func (a *App) proxyProbes(readyz http.HandlerFunc) (http.Handler, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", readyz)
+	h, err := proxy.HostCheck(a.proxyHosts(), true, mux)
+	if err != nil {
+		return nil, withCode(ExitUsage, fmt.Errorf("proxy.hostnames: %w", err))
+	}
+	return h, nil
+}
+
+// metricsHostCheck serves h, the metrics listener's handler, to requests
+// whose Host is an IP literal, localhost, or a name of the broker
+// (server:'s host, broker.hostnames), of the proxy (proxy.hostnames) or of
+// the metrics listener (metrics.hostnames); others get 421, as on the
+// broker's listener: a web page rebound to a loopback metrics listener
+// reads neither /metrics nor the probes.
+func (a *App) metricsHostCheck(h http.Handler) http.Handler {
+	names := append([]string{hostOf(a.cfg.Server)}, a.cfg.Broker.Hostnames...)
+	names = append(append(names, a.cfg.Proxy.Hostnames...), a.cfg.Metrics.Hostnames...)
+	return api.HostCheckFor("metrics listener", "metrics.hostnames", names, h)
+}
+
 // withHealth serves /healthz and /readyz beside h, the metrics listener's
 // handler, as Teleport's diagnostic address does: a probe that cannot
 // present a client certificate (the kubelet's) to a listener that asks
@@ -867,13 +894,10 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		return a.serveProxyRole(ctx)
 	}
 	readyz := a.health.readyz(a.stopping)
-	health := http.NewServeMux()
-	health.HandleFunc("GET /healthz", healthz)
-	health.HandleFunc("GET /readyz", readyz)
-	health.Handle("/", a.storeGate(a.proxy))
-	public := http.NewServeMux()
-	public.HandleFunc("GET /readyz", readyz) // the broker reports the same checks
-	public.Handle("/", a.api.Public())
+	// Every listener checks the Host of every path, the probes included
+	// (DNS rebinding: docs/operations.md, "Health and readiness").
+	a.api.Readyz = readyz // the broker reports the same checks
+	public := a.api.Public()
 	mk := func(h http.Handler) *http.Server {
 		// No WriteTimeout: streams and long-polls write for as long as they last.
 		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute,
@@ -883,13 +907,21 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	a.servers = []*http.Server{a.api.HTTPServer(public), a.api.HTTPServer(a.api.Admin())}
 	lns := []net.Listener{a.brokerLn, a.adminLn}
 	if a.proxy != nil {
+		probes, err := a.proxyProbes(readyz)
+		if err != nil {
+			return err
+		}
+		health := http.NewServeMux()
+		health.Handle("GET /healthz", probes)
+		health.Handle("GET /readyz", probes)
+		health.Handle("/", a.storeGate(a.proxy)) // the proxy checks a call's Host itself
 		a.servers, lns = append(a.servers, mk(health)), append(lns, a.proxyLn)
 	}
 	if a.mockLn != nil {
 		a.servers, lns = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey}))), append(lns, a.mockLn)
 	}
 	if a.metricsLn != nil {
-		a.servers, lns = append(a.servers, mk(withHealth(a.metrics.Handler(), readyz))), append(lns, a.metricsLn)
+		a.servers, lns = append(a.servers, mk(a.metricsHostCheck(withHealth(a.metrics.Handler(), readyz)))), append(lns, a.metricsLn)
 	}
 	// The critical probes' first round runs before anything is served.
 	bg, stopBg := context.WithCancel(context.Background())

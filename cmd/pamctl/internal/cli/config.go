@@ -103,6 +103,10 @@ func (c *Config) Sets(k string) bool { return c.present[k] }
 type MetricsConfig struct {
 	// Addr serves GET /metrics, e.g. 127.0.0.1:9700.
 	Addr string `mapstructure:"addr"`
+	// Hostnames are DNS names the metrics listener answers to besides IP
+	// literals, localhost and the broker's and proxy's names (a scrape by
+	// another name); other Host headers get 421 (DNS rebinding).
+	Hostnames []string `mapstructure:"hostnames"`
 	// TLS and InsecurePlaintext work as on the broker's and proxy's
 	// listeners: off loopback, plaintext is refused unless
 	// insecure_plaintext says something in front terminates TLS.

@@ -50,6 +50,17 @@ func TestProxyRoleServesMetrics(t *testing.T) {
 			t.Fatalf("metrics %s: %d %q", path, resp.StatusCode, b)
 		}
 	}
+	// Both listeners check the Host of the probes and /metrics as the
+	// proxy checks a call's: a page rebound to them reads nothing.
+	for _, u := range []string{p.app.MetricsURL() + "/healthz", p.app.MetricsURL() + "/readyz", p.app.MetricsURL() + "/metrics",
+		p.app.ProxyURL() + "/healthz", p.app.ProxyURL() + "/readyz"} {
+		if code := getHost(t, u, "rebound.attacker.example"); code != http.StatusMisdirectedRequest {
+			t.Errorf("%s with a foreign Host: %d, want 421", u, code)
+		}
+		if code := getHost(t, u, "10.0.0.7"); code != http.StatusOK {
+			t.Errorf("%s by IP (the kubelet's probe): %d", u, code)
+		}
+	}
 
 	b.ts.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "alice login")
 	r := b.ts.as(t, "alice", "", "request", "--scope", "model:gpt-4o", "--reason", "metrics", "-o", "json").must(t, "request")

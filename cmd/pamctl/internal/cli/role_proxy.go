@@ -149,8 +149,6 @@ func (s observedSink) Append(ctx context.Context, e *audit.Event) error {
 // serveProxyRole serves the proxy listener (with /healthz and /readyz)
 // and keeps the link to the broker up until ctx ends.
 func (a *App) serveProxyRole(ctx context.Context) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", healthz)
 	checks := a.health.readyz(a.stopping) // the TLS reload check, when the listener has TLS
 	readyz := func(w http.ResponseWriter, r *http.Request) {
 		if code, msg := a.link.Refusal(); code != "" {
@@ -159,7 +157,14 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 		}
 		checks(w, r)
 	}
-	mux.HandleFunc("GET /readyz", readyz)
+	// The probes behind the Host check a call's Host passes (DNS rebinding).
+	probes, perr := a.proxyProbes(readyz)
+	if perr != nil {
+		return perr
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", probes)
+	mux.Handle("GET /readyz", probes)
 	mux.Handle("/", a.link.Gate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.live.Load().ServeHTTP(w, r) // the gate passes only once a configuration is in force
 	})))
@@ -169,7 +174,7 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 	a.servers = []*http.Server{mk(mux)}
 	lns := []net.Listener{a.proxyLn}
 	if a.metricsLn != nil {
-		a.servers, lns = append(a.servers, mk(withHealth(a.metrics.Handler(), readyz))), append(lns, a.metricsLn)
+		a.servers, lns = append(a.servers, mk(a.metricsHostCheck(withHealth(a.metrics.Handler(), readyz)))), append(lns, a.metricsLn)
 	}
 	lctx, stopLink := context.WithCancel(context.Background())
 	// The certificate watches are in place before anything is served.
