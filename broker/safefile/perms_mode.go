@@ -5,6 +5,7 @@ package safefile
 import (
 	"fmt"
 	"os"
+	"strings"
 )
 
 // The rules of CheckPerms, CheckWay, CheckOwner and CheckPrivate by mode
@@ -18,7 +19,7 @@ func judgeFile(path, real string, fi os.FileInfo, secret bool) (warning string, 
 	m := fi.Mode().Perm()
 	if m&0o002 != 0 {
 		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`",
-			path, via(path, real), ErrSwappable, m, real)
+			path, via(path, real), ErrSwappable, m, shq(real))
 	}
 	if who, fix := foreignControl(fi, real); who != "" {
 		return "", &foreignError{fmt.Sprintf("%s%s is %s: that user or group could change it; run %s", path, via(path, real), who, fix)}
@@ -39,12 +40,12 @@ func judgeFile(path, real string, fi os.FileInfo, secret bool) (warning string, 
 	if extra == 0 {
 		return "", nil
 	}
-	fix := "`chmod go-rwx " + real + "`"
+	fix := "`chmod go-rwx " + shq(real) + "`"
 	switch acc {
 	case byGroup:
-		fix = "`chmod o-rwx " + real + "` (pamctl reads it through its group)"
+		fix = "`chmod o-rwx " + shq(real) + "` (pamctl reads it through its group)"
 	case byOthers:
-		fix = "`chown` it to pamctl's user (or group) and `chmod go-rwx " + real + "` (`chmod o-rwx` for a group)"
+		fix = "`chown` it to pamctl's user (or group) and `chmod go-rwx " + shq(real) + "` (`chmod o-rwx` for a group)"
 	}
 	who := "group or others"
 	if extra&0o070 == 0 {
@@ -72,7 +73,7 @@ func checkOwner(path string) error {
 func dirRefusal(path, d string, fi os.FileInfo) error {
 	if m := fi.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
 		return fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
-			path, d, ErrSwappable, m.Perm(), d, d)
+			path, d, ErrSwappable, m.Perm(), shq(d), shq(d))
 	}
 	if who, fix := foreignControl(fi, d); who != "" {
 		return &foreignError{fmt.Sprintf("%s: directory %s is %s: that user or group could put another file in its place; run %s", path, d, who, fix)}
@@ -106,7 +107,7 @@ func checkPrivate(what, path string, fix os.FileMode) error {
 	}
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
 		return &exposedError{fmt.Sprintf("%s %s is accessible by group or others (mode %04o); pamctl keeps secrets there and refuses it: run `chmod %o %s`",
-			what, path, m, fix, path)}
+			what, path, m, fix, shq(path))}
 	}
 	return nil
 }
@@ -120,7 +121,7 @@ func mkdirOne(p string) error { return os.Mkdir(p, 0o700) }
 func existingDirRefusal(dir string, fi os.FileInfo) error {
 	if m := fi.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
 		return fmt.Errorf("directory %s is %w (mode %04o): anyone on this host could replace what pamctl keeps there; run `chmod o-w %s` (or remove it and let pamctl create it)",
-			dir, ErrSwappable, m.Perm(), dir)
+			dir, ErrSwappable, m.Perm(), shq(dir))
 	}
 	if who, fix := foreignControl(fi, dir); who != "" {
 		return &foreignError{fmt.Sprintf("directory %s is %s: that user or group could replace what pamctl keeps there; run %s (or remove it and let pamctl create it)", dir, who, fix)}
@@ -135,3 +136,26 @@ func createPrivate(path string) (*os.File, error) {
 // judgeOpened: the mode rules judged the file before it was opened (the
 // fd walk judges what it opened itself).
 func judgeOpened(string, string, *os.File) error { return nil }
+
+// shq is path as a POSIX shell word, for the commands a refusal says to
+// run: as it is when it holds only characters no shell reads specially,
+// else in single quotes (each single quote in it ends them, escaped, and
+// opens them again), so a path holding "; ", "$(…)", a
+// space or a line break is one argument and runs nothing; "./" goes in
+// front of one that starts with "-", which chmod would take for an option.
+func shq(path string) string {
+	if strings.HasPrefix(path, "-") {
+		path = "./" + path
+	}
+	plain := path != ""
+	for _, r := range path {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-", r)) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return path
+	}
+	return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
+}

@@ -64,13 +64,13 @@ func foreignControl(fi os.FileInfo, path string) (who, fix string) {
 		if m&os.ModeSymlink != 0 {
 			chown = "chown -h"
 		}
-		return fmt.Sprintf("owned by uid %d", uid), fmt.Sprintf("`%s root %s` (or chown it to pamctl's user)", chown, path)
+		return fmt.Sprintf("owned by uid %d", uid), fmt.Sprintf("`%s root %s` (or chown it to pamctl's user)", chown, shq(path))
 	}
 	if m&os.ModeSymlink != 0 {
 		return "", ""
 	}
 	if m&0o020 != 0 && !(m.IsDir() && m&os.ModeSticky != 0) && !inGroup(gid) {
-		return fmt.Sprintf("writable by group %d, which pamctl is not in", gid), fmt.Sprintf("`chmod g-w %s`", path)
+		return fmt.Sprintf("writable by group %d, which pamctl is not in", gid), fmt.Sprintf("`chmod g-w %s`", shq(path))
 	}
 	return "", ""
 }
