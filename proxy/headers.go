@@ -192,6 +192,39 @@ func anyWord(ws []string, set ...string) bool {
 	return false
 }
 
+// ordinaryWords are whole words that hold a fragment of the credential
+// or identity classes (auth, key, claim) but name neither: a label under
+// X-Author, X-Keyword or X-Disclaimer is forwarded. Only the word exactly,
+// in any letter case: run together with anything (X-Authorid, X-Coauthor,
+// X-Keyword2) it is judged by its fragments again, as XAuthorization,
+// Apikey and X-Keyid are, since a gateway may read a name run together
+// any way, and header names have no letter case (X-AuthorId is
+// X-Authorid) to split at. Not "authority": HTTP/2's :authority is the
+// Host. "portkey" is the vendor's name in Portkey's labels.
+var ordinaryWords = map[string]bool{
+	"author": true, "authors": true,
+	"keyword": true, "keywords": true, "keyboard": true, "keynote": true, "portkey": true,
+	"disclaimer": true, "disclaimers": true,
+}
+
+// wordHolds reports whether a word of ws (nameWords), but an
+// ordinaryWords one, holds one of subs (lower case, no '-'): the
+// fragment anywhere in the word, so run-together names (XAuthorization,
+// X-Authtoken, Authorization2) are caught.
+func wordHolds(ws []string, subs ...string) bool {
+	for _, w := range ws {
+		if ordinaryWords[w] {
+			continue
+		}
+		for _, s := range subs {
+			if strings.Contains(w, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // containsAnyFolded reports whether k holds one of subs (folded).
 func containsAnyFolded(k string, subs ...string) bool {
 	for _, s := range subs {
@@ -243,7 +276,7 @@ func credentialName(k string) bool {
 	}
 	ws := nameWords(k)
 	for i, w := range ws {
-		if strings.Contains(w, "key") && w != "portkey" { // Portkey's own labels (X-Portkey-Trace-Id) are not keys
+		if strings.Contains(w, "key") && !ordinaryWords[w] { // Portkey's own labels (X-Portkey-Trace-Id) are not keys
 			return true
 		}
 		// An OAuth client's id, half of a client credential
@@ -252,7 +285,7 @@ func credentialName(k string) bool {
 			return true
 		}
 	}
-	return containsAnyFolded(k, "auth", "token", "secret", "pass", "cookie", "credential", "signature", "session",
+	return wordHolds(ws, "auth", "token", "secret", "pass", "cookie", "credential", "signature", "session",
 		"jwt", "bearer", "hmac", "cert", "csrf", "xsrf", "nonce", "assertion", "oidc", "saml", "ntlm", "kerberos") ||
 		anyWord(ws, "sig", "sign", "signed", "signing", "sigv4", "amz", "otp", "totp", "hotp", "mfa", "ssl", "tls", "mtls", "x509", "spiffe")
 }
@@ -271,7 +304,7 @@ func identityName(k string) bool {
 			return true
 		}
 	}
-	return containsAnyFolded(k, "principal", "impersonat", "consumer", "identity", "subject", "email", "claim", "behalf",
+	return wordHolds(ws, "principal", "impersonat", "consumer", "identity", "subject", "email", "claim", "behalf",
 		"caller", "login", "member", "owner", "group", "permission", "privilege", "entitlement", "admin", "scope", "sudo") ||
 		anyWord(ws, "role", "roles", "actor", "actors", "as", "sub", "uid", "upn")
 }
@@ -537,6 +570,8 @@ func keyHeaderRefusal(k string) string {
 		return "it is a cookie header, which proxies log and parse as name=value pairs" + pick
 	case !credentialName(k):
 		return "it is not named as a credential (auth, key, token, secret, ...): proxies and gateways on the way log other names, or read them as something else (an address, a cache control, a location)" + pick
+	case !secretName(k) || credentialIDName(k):
+		return "it is named after a credential's context or as a credential's id (a session, a nonce, a signature or signing parameter, a certificate, a one-time code, a key's or token's id: X-Session-Id, X-Nonce, X-Amz-Date, X-Signature, X-Key-Id), not as the secret itself: proxies and gateways log such values (a session id groups calls in a dashboard, a nonce goes to a replay cache, AWS echoes its signing headers in its errors) or read them as what they name" + pick
 	case identityName(k):
 		return "it is also named as an identity (a user, principal, group, role), which a gateway reads as who the caller is" + pick
 	case addressClaim(k):
@@ -553,6 +588,47 @@ func keyHeaderRefusal(k string) string {
 		return "it is also named as a timeout, which a gateway reads as one" + pick
 	}
 	return ""
+}
+
+// secretName reports a name that says it carries a secret: a word
+// holding auth, key, token, secret, pass, credential, bearer or jwt (not
+// an ordinaryWords one), or an OAuth client's id, the other half of a
+// client secret (Cf-Access-Client-Id). credentialName's other words name
+// a credential's context (a session, a nonce, a signature, AWS's signing
+// headers, a certificate, a one-time code), whose values intermediaries
+// log or parse: they refuse a client's header, but cannot carry a key.
+func secretName(k string) bool {
+	ws := nameWords(k)
+	if wordHolds(ws, "auth", "key", "token", "secret", "pass", "credential", "bearer", "jwt") {
+		return true
+	}
+	for i, w := range ws {
+		if w == "clientid" || w == "client" && i+1 < len(ws) && ws[i+1] == "id" {
+			return true
+		}
+	}
+	return false
+}
+
+// credentialIDName reports a name that ends in a credential's id (X-Key-Id,
+// X-Keyid, X-Token-Id, X-Access-Key-Ids): which key, not the key, and ids
+// are what intermediaries log. An OAuth client's id (Cf-Access-Client-Id)
+// is the documented other half of a client secret, and not one.
+func credentialIDName(k string) bool {
+	ws := nameWords(k)
+	last := ws[len(ws)-1]
+	if last == "clientid" || len(ws) >= 2 && ws[len(ws)-2] == "client" && (last == "id" || last == "ids") {
+		return false
+	}
+	if last == "id" || last == "ids" || last == "kid" {
+		return true
+	}
+	for _, s := range []string{"id", "ids"} {
+		if stem, ok := strings.CutSuffix(last, s); ok && stem != "" && wordHolds([]string{stem}, "auth", "key", "token", "secret", "pass", "credential", "bearer", "jwt", "session") {
+			return true
+		}
+	}
+	return false
 }
 
 // responseOnly reports a canonical name only a response carries: the

@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestCredentialWordsInOrdinaryWords: the credential and identity classes
+// match their fragments (auth, key, claim, ...) anywhere in a word, so
+// that run-together names (XAuthorization, X-AuthToken, Apikey,
+// Authorization2, X-Keyid, Oauth-Token) stay refused; ordinary words that
+// merely hold a fragment (author, keyword, disclaimer) are exempt as
+// whole words only, so a label under them can be forwarded. The table
+// runs both ways, in every letter case (the proxy matches a client's
+// header case-insensitively, so a rule may not depend on how the operator
+// capitalized the name).
+func TestCredentialWordsInOrdinaryWords(t *testing.T) {
+	pass := []string{
+		"X-Author", "X-Authors", "X-Author-Name", "Author",
+		"X-Keyword", "X-Keywords", "X-Search-Keyword", "X-Keyboard-Layout", "X-Keynote",
+		"X-Disclaimer", "X-Disclaimers", "X-Disclaimer-Label",
+	}
+	refused := map[string]string{
+		// credentials run together, prefixed or suffixed: the fragment
+		// anywhere in a word still counts
+		"Authorization":   classCredential,
+		"Authorization2":  classCredential,
+		"XAuthorization":  classCredential,
+		"X-Authorization": classCredential,
+		"X-AuthToken":     classCredential,
+		"X-Auth":          classCredential,
+		"X-Authn":         classCredential,
+		"X-Authz":         classCredential,
+		"X-Authed":        classCredential,
+		"X-Authenticated": classCredential,
+		"X-Authorized":    classCredential,
+		"X-Authority":     classCredential, // HTTP/2's :authority is the Host
+		"X-Oauth":         classCredential,
+		"Oauth-Token":     classCredential,
+		"X-Proxyauth":     classCredential,
+		"X-Api-Key":       classCredential,
+		"Apikey":          classCredential,
+		"X-Apikey":        classCredential,
+		"X-Keyid":         classCredential,
+		"X-Key-Id":        classCredential,
+		"X-Keys":          classCredential,
+		"X-Pubkey":        classCredential,
+		"X-Keyring":       classCredential,
+		"X-Monkey":        classCredential, // not on the exempt list: fail closed
+		"X-Hotkey":        classCredential,
+		// an exempt word run together with anything is not exempt
+		"X-Authorid":      classCredential,
+		"X-Authorkey":     classCredential,
+		"X-Authortoken":   classCredential,
+		"X-Coauthor":      classCredential,
+		"X-Author2":       classCredential,
+		"X-Keywordkey":    classCredential,
+		"X-Keyword2":      classCredential,
+		"X-Keywordsecret": classCredential,
+		// an exempt word beside a credential word is refused for that word
+		"X-Author-Token":  classCredential,
+		"X-Keyword-Key":   classCredential,
+		"X-Author-Secret": classCredential,
+		// identities
+		"X-Authn-User":        classIdentity,
+		"X-Claims":            classIdentity,
+		"X-Claim":             classIdentity,
+		"X-Claimset":          classIdentity,
+		"X-Jwtclaims":         classIdentity,
+		"X-Disclaim":          classIdentity,
+		"X-Disclaimerclaim":   classIdentity,
+		"X-Disclaimer-Claims": classIdentity,
+		"X-Author-User":       classIdentity,
+		"X-Disclaimer-Role":   classIdentity,
+		"Proxy-Authorization": classCredential,
+	}
+	for _, name := range pass {
+		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			if why := forwardRefusal(spelled); why != "" {
+				t.Errorf("forwardRefusal(%q) = %q, want it forwarded (an ordinary word, not a credential or an identity)", spelled, why)
+			}
+			if _, err := newForwardSet([]string{spelled}, "Authorization"); err != nil {
+				t.Errorf("forward_headers [%q]: %v", spelled, err)
+			}
+		}
+	}
+	for name, class := range refused {
+		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			if why := forwardRefusal(spelled); !strings.Contains(why, class) {
+				t.Errorf("forwardRefusal(%q) = %q, want the class %q", spelled, why, class)
+			}
+		}
+	}
+	// A key header must be named as a credential: an ordinary word that
+	// holds a fragment is not one, so the vaulted key never goes in it.
+	for _, name := range []string{"X-Author", "X-Keyword", "X-Keyboard", "X-Disclaimer"} {
+		if why := keyHeaderRefusal(name); !strings.Contains(why, "not named as a credential") {
+			t.Errorf("keyHeaderRefusal(%q) = %q, want it refused as not named as a credential", name, why)
+		}
+	}
+}
+
+// TestKeyHeaderNamedAsTheSecret: a key header must be named as the
+// secret it carries (auth, key, token, secret, password, credential,
+// bearer, jwt, an OAuth client's id), not only after a credential's
+// context (a session, a nonce, a signature or signing parameter, a
+// certificate, a one-time code) or as a key's or token's id: an
+// intermediary logs those values (a session id groups calls in a
+// gateway's dashboard, a nonce goes to a replay cache, AWS echoes its
+// signing headers in its errors) or reads them as what they name, so
+// the vaulted key would be logged or parsed there. Both as key_header
+// and as extra_key.header; gateways' documented key headers still pass.
+func TestKeyHeaderNamedAsTheSecret(t *testing.T) {
+	const why = "not as the secret"
+	for _, name := range []string{
+		"X-Amz-Date", "X-Amz-Content-Sha256", "X-Amz-Target", "X-Amz-Signature", "X-Amz-Signedheaders", "X-Amz-Expires",
+		"X-Nonce", "X-Request-Nonce", "Nonce",
+		"X-Session-Id", "X-Session", "Session-Id", "X-Sessionid",
+		"X-Signature", "Signature", "X-Hmac-Signature", "X-Hmac", "X-Sig", "X-Signed",
+		"X-Client-Cert", "X-Ssl-Client-Verify", "X-Tls-Client", "X-Otp", "X-Mfa", "X-Saml-Assertion", "X-Oidc",
+		"X-Csrf", "X-Xsrf",
+		// a key's or token's id names which secret, not the secret
+		"X-Key-Id", "X-Keyid", "X-Api-Key-Id", "X-Token-Id", "X-Auth-Id", "X-Access-Key-Ids", "X-Secretid",
+	} {
+		for _, spelled := range []string{name, strings.ToLower(name)} {
+			if got := keyHeaderRefusal(spelled); !strings.Contains(got, why) {
+				t.Errorf("keyHeaderRefusal(%q) = %q, want %q", spelled, got, why)
+			}
+			for _, u := range []Upstream{{KeyHeader: spelled}, {ExtraKey: &ExtraKey{Header: spelled, KeyName: "gw"}}} {
+				u.Name, u.URL = "gw", "https://gw.example/v1"
+				if err := u.CheckHeaders(); err == nil || !strings.Contains(err.Error(), why) {
+					t.Errorf("CheckHeaders %+v: %v, want %q", u, err, why)
+				}
+			}
+		}
+	}
+	for _, name := range []string{
+		"Authorization", "X-Api-Key", "Apikey", "X-Auth-Token", "X-Amz-Security-Token", "X-Session-Token", "X-Session-Key",
+		"X-Signature-Key", "X-Nonce-Secret", "Cf-Access-Client-Id", "X-Ibm-Client-Id", "X-Client-Secret", "X-Password",
+		"X-Jwt", "X-Bearer", "X-Credential", "X-Id-Token", "X-Key-Id-Secret",
+	} {
+		if got := keyHeaderRefusal(name); got != "" {
+			t.Errorf("keyHeaderRefusal(%q) = %q, want it accepted", name, got)
+		}
+	}
+}
