@@ -143,7 +143,7 @@ func itemOf(e Event) chatItem {
 				}
 			}
 		}
-		add("Found in", strings.Join(places, "; "))
+		add("Found in", safetext.Join(places, "; ", "")) // a place holding "; " is quoted
 	} else {
 		add("Scopes", strings.Join(e.Scopes, " "))
 		add("TTL", e.TTL)

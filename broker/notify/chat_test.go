@@ -465,3 +465,16 @@ func TestChatCutsNoEscapeInHalf(t *testing.T) {
 		}
 	}
 }
+
+// A place is what the agent chose (a role name): one holding "; " or a
+// quote is quoted in the Found in fact (safetext.Join), so it cannot
+// pass for two places.
+func TestChatPlacesWithSeparatorsQuoted(t *testing.T) {
+	e := Event{Type: TypePromptHeld, Kind: "prompt", RequestID: "req_x", Subject: "ci", Rule: "r", Model: "gpt-4o", Time: created,
+		Excerpt: "[found in a; messages[1] (system); b]\n…a…",
+		Matches: []HeldMatch{{Where: []string{"a; messages[1] (system)", "b"}, Text: "…a…"}}}
+	raw, _ := SlackPayload(e)
+	if !strings.Contains(string(raw), "*Found in*\\n`\\\"a; messages[1] (system)\\\"; b`") {
+		t.Errorf("slack: %s", raw)
+	}
+}

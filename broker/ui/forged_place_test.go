@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"html"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -63,4 +64,55 @@ func between(s, open, close string) string {
 	_, after, _ := strings.Cut(s, open)
 	in, _, _ := strings.Cut(after, close)
 	return in
+}
+
+// The queue's WHAT is "held call · rule R · MODEL · METHOD PATH": the
+// model is the agent's word, so one holding " · " is quoted and cannot
+// pass for the rule's field or the call's.
+func TestQueueRowQuotesAModelWithTheSeparator(t *testing.T) {
+	u := &UI{}
+	r := &broker.Request{Kind: broker.KindPrompt, Prompt: &broker.PromptHold{Rule: "dsql", Model: "gpt-4o · rule harmless", Method: "POST", Endpoint: "/v1/chat/completions"}}
+	if got, want := u.rowOf(r, time.Now()).What, `held call · rule dsql · "gpt-4o · rule harmless" · POST /v1/chat/completions`; got != want {
+		t.Errorf("What = %q, want %q", got, want)
+	}
+	r.Prompt.Model = "gpt-4o"
+	if got, want := u.rowOf(r, time.Now()).What, "held call · rule dsql · gpt-4o · POST /v1/chat/completions"; got != want {
+		t.Errorf("What = %q, want %q", got, want)
+	}
+}
+
+// rangeOnly is an AuditLog that only ranges over its events.
+type rangeOnly struct {
+	AuditLog
+	evs []audit.Event
+}
+
+func (l rangeOnly) Range(_ context.Context, _ uint64, fn func(audit.Event) bool) error {
+	for _, e := range l.evs {
+		if !fn(e) {
+			break
+		}
+	}
+	return nil
+}
+
+// The trail's summary is "DECISION · TARGET · MODEL · ERROR", each part
+// there only when set: a target or model holding " · " (the agent's
+// words) is quoted, so it cannot pass for the parts after it.
+func TestAuditSummaryQuotesAModelWithTheSeparator(t *testing.T) {
+	u := &UI{c: Config{Audit: rangeOnly{evs: []audit.Event{
+		{Type: "proxy.call", Decision: "allow", Model: "gpt-4o · upstream error: refused"},
+		{Type: "proxy.call", Decision: "allow", Model: "gpt-4o", Error: "x"},
+	}}}}
+	req := httptest.NewRequest("GET", "/audit", nil)
+	rows, err := u.lastEvents(req, audit.Filter{}, "")
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("rows %v %v", rows, err)
+	}
+	want := map[string]bool{`allow · "gpt-4o · upstream error: refused"`: true, "allow · gpt-4o · x": true}
+	for _, r := range rows {
+		if !want[r.Summary] {
+			t.Errorf("summary %q, want one of %v", r.Summary, want)
+		}
+	}
 }

@@ -114,7 +114,8 @@ type queueItem struct {
 func (u *UI) rowOf(r *broker.Request, now time.Time) queueItem {
 	q := queueItem{R: r, Requester: person(r.Requester), Approvals: fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1)), Age: ago(now, r.CreatedAt)}
 	if r.Kind == broker.KindPrompt && r.Prompt != nil {
-		q.What = "held call · rule " + r.Prompt.Rule + " · " + r.Prompt.Model + " · " + r.Prompt.Call()
+		// The model is the agent's word: one holding " · " is quoted.
+		q.What = "held call · rule " + r.Prompt.Rule + " · " + safetext.Join([]string{r.Prompt.Model}, " · ", "") + " · " + r.Prompt.Call()
 	} else {
 		q.What = strings.Join(r.Scopes, " ")
 	}
@@ -474,10 +475,14 @@ func (u *UI) lastEvents(r *http.Request, f audit.Filter, grant string) ([]auditR
 			}
 		}
 		var parts []string
-		for _, s := range []string{strings.TrimSpace(e.Decision + " " + strings.Join(e.Reasons, ", ")), e.Target, e.Model, e.Error} {
-			if s != "" {
-				parts = append(parts, s)
+		for i, s := range []string{strings.TrimSpace(e.Decision + " " + strings.Join(e.Reasons, ", ")), e.Target, e.Model, e.Error} {
+			if s == "" {
+				continue
 			}
+			if i == 1 || i == 2 { // a target or model the agent chose: quoted if it holds " · " (the error is last)
+				s = safetext.Join([]string{s}, " · ", "")
+			}
+			parts = append(parts, s)
 		}
 		row.Summary = strings.Join(parts, " · ")
 		rows = append(rows, row)

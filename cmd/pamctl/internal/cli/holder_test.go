@@ -73,7 +73,9 @@ func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
 		inert(t, "requests", r.out+r.err)
 		// Cut at 40 once escaped, between escapes (safetext.Clip); a
 		// line break shows as \n, not as a space.
-		if !strings.Contains(r.out, `messages[1] (role "\x1b[2Kuser\n[ok]\u202e…`) || strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != 1+map[bool]int{true: 1}[tty] {
+		// The place holds a quote: shown quoted, its quotes doubled
+		// (safetext.Join), so it cannot imitate the ": " after it.
+		if !strings.Contains(r.out, `"messages[1] (role ""\x1b[2Kuser\n[ok]\u202e…`) || strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != 1+map[bool]int{true: 1}[tty] {
 			t.Fatalf("requests (tty=%v):\n%s\n%s", tty, r.out, r.err)
 		}
 	}

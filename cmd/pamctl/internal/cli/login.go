@@ -24,6 +24,7 @@ import (
 	"github.com/pamctl/pamctl/broker/tlsconf"
 
 	"github.com/pamctl/pamctl/broker/safefile"
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 // LoginOptions are the inputs of `pamctl login`.
@@ -100,7 +101,7 @@ func loginRun(cmd *cobra.Command, o *LoginOptions) error {
 	ios := o.f.IO
 	groups := ""
 	if len(sess.Identity.Groups) > 0 {
-		groups = " (" + strings.Join(sess.Identity.Groups, ", ") + ")"
+		groups = " (" + safetext.Join(sess.Identity.Groups, ", ", "()") + ")" // a group holding ", " or a parenthesis is quoted
 	}
 	ios.Successf("Logged in as %s%s via %s; session until %s", ios.Styles().Bold.Render(DisplayName(sess.Identity)), groups, sess.Identity.Issuer, sess.ExpiresAt.Local().Format("15:04 MST"))
 	return nil
@@ -435,7 +436,7 @@ func whoamiRun(cmd *cobra.Command, o *WhoamiOptions) error {
 	t.Row("name", st.Bold.Render(DisplayName(me.Identity)))
 	t.Row("subject", me.Subject)
 	t.Row("email", dash(me.Email))
-	t.Row("groups", dash(strings.Join(me.Groups, ", ")))
+	t.Row("groups", groupList(me.Groups))
 	t.Row("issuer", me.Issuer)
 	t.Row("kind", dash(me.Kind))
 	t.Row("session", dash(me.Session))
@@ -536,4 +537,17 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// groupList is whoami's groups: "-" for none, else the groups joined with
+// ", ", one holding ',' (or '"', or padded with spaces) quoted
+// (safetext.Join), and a lone group named "-" quoted too, apart from none.
+func groupList(gs []string) string {
+	if len(gs) == 0 {
+		return "-"
+	}
+	if l := safetext.Join(gs, ", ", ""); l != "-" {
+		return l
+	}
+	return `"-"`
 }

@@ -310,13 +310,16 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 			reason = "revoked by " + PartyName(*r.EndedBy)
 		}
 		if r.Prompt != nil {
-			scopes = r.Prompt.Model + " " + r.Prompt.Call() + " rule:" + r.Prompt.Rule
+			scopes = heldValue(r.Prompt.Model) + " " + heldCall(r.Prompt) + " rule:" + r.Prompt.Rule
 			reason = r.Prompt.Excerpt
 			if m := r.Prompt.Matches; len(m) > 0 {
-				reason = strings.Join(m[0].Where, "; ") + ": " + m[0].Text // where the first match is, then its words
+				// Where the first match is, then its words: a place
+				// holding "; " or ':' is quoted, so none passes for
+				// two places or for the boundary (safetext.Join).
+				reason = safetext.Join(m[0].Where, "; ", ":") + ": " + m[0].Text
 			}
 			if r.Prompt.Tool != "" {
-				scopes = r.Prompt.Model + " " + r.Prompt.Call() + " tool:" + r.Prompt.Tool + " rule:" + r.Prompt.Rule
+				scopes = heldValue(r.Prompt.Model) + " " + heldCall(r.Prompt) + " tool:" + heldValue(r.Prompt.Tool) + " rule:" + r.Prompt.Rule
 				reason = r.Prompt.Arguments
 			}
 			reason = truncate(reason, 40)
@@ -328,6 +331,22 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 		t.Row(r.ID, r.Kind, string(r.State), who, scopes, r.TTL.String(), approvals, humanDuration(o.f.Now().Sub(r.CreatedAt)), reason)
 	}
 	return t.Render()
+}
+
+// heldValue is a held call's model, path or tool as a view that puts it
+// between words shows it: the agent chose it, so one holding a space, a
+// quote or a parenthesis (or empty) is quoted (safetext.Join), and a
+// model "gpt-4o rule:harmless" cannot pass for the fields after it.
+func heldValue(v string) string { return safetext.Join([]string{v}, " ", "()") }
+
+// heldCall is p.Call() with its path as heldValue shows it (the method is
+// an HTTP token, or pamctl's own "(method not reported)").
+func heldCall(p *broker.PromptHold) string {
+	m := p.Method
+	if m == "" {
+		m = broker.MethodNotReported
+	}
+	return m + " " + heldValue(p.Endpoint)
 }
 
 // truncate cuts s to about n runes once escaped (what a person reads),
@@ -401,9 +420,9 @@ func reviewRun(cmd *cobra.Command, o *ReviewOptions) error {
 	}
 	switch {
 	case r.State == broker.StateApproved && r.Prompt != nil && r.Prompt.Tool != "":
-		ios.Successf("Released %s for %s: a call of tool %s (rule %s) with arguments %s", r.ID, PartyName(r.Requester), r.Prompt.Tool, r.Prompt.Rule, truncate(r.Prompt.Arguments, 200))
+		ios.Successf("Released %s for %s: a call of tool %s (rule %s) with arguments %s", r.ID, PartyName(r.Requester), heldValue(r.Prompt.Tool), r.Prompt.Rule, truncate(r.Prompt.Arguments, 200))
 	case r.State == broker.StateApproved && r.Prompt != nil:
-		ios.Successf("Released %s for %s: %s to %s (rule %s)", r.ID, PartyName(r.Requester), r.Prompt.Call(), r.Prompt.Model, r.Prompt.Rule)
+		ios.Successf("Released %s for %s: %s to %s (rule %s)", r.ID, PartyName(r.Requester), heldCall(r.Prompt), heldValue(r.Prompt.Model), r.Prompt.Rule)
 	case r.State == broker.StateApproved:
 		ios.Successf("Approved %s for %s: %s until %s", r.ID, PartyName(r.Requester), strings.Join(r.Scopes, " "), r.ExpiresAt.Local().Format("15:04 MST"))
 	case r.State == broker.StateDenied:
