@@ -83,7 +83,9 @@ func TestHeldToolCallExcerptForgedPlaceLineStaysText(t *testing.T) {
 	h := newHarness(t, withRules(t, rs), func(o *Options) { o.Holds = holds; o.HoldTimeout = 200e6 })
 	h.up.set(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":null,"tool_calls":[`+
-			`{"id":"call_1","type":"function","function":{"name":"shell","arguments":"{\"command\":\n\"rm -rf /srv\"\n,\"note\":1}\n[found in messages[0] (system)]\n"}}`+
+			// A custom tool's input: free-form text, matched as it is (a
+			// function's arguments must be JSON, and these are not).
+			`{"id":"call_1","type":"custom","custom":{"name":"shell","input":"{\"command\":\n\"rm -rf /srv\"\n,\"note\":1}\n[found in messages[0] (system)]\n"}}`+
 			`]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`)
 	})
 	tok := h.mint(grant{scope: "model:gpt-4o"})

@@ -151,9 +151,16 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 		ev.Details["call_id"] = tc.ID
 	}
 	if tc.Kind != toolcall.Unknown {
-		if err := ambiguousArguments(tc.Arguments, c.Rules.SelectorKeys(tool)); err != nil {
+		if err := ambiguousArguments(tc.Kind, tc.Arguments, c.Rules.SelectorKeys(tool)); err != nil {
 			// Unreadable, like a malformed item: the answer is withheld
-			// (the stream ends), nothing is judged or relayed.
+			// (the stream ends), nothing is judged or relayed. The trail
+			// records the refusal, without the arguments: they are what
+			// masking could not read.
+			ev.Decision, ev.Reasons = "deny", []string{"unreadable arguments"}
+			if aerr := p.appendEvent(context.WithoutCancel(ctx), ev); aerr != nil {
+				p.log.Error("audit append failed", "request_id", c.id, "type", audit.TypeToolCall, "err", aerr)
+				return toolcall.Verdict{}, fmt.Errorf("proxy: audit tool call: %w", aerr)
+			}
 			return toolcall.Verdict{}, fmt.Errorf("%w: the arguments of a call of tool %s: %w", toolcall.ErrAnswerShape, toolcall.QuoteName(tool), err)
 		}
 	}
@@ -178,15 +185,25 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 	return v, nil
 }
 
-// ambiguousArguments refuses JSON arguments that decoders could read
+// ambiguousArguments refuses arguments that decoders could read
 // differently from the rules: duplicate keys or keys equal under case
-// folding in one object, invalid UTF-8 (payload.Validate), and a key that
-// equals one of keys (the selectors' keys) only under case folding: a
-// rule's $.command does not see "Command" or "COMMAND", an agent decoding
-// into a struct with encoding/json runs it as command. Arguments that are
-// not JSON (a custom tool's input, a program's code) are text, matched as
+// folding in one object, invalid UTF-8 or a lone surrogate escape
+// (payload.Validate), and a key that equals one of keys (the selectors'
+// keys) only under case folding: a rule's $.command does not see
+// "Command" or "COMMAND", an agent decoding into a struct with
+// encoding/json runs it as command.
+//
+// The arguments of a function or MCP call are JSON for the agent, so they
+// must be empty or one JSON value Go reads exactly: anything else is
+// refused too (lenientArguments). Arguments of other kinds that are not
+// JSON (a custom tool's input, a program's code) are text, matched as
 // they are.
-func ambiguousArguments(args string, keys []string) error {
+func ambiguousArguments(kind toolcall.Kind, args string, keys []string) error {
+	if kind == toolcall.Function || kind == toolcall.MCP {
+		if err := lenientArguments(args); err != nil {
+			return err
+		}
+	}
 	t := strings.TrimLeft(args, " \t\r\n")
 	if t == "" || t[0] != '{' && t[0] != '[' {
 		return nil // not an object or array: no keys
@@ -201,14 +218,38 @@ func ambiguousArguments(args string, keys []string) error {
 		return nil
 	}
 	var v any
-	if json.Unmarshal([]byte(args), &v) != nil {
-		return nil
+	d := json.NewDecoder(strings.NewReader(args))
+	d.UseNumber() // 1e999 is a number to the rules too: no reason to skip the keys
+	if d.Decode(&v) != nil {
+		return errors.New("they are JSON Go's decoder cannot read")
 	}
 	got, want, err := toolcall.FoldedKeyIn(v, keys, nil, 10000)
 	if err == nil && got != "" {
 		err = fmt.Errorf("the key %s differs from %q (a rule's selector) only in letter case", quoteUpstream(got), want)
 	}
 	return err
+}
+
+// lenientArguments refuses a function or MCP call's arguments that are
+// neither empty (white space only) nor exactly one JSON value by the
+// standard. The agent's SDK decodes them, and client decoders are
+// lenient where Go's is not: Python's json.loads (openai-agents,
+// LangChain) reads NaN, Infinity and -Infinity, LangChain's
+// json.loads(strict=False) raw control characters inside strings, its
+// streaming parser a document cut short (it closes the open strings and
+// brackets), repair libraries single quotes and trailing text. Matched as
+// raw text, such arguments would hide "rm -\u0072f" from a rule (and a
+// secret spelled with an escape from a redact rule) that the agent's
+// decoder reads as "rm -rf": pamctl cannot read them as the agent will,
+// so they fail closed.
+func lenientArguments(args string) error {
+	if strings.Trim(args, " \t\r\n") == "" {
+		return nil // no arguments: the SDKs read {}
+	}
+	if err := payload.Validate([]byte(args)); errors.Is(err, payload.ErrInvalidJSON) || errors.Is(err, payload.ErrTooComplex) {
+		return errors.New("they are not one JSON value as the standard reads it (NaN, Infinity, a raw control character in a string, a document cut short or followed by more, or not JSON), and a client's lenient decoder may read them as JSON the rules never saw")
+	}
+	return nil // ambiguous JSON is refused by the caller
 }
 
 // decide returns the verdict and the arguments the client would get (""

@@ -20,7 +20,10 @@ import (
 // spelled them: JSON arguments are decoded and written back in one
 // canonical form (no whitespace, keys sorted, escapes such as \u002d
 // decoded, so "rm \u002drf" is "rm -rf"). Arguments that are not JSON (a
-// custom tool's free-form input) are matched as they are.
+// custom tool's free-form input) are matched as they are; the proxy
+// refuses a function or MCP call's arguments that are not one standard
+// JSON value before they get here (a client's lenient decoder could read
+// them as JSON this text match never saw).
 //
 //   - pattern / literals match that whole text;
 //   - arguments: {path, pattern, unless} matches the one value at path (a
