@@ -139,17 +139,7 @@ var _ toolcall.Judge = (*judge)(nil)
 func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, error) {
 	p, c := j.p, j.c
 	tool := tc.Tool()
-	ev := &audit.Event{
-		Type: audit.TypeToolCall, Actor: actorOf(c.claims), Model: c.model, Endpoint: c.method + " " + c.path, Target: tool,
-		Details: callDetails(c),
-	}
-	ev.Details["tool"], ev.Details["kind"] = tool, string(tc.Kind)
-	if c.claims != nil {
-		ev.Grant, ev.Request = c.claims.Req, c.claims.Req
-	}
-	if tc.ID != "" {
-		ev.Details["call_id"] = tc.ID
-	}
+	ev := toolEvent(c, tc)
 	if tc.Kind != toolcall.Unknown {
 		if err := ambiguousArguments(tc.Kind, tc.Arguments, c.Rules.SelectorKeys(tool)); err != nil {
 			// Unreadable, like a malformed item: the answer is withheld
@@ -183,6 +173,39 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 		return toolcall.Verdict{}, fmt.Errorf("proxy: audit tool call: %w", err)
 	}
 	return v, nil
+}
+
+// toolEvent is the tool.call event of tc, without its decision.
+func toolEvent(c *call, tc toolcall.Call) *audit.Event {
+	tool := tc.Tool()
+	ev := &audit.Event{
+		Type: audit.TypeToolCall, Actor: actorOf(c.claims), Model: c.model, Endpoint: c.method + " " + c.path, Target: tool,
+		Details: callDetails(c),
+	}
+	ev.Details["tool"], ev.Details["kind"] = tool, string(tc.Kind)
+	if c.claims != nil {
+		ev.Grant, ev.Request = c.claims.Req, c.claims.Req
+	}
+	if tc.ID != "" {
+		ev.Details["call_id"] = tc.ID
+	}
+	return ev
+}
+
+// Unrelayed records a call a stream removed without judging it: a tool
+// item in an event no SDK reads calls from (the output of
+// response.created or response.in_progress, an event of a type pamctl
+// does not know). It is one tool.call event, deny, reason "unrelayed
+// event", without arguments (the agent never got any).
+func (j *judge) Unrelayed(ctx context.Context, tc toolcall.Call) error {
+	p, c := j.p, j.c
+	ev := toolEvent(c, tc)
+	ev.Decision, ev.Reasons = "deny", []string{"unrelayed event"}
+	if err := p.appendEvent(context.WithoutCancel(ctx), ev); err != nil {
+		p.log.Error("audit append failed", "request_id", c.id, "type", audit.TypeToolCall, "err", err)
+		return fmt.Errorf("proxy: audit tool call: %w", err)
+	}
+	return nil
 }
 
 // ambiguousArguments refuses arguments that decoders could read

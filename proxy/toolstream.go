@@ -129,6 +129,11 @@ type toolBuffer struct {
 	lastSeq  int64                // last sequence_number read
 	seenSeq  bool
 	nextAuto int // items without an id
+
+	// onUnrelayed records a tool item removed from an event no SDK reads
+	// calls from (nil: not recorded); unrelayed are the ids recorded.
+	onUnrelayed func(toolcall.Call) error
+	unrelayed   map[string]bool
 }
 
 func newToolBuffer(chat bool, emit func([]byte)) *toolBuffer {
@@ -1030,6 +1035,9 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		}
 		if !isNull(o["item"]) && json.Unmarshal(o["item"], &item) == nil {
 			if t, _ := optString(item.Type); isCallItem(t) {
+				var full map[string]json.RawMessage
+				_ = json.Unmarshal(o["item"], &full)
+				b.unrelayedItem(full)
 				b.drop(e)
 				return
 			}
@@ -1174,6 +1182,46 @@ func (b *toolBuffer) itemKey(id string, outIdx json.RawMessage) string {
 		return "id:" + id
 	}
 	return "out:" + string(bytes.TrimSpace(outIdx))
+}
+
+// unrelayedItem records a tool item removed, unjudged, from an event no
+// SDK reads calls from (the output of response.created or
+// response.in_progress, an event of a type pamctl does not know): it is
+// still a call the model proposed. An item the buffer tracks by its id is
+// judged as it streams, and one recorded already is not recorded again.
+func (b *toolBuffer) unrelayedItem(item map[string]json.RawMessage) {
+	if b.onUnrelayed == nil || item == nil || b.err != nil {
+		return
+	}
+	typ, _ := optString(item["type"])
+	id, _ := optString(item["id"])
+	if id != "" {
+		if b.items["id:"+id] != nil || b.unrelayed[id] {
+			return
+		}
+		if b.unrelayed == nil {
+			b.unrelayed = map[string]bool{}
+		}
+		b.unrelayed[id] = true
+	}
+	if !b.countCall() {
+		return
+	}
+	kind, _ := toolcall.ItemKind(typ)
+	c := toolcall.Call{Kind: kind, ID: id}
+	if callID, _ := optString(item["call_id"]); callID != "" {
+		c.ID = callID
+	}
+	c.Name, _ = optString(item["name"])
+	if kind == toolcall.MCP {
+		c.Server, _ = optString(item["server_label"])
+	}
+	if kind == toolcall.Unknown {
+		c.Name = typ
+	}
+	if err := b.onUnrelayed(c); err != nil {
+		b.fail(fmt.Errorf("a tool item no SDK reads could not be recorded: %w", err))
+	}
 }
 
 func (b *toolBuffer) countCall() bool {
@@ -1571,6 +1619,7 @@ func (b *toolBuffer) shownOutput(e *respEvent) bool {
 			it, _ := optString(item["type"])
 			if isCallItem(it) {
 				changed = true
+				b.unrelayedItem(item) // shownOutput reads non-terminal events only
 				id, _ := optString(item["id"])
 				if r := b.items["id:"+id]; r != nil && r.emitted != nil && id != "" {
 					out = append(out, r.emitted)
@@ -1639,8 +1688,18 @@ type toolVerdict struct {
 
 func newToolStream(ctx context.Context, j toolcall.Judge, chat bool, emit func([]byte)) *toolStream {
 	ctx, cancel := context.WithCancel(ctx)
-	return &toolStream{buf: newToolBuffer(chat, emit), judge: j, ctx: ctx, cancel: cancel,
+	t := &toolStream{buf: newToolBuffer(chat, emit), judge: j, ctx: ctx, cancel: cancel,
 		result: make(chan toolVerdict, 1), every: toolKeepalive}
+	if r, ok := j.(unrelayedRecorder); ok {
+		t.buf.onUnrelayed = func(c toolcall.Call) error { return r.Unrelayed(ctx, c) }
+	}
+	return t
+}
+
+// unrelayedRecorder is a Judge that records a call the stream removed
+// without asking it (an item in an event no SDK reads calls from).
+type unrelayedRecorder interface {
+	Unrelayed(ctx context.Context, c toolcall.Call) error
 }
 
 // busy reports whether a call awaits its verdict: the upstream is not read
