@@ -268,6 +268,12 @@ func maskStringsKeys(v any, f, fk func(string) string, skip func(key string) boo
 			if exempt(k, e) || skip != nil && skip(k) {
 				continue
 			}
+			if a, isStr := e.(string); isStr && k == "arguments" {
+				// A call's arguments: mask what the agent's second
+				// decode reads (argescapes.go).
+				x[k] = f(ArgumentEscapes(a))
+				continue
+			}
 			x[k] = maskStringsKeys(e, f, fk, nil)
 		}
 		var next map[string]int // per placeholder, the suffix to try next

@@ -476,6 +476,7 @@ func plainIndexes(o map[string]any) error {
 type textField struct {
 	mask    *mask.Stream  // while the field is streamed, nil once finished
 	scrub   *scrub.Stream // with mask, when keys are set
+	args    *argUnescaper // with mask, for call arguments (argumentKinds)
 	counted bool          // its findings are counted (streamed, or masked whole)
 	ended   bool          // streamed, then finished: its held-back tail is out
 }
@@ -717,11 +718,18 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 		if !s.keys.Empty() {
 			f.scrub = s.keys.NewStream()
 		}
+		if argumentKinds[k.kind] {
+			f.args = new(argUnescaper)
+		}
 		s.fields[k] = f
 		s.open++
 		s.order = append(s.order, k)
 	}
 	st := f.mask
+	if f.args != nil {
+		// Arguments: what the agent's second decode reads (argescapes.go).
+		delta = f.args.write(delta)
+	}
 	if ks := f.scrub; ks != nil {
 		// Write only reads its input: scrub the delta's bytes in place,
 		// into a buffer kept for the stream; most deltas come out as
@@ -748,13 +756,20 @@ func (s *streamer) finish(k textKey) string {
 		return ""
 	}
 	out := ""
+	if f.args != nil {
+		tail := f.args.flush()
+		if ks := f.scrub; ks != nil {
+			tail = string(ks.Write(nil, []byte(tail)))
+		}
+		out = st.Write(tail)
+	}
 	if ks := f.scrub; ks != nil {
-		out = st.Write(string(ks.Flush(nil)))
+		out += st.Write(string(ks.Flush(nil)))
 	}
 	out += st.Flush()
 	s.res.TextBytes += int64(len(out))
 	s.res.Counts.Add(st.Counts())
-	f.mask, f.scrub, f.ended = nil, nil, true
+	f.mask, f.scrub, f.args, f.ended = nil, nil, nil, true
 	s.fields[k] = f
 	s.open--
 	s.summarize(k, out)
@@ -784,6 +799,11 @@ func (s *streamer) pending(keep func(textKey) bool) []textKey {
 func (s *streamer) maskFull(k textKey, text string) string {
 	if text == "" {
 		return text
+	}
+	if argumentKinds[k.kind] {
+		if plain := ArgumentEscapes(text); plain != text {
+			text, s.dirty = plain, true
+		}
 	}
 	if clean := s.keys.String(text); clean != text {
 		text, s.dirty = clean, true

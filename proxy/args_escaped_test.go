@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/mask"
+)
+
+// Call arguments are JSON inside a JSON string: the agent decodes them a
+// second time. An address or a vaulted key spelled with escapes inside the
+// arguments ({"mail":"bob.smith\u0040example.com"}, whose outer JSON holds
+// \\u0040) is what that second decode reads, so masking and key scrubbing
+// read it too: chat and Responses, whole and streamed, with and without a
+// tool judge, masking on or (for keys) off; and the tool.call event holds
+// it masked.
+func TestEscapedArgumentsMaskedAndScrubbed(t *testing.T) {
+	key := vaultedKey
+	// The key's "V" (0x56), "8" (0x38) and "-" (0x2d) as escapes.
+	keyEsc := strings.Replace(strings.Replace(strings.Replace(key, "V", `\u0056`, 1), "8", `\u0038`, 1), "-", `\u002D`, 1)
+	for _, c := range []struct {
+		name, args string
+		leaks      []string
+	}{
+		{"address", `{"mail":"bob.smith\u0040example.com"}`, []string{"bob.smith", `u0040example`}},
+		{"address, pair", `{"mail":"bob.smith\u0040ex\u0061mple.com","e":"\ud83d\ude00"}`, []string{"bob.smith", `u0040ex`}},
+		{"key", `{"k":"` + keyEsc + `"}`, []string{"8c1f0e6b2d4a4f7e9a3b5c7d9e1f3a5b"}},
+	} {
+		for _, mode := range []string{"masked", "masked, judged"} {
+			judged, masked := strings.HasSuffix(mode, "judged"), strings.HasPrefix(mode, "masked")
+			if !masked && c.name != "key" {
+				continue // keys are scrubbed whatever masking does
+			}
+			var opts []harnessOption
+			if masked {
+				opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+			}
+			if judged {
+				opts = append(opts, withRules(t, toolRules))
+			}
+			h := newHarness(t, opts...)
+			tok := h.mint(grant{scope: "model:gpt-4o"})
+			args := c.args
+			chatAnswer := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[` +
+				`{"id":"call_1","type":"function","function":{"name":"http","arguments":` + jsonStr(args) + `}}]},"finish_reason":"tool_calls"}]}`
+			chatStream := append(toolFrags(0, "call_1", "http", args), chatChunk(`{}`, "tool_calls"), sseData("[DONE]"))
+			respAnswer := `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o","output":[` + respItemJSON("fc_1", "call_1", "http", args) + `]}`
+			seq := 0
+			respStream := append([]string{respEv(0, `"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}`)},
+				respCall(&seq, 0, "fc_1", "call_1", "http", args)...)
+			respStream = append(respStream, respCompleted(seq+1, respItemJSON("fc_1", "call_1", "http", args)))
+			for _, tr := range []struct {
+				name, path, body string
+				up               http.HandlerFunc
+			}{
+				{"chat", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, chatAnswer) }},
+				{"chat stream", "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"x"}]}`, writeBytes(chatStream)},
+				{"responses", "/v1/responses", `{"model":"gpt-4o","input":"x"}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, respAnswer) }},
+				{"responses stream", "/v1/responses", `{"model":"gpt-4o","input":"x","stream":true}`, writeBytes(respStream)},
+			} {
+				h.up.set(tr.up)
+				res, b := h.do("POST", tr.path, tok, tr.body)
+				name := c.name + ", " + tr.name + ", " + mode
+				if res.StatusCode != 200 || strings.Contains(string(b), CodeToolCallMalformed) {
+					t.Errorf("%s: %d %s", name, res.StatusCode, b)
+					continue
+				}
+				for _, leak := range c.leaks {
+					if strings.Contains(string(b), leak) {
+						t.Errorf("%s: %q reached the client: %s", name, leak, b)
+					}
+				}
+				if judged {
+					evs := h.sink.ofType(audit.TypeToolCall)
+					for _, leak := range c.leaks {
+						if a := evs[len(evs)-1].Details["arguments"]; strings.Contains(a, leak) {
+							t.Errorf("%s: %q in the tool.call event: %s", name, leak, a)
+						}
+					}
+				}
+			}
+		}
+	}
+}
