@@ -28,7 +28,7 @@ func TestEscapedArgumentsMaskedAndScrubbed(t *testing.T) {
 		{"address, pair", `{"mail":"bob.smith\u0040ex\u0061mple.com","e":"\ud83d\ude00"}`, []string{"bob.smith", `u0040ex`}},
 		{"key", `{"k":"` + keyEsc + `"}`, []string{"8c1f0e6b2d4a4f7e9a3b5c7d9e1f3a5b"}},
 	} {
-		for _, mode := range []string{"masked", "masked, judged"} {
+		for _, mode := range []string{"masked", "masked, judged", "unmasked", "unmasked, judged"} {
 			judged, masked := strings.HasSuffix(mode, "judged"), strings.HasPrefix(mode, "masked")
 			if !masked && c.name != "key" {
 				continue // keys are scrubbed whatever masking does

@@ -6,7 +6,10 @@
 // least MinKeyLen bytes) and however JSON or a URL spells it: each byte of
 // the key may appear literally, as a JSON escape (\u0073 in either hex
 // case, \/ for '/', \" \\ \b \f \n \r \t for the bytes they stand for) or
-// percent-encoded (%73 or %6b, either hex case), mixed freely. The key's
+// percent-encoded (%73 or %6b, either hex case), mixed freely; and one
+// level deeper, as JSON text inside a JSON string spells it (a tool call's
+// arguments, which the agent decodes twice): an escape whose backslash is
+// itself escaped (\u0073, \u0073, \/), the rest literal. The key's
 // base64 spellings are found too: for each of the three alignments the key
 // may have inside a longer base64 text, the characters that depend on the
 // key's bytes alone, in the standard and the URL-safe alphabet (each byte
@@ -15,7 +18,7 @@
 // for header names (which Go canonicalises) and values.
 //
 // A Stream scrubs text that arrives in pieces: it holds back only the bytes
-// of a pending partial match (at most 6× the longest pattern: a key, or its base64 spelling of 4/3 its length), so a stream in
+// of a pending partial match (at most 11× the longest pattern: a key, or its base64 spelling of 4/3 its length), so a stream in
 // which nothing matches is released as it comes, and a key split over two
 // reads is still caught. The output of a Stream for any split of its input
 // equals Set.Bytes of the whole input.
@@ -94,7 +97,7 @@ func compile(keys []string, spellings bool) *Set {
 			s.pair[p[0]][c>>6] |= 1 << (c & 63)
 		}
 		s.first[p[0]] = append(s.first[p[0]], uint16(i))
-		s.max = max(s.max, 6*len(p))
+		s.max = max(s.max, 11*len(p)) // \u005cu00HH: a second-level escape
 	}
 	all := make([]uint16, len(s.pats))
 	for i := range all {
@@ -221,6 +224,25 @@ func matchKey[T text](key []byte, b T) (int, int) {
 			return partial, 0
 		}
 		e := b[j+1]
+		// A second-level escape, as JSON text inside a JSON string (a
+		// tool call's arguments) spells it: its backslash escaped once
+		// (\\ or \u005c), the rest literal (\\u0073, \u005cu0073,
+		// \\/).
+		if bs := escapedBackslash(b[j:]); bs != noMatch && want != '\\' {
+			if bs == partial {
+				return partial, 0
+			}
+			n := 2
+			if e == 'u' {
+				n = 6
+			}
+			st, l := matchEscape(want, b[j+n:])
+			if st != full {
+				return st, 0
+			}
+			j += n + l
+			continue
+		}
 		if e == 'u' {
 			if want >= 0x80 {
 				return noMatch, 0 // a \u escape spells a rune, never one byte of UTF-8
@@ -252,6 +274,70 @@ func matchKey[T text](key []byte, b T) (int, int) {
 		j += 2
 	}
 	return full, j
+}
+
+// escapedBackslash reports whether b starts with a backslash written as a
+// JSON escape (\\ or \u005c in either hex case): full, partial when b
+// ends before that is decided, or noMatch.
+func escapedBackslash[T text](b T) int {
+	switch {
+	case len(b) == 0 || b[0] != '\\':
+		return noMatch
+	case len(b) == 1:
+		return partial
+	}
+	if b[1] == '\\' {
+		return full
+	}
+	if b[1] != 'u' {
+		return noMatch
+	}
+	for i, want := range []byte("005c") {
+		if 2+i >= len(b) {
+			return partial
+		}
+		if c := b[2+i]; c != want && !(want == 'c' && c == 'C') {
+			return noMatch
+		}
+	}
+	return full
+}
+
+// matchEscape matches the byte want as the literal rest of an escape whose
+// backslash came before b: u00HH (either hex case), or the short escape
+// letter of want (/ for '/'). It returns full and the length, partial when
+// b ends before a decision, or noMatch.
+func matchEscape[T text](want byte, b T) (int, int) {
+	if len(b) == 0 {
+		return partial, 0
+	}
+	if b[0] != 'u' {
+		if escapes[want] != 0 && b[0] == escapes[want] && want != '"' && want != '\\' {
+			return full, 1
+		}
+		return noMatch, 0
+	}
+	if want >= 0x80 {
+		return noMatch, 0
+	}
+	v := 0
+	for h := 0; h < 4; h++ {
+		if 1+h >= len(b) {
+			if v<<(4*(4-h)) > int(want) || (v<<(4*(4-h)))+(1<<(4*(4-h)))-1 < int(want) {
+				return noMatch, 0
+			}
+			return partial, 0
+		}
+		d := hexVal(b[1+h])
+		if d < 0 {
+			return noMatch, 0
+		}
+		v = v<<4 | d
+	}
+	if v != int(want) {
+		return noMatch, 0
+	}
+	return full, 5
 }
 
 // mayStart reports whether a match may start at b[i]: its byte and the

@@ -46,12 +46,41 @@ func naive(keys []string, text string) string {
 			if e := escapes[c]; e != 0 {
 				b.WriteString(`|\\` + regexp.QuoteMeta(string([]byte{e})))
 			}
+			if c != '\\' {
+				// A second-level escape: its backslash as \\ or \u005c.
+				second := ""
+				if c < 0x80 {
+					second = `u00` + hexAlt(fmt.Sprintf("%02x", c))
+				}
+				if e := escapes[c]; e != 0 && c != '"' {
+					if second != "" {
+						second += "|"
+					}
+					second += regexp.QuoteMeta(string([]byte{e}))
+				}
+				if second != "" {
+					b.WriteString(`|(?:\\\\|\\u005[cC])(?:` + second + `)`)
+				}
+			}
 			b.WriteString(")")
 		}
 		alts = append(alts, b.String())
 	}
 	re := regexp.MustCompile(strings.Join(alts, "|"))
 	return re.ReplaceAllLiteralString(text, Marker)
+}
+
+// hexAlt is a pattern of hex digits h in either case.
+func hexAlt(h string) string {
+	var b strings.Builder
+	for _, d := range h {
+		if d >= 'a' {
+			fmt.Fprintf(&b, "[%c%c]", d, d-'a'+'A')
+		} else {
+			b.WriteRune(d)
+		}
+	}
+	return b.String()
 }
 
 // jsonEscape spells every byte of s as \uXXXX, alternating hex case.
@@ -250,6 +279,11 @@ func TestStreamSplits(t *testing.T) {
 		"the azure key AZURE0123456789abcdef and sk-proj-Abc12 and " + key[:20],
 		strings.Repeat("sk-proj-", 50) + key,
 		`\\\\\u00` + strings.Repeat(`\u0073`, 10),
+		// Second-level escapes: JSON text in a JSON string (tool-call
+		// arguments), its backslashes escaped once.
+		`{"arguments":"{\"k\":\"` + strings.ReplaceAll(jsonEscape(key, false), `\`, `\\`) + `\"}"}`,
+		`{"arguments":"` + strings.ReplaceAll(jsonEscape(key[:9], true), `\`, `\u005C`) + key[9:] + `"}`,
+		`\\/` + key + ` \\\\u0073` + key[1:] + ` \\u0073\\u007` + strings.Repeat(`\\u0073`, 9),
 	}
 	for _, text := range texts {
 		want := naive(keys, text)
@@ -281,6 +315,13 @@ func TestStreamHoldsOnlyPartialMatches(t *testing.T) {
 		st.Write(nil, []byte(`\u0073`))
 		if st.Pending() > 6*len(key) {
 			t.Fatalf("held %d bytes", st.Pending())
+		}
+	}
+	st = s.NewStream()
+	for i := 0; i < 1000; i++ {
+		st.Write(nil, []byte(`\u005cu0073`))
+		if st.Pending() > 11*len(key) {
+			t.Fatalf("held %d bytes of second-level escapes", st.Pending())
 		}
 	}
 }
@@ -346,5 +387,41 @@ func BenchmarkScrub(b *testing.B) {
 				sink += len(buf)
 			}
 		})
+	}
+}
+
+// A key in JSON text inside a JSON string (a tool call's arguments, which
+// the agent decodes twice) is found: each byte may be escaped in the inner
+// text, that escape's backslash escaped in the outer (\\u0073 or
+// \u005cu0073), mixed with bytes escaped once or not at all.
+func TestSecondLevelEscapes(t *testing.T) {
+	s := New(key)
+	inner := func(bs string) string {
+		var b strings.Builder
+		for i, c := range []byte(key) {
+			switch i % 3 {
+			case 0:
+				fmt.Fprintf(&b, `%su%04x`, bs, c)
+			case 1:
+				fmt.Fprintf(&b, `\u%04X`, c)
+			default:
+				b.WriteByte(c)
+			}
+		}
+		return b.String()
+	}
+	for _, text := range []string{
+		`{"arguments":"{\"k\":\"` + inner(`\\`) + `\"}"}`,
+		`{"arguments":"{\"k\":\"` + inner(`\u005c`) + `\"}"}`,
+		`{"arguments":"{\"k\":\"` + inner(`\u005C`) + `\"}"}`,
+		`{"arguments":"{\"k\":\"` + strings.ReplaceAll(key, "/", `\\/`) + `\"}"}`,
+	} {
+		got := s.String(text)
+		if !strings.Contains(got, Marker) || strings.Contains(got, "GHI") {
+			t.Errorf("%s: %s", text, got)
+		}
+		if streamAll(s, text, 3) != got {
+			t.Errorf("%s: streamed differs", text)
+		}
 	}
 }
