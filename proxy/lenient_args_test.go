@@ -37,6 +37,9 @@ func TestLenientJSONArgumentsRefused(t *testing.T) {
 		{"shell", `{'command':'rm -\u0072f /srv'}`, true}, // single quotes: repair libraries
 		{"shell", `rm -\u0072f /srv`, true},               // not JSON for anyone: still no function's arguments
 		{"http", `{"tok":"tok-\u0061bcdefgh1","x":NaN}`, true},
+		{"shell", `{"command":"rm -\u0072f /srv\udc80"}`, true}, // a lone surrogate: decoders differ
+		{"shell", `"rm -\u0072f /srv\udc80"`, true},             // the same in a bare string
+		{"shell", `["rm -\u0072f /srv\ud800"]`, true},
 		{"shell", `{"Command":"rm -rf /srv","x":1e999}`, true}, // a number float64 cannot hold hid the case-variant key
 		{"shell", `{"command":"ls /srv"}`, false},
 		{"shell", ` {"command":"ls /srv"} `, false},

@@ -218,20 +218,22 @@ func (j *judge) Unrelayed(ctx context.Context, tc toolcall.Call) error {
 //
 // The arguments of a function or MCP call are JSON for the agent, so they
 // must be empty or one JSON value Go reads exactly: anything else is
-// refused too (lenientArguments). Arguments of other kinds that are not
+// refused too (errLenientArguments), and so is a lone surrogate in a bare
+// JSON string. Arguments of other kinds that are not
 // JSON (a custom tool's input, a program's code) are text, matched as
 // they are.
 func ambiguousArguments(kind toolcall.Kind, args string, keys []string) error {
-	if kind == toolcall.Function || kind == toolcall.MCP {
-		if err := lenientArguments(args); err != nil {
-			return err
-		}
-	}
 	t := strings.TrimLeft(args, " \t\r\n")
-	if t == "" || t[0] != '{' && t[0] != '[' {
-		return nil // not an object or array: no keys
+	jsonArgs := kind == toolcall.Function || kind == toolcall.MCP
+	switch {
+	case t == "":
+		return nil // no arguments: the SDKs read {}
+	case !jsonArgs && t[0] != '{' && t[0] != '[':
+		return nil // text, not an object or array: no keys
 	}
 	switch err := payload.Validate([]byte(args)); {
+	case jsonArgs && (errors.Is(err, payload.ErrInvalidJSON) || errors.Is(err, payload.ErrTooComplex)):
+		return errLenientArguments
 	case errors.Is(err, payload.ErrInvalidJSON):
 		return nil // not JSON: the rules match the text
 	case err != nil:
@@ -253,7 +255,7 @@ func ambiguousArguments(kind toolcall.Kind, args string, keys []string) error {
 	return err
 }
 
-// lenientArguments refuses a function or MCP call's arguments that are
+// errLenientArguments refuses a function or MCP call's arguments that are
 // neither empty (white space only) nor exactly one JSON value by the
 // standard. The agent's SDK decodes them, and client decoders are
 // lenient where Go's is not: Python's json.loads (openai-agents,
@@ -265,15 +267,7 @@ func ambiguousArguments(kind toolcall.Kind, args string, keys []string) error {
 // secret spelled with an escape from a redact rule) that the agent's
 // decoder reads as "rm -rf": pamctl cannot read them as the agent will,
 // so they fail closed.
-func lenientArguments(args string) error {
-	if strings.Trim(args, " \t\r\n") == "" {
-		return nil // no arguments: the SDKs read {}
-	}
-	if err := payload.Validate([]byte(args)); errors.Is(err, payload.ErrInvalidJSON) || errors.Is(err, payload.ErrTooComplex) {
-		return errors.New("they are not one JSON value as the standard reads it (NaN, Infinity, a raw control character in a string, a document cut short or followed by more, or not JSON), and a client's lenient decoder may read them as JSON the rules never saw")
-	}
-	return nil // ambiguous JSON is refused by the caller
-}
+var errLenientArguments = errors.New("they are not one JSON value as the standard reads it (NaN, Infinity, a raw control character in a string, a document cut short or followed by more, or not JSON), and a client's lenient decoder may read them as JSON the rules never saw")
 
 // decide returns the verdict and the arguments the client would get (""
 // for the model's own), adding reasons to ev.
