@@ -1188,7 +1188,8 @@ func (b *toolBuffer) itemKey(id string, outIdx json.RawMessage) string {
 // SDK reads calls from (the output of response.created or
 // response.in_progress, an event of a type pamctl does not know): it is
 // still a call the model proposed. An item the buffer tracks by its id is
-// judged as it streams, and one recorded already is not recorded again.
+// judged as it streams, and one recorded already is not recorded again
+// (one the stream shows only later is judged then: a second event).
 func (b *toolBuffer) unrelayedItem(item map[string]json.RawMessage) {
 	if b.onUnrelayed == nil || item == nil || b.err != nil {
 		return
