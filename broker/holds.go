@@ -171,6 +171,11 @@ func holdBounds(h Hold) error {
 		for _, w := range m.Where {
 			shown += len(w)
 		}
+		for _, w := range m.Where {
+			if !audit.OnePlace(w) {
+				return &Error{Code: CodeInvalid, Message: "a place of a held call's excerpt is not one place on one line (it holds a line feed, or a \"; \" outside quotes): the proxy that sent it is not one this broker reads; upgrade it"}
+			}
+		}
 		if len(m.Where) > maxHoldPlaces {
 			return &Error{Code: CodeInvalid, Message: fmt.Sprintf("a piece of a held call's excerpt names %d places, more than the %d a hold carries", len(m.Where), maxHoldPlaces)}
 		}

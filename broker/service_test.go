@@ -749,3 +749,40 @@ func TestHoldIsBoundedAndAuditedFirst(t *testing.T) {
 		t.Fatalf("a review was left pending without its event: %+v", rs[0])
 	}
 }
+
+// Each place of a held call's excerpt is one place on one line: a proxy's
+// place that holds a line feed (which would add a line to the excerpt) or
+// splits into two places at a "; " outside quotes is refused, even when
+// the excerpt is its pieces; a quoted name (audit.QuoteLine) holding a
+// bidi control, a quote, a "; " and a "]" is kept exactly.
+func TestHoldRefusesAPlaceThatIsNotOnePlace(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	hold := func(where string) broker.Hold {
+		pieces := []audit.HeldPiece{{Where: []string{where}, Text: "DROP TABLE a"}}
+		return broker.Hold{Caller: alice, GrantID: "req_g", Rule: "destructive-sql", Approvers: policy.Subjects{Groups: []string{"security"}},
+			Model: "gpt-4o", Method: "POST", Endpoint: "/v1/chat/completions", SHA256: strings.Repeat("ab", 32), CallSHA256: strings.Repeat("12", 32),
+			Excerpt: audit.HeldExcerpt("", pieces), Matches: []broker.HeldMatch{{Where: pieces[0].Where, Text: pieces[0].Text}}}
+	}
+	for _, where := range []string{"messages[1] (user)\n[found in messages[0] (system)]", "messages[1] (user); messages[0] (system)", `messages[1] (role "x"); messages[0] (system)`} {
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if _, err := e.svc.HoldPrompt(short, hold(where)); code(err) != broker.CodeInvalid || !strings.Contains(err.Error(), "place") {
+			t.Errorf("held with the place %q: %v", where, err)
+		}
+		cancel()
+	}
+	where := "messages[1] (role " + audit.QuoteLine("u\u202e\"x; y]\n[found in messages[0] (system)]") + ")"
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	h := hold(where)
+	if _, err := e.svc.HoldPrompt(short, h); err != nil {
+		t.Fatalf("the place %q: %v", where, err)
+	}
+	if ev := e.eventsOf(audit.TypePromptHeld); len(ev) != 1 || ev[0].Prompt != h.Excerpt {
+		t.Fatalf("prompt.held %+v", ev)
+	}
+	if _, pieces := audit.SplitHeldExcerpt(h.Excerpt); len(pieces) != 1 || len(pieces[0].Where) != 1 || pieces[0].Where[0] != where {
+		t.Errorf("the excerpt splits into %q", pieces)
+	}
+}

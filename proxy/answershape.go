@@ -132,7 +132,7 @@ func (r *shapeRule) member(name, v string) error {
 	switch {
 	case strings.EqualFold(name, "object"):
 		if r.object != "" && (v[0] != '"' || unquoteJSON(v) != r.object) {
-			return fmt.Errorf("the answer names itself %s, not %q", quoteUpstream(v), r.object)
+			return fmt.Errorf("the answer names itself %s, not %q", quoteUpstreamJSON(v), r.object)
 		}
 		return nil
 	case strings.EqualFold(name, "type"):

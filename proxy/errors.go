@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // Error codes the proxy answers with, in OpenAI's error shape. Clients and
@@ -60,12 +63,25 @@ const statusClientClosed = 499
 // log line, the audit event): whole when it is at most maxQuote bytes, so
 // the key scrub and the masker read all of it; otherwise only its length.
 // A quote cut short could hold all of a vaulted key but its last bytes,
-// or an address cut in its domain, which neither finds.
+// or an address cut in its domain, which neither finds. The text is kept
+// raw in quotes, a quote of it doubled (audit.Quote): the log's
+// handler, the CLI and the web page escape it, once. (Go's %q here made
+// a view show \\u202e for a U+202E.)
 func quoteUpstream(s string) string {
 	if len(s) <= maxQuote {
-		return strconv.Quote(s)
+		return audit.Quote(s)
 	}
 	return fmt.Sprintf("(%d bytes)", len(s))
+}
+
+// quoteUpstreamJSON is quoteUpstream of a raw JSON value the upstream
+// sent: a string's text (its escapes decoded, as every decoder reads
+// them), anything else as it was written.
+func quoteUpstreamJSON(v string) string {
+	if strings.HasPrefix(v, `"`) {
+		return quoteUpstream(unquoteJSON(v))
+	}
+	return quoteUpstream(v)
 }
 
 const maxQuote = 64

@@ -166,7 +166,7 @@ func modelListShape(body []byte) error {
 		switch {
 		case strings.EqualFold(name, "object") && v != "null":
 			if v[0] != '"' || unquoteJSON(v) != "list" {
-				bad = fmt.Errorf("%w: it names itself %s", errNotModelList, quoteUpstream(v))
+				bad = fmt.Errorf("%w: it names itself %s", errNotModelList, quoteUpstreamJSON(v))
 			}
 			list = true
 		case strings.EqualFold(name, "data"):

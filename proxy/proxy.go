@@ -487,11 +487,21 @@ func (p *Proxy) logCall(c *call) {
 // the upstream sent (Go's transport quotes a malformed answer in its
 // errors; a refusal quotes the object an answer claims to be) before the
 // log or the trail keeps it. Keys are scrubbed from the log as a whole.
+// The masker reads the text with its \u escapes spelled out; when it
+// masks nothing there (nor in the text as it is) the text stays as it
+// was: six characters \u202e an upstream wrote are not turned into a
+// U+202E.
 func (c *call) maskQuoted(text string) string {
 	if !c.ResponseMask.Enabled() {
 		return text
 	}
-	out, _ := c.ResponseMask.Mask(payload.ValidText(unescapeQuoted(text), c.ResponseMask))
+	read := payload.ValidText(unescapeQuoted(text), c.ResponseMask)
+	out, _ := c.ResponseMask.Mask(read)
+	if out == read {
+		if same, _ := c.ResponseMask.Mask(text); same == text {
+			return text
+		}
+	}
 	return out
 }
 

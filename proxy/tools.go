@@ -59,8 +59,8 @@ func (p *Proxy) checkTools(c *call) *apiError {
 				t.Where, clip(granted, capDetail)))
 		case !toolcall.ValidName(nameToCheck(t.Name)):
 			return errForbidden(CodeToolNotInScope, fmt.Sprintf(
-				"Tool %s (%s) has a name no tool scope can name: use letters, digits, '_', '-' and '.', at most %d bytes (an MCP tool is mcp:SERVER/TOOL).",
-				toolcall.QuoteName(t.Name), t.Where, toolcall.MaxNameLen))
+				"Tool %s (%s) has a name no tool scope can name: use letters, digits, '_', '-' and '.', at most %d bytes (an MCP tool is mcp:SERVER/TOOL)%s.",
+				toolcall.QuoteName(t.Name), t.Where, toolcall.MaxNameLen, firstOutside(nameToCheck(t.Name))))
 		case !toolcall.Covered(c.toolScopes, t.Name):
 			return errForbidden(CodeToolNotInScope, fmt.Sprintf(
 				"Tool %s (%s) is not in this token's tool scopes (%s). Ask for it with `pamctl request --scope 'tool:%s'`%s.",
@@ -403,4 +403,22 @@ func (p *Proxy) toolJudgeError(ctx context.Context, c *call, err error) error {
 			"Upstream %q proposed a tool call pamctl could not read (or more than %d in one answer), so the answer is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, toolcall.MaxCallsPerAnswer), err)
 	}
 	return p.auditError(err)
+}
+
+// firstOutside names the first character of a tool name that a tool scope
+// cannot name, as a code point ("; U+0435 at byte 2 is not one of them"):
+// the name is shown as it is, and a look-alike letter reads as the letter
+// it imitates. Empty when every character is one a scope can name.
+func firstOutside(name string) string {
+	rest, mcp := strings.CutPrefix(name, "mcp:")
+	for i, r := range rest {
+		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '-' || r == '.' || mcp && r == '/' {
+			continue
+		}
+		if mcp {
+			i += len("mcp:")
+		}
+		return fmt.Sprintf("; U+%04X at byte %d is not one of them", r, i)
+	}
+	return ""
 }

@@ -115,15 +115,24 @@ func SplitHeldExcerpt(ex string) (summary string, pieces []HeldPiece) {
 	return summary, pieces
 }
 
+// OnePlace reports whether w can be a place of a held excerpt's place
+// line: one line, and one place (no "; " outside quotes, so
+// SplitHeldExcerpt reads it back as it is). A name the agent chose is in
+// a place quoted (QuoteLine), so the proxy's places all are.
+func OnePlace(w string) bool {
+	return w != "" && !strings.Contains(w, "\n") && len(splitPlaces(w)) == 1
+}
+
 // splitPlaces splits a place line's places at "; " outside quotes (a role
-// or type that is not a plain word is quoted, and may hold "; ").
+// or type that is not a plain word is quoted, QuoteLine, and may
+// hold "; "; a quote in it is doubled, so each quote toggles). Events
+// written before 2026-12-08 quoted names with Go escapes (\" for a
+// quote): a name with a quote in one of them may split elsewhere.
 func splitPlaces(s string) []string {
 	var out []string
 	quoted, start := false, 0
 	for i := 0; i < len(s); i++ {
 		switch {
-		case quoted && s[i] == '\\':
-			i++
 		case s[i] == '"':
 			quoted = !quoted
 		case !quoted && strings.HasPrefix(s[i:], "; "):

@@ -11,6 +11,7 @@ import (
 	"hash"
 	"iter"
 	"strconv"
+	"unicode/utf8"
 )
 
 // ErrTampered matches every *BreakError with errors.Is.
@@ -182,7 +183,7 @@ func NewVerifier(anchor *Anchor, keys KeyFunc) *Verifier {
 	if anchor != nil {
 		v.next = anchor.Seq + 1
 		if len(anchor.Hash) != hexLen || !isLowerHex(anchor.Hash) {
-			v.err = &BreakError{Seq: anchor.Seq, Kind: BreakAnchor, Expected: "a 64-digit hex hash", Found: strconv.Quote(anchor.Hash)}
+			v.err = &BreakError{Seq: anchor.Seq, Kind: BreakAnchor, Expected: "a 64-digit hex hash", Found: quoteShort([]byte(anchor.Hash))}
 		}
 		copy(v.prev[:], anchor.Hash)
 		if v.err == nil && keys != nil {
@@ -199,7 +200,7 @@ func NewVerifier(anchor *Anchor, keys KeyFunc) *Verifier {
 func NewRangeVerifier(start Link, keys KeyFunc) *Verifier {
 	v := &Verifier{keys: keys, partial: true, start: start, next: start.Seq + 1, h: sha256.New()}
 	if len(start.Hash) != hexLen || !isLowerHex(start.Hash) {
-		v.err = &BreakError{Seq: start.Seq, Kind: BreakMalformed, Expected: "a 64-digit hex hash at the range start", Found: strconv.Quote(start.Hash)}
+		v.err = &BreakError{Seq: start.Seq, Kind: BreakMalformed, Expected: "a 64-digit hex hash at the range start", Found: quoteShort([]byte(start.Hash))}
 	}
 	copy(v.prev[:], start.Hash)
 	return v
@@ -245,7 +246,7 @@ func (v *Verifier) add(line []byte) error {
 		return &BreakError{Seq: seq, Kind: BreakMalformed, Expected: "prev_hash and hash as the last members", Found: quoteShort(line)}
 	}
 	if _, err := hex.Decode(prevRaw[:], prev); err != nil {
-		return &BreakError{Seq: seq, Kind: BreakMalformed, Expected: "a hex prev_hash", Found: strconv.Quote(string(prev))}
+		return &BreakError{Seq: seq, Kind: BreakMalformed, Expected: "a hex prev_hash", Found: quoteShort(prev)}
 	}
 	// hash = SHA-256(raw(prev_hash) || canonical), canonical = line without
 	// the hash member. A stored hash in any other spelling than lower-case
@@ -495,11 +496,19 @@ func anchorLink(line []byte) (Link, error) {
 	return Link{Seq: seq, Hash: e.Details[DetailAnchorHash]}, nil
 }
 
+// quoteShort quotes what a trail holds where pamctl's own text was due,
+// for BreakError.Found: raw in quotes, a quote doubled (Quote),
+// for whatever shows the error to escape, once; at most 80 bytes of it
+// (cut on a rune boundary), "..." after the quote when cut.
 func quoteShort(b []byte) string {
 	if len(b) > 80 {
-		return strconv.Quote(string(b[:80])) + "..."
+		n := 80
+		for n > 0 && !utf8.RuneStart(b[n]) {
+			n--
+		}
+		return Quote(string(b[:n])) + "..."
 	}
-	return strconv.Quote(string(b))
+	return Quote(string(b))
 }
 
 // Verify walks a stored chain: anchor and head as stored (nil when absent)

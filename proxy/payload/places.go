@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // A Place is where one text of a request is in its body: a field, or the
@@ -101,10 +103,12 @@ var roles = map[string]bool{"system": true, "developer": true, "user": true, "as
 // of an item), the role and the type: each goes through name first (a
 // masker: none may show a secret the prompt's masking hides), a key that
 // is not a plain identifier of at most 40 bytes shows as <key>, a role
-// that is not one OpenAI knows (or a type spelled as one) is quoted in
-// ASCII and cut, and the path is cut to about 160 bytes (its start and
-// its end): Where is short, one line, and shows no control or bidi
-// character, whatever the agent sent.
+// that is not one OpenAI knows (or a type spelled as one) is quoted
+// (quoteCut: raw, a quote doubled, a line feed as ⏎ outside the quotes)
+// and cut, and the path is cut to about 160 bytes (its start and its
+// end): Where is short and one line, and no name can end its quote early
+// or forge another place, whatever the agent sent. A control or bidi
+// character of a name stays raw: every view escapes the place once.
 func (p Place) Where(name func(string) string) string {
 	path := p.path
 	if (p.role != "" || p.typ != "") && len(path) >= 3 && !path[2].isIndex && path[2].key == "content" &&
@@ -166,14 +170,16 @@ func placeholder(k string) bool {
 	return true
 }
 
-// quoteCut quotes s in ASCII (control, bidi and every other non-ASCII
-// character as an escape), at most maxPlaceName bytes of it, "…" after
-// the quote when it was cut.
+// quoteCut quotes s for a place line (audit.QuoteLine: raw, a quote
+// doubled, a line feed as ⏎ outside the quotes), at most maxPlaceName
+// bytes of it, "…" after the quote when it was cut. Control, bidi and
+// invisible characters stay raw: whatever shows the place escapes it,
+// once (escaping them here too would show an escape as typed text).
 func quoteCut(s string) string {
 	if len(s) <= maxPlaceName {
-		return strconv.QuoteToASCII(s)
+		return audit.QuoteLine(s)
 	}
-	return strconv.QuoteToASCII(clipBytes(s, maxPlaceName)) + "…"
+	return audit.QuoteLine(clipBytes(s, maxPlaceName)) + "…"
 }
 
 // clipBytes cuts s to at most n bytes, on a rune boundary.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/pamctl/pamctl/broker/safetext"
 	"github.com/pamctl/pamctl/proxy/mask"
 )
 
@@ -20,6 +21,14 @@ func inert(w string) bool {
 		}
 	}
 	return true
+}
+
+// shownInert reports whether w, escaped once as every view shows it
+// (safetext.Escape), is one line with nothing a terminal, a page or a
+// chat message could act on, reorder or hide.
+func shownInert(w string) bool {
+	v := safetext.Escape(w)
+	return !strings.ContainsFunc(v, safetext.Unsafe)
 }
 
 // placesOf returns the places of body's texts, each as Where names it
@@ -100,9 +109,10 @@ func TestPlacesNameWhereEachTextIs(t *testing.T) {
 }
 
 // The agent chose roles, types and keys: Where shows them quoted (or as
-// <key>), cut, on one line, and with no control or bidi character, so no
-// surface shows a forged line or reordered text; and not one role or key
-// shows a secret its masker hides.
+// <key>), cut, on one line, raw inside the quotes: escaped once, as every
+// view shows it, it has no control or bidi character, so no surface
+// shows a forged line or reordered text; and not one role or key shows a
+// secret its masker hides.
 func TestPlacesShowHostileNamesInert(t *testing.T) {
 	m, err := mask.New(mask.Config{Default: mask.ActionMask})
 	if err != nil {
@@ -116,7 +126,7 @@ func TestPlacesShowHostileNamesInert(t *testing.T) {
 		body := `{"model":"m","messages":[{"role":` + string(j) + `,"content":"DROP TABLE t"}]}`
 		got := placesOf(t, EndpointChat, body, masked)
 		w := got[0][0]
-		if !strings.HasPrefix(w, `messages[0] (role "`) || len(w) > 100 || !inert(w) || strings.ContainsAny(w, "\n\r") ||
+		if !strings.HasPrefix(w, `messages[0] (role "`) || len(w) > 100 || !shownInert(w) || strings.Contains(w, "\n") ||
 			strings.Contains(w, "bob@") || strings.Contains(w, gh[4:]) || !utf8.ValidString(w) {
 			t.Errorf("role %.40q is shown as %q", role, w)
 		}
@@ -124,7 +134,7 @@ func TestPlacesShowHostileNamesInert(t *testing.T) {
 	for _, typ := range []string{"system", "x\ny", "function_call_output\u202e"} {
 		j, _ := json.Marshal(typ)
 		got := placesOf(t, EndpointResponses, `{"model":"m","input":[{"type":`+string(j)+`,"output":"DROP TABLE t"}]}`, masked)
-		if w := got[0][0]; !strings.HasPrefix(w, `input[0].output (type "`) || !inert(w) {
+		if w := got[0][0]; !strings.HasPrefix(w, `input[0].output (type "`) || !shownInert(w) || strings.Contains(w, "\n") {
 			t.Errorf("type %q is shown as %q", typ, w)
 		}
 	}

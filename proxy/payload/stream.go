@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/scrub"
 	"github.com/pamctl/pamctl/proxy/sse"
@@ -36,12 +37,14 @@ var ErrTooManyFields = errors.New("payload: too many concurrent text fields in s
 var ErrSplitOutput = errors.New("payload: the upstream streamed one output's text under two items")
 
 // quoteItem names a field's item (a choice index or a Responses item id)
-// in an error, bounded: it is the upstream's text.
+// in an error, bounded: it is the upstream's text, kept raw in quotes (a
+// quote doubled, audit.Quote) for whatever shows the error to escape,
+// once; at most 40 bytes of it, "…" after the quote when cut.
 func quoteItem(item string) string {
 	if len(item) > 40 {
-		return strconv.Quote(item[:40]) + "…"
+		return audit.Quote(clipBytes(item, 40)) + "…"
 	}
-	return strconv.Quote(item)
+	return audit.Quote(item)
 }
 
 // ErrTextAfterEnd is returned when the upstream streams more text for a
@@ -651,7 +654,7 @@ func chunkCaseClash(chunk map[string]any) error {
 func caseClash(m map[string]any, known []string, where string) error {
 	for k := range m {
 		if n := clash(k, known); n != "" {
-			return fmt.Errorf("payload: streamed event: %w: %s member %s differs from %q only in letter case, and a case-insensitive decoder reads it as that member", ErrUnreadableJSON, where, strconv.Quote(k), n)
+			return fmt.Errorf("payload: streamed event: %w: %s member %s differs from %q only in letter case, and a case-insensitive decoder reads it as that member", ErrUnreadableJSON, where, audit.Quote(k), n)
 		}
 	}
 	return nil

@@ -6,8 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
+
+	"github.com/pamctl/pamctl/broker/audit"
 )
 
 // Endpoints whose answers RewriteAnswer understands.
@@ -182,17 +183,22 @@ func DeniedMessage(c Call, why string) string {
 	return msg + "."
 }
 
-// QuoteName quotes a tool name for a message: ASCII only (look-alike
-// letters show as \u escapes) and at most 128 bytes of it.
+// QuoteName quotes a tool name (or an item type) for a message, an
+// error's detail or a held call's excerpt, at most MaxNameLen bytes of
+// it ("…" after the quote when cut): raw in quotes, a quote doubled and a
+// line feed written ⏎ outside the quotes (audit.QuoteLine), so no name
+// ends its quote early or starts a line. A look-alike letter, a bidi or
+// an invisible character stays raw: whatever shows the text to a person
+// escapes it there, once.
 func QuoteName(name string) string {
 	if len(name) > MaxNameLen {
 		cut := MaxNameLen
 		for cut > 0 && name[cut]&0xC0 == 0x80 {
 			cut--
 		}
-		return strconv.QuoteToASCII(name[:cut]) + "…"
+		return audit.QuoteLine(name[:cut]) + "…"
 	}
-	return strconv.QuoteToASCII(name)
+	return audit.QuoteLine(name)
 }
 
 func str(m map[string]any, k string) (string, bool) {

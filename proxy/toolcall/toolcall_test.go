@@ -9,6 +9,9 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/responses"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 func TestScopesAndCovered(t *testing.T) {
@@ -192,12 +195,27 @@ func TestRewriteAnswerResponsesOrderAndRedact(t *testing.T) {
 	}
 }
 
+// QuoteName stores a tool name raw in quotes (audit.QuoteLine), for
+// the view to escape once: a look-alike letter, a bidi or zero-width
+// character stays itself, the six characters \u202e typed stay six
+// characters (Go's quoting wrote \u escapes, which a view then doubled:
+// a person read \\u202e where \u202e was meant); a quote, a "; " or a
+// line feed cannot end the quote or start a line.
 func TestQuoteName(t *testing.T) {
-	if got := QuoteName("sh\u0435ll"); got != `"sh\u0435ll"` {
-		t.Error(got)
+	for _, name := range []string{"sh\u0435ll", "sh\u202ell", "sh\u200bell", `a"b`, `a\b`, `\u202e`, "x, y", "x; y", "x]", "x\n[found in messages[0] (system)]", `x" arguments: {"`} {
+		q := QuoteName(name)
+		back, rest, ok := audit.Unquote(q)
+		if !ok || back != name || rest != "" || strings.Contains(q, "\n") {
+			t.Errorf("QuoteName(%q) = %q reads back as %q, %q (%v)", name, q, back, rest, ok)
+		}
+		v := safetext.Escape(q)
+		if strings.Count(v, `\\u202e`) != strings.Count(name, `\u202e`) || strings.Count(v, `\u200b`) != strings.Count(name, "\u200b") ||
+			strings.Count(v, `\u202e`)-strings.Count(v, `\\u202e`) != strings.Count(name, "\u202e") {
+			t.Errorf("QuoteName(%q) is shown %s", name, v)
+		}
 	}
 	long := QuoteName(strings.Repeat("é", 100))
-	if !strings.HasSuffix(long, "…") || len(long) > 4*MaxNameLen {
+	if !strings.HasSuffix(long, "…") || len(long) > MaxNameLen+8 {
 		t.Error(long)
 	}
 }

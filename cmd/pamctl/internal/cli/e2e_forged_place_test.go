@@ -63,3 +63,42 @@ func TestEndToEndForgedPlaceLineIsText(t *testing.T) {
 		t.Errorf("requests does not show the piece after its place:\n%s", r.out)
 	}
 }
+
+// A place naming a role the agent chose (audit.QuoteLine: raw in quotes)
+// reads once in audit show, escaped there: a U+202E as \u202e, a
+// zero-width space as \u200b, the six characters \u202e typed as
+// \\u202e, a quote doubled, a line feed as ⏎ outside the quotes; the name
+// forges no second place and no place line; -o json gives the stored
+// excerpt exactly, and it reads back to the role.
+func TestEndToEndHostileRoleReadsOnce(t *testing.T) {
+	s := startServerWith(t, nil)
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
+	role := "u\u202es\u200ber \\u202e \"x\", y; z]\n[found in messages[0] (system)]"
+	where := "messages[1] (role " + audit.QuoteLine(role) + ")"
+	excerpt := holdAliceText(t, s, where, "you may DROP TABLE users")
+	var seq uint64
+	s.app.audit.Range(t.Context(), 0, func(e audit.Event) bool {
+		if e.Type == audit.TypePromptHeld {
+			seq = e.Seq
+		}
+		return true
+	})
+	r := s.as(t, "admin", "", "audit", "show", itoa(seq)).must(t, "audit show")
+	want := `[found in messages[1] (role "u\u202es\u200ber \\u202e ""x"", y; z]"` + "\u23ce" + `"[found in messages[0] (system)]")]`
+	if strings.Count(r.out, "[found in messages[1]") != 1 || !strings.Contains(r.out, want) || strings.ContainsRune(r.out, '\u202e') {
+		t.Errorf("audit show does not show the place once:\n%s\nwant a line with\n%s", r.out, want)
+	}
+	r = s.as(t, "admin", "", "audit", "tail", "--type", string(audit.TypePromptHeld), "-o", "json").must(t, "audit tail -o json")
+	var e audit.Event
+	if err := json.Unmarshal([]byte(r.out), &e); err != nil || e.Prompt != excerpt {
+		t.Fatalf("audit tail -o json decodes to %q (%v), want %q", e.Prompt, err, excerpt)
+	}
+	_, pieces := audit.SplitHeldExcerpt(e.Prompt)
+	if len(pieces) != 1 || len(pieces[0].Where) != 1 || pieces[0].Where[0] != where {
+		t.Fatalf("the stored excerpt splits into %q", pieces)
+	}
+	q, _ := strings.CutPrefix(pieces[0].Where[0], "messages[1] (role ")
+	if back, rest, ok := audit.Unquote(q); !ok || back != role || rest != ")" {
+		t.Errorf("the place reads back %q, %q", back, rest)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pamctl/pamctl/broker"
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy"
 	"github.com/pamctl/pamctl/proxy/rules"
@@ -51,7 +52,9 @@ func TestHolderCarriesWhatApproversSee(t *testing.T) {
 func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
 	s := startServerWith(t, nil)
 	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "login")
-	const place = "messages[1] (role \"\x1b[2Kuser\n[ok]\u202e\")"
+	// The role as the proxy quotes it (audit.QuoteLine): raw but for its
+	// line feed, which a place cannot hold (the broker refuses one).
+	place := "messages[1] (role " + audit.QuoteLine("\x1b[2Kuser\n[ok]\u202e") + ")"
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := (holder{s.app.broker}).Hold(ctx, proxy.HoldRequest{
@@ -73,14 +76,14 @@ func TestEndToEndHeldPlacesPrintInert(t *testing.T) {
 		inert(t, "requests", r.out+r.err)
 		// Cut at 40 once escaped, between escapes (safetext.Clip); a
 		// line break shows as \n, not as a space.
-		// The place holds a quote: shown quoted, its quotes doubled
+		// The place holds quotes: shown quoted, its quotes doubled
 		// (safetext.Join), so it cannot imitate the ": " after it.
-		if !strings.Contains(r.out, `"messages[1] (role ""\x1b[2Kuser\n[ok]\u202e…`) || strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != 1+map[bool]int{true: 1}[tty] {
+		if !strings.Contains(r.out, `"messages[1] (role ""\x1b[2Kuser""⏎""[o…`) || strings.Count(strings.TrimRight(r.out, "\n"), "\n")+1 != 1+map[bool]int{true: 1}[tty] {
 			t.Fatalf("requests (tty=%v):\n%s\n%s", tty, r.out, r.err)
 		}
 	}
 	r := s.as(t, "alice", "", "requests", "-o", "json").must(t, "requests -o json")
-	if !strings.Contains(r.out, `"where": [`) || !strings.Contains(r.out, `\u001b[2Kuser\n[ok]\u202e`) {
+	if !strings.Contains(r.out, `"where": [`) || !strings.Contains(r.out, `\u001b[2Kuser\"⏎\"[ok]\u202e`) {
 		t.Fatalf("requests -o json:\n%s", r.out)
 	}
 }
