@@ -458,9 +458,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		// The transport decodes the gzip it asked for; anything else
 		// (br, deflate, gzip unasked) could not be masked or scrubbed.
 		_ = res.Body.Close()
-		c.errDetail = "upstream answer encoded as " + ce
+		c.errDetail = "upstream answer encoded as " + quoteUpstream(ce)
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
-			"Upstream %q sent its answer with Content-Encoding %q, which the proxy cannot inspect, so it is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, ce), nil)
+			"Upstream %q sent its answer with Content-Encoding %s, which the proxy cannot inspect, so it is withheld. Retry; if it persists an administrator should check the upstream.", c.up.name, quoteUpstream(ce)), nil)
 	}
 	ct := h.Get("Content-Type")
 	if cs, ok := foreignCharset(ct); ok {

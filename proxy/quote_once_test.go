@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -95,5 +96,59 @@ func TestHeldToolCallNameQuotedOnce(t *testing.T) {
 		if v := safetext.Escape(ex); !readsOnce(v, name) {
 			t.Errorf("%q reads %s", name, v)
 		}
+	}
+}
+
+// What a client or an upstream wrote that a refusal names (a path, a
+// model, a query key, a Content-Encoding) is quoted in the message and
+// the audit event's error raw (audit.Quote), for a view to escape once:
+// Go's %q made a view read \\u202e where the client sent a U+202E.
+func TestRefusalsQuoteWhatOthersSentOnce(t *testing.T) {
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	check := func(what, word, got, before, after string) {
+		t.Helper()
+		_, q, ok := strings.Cut(got, before)
+		back, rest, unq := audit.Unquote(q)
+		if !ok || !unq || back != word || !strings.HasPrefix(rest, after) {
+			t.Errorf("%s %q: %q reads back %q, %q", what, word, got, back, rest)
+		}
+		if v := safetext.Escape(got); !readsOnce(v, strings.Repeat(word, strings.Count(got, word))) {
+			t.Errorf("%s %q reads %s", what, word, v)
+		}
+	}
+	for _, word := range []string{"x\u202ey", "x\u200by", `a"b`, `\u202e`, "x, y", "x]"} {
+		res, b := h.do("POST", "/v2/"+url.PathEscape(word), tok, chatWith("hi"))
+		if res.StatusCode != http.StatusNotFound {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		check("path", "/v2/"+word, apiErr(t, b).Message, "Unknown path ", ".")
+		check("path in the trail", "/v2/"+word, h.sink.last(t).Error, "Unknown path ", ".")
+
+		j, _ := json.Marshal(word)
+		res, b = h.do("POST", "/v1/chat/completions", tok, `{"model":`+string(j)+`,"messages":[{"role":"user","content":"hi"}]}`)
+		if res.StatusCode != http.StatusForbidden {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		check("model", word, h.sink.last(t).Error, "Model ", " is not in")
+
+		res, b = h.do("POST", "/v1/chat/completions?"+url.QueryEscape(word)+"=1", tok, chatWith("hi"))
+		if res.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		check("query", word, h.sink.last(t).Error, "The query names ", ", which")
+
+		h.up.set(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", word)
+			writeJSON(w, usualChatAnswer)
+		})
+		if strings.ContainsFunc(word, func(r rune) bool { return r >= 0x80 }) {
+			continue // not a header value Go's server writes
+		}
+		res, b = h.do("POST", "/v1/chat/completions", tok, chatWith("hi"))
+		if res.StatusCode != http.StatusBadGateway {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		check("Content-Encoding", word, h.sink.last(t).Error, "Content-Encoding ", ", which")
 	}
 }

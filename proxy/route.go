@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/proxy/toolcall"
 )
@@ -157,7 +158,7 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if raw == "" || path.Clean(raw) != raw || !strings.HasPrefix(raw, "/v1/") {
 		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
-			Message: fmt.Sprintf("Unknown path %q. The pamctl proxy serves the OpenAI API under /v1; set your client's base URL to http://<proxy>/v1.", raw)})
+			Message: fmt.Sprintf("Unknown path %s. The pamctl proxy serves the OpenAI API under /v1; set your client's base URL to http://<proxy>/v1.", audit.Quote(raw))})
 		return false
 	}
 	if strings.ContainsRune(raw, ';') {
@@ -166,7 +167,7 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 		// responses/..;/files as files: past the route pamctl checked
 		// and the endpoint scope it matched.
 		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
-			Message: fmt.Sprintf("Unknown path %q: pamctl forwards no path with a ';' (path parameters), which no OpenAI API route has. Remove it.", clip(raw, 200))})
+			Message: fmt.Sprintf("Unknown path %s: pamctl forwards no path with a ';' (path parameters), which no OpenAI API route has. Remove it.", audit.Quote(clip(raw, 200)))})
 		return false
 	}
 	if strings.ContainsFunc(raw, func(r rune) bool { return r == '\\' || r < 0x20 || r == 0x7f }) {
@@ -176,7 +177,7 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 		// past the route and scope pamctl matched; one that stops at a
 		// NUL or drops control characters serves another path too.
 		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
-			Message: fmt.Sprintf("Unknown path %q: pamctl forwards no path with a backslash or a control character, which no OpenAI API route or id has. Remove it.", clip(raw, 200))})
+			Message: fmt.Sprintf("Unknown path %s: pamctl forwards no path with a backslash or a control character, which no OpenAI API route or id has. Remove it.", audit.Quote(clip(raw, 200)))})
 		return false
 	}
 	if !canonicalMethod(r.Method) {
@@ -184,7 +185,7 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 		// answer and stream checks) know GET and POST, but an upstream
 		// that folds case would serve "get" as GET, past them.
 		p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
-			Message: fmt.Sprintf("Method %q is not an upper-case HTTP method; pamctl forwards only methods spelled as the standard defines them (GET, POST, DELETE, ...). Send the method in upper case, as every OpenAI SDK does.", clip(r.Method, 40))})
+			Message: fmt.Sprintf("Method %s is not an upper-case HTTP method; pamctl forwards only methods spelled as the standard defines them (GET, POST, DELETE, ...). Send the method in upper case, as every OpenAI SDK does.", audit.Quote(clip(r.Method, 40)))})
 		return false
 	}
 	c.kind = classify(r.Method, raw)
@@ -193,7 +194,7 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 		// them would serve a model or stored-answer route pamctl
 		// did not check as one.
 		p.fail(w, c, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", NoRetry: true,
-			Message: fmt.Sprintf("Unknown path %q: it differs from an OpenAI API route only in letter case, and paths are case-sensitive. Spell it as the API does (lower case), as every OpenAI SDK does.", clip(raw, 200))})
+			Message: fmt.Sprintf("Unknown path %s: it differs from an OpenAI API route only in letter case, and paths are case-sensitive. Spell it as the API does (lower case), as every OpenAI SDK does.", audit.Quote(clip(raw, 200)))})
 		return false
 	}
 	if c.kind == epTraces && !token.Covers(c.scopes, ScopeTracesWrite) {
@@ -209,14 +210,14 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if k, ok := overrideInQuery(r.URL.RawQuery); ok {
 		p.fail(w, c, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: CodeMethodNotAllowed, NoRetry: true,
-			Message: fmt.Sprintf("The query names a method or path override (%q); pamctl forwards only the method and path it checked. Remove it from the URL.", clip(k, 40))})
+			Message: fmt.Sprintf("The query names a method or path override (%s); pamctl forwards only the method and path it checked. Remove it from the URL.", audit.Quote(clip(k, 40)))})
 		return false
 	}
 	if k, ok := modelRouteQuery(c.kind, r.URL.RawQuery); !ok {
 		p.fail(w, c, errBadRequest(CodeQueryNotAllowed, "", fmt.Sprintf(
-			"The query names %q, which pamctl does not forward on %s %s: the model and the call's options go in the JSON body, where pamctl checks them "+
+			"The query names %s, which pamctl does not forward on %s %s: the model and the call's options go in the JSON body, where pamctl checks them "+
 				"(a gateway that reads a model or deployment from the query would serve one the token's scope does not cover). Only api-version may be in the query; remove the rest from the URL.",
-			clip(k, 40), r.Method, clip(raw, 200)), nil))
+			audit.Quote(clip(k, 40)), r.Method, clip(raw, 200)), nil))
 		return false
 	}
 	if c.kind.stored() && streamAsked(r.URL.RawQuery) {
@@ -450,8 +451,8 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request) bool {
 	c.up, c.model = p.resolveModel(c.clientModel)
 	if !token.CoversModel(c.scopes, c.up.name, c.model) {
 		p.fail(w, c, errForbidden(CodeModelNotInScope, fmt.Sprintf(
-			"Model %q is not in this token's scope (%s). Ask for it with `pamctl request --scope model:%s`.",
-			c.clientModel, strings.Join(c.scopes, " "), c.clientModel)))
+			"Model %s is not in this token's scope (%s). Ask for it with `pamctl request --scope model:%s`.",
+			audit.Quote(c.clientModel), strings.Join(c.scopes, " "), c.clientModel)))
 		return false
 	}
 	c.decision, c.reasons = "allow", []string{"scope model:" + c.clientModel}
