@@ -1362,14 +1362,16 @@ func (l *AuditLog) Verify(ctx context.Context, keys audit.KeyFunc) (audit.Report
 // transaction, after signing the head so the export is covered up to the
 // moment it starts.
 func (l *AuditLog) Export(ctx context.Context, w io.Writer) error {
-	return l.export(ctx, func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error {
-		return audit.WriteJSONL(w, anchor, lines(ctx, tx), head)
+	return l.export(ctx, func(anchor *audit.Anchor, lines iter.Seq2[[]byte, error], head *audit.SignedHead) error {
+		return audit.WriteJSONL(w, anchor, lines, head)
 	})
 }
 
-// export signs the head (so an export normally covers every event), then
-// runs fn in one read transaction with the anchor and the signed head.
-func (l *AuditLog) export(ctx context.Context, fn func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error) error {
+// export signs the head, then runs fn in one read transaction with the
+// anchor, the event lines and the signed head. When it signed, the lines
+// end at the head (audit.ThroughHead): events appended between the two
+// are left for the next export, so the signature covers every event.
+func (l *AuditLog) export(ctx context.Context, fn func(anchor *audit.Anchor, lines iter.Seq2[[]byte, error], head *audit.SignedHead) error) error {
 	if err := l.catchUp(); err != nil {
 		return err
 	}
@@ -1387,7 +1389,11 @@ func (l *AuditLog) export(ctx context.Context, fn func(tx *bolt.Tx, anchor *audi
 		if err != nil {
 			return err
 		}
-		return fn(tx, anchor, head)
+		ls := lines(ctx, tx)
+		if l.opts.Signer != nil {
+			ls = audit.ThroughHead(ls, head)
+		}
+		return fn(anchor, ls, head)
 	})
 }
 
@@ -1512,7 +1518,7 @@ func (l *AuditLog) ExportRange(ctx context.Context, w io.Writer, since, until ti
 	if since.IsZero() && until.IsZero() {
 		return l.Export(ctx, w)
 	}
-	return l.export(ctx, func(tx *bolt.Tx, anchor *audit.Anchor, head *audit.SignedHead) error {
-		return audit.WriteJSONLRange(w, anchor, lines(ctx, tx), head, since, until)
+	return l.export(ctx, func(anchor *audit.Anchor, lines iter.Seq2[[]byte, error], head *audit.SignedHead) error {
+		return audit.WriteJSONLRange(w, anchor, lines, head, since, until)
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"strconv"
 	"time"
 )
 
@@ -144,6 +145,47 @@ func WriteJSONL(w io.Writer, anchor *Anchor, lines iter.Seq2[[]byte, error], hea
 		}
 	}
 	return j.Flush()
+}
+
+// ThroughHead yields the lines of lines (stored lines in seq order) up to
+// and including the event at head's seq, all of them when head is nil. A
+// store that signs a head just before it reads an export ends the export
+// there, so events appended in between are left for the next export and
+// every exported event is covered by the signature (audit verify --file
+// --signed fails an export with events after its head).
+func ThroughHead(lines iter.Seq2[[]byte, error], head *SignedHead) iter.Seq2[[]byte, error] {
+	if head == nil {
+		return lines
+	}
+	return func(yield func([]byte, error) bool) {
+		for line, err := range lines {
+			if err == nil {
+				seq, ok := lineSeq(line)
+				if !ok {
+					err = fmt.Errorf("audit: export: not an event line: %s", quoteShort(line))
+				} else if seq > head.Seq {
+					return
+				}
+			}
+			if !yield(line, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// lineSeq reads the seq a stored event line opens with.
+func lineSeq(line []byte) (uint64, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte(seqPrefix))
+	if !ok {
+		return 0, false
+	}
+	n := bytes.IndexByte(rest, ',')
+	if n <= 0 {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(string(rest[:n]), 10, 64)
+	return seq, err == nil
 }
 
 // WriteJSONLRange writes the events of lines (stored lines in seq order)

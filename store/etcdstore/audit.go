@@ -1297,7 +1297,17 @@ func (l *AuditLog) Export(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return audit.WriteJSONL(w, s.anchor, l.lines(ctx, 1, s.rev), s.head)
+	return audit.WriteJSONL(w, s.anchor, l.exportLines(ctx, s), s.head)
+}
+
+// exportLines are the event lines of an export at s: through the head
+// when the export signed it (audit.ThroughHead), as store.AuditLog's.
+func (l *AuditLog) exportLines(ctx context.Context, s snapshot) iter.Seq2[[]byte, error] {
+	ls := l.lines(ctx, 1, s.rev)
+	if l.opts.Signer != nil {
+		ls = audit.ThroughHead(ls, s.head)
+	}
+	return ls
 }
 
 func (l *AuditLog) exportSnapshot(ctx context.Context) (snapshot, error) {
@@ -1319,7 +1329,7 @@ func (l *AuditLog) ExportRange(ctx context.Context, w io.Writer, since, until ti
 	if err != nil {
 		return err
 	}
-	return audit.WriteJSONLRange(w, s.anchor, l.lines(ctx, 1, s.rev), s.head, since, until)
+	return audit.WriteJSONLRange(w, s.anchor, l.exportLines(ctx, s), s.head, since, until)
 }
 
 // Event records. Without a RecordKey (and as earlier versions wrote every

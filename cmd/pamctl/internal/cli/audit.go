@@ -690,6 +690,8 @@ func explain(rep audit.Report, file bool) (proven, notProven []string) {
 func unsignedError(rep audit.Report) string {
 	const next = "verify an export that carries its signed head (a whole `pamctl audit export`, or a range reaching the head), or drop --signed to check consistency only"
 	switch {
+	case rep.Signed && rep.Unsigned > 0:
+		return fmt.Sprintf("--signed: the %d events after the signed head at seq %d are not covered by its signature (pamctl's export ends at the head it signs, so they were added to the file); export again and verify that file", rep.Unsigned, rep.Head.Seq)
 	case rep.Scope == audit.ScopeRange:
 		return "--signed: the range is consistent but no signed head covers it, so anyone could have written it; " + next
 	case rep.Keys == audit.KeysNone:
@@ -738,8 +740,8 @@ master key are here, else the JWKS the broker serves. A range export
 (--since/--until) is reported as a range, never as the whole trail. A
 range that does not reach its signed head, or an export without one, is
 only consistent: anyone can write such a file. --signed makes the command
-fail unless a head signature was checked over the events (scripts that
-need proof pass it, or read report.signed from -o json).
+fail unless a head signature was checked over the events, and with --file
+over every event in the file (scripts that need proof pass it).
 
 --anchors FILE also checks the trail against signed heads kept off this host
 (audit.anchor, or a sink's JSON Lines): every anchored head must match the
@@ -792,9 +794,12 @@ chain and signatures alone cannot.`,
 					}
 				}
 			}
-			if res.OK && signed && !res.Report.Signed {
-				// Consistent, but nothing proves who wrote it: with
-				// --signed that is a failure, reported as verify's others.
+			if res.OK && signed && (!res.Report.Signed || file != "" && res.Report.Unsigned > 0) {
+				// Consistent, but nothing proves who wrote (some of) it:
+				// with --signed that is a failure, reported as verify's
+				// others. An export ends at the head it signed, so events
+				// after it in a file were added; the live trail's tail is
+				// checked by its authenticators instead.
 				res.OK, res.Error = false, unsignedError(res.Report)
 			}
 			out := verifyOutput{VerifyResult: res, Proven: []string{}, NotProven: []string{}, Anchors: ac}

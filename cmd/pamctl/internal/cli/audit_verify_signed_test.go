@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -58,6 +62,28 @@ func TestAuditVerifySignedRefusesWhatNoSignatureCovers(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.out), &out); err != nil || r.code != ExitError || out.OK || out.Report.Signed || !strings.Contains(out.Error, "--signed") {
 			t.Fatalf("%s with --signed -o json: exit %d, %v:\n%s", name, r.code, err, r.out)
 		}
+	}
+	// A forged event chained after the last one, before the head line:
+	// consistent, and the head's signature still checks, but it covers
+	// none of the added event (review C).
+	last := events[len(events)-1]
+	var lastEv struct {
+		Seq  uint64 `json:"seq"`
+		Hash string `json:"hash"`
+	}
+	json.Unmarshal([]byte(last), &lastEv)
+	forged := strings.Replace(last, fmt.Sprintf(`{"seq":%d,`, lastEv.Seq), fmt.Sprintf(`{"seq":%d,`, lastEv.Seq+1), 1)
+	forged = regexp.MustCompile(`"prev_hash":"[0-9a-f]{64}"`).ReplaceAllString(forged, `"prev_hash":"`+lastEv.Hash+`"`)
+	canonical := forged[:len(forged)-75] + "}"
+	prev, _ := hex.DecodeString(lastEv.Hash)
+	sum := sha256.Sum256(append(prev, canonical...))
+	forged = canonical[:len(canonical)-1] + `,"hash":"` + hex.EncodeToString(sum[:]) + `"}`
+	added := write("added.jsonl", append(append(append([]string{}, events...), forged), lines[len(lines)-1])...)
+	if r := s.as(t, "admin", "", "audit", "verify", "--file", added, "--jwks", jwks); r.code != ExitOK || !strings.Contains(r.err, "1 events after the signed head") {
+		t.Fatalf("the added event does not chain (the case is wrong): exit %d:\n%s", r.code, r.err)
+	}
+	if r := s.as(t, "admin", "", "audit", "verify", "--file", added, "--jwks", jwks, "--signed"); r.code != ExitError || !strings.Contains(r.err, "are not covered by its signature") {
+		t.Fatalf("an event added before the head passes --signed: exit %d:\n%s", r.code, r.err)
 	}
 	if r := s.as(t, "admin", "", "audit", "verify", "--file", full, "--jwks", jwks, "--signed"); r.code != ExitOK {
 		t.Fatalf("a whole export with its head fails --signed: exit %d:\n%s", r.code, r.err)
