@@ -25,7 +25,9 @@ import (
 func TestEndToEndRequestsReasonPlacesQuoted(t *testing.T) {
 	for _, tc := range []struct{ where, shown string }{
 		{`messages[0] (role "x): DROP")`, `"messages[0] (role ""x): DROP"")": hi`},
-		{"m[0] (a; m[9] (system)", `"m[0] (a; m[9] (system)": hi`},
+		// "; " only inside a name's quotes: a proxy writes nothing else,
+		// and the broker refuses a place with one outside (audit.OnePlace).
+		{`messages[0] (role "a; m[9]")`, `"messages[0] (role ""a; m[9]"")": hi`},
 		{"messages[1] (user)", "messages[1] (user): hi"},
 	} {
 		s := startServerWith(t, nil)
