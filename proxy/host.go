@@ -90,14 +90,16 @@ func hostRefusal(host string) *apiError {
 // others get the same 421 host_not_allowed, and are not calls (no audit
 // event). For what serve mounts beside the proxy on its listener,
 // /healthz and /readyz, which a web page rebound to the proxy's address
-// must not read either. It fails on an entry that is not a host name.
+// must not read either; a request without a Host (an HTTP/1.0 health
+// check: HAProxy's httpchk default; no browser sends one) is served. It
+// fails on an entry that is not a host name.
 func HostCheck(allowed []string, ips bool, h http.Handler) (http.Handler, error) {
 	hs, err := newHostSet(allowed, ips)
 	if err != nil {
 		return nil, err
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hs.empty() && !hs.allows(r.Host) {
+		if !hs.empty() && !hs.allows(r.Host) && r.Host != "" {
 			w.Header().Set("Connection", "close")
 			hostRefusal(r.Host).write(w)
 			return

@@ -19,15 +19,28 @@ import (
 // ignoring the port. Anything else gets 421 Misdirected Request.
 //
 // Every path is checked, the probes (/healthz, /readyz) included: a probe
-// by IP address (the kubelet's, a load balancer's) or by localhost passes.
+// by IP address (the kubelet's, a load balancer's) or by localhost passes,
+// and so does one without a Host (ProbeWithoutHost).
 func HostCheck(hostnames []string, h http.Handler) http.Handler {
-	return HostCheckFor("broker", "broker.hostnames", hostnames, h)
+	return HostCheckFor("broker", "broker.hostnames", hostnames, ProbeWithoutHost, h)
 }
 
+// ProbeWithoutHost reports whether r is a request to a probe (/healthz,
+// /readyz) that carries no Host: an HTTP/1.0 health check (HAProxy's
+// httpchk default, a load balancer's monitor, nc). A browser always sends
+// a Host, so a page rebound to the listener cannot send this.
+func ProbeWithoutHost(r *http.Request) bool {
+	return r.Host == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz")
+}
+
+// AnyWithoutHost is HostCheckFor's noHost for a listener whose every path
+// may be read without a Host (the metrics listener: probes and scrapes).
+func AnyWithoutHost(r *http.Request) bool { return r.Host == "" }
+
 // HostCheckFor is HostCheck for another listener: what names it in the
-// refusal ("metrics listener") and setting the setting its names are
-// added to.
-func HostCheckFor(what, setting string, hostnames []string, h http.Handler) http.Handler {
+// refusal ("metrics listener"), setting the setting its names are added
+// to, and noHost which requests without a Host it serves.
+func HostCheckFor(what, setting string, hostnames []string, noHost func(*http.Request) bool, h http.Handler) http.Handler {
 	allowed := map[string]bool{"localhost": true}
 	for _, n := range hostnames {
 		if n = normalizeHost(n); n != "" {
@@ -35,7 +48,7 @@ func HostCheckFor(what, setting string, hostnames []string, h http.Handler) http
 		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hostAllowed(allowed, r.Host) {
+		if !hostAllowed(allowed, r.Host) && !noHost(r) {
 			var body ErrorBody
 			body.Error.Code = "misdirected"
 			body.Error.Message = "this " + what + " does not answer to the host name " + quoteHost(r.Host) +

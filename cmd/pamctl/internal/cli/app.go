@@ -867,11 +867,12 @@ func (a *App) proxyProbes(readyz http.HandlerFunc) (http.Handler, error) {
 // (server:'s host, broker.hostnames), of the proxy (proxy.hostnames) or of
 // the metrics listener (metrics.hostnames); others get 421, as on the
 // broker's listener: a web page rebound to a loopback metrics listener
-// reads neither /metrics nor the probes.
+// reads neither /metrics nor the probes. A request without a Host (an
+// HTTP/1.0 check or scrape; no browser sends one) is served.
 func (a *App) metricsHostCheck(h http.Handler) http.Handler {
 	names := append([]string{hostOf(a.cfg.Server)}, a.cfg.Broker.Hostnames...)
 	names = append(append(names, a.cfg.Proxy.Hostnames...), a.cfg.Metrics.Hostnames...)
-	return api.HostCheckFor("metrics listener", "metrics.hostnames", names, h)
+	return api.HostCheckFor("metrics listener", "metrics.hostnames", names, api.AnyWithoutHost, h)
 }
 
 // withHealth serves /healthz and /readyz beside h, the metrics listener's

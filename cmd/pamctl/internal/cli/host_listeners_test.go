@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -69,6 +70,63 @@ func TestListenersCheckTheHostOfEveryPath(t *testing.T) {
 					t.Errorf("%s %s with Host %q: 421", l.name, path, h)
 				}
 			}
+		}
+	}
+}
+
+// getNoHost sends an HTTP/1.0 GET of path without a Host header (an
+// HAProxy httpchk, a load balancer's monitor) to the listener of u and
+// returns the status.
+func getNoHost(t *testing.T, u, path string) int {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A health check without a Host (HTTP/1.0: HAProxy's httpchk default)
+// reads the probes of every listener and the metrics listener (review:
+// the Host check on every path answered it 421); a browser always sends a
+// Host, so nothing else of the broker or the proxy answers one without.
+func TestProbesAnswerARequestWithoutHost(t *testing.T) {
+	s := startServerWith(t, func(c *Config) {
+		c.Metrics.Addr = "127.0.0.1:0"
+		c.Broker.Hostnames = []string{"pam.example.com"}
+		c.Proxy.Hostnames = []string{"pam-proxy.example.com"}
+	})
+	for _, tc := range []struct {
+		name, url, path string
+		served          bool
+	}{
+		{"broker", s.app.BrokerURL(), "/healthz", true},
+		{"broker", s.app.BrokerURL(), "/readyz", true},
+		{"broker", s.app.BrokerURL(), "/.well-known/jwks.json", false},
+		{"broker", s.app.BrokerURL(), "/ui/", false},
+		{"proxy", s.app.ProxyURL(), "/healthz", true},
+		{"proxy", s.app.ProxyURL(), "/readyz", true},
+		{"proxy", s.app.ProxyURL(), "/v1/models", false},
+		{"metrics", s.app.MetricsURL(), "/healthz", true},
+		{"metrics", s.app.MetricsURL(), "/readyz", true},
+		{"metrics", s.app.MetricsURL(), "/metrics", true},
+	} {
+		code := getNoHost(t, tc.url, tc.path)
+		if served := code != http.StatusMisdirectedRequest; served != tc.served {
+			t.Errorf("%s %s without a Host: %d, want served=%v", tc.name, tc.path, code, tc.served)
 		}
 	}
 }
