@@ -34,6 +34,7 @@
   function sessionEnded() {
     ended = true;
     if (es) { es.close(); }
+    document.documentElement.removeAttribute("data-live");
     say("Your session has ended, so this list no longer updates. Reload to sign in again.", "warn");
   }
   function refresh() {
@@ -59,6 +60,7 @@
         var fresh = doc.querySelector("[data-live=queue]");
         if (fresh) {
           unsay();
+          if (fresh.innerHTML === region.innerHTML) { return; }
           region.replaceChildren.apply(region, Array.prototype.slice.call(fresh.childNodes));
           region.classList.remove("live-flash");
           void region.offsetWidth;
@@ -73,8 +75,19 @@
         if (again) { again = false; refresh(); }
       });
   }
+  // The server subscribes to the trail before it answers, so once the
+  // stream is open no change is missed; what changed before that (since
+  // the page was rendered, or while the stream was down) has no event
+  // left, so each opening fetches the queue once. The page says it is
+  // live (data-live) only while the stream is open.
   es = new EventSource("/ui/events");
+  es.addEventListener("open", function () {
+    document.documentElement.setAttribute("data-live", "connected");
+    refresh();
+  });
+  es.addEventListener("error", function () {
+    if (es.readyState !== EventSource.OPEN) { document.documentElement.removeAttribute("data-live"); }
+  });
   es.addEventListener("queue", refresh);
   es.addEventListener("logout", sessionEnded);
-  document.documentElement.setAttribute("data-live", "connected");
 })();

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
 
 	"github.com/pamctl/pamctl/broker"
@@ -295,4 +297,64 @@ func shot(t *testing.T, ctx context.Context, name string) {
 	if err := os.WriteFile(filepath.Join(dir, name), buf, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestBrowserQueueCatchesUpWhenLive: the queue page is rendered, then its
+// event stream subscribes to the trail; a request that arrives in between
+// (a slow connection, a loaded broker: what made TestBrowserApprovals miss
+// its held call) has no event left to announce it. The page must show it
+// without a reload, and say it is live only once the stream is open. The
+// stream is held back here until the request exists.
+func TestBrowserQueueCatchesUpWhenLive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	s := startServerOpts(t, nil, AppOptions{Dev: true})
+	base := s.app.BrokerURL()
+	s.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "alice login")
+	ctx := newBrowser(t)
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	run(t, ctx, "open the queue", chromedp.Navigate(base+"/ui/"))
+	browserLogin(t, ctx, "bob", "security")
+	run(t, ctx, "leave the queue", chromedp.Navigate("about:blank"))
+
+	// Hold every request for the event stream until released.
+	paused := make(chan fetch.RequestID, 8)
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*fetch.EventRequestPaused); ok {
+			select {
+			case paused <- e.RequestID:
+			default:
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, ctx, "hold the event stream back", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/ui/events*"}}})
+		return err
+	}))
+	run(t, ctx, "open the queue again", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(css("main h1")))
+	var held fetch.RequestID
+	select {
+	case held = <-paused:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the queue page opened no event stream within 60s")
+	}
+	if live := bjs[string](t, ctx, "the live state", `document.documentElement.getAttribute("data-live") || ""`); live == "connected" {
+		t.Fatal("the page says it is live while its event stream is not open")
+	}
+
+	r := s.as(t, "alice", "", "request", "--scope", "model:gpt-4o-mini", "--reason", "arrived before the stream", "--nowait", "-o", "json").must(t, "request")
+	var req broker.Request
+	if err := json.Unmarshal([]byte(r.out), &req); err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	run(t, ctx, "let the event stream through", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: held})
+		return err
+	}))
+	run(t, ctx, "the page is live", chromedp.WaitVisible(css(`html[data-live="connected"]`)))
+	run(t, ctx, "the request that arrived before the stream is listed without a reload",
+		chromedp.WaitVisible(css(`a[href="/ui/requests/`+req.ID+`"]`)))
 }
