@@ -640,6 +640,19 @@ func (s *Service) Get(ctx context.Context, who Identity, id string) (*Request, e
 	return r, nil
 }
 
+// Stored reports whether the store holds request id, whoever may see
+// it: the web UI waits for a held call's record, which follows its trail
+// event (Hold writes the trail first), before telling pages to refresh.
+func (s *Service) Stored(ctx context.Context, id string) (bool, error) {
+	if _, err := s.store.GetRequest(ctx, id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return false, s.storeErr(err)
+	}
+	return true, nil
+}
+
 func (s *Service) storeErr(err error) error {
 	if errors.Is(err, ErrNotFound) {
 		return ErrNotFound

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -125,6 +126,9 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 				}
 				return
 			}
+			if e.Type == audit.TypePromptHeld && e.Request != "" {
+				u.awaitStored(r.Context(), e.Request)
+			}
 			fmt.Fprintf(w, "event: queue\ndata: {\"seq\":%d}\n\n", e.Seq)
 			if rc.Flush() != nil {
 				return
@@ -192,4 +196,38 @@ func (u *UI) stopping() <-chan struct{} {
 func isStepUp(err error) bool {
 	var su *broker.StepUpError
 	return errors.As(err, &su)
+}
+
+// heldStoreWait bounds how long a stream waits for a held call's record
+// (awaitStored): past it the store failed the write, the hold was refused,
+// and a refresh shows nothing new, which is harmless.
+const heldStoreWait = 30 * time.Second
+
+// awaitStored waits until the store holds request id, or heldStoreWait
+// has passed, or ctx ends. The broker records a held call in the trail
+// before the store (a call missing from the trail is never offered), so
+// the trail's prompt.held can reach a stream first; a page told at once
+// refreshed before the hold was stored, got no later event, and never
+// listed it (TestBrowserApprovals under load). The first look finds it
+// unless the store write is still under way.
+func (u *UI) awaitStored(ctx context.Context, id string) {
+	deadline := time.Now().Add(heldStoreWait)
+	wait := 10 * time.Millisecond
+	for {
+		ok, err := u.c.Service.Stored(ctx, id)
+		if ok || err != nil || time.Now().After(deadline) {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-u.stopping():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 250*time.Millisecond)
+	}
 }

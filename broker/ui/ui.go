@@ -43,6 +43,8 @@ import (
 type Service interface {
 	List(ctx context.Context, who broker.Identity, pendingOnly bool) ([]*broker.Request, error)
 	Get(ctx context.Context, who broker.Identity, id string) (*broker.Request, error)
+	// Stored reports whether the store holds request id (for anyone).
+	Stored(ctx context.Context, id string) (bool, error)
 	Review(ctx context.Context, reviewer broker.Identity, id string, approve bool, reason string, narrow []string) (*broker.Request, error)
 	Revoke(ctx context.Context, who broker.Identity, id string, admin bool) (*broker.Request, error)
 	CanReview(r *broker.Request, reviewer broker.Identity) (bool, string)

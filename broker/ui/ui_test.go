@@ -41,6 +41,7 @@ type fakeService struct {
 	storeErr error           // RedeemIDToken fails with it
 	uses     int             // WebSession calls: uses that keep a session alive
 	checks   int             // CheckWebSession calls
+	looked   chan string     // Stored sends the ids it did not find
 	// idle, when set, ends a session unused for that long, as the broker's
 	// sessions.idle_timeout: WebSession and CheckWebSession refuse it, on
 	// the clock at (zero: time.Now), against its last use (WebSession).
@@ -163,6 +164,20 @@ func (f *fakeService) Get(_ context.Context, who broker.Identity, id string) (*b
 	}
 	c := *r
 	return &c, nil
+}
+
+func (f *fakeService) Stored(_ context.Context, id string) (bool, error) {
+	f.mu.Lock()
+	_, ok := f.reqs[id]
+	looked := f.looked
+	f.mu.Unlock()
+	if looked != nil && !ok {
+		select {
+		case looked <- id:
+		default:
+		}
+	}
+	return ok, nil
 }
 
 func (f *fakeService) CanReview(r *broker.Request, who broker.Identity) (bool, string) {
