@@ -316,6 +316,9 @@ func TestBrowserQueueCatchesUpWhenLive(t *testing.T) {
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
 	run(t, ctx, "open the queue", chromedp.Navigate(base+"/ui/"))
 	browserLogin(t, ctx, "bob", "security")
+	// The queue itself, not any h1 (the login form has one too): leaving
+	// before the login's callback has set the cookie would log bob out.
+	run(t, ctx, "the queue after the login", chromedp.WaitVisible(css("#queue")))
 	run(t, ctx, "leave the queue", chromedp.Navigate("about:blank"))
 
 	// Hold every request for the event stream until released.
@@ -334,12 +337,16 @@ func TestBrowserQueueCatchesUpWhenLive(t *testing.T) {
 		_, err := cdp.Call(ctx, tg, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/ui/events*"}}})
 		return err
 	}))
-	run(t, ctx, "open the queue again", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(css("main h1")))
+	run(t, ctx, "open the queue again", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(css("#queue")))
 	var held fetch.RequestID
 	select {
 	case held = <-paused:
 	case <-time.After(60 * time.Second):
-		t.Fatal("the queue page opened no event stream within 60s")
+		lc, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		loc, _ := chromedp.Run(lc, chromedp.Location())
+		body, _ := chromedp.Run(lc, chromedp.Evaluate[string](`document.documentElement.outerHTML.slice(0, 3000)`))
+		t.Fatalf("the queue page opened no event stream within 60s\nat %s\n%s", loc, body)
 	}
 	if live := bjs[string](t, ctx, "the live state", `document.documentElement.getAttribute("data-live") || ""`); live == "connected" {
 		t.Fatal("the page says it is live while its event stream is not open")
