@@ -82,16 +82,21 @@ func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
 		held.Details = map[string]string{"tool": h.Tool}
 	}
 	// The trail first: a call nobody can find in it is not offered for
-	// approval (the caller is refused, as when the broker is down).
+	// approval (the caller is refused, as when the broker is down). Once
+	// begun, the records are made whole whatever the caller's deadline:
+	// it bounds the wait for a decision below, and a deadline ending
+	// between the two had left a prompt.held for a call no approver could
+	// find (a late approval still releases the call's retry).
+	rec := context.WithoutCancel(ctx)
 	if s.audit != nil {
-		if err := s.audit.Append(ctx, held); err != nil {
+		if err := s.audit.Append(rec, held); err != nil {
 			return nil, &Error{Code: CodeInternal, Message: "could not record the held call in the audit trail", Err: err}
 		}
 	}
-	if err := s.store.CreateRequest(ctx, r); err != nil {
+	if err := s.store.CreateRequest(rec, r); err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "could not record the held call", Err: err}
 	}
-	s.notify(ctx, r, "prompt.held")
+	s.notify(rec, r, "prompt.held")
 
 	// The call waits for a decision, or for its grant to end: a call
 	// nobody can release then ends at once (endHeld), not at the hold
