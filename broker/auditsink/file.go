@@ -53,6 +53,9 @@ func newFileTarget(c SinkConfig) (*fileTarget, error) {
 	if t.maxFiles <= 0 {
 		t.maxFiles = DefaultMaxFiles
 	}
+	if err := checkFileWay(t.path); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(t.path), 0o700); err != nil {
 		return nil, fmt.Errorf("file: %w", err)
 	}
@@ -130,6 +133,21 @@ func completeLinesEnd(f *os.File, size int64) (int64, error) {
 	return end, nil
 }
 
+// checkFileWay refuses a file sink's path that another local user could
+// write, or replace through a directory on its way (safefile.CheckWay and
+// CheckPerms): the sink would append the trail to a file they had put
+// there or could swap. The copy would still verify against the trail, but
+// not be where the operator's collector reads it.
+func checkFileWay(path string) error {
+	if err := safefile.CheckWay(path); err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	if _, err := safefile.CheckPerms(path, false); err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	return nil
+}
+
 // checkFileTarget reports what would stop newFileTarget, creating and
 // changing nothing: a directory in the path that is a file, a path that
 // is a symlink or not a regular file, or an existing file that cannot be
@@ -153,6 +171,9 @@ func checkFileTarget(c SinkConfig) error {
 		}
 	}
 	if err := checkOutputPath("file", c.Path); err != nil {
+		return err
+	}
+	if err := checkFileWay(c.Path); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(c.Path, os.O_RDONLY|appendFlags, 0)

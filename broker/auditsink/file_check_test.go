@@ -93,6 +93,24 @@ func TestCheckTargetsJudgesAFileSinkPathAsStartDoes(t *testing.T) {
 			}
 			return p
 		}, "not a regular file"},
+		{"a file every local user may write", true, func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "audit.jsonl")
+			write(t, p, "")
+			if err := os.Chmod(p, 0o666); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, "writable by every local user"},
+		{"a directory every local user may write", true, func(t *testing.T, dir string) string {
+			d := filepath.Join(dir, "open")
+			if err := os.Mkdir(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(d, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(d, "sub", "audit.jsonl")
+		}, "writable by every local user"},
 		{"an event line that does not read", false, func(t *testing.T, dir string) string {
 			p := filepath.Join(dir, "audit.jsonl")
 			write(t, p, "{\"seq\":\"one\",\"hash\":1}\n")
@@ -101,7 +119,7 @@ func TestCheckTargetsJudgesAFileSinkPathAsStartDoes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.unix && runtime.GOOS == "windows" {
-				t.Skip("symlinks and FIFOs need Unix here")
+				t.Skip("symlinks, FIFOs and modes need Unix here")
 			}
 			dir := t.TempDir()
 			path := tc.setup(t, dir)
