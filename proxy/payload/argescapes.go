@@ -146,3 +146,198 @@ func validHexPrefix(s string) bool {
 	}
 	return true
 }
+
+// The masker reads call arguments as the agent's second decode does: an
+// escape the arguments keep (\n, \t, \u000b, \", \\, a lone surrogate)
+// stands for one character, which ends a word, so "key:\nsk-proj-…"
+// shows the masker a key after a line break, not "nsk-proj-…". And a
+// placeholder must never replace part of an escape ("x\[EMAIL]" is not
+// JSON). So before masking, each escape becomes one private-use character
+// (argView) that, like a line break or a quote, no detector reads as part
+// of a word; after masking each is written back as its escape (argUnview).
+// An escape inside a finding goes with it. A raw private-use character of
+// those planes in the arguments is marked (viewRaw before it) so it comes
+// back as itself.
+const (
+	viewU     = 0xF0000  // + XXXX: the escape \uXXXX
+	viewShort = 0x100000 // + c: the escape \c (c ASCII); + 0x80: a lone backslash
+	viewRaw   = 0x10FF00 // the next character is the arguments' own
+)
+
+// maskArguments masks a call's arguments (JSON text, as the first decode
+// yields it) with f, as the agent's second decode reads them.
+func maskArguments(a string, f func(string) string) string {
+	return viewMasked(ArgumentEscapes(a), f)
+}
+
+// viewMasked is f of plain (arguments whose printable escapes are
+// written plainly), each escape reading as one character.
+func viewMasked(plain string, f func(string) string) string {
+	if !needsView(plain) {
+		return f(plain)
+	}
+	v, _ := toView(plain, true)
+	out, _ := fromView(f(v), true)
+	return out
+}
+
+// needsView reports whether s holds an escape or a byte that may begin a
+// character of the private-use planes.
+func needsView(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\\' || c == 0xF3 || c == 0xF4 {
+			return true
+		}
+	}
+	return false
+}
+
+// argView is toView for text that arrives in pieces; argUnview is
+// fromView. Both hold back at most an escape or a character a piece ends
+// inside, so any split gives the whole's output.
+type argView struct{ held string }
+
+func (v *argView) write(s string) string {
+	if v.held == "" && !needsView(s) {
+		return s
+	}
+	out, rest := toView(v.held+s, false)
+	v.held = rest
+	return out
+}
+
+func (v *argView) flush() string {
+	out, _ := toView(v.held, true)
+	v.held = ""
+	return out
+}
+
+type argUnview struct{ held string }
+
+func (v *argUnview) write(s string) string {
+	if v.held == "" && !needsView(s) {
+		return s
+	}
+	out, rest := fromView(v.held+s, false)
+	v.held = rest
+	return out
+}
+
+func (v *argUnview) flush() string {
+	out, _ := fromView(v.held, true)
+	v.held = ""
+	return out
+}
+
+// toView writes each escape of s as one character; unless final, an
+// escape or a 4-byte character s ends inside is returned as rest.
+func toView(s string, final bool) (string, string) {
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '\\':
+			if i+1 >= len(s) {
+				if !final {
+					return b.String(), s[i:]
+				}
+				b.WriteRune(viewShort + 0x80)
+				i++
+				continue
+			}
+			e := s[i+1]
+			if e == 'u' {
+				if i+6 > len(s) && !final && validHexPrefix(s[i+2:]) {
+					return b.String(), s[i:]
+				}
+				if r, ok := hex4(s, i+2); ok {
+					b.WriteRune(viewU + r)
+					i += 6
+					continue
+				}
+			}
+			if e < 0x80 {
+				b.WriteRune(viewShort + rune(e))
+				i += 2
+				continue
+			}
+			b.WriteRune(viewShort + 0x80)
+			i++
+		case c == 0xF3 || c == 0xF4:
+			if i+4 > len(s) && !final {
+				return b.String(), s[i:]
+			}
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if n == 4 && r >= viewU {
+				b.WriteRune(viewRaw)
+			}
+			b.WriteString(s[i : i+n])
+			i += n
+		default:
+			j := i + 1
+			for j < len(s) && s[j] != '\\' && s[j] != 0xF3 && s[j] != 0xF4 {
+				j++
+			}
+			b.WriteString(s[i:j])
+			i = j
+		}
+	}
+	return b.String(), ""
+}
+
+// fromView writes back what toView wrote; unless final, a character s
+// ends inside (or a viewRaw mark without the character it marks) is
+// returned as rest. A mark whose character a finding replaced is dropped.
+func fromView(s string, final bool) (string, string) {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != 0xF3 && c != 0xF4 {
+			j := i + 1
+			for j < len(s) && s[j] != 0xF3 && s[j] != 0xF4 {
+				j++
+			}
+			b.WriteString(s[i:j])
+			i = j
+			continue
+		}
+		if i+4 > len(s) && !final {
+			return b.String(), s[i:]
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case n != 4:
+			b.WriteString(s[i : i+n])
+		case r == viewRaw:
+			k := i + n
+			if k < len(s) && (s[k] == 0xF3 || s[k] == 0xF4) || k == len(s) {
+				if k+4 > len(s) && !final {
+					return b.String(), s[i:]
+				}
+				if r2, n2 := utf8.DecodeRuneInString(s[k:]); n2 == 4 && r2 >= viewU {
+					b.WriteString(s[k : k+n2])
+					n += n2
+				}
+			}
+		case viewU <= r && r < viewU+0x10000:
+			const hexDigits = "0123456789abcdef"
+			x := r - viewU
+			b.WriteString(`\u`)
+			b.WriteByte(hexDigits[x>>12&0xf])
+			b.WriteByte(hexDigits[x>>8&0xf])
+			b.WriteByte(hexDigits[x>>4&0xf])
+			b.WriteByte(hexDigits[x&0xf])
+		case viewShort <= r && r < viewShort+0x80:
+			b.WriteByte('\\')
+			b.WriteByte(byte(r - viewShort))
+		case r == viewShort+0x80:
+			b.WriteByte('\\')
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String(), ""
+}

@@ -2,6 +2,7 @@ package payload
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -41,6 +42,38 @@ func TestArgumentEscapes(t *testing.T) {
 			y, _ := json.Marshal(b)
 			if string(x) != string(y) {
 				t.Errorf("%s: the value changed: %s, %s", in, x, y)
+			}
+		}
+	}
+}
+
+// Escapes as one character each, and back: the same text (a \u escape's
+// hex digits in lower case), for any split of the text and of the view.
+func TestArgumentView(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a":"x\ny\t\"\\\u000B\ud800"}`:               `{"a":"x\ny\t\"\\\u000b\ud800"}`,
+		"raw \U000F0041 and \U0010FF00 and \U00100022": "raw \U000F0041 and \U0010FF00 and \U00100022",
+		`bad \x \u00zz \u12 ends \`:                    `bad \x \u00zz \u12 ends \`,
+		"\\\u00e9 plain é":                             "\\\u00e9 plain é",
+	} {
+		v, _ := toView(in, true)
+		if strings.Contains(v, `\`) {
+			t.Errorf("%q: a backslash in the view %q", in, v)
+		}
+		if got, _ := fromView(v, true); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+		for i := 0; i <= len(in); i++ {
+			var a argView
+			got := a.write(in[:i]) + a.write(in[i:]) + a.flush()
+			if got != v {
+				t.Fatalf("%q split at %d: view %q, want %q", in, i, got, v)
+			}
+		}
+		for i := 0; i <= len(v); i++ {
+			var u argUnview
+			if got := u.write(v[:i]) + u.write(v[i:]) + u.flush(); got != want {
+				t.Fatalf("%q: view split at %d: %q, want %q", in, i, got, want)
 			}
 		}
 	}

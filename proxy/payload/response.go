@@ -243,19 +243,25 @@ var base64Alphabet = func() (t [256]bool) {
 // selects; every member name goes through f too, and one f changes is
 // renamed (renameKey). It returns v (a string value given directly is
 // masked).
+//
+// A string member named arguments is a call's arguments, JSON text the
+// agent decodes again: f reads it as that second decode does
+// (maskArguments).
 func MaskStrings(v any, f func(string) string, skip func(key string) bool) any {
-	return maskStringsKeys(v, f, f, skip)
+	return maskStringsKeys(v, f, f, nil, skip)
 }
 
 // maskStringsKeys is MaskStrings masking member names with fk: a caller
-// whose f counts findings per text field masks names apart.
-func maskStringsKeys(v any, f, fk func(string) string, skip func(key string) bool) any {
+// whose f counts findings per text field masks names apart. fa, when not
+// nil, masks call arguments instead of maskArguments with f (a stream
+// scrubs keys from them before they are viewed for masking).
+func maskStringsKeys(v any, f, fk, fa func(string) string, skip func(key string) bool) any {
 	switch x := v.(type) {
 	case string:
 		return f(x)
 	case []any:
 		for i, e := range x {
-			x[i] = maskStringsKeys(e, f, fk, nil)
+			x[i] = maskStringsKeys(e, f, fk, fa, nil)
 		}
 	case map[string]any:
 		var renamed []string // keys fk changes: old, new pairs
@@ -271,10 +277,14 @@ func maskStringsKeys(v any, f, fk func(string) string, skip func(key string) boo
 			if a, isStr := e.(string); isStr && k == "arguments" {
 				// A call's arguments: mask what the agent's second
 				// decode reads (argescapes.go).
-				x[k] = f(ArgumentEscapes(a))
+				if fa != nil {
+					x[k] = fa(a)
+				} else {
+					x[k] = maskArguments(a, f)
+				}
 				continue
 			}
-			x[k] = maskStringsKeys(e, f, fk, nil)
+			x[k] = maskStringsKeys(e, f, fk, fa, nil)
 		}
 		var next map[string]int // per placeholder, the suffix to try next
 		for i := 0; i < len(renamed); i += 2 {

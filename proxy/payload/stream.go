@@ -480,6 +480,8 @@ type textField struct {
 	mask    *mask.Stream  // while the field is streamed, nil once finished
 	scrub   *scrub.Stream // with mask, when keys are set
 	args    *argUnescaper // with mask, for call arguments (argumentKinds)
+	view    *argView      // with args: escapes as one character each, for the masker
+	unview  *argUnview    // with args: the masker's output, escapes written back
 	counted bool          // its findings are counted (streamed, or masked whole)
 	ended   bool          // streamed, then finished: its held-back tail is out
 }
@@ -722,7 +724,7 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 			f.scrub = s.keys.NewStream()
 		}
 		if argumentKinds[k.kind] {
-			f.args = new(argUnescaper)
+			f.args, f.view, f.unview = new(argUnescaper), new(argView), new(argUnview)
 		}
 		s.fields[k] = f
 		s.open++
@@ -745,6 +747,14 @@ func (s *streamer) write(k textKey, delta string) (string, error) {
 			s.kbuf = nil
 		}
 	}
+	if f.view != nil {
+		// Scrubbed as escapes, masked with each escape one character
+		// (argescapes.go).
+		out := f.unview.write(st.Write(f.view.write(delta)))
+		s.res.TextBytes += int64(len(out))
+		s.summarize(k, out)
+		return out, nil
+	}
 	out := st.Write(delta)
 	s.res.TextBytes += int64(len(out))
 	s.summarize(k, out)
@@ -762,17 +772,20 @@ func (s *streamer) finish(k textKey) string {
 	if f.args != nil {
 		tail := f.args.flush()
 		if ks := f.scrub; ks != nil {
-			tail = string(ks.Write(nil, []byte(tail)))
+			tail = string(ks.Write(nil, []byte(tail))) + string(ks.Flush(nil))
 		}
-		out = st.Write(tail)
+		tail = f.view.write(tail) + f.view.flush()
+		out = st.Write(tail) + st.Flush()
+		out = f.unview.write(out) + f.unview.flush()
+	} else {
+		if ks := f.scrub; ks != nil {
+			out = st.Write(string(ks.Flush(nil)))
+		}
+		out += st.Flush()
 	}
-	if ks := f.scrub; ks != nil {
-		out += st.Write(string(ks.Flush(nil)))
-	}
-	out += st.Flush()
 	s.res.TextBytes += int64(len(out))
 	s.res.Counts.Add(st.Counts())
-	f.mask, f.scrub, f.args, f.ended = nil, nil, nil, true
+	f.mask, f.scrub, f.args, f.view, f.unview, f.ended = nil, nil, nil, nil, nil, true
 	s.fields[k] = f
 	s.open--
 	s.summarize(k, out)
@@ -811,7 +824,18 @@ func (s *streamer) maskFull(k textKey, text string) string {
 	if clean := s.keys.String(text); clean != text {
 		text, s.dirty = clean, true
 	}
-	out, c := s.m.Mask(text)
+	var out string
+	var c mask.Counts
+	if argumentKinds[k.kind] {
+		// Masked with each escape one character (argescapes.go).
+		out = viewMasked(text, func(t string) string {
+			var o string
+			o, c = s.m.Mask(t)
+			return o
+		})
+	} else {
+		out, c = s.m.Mask(text)
+	}
 	s.dirty = s.dirty || out != text
 	if f := s.fields[k]; !f.counted {
 		s.res.Counts.Add(c)
@@ -839,12 +863,32 @@ func (s *streamer) maskOnce(text string) string {
 	return out
 }
 
+// maskArgsOnce is maskOnce for a call's arguments that are not streamed:
+// what the agent's second decode reads is scrubbed of keys, then masked
+// with each escape one character (argescapes.go).
+func (s *streamer) maskArgsOnce(text string) string {
+	if text == "" {
+		return text
+	}
+	plain := ArgumentEscapes(text)
+	if clean := s.keys.String(plain); clean != plain {
+		plain, s.dirty = clean, true
+	}
+	out := viewMasked(plain, func(t string) string {
+		o, c := s.m.Mask(t)
+		s.res.Counts.Add(c)
+		return o
+	})
+	s.dirty = s.dirty || out != text
+	return out
+}
+
 // maskEvent masks every non-structural string of a Responses event (or
 // part of one) not otherwise handled, and returns it (a string value comes
 // back masked).
 func (s *streamer) maskEvent(v any, skip func(string) bool) any {
 	if s.inspects() {
-		return MaskStrings(v, s.maskOnce, skip)
+		return maskStringsKeys(v, s.maskOnce, s.maskOnce, s.maskArgsOnce, skip)
 	}
 	return v
 }
@@ -921,12 +965,17 @@ func (s *streamer) chatSlow(ev sse.Event) error {
 		changed = changed || out != t
 		return out
 	}
+	onceArgs := func(t string) string {
+		out := s.maskArgsOnce(t)
+		changed = changed || out != t
+		return out
+	}
 	choices, isList := chunk["choices"].([]any)
 	for i, v := range choices {
 		ch := obj(v)
 		if ch == nil {
 			if s.inspects() {
-				choices[i] = MaskStrings(v, once, nil) // a choice of another type, masked whole
+				choices[i] = maskStringsKeys(v, once, once, onceArgs, nil) // a choice of another type, masked whole
 			}
 			continue
 		}
@@ -954,7 +1003,7 @@ func (s *streamer) chatSlow(ev sse.Event) error {
 			// Every other model-written string of the choice, masked
 			// within this chunk (a delta that is not an object whole).
 			maskChatRest(delta, once)
-			MaskStrings(ch, once, func(k string) bool { return k == "delta" && deltaObj || k == "logprobs" })
+			maskStringsKeys(ch, once, once, onceArgs, func(k string) bool { return k == "delta" && deltaObj || k == "logprobs" })
 		}
 		for _, tc := range arr(delta["tool_calls"]) {
 			if name, _ := obj(obj(tc)["function"])["name"].(string); name != "" && ci == 0 {
@@ -970,7 +1019,7 @@ func (s *streamer) chatSlow(ev sse.Event) error {
 	if s.inspects() {
 		// Whatever else the upstream put in the chunk, and choices that
 		// are not a list.
-		MaskStrings(chunk, once, func(k string) bool { return k == "choices" && isList })
+		maskStringsKeys(chunk, once, once, onceArgs, func(k string) bool { return k == "choices" && isList })
 	}
 	// With masking on, a chunk read on this path goes out as it was read
 	// and masked: a duplicate member, or invalid UTF-8 (read as U+FFFD),
@@ -1579,7 +1628,12 @@ func (s *streamer) responsesSlow(ev sse.Event) error {
 		if s.inspects() {
 			// The whole text again (text, arguments, code, ...), and
 			// any other string of the event.
-			maskStringsKeys(o, func(t string) string { return s.maskFull(k, t) }, s.maskOnce, nil)
+			full := func(t string) string { return s.maskFull(k, t) }
+			fa := s.maskArgsOnce
+			if argumentKinds[k.kind] {
+				fa = full
+			}
+			maskStringsKeys(o, full, s.maskOnce, fa, nil)
 		}
 		return s.emitKind(evKind, ev, o, s.dirty)
 
