@@ -589,6 +589,10 @@ func (p *Proxy) bufferedAnswer(c *call, res *http.Response) error {
 		}
 	}
 	body = c.keys.Bytes(body)
+	// A key only the agent's second decode of a call's arguments yields
+	// (escapes whose letters are escaped too), masking on or off, judged
+	// or not: before masking, so no finding splits a key.
+	body = payload.ScrubArguments(body, c.keys)
 	res.Trailer = nil // trailers of a buffered answer are not relayed
 	if res.StatusCode >= 400 {
 		// Errors may quote the prompt; placeholders keep the JSON valid.

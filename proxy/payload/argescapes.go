@@ -1,8 +1,11 @@
 package payload
 
 import (
+	"bytes"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pamctl/pamctl/proxy/scrub"
 )
 
 // Tool-call arguments are a JSON document inside a JSON string: the agent
@@ -340,4 +343,54 @@ func fromView(s string, final bool) (string, string) {
 		i += n
 	}
 	return b.String(), ""
+}
+
+// ScrubArguments removes keys from the call arguments of a JSON answer as
+// the agent's second decode reads them: every string member named
+// arguments, at any depth, has its printable escapes written plainly
+// (ArgumentEscapes) and is then scrubbed, so a key whose escapes are
+// themselves spelled with escapes (\\\u0075 0073, \u005c\u0075 0073,
+// \\u\u0030 073: the answer's bytes hold no spelling of the key the
+// scrubber knows) is found. The body is re-encoded only when a key was
+// found; it is returned as it is when none was, when keys is empty, when
+// it holds no escaped backslash (the arguments then hold no escape), or
+// when it is not a JSON object (the callers refuse or mask it as text).
+func ScrubArguments(body []byte, keys *scrub.Set) []byte {
+	if keys.Empty() || !bytes.Contains(body, []byte(`\\`)) && !bytes.Contains(body, []byte(`\u005c`)) && !bytes.Contains(body, []byte(`\u005C`)) {
+		return body
+	}
+	root, err := decodeObject(body)
+	if err != nil {
+		return body
+	}
+	found := false
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if a, ok := e.(string); ok && k == "arguments" {
+					plain := ArgumentEscapes(a)
+					if clean := keys.String(plain); clean != plain {
+						x[k], found = clean, true
+					}
+					continue
+				}
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(root)
+	if !found {
+		return body
+	}
+	out, err := encode(root)
+	if err != nil {
+		return body
+	}
+	return out
 }

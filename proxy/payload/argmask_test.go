@@ -226,3 +226,54 @@ func relayString(t *testing.T, ep, stream string, m *mask.Masker, keys *scrub.Se
 	}
 	return out.String()
 }
+
+// A key only the second decode of a call's arguments yields is scrubbed
+// from a whole answer, whichever way its escapes' letters are escaped; an
+// answer with nothing to scrub comes back as it was.
+func TestScrubArguments(t *testing.T) {
+	key := "sk-vaulted-0123456789abcdef"
+	keys := scrub.New(key)
+	for _, form := range []func(hex string) string{
+		func(h string) string { return `\\\u0075` + h },
+		func(h string) string { return `\u005c\u0075` + h },
+		func(h string) string { return `\u005C\u0075` + h },
+		func(h string) string { return `\\u\u0030` + h[1:] },
+		func(h string) string { return `\u005c\u0075\u0030\u0030` + h[2:] },
+	} {
+		var spelled strings.Builder
+		for i := 0; i < len(key); i++ {
+			spelled.WriteString(form(fmt.Sprintf("%04x", key[i])))
+		}
+		body := `{"choices":[{"message":{"tool_calls":[{"function":{"arguments":"{\"k\":\"` + spelled.String() + `\"}"}}]}}],"n":1.50}`
+		if keys.ContainsString(body) {
+			t.Fatalf("%s: the scrubber already finds it: not a test of ScrubArguments", body)
+		}
+		out := string(ScrubArguments([]byte(body), keys))
+		var v struct {
+			Choices []struct {
+				Message struct {
+					ToolCalls []struct {
+						Function struct{ Arguments string } `json:"function"`
+					} `json:"tool_calls"`
+				} `json:"message"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("%s: %v", out, err)
+		}
+		a := v.Choices[0].Message.ToolCalls[0].Function.Arguments
+		var inner map[string]string
+		if err := json.Unmarshal([]byte(a), &inner); err != nil || inner["k"] != scrub.Marker || !strings.Contains(out, `"n":1.50`) {
+			t.Errorf("%s: %s (%v)", body, out, err)
+		}
+	}
+	for _, body := range []string{
+		`{"arguments":"{\"k\":\"\\u0041 clean\"}"}`,
+		`["arguments"]`,
+		`not json \\`,
+	} {
+		if out := string(ScrubArguments([]byte(body), keys)); out != body {
+			t.Errorf("%s changed: %s", body, out)
+		}
+	}
+}
