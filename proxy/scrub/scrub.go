@@ -9,7 +9,7 @@
 // percent-encoded (%73 or %6b, either hex case), mixed freely; and one
 // level deeper, as JSON text inside a JSON string spells it (a tool call's
 // arguments, which the agent decodes twice): an escape whose backslash is
-// itself escaped (\u0073, \u0073, \/), the rest literal. The key's
+// itself escaped (\\u0073, \u005cu0073, \\/), the rest literal. The key's
 // base64 spellings are found too: for each of the three alignments the key
 // may have inside a longer base64 text, the characters that depend on the
 // key's bytes alone, in the standard and the URL-safe alphabet (each byte
@@ -18,7 +18,9 @@
 // for header names (which Go canonicalises) and values.
 //
 // A Stream scrubs text that arrives in pieces: it holds back only the bytes
-// of a pending partial match (at most 11× the longest pattern: a key, or its base64 spelling of 4/3 its length), so a stream in
+// of a pending partial match, so at most 11× the longest pattern (a key,
+// or its base64 spelling of 4/3 its length): no spelling of one byte is
+// longer than \u005cu00HH. So a stream in
 // which nothing matches is released as it comes, and a key split over two
 // reads is still caught. The output of a Stream for any split of its input
 // equals Set.Bytes of the whole input.
@@ -48,7 +50,6 @@ type Set struct {
 	first [256][]uint16
 	start [256]bool
 	pair  [256][4]uint64 // pair[a] has bit b: a pattern may start with a then b
-	max   int            // longest encoded match, in bytes
 	fold  *Set           // the keys lowercased, without base64 spellings
 }
 
@@ -97,7 +98,6 @@ func compile(keys []string, spellings bool) *Set {
 			s.pair[p[0]][c>>6] |= 1 << (c & 63)
 		}
 		s.first[p[0]] = append(s.first[p[0]], uint16(i))
-		s.max = max(s.max, 11*len(p)) // \u005cu00HH: a second-level escape
 	}
 	all := make([]uint16, len(s.pats))
 	for i := range all {

@@ -326,6 +326,38 @@ func TestStreamHoldsOnlyPartialMatches(t *testing.T) {
 	}
 }
 
+// A key's bytes spelled at the second level (11 bytes each, the longest
+// spelling of a byte) are held back as long as they may still be the key:
+// all of a 32-byte prefix, which is the most a stream ever holds of a
+// 33-byte key (under 11× its length), then the whole is scrubbed.
+func TestStreamHoldsSecondLevelPrefix(t *testing.T) {
+	s := New(key)
+	forms := []string{`\u005cu%04x`, `\u005Cu%04X`, `\\u%04x`}
+	var spelled []string
+	for i := 0; i < len(key); i++ {
+		spelled = append(spelled, fmt.Sprintf(forms[i%len(forms)], key[i]))
+	}
+	prefix := strings.Join(spelled[:len(key)-1], "")
+	for _, step := range []int{1, 7, len(prefix)} {
+		st := s.NewStream()
+		var out []byte
+		for i := 0; i < len(prefix); i += step {
+			out = st.Write(out, []byte(prefix[i:min(i+step, len(prefix))]))
+		}
+		if len(out) != 0 || st.Pending() != len(prefix) {
+			t.Fatalf("step %d: released %q, held %d of the %d-byte prefix", step, out, st.Pending(), len(prefix))
+		}
+		if st.Pending() > 11*len(key) {
+			t.Fatalf("step %d: held %d bytes, more than 11x the key", step, st.Pending())
+		}
+		out = st.Write(out, []byte(spelled[len(key)-1]+" end"))
+		out = st.Flush(out)
+		if string(out) != Marker+" end" {
+			t.Fatalf("step %d: %q", step, out)
+		}
+	}
+}
+
 // WriteLent copies nothing of clean text, and holds back what Write holds.
 func TestWriteLentCopiesCleanText(t *testing.T) {
 	s := New(key)
