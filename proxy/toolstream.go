@@ -131,9 +131,19 @@ type toolBuffer struct {
 	nextAuto int // items without an id
 
 	// onUnrelayed records a tool item removed from an event no SDK reads
-	// calls from (nil: not recorded); unrelayed are the ids recorded.
+	// calls from (nil: not recorded). unrelayed are the items seen so (by
+	// id, or by their JSON when they have none); unrelayedQ those of them
+	// not yet recorded: recorded when the stream ends, unless the stream
+	// showed the item meanwhile (it is judged then, as one call).
 	onUnrelayed func(toolcall.Call) error
 	unrelayed   map[string]bool
+	unrelayedQ  []unrelayedCall
+}
+
+// unrelayedCall is a tool item seen only where no SDK reads calls from.
+type unrelayedCall struct {
+	id   string // the item's id, "" if none
+	call toolcall.Call
 }
 
 func newToolBuffer(chat bool, emit func([]byte)) *toolBuffer {
@@ -1076,6 +1086,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 				b.fail(fmt.Errorf("output item %s added twice", quoteUpstream(id)))
 				return
 			}
+			b.streamedItem(id)
 			if !b.countCall() {
 				return
 			}
@@ -1089,6 +1100,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		r := b.items[b.itemKey(id, o["output_index"])]
 		if r == nil {
 			// Done without added: it starts here.
+			b.streamedItem(id)
 			if !b.countCall() {
 				return
 			}
@@ -1184,28 +1196,39 @@ func (b *toolBuffer) itemKey(id string, outIdx json.RawMessage) string {
 	return "out:" + string(bytes.TrimSpace(outIdx))
 }
 
-// unrelayedItem records a tool item removed, unjudged, from an event no
+// unrelayedItem notes a tool item removed, unjudged, from an event no
 // SDK reads calls from (the output of response.created or
 // response.in_progress, an event of a type pamctl does not know): it is
-// still a call the model proposed. An item the buffer tracks by its id is
-// judged as it streams, and one recorded already is not recorded again
-// (one the stream shows only later is judged then: a second event).
+// still a call the model proposed, recorded when the stream ends
+// (recordUnrelayed) unless the stream shows it meanwhile. An item the
+// buffer tracks by its id is judged as it streams; one noted already (by
+// its id, or by its JSON when it has none) is not noted again. A noted
+// item counts toward the cap on calls, once.
 func (b *toolBuffer) unrelayedItem(item map[string]json.RawMessage) {
 	if b.onUnrelayed == nil || item == nil || b.err != nil {
 		return
 	}
 	typ, _ := optString(item["type"])
 	id, _ := optString(item["id"])
-	if id != "" {
-		if b.items["id:"+id] != nil || b.unrelayed[id] {
+	key := "id:" + id
+	if id == "" {
+		raw, err := json.Marshal(item) // members sorted, values compacted
+		if err != nil {
 			return
 		}
-		if b.unrelayed == nil {
-			b.unrelayed = map[string]bool{}
-		}
-		b.unrelayed[id] = true
+		key = "json:" + string(raw)
+	} else if b.items[key] != nil {
+		return
 	}
-	if !b.countCall() {
+	if b.unrelayed[key] {
+		return
+	}
+	if b.unrelayed == nil {
+		b.unrelayed = map[string]bool{}
+	}
+	b.unrelayed[key] = true
+	if b.calls+len(b.unrelayedQ)+1 > maxToolCalls {
+		b.fail(fmt.Errorf("more than %d tool calls", maxToolCalls))
 		return
 	}
 	kind, _ := toolcall.ItemKind(typ)
@@ -1220,14 +1243,37 @@ func (b *toolBuffer) unrelayedItem(item map[string]json.RawMessage) {
 	if kind == toolcall.Unknown {
 		c.Name = typ
 	}
-	if err := b.onUnrelayed(c); err != nil {
-		b.fail(fmt.Errorf("a tool item no SDK reads could not be recorded: %w", err))
+	b.unrelayedQ = append(b.unrelayedQ, unrelayedCall{id: id, call: c})
+}
+
+// streamedItem forgets the unrelayed note of an item the stream now
+// shows (or the final output holds): it is judged, and counted, there.
+func (b *toolBuffer) streamedItem(id string) {
+	if id == "" || len(b.unrelayedQ) == 0 {
+		return
 	}
+	b.unrelayedQ = slices.DeleteFunc(b.unrelayedQ, func(u unrelayedCall) bool { return u.id == id })
+}
+
+// recordUnrelayed records, once the stream has ended (or the client has
+// left), the unrelayed items the stream never showed: one tool.call event
+// each. It reports the first failure to record, after trying them all.
+func (b *toolBuffer) recordUnrelayed() error {
+	q := b.unrelayedQ
+	b.unrelayedQ = nil
+	var first error
+	for _, u := range q {
+		b.calls++
+		if err := b.onUnrelayed(u.call); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (b *toolBuffer) countCall() bool {
 	b.calls++
-	if b.calls > maxToolCalls {
+	if b.calls+len(b.unrelayedQ) > maxToolCalls {
 		b.fail(fmt.Errorf("more than %d tool calls", maxToolCalls))
 		return false
 	}
@@ -1540,6 +1586,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			}
 			continue
 		}
+		b.streamedItem(id)
 		if !b.countCall() {
 			return
 		}
@@ -1701,6 +1748,20 @@ func newToolStream(ctx context.Context, j toolcall.Judge, chat bool, emit func([
 // without asking it (an item in an event no SDK reads calls from).
 type unrelayedRecorder interface {
 	Unrelayed(ctx context.Context, c toolcall.Call) error
+}
+
+// recordUnrelayed records the calls the stream removed unjudged and never
+// showed (toolBuffer.recordUnrelayed). A failure to record is the error to
+// end the stream with, as a call the proxy could not inspect.
+func (t *toolStream) recordUnrelayed() *apiError {
+	if t == nil || t.buf.onUnrelayed == nil {
+		return nil
+	}
+	if err := t.buf.recordUnrelayed(); err != nil {
+		t.buf.fail(fmt.Errorf("a tool item no SDK reads could not be recorded: %w", err))
+		return t.buf.err
+	}
+	return nil
 }
 
 // busy reports whether a call awaits its verdict: the upstream is not read
