@@ -5,7 +5,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
+
+	"golang.org/x/text/unicode/norm"
 )
+
+// unicodePunct: a non-ASCII space, punctuation or symbol.
+func unicodePunct(r rune) bool {
+	return r > 0x7f && unicode.In(r, unicode.Z, unicode.P, unicode.S)
+}
 
 // readJoin reads Join's output back as docs/cli.md tells a person to: a
 // value in double quotes runs to the next lone quote ("" inside is one
@@ -73,6 +81,36 @@ func TestJoin(t *testing.T) {
 		// a separator of spaces only: a space in a value is one
 		{[]string{"a b", "c"}, " ", "", `"a b" c`},
 		{nil, ", ", "", ""},
+		// Unicode spaces and look-alikes of the punctuation pass for it
+		// when shown as they are (Escape shows printable Unicode): a value
+		// holding a non-ASCII space, punctuation or symbol is quoted.
+		{[]string{"gpt-4o\u00a0rule:harmless"}, " ", "()", "\"gpt-4o\u00a0rule:harmless\""},
+		{[]string{"gpt-4o\u2003rule:x", "y"}, " ", "()", "\"gpt-4o\u2003rule:x\" y"},
+		{[]string{"a\u3000b"}, " ", "", "\"a\u3000b\""},
+		{[]string{"\u00a0x"}, ", ", "", "\"\u00a0x\""},
+		{[]string{"a\u037e b", "c"}, "; ", ":", "\"a\u037e b\"; c"},          // Greek question mark: ;
+		{[]string{"a\uff1b b", "c"}, "; ", ":", "\"a\uff1b b\"; c"},          // fullwidth semicolon
+		{[]string{"a\u201a b", "c"}, ", ", "", "\"a\u201a b\", c"},           // single low-9 quote: ,
+		{[]string{"a\ufe50 b"}, ", ", "", "\"a\ufe50 b\""},                   // small comma
+		{[]string{"gpt \u2022 x"}, " · ", "", "\"gpt \u2022 x\""},            // bullet: ·
+		{[]string{"gpt\u2219x"}, " · ", "", "\"gpt\u2219x\""},                // bullet operator
+		{[]string{"x\uff09 via\uff08"}, ", ", "()", "\"x\uff09 via\uff08\""}, // fullwidth parens
+		{[]string{"a\uff1ab"}, "; ", ":", "\"a\uff1ab\""},                    // fullwidth colon
+		// a letter or number whose compatibility form (NFKC) holds the
+		// punctuation or a space: U+2474 is "(1)", U+FDFA a phrase
+		{[]string{"x\u2474"}, ", ", "()", "\"x\u2474\""},
+		{[]string{"\ufdfa", "b"}, " ", "", "\"\ufdfa\" b"},
+		// letters drawn as the punctuation: modifier letter colon and
+		// double prime, Lisu tone letters (comma, colon), click letter
+		{[]string{"a\u02d0b"}, "; ", ":", "\"a\u02d0b\""},
+		{[]string{"a\u02bab"}, ", ", "", "\"a\u02bab\""},
+		{[]string{"a\ua4f9 b", "c"}, ", ", "", "\"a\ua4f9 b\", c"},
+		{[]string{"a\ua4fdb"}, "; ", ":", "\"a\ua4fdb\""},
+		{[]string{"a\u01c3"}, ", ", "", "\"a\u01c3\""},
+		{[]string{"gpt\u1427x", "gpt\u318dx"}, " · ", "", "\"gpt\u1427x\" · \"gpt\u318dx\""},
+		// other scripts' letters and marks are shown as they are
+		{[]string{"café", "Ωmega", "日本語", "データ", "e\u0301"}, ", ", "()", "café, Ωmega, 日本語, データ, e\u0301"},
+		{[]string{"x\u2474"}, ", ", "", "x\u2474"}, // "(1)" only matters where parentheses are punctuation
 	} {
 		if got := Join(tc.vs, tc.sep, tc.punct); got != tc.want {
 			t.Errorf("Join(%q, %q, %q) = %q, want %q", tc.vs, tc.sep, tc.punct, got, tc.want)
@@ -81,7 +119,7 @@ func TestJoin(t *testing.T) {
 	// Random values over the punctuation read back exactly, and a view's
 	// own punctuation (punct) never appears outside quotes.
 	r := rand.New(rand.NewPCG(1, 2))
-	const alphabet = `ab ,;:()"` + "\u202e\n"
+	const alphabet = `ab ,;:()"` + "\u202e\n\u00a0\u037e\uff1b\u201a\u2022\uff08\u2474\ufdfaé"
 	for range 2000 {
 		vs := make([]string, 1+r.IntN(4))
 		for i := range vs {
@@ -109,6 +147,17 @@ func TestJoin(t *testing.T) {
 			}
 			if strings.ContainsAny(outside.String(), ":()") {
 				t.Fatalf("Join(%q, %q) = %q has punctuation outside quotes", vs, sep, got)
+			}
+			// outside quotes, only the separator's runes are non-ASCII
+			// spaces, punctuation or symbols, and nothing else reads as
+			// the punctuation in its compatibility form
+			rest := strings.ReplaceAll(outside.String(), sep, "")
+			special := strings.ReplaceAll(sep, " ", "")
+			if special == "" {
+				special = " "
+			}
+			if strings.ContainsFunc(rest, unicodePunct) || strings.ContainsAny(norm.NFKC.String(rest), `:()"`+special) {
+				t.Fatalf("Join(%q, %q) = %q has a look-alike of the punctuation outside quotes", vs, sep, got)
 			}
 		}
 	}

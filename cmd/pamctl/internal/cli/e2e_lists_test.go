@@ -95,7 +95,17 @@ func TestEndToEndGroupsWithSeparatorsQuoted(t *testing.T) {
 // (rule RULE)": the model, the path and the tool are the agent's words,
 // so one holding a space (or a quote) is shown quoted, and cannot pass
 // for the fields after it (a model "gpt-4o rule:harmless").
+//
+// A Unicode space or a look-alike of the punctuation (a no-break space,
+// U+037E for ';', a fullwidth parenthesis) is shown as it is by the
+// escape, so a model holding one is quoted too.
 func TestEndToEndHeldCallFieldsQuoted(t *testing.T) {
+	for _, model := range []string{"gpt-4o rule:harmless", "gpt-4o\u00a0rule:harmless", "gpt-4o\u2003rule:harmless", "gpt-4o\uff08rule harmless\uff09"} {
+		t.Run(model, func(t *testing.T) { heldCallFieldsQuoted(t, model) })
+	}
+}
+
+func heldCallFieldsQuoted(t *testing.T, model string) {
 	s := startServerWith(t, func(c *Config) {
 		c.Rules = []rules.Rule{{Name: "dsql", Pattern: `(?i)drop\s+table`, Action: rules.RequireApproval, Approvers: rules.Approvers{Groups: []string{"security"}}}}
 	})
@@ -109,14 +119,14 @@ func TestEndToEndHeldCallFieldsQuoted(t *testing.T) {
 	if _, err := (holder{s.app.broker}).Hold(ctx, proxy.HoldRequest{
 		GrantID: grant.ID, Claims: &token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ID: "jti"}, IdP: DevIssuerName, Groups: []string{"ml"}},
 		Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}, Approvals: []rules.Approval{{Rule: "dsql", Approvers: rules.Approvers{Groups: []string{"security"}}}},
-		Model: "gpt-4o rule:harmless", Method: "POST", Endpoint: "/v1/chat/completions",
+		Model: model, Method: "POST", Endpoint: "/v1/chat/completions",
 		PromptSHA256: strings.Repeat("ab", 32), Excerpt: "[found in messages[0] (user)]\nhi",
 		Matches: []proxy.HeldMatch{{Where: []string{"messages[0] (user)"}, Text: "hi"}},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	r := s.as(t, "alice", "", "requests").must(t, "requests")
-	if !strings.Contains(r.out, `"gpt-4o rule:harmless" POST /v1/chat/completions rule:dsql`) {
+	if !strings.Contains(r.out, `"`+model+`" POST /v1/chat/completions rule:dsql`) {
 		t.Errorf("requests does not quote the model:\n%s", r.out)
 	}
 	j := s.as(t, "bob", "", "requests", "--pending", "-o", "json").must(t, "requests json")
@@ -124,11 +134,11 @@ func TestEndToEndHeldCallFieldsQuoted(t *testing.T) {
 		ID     string
 		Prompt struct{ Model string }
 	}
-	if err := json.Unmarshal([]byte(j.out), &rs); err != nil || len(rs) != 1 || rs[0].Prompt.Model != "gpt-4o rule:harmless" {
+	if err := json.Unmarshal([]byte(j.out), &rs); err != nil || len(rs) != 1 || rs[0].Prompt.Model != model {
 		t.Fatalf("-o json: %v %s", err, j.out)
 	}
 	ok := s.as(t, "bob", "", "approve", rs[0].ID).must(t, "approve")
-	if !strings.Contains(ok.out+ok.err, `POST /v1/chat/completions to "gpt-4o rule:harmless" (rule dsql)`) {
+	if !strings.Contains(ok.out+ok.err, `POST /v1/chat/completions to "`+model+`" (rule dsql)`) {
 		t.Errorf("approve does not quote the model: %+v", ok)
 	}
 }
