@@ -53,6 +53,10 @@ const (
 	CodeQueryNotAllowed          = "query_not_allowed"
 	CodeToolNotInScope           = "tool_not_in_scope"
 	CodeHeaderTooLarge           = "header_too_large"
+	// A whole answer reached its token limit inside a tool call: the
+	// call's arguments are cut short, so the answer is withheld (400, not
+	// retried: the same request is cut at the same place).
+	CodeToolCallTruncated = "tool_call_truncated"
 )
 
 // statusClientClosed is logged and audited when the client went away before

@@ -60,6 +60,10 @@ type streamBody struct {
 
 	tools   *toolStream // the tool-call firewall (toolstream.go), nil when no Judge applies
 	toolErr *apiError   // the firewall ended the stream
+	// limit is the token limit the stream said it reached (limitEvent),
+	// "" until then; limitItem: said only by a call's item "incomplete".
+	limit     string
+	limitItem bool
 }
 
 // Bounds of a relayed stream (docs/performance.md). An event (a line
@@ -281,6 +285,13 @@ func cutEvent(b []byte, from int) ([]byte, int) {
 // passes on what the client may see to relayEvent.
 func (s *streamBody) handle(ev []byte) {
 	if s.tools != nil {
+		if s.limit == "" || s.limitItem {
+			// Before the firewall reads it: a call it then finds cut
+			// short was cut by the limit (finish).
+			if l, item := limitEvent(ev); l != "" {
+				s.limit, s.limitItem = l, item
+			}
+		}
 		s.tools.buf.push(ev)
 		s.checkTools(nil)
 		return
@@ -483,6 +494,9 @@ func (s *streamBody) finish() {
 		s.gone = true
 		s.clientGone()
 	case s.toolErr != nil:
+		if cut := streamCut(s.toolErr, s.limit, s.limitItem); cut != nil {
+			s.toolErr = errTruncatedCall(cut)
+		}
 		s.c.err, s.c.errDetail = s.toolErr, "tool call withheld: "+s.toolErr.Code
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
 		s.out.Write(errorEvent(s.toolErr))

@@ -124,8 +124,27 @@ func (p *Proxy) judgeAnswer(ctx context.Context, c *call, body []byte) ([]byte, 
 	if err := strictToolJSON(body); err != nil {
 		return nil, fmt.Errorf("%w: %w", toolcall.ErrAnswerShape, err)
 	}
-	return toolcall.RewriteAnswer(ctx, ep, body, j)
+	out, err := toolcall.RewriteAnswer(ctx, ep, body, j)
+	if err != nil {
+		var u *unreadableCall
+		if errors.As(err, &u) {
+			err = tokenLimitCut(ep, body, u.tool, err)
+		}
+	}
+	return out, err
 }
+
+// unreadableCall: the judge refused a call's arguments unread
+// (ambiguousArguments).
+type unreadableCall struct {
+	tool string
+	err  error
+}
+
+func (e *unreadableCall) Error() string {
+	return "the arguments of a call of tool " + toolcall.QuoteName(e.tool) + ": " + e.err.Error()
+}
+func (e *unreadableCall) Unwrap() error { return e.err }
 
 // judge is a call's toolcall.Judge.
 type judge struct {
@@ -142,6 +161,9 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 	ev := toolEvent(c, tc)
 	if tc.Kind != toolcall.Unknown {
 		if err := ambiguousArguments(tc.Kind, tc.Arguments, c.Rules.SelectorKeys(tool)); err != nil {
+			if errors.Is(err, errLenientArguments) && cutShortJSON(tc.Arguments) {
+				err = &cutShortError{args: tc.Arguments} // the token limit may have cut it: judgeAnswer tells
+			}
 			// Unreadable, like a malformed item: the answer is withheld
 			// (the stream ends), nothing is judged or relayed. The trail
 			// records the refusal, without the arguments: they are what
@@ -151,7 +173,7 @@ func (j *judge) Judge(ctx context.Context, tc toolcall.Call) (toolcall.Verdict, 
 				p.log.Error("audit append failed", "request_id", c.id, "type", audit.TypeToolCall, "err", aerr)
 				return toolcall.Verdict{}, fmt.Errorf("proxy: audit tool call: %w", aerr)
 			}
-			return toolcall.Verdict{}, fmt.Errorf("%w: the arguments of a call of tool %s: %w", toolcall.ErrAnswerShape, toolcall.QuoteName(tool), err)
+			return toolcall.Verdict{}, fmt.Errorf("%w: %w", toolcall.ErrAnswerShape, &unreadableCall{tool: tool, err: err})
 		}
 	}
 	v, final := j.decide(ctx, tc, tool, ev)
@@ -394,9 +416,13 @@ func (j *judge) hold(ctx context.Context, tc toolcall.Call, tool string, res rul
 // toolJudgeError is what a client gets when its whole answer's tool calls
 // could not all be judged: the answer is withheld.
 func (p *Proxy) toolJudgeError(ctx context.Context, c *call, err error) error {
+	var cut *truncatedCallError
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("client went away: %w", ctx.Err())
+	case errors.As(err, &cut):
+		c.errDetail = clip("tool calls withheld: "+cut.Error(), capDetail)
+		return errTruncatedCall(cut)
 	case errors.Is(err, toolcall.ErrAnswerShape):
 		c.errDetail = clip("tool calls withheld: "+err.Error(), capDetail)
 		return errUpstream(http.StatusBadGateway, CodeUpstreamError, fmt.Sprintf(
