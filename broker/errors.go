@@ -29,8 +29,9 @@ var ErrStoreUnavailable = errors.New("the store is unavailable (no quorum, or un
 // ErrRecordUnreadable is what a store wraps in the error of a record it
 // holds but can never read, however often it is asked: the record fails
 // its authenticator (someone wrote the store without the master key) or
-// is not a record. Not a record a newer build wrote (that one a newer
-// build reads), and not an outage. The broker takes such a grant for
+// is not a record. Not a record another build wrote (a newer record
+// version, or a field of another JSON type: that build reads it), and
+// not an outage. The broker takes such a grant for
 // one that does not stand.
 var ErrRecordUnreadable = errors.New("the stored record cannot be read: it fails its authenticator or is not a record")
 

@@ -30,7 +30,7 @@ func encode(v any) ([]byte, error) {
 func decode(raw []byte, v any) error {
 	var env envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return undecodable("", err)
+		return notARecord("", err)
 	}
 	if env.V > recordVersion {
 		return fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, env.V, recordVersion)

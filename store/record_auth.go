@@ -146,19 +146,43 @@ func (u unreadable) Error() string   { return u.err.Error() }
 func (u unreadable) Unwrap() []error { return []error{u.err, broker.ErrRecordUnreadable} }
 
 // undecodable is the error of the record named name ("" when unknown)
-// that does not decode: not a record, or not one of its kind.
+// that does not decode. It is unreadable (broker.ErrRecordUnreadable)
+// only when it is not a record of its kind for any build: not JSON, or
+// content that is not a JSON object. A field of another JSON type
+// (json.UnmarshalTypeError naming a field) or a value a field's type
+// refuses (a time that does not parse) is what a build that changed the
+// field without a new record version wrote: a version skew in a rolling
+// upgrade, which the build that wrote it reads. It is not taken for a
+// record no one can read (a held call on such a grant stays held); its
+// error says to run one pamctl version.
 func undecodable(name string, err error) error {
-	if name == "" {
-		return unreadable{fmt.Errorf("store: decode record: %w", err)}
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syn) || errors.As(err, &typ) && typ.Field == "" {
+		return notARecord(name, err)
 	}
-	return unreadable{fmt.Errorf("store: decode record %s: %w", name, err)}
+	return fmt.Errorf("%s: %w: another pamctl build may have written it with a field of another type; run the same pamctl version on every node, then retry", decodeWhat(name), err)
+}
+
+// notARecord is the error of the record named name ("" when unknown)
+// that is no build's record: its envelope ({"v":N,"d":…}) or its content
+// does not decode at all. It is unreadable (broker.ErrRecordUnreadable).
+func notARecord(name string, err error) error {
+	return unreadable{fmt.Errorf("%s: %w", decodeWhat(name), err)}
+}
+
+func decodeWhat(name string) string {
+	if name == "" {
+		return "store: decode record"
+	}
+	return "store: decode record " + name
 }
 
 // parse reads raw as the envelope of the record named name.
 func parse(name string, raw []byte) (sealedEnvelope, error) {
 	var env sealedEnvelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return env, undecodable(name, err)
+		return env, notARecord(name, err)
 	}
 	if env.V > recordVersion {
 		return env, fmt.Errorf("%w (record version %d, this build reads up to %d): upgrade pamctl", ErrSchemaTooNew, env.V, recordVersion)

@@ -84,7 +84,51 @@ func forgedHeldGrant(t *testing.T, b ForgedBackend) {
 		{"UndecodableContent", func(t *testing.T, s RecordStore) {
 			b.WriteRaw(t, s, "requests/req_grant", []byte(`{"v":1,"d":"a string, not a request"}`))
 		}, true},
+		// Sealed (so it passes its authenticator), but not a request's
+		// record for any build: its content is a string.
+		{"SealedNotAnObject", func(t *testing.T, s RecordStore) {
+			b.WriteRaw(t, s, "requests/req_grant", []byte(`{"v":1,"d":"a string, not a request"}`))
+			if _, err := b.Seal(s); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
 		{"NewerBuild", func(t *testing.T, s RecordStore) { b.WriteRaw(t, s, "requests/req_grant", []byte(`{"v":99,"d":{}}`)) }, false},
+		// A build that changed a field's JSON type without a new record
+		// version (ttl "1h" for nanoseconds), sealed with the master key:
+		// a version skew in a rolling upgrade, not a record no build can
+		// read. The call stays held and the sweep fails, loudly.
+		{"FieldOfAnotherType", func(t *testing.T, s RecordStore) {
+			var env map[string]json.RawMessage
+			if err := json.Unmarshal(unsealed, &env); err != nil {
+				t.Fatal(err)
+			}
+			var d map[string]json.RawMessage
+			if err := json.Unmarshal(env["d"], &d); err != nil || d["ttl"] == nil {
+				t.Fatalf("no ttl in %s (%v)", env["d"], err)
+			}
+			d["ttl"] = json.RawMessage(`"1h"`)
+			env["d"], _ = json.Marshal(d)
+			raw, _ := json.Marshal(env)
+			b.WriteRaw(t, s, "requests/req_grant", raw)
+			if _, err := b.Seal(s); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"NestedFieldOfAnotherType", func(t *testing.T, s RecordStore) {
+			var env map[string]json.RawMessage
+			if err := json.Unmarshal(unsealed, &env); err != nil {
+				t.Fatal(err)
+			}
+			env["d"] = json.RawMessage(strings.Replace(string(env["d"]), `"groups":["ml"]`, `"groups":"ml"`, 1))
+			if !strings.Contains(string(env["d"]), `"groups":"ml"`) {
+				t.Fatalf("no groups in %s", env["d"])
+			}
+			raw, _ := json.Marshal(env)
+			b.WriteRaw(t, s, "requests/req_grant", raw)
+			if _, err := b.Seal(s); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := b.New(t)
@@ -104,7 +148,10 @@ func forgedHeldGrant(t *testing.T, b ForgedBackend) {
 			}
 			if !c.ends {
 				if err == nil || r.State != broker.StatePending || events.count(audit.TypePromptRefused) != 0 {
-					t.Fatalf("a grant a newer build wrote ended the call held on it: sweep %v, call %s %q", err, r.State, r.EndReason)
+					t.Fatalf("a grant another build wrote ended the call held on it: sweep %v, call %s %q", err, r.State, r.EndReason)
+				}
+				if !strings.Contains(err.Error(), "pamctl") {
+					t.Fatalf("the sweep's error does not say what to do: %v", err)
 				}
 				return
 			}
