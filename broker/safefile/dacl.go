@@ -205,10 +205,12 @@ type aclProblem struct {
 // account name where one is known).
 func judgeACL(d *descriptor, user, path string, t aclTarget, rights uint32, verb string, name func(string) string) (*aclProblem, error) {
 	if !trustedSID(d.Owner, user) {
-		return &aclProblem{
-			who: "owned by " + name(d.Owner),
-			fix: fmt.Sprintf("`icacls \"%s\" /setowner \"%s\"` from an elevated prompt (or recreate it as pamctl's user)", path, icaclsUser(user)),
-		}, nil
+		q, ps := icaclsPath(path)
+		fix := fmt.Sprintf("`icacls %s /setowner \"%s\"` from an elevated prompt (or recreate it as pamctl's user)", q, icaclsUser(user, ps))
+		if ps {
+			fix = fmt.Sprintf("`icacls %s /setowner \"%s\"` from an elevated PowerShell prompt, %s (or recreate it as pamctl's user)", q, icaclsUser(user, ps), notCmd)
+		}
+		return &aclProblem{who: "owned by " + name(d.Owner), fix: fix}, nil
 	}
 	sids, err := d.others(user, rights, t == aclOwnDir)
 	if err != nil || len(sids) == 0 {
@@ -227,12 +229,52 @@ func judgeACL(d *descriptor, user, path string, t aclTarget, rights uint32, verb
 // icaclsUser names pamctl's user (its SID, user) for icacls: `*SID`, as
 // icacls takes a SID, whatever the shell (%USERNAME% is cmd's alone, and
 // the account the variable names need not be the one pamctl runs as);
-// %USERNAME% only when the SID could not be read.
-func icaclsUser(user string) string {
-	if user == "" {
-		return "%USERNAME%"
+// the logged-on user only when the SID could not be read: cmd's
+// %USERNAME%, or PowerShell's ${env:USERNAME} when ps.
+func icaclsUser(user string, ps bool) string {
+	switch {
+	case user != "":
+		return "*" + user
+	case ps:
+		return "${env:USERNAME}"
 	}
-	return "*" + user
+	return "%USERNAME%"
+}
+
+// shellExpanded holds what cmd or PowerShell expands inside double
+// quotes, all legal in an NTFS name: cmd's %VAR% (and !VAR! under
+// delayed expansion), PowerShell's $var, $(…) and backtick escapes, and
+// the characters PowerShell takes for a double quote (U+201C, U+201D,
+// U+201E) and so for the end of the string.
+const shellExpanded = "%!$`\u201c\u201d\u201e"
+
+// psSingleQuotes are the characters PowerShell takes for a single quote.
+const psSingleQuotes = "'\u2018\u2019\u201a\u201b"
+
+// notCmd is what a fix for a path in PowerShell's quotes says of cmd.
+const notCmd = "not cmd: the path holds a character cmd or PowerShell would expand in double quotes"
+
+// icaclsPath quotes path as one word of the icacls command a refusal
+// shows (docs/deployment.md says to run it in cmd or PowerShell): in
+// double quotes, read alike by both, when it holds nothing either expands
+// there (shellExpanded; NTFS names hold no '"'); else in PowerShell's
+// single quotes, where nothing is expanded, each single-quote character
+// doubled (PowerShell reads two as the second), and ps is true: the
+// command is PowerShell's only (cmd has no quotes that stop %VAR%).
+func icaclsPath(path string) (word string, ps bool) {
+	if !strings.ContainsAny(path, shellExpanded) {
+		return `"` + path + `"`, false
+	}
+	var b strings.Builder
+	b.WriteByte('\'')
+	for _, r := range path {
+		if strings.ContainsRune(psSingleQuotes, r) {
+			b.WriteRune(r)
+		}
+		b.WriteRune(r)
+	}
+	b.WriteByte('\'')
+	return b.String(), true
 }
 
 // icaclsFix is the command that leaves path to pamctl's user (its SID,
@@ -244,8 +286,9 @@ func icaclsFix(path, user string, dir bool, noDACL bool, sids []string) string {
 	if dir {
 		inh = "(OI)(CI)"
 	}
+	q, ps := icaclsPath(path)
 	var b strings.Builder
-	fmt.Fprintf(&b, "`icacls \"%s\" /inheritance:r /grant:r \"%s:%sF\" \"*%s:%sF\" \"*%s:%sF\"", path, icaclsUser(user), inh, sidSystem, inh, sidAdministrators, inh)
+	fmt.Fprintf(&b, "`icacls %s /inheritance:r /grant:r \"%s:%sF\" \"*%s:%sF\" \"*%s:%sF\"", q, icaclsUser(user, ps), inh, sidSystem, inh, sidAdministrators, inh)
 	if !noDACL {
 		b.WriteString(" /remove:g")
 		for _, s := range sids {
@@ -253,6 +296,9 @@ func icaclsFix(path, user string, dir bool, noDACL bool, sids []string) string {
 		}
 	}
 	b.WriteString("`")
+	if ps {
+		b.WriteString(" in PowerShell (" + notCmd + ")")
+	}
 	return b.String()
 }
 
