@@ -48,6 +48,15 @@ func newHostSet(names []string, ips bool) (hostSet, error) {
 	return hs, nil
 }
 
+// CheckHostnames judges configured Host names as the proxy reads them
+// (proxy.hostnames; config validation applies it to the other
+// listeners' names too): each "name" or "name:port", not empty, without
+// '/', '@' or a space. The error names each entry that is not one.
+func CheckHostnames(names []string) error {
+	_, err := newHostSet(names, false)
+	return err
+}
+
 func (hs hostSet) empty() bool { return !hs.ips && len(hs.any) == 0 && len(hs.withPort) == 0 }
 
 // allows reports whether a Host header names the proxy.

@@ -777,6 +777,14 @@ func (c *Config) Validate() error {
 			add("%s: %q is not host:port", a.name, a.addr)
 		}
 	}
+	for _, h := range []struct {
+		name  string
+		names []string
+	}{{"broker.hostnames", c.Broker.Hostnames}, {"proxy.hostnames", c.Proxy.Hostnames}, {"metrics.hostnames", c.Metrics.Hostnames}} {
+		if err := proxy.CheckHostnames(h.names); err != nil {
+			add("%s: %v", h.name, err)
+		}
+	}
 	for _, t := range []struct {
 		name string
 		tls  tlsconf.Config
