@@ -207,6 +207,17 @@ var ordinaryWords = map[string]bool{
 	"disclaimer": true, "disclaimers": true,
 }
 
+// secretWords are the fragments of a word that says its header carries a
+// secret (secretName), or, before "id", which secret it is
+// (credentialIDName); credentialName refuses them and more. One list, so
+// the three cannot drift apart.
+var secretWords = []string{"auth", "key", "token", "secret", "pass", "credential", "bearer", "jwt"}
+
+// credentialContextWords are the other fragments credentialName refuses:
+// a credential's context (a session, a signature, a nonce, a certificate,
+// an identity protocol), whose values intermediaries log or parse.
+var credentialContextWords = []string{"cookie", "signature", "session", "hmac", "cert", "csrf", "xsrf", "nonce", "assertion", "oidc", "saml", "ntlm", "kerberos"}
+
 // wordHolds reports whether a word of ws (nameWords), but an
 // ordinaryWords one, holds one of subs (lower case, no '-'): the
 // fragment anywhere in the word, so run-together names (XAuthorization,
@@ -275,18 +286,11 @@ func credentialName(k string) bool {
 		return false
 	}
 	ws := nameWords(k)
-	for i, w := range ws {
-		if strings.Contains(w, "key") && !ordinaryWords[w] { // Portkey's own labels (X-Portkey-Trace-Id) are not keys
-			return true
-		}
-		// An OAuth client's id, half of a client credential
-		// (Cf-Access-Client-Id, X-IBM-Client-Id, MuleSoft's client_id).
-		if w == "clientid" || w == "client" && i+1 < len(ws) && ws[i+1] == "id" {
-			return true
-		}
-	}
-	return wordHolds(ws, "auth", "token", "secret", "pass", "cookie", "credential", "signature", "session",
-		"jwt", "bearer", "hmac", "cert", "csrf", "xsrf", "nonce", "assertion", "oidc", "saml", "ntlm", "kerberos") ||
+	// secretName: secretWords (a key too, but in an ordinaryWords one:
+	// Portkey's own labels, X-Portkey-Trace-Id, are not keys), or an
+	// OAuth client's id, half of a client credential (Cf-Access-Client-Id,
+	// X-IBM-Client-Id, MuleSoft's client_id).
+	return secretName(k) || wordHolds(ws, credentialContextWords...) ||
 		anyWord(ws, "sig", "sign", "signed", "signing", "sigv4", "amz", "otp", "totp", "hotp", "mfa", "ssl", "tls", "mtls", "x509", "spiffe")
 }
 
@@ -591,15 +595,16 @@ func keyHeaderRefusal(k string) string {
 }
 
 // secretName reports a name that says it carries a secret: a word
-// holding auth, key, token, secret, pass, credential, bearer or jwt (not
-// an ordinaryWords one), or an OAuth client's id, the other half of a
-// client secret (Cf-Access-Client-Id). credentialName's other words name
+// holding one of secretWords (auth, key, token, secret, pass,
+// credential, bearer, jwt; not an ordinaryWords one), or an OAuth
+// client's id, the other half of a client secret (Cf-Access-Client-Id).
+// credentialName's other words name
 // a credential's context (a session, a nonce, a signature, AWS's signing
 // headers, a certificate, a one-time code), whose values intermediaries
 // log or parse: they refuse a client's header, but cannot carry a key.
 func secretName(k string) bool {
 	ws := nameWords(k)
-	if wordHolds(ws, "auth", "key", "token", "secret", "pass", "credential", "bearer", "jwt") {
+	if wordHolds(ws, secretWords...) {
 		return true
 	}
 	for i, w := range ws {
@@ -624,7 +629,7 @@ func credentialIDName(k string) bool {
 		return true
 	}
 	for _, s := range []string{"id", "ids"} {
-		if stem, ok := strings.CutSuffix(last, s); ok && stem != "" && wordHolds([]string{stem}, "auth", "key", "token", "secret", "pass", "credential", "bearer", "jwt", "session") {
+		if stem, ok := strings.CutSuffix(last, s); ok && stem != "" && (wordHolds([]string{stem}, secretWords...) || wordHolds([]string{stem}, "session")) {
 			return true
 		}
 	}
