@@ -308,9 +308,23 @@ func identityName(k string) bool {
 			return true
 		}
 	}
+	for i, w := range ws {
+		next := ""
+		if i+1 < len(ws) {
+			next = ws[i+1]
+		}
+		switch {
+		case (w == "author" || w == "authors" || w == "creator") && (next == "id" || next == "ids"):
+			return true // X-Author-Id: whose call, not a label
+		case w == "client" && (next == "verify" || next == "dn" || next == "cn" || next == "s" || next == "i" || next == "issuer" ||
+			next == "fingerprint" || next == "serial" || next == "san" || next == "spiffe" || next == "verified"):
+			return true // a TLS-terminating proxy's client certificate claims (X-Client-Verify, X-Client-Dn)
+		}
+	}
 	return wordHolds(ws, "principal", "impersonat", "consumer", "identity", "subject", "email", "claim", "behalf",
-		"caller", "login", "member", "owner", "group", "permission", "privilege", "entitlement", "admin", "scope", "sudo") ||
-		anyWord(ws, "role", "roles", "actor", "actors", "as", "sub", "uid", "upn")
+		"caller", "login", "member", "owner", "group", "permission", "privilege", "entitlement", "admin", "scope", "sudo",
+		"runas", "actas", "spiffe", "svid") ||
+		anyWord(ws, "role", "roles", "actor", "actors", "as", "sub", "uid", "upn", "dn", "cn")
 }
 
 // addressClaim reports whether a client's header named k claims a client
@@ -452,7 +466,7 @@ func timeoutName(k string) bool {
 
 // vendorPrefixes are the control namespaces of what sits in front of a
 // model API: LLM gateways and their observability (Portkey, LiteLLM,
-// Helicone, OpenRouter, Braintrust's proxy, Langfuse, LangSmith), API
+// Helicone, OpenRouter, Braintrust's proxy, Langfuse, LangSmith, Bifrost), API
 // gateways and meshes (Kong, Envoy, Istio, Tyk, Apigee, Gravitee, Azure
 // API Management), clouds and front doors (Cloudflare, Azure, AWS,
 // Google, Akamai, Fastly, Vercel), frameworks' internal headers (Next.js:
@@ -464,7 +478,7 @@ var vendorPrefixes = []string{
 	"x-kong-", "kong-", "x-envoy-", "x-istio-", "x-tyk-", "x-apigee-", "x-gravitee-", "ocp-apim-", "apim-",
 	"cf-", "x-ms-", "x-azure-", "x-arr-", "azureml-", "x-amzn-", "x-amz-", "x-aws-", "x-bedrock-",
 	"x-goog-", "x-google-", "x-appengine-", "akamai-", "x-akamai-", "fastly-", "x-fastly-", "x-vercel-",
-	"x-middleware-", "x-nextjs-", "x-invoke-",
+	"x-middleware-", "x-nextjs-", "x-invoke-", "x-bf-",
 	"openai-", "x-openai-", "anthropic-", "x-anthropic-",
 	"grpc-",
 }
@@ -574,6 +588,10 @@ func keyHeaderRefusal(k string) string {
 		return "it is a cookie header, which proxies log and parse as name=value pairs" + pick
 	case !credentialName(k):
 		return "it is not named as a credential (auth, key, token, secret, ...): proxies and gateways on the way log other names, or read them as something else (an address, a cache control, a location)" + pick
+	case secretName(k) && !credentialIDName(k) && !secretWordWhole(k):
+		return "its credential word is part of another word (X-Bypass, X-Passenger, X-Monkey, X-Authority, X-Tokenizer): proxies and gateways read and log such names as what they say, not as a secret" + pick
+	case quantityName(k):
+		return "it is also named as a count, limit or quantity of tokens (X-Max-Tokens, X-Token-Count, X-Token-Limit), which gateways log as usage" + pick
 	case !secretName(k) || credentialIDName(k):
 		return "it is named after a credential's context or as a credential's id (a session, a nonce, a signature or signing parameter, a certificate, a one-time code, a key's or token's id: X-Session-Id, X-Nonce, X-Amz-Date, X-Signature, X-Key-Id), not as the secret itself: proxies and gateways log such values (a session id groups calls in a dashboard, a nonce goes to a replay cache, AWS echoes its signing headers in its errors) or read them as what they name" + pick
 	case identityName(k):
@@ -613,6 +631,57 @@ func secretName(k string) bool {
 		}
 	}
 	return false
+}
+
+// secretParts are what a key header's credential word may be made of
+// (secretWordWhole): the secret words, whole, and the words gateways put
+// before or between them (X-Api-Key, Apikey, X-Oauth-Token,
+// Ocp-Apim-Subscription-Key, X-Amz-Security-Token, Xauthorization).
+var secretParts = []string{"authorization", "authentication", "authn", "auth", "key", "token", "secret", "password", "passwd", "passphrase", "pass",
+	"credentials", "credential", "bearer", "jwt", "x", "o", "api", "access", "client", "refresh", "session", "subscription", "service",
+	"private", "app", "id", "security", "master"}
+
+// secretWordWhole reports whether a word of k holding one of secretWords
+// is made of secretParts only (trailing digits aside): X-Api-Key, Apikey,
+// Authorization2, but not X-Bypass, X-Passenger, X-Monkey, X-Authority,
+// X-Tokenizer, whose secret word is a fragment of another word. An OAuth
+// client id (secretName) is one too.
+func secretWordWhole(k string) bool {
+	ws := nameWords(k)
+	for i, w := range ws {
+		if w == "clientid" || w == "client" && i+1 < len(ws) && ws[i+1] == "id" {
+			return true
+		}
+		if !wordHolds([]string{w}, secretWords...) {
+			continue
+		}
+		if madeOf(strings.TrimRight(w, "0123456789"), secretParts) && wordHolds([]string{strings.TrimRight(w, "0123456789")}, secretWords...) {
+			return true
+		}
+	}
+	return false
+}
+
+// madeOf reports whether w is a concatenation of parts.
+func madeOf(w string, parts []string) bool {
+	ok := make([]bool, len(w)+1)
+	ok[0] = true
+	for i := 1; i <= len(w); i++ {
+		for _, p := range parts {
+			if len(p) <= i && ok[i-len(p)] && w[i-len(p):i] == p {
+				ok[i] = true
+				break
+			}
+		}
+	}
+	return len(w) > 0 && ok[len(w)]
+}
+
+// quantityName reports a name that counts or bounds something (X-Max-
+// Tokens, X-Token-Count, X-Tokens, X-Token-Limit, X-Rate-Limit): gateways
+// log such values as usage.
+func quantityName(k string) bool {
+	return anyWord(nameWords(k), "tokens", "max", "min", "count", "counts", "limit", "limits", "usage", "quota", "budget", "remaining", "total")
 }
 
 // credentialIDName reports a name that ends in a credential's id (X-Key-Id,

@@ -136,7 +136,7 @@ func TestForwardHeaderClasses(t *testing.T) {
 		"X-Nonce":                classCredential,
 		"X-Client-Cert":          classCredential,
 		"Ssl-Client-Cert":        classCredential,
-		"X-Ssl-Client-Verify":    classCredential,
+		"X-Ssl-Client-Verify":    classIdentity, // a TLS-terminating proxy's client certificate verdict
 		"X-Amz-Security-Token":   classCredential,
 		"X-Amz-Security-Context": classCredential,
 		"X-Amz-Date":             classCredential,

@@ -178,3 +178,41 @@ func TestSecretWordsOneList(t *testing.T) {
 		}
 	}
 }
+
+// Black-box red team: names a gateway reads as who the caller is (a
+// TLS-terminating proxy's client-certificate claims, run-as, Bifrost's
+// virtual key) passed forward_headers; names whose credential word is part
+// of another word, or that count tokens, passed as key headers, so the
+// vaulted key would have gone out under a name gateways log or read as a
+// switch.
+func TestRedTeamHeaderNamesOfTheNight(t *testing.T) {
+	for _, name := range []string{"X-Client-Verify", "X-Client-Dn", "X-Client-Cn", "X-Client-S-Dn", "X-Client-Issuer", "X-Client-Fingerprint",
+		"X-Runas", "X-Run-As", "X-Actas", "X-Act-As", "X-Author-Id", "X-Creator-Id", "X-Spiffe-Id", "X-Dn", "X-Bf-Vk", "X-Bf-Anything"} {
+		for _, spelled := range []string{name, strings.ToLower(name)} {
+			if forwardRefusal(spelled) == "" {
+				t.Errorf("forward_headers accepts %q", spelled)
+			}
+		}
+	}
+	for _, name := range []string{"X-Author", "X-Keyword", "X-Client-Version", "X-Client-Name", "X-Disclaimer"} {
+		if got := forwardRefusal(name); got != "" {
+			t.Errorf("forward_headers refuses %q: %s", name, got)
+		}
+	}
+	for _, name := range []string{"X-Max-Tokens", "X-Token-Count", "X-Tokens", "X-Token-Limit", "X-Tokenizer", "X-Passenger", "X-Compass",
+		"X-Monkey", "X-Authority", "X-Bypass", "X-Passthrough", "X-Keyboard-Token-Count", "X-Turkey"} {
+		for _, spelled := range []string{name, strings.ToLower(name)} {
+			if keyHeaderRefusal(spelled) == "" {
+				t.Errorf("key_header accepts %q", spelled)
+			}
+		}
+	}
+	for _, name := range []string{"Authorization", "Authorization2", "X-Api-Key", "Apikey", "Api-Key", "Xi-Api-Key", "X-Goog-Api-Key", "X-Oauth-Token",
+		"X-Auth-Token", "X-Authtoken", "Xauthorization", "Ocp-Apim-Subscription-Key", "X-Amz-Security-Token", "Helicone-Auth",
+		"Cf-Aig-Authorization", "Cf-Access-Client-Secret", "Cf-Access-Client-Id", "X-Portkey-Api-Key", "OpenRouter-Key",
+		"X-Access-Token", "X-Client-Secret", "X-Private-Token", "X-Service-Key", "X-Password", "X-Passphrase", "X-Master-Key", "X-Refresh-Token"} {
+		if got := keyHeaderRefusal(name); got != "" {
+			t.Errorf("key_header refuses %q: %s", name, got)
+		}
+	}
+}
