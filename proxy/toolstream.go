@@ -53,7 +53,9 @@ import (
 // item are never relayed. Later events keep contiguous sequence_numbers, and
 // the response.output of response.completed (and of every other response
 // event) carries the judged items: a tool item the stream never showed is
-// judged there before the terminal event is released.
+// judged there before the terminal event is released, and so is one that
+// says another call under the id of an item the stream showed; the same
+// call twice there ends the stream (an SDK would run it twice).
 //
 // Anything the buffer cannot read as the SDKs would (a fragment with a bad
 // index or non-string arguments, a call past maxToolArguments, too many
@@ -1047,7 +1049,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			if t, _ := optString(item.Type); isCallItem(t) {
 				var full map[string]json.RawMessage
 				_ = json.Unmarshal(o["item"], &full)
-				b.unrelayedItem(full)
+				b.removedItem(full)
 				b.drop(e)
 				return
 			}
@@ -1204,14 +1206,17 @@ func (b *toolBuffer) itemKey(id string, outIdx json.RawMessage) string {
 // buffer tracks by its id is judged as it streams; one noted already (by
 // its id, or by its JSON when it has none) is not noted again. A noted
 // item counts toward the cap on calls, once.
-func (b *toolBuffer) unrelayedItem(item map[string]json.RawMessage) {
+//
+// other notes an item that says another call under the id of an item the
+// stream tracks: it is noted by its JSON, not by that id.
+func (b *toolBuffer) unrelayedItem(item map[string]json.RawMessage, other bool) {
 	if b.onUnrelayed == nil || item == nil || b.err != nil {
 		return
 	}
 	typ, _ := optString(item["type"])
 	id, _ := optString(item["id"])
 	key := "id:" + id
-	if id == "" {
+	if id == "" || other {
 		raw, err := json.Marshal(item) // members sorted, values compacted
 		if err != nil {
 			return
@@ -1560,7 +1565,13 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 		}
 		calls = append(calls, r.calls()...)
 	}
+	// The final output is what agent SDKs run (openai-agents reads it):
+	// a tool item there stands for the item the stream showed under its
+	// id only when it is the same call (finalCallKey); one that says
+	// otherwise under that id is a call of its own, judged as what it is.
+	// The same call twice would run twice: the stream ends instead.
 	late := map[int]*respItem{}
+	inFinal := map[string]bool{}
 	for i, raw := range output {
 		var item map[string]json.RawMessage
 		if json.Unmarshal(raw, &item) != nil || item == nil {
@@ -1572,9 +1583,13 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			continue
 		}
 		id, _ := optString(item["id"])
-		if id != "" && b.items["id:"+id] != nil {
-			// Shown already (the judged item takes its place), but an
-			// item the SDKs would read otherwise is malformed here too.
+		shown := b.items["id:"+id]
+		if id == "" {
+			shown = nil
+		}
+		if shown != nil {
+			// An item the SDKs would read otherwise is malformed here
+			// too, even when it stands for one judged already.
 			var m map[string]any
 			d := json.NewDecoder(bytes.NewReader(raw))
 			d.UseNumber()
@@ -1584,15 +1599,23 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 					return
 				}
 			}
-			continue
-		}
-		b.streamedItem(id)
-		if !b.countCall() {
-			return
 		}
 		r := &respItem{id: id, typ: it, done: item, closed: true}
 		r.call.Kind = kind
 		if !b.buildCall(r) {
+			return
+		}
+		key := r.finalCallKey()
+		if inFinal[key] {
+			b.fail(fmt.Errorf("the final output holds the call %s (item %s) twice", quoteUpstream(r.call.ID), quoteUpstream(id)))
+			return
+		}
+		inFinal[key] = true
+		if shown != nil && shown.finalCallKey() == key {
+			continue // the judged item takes its place
+		}
+		b.streamedItem(id)
+		if !b.countCall() {
 			return
 		}
 		late[i] = r
@@ -1619,7 +1642,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 					touched = true
 					id, _ := optString(item["id"])
 					r := b.items["id:"+id]
-					if r == nil || r.emitted == nil {
+					if id == "" || r == nil || r.emitted == nil {
 						continue // never shown: not shown here either
 					}
 					out = append(out, r.emitted)
@@ -1661,15 +1684,16 @@ func (b *toolBuffer) shownOutput(e *respEvent) bool {
 	}
 	out := make([]json.RawMessage, 0, len(output))
 	changed := false
+	shown := map[string]bool{}
 	for _, raw := range output {
 		var item map[string]json.RawMessage
 		if json.Unmarshal(raw, &item) == nil && item != nil {
 			it, _ := optString(item["type"])
 			if isCallItem(it) {
 				changed = true
-				b.unrelayedItem(item) // shownOutput reads non-terminal events only
-				id, _ := optString(item["id"])
-				if r := b.items["id:"+id]; r != nil && r.emitted != nil && id != "" {
+				r := b.removedItem(item) // shownOutput reads non-terminal events only
+				if id := r.idOrEmpty(); r != nil && r.emitted != nil && !shown[id] {
+					shown[id] = true // the same call twice is shown once
 					out = append(out, r.emitted)
 				}
 				continue
@@ -1683,6 +1707,65 @@ func (b *toolBuffer) shownOutput(e *respEvent) bool {
 		e.raw = nil
 	}
 	return true
+}
+
+// removedItem notes a tool item taken out of an event no SDK reads calls
+// from. It returns the item the stream shows that this one is the same
+// call as (its judged form may stand in its place), else nil: an item
+// the stream does not track, or that says another call under a tracked
+// id, is noted as unrelayed (recorded when the stream ends unless judged
+// meanwhile); one the stream has not finished yet is judged as it streams.
+func (b *toolBuffer) removedItem(item map[string]json.RawMessage) *respItem {
+	if item == nil {
+		return nil
+	}
+	typ, _ := optString(item["type"])
+	id, _ := optString(item["id"])
+	r := b.items["id:"+id]
+	switch {
+	case id == "" || r == nil:
+		b.unrelayedItem(item, false)
+		return nil
+	case !r.closed:
+		return nil
+	case !sameCall(r, typ, item):
+		b.unrelayedItem(item, true)
+		return nil
+	}
+	return r
+}
+
+func (r *respItem) idOrEmpty() string {
+	if r == nil {
+		return ""
+	}
+	return r.id
+}
+
+// sameCall reports whether item (of type typ) is the call r proposed
+// (finalCallKey), without touching the stream's state: an item that
+// cannot be read is another call.
+func sameCall(r *respItem, typ string, item map[string]json.RawMessage) bool {
+	kind, _ := toolcall.ItemKind(typ)
+	t := &respItem{id: r.id, typ: typ, done: item, closed: true}
+	t.call.Kind = kind
+	scratch := newToolBuffer(false, func([]byte) {})
+	return scratch.buildCall(t) && scratch.err == nil && t.finalCallKey() == r.finalCallKey()
+}
+
+// finalCallKey names the call an item proposes, as the judge saw it: its
+// type, item id, call id, tool, and every argument judged. Two items with
+// one key are one call; an item of the final output under a shown item's
+// id with another key is another call.
+func (r *respItem) finalCallKey() string {
+	var k strings.Builder
+	for _, s := range []string{r.typ, r.id, r.call.ID, string(r.call.Kind), r.call.Name, r.call.Server} {
+		k.WriteString(strconv.Quote(s))
+	}
+	for _, h := range r.calls() {
+		k.WriteString(strconv.Quote(h.call.Arguments))
+	}
+	return k.String()
 }
 
 // queuePos is where r's first event waits in the queue (for ordering).
