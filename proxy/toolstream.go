@@ -1002,7 +1002,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 	name, data := eventData(ev)
 	trimmed := bytes.TrimSpace(data)
 	if len(b.items) == 0 && len(b.rqueue) == 0 && !mayHoldTool(data, false) && !mayBeForeign(data, false) {
-		b.emit(ev)
+		b.emit(b.renumberRaw(ev, name, data))
 		return
 	}
 	if name != "" {
@@ -1452,6 +1452,53 @@ func (b *toolBuffer) emitResp(e *respEvent) {
 		return
 	}
 	b.emit(sseEvent(e.name, toJSON(e.obj)))
+}
+
+// renumberRaw is an event the buffer passes without reading it, numbered
+// on from the events dropped or added before it (shift): its top-level
+// sequence_number (each, if written twice), when an integer. Data that is
+// not a JSON object, or holds no such number, goes as it came.
+func (b *toolBuffer) renumberRaw(ev []byte, name string, data []byte) []byte {
+	if b.shift == 0 || !bytes.Contains(data, []byte(`"sequence_number"`)) {
+		return ev
+	}
+	d := string(data)
+	if !payload.ValidJSONString(d) {
+		return ev
+	}
+	i := skipSpace(d, 0)
+	if i == len(d) || d[i] != '{' {
+		return ev
+	}
+	var out []byte
+	at := 0
+	for i = skipSpace(d, i+1); i < len(d) && d[i] != '}'; i = skipSpace(d, i) {
+		if d[i] == ',' {
+			i = skipSpace(d, i+1)
+		}
+		end := stringEnd(d, i)
+		key := unquoteJSON(d[i:end])
+		i = skipSpace(d, skipSpace(d, end)+1) // past the ':'
+		end = valueEnd(d, i)
+		if key == "sequence_number" {
+			if n, err := strconv.ParseInt(d[i:end], 10, 64); err == nil {
+				out = append(out, d[at:i]...)
+				out = strconv.AppendInt(out, n+b.shift, 10)
+				at = end
+			}
+		}
+		i = end
+	}
+	if out == nil {
+		return ev
+	}
+	out = append(out, d[at:]...)
+	for i, c := range out {
+		if c == '\n' || c == '\r' {
+			out[i] = ' ' // white space between tokens (data lines joined): one data line
+		}
+	}
+	return sseEvent(name, out)
 }
 
 // synth emits an event the proxy made, numbered after what went before

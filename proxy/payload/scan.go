@@ -625,16 +625,22 @@ func appendSplice(b []byte, s string, reps []replacement) []byte {
 	at := 0
 	for _, r := range reps {
 		b = append(b, s[at:r.t.off]...)
-		b = appendJSONString(b, r.val)
+		if r.number {
+			b = append(b, r.val...)
+		} else {
+			b = appendJSONString(b, r.val)
+		}
 		at = r.t.off + len(r.t.raw)
 	}
 	return append(b, s[at:]...)
 }
 
-// replacement is a text field's new value.
+// replacement is a text field's new value, or (number) a number's new
+// numeral. Replacements are in the order of their offsets.
 type replacement struct {
-	t   text
-	val string
+	t      text
+	val    string
+	number bool
 }
 
 // ---- chat requests ---------------------------------------------------------

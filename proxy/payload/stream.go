@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,8 +78,9 @@ var ErrTextAfterEnd = errors.New("payload: the upstream streamed more text for a
 // released before the event that ends its field — the chunk with
 // finish_reason, "[DONE]", the .done event, response.output_item.done,
 // response.completed — or at the end of the stream, as an extra delta event
-// of the same shape (a Responses event reuses the sequence_number of the
-// event it precedes). "[DONE]", comments and unknown events pass through;
+// of the same shape (a Responses event takes the sequence_number of the
+// event it precedes, and the events after it are numbered one higher:
+// renumbered). "[DONE]", comments and unknown events pass through;
 // data that is not JSON is masked as plain text. Nothing but held-back text
 // and the current event is buffered. An event holding a lone UTF-16
 // surrogate escape ends the relay with ErrUnreadableJSON, none of it
@@ -514,6 +516,7 @@ type streamer struct {
 	endedItems map[place]struct{} // responses: items (and item-less outputs) whose output_item.done went out
 	seq        any                // responses: last sequence_number (generic path)
 	seqTok     []byte             // responses: last sequence_number (fast path), when seq is nil
+	seqShift   int64              // responses: extra events added so far (renumbered)
 	respType   bool               // responses: events carry an SSE event name
 	dirty      bool               // responses: the current event was changed
 
@@ -596,10 +599,83 @@ func (s *streamer) emitObj(ev sse.Event, o map[string]any, changed bool) error {
 	return s.emit(ev)
 }
 
-// emitKind emits the event being handled, whose kind is known.
+// emitKind emits the event being handled, whose kind is known. A
+// Responses event is numbered on from the extra events the relay added
+// before it (renumbered).
 func (s *streamer) emitKind(k EventKind, ev sse.Event, o map[string]any, changed bool) error {
 	s.next = k
+	if s.ep != EndpointChat && o != nil {
+		if n, ok := o["sequence_number"].(json.Number); ok {
+			if renum, ok := s.renumbered(string(n)); ok {
+				o["sequence_number"], changed = json.Number(renum), true
+			}
+		}
+	}
 	return s.emitObj(ev, o, changed)
+}
+
+// renumbered is an upstream event's sequence_number (as written) as the
+// client gets it: each extra event the relay added before it (text held
+// back, released before the event that ends its field) takes a number,
+// and the events after it are numbered on, so that the numbers stay
+// contiguous and increasing. ok is false when the number stays as it is
+// (nothing was added, or it is not an integer).
+func (s *streamer) renumbered(seq string) (string, bool) {
+	if s.seqShift == 0 || seq == "" {
+		return "", false
+	}
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if err != nil || n > math.MaxInt64-s.seqShift {
+		return "", false
+	}
+	return strconv.FormatInt(n+s.seqShift, 10), true
+}
+
+// extraSeq is the sequence_number of an extra event the relay adds
+// before the event o (nil: at the end of the stream), given the last one
+// read: the number the event would have had, the events after it are
+// numbered one higher. nil when the stream carries none.
+func (s *streamer) extraSeq(o map[string]any) any {
+	if o != nil {
+		if v, ok := o["sequence_number"]; ok {
+			if n, ok := v.(json.Number); ok {
+				if renum, ok := s.renumberedExtra(string(n), 0); ok {
+					return renum
+				}
+			}
+			return v // not an integer: as before
+		}
+	}
+	// After the last event read.
+	var last string
+	switch {
+	case len(s.seqTok) > 0:
+		last = string(s.seqTok)
+	case s.seq != nil:
+		n, ok := s.seq.(json.Number)
+		if !ok {
+			return s.seq
+		}
+		last = string(n)
+	default:
+		return nil
+	}
+	if renum, ok := s.renumberedExtra(last, 1); ok {
+		return renum
+	}
+	return json.Number(last)
+}
+
+// renumberedExtra numbers an extra event at seq+after (an upstream
+// number), and the events after it one higher.
+func (s *streamer) renumberedExtra(seq string, after int64) (json.Number, bool) {
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if err != nil || n > math.MaxInt64-s.seqShift-after-1 {
+		return "", false
+	}
+	out := json.Number(strconv.FormatInt(n+after+s.seqShift, 10))
+	s.seqShift++
+	return out, true
 }
 
 // Members the relay reads from stream events to join a field's deltas,
@@ -1119,7 +1195,7 @@ func (s *streamer) chatFast(ev sse.Event) (bool, error) {
 				return true, err
 			}
 			if out != f.t.val {
-				reps = append(reps, replacement{f.t, out})
+				reps = append(reps, replacement{t: f.t, val: out})
 			}
 		}
 	}
@@ -1790,7 +1866,7 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 	if p.peek() != '{' {
 		return false, nil
 	}
-	var typ, itemID, delta text
+	var typ, itemID, delta, seqAt text
 	var seq, outIdx string
 	contentIdx := 0
 	var seen uint8 // one bit per member read: a duplicate takes the generic path
@@ -1831,13 +1907,14 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 		case "logprobs":
 			ok = p.emptyArray()
 		case "sequence_number", "output_index", "content_index":
+			at := p.i
 			tok, integer, okN := p.number()
 			if !okN || !integer || key != "sequence_number" && !plainIndex(tok) {
 				return false // the generic path judges it
 			}
 			switch key {
 			case "sequence_number":
-				seq = tok
+				seq, seqAt = tok, text{raw: tok, off: at}
 			case "output_index":
 				outIdx = tok
 			default:
@@ -1873,8 +1950,20 @@ func (s *streamer) responsesFast(ev sse.Event) (done bool, err error) {
 	if err != nil {
 		return true, err
 	}
+	s.reps = s.reps[:0]
 	if out != delta.val {
-		s.reps = append(s.reps[:0], replacement{delta, out})
+		s.reps = append(s.reps, replacement{t: delta, val: out})
+	}
+	if renum, ok := s.renumbered(seq); ok {
+		// After extra events the proxy added: numbered on from them.
+		r := replacement{t: seqAt, val: renum, number: true}
+		if len(s.reps) > 0 && seqAt.off < delta.off {
+			s.reps = append([]replacement{r}, s.reps...)
+		} else {
+			s.reps = append(s.reps, r)
+		}
+	}
+	if len(s.reps) > 0 {
 		ev.Data = s.spliceForEmit(ev.Data, s.reps)
 	}
 	s.next = EventPlain // no "error", no other "type": only its name may end the stream
@@ -1952,14 +2041,7 @@ func (s *streamer) flushResponses(ev sse.Event, o map[string]any, keep func(text
 		if k.kind == kindOutputText {
 			d["logprobs"] = []any{}
 		}
-		seq := s.seq
-		if len(s.seqTok) > 0 {
-			seq = json.Number(string(s.seqTok))
-		}
-		if v, ok := o["sequence_number"]; ok {
-			seq = v
-		}
-		if seq != nil {
+		if seq := s.extraSeq(o); seq != nil {
 			d["sequence_number"] = seq
 		}
 		out := sse.Event{}
