@@ -18,12 +18,7 @@ import (
 // malformed (whole answers withheld, streams ended), and the refusal is a
 // tool.call deny event that does not store the arguments.
 func TestLenientJSONArgumentsRefused(t *testing.T) {
-	h := newHarness(t, withRules(t, toolRules))
-	tok := h.mint(grant{scope: "model:gpt-4o"})
-	for _, c := range []struct {
-		tool, args string
-		refused    bool
-	}{
+	checkArgumentsRefused(t, []argumentsCase{
 		{"shell", `{"command":"rm -\u0072f /srv","x":NaN}`, true},
 		{"shell", `{"command":"rm -\u0072f /srv","x":Infinity}`, true},
 		{"shell", `{"command":"rm -\u0072f /srv","x":-Infinity}`, true},
@@ -45,7 +40,23 @@ func TestLenientJSONArgumentsRefused(t *testing.T) {
 		{"shell", ` {"command":"ls /srv"} `, false},
 		{"shell", `{"command":"ls /srv","x":1e999}`, false}, // Go reads it as a number too
 		{"shell", ``, false},
-	} {
+	})
+}
+
+type argumentsCase struct {
+	tool, args string
+	refused    bool
+}
+
+// checkArgumentsRefused proposes each case's call in a chat answer and
+// stream, a Responses answer and stream, and (for shell) an MCP call; a
+// refused one must be withheld (502, a stream ended as malformed) with
+// one tool.call deny event, "unreadable arguments", without arguments.
+func checkArgumentsRefused(t *testing.T, cases []argumentsCase) {
+	t.Helper()
+	h := newHarness(t, withRules(t, toolRules))
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	for _, c := range cases {
 		args := c.args
 		quoted := jsonStr(args)
 		chatAnswer := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[` +

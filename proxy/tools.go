@@ -238,10 +238,11 @@ func (j *judge) Unrelayed(ctx context.Context, tc toolcall.Call) error {
 // "Command" or "COMMAND", an agent decoding into a struct with
 // encoding/json runs it as command.
 //
-// The arguments of a function or MCP call are JSON for the agent, so they
-// must be empty or one JSON value Go reads exactly: anything else is
-// refused too (errLenientArguments), and so is a lone surrogate in a bare
-// JSON string. Arguments of other kinds that are not
+// The arguments of a function or MCP call are a JSON object for the
+// agent, so they must be empty or one JSON value Go reads exactly
+// (errLenientArguments), and that value an object or null
+// (errNonObjectArguments): anything else is refused too, and so is a
+// lone surrogate in a bare JSON string. Arguments of other kinds that are not
 // JSON (a custom tool's input, a program's code) are text, matched as
 // they are.
 func ambiguousArguments(kind toolcall.Kind, args string, keys []string) error {
@@ -261,6 +262,9 @@ func ambiguousArguments(kind toolcall.Kind, args string, keys []string) error {
 	case err != nil:
 		return err
 	}
+	if jsonArgs && t[0] != '{' && strings.TrimRight(t, " \t\r\n") != "null" {
+		return errNonObjectArguments
+	}
 	if len(keys) == 0 {
 		return nil
 	}
@@ -276,6 +280,17 @@ func ambiguousArguments(kind toolcall.Kind, args string, keys []string) error {
 	}
 	return err
 }
+
+// errNonObjectArguments refuses a function or MCP call's arguments that
+// are one JSON value but not an object (nor null, which the SDKs read as
+// no arguments): a string, an array, a number or a boolean. A selector
+// reads nothing in them, and clients read them their own way: LangChain
+// passes a string (or any other value) to the tool as its first
+// argument, so "rm -rf /" runs as the command a $.command rule never saw,
+// and a string holding JSON would be judged as text; openai-agents fails
+// on them. pamctl cannot judge them as the agent reads them, so they fail
+// closed.
+var errNonObjectArguments = errors.New("they are JSON but not an object (a string, an array, a number or a boolean), and a function tool's arguments are an object: clients read anything else their own way (LangChain passes it as the tool's first argument), not as the rules read it")
 
 // errLenientArguments refuses a function or MCP call's arguments that are
 // neither empty (white space only) nor exactly one JSON value by the
