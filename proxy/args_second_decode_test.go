@@ -196,6 +196,16 @@ func TestArgumentsAsTheSecondDecodeReadsThem(t *testing.T) {
 	}
 	for outer := range outerSpellings {
 		cases = append(cases, tc{"key, " + outer, `{"k":"` + inner.String() + `"}`, outer, vaultedKey})
+		// The key right after escaped backslashes (the second decode
+		// reads "\\sk-…"): the scrubber's match must not start on the
+		// second backslash of a pair, or the agent gets "\[redacted]",
+		// arguments that are not JSON.
+		for n := 1; n <= 3; n++ {
+			pairs := strings.Repeat(`\\`, n)
+			cases = append(cases,
+				tc{fmt.Sprintf("key after %d escaped backslashes, %s", n, outer), `{"k":"` + pairs + vaultedKey + `"}`, outer, vaultedKey},
+				tc{fmt.Sprintf("escaped key after %d escaped backslashes, %s", n, outer), `{"k":"` + pairs + `\u0073` + vaultedKey[1:] + `"}`, outer, vaultedKey})
+		}
 	}
 	for _, mode := range []string{"masked", "masked, judged", "unmasked", "unmasked, judged"} {
 		judged, masked := strings.HasSuffix(mode, "judged"), strings.HasPrefix(mode, "masked")

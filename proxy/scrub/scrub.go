@@ -14,7 +14,8 @@
 // may have inside a longer base64 text, the characters that depend on the
 // key's bytes alone, in the standard and the URL-safe alphabet (each byte
 // of those may in turn be escaped). Each match is replaced by Marker, which
-// is valid inside a JSON string. ContainsFold compares case-insensitively,
+// is valid inside a JSON string; a match never starts on the second byte
+// of a JSON escape pair (scan), so JSON string content stays valid. ContainsFold compares case-insensitively,
 // for header names (which Go canonicalises) and values.
 //
 // A Stream scrubs text that arrives in pieces: it holds back only the bytes
@@ -357,17 +358,41 @@ func mayStart[T text](s *Set, b T, i int) bool {
 // scan scrubs b[:] appending the output to dst. Unless final, it stops
 // where a match is still undecided and returns that offset (bytes from it
 // on are held back); final decides undecided matches as no match.
+//
+// A match never splits an escape pair: after an odd run of backslashes
+// the byte at i is the second half of an escape (\\, \u…, \n), so a
+// backslash there starts no spelling (the escape it belongs to is tried
+// where it starts, and what follows it after it), and a match of any
+// other byte there takes the escape's backslash with it. Replaced so,
+// text that was valid JSON string content stays so ("\\[redacted]", never
+// "\[redacted]"). The parity is counted from b's start, or a match's end:
+// b starts where the text does or where a scan stopped, and a scan stops
+// only where an escape may start (never inside a pair: a trailing
+// backslash at an even position is undecided, so a stream never releases
+// half a pair), which keeps a Stream's output for any split equal to
+// Bytes of the whole.
 func scan[T text](s *Set, dst []byte, b T, final bool) ([]byte, int) {
 	last := 0
+	run := 0 // backslashes right before b[i] since last
 	for i := 0; i < len(b); {
 		if !mayStart(s, b, i) {
-			// Skip to the next byte that can start a match.
+			// Skip to the next byte that can start a match (a
+			// backslash always can, so none is skipped).
 			k := i + 1
 			for k < len(b) && !mayStart(s, b, k) {
 				k++
 			}
-			i = k
+			i, run = k, 0
 			continue
+		}
+		from := i // where a match at i starts
+		if run%2 == 1 {
+			if b[i] == '\\' {
+				run++
+				i++
+				continue
+			}
+			from = i - 1
 		}
 		decided := true
 		n := 0
@@ -383,14 +408,19 @@ func scan[T text](s *Set, dst []byte, b T, final bool) ([]byte, int) {
 			}
 		}
 		if !decided {
-			return append(dst, b[last:i]...), i
+			return append(dst, b[last:from]...), from
 		}
 		if n > 0 {
-			dst = append(dst, b[last:i]...)
+			dst = append(dst, b[last:from]...)
 			dst = append(dst, Marker...)
 			i += n
-			last = i
+			last, run = i, 0
 			continue
+		}
+		if b[i] == '\\' {
+			run++
+		} else {
+			run = 0
 		}
 		i++
 	}

@@ -12,7 +12,7 @@ const key = "sk-proj-Abc123/def+456_GHI-jkl789"
 
 // naive is the reference: one regular expression of every spelling of
 // every pattern (key or base64 spelling), longest first, replaced
-// leftmost-first.
+// leftmost-first, never from inside an escape pair (scan).
 func naive(keys []string, text string) string {
 	set := New(keys...)
 	if set.Empty() {
@@ -66,8 +66,38 @@ func naive(keys []string, text string) string {
 		}
 		alts = append(alts, b.String())
 	}
-	re := regexp.MustCompile(strings.Join(alts, "|"))
-	return re.ReplaceAllLiteralString(text, Marker)
+	// Leftmost-first, position by position, never inside an escape pair:
+	// after an odd run of backslashes a backslash starts nothing, and a
+	// match of another byte takes the pair's backslash along.
+	re := regexp.MustCompile(`\A(?:` + strings.Join(alts, "|") + `)`)
+	var out strings.Builder
+	last, run := 0, 0
+	for i := 0; i < len(text); {
+		from := i
+		if run%2 == 1 {
+			if text[i] == '\\' {
+				run++
+				i++
+				continue
+			}
+			from = i - 1
+		}
+		if loc := re.FindStringIndex(text[i:]); loc != nil && loc[1] > 0 {
+			out.WriteString(text[last:from])
+			out.WriteString(Marker)
+			i += loc[1]
+			last, run = i, 0
+			continue
+		}
+		if text[i] == '\\' {
+			run++
+		} else {
+			run = 0
+		}
+		i++
+	}
+	out.WriteString(text[last:])
+	return out.String()
 }
 
 // hexAlt is a pattern of hex digits h in either case.
@@ -379,6 +409,8 @@ func FuzzStream(f *testing.F) {
 	f.Add("xx sk-proj-Abc123/def+456_GHI-jkl789 yy", uint8(3))
 	f.Add(`\u0073k-proj-Abc123\/def+456_GHI-jkl789`, uint8(1))
 	f.Add(`"AZURE0123456789ab\u0063def"`, uint8(2))
+	f.Add(`\\\u0073k-proj-Abc123/def+456_GHI-jkl789`, uint8(1)) // a match after an escaped backslash
+	f.Add(`\sk-proj-Abc123/def+456_GHI-jkl789 \\\\u0073k-proj-Abc`, uint8(2))
 	f.Fuzz(func(t *testing.T, text string, n uint8) {
 		keys := []string{key, "AZURE0123456789abcdef", "sk-proj-Abc", "a\"b\\c\nd/e\tf"}
 		s := New(keys...)
