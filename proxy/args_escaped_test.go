@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/http"
 	"strings"
 	"testing"
 
@@ -43,23 +42,7 @@ func TestEscapedArgumentsMaskedAndScrubbed(t *testing.T) {
 			h := newHarness(t, opts...)
 			tok := h.mint(grant{scope: "model:gpt-4o"})
 			args := c.args
-			chatAnswer := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[` +
-				`{"id":"call_1","type":"function","function":{"name":"http","arguments":` + jsonStr(args) + `}}]},"finish_reason":"tool_calls"}]}`
-			chatStream := append(toolFrags(0, "call_1", "http", args), chatChunk(`{}`, "tool_calls"), sseData("[DONE]"))
-			respAnswer := `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o","output":[` + respItemJSON("fc_1", "call_1", "http", args) + `]}`
-			seq := 0
-			respStream := append([]string{respEv(0, `"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}`)},
-				respCall(&seq, 0, "fc_1", "call_1", "http", args)...)
-			respStream = append(respStream, respCompleted(seq+1, respItemJSON("fc_1", "call_1", "http", args)))
-			for _, tr := range []struct {
-				name, path, body string
-				up               http.HandlerFunc
-			}{
-				{"chat", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, chatAnswer) }},
-				{"chat stream", "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"x"}]}`, writeBytes(chatStream)},
-				{"responses", "/v1/responses", `{"model":"gpt-4o","input":"x"}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, respAnswer) }},
-				{"responses stream", "/v1/responses", `{"model":"gpt-4o","input":"x","stream":true}`, writeBytes(respStream)},
-			} {
+			for _, tr := range callTransports("http", args) {
 				h.up.set(tr.up)
 				res, b := h.do("POST", tr.path, tok, tr.body)
 				name := c.name + ", " + tr.name + ", " + mode

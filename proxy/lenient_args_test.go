@@ -59,26 +59,12 @@ func checkArgumentsRefused(t *testing.T, cases []argumentsCase) {
 	for _, c := range cases {
 		args := c.args
 		quoted := jsonStr(args)
-		chatAnswer := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[` +
-			`{"id":"call_1","type":"function","function":{"name":"` + c.tool + `","arguments":` + quoted + `}}]},"finish_reason":"tool_calls"}]}`
-		chatStream := append(toolFrags(0, "call_1", c.tool, args), chatChunk(`{}`, "tool_calls"), sseData("[DONE]"))
-		respAnswer := `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o","output":[` + respItemJSON("fc_1", "call_1", c.tool, args) + `]}`
 		mcpAnswer := `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o","output":[` +
 			`{"id":"mcp_1","type":"mcp_call","server_label":"ops","name":"` + c.tool + `","arguments":` + quoted + `,"status":"completed"}]}`
-		seq := 0
-		respStream := append([]string{respEv(0, `"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}`)},
-			respCall(&seq, 0, "fc_1", "call_1", c.tool, args)...)
-		respStream = append(respStream, respCompleted(seq+1, respItemJSON("fc_1", "call_1", c.tool, args)))
-		for _, tr := range []struct {
-			name, path, body string
-			up               http.HandlerFunc
-		}{
-			{"chat", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, chatAnswer) }},
-			{"chat stream", "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"x"}]}`, writeBytes(chatStream)},
-			{"responses", "/v1/responses", `{"model":"gpt-4o","input":"x"}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, respAnswer) }},
-			{"responses stream", "/v1/responses", `{"model":"gpt-4o","input":"x","stream":true}`, writeBytes(respStream)},
-			{"responses mcp", "/v1/responses", `{"model":"gpt-4o","input":"x"}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, mcpAnswer) }},
-		} {
+
+		transports := append(callTransports(c.tool, args),
+			callTransport{"responses mcp", "/v1/responses", `{"model":"gpt-4o","input":"x"}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, mcpAnswer) }})
+		for _, tr := range transports {
 			if tr.name == "responses mcp" && (c.tool != "shell" || strings.Contains(args, "Command")) { // mcp:ops/shell: no rule, no selector keys
 				continue
 			}

@@ -111,24 +111,7 @@ func TestAmbiguousArgumentsThroughProxy(t *testing.T) {
 		`{"command":"ls","Path":"/srv","Owner":"ops"}`: false,
 		`{"command":"ls","path":"/srv","PATH":"/bin"}`: true, // a case twin, whatever the selectors
 	} {
-		quoted := jsonStr(args)
-		chatAnswer := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[` +
-			`{"id":"call_1","type":"function","function":{"name":"shell","arguments":` + quoted + `}}]},"finish_reason":"tool_calls"}]}`
-		chatStream := append(toolFrags(0, "call_1", "shell", args), chatChunk(`{}`, "tool_calls"), sseData("[DONE]"))
-		respAnswer := `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o","output":[` + respItemJSON("fc_1", "call_1", "shell", args) + `]}`
-		seq := 0
-		respStream := append([]string{respEv(0, `"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}`)},
-			respCall(&seq, 0, "fc_1", "call_1", "shell", args)...)
-		respStream = append(respStream, respCompleted(seq+1, respItemJSON("fc_1", "call_1", "shell", args)))
-		for _, c := range []struct {
-			name, path, body string
-			up               http.HandlerFunc
-		}{
-			{"chat", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, chatAnswer) }},
-			{"chat stream", "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"x"}]}`, writeBytes(chatStream)},
-			{"responses", "/v1/responses", `{"model":"gpt-4o","input":"x"}`, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, respAnswer) }},
-			{"responses stream", "/v1/responses", `{"model":"gpt-4o","input":"x","stream":true}`, writeBytes(respStream)},
-		} {
+		for _, c := range callTransports("shell", args) {
 			h.up.set(c.up)
 			res, b := h.do("POST", c.path, tok, c.body)
 			stream := strings.Contains(c.name, "stream")
