@@ -2,8 +2,6 @@ package ui
 
 import (
 	"context"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,28 +24,7 @@ func TestEventsHeldCallWaitsForItsRecord(t *testing.T) {
 	e.login(t, c, "/ui/", "bob", "security")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", e.base+"/ui/events", nil)
-	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	req.Header.Set("Sec-Fetch-Mode", "cors")
-	req.Header.Set("Sec-Fetch-Dest", "empty")
-	res, err := c.Do(req)
-	if err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("events: %v %v", err, res)
-	}
-	defer res.Body.Close()
-	var got strings.Builder
-	buf := make([]byte, 4096)
-	readUntil := func(want string) {
-		t.Helper()
-		for !strings.Contains(got.String(), want) {
-			n, err := res.Body.Read(buf)
-			got.Write(buf[:n])
-			if err != nil && !strings.Contains(got.String(), want) {
-				t.Fatalf("stream ended (%v) before %q:\n%s", err, want, got.String())
-			}
-		}
-	}
-	readUntil("retry:")
+	ev := openEvents(t, ctx, e.base, c)
 
 	e.audit.Append(ctx, &audit.Event{Type: audit.TypePromptHeld, Request: "req_late"})
 	select {
@@ -61,5 +38,5 @@ func TestEventsHeldCallWaitsForItsRecord(t *testing.T) {
 	e.svc.mu.Lock()
 	e.svc.reqs["req_late"] = &broker.Request{ID: "req_late", Kind: broker.KindPrompt, State: broker.StatePending}
 	e.svc.mu.Unlock()
-	readUntil("event: queue")
+	ev.readUntil("event: queue")
 }

@@ -2,7 +2,6 @@ package ui
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -30,48 +29,27 @@ func TestEventsStreamEndsWhenTheSessionIdlesOut(t *testing.T) {
 			e.login(t, c, "/ui/", "bob", "security")
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, "GET", e.base+"/ui/events", nil)
-			req.Header.Set("Sec-Fetch-Site", "same-origin")
-			req.Header.Set("Sec-Fetch-Mode", "cors")
-			req.Header.Set("Sec-Fetch-Dest", "empty")
-			res, err := c.Do(req)
-			if err != nil || res.StatusCode != http.StatusOK {
-				t.Fatalf("events: %v %v", err, res)
-			}
-			defer res.Body.Close()
-			var got strings.Builder
-			buf := make([]byte, 4096)
-			readUntil := func(want string) {
-				t.Helper()
-				for !strings.Contains(got.String(), want) {
-					n, err := res.Body.Read(buf)
-					got.Write(buf[:n])
-					if err != nil && !strings.Contains(got.String(), want) {
-						t.Fatalf("stream ended (%v) before %q:\n%s", err, want, got.String())
-					}
-				}
-			}
-			readUntil("retry:")
+			ev := openEvents(t, ctx, e.base, c)
 			// Within the idle timeout the stream stays, however long it runs.
 			e.svc.advance(50 * time.Minute)
 			if how == "keep-alive" {
-				readUntil(": keep-alive")
-				readUntil(": keep-alive")
+				ev.readUntil(": keep-alive")
+				ev.readUntil(": keep-alive")
 			} else {
 				e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_1"})
-				readUntil("event: queue")
+				ev.readUntil("event: queue")
 			}
-			if strings.Contains(got.String(), "logout") {
-				t.Fatalf("the stream logged out a session in use:\n%s", got.String())
+			if strings.Contains(ev.got.String(), "logout") {
+				t.Fatalf("the stream logged out a session in use:\n%s", ev.got.String())
 			}
 			// An hour after the last use (the login), with only the stream open.
 			e.svc.advance(11 * time.Minute)
 			if how == "queue event" {
 				e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_2"})
 			}
-			readUntil("event: logout")
-			if n, err := res.Body.Read(buf); err == nil {
-				t.Fatalf("the stream goes on after logout: %q", buf[:n])
+			ev.readUntil("event: logout")
+			if n, err := ev.res.Body.Read(ev.buf); err == nil {
+				t.Fatalf("the stream goes on after logout: %q", ev.buf[:n])
 			}
 		})
 	}
