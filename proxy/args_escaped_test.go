@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/pamctl/pamctl/broker/audit"
-	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 // Call arguments are JSON inside a JSON string: the agent decodes them a
@@ -27,19 +26,11 @@ func TestEscapedArgumentsMaskedAndScrubbed(t *testing.T) {
 		{"address, pair", `{"mail":"bob.smith\u0040ex\u0061mple.com","e":"\ud83d\ude00"}`, []string{"bob.smith", `u0040ex`}},
 		{"key", `{"k":"` + keyEsc + `"}`, []string{"8c1f0e6b2d4a4f7e9a3b5c7d9e1f3a5b"}},
 	} {
-		for _, mode := range []string{"masked", "masked, judged", "unmasked", "unmasked, judged"} {
-			judged, masked := strings.HasSuffix(mode, "judged"), strings.HasPrefix(mode, "masked")
-			if !masked && c.name != "key" {
+		for _, mode := range argModes {
+			if !strings.HasPrefix(mode, "masked") && c.name != "key" {
 				continue // keys are scrubbed whatever masking does
 			}
-			var opts []harnessOption
-			if masked {
-				opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
-			}
-			if judged {
-				opts = append(opts, withRules(t, toolRules))
-			}
-			h := newHarness(t, opts...)
+			h, _, judged := argModeHarness(t, mode)
 			tok := h.mint(grant{scope: "model:gpt-4o"})
 			args := c.args
 			for _, tr := range callTransports("http", args) {

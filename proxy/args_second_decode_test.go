@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/pamctl/pamctl/broker/audit"
-	"github.com/pamctl/pamctl/proxy/mask"
 )
 
 // Outer spellings of a call's arguments string: how the answer's JSON may
@@ -207,16 +206,8 @@ func TestArgumentsAsTheSecondDecodeReadsThem(t *testing.T) {
 				tc{fmt.Sprintf("escaped key after %d escaped backslashes, %s", n, outer), `{"k":"` + pairs + `\u0073` + vaultedKey[1:] + `"}`, outer, vaultedKey})
 		}
 	}
-	for _, mode := range []string{"masked", "masked, judged", "unmasked", "unmasked, judged"} {
-		judged, masked := strings.HasSuffix(mode, "judged"), strings.HasPrefix(mode, "masked")
-		var opts []harnessOption
-		if masked {
-			opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
-		}
-		if judged {
-			opts = append(opts, withRules(t, toolRules))
-		}
-		h := newHarness(t, opts...)
+	for _, mode := range argModes {
+		h, masked, judged := argModeHarness(t, mode)
 		tok := h.mint(grant{scope: "model:gpt-4o"})
 		for _, c := range cases {
 			if !masked && c.leak != vaultedKey {

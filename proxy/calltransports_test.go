@@ -1,6 +1,30 @@
 package proxy
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/pamctl/pamctl/proxy/mask"
+)
+
+// argModes are the ways a call's arguments are tested through the proxy:
+// response masking on or off, a tool judge (toolRules) or none.
+var argModes = []string{"masked", "masked, judged", "unmasked", "unmasked, judged"}
+
+// argModeHarness is a harness for mode (argModes): response masking of
+// every detector when masked, toolRules when judged.
+func argModeHarness(t *testing.T, mode string) (h *harness, masked, judged bool) {
+	judged, masked = strings.HasSuffix(mode, "judged"), strings.HasPrefix(mode, "masked")
+	var opts []harnessOption
+	if masked {
+		opts = append(opts, withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+	}
+	if judged {
+		opts = append(opts, withRules(t, toolRules))
+	}
+	return newHarness(t, opts...), masked, judged
+}
 
 // callTransport is one way an upstream answers with a tool call: a whole
 // chat answer, a chat stream, a whole Response, a Response stream.
