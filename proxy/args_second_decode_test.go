@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/proxy/payload/payloadtest"
 )
 
 // Outer spellings of a call's arguments string: how the answer's JSON may
@@ -82,88 +83,6 @@ func secondDecode(a string) (string, bool) {
 	}
 	walk(v)
 	return b.String(), true
-}
-
-// clientArguments returns the arguments of every call as the client reads
-// them from an answer or a stream: string members named arguments, and the
-// deltas of a streamed call joined.
-func clientArguments(t *testing.T, body string, stream bool) []string {
-	t.Helper()
-	var out []string
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, e := range x {
-				if s, ok := e.(string); ok && k == "arguments" && s != "" {
-					out = append(out, s)
-				}
-				walk(e)
-			}
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		}
-	}
-	if !stream {
-		var v any
-		if err := json.Unmarshal([]byte(body), &v); err != nil {
-			t.Fatalf("the answer is not JSON: %s", body)
-		}
-		walk(v)
-		return out
-	}
-	joined := map[string]string{}
-	var ids []string
-	for _, line := range strings.Split(body, "\n") {
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok || data == "[DONE]" {
-			continue
-		}
-		var ev struct {
-			Type    string `json:"type"`
-			ItemID  string `json:"item_id"`
-			Delta   string `json:"delta"`
-			Choices []struct {
-				Delta struct {
-					ToolCalls []struct {
-						Index    int `json:"index"`
-						Function struct {
-							Arguments string `json:"arguments"`
-						} `json:"function"`
-					} `json:"tool_calls"`
-				} `json:"delta"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal([]byte(data), &ev); err != nil {
-			t.Fatalf("an event is not JSON: %s", data)
-		}
-		add := func(id, s string) {
-			if _, seen := joined[id]; !seen {
-				ids = append(ids, id)
-			}
-			joined[id] += s
-		}
-		for _, c := range ev.Choices {
-			for _, tc := range c.Delta.ToolCalls {
-				add(fmt.Sprint(tc.Index), tc.Function.Arguments)
-			}
-		}
-		switch ev.Type {
-		case "response.function_call_arguments.delta":
-			add(ev.ItemID, ev.Delta)
-		case "":
-		default:
-			var v any
-			_ = json.Unmarshal([]byte(data), &v)
-			walk(v)
-		}
-	}
-	for _, id := range ids {
-		out = append(out, joined[id])
-	}
-	return out
 }
 
 // What the agent decodes a second time is what masking and key scrubbing
@@ -253,7 +172,7 @@ func TestArgumentsAsTheSecondDecodeReadsThem(t *testing.T) {
 					t.Errorf("%s: %d %s", name, res.StatusCode, b)
 					continue
 				}
-				args := clientArguments(t, string(b), tr.stream)
+				args := payloadtest.ClientArguments(t, string(b), tr.stream)
 				if len(args) == 0 {
 					t.Errorf("%s: no arguments: %s", name, b)
 				}

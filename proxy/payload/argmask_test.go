@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pamctl/pamctl/proxy/mask"
+	"github.com/pamctl/pamctl/proxy/payload/payloadtest"
 	"github.com/pamctl/pamctl/proxy/scrub"
 )
 
@@ -32,95 +33,11 @@ var controlEscapeArgs = []struct{ args, leak string }{
 	{"{\"to\":\"x\\n\U000F000Abob@example.com\U0010FF00\"}", "bob@"},
 }
 
-// argumentsOf returns every call's arguments a client reads in the JSON
-// values of body: string members named arguments (whole answers, .done
-// events, items), and the deltas of streamed calls joined per call.
-func argumentsOf(t *testing.T, body string, stream bool) []string {
-	t.Helper()
-	var out []string
-	joined := map[string]*strings.Builder{}
-	var order []string
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, e := range x {
-				if s, ok := e.(string); ok && k == "arguments" && s != "" && !stream {
-					out = append(out, s)
-				}
-				walk(e)
-			}
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		}
-	}
-	add := func(id, s string) {
-		if joined[id] == nil {
-			joined[id] = new(strings.Builder)
-			order = append(order, id)
-		}
-		joined[id].WriteString(s)
-	}
-	if !stream {
-		var v any
-		if err := json.Unmarshal([]byte(body), &v); err != nil {
-			t.Fatalf("the answer is not JSON: %v: %s", err, body)
-		}
-		walk(v)
-		return out
-	}
-	for _, line := range strings.Split(body, "\n") {
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok || data == "[DONE]" {
-			continue
-		}
-		var ev struct {
-			Type    string `json:"type"`
-			ItemID  string `json:"item_id"`
-			Delta   string `json:"delta"`
-			Choices []struct {
-				Delta struct {
-					ToolCalls []struct {
-						Index    int `json:"index"`
-						Function struct {
-							Arguments string `json:"arguments"`
-						} `json:"function"`
-					} `json:"tool_calls"`
-				} `json:"delta"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal([]byte(data), &ev); err != nil {
-			t.Fatalf("an event is not JSON: %v: %s", err, data)
-		}
-		for _, c := range ev.Choices {
-			for _, tc := range c.Delta.ToolCalls {
-				add(fmt.Sprint(tc.Index), tc.Function.Arguments)
-			}
-		}
-		if ev.Type == "response.function_call_arguments.delta" {
-			add(ev.ItemID, ev.Delta)
-		}
-		if ev.Type != "" && ev.Type != "response.function_call_arguments.delta" {
-			var v any
-			_ = json.Unmarshal([]byte(data), &v)
-			stream = false
-			walk(v)
-			stream = true
-		}
-	}
-	for _, id := range order {
-		out = append(out, joined[id].String())
-	}
-	return out
-}
-
 // checkArguments fails unless body holds want calls' arguments, each JSON,
 // none holding leak.
 func checkArguments(t *testing.T, name, body string, stream bool, want int, leak string) {
 	t.Helper()
-	args := argumentsOf(t, body, stream)
+	args := payloadtest.ClientArguments(t, body, stream)
 	if len(args) < want {
 		t.Fatalf("%s: %d arguments, want %d: %s", name, len(args), want, body)
 	}
