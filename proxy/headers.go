@@ -622,9 +622,12 @@ func keyHeaderRefusal(k string) string {
 // log or parse: they refuse a client's header, but cannot carry a key.
 func secretName(k string) bool {
 	ws := nameWords(k)
-	if wordHolds(ws, secretWords...) {
-		return true
-	}
+	return wordHolds(ws, secretWords...) || clientIDName(ws)
+}
+
+// clientIDName reports words naming an OAuth client's id: the word
+// clientid, or client then id.
+func clientIDName(ws []string) bool {
 	for i, w := range ws {
 		if w == "clientid" || w == "client" && i+1 < len(ws) && ws[i+1] == "id" {
 			return true
@@ -648,14 +651,11 @@ var secretParts = []string{"authorization", "authentication", "authn", "auth", "
 // client id (secretName) is one too.
 func secretWordWhole(k string) bool {
 	ws := nameWords(k)
-	for i, w := range ws {
-		if w == "clientid" || w == "client" && i+1 < len(ws) && ws[i+1] == "id" {
-			return true
-		}
-		if !wordHolds([]string{w}, secretWords...) {
-			continue
-		}
-		if madeOf(strings.TrimRight(w, "0123456789"), secretParts) && wordHolds([]string{strings.TrimRight(w, "0123456789")}, secretWords...) {
+	if clientIDName(ws) {
+		return true
+	}
+	for _, w := range ws {
+		if stem := strings.TrimRight(w, "0123456789"); wordHolds([]string{stem}, secretWords...) && madeOf(stem, secretParts) {
 			return true
 		}
 	}
