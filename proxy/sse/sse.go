@@ -106,19 +106,23 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 // bufs holds the input buffers of Readers that are not waiting.
 var bufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
-// readBufSize is the Reader's input buffer: what net/http buffers of a
-// connection, so one fill takes whatever one socket read brought. A
-// source that yields (ErrWouldBlock) between fills when output is ready
-// then writes once per socket read, as a plain copy would; with 1 KiB it
-// wrote two to four times as often (docs/performance.md). Longer lines
-// are collected across fills.
+// readBufSize is the Reader's input buffer: what io.Copy and
+// httputil.ReverseProxy read into, so one fill takes whatever the source
+// has at hand, as a plain copy would. net/http's chunked body reader
+// goes on across its own 4 KiB socket reads while they end inside a
+// chunk, so a burst of events comes in one fill, and a source that
+// yields (ErrWouldBlock) between fills when output is ready writes it to
+// the client in one flush: with 4 KiB a 12 KiB burst took three flushes
+// and, past net/http's 4 KiB write buffer, two write system calls each
+// (docs/performance.md, nineteenth round); with 1 KiB it wrote two to
+// four times as often again. Longer lines are collected across fills.
 //
 // A Reader holds it only while input is at hand: when a read left it
 // partly empty (the source had no more) and all of it has been used, the
 // next read waits with a one-byte buffer, the buffer goes back to a pool,
 // and the read after that takes one again for whatever else arrived. A
 // thousand streams waiting on their upstreams hold no input buffers.
-const readBufSize = 4 << 10
+const readBufSize = 32 << 10
 
 // Next returns the next dispatched event. At the end of the stream it
 // returns io.EOF; an unterminated last event (no blank line after it) is

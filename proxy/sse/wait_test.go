@@ -2,6 +2,7 @@ package sse
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -90,6 +91,44 @@ func TestWaitingReaderHoldsNoBuffer(t *testing.T) {
 	}
 }
 
+// A burst of events at hand (the 43-event stream, about 12 KiB,
+// as a plain copy of the upstream's body would take it) comes in one
+// fill after the one-byte wait: the relay then writes it to the client
+// in one flush, not one per 4 KiB.
+func TestBurstIsOneFill(t *testing.T) {
+	var burst strings.Builder
+	for i := range 43 {
+		fmt.Fprintf(&burst, "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word %02d %s\"}}]}\n\n", i, strings.Repeat("z", 210))
+	}
+	if burst.Len() < 12<<10 {
+		t.Fatalf("burst of %d bytes, want at least 12 KiB", burst.Len())
+	}
+	src := &counted{r: strings.NewReader(burst.String())}
+	rd := NewReader(src, Limits{})
+	for i := range 43 {
+		if _, err := rd.Next(); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+	if src.reads != 2 {
+		t.Fatalf("%d reads for a %d-byte burst at hand, want 2 (the one-byte wait and one fill)", src.reads, burst.Len())
+	}
+}
+
+// counted counts the Reads that brought bytes.
+type counted struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.reads++
+	}
+	return n, err
+}
+
 // Readers that end give their input buffers back; the pool serves the
 // next ones.
 func TestEndedReaderReleasesBuffer(t *testing.T) {
@@ -116,7 +155,7 @@ func TestEndedReaderReleasesBuffer(t *testing.T) {
 		stream()
 	}
 	runtime.ReadMemStats(&after)
-	// The Reader, its source and the event: well under the 4 KiB buffer
+	// The Reader, its source and the event: well under the 32 KiB buffer
 	// each stream would allocate without the pool.
 	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > readBufSize/2 {
 		t.Fatalf("%d bytes allocated per stream, want a pooled input buffer", per)
