@@ -32,7 +32,8 @@ func NewTarget(c SinkConfig) (Target, error) {
 // sink and of the anchor, and reports what would stop Start: a url_file
 // that is missing or does not hold one http(s) URL, a headers_file or
 // ca_file that is missing or holds nothing usable, an anchor file whose
-// directory does not exist or that is a symlink or not a file. It reads
+// directory does not exist, that is a symlink or not a file, or that
+// another local user may write or replace (checkFileWay). It reads
 // those files (never quoting a URL or a header value), creates nothing
 // and sends nothing. Entries Validate refuses are skipped (ValidateAll
 // reports them), and so is an entry naming a file for which skip returns
@@ -91,6 +92,12 @@ func NewAnchorTarget(a AnchorConfig) (Target, error) {
 			return nil, fmt.Errorf("file %s: its directory does not exist (mount the append-only location first)", a.File)
 		}
 		if err := checkOutputPath("file", a.File); err != nil {
+			return nil, err
+		}
+		// Judged as a file sink's path is: another local user who may
+		// write the file, or rename their own over it, could drop the
+		// heads the off-host copy is for.
+		if err := checkFileWay(a.File); err != nil {
 			return nil, err
 		}
 		return &anchorFile{path: a.File}, nil

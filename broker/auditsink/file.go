@@ -133,11 +133,12 @@ func completeLinesEnd(f *os.File, size int64) (int64, error) {
 	return end, nil
 }
 
-// checkFileWay refuses a file sink's path that another local user could
-// write, or replace through a directory on its way (safefile.CheckWay and
-// CheckPerms): the sink would append the trail to a file they had put
-// there or could swap. The copy would still verify against the trail, but
-// not be where the operator's collector reads it.
+// checkFileWay refuses a file sink's path or the anchor file that another
+// local user could write, or replace through a directory on its way
+// (safefile.CheckWay and CheckPerms): the sink would append the trail to a
+// file they had put there or could swap. The copy would still verify
+// against the trail, but not be where the operator's collector reads it;
+// heads could be dropped from the anchor file.
 func checkFileWay(path string) error {
 	if err := safefile.CheckWay(path); err != nil {
 		return fmt.Errorf("file: %w", err)

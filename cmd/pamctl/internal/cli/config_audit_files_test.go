@@ -3,6 +3,7 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -106,7 +107,8 @@ func TestConfigCheckJudgesAuditURLFiles(t *testing.T) {
 // (headers_file, a syslog's or an http target's ca_file) are read by
 // `config check` too: missing or holding nothing usable fails the check,
 // naming the setting and the file, never quoting a header's value. So is
-// an anchor file serve would refuse (its directory missing, a symlink).
+// an anchor file serve would refuse (its directory missing, a symlink,
+// a way another local user may write).
 func TestConfigCheckJudgesAuditSinkFiles(t *testing.T) {
 	dir := t.TempDir()
 	base := "data_dir: " + filepath.Join(dir, "data") + "\nmaster_key_file: " + filepath.Join(dir, "master.key") + "\n"
@@ -154,6 +156,21 @@ func TestConfigCheckJudgesAuditSinkFiles(t *testing.T) {
 			}
 			return p
 		}, "audit.anchor: ", "is a symlink"},
+		{"anchor file in a directory every local user may write", func(f string) string {
+			return "audit:\n  anchor: { file: '" + f + "' }\n"
+		}, func(t *testing.T) string {
+			if runtime.GOOS == "windows" {
+				t.Skip("modes need Unix here")
+			}
+			d := filepath.Join(t.TempDir(), "open")
+			if err := os.Mkdir(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(d, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(d, "heads.jsonl")
+		}, "audit.anchor: ", "writable by every local user"},
 		{"anchor ca_file without PEM", func(f string) string {
 			return "audit:\n  anchor: { url: 'https://a.example.com/x', ca_file: '" + f + "' }\n"
 		}, func(t *testing.T) string { return write(t, "x") }, "audit.anchor: ", "holds no PEM certificate"},
