@@ -80,9 +80,9 @@ type Server struct {
 	// Hostnames are the names clients reach the broker by (broker.hostnames);
 	// Public refuses other Host headers (see HostCheck).
 	Hostnames []string
-	// Readyz, when set, answers Public's GET /readyz (serve's named
-	// checks), behind the Host check like every other path; else it
-	// answers ok.
+	// Readyz, when set, answers GET /readyz (serve's named checks) on
+	// Public, behind the Host check like every other path, and on Admin;
+	// else both answer ok.
 	Readyz http.Handler
 	// Proxies, when set (broker role and all), serves the API of local
 	// proxies (/v1/proxies/*, /admin/proxies).
@@ -155,18 +155,25 @@ func (s *Server) Public() http.Handler {
 	for pattern, h := range s.Extra {
 		mux.Handle(pattern, h)
 	}
-	var h http.Handler = mux
-	if s.Readyz != nil {
-		outer := http.NewServeMux()
-		outer.Handle("GET /readyz", s.Readyz)
-		outer.Handle("/", mux)
-		h = outer
-	}
-	return HostCheck(s.Hostnames, h)
+	return HostCheck(s.Hostnames, s.withReadyz(mux))
 }
 
-// Admin is the Unix-socket handler: everything Public has plus /admin.
-// Reaching the socket (mode 0600) is the authentication.
+// withReadyz serves s.Readyz (when set) for GET /readyz in front of mux,
+// whose own /readyz answers a static ok: the broker's listener and the
+// admin socket report the same checks.
+func (s *Server) withReadyz(mux *http.ServeMux) http.Handler {
+	if s.Readyz == nil {
+		return mux
+	}
+	outer := http.NewServeMux()
+	outer.Handle("GET /readyz", s.Readyz)
+	outer.Handle("/", mux)
+	return outer
+}
+
+// Admin is the Unix-socket handler: everything Public has plus /admin,
+// /readyz answering as Public's does. Reaching the socket (mode 0600) is
+// the authentication.
 func (s *Server) Admin() http.Handler {
 	mux := http.NewServeMux()
 	s.common(mux)
@@ -183,7 +190,7 @@ func (s *Server) Admin() http.Handler {
 	s.auditRoutes(mux, func(h authedFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { h(w, r, AdminIdentity) }
 	})
-	return mux
+	return s.withReadyz(mux)
 }
 
 // handle registers h for pattern with its body capped at limit bytes and
