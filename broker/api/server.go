@@ -131,7 +131,10 @@ func (s *Server) HTTPServer(h http.Handler) *http.Server {
 	if body <= 0 {
 		body = DefaultBodyTimeout
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: hdr, ReadTimeout: body, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	// DisableGeneralOptionsHandler: `OPTIONS *` goes to h, behind its Host
+	// check (a ServeMux answers it 400), not Go's 200 to any Host.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: hdr, ReadTimeout: body, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		DisableGeneralOptionsHandler: true}
 	if s.Logger != nil {
 		srv.ErrorLog = slog.NewLogLogger(s.Logger.Handler(), slog.LevelWarn)
 	}

@@ -875,6 +875,24 @@ func (a *App) metricsHostCheck(h http.Handler) http.Handler {
 	return api.HostCheckFor("metrics listener", "metrics.hostnames", names, api.AnyWithoutHost, h)
 }
 
+// optionsStar sends `OPTIONS *`, a request for the server rather than a
+// path, to checked, the proxy listener's probes behind the proxy's Host
+// check, and everything else to h. The listeners' http.Servers pass it to
+// their handler (DisableGeneralOptionsHandler: Go's own answer is 200 to
+// any Host), and a ServeMux answers a request for "*" itself, 400, before
+// any handler it holds runs: the proxy's own Host check would never see
+// it. So a foreign Host gets 421 as on every path, any other 400 and
+// nothing more.
+func optionsStar(checked, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.RequestURI == "*" {
+			checked.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // withHealth serves /healthz and /readyz beside h, the metrics listener's
 // handler, as Teleport's diagnostic address does: a probe that cannot
 // present a client certificate (the kubelet's) to a listener that asks
@@ -901,8 +919,9 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	public := a.api.Public()
 	mk := func(h http.Handler) *http.Server {
 		// No WriteTimeout: streams and long-polls write for as long as they last.
+		// `OPTIONS *` goes to h, behind its Host check (optionsStar).
 		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn), DisableGeneralOptionsHandler: true}
 	}
 	// The broker's listeners bound slow bodies in seconds (api.HTTPServer).
 	a.servers = []*http.Server{a.api.HTTPServer(public), a.api.HTTPServer(a.api.Admin())}
@@ -916,7 +935,7 @@ func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 		health.Handle("GET /healthz", probes)
 		health.Handle("GET /readyz", probes)
 		health.Handle("/", a.storeGate(a.proxy)) // the proxy checks a call's Host itself
-		a.servers, lns = append(a.servers, mk(health)), append(lns, a.proxyLn)
+		a.servers, lns = append(a.servers, mk(optionsStar(probes, health))), append(lns, a.proxyLn)
 	}
 	if a.mockLn != nil {
 		a.servers, lns = append(a.servers, mk(devupstream.New(devupstream.Options{RequireKey: devMockKey}))), append(lns, a.mockLn)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -127,6 +128,79 @@ func TestProbesAnswerARequestWithoutHost(t *testing.T) {
 		code := getNoHost(t, tc.url, tc.path)
 		if served := code != http.StatusMisdirectedRequest; served != tc.served {
 			t.Errorf("%s %s without a Host: %d, want served=%v", tc.name, tc.path, code, tc.served)
+		}
+	}
+}
+
+// sendOptionsStar sends "OPTIONS * HTTP/1.1" with Host host ("" sends an
+// HTTP/1.0 request without one) to the listener of u and returns the
+// status and body.
+func sendOptionsStar(t *testing.T, u, host string) (int, string) {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "OPTIONS * HTTP/1.0\r\n\r\n"
+	if host != "" {
+		req = "OPTIONS * HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n"
+	}
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// `OPTIONS *` (a request for the server itself, not a path) got Go's
+// http.Server answer, 200 with an empty body, whatever the Host, on the
+// broker, proxy and metrics listeners, while every path answered a
+// foreign Host 421: a page rebound to a loopback listener learnt that a
+// server answers there. It now meets each listener's Host check (421 to
+// a foreign Host) and otherwise gets an answer that says nothing (400, no
+// methods listed), as from the listener's mux; never Go's 200.
+func TestOptionsStarMeetsTheHostCheck(t *testing.T) {
+	s := startServerWith(t, func(c *Config) {
+		c.Metrics.Addr = "127.0.0.1:0"
+		c.Broker.Hostnames = []string{"pam.example.com"}
+		c.Proxy.Hostnames = []string{"pam-proxy.example.com"}
+		c.Metrics.Hostnames = []string{"pam-metrics.example.com"}
+	})
+	for _, l := range []struct {
+		name, url, name1 string
+		noHost           int // the answer to an HTTP/1.0 request without a Host
+	}{
+		{"broker", s.app.BrokerURL(), "pam.example.com", http.StatusMisdirectedRequest},
+		{"proxy", s.app.ProxyURL(), "pam-proxy.example.com", http.StatusBadRequest},
+		{"metrics", s.app.MetricsURL(), "pam-metrics.example.com", http.StatusBadRequest},
+	} {
+		for _, h := range []string{"rebound.attacker.example", "rebound.attacker.example:80", l.name1 + ".attacker.example"} {
+			if code, body := sendOptionsStar(t, l.url, h); code != http.StatusMisdirectedRequest {
+				t.Errorf("%s OPTIONS * with Host %q: %d %q, want 421", l.name, h, code, body)
+			}
+		}
+		u, err := url.Parse(l.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(u.Host)
+		for _, h := range []string{"127.0.0.1:" + port, "localhost:" + port, l.name1} {
+			if code, body := sendOptionsStar(t, l.url, h); code != http.StatusBadRequest || strings.TrimSpace(body) != "" {
+				t.Errorf("%s OPTIONS * with Host %q: %d %q, want 400 saying nothing", l.name, h, code, body)
+			}
+		}
+		if code, body := sendOptionsStar(t, l.url, ""); code != l.noHost {
+			t.Errorf("%s OPTIONS * without a Host: %d %q, want %d", l.name, code, body, l.noHost)
 		}
 	}
 }

@@ -61,6 +61,16 @@ func TestProxyRoleServesMetrics(t *testing.T) {
 			t.Errorf("%s by IP (the kubelet's probe): %d", u, code)
 		}
 	}
+	// And `OPTIONS *` meets the same check (Go's http.Server answered it
+	// 200 to any Host): 421 to a foreign Host, 400 saying nothing by IP.
+	for _, u := range []string{p.app.MetricsURL(), p.app.ProxyURL()} {
+		if code, body := sendOptionsStar(t, u, "rebound.attacker.example"); code != http.StatusMisdirectedRequest {
+			t.Errorf("%s OPTIONS * with a foreign Host: %d %q, want 421", u, code, body)
+		}
+		if code, body := sendOptionsStar(t, u, "10.0.0.7"); code != http.StatusBadRequest || strings.TrimSpace(body) != "" {
+			t.Errorf("%s OPTIONS * by IP: %d %q, want 400 saying nothing", u, code, body)
+		}
+	}
 
 	b.ts.as(t, "alice", "", "login", "--user", "alice", "--groups", "ml").must(t, "alice login")
 	r := b.ts.as(t, "alice", "", "request", "--scope", "model:gpt-4o", "--reason", "metrics", "-o", "json").must(t, "request")

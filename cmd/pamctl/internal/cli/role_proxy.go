@@ -169,9 +169,11 @@ func (a *App) serveProxyRole(ctx context.Context) error {
 		a.live.Load().ServeHTTP(w, r) // the gate passes only once a configuration is in force
 	})))
 	mk := func(h http.Handler) *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}
+		// `OPTIONS *` goes to h, behind its Host check (optionsStar).
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute,
+			DisableGeneralOptionsHandler: true}
 	}
-	a.servers = []*http.Server{mk(mux)}
+	a.servers = []*http.Server{mk(optionsStar(probes, mux))}
 	lns := []net.Listener{a.proxyLn}
 	if a.metricsLn != nil {
 		a.servers, lns = append(a.servers, mk(a.metricsHostCheck(withHealth(a.metrics.Handler(), readyz)))), append(lns, a.metricsLn)
