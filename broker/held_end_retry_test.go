@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit/logtest"
 	"github.com/pamctl/pamctl/broker/policy"
 )
 
@@ -54,24 +54,6 @@ func (f *flakyStore) UpdateRequest(ctx context.Context, id string, fn func(*brok
 	return f.Store.UpdateRequest(ctx, id, fn)
 }
 
-// syncBuffer is a log destination tests read while the broker writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Review (from the reviews of the field): when the store failed while the
 // calls held on an ended grant were being ended (revoke, the TTL sweep, a
 // reload), the failure was only logged: the call stayed in the approvers'
@@ -112,7 +94,7 @@ func TestHeldCallEndsOnTheNextSweepAfterAStoreFailure(t *testing.T) {
 					e := newEnv(t)
 					ctx := context.Background()
 					flaky := &flakyStore{Store: e.db}
-					var logs syncBuffer
+					var logs logtest.Buffer
 					svc, err := broker.New(ctx, broker.Config{Store: flaky, IDTokens: e.idv, Keys: e.keys, Issuer: "http://broker.test", Audit: e.log,
 						Policies: testPolicies, Rules: testRules, Now: e.clock.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 					if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit/logtest"
 	"github.com/pamctl/pamctl/broker/token"
 )
 
@@ -132,24 +133,6 @@ func (s *memSink) last(t *testing.T) audit.Event {
 		t.Fatal("no proxy.call event was written")
 	}
 	return calls[len(calls)-1]
-}
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // seenRequest is what the fake upstream received.
@@ -322,7 +305,7 @@ type harness struct {
 	minter   *token.Minter
 	revoked  *revocations
 	sink     *memSink
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 	up       *fakeUpstream
 	proxy    *Proxy
 	srv      *httptest.Server
@@ -334,7 +317,7 @@ type harnessOption func(*Options)
 
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}, revoked: &revocations{}, sink: &memSink{}, logs: &syncBuffer{}}
+	h := &harness{t: t, clock: &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}, revoked: &revocations{}, sink: &memSink{}, logs: &logtest.Buffer{}}
 	h.keyring, h.minter = newKeyring(t, h.clock)
 	h.up = newFakeUpstream(t, "openai")
 	// The upstream's header timeout is far above what any test's fake

@@ -1,7 +1,6 @@
 package auditsink_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"io"
@@ -16,26 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/audit/logtest"
 	"github.com/pamctl/pamctl/broker/auditsink"
 )
-
-// syncBuffer is a log buffer the shipper's goroutines may write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A collector (or a proxy in front of it) that echoes what it was sent in
 // its error answer does not put the sink's credentials in pamctl's errors,
@@ -72,7 +54,7 @@ func TestCollectorAnswerNeverEchoesCredentials(t *testing.T) {
 	withUser := strings.Replace(srv.URL, "http://", "http://"+user+":"+pass+"@", 1)
 
 	tr := newTrail(t, 1)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db,
 		Sinks: []auditsink.SinkConfig{
 			{Name: "query", Type: "http", URL: srv.URL + "/ingest?token=" + query},
@@ -165,7 +147,7 @@ func TestGarbageAnswerMakesAShortSinkError(t *testing.T) {
 		}
 	}()
 	tr := newTrail(t, 1000)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	var mu sync.Mutex
 	var reported []string
 	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db,

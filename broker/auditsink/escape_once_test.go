@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/audit/logtest"
 	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/safetext"
 )
@@ -29,7 +30,7 @@ func TestCollectorAnswerIsRawInTheStatusAndEscapedOnceWhereRead(t *testing.T) {
 				w.WriteHeader(http.StatusBadRequest)
 				w.Write([]byte(answer + strings.Repeat("z", 4<<10)))
 			})
-			var logged syncBuffer
+			var logged logtest.Buffer
 			var h slog.Handler = slog.NewTextHandler(&logged, nil)
 			if format == "json" {
 				h = slog.NewJSONHandler(safetext.JSONWriter(&logged), nil)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/audit/logtest"
 	"github.com/pamctl/pamctl/broker/auditsink"
 )
 
@@ -31,7 +32,7 @@ func TestPathTokenNeverShown(t *testing.T) {
 	}))
 	defer srv.Close()
 	tr := newTrail(t, 1000)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	m, err := auditsink.Start(context.Background(), auditsink.Options{Source: tr.log, Cursors: tr.db,
 		Sinks: []auditsink.SinkConfig{
 			{Type: "http", URL: srv.URL + "/receiver/v1/http/" + token},

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,32 +9,15 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/audit/logtest"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testHealth() (*health, *syncBuffer, *time.Time) {
-	buf := &syncBuffer{}
+func testHealth() (*health, *logtest.Buffer, *time.Time) {
+	buf := &logtest.Buffer{}
 	h := newHealth(slog.New(slog.NewTextHandler(buf, nil)))
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	h.now = func() time.Time { return now }

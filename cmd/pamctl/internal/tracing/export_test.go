@@ -7,11 +7,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel"
 
+	"github.com/pamctl/pamctl/broker/audit/logtest"
 	"github.com/pamctl/pamctl/broker/safetext"
 	"github.com/pamctl/pamctl/proxy"
 )
@@ -40,7 +40,7 @@ func TestExportErrorsAreOneShortLineWithoutTheToken(t *testing.T) {
 
 	for _, format := range []string{"text", "json"} {
 		t.Run(format, func(t *testing.T) {
-			var logged syncBuffer
+			var logged logtest.Buffer
 			var h slog.Handler = slog.NewTextHandler(&logged, nil)
 			if format == "json" {
 				h = slog.NewJSONHandler(safetext.JSONWriter(&logged), nil)
@@ -73,25 +73,6 @@ func TestExportErrorsAreOneShortLineWithoutTheToken(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a log the exporter's goroutine writes while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Refusing an OTLP endpoint never prints the credentials it carries, in
