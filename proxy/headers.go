@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/pamctl/pamctl/broker/audit/headername"
 	"github.com/pamctl/pamctl/broker/token"
 )
 
@@ -175,67 +176,6 @@ const (
 	whyVendor   = "it is in the control namespace of a gateway, cloud front door, framework or provider API in front of the model (X-Portkey-*, X-Litellm-*, Helicone-*, Cf-*, X-Kong-*, Ocp-Apim-*, X-Ms-*, X-Amzn-*, X-Goog-*, Openai-* but OpenAI-Beta, Anthropic-*, Langfuse-*, X-Title, ...): pamctl cannot know what that gateway does with its own control headers (route, retry, time out, bill or attribute the call, log it or not), so no client's goes, and there is no override on purpose: set such a header at the gateway, or label calls under a name of your own (X-Agent-Name, X-Run-Label)"
 )
 
-// nameWords is k's words: lower case, split at '-' and '_'.
-func nameWords(k string) []string {
-	return strings.Split(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "-")
-}
-
-// anyWord reports whether a word of ws is one of set.
-func anyWord(ws []string, set ...string) bool {
-	for _, w := range ws {
-		for _, s := range set {
-			if w == s {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// ordinaryWords are whole words that hold a fragment of the credential
-// or identity classes (auth, key, claim) but name neither: a label under
-// X-Author, X-Keyword or X-Disclaimer is forwarded. Only the word exactly,
-// in any letter case: run together with anything (X-Authorid, X-Coauthor,
-// X-Keyword2) it is judged by its fragments again, as XAuthorization,
-// Apikey and X-Keyid are, since a gateway may read a name run together
-// any way, and header names have no letter case (X-AuthorId is
-// X-Authorid) to split at. Not "authority": HTTP/2's :authority is the
-// Host. "portkey" is the vendor's name in Portkey's labels.
-var ordinaryWords = map[string]bool{
-	"author": true, "authors": true,
-	"keyword": true, "keywords": true, "keyboard": true, "keynote": true, "portkey": true,
-	"disclaimer": true, "disclaimers": true,
-}
-
-// secretWords are the fragments of a word that says its header carries a
-// secret (secretName), or, before "id", which secret it is
-// (credentialIDName); credentialName refuses them and more. One list, so
-// the three cannot drift apart.
-var secretWords = []string{"auth", "key", "token", "secret", "pass", "credential", "bearer", "jwt"}
-
-// credentialContextWords are the other fragments credentialName refuses:
-// a credential's context (a session, a signature, a nonce, a certificate,
-// an identity protocol), whose values intermediaries log or parse.
-var credentialContextWords = []string{"cookie", "signature", "session", "hmac", "cert", "csrf", "xsrf", "nonce", "assertion", "oidc", "saml", "ntlm", "kerberos"}
-
-// wordHolds reports whether a word of ws (nameWords), but an
-// ordinaryWords one, holds one of subs (lower case, no '-'): the
-// fragment anywhere in the word, so run-together names (XAuthorization,
-// X-Authtoken, Authorization2) are caught.
-func wordHolds(ws []string, subs ...string) bool {
-	for _, w := range ws {
-		if ordinaryWords[w] {
-			continue
-		}
-		for _, s := range subs {
-			if strings.Contains(w, s) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // containsAnyFolded reports whether k holds one of subs (folded).
 func containsAnyFolded(k string, subs ...string) bool {
 	for _, s := range subs {
@@ -259,7 +199,7 @@ func framingHeader(k string) bool {
 	case "Content-Type":
 		return false
 	default:
-		return strings.HasPrefix(ck, "Content-") || anyWord(nameWords(k), "digest")
+		return strings.HasPrefix(ck, "Content-") || headername.AnyWord(headername.Words(k), "digest")
 	}
 }
 
@@ -273,25 +213,10 @@ func ownHeader(k string) bool {
 }
 
 // credentialName reports a name under which a server may take a
-// credential: Authorization and its kin (Proxy-Authorization,
-// Helicone-Auth, X-Auth-Token), any key but Idempotency-Key (Api-Key,
-// X-Api-Key, Ocp-Apim-Subscription-Key, X-Portkey-Virtual-Key), tokens,
-// secrets, passwords and passcodes, cookies and sessions, signatures and
-// HMACs, JWTs and bearer assertions, one-time codes and nonces, CSRF
-// tokens, client certificates and what vouches for them (X-Client-Cert,
-// X-Ssl-Client-Verify), an OAuth client's id (X-Client-Id, the other half
-// of a client secret), and AWS request signing (X-Amz-*).
+// credential (headername.Credential), but Idempotency-Key, which the
+// proxy makes per token (idempotencyKey).
 func credentialName(k string) bool {
-	if foldedEqual(k, "idempotency-key") {
-		return false
-	}
-	ws := nameWords(k)
-	// secretName: secretWords (a key too, but in an ordinaryWords one:
-	// Portkey's own labels, X-Portkey-Trace-Id, are not keys), or an
-	// OAuth client's id, half of a client credential (Cf-Access-Client-Id,
-	// X-IBM-Client-Id, MuleSoft's client_id).
-	return secretName(k) || wordHolds(ws, credentialContextWords...) ||
-		anyWord(ws, "sig", "sign", "signed", "signing", "sigv4", "amz", "otp", "totp", "hotp", "mfa", "ssl", "tls", "mtls", "x509", "spiffe")
+	return !foldedEqual(k, "idempotency-key") && headername.Credential(k)
 }
 
 // identityName reports a name that asserts who the caller is, what it may
@@ -302,7 +227,7 @@ func credentialName(k string) bool {
 // -Group) and a gateway's per-user keys (Helicone-User-Id). User-Agent,
 // which names software, is not one.
 func identityName(k string) bool {
-	ws := nameWords(k)
+	ws := headername.Words(k)
 	for i, w := range ws {
 		if strings.Contains(w, "user") && !(w == "user" && i+1 < len(ws) && ws[i+1] == "agent") {
 			return true
@@ -321,10 +246,10 @@ func identityName(k string) bool {
 			return true // a TLS-terminating proxy's client certificate claims (X-Client-Verify, X-Client-Dn)
 		}
 	}
-	return wordHolds(ws, "principal", "impersonat", "consumer", "identity", "subject", "email", "claim", "behalf",
+	return headername.WordHolds(ws, "principal", "impersonat", "consumer", "identity", "subject", "email", "claim", "behalf",
 		"caller", "login", "member", "owner", "group", "permission", "privilege", "entitlement", "admin", "scope", "sudo",
 		"runas", "actas", "spiffe", "svid") ||
-		anyWord(ws, "role", "roles", "actor", "actors", "as", "sub", "uid", "upn", "dn", "cn")
+		headername.AnyWord(ws, "role", "roles", "actor", "actors", "as", "sub", "uid", "upn", "dn", "cn")
 }
 
 // addressClaim reports whether a client's header named k claims a client
@@ -338,8 +263,8 @@ func addressClaim(k string) bool {
 	if containsAnyFolded(k, "forwarded", "remote-addr", "client-addr", "connecting", "country", "latitude", "longitude", "continent") {
 		return true
 	}
-	ws := nameWords(k)
-	if anyWord(ws, "addr", "address", "peer", "port", "real", "remote", "origin", "referer", "referrer", "geo", "city") {
+	ws := headername.Words(k)
+	if headername.AnyWord(ws, "addr", "address", "peer", "port", "real", "remote", "origin", "referer", "referrer", "geo", "city") {
 		return true
 	}
 	for _, word := range ws { // "ip…" (IP, IPv6, IPCountry) as a word, or "ip"/"addr" after a word such as client
@@ -380,19 +305,19 @@ var routingWords = []string{"model", "deploy", "engine", "route", "routing", "up
 // OpenRouter-Key), and a key header is pamctl's to set, not a client's
 // to smuggle a selector in.
 func routingKeyName(k string) bool {
-	return anyWord(nameWords(k), routingWords...) || routingWordsOf(k)
+	return headername.AnyWord(headername.Words(k), routingWords...) || routingWordsOf(k)
 }
 
 // routingWordsOf is routingName's rules by word.
 func routingWordsOf(k string) bool {
-	ws := nameWords(k)
-	if anyWord(ws, "envoy", "base", "proxy") {
+	ws := headername.Words(k)
+	if headername.AnyWord(ws, "envoy", "base", "proxy") {
 		return true
 	}
 	for i, w := range ws {
 		switch w {
 		case "version", "versions", "ver":
-			if i == 0 || !anyWord(ws[i-1:i], "package", "runtime", "sdk", "client", "app", "agent", "library", "lib", "lang", "os", "build", "browser") {
+			if i == 0 || !headername.AnyWord(ws[i-1:i], "package", "runtime", "sdk", "client", "app", "agent", "library", "lib", "lang", "os", "build", "browser") {
 				return true
 			}
 		case "retry", "retries":
@@ -414,14 +339,14 @@ func accountName(k string) bool {
 	if containsAnyFolded(k, "organization", "organisation", "project", "billing", "account", "tenant", "workspace", "subscription", "customer", "quota", "budget", "limit") {
 		return true
 	}
-	return anyWord(nameWords(k), "org", "orgid", "cost", "spend", "team", "teams", "teamid")
+	return headername.AnyWord(headername.Words(k), "org", "orgid", "cost", "spend", "team", "teams", "teamid")
 }
 
 // loggingName reports a name that turns a gateway's record of the call
 // on or off: Helicone-Omit-Request/-Response, X-Portkey-Debug (false: not
 // logged), a log level, an audit or redaction switch.
 func loggingName(k string) bool {
-	return anyWord(nameWords(k), "omit", "log", "logs", "logging", "debug", "audit", "redact", "redaction")
+	return headername.AnyWord(headername.Words(k), "omit", "log", "logs", "logging", "debug", "audit", "redact", "redaction")
 }
 
 // cacheName reports a name that steers a cache or deduplication: Cache-
@@ -433,8 +358,8 @@ func loggingName(k string) bool {
 // would hand one agent another's answer (the reason Idempotency-Key is
 // not built in).
 func cacheName(k string) bool {
-	ws := nameWords(k)
-	return containsAnyFolded(k, "cache", "pragma", "dedup", "replay", "surrogate") || anyWord(ws, "ttl") || ws[0] == "if" ||
+	ws := headername.Words(k)
+	return containsAnyFolded(k, "cache", "pragma", "dedup", "replay", "surrogate") || headername.AnyWord(ws, "ttl") || ws[0] == "if" ||
 		containsFolded(k, "idempoten") && !foldedEqual(k, "idempotency-key")
 }
 
@@ -453,7 +378,7 @@ func traceName(k string) bool {
 	if foldedEqual(k, "request-context") || foldedEqual(k, "correlation-context") {
 		return true
 	}
-	return anyWord(nameWords(k), "b3", "span", "spans", "spanid", "parentspanid", "sampled", "sampling", "sampler", "samplerate", "otel", "sw8")
+	return headername.AnyWord(headername.Words(k), "b3", "span", "spans", "spanid", "parentspanid", "sampled", "sampling", "sampler", "samplerate", "otel", "sw8")
 }
 
 // timeoutName reports a name that sets a timeout or deadline (X-Litellm-
@@ -588,11 +513,11 @@ func keyHeaderRefusal(k string) string {
 		return "it is a cookie header, which proxies log and parse as name=value pairs" + pick
 	case !credentialName(k):
 		return "it is not named as a credential (auth, key, token, secret, ...): proxies and gateways on the way log other names, or read them as something else (an address, a cache control, a location)" + pick
-	case secretName(k) && !credentialIDName(k) && !secretWordWhole(k):
+	case headername.Secret(k) && !headername.CredentialID(k) && !headername.SecretWordWhole(k):
 		return "its credential word is part of another word (X-Bypass, X-Passenger, X-Monkey, X-Authority, X-Tokenizer): proxies and gateways read and log such names as what they say, not as a secret" + pick
 	case quantityName(k):
 		return "it is also named as a count, limit or quantity of tokens (X-Max-Tokens, X-Token-Count, X-Token-Limit), which gateways log as usage" + pick
-	case !secretName(k) || credentialIDName(k):
+	case !headername.Secret(k) || headername.CredentialID(k):
 		return "it is named after a credential's context or as a credential's id (a session, a nonce, a signature or signing parameter, a certificate, a one-time code, a key's or token's id: X-Session-Id, X-Nonce, X-Amz-Date, X-Signature, X-Key-Id), not as the secret itself: proxies and gateways log such values (a session id groups calls in a dashboard, a nonce goes to a replay cache, AWS echoes its signing headers in its errors) or read them as what they name" + pick
 	case identityName(k):
 		return "it is also named as an identity (a user, principal, group, role), which a gateway reads as who the caller is" + pick
@@ -604,7 +529,7 @@ func keyHeaderRefusal(k string) string {
 		return "it is also named as a cache control or idempotency key, which caches and gateways log and key stored answers on" + pick
 	case loggingName(k):
 		return "it is also named as a logging, debugging, audit or redaction switch, which a gateway reads as one and may log" + pick
-	case traceName(k) || anyWord(nameWords(k), "correlation", "correlationid"):
+	case traceName(k) || headername.AnyWord(headername.Words(k), "correlation", "correlationid"):
 		return "it is also named as a trace or correlation id, which proxies and tracers log and propagate" + pick
 	case timeoutName(k):
 		return "it is also named as a timeout, which a gateway reads as one" + pick
@@ -612,97 +537,11 @@ func keyHeaderRefusal(k string) string {
 	return ""
 }
 
-// secretName reports a name that says it carries a secret: a word
-// holding one of secretWords (auth, key, token, secret, pass,
-// credential, bearer, jwt; not an ordinaryWords one), or an OAuth
-// client's id, the other half of a client secret (Cf-Access-Client-Id).
-// credentialName's other words name
-// a credential's context (a session, a nonce, a signature, AWS's signing
-// headers, a certificate, a one-time code), whose values intermediaries
-// log or parse: they refuse a client's header, but cannot carry a key.
-func secretName(k string) bool {
-	ws := nameWords(k)
-	return wordHolds(ws, secretWords...) || clientIDName(ws)
-}
-
-// clientIDName reports words naming an OAuth client's id: the word
-// clientid, or client then id.
-func clientIDName(ws []string) bool {
-	for i, w := range ws {
-		if w == "clientid" || w == "client" && i+1 < len(ws) && ws[i+1] == "id" {
-			return true
-		}
-	}
-	return false
-}
-
-// secretParts are what a key header's credential word may be made of
-// (secretWordWhole): the secret words, whole, and the words gateways put
-// before or between them (X-Api-Key, Apikey, X-Oauth-Token,
-// Ocp-Apim-Subscription-Key, X-Amz-Security-Token, Xauthorization).
-var secretParts = []string{"authorization", "authentication", "authn", "auth", "key", "token", "secret", "password", "passwd", "passphrase", "pass",
-	"credentials", "credential", "bearer", "jwt", "x", "o", "api", "access", "client", "refresh", "session", "subscription", "service",
-	"private", "app", "id", "security", "master"}
-
-// secretWordWhole reports whether a word of k holding one of secretWords
-// is made of secretParts only (trailing digits aside): X-Api-Key, Apikey,
-// Authorization2, but not X-Bypass, X-Passenger, X-Monkey, X-Authority,
-// X-Tokenizer, whose secret word is a fragment of another word. An OAuth
-// client id (secretName) is one too.
-func secretWordWhole(k string) bool {
-	ws := nameWords(k)
-	if clientIDName(ws) {
-		return true
-	}
-	for _, w := range ws {
-		if stem := strings.TrimRight(w, "0123456789"); wordHolds([]string{stem}, secretWords...) && madeOf(stem, secretParts) {
-			return true
-		}
-	}
-	return false
-}
-
-// madeOf reports whether w is a concatenation of parts.
-func madeOf(w string, parts []string) bool {
-	ok := make([]bool, len(w)+1)
-	ok[0] = true
-	for i := 1; i <= len(w); i++ {
-		for _, p := range parts {
-			if len(p) <= i && ok[i-len(p)] && w[i-len(p):i] == p {
-				ok[i] = true
-				break
-			}
-		}
-	}
-	return len(w) > 0 && ok[len(w)]
-}
-
 // quantityName reports a name that counts or bounds something (X-Max-
 // Tokens, X-Token-Count, X-Tokens, X-Token-Limit, X-Rate-Limit): gateways
 // log such values as usage.
 func quantityName(k string) bool {
-	return anyWord(nameWords(k), "tokens", "max", "min", "count", "counts", "limit", "limits", "usage", "quota", "budget", "remaining", "total")
-}
-
-// credentialIDName reports a name that ends in a credential's id (X-Key-Id,
-// X-Keyid, X-Token-Id, X-Access-Key-Ids): which key, not the key, and ids
-// are what intermediaries log. An OAuth client's id (Cf-Access-Client-Id)
-// is the documented other half of a client secret, and not one.
-func credentialIDName(k string) bool {
-	ws := nameWords(k)
-	last := ws[len(ws)-1]
-	if last == "clientid" || len(ws) >= 2 && ws[len(ws)-2] == "client" && (last == "id" || last == "ids") {
-		return false
-	}
-	if last == "id" || last == "ids" || last == "kid" {
-		return true
-	}
-	for _, s := range []string{"id", "ids"} {
-		if stem, ok := strings.CutSuffix(last, s); ok && stem != "" && (wordHolds([]string{stem}, secretWords...) || wordHolds([]string{stem}, "session")) {
-			return true
-		}
-	}
-	return false
+	return headername.AnyWord(headername.Words(k), "tokens", "max", "min", "count", "counts", "limit", "limits", "usage", "quota", "budget", "remaining", "total")
 }
 
 // responseOnly reports a canonical name only a response carries: the

@@ -145,40 +145,6 @@ func TestKeyHeaderNamedAsTheSecret(t *testing.T) {
 	}
 }
 
-// TestSecretWordsOneList: every fragment of secretWords makes a name a
-// secret's (secretName) and so a credential's (credentialName), before
-// "id" a credential's id (credentialIDName), and as an ordinaryWords
-// word nothing: the three judge one list.
-func TestSecretWordsOneList(t *testing.T) {
-	for _, w := range secretWords {
-		for _, k := range []string{"X-" + w, "X-" + w + "2", "X" + w + "x", strings.ToUpper("X-" + w)} {
-			if !secretName(k) || !credentialName(k) {
-				t.Errorf("%s: secretName %v, credentialName %v; want both", k, secretName(k), credentialName(k))
-			}
-		}
-		for _, k := range []string{"X-" + w + "-Id", "X-" + w + "id", "X-" + w + "ids"} {
-			if !credentialIDName(k) {
-				t.Errorf("%s: not a credential's id", k)
-			}
-		}
-	}
-	for _, k := range []string{"X-Session-Id", "X-Sessionid"} {
-		if !credentialIDName(k) || secretName(k) || !credentialName(k) {
-			t.Errorf("%s: id %v, secret %v, credential %v; want a credential's id, not a secret", k, credentialIDName(k), secretName(k), credentialName(k))
-		}
-	}
-	for _, w := range credentialContextWords {
-		if k := "X-" + w; !credentialName(k) || secretName(k) {
-			t.Errorf("%s: credentialName %v, secretName %v; want a credential's context only", k, credentialName(k), secretName(k))
-		}
-	}
-	for w := range ordinaryWords {
-		if k := "X-" + w; secretName(k) || credentialName(k) {
-			t.Errorf("%s: an ordinary word read as a credential", k)
-		}
-	}
-}
-
 // Black-box red team: names a gateway reads as who the caller is (a
 // TLS-terminating proxy's client-certificate claims, run-as, Bifrost's
 // virtual key) passed forward_headers; names whose credential word is part
