@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pamctl/pamctl/broker/audit/headername"
 	"github.com/pamctl/pamctl/broker/safefile"
 	"github.com/pamctl/pamctl/broker/safetext"
 )
@@ -380,15 +381,14 @@ func checkHTTPURL(raw string) error {
 }
 
 // credentialHeader reports whether an inline header would put a secret in
-// the config file (and in `config check`).
+// the config file (and in `config check`): its name is read by words as
+// the proxy reads forward_headers' (headername.Credential), so a
+// credential word anywhere in a word refuses it (X-Api-Key, Apikey,
+// X-Amz-Security-Token, X-Monkey: fail closed) but an ordinary word
+// holding one, whole, does not (X-Author, X-Keyword). Idempotency-Key,
+// which only the proxy exempts, is refused here too.
 func credentialHeader(name string) bool {
-	n := strings.ToLower(name)
-	for _, w := range []string{"auth", "token", "key", "secret", "cookie", "password", "signature"} {
-		if strings.Contains(n, w) {
-			return true
-		}
-	}
-	return false
+	return headername.Credential(name)
 }
 
 // Validate reports every problem of c.
