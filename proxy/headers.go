@@ -494,7 +494,10 @@ func keyHeaders(u Upstream) (key, extra, extraEntry string) {
 // beside a credential's names the account's key (Ocp-Apim-Subscription-
 // Key), and a vendor's control namespace (vendorNamespace) is refused to
 // clients, not to pamctl (X-Portkey-Api-Key, Cf-Aig-Authorization):
-// neither refuses a key header.
+// neither refuses a key header. Last, the name must end in the secret's
+// word (headername.NamesTheSecret): not X-Amz-Credential, whose value in
+// request signing is the key's id and scope, nor X-Key-Name or
+// X-Token-Type, which name what sits beside a key.
 func keyHeaderRefusal(k string) string {
 	ck := http.CanonicalHeaderKey(k)
 	const pick = ": put the key in the header the gateway documents for it (Authorization, api-key, X-Api-Key, Ocp-Apim-Subscription-Key, Helicone-Auth, Cf-Aig-Authorization, ...)"
@@ -533,6 +536,8 @@ func keyHeaderRefusal(k string) string {
 		return "it is also named as a trace or correlation id, which proxies and tracers log and propagate" + pick
 	case timeoutName(k):
 		return "it is also named as a timeout, which a gateway reads as one" + pick
+	case !headername.NamesTheSecret(k):
+		return "it names a credential as a whole or something about the secret (X-Amz-Credential and X-Goog-Credential carry the key's id and scope in request signing; X-Key-Name, X-Token-Type, X-Token-Expires, X-Key-Hash name, type, date or fingerprint it), not the secret itself: a key header's name ends in the secret's word (...-Key, ...-Token, ...-Secret, Authorization, ...-Client-Id), and proxies and gateways log the others as what they name" + pick
 	}
 	return ""
 }

@@ -137,7 +137,7 @@ func TestKeyHeaderNamedAsTheSecret(t *testing.T) {
 	for _, name := range []string{
 		"Authorization", "X-Api-Key", "Apikey", "X-Auth-Token", "X-Amz-Security-Token", "X-Session-Token", "X-Session-Key",
 		"X-Signature-Key", "X-Nonce-Secret", "Cf-Access-Client-Id", "X-Ibm-Client-Id", "X-Client-Secret", "X-Password",
-		"X-Jwt", "X-Bearer", "X-Credential", "X-Id-Token", "X-Key-Id-Secret",
+		"X-Jwt", "X-Bearer", "X-Credential-Key", "X-Id-Token", "X-Key-Id-Secret",
 	} {
 		if got := keyHeaderRefusal(name); got != "" {
 			t.Errorf("keyHeaderRefusal(%q) = %q, want it accepted", name, got)
@@ -179,6 +179,59 @@ func TestRedTeamHeaderNamesOfTheNight(t *testing.T) {
 		"X-Access-Token", "X-Client-Secret", "X-Private-Token", "X-Service-Key", "X-Password", "X-Passphrase", "X-Master-Key", "X-Refresh-Token"} {
 		if got := keyHeaderRefusal(name); got != "" {
 			t.Errorf("key_header refuses %q: %s", name, got)
+		}
+	}
+}
+
+// TestKeyHeaderNotAboutTheSecret: a key header's name ends in the
+// secret's own word (...-Key, ...-Token, ...-Secret, Authorization, an
+// OAuth client's id). A name that says "credential" only names a
+// credential as a whole, which in request signing is the key's id and
+// scope, not the secret (AWS SigV4's X-Amz-Credential: AKID/date/region/
+// service/aws4_request; Google's V4 X-Goog-Credential), and a name whose
+// last word says something about the secret (its id, name, scope, type,
+// expiry, fingerprint, hash, ...) names what gateways log beside a key:
+// the vaulted key must go in neither. Both as key_header and as
+// extra_key.header, in every letter case.
+func TestKeyHeaderNotAboutTheSecret(t *testing.T) {
+	for _, name := range []string{
+		"X-Amz-Credential", "X-Goog-Credential", "X-Credential", "X-Credentials", "Credential", "X-Api-Credential", "X-Amz-Credentials",
+		"X-Credential-Id", "X-Goog-Credential-Id", "X-Credentialid", "X-Access-Key-Id", "X-Amz-Access-Key-Id", "Aws-Access-Key-Id", "X-Api-Key-Id",
+		"Credential-Scope", "X-Credential-Scope", "X-Amz-Credential-Scope", "X-Key-Scope", "X-Token-Scope",
+		"X-Key-Name", "X-Api-Key-Name", "X-Key-Fingerprint", "X-Key-Alias", "X-Key-Hint", "X-Key-Label", "X-Key-Prefix",
+		"X-Token-Type", "X-Auth-Type", "X-Auth-Scheme", "X-Auth-Method", "X-Token-Expires", "X-Token-Expiry", "X-Key-Expiration",
+		"X-Key-Serial", "X-Token-Issuer", "X-Token-Iss", "X-Token-Audience", "X-Token-Aud", "X-Key-Algorithm", "X-Key-Created",
+		"X-Token-Hash", "X-Key-Hash", "X-Key-Sha256", "X-Auth-Date", "X-Auth-Realm", "X-Auth-Status", "X-Auth-Domain",
+		"X-Api-Key-Value", "X-Key-Monkey",
+	} {
+		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			if got := keyHeaderRefusal(spelled); got == "" {
+				t.Errorf("keyHeaderRefusal(%q) accepts it, want it refused", spelled)
+			}
+			for _, u := range []Upstream{{KeyHeader: spelled}, {ExtraKey: &ExtraKey{Header: spelled, KeyName: "gw"}}} {
+				u.Name, u.URL = "gw", "https://gw.example/v1"
+				if err := u.CheckHeaders(); err == nil {
+					t.Errorf("CheckHeaders %+v accepts it", u)
+				}
+			}
+		}
+	}
+	// what a credential word alone or a descriptor after it is refused
+	// for says so
+	for _, name := range []string{"X-Amz-Credential", "X-Goog-Credential", "X-Credentials", "X-Key-Name", "X-Token-Type", "X-Token-Expires", "X-Auth-Scheme", "X-Key-Hash"} {
+		if got := keyHeaderRefusal(name); !strings.Contains(got, "not the secret itself") {
+			t.Errorf("keyHeaderRefusal(%q) = %q, want it refused as not the secret itself", name, got)
+		}
+	}
+	// gateways' documented key headers end in the secret's word
+	for _, name := range []string{
+		"Authorization", "Authorization2", "Api-Key", "X-Api-Key", "X-Api-Key2", "X-Api-Key-2", "Apikey", "X-Goog-Api-Key", "Xi-Api-Key",
+		"X-Amz-Security-Token", "X-Secret-Access-Key", "X-Access-Key", "X-Credential-Key", "X-Credential-Secret", "X-Key-Id-Secret",
+		"Ocp-Apim-Subscription-Key", "X-Portkey-Api-Key", "X-Portkey-Virtual-Key", "X-Litellm-Api-Key", "Helicone-Auth",
+		"Cf-Aig-Authorization", "Cf-Access-Client-Id", "Cf-Access-Client-Secret", "X-Rapidapi-Key", "Private-Token", "X-Vault-Token",
+	} {
+		if got := keyHeaderRefusal(name); got != "" {
+			t.Errorf("keyHeaderRefusal(%q) = %q, want it accepted", name, got)
 		}
 	}
 }

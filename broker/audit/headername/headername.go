@@ -180,3 +180,34 @@ func CredentialID(k string) bool {
 	}
 	return false
 }
+
+// NamesTheSecret reports whether k ends in the secret's own word: its
+// last word (a word of digits only after it aside, and trailing digits)
+// is made of secretParts and holds a SecretWords fragment other than
+// credential (X-Api-Key, X-Api-Key-2, Apikey, X-Auth-Token,
+// Authorization2, X-Credential-Key), or k ends in an OAuth client's id
+// (Cf-Access-Client-Id). Not a name that says only "credential", which
+// names a credential as a whole, in request signing the key's id and
+// scope rather than the secret (AWS SigV4's X-Amz-Credential, Google's
+// X-Goog-Credential), nor one whose last word says something about the
+// secret (X-Key-Name, X-Token-Type, X-Token-Expires, X-Key-Hash,
+// Credential-Scope) or is its id (CredentialID).
+func NamesTheSecret(k string) bool {
+	if CredentialID(k) {
+		return false
+	}
+	ws := Words(k)
+	for len(ws) > 1 && ws[len(ws)-1] != "" && strings.Trim(ws[len(ws)-1], "0123456789") == "" {
+		ws = ws[:len(ws)-1]
+	}
+	n := len(ws)
+	if ws[n-1] == "clientid" || n >= 2 && ws[n-2] == "client" && ws[n-1] == "id" {
+		return true
+	}
+	stem := strings.TrimRight(ws[n-1], "0123456789")
+	if ordinaryWords[stem] || !madeOf(stem, secretParts) {
+		return false
+	}
+	rest := strings.ReplaceAll(strings.ReplaceAll(stem, "credentials", "-"), "credential", "-")
+	return WordHolds([]string{rest}, SecretWords...)
+}

@@ -56,3 +56,24 @@ func TestWords(t *testing.T) {
 		}
 	}
 }
+
+// TestNamesTheSecret: a name names the secret itself when it ends in the
+// secret's word; "credential" alone names a credential as a whole (the
+// key's id and scope in request signing), and a last word about the
+// secret (its id, name, type, scope, date, hash) names what sits beside
+// it.
+func TestNamesTheSecret(t *testing.T) {
+	for _, k := range []string{"Authorization", "Authorization2", "X-Api-Key", "X-Api-Key-2", "X_API_KEY", "Apikey", "X-Auth-Token",
+		"X-Credential-Key", "X-Keycredential", "X-Credential-Secret", "Cf-Access-Client-Id", "X-Clientid", "X-Password", "X-Jwt"} {
+		if !NamesTheSecret(k) {
+			t.Errorf("NamesTheSecret(%q) = false, want true", k)
+		}
+	}
+	for _, k := range []string{"X-Amz-Credential", "X-Goog-Credential", "X-Credentials", "Credential", "X-Xcredential", "X-Access-Key-Id", "X-Keyid",
+		"X-Credential-Id", "Credential-Scope", "X-Key-Name", "X-Token-Type", "X-Token-Expires", "X-Key-Hash", "X-Api-Key-", "X-Keyword",
+		"X-Monkey", "X-Tokenizer", "X-Token-Session", "X-Secret-Access", "2", "X-Api-Key-Value"} {
+		if NamesTheSecret(k) {
+			t.Errorf("NamesTheSecret(%q) = true, want false", k)
+		}
+	}
+}
