@@ -23,8 +23,14 @@ import (
 // compatibility form (NFKC) holds one of them (U+2474 is "(1)"), since
 // Escape shows printable Unicode as it is. Every other value is written
 // as it is, so ordinary lists read as before ("ml, security", "café").
+// Inside the quotes, each double quote is doubled, and so is each
+// character that looks like one (QuoteLike: a typographic “ or ”, a
+// fullwidth ＂, a double prime ″, a modifier letter ʺ, …), so no
+// character inside them can pass for their end: "alice”” (admin)" is the
+// one value alice” (admin).
 // To read it back: a value in quotes runs to the next lone quote (""
-// in it is one quote); any other value runs to the next sep.
+// in it is one quote, and a doubled look-alike one look-alike); any
+// other value runs to the next sep.
 //
 // The result is raw text, to be escaped where it is shown (Escape): the
 // quotes are plain characters, so the escapes of a value read the same
@@ -39,15 +45,48 @@ func Join(vs []string, sep, punct string) string {
 		if i > 0 {
 			b.WriteString(sep)
 		}
-		if v == "" || v[0] == ' ' || v[len(v)-1] == ' ' || strings.ContainsAny(v, special) || lookAlike(v, special) {
-			b.WriteByte('"')
-			b.WriteString(strings.ReplaceAll(v, `"`, `""`))
-			b.WriteByte('"')
-			continue
-		}
-		b.WriteString(v)
+		writeValue(&b, v, special)
 	}
 	return b.String()
+}
+
+// writeValue writes v as Join writes a value, special being the
+// characters that make it quoted.
+func writeValue(b *strings.Builder, v, special string) {
+	if v == "" || v[0] == ' ' || v[len(v)-1] == ' ' || strings.ContainsAny(v, special) || lookAlike(v, special) {
+		b.WriteByte('"')
+		for _, r := range v {
+			b.WriteRune(r)
+			if QuoteLike(r) {
+				b.WriteRune(r) // doubled: alone it would read as the end
+			}
+		}
+		b.WriteByte('"')
+		return
+	}
+	b.WriteString(v)
+}
+
+// QuoteLike reports whether r is a double quote or may be read as one: a
+// typographic double quotation mark (“ ” „ ‟ ❝ ❞ 〝 〞 〟 ⹂, the
+// ornaments U+1F676–U+1F678), a double or triple prime (″ ‴ ‶ ⁗), a
+// letter or accent drawn as one (ʺ ˮ ˝ ˵ ˶), the Hebrew gershayim ״, the
+// ditto mark 〃, the Vedic nihshvasa ᳓, or a character whose
+// compatibility form (NFKC) holds a double quote (the fullwidth ＂).
+// Guillemets (« ») and single quotes are not: they read as themselves.
+func QuoteLike(r rune) bool {
+	switch {
+	case r == '"':
+		return true
+	case r < utf8.RuneSelf:
+		return false
+	case r >= 0x201c && r <= 0x201f, r >= 0x2033 && r <= 0x2034, r == 0x2036, r == 0x2057,
+		r == 0x02ba, r == 0x02dd, r == 0x02ee, r == 0x02f5, r == 0x02f6,
+		r == 0x05f4, r == 0x1cd3, r == 0x3003, r >= 0x301d && r <= 0x301f,
+		r == 0x275d, r == 0x275e, r == 0x2e42, r >= 0x1f676 && r <= 0x1f678:
+		return true
+	}
+	return strings.ContainsRune(norm.NFKC.String(string(r)), '"')
 }
 
 // lookAlike reports whether v holds a non-ASCII rune that may read as

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -37,6 +38,15 @@ func readJoin(t *testing.T, s, sep string) []string {
 						continue
 					}
 					break
+				}
+				// a look-alike of a quote inside quotes is always doubled
+				if r, n := utf8.DecodeRuneInString(s[i:]); QuoteLike(r) {
+					if !strings.HasPrefix(s[i+n:], string(r)) {
+						t.Fatalf("a lone look-alike of a quote (%U) inside the quotes of %q", r, s)
+					}
+					b.WriteRune(r)
+					i += 2*n - 1
+					continue
 				}
 				b.WriteByte(s[i])
 			}
@@ -103,7 +113,7 @@ func TestJoin(t *testing.T) {
 		// letters drawn as the punctuation: modifier letter colon and
 		// double prime, Lisu tone letters (comma, colon), click letter
 		{[]string{"a\u02d0b"}, "; ", ":", "\"a\u02d0b\""},
-		{[]string{"a\u02bab"}, ", ", "", "\"a\u02bab\""},
+		{[]string{"a\u02bab"}, ", ", "", "\"a\u02ba\u02bab\""}, // and, a quote's look-alike, doubled
 		{[]string{"a\ua4f9 b", "c"}, ", ", "", "\"a\ua4f9 b\", c"},
 		{[]string{"a\ua4fdb"}, "; ", ":", "\"a\ua4fdb\""},
 		{[]string{"a\u01c3"}, ", ", "", "\"a\u01c3\""},
@@ -111,6 +121,16 @@ func TestJoin(t *testing.T) {
 		// other scripts' letters and marks are shown as they are
 		{[]string{"café", "Ωmega", "日本語", "データ", "e\u0301"}, ", ", "()", "café, Ωmega, 日本語, データ, e\u0301"},
 		{[]string{"x\u2474"}, ", ", "", "x\u2474"}, // "(1)" only matters where parentheses are punctuation
+		// a look-alike of a quote inside the quotes is doubled, as a quote
+		// is: alone, it would read as the end of the value
+		{[]string{"alice\u201d (admin)"}, ", ", "()", "\"alice\u201d\u201d (admin)\""},
+		{[]string{"\u201cx\u201d, y"}, ", ", "", "\"\u201c\u201cx\u201d\u201d, y\""},
+		{[]string{"a\uff02b", "c"}, ", ", "", "\"a\uff02\uff02b\", c"},
+		{[]string{"a\u2033 b"}, " ", "", "\"a\u2033\u2033 b\""},
+		{[]string{"a\u02bab"}, "; ", ":", "\"a\u02ba\u02bab\""},
+		{[]string{"a\u201e\u201f\u2036\u02ee\u05f4\u3003\u301d\u301e\u301f\u275d\u275e\u2e42\U0001f676"}, ", ", "",
+			"\"a\u201e\u201e\u201f\u201f\u2036\u2036\u02ee\u02ee\u05f4\u05f4\u3003\u3003\u301d\u301d\u301e\u301e\u301f\u301f\u275d\u275d\u275e\u275e\u2e42\u2e42\U0001f676\U0001f676\""},
+		{[]string{"it\u2019s"}, ", ", "", "\"it\u2019s\""}, // a single quote mark is not a double quote's look-alike
 	} {
 		if got := Join(tc.vs, tc.sep, tc.punct); got != tc.want {
 			t.Errorf("Join(%q, %q, %q) = %q, want %q", tc.vs, tc.sep, tc.punct, got, tc.want)
@@ -119,7 +139,7 @@ func TestJoin(t *testing.T) {
 	// Random values over the punctuation read back exactly, and a view's
 	// own punctuation (punct) never appears outside quotes.
 	r := rand.New(rand.NewPCG(1, 2))
-	const alphabet = `ab ,;:()"` + "\u202e\n\u00a0\u037e\uff1b\u201a\u2022\uff08\u2474\ufdfaé"
+	const alphabet = `ab ,;:()"` + "\u202e\n\u00a0\u037e\uff1b\u201a\u2022\uff08\u2474\ufdfaé\u201c\u201d\uff02\u2033\u02ba"
 	for range 2000 {
 		vs := make([]string, 1+r.IntN(4))
 		for i := range vs {
