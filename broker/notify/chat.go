@@ -62,14 +62,10 @@ func itemOf(e Event) chatItem {
 		noun = "Held call"
 	}
 	it := chatItem{URL: e.URL, When: chatTime(e.Time)}
-	who := e.Subject
-	if e.Display != "" && e.Display != e.Subject {
-		who = e.Display + " (" + e.Subject + ")"
-	}
-	reviewer := e.Reviewer
-	if e.ReviewerDisplay != "" && e.ReviewerDisplay != e.Reviewer {
-		reviewer = e.ReviewerDisplay + " (" + e.Reviewer + ")"
-	}
+	// People as the CLI and the web page name them: a display name (or a
+	// subject) holding a parenthesis or a quote is quoted.
+	who := safetext.Party(e.Display, e.Subject)
+	reviewer := safetext.Party(e.ReviewerDisplay, e.Reviewer)
 	switch e.Type {
 	case TypeRequestPending:
 		it.Emoji, it.Title, it.Pending = ":hourglass_flowing_sand:", "Access request waiting for approval", true

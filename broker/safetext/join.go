@@ -116,3 +116,33 @@ func letterLikePunct(r rune) bool {
 	}
 	return false
 }
+
+// Value is v as one value of a view, written as Join writes a value:
+// quoted (each double quote and look-alike of one doubled) when it is
+// empty, starts or ends with a space, or holds a double quote, one of
+// punct (the view's punctuation around it: the parentheses of "NAME
+// (subject)") or a look-alike of them; else as it is. The result is raw
+// text, to be escaped where it is shown.
+func Value(v, punct string) string {
+	var b strings.Builder
+	writeValue(&b, v, `"`+punct)
+	return b.String()
+}
+
+// Party is how a view names a person or a workload: the display name
+// with the subject in parentheses when the two differ ("Alice Liddell
+// (alice)"), else the subject. The display name is whatever the IdP let
+// its owner set, and a workload's subject may hold a branch name the
+// agent chose: each is written by Value with the parentheses as
+// punctuation, so a display name "alice (admin@corp)" shows as
+// "\"alice (admin@corp)\" (mallory)", never as another person. The CLI,
+// the web page and chat messages all name people through it.
+func Party(display, subject string) string {
+	if display == "" || display == subject {
+		if subject == "" {
+			return ""
+		}
+		return Value(subject, "()")
+	}
+	return Value(display, "()") + " (" + Value(subject, "()") + ")"
+}

@@ -469,10 +469,7 @@ func (u *UI) lastEvents(r *http.Request, f audit.Filter, grant string) ([]auditR
 	for _, e := range evs {
 		row := auditRow{E: e, Actor: "pamctl", Time: e.Time.UTC().Format("2006-01-02 15:04:05")}
 		if e.Actor != nil {
-			row.Actor = e.Actor.Subject
-			if e.Actor.Display != "" && e.Actor.Display != e.Actor.Subject {
-				row.Actor = e.Actor.Display + " (" + e.Actor.Subject + ")"
-			}
+			row.Actor = safetext.Party(e.Actor.Display, e.Actor.Subject)
 		}
 		var parts []string
 		for i, s := range []string{strings.TrimSpace(e.Decision + " " + strings.Join(e.Reasons, ", ")), e.Target, e.Model, e.Error} {
@@ -562,15 +559,17 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 }
 
 // person is how a person is shown: display name, and the subject when it
-// differs.
+// differs (safetext.Party: a name holding a parenthesis, a quote or a
+// look-alike of one is quoted, as the CLI and chat show it), else the
+// subject with the email when it differs.
 func person(i broker.Identity) string {
 	if i.Display != "" && i.Display != i.Subject {
-		return i.Display + " (" + i.Subject + ")"
+		return safetext.Party(i.Display, i.Subject)
 	}
 	if i.Email != "" && i.Email != i.Subject {
-		return i.Subject + " <" + i.Email + ">"
+		return safetext.Value(i.Subject, "()<>") + " <" + safetext.Value(i.Email, "<>") + ">"
 	}
-	return i.Subject
+	return safetext.Party("", i.Subject)
 }
 
 func ago(now, t time.Time) string {

@@ -23,10 +23,10 @@ func TestActorLabel(t *testing.T) {
 		{audit.Actor{Subject: "local-admin", Issuer: "corp"}, `local-admin via issuer "corp"`},
 		{audit.Actor{Subject: "Local-Admin", Issuer: "corp"}, `Local-Admin via issuer "corp"`},
 		{audit.Actor{Subject: "u1", Display: "local-admin", Issuer: "corp"}, `local-admin (u1) via issuer "corp"`},
-		{audit.Actor{Subject: "u1", Display: "root (admin socket)", Issuer: "corp"}, `root (admin socket) (u1) via issuer "corp"`},
+		{audit.Actor{Subject: "u1", Display: "root (admin socket)", Issuer: "corp"}, `"root (admin socket)" (u1) via issuer "corp"`},
 		// Look-alike letters, spaces and dashes, and invisible characters.
-		{audit.Actor{Subject: "u1", Display: "local-admin (admin\u00a0socket)", Issuer: "corp"}, "local-admin (admin\u00a0socket) (u1) via issuer \"corp\""},
-		{audit.Actor{Subject: "u1", Display: "local\u2011admin", Issuer: "corp"}, "local\u2011admin (u1) via issuer \"corp\""},
+		{audit.Actor{Subject: "u1", Display: "local-admin (admin\u00a0socket)", Issuer: "corp"}, "\"local-admin (admin\u00a0socket)\" (u1) via issuer \"corp\""},
+		{audit.Actor{Subject: "u1", Display: "local\u2011admin", Issuer: "corp"}, "\"local\u2011admin\" (u1) via issuer \"corp\""}, // a non-ASCII dash: quoted, as Join quotes punctuation's look-alikes
 		{audit.Actor{Subject: "u1", Display: "local-\u0430dmin", Issuer: "corp"}, "local-\u0430dmin (u1) via issuer \"corp\""},
 		{audit.Actor{Subject: "u1", Display: "loc\u200bal admin", Issuer: "corp"}, "loc\u200bal admin (u1) via issuer \"corp\""},
 		{audit.Actor{Subject: "u1", Display: "\uff4c\uff4f\uff43al-admin", Issuer: "corp"}, "\uff4c\uff4f\uff43al-admin (u1) via issuer \"corp\""},
@@ -35,6 +35,14 @@ func TestActorLabel(t *testing.T) {
 		{audit.Actor{Subject: "u1", Display: "山田太郎さんのアカウントです", Issuer: "corp"}, "山田太郎さんのアカウントです (u1)"},
 		{audit.Actor{Subject: "u1", Display: "Admin Sockets Team", Issuer: "corp"}, `Admin Sockets Team (u1) via issuer "corp"`},
 		{audit.Actor{Subject: "u1", Display: "sam@example.com", Issuer: "corp"}, "sam@example.com (u1)"},
+		// A display name (or a subject) holding parentheses, a quote or a
+		// look-alike of them is quoted, so it cannot read as another
+		// person's name and subject (safetext.Party).
+		{audit.Actor{Subject: "mallory", Display: "alice (admin@corp)", Issuer: "corp"}, `"alice (admin@corp)" (mallory)`},
+		{audit.Actor{Subject: "mallory", Display: "alice\uff08admin\uff09", Issuer: "corp"}, "\"alice\uff08admin\uff09\" (mallory)"},
+		{audit.Actor{Subject: "mallory", Display: "alice\u201d (admin", Issuer: "corp"}, "\"alice\u201d\u201d (admin\" (mallory)"},
+		{audit.Actor{Subject: "repo:o/r:ref:refs/heads/x) (alice", Display: "ci", Issuer: "gha"}, `ci ("repo:o/r:ref:refs/heads/x) (alice")`},
+		{audit.Actor{Subject: "bob (alice)", Issuer: "corp"}, `"bob (alice)"`},
 	} {
 		if got := actorLabel(&c.a); got != c.want {
 			t.Errorf("actorLabel(%+v) = %q, want %q", c.a, got, c.want)

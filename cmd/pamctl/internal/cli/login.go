@@ -460,9 +460,11 @@ func DisplayName(id broker.Identity) string {
 
 // PartyName names someone else (a requester, an approver) for a decision:
 // the display name with the subject when they differ, as the web UI shows
-// them. A display name is whatever the IdP let its owner set, so it may
-// look like another person's (a zero-width space, a Cyrillic a); the
-// subject is what policies and the trail key on.
+// them (safetext.Party: a name holding a parenthesis, a quote or a
+// look-alike of one is quoted, "\"alice (admin@corp)\" (mallory)"). A
+// display name is whatever the IdP let its owner set, so it may look like
+// another person's (a zero-width space, a Cyrillic a); the subject is what
+// policies and the trail key on.
 func PartyName(id broker.Identity) string {
 	return partyLabel(id.Display, id.Subject, id.Issuer, id.IssuerURL)
 }
@@ -478,11 +480,12 @@ func partyLabel(display, subject, issuer, issuerURL string) string {
 	if issuer == admin.Issuer && subject == admin.Subject && issuerURL == "" {
 		return subject + " (admin socket)"
 	}
-	s := subject
+	raw := subject // as written before quoting: what a reader may take for the admin socket
 	if display != "" && display != subject {
-		s = display + " (" + subject + ")"
+		raw = display + " (" + subject + ")"
 	}
-	if looksLike(subject, admin.Subject) || looksLike(display, admin.Subject) || looksLike(s, "admin socket") {
+	s := safetext.Party(display, subject) // a name holding a parenthesis or a quote is quoted
+	if looksLike(subject, admin.Subject) || looksLike(display, admin.Subject) || looksLike(raw, "admin socket") {
 		s += " via issuer " + strconv.Quote(issuer)
 	}
 	return s
