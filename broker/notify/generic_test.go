@@ -9,6 +9,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/pamctl/pamctl/broker/audit"
+	"github.com/pamctl/pamctl/broker/safetext"
 )
 
 // toolEvents are the generic webhook's events about a held tool call.
@@ -65,13 +68,20 @@ func TestGenericGolden(t *testing.T) {
 	}
 }
 
-// A tool name is the model's text: quoted in ASCII, cut, and unable to
-// forge markup or lines in the summary.
+// A tool name is the model's text: quoted as the trail and the web page
+// quote it (audit.Quote: raw, a quote doubled), escaped once as the CLI
+// and the web page show text (safetext.Escape: a look-alike letter shows
+// as itself, a bidi control as \u202e), cut, and unable to forge markup
+// or lines in the summary.
 func TestSummaryQuotesToolName(t *testing.T) {
 	for tool, want := range map[string]string{
 		"mcp:github/delete_repo":       `pamctl: prompt.held r-1 of tool "mcp:github/delete_repo": pending`,
-		"sh\u0435ll":                   `pamctl: prompt.held r-1 of tool "sh\u0435ll": pending`,
+		"sh\u0435ll":                   "pamctl: prompt.held r-1 of tool \"sh\u0435ll\": pending",
 		"x\n<!channel> <https://e|ok>": `pamctl: prompt.held r-1 of tool "x\n&lt;!channel&gt; &lt;https:` + "\u200b" + `//e|ok&gt;": pending`,
+		`a"b`:                          `pamctl: prompt.held r-1 of tool "a""b": pending`,
+		"\u202eshell":                  `pamctl: prompt.held r-1 of tool "\u202eshell": pending`,
+		`\u202eshell`:                  `pamctl: prompt.held r-1 of tool "\\u202eshell": pending`,
+		"caf\u00e9 & <b>":              "pamctl: prompt.held r-1 of tool \"caf\u00e9 &amp; &lt;b&gt;\": pending",
 	} {
 		if got := (Event{Type: TypePromptHeld, RequestID: "r-1", Decision: "pending", Tool: tool}).Summary(); got != want {
 			t.Errorf("%q: got %s, want %s", tool, got, want)
@@ -80,6 +90,35 @@ func TestSummaryQuotesToolName(t *testing.T) {
 	long := (Event{Type: TypePromptHeld, Tool: strings.Repeat("é", 200)}).Summary()
 	if !strings.HasSuffix(long, `"…`) || len(long) > 1000 {
 		t.Errorf("long name: %s", long)
+	}
+}
+
+// The summary shows a tool name as the web page's excerpt line shows it
+// (tool "…" arguments:), letter for letter: the same quoting, the same
+// escapes.
+func TestSummaryToolNameAsThePageShowsIt(t *testing.T) {
+	for _, tool := range []string{"sh\u0435ll", "\u202eshell\u200b", `say "hi"`, `C:\tools\x`, "\U000e0061x", "ｓｈｅｌｌ"} {
+		got := (Event{Type: TypePromptHeld, RequestID: "r-1", Tool: tool}).Summary()
+		page := safetext.Escape(audit.Quote(tool))
+		if !strings.Contains(got, " of tool "+page) {
+			t.Errorf("%q: the summary %q does not show the tool as the page does, %s", tool, got, page)
+		}
+	}
+}
+
+// The summary's subject and reviewer are others' words inside pamctl's
+// parentheses and words: one holding a parenthesis, a quote or a
+// look-alike of one is quoted (safetext.Value), so no subject closes the
+// reviewer's parentheses early.
+func TestSummaryQuotesSubjects(t *testing.T) {
+	e := Event{Type: TypeRequestDenied, RequestID: "r-1", Subject: "bob (alice)", Decision: "denied", Reviewer: "eve) (reviewer alice"}
+	want := `pamctl: request.denied r-1 by "bob (alice)": denied (reviewer "eve) (reviewer alice")`
+	if got := e.Summary(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	e = Event{Type: TypeRequestDenied, RequestID: "r-1", Subject: "alice", Decision: "denied", Reviewer: "bob"}
+	if got, want := e.Summary(), `pamctl: request.denied r-1 by alice: denied (reviewer bob)`; got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
 

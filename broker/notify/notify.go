@@ -35,6 +35,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/safetext"
 )
 
@@ -125,10 +126,10 @@ func (e Event) Summary() string {
 		b.WriteString(" " + SafeText(e.RequestID))
 	}
 	if e.Tool != "" {
-		b.WriteString(" of tool " + chatSafe(quoteTool(e.Tool))) // ASCII already: escaping it again would double its backslashes
+		b.WriteString(" of tool " + SafeText(quoteTool(e.Tool))) // as the page's excerpt line shows it: raw in quotes, escaped once
 	}
 	if e.Subject != "" {
-		b.WriteString(" by " + SafeText(e.Subject))
+		b.WriteString(" by " + SafeText(safetext.Value(e.Subject, "()")))
 	}
 	if len(e.Scopes) > 0 {
 		b.WriteString(" for " + SafeText(strings.Join(e.Scopes, " ")))
@@ -137,7 +138,7 @@ func (e Event) Summary() string {
 		b.WriteString(": " + SafeText(e.Decision))
 	}
 	if e.Reviewer != "" {
-		b.WriteString(" (reviewer " + SafeText(e.Reviewer) + ")")
+		b.WriteString(" (reviewer " + SafeText(safetext.Value(e.Reviewer, "()")) + ")")
 	}
 	if e.Reason != "" {
 		b.WriteString(" - " + SafeText(e.Reason))
@@ -149,17 +150,22 @@ func (e Event) Summary() string {
 // "text": <https://evil|Approve> links, <!channel> mentions, entities.
 var chatEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
-// quoteTool quotes a tool name in ASCII (a look-alike letter shows as a
-// \u escape), at most maxToolName bytes of it.
+// quoteTool quotes a tool name as the trail and the web page's excerpt
+// line quote it (audit.Quote: raw between double quotes, a quote
+// doubled), at most maxToolName bytes of it: the summary then escapes it
+// once (SafeText), so a look-alike letter shows as itself and a bidi
+// control as \u202e, as the CLI and the page show them. (Go's
+// strconv.QuoteToASCII, used before, showed a Cyrillic е as \u0435 here
+// only.)
 func quoteTool(name string) string {
 	if len(name) <= maxToolName {
-		return strconv.QuoteToASCII(name)
+		return audit.Quote(name)
 	}
 	cut := maxToolName
 	for cut > 0 && !utf8.RuneStart(name[cut]) {
 		cut--
 	}
-	return strconv.QuoteToASCII(name[:cut]) + "…"
+	return audit.Quote(name[:cut]) + "…"
 }
 
 // maxToolName bounds the tool name a summary shows.
