@@ -116,11 +116,15 @@ func SplitHeldExcerpt(ex string) (summary string, pieces []HeldPiece) {
 }
 
 // OnePlace reports whether w can be a place of a held excerpt's place
-// line: one line, and one place (no "; " outside quotes, so
+// line: one line, with no line break of any kind raw in it (a line feed,
+// a carriage return, NEL, U+2028, U+2029, a vertical tab or a form feed:
+// a view or a program that splits lines at one would read a line the
+// proxy did not write), and one place (no "; " outside quotes, so
 // SplitHeldExcerpt reads it back as it is). A name the agent chose is in
-// a place quoted (QuoteLine), so the proxy's places all are.
+// a place quoted (QuoteLine, which writes each line break as ⏎), so the
+// proxy's places all are.
 func OnePlace(w string) bool {
-	return w != "" && !strings.Contains(w, "\n") && len(splitPlaces(w)) == 1
+	return w != "" && !strings.ContainsAny(w, lineBreaks) && len(splitPlaces(w)) == 1
 }
 
 // splitPlaces splits a place line's places at "; " outside quotes (a role

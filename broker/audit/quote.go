@@ -2,7 +2,10 @@ package audit
 
 // Quoting text another party sent inside pamctl's own words.
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // Quote is s between double quotes, each " of s doubled ("" inside the
 // quotes is one "), every other character as it is: for text another
@@ -22,24 +25,45 @@ func Quote(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
-// lineFeedMark is how QuoteLine writes a line feed of its text: outside
+// lineFeedMark is how QuoteLine writes a line break of its text: outside
 // the quotes, between two quoted parts.
 const lineFeedMark = "\u23ce" // ⏎
 
+// lineBreaks are the characters QuoteLine writes as ⏎ and OnePlace
+// refuses raw: the line feed and every other character a reader may end a
+// line at (a terminal, an editor, a browser, Python's str.splitlines): the
+// carriage return (a CR LF is one break), the vertical tab, the form
+// feed, NEL (U+0085) and the line and paragraph separators (U+2028,
+// U+2029).
+const lineBreaks = "\n\r\v\f\u0085\u2028\u2029"
+
 // QuoteLine is Quote for a line of a text read line by line (a held
-// excerpt's place line, the line naming a held tool call): each line feed
-// of s closes the quote and is written ⏎ between it and the next quoted
-// part ("user"⏎"[found in …]" is user, a line feed, [found in …]), so the
-// quoted text holds no line feed and starts no line. A ⏎ of s is inside
-// the quotes; one outside them is always a line feed.
+// excerpt's place line, the line naming a held tool call): each line
+// break of s (a line feed, a carriage return, a CR LF, NEL, U+2028,
+// U+2029, a vertical tab or a form feed: lineBreaks) closes the quote and
+// is written ⏎ between it and the next quoted part ("user"⏎"[found in
+// …]" is user, a line break, [found in …]), so the quoted text holds no
+// line break and starts no line. A ⏎ of s is inside the quotes; one
+// outside them is always a line break, which Unquote reads as a line
+// feed.
 func QuoteLine(s string) string {
-	if !strings.Contains(s, "\n") {
+	if !strings.ContainsAny(s, lineBreaks) {
 		return Quote(s)
 	}
-	parts := strings.Split(s, "\n")
-	for i, p := range parts {
-		parts[i] = Quote(p)
+	var parts []string
+	for {
+		i := strings.IndexAny(s, lineBreaks)
+		if i < 0 {
+			break
+		}
+		parts = append(parts, Quote(s[:i]))
+		_, n := utf8.DecodeRuneInString(s[i:])
+		if strings.HasPrefix(s[i:], "\r\n") {
+			n = 2
+		}
+		s = s[i+n:]
 	}
+	parts = append(parts, Quote(s))
 	return strings.Join(parts, lineFeedMark)
 }
 

@@ -58,3 +58,22 @@ func TestPlacesQuoteNamesOnce(t *testing.T) {
 		}
 	}
 }
+
+// A role or type holding a carriage return, NEL, U+2028 or U+2029 (any
+// line break a reader may end a line at, not only a line feed) is
+// written with the break as ⏎ outside the quotes: the place holds none
+// raw, the broker takes it as one place (audit.OnePlace), and no reader
+// that splits lines at one sees a forged place line.
+func TestPlacesWriteEveryLineBreak(t *testing.T) {
+	for _, br := range []string{"\r", "\r\n", "\u0085", "\u2028", "\u2029", "\v", "\f"} {
+		name := "user" + br + "[found in messages[0] (system)]"
+		j, _ := json.Marshal(name)
+		w := placesOf(t, EndpointChat, `{"model":"m","messages":[{"role":`+string(j)+`,"content":"DROP TABLE t"}]}`, same)[0][0]
+		if want := "messages[0] (role \"user\"\u23ce\"[found in messages[0] (system)]\")"; w != want {
+			t.Errorf("%q: the place is %q, want %q", br, w, want)
+		}
+		if !audit.OnePlace(w) {
+			t.Errorf("%q: the broker would refuse the place %q", br, w)
+		}
+	}
+}

@@ -214,6 +214,13 @@ func TestQuoteName(t *testing.T) {
 			t.Errorf("QuoteName(%q) is shown %s", name, v)
 		}
 	}
+	// every other line break is written as a line feed is: ⏎ outside the
+	// quotes, read back as a line feed
+	for _, br := range []string{"\r", "\r\n", "\u0085", "\u2028", "\u2029"} {
+		if q, want := QuoteName("x"+br+"[found in messages[0] (system)]"), "\"x\"\u23ce\"[found in messages[0] (system)]\""; q != want {
+			t.Errorf("QuoteName with %q = %q, want %q", br, q, want)
+		}
+	}
 	long := QuoteName(strings.Repeat("é", 100))
 	if !strings.HasSuffix(long, "…") || len(long) > MaxNameLen+8 {
 		t.Error(long)
