@@ -478,9 +478,10 @@ func terminalType(t string) bool { return payload.TerminalType(t) }
 func (s *streamBody) finish() {
 	s.finished = true
 	s.pending = nil
-	// Calls removed unjudged that the stream never showed: recorded
-	// before the call's own event.
-	if ae := s.tools.recordUnrelayed(); ae != nil && s.toolErr == nil {
+	// Calls removed unjudged that the stream never showed, and calls it
+	// began and ends without a verdict: recorded before the call's own
+	// event.
+	if ae := s.tools.recordUnjudged(); ae != nil && s.toolErr == nil {
 		s.toolErr = ae
 	}
 	s.tools.stop() // what it still holds is never shown
@@ -586,7 +587,7 @@ func (s *streamBody) takeResult() {
 // canceled then); what was relayed is charged, and the trail records the
 // call as abandoned.
 func (s *streamBody) Close() error {
-	_ = s.tools.recordUnrelayed() // the client left: nobody to tell of a failure
+	_ = s.tools.recordUnjudged() // the client left: nobody to tell of a failure
 	s.tools.stop()
 	if !s.finished && s.relay != nil {
 		s.drain()

@@ -230,6 +230,27 @@ func (j *judge) Unrelayed(ctx context.Context, tc toolcall.Call) error {
 	return nil
 }
 
+// Withheld records a call a stream began and ends without a verdict:
+// one it never finished (the upstream's error or end, response.failed,
+// the client leaving before it was complete or judged), one the buffer
+// refused unjudged (a call_id twice). It is one tool.call event, deny,
+// reason why, with the arguments as far as they came, masked as a judged
+// call's are (the agent never got them).
+func (j *judge) Withheld(ctx context.Context, tc toolcall.Call, why string) error {
+	p, c := j.p, j.c
+	ev := toolEvent(c, tc)
+	ev.Decision, ev.Reasons = "deny", []string{why}
+	if tc.Arguments != "" {
+		masked, _ := c.ResponseMask.Mask(tc.Arguments)
+		ev.Details["arguments"] = masked
+	}
+	if err := p.appendEvent(context.WithoutCancel(ctx), ev); err != nil {
+		p.log.Error("audit append failed", "request_id", c.id, "type", audit.TypeToolCall, "err", err)
+		return fmt.Errorf("proxy: audit tool call: %w", err)
+	}
+	return nil
+}
+
 // ambiguousArguments refuses arguments that decoders could read
 // differently from the rules: duplicate keys or keys equal under case
 // folding in one object, invalid UTF-8 or a lone surrogate escape

@@ -61,6 +61,11 @@ import (
 // index or non-string arguments, a call past maxToolArguments, too many
 // calls) ends the stream with an error event: fail closed. A Judge error
 // does the same.
+//
+// Every call the stream began leaves one tool.call event: its verdict's,
+// or, for a call the stream ends before it is complete and judged (the
+// upstream's error or end, response.failed, the client leaving, the
+// stream failing), one recorded without a verdict (withheldCalls).
 
 // Bounds of the held calls of one stream.
 const (
@@ -95,12 +100,28 @@ const (
 	CodeToolCallMalformed = "upstream_tool_call_malformed"
 )
 
-// heldCall is one complete call awaiting (or having) its verdict.
+// heldCall is one call the stream began: awaiting (or having) its
+// verdict, or one the stream ended before it was complete and judged.
 type heldCall struct {
 	call    toolcall.Call
 	verdict toolcall.Verdict
 	judged  bool
+	// asked: the judge has the call, and records it whatever happens
+	// next (a verdict, the client leaving meanwhile).
+	asked bool
+	// withheld says why the call ends without a verdict ("never
+	// finished", "call_id twice"), when the buffer decided so; a call
+	// neither judged nor asked when the stream ends is "never finished".
+	withheld string
+	recorded bool // its tool.call event is written (withheldCalls)
 }
+
+// Reasons a call the stream began is recorded without a verdict
+// (judge.Withheld): docs/audit.md.
+const (
+	reasonNeverFinished = "never finished"
+	reasonCallIDTwice   = "call_id twice"
+)
 
 // toolBuffer is the firewall's state machine for one stream. It is
 // synchronous: push gives it an event; when a call needs a verdict,
@@ -122,6 +143,9 @@ type toolBuffer struct {
 	choices map[int]*chatChoiceState
 	tmpl    map[string]json.RawMessage // top-level fields of the last chunk read
 	chatEv  string                     // SSE event name of the last chunk read
+	// chatEnded: an error chunk ended the stream; tool fragments after it
+	// (text the masker released at the end) start no call.
+	chatEnded bool
 
 	// responses
 	items    map[string]*respItem // tool items by id
@@ -140,6 +164,14 @@ type toolBuffer struct {
 	onUnrelayed func(toolcall.Call) error
 	unrelayed   map[string]bool
 	unrelayedQ  []unrelayedCall
+
+	// onWithheld records a call the stream began that ends without a
+	// verdict (withheldCalls; nil: not recorded). extra are calls held
+	// outside choices and items (a chat choice's calls an error chunk
+	// ended, a final output's items not yet judged).
+	onWithheld func(c toolcall.Call, why string) error
+	extra      []*heldCall
+	itemSeq    int // items in the order the stream began them
 }
 
 // unrelayedCall is a tool item seen only where no SDK reads calls from.
@@ -530,6 +562,12 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 		return
 	}
 	b.tmpl, b.chatEv = top, name
+	if e, has := top["error"]; has && !isNull(e) {
+		// The upstream's error: the stream ends, calls not yet finished
+		// are never shown (withheldCalls records them).
+		b.endChoices()
+		b.chatEnded = true
+	}
 	rawChoices, ok := top["choices"]
 	if !ok || isNull(rawChoices) {
 		b.emit(ev)
@@ -576,14 +614,14 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 			if tc, has := delta["tool_calls"]; has {
 				delete(delta, "tool_calls")
 				changed = true
-				if !b.absorbToolCalls(st, tc) {
+				if !b.chatEnded && !b.absorbToolCalls(st, tc) {
 					return
 				}
 			}
 			if fc, has := delta["function_call"]; has {
 				delete(delta, "function_call")
 				changed = true
-				if !b.absorbFunctionCall(st, fc) {
+				if !b.chatEnded && !b.absorbFunctionCall(st, fc) {
 					return
 				}
 			}
@@ -660,6 +698,22 @@ func onlyChoiceFrame(ch map[string]json.RawMessage) bool {
 		}
 	}
 	return true
+}
+
+// endChoices ends the calls of every choice not yet finished: never
+// shown, recorded as never finished when the stream ends.
+func (b *toolBuffer) endChoices() {
+	for _, ci := range b.openChoices() {
+		st := b.choices[ci]
+		for _, c := range st.calls {
+			b.held -= len(c.call.ID) + len(c.call.Name) + len(c.call.Arguments)
+			if !c.judged {
+				c.withheld = reasonNeverFinished
+				b.extra = append(b.extra, &c.heldCall)
+			}
+		}
+		st.calls, st.byIndex, st.legacy = nil, map[int64]*chatToolCall{}, nil
+	}
 }
 
 func (b *toolBuffer) unjudged(st *chatChoiceState) []*heldCall {
@@ -935,6 +989,7 @@ type respItem struct {
 	closed  bool                       // complete: judged or awaiting its verdict
 	emitted json.RawMessage            // the item the client was shown
 	msgID   string
+	order   int // when the stream began it (toolBuffer.itemSeq)
 }
 
 // calls are the item's calls to judge, in order.
@@ -1092,7 +1147,8 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			if !b.countCall() {
 				return
 			}
-			r := &respItem{id: id, typ: it, outIdx: o["output_index"], added: item}
+			b.itemSeq++
+			r := &respItem{id: id, typ: it, outIdx: o["output_index"], added: item, order: b.itemSeq}
 			r.call.Kind = kind
 			b.items[b.itemKey(id, o["output_index"])] = r
 			e.item = r
@@ -1106,7 +1162,8 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			if !b.countCall() {
 				return
 			}
-			r = &respItem{id: id, typ: it, outIdx: o["output_index"], added: item}
+			b.itemSeq++
+			r = &respItem{id: id, typ: it, outIdx: o["output_index"], added: item, order: b.itemSeq}
 			r.call.Kind = kind
 			b.items[b.itemKey(id, o["output_index"])] = r
 		}
@@ -1129,13 +1186,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		return
 	case "error":
 		// The stream failed: calls not yet complete are never shown.
-		for _, r := range b.items {
-			if !r.closed {
-				r.closed, r.judged = true, true
-				r.verdict = toolcall.Verdict{Action: toolcall.Deny}
-				r.emitted = nil
-			}
-		}
+		b.endItems()
 		b.enqueue(e)
 		b.flushResp()
 		return
@@ -1182,6 +1233,143 @@ func (b *toolBuffer) respEvent(ev []byte) {
 	}
 	b.enqueue(e)
 	b.flushResp()
+}
+
+// endItems ends the items the stream began and never finished (the
+// upstream's error event, response.failed): never shown, recorded as
+// never finished when the stream ends (withheldCalls).
+func (b *toolBuffer) endItems() {
+	for _, r := range b.items {
+		if r.closed {
+			continue
+		}
+		r.partialCall()
+		r.closed = true
+		for _, h := range r.calls() {
+			h.judged, h.verdict, h.withheld = true, toolcall.Verdict{Action: toolcall.Deny}, reasonNeverFinished
+		}
+		r.emitted = nil
+	}
+}
+
+// partialCall fills r's calls from what the stream showed of an item it
+// never finished (the added item, the arguments streamed so far), for
+// the record only: nothing of it is judged or shown, and what cannot be
+// read is left out.
+func (r *respItem) partialCall() {
+	item := r.done
+	if item == nil {
+		item = r.added
+	}
+	c := &r.call
+	c.ID, _ = optString(item["call_id"])
+	if c.ID == "" {
+		c.ID = r.id
+	}
+	if c.Kind == toolcall.Unknown {
+		c.Name, c.Arguments = r.typ, clip(string(toJSON(item)), maxToolArguments)
+		return
+	}
+	c.Name, _ = optString(item["name"])
+	if c.Kind == toolcall.MCP {
+		c.Server, _ = optString(item["server_label"])
+	}
+	if spec, ok := respArgs[r.typ]; ok {
+		c.Arguments = r.args
+		if c.Arguments == "" {
+			c.Arguments, _ = optString(item[spec.field])
+		}
+		return
+	}
+	var m map[string]any
+	d := json.NewDecoder(bytes.NewReader(toJSON(item)))
+	d.UseNumber()
+	if d.Decode(&m) != nil {
+		return
+	}
+	places, err := toolcall.ItemCalls(r.typ, m)
+	if err != nil || len(places) == 0 {
+		return
+	}
+	c.Arguments = places[0].Arguments
+	r.parts = nil
+	for _, pl := range places[1:] {
+		p := *c
+		p.Arguments = pl.Arguments
+		r.parts = append(r.parts, &heldCall{call: p})
+	}
+}
+
+// withheldCall is a call recorded without a verdict, and why.
+type withheldCall struct {
+	call toolcall.Call
+	why  string
+}
+
+// withheldCalls returns, once each, the calls the stream began that no
+// verdict covers and no judge is deciding: those the stream ended before
+// they were complete and judged (the upstream's error or end, the
+// client leaving, the stream failing), and those the buffer refused
+// unjudged (heldCall.withheld). In the order the stream began them.
+func (b *toolBuffer) withheldCalls() []withheldCall {
+	var out []withheldCall
+	take := func(h *heldCall) {
+		if h.recorded || h.asked || h.judged && h.withheld == "" {
+			return
+		}
+		h.recorded = true
+		why := h.withheld
+		if why == "" {
+			why = reasonNeverFinished
+		}
+		out = append(out, withheldCall{call: h.call, why: why})
+	}
+	cis := make([]int, 0, len(b.choices))
+	for ci := range b.choices {
+		cis = append(cis, ci)
+	}
+	slices.Sort(cis)
+	for _, ci := range cis {
+		for _, c := range b.choices[ci].calls {
+			take(&c.heldCall)
+		}
+	}
+	items := make([]*respItem, 0, len(b.items))
+	for _, r := range b.items {
+		items = append(items, r)
+	}
+	slices.SortFunc(items, func(x, y *respItem) int { return x.order - y.order })
+	for _, r := range items {
+		if !r.closed {
+			r.partialCall()
+		}
+		for _, h := range r.calls() {
+			take(h)
+		}
+	}
+	for _, h := range b.extra {
+		take(h)
+	}
+	for _, h := range b.need {
+		take(h)
+	}
+	return out
+}
+
+// recordWithheld records the calls withheldCalls returns: one tool.call
+// event each. It reports the first failure to record, after trying them
+// all.
+func (b *toolBuffer) recordWithheld() error {
+	if b.onWithheld == nil {
+		return nil
+	}
+	var first error
+	for _, w := range b.withheldCalls() {
+		if err := b.onWithheld(w.call, w.why); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // isCallItem reports whether an output item type is a call (or unknown).
@@ -1582,7 +1770,8 @@ func (r *respItem) judgedItem(status string) map[string]json.RawMessage {
 }
 
 // terminalResp handles response.completed (incomplete, failed): calls not
-// yet complete are judged as they stand, so are tool items only the final
+// yet complete are judged as they stand (response.failed ends them
+// unjudged, as an error event does: endItems), so are tool items only the final
 // output shows; then the queue goes out and the terminal event, its output
 // carrying the judged items.
 func (b *toolBuffer) terminalResp(e *respEvent) {
@@ -1595,6 +1784,11 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 	if !isNull(resp["output"]) && json.Unmarshal(resp["output"], &output) != nil {
 		b.fail(errors.New("the terminal event's output is not a list"))
 		return
+	}
+	if typ, _ := optString(e.obj["type"]); typ == "response.failed" || typ == "" && e.name == "response.failed" {
+		// The response failed: as after an error event, calls not yet
+		// complete are never shown.
+		b.endItems()
 	}
 	var calls []*heldCall
 	var open []*respItem
@@ -1667,6 +1861,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 		}
 		late[i] = r
 		calls = append(calls, r.calls()...)
+		b.extra = append(b.extra, r.calls()...)
 	}
 	b.stall(calls, func() {
 		// The queue, with every item now judged.
@@ -1868,27 +2063,37 @@ func newToolStream(ctx context.Context, j toolcall.Judge, chat bool, emit func([
 	ctx, cancel := context.WithCancel(ctx)
 	t := &toolStream{buf: newToolBuffer(chat, emit), judge: j, ctx: ctx, cancel: cancel,
 		result: make(chan toolVerdict, 1), every: toolKeepalive}
-	if r, ok := j.(unrelayedRecorder); ok {
+	if r, ok := j.(unjudgedRecorder); ok {
 		t.buf.onUnrelayed = func(c toolcall.Call) error { return r.Unrelayed(ctx, c) }
+		t.buf.onWithheld = func(c toolcall.Call, why string) error { return r.Withheld(ctx, c, why) }
 	}
 	return t
 }
 
-// unrelayedRecorder is a Judge that records a call the stream removed
-// without asking it (an item in an event no SDK reads calls from).
-type unrelayedRecorder interface {
+// unjudgedRecorder is a Judge that records the calls a stream ends
+// without asking it about: an item removed from an event no SDK reads
+// calls from (Unrelayed), a call the stream never finished or the buffer
+// refused (Withheld, why: reasonNeverFinished, reasonCallIDTwice).
+type unjudgedRecorder interface {
 	Unrelayed(ctx context.Context, c toolcall.Call) error
+	Withheld(ctx context.Context, c toolcall.Call, why string) error
 }
 
-// recordUnrelayed records the calls the stream removed unjudged and never
-// showed (toolBuffer.recordUnrelayed). A failure to record is the error to
-// end the stream with, as a call the proxy could not inspect.
-func (t *toolStream) recordUnrelayed() *apiError {
+// recordUnjudged records the calls the stream removed unjudged and never
+// showed (toolBuffer.recordUnrelayed), and those it began and ends
+// without a verdict (toolBuffer.recordWithheld). A failure to record is
+// the error to end the stream with, as a call the proxy could not
+// inspect.
+func (t *toolStream) recordUnjudged() *apiError {
 	if t == nil || t.buf.onUnrelayed == nil {
 		return nil
 	}
-	if err := t.buf.recordUnrelayed(); err != nil {
-		t.buf.fail(fmt.Errorf("a tool item no SDK reads could not be recorded: %w", err))
+	err := t.buf.recordUnrelayed()
+	if werr := t.buf.recordWithheld(); err == nil {
+		err = werr
+	}
+	if err != nil {
+		t.buf.fail(fmt.Errorf("a tool call could not be recorded: %w", err))
 		return t.buf.err
 	}
 	return nil
@@ -1917,6 +2122,7 @@ func (t *toolStream) wait(clientCtx context.Context) (keepalive bool, err error)
 	c := t.buf.pending()
 	if !t.asked {
 		t.asked = true
+		t.buf.need[0].asked = true // the judge records it, whatever happens next
 		call := *c
 		go func() {
 			r := toolVerdict{err: errors.New("the judge panicked")}

@@ -40,10 +40,12 @@ func TestResponsesStreamFinalOutputContradictsStream(t *testing.T) {
 		{"another call_id under the shown id, allowed", []string{ls, respItemJSON("fc_1", "call_2", "pwd", `{}`)},
 			[]ev{{"shell", "allow"}, {"pwd", "allow"}}, []string{"call_1", "call_2"}, false},
 		{"the shown call twice", []string{ls, ls}, []ev{{"shell", "allow"}}, nil, true},
+		// The call the final output repeats is never judged, and still
+		// one tool.call event (deny, without a verdict).
 		{"a late call twice", []string{respItemJSON("fc_7", "call_7", "pwd", `{}`), respItemJSON("fc_7", "call_7", "pwd", `{}`)},
-			[]ev{{"shell", "allow"}}, nil, true},
+			[]ev{{"shell", "allow"}, {"pwd", "deny"}}, nil, true},
 		{"the contradicting call twice", []string{respItemJSON("fc_1", "call_2", "pwd", `{}`), respItemJSON("fc_1", "call_2", "pwd", `{}`)},
-			[]ev{{"shell", "allow"}}, nil, true},
+			[]ev{{"shell", "allow"}, {"pwd", "deny"}}, nil, true},
 	} {
 		before := len(h.sink.ofType(audit.TypeToolCall))
 		h.up.set(writeBytes(shown(c.final...)))
