@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +65,13 @@ type streamBody struct {
 	// "" until then; limitItem: said only by a call's item "incomplete".
 	limit     string
 	limitItem bool
+
+	// Responses: the last sequence_number the client was sent (outSeq,
+	// when seqOut), and whether any event went to it (sentAny); pamctl's
+	// own error event is numbered on from them (endEvent).
+	outSeq  int64
+	seqOut  bool
+	sentAny bool
 }
 
 // Bounds of a relayed stream (docs/performance.md). An event (a line
@@ -315,7 +323,7 @@ func (s *streamBody) relayKnown(ev []byte, k payload.EventKind) {
 		s.terminal = true
 		s.end.Write(ev)
 	default:
-		s.out.Write(ev)
+		s.toClient(ev)
 	}
 }
 
@@ -325,7 +333,7 @@ func (s *streamBody) relayEvent(ev []byte) {
 		// The usual event, one data line: decide without copying it.
 		if !s.c.stripUsage || !mayBeUsage(data) {
 			if !mayBeTerminal(data) {
-				s.out.Write(ev)
+				s.toClient(ev)
 				return
 			}
 		}
@@ -343,7 +351,61 @@ func (s *streamBody) relayEvent(ev []byte) {
 		s.end.Write(ev)
 		return
 	}
+	s.toClient(ev)
+}
+
+// toClient queues an event for the client, noting the sequence_number
+// of a Responses event (endEvent numbers on from it).
+func (s *streamBody) toClient(ev []byte) {
+	if s.c.kind == epResponses {
+		s.sentAny = true
+		if n, ok := eventSeq(ev); ok {
+			s.outSeq, s.seqOut = n, true
+		}
+	}
 	s.out.Write(ev)
+}
+
+// eventSeq reads a raw event's top-level sequence_number, an integer.
+// Usually it is the data's last member, read without decoding; else the
+// data's top-level members are walked.
+func eventSeq(ev []byte) (int64, bool) {
+	key := []byte(`"sequence_number"`)
+	i := bytes.LastIndex(ev, key)
+	if i < 0 {
+		return 0, false
+	}
+	j := i + len(key)
+	for j < len(ev) && (ev[j] == ' ' || ev[j] == '\t') {
+		j++
+	}
+	if j < len(ev) && ev[j] == ':' {
+		j++
+		for j < len(ev) && (ev[j] == ' ' || ev[j] == '\t') {
+			j++
+		}
+		k := j
+		for k < len(ev) && '0' <= ev[k] && ev[k] <= '9' {
+			k++
+		}
+		rest := bytes.TrimLeft(ev[k:], " \t")
+		if k > j && len(rest) > 0 && rest[0] == '}' && len(bytes.Trim(rest[1:], " \t\r\n")) == 0 {
+			// The last member of the last data line's object: top level.
+			if n, err := strconv.ParseInt(string(ev[j:k]), 10, 64); err == nil {
+				return n, true
+			}
+		}
+	}
+	_, data := sseFields(ev)
+	var n int64
+	found := false
+	topMembers(data, func(name, v string) {
+		if name == "sequence_number" {
+			m, err := strconv.ParseInt(v, 10, 64)
+			n, found = m, err == nil
+		}
+	})
+	return n, found
 }
 
 // after keeps what follows the terminal event, up to a bound; past it the
@@ -500,7 +562,7 @@ func (s *streamBody) finish() {
 		}
 		s.c.err, s.c.errDetail = s.toolErr, "tool call withheld: "+s.toolErr.Code
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
-		s.out.Write(errorEvent(s.toolErr))
+		s.out.Write(s.endEvent(s.toolErr))
 	case !s.terminal || s.copyErr != nil:
 		cause := s.copyErr
 		if cause == nil {
@@ -510,10 +572,10 @@ func (s *streamBody) finish() {
 		ae := errUpstream(http.StatusBadGateway, end.code, fmt.Sprintf(end.message, s.c.up.name), cause)
 		s.c.err, s.c.errDetail = ae, end.detail
 		_ = s.p.audit(s.ctx, s.c) // a failure is logged; the client gets the error either way
-		s.out.Write(errorEvent(ae))
+		s.out.Write(s.endEvent(ae))
 	default:
 		if err := s.p.audit(s.ctx, s.c); err != nil {
-			s.out.Write(errorEvent(s.p.auditError(err)))
+			s.out.Write(s.endEvent(s.p.auditError(err)))
 			return
 		}
 		s.out.Write(s.end.Bytes())
@@ -739,4 +801,25 @@ func errorEvent(e *apiError) []byte {
 	b := []byte("event: error\ndata: ")
 	b = append(b, e.body()...)
 	return append(b, "\n\n"...)
+}
+
+// endEvent is the error event pamctl ends a stream with. On a Responses
+// stream it takes the next sequence_number after the last event the
+// client got (0 when it got none; none when the events it got carried
+// none), so the numbers stay contiguous through the end, as they do
+// across the events the relay and the firewall add and drop.
+func (s *streamBody) endEvent(e *apiError) []byte {
+	if s.c.kind != epResponses || s.sentAny && !s.seqOut {
+		return errorEvent(e)
+	}
+	next := int64(0)
+	if s.seqOut {
+		next = s.outSeq + 1
+	}
+	body := e.body()
+	b := []byte("event: error\ndata: ")
+	b = append(b, body[:len(body)-1]...) // the object without its closing brace
+	b = append(b, `,"sequence_number":`...)
+	b = strconv.AppendInt(b, next, 10)
+	return append(b, "}\n\n"...)
 }
