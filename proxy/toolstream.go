@@ -55,7 +55,10 @@ import (
 // event) carries the judged items: a tool item the stream never showed is
 // judged there before the terminal event is released, and so is one that
 // says another call under the id of an item the stream showed; the same
-// call twice there ends the stream (an SDK would run it twice).
+// call twice there ends the stream (an SDK would run it twice), and so do
+// two items under one call_id, streamed or final (claimCallID; the SDKs
+// key a call's result by it), as two chat calls of one choice with one
+// id do (chatIDOnce).
 //
 // Anything the buffer cannot read as the SDKs would (a fragment with a bad
 // index or non-string arguments, a call past maxToolArguments, too many
@@ -120,7 +123,7 @@ type heldCall struct {
 // (judge.Withheld): docs/audit.md.
 const (
 	reasonNeverFinished = "never finished"
-	reasonCallIDTwice   = "call_id twice"
+	reasonCallIDTwice   = toolcall.ReasonCallIDTwice
 )
 
 // toolBuffer is the firewall's state machine for one stream. It is
@@ -172,6 +175,10 @@ type toolBuffer struct {
 	onWithheld func(c toolcall.Call, why string) error
 	extra      []*heldCall
 	itemSeq    int // items in the order the stream began them
+
+	// callIDs are the Responses items the stream showed or is judging,
+	// by call id (call_id, else the item's id): claimCallID.
+	callIDs map[string]*respItem
 }
 
 // unrelayedCall is a tool item seen only where no SDK reads calls from.
@@ -822,9 +829,33 @@ func (b *toolBuffer) absorbToolCalls(st *chatChoiceState, raw json.RawMessage) b
 		if typ == "custom" {
 			c.typ, c.call.Kind = "custom", toolcall.Custom
 		}
+		hadID := c.call.ID != ""
 		if !b.grow(&c.heldCall, id, name, args) {
 			return false
 		}
+		if !hadID && c.call.ID != "" && !b.chatIDOnce(st, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// chatIDOnce refuses a call of a choice whose id another call of the
+// choice has: the SDKs key a call's result by its id, so which call ran,
+// and which one a result answers, is ambiguous. Both are recorded
+// (reasonCallIDTwice), unjudged, and the stream ends.
+func (b *toolBuffer) chatIDOnce(st *chatChoiceState, c *chatToolCall) bool {
+	for _, o := range st.calls {
+		if o == c || o.call.ID != c.call.ID {
+			continue
+		}
+		for _, h := range []*heldCall{&o.heldCall, &c.heldCall} {
+			if !h.judged && !h.asked {
+				h.withheld = reasonCallIDTwice
+			}
+		}
+		b.fail(fmt.Errorf("two tool calls of one choice have the id %s", quoteUpstream(c.call.ID)))
+		return false
 	}
 	return true
 }
@@ -1176,7 +1207,7 @@ func (b *toolBuffer) respEvent(ev []byte) {
 		if b.err != nil {
 			return
 		}
-		if !b.buildCall(r) {
+		if !b.buildCall(r) || !b.claimCallID(r, nil) {
 			return
 		}
 		b.stall(r.calls(), b.flushResp)
@@ -1370,6 +1401,50 @@ func (b *toolBuffer) recordWithheld() error {
 		}
 	}
 	return first
+}
+
+// claimCallID notes the call id (call_id, else the item's id) of item r,
+// once r's call is built. Two items under one call id are ambiguous: the
+// SDKs key a call's output by it, so which call ran, and which one a
+// result answers, is anyone's guess. The stream ends, and r (and the
+// other, if not judged yet) is recorded unjudged (reasonCallIDTwice). An
+// item of the final output (final: its calls by call id so far, to which
+// r is added) says another call under a shown item's id when its id is
+// that item's: it is judged as its own (terminalResp), not refused here
+// for its call id.
+func (b *toolBuffer) claimCallID(r *respItem, final map[string]*respItem) bool {
+	cid := r.call.ID
+	if cid == "" {
+		return true
+	}
+	other := b.callIDs[cid]
+	if final != nil {
+		if f := final[cid]; f != nil {
+			other = f
+		} else if other != nil && other.id == r.id && r.id != "" {
+			other = nil // another call under the shown item's id
+		}
+		final[cid] = r
+	}
+	if other == nil || other == r {
+		if final == nil {
+			if b.callIDs == nil {
+				b.callIDs = map[string]*respItem{}
+			}
+			b.callIDs[cid] = r
+		}
+		return true
+	}
+	for _, h := range append(r.calls(), other.calls()...) {
+		if !h.judged && !h.asked {
+			h.withheld = reasonCallIDTwice
+		}
+	}
+	if final != nil {
+		b.extra = append(b.extra, r.calls()...) // not in b.items: recorded from there
+	}
+	b.fail(fmt.Errorf("two output items (%s and %s) have the call id %s", quoteUpstream(other.id), quoteUpstream(r.id), quoteUpstream(cid)))
+	return false
 }
 
 // isCallItem reports whether an output item type is a call (or unknown).
@@ -1801,7 +1876,7 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 	slices.SortFunc(open, func(x, y *respItem) int { return b.queuePos(x) - b.queuePos(y) })
 	for _, r := range open {
 		r.closed = true
-		if !b.buildCall(r) {
+		if !b.buildCall(r) || !b.claimCallID(r, nil) {
 			return
 		}
 		calls = append(calls, r.calls()...)
@@ -1812,7 +1887,8 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 	// otherwise under that id is a call of its own, judged as what it is.
 	// The same call twice would run twice: the stream ends instead.
 	late := map[int]*respItem{}
-	inFinal := map[string]bool{}
+	inFinal := map[string]*respItem{}
+	finalIDs := map[string]*respItem{} // the final output's calls by call id
 	for i, raw := range output {
 		var item map[string]json.RawMessage
 		if json.Unmarshal(raw, &item) != nil || item == nil {
@@ -1847,13 +1923,20 @@ func (b *toolBuffer) terminalResp(e *respEvent) {
 			return
 		}
 		key := r.finalCallKey()
-		if inFinal[key] {
+		if first, twice := inFinal[key]; twice {
+			if !first.judged {
+				first.withheld = reasonCallIDTwice // a late call, never judged
+			}
 			b.fail(fmt.Errorf("the final output holds the call %s (item %s) twice", quoteUpstream(r.call.ID), quoteUpstream(id)))
 			return
 		}
-		inFinal[key] = true
 		if shown != nil && shown.finalCallKey() == key {
+			inFinal[key], finalIDs[r.call.ID] = shown, shown
 			continue // the judged item takes its place
+		}
+		inFinal[key] = r
+		if !b.claimCallID(r, finalIDs) {
+			return
 		}
 		b.streamedItem(id)
 		if !b.countCall() {

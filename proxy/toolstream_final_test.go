@@ -177,7 +177,7 @@ func TestResponsesStreamFinalOutputSameCallJudgedOnce(t *testing.T) {
 	evs := []string{
 		respEv(0, `"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}`),
 		respEv(1, `"type":"response.output_item.done","output_index":0,"item":`+batch("ls")),
-		respCompleted(2, batch("ls"), batch("rm -rf /")),
+		respCompleted(2, batch("rm -rf /")), // beside batch("ls") it would be call_c twice: refused
 	}
 	_, calls, err := driveBuffer(false, evs, byName)
 	if err != nil || len(calls) != 4 || !strings.Contains(calls[3].Arguments, "rm -rf") {

@@ -26,6 +26,16 @@ const (
 	EndpointChatMessages = "/v1/chat/completions/{id}/messages"
 )
 
+// ReasonCallIDTwice is why a call is refused unjudged when another call of
+// the same answer has its call id (Withholder).
+const ReasonCallIDTwice = "call_id twice"
+
+// Withholder is a Judge that also records a call the rewrite refuses
+// without asking it (why: ReasonCallIDTwice): one audit event, deny.
+type Withholder interface {
+	Withheld(ctx context.Context, c Call, why string) error
+}
+
 // MaxCallsPerAnswer bounds the tool calls of one answer pamctl judges
 // (each is an audit event, and may be a hold): an answer proposing more is
 // withheld (ErrAnswerShape). Models propose a handful at a time.
@@ -72,7 +82,9 @@ var ErrAnswerShape = errors.New("toolcall: unreadable tool call in the answer")
 // An answer without tool calls (or of another endpoint) comes back as it
 // is; one with tool calls is re-encoded (keys sorted, duplicates gone) so
 // that the client reads exactly what was judged. A Judge error ends the
-// rewrite: the caller withholds the answer.
+// rewrite: the caller withholds the answer. A chat choice, or a
+// Response's output, with two calls under one call id is refused before
+// anything is judged (callIDsOnce).
 func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) ([]byte, error) {
 	if j == nil {
 		return body, nil
@@ -213,6 +225,21 @@ func str(m map[string]any, k string) (string, bool) {
 // chat judges the tool calls of every choice.
 func (r *rewriter) chat(root map[string]any) error {
 	choices, _ := root["choices"].([]any)
+	for ci, cv := range choices {
+		choice, _ := cv.(map[string]any)
+		msg, _ := choice["message"].(map[string]any)
+		calls, _ := msg["tool_calls"].([]any)
+		var read []idCall
+		for _, tv := range calls {
+			tc, _ := tv.(map[string]any)
+			if c, _, err := chatCall(tc); err == nil {
+				read = append(read, idCall{Call: c})
+			}
+		}
+		if err := r.callIDsOnce(read, fmt.Sprintf("choices[%d].message.tool_calls", ci)); err != nil {
+			return err
+		}
+	}
 	for ci, cv := range choices {
 		choice, _ := cv.(map[string]any)
 		msg, _ := choice["message"].(map[string]any)
@@ -358,7 +385,67 @@ func (r *rewriter) responses(root map[string]any) error {
 	if !ok {
 		return nil // not an answer pamctl reads; the masker decides
 	}
+	var read []idCall
+	for _, iv := range items {
+		item, _ := iv.(map[string]any)
+		typ, _ := item["type"].(string)
+		if parts, err := ItemCalls(typ, item); err == nil && len(parts) > 0 {
+			read = append(read, idCall{Call: parts[0].Call, item: item})
+		}
+	}
+	if err := r.callIDsOnce(read, "output"); err != nil {
+		return err
+	}
 	return r.items(items, "output")
+}
+
+// idCall is a call callIDsOnce reads, and the Responses item it is of
+// (nil for a chat call).
+type idCall struct {
+	Call
+	item map[string]any
+}
+
+// callIDsOnce refuses calls (of one chat choice, or of a Response's
+// output: each item's first call) two of which have one call id (a
+// Responses item without a call_id: its id): the SDKs key a call's
+// output by it, so which call ran, and which one a result answers, is
+// ambiguous. Before anything is judged, each call under such an id is
+// recorded (Withholder; an item repeated as it is, once) and the answer
+// refused (ErrAnswerShape).
+func (r *rewriter) callIDsOnce(calls []idCall, where string) error {
+	seen := make(map[string]int, len(calls))
+	twice := ""
+	for _, c := range calls {
+		if c.ID == "" {
+			continue
+		}
+		if seen[c.ID]++; seen[c.ID] == 2 && twice == "" {
+			twice = c.ID
+		}
+	}
+	if twice == "" {
+		return nil
+	}
+	if w, ok := r.j.(Withholder); ok {
+		recorded := map[string]bool{}
+		for _, c := range calls {
+			if seen[c.ID] < 2 {
+				continue
+			}
+			if c.item != nil {
+				key, err := jsonText(c.item)
+				if err == nil && recorded[key] {
+					continue // the same item again: one call
+				}
+				recorded[key] = true
+			}
+			if err := w.Withheld(r.ctx, c.Call, ReasonCallIDTwice); err != nil {
+				return err
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s holds more than one call with the call id %.80q", ErrAnswerShape, where, twice)
 }
 
 // list judges the items of an item list (EndpointItems).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -245,7 +246,7 @@ func TestRewriteAnswerTooManyCalls(t *testing.T) {
 	j := &recorder{}
 	calls := make([]string, MaxCallsPerAnswer+1)
 	for i := range calls {
-		calls[i] = `{"id":"c","type":"function","function":{"name":"ls","arguments":"{}"}}`
+		calls[i] = `{"id":"c` + strconv.Itoa(i) + `","type":"function","function":{"name":"ls","arguments":"{}"}}` // one id twice is refused before any is judged
 	}
 	body := `{"choices":[{"message":{"tool_calls":[` + strings.Join(calls, ",") + `]}}]}`
 	if _, err := RewriteAnswer(context.Background(), EndpointChat, []byte(body), j); !errors.Is(err, ErrAnswerShape) || len(j.seen) != MaxCallsPerAnswer {
