@@ -17,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
@@ -980,22 +979,15 @@ refused; write to a file (--file, or redirect) and read events with
 				return err
 			}
 			defer src.Close()
-			var w io.Writer = f.IO.Out
-			if out != "" && out != "-" {
-				fh, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-				if err != nil {
-					return err
-				}
-				defer fh.Close()
-				if term.IsTerminal(int(fh.Fd())) && !toTerminal {
-					return withCode(ExitUsage, fmt.Errorf("--file %s is a terminal: audit export writes the exact hash-chained lines, which may hold bidi controls and invisible characters a terminal would obey or hide; write them to a regular file, or pass --to-terminal", out))
-				}
-				w = fh
+			if out == "" || out == "-" {
+				return src.Export(cmd.Context(), f.IO.Out, since, until)
 			}
-			return src.Export(cmd.Context(), w, since, until)
+			return writeExportFile(out, toTerminal, func(w io.Writer) error {
+				return src.Export(cmd.Context(), w, since, until)
+			})
 		},
 	}
-	cmd.Flags().StringVar(&out, "file", "", "write to this file (mode 0600) instead of stdout")
+	cmd.Flags().StringVar(&out, "file", "", "write to this file instead of stdout: a new private file (mode 0600), replacing a regular file of that name once the export is whole")
 	cmd.Flags().BoolVar(&toTerminal, "to-terminal", false, "write the exact lines even when stdout is a terminal (a pseudo-terminal whose output is redirected on the other side: kubectl exec -t, ssh -t)")
 	cmd.Flags().StringVar(&sinceS, "since", "", "first event time: RFC 3339, or a duration ago (24h, 7d)")
 	cmd.Flags().StringVar(&untilS, "until", "", "end (exclusive): RFC 3339, or a duration ago")

@@ -159,7 +159,7 @@ func saveSession(s *SessionFile) error {
 	// pamctl's user, SYSTEM and Administrators only, whatever the
 	// directory passes on): os.WriteFile on a fixed name would keep the
 	// mode and owner of a file someone left there.
-	f, err := createSessionTemp(p, randomSuffix)
+	f, err := createTempBeside(p, randomSuffix)
 	if err != nil {
 		return fmt.Errorf("save session: %w", err)
 	}
@@ -178,22 +178,22 @@ func saveSession(s *SessionFile) error {
 	return nil
 }
 
-// sessionTempTries bounds createSessionTemp: 100 random names all taken
-// is no accident (a full directory, or someone creating every name).
-const sessionTempTries = 100
+// tempTries bounds createTempBeside: 100 random names all taken is no
+// accident (a full directory, or someone creating every name).
+const tempTries = 100
 
-// createSessionTemp creates a new private file next to the session file p
-// (safefile.CreatePrivate) under a name from suffix (randomSuffix), at
-// most sessionTempTries names.
-func createSessionTemp(p string, suffix func() string) (*os.File, error) {
-	for range sessionTempTries {
+// createTempBeside creates a new private file next to p (the session file,
+// an export's --file) under a name from suffix (randomSuffix), at most
+// tempTries names (safefile.CreatePrivate).
+func createTempBeside(p string, suffix func() string) (*os.File, error) {
+	for range tempTries {
 		f, err := safefile.CreatePrivate(p + "." + suffix() + ".tmp")
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}
 	}
 	return nil, fmt.Errorf("%d temporary names next to %s were all taken: remove the %s.*.tmp files left in %s (and check who creates them)",
-		sessionTempTries, p, filepath.Base(p), filepath.Dir(p))
+		tempTries, p, filepath.Base(p), filepath.Dir(p))
 }
 
 // randomSuffix is 16 random hex digits.

@@ -53,16 +53,16 @@ func TestCreateSessionTempIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	tries := 0
-	f, err := createSessionTemp(p, func() string { tries++; return "taken" })
+	f, err := createTempBeside(p, func() string { tries++; return "taken" })
 	if err == nil {
 		f.Close()
 		t.Fatal("created a file over a taken name")
 	}
-	if tries != sessionTempTries || !strings.Contains(err.Error(), "all taken") || !strings.Contains(err.Error(), filepath.Dir(p)) {
+	if tries != tempTries || !strings.Contains(err.Error(), "all taken") || !strings.Contains(err.Error(), filepath.Dir(p)) {
 		t.Fatalf("after %d tries: %v", tries, err)
 	}
 	tries = 0
-	f, err = createSessionTemp(p, func() string {
+	f, err = createTempBeside(p, func() string {
 		if tries++; tries < 3 {
 			return "taken"
 		}
