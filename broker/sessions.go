@@ -535,8 +535,9 @@ type RevokeResult struct {
 // RevokeSessions ends sessions at once (their tokens are refused from the
 // next call) and, with Grants, revokes the live grants of the same
 // identities, so the proxy refuses their access tokens too. The caller may
-// end their own sessions; anyone else's needs the admin socket or
-// sessions:admin. Every session and grant ended is one audit event.
+// end their own sessions; anyone else's needs the admin socket, or
+// sessions:admin and a recent login (StepUp, ActionEndOtherSession). Every
+// session and grant ended is one audit event.
 func (s *Service) RevokeSessions(ctx context.Context, who Identity, admin bool, in RevokeSessions) (*RevokeResult, error) {
 	if (in.ID == "") == (in.User == "") {
 		return nil, errorf(CodeInvalid, "name one session ID or --user SUBJECT")
@@ -588,19 +589,24 @@ func (s *Service) RevokeSessions(ctx context.Context, who Identity, admin bool, 
 		}
 		targets = rs
 	}
-	if in.Grants && !admin {
-		// Ending someone else's grants is revoking another person's
-		// grant: it needs a recent login like pamctl revoke does.
+	if !admin {
+		// Ending someone else's session (or grants) needs a recent login,
+		// as approving does: a stale or copied session, or one that started
+		// an agent, must not log out the approvers. One's own sessions (and
+		// --user SELF, filtered to this identity above) need none.
+		others := in.User != "" && in.User != who.Subject
 		for _, t := range targets {
 			if !t.Identity.Same(who) {
-				if err := s.StepUp(who, ActionRevokeOther); err != nil {
-					return nil, err
-				}
+				others = true
 				break
 			}
 		}
-		if in.User != "" && in.User != who.Subject {
-			if err := s.StepUp(who, ActionRevokeOther); err != nil {
+		if others {
+			action := ActionEndOtherSession
+			if in.Grants {
+				action = ActionRevokeOther
+			}
+			if err := s.StepUp(who, action); err != nil {
 				return nil, err
 			}
 		}

@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Step-up: approving, denying, revoking someone else's grant and reading the
-// audit trail need an authentication at the IdP no older than
+// Step-up: approving, denying, revoking someone else's grant, ending someone
+// else's session and reading the audit trail need an authentication at the IdP no older than
 // approvals.reauth_after. A session token alone (say, one copied from a
 // person's session file) is not enough once that time has passed: the IdP
 // must see the person again.
@@ -28,7 +28,10 @@ const (
 	ActionApprove     = "approving"
 	ActionDeny        = "denying"
 	ActionRevokeOther = "revoking another person's grant"
-	ActionReadAudit   = "reading the audit trail"
+	// ActionEndOtherSession: pamctl sessions revoke of a session that is
+	// not the caller's, or --user naming someone else.
+	ActionEndOtherSession = "ending another person's session"
+	ActionReadAudit       = "reading the audit trail"
 )
 
 // Why a session cannot show a recent login (Identity.NoAuthTime,

@@ -210,9 +210,9 @@ func TestStepUpRevokeSessionsWithOthersGrants(t *testing.T) {
 	if _, err := e.svc.RevokeSessions(ctx, admin, false, broker.RevokeSessions{User: "alice", Grants: true}); !errors.Is(err, broker.ErrStepUpRequired) {
 		t.Fatalf("ending another person's grants without a recent login: %v", err)
 	}
-	// Ending sessions alone (no grants) stays open to incident response.
-	if _, err := e.svc.RevokeSessions(ctx, admin, false, broker.RevokeSessions{User: "alice"}); err != nil {
-		t.Fatalf("ending sessions: %v", err)
+	// Ending sessions alone needs it too (TestStepUpEndingOthersSessions).
+	if _, err := e.svc.RevokeSessions(ctx, admin, false, broker.RevokeSessions{User: "alice"}); !errors.Is(err, broker.ErrStepUpRequired) {
+		t.Fatalf("ending another person's sessions without a recent login: %v", err)
 	}
 }
 
@@ -399,5 +399,84 @@ func TestStepUpWithoutAuthTimeOlderReplicas(t *testing.T) {
 	}
 	if err := e.svc.CanReadAudit(ctx, bob); !errors.Is(err, broker.ErrStepUpRequired) {
 		t.Fatalf("after an older replica's rewrite the session reads the trail: %v", err)
+	}
+}
+
+// Ending another person's session needs a recent login, as approving does:
+// a stale session, or one that started an agent (pamctl exec), cannot log
+// the approvers out, by id or by --user, whoever holds sessions:admin. One's
+// own sessions stay endable without it; the admin socket is exempt.
+func TestStepUpEndingOthersSessions(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.svc.SetPolicies(append(testPolicies[:len(testPolicies):len(testPolicies)],
+		policy.Policy{Name: "session-admins", Subjects: policy.Subjects{Groups: []string{"secops"}}, Scopes: []string{broker.SessionsAdminScope}}))
+	a1 := e.session("alice", audit.Client{}, "ml")
+	a2 := e.session("alice", audit.Client{}, "ml")
+	// An agent-started session refuses at once, even right after its login.
+	samAgent, agentSess, _ := e.loginWith("sam", nil, "secops")
+	if err := e.svc.MarkAgentStarted(ctx, samAgent, agentSess.ID); err != nil {
+		t.Fatal(err)
+	}
+	samAgent, _, _ = e.svc.Authenticate(ctx, agentSess.Token)
+	for _, in := range []broker.RevokeSessions{{User: "alice"}, {ID: a1.ID}, {User: "nobody"}} {
+		su := stepUpErr(t, func() error { _, err := e.svc.RevokeSessions(ctx, samAgent, false, in); return err }(), broker.ActionEndOtherSession)
+		if su.NoAuthTime != broker.NoAuthTimeAgent {
+			t.Fatalf("%+v: no_auth_time %q", in, su.NoAuthTime)
+		}
+	}
+	// A stale session too.
+	_, staleSess, _ := e.loginWith("sam", nil, "secops")
+	_, ownOther, _ := e.loginWith("sam", nil, "secops")
+	e.clock.Add(30 * time.Minute)
+	samStale, _, err := e.svc.Authenticate(ctx, staleSess.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = e.svc.Authenticate(ctx, ownOther.Token) // used: not idle
+	if _, _, err := e.svc.Authenticate(ctx, agentSess.Token); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []broker.RevokeSessions{{User: "alice"}, {ID: a2.ID}, {User: "alice", Reason: "x"}} {
+		stepUpErr(t, func() error { _, err := e.svc.RevokeSessions(ctx, samStale, false, in); return err }(), broker.ActionEndOtherSession)
+	}
+	// With --grants the action is revoking others' grants, as before.
+	stepUpErr(t, func() error {
+		_, err := e.svc.RevokeSessions(ctx, samStale, false, broker.RevokeSessions{User: "alice", Grants: true})
+		return err
+	}(), broker.ActionRevokeOther)
+	// Nothing was ended by the refusals.
+	for _, s := range []*broker.Session{a1, a2} {
+		if _, _, err := e.svc.Authenticate(ctx, s.Token); err != nil {
+			t.Fatalf("a refused revoke ended %s: %v", s.ID, err)
+		}
+	}
+	if n := len(e.eventsOf(audit.TypeSessionRevoked)); n != 0 {
+		t.Fatalf("%d session.revoked events after refusals", n)
+	}
+	// Still no probing: another's session id without sessions:admin is "no such session".
+	bob := e.login("bob", "security")
+	e.clock.Add(30 * time.Minute)
+	bob.AuthTime = e.clock.Now().Add(-30 * time.Minute)
+	if _, err := e.svc.RevokeSessions(ctx, bob, false, broker.RevokeSessions{ID: a1.ID}); code(err) != broker.CodeNotFound {
+		t.Fatalf("bob without sessions:admin: %v", err)
+	}
+	// Own sessions need no step-up, stale or agent-started: by id and --user SELF.
+	if _, err := e.svc.RevokeSessions(ctx, samStale, false, broker.RevokeSessions{ID: ownOther.ID}); err != nil {
+		t.Fatalf("a stale session ending its owner's other session: %v", err)
+	}
+	if samAgent, _, err = e.svc.Authenticate(ctx, agentSess.Token); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.svc.RevokeSessions(ctx, samAgent, false, broker.RevokeSessions{User: "sam"}); err != nil || len(res.Sessions) != 2 {
+		t.Fatalf("an agent-started session ending its owner's sessions: %v %+v", err, res)
+	}
+	// A fresh login may; so may the admin socket.
+	sam, _, _ := e.loginWith("sam", nil, "secops")
+	if res, err := e.svc.RevokeSessions(ctx, sam, false, broker.RevokeSessions{ID: a1.ID}); err != nil || len(res.Sessions) != 1 {
+		t.Fatalf("with a fresh login: %v %+v", err, res)
+	}
+	if res, err := e.svc.RevokeSessions(ctx, broker.AdminIdentity, true, broker.RevokeSessions{User: "alice"}); err != nil || len(res.Sessions) != 1 {
+		t.Fatalf("the admin socket: %v %+v", err, res)
 	}
 }

@@ -152,7 +152,8 @@ func NewCmdSessionsRevoke(f *Factory, runF func(*cobra.Command, *SessionsRevokeO
 broker refuses their tokens from the next call. With --grants the live
 grants of the sessions' owners are revoked too, so the proxy refuses their
 access tokens as well. You may end your own sessions; anyone else's needs
-the admin socket (--admin) or the sessions:admin scope. Every session and
+the admin socket (--admin), or the sessions:admin scope and a recent login
+at the identity provider (step-up: pamctl asks to log in again). Every session and
 grant ended is an audit event (session.revoked, grant.revoked).`,
 		Example: `  pamctl sessions revoke ses_3f9c2a71d04b8e65a1c0f7d2
   pamctl sessions revoke --user alice --grants --reason "laptop stolen"`,
@@ -192,11 +193,13 @@ func sessionsRevokeRun(cmd *cobra.Command, o *SessionsRevokeOptions) error {
 		return err
 	}
 	var res *broker.RevokeResult
-	// Ending another person's grants needs a recent login (step-up).
+	// Ending another person's sessions or grants needs a recent login
+	// (step-up); the target follows the action's name ("ending another
+	// person's session ses_…").
 	o.StepUp.Target = func(context.Context) string {
-		what := "session " + o.ID
+		what := o.ID
 		if o.User != "" {
-			what = "the sessions of " + o.User
+			what = "(every session of " + o.User + ")"
 		}
 		if o.Grants {
 			what += " and their owners' grants"
