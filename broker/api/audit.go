@@ -191,6 +191,7 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 	flusher.Flush()
 	keepalive := time.NewTicker(followRecheck)
 	defer keepalive.Stop()
+	sess, hasSession := ctx.Value(sessKey{}).(broker.SessionInfo) // the admin socket has none
 	for {
 		select {
 		case e, ok := <-sub.C:
@@ -204,6 +205,15 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 			if !f.Match(e) {
 				continue
 			}
+			// Nothing is delivered once the session has ended: a revoked
+			// or expired session gets no event written after it ended
+			// (its own session.revoked included), not for up to
+			// followRecheck. SessionValid reads the in-memory session, a
+			// map lookup; the audit:read right (a store read) is
+			// rechecked with the keepalive.
+			if hasSession && s.Broker.SessionValid(ctx, sess.ID) != nil {
+				return
+			}
 			raw, _ := json.Marshal(e)
 			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.Seq, raw)
 			flusher.Flush()
@@ -211,7 +221,7 @@ func (s *Server) auditFollow(w http.ResponseWriter, r *http.Request, who broker.
 			// The right to read may end while following: a session that
 			// expires or is revoked, or an audit:read grant that is revoked,
 			// ends the stream. (The admin socket has no session.)
-			if sess, ok := ctx.Value(sessKey{}).(broker.SessionInfo); ok && (s.Broker.SessionValid(ctx, sess.ID) != nil || s.Broker.CanKeepReadingAudit(ctx, who) != nil) {
+			if hasSession && (s.Broker.SessionValid(ctx, sess.ID) != nil || s.Broker.CanKeepReadingAudit(ctx, who) != nil) {
 				return
 			}
 			fmt.Fprint(w, ": keepalive\n\n")

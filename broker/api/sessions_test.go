@@ -184,3 +184,57 @@ func TestRevokedSessionEndsAuditFollow(t *testing.T) {
 		t.Fatal("the follow of a revoked session kept streaming")
 	}
 }
+
+// A follow re-checks its session before each event it delivers: nothing
+// written after the revocation (its own session.revoked included) reaches
+// the revoked session, and the stream ends at the next event, not at the
+// next periodic recheck.
+func TestRevokedSessionGetsNoEventAfterRevocation(t *testing.T) {
+	ta := newTestAPI(t, time.Second, 5*time.Second)
+	ctx := context.Background()
+	ta.svc.SetPolicies(policy.Set{{Name: "auditors", Subjects: policy.Subjects{Groups: []string{"security"}}, Scopes: []string{"audit:read"}}})
+	sam, sess := ta.loginClient(t, "sam", "security")
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	got := make(chan audit.Event, 100)
+	go func() {
+		done <- sam.AuditFollow(fctx, audit.Filter{}, 1, func(e audit.Event) error {
+			got <- e
+			return nil
+		})
+	}()
+	select {
+	case <-got: // the login event came through: the stream is live
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not start")
+	}
+	head, err := ta.api.Audit.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	if _, err := ta.svc.RevokeSessions(ctx, broker.AdminIdentity, true, broker.RevokeSessions{ID: sess.ID, Reason: "secret-ish reason"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // more events, each a delivery the follow must refuse
+		ta.session(t, "mallory")
+	}
+	select {
+	case err := <-done:
+		if apiCode(err) != broker.CodeUnauthenticated {
+			t.Fatalf("follow ended with %v, want unauthenticated", err)
+		}
+		if took := time.Since(revoked); took > 3*time.Second {
+			t.Fatalf("follow outlived the revocation by %s (it waited for the periodic recheck)", took)
+		}
+	case <-fctx.Done():
+		t.Fatal("the follow of a revoked session kept streaming")
+	}
+	close(got)
+	for e := range got {
+		if e.Seq > head.Last.Seq {
+			t.Errorf("delivered after the revocation: %d %s", e.Seq, e.Type)
+		}
+	}
+}
