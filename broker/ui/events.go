@@ -24,9 +24,12 @@ var queueTypes = map[audit.Type]bool{
 const keepAlive = 25 * time.Second
 
 // events is GET /ui/events: server-sent events telling the queue page that
-// it may have changed ("event: queue"). They carry no request data (the
-// page fetches itself again, through the same authorization as any page),
-// so a stream says only "something happened" and when. The session is
+// it may have changed ("event: queue", with data "{}"). They carry no
+// request data and no sequence number (the page fetches itself again,
+// through the same authorization as any page), and a session is told only
+// of changes to requests it may see (Service.Get: the requester or an
+// approver), so a stream says only "something you can see happened" and
+// when, never how much happened elsewhere. The session is
 // re-checked on every event and at each keep-alive, idle clock included
 // (the stream is no use of it); an ended or idled-out session ends the
 // stream with "event: logout".
@@ -126,10 +129,28 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 				}
 				return
 			}
-			if e.Type == audit.TypePromptHeld && e.Request != "" {
-				u.awaitStored(r.Context(), e.Request)
+			// The request the event is about: a held call's events name
+			// it as review (its request.* events as request too). An
+			// event that names none changed nothing a queue shows.
+			id := e.Request
+			if id == "" {
+				id = e.Review
 			}
-			fmt.Fprintf(w, "event: queue\ndata: {\"seq\":%d}\n\n", e.Seq)
+			if id == "" {
+				continue
+			}
+			if e.Type == audit.TypePromptHeld {
+				u.awaitStored(r.Context(), id)
+			}
+			if _, err := u.c.Service.Get(r.Context(), ss.who, id); err != nil {
+				if broker.ErrorCode(err) == broker.CodeInternal {
+					// The store failed: end the stream; the page
+					// reconnects and fetches itself once (retry:).
+					return
+				}
+				continue // not this session's to know about
+			}
+			fmt.Fprint(w, "event: queue\ndata: {}\n\n")
 			if rc.Flush() != nil {
 				return
 			}

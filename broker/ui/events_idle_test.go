@@ -36,7 +36,7 @@ func TestEventsStreamEndsWhenTheSessionIdlesOut(t *testing.T) {
 				ev.readUntil(": keep-alive")
 				ev.readUntil(": keep-alive")
 			} else {
-				e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_1"})
+				e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_access"})
 				ev.readUntil("event: queue")
 			}
 			if strings.Contains(ev.got.String(), "logout") {
@@ -45,7 +45,7 @@ func TestEventsStreamEndsWhenTheSessionIdlesOut(t *testing.T) {
 			// An hour after the last use (the login), with only the stream open.
 			e.svc.advance(11 * time.Minute)
 			if how == "queue event" {
-				e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_2"})
+				e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_held"})
 			}
 			ev.readUntil("event: logout")
 			if n, err := ev.res.Body.Read(ev.buf); err == nil {

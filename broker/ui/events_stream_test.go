@@ -46,3 +46,13 @@ func (s *eventStream) readUntil(want string) {
 		}
 	}
 }
+
+// readMore reads once more (what arrives next), failing if the stream ends.
+func (s *eventStream) readMore() {
+	s.t.Helper()
+	n, err := s.res.Body.Read(s.buf)
+	s.got.Write(s.buf[:n])
+	if err != nil {
+		s.t.Fatalf("stream ended (%v):\n%s", err, s.got.String())
+	}
+}

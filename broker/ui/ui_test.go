@@ -162,6 +162,10 @@ func (f *fakeService) Get(_ context.Context, who broker.Identity, id string) (*b
 	if !ok {
 		return nil, broker.ErrNotFound
 	}
+	// As the broker: the requester or an approver sees it, no one else.
+	if ok, _ := f.CanReview(r, who); !ok && !r.Requester.Same(who) {
+		return nil, broker.ErrNotFound
+	}
 	c := *r
 	return &c, nil
 }
@@ -944,7 +948,7 @@ func TestEventsStreamNeedsSession(t *testing.T) {
 	buf := make([]byte, 4096)
 	n, _ := res.Body.Read(buf)                               // retry: line
 	e.audit.Append(ctx, &audit.Event{Type: audit.TypeLogin}) // not a queue event
-	e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_x", Reasons: []string{"secret"}})
+	e.audit.Append(ctx, &audit.Event{Type: audit.TypeRequestCreated, Request: "req_access", Reasons: []string{"secret"}})
 	var got strings.Builder
 	got.Write(buf[:n])
 	for !strings.Contains(got.String(), "event: queue") {
@@ -954,7 +958,7 @@ func TestEventsStreamNeedsSession(t *testing.T) {
 		}
 		got.Write(buf[:n])
 	}
-	if s := got.String(); strings.Contains(s, "req_x") || strings.Contains(s, "secret") || strings.Count(s, "event: queue") != 1 {
+	if s := got.String(); strings.Contains(s, "req_access") || strings.Contains(s, "secret") || strings.Count(s, "event: queue") != 1 {
 		t.Fatalf("stream carried %q", s)
 	}
 }
