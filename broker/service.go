@@ -158,6 +158,9 @@ type Service struct {
 	stoppingOnce sync.Once
 
 	stranded strandedScan // when endStrandedHeld next looks
+
+	// refusals bounds review.refused events (reviewRefused).
+	refusals refusalLimiter
 }
 
 // strandedScan paces endStrandedHeld: it looks at every pending held call
@@ -763,13 +766,20 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 		}
 	}
 	var decided bool
-	var progress string // what the approvals met, or what is still missing
+	var progress string  // what the approvals met, or what is still missing
+	var refused *Request // the request a refusal below is about (audited)
+	var cause string     // why: refusalSelf, refusalNotApprover, refusalStepUp
 	r, err := s.store.UpdateRequest(ctx, id, func(r *Request) error {
-		decided, progress = false, "" // fn may run again on a newer record (see RequestStore)
+		decided, progress, refused, cause = false, "", nil, "" // fn may run again on a newer record (see RequestStore)
 		if !s.visible(r, reviewer) && !r.Requester.Same(reviewer) {
+			refused, cause = r, refusalNotApprover
 			return ErrNotFound
 		}
 		if ok, why := s.canReview(r, reviewer); !ok {
+			refused, cause = r, refusalNotApprover
+			if r.Requester.Same(reviewer) {
+				cause = refusalSelf
+			}
 			return &Error{Code: CodeForbidden, Message: why}
 		}
 		s.expireView(r, now)
@@ -793,6 +803,7 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 			action = ActionDeny
 		}
 		if err := s.StepUp(reviewer, action); err != nil {
+			refused, cause = r, refusalStepUp
 			return err
 		}
 		rv := Review{Reviewer: reviewer, Approve: approveIt, Reason: reason, At: now}
@@ -833,6 +844,9 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 		return nil
 	})
 	if err != nil {
+		if refused != nil {
+			s.reviewRefused(ctx, reviewer, refused, approveIt, cause, err)
+		}
 		return nil, s.storeErr(err)
 	}
 	typ, dec := audit.TypeRequestApproved, "pending"
@@ -842,7 +856,7 @@ func (s *Service) Review(ctx context.Context, reviewer Identity, id string, appr
 	case StateDenied:
 		typ, dec = audit.TypeRequestDenied, "denied"
 	}
-	s.emit(ctx, heldEvent(&audit.Event{Type: typ, Actor: actor(reviewer), Request: r.ID, Grant: grantOf(r), Target: r.Requester.Subject, Decision: dec, Reasons: nonEmpty(reason), Details: map[string]string{"approvals": fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1)), "progress": progress}}, r))
+	s.emit(ctx, heldEvent(&audit.Event{Type: typ, Actor: actor(reviewer), Request: r.ID, Grant: grantOf(r), Target: r.Requester.Subject, Decision: dec, Reasons: nonEmpty(reason), Details: sessionDetails(map[string]string{"approvals": fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1)), "progress": progress}, reviewer, "session")}, r))
 	s.wake(r.ID)
 	if decided {
 		s.notify(ctx, r, string(typ))
@@ -909,11 +923,16 @@ func (s *Service) Token(ctx context.Context, who Identity, id string) (string, *
 	if r.Limits.RPM > 0 || r.Limits.Tokens > 0 {
 		c.Limits = &token.Limits{RPM: r.Limits.RPM, Tokens: r.Limits.Tokens}
 	}
+	// The jti is chosen here so token.issued names it (details.token_id):
+	// a proxy.call's actor.token_id then traces to the session that
+	// minted the token.
+	c.ID = token.NewID()
 	raw, err := s.minter.Mint(c)
 	if err != nil {
 		return "", nil, &Error{Code: CodeInternal, Message: "could not mint a token", Err: err}
 	}
-	s.emit(ctx, &audit.Event{Type: audit.TypeTokenIssued, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: c.Scope, Decision: "allow", Details: map[string]string{"expires": r.ExpiresAt.Format(time.RFC3339)}})
+	s.emit(ctx, &audit.Event{Type: audit.TypeTokenIssued, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: c.Scope, Decision: "allow",
+		Details: sessionDetails(map[string]string{"expires": r.ExpiresAt.Format(time.RFC3339), "token_id": c.ID}, who, "session")})
 	return raw, r, nil
 }
 
@@ -988,7 +1007,7 @@ func (s *Service) Revoke(ctx context.Context, who Identity, id string, admin boo
 		return nil, s.storeErr(err)
 	}
 	s.revoked.Store(r.ID, *r.ExpiresAt)
-	s.emit(ctx, &audit.Event{Type: audit.TypeGrantRevoked, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: r.Requester.Subject, Decision: "revoked"})
+	s.emit(ctx, &audit.Event{Type: audit.TypeGrantRevoked, Actor: actor(who), Request: r.ID, Grant: r.ID, Target: r.Requester.Subject, Decision: "revoked", Details: sessionDetails(nil, who, "session")})
 	s.wake(r.ID)
 	s.notify(ctx, r, "grant.revoked")
 	s.endHeldCalls(context.WithoutCancel(ctx), r)

@@ -229,10 +229,10 @@ func TestApprovalFlowAndTokenClaims(t *testing.T) {
 	if _, err := e.svc.Review(ctx, bob, r.ID, false, "", nil); code(err) != broker.CodeConflict {
 		t.Fatalf("review after approval: %v", err)
 	}
-	// The trail has the whole story.
+	// The trail has the whole story, the refused reviews included.
 	var types []string
 	e.log.Range(ctx, 0, func(ev audit.Event) bool { types = append(types, string(ev.Type)); return true })
-	want := "login login login request.created request.approved token.issued"
+	want := "login login login request.created review.refused review.refused request.approved token.issued"
 	if got := strings.Join(types, " "); !strings.HasPrefix(got, want) {
 		t.Fatalf("audit types %q, want prefix %q", got, want)
 	}

@@ -259,6 +259,7 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (Identity, Sessi
 	}
 	who := ls.rec.Identity
 	who.AuthTime, who.NoAuthTime = ls.rec.stepUpAuth()
+	who.Session, who.Via = ls.rec.ID, ViaCLI
 	info := SessionInfo{ID: ls.rec.ID, ExpiresAt: ls.rec.ExpiresAt, IdleExpiresAt: s.idleEnd(now)}
 	return who, info, nil
 }
@@ -353,7 +354,8 @@ func (s *Service) SessionValid(ctx context.Context, id string) error {
 
 // openSession records a new session for who and returns its id.
 func (s *Service) openSession(ctx context.Context, who Identity, client audit.Client, now, authTime, exp time.Time) (*SessionRecord, error) {
-	who.AuthTime = time.Time{} // kept in the record's AuthTime, not in the identity
+	who.AuthTime = time.Time{}                        // kept in the record's AuthTime, not in the identity
+	who.NoAuthTime, who.Session, who.Via = "", "", "" // per call, never recorded
 	r := &SessionRecord{
 		ID: "ses_" + token.NewID()[:24], Identity: who, ClientAddr: client.RemoteAddr, UserAgent: client.UserAgent,
 		CreatedAt: now, LastUsedAt: now, ExpiresAt: exp, State: SessionActive,
@@ -629,7 +631,7 @@ func (s *Service) RevokeSessions(ctx context.Context, who Identity, admin bool, 
 		res.Sessions = append(res.Sessions, r.ID)
 		owners[r.Identity.Issuer+"\x00"+r.Identity.IssuerURL+"\x00"+r.Identity.Subject] = r.Identity
 		s.emit(ctx, &audit.Event{Type: audit.TypeSessionRevoked, Actor: actor(who), Target: r.Identity.Subject, Decision: "revoked",
-			Reasons: nonEmpty(in.Reason), Details: map[string]string{"session": r.ID, "issuer": r.Identity.Issuer, "grants": strconv.FormatBool(in.Grants)}})
+			Reasons: nonEmpty(in.Reason), Details: sessionDetails(map[string]string{"session": r.ID, "issuer": r.Identity.Issuer, "grants": strconv.FormatBool(in.Grants)}, who, "actor_session")})
 	}
 	if in.Grants {
 		switch {

@@ -39,6 +39,40 @@ type Identity struct {
 	// step up (NoAuthTimeAgent, NoAuthTimeIdP; "" when unknown), for the
 	// step-up error's advice. Set per call like AuthTime, never stored.
 	NoAuthTime string `json:"-"`
+	// Session is the id of the broker session the call came with (ses_…
+	// for the API, web_… for the web page; "" for the admin socket and
+	// in-process callers), and Via how it reached the broker: ViaCLI,
+	// ViaWeb or ViaSocket. Set per call like AuthTime, never stored; the
+	// audit events of what the caller does carry them (sessionDetails),
+	// so an approval or a minted token traces to the session behind it.
+	Session string `json:"-"`
+	Via     string `json:"-"`
+}
+
+// How a person's call reached the broker (Identity.Via, details.via in the
+// audit trail); the admin socket's is ViaSocket.
+const (
+	ViaCLI = "cli" // the API, with a session token (pamctl login)
+	ViaWeb = "web" // the web approval page, with its cookie
+)
+
+// sessionDetails adds who's session id and channel to an event's details
+// (d may be nil): key is "session", or "actor_session" on events whose
+// "session" names the session acted on (session.revoked).
+func sessionDetails(d map[string]string, who Identity, key string) map[string]string {
+	if who.Session == "" && who.Via == "" {
+		return d
+	}
+	if d == nil {
+		d = map[string]string{}
+	}
+	if who.Session != "" {
+		d[key] = who.Session
+	}
+	if who.Via != "" {
+		d["via"] = who.Via
+	}
+	return d
 }
 
 // VerifiedIdentity is the identity a verified ID token carries.

@@ -40,7 +40,8 @@ func (s *Service) OpenWebSession(ctx context.Context, who Identity, authTime tim
 	if ttl <= 0 || ttl > s.sessionTTL {
 		ttl = s.sessionTTL
 	}
-	who.AuthTime = time.Time{} // kept in the record's AuthTime
+	who.AuthTime = time.Time{}                        // kept in the record's AuthTime
+	who.NoAuthTime, who.Session, who.Via = "", "", "" // per call, never recorded
 	r := &SessionRecord{
 		ID: WebSessionID(secret), Kind: SessionKindWeb, Identity: who, ClientAddr: client.RemoteAddr, UserAgent: client.UserAgent,
 		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(ttl), State: SessionActive,
@@ -118,6 +119,7 @@ func (s *Service) webSession(ctx context.Context, secret string, use bool) (Iden
 	}
 	who := ls.rec.Identity
 	who.AuthTime, who.NoAuthTime = ls.rec.stepUpAuth()
+	who.Session, who.Via = ls.rec.ID, ViaWeb
 	rec := ls.rec
 	return who, &rec, nil
 }

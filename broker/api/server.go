@@ -400,7 +400,9 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, who broker.Ident
 // caller is the identity a handler shared with the admin socket acts as.
 func caller(r *http.Request, admin bool) broker.Identity {
 	if admin {
-		return AdminIdentity
+		who := AdminIdentity
+		who.Via = broker.ViaSocket
+		return who
 	}
 	who, _ := r.Context().Value(whoKey{}).(broker.Identity)
 	return who
