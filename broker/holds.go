@@ -46,11 +46,18 @@ type Hold struct {
 // window; such a retry
 // returns approved at once without a new review.
 func (s *Service) HoldPrompt(ctx context.Context, h Hold) (*Request, error) {
-	if h.Caller.IssuerURL == "" && h.GrantID != "" {
+	if (h.Caller.IssuerURL == "" || h.Caller.ActFor == "") && h.GrantID != "" {
 		// The caller comes from an access token, which names its issuer
-		// but not the URL: the grant it was minted for records both.
+		// but not the URL, and its act but not the person the issuer's
+		// act_people maps it to: the grant it was minted for records
+		// both, and the review guard needs the person.
 		if g, err := s.store.GetRequest(ctx, h.GrantID); err == nil && g.Requester.Same(h.Caller) {
-			h.Caller.IssuerURL = g.Requester.IssuerURL
+			if h.Caller.IssuerURL == "" {
+				h.Caller.IssuerURL = g.Requester.IssuerURL
+			}
+			if h.Caller.ActFor == "" && h.Caller.Act == g.Requester.Act {
+				h.Caller.ActFor = g.Requester.ActFor
+			}
 		}
 	}
 	if err := holdBounds(h); err != nil {

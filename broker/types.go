@@ -27,8 +27,9 @@ type Identity struct {
 	// and URL is configured (a dev data dir's "dev" sessions must not
 	// revive under a production issuer that happens to be named dev).
 	IssuerURL string `json:"issuer_url,omitempty"`
-	Kind      string `json:"kind,omitempty"` // user | service
-	Act       string `json:"act,omitempty"`  // the person a workload acts for
+	Kind      string `json:"kind,omitempty"`    // user | service
+	Act       string `json:"act,omitempty"`     // the person a workload acts for
+	ActFor    string `json:"act_for,omitempty"` // who Act is at a person issuer (the issuer's act_people)
 	// AuthTime is when this person last authenticated at the IdP (the ID
 	// token's auth_time, or the time of the login that made the session).
 	// It is set per call by whoever authenticated the caller (API session,
@@ -78,7 +79,7 @@ func sessionDetails(d map[string]string, who Identity, key string) map[string]st
 // VerifiedIdentity is the identity a verified ID token carries.
 func VerifiedIdentity(id oidc.Identity) Identity {
 	return Identity{Subject: id.Subject, Display: id.Display, Email: id.Email, Groups: id.Groups,
-		Issuer: id.Issuer, IssuerURL: id.IssuerURL, Kind: id.Kind, Act: id.Act}
+		Issuer: id.Issuer, IssuerURL: id.IssuerURL, Kind: id.Kind, Act: id.Act, ActFor: id.ActFor}
 }
 
 // Same reports whether two identities are the same principal: the same
@@ -94,7 +95,7 @@ func (i Identity) Same(o Identity) bool {
 }
 
 func (i Identity) policySubject() policy.Subject {
-	return policy.Subject{ID: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: i.Kind, Act: i.Act}
+	return policy.Subject{ID: i.Subject, Email: i.Email, Groups: i.Groups, Issuer: i.Issuer, Kind: i.Kind, Act: i.Act, ActFor: i.ActFor}
 }
 
 // State is where a request is in its life.

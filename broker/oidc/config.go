@@ -3,6 +3,7 @@ package oidc
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
@@ -33,7 +34,8 @@ type IssuerConfig struct {
 	// Kubernetes service accounts): their identities have Kind "service".
 	Workload bool `mapstructure:"workload" yaml:"workload"`
 	// AllowedDomains, when set, admits only tokens whose email is in one of
-	// these domains (exact match, case-insensitive) and not marked unverified.
+	// these domains (exact match, ASCII case-insensitive) and verified
+	// (email_verified: true or "true"; absent is unverified).
 	AllowedDomains []string `mapstructure:"allowed_domains" yaml:"allowed_domains"`
 	// RequiredClaims admits only tokens whose claims have exactly these
 	// values (a list claim must contain the value), e.g.
@@ -43,6 +45,11 @@ type IssuerConfig struct {
 	// Actions: actor). It becomes the act claim of pamctl's tokens, and that
 	// person can never approve the workload's requests.
 	ActClaim string `mapstructure:"act_claim" yaml:"act_claim"`
+	// ActPeople maps values of ActClaim (compared ignoring case and
+	// compatibility forms) to the person they are at a person issuer, by
+	// email or sub: a GitHub login "alice-gh" resembles none of alice's
+	// names, so without an entry the review guard cannot know it is hers.
+	ActPeople map[string]string `mapstructure:"act_people" yaml:"act_people"`
 
 	// ClientSecretFile names a file holding the OAuth client secret, for
 	// IdPs that require one at the token endpoint even with PKCE (Google
@@ -168,6 +175,7 @@ func (c IssuerConfig) WithDefaults() IssuerConfig {
 		c.Scopes = slices.Clone(c.Scopes)
 	}
 	c.AllowedDomains = slices.Clone(c.AllowedDomains)
+	c.ActPeople = maps.Clone(c.ActPeople)
 	if c.RequiredClaims != nil {
 		m := make(map[string]string, len(c.RequiredClaims))
 		for k, v := range c.RequiredClaims {
@@ -233,6 +241,19 @@ func (c IssuerConfig) Validate() error {
 		if k == "" {
 			bad("required_claims: empty claim name")
 		}
+	}
+	if len(c.ActPeople) > 0 && c.ActClaim == "" {
+		bad("act_people needs act_claim: name the claim that holds the actor (GitHub Actions: actor)")
+	}
+	seen := map[string]string{}
+	for _, k := range sortedKeys(c.ActPeople) {
+		switch {
+		case strings.TrimSpace(k) == "" || strings.TrimSpace(c.ActPeople[k]) == "":
+			bad("act_people: %q: write `LOGIN: person's email or sub`, neither blank", k)
+		case seen[ActKey(k)] != "":
+			bad("act_people: %q and %q are one login (case is ignored); keep one", seen[ActKey(k)], k)
+		}
+		seen[ActKey(k)] = k
 	}
 	if c.InlineClientSecret != "" {
 		bad("client_secret must not be written in the config file: put the secret in a file only its owner can read (chmod 600 FILE) and set client_secret_file: FILE")

@@ -38,6 +38,8 @@ const (
 	ReasonGroupsOverage      Reason = "groups_overage"
 	ReasonUserinfo           Reason = "userinfo_failed"
 	ReasonUserinfoSubject    Reason = "userinfo_subject_mismatch"
+	ReasonNotYetValid        Reason = "not_yet_valid"
+	ReasonInvalidEmail       Reason = "invalid_email"
 	ReasonInvalid            Reason = "invalid"
 )
 
@@ -85,7 +87,7 @@ func (e *VerifyError) Error() string {
 	case ReasonMissingSubject:
 		msg = "the ID token has no subject"
 	case ReasonDomainNotAllowed:
-		msg = "the account's email domain is not allowed (or the email is unverified)"
+		msg = "the account's email domain is not allowed, or the identity provider did not mark the email as verified (email_verified: true)"
 	case ReasonClaimMismatch:
 		msg = fmt.Sprintf("claim %q does not have the value this issuer requires", e.Claim)
 	case ReasonGroupsOverage:
@@ -95,6 +97,10 @@ func (e *VerifyError) Error() string {
 		msg = "the groups could not be read from the identity provider's userinfo endpoint with this login's access token; log in again with an up-to-date pamctl"
 	case ReasonUserinfoSubject:
 		msg = "the userinfo endpoint answered for another subject than the ID token's"
+	case ReasonNotYetValid:
+		msg = fmt.Sprintf("the ID token says it was issued more than %s in the future; check the clocks of the identity provider and the broker (NTP), then log in again", ClockSkew)
+	case ReasonInvalidEmail:
+		msg = "the account's email has spaces, control or invisible characters, so it could pass for someone else's; an administrator must correct the address at the identity provider"
 	case ReasonInvalidGroupsClaim:
 		msg = fmt.Sprintf("groups claim %q is neither a string nor a list of strings", e.Claim)
 	default:

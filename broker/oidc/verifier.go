@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/pamctl/pamctl/broker/safetext"
 )
@@ -40,6 +42,7 @@ type Identity struct {
 	IssuerURL string
 	Kind      string // KindUser or KindService
 	Act       string // the person a workload acts for (IssuerConfig.ActClaim), if any
+	ActFor    string // who Act is at a person issuer (IssuerConfig.ActPeople), if mapped
 	Expiry    time.Time
 	// AuthTime is the ID token's auth_time: when the person last
 	// authenticated at the IdP. Zero when the token has none (such a
@@ -58,6 +61,11 @@ var asymmetricAlgs = []string{
 	gooidc.ES256, gooidc.ES384, gooidc.ES512,
 	gooidc.EdDSA,
 }
+
+// ClockSkew is how far an issuer's clock may run ahead of the broker's: a
+// token's iat may be this far in the future, as go-oidc allows for nbf.
+// (A future auth_time is taken as the login's time: broker.Service.Login.)
+const ClockSkew = 5 * time.Minute
 
 // maxTokenSize bounds the raw token accepted by Verify.
 const maxTokenSize = 16 << 10
@@ -206,6 +214,13 @@ func (v *Verifier) VerifyLogin(ctx context.Context, rawIDToken, nonce, accessTok
 			return Identity{}, err
 		}
 	}
+	// go-oidc checks exp, and nbf with ClockSkew, but not iat: a token
+	// issued in the future was minted by a clock that is wrong, or in
+	// advance to outlive the person's access.
+	if now := v.now(); tok.IssuedAt.After(now.Add(ClockSkew)) {
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonNotYetValid, name,
+			fmt.Errorf("iat is %s ahead of the broker's clock", tok.IssuedAt.Sub(now).Round(time.Second)))
+	}
 	id, err := iss.identity(tok, claims, userinfo)
 	if err == nil && id.AuthTime.IsZero() && (iss.cfg.StepUpWithoutAuthTime || iss.cfg.Workload) {
 		id.AuthTime = v.now().UTC()
@@ -282,9 +297,25 @@ func equalFoldASCII(a, b string) bool {
 func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims, userinfo map[string]any) (Identity, error) {
 	c := t.cfg
 	email, _ := claims["email"].(string)
+	// Policies and the no-self-review rule match people by email, so an
+	// address counts only when the issuer says it verified it: an IdP that
+	// lets users edit their email must not let them become someone else.
+	// Everywhere below, an unverified address is no address.
+	verified := emailVerified(claims)
+	if !verified {
+		email = ""
+	}
+	if email != "" && !plainEmail(email) {
+		// Shown trimmed or with its invisible characters escaped, such an
+		// address would pass for a namesake's while matching no policy
+		// entry: the IdP's record is wrong, and nobody is admitted by it.
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonInvalidEmail, c.Name,
+			errors.New("email has spaces, control or invisible characters"))
+	}
 	if len(c.AllowedDomains) > 0 {
-		if verified, present := claims["email_verified"].(bool); present && !verified {
-			return Identity{}, newVerifyError(ErrInvalidToken, ReasonDomainNotAllowed, c.Name, errors.New("email_verified is false"))
+		if !verified {
+			return Identity{}, newVerifyError(ErrInvalidToken, ReasonDomainNotAllowed, c.Name,
+				errors.New("email_verified is not true: the email is unverified"))
 		}
 		at := strings.LastIndexByte(email, '@')
 		domain := ""
@@ -330,22 +361,24 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims, userinfo map[strin
 	if c.Workload {
 		kind = KindService
 	}
-	// Policies and the no-self-review rule match people by email, so an
-	// address counts only when the issuer says it verified it: an IdP that
-	// lets users edit their email must not let them become someone else.
-	if verified, _ := claims["email_verified"].(bool); !verified {
-		email = ""
-	}
 	authTime, err := authTimeClaim(claims)
 	if err != nil {
 		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMalformed, c.Name, err)
 	}
-	act := ""
+	act, actFor := "", ""
 	if c.ActClaim != "" {
 		act, _ = claims[c.ActClaim].(string)
+		if act != "" {
+			for k, person := range c.ActPeople {
+				if ActKey(k) == ActKey(act) {
+					actFor = strings.TrimSpace(person)
+				}
+			}
+		}
 	}
 	return Identity{
 		Act:       act,
+		ActFor:    actFor,
 		Subject:   tok.Subject,
 		Display:   displayName(c.DisplayClaims, tok.Subject, email, claims, userinfo),
 		Email:     email,
@@ -356,6 +389,39 @@ func (t *trustedIssuer) identity(tok *gooidc.IDToken, claims, userinfo map[strin
 		Expiry:    tok.Expiry,
 		AuthTime:  authTime,
 	}, nil
+}
+
+// ActKey is how act_people keys and act claims are compared: NFKC, full
+// case folding, NFKC again, outer spaces trimmed (as the review guard
+// compares acts, broker/policy).
+func ActKey(s string) string {
+	return norm.NFKC.String(cases.Fold().String(norm.NFKC.String(strings.TrimSpace(s))))
+}
+
+// emailVerified reports whether the issuer vouches for the token's email:
+// email_verified is boolean true (OIDC Core 5.1), or the string "true",
+// which Sign in with Apple sends (its documentation gives the claim as a
+// string or a boolean) and AWS Cognito sends where it keeps the attribute
+// as a string. Anything else — no claim, null, false, "false", "True",
+// 1 — is an unverified address.
+func emailVerified(claims map[string]any) bool {
+	switch v := claims["email_verified"].(type) {
+	case bool:
+		return v
+	case string:
+		return v == "true"
+	}
+	return false
+}
+
+// plainEmail reports whether email has no space, separator, control or
+// invisible character anywhere (safetext.Unsafe): what a person reads is
+// then the whole address. RFC 5321 allows spaces only in a quoted local
+// part, which no IdP this broker meets issues.
+func plainEmail(email string) bool {
+	return !strings.ContainsFunc(email, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.In(r, unicode.Zs, unicode.Zl, unicode.Zp) || safetext.Unsafe(r)
+	})
 }
 
 // authTimeClaim reads auth_time (OIDC Core 2: seconds since the epoch; an

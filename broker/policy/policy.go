@@ -117,6 +117,10 @@ type Subject struct {
 	// claim), if any; that person may not review the service account's
 	// requests, nor the service account that person's (see SamePerson).
 	Act string `json:"act,omitempty"`
+	// ActFor is the person the issuer's act_people map says Act is (an
+	// email or a sub at a person issuer), for platform logins that match
+	// none of that person's names (a GitHub login); "" when unmapped.
+	ActFor string `json:"act_for,omitempty"`
 }
 
 // String names the subject for reasons: email when known, else sub.

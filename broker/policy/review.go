@@ -3,6 +3,9 @@ package policy
 import (
 	"fmt"
 	"strings"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // CanReview reports whether reviewer may approve or deny a request made by
@@ -149,15 +152,62 @@ func SamePerson(a, b Subject) bool {
 	return actsFor(a, b) || actsFor(b, a) || sameAct(a, b)
 }
 
-// actsFor reports whether the workload w acts for the person p (its act
-// claim names p's sub or email).
+// actsFor reports whether the workload w acts for the person p: its act
+// claim, or the person the issuer's act_people map names for it (ActFor),
+// is p's sub, p's email, or the local part of p's email, compared after
+// NFKC normalization and Unicode case folding (actName). This refuses
+// more than it must — a job triggered by GitHub login "alice" is treated
+// as alice@example.com's and as alice@partner.com's — because a wrong
+// refusal costs another approver and a wrong admission a self-approval.
+// A platform login that resembles none of the person's names (alice-gh)
+// is theirs only through act_people.
 func actsFor(w, p Subject) bool {
-	return w.Act != "" && (w.Act == p.ID || sameEmail(w.Act, p.Email))
+	for _, a := range []string{w.Act, w.ActFor} {
+		for _, n := range []string{p.ID, p.Email, localPart(p.Email)} {
+			if sameName(a, n) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
-// sameAct reports whether a and b are workloads acting for one person.
+// sameAct reports whether a and b are workloads acting for one person:
+// one's act or mapped person is the other's, or its email's local part.
 func sameAct(a, b Subject) bool {
-	return a.Act != "" && sameEmail(a.Act, b.Act)
+	for _, x := range []string{a.Act, a.ActFor} {
+		for _, y := range []string{b.Act, b.ActFor} {
+			if sameName(x, y) || sameName(x, localPart(y)) || sameName(localPart(x), y) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// localPart is what comes before the last @ of an address ("" for none).
+func localPart(email string) string {
+	if at := strings.LastIndexByte(email, '@'); at > 0 {
+		return email[:at]
+	}
+	return ""
+}
+
+// sameName is the act comparison: a and b are equal after NFKC
+// normalization (fullwidth and other compatibility forms become their
+// plain letters) and Unicode case folding, or by sameEmail's broad
+// lowering (İ lowers to i, which full folding makes i + a combining dot).
+func sameName(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	return sameEmail(a, b) || actName(a) == actName(b)
+}
+
+// actName folds a name for sameName: NFKC, full case folding, NFKC again
+// (folding can denormalize). A Caser holds state, so each call has its own.
+func actName(s string) string {
+	return norm.NFKC.String(cases.Fold().String(norm.NFKC.String(strings.TrimSpace(s))))
 }
 
 // sameEmail is the broad comparison of the checks that refuse or merge

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"github.com/pamctl/pamctl/broker/safetext"
 	"net"
 	"net/http"
 	"net/url"
@@ -58,6 +59,12 @@ func (i *Issuer) parseUser(loginHint, groups string) (user, error) {
 	u := user{name: loginHint, email: loginHint}
 	if !strings.Contains(loginHint, "@") {
 		u.email = loginHint + "@" + i.emailDomain
+	}
+	if strings.ContainsFunc(loginHint, safetext.Unsafe) {
+		// The broker refuses a verified email with invisible characters
+		// (it would read as a namesake's): such a user has no email, as
+		// at an IdP that keeps none for them, and is shown by name.
+		u.email = ""
 	}
 	for g := range strings.SplitSeq(groups, ",") {
 		g = strings.TrimSpace(g)

@@ -35,6 +35,12 @@ type Claims struct {
 	Extra map[string]any
 }
 
+// Omit, as a value in Claims.Extra, leaves that claim out of the token
+// (Extra{"email_verified": Omit}: an email the issuer says nothing about).
+var Omit = omit{}
+
+type omit struct{}
+
 // reservedClaims are set from Claims fields and cannot be given in Extra.
 // (email_verified may be: Extra{"email_verified": false} makes an unverified
 // address.)
@@ -107,6 +113,10 @@ func (i *Issuer) claimSet(iss string, c Claims) (map[string]any, error) {
 	for k, v := range c.Extra {
 		if reservedClaims[k] {
 			return nil, fmt.Errorf("devissuer: mint: claim %q must be set through its Claims field, not Extra", k)
+		}
+		if v == Omit {
+			delete(m, k)
+			continue
 		}
 		m[k] = v
 	}
