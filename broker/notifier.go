@@ -41,6 +41,7 @@ func (w WebhookNotifier) Notify(ctx context.Context, r *Request, event string) {
 // told about.
 func (w WebhookNotifier) Event(r *Request, event string) (notify.Event, bool) {
 	e := notify.Event{RequestID: r.ID, Kind: r.Kind, Subject: r.Requester.Subject, Display: r.Requester.Display, Scopes: r.Scopes,
+		Act: r.Requester.Act, ActFor: r.Requester.ActFor,
 		Decision: string(r.State), Reason: r.Reason, CreatedAt: r.CreatedAt, URL: ItemURL(w.PublicURL, r.ID)}
 	if r.TTL > 0 && r.Kind == KindAccess {
 		e.TTL = r.TTL.String()

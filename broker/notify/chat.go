@@ -119,6 +119,15 @@ func itemOf(e Event) chatItem {
 		}
 	}
 	add("Requester", who)
+	if e.Act != "" || e.ActFor != "" {
+		// Whose CI run this is: the platform's login, and the person
+		// act_people says it is. Either may hold " = ": quoted then.
+		act := safetext.Join([]string{e.Act}, " = ", "")
+		if e.ActFor != "" {
+			act += " = " + safetext.Join([]string{e.ActFor}, " = ", "")
+		}
+		add("Acting for", act)
+	}
 	if held {
 		add("Rule", e.Rule)
 		add("Model", e.Model)

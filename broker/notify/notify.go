@@ -72,6 +72,11 @@ type Event struct {
 	// decisions), ReviewerDisplay the reviewer's.
 	Display         string `json:"display,omitempty"`
 	ReviewerDisplay string `json:"reviewer_display,omitempty"`
+	// Act is who a workload requester acts for (its issuer's act_claim:
+	// the login that triggered a CI run), ActFor the person the issuer's
+	// act_people maps it to; empty for people.
+	Act    string `json:"act,omitempty"`
+	ActFor string `json:"act_for,omitempty"`
 	// TTL is the grant's lifetime asked for; Approvals the distinct
 	// approvals so far and needed, e.g. "1/2".
 	TTL       string `json:"ttl,omitempty"`

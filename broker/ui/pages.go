@@ -563,13 +563,25 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 // look-alike of one is quoted, as the CLI and chat show it), else the
 // subject with the email when it differs.
 func person(i broker.Identity) string {
-	if i.Display != "" && i.Display != i.Subject {
-		return safetext.Party(i.Display, i.Subject)
+	var s string
+	switch {
+	case i.Display != "" && i.Display != i.Subject:
+		s = safetext.Party(i.Display, i.Subject)
+	case i.Email != "" && i.Email != i.Subject:
+		s = safetext.Value(i.Subject, "()<>") + " <" + safetext.Value(i.Email, "<>") + ">"
+	default:
+		s = safetext.Party("", i.Subject)
 	}
-	if i.Email != "" && i.Email != i.Subject {
-		return safetext.Value(i.Subject, "()<>") + " <" + safetext.Value(i.Email, "<>") + ">"
+	if i.Act != "" || i.ActFor != "" {
+		// Whose CI run it is (act_claim), and who act_people says that
+		// is, as the CLI shows it: a value holding the label's
+		// punctuation is quoted (safetext.Join).
+		s += " for " + safetext.Join([]string{i.Act}, " ", "()=<>")
+		if i.ActFor != "" {
+			s += " = " + safetext.Join([]string{i.ActFor}, " ", "()=<>")
+		}
 	}
-	return safetext.Party("", i.Subject)
+	return s
 }
 
 func ago(now, t time.Time) string {

@@ -996,7 +996,7 @@ refused; write to a file (--file, or redirect) and read events with
 
 // actorLabel names an event's actor for a person: the display name the IdP
 // gave (preferred_username, email, name), with the subject the trail keys
-// on when they differ.
+// on when they differ, and the act of a workload acting for a person.
 func actorLabel(a *audit.Actor) string {
-	return partyLabel(a.Display, a.Subject, a.Issuer, "")
+	return partyLabel(a.Display, a.Subject, a.Issuer, "") + actLabel(a.Act, "")
 }

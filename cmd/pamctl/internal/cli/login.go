@@ -465,8 +465,26 @@ func DisplayName(id broker.Identity) string {
 // display name is whatever the IdP let its owner set, so it may look like
 // another person's (a zero-width space, a Cyrillic a); the subject is what
 // policies and the trail key on.
+//
+// A workload acting for a person (the issuer's act_claim) is followed by
+// "for ACT", and "= PERSON" when the issuer's act_people maps it, so an
+// approver sees whose CI run they are asked to approve; the act is the
+// platform's text, quoted when it holds a space, a parenthesis or a quote
+// (safetext.Join) so it cannot pass for more of the label.
 func PartyName(id broker.Identity) string {
-	return partyLabel(id.Display, id.Subject, id.Issuer, id.IssuerURL)
+	return partyLabel(id.Display, id.Subject, id.Issuer, id.IssuerURL) + actLabel(id.Act, id.ActFor)
+}
+
+// actLabel is PartyName's " for ACT[ = PERSON]" ("" without an act).
+func actLabel(act, actFor string) string {
+	if act == "" && actFor == "" {
+		return ""
+	}
+	s := " for " + safetext.Join([]string{act}, " ", "()=")
+	if actFor != "" {
+		s += " = " + safetext.Join([]string{actFor}, " ", "()=")
+	}
+	return s
 }
 
 // partyLabel is PartyName from its parts (issuerURL is "" where the
