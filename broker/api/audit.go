@@ -43,7 +43,7 @@ func ParseFilter(q map[string][]string) (audit.Filter, error) {
 		}
 		return ""
 	}
-	f := audit.Filter{Actor: get("actor"), Grant: get("grant"), Request: get("request")}
+	f := audit.Filter{Actor: get("actor"), Issuer: get("issuer"), Grant: get("grant"), Request: get("request")}
 	for _, t := range strings.Split(get("type"), ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			f.Types = append(f.Types, audit.Type(t))
@@ -69,7 +69,7 @@ func FilterQuery(f audit.Filter) map[string]string {
 	if len(types) > 0 {
 		q["type"] = strings.Join(types, ",")
 	}
-	for k, v := range map[string]string{"actor": f.Actor, "grant": f.Grant, "request": f.Request} {
+	for k, v := range map[string]string{"actor": f.Actor, "issuer": f.Issuer, "grant": f.Grant, "request": f.Request} {
 		if v != "" {
 			q[k] = v
 		}

@@ -399,8 +399,11 @@ type Filter struct {
 	// Types matches any of the listed types; "request.*" matches every
 	// type starting with "request.".
 	Types []Type
-	// Actor matches the actor's subject or email.
+	// Actor matches the actor's subject or email, under any issuer.
 	Actor string
+	// Issuer matches the actor's issuer (its configured name, exactly):
+	// with Actor, one person, as two IdPs may each have an "alice".
+	Issuer string
 	// Grant and Request match the event's grant or request id.
 	Grant   string
 	Request string
@@ -414,6 +417,9 @@ func (f Filter) Match(e Event) bool {
 		return false
 	}
 	if f.Actor != "" && (e.Actor == nil || (e.Actor.Subject != f.Actor && e.Actor.Email != f.Actor)) {
+		return false
+	}
+	if f.Issuer != "" && (e.Actor == nil || e.Actor.Issuer != f.Issuer) {
 		return false
 	}
 	if f.Grant != "" && e.Grant != f.Grant {

@@ -159,6 +159,27 @@ func TestFilterMatch(t *testing.T) {
 	if (Filter{Actor: "sub-1"}).Match(Event{Type: TypeLogin}) {
 		t.Error("actor filter matched an event without actor")
 	}
+	// Black-box red team: --actor alice mixed corp's alice with a partner
+	// IdP's alice. Issuer narrows the actor to one issuer's.
+	corp := Event{Type: TypeLogin, Actor: &Actor{Subject: "alice", Issuer: "corp"}}
+	partner := Event{Type: TypeLogin, Actor: &Actor{Subject: "alice", Email: "pal@partner.com", Issuer: "partner"}}
+	for _, c := range []struct {
+		f             Filter
+		corp, partner bool
+	}{
+		{Filter{Actor: "alice"}, true, true},
+		{Filter{Actor: "alice", Issuer: "corp"}, true, false},
+		{Filter{Actor: "alice", Issuer: "partner"}, false, true},
+		{Filter{Issuer: "partner"}, false, true},
+		{Filter{Issuer: "Corp"}, false, false},
+	} {
+		if c.f.Match(corp) != c.corp || c.f.Match(partner) != c.partner {
+			t.Errorf("%+v: corp %v partner %v, want %v %v", c.f, c.f.Match(corp), c.f.Match(partner), c.corp, c.partner)
+		}
+	}
+	if (Filter{Issuer: "corp"}).Match(Event{Type: TypeLogin}) {
+		t.Error("issuer filter matched an event without actor")
+	}
 }
 
 func TestCloneIsDeep(t *testing.T) {

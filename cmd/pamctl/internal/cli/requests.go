@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -275,6 +276,15 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 	if err != nil {
 		return unreachable(err, cfg.Server)
 	}
+	return renderRequests(o, rs, sess.Identity)
+}
+
+// renderRequests prints rs, listed for me, as JSON or a table. On a
+// terminal the table has an ISSUER column as soon as a requester's issuer
+// is not me's: two IdPs may each have an "alice", and an approver must see
+// which one asks. Piped, the columns stay fixed for scripts (-o json has
+// requester.issuer).
+func renderRequests(o *RequestsOptions, rs []*broker.Request, me broker.Identity) error {
 	ios := o.f.IO
 	if o.Output == "json" {
 		return ios.JSON(rs)
@@ -283,8 +293,13 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 		ios.Notef("No requests. Ask for access with: pamctl request --scope model:gpt-4o")
 		return nil
 	}
+	issuers := ios.IsStdoutTTY() && slices.ContainsFunc(rs, func(r *broker.Request) bool { return r.Requester.Issuer != me.Issuer })
 	st := ios.Styles()
-	t := ios.NewTable("ID", "KIND", "STATE", "REQUESTER", "SCOPES", "TTL", "APPROVALS", "AGE", "REASON")
+	cols := []string{"ID", "KIND", "STATE", "REQUESTER", "SCOPES", "TTL", "APPROVALS", "AGE", "REASON"}
+	if issuers {
+		cols = slices.Insert(cols, 4, "ISSUER")
+	}
+	t := ios.NewTable(cols...)
 	t.Style(2, func(s string) string {
 		switch broker.State(s) {
 		case broker.StateApproved:
@@ -296,7 +311,7 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 	})
 	for _, r := range rs {
 		who := PartyName(r.Requester)
-		if r.Requester.Same(sess.Identity) {
+		if r.Requester.Same(me) {
 			who += " (you)"
 		}
 		scopes := strings.Join(r.Scopes, " ")
@@ -328,7 +343,11 @@ func requestsRun(cmd *cobra.Command, o *RequestsOptions) error {
 		if r.Approval.Required {
 			approvals = fmt.Sprintf("%d/%d", r.Approvals(), max(r.Approval.Count, 1))
 		}
-		t.Row(r.ID, r.Kind, string(r.State), who, scopes, r.TTL.String(), approvals, humanDuration(o.f.Now().Sub(r.CreatedAt)), reason)
+		row := []string{r.ID, r.Kind, string(r.State), who, scopes, r.TTL.String(), approvals, humanDuration(o.f.Now().Sub(r.CreatedAt)), reason}
+		if issuers {
+			row = slices.Insert(row, 4, r.Requester.Issuer)
+		}
+		t.Row(row...)
 	}
 	return t.Render()
 }
