@@ -5,6 +5,7 @@ package safefile
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -17,12 +18,17 @@ import (
 // about when it is a secret others may read.
 func judgeFile(path, real string, fi os.FileInfo, secret bool) (warning string, err error) {
 	m := fi.Mode().Perm()
-	if m&0o002 != 0 {
-		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`",
-			path, via(path, real), ErrSwappable, m, shq(real))
-	}
-	if who, fix := foreignControl(fi, real); who != "" {
-		return "", &foreignError{fmt.Sprintf("%s%s is %s: that user or group could change it; run %s", path, via(path, real), who, fix)}
+	switch {
+	case onReadOnly(fi):
+		// No one may change it, its owner included: only who may read
+		// a secret is judged.
+	case m&0o002 != 0:
+		return "", fmt.Errorf("%s%s is %w (mode %04o): anyone on this host could change it; run `chmod o-w %s`%s",
+			path, via(path, real), ErrSwappable, m, shq(real), readOnlyHint)
+	default:
+		if who, fix := foreignControl(fi, real); who != "" {
+			return "", &foreignError{fmt.Sprintf("%s%s is %s: that user or group could change it; run %s", path, via(path, real), who, fix+readOnlyHint)}
+		}
 	}
 	if !secret {
 		return "", nil
@@ -55,6 +61,30 @@ func judgeFile(path, real string, fi os.FileInfo, secret bool) (warning string, 
 		path, via(path, real), who, m, fix), nil
 }
 
+// readOnlyMounter is what the fd walk's fstat (statInfo) adds to an
+// os.FileInfo: whether it is on a read-only mount.
+type readOnlyMounter interface{ readOnlyMount() bool }
+
+// onReadOnly tells whether fi (the walk's fstat of a file, directory or
+// symlink) is on a read-only mount, where no one may change it or a name
+// in it, whatever its mode and owner: judged where the fd walk runs, on
+// Linux (readonly_linux.go).
+func onReadOnly(fi os.FileInfo) bool {
+	r, ok := fi.(readOnlyMounter)
+	return ok && r.readOnlyMount()
+}
+
+// readOnlyHint ends the fix a refusal of a file's mode or owner names:
+// mounting it read-only is the other fix in a container, where the file
+// comes from the host with the host's owner.
+// Only on Linux, where a read-only mount passes (onReadOnly).
+var readOnlyHint = func() string {
+	if runtime.GOOS == "linux" {
+		return " (in a container: or mount it read-only, `-v …:ro`, `readOnly: true`)"
+	}
+	return ""
+}()
+
 // checkOwner is CheckOwner by mode bits and owner.
 func checkOwner(path string) error {
 	fi, err := os.Stat(path)
@@ -71,6 +101,9 @@ func checkOwner(path string) error {
 // the fix) a way through directory d (fi) when a local user other than
 // root and pamctl's may replace names in it; nil when none may.
 func dirRefusal(path, d string, fi os.FileInfo) error {
+	if onReadOnly(fi) {
+		return nil // no one may put a name in it
+	}
 	if m := fi.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
 		return fmt.Errorf("%s: directory %s is %w (mode %04o): anyone on this host could put another file in its place; run `chmod o-w %s` (or `chmod +t %s`)",
 			path, d, ErrSwappable, m.Perm(), shq(d), shq(d))
@@ -94,6 +127,9 @@ func dirRefusal(path, d string, fi os.FileInfo) error {
 // owner is root or pamctl's (as the kubelet's, and any an admin makes) is
 // one `chown -h` away.
 func linkRefusal(path, l string, fi os.FileInfo) error {
+	if onReadOnly(fi) {
+		return nil // no one may replace it
+	}
 	if who, fix := foreignControl(fi, l); who != "" {
 		return &foreignError{fmt.Sprintf("%s: symlink %s on its way is %s: that user could point it at another file; run %s", path, l, who, fix)}
 	}

@@ -269,6 +269,7 @@ func open(path string) (*os.File, error) {
 type statInfo struct {
 	name string
 	st   unix.Stat_t
+	ro   bool // on a read-only mount (onReadOnlyMount)
 }
 
 func fstat(fd int, name string) (*statInfo, error) {
@@ -276,8 +277,13 @@ func fstat(fd int, name string) (*statInfo, error) {
 	if err := unix.Fstat(fd, &fi.st); err != nil {
 		return nil, err
 	}
+	fi.ro = onReadOnlyMount(fd)
 	return fi, nil
 }
+
+// readOnlyMount: what the walk met is on a read-only mount, where no
+// one may change it (onReadOnlyMount).
+func (s *statInfo) readOnlyMount() bool { return s.ro }
 
 func (s *statInfo) Name() string       { return s.name }
 func (s *statInfo) Size() int64        { return s.st.Size }
