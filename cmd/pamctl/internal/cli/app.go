@@ -1140,6 +1140,12 @@ func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hu
 	applied := a.cfg // what is in force: policies, rules, masking
 	apply := func(why string) {
 		cfg, err := reload()
+		// Who owns the file read (or refused): with no other user
+		// allowed to write it (LoadConfig), its owner or root changed it.
+		details := map[string]string{"trigger": why}
+		if owner := fileOwner(a.cfg.File); owner != "" {
+			details["file_owner"] = owner
+		}
 		if err == nil {
 			err = CheckReload(applied, cfg)
 		}
@@ -1150,8 +1156,9 @@ func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hu
 		if err != nil {
 			// Refused: the running config stays, and the trail says why.
 			a.log.Error("config reload refused; keeping the running config", "trigger", why, "err", err.Error())
+			a.health.Fail(checkConfigReload, err)
 			a.emit(&audit.Event{Type: audit.TypeConfigReloaded, Decision: "refused", Target: a.cfg.File, Error: err.Error(),
-				Details: map[string]string{"trigger": why}})
+				Details: details})
 			return
 		}
 		a.broker.SetPolicies(cfg.Policies)
@@ -1167,7 +1174,8 @@ func (a *App) reloadLoop(ctx context.Context, reload func() (*Config, error), hu
 			a.metrics.SetModels(metricModels(cfg)) // the model label follows the policies
 		}
 		applied = cfg
-		details := map[string]string{"trigger": why, "applied": "policies, rules, masking, approvals"}
+		a.health.OK(checkConfigReload)
+		details["applied"] = "policies, rules, masking, approvals"
 		if problems := a.namedFileProblems(cfg); problems != "" {
 			details["file_problems"] = problems
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/pamctl/pamctl/broker/auditsink"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
+	"github.com/pamctl/pamctl/broker/safefile"
 	"github.com/pamctl/pamctl/broker/tlsconf"
 	"github.com/pamctl/pamctl/broker/ui"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/memlimit"
@@ -439,9 +440,9 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	}
 	var present map[string]bool
 	if _, err := os.Stat(file); err == nil || explicit {
-		raw, err := os.ReadFile(file)
+		raw, err := readConfigFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("config %s: %w", file, err)
+			return nil, err
 		}
 		// Check the file's keys first: viper would drop unknown ones.
 		if present, err = checkFile(raw); err != nil {
@@ -461,6 +462,29 @@ func LoadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	cfg.File = file
 	cfg.present = present
 	return cfg, nil
+}
+
+// maxConfigFile bounds the config file: far above any real one (a
+// thousand policies and rules are a few hundred KiB).
+const maxConfigFile = 8 << 20
+
+// readConfigFile reads the config file as pamctl reads every file that
+// decides whom it trusts (safefile): a regular file, at most
+// maxConfigFile, that no local user but root and pamctl's own may write
+// or replace (its mode, owner and group, and every directory and symlink
+// on its way). The file names the policies, issuers and upstreams serve
+// enforces and the broker the CLI sends ID tokens to: whoever may change
+// it decides who gets access. A file on a read-only mount is judged by
+// the directories on its way only (safefile).
+func readConfigFile(file string) ([]byte, error) {
+	raw, err := safefile.Read(file, maxConfigFile)
+	if errors.Is(err, safefile.ErrSwappable) {
+		return nil, fmt.Errorf("config: %w; pamctl refuses a config file another local user may change: it names the policies and issuers serve enforces and the broker the CLI sends your ID token to", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", file, err)
+	}
+	return raw, nil
 }
 
 // decodeSource names where the settings a decode error names came from:

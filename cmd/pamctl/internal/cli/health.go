@@ -205,6 +205,7 @@ const (
 	checkAudit        = "audit"
 	checkNotify       = "notify"
 	checkConfigWatch  = "config_watch"
+	checkConfigReload = "config_reload"
 	checkSweep        = "expiry_sweep"
 	checkRetention    = "retention"
 	checkSessionSweep = "session_sweep"
@@ -283,6 +284,7 @@ func (h *health) registerAll(dataDir string) {
 	h.register(checkAudit, true, "the audit trail cannot be written, so calls and changes are refused; check free space and permissions of "+dataDir+" and the server log")
 	h.register(checkNotify, false, "webhook notifications are not delivered (each is recorded as a notify.failed audit event); check notify.webhook and that the receiver answers 2xx")
 	h.register(checkConfigWatch, false, "changes to the config file are not picked up; "+reloadHint)
+	h.register(checkConfigReload, false, "the last reload of the config file was refused and the running config stays (an invalid file, or one another local user may write); the server log and the last config.reloaded event (decision refused) say why")
 	h.register(checkSweep, false, "expired requests and grants are not being closed, and calls held on grants that ended may stay in the approvers' queue (they cannot be approved); "+
 		"the server log names the requests, grants and held calls the sweep could not end: check the store (`pamctl store status`; free space and permissions of the data dir) and `pamctl requests --pending`")
 	h.register(checkRetention, false, "old audit events or ended requests are not being pruned (audit.retention, requests.retention); check free space and the data dir")

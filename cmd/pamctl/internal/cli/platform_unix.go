@@ -5,6 +5,7 @@ package cli
 import (
 	"net"
 	"os"
+	"strconv"
 	"syscall"
 )
 
@@ -27,3 +28,18 @@ func listenAdmin(sock string) (net.Listener, error) {
 // reloadHint says how to apply a changed config file by hand when its
 // watch failed.
 const reloadHint = "reload with SIGHUP (kill -HUP <pid>) or restart"
+
+// fileOwner names the owner of the file at path for the trail ("uid
+// 1000"), after symlinks; "" when it cannot be read. config.reloaded
+// carries it: who last replaced the file, when no one else may write it.
+func fileOwner(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return "uid " + strconv.FormatUint(uint64(st.Uid), 10)
+}

@@ -14,3 +14,8 @@ func listenAdmin(sock string) (net.Listener, error) { return net.Listen("unix", 
 // watch failed: Windows has no SIGHUP (signal.Notify for it never fires
 // there), so serve reloads only on file changes.
 const reloadHint = "restart pamctl serve to apply them (Windows has no SIGHUP to reload with)"
+
+// fileOwner names the owner of the file at path for the trail; on
+// Windows, where owners are SIDs and the DACL decides who may write
+// (safefile), none: config.reloaded then carries no file_owner.
+func fileOwner(string) string { return "" }
