@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pamctl/pamctl/broker/api"
 )
 
 // NewCmdConfig builds `pamctl config`.
@@ -70,7 +72,7 @@ func configCheckRun(cmd *cobra.Command, o *ConfigCheckOptions) error {
 		return err
 	}
 	fileWarnings, refused, filesErr := cfg.checkNamedFiles()
-	if err := errors.Join(cfg.Validate(), cfg.CheckPrivate(), filesErr, cfg.CheckAuditTargets(refused), cfg.CheckNotifyFiles(cmd.Context(), refused), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.checkCLIServer(), cfg.CheckPrivate(), filesErr, cfg.CheckAuditTargets(refused), cfg.CheckNotifyFiles(cmd.Context(), refused), cfg.CheckTLS(), cfg.CheckStore()); err != nil {
 		return withCode(ExitUsage, fmt.Errorf("invalid configuration%s:\n%w", settingSources(cfg.File, err), err))
 	}
 	for _, w := range slices.Concat(cfg.NotifyWarnings(), cfg.PolicyIssuerWarnings(), cfg.IssuerStepUpWarnings(), fileWarnings) {
@@ -233,4 +235,20 @@ func redact(key, s string) string {
 		u.RawQuery = Hidden
 	}
 	return strings.Replace(u.String(), url.QueryEscape(Hidden), Hidden, -1)
+}
+
+// checkCLIServer judges server: as every CLI command that contacts the
+// broker does (checkServer, api.CheckServer): plain http:// is for
+// loopback only. serve does not refuse it (the broker does not use it),
+// but the CLI would, after `config check` said the file is valid. With
+// role proxy, Validate says it already.
+func (c *Config) checkCLIServer() error {
+	err := api.CheckServer(c.Server)
+	if c.Role == RoleProxy && errors.Is(err, api.ErrPlaintextServer) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("server: %w (the CLI refuses it: every command that talks to the broker sends an ID token or a session)", err)
+	}
+	return nil
 }
