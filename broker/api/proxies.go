@@ -118,7 +118,7 @@ func adminActor() *audit.Actor {
 }
 
 func linkCaller(who broker.Identity) link.Caller {
-	return link.Caller{Subject: who.Subject, Issuer: who.Issuer}
+	return link.Caller{Subject: who.Subject, Issuer: who.Issuer, Kind: who.Kind}
 }
 
 func (s *Server) proxyEnroll(w http.ResponseWriter, r *http.Request, who broker.Identity) {

@@ -80,7 +80,7 @@ func TestProxyRoutesCapsAndAuth(t *testing.T) {
 	hs.Config = a.HTTPServer(a.Public())
 	hs.Start()
 	defer hs.Close()
-	sess := ta.session(t, "proxy-a")
+	sess := ta.workloadSession(t, "proxy-a")
 	do := func(method, path, body string, hdr map[string]string) int {
 		t.Helper()
 		req, _ := http.NewRequest(method, hs.URL+path, strings.NewReader(body))
@@ -173,7 +173,7 @@ func TestProxyAuditShipmentsAreCheckedWhole(t *testing.T) {
 	hs.Config = a.HTTPServer(a.Public())
 	hs.Start()
 	defer hs.Close()
-	sess := ta.session(t, "proxy-a")
+	sess := ta.workloadSession(t, "proxy-a")
 	do := func(method, path string, body any, id string, out any) int {
 		t.Helper()
 		req, _ := http.NewRequest(method, hs.URL+path, http.NoBody)

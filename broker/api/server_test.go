@@ -31,6 +31,7 @@ type testAPI struct {
 	api  *api.Server
 	svc  *broker.Service
 	iss  *devissuer.Issuer
+	wl   *devissuer.Issuer // a workload issuer (workload: true), named "ci"
 	addr string
 }
 
@@ -68,7 +69,15 @@ func newTestAPI(t *testing.T, header, body time.Duration) *testAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idv, err := oidc.NewVerifier([]oidc.IssuerConfig{{Name: "dev", URL: iss.URL(), ClientID: "pamctl"}}, &http.Client{Transport: handlerTransport{iss}}, nil)
+	wl, err := devissuer.New(base+"/dev/ci", devissuer.WithClients("pamctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idps := http.NewServeMux()
+	idps.Handle("/dev/oidc/", iss)
+	idps.Handle("/dev/ci/", wl)
+	idv, err := oidc.NewVerifier([]oidc.IssuerConfig{{Name: "dev", URL: iss.URL(), ClientID: "pamctl"}, {Name: "ci", URL: wl.URL(), ClientID: "pamctl", Workload: true}},
+		&http.Client{Transport: handlerTransport{idps}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,12 +89,12 @@ func newTestAPI(t *testing.T, header, body time.Duration) *testAPI {
 	}
 	a := &api.Server{Broker: svc, Keys: keys, Audit: lg, Info: func() api.Info { return api.Info{} },
 		AdminService: &broker.Admin{Vault: v, Keys: keys, Audit: lg, Via: broker.ViaSocket},
-		Extra:        map[string]http.Handler{"/dev/oidc/": iss},
+		Extra:        map[string]http.Handler{"/dev/oidc/": iss, "/dev/ci/": wl},
 		Hostnames:    []string{"pam.example.com"}, HeaderTimeout: header, BodyTimeout: body}
 	hs.Config = a.HTTPServer(a.Public())
 	hs.Start()
 	t.Cleanup(hs.Close)
-	return &testAPI{srv: hs, api: a, svc: svc, iss: iss, addr: hs.Listener.Addr().String()}
+	return &testAPI{srv: hs, api: a, svc: svc, iss: iss, wl: wl, addr: hs.Listener.Addr().String()}
 }
 
 // handlerTransport serves the verifier's discovery and JWKS fetches in process.
@@ -106,6 +115,24 @@ func (ta *testAPI) session(t *testing.T, sub string, groups ...string) string {
 	sess, err := ta.svc.Login(context.Background(), raw, "", audit.Client{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return sess.Token
+}
+
+// workloadSession logs sub in from the workload issuer ("ci", kind
+// service), as a local proxy logs in with its ID token file.
+func (ta *testAPI) workloadSession(t *testing.T, sub string) string {
+	t.Helper()
+	raw, err := ta.wl.Mint(devissuer.Claims{Subject: sub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ta.svc.Login(context.Background(), raw, "", audit.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Identity.Kind != "service" {
+		t.Fatalf("workload session of kind %q", sess.Identity.Kind)
 	}
 	return sess.Token
 }

@@ -200,7 +200,7 @@ func newRegistry(st *memStore, log *memLog, rev *revSet, g Grants) *Registry {
 		Config: func() ProxyConfig { return ProxyConfig{Version: "c1", Document: []byte(`{}`)} }}
 }
 
-var alice = Caller{Subject: "proxy-a", Issuer: "k8s"}
+var alice = Caller{Subject: "proxy-a", Issuer: "k8s", Kind: KindWorkload}
 
 func enroll(t *testing.T, r *Registry) *Enrollment {
 	t.Helper()
@@ -273,7 +273,7 @@ func TestEnrollRefusesAndAudits(t *testing.T) {
 	}
 	e := enroll(t, r)
 	// Another identity cannot take over an enrollment, nor act for it.
-	mallory := Caller{Subject: "mallory", Issuer: "k8s"}
+	mallory := Caller{Subject: "mallory", Issuer: "k8s", Kind: KindWorkload}
 	if _, err := r.Enroll(ctx, mallory, EnrollRequest{Grant: "g1", PublicKey: pub, ID: e.ID}); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("takeover: %v", err)
 	}

@@ -48,6 +48,30 @@ type Store interface {
 type Caller struct {
 	Subject string
 	Issuer  string
+	// Kind is the identity's kind: KindWorkload ("service", an issuer
+	// with workload: true) or "user" (a person). Only a workload may
+	// enroll a proxy or act for one (see workloadOnly).
+	Kind string
+}
+
+// KindWorkload is the kind of a workload identity (oidc.KindService).
+const KindWorkload = string(audit.KindService)
+
+// workloadOnly refuses a caller that is not a workload identity: proxy:serve
+// hands out every vaulted provider key (sealed to a key the caller
+// chooses), so a person holding it could read them all. An unknown kind
+// is refused too.
+func workloadOnly(who Caller) error {
+	if who.Kind == KindWorkload {
+		return nil
+	}
+	kind := who.Kind
+	if kind == "" {
+		kind = "unknown"
+	}
+	return fmt.Errorf("%w: %s (issuer %s) is not a workload identity (kind %s): %s hands out every vaulted provider key, so only a workload identity may enroll or run a proxy; "+
+		"give the proxy a workload ID token (proxy.identity.id_token_file from an issuer with workload: true) and grant %s to that workload only",
+		ErrForbidden, clip(who.Subject, 128), clip(who.Issuer, 64), clip(kind, 32), ScopeServe, ScopeServe)
 }
 
 // Grants checks that grant is an approved, live grant of caller that
@@ -130,9 +154,12 @@ func (r *Registry) now() time.Time {
 // grant. Every admission and refusal is in the trail.
 func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*Enrollment, error) {
 	refuse := func(err error) (*Enrollment, error) {
-		r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
+		r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: actorOf(who),
 			Grant: in.Grant, Target: in.ID, Decision: "refused", Error: err.Error()})
 		return nil, err
+	}
+	if err := workloadOnly(who); err != nil {
+		return refuse(err)
 	}
 	if err := checkPublicKey(in.PublicKey); err != nil {
 		return refuse(err)
@@ -217,7 +244,7 @@ func (r *Registry) Enroll(ctx context.Context, who Caller, in EnrollRequest) (*E
 		r.cut(e.ID)
 		return refuse(cutOff(cut))
 	}
-	r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: &audit.Actor{Subject: who.Subject, Issuer: who.Issuer},
+	r.emit(ctx, &audit.Event{Type: TypeProxyEnrolled, Actor: actorOf(who),
 		Grant: e.Grant, Target: e.ID, Decision: "enrolled", Details: map[string]string{"version": e.Version, "address": e.Address}})
 	return e, nil
 }
@@ -240,6 +267,16 @@ func checkPublicKey(raw []byte) error {
 	return nil
 }
 
+// actorOf is the trail's actor of a caller; a kind the trail does not
+// know is left out.
+func actorOf(who Caller) *audit.Actor {
+	a := &audit.Actor{Subject: who.Subject, Issuer: who.Issuer}
+	if k := audit.ActorKind(who.Kind); k == audit.KindUser || k == audit.KindService {
+		a.Kind = k
+	}
+	return a
+}
+
 func clip(s string, n int) string {
 	if len(s) > n {
 		return s[:n]
@@ -252,6 +289,12 @@ func clip(s string, n int) string {
 func (r *Registry) Authorize(ctx context.Context, who Caller, id string) (*Enrollment, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: the %s header is required: enroll first", ErrForbidden, HeaderProxyID)
+	}
+	// Also an enrollment a person made before enrolling took workloads
+	// only: it stays listed (pamctl proxies) until an admin revokes it,
+	// and gets nothing more.
+	if err := workloadOnly(who); err != nil {
+		return nil, err
 	}
 	e, err := r.Store.GetEnrollment(ctx, id)
 	if err != nil {

@@ -34,7 +34,7 @@ const (
 	KindUpstream = "upstream" // upstream:NAME, every model of one upstream
 	KindTraces   = "traces"   // traces:write, storing agent traces through the proxy
 	KindSessions = "sessions" // sessions:admin, list and end anyone's broker sessions
-	KindProxy    = "proxy"    // proxy:serve, a local proxy's workload identity may enroll
+	KindProxy    = "proxy"    // proxy:serve, a local proxy's workload identity may enroll (and gets every provider key); never a person
 	KindTool     = "tool"     // tool:GLOB, the tools a grant may declare and the model may call
 )
 

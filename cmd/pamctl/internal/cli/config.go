@@ -24,10 +24,12 @@ import (
 	"github.com/pamctl/pamctl/broker"
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/auditsink"
+	"github.com/pamctl/pamctl/broker/link"
 	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/broker/safefile"
 	"github.com/pamctl/pamctl/broker/tlsconf"
+	"github.com/pamctl/pamctl/broker/token"
 	"github.com/pamctl/pamctl/broker/ui"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/memlimit"
 	"github.com/pamctl/pamctl/cmd/pamctl/internal/tracing"
@@ -873,6 +875,7 @@ func (c *Config) Validate() error {
 	for _, err := range c.Policies.Validate() {
 		errs = append(errs, fmt.Errorf("policies: %w", err))
 	}
+	errs = append(errs, c.proxyServeToPersons()...)
 	if _, err := c.Inspection(); err != nil {
 		errs = append(errs, err)
 	}
@@ -1006,4 +1009,41 @@ func maskingSettings(m MaskingConfig) int {
 		return 0
 	}
 	return 1
+}
+
+// proxyServeToPersons refuses every policy that grants proxy:serve (or a
+// pattern covering it) to subjects a person may match: proxy:serve hands
+// out every vaulted provider key, and only a workload identity may
+// enroll a proxy (the broker refuses anyone else at enrollment too). A
+// policy's subjects match from the issuers it pins (subjects.issuers),
+// else from every trusted one; each of those must be workload: true.
+func (c *Config) proxyServeToPersons() []error {
+	workload := map[string]bool{}
+	var all []string
+	for _, is := range c.Issuers {
+		workload[is.Name] = is.Workload
+		all = append(all, is.Name)
+	}
+	var errs []error
+	for i, p := range c.Policies {
+		if !token.Covers(p.Scopes, link.ScopeServe) {
+			continue
+		}
+		from := p.Subjects.Issuers
+		if len(from) == 0 {
+			from = all
+		}
+		var persons []string
+		for _, name := range from {
+			if w, ok := workload[name]; ok && !w {
+				persons = append(persons, name)
+			}
+		}
+		if len(persons) > 0 {
+			errs = append(errs, fmt.Errorf("policies[%d]: policy %q grants %s, which hands out every vaulted provider key, to subjects that may be persons (issuer %s is not workload: true); "+
+				"only a workload identity may run a proxy: pin subjects.issuers to issuers with workload: true, or take %s out of this policy",
+				i, p.Name, link.ScopeServe, strings.Join(persons, ", "), link.ScopeServe))
+		}
+	}
+	return errs
 }

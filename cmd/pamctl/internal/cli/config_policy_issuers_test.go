@@ -8,12 +8,14 @@ import (
 // With several trusted issuers, a policy that names users or groups
 // without issuers: admits the same name from any of them: config check
 // (and serve, in its log) says so, per list, and stays quiet once the
-// list is pinned or when only one issuer is trusted.
+// list is pinned or when only one issuer is trusted. (The policy grants a
+// model: proxy:serve to persons is an error, see
+// TestPolicyRefusesProxyServeToPersons.)
 func TestPolicyIssuerWarnings(t *testing.T) {
 	two := "issuers:\n  - { name: corp, url: https://idp.example.com, client_id: pamctl }\n  - { name: k8s, url: https://k8s.example.com, audience: pamctl, workload: true }\n"
 	one := "issuers:\n  - { name: corp, url: https://idp.example.com, client_id: pamctl }\n"
 	pol := func(subjects, approvers string) string {
-		return "policies:\n  - name: proxies\n    subjects: " + subjects + "\n    scopes: [\"proxy:serve\"]\n    approval: { required: true, approvers: " + approvers + " }\n"
+		return "policies:\n  - name: proxies\n    subjects: " + subjects + "\n    scopes: [\"model:gpt-4o\"]\n    approval: { required: true, approvers: " + approvers + " }\n"
 	}
 	for _, c := range []struct {
 		name, yaml string

@@ -18,7 +18,7 @@ import (
 	"github.com/pamctl/pamctl/broker/api"
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/link"
-	"github.com/pamctl/pamctl/broker/oidc/devissuer"
+	"github.com/pamctl/pamctl/broker/oidc"
 	"github.com/pamctl/pamctl/broker/policy"
 	"github.com/pamctl/pamctl/store"
 )
@@ -26,8 +26,12 @@ import (
 // testProviderKey is what the broker vaults; the upstream demands it.
 const testProviderKey = "sk-proj-rolesTEST0123456789abcdefghijklmnopqrstuvwxyz"
 
+// roleWorkloadIssuer names the workload issuer (workload: true) the role
+// tests' proxies log in from: only a workload identity may run a proxy.
+const roleWorkloadIssuer = "ci"
+
 var rolePolicies = policy.Set{
-	{Name: "proxies", Subjects: policy.Subjects{Users: []string{"proxy-a", "proxy-b"}}, Scopes: []string{"proxy:serve"}, MaxTTL: time.Hour},
+	{Name: "proxies", Subjects: policy.Subjects{Users: []string{"proxy-a", "proxy-b"}, Issuers: []string{roleWorkloadIssuer}}, Scopes: []string{"proxy:serve"}, MaxTTL: time.Hour},
 	{Name: "ml", Subjects: policy.Subjects{Groups: []string{"ml"}}, Scopes: []string{"model:gpt-4o"}, MaxTTL: time.Hour},
 	{Name: "auditors", Subjects: policy.Subjects{Groups: []string{"security"}}, Scopes: []string{"audit:read"}},
 }
@@ -50,6 +54,7 @@ func startRoleBroker(t *testing.T, dir, addr, upstream string, adjust ...func(*C
 	cfg.DataDir = filepath.Join(dir, "broker")
 	cfg.MasterKeyFile = filepath.Join(dir, "master.key")
 	cfg.Policies = rolePolicies
+	cfg.Issuers = append(cfg.Issuers, oidc.IssuerConfig{Name: roleWorkloadIssuer, URL: roleIdP(t, dir).url, ClientID: "pamctl", Workload: true})
 	cfg.Upstreams = []UpstreamConfig{{Name: "openai", URL: upstream + "/v1", Key: "openai"}}
 	for _, f := range adjust {
 		f(cfg)
@@ -152,17 +157,32 @@ func waitUntil(t *testing.T, what string, d time.Duration, ok func() bool) {
 	}
 }
 
-func mintIDToken(t *testing.T, b *roleBroker, dir, sub string) string {
+// mintIDToken writes a workload ID token for sub (from the test's
+// workload issuer, roleWorkloadIssuer) to dir/sub.jwt and returns the file.
+func mintIDToken(t *testing.T, _ *roleBroker, dir, sub string) string {
 	t.Helper()
-	raw, err := b.ts.app.devIss.Mint(devissuer.Claims{Subject: sub})
-	if err != nil {
-		t.Fatal(err)
+	return roleIdP(t, dir).mint(sub)
+}
+
+// roleIdPs are the workload issuers of the running role tests, one per
+// test dir, so a broker restarted on the same dir trusts the same one.
+var roleIdPs sync.Map // dir → *workloadIssuer
+
+type workloadIssuer struct {
+	url  string
+	mint func(sub string, groups ...string) string
+}
+
+func roleIdP(t *testing.T, dir string) *workloadIssuer {
+	t.Helper()
+	if v, ok := roleIdPs.Load(dir); ok {
+		return v.(*workloadIssuer)
 	}
-	f := filepath.Join(dir, sub+".jwt")
-	if err := os.WriteFile(f, []byte(raw+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	url, mint := workloadIdP(t, dir)
+	w := &workloadIssuer{url: url, mint: mint}
+	roleIdPs.Store(dir, w)
+	t.Cleanup(func() { roleIdPs.Delete(dir) })
+	return w
 }
 
 func TestEndToEndCentralBrokerLocalProxies(t *testing.T) {
