@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/broker/oidc"
@@ -30,9 +31,12 @@ type AdminVault interface {
 	List(ctx context.Context) ([]vault.Entry, error)
 }
 
-// KeyRotator starts a new token signing key (*token.Keyring).
+// KeyRotator starts a new token signing key (*token.Keyring): Rotate
+// leaves the old one published until its tokens expire, RetireNow
+// withdraws every other key at once (their tokens are refused).
 type KeyRotator interface {
 	Rotate(ctx context.Context) (string, error)
+	RetireNow(ctx context.Context) (kid string, withdrawn []string, err error)
 }
 
 // Snapshotter writes a consistent copy of the whole data store (*store.DB):
@@ -103,6 +107,20 @@ func (a *Admin) RotateKeys(ctx context.Context) (string, error) {
 		return "", &Error{Code: CodeInternal, Message: "could not rotate the signing key", Err: err}
 	}
 	return kid, a.record(ctx, &audit.Event{Type: audit.TypeKeyRotated, Target: kid})
+}
+
+// RetireKeysNow is the emergency rotation: a new signing key, and every
+// other key withdrawn at once, so the tokens they signed (access and
+// session tokens) are refused from now on. Recorded as key.rotated with
+// details.retire_now "true" and details.withdrawn (the kids, space
+// separated).
+func (a *Admin) RetireKeysNow(ctx context.Context) (string, []string, error) {
+	kid, withdrawn, err := a.Keys.RetireNow(ctx)
+	if err != nil {
+		return "", nil, &Error{Code: CodeInternal, Message: "could not rotate the signing key; the old keys are still trusted: check the server log and run it again", Err: err}
+	}
+	return kid, withdrawn, a.record(ctx, &audit.Event{Type: audit.TypeKeyRotated, Target: kid,
+		Details: map[string]string{"retire_now": "true", "withdrawn": strings.Join(withdrawn, " ")}})
 }
 
 // Backup writes a consistent copy of the data store through open (called

@@ -18,6 +18,14 @@ type TokenVerifier interface {
 	Verify(raw string) (*token.Claims, error)
 }
 
+// KeyTruster is a TokenVerifier that also says whether a signing key is
+// still trusted (*token.Verifier does): the verification cache asks it on
+// every hit, so a token signed by a key the broker withdrew at once
+// (pamctl keys rotate --retire-now) is refused on its next call.
+type KeyTruster interface {
+	Trusts(kid string) bool
+}
+
 // RevocationList answers whether a grant was revoked. The broker keeps it in
 // process and the proxy asks on every call, so a revocation bites on the
 // very next request.
@@ -44,8 +52,9 @@ func bearerToken(r *http.Request) string {
 // SHA-256, never the token) so the hot path skips the signature check. An
 // entry never outlives the token's exp: once the injected clock passes exp
 // the entry is dropped and the token goes back to the verifier, which then
-// refuses it. Revocation is not cached at all; the caller checks it on every
-// call.
+// refuses it. Nor does it outlive the trust in the key that signed it
+// (KeyTruster, asked on every hit). Revocation is not cached at all; the
+// caller checks it on every call.
 type verifyCache struct {
 	verifier TokenVerifier
 	now      func() time.Time
@@ -75,7 +84,7 @@ func (c *verifyCache) verify(raw string) (*token.Claims, []string, error) {
 	c.mu.RLock()
 	e, ok := c.entries[sum]
 	c.mu.RUnlock()
-	if ok && now.Before(e.exp) {
+	if ok && now.Before(e.exp) && c.trusts(e.claims.KeyID) {
 		if c.observe != nil {
 			c.observe(true, true)
 		}
@@ -124,6 +133,13 @@ func (c *verifyCache) evictLocked(now time.Time) {
 		delete(c.entries, k)
 		drop--
 	}
+}
+
+// trusts reports whether the key kid still verifies tokens (true when
+// the verifier cannot say).
+func (c *verifyCache) trusts(kid string) bool {
+	kt, ok := c.verifier.(KeyTruster)
+	return !ok || kt.Trusts(kid)
 }
 
 func (c *verifyCache) len() int {

@@ -313,10 +313,15 @@ func (c *Client) VaultRemove(ctx context.Context, name string) error {
 
 // KeysRotate rotates the signing key (admin socket) and returns the new kid.
 func (c *Client) KeysRotate(ctx context.Context) (string, error) {
-	var out struct {
-		Active string `json:"active"`
-	}
+	var out KeysRotation
 	return out.Active, c.do(ctx, http.MethodPost, "/admin/keys/rotate", struct{}{}, &out)
+}
+
+// KeysRetireNow rotates the signing key and withdraws every other key at
+// once (admin socket): tokens they signed are refused from now on.
+func (c *Client) KeysRetireNow(ctx context.Context) (KeysRotation, error) {
+	var out KeysRotation
+	return out, c.do(ctx, http.MethodPost, "/admin/keys/rotate?retire_now=true", struct{}{}, &out)
 }
 
 // ErrIncompleteBackup means the server's copy ended before its declared

@@ -643,14 +643,39 @@ func (s *Server) keysList(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"active": s.Keys.ActiveKID(), "jwks": s.Keys.JWKS()})
 }
 
+// keysRotate rotates the signing key; ?retire_now=true withdraws every
+// other key at once (broker.Admin.RetireKeysNow).
 func (s *Server) keysRotate(w http.ResponseWriter, r *http.Request) {
-	kid, err := s.AdminService.RotateKeys(r.Context())
+	var out KeysRotation
+	var err error
+	switch v := r.URL.Query().Get("retire_now"); v {
+	case "", "false":
+		out.Active, err = s.AdminService.RotateKeys(r.Context())
+	case "true":
+		out.Active, out.Withdrawn, err = s.AdminService.RetireKeysNow(r.Context())
+	default:
+		err = &broker.Error{Code: broker.CodeInvalid, Message: "retire_now must be true or false"}
+	}
 	if err != nil {
 		s.logErr(r, err)
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"active": kid, "jwks": s.Keys.JWKS()})
+	if out.Withdrawn == nil {
+		out.Withdrawn = []string{}
+	}
+	out.JWKS = s.Keys.JWKS()
+	writeJSON(w, http.StatusOK, out)
+}
+
+// KeysRotation is the answer of POST /admin/keys/rotate, and what
+// `pamctl keys rotate -o json` prints: the new active kid, the kids
+// withdrawn at once (retire_now; empty otherwise) and the JWKS now
+// published.
+type KeysRotation struct {
+	Active    string     `json:"active"`
+	Withdrawn []string   `json:"withdrawn"`
+	JWKS      token.JWKS `json:"jwks"`
 }
 
 // storeBackup streams a consistent copy of the data store (see

@@ -179,7 +179,7 @@ var types = []TypeInfo{
 	{TypeGrantRevoked, "PAM-T002", "a grant and its tokens were revoked"},
 	{TypeVaultSet, "PAM-V001", "a provider key was stored or replaced in the vault"},
 	{TypeVaultRemoved, "PAM-V002", "a provider key was removed from the vault"},
-	{TypeKeyRotated, "PAM-V003", "a token signing key was rotated"},
+	{TypeKeyRotated, "PAM-V003", "a token signing key was rotated (details.retire_now true: every other key was withdrawn at once, listed in details.withdrawn)"},
 	{TypeStoreBackup, "PAM-V004", "a copy of the data file was taken (pamctl store backup); the copy holds this event"},
 	{TypeConfigReloaded, "PAM-C001", "the configuration was reloaded"},
 	{TypeNotifyFailed, "PAM-C002", "a webhook notification could not be delivered"},

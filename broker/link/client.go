@@ -96,6 +96,7 @@ type Client struct {
 	lastMsg  time.Time // last stream message
 	jwks     token.StaticKeys
 	jwksAt   time.Time
+	jwksV    string // the broker's signing-keys version the cached JWKS is from
 
 	enrollMu sync.Mutex // one enrollment or renewal at a time
 
@@ -501,7 +502,19 @@ func (c *Client) apply(ctx context.Context, st StreamState) error {
 		c.revoked[id] = until
 	}
 	keysStale, cfgStale := st.KeysVersion != c.keysV, st.ConfigVersion != c.cfgV
+	sigStale := st.SigningKeys != "" && st.SigningKeys != c.jwksV
 	c.mu.Unlock()
+	if sigStale {
+		// A key withdrawn at once is known here: only a refetch drops it.
+		// If it fails the stream ends, and the proxy stops serving once
+		// revocation_staleness passes without a stream.
+		if err := c.loadJWKS(ctx); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.jwksV = st.SigningKeys
+		c.mu.Unlock()
+	}
 	if keysStale {
 		if err := c.fetchKeys(ctx); err != nil {
 			return err
@@ -748,6 +761,17 @@ func (v remoteVerifier) Verify(raw string) (*token.Claims, error) {
 		iss = e.TokenIssuer
 	}
 	return (&token.Verifier{Keys: v.c, Issuer: iss, Audience: token.AudienceProxy, Use: token.UseAccess}).Verify(raw)
+}
+
+// Trusts reports whether kid is in the cached JWKS (proxy.KeyTruster):
+// a key the broker withdrew leaves it when the stream reports the
+// signing keys changed, and the proxy's cache of verified tokens drops
+// the tokens it signed. It never fetches.
+func (v remoteVerifier) Trusts(kid string) bool {
+	v.c.mu.RLock()
+	defer v.c.mu.RUnlock()
+	_, ok := v.c.jwks[kid]
+	return ok
 }
 
 // ShipBatch posts one audit shipment under this proxy's session and

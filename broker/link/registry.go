@@ -113,6 +113,9 @@ type Registry struct {
 	// Config returns the rules, masking, limits and upstreams document.
 	Config func() ProxyConfig
 	Now    func() time.Time
+	// SigningKeys returns the version of the broker's JWKS
+	// (token.JWKS.Version), sent on every stream message; nil sends none.
+	SigningKeys func() string
 	// TokenIssuer is the iss of the broker's access tokens, told to each
 	// proxy at enrollment.
 	TokenIssuer string
@@ -469,7 +472,7 @@ func (r *Registry) Stream(ctx context.Context, e *Enrollment, heartbeat time.Dur
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var sent map[string]time.Time
-	var keysV, cfgV string
+	var keysV, cfgV, sigV string
 	var lastSend time.Time
 	loaded := r.now()
 	for {
@@ -497,8 +500,14 @@ func (r *Registry) Stream(ctx context.Context, e *Enrollment, heartbeat time.Dur
 			return err
 		}
 		cv := r.Config().Version
-		msg := StreamState{KeysVersion: kv, ConfigVersion: cv, Time: now.UTC()}
-		full := sent == nil || kv != keysV || cv != cfgV
+		var sv string
+		if r.SigningKeys != nil {
+			sv = r.SigningKeys()
+		}
+		msg := StreamState{KeysVersion: kv, ConfigVersion: cv, SigningKeys: sv, Time: now.UTC()}
+		// A version change is a full message at once: a signing key
+		// withdrawn now must stop verifying at the proxy now.
+		full := sent == nil || kv != keysV || cv != cfgV || sv != sigV
 		added := map[string]time.Time{}
 		for id, until := range cur {
 			if _, ok := sent[id]; !ok {
@@ -524,7 +533,7 @@ func (r *Registry) Stream(ctx context.Context, e *Enrollment, heartbeat time.Dur
 			if err := send(msg); err != nil {
 				return err
 			}
-			sent, keysV, cfgV, lastSend = maps.Clone(cur), kv, cv, now
+			sent, keysV, cfgV, sigV, lastSend = maps.Clone(cur), kv, cv, sv, now
 			if sent == nil {
 				sent = map[string]time.Time{}
 			}

@@ -116,6 +116,11 @@ type StreamState struct {
 	Revoked       map[string]time.Time `json:"revoked"`
 	KeysVersion   string               `json:"keys_version"`
 	ConfigVersion string               `json:"config_version"`
+	// SigningKeys is the version of the broker's JWKS (token.JWKS.Version):
+	// when it changes the proxy refetches the JWKS, so a key withdrawn at
+	// once (keys rotate --retire-now) stops verifying there too. Empty
+	// from a broker that does not send it.
+	SigningKeys string `json:"signing_keys,omitempty"`
 	// Time is the broker's clock at the message (also sent as heartbeats).
 	Time time.Time `json:"time"`
 }

@@ -38,6 +38,9 @@ type SealedKey struct {
 	// Mark is the last audit chain head signed with this key (see
 	// Keyring.RaiseHighWater): a trail shorter than it was cut.
 	Mark *Mark `json:"mark,omitempty"`
+	// WithdrawnAt is when the key was retired at once (Keyring.RetireNow):
+	// from then on no token it signed is valid, and the JWKS leaves it out.
+	WithdrawnAt *time.Time `json:"withdrawn_at,omitempty"`
 	// Auth is a tag under the master key over every field above. Records
 	// written before it existed have none and are upgraded once on load.
 	Auth []byte `json:"auth,omitempty"`
@@ -115,6 +118,8 @@ type key struct {
 	retired *time.Time
 	next    string // successor kid, once retired
 	mark    *Mark
+	// withdrawn: retired at once (RetireNow); its tokens are refused.
+	withdrawn *time.Time
 }
 
 // Keyring holds the active signing key and every public key whose tokens may
@@ -159,8 +164,11 @@ const (
 	authDomainV3 = "pamctl-signing-key-record-v3-records-sealed"
 )
 
-// authMessage is what a record's Auth tag covers.
-func authMessage(domain, kid string, pub []byte, created time.Time, retired *time.Time, successor string, mark *Mark) string {
+// authMessage is what a record's Auth tag covers. A withdrawal adds a
+// line, so records without one keep the tags they have; a build from
+// before withdrawals refuses a withdrawn key's record (ErrTampered)
+// rather than trusting the key again.
+func authMessage(domain, kid string, pub []byte, created time.Time, retired *time.Time, successor string, mark *Mark, withdrawn *time.Time) string {
 	r := "-"
 	if retired != nil {
 		r = retired.UTC().Format(time.RFC3339Nano)
@@ -169,8 +177,12 @@ func authMessage(domain, kid string, pub []byte, created time.Time, retired *tim
 	if mark != nil {
 		m = fmt.Sprintf("%d:%s", mark.Seq, mark.Hash)
 	}
-	return fmt.Sprintf("%s\nkid=%s\npublic=%s\ncreated=%s\nretired=%s\nsuccessor=%s\nmark=%s\n",
+	msg := fmt.Sprintf("%s\nkid=%s\npublic=%s\ncreated=%s\nretired=%s\nsuccessor=%s\nmark=%s\n",
 		domain, kid, base64.RawURLEncoding.EncodeToString(pub), created.UTC().Format(time.RFC3339Nano), r, successor, m)
+	if withdrawn != nil {
+		msg += "withdrawn=" + withdrawn.UTC().Format(time.RFC3339Nano) + "\n"
+	}
+	return msg
 }
 
 // record returns k as stored, with a fresh Auth tag (the v3 domain when
@@ -180,11 +192,11 @@ func (kr *Keyring) record(k *key, sealed bool) (SealedKey, error) {
 	if sealed {
 		domain = authDomainV3
 	}
-	auth, err := kr.sealer.Seal(nil, authMessage(domain, k.kid, k.pub, k.created, k.retired, k.next, k.mark))
+	auth, err := kr.sealer.Seal(nil, authMessage(domain, k.kid, k.pub, k.created, k.retired, k.next, k.mark, k.withdrawn))
 	if err != nil {
 		return SealedKey{}, fmt.Errorf("token: authenticate key record: %w", err)
 	}
-	return SealedKey{KID: k.kid, Public: k.pub, Sealed: k.sealed, Created: k.created, RetiredAt: k.retired, Successor: k.next, Mark: k.mark, Auth: auth}, nil
+	return SealedKey{KID: k.kid, Public: k.pub, Sealed: k.sealed, Created: k.created, RetiredAt: k.retired, Successor: k.next, Mark: k.mark, WithdrawnAt: k.withdrawn, Auth: auth}, nil
 }
 
 // open checks one stored record against the master key and returns the key.
@@ -219,15 +231,15 @@ func (kr *Keyring) open(sk SealedKey) (k *key, upgrade, v3 bool, err error) {
 		return nil, false, false, tampered("has a kid that does not derive from its sealed seed")
 	}
 	if !upgrade {
-		if _, err := kr.sealer.Open(sk.Auth, authMessage(authDomainV3, sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark)); err == nil {
+		if _, err := kr.sealer.Open(sk.Auth, authMessage(authDomainV3, sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark, sk.WithdrawnAt)); err == nil {
 			v3 = true
-		} else if _, err := kr.sealer.Open(sk.Auth, authMessage(authDomainV2, sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark)); err != nil {
+		} else if _, err := kr.sealer.Open(sk.Auth, authMessage(authDomainV2, sk.KID, pub, sk.Created, sk.RetiredAt, sk.Successor, sk.Mark, sk.WithdrawnAt)); err != nil {
 			return nil, false, false, tampered("has creation, retirement or high-water fields that fail their authentication tag")
 		}
-	} else if sk.Mark != nil || sk.Successor != "" {
+	} else if sk.Mark != nil || sk.Successor != "" || sk.WithdrawnAt != nil {
 		return nil, false, false, tampered("carries fields that need an authentication tag but has none")
 	}
-	k = &key{kid: sk.KID, pub: pub, priv: priv, sealed: sk.Sealed, created: sk.Created, retired: sk.RetiredAt, next: sk.Successor, mark: sk.Mark}
+	k = &key{kid: sk.KID, pub: pub, priv: priv, sealed: sk.Sealed, created: sk.Created, retired: sk.RetiredAt, next: sk.Successor, mark: sk.Mark, withdrawn: sk.WithdrawnAt}
 	if upgrade {
 		if k.sealed, err = kr.sealer.Seal(raw, seedAAD+sk.KID); err != nil {
 			return nil, false, false, fmt.Errorf("token: reseal signing key %q: %w", sk.KID, err)
@@ -366,6 +378,57 @@ func (kr *Keyring) Rotate(ctx context.Context) (string, error) {
 	return kid, nil
 }
 
+// RetireNow is the emergency rotation (a signing key, a backup or the
+// data file may have leaked): a new active key, and every other key
+// withdrawn at once instead of staying published until its tokens expire.
+// Tokens they signed, access and session tokens alike, are refused from
+// then on here, on each replica once it reloads the keys (the store's
+// change feed), and by local proxies once they refetch the JWKS (the
+// link stream tells them it changed). It returns the new kid and the
+// withdrawn ones, sorted. Withdrawn keys still verify the audit heads
+// they signed (AnyPublicKey).
+func (kr *Keyring) RetireNow(ctx context.Context) (string, []string, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", nil, fmt.Errorf("token: generate key: %w", err)
+	}
+	kid := KeyID(pub)
+	now := kr.now().UTC()
+	sealed, err := kr.sealer.Seal(priv.Seed(), seedAAD+kid)
+	if err != nil {
+		return "", nil, err
+	}
+	k := &key{kid: kid, pub: pub, priv: priv, sealed: sealed, created: now}
+	var withdrawn []string
+	err = kr.update(ctx, func(m *merged) error {
+		withdrawn = withdrawn[:0]
+		old := m.newest()
+		for id, o := range m.keys {
+			if o.withdrawn != nil {
+				continue
+			}
+			t := now
+			if o.retired == nil {
+				o.retired = &t
+			}
+			if o == old {
+				o.next = kid
+			}
+			o.withdrawn = &t
+			withdrawn = append(withdrawn, id)
+		}
+		c := *k
+		m.keys[kid] = &c
+		m.active = kid
+		return nil
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("token: save the new key and the withdrawn ones: %w", err)
+	}
+	sort.Strings(withdrawn)
+	return kid, withdrawn, nil
+}
+
 // RaiseHighWater records, in the authenticated record of the key that
 // signed it, that the audit chain had a signed head at seq with hash. A
 // data-file writer without the master key can neither forge nor lower it,
@@ -412,9 +475,10 @@ func (kr *Keyring) HighWater() (seq uint64, hash string, ok bool) {
 	return seq, hash, ok
 }
 
-// published reports whether tokens signed by k may still be valid.
+// published reports whether tokens signed by k may still be valid: not
+// withdrawn, and not retired longer ago than the longest token lives.
 func (kr *Keyring) published(k *key) bool {
-	return k.retired == nil || kr.now().Before(k.retired.Add(kr.maxTokenTTL))
+	return k.withdrawn == nil && (k.retired == nil || kr.now().Before(k.retired.Add(kr.maxTokenTTL)))
 }
 
 // PublicKey implements KeySet: retired keys resolve until their tokens expire.
@@ -493,6 +557,22 @@ func (kr *Keyring) JWKS() JWKS {
 		out.Keys = append(out.Keys, JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.pub), Kid: k.kid, Use: "sig", Alg: "EdDSA"})
 	}
 	return out
+}
+
+// Version identifies the keys of a JWKS document: it changes whenever a
+// key is published or leaves (a rotation, a retirement, a withdrawal).
+func (j JWKS) Version() string {
+	kids := make([]string, 0, len(j.Keys))
+	for _, k := range j.Keys {
+		kids = append(kids, k.Kid+"="+k.X)
+	}
+	sort.Strings(kids)
+	h := sha256.New()
+	for _, k := range kids {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
 }
 
 // StaticKeys is a KeySet built from a JWKS document (remote verifiers, tests).

@@ -9,7 +9,7 @@ import (
 
 // Reload reads the stored keys again and takes in what another replica
 // sharing the store wrote: new keys (a rotation), retirements and
-// high-water marks. Every record is checked as LoadKeyring checks it; if
+// high-water marks, withdrawals. Every record is checked as LoadKeyring checks it; if
 // one fails, the ring stays as it was and the error says why. A key this
 // ring knows stays known (a record deleted from the store does not
 // unpublish it), a retirement is never undone, and a mark never goes
@@ -79,6 +79,9 @@ func (kr *Keyring) merge(stored []SealedKey) (*merged, error) {
 			if k.retired == nil {
 				k.retired, k.next = old.retired, old.next
 			}
+			if k.withdrawn == nil {
+				k.withdrawn = old.withdrawn // a withdrawal is never undone either
+			}
 			if old.mark != nil && (k.mark == nil || k.mark.Seq < old.mark.Seq) {
 				k.mark = old.mark
 			}
@@ -116,7 +119,7 @@ func (kr *Keyring) changed(m *merged) ([]SealedKey, error) {
 	kids := make([]string, 0, len(m.keys))
 	for kid, k := range m.keys {
 		st, ok := m.stored[kid]
-		if ok && !st.legacy && st.v3 == m.sealed && sameTime(k.retired, st.rec.RetiredAt) && k.next == st.rec.Successor && sameMark(k.mark, st.rec.Mark) {
+		if ok && !st.legacy && st.v3 == m.sealed && sameTime(k.retired, st.rec.RetiredAt) && k.next == st.rec.Successor && sameMark(k.mark, st.rec.Mark) && sameTime(k.withdrawn, st.rec.WithdrawnAt) {
 			continue
 		}
 		kids = append(kids, kid)

@@ -57,6 +57,10 @@ type Claims struct {
 	IdP    string   `json:"idp,omitempty"`  // name of the OIDC issuer that vouched for sub
 	Act    *Actor   `json:"act,omitempty"`
 	Limits *Limits  `json:"lim,omitempty"`
+	// KeyID is the kid that signed the token, set by Verify (never a
+	// claim): a cache of verified tokens asks the key set whether it is
+	// still trusted (Verifier.Trusts), as a key withdrawn at once is not.
+	KeyID string `json:"-"`
 }
 
 // Scopes returns the scope claim as a list.
@@ -145,11 +149,13 @@ func (v *Verifier) Verify(raw string) (*Claims, error) {
 	}
 	opts = append(opts, jwt.WithTimeFunc(now))
 	var c Claims
+	var signer string
 	_, err := jwt.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errors.New("no kid")
 		}
+		signer = kid
 		k, ok := v.Keys.PublicKey(kid)
 		if !ok {
 			return nil, errors.New("signed by an unknown key")
@@ -169,7 +175,17 @@ func (v *Verifier) Verify(raw string) (*Claims, error) {
 	case c.Subject == "" || c.ID == "":
 		return nil, fmt.Errorf("%w: missing sub or jti", ErrInvalid)
 	}
+	c.KeyID = signer
 	return &c, nil
+}
+
+// Trusts reports whether tokens signed by kid verify now: false once the
+// key is withdrawn (Keyring.RetireNow) or, for a remote key set, gone from
+// the broker's JWKS. Callers that cache verified tokens ask it on every
+// hit.
+func (v *Verifier) Trusts(kid string) bool {
+	_, ok := v.Keys.PublicKey(kid)
+	return ok
 }
 
 // compactText reports whether raw is spelled as this package mints tokens:

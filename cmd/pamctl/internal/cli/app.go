@@ -285,7 +285,8 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 	}
 	a.proxyCfg.Store(&pc)
 	a.fleet = &link.Registry{Store: a.state, Grants: proxyGrants{a.broker}, Revoked: a.broker, Keys: linkKeys{vaultKeys{a.vault}}, Audit: a.audit,
-		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker), TokenIssuer: brokerURL}
+		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker), TokenIssuer: brokerURL,
+		SigningKeys: func() string { return a.keys.JWKS().Version() }}
 	a.api.Proxies = a.fleet
 	if cfg.Role == RoleBroker {
 		ok = true // no proxy listener: local proxies serve the data path

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -293,15 +294,33 @@ func newCmdVaultRm(f *Factory, runF func(*cobra.Command, string) error) *cobra.C
 func NewCmdKeys(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Manage the broker's token signing keys"}
 	cmd.PersistentFlags().String("master-key-file", "", "master key file (default $XDG_CONFIG_HOME/pamctl/master.key)")
-	cmd.AddCommand(&cobra.Command{
+	var retireNow bool
+	var output string
+	rotate := &cobra.Command{
 		Use:   "rotate",
-		Short: "Start signing with a new key; the old one stays published until its tokens expire",
-		Args:  cobra.NoArgs,
+		Short: "Start signing with a new key; the old one stays published until its tokens expire (--retire-now: refused at once)",
+		Long: `Start signing with a new key. By default the previous key stays in the
+JWKS until the tokens it signed expire (at most 8 h), so nobody notices.
+
+--retire-now is for an incident (a signing key, a backup or the data file
+may have leaked): every other key is withdrawn at once. Every access and
+session token signed before is refused from then on, by this broker, by
+replicas sharing the store (within a second) and by local proxies (as soon
+as their link stream reports the change, at most proxy.revocation_staleness
+later): everyone logs in again and agents fetch new tokens (pamctl token).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var kid string
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var out api.KeysRotation
 			err := adminTarget(cmd, f,
 				func(c *api.Client) (err error) {
-					kid, err = c.KeysRotate(cmd.Context())
+					if retireNow {
+						out, err = c.KeysRetireNow(cmd.Context())
+						return err
+					}
+					out.Active, err = c.KeysRotate(cmd.Context())
 					return err
 				},
 				func(l *local) error {
@@ -309,16 +328,36 @@ func NewCmdKeys(f *Factory) *cobra.Command {
 					if err != nil {
 						return err
 					}
-					kid, err = adm.RotateKeys(cmd.Context())
+					if retireNow {
+						out.Active, out.Withdrawn, err = adm.RetireKeysNow(cmd.Context())
+						return err
+					}
+					out.Active, err = adm.RotateKeys(cmd.Context())
 					return err
 				})
 			if err != nil {
 				return err
 			}
-			f.IO.Successf("New signing key %s is active; the previous key stays in the JWKS until its tokens expire", kid)
+			if out.Withdrawn == nil {
+				out.Withdrawn = []string{}
+			}
+			if output == "json" {
+				return f.IO.JSON(out)
+			}
+			switch {
+			case retireNow && len(out.Withdrawn) > 0:
+				f.IO.Successf("New signing key %s is active; withdrew %s: every token they signed is refused now (everyone logs in again; agents run pamctl token)", out.Active, strings.Join(out.Withdrawn, ", "))
+			case retireNow:
+				f.IO.Successf("New signing key %s is active; no other key was still trusted", out.Active)
+			default:
+				f.IO.Successf("New signing key %s is active; the previous key stays in the JWKS until its tokens expire (pamctl keys rotate --retire-now refuses them at once)", out.Active)
+			}
 			return nil
 		},
-	})
+	}
+	rotate.Flags().BoolVar(&retireNow, "retire-now", false, "withdraw every other signing key at once: tokens they signed are refused now (incident response)")
+	addOutputFlag(rotate, &output)
+	cmd.AddCommand(rotate)
 	return cmd
 }
 
