@@ -71,3 +71,34 @@ func TestEnrollAndAuthorizeRefusePersons(t *testing.T) {
 		t.Fatalf("test identity alice must be a workload, is %q", alice.Kind)
 	}
 }
+
+// Enrollments persons made before enrolling took workloads only are found
+// at start (the broker warns about each): live ones from a configured
+// issuer that is not a workload issuer; revoked or ended ones, workloads'
+// and those of issuers no longer configured are left out.
+func TestPersonEnrollments(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{}
+	r := newRegistry(st, &memLog{}, &revSet{}, grants{})
+	now := time.Now()
+	past := now.Add(-time.Minute)
+	for _, e := range []*Enrollment{
+		{ID: "person-live", Subject: "alice", Issuer: "corp", ExpiresAt: now.Add(time.Hour)},
+		{ID: "person-revoked", Subject: "alice", Issuer: "corp", ExpiresAt: now.Add(time.Hour), RevokedAt: &past},
+		{ID: "person-ended", Subject: "alice", Issuer: "corp", ExpiresAt: past},
+		{ID: "workload", Subject: "proxy-a", Issuer: "k8s", ExpiresAt: now.Add(time.Hour)},
+		{ID: "gone-issuer", Subject: "bob", Issuer: "old", ExpiresAt: now.Add(time.Hour)},
+	} {
+		if err := st.PutEnrollment(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issuers := map[string]bool{"corp": false, "k8s": true}
+	got, err := r.PersonEnrollments(ctx, func(name string) (workload, known bool) { w, ok := issuers[name]; return w, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != "person-live" {
+		t.Fatalf("person enrollments: %+v", got)
+	}
+}

@@ -319,6 +319,31 @@ func (r *Registry) Authorize(ctx context.Context, who Caller, id string) (*Enrol
 	return e, nil
 }
 
+// PersonEnrollments returns the live enrollments (neither revoked nor
+// ended) of identities from a configured issuer that is not a workload
+// issuer: made by persons before only workloads could enroll. Every
+// route refuses them (Authorize); the broker warns about each at start so
+// an admin revokes it and replaces the provider keys it could read.
+// issuer tells whether a configured issuer name is a workload issuer
+// (known false: no longer configured, its sessions fail anyway).
+func (r *Registry) PersonEnrollments(ctx context.Context, issuer func(name string) (workload, known bool)) ([]*Enrollment, error) {
+	all, err := r.Store.ListEnrollments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	var out []*Enrollment
+	for _, e := range all {
+		if e.RevokedAt != nil || !now.Before(e.ExpiresAt) {
+			continue
+		}
+		if w, known := issuer(e.Issuer); known && !w {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 // touch records the last contact, persisted at most every 5 seconds.
 func (r *Registry) touch(ctx context.Context, e *Enrollment, now time.Time) {
 	r.mu.Lock()

@@ -288,6 +288,7 @@ func NewApp(ctx context.Context, cfg *Config, o AppOptions) (*App, error) {
 		Config: func() link.ProxyConfig { return *a.proxyCfg.Load() }, Holds: brokerHolds(a.broker), TokenIssuer: brokerURL,
 		SigningKeys: func() string { return a.keys.JWKS().Version() }}
 	a.api.Proxies = a.fleet
+	a.warnPersonEnrollments(ctx, cfg)
 	if cfg.Role == RoleBroker {
 		ok = true // no proxy listener: local proxies serve the data path
 		return a, nil
@@ -916,6 +917,26 @@ func withHealth(h http.Handler, readyz http.HandlerFunc) http.Handler {
 // Serve runs until ctx ends, then shuts down gracefully: listeners close,
 // in-flight requests finish (up to gracePeriod), the store closes. reload
 // is called on SIGHUP and when the config file changes.
+// warnPersonEnrollments logs each live local-proxy enrollment a person
+// made before only workloads could enroll: refused at every route now,
+// it could read the provider keys before.
+func (a *App) warnPersonEnrollments(ctx context.Context, cfg *Config) {
+	workload := map[string]bool{}
+	for _, is := range cfg.Issuers {
+		workload[is.Name] = is.Workload
+	}
+	es, err := a.fleet.PersonEnrollments(ctx, func(name string) (bool, bool) { w, ok := workload[name]; return w, ok })
+	if err != nil {
+		a.log.Warn("could not look for local-proxy enrollments made by persons", "err", err)
+		return
+	}
+	for _, e := range es {
+		a.log.Warn("a person enrolled a local proxy before only workload identities could: it is refused at every route now, but it could read every vaulted provider key; "+
+			"revoke it (pamctl proxies revoke ID, the row with this fingerprint) and replace the provider keys (pamctl vault set)",
+			"proxy", link.Fingerprint(e.ID), "subject", e.Subject, "issuer", e.Issuer)
+	}
+}
+
 func (a *App) Serve(ctx context.Context, reload func() (*Config, error)) error {
 	if a.cfg.Role == RoleProxy {
 		return a.serveProxyRole(ctx)
