@@ -538,8 +538,20 @@ func keyHeaderRefusal(k string) string {
 		return "it is also named as a timeout, which a gateway reads as one" + pick
 	case !headername.NamesTheSecret(k):
 		return "it names a credential as a whole or something about the secret (X-Amz-Credential and X-Goog-Credential carry the key's id and scope in request signing; X-Key-Name, X-Token-Type, X-Token-Expires, X-Key-Hash name, type, date or fingerprint it), not the secret itself: a key header's name ends in the secret's word (...-Key, ...-Token, ...-Secret, Authorization, ...-Client-Id), and proxies and gateways log the others as what they name" + pick
+	case dataKeyName(k):
+		return "it names a key that is data, not a credential (a public, partition, shard, sort, range, hash, row, object, lookup, request, message or encryption key: X-Public-Key, X-Partition-Key, X-Encryption-Key), which gateways log, route on or use as what it says" + pick
 	}
 	return ""
+}
+
+// dataKeyName reports a name whose key is data, not a credential: a
+// public key, a partition, shard, sort, range, hash, row or object key, a
+// lookup, request or message key, an encryption key (Azure Storage's
+// x-ms-encryption-key, a customer-provided key it encrypts with): gateways log such values, route on them
+// or use them as what they say.
+func dataKeyName(k string) bool {
+	return headername.AnyWord(headername.Words(k), "public", "pub", "partition", "shard", "sort", "range", "hash", "row", "object",
+		"lookup", "request", "message", "encryption", "encrypt")
 }
 
 // quantityName reports a name that counts or bounds something (X-Max-

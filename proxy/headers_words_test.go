@@ -203,6 +203,9 @@ func TestKeyHeaderNotAboutTheSecret(t *testing.T) {
 		"X-Key-Serial", "X-Token-Issuer", "X-Token-Iss", "X-Token-Audience", "X-Token-Aud", "X-Key-Algorithm", "X-Key-Created",
 		"X-Token-Hash", "X-Key-Hash", "X-Key-Sha256", "X-Auth-Date", "X-Auth-Realm", "X-Auth-Status", "X-Auth-Domain",
 		"X-Api-Key-Value", "X-Key-Monkey",
+		// keys that are data: logged, routed on, or used as what they say
+		"X-Public-Key", "X-Partition-Key", "X-Shard-Key", "X-Sort-Key", "X-Hash-Key", "X-Row-Key", "X-Object-Key",
+		"X-Request-Key", "X-Message-Key", "X-Encryption-Key", "X-Ms-Encryption-Key", "X-Range-Key", "X-Pub-Key",
 	} {
 		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
 			if got := keyHeaderRefusal(spelled); got == "" {

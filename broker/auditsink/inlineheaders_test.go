@@ -25,6 +25,8 @@ func TestInlineHeaderNamesByWords(t *testing.T) {
 		// the words split at '-' and '_' only: any other separator leaves one word
 		"X.Api.Key", "X~Token", "X+Auth",
 		"Idempotency-Key",
+		// a vendor's API key under a name that says nothing of one
+		"X-Honeycomb-Team", "X_Honeycomb_Team",
 	}
 	for _, name := range refused {
 		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {

@@ -9,7 +9,10 @@
 // broker; it imports nothing of pamctl.
 package headername
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Words is k's words: lower case, split at '-' and '_'.
 func Words(k string) []string {
@@ -94,7 +97,16 @@ func WordHolds(ws []string, subs ...string) bool {
 // (X-Monkey and X-Tokenizer are credentials here: fail closed).
 func Credential(k string) bool {
 	ws := Words(k)
-	return Secret(k) || WordHolds(ws, ContextWords...) || AnyWord(ws, contextWholeWords...)
+	return Secret(k) || WordHolds(ws, ContextWords...) || AnyWord(ws, contextWholeWords...) || vendorSecret(k)
+}
+
+// vendorSecretNames are headers a vendor documents for its API key under a
+// name that says nothing of one (Honeycomb's X-Honeycomb-Team), lower case.
+var vendorSecretNames = []string{"x-honeycomb-team"}
+
+// vendorSecret reports one of vendorSecretNames, case and '_' folded.
+func vendorSecret(k string) bool {
+	return slices.Contains(vendorSecretNames, strings.Join(Words(k), "-"))
 }
 
 // Secret reports a name that says it carries a secret: a word holding one
