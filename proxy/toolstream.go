@@ -1021,6 +1021,10 @@ type respItem struct {
 	emitted json.RawMessage            // the item the client was shown
 	msgID   string
 	order   int // when the stream began it (toolBuffer.itemSeq)
+	// partial: partialCall filled its calls (once: withheldCalls runs at
+	// the stream's end and again when the relay is closed, and calls
+	// rebuilt would be recorded again).
+	partial bool
 }
 
 // calls are the item's calls to judge, in order.
@@ -1286,8 +1290,12 @@ func (b *toolBuffer) endItems() {
 // partialCall fills r's calls from what the stream showed of an item it
 // never finished (the added item, the arguments streamed so far), for
 // the record only: nothing of it is judged or shown, and what cannot be
-// read is left out.
+// read is left out. Only once: the calls it made may be recorded already.
 func (r *respItem) partialCall() {
+	if r.partial {
+		return
+	}
+	r.partial = true
 	item := r.done
 	if item == nil {
 		item = r.added

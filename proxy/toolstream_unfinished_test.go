@@ -219,3 +219,83 @@ func TestStreamUnfinishedCallsClientGone(t *testing.T) {
 		})
 	}
 }
+
+// A computer_call with a batch of actions the stream began and never
+// finished is one tool.call event per action, each once: the stream's
+// end (finish) and the relay's Close both look for unfinished calls, and
+// the item's actions must not be rebuilt as new calls the second time.
+// Variants: the upstream's end (EOF), its error event, the client
+// leaving.
+func TestStreamUnfinishedBatchRecordedOnce(t *testing.T) {
+	acts := []string{`{"type":"click","x":1,"y":2,"button":"left"}`, `{"type":"type","text":"ls"}`, `{"type":"keypress","keys":["ENTER"]}`}
+	added := respEv(1, fmt.Sprintf(`"type":"response.output_item.added","output_index":0,"item":%s`, computerItem("cu_1", "call_1", "in_progress", acts...)))
+	want := []string{"computer_use deny never finished", "computer_use deny never finished", "computer_use deny never finished"}
+	check := func(t *testing.T, h *harness, before int, b []byte) {
+		t.Helper()
+		var got, args []string
+		for _, ev := range h.sink.ofType(audit.TypeToolCall)[before:] {
+			got = append(got, toolCallSummary(ev))
+			args = append(args, ev.Details["arguments"])
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("tool.call events %q (arguments %q), want %q; the client saw:\n%s", got, args, want, b)
+		}
+		if strings.Contains(string(b), "cu_1") {
+			t.Errorf("the client saw the unfinished item:\n%s", b)
+		}
+	}
+	for name, events := range map[string][]string{
+		"end of stream": {respCreated(), added},
+		"error event":   {respCreated(), added, respErrorEv(2)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, withRules(t, toolRules), withMasking(t, mask.Config{}, mask.Config{Default: mask.ActionMask}))
+			tok := h.mint(grant{scope: "model:gpt-4o tool:shell tool:computer_use"})
+			h.up.set(writeBytes(events))
+			before := len(h.sink.ofType(audit.TypeToolCall))
+			_, b := h.do("POST", "/v1/responses", tok, `{"model":"gpt-4o","input":"x","stream":true}`)
+			check(t, h, before, b)
+		})
+	}
+	t.Run("client gone", func(t *testing.T) {
+		h := newHarness(t, withRules(t, toolRules))
+		tok := h.mint(grant{scope: "model:gpt-4o tool:computer_use"})
+		h.up.set(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, respCreated()+added+": ping\n\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/v1/responses", strings.NewReader(`{"model":"gpt-4o","input":"x","stream":true}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := h.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(res.Body)
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("no ping: %v", err)
+			}
+			if strings.HasPrefix(line, ": ping") {
+				break
+			}
+		}
+		cancel()
+		_ = res.Body.Close()
+		waitFor(t, "the abandoned call's audit event", func() bool {
+			for _, e := range h.sink.ofType(audit.TypeProxyCall) {
+				if e.Status == statusClientClosed {
+					return true
+				}
+			}
+			return false
+		})
+		time.Sleep(50 * time.Millisecond) // nothing more is recorded after it
+		check(t, h, 0, nil)
+	})
+}
