@@ -367,19 +367,28 @@ func (s *streamBody) toClient(ev []byte) {
 }
 
 // eventSeq reads a raw event's top-level sequence_number, an integer.
-// Usually it is the data's last member, read without decoding; else the
-// data's top-level members are walked.
+// Usually it is the data's last member, read without decoding (when the
+// last match is a key: after '{' or ','); else the data's top-level
+// members are walked.
 func eventSeq(ev []byte) (int64, bool) {
 	key := []byte(`"sequence_number"`)
 	i := bytes.LastIndex(ev, key)
 	if i < 0 {
 		return 0, false
 	}
+	// A key, not the end of one: in JSON only '{' or ',' (and blanks)
+	// comes before a member's opening quote ("x \"sequence_number" is
+	// another member's key, ending in an escaped quote and that text).
+	p := i - 1
+	for p >= 0 && (ev[p] == ' ' || ev[p] == '\t') {
+		p--
+	}
+	key1 := p >= 0 && (ev[p] == ',' || ev[p] == '{')
 	j := i + len(key)
 	for j < len(ev) && (ev[j] == ' ' || ev[j] == '\t') {
 		j++
 	}
-	if j < len(ev) && ev[j] == ':' {
+	if key1 && j < len(ev) && ev[j] == ':' {
 		j++
 		for j < len(ev) && (ev[j] == ' ' || ev[j] == '\t') {
 			j++

@@ -132,3 +132,41 @@ func TestEventSeq(t *testing.T) {
 		}
 	}
 }
+
+// eventSeq reads the top-level sequence_number, never a member whose key
+// only ends in the text "sequence_number (an escaped quote before it):
+// the fast path takes the last match only when it is a key, and the
+// error event pamctl ends a stream with is numbered on from the real one.
+func TestEventSeqReadsOnlyTheKey(t *testing.T) {
+	for _, c := range []struct {
+		data string
+		want int64
+		ok   bool
+	}{
+		{`{"type":"response.output_text.delta","sequence_number":4,"x \"sequence_number":999}`, 4, true},
+		{`{"type":"t","sequence_number":4,"x\\\"sequence_number":999}`, 4, true},
+		{`{"type":"t","sequence_number":4,"a":"\"sequence_number\":999}"}`, 4, true},
+		{`{"type":"t","x \"sequence_number":999}`, 0, false},
+		{`{"type":"t","sequence_number":7}`, 7, true},
+		{`{"type":"t", "sequence_number" : 8 }`, 8, true},
+		{`{"sequence_number":9}`, 9, true},
+	} {
+		n, ok := eventSeq([]byte("data: " + c.data + "\n\n"))
+		if n != c.want || ok != c.ok {
+			t.Errorf("eventSeq(%s) = %d, %v; want %d, %v", c.data, n, ok, c.want, c.ok)
+		}
+	}
+
+	h := newHarness(t)
+	tok := h.mint(grant{scope: "model:gpt-4o"})
+	odd := "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"m1\",\"output_index\":0,\"content_index\":0,\"delta\":\"hi\",\"logprobs\":[],\"sequence_number\":1,\"x \\\"sequence_number\":999}\n\n"
+	h.up.set(writeBytes([]string{respCreated(), odd}))
+	_, b := h.do("POST", "/v1/responses", tok, `{"model":"gpt-4o","input":"x","stream":true}`)
+	seqs, _ := readSeqs(t, string(b))
+	for i, n := range seqs {
+		if n != int64(i) {
+			t.Errorf("sequence numbers %v, want 0..%d\n%s", seqs, len(seqs)-1, b)
+			break
+		}
+	}
+}
