@@ -185,7 +185,7 @@ func holdBounds(h Hold) error {
 		}
 		for _, w := range m.Where {
 			if !audit.OnePlace(w) {
-				return &Error{Code: CodeInvalid, Message: "a place of a held call's excerpt is not one place on one line (it holds a line break raw: a line feed, a carriage return, NEL, U+2028, U+2029, a vertical tab or a form feed; or a \"; \" outside quotes): the proxy that sent it is not one this broker reads; upgrade it"}
+				return &Error{Code: CodeInvalid, Message: "a place of a held call's excerpt is not one place on one line (it holds a line break raw: a line feed, a carriage return, NEL, U+2028, U+2029, a vertical tab, a form feed, U+001C, U+001D or U+001E; or a \"; \" outside quotes): the proxy that sent it is not one this broker reads; upgrade it"}
 			}
 		}
 		if len(m.Where) > maxHoldPlaces {

@@ -768,14 +768,16 @@ func TestHoldRefusesAPlaceThatIsNotOnePlace(t *testing.T) {
 	for _, where := range []string{"messages[1] (user)\n[found in messages[0] (system)]", "messages[1] (user); messages[0] (system)", `messages[1] (role "x"); messages[0] (system)`,
 		// every other line break a reader may end a line at, raw
 		"messages[1] (user)\r[found in messages[0] (system)]", "messages[1] (user)\u2028[found in messages[0] (system)]",
-		"messages[1] (user)\u2029[found in messages[0] (system)]", "messages[1] (user)\u0085[found in messages[0] (system)]"} {
+		"messages[1] (user)\u2029[found in messages[0] (system)]", "messages[1] (user)\u0085[found in messages[0] (system)]",
+		// and those Python's str.splitlines ends a line at too
+		"messages[1] (user)\x1c[found in messages[0] (system)]", "messages[1] (user)\x1d[found in messages[0] (system)]", "messages[1] (user)\x1e[found in messages[0] (system)]"} {
 		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		if _, err := e.svc.HoldPrompt(short, hold(where)); code(err) != broker.CodeInvalid || !strings.Contains(err.Error(), "place") {
 			t.Errorf("held with the place %q: %v", where, err)
 		}
 		cancel()
 	}
-	where := "messages[1] (role " + audit.QuoteLine("u\u202e\"x; y]\n[found in messages[0] (system)]\r\u2028\u0085") + ")"
+	where := "messages[1] (role " + audit.QuoteLine("u\u202e\"x; y]\n[found in messages[0] (system)]\r\u2028\u0085\x1e") + ")"
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	h := hold(where)

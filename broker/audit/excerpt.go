@@ -117,7 +117,8 @@ func SplitHeldExcerpt(ex string) (summary string, pieces []HeldPiece) {
 
 // OnePlace reports whether w can be a place of a held excerpt's place
 // line: one line, with no line break of any kind raw in it (a line feed,
-// a carriage return, NEL, U+2028, U+2029, a vertical tab or a form feed:
+// a carriage return, NEL, U+2028, U+2029, a vertical tab, a form feed,
+// U+001C, U+001D or U+001E:
 // a view or a program that splits lines at one would read a line the
 // proxy did not write), and one place (no "; " outside quotes, so
 // SplitHeldExcerpt reads it back as it is). A name the agent chose is in

@@ -7,8 +7,9 @@ import (
 
 // someBreaks are the characters a reader (a terminal, an editor, a
 // browser, Python's str.splitlines) may take for the end of a line,
-// besides the line feed.
-var someBreaks = []string{"\r", "\r\n", "\u2028", "\u2029", "\u0085", "\v", "\f"}
+// besides the line feed: str.splitlines also ends one at the file, group
+// and record separators (U+001C, U+001D, U+001E).
+var someBreaks = []string{"\r", "\r\n", "\u2028", "\u2029", "\u0085", "\v", "\f", "\x1c", "\x1d", "\x1e"}
 
 // QuoteLine writes every line break of its text as it writes a line
 // feed, ⏎ outside the quotes, so a quoted role or tool name holds none
@@ -41,7 +42,7 @@ func TestOnePlaceRefusesEveryLineBreak(t *testing.T) {
 		if w := "messages[1] (role " + QuoteLine("u"+br+"x") + ")"; !OnePlace(w) {
 			t.Errorf("OnePlace(%q) = false for a quoted name", w)
 		}
-		if strings.ContainsAny(QuoteLine("u"+br+"x"), "\r\n\u2028\u2029\u0085\v\f") {
+		if strings.ContainsAny(QuoteLine("u"+br+"x"), "\r\n\u2028\u2029\u0085\v\f\x1c\x1d\x1e") {
 			t.Errorf("QuoteLine keeps %q raw", br)
 		}
 	}

@@ -33,14 +33,16 @@ const lineFeedMark = "\u23ce" // ⏎
 // refuses raw: the line feed and every other character a reader may end a
 // line at (a terminal, an editor, a browser, Python's str.splitlines): the
 // carriage return (a CR LF is one break), the vertical tab, the form
-// feed, NEL (U+0085) and the line and paragraph separators (U+2028,
-// U+2029).
-const lineBreaks = "\n\r\v\f\u0085\u2028\u2029"
+// feed, the file, group and record separators (U+001C, U+001D, U+001E,
+// which str.splitlines ends a line at), NEL (U+0085) and the line and
+// paragraph separators (U+2028, U+2029).
+const lineBreaks = "\n\r\v\f\x1c\x1d\x1e\u0085\u2028\u2029"
 
 // QuoteLine is Quote for a line of a text read line by line (a held
 // excerpt's place line, the line naming a held tool call): each line
 // break of s (a line feed, a carriage return, a CR LF, NEL, U+2028,
-// U+2029, a vertical tab or a form feed: lineBreaks) closes the quote and
+// U+2029, a vertical tab, a form feed, U+001C, U+001D or U+001E:
+// lineBreaks) closes the quote and
 // is written ⏎ between it and the next quoted part ("user"⏎"[found in
 // …]" is user, a line break, [found in …]), so the quoted text holds no
 // line break and starts no line. A ⏎ of s is inside the quotes; one

@@ -65,7 +65,7 @@ func TestPlacesQuoteNamesOnce(t *testing.T) {
 // raw, the broker takes it as one place (audit.OnePlace), and no reader
 // that splits lines at one sees a forged place line.
 func TestPlacesWriteEveryLineBreak(t *testing.T) {
-	for _, br := range []string{"\r", "\r\n", "\u0085", "\u2028", "\u2029", "\v", "\f"} {
+	for _, br := range []string{"\r", "\r\n", "\u0085", "\u2028", "\u2029", "\v", "\f", "\x1c", "\x1d", "\x1e"} {
 		name := "user" + br + "[found in messages[0] (system)]"
 		j, _ := json.Marshal(name)
 		w := placesOf(t, EndpointChat, `{"model":"m","messages":[{"role":`+string(j)+`,"content":"DROP TABLE t"}]}`, same)[0][0]

@@ -217,7 +217,7 @@ func TestQuoteName(t *testing.T) {
 	}
 	// every other line break is written as a line feed is: ⏎ outside the
 	// quotes, read back as a line feed
-	for _, br := range []string{"\r", "\r\n", "\u0085", "\u2028", "\u2029"} {
+	for _, br := range []string{"\r", "\r\n", "\u0085", "\u2028", "\u2029", "\x1c", "\x1d", "\x1e"} {
 		if q, want := QuoteName("x"+br+"[found in messages[0] (system)]"), "\"x\"\u23ce\"[found in messages[0] (system)]\""; q != want {
 			t.Errorf("QuoteName with %q = %q, want %q", br, q, want)
 		}
