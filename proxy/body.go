@@ -37,6 +37,9 @@ func (p *Proxy) parseRequest(c *call) *apiError {
 	if c.kind == epChat && c.stream {
 		c.stripUsage = !askedForUsage(c.body)
 	}
+	if c.kind == epChat {
+		c.choices = requestedChoices(c.body)
+	}
 	return nil
 }
 

@@ -120,6 +120,7 @@ type call struct {
 	model       string           // as sent upstream
 	stream      bool
 	stripUsage  bool       // we asked upstream for stream usage the client did not want
+	choices     int        // chat: the choices the request asked for (requestedChoices; 0 before it is read)
 	body        []byte     // what goes upstream
 	prompt      string     // the forwarded prompt text, masked again for the trail
 	promptSHA   string     // SHA-256 of the forwarded prompt text

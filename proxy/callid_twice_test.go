@@ -71,18 +71,12 @@ func TestCallIDTwiceRefused(t *testing.T) {
 		}
 	}
 
-	// Not ambiguous: one id in two choices (the agent reads one), the
-	// same item shown and repeated in the final output.
-	twoChoices := []string{
-		sseData(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"shell","arguments":"{}"}}]},"finish_reason":null},{"index":1,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"pwd","arguments":"{}"}}]},"finish_reason":null}]}`),
-		sseData(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"},{"index":1,"delta":{},"finish_reason":"tool_calls"}]}`),
-		"data: [DONE]\n\n",
-	}
+	// Not ambiguous: the same item shown and repeated in the final
+	// output. (One id in two chat choices is: TestChatStreamOtherChoiceCalls.)
 	for name, c := range map[string]struct {
 		path   string
 		events []string
 	}{
-		"chat: one id in two choices":        {"/v1/chat/completions", twoChoices},
 		"responses: the shown item repeated": {"/v1/responses", streamed(ls)},
 	} {
 		h.up.set(writeBytes(c.events))
@@ -98,8 +92,9 @@ func TestCallIDTwiceRefused(t *testing.T) {
 }
 
 // The same for whole answers: 502, and each call under the twice-used
-// id one tool.call event (deny, call_id twice), none judged; one id in
-// two choices, or two items without a call_id under distinct ids, pass.
+// id one tool.call event (deny, call_id twice), none judged, in one
+// choice or across choices; two items without a call_id under distinct
+// ids pass.
 func TestCallIDTwiceRefusedWholeAnswer(t *testing.T) {
 	h := newHarness(t, withRules(t, toolRules))
 	tok := h.mint(grant{scope: "model:gpt-4o tool:shell tool:pwd"})
@@ -125,8 +120,18 @@ func TestCallIDTwiceRefusedWholeAnswer(t *testing.T) {
 	}{
 		{"chat: one id twice in a choice", "/v1/chat/completions", chatAnswer(choice(0, call("call_1", "shell", `{"command":"ls"}`), call("call_1", "pwd", `{}`))),
 			true, []string{"shell deny call_id twice", "pwd deny call_id twice"}},
-		{"chat: one id in two choices", "/v1/chat/completions", chatAnswer(choice(0, call("call_1", "shell", `{"command":"ls"}`)), choice(1, call("call_1", "pwd", `{}`))),
+		{"chat: one id in two choices (n 2)", "/v1/chat/completions", chatAnswer(choice(0, call("call_1", "shell", `{"command":"ls"}`)), choice(1, call("call_1", "pwd", `{}`))),
+			true, []string{"shell deny call_id twice", "pwd deny call_id twice"}},
+		{"chat: two ids in two choices (n 2)", "/v1/chat/completions", chatAnswer(choice(0, call("call_1", "shell", `{"command":"ls"}`)), choice(1, call("call_2", "pwd", `{}`))),
 			false, []string{"shell allow ", "pwd allow "}},
+		// With one choice asked for, calls on any other are refused
+		// (each recorded, "choice not asked for"): SDKs read the first.
+		{"chat: calls on choice 1 (n absent)", "/v1/chat/completions", chatAnswer(choice(0, call("call_1", "shell", `{"command":"ls"}`)), choice(1, call("call_2", "pwd", `{}`))),
+			true, []string{"pwd deny choice not asked for"}},
+		{"chat: a legacy function_call on choice 1 (n absent)", "/v1/chat/completions", chatAnswer(choice(0), `{"index":1,"finish_reason":"function_call","message":{"role":"assistant","content":null,"function_call":{"name":"pwd","arguments":"{}"}}}`),
+			true, []string{"pwd deny choice not asked for"}},
+		{"chat: the only choice, index 1 (n absent)", "/v1/chat/completions", chatAnswer(choice(1, call("call_1", "pwd", `{}`))),
+			true, []string{"pwd deny choice not asked for"}},
 		{"responses: two items, one call_id", "/v1/responses", resp(respItemJSON("fc_1", "call_1", "shell", `{"command":"ls"}`), respItemJSON("fc_2", "call_1", "pwd", `{}`)),
 			true, []string{"shell deny call_id twice", "pwd deny call_id twice"}},
 		{"responses: the same item twice", "/v1/responses", resp(respItemJSON("fc_1", "call_1", "shell", `{"command":"ls"}`), respItemJSON("fc_1", "call_1", "shell", `{"command":"ls"}`)),
@@ -139,6 +144,9 @@ func TestCallIDTwiceRefusedWholeAnswer(t *testing.T) {
 		before := len(h.sink.ofType(audit.TypeToolCall))
 		h.up.set(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, c.answer) })
 		body := `{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}`
+		if strings.Contains(c.name, "(n 2)") {
+			body = `{"model":"gpt-4o","n":2,"messages":[{"role":"user","content":"x"}]}`
+		}
 		if c.path == "/v1/responses" {
 			body = `{"model":"gpt-4o","input":"x"}`
 		}

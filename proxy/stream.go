@@ -135,6 +135,7 @@ func newStreamBody(ctx context.Context, p *Proxy, c *call, src io.ReadCloser) *s
 		}
 		if j != nil {
 			s.tools = newToolStream(ctx, j, c.kind == epChat, s.relayEvent)
+			s.tools.buf.chatChoices = max(c.choices, 1)
 		}
 	}
 	return s

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,7 +125,11 @@ func (p *Proxy) judgeAnswer(ctx context.Context, c *call, body []byte) ([]byte, 
 	if err := strictToolJSON(body); err != nil {
 		return nil, fmt.Errorf("%w: %w", toolcall.ErrAnswerShape, err)
 	}
-	out, err := toolcall.RewriteAnswer(ctx, ep, body, j)
+	choices := 0 // not known: a stored completion read back
+	if ep == toolcall.EndpointChat && c.kind == epChat {
+		choices = max(c.choices, 1)
+	}
+	out, err := toolcall.RewriteAnswerChoices(ctx, ep, body, j, choices)
 	if err != nil {
 		var u *unreadableCall
 		if errors.As(err, &u) {
@@ -483,4 +488,21 @@ func firstOutside(name string) string {
 		return fmt.Sprintf("; U+%04X at byte %d is not one of them", r, i)
 	}
 	return ""
+}
+
+// requestedChoices is how many chat choices a request body asks for: its
+// top-level n when that is an integer above 1, else 1 (absent, null, 1,
+// or anything the upstream would not read as more than one).
+func requestedChoices(body []byte) int {
+	n := 1
+	objectMembers(body, func(name, v string) {
+		if name != "n" {
+			return
+		}
+		n = 1
+		if m, err := strconv.Atoi(v); err == nil && m > 1 {
+			n = m
+		}
+	})
+	return n
 }

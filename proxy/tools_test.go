@@ -206,7 +206,7 @@ func TestChatAnswerEveryCallDenied(t *testing.T) {
 	tok := h.mint(grant{scope: "model:gpt-4o tool:shell"})
 	cl := h.client(tok)
 	cc, err := cl.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model: "gpt-4o", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("clean up")},
+		Model: "gpt-4o", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("clean up")}, N: openai.Int(2),
 	})
 	if err != nil {
 		t.Fatal(err)

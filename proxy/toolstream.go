@@ -32,7 +32,11 @@ import (
 // possibly interleaved: parallel calls) and the legacy delta.function_call
 // are held per choice until that choice's finish_reason arrives, or "[DONE]"
 // ends the stream. Allowed calls are re-emitted numbered 0..k-1 (the SDKs
-// collect calls by index into a list, and a denied call must leave no gap).
+// collect calls by index into a list, and a denied call must leave no
+// gap), and no number twice in a stream (chatNext). A choice's calls end
+// at its finish_reason: a call fragment of it after that ends the stream
+// (reasonAfterEnd), as does one on a choice other than 0 when the request
+// asked for one choice (reasonOtherChoice).
 // When calls were denied an assistant content delta carries the verdicts'
 // messages and, if no call of the choice survived, finish_reason becomes
 // "stop", so the agent's run ends with the explanation; if some survived,
@@ -57,7 +61,7 @@ import (
 // says another call under the id of an item the stream showed; the same
 // call twice there ends the stream (an SDK would run it twice), and so do
 // two items under one call_id, streamed or final (claimCallID; the SDKs
-// key a call's result by it), as two chat calls of one choice with one
+// key a call's result by it), as two chat calls of the stream with one
 // id do (chatIDOnce).
 //
 // Anything the buffer cannot read as the SDKs would (a fragment with a bad
@@ -124,6 +128,12 @@ type heldCall struct {
 const (
 	reasonNeverFinished = "never finished"
 	reasonCallIDTwice   = toolcall.ReasonCallIDTwice
+	// reasonAfterEnd: a chat call's fragment came after its choice's
+	// finish_reason (chatChunk).
+	reasonAfterEnd = "after the end"
+	// reasonOtherChoice: a chat call on a choice other than 0 of a
+	// request that asked for one choice.
+	reasonOtherChoice = toolcall.ReasonOtherChoice
 )
 
 // toolBuffer is the firewall's state machine for one stream. It is
@@ -149,6 +159,16 @@ type toolBuffer struct {
 	// chatEnded: an error chunk ended the stream; tool fragments after it
 	// (text the masker released at the end) start no call.
 	chatEnded bool
+	// chatChoices is how many choices the request asked for (its n; 1
+	// when absent): with fewer than 2, calls on a choice other than 0
+	// end the stream (reasonOtherChoice).
+	chatChoices int
+	// chatIDs are the chat calls of the stream by id, every choice's,
+	// released ones too: chatIDOnce.
+	chatIDs map[string]*chatToolCall
+	// chatNext numbers the next released tool call: across the stream,
+	// so no two calls it relays share an index (releaseChoice).
+	chatNext int
 
 	// responses
 	items    map[string]*respItem // tool items by id
@@ -188,7 +208,7 @@ type unrelayedCall struct {
 }
 
 func newToolBuffer(chat bool, emit func([]byte)) *toolBuffer {
-	return &toolBuffer{chat: chat, emit: emit, choices: map[int]*chatChoiceState{}, items: map[string]*respItem{}}
+	return &toolBuffer{chat: chat, emit: emit, choices: map[int]*chatChoiceState{}, items: map[string]*respItem{}, chatChoices: 1}
 }
 
 // pending returns the call awaiting a verdict, or nil.
@@ -499,6 +519,9 @@ type chatChoiceState struct {
 	legacy   *chatToolCall
 	content  bool   // text went out for this choice
 	lastKind string // finish_reason of the calls last released
+	// ended: the choice's finish_reason came; a call fragment after it
+	// ends the stream (reasonAfterEnd).
+	ended bool
 }
 
 func (b *toolBuffer) openChoices() []int {
@@ -524,11 +547,32 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 		b.chatDone(bytes.Clone(ev), open)
 		return
 	}
-	if len(open) == 0 && !mayHoldTool(data, true) && !mayBeForeign(data, true) {
+	if len(open) == 0 && !mayHoldTool(data, true) && !mayBeForeign(data, true) && !mayFinish(data) {
 		b.emit(ev)
 		return
 	}
 	b.chatChunk(ev, name, trimmed)
+}
+
+// mayFinish is the fast test for a chunk that may end a choice (a
+// finish_reason other than null): such a chunk is read, so that a call
+// fragment of the choice after it is refused (chatChoiceState.ended).
+func mayFinish(data []byte) bool {
+	const key = "finish_reason"
+	for i := 0; i+len(key) <= len(data); i++ {
+		if !containsFoldASCII(data[i:i+len(key)], key) {
+			continue
+		}
+		j := i + len(key)
+		for j < len(data) && (data[j] == '"' || data[j] == ' ' || data[j] == '\t' || data[j] == ':' || data[j] == '\r' || data[j] == '\n') {
+			j++
+		}
+		if !bytes.HasPrefix(data[j:], []byte("null")) {
+			return true
+		}
+		i = j
+	}
+	return false
 }
 
 // chatDone judges the calls still held at "[DONE]" and ends their choices.
@@ -618,19 +662,49 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 		var delta map[string]json.RawMessage
 		if d, has := ch["delta"]; has && json.Unmarshal(d, &delta) == nil && delta != nil {
 			changed := false
+			// Calls no SDK may read as this choice's: refused (each
+			// recorded as why says), and the stream ends.
+			why := ""
+			switch {
+			case st.ended:
+				// After the choice's finish_reason: SDKs that merge
+				// fragments by index and read on would glue them to
+				// the calls released (another call than any judged).
+				why = reasonAfterEnd
+			case ci != 0 && b.chatChoices < 2:
+				// A choice the request did not ask for: readers that
+				// take each chunk's first choice by position merge
+				// its calls into choice 0's.
+				why = reasonOtherChoice
+			}
+			began := len(st.calls)
+			ok := true
 			if tc, has := delta["tool_calls"]; has {
 				delete(delta, "tool_calls")
 				changed = true
-				if !b.chatEnded && !b.absorbToolCalls(st, tc) {
-					return
-				}
+				ok = b.chatEnded || b.absorbToolCalls(st, tc)
 			}
-			if fc, has := delta["function_call"]; has {
+			if fc, has := delta["function_call"]; has && ok {
 				delete(delta, "function_call")
 				changed = true
-				if !b.chatEnded && !b.absorbFunctionCall(st, fc) {
-					return
+				ok = b.chatEnded || b.absorbFunctionCall(st, fc)
+			}
+			if why != "" && len(st.calls) > began {
+				for _, c := range st.calls[began:] {
+					if !c.judged && !c.asked {
+						c.withheld = why // whatever else it is (call_id twice)
+					}
 				}
+				if ok {
+					b.fail(fmt.Errorf("a tool call fragment of choice %d %s", ci, map[string]string{
+						reasonAfterEnd:    "after its finish_reason",
+						reasonOtherChoice: "of a request that asked for one choice",
+					}[why]))
+				}
+				return
+			}
+			if !ok {
+				return
 			}
 			if s, _ := optString(delta["content"]); s != "" {
 				st.content = true
@@ -642,8 +716,11 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 			}
 		}
 		decoded[i] = ch
-		if !isNull(ch["finish_reason"]) && len(st.calls) > 0 {
-			finishing = append(finishing, i)
+		if !isNull(ch["finish_reason"]) {
+			st.ended = true
+			if len(st.calls) > 0 {
+				finishing = append(finishing, i)
+			}
 		}
 	}
 	var calls []*heldCall
@@ -833,31 +910,35 @@ func (b *toolBuffer) absorbToolCalls(st *chatChoiceState, raw json.RawMessage) b
 		if !b.grow(&c.heldCall, id, name, args) {
 			return false
 		}
-		if !hadID && c.call.ID != "" && !b.chatIDOnce(st, c) {
+		if !hadID && c.call.ID != "" && !b.chatIDOnce(c) {
 			return false
 		}
 	}
 	return true
 }
 
-// chatIDOnce refuses a call of a choice whose id another call of the
-// choice has: the SDKs key a call's result by its id, so which call ran,
-// and which one a result answers, is ambiguous. Both are recorded
-// (reasonCallIDTwice), unjudged, and the stream ends.
-func (b *toolBuffer) chatIDOnce(st *chatChoiceState, c *chatToolCall) bool {
-	for _, o := range st.calls {
-		if o == c || o.call.ID != c.call.ID {
-			continue
+// chatIDOnce refuses a call whose id another call of the stream has (of
+// any choice, released or not): the SDKs key a call's result by its id,
+// so which call ran, and which one a result answers, is ambiguous, and
+// readers that take each chunk's first choice merge choices. Both are
+// recorded (reasonCallIDTwice; one judged already keeps its verdict's
+// event), and the stream ends.
+func (b *toolBuffer) chatIDOnce(c *chatToolCall) bool {
+	o := b.chatIDs[c.call.ID]
+	if o == nil || o == c {
+		if b.chatIDs == nil {
+			b.chatIDs = map[string]*chatToolCall{}
 		}
-		for _, h := range []*heldCall{&o.heldCall, &c.heldCall} {
-			if !h.judged && !h.asked {
-				h.withheld = reasonCallIDTwice
-			}
-		}
-		b.fail(fmt.Errorf("two tool calls of one choice have the id %s", quoteUpstream(c.call.ID)))
-		return false
+		b.chatIDs[c.call.ID] = c
+		return true
 	}
-	return true
+	for _, h := range []*heldCall{&o.heldCall, &c.heldCall} {
+		if !h.judged && !h.asked {
+			h.withheld = reasonCallIDTwice
+		}
+	}
+	b.fail(fmt.Errorf("two tool calls of the stream have the id %s", quoteUpstream(c.call.ID)))
+	return false
 }
 
 // absorbFunctionCall takes a legacy delta.function_call fragment.
@@ -888,8 +969,8 @@ func (b *toolBuffer) absorbFunctionCall(st *chatChoiceState, raw json.RawMessage
 }
 
 // releaseChoice emits the judged calls of choice ci (allowed ones whole,
-// renumbered; denied ones not at all, their messages as content) and
-// forgets them. It returns "stop" when every call was denied (the choice
+// renumbered: chatNext, so no two calls of the stream share an index;
+// denied ones not at all, their messages as content) and forgets them. It returns "stop" when every call was denied (the choice
 // must end so), else "".
 func (b *toolBuffer) releaseChoice(ci int) string {
 	st := b.choices[ci]
@@ -897,7 +978,6 @@ func (b *toolBuffer) releaseChoice(ci int) string {
 		return ""
 	}
 	var msgs []string
-	n := 0
 	for _, c := range st.calls {
 		b.held -= len(c.call.ID) + len(c.call.Name) + len(c.call.Arguments)
 		if c.verdict.Action == toolcall.Deny {
@@ -910,14 +990,14 @@ func (b *toolBuffer) releaseChoice(ci int) string {
 			delta = map[string]any{"function_call": map[string]any{"name": c.call.Name, "arguments": argumentsOf(&c.heldCall)}}
 			st.lastKind = "function_call"
 		case c.typ == "custom":
-			delta = map[string]any{"tool_calls": []any{map[string]any{"index": n, "id": c.call.ID, "type": "custom",
+			delta = map[string]any{"tool_calls": []any{map[string]any{"index": b.chatNext, "id": c.call.ID, "type": "custom",
 				"custom": map[string]any{"name": c.call.Name, "input": argumentsOf(&c.heldCall)}}}}
-			n++
+			b.chatNext++
 			st.lastKind = "tool_calls"
 		default:
-			delta = map[string]any{"tool_calls": []any{map[string]any{"index": n, "id": c.call.ID, "type": "function",
+			delta = map[string]any{"tool_calls": []any{map[string]any{"index": b.chatNext, "id": c.call.ID, "type": "function",
 				"function": map[string]any{"name": c.call.Name, "arguments": argumentsOf(&c.heldCall)}}}}
-			n++
+			b.chatNext++
 			st.lastKind = "tool_calls"
 		}
 		b.emitChunk(ci, delta, "")

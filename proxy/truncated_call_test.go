@@ -49,6 +49,7 @@ func TestToolCallCutByTokenLimit(t *testing.T) {
 	mcpCall := `{"id":"mcp_1","type":"mcp_call","server_label":"ops","name":"shell","arguments":"{\"command\":\"ls /srv","status":"incomplete"}`
 	text := `{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Listing /srv now","annotations":[]}]}`
 	const chatPath, chatBody = "/v1/chat/completions", `{"model":"gpt-4o","max_completion_tokens":20,"messages":[{"role":"user","content":"x"}]}`
+	const chatBody2 = `{"model":"gpt-4o","n":2,"max_completion_tokens":20,"messages":[{"role":"user","content":"x"}]}` // two choices
 	const respPath, respBody = "/v1/responses", `{"model":"gpt-4o","max_output_tokens":20,"input":"x"}`
 	for _, c := range []struct {
 		name, path, body, answer string
@@ -61,7 +62,7 @@ func TestToolCallCutByTokenLimit(t *testing.T) {
 		{"chat cut before the brace", chatPath, chatBody, chat(chatChoice(0, "", `{"command":"ls /srv"`, "length")), true, "max_completion_tokens"},
 		{"chat bare array", chatPath, chatBody, chat(chatChoice(0, "", `["ls /srv"`, "length")), true, "max_completion_tokens"},
 		{"chat legacy function_call", chatPath, chatBody, chat(legacy), true, "max_completion_tokens"},
-		{"chat second choice", chatPath, chatBody, chat(chatChoice(0, "ok", "-", "stop"), chatChoice(1, "", `{"command":"ls /srv`, "length")), true, "max_completion_tokens"},
+		{"chat second choice", chatPath, chatBody2, chat(chatChoice(0, "ok", "-", "stop"), chatChoice(1, "", `{"command":"ls /srv`, "length")), true, "max_completion_tokens"},
 		{"responses", respPath, respBody, resp("incomplete", "max_output_tokens", text, respCall(`{"command":"ls /srv`)), true, "max_output_tokens"},
 		{"responses mcp", respPath, respBody, resp("incomplete", "max_output_tokens", mcpCall), true, "max_output_tokens"},
 		// not the token limit: the upstream's answer is unreadable
@@ -69,7 +70,7 @@ func TestToolCallCutByTokenLimit(t *testing.T) {
 		{"chat length, NaN", chatPath, chatBody, chat(chatChoice(0, "", `{"command":"ls /srv","x":NaN}`, "length")), false, ""},
 		{"chat length, NaN cut short", chatPath, chatBody, chat(chatChoice(0, "", `{"command":"ls /srv","x":NaN`, "length")), false, ""},
 		{"chat length, trailing text", chatPath, chatBody, chat(chatChoice(0, "", `{"command":"ls /srv"} x`, "length")), false, ""},
-		{"chat length on another choice", chatPath, chatBody, chat(chatChoice(0, "ok /srv", "-", "length"), chatChoice(1, "", `{"command":"ls /srv`, "tool_calls")), false, ""},
+		{"chat length on another choice", chatPath, chatBody2, chat(chatChoice(0, "ok /srv", "-", "length"), chatChoice(1, "", `{"command":"ls /srv`, "tool_calls")), false, ""},
 		{"responses completed", respPath, respBody, resp("completed", "", respCall(`{"command":"ls /srv`)), false, ""},
 		{"responses content filter", respPath, respBody, resp("incomplete", "content_filter", respCall(`{"command":"ls /srv`)), false, ""},
 	} {

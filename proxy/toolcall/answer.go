@@ -30,6 +30,11 @@ const (
 // the same answer has its call id (Withholder).
 const ReasonCallIDTwice = "call_id twice"
 
+// ReasonOtherChoice is why a chat call is refused unjudged when it is on
+// a choice other than the first of an answer to a request that asked for
+// one choice (Withholder).
+const ReasonOtherChoice = "choice not asked for"
+
 // Withholder is a Judge that also records a call the rewrite refuses
 // without asking it (why: ReasonCallIDTwice): one audit event, deny.
 type Withholder interface {
@@ -86,6 +91,17 @@ var ErrAnswerShape = errors.New("toolcall: unreadable tool call in the answer")
 // Response's output, with two calls under one call id is refused before
 // anything is judged (callIDsOnce).
 func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) ([]byte, error) {
+	return RewriteAnswerChoices(ctx, endpoint, body, j, 0)
+}
+
+// RewriteAnswerChoices is RewriteAnswer for the answer to a request that
+// asked for choices chat choices (its n; 0 when not known, as for a
+// stored completion read back): when it asked for one (choices 1), tool
+// calls on any choice but the first (choices[0], with index 0 or none)
+// are refused before anything is judged, each recorded (Withholder,
+// ReasonOtherChoice): SDKs read the first choice (by position, or by
+// index), so which calls run would depend on the reader.
+func RewriteAnswerChoices(ctx context.Context, endpoint string, body []byte, j Judge, choices int) ([]byte, error) {
 	if j == nil {
 		return body, nil
 	}
@@ -117,7 +133,7 @@ func RewriteAnswer(ctx context.Context, endpoint string, body []byte, j Judge) (
 	if err := d.Decode(&root); err != nil || root == nil {
 		return body, nil // not an object: nothing to judge; the masker refuses it
 	}
-	r := &rewriter{ctx: ctx, j: j}
+	r := &rewriter{ctx: ctx, j: j, choices: choices}
 	var out any = root
 	var err error
 	switch endpoint {
@@ -162,6 +178,7 @@ type rewriter struct {
 	changed bool
 	n       int // denial messages inserted (for their ids)
 	judged  int
+	choices int // chat choices the request asked for (0: not known)
 }
 
 func (r *rewriter) judge(c Call) (Verdict, error) {
@@ -225,20 +242,23 @@ func str(m map[string]any, k string) (string, bool) {
 // chat judges the tool calls of every choice.
 func (r *rewriter) chat(root map[string]any) error {
 	choices, _ := root["choices"].([]any)
-	for ci, cv := range choices {
+	if err := r.otherChoices(choices); err != nil {
+		return err
+	}
+	var read []idCall // every choice's: one id in two choices is ambiguous too
+	for _, cv := range choices {
 		choice, _ := cv.(map[string]any)
 		msg, _ := choice["message"].(map[string]any)
 		calls, _ := msg["tool_calls"].([]any)
-		var read []idCall
 		for _, tv := range calls {
 			tc, _ := tv.(map[string]any)
 			if c, _, err := chatCall(tc); err == nil {
 				read = append(read, idCall{Call: c})
 			}
 		}
-		if err := r.callIDsOnce(read, fmt.Sprintf("choices[%d].message.tool_calls", ci)); err != nil {
-			return err
-		}
+	}
+	if err := r.callIDsOnce(read, "choices[].message.tool_calls"); err != nil {
+		return err
 	}
 	for ci, cv := range choices {
 		choice, _ := cv.(map[string]any)
@@ -255,6 +275,54 @@ func (r *rewriter) chat(root map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// otherChoices refuses, for a request that asked for one choice, an
+// answer with tool calls (tool_calls or a legacy function_call) on a
+// choice other than the first: after choices[0], or with an index other
+// than 0. Each such call is recorded (Withholder, ReasonOtherChoice)
+// before the answer is refused (ErrAnswerShape).
+func (r *rewriter) otherChoices(choices []any) error {
+	if r.choices != 1 {
+		return nil
+	}
+	var refused []Call
+	where := ""
+	for ci, cv := range choices {
+		choice, _ := cv.(map[string]any)
+		msg, _ := choice["message"].(map[string]any)
+		if msg == nil {
+			continue
+		}
+		if idx, has := choice["index"]; ci == 0 && (!has || idx == nil || fmt.Sprint(idx) == "0") {
+			continue
+		}
+		calls, _ := msg["tool_calls"].([]any)
+		for _, tv := range calls {
+			tc, _ := tv.(map[string]any)
+			c, _, _ := chatCall(tc) // as far as it reads
+			refused = append(refused, c)
+		}
+		if fc, _ := msg["function_call"].(map[string]any); fc != nil {
+			name, _ := str(fc, "name")
+			args, _ := str(fc, "arguments")
+			refused = append(refused, Call{Kind: Function, Name: name, Arguments: args})
+		}
+		if len(refused) > 0 && where == "" {
+			where = fmt.Sprintf("choices[%d]", ci)
+		}
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	if w, ok := r.j.(Withholder); ok {
+		for _, c := range refused {
+			if err := w.Withheld(r.ctx, c, ReasonOtherChoice); err != nil {
+				return err
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s holds tool calls, and the request asked for one choice", ErrAnswerShape, where)
 }
 
 // messages judges the tool calls of every message of a chat completion's
