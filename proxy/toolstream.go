@@ -134,6 +134,9 @@ const (
 	// reasonOtherChoice: a chat call on a choice other than 0 of a
 	// request that asked for one choice.
 	reasonOtherChoice = toolcall.ReasonOtherChoice
+	// reasonOutputIndexTwice: a Responses tool item at the output_index
+	// of another (outputIndexOnce).
+	reasonOutputIndexTwice = "output_index twice"
 )
 
 // toolBuffer is the firewall's state machine for one stream. It is
@@ -1265,6 +1268,9 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			b.itemSeq++
 			r := &respItem{id: id, typ: it, outIdx: o["output_index"], added: item, order: b.itemSeq}
 			r.call.Kind = kind
+			if !b.outputIndexOnce(r) {
+				return
+			}
 			b.items[b.itemKey(id, o["output_index"])] = r
 			e.item = r
 			b.enqueue(e)
@@ -1280,9 +1286,21 @@ func (b *toolBuffer) respEvent(ev []byte) {
 			b.itemSeq++
 			r = &respItem{id: id, typ: it, outIdx: o["output_index"], added: item, order: b.itemSeq}
 			r.call.Kind = kind
+			if !b.outputIndexOnce(r) {
+				return
+			}
 			b.items[b.itemKey(id, o["output_index"])] = r
 		}
 		if r.closed {
+			if id == "" && !sameCall(r, it, item) {
+				// Another call, without an id, at the output_index of one
+				// done already: refused as two items there.
+				b.itemSeq++
+				x := &respItem{typ: it, outIdx: o["output_index"], added: item, order: b.itemSeq}
+				x.call.Kind = kind
+				b.outputIndexOnce(x)
+				return
+			}
 			b.drop(e)
 			return
 		}
@@ -1415,7 +1433,7 @@ func (r *respItem) partialCall() {
 	for _, pl := range places[1:] {
 		p := *c
 		p.Arguments = pl.Arguments
-		r.parts = append(r.parts, &heldCall{call: p})
+		r.parts = append(r.parts, &heldCall{call: p, withheld: r.withheld})
 	}
 }
 
@@ -1533,6 +1551,33 @@ func (b *toolBuffer) claimCallID(r *respItem, final map[string]*respItem) bool {
 	}
 	b.fail(fmt.Errorf("two output items (%s and %s) have the call id %s", quoteUpstream(other.id), quoteUpstream(r.id), quoteUpstream(cid)))
 	return false
+}
+
+// outputIndexOnce refuses a tool item r the stream begins (not yet in
+// items) at an output_index another tool item of the stream has: readers
+// that key streamed calls by output_index (LangChain) would join the two
+// into a call never judged. The stream ends; r (kept in items under a
+// key of its own, so that it is recorded), and the other if not judged
+// yet, are recorded unjudged (reasonOutputIndexTwice).
+func (b *toolBuffer) outputIndexOnce(r *respItem) bool {
+	if isNull(r.outIdx) {
+		return true
+	}
+	oi := string(bytes.TrimSpace(r.outIdx))
+	for _, o := range b.items {
+		if isNull(o.outIdx) || string(bytes.TrimSpace(o.outIdx)) != oi {
+			continue
+		}
+		b.items["twice:"+strconv.Itoa(r.order)] = r
+		for _, x := range []*respItem{o, r} {
+			if !x.judged && !x.asked {
+				x.withheld = reasonOutputIndexTwice // its parts too (partialCall)
+			}
+		}
+		b.fail(fmt.Errorf("two output items (%s and %s) at the output_index %s", quoteUpstream(o.id), quoteUpstream(r.id), quoteUpstream(oi)))
+		return false
+	}
+	return true
 }
 
 // isCallItem reports whether an output item type is a call (or unknown).
