@@ -137,6 +137,9 @@ const (
 	// reasonOutputIndexTwice: a Responses tool item at the output_index
 	// of another (outputIndexOnce).
 	reasonOutputIndexTwice = "output_index twice"
+	// reasonJudgeFailed: the judge panicked or failed on the call
+	// without a verdict (toolStream.wait).
+	reasonJudgeFailed = "judge failed"
 )
 
 // toolBuffer is the firewall's state machine for one stream. It is
@@ -159,8 +162,10 @@ type toolBuffer struct {
 	choices map[int]*chatChoiceState
 	tmpl    map[string]json.RawMessage // top-level fields of the last chunk read
 	chatEv  string                     // SSE event name of the last chunk read
-	// chatEnded: an error chunk ended the stream; tool fragments after it
-	// (text the masker released at the end) start no call.
+	// chatEnded: an error chunk ended the stream; tool calls in it and
+	// after it are never judged or shown, but each is recorded (never
+	// finished); a fragment of a call begun before it (text the masker
+	// released at the end) is part of that call.
 	chatEnded bool
 	// chatChoices is how many choices the request asked for (its n; 1
 	// when absent): with fewer than 2, calls on a choice other than 0
@@ -550,7 +555,10 @@ func (b *toolBuffer) chatEvent(ev []byte) {
 		b.chatDone(bytes.Clone(ev), open)
 		return
 	}
-	if len(open) == 0 && !mayHoldTool(data, true) && !mayBeForeign(data, true) && !mayFinish(data) {
+	// A chunk that may end a choice or the stream (an error) is read:
+	// calls after it are refused or recorded (chatChoiceState.ended,
+	// chatEnded).
+	if len(open) == 0 && !mayHoldTool(data, true) && !mayBeForeign(data, true) && !mayFinish(data) && !containsFoldASCII(data, `"error"`) {
 		b.emit(ev)
 		return
 	}
@@ -685,12 +693,12 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 			if tc, has := delta["tool_calls"]; has {
 				delete(delta, "tool_calls")
 				changed = true
-				ok = b.chatEnded || b.absorbToolCalls(st, tc)
+				ok = b.absorbToolCalls(st, tc)
 			}
 			if fc, has := delta["function_call"]; has && ok {
 				delete(delta, "function_call")
 				changed = true
-				ok = b.chatEnded || b.absorbFunctionCall(st, fc)
+				ok = b.absorbFunctionCall(st, fc)
 			}
 			if why != "" && len(st.calls) > began {
 				for _, c := range st.calls[began:] {
@@ -725,6 +733,12 @@ func (b *toolBuffer) chatChunk(ev []byte, name string, trimmed []byte) {
 				finishing = append(finishing, i)
 			}
 		}
+	}
+	if b.chatEnded {
+		// After an error: calls this chunk began end unjudged (recorded
+		// as never finished), whatever its finish_reason says.
+		b.endChoices()
+		finishing = nil
 	}
 	var calls []*heldCall
 	for _, i := range finishing {
@@ -788,18 +802,23 @@ func onlyChoiceFrame(ch map[string]json.RawMessage) bool {
 }
 
 // endChoices ends the calls of every choice not yet finished: never
-// shown, recorded as never finished when the stream ends.
+// shown, recorded as never finished when the stream ends. A choice's
+// calls stay known by index (byIndex, legacy): a later fragment of one
+// (text the masker releases at the end) adds to it, not a call of its
+// own.
 func (b *toolBuffer) endChoices() {
 	for _, ci := range b.openChoices() {
 		st := b.choices[ci]
 		for _, c := range st.calls {
 			b.held -= len(c.call.ID) + len(c.call.Name) + len(c.call.Arguments)
-			if !c.judged {
-				c.withheld = reasonNeverFinished
+			if !c.judged && !c.asked {
+				if c.withheld == "" {
+					c.withheld = reasonNeverFinished
+				}
 				b.extra = append(b.extra, &c.heldCall)
 			}
 		}
-		st.calls, st.byIndex, st.legacy = nil, map[int64]*chatToolCall{}, nil
+		st.calls = nil
 	}
 }
 
@@ -2340,10 +2359,19 @@ func (t *toolStream) wait(clientCtx context.Context) (keepalive bool, err error)
 		t.asked = true
 		t.buf.need[0].asked = true // the judge records it, whatever happens next
 		call := *c
+		withheld := t.buf.onWithheld // read here: the goroutine may outlive the stream
 		go func() {
 			r := toolVerdict{err: errors.New("the judge panicked")}
 			defer func() {
 				_ = recover() // a panicking Judge denies, as any failure does
+				if r.err != nil && !errors.Is(r.err, toolcall.ErrAnswerShape) && withheld != nil {
+					// The judge records a call it decided on, or found
+					// unreadable (ErrAnswerShape); one that panicked or
+					// failed (its record refused) may have recorded
+					// nothing: the call is recorded here, once (asked:
+					// withheldCalls leaves it alone).
+					_ = withheld(call, reasonJudgeFailed) // a failure is the judge's too: the stream ends either way
+				}
 				t.result <- r
 			}()
 			r.v, r.err = t.judge.Judge(t.ctx, call)

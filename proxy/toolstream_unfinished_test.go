@@ -3,17 +3,20 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pamctl/pamctl/broker/audit"
 	"github.com/pamctl/pamctl/proxy/mask"
 	"github.com/pamctl/pamctl/proxy/rules"
+	"github.com/pamctl/pamctl/proxy/toolcall"
 )
 
 // Events of unfinished Responses calls.
@@ -88,6 +91,19 @@ func TestStreamUnfinishedCallsAudited(t *testing.T) {
 		{"chat: end of stream mid-arguments", true, []string{chatFrag(0, "call_1", "shell", partial)},
 			[]string{"shell deny never finished"}, true},
 		{"chat: error mid-arguments", true, []string{chatFrag(0, "call_1", "shell", partial), sseData(`{"error":{"message":"boom","type":"server_error","code":null}}`)},
+			[]string{"shell deny never finished"}, true},
+		// An error chunk ends the stream whatever its error says ({} or
+		// false too): calls after it are never shown, and each is one
+		// event; a fragment that continues a call begun before it (text
+		// the masker released at the end) is part of that call.
+		{"chat: a call after an error chunk {}", true, []string{sseData(`{"error":{}}`), chatFrag(0, "call_1", "shell", `{"command":"ls"}`), chatChunk(`{}`, "tool_calls")},
+			[]string{"shell deny never finished"}, true},
+		{"chat: a call after an error chunk false", true, []string{sseData(`{"error":false}`), chatFrag(0, "call_1", "shell", `{"command":"ls"}`), chatChunk(`{}`, "tool_calls")},
+			[]string{"shell deny never finished"}, true},
+		{"chat: a call in the error chunk", true, []string{sseData(`{"error":{"message":"boom"},"choices":[{"index":0,"delta":` + chatCallDelta(0, "call_1", "shell", `{"command":"ls"}`) + `,"finish_reason":"tool_calls"}]}`)},
+			[]string{"shell deny never finished"}, true},
+		{"chat: error mid-arguments, then the rest of them", true, []string{chatFrag(0, "call_1", "shell", partial), sseData(`{"error":{"message":"boom"}}`),
+			chatChunk(`{"tool_calls":[{"index":0,"function":{"arguments":" file\"}"}}]}`, "")},
 			[]string{"shell deny never finished"}, true},
 		{"chat: two calls, end of stream", true, []string{chatFrag(0, "call_1", "shell", partial), chatFrag(1, "call_2", "shell", `{"command":"ls"}`)},
 			[]string{"shell deny never finished", "shell deny never finished"}, true},
@@ -298,4 +314,70 @@ func TestStreamUnfinishedBatchRecordedOnce(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // nothing more is recorded after it
 		check(t, h, 0, nil)
 	})
+}
+
+// failingJudge panics (err nil) or fails with err on every call, and
+// records what the stream hands it unjudged.
+type failingJudge struct {
+	err      error
+	mu       sync.Mutex
+	withheld []string
+}
+
+func (j *failingJudge) Judge(_ context.Context, c toolcall.Call) (toolcall.Verdict, error) {
+	if j.err != nil {
+		return toolcall.Verdict{}, j.err
+	}
+	panic("judge: boom")
+}
+
+func (j *failingJudge) Unrelayed(context.Context, toolcall.Call) error { return nil }
+
+func (j *failingJudge) Withheld(_ context.Context, c toolcall.Call, why string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.withheld = append(j.withheld, c.Tool()+" "+why)
+	return nil
+}
+
+// A call the judge was asked about and that it panicked or failed on
+// (before recording it, as when the trail refuses its event) is still one
+// tool.call event: deny, "judge failed", once, also when the stream then
+// records its unfinished calls. One the judge found unreadable
+// (ErrAnswerShape) it recorded itself: not again.
+func TestStreamJudgeFailureRecorded(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{"panic", nil, []string{"shell judge failed"}},
+		{"error", errors.New("proxy: audit tool call: the trail is full"), []string{"shell judge failed"}},
+		{"unreadable", fmt.Errorf("%w: NaN", toolcall.ErrAnswerShape), nil},
+	} {
+		j := &failingJudge{err: c.err}
+		ctx := context.Background()
+		ts := newToolStream(ctx, j, true, func([]byte) {})
+		ts.buf.push([]byte(chatChunk(chatCallDelta(0, "call_1", "shell", `{"command":"ls"}`), "tool_calls")))
+		if !ts.busy() {
+			t.Fatalf("%s: no call awaits a verdict", c.name)
+		}
+		for {
+			keepalive, err := ts.wait(ctx)
+			if !keepalive {
+				if err == nil {
+					t.Errorf("%s: the stream goes on after the judge failed", c.name)
+				}
+				break
+			}
+		}
+		ts.stop()
+		_ = ts.recordUnjudged()
+		j.mu.Lock()
+		got := j.withheld
+		j.mu.Unlock()
+		if strings.Join(got, "|") != strings.Join(c.want, "|") {
+			t.Errorf("%s: recorded %q, want %q", c.name, got, c.want)
+		}
+	}
 }
