@@ -550,6 +550,15 @@ func terminalType(t string) bool { return payload.TerminalType(t) }
 func (s *streamBody) finish() {
 	s.finished = true
 	s.pending = nil
+	// A chunk the relay refused as text after its end may begin tool
+	// calls (a second batch at an index already relayed): the firewall
+	// reads it, showing nothing, so that each is refused and recorded.
+	var after *payload.AfterEndError
+	if s.tools != nil && !s.tools.busy() && s.toolErr == nil && errors.As(s.copyErr, &after) {
+		s.tools.buf.emit = func([]byte) {}
+		s.tools.buf.push(sseEvent("", []byte(after.Data)))
+		s.checkTools(nil)
+	}
 	// Calls removed unjudged that the stream never showed, and calls it
 	// began and ends without a verdict: recorded before the call's own
 	// event.

@@ -108,6 +108,11 @@ func TestChatStreamCallsAfterFinishRefused(t *testing.T) {
 		{"a second batch under the first one's id", []string{chatChunk(chatCallDelta(0, "call_1", "read_file", rm), ""), chatChunk(`{}`, "tool_calls"),
 			chatChunk(chatCallDelta(0, "call_1", "shell", ""), ""), chatChunk(`{}`, "tool_calls"), "data: [DONE]\n\n"},
 			[]string{"read_file allow ", "shell deny after the end"}},
+		// Refused by the relay first (text at the index of a call that
+		// ended), and still recorded as a call of its own.
+		{"a second batch with arguments", []string{chatChunk(chatCallDelta(0, "call_1", "sh", rm), ""), chatChunk(`{}`, "tool_calls"),
+			chatChunk(chatCallDelta(0, "call_2", "ell", `{"x":1}`), ""), chatChunk(`{}`, "tool_calls"), "data: [DONE]\n\n"},
+			[]string{"sh allow ", "ell deny after the end"}},
 		{"a new index without an id after the end", []string{chatChunk(chatCallDelta(0, "call_1", "sh", rm), ""), chatChunk(`{}`, "tool_calls"),
 			chatChunk(`{"tool_calls":[{"index":1,"function":{"name":"ell"}}]}`, ""), "data: [DONE]\n\n"},
 			[]string{"sh allow ", "ell deny after the end"}},

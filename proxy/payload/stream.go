@@ -1009,11 +1009,27 @@ func (s *streamer) chat(ev sse.Event) error {
 		s.next = EventTerminal
 		return s.emit(ev)
 	}
-	if done, err := s.chatFast(ev); done {
-		return err
+	done, err := s.chatFast(ev)
+	if !done {
+		err = s.chatSlow(ev)
 	}
-	return s.chatSlow(ev)
+	if errors.Is(err, ErrTextAfterEnd) {
+		return &AfterEndError{Data: strings.Clone(ev.Data), Err: err}
+	}
+	return err
 }
+
+// AfterEndError is ErrTextAfterEnd in a chat stream, with the data of the
+// chunk that carried the text, as the upstream sent it (unmasked: never
+// shown, logged or recorded as it is). The tool-call firewall reads the
+// calls it begins, to record them.
+type AfterEndError struct {
+	Data string
+	Err  error
+}
+
+func (e *AfterEndError) Error() string { return e.Err.Error() }
+func (e *AfterEndError) Unwrap() error { return e.Err }
 
 // chatSlow handles a chunk chatFast does not: decoded whole. Apart from
 // chat, whose frame is on the stack under every chunk (848 bytes with
