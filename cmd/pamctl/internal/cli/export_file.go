@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"golang.org/x/term"
+
+	"github.com/pamctl/pamctl/broker/safefile"
 )
 
 // writeExportFile writes an export to path through fill. The export is
@@ -20,10 +22,21 @@ import (
 //     export in its place, and nothing left when fill fails;
 //   - a symlink to a regular file is refused (replacing the link, or
 //     writing through it, would each surprise someone);
-//   - anything else that exists (a pipe, /dev/null, a terminal with
-//     toTerminal) is opened for writing as it is; a terminal without
-//     toTerminal is refused, as stdout is.
+//   - a character device (/dev/null, a terminal with toTerminal) is
+//     written as it is; a terminal without toTerminal is refused, as
+//     stdout is;
+//   - a pipe or socket is written as it is only when pamctl's user (or
+//     root) owns it: another user's FIFO would hand them the trail;
+//   - a block device is refused.
+//
+// First of all, the way to path must be one no other local user may
+// change (safefile.CheckWay: no directory others may write, unless
+// sticky, no symlink of theirs on the way), or the export would land where
+// they choose, or in a directory where they could replace it after.
 func writeExportFile(path string, toTerminal bool, fill func(io.Writer) error) error {
+	if err := safefile.CheckWay(path); err != nil {
+		return withCode(ExitUsage, fmt.Errorf("--file: %w", err))
+	}
 	lfi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -62,8 +75,24 @@ func writeExportFile(path string, toTerminal bool, fill func(io.Writer) error) e
 }
 
 // writeExisting writes an export into something that exists and is not a
-// regular file: a pipe, a device.
+// regular file: a character device, or a pipe or socket pamctl's user
+// owns.
 func writeExisting(path string, toTerminal bool, fill func(io.Writer) error) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	switch m := fi.Mode(); {
+	case m&fs.ModeDevice != 0 && m&fs.ModeCharDevice == 0:
+		return withCode(ExitUsage, fmt.Errorf("--file %s is a block device: write the export to a regular file", path))
+	case m&fs.ModeCharDevice != 0:
+	case m&(fs.ModeNamedPipe|fs.ModeSocket) != 0:
+		if err := safefile.CheckOwner(path); err != nil {
+			return withCode(ExitUsage, fmt.Errorf("--file %s is a pipe or socket another user may read from: %w", path, err))
+		}
+	default:
+		return withCode(ExitUsage, fmt.Errorf("--file %s is %s: write the export to a regular file", path, safefile.Kind(m)))
+	}
 	fh, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // An export's --file ends private to pamctl's user whatever was there: a
@@ -172,4 +173,64 @@ func TestAuditExportFileReplacesALooseFile(t *testing.T) {
 	if r := s.as(t, "admin", "", "audit", "export", "--file", link); r.code != ExitUsage || !strings.Contains(r.err, "symbolic link") {
 		t.Fatalf("export through a link: %+v", r)
 	}
+}
+
+// Red team (bb5): another user's FIFO, a directory others may write, a
+// block device: the export goes nowhere another user chose.
+func TestExportFileRefusesPlacesOthersChose(t *testing.T) {
+	fill := func(w io.Writer) error { _, err := io.WriteString(w, "trail\n"); return err }
+	t.Run("a directory others may write", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "open")
+		os.Mkdir(dir, 0o777)
+		os.Chmod(dir, 0o777)
+		p := filepath.Join(dir, "trail.jsonl")
+		if err := writeExportFile(p, false, fill); err == nil || exitCodeOf(err) != ExitUsage {
+			t.Fatalf("export into a 0777 directory: %v", err)
+		}
+		if _, err := os.Lstat(p); err == nil {
+			t.Fatal("the export was written there")
+		}
+	})
+	t.Run("a sticky directory", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "sticky")
+		os.Mkdir(dir, 0o777)
+		os.Chmod(dir, 0o777|os.ModeSticky)
+		if err := writeExportFile(filepath.Join(dir, "trail.jsonl"), false, fill); err != nil {
+			t.Fatalf("export into a sticky directory: %v", err)
+		}
+	})
+	t.Run("another user's FIFO", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "fifo.jsonl")
+		if err := syscall.Mkfifo(p, 0o622); err != nil {
+			t.Skip(err)
+		}
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Skipf("cannot give the FIFO to another user: %v", err)
+		}
+		os.Chmod(p, 0o622)
+		done := make(chan struct{})
+		go func() { // a reader, so a wrongly opened FIFO does not block
+			defer close(done)
+			if f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+				time.Sleep(200 * time.Millisecond)
+				f.Close()
+			}
+		}()
+		err := writeExportFile(p, false, fill)
+		<-done
+		if err == nil || exitCodeOf(err) != ExitUsage || !strings.Contains(err.Error(), "another user") {
+			t.Fatalf("export into another user's FIFO: %v", err)
+		}
+	})
+	t.Run("a block device", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "blk")
+		// loop device 200: absent on any test machine, so a wrong open
+		// fails rather than writing a disk.
+		if err := syscall.Mknod(p, syscall.S_IFBLK|0o600, int(7<<8|200)); err != nil {
+			t.Skipf("cannot make a block device node: %v", err)
+		}
+		if err := writeExportFile(p, false, fill); err == nil || !strings.Contains(err.Error(), "block device") {
+			t.Fatalf("export to a block device: %v", err)
+		}
+	})
 }
