@@ -98,26 +98,12 @@ func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Ti
 	if len(issuers) == 0 {
 		return nil, errors.New("oidc: no issuers configured")
 	}
-	var errs []error
-	names := map[string]bool{}
+	if err := errors.Join(ValidateIssuers(issuers)...); err != nil {
+		return nil, fmt.Errorf("oidc: %w", err)
+	}
 	v := &Verifier{client: client, now: now, byURL: map[string]*trustedIssuer{}}
 	for _, c := range issuers {
-		if err := c.Validate(); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if names[c.Name] {
-			errs = append(errs, fmt.Errorf("issuer %q: name is used twice", c.Name))
-		}
-		names[c.Name] = true
-		if prev, dup := v.byURL[c.URL]; dup {
-			errs = append(errs, fmt.Errorf("issuer %q: url %s is already used by issuer %q", c.Name, c.URL, prev.cfg.Name))
-			continue
-		}
 		v.byURL[c.URL] = &trustedIssuer{cfg: c.WithDefaults()}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("oidc: %w", err)
 	}
 	if v.client == nil {
 		v.client = &http.Client{Timeout: 10 * time.Second}
@@ -126,6 +112,35 @@ func NewVerifier(issuers []IssuerConfig, client *http.Client, now func() time.Ti
 		v.now = time.Now
 	}
 	return v, nil
+}
+
+// ValidateIssuers reports every problem with a set of trusted issuers, one
+// error per issuer and problem, prefixed issuers[i]: each issuer's own
+// (IssuerConfig.Validate), a name used twice, and a url another issuer
+// already has (a token's iss picks its issuer, so the second could never
+// verify a token, whatever its kind). NewVerifier refuses what it reports,
+// and `pamctl config check` runs it, so the check passes exactly what
+// serve's start accepts.
+func ValidateIssuers(issuers []IssuerConfig) []error {
+	var errs []error
+	names := map[string]bool{}
+	byURL := map[string]string{}
+	for i, c := range issuers {
+		if err := c.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("issuers[%d]: %w", i, err))
+			continue
+		}
+		if names[c.Name] {
+			errs = append(errs, fmt.Errorf("issuers[%d]: issuer %q: name is used twice", i, c.Name))
+		}
+		names[c.Name] = true
+		if prev, dup := byURL[c.URL]; dup {
+			errs = append(errs, fmt.Errorf("issuers[%d]: issuer %q: url %s is already used by issuer %q; one url names one issuer: drop one, or give each its own issuer url", i, c.Name, c.URL, prev))
+			continue
+		}
+		byURL[c.URL] = c.Name
+	}
+	return errs
 }
 
 // Trusts reports whether the verifier has an issuer named name at url:

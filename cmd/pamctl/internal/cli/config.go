@@ -843,17 +843,9 @@ func (c *Config) Validate() error {
 	if c.Proxy.MaxInflightBytes < 0 || (c.Proxy.MaxInflightBytes > 0 && c.Proxy.MaxInflightBytes < c.Proxy.MaxBody) {
 		add("proxy.max_inflight_bytes must be at least proxy.max_body (%d), or 0 for 8 × max_body", c.Proxy.MaxBody)
 	}
+	// The issuers as serve's start checks them (oidc.NewVerifier).
+	errs = append(errs, oidc.ValidateIssuers(c.Issuers)...)
 	seen := map[string]bool{}
-	for i, is := range c.Issuers {
-		if err := is.Validate(); err != nil {
-			add("issuers[%d]: %v", i, err)
-		}
-		if seen[is.Name] {
-			add("issuers[%d]: duplicate name %q", i, is.Name)
-		}
-		seen[is.Name] = true
-	}
-	seen = map[string]bool{}
 	for i, u := range c.Upstreams {
 		if u.Name == "" {
 			add("upstreams[%d]: name is required", i)
