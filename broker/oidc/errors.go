@@ -39,6 +39,7 @@ const (
 	ReasonUserinfo           Reason = "userinfo_failed"
 	ReasonUserinfoSubject    Reason = "userinfo_subject_mismatch"
 	ReasonNotYetValid        Reason = "not_yet_valid"
+	ReasonMissingIssuedAt    Reason = "missing_iat"
 	ReasonInvalidEmail       Reason = "invalid_email"
 	ReasonInvalid            Reason = "invalid"
 )
@@ -99,6 +100,8 @@ func (e *VerifyError) Error() string {
 		msg = "the userinfo endpoint answered for another subject than the ID token's"
 	case ReasonNotYetValid:
 		msg = fmt.Sprintf("the ID token says it was issued more than %s in the future; check the clocks of the identity provider and the broker (NTP), then log in again", ClockSkew)
+	case ReasonMissingIssuedAt:
+		msg = "the ID token has no iat (issued-at time), which OpenID Connect requires; an administrator must have the identity provider send iat as a number of seconds"
 	case ReasonInvalidEmail:
 		msg = "the account's email has spaces, control or invisible characters, so it could pass for someone else's; an administrator must correct the address at the identity provider"
 	case ReasonInvalidGroupsClaim:

@@ -3,6 +3,7 @@ package oidc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,55 @@ func TestIssuedInTheFutureIsRefused(t *testing.T) {
 	_, err := v.Verify(context.Background(), raw, "")
 	if err == nil || !strings.Contains(err.Error(), "clock") {
 		t.Errorf("message %q should point at the clocks", err)
+	}
+}
+
+// An ID token without a usable iat (OIDC Core 2 requires it) is refused:
+// absent, null, zero, negative, not a number. go-oidc reads a missing or
+// null iat as the zero time and a negative one as a date before 1970, and
+// only checks that iat is not in the future. Tokens with an iat, fractional
+// included, pass.
+func TestIssuedAtIsRequired(t *testing.T) {
+	clock := newClock()
+	iss := startIssuer(t, "", sharedKey(), devissuer.WithClock(clock.Now))
+	v := newVerifier(t, clock, corpConfig(iss))
+	now := clock.Now()
+	for _, tc := range []struct {
+		name     string
+		iat      any
+		admitted bool
+	}{
+		{"absent", devissuer.Omit, false},
+		{"null", nil, false},
+		{"zero", 0, false},
+		{"minus one", -1, false},
+		{"a string", "now", false},
+		{"a numeric string", fmt.Sprint(now.Unix()), false},
+		{"an object", map[string]any{"t": now.Unix()}, false},
+		{"now", now.Unix(), true},
+		{"an hour ago", now.Add(-time.Hour).Unix(), true},
+		{"fractional", float64(now.Unix()) + 0.5, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := iss.Forge().IssuedAt(devissuer.Claims{Subject: "alice", Audience: "pamctl", Expiry: now.Add(time.Hour)}, tc.iat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, reason := verifyReason(t, v, raw)
+			switch {
+			case tc.admitted && reason != "":
+				t.Fatalf("refused (%s), want admitted", reason)
+			case !tc.admitted && reason != oidc.ReasonMissingIssuedAt:
+				t.Fatalf("reason = %q, want %s", reason, oidc.ReasonMissingIssuedAt)
+			}
+		})
+	}
+	raw, err := iss.Forge().IssuedAt(devissuer.Claims{Subject: "alice", Audience: "pamctl", Expiry: now.Add(time.Hour)}, devissuer.Omit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), raw, ""); err == nil || !strings.Contains(err.Error(), "iat") {
+		t.Errorf("message %q should name the missing iat", err)
 	}
 }
 

@@ -206,6 +206,8 @@ func (v *Verifier) VerifyLogin(ctx context.Context, rawIDToken, nonce, accessTok
 			return Identity{}, newVerifyError(ErrInvalidToken, ReasonExpired, name, err)
 		case !slices.Contains(pre.Audience, iss.cfg.Audience):
 			return Identity{}, newVerifyError(ErrInvalidToken, ReasonWrongAudience, name, err)
+		case !positiveNumber(pre.IssuedAt):
+			return Identity{}, newVerifyError(ErrInvalidToken, ReasonMissingIssuedAt, name, err)
 		default:
 			return Identity{}, newVerifyError(ErrInvalidToken, ReasonInvalid, name, err)
 		}
@@ -222,6 +224,13 @@ func (v *Verifier) VerifyLogin(ctx context.Context, rawIDToken, nonce, accessTok
 	var claims map[string]any
 	if err := decodeClaims(tok, &claims); err != nil {
 		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMalformed, name, err)
+	}
+	// OIDC Core 2 requires iat. go-oidc reads an absent or null one as the
+	// zero time and a negative one as a date before 1970, and checks
+	// neither: a token that does not say when it was issued is refused.
+	if !positiveNumber(claims["iat"]) {
+		return Identity{}, newVerifyError(ErrInvalidToken, ReasonMissingIssuedAt, name,
+			errors.New("iat is missing or not a positive number of seconds"))
 	}
 	var userinfo map[string]any
 	if iss.cfg.GroupsSource == GroupsFromUserinfo {
@@ -588,6 +597,19 @@ func claimHas(v any, want string) bool {
 }
 
 // decodeClaims decodes the verified claims keeping numbers exact.
+// positiveNumber reports whether v, a decoded claim, is a JSON number
+// greater than zero.
+func positiveNumber(v any) bool {
+	switch n := v.(type) {
+	case json.Number:
+		f, err := n.Float64()
+		return err == nil && f > 0
+	case float64:
+		return n > 0
+	}
+	return false
+}
+
 func decodeClaims(tok *gooidc.IDToken, out *map[string]any) error {
 	var raw json.RawMessage
 	if err := tok.Claims(&raw); err != nil {
@@ -607,6 +629,9 @@ type unverifiedHeader struct {
 type unverifiedClaims struct {
 	Issuer   string   `json:"iss"`
 	Audience audience `json:"aud"`
+	// IssuedAt classifies go-oidc's refusal of an iat that is not a
+	// number (null, a string): missing_iat, not invalid.
+	IssuedAt any `json:"iat"`
 }
 
 // audience decodes aud, a string or a list of strings.

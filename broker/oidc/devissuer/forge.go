@@ -132,3 +132,19 @@ func Respell(raw string) map[string]string {
 	}
 	return out
 }
+
+// IssuedAt signs, with the issuer's own key, a token whose iat claim is iat
+// as given (any JSON value: null, -1, "now", 1.5e9) or, for Omit, absent,
+// so that only the iat check can catch it.
+func (f Forge) IssuedAt(c Claims, iat any) (string, error) {
+	claims, err := f.i.claimSet(f.i.issuer, c)
+	if err != nil {
+		return "", err
+	}
+	if iat == Omit {
+		delete(claims, "iat")
+	} else {
+		claims["iat"] = iat
+	}
+	return sign(f.i.signer, claims)
+}
