@@ -520,7 +520,10 @@ func (s *Service) CreateRequest(ctx context.Context, who Identity, ask Ask) (*Re
 	}
 	s.emit(ctx, &audit.Event{Type: audit.TypeRequestCreated, Actor: actor(who), Request: r.ID, Target: strings.Join(r.Scopes, " "), Decision: string(r.State), Reasons: d.Reasons, Details: map[string]string{"ttl": r.TTL.String(), "reason": r.Reason}})
 	if r.State == StateApproved {
-		s.emit(ctx, &audit.Event{Type: audit.TypeRequestApproved, Actor: actor(who), Request: r.ID, Grant: r.ID, Decision: "approved", Reasons: []string{"policy " + strings.Join(d.Policies, ",") + " needs no approval"}})
+		// The actor is the requester: details.auto says no one reviewed
+		// it, and the session and channel are the requester's.
+		s.emit(ctx, &audit.Event{Type: audit.TypeRequestApproved, Actor: actor(who), Request: r.ID, Grant: r.ID, Decision: "approved", Reasons: []string{"policy " + strings.Join(d.Policies, ",") + " needs no approval"},
+			Details: sessionDetails(map[string]string{"auto": "true"}, who, "session")})
 	}
 	s.notify(ctx, r, "request.created")
 	return r, nil
