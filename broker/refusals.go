@@ -19,51 +19,76 @@ const (
 
 // Bounds on review.refused events: a person may refuse-spam (approve their
 // own requests in a loop, or try every request id they learn), and the
-// trail must not grow with it.
+// trail must not grow with it, nor may one person's flood hide another's
+// refusals.
 const (
+	// MaxRefusalEventsPerReviewerPerMinute caps one reviewer's
+	// review.refused events a minute: their flood suppresses only their
+	// own.
+	MaxRefusalEventsPerReviewerPerMinute = 8
 	// MaxRefusalEventsPerMinute caps review.refused events a minute, in
-	// all (per broker process).
-	MaxRefusalEventsPerMinute = 32
+	// all (per broker process), against many reviewers at once.
+	MaxRefusalEventsPerMinute = 128
+	// maxRefusalPending bounds the reviewers whose left-out refusals are
+	// counted by name until their next event; beyond it they are counted
+	// as others'.
+	maxRefusalPending = 1024
 )
 
 // refusalLimiter decides which refusals are written: one per reviewer,
-// request and cause a calendar minute, MaxRefusalEventsPerMinute in all;
-// suppressed counts those left out since the last one written, which
-// that next event carries. Its memory is bounded by the cap: a key is
-// kept only for an event written, and all are dropped each minute.
+// request and cause a calendar minute, MaxRefusalEventsPerReviewerPerMinute
+// per reviewer and MaxRefusalEventsPerMinute in all. A refusal left out is
+// counted for its reviewer, and that reviewer's next event written carries
+// the count; when maxRefusalPending reviewers already have a count, it is
+// counted as others' instead, carried by the next event anyone's written.
+// Its memory is bounded: a key is kept only for an event written, keys
+// and per-reviewer counts of written events are dropped each minute, and
+// left-out counts are kept for at most maxRefusalPending reviewers.
 type refusalLimiter struct {
-	mu         sync.Mutex
-	minute     int64
-	seen       map[string]bool
-	written    int
-	suppressed int
+	mu      sync.Mutex
+	minute  int64
+	seen    map[string]bool
+	by      map[string]int // events written this minute, per reviewer
+	written int
+	pending map[string]int // left out since the reviewer's last event
+	others  int            // left out, of reviewers pending had no room for
 }
 
-// allow reports whether the refusal key may be written at now, and how
-// many were left out before it (to be recorded with it).
-func (l *refusalLimiter) allow(now time.Time, key string) (bool, int) {
+// allow reports whether reviewer's refusal key may be written at now, and
+// how many were left out before it: own, the reviewer's, and others, those
+// of reviewers who could not be named (to be recorded with it).
+func (l *refusalLimiter) allow(now time.Time, reviewer, key string) (ok bool, own, others int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if m := now.Unix() / 60; m != l.minute || l.seen == nil {
-		l.minute, l.seen, l.written = m, map[string]bool{}, 0
+		l.minute, l.seen, l.by, l.written = m, map[string]bool{}, map[string]int{}, 0
 	}
-	if l.seen[key] || l.written >= MaxRefusalEventsPerMinute {
-		l.suppressed++
-		return false, 0
+	if l.pending == nil {
+		l.pending = map[string]int{}
+	}
+	if l.seen[key] || l.by[reviewer] >= MaxRefusalEventsPerReviewerPerMinute || l.written >= MaxRefusalEventsPerMinute {
+		if _, ok := l.pending[reviewer]; ok || len(l.pending) < maxRefusalPending {
+			l.pending[reviewer]++
+		} else {
+			l.others++
+		}
+		return false, 0, 0
 	}
 	l.seen[key] = true
+	l.by[reviewer]++
 	l.written++
-	n := l.suppressed
-	l.suppressed = 0
-	return true, n
+	own, others = l.pending[reviewer], l.others
+	delete(l.pending, reviewer)
+	l.others = 0
+	return true, own, others
 }
 
 // reviewRefused records (bounded by refusalLimiter) that reviewer's
 // approve or deny of r was refused for cause, with err's user-safe
 // message as the reason, and the reviewer's session and channel.
 func (s *Service) reviewRefused(ctx context.Context, reviewer Identity, r *Request, approveIt bool, cause string, err error) {
-	key := reviewer.Issuer + "\x00" + reviewer.IssuerURL + "\x00" + reviewer.Subject + "\x00" + r.ID + "\x00" + cause
-	ok, suppressed := s.refusals.allow(s.now(), key)
+	who := reviewer.Issuer + "\x00" + reviewer.IssuerURL + "\x00" + reviewer.Subject
+	ok, suppressed, others := s.refusals.allow(s.now(), who, who+"\x00"+r.ID+"\x00"+cause)
 	if !ok {
 		return
 	}
@@ -74,6 +99,9 @@ func (s *Service) reviewRefused(ctx context.Context, reviewer Identity, r *Reque
 	d := map[string]string{"action": action, "cause": cause}
 	if suppressed > 0 {
 		d["suppressed"] = strconv.Itoa(suppressed)
+	}
+	if others > 0 {
+		d["suppressed_others"] = strconv.Itoa(others)
 	}
 	why := ErrorMessage(err)
 	var su *StepUpError

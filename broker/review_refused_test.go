@@ -63,6 +63,10 @@ func TestReviewRefusalsAreAuditedAndBounded(t *testing.T) {
 	if len(ev) != 2 || ev[1].Actor.Subject != "mallory" || ev[1].Details["cause"] != "not_approver" || ev[1].Details["action"] != "deny" || ev[1].Request != r.ID {
 		t.Fatalf("non-approver events: %+v", ev)
 	}
+	// alice's two repeats are hers: mallory's event does not carry them.
+	if s := ev[1].Details["suppressed"]; s != "" {
+		t.Fatalf("mallory's event counts %s refusals that were alice's", s)
+	}
 
 	// bob, an approver with a stale login: a step-up refusal.
 	bob := e.login("bob", "security")
@@ -77,8 +81,8 @@ func TestReviewRefusalsAreAuditedAndBounded(t *testing.T) {
 	}
 
 	// A flood: alice makes many requests and approves each herself. Per
-	// minute at most 32 refusals are written; the first of the next
-	// minute says how many were not.
+	// minute at most MaxRefusalEventsPerReviewerPerMinute of hers are
+	// written; her first of the next minute says how many were not.
 	e.clock.Add(time.Minute)
 	alice = e.login("alice", "ml")
 	before := len(refused())
@@ -91,14 +95,16 @@ func TestReviewRefusalsAreAuditedAndBounded(t *testing.T) {
 		e.svc.Review(ctx, alice, ri.ID, true, "", nil)
 		e.svc.Review(ctx, alice, ri.ID, true, "", nil) // a repeat: left out
 	}
-	if n := len(refused()) - before; n != 32 {
-		t.Fatalf("a flood of %d refusals wrote %d events in a minute, want 32", 2*flood, n)
+	per := broker.MaxRefusalEventsPerReviewerPerMinute
+	if n := len(refused()) - before; n != per {
+		t.Fatalf("a flood of %d refusals wrote %d events in a minute, want %d", 2*flood, n, per)
 	}
 	e.clock.Add(time.Minute)
 	alice = e.login("alice", "ml")
 	e.svc.Review(ctx, alice, r.ID, true, "", nil)
-	// Each event written counts those left out since the one before: in
-	// all, every refusal is either written or counted.
+	// Each event written counts those of its reviewer left out since
+	// their one before (alice's first of the flood: her two repeats at
+	// the start): in all, every refusal is either written or counted.
 	ev = refused()
 	left := 0
 	for _, x := range ev[before:] {
@@ -108,8 +114,67 @@ func TestReviewRefusalsAreAuditedAndBounded(t *testing.T) {
 			left += n
 		}
 	}
-	if len(ev)-before != 33 || left != 2*flood-32 {
-		t.Fatalf("%d refusals: %d written, %d counted as left out; want 33 and %d", 2*flood+1, len(ev)-before, left, 2*flood-32)
+	if ev[before].Details["suppressed"] != "2" {
+		t.Errorf("alice's first event of the flood: %v, want her 2 repeats counted", ev[before].Details)
+	}
+	if len(ev)-before != per+1 || left != 2+2*flood-per {
+		t.Fatalf("%d refusals: %d written, %d counted as left out; want %d and %d", 2*flood+1, len(ev)-before, left, per+1, 2+2*flood-per)
+	}
+}
+
+// One reviewer's flood of refusals suppresses only their own: another
+// person's refusal in the same minute is written, and carries no count of
+// the flood; the flooder's own next event carries it.
+func TestReviewRefusalBoundIsPerReviewer(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.login("alice", "ml")
+	mallory := e.login("mallory", "ml")
+	r, err := e.svc.CreateRequest(ctx, alice, broker.Ask{Scopes: []string{"model:gpt-4o"}, Reason: "target"})
+	if err != nil || r.State != broker.StatePending {
+		t.Fatalf("request: %v %+v", err, r)
+	}
+	refused := func() []audit.Event { return e.eventsOf(audit.TypeReviewRefused) }
+	const flood = 36
+	for i := range flood {
+		ri, err := e.svc.CreateRequest(ctx, mallory, broker.Ask{Scopes: []string{"model:gpt-4o"}, Reason: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.svc.Review(ctx, mallory, ri.ID, true, "", nil)
+	}
+	per := broker.MaxRefusalEventsPerReviewerPerMinute
+	if n := len(refused()); n != per {
+		t.Fatalf("mallory's flood of %d wrote %d events, want %d", flood, n, per)
+	}
+	// alice, in the same minute, approves her own request: written, and
+	// with no count of mallory's flood.
+	if _, err := e.svc.Review(ctx, alice, r.ID, true, "", nil); code(err) != broker.CodeForbidden {
+		t.Fatalf("alice's self-approval: %v", err)
+	}
+	ev := refused()
+	if len(ev) != per+1 {
+		t.Fatalf("alice's refusal after mallory's flood: %d events, want %d", len(ev), per+1)
+	}
+	if got := ev[per]; got.Actor.Subject != "alice" || got.Details["suppressed"] != "" {
+		t.Fatalf("alice's refusal: actor %s, details %v; want alice with no suppressed count", got.Actor.Subject, got.Details)
+	}
+	// The next minute, mallory's next refusal carries her own count.
+	e.clock.Add(time.Minute)
+	mallory = e.login("mallory", "ml")
+	alice = e.login("alice", "ml")
+	e.svc.Review(ctx, alice, r.ID, false, "", nil)
+	ri, _ := e.svc.CreateRequest(ctx, mallory, broker.Ask{Scopes: []string{"model:gpt-4o"}, Reason: "again"})
+	e.svc.Review(ctx, mallory, ri.ID, true, "", nil)
+	ev = refused()
+	if len(ev) != per+3 {
+		t.Fatalf("%d events, want %d", len(ev), per+3)
+	}
+	if got := ev[per+1]; got.Actor.Subject != "alice" || got.Details["suppressed"] != "" {
+		t.Errorf("alice's next refusal: %s %v, want no suppressed count", got.Actor.Subject, got.Details)
+	}
+	if got := ev[per+2]; got.Actor.Subject != "mallory" || got.Details["suppressed"] != fmt.Sprint(flood-per) {
+		t.Errorf("mallory's next refusal: %s %v, want suppressed %d", got.Actor.Subject, got.Details, flood-per)
 	}
 }
 

@@ -173,7 +173,7 @@ var types = []TypeInfo{
 	{TypeRequestApproved, "PAM-R002", "an approver approved a request (decision: approved, or pending while more approvals are needed)"},
 	{TypeRequestDenied, "PAM-R003", "an approver denied a request"},
 	{TypeRequestExpired, "PAM-R004", "a pending request or a grant expired"},
-	{TypeReviewRefused, "PAM-R006", "an approve or deny was refused before it counted (details.cause: self_review, not_approver or step_up); at most one per reviewer, request and cause a minute and 32 a minute in all (details.suppressed counts those not written)"},
+	{TypeReviewRefused, "PAM-R006", "an approve or deny was refused before it counted (details.cause: self_review, not_approver or step_up); at most one per reviewer, request and cause a minute, 8 a minute per reviewer and 128 in all (details.suppressed counts the reviewer's own not written, details.suppressed_others those of reviewers not kept by name)"},
 	{TypeRequestsPruned, "PAM-R005", "requests that ended longer ago than requests.retention were deleted from the store (details: count)"},
 	{TypeTokenIssued, "PAM-T001", "a scoped access token was minted"},
 	{TypeGrantRevoked, "PAM-T002", "a grant and its tokens were revoked"},
