@@ -25,11 +25,14 @@ import (
 // as it is, so ordinary lists read as before ("ml, security", "café").
 // Inside the quotes, each double quote is doubled, and so is each
 // character that looks like one (QuoteLike: a typographic “ or ”, a
-// fullwidth ＂, a double prime ″, a modifier letter ʺ, …), so no
-// character inside them can pass for their end: "alice”” (admin)" is the
-// one value alice” (admin).
+// fullwidth ＂, a double prime ″, a modifier letter ʺ, a combining double
+// mark ̎, …), and each of a run of two or more single-quote look-alikes
+// (halfQuote: ꞌꞌ, ’’, ′′ read as one), so no character inside them can
+// pass for their end: "alice”” (admin)" is the one value alice” (admin),
+// "aliceꞌꞌꞌꞌ (admin)" the one value aliceꞌꞌ (admin).
 // To read it back: a value in quotes runs to the next lone quote (""
-// in it is one quote, and a doubled look-alike one look-alike); any
+// in it is one quote, a doubled look-alike one look-alike, and a run of
+// single-quote look-alikes, always of four or more, half as many); any
 // other value runs to the next sep.
 //
 // The result is raw text, to be escaped where it is shown (Escape): the
@@ -55,10 +58,12 @@ func Join(vs []string, sep, punct string) string {
 func writeValue(b *strings.Builder, v, special string) {
 	if v == "" || v[0] == ' ' || v[len(v)-1] == ' ' || strings.ContainsAny(v, special) || lookAlike(v, special) {
 		b.WriteByte('"')
-		for _, r := range v {
+		rs := []rune(v) // as ranging over v: an invalid byte is U+FFFD
+		for i, r := range rs {
 			b.WriteRune(r)
-			if QuoteLike(r) {
-				b.WriteRune(r) // doubled: alone it would read as the end
+			// doubled: alone it would read as the end
+			if QuoteLike(r) || halfQuote(r) && (i > 0 && halfQuote(rs[i-1]) || i+1 < len(rs) && halfQuote(rs[i+1])) {
+				b.WriteRune(r)
 			}
 		}
 		b.WriteByte('"')
@@ -71,9 +76,13 @@ func writeValue(b *strings.Builder, v, special string) {
 // typographic double quotation mark (“ ” „ ‟ ❝ ❞ 〝 〞 〟 ⹂, the
 // ornaments U+1F676–U+1F678), a double or triple prime (″ ‴ ‶ ⁗), a
 // letter or accent drawn as one (ʺ ˮ ˝ ˵ ˶), the Hebrew gershayim ״, the
-// ditto mark 〃, the Vedic nihshvasa ᳓, or a character whose
-// compatibility form (NFKC) holds a double quote (the fullwidth ＂).
-// Guillemets (« ») and single quotes are not: they read as themselves.
+// ditto mark 〃, the Vedic nihshvasa ᳓, a combining double mark drawn as
+// one over or under the character before it (U+030B, U+030E, U+030F,
+// U+0348, the Hebrew accent gershayim U+059E, the Vedic double and triple
+// svarita U+1CDA, U+1CDB), or a character whose compatibility form (NFKC)
+// holds a double quote (the fullwidth ＂). Guillemets (« ») and single
+// quotes are not: they read as themselves (but two side by side read as a
+// double quote: Join doubles such runs, see halfQuote).
 func QuoteLike(r rune) bool {
 	switch {
 	case r == '"':
@@ -83,7 +92,12 @@ func QuoteLike(r rune) bool {
 	case r >= 0x201c && r <= 0x201f, r >= 0x2033 && r <= 0x2034, r == 0x2036, r == 0x2057,
 		r == 0x02ba, r == 0x02dd, r == 0x02ee, r == 0x02f5, r == 0x02f6,
 		r == 0x05f4, r == 0x1cd3, r == 0x3003, r >= 0x301d && r <= 0x301f,
-		r == 0x275d, r == 0x275e, r == 0x2e42, r >= 0x1f676 && r <= 0x1f678:
+		r == 0x275d, r == 0x275e, r == 0x2e42, r >= 0x1f676 && r <= 0x1f678,
+		// combining double marks, drawn as a quote over or under the
+		// character before them: double acute, double vertical line,
+		// double grave, double vertical line below, Hebrew accent
+		// gershayim, Vedic double and triple svarita
+		r == 0x030b, r == 0x030e, r == 0x030f, r == 0x0348, r == 0x059e, r == 0x1cda, r == 0x1cdb:
 		return true
 	}
 	return strings.ContainsRune(norm.NFKC.String(string(r)), '"')
@@ -145,4 +159,17 @@ func Party(display, subject string) string {
 		return Value(subject, "()")
 	}
 	return Value(display, "()") + " (" + Value(subject, "()") + ")"
+}
+
+// halfQuote reports whether r reads as a single quote mark, two of which
+// side by side read as a double quote: the typographic single quotes
+// (‘ ’ ‚ ‛), the prime and reversed prime (′ ‵), the modifier letters
+// prime and apostrophe (ʹ ʼ) and the saltillo (Ꞌ ꞌ). ASCII ' is not: it
+// reads as itself.
+func halfQuote(r rune) bool {
+	switch r {
+	case 0x2018, 0x2019, 0x201a, 0x201b, 0x2032, 0x2035, 0x02b9, 0x02bc, 0xa78b, 0xa78c:
+		return true
+	}
+	return false
 }

@@ -39,6 +39,35 @@ func readJoin(t *testing.T, s, sep string) []string {
 					}
 					break
 				}
+				// a run of two or more single-quote look-alikes is
+				// written doubled (each twice), a lone one as it is
+				if r, _ := utf8.DecodeRuneInString(s[i:]); halfQuote(r) {
+					var run []rune
+					j := i
+					for j < len(s) {
+						q, n := utf8.DecodeRuneInString(s[j:])
+						if !halfQuote(q) {
+							break
+						}
+						run, j = append(run, q), j+n
+					}
+					if len(run) == 1 {
+						b.WriteRune(run[0])
+						i = j - 1
+						continue
+					}
+					if len(run)%2 != 0 || len(run) < 4 {
+						t.Fatalf("a run of %d single-quote look-alikes inside the quotes of %q", len(run), s)
+					}
+					for k := 0; k < len(run); k += 2 {
+						if run[k] != run[k+1] {
+							t.Fatalf("an undoubled run of single-quote look-alikes inside the quotes of %q", s)
+						}
+						b.WriteRune(run[k])
+					}
+					i = j - 1
+					continue
+				}
 				// a look-alike of a quote inside quotes is always doubled
 				if r, n := utf8.DecodeRuneInString(s[i:]); QuoteLike(r) {
 					if !strings.HasPrefix(s[i+n:], string(r)) {
@@ -131,6 +160,21 @@ func TestJoin(t *testing.T) {
 		{[]string{"a\u201e\u201f\u2036\u02ee\u05f4\u3003\u301d\u301e\u301f\u275d\u275e\u2e42\U0001f676"}, ", ", "",
 			"\"a\u201e\u201e\u201f\u201f\u2036\u2036\u02ee\u02ee\u05f4\u05f4\u3003\u3003\u301d\u301d\u301e\u301e\u301f\u301f\u275d\u275d\u275e\u275e\u2e42\u2e42\U0001f676\U0001f676\""},
 		{[]string{"it\u2019s"}, ", ", "", "\"it\u2019s\""}, // a single quote mark is not a double quote's look-alike
+		// combining double marks read as a quote over the character
+		// before them (over a space, or the opening quote itself):
+		// doubled too
+		{[]string{"a\u030e, b"}, ", ", "", "\"a\u030e\u030e, b\""},
+		{[]string{" \u030e (admin)"}, ", ", "()", "\" \u030e\u030e (admin)\""},
+		{[]string{"a\u030b\u030f\u0348\u059e\u1cda\u1cdb, b"}, ", ", "",
+			"\"a\u030b\u030b\u030f\u030f\u0348\u0348\u059e\u059e\u1cda\u1cda\u1cdb\u1cdb, b\""},
+		// two single-quote look-alikes side by side read as a double
+		// quote: a run of two or more is doubled, a lone one is not
+		{[]string{"alice\ua78c\ua78c (admin)"}, ", ", "()", "\"alice\ua78c\ua78c\ua78c\ua78c (admin)\""},
+		{[]string{"alice\ua78c (admin)"}, ", ", "()", "\"alice\ua78c (admin)\""},
+		{[]string{"x\ua78b\ua78c\u2019, y"}, ", ", "", "\"x\ua78b\ua78b\ua78c\ua78c\u2019\u2019, y\""},
+		{[]string{"it\u2019\u2019s, \u2032\u2032"}, ", ", "", "\"it\u2019\u2019\u2019\u2019s, \u2032\u2032\u2032\u2032\""},
+		{[]string{"\u02b9\u02b9 \u02bc\u02bc \u2018\u2018 \u201a\u201a \u201b\u201b \u2035\u2035"}, ", ", "",
+			"\"\u02b9\u02b9\u02b9\u02b9 \u02bc\u02bc\u02bc\u02bc \u2018\u2018\u2018\u2018 \u201a\u201a\u201a\u201a \u201b\u201b\u201b\u201b \u2035\u2035\u2035\u2035\""},
 	} {
 		if got := Join(tc.vs, tc.sep, tc.punct); got != tc.want {
 			t.Errorf("Join(%q, %q, %q) = %q, want %q", tc.vs, tc.sep, tc.punct, got, tc.want)
@@ -139,7 +183,7 @@ func TestJoin(t *testing.T) {
 	// Random values over the punctuation read back exactly, and a view's
 	// own punctuation (punct) never appears outside quotes.
 	r := rand.New(rand.NewPCG(1, 2))
-	const alphabet = `ab ,;:()"` + "\u202e\n\u00a0\u037e\uff1b\u201a\u2022\uff08\u2474\ufdfaé\u201c\u201d\uff02\u2033\u02ba"
+	const alphabet = `ab ,;:()"` + "\u202e\n\u00a0\u037e\uff1b\u201a\u2022\uff08\u2474\ufdfaé\u201c\u201d\uff02\u2033\u02ba\u030e\u1cda\ua78c\ua78c\u2019"
 	for range 2000 {
 		vs := make([]string, 1+r.IntN(4))
 		for i := range vs {
@@ -179,6 +223,22 @@ func TestJoin(t *testing.T) {
 			if strings.ContainsFunc(rest, unicodePunct) || strings.ContainsAny(norm.NFKC.String(rest), `:()"`+special) {
 				t.Fatalf("Join(%q, %q) = %q has a look-alike of the punctuation outside quotes", vs, sep, got)
 			}
+		}
+	}
+}
+
+// TestQuoteLikeCombiningMarks: the combining marks drawn as a double quote
+// (or a double prime) over or under the character before them.
+func TestQuoteLikeCombiningMarks(t *testing.T) {
+	for _, r := range []rune{0x030b, 0x030e, 0x030f, 0x0348, 0x059e, 0x1cda, 0x1cdb} {
+		if !QuoteLike(r) {
+			t.Errorf("QuoteLike(%U) = false", r)
+		}
+	}
+	// single marks and other combining marks are not
+	for _, r := range []rune{0x0301, 0x0300, 0x030d, 0x0308, 0x0303, 0x1cd0, 0xa78c, 0x2019} {
+		if QuoteLike(r) {
+			t.Errorf("QuoteLike(%U) = true", r)
 		}
 	}
 }
