@@ -86,9 +86,19 @@ func TestTopLevelFolders(t *testing.T) {
 	}
 	allowed := map[string]bool{"cmd": true, "broker": true, "proxy": true, "store": true, "docs": true, "testdata": true, ".ci": true, "bench": true, "deploy": true}
 	seen := map[string]bool{}
+	// Top-level files: the module, the README and the build's own; a
+	// stray one (an editor's accident once added a file named after a
+	// line of Go) is as wrong as a stray folder.
+	files := map[string]bool{"go.mod": true, "go.sum": true, "README.md": true, "LICENSE": true, ".gitignore": true, ".dockerignore": true, ".goreleaser.yaml": true}
 	for _, f := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		dir, _, nested := strings.Cut(f, "/")
-		if !nested || seen[dir] {
+		if !nested {
+			if !files[f] {
+				t.Errorf("top-level file %q is not one the design allows: move it under a folder, or delete it if nothing uses it", f)
+			}
+			continue
+		}
+		if seen[dir] {
 			continue
 		}
 		seen[dir] = true
