@@ -406,16 +406,43 @@ func eventSeq(ev []byte) (int64, bool) {
 			}
 		}
 	}
-	_, data := sseFields(ev)
 	var n int64
 	found := false
-	topMembers(data, func(name, v string) {
+	visit := func(name, v string) {
 		if name == "sequence_number" {
 			m, err := strconv.ParseInt(v, 10, 64)
 			n, found = m, err == nil
 		}
-	})
+	}
+	if data, ok := oneDataLine(ev); ok {
+		// The usual event (an event: line and one data: line): walked
+		// where it lies, without copying.
+		objectMembers(data, visit)
+		return n, found
+	}
+	_, data := sseFields(ev)
+	topMembers(data, visit)
 	return n, found
+}
+
+// oneDataLine returns the value of a raw event's only data line, when it
+// has exactly one (other fields aside), without copying it.
+func oneDataLine(ev []byte) ([]byte, bool) {
+	var data []byte
+	count := 0
+	for len(ev) > 0 {
+		var line []byte
+		line, ev, _ = bytes.Cut(ev, []byte("\n"))
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if bytes.IndexByte(line, '\r') >= 0 {
+			return nil, false // a lone CR ends a line too: the general path
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			data = bytes.TrimPrefix(v, []byte(" "))
+			count++
+		}
+	}
+	return data, count == 1
 }
 
 // after keeps what follows the terminal event, up to a bound; past it the

@@ -170,3 +170,26 @@ func TestEventSeqReadsOnlyTheKey(t *testing.T) {
 		}
 	}
 }
+
+// Reading a Responses event's number costs no allocation wherever the
+// upstream put the member (the hot path: every event of every
+// Responses stream is read), and reads the same number as the general path.
+func TestEventSeqAllocatesNothing(t *testing.T) {
+	for _, ev := range []string{
+		"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":12,\"item_id\":\"m1\",\"output_index\":0,\"content_index\":0,\"delta\":\"hi\"}\n\n",
+		"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"m1\",\"delta\":\"hi\",\"sequence_number\":12}\n\n",
+		"id: 4\r\nevent: response.created\r\ndata: {\"type\":\"response.created\",\"sequence_number\":12,\"response\":{\"id\":\"r\",\"sequence_number\":99}}\r\n\r\n",
+	} {
+		if n, ok := eventSeq([]byte(ev)); !ok || n != 12 {
+			t.Errorf("eventSeq(%q) = %d, %v; want 12", ev, n, ok)
+		}
+		b := []byte(ev)
+		if a := testing.AllocsPerRun(100, func() { eventSeq(b) }); a != 0 {
+			t.Errorf("eventSeq(%q): %v allocations, want none", ev, a)
+		}
+	}
+	// two data lines: the general path joins them
+	if n, ok := eventSeq([]byte("event: x\ndata: {\"a\":1,\ndata: \"sequence_number\":5,\"b\":2}\n\n")); !ok || n != 5 {
+		t.Errorf("an event of two data lines: %d, %v; want 5", n, ok)
+	}
+}
