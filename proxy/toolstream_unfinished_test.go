@@ -199,28 +199,11 @@ func TestStreamUnfinishedCallsClientGone(t *testing.T) {
 				waitFor(t, "the hold", func() bool { holds.mu.Lock(); defer holds.mu.Unlock(); return len(holds.got) > 0 })
 			} else {
 				// The comment after the call's events: the proxy has read them.
-				rd := bufio.NewReader(res.Body)
-				for {
-					line, err := rd.ReadString('\n')
-					if err != nil {
-						t.Fatalf("no ping: %v", err)
-					}
-					if strings.HasPrefix(line, ": ping") {
-						break
-					}
-				}
+				readUntilPing(t, res.Body)
 			}
 			cancel()
 			_ = res.Body.Close()
-			waitFor(t, "the abandoned call's audit event", func() bool {
-				for _, e := range h.sink.ofType(audit.TypeProxyCall) {
-					if e.Status == statusClientClosed {
-						return true
-					}
-				}
-				return false
-			})
-			time.Sleep(50 * time.Millisecond) // nothing more is recorded after it
+			waitAbandoned(t, h)
 			var got []string
 			for _, ev := range h.sink.ofType(audit.TypeToolCall) {
 				got = append(got, toolCallSummary(ev))
@@ -291,27 +274,10 @@ func TestStreamUnfinishedBatchRecordedOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd := bufio.NewReader(res.Body)
-		for {
-			line, err := rd.ReadString('\n')
-			if err != nil {
-				t.Fatalf("no ping: %v", err)
-			}
-			if strings.HasPrefix(line, ": ping") {
-				break
-			}
-		}
+		readUntilPing(t, res.Body)
 		cancel()
 		_ = res.Body.Close()
-		waitFor(t, "the abandoned call's audit event", func() bool {
-			for _, e := range h.sink.ofType(audit.TypeProxyCall) {
-				if e.Status == statusClientClosed {
-					return true
-				}
-			}
-			return false
-		})
-		time.Sleep(50 * time.Millisecond) // nothing more is recorded after it
+		waitAbandoned(t, h)
 		check(t, h, 0, nil)
 	})
 }
@@ -380,4 +346,35 @@ func TestStreamJudgeFailureRecorded(t *testing.T) {
 			t.Errorf("%s: recorded %q, want %q", c.name, got, c.want)
 		}
 	}
+}
+
+// readUntilPing reads a stream up to the comment the test upstream sends
+// after a call's events: by then the proxy has read them.
+func readUntilPing(t *testing.T, body io.Reader) {
+	t.Helper()
+	rd := bufio.NewReader(body)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no ping: %v", err)
+		}
+		if strings.HasPrefix(line, ": ping") {
+			return
+		}
+	}
+}
+
+// waitAbandoned waits for the proxy.call event of a call the client gave
+// up on, and a moment more: nothing is recorded after it.
+func waitAbandoned(t *testing.T, h *harness) {
+	t.Helper()
+	waitFor(t, "the abandoned call's audit event", func() bool {
+		for _, e := range h.sink.ofType(audit.TypeProxyCall) {
+			if e.Status == statusClientClosed {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(50 * time.Millisecond)
 }
