@@ -16,9 +16,7 @@ func TestChatShowsTheAct(t *testing.T) {
 	if !strings.Contains(string(raw), "*Acting for*\\n`alice-gh = alice@example.com`") {
 		t.Errorf("slack message lacks the act: %s", raw)
 	}
-	raw, _ = TeamsPayload(e)
-	var tm teamsMessage
-	json.Unmarshal(raw, &tm)
+	tm := teamsMessageOf(t, e)
 	found := false
 	for _, b := range tm.Attachments[0].Content.Body {
 		for _, f := range b.Facts {

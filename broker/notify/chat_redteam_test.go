@@ -87,9 +87,7 @@ func TestChatShowsInvisibleText(t *testing.T) {
 					texts = append(texts, f.Text)
 				}
 			}
-			raw, _ = TeamsPayload(ev)
-			var tm teamsMessage
-			json.Unmarshal(raw, &tm)
+			tm := teamsMessageOf(t, ev)
 			for _, b := range tm.Attachments[0].Content.Body {
 				texts = append(texts, b.Text)
 				for _, f := range b.Facts {

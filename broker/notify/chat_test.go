@@ -236,14 +236,7 @@ func TestChatEscapesHostileText(t *testing.T) {
 				}
 			}
 
-			raw, err = TeamsPayload(e)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var tm teamsMessage
-			if err := json.Unmarshal(raw, &tm); err != nil {
-				t.Fatal(err)
-			}
+			tm := teamsMessageOf(t, e)
 			card := tm.Attachments[0].Content
 			var tt []string
 			for _, b := range card.Body {
@@ -288,9 +281,7 @@ func TestChatShowsTheHeldCallsMethod(t *testing.T) {
 		if !strings.Contains(string(raw), "*Call*\\n`"+want+"`") {
 			t.Errorf("slack message for method %q lacks %q: %s", method, want, raw)
 		}
-		raw, _ = TeamsPayload(e)
-		var tm teamsMessage
-		json.Unmarshal(raw, &tm)
+		tm := teamsMessageOf(t, e)
 		found := false
 		for _, b := range tm.Attachments[0].Content.Body {
 			for _, f := range b.Facts {

@@ -34,14 +34,7 @@ func TestChatQuotesDisplayNames(t *testing.T) {
 		}
 	}
 
-	raw, err = TeamsPayload(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tm teamsMessage
-	if err := json.Unmarshal(raw, &tm); err != nil {
-		t.Fatal(err)
-	}
+	tm := teamsMessageOf(t, e)
 	facts := map[string]string{}
 	for _, b := range tm.Attachments[0].Content.Body {
 		for _, f := range b.Facts {
@@ -54,4 +47,19 @@ func TestChatQuotesDisplayNames(t *testing.T) {
 	if got, want := facts["Denied by"], "\"bob\u201d\u201d \\(security\" \\(eve\\)"; got != want {
 		t.Errorf("teams: Denied by %q, want %q", got, want)
 	}
+}
+
+// teamsMessageOf is e's Teams message decoded, the test failing when it cannot
+// be made or read.
+func teamsMessageOf(t *testing.T, e Event) teamsMessage {
+	t.Helper()
+	raw, err := TeamsPayload(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tm teamsMessage
+	if err := json.Unmarshal(raw, &tm); err != nil {
+		t.Fatal(err)
+	}
+	return tm
 }
